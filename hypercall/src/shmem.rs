@@ -1,0 +1,376 @@
+//! Memory shared with another domain.
+//!
+//! This is the one module that touches shared pages. It never creates a Rust reference
+//! into them: the other side may write at any time, so every access is a volatile or
+//! atomic operation on a raw pointer. Callers copy what they need out once (into a
+//! private value) and validate that copy (XSA-155).
+//!
+//! Offsets given to the accessors are the caller's layout constants; an offset out of
+//! range or misaligned is a bug in the caller and panics. Offsets derived from data the
+//! other side controls must be checked first with [`SharedMem::sub`] /
+//! [`SharedMem::contains`].
+
+use core::ptr::NonNull;
+use core::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+/// A region of memory that another domain may read or write concurrently.
+#[derive(Clone, Copy, Debug)]
+pub struct SharedMem {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: SharedMem is a pointer + length; all accesses through it are volatile or
+// atomic, which is exactly the discipline required for memory written concurrently.
+unsafe impl Send for SharedMem {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMem {}
+
+impl SharedMem {
+    /// Wraps `len` bytes at `ptr`.
+    ///
+    /// # Safety
+    /// `ptr..ptr+len` must stay mapped, readable and writable for as long as this value
+    /// (or any copy or sub-range of it) is used. Nothing else may hold a Rust reference
+    /// into that memory.
+    pub const unsafe fn new(ptr: NonNull<u8>, len: usize) -> Self {
+        Self { ptr, len }
+    }
+
+    /// Length in bytes.
+    pub const fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the region is empty.
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The start address (for address translation only; never dereference it directly).
+    pub const fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// Whether `offset..offset+len` lies inside the region (overflow-safe).
+    pub const fn contains(&self, offset: usize, len: usize) -> bool {
+        match offset.checked_add(len) {
+            Some(end) => end <= self.len,
+            None => false,
+        }
+    }
+
+    /// The sub-region `offset..offset+len`, or `None` if it is not inside this region.
+    pub fn sub(&self, offset: usize, len: usize) -> Option<SharedMem> {
+        if !self.contains(offset, len) {
+            return None;
+        }
+        // SAFETY: in bounds (checked above), so the pointer stays inside the allocation
+        // this region was created over.
+        let p = unsafe { self.ptr.as_ptr().add(offset) };
+        Some(SharedMem {
+            // SAFETY: non-null base plus in-bounds offset.
+            ptr: unsafe { NonNull::new_unchecked(p) },
+            len,
+        })
+    }
+
+    fn at<T>(&self, offset: usize) -> *mut T {
+        let size = core::mem::size_of::<T>();
+        assert!(self.contains(offset, size), "shared memory access out of range");
+        // SAFETY: in bounds (asserted above).
+        let p = unsafe { self.ptr.as_ptr().add(offset) };
+        assert!(
+            (p as usize) % core::mem::align_of::<T>() == 0,
+            "misaligned shared memory access"
+        );
+        p.cast()
+    }
+
+    /// Atomic (acquire) load of a `u32`, e.g. a ring index the other side produces.
+    pub fn load_u32(&self, offset: usize) -> u32 {
+        // SAFETY: in bounds and aligned (checked by `at`); the memory is valid per `new`,
+        // and the other side only ever accesses it as plain memory, which is what an
+        // atomic is at the hardware level.
+        unsafe { AtomicU32::from_ptr(self.at(offset)) }.load(Ordering::Acquire)
+    }
+
+    /// Atomic (release) store of a `u32`, e.g. publishing a ring index.
+    pub fn store_u32(&self, offset: usize, value: u32) {
+        // SAFETY: as in `load_u32`.
+        unsafe { AtomicU32::from_ptr(self.at(offset)) }.store(value, Ordering::Release)
+    }
+
+    /// Atomic (acquire) load of a `u16` (e.g. grant entry flags).
+    pub fn load_u16(&self, offset: usize) -> u16 {
+        // SAFETY: as in `load_u32`.
+        unsafe { AtomicU16::from_ptr(self.at(offset)) }.load(Ordering::Acquire)
+    }
+
+    /// Atomic (release) store of a `u16`.
+    pub fn store_u16(&self, offset: usize, value: u16) {
+        // SAFETY: as in `load_u32`.
+        unsafe { AtomicU16::from_ptr(self.at(offset)) }.store(value, Ordering::Release)
+    }
+
+    /// Atomic compare-and-exchange of a `u16` (sequentially consistent); returns the
+    /// previous value, `Ok` if it was `current`.
+    pub fn cmpxchg_u16(&self, offset: usize, current: u16, new: u16) -> Result<u16, u16> {
+        // SAFETY: as in `load_u32`.
+        unsafe { AtomicU16::from_ptr(self.at(offset)) }.compare_exchange(
+            current,
+            new,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        )
+    }
+
+    /// Atomic compare-and-exchange of a `u32`.
+    pub fn cmpxchg_u32(&self, offset: usize, current: u32, new: u32) -> Result<u32, u32> {
+        // SAFETY: as in `load_u32`.
+        unsafe { AtomicU32::from_ptr(self.at(offset)) }.compare_exchange(
+            current,
+            new,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        )
+    }
+
+    /// Atomic load of a `u8`.
+    pub fn load_u8(&self, offset: usize) -> u8 {
+        // SAFETY: as in `load_u32`.
+        unsafe { AtomicU8::from_ptr(self.at(offset)) }.load(Ordering::Acquire)
+    }
+
+    /// Atomic store of a `u8`.
+    pub fn store_u8(&self, offset: usize, value: u8) {
+        // SAFETY: as in `load_u32`.
+        unsafe { AtomicU8::from_ptr(self.at(offset)) }.store(value, Ordering::Release)
+    }
+
+    /// Atomic swap of a `u8`, returning the old value.
+    pub fn swap_u8(&self, offset: usize, value: u8) -> u8 {
+        // SAFETY: as in `load_u32`.
+        unsafe { AtomicU8::from_ptr(self.at(offset)) }.swap(value, Ordering::SeqCst)
+    }
+
+    /// Atomic load of a `u64` (e.g. an event-channel bitmap word).
+    pub fn load_u64(&self, offset: usize) -> u64 {
+        // SAFETY: as in `load_u32`.
+        unsafe { AtomicU64::from_ptr(self.at(offset)) }.load(Ordering::Acquire)
+    }
+
+    /// Atomic store of a `u64`.
+    pub fn store_u64(&self, offset: usize, value: u64) {
+        // SAFETY: as in `load_u32`.
+        unsafe { AtomicU64::from_ptr(self.at(offset)) }.store(value, Ordering::Release)
+    }
+
+    /// Atomic OR into a `u64`; returns the previous value.
+    pub fn fetch_or_u64(&self, offset: usize, bits: u64) -> u64 {
+        // SAFETY: as in `load_u32`.
+        unsafe { AtomicU64::from_ptr(self.at(offset)) }.fetch_or(bits, Ordering::SeqCst)
+    }
+
+    /// Atomic AND into a `u64`; returns the previous value.
+    pub fn fetch_and_u64(&self, offset: usize, bits: u64) -> u64 {
+        // SAFETY: as in `load_u32`.
+        unsafe { AtomicU64::from_ptr(self.at(offset)) }.fetch_and(bits, Ordering::SeqCst)
+    }
+
+    /// Atomic exchange of a `u64`; returns the previous value.
+    pub fn swap_u64(&self, offset: usize, value: u64) -> u64 {
+        // SAFETY: as in `load_u32`.
+        unsafe { AtomicU64::from_ptr(self.at(offset)) }.swap(value, Ordering::SeqCst)
+    }
+
+    /// Copies `buf.len()` bytes starting at `offset` out of shared memory, once.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) {
+        assert!(self.contains(offset, buf.len()), "shared memory read out of range");
+        // SAFETY: in bounds (asserted); volatile reads never form references.
+        unsafe { volatile_copy_from(self.ptr.as_ptr().add(offset), buf) }
+    }
+
+    /// Copies `buf` into shared memory at `offset`.
+    pub fn write(&self, offset: usize, buf: &[u8]) {
+        assert!(self.contains(offset, buf.len()), "shared memory write out of range");
+        // SAFETY: in bounds (asserted); volatile writes never form references.
+        unsafe { volatile_copy_to(self.ptr.as_ptr().add(offset), buf) }
+    }
+
+    /// Fills `len` bytes at `offset` with `byte`.
+    pub fn fill(&self, offset: usize, len: usize, byte: u8) {
+        assert!(self.contains(offset, len), "shared memory fill out of range");
+        let word = u64::from_ne_bytes([byte; 8]);
+        let mut i = 0;
+        // SAFETY: every access below is inside offset..offset+len (asserted in bounds).
+        unsafe {
+            let base = self.ptr.as_ptr().add(offset);
+            while i < len && (base.add(i) as usize) % 8 != 0 {
+                base.add(i).write_volatile(byte);
+                i += 1;
+            }
+            while i + 8 <= len {
+                base.add(i).cast::<u64>().write_volatile(word);
+                i += 8;
+            }
+            while i < len {
+                base.add(i).write_volatile(byte);
+                i += 1;
+            }
+        }
+    }
+
+    /// Reads a plain-data value (a private copy) from `offset`.
+    pub fn read_obj<T: FromBytes + IntoBytes>(&self, offset: usize) -> T {
+        let mut v = T::new_zeroed();
+        self.read(offset, v.as_mut_bytes());
+        v
+    }
+
+    /// Writes a plain-data value to `offset`.
+    pub fn write_obj<T: IntoBytes + Immutable>(&self, offset: usize, value: &T) {
+        self.write(offset, value.as_bytes());
+    }
+
+    /// Copies `len` bytes from `src` at `src_off` to `self` at `dst_off`
+    /// (both shared; used by host-side grant copy).
+    pub fn copy_from(&self, dst_off: usize, src: &SharedMem, src_off: usize, len: usize) {
+        let mut chunk = [0u8; 512];
+        let mut done = 0;
+        while done < len {
+            let n = core::cmp::min(chunk.len(), len - done);
+            src.read(src_off + done, &mut chunk[..n]);
+            self.write(dst_off + done, &chunk[..n]);
+            done += n;
+        }
+    }
+}
+
+/// Full memory barrier (`mb()` in `io/ring.h`).
+pub fn mb() {
+    fence(Ordering::SeqCst);
+}
+
+/// Read barrier (`rmb()`): later reads are not performed before earlier ones.
+pub fn rmb() {
+    fence(Ordering::Acquire);
+}
+
+/// Write barrier (`wmb()`): earlier writes are visible before later ones.
+pub fn wmb() {
+    fence(Ordering::Release);
+}
+
+/// # Safety
+/// `src..src+buf.len()` must be valid for reads.
+unsafe fn volatile_copy_from(src: *const u8, buf: &mut [u8]) {
+    let len = buf.len();
+    let dst = buf.as_mut_ptr();
+    let mut i = 0;
+    // SAFETY: all accesses are inside src..src+len (caller) and buf.
+    unsafe {
+        while i < len && (src.add(i) as usize) % 8 != 0 {
+            *dst.add(i) = src.add(i).read_volatile();
+            i += 1;
+        }
+        while i + 8 <= len {
+            let w = src.add(i).cast::<u64>().read_volatile();
+            dst.add(i).cast::<u64>().write_unaligned(w);
+            i += 8;
+        }
+        while i < len {
+            *dst.add(i) = src.add(i).read_volatile();
+            i += 1;
+        }
+    }
+}
+
+/// # Safety
+/// `dst..dst+buf.len()` must be valid for writes.
+unsafe fn volatile_copy_to(dst: *mut u8, buf: &[u8]) {
+    let len = buf.len();
+    let src = buf.as_ptr();
+    let mut i = 0;
+    // SAFETY: all accesses are inside dst..dst+len (caller) and buf.
+    unsafe {
+        while i < len && (dst.add(i) as usize) % 8 != 0 {
+            dst.add(i).write_volatile(*src.add(i));
+            i += 1;
+        }
+        while i + 8 <= len {
+            let w = src.add(i).cast::<u64>().read_unaligned();
+            dst.add(i).cast::<u64>().write_volatile(w);
+            i += 8;
+        }
+        while i < len {
+            dst.add(i).write_volatile(*src.add(i));
+            i += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec;
+
+    fn region(buf: &mut [u64]) -> SharedMem {
+        // SAFETY: the test buffer outlives the region and is only accessed through it.
+        unsafe { SharedMem::new(NonNull::new(buf.as_mut_ptr().cast()).unwrap(), buf.len() * 8) }
+    }
+
+    #[test]
+    fn copies_round_trip_at_every_alignment() {
+        let mut backing = vec![0u64; 64];
+        let m = region(&mut backing);
+        for off in 0..9 {
+            for len in [0usize, 1, 7, 8, 9, 31, 100] {
+                let data: std::vec::Vec<u8> = (0..len).map(|i| (i * 7 + off) as u8).collect();
+                m.write(off, &data);
+                let mut back = vec![0u8; len];
+                m.read(off, &mut back);
+                assert_eq!(back, data);
+            }
+        }
+    }
+
+    #[test]
+    fn sub_rejects_out_of_range_and_overflow() {
+        let mut backing = vec![0u64; 2];
+        let m = region(&mut backing);
+        assert!(m.sub(0, 16).is_some());
+        assert!(m.sub(8, 9).is_none());
+        assert!(m.sub(usize::MAX, 2).is_none());
+        assert!(!m.contains(1, usize::MAX));
+    }
+
+    #[test]
+    fn atomics_and_fill() {
+        let mut backing = vec![0u64; 4];
+        let m = region(&mut backing);
+        m.store_u32(4, 0xdead_beef);
+        assert_eq!(m.load_u32(4), 0xdead_beef);
+        assert_eq!(m.cmpxchg_u16(8, 0, 5), Ok(0));
+        assert_eq!(m.cmpxchg_u16(8, 0, 6), Err(5));
+        assert_eq!(m.fetch_or_u64(16, 0b101), 0);
+        assert_eq!(m.fetch_and_u64(16, !1), 0b101);
+        assert_eq!(m.load_u64(16), 0b100);
+        m.fill(1, 30, 0xAB);
+        let mut b = [0u8; 32];
+        m.read(0, &mut b);
+        assert_eq!(b[0], 0);
+        assert!(b[1..31].iter().all(|&x| x == 0xAB));
+        assert_eq!(b[31], 0);
+    }
+
+    #[test]
+    #[should_panic]
+    fn misuse_panics_instead_of_touching_other_memory() {
+        let mut backing = vec![0u64; 1];
+        let m = region(&mut backing);
+        m.load_u32(6);
+    }
+}

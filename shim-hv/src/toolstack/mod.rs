@@ -1,0 +1,1 @@
+//! toolstack (in progress).

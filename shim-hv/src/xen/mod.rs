@@ -1,0 +1,1 @@
+//! xen (in progress).

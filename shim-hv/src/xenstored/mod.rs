@@ -1,0 +1,1 @@
+//! xenstored (in progress).

@@ -1,0 +1,2 @@
+//! xbd-front (xenkit).
+#![no_std]

@@ -1,0 +1,2 @@
+//! xenbus (xenkit).
+#![no_std]

@@ -1,0 +1,2 @@
+//! xencons (xenkit).
+#![no_std]

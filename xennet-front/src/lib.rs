@@ -1,0 +1,2 @@
+//! xennet-front (xenkit).
+#![no_std]
