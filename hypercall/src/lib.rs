@@ -14,6 +14,8 @@
 pub mod abi;
 pub mod platform;
 pub mod shmem;
+pub mod xen;
 
 pub use platform::{DomId, Gfn, GrantRef, Hypercall, Platform, Port, PAGE_SIZE};
 pub use shmem::SharedMem;
+pub use xen::{Xen, XenError};

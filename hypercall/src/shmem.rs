@@ -78,11 +78,14 @@ impl SharedMem {
 
     fn at<T>(&self, offset: usize) -> *mut T {
         let size = core::mem::size_of::<T>();
-        assert!(self.contains(offset, size), "shared memory access out of range");
+        assert!(
+            self.contains(offset, size),
+            "shared memory access out of range"
+        );
         // SAFETY: in bounds (asserted above).
         let p = unsafe { self.ptr.as_ptr().add(offset) };
         assert!(
-            (p as usize) % core::mem::align_of::<T>() == 0,
+            (p as usize).is_multiple_of(core::mem::align_of::<T>()),
             "misaligned shared memory access"
         );
         p.cast()
@@ -187,27 +190,36 @@ impl SharedMem {
 
     /// Copies `buf.len()` bytes starting at `offset` out of shared memory, once.
     pub fn read(&self, offset: usize, buf: &mut [u8]) {
-        assert!(self.contains(offset, buf.len()), "shared memory read out of range");
+        assert!(
+            self.contains(offset, buf.len()),
+            "shared memory read out of range"
+        );
         // SAFETY: in bounds (asserted); volatile reads never form references.
         unsafe { volatile_copy_from(self.ptr.as_ptr().add(offset), buf) }
     }
 
     /// Copies `buf` into shared memory at `offset`.
     pub fn write(&self, offset: usize, buf: &[u8]) {
-        assert!(self.contains(offset, buf.len()), "shared memory write out of range");
+        assert!(
+            self.contains(offset, buf.len()),
+            "shared memory write out of range"
+        );
         // SAFETY: in bounds (asserted); volatile writes never form references.
         unsafe { volatile_copy_to(self.ptr.as_ptr().add(offset), buf) }
     }
 
     /// Fills `len` bytes at `offset` with `byte`.
     pub fn fill(&self, offset: usize, len: usize, byte: u8) {
-        assert!(self.contains(offset, len), "shared memory fill out of range");
+        assert!(
+            self.contains(offset, len),
+            "shared memory fill out of range"
+        );
         let word = u64::from_ne_bytes([byte; 8]);
         let mut i = 0;
         // SAFETY: every access below is inside offset..offset+len (asserted in bounds).
         unsafe {
             let base = self.ptr.as_ptr().add(offset);
-            while i < len && (base.add(i) as usize) % 8 != 0 {
+            while i < len && !(base.add(i) as usize).is_multiple_of(8) {
                 base.add(i).write_volatile(byte);
                 i += 1;
             }
@@ -271,7 +283,7 @@ unsafe fn volatile_copy_from(src: *const u8, buf: &mut [u8]) {
     let mut i = 0;
     // SAFETY: all accesses are inside src..src+len (caller) and buf.
     unsafe {
-        while i < len && (src.add(i) as usize) % 8 != 0 {
+        while i < len && !(src.add(i) as usize).is_multiple_of(8) {
             *dst.add(i) = src.add(i).read_volatile();
             i += 1;
         }
@@ -295,7 +307,7 @@ unsafe fn volatile_copy_to(dst: *mut u8, buf: &[u8]) {
     let mut i = 0;
     // SAFETY: all accesses are inside dst..dst+len (caller) and buf.
     unsafe {
-        while i < len && (dst.add(i) as usize) % 8 != 0 {
+        while i < len && !(dst.add(i) as usize).is_multiple_of(8) {
             dst.add(i).write_volatile(*src.add(i));
             i += 1;
         }
@@ -319,7 +331,12 @@ mod tests {
 
     fn region(buf: &mut [u64]) -> SharedMem {
         // SAFETY: the test buffer outlives the region and is only accessed through it.
-        unsafe { SharedMem::new(NonNull::new(buf.as_mut_ptr().cast()).unwrap(), buf.len() * 8) }
+        unsafe {
+            SharedMem::new(
+                NonNull::new(buf.as_mut_ptr().cast()).unwrap(),
+                buf.len() * 8,
+            )
+        }
     }
 
     #[test]

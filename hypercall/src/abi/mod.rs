@@ -3,12 +3,19 @@
 //! Constants are grouped by header; wire structures are `#[repr(C)]` `zerocopy` types
 //! with explicit padding fields and compile-time size/offset checks.
 
+pub mod blkif;
+pub mod console;
 pub mod evtchn;
 pub mod gnttab;
 pub mod hvm;
 pub mod memory;
+pub mod netif;
+pub mod ring;
 pub mod sched;
 pub mod shared_info;
+pub mod vcpu;
+pub mod version;
+pub mod xenbus;
 pub mod xs_wire;
 
 /// Hypercall numbers (`xen.h`).
@@ -61,4 +68,61 @@ pub mod errno {
     pub const ENOSYS: isize = 38;
     /// Not supported.
     pub const EOPNOTSUPP: isize = 95;
+    /// No such process / domain.
+    pub const ESRCH: isize = 3;
+    /// Argument list too long.
+    pub const E2BIG: isize = 7;
+    /// No such device.
+    pub const ENODEV: isize = 19;
+    /// Timer expired (e.g. `VCPUOP_set_singleshot_timer` with a past deadline).
+    pub const ETIME: isize = 62;
+    /// Interrupted; should be restarted.
+    pub const ERESTART: isize = 85;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{errno, hypercall_nr as nr};
+
+    /// Values from `xen.h` (`__HYPERVISOR_*`).
+    #[test]
+    fn hypercall_numbers_match_xen_h() {
+        assert_eq!(nr::MEMORY_OP, 12);
+        assert_eq!(nr::SET_TIMER_OP, 15);
+        assert_eq!(nr::XEN_VERSION, 17);
+        assert_eq!(nr::CONSOLE_IO, 18);
+        assert_eq!(nr::GRANT_TABLE_OP, 20);
+        assert_eq!(nr::VCPU_OP, 24);
+        assert_eq!(nr::SCHED_OP, 29);
+        assert_eq!(nr::EVENT_CHANNEL_OP, 32);
+        assert_eq!(nr::HVM_OP, 34);
+    }
+
+    /// Values from `errno.h` (`XEN_ERRNO(...)`).
+    #[test]
+    fn errno_values_match_errno_h() {
+        let table = [
+            (errno::EPERM, 1),
+            (errno::ENOENT, 2),
+            (errno::ESRCH, 3),
+            (errno::EIO, 5),
+            (errno::E2BIG, 7),
+            (errno::EAGAIN, 11),
+            (errno::ENOMEM, 12),
+            (errno::EACCES, 13),
+            (errno::EFAULT, 14),
+            (errno::EBUSY, 16),
+            (errno::EEXIST, 17),
+            (errno::ENODEV, 19),
+            (errno::EINVAL, 22),
+            (errno::ENOSPC, 28),
+            (errno::ENOSYS, 38),
+            (errno::ETIME, 62),
+            (errno::ERESTART, 85),
+            (errno::EOPNOTSUPP, 95),
+        ];
+        for (ours, header) in table {
+            assert_eq!(ours, header);
+        }
+    }
 }

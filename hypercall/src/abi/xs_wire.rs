@@ -1,5 +1,6 @@
 //! xenstore wire protocol (`io/xs_wire.h`).
 
+use core::mem::{offset_of, size_of};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// Message types (`enum xsd_sockmsg_type`).
@@ -56,7 +57,16 @@ pub mod msg {
     pub const GET_QUOTA: u32 = 25;
     /// `XS_SET_QUOTA`
     pub const SET_QUOTA: u32 = 26;
+    /// `XS_TYPE_COUNT`: number of valid types (anything `>=` this is unknown).
+    pub const TYPE_COUNT: u32 = 27;
+    /// `XS_INVALID`: guaranteed to stay invalid.
+    pub const INVALID: u32 = 0xffff;
 }
+
+/// `XS_WATCH_PATH`: index of the path in a `XS_WATCH_EVENT` payload.
+pub const WATCH_PATH: usize = 0;
+/// `XS_WATCH_TOKEN`: index of the token in a `XS_WATCH_EVENT` payload.
+pub const WATCH_TOKEN: usize = 1;
 
 /// The error names xenstored sends in `XS_ERROR` replies (`xsd_errors[]`), with their
 /// Linux errno numbers.
@@ -87,7 +97,9 @@ pub const ABS_PATH_MAX: usize = 3072;
 pub const REL_PATH_MAX: usize = 2048;
 
 /// Message header (`struct xsd_sockmsg`), followed by `len` payload bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 #[repr(C)]
 pub struct MsgHeader {
     /// Message type, one of [`msg`].
@@ -99,7 +111,13 @@ pub struct MsgHeader {
     /// Payload length in bytes.
     pub len: u32,
 }
-const _: () = assert!(core::mem::size_of::<MsgHeader>() == 16);
+const _: () = {
+    assert!(size_of::<MsgHeader>() == 16);
+    assert!(offset_of!(MsgHeader, ty) == 0);
+    assert!(offset_of!(MsgHeader, req_id) == 4);
+    assert!(offset_of!(MsgHeader, tx_id) == 8);
+    assert!(offset_of!(MsgHeader, len) == 12);
+};
 
 /// Size of each ring in the shared store page.
 pub const RING_SIZE: usize = 1024;
@@ -124,9 +142,127 @@ pub mod iface {
     pub const CONNECTION: usize = 2068;
     /// `uint32_t error`
     pub const ERROR: usize = 2072;
+    /// `uint32_t evtchn_port` (newest; dom0less)
+    pub const EVTCHN_PORT: usize = 2076;
 }
 
 /// `XENSTORE_SERVER_FEATURE_RECONNECTION`
 pub const SERVER_FEATURE_RECONNECTION: u32 = 1;
 /// `XENSTORE_SERVER_FEATURE_ERROR`
 pub const SERVER_FEATURE_ERROR: u32 = 2;
+/// `XENSTORE_SERVER_FEATURE_WATCHDEPTH`
+pub const SERVER_FEATURE_WATCHDEPTH: u32 = 4;
+/// `XENSTORE_SERVER_FEATURE_DOMID_ANY`
+pub const SERVER_FEATURE_DOMID_ANY: u32 = 8;
+
+/// `XENSTORE_CONNECTED`: `connection` value in the steady state.
+pub const CONNECTED: u32 = 0;
+/// `XENSTORE_RECONNECT`: `connection` value while a reconnect is in progress.
+pub const RECONNECT: u32 = 1;
+
+/// `XENSTORE_ERROR_NONE`
+pub const ERROR_NONE: u32 = 0;
+/// `XENSTORE_ERROR_COMM`
+pub const ERROR_COMM: u32 = 1;
+/// `XENSTORE_ERROR_RINGIDX`
+pub const ERROR_RINGIDX: u32 = 2;
+/// `XENSTORE_ERROR_PROTO`
+pub const ERROR_PROTO: u32 = 3;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values from `io/xs_wire.h` (enum order, with 20 skipped for the removed
+    /// `XS_RESTRICT`).
+    #[test]
+    fn constants_match_xs_wire_h() {
+        let order = [
+            msg::CONTROL,
+            msg::DIRECTORY,
+            msg::READ,
+            msg::GET_PERMS,
+            msg::WATCH,
+            msg::UNWATCH,
+            msg::TRANSACTION_START,
+            msg::TRANSACTION_END,
+            msg::INTRODUCE,
+            msg::RELEASE,
+            msg::GET_DOMAIN_PATH,
+            msg::WRITE,
+            msg::MKDIR,
+            msg::RM,
+            msg::SET_PERMS,
+            msg::WATCH_EVENT,
+            msg::ERROR,
+            msg::IS_DOMAIN_INTRODUCED,
+            msg::RESUME,
+            msg::SET_TARGET,
+        ];
+        for (i, v) in order.iter().enumerate() {
+            assert_eq!(*v as usize, i);
+        }
+        assert_eq!(msg::RESET_WATCHES, msg::SET_TARGET + 2);
+        assert_eq!(msg::DIRECTORY_PART, 22);
+        assert_eq!(msg::GET_FEATURE, 23);
+        assert_eq!(msg::SET_FEATURE, 24);
+        assert_eq!(msg::GET_QUOTA, 25);
+        assert_eq!(msg::SET_QUOTA, 26);
+        assert_eq!(msg::TYPE_COUNT, 27);
+        assert_eq!(msg::INVALID, 0xffff);
+        assert_eq!((WATCH_PATH, WATCH_TOKEN), (0, 1));
+        assert_eq!(PAYLOAD_MAX, 4096);
+        assert_eq!(ABS_PATH_MAX, 3072);
+        assert_eq!(REL_PATH_MAX, 2048);
+        assert_eq!(RING_SIZE, 1024);
+        assert_eq!(iface::REQ, 0);
+        assert_eq!(iface::RSP, 1024);
+        assert_eq!(iface::REQ_CONS, 2048);
+        assert_eq!(iface::REQ_PROD, 2052);
+        assert_eq!(iface::RSP_CONS, 2056);
+        assert_eq!(iface::RSP_PROD, 2060);
+        assert_eq!(iface::SERVER_FEATURES, 2064);
+        assert_eq!(iface::CONNECTION, 2068);
+        assert_eq!(iface::ERROR, 2072);
+        assert_eq!(iface::EVTCHN_PORT, 2076);
+        assert_eq!(SERVER_FEATURE_RECONNECTION, 1);
+        assert_eq!(SERVER_FEATURE_ERROR, 2);
+        assert_eq!(SERVER_FEATURE_WATCHDEPTH, 4);
+        assert_eq!(SERVER_FEATURE_DOMID_ANY, 8);
+        assert_eq!((CONNECTED, RECONNECT), (0, 1));
+        assert_eq!(
+            (ERROR_NONE, ERROR_COMM, ERROR_RINGIDX, ERROR_PROTO),
+            (0, 1, 2, 3)
+        );
+    }
+
+    /// `xsd_errors[]` in header order, with Linux/Xen errno numbers (`errno.h`).
+    #[test]
+    fn error_table_matches_xsd_errors() {
+        let names = [
+            "EINVAL",
+            "EACCES",
+            "EEXIST",
+            "EISDIR",
+            "ENOENT",
+            "ENOMEM",
+            "ENOSPC",
+            "EIO",
+            "ENOTEMPTY",
+            "ENOSYS",
+            "EROFS",
+            "EBUSY",
+            "EAGAIN",
+            "EISCONN",
+            "E2BIG",
+            "EPERM",
+        ];
+        for (i, n) in names.iter().enumerate() {
+            assert_eq!(ERRORS[i].0, *n);
+        }
+        let nums = [22, 13, 17, 21, 2, 12, 28, 5, 39, 38, 30, 16, 11, 106, 7, 1];
+        for (i, n) in nums.iter().enumerate() {
+            assert_eq!(ERRORS[i].1, *n);
+        }
+    }
+}
