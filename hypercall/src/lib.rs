@@ -13,6 +13,7 @@
 
 pub mod abi;
 pub mod platform;
+pub mod ring;
 pub mod shmem;
 pub mod xen;
 

@@ -1,0 +1,905 @@
+//! The generic shared request/response ring of `io/ring.h`.
+//!
+//! ```text
+//!  frontend (FrontRing)                 shared pages                 backend (BackRing)
+//!  req_prod_pvt ──push_request──▶ [hdr | slot 0 | slot 1 | ...] ──poll_request──▶ req_cons
+//!  rsp_cons     ◀──poll_response── (copy each slot out once)  ◀──push_response── rsp_prod_pvt
+//! ```
+//!
+//! Layout and index rules: see [`crate::abi::ring`]. The ring spans a [`SharedMem`] of
+//! 1, 2, 4, ... pages; it holds the largest power-of-two number of slots of
+//! `max(size_of::<Req>(), size_of::<Rsp>())` bytes that fit after the 64-byte header.
+//!
+//! Trust: each side treats the other's index and slots as hostile.
+//! - The producer index of the other side is read once per poll (atomic acquire, the
+//!   `rmb()` of `ring.h`) and checked: it may not move backwards and may not run more
+//!   than the possible number of entries ahead of our consumer (BAD-INPUT rows 1, 2).
+//!   A violation is a sticky [`RingError`]: the ring refuses further work.
+//! - Each slot is copied out exactly once into a private value (XSA-155, row 3);
+//!   requests we produced are never read back.
+//! - `*_event` values only decide whether to notify; garbage there costs at most
+//!   a spurious or a missed notification (row 5), never memory safety.
+//!
+//! Thread safety: a ring is owned by one user at a time (`&mut self`); wrap it in a
+//! lock if several contexts use it.
+
+use crate::abi::ring as layout;
+use crate::shmem::{mb, wmb, SharedMem};
+use crate::PAGE_SIZE;
+use core::fmt;
+use core::marker::PhantomData;
+use core::mem::size_of;
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+/// Why a ring refused an operation.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RingError {
+    /// The shared memory is not a power-of-two number of whole pages, or too small
+    /// for one slot.
+    BadLength(usize),
+    /// No free slot: wait for responses (frontend) / requests to answer (backend).
+    Full,
+    /// The peer's producer index is further ahead of our consumer index than the
+    /// peer may legally be (`prod - cons` > outstanding entries; also what a
+    /// backwards jump past our consumer looks like with wrapping arithmetic).
+    ProducerOverrun {
+        /// The producer index read.
+        prod: u32,
+        /// Our consumer index.
+        cons: u32,
+    },
+    /// The peer's producer index moved backwards from a value it had already
+    /// published (but stayed at or past our consumer).
+    ProducerWentBackwards {
+        /// The value seen before.
+        prev: u32,
+        /// The value seen now.
+        now: u32,
+    },
+    /// Backend only: a response pushed with no consumed request to answer.
+    NoRequestToAnswer,
+}
+
+impl fmt::Display for RingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            RingError::BadLength(l) => write!(f, "ring memory of {l} bytes is not usable"),
+            RingError::Full => write!(f, "ring full"),
+            RingError::ProducerOverrun { prod, cons } => {
+                write!(f, "peer producer index {prod} overruns consumer {cons}")
+            }
+            RingError::ProducerWentBackwards { prev, now } => {
+                write!(f, "peer producer index went backwards from {prev} to {now}")
+            }
+            RingError::NoRequestToAnswer => write!(f, "response without a request"),
+        }
+    }
+}
+
+/// Number of slots of `slot_size` bytes in a ring of `bytes` bytes
+/// (`__CONST_RING_SIZE`), 0 if none fits.
+pub const fn ring_size(bytes: usize, slot_size: usize) -> u32 {
+    layout::const_ring_size(bytes, slot_size)
+}
+
+fn check_len(mem: &SharedMem, slot: usize) -> Result<u32, RingError> {
+    let len = mem.len();
+    let pages = len / PAGE_SIZE;
+    if len == 0 || !len.is_multiple_of(PAGE_SIZE) || !pages.is_power_of_two() {
+        return Err(RingError::BadLength(len));
+    }
+    match ring_size(len, slot) {
+        0 => Err(RingError::BadLength(len)),
+        n => Ok(n),
+    }
+}
+
+/// Validates a freshly read producer index of the peer.
+///
+/// `prev`: the last value we accepted. `cons`: our consumer index. `limit`: how far
+/// past `cons` the producer may legally be. `size`: the ring size, only used to
+/// name the failure (a step back of at most `size` is reported as "backwards").
+fn check_prod(prod: u32, prev: u32, cons: u32, limit: u32, size: u32) -> Result<(), RingError> {
+    let ahead = prod.wrapping_sub(cons);
+    if ahead <= limit {
+        // In range, but it may still have moved back from what we saw
+        // (`prev - cons` never exceeds `limit`: we only consume up to `prev`).
+        if ahead < prev.wrapping_sub(cons) {
+            return Err(RingError::ProducerWentBackwards { prev, now: prod });
+        }
+        return Ok(());
+    }
+    let back = prev.wrapping_sub(prod);
+    if back != 0 && back <= size {
+        Err(RingError::ProducerWentBackwards { prev, now: prod })
+    } else {
+        Err(RingError::ProducerOverrun { prod, cons })
+    }
+}
+
+/// Frontend end of a shared ring: produces `Req`, consumes `Rsp`.
+pub struct FrontRing<Req, Rsp> {
+    mem: SharedMem,
+    size: u32,
+    req_prod_pvt: u32,
+    /// The `req_prod` we last published (private: never read back from the page).
+    req_prod_published: u32,
+    rsp_cons: u32,
+    /// The last `rsp_prod` accepted.
+    rsp_prod_seen: u32,
+    broken: Option<RingError>,
+    _t: PhantomData<fn(Req) -> Rsp>,
+}
+
+impl<Req, Rsp> fmt::Debug for FrontRing<Req, Rsp> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrontRing")
+            .field("size", &self.size)
+            .field("req_prod_pvt", &self.req_prod_pvt)
+            .field("rsp_cons", &self.rsp_cons)
+            .field("broken", &self.broken)
+            .finish()
+    }
+}
+
+impl<Req, Rsp> FrontRing<Req, Rsp>
+where
+    Req: IntoBytes + Immutable,
+    Rsp: FromBytes + IntoBytes,
+{
+    /// Bytes per slot: the union of request and response.
+    pub const SLOT_SIZE: usize = if size_of::<Req>() > size_of::<Rsp>() {
+        size_of::<Req>()
+    } else {
+        size_of::<Rsp>()
+    };
+
+    /// `XEN_FRONT_RING_INIT`: zeroes the whole ring (header, padding and slots),
+    /// sets `req_event = rsp_event = 1` as `SHARED_RING_INIT` does, and starts at
+    /// index 0.
+    pub fn init(mem: SharedMem) -> Result<Self, RingError> {
+        Self::init_at(mem, 0)
+    }
+
+    /// Like [`FrontRing::init`], but with all indices starting at `start` (the
+    /// header gets `req_prod = rsp_prod = start`, `*_event = start + 1`). Used to
+    /// exercise index wrap-around; a backend must attach at the same index.
+    pub fn init_at(mem: SharedMem, start: u32) -> Result<Self, RingError> {
+        let size = check_len(&mem, Self::SLOT_SIZE)?;
+        mem.fill(0, mem.len(), 0);
+        mem.store_u32(layout::REQ_PROD, start);
+        mem.store_u32(layout::RSP_PROD, start);
+        mem.store_u32(layout::REQ_EVENT, start.wrapping_add(1));
+        mem.store_u32(layout::RSP_EVENT, start.wrapping_add(1));
+        mb();
+        Ok(Self {
+            mem,
+            size,
+            req_prod_pvt: start,
+            req_prod_published: start,
+            rsp_cons: start,
+            rsp_prod_seen: start,
+            broken: None,
+            _t: PhantomData,
+        })
+    }
+
+    /// Number of slots (`RING_SIZE`).
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// Slots free for new requests (`RING_FREE_REQUESTS`).
+    pub fn free_slots(&self) -> u32 {
+        self.size
+            .saturating_sub(self.req_prod_pvt.wrapping_sub(self.rsp_cons))
+    }
+
+    /// Requests produced (published or not) whose responses are not yet consumed.
+    pub fn outstanding(&self) -> u32 {
+        self.req_prod_pvt.wrapping_sub(self.rsp_cons)
+    }
+
+    /// The index the next request will get (`req_prod_pvt`).
+    pub fn req_prod_pvt(&self) -> u32 {
+        self.req_prod_pvt
+    }
+
+    /// The index of the next response to consume (`rsp_cons`).
+    pub fn rsp_cons(&self) -> u32 {
+        self.rsp_cons
+    }
+
+    /// The error that broke this ring, if any (sticky).
+    pub fn broken(&self) -> Option<RingError> {
+        self.broken
+    }
+
+    fn slot_offset(&self, idx: u32) -> usize {
+        layout::HEADER_SIZE + (idx & (self.size - 1)) as usize * Self::SLOT_SIZE
+    }
+
+    /// Writes `req` into the next free slot (not yet visible to the backend: call
+    /// [`FrontRing::push_requests_and_check_notify`]). The request is built by the
+    /// caller in private memory; it is never read back from the ring.
+    pub fn push_request(&mut self, req: &Req) -> Result<(), RingError> {
+        if let Some(e) = self.broken {
+            return Err(e);
+        }
+        if self.free_slots() == 0 {
+            return Err(RingError::Full);
+        }
+        let off = self.slot_offset(self.req_prod_pvt);
+        self.mem.write_obj(off, req);
+        self.req_prod_pvt = self.req_prod_pvt.wrapping_add(1);
+        Ok(())
+    }
+
+    /// `RING_PUSH_REQUESTS_AND_CHECK_NOTIFY`: publishes the pushed requests (`wmb`
+    /// before the index store, `mb` after it) and says whether the backend asked
+    /// to be notified (`new - req_event < new - old`, wrapping).
+    #[must_use = "notify the backend's event channel when this returns true"]
+    pub fn push_requests_and_check_notify(&mut self) -> bool {
+        let old = self.req_prod_published;
+        let new = self.req_prod_pvt;
+        wmb();
+        self.mem.store_u32(layout::REQ_PROD, new);
+        mb();
+        let event = self.mem.load_u32(layout::REQ_EVENT);
+        self.req_prod_published = new;
+        new.wrapping_sub(event) < new.wrapping_sub(old)
+    }
+
+    /// Reads and validates `rsp_prod` (rows 1, 2). Sticky on failure.
+    fn read_rsp_prod(&mut self) -> Result<u32, RingError> {
+        if let Some(e) = self.broken {
+            return Err(e);
+        }
+        // Acquire load = `rsp_prod` then `rmb()`.
+        let prod = self.mem.load_u32(layout::RSP_PROD);
+        // At most one response per request we produced (which also bounds it by
+        // the ring size).
+        let limit = self.outstanding();
+        match check_prod(prod, self.rsp_prod_seen, self.rsp_cons, limit, self.size) {
+            Ok(()) => {
+                self.rsp_prod_seen = prod;
+                Ok(prod)
+            }
+            Err(e) => {
+                self.broken = Some(e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Number of responses available now (`RING_HAS_UNCONSUMED_RESPONSES`), after
+    /// validating `rsp_prod`.
+    pub fn unconsumed_responses(&mut self) -> Result<u32, RingError> {
+        if self.rsp_prod_seen != self.rsp_cons {
+            if let Some(e) = self.broken {
+                return Err(e);
+            }
+            return Ok(self.rsp_prod_seen.wrapping_sub(self.rsp_cons));
+        }
+        let prod = self.read_rsp_prod()?;
+        Ok(prod.wrapping_sub(self.rsp_cons))
+    }
+
+    /// Takes the next response, if any: `rsp_prod` is re-read (and validated) only
+    /// when the responses seen last time are used up; the slot is copied out once.
+    pub fn poll_response(&mut self) -> Result<Option<Rsp>, RingError> {
+        if self.unconsumed_responses()? == 0 {
+            return Ok(None);
+        }
+        let off = self.slot_offset(self.rsp_cons);
+        let rsp: Rsp = self.mem.read_obj(off);
+        self.rsp_cons = self.rsp_cons.wrapping_add(1);
+        Ok(Some(rsp))
+    }
+
+    /// `RING_FINAL_CHECK_FOR_RESPONSES`: if nothing is pending, asks the backend to
+    /// notify on the next response (`rsp_event = rsp_cons + 1`, `mb`) and checks
+    /// again. `Ok(true)`: more responses arrived; poll again.
+    pub fn final_check_for_responses(&mut self) -> Result<bool, RingError> {
+        if self.unconsumed_responses()? != 0 {
+            return Ok(true);
+        }
+        self.mem
+            .store_u32(layout::RSP_EVENT, self.rsp_cons.wrapping_add(1));
+        mb();
+        Ok(self.unconsumed_responses()? != 0)
+    }
+}
+
+/// Backend end of a shared ring: consumes `Req`, produces `Rsp` (shim-hv's
+/// backends). Treats the frontend as hostile.
+pub struct BackRing<Req, Rsp> {
+    mem: SharedMem,
+    size: u32,
+    rsp_prod_pvt: u32,
+    rsp_prod_published: u32,
+    req_cons: u32,
+    req_prod_seen: u32,
+    broken: Option<RingError>,
+    _t: PhantomData<fn(Rsp) -> Req>,
+}
+
+impl<Req, Rsp> fmt::Debug for BackRing<Req, Rsp> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackRing")
+            .field("size", &self.size)
+            .field("rsp_prod_pvt", &self.rsp_prod_pvt)
+            .field("req_cons", &self.req_cons)
+            .field("broken", &self.broken)
+            .finish()
+    }
+}
+
+impl<Req, Rsp> BackRing<Req, Rsp>
+where
+    Req: FromBytes + IntoBytes,
+    Rsp: IntoBytes + Immutable,
+{
+    /// Bytes per slot: the union of request and response.
+    pub const SLOT_SIZE: usize = if size_of::<Req>() > size_of::<Rsp>() {
+        size_of::<Req>()
+    } else {
+        size_of::<Rsp>()
+    };
+
+    /// `BACK_RING_INIT`: attaches to a ring the frontend initialised, at index 0.
+    /// Does not touch the shared header.
+    pub fn attach(mem: SharedMem) -> Result<Self, RingError> {
+        Self::attach_at(mem, 0)
+    }
+
+    /// `BACK_RING_ATTACH` at index `start` (must match the frontend's start).
+    pub fn attach_at(mem: SharedMem, start: u32) -> Result<Self, RingError> {
+        let size = check_len(&mem, Self::SLOT_SIZE)?;
+        Ok(Self {
+            mem,
+            size,
+            rsp_prod_pvt: start,
+            rsp_prod_published: start,
+            req_cons: start,
+            req_prod_seen: start,
+            broken: None,
+            _t: PhantomData,
+        })
+    }
+
+    /// Number of slots.
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// The index of the next request to consume.
+    pub fn req_cons(&self) -> u32 {
+        self.req_cons
+    }
+
+    /// The index the next response will get.
+    pub fn rsp_prod_pvt(&self) -> u32 {
+        self.rsp_prod_pvt
+    }
+
+    /// The error that broke this ring, if any (sticky).
+    pub fn broken(&self) -> Option<RingError> {
+        self.broken
+    }
+
+    fn slot_offset(&self, idx: u32) -> usize {
+        layout::HEADER_SIZE + (idx & (self.size - 1)) as usize * Self::SLOT_SIZE
+    }
+
+    fn read_req_prod(&mut self) -> Result<u32, RingError> {
+        if let Some(e) = self.broken {
+            return Err(e);
+        }
+        let prod = self.mem.load_u32(layout::REQ_PROD);
+        // `RING_REQUEST_PROD_OVERFLOW`: the frontend cannot have more than `size`
+        // requests outstanding beyond the responses we produced.
+        let limit = self
+            .size
+            .wrapping_sub(self.req_cons.wrapping_sub(self.rsp_prod_pvt));
+        match check_prod(prod, self.req_prod_seen, self.req_cons, limit, self.size) {
+            Ok(()) => {
+                self.req_prod_seen = prod;
+                Ok(prod)
+            }
+            Err(e) => {
+                self.broken = Some(e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Number of requests available now (validated).
+    pub fn unconsumed_requests(&mut self) -> Result<u32, RingError> {
+        if self.req_prod_seen != self.req_cons {
+            if let Some(e) = self.broken {
+                return Err(e);
+            }
+            return Ok(self.req_prod_seen.wrapping_sub(self.req_cons));
+        }
+        let prod = self.read_req_prod()?;
+        Ok(prod.wrapping_sub(self.req_cons))
+    }
+
+    /// Takes the next request, copied out of the slot once. `Ok(None)` also when
+    /// every slot holds a consumed request still waiting for its response
+    /// (`RING_REQUEST_CONS_OVERFLOW`): push responses first.
+    pub fn poll_request(&mut self) -> Result<Option<Req>, RingError> {
+        if self.req_cons.wrapping_sub(self.rsp_prod_pvt) >= self.size {
+            return Ok(None);
+        }
+        if self.unconsumed_requests()? == 0 {
+            return Ok(None);
+        }
+        let off = self.slot_offset(self.req_cons);
+        let req: Req = self.mem.read_obj(off);
+        self.req_cons = self.req_cons.wrapping_add(1);
+        Ok(Some(req))
+    }
+
+    /// Writes the response to the oldest unanswered request (not yet visible:
+    /// call [`BackRing::push_responses_and_check_notify`]).
+    pub fn push_response(&mut self, rsp: &Rsp) -> Result<(), RingError> {
+        if let Some(e) = self.broken {
+            return Err(e);
+        }
+        if self.rsp_prod_pvt == self.req_cons {
+            return Err(RingError::NoRequestToAnswer);
+        }
+        let off = self.slot_offset(self.rsp_prod_pvt);
+        self.mem.write_obj(off, rsp);
+        self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
+        Ok(())
+    }
+
+    /// `RING_PUSH_RESPONSES_AND_CHECK_NOTIFY`.
+    #[must_use = "notify the frontend's event channel when this returns true"]
+    pub fn push_responses_and_check_notify(&mut self) -> bool {
+        let old = self.rsp_prod_published;
+        let new = self.rsp_prod_pvt;
+        wmb();
+        self.mem.store_u32(layout::RSP_PROD, new);
+        mb();
+        let event = self.mem.load_u32(layout::RSP_EVENT);
+        self.rsp_prod_published = new;
+        new.wrapping_sub(event) < new.wrapping_sub(old)
+    }
+
+    /// `RING_FINAL_CHECK_FOR_REQUESTS`: `Ok(true)` if requests are pending; otherwise
+    /// sets `req_event = req_cons + 1`, `mb`, and checks again.
+    pub fn final_check_for_requests(&mut self) -> Result<bool, RingError> {
+        if self.unconsumed_requests()? != 0 {
+            return Ok(true);
+        }
+        self.mem
+            .store_u32(layout::REQ_EVENT, self.req_cons.wrapping_add(1));
+        mb();
+        Ok(self.unconsumed_requests()? != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::abi::{blkif, netif};
+    use core::ptr::NonNull;
+    use std::vec;
+    use std::vec::Vec;
+
+    /// Page-aligned backing memory for a ring of `pages` pages.
+    struct Pages {
+        buf: Vec<u64>,
+        off: usize,
+        len: usize,
+    }
+
+    impl Pages {
+        fn new(pages: usize) -> Self {
+            let len = pages * PAGE_SIZE;
+            let buf = vec![0u64; (len + PAGE_SIZE) / 8];
+            let off = (PAGE_SIZE - (buf.as_ptr() as usize % PAGE_SIZE)) % PAGE_SIZE;
+            Self { buf, off, len }
+        }
+        fn mem(&mut self) -> SharedMem {
+            let p = self.buf.as_mut_ptr().cast::<u8>();
+            // SAFETY: `off + len` is inside `buf`, which outlives every use of the
+            // returned region in these tests and is only accessed through it.
+            unsafe { SharedMem::new(NonNull::new(p.add(self.off)).unwrap(), self.len) }
+        }
+    }
+
+    type BlkFront = FrontRing<blkif::Request, blkif::Response>;
+    type BlkBack = BackRing<blkif::Request, blkif::Response>;
+
+    fn req(id: u64) -> blkif::Request {
+        blkif::Request {
+            operation: blkif::OP_READ,
+            nr_segments: 1,
+            id,
+            sector_number: id * 8,
+            ..Default::default()
+        }
+    }
+
+    fn rsp(id: u64) -> blkif::Response {
+        blkif::Response {
+            id,
+            operation: blkif::OP_READ,
+            status: blkif::RSP_OKAY,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn slot_counts_match_const_ring_size() {
+        for (pages, slots) in [(1, 32), (2, 64), (4, 128)] {
+            let mut p = Pages::new(pages);
+            let f = BlkFront::init(p.mem()).unwrap();
+            assert_eq!(BlkFront::SLOT_SIZE, 112);
+            assert_eq!(f.size(), slots);
+            assert_eq!(f.size(), ring_size(pages * PAGE_SIZE, 112));
+            assert_eq!(BlkBack::attach(p.mem()).unwrap().size(), slots);
+        }
+        let mut p = Pages::new(1);
+        assert_eq!(
+            FrontRing::<netif::TxRequest, netif::TxResponse>::init(p.mem())
+                .unwrap()
+                .size(),
+            256
+        );
+        assert_eq!(
+            FrontRing::<netif::RxRequest, netif::RxResponse>::init(p.mem())
+                .unwrap()
+                .size(),
+            256
+        );
+    }
+
+    #[test]
+    fn rejects_non_power_of_two_page_counts_and_partial_pages() {
+        let mut p = Pages::new(3);
+        assert_eq!(
+            BlkFront::init(p.mem()).unwrap_err(),
+            RingError::BadLength(3 * PAGE_SIZE)
+        );
+        let short = p.mem().sub(0, 100).unwrap();
+        assert_eq!(
+            BlkFront::init(short).unwrap_err(),
+            RingError::BadLength(100)
+        );
+        assert!(BlkBack::attach(short).is_err());
+    }
+
+    #[test]
+    fn init_zeroes_header_and_sets_events_to_one() {
+        let mut p = Pages::new(1);
+        let m = p.mem();
+        m.fill(0, PAGE_SIZE, 0xAA);
+        let _f = BlkFront::init(m).unwrap();
+        assert_eq!(m.load_u32(layout::REQ_PROD), 0);
+        assert_eq!(m.load_u32(layout::RSP_PROD), 0);
+        assert_eq!(m.load_u32(layout::REQ_EVENT), 1);
+        assert_eq!(m.load_u32(layout::RSP_EVENT), 1);
+        let mut rest = vec![0u8; PAGE_SIZE - 16];
+        m.read(16, &mut rest);
+        assert!(rest.iter().all(|&b| b == 0), "padding and slots zeroed");
+    }
+
+    /// Full round trip, several laps of the ring, with indices starting just below
+    /// 2^32 so they wrap mid-test (row 4).
+    #[test]
+    fn round_trip_across_u32_wrap() {
+        for start in [0u32, u32::MAX - 40, u32::MAX] {
+            let mut p = Pages::new(1);
+            let mut f = BlkFront::init_at(p.mem(), start).unwrap();
+            let mut b = BlkBack::attach_at(p.mem(), start).unwrap();
+            let mut next = 0u64;
+            let mut done = 0u64;
+            for _lap in 0..5 {
+                while f.free_slots() > 0 {
+                    f.push_request(&req(next)).unwrap();
+                    next += 1;
+                }
+                assert_eq!(f.push_request(&req(0)), Err(RingError::Full));
+                let _ = f.push_requests_and_check_notify();
+                while let Some(r) = b.poll_request().unwrap() {
+                    b.push_response(&rsp(r.id)).unwrap();
+                }
+                let _ = b.push_responses_and_check_notify();
+                while let Some(r) = f.poll_response().unwrap() {
+                    assert_eq!(r.id, done);
+                    done += 1;
+                }
+            }
+            assert_eq!(done, next);
+            assert_eq!(next, 5 * 32);
+            assert_eq!(f.outstanding(), 0);
+            assert_eq!(f.rsp_cons(), start.wrapping_add(160));
+        }
+    }
+
+    #[test]
+    fn front_notify_rule() {
+        let mut p = Pages::new(1);
+        let m = p.mem();
+        let mut f = BlkFront::init(m).unwrap();
+        // req_event = 1 after init: the first request notifies.
+        f.push_request(&req(0)).unwrap();
+        assert!(f.push_requests_and_check_notify());
+        // Backend has not re-armed (req_event still 1): no notification.
+        f.push_request(&req(1)).unwrap();
+        assert!(!f.push_requests_and_check_notify());
+        // Backend re-arms at req_cons + 1 = 3: pushing 2 more crosses it.
+        m.store_u32(layout::REQ_EVENT, 3);
+        f.push_request(&req(2)).unwrap();
+        f.push_request(&req(3)).unwrap();
+        assert!(f.push_requests_and_check_notify());
+        // Backend asks for an event far ahead: no notification.
+        m.store_u32(layout::REQ_EVENT, 100);
+        f.push_request(&req(4)).unwrap();
+        assert!(!f.push_requests_and_check_notify());
+        // Nothing new pushed: never notify.
+        m.store_u32(layout::REQ_EVENT, 5);
+        assert!(!f.push_requests_and_check_notify());
+    }
+
+    #[test]
+    fn back_notify_rule() {
+        let mut p = Pages::new(1);
+        let m = p.mem();
+        let mut f = BlkFront::init(m).unwrap();
+        let mut b = BlkBack::attach(m).unwrap();
+        for i in 0..4 {
+            f.push_request(&req(i)).unwrap();
+        }
+        let _ = f.push_requests_and_check_notify();
+        for _ in 0..4 {
+            b.poll_request().unwrap().unwrap();
+        }
+        // rsp_event = 1: first response notifies.
+        b.push_response(&rsp(0)).unwrap();
+        assert!(b.push_responses_and_check_notify());
+        b.push_response(&rsp(1)).unwrap();
+        assert!(!b.push_responses_and_check_notify());
+        // Frontend final check re-arms rsp_event = rsp_cons + 1.
+        assert_eq!(f.poll_response().unwrap().unwrap().id, 0);
+        assert_eq!(f.poll_response().unwrap().unwrap().id, 1);
+        assert!(!f.final_check_for_responses().unwrap());
+        assert_eq!(m.load_u32(layout::RSP_EVENT), 3);
+        b.push_response(&rsp(2)).unwrap();
+        assert!(b.push_responses_and_check_notify());
+        b.push_response(&rsp(3)).unwrap();
+        assert!(!b.push_responses_and_check_notify());
+        // Backend answering more than it consumed is refused.
+        assert_eq!(b.push_response(&rsp(9)), Err(RingError::NoRequestToAnswer));
+    }
+
+    #[test]
+    fn final_checks_see_late_work() {
+        let mut p = Pages::new(1);
+        let m = p.mem();
+        let mut f = BlkFront::init(m).unwrap();
+        let mut b = BlkBack::attach(m).unwrap();
+        assert!(!b.final_check_for_requests().unwrap());
+        assert_eq!(m.load_u32(layout::REQ_EVENT), 1);
+        f.push_request(&req(0)).unwrap();
+        assert!(f.push_requests_and_check_notify());
+        assert!(b.final_check_for_requests().unwrap());
+        b.poll_request().unwrap().unwrap();
+        b.push_response(&rsp(0)).unwrap();
+        let _ = b.push_responses_and_check_notify();
+        assert!(f.final_check_for_responses().unwrap());
+        assert!(f.poll_response().unwrap().is_some());
+        assert!(!f.final_check_for_responses().unwrap());
+    }
+
+    /// Row 5: garbage `req_event`/`rsp_event` only change whether we notify; the
+    /// data path is unaffected and polling still drains everything.
+    #[test]
+    fn garbage_event_indices_do_not_corrupt() {
+        for garbage in [0u32, 1, 0x8000_0000, u32::MAX, 12345] {
+            let mut p = Pages::new(1);
+            let m = p.mem();
+            let mut f = BlkFront::init(m).unwrap();
+            let mut b = BlkBack::attach(m).unwrap();
+            for round in 0..3u64 {
+                m.store_u32(layout::REQ_EVENT, garbage);
+                m.store_u32(layout::RSP_EVENT, garbage ^ 0x5555);
+                for i in 0..10 {
+                    f.push_request(&req(round * 10 + i)).unwrap();
+                }
+                let _ = f.push_requests_and_check_notify();
+                let mut n = 0;
+                while let Some(r) = b.poll_request().unwrap() {
+                    b.push_response(&rsp(r.id)).unwrap();
+                    n += 1;
+                }
+                assert_eq!(n, 10);
+                let _ = b.push_responses_and_check_notify();
+                for i in 0..10 {
+                    assert_eq!(f.poll_response().unwrap().unwrap().id, round * 10 + i);
+                }
+                assert_eq!(f.poll_response().unwrap(), None);
+            }
+        }
+    }
+
+    /// Row 1: `rsp_prod` more than the outstanding count past `rsp_cons`.
+    #[test]
+    fn response_producer_overrun_breaks_the_ring() {
+        let mut p = Pages::new(1);
+        let m = p.mem();
+        let mut f = BlkFront::init(m).unwrap();
+        for i in 0..3 {
+            f.push_request(&req(i)).unwrap();
+        }
+        let _ = f.push_requests_and_check_notify();
+        // 33 on a 32-slot ring, and 4 with only 3 outstanding.
+        for bad in [33u32, 4] {
+            let mut p2 = Pages::new(1);
+            let m2 = p2.mem();
+            let mut f2 = BlkFront::init(m2).unwrap();
+            for i in 0..3 {
+                f2.push_request(&req(i)).unwrap();
+            }
+            let _ = f2.push_requests_and_check_notify();
+            m2.store_u32(layout::RSP_PROD, bad);
+            assert_eq!(
+                f2.poll_response(),
+                Err(RingError::ProducerOverrun { prod: bad, cons: 0 })
+            );
+            // Sticky: even a now-valid index is refused.
+            m2.store_u32(layout::RSP_PROD, 1);
+            assert!(f2.poll_response().is_err());
+            assert!(f2.push_request(&req(9)).is_err());
+            assert!(f2.broken().is_some());
+        }
+        // Exactly the outstanding count is fine.
+        m.store_u32(layout::RSP_PROD, 3);
+        assert_eq!(f.unconsumed_responses().unwrap(), 3);
+    }
+
+    /// Row 2: `rsp_prod` moving backwards, both below `rsp_cons` and within range.
+    #[test]
+    fn response_producer_going_backwards_breaks_the_ring() {
+        // Below rsp_cons (wraps to a huge distance).
+        let mut p = Pages::new(1);
+        let m = p.mem();
+        let mut f = BlkFront::init_at(m, 10).unwrap();
+        for i in 0..4 {
+            f.push_request(&req(i)).unwrap();
+        }
+        let _ = f.push_requests_and_check_notify();
+        m.store_u32(layout::RSP_PROD, 12);
+        f.poll_response().unwrap().unwrap();
+        f.poll_response().unwrap().unwrap();
+        m.store_u32(layout::RSP_PROD, 11);
+        assert_eq!(
+            f.poll_response(),
+            Err(RingError::ProducerWentBackwards { prev: 12, now: 11 })
+        );
+
+        // Still at/after rsp_cons but below what was published before.
+        let mut p = Pages::new(1);
+        let m = p.mem();
+        let mut f = BlkFront::init(m).unwrap();
+        for i in 0..4 {
+            f.push_request(&req(i)).unwrap();
+        }
+        let _ = f.push_requests_and_check_notify();
+        m.store_u32(layout::RSP_PROD, 3);
+        assert_eq!(f.unconsumed_responses().unwrap(), 3);
+        for _ in 0..3 {
+            f.poll_response().unwrap().unwrap();
+        }
+        m.store_u32(layout::RSP_PROD, 4);
+        assert_eq!(f.unconsumed_responses().unwrap(), 1);
+        // Consume nothing; the backend now claims 3 again (from 4).
+        m.store_u32(layout::RSP_PROD, 3);
+        f.poll_response().unwrap().unwrap(); // uses the cached prod (4)
+        assert_eq!(
+            f.poll_response(),
+            Err(RingError::ProducerWentBackwards { prev: 4, now: 3 })
+        );
+    }
+
+    /// The backend side against a hostile frontend.
+    #[test]
+    fn request_producer_overrun_and_backwards() {
+        let mut p = Pages::new(1);
+        let m = p.mem();
+        let mut b = BlkBack::attach(m).unwrap();
+        m.store_u32(layout::REQ_PROD, 33);
+        assert_eq!(
+            b.poll_request(),
+            Err(RingError::ProducerOverrun { prod: 33, cons: 0 })
+        );
+
+        let mut p = Pages::new(1);
+        let m = p.mem();
+        let mut b = BlkBack::attach_at(m, 100).unwrap();
+        m.store_u32(layout::REQ_PROD, 105);
+        for _ in 0..5 {
+            b.poll_request().unwrap().unwrap();
+        }
+        m.store_u32(layout::REQ_PROD, 99);
+        assert!(matches!(
+            b.poll_request(),
+            Err(RingError::ProducerWentBackwards { prev: 105, now: 99 })
+        ));
+        assert!(b.push_response(&rsp(0)).is_err(), "sticky");
+    }
+
+    /// A backend cannot consume more than `size` requests ahead of its responses.
+    #[test]
+    fn backend_stops_when_every_slot_awaits_a_response() {
+        let mut p = Pages::new(1);
+        let m = p.mem();
+        let mut f = BlkFront::init(m).unwrap();
+        let mut b = BlkBack::attach(m).unwrap();
+        for i in 0..32 {
+            f.push_request(&req(i)).unwrap();
+        }
+        let _ = f.push_requests_and_check_notify();
+        for _ in 0..32 {
+            b.poll_request().unwrap().unwrap();
+        }
+        assert_eq!(b.poll_request().unwrap(), None);
+        b.push_response(&rsp(0)).unwrap();
+        let _ = b.push_responses_and_check_notify();
+        f.poll_response().unwrap().unwrap();
+        f.push_request(&req(32)).unwrap();
+        let _ = f.push_requests_and_check_notify();
+        assert_eq!(b.poll_request().unwrap().unwrap().id, 32);
+    }
+
+    /// Row 3: the backend rewrites a response slot after the frontend copied it:
+    /// the frontend's value is its private copy, and the slot is never read again.
+    #[test]
+    fn response_slot_is_copied_once() {
+        let mut p = Pages::new(1);
+        let m = p.mem();
+        let mut f = BlkFront::init(m).unwrap();
+        let mut b = BlkBack::attach(m).unwrap();
+        f.push_request(&req(1)).unwrap();
+        f.push_request(&req(2)).unwrap();
+        let _ = f.push_requests_and_check_notify();
+        b.poll_request().unwrap().unwrap();
+        b.poll_request().unwrap().unwrap();
+        b.push_response(&rsp(1)).unwrap();
+        b.push_response(&rsp(2)).unwrap();
+        let _ = b.push_responses_and_check_notify();
+
+        let got = f.poll_response().unwrap().unwrap();
+        // Hostile backend flips the slot it just handed over.
+        let slot0 = layout::HEADER_SIZE;
+        m.fill(slot0, BlkFront::SLOT_SIZE, 0xFF);
+        assert_eq!(got.id, 1);
+        assert_eq!(got.status, blkif::RSP_OKAY);
+        // The next poll reads slot 1, not slot 0 again.
+        assert_eq!(f.poll_response().unwrap().unwrap().id, 2);
+        assert_eq!(f.poll_response().unwrap(), None);
+    }
+
+    /// Requests are never read back: the backend rewriting a request slot after
+    /// publication does not change what the frontend does (security.md R5).
+    #[test]
+    fn request_slots_are_never_read_back() {
+        let mut p = Pages::new(1);
+        let m = p.mem();
+        let mut f = BlkFront::init(m).unwrap();
+        f.push_request(&req(7)).unwrap();
+        let _ = f.push_requests_and_check_notify();
+        m.fill(layout::HEADER_SIZE, 112, 0xEE);
+        // Frontend state only depends on its private indices.
+        assert_eq!(f.outstanding(), 1);
+        assert_eq!(f.req_prod_pvt(), 1);
+    }
+}
