@@ -12,10 +12,15 @@
 #![no_std]
 
 pub mod abi;
+pub mod evtchn;
+pub mod gnttab;
 pub mod platform;
 pub mod ring;
 pub mod shmem;
 pub mod xen;
+
+#[cfg(test)]
+mod testutil;
 
 pub use platform::{DomId, Gfn, GrantRef, Hypercall, Platform, Port, PAGE_SIZE};
 pub use shmem::SharedMem;

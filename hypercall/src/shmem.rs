@@ -10,6 +10,7 @@
 //! other side controls must be checked first with [`SharedMem::sub`] /
 //! [`SharedMem::contains`].
 
+use crate::platform::{Gfn, Platform, PAGE_SIZE};
 use core::ptr::NonNull;
 use core::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
@@ -36,6 +37,50 @@ impl SharedMem {
     /// into that memory.
     pub const unsafe fn new(ptr: NonNull<u8>, len: usize) -> Self {
         Self { ptr, len }
+    }
+
+    /// Allocates `pages` zeroed pages with [`Platform::alloc_pages`] and wraps them
+    /// (the safe way for `forbid(unsafe_code)` crates to get ring/buffer pages).
+    /// `None` if the platform is out of memory or `pages` is 0.
+    ///
+    /// The region is never freed by `SharedMem` (it is `Copy`); return it with
+    /// [`Platform::free_pages`] once every grant on it has ended.
+    pub fn alloc_pages<P: Platform + ?Sized>(platform: &P, pages: usize) -> Option<SharedMem> {
+        let len = pages.checked_mul(PAGE_SIZE)?;
+        if len == 0 {
+            return None;
+        }
+        let ptr = platform.alloc_pages(pages)?;
+        // SAFETY: `Platform::alloc_pages` returns `pages` guest-owned, mapped,
+        // writable pages that stay valid until `free_pages` (an unsafe call whose
+        // caller must ensure nothing uses them any more). No Rust reference to
+        // them exists.
+        Some(unsafe { SharedMem::new(ptr, len) })
+    }
+
+    /// Wraps the page the platform maps guest frame `gfn` at (e.g. the xenstore or
+    /// console page from `HVM_PARAM_*_PFN`). `None` if the frame is not mapped.
+    ///
+    /// Relies on [`Platform::gfn_to_virt`]'s contract: the mapping stays valid for
+    /// the platform's lifetime.
+    pub fn map_gfn<P: Platform + ?Sized>(platform: &P, gfn: Gfn) -> Option<SharedMem> {
+        let ptr = platform.gfn_to_virt(gfn)?;
+        // SAFETY: per `Platform::gfn_to_virt`, `ptr` is where the whole 4 KiB frame
+        // `gfn` is mapped, readable and writable, for as long as the platform lives.
+        Some(unsafe { SharedMem::new(ptr, PAGE_SIZE) })
+    }
+
+    /// The start address as a `NonNull` (for [`Platform::virt_to_gfn`]; never
+    /// dereference it directly).
+    pub const fn as_non_null(&self) -> NonNull<u8> {
+        self.ptr
+    }
+
+    /// The guest frame number of page `index` of this region (`None` if out of
+    /// range or not guest memory).
+    pub fn page_gfn<P: Platform + ?Sized>(&self, platform: &P, index: usize) -> Option<Gfn> {
+        let page = self.sub(index.checked_mul(PAGE_SIZE)?, PAGE_SIZE)?;
+        platform.virt_to_gfn(page.ptr)
     }
 
     /// Length in bytes.

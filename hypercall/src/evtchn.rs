@@ -1,0 +1,581 @@
+//! Guest side of 2-level event channels, over the `shared_info` page.
+//!
+//! ```text
+//!  vcpu_info[v].evtchn_upcall_pending (u8)      "something is pending"
+//!  vcpu_info[v].evtchn_pending_sel    (u64)     bit w: word w may have events
+//!  shared_info.evtchn_pending[64]     (u64)     bit b of word w: port 64*w + b
+//!  shared_info.evtchn_mask[64]        (u64)     masked ports are not delivered
+//! ```
+//!
+//! The OS's upcall (callback vector / interrupt) calls [`EventChannels::scan`], which
+//! takes the selector, walks `pending & !mask`, clears each pending bit atomically
+//! *before* calling the handler for the port, and stops after `budget` ports
+//! (BAD-INPUT row 24: an event storm costs bounded work per upcall; unfinished words
+//! are put back in the selector and [`Scan::more`] is set, so the OS can continue
+//! later, e.g. from its idle loop). Ports nobody bound ([`EventChannels::bind`] or one
+//! of the binding wrappers) are cleared and counted, never handed to the handler
+//! (row 25).
+//!
+//! Only the `vcpu_info` inside `shared_info` (vCPUs `0..32`) is supported, not
+//! `VCPUOP_register_vcpu_info` placements.
+//!
+//! Thread safety: everything takes `&self` and uses atomics. `scan` is not
+//! re-entrant: a second concurrent `scan` returns at once with nothing done (the
+//! running one reports `more` if events arrived meanwhile). A handler may still be
+//! running on another CPU when `close` returns there; serialise with your handler if
+//! that matters.
+
+use crate::abi::{evtchn as abi, memory, shared_info as si};
+use crate::platform::{DomId, Hypercall, Platform, Port, PAGE_SIZE};
+use crate::shmem::{mb, SharedMem};
+use crate::xen::{Xen, XenError};
+use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+/// Event-channel failures.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// Port number outside the 2-level range `0..4096`.
+    PortOutOfRange(Port),
+    /// vCPU number outside `0..32` (the `vcpu_info` slots in `shared_info`).
+    BadVcpu(u32),
+    /// The shared-info region is smaller than a page.
+    BadSharedInfo(usize),
+    /// The platform could not allocate the shared-info page.
+    NoMemory,
+    /// The platform could not translate the page to a gfn.
+    NoGfn,
+    /// A hypercall failed.
+    Xen(XenError),
+}
+
+impl From<XenError> for Error {
+    fn from(e: XenError) -> Self {
+        Error::Xen(e)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::PortOutOfRange(p) => write!(f, "event channel port {} out of range", p.0),
+            Error::BadVcpu(v) => write!(f, "vcpu {v} has no vcpu_info in shared_info"),
+            Error::BadSharedInfo(l) => write!(f, "shared_info region of {l} bytes too small"),
+            Error::NoMemory => write!(f, "out of memory for shared_info"),
+            Error::NoGfn => write!(f, "shared_info page has no gfn"),
+            Error::Xen(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// What one [`EventChannels::scan`] did.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// Ports handed to the handler.
+    pub handled: usize,
+    /// Pending ports nobody bound: cleared and dropped.
+    pub ignored: usize,
+    /// Events remain (budget exhausted, or new ones arrived): scan again later.
+    pub more: bool,
+}
+
+/// A reasonable per-upcall budget: enough for every ring of a few devices, small
+/// enough to bound an event storm.
+pub const DEFAULT_BUDGET: usize = 64;
+
+const WORDS: usize = 64;
+const NR_PORTS: u32 = abi::NR_PORTS_2L;
+
+/// 2-level event channels of one domain, seen from one vCPU.
+pub struct EventChannels<H> {
+    xen: Xen<H>,
+    shared: SharedMem,
+    vcpu: u32,
+    /// Ports we expect events on (private memory, not shared).
+    bound: [AtomicU64; WORDS],
+    cursor: AtomicUsize,
+    scanning: AtomicBool,
+    ignored_total: AtomicU64,
+}
+
+impl<H> fmt::Debug for EventChannels<H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventChannels")
+            .field("vcpu", &self.vcpu)
+            .field("ignored_total", &self.ignored_total.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+fn split(port: Port) -> Result<(usize, u64), Error> {
+    if port.0 >= NR_PORTS {
+        return Err(Error::PortOutOfRange(port));
+    }
+    Ok(((port.0 / 64) as usize, 1u64 << (port.0 % 64)))
+}
+
+impl<H: Hypercall> EventChannels<H> {
+    /// Event channels over `shared_info` (the mapped shared-info page), scanning
+    /// for `vcpu`. No port is bound yet.
+    pub fn new(hc: H, shared_info: SharedMem, vcpu: u32) -> Result<Self, Error> {
+        if shared_info.len() < PAGE_SIZE {
+            return Err(Error::BadSharedInfo(shared_info.len()));
+        }
+        if vcpu as usize >= si::LEGACY_MAX_VCPUS {
+            return Err(Error::BadVcpu(vcpu));
+        }
+        Ok(Self {
+            xen: Xen(hc),
+            shared: shared_info,
+            vcpu,
+            bound: [const { AtomicU64::new(0) }; WORDS],
+            cursor: AtomicUsize::new(0),
+            scanning: AtomicBool::new(false),
+            ignored_total: AtomicU64::new(0),
+        })
+    }
+
+    /// Allocates a page and maps the domain's shared-info page there
+    /// (`XENMEM_add_to_physmap(XENMAPSPACE_shared_info, 0, gfn)`, the HVM way).
+    pub fn map_shared_info<P: Platform + ?Sized>(platform: &P) -> Result<SharedMem, Error> {
+        let mem = SharedMem::alloc_pages(platform, 1).ok_or(Error::NoMemory)?;
+        let gfn = mem.page_gfn(platform, 0).ok_or(Error::NoGfn)?;
+        Xen(platform).add_to_physmap(memory::SPACE_SHARED_INFO, 0, gfn)?;
+        Ok(mem)
+    }
+
+    /// The hypercall wrapper this uses.
+    pub fn xen(&self) -> &Xen<H> {
+        &self.xen
+    }
+
+    /// The shared-info page.
+    pub fn shared_info(&self) -> SharedMem {
+        self.shared
+    }
+
+    fn vcpu_off(&self) -> usize {
+        si::vcpu_info(self.vcpu as usize)
+    }
+
+    /// Marks `port` as ours: its events go to the scan handler.
+    pub fn bind(&self, port: Port) -> Result<(), Error> {
+        let (w, bit) = split(port)?;
+        if let Some(b) = self.bound.get(w) {
+            b.fetch_or(bit, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// Stops handing `port`'s events to the handler (they are then ignored).
+    pub fn unbind(&self, port: Port) -> Result<(), Error> {
+        let (w, bit) = split(port)?;
+        if let Some(b) = self.bound.get(w) {
+            b.fetch_and(!bit, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// Whether `port` is bound.
+    pub fn is_bound(&self, port: Port) -> bool {
+        match split(port) {
+            Ok((w, bit)) => self
+                .bound
+                .get(w)
+                .is_some_and(|b| b.load(Ordering::SeqCst) & bit != 0),
+            Err(_) => false,
+        }
+    }
+
+    /// `EVTCHNOP_alloc_unbound` for `remote`, and binds the new port.
+    pub fn alloc_unbound(&self, remote: DomId) -> Result<Port, Error> {
+        let p = self.xen.evtchn_alloc_unbound(remote)?;
+        self.bind(p)?;
+        Ok(p)
+    }
+
+    /// `EVTCHNOP_bind_interdomain`, and binds the new local port.
+    pub fn bind_interdomain(&self, remote: DomId, remote_port: Port) -> Result<Port, Error> {
+        let p = self.xen.evtchn_bind_interdomain(remote, remote_port)?;
+        self.bind(p)?;
+        Ok(p)
+    }
+
+    /// `EVTCHNOP_bind_virq` on this vCPU, and binds the new port.
+    pub fn bind_virq(&self, virq: u32) -> Result<Port, Error> {
+        let p = self.xen.evtchn_bind_virq(virq, self.vcpu)?;
+        self.bind(p)?;
+        Ok(p)
+    }
+
+    /// Unbinds `port`, closes it (`EVTCHNOP_close`) and drops a stale pending bit.
+    pub fn close(&self, port: Port) -> Result<(), Error> {
+        let (w, bit) = split(port)?;
+        self.unbind(port)?;
+        self.xen.evtchn_close(port)?;
+        self.shared.fetch_and_u64(si::EVTCHN_PENDING + w * 8, !bit);
+        Ok(())
+    }
+
+    /// `EVTCHNOP_send`: notifies the remote end of `port`.
+    pub fn send(&self, port: Port) -> Result<(), Error> {
+        split(port)?;
+        self.xen.evtchn_send(port)?;
+        Ok(())
+    }
+
+    /// Masks `port` (sets its mask bit; no hypercall needed).
+    pub fn mask(&self, port: Port) -> Result<(), Error> {
+        let (w, bit) = split(port)?;
+        self.shared.fetch_or_u64(si::EVTCHN_MASK + w * 8, bit);
+        Ok(())
+    }
+
+    /// Unmasks `port` with `EVTCHNOP_unmask` (Xen clears the mask bit and re-raises
+    /// the upcall if the port is pending).
+    pub fn unmask(&self, port: Port) -> Result<(), Error> {
+        split(port)?;
+        self.xen.evtchn_unmask(port)?;
+        Ok(())
+    }
+
+    /// Whether `port` is masked.
+    pub fn is_masked(&self, port: Port) -> Result<bool, Error> {
+        let (w, bit) = split(port)?;
+        Ok(self.shared.load_u64(si::EVTCHN_MASK + w * 8) & bit != 0)
+    }
+
+    /// Whether `port` is pending.
+    pub fn is_pending(&self, port: Port) -> Result<bool, Error> {
+        let (w, bit) = split(port)?;
+        Ok(self.shared.load_u64(si::EVTCHN_PENDING + w * 8) & bit != 0)
+    }
+
+    /// Clears `port`'s pending bit; returns whether it was set (for polling
+    /// without upcalls).
+    pub fn clear_pending(&self, port: Port) -> Result<bool, Error> {
+        let (w, bit) = split(port)?;
+        Ok(self.shared.fetch_and_u64(si::EVTCHN_PENDING + w * 8, !bit) & bit != 0)
+    }
+
+    /// Events dropped so far because nobody bound their port.
+    pub fn ignored_total(&self) -> u64 {
+        self.ignored_total.load(Ordering::Relaxed)
+    }
+
+    /// Handles pending, unmasked events: at most `budget` ports per call, each
+    /// bound one passed to `handler` once, after its pending bit was cleared.
+    pub fn scan(&self, budget: usize, mut handler: impl FnMut(Port)) -> Scan {
+        let mut out = Scan::default();
+        if self.scanning.swap(true, Ordering::Acquire) {
+            return out;
+        }
+        let v = self.vcpu_off();
+        self.shared.store_u8(v + si::VCPU_UPCALL_PENDING, 0);
+        mb();
+        let mut sel = self.shared.swap_u64(v + si::VCPU_PENDING_SEL, 0);
+        let start = self.cursor.load(Ordering::Relaxed) % WORDS;
+        let mut left = budget;
+        'words: for k in 0..WORDS {
+            let w = (start + k) % WORDS;
+            let wbit = 1u64 << w;
+            if sel & wbit == 0 {
+                continue;
+            }
+            sel &= !wbit;
+            let poff = si::EVTCHN_PENDING + w * 8;
+            // One snapshot per word: a port that fires again while we work waits for
+            // the next scan (Xen re-sets the selector bit), so one busy port cannot
+            // starve the others in its word.
+            let mut snap =
+                self.shared.load_u64(poff) & !self.shared.load_u64(si::EVTCHN_MASK + w * 8);
+            while snap != 0 {
+                if left == 0 {
+                    // Put back this word and the ones not visited; resume here.
+                    self.shared
+                        .fetch_or_u64(v + si::VCPU_PENDING_SEL, sel | wbit);
+                    self.shared.store_u8(v + si::VCPU_UPCALL_PENDING, 1);
+                    self.cursor.store(w, Ordering::Relaxed);
+                    out.more = true;
+                    break 'words;
+                }
+                let b = snap.trailing_zeros();
+                let bit = 1u64 << b;
+                snap &= !bit;
+                left -= 1;
+                let was = self.shared.fetch_and_u64(poff, !bit);
+                if was & bit == 0 {
+                    continue;
+                }
+                let port = Port(w as u32 * 64 + b);
+                let ours = self
+                    .bound
+                    .get(w)
+                    .is_some_and(|m| m.load(Ordering::SeqCst) & bit != 0);
+                if ours {
+                    out.handled += 1;
+                    handler(port);
+                } else {
+                    out.ignored += 1;
+                }
+            }
+        }
+        self.ignored_total
+            .fetch_add(out.ignored as u64, Ordering::Relaxed);
+        if !out.more && self.shared.load_u64(v + si::VCPU_PENDING_SEL) != 0 {
+            out.more = true;
+        }
+        self.scanning.store(false, Ordering::Release);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::abi::errno;
+    use crate::abi::hypercall_nr as nr;
+    use crate::testutil::FakePlatform;
+    use crate::xen::fake::{read, write, FakeXen};
+    use std::vec;
+    use std::vec::Vec;
+
+    /// What Xen does to deliver an event (`evtchn_2l_set_pending`).
+    fn raise(m: SharedMem, vcpu: usize, port: u32) {
+        let (w, b) = ((port / 64) as usize, 1u64 << (port % 64));
+        let was = m.fetch_or_u64(si::EVTCHN_PENDING + w * 8, b);
+        if was & b != 0 || m.load_u64(si::EVTCHN_MASK + w * 8) & b != 0 {
+            return;
+        }
+        let v = si::vcpu_info(vcpu);
+        if m.fetch_or_u64(v + si::VCPU_PENDING_SEL, 1 << w) & (1 << w) == 0 {
+            m.store_u8(v + si::VCPU_UPCALL_PENDING, 1);
+        }
+    }
+
+    fn setup(p: &FakePlatform, vcpu: u32) -> EventChannels<&FakePlatform> {
+        let m = SharedMem::alloc_pages(p, 1).unwrap();
+        EventChannels::new(p, m, vcpu).unwrap()
+    }
+
+    fn idle() -> FakePlatform {
+        FakePlatform::new(FakeXen::new(|_, _| 0))
+    }
+
+    #[test]
+    fn handles_bound_pending_ports_once_and_clears_them() {
+        let p = idle();
+        let ev = setup(&p, 1);
+        let m = ev.shared_info();
+        for port in [3, 64, 200, 4095] {
+            ev.bind(Port(port)).unwrap();
+            raise(m, 1, port);
+        }
+        assert_eq!(m.load_u8(si::vcpu_info(1) + si::VCPU_UPCALL_PENDING), 1);
+        let mut seen = Vec::new();
+        let s = ev.scan(DEFAULT_BUDGET, |p| seen.push(p.0));
+        seen.sort();
+        assert_eq!(seen, [3, 64, 200, 4095]);
+        assert_eq!((s.handled, s.ignored, s.more), (4, 0, false));
+        for port in [3, 64, 200, 4095] {
+            assert!(!ev.is_pending(Port(port)).unwrap());
+        }
+        assert_eq!(m.load_u8(si::vcpu_info(1) + si::VCPU_UPCALL_PENDING), 0);
+        assert_eq!(
+            ev.scan(DEFAULT_BUDGET, |_| panic!("nothing left")),
+            Scan::default()
+        );
+    }
+
+    /// Row 25: an event on a port we never bound is dropped (and counted).
+    #[test]
+    fn ignores_ports_nobody_bound() {
+        let p = idle();
+        let ev = setup(&p, 0);
+        ev.bind(Port(5)).unwrap();
+        raise(ev.shared_info(), 0, 5);
+        raise(ev.shared_info(), 0, 6);
+        raise(ev.shared_info(), 0, 700);
+        let mut seen = Vec::new();
+        let s = ev.scan(DEFAULT_BUDGET, |p| seen.push(p.0));
+        assert_eq!(seen, [5]);
+        assert_eq!((s.handled, s.ignored), (1, 2));
+        assert_eq!(ev.ignored_total(), 2);
+        assert!(
+            !ev.is_pending(Port(700)).unwrap(),
+            "cleared, not left to storm"
+        );
+    }
+
+    #[test]
+    fn masked_ports_wait_until_unmasked() {
+        let x = FakeXen::new(|op, a| {
+            assert_eq!(op, nr::EVENT_CHANNEL_OP);
+            assert_eq!(a[0], abi::OP_UNMASK as usize);
+            let s: abi::PortArg = read(a[1]);
+            assert_eq!(s.port, 9);
+            0
+        });
+        let p = FakePlatform::new(x);
+        let ev = setup(&p, 0);
+        ev.bind(Port(9)).unwrap();
+        ev.mask(Port(9)).unwrap();
+        assert!(ev.is_masked(Port(9)).unwrap());
+        raise(ev.shared_info(), 0, 9);
+        // Xen does not select a masked port, but even a stray selector bit must not
+        // deliver it.
+        ev.shared_info()
+            .fetch_or_u64(si::vcpu_info(0) + si::VCPU_PENDING_SEL, 1);
+        assert_eq!(ev.scan(DEFAULT_BUDGET, |_| panic!("masked")).handled, 0);
+        assert!(ev.is_pending(Port(9)).unwrap());
+        ev.unmask(Port(9)).unwrap();
+        assert_eq!(p.xen.calls().len(), 1);
+    }
+
+    /// Row 24: thousands of pending events; each scan does at most `budget` ports,
+    /// reports `more`, and the rest are handled by later scans, each exactly once.
+    #[test]
+    fn event_storm_is_bounded_per_scan() {
+        let p = idle();
+        let ev = setup(&p, 0);
+        let m = ev.shared_info();
+        for port in 0..NR_PORTS {
+            ev.bind(Port(port)).unwrap();
+            raise(m, 0, port);
+        }
+        let mut count = vec![0u32; NR_PORTS as usize];
+        let mut scans = 0;
+        loop {
+            let s = ev.scan(100, |p| count[p.0 as usize] += 1);
+            assert!(s.handled <= 100);
+            scans += 1;
+            assert!(scans <= 100, "no livelock");
+            if !s.more {
+                break;
+            }
+        }
+        assert_eq!(scans, 41); // 4096 / 100, rounded up
+        assert!(count.iter().all(|&c| c == 1));
+    }
+
+    /// Row 24: a port that re-fires from inside its own handler cannot keep one
+    /// scan busy: it is handled once per scan.
+    #[test]
+    fn self_refiring_port_does_not_livelock_a_scan() {
+        let p = idle();
+        let ev = setup(&p, 0);
+        let m = ev.shared_info();
+        ev.bind(Port(1)).unwrap();
+        ev.bind(Port(2)).unwrap();
+        raise(m, 0, 1);
+        raise(m, 0, 2);
+        let mut seen = Vec::new();
+        let s = ev.scan(1000, |p| {
+            seen.push(p.0);
+            raise(m, 0, p.0);
+        });
+        assert_eq!(seen, [1, 2], "port 2 not starved by port 1");
+        assert!(s.more);
+        assert_eq!(ev.scan(1000, |_| ()).handled, 2);
+    }
+
+    #[test]
+    fn budget_exhaustion_resumes_in_the_unfinished_word() {
+        let p = idle();
+        let ev = setup(&p, 0);
+        let m = ev.shared_info();
+        for port in [1, 2, 130] {
+            ev.bind(Port(port)).unwrap();
+            raise(m, 0, port);
+        }
+        let mut seen = Vec::new();
+        assert!(ev.scan(1, |p| seen.push(p.0)).more);
+        assert_eq!(m.load_u8(si::VCPU_UPCALL_PENDING), 1, "re-flagged");
+        assert!(ev.scan(1, |p| seen.push(p.0)).more);
+        assert!(!ev.scan(1, |p| seen.push(p.0)).more);
+        assert_eq!(seen, [1, 2, 130]);
+        assert_eq!(ev.scan(0, |_| ()).handled, 0);
+    }
+
+    #[test]
+    fn scan_is_not_reentrant() {
+        let p = idle();
+        let ev = setup(&p, 0);
+        ev.bind(Port(4)).unwrap();
+        raise(ev.shared_info(), 0, 4);
+        let mut inner = None;
+        ev.scan(10, |_| inner = Some(ev.scan(10, |_| panic!("re-entered"))));
+        assert_eq!(inner, Some(Scan::default()));
+    }
+
+    #[test]
+    fn wrappers_bind_and_close() {
+        let x = FakeXen::new(|op, a| {
+            assert_eq!(op, nr::EVENT_CHANNEL_OP);
+            match a[0] as u32 {
+                abi::OP_ALLOC_UNBOUND => {
+                    let mut s: abi::AllocUnbound = read(a[1]);
+                    s.port = 77;
+                    write(a[1], s);
+                    0
+                }
+                abi::OP_BIND_INTERDOMAIN => {
+                    let mut s: abi::BindInterdomain = read(a[1]);
+                    s.local_port = 78;
+                    write(a[1], s);
+                    0
+                }
+                abi::OP_BIND_VIRQ => {
+                    let mut s: abi::BindVirq = read(a[1]);
+                    assert_eq!(s.vcpu, 2);
+                    s.port = 79;
+                    write(a[1], s);
+                    0
+                }
+                abi::OP_CLOSE | abi::OP_SEND => 0,
+                _ => -errno::ENOSYS,
+            }
+        });
+        let p = FakePlatform::new(x);
+        let ev = setup(&p, 2);
+        assert_eq!(ev.alloc_unbound(DomId(0)).unwrap(), Port(77));
+        assert_eq!(ev.bind_interdomain(DomId(0), Port(3)).unwrap(), Port(78));
+        assert_eq!(ev.bind_virq(abi::VIRQ_TIMER).unwrap(), Port(79));
+        assert!(ev.is_bound(Port(77)) && ev.is_bound(Port(78)) && ev.is_bound(Port(79)));
+        ev.send(Port(77)).unwrap();
+        raise(ev.shared_info(), 2, 77);
+        ev.close(Port(77)).unwrap();
+        assert!(!ev.is_bound(Port(77)));
+        assert!(!ev.is_pending(Port(77)).unwrap());
+        assert_eq!(ev.scan(10, |_| panic!("closed")).handled, 0);
+        assert_eq!(ev.send(Port(4096)), Err(Error::PortOutOfRange(Port(4096))));
+        assert_eq!(
+            ev.bind(Port(u32::MAX)),
+            Err(Error::PortOutOfRange(Port(u32::MAX)))
+        );
+        assert!(!ev.is_bound(Port(u32::MAX)));
+    }
+
+    #[test]
+    fn construction_checks_and_shared_info_mapping() {
+        let p = idle();
+        let m = SharedMem::alloc_pages(&p, 1).unwrap();
+        assert_eq!(
+            EventChannels::new(&p, m, 32).unwrap_err(),
+            Error::BadVcpu(32)
+        );
+        assert_eq!(
+            EventChannels::new(&p, m.sub(0, 100).unwrap(), 0).unwrap_err(),
+            Error::BadSharedInfo(100)
+        );
+        let si_page = EventChannels::<&FakePlatform>::map_shared_info(&p).unwrap();
+        let c = &p.xen.calls()[0];
+        assert_eq!(
+            (c.op, c.args[0]),
+            (nr::MEMORY_OP, memory::OP_ADD_TO_PHYSMAP as usize)
+        );
+        assert_eq!(si_page.len(), PAGE_SIZE);
+    }
+}

@@ -1,0 +1,546 @@
+//! Guest grant table, version 1: granting our pages to another domain.
+//!
+//! ```text
+//!   grant frames (SharedMem, nr_frames pages, 512 entries each)
+//!   ┌────────────┬────────────┬─────┐      entry = { u16 flags, u16 domid, u32 frame }
+//!   │ ref 0..7   │ ref 8      │ ... │      refs 0..8: reserved for the toolstack
+//!   │ (reserved) │ granted    │     │
+//!   └────────────┴────────────┴─────┘
+//!   free list: private `[u32; N]` chain inside GrantTable<N>, under a spin::Mutex
+//! ```
+//!
+//! The table manages refs `0..N` (`N` a const generic, at most `nr_frames * 512`);
+//! refs `0..8` are never handed out (`GNTTAB_NR_RESERVED_ENTRIES`). The free list is
+//! a private array of `N` `u32` links (4 bytes per ref, no heap): put a large table
+//! in a `static` or a box rather than on a small stack. We never keep bookkeeping in
+//! the grant frames themselves: Xen reads them.
+//!
+//! Ending access can fail while the other domain still maps the page
+//! ([`Error::StillMapped`], BAD-INPUT row 26, XSA-396): the ref then stays in use and
+//! the caller must keep the page out of reuse until a later
+//! [`GrantTable::end_access`] succeeds (see [`GrantTable::try_end_access`]).
+//!
+//! Thread safety: all methods take `&self`; the free list is behind a
+//! `spin::Mutex` (held only for a few instructions, never across a hypercall or a
+//! wait), entries are written with atomics. Callable from threads; do not call from
+//! an upcall handler that may interrupt a holder of the lock on the same CPU.
+
+use crate::abi::gnttab as abi;
+use crate::abi::memory;
+use crate::platform::{DomId, Gfn, GrantRef, Platform, PAGE_SIZE};
+use crate::shmem::{wmb, SharedMem};
+use crate::xen::{Xen, XenError};
+use core::fmt;
+use core::mem::size_of;
+
+/// Grant-table failures.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// No free grant reference.
+    Exhausted,
+    /// The other domain still maps (`GTF_reading`/`GTF_writing`) this ref: access
+    /// was not ended, the ref stays in use and its page must not be reused.
+    StillMapped(GrantRef),
+    /// The ref is not one this table handed out (reserved, out of range or free).
+    NotInUse(GrantRef),
+    /// A v1 entry holds a 32-bit frame number; this gfn does not fit.
+    FrameTooLarge(Gfn),
+    /// The frames given are not whole pages or hold fewer than `N` entries (or `N`
+    /// is not above the reserved refs).
+    BadTable {
+        /// Bytes of grant frames.
+        bytes: usize,
+        /// Refs wanted (`N`).
+        entries: usize,
+    },
+    /// The hypervisor allows fewer frames than requested.
+    TooManyFrames {
+        /// Frames requested.
+        wanted: u32,
+        /// `max_nr_frames` from `GNTTABOP_query_size`.
+        max: u32,
+    },
+    /// The platform could not allocate the frames' pages.
+    NoMemory,
+    /// The platform could not translate a frame's address to a gfn.
+    NoGfn,
+    /// A hypercall failed.
+    Xen(XenError),
+}
+
+impl From<XenError> for Error {
+    fn from(e: XenError) -> Self {
+        Error::Xen(e)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Exhausted => write!(f, "no free grant reference"),
+            Error::StillMapped(r) => write!(f, "grant {} still mapped by the peer", r.0),
+            Error::NotInUse(r) => write!(f, "grant {} is not in use", r.0),
+            Error::FrameTooLarge(g) => write!(f, "gfn {:#x} does not fit a v1 grant", g.0),
+            Error::BadTable { bytes, entries } => {
+                write!(
+                    f,
+                    "{bytes} bytes of grant frames cannot hold {entries} refs"
+                )
+            }
+            Error::TooManyFrames { wanted, max } => {
+                write!(
+                    f,
+                    "{wanted} grant frames requested, hypervisor allows {max}"
+                )
+            }
+            Error::NoMemory => write!(f, "out of memory for grant frames"),
+            Error::NoGfn => write!(f, "grant frame has no gfn"),
+            Error::Xen(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Link value of a ref that is handed out.
+const IN_USE: u32 = u32::MAX;
+/// End of the free chain.
+const END: u32 = u32::MAX - 1;
+const RESERVED: u32 = abi::NR_RESERVED_ENTRIES;
+const ENTRY: usize = size_of::<abi::GrantEntryV1>();
+
+struct FreeList<const N: usize> {
+    /// For a free ref: the next free ref (or END). For a ref in use: IN_USE.
+    /// Reserved refs are permanently IN_USE but not counted.
+    next: [u32; N],
+    head: u32,
+    in_use: usize,
+}
+
+/// A v1 grant table over `N` refs (see the module docs).
+pub struct GrantTable<const N: usize> {
+    frames: SharedMem,
+    free: spin::Mutex<FreeList<N>>,
+}
+
+impl<const N: usize> fmt::Debug for GrantTable<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrantTable")
+            .field("entries", &N)
+            .field("in_use", &self.in_use())
+            .finish()
+    }
+}
+
+impl<const N: usize> GrantTable<N> {
+    /// Uses `frames` (already the domain's grant frames 0.., version 1) for refs
+    /// `0..N`. Entries `8..N` are cleared.
+    pub fn new(frames: SharedMem) -> Result<Self, Error> {
+        let bad = Error::BadTable {
+            bytes: frames.len(),
+            entries: N,
+        };
+        if !frames.len().is_multiple_of(PAGE_SIZE)
+            || N <= RESERVED as usize
+            || N > frames.len() / ENTRY
+            || N >= END as usize
+        {
+            return Err(bad);
+        }
+        let mut next = [IN_USE; N];
+        // Chain RESERVED -> RESERVED+1 -> ... -> N-1 -> END.
+        let mut i = RESERVED as usize;
+        while i < N {
+            next[i] = if i + 1 < N { (i + 1) as u32 } else { END };
+            i += 1;
+        }
+        let r = RESERVED as usize * ENTRY;
+        frames.fill(r, N * ENTRY - r, 0);
+        Ok(Self {
+            frames,
+            free: spin::Mutex::new(FreeList {
+                next,
+                head: RESERVED,
+                in_use: 0,
+            }),
+        })
+    }
+
+    /// Sets up this domain's grant table the HVM way: `GNTTABOP_set_version(1)`,
+    /// `GNTTABOP_query_size`, then allocates `nr_frames` pages from the platform and
+    /// `XENMEM_add_to_physmap(XENMAPSPACE_grant_table, i, gfn)` for each, so frame
+    /// `i` of the table appears in page `i`.
+    ///
+    /// The pages then belong to the table for good (they are never freed; if a later
+    /// frame fails to map, the pages stay allocated, as earlier frames may already
+    /// be grant frames).
+    pub fn setup<P: Platform + ?Sized>(platform: &P, nr_frames: u32) -> Result<Self, Error> {
+        let xen = Xen(platform);
+        let capacity = (nr_frames as usize).saturating_mul(abi::ENTRIES_PER_FRAME_V1 as usize);
+        if nr_frames == 0 || N > capacity || N <= RESERVED as usize {
+            return Err(Error::BadTable {
+                bytes: (nr_frames as usize).saturating_mul(PAGE_SIZE),
+                entries: N,
+            });
+        }
+        xen.gnttab_set_version(1)?;
+        let size = xen.gnttab_query_size()?;
+        if nr_frames > size.max_nr_frames {
+            return Err(Error::TooManyFrames {
+                wanted: nr_frames,
+                max: size.max_nr_frames,
+            });
+        }
+        let mem = SharedMem::alloc_pages(platform, nr_frames as usize).ok_or(Error::NoMemory)?;
+        for i in 0..nr_frames {
+            let gfn = mem.page_gfn(platform, i as usize).ok_or(Error::NoGfn)?;
+            xen.add_to_physmap(memory::SPACE_GRANT_TABLE, i.into(), gfn)?;
+        }
+        Self::new(mem)
+    }
+
+    /// The grant frames (for diagnostics and tests).
+    pub fn frames(&self) -> SharedMem {
+        self.frames
+    }
+
+    /// Refs this table can hand out (`N - 8`).
+    pub const fn capacity(&self) -> usize {
+        N - RESERVED as usize
+    }
+
+    /// Refs currently handed out and not yet successfully ended (tests use this to
+    /// check that nothing leaked).
+    pub fn in_use(&self) -> usize {
+        self.free.lock().in_use
+    }
+
+    fn alloc(&self) -> Result<u32, Error> {
+        let mut fl = self.free.lock();
+        let r = fl.head;
+        let next = *fl.next.get(r as usize).ok_or(Error::Exhausted)?;
+        fl.head = next;
+        if let Some(slot) = fl.next.get_mut(r as usize) {
+            *slot = IN_USE;
+        }
+        fl.in_use += 1;
+        Ok(r)
+    }
+
+    fn release(&self, r: u32) {
+        let mut fl = self.free.lock();
+        let head = fl.head;
+        // Re-checked under the lock so a racing double end cannot corrupt the chain.
+        if let Some(slot @ &mut IN_USE) = fl.next.get_mut(r as usize) {
+            *slot = head;
+            fl.head = r;
+            fl.in_use = fl.in_use.saturating_sub(1);
+        }
+    }
+
+    fn check_in_use(&self, r: GrantRef) -> Result<usize, Error> {
+        let fl = self.free.lock();
+        match fl.next.get(r.0 as usize) {
+            Some(&IN_USE) if r.0 >= RESERVED => Ok(r.0 as usize * ENTRY),
+            _ => Err(Error::NotInUse(r)),
+        }
+    }
+
+    /// Grants `domid` access to our frame `gfn` (read-only if `readonly`). Writes
+    /// `frame` and `domid`, then (after a write barrier) the flags, so the peer
+    /// never sees a valid entry with stale contents.
+    pub fn grant_access(&self, domid: DomId, gfn: Gfn, readonly: bool) -> Result<GrantRef, Error> {
+        let frame = u32::try_from(gfn.0).map_err(|_| Error::FrameTooLarge(gfn))?;
+        let r = self.alloc()?;
+        let off = r as usize * ENTRY;
+        self.frames.store_u32(off + abi::ENTRY_V1_FRAME, frame);
+        self.frames.store_u16(off + abi::ENTRY_V1_DOMID, domid.0);
+        wmb();
+        let flags = abi::GTF_PERMIT_ACCESS | if readonly { abi::GTF_READONLY } else { 0 };
+        self.frames.store_u16(off + abi::ENTRY_V1_FLAGS, flags);
+        Ok(GrantRef(r))
+    }
+
+    /// Ends access through `r`: atomically clears the entry's flags, but only while
+    /// neither `GTF_reading` nor `GTF_writing` is set. On success the ref is free
+    /// again and the page may be reused. On [`Error::StillMapped`] nothing changed:
+    /// the ref stays in use and the page must stay out of reuse (row 26).
+    ///
+    /// Each ref must be ended by one caller at a time (it is the caller's ref).
+    pub fn end_access(&self, r: GrantRef) -> Result<(), Error> {
+        let off = self.check_in_use(r)? + abi::ENTRY_V1_FLAGS;
+        let mut flags = self.frames.load_u16(off);
+        loop {
+            if flags & (abi::GTF_READING | abi::GTF_WRITING) != 0 {
+                return Err(Error::StillMapped(r));
+            }
+            match self.frames.cmpxchg_u16(off, flags, 0) {
+                Ok(_) => break,
+                Err(now) => flags = now,
+            }
+        }
+        self.release(r.0);
+        Ok(())
+    }
+
+    /// [`GrantTable::end_access`], retried up to `attempts` times with `between()`
+    /// (e.g. `|| platform.wait()`) between tries. Returns the last error if the
+    /// peer still maps the page; the ref then stays in use.
+    pub fn try_end_access(
+        &self,
+        r: GrantRef,
+        attempts: usize,
+        mut between: impl FnMut(),
+    ) -> Result<(), Error> {
+        let mut last = Error::StillMapped(r);
+        for i in 0..attempts {
+            if i > 0 {
+                between();
+            }
+            match self.end_access(r) {
+                Err(e @ Error::StillMapped(_)) => last = e,
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+
+    /// A private copy of entry `r` (diagnostics and tests); `None` if out of range.
+    pub fn entry(&self, r: GrantRef) -> Option<abi::GrantEntryV1> {
+        let off = (r.0 as usize).checked_mul(ENTRY)?;
+        if r.0 as usize >= N {
+            return None;
+        }
+        Some(self.frames.read_obj(off))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use crate::abi::errno;
+    use crate::abi::hypercall_nr as nr;
+    use crate::testutil::FakePlatform;
+    use crate::xen::fake::{read, write, FakeXen};
+    use std::collections::HashSet;
+    use std::rc::Rc;
+    use std::vec::Vec;
+
+    fn table<const N: usize>(p: &FakePlatform, frames: usize) -> GrantTable<N> {
+        GrantTable::new(SharedMem::alloc_pages(p, frames).unwrap()).unwrap()
+    }
+
+    type Mapped = Rc<core::cell::RefCell<Vec<(u32, u64, u64)>>>;
+
+    fn gnttab_xen(max_frames: u32) -> (FakeXen, Mapped) {
+        let mapped: Mapped = Rc::default();
+        let m = mapped.clone();
+        let x = FakeXen::new(move |op, a| match (op, a[0] as u32) {
+            (nr::GRANT_TABLE_OP, abi::OP_SET_VERSION) => {
+                let v: abi::SetVersion = read(a[1]);
+                assert_eq!(v.version, 1);
+                0
+            }
+            (nr::GRANT_TABLE_OP, abi::OP_QUERY_SIZE) => {
+                let mut q: abi::QuerySize = read(a[1]);
+                q.nr_frames = 1;
+                q.max_nr_frames = max_frames;
+                write(a[1], q);
+                0
+            }
+            (nr::MEMORY_OP, memory::OP_ADD_TO_PHYSMAP) => {
+                let a: memory::AddToPhysmap = read(a[1]);
+                assert_eq!(a.domid, DomId::SELF.0);
+                m.borrow_mut().push((a.space, a.idx, a.gpfn));
+                0
+            }
+            _ => -errno::ENOSYS,
+        });
+        (x, mapped)
+    }
+
+    /// Simulates Xen setting/clearing the busy bits of entry `r`.
+    fn set_busy(t: &GrantTable<16>, r: GrantRef, bits: u16, on: bool) {
+        let off = r.0 as usize * 8;
+        let f = t.frames().load_u16(off);
+        t.frames()
+            .store_u16(off, if on { f | bits } else { f & !bits });
+    }
+
+    #[test]
+    fn never_hands_out_reserved_refs_and_counts_use() {
+        let p = FakePlatform::new(FakeXen::new(|_, _| 0));
+        let t: GrantTable<64> = table(&p, 1);
+        assert_eq!(t.capacity(), 56);
+        let mut refs = Vec::new();
+        for i in 0..56u64 {
+            let r = t
+                .grant_access(DomId(0), Gfn(0x1000 + i), i % 2 == 0)
+                .unwrap();
+            assert!(r.0 >= 8 && r.0 < 64, "ref {}", r.0);
+            refs.push(r);
+        }
+        assert_eq!(refs.iter().collect::<HashSet<_>>().len(), 56, "unique");
+        assert_eq!(t.in_use(), 56);
+        assert_eq!(
+            t.grant_access(DomId(0), Gfn(1), false),
+            Err(Error::Exhausted)
+        );
+        for r in &refs {
+            t.end_access(*r).unwrap();
+        }
+        assert_eq!(t.in_use(), 0);
+        for r in 0..8 {
+            assert_eq!(t.end_access(GrantRef(r)), Err(Error::NotInUse(GrantRef(r))));
+        }
+    }
+
+    #[test]
+    fn entry_contents_and_flags() {
+        let p = FakePlatform::new(FakeXen::new(|_, _| 0));
+        let t: GrantTable<512> = table(&p, 1);
+        let r = t.grant_access(DomId(3), Gfn(0xABCDE), true).unwrap();
+        assert_eq!(
+            t.entry(r).unwrap(),
+            abi::GrantEntryV1 {
+                flags: abi::GTF_PERMIT_ACCESS | abi::GTF_READONLY,
+                domid: 3,
+                frame: 0xABCDE
+            }
+        );
+        let w = t.grant_access(DomId(0), Gfn(7), false).unwrap();
+        assert_eq!(t.entry(w).unwrap().flags, abi::GTF_PERMIT_ACCESS);
+        t.end_access(r).unwrap();
+        assert_eq!(t.entry(r).unwrap().flags, 0);
+        assert_eq!(
+            t.grant_access(DomId(0), Gfn(1 << 32), false),
+            Err(Error::FrameTooLarge(Gfn(1 << 32)))
+        );
+        assert_eq!(t.in_use(), 1, "failed grant did not leak a ref");
+    }
+
+    /// Row 26 / XSA-396: the backend still maps the page at teardown.
+    #[test]
+    fn end_access_fails_while_mapped_and_ref_is_not_reused() {
+        let p = FakePlatform::new(FakeXen::new(|_, _| 0));
+        let t: GrantTable<16> = table(&p, 1);
+        let r = t.grant_access(DomId(0), Gfn(42), false).unwrap();
+        for busy in [
+            abi::GTF_READING,
+            abi::GTF_WRITING,
+            abi::GTF_READING | abi::GTF_WRITING,
+        ] {
+            // Xen sets the busy bits while the backend maps the grant.
+            set_busy(&t, r, busy, true);
+            assert_eq!(t.end_access(r), Err(Error::StillMapped(r)));
+            let e = t.entry(r).unwrap();
+            assert_eq!(e.flags & abi::GTF_PERMIT_ACCESS, abi::GTF_PERMIT_ACCESS);
+            assert_eq!((e.domid, e.frame), (0, 42), "entry untouched");
+            assert_eq!(t.in_use(), 1);
+            // The ref is not handed out again while it is stuck.
+            let others: Vec<_> = (0..7)
+                .map(|i| t.grant_access(DomId(0), Gfn(i), true).unwrap())
+                .collect();
+            assert!(!others.contains(&r));
+            assert_eq!(
+                t.grant_access(DomId(0), Gfn(9), true),
+                Err(Error::Exhausted)
+            );
+            for o in others {
+                t.end_access(o).unwrap();
+            }
+            // Backend unmaps: Xen clears the busy bits.
+            set_busy(&t, r, abi::GTF_READING | abi::GTF_WRITING, false);
+        }
+        t.end_access(r).unwrap();
+        assert_eq!(t.in_use(), 0);
+        assert_eq!(t.end_access(r), Err(Error::NotInUse(r)), "double end");
+    }
+
+    #[test]
+    fn try_end_access_retries_then_succeeds_or_gives_up() {
+        let p = FakePlatform::new(FakeXen::new(|_, _| 0));
+        let t: GrantTable<16> = table(&p, 1);
+        let r = t.grant_access(DomId(0), Gfn(1), false).unwrap();
+        set_busy(&t, r, abi::GTF_WRITING, true);
+        let waits = Rc::new(core::cell::Cell::new(0));
+        let w = waits.clone();
+        assert_eq!(
+            t.try_end_access(r, 3, || w.set(w.get() + 1)),
+            Err(Error::StillMapped(r))
+        );
+        assert_eq!(waits.get(), 2);
+        assert_eq!(t.in_use(), 1);
+        // The peer unmaps during the second wait.
+        let mut n = 0;
+        t.try_end_access(r, 5, || {
+            n += 1;
+            if n == 2 {
+                set_busy(&t, r, abi::GTF_WRITING, false);
+            }
+        })
+        .unwrap();
+        assert_eq!(t.in_use(), 0);
+    }
+
+    #[test]
+    fn new_rejects_bad_sizes() {
+        let p = FakePlatform::new(FakeXen::new(|_, _| 0));
+        let m = SharedMem::alloc_pages(&p, 1).unwrap();
+        assert!(GrantTable::<513>::new(m).is_err());
+        assert!(GrantTable::<8>::new(m).is_err());
+        assert!(GrantTable::<16>::new(m.sub(0, 100).unwrap()).is_err());
+        assert!(GrantTable::<1024>::new(SharedMem::alloc_pages(&p, 2).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn setup_maps_each_frame_with_add_to_physmap() {
+        let (x, mapped) = gnttab_xen(32);
+        let p = FakePlatform::new(x);
+        let t = GrantTable::<1024>::setup(&p, 2).unwrap();
+        let calls = p.xen.calls();
+        assert_eq!(calls[0].op, nr::GRANT_TABLE_OP);
+        assert_eq!(calls[0].args[0], abi::OP_SET_VERSION as usize);
+        assert_eq!(calls[1].args[0], abi::OP_QUERY_SIZE as usize);
+        assert_eq!(calls.len(), 4);
+        for c in &calls[2..] {
+            assert_eq!(c.op, nr::MEMORY_OP);
+            assert_eq!(c.args[0], memory::OP_ADD_TO_PHYSMAP as usize);
+        }
+        let g0 = t.frames().page_gfn(&p, 0).unwrap();
+        let g1 = t.frames().page_gfn(&p, 1).unwrap();
+        assert_eq!(
+            *mapped.borrow(),
+            [
+                (memory::SPACE_GRANT_TABLE, 0, g0.0),
+                (memory::SPACE_GRANT_TABLE, 1, g1.0)
+            ]
+        );
+        let r = t.grant_access(DomId(0), Gfn(5), false).unwrap();
+        t.end_access(r).unwrap();
+    }
+
+    #[test]
+    fn setup_checks_limits() {
+        let p = FakePlatform::new(gnttab_xen(1).0);
+        assert_eq!(
+            GrantTable::<1024>::setup(&p, 2).unwrap_err(),
+            Error::TooManyFrames { wanted: 2, max: 1 }
+        );
+        assert!(matches!(
+            GrantTable::<1024>::setup(&p, 1).unwrap_err(),
+            Error::BadTable { .. }
+        ));
+        let p = FakePlatform::new(gnttab_xen(4).0);
+        p.fail_alloc.set(true);
+        assert_eq!(
+            GrantTable::<512>::setup(&p, 1).unwrap_err(),
+            Error::NoMemory
+        );
+        let p = FakePlatform::new(FakeXen::new(|_, _| -errno::EPERM));
+        assert!(matches!(
+            GrantTable::<512>::setup(&p, 1).unwrap_err(),
+            Error::Xen(XenError::Hypercall { rc: -1, .. })
+        ));
+    }
+}
