@@ -1,0 +1,251 @@
+//! Errors and warnings of the config parser. Every one names the file, the line
+//! and the text it is about.
+
+use std::fmt;
+
+use xbd_front::vdev::VdevError;
+
+/// What is wrong. The [`fmt::Display`] text is the human message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The file could not be read.
+    Io(String),
+    /// A character or token that does not belong there.
+    Syntax(&'static str),
+    /// A quoted string runs to the end of the line.
+    UnterminatedString,
+    /// A `[` list is never closed.
+    UnterminatedList,
+    /// A backslash escape in a string that xl does not know.
+    BadEscape,
+    /// Python code (`import`, `def`, calls, expressions): xm's Python configs.
+    PythonCode,
+    /// A key that needs one value got a list.
+    NotASingleValue {
+        /// The key.
+        key: String,
+    },
+    /// A key that needs a list got something else.
+    NotAList {
+        /// The key.
+        key: String,
+    },
+    /// A list item that should be a string is a nested list.
+    NotAString {
+        /// The key.
+        key: String,
+    },
+    /// Not a number as C's `strtol(.., 0)` reads it, or out of range.
+    BadNumber {
+        /// The key.
+        key: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// A value outside the accepted set.
+    BadValue {
+        /// The key.
+        key: String,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// `+=` applied to something it cannot extend.
+    BadAppend {
+        /// The key.
+        key: String,
+    },
+    /// A mandatory key is missing.
+    MissingKey(&'static str),
+    /// A bad domain name.
+    BadName,
+    /// Not a UUID (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`).
+    BadUuid,
+    /// `on_*` value that is not an xl action.
+    UnknownAction {
+        /// The key.
+        key: String,
+    },
+    /// A feature shim-hv does not provide; refused rather than ignored.
+    Unsupported(String),
+    /// Two settings that contradict each other.
+    Conflict(String),
+    /// A disk entry that xl's disk syntax does not accept.
+    BadDisk(String),
+    /// The disk's vdev is not a Xen virtual device.
+    BadVdev(VdevError),
+    /// Disk access that is not `r`, `ro`, `w`, `rw`.
+    BadAccess,
+    /// Two disks with the same virtual device number.
+    DuplicateVdev {
+        /// Line of the first disk using it.
+        first_line: u32,
+    },
+    /// A vif entry problem.
+    BadVif(String),
+    /// A bad MAC address.
+    BadMac(&'static str),
+    /// A file named by the config is missing or unusable ([`super::DomainConfig::validate_paths`]).
+    BadPath {
+        /// What the file is for (`kernel`, `disk`, ...).
+        what: &'static str,
+        /// Why it is unusable.
+        why: String,
+    },
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorKind::Io(e) => write!(f, "cannot read config: {e}"),
+            ErrorKind::Syntax(m) => write!(f, "syntax error: {m}"),
+            ErrorKind::UnterminatedString => f.write_str("unterminated string"),
+            ErrorKind::UnterminatedList => f.write_str("unterminated list (missing `]`)"),
+            ErrorKind::BadEscape => f.write_str("invalid backslash escape in quoted string"),
+            ErrorKind::PythonCode => f.write_str(
+                "this looks like Python code: xm's Python configs are not supported, \
+                 only KEY = VALUE settings (see xl.cfg(5))",
+            ),
+            ErrorKind::NotASingleValue { key } => {
+                write!(f, "`{key}` takes a single value, not a list")
+            }
+            ErrorKind::NotAList { key } => write!(f, "`{key}` takes a list: {key} = [ ... ]"),
+            ErrorKind::NotAString { key } => write!(f, "`{key}` entries must be strings"),
+            ErrorKind::BadNumber { key, expected } => {
+                write!(f, "`{key}` is not {expected}")
+            }
+            ErrorKind::BadValue { key, expected } => {
+                write!(f, "bad `{key}`: expected {expected}")
+            }
+            ErrorKind::BadAppend { key } => write!(f, "cannot use += on `{key}` here"),
+            ErrorKind::MissingKey(k) => write!(f, "`{k}` must be specified"),
+            ErrorKind::BadName => f.write_str("bad domain name"),
+            ErrorKind::BadUuid => f.write_str("bad uuid"),
+            ErrorKind::UnknownAction { key } => write!(
+                f,
+                "unknown `{key}` action (destroy, restart, rename-restart, preserve, \
+                 coredump-destroy, coredump-restart, soft-reset)"
+            ),
+            ErrorKind::Unsupported(m) => write!(f, "not supported by shim-hv: {m}"),
+            ErrorKind::Conflict(m) => write!(f, "contradicting settings: {m}"),
+            ErrorKind::BadDisk(m) => write!(f, "bad disk: {m}"),
+            ErrorKind::BadVdev(e) => write!(f, "bad disk vdev: {e}"),
+            ErrorKind::BadAccess => f.write_str("bad disk access mode (r, ro, w or rw)"),
+            ErrorKind::DuplicateVdev { first_line } => {
+                write!(f, "vdev already used by the disk on line {first_line}")
+            }
+            ErrorKind::BadVif(m) => write!(f, "bad vif: {m}"),
+            ErrorKind::BadMac(m) => write!(f, "bad vif mac: {m}"),
+            ErrorKind::BadPath { what, why } => write!(f, "{what}: {why}"),
+        }
+    }
+}
+
+/// A config error: `file:line: message (text)`. `line` is 0 for whole-file
+/// problems (a missing key, an unreadable file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The config file as named by the caller.
+    pub file: String,
+    /// 1-based line, or 0.
+    pub line: u32,
+    /// What is wrong.
+    pub kind: ErrorKind,
+    /// The offending text as written (a token, a value, an entry).
+    pub text: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(file: &str, line: u32, kind: ErrorKind, text: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.to_owned(),
+            line,
+            kind,
+            text: text.into(),
+        }
+    }
+}
+
+fn write_located(
+    f: &mut fmt::Formatter<'_>,
+    file: &str,
+    line: u32,
+    msg: &dyn fmt::Display,
+    text: &str,
+) -> fmt::Result {
+    if line == 0 {
+        write!(f, "{file}: {msg}")?;
+    } else {
+        write!(f, "{file}:{line}: {msg}")?;
+    }
+    if text.is_empty() {
+        Ok(())
+    } else {
+        write!(f, " ({text})")
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_located(f, &self.file, self.line, &self.kind, &self.text)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Kinds of warnings; the parse succeeded but the user may want to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WarningKind {
+    /// A key neither xl nor xm knows (a typo?).
+    UnknownKey,
+    /// A key xl or xm knows that shim-hv ignores.
+    IgnoredKey,
+    /// A key set again: the last one wins.
+    RepeatedKey {
+        /// Line of the earlier setting.
+        previous_line: u32,
+    },
+    /// A deprecated (xm) spelling, accepted.
+    Deprecated(String),
+    /// A value changed or overridden, with the reason.
+    Adjusted(String),
+    /// A disk vdev that is not a Xen name (xm resolved these through dom0's
+    /// `/dev`): a free xvd number was assigned.
+    HostVdev(String),
+}
+
+impl fmt::Display for WarningKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WarningKind::UnknownKey => f.write_str("unknown key, ignored"),
+            WarningKind::IgnoredKey => f.write_str("key ignored by shim-hv"),
+            WarningKind::RepeatedKey { previous_line } => {
+                write!(f, "key set again (line {previous_line} is overridden)")
+            }
+            WarningKind::Deprecated(m) | WarningKind::Adjusted(m) | WarningKind::HostVdev(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
+/// A warning: `file:line: warning: message (text)`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    /// The config file.
+    pub file: String,
+    /// 1-based line.
+    pub line: u32,
+    /// What happened.
+    pub kind: WarningKind,
+    /// The text it is about.
+    pub text: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let msg = format!("warning: {}", self.kind);
+        write_located(f, &self.file, self.line, &msg, &self.text)
+    }
+}
