@@ -1,0 +1,605 @@
+//! Test-only: a tiny xenstored speaking `xs_wire` on a real 4096-byte page, and a fake
+//! platform whose `wait()` steps it. The client under test runs unchanged.
+//!
+//! The fake server is deliberately simple (no quotas, permissions are stored but not
+//! enforced, transactions are snapshots with injected conflicts) but exact about the
+//! wire: framing, NULs, ring indices with wrap-around, chunked output, watch events
+//! fired on registration and on changes.
+#![allow(unsafe_code)]
+
+use std::boxed::Box;
+use std::cell::{Cell, RefCell, RefMut};
+use std::collections::{BTreeMap, VecDeque};
+use std::format;
+use std::rc::Rc;
+use std::string::{String, ToString};
+use std::vec;
+use std::vec::Vec;
+
+use core::ptr::NonNull;
+
+use hypercall::abi::hypercall_nr::{EVENT_CHANNEL_OP, HVM_OP, SCHED_OP};
+use hypercall::abi::xs_wire::{iface, msg, MsgHeader, RING_SIZE};
+use hypercall::abi::{evtchn, hvm, sched};
+use hypercall::{Gfn, Hypercall, Platform, Port, SharedMem};
+use zerocopy::{FromBytes, IntoBytes};
+
+use crate::store::Xenstore;
+
+/// Our domain id in the fake.
+pub const DOMID: u16 = 1;
+/// Where the fake keeps the store page.
+pub const STORE_PFN: u64 = 0xFEFFC;
+/// The store event channel.
+pub const STORE_PORT: u32 = 7;
+/// Virtual time each `wait()` takes.
+pub const WAIT_NS: u64 = 1_000_000;
+
+pub fn home() -> String {
+    format!("/local/domain/{DOMID}")
+}
+
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub value: Vec<u8>,
+    pub perms: Vec<String>,
+}
+
+pub type Tree = BTreeMap<String, Node>;
+
+pub fn msg_bytes(ty: u32, req_id: u32, tx_id: u32, payload: &[u8]) -> Vec<u8> {
+    let h = MsgHeader {
+        ty,
+        req_id,
+        tx_id,
+        len: payload.len() as u32,
+    };
+    let mut v = h.as_bytes().to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+/// The xenstore state: tree, watches, transactions.
+pub struct Core {
+    pub tree: Tree,
+    pub watches: Vec<(String, String)>,
+    txs: BTreeMap<u32, (Tree, Vec<String>)>,
+    next_tx: u32,
+    /// Watch events to send after the current reply.
+    events: Vec<u8>,
+    /// Commits to fail with EAGAIN.
+    pub eagain_commits: u32,
+    /// Commit attempts seen.
+    pub commits: u32,
+    /// Every request header seen.
+    pub requests: Vec<MsgHeader>,
+}
+
+impl Core {
+    fn new() -> Core {
+        let mut tree = Tree::new();
+        for p in ["/", "/local", "/local/domain"] {
+            tree.insert(
+                p.to_string(),
+                Node {
+                    value: vec![],
+                    perms: vec!["n0".into()],
+                },
+            );
+        }
+        tree.insert(
+            home(),
+            Node {
+                value: vec![],
+                perms: vec![format!("n{DOMID}")],
+            },
+        );
+        Core {
+            tree,
+            watches: vec![],
+            txs: BTreeMap::new(),
+            next_tx: 1,
+            events: vec![],
+            eagain_commits: 0,
+            commits: 0,
+            requests: vec![],
+        }
+    }
+
+    pub fn abs(p: &str) -> String {
+        if p.starts_with('/') {
+            p.to_string()
+        } else {
+            format!("{}/{p}", home())
+        }
+    }
+
+    fn parent(p: &str) -> Option<String> {
+        if p == "/" {
+            return None;
+        }
+        let i = p.rfind('/')?;
+        Some(if i == 0 {
+            "/".to_string()
+        } else {
+            p[..i].to_string()
+        })
+    }
+
+    fn tree_mut(&mut self, tx: u32) -> Option<&mut Tree> {
+        if tx == 0 {
+            Some(&mut self.tree)
+        } else {
+            self.txs.get_mut(&tx).map(|t| &mut t.0)
+        }
+    }
+
+    fn create(tree: &mut Tree, p: &str) {
+        if tree.contains_key(p) {
+            return;
+        }
+        if let Some(parent) = Core::parent(p) {
+            Core::create(tree, &parent);
+        }
+        tree.insert(
+            p.to_string(),
+            Node {
+                value: vec![],
+                perms: vec![format!("n{DOMID}")],
+            },
+        );
+    }
+
+    /// Records a change: fires watches now, or at commit for a transaction.
+    fn changed(&mut self, tx: u32, p: &str) {
+        if tx == 0 {
+            self.fire(p);
+        } else if let Some(t) = self.txs.get_mut(&tx) {
+            t.1.push(p.to_string());
+        }
+    }
+
+    /// Fires the watches on `p`, its parents, and (for removals) its children.
+    pub fn fire(&mut self, p: &str) {
+        let home_prefix = format!("{}/", home());
+        for (wpath, token) in self.watches.clone() {
+            let w = Core::abs(&wpath);
+            let hit = p == w || p.starts_with(&format!("{w}/")) || w.starts_with(&format!("{p}/"));
+            if !hit {
+                continue;
+            }
+            let shown = if wpath.starts_with('/') {
+                p.to_string()
+            } else {
+                p.strip_prefix(&home_prefix).unwrap_or(p).to_string()
+            };
+            self.event(&shown, &token);
+        }
+    }
+
+    pub fn event(&mut self, path: &str, token: &str) {
+        let mut payload = path.as_bytes().to_vec();
+        payload.push(0);
+        payload.extend_from_slice(token.as_bytes());
+        payload.push(0);
+        self.events
+            .extend(msg_bytes(msg::WATCH_EVENT, 0, 0, &payload));
+    }
+
+    /// Test helper: write outside transactions (fires watches).
+    pub fn write(&mut self, p: &str, value: &str) {
+        let p = Core::abs(p);
+        Core::create(&mut self.tree, &p);
+        if let Some(n) = self.tree.get_mut(&p) {
+            n.value = value.as_bytes().to_vec();
+        }
+        self.fire(&p);
+    }
+
+    /// Test helper: remove a subtree (fires watches).
+    pub fn rm_for_test(&mut self, p: &str) {
+        let p = Core::abs(p);
+        let below = format!("{p}/");
+        self.tree.retain(|k, _| *k != p && !k.starts_with(&below));
+        self.fire(&p);
+    }
+
+    /// Test helper: read a value.
+    pub fn read(&self, p: &str) -> Option<String> {
+        self.tree
+            .get(&Core::abs(p))
+            .map(|n| String::from_utf8_lossy(&n.value).into_owned())
+    }
+
+    fn handle(&mut self, h: &MsgHeader, payload: &[u8]) -> Vec<u8> {
+        self.requests.push(*h);
+        match self.op(h, payload) {
+            Ok(body) => msg_bytes(h.ty, h.req_id, h.tx_id, &body),
+            Err(e) => {
+                let mut b = e.as_bytes().to_vec();
+                b.push(0);
+                msg_bytes(msg::ERROR, h.req_id, h.tx_id, &b)
+            }
+        }
+    }
+
+    fn op(&mut self, h: &MsgHeader, payload: &[u8]) -> Result<Vec<u8>, &'static str> {
+        let tx = h.tx_id;
+        let first_nul = payload.iter().position(|&b| b == 0).ok_or("EINVAL")?;
+        let arg0 = std::str::from_utf8(&payload[..first_nul])
+            .map_err(|_| "EINVAL")?
+            .to_string();
+        let rest = &payload[first_nul + 1..];
+        let strings = |b: &[u8]| -> Vec<String> {
+            let b = b.strip_suffix(&[0]).unwrap_or(b);
+            if b.is_empty() {
+                return vec![];
+            }
+            b.split(|&c| c == 0)
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .collect()
+        };
+        let ok = || b"OK\0".to_vec();
+        let p = Core::abs(&arg0);
+        match h.ty {
+            msg::READ => {
+                let t = self.tree_mut(tx).ok_or("ENOENT")?;
+                Ok(t.get(&p).ok_or("ENOENT")?.value.clone())
+            }
+            msg::WRITE => {
+                let t = self.tree_mut(tx).ok_or("ENOENT")?;
+                Core::create(t, &p);
+                t.get_mut(&p).ok_or("EINVAL")?.value = rest.to_vec();
+                self.changed(tx, &p);
+                Ok(ok())
+            }
+            msg::MKDIR => {
+                let t = self.tree_mut(tx).ok_or("ENOENT")?;
+                if !t.contains_key(&p) {
+                    Core::create(t, &p);
+                    self.changed(tx, &p);
+                }
+                Ok(ok())
+            }
+            msg::RM => {
+                let t = self.tree_mut(tx).ok_or("ENOENT")?;
+                if !t.contains_key(&p) {
+                    let parent_exists = Core::parent(&p).is_some_and(|q| t.contains_key(&q));
+                    return if parent_exists {
+                        Ok(ok())
+                    } else {
+                        Err("ENOENT")
+                    };
+                }
+                let below = format!("{p}/");
+                t.retain(|k, _| *k != p && !k.starts_with(&below));
+                self.changed(tx, &p);
+                Ok(ok())
+            }
+            msg::DIRECTORY => {
+                let t = self.tree_mut(tx).ok_or("ENOENT")?;
+                if !t.contains_key(&p) {
+                    return Err("ENOENT");
+                }
+                let prefix = if p == "/" {
+                    "/".to_string()
+                } else {
+                    format!("{p}/")
+                };
+                let mut out = vec![];
+                for k in t.keys() {
+                    if let Some(name) = k.strip_prefix(&prefix) {
+                        if !name.is_empty() && !name.contains('/') {
+                            out.extend_from_slice(name.as_bytes());
+                            out.push(0);
+                        }
+                    }
+                }
+                Ok(out)
+            }
+            msg::GET_PERMS => {
+                let t = self.tree_mut(tx).ok_or("ENOENT")?;
+                let n = t.get(&p).ok_or("ENOENT")?;
+                let mut out = vec![];
+                for perm in &n.perms {
+                    out.extend_from_slice(perm.as_bytes());
+                    out.push(0);
+                }
+                Ok(out)
+            }
+            msg::SET_PERMS => {
+                let perms = strings(rest);
+                if perms.is_empty() {
+                    return Err("EINVAL");
+                }
+                let t = self.tree_mut(tx).ok_or("ENOENT")?;
+                t.get_mut(&p).ok_or("ENOENT")?.perms = perms;
+                self.changed(tx, &p);
+                Ok(ok())
+            }
+            msg::WATCH => {
+                let s = strings(rest);
+                let token = s.first().ok_or("EINVAL")?.clone();
+                if self.watches.iter().any(|(w, t)| *w == arg0 && *t == token) {
+                    return Err("EEXIST");
+                }
+                self.watches.push((arg0.clone(), token.clone()));
+                self.event(&arg0, &token);
+                Ok(ok())
+            }
+            msg::UNWATCH => {
+                let s = strings(rest);
+                let token = s.first().ok_or("EINVAL")?.clone();
+                let before = self.watches.len();
+                self.watches.retain(|(w, t)| !(*w == arg0 && *t == token));
+                if self.watches.len() == before {
+                    return Err("ENOENT");
+                }
+                Ok(ok())
+            }
+            msg::TRANSACTION_START => {
+                let id = self.next_tx;
+                self.next_tx += 1;
+                self.txs.insert(id, (self.tree.clone(), vec![]));
+                Ok(format!("{id}\0").into_bytes())
+            }
+            msg::TRANSACTION_END => {
+                let (t, changed) = self.txs.remove(&tx).ok_or("ENOENT")?;
+                match arg0.as_str() {
+                    "T" => {
+                        self.commits += 1;
+                        if self.eagain_commits > 0 {
+                            self.eagain_commits -= 1;
+                            return Err("EAGAIN");
+                        }
+                        self.tree = t;
+                        for p in changed {
+                            self.fire(&p);
+                        }
+                        Ok(ok())
+                    }
+                    "F" => Ok(ok()),
+                    _ => Err("EINVAL"),
+                }
+            }
+            msg::GET_DOMAIN_PATH => Ok(format!("/local/domain/{arg0}\0").into_bytes()),
+            _ => Err("EINVAL"),
+        }
+    }
+}
+
+type Hook = Box<dyn FnMut(&mut Core)>;
+type Mangle = Box<dyn FnMut(&MsgHeader, Vec<u8>) -> Vec<u8>>;
+
+/// The fake xenstored's connection to one guest.
+pub struct Server {
+    pub core: Core,
+    mem: SharedMem,
+    inbuf: Vec<u8>,
+    pub out: VecDeque<u8>,
+    /// Most bytes written into the response ring per step.
+    pub max_chunk: usize,
+    /// While set the server neither reads nor writes.
+    pub paused: bool,
+    /// Runs every step after requests are handled (a backend, a toolstack).
+    pub hook: Option<Hook>,
+    /// Rewrites the bytes sent for a reply (bad-input tests).
+    pub mangle: Option<Mangle>,
+    pub steps: u64,
+}
+
+impl Server {
+    /// Queues raw bytes for the response ring.
+    pub fn inject(&mut self, bytes: &[u8]) {
+        self.out.extend(bytes.iter().copied());
+    }
+
+    pub fn step(&mut self) {
+        self.steps += 1;
+        if self.paused {
+            return;
+        }
+        // Read requests.
+        let cons = self.mem.load_u32(iface::REQ_CONS);
+        let prod = self.mem.load_u32(iface::REQ_PROD);
+        let avail = prod.wrapping_sub(cons) as usize;
+        if avail > 0 && avail <= RING_SIZE {
+            for i in 0..avail {
+                let off = (cons.wrapping_add(i as u32) as usize) % RING_SIZE;
+                self.inbuf.push(self.mem.load_u8(iface::REQ + off));
+            }
+            self.mem.store_u32(iface::REQ_CONS, prod);
+        }
+        // Handle complete requests.
+        while self.inbuf.len() >= 16 {
+            let h = MsgHeader::read_from_bytes(&self.inbuf[..16]).unwrap();
+            let total = 16 + h.len as usize;
+            if self.inbuf.len() < total {
+                break;
+            }
+            let payload: Vec<u8> = self.inbuf[16..total].to_vec();
+            self.inbuf.drain(..total);
+            let reply = self.core.handle(&h, &payload);
+            let reply = match self.mangle.as_mut() {
+                Some(m) => m(&h, reply),
+                None => reply,
+            };
+            self.out.extend(reply);
+            let ev = std::mem::take(&mut self.core.events);
+            self.out.extend(ev);
+        }
+        if let Some(hook) = self.hook.as_mut() {
+            hook(&mut self.core);
+        }
+        let ev = std::mem::take(&mut self.core.events);
+        self.out.extend(ev);
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        let cons = self.mem.load_u32(iface::RSP_CONS);
+        let prod = self.mem.load_u32(iface::RSP_PROD);
+        let used = prod.wrapping_sub(cons) as usize;
+        let space = RING_SIZE.saturating_sub(used);
+        let n = space.min(self.out.len()).min(self.max_chunk);
+        for i in 0..n {
+            let off = (prod.wrapping_add(i as u32) as usize) % RING_SIZE;
+            let b = self.out.pop_front().unwrap();
+            self.mem.store_u8(iface::RSP + off, b);
+        }
+        self.mem
+            .store_u32(iface::RSP_PROD, prod.wrapping_add(n as u32));
+    }
+}
+
+struct Shared {
+    _page: Box<[u64; 512]>,
+    mem: SharedMem,
+    server: RefCell<Server>,
+    now: Cell<u64>,
+    notifies: Cell<u64>,
+    shutdowns: RefCell<Vec<u32>>,
+    store_pfn: Cell<u64>,
+}
+
+/// The fake platform. Clones share one page, server and clock.
+#[derive(Clone)]
+pub struct FakePlatform(Rc<Shared>);
+
+impl FakePlatform {
+    /// A platform whose four ring indices all start at `start`.
+    pub fn with_indices(start: u32) -> FakePlatform {
+        let mut page = Box::new([0u64; 512]);
+        let ptr = NonNull::new(page.as_mut_ptr().cast::<u8>()).unwrap();
+        // SAFETY: the box lives in `Shared` as long as every copy of `mem`; nothing
+        // holds references into it.
+        let mem = unsafe { SharedMem::new(ptr, 4096) };
+        for off in [
+            iface::REQ_CONS,
+            iface::REQ_PROD,
+            iface::RSP_CONS,
+            iface::RSP_PROD,
+        ] {
+            mem.store_u32(off, start);
+        }
+        let server = Server {
+            core: Core::new(),
+            mem,
+            inbuf: vec![],
+            out: VecDeque::new(),
+            max_chunk: usize::MAX,
+            paused: false,
+            hook: None,
+            mangle: None,
+            steps: 0,
+        };
+        FakePlatform(Rc::new(Shared {
+            _page: page,
+            mem,
+            server: RefCell::new(server),
+            now: Cell::new(0),
+            notifies: Cell::new(0),
+            shutdowns: RefCell::new(vec![]),
+            store_pfn: Cell::new(STORE_PFN),
+        }))
+    }
+
+    pub fn new() -> FakePlatform {
+        FakePlatform::with_indices(0)
+    }
+
+    pub fn server(&self) -> RefMut<'_, Server> {
+        self.0.server.borrow_mut()
+    }
+
+    pub fn mem(&self) -> SharedMem {
+        self.0.mem
+    }
+
+    pub fn notifies(&self) -> u64 {
+        self.0.notifies.get()
+    }
+
+    pub fn shutdowns(&self) -> Vec<u32> {
+        self.0.shutdowns.borrow().clone()
+    }
+
+    pub fn set_store_pfn(&self, pfn: u64) {
+        self.0.store_pfn.set(pfn);
+    }
+
+    pub fn now(&self) -> u64 {
+        self.0.now.get()
+    }
+
+    /// A client on this platform (through the HVM params, as a guest would).
+    pub fn client(&self) -> Xenstore<FakePlatform> {
+        Xenstore::from_hvm_params(self.clone()).unwrap()
+    }
+}
+
+impl Hypercall for FakePlatform {
+    unsafe fn hypercall(&self, op: u32, args: [usize; 5]) -> isize {
+        match (op, args[0] as u32) {
+            (EVENT_CHANNEL_OP, evtchn::OP_SEND) => {
+                // SAFETY: the caller passes a valid evtchn_send.
+                let arg = unsafe { (args[1] as *const evtchn::PortArg).read() };
+                if arg.port != STORE_PORT {
+                    return -22;
+                }
+                self.0.notifies.set(self.0.notifies.get() + 1);
+                0
+            }
+            (HVM_OP, hvm::OP_GET_PARAM) => {
+                let p = args[1] as *mut hvm::Param;
+                // SAFETY: the caller passes a valid xen_hvm_param.
+                let mut param = unsafe { p.read() };
+                param.value = match param.index {
+                    hvm::PARAM_STORE_PFN => self.0.store_pfn.get(),
+                    hvm::PARAM_STORE_EVTCHN => u64::from(STORE_PORT),
+                    _ => return -22,
+                };
+                // SAFETY: as above.
+                unsafe { p.write(param) };
+                0
+            }
+            (SCHED_OP, sched::OP_SHUTDOWN) => {
+                // SAFETY: the caller passes a valid sched_shutdown.
+                let arg = unsafe { (args[1] as *const sched::Shutdown).read() };
+                self.0.shutdowns.borrow_mut().push(arg.reason);
+                0
+            }
+            _ => -38,
+        }
+    }
+}
+
+impl Platform for FakePlatform {
+    fn alloc_pages(&self, _count: usize) -> Option<NonNull<u8>> {
+        None
+    }
+
+    unsafe fn free_pages(&self, _ptr: NonNull<u8>, _count: usize) {}
+
+    fn virt_to_gfn(&self, _addr: NonNull<u8>) -> Option<Gfn> {
+        None
+    }
+
+    fn gfn_to_virt(&self, gfn: Gfn) -> Option<NonNull<u8>> {
+        (gfn.0 == STORE_PFN).then(|| NonNull::new(self.0.mem.as_ptr()).unwrap())
+    }
+
+    fn wait(&self) {
+        self.0.now.set(self.0.now.get() + WAIT_NS);
+        self.0.server.borrow_mut().step();
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.0.now.get()
+    }
+}
+
+#[allow(dead_code)]
+pub fn port() -> Port {
+    Port(STORE_PORT)
+}

@@ -1,0 +1,99 @@
+//! The two byte rings of the store page (`struct xenstore_domain_interface`).
+//!
+//! We produce requests and consume responses, so we keep private copies of the two
+//! indices we own (`req_prod`, `rsp_cons`) and only ever *read* the other side's
+//! (`req_cons`, `rsp_prod`), checking each against ours before use: a distance of more
+//! than the ring size is a protocol error (BAD-INPUT row 29). Barriers follow Linux's
+//! `xenbus_comms.c`: `wmb` between copying request bytes and publishing `req_prod`,
+//! `rmb` between reading `rsp_prod` and the bytes, `mb` before publishing `rsp_cons`.
+
+use hypercall::abi::xs_wire::{iface, RING_SIZE};
+use hypercall::shmem::{mb, rmb, wmb};
+use hypercall::SharedMem;
+
+use crate::error::ProtocolError;
+
+const MASK: u32 = RING_SIZE as u32 - 1;
+
+/// The store page's rings, from the guest's side.
+pub(crate) struct StoreRing {
+    mem: SharedMem,
+    req_prod: u32,
+    rsp_cons: u32,
+}
+
+impl StoreRing {
+    /// Takes over the rings on `mem` (at least [`iface::ERROR`] + 4 bytes). Responses
+    /// left in the ring by an earlier user cannot be matched to anything and are
+    /// skipped, as Linux does at boot.
+    pub(crate) fn new(mem: SharedMem) -> StoreRing {
+        let req_prod = mem.load_u32(iface::REQ_PROD);
+        let rsp_prod = mem.load_u32(iface::RSP_PROD);
+        mem.store_u32(iface::RSP_CONS, rsp_prod);
+        StoreRing {
+            mem,
+            req_prod,
+            rsp_cons: rsp_prod,
+        }
+    }
+
+    /// Free bytes in the request ring.
+    pub(crate) fn req_space(&self) -> Result<usize, ProtocolError> {
+        let cons = self.mem.load_u32(iface::REQ_CONS);
+        let used = self.req_prod.wrapping_sub(cons) as usize;
+        if used > RING_SIZE {
+            return Err(ProtocolError::ReqIndex {
+                cons,
+                prod: self.req_prod,
+            });
+        }
+        Ok(RING_SIZE - used)
+    }
+
+    /// Copies as much of `data` as fits into the request ring and publishes it.
+    /// Returns the number of bytes written.
+    pub(crate) fn write_some(&mut self, data: &[u8]) -> Result<usize, ProtocolError> {
+        let n = self.req_space()?.min(data.len());
+        if n == 0 {
+            return Ok(0);
+        }
+        let off = (self.req_prod & MASK) as usize;
+        let first = n.min(RING_SIZE - off);
+        self.mem.write(iface::REQ + off, &data[..first]);
+        self.mem.write(iface::REQ, &data[first..n]);
+        wmb();
+        self.req_prod = self.req_prod.wrapping_add(n as u32);
+        self.mem.store_u32(iface::REQ_PROD, self.req_prod);
+        Ok(n)
+    }
+
+    /// Bytes xenstored has published and we have not consumed.
+    pub(crate) fn rsp_avail(&self) -> Result<usize, ProtocolError> {
+        let prod = self.mem.load_u32(iface::RSP_PROD);
+        rmb();
+        let avail = prod.wrapping_sub(self.rsp_cons) as usize;
+        if avail > RING_SIZE {
+            return Err(ProtocolError::RspIndex {
+                cons: self.rsp_cons,
+                prod,
+            });
+        }
+        Ok(avail)
+    }
+
+    /// Copies up to `buf.len()` available response bytes out (once) and consumes them.
+    pub(crate) fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, ProtocolError> {
+        let n = self.rsp_avail()?.min(buf.len());
+        if n == 0 {
+            return Ok(0);
+        }
+        let off = (self.rsp_cons & MASK) as usize;
+        let first = n.min(RING_SIZE - off);
+        self.mem.read(iface::RSP + off, &mut buf[..first]);
+        self.mem.read(iface::RSP, &mut buf[first..n]);
+        mb();
+        self.rsp_cons = self.rsp_cons.wrapping_add(n as u32);
+        self.mem.store_u32(iface::RSP_CONS, self.rsp_cons);
+        Ok(n)
+    }
+}

@@ -1,0 +1,1249 @@
+//! Client tests against the fake xenstored (`crate::fake`). Time is virtual (each
+//! `wait()` is 1 ms), so timeouts are exact and nothing here depends on the machine.
+
+use std::boxed::Box;
+use std::format;
+use std::string::String;
+use std::vec;
+use std::vec::Vec;
+
+use core::time::Duration;
+
+use hypercall::abi::xs_wire::{iface, msg, ERRORS};
+use hypercall::DomId;
+
+use crate::fake::{msg_bytes, FakePlatform, WAIT_NS};
+use crate::*;
+
+fn setup() -> (Xenstore<FakePlatform>, FakePlatform) {
+    let fake = FakePlatform::new();
+    (fake.client(), fake)
+}
+
+fn read_string(xs: &mut Xenstore<FakePlatform>, path: &str) -> Result<String> {
+    let mut buf = vec![0u8; 4096];
+    let n = xs.read(path, &mut buf)?;
+    Ok(String::from_utf8(buf[..n].to_vec()).unwrap())
+}
+
+// ---- operations -------------------------------------------------------------------
+
+#[test]
+fn read_write_mkdir_rm() {
+    let (mut xs, fake) = setup();
+    xs.write("data/a", b"hello").unwrap();
+    assert_eq!(read_string(&mut xs, "data/a").unwrap(), "hello");
+    assert_eq!(
+        read_string(&mut xs, "/local/domain/1/data/a").unwrap(),
+        "hello"
+    );
+    assert_eq!(fake.server().core.read("data/a").as_deref(), Some("hello"));
+    // Empty value.
+    xs.write("data/empty", b"").unwrap();
+    assert_eq!(read_string(&mut xs, "data/empty").unwrap(), "");
+    // Missing.
+    assert_eq!(
+        xs.read("data/nope", &mut [0u8; 8]),
+        Err(Error::Xenstore(ErrnoName::Enoent))
+    );
+    // mkdir: creates, idempotent.
+    xs.mkdir("data/dir").unwrap();
+    xs.mkdir("data/dir").unwrap();
+    assert!(fake.server().core.read("data/dir").is_some());
+    // rm removes the subtree.
+    xs.write("data/dir/x/y", b"1").unwrap();
+    xs.rm("data/dir").unwrap();
+    assert!(fake.server().core.read("data/dir/x/y").is_none());
+    assert_eq!(xs.rm("nope/nope"), Err(Error::Xenstore(ErrnoName::Enoent)));
+    // Typed writers.
+    xs.write_u64("data/n", u64::MAX).unwrap();
+    assert_eq!(xs.read_u64("data/n").unwrap(), u64::MAX);
+    xs.write_u32("data/m", 7).unwrap();
+    xs.write_str("data/s", "x86_64-abi").unwrap();
+    assert_eq!(xs.read_str("data/s", &mut [0u8; 32]).unwrap(), "x86_64-abi");
+    xs.write_state("data/state", XenbusState::Connected)
+        .unwrap();
+    assert_eq!(xs.read_state("data/state").unwrap(), XenbusState::Connected);
+    assert_eq!(
+        xs.read_state("data/no-state").unwrap(),
+        XenbusState::Unknown
+    );
+}
+
+#[test]
+fn directory_lists_children() {
+    let (mut xs, _fake) = setup();
+    for k in ["b", "a", "c/d"] {
+        xs.write(&format!("dir/{k}"), b"v").unwrap();
+    }
+    let mut buf = [0u8; 64];
+    let names: Vec<&str> = xs.directory("dir", &mut buf).unwrap().collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    xs.mkdir("empty").unwrap();
+    let mut buf = [0u8; 64];
+    let d = xs.directory("empty", &mut buf).unwrap();
+    assert!(d.is_empty());
+    assert_eq!(d.count(), 0);
+    assert_eq!(
+        xs.directory("nope", &mut [0u8; 8]).map(|d| d.count()),
+        Err(Error::Xenstore(ErrnoName::Enoent))
+    );
+}
+
+#[test]
+fn directory_larger_than_the_ring() {
+    let (mut xs, _fake) = setup();
+    let mut expected = Vec::new();
+    for i in 0..150 {
+        let name = format!("entry-with-a-long-name-{i:03}");
+        xs.write(&format!("big/{name}"), b"").unwrap();
+        expected.push(name);
+    }
+    let mut buf = vec![0u8; 4096];
+    let names: Vec<&str> = xs.directory("big", &mut buf).unwrap().collect();
+    assert_eq!(names, expected);
+}
+
+#[test]
+fn perms_round_trip() {
+    let (mut xs, fake) = setup();
+    xs.write("p", b"v").unwrap();
+    let perms = [
+        Perm::new(DomId(1), Access::None),
+        Perm::new(DomId(0), Access::Read),
+        Perm::new(DomId(5), Access::Write),
+        Perm::new(DomId(65535), Access::Both),
+    ];
+    xs.set_perms("p", &perms).unwrap();
+    assert_eq!(
+        fake.server().core.tree["/local/domain/1/p"].perms,
+        ["n1", "r0", "w5", "b65535"]
+    );
+    let mut buf = [0u8; 64];
+    let list = xs.get_perms("p", &mut buf).unwrap();
+    assert_eq!(list.owner(), perms[0]);
+    assert_eq!(list.iter().collect::<Vec<_>>(), perms);
+    assert_eq!(
+        xs.set_perms("p", &[]),
+        Err(Error::InvalidArgument("a permission list needs an owner"))
+    );
+    assert_eq!(
+        xs.get_perms("nope", &mut buf).map(|l| l.len()),
+        Err(Error::Xenstore(ErrnoName::Enoent))
+    );
+}
+
+#[test]
+fn bad_perms_reply_is_an_error() {
+    let (mut xs, fake) = setup();
+    fake.server().core.write("p", "v");
+    fake.server()
+        .core
+        .tree
+        .get_mut("/local/domain/1/p")
+        .unwrap()
+        .perms = vec!["q1".into()];
+    assert_eq!(
+        xs.get_perms("p", &mut [0u8; 32]).map(|l| l.len()),
+        Err(Error::BadReply { op: msg::GET_PERMS })
+    );
+}
+
+#[test]
+fn domain_path() {
+    let (mut xs, _fake) = setup();
+    let mut buf = [0u8; 64];
+    assert_eq!(
+        xs.get_domain_path(DomId(1), &mut buf).unwrap(),
+        "/local/domain/1"
+    );
+    assert_eq!(
+        xs.get_domain_path(DomId(0), &mut buf).unwrap(),
+        "/local/domain/0"
+    );
+}
+
+#[test]
+fn watch_fires_on_registration_and_changes_and_unwatch_stops_it() {
+    let (mut xs, fake) = setup();
+    xs.watch("device", "tok").unwrap();
+    let ev = xs.wait_watch_event(Duration::from_millis(10)).unwrap();
+    assert_eq!((ev.path(), ev.token()), ("device", "tok"));
+    xs.write("device/vbd/1/state", b"1").unwrap();
+    let ev = xs.wait_watch_event(Duration::from_millis(10)).unwrap();
+    assert_eq!((ev.path(), ev.token()), ("device/vbd/1/state", "tok"));
+    // Absolute watches report absolute paths.
+    xs.watch("/local/domain/0", "abs").unwrap();
+    let ev = xs.wait_watch_event(Duration::from_millis(10)).unwrap();
+    assert_eq!(ev.path(), "/local/domain/0");
+    fake.server().core.write("/local/domain/0/backend/x", "1");
+    let ev = xs.wait_watch_event(Duration::from_millis(10)).unwrap();
+    assert_eq!(
+        (ev.path(), ev.token()),
+        ("/local/domain/0/backend/x", "abs")
+    );
+
+    xs.unwatch("device", "tok").unwrap();
+    xs.write("device/vbd/1/state", b"2").unwrap();
+    assert_eq!(
+        xs.wait_watch_event(Duration::from_millis(10)),
+        Err(Error::Timeout)
+    );
+    assert_eq!(
+        xs.unwatch("device", "tok"),
+        Err(Error::Xenstore(ErrnoName::Enoent))
+    );
+    assert_eq!(
+        xs.watch("a\0b", "t"),
+        Err(Error::InvalidArgument("path contains NUL"))
+    );
+    let long = "t".repeat(WATCH_TOKEN_MAX + 1);
+    assert_eq!(
+        xs.watch("a", &long),
+        Err(Error::InvalidArgument("watch token too long"))
+    );
+    assert_eq!(xs.poll_watch_event(), Ok(None));
+}
+
+#[test]
+fn events_for_one_token_leave_others_queued() {
+    let (mut xs, _fake) = setup();
+    xs.watch("a", "ta").unwrap();
+    xs.watch("b", "tb").unwrap();
+    xs.watch("c", "tc").unwrap();
+    // A request lets all three initial events arrive.
+    xs.write("x", b"").unwrap();
+    assert_eq!(xs.pending_watch_events(), 3);
+    assert_eq!(xs.poll_watch_event_for("tb").unwrap().unwrap().path(), "b");
+    assert_eq!(xs.poll_watch_event_for("tb").unwrap(), None);
+    assert_eq!(
+        xs.wait_watch_event_for("tc", Duration::ZERO)
+            .unwrap()
+            .path(),
+        "c"
+    );
+    assert_eq!(xs.poll_watch_event().unwrap().unwrap().path(), "a");
+}
+
+#[test]
+fn watch_events_interleaved_with_replies() {
+    let (mut xs, fake) = setup();
+    xs.watch("noisy", "n").unwrap();
+    let mut i = 0u32;
+    fake.server().hook = Some(Box::new(move |c| {
+        i += 1;
+        c.write("noisy/x", &format!("{i}"));
+    }));
+    for k in 0..20 {
+        let v = format!("value-{k}");
+        xs.write("quiet", v.as_bytes()).unwrap();
+        assert_eq!(read_string(&mut xs, "quiet").unwrap(), v);
+    }
+    assert!(xs.pending_watch_events() > 0);
+    while let Some(ev) = xs.poll_watch_event().unwrap() {
+        assert_eq!(ev.token(), "n");
+    }
+}
+
+#[test]
+fn transactions_commit_and_abort() {
+    let (mut xs, fake) = setup();
+    let tx = xs.transaction_start().unwrap();
+    assert_ne!(tx, TxId::NONE);
+    xs.in_transaction(tx).write("t/a", b"1").unwrap();
+    assert_eq!(fake.server().core.read("t/a"), None);
+    assert_eq!(
+        read_string_tx(&mut xs.in_transaction(tx), "t/a").unwrap(),
+        "1"
+    );
+    xs.transaction_end(tx, TxEnd::Commit).unwrap();
+    assert_eq!(fake.server().core.read("t/a").as_deref(), Some("1"));
+
+    let tx = xs.transaction_start().unwrap();
+    xs.in_transaction(tx).write("t/b", b"2").unwrap();
+    xs.transaction_end(tx, TxEnd::Abort).unwrap();
+    assert_eq!(fake.server().core.read("t/b"), None);
+    assert_eq!(
+        xs.transaction_end(tx, TxEnd::Commit),
+        Err(Error::Xenstore(ErrnoName::Enoent))
+    );
+
+    // The helper, with an error from the closure: aborted, error returned.
+    let r: Result<()> = xs.transaction(|t| {
+        t.write("t/c", b"3")?;
+        Err(Error::InvalidArgument("caller says no"))
+    });
+    assert_eq!(r, Err(Error::InvalidArgument("caller says no")));
+    assert_eq!(fake.server().core.read("t/c"), None);
+    let v = xs
+        .transaction(|t| {
+            t.write("t/d", b"4")?;
+            t.read_u32("t/a")
+        })
+        .unwrap();
+    assert_eq!(v, 1);
+    assert_eq!(fake.server().core.read("t/d").as_deref(), Some("4"));
+}
+
+fn read_string_tx(t: &mut impl Store, path: &str) -> Result<String> {
+    let mut buf = vec![0u8; 4096];
+    let n = t.read(path, &mut buf)?;
+    Ok(String::from_utf8(buf[..n].to_vec()).unwrap())
+}
+
+#[test]
+fn transaction_retries_on_eagain() {
+    let (mut xs, fake) = setup();
+    fake.server().core.eagain_commits = 3;
+    let mut runs = 0;
+    xs.transaction(|t| {
+        runs += 1;
+        t.write("r", b"x")?;
+        read_string_tx(t, "r")
+    })
+    .unwrap();
+    assert_eq!(runs, 4);
+    assert_eq!(fake.server().core.commits, 4);
+    assert_eq!(fake.server().core.read("r").as_deref(), Some("x"));
+}
+
+#[test]
+fn transaction_retry_is_bounded() {
+    let (mut xs, fake) = setup();
+    fake.server().core.eagain_commits = 1000;
+    let r = xs.transaction(|t| t.write("r", b"x"));
+    assert_eq!(
+        r,
+        Err(Error::TooManyRetries {
+            tries: MAX_TX_TRIES
+        })
+    );
+    assert_eq!(fake.server().core.commits, MAX_TX_TRIES);
+    assert_eq!(fake.server().core.read("r"), None);
+}
+
+// ---- framing: wrap-around, large messages, chunking ----------------------------------
+
+#[test]
+fn messages_larger_than_the_ring_both_ways() {
+    let (mut xs, fake) = setup();
+    let big: Vec<u8> = (0..4000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    xs.write("big", &big).unwrap();
+    assert_eq!(fake.server().core.tree["/local/domain/1/big"].value, big);
+    let mut buf = vec![0u8; 4096];
+    let n = xs.read("big", &mut buf).unwrap();
+    assert_eq!(&buf[..n], &big[..]);
+    // And dribbled out 7 bytes per server step.
+    fake.server().max_chunk = 7;
+    let n = xs.read("big", &mut buf).unwrap();
+    assert_eq!(&buf[..n], &big[..]);
+    // Exactly the maximum payload: path + NUL + value = 4096.
+    let max = vec![b'z'; 4096 - "big".len() - 1];
+    xs.write("big", &max).unwrap();
+    assert_eq!(xs.read("big", &mut buf).unwrap(), max.len());
+    assert_eq!(
+        xs.write("big", &[0; 4096]),
+        Err(Error::RequestTooLarge { len: 4100 })
+    );
+}
+
+#[test]
+fn indices_wrap_around_the_ring_many_times() {
+    let (mut xs, fake) = setup();
+    for i in 0..300 {
+        let v = format!("{i:0>width$}", width = 1 + i % 37);
+        xs.write("w", v.as_bytes()).unwrap();
+        assert_eq!(read_string(&mut xs, "w").unwrap(), v);
+    }
+    let mem = fake.mem();
+    assert!(mem.load_u32(iface::REQ_PROD) > 10 * 1024);
+    assert!(mem.load_u32(iface::RSP_PROD) > 10 * 1024);
+}
+
+#[test]
+fn indices_near_u32_max_wrap() {
+    // BAD-INPUT row 4.
+    let fake = FakePlatform::with_indices(u32::MAX - 100);
+    let mut xs = fake.client();
+    let big = vec![b'q'; 3000];
+    for _ in 0..3 {
+        xs.write("w", &big).unwrap();
+        assert_eq!(read_string(&mut xs, "w").unwrap().len(), 3000);
+    }
+    assert!(fake.mem().load_u32(iface::REQ_PROD) < 100_000);
+}
+
+#[test]
+fn stale_responses_at_start_are_skipped() {
+    let fake = FakePlatform::new();
+    fake.server().inject(&msg_bytes(msg::READ, 1, 0, b"stale"));
+    fake.server().step();
+    let mut xs = fake.client();
+    xs.write("a", b"fresh").unwrap();
+    assert_eq!(read_string(&mut xs, "a").unwrap(), "fresh");
+    assert_eq!(xs.discarded_messages(), 0);
+}
+
+// ---- errors ---------------------------------------------------------------------
+
+#[test]
+fn every_errno_name_maps_to_its_variant() {
+    for (i, (name, errno)) in ERRORS.iter().enumerate() {
+        let (mut xs, fake) = setup();
+        let name = String::from(*name);
+        fake.server().mangle = Some(Box::new(move |h, _| {
+            let mut b = name.clone().into_bytes();
+            b.push(0);
+            msg_bytes(msg::ERROR, h.req_id, 0, &b)
+        }));
+        let e = ErrnoName::ALL[i];
+        assert_eq!(e.name(), ERRORS[i].0);
+        assert_eq!(e.errno(), *errno);
+        assert_eq!(xs.read("x", &mut [0u8; 8]), Err(Error::Xenstore(e)));
+    }
+    let (mut xs, fake) = setup();
+    fake.server().mangle = Some(Box::new(|h, _| {
+        msg_bytes(msg::ERROR, h.req_id, 0, b"EWHAT\0")
+    }));
+    let Err(Error::UnknownXenstoreError(s)) = xs.read("x", &mut [0u8; 8]) else {
+        panic!()
+    };
+    assert_eq!(s.as_str(), Some("EWHAT"));
+}
+
+#[test]
+fn small_buffers_and_bad_arguments() {
+    let (mut xs, _fake) = setup();
+    xs.write("a", b"0123456789").unwrap();
+    assert_eq!(
+        xs.read("a", &mut [0u8; 4]),
+        Err(Error::BufferTooSmall { needed: 10 })
+    );
+    // The connection is fine afterwards.
+    assert_eq!(read_string(&mut xs, "a").unwrap(), "0123456789");
+    assert_eq!(
+        xs.write("a\0b", b""),
+        Err(Error::InvalidArgument("path contains NUL"))
+    );
+    assert_eq!(
+        Path::join("a", &"x".repeat(PATH_MAX)),
+        Err(Error::PathTooLong { len: PATH_MAX + 2 })
+    );
+    assert_eq!(Path::join("dev", "state").unwrap().as_str(), "dev/state");
+    assert_eq!(Path::join("dev/", "state").unwrap().as_str(), "dev/state");
+    assert_eq!(Path::join("", "state").unwrap().as_str(), "state");
+}
+
+#[test]
+fn row31_typed_reads_name_the_key() {
+    let (mut xs, fake) = setup();
+    {
+        let mut s = fake.server();
+        s.core.write("k/text", "abc");
+        s.core.write("k/big", "4294967296");
+        s.core.write("k/huge", "123456789012345678901234567890");
+        s.core.write("k/neg", "-1");
+        s.core.write("k/empty", "");
+        s.core.write("k/flag", "1");
+        s.core.write("k/off", "0");
+        s.core.write("k/state", "12");
+        s.core.tree.get_mut("/local/domain/1/k/text").unwrap().value = b"\xff\xfe".to_vec();
+        s.core.write("k/num", "abc");
+    }
+    let parse_err = |r: Result<u64>| match r {
+        Err(Error::Parse { key, kind, .. }) => (std::string::ToString::to_string(&key), kind),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        parse_err(xs.read_u64("k/num")),
+        ("k/num".into(), ParseKind::NotANumber)
+    );
+    assert_eq!(
+        parse_err(xs.read_u32("k/big").map(u64::from)),
+        ("k/big".into(), ParseKind::Overflow)
+    );
+    assert_eq!(
+        parse_err(xs.read_u64("k/huge")),
+        ("k/huge".into(), ParseKind::TooLong)
+    );
+    assert_eq!(
+        parse_err(xs.read_u64("k/neg")),
+        ("k/neg".into(), ParseKind::NotANumber)
+    );
+    assert_eq!(
+        parse_err(xs.read_u64("k/empty")),
+        ("k/empty".into(), ParseKind::Empty)
+    );
+    assert_eq!(
+        parse_err(xs.read_state("k/state").map(|s| s as u64)),
+        ("k/state".into(), ParseKind::OutOfRange)
+    );
+    let mut buf = [0u8; 16];
+    assert!(matches!(
+        xs.read_str("k/text", &mut buf),
+        Err(Error::Parse {
+            kind: ParseKind::NotUtf8,
+            ..
+        })
+    ));
+    assert_eq!(xs.read_bool("k/flag"), Ok(true));
+    assert_eq!(xs.read_bool("k/off"), Ok(false));
+    assert_eq!(
+        xs.read_u64("k/missing").unwrap_err().to_string_lossy(),
+        "missing key k/missing"
+    );
+    assert_eq!(xs.read_u64_opt("k/missing"), Ok(None));
+    assert_eq!(xs.read_bool_opt("k/flag"), Ok(Some(true)));
+    assert_eq!(xs.read_u32_opt("k/big").map_err(|_| ()), Err(()));
+    // A long key keeps its tail.
+    let long_key = format!("{}/sectors", "x".repeat(100));
+    let Err(Error::MissingKey(k)) = xs.read_u64(&long_key) else {
+        panic!()
+    };
+    assert!(k.is_truncated());
+    assert!(k.as_str().unwrap().ends_with("/sectors"));
+}
+
+trait Lossy {
+    fn to_string_lossy(&self) -> String;
+}
+impl Lossy for Error {
+    fn to_string_lossy(&self) -> String {
+        format!("{self}")
+    }
+}
+
+#[test]
+fn row27_reply_longer_than_payload_max_fails_the_connection() {
+    let (mut xs, fake) = setup();
+    fake.server().mangle = Some(Box::new(|h, _| {
+        let mut m = msg_bytes(msg::READ, h.req_id, 0, b"");
+        m[12..16].copy_from_slice(&5000u32.to_ne_bytes());
+        m.extend(std::iter::repeat_n(b'x', 1000));
+        m
+    }));
+    let mut buf = vec![0u8; 8192];
+    assert_eq!(
+        xs.read("a", &mut buf),
+        Err(Error::Broken(ProtocolError::ReplyTooLarge { len: 5000 }))
+    );
+    assert_eq!(
+        xs.broken(),
+        Some(ProtocolError::ReplyTooLarge { len: 5000 })
+    );
+    fake.server().mangle = None;
+    assert_eq!(
+        xs.write("a", b""),
+        Err(Error::Broken(ProtocolError::ReplyTooLarge { len: 5000 }))
+    );
+    assert_eq!(
+        xs.poll_watch_event(),
+        Err(Error::Broken(ProtocolError::ReplyTooLarge { len: 5000 }))
+    );
+}
+
+#[test]
+fn row27_reply_longer_than_what_arrives_fails_the_connection() {
+    let (mut xs, fake) = setup();
+    xs.set_timeout(Duration::from_millis(50));
+    fake.server().core.write("a", "short");
+    fake.server().mangle = Some(Box::new(|h, mut reply| {
+        let len = u32::from_ne_bytes(reply[12..16].try_into().unwrap()) + 100;
+        reply[12..16].copy_from_slice(&len.to_ne_bytes());
+        let _ = h;
+        reply
+    }));
+    let r = xs.read("a", &mut [0u8; 256]);
+    assert_eq!(
+        r,
+        Err(Error::Broken(ProtocolError::TruncatedMessage {
+            expected: 121,
+            got: 21
+        }))
+    );
+    assert!(fake.now() <= 51 * WAIT_NS);
+}
+
+#[test]
+fn truncated_watch_event_is_detected_while_polling() {
+    let (mut xs, fake) = setup();
+    xs.set_timeout(Duration::from_millis(20));
+    let mut ev = msg_bytes(msg::WATCH_EVENT, 0, 0, b"path\0tok\0");
+    ev.truncate(20);
+    fake.server().inject(&ev);
+    assert_eq!(
+        xs.wait_watch_event(Duration::from_millis(5)),
+        Err(Error::Timeout)
+    );
+    assert!(xs.broken().is_none());
+    let r = xs.wait_watch_event(Duration::from_millis(100));
+    assert_eq!(
+        r,
+        Err(Error::Broken(ProtocolError::TruncatedMessage {
+            expected: 25,
+            got: 20
+        }))
+    );
+}
+
+#[test]
+fn row28_stray_replies_are_discarded() {
+    let (mut xs, fake) = setup();
+    fake.server().core.write("a", "right");
+    fake.server().mangle = Some(Box::new(|h, reply| {
+        if h.ty != msg::READ {
+            return reply;
+        }
+        let mut v = msg_bytes(msg::READ, h.req_id.wrapping_add(1000), 0, b"wrong-id");
+        v.extend(msg_bytes(msg::WRITE, h.req_id, 0, b"OK\0")); // wrong type
+        v.extend(msg_bytes(99, h.req_id, 0, b"unknown type"));
+        v.extend(msg_bytes(msg::ERROR, h.req_id.wrapping_sub(1), 0, b"EIO\0"));
+        v.extend(reply);
+        v
+    }));
+    assert_eq!(read_string(&mut xs, "a").unwrap(), "right");
+    assert_eq!(xs.discarded_messages(), 4);
+    // The stream stays in sync.
+    xs.write("b", b"next").unwrap();
+    assert_eq!(read_string(&mut xs, "b").unwrap(), "next");
+}
+
+#[test]
+fn row28_late_reply_after_timeout_is_not_taken_for_the_next() {
+    let (mut xs, fake) = setup();
+    xs.set_timeout(Duration::from_millis(30));
+    fake.server().core.write("a", "for-first");
+    fake.server().core.write("b", "for-second");
+    fake.server().paused = true;
+    assert_eq!(xs.read("a", &mut [0u8; 32]), Err(Error::Timeout));
+    assert!(xs.broken().is_none());
+    fake.server().paused = false;
+    assert_eq!(read_string(&mut xs, "b").unwrap(), "for-second");
+    assert_eq!(xs.discarded_messages(), 1);
+}
+
+#[test]
+fn row29_response_indices_out_of_range_fail_the_connection() {
+    let (mut xs, fake) = setup();
+    let mem = fake.mem();
+    let cons = mem.load_u32(iface::RSP_CONS);
+    mem.store_u32(iface::RSP_PROD, cons.wrapping_add(1025));
+    let e = xs.poll_watch_event().unwrap_err();
+    assert!(
+        matches!(e, Error::Broken(ProtocolError::RspIndex { .. })),
+        "{e:?}"
+    );
+    // Backwards is out of range too (a huge unsigned distance).
+    let (mut xs, fake) = setup();
+    xs.write("a", b"1").unwrap();
+    let mem = fake.mem();
+    mem.store_u32(
+        iface::RSP_PROD,
+        mem.load_u32(iface::RSP_CONS).wrapping_sub(1),
+    );
+    let e = xs.read("a", &mut [0u8; 8]).unwrap_err();
+    assert!(
+        matches!(e, Error::Broken(ProtocolError::RspIndex { .. })),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn row29_request_indices_out_of_range_fail_the_connection() {
+    let (mut xs, fake) = setup();
+    fake.server().paused = true;
+    let mem = fake.mem();
+    mem.store_u32(
+        iface::REQ_CONS,
+        mem.load_u32(iface::REQ_PROD).wrapping_add(5),
+    );
+    let e = xs.write("a", b"1").unwrap_err();
+    assert!(
+        matches!(e, Error::Broken(ProtocolError::ReqIndex { .. })),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn timeout_when_xenstored_is_silent() {
+    let (mut xs, fake) = setup();
+    xs.set_timeout(Duration::from_millis(25));
+    fake.server().paused = true;
+    assert_eq!(xs.write("a", b"1"), Err(Error::Timeout));
+    assert_eq!(fake.now(), 25 * WAIT_NS);
+    assert_eq!(
+        xs.wait_watch_event(Duration::from_millis(5)),
+        Err(Error::Timeout)
+    );
+}
+
+#[test]
+fn a_request_stuck_half_written_fails_the_connection() {
+    let (mut xs, fake) = setup();
+    xs.set_timeout(Duration::from_millis(25));
+    fake.server().paused = true;
+    let e = xs.write("a", &[b'x'; 3000]).unwrap_err();
+    assert_eq!(
+        e,
+        Error::Broken(ProtocolError::RequestStalled {
+            written: 1024,
+            total: 3018
+        })
+    );
+}
+
+#[test]
+fn request_ring_full_with_server_busy_sending_events_does_not_deadlock() {
+    // xenstored floods events; the client must keep draining responses while it
+    // waits for request space.
+    let (mut xs, fake) = setup();
+    xs.watch("flood", "f").unwrap();
+    let mut n = 0;
+    fake.server().hook = Some(Box::new(move |c| {
+        if n < 200 {
+            n += 1;
+            c.write("flood/x", "y");
+        }
+    }));
+    fake.server().max_chunk = 50;
+    xs.write("big", &[b'b'; 4000]).unwrap();
+    assert_eq!(read_string(&mut xs, "big").unwrap().len(), 4000);
+}
+
+// ---- row 30: watch floods -----------------------------------------------------------
+
+#[test]
+fn row30_flood_keeps_the_newest_and_reports_overflow() {
+    let (mut xs, fake) = setup();
+    for i in 0..100 {
+        let p = format!("p{i:02}\0flood\0");
+        fake.server()
+            .inject(&msg_bytes(msg::WATCH_EVENT, 0, 0, p.as_bytes()));
+    }
+    xs.write("a", b"1").unwrap();
+    assert_eq!(xs.pending_watch_events(), WATCH_QUEUE_LEN);
+    assert_eq!(xs.lost_watch_events(), (100 - WATCH_QUEUE_LEN) as u64);
+    assert!(xs.watch_overflowed());
+    assert!(xs.take_watch_overflow());
+    assert!(!xs.watch_overflowed());
+    let first = xs.poll_watch_event().unwrap().unwrap();
+    assert_eq!(first.path(), format!("p{:02}", 100 - WATCH_QUEUE_LEN));
+}
+
+#[test]
+fn row30_unusable_events_are_counted_not_queued() {
+    let (mut xs, fake) = setup();
+    let long = format!("{}\0t\0", "x".repeat(WATCH_PATH_MAX + 1));
+    fake.server()
+        .inject(&msg_bytes(msg::WATCH_EVENT, 0, 0, long.as_bytes()));
+    fake.server()
+        .inject(&msg_bytes(msg::WATCH_EVENT, 0, 0, b"no-token"));
+    fake.server()
+        .inject(&msg_bytes(msg::WATCH_EVENT, 0, 0, b"ok\0t\0"));
+    xs.write("a", b"1").unwrap();
+    assert_eq!(xs.pending_watch_events(), 1);
+    assert_eq!(xs.lost_watch_events(), 2);
+}
+
+// ---- HVM params ---------------------------------------------------------------------
+
+#[test]
+fn from_hvm_params_checks_the_page() {
+    let fake = FakePlatform::new();
+    fake.set_store_pfn(0);
+    assert!(matches!(
+        Xenstore::from_hvm_params(fake.clone()),
+        Err(Error::NoXenstore)
+    ));
+    fake.set_store_pfn(0x1234);
+    assert!(matches!(
+        Xenstore::from_hvm_params(fake.clone()),
+        Err(Error::NotMapped(hypercall::Gfn(0x1234)))
+    ));
+    fake.set_store_pfn(crate::fake::STORE_PFN);
+    let mut xs = Xenstore::from_hvm_params(fake.clone()).unwrap();
+    assert_eq!(xs.port(), crate::fake::port());
+    let before = fake.notifies();
+    xs.write("a", b"1").unwrap();
+    assert!(fake.notifies() > before);
+}
+
+#[test]
+fn raw_requests_reach_unwrapped_ops() {
+    let (mut xs, fake) = setup();
+    let mut buf = [0u8; 16];
+    let r = xs.request(TxId::NONE, msg::RESET_WATCHES, &[b"\0"], &mut buf);
+    assert_eq!(r, Err(Error::Xenstore(ErrnoName::Einval)));
+    assert_eq!(
+        fake.server().core.requests.last().unwrap().ty,
+        msg::RESET_WATCHES
+    );
+}
+
+// ---- frontend handshake -----------------------------------------------------------
+
+mod handshake {
+    use super::*;
+    use crate::fake::Core;
+    use crate::frontend::{BackendEvent, FrontendHandshake, Phase};
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    const FE: &str = "/local/domain/1/device/vbd/51712";
+    const BE: &str = "/local/domain/0/backend/vbd/1/51712";
+    const T: Duration = Duration::from_secs(5);
+
+    fn fe(k: &str) -> String {
+        format!("{FE}/{k}")
+    }
+    fn be(k: &str) -> String {
+        format!("{BE}/{k}")
+    }
+
+    /// A blkback-like backend that reacts after `delay` server steps.
+    fn backend(fake: &FakePlatform, delay: u32, closing_after_init_wait: bool) -> Rc<Cell<u32>> {
+        {
+            let mut s = fake.server();
+            s.core.write(&fe("backend"), BE);
+            s.core.write(&fe("backend-id"), "0");
+            s.core.write(&fe("state"), "1");
+            s.core.write(&be("state"), "1");
+            s.core.write(&be("sectors"), "2048");
+            s.core.write(&be("feature-flush-cache"), "1");
+        }
+        let steps = Rc::new(Cell::new(0u32));
+        let counter = steps.clone();
+        let mut wait = 0u32;
+        fake.server().hook = Some(Box::new(move |c: &mut Core| {
+            counter.set(counter.get() + 1);
+            if wait > 0 {
+                wait -= 1;
+                return;
+            }
+            let f = c.read(&fe("state")).unwrap_or_default();
+            let b = c.read(&be("state")).unwrap_or_default();
+            match (f.as_str(), b.as_str()) {
+                ("1", "1") | ("1", "6") => {
+                    c.write(&be("state"), "2");
+                    wait = delay;
+                }
+                ("2", _) => {}
+                ("3", "2") if closing_after_init_wait => c.write(&be("state"), "5"),
+                ("3", "2") | ("4", "2") => {
+                    if c.read(&fe("ring-ref")).is_some() {
+                        c.write(&be("state"), "4");
+                    }
+                }
+                ("6", "5") | ("5", "4") | ("5", "5") => c.write(&be("state"), "6"),
+                _ => {}
+            }
+        }));
+        steps
+    }
+
+    fn connect(xs: &mut Xenstore<FakePlatform>, hs: &mut FrontendHandshake) {
+        hs.start(xs).unwrap();
+        hs.wait_for_backend(xs, T).unwrap();
+        assert_eq!(hs.phase(), Phase::BackendReady);
+        assert_eq!(
+            xs.read_u64(&hs.backend_key("sectors").unwrap()).unwrap(),
+            2048
+        );
+        assert!(xs
+            .read_bool(&hs.backend_key("feature-flush-cache").unwrap())
+            .unwrap());
+        assert_eq!(
+            xs.read_bool_opt(&hs.backend_key("feature-discard").unwrap())
+                .unwrap(),
+            None
+        );
+        hs.publish(xs, XenbusState::Initialised, |tx, node| {
+            tx.write_u32(&Path::join(node, "ring-ref")?, 8)?;
+            tx.write_u32(&Path::join(node, "event-channel")?, 5)?;
+            tx.write_str(&Path::join(node, "protocol")?, "x86_64-abi")
+        })
+        .unwrap();
+        assert_eq!(hs.phase(), Phase::Published);
+        hs.wait_connected(xs, T).unwrap();
+        assert_eq!(hs.phase(), Phase::Connected);
+    }
+
+    #[test]
+    fn backend_goes_init_wait_then_connected() {
+        let (mut xs, fake) = setup();
+        backend(&fake, 10, false);
+        let mut hs = FrontendHandshake::new("device/vbd/51712").unwrap();
+        assert_eq!(hs.phase(), Phase::Idle);
+        connect(&mut xs, &mut hs);
+        assert_eq!(hs.backend(), BE);
+        assert_eq!(hs.backend_id(), DomId(0));
+        let s = fake.server();
+        assert_eq!(s.core.read(&fe("state")).as_deref(), Some("4"));
+        assert_eq!(s.core.read(&be("state")).as_deref(), Some("4"));
+        assert_eq!(s.core.read(&fe("ring-ref")).as_deref(), Some("8"));
+        assert_eq!(s.core.read(&fe("protocol")).as_deref(), Some("x86_64-abi"));
+        // The keys and state=Initialised went in one transaction.
+        let writes: Vec<u32> = s
+            .core
+            .requests
+            .iter()
+            .filter(|h| h.ty == msg::WRITE)
+            .map(|h| h.tx_id)
+            .collect();
+        let tx = writes[writes.len() - 5];
+        assert_ne!(tx, 0);
+        assert_eq!(
+            &writes[writes.len() - 5..writes.len() - 1],
+            [tx, tx, tx, tx]
+        );
+    }
+
+    #[test]
+    fn publish_retries_eagain() {
+        let (mut xs, fake) = setup();
+        backend(&fake, 0, false);
+        let mut hs = FrontendHandshake::new("device/vbd/51712").unwrap();
+        hs.start(&mut xs).unwrap();
+        hs.wait_for_backend(&mut xs, T).unwrap();
+        fake.server().core.eagain_commits = 2;
+        let mut runs = 0;
+        hs.publish(&mut xs, XenbusState::Initialised, |tx, node| {
+            runs += 1;
+            tx.write_u32(&Path::join(node, "ring-ref")?, 8)
+        })
+        .unwrap();
+        assert_eq!(runs, 3);
+        hs.wait_connected(&mut xs, T).unwrap();
+    }
+
+    #[test]
+    fn steps_out_of_order_are_refused() {
+        let (mut xs, fake) = setup();
+        backend(&fake, 0, false);
+        let mut hs = FrontendHandshake::new("device/vbd/51712").unwrap();
+        assert_eq!(
+            hs.wait_connected(&mut xs, T),
+            Err(Error::WrongPhase(Phase::Idle))
+        );
+        assert_eq!(
+            hs.publish(&mut xs, XenbusState::Initialised, |_, _| Ok(())),
+            Err(Error::WrongPhase(Phase::Idle))
+        );
+        hs.start(&mut xs).unwrap();
+        assert_eq!(hs.start(&mut xs), Err(Error::WrongPhase(Phase::Started)));
+        hs.wait_for_backend(&mut xs, T).unwrap();
+        assert_eq!(
+            hs.publish(&mut xs, XenbusState::Closing, |_, _| Ok(())),
+            Err(Error::InvalidArgument(
+                "publish state must be Initialised or Connected"
+            ))
+        );
+    }
+
+    #[test]
+    fn backend_that_never_answers_times_out() {
+        let (mut xs, fake) = setup();
+        backend(&fake, 0, false);
+        fake.server().hook = None;
+        let mut hs = FrontendHandshake::new("device/vbd/51712").unwrap();
+        hs.start(&mut xs).unwrap();
+        assert_eq!(
+            hs.wait_for_backend(&mut xs, Duration::from_millis(2500)),
+            Err(Error::Timeout)
+        );
+    }
+
+    #[test]
+    fn backend_closing_during_the_handshake_fails_it() {
+        let (mut xs, fake) = setup();
+        backend(&fake, 3, true);
+        let mut hs = FrontendHandshake::new("device/vbd/51712").unwrap();
+        hs.start(&mut xs).unwrap();
+        hs.wait_for_backend(&mut xs, T).unwrap();
+        hs.publish(&mut xs, XenbusState::Initialised, |tx, node| {
+            tx.write_u32(&Path::join(node, "ring-ref")?, 8)
+        })
+        .unwrap();
+        assert_eq!(
+            hs.wait_connected(&mut xs, T),
+            Err(Error::BackendClosed(XenbusState::Closing))
+        );
+        assert_eq!(hs.phase(), Phase::BackendClosing);
+        hs.closed(&mut xs).unwrap();
+        assert_eq!(fake.server().core.read(&fe("state")).as_deref(), Some("6"));
+    }
+
+    #[test]
+    fn backend_closing_after_connect_is_reported_and_reconnect_works() {
+        let (mut xs, fake) = setup();
+        backend(&fake, 2, false);
+        let mut hs = FrontendHandshake::new("device/vbd/51712").unwrap();
+        connect(&mut xs, &mut hs);
+        assert_eq!(hs.poll_backend(&mut xs).unwrap(), None);
+
+        // Unrelated watch traffic is left alone.
+        xs.watch("other", "other-token").unwrap();
+        fake.server().core.write(&be("state"), "5");
+        let mut ev = None;
+        for _ in 0..10 {
+            fake.server().step();
+            ev = hs.poll_backend(&mut xs).unwrap();
+            if ev.is_some() {
+                break;
+            }
+        }
+        assert_eq!(ev, Some(BackendEvent::Closing(XenbusState::Closing)));
+        assert_eq!(hs.phase(), Phase::BackendClosing);
+        assert!(xs.poll_watch_event_for("other-token").unwrap().is_some());
+        // The device tears down, then:
+        hs.closed(&mut xs).unwrap();
+        assert_eq!(hs.phase(), Phase::Closed);
+        assert_eq!(fake.server().core.read(&fe("state")).as_deref(), Some("6"));
+        // Backend follows to Closed; reconnect: Closed -> Initialising -> ... Connected.
+        fake.server().step();
+        assert_eq!(fake.server().core.read(&be("state")).as_deref(), Some("6"));
+        fake.server().core.rm_for_test(&fe("ring-ref"));
+        connect(&mut xs, &mut hs);
+        assert_eq!(fake.server().core.read(&be("state")).as_deref(), Some("4"));
+    }
+
+    #[test]
+    fn frontend_initiated_close() {
+        let (mut xs, fake) = setup();
+        backend(&fake, 0, false);
+        let mut hs = FrontendHandshake::new("device/vbd/51712").unwrap();
+        connect(&mut xs, &mut hs);
+        hs.close(&mut xs, T).unwrap();
+        assert_eq!(hs.phase(), Phase::Closed);
+        assert_eq!(fake.server().core.read(&fe("state")).as_deref(), Some("6"));
+        assert!(fake
+            .server()
+            .core
+            .watches
+            .iter()
+            .all(|(_, t)| t != hs.token()));
+    }
+
+    #[test]
+    fn lost_events_make_poll_backend_re_read() {
+        let (mut xs, fake) = setup();
+        backend(&fake, 0, false);
+        let mut hs = FrontendHandshake::new("device/vbd/51712").unwrap();
+        connect(&mut xs, &mut hs);
+        fake.server().hook = None;
+        // Backend closes, but its event is drowned in a flood.
+        fake.server().core.tree.get_mut(BE).unwrap();
+        fake.server().core.tree.get_mut(&be("state")).unwrap().value = b"5".to_vec();
+        for i in 0..(WATCH_QUEUE_LEN + 5) {
+            let p = format!("x{i}\0flood\0");
+            fake.server()
+                .inject(&msg_bytes(msg::WATCH_EVENT, 0, 0, p.as_bytes()));
+        }
+        xs.write("a", b"1").unwrap();
+        assert_eq!(
+            hs.poll_backend(&mut xs).unwrap(),
+            Some(BackendEvent::Closing(XenbusState::Closing))
+        );
+    }
+
+    #[test]
+    fn bad_backend_id_and_missing_backend() {
+        let (mut xs, fake) = setup();
+        let mut hs = FrontendHandshake::new("device/vbd/51712").unwrap();
+        assert!(matches!(hs.start(&mut xs), Err(Error::MissingKey(_))));
+        fake.server().core.write(&fe("backend"), BE);
+        fake.server().core.write(&fe("backend-id"), "70000");
+        assert!(matches!(
+            hs.start(&mut xs),
+            Err(Error::Parse {
+                kind: ParseKind::OutOfRange,
+                ..
+            })
+        ));
+        fake.server().core.write(&fe("backend-id"), "zero");
+        assert!(matches!(
+            hs.start(&mut xs),
+            Err(Error::Parse {
+                kind: ParseKind::NotANumber,
+                ..
+            })
+        ));
+    }
+}
+
+// ---- power events -------------------------------------------------------------------
+
+mod power_events {
+    use super::*;
+    use crate::power::*;
+
+    fn setup_power(
+        features: PowerFeatures,
+    ) -> (Xenstore<FakePlatform>, FakePlatform, PowerControl) {
+        let (mut xs, fake) = setup();
+        let pc = PowerControl::new(&mut xs, features).unwrap();
+        (xs, fake, pc)
+    }
+
+    fn request(fake: &FakePlatform, value: &str) {
+        fake.server().core.write(crate::power::SHUTDOWN_NODE, value);
+    }
+
+    const ALL: PowerFeatures = PowerFeatures {
+        poweroff: true,
+        reboot: true,
+        suspend: true,
+    };
+
+    #[test]
+    fn advertises_only_what_the_caller_implements() {
+        let (_xs, fake, _pc) = setup_power(PowerFeatures {
+            poweroff: true,
+            reboot: false,
+            suspend: false,
+        });
+        let s = fake.server();
+        assert_eq!(
+            s.core.read("control/feature-poweroff").as_deref(),
+            Some("1")
+        );
+        assert_eq!(s.core.read("control/feature-reboot"), None);
+        assert_eq!(s.core.read("control/feature-suspend"), None);
+    }
+
+    #[test]
+    fn each_request_is_typed_and_cleared() {
+        for (value, ev, reason) in [
+            ("poweroff", PowerEvent::Poweroff, 0),
+            ("reboot", PowerEvent::Reboot, 1),
+            ("halt", PowerEvent::Halt, 0),
+            ("suspend", PowerEvent::Suspend, 2),
+        ] {
+            let (mut xs, fake, mut pc) = setup_power(ALL);
+            // The registration event with no request yet.
+            assert_eq!(pc.poll(&mut xs).unwrap(), None);
+            request(&fake, value);
+            assert_eq!(pc.wait(&mut xs, Duration::from_secs(1)).unwrap(), ev);
+            assert_eq!(pc.pending(), Some(ev));
+            assert_eq!(
+                fake.server().core.read("control/shutdown").as_deref(),
+                Some("")
+            );
+            issue_shutdown(xs.platform(), ev.shutdown_reason()).unwrap();
+            assert_eq!(fake.shutdowns(), [reason]);
+            assert_eq!(ev.as_str(), value);
+        }
+    }
+
+    #[test]
+    fn read_and_clear_happen_in_one_transaction() {
+        let (mut xs, fake, mut pc) = setup_power(ALL);
+        request(&fake, "poweroff");
+        assert_eq!(
+            pc.wait(&mut xs, Duration::from_secs(1)).unwrap(),
+            PowerEvent::Poweroff
+        );
+        let s = fake.server();
+        let reqs = &s.core.requests;
+        let i = reqs.iter().rposition(|h| h.ty == msg::WRITE).unwrap();
+        let tx = reqs[i].tx_id;
+        assert_ne!(tx, 0);
+        assert!(reqs[..i].iter().any(|h| h.ty == msg::READ && h.tx_id == tx));
+        assert!(reqs[i..]
+            .iter()
+            .any(|h| h.ty == msg::TRANSACTION_END && h.tx_id == tx));
+    }
+
+    #[test]
+    fn row38_garbage_is_reported_and_cleared() {
+        let (mut xs, fake, mut pc) = setup_power(ALL);
+        for garbage in [
+            "crash",
+            "POWEROFF",
+            "poweroff\n",
+            "\u{1}\u{2}",
+            &"x".repeat(100),
+        ] {
+            request(&fake, garbage);
+            match pc.wait(&mut xs, Duration::from_secs(1)) {
+                Err(Error::BadShutdownValue(v)) => {
+                    assert_eq!(v.total_len(), garbage.len());
+                    if garbage.len() <= SNIPPET_MAX {
+                        assert_eq!(v.as_bytes(), garbage.as_bytes());
+                    }
+                }
+                other => panic!("{garbage:?}: {other:?}"),
+            }
+            assert_eq!(
+                fake.server().core.read("control/shutdown").as_deref(),
+                Some("")
+            );
+            assert_eq!(pc.pending(), None);
+        }
+        // Still works afterwards.
+        request(&fake, "reboot");
+        assert_eq!(
+            pc.wait(&mut xs, Duration::from_secs(1)).unwrap(),
+            PowerEvent::Reboot
+        );
+    }
+
+    #[test]
+    fn row39_repeated_request_while_shutting_down_is_idempotent() {
+        let (mut xs, fake, mut pc) = setup_power(ALL);
+        request(&fake, "poweroff");
+        assert_eq!(
+            pc.wait(&mut xs, Duration::from_secs(1)).unwrap(),
+            PowerEvent::Poweroff
+        );
+        for again in ["poweroff", "reboot", "garbage"] {
+            request(&fake, again);
+            assert_eq!(
+                pc.wait(&mut xs, Duration::from_millis(100)),
+                Err(Error::Timeout)
+            );
+            assert_eq!(
+                fake.server().core.read("control/shutdown").as_deref(),
+                Some("")
+            );
+            assert_eq!(pc.pending(), Some(PowerEvent::Poweroff));
+        }
+        // After a resumed suspend, requests count again.
+        pc.resume();
+        request(&fake, "suspend");
+        assert_eq!(
+            pc.wait(&mut xs, Duration::from_secs(1)).unwrap(),
+            PowerEvent::Suspend
+        );
+    }
+
+    #[test]
+    fn missing_node_is_no_request_and_lost_events_trigger_a_check() {
+        let (mut xs, fake, mut pc) = setup_power(ALL);
+        assert_eq!(pc.check(&mut xs).unwrap(), None);
+        fake.server().core.tree.insert(
+            "/local/domain/1/control/shutdown".into(),
+            crate::fake::Node {
+                value: b"reboot".to_vec(),
+                perms: vec![],
+            },
+        );
+        // No watch fired (written behind xenstored's back) but events were lost.
+        for i in 0..(WATCH_QUEUE_LEN + 1) {
+            let p = format!("x{i}\0flood\0");
+            fake.server()
+                .inject(&msg_bytes(msg::WATCH_EVENT, 0, 0, p.as_bytes()));
+        }
+        xs.write("a", b"1").unwrap();
+        assert_eq!(pc.poll(&mut xs).unwrap(), Some(PowerEvent::Reboot));
+    }
+
+    #[test]
+    fn crash_reason_and_stop() {
+        let (mut xs, fake, pc) = setup_power(ALL);
+        issue_shutdown(xs.platform(), ShutdownReason::Crash).unwrap();
+        assert_eq!(fake.shutdowns(), [3]);
+        pc.stop(&mut xs).unwrap();
+        assert!(fake.server().core.watches.is_empty());
+    }
+}
