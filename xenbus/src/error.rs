@@ -3,7 +3,7 @@
 use core::fmt;
 
 use hypercall::abi::xs_wire::ERRORS;
-use hypercall::Gfn;
+use hypercall::{Gfn, XenError};
 
 use crate::state::XenbusState;
 
@@ -318,12 +318,7 @@ pub enum Error {
         kind: ParseKind,
     },
     /// A hypercall failed.
-    Hypercall {
-        /// The hypercall number.
-        op: u32,
-        /// Its (negative) result.
-        code: isize,
-    },
+    Hypercall(XenError),
     /// The HVM params give no xenstore page (`HVM_PARAM_STORE_PFN` is 0).
     NoXenstore,
     /// The platform has no mapping for a frame.
@@ -355,7 +350,7 @@ impl fmt::Display for Error {
             Error::Parse { key, value, kind } => {
                 write!(f, "key {key}: bad value {value} ({kind:?})")
             }
-            Error::Hypercall { op, code } => write!(f, "hypercall {op} failed: {code}"),
+            Error::Hypercall(e) => write!(f, "{e}"),
             Error::NoXenstore => f.write_str("no xenstore page"),
             Error::NotMapped(g) => write!(f, "frame {:#x} not mapped", g.0),
             Error::BadShutdownValue(v) => write!(f, "unknown shutdown request {v}"),

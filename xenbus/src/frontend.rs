@@ -352,7 +352,7 @@ impl FrontendHandshake {
             if done(st) {
                 return Ok(st);
             }
-            if st.is_closing() {
+            if crate::state::is_closing(st) {
                 self.phase = Phase::BackendClosing;
                 return Err(Error::BackendClosed(st));
             }

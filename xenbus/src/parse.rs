@@ -46,7 +46,7 @@ pub(crate) fn bool_value(key: &str, value: &[u8]) -> Result<bool, Error> {
 
 pub(crate) fn state_value(key: &str, value: &[u8]) -> Result<XenbusState, Error> {
     let v = u32_value(key, value)?;
-    XenbusState::from_u32(v).ok_or_else(|| parse_error(key, value, ParseKind::OutOfRange))
+    XenbusState::try_from(v).map_err(|_| parse_error(key, value, ParseKind::OutOfRange))
 }
 
 pub(crate) fn str_value<'a>(key: &str, value: &'a [u8]) -> Result<&'a str, Error> {

@@ -14,7 +14,6 @@ use core::time::Duration;
 use hypercall::{Hypercall, Platform};
 
 use crate::error::{ErrnoName, Error, Result, Snippet};
-use crate::hcall;
 use crate::store::{Store, Xenstore};
 
 /// The node the toolstack writes requests to.
@@ -79,24 +78,16 @@ impl PowerEvent {
     }
 }
 
-/// `SHUTDOWN_*` reasons of `sched.h`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u32)]
-pub enum ShutdownReason {
-    /// `SHUTDOWN_poweroff` (0).
-    Poweroff = hypercall::abi::sched::SHUTDOWN_POWEROFF,
-    /// `SHUTDOWN_reboot` (1).
-    Reboot = hypercall::abi::sched::SHUTDOWN_REBOOT,
-    /// `SHUTDOWN_suspend` (2).
-    Suspend = hypercall::abi::sched::SHUTDOWN_SUSPEND,
-    /// `SHUTDOWN_crash` (3).
-    Crash = hypercall::abi::sched::SHUTDOWN_CRASH,
-}
+/// `SHUTDOWN_*` reasons of `sched.h` (poweroff 0, reboot 1, suspend 2, crash 3,
+/// watchdog 4), from `hypercall`.
+pub use hypercall::xen::ShutdownReason;
 
 /// Tells Xen to shut this domain down (`SCHEDOP_shutdown`). On real Xen it returns only
-/// for `Suspend` (with 0 after resume, 1 if the suspend was cancelled) or on error.
-pub fn issue_shutdown<H: Hypercall + ?Sized>(h: &H, reason: ShutdownReason) -> Result<isize> {
-    hcall::sched_shutdown(h, reason as u32)
+/// for `Suspend` (after resume or a cancelled suspend) or on error.
+pub fn issue_shutdown<H: Hypercall>(h: H, reason: ShutdownReason) -> Result<()> {
+    hypercall::Xen(h)
+        .sched_shutdown(reason)
+        .map_err(Error::Hypercall)
 }
 
 /// Watches `control/shutdown` and delivers its requests.

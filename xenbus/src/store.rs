@@ -294,11 +294,16 @@ impl<P: Platform> Xenstore<P> {
     /// `HVM_PARAM_STORE_PFN`/`HVM_PARAM_STORE_EVTCHN` (PVH and HVM guests).
     pub fn from_hvm_params(platform: P) -> Result<Xenstore<P>> {
         use hypercall::abi::hvm::{PARAM_STORE_EVTCHN, PARAM_STORE_PFN};
-        let pfn = hcall::hvm_get_param(&platform, PARAM_STORE_PFN)?;
+        let xen = hypercall::Xen(&platform);
+        let pfn = xen
+            .hvm_get_param(PARAM_STORE_PFN)
+            .map_err(Error::Hypercall)?;
         if pfn == 0 {
             return Err(Error::NoXenstore);
         }
-        let port = hcall::hvm_get_param(&platform, PARAM_STORE_EVTCHN)?;
+        let port = xen
+            .hvm_get_param(PARAM_STORE_EVTCHN)
+            .map_err(Error::Hypercall)?;
         let port = u32::try_from(port)
             .map_err(|_| Error::InvalidArgument("store event channel out of range"))?;
         let page = hcall::map_frame(&platform, hypercall::Gfn(pfn))?;
@@ -748,7 +753,9 @@ impl<P: Platform> Xenstore<P> {
     }
 
     fn notify(&self) -> Result<()> {
-        hcall::evtchn_send(&self.platform, self.port)
+        hypercall::Xen(&self.platform)
+            .evtchn_send(self.port)
+            .map_err(Error::Hypercall)
     }
 
     fn deadline(&self, timeout_ns: u64) -> u64 {
@@ -881,7 +888,7 @@ pub trait Store {
 
     /// Writes a XenbusState.
     fn write_state(&mut self, path: &str, state: XenbusState) -> Result<()> {
-        self.write(path, state.as_str().as_bytes())
+        self.write(path, crate::state::state_str(state).as_bytes())
     }
 
     /// Creates a node (no error if it exists).

@@ -829,10 +829,8 @@ mod handshake {
                 }
                 ("2", _) => {}
                 ("3", "2") if closing_after_init_wait => c.write(&be("state"), "5"),
-                ("3", "2") | ("4", "2") => {
-                    if c.read(&fe("ring-ref")).is_some() {
-                        c.write(&be("state"), "4");
-                    }
+                ("3", "2") | ("4", "2") if c.read(&fe("ring-ref")).is_some() => {
+                    c.write(&be("state"), "4");
                 }
                 ("6", "5") | ("5", "4") | ("5", "5") => c.write(&be("state"), "6"),
                 _ => {}
