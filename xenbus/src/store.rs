@@ -15,7 +15,6 @@ use hypercall::{DomId, Platform, Port, SharedMem, PAGE_SIZE};
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::error::{ErrnoName, Error, ProtocolError, Result, Snippet};
-use crate::hcall;
 use crate::parse;
 use crate::perms::{Perm, PermList, PERM_STR_MAX};
 use crate::ring::StoreRing;
@@ -306,7 +305,8 @@ impl<P: Platform> Xenstore<P> {
             .map_err(Error::Hypercall)?;
         let port = u32::try_from(port)
             .map_err(|_| Error::InvalidArgument("store event channel out of range"))?;
-        let page = hcall::map_frame(&platform, hypercall::Gfn(pfn))?;
+        let gfn = hypercall::Gfn(pfn);
+        let page = SharedMem::map_gfn(&platform, gfn).ok_or(Error::NotMapped(gfn))?;
         Xenstore::new(platform, page, Port(port))
     }
 
