@@ -93,3 +93,32 @@ pub trait Platform: Hypercall {
     /// Monotonic time in nanoseconds, for timeouts.
     fn now_ns(&self) -> u64;
 }
+
+/// A shared reference to a platform is a platform, so kits can borrow one
+/// (`Xenstore<&MyPlatform>`) instead of owning it.
+impl<T: Platform + ?Sized> Platform for &T {
+    fn alloc_pages(&self, count: usize) -> Option<NonNull<u8>> {
+        (**self).alloc_pages(count)
+    }
+
+    unsafe fn free_pages(&self, ptr: NonNull<u8>, count: usize) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { (**self).free_pages(ptr, count) }
+    }
+
+    fn virt_to_gfn(&self, addr: NonNull<u8>) -> Option<Gfn> {
+        (**self).virt_to_gfn(addr)
+    }
+
+    fn gfn_to_virt(&self, gfn: Gfn) -> Option<NonNull<u8>> {
+        (**self).gfn_to_virt(gfn)
+    }
+
+    fn wait(&self) {
+        (**self).wait()
+    }
+
+    fn now_ns(&self) -> u64 {
+        (**self).now_ns()
+    }
+}

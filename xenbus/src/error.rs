@@ -222,7 +222,9 @@ pub enum ProtocolError {
         prod: u32,
     },
     /// A message began but its remaining bytes never came (the header promised more
-    /// than xenstored sent): no progress for a whole timeout.
+    /// than xenstored sent, BAD-INPUT row 27): no progress for a whole timeout, or still
+    /// incomplete when a request gave up waiting (reading on would swallow the next
+    /// reply's bytes).
     TruncatedMessage {
         /// Bytes (header + payload) the message should have.
         expected: u32,

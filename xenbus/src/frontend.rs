@@ -194,7 +194,9 @@ impl FrontendHandshake {
         Ok(self.backend_state)
     }
 
-    /// Waits (up to `timeout`) for the backend's `InitWait`. Fails with
+    /// Waits (up to `timeout`) for the backend's `InitWait` (the point where its
+    /// features are written and it is ready for our keys; writing them earlier races
+    /// the backend and fails with `EACCES` on real Xen). Fails with
     /// [`Error::BackendClosed`] if the backend goes `Closing`/`Closed`.
     pub fn wait_for_backend<P: Platform>(
         &mut self,

@@ -1245,3 +1245,12 @@ mod power_events {
         assert!(fake.server().core.watches.is_empty());
     }
 }
+
+#[test]
+fn a_borrowed_platform_works() {
+    let fake = FakePlatform::new();
+    let mut xs: Xenstore<&FakePlatform> = Xenstore::from_hvm_params(&fake).unwrap();
+    xs.write("a", b"borrowed").unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(xs.read_str("a", &mut buf).unwrap(), "borrowed");
+}
