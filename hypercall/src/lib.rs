@@ -77,6 +77,21 @@
 //! assert_eq!(front.poll_response().unwrap().unwrap().id, 42);
 //! assert!(!front.final_check_for_responses().unwrap());
 //! ```
+//!
+//! # Testing
+//!
+//! Unit tests use in-crate fakes (a recording hypervisor, a platform with a
+//! deliberately scrambled gfn mapping); nothing here depends on shim-hv. The
+//! shared-memory code is also checked under Miri, including a two-thread ring test
+//! whose slot copies are race-free only thanks to the index acquire/release:
+//!
+//! ```text
+//! MIRIFLAGS=-Zmiri-permissive-provenance cargo +nightly miri test -p hypercall
+//! ```
+//!
+//! (The flag only silences Miri's integer-to-pointer warnings: hypercall arguments
+//! are integers by ABI, and the fakes turn them back into pointers. The hypercall
+//! page's `call` test executes machine code and is skipped under Miri.)
 #![no_std]
 
 pub mod abi;
