@@ -1,0 +1,313 @@
+//! dom0's xenstore Unix socket (what libxenstore opens through `XENSTORED_PATH`).
+//!
+//! Every client is a privileged (dom0) connection. Each gets a reader thread (reads a
+//! request, handles it, queues the reply) and a writer thread (writes replies and watch
+//! events in order). A client that stops reading holds up only itself: after
+//! [`OUTSTANDING`] unsent replies its reader waits, and its watch events beyond the
+//! event bound are dropped. A header announcing more than `XENSTORE_PAYLOAD_MAX` bytes
+//! or a truncated message ends the connection (as C xenstored does); malformed
+//! requests get error replies. At most [`MAX_CLIENTS`] clients are served at once.
+//!
+//! The socket is created with mode 0600 without a window where it is more open: it is
+//! bound inside a fresh 0700 directory, chmod'ed, then renamed into place.
+
+use super::engine::{decode_header, ConnKind};
+use super::{ConnId, Xenstored};
+use hypercall::abi::xs_wire::PAYLOAD_MAX;
+use std::fs;
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Clients served at once; more are closed right after accept.
+pub const MAX_CLIENTS: usize = 64;
+/// Unsent replies per client before its requests wait.
+pub const OUTSTANDING: usize = 64;
+
+struct Client {
+    stream: UnixStream,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Client {
+    fn finished(&self) -> bool {
+        self.threads.iter().all(JoinHandle::is_finished)
+    }
+}
+
+struct Shared {
+    xs: Arc<Xenstored>,
+    stop: AtomicBool,
+    clients: Mutex<Vec<Client>>,
+}
+
+/// A running socket server; dropping it disconnects its clients, stops it and removes
+/// the socket.
+pub struct SocketServer {
+    path: PathBuf,
+    shared: Arc<Shared>,
+    listener: Option<UnixStream>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for SocketServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketServer").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Binds a listener at `path` with mode 0600 from the start.
+fn bind_private(path: &Path) -> io::Result<UnixListener> {
+    if let Ok(meta) = fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "path exists and is not a socket"));
+        }
+        if UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(io::ErrorKind::AddrInUse, "a server is listening there"));
+        }
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmpdir = parent.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    fs::DirBuilder::new().mode(0o700).create(&tmpdir)?;
+    let tmp = tmpdir.join("s");
+    let r = (|| {
+        let l = UnixListener::bind(&tmp)?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o600))?;
+        fs::rename(&tmp, path)?;
+        Ok(l)
+    })();
+    let _ = fs::remove_file(&tmp);
+    let _ = fs::remove_dir(&tmpdir);
+    r
+}
+
+fn reader(xs: Arc<Xenstored>, cid: ConnId, mut stream: UnixStream, cv: Arc<Condvar>) {
+    loop {
+        let mut raw = [0u8; 16];
+        if stream.read_exact(&mut raw).is_err() {
+            break;
+        }
+        let hdr = decode_header(&raw);
+        if hdr.len as usize > PAYLOAD_MAX {
+            break;
+        }
+        let mut payload = vec![0u8; hdr.len as usize];
+        if stream.read_exact(&mut payload).is_err() {
+            break;
+        }
+        let actions = {
+            let mut st = xs.lock();
+            loop {
+                match st.conns.get(&cid) {
+                    None => return,
+                    Some(c) if c.replies_queued >= OUTSTANDING => {
+                        st = match cv.wait_timeout(st, Duration::from_secs(1)) {
+                            Ok((g, _)) => g,
+                            Err(e) => e.into_inner().0,
+                        };
+                    }
+                    Some(_) => break,
+                }
+            }
+            st.process(cid, &hdr, &payload, true);
+            core::mem::take(&mut st.actions)
+        };
+        xs.run(actions);
+    }
+    xs.with_state(|st| {
+        st.close_conn(cid);
+    });
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+fn writer(xs: Arc<Xenstored>, cid: ConnId, mut stream: UnixStream, cv: Arc<Condvar>) {
+    loop {
+        let bytes = {
+            let mut st = xs.lock();
+            loop {
+                match st.conns.get_mut(&cid) {
+                    None => {
+                        drop(st);
+                        let _ = stream.shutdown(Shutdown::Both);
+                        return;
+                    }
+                    Some(c) => {
+                        if let Some(b) = c.pop_out() {
+                            // Room for the reader again.
+                            cv.notify_all();
+                            break b;
+                        }
+                    }
+                }
+                st = match cv.wait_timeout(st, Duration::from_secs(1)) {
+                    Ok((g, _)) => g,
+                    Err(e) => e.into_inner().0,
+                };
+            }
+        };
+        if stream.write_all(&bytes).is_err() {
+            break;
+        }
+    }
+    xs.with_state(|st| {
+        st.close_conn(cid);
+    });
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+fn spawn_client(shared: &Shared, stream: UnixStream) -> io::Result<Client> {
+    let cv = Arc::new(Condvar::new());
+    let cid = shared
+        .xs
+        .with_state(|st| st.add_conn(0, ConnKind::Socket { cv: cv.clone() }));
+    let r = (|| {
+        let rs = stream.try_clone()?;
+        let ws = stream.try_clone()?;
+        let (xs1, cv1) = (shared.xs.clone(), cv.clone());
+        let (xs2, cv2) = (shared.xs.clone(), cv);
+        let r = std::thread::Builder::new()
+            .name("xenstored-sock-r".into())
+            .spawn(move || reader(xs1, cid, rs, cv1))?;
+        let w = match std::thread::Builder::new()
+            .name("xenstored-sock-w".into())
+            .spawn(move || writer(xs2, cid, ws, cv2))
+        {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = stream.shutdown(Shutdown::Both);
+                let _ = r.join();
+                return Err(e);
+            }
+        };
+        Ok(vec![r, w])
+    })();
+    match r {
+        Ok(threads) => Ok(Client { stream, threads }),
+        Err(e) => {
+            shared.xs.with_state(|st| {
+                st.close_conn(cid);
+            });
+            Err(e)
+        }
+    }
+}
+
+fn accept_loop(shared: Arc<Shared>, listener: UnixListener) {
+    loop {
+        let accepted = listener.accept();
+        if shared.stop.load(Ordering::SeqCst) {
+            break;
+        }
+        match accepted {
+            Ok((stream, _)) => {
+                let mut clients = shared.clients.lock().unwrap_or_else(|e| e.into_inner());
+                let (done, live): (Vec<Client>, Vec<Client>) = clients.drain(..).partition(Client::finished);
+                *clients = live;
+                for c in done {
+                    for t in c.threads {
+                        let _ = t.join();
+                    }
+                }
+                if clients.len() >= MAX_CLIENTS {
+                    let _ = stream.shutdown(Shutdown::Both);
+                    continue;
+                }
+                if let Ok(c) = spawn_client(&shared, stream) {
+                    clients.push(c);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // Out of descriptors and the like: back off briefly instead of spinning.
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+impl SocketServer {
+    pub(crate) fn start(xs: Arc<Xenstored>, path: &Path) -> io::Result<SocketServer> {
+        let listener = bind_private(path)?;
+        // A second handle on the listening socket, to shut it down (which wakes a
+        // blocked accept) when the server stops.
+        let wake = UnixStream::from(OwnedFd::from(listener.try_clone()?));
+        let shared = Arc::new(Shared {
+            xs,
+            stop: AtomicBool::new(false),
+            clients: Mutex::new(Vec::new()),
+        });
+        let s2 = shared.clone();
+        let accept = std::thread::Builder::new()
+            .name("xenstored-accept".into())
+            .spawn(move || accept_loop(s2, listener));
+        let accept = match accept {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = fs::remove_file(path);
+                return Err(e);
+            }
+        };
+        Ok(SocketServer {
+            path: path.to_path_buf(),
+            shared,
+            listener: Some(wake),
+            accept: Some(accept),
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of clients currently connected.
+    pub fn clients(&self) -> usize {
+        let c = self.shared.clients.lock().unwrap_or_else(|e| e.into_inner());
+        c.iter().filter(|c| !c.finished()).count()
+    }
+}
+
+impl Drop for SocketServer {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(l) = self.listener.take() {
+            let _ = l.shutdown(Shutdown::Both);
+        }
+        // In case shutdown does not wake accept on this kernel.
+        let _ = UnixStream::connect(&self.path);
+        if let Some(a) = self.accept.take() {
+            let _ = a.join();
+        }
+        let clients: Vec<Client> = {
+            let mut c = self.shared.clients.lock().unwrap_or_else(|e| e.into_inner());
+            c.drain(..).collect()
+        };
+        for c in &clients {
+            let _ = c.stream.shutdown(Shutdown::Both);
+        }
+        for c in clients {
+            for t in c.threads {
+                let _ = t.join();
+            }
+        }
+        let _ = fs::remove_file(&self.path);
+    }
+}
