@@ -6,7 +6,7 @@
 use super::{ConnId, Errno, Error, Message, Perm, TxId, WatchEvent, Xenstored};
 use hypercall::abi::xs_wire::{msg, MsgHeader};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -50,7 +50,12 @@ fn split_list(bytes: &[u8]) -> Vec<String> {
 }
 
 impl LocalClient {
-    pub(crate) fn new(xs: Arc<Xenstored>, conn: ConnId, domid: u16, events: Option<Receiver<WatchEvent>>) -> Self {
+    pub(crate) fn new(
+        xs: Arc<Xenstored>,
+        conn: ConnId,
+        domid: u16,
+        events: Option<Receiver<WatchEvent>>,
+    ) -> Self {
         Self {
             xs,
             conn,
@@ -81,7 +86,14 @@ impl LocalClient {
         self.xs.handle(self.conn, hdr, payload)
     }
 
-    fn call(&self, op: &'static str, ty: u32, tx: TxId, what: &str, payload: &[u8]) -> Result<Vec<u8>, Error> {
+    fn call(
+        &self,
+        op: &'static str,
+        ty: u32,
+        tx: TxId,
+        what: &str,
+        payload: &[u8],
+    ) -> Result<Vec<u8>, Error> {
         let reply = self.request(ty, tx, payload);
         if reply.hdr.ty == msg::ERROR {
             let name = reply.payload.strip_suffix(&[0]).unwrap_or(&reply.payload);
@@ -118,8 +130,14 @@ impl LocalClient {
 
     /// Creates a node (and missing parents) if it does not exist.
     pub fn mkdir(&self, tx: TxId, path: &str) -> Result<(), Error> {
-        self.call("mkdir", msg::MKDIR, tx, path, &nul_joined(&[path.as_bytes()]))
-            .map(drop)
+        self.call(
+            "mkdir",
+            msg::MKDIR,
+            tx,
+            path,
+            &nul_joined(&[path.as_bytes()]),
+        )
+        .map(drop)
     }
 
     /// Removes a node and everything below it.
@@ -131,7 +149,13 @@ impl LocalClient {
     /// Lists a node's children (paged with DIRECTORY_PART when the list is larger than
     /// one message, as libxenstore does).
     pub fn directory(&self, tx: TxId, path: &str) -> Result<Vec<String>, Error> {
-        match self.call("directory", msg::DIRECTORY, tx, path, &nul_joined(&[path.as_bytes()])) {
+        match self.call(
+            "directory",
+            msg::DIRECTORY,
+            tx,
+            path,
+            &nul_joined(&[path.as_bytes()]),
+        ) {
             Ok(list) => Ok(split_list(&list)),
             Err(e) if e.errno() == Some(Errno::E2BIG) => self.directory_part(tx, path),
             Err(e) => Err(e),
@@ -151,11 +175,17 @@ impl LocalClient {
                     path,
                     &nul_joined(&[path.as_bytes(), off.as_bytes()]),
                 )?;
-                let nul = part.iter().position(|&b| b == 0).ok_or_else(|| Error::BadReply {
-                    op: "directory",
-                    detail: "no generation".into(),
-                })?;
-                let (g, body) = (part.get(..nul).unwrap_or(&[]), part.get(nul + 1..).unwrap_or(&[]));
+                let nul = part
+                    .iter()
+                    .position(|&b| b == 0)
+                    .ok_or_else(|| Error::BadReply {
+                        op: "directory",
+                        detail: "no generation".into(),
+                    })?;
+                let (g, body) = (
+                    part.get(..nul).unwrap_or(&[]),
+                    part.get(nul + 1..).unwrap_or(&[]),
+                );
                 match &gen {
                     Some(prev) if prev.as_slice() != g => continue 'restart,
                     Some(_) => {}
@@ -177,7 +207,13 @@ impl LocalClient {
 
     /// A node's permissions (owner first).
     pub fn get_perms(&self, tx: TxId, path: &str) -> Result<Vec<Perm>, Error> {
-        let list = self.call("get_perms", msg::GET_PERMS, tx, path, &nul_joined(&[path.as_bytes()]))?;
+        let list = self.call(
+            "get_perms",
+            msg::GET_PERMS,
+            tx,
+            path,
+            &nul_joined(&[path.as_bytes()]),
+        )?;
         list.split(|&b| b == 0)
             .filter(|s| !s.is_empty())
             .map(|s| {
@@ -232,7 +268,13 @@ impl LocalClient {
 
     /// Starts a transaction.
     pub fn transaction_start(&self) -> Result<TxId, Error> {
-        let id = self.call("transaction_start", msg::TRANSACTION_START, TxId::NONE, "", b"\0")?;
+        let id = self.call(
+            "transaction_start",
+            msg::TRANSACTION_START,
+            TxId::NONE,
+            "",
+            b"\0",
+        )?;
         let s = id.strip_suffix(&[0]).unwrap_or(&id);
         core::str::from_utf8(s)
             .ok()
@@ -293,10 +335,7 @@ impl LocalClient {
     /// Waits up to `timeout` for the next watch event.
     pub fn wait_event(&self, timeout: Duration) -> Option<WatchEvent> {
         let g = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        match g.as_ref()?.recv_timeout(timeout) {
-            Ok(ev) => Some(ev),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        g.as_ref()?.recv_timeout(timeout).ok()
     }
 }
 

@@ -181,7 +181,9 @@ fn args(payload: &[u8], n: usize) -> Result<Vec<&[u8]>, Errno> {
 fn atoi(s: &[u8]) -> u32 {
     s.iter()
         .take_while(|b| b.is_ascii_digit())
-        .fold(0u32, |acc, &d| acc.wrapping_mul(10).wrapping_add(u32::from(d - b'0')))
+        .fold(0u32, |acc, &d| {
+            acc.wrapping_mul(10).wrapping_add(u32::from(d - b'0'))
+        })
 }
 
 /// A strict decimal domain id.
@@ -339,7 +341,13 @@ impl State {
     /// Handles one request from `cid`. With `queue`, the reply goes to the connection's
     /// output queue (ring and socket connections) and `None` is returned; else it is
     /// returned. Watch events always go to their connections.
-    pub fn process(&mut self, cid: ConnId, hdr: &MsgHeader, payload: &[u8], queue: bool) -> Option<Message> {
+    pub fn process(
+        &mut self,
+        cid: ConnId,
+        hdr: &MsgHeader,
+        payload: &[u8],
+        queue: bool,
+    ) -> Option<Message> {
         let mut out = self.dispatch(cid, hdr, payload);
         if out.payload.len() > PAYLOAD_MAX {
             out = Outcome::err(Errno::E2BIG);
@@ -417,14 +425,18 @@ impl State {
                     len: u32::try_from(len).unwrap_or(0),
                 };
                 let bytes = encode(&hdr, &payload);
-                if !path.starts_with('@') && conn.out.iter().any(|m| m.is_event && m.bytes == bytes) {
+                if !path.starts_with('@') && conn.out.iter().any(|m| m.is_event && m.bytes == bytes)
+                {
                     return;
                 }
                 if conn.events_queued >= bound {
                     conn.events_dropped += 1;
                     return;
                 }
-                conn.out.push_back(OutMsg { bytes, is_event: true });
+                conn.out.push_back(OutMsg {
+                    bytes,
+                    is_event: true,
+                });
                 conn.events_queued += 1;
                 self.wake(cid);
             }
@@ -468,12 +480,22 @@ impl State {
         }
     }
 
-    fn try_dispatch(&mut self, cid: ConnId, hdr: &MsgHeader, payload: &[u8]) -> Result<Outcome, Errno> {
+    fn try_dispatch(
+        &mut self,
+        cid: ConnId,
+        hdr: &MsgHeader,
+        payload: &[u8],
+    ) -> Result<Outcome, Errno> {
         let domid = self.conns.get(&cid).map(|c| c.domid).ok_or(Errno::EINVAL)?;
         let who = self.who(domid);
         let privileged_only = matches!(
             hdr.ty,
-            msg::CONTROL | msg::INTRODUCE | msg::RELEASE | msg::IS_DOMAIN_INTRODUCED | msg::RESUME | msg::SET_TARGET
+            msg::CONTROL
+                | msg::INTRODUCE
+                | msg::RELEASE
+                | msg::IS_DOMAIN_INTRODUCED
+                | msg::RESUME
+                | msg::SET_TARGET
         );
         let known = matches!(
             hdr.ty,
@@ -516,7 +538,13 @@ impl State {
         }
         let path_len = self.quotas.path_len as usize;
         match hdr.ty {
-            msg::READ | msg::WRITE | msg::MKDIR | msg::RM | msg::DIRECTORY | msg::DIRECTORY_PART | msg::GET_PERMS
+            msg::READ
+            | msg::WRITE
+            | msg::MKDIR
+            | msg::RM
+            | msg::DIRECTORY
+            | msg::DIRECTORY_PART
+            | msg::GET_PERMS
             | msg::SET_PERMS => self.data_op(who, tx_id, hdr.ty, payload, path_len),
             msg::WATCH => self.op_watch(cid, who, payload, path_len),
             msg::UNWATCH => self.op_unwatch(cid, domid, payload),
@@ -535,10 +563,16 @@ impl State {
             }
             msg::IS_DOMAIN_INTRODUCED => {
                 let d = atoi(onearg(payload)?);
-                let yes = d == DOMID_SELF || d == 0 || u16::try_from(d).is_ok_and(|d| self.domains.contains_key(&d));
+                let yes = d == DOMID_SELF
+                    || d == 0
+                    || u16::try_from(d).is_ok_and(|d| self.domains.contains_key(&d));
                 Ok(Outcome::with(
                     msg::IS_DOMAIN_INTRODUCED,
-                    if yes { b"T\0".to_vec() } else { b"F\0".to_vec() },
+                    if yes {
+                        b"T\0".to_vec()
+                    } else {
+                        b"F\0".to_vec()
+                    },
                 ))
             }
             msg::INTRODUCE => {
@@ -591,7 +625,14 @@ impl State {
     }
 
     /// The tree operations, in or outside a transaction.
-    fn data_op(&mut self, who: Who, tx_id: u32, ty: u32, payload: &[u8], path_len: usize) -> Result<Outcome, Errno> {
+    fn data_op(
+        &mut self,
+        who: Who,
+        tx_id: u32,
+        ty: u32,
+        payload: &[u8],
+        path_len: usize,
+    ) -> Result<Outcome, Errno> {
         // SET_PERMS on a special watch path changes who may watch it.
         if ty == msg::SET_PERMS {
             let a = strings(payload).ok_or(Errno::EINVAL)?;
@@ -623,16 +664,24 @@ impl State {
                 return Ok(Outcome::ok(msg::SET_PERMS));
             }
             let p = path::resolve_node(first, who.domid, path_len)?;
-            return self.with_view(who, tx_id, |v| v.op_set_perms(&p, perms).map(|()| Outcome::ok(ty)));
+            return self.with_view(who, tx_id, |v| {
+                v.op_set_perms(&p, perms).map(|()| Outcome::ok(ty))
+            });
         }
         let (raw, rest): (&[u8], &[u8]) = match ty {
             msg::WRITE => {
                 let nul = payload.iter().position(|&b| b == 0).ok_or(Errno::EINVAL)?;
-                (payload.get(..nul).unwrap_or_default(), payload.get(nul + 1..).unwrap_or_default())
+                (
+                    payload.get(..nul).unwrap_or_default(),
+                    payload.get(nul + 1..).unwrap_or_default(),
+                )
             }
             msg::DIRECTORY_PART => {
                 let a = args(payload, 2)?;
-                (a.first().copied().unwrap_or_default(), a.get(1).copied().unwrap_or_default())
+                (
+                    a.first().copied().unwrap_or_default(),
+                    a.get(1).copied().unwrap_or_default(),
+                )
             }
             _ => (onearg(payload)?, &[]),
         };
@@ -674,7 +723,11 @@ impl State {
         tx_id: u32,
         f: impl FnOnce(&mut View<'_>) -> Result<Outcome, Errno>,
     ) -> Result<Outcome, Errno> {
-        let mut tx = if tx_id == 0 { None } else { self.txs.remove(&tx_id) };
+        let mut tx = if tx_id == 0 {
+            None
+        } else {
+            self.txs.remove(&tx_id)
+        };
         let quotas = self.quotas.clone();
         let mut view = View::new(&mut self.store, tx.as_mut(), who, &quotas);
         let r = f(&mut view);
@@ -688,7 +741,13 @@ impl State {
         Ok(o)
     }
 
-    fn op_watch(&mut self, cid: ConnId, who: Who, payload: &[u8], path_len: usize) -> Result<Outcome, Errno> {
+    fn op_watch(
+        &mut self,
+        cid: ConnId,
+        who: Who,
+        payload: &[u8],
+        path_len: usize,
+    ) -> Result<Outcome, Errno> {
         let a = args(payload, 2)?;
         let raw = a.first().copied().unwrap_or_default();
         let token = a.get(1).copied().unwrap_or_default().to_vec();
@@ -698,7 +757,11 @@ impl State {
         };
         let count = self.watches_by_domain.get(&who.domid).copied().unwrap_or(0);
         let conn = self.conns.get_mut(&cid).ok_or(Errno::EINVAL)?;
-        if conn.watches.iter().any(|w| w.path == wpath && w.token == token) {
+        if conn
+            .watches
+            .iter()
+            .any(|w| w.path == wpath && w.token == token)
+        {
             return Err(Errno::EEXIST);
         }
         if !who.privileged && count >= self.quotas.watches {
@@ -756,7 +819,13 @@ impl State {
         Ok(Outcome::with(msg::TRANSACTION_START, p))
     }
 
-    fn op_transaction_end(&mut self, cid: ConnId, who: Who, tx_id: u32, payload: &[u8]) -> Result<Outcome, Errno> {
+    fn op_transaction_end(
+        &mut self,
+        cid: ConnId,
+        who: Who,
+        tx_id: u32,
+        payload: &[u8],
+    ) -> Result<Outcome, Errno> {
         let commit = match onearg(payload)? {
             b"T" => true,
             b"F" => false,

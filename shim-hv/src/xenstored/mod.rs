@@ -409,6 +409,12 @@ impl Xenstored {
     /// `abi::xs_wire::iface`) and fires `@introduceDomain`. `notify` is called (from
     /// any thread, never with a daemon lock held) after responses or watch events were
     /// put on the ring, to send the store event channel.
+    ///
+    /// The page must stay mapped until [`Xenstored::release_domain`] for `domid` has
+    /// returned (after that the daemon never touches it again).
+    ///
+    /// The daemon advertises `XENSTORE_SERVER_FEATURE_RECONNECTION | ERROR` in the
+    /// page; ring indices already in the page are taken over if consistent.
     pub fn introduce_domain(
         &self,
         domid: u16,
@@ -460,6 +466,12 @@ impl Xenstored {
         }
     }
 
+    /// Serves `domid`'s ring now, on the calling thread (what the worker does after
+    /// [`Xenstored::kick`]): for deterministic tests and single-threaded runners.
+    pub fn service(&self, domid: u16) {
+        self.service_ring(domid);
+    }
+
     /// Domain gone: drops its ring connection, watches and transactions, removes the
     /// nodes it owns and its entries in other nodes' permissions, and fires
     /// `@releaseDomain` (if it was introduced).
@@ -490,7 +502,8 @@ impl Xenstored {
         domid: u16,
         callback: Arc<dyn Fn(WatchEvent) + Send + Sync>,
     ) -> LocalClient {
-        let cid = self.with_state(|st| st.add_conn(domid, ConnKind::Local(LocalSink::Callback(callback))));
+        let cid = self
+            .with_state(|st| st.add_conn(domid, ConnKind::Local(LocalSink::Callback(callback))));
         LocalClient::new(self.clone(), cid, domid, None)
     }
 

@@ -216,7 +216,10 @@ mod tests {
         assert!(is_child("/a", "/a"));
         assert!(!is_child("/ab", "/a"));
         assert!(is_child("/anything", "/"));
-        assert_eq!(local_prefix_len("/local/domain/12/x"), "/local/domain/12/".len());
+        assert_eq!(
+            local_prefix_len("/local/domain/12/x"),
+            "/local/domain/12/".len()
+        );
         assert_eq!(local_prefix_len("/local/domain/123456/x"), 0);
         assert_eq!(local_prefix_len("/local/domain/x/y"), 0);
     }

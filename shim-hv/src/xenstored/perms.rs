@@ -190,7 +190,10 @@ mod tests {
         assert_eq!(perm_for(&Who::new(7, None), &perms), READ | WRITE);
         assert_eq!(perm_for(&Who::new(8, None), &perms), 0);
         // A target acts as its target domain.
-        assert_eq!(perm_for(&Who::new(9, Some(5)), &perms), READ | WRITE | OWNER);
+        assert_eq!(
+            perm_for(&Who::new(9, Some(5)), &perms),
+            READ | WRITE | OWNER
+        );
         let open = [Perm::new(5, Access::Read)];
         assert_eq!(perm_for(&Who::new(8, None), &open), READ);
         assert_eq!(perm_for(&Who::new(8, None), &[]), 0);

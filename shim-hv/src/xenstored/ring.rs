@@ -17,7 +17,9 @@
 
 use super::engine::{decode_header, ConnKind, State};
 use super::{ConnId, Xenstored};
-use hypercall::abi::xs_wire::{iface, MsgHeader, PAYLOAD_MAX, RING_SIZE, SERVER_FEATURE_ERROR, SERVER_FEATURE_RECONNECTION};
+use hypercall::abi::xs_wire::{
+    iface, MsgHeader, PAYLOAD_MAX, RING_SIZE, SERVER_FEATURE_ERROR, SERVER_FEATURE_RECONNECTION,
+};
 use hypercall::shmem::{mb, rmb, wmb};
 use hypercall::SharedMem;
 use std::sync::Arc;
@@ -54,7 +56,10 @@ impl RingConn {
         if mem.len() < hypercall::PAGE_SIZE || !(mem.as_ptr() as usize).is_multiple_of(4) {
             return None;
         }
-        mem.store_u32(iface::SERVER_FEATURES, SERVER_FEATURE_RECONNECTION | SERVER_FEATURE_ERROR);
+        mem.store_u32(
+            iface::SERVER_FEATURES,
+            SERVER_FEATURE_RECONNECTION | SERVER_FEATURE_ERROR,
+        );
         mem.store_u32(iface::ERROR, 0);
         let req_cons = mem.load_u32(iface::REQ_CONS);
         let rsp_prod = mem.load_u32(iface::RSP_PROD);
@@ -153,7 +158,8 @@ impl RingConn {
             mb();
             let off = self.rsp_prod as usize & (RING_SIZE - 1);
             let n = free.min(RING_SIZE - off).min(bytes.len() - pos);
-            self.mem.write(iface::RSP + off, bytes.get(pos..pos + n).unwrap_or(&[]));
+            self.mem
+                .write(iface::RSP + off, bytes.get(pos..pos + n).unwrap_or(&[]));
             wmb();
             self.rsp_prod = self.rsp_prod.wrapping_add(n as u32);
             self.mem.store_u32(iface::RSP_PROD, self.rsp_prod);
@@ -179,7 +185,13 @@ impl RingConn {
         self.broken = None;
         self.req_cons = 0;
         self.rsp_prod = 0;
-        for off in [iface::REQ_CONS, iface::REQ_PROD, iface::RSP_CONS, iface::RSP_PROD, iface::ERROR] {
+        for off in [
+            iface::REQ_CONS,
+            iface::REQ_PROD,
+            iface::RSP_CONS,
+            iface::RSP_PROD,
+            iface::ERROR,
+        ] {
             self.mem.store_u32(off, 0);
         }
         mb();
@@ -220,7 +232,8 @@ fn flush(st: &mut State, cid: ConnId) -> bool {
         let Some(conn) = st.conns.get_mut(&cid) else {
             return wrote;
         };
-        let need = matches!(&conn.kind, ConnKind::Ring(r) if r.outbuf.is_none() && r.broken.is_none());
+        let need =
+            matches!(&conn.kind, ConnKind::Ring(r) if r.outbuf.is_none() && r.broken.is_none());
         if need {
             match conn.pop_out() {
                 Some(bytes) => {
@@ -280,10 +293,7 @@ pub(crate) fn service(st: &mut State, domid: u16) -> Serviced {
     let mut signal = flush(st, cid);
     let outstanding = st.quotas.outstanding as usize;
     let mut handled = 0;
-    loop {
-        let Some(conn) = st.conns.get_mut(&cid) else {
-            break;
-        };
+    while let Some(conn) = st.conns.get_mut(&cid) {
         if domid != 0 && conn.replies_queued >= outstanding {
             break;
         }

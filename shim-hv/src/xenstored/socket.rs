@@ -59,7 +59,9 @@ pub struct SocketServer {
 
 impl std::fmt::Debug for SocketServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SocketServer").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("SocketServer")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -69,10 +71,16 @@ static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 fn bind_private(path: &Path) -> io::Result<UnixListener> {
     if let Ok(meta) = fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "path exists and is not a socket"));
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "path exists and is not a socket",
+            ));
         }
         if UnixStream::connect(path).is_ok() {
-            return Err(io::Error::new(io::ErrorKind::AddrInUse, "a server is listening there"));
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                "a server is listening there",
+            ));
         }
     }
     let parent = match path.parent() {
@@ -221,7 +229,8 @@ fn accept_loop(shared: Arc<Shared>, listener: UnixListener) {
         match accepted {
             Ok((stream, _)) => {
                 let mut clients = shared.clients.lock().unwrap_or_else(|e| e.into_inner());
-                let (done, live): (Vec<Client>, Vec<Client>) = clients.drain(..).partition(Client::finished);
+                let (done, live): (Vec<Client>, Vec<Client>) =
+                    clients.drain(..).partition(Client::finished);
                 *clients = live;
                 for c in done {
                     for t in c.threads {
@@ -280,7 +289,11 @@ impl SocketServer {
 
     /// Number of clients currently connected.
     pub fn clients(&self) -> usize {
-        let c = self.shared.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let c = self
+            .shared
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         c.iter().filter(|c| !c.finished()).count()
     }
 }
@@ -297,7 +310,11 @@ impl Drop for SocketServer {
             let _ = a.join();
         }
         let clients: Vec<Client> = {
-            let mut c = self.shared.clients.lock().unwrap_or_else(|e| e.into_inner());
+            let mut c = self
+                .shared
+                .clients
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             c.drain(..).collect()
         };
         for c in &clients {

@@ -97,7 +97,11 @@ impl Store {
             owned: HashMap::new(),
         };
         let perms = vec![Perm::new(0, super::Access::None)];
-        for (path, kid) in [("/", Some("tool")), ("/tool", Some("xenstored")), ("/tool/xenstored", None)] {
+        for (path, kid) in [
+            ("/", Some("tool")),
+            ("/tool", Some("xenstored")),
+            ("/tool/xenstored", None),
+        ] {
             let generation = s.next_generation();
             s.put(
                 path,
@@ -179,7 +183,13 @@ impl Store {
                 let owner = node.perms.first().copied();
                 node.perms = owner
                     .into_iter()
-                    .chain(node.perms.iter().skip(1).filter(|p| p.domid != domid).copied())
+                    .chain(
+                        node.perms
+                            .iter()
+                            .skip(1)
+                            .filter(|p| p.domid != domid)
+                            .copied(),
+                    )
                     .collect();
                 touched.push(path.clone());
             }
@@ -242,7 +252,12 @@ impl Transaction {
 
     /// Commits into `store`: `EAGAIN` if any node it touched changed meanwhile (nothing
     /// is applied then); else applies its changes and returns the watch events.
-    pub fn commit(self, store: &mut Store, who: &Who, quotas: &Quotas) -> Result<Vec<Fired>, Errno> {
+    pub fn commit(
+        self,
+        store: &mut Store,
+        who: &Who,
+        quotas: &Quotas,
+    ) -> Result<Vec<Fired>, Errno> {
         if let Some(e) = self.failed {
             return Err(e);
         }
@@ -303,7 +318,12 @@ pub(crate) struct View<'a> {
 }
 
 impl<'a> View<'a> {
-    pub fn new(store: &'a mut Store, tx: Option<&'a mut Transaction>, who: Who, quotas: &'a Quotas) -> Self {
+    pub fn new(
+        store: &'a mut Store,
+        tx: Option<&'a mut Transaction>,
+        who: Who,
+        quotas: &'a Quotas,
+    ) -> Self {
         Self {
             store,
             tx,
@@ -512,7 +532,8 @@ impl<'a> View<'a> {
             }
         };
         if !self.who.privileged {
-            let after = self.owned_now(self.who.domid) + i64::try_from(missing.len()).unwrap_or(i64::MAX);
+            let after =
+                self.owned_now(self.who.domid) + i64::try_from(missing.len()).unwrap_or(i64::MAX);
             if after > i64::from(self.quotas.nodes) {
                 return Err(Errno::ENOSPC);
             }
@@ -670,7 +691,8 @@ mod tests {
         let mut v = View::new(store, None, dom0(), &quotas);
         let home = format!("/local/domain/{domid}");
         v.op_mkdir(&home).unwrap();
-        v.op_set_perms(&home, vec![Perm::new(domid, Access::None)]).unwrap();
+        v.op_set_perms(&home, vec![Perm::new(domid, Access::None)])
+            .unwrap();
     }
 
     #[test]
@@ -733,7 +755,8 @@ mod tests {
         v.op_write("/a/b/d", b"2").unwrap();
         v.fired.clear();
         v.op_rm("/a/b").unwrap();
-        let fired: Vec<(String, bool)> = v.fired.iter().map(|f| (f.path.clone(), f.exact)).collect();
+        let fired: Vec<(String, bool)> =
+            v.fired.iter().map(|f| (f.path.clone(), f.exact)).collect();
         assert!(fired.contains(&("/a/b".into(), false)));
         assert!(fired.contains(&("/a/b/c".into(), true)));
         assert!(fired.contains(&("/a/b/d".into(), true)));
@@ -787,7 +810,9 @@ mod tests {
     fn transaction_conflict_and_isolation() {
         let mut s = Store::new();
         let quotas = q();
-        View::new(&mut s, None, dom0(), &quotas).op_write("/x", b"0").unwrap();
+        View::new(&mut s, None, dom0(), &quotas)
+            .op_write("/x", b"0")
+            .unwrap();
         let mut t1 = Transaction::new(ConnId(1));
         let mut t2 = Transaction::new(ConnId(2));
         {
@@ -801,18 +826,30 @@ mod tests {
             assert_eq!(v.op_read("/x").unwrap(), b"0", "t1 is not visible to t2");
             v.op_write("/x", b"2").unwrap();
         }
-        assert_eq!(View::new(&mut s, None, dom0(), &quotas).op_read("/x").unwrap(), b"0");
+        assert_eq!(
+            View::new(&mut s, None, dom0(), &quotas)
+                .op_read("/x")
+                .unwrap(),
+            b"0"
+        );
         let fired = t1.commit(&mut s, &dom0(), &quotas).unwrap();
         assert_eq!(fired.len(), 1);
         assert_eq!(t2.commit(&mut s, &dom0(), &quotas), Err(Errno::EAGAIN));
-        assert_eq!(View::new(&mut s, None, dom0(), &quotas).op_read("/x").unwrap(), b"1");
+        assert_eq!(
+            View::new(&mut s, None, dom0(), &quotas)
+                .op_read("/x")
+                .unwrap(),
+            b"1"
+        );
     }
 
     #[test]
     fn transaction_rm_and_create() {
         let mut s = Store::new();
         let quotas = q();
-        View::new(&mut s, None, dom0(), &quotas).op_write("/a/b", b"0").unwrap();
+        View::new(&mut s, None, dom0(), &quotas)
+            .op_write("/a/b", b"0")
+            .unwrap();
         let mut t = Transaction::new(ConnId(1));
         {
             let mut v = View::new(&mut s, Some(&mut t), dom0(), &quotas);
@@ -829,7 +866,10 @@ mod tests {
         assert!(paths.contains(&"/a"));
         assert!(paths.contains(&"/a/b"));
         assert!(paths.contains(&"/c/d"));
-        assert_eq!(s.get("/").unwrap().children, vec!["tool".to_string(), "c".to_string()]);
+        assert_eq!(
+            s.get("/").unwrap().children,
+            vec!["tool".to_string(), "c".to_string()]
+        );
     }
 
     #[test]
@@ -847,7 +887,10 @@ mod tests {
         // Owns /local/domain/5 already: 3 more allowed.
         v.op_write("/local/domain/5/a/b/c", b"").unwrap();
         assert_eq!(v.op_write("/local/domain/5/d", b""), Err(Errno::ENOSPC));
-        assert_eq!(v.op_write("/local/domain/5/a", &[b'x'; 100]), Err(Errno::ENOSPC));
+        assert_eq!(
+            v.op_write("/local/domain/5/a", &[b'x'; 100]),
+            Err(Errno::ENOSPC)
+        );
         v.op_write("/local/domain/5/a", &[b'x'; 10]).unwrap();
         v.op_rm("/local/domain/5/a/b").unwrap();
         v.op_write("/local/domain/5/d", b"").unwrap();
@@ -870,8 +913,11 @@ mod tests {
         let quotas = q();
         let mut v = View::new(&mut s, None, Who::new(5, None), &quotas);
         v.op_write("/local/domain/5/x", b"").unwrap();
-        v.op_set_perms("/local/domain/5/x", vec![Perm::new(5, Access::Read), Perm::new(6, Access::Both)])
-            .unwrap();
+        v.op_set_perms(
+            "/local/domain/5/x",
+            vec![Perm::new(5, Access::Read), Perm::new(6, Access::Both)],
+        )
+        .unwrap();
         assert_eq!(
             v.op_set_perms("/local/domain/5/x", vec![Perm::new(6, Access::Read)]),
             Err(Errno::EPERM)
