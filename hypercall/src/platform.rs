@@ -66,7 +66,15 @@ impl<T: Hypercall + ?Sized> Hypercall for &T {
 
 /// What frontends need from the OS besides hypercalls: pages they can share with
 /// another domain, address translation, waiting and time.
-pub trait Platform: Hypercall {
+///
+/// # Safety
+/// Safe code in the kit turns the pointers this trait returns into [`crate::SharedMem`]
+/// regions, so implementors promise: memory from [`Platform::alloc_pages`] is mapped,
+/// readable, writable, page-aligned and exclusively the caller's until
+/// [`Platform::free_pages`]; a pointer from [`Platform::gfn_to_virt`] maps the whole
+/// 4 KiB frame for as long as the platform lives; and [`Platform::virt_to_gfn`] /
+/// [`Platform::gfn_to_virt`] agree with each other.
+pub unsafe trait Platform: Hypercall {
     /// Allocates `count` virtually contiguous, page-aligned, zeroed 4 KiB pages that the
     /// guest owns and may grant to another domain. `None` when out of memory.
     fn alloc_pages(&self, count: usize) -> Option<NonNull<u8>>;
@@ -96,7 +104,8 @@ pub trait Platform: Hypercall {
 
 /// A shared reference to a platform is a platform, so kits can borrow one
 /// (`Xenstore<&MyPlatform>`) instead of owning it.
-impl<T: Platform + ?Sized> Platform for &T {
+// SAFETY: forwards every method to `T`, which upholds the contract.
+unsafe impl<T: Platform + ?Sized> Platform for &T {
     fn alloc_pages(&self, count: usize) -> Option<NonNull<u8>> {
         (**self).alloc_pages(count)
     }

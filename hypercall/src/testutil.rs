@@ -39,7 +39,9 @@ impl Hypercall for FakePlatform {
     }
 }
 
-impl Platform for FakePlatform {
+// SAFETY: pages come from a leaked, page-aligned test allocation that lives for the
+// whole test; the gfn mapping is the inverse of virt_to_gfn.
+unsafe impl Platform for FakePlatform {
     fn alloc_pages(&self, count: usize) -> Option<NonNull<u8>> {
         if self.fail_alloc.get() || count == 0 {
             return None;

@@ -574,7 +574,9 @@ impl Hypercall for FakePlatform {
     }
 }
 
-impl Platform for FakePlatform {
+// SAFETY: allocates nothing; the only mapped frame is the store page, which the fake
+// owns for as long as the platform lives.
+unsafe impl Platform for FakePlatform {
     fn alloc_pages(&self, _count: usize) -> Option<NonNull<u8>> {
         None
     }
