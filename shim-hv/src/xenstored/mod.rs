@@ -51,7 +51,9 @@ mod store;
 pub use client::LocalClient;
 pub use perms::{Access, Perm};
 pub use ring::{ERROR_PROTO, ERROR_RINGIDX};
-pub use socket::SocketServer;
+pub use socket::{
+    SocketServer, MAX_CLIENTS as SOCKET_MAX_CLIENTS, OUTSTANDING as SOCKET_OUTSTANDING,
+};
 
 use engine::{Actions, ConnKind, LocalSink, State};
 use hypercall::abi::xs_wire::MsgHeader;
@@ -544,6 +546,11 @@ impl Xenstored {
                 _ => None,
             },
         })
+    }
+
+    /// Number of open connections (rings, socket clients, local clients).
+    pub fn connection_count(&self) -> usize {
+        self.lock().conns.len()
     }
 
     /// Number of nodes in the tree.
