@@ -472,3 +472,27 @@ fn many_requests_are_served_in_rounds() {
     }
     assert_eq!(got, n);
 }
+
+#[test]
+fn dom0_ring_output_is_bounded_too() {
+    let xs = setup(Quotas::default(), &[]);
+    let mut g = Guest::introduce(&xs, 0);
+    let mut p = b"/big\0".to_vec();
+    p.extend_from_slice(&[b'v'; 1000]);
+    ok(g.req(msg::WRITE, &p), msg::WRITE);
+    let req = message(msg::READ, 1, 0, &strs(&["/big"]));
+    // Keep the request ring full and never consume a reply.
+    for _ in 0..20 {
+        while g.req_space() >= req.len() {
+            g.push_bytes(&req);
+        }
+        xs.service(0);
+    }
+    let stats = xs.ring_stats(0).unwrap();
+    assert_eq!(
+        stats.replies_queued,
+        shim_hv::xenstored::SOCKET_OUTSTANDING,
+        "{stats:?}"
+    );
+    assert!(g.req_space() < req.len(), "requests wait on the ring");
+}

@@ -291,10 +291,15 @@ pub(crate) fn service(st: &mut State, domid: u16) -> Serviced {
         return out;
     }
     let mut signal = flush(st, cid);
-    let outstanding = st.quotas.outstanding as usize;
+    // dom0 is exempt from the quota, but not from a bound.
+    let outstanding = if domid == 0 {
+        (st.quotas.outstanding as usize).max(super::SOCKET_OUTSTANDING)
+    } else {
+        (st.quotas.outstanding as usize).max(1)
+    };
     let mut handled = 0;
     while let Some(conn) = st.conns.get_mut(&cid) {
-        if domid != 0 && conn.replies_queued >= outstanding {
+        if conn.replies_queued >= outstanding {
             break;
         }
         let ConnKind::Ring(r) = &mut conn.kind else {
