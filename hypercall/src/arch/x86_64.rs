@@ -1,4 +1,5 @@
-//! x86_64: CPUID, the hypercall-page MSR and the hypercall page itself.
+//! x86_64: CPUID, the hypercall-page MSR, the hypercall page itself, and the `0xE9`
+//! debug console port.
 //!
 //! Only this module executes hypervisor-specific instructions. `cpuid` goes through
 //! `core::arch::x86_64::__cpuid` (never inline asm: LLVM reserves rbx).
@@ -6,8 +7,8 @@
 //! What can be tested where: the discovery logic ([`crate::cpuid::find_xen`]) is
 //! tested with an injected CPUID anywhere; [`HypercallPage`]'s calling sequence is
 //! tested on an x86_64 Linux host against a page of hand-written stubs (mmap'd
-//! executable); `wrmsr` needs ring 0 on Xen (or shim-hv's KVM runner) and is not
-//! exercised by unit tests.
+//! executable); `wrmsr` and `out` (port 0xE9) need ring 0 on Xen (or shim-hv's KVM
+//! runner) and are not exercised by unit tests.
 
 use crate::abi::errno;
 use crate::cpuid::{find_xen, CpuidRegs, XenCpuid};
@@ -52,6 +53,47 @@ pub unsafe fn wrmsr(msr: u32, value: u64) {
             in("edx") (value >> 32) as u32,
             options(nostack, preserves_flags),
         );
+    }
+}
+
+/// The I/O port Xen (and QEMU, Bochs, shim-hv's KVM runner) log bytes written to:
+/// Xen prints them as `(dN) ...` on its console. Linux's `xen_hvm_early_write` uses it
+/// for HVM/PVH early output because `CONSOLEIO_write` from a domU works only on a
+/// debug-built Xen.
+pub const DEBUG_CONSOLE_PORT: u16 = 0xE9;
+
+/// Byte output to the `0xE9` debug console port (early console fallback).
+#[derive(Clone, Copy, Debug)]
+pub struct DebugConsolePort {
+    _private: (),
+}
+
+impl DebugConsolePort {
+    /// The debug console port.
+    ///
+    /// # Safety
+    /// The caller must run where `out` to port `0xE9` is allowed (ring 0, or an I/O
+    /// privilege level / permission bitmap that grants it, as in a PVH or HVM guest
+    /// kernel) and where that port is the debug console (or unassigned), not a device
+    /// that a stray byte could reprogram. In ordinary user space `out` faults.
+    pub const unsafe fn new() -> Self {
+        Self { _private: () }
+    }
+
+    /// Writes `bytes` one `out` at a time (the port takes one byte per write).
+    pub fn write(&self, bytes: &[u8]) {
+        for &b in bytes {
+            // SAFETY: the constructor's contract: `out` to 0xE9 is permitted here and
+            // has no effect besides logging the byte; it touches no memory.
+            unsafe {
+                asm!(
+                    "out dx, al",
+                    in("dx") DEBUG_CONSOLE_PORT,
+                    in("al") b,
+                    options(nomem, nostack, preserves_flags),
+                );
+            }
+        }
     }
 }
 

@@ -1,0 +1,624 @@
+//! Unit tests against an in-crate fake: one console page in host memory, a fake
+//! hypervisor for the few hypercalls the console makes, and a fake backend that runs
+//! inside `Platform::wait` (deterministic, single-threaded, with a fake clock).
+#![allow(unsafe_code)]
+
+extern crate std;
+
+use core::cell::{Cell, RefCell};
+use core::fmt::Write as _;
+use core::ptr::NonNull;
+use core::time::Duration;
+use std::vec;
+use std::vec::Vec;
+
+use hypercall::abi::{console as abi, errno, evtchn, hvm, hypercall_nr as nr};
+use hypercall::{Gfn, Hypercall, Platform, Port, SharedMem};
+
+use crate::{Config, Console, EarlyConsole, EarlyPath, Error, Fault, WriteError};
+
+const GFN: u64 = 0xfeff7;
+const PORT: u32 = 5;
+const WAIT_NS: u64 = 1_000_000;
+
+/// What the fake backend does on each `wait()`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Backend {
+    /// Consumes up to this many output bytes per wait.
+    Drain(usize),
+    /// Never consumes (stuck / vanished backend).
+    Stuck,
+}
+
+/// A hook run after every wait: (page, number of waits so far).
+type OnWait = std::boxed::Box<dyn FnMut(&SharedMem, u32)>;
+
+struct Fake {
+    _backing: Vec<u64>,
+    page: SharedMem,
+    params: RefCell<[u64; 40]>,
+    clock: Cell<u64>,
+    backend: Cell<Backend>,
+    /// What the backend consumed.
+    seen: RefCell<Vec<u8>>,
+    sends: Cell<u32>,
+    waits: Cell<u32>,
+    console_io: RefCell<Vec<u8>>,
+    console_io_rc: Cell<isize>,
+    /// Run after every wait (tests inject misbehaviour here).
+    on_wait: RefCell<Option<OnWait>>,
+}
+
+impl Fake {
+    fn new(backend: Backend) -> Fake {
+        let mut backing = vec![0u64; 512];
+        let ptr = NonNull::new(backing.as_mut_ptr().cast::<u8>()).unwrap();
+        // SAFETY: `backing` lives as long as `Fake` and is only accessed through `page`.
+        let page = unsafe { SharedMem::new(ptr, 4096) };
+        let mut params = [0u64; 40];
+        params[hvm::PARAM_CONSOLE_PFN as usize] = GFN;
+        params[hvm::PARAM_CONSOLE_EVTCHN as usize] = PORT as u64;
+        Fake {
+            _backing: backing,
+            page,
+            params: RefCell::new(params),
+            clock: Cell::new(1_000),
+            backend: Cell::new(backend),
+            seen: RefCell::new(Vec::new()),
+            sends: Cell::new(0),
+            waits: Cell::new(0),
+            console_io: RefCell::new(Vec::new()),
+            console_io_rc: Cell::new(0),
+            on_wait: RefCell::new(None),
+        }
+    }
+
+    /// The backend's half of the output ring: consume up to `max` bytes.
+    fn drain(&self, max: usize) {
+        let cons = self.page.load_u32(abi::OUT_CONS);
+        let prod = self.page.load_u32(abi::OUT_PROD);
+        let n = (prod.wrapping_sub(cons) as usize).min(max);
+        for i in 0..n {
+            let idx = cons.wrapping_add(i as u32) as usize & (abi::OUT_SIZE - 1);
+            self.seen
+                .borrow_mut()
+                .push(self.page.load_u8(abi::OUT + idx));
+        }
+        self.page
+            .store_u32(abi::OUT_CONS, cons.wrapping_add(n as u32));
+    }
+
+    /// The backend's half of the input ring: put `bytes` (all must fit).
+    fn type_in(&self, bytes: &[u8]) {
+        let prod = self.page.load_u32(abi::IN_PROD);
+        for (i, b) in bytes.iter().enumerate() {
+            let idx = prod.wrapping_add(i as u32) as usize & (abi::IN_SIZE - 1);
+            self.page.store_u8(abi::IN + idx, *b);
+        }
+        self.page
+            .store_u32(abi::IN_PROD, prod.wrapping_add(bytes.len() as u32));
+    }
+
+    fn seen(&self) -> Vec<u8> {
+        self.seen.borrow().clone()
+    }
+}
+
+impl Hypercall for Fake {
+    unsafe fn hypercall(&self, op: u32, args: [usize; 5]) -> isize {
+        match (op, args[0] as u32) {
+            (nr::HVM_OP, hvm::OP_GET_PARAM) => {
+                let p = args[1] as *mut hvm::Param;
+                // SAFETY: (test) the wrapper passes a live Param on its stack.
+                let mut param = unsafe { p.read_unaligned() };
+                match self.params.borrow().get(param.index as usize) {
+                    Some(v) => param.value = *v,
+                    None => return -errno::EINVAL,
+                }
+                // SAFETY: as above.
+                unsafe { p.write_unaligned(param) };
+                0
+            }
+            (nr::EVENT_CHANNEL_OP, evtchn::OP_SEND) => {
+                // SAFETY: (test) the wrapper passes a live PortArg.
+                let a = unsafe { (args[1] as *const evtchn::PortArg).read_unaligned() };
+                if a.port != PORT {
+                    return -errno::EINVAL;
+                }
+                self.sends.set(self.sends.get() + 1);
+                0
+            }
+            (nr::CONSOLE_IO, abi::CONSOLEIO_WRITE) => {
+                let rc = self.console_io_rc.get();
+                if rc == 0 {
+                    // SAFETY: (test) the wrapper passes a live byte slice.
+                    let s = unsafe { core::slice::from_raw_parts(args[2] as *const u8, args[1]) };
+                    self.console_io.borrow_mut().extend_from_slice(s);
+                }
+                rc
+            }
+            _ => -errno::ENOSYS,
+        }
+    }
+}
+
+impl Platform for Fake {
+    fn alloc_pages(&self, _count: usize) -> Option<NonNull<u8>> {
+        None
+    }
+    unsafe fn free_pages(&self, _ptr: NonNull<u8>, _count: usize) {}
+    fn virt_to_gfn(&self, _addr: NonNull<u8>) -> Option<Gfn> {
+        None
+    }
+    fn gfn_to_virt(&self, gfn: Gfn) -> Option<NonNull<u8>> {
+        (gfn.0 == GFN).then(|| self.page.as_non_null())
+    }
+    fn wait(&self) {
+        self.waits.set(self.waits.get() + 1);
+        self.clock.set(self.clock.get() + WAIT_NS);
+        if let Backend::Drain(n) = self.backend.get() {
+            self.drain(n);
+        }
+        if let Some(f) = self.on_wait.borrow_mut().as_mut() {
+            f(&self.page, self.waits.get());
+        }
+    }
+    fn now_ns(&self) -> u64 {
+        self.clock.get()
+    }
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+fn console(f: &Fake) -> Console<&Fake> {
+    Console::from_hvm_params(f).unwrap()
+}
+
+// ---- setup ----------------------------------------------------------------------
+
+#[test]
+fn from_hvm_params_maps_the_page_and_uses_the_port() {
+    let f = Fake::new(Backend::Drain(4096));
+    let mut c = console(&f);
+    assert_eq!(c.port(), Port(PORT));
+    c.write(b"hi").unwrap();
+    assert_eq!(f.sends.get(), 1, "one notification for one write");
+    f.drain(100);
+    assert_eq!(f.seen(), b"hi");
+}
+
+#[test]
+fn unset_params_are_not_configured() {
+    let f = Fake::new(Backend::Stuck);
+    f.params.borrow_mut()[hvm::PARAM_CONSOLE_PFN as usize] = 0;
+    assert_eq!(
+        Console::from_hvm_params(&f).unwrap_err(),
+        Error::NotConfigured {
+            param: hvm::PARAM_CONSOLE_PFN
+        }
+    );
+    let f = Fake::new(Backend::Stuck);
+    f.params.borrow_mut()[hvm::PARAM_CONSOLE_EVTCHN as usize] = 0;
+    assert_eq!(
+        Console::from_hvm_params(&f).unwrap_err(),
+        Error::NotConfigured {
+            param: hvm::PARAM_CONSOLE_EVTCHN
+        }
+    );
+    let f = Fake::new(Backend::Stuck);
+    f.params.borrow_mut()[hvm::PARAM_CONSOLE_EVTCHN as usize] = 1 << 40;
+    assert!(matches!(
+        Console::from_hvm_params(&f).unwrap_err(),
+        Error::BadParam { .. }
+    ));
+    let f = Fake::new(Backend::Stuck);
+    f.params.borrow_mut()[hvm::PARAM_CONSOLE_PFN as usize] = GFN + 1;
+    assert_eq!(
+        Console::from_hvm_params(&f).unwrap_err(),
+        Error::Unmapped(Gfn(GFN + 1))
+    );
+}
+
+#[test]
+fn a_page_with_illegal_indices_is_refused_at_attach() {
+    let f = Fake::new(Backend::Stuck);
+    f.page.store_u32(abi::OUT_PROD, 5000);
+    assert!(matches!(
+        Console::from_hvm_params(&f).unwrap_err(),
+        Error::Failed(Fault::OutIndices { .. })
+    ));
+}
+
+#[test]
+fn adopts_indices_left_by_an_earlier_stage() {
+    let f = Fake::new(Backend::Drain(4096));
+    f.page.store_u32(abi::OUT_PROD, 100);
+    f.page.store_u32(abi::OUT_CONS, 100);
+    let mut c = console(&f);
+    c.write(b"abc").unwrap();
+    assert_eq!(c.out_prod(), 103);
+    assert_eq!(f.page.load_u32(abi::OUT_PROD), 103);
+}
+
+#[test]
+fn small_or_misaligned_pages_are_refused() {
+    let f = Fake::new(Backend::Stuck);
+    let small = f.page.sub(0, 3000).unwrap();
+    assert_eq!(
+        Console::new(&f, small, Port(PORT), Config::default()).unwrap_err(),
+        Error::BadPage { len: 3000 }
+    );
+    let odd = f.page.sub(1, 4000).unwrap();
+    assert!(matches!(
+        Console::new(&f, odd, Port(PORT), Config::default()).unwrap_err(),
+        Error::BadPage { .. }
+    ));
+}
+
+// ---- output ---------------------------------------------------------------------
+
+#[test]
+fn fmt_write_puts_exactly_the_bytes() {
+    let f = Fake::new(Backend::Drain(4096));
+    let mut c = console(&f);
+    writeln!(c, "x = {}, {}", 42, "y".len()).unwrap();
+    f.drain(4096);
+    assert_eq!(f.seen(), b"x = 42, 1\n");
+}
+
+#[test]
+fn crlf_translation_is_opt_in_and_fmt_only() {
+    let f = Fake::new(Backend::Drain(4096));
+    let mut c = Console::from_hvm_params_with(&f, Config::default().with_crlf(true)).unwrap();
+    write!(c, "a\nb\n\nc").unwrap();
+    c.write(b"raw\n").unwrap();
+    f.drain(4096);
+    assert_eq!(f.seen(), b"a\r\nb\r\n\r\ncraw\n");
+}
+
+#[test]
+fn slow_backend_writer_waits_then_completes_with_nothing_lost() {
+    // Row 36: the backend drains 7 bytes per wait; 10 KiB must come through whole.
+    let f = Fake::new(Backend::Drain(7));
+    let mut c = console(&f);
+    let data = pattern(10 * 1024);
+    c.write(&data).unwrap();
+    assert!(
+        f.waits.get() > 1000,
+        "the writer had to wait for the backend"
+    );
+    f.drain(4096);
+    assert_eq!(f.seen(), data);
+    assert_eq!(c.stats().written, data.len() as u64);
+    assert_eq!(c.pending_output().unwrap(), 0);
+}
+
+#[test]
+fn more_than_a_ring_in_one_burst() {
+    let f = Fake::new(Backend::Drain(4096));
+    let mut c = console(&f);
+    let data = pattern(2 * abi::OUT_SIZE + 123);
+    c.write(&data).unwrap();
+    f.drain(4096);
+    assert_eq!(f.seen(), data);
+}
+
+#[test]
+fn vanished_backend_gives_a_typed_error_after_the_stall_timeout() {
+    // Row 36: nobody drains. The writer fills the ring, waits, and gives up after the
+    // stall timeout (fake clock: 1 ms per wait), saying how much went out.
+    let f = Fake::new(Backend::Stuck);
+    let mut c = Console::from_hvm_params_with(
+        &f,
+        Config::default().with_stall_timeout(Duration::from_millis(50)),
+    )
+    .unwrap();
+    let data = pattern(3000);
+    let e = c.write(&data).unwrap_err();
+    assert_eq!(e.written, abi::OUT_SIZE);
+    let Error::BackendGone { stalled_ns } = e.error else {
+        panic!("{e:?}")
+    };
+    assert!(stalled_ns >= 50 * WAIT_NS);
+    let waits = f.waits.get();
+    assert!((50..60).contains(&waits), "bounded wait: {waits}");
+    // The bytes that went out are intact.
+    f.drain(4096);
+    assert_eq!(f.seen(), &data[..abi::OUT_SIZE]);
+}
+
+#[test]
+fn a_gone_backend_fails_later_writes_fast_until_it_moves() {
+    let f = Fake::new(Backend::Stuck);
+    let mut c = Console::from_hvm_params_with(
+        &f,
+        Config::default().with_stall_timeout(Duration::from_millis(20)),
+    )
+    .unwrap();
+    let _ = c.write(&pattern(3000)).unwrap_err();
+    let waits = f.waits.get();
+    let e = c.write(b"more").unwrap_err();
+    assert!(matches!(e.error, Error::BackendGone { .. }));
+    assert_eq!(e.written, 0);
+    assert_eq!(f.waits.get(), waits, "no second timeout wait");
+    // The backend comes back: writes work again.
+    f.drain(10);
+    c.write(b"more").unwrap();
+    f.drain(4096);
+    assert!(f.seen().ends_with(b"more"));
+}
+
+#[test]
+fn progress_restarts_the_stall_clock() {
+    // A backend that consumes one byte every 30 ms (fake) is slow, not gone, with a
+    // 50 ms stall timeout.
+    let f = Fake::new(Backend::Stuck);
+    *f.on_wait.borrow_mut() = Some(std::boxed::Box::new(|page: &SharedMem, n: u32| {
+        if n.is_multiple_of(30) {
+            let c = page.load_u32(abi::OUT_CONS);
+            page.store_u32(abi::OUT_CONS, c.wrapping_add(1));
+        }
+    }));
+    let mut c = Console::from_hvm_params_with(
+        &f,
+        Config::default().with_stall_timeout(Duration::from_millis(50)),
+    )
+    .unwrap();
+    c.write(&pattern(abi::OUT_SIZE + 5)).unwrap();
+}
+
+#[test]
+fn disconnected_backend_is_a_typed_error() {
+    let f = Fake::new(Backend::Stuck);
+    let mut c = console(&f);
+    f.page.store_u8(abi::CONNECTION, abi::DISCONNECTED);
+    assert!(c.is_disconnected());
+    assert_eq!(
+        c.write(b"x").unwrap_err(),
+        WriteError {
+            written: 0,
+            error: Error::Disconnected
+        }
+    );
+    // Marked closed while a writer waits.
+    f.page.store_u8(abi::CONNECTION, abi::CONNECTED);
+    *f.on_wait.borrow_mut() = Some(std::boxed::Box::new(|page: &SharedMem, n: u32| {
+        if n == 3 {
+            page.store_u8(abi::CONNECTION, abi::DISCONNECTED);
+        }
+    }));
+    let e = c.write(&pattern(2100)).unwrap_err();
+    assert_eq!(e.error, Error::Disconnected);
+    assert_eq!(e.written, 2048);
+}
+
+#[test]
+fn out_cons_ahead_of_out_prod_fails_the_console() {
+    // Row 37.
+    let f = Fake::new(Backend::Stuck);
+    let mut c = console(&f);
+    c.write(b"hello").unwrap();
+    f.page.store_u32(abi::OUT_CONS, 6);
+    let e = c.write(b"x").unwrap_err();
+    assert_eq!(
+        e.error,
+        Error::Failed(Fault::OutIndices { cons: 6, prod: 5 })
+    );
+    // Failed for good, even once the indices look sane again; nothing more written.
+    f.page.store_u32(abi::OUT_CONS, 5);
+    assert!(matches!(c.write(b"y").unwrap_err().error, Error::Failed(_)));
+    assert!(matches!(c.read(&mut [0; 4]).unwrap_err(), Error::Failed(_)));
+    assert_eq!(f.page.load_u32(abi::OUT_PROD), 5);
+    assert_eq!(c.fault(), Some(Fault::OutIndices { cons: 6, prod: 5 }));
+}
+
+#[test]
+fn out_cons_far_behind_fails_the_console() {
+    let f = Fake::new(Backend::Stuck);
+    let mut c = console(&f);
+    c.write(b"hello").unwrap();
+    f.page.store_u32(abi::OUT_CONS, 5u32.wrapping_sub(2049));
+    assert!(matches!(
+        c.write(b"x").unwrap_err().error,
+        Error::Failed(Fault::OutIndices { .. })
+    ));
+}
+
+#[test]
+fn bad_indices_while_waiting_fail_the_writer() {
+    let f = Fake::new(Backend::Stuck);
+    *f.on_wait.borrow_mut() = Some(std::boxed::Box::new(|page: &SharedMem, n: u32| {
+        if n == 2 {
+            page.store_u32(abi::OUT_CONS, 0xdead_beef);
+        }
+    }));
+    let mut c = console(&f);
+    let e = c.write(&pattern(3000)).unwrap_err();
+    assert_eq!(e.written, 2048);
+    assert!(matches!(e.error, Error::Failed(Fault::OutIndices { .. })));
+}
+
+#[test]
+fn ring_wraps_and_indices_wrap_at_2_pow_32() {
+    // Row 4: start near u32::MAX so out_prod wraps, and at an odd offset so the
+    // slots wrap too.
+    let f = Fake::new(Backend::Drain(333));
+    let start = u32::MAX - 700;
+    f.page.store_u32(abi::OUT_PROD, start);
+    f.page.store_u32(abi::OUT_CONS, start);
+    f.page.store_u32(abi::IN_PROD, start);
+    f.page.store_u32(abi::IN_CONS, start);
+    let mut c = console(&f);
+    let data = pattern(5000);
+    c.write(&data).unwrap();
+    f.drain(4096);
+    assert_eq!(f.seen(), data);
+    assert_eq!(c.out_prod(), start.wrapping_add(5000));
+
+    // Input across the wrap, in pieces.
+    let mut got = Vec::new();
+    for chunk in pattern(3000).chunks(700) {
+        f.type_in(chunk);
+        let mut buf = [0u8; 1024];
+        let n = c.read(&mut buf).unwrap();
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(got, pattern(3000));
+    assert_eq!(f.page.load_u32(abi::IN_CONS), start.wrapping_add(3000));
+}
+
+// ---- input ----------------------------------------------------------------------
+
+#[test]
+fn read_is_non_blocking_and_notifies_after_consuming() {
+    let f = Fake::new(Backend::Stuck);
+    let mut c = console(&f);
+    let mut buf = [0u8; 8];
+    assert_eq!(c.read(&mut buf).unwrap(), 0);
+    assert_eq!(f.sends.get(), 0);
+    f.type_in(b"hello world");
+    assert_eq!(c.pending_input().unwrap(), 11);
+    assert_eq!(c.read(&mut buf).unwrap(), 8);
+    assert_eq!(&buf, b"hello wo");
+    assert_eq!(f.sends.get(), 1);
+    assert_eq!(c.read(&mut buf).unwrap(), 3);
+    assert_eq!(&buf[..3], b"rld");
+    assert_eq!(f.waits.get(), 0);
+}
+
+#[test]
+fn read_timeout_waits_for_input_or_times_out() {
+    let f = Fake::new(Backend::Stuck);
+    let mut c = console(&f);
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        c.read_timeout(&mut buf, Duration::from_millis(20))
+            .unwrap_err(),
+        Error::Timeout
+    );
+    assert!((20..25).contains(&f.waits.get()));
+    *f.on_wait.borrow_mut() = Some(std::boxed::Box::new(|page: &SharedMem, n: u32| {
+        if n == 30 {
+            page.store_u8(abi::IN, b'k');
+            page.store_u32(abi::IN_PROD, 1);
+        }
+    }));
+    assert_eq!(c.read_timeout(&mut buf, Duration::from_secs(1)).unwrap(), 1);
+    assert_eq!(buf[0], b'k');
+}
+
+#[test]
+fn in_prod_too_far_ahead_fails_the_console() {
+    let f = Fake::new(Backend::Stuck);
+    let mut c = console(&f);
+    f.page.store_u32(abi::IN_PROD, 1025);
+    assert_eq!(
+        c.read(&mut [0; 4]).unwrap_err(),
+        Error::Failed(Fault::InIndices {
+            cons: 0,
+            prod: 1025
+        })
+    );
+    assert!(matches!(c.write(b"x").unwrap_err().error, Error::Failed(_)));
+}
+
+#[test]
+fn in_prod_behind_in_cons_fails_the_console() {
+    let f = Fake::new(Backend::Stuck);
+    let mut c = console(&f);
+    f.type_in(b"ab");
+    c.read(&mut [0; 4]).unwrap();
+    f.page.store_u32(abi::IN_PROD, 1);
+    assert!(matches!(
+        c.read(&mut [0; 4]).unwrap_err(),
+        Error::Failed(Fault::InIndices { cons: 2, prod: 1 })
+    ));
+}
+
+#[test]
+fn backend_scribbling_our_indices_changes_nothing() {
+    // out_prod and in_cons are ours: a backend overwriting them is ignored.
+    let f = Fake::new(Backend::Stuck);
+    let mut c = console(&f);
+    c.write(b"abc").unwrap();
+    f.page.store_u32(abi::OUT_PROD, 1000);
+    c.write(b"d").unwrap();
+    assert_eq!(f.page.load_u32(abi::OUT_PROD), 4);
+    f.drain(10);
+    assert_eq!(f.seen(), b"abcd");
+}
+
+// ---- flush ----------------------------------------------------------------------
+
+#[test]
+fn flush_waits_for_the_backend() {
+    let f = Fake::new(Backend::Drain(5));
+    let mut c = console(&f);
+    c.write(&pattern(100)).unwrap();
+    c.flush(Duration::from_secs(1)).unwrap();
+    assert_eq!(f.seen(), pattern(100));
+
+    let f = Fake::new(Backend::Stuck);
+    let mut c = Console::from_hvm_params_with(
+        &f,
+        Config::default().with_stall_timeout(Duration::from_millis(30)),
+    )
+    .unwrap();
+    c.write(b"x").unwrap();
+    assert!(matches!(
+        c.flush(Duration::from_secs(1)).unwrap_err(),
+        Error::BackendGone { .. }
+    ));
+    assert_eq!(
+        c.flush(Duration::from_millis(5)).unwrap_err(),
+        Error::Timeout
+    );
+}
+
+#[test]
+fn fmt_errors_keep_the_typed_error() {
+    let f = Fake::new(Backend::Stuck);
+    let mut c = console(&f);
+    f.page.store_u8(abi::CONNECTION, abi::DISCONNECTED);
+    assert!(write!(c, "lost").is_err());
+    assert_eq!(
+        c.take_error(),
+        Some(WriteError {
+            written: 0,
+            error: Error::Disconnected
+        })
+    );
+    assert_eq!(c.take_error(), None);
+}
+
+// ---- early console ----------------------------------------------------------------
+
+#[test]
+fn early_console_uses_consoleio_write_when_it_works() {
+    let f = Fake::new(Backend::Stuck);
+    let port = RefCell::new(Vec::new());
+    let e = EarlyConsole::new(&f, |b: &[u8]| port.borrow_mut().extend_from_slice(b));
+    assert_eq!(e.write(b"boot "), EarlyPath::Hypercall);
+    write!(&e, "{}", 1).unwrap();
+    assert_eq!(*f.console_io.borrow(), b"boot 1");
+    assert!(port.borrow().is_empty());
+}
+
+#[test]
+fn early_console_falls_back_to_the_debug_port_for_good() {
+    // Non-debug Xen: CONSOLEIO_write from a domU fails with EPERM.
+    let f = Fake::new(Backend::Stuck);
+    f.console_io_rc.set(-errno::EPERM);
+    let port = RefCell::new(Vec::new());
+    let mut e = EarlyConsole::new(&f, |b: &[u8]| port.borrow_mut().extend_from_slice(b));
+    assert_eq!(e.write(b"a"), EarlyPath::DebugPort);
+    writeln!(e, "b").unwrap();
+    assert_eq!(e.path(), EarlyPath::DebugPort);
+    assert_eq!(*port.borrow(), b"ab\n");
+    // Only the first write tried the hypercall.
+    f.console_io_rc.set(0);
+    e.write(b"c");
+    assert!(f.console_io.borrow().is_empty());
+}
