@@ -142,7 +142,9 @@ impl Hypercall for Fake {
     }
 }
 
-impl Platform for Fake {
+// SAFETY: (test) `gfn_to_virt` hands out only the console page, which `Fake` owns and
+// keeps mapped for its whole life.
+unsafe impl Platform for Fake {
     fn alloc_pages(&self, _count: usize) -> Option<NonNull<u8>> {
         None
     }
