@@ -453,13 +453,23 @@ impl Server {
 }
 
 struct Shared {
-    _page: Box<[u64; 512]>,
+    /// The store page, owned as a raw pointer: moving a `Box` would retag it and
+    /// invalidate `mem` under Miri's aliasing model.
+    page: *mut [u64; 512],
     mem: SharedMem,
     server: RefCell<Server>,
     now: Cell<u64>,
     notifies: Cell<u64>,
     shutdowns: RefCell<Vec<u32>>,
     store_pfn: Cell<u64>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // SAFETY: `page` came from `Box::into_raw` and is freed exactly once, here, when
+        // the last user of `mem` (the server and the platform clones) is gone.
+        drop(unsafe { Box::from_raw(self.page) });
+    }
 }
 
 /// The fake platform. Clones share one page, server and clock.
@@ -469,8 +479,8 @@ pub struct FakePlatform(Rc<Shared>);
 impl FakePlatform {
     /// A platform whose four ring indices all start at `start`.
     pub fn with_indices(start: u32) -> FakePlatform {
-        let mut page = Box::new([0u64; 512]);
-        let ptr = NonNull::new(page.as_mut_ptr().cast::<u8>()).unwrap();
+        let page = Box::into_raw(Box::new([0u64; 512]));
+        let ptr = NonNull::new(page.cast::<u8>()).unwrap();
         // SAFETY: the box lives in `Shared` as long as every copy of `mem`; nothing
         // holds references into it.
         let mem = unsafe { SharedMem::new(ptr, 4096) };
@@ -494,7 +504,7 @@ impl FakePlatform {
             steps: 0,
         };
         FakePlatform(Rc::new(Shared {
-            _page: page,
+            page,
             mem,
             server: RefCell::new(server),
             now: Cell::new(0),
