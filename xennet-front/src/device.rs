@@ -1,0 +1,814 @@
+//! The network device: connect through xenstore, then send and receive frames.
+
+use core::fmt::Write as _;
+use core::time::Duration;
+
+use hypercall::abi::netif::{self, ExtraInfo};
+use hypercall::gnttab::GrantTable;
+use hypercall::{DomId, Platform, Port, Xen};
+use xenbus::frontend::{BackendEvent, FrontendHandshake};
+use xenbus::{Path, Store, XenbusState, Xenstore};
+
+use crate::csum::{self, Frags, FrameBytes};
+use crate::error::{Broken, Error};
+use crate::features::{
+    frontend_keys, negotiate, BackendFeatures, Config, Negotiated, MAX_QUEUES, MIN_FRAME, RING_SIZE,
+};
+use crate::mac::{Mac, MacError};
+use crate::queue::{Queue, RxFault, RxMeta, RxOutcome, TxCsum, TxMeta, TxQueue};
+
+/// Counters (monotonic unless noted).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Frames handed to the backend.
+    pub tx_frames: u64,
+    /// Bytes handed to the backend.
+    pub tx_bytes: u64,
+    /// Tx slots the backend completed with `NETIF_RSP_OKAY`.
+    pub tx_completed: u64,
+    /// Tx slots completed with `NETIF_RSP_ERROR` or an unknown status.
+    pub tx_errors: u64,
+    /// Tx slots completed with `NETIF_RSP_DROPPED`.
+    pub tx_dropped: u64,
+    /// Sends refused with [`Error::Busy`].
+    pub tx_busy: u64,
+    /// Frames received and handed out.
+    pub rx_frames: u64,
+    /// Bytes received and handed out.
+    pub rx_bytes: u64,
+    /// Bad rx responses from the backend (rows 18-20); each drops its frame.
+    pub rx_errors: u64,
+    /// Frames dropped (rx errors, plus frames larger than the caller's buffer).
+    pub rx_dropped: u64,
+    /// Refills that found ring space but no free buffer: the backend (or a
+    /// quarantine) holds every rx buffer.
+    pub rx_no_buffer: u64,
+    /// Gauge: rx buffers currently posted to the backend (all queues).
+    pub rx_posted: u64,
+    /// Gauge: tx slots in flight (all queues).
+    pub tx_in_flight: u64,
+    /// Pages never reused because the backend kept their grant (XSA-396).
+    pub quarantined_pages: u64,
+    /// The last rx fault seen, if any.
+    pub last_rx_fault: Option<RxFault>,
+}
+
+/// The device's link, as far as the frontend can tell.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    /// Connected: frames flow.
+    Up,
+    /// Not connected (closed, or the backend is going away).
+    Down,
+    /// Failed; see the reason. [`NetFront::close`], then connect again.
+    Broken(Broken),
+}
+
+/// A network frontend for one `device/vif/N`.
+///
+/// Generic over the platform `P` and the grant table's size `N`. All methods take
+/// `&mut self`: the caller serialises (one context owns the device, or wraps it in
+/// a lock). Events on [`NetFront::ports`] just mean "call [`NetFront::poll`] /
+/// [`NetFront::recv`]".
+pub struct NetFront<'g, P: Platform, const N: usize> {
+    platform: P,
+    grants: &'g GrantTable<N>,
+    backend: DomId,
+    mac: Mac,
+    cfg: Config,
+    neg: Negotiated,
+    queues: [Option<Queue>; MAX_QUEUES],
+    handshake: Option<FrontendHandshake>,
+    connected: bool,
+    broken: Option<Broken>,
+    stats: Stats,
+    rx_rr: usize,
+    rx_bad_run: u32,
+    /// Index both rings start at (tests move it near 2^32, row 4).
+    ring_start: u32,
+}
+
+impl<P: Platform, const N: usize> core::fmt::Debug for NetFront<'_, P, N> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("NetFront")
+            .field("mac", &self.mac)
+            .field("backend", &self.backend)
+            .field("negotiated", &self.neg)
+            .field("connected", &self.connected)
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `<dir>/<key>` with a formatted key.
+fn key(dir: &str, args: core::fmt::Arguments<'_>) -> Result<Path, Error> {
+    let mut k: heapless::String<48> = heapless::String::new();
+    k.write_fmt(args)
+        .map_err(|_| Error::Xenstore(xenbus::Error::InvalidArgument("key too long")))?;
+    Ok(Path::join(dir, &k)?)
+}
+
+/// Reads a backend feature flag: missing or unparsable means off.
+fn flag<S: Store>(xs: &mut S, path: &str) -> Result<bool, Error> {
+    match xs.read_bool_opt(path) {
+        Ok(v) => Ok(v.unwrap_or(false)),
+        Err(xenbus::Error::Parse { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads a backend number: missing or unparsable means absent.
+fn number<S: Store>(xs: &mut S, path: &str) -> Result<Option<u32>, Error> {
+    match xs.read_u32_opt(path) {
+        Ok(v) => Ok(v),
+        Err(xenbus::Error::Parse { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads the backend's offer from its directory `backend`.
+pub fn read_backend_features<S: Store>(
+    xs: &mut S,
+    backend: &str,
+) -> Result<BackendFeatures, Error> {
+    let p = |k: &str| Path::join(backend, k);
+    Ok(BackendFeatures {
+        rx_copy: flag(xs, &p("feature-rx-copy")?)?,
+        sg: flag(xs, &p("feature-sg")?)?,
+        gso_tcpv4: flag(xs, &p("feature-gso-tcpv4")?)?,
+        gso_tcpv6: flag(xs, &p("feature-gso-tcpv6")?)?,
+        no_csum_offload: flag(xs, &p("feature-no-csum-offload")?)?,
+        ipv6_csum_offload: flag(xs, &p("feature-ipv6-csum-offload")?)?,
+        split_event_channels: flag(xs, &p("feature-split-event-channels")?)?,
+        max_queues: number(xs, &p("multi-queue-max-queues")?)?,
+        mtu: number(xs, &p("mtu")?)?,
+    })
+}
+
+/// Reads and parses `<node>/mac` (row 22: anything malformed refuses the device).
+pub fn read_mac<S: Store>(xs: &mut S, node: &str) -> Result<Mac, Error> {
+    let mut buf = [0u8; 32];
+    let path = Path::join(node, "mac")?;
+    match xs.read(&path, &mut buf) {
+        Ok(n) => Mac::parse(buf.get(..n).unwrap_or_default()).map_err(Error::BadMac),
+        Err(xenbus::Error::Xenstore(xenbus::ErrnoName::Enoent))
+        | Err(xenbus::Error::MissingKey(_)) => Err(Error::MissingMac),
+        Err(xenbus::Error::BufferTooSmall { needed }) => {
+            Err(Error::BadMac(MacError::TooLong(needed)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
+    /// Connects `device/vif/<index>`: reads `mac` (refusing a malformed one), waits
+    /// (up to `timeout` per step) for the backend's `InitWait`, negotiates features
+    /// (`feature-rx-copy` is required), sets up queues, rings, grants, event
+    /// channels and rx buffers, publishes our keys and `Connected` in one
+    /// transaction, and waits for the backend's `Connected`.
+    ///
+    /// On failure everything set up is torn down and our state is set to `Closed`
+    /// (best effort).
+    pub fn connect<Q: Platform>(
+        platform: P,
+        grants: &'g GrantTable<N>,
+        xs: &mut Xenstore<Q>,
+        index: u32,
+        cfg: Config,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
+        let mut node: heapless::String<32> = heapless::String::new();
+        let _ = write!(node, "device/vif/{index}");
+        let mut hs = FrontendHandshake::new(&node)?;
+        hs.start(xs)?;
+        let mut dev = NetFront::unconnected(platform, grants, hs.backend_id(), cfg);
+        let r = dev.connect_steps(&mut hs, xs, timeout);
+        dev.handshake = Some(hs);
+        match r {
+            Ok(()) => Ok(dev),
+            Err(e) => {
+                dev.teardown();
+                if let Some(hs) = dev.handshake.as_mut() {
+                    let _ = hs.closed(xs);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn unconnected(platform: P, grants: &'g GrantTable<N>, backend: DomId, cfg: Config) -> Self {
+        let neg = negotiate(&cfg, &BackendFeatures::default());
+        NetFront {
+            platform,
+            grants,
+            backend,
+            mac: Mac::default(),
+            cfg,
+            neg,
+            queues: [const { None }; MAX_QUEUES],
+            handshake: None,
+            connected: false,
+            broken: None,
+            stats: Stats::default(),
+            rx_rr: 0,
+            rx_bad_run: 0,
+            ring_start: 0,
+        }
+    }
+
+    fn connect_steps<Q: Platform>(
+        &mut self,
+        hs: &mut FrontendHandshake,
+        xs: &mut Xenstore<Q>,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        self.mac = read_mac(xs, hs.node())?;
+        hs.wait_for_backend(xs, timeout)?;
+        let be = read_backend_features(xs, hs.backend())?;
+        if !be.rx_copy {
+            return Err(Error::NoRxCopy);
+        }
+        self.neg = negotiate(&self.cfg, &be);
+        self.setup()?;
+        // Private copies of what goes into the transaction.
+        let mut refs = [(0u32, 0u32, 0u32, 0u32); MAX_QUEUES];
+        for (q, r) in refs.iter_mut().enumerate().take(self.neg.queues) {
+            if let Some(qu) = self.queues.get(q).and_then(|q| q.as_ref()) {
+                *r = (
+                    qu.tx.page.gref.map_or(0, |g| g.0),
+                    qu.rx.page.gref.map_or(0, |g| g.0),
+                    qu.tx_port.map_or(0, |p| p.0),
+                    qu.rx_port.map_or(0, |p| p.0),
+                );
+            }
+        }
+        let cfg = self.cfg;
+        let neg = self.neg;
+        hs.publish(xs, XenbusState::Connected, |tx, node| {
+            for (k, v) in frontend_keys(&cfg) {
+                tx.write_u32(&Path::join(node, k)?, v)?;
+            }
+            if neg.write_num_queues {
+                tx.write_u32(
+                    &Path::join(node, "multi-queue-num-queues")?,
+                    neg.queues as u32,
+                )?;
+            }
+            let w = |tx: &mut xenbus::Transaction<'_, Q>, q: usize, k: &str, v: u32| {
+                let p = if neg.queues == 1 {
+                    Path::join(node, k)
+                } else {
+                    key(node, format_args!("queue-{q}/{k}"))
+                        .map_err(|_| xenbus::Error::InvalidArgument("queue key too long"))
+                }?;
+                tx.write_u32(&p, v)
+            };
+            for (q, &(txr, rxr, txp, rxp)) in refs.iter().enumerate().take(neg.queues) {
+                w(tx, q, "tx-ring-ref", txr)?;
+                w(tx, q, "rx-ring-ref", rxr)?;
+                if neg.split_event_channels {
+                    w(tx, q, "event-channel-tx", txp)?;
+                    w(tx, q, "event-channel-rx", rxp)?;
+                } else {
+                    w(tx, q, "event-channel", txp)?;
+                }
+            }
+            Ok(())
+        })?;
+        hs.wait_connected(xs, timeout)?;
+        self.connected = true;
+        // Kick the backend so it looks at the rings (as Linux' xennet_connect).
+        for q in 0..self.neg.queues {
+            self.notify(q, true)?;
+            if self.neg.split_event_channels {
+                self.notify(q, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Allocates (first time) or re-attaches queues, grants rings, allocates event
+    /// channels and posts rx buffers.
+    fn setup(&mut self) -> Result<(), Error> {
+        self.broken = None;
+        self.rx_bad_run = 0;
+        let xen = Xen(&self.platform);
+        for q in 0..self.neg.queues {
+            let slot = self.queues.get_mut(q).ok_or(Error::BadQueue(q))?;
+            if slot.is_none() {
+                *slot = Some(Queue::new(
+                    &self.platform,
+                    self.neg.tx_buffers,
+                    self.neg.rx_buffers,
+                )?);
+            }
+            let Some(qu) = slot.as_mut() else {
+                return Err(Error::BadQueue(q));
+            };
+            qu.tx.attach(self.grants, self.backend, self.ring_start)?;
+            qu.rx.attach(self.grants, self.backend, self.ring_start)?;
+            let tp = xen.evtchn_alloc_unbound(self.backend)?;
+            qu.tx_port = Some(tp);
+            qu.rx_port = Some(if self.neg.split_event_channels {
+                xen.evtchn_alloc_unbound(self.backend)?
+            } else {
+                tp
+            });
+            let (_, starved) = qu.rx.refill(self.grants, self.backend)?;
+            if starved {
+                self.stats.rx_no_buffer += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends every grant (quarantining pages the backend still maps) and closes the
+    /// event channels. Queues and their pages are kept for a reconnect.
+    fn teardown(&mut self) {
+        let xen = Xen(&self.platform);
+        let mut lost = 0usize;
+        for qu in self.queues.iter_mut().flatten() {
+            lost += qu.tx.teardown(self.grants);
+            lost += qu.rx.teardown(self.grants);
+            let (t, r) = (qu.tx_port.take(), qu.rx_port.take());
+            if let Some(t) = t {
+                let _ = xen.evtchn_close(t);
+            }
+            if let Some(r) = r.filter(|r| Some(*r) != t) {
+                let _ = xen.evtchn_close(r);
+            }
+        }
+        self.stats.quarantined_pages += lost as u64;
+        self.connected = false;
+    }
+
+    fn fail(&mut self, b: Broken) -> Error {
+        if self.broken.is_none() {
+            self.broken = Some(b);
+            self.teardown();
+        }
+        Error::Broken(self.broken.unwrap_or(b))
+    }
+
+    fn usable(&self) -> Result<(), Error> {
+        if let Some(b) = self.broken {
+            return Err(Error::Broken(b));
+        }
+        if !self.connected {
+            return Err(Error::NotConnected);
+        }
+        Ok(())
+    }
+
+    fn notify(&mut self, q: usize, tx: bool) -> Result<(), Error> {
+        let port = self.queues.get(q).and_then(|q| q.as_ref()).and_then(|qu| {
+            if tx {
+                qu.tx_port
+            } else {
+                qu.rx_port
+            }
+        });
+        if let Some(p) = port {
+            if let Err(e) = Xen(&self.platform).evtchn_send(p) {
+                return Err(self.fail(Broken::Notify(e)));
+            }
+        }
+        Ok(())
+    }
+
+    /// The guest's MAC address (from `mac`).
+    pub fn mac(&self) -> Mac {
+        self.mac
+    }
+
+    /// The IP MTU (from the backend's `mtu`, default 1500).
+    pub fn mtu(&self) -> u32 {
+        self.neg.mtu
+    }
+
+    /// Largest frame [`NetFront::send`] accepts (Ethernet header included; GSO
+    /// frames may be up to 65535 bytes).
+    pub fn max_frame(&self) -> usize {
+        self.neg.max_tx_frame
+    }
+
+    /// What was negotiated.
+    pub fn negotiated(&self) -> &Negotiated {
+        &self.neg
+    }
+
+    /// The backend's domain.
+    pub fn backend_id(&self) -> DomId {
+        self.backend
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The platform.
+    pub fn platform(&self) -> &P {
+        &self.platform
+    }
+
+    /// Event-channel ports of queue `q`: (tx, rx); the same port twice without split
+    /// event channels. Bind them in your event dispatcher; an event on either means
+    /// "poll".
+    pub fn ports(&self, q: usize) -> Option<(Port, Port)> {
+        let qu = self.queues.get(q)?.as_ref()?;
+        Some((qu.tx_port?, qu.rx_port?))
+    }
+
+    /// The link state.
+    pub fn link_state(&self) -> LinkState {
+        match (self.broken, self.connected) {
+            (Some(b), _) => LinkState::Broken(b),
+            (None, true) => LinkState::Up,
+            (None, false) => LinkState::Down,
+        }
+    }
+
+    /// Counters (gauges refreshed).
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats;
+        s.rx_posted = 0;
+        s.tx_in_flight = 0;
+        for qu in self.queues.iter().flatten().take(self.neg.queues) {
+            if self.connected {
+                s.rx_posted += qu.rx.posted() as u64;
+                s.tx_in_flight += qu.tx.in_flight() as u64;
+            }
+        }
+        s
+    }
+
+    fn reclaim(&mut self, q: usize) -> Result<(), Error> {
+        let r = match self.queues.get_mut(q).and_then(|q| q.as_mut()) {
+            Some(qu) => qu.tx.reclaim(self.grants, q),
+            None => return Err(Error::BadQueue(q)),
+        };
+        match r {
+            Ok(d) => {
+                self.stats.tx_completed += d.completed;
+                self.stats.tx_errors += d.errors;
+                self.stats.tx_dropped += d.dropped;
+                Ok(())
+            }
+            Err(b) => Err(self.fail(b)),
+        }
+    }
+
+    fn refill(&mut self, q: usize) -> Result<(), Error> {
+        let r = match self.queues.get_mut(q).and_then(|q| q.as_mut()) {
+            Some(qu) => qu.rx.refill(self.grants, self.backend),
+            None => return Err(Error::BadQueue(q)),
+        };
+        let (notify, starved) = r?;
+        if starved {
+            self.stats.rx_no_buffer += 1;
+        }
+        if notify && self.neg.rx_notify {
+            self.notify(q, false)?;
+        }
+        Ok(())
+    }
+
+    /// Housekeeping: reclaims completed tx slots and refills rx buffers on every
+    /// queue, and re-arms response notifications.
+    pub fn poll(&mut self) -> Result<(), Error> {
+        self.usable()?;
+        for q in 0..self.neg.queues {
+            self.reclaim(q)?;
+            self.refill(q)?;
+            let more = match self.queues.get_mut(q).and_then(|q| q.as_mut()) {
+                Some(qu) => qu.tx.ring.final_check_for_responses(),
+                None => Ok(false),
+            };
+            match more {
+                Ok(true) => self.reclaim(q)?,
+                Ok(false) => {}
+                Err(error) => {
+                    return Err(self.fail(Broken::Ring {
+                        queue: q,
+                        tx: true,
+                        error,
+                    }))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a frame of `len` bytes can be sent on queue `q` right now (after
+    /// reclaiming completed slots).
+    pub fn can_send(&mut self, q: usize, len: usize) -> bool {
+        if self.usable().is_err() || self.reclaim(q).is_err() {
+            return false;
+        }
+        let (d, x) = TxQueue::slots_for(len, false);
+        self.queues
+            .get(q)
+            .and_then(|q| q.as_ref())
+            .is_some_and(|qu| qu.tx.has_room(d, x))
+    }
+
+    /// Sends one frame from a single buffer (no offloads).
+    pub fn send(&mut self, frame: &[u8]) -> Result<(), Error> {
+        self.send_frags(&[frame], TxMeta::default())
+    }
+
+    /// Sends one frame given as fragments (scatter-gather: concatenated in order),
+    /// on the queue its flow hashes to.
+    pub fn send_frags(&mut self, frags: &[&[u8]], meta: TxMeta) -> Result<(), Error> {
+        let q = self.pick_queue(&Frags(frags));
+        self.send_on(q, frags, meta)
+    }
+
+    fn pick_queue(&self, f: &Frags<'_>) -> usize {
+        let n = self.neg.queues;
+        if n <= 1 {
+            return 0;
+        }
+        // Hash addresses and ports (IPv4) so one flow stays on one queue.
+        let mut h: u32 = 0x811c_9dc5;
+        f.chunks(26, 12, &mut |c| {
+            for &b in c {
+                h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+            }
+        });
+        h as usize % n
+    }
+
+    /// Sends one frame on queue `q`. Copies the data into the queue's tx buffers
+    /// (the caller's memory is never granted), so the fragments may be reused as
+    /// soon as this returns. [`Error::Busy`]: no room now; poll and retry.
+    pub fn send_on(&mut self, q: usize, frags: &[&[u8]], meta: TxMeta) -> Result<(), Error> {
+        self.usable()?;
+        if q >= self.neg.queues {
+            return Err(Error::BadQueue(q));
+        }
+        let frame = Frags(frags);
+        let total = frame.len();
+        if total < MIN_FRAME {
+            return Err(Error::FrameTooSmall(total));
+        }
+        let max = if meta.gso_mss.is_some() {
+            crate::features::MAX_FRAME
+        } else {
+            self.neg.max_tx_frame
+        };
+        if total > max {
+            return Err(Error::FrameTooLarge { len: total, max });
+        }
+        let mut flags = 0u16;
+        let mut csum_mode = TxCsum::AsIs;
+        let mut gso = None;
+        if meta.data_validated {
+            flags |= netif::NETTXF_DATA_VALIDATED;
+        }
+        if let Some(mss) = meta.gso_mss {
+            let l4 = csum::locate(&frame).filter(|l| l.proto == csum::PROTO_TCP);
+            let ty = match l4 {
+                Some(l) if l.ipv6 && self.neg.tx_gso_v6 => netif::GSO_TYPE_TCPV6,
+                Some(l) if !l.ipv6 && self.neg.tx_gso_v4 => netif::GSO_TYPE_TCPV4,
+                _ => return Err(Error::GsoNotNegotiated),
+            };
+            if mss == 0 {
+                return Err(Error::GsoNotNegotiated);
+            }
+            gso = Some(ExtraInfo::gso(mss, ty, 0, 0));
+            flags |= netif::NETTXF_CSUM_BLANK | netif::NETTXF_DATA_VALIDATED;
+        } else if meta.csum_blank {
+            if let Some(l4) = csum::locate(&frame) {
+                let ok = if l4.ipv6 {
+                    self.neg.tx_csum_v6
+                } else {
+                    self.neg.tx_csum_v4
+                };
+                if ok {
+                    flags |= netif::NETTXF_CSUM_BLANK | netif::NETTXF_DATA_VALIDATED;
+                } else {
+                    csum_mode = TxCsum::Software(l4);
+                }
+            }
+        }
+        let (d, x) = TxQueue::slots_for(total, gso.is_some());
+        let room = self
+            .queues
+            .get(q)
+            .and_then(|q| q.as_ref())
+            .is_some_and(|qu| qu.tx.has_room(d, x));
+        if !room {
+            self.reclaim(q)?;
+        }
+        let r = match self.queues.get_mut(q).and_then(|q| q.as_mut()) {
+            Some(qu) => qu
+                .tx
+                .send(self.grants, self.backend, &frame, flags, gso, csum_mode),
+            None => return Err(Error::BadQueue(q)),
+        };
+        match r {
+            Ok(notify) => {
+                self.stats.tx_frames += 1;
+                self.stats.tx_bytes += total as u64;
+                if notify {
+                    self.notify(q, true)?;
+                }
+                Ok(())
+            }
+            Err(Error::Busy) => {
+                self.stats.tx_busy += 1;
+                Err(Error::Busy)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Receives one frame into `buf` (which should hold [`crate::MAX_FRAME`] bytes
+    /// with SG, or `mtu + 14` without). `Ok(None)`: nothing pending (response
+    /// notifications are re-armed). Bad frames are dropped and counted; frames
+    /// larger than `buf` are dropped and counted in `rx_dropped`.
+    pub fn recv(&mut self, buf: &mut [u8]) -> Result<Option<RxMeta>, Error> {
+        self.usable()?;
+        let n = self.neg.queues;
+        for i in 0..n {
+            let q = (self.rx_rr + i) % n;
+            for _ in 0..2 * RING_SIZE {
+                let r = match self.queues.get_mut(q).and_then(|q| q.as_mut()) {
+                    Some(qu) => qu.rx.next_frame(self.grants, q, buf),
+                    None => return Err(Error::BadQueue(q)),
+                };
+                match r {
+                    Err(b) => return Err(self.fail(b)),
+                    Ok(Some(RxOutcome::Frame(mut meta))) => {
+                        self.rx_bad_run = 0;
+                        self.stats.rx_frames += 1;
+                        self.stats.rx_bytes += meta.len as u64;
+                        if meta.csum_blank && meta.gso.is_none() && self.cfg.complete_rx_csum {
+                            if let Some(frame) = buf.get_mut(..meta.len) {
+                                meta.csum_completed = csum::complete(frame);
+                            }
+                        }
+                        self.refill(q)?;
+                        self.rx_rr = (q + 1) % n;
+                        return Ok(Some(meta));
+                    }
+                    Ok(Some(RxOutcome::Dropped(f))) => {
+                        self.stats.rx_dropped += 1;
+                        self.stats.last_rx_fault = Some(f);
+                        if f.is_protocol_error() {
+                            self.stats.rx_errors += 1;
+                            self.rx_bad_run += 1;
+                            if self.rx_bad_run >= self.cfg.rx_error_limit.max(1) {
+                                let count = self.rx_bad_run;
+                                return Err(self.fail(Broken::RxErrors { queue: q, count }));
+                            }
+                        }
+                        self.refill(q)?;
+                    }
+                    Ok(None) => {
+                        let more = match self.queues.get_mut(q).and_then(|q| q.as_mut()) {
+                            Some(qu) => qu.rx.ring.final_check_for_responses(),
+                            None => Ok(false),
+                        };
+                        match more {
+                            Ok(true) => continue,
+                            Ok(false) => break,
+                            Err(error) => {
+                                return Err(self.fail(Broken::Ring {
+                                    queue: q,
+                                    tx: false,
+                                    error,
+                                }))
+                            }
+                        }
+                    }
+                }
+            }
+            self.refill(q)?;
+        }
+        Ok(None)
+    }
+
+    /// [`NetFront::poll`] + [`NetFront::recv`], waiting with the platform's `wait`
+    /// for up to `timeout`.
+    pub fn recv_timeout(
+        &mut self,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<Option<RxMeta>, Error> {
+        let ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        let deadline = self.platform.now_ns().saturating_add(ns);
+        loop {
+            self.poll()?;
+            if let Some(m) = self.recv(buf)? {
+                return Ok(Some(m));
+            }
+            if self.platform.now_ns() >= deadline {
+                return Ok(None);
+            }
+            self.platform.wait();
+        }
+    }
+
+    /// Checks for backend state changes (call it when a xenstore watch event
+    /// arrives, or now and then). The backend going `Closing`/`Closed` tears the
+    /// device down (grants ended, link down) and returns [`LinkState::Down`]; call
+    /// [`NetFront::close`] to finish.
+    pub fn poll_backend<Q: Platform>(&mut self, xs: &mut Xenstore<Q>) -> Result<LinkState, Error> {
+        let ev = match self.handshake.as_mut() {
+            Some(hs) => hs.poll_backend(xs)?,
+            None => None,
+        };
+        if let Some(BackendEvent::Closing(_)) = ev {
+            self.teardown();
+        }
+        Ok(self.link_state())
+    }
+
+    /// Disconnects: ends every grant, closes the event channels and goes `Closed`
+    /// (telling the backend with `Closing` first, waiting up to `timeout`). The
+    /// device can be connected again with [`NetFront::reconnect`].
+    pub fn close<Q: Platform>(
+        &mut self,
+        xs: &mut Xenstore<Q>,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        self.teardown();
+        if let Some(hs) = self.handshake.as_mut() {
+            hs.close(xs, timeout)?;
+        }
+        Ok(())
+    }
+
+    /// Connects again after [`NetFront::close`] (or after the backend went away),
+    /// reusing the queues' pages. Clears a failure.
+    pub fn reconnect<Q: Platform>(
+        &mut self,
+        xs: &mut Xenstore<Q>,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        self.teardown();
+        let Some(mut hs) = self.handshake.take() else {
+            return Err(Error::NotConnected);
+        };
+        if hs.phase() != xenbus::frontend::Phase::Closed {
+            let _ = hs.closed(xs);
+        }
+        let r = hs.start(xs).map_err(Error::from).and_then(|_| {
+            self.backend = hs.backend_id();
+            self.connect_steps(&mut hs, xs, timeout)
+        });
+        if r.is_err() {
+            self.teardown();
+            let _ = hs.closed(xs);
+        }
+        self.handshake = Some(hs);
+        r
+    }
+
+    /// Grant refs still held by this device (rings and buffers; for leak checks).
+    pub fn grants_in_use(&self) -> usize {
+        let mut n = 0;
+        for qu in self.queues.iter().flatten() {
+            n += usize::from(qu.tx.page.gref.is_some()) + usize::from(qu.rx.page.gref.is_some());
+            n += qu.tx.in_flight() + qu.rx.granted();
+        }
+        n
+    }
+}
+
+#[cfg(test)]
+impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
+    /// A device wired to a fake backend: no xenstore; `be` plays the backend's
+    /// offer.
+    pub(crate) fn attach_for_test(
+        platform: P,
+        grants: &'g GrantTable<N>,
+        backend: DomId,
+        cfg: Config,
+        be: BackendFeatures,
+        ring_start: u32,
+    ) -> Result<Self, Error> {
+        let mut d = NetFront::unconnected(platform, grants, backend, cfg);
+        d.ring_start = ring_start;
+        d.mac = Mac([2, 0, 0, 0, 0, 1]);
+        d.neg = negotiate(&cfg, &be);
+        d.setup()?;
+        d.connected = true;
+        Ok(d)
+    }
+
+    pub(crate) fn teardown_for_test(&mut self) {
+        self.teardown();
+    }
+
+    pub(crate) fn queue_rings(
+        &self,
+        q: usize,
+    ) -> Option<(hypercall::GrantRef, hypercall::GrantRef)> {
+        let qu = self.queues.get(q)?.as_ref()?;
+        Some((qu.tx.page.gref?, qu.rx.page.gref?))
+    }
+}

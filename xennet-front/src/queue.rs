@@ -1,0 +1,936 @@
+//! One queue's data path: a tx ring and an rx ring, their buffer pages and grants.
+//!
+//! ```text
+//!  tx: send() copies the frame into pool pages (one slot per page, offset 0, so a
+//!      slot never crosses a page), grants each page read-only, pushes requests
+//!      [first(size=total) | gso extra | more...]; reclaim() ends each grant on its
+//!      response and returns page and id.
+//!  rx: refill() grants pool pages writable and posts them at ring index i (buffer
+//!      kept by slot i & 255: responses come back in the slot of their request);
+//!      next_frame() consumes responses, ends grants, validates, assembles a chain,
+//!      copies it to the caller's buffer once complete, and recycles the pages.
+//! ```
+//!
+//! Every response is copied out of the ring once (by [`FrontRing`]) and validated
+//! before use; a page is reused only after its grant was ended successfully.
+
+use hypercall::abi::netif::{
+    self, ExtraInfo, RxRequest, RxResponse, TxRequest, TxResponse, EXTRA_FLAG_MORE, EXTRA_TYPE_GSO,
+    EXTRA_TYPE_MAX, EXTRA_TYPE_NONE, GSO_TYPE_TCPV4, GSO_TYPE_TCPV6, NETRXF_EXTRA_INFO,
+    NETRXF_MORE_DATA, NETTXF_EXTRA_INFO, NETTXF_MORE_DATA,
+};
+use hypercall::gnttab::{self, GrantTable};
+use hypercall::ring::FrontRing;
+use hypercall::{DomId, Gfn, GrantRef, Platform, Port, SharedMem, PAGE_SIZE};
+
+use crate::csum::{self, FrameBytes, L4};
+use crate::error::{Broken, Error};
+use crate::features::{MAX_FRAME, RING_SIZE};
+
+const MASK: u32 = RING_SIZE as u32 - 1;
+const NO_PAGE: u16 = u16::MAX;
+
+/// Most data slots one tx frame uses (65535 bytes in whole pages).
+pub(crate) const MAX_TX_DATA_SLOTS: usize = MAX_FRAME.div_ceil(PAGE_SIZE);
+/// Most data slots of one rx frame we accept (`XEN_NETIF_NR_SLOTS_MIN` + 1).
+pub(crate) const MAX_RX_FRAGS: usize = netif::NR_SLOTS_MIN + 1;
+/// Most extra-info slots of one rx frame (one per known type).
+const MAX_RX_EXTRAS: usize = EXTRA_TYPE_MAX as usize - 1;
+
+/// Buffer pages owned by one direction of a queue.
+pub(crate) struct Pool {
+    mem: SharedMem,
+    gfns: [u64; RING_SIZE],
+    count: usize,
+    free: [u16; RING_SIZE],
+    nfree: usize,
+    /// Pages lost to grants the backend never released.
+    pub quarantined: usize,
+}
+
+impl Pool {
+    pub(crate) fn new<P: Platform + ?Sized>(p: &P, count: usize) -> Result<Pool, Error> {
+        let count = count.clamp(1, RING_SIZE);
+        let mem = SharedMem::alloc_pages(p, count).ok_or(Error::NoMemory)?;
+        let mut gfns = [0u64; RING_SIZE];
+        let mut free = [0u16; RING_SIZE];
+        for (i, (g, f)) in gfns.iter_mut().zip(free.iter_mut()).take(count).enumerate() {
+            *g = mem.page_gfn(p, i).ok_or(Error::NoGfn)?.0;
+            *f = i as u16;
+        }
+        Ok(Pool {
+            mem,
+            gfns,
+            count,
+            free,
+            nfree: count,
+            quarantined: 0,
+        })
+    }
+
+    pub(crate) fn free_pages(&self) -> usize {
+        self.nfree
+    }
+
+    fn take(&mut self) -> Option<u16> {
+        self.nfree = self.nfree.checked_sub(1)?;
+        self.free.get(self.nfree).copied()
+    }
+
+    fn put(&mut self, page: u16) {
+        if usize::from(page) < self.count {
+            if let Some(slot) = self.free.get_mut(self.nfree) {
+                *slot = page;
+                self.nfree += 1;
+            }
+        }
+    }
+
+    fn page(&self, i: u16) -> Option<SharedMem> {
+        self.mem.sub(usize::from(i) * PAGE_SIZE, PAGE_SIZE)
+    }
+
+    fn gfn(&self, i: u16) -> Gfn {
+        Gfn(self.gfns.get(usize::from(i)).copied().unwrap_or(0))
+    }
+}
+
+/// A one-page shared ring with its grant.
+pub(crate) struct RingPage {
+    pub mem: SharedMem,
+    pub gfn: Gfn,
+    pub gref: Option<GrantRef>,
+}
+
+impl RingPage {
+    pub(crate) fn new<P: Platform + ?Sized>(p: &P) -> Result<RingPage, Error> {
+        let mem = SharedMem::alloc_pages(p, 1).ok_or(Error::NoMemory)?;
+        let gfn = mem.page_gfn(p, 0).ok_or(Error::NoGfn)?;
+        Ok(RingPage {
+            mem,
+            gfn,
+            gref: None,
+        })
+    }
+
+    fn grant<const N: usize>(&mut self, g: &GrantTable<N>, be: DomId) -> Result<GrantRef, Error> {
+        let r = g.grant_access(be, self.gfn, false)?;
+        self.gref = Some(r);
+        Ok(r)
+    }
+
+    /// Ends the ring's grant; `false` if the backend still maps it (the page then
+    /// stays out of reuse: we keep the grant and never touch the page again).
+    fn end<const N: usize>(&mut self, g: &GrantTable<N>) -> bool {
+        match self.gref {
+            Some(r) => match g.end_access(r) {
+                Err(gnttab::Error::StillMapped(_)) => false,
+                _ => {
+                    self.gref = None;
+                    true
+                }
+            },
+            None => true,
+        }
+    }
+}
+
+/// Per-frame tx options.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct TxMeta {
+    /// The TCP/UDP checksum is not filled in (`NETTXF_csum_blank`). If the backend
+    /// cannot take such frames the frontend computes the checksum itself.
+    pub csum_blank: bool,
+    /// The data is known good (`NETTXF_data_validated`).
+    pub data_validated: bool,
+    /// Send as one large TCP frame to be segmented with this MSS (GSO). Needs the
+    /// negotiated `feature-gso-tcpv4/6`; implies `csum_blank`.
+    pub gso_mss: Option<u16>,
+}
+
+#[derive(Copy, Clone)]
+struct TxEntry {
+    pending: bool,
+    gref: GrantRef,
+    page: u16,
+}
+
+/// What a tx reclaim pass saw.
+#[derive(Copy, Clone, Debug, Default)]
+pub(crate) struct TxDone {
+    pub completed: u64,
+    pub errors: u64,
+    pub dropped: u64,
+}
+
+pub(crate) struct TxQueue {
+    pub ring: FrontRing<TxRequest, TxResponse>,
+    pub page: RingPage,
+    entries: [TxEntry; RING_SIZE],
+    free_ids: [u16; RING_SIZE],
+    nfree_ids: usize,
+    pub pool: Pool,
+}
+
+/// How a tx frame's checksum is handled.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) enum TxCsum {
+    /// Pass the caller's flags through.
+    AsIs,
+    /// Compute it here (offload asked but not negotiated).
+    Software(L4),
+}
+
+impl TxQueue {
+    pub(crate) fn new<P: Platform + ?Sized>(p: &P, buffers: usize) -> Result<TxQueue, Error> {
+        let page = RingPage::new(p)?;
+        let ring = FrontRing::init(page.mem).map_err(|_| Error::NoMemory)?;
+        let mut free_ids = [0u16; RING_SIZE];
+        for (i, f) in free_ids.iter_mut().enumerate() {
+            *f = i as u16;
+        }
+        Ok(TxQueue {
+            ring,
+            page,
+            entries: [TxEntry {
+                pending: false,
+                gref: GrantRef(0),
+                page: NO_PAGE,
+            }; RING_SIZE],
+            free_ids,
+            nfree_ids: RING_SIZE,
+            pool: Pool::new(p, buffers)?,
+        })
+    }
+
+    /// Fresh ring (at index `start`) and grant, for a (re)connect. All ids free.
+    pub(crate) fn attach<const N: usize>(
+        &mut self,
+        g: &GrantTable<N>,
+        be: DomId,
+        start: u32,
+    ) -> Result<GrantRef, Error> {
+        self.ring = FrontRing::init_at(self.page.mem, start).map_err(|_| Error::NoMemory)?;
+        self.page.grant(g, be)
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        RING_SIZE - self.nfree_ids
+    }
+
+    /// Slots a frame of `len` bytes needs (data, extras).
+    pub(crate) fn slots_for(len: usize, gso: bool) -> (usize, usize) {
+        (len.div_ceil(PAGE_SIZE).max(1), usize::from(gso))
+    }
+
+    pub(crate) fn has_room(&self, data: usize, extra: usize) -> bool {
+        self.ring.free_slots() as usize >= data + extra
+            && self.nfree_ids >= data
+            && self.pool.free_pages() >= data
+    }
+
+    fn take_id(&mut self) -> Option<u16> {
+        self.nfree_ids = self.nfree_ids.checked_sub(1)?;
+        self.free_ids.get(self.nfree_ids).copied()
+    }
+
+    fn put_id(&mut self, id: u16) {
+        if let Some(slot) = self.free_ids.get_mut(self.nfree_ids) {
+            *slot = id;
+            self.nfree_ids += 1;
+        }
+    }
+
+    /// Copies `frame` into tx pages, grants them and pushes the requests. Returns
+    /// whether the backend wants a notification. `Err(Busy)` leaves nothing behind.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn send<F: FrameBytes + ?Sized, const N: usize>(
+        &mut self,
+        g: &GrantTable<N>,
+        be: DomId,
+        frame: &F,
+        mut flags: u16,
+        gso: Option<ExtraInfo>,
+        csum: TxCsum,
+    ) -> Result<bool, Error> {
+        let total = frame.len();
+        let (data, extra) = Self::slots_for(total, gso.is_some());
+        if total > MAX_FRAME || data > MAX_TX_DATA_SLOTS {
+            return Err(Error::FrameTooLarge {
+                len: total,
+                max: MAX_FRAME,
+            });
+        }
+        if !self.has_room(data, extra) {
+            return Err(Error::Busy);
+        }
+        // Private copies of the requests; the ring only ever gets written.
+        let mut reqs = [TxRequest::default(); MAX_TX_DATA_SLOTS];
+        let mut used = [(0u16, 0u16); MAX_TX_DATA_SLOTS]; // (id, page)
+        let mut n = 0usize;
+        let mut fail = None;
+        for (k, req) in reqs.iter_mut().enumerate().take(data) {
+            let (Some(page), Some(id)) = (self.pool.take(), self.take_id()) else {
+                fail = Some(Error::Busy);
+                break;
+            };
+            let off = k * PAGE_SIZE;
+            let len = (total - off).min(PAGE_SIZE);
+            if let Some(mem) = self.pool.page(page) {
+                let mut pos = 0usize;
+                frame.chunks(off, len, &mut |c| {
+                    mem.write(pos, c);
+                    pos += c.len();
+                });
+            }
+            match g.grant_access(be, self.pool.gfn(page), true) {
+                Ok(gref) => {
+                    if let Some(u) = used.get_mut(n) {
+                        *u = (id, page);
+                    }
+                    if let Some(e) = self.entries.get_mut(usize::from(id)) {
+                        *e = TxEntry {
+                            pending: false,
+                            gref,
+                            page,
+                        };
+                    }
+                    *req = TxRequest {
+                        gref: gref.0,
+                        offset: 0,
+                        flags: 0,
+                        id,
+                        size: len as u16,
+                    };
+                    n += 1;
+                }
+                Err(e) => {
+                    self.pool.put(page);
+                    self.put_id(id);
+                    fail = Some(e.into());
+                    break;
+                }
+            }
+        }
+        if let Some(e) = fail {
+            // Roll back: nothing was published.
+            for &(id, page) in used.iter().take(n) {
+                if let Some(ent) = self.entries.get(usize::from(id)).copied() {
+                    let _ = g.end_access(ent.gref);
+                }
+                self.pool.put(page);
+                self.put_id(id);
+            }
+            return Err(e);
+        }
+        if let TxCsum::Software(l4) = csum {
+            let c = csum::compute(frame, &l4).to_be_bytes();
+            for (i, b) in c.iter().enumerate() {
+                let at = l4.field + i;
+                if let Some(&(_, page)) = used.get(at / PAGE_SIZE) {
+                    if let Some(mem) = self.pool.page(page) {
+                        mem.write(at % PAGE_SIZE, core::slice::from_ref(b));
+                    }
+                }
+            }
+        }
+        // First slot: whole-frame size and the frame's flags.
+        if data > 1 {
+            flags |= NETTXF_MORE_DATA;
+        }
+        if gso.is_some() {
+            flags |= NETTXF_EXTRA_INFO;
+        }
+        reqs[0].flags = flags;
+        reqs[0].size = total as u16;
+        for r in reqs.iter_mut().take(data).skip(1) {
+            r.flags = NETTXF_MORE_DATA;
+        }
+        if let Some(r) = reqs.get_mut(data - 1).filter(|_| data > 1) {
+            r.flags = 0;
+        }
+        // Mark in flight just before publishing (as Linux' xennet_mark_tx_pending).
+        for &(id, _) in used.iter().take(n) {
+            if let Some(e) = self.entries.get_mut(usize::from(id)) {
+                e.pending = true;
+            }
+        }
+        for (k, r) in reqs.iter().take(data).enumerate() {
+            // Room was checked above; a broken ring is reported by reclaim.
+            let _ = self.ring.push_request(r);
+            if k == 0 {
+                if let Some(x) = gso {
+                    let _ = self.ring.push_request(&TxRequest::from(x));
+                }
+            }
+        }
+        Ok(self.ring.push_requests_and_check_notify())
+    }
+
+    /// Consumes tx responses (at most one ring's worth), ending grants and freeing
+    /// ids and pages. A protocol violation fails the device.
+    pub(crate) fn reclaim<const N: usize>(
+        &mut self,
+        g: &GrantTable<N>,
+        queue: usize,
+    ) -> Result<TxDone, Broken> {
+        let mut done = TxDone::default();
+        for _ in 0..RING_SIZE {
+            let rsp = match self.ring.poll_response() {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(error) => {
+                    return Err(Broken::Ring {
+                        queue,
+                        tx: true,
+                        error,
+                    })
+                }
+            };
+            // Slot fillers for extra-info requests carry no id (netback leaves it).
+            if rsp.status == netif::RSP_NULL {
+                continue;
+            }
+            let id = rsp.id;
+            let Some(entry) = self.entries.get_mut(usize::from(id)) else {
+                return Err(Broken::TxIdOutOfRange { queue, id });
+            };
+            if !entry.pending {
+                return Err(Broken::TxNotInFlight { queue, id });
+            }
+            entry.pending = false;
+            let (gref, page) = (entry.gref, entry.page);
+            entry.page = NO_PAGE;
+            match g.end_access(gref) {
+                Err(gnttab::Error::StillMapped(_)) => {
+                    // Keep the page out of reuse for good; the id is free again.
+                    self.pool.quarantined += 1;
+                    self.put_id(id);
+                    return Err(Broken::GrantStillMapped { queue, gref });
+                }
+                _ => self.pool.put(page),
+            }
+            self.put_id(id);
+            match rsp.status {
+                netif::RSP_OKAY => done.completed += 1,
+                netif::RSP_DROPPED => done.dropped += 1,
+                // RSP_ERROR and any unknown status: counted as an error (N3: we
+                // pick "count" over "fail": the slot itself was accounted for).
+                _ => done.errors += 1,
+            }
+        }
+        Ok(done)
+    }
+
+    /// Ends every grant (ring and in-flight buffers); returns pages lost to grants
+    /// the backend still maps. Afterwards all ids are free.
+    pub(crate) fn teardown<const N: usize>(&mut self, g: &GrantTable<N>) -> usize {
+        let mut lost = 0;
+        for id in 0..RING_SIZE {
+            let Some(e) = self.entries.get_mut(id) else {
+                continue;
+            };
+            if e.page == NO_PAGE {
+                continue;
+            }
+            let (gref, page) = (e.gref, e.page);
+            e.pending = false;
+            e.page = NO_PAGE;
+            match g.end_access(gref) {
+                Err(gnttab::Error::StillMapped(_)) => {
+                    self.pool.quarantined += 1;
+                    lost += 1;
+                }
+                _ => self.pool.put(page),
+            }
+            self.put_id(id as u16);
+        }
+        if !self.page.end(g) {
+            lost += 1;
+        }
+        lost
+    }
+}
+
+/// Why an rx frame was dropped.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RxFault {
+    /// Negative status (`NETIF_RSP_*` or unknown) (row 18).
+    BadStatus(i16),
+    /// `offset + status` past the page (row 18).
+    PastPage {
+        /// The offset.
+        offset: u16,
+        /// The length.
+        len: u16,
+    },
+    /// More slots than a frame may use (row 19).
+    TooManySlots,
+    /// Over 65535 bytes (row 19).
+    TooLong,
+    /// Extra-info of type 0 or unknown (row 20).
+    BadExtraType(u8),
+    /// More extra-info slots than there are types (row 20).
+    TooManyExtras,
+    /// GSO extra with size 0 (row 20).
+    GsoSizeZero,
+    /// GSO extra with an unknown GSO type (row 20).
+    BadGsoType(u8),
+    /// Shorter than an Ethernet header (`len` bytes).
+    TooShort(usize),
+    /// The frame does not fit the caller's buffer (not the backend's fault).
+    BufferTooSmall(usize),
+}
+
+impl RxFault {
+    /// Whether the backend broke the protocol (counts towards failing the device).
+    pub fn is_protocol_error(&self) -> bool {
+        !matches!(self, RxFault::BufferTooSmall(_))
+    }
+}
+
+/// A received frame's metadata.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct RxMeta {
+    /// Frame length (bytes written to the caller's buffer).
+    pub len: usize,
+    /// `NETRXF_data_validated`: the backend vouches for the checksum.
+    pub data_validated: bool,
+    /// `NETRXF_csum_blank` as received (the checksum was blank; if the device
+    /// completed it, `csum_completed` is set).
+    pub csum_blank: bool,
+    /// The frontend computed the blank checksum.
+    pub csum_completed: bool,
+    /// GSO: a large TCP frame with this MSS and `GSO_TYPE_*`.
+    pub gso: Option<(u16, u8)>,
+    /// The queue it arrived on.
+    pub queue: usize,
+}
+
+pub(crate) enum RxOutcome {
+    Frame(RxMeta),
+    Dropped(RxFault),
+}
+
+#[derive(Copy, Clone, Default)]
+struct Frag {
+    page: u16,
+    offset: u16,
+    len: u16,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum Expect {
+    First,
+    /// Extra-info slots; afterwards data continues if `more`.
+    Extra {
+        more: bool,
+    },
+    More,
+    /// Skipping the rest of an over-long chain (`slots` skipped so far).
+    Discard {
+        slots: usize,
+    },
+}
+
+#[derive(Copy, Clone)]
+struct RxEntry {
+    page: u16,
+    gref: GrantRef,
+}
+
+/// A frame being assembled from several responses.
+struct Chain {
+    frags: [Frag; MAX_RX_FRAGS],
+    n: usize,
+    total: usize,
+    flags: u16,
+    gso: Option<(u16, u8)>,
+    extras: usize,
+    fault: Option<RxFault>,
+    expect: Expect,
+}
+
+impl Chain {
+    const fn new() -> Chain {
+        Chain {
+            frags: [Frag {
+                page: 0,
+                offset: 0,
+                len: 0,
+            }; MAX_RX_FRAGS],
+            n: 0,
+            total: 0,
+            flags: 0,
+            gso: None,
+            extras: 0,
+            fault: None,
+            expect: Expect::First,
+        }
+    }
+}
+
+pub(crate) struct RxQueue {
+    pub ring: FrontRing<RxRequest, RxResponse>,
+    pub page: RingPage,
+    slots: [RxEntry; RING_SIZE],
+    pub pool: Pool,
+    chain: Chain,
+}
+
+impl RxQueue {
+    pub(crate) fn new<P: Platform + ?Sized>(p: &P, buffers: usize) -> Result<RxQueue, Error> {
+        let page = RingPage::new(p)?;
+        let ring = FrontRing::init(page.mem).map_err(|_| Error::NoMemory)?;
+        Ok(RxQueue {
+            ring,
+            page,
+            slots: [RxEntry {
+                page: NO_PAGE,
+                gref: GrantRef(0),
+            }; RING_SIZE],
+            pool: Pool::new(p, buffers)?,
+            chain: Chain::new(),
+        })
+    }
+
+    pub(crate) fn attach<const N: usize>(
+        &mut self,
+        g: &GrantTable<N>,
+        be: DomId,
+        start: u32,
+    ) -> Result<GrantRef, Error> {
+        self.ring = FrontRing::init_at(self.page.mem, start).map_err(|_| Error::NoMemory)?;
+        self.chain = Chain::new();
+        self.page.grant(g, be)
+    }
+
+    /// Buffers currently posted to the backend.
+    pub(crate) fn posted(&self) -> usize {
+        self.ring.outstanding() as usize
+    }
+
+    /// Buffers whose grant is still active (posted, not yet answered).
+    pub(crate) fn granted(&self) -> usize {
+        self.slots.iter().filter(|s| s.page != NO_PAGE).count()
+    }
+
+    /// Posts free buffers. Returns (notify wanted, ring had room but no buffer).
+    pub(crate) fn refill<const N: usize>(
+        &mut self,
+        g: &GrantTable<N>,
+        be: DomId,
+    ) -> Result<(bool, bool), Error> {
+        let mut pushed = false;
+        let mut starved = false;
+        let mut err = None;
+        while self.ring.free_slots() > 0 {
+            let Some(page) = self.pool.take() else {
+                starved = true;
+                break;
+            };
+            let gref = match g.grant_access(be, self.pool.gfn(page), false) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.pool.put(page);
+                    err = Some(e);
+                    break;
+                }
+            };
+            let idx = self.ring.req_prod_pvt();
+            let slot = (idx & MASK) as usize;
+            if let Some(s) = self.slots.get_mut(slot) {
+                *s = RxEntry { page, gref };
+            }
+            let req = RxRequest {
+                id: slot as u16,
+                _pad: 0,
+                gref: gref.0,
+            };
+            if self.ring.push_request(&req).is_err() {
+                // Broken ring: undo; the rx path reports the ring error.
+                let _ = g.end_access(gref);
+                self.pool.put(page);
+                if let Some(s) = self.slots.get_mut(slot) {
+                    s.page = NO_PAGE;
+                }
+                break;
+            }
+            pushed = true;
+        }
+        let notify = pushed && self.ring.push_requests_and_check_notify();
+        match err {
+            // Out of grant refs: keep going with what is posted.
+            Some(gnttab::Error::Exhausted) | None => Ok((notify, starved)),
+            Some(e) => Err(e.into()),
+        }
+    }
+
+    fn recycle_chain(&mut self) {
+        for k in 0..self.chain.n {
+            if let Some(f) = self.chain.frags.get(k).copied() {
+                self.pool.put(f.page);
+            }
+        }
+        self.chain.n = 0;
+    }
+
+    fn add_frag(&mut self, page: u16, rsp: &RxResponse) {
+        let fault = if rsp.status < 0 {
+            Some(RxFault::BadStatus(rsp.status))
+        } else if usize::from(rsp.offset) + rsp.status as usize > PAGE_SIZE {
+            Some(RxFault::PastPage {
+                offset: rsp.offset,
+                len: rsp.status as u16,
+            })
+        } else if self.chain.n >= MAX_RX_FRAGS {
+            Some(RxFault::TooManySlots)
+        } else if self.chain.total + rsp.status as usize > MAX_FRAME {
+            Some(RxFault::TooLong)
+        } else {
+            None
+        };
+        match fault {
+            Some(f) => {
+                self.pool.put(page);
+                if self.chain.fault.is_none() {
+                    self.chain.fault = Some(f);
+                }
+            }
+            None => {
+                if let Some(slot) = self.chain.frags.get_mut(self.chain.n) {
+                    *slot = Frag {
+                        page,
+                        offset: rsp.offset,
+                        len: rsp.status as u16,
+                    };
+                    self.chain.n += 1;
+                    self.chain.total += rsp.status as usize;
+                }
+            }
+        }
+    }
+
+    fn check_extra(&mut self, x: &ExtraInfo) {
+        self.chain.extras += 1;
+        let fault = if self.chain.extras > MAX_RX_EXTRAS {
+            Some(RxFault::TooManyExtras)
+        } else if x.ty == EXTRA_TYPE_NONE || x.ty >= EXTRA_TYPE_MAX {
+            Some(RxFault::BadExtraType(x.ty))
+        } else if x.ty == EXTRA_TYPE_GSO {
+            let t = x.gso_type();
+            if x.gso_size() == 0 {
+                Some(RxFault::GsoSizeZero)
+            } else if t != GSO_TYPE_TCPV4 && t != GSO_TYPE_TCPV6 {
+                Some(RxFault::BadGsoType(t))
+            } else {
+                self.chain.gso = Some((x.gso_size(), t));
+                None
+            }
+        } else {
+            None // multicast / hash extras: valid, ignored
+        };
+        if let (Some(f), None) = (fault, self.chain.fault) {
+            self.chain.fault = Some(f);
+        }
+    }
+
+    /// Consumes responses until one frame is complete (copied into `out`) or
+    /// dropped, or no response is left (a partial frame is kept for next time).
+    pub(crate) fn next_frame<const N: usize>(
+        &mut self,
+        g: &GrantTable<N>,
+        queue: usize,
+        out: &mut [u8],
+    ) -> Result<Option<RxOutcome>, Broken> {
+        for _ in 0..RING_SIZE {
+            let rsp = match self.ring.poll_response() {
+                Ok(Some(r)) => r,
+                Ok(None) => return Ok(None),
+                Err(error) => {
+                    return Err(Broken::Ring {
+                        queue,
+                        tx: false,
+                        error,
+                    })
+                }
+            };
+            // The buffer is the one posted at this ring index (N7: rsp.id ignored).
+            let slot = (self.ring.rsp_cons().wrapping_sub(1) & MASK) as usize;
+            let entry = self.slots.get_mut(slot).map(|s| {
+                let e = *s;
+                s.page = NO_PAGE;
+                e
+            });
+            let page = match entry {
+                Some(e) if e.page != NO_PAGE => match g.end_access(e.gref) {
+                    Err(gnttab::Error::StillMapped(gref)) => {
+                        self.pool.quarantined += 1;
+                        return Err(Broken::GrantStillMapped { queue, gref });
+                    }
+                    _ => e.page,
+                },
+                // Cannot happen (every consumed index was posted); be safe.
+                _ => NO_PAGE,
+            };
+            let done = match self.chain.expect {
+                Expect::First => {
+                    self.chain.n = 0;
+                    self.chain.total = 0;
+                    self.chain.gso = None;
+                    self.chain.extras = 0;
+                    self.chain.fault = None;
+                    self.chain.flags = rsp.flags;
+                    self.add_frag(page, &rsp);
+                    let more = rsp.flags & NETRXF_MORE_DATA != 0;
+                    if rsp.flags & NETRXF_EXTRA_INFO != 0 {
+                        self.chain.expect = Expect::Extra { more };
+                        false
+                    } else if more {
+                        self.chain.expect = Expect::More;
+                        false
+                    } else {
+                        true
+                    }
+                }
+                Expect::Extra { more } => {
+                    self.pool.put(page);
+                    let x = rsp.as_extra();
+                    self.check_extra(&x);
+                    if self.chain.extras > MAX_RX_EXTRAS {
+                        // An endless extra chain: give up on this frame here.
+                        true
+                    } else if x.flags & EXTRA_FLAG_MORE != 0 {
+                        false
+                    } else if more {
+                        self.chain.expect = Expect::More;
+                        false
+                    } else {
+                        true
+                    }
+                }
+                Expect::More => {
+                    self.add_frag(page, &rsp);
+                    let more = rsp.flags & NETRXF_MORE_DATA != 0;
+                    let overlong = matches!(
+                        self.chain.fault,
+                        Some(RxFault::TooManySlots | RxFault::TooLong)
+                    );
+                    if overlong && more {
+                        // Drop now, skip the rest of the chain (as Linux does).
+                        self.chain.expect = Expect::Discard { slots: 0 };
+                        self.recycle_chain();
+                        return Ok(Some(RxOutcome::Dropped(
+                            self.chain.fault.unwrap_or(RxFault::TooManySlots),
+                        )));
+                    }
+                    !more
+                }
+                Expect::Discard { slots } => {
+                    self.pool.put(page);
+                    if rsp.flags & NETRXF_MORE_DATA == 0 {
+                        self.chain.expect = Expect::First;
+                        continue;
+                    }
+                    if slots + 1 >= MAX_RX_FRAGS {
+                        // A chain that never ends counts as one bad frame per
+                        // frame's worth of slots, so a run of them fails the device.
+                        self.chain.expect = Expect::Discard { slots: 0 };
+                        return Ok(Some(RxOutcome::Dropped(RxFault::TooManySlots)));
+                    }
+                    self.chain.expect = Expect::Discard { slots: slots + 1 };
+                    false
+                }
+            };
+            if !done {
+                continue;
+            }
+            self.chain.expect = Expect::First;
+            if let Some(f) = self.chain.fault {
+                self.recycle_chain();
+                return Ok(Some(RxOutcome::Dropped(f)));
+            }
+            let total = self.chain.total;
+            if total < crate::features::MIN_FRAME {
+                self.recycle_chain();
+                return Ok(Some(RxOutcome::Dropped(RxFault::TooShort(total))));
+            }
+            if total > out.len() {
+                self.recycle_chain();
+                return Ok(Some(RxOutcome::Dropped(RxFault::BufferTooSmall(total))));
+            }
+            let mut pos = 0usize;
+            for k in 0..self.chain.n {
+                let Some(f) = self.chain.frags.get(k).copied() else {
+                    continue;
+                };
+                let len = usize::from(f.len);
+                if let (Some(mem), Some(dst)) =
+                    (self.pool.page(f.page), out.get_mut(pos..pos + len))
+                {
+                    mem.read(usize::from(f.offset), dst);
+                }
+                pos += len;
+            }
+            self.recycle_chain();
+            let flags = self.chain.flags;
+            return Ok(Some(RxOutcome::Frame(RxMeta {
+                len: total,
+                data_validated: flags & netif::NETRXF_DATA_VALIDATED != 0,
+                csum_blank: flags & netif::NETRXF_CSUM_BLANK != 0,
+                csum_completed: false,
+                gso: self.chain.gso,
+                queue,
+            })));
+        }
+        Ok(None)
+    }
+
+    /// Ends every posted buffer's grant and the ring's; returns pages lost.
+    pub(crate) fn teardown<const N: usize>(&mut self, g: &GrantTable<N>) -> usize {
+        let mut lost = 0;
+        self.recycle_chain();
+        self.chain = Chain::new();
+        for s in self.slots.iter_mut() {
+            if s.page == NO_PAGE {
+                continue;
+            }
+            match g.end_access(s.gref) {
+                Err(gnttab::Error::StillMapped(_)) => {
+                    self.pool.quarantined += 1;
+                    lost += 1;
+                }
+                _ => self.pool.put(s.page),
+            }
+            s.page = NO_PAGE;
+        }
+        if !self.page.end(g) {
+            lost += 1;
+        }
+        lost
+    }
+}
+
+/// One queue: rings, pools, ports.
+pub(crate) struct Queue {
+    pub tx: TxQueue,
+    pub rx: RxQueue,
+    pub tx_port: Option<Port>,
+    pub rx_port: Option<Port>,
+}
+
+impl Queue {
+    pub(crate) fn new<P: Platform + ?Sized>(
+        p: &P,
+        tx_buffers: usize,
+        rx_buffers: usize,
+    ) -> Result<Queue, Error> {
+        Ok(Queue {
+            tx: TxQueue::new(p, tx_buffers)?,
+            rx: RxQueue::new(p, rx_buffers)?,
+            tx_port: None,
+            rx_port: None,
+        })
+    }
+}
