@@ -67,7 +67,9 @@ impl Hypercall for FakePlatform {
     }
 }
 
-impl Platform for FakePlatform {
+// SAFETY: pages come from boxed heap buffers kept alive in `allocs` for the
+// platform's life and are handed out once each; the gfn maps are inverse.
+unsafe impl Platform for FakePlatform {
     fn alloc_pages(&self, count: usize) -> Option<NonNull<u8>> {
         let mut buf = vec![0u64; (count + 1) * PAGE_SIZE / 8];
         let base = buf.as_mut_ptr() as usize;
