@@ -1,1 +1,436 @@
-//! Guest memory (in progress).
+//! Guest memory: the one module of the xen model that touches host mappings.
+//!
+//! A domain's RAM is an anonymous, zero-filled `mmap` of N pages. Guest frame numbers
+//! are deliberately *not* the host address or the page index: RAM starts at
+//! [`GuestMemory::DEFAULT_FIRST_GFN`] (gfn 0x100, guest-physical 1 MiB), so code that
+//! forgets a translation fails loudly instead of working by accident.
+//!
+//! Every access is bounds-checked and fallible. Nothing here hands out `&[u8]` into guest
+//! memory: guest threads (or vCPUs) write it concurrently, so accesses go through
+//! [`hypercall::SharedMem`] (volatile copies, atomics).
+//!
+//! All `unsafe` of the model lives in this module: the mapping itself, the private
+//! host page that backs `shared_info` before the guest maps it, and
+//! [`InProcessAccess`], which reads hypercall arguments through raw host pointers for
+//! in-process guests.
+//!
+//! ```
+//! use hypercall::Gfn;
+//! use shim_hv::mem::GuestMemory;
+//!
+//! let mem = GuestMemory::new(Gfn(0x100), 16).unwrap();
+//! mem.write(0x100_010, b"hello").unwrap();
+//! let mut buf = [0u8; 5];
+//! mem.read(0x100_010, &mut buf).unwrap();
+//! assert_eq!(&buf, b"hello");
+//! assert!(mem.page(Gfn(0xff)).is_err()); // below RAM
+//! assert!(mem.page(Gfn(0x110)).is_err()); // past the end
+//! ```
+
+use core::fmt;
+use core::ptr::NonNull;
+
+use hypercall::{Gfn, SharedMem, PAGE_SIZE};
+
+use crate::xen::access::{Efault, GuestAccess};
+
+/// What went wrong with a guest-memory access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MemError {
+    /// The frame is not guest RAM.
+    BadGfn(Gfn),
+    /// `gpa..gpa+len` is not entirely inside guest RAM (or overflows).
+    OutOfRange {
+        /// First guest-physical address of the access.
+        gpa: u64,
+        /// Length of the access.
+        len: usize,
+    },
+    /// The host could not map the memory (`errno`).
+    Map(i32),
+    /// The requested size is zero or too large.
+    BadSize(usize),
+}
+
+impl fmt::Display for MemError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MemError::BadGfn(g) => write!(f, "gfn {:#x} is not guest RAM", g.0),
+            MemError::OutOfRange { gpa, len } => {
+                write!(f, "guest range {gpa:#x}+{len:#x} is outside guest RAM")
+            }
+            MemError::Map(e) => write!(f, "mmap of guest memory failed (errno {e})"),
+            MemError::BadSize(n) => write!(f, "bad guest memory size: {n} pages"),
+        }
+    }
+}
+
+impl std::error::Error for MemError {}
+
+/// An anonymous host mapping of whole pages, unmapped on drop.
+struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; all accesses to it go
+// through SharedMem (volatile/atomic), which is the discipline for memory that several
+// threads touch concurrently.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    fn new(len: usize) -> Result<Self, MemError> {
+        // SAFETY: an anonymous private mapping at an address of the kernel's choice
+        // touches no existing memory; the result is checked before use.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(MemError::Map(
+                std::io::Error::last_os_error().raw_os_error().unwrap_or(0),
+            ));
+        }
+        let base = NonNull::new(p.cast::<u8>()).ok_or(MemError::Map(0))?;
+        Ok(Mapping { base, len })
+    }
+
+    fn shared(&self) -> SharedMem {
+        // SAFETY: base..base+len is our live mapping, readable and writable; it stays
+        // mapped until this Mapping is dropped, and owners keep the Mapping alive (via
+        // Arc) for as long as they use regions of it. No Rust reference into it is ever
+        // created.
+        unsafe { SharedMem::new(self.base, self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: base/len are exactly what mmap returned; nothing uses the mapping
+        // once its owner is gone.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+/// A domain's RAM: `pages` contiguous guest frames starting at `first_gfn`.
+///
+/// [`SharedMem`] values obtained from it stay valid for as long as this `GuestMemory`
+/// lives; the model keeps it in an `Arc` and every holder of a region (grant mappings,
+/// xenstored's ring) keeps the domain (or the Arc) alive or is released first.
+pub struct GuestMemory {
+    map: Mapping,
+    first_gfn: Gfn,
+    pages: usize,
+}
+
+impl fmt::Debug for GuestMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GuestMemory")
+            .field("first_gfn", &format_args!("{:#x}", self.first_gfn.0))
+            .field("pages", &self.pages)
+            .finish()
+    }
+}
+
+impl GuestMemory {
+    /// Where the model puts the first RAM frame: gfn 0x100 (1 MiB).
+    pub const DEFAULT_FIRST_GFN: Gfn = Gfn(0x100);
+    /// Largest RAM size accepted (in pages): 3 GiB, the layout of DESIGN.md's KVM notes.
+    pub const MAX_PAGES: usize = (3 << 30) / PAGE_SIZE;
+
+    /// Maps `pages` zeroed pages of RAM starting at guest frame `first_gfn`.
+    pub fn new(first_gfn: Gfn, pages: usize) -> Result<Self, MemError> {
+        if pages == 0 || pages > Self::MAX_PAGES {
+            return Err(MemError::BadSize(pages));
+        }
+        // The RAM must fit below 2^52 (gfns are 40-bit on x86_64).
+        if first_gfn
+            .0
+            .checked_add(pages as u64)
+            .is_none_or(|e| e > (1 << 40))
+        {
+            return Err(MemError::BadGfn(first_gfn));
+        }
+        let map = Mapping::new(pages * PAGE_SIZE)?;
+        Ok(GuestMemory {
+            map,
+            first_gfn,
+            pages,
+        })
+    }
+
+    /// The first RAM frame.
+    pub fn first_gfn(&self) -> Gfn {
+        self.first_gfn
+    }
+
+    /// One past the last RAM frame.
+    pub fn end_gfn(&self) -> Gfn {
+        Gfn(self.first_gfn.0 + self.pages as u64)
+    }
+
+    /// Number of RAM pages.
+    pub fn pages(&self) -> usize {
+        self.pages
+    }
+
+    /// RAM size in bytes.
+    pub fn size(&self) -> usize {
+        self.pages * PAGE_SIZE
+    }
+
+    /// Whether `gfn` is a RAM frame.
+    pub fn contains_gfn(&self, gfn: Gfn) -> bool {
+        gfn.0 >= self.first_gfn.0 && gfn.0 < self.end_gfn().0
+    }
+
+    /// The page index of `gfn` inside RAM.
+    fn index(&self, gfn: Gfn) -> Result<usize, MemError> {
+        if self.contains_gfn(gfn) {
+            Ok((gfn.0 - self.first_gfn.0) as usize)
+        } else {
+            Err(MemError::BadGfn(gfn))
+        }
+    }
+
+    /// Byte offset of `gpa..gpa+len` inside the mapping.
+    fn offset(&self, gpa: u64, len: usize) -> Result<usize, MemError> {
+        let err = MemError::OutOfRange { gpa, len };
+        let start = gpa.checked_sub(self.first_gfn.addr()).ok_or(err)?;
+        let start = usize::try_from(start).map_err(|_| err)?;
+        let end = start.checked_add(len).ok_or(err)?;
+        if end > self.size() {
+            return Err(err);
+        }
+        Ok(start)
+    }
+
+    /// The 4 KiB page at `gfn`.
+    pub fn page(&self, gfn: Gfn) -> Result<SharedMem, MemError> {
+        let idx = self.index(gfn)?;
+        self.map
+            .shared()
+            .sub(idx * PAGE_SIZE, PAGE_SIZE)
+            .ok_or(MemError::BadGfn(gfn))
+    }
+
+    /// `count` contiguous pages starting at `gfn`.
+    pub fn pages_at(&self, gfn: Gfn, count: usize) -> Result<SharedMem, MemError> {
+        let len = count
+            .checked_mul(PAGE_SIZE)
+            .ok_or(MemError::BadSize(count))?;
+        self.range(gfn.addr(), len)
+    }
+
+    /// The guest-physical range `gpa..gpa+len`.
+    pub fn range(&self, gpa: u64, len: usize) -> Result<SharedMem, MemError> {
+        let off = self.offset(gpa, len)?;
+        self.map
+            .shared()
+            .sub(off, len)
+            .ok_or(MemError::OutOfRange { gpa, len })
+    }
+
+    /// Copies guest memory at `gpa` into `buf` (once, volatile).
+    pub fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        self.range(gpa, buf.len())?.read(0, buf);
+        Ok(())
+    }
+
+    /// Copies `buf` into guest memory at `gpa`.
+    pub fn write(&self, gpa: u64, buf: &[u8]) -> Result<(), MemError> {
+        self.range(gpa, buf.len())?.write(0, buf);
+        Ok(())
+    }
+
+    /// Fills the page at `gfn` with zeroes.
+    pub fn zero_page(&self, gfn: Gfn) -> Result<(), MemError> {
+        self.page(gfn)?.fill(0, PAGE_SIZE, 0);
+        Ok(())
+    }
+
+    /// The host address where `gfn` is mapped (in-process runner: the address a guest
+    /// thread uses for that frame).
+    pub fn gfn_to_host(&self, gfn: Gfn) -> Result<NonNull<u8>, MemError> {
+        let p = self.page(gfn)?.as_ptr();
+        NonNull::new(p).ok_or(MemError::BadGfn(gfn))
+    }
+
+    /// The guest-physical address of host address `addr`, if it lies in guest RAM.
+    pub fn host_to_gpa(&self, addr: *const u8) -> Option<u64> {
+        let base = self.map.base.as_ptr() as usize;
+        let off = (addr as usize).checked_sub(base)?;
+        if off >= self.size() {
+            return None;
+        }
+        Some(self.first_gfn.addr() + off as u64)
+    }
+
+    /// The frame holding host address `addr`, if it lies in guest RAM.
+    pub fn host_to_gfn(&self, addr: *const u8) -> Option<Gfn> {
+        self.host_to_gpa(addr).map(|gpa| Gfn(gpa >> 12))
+    }
+}
+
+/// One private page of host memory, accessed like a shared page (e.g. `shared_info`
+/// before the guest maps it somewhere).
+pub struct HostPage {
+    map: Mapping,
+}
+
+impl fmt::Debug for HostPage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HostPage").finish_non_exhaustive()
+    }
+}
+
+impl HostPage {
+    /// Maps one zeroed page.
+    pub fn new() -> Result<Self, MemError> {
+        Ok(HostPage {
+            map: Mapping::new(PAGE_SIZE)?,
+        })
+    }
+
+    /// The page. Valid while this `HostPage` lives.
+    pub fn mem(&self) -> SharedMem {
+        self.map.shared()
+    }
+}
+
+/// [`GuestAccess`] for guests that run as host threads of this process.
+///
+/// An in-process guest passes hypercall pointer arguments as ordinary host addresses
+/// (e.g. of a struct on its own stack). Such a guest shares our address space by
+/// construction and can write anywhere in it already, so these pointers are trusted:
+/// this type is the documented trust boundary of the in-process runner, and the KVM
+/// runner never uses it. Everything *inside* the arguments (gfns, ports, grant refs,
+/// domain ids) is still checked by the dispatcher like for any other guest.
+#[derive(Debug)]
+pub struct InProcessAccess {
+    _private: (),
+}
+
+impl InProcessAccess {
+    /// Creates the accessor.
+    ///
+    /// # Safety
+    /// Every address the dispatcher reads or writes through it during the hypercall
+    /// must be valid host memory for that access (the hypercall's own contract,
+    /// [`hypercall::Hypercall::hypercall`]), and the calling guest thread must not be
+    /// using that memory concurrently.
+    pub unsafe fn new() -> Self {
+        InProcessAccess { _private: () }
+    }
+
+    fn region(addr: u64, len: usize) -> Result<Option<SharedMem>, Efault> {
+        if len == 0 {
+            return Ok(None);
+        }
+        let a = usize::try_from(addr).map_err(|_| Efault)?;
+        if a.checked_add(len).is_none() {
+            return Err(Efault);
+        }
+        let p = NonNull::new(a as *mut u8).ok_or(Efault)?;
+        // SAFETY: the constructor's contract: the calling guest vouches that addr..+len
+        // is valid for the duration of the hypercall and not used concurrently.
+        Ok(Some(unsafe { SharedMem::new(p, len) }))
+    }
+}
+
+impl GuestAccess for InProcessAccess {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), Efault> {
+        if let Some(m) = Self::region(addr, buf.len())? {
+            m.read(0, buf);
+        }
+        Ok(())
+    }
+
+    fn write(&self, addr: u64, buf: &[u8]) -> Result<(), Efault> {
+        if let Some(m) = Self::region(addr, buf.len())? {
+            m.write(0, buf);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gfn_mapping_is_not_identity() {
+        let mem = GuestMemory::new(GuestMemory::DEFAULT_FIRST_GFN, 4).unwrap();
+        let host = mem.gfn_to_host(Gfn(0x100)).unwrap();
+        assert_ne!(host.as_ptr() as u64 >> 12, 0x100);
+        assert_eq!(mem.host_to_gfn(host.as_ptr()), Some(Gfn(0x100)));
+        let p3 = mem.gfn_to_host(Gfn(0x103)).unwrap();
+        assert_eq!(p3.as_ptr() as usize - host.as_ptr() as usize, 3 * PAGE_SIZE);
+        // SAFETY-free pointer arithmetic: one byte inside page 0x102.
+        let inside = (p3.as_ptr() as usize - 1) as *const u8;
+        assert_eq!(mem.host_to_gfn(inside), Some(Gfn(0x102)));
+        assert_eq!(mem.host_to_gpa(inside), Some(0x103_000 - 1));
+        let past = (p3.as_ptr() as usize + PAGE_SIZE) as *const u8;
+        assert_eq!(mem.host_to_gfn(past), None);
+        assert_eq!(mem.host_to_gfn(core::ptr::null()), None);
+    }
+
+    #[test]
+    fn every_access_is_bounds_checked() {
+        let mem = GuestMemory::new(Gfn(0x100), 2).unwrap();
+        assert_eq!(mem.page(Gfn(0xff)).err(), Some(MemError::BadGfn(Gfn(0xff))));
+        assert_eq!(
+            mem.page(Gfn(0x102)).err(),
+            Some(MemError::BadGfn(Gfn(0x102)))
+        );
+        assert!(mem.page(Gfn(u64::MAX)).is_err());
+        assert!(mem.range(0x100_000, 2 * PAGE_SIZE).is_ok());
+        assert!(mem.range(0x100_001, 2 * PAGE_SIZE).is_err());
+        assert!(mem.range(0xfffff, 1).is_err());
+        assert!(mem.range(u64::MAX, 2).is_err());
+        assert!(mem.range(0x100_000, usize::MAX).is_err());
+        let mut b = [0u8; 8];
+        assert!(mem.read(0x101_ffc, &mut b).is_err());
+        assert!(mem.write(0x101_ff8, &b).is_ok());
+        assert!(mem.pages_at(Gfn(0x101), 2).is_err());
+        assert!(mem.pages_at(Gfn(0x100), usize::MAX).is_err());
+        assert!(GuestMemory::new(Gfn(0), 0).is_err());
+        assert!(GuestMemory::new(Gfn(u64::MAX), 1).is_err());
+    }
+
+    #[test]
+    fn memory_starts_zeroed_and_zero_page_works() {
+        let mem = GuestMemory::new(Gfn(0x100), 2).unwrap();
+        let p = mem.page(Gfn(0x101)).unwrap();
+        let mut b = [0xffu8; PAGE_SIZE];
+        p.read(0, &mut b);
+        assert!(b.iter().all(|&x| x == 0));
+        p.fill(0, PAGE_SIZE, 7);
+        mem.zero_page(Gfn(0x101)).unwrap();
+        p.read(0, &mut b);
+        assert!(b.iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn in_process_access_rejects_null_and_overflow() {
+        // SAFETY: only the null/overflow paths are exercised, and one valid local.
+        let acc = unsafe { InProcessAccess::new() };
+        let mut b = [0u8; 4];
+        assert_eq!(acc.read(0, &mut b), Err(Efault));
+        assert_eq!(acc.read(u64::MAX - 1, &mut b), Err(Efault));
+        let src = [1u8, 2, 3, 4];
+        acc.read(src.as_ptr() as u64, &mut b).unwrap();
+        assert_eq!(b, src);
+    }
+}

@@ -1,0 +1,409 @@
+//! Grant tables, version 1, as Xen enforces them (`common/grant_table.c`).
+//!
+//! A guest's grant frames are guest pages it registered with
+//! `add_to_physmap(XENMAPSPACE_grant_table, idx, gfn)`. dom0 (host backends) maps a
+//! grant with [`crate::xen::Hypervisor::grant_map`]:
+//! - the entry is read once as one 32-bit word (`flags | domid << 16`);
+//! - it must be `GTF_permit_access` (no sub-page), granted to domain 0, and not
+//!   `GTF_readonly` if a writable mapping is asked for (BAD-INPUT row 10);
+//! - `GTF_reading` (and `GTF_writing` for writable maps) are set with a compare-exchange
+//!   on that word, retried a bounded number of times while the guest races us (Xen
+//!   gives up after 5 tries), so a guest that revokes first wins cleanly;
+//! - the frame is read after the flags are set (the guest cannot end access any more)
+//!   and must be guest RAM;
+//! - the flags are cleared when the last (writable) mapping of that ref goes, so the
+//!   guest's `end_access` fails while we map the page (row 26).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use hypercall::abi::gnttab as abi;
+use hypercall::{DomId, Gfn, GrantRef, SharedMem, PAGE_SIZE};
+
+use super::domain::{lock, Domain};
+use crate::mem::GuestMemory;
+
+/// `GTF_sub_page` (v2 only; a v1 mapping must not have it).
+const GTF_SUB_PAGE: u16 = 1 << 8;
+/// Compare-exchange attempts against a racing guest before giving up (Xen: 5).
+const CMPXCHG_TRIES: u32 = 5;
+/// Size of one v1 entry.
+const ENTRY_SIZE: usize = 8;
+
+/// Why a grant operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GrantError {
+    /// No such (live) domain.
+    NoSuchDomain(DomId),
+    /// The reference is outside the guest's grant table.
+    BadGref(GrantRef),
+    /// The entry does not grant access (type not `permit_access`, or sub-page).
+    NotGranted(GrantRef),
+    /// The entry grants access to another domain.
+    WrongDomain {
+        /// The reference.
+        gref: GrantRef,
+        /// The domain named in the entry.
+        domid: u16,
+    },
+    /// A writable mapping of a read-only grant.
+    ReadOnly(GrantRef),
+    /// The granted frame is not guest RAM.
+    BadFrame {
+        /// The reference.
+        gref: GrantRef,
+        /// The frame named in the entry.
+        frame: u32,
+    },
+    /// The guest kept changing the entry while we tried to pin it.
+    Unstable(GrantRef),
+    /// Copy arguments out of range (`offset + len > 4096`, short host buffer).
+    BadCopyArg,
+}
+
+impl GrantError {
+    /// The `GNTST_*` status Xen reports for this error.
+    pub fn status(&self) -> i16 {
+        match self {
+            GrantError::NoSuchDomain(_) => abi::GNTST_BAD_DOMAIN,
+            GrantError::BadGref(_) => abi::GNTST_BAD_GNTREF,
+            GrantError::NotGranted(_)
+            | GrantError::WrongDomain { .. }
+            | GrantError::ReadOnly(_)
+            | GrantError::Unstable(_) => abi::GNTST_GENERAL_ERROR,
+            GrantError::BadFrame { .. } => abi::GNTST_BAD_PAGE,
+            GrantError::BadCopyArg => abi::GNTST_BAD_COPY_ARG,
+        }
+    }
+}
+
+impl fmt::Display for GrantError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GrantError::NoSuchDomain(d) => write!(f, "no domain {}", d.0),
+            GrantError::BadGref(r) => write!(f, "grant ref {} is outside the table", r.0),
+            GrantError::NotGranted(r) => write!(f, "grant ref {} does not permit access", r.0),
+            GrantError::WrongDomain { gref, domid } => {
+                write!(
+                    f,
+                    "grant ref {} is granted to domain {domid}, not 0",
+                    gref.0
+                )
+            }
+            GrantError::ReadOnly(r) => write!(f, "grant ref {} is read-only", r.0),
+            GrantError::BadFrame { gref, frame } => {
+                write!(
+                    f,
+                    "grant ref {} names frame {frame:#x}, not guest RAM",
+                    gref.0
+                )
+            }
+            GrantError::Unstable(r) => write!(f, "grant ref {} kept changing", r.0),
+            GrantError::BadCopyArg => f.write_str("grant copy out of range"),
+        }
+    }
+}
+
+impl std::error::Error for GrantError {}
+
+struct Active {
+    gfn: Gfn,
+    pins: u32,
+    writers: u32,
+}
+
+/// A domain's grant-table bookkeeping.
+pub(crate) struct GrantState {
+    max_frames: u32,
+    /// Where each frame is mapped in the guest (index = frame number).
+    frames: Vec<Option<Gfn>>,
+    active: HashMap<u32, Active>,
+}
+
+impl GrantState {
+    pub(crate) fn new(max_frames: u32) -> Self {
+        GrantState {
+            max_frames,
+            frames: Vec::new(),
+            active: HashMap::new(),
+        }
+    }
+
+    /// Frames in use (`nr_grant_frames`).
+    pub(crate) fn nr_frames(&self) -> u32 {
+        self.frames.len() as u32
+    }
+
+    /// The most frames this domain may have.
+    pub(crate) fn max_frames(&self) -> u32 {
+        self.max_frames
+    }
+
+    /// Where frame `idx` is mapped.
+    pub(crate) fn frame_gfn(&self, idx: u32) -> Option<Gfn> {
+        self.frames.get(idx as usize).copied().flatten()
+    }
+
+    /// Grows the table to `nr` frames (`setup_table`). False if over the maximum.
+    pub(crate) fn grow(&mut self, nr: u32) -> bool {
+        if nr > self.max_frames {
+            return false;
+        }
+        if nr as usize > self.frames.len() {
+            self.frames.resize(nr as usize, None);
+        }
+        true
+    }
+
+    /// The guest maps grant frame `idx` at `gfn` (`add_to_physmap`). The page becomes
+    /// the frame: zeroed the first time, or carrying the frame's entries if the frame
+    /// moves from another gfn.
+    pub(crate) fn map_frame(&mut self, mem: &GuestMemory, idx: u32, gfn: Gfn) -> Result<(), isize> {
+        use hypercall::abi::errno::EINVAL;
+        if idx >= self.max_frames {
+            return Err(-EINVAL);
+        }
+        let page = mem.page(gfn).map_err(|_| -EINVAL)?;
+        if !self.grow(idx + 1) {
+            return Err(-EINVAL);
+        }
+        match self.frames[idx as usize] {
+            Some(old) if old == gfn => {}
+            Some(old) => {
+                let old_page = mem.page(old).map_err(|_| -EINVAL)?;
+                page.copy_from(0, &old_page, 0, PAGE_SIZE);
+            }
+            None => page.fill(0, PAGE_SIZE, 0),
+        }
+        self.frames[idx as usize] = Some(gfn);
+        Ok(())
+    }
+
+    /// The entry of `gref`: (page, byte offset).
+    fn entry(&self, mem: &GuestMemory, gref: GrantRef) -> Result<(SharedMem, usize), GrantError> {
+        let per = abi::ENTRIES_PER_FRAME_V1;
+        let gfn = self
+            .frame_gfn(gref.0 / per)
+            .ok_or(GrantError::BadGref(gref))?;
+        let page = mem.page(gfn).map_err(|_| GrantError::BadGref(gref))?;
+        Ok((page, (gref.0 % per) as usize * ENTRY_SIZE))
+    }
+
+    /// Number of live pins of `gref` (tests, diagnostics).
+    pub(crate) fn pins(&self, gref: GrantRef) -> u32 {
+        self.active.get(&gref.0).map_or(0, |a| a.pins)
+    }
+}
+
+/// Pins `gref` of `dom` for dom0: checks and sets the status flags; returns the frame.
+fn pin(dom: &Domain, gref: GrantRef, write: bool) -> Result<Gfn, GrantError> {
+    let mut gs = lock(&dom.grants);
+    let (page, off) = gs.entry(&dom.memory, gref)?;
+    let mut word = page.load_u32(off);
+    let mut tries = 0;
+    loop {
+        let flags = word as u16;
+        let domid = (word >> 16) as u16;
+        if flags & (abi::GTF_TYPE_MASK | GTF_SUB_PAGE) != abi::GTF_PERMIT_ACCESS {
+            return Err(GrantError::NotGranted(gref));
+        }
+        if domid != DomId::DOM0.0 {
+            return Err(GrantError::WrongDomain { gref, domid });
+        }
+        if write && flags & abi::GTF_READONLY != 0 {
+            return Err(GrantError::ReadOnly(gref));
+        }
+        let new_flags = flags | abi::GTF_READING | if write { abi::GTF_WRITING } else { 0 };
+        let new = (word & 0xffff_0000) | new_flags as u32;
+        match page.cmpxchg_u32(off, word, new) {
+            Ok(_) => break,
+            Err(seen) => {
+                tries += 1;
+                if tries >= CMPXCHG_TRIES {
+                    return Err(GrantError::Unstable(gref));
+                }
+                word = seen;
+            }
+        }
+    }
+    let gfn = match gs.active.get(&gref.0) {
+        Some(a) => a.gfn,
+        None => {
+            // Read the frame once, after the flags are set.
+            let frame = page.load_u32(off + 4);
+            let gfn = Gfn(frame as u64);
+            if !dom.memory.contains_gfn(gfn) {
+                // Nobody else pins this ref: take back exactly what we set.
+                let set = abi::GTF_READING | if write { abi::GTF_WRITING } else { 0 };
+                page.fetch_and_u64(off, !(set as u64));
+                return Err(GrantError::BadFrame { gref, frame });
+            }
+            gfn
+        }
+    };
+    let a = gs.active.entry(gref.0).or_insert(Active {
+        gfn,
+        pins: 0,
+        writers: 0,
+    });
+    a.pins += 1;
+    if write {
+        a.writers += 1;
+    }
+    Ok(gfn)
+}
+
+/// Drops one pin of `gref`; clears `GTF_writing` / `GTF_reading` as the last
+/// writable / last mapping goes.
+fn unpin(dom: &Domain, gref: GrantRef, write: bool) {
+    let mut gs = lock(&dom.grants);
+    let Some(a) = gs.active.get_mut(&gref.0) else {
+        return;
+    };
+    a.pins = a.pins.saturating_sub(1);
+    let mut clear = 0u16;
+    if write {
+        a.writers = a.writers.saturating_sub(1);
+        if a.writers == 0 {
+            clear |= abi::GTF_WRITING;
+        }
+    }
+    if a.pins == 0 {
+        clear |= abi::GTF_READING | abi::GTF_WRITING;
+        gs.active.remove(&gref.0);
+    }
+    if clear != 0 {
+        if let Ok((page, off)) = gs.entry(&dom.memory, gref) {
+            // Flags are the low 16 bits of the (8-byte aligned, little-endian) entry.
+            page.fetch_and_u64(off, !(clear as u64));
+        }
+    }
+}
+
+/// A dom0 mapping of one granted page. The page stays accessible (and the guest's
+/// `end_access` fails) until this is dropped or [`GrantMapping::unmap`]ped. Multi-page
+/// rings are several mappings.
+pub struct GrantMapping {
+    domain: Arc<Domain>,
+    gref: GrantRef,
+    gfn: Gfn,
+    writable: bool,
+    mem: SharedMem,
+}
+
+impl fmt::Debug for GrantMapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrantMapping")
+            .field("granter", &self.domain.id.0)
+            .field("gref", &self.gref.0)
+            .field("gfn", &format_args!("{:#x}", self.gfn.0))
+            .field("writable", &self.writable)
+            .finish()
+    }
+}
+
+impl GrantMapping {
+    pub(crate) fn new(
+        domain: Arc<Domain>,
+        gref: GrantRef,
+        readonly: bool,
+    ) -> Result<Self, GrantError> {
+        let writable = !readonly;
+        let gfn = pin(&domain, gref, writable)?;
+        let mem = match domain.memory.page(gfn) {
+            Ok(m) => m,
+            Err(_) => {
+                unpin(&domain, gref, writable);
+                return Err(GrantError::BadFrame {
+                    gref,
+                    frame: gfn.0 as u32,
+                });
+            }
+        };
+        Ok(GrantMapping {
+            domain,
+            gref,
+            gfn,
+            writable,
+            mem,
+        })
+    }
+
+    /// The granted 4096-byte page. Valid while this mapping lives; the guest may write
+    /// it concurrently (copy out once, then validate).
+    pub fn mem(&self) -> SharedMem {
+        self.mem
+    }
+
+    /// The granting domain.
+    pub fn granter(&self) -> DomId {
+        self.domain.id
+    }
+
+    /// The grant reference.
+    pub fn gref(&self) -> GrantRef {
+        self.gref
+    }
+
+    /// The guest frame behind the grant.
+    pub fn gfn(&self) -> Gfn {
+        self.gfn
+    }
+
+    /// Whether the mapping is writable.
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Unmaps (same as dropping).
+    pub fn unmap(self) {}
+}
+
+impl Drop for GrantMapping {
+    fn drop(&mut self) {
+        unpin(&self.domain, self.gref, self.writable);
+    }
+}
+
+/// One granted side of a copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrantPtr {
+    /// The granting domain.
+    pub domid: DomId,
+    /// The grant reference.
+    pub gref: GrantRef,
+    /// Byte offset in the page.
+    pub offset: u16,
+}
+
+/// Source of [`crate::xen::Hypervisor::grant_copy`].
+#[derive(Debug)]
+pub enum CopySrc<'a> {
+    /// A page granted to dom0.
+    Grant(GrantPtr),
+    /// A host buffer (`len` bytes from its start are copied).
+    Host(&'a [u8]),
+}
+
+/// Destination of [`crate::xen::Hypervisor::grant_copy`].
+#[derive(Debug)]
+pub enum CopyDst<'a> {
+    /// A page granted (writable) to dom0.
+    Grant(GrantPtr),
+    /// A host buffer (`len` bytes at its start are written).
+    Host(&'a mut [u8]),
+}
+
+pub(crate) fn check_grant_range(p: &GrantPtr, len: usize) -> Result<(), GrantError> {
+    if p.offset as usize + len > PAGE_SIZE {
+        return Err(GrantError::BadCopyArg);
+    }
+    Ok(())
+}
+
+/// Pins of `gref` in `dom` right now (tests and diagnostics).
+pub(crate) fn pin_count(dom: &Domain, gref: GrantRef) -> u32 {
+    lock(&dom.grants).pins(gref)
+}
