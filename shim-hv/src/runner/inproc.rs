@@ -60,6 +60,20 @@ pub const WAIT_TIMEOUT: Duration = Duration::from_millis(10);
 /// handlers"); called from [`Platform::wait`] for each delivered port.
 pub type PortHandler = Arc<dyn Fn(Port) + Send + Sync>;
 
+/// Who acknowledges upcalls for an in-process guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum UpcallMode {
+    /// [`Platform::wait`] acts as the guest OS's upcall handler: it clears
+    /// `evtchn_upcall_pending`, the selector and the pending bits of unmasked ports
+    /// (and calls the [`PortHandler`], if any). Frontends just re-check their rings.
+    #[default]
+    Acknowledge,
+    /// The guest scans `shared_info` itself (e.g. `hypercall::evtchn::EventChannels::scan`
+    /// after every wait): `wait` returns when an upcall is pending or new, and leaves
+    /// the bits alone.
+    GuestScans,
+}
+
 /// Unwind payload that ends a guest thread whose domain is finished.
 struct GuestExit;
 
@@ -135,6 +149,7 @@ pub struct InProcGuest {
     alloc: Mutex<PageAllocator>,
     port_handler: Mutex<Option<PortHandler>>,
     wait_timeout: Mutex<Duration>,
+    mode: Mutex<UpcallMode>,
 }
 
 impl fmt::Debug for InProcGuest {
@@ -161,6 +176,7 @@ impl InProcGuest {
             alloc: Mutex::new(PageAllocator::new(first, end)),
             port_handler: Mutex::new(None),
             wait_timeout: Mutex::new(WAIT_TIMEOUT),
+            mode: Mutex::new(UpcallMode::default()),
         })
     }
 
@@ -189,6 +205,11 @@ impl InProcGuest {
     /// raise it to prove that a wake-up comes from an event, not from the timeout.
     pub fn set_wait_timeout(&self, t: Duration) {
         *lock(&self.wait_timeout) = t;
+    }
+
+    /// Chooses who acknowledges upcalls (default [`UpcallMode::Acknowledge`]).
+    pub fn set_upcall_mode(&self, mode: UpcallMode) {
+        *lock(&self.mode) = mode;
     }
 
     fn in_guest_thread(&self) -> bool {
@@ -296,6 +317,12 @@ impl Platform for InProcGuest {
             dom.signal().wait_change(seen, timeout);
         }
         hv.check_timer(dom);
+        if *lock(&self.mode) == UpcallMode::GuestScans {
+            let now = dom.signal().epoch();
+            SEEN.with(|s| s.borrow_mut().insert(self.key, now));
+            self.exit_if_finished();
+            return;
+        }
         let delivered = hv.ack_upcall(dom.id());
         let now = dom.signal().epoch();
         SEEN.with(|s| s.borrow_mut().insert(self.key, now));
