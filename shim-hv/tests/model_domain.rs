@@ -10,6 +10,7 @@ use hypercall::abi::hvm;
 use hypercall::{DomId, Gfn, Port};
 use model_util::{domain, hv};
 use shim_hv::xen::{DomainEvent, DomainSpec, DomainState, Error, PortState, ShutdownReason};
+use shim_hv::xenstored::{Access, Perm, TxId};
 
 #[test]
 fn domids_start_at_one_and_are_not_reused_at_once() {
@@ -23,7 +24,10 @@ fn domids_start_at_one_and_are_not_reused_at_once() {
     assert!(hv.domain(DomId(1)).is_none());
     assert_eq!(hv.domain_by_name("a").unwrap().id(), DomId(3));
     assert_eq!(hv.domains().len(), 2);
-    assert!(matches!(hv.destroy_domain(DomId(1)), Err(Error::NoSuchDomain(_))));
+    assert!(matches!(
+        hv.destroy_domain(DomId(1)),
+        Err(Error::NoSuchDomain(_))
+    ));
 }
 
 #[test]
@@ -75,9 +79,15 @@ fn layout_params_and_channels() {
     assert_eq!(d.store().gfn, Gfn(0x100 + 2048 - 8 + 4));
     assert_eq!(d.console().gfn, Gfn(0x100 + 2048 - 1));
     assert_eq!(d.hvm_param(hvm::PARAM_STORE_PFN), Some(d.store().gfn.0));
-    assert_eq!(d.hvm_param(hvm::PARAM_STORE_EVTCHN), Some(d.store().port.0 as u64));
+    assert_eq!(
+        d.hvm_param(hvm::PARAM_STORE_EVTCHN),
+        Some(d.store().port.0 as u64)
+    );
     assert_eq!(d.hvm_param(hvm::PARAM_CONSOLE_PFN), Some(d.console().gfn.0));
-    assert_eq!(d.hvm_param(hvm::PARAM_CONSOLE_EVTCHN), Some(d.console().port.0 as u64));
+    assert_eq!(
+        d.hvm_param(hvm::PARAM_CONSOLE_EVTCHN),
+        Some(d.console().port.0 as u64)
+    );
     assert_eq!(d.hvm_param(1000), None);
     for sp in [d.store(), d.console()] {
         assert_eq!(
@@ -106,28 +116,63 @@ fn xenstore_nodes_like_libxl() {
     let c = hv.xenstored().client(0);
     let dp = format!("/local/domain/{}", d.id().0);
     let vm = format!("/vm/{}", d.uuid());
-    let read = |p: &str| String::from_utf8(c.read(p).unwrap()).unwrap();
+    let read = |p: &str| String::from_utf8(c.read(TxId::NONE, p).unwrap()).unwrap();
     assert_eq!(read(&format!("{dp}/name")), "web");
     assert_eq!(read(&format!("{dp}/domid")), d.id().0.to_string());
     assert_eq!(read(&format!("{dp}/vm")), vm);
     assert_eq!(read(&format!("{vm}/name")), "web");
     assert_eq!(read(&format!("{vm}/uuid")), d.uuid().to_string());
     assert_eq!(read(&format!("{dp}/memory/target")), "4096");
-    assert_eq!(read(&format!("{dp}/store/port")), d.store().port.0.to_string());
-    assert_eq!(read(&format!("{dp}/store/ring-ref")), d.store().gfn.0.to_string());
-    assert_eq!(read(&format!("{dp}/console/port")), d.console().port.0.to_string());
-    assert_eq!(read(&format!("{dp}/control/platform-feature-xs_reset_watches")), "1");
+    assert_eq!(
+        read(&format!("{dp}/store/port")),
+        d.store().port.0.to_string()
+    );
+    assert_eq!(
+        read(&format!("{dp}/store/ring-ref")),
+        d.store().gfn.0.to_string()
+    );
+    assert_eq!(
+        read(&format!("{dp}/console/port")),
+        d.console().port.0.to_string()
+    );
+    assert_eq!(
+        read(&format!("{dp}/control/platform-feature-xs_reset_watches")),
+        "1"
+    );
     assert_eq!(read(&format!("{dp}/control/shutdown")), "");
-    let me = format!("n{}", d.id().0);
+    let id = d.id().0;
     // dom0 owns the domain directory, the guest may read it.
-    assert_eq!(c.get_perms(&dp).unwrap(), vec!["n0".to_string(), format!("r{}", d.id().0)]);
+    assert_eq!(
+        c.get_perms(TxId::NONE, &dp).unwrap(),
+        vec![Perm::new(0, Access::None), Perm::new(id, Access::Read)]
+    );
     // The guest owns control/shutdown, data, device/suspend/event-channel...
-    for sub in ["control/shutdown", "control/feature-poweroff", "data", "attr", "device/suspend/event-channel"] {
-        assert_eq!(c.get_perms(&format!("{dp}/{sub}")).unwrap(), vec![me.clone()], "{sub}");
+    for sub in [
+        "control/shutdown",
+        "control/feature-poweroff",
+        "data",
+        "attr",
+        "device/suspend/event-channel",
+    ] {
+        assert_eq!(
+            c.get_perms(TxId::NONE, &format!("{dp}/{sub}")).unwrap(),
+            vec![Perm::new(id, Access::None)],
+            "{sub}"
+        );
     }
+    // ...and may write there, but not elsewhere in its directory.
+    let guest = hv.xenstored().client(id);
+    guest.write(TxId::NONE, "control/shutdown", b"").unwrap();
+    guest.write(TxId::NONE, "data/x", b"1").unwrap();
+    assert!(guest.write(TxId::NONE, "name", b"evil").is_err());
+    assert!(guest.write(TxId::NONE, "/local/domain/0/x", b"1").is_err());
+    let domid = guest.read(TxId::NONE, "domid").unwrap();
+    assert_eq!(String::from_utf8(domid).unwrap(), id.to_string());
+    assert!(hv.xenstored().is_introduced(id));
     hv.destroy_domain(d.id()).unwrap();
-    assert!(c.read(&dp).is_err());
-    assert!(c.read(&vm).is_err());
+    assert!(!hv.xenstored().is_introduced(id));
+    assert!(c.read(TxId::NONE, &dp).is_err());
+    assert!(c.read(TxId::NONE, &vm).is_err());
 }
 
 #[test]
@@ -141,7 +186,10 @@ fn states_are_observable() {
     assert!(!hv.pause_domain(&d));
     assert!(hv.unpause_domain(&d));
     assert!(hv.shutdown_domain(&d, ShutdownReason::Poweroff));
-    assert!(!hv.crash_domain(&d, "late"), "a finished domain stays finished");
+    assert!(
+        !hv.crash_domain(&d, "late"),
+        "a finished domain stays finished"
+    );
     assert_eq!(
         d.wait_state(Duration::from_secs(60), |s| s.is_finished()),
         Some(DomainState::Shutdown(ShutdownReason::Poweroff))
@@ -168,17 +216,25 @@ fn destroy_unbinds_backend_ports_and_wakes_waiters() {
     let d = domain(&hv, "x");
     let g = model_util::Phys::new(&hv, &d);
     let gp = g.alloc_unbound(0).unwrap();
-    let dp = hv.dom0_bind_interdomain(d.id(), gp, Arc::new(|| {})).unwrap();
+    let dp = hv
+        .dom0_bind_interdomain(d.id(), gp, Arc::new(|| {}))
+        .unwrap();
     let store_dom0 = d.store().dom0_port;
     let e0 = d.signal().epoch();
     hv.destroy_domain(d.id()).unwrap();
     assert!(d.signal().epoch() > e0);
     // The backend's port stays (unbound) until the backend closes it.
-    assert_eq!(hv.port_state(DomId(0), dp).unwrap(), PortState::Unbound { remote: d.id() });
+    assert_eq!(
+        hv.port_state(DomId(0), dp).unwrap(),
+        PortState::Unbound { remote: d.id() }
+    );
     hv.dom0_send(dp).unwrap();
     hv.dom0_close(dp).unwrap();
     // The store/console dom0 ports went with the domain.
-    assert_eq!(hv.port_state(DomId(0), store_dom0).unwrap(), PortState::Closed);
+    assert_eq!(
+        hv.port_state(DomId(0), store_dom0).unwrap(),
+        PortState::Closed
+    );
     assert!(hv.dom0_send(Port(store_dom0.0)).is_err());
 }
 

@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use hypercall::abi::errno::{EINVAL, ENOSYS};
-use hypercall::abi::gnttab::{self as g, GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY, GTF_WRITING};
+use hypercall::abi::gnttab::{
+    self as g, GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY, GTF_WRITING,
+};
 use hypercall::abi::{hypercall_nr as nr, memory};
 use hypercall::{DomId, Gfn, GrantRef};
 use model_util::{domain, hv, Phys, SCRATCH2};
@@ -41,7 +43,10 @@ fn writable_map_sets_and_clears_reading_writing() {
     let mut b = [0u8; 4];
     p.dom.memory().read(DATA << 12, &mut b).unwrap();
     assert_eq!(&b, b"RING", "the backend writes the guest's page");
-    assert_eq!(p.flags(TABLE, 8), GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING);
+    assert_eq!(
+        p.flags(TABLE, 8),
+        GTF_PERMIT_ACCESS | GTF_READING | GTF_WRITING
+    );
     drop(m);
     assert_eq!(p.flags(TABLE, 8), GTF_PERMIT_ACCESS);
     assert_eq!(hv.grant_pins(p.id(), GrantRef(8)), 0);
@@ -56,10 +61,17 @@ fn readonly_grant_refuses_writable_map() {
     let e = hv.grant_map(p.id(), GrantRef(9), false).unwrap_err();
     assert_eq!(e, GrantError::ReadOnly(GrantRef(9)));
     assert_eq!(e.status(), g::GNTST_GENERAL_ERROR);
-    assert_eq!(p.flags(TABLE, 9), GTF_PERMIT_ACCESS | GTF_READONLY, "untouched");
+    assert_eq!(
+        p.flags(TABLE, 9),
+        GTF_PERMIT_ACCESS | GTF_READONLY,
+        "untouched"
+    );
     let m = hv.grant_map(p.id(), GrantRef(9), true).unwrap();
     assert!(!m.writable());
-    assert_eq!(p.flags(TABLE, 9), GTF_PERMIT_ACCESS | GTF_READONLY | GTF_READING);
+    assert_eq!(
+        p.flags(TABLE, 9),
+        GTF_PERMIT_ACCESS | GTF_READONLY | GTF_READING
+    );
     drop(m);
     assert_eq!(p.flags(TABLE, 9), GTF_PERMIT_ACCESS | GTF_READONLY);
 }
@@ -95,7 +107,9 @@ fn wrong_domain_not_granted_and_bad_refs_are_refused() {
     }
     // No such domain.
     assert_eq!(
-        hv.grant_map(DomId(99), GrantRef(8), true).unwrap_err().status(),
+        hv.grant_map(DomId(99), GrantRef(8), true)
+            .unwrap_err()
+            .status(),
         g::GNTST_BAD_DOMAIN
     );
 }
@@ -106,7 +120,10 @@ fn frame_outside_guest_ram_is_refused_and_flags_restored() {
     for frame in [0u64, 0xff, 0x100 + 1024, 0xffff_ffff] {
         p.grant(TABLE, 13, 0, frame, false);
         let e = hv.grant_map(p.id(), GrantRef(13), false).unwrap_err();
-        assert!(matches!(e, GrantError::BadFrame { .. }), "{frame:#x}: {e:?}");
+        assert!(
+            matches!(e, GrantError::BadFrame { .. }),
+            "{frame:#x}: {e:?}"
+        );
         assert_eq!(p.flags(TABLE, 13), GTF_PERMIT_ACCESS);
     }
 }
@@ -160,7 +177,10 @@ fn grant_copy_semantics() {
     let (hv, p) = setup();
     p.grant(TABLE, 8, 0, DATA, false);
     p.grant(TABLE, 9, 0, DATA + 1, true);
-    p.dom.memory().write((DATA + 1) << 12, b"source data").unwrap();
+    p.dom
+        .memory()
+        .write((DATA + 1) << 12, b"source data")
+        .unwrap();
     let at = |gref, offset| GrantPtr {
         domid: p.id(),
         gref: GrantRef(gref),
@@ -185,7 +205,11 @@ fn grant_copy_semantics() {
         Err(GrantError::BadCopyArg)
     );
     assert_eq!(
-        hv.grant_copy(CopySrc::Grant(at(9, 4000)), CopyDst::Host(&mut [0u8; 200]), 200),
+        hv.grant_copy(
+            CopySrc::Grant(at(9, 4000)),
+            CopyDst::Host(&mut [0u8; 200]),
+            200
+        ),
         Err(GrantError::BadCopyArg)
     );
     assert_eq!(
@@ -218,7 +242,7 @@ fn racing_guest_cannot_wedge_or_crash_the_mapper() {
         while !s2.load(Ordering::Relaxed) {
             // A hostile guest rewriting domid/flags as fast as it can.
             e.store_u16(2, (i % 3) as u16);
-            e.store_u32(4, if i % 5 == 0 { 0xdead } else { DATA as u32 });
+            e.store_u32(4, if i.is_multiple_of(5) { 0xdead } else { DATA as u32 });
             i = i.wrapping_add(1);
         }
     });
@@ -253,19 +277,40 @@ fn guest_grant_table_ops() {
         ..Default::default()
     };
     assert_eq!(p.op3(nr::GRANT_TABLE_OP, g::OP_QUERY_SIZE, &mut q, 1), 0);
-    assert_eq!((q.status, q.nr_frames, q.max_nr_frames), (g::GNTST_OKAY, 0, 64));
-    assert_eq!(p.op3(nr::GRANT_TABLE_OP, g::OP_QUERY_SIZE, &mut q, 2), -EINVAL);
+    assert_eq!(
+        (q.status, q.nr_frames, q.max_nr_frames),
+        (g::GNTST_OKAY, 0, 64)
+    );
+    assert_eq!(
+        p.op3(nr::GRANT_TABLE_OP, g::OP_QUERY_SIZE, &mut q, 2),
+        -EINVAL
+    );
     let mut v = g::SetVersion { version: 1 };
     assert_eq!(p.op3(nr::GRANT_TABLE_OP, g::OP_SET_VERSION, &mut v, 1), 0);
     let mut v = g::SetVersion { version: 2 };
-    assert_eq!(p.op3(nr::GRANT_TABLE_OP, g::OP_SET_VERSION, &mut v, 1), -EINVAL);
+    assert_eq!(
+        p.op3(nr::GRANT_TABLE_OP, g::OP_SET_VERSION, &mut v, 1),
+        -EINVAL
+    );
     assert_eq!(v.version, 1, "the current version is reported back");
 
     // add_to_physmap grant frames: idx < max, RAM gfn, no v2 status frames.
-    assert_eq!(p.add_to_physmap(memory::SPACE_GRANT_TABLE, 64, 0x103), -EINVAL);
-    assert_eq!(p.add_to_physmap(memory::SPACE_GRANT_TABLE, 1 << 31, 0x103), -EINVAL);
-    assert_eq!(p.add_to_physmap(memory::SPACE_GRANT_TABLE, 0, 0x50), -EINVAL);
-    assert_eq!(p.add_to_physmap(memory::SPACE_GRANT_TABLE, 0, u64::MAX), -EINVAL);
+    assert_eq!(
+        p.add_to_physmap(memory::SPACE_GRANT_TABLE, 64, 0x103),
+        -EINVAL
+    );
+    assert_eq!(
+        p.add_to_physmap(memory::SPACE_GRANT_TABLE, 1 << 31, 0x103),
+        -EINVAL
+    );
+    assert_eq!(
+        p.add_to_physmap(memory::SPACE_GRANT_TABLE, 0, 0x50),
+        -EINVAL
+    );
+    assert_eq!(
+        p.add_to_physmap(memory::SPACE_GRANT_TABLE, 0, u64::MAX),
+        -EINVAL
+    );
     dom.memory().page(Gfn(0x103)).unwrap().fill(0, 4096, 0xAA);
     assert_eq!(p.add_to_physmap(memory::SPACE_GRANT_TABLE, 1, 0x103), 0);
     let mut b = [1u8; 16];
@@ -302,7 +347,10 @@ fn guest_grant_table_ops() {
 
     // Guests do not map or copy grants in this kit.
     let mut m = g::MapGrantRef::default();
-    assert_eq!(p.op3(nr::GRANT_TABLE_OP, g::OP_MAP_GRANT_REF, &mut m, 1), -ENOSYS);
+    assert_eq!(
+        p.op3(nr::GRANT_TABLE_OP, g::OP_MAP_GRANT_REF, &mut m, 1),
+        -ENOSYS
+    );
     let mut c = g::Copy::default();
     assert_eq!(p.op3(nr::GRANT_TABLE_OP, g::OP_COPY, &mut c, 1), -ENOSYS);
     assert_eq!(p.raw(nr::GRANT_TABLE_OP, [999, 0, 0, 0, 0]), -ENOSYS);

@@ -26,7 +26,22 @@ fn unknown_hypercalls_and_sub_ops_are_enosys() {
     let hv = hv();
     let dom = domain(&hv, "a");
     let p = Phys::new(&hv, &dom);
-    for op in [0u32, 1, 2, 13, 16, 19, 21, 33, 35, 40, 63, 64, 1000, u32::MAX] {
+    for op in [
+        0u32,
+        1,
+        2,
+        13,
+        16,
+        19,
+        21,
+        33,
+        35,
+        40,
+        63,
+        64,
+        1000,
+        u32::MAX,
+    ] {
         assert_eq!(p.raw(op, [0; 5]), -ENOSYS, "hypercall {op}");
         assert_eq!(p.raw(op, [usize::MAX; 5]), -ENOSYS, "hypercall {op}");
     }
@@ -92,12 +107,23 @@ fn bad_pointers_are_efault() {
     ];
     for &(op, cmd) in ops {
         for ptr in BAD_PTRS {
-            assert_eq!(p.raw(op, [cmd, ptr, 0, 0, 0]), -EFAULT, "op {op} cmd {cmd} ptr {ptr:#x}");
+            assert_eq!(
+                p.raw(op, [cmd, ptr, 0, 0, 0]),
+                -EFAULT,
+                "op {op} cmd {cmd} ptr {ptr:#x}"
+            );
         }
     }
     for ptr in BAD_PTRS {
-        for cmd in [gnttab::OP_QUERY_SIZE, gnttab::OP_SETUP_TABLE, gnttab::OP_SET_VERSION] {
-            assert_eq!(p.raw(nr::GRANT_TABLE_OP, [cmd as usize, ptr, 1, 0, 0]), -EFAULT);
+        for cmd in [
+            gnttab::OP_QUERY_SIZE,
+            gnttab::OP_SETUP_TABLE,
+            gnttab::OP_SET_VERSION,
+        ] {
+            assert_eq!(
+                p.raw(nr::GRANT_TABLE_OP, [cmd as usize, ptr, 1, 0, 0]),
+                -EFAULT
+            );
         }
         // vcpu_op's pointer is the third argument.
         assert_eq!(p.raw(nr::VCPU_OP, [8, 0, ptr, 0, 0]), -EFAULT);
@@ -109,7 +135,13 @@ fn bad_pointers_are_efault() {
     // memory_map whose output buffer is not guest memory.
     p.put(SCRATCH, &[2u32, 0u32]);
     p.put(SCRATCH + 8, &0xdead_0000u64);
-    assert_eq!(p.raw(nr::MEMORY_OP, [memory::OP_MEMORY_MAP as usize, SCRATCH as usize, 0, 0, 0]), -EFAULT);
+    assert_eq!(
+        p.raw(
+            nr::MEMORY_OP,
+            [memory::OP_MEMORY_MAP as usize, SCRATCH as usize, 0, 0, 0]
+        ),
+        -EFAULT
+    );
     // poll whose port array is not guest memory.
     let mut poll = sched::Poll {
         ports: 0xdead_0000,
@@ -127,15 +159,38 @@ fn bad_gfns_indices_and_ports_are_einval() {
     let dom = domain(&hv, "a");
     let p = Phys::new(&hv, &dom);
     for gfn in [0u64, 0xff, 0x500, 0x1_0000_0000, u64::MAX] {
-        assert_eq!(p.add_to_physmap(memory::SPACE_SHARED_INFO, 0, gfn), -EINVAL, "{gfn:#x}");
+        assert_eq!(
+            p.add_to_physmap(memory::SPACE_SHARED_INFO, 0, gfn),
+            -EINVAL,
+            "{gfn:#x}"
+        );
         assert_eq!(p.add_to_physmap(memory::SPACE_GRANT_TABLE, 0, gfn), -EINVAL);
     }
-    assert_eq!(p.add_to_physmap(memory::SPACE_SHARED_INFO, 1, 0x101), -EINVAL);
-    assert_eq!(p.add_to_physmap(2, 0, 0x101), -EINVAL, "gmfn space unsupported");
+    assert_eq!(
+        p.add_to_physmap(memory::SPACE_SHARED_INFO, 1, 0x101),
+        -EINVAL
+    );
+    assert_eq!(
+        p.add_to_physmap(2, 0, 0x101),
+        -EINVAL,
+        "gmfn space unsupported"
+    );
     assert_eq!(p.add_to_physmap(u32::MAX, 0, 0x101), -EINVAL);
     assert_eq!(dom.shared_info_gfn(), None, "nothing was mapped");
     // memory_op continuation bits.
-    assert_eq!(p.raw(nr::MEMORY_OP, [memory::OP_ADD_TO_PHYSMAP as usize | 1 << 6, SCRATCH as usize, 0, 0, 0]), -EINVAL);
+    assert_eq!(
+        p.raw(
+            nr::MEMORY_OP,
+            [
+                memory::OP_ADD_TO_PHYSMAP as usize | 1 << 6,
+                SCRATCH as usize,
+                0,
+                0,
+                0
+            ]
+        ),
+        -EINVAL
+    );
     // HVM params out of range, not settable by the guest, other domains.
     let mut prm = hvm::Param {
         domid: DomId::SELF.0,
@@ -162,12 +217,21 @@ fn bad_gfns_indices_and_ports_are_einval() {
         vector: 3,
         _pad: [0; 3],
     };
-    assert_eq!(p.op(nr::HVM_OP, hvm::OP_SET_EVTCHN_UPCALL_VECTOR, &mut uv), -EINVAL);
+    assert_eq!(
+        p.op(nr::HVM_OP, hvm::OP_SET_EVTCHN_UPCALL_VECTOR, &mut uv),
+        -EINVAL
+    );
     uv.vector = 0xf3;
     uv.vcpu = 1;
-    assert_eq!(p.op(nr::HVM_OP, hvm::OP_SET_EVTCHN_UPCALL_VECTOR, &mut uv), -ENOENT);
+    assert_eq!(
+        p.op(nr::HVM_OP, hvm::OP_SET_EVTCHN_UPCALL_VECTOR, &mut uv),
+        -ENOENT
+    );
     uv.vcpu = 0;
-    assert_eq!(p.op(nr::HVM_OP, hvm::OP_SET_EVTCHN_UPCALL_VECTOR, &mut uv), 0);
+    assert_eq!(
+        p.op(nr::HVM_OP, hvm::OP_SET_EVTCHN_UPCALL_VECTOR, &mut uv),
+        0
+    );
     assert_eq!(dom.upcall_vector(0), Some(0xf3));
     // vcpu_op on a vcpu that does not exist.
     assert_eq!(p.raw(nr::VCPU_OP, [3, 1, 0, 0, 0]), -ENOENT);
@@ -243,16 +307,31 @@ fn boot_answers() {
     // memory_map: RAM then the reserved special pages; clipped to the caller's room.
     p.put(SCRATCH, &[8u32, 0u32]);
     p.put(SCRATCH + 8, &SCRATCH2);
-    assert_eq!(p.raw(nr::MEMORY_OP, [memory::OP_MEMORY_MAP as usize, SCRATCH as usize, 0, 0, 0]), 0);
+    assert_eq!(
+        p.raw(
+            nr::MEMORY_OP,
+            [memory::OP_MEMORY_MAP as usize, SCRATCH as usize, 0, 0, 0]
+        ),
+        0
+    );
     let n: u32 = p.get(SCRATCH);
     assert_eq!(n, 2);
     let e: [u8; 40] = p.get(SCRATCH2);
     let u64at = |o: usize| u64::from_le_bytes(e[o..o + 8].try_into().unwrap());
     let u32at = |o: usize| u32::from_le_bytes(e[o..o + 4].try_into().unwrap());
-    assert_eq!((u64at(0), u64at(8), u32at(16)), (0x100_000, 0x400_000 - 0x8000, 1));
+    assert_eq!(
+        (u64at(0), u64at(8), u32at(16)),
+        (0x100_000, 0x400_000 - 0x8000, 1)
+    );
     assert_eq!((u64at(20), u64at(28), u32at(36)), (0x4f8_000, 0x8000, 2));
     p.put(SCRATCH, &[1u32, 0u32]);
-    assert_eq!(p.raw(nr::MEMORY_OP, [memory::OP_MEMORY_MAP as usize, SCRATCH as usize, 0, 0, 0]), 0);
+    assert_eq!(
+        p.raw(
+            nr::MEMORY_OP,
+            [memory::OP_MEMORY_MAP as usize, SCRATCH as usize, 0, 0, 0]
+        ),
+        0
+    );
     assert_eq!(p.get::<u32>(SCRATCH), 1);
     // Reservation.
     p.put(SCRATCH, &DomId::SELF.0);
@@ -260,7 +339,10 @@ fn boot_answers() {
     // console_io write lands in the domain's console log (several chunks).
     let text: Vec<u8> = (0..1000).map(|i| b'a' + (i % 26) as u8).collect();
     dom.memory().write(SCRATCH2, &text).unwrap();
-    assert_eq!(p.raw(nr::CONSOLE_IO, [0, text.len(), SCRATCH2 as usize, 0, 0]), 0);
+    assert_eq!(
+        p.raw(nr::CONSOLE_IO, [0, text.len(), SCRATCH2 as usize, 0, 0]),
+        0
+    );
     assert_eq!(dom.console_output(), text);
     assert_eq!(p.raw(nr::CONSOLE_IO, [1, 10, SCRATCH2 as usize, 0, 0]), 0);
     // vcpu_op accepted set.
@@ -268,7 +350,11 @@ fn boot_answers() {
     p.put(SCRATCH, &[hv.now_ns() + 1_000_000_000_000, 0u64]);
     assert_eq!(p.raw(nr::VCPU_OP, [8, 0, SCRATCH as usize, 0, 0]), 0);
     p.put(SCRATCH, &[1u64, 1u64]);
-    assert_eq!(p.raw(nr::VCPU_OP, [8, 0, SCRATCH as usize, 0, 0]), -62, "ETIME: past with future flag");
+    assert_eq!(
+        p.raw(nr::VCPU_OP, [8, 0, SCRATCH as usize, 0, 0]),
+        -62,
+        "ETIME: past with future flag"
+    );
     assert_eq!(p.raw(nr::VCPU_OP, [9, 0, 0, 0, 0]), 0);
     assert_eq!(p.raw(nr::VCPU_OP, [6, 0, 0, 0, 0]), 0);
     assert_eq!(p.raw(nr::VCPU_OP, [7, 0, 0, 0, 0]), 0);
@@ -283,7 +369,9 @@ fn poll_returns_when_a_listed_port_is_pending() {
     let dom = domain(&hv, "a");
     let p = Phys::new(&hv, &dom);
     let gp = p.alloc_unbound(0).unwrap();
-    let dp = hv.dom0_bind_interdomain(dom.id(), gp, std::sync::Arc::new(|| {})).unwrap();
+    let dp = hv
+        .dom0_bind_interdomain(dom.id(), gp, std::sync::Arc::new(|| {}))
+        .unwrap();
     hv.ack_upcall(dom.id());
     p.set_mask(gp, true);
     hv.dom0_send(dp).unwrap();
@@ -318,10 +406,16 @@ fn shutdown_sets_the_state_and_dying_domains_get_esrch() {
     assert_eq!(dom.state(), DomainState::Shutdown(ShutdownReason::Reboot));
     assert_eq!(
         rx.try_recv().unwrap(),
-        shim_hv::xen::DomainEvent::StateChanged(dom.id(), DomainState::Shutdown(ShutdownReason::Reboot))
+        shim_hv::xen::DomainEvent::StateChanged(
+            dom.id(),
+            DomainState::Shutdown(ShutdownReason::Reboot)
+        )
     );
     assert!(rx.try_recv().is_err());
     hv.destroy_domain(dom.id()).unwrap();
     assert_eq!(p.raw(nr::XEN_VERSION, [0; 5]), -ESRCH);
-    assert!(p.dom.memory().page(Gfn(0x100)).is_ok(), "memory lives while referenced");
+    assert!(
+        p.dom.memory().page(Gfn(0x100)).is_ok(),
+        "memory lives while referenced"
+    );
 }

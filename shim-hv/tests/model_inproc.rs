@@ -34,7 +34,10 @@ fn pages_are_zeroed_translated_and_never_special() {
     assert!(gfn.0 >= 0x100, "gfn is not the page index");
     assert_eq!(g.gfn_to_virt(gfn), Some(p));
     let mem = SharedMem::alloc_pages(&*g, 2).unwrap();
-    assert_eq!(mem.page_gfn(&*g, 1).unwrap().0, mem.page_gfn(&*g, 0).unwrap().0 + 1);
+    assert_eq!(
+        mem.page_gfn(&*g, 1).unwrap().0,
+        mem.page_gfn(&*g, 0).unwrap().0 + 1
+    );
     mem.fill(0, 2 * PAGE_SIZE, 0x5a);
     // Every page handed out is allocatable RAM, never the store/console pages.
     let mut got = Vec::new();
@@ -88,14 +91,19 @@ fn wait_wakes_on_send_and_loses_no_wakeup() {
         })
         .unwrap();
     let gp = port_rx.recv().unwrap();
-    let dp = hv.dom0_bind_interdomain(dom.id(), gp, Arc::new(|| {})).unwrap();
+    let dp = hv
+        .dom0_bind_interdomain(dom.id(), gp, Arc::new(|| {}))
+        .unwrap();
     // Each send goes out only after the guest handled the previous one (so it is
     // asleep in, or about to enter, wait): each must wake it.
     for n in 1..=3 {
         hv.dom0_send(dp).unwrap();
         assert_eq!(seen_rx.recv().unwrap(), n);
     }
-    assert_eq!(handle.join(), DomainState::Shutdown(ShutdownReason::Poweroff));
+    assert_eq!(
+        handle.join(),
+        DomainState::Shutdown(ShutdownReason::Poweroff)
+    );
 }
 
 #[test]
@@ -105,12 +113,14 @@ fn wait_returns_at_once_if_the_event_came_first() {
     let g = InProcGuest::new(hv.clone(), dom.clone());
     g.set_wait_timeout(LONG);
     let gp = Xen(&*g).evtchn_alloc_unbound(DomId(0)).unwrap();
-    let dp = hv.dom0_bind_interdomain(dom.id(), gp, Arc::new(|| {})).unwrap();
+    let dp = hv
+        .dom0_bind_interdomain(dom.id(), gp, Arc::new(|| {}))
+        .unwrap();
     hv.dom0_send(dp).unwrap();
     g.wait(); // must not block: the event is already there
     hv.dom0_send(dp).unwrap();
     g.wait(); // again, after an acknowledged one
-    // The upcall handler cleared everything unmasked.
+              // The upcall handler cleared everything unmasked.
     assert!(!hv.upcall_pending(dom.id()));
     let si = hv.shared_info(dom.id()).unwrap();
     assert_eq!(si.load_u64(hypercall::abi::shared_info::EVTCHN_PENDING), 0);
@@ -144,7 +154,9 @@ fn guest_scans_mode_with_event_channels() {
         })
         .unwrap();
     let gp = rx.recv().unwrap();
-    let dp = hv.dom0_bind_interdomain(dom.id(), gp, Arc::new(|| {})).unwrap();
+    let dp = hv
+        .dom0_bind_interdomain(dom.id(), gp, Arc::new(|| {}))
+        .unwrap();
     // The guest counts two events on its port; keep sending until it is done (a send
     // while the previous one is still pending merges with it).
     while !handle.is_finished() {
@@ -168,7 +180,10 @@ fn shutdown_panic_and_return_end_the_guest() {
         })
         .unwrap();
     assert_eq!(h1.join(), DomainState::Shutdown(ShutdownReason::Poweroff));
-    assert!(!after.load(Ordering::SeqCst), "no guest code runs after shutdown");
+    assert!(
+        !after.load(Ordering::SeqCst),
+        "no guest code runs after shutdown"
+    );
 
     // BAD-INPUT row 43: a crashing guest is marked crashed; others run on.
     let d2 = domain(&hv, "boom");
@@ -282,7 +297,11 @@ fn two_guests_ping_pong_over_an_interdomain_channel() {
 }
 
 enum ToHost {
-    Granted { rw: hypercall::GrantRef, ro: hypercall::GrantRef, port: Port },
+    Granted {
+        rw: hypercall::GrantRef,
+        ro: hypercall::GrantRef,
+        port: Port,
+    },
     Unmap,
 }
 
@@ -324,9 +343,13 @@ fn guest_grants_to_a_dom0_backend() {
     };
     let notified = Arc::new(AtomicU32::new(0));
     let n2 = notified.clone();
-    hv.dom0_bind_interdomain(dom.id(), port, Arc::new(move || {
-        n2.fetch_add(1, Ordering::SeqCst);
-    }))
+    hv.dom0_bind_interdomain(
+        dom.id(),
+        port,
+        Arc::new(move || {
+            n2.fetch_add(1, Ordering::SeqCst);
+        }),
+    )
     .unwrap();
     let m = hv.grant_map(dom.id(), rw, false).unwrap();
     let mut req = [0u8; 7];
@@ -334,7 +357,10 @@ fn guest_grants_to_a_dom0_backend() {
     assert_eq!(&req, b"request");
     m.mem().write(0, b"response");
     // Row 10: the read-only grant cannot be mapped writable, but can be read.
-    assert_eq!(hv.grant_map(dom.id(), ro, false).unwrap_err(), GrantError::ReadOnly(ro));
+    assert_eq!(
+        hv.grant_map(dom.id(), ro, false).unwrap_err(),
+        GrantError::ReadOnly(ro)
+    );
     let mut ro_data = [0u8; 14];
     hv.grant_copy(
         shim_hv::xen::CopySrc::Grant(shim_hv::xen::GrantPtr {

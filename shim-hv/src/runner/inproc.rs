@@ -276,7 +276,12 @@ impl Hypercall for InProcGuest {
     }
 }
 
-impl Platform for InProcGuest {
+// SAFETY: pages come from the domain's RAM mapping, which this guest keeps alive (Arc
+// <Domain> → Arc<GuestMemory>) for as long as it lives; alloc_pages hands out page-aligned,
+// zeroed, exclusively owned runs from a checked allocator and free_pages only accepts
+// exact earlier allocations; virt_to_gfn and gfn_to_virt both translate through the same
+// GuestMemory, so they agree, and gfn_to_virt maps whole frames.
+unsafe impl Platform for InProcGuest {
     fn alloc_pages(&self, count: usize) -> Option<NonNull<u8>> {
         let gfn = lock(&self.alloc).alloc(count)?;
         let mem = self.dom.memory();

@@ -33,7 +33,7 @@ pub mod domain;
 pub mod evtchn;
 pub mod gnttab;
 mod hypercall;
-pub mod store;
+mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -42,13 +42,13 @@ use std::time::Instant;
 
 use ::hypercall::{DomId, Gfn, GrantRef, Port, SharedMem};
 
+pub use crate::xenstored::{Quotas, Xenstored};
 pub use access::{Efault, GuestAccess, GuestAccessExt, GuestPhysAccess};
 pub use domain::{
     ConsoleSink, Domain, DomainSpec, DomainState, EventSignal, ShutdownReason, SpecialPage, Uuid,
 };
 pub use evtchn::{Dom0Handler, EvtchnError, PortState};
 pub use gnttab::{CopyDst, CopySrc, GrantError, GrantMapping, GrantPtr};
-pub use store::{Quotas, Xenstored};
 
 use crate::mem::{GuestMemory, HostPage, MemError};
 use domain::{lock, DomainParts, SPECIAL_CONSOLE, SPECIAL_PAGES, SPECIAL_STORE};
@@ -61,7 +61,7 @@ pub(crate) const ESRCH: isize = 3;
 pub const DOMID_FIRST_RESERVED: u16 = 0x7FF0;
 
 /// Hypervisor-wide settings.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct HypervisorConfig {
     /// xenstored limits.
     pub quotas: Quotas,
@@ -95,7 +95,7 @@ pub enum Error {
     /// Event channel setup failed.
     Evtchn(EvtchnError),
     /// xenstored refused.
-    Store(store::Error),
+    Store(crate::xenstored::Error),
 }
 
 impl fmt::Display for Error {
@@ -126,8 +126,8 @@ impl From<EvtchnError> for Error {
     }
 }
 
-impl From<store::Error> for Error {
-    fn from(e: store::Error) -> Self {
+impl From<crate::xenstored::Error> for Error {
+    fn from(e: crate::xenstored::Error) -> Self {
         Error::Store(e)
     }
 }
@@ -175,10 +175,11 @@ impl fmt::Debug for Hypervisor {
 impl Hypervisor {
     /// A hypervisor with no guests and a fresh xenstored.
     pub fn new(config: HypervisorConfig) -> Arc<Self> {
+        let xenstored = Xenstored::new(config.quotas.clone());
         Arc::new_cyclic(|me| Hypervisor {
             config,
             boot: Instant::now(),
-            xenstored: Xenstored::new(config.quotas),
+            xenstored,
             domains: Mutex::new(DomainTable {
                 live: BTreeMap::new(),
                 reserved: BTreeSet::new(),
