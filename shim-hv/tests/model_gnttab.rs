@@ -242,7 +242,14 @@ fn racing_guest_cannot_wedge_or_crash_the_mapper() {
         while !s2.load(Ordering::Relaxed) {
             // A hostile guest rewriting domid/flags as fast as it can.
             e.store_u16(2, (i % 3) as u16);
-            e.store_u32(4, if i.is_multiple_of(5) { 0xdead } else { DATA as u32 });
+            e.store_u32(
+                4,
+                if i.is_multiple_of(5) {
+                    0xdead
+                } else {
+                    DATA as u32
+                },
+            );
             i = i.wrapping_add(1);
         }
     });

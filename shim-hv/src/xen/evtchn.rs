@@ -15,7 +15,7 @@
 //!
 //! All of it lives behind one lock in the [`crate::xen::Hypervisor`] (interdomain
 //! operations touch two tables). Operations never call out while that lock is held:
-//! they return [`Effects`] (dom0 handlers to call, domains to wake) that the caller runs
+//! they return `Effects` (dom0 handlers to call, domains to wake) that the caller runs
 //! after unlocking, so a handler may send back without deadlocking.
 
 use std::collections::HashMap;
