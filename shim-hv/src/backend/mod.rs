@@ -1,1 +1,3 @@
-//! backend (in progress).
+//! Device backends (dom0 side).
+
+pub mod console;
