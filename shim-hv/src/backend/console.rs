@@ -243,6 +243,8 @@ pub enum Error {
     Sink(io::Error),
     /// The service thread could not be started.
     Thread(io::Error),
+    /// The hypervisor this backend belongs to is gone.
+    NoHypervisor,
 }
 
 impl fmt::Display for Error {
@@ -251,6 +253,7 @@ impl fmt::Display for Error {
             Error::AlreadyStarted(d) => write!(f, "console of domain {} already served", d.0),
             Error::Sink(e) => write!(f, "console sink: {e}"),
             Error::Thread(e) => write!(f, "console thread: {e}"),
+            Error::NoHypervisor => f.write_str("the hypervisor is gone"),
         }
     }
 }
@@ -1063,7 +1066,7 @@ impl ConsoleBackend {
     /// the input reader). Output that arrived earlier (early console) is written to
     /// the sink first.
     pub fn start(&self, dom: &Arc<Domain>, sink: Sink) -> Result<Arc<Console>, Error> {
-        let hv = self.hv.upgrade().ok_or(Error::AlreadyStarted(dom.id()))?;
+        let hv = self.hv.upgrade().ok_or(Error::NoHypervisor)?;
         let console = self.entry(dom.id());
         if lock(&console.shared).ring.is_some() || !lock(&console.threads).is_empty() {
             return Err(Error::AlreadyStarted(dom.id()));
@@ -1138,8 +1141,9 @@ impl ConsoleBackend {
         lock(&self.consoles).get(&dom.0).cloned()
     }
 
-    /// Stops and forgets domain `dom`'s console (e.g. once the domain is destroyed);
-    /// returns it (its history stays readable).
+    /// Stops and forgets domain `dom`'s console; returns it (its history stays
+    /// readable). A destroyed domain's console closes by itself but stays listed (so
+    /// `console` can still show its last output) until removed here.
     pub fn remove(&self, dom: DomId) -> Option<Arc<Console>> {
         let c = lock(&self.consoles).remove(&dom.0)?;
         if let Some(d) = self.hv.upgrade().and_then(|hv| hv.domain(dom)) {
