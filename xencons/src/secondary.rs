@@ -131,11 +131,20 @@ impl<P: Platform> SecondaryConsole<P> {
         write!(node, "device/console/{devid}").map_err(|_| Error::BadDevice { devid })?;
         let mut hs = FrontendHandshake::new(&node)?;
         hs.start(xs)?;
-        hs.wait_for_backend(xs, timeout)?;
+        // Nothing granted yet: on failure just go Closed (drops the watch too).
+        let ready = hs
+            .wait_for_backend(xs, timeout)
+            .map_err(Error::from)
+            .and_then(|()| page.page_gfn(&platform, 0).ok_or(Error::NoGfn));
+        let gfn = match ready {
+            Ok(gfn) => gfn,
+            Err(e) => {
+                let _ = hs.closed(xs);
+                return Err(e);
+            }
+        };
         let backend = hs.backend_id();
-
         page.fill(0, page.len(), 0);
-        let gfn = page.page_gfn(&platform, 0).ok_or(Error::NoGfn)?;
         let mut partial = Partial {
             gref: None,
             port: None,

@@ -83,7 +83,7 @@ use std::time::{Duration, Instant};
 
 use hypercall::abi::console as abi;
 use hypercall::shmem::{mb, wmb};
-use hypercall::{DomId, Port, SharedMem};
+use hypercall::{DomId, SharedMem};
 
 use crate::xen::{ConsoleSink, Dom0Handler, Domain, Hypervisor};
 
@@ -237,8 +237,10 @@ pub struct ConsoleStats {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// The domain's console is already being served.
-    AlreadyStarted(DomId),
+    /// The console (domain, console number) is already being served.
+    AlreadyStarted(DomId, u32),
+    /// The ring page is too small or misaligned.
+    BadRing,
     /// The sink could not be opened.
     Sink(io::Error),
     /// The service thread could not be started.
@@ -250,7 +252,10 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::AlreadyStarted(d) => write!(f, "console of domain {} already served", d.0),
+            Error::AlreadyStarted(d, n) => {
+                write!(f, "console {n} of domain {} already served", d.0)
+            }
+            Error::BadRing => f.write_str("console ring page too small or misaligned"),
             Error::Sink(e) => write!(f, "console sink: {e}"),
             Error::Thread(e) => write!(f, "console thread: {e}"),
             Error::NoHypervisor => f.write_str("the hypervisor is gone"),
@@ -347,19 +352,26 @@ impl History {
 
 // ---- the ring, backend side -------------------------------------------------------------
 
-/// Sends the guest a console notification (used outside the console lock).
-#[derive(Clone)]
-struct Notifier {
-    hv: Weak<Hypervisor>,
-    port: Port,
+/// Sends the guest a console notification (called outside the console lock).
+type Notifier = Arc<dyn Fn() + Send + Sync>;
+
+/// A console ring to serve: the page, how to notify the guest, and whatever keeps
+/// both valid (the domain for the primary console; for a secondary console the grant
+/// mapping and the bound port).
+pub struct RingAttachment {
+    /// The mapped `struct xencons_interface` (at least 3089 bytes, 4-aligned).
+    pub page: SharedMem,
+    /// Notifies the guest (e.g. `Hypervisor::dom0_send(port)`, `BoundPort::notify`).
+    pub notify: Arc<dyn Fn() + Send + Sync>,
+    /// Dropped when the console stops serving the ring (unmaps, unbinds).
+    pub hold: Box<dyn Send>,
 }
 
-impl Notifier {
-    fn notify(&self) {
-        if let Some(hv) = self.hv.upgrade() {
-            // Unbound (guest closed its end, domain going): nothing to wake.
-            let _ = hv.dom0_send(self.port);
-        }
+impl fmt::Debug for RingAttachment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RingAttachment")
+            .field("page", &self.page)
+            .finish_non_exhaustive()
     }
 }
 
@@ -368,23 +380,22 @@ struct BackRing {
     page: SharedMem,
     out_cons: u32,
     in_prod: u32,
-    /// Keeps the guest memory (and so `page`) alive.
+    /// The guest (to notice its destruction).
     dom: Arc<Domain>,
     notifier: Notifier,
+    _hold: Box<dyn Send>,
 }
 
 impl BackRing {
-    fn attach(hv: &Arc<Hypervisor>, dom: &Arc<Domain>) -> BackRing {
-        let page = dom.console_ring();
+    fn attach(dom: &Arc<Domain>, ring: RingAttachment) -> BackRing {
+        let page = ring.page;
         let r = BackRing {
             out_cons: page.load_u32(abi::OUT_CONS),
             in_prod: page.load_u32(abi::IN_PROD),
             page,
             dom: dom.clone(),
-            notifier: Notifier {
-                hv: Arc::downgrade(hv),
-                port: dom.console().dom0_port,
-            },
+            notifier: ring.notify,
+            _hold: ring.hold,
         };
         r.page.store_u8(abi::CONNECTION, abi::CONNECTED);
         r
@@ -480,6 +491,7 @@ struct Shared {
 /// One served console.
 pub struct Console {
     domid: DomId,
+    devid: u32,
     config: ConsoleConfig,
     shared: Mutex<Shared>,
     /// Output appended or state changed (clients, wait_for).
@@ -501,9 +513,10 @@ impl fmt::Debug for Console {
 }
 
 impl Console {
-    fn new(domid: DomId, config: ConsoleConfig) -> Arc<Console> {
+    fn new(domid: DomId, devid: u32, config: ConsoleConfig) -> Arc<Console> {
         Arc::new(Console {
             domid,
+            devid,
             config,
             shared: Mutex::new(Shared {
                 history: History::new(config.history_bytes),
@@ -528,6 +541,98 @@ impl Console {
     /// The domain.
     pub fn domid(&self) -> DomId {
         self.domid
+    }
+
+    /// The console number: 0 for the primary console, N for `device/console/N`.
+    pub fn devid(&self) -> u32 {
+        self.devid
+    }
+
+    /// A handler for the ring's event channel: wakes the service thread (a flag and a
+    /// condition variable; safe to run inside the guest's hypercall).
+    pub fn kick_handler(self: &Arc<Self>) -> Dom0Handler {
+        let weak = Arc::downgrade(self);
+        Arc::new(move || {
+            if let Some(c) = weak.upgrade() {
+                c.kick();
+            }
+        })
+    }
+
+    /// Starts serving `ring` (of guest `dom`) into `sink`: marks the ring connected,
+    /// starts the service thread (and for a pty, the input reader). Output that
+    /// arrived earlier (early console) is written to the sink first. Route the ring's
+    /// event channel to [`Console::kick_handler`].
+    pub fn serve(
+        self: &Arc<Self>,
+        dom: &Arc<Domain>,
+        ring: RingAttachment,
+        sink: Sink,
+    ) -> Result<(), Error> {
+        if !ring.page.contains(0, abi::CONNECTION + 1)
+            || !(ring.page.as_ptr() as usize).is_multiple_of(4)
+        {
+            return Err(Error::BadRing);
+        }
+        if lock(&self.shared).ring.is_some() || !lock(&self.threads).is_empty() {
+            return Err(Error::AlreadyStarted(self.domid, self.devid));
+        }
+        let is_pty = matches!(sink, Sink::Pty);
+        let mut pty = None;
+        let writer: Option<Box<dyn Write + Send>> = match sink {
+            Sink::None => None,
+            Sink::Stdout => Some(Box::new(io::stdout())),
+            Sink::File(p) => Some(Box::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&p)
+                    .map_err(Error::Sink)?,
+            )),
+            Sink::Pty => {
+                let p = Arc::new(pty::Pty::open().map_err(Error::Sink)?);
+                let w = p.writer().map_err(Error::Sink)?;
+                *lock(&self.pty_path) = Some(p.path().clone());
+                pty = Some(p);
+                Some(Box::new(w))
+            }
+            Sink::Writer(w) => Some(w),
+        };
+        {
+            let mut s = lock(&self.shared);
+            s.overflow = self.config.overflow.unwrap_or(if is_pty {
+                Overflow::DropOldest
+            } else {
+                Overflow::Backpressure
+            });
+            s.has_sink = writer.is_some();
+            if s.has_sink {
+                // Early output so far goes to the sink too.
+                let h: Vec<u8> = s.history.buf.iter().copied().collect();
+                s.sink_start = s.history.start();
+                s.to_sink = h.into();
+            }
+            s.ring = Some(BackRing::attach(dom, ring));
+            s.state = ConsoleState::Connected;
+        }
+        let name = format!("console-d{}-{}", self.domid.0, self.devid);
+        let c = self.clone();
+        let t = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || c.run(writer))
+            .map_err(Error::Thread)?;
+        lock(&self.threads).push(t);
+        if let Some(p) = pty {
+            let c = self.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("{name}-pty"))
+                .spawn(move || c.pty_reader(p))
+                .map_err(Error::Thread)?;
+            lock(&self.threads).push(t);
+        }
+        // Serve anything the guest wrote before we were listening.
+        self.kick();
+        Ok(())
     }
 
     /// Current state.
@@ -609,7 +714,7 @@ impl Console {
         let notify = self.feed_input(&mut s);
         drop(s);
         if let Some(n) = notify {
-            n.notify();
+            n();
         }
         n
     }
@@ -656,10 +761,7 @@ impl Console {
         s.ring = None;
         s.state = ConsoleState::Failed(f);
         self.changed.notify_all();
-        n.unwrap_or(Notifier {
-            hv: Weak::new(),
-            port: Port(0),
-        })
+        n.unwrap_or_else(|| Arc::new(|| {}))
     }
 
     /// A client reading output from the start of the history (`from_history`) or from
@@ -723,7 +825,7 @@ impl Console {
             n
         };
         if let Some(n) = notify {
-            n.notify();
+            n();
         }
         self.kick.notify_all();
         self.changed.notify_all();
@@ -804,7 +906,7 @@ impl Console {
                 (chunk, s.sink_start, notify, done)
             };
             if let Some(n) = notify {
-                n.notify();
+                n();
             }
             if (stopping || done) && (chunk.is_empty() || sink.is_none()) {
                 return;
@@ -1018,13 +1120,13 @@ impl io::Write for ConsoleClient {
 pub struct ConsoleBackend {
     hv: Weak<Hypervisor>,
     config: ConsoleConfig,
-    consoles: Mutex<HashMap<u16, Arc<Console>>>,
+    consoles: Mutex<HashMap<(u16, u32), Arc<Console>>>,
     me: Weak<ConsoleBackend>,
 }
 
 impl fmt::Debug for ConsoleBackend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ids: Vec<u16> = lock(&self.consoles).keys().copied().collect();
+        let ids: Vec<(u16, u32)> = lock(&self.consoles).keys().copied().collect();
         f.debug_struct("ConsoleBackend")
             .field("consoles", &ids)
             .finish_non_exhaustive()
@@ -1049,106 +1151,70 @@ impl ConsoleBackend {
         let me = self.me.clone();
         Arc::new(move |dom: DomId, bytes: &[u8]| {
             if let Some(b) = me.upgrade() {
-                b.entry(dom).push_early(bytes);
+                b.entry(dom, 0).push_early(bytes);
             }
         })
     }
 
-    fn entry(&self, dom: DomId) -> Arc<Console> {
+    /// The console record of (`dom`, console number `devid`), created if needed (not
+    /// yet served: see [`Console::serve`]). For secondary consoles, whose backend
+    /// (xenbus handshake, grant mapping, port binding) lives elsewhere.
+    pub fn entry(&self, dom: DomId, devid: u32) -> Arc<Console> {
         lock(&self.consoles)
-            .entry(dom.0)
-            .or_insert_with(|| Console::new(dom, self.config))
+            .entry((dom.0, devid))
+            .or_insert_with(|| Console::new(dom, devid, self.config))
             .clone()
     }
 
-    /// Starts serving `dom`'s primary console into `sink`: installs the event-channel
-    /// handler, marks the ring connected, starts the service thread (and for a pty,
-    /// the input reader). Output that arrived earlier (early console) is written to
-    /// the sink first.
+    /// Starts serving `dom`'s primary console (the HVM-param page) into `sink`:
+    /// installs the event-channel handler and [`Console::serve`]s the ring.
     pub fn start(&self, dom: &Arc<Domain>, sink: Sink) -> Result<Arc<Console>, Error> {
-        let hv = self.hv.upgrade().ok_or(Error::NoHypervisor)?;
-        let console = self.entry(dom.id());
-        if lock(&console.shared).ring.is_some() || !lock(&console.threads).is_empty() {
-            return Err(Error::AlreadyStarted(dom.id()));
+        let hv = self.hv.clone();
+        if hv.upgrade().is_none() {
+            return Err(Error::NoHypervisor);
         }
-        let is_pty = matches!(sink, Sink::Pty);
-        let mut pty = None;
-        let writer: Option<Box<dyn Write + Send>> = match sink {
-            Sink::None => None,
-            Sink::Stdout => Some(Box::new(io::stdout())),
-            Sink::File(p) => Some(Box::new(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&p)
-                    .map_err(Error::Sink)?,
-            )),
-            Sink::Pty => {
-                let p = Arc::new(pty::Pty::open().map_err(Error::Sink)?);
-                let w = p.writer().map_err(Error::Sink)?;
-                *lock(&console.pty_path) = Some(p.path().clone());
-                pty = Some(p);
-                Some(Box::new(w))
-            }
-            Sink::Writer(w) => Some(w),
+        let console = self.entry(dom.id(), 0);
+        let port = dom.console().dom0_port;
+        let ring = RingAttachment {
+            page: dom.console_ring(),
+            notify: Arc::new(move || {
+                if let Some(hv) = hv.upgrade() {
+                    // Unbound (the guest closed its end, or it is going): no one to wake.
+                    let _ = hv.dom0_send(port);
+                }
+            }),
+            hold: Box::new(dom.clone()),
         };
-        {
-            let mut s = lock(&console.shared);
-            s.overflow = self.config.overflow.unwrap_or(if is_pty {
-                Overflow::DropOldest
-            } else {
-                Overflow::Backpressure
-            });
-            s.has_sink = writer.is_some();
-            if s.has_sink {
-                // Early output so far goes to the sink too.
-                let h: Vec<u8> = s.history.buf.iter().copied().collect();
-                s.sink_start = s.history.start();
-                s.to_sink = h.into();
-            }
-            s.ring = Some(BackRing::attach(&hv, dom));
-            s.state = ConsoleState::Connected;
-        }
-        let weak = Arc::downgrade(&console);
-        let handler: Dom0Handler = Arc::new(move || {
-            if let Some(c) = weak.upgrade() {
-                c.kick();
-            }
-        });
-        dom.set_console_handler(Some(handler));
-
-        let c = console.clone();
-        let t = std::thread::Builder::new()
-            .name(format!("console-d{}", dom.id().0))
-            .spawn(move || c.run(writer))
-            .map_err(Error::Thread)?;
-        lock(&console.threads).push(t);
-        if let Some(p) = pty {
-            let c = console.clone();
-            let t = std::thread::Builder::new()
-                .name(format!("console-pty-d{}", dom.id().0))
-                .spawn(move || c.pty_reader(p))
-                .map_err(Error::Thread)?;
-            lock(&console.threads).push(t);
-        }
-        // Serve anything the guest wrote before we were listening.
-        console.kick();
+        dom.set_console_handler(Some(console.kick_handler()));
+        console.serve(dom, ring, sink)?;
         Ok(console)
     }
 
-    /// The console of domain `dom`, if it has one.
+    /// The primary console of domain `dom`, if it has one.
     pub fn console(&self, dom: DomId) -> Option<Arc<Console>> {
-        lock(&self.consoles).get(&dom.0).cloned()
+        self.console_n(dom, 0)
+    }
+
+    /// Console number `devid` of domain `dom`, if it has one.
+    pub fn console_n(&self, dom: DomId, devid: u32) -> Option<Arc<Console>> {
+        lock(&self.consoles).get(&(dom.0, devid)).cloned()
     }
 
     /// Stops and forgets domain `dom`'s console; returns it (its history stays
     /// readable). A destroyed domain's console closes by itself but stays listed (so
     /// `console` can still show its last output) until removed here.
     pub fn remove(&self, dom: DomId) -> Option<Arc<Console>> {
-        let c = lock(&self.consoles).remove(&dom.0)?;
+        let c = self.remove_n(dom, 0)?;
         if let Some(d) = self.hv.upgrade().and_then(|hv| hv.domain(dom)) {
             d.set_console_handler(None);
         }
+        Some(c)
+    }
+
+    /// Stops and forgets console number `devid` of domain `dom` (its ring attachment
+    /// is dropped: a secondary console's mapping and port go with it).
+    pub fn remove_n(&self, dom: DomId, devid: u32) -> Option<Arc<Console>> {
+        let c = lock(&self.consoles).remove(&(dom.0, devid))?;
         c.stop();
         Some(c)
     }
