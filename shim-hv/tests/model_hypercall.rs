@@ -419,3 +419,39 @@ fn shutdown_sets_the_state_and_dying_domains_get_esrch() {
         "memory lives while referenced"
     );
 }
+
+#[test]
+fn misaligned_argument_structs_work_as_on_xen() {
+    // Row 41 "misaligned": Xen copies arguments byte-wise; so do we (no fault, no UB).
+    let hv = hv();
+    let dom = domain(&hv, "a");
+    let p = Phys::new(&hv, &dom);
+    let at = SCRATCH + 1;
+    p.put(
+        at,
+        &evtchn::AllocUnbound {
+            dom: DomId::SELF.0,
+            remote_dom: 0,
+            port: 0,
+        },
+    );
+    assert_eq!(
+        p.raw(
+            nr::EVENT_CHANNEL_OP,
+            [evtchn::OP_ALLOC_UNBOUND as usize, at as usize, 0, 0, 0]
+        ),
+        0
+    );
+    let a: evtchn::AllocUnbound = p.get(at);
+    assert_ne!(a.port, 0);
+    // A struct straddling the end of RAM is a fault, not a partial read.
+    let last = 0x500_000 - 4;
+    assert_eq!(
+        p.raw(
+            nr::EVENT_CHANNEL_OP,
+            [evtchn::OP_ALLOC_UNBOUND as usize, last, 0, 0, 0]
+        ),
+        -EFAULT
+    );
+    still_works(&p);
+}

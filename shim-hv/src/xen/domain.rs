@@ -302,7 +302,11 @@ pub struct Domain {
     pub(crate) params: Mutex<[u64; HVM_NR_PARAMS as usize]>,
     pub(crate) upcall_vectors: Mutex<Vec<Option<u8>>>,
     pub(crate) grants: Mutex<GrantState>,
-    pub(crate) shinfo_private: HostPage,
+    /// Backs shared_info until the guest maps it (the event-channel table points
+    /// into it): kept here so it lives as long as the domain.
+    _shinfo_private: HostPage,
+    store_ring: SharedMem,
+    console_ring: SharedMem,
     pub(crate) shinfo_gfn: Mutex<Option<Gfn>>,
     pub(crate) store: SpecialPage,
     pub(crate) console: SpecialPage,
@@ -332,6 +336,8 @@ pub(crate) struct DomainParts {
     pub uuid: Uuid,
     pub memory: Arc<GuestMemory>,
     pub shinfo_private: HostPage,
+    pub store_ring: SharedMem,
+    pub console_ring: SharedMem,
     pub store: SpecialPage,
     pub console: SpecialPage,
     pub signal: Arc<EventSignal>,
@@ -362,7 +368,9 @@ impl Domain {
             params: Mutex::new(params),
             upcall_vectors: Mutex::new(vec![None; p.spec.vcpus as usize]),
             grants: Mutex::new(GrantState::new(p.spec.max_grant_frames)),
-            shinfo_private: p.shinfo_private,
+            _shinfo_private: p.shinfo_private,
+            store_ring: p.store_ring,
+            console_ring: p.console_ring,
             shinfo_gfn: Mutex::new(None),
             store: p.store,
             console: p.console,
@@ -436,11 +444,15 @@ impl Domain {
     }
 
     /// The console ring page (`struct xencons_interface`), for a console backend.
+    /// Valid while the domain (its memory) lives.
     pub fn console_ring(&self) -> SharedMem {
-        // The console gfn is inside RAM by construction (create_domain checked it).
-        self.memory
-            .page(self.console.gfn)
-            .unwrap_or_else(|_| self.shinfo_private.mem())
+        self.console_ring
+    }
+
+    /// The xenstore ring page (`struct xenstore_domain_interface`), as handed to
+    /// xenstored. Valid while the domain (its memory) lives.
+    pub fn store_ring(&self) -> SharedMem {
+        self.store_ring
     }
 
     /// Installs the console backend's handler for the console event channel (replacing

@@ -304,7 +304,7 @@ impl Hypervisor {
         let store_gfn = Gfn(special + SPECIAL_STORE);
         let console_gfn = Gfn(special + SPECIAL_CONSOLE);
         let store_ring = memory.page(store_gfn)?;
-        memory.page(console_gfn)?;
+        let console_ring = memory.page(console_gfn)?;
 
         let console_slot: Arc<Mutex<Option<Dom0Handler>>> = Arc::new(Mutex::new(None));
         let xs = self.xenstored.clone();
@@ -355,6 +355,8 @@ impl Hypervisor {
             uuid,
             memory,
             shinfo_private,
+            store_ring,
+            console_ring,
             store,
             console,
             signal,
