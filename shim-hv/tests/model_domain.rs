@@ -106,6 +106,21 @@ fn layout_params_and_channels() {
         );
     }
     assert_eq!(d.vcpus(), 2);
+    // RAM may start elsewhere (a KVM runner booting PVH wants gfn 0).
+    let z = hv
+        .create_domain(DomainSpec {
+            first_gfn: Gfn(0),
+            ..DomainSpec::new("zero", 4)
+        })
+        .unwrap();
+    assert_eq!(z.allocatable(), (Gfn(0), Gfn(1024 - 8)));
+    assert_eq!(z.store().gfn, Gfn(1024 - 4));
+    assert!(hv
+        .create_domain(DomainSpec {
+            first_gfn: Gfn(u64::MAX - 10),
+            ..DomainSpec::new("bad", 4)
+        })
+        .is_err());
     assert_eq!(d.uuid().to_string().len(), 36);
 }
 

@@ -345,6 +345,15 @@ fn boot_answers() {
     );
     assert_eq!(dom.console_output(), text);
     assert_eq!(p.raw(nr::CONSOLE_IO, [1, 10, SCRATCH2 as usize, 0, 0]), 0);
+    // Bounded work per call: absurd lengths are refused before anything is read.
+    assert_eq!(
+        p.raw(
+            nr::CONSOLE_IO,
+            [0, u32::MAX as usize, SCRATCH2 as usize, 0, 0]
+        ),
+        -EINVAL
+    );
+    assert_eq!(dom.console_output(), text);
     // vcpu_op accepted set.
     assert_eq!(p.raw(nr::VCPU_OP, [3, 0, 0, 0, 0]), 1);
     p.put(SCRATCH, &[hv.now_ns() + 1_000_000_000_000, 0u64]);

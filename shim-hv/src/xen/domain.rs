@@ -229,6 +229,9 @@ pub struct DomainSpec {
     pub max_grant_frames: u32,
     /// Extra sink for early console output.
     pub console_sink: Option<ConsoleSink>,
+    /// First RAM frame. The default (gfn 0x100) keeps gfns distinct from page indices
+    /// so missing translations fail loudly; a KVM runner booting PVH wants 0.
+    pub first_gfn: Gfn,
 }
 
 impl DomainSpec {
@@ -241,6 +244,7 @@ impl DomainSpec {
             uuid: None,
             max_grant_frames: 64,
             console_sink: None,
+            first_gfn: GuestMemory::DEFAULT_FIRST_GFN,
         }
     }
 }
@@ -253,6 +257,7 @@ impl fmt::Debug for DomainSpec {
             .field("vcpus", &self.vcpus)
             .field("uuid", &self.uuid)
             .field("max_grant_frames", &self.max_grant_frames)
+            .field("first_gfn", &self.first_gfn)
             .finish_non_exhaustive()
     }
 }

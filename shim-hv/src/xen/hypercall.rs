@@ -55,6 +55,8 @@ const FEATURES_SUBMAP0: u32 = 1 | 1 << 1 | 1 << 2 | 1 << 3 | 1 << 8 | 1 << 9;
 const CONSOLEIO_WRITE: usize = 0;
 const CONSOLEIO_READ: usize = 1;
 const CONSOLE_CHUNK: usize = 256;
+/// Most bytes one `CONSOLEIO_write` may carry (bounded work per hypercall).
+pub const CONSOLE_WRITE_MAX: u32 = 64 * 1024;
 
 // gnttab
 const GNTTABOP_GET_VERSION: usize = 10;
@@ -300,6 +302,9 @@ impl Hypervisor {
     ) -> HcResult {
         match cmd {
             CONSOLEIO_WRITE => {
+                if count > CONSOLE_WRITE_MAX {
+                    return Err(-EINVAL);
+                }
                 let mut chunk = [0u8; CONSOLE_CHUNK];
                 let mut done = 0usize;
                 let count = count as usize;

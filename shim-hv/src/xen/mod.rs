@@ -297,7 +297,7 @@ impl Hypervisor {
 
     fn build_domain(&self, id: DomId, spec: DomainSpec) -> Result<(Arc<Domain>, Effects), Error> {
         let pages = (spec.memory_mib as usize) << 8;
-        let memory = Arc::new(GuestMemory::new(GuestMemory::DEFAULT_FIRST_GFN, pages)?);
+        let memory = Arc::new(GuestMemory::new(spec.first_gfn, pages)?);
         let shinfo_private = HostPage::new()?;
         let signal = Arc::new(EventSignal::default());
         let special = memory.end_gfn().0 - SPECIAL_PAGES;
