@@ -46,7 +46,7 @@ type Check = fn(&DomainConfig);
 const VALID: &[(&str, Check)] = &[
     ("netbsd-howto.cfg", |c| {
         assert_eq!(c.name, "nbsd");
-        assert_eq!(c.kernel, PathBuf::from("/netbsd-XEN3_DOMU"));
+        assert_eq!(c.kernel, Some(PathBuf::from("/netbsd-XEN3_DOMU")));
         assert_eq!(
             (c.memory_mib, c.maxmem_mib, c.vcpus, c.cpu),
             (128, 128, 1, None)
@@ -182,7 +182,7 @@ const VALID: &[(&str, Check)] = &[
     }),
     ("strings-and-numbers.cfg", |c| {
         assert_eq!(c.name, "quotes \"and\" 'escapes' \\!");
-        assert_eq!(c.kernel, PathBuf::from("/kA"));
+        assert_eq!(c.kernel, Some(PathBuf::from("/kA")));
         assert_eq!((c.memory_mib, c.maxmem_mib, c.vcpus), (256, 512, 8));
         assert_eq!(
             (c.on_reboot, c.on_poweroff),
@@ -251,6 +251,11 @@ const VALID: &[(&str, Check)] = &[
         assert_eq!(names[0].as_deref(), Some("hda1"));
         assert_eq!(names[6].as_deref(), Some("xvdtq37"));
         assert_eq!(names[7], None);
+    }),
+    ("builtin-guest.cfg", |c| {
+        assert_eq!(c.name, "builtin");
+        assert_eq!(c.kernel, None);
+        assert_eq!(c.to_json()["kernel"], serde_json::Value::Null);
     }),
     ("crlf.cfg", |c| {
         assert_eq!(c.disks.len(), 2);
@@ -393,8 +398,8 @@ const INVALID: &[(&str, u32, ErrCheck, &str)] = &[
         "",
     ),
     (
-        "missing-kernel.cfg",
-        0,
+        "empty-kernel.cfg",
+        3,
         |k| *k == ErrorKind::MissingKey("kernel"),
         "",
     ),

@@ -185,8 +185,9 @@ pub struct DomainConfig {
     pub uuid: Option<String>,
     /// What shim-hv builds.
     pub guest_type: GuestType,
-    /// `kernel` (mandatory: there is no bootloader support).
-    pub kernel: PathBuf,
+    /// `kernel`; `None` (no `kernel` key) means shim-hv's built-in in-process
+    /// guest (there is no bootloader support).
+    pub kernel: Option<PathBuf>,
     /// `ramdisk`.
     pub ramdisk: Option<PathBuf>,
     /// Kernel command line: `cmdline`, or `root=ROOT EXTRA` from `root`/`extra`.
@@ -774,9 +775,9 @@ impl DomainConfig {
 
         // Kernel and command line.
         let (kernel, kernel_line) = match s.string("kernel")? {
-            Some((k, line)) if !k.is_empty() => (PathBuf::from(k), line),
+            Some((k, line)) if !k.is_empty() => (Some(PathBuf::from(k)), line),
             Some((k, line)) => return Err(s.err(line, ErrorKind::MissingKey("kernel"), k)),
-            None => return Err(s.err(0, ErrorKind::MissingKey("kernel"), "")),
+            None => (None, 0),
         };
         let (ramdisk, ramdisk_line) = match s.string("ramdisk")? {
             Some((r, line)) if !r.is_empty() => (Some(PathBuf::from(r)), line),
@@ -1207,7 +1208,9 @@ impl DomainConfig {
                     ));
                 }
             };
-        check("kernel", self.kernel_line, &self.kernel, false, false);
+        if let Some(k) = &self.kernel {
+            check("kernel", self.kernel_line, k, false, false);
+        }
         if let Some(r) = &self.ramdisk {
             check("ramdisk", self.ramdisk_line, r, false, false);
         }
@@ -1262,7 +1265,7 @@ impl DomainConfig {
             "name": self.name,
             "uuid": self.uuid,
             "type": match self.guest_type { GuestType::Pvh => "pvh" },
-            "kernel": self.kernel.display().to_string(),
+            "kernel": self.kernel.as_ref().map(|k| k.display().to_string()),
             "ramdisk": self.ramdisk.as_ref().map(|r| r.display().to_string()),
             "cmdline": self.cmdline,
             "memory": self.memory_mib,

@@ -1,1 +1,98 @@
-//! toolstack (in progress).
+//! The toolstack: shim-hv's `xl`. One daemon per runtime directory holds every
+//! domain; the CLI talks to it over a Unix socket.
+//!
+//! ```text
+//!  shim-hv create/list/shutdown/...  ──JSON lines──▶  control.sock (0600)
+//!        (cli, client)                                    │
+//!                                                  daemon: Hypervisor + xenstored
+//!  xenstore-ls, xenstore-write ...  ──xs_wire──▶  xenstored.sock (0600, dom0)
+//! ```
+//!
+//! - [`runtime::RuntimeDir`]: `$XDG_RUNTIME_DIR/shim-hv/` or `/run/shim-hv/` (0700):
+//!   sockets, lock, pid file, log.
+//! - [`daemon::Daemon`]: creates domains from configs, applies `on_poweroff` /
+//!   `on_reboot` / `on_crash` (`destroy`, `restart`, `preserve`), serves the sockets.
+//!   `create` starts it in the background when none runs.
+//! - [`client::Client`]: the CLI side of the control socket.
+//! - [`builtin`]: the in-process guest a config without `kernel` runs.
+//! - [`cli`]: the commands (`create [-c] [-n]`, `list`, `console`, `shutdown [-w]
+//!   [-R|-H]`, `reboot`, `destroy`, `block-list`, `network-list`, `xenstore-env`,
+//!   `demo`).
+//!
+//! ```no_run
+//! use shim_hv::config::DomainConfig;
+//! use shim_hv::toolstack::{daemon::Daemon, runtime::RuntimeDir, PowerRequest};
+//!
+//! let d = Daemon::new(RuntimeDir::at("/tmp/example/shim-hv"));
+//! let cfg = DomainConfig::parse_str("mini.cfg", "name = 'mini'\nmemory = 16\n").unwrap();
+//! let id = d.create(cfg).unwrap();
+//! d.shutdown("mini", PowerRequest::Poweroff).unwrap();
+//! assert!(d.wait_gone(id, std::time::Duration::from_secs(10)));
+//! ```
+
+pub mod builtin;
+pub mod cli;
+pub mod client;
+pub mod console;
+pub mod daemon;
+pub mod demo;
+mod error;
+pub mod proto;
+pub mod runtime;
+
+pub use error::Error;
+
+use crate::config::{Action, DomainConfig};
+
+/// What `shutdown`/`reboot` write to `control/shutdown`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PowerRequest {
+    /// `poweroff` (`xl shutdown`).
+    Poweroff,
+    /// `reboot` (`xl reboot`, xm's `shutdown -R`).
+    Reboot,
+    /// `halt` (xm's `shutdown -H`; guests treat it as poweroff).
+    Halt,
+}
+
+impl PowerRequest {
+    /// The node value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PowerRequest::Poweroff => "poweroff",
+            PowerRequest::Reboot => "reboot",
+            PowerRequest::Halt => "halt",
+        }
+    }
+
+    /// From the node value.
+    pub fn parse(s: &str) -> Option<PowerRequest> {
+        Some(match s {
+            "poweroff" => PowerRequest::Poweroff,
+            "reboot" => PowerRequest::Reboot,
+            "halt" => PowerRequest::Halt,
+            _ => return None,
+        })
+    }
+}
+
+/// Refuses settings the parser accepts but shim-hv cannot honour: the actions it
+/// does not implement (`rename-restart`, `coredump-*`, `soft-reset`).
+pub fn check_config(cfg: &DomainConfig) -> Result<(), Error> {
+    for (key, a) in [
+        ("on_poweroff", cfg.on_poweroff),
+        ("on_reboot", cfg.on_reboot),
+        ("on_crash", cfg.on_crash),
+        ("on_watchdog", cfg.on_watchdog),
+    ] {
+        if !matches!(a, Action::Destroy | Action::Restart | Action::Preserve) {
+            return Err(Error::Unsupported {
+                file: cfg.file.clone(),
+                key,
+                value: a.as_str().to_string(),
+                hint: "shim-hv supports destroy, restart and preserve",
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,520 @@
+//! The `shim-hv` command line, modelled on `xl` (and on `xm` where xl has nothing:
+//! `shutdown -H` / `-R`).
+//!
+//! Every command but `create` (which starts one) needs a running daemon and says so
+//! when there is none. Errors are one line each, naming the file, key or value;
+//! the exit code is 1 (clap's usage errors: 2).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::DomainConfig;
+
+use super::client::Client;
+use super::daemon::{resolve_paths, Daemon};
+use super::error::{io_err, Error};
+use super::proto::{DeviceInfo, DomainInfo, Reply, Request};
+use super::runtime::RuntimeDir;
+use super::{check_config, PowerRequest};
+
+/// Largest config file `create` sends to the daemon.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// shim-hv: a thin hypervisor that plays Xen and dom0, with an xl-like toolstack.
+#[derive(Debug, Parser)]
+#[command(name = "shim-hv", version, about, long_about = None)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+#[non_exhaustive]
+pub enum Command {
+    /// Create a domain from a config file (starts the daemon if none runs).
+    Create {
+        /// Attach to the domain's console after creating it.
+        #[arg(short = 'c')]
+        console: bool,
+        /// Parse the config, print the domain description as JSON, start nothing.
+        #[arg(short = 'n', long = "dry-run")]
+        dry_run: bool,
+        /// The config file (xl.cfg(5); xm-style plain values accepted).
+        config: PathBuf,
+    },
+    /// List domains: Name, ID, Mem (MiB), VCPUs, State, Time(s) (seconds since start).
+    List,
+    /// Attach to a domain's console (its output until the domain goes away).
+    Console {
+        /// Domain name or id.
+        domain: String,
+    },
+    /// Ask a domain to shut down (writes control/shutdown, as xl does).
+    Shutdown {
+        /// Wait until the domain has shut down (and its on_poweroff/on_reboot ran).
+        #[arg(short = 'w', long = "wait")]
+        wait: bool,
+        /// Reboot instead (xm's -R).
+        #[arg(short = 'R', conflicts_with = "halt")]
+        reboot: bool,
+        /// Halt: write "halt", which guests treat as poweroff (xm's -H).
+        #[arg(short = 'H')]
+        halt: bool,
+        /// Domain name or id.
+        domain: String,
+    },
+    /// Ask a domain to reboot (writes "reboot" to control/shutdown).
+    Reboot {
+        /// Wait until the old domain is gone (and on_reboot ran).
+        #[arg(short = 'w', long = "wait")]
+        wait: bool,
+        /// Domain name or id.
+        domain: String,
+    },
+    /// Destroy a domain at once.
+    Destroy {
+        /// Domain name or id.
+        domain: String,
+    },
+    /// List a domain's virtual block devices (as xl block-list, plus the backend state).
+    BlockList {
+        /// Domain names or ids.
+        #[arg(required = true)]
+        domains: Vec<String>,
+    },
+    /// List a domain's network interfaces (as xl network-list, plus the backend state).
+    NetworkList {
+        /// Domain names or ids.
+        #[arg(required = true)]
+        domains: Vec<String>,
+    },
+    /// Print `export XENSTORED_PATH=...` for the running daemon (for xenstore-ls & co).
+    XenstoreEnv,
+    /// Run a self-contained demo: a private daemon, one domain, the commands above.
+    Demo,
+    /// Run the daemon in the foreground (`create` starts one in the background).
+    Daemon {
+        /// The runtime directory (default: $XDG_RUNTIME_DIR/shim-hv or /run/shim-hv).
+        #[arg(long)]
+        runtime_dir: Option<PathBuf>,
+    },
+    /// Stop the daemon (destroys every domain).
+    DaemonStop,
+}
+
+/// Where the commands find the daemon.
+#[derive(Clone, Debug)]
+pub struct Context {
+    /// The runtime directory.
+    pub runtime: RuntimeDir,
+    /// The executable `create` starts as the daemon; `None`: never start one.
+    pub daemon_exe: Option<PathBuf>,
+    /// The directory relative config paths are relative to.
+    pub cwd: PathBuf,
+}
+
+impl Context {
+    /// From the environment: `$XDG_RUNTIME_DIR`, this executable, the current
+    /// directory.
+    pub fn from_env() -> Context {
+        Context {
+            runtime: RuntimeDir::from_env(),
+            daemon_exe: std::env::current_exe().ok(),
+            cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+        }
+    }
+}
+
+/// `shim-hv` with the process's arguments; returns the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return e.exit_code();
+        }
+    };
+    let ctx = Context::from_env();
+    let mut out = std::io::stdout();
+    let mut err = std::io::stderr();
+    run(cli.command, &ctx, &mut out, &mut err)
+}
+
+/// Runs one command; output to `out`, messages to `err`; returns the exit code.
+pub fn run(cmd: Command, ctx: &Context, out: &mut dyn Write, err: &mut dyn Write) -> i32 {
+    match execute(cmd, ctx, out, err) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = writeln!(err, "{e}");
+            1
+        }
+    }
+}
+
+fn w(out: &mut dyn Write, s: std::fmt::Arguments<'_>) -> Result<(), Error> {
+    out.write_fmt(s).map_err(io_err("writing output"))
+}
+
+fn execute(cmd: Command, ctx: &Context, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), Error> {
+    let client = Client::new(ctx.runtime.clone());
+    match cmd {
+        Command::Create {
+            console,
+            dry_run,
+            config,
+        } => create(&client, ctx, &config, dry_run, console, out, err),
+        Command::List => {
+            let Reply::Domains { domains } = client.call(&Request::List)? else {
+                return Err(Error::Protocol("expected a domain list".into()));
+            };
+            w(out, format_args!("{}", format_list(&domains)))
+        }
+        Command::Console { domain } => client.console(&domain, &mut WriteAdapter(out)),
+        Command::Shutdown {
+            wait,
+            reboot,
+            halt,
+            domain,
+        } => {
+            let req = if reboot {
+                PowerRequest::Reboot
+            } else if halt {
+                PowerRequest::Halt
+            } else {
+                PowerRequest::Poweroff
+            };
+            shutdown(&client, &domain, req, wait, err)
+        }
+        Command::Reboot { wait, domain } => {
+            shutdown(&client, &domain, PowerRequest::Reboot, wait, err)
+        }
+        Command::Destroy { domain } => {
+            client.call(&Request::Destroy { dom: domain })?;
+            Ok(())
+        }
+        Command::BlockList { domains } => {
+            w(out, format_args!("{}", BLOCK_HEADER))?;
+            for dom in domains {
+                match client.call(&Request::BlockList { dom })? {
+                    Reply::Devices { domid, devices } => {
+                        w(out, format_args!("{}", format_block_rows(domid, &devices)))?
+                    }
+                    other => return Err(Error::Protocol(format!("{other:?}"))),
+                }
+            }
+            Ok(())
+        }
+        Command::NetworkList { domains } => {
+            w(out, format_args!("{}", NET_HEADER))?;
+            for dom in domains {
+                match client.call(&Request::NetworkList { dom })? {
+                    Reply::Devices { devices, .. } => {
+                        w(out, format_args!("{}", format_net_rows(&devices)))?
+                    }
+                    other => return Err(Error::Protocol(format!("{other:?}"))),
+                }
+            }
+            Ok(())
+        }
+        Command::XenstoreEnv => match client.call(&Request::Info)? {
+            Reply::Info {
+                xenstored_socket: Some(p),
+                ..
+            } => w(out, format_args!("export XENSTORED_PATH={}\n", shell_quote(&p))),
+            Reply::Info { .. } => Err(Error::Daemon(
+                "the shim-hv daemon serves no xenstore socket (see its daemon.log)".into(),
+            )),
+            other => Err(Error::Protocol(format!("{other:?}"))),
+        },
+        Command::Demo => super::demo::run(out),
+        Command::Daemon { runtime_dir } => {
+            let rt = runtime_dir.map_or_else(|| ctx.runtime.clone(), RuntimeDir::at);
+            Daemon::new(rt).serve()
+        }
+        Command::DaemonStop => {
+            let pid = match client.call(&Request::Info)? {
+                Reply::Info { pid, .. } => pid,
+                other => return Err(Error::Protocol(format!("{other:?}"))),
+            };
+            client.call(&Request::Stop)?;
+            // Wait (bounded) until it is gone.
+            for _ in 0..400 {
+                if !client.daemon_running() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            w(err, format_args!("stopped the shim-hv daemon (pid {pid})\n"))
+        }
+    }
+}
+
+/// Reads a config for `create`: its text and the parse (errors name file:line).
+fn load_config(path: &Path) -> Result<(String, DomainConfig), Error> {
+    let file = path.display().to_string();
+    let meta = std::fs::metadata(path).map_err(io_err(file.clone()))?;
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(Error::Daemon(format!(
+            "{file}: larger than {MAX_CONFIG_BYTES} bytes"
+        )));
+    }
+    let cfg = DomainConfig::parse_file(path)?;
+    let text = std::fs::read_to_string(path).map_err(io_err(file))?;
+    Ok((text, cfg))
+}
+
+fn create(
+    client: &Client,
+    ctx: &Context,
+    path: &Path,
+    dry_run: bool,
+    console: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), Error> {
+    w(err, format_args!("Parsing config from {}\n", path.display()))?;
+    let (text, mut cfg) = load_config(path)?;
+    for warning in &cfg.warnings {
+        w(err, format_args!("{warning}\n"))?;
+    }
+    check_config(&cfg)?;
+    if dry_run {
+        if let Some(k) = &cfg.kernel {
+            w(
+                err,
+                format_args!(
+                    "{}: note: kernel = \"{}\" needs the KVM runner, which shim-hv does not have yet: `create` refuses this config\n",
+                    cfg.file,
+                    k.display()
+                ),
+            )?;
+        }
+        let json = serde_json::to_string_pretty(&cfg.to_json())
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        return w(out, format_args!("{json}\n"));
+    }
+    if let Some(k) = &cfg.kernel {
+        return Err(Error::KernelUnsupported {
+            file: cfg.file.clone(),
+            kernel: k.clone(),
+        });
+    }
+    // Check the files here, so a bad config starts nothing (no daemon either).
+    resolve_paths(&mut cfg, &ctx.cwd);
+    cfg.validate_paths().map_err(Error::Paths)?;
+    match &ctx.daemon_exe {
+        Some(exe) => client.ensure_daemon(exe)?,
+        None => {
+            client.connect()?;
+        }
+    }
+    let reply = client.call(&Request::Create {
+        file: cfg.file.clone(),
+        text,
+        cwd: ctx.cwd.display().to_string(),
+    })?;
+    let Reply::Created { domid, name } = reply else {
+        return Err(Error::Protocol(format!("{reply:?}")));
+    };
+    w(err, format_args!("Created domain {domid} ({name})\n"))?;
+    if console {
+        client.console(&domid.to_string(), &mut WriteAdapter(out))?;
+    }
+    Ok(())
+}
+
+fn shutdown(
+    client: &Client,
+    dom: &str,
+    req: PowerRequest,
+    wait: bool,
+    err: &mut dyn Write,
+) -> Result<(), Error> {
+    let reply = client.call(&Request::Shutdown {
+        dom: dom.into(),
+        request: req.as_str().into(),
+    })?;
+    let Reply::Acted { domid } = reply else {
+        return Err(Error::Protocol(format!("{reply:?}")));
+    };
+    let verb = if req == PowerRequest::Reboot {
+        "Rebooting"
+    } else {
+        "Shutting down"
+    };
+    w(err, format_args!("{verb} domain {domid}\n"))?;
+    if !wait {
+        return Ok(());
+    }
+    w(err, format_args!("Waiting for 1 domains\n"))?;
+    loop {
+        match client.call(&Request::Wait {
+            domid,
+            timeout_ms: 5000,
+        })? {
+            Reply::Waited { finished: true } => break,
+            Reply::Waited { finished: false } => {}
+            other => return Err(Error::Protocol(format!("{other:?}"))),
+        }
+    }
+    w(err, format_args!("Domain {domid} has been shut down\n"))
+}
+
+/// xl's `list` header and rows.
+pub fn format_list(domains: &[DomainInfo]) -> String {
+    let mut s = String::from("Name                                        ID   Mem VCPUs\tState\tTime(s)\n");
+    for d in domains {
+        s.push_str(&format!(
+            "{:<40} {:>5} {:>5} {:>5}     {}  {:>8.1}\n",
+            d.name, d.id, d.mem_mib, d.vcpus, d.state, d.time_s
+        ));
+    }
+    s
+}
+
+/// `block-list`'s header: xl's columns, plus the backend's state.
+pub const BLOCK_HEADER: &str =
+    "Vdev  BE  handle state evt-ch ring-ref BE-state BE-path                       \n";
+/// `network-list`'s header: xl's columns, plus the backend's state.
+pub const NET_HEADER: &str =
+    "Idx BE Mac Addr.         handle state evt-ch   tx-/rx-ring-ref BE-state BE-path                       \n";
+
+fn n(v: Option<u32>) -> i64 {
+    v.map_or(-1, i64::from)
+}
+
+/// `block-list` rows (xl: `state` is the frontend's).
+pub fn format_block_rows(domid: u16, devices: &[DeviceInfo]) -> String {
+    let mut s = String::new();
+    for d in devices {
+        s.push_str(&format!(
+            "{:<5} {:<3} {:<6} {:<5} {:<6} {:<8} {:<8} {:<30}\n",
+            d.devid,
+            d.backend_id,
+            domid,
+            n(d.frontend_state),
+            n(d.evtchn),
+            n(d.ring_refs.first().copied()),
+            n(d.backend_state),
+            d.backend_path
+        ));
+    }
+    s
+}
+
+/// `network-list` rows (xl: `handle` is the device id, `state` the frontend's).
+pub fn format_net_rows(devices: &[DeviceInfo]) -> String {
+    let mut s = String::new();
+    for d in devices {
+        s.push_str(&format!(
+            "{:<3} {:<2} {:<17} {:>6} {:>5} {:>6} {:>5}/{:<11} {:<8} {:<30}\n",
+            d.devid,
+            d.backend_id,
+            d.name,
+            d.devid,
+            n(d.frontend_state),
+            n(d.evtchn),
+            n(d.ring_refs.first().copied()),
+            n(d.ring_refs.get(1).copied()),
+            n(d.backend_state),
+            d.backend_path
+        ));
+    }
+    s
+}
+
+/// Quotes a path for a POSIX shell when it needs it.
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:,@".contains(&b))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// `&mut dyn Write` as `impl Write`.
+struct WriteAdapter<'a>(&'a mut dyn Write);
+
+impl Write for WriteAdapter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Runs `cli` against an in-process daemon (the demo uses it): like [`run`], but
+/// never starts a daemon process.
+pub fn run_with_daemon(
+    daemon: &Arc<Daemon>,
+    cwd: &Path,
+    cmd: Command,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    let ctx = Context {
+        runtime: daemon.runtime_dir().clone(),
+        daemon_exe: None,
+        cwd: cwd.to_path_buf(),
+    };
+    run(cmd, &ctx, out, err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_format_matches_xl() {
+        let d = DomainInfo {
+            name: "demo".into(),
+            id: 1,
+            uuid: String::new(),
+            mem_mib: 32,
+            vcpus: 1,
+            state: "r-----".into(),
+            time_s: 1.25,
+            reason: None,
+        };
+        let s = format_list(&[d]);
+        let row = s.lines().nth(1).unwrap();
+        assert_eq!(
+            row,
+            "demo                                         1    32     1     r-----       1.2"
+        );
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("/run/shim-hv/xenstored.sock"), "/run/shim-hv/xenstored.sock");
+        assert_eq!(shell_quote("/tmp/a b/x'y"), "'/tmp/a b/x'\\''y'");
+    }
+
+    #[test]
+    fn xm_flags_parse() {
+        let c = Cli::try_parse_from(["shim-hv", "shutdown", "-w", "-H", "d"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Shutdown {
+                wait: true,
+                halt: true,
+                reboot: false,
+                ..
+            }
+        ));
+        assert!(Cli::try_parse_from(["shim-hv", "shutdown", "-R", "-H", "d"]).is_err());
+        assert!(Cli::try_parse_from(["shim-hv", "create", "-n", "x.cfg"]).is_ok());
+        assert!(Cli::try_parse_from(["shim-hv", "block-list"]).is_err());
+    }
+}

@@ -1,0 +1,169 @@
+//! The CLI's side of the control socket.
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::error::{io_err, Error};
+use super::proto::{self, Reply, Request};
+use super::runtime::RuntimeDir;
+
+/// How long `create` waits for a daemon it started to answer.
+pub const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a reply may take (a `Wait` takes at most 10 s).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A client of the daemon of one runtime directory.
+#[derive(Clone, Debug)]
+pub struct Client {
+    rt: RuntimeDir,
+}
+
+impl Client {
+    /// A client for the daemon of `rt`.
+    pub fn new(rt: RuntimeDir) -> Client {
+        Client { rt }
+    }
+
+    /// The runtime directory.
+    pub fn runtime_dir(&self) -> &RuntimeDir {
+        &self.rt
+    }
+
+    /// Connects to the control socket.
+    pub fn connect(&self) -> Result<UnixStream, Error> {
+        let socket = self.rt.control_socket();
+        UnixStream::connect(&socket).map_err(|err| Error::NoDaemon { socket, err })
+    }
+
+    /// Whether a daemon answers.
+    pub fn daemon_running(&self) -> bool {
+        self.call(&Request::Info).is_ok()
+    }
+
+    /// Sends one request and returns the reply; a [`Reply::Error`] becomes
+    /// [`Error::Daemon`].
+    pub fn call(&self, req: &Request) -> Result<Reply, Error> {
+        let s = self.connect()?;
+        let _ = s.set_read_timeout(Some(REPLY_TIMEOUT));
+        let mut w = s
+            .try_clone()
+            .map_err(io_err("control socket"))?;
+        proto::write_line(&mut w, req).map_err(io_err("sending to the shim-hv daemon"))?;
+        let mut r = BufReader::new(s);
+        match proto::read_line::<Reply>(&mut r) {
+            Ok(Some(Reply::Error { message })) => Err(Error::Daemon(message)),
+            Ok(Some(reply)) => Ok(reply),
+            Ok(None) => Err(Error::Protocol("connection closed without an answer".into())),
+            Err(e) => Err(Error::Protocol(e.to_string())),
+        }
+    }
+
+    /// Starts a daemon (`exe daemon`, detached, logging to `daemon.log`) unless one
+    /// answers, and waits until it does.
+    pub fn ensure_daemon(&self, exe: &Path) -> Result<(), Error> {
+        if self.connect().is_ok() {
+            return Ok(());
+        }
+        self.rt
+            .create()
+            .map_err(io_err(format!("runtime directory {}", self.rt.path().display())))?;
+        let log_path = self.rt.log_file();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io_err(format!("{}", log_path.display())))?;
+        let log2 = log.try_clone().map_err(io_err("daemon log"))?;
+        let mut child = Command::new(exe)
+            .arg("daemon")
+            .arg("--runtime-dir")
+            .arg(self.rt.path())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            // Its own process group: ^C in the terminal that ran `create` does not
+            // reach it.
+            .process_group(0)
+            .spawn()
+            .map_err(io_err(format!("starting {} daemon", exe.display())))?;
+        let deadline = Instant::now() + DAEMON_START_TIMEOUT;
+        loop {
+            if self.connect().is_ok() {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                // Another daemon may have won the race for the lock: use it.
+                if self.connect().is_ok() {
+                    return Ok(());
+                }
+                return Err(Error::Daemon(format!(
+                    "the shim-hv daemon exited ({status}); see {}: {}",
+                    log_path.display(),
+                    last_line(&log_path)
+                )));
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Daemon(format!(
+                    "the shim-hv daemon did not answer within {} s; see {}",
+                    DAEMON_START_TIMEOUT.as_secs(),
+                    log_path.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Attaches to a domain's console and copies its output to `out` until the
+    /// domain goes away or the daemon stops.
+    pub fn console(&self, dom: &str, out: &mut impl Write) -> Result<(), Error> {
+        let s = self.connect()?;
+        let mut w = s.try_clone().map_err(io_err("control socket"))?;
+        proto::write_line(&mut w, &Request::Console { dom: dom.into() })
+            .map_err(io_err("sending to the shim-hv daemon"))?;
+        let mut r = BufReader::new(s);
+        match proto::read_line::<Reply>(&mut r) {
+            Ok(Some(Reply::Console { .. })) => {}
+            Ok(Some(Reply::Error { message })) => return Err(Error::Daemon(message)),
+            Ok(Some(other)) => return Err(Error::Protocol(format!("{other:?}"))),
+            Ok(None) => return Err(Error::Protocol("connection closed".into())),
+            Err(e) => return Err(Error::Protocol(e.to_string())),
+        }
+        let mut buf = [0u8; 4096];
+        loop {
+            let pending = r.buffer().len();
+            if pending > 0 {
+                let chunk = r.buffer().to_vec();
+                r.consume(pending);
+                write_out(out, &chunk)?;
+                continue;
+            }
+            match r.get_mut().read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => write_out(out, buf.get(..n).unwrap_or_default())?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::Io {
+                    what: "reading the console".into(),
+                    err: e,
+                }),
+            }
+        }
+    }
+}
+
+fn write_out(out: &mut impl Write, bytes: &[u8]) -> Result<(), Error> {
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(io_err("writing the console"))
+}
+
+fn last_line(path: &Path) -> String {
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.lines().last().map(str::to_string))
+        .unwrap_or_default()
+}

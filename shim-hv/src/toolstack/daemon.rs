@@ -1,0 +1,868 @@
+//! The shim-hv daemon: dom0 for every domain of one runtime directory.
+//!
+//! ```text
+//!  control.sock ──thread per client──▶ Daemon::handle ──▶ Hypervisor (xen model)
+//!  xenstored.sock ──────────────────▶ Xenstored::serve_unix (dom0, privileged)
+//!  supervisor thread ◀── DomainEvent ── guests: on_poweroff / on_reboot / on_crash
+//! ```
+//!
+//! [`Daemon`] also works without sockets (tests, the demo): create it with
+//! [`Daemon::new`] and call [`Daemon::handle`] or the typed methods directly.
+//!
+//! Who may talk to it: the control socket is created 0600 inside the 0700 runtime
+//! directory, and every client's credentials (`SO_PEERCRED`) are checked: only the
+//! daemon's own uid and root are served. There is no TCP listener.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, BufReader, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use hypercall::DomId;
+
+use crate::config::{Action, DomainConfig};
+use crate::runner::inproc::GuestHandle;
+use crate::xen::{
+    Domain, DomainEvent, DomainSpec, DomainState, Hypervisor, HypervisorConfig, ShutdownReason,
+    Uuid,
+};
+use crate::xenstored::{SocketServer, TxId};
+
+use super::console::ConsoleHub;
+use super::error::{io_err, Error};
+use super::proto::{self, DeviceInfo, DomainInfo, Reply, Request};
+use super::runtime::RuntimeDir;
+use super::{builtin, check_config, PowerRequest};
+
+/// Clients served at once on the control socket; more are refused.
+pub const MAX_CLIENTS: usize = 32;
+/// How long a client may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest single [`Request::Wait`].
+const MAX_WAIT: Duration = Duration::from_secs(10);
+
+/// One domain the daemon runs.
+struct Managed {
+    config: Arc<DomainConfig>,
+    dom: Arc<Domain>,
+    console: Arc<ConsoleHub>,
+    guest: Option<GuestHandle>,
+    /// The supervisor applied `preserve`: the domain stays as it is.
+    settled: bool,
+}
+
+#[derive(Default)]
+struct Table {
+    doms: BTreeMap<u16, Managed>,
+}
+
+/// The daemon: a hypervisor, its domains, and (once [`Daemon::serve`] runs) the
+/// control and xenstore sockets.
+pub struct Daemon {
+    hv: Arc<Hypervisor>,
+    rt: RuntimeDir,
+    table: Mutex<Table>,
+    table_cv: Condvar,
+    consoles: Arc<Mutex<BTreeMap<u16, Arc<ConsoleHub>>>>,
+    started: Instant,
+    stopping: AtomicBool,
+    stop_cv: (Mutex<bool>, Condvar),
+    xenstored_socket: Mutex<Option<PathBuf>>,
+    clients: AtomicUsize,
+    uid: u32,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("runtime", &self.rt)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Writes one line to the daemon's log (stderr, which `create` points at
+/// `daemon.log`).
+fn log(msg: &str) {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    eprintln!("[{t:.3}] {msg}");
+}
+
+/// Parses a UUID as `config` keeps it (lower case, with or without dashes).
+fn parse_uuid(s: &str) -> Option<Uuid> {
+    let hex: Vec<u8> = s.bytes().filter(|b| *b != b'-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let txt = std::str::from_utf8(pair).ok()?;
+        *out.get_mut(i)? = u8::from_str_radix(txt, 16).ok()?;
+    }
+    Some(Uuid(out))
+}
+
+/// xl's six state flags for a domain state.
+pub fn state_flags(s: &DomainState) -> &'static str {
+    match s {
+        DomainState::Running => "r-----",
+        DomainState::Paused => "--p---",
+        DomainState::Shutdown(_) => "---s--",
+        DomainState::Crashed(_) => "----c-",
+        DomainState::Dying => "-----d",
+        _ => "------",
+    }
+}
+
+impl Daemon {
+    /// A daemon for runtime directory `rt` with a fresh hypervisor and no domains.
+    /// Its supervisor thread applies `on_poweroff`/`on_reboot`/`on_crash`.
+    pub fn new(rt: RuntimeDir) -> Arc<Daemon> {
+        let hv = Hypervisor::new(HypervisorConfig::default());
+        let events = hv.subscribe();
+        let d = Arc::new(Daemon {
+            hv,
+            rt,
+            table: Mutex::new(Table::default()),
+            table_cv: Condvar::new(),
+            consoles: Arc::new(Mutex::new(BTreeMap::new())),
+            started: Instant::now(),
+            stopping: AtomicBool::new(false),
+            stop_cv: (Mutex::new(false), Condvar::new()),
+            xenstored_socket: Mutex::new(None),
+            clients: AtomicUsize::new(0),
+            uid: nix::unistd::geteuid().as_raw(),
+        });
+        let weak = Arc::downgrade(&d);
+        let spawned = std::thread::Builder::new()
+            .name("supervisor".into())
+            .spawn(move || supervise(weak, events));
+        if let Err(e) = spawned {
+            log(&format!("cannot start the supervisor thread: {e}"));
+        }
+        d
+    }
+
+    /// The hypervisor (xenstored is `hypervisor().xenstored()`).
+    pub fn hypervisor(&self) -> &Arc<Hypervisor> {
+        &self.hv
+    }
+
+    /// The runtime directory.
+    pub fn runtime_dir(&self) -> &RuntimeDir {
+        &self.rt
+    }
+
+    /// Domain `id`'s console.
+    pub fn console(&self, id: DomId) -> Option<Arc<ConsoleHub>> {
+        lock(&self.consoles).get(&id.0).cloned()
+    }
+
+    /// Finds a live domain by id (decimal) or name.
+    pub fn resolve(&self, dom: &str) -> Result<Arc<Domain>, Error> {
+        if let Ok(id) = dom.parse::<u16>() {
+            if let Some(d) = self.hv.domain(DomId(id)) {
+                return Ok(d);
+            }
+        }
+        self.hv
+            .domain_by_name(dom)
+            .ok_or_else(|| Error::NoSuchDomain(dom.to_string()))
+    }
+
+    /// Creates and starts a domain from a parsed config (relative paths already
+    /// resolved). Refused: unsupported settings, `kernel` configs (no KVM runner yet),
+    /// missing files, a name in use.
+    pub fn create(self: &Arc<Self>, config: DomainConfig) -> Result<DomId, Error> {
+        check_config(&config)?;
+        if let Some(k) = &config.kernel {
+            return Err(Error::KernelUnsupported {
+                file: config.file.clone(),
+                kernel: k.clone(),
+            });
+        }
+        config.validate_paths().map_err(Error::Paths)?;
+        let uuid = config.uuid.as_deref().and_then(parse_uuid);
+        let mut t = lock(&self.table);
+        let id = self.start_locked(&mut t, Arc::new(config), uuid)?;
+        drop(t);
+        self.table_cv.notify_all();
+        Ok(id)
+    }
+
+    /// Builds and starts one domain; the caller holds the table.
+    fn start_locked(
+        self: &Arc<Self>,
+        t: &mut Table,
+        config: Arc<DomainConfig>,
+        uuid: Option<Uuid>,
+    ) -> Result<DomId, Error> {
+        let mut spec = DomainSpec::new(config.name.clone(), config.memory_mib);
+        spec.vcpus = config.vcpus;
+        spec.uuid = uuid;
+        let consoles = self.consoles.clone();
+        spec.console_sink = Some(Arc::new(move |id: DomId, bytes: &[u8]| {
+            let hub = lock(&consoles).get(&id.0).cloned();
+            if let Some(h) = hub {
+                h.push(bytes);
+            }
+        }));
+        let dom = self.hv.create_domain(spec)?;
+        let id = dom.id();
+        let console = Arc::new(ConsoleHub::new());
+        lock(&self.consoles).insert(id.0, console.clone());
+        let guest = match self.hv.spawn_guest(dom.clone(), builtin::run) {
+            Ok(g) => g,
+            Err(e) => {
+                self.teardown(id);
+                return Err(Error::Io {
+                    what: format!("starting domain {}'s guest thread", id.0),
+                    err: e,
+                });
+            }
+        };
+        log(&format!(
+            "created domain {} ({}) from {}, uuid {}",
+            id.0,
+            config.name,
+            config.file,
+            dom.uuid()
+        ));
+        t.doms.insert(
+            id.0,
+            Managed {
+                config,
+                dom,
+                console,
+                guest: Some(guest),
+                settled: false,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Destroys the model's domain and closes its console (the table entry is the
+    /// caller's business).
+    fn teardown(&self, id: DomId) {
+        if let Err(e) = self.hv.destroy_domain(id) {
+            log(&format!("destroying domain {}: {e}", id.0));
+        }
+        if let Some(h) = lock(&self.consoles).remove(&id.0) {
+            h.close();
+        }
+    }
+
+    /// Destroys a domain at once (`xl destroy`).
+    pub fn destroy(&self, dom: &str) -> Result<DomId, Error> {
+        let d = self.resolve(dom)?;
+        let mut t = lock(&self.table);
+        let m = t.doms.remove(&d.id().0);
+        self.teardown(d.id());
+        drop(t);
+        drop(m);
+        log(&format!("destroyed domain {} ({})", d.id().0, d.name()));
+        self.table_cv.notify_all();
+        Ok(d.id())
+    }
+
+    /// Asks a domain to shut down or reboot by writing `control/shutdown`, as xl
+    /// does. A domain already shutting down is left alone (the request is
+    /// idempotent).
+    pub fn shutdown(&self, dom: &str, req: PowerRequest) -> Result<DomId, Error> {
+        let d = self.resolve(dom)?;
+        if d.state().is_finished() {
+            return Ok(d.id());
+        }
+        let path = format!("/local/domain/{}/control/shutdown", d.id().0);
+        self.hv
+            .xenstored()
+            .client(0)
+            .write(TxId::NONE, &path, req.as_str().as_bytes())?;
+        log(&format!(
+            "asked domain {} ({}) to {}",
+            d.id().0,
+            d.name(),
+            req.as_str()
+        ));
+        Ok(d.id())
+    }
+
+    /// Waits up to `timeout` until domain `id` is gone, or finished and left as it
+    /// is (`preserve`). Returns whether it is.
+    pub fn wait_gone(&self, id: DomId, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut t = lock(&self.table);
+        loop {
+            match t.doms.get(&id.0) {
+                None => return true,
+                Some(m) if m.settled => return true,
+                Some(_) => {}
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            t = self
+                .table_cv
+                .wait_timeout(t, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// What `list` shows: Domain-0 (this daemon), then every domain by id.
+    pub fn list(&self) -> Vec<DomainInfo> {
+        let mut v = vec![DomainInfo {
+            name: "Domain-0".into(),
+            id: 0,
+            uuid: "00000000-0000-0000-0000-000000000000".into(),
+            mem_mib: own_rss_mib(),
+            vcpus: std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1),
+            state: "r-----".into(),
+            time_s: self.started.elapsed().as_secs_f64(),
+            reason: None,
+        }];
+        let t = lock(&self.table);
+        for (id, m) in &t.doms {
+            let state = m.dom.state();
+            let reason = match &state {
+                DomainState::Shutdown(r) => Some(r.name().to_string()),
+                DomainState::Crashed(why) => Some(format!("crashed: {why}")),
+                _ => None,
+            };
+            v.push(DomainInfo {
+                name: m.config.name.clone(),
+                id: *id,
+                uuid: m.dom.uuid().to_string(),
+                mem_mib: m.config.memory_mib,
+                vcpus: m.dom.vcpus(),
+                state: state_flags(&state).into(),
+                time_s: m.dom.uptime().as_secs_f64(),
+                reason,
+            });
+        }
+        v
+    }
+
+    /// A domain's devices of `kind` (`vbd` or `vif`), read from xenstore the way
+    /// libxl's `*_getinfo` does: the frontend's `backend`, `backend-id`, `state`,
+    /// `event-channel` and ring references, and the backend's `state`.
+    pub fn devices(&self, dom: &str, kind: &str) -> Result<(DomId, Vec<DeviceInfo>), Error> {
+        let d = self.resolve(dom)?;
+        let xs = self.hv.xenstored().client(0);
+        let base = format!("/local/domain/{}/device/{kind}", d.id().0);
+        let ids = match xs.directory(TxId::NONE, &base) {
+            Ok(ids) => ids,
+            Err(e) if e.errno() == Some(crate::xenstored::Errno::ENOENT) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let read = |p: &str| -> Option<String> {
+            xs.read(TxId::NONE, p)
+                .ok()
+                .map(|v| String::from_utf8_lossy(&v).into_owned())
+        };
+        let num = |p: &str| read(p).and_then(|v| v.trim().parse::<u32>().ok());
+        let mut out = Vec::new();
+        for devid in ids {
+            let Ok(n) = devid.parse::<u32>() else {
+                continue;
+            };
+            let fe = format!("{base}/{devid}");
+            let backend = read(&format!("{fe}/backend")).unwrap_or_default();
+            let ring_refs = if kind == "vif" {
+                [num(&format!("{fe}/tx-ring-ref")), num(&format!("{fe}/rx-ring-ref"))]
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            } else {
+                num(&format!("{fe}/ring-ref")).into_iter().collect()
+            };
+            let name = if kind == "vif" {
+                read(&format!("{fe}/mac")).unwrap_or_default()
+            } else {
+                read(&format!("{backend}/dev")).unwrap_or_default()
+            };
+            out.push(DeviceInfo {
+                devid: n,
+                backend_id: num(&format!("{fe}/backend-id")).unwrap_or(0) as u16,
+                frontend_state: num(&format!("{fe}/state")),
+                backend_state: if backend.is_empty() {
+                    None
+                } else {
+                    num(&format!("{backend}/state"))
+                },
+                evtchn: num(&format!("{fe}/event-channel")),
+                ring_refs,
+                backend_path: backend,
+                name,
+            });
+        }
+        out.sort_by_key(|d| d.devid);
+        Ok((d.id(), out))
+    }
+
+    /// Answers one request (all but [`Request::Console`], which streams).
+    pub fn handle(self: &Arc<Self>, req: Request) -> Reply {
+        let r = match req {
+            Request::Create { file, text, cwd } => self.create_from_text(&file, &text, &cwd),
+            Request::List => Ok(Reply::Domains {
+                domains: self.list(),
+            }),
+            Request::Shutdown { dom, request } => match PowerRequest::parse(&request) {
+                Some(p) => self
+                    .shutdown(&dom, p)
+                    .map(|d| Reply::Acted { domid: d.0 }),
+                None => Err(Error::Daemon(format!(
+                    "unknown shutdown request {request:?} (poweroff, reboot or halt)"
+                ))),
+            },
+            Request::Wait { domid, timeout_ms } => {
+                let t = Duration::from_millis(timeout_ms).min(MAX_WAIT);
+                Ok(Reply::Waited {
+                    finished: self.wait_gone(DomId(domid), t),
+                })
+            }
+            Request::Destroy { dom } => self.destroy(&dom).map(|d| Reply::Acted { domid: d.0 }),
+            Request::BlockList { dom } => self
+                .devices(&dom, "vbd")
+                .map(|(d, devices)| Reply::Devices {
+                    domid: d.0,
+                    devices,
+                }),
+            Request::NetworkList { dom } => {
+                self.devices(&dom, "vif")
+                    .map(|(d, devices)| Reply::Devices {
+                        domid: d.0,
+                        devices,
+                    })
+            }
+            Request::Info => Ok(Reply::Info {
+                pid: std::process::id(),
+                runtime_dir: self.rt.path().display().to_string(),
+                xenstored_socket: lock(&self.xenstored_socket)
+                    .as_ref()
+                    .map(|p| p.display().to_string()),
+            }),
+            Request::Stop => {
+                self.request_stop();
+                Ok(Reply::Done)
+            }
+            Request::Console { .. } => Err(Error::Daemon(
+                "console requests are streamed, not answered".into(),
+            )),
+        };
+        r.unwrap_or_else(|e| Reply::Error {
+            message: e.to_string(),
+        })
+    }
+
+    fn create_from_text(self: &Arc<Self>, file: &str, text: &str, cwd: &str) -> Result<Reply, Error> {
+        let mut cfg = DomainConfig::parse_str(file, text)?;
+        resolve_paths(&mut cfg, Path::new(cwd));
+        let name = cfg.name.clone();
+        let id = self.create(cfg)?;
+        Ok(Reply::Created { domid: id.0, name })
+    }
+
+    /// Asks [`Daemon::serve`] to return (after destroying every domain).
+    pub fn request_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let (m, cv) = &self.stop_cv;
+        *lock(m) = true;
+        cv.notify_all();
+        // Wake the accept loop.
+        let _ = UnixStream::connect(self.rt.control_socket());
+    }
+
+    /// Whether a stop was requested.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Destroys every domain.
+    pub fn destroy_all(&self) {
+        let mut t = lock(&self.table);
+        let ids: Vec<u16> = t.doms.keys().copied().collect();
+        for id in ids {
+            t.doms.remove(&id);
+            self.teardown(DomId(id));
+        }
+        drop(t);
+        self.table_cv.notify_all();
+    }
+
+    /// Applies the config's action for a domain that shut down or crashed.
+    fn on_finished(self: &Arc<Self>, id: DomId, state: &DomainState) {
+        let mut t = lock(&self.table);
+        let Some(m) = t.doms.get(&id.0) else {
+            return;
+        };
+        let c = &m.config;
+        let (action, why) = match state {
+            DomainState::Shutdown(ShutdownReason::Poweroff) => (c.on_poweroff, "on_poweroff"),
+            DomainState::Shutdown(ShutdownReason::Reboot) => (c.on_reboot, "on_reboot"),
+            DomainState::Shutdown(ShutdownReason::Watchdog) => (c.on_watchdog, "on_watchdog"),
+            DomainState::Shutdown(ShutdownReason::Crash) | DomainState::Crashed(_) => {
+                (c.on_crash, "on_crash")
+            }
+            DomainState::Shutdown(r) => {
+                log(&format!(
+                    "domain {} shut down ({}): left as it is",
+                    id.0,
+                    r.name()
+                ));
+                (Action::Preserve, "suspend")
+            }
+            _ => return,
+        };
+        log(&format!(
+            "domain {} ({}) is {:?}: {why} = {}",
+            id.0,
+            c.name,
+            state,
+            action.as_str()
+        ));
+        match action {
+            Action::Restart => {
+                let Some(old) = t.doms.remove(&id.0) else {
+                    return;
+                };
+                let uuid = Some(old.dom.uuid());
+                let config = old.config.clone();
+                self.teardown(id);
+                drop(old);
+                match self.start_locked(&mut t, config, uuid) {
+                    Ok(new) => log(&format!("domain {} restarted as domain {}", id.0, new.0)),
+                    Err(e) => log(&format!("restarting domain {}: {e}", id.0)),
+                }
+            }
+            Action::Preserve => {
+                if let Some(m) = t.doms.get_mut(&id.0) {
+                    m.settled = true;
+                }
+            }
+            // Everything else (check_config refuses the others) destroys.
+            _ => {
+                let old = t.doms.remove(&id.0);
+                self.teardown(id);
+                drop(old);
+            }
+        }
+        drop(t);
+        self.table_cv.notify_all();
+    }
+
+    /// Runs the daemon on its runtime directory until a [`Request::Stop`]: takes
+    /// the lock (one daemon per directory), writes the pid file, serves the control
+    /// socket (0600) and dom0's xenstore socket (0600). Stops by itself if its
+    /// control socket disappears (e.g. the runtime directory was removed). Destroys
+    /// every domain before returning.
+    pub fn serve(self: &Arc<Self>) -> Result<(), Error> {
+        let rt = &self.rt;
+        rt.create()
+            .map_err(io_err(format!("runtime directory {}", rt.path().display())))?;
+        let lock_file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(rt.lock_file())
+            .map_err(io_err(format!("{}", rt.lock_file().display())))?;
+        match lock_file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(Error::AlreadyRunning {
+                    dir: rt.path().to_path_buf(),
+                    pid: rt.daemon_pid(),
+                })
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(Error::Io {
+                    what: format!("locking {}", rt.lock_file().display()),
+                    err: e,
+                })
+            }
+        }
+        fs::write(rt.pid_file(), format!("{}\n", std::process::id()))
+            .map_err(io_err(format!("{}", rt.pid_file().display())))?;
+        let sock = rt.control_socket();
+        // We hold the lock: a socket left here is a dead daemon's.
+        let _ = fs::remove_file(&sock);
+        let listener = UnixListener::bind(&sock).map_err(io_err(format!("{}", sock.display())))?;
+        fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))
+            .map_err(io_err(format!("{}", sock.display())))?;
+        let sock_ino = fs::metadata(&sock).map(|m| m.ino()).ok();
+        let xs_path = rt.xenstored_socket();
+        let _ = fs::remove_file(&xs_path);
+        let xs_server: Option<SocketServer> = match self.hv.xenstored().serve_unix(&xs_path) {
+            Ok(s) => {
+                *lock(&self.xenstored_socket) = Some(xs_path.clone());
+                Some(s)
+            }
+            Err(e) => {
+                log(&format!("xenstore socket {}: {e}", xs_path.display()));
+                None
+            }
+        };
+        log(&format!(
+            "shim-hv daemon {} serving {}",
+            std::process::id(),
+            sock.display()
+        ));
+
+        let me = Arc::downgrade(self);
+        let watch_path = sock.clone();
+        let _ = std::thread::Builder::new()
+            .name("socket-watch".into())
+            .spawn(move || watch_socket(me, watch_path, sock_ino));
+
+        for stream in listener.incoming() {
+            if self.is_stopping() {
+                break;
+            }
+            let stream = match stream {
+                Ok(s) => s,
+                Err(e) => {
+                    log(&format!("accept: {e}"));
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
+            if self.clients.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+                self.clients.fetch_sub(1, Ordering::SeqCst);
+                let mut s = stream;
+                let _ = proto::write_line(
+                    &mut s,
+                    &Reply::Error {
+                        message: "too many clients".into(),
+                    },
+                );
+                continue;
+            }
+            let d = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("client".into())
+                .spawn(move || {
+                    d.serve_client(stream);
+                    d.clients.fetch_sub(1, Ordering::SeqCst);
+                });
+            if spawned.is_err() {
+                self.clients.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        log("stopping: destroying every domain");
+        self.destroy_all();
+        drop(xs_server);
+        *lock(&self.xenstored_socket) = None;
+        // Remove our files only if they are still ours.
+        if fs::metadata(&sock).map(|m| m.ino()).ok() == sock_ino {
+            let _ = fs::remove_file(&sock);
+        }
+        if rt.daemon_pid() == Some(std::process::id()) {
+            let _ = fs::remove_file(rt.pid_file());
+        }
+        drop(lock_file);
+        log("stopped");
+        Ok(())
+    }
+
+    /// Checks who is calling: the daemon's own uid and root only.
+    fn peer_allowed(&self, stream: &UnixStream) -> Result<(), String> {
+        use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+        match getsockopt(stream, PeerCredentials) {
+            Ok(c) if c.uid() == self.uid || c.uid() == 0 => Ok(()),
+            Ok(c) => Err(format!(
+                "permission denied: uid {} may not control this shim-hv daemon (uid {})",
+                c.uid(),
+                self.uid
+            )),
+            Err(e) => Err(format!("cannot check the client's credentials: {e}")),
+        }
+    }
+
+    fn serve_client(self: &Arc<Self>, stream: UnixStream) {
+        let mut out = match stream.try_clone() {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        if let Err(why) = self.peer_allowed(&stream) {
+            log(&format!("refused a client: {why}"));
+            let _ = proto::write_line(&mut out, &Reply::Error { message: why });
+            return;
+        }
+        let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
+        let mut reader = BufReader::new(stream);
+        let req = match proto::read_line::<Request>(&mut reader) {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                let _ = proto::write_line(
+                    &mut out,
+                    &Reply::Error {
+                        message: e.to_string(),
+                    },
+                );
+                return;
+            }
+        };
+        if let Request::Console { dom } = req {
+            self.stream_console(&dom, out);
+            return;
+        }
+        let reply = self.handle(req);
+        let _ = proto::write_line(&mut out, &reply);
+    }
+
+    fn stream_console(&self, dom: &str, mut out: UnixStream) {
+        let hub = self
+            .resolve(dom)
+            .and_then(|d| {
+                self.console(d.id())
+                    .map(|h| (d.id(), h))
+                    .ok_or_else(|| Error::NoSuchDomain(dom.to_string()))
+            });
+        let (id, hub) = match hub {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = proto::write_line(
+                    &mut out,
+                    &Reply::Error {
+                        message: e.to_string(),
+                    },
+                );
+                return;
+            }
+        };
+        let (log_bytes, rx) = hub.attach();
+        if proto::write_line(&mut out, &Reply::Console { domid: id.0 }).is_err()
+            || out.write_all(&log_bytes).is_err()
+        {
+            return;
+        }
+        loop {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(chunk) => {
+                    if out.write_all(&chunk).is_err() {
+                        return;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.is_stopping() {
+                        return;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+}
+
+/// Makes the config's relative paths relative to `cwd` (the client's directory).
+pub fn resolve_paths(cfg: &mut DomainConfig, cwd: &Path) {
+    let fix = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = cwd.join(&*p);
+        }
+    };
+    if let Some(k) = cfg.kernel.as_mut() {
+        fix(k);
+    }
+    if let Some(r) = cfg.ramdisk.as_mut() {
+        fix(r);
+    }
+    for d in &mut cfg.disks {
+        if let Some(t) = d.target.as_mut() {
+            fix(t);
+        }
+    }
+}
+
+/// The daemon's resident memory in MiB (what `list` shows for Domain-0).
+fn own_rss_mib() -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / 1024)
+}
+
+fn supervise(me: Weak<Daemon>, events: std::sync::mpsc::Receiver<DomainEvent>) {
+    loop {
+        match events.recv_timeout(Duration::from_secs(1)) {
+            Ok(DomainEvent::StateChanged(id, state)) if state.is_finished() => {
+                let Some(d) = me.upgrade() else { return };
+                if state != DomainState::Dying {
+                    d.on_finished(id, &state);
+                }
+            }
+            Ok(_) => {}
+            Err(RecvTimeoutError::Timeout) => {
+                if me.strong_count() == 0 {
+                    return;
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// Stops the daemon when its control socket is gone or replaced.
+fn watch_socket(me: Weak<Daemon>, path: PathBuf, ino: Option<u64>) {
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let Some(d) = me.upgrade() else { return };
+        if d.is_stopping() {
+            return;
+        }
+        let now = fs::metadata(&path).map(|m| m.ino()).ok();
+        if now.is_none() || now != ino {
+            log(&format!("{} is gone: stopping", path.display()));
+            d.request_stop();
+            return;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // Guest threads hold the hypervisor; stop them.
+        let ids: Vec<u16> = lock(&self.table).doms.keys().copied().collect();
+        for id in ids {
+            let _ = self.hv.destroy_domain(DomId(id));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_parse_with_or_without_dashes() {
+        let u = parse_uuid("6a3c1f0e-7d0b-4c2a-9f3e-0123456789ab").unwrap();
+        assert_eq!(u.to_string(), "6a3c1f0e-7d0b-4c2a-9f3e-0123456789ab");
+        assert_eq!(
+            parse_uuid("6a3c1f0e7d0b4c2a9f3e0123456789ab"),
+            Some(u)
+        );
+        assert_eq!(parse_uuid("6a3c"), None);
+        assert_eq!(parse_uuid("zz3c1f0e7d0b4c2a9f3e0123456789ab"), None);
+    }
+}

@@ -1,0 +1,140 @@
+//! The toolstack's errors: each one prints as one line naming what failed.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::config::ConfigError;
+
+/// Why a toolstack operation failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The config file does not parse (its own message has `file:line`).
+    Config(ConfigError),
+    /// Files the config names are missing or unusable (one error per file).
+    Paths(Vec<ConfigError>),
+    /// The config names a kernel, and shim-hv has no runner for kernels yet.
+    KernelUnsupported {
+        /// The config file.
+        file: String,
+        /// The kernel it names.
+        kernel: PathBuf,
+    },
+    /// A config setting shim-hv does not support (key, value).
+    Unsupported {
+        /// The config file.
+        file: String,
+        /// The key.
+        key: &'static str,
+        /// Its value.
+        value: String,
+        /// What is supported instead.
+        hint: &'static str,
+    },
+    /// No domain with that name or id.
+    NoSuchDomain(String),
+    /// The xen model refused.
+    Domain(crate::xen::Error),
+    /// xenstored refused.
+    Xenstore(crate::xenstored::Error),
+    /// A file or socket operation failed.
+    Io {
+        /// What was being done, with the path.
+        what: String,
+        /// The OS error.
+        err: io::Error,
+    },
+    /// No daemon answers on the control socket.
+    NoDaemon {
+        /// The socket tried.
+        socket: PathBuf,
+        /// Why the connection failed.
+        err: io::Error,
+    },
+    /// A daemon already runs in this runtime directory.
+    AlreadyRunning {
+        /// Its runtime directory.
+        dir: PathBuf,
+        /// Its pid, if the pid file names one.
+        pid: Option<u32>,
+    },
+    /// The daemon answered with an error.
+    Daemon(String),
+    /// The daemon's answer made no sense.
+    Protocol(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config(e) => write!(f, "{e}"),
+            Error::Paths(errs) => {
+                for (i, e) in errs.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("\n")?;
+                    }
+                    write!(f, "{e}")?;
+                }
+                Ok(())
+            }
+            Error::KernelUnsupported { file, kernel } => write!(
+                f,
+                "{file}: kernel = \"{}\": shim-hv cannot boot kernels yet (no KVM runner); \
+                 leave out `kernel` to run the built-in in-process guest",
+                kernel.display()
+            ),
+            Error::Unsupported {
+                file,
+                key,
+                value,
+                hint,
+            } => write!(f, "{file}: {key} = \"{value}\" is not supported ({hint})"),
+            Error::NoSuchDomain(d) => write!(f, "{d} is an invalid domain identifier"),
+            Error::Domain(e) => write!(f, "{e}"),
+            Error::Xenstore(e) => write!(f, "{e}"),
+            Error::Io { what, err } => write!(f, "{what}: {err}"),
+            Error::NoDaemon { socket, err } => write!(
+                f,
+                "no shim-hv daemon is running ({}: {err}); `shim-hv create` starts one",
+                socket.display()
+            ),
+            Error::AlreadyRunning { dir, pid } => match pid {
+                Some(p) => write!(
+                    f,
+                    "a shim-hv daemon (pid {p}) already runs in {}",
+                    dir.display()
+                ),
+                None => write!(f, "a shim-hv daemon already runs in {}", dir.display()),
+            },
+            Error::Daemon(m) => f.write_str(m),
+            Error::Protocol(m) => write!(f, "bad answer from the shim-hv daemon: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<ConfigError> for Error {
+    fn from(e: ConfigError) -> Self {
+        Error::Config(e)
+    }
+}
+
+impl From<crate::xen::Error> for Error {
+    fn from(e: crate::xen::Error) -> Self {
+        Error::Domain(e)
+    }
+}
+
+impl From<crate::xenstored::Error> for Error {
+    fn from(e: crate::xenstored::Error) -> Self {
+        Error::Xenstore(e)
+    }
+}
+
+/// `Error::Io` with a description.
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> Error {
+    let what = what.into();
+    move |err| Error::Io { what, err }
+}

@@ -1,0 +1,247 @@
+//! The control protocol: one JSON object per line, client → daemon a [`Request`],
+//! daemon → client a [`Reply`]. After [`Reply::Console`] the connection carries the
+//! domain's console output as raw bytes until the domain goes (or the client hangs
+//! up).
+//!
+//! ```text
+//!  → {"op":"list"}
+//!  ← {"reply":"domains","domains":[{"name":"demo","id":1,"mem_mib":32,...}]}
+//!  → {"op":"shutdown","dom":"demo","request":"poweroff"}
+//!  ← {"reply":"done"}
+//! ```
+//!
+//! Lines are bounded ([`MAX_LINE`]); anything unparsable gets [`Reply::Error`].
+
+use std::io::{self, BufRead, Write};
+
+use serde::{Deserialize, Serialize};
+
+/// Longest line either side accepts (a request carries a whole config file).
+pub const MAX_LINE: usize = 2 << 20;
+
+/// A request to the daemon.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Request {
+    /// Creates a domain from a config file's text.
+    Create {
+        /// The file's name, for messages.
+        file: String,
+        /// Its contents.
+        text: String,
+        /// The client's working directory: relative disk paths are relative to it.
+        cwd: String,
+    },
+    /// Lists domains.
+    List,
+    /// Asks a domain to shut down (writes `control/shutdown`).
+    Shutdown {
+        /// Domain name or id.
+        dom: String,
+        /// `poweroff`, `reboot` or `halt`.
+        request: String,
+    },
+    /// Waits (at most `timeout_ms`) until domain `domid` is gone or finished.
+    Wait {
+        /// The domain id.
+        domid: u16,
+        /// Bound of this wait.
+        timeout_ms: u64,
+    },
+    /// Destroys a domain at once.
+    Destroy {
+        /// Domain name or id.
+        dom: String,
+    },
+    /// A domain's disks.
+    BlockList {
+        /// Domain name or id.
+        dom: String,
+    },
+    /// A domain's network interfaces.
+    NetworkList {
+        /// Domain name or id.
+        dom: String,
+    },
+    /// Attaches to a domain's console.
+    Console {
+        /// Domain name or id.
+        dom: String,
+    },
+    /// The daemon's pid, runtime directory and xenstore socket.
+    Info,
+    /// Destroys every domain and stops the daemon.
+    Stop,
+}
+
+/// Where a domain is in its life, as `list` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DomainInfo {
+    /// Name.
+    pub name: String,
+    /// Domain id.
+    pub id: u16,
+    /// UUID.
+    pub uuid: String,
+    /// Memory in MiB.
+    pub mem_mib: u64,
+    /// Number of vCPUs.
+    pub vcpus: u32,
+    /// xl's six state flags: `r` running, `b` blocked, `p` paused, `s` shut down,
+    /// `c` crashed, `d` dying (e.g. `r-----`).
+    pub state: String,
+    /// Seconds since the domain started.
+    pub time_s: f64,
+    /// Why the domain shut down or crashed, if it did.
+    pub reason: Option<String>,
+}
+
+/// One device as `block-list` / `network-list` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// Device id (`device/vbd/<vdev>` for disks, `device/vif/<devid>`).
+    pub devid: u32,
+    /// Backend domain.
+    pub backend_id: u16,
+    /// Frontend XenbusState number.
+    pub frontend_state: Option<u32>,
+    /// Backend XenbusState number.
+    pub backend_state: Option<u32>,
+    /// The frontend's event channel.
+    pub evtchn: Option<u32>,
+    /// The frontend's ring grant references (blk: `ring-ref`; net: tx then rx).
+    pub ring_refs: Vec<u32>,
+    /// The backend's directory in xenstore.
+    pub backend_path: String,
+    /// Disks: the vdev as written; vifs: the MAC.
+    pub name: String,
+}
+
+/// The daemon's answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Reply {
+    /// A domain was created.
+    Created {
+        /// Its id.
+        domid: u16,
+        /// Its name.
+        name: String,
+    },
+    /// The domain list.
+    Domains {
+        /// Every domain, Domain-0 first.
+        domains: Vec<DomainInfo>,
+    },
+    /// Done.
+    Done,
+    /// Done, to domain `domid` (`shutdown`, `destroy`).
+    Acted {
+        /// The domain acted on.
+        domid: u16,
+    },
+    /// Result of a [`Request::Wait`].
+    Waited {
+        /// Whether the domain is gone or finished.
+        finished: bool,
+    },
+    /// Devices of a domain.
+    Devices {
+        /// Domain id.
+        domid: u16,
+        /// The devices, by id.
+        devices: Vec<DeviceInfo>,
+    },
+    /// Daemon facts.
+    Info {
+        /// The daemon's pid.
+        pid: u32,
+        /// Its runtime directory.
+        runtime_dir: String,
+        /// dom0's xenstore socket.
+        xenstored_socket: Option<String>,
+    },
+    /// Console output follows as raw bytes.
+    Console {
+        /// The domain id attached to.
+        domid: u16,
+    },
+    /// The request failed; one line saying why.
+    Error {
+        /// The message.
+        message: String,
+    },
+}
+
+/// Writes one message as a JSON line.
+pub fn write_line<T: Serialize>(w: &mut impl Write, msg: &T) -> io::Result<()> {
+    let mut line = serde_json::to_vec(msg).map_err(io::Error::other)?;
+    line.push(b'\n');
+    w.write_all(&line)?;
+    w.flush()
+}
+
+/// Reads one JSON line (at most [`MAX_LINE`] bytes). `Ok(None)` at end of stream.
+pub fn read_line<T: for<'de> Deserialize<'de>>(r: &mut impl BufRead) -> io::Result<Option<T>> {
+    let mut buf = Vec::new();
+    let n = r.take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() != Some(&b'\n') {
+        let why = if buf.len() > MAX_LINE {
+            format!("message longer than {MAX_LINE} bytes")
+        } else {
+            "message not terminated by a newline".to_string()
+        };
+        return Err(io::Error::new(io::ErrorKind::InvalidData, why));
+    }
+    serde_json::from_slice(&buf)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad message: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_wire_form() {
+        let mut v = Vec::new();
+        write_line(&mut v, &Request::List).unwrap();
+        assert_eq!(v, b"{\"op\":\"list\"}\n");
+        let r: Request = read_line(&mut &v[..]).unwrap().unwrap();
+        assert_eq!(r, Request::List);
+        let mut v = Vec::new();
+        write_line(
+            &mut v,
+            &Request::Shutdown {
+                dom: "d".into(),
+                request: "halt".into(),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            String::from_utf8(v).unwrap(),
+            "{\"op\":\"shutdown\",\"dom\":\"d\",\"request\":\"halt\"}\n"
+        );
+    }
+
+    #[test]
+    fn bad_lines_are_errors() {
+        for bad in [
+            &b"{\"op\":\"list\"}"[..],
+            b"{\"op\":\"nope\"}\n",
+            b"\xff\n",
+            b"{\"op\":\"destroy\"}\n",
+        ] {
+            assert!(read_line::<Request>(&mut &bad[..]).is_err(), "{bad:?}");
+        }
+        let long = vec![b' '; MAX_LINE + 10];
+        let e = read_line::<Request>(&mut &long[..]).unwrap_err();
+        assert!(e.to_string().contains("longer"), "{e}");
+        assert!(read_line::<Request>(&mut &b""[..]).unwrap().is_none());
+    }
+}
