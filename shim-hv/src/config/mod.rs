@@ -712,7 +712,9 @@ impl DomainConfig {
         if ty.is_none() && builder.is_none() {
             requested_pv = Some(0);
         }
-        if let Some(line) = requested_pv {
+        // The built-in guest (no kernel) has no entry point to worry about.
+        let has_kernel = s.get("kernel").is_some();
+        if let (Some(line), true) = (requested_pv, has_kernel) {
             s.warn(
                 line,
                 WarningKind::Adjusted(

@@ -9,7 +9,8 @@
 //!   `control/shutdown` (`xenbus::power`): `poweroff`/`halt` power it off, `reboot`
 //!   reboots it (the toolstack then applies `on_poweroff`/`on_reboot`); an unknown
 //!   value is cleared and reported on the console (BAD-INPUT row 38); a request
-//!   repeated while one is being carried out is ignored (row 39).
+//!   repeated while one is being carried out is ignored (row 39);
+//! - counts up `data/heartbeat` about twice a second while it waits.
 //!
 //! Console lines it prints (tests and the demo look for them):
 //! `xenkit built-in guest: domain N (NAME) up`, `power: <event>`,
@@ -25,6 +26,9 @@ use crate::runner::inproc::InProcGuest;
 
 /// How long one power-event wait lasts before the loop goes round again.
 const POLL: Duration = Duration::from_millis(500);
+/// The node the guest counts up in, once per [`POLL`] without a power event
+/// (something guest-written to watch).
+pub const HEARTBEAT: &str = "data/heartbeat";
 
 fn say(g: &InProcGuest, msg: &str) {
     // The early console (CONSOLEIO_write), which shim-hv always accepts.
@@ -89,6 +93,7 @@ pub fn run(guest: Arc<InProcGuest>) {
         }
     };
     say(g, "waiting for control/shutdown\n");
+    let mut beats: u64 = 0;
     loop {
         match power.wait(&mut xs, POLL) {
             Ok(ev) => {
@@ -96,7 +101,12 @@ pub fn run(guest: Arc<InProcGuest>) {
                 stop(g, ev.shutdown_reason());
                 return;
             }
-            Err(xenbus::Error::Timeout) => {}
+            Err(xenbus::Error::Timeout) => {
+                beats += 1;
+                if let Err(e) = xs.write_u64(HEARTBEAT, beats) {
+                    say(g, &format!("{HEARTBEAT}: {e}\n"));
+                }
+            }
             Err(xenbus::Error::BadShutdownValue(v)) => {
                 let shown = v
                     .as_str()

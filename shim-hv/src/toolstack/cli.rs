@@ -19,7 +19,7 @@ use super::daemon::{resolve_paths, Daemon};
 use super::error::{io_err, Error};
 use super::proto::{DeviceInfo, DomainInfo, Reply, Request};
 use super::runtime::RuntimeDir;
-use super::{check_config, PowerRequest};
+use super::{check_config, check_disk_images, PowerRequest};
 
 /// Largest config file `create` sends to the daemon.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -256,16 +256,27 @@ fn execute(cmd: Command, ctx: &Context, out: &mut dyn Write, err: &mut dyn Write
 }
 
 /// Reads a config for `create`: its text and the parse (errors name file:line).
-fn load_config(path: &Path) -> Result<(String, DomainConfig), Error> {
+/// A relative `path` is relative to `cwd`; messages name it as given.
+fn load_config(path: &Path, cwd: &Path) -> Result<(String, DomainConfig), Error> {
     let file = path.display().to_string();
-    let meta = std::fs::metadata(path).map_err(io_err(file.clone()))?;
+    let full = cwd.join(path);
+    let meta = std::fs::metadata(&full).map_err(io_err(file.clone()))?;
     if meta.len() > MAX_CONFIG_BYTES {
         return Err(Error::Daemon(format!(
             "{file}: larger than {MAX_CONFIG_BYTES} bytes"
         )));
     }
-    let cfg = DomainConfig::parse_file(path)?;
-    let text = std::fs::read_to_string(path).map_err(io_err(file))?;
+    let text = match std::fs::read_to_string(&full) {
+        Ok(t) => t,
+        // Not UTF-8: the parser's message names the line.
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            return Err(DomainConfig::parse_file(&full)
+                .err()
+                .map_or_else(|| Error::Io { what: file, err: e }, Error::Config))
+        }
+        Err(e) => return Err(Error::Io { what: file, err: e }),
+    };
+    let cfg = DomainConfig::parse_str(&file, &text)?;
     Ok((text, cfg))
 }
 
@@ -279,7 +290,7 @@ fn create(
     err: &mut dyn Write,
 ) -> Result<(), Error> {
     w(err, format_args!("Parsing config from {}\n", path.display()))?;
-    let (text, mut cfg) = load_config(path)?;
+    let (text, mut cfg) = load_config(path, &ctx.cwd)?;
     for warning in &cfg.warnings {
         w(err, format_args!("{warning}\n"))?;
     }
@@ -308,6 +319,9 @@ fn create(
     // Check the files here, so a bad config starts nothing (no daemon either).
     resolve_paths(&mut cfg, &ctx.cwd);
     cfg.validate_paths().map_err(Error::Paths)?;
+    for warning in check_disk_images(&cfg)? {
+        w(err, format_args!("{warning}\n"))?;
+    }
     match &ctx.daemon_exe {
         Some(exe) => client.ensure_daemon(exe)?,
         None => {

@@ -55,7 +55,7 @@ impl Client {
             .map_err(io_err("control socket"))?;
         proto::write_line(&mut w, req).map_err(io_err("sending to the shim-hv daemon"))?;
         let mut r = BufReader::new(s);
-        match proto::read_line::<Reply>(&mut r) {
+        match proto::read_line::<Reply, _>(&mut r) {
             Ok(Some(Reply::Error { message })) => Err(Error::Daemon(message)),
             Ok(Some(reply)) => Ok(reply),
             Ok(None) => Err(Error::Protocol("connection closed without an answer".into())),
@@ -126,7 +126,7 @@ impl Client {
         proto::write_line(&mut w, &Request::Console { dom: dom.into() })
             .map_err(io_err("sending to the shim-hv daemon"))?;
         let mut r = BufReader::new(s);
-        match proto::read_line::<Reply>(&mut r) {
+        match proto::read_line::<Reply, _>(&mut r) {
             Ok(Some(Reply::Console { .. })) => {}
             Ok(Some(Reply::Error { message })) => return Err(Error::Daemon(message)),
             Ok(Some(other)) => return Err(Error::Protocol(format!("{other:?}"))),

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -38,7 +38,7 @@ use super::console::ConsoleHub;
 use super::error::{io_err, Error};
 use super::proto::{self, DeviceInfo, DomainInfo, Reply, Request};
 use super::runtime::RuntimeDir;
-use super::{builtin, check_config, PowerRequest};
+use super::{builtin, check_config, check_disk_images, PowerRequest};
 
 /// Clients served at once on the control socket; more are refused.
 pub const MAX_CLIENTS: usize = 32;
@@ -51,8 +51,9 @@ const MAX_WAIT: Duration = Duration::from_secs(10);
 struct Managed {
     config: Arc<DomainConfig>,
     dom: Arc<Domain>,
-    console: Arc<ConsoleHub>,
-    guest: Option<GuestHandle>,
+    /// Keeps the guest's handle (the thread ends by itself once the domain is
+    /// finished).
+    _guest: GuestHandle,
     /// The supervisor applied `preserve`: the domain stays as it is.
     settled: bool,
 }
@@ -76,6 +77,7 @@ pub struct Daemon {
     xenstored_socket: Mutex<Option<PathBuf>>,
     clients: AtomicUsize,
     uid: u32,
+    quiet: AtomicBool,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -90,9 +92,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Writes one line to the daemon's log (stderr, which `create` points at
-/// `daemon.log`).
-fn log(msg: &str) {
+/// Writes one line to stderr (which `create` points at `daemon.log`).
+fn log_line(msg: &str) {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -122,7 +123,6 @@ pub fn state_flags(s: &DomainState) -> &'static str {
         DomainState::Shutdown(_) => "---s--",
         DomainState::Crashed(_) => "----c-",
         DomainState::Dying => "-----d",
-        _ => "------",
     }
 }
 
@@ -144,15 +144,27 @@ impl Daemon {
             xenstored_socket: Mutex::new(None),
             clients: AtomicUsize::new(0),
             uid: nix::unistd::geteuid().as_raw(),
+            quiet: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&d);
         let spawned = std::thread::Builder::new()
             .name("supervisor".into())
             .spawn(move || supervise(weak, events));
         if let Err(e) = spawned {
-            log(&format!("cannot start the supervisor thread: {e}"));
+            d.log(&format!("cannot start the supervisor thread: {e}"));
         }
         d
+    }
+
+    /// Turns the log lines (stderr) off or on.
+    pub fn set_quiet(&self, quiet: bool) {
+        self.quiet.store(quiet, Ordering::Relaxed);
+    }
+
+    fn log(&self, msg: &str) {
+        if !self.quiet.load(Ordering::Relaxed) {
+            log_line(msg);
+        }
     }
 
     /// The hypervisor (xenstored is `hypervisor().xenstored()`).
@@ -194,6 +206,9 @@ impl Daemon {
             });
         }
         config.validate_paths().map_err(Error::Paths)?;
+        for w in check_disk_images(&config)? {
+            self.log(&w);
+        }
         let uuid = config.uuid.as_deref().and_then(parse_uuid);
         let mut t = lock(&self.table);
         let id = self.start_locked(&mut t, Arc::new(config), uuid)?;
@@ -233,7 +248,7 @@ impl Daemon {
                 });
             }
         };
-        log(&format!(
+        self.log(&format!(
             "created domain {} ({}) from {}, uuid {}",
             id.0,
             config.name,
@@ -245,8 +260,7 @@ impl Daemon {
             Managed {
                 config,
                 dom,
-                console,
-                guest: Some(guest),
+                _guest: guest,
                 settled: false,
             },
         );
@@ -257,7 +271,7 @@ impl Daemon {
     /// caller's business).
     fn teardown(&self, id: DomId) {
         if let Err(e) = self.hv.destroy_domain(id) {
-            log(&format!("destroying domain {}: {e}", id.0));
+            self.log(&format!("destroying domain {}: {e}", id.0));
         }
         if let Some(h) = lock(&self.consoles).remove(&id.0) {
             h.close();
@@ -272,7 +286,7 @@ impl Daemon {
         self.teardown(d.id());
         drop(t);
         drop(m);
-        log(&format!("destroyed domain {} ({})", d.id().0, d.name()));
+        self.log(&format!("destroyed domain {} ({})", d.id().0, d.name()));
         self.table_cv.notify_all();
         Ok(d.id())
     }
@@ -290,7 +304,7 @@ impl Daemon {
             .xenstored()
             .client(0)
             .write(TxId::NONE, &path, req.as_str().as_bytes())?;
-        log(&format!(
+        self.log(&format!(
             "asked domain {} ({}) to {}",
             d.id().0,
             d.name(),
@@ -520,7 +534,7 @@ impl Daemon {
                 (c.on_crash, "on_crash")
             }
             DomainState::Shutdown(r) => {
-                log(&format!(
+                self.log(&format!(
                     "domain {} shut down ({}): left as it is",
                     id.0,
                     r.name()
@@ -529,7 +543,7 @@ impl Daemon {
             }
             _ => return,
         };
-        log(&format!(
+        self.log(&format!(
             "domain {} ({}) is {:?}: {why} = {}",
             id.0,
             c.name,
@@ -546,8 +560,8 @@ impl Daemon {
                 self.teardown(id);
                 drop(old);
                 match self.start_locked(&mut t, config, uuid) {
-                    Ok(new) => log(&format!("domain {} restarted as domain {}", id.0, new.0)),
-                    Err(e) => log(&format!("restarting domain {}: {e}", id.0)),
+                    Ok(new) => self.log(&format!("domain {} restarted as domain {}", id.0, new.0)),
+                    Err(e) => self.log(&format!("restarting domain {}: {e}", id.0)),
                 }
             }
             Action::Preserve => {
@@ -614,11 +628,11 @@ impl Daemon {
                 Some(s)
             }
             Err(e) => {
-                log(&format!("xenstore socket {}: {e}", xs_path.display()));
+                self.log(&format!("xenstore socket {}: {e}", xs_path.display()));
                 None
             }
         };
-        log(&format!(
+        self.log(&format!(
             "shim-hv daemon {} serving {}",
             std::process::id(),
             sock.display()
@@ -637,7 +651,7 @@ impl Daemon {
             let stream = match stream {
                 Ok(s) => s,
                 Err(e) => {
-                    log(&format!("accept: {e}"));
+                    self.log(&format!("accept: {e}"));
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 }
@@ -664,7 +678,7 @@ impl Daemon {
                 self.clients.fetch_sub(1, Ordering::SeqCst);
             }
         }
-        log("stopping: destroying every domain");
+        self.log("stopping: destroying every domain");
         self.destroy_all();
         drop(xs_server);
         *lock(&self.xenstored_socket) = None;
@@ -676,7 +690,7 @@ impl Daemon {
             let _ = fs::remove_file(rt.pid_file());
         }
         drop(lock_file);
-        log("stopped");
+        self.log("stopped");
         Ok(())
     }
 
@@ -700,13 +714,13 @@ impl Daemon {
             Err(_) => return,
         };
         if let Err(why) = self.peer_allowed(&stream) {
-            log(&format!("refused a client: {why}"));
+            self.log(&format!("refused a client: {why}"));
             let _ = proto::write_line(&mut out, &Reply::Error { message: why });
             return;
         }
         let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
         let mut reader = BufReader::new(stream);
-        let req = match proto::read_line::<Request>(&mut reader) {
+        let req = match proto::read_line::<Request, _>(&mut reader) {
             Ok(Some(r)) => r,
             Ok(None) => return,
             Err(e) => {
@@ -833,7 +847,7 @@ fn watch_socket(me: Weak<Daemon>, path: PathBuf, ino: Option<u64>) {
         }
         let now = fs::metadata(&path).map(|m| m.ino()).ok();
         if now.is_none() || now != ino {
-            log(&format!("{} is gone: stopping", path.display()));
+            d.log(&format!("{} is gone: stopping", path.display()));
             d.request_stop();
             return;
         }

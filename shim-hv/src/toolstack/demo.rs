@@ -103,6 +103,7 @@ pub fn run(out: &mut dyn Write) -> Result<(), Error> {
 
     let rt = RuntimeDir::at(base.join("run/shim-hv"));
     let daemon = Daemon::new(rt.clone());
+    daemon.set_quiet(true);
     let d2 = daemon.clone();
     let server = std::thread::Builder::new()
         .name("demo-daemon".into())

@@ -32,6 +32,17 @@ pub enum Error {
         /// What is supported instead.
         hint: &'static str,
     },
+    /// A disk image shim-hv cannot use.
+    DiskImage {
+        /// The config file.
+        file: String,
+        /// The disk entry's line.
+        line: u32,
+        /// The image.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
     /// No domain with that name or id.
     NoSuchDomain(String),
     /// The xen model refused.
@@ -90,13 +101,31 @@ impl fmt::Display for Error {
                 value,
                 hint,
             } => write!(f, "{file}: {key} = \"{value}\" is not supported ({hint})"),
+            Error::DiskImage {
+                file,
+                line,
+                path,
+                why,
+            } => write!(f, "{file}:{line}: disk image {}: {why}", path.display()),
             Error::NoSuchDomain(d) => write!(f, "{d} is an invalid domain identifier"),
             Error::Domain(e) => write!(f, "{e}"),
             Error::Xenstore(e) => write!(f, "{e}"),
             Error::Io { what, err } => write!(f, "{what}: {err}"),
+            Error::NoDaemon { socket, err }
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                write!(
+                    f,
+                    "no shim-hv daemon is running ({}: {err}); `shim-hv create` starts one",
+                    socket.display()
+                )
+            }
             Error::NoDaemon { socket, err } => write!(
                 f,
-                "no shim-hv daemon is running ({}: {err}); `shim-hv create` starts one",
+                "cannot reach the shim-hv daemon at {}: {err}",
                 socket.display()
             ),
             Error::AlreadyRunning { dir, pid } => match pid {

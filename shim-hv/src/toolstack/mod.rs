@@ -44,6 +44,9 @@ pub use error::Error;
 
 use crate::config::{Action, DomainConfig};
 
+/// Sector size disk images are counted in.
+pub const SECTOR: u64 = 512;
+
 /// What `shutdown`/`reboot` write to `control/shutdown`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PowerRequest {
@@ -95,4 +98,42 @@ pub fn check_config(cfg: &DomainConfig) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Checks the sizes of file-backed disk images (BAD-INPUT row 45): smaller than one
+/// sector is refused; a size that is not a multiple of 512 bytes is rounded down,
+/// with a warning (returned, one line each). Block devices and cdroms without media
+/// are not checked here.
+pub fn check_disk_images(cfg: &DomainConfig) -> Result<Vec<String>, Error> {
+    let mut warnings = Vec::new();
+    for d in &cfg.disks {
+        let Some(t) = &d.target else { continue };
+        let Ok(m) = std::fs::metadata(t) else {
+            continue; // validate_paths reports it
+        };
+        if !m.is_file() {
+            continue;
+        }
+        let len = m.len();
+        if len < SECTOR {
+            return Err(Error::DiskImage {
+                file: cfg.file.clone(),
+                line: d.line,
+                path: t.clone(),
+                why: format!("{len} bytes, smaller than one {SECTOR}-byte sector"),
+            });
+        }
+        if len % SECTOR != 0 {
+            warnings.push(format!(
+                "{}:{}: warning: disk image {} is {len} bytes, not a multiple of {SECTOR}: \
+                 the guest sees {} sectors (the last {} bytes are not used)",
+                cfg.file,
+                d.line,
+                t.display(),
+                len / SECTOR,
+                len % SECTOR
+            ));
+        }
+    }
+    Ok(warnings)
 }

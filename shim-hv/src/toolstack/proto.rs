@@ -12,7 +12,7 @@
 //!
 //! Lines are bounded ([`MAX_LINE`]); anything unparsable gets [`Reply::Error`].
 
-use std::io::{self, BufRead, Write};
+use std::io::{self, BufRead, Read, Write};
 
 use serde::{Deserialize, Serialize};
 
@@ -76,7 +76,7 @@ pub enum Request {
 }
 
 /// Where a domain is in its life, as `list` shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DomainInfo {
     /// Name.
     pub name: String,
@@ -184,9 +184,10 @@ pub fn write_line<T: Serialize>(w: &mut impl Write, msg: &T) -> io::Result<()> {
 }
 
 /// Reads one JSON line (at most [`MAX_LINE`] bytes). `Ok(None)` at end of stream.
-pub fn read_line<T: for<'de> Deserialize<'de>>(r: &mut impl BufRead) -> io::Result<Option<T>> {
+pub fn read_line<T: for<'de> Deserialize<'de>, R: BufRead>(r: &mut R) -> io::Result<Option<T>> {
     let mut buf = Vec::new();
-    let n = r.take(MAX_LINE as u64 + 1).read_until(b'\n', &mut buf)?;
+    let mut limited = Read::take(&mut *r, MAX_LINE as u64 + 1);
+    let n = limited.read_until(b'\n', &mut buf)?;
     if n == 0 {
         return Ok(None);
     }
@@ -237,11 +238,11 @@ mod tests {
             b"\xff\n",
             b"{\"op\":\"destroy\"}\n",
         ] {
-            assert!(read_line::<Request>(&mut &bad[..]).is_err(), "{bad:?}");
+            assert!(read_line::<Request, _>(&mut &bad[..]).is_err(), "{bad:?}");
         }
         let long = vec![b' '; MAX_LINE + 10];
-        let e = read_line::<Request>(&mut &long[..]).unwrap_err();
+        let e = read_line::<Request, _>(&mut &long[..]).unwrap_err();
         assert!(e.to_string().contains("longer"), "{e}");
-        assert!(read_line::<Request>(&mut &b""[..]).unwrap().is_none());
+        assert!(read_line::<Request, _>(&mut &b""[..]).unwrap().is_none());
     }
 }
