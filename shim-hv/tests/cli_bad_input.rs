@@ -17,7 +17,11 @@ fn row44_bad_configs_start_nothing() {
     let cli = Cli::new("row44");
     let img = cli.dir.write("ok.img", &"\0".repeat(4096));
     let cases: &[(&str, String, &str)] = &[
-        ("malformed", "name = 'm'\nmemory = 16\nthis is not a setting\n".into(), "m.cfg:3:"),
+        (
+            "malformed",
+            "name = 'm'\nmemory = 16\nthis is not a setting\n".into(),
+            "m.cfg:3:",
+        ),
         (
             "bad MAC",
             "name = 'm'\nvif = [ 'mac=00:16:3e:zz:00:01' ]\n".into(),
@@ -57,7 +61,8 @@ fn row44_bad_configs_start_nothing() {
         );
     }
     // Unknown keys are warnings with file:line (as xl, which ignores them).
-    cli.dir.write("u.cfg", &builtin_cfg("u", "colour = 'blue'\n"));
+    cli.dir
+        .write("u.cfg", &builtin_cfg("u", "colour = 'blue'\n"));
     let o = cli.run(&["create", "-n", "u.cfg"]);
     assert!(o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
@@ -84,7 +89,10 @@ fn row45_disk_image_sizes() {
     let odd = cli.dir.write("odd.img", &"x".repeat(512 * 4 + 100));
     cli.dir.write(
         "o.cfg",
-        &builtin_cfg("o", &format!("disk = [ 'file:{},xvda,w' ]\n", odd.display())),
+        &builtin_cfg(
+            "o",
+            &format!("disk = [ 'file:{},xvda,w' ]\n", odd.display()),
+        ),
     );
     let o = cli.run(&["create", "o.cfg"]);
     assert!(o.status.success(), "{o:?}");
@@ -96,13 +104,19 @@ fn row45_disk_image_sizes() {
     let tiny = cli.dir.write("tiny.img", "short");
     cli.dir.write(
         "t.cfg",
-        &builtin_cfg("t", &format!("disk = [ 'file:{},xvda,w' ]\n", tiny.display())),
+        &builtin_cfg(
+            "t",
+            &format!("disk = [ 'file:{},xvda,w' ]\n", tiny.display()),
+        ),
     );
     let o = cli.run(&["create", "t.cfg"]);
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.lines().last().unwrap().starts_with("t.cfg:3: disk image"),
+        err.lines()
+            .last()
+            .unwrap()
+            .starts_with("t.cfg:3: disk image"),
         "{err}"
     );
     assert!(err.contains("5 bytes"), "{err}");
@@ -127,7 +141,9 @@ fn socket_inodes(pid: i32) -> Vec<u64> {
 fn tcp_inodes() -> Vec<u64> {
     let mut v = Vec::new();
     for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(s) = fs::read_to_string(f) else { continue };
+        let Ok(s) = fs::read_to_string(f) else {
+            continue;
+        };
         for l in s.lines().skip(1) {
             if let Some(i) = l.split_whitespace().nth(9) {
                 v.push(i.parse().unwrap_or(0));
@@ -161,7 +177,10 @@ fn row46_socket_modes_and_no_tcp() {
     let env = cli.ok(&["xenstore-env"]);
     assert_eq!(
         env.trim(),
-        format!("export XENSTORED_PATH={}", rt.join("xenstored.sock").display())
+        format!(
+            "export XENSTORED_PATH={}",
+            rt.join("xenstored.sock").display()
+        )
     );
 }
 

@@ -4,7 +4,7 @@
 
 mod toolstack_util;
 
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::process::Stdio;
 
 use toolstack_util::{builtin_cfg, wait_for, Cli};
@@ -56,9 +56,7 @@ fn xm_reboot_flag_and_xl_reboot_come_back_with_new_ids() {
     cli.ok(&["reboot", "r1"]);
     let id2 = wait_for(30, || {
         let rows = cli.list();
-        rows.iter()
-            .find(|r| r.0 == "r1" && r.1 != id1)
-            .map(|r| r.1)
+        rows.iter().find(|r| r.0 == "r1" && r.1 != id1).map(|r| r.1)
     })
     .expect("r1 came back");
     assert!(id2 != id1 && id2 != id0);
@@ -113,24 +111,43 @@ fn create_c_shows_the_console_until_the_domain_goes() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_for(30, || (!cli.list().is_empty()).then_some(())).expect("c1 created");
-    // A second console on the same domain, from `console`.
+    wait_for(30, || {
+        let o = cli.run(&["list"]);
+        (o.status.success() && String::from_utf8_lossy(&o.stdout).contains("c1")).then_some(())
+    })
+    .expect("c1 created");
+    // A second console on the same domain, from `console`: read until it shows the
+    // guest's first line, so it is attached before the shutdown.
     let mut second = cli
         .command()
         .args(["console", "c1"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut second_out = BufReader::new(second.stdout.take().unwrap());
+    let mut out2 = String::new();
+    while !out2.contains("(c1) up") {
+        let mut line = String::new();
+        assert!(second_out.read_line(&mut line).unwrap() > 0, "{out2}");
+        out2.push_str(&line);
+    }
     cli.ok(&["shutdown", "-w", "c1"]);
     let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     assert!(child.wait().unwrap().success());
-    assert!(out.contains("xenkit built-in guest: domain 1 (c1) up"), "{out}");
+    assert!(
+        out.contains("xenkit built-in guest: domain 1 (c1) up"),
+        "{out}"
+    );
     assert!(out.contains("power: poweroff"), "{out}");
-    let mut out2 = String::new();
-    second.stdout.take().unwrap().read_to_string(&mut out2).unwrap();
+    second_out.read_to_string(&mut out2).unwrap();
     assert!(second.wait().unwrap().success());
-    assert!(out2.contains("(c1) up"), "{out2}");
+    assert!(out2.contains("power: poweroff"), "{out2}");
 }
 
 #[test]

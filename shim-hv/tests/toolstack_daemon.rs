@@ -47,7 +47,11 @@ fn ids_named(d: &Daemon, name: &str) -> Vec<u16> {
 fn restart_keeps_name_and_uuid_with_a_new_id() {
     let tmp = TempDir::new("restart");
     let d = daemon(&tmp);
-    let id = create(&d, "rs", "on_reboot = 'restart'\nuuid = '6a3c1f0e-7d0b-4c2a-9f3e-0123456789ab'\n");
+    let id = create(
+        &d,
+        "rs",
+        "on_reboot = 'restart'\nuuid = '6a3c1f0e-7d0b-4c2a-9f3e-0123456789ab'\n",
+    );
     let uuid = d.hypervisor().domain(id).unwrap().uuid();
     d.shutdown("rs", PowerRequest::Reboot).unwrap();
     assert!(d.wait_gone(id, LONG));
@@ -103,7 +107,8 @@ fn kernel_configs_and_unsupported_actions_are_refused() {
     let cfg = DomainConfig::parse_str("k.cfg", "name = 'k'\nkernel = '/boot/x'\n").unwrap();
     let e = d.create(cfg).unwrap_err();
     assert!(matches!(e, Error::KernelUnsupported { .. }), "{e}");
-    let cfg = DomainConfig::parse_str("k.cfg", "name = 'k'\non_crash = 'coredump-destroy'\n").unwrap();
+    let cfg =
+        DomainConfig::parse_str("k.cfg", "name = 'k'\non_crash = 'coredump-destroy'\n").unwrap();
     let e = d.create(cfg).unwrap_err().to_string();
     assert_eq!(
         e,
@@ -123,9 +128,14 @@ fn row38_garbage_in_control_shutdown() {
     let node = format!("/local/domain/{}/control/shutdown", id.0);
     let xs = d.hypervisor().xenstored().client(0);
     let hub = d.console(id).unwrap();
-    for (i, garbage) in [&b"bogus"[..], b"poweroff\0x", &[0xffu8; 40][..], &[b'a'; 3000][..]]
-        .into_iter()
-        .enumerate()
+    for (i, garbage) in [
+        &b"bogus"[..],
+        b"poweroff\0x",
+        &[0xffu8; 40][..],
+        &[b'a'; 3000][..],
+    ]
+    .into_iter()
+    .enumerate()
     {
         xs.write(TxId::NONE, &node, garbage).unwrap();
         // The guest clears it...
@@ -134,16 +144,19 @@ fn row38_garbage_in_control_shutdown() {
         })
         .unwrap_or_else(|| panic!("garbage {i} not cleared"));
         // ... and says so on its console.
-        let want = format!("ignoring control/shutdown = ");
+        let want = "ignoring control/shutdown = ";
         wait_for(30, || {
             let log = String::from_utf8_lossy(&hub.log()).into_owned();
-            (log.matches(&want).count() > i).then_some(())
+            (log.matches(want).count() > i).then_some(())
         })
         .unwrap_or_else(|| panic!("no warning for garbage {i}"));
         assert_eq!(ids_named(&d, "g"), [id.0], "garbage {i} changed the domain");
     }
     let log = String::from_utf8_lossy(&hub.log()).into_owned();
-    assert!(log.contains("ignoring control/shutdown = \"bogus\""), "{log}");
+    assert!(
+        log.contains("ignoring control/shutdown = \"bogus\""),
+        "{log}"
+    );
     // A real request still works.
     d.shutdown("g", PowerRequest::Poweroff).unwrap();
     assert!(d.wait_gone(id, LONG));
@@ -175,7 +188,11 @@ fn row39_repeated_requests_act_once() {
     let p = create(&d, "p", "on_poweroff = 'preserve'\n");
     d.shutdown("p", PowerRequest::Poweroff).unwrap();
     assert!(d.wait_gone(p, LONG));
-    for req in [PowerRequest::Poweroff, PowerRequest::Reboot, PowerRequest::Halt] {
+    for req in [
+        PowerRequest::Poweroff,
+        PowerRequest::Reboot,
+        PowerRequest::Halt,
+    ] {
         assert_eq!(d.shutdown("p", req).unwrap(), p);
     }
     let info = d.list().into_iter().find(|i| i.name == "p").unwrap();

@@ -122,7 +122,10 @@ fn xenstore_ls_shows_the_domain_tree() {
     let out = s.xs_ok("xenstore-ls", &["-f", &dp]);
     assert!(out.contains(&format!("{dp}/name = \"lsdom\"")), "{out}");
     assert!(out.contains(&format!("{dp}/domid = \"{}\"", id.0)), "{out}");
-    assert!(out.contains(&format!("{dp}/control/feature-poweroff = \"1\"")), "{out}");
+    assert!(
+        out.contains(&format!("{dp}/control/feature-poweroff = \"1\"")),
+        "{out}"
+    );
     // The whole store from the root, as xenstore-ls does by default.
     let all = s.xs_ok("xenstore-ls", &[]);
     assert!(all.contains("lsdom"), "{all}");

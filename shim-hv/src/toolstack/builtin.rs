@@ -26,7 +26,7 @@ use crate::runner::inproc::InProcGuest;
 
 /// How long one power-event wait lasts before the loop goes round again.
 const POLL: Duration = Duration::from_millis(500);
-/// The node the guest counts up in, once per [`POLL`] without a power event
+/// The node the guest counts up in, about twice a second while no power event comes
 /// (something guest-written to watch).
 pub const HEARTBEAT: &str = "data/heartbeat";
 
@@ -75,7 +75,10 @@ pub fn run(guest: Arc<InProcGuest>) {
         .read_str("name", &mut buf)
         .map(str::to_string)
         .unwrap_or_else(|_| "?".into());
-    say(g, &format!("xenkit built-in guest: domain {id} ({name}) up\n"));
+    say(
+        g,
+        &format!("xenkit built-in guest: domain {id} ({name}) up\n"),
+    );
     list_devices(g, &mut xs, "vbd", "disk");
     list_devices(g, &mut xs, "vif", "nic");
 

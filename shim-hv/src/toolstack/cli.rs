@@ -161,7 +161,12 @@ fn w(out: &mut dyn Write, s: std::fmt::Arguments<'_>) -> Result<(), Error> {
     out.write_fmt(s).map_err(io_err("writing output"))
 }
 
-fn execute(cmd: Command, ctx: &Context, out: &mut dyn Write, err: &mut dyn Write) -> Result<(), Error> {
+fn execute(
+    cmd: Command,
+    ctx: &Context,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), Error> {
     let client = Client::new(ctx.runtime.clone());
     match cmd {
         Command::Create {
@@ -226,7 +231,10 @@ fn execute(cmd: Command, ctx: &Context, out: &mut dyn Write, err: &mut dyn Write
             Reply::Info {
                 xenstored_socket: Some(p),
                 ..
-            } => w(out, format_args!("export XENSTORED_PATH={}\n", shell_quote(&p))),
+            } => w(
+                out,
+                format_args!("export XENSTORED_PATH={}\n", shell_quote(&p)),
+            ),
             Reply::Info { .. } => Err(Error::Daemon(
                 "the shim-hv daemon serves no xenstore socket (see its daemon.log)".into(),
             )),
@@ -250,7 +258,10 @@ fn execute(cmd: Command, ctx: &Context, out: &mut dyn Write, err: &mut dyn Write
                 }
                 std::thread::sleep(Duration::from_millis(25));
             }
-            w(err, format_args!("stopped the shim-hv daemon (pid {pid})\n"))
+            w(
+                err,
+                format_args!("stopped the shim-hv daemon (pid {pid})\n"),
+            )
         }
     }
 }
@@ -289,7 +300,10 @@ fn create(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), Error> {
-    w(err, format_args!("Parsing config from {}\n", path.display()))?;
+    w(
+        err,
+        format_args!("Parsing config from {}\n", path.display()),
+    )?;
     let (text, mut cfg) = load_config(path, &ctx.cwd)?;
     for warning in &cfg.warnings {
         w(err, format_args!("{warning}\n"))?;
@@ -382,7 +396,9 @@ fn shutdown(
 
 /// xl's `list` header and rows.
 pub fn format_list(domains: &[DomainInfo]) -> String {
-    let mut s = String::from("Name                                        ID   Mem VCPUs\tState\tTime(s)\n");
+    let mut s = String::from(
+        "Name                                        ID   Mem VCPUs\tState\tTime(s)\n",
+    );
     for d in domains {
         s.push_str(&format!(
             "{:<40} {:>5} {:>5} {:>5}     {}  {:>8.1}\n",
@@ -446,8 +462,7 @@ pub fn format_net_rows(devices: &[DeviceInfo]) -> String {
 /// Quotes a path for a POSIX shell when it needs it.
 fn shell_quote(s: &str) -> String {
     if !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"/._-+:,@".contains(&b))
     {
         s.to_string()
@@ -511,7 +526,10 @@ mod tests {
 
     #[test]
     fn quoting() {
-        assert_eq!(shell_quote("/run/shim-hv/xenstored.sock"), "/run/shim-hv/xenstored.sock");
+        assert_eq!(
+            shell_quote("/run/shim-hv/xenstored.sock"),
+            "/run/shim-hv/xenstored.sock"
+        );
         assert_eq!(shell_quote("/tmp/a b/x'y"), "'/tmp/a b/x'\\''y'");
     }
 

@@ -50,15 +50,27 @@ impl Client {
     pub fn call(&self, req: &Request) -> Result<Reply, Error> {
         let s = self.connect()?;
         let _ = s.set_read_timeout(Some(REPLY_TIMEOUT));
-        let mut w = s
-            .try_clone()
-            .map_err(io_err("control socket"))?;
-        proto::write_line(&mut w, req).map_err(io_err("sending to the shim-hv daemon"))?;
+        let mut w = s.try_clone().map_err(io_err("control socket"))?;
+        // A daemon that refuses us answers before reading: read its answer even if
+        // sending failed.
+        let sent = proto::write_line(&mut w, req);
         let mut r = BufReader::new(s);
-        match proto::read_line::<Reply, _>(&mut r) {
+        let answer = proto::read_line::<Reply, _>(&mut r);
+        if let Err(e) = sent {
+            return match answer {
+                Ok(Some(Reply::Error { message })) => Err(Error::Daemon(message)),
+                _ => Err(Error::Io {
+                    what: "sending to the shim-hv daemon".into(),
+                    err: e,
+                }),
+            };
+        }
+        match answer {
             Ok(Some(Reply::Error { message })) => Err(Error::Daemon(message)),
             Ok(Some(reply)) => Ok(reply),
-            Ok(None) => Err(Error::Protocol("connection closed without an answer".into())),
+            Ok(None) => Err(Error::Protocol(
+                "connection closed without an answer".into(),
+            )),
             Err(e) => Err(Error::Protocol(e.to_string())),
         }
     }
@@ -69,9 +81,10 @@ impl Client {
         if self.connect().is_ok() {
             return Ok(());
         }
-        self.rt
-            .create()
-            .map_err(io_err(format!("runtime directory {}", self.rt.path().display())))?;
+        self.rt.create().map_err(io_err(format!(
+            "runtime directory {}",
+            self.rt.path().display()
+        )))?;
         let log_path = self.rt.log_file();
         let log = fs::OpenOptions::new()
             .create(true)
@@ -146,10 +159,12 @@ impl Client {
                 Ok(0) => return Ok(()),
                 Ok(n) => write_out(out, buf.get(..n).unwrap_or_default())?,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::Io {
-                    what: "reading the console".into(),
-                    err: e,
-                }),
+                Err(e) => {
+                    return Err(Error::Io {
+                        what: "reading the console".into(),
+                        err: e,
+                    })
+                }
             }
         }
     }

@@ -398,10 +398,13 @@ impl Daemon {
             let fe = format!("{base}/{devid}");
             let backend = read(&format!("{fe}/backend")).unwrap_or_default();
             let ring_refs = if kind == "vif" {
-                [num(&format!("{fe}/tx-ring-ref")), num(&format!("{fe}/rx-ring-ref"))]
-                    .into_iter()
-                    .flatten()
-                    .collect()
+                [
+                    num(&format!("{fe}/tx-ring-ref")),
+                    num(&format!("{fe}/rx-ring-ref")),
+                ]
+                .into_iter()
+                .flatten()
+                .collect()
             } else {
                 num(&format!("{fe}/ring-ref")).into_iter().collect()
             };
@@ -437,9 +440,7 @@ impl Daemon {
                 domains: self.list(),
             }),
             Request::Shutdown { dom, request } => match PowerRequest::parse(&request) {
-                Some(p) => self
-                    .shutdown(&dom, p)
-                    .map(|d| Reply::Acted { domid: d.0 }),
+                Some(p) => self.shutdown(&dom, p).map(|d| Reply::Acted { domid: d.0 }),
                 None => Err(Error::Daemon(format!(
                     "unknown shutdown request {request:?} (poweroff, reboot or halt)"
                 ))),
@@ -451,12 +452,13 @@ impl Daemon {
                 })
             }
             Request::Destroy { dom } => self.destroy(&dom).map(|d| Reply::Acted { domid: d.0 }),
-            Request::BlockList { dom } => self
-                .devices(&dom, "vbd")
-                .map(|(d, devices)| Reply::Devices {
-                    domid: d.0,
-                    devices,
-                }),
+            Request::BlockList { dom } => {
+                self.devices(&dom, "vbd")
+                    .map(|(d, devices)| Reply::Devices {
+                        domid: d.0,
+                        devices,
+                    })
+            }
             Request::NetworkList { dom } => {
                 self.devices(&dom, "vif")
                     .map(|(d, devices)| Reply::Devices {
@@ -484,7 +486,12 @@ impl Daemon {
         })
     }
 
-    fn create_from_text(self: &Arc<Self>, file: &str, text: &str, cwd: &str) -> Result<Reply, Error> {
+    fn create_from_text(
+        self: &Arc<Self>,
+        file: &str,
+        text: &str,
+        cwd: &str,
+    ) -> Result<Reply, Error> {
         let mut cfg = DomainConfig::parse_str(file, text)?;
         resolve_paths(&mut cfg, Path::new(cwd));
         let name = cfg.name.clone();
@@ -742,13 +749,11 @@ impl Daemon {
     }
 
     fn stream_console(&self, dom: &str, mut out: UnixStream) {
-        let hub = self
-            .resolve(dom)
-            .and_then(|d| {
-                self.console(d.id())
-                    .map(|h| (d.id(), h))
-                    .ok_or_else(|| Error::NoSuchDomain(dom.to_string()))
-            });
+        let hub = self.resolve(dom).and_then(|d| {
+            self.console(d.id())
+                .map(|h| (d.id(), h))
+                .ok_or_else(|| Error::NoSuchDomain(dom.to_string()))
+        });
         let (id, hub) = match hub {
             Ok(x) => x,
             Err(e) => {
@@ -872,10 +877,7 @@ mod tests {
     fn uuids_parse_with_or_without_dashes() {
         let u = parse_uuid("6a3c1f0e-7d0b-4c2a-9f3e-0123456789ab").unwrap();
         assert_eq!(u.to_string(), "6a3c1f0e-7d0b-4c2a-9f3e-0123456789ab");
-        assert_eq!(
-            parse_uuid("6a3c1f0e7d0b4c2a9f3e0123456789ab"),
-            Some(u)
-        );
+        assert_eq!(parse_uuid("6a3c1f0e7d0b4c2a9f3e0123456789ab"), Some(u));
         assert_eq!(parse_uuid("6a3c"), None);
         assert_eq!(parse_uuid("zz3c1f0e7d0b4c2a9f3e0123456789ab"), None);
     }

@@ -96,8 +96,9 @@ pub fn run(out: &mut dyn Write) -> Result<(), Error> {
     fs::write(&cfg, DEMO_CFG).map_err(io_err(format!("{}", cfg.display())))?;
     let mut disk = vec![0u8; DISK_BYTES];
     let label = b"xenkit demo disk\n";
-    disk.get_mut(..label.len())
-        .map(|s| s.copy_from_slice(label));
+    if let Some(s) = disk.get_mut(..label.len()) {
+        s.copy_from_slice(label);
+    }
     let img = base.join("demo-disk.img");
     fs::write(&img, &disk).map_err(io_err(format!("{}", img.display())))?;
 
@@ -134,11 +135,17 @@ pub fn run(out: &mut dyn Write) -> Result<(), Error> {
 }
 
 fn session(daemon: &Arc<Daemon>, cwd: &Path, out: &mut dyn Write) -> Result<(), Error> {
-    step(daemon, cwd, out, "create demo.cfg", Command::Create {
-        console: false,
-        dry_run: false,
-        config: PathBuf::from("demo.cfg"),
-    })?;
+    step(
+        daemon,
+        cwd,
+        out,
+        "create demo.cfg",
+        Command::Create {
+            console: false,
+            dry_run: false,
+            config: PathBuf::from("demo.cfg"),
+        },
+    )?;
     let dom = daemon.resolve("demo")?;
     let id = dom.id().0;
     let hub = daemon
@@ -151,12 +158,24 @@ fn session(daemon: &Arc<Daemon>, cwd: &Path, out: &mut dyn Write) -> Result<(), 
         )));
     }
     step(daemon, cwd, out, "list", Command::List)?;
-    step(daemon, cwd, out, "block-list demo", Command::BlockList {
-        domains: vec!["demo".into()],
-    })?;
-    step(daemon, cwd, out, "network-list demo", Command::NetworkList {
-        domains: vec!["demo".into()],
-    })?;
+    step(
+        daemon,
+        cwd,
+        out,
+        "block-list demo",
+        Command::BlockList {
+            domains: vec!["demo".into()],
+        },
+    )?;
+    step(
+        daemon,
+        cwd,
+        out,
+        "network-list demo",
+        Command::NetworkList {
+            domains: vec!["demo".into()],
+        },
+    )?;
 
     let dompath = format!("/local/domain/{id}");
     let xs_sock = daemon.runtime_dir().xenstored_socket();
@@ -185,14 +204,24 @@ fn session(daemon: &Arc<Daemon>, cwd: &Path, out: &mut dyn Write) -> Result<(), 
     }
     writeln!(out).map_err(io_err("output"))?;
 
-    step(daemon, cwd, out, "shutdown -w demo", Command::Shutdown {
-        wait: true,
-        reboot: false,
-        halt: false,
-        domain: "demo".into(),
-    })?;
-    writeln!(out, "$ shim-hv console demo    # what the guest printed\n{}", String::from_utf8_lossy(&hub.log()))
-        .map_err(io_err("output"))?;
+    step(
+        daemon,
+        cwd,
+        out,
+        "shutdown -w demo",
+        Command::Shutdown {
+            wait: true,
+            reboot: false,
+            halt: false,
+            domain: "demo".into(),
+        },
+    )?;
+    writeln!(
+        out,
+        "$ shim-hv console demo    # what the guest printed\n{}",
+        String::from_utf8_lossy(&hub.log())
+    )
+    .map_err(io_err("output"))?;
     step(daemon, cwd, out, "list", Command::List)?;
     Ok(())
 }

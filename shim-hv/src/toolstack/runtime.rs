@@ -76,7 +76,11 @@ impl RuntimeDir {
 
     /// The pid the pid file names, if it names one.
     pub fn daemon_pid(&self) -> Option<u32> {
-        fs::read_to_string(self.pid_file()).ok()?.trim().parse().ok()
+        fs::read_to_string(self.pid_file())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// Creates the directory (mode 0700) if missing. An existing one must be a
