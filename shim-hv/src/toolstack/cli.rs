@@ -19,7 +19,7 @@ use super::daemon::{resolve_paths, Daemon};
 use super::error::{io_err, Error};
 use super::proto::{DeviceInfo, DomainInfo, Reply, Request};
 use super::runtime::RuntimeDir;
-use super::{check_config, check_disk_images, PowerRequest};
+use super::{check_config, check_disk_images, unattached_devices, PowerRequest};
 
 /// Largest config file `create` sends to the daemon.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
@@ -333,7 +333,10 @@ fn create(
     // Check the files here, so a bad config starts nothing (no daemon either).
     resolve_paths(&mut cfg, &ctx.cwd);
     cfg.validate_paths().map_err(Error::Paths)?;
-    for warning in check_disk_images(&cfg)? {
+    for warning in check_disk_images(&cfg)?
+        .into_iter()
+        .chain(unattached_devices(&cfg))
+    {
         w(err, format_args!("{warning}\n"))?;
     }
     match &ctx.daemon_exe {

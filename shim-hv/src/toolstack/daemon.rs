@@ -38,7 +38,7 @@ use super::console::ConsoleHub;
 use super::error::{io_err, Error};
 use super::proto::{self, DeviceInfo, DomainInfo, Reply, Request};
 use super::runtime::RuntimeDir;
-use super::{builtin, check_config, check_disk_images, PowerRequest};
+use super::{builtin, check_config, check_disk_images, unattached_devices, PowerRequest};
 
 /// Clients served at once on the control socket; more are refused.
 pub const MAX_CLIENTS: usize = 32;
@@ -206,7 +206,10 @@ impl Daemon {
             });
         }
         config.validate_paths().map_err(Error::Paths)?;
-        for w in check_disk_images(&config)? {
+        for w in check_disk_images(&config)?
+            .into_iter()
+            .chain(unattached_devices(&config))
+        {
             self.log(&w);
         }
         let uuid = config.uuid.as_deref().and_then(parse_uuid);
