@@ -462,6 +462,9 @@ struct Shared {
     notifies: Cell<u64>,
     shutdowns: RefCell<Vec<u32>>,
     store_pfn: Cell<u64>,
+    /// When set, every notification steps the server at once and costs this much
+    /// virtual time: a xenstored running concurrently, on a clock that moves.
+    concurrent_ns: Cell<Option<u64>>,
 }
 
 impl Drop for Shared {
@@ -511,6 +514,7 @@ impl FakePlatform {
             notifies: Cell::new(0),
             shutdowns: RefCell::new(vec![]),
             store_pfn: Cell::new(STORE_PFN),
+            concurrent_ns: Cell::new(None),
         }))
     }
 
@@ -542,6 +546,12 @@ impl FakePlatform {
         self.0.now.get()
     }
 
+    /// Makes the server answer every notification at once (as a concurrent xenstored
+    /// would), each costing `ns` of virtual time. `None`: only `wait()` steps it.
+    pub fn set_concurrent(&self, ns: Option<u64>) {
+        self.0.concurrent_ns.set(ns);
+    }
+
     /// A client on this platform (through the HVM params, as a guest would).
     pub fn client(&self) -> Xenstore<FakePlatform> {
         Xenstore::from_hvm_params(self.clone()).unwrap()
@@ -558,6 +568,10 @@ impl Hypercall for FakePlatform {
                     return -22;
                 }
                 self.0.notifies.set(self.0.notifies.get() + 1);
+                if let Some(ns) = self.0.concurrent_ns.get() {
+                    self.0.now.set(self.0.now.get() + ns);
+                    self.0.server.borrow_mut().step();
+                }
                 0
             }
             (HVM_OP, hvm::OP_GET_PARAM) => {

@@ -267,10 +267,7 @@ impl FrontendHandshake {
         if !self.watching {
             return Ok(None);
         }
-        let mut seen = false;
-        while xs.poll_watch_event_for(&self.token)?.is_some() {
-            seen = true;
-        }
+        let mut seen = xs.drain_watch_events_for(&self.token)?;
         let lost = xs.lost_watch_events();
         if lost != self.lost_seen {
             self.lost_seen = lost;
@@ -332,8 +329,9 @@ impl FrontendHandshake {
                 Err(e) => return Err(e),
             }
             self.watching = false;
-            // Drop events of the old watch so a reconnect starts clean.
-            while xs.poll_watch_event_for(&self.token)?.is_some() {}
+            // Drop events of the old watch so a reconnect starts clean (any left over
+            // in a flood only cause a spurious re-read later).
+            xs.drain_watch_events_for(&self.token)?;
         }
         Ok(())
     }
@@ -347,7 +345,7 @@ impl FrontendHandshake {
         let timeout_ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
         let deadline = xs.platform().now_ns().saturating_add(timeout_ns);
         loop {
-            while xs.poll_watch_event_for(&self.token)?.is_some() {}
+            xs.drain_watch_events_for(&self.token)?;
             self.lost_seen = xs.lost_watch_events();
             let st = xs.read_state(&self.backend_state_path)?;
             self.backend_state = st;

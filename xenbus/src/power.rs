@@ -131,10 +131,7 @@ impl PowerControl {
     /// Without waiting: if the watch fired (or events were lost), reads and clears the
     /// node. `Ok(None)`: nothing new.
     pub fn poll<P: Platform>(&mut self, xs: &mut Xenstore<P>) -> Result<Option<PowerEvent>> {
-        let mut fired = false;
-        while xs.poll_watch_event_for(POWER_TOKEN)?.is_some() {
-            fired = true;
-        }
+        let mut fired = xs.drain_watch_events_for(POWER_TOKEN)?;
         let lost = xs.lost_watch_events();
         if lost != self.lost_seen {
             self.lost_seen = lost;
@@ -212,7 +209,7 @@ impl PowerControl {
     /// Stops watching `control/shutdown`.
     pub fn stop<P: Platform>(self, xs: &mut Xenstore<P>) -> Result<()> {
         xs.unwatch(SHUTDOWN_NODE, POWER_TOKEN)?;
-        while xs.poll_watch_event_for(POWER_TOKEN)?.is_some() {}
+        xs.drain_watch_events_for(POWER_TOKEN)?;
         Ok(())
     }
 }

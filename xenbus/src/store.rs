@@ -381,6 +381,25 @@ impl<P: Platform> Xenstore<P> {
         Ok(self.watches.take(token))
     }
 
+    /// Takes and drops the queued events with `token` (for callers that only need to
+    /// know "something changed" and then re-read the state they watch). Returns
+    /// whether there was at least one. Never waits.
+    ///
+    /// Bounded: at most [`WATCH_QUEUE_LEN`](crate::WATCH_QUEUE_LEN) events are taken per
+    /// call. A xenstored that keeps sending events as fast as they are read cannot hold
+    /// the caller here (a plain `while poll_watch_event_for(..)` loop would never
+    /// reach its deadline); events left over only cause another, harmless re-read.
+    pub fn drain_watch_events_for(&mut self, token: &str) -> Result<bool> {
+        let mut seen = false;
+        for _ in 0..crate::watch::WATCH_QUEUE_LEN {
+            if self.poll_watch_event_for(token)?.is_none() {
+                break;
+            }
+            seen = true;
+        }
+        Ok(seen)
+    }
+
     /// Waits up to `timeout` for a watch event ([`Error::Timeout`] if none).
     pub fn wait_watch_event(&mut self, timeout: Duration) -> Result<WatchEvent> {
         self.wait_for(timeout, |xs| Ok(xs.watches.pop()))

@@ -951,6 +951,34 @@ mod handshake {
         );
     }
 
+    /// Row 30 / security.md X7: a xenstored that answers every read with another
+    /// watch event for our token (concurrently, on a moving clock) must not hold the
+    /// handshake past its deadline: draining the queue is bounded.
+    #[test]
+    fn row30_endless_watch_events_cannot_outlast_the_deadline() {
+        let (mut xs, fake) = setup();
+        backend(&fake, 0, false);
+        fake.server().hook = None; // the backend stays Initialising
+        let mut hs = FrontendHandshake::new("device/vbd/51712").unwrap();
+        hs.start(&mut xs).unwrap();
+        let token = String::from(hs.token());
+        let mut steps = 0u32;
+        fake.server().hook = Some(Box::new(move |c: &mut Core| {
+            steps += 1;
+            assert!(
+                steps < 200_000,
+                "livelock: the client never reached its deadline"
+            );
+            c.event(&be("state"), &token);
+        }));
+        fake.set_concurrent(Some(WAIT_NS / 10));
+        assert_eq!(
+            hs.wait_for_backend(&mut xs, Duration::from_millis(50)),
+            Err(Error::Timeout)
+        );
+        assert!(hs.poll_backend(&mut xs).is_ok());
+    }
+
     #[test]
     fn backend_closing_during_the_handshake_fails_it() {
         let (mut xs, fake) = setup();
@@ -1092,6 +1120,29 @@ mod power_events {
         reboot: true,
         suspend: true,
     };
+
+    /// Row 30 / security.md S2: a flood of `control/shutdown` events with nothing
+    /// in the node: `wait` still times out, and no action is taken.
+    #[test]
+    fn row30_endless_shutdown_events_cannot_outlast_the_deadline() {
+        let (mut xs, fake, mut pc) = setup_power(ALL);
+        let mut steps = 0u32;
+        fake.server().hook = Some(Box::new(move |c: &mut crate::fake::Core| {
+            steps += 1;
+            assert!(
+                steps < 200_000,
+                "livelock: the client never reached its deadline"
+            );
+            c.event(SHUTDOWN_NODE, POWER_TOKEN);
+        }));
+        fake.set_concurrent(Some(WAIT_NS / 10));
+        assert_eq!(
+            pc.wait(&mut xs, Duration::from_millis(50)),
+            Err(Error::Timeout)
+        );
+        assert_eq!(pc.pending(), None);
+        assert!(fake.shutdowns().is_empty());
+    }
 
     #[test]
     fn advertises_only_what_the_caller_implements() {
