@@ -298,6 +298,10 @@ pub enum Error {
     },
     /// A caller-supplied argument is unusable (what is wrong, e.g. "path contains NUL").
     InvalidArgument(&'static str),
+    /// A path the caller gave is not one xenstored accepts (empty, a character outside
+    /// `[A-Za-z0-9-/_@]`, `//`, a trailing `/`, over 3072 bytes absolute or 2048
+    /// relative, or a special `@` path outside a watch); it was not sent (security.md X10).
+    InvalidPath(Snippet),
     /// A path built by this crate (`dir/key`) is longer than [`crate::PATH_MAX`].
     PathTooLong {
         /// The length it would have.
@@ -346,6 +350,7 @@ impl fmt::Display for Error {
             Error::BufferTooSmall { needed } => write!(f, "reply needs {needed} bytes"),
             Error::RequestTooLarge { len } => write!(f, "request payload of {len} bytes"),
             Error::InvalidArgument(what) => write!(f, "invalid argument: {what}"),
+            Error::InvalidPath(p) => write!(f, "invalid xenstore path {p}"),
             Error::PathTooLong { len } => write!(f, "path of {len} bytes too long"),
             Error::BadReply { op } => write!(f, "malformed reply to xenstore op {op}"),
             Error::MissingKey(k) => write!(f, "missing key {k}"),

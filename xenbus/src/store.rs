@@ -10,7 +10,7 @@
 use core::fmt;
 use core::time::Duration;
 
-use hypercall::abi::xs_wire::{msg, MsgHeader, PAYLOAD_MAX};
+use hypercall::abi::xs_wire::{is_well_formed_path, msg, MsgHeader, PAYLOAD_MAX};
 use hypercall::{DomId, Platform, Port, SharedMem, PAGE_SIZE};
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -205,6 +205,17 @@ fn check_no_nul(s: &str, what: &'static str) -> Result<()> {
     Ok(())
 }
 
+/// Refuses paths xenstored would refuse (or mishandle, XSA-481) before they are sent
+/// (security.md X10). Special `@` paths only where `special` (watches).
+fn check_path(path: &str, special: bool) -> Result<()> {
+    check_no_nul(path, "path contains NUL")?;
+    let b = path.as_bytes();
+    if !is_well_formed_path(b) || (!special && b.first() == Some(&b'@')) {
+        return Err(Error::InvalidPath(Snippet::tail(b)));
+    }
+    Ok(())
+}
+
 fn strip_nul(b: &[u8]) -> &[u8] {
     b.strip_suffix(&[0]).unwrap_or(b)
 }
@@ -358,7 +369,7 @@ impl<P: Platform> Xenstore<P> {
     }
 
     fn watch_op(&mut self, ty: u32, path: &str, token: &str) -> Result<()> {
-        check_no_nul(path, "path contains NUL")?;
+        check_path(path, true)?;
         check_no_nul(token, "token contains NUL")?;
         if token.len() > WATCH_TOKEN_MAX {
             return Err(Error::InvalidArgument("watch token too long"));
@@ -822,7 +833,7 @@ pub trait Store {
 
     /// Reads a node's value into `buf`; returns its length.
     fn read(&mut self, path: &str, buf: &mut [u8]) -> Result<usize> {
-        check_no_nul(path, "path contains NUL")?;
+        check_path(path, false)?;
         self.request(msg::READ, &[path.as_bytes(), b"\0"], buf)
     }
 
@@ -882,7 +893,7 @@ pub trait Store {
 
     /// Writes (creating the node and its parents if needed).
     fn write(&mut self, path: &str, value: &[u8]) -> Result<()> {
-        check_no_nul(path, "path contains NUL")?;
+        check_path(path, false)?;
         let (xs, tx) = self.client();
         xs.ack(tx, msg::WRITE, &Parts(&[path.as_bytes(), b"\0", value]))
     }
@@ -912,21 +923,21 @@ pub trait Store {
 
     /// Creates a node (no error if it exists).
     fn mkdir(&mut self, path: &str) -> Result<()> {
-        check_no_nul(path, "path contains NUL")?;
+        check_path(path, false)?;
         let (xs, tx) = self.client();
         xs.ack(tx, msg::MKDIR, &Parts(&[path.as_bytes(), b"\0"]))
     }
 
     /// Removes a node and everything below it.
     fn rm(&mut self, path: &str) -> Result<()> {
-        check_no_nul(path, "path contains NUL")?;
+        check_path(path, false)?;
         let (xs, tx) = self.client();
         xs.ack(tx, msg::RM, &Parts(&[path.as_bytes(), b"\0"]))
     }
 
     /// Lists a node's children into `buf`.
     fn directory<'b>(&mut self, path: &str, buf: &'b mut [u8]) -> Result<DirEntries<'b>> {
-        check_no_nul(path, "path contains NUL")?;
+        check_path(path, false)?;
         let n = self.request(msg::DIRECTORY, &[path.as_bytes(), b"\0"], buf)?;
         let buf: &'b [u8] = buf;
         DirEntries::parse(buf.get(..n).unwrap_or_default())
@@ -935,7 +946,7 @@ pub trait Store {
 
     /// Reads a node's permissions into `buf`.
     fn get_perms<'b>(&mut self, path: &str, buf: &'b mut [u8]) -> Result<PermList<'b>> {
-        check_no_nul(path, "path contains NUL")?;
+        check_path(path, false)?;
         let n = self.request(msg::GET_PERMS, &[path.as_bytes(), b"\0"], buf)?;
         let buf: &'b [u8] = buf;
         PermList::parse(buf.get(..n).unwrap_or_default())
@@ -945,7 +956,7 @@ pub trait Store {
     /// Sets a node's permissions: `perms[0]` is the owner (and the access of unlisted
     /// domains), the rest per-domain access.
     fn set_perms(&mut self, path: &str, perms: &[Perm]) -> Result<()> {
-        check_no_nul(path, "path contains NUL")?;
+        check_path(path, false)?;
         if perms.is_empty() {
             return Err(Error::InvalidArgument("a permission list needs an owner"));
         }

@@ -434,6 +434,50 @@ fn small_buffers_and_bad_arguments() {
     assert_eq!(Path::join("", "state").unwrap().as_str(), "state");
 }
 
+/// security.md X10 (XSA-481): paths xenstored would refuse or mishandle are refused
+/// here, before anything is sent.
+#[test]
+fn x10_illegal_paths_are_never_sent() {
+    let (mut xs, fake) = setup();
+    let before = fake.server().core.requests.len();
+    let long_abs = format!("/{}", "a".repeat(3072));
+    let long_rel = "a".repeat(2049);
+    for bad in [
+        "",
+        "//",
+        "a//b",
+        "device/",
+        "/local/domain/",
+        "../x",
+        "a.b",
+        "a b",
+        "caf\u{e9}",
+        "@releaseDomain",
+        &long_abs,
+        &long_rel,
+    ] {
+        let want = Err(Error::InvalidPath(Snippet::tail(bad.as_bytes())));
+        assert_eq!(xs.write(bad, b"v"), want, "{bad:?}");
+        assert_eq!(xs.read(bad, &mut [0u8; 8]).map(|_| ()), want, "{bad:?}");
+        assert_eq!(xs.mkdir(bad).map(|_| ()), want, "{bad:?}");
+        assert_eq!(xs.rm(bad), want, "{bad:?}");
+        assert!(xs.directory(bad, &mut [0u8; 8]).is_err(), "{bad:?}");
+        if !bad.starts_with('@') {
+            assert_eq!(xs.watch(bad, "t"), want, "{bad:?}");
+        }
+    }
+    assert_eq!(
+        fake.server().core.requests.len(),
+        before,
+        "nothing was sent"
+    );
+    // Special paths are for watches only; the longest legal paths go out.
+    xs.watch("@releaseDomain", "t").unwrap();
+    xs.write(&format!("/{}", "a".repeat(3071)), b"v").unwrap();
+    xs.write(&"a".repeat(2048), b"v").unwrap();
+    assert!(xs.broken().is_none());
+}
+
 #[test]
 fn row31_typed_reads_name_the_key() {
     let (mut xs, fake) = setup();

@@ -96,6 +96,30 @@ pub const ABS_PATH_MAX: usize = 3072;
 /// Longest relative path.
 pub const REL_PATH_MAX: usize = 2048;
 
+/// Whether `b` may appear in a path: `[A-Za-z0-9-/_@]` (`docs/misc/xenstore.txt`;
+/// C xenstored's `is_valid_nodename`). `.` is not among them, so `..` tricks fail here.
+pub const fn is_path_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/' | b'_' | b'@')
+}
+
+/// Whether `path` has the shape every node path needs, before any server-side quota:
+/// not empty, only [`is_path_char`] bytes, no `//`, no trailing `/` (except the root
+/// `/`), at most [`ABS_PATH_MAX`] bytes if absolute and [`REL_PATH_MAX`] if relative.
+/// (Special watch paths such as `@releaseDomain` pass too; whether one is allowed
+/// depends on the operation.)
+pub fn is_well_formed_path(path: &[u8]) -> bool {
+    let max = if path.first() == Some(&b'/') {
+        ABS_PATH_MAX
+    } else {
+        REL_PATH_MAX
+    };
+    !path.is_empty()
+        && path.len() <= max
+        && path.iter().all(|&b| is_path_char(b))
+        && !path.windows(2).any(|w| w == b"//")
+        && (path == b"/" || path.last() != Some(&b'/'))
+}
+
 /// Message header (`struct xsd_sockmsg`), followed by `len` payload bytes.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
@@ -172,6 +196,42 @@ pub const ERROR_PROTO: u32 = 3;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// security.md X10: the shapes a client must never send.
+    #[test]
+    fn path_shapes() {
+        extern crate std;
+        use std::vec;
+        for ok in [
+            &b"/"[..],
+            b"/local/domain/1/device/vbd/51712/state",
+            b"device/vbd",
+            b"@releaseDomain",
+            b"a-b_c@d",
+        ] {
+            assert!(is_well_formed_path(ok), "{ok:?}");
+        }
+        let abs_max = [&b"/"[..], &vec![b'a'; ABS_PATH_MAX - 1]].concat();
+        let rel_max = vec![b'a'; REL_PATH_MAX];
+        assert!(is_well_formed_path(&abs_max) && is_well_formed_path(&rel_max));
+        let too_long_abs = [&abs_max[..], b"a"].concat();
+        let too_long_rel = [&rel_max[..], b"a"].concat();
+        for bad in [
+            &b""[..],
+            b"//",
+            b"/a//b",
+            b"a/",
+            b"/local/domain/",
+            b"/a/../b",
+            b"/a b",
+            b"/a\xc3\xa9",
+            b"/a\0b",
+            &too_long_abs,
+            &too_long_rel,
+        ] {
+            assert!(!is_well_formed_path(bad), "{bad:?}");
+        }
+    }
 
     /// Values from `io/xs_wire.h` (enum order, with 20 skipped for the removed
     /// `XS_RESTRICT`).

@@ -9,7 +9,7 @@
 //! character, so `..` tricks fail the character check.
 
 use super::Errno;
-use hypercall::abi::xs_wire::{ABS_PATH_MAX, REL_PATH_MAX};
+use hypercall::abi::xs_wire::{is_path_char as valid_char, is_well_formed_path, REL_PATH_MAX};
 
 /// A request's path after resolution.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,11 +18,6 @@ pub(crate) enum Target {
     Node(String),
     /// A special watch path (`@...`), validated for characters and length only.
     Special(String),
-}
-
-/// Whether `b` may appear in a path.
-pub(crate) fn valid_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/' | b'_' | b'@')
 }
 
 /// The implicit base of relative paths for `domid`.
@@ -45,20 +40,11 @@ fn local_prefix_len(path: &str) -> usize {
 
 /// Whether `path` is a valid absolute node path under the `path_len` quota.
 pub(crate) fn is_valid_node_path(path: &str, path_len: usize) -> bool {
-    let b = path.as_bytes();
-    if b.first() != Some(&b'/') {
-        return false;
-    }
-    if path.len() > 1 && path.ends_with('/') {
-        return false;
-    }
-    if path.contains("//") {
-        return false;
-    }
-    if path.len() > ABS_PATH_MAX || path.len() > local_prefix_len(path).saturating_add(path_len) {
-        return false;
-    }
-    b.iter().all(|&c| valid_char(c))
+    // Absolute, well formed (characters, `//`, trailing `/`, ABS_PATH_MAX), and within
+    // the quota on the part below the domain's home.
+    path.starts_with('/')
+        && is_well_formed_path(path.as_bytes())
+        && path.len() <= local_prefix_len(path).saturating_add(path_len)
 }
 
 /// Resolves the raw path bytes of a request from `domid`: relative paths get the
@@ -142,6 +128,7 @@ pub(crate) fn is_child(child: &str, parent: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hypercall::abi::xs_wire::ABS_PATH_MAX;
 
     const Q: usize = REL_PATH_MAX;
 
