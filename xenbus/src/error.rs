@@ -239,6 +239,12 @@ pub enum ProtocolError {
         /// Bytes of the whole message.
         total: usize,
     },
+    /// xenstored advertises `XENSTORE_SERVER_FEATURE_ERROR` and has set the page's
+    /// `error` field: it failed this connection and ignores it from now on.
+    ServerError {
+        /// `XENSTORE_ERROR_*` (COMM 1, RINGIDX 2, PROTO 3, or anything else).
+        code: u32,
+    },
 }
 
 impl fmt::Display for ProtocolError {
@@ -264,6 +270,9 @@ impl fmt::Display for ProtocolError {
             }
             ProtocolError::RequestStalled { written, total } => {
                 write!(f, "request stalled after {written} of {total} bytes")
+            }
+            ProtocolError::ServerError { code } => {
+                write!(f, "xenstored failed the connection (error {code})")
             }
         }
     }

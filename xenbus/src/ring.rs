@@ -7,7 +7,7 @@
 //! `xenbus_comms.c`: `wmb` between copying request bytes and publishing `req_prod`,
 //! `rmb` between reading `rsp_prod` and the bytes, `mb` before publishing `rsp_cons`.
 
-use hypercall::abi::xs_wire::{iface, RING_SIZE};
+use hypercall::abi::xs_wire::{iface, RING_SIZE, SERVER_FEATURE_ERROR};
 use hypercall::shmem::{mb, rmb, wmb};
 use hypercall::SharedMem;
 
@@ -37,8 +37,21 @@ impl StoreRing {
         }
     }
 
+    /// A xenstored that supports the `error` field sets it when it fails the
+    /// connection (security.md X8); unknown feature bits are ignored.
+    fn server_error(&self) -> Result<(), ProtocolError> {
+        if self.mem.load_u32(iface::SERVER_FEATURES) & SERVER_FEATURE_ERROR == 0 {
+            return Ok(());
+        }
+        match self.mem.load_u32(iface::ERROR) {
+            0 => Ok(()),
+            code => Err(ProtocolError::ServerError { code }),
+        }
+    }
+
     /// Free bytes in the request ring.
     pub(crate) fn req_space(&self) -> Result<usize, ProtocolError> {
+        self.server_error()?;
         let cons = self.mem.load_u32(iface::REQ_CONS);
         let used = self.req_prod.wrapping_sub(cons) as usize;
         if used > RING_SIZE {
@@ -69,6 +82,7 @@ impl StoreRing {
 
     /// Bytes xenstored has published and we have not consumed.
     pub(crate) fn rsp_avail(&self) -> Result<usize, ProtocolError> {
+        self.server_error()?;
         let prod = self.mem.load_u32(iface::RSP_PROD);
         rmb();
         let avail = prod.wrapping_sub(self.rsp_cons) as usize;

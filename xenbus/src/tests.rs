@@ -104,6 +104,54 @@ fn directory_larger_than_the_ring() {
     assert_eq!(names, expected);
 }
 
+/// security.md X5: malformed DIRECTORY payloads are a typed error, not a panic or a
+/// wrong listing, and the connection carries on.
+#[test]
+fn x5_malformed_directory_replies_are_bad_replies() {
+    for bad in [&b"a\0b"[..], b"a\0\0b\0", b"\0", b"\xff\0", b"a"] {
+        let (mut xs, fake) = setup();
+        xs.write("dir/a", b"v").unwrap();
+        let bad = bad.to_vec();
+        fake.server().mangle = Some(Box::new(move |h, reply| {
+            if h.ty == msg::DIRECTORY {
+                msg_bytes(msg::DIRECTORY, h.req_id, 0, &bad)
+            } else {
+                reply
+            }
+        }));
+        assert_eq!(
+            xs.directory("dir", &mut [0u8; 64]).map(|d| d.count()),
+            Err(Error::BadReply { op: msg::DIRECTORY })
+        );
+        assert!(xs.broken().is_none());
+        assert_eq!(read_string(&mut xs, "dir/a").unwrap(), "v");
+    }
+}
+
+/// security.md X15: replies and watch events dribbled out one byte per server step
+/// (header and body in separate notifications, across the ring's wrap point) are put
+/// back together exactly.
+#[test]
+fn x15_one_byte_dribbles_reassemble() {
+    let fake = FakePlatform::with_indices(1024 * 3 + 1000);
+    let mut xs = fake.client();
+    xs.watch("w", "tok").unwrap();
+    assert_eq!(
+        xs.wait_watch_event(Duration::from_secs(1)).unwrap().path(),
+        "w"
+    );
+    fake.server().max_chunk = 1;
+    let v: Vec<u8> = (0..700u32).map(|i| b'a' + (i % 26) as u8).collect();
+    xs.write("w", &v).unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = xs.read("w", &mut buf).unwrap();
+    assert_eq!(&buf[..n], &v[..]);
+    let ev = xs.wait_watch_event(Duration::from_secs(1)).unwrap();
+    assert_eq!((ev.path(), ev.token()), ("w", "tok"));
+    assert!(xs.broken().is_none());
+    assert_eq!(xs.discarded_messages(), 0);
+}
+
 #[test]
 fn perms_round_trip() {
     let (mut xs, fake) = setup();
@@ -706,6 +754,27 @@ fn row29_request_indices_out_of_range_fail_the_connection() {
         matches!(e, Error::Broken(ProtocolError::ReqIndex { .. })),
         "{e:?}"
     );
+}
+
+/// security.md X8: a xenstored that supports the `error` field and sets it has failed
+/// the connection; the client stops at once instead of waiting out its timeout.
+/// Without the feature bit the field means nothing and is ignored.
+#[test]
+fn x8_server_error_field_fails_the_connection() {
+    use hypercall::abi::xs_wire::{ERROR_RINGIDX, SERVER_FEATURE_ERROR};
+    let (mut xs, fake) = setup();
+    let mem = fake.mem();
+    mem.store_u32(iface::ERROR, ERROR_RINGIDX);
+    xs.write("a", b"1").unwrap();
+    mem.store_u32(iface::SERVER_FEATURES, SERVER_FEATURE_ERROR | 0x100);
+    let t = fake.now();
+    let e = Err(Error::Broken(ProtocolError::ServerError {
+        code: ERROR_RINGIDX,
+    }));
+    assert_eq!(xs.write("a", b"2"), e);
+    assert_eq!(fake.now(), t, "failed without waiting");
+    mem.store_u32(iface::ERROR, 0);
+    assert_eq!(xs.poll_watch_event().map(|_| ()), e, "sticky");
 }
 
 #[test]

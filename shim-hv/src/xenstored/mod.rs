@@ -49,8 +49,8 @@ mod socket;
 mod store;
 
 pub use client::LocalClient;
+pub use hypercall::abi::xs_wire::{ERROR_PROTO, ERROR_RINGIDX};
 pub use perms::{Access, Perm};
-pub use ring::{ERROR_PROTO, ERROR_RINGIDX};
 pub use socket::{
     SocketServer, MAX_CLIENTS as SOCKET_MAX_CLIENTS, OUTSTANDING as SOCKET_OUTSTANDING,
 };

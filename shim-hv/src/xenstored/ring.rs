@@ -18,20 +18,12 @@
 use super::engine::{decode_header, ConnKind, State};
 use super::{ConnId, Xenstored};
 use hypercall::abi::xs_wire::{
-    iface, MsgHeader, PAYLOAD_MAX, RING_SIZE, SERVER_FEATURE_ERROR, SERVER_FEATURE_RECONNECTION,
+    iface, MsgHeader, CONNECTED, ERROR_PROTO, ERROR_RINGIDX, PAYLOAD_MAX, RECONNECT, RING_SIZE,
+    SERVER_FEATURE_ERROR, SERVER_FEATURE_RECONNECTION,
 };
 use hypercall::shmem::{mb, rmb, wmb};
 use hypercall::SharedMem;
 use std::sync::Arc;
-
-/// `XENSTORE_ERROR_RINGIDX`: inconsistent producer or consumer offset.
-pub const ERROR_RINGIDX: u32 = 2;
-/// `XENSTORE_ERROR_PROTO`: protocol violation (payload too long).
-pub const ERROR_PROTO: u32 = 3;
-/// `XENSTORE_RECONNECT` in the `connection` field.
-const RECONNECT: u32 = 1;
-/// `XENSTORE_CONNECTED`.
-const CONNECTED: u32 = 0;
 
 /// Requests handled per service round before other domains get a turn.
 const REQUESTS_PER_ROUND: usize = 32;
