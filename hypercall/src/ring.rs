@@ -258,9 +258,10 @@ where
         }
         // Acquire load = `rsp_prod` then `rmb()`.
         let prod = self.mem.load_u32(layout::RSP_PROD);
-        // At most one response per request we produced (which also bounds it by
-        // the ring size).
-        let limit = self.outstanding();
+        // At most one response per request we published (which also bounds it by
+        // the ring size): a backend cannot legitimately answer a request whose slot
+        // it was not yet allowed to read.
+        let limit = self.req_prod_published.wrapping_sub(self.rsp_cons);
         match check_prod(prod, self.rsp_prod_seen, self.rsp_cons, limit, self.size) {
             Ok(()) => {
                 self.rsp_prod_seen = prod;
@@ -764,6 +765,24 @@ mod tests {
         // Exactly the outstanding count is fine.
         m.store_u32(layout::RSP_PROD, 3);
         assert_eq!(f.unconsumed_responses().unwrap(), 3);
+    }
+
+    /// Row 1, tighter: responses for requests pushed but not yet published are an
+    /// overrun too (the backend read a slot it was not given).
+    #[test]
+    fn responses_to_unpublished_requests_break_the_ring() {
+        let mut p = Pages::new(1);
+        let m = p.mem();
+        let mut f = BlkFront::init(m).unwrap();
+        f.push_request(&req(0)).unwrap();
+        f.push_request(&req(1)).unwrap();
+        let _ = f.push_requests_and_check_notify();
+        f.push_request(&req(2)).unwrap(); // written, not published
+        m.store_u32(layout::RSP_PROD, 3);
+        assert_eq!(
+            f.poll_response(),
+            Err(RingError::ProducerOverrun { prod: 3, cons: 0 })
+        );
     }
 
     /// Row 2: `rsp_prod` moving backwards, both below `rsp_cons` and within range.

@@ -302,7 +302,7 @@ impl<P: Platform> Console<P> {
             } else if now.saturating_sub(since) >= ns(self.config.stall_timeout) {
                 self.gone_at = Some(cons);
                 return Err(Error::BackendGone {
-                    stalled_ns: now - since,
+                    stalled_ns: now.saturating_sub(since),
                 });
             }
             if now.saturating_sub(start) >= ns(timeout) {
