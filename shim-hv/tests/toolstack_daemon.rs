@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use hypercall::DomId;
 use shim_hv::config::DomainConfig;
+use shim_hv::toolstack::client::Client;
 use shim_hv::toolstack::daemon::Daemon;
 use shim_hv::toolstack::runtime::RuntimeDir;
 use shim_hv::toolstack::{Error, PowerRequest};
@@ -27,11 +28,9 @@ fn daemon(tmp: &TempDir) -> Arc<Daemon> {
 fn create(d: &Arc<Daemon>, name: &str, extra: &str) -> DomId {
     let cfg = DomainConfig::parse_str("t.cfg", &builtin_cfg(name, extra)).unwrap();
     let id = d.create(cfg).unwrap();
-    assert!(
-        d.console(id).unwrap().wait_for_text(READY, LONG),
-        "guest did not come up: {:?}",
-        String::from_utf8_lossy(&d.console(id).unwrap().log())
-    );
+    if let Err(e) = d.console(id).unwrap().wait_for(READY.as_bytes(), LONG) {
+        panic!("guest did not come up: {e}");
+    }
     id
 }
 
@@ -146,13 +145,13 @@ fn row38_garbage_in_control_shutdown() {
         // ... and says so on its console.
         let want = "ignoring control/shutdown = ";
         wait_for(30, || {
-            let log = String::from_utf8_lossy(&hub.log()).into_owned();
+            let log = String::from_utf8_lossy(&hub.history()).into_owned();
             (log.matches(want).count() > i).then_some(())
         })
         .unwrap_or_else(|| panic!("no warning for garbage {i}"));
         assert_eq!(ids_named(&d, "g"), [id.0], "garbage {i} changed the domain");
     }
-    let log = String::from_utf8_lossy(&hub.log()).into_owned();
+    let log = String::from_utf8_lossy(&hub.history()).into_owned();
     assert!(
         log.contains("ignoring control/shutdown = \"bogus\""),
         "{log}"
@@ -180,7 +179,11 @@ fn row39_repeated_requests_act_once() {
     let new = ids_named(&d, "r");
     assert_eq!(new.len(), 1, "{new:?}");
     let newid = DomId(new[0]);
-    assert!(d.console(newid).unwrap().wait_for_text(READY, LONG));
+    assert!(d
+        .console(newid)
+        .unwrap()
+        .wait_for(READY.as_bytes(), LONG)
+        .is_ok());
     // The restarted domain did not inherit the old requests.
     assert_eq!(ids_named(&d, "r"), [newid.0]);
 
@@ -197,4 +200,64 @@ fn row39_repeated_requests_act_once() {
     }
     let info = d.list().into_iter().find(|i| i.name == "p").unwrap();
     assert_eq!(info.reason.as_deref(), Some("poweroff"));
+}
+
+/// The console carries input too: through the control socket, what a client sends
+/// reaches the built-in guest, which echoes it; the session ends with the domain.
+#[test]
+fn console_input_reaches_the_guest() {
+    let tmp = TempDir::new("coninput");
+    let rt = RuntimeDir::at(tmp.path().join("rt/shim-hv"));
+    let d = Daemon::new(rt.clone());
+    d.set_quiet(true);
+    let d2 = d.clone();
+    let server = std::thread::spawn(move || d2.serve());
+    let client = Client::new(rt);
+    wait_for(30, || client.daemon_running().then_some(())).expect("daemon up");
+    let id = create(&d, "echo", "");
+
+    let (reader, mut writer) = std::os::unix::net::UnixStream::pair().unwrap();
+    let c2 = client.clone();
+    let session = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let r = c2.console("echo", &mut out, Some(Box::new(reader)));
+        (r, out)
+    });
+    use std::io::Write;
+    writer.write_all(b"hello guest\n").unwrap();
+    let con = d.console(id).unwrap();
+    con.wait_for(b"echo: hello guest", LONG).unwrap();
+    d.shutdown("echo", PowerRequest::Poweroff).unwrap();
+    assert!(d.wait_gone(id, LONG));
+    let (r, out) = session.join().unwrap();
+    r.unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.contains("echo: hello guest"), "{out}");
+    assert!(out.contains("power: poweroff"), "{out}");
+    drop(writer);
+    d.request_stop();
+    server.join().unwrap().unwrap();
+}
+
+/// Ctrl-] in the input ends a console session; the domain keeps running.
+#[test]
+fn ctrl_bracket_detaches() {
+    let tmp = TempDir::new("detach");
+    let rt = RuntimeDir::at(tmp.path().join("rt/shim-hv"));
+    let d = Daemon::new(rt.clone());
+    d.set_quiet(true);
+    let d2 = d.clone();
+    let server = std::thread::spawn(move || d2.serve());
+    let client = Client::new(rt);
+    wait_for(30, || client.daemon_running().then_some(())).expect("daemon up");
+    let id = create(&d, "det", "");
+    let mut out = Vec::new();
+    client
+        .console("det", &mut out, Some(Box::new(&b"ab\x1dcd"[..])))
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out).contains("(det) up"));
+    assert_eq!(ids_named(&d, "det"), [id.0]);
+    d.console(id).unwrap().wait_for(b"echo: ab", LONG).unwrap();
+    d.request_stop();
+    server.join().unwrap().unwrap();
 }

@@ -91,7 +91,8 @@ impl Served {
             .daemon
             .console(id)
             .unwrap()
-            .wait_for_text("waiting for control/shutdown", Duration::from_secs(30)));
+            .wait_for(b"waiting for control/shutdown", Duration::from_secs(30))
+            .is_ok());
         id
     }
 }

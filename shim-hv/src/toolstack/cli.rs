@@ -5,7 +5,7 @@
 //! when there is none. Errors are one line each, naming the file, key or value;
 //! the exit code is 1 (clap's usage errors: 2).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,7 +50,8 @@ pub enum Command {
     },
     /// List domains: Name, ID, Mem (MiB), VCPUs, State, Time(s) (seconds since start).
     List,
-    /// Attach to a domain's console (its output until the domain goes away).
+    /// Attach to a domain's console (its output until the domain goes away; what you
+    /// type goes to the guest, Ctrl-] then Enter detaches).
     Console {
         /// Domain name or id.
         domain: String,
@@ -117,6 +118,9 @@ pub struct Context {
     pub daemon_exe: Option<PathBuf>,
     /// The directory relative config paths are relative to.
     pub cwd: PathBuf,
+    /// Whether `console` / `create -c` send standard input to the guest (when it is a
+    /// terminal).
+    pub console_stdin: bool,
 }
 
 impl Context {
@@ -127,7 +131,13 @@ impl Context {
             runtime: RuntimeDir::from_env(),
             daemon_exe: std::env::current_exe().ok(),
             cwd: std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
+            console_stdin: std::io::stdin().is_terminal(),
         }
+    }
+
+    fn console_input(&self) -> Option<Box<dyn std::io::Read + Send>> {
+        self.console_stdin
+            .then(|| Box::new(std::io::stdin()) as Box<dyn std::io::Read + Send>)
     }
 }
 
@@ -180,7 +190,9 @@ fn execute(
             };
             w(out, format_args!("{}", format_list(&domains)))
         }
-        Command::Console { domain } => client.console(&domain, &mut WriteAdapter(out)),
+        Command::Console { domain } => {
+            client.console(&domain, &mut WriteAdapter(out), ctx.console_input())
+        }
         Command::Shutdown {
             wait,
             reboot,
@@ -355,7 +367,11 @@ fn create(
     };
     w(err, format_args!("Created domain {domid} ({name})\n"))?;
     if console {
-        client.console(&domid.to_string(), &mut WriteAdapter(out))?;
+        client.console(
+            &domid.to_string(),
+            &mut WriteAdapter(out),
+            ctx.console_input(),
+        )?;
     }
     Ok(())
 }
@@ -499,6 +515,7 @@ pub fn run_with_daemon(
         runtime: daemon.runtime_dir().clone(),
         daemon_exe: None,
         cwd: cwd.to_path_buf(),
+        console_stdin: false,
     };
     run(cmd, &ctx, out, err)
 }

@@ -132,8 +132,14 @@ impl Client {
     }
 
     /// Attaches to a domain's console and copies its output to `out` until the
-    /// domain goes away or the daemon stops.
-    pub fn console(&self, dom: &str, out: &mut impl Write) -> Result<(), Error> {
+    /// domain goes away or the daemon stops. Bytes read from `input` go to the guest;
+    /// `Ctrl-]` (0x1d) in the input detaches, as with xl.
+    pub fn console(
+        &self,
+        dom: &str,
+        out: &mut impl Write,
+        input: Option<Box<dyn Read + Send>>,
+    ) -> Result<(), Error> {
         let s = self.connect()?;
         let mut w = s.try_clone().map_err(io_err("control socket"))?;
         proto::write_line(&mut w, &Request::Console { dom: dom.into() })
@@ -145,6 +151,11 @@ impl Client {
             Ok(Some(other)) => return Err(Error::Protocol(format!("{other:?}"))),
             Ok(None) => return Err(Error::Protocol("connection closed".into())),
             Err(e) => return Err(Error::Protocol(e.to_string())),
+        }
+        if let Some(input) = input {
+            let _ = std::thread::Builder::new()
+                .name("console-stdin".into())
+                .spawn(move || forward(input, w));
         }
         let mut buf = [0u8; 4096];
         loop {
@@ -169,6 +180,33 @@ impl Client {
         }
     }
 }
+
+/// Copies `input` to the daemon until `Ctrl-]` or end of input; `Ctrl-]` ends
+/// the session.
+fn forward(mut input: Box<dyn Read + Send>, mut sock: UnixStream) {
+    let mut buf = [0u8; 256];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let chunk = buf.get(..n).unwrap_or_default();
+        let (send, detach) = match chunk.iter().position(|&b| b == DETACH) {
+            Some(i) => (chunk.get(..i).unwrap_or_default(), true),
+            None => (chunk, false),
+        };
+        if sock.write_all(send).is_err() {
+            return;
+        }
+        if detach {
+            let _ = sock.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+    }
+}
+
+/// `Ctrl-]`: leaves a console session.
+pub const DETACH: u8 = 0x1d;
 
 fn write_out(out: &mut impl Write, bytes: &[u8]) -> Result<(), Error> {
     out.write_all(bytes)

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufReader, Write};
+use std::io::{BufReader, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -34,11 +34,11 @@ use crate::xen::{
 };
 use crate::xenstored::{SocketServer, TxId};
 
-use super::console::ConsoleHub;
 use super::error::{io_err, Error};
 use super::proto::{self, DeviceInfo, DomainInfo, Reply, Request};
 use super::runtime::RuntimeDir;
 use super::{builtin, check_config, check_disk_images, unattached_devices, PowerRequest};
+use crate::backend::console::{ClientEvent, Console, ConsoleBackend, ConsoleConfig, Sink};
 
 /// Clients served at once on the control socket; more are refused.
 pub const MAX_CLIENTS: usize = 32;
@@ -70,7 +70,7 @@ pub struct Daemon {
     rt: RuntimeDir,
     table: Mutex<Table>,
     table_cv: Condvar,
-    consoles: Arc<Mutex<BTreeMap<u16, Arc<ConsoleHub>>>>,
+    consoles: Arc<ConsoleBackend>,
     started: Instant,
     stopping: AtomicBool,
     stop_cv: (Mutex<bool>, Condvar),
@@ -132,12 +132,13 @@ impl Daemon {
     pub fn new(rt: RuntimeDir) -> Arc<Daemon> {
         let hv = Hypervisor::new(HypervisorConfig::default());
         let events = hv.subscribe();
+        let consoles = ConsoleBackend::new(&hv, ConsoleConfig::default());
         let d = Arc::new(Daemon {
             hv,
             rt,
             table: Mutex::new(Table::default()),
             table_cv: Condvar::new(),
-            consoles: Arc::new(Mutex::new(BTreeMap::new())),
+            consoles,
             started: Instant::now(),
             stopping: AtomicBool::new(false),
             stop_cv: (Mutex::new(false), Condvar::new()),
@@ -177,9 +178,9 @@ impl Daemon {
         &self.rt
     }
 
-    /// Domain `id`'s console.
-    pub fn console(&self, id: DomId) -> Option<Arc<ConsoleHub>> {
-        lock(&self.consoles).get(&id.0).cloned()
+    /// Domain `id`'s console (while the domain lives).
+    pub fn console(&self, id: DomId) -> Option<Arc<Console>> {
+        self.consoles.console(id)
     }
 
     /// Finds a live domain by id (decimal) or name.
@@ -230,17 +231,13 @@ impl Daemon {
         let mut spec = DomainSpec::new(config.name.clone(), config.memory_mib);
         spec.vcpus = config.vcpus;
         spec.uuid = uuid;
-        let consoles = self.consoles.clone();
-        spec.console_sink = Some(Arc::new(move |id: DomId, bytes: &[u8]| {
-            let hub = lock(&consoles).get(&id.0).cloned();
-            if let Some(h) = hub {
-                h.push(bytes);
-            }
-        }));
+        spec.console_sink = Some(self.consoles.early_sink());
         let dom = self.hv.create_domain(spec)?;
         let id = dom.id();
-        let console = Arc::new(ConsoleHub::new());
-        lock(&self.consoles).insert(id.0, console.clone());
+        if let Err(e) = self.consoles.start(&dom, Sink::None) {
+            self.teardown(id);
+            return Err(Error::Daemon(format!("domain {}'s console: {e}", id.0)));
+        }
         let guest = match self.hv.spawn_guest(dom.clone(), builtin::run) {
             Ok(g) => g,
             Err(e) => {
@@ -276,9 +273,7 @@ impl Daemon {
         if let Err(e) = self.hv.destroy_domain(id) {
             self.log(&format!("destroying domain {}: {e}", id.0));
         }
-        if let Some(h) = lock(&self.consoles).remove(&id.0) {
-            h.close();
-        }
+        self.consoles.remove(id);
     }
 
     /// Destroys a domain at once (`xl destroy`).
@@ -744,20 +739,25 @@ impl Daemon {
             }
         };
         if let Request::Console { dom } = req {
-            self.stream_console(&dom, out);
+            let sock = out.try_clone();
+            self.stream_console(&dom, out, reader);
+            // Ends the input thread's read too.
+            if let Ok(s) = sock {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
             return;
         }
         let reply = self.handle(req);
         let _ = proto::write_line(&mut out, &reply);
     }
 
-    fn stream_console(&self, dom: &str, mut out: UnixStream) {
-        let hub = self.resolve(dom).and_then(|d| {
+    fn stream_console(&self, dom: &str, mut out: UnixStream, input: BufReader<UnixStream>) {
+        let console = self.resolve(dom).and_then(|d| {
             self.console(d.id())
-                .map(|h| (d.id(), h))
+                .map(|c| (d.id(), c))
                 .ok_or_else(|| Error::NoSuchDomain(dom.to_string()))
         });
-        let (id, hub) = match hub {
+        let (id, console) = match console {
             Ok(x) => x,
             Err(e) => {
                 let _ = proto::write_line(
@@ -769,25 +769,64 @@ impl Daemon {
                 return;
             }
         };
-        let (log_bytes, rx) = hub.attach();
-        if proto::write_line(&mut out, &Reply::Console { domid: id.0 }).is_err()
-            || out.write_all(&log_bytes).is_err()
-        {
+        let mut client = console.attach(true);
+        if proto::write_line(&mut out, &Reply::Console { domid: id.0 }).is_err() {
             return;
         }
+        // What the client types goes to the guest.
+        let _ = input.get_ref().set_read_timeout(None);
+        let to_guest = console.clone();
+        let _ = std::thread::Builder::new()
+            .name("console-input".into())
+            .spawn(move || forward_input(input, &to_guest));
         loop {
-            match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(chunk) => {
-                    if out.write_all(&chunk).is_err() {
+            match client.recv(Duration::from_secs(1)) {
+                Some(ClientEvent::Output(bytes)) => {
+                    if out.write_all(&bytes).is_err() {
                         return;
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {
-                    if self.is_stopping() {
+                Some(ClientEvent::Skipped(n)) => {
+                    let note = format!("\r\n[shim-hv: {n} bytes of console output skipped]\r\n");
+                    if out.write_all(note.as_bytes()).is_err() {
                         return;
                     }
                 }
-                Err(RecvTimeoutError::Disconnected) => return,
+                Some(ClientEvent::Closed(_)) => return,
+                None => {
+                    if self.is_stopping() || self.hv.domain(id).is_none() {
+                        // Deliver what is left, then end.
+                        while let Some(ClientEvent::Output(b)) = client.recv(Duration::ZERO) {
+                            if out.write_all(&b).is_err() {
+                                return;
+                            }
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Copies a console client's input to the guest until the client hangs up.
+fn forward_input(mut input: BufReader<UnixStream>, console: &Console) {
+    let mut buf = [0u8; 256];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let mut rest = buf.get(..n).unwrap_or_default();
+        // The guest may be slow to take it: retry a bounded number of times.
+        for _ in 0..200 {
+            if rest.is_empty() {
+                break;
+            }
+            let took = console.send_input(rest);
+            rest = rest.get(took..).unwrap_or_default();
+            if !rest.is_empty() {
+                std::thread::sleep(Duration::from_millis(10));
             }
         }
     }

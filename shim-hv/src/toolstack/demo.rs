@@ -151,10 +151,9 @@ fn session(daemon: &Arc<Daemon>, cwd: &Path, out: &mut dyn Write) -> Result<(), 
     let hub = daemon
         .console(dom.id())
         .ok_or_else(|| Error::NoSuchDomain("demo".into()))?;
-    if !hub.wait_for_text(READY, Duration::from_secs(30)) {
+    if let Err(e) = hub.wait_for(READY.as_bytes(), Duration::from_secs(30)) {
         return Err(Error::Daemon(format!(
-            "demo: the guest did not come up; its console: {:?}",
-            String::from_utf8_lossy(&hub.log())
+            "demo: the guest did not come up: {e}"
         )));
     }
     step(daemon, cwd, out, "list", Command::List)?;
@@ -219,7 +218,7 @@ fn session(daemon: &Arc<Daemon>, cwd: &Path, out: &mut dyn Write) -> Result<(), 
     writeln!(
         out,
         "$ shim-hv console demo    # what the guest printed\n{}",
-        String::from_utf8_lossy(&hub.log())
+        String::from_utf8_lossy(&hub.history())
     )
     .map_err(io_err("output"))?;
     step(daemon, cwd, out, "list", Command::List)?;

@@ -33,7 +33,6 @@
 pub mod builtin;
 pub mod cli;
 pub mod client;
-pub mod console;
 pub mod daemon;
 pub mod demo;
 mod error;
