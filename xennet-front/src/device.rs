@@ -727,19 +727,17 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
         Ok(self.link_state())
     }
 
-    /// Disconnects: ends every grant, closes the event channels and goes `Closed`
-    /// (telling the backend with `Closing` first, waiting up to `timeout`). The
-    /// device can be connected again with [`NetFront::reconnect`].
-    pub fn close<Q: Platform>(
-        &mut self,
-        xs: &mut Xenstore<Q>,
-        timeout: Duration,
-    ) -> Result<(), Error> {
+    /// Disconnects: tells the backend (`Closing`), waits up to `timeout` for it to
+    /// let go of the rings, ends every grant (quarantining pages the backend still
+    /// maps), closes the event channels and goes `Closed`. The device can be
+    /// connected again with [`NetFront::reconnect`].
+    pub fn close<Q: Platform>(&mut self, xs: &mut Xenstore<Q>, timeout: Duration) -> Result<(), Error> {
+        let r = match self.handshake.as_mut() {
+            Some(hs) => hs.close(xs, timeout).map_err(Error::from),
+            None => Ok(()),
+        };
         self.teardown();
-        if let Some(hs) = self.handshake.as_mut() {
-            hs.close(xs, timeout)?;
-        }
-        Ok(())
+        r
     }
 
     /// Connects again after [`NetFront::close`] (or after the backend went away),

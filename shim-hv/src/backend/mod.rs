@@ -1,3 +1,5 @@
 //! Device backends (dom0 side).
 
+pub mod bridge;
 pub mod console;
+pub mod tap;

@@ -1,0 +1,500 @@
+//! An in-process L2 bridge with MAC learning, connecting vifs of several domains
+//! (and optionally a host TAP device).
+//!
+//! ```text
+//!   vif1.0 ──┐                       ┌── vif2.0
+//!            ├── Bridge "xenbr0" ────┤
+//!   tap ─────┘   fdb: MAC → port     └── vif3.0
+//! ```
+//!
+//! A frame from port P teaches the bridge that its source MAC lives behind P.
+//! Unicast frames to a known MAC go to that port only; broadcast, multicast and
+//! unknown unicast frames are flooded to every port but P. The forwarding table is
+//! bounded ([`FDB_MAX`] entries; the oldest is evicted) and entries age out after
+//! [`FDB_AGE`], as Linux's bridge does with its default `ageing_time`.
+//!
+//! Ports deliver synchronously from the caller's thread; no bridge lock is held
+//! while a port delivers.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use xennet_front::csum;
+
+/// Most forwarding-table entries.
+pub const FDB_MAX: usize = 4096;
+/// How long a learned MAC stays without traffic from it.
+pub const FDB_AGE: Duration = Duration::from_secs(300);
+
+/// A large TCP frame to be segmented (GSO): MSS and `XEN_NETIF_GSO_TYPE_*`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Gso {
+    /// Segment payload size.
+    pub mss: u16,
+    /// `XEN_NETIF_GSO_TYPE_TCPV4` or `_TCPV6`.
+    pub ty: u8,
+}
+
+/// An Ethernet frame in host memory, with its offload state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Frame {
+    /// The bytes, Ethernet header first.
+    pub data: Vec<u8>,
+    /// The TCP/UDP checksum is still to be computed.
+    pub csum_blank: bool,
+    /// The sender vouches for the data.
+    pub data_validated: bool,
+    /// A large TCP frame still to be segmented.
+    pub gso: Option<Gso>,
+}
+
+impl Frame {
+    /// A plain frame.
+    pub fn new(data: Vec<u8>) -> Frame {
+        Frame {
+            data,
+            ..Frame::default()
+        }
+    }
+
+    /// Destination MAC.
+    pub fn dst(&self) -> Option<[u8; 6]> {
+        self.data.get(0..6)?.try_into().ok()
+    }
+
+    /// Source MAC.
+    pub fn src(&self) -> Option<[u8; 6]> {
+        self.data.get(6..12)?.try_into().ok()
+    }
+
+    /// This frame as a receiver without offloads needs it: GSO frames cut into
+    /// MSS-sized TCP segments, blank checksums computed. Frames whose headers do
+    /// not parse are passed on as they are (the receiver drops what it cannot use).
+    pub fn resolve_offloads(&self) -> Vec<Frame> {
+        let mut out = match self.gso {
+            Some(g) => segment_tcp(&self.data, g.mss),
+            None => vec![self.data.clone()],
+        };
+        for d in out.iter_mut() {
+            if self.csum_blank || self.gso.is_some() {
+                csum::complete(d);
+            }
+        }
+        out.into_iter()
+            .map(|data| Frame {
+                data,
+                csum_blank: false,
+                data_validated: self.data_validated || self.csum_blank,
+                gso: None,
+            })
+            .collect()
+    }
+}
+
+/// Cuts a large TCP frame into segments of at most `mss` payload bytes: headers
+/// copied, IPv4 total length / id / header checksum or IPv6 payload length fixed,
+/// sequence numbers advanced, FIN/PSH kept for the last segment and CWR for the
+/// first. TCP checksums are left for the caller. A frame that is not TCP (or whose
+/// headers do not parse, or `mss` is 0) comes back whole.
+pub fn segment_tcp(frame: &[u8], mss: u16) -> Vec<Vec<u8>> {
+    let whole = || vec![frame.to_vec()];
+    let Some(l4) = csum::locate(frame) else {
+        return whole();
+    };
+    let mss = usize::from(mss);
+    if l4.proto != csum::PROTO_TCP || mss == 0 {
+        return whole();
+    }
+    let Some(&off) = frame.get(l4.start + 12) else {
+        return whole();
+    };
+    let thl = usize::from(off >> 4) * 4;
+    let hdr_end = l4.start + thl;
+    let end = l4.start + l4.len;
+    if thl < 20 || hdr_end > end || end > frame.len() {
+        return whole();
+    }
+    let payload = &frame[hdr_end..end];
+    if payload.len() <= mss {
+        return whole();
+    }
+    let hdr = &frame[..hdr_end];
+    let seq0 = u32::from_be_bytes([
+        frame[l4.start + 4],
+        frame[l4.start + 5],
+        frame[l4.start + 6],
+        frame[l4.start + 7],
+    ]);
+    let flags = frame[l4.start + 13];
+    let ip_id = u16::from_be_bytes([frame[l4.l3 + 4], frame[l4.l3 + 5]]);
+    let n = payload.len().div_ceil(mss);
+    let mut out = Vec::with_capacity(n);
+    for (i, chunk) in payload.chunks(mss).enumerate() {
+        let mut s = Vec::with_capacity(hdr.len() + chunk.len());
+        s.extend_from_slice(hdr);
+        s.extend_from_slice(chunk);
+        let l3_len = hdr_end - l4.l3 + chunk.len();
+        if l4.ipv6 {
+            let pl = (l3_len - 40) as u16;
+            s[l4.l3 + 4..l4.l3 + 6].copy_from_slice(&pl.to_be_bytes());
+        } else {
+            s[l4.l3 + 2..l4.l3 + 4].copy_from_slice(&(l3_len as u16).to_be_bytes());
+            let id = ip_id.wrapping_add(i as u16);
+            s[l4.l3 + 4..l4.l3 + 6].copy_from_slice(&id.to_be_bytes());
+            s[l4.l3 + 10] = 0;
+            s[l4.l3 + 11] = 0;
+            let ihl = usize::from(s[l4.l3] & 0x0f) * 4;
+            let c = csum::internet_checksum(&s[l4.l3..l4.l3 + ihl]);
+            s[l4.l3 + 10..l4.l3 + 12].copy_from_slice(&c.to_be_bytes());
+        }
+        let seq = seq0.wrapping_add((i * mss) as u32);
+        s[l4.start + 4..l4.start + 8].copy_from_slice(&seq.to_be_bytes());
+        let mut f = flags;
+        if i + 1 < n {
+            f &= !(0x01 | 0x08); // FIN, PSH only on the last segment
+        }
+        if i > 0 {
+            f &= !0x80; // CWR only on the first
+        }
+        s[l4.start + 13] = f;
+        out.push(s);
+    }
+    out
+}
+
+/// Something attached to a bridge.
+pub trait BridgePort: Send + Sync {
+    /// Takes a copy of `frame` (or drops it). Called from any thread, without a
+    /// bridge lock held.
+    fn deliver(&self, frame: &Frame);
+    /// A name for diagnostics (`vif1.0`, `tap0`).
+    fn name(&self) -> String;
+}
+
+/// A port's number on its bridge.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortId(pub u64);
+
+struct Learned {
+    port: PortId,
+    seen: Instant,
+}
+
+#[derive(Default)]
+struct State {
+    ports: BTreeMap<PortId, Arc<dyn BridgePort>>,
+    next: u64,
+    fdb: HashMap<[u8; 6], Learned>,
+}
+
+/// Bridge counters.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct BridgeStats {
+    /// Frames forwarded to exactly one port.
+    pub unicast: u64,
+    /// Frames flooded.
+    pub flooded: u64,
+    /// Frames dropped (runts, or destination behind the sender's own port).
+    pub dropped: u64,
+}
+
+/// An L2 bridge.
+pub struct Bridge {
+    name: String,
+    state: Mutex<State>,
+    unicast: AtomicU64,
+    flooded: AtomicU64,
+    dropped: AtomicU64,
+}
+
+impl fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Bridge")
+            .field("name", &self.name)
+            .field("ports", &self.lock().ports.len())
+            .finish()
+    }
+}
+
+fn is_unicast(mac: &[u8; 6]) -> bool {
+    mac[0] & 1 == 0 && *mac != [0; 6]
+}
+
+impl Bridge {
+    /// An empty bridge.
+    pub fn new(name: impl Into<String>) -> Arc<Bridge> {
+        Arc::new(Bridge {
+            name: name.into(),
+            state: Mutex::new(State::default()),
+            unicast: AtomicU64::new(0),
+            flooded: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The bridge's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Attaches a port.
+    pub fn attach(&self, port: Arc<dyn BridgePort>) -> PortId {
+        let mut s = self.lock();
+        s.next += 1;
+        let id = PortId(s.next);
+        s.ports.insert(id, port);
+        id
+    }
+
+    /// Detaches a port and forgets the MACs learned behind it.
+    pub fn detach(&self, id: PortId) {
+        let mut s = self.lock();
+        s.ports.remove(&id);
+        s.fdb.retain(|_, l| l.port != id);
+    }
+
+    /// Names of the attached ports.
+    pub fn port_names(&self) -> Vec<String> {
+        self.lock().ports.values().map(|p| p.name()).collect()
+    }
+
+    /// Which port a MAC was learned on.
+    pub fn lookup(&self, mac: [u8; 6]) -> Option<PortId> {
+        self.lock().fdb.get(&mac).map(|l| l.port)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> BridgeStats {
+        BridgeStats {
+            unicast: self.unicast.load(Ordering::Relaxed),
+            flooded: self.flooded.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Forwards a frame that arrived on port `from`.
+    pub fn forward(&self, from: PortId, frame: &Frame) {
+        let (Some(dst), Some(src)) = (frame.dst(), frame.src()) else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if frame.data.len() < 14 {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let now = Instant::now();
+        let targets: Vec<Arc<dyn BridgePort>> = {
+            let mut s = self.lock();
+            if !s.ports.contains_key(&from) {
+                return; // detached meanwhile
+            }
+            if is_unicast(&src) {
+                if s.fdb.len() >= FDB_MAX && !s.fdb.contains_key(&src) {
+                    s.fdb.retain(|_, l| now.duration_since(l.seen) < FDB_AGE);
+                    if s.fdb.len() >= FDB_MAX {
+                        let oldest = s.fdb.iter().min_by_key(|(_, l)| l.seen).map(|(m, _)| *m);
+                        if let Some(m) = oldest {
+                            s.fdb.remove(&m);
+                        }
+                    }
+                }
+                s.fdb.insert(
+                    src,
+                    Learned {
+                        port: from,
+                        seen: now,
+                    },
+                );
+            }
+            let known = if is_unicast(&dst) {
+                s.fdb
+                    .get(&dst)
+                    .filter(|l| now.duration_since(l.seen) < FDB_AGE)
+                    .map(|l| l.port)
+            } else {
+                None
+            };
+            match known {
+                Some(p) if p == from => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    Vec::new()
+                }
+                Some(p) => {
+                    self.unicast.fetch_add(1, Ordering::Relaxed);
+                    s.ports.get(&p).cloned().into_iter().collect()
+                }
+                None => {
+                    self.flooded.fetch_add(1, Ordering::Relaxed);
+                    s.ports
+                        .iter()
+                        .filter(|(id, _)| **id != from)
+                        .map(|(_, p)| p.clone())
+                        .collect()
+                }
+            }
+        };
+        for t in targets {
+            t.deliver(frame);
+        }
+    }
+}
+
+/// Bridges by name (what a toolstack keeps: `bridge=xenbr0` in a vif config).
+#[derive(Debug, Default)]
+pub struct Bridges {
+    map: Mutex<BTreeMap<String, Arc<Bridge>>>,
+}
+
+impl Bridges {
+    /// No bridges yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The bridge called `name`, created on first use.
+    pub fn get(&self, name: &str) -> Arc<Bridge> {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(name.to_string())
+            .or_insert_with(|| Bridge::new(name))
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Sink(String, Mutex<Vec<Vec<u8>>>);
+    impl BridgePort for Sink {
+        fn deliver(&self, f: &Frame) {
+            self.1.lock().unwrap().push(f.data.clone());
+        }
+        fn name(&self) -> String {
+            self.0.clone()
+        }
+    }
+
+    fn frame(dst: [u8; 6], src: [u8; 6]) -> Frame {
+        let mut d = dst.to_vec();
+        d.extend_from_slice(&src);
+        d.extend_from_slice(&[0x08, 0x00, 1, 2, 3]);
+        Frame::new(d)
+    }
+
+    #[test]
+    fn learns_floods_and_forwards() {
+        let b = Bridge::new("br");
+        let sinks: Vec<Arc<Sink>> = (0..3)
+            .map(|i| Arc::new(Sink(format!("p{i}"), Mutex::new(Vec::new()))))
+            .collect();
+        let ids: Vec<PortId> = sinks.iter().map(|s| b.attach(s.clone())).collect();
+        let (a, c) = ([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xc]);
+        // Unknown destination: flooded to everyone but the sender.
+        b.forward(ids[0], &frame(c, a));
+        let n: Vec<usize> = sinks.iter().map(|s| s.1.lock().unwrap().len()).collect();
+        assert_eq!(n, vec![0, 1, 1]);
+        assert_eq!(b.lookup(a), Some(ids[0]));
+        // Reply from port 2: goes to port 0 only, and c is learned.
+        b.forward(ids[2], &frame(a, c));
+        let n: Vec<usize> = sinks.iter().map(|s| s.1.lock().unwrap().len()).collect();
+        assert_eq!(n, vec![1, 1, 1]);
+        b.forward(ids[0], &frame(c, a));
+        let n: Vec<usize> = sinks.iter().map(|s| s.1.lock().unwrap().len()).collect();
+        assert_eq!(n, vec![1, 1, 2]);
+        // Broadcast floods.
+        b.forward(ids[1], &frame([0xff; 6], [2, 0, 0, 0, 0, 0xb]));
+        let n: Vec<usize> = sinks.iter().map(|s| s.1.lock().unwrap().len()).collect();
+        assert_eq!(n, vec![2, 1, 3]);
+        // A multicast source is never learned; runts are dropped.
+        b.forward(ids[1], &frame(a, [1, 0, 0, 0, 0, 1]));
+        assert_eq!(b.lookup([1, 0, 0, 0, 0, 1]), None);
+        b.forward(ids[1], &Frame::new(vec![1, 2, 3]));
+        assert_eq!(b.stats().dropped, 1);
+        // Detach forgets what was learned there.
+        b.detach(ids[2]);
+        assert_eq!(b.lookup(c), None);
+        assert_eq!(b.port_names().len(), 2);
+    }
+
+    #[test]
+    fn tcp_segmentation_fixes_headers() {
+        for ipv6 in [false, true] {
+            // Ethernet + IP + TCP with 10000 payload bytes, checksum blank.
+            let mut f = vec![0u8; 14];
+            f[12..14].copy_from_slice(if ipv6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
+            let payload: Vec<u8> = (0..10000u32).map(|i| (i * 7) as u8).collect();
+            let tcp_len = 20 + payload.len();
+            if ipv6 {
+                let mut ip = vec![0u8; 40];
+                ip[0] = 0x60;
+                ip[4..6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
+                ip[6] = 6;
+                ip[8] = 0xfd;
+                ip[24] = 0xfd;
+                ip[39] = 2;
+                f.extend_from_slice(&ip);
+            } else {
+                let mut ip = vec![0u8; 20];
+                ip[0] = 0x45;
+                ip[2..4].copy_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
+                ip[4..6].copy_from_slice(&7u16.to_be_bytes());
+                ip[9] = 6;
+                ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
+                ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
+                f.extend_from_slice(&ip);
+            }
+            let mut tcp = vec![0u8; 20];
+            tcp[4..8].copy_from_slice(&1000u32.to_be_bytes());
+            tcp[12] = 5 << 4;
+            tcp[13] = 0x18 | 0x01 | 0x80; // PSH ACK FIN CWR
+            f.extend_from_slice(&tcp);
+            f.extend_from_slice(&payload);
+            let big = Frame {
+                data: f,
+                csum_blank: true,
+                data_validated: false,
+                gso: Some(Gso { mss: 1448, ty: if ipv6 { 2 } else { 1 } }),
+            };
+            let segs = big.resolve_offloads();
+            assert_eq!(segs.len(), 10000usize.div_ceil(1448));
+            let mut joined = Vec::new();
+            for (i, s) in segs.iter().enumerate() {
+                assert_eq!(csum::verify(&s.data[..]), Some(true));
+                let l4 = csum::locate(&s.data[..]).unwrap();
+                let seq = u32::from_be_bytes(s.data[l4.start + 4..l4.start + 8].try_into().unwrap());
+                assert_eq!(seq, 1000 + (i * 1448) as u32);
+                let fl = s.data[l4.start + 13];
+                assert_eq!(fl & 0x09 != 0, i + 1 == segs.len(), "FIN/PSH last only");
+                assert_eq!(fl & 0x80 != 0, i == 0, "CWR first only");
+                if !ipv6 {
+                    let ihl = (s.data[14] & 0x0f) as usize * 4;
+                    assert_eq!(csum::internet_checksum(&s.data[14..14 + ihl]), 0);
+                }
+                joined.extend_from_slice(&s.data[l4.start + 20..]);
+                assert!(s.data.len() <= 14 + if ipv6 { 40 } else { 20 } + 20 + 1448);
+            }
+            assert_eq!(joined, payload);
+        }
+    }
+
+    #[test]
+    fn fdb_is_bounded() {
+        let b = Bridge::new("br");
+        let s = Arc::new(Sink("p".into(), Mutex::new(Vec::new())));
+        let p = b.attach(s);
+        let q = b.attach(Arc::new(Sink("q".into(), Mutex::new(Vec::new()))));
+        for i in 0..(FDB_MAX + 100) as u32 {
+            let b4 = i.to_be_bytes();
+            b.forward(p, &frame([0xff; 6], [2, 0, b4[0], b4[1], b4[2], b4[3]]));
+        }
+        assert!(b.lock().fdb.len() <= FDB_MAX);
+        let _ = q;
+    }
+}
