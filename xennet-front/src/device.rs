@@ -731,7 +731,11 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
     /// let go of the rings, ends every grant (quarantining pages the backend still
     /// maps), closes the event channels and goes `Closed`. The device can be
     /// connected again with [`NetFront::reconnect`].
-    pub fn close<Q: Platform>(&mut self, xs: &mut Xenstore<Q>, timeout: Duration) -> Result<(), Error> {
+    pub fn close<Q: Platform>(
+        &mut self,
+        xs: &mut Xenstore<Q>,
+        timeout: Duration,
+    ) -> Result<(), Error> {
         let r = match self.handshake.as_mut() {
             Some(hs) => hs.close(xs, timeout).map_err(Error::from),
             None => Ok(()),

@@ -460,7 +460,10 @@ mod tests {
                 data: f,
                 csum_blank: true,
                 data_validated: false,
-                gso: Some(Gso { mss: 1448, ty: if ipv6 { 2 } else { 1 } }),
+                gso: Some(Gso {
+                    mss: 1448,
+                    ty: if ipv6 { 2 } else { 1 },
+                }),
             };
             let segs = big.resolve_offloads();
             assert_eq!(segs.len(), 10000usize.div_ceil(1448));
@@ -468,7 +471,8 @@ mod tests {
             for (i, s) in segs.iter().enumerate() {
                 assert_eq!(csum::verify(&s.data[..]), Some(true));
                 let l4 = csum::locate(&s.data[..]).unwrap();
-                let seq = u32::from_be_bytes(s.data[l4.start + 4..l4.start + 8].try_into().unwrap());
+                let seq =
+                    u32::from_be_bytes(s.data[l4.start + 4..l4.start + 8].try_into().unwrap());
                 assert_eq!(seq, 1000 + (i * 1448) as u32);
                 let fl = s.data[l4.start + 13];
                 assert_eq!(fl & 0x09 != 0, i + 1 == segs.len(), "FIN/PSH last only");
