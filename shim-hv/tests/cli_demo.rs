@@ -33,3 +33,22 @@ fn demo_runs_and_cleans_up() {
     assert!(!std::path::Path::new(dir).exists(), "{dir}");
     assert!(!cli.runtime().exists());
 }
+
+/// Every example config passes `create -n`.
+#[test]
+fn example_configs_parse() {
+    let cli = Cli::new("examples");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "cfg") {
+            let o = cli.run(&["create", "-n", p.to_str().unwrap()]);
+            assert!(o.status.success(), "{}: {o:?}", p.display());
+            let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(j["kernel"], serde_json::Value::Null, "{}", p.display());
+            n += 1;
+        }
+    }
+    assert!(n >= 2);
+}
