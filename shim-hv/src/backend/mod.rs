@@ -3,3 +3,4 @@
 pub mod bridge;
 pub mod console;
 pub mod tap;
+pub mod xenbus;
