@@ -2,5 +2,6 @@
 
 pub mod bridge;
 pub mod console;
+pub mod net;
 pub mod tap;
 pub mod xenbus;

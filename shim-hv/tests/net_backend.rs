@@ -1,0 +1,117 @@
+//! netback's control side: xenstore nodes like libxl's, MACs, the vif script,
+//! reconnects.
+
+mod net_util;
+
+use std::time::Duration;
+
+use net_util::*;
+use shim_hv::backend::bridge::Bridge;
+use shim_hv::backend::net::{random_mac, NetBackend, NetConfig};
+use shim_hv::xenstored::TxId;
+use xennet_front::{Config, Mac, TxMeta};
+
+#[test]
+fn random_macs_are_local_unicast_and_differ() {
+    let a: Vec<Mac> = (0..64).map(|_| random_mac()).collect();
+    for m in &a {
+        assert!(m.is_local() && !m.is_multicast(), "{m}");
+    }
+    let mut s = a.clone();
+    s.sort();
+    s.dedup();
+    assert_eq!(s.len(), a.len());
+}
+
+#[test]
+fn nodes_macs_and_the_vif_script() {
+    let dir = std::env::temp_dir().join(format!("xenkit-vif-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("log");
+    let script = dir.join("vif-test");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$* | env domain=$domain vif=$vif mac=$mac bridge=$bridge devid=$devid backend_mac=$backend_mac path=$XENBUS_PATH\" >> {}\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let hv = hv();
+    let br = Bridge::new("xenbr7");
+    let dom = domain(&hv, "s", 48);
+    let cfg = NetConfig {
+        mac: Some(Mac::parse(b"aa:00:00:50:02:f0").unwrap()),
+        script: Some(script.clone()),
+        ..NetConfig::default()
+    };
+    let be = NetBackend::start(&hv, dom.id(), br.clone(), cfg).unwrap();
+    assert_eq!(be.backend_mac().to_string(), "aa:00:00:51:02:f0");
+    assert_eq!(be.vif_name(), format!("vif{}.0", dom.id().0));
+    let xs = hv.xenstored().client(0);
+    let read = |p: &str| String::from_utf8(xs.read(TxId::NONE, p).unwrap()).unwrap();
+    let bp = be.backend_path().to_string();
+    assert_eq!(bp, format!("/local/domain/0/backend/vif/{}/0", dom.id().0));
+    assert_eq!(read(&format!("{bp}/mac")), "aa:00:00:50:02:f0");
+    assert_eq!(read(&format!("{bp}/bridge")), "xenbr7");
+    assert_eq!(read(&format!("{bp}/feature-rx-copy")), "1");
+    assert_eq!(read(&format!("{bp}/state")), "2");
+    let fp = format!("/local/domain/{}/device/vif/0", dom.id().0);
+    assert_eq!(read(&format!("{fp}/mac")), "aa:00:00:50:02:f0");
+    assert_eq!(read(&format!("{fp}/backend")), bp);
+
+    // Connect, reconnect, close.
+    let rx = {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let _h = hv
+            .spawn_guest(dom.clone(), move |g| {
+                let p: &shim_hv::runner::inproc::InProcGuest = &g;
+                let table: Box<hypercall::gnttab::GrantTable<NG>> =
+                    Box::new(hypercall::gnttab::GrantTable::setup(p, 16).unwrap());
+                let mut xs = xenbus::Xenstore::from_hvm_params(p).unwrap();
+                let mut dev = xennet_front::NetFront::connect(
+                    p,
+                    &*table,
+                    &mut xs,
+                    0,
+                    Config::default(),
+                    STEP,
+                )
+                .unwrap();
+                assert_eq!(dev.mac().to_string(), "aa:00:00:50:02:f0");
+                dev.close(&mut xs, Duration::from_secs(5)).unwrap();
+                assert_eq!(table.in_use(), 0);
+                dev.reconnect(&mut xs, STEP).unwrap();
+                let f = ip_frame(Mac::BROADCAST, dev.mac(), false, false, 50, 1);
+                send_meta(&mut dev, &f, TxMeta::default()).unwrap();
+                dev.close(&mut xs, Duration::from_secs(5)).unwrap();
+                let _ = tx.send(table.in_use());
+            })
+            .unwrap();
+        rx
+    };
+    assert_eq!(rx.recv_timeout(Duration::from_secs(60)).unwrap(), 0);
+    std::thread::sleep(Duration::from_millis(300));
+    let s = be.stats();
+    assert_eq!(s.connects, 2);
+    assert_eq!(s.tx_frames, 1);
+    be.destroy();
+    assert!(
+        xs.read(TxId::NONE, &bp).is_err(),
+        "backend directory removed"
+    );
+    let log = std::fs::read_to_string(&log).unwrap();
+    let d = dom.id().0;
+    let want_up = format!(
+        "up domain={d} vif=vif{d}.0 mac=aa:00:00:50:02:f0 bridge=xenbr7 | env domain={d} vif=vif{d}.0 mac=aa:00:00:50:02:f0 bridge=xenbr7 devid=0 backend_mac=aa:00:00:51:02:f0 path={bp}"
+    );
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 4, "{log}");
+    assert_eq!(lines[0], want_up);
+    assert!(lines[1].starts_with("down domain="));
+    assert_eq!(lines[2], want_up);
+    assert!(lines[3].starts_with("down "));
+    let _ = std::fs::remove_dir_all(&dir);
+}

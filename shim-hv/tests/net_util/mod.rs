@@ -1,0 +1,201 @@
+//! Helpers for the net_* tests: a hypervisor, guests running xennet-front in the
+//! in-process runner, netbacks on a bridge.
+#![allow(dead_code)]
+
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hypercall::gnttab::GrantTable;
+use shim_hv::backend::bridge::Bridge;
+use shim_hv::backend::net::{NetBackend, NetConfig};
+use shim_hv::runner::inproc::{GuestHandle, InProcGuest};
+use shim_hv::xen::{Domain, DomainSpec, Hypervisor, HypervisorConfig};
+use xenbus::Xenstore;
+use xennet_front::{Config, Mac, NetFront};
+
+/// Grant refs a test guest's table holds (16 frames).
+pub const NG: usize = 8192;
+/// Per-step handshake timeout.
+pub const STEP: Duration = Duration::from_secs(20);
+
+pub type Dev<'a> = NetFront<'a, &'a InProcGuest, NG>;
+
+pub fn hv() -> Arc<Hypervisor> {
+    Hypervisor::new(HypervisorConfig::default())
+}
+
+pub fn domain(hv: &Hypervisor, name: &str, mib: u64) -> Arc<Domain> {
+    hv.create_domain(DomainSpec::new(name, mib))
+        .expect("create domain")
+}
+
+/// A MAC for test guest `n`.
+pub fn mac(n: u8) -> Mac {
+    Mac([0xaa, 0, 0, 0x50, 2, n])
+}
+
+/// A domain with a vif on `bridge`.
+pub fn guest_with_vif(
+    hv: &Arc<Hypervisor>,
+    bridge: &Arc<Bridge>,
+    name: &str,
+    n: u8,
+    cfg: NetConfig,
+) -> (Arc<Domain>, NetBackend) {
+    let dom = domain(hv, name, 48);
+    let cfg = NetConfig {
+        mac: Some(cfg.mac.unwrap_or(mac(n))),
+        ..cfg
+    };
+    let be = NetBackend::start(hv, dom.id(), bridge.clone(), cfg).expect("netback");
+    (dom, be)
+}
+
+/// Runs `body` as the guest: grant table, xenstore, NetFront::connect(vif 0).
+/// The body gets the connected device; its result goes back through the handle.
+pub fn run_guest<T, F>(hv: &Arc<Hypervisor>, dom: Arc<Domain>, cfg: Config, body: F) -> Receiver<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Dev<'_>, &InProcGuest) -> T + Send + 'static,
+{
+    let (tx, rx) = channel();
+    let _h: GuestHandle = hv
+        .spawn_guest(dom, move |g| {
+            let p: &InProcGuest = &g;
+            let table: Box<GrantTable<NG>> =
+                Box::new(GrantTable::setup(p, (NG / 512) as u32).expect("grant table"));
+            let mut xs = Xenstore::from_hvm_params(p).expect("xenstore");
+            let mut dev = NetFront::connect(p, &*table, &mut xs, 0, cfg, STEP).expect("connect");
+            let r = body(&mut dev, p);
+            let _ = tx.send(r);
+            let _ = dev.close(&mut xs, Duration::from_secs(5));
+            assert_eq!(table.in_use(), 0, "every grant ended after close");
+        })
+        .expect("spawn guest");
+    rx
+}
+
+/// A two-way channel pair for test ↔ guest coordination.
+pub fn pipe<T>() -> (Sender<T>, Receiver<T>) {
+    channel()
+}
+
+/// Test frames: Ethernet + IPv4/IPv6 + TCP/UDP with `payload` bytes.
+pub fn ip_frame(dst: Mac, src: Mac, ipv6: bool, tcp: bool, payload: usize, seed: u8) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst.0);
+    f.extend_from_slice(&src.0);
+    let l4len = if tcp { 20 } else { 8 } + payload;
+    let proto = if tcp { 6 } else { 17 };
+    if ipv6 {
+        f.extend_from_slice(&[0x86, 0xdd]);
+        let mut ip = vec![0u8; 40];
+        ip[0] = 0x60;
+        ip[4..6].copy_from_slice(&(l4len as u16).to_be_bytes());
+        ip[6] = proto;
+        ip[7] = 64;
+        ip[8] = 0xfd;
+        ip[23] = src.0[5];
+        ip[24] = 0xfd;
+        ip[39] = dst.0[5];
+        f.extend_from_slice(&ip);
+    } else {
+        f.extend_from_slice(&[0x08, 0x00]);
+        let mut ip = vec![0u8; 20];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&((20 + l4len) as u16).to_be_bytes());
+        ip[8] = 64;
+        ip[9] = proto;
+        ip[12..16].copy_from_slice(&[10, 0, 0, src.0[5]]);
+        ip[16..20].copy_from_slice(&[10, 0, 0, dst.0[5]]);
+        let c = xennet_front::csum::internet_checksum(&ip);
+        ip[10..12].copy_from_slice(&c.to_be_bytes());
+        f.extend_from_slice(&ip);
+    }
+    let mut l4 = vec![0u8; l4len];
+    l4[0..2].copy_from_slice(&4000u16.to_be_bytes());
+    l4[2..4].copy_from_slice(&5000u16.to_be_bytes());
+    if tcp {
+        l4[4..8].copy_from_slice(&77u32.to_be_bytes());
+        l4[12] = 5 << 4;
+        l4[13] = 0x18;
+    } else {
+        l4[4..6].copy_from_slice(&(l4len as u16).to_be_bytes());
+    }
+    let h = if tcp { 20 } else { 8 };
+    for (i, b) in l4[h..].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(13).wrapping_add(seed);
+    }
+    f.extend_from_slice(&l4);
+    f
+}
+
+/// Sends, retrying while the ring is full.
+pub fn send_meta(dev: &mut Dev<'_>, f: &[u8], meta: xennet_front::TxMeta) -> Result<(), String> {
+    for _ in 0..100_000 {
+        match dev.send_frags(&[f], meta) {
+            Ok(()) => return Ok(()),
+            Err(xennet_front::Error::Busy) => {
+                dev.poll().map_err(|e| e.to_string())?;
+                std::thread::yield_now();
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err("tx ring stayed full".into())
+}
+
+/// Receives frames until `n` arrived (skipping broadcasts) or `secs` passed.
+pub fn recv_n(
+    dev: &mut Dev<'_>,
+    n: usize,
+    secs: u64,
+) -> Result<Vec<(Vec<u8>, xennet_front::RxMeta)>, String> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; xennet_front::MAX_FRAME];
+    let end = std::time::Instant::now() + Duration::from_secs(secs);
+    while out.len() < n && std::time::Instant::now() < end {
+        if let Some(m) = dev
+            .recv_timeout(&mut buf, Duration::from_millis(200))
+            .map_err(|e| e.to_string())?
+        {
+            if buf[0..6] != [0xff; 6] {
+                out.push((buf[..m.len].to_vec(), m));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Runs only `NetFront::connect` in the guest and returns its result (the device is
+/// closed again if it connected).
+pub fn connect_result(
+    hv: &Arc<Hypervisor>,
+    dom: Arc<Domain>,
+    cfg: Config,
+) -> Result<(), xennet_front::Error> {
+    let (tx, rx) = channel();
+    let _h = hv
+        .spawn_guest(dom, move |g| {
+            let p: &InProcGuest = &g;
+            let table: Box<GrantTable<NG>> =
+                Box::new(GrantTable::setup(p, (NG / 512) as u32).expect("grant table"));
+            let mut xs = Xenstore::from_hvm_params(p).expect("xenstore");
+            let r = NetFront::connect(p, &*table, &mut xs, 0, cfg, STEP);
+            let r = match r {
+                Ok(mut dev) => {
+                    let _ = dev.close(&mut xs, Duration::from_secs(5));
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            };
+            let _ = tx.send((r, table.in_use()));
+        })
+        .expect("spawn guest");
+    let (r, in_use) = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("guest ended");
+    assert_eq!(in_use, 0, "no grant left behind");
+    r
+}
