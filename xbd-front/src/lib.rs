@@ -1,5 +1,88 @@
-//! xbd-front (xenkit).
+//! xbd-front: the Xen block frontend (blkif) of xenkit. `no_std`, no heap, no
+//! `unsafe`.
+//!
+//! ```text
+//!   your OS / unikernel
+//!     │ submit_read/write/flush/discard ─▶ Tag      read/write/flush (blocking, timeout)
+//!     │ poll() on the device's event ─▶ next_completion() ─▶ finish(tag, bufs)
+//!     ▼
+//!   Device<P, G, SLOTS, SEGS>                       handshake + negotiation (xenbus)
+//!     io: shadows[SLOTS] ── bounce pages[SLOTS×SEGS] (zeroed/overwritten per request)
+//!         FrontRing<blkif> (1..16 pages)  ── grants (per request, or persistent)
+//!     │                          ▲ responses: id/op/status checked against the shadow
+//!     ▼ shared ring + event channel
+//!   blkback (shim-hv, Linux, ...)  ── disk image
+//! ```
+//!
+//! - Discovery: [`discover`] lists `device/vbd/`; [`vdev`] names the numbers.
+//! - [`Device::connect`] runs the xenbus handshake and negotiates whatever the backend
+//!   offers (any subset, none included): multi-page rings (`max-ring-page-order`),
+//!   indirect descriptors, persistent grants, flush/barrier, discard; it reads
+//!   `sectors`/`sector-size`/`info`/`mode`/`device-type` and refuses unusable
+//!   geometry ([`Error::BadConfig`]).
+//! - The backend is not trusted: every response is copied once and checked against
+//!   the request's shadow; a violation puts the device in [`State::Broken`] and fails
+//!   every request with a typed error, never a panic. Pages granted to the backend
+//!   only ever hold that request's data (bounce buffers; XSA-403). Grants the backend
+//!   still maps are never reused (XSA-396).
+//! - All state is fixed-size: `SLOTS` ring requests of up to `SEGS` pages each.
+//!
+//! # Example
+//!
+//! ```
+//! use core::time::Duration;
+//! use hypercall::gnttab::GrantTable;
+//! use hypercall::Platform;
+//! use xbd_front::{discover, Config, Device, VbdEntry};
+//! use xenbus::Xenstore;
+//!
+//! fn first_sector<P: Platform + Copy>(
+//!     platform: P,
+//!     grants: &GrantTable<1024>,
+//! ) -> Result<[u8; 512], xbd_front::Error> {
+//!     let mut xs = Xenstore::from_hvm_params(platform)?;
+//!     let mut found = [VbdEntry { devid: 0, vdev: None }; 4];
+//!     let n = discover(&mut xs, &mut found)?;
+//!     let devid = found.get(..n).and_then(|f| f.first()).ok_or(xbd_front::Error::NotConnected)?.devid;
+//!
+//!     // 8 requests in flight, 11 pages each: small enough for the stack.
+//!     let mut disk: Device<P, _, 8, 11> = Device::new(platform, grants, devid, Config::default())?;
+//!     disk.connect(&mut xs)?;
+//!     let mut sector = [0u8; 512];
+//!     disk.read(0, &mut [&mut sector[..]], Duration::from_secs(5))?;
+//!     if !disk.info().is_some_and(|i| i.read_only) {
+//!         disk.write(0, &[&sector[..]], Duration::from_secs(5))?;
+//!         let _ = disk.flush(Duration::from_secs(5)); // NotSupported without the feature
+//!     }
+//!     disk.close(&mut xs)?;
+//!     Ok(sector)
+//! }
+//! ```
 #![no_std]
-#![forbid(unsafe_code)]
+// No unsafe code in the crate; only the test-only fake (a platform over host memory)
+// needs it.
+#![cfg_attr(not(test), forbid(unsafe_code))]
+#![cfg_attr(test, deny(unsafe_code))]
 
+#[cfg(test)]
+extern crate std;
+
+mod device;
+mod discover;
+mod error;
+pub mod features;
+mod grants;
+mod io;
 pub mod vdev;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+
+pub use device::{Device, DeviceEvent, State, PROTOCOL};
+pub use discover::{discover, parse_devid, VbdEntry};
+pub use error::{BadConfig, BrokenReason, Error, IoError};
+pub use features::{Config, DeviceType, Discard, DiskInfo, Features, FlushKind};
+pub use grants::Grants;
+pub use io::{OpKind, Stats, Tag};

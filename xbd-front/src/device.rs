@@ -1,0 +1,865 @@
+//! One virtual block device: handshake, negotiation, I/O API, events, teardown.
+
+use core::fmt::Write as _;
+use core::time::Duration;
+
+use hypercall::abi::blkif;
+use hypercall::{Platform, Port, SharedMem, Xen, PAGE_SIZE};
+use xenbus::frontend::{BackendEvent, FrontendHandshake, Phase};
+use xenbus::{Path, Snippet, Store, XenbusState, Xenstore};
+
+use crate::error::{BadConfig, BrokenReason, Error};
+use crate::features::{
+    self, Config, DiskInfo, FlushKind, GeometryKey, Offer, RawGeometry, MAX_RING_PAGE_ORDER,
+};
+use crate::grants::Grants;
+use crate::io::{total_len, total_len_mut, BlkRing, Geometry, Io, OpKind, Stats, Tag};
+use crate::Features;
+
+/// The `protocol` value for this build's architecture (`XEN_IO_PROTO_ABI_NATIVE`);
+/// `None` on architectures without one (the key is then not written).
+pub const PROTOCOL: Option<&str> = if cfg!(target_arch = "x86_64") {
+    Some("x86_64-abi")
+} else if cfg!(target_arch = "x86") {
+    Some("x86_32-abi")
+} else if cfg!(any(target_arch = "arm", target_arch = "aarch64")) {
+    Some("arm-abi")
+} else {
+    None
+};
+
+/// Attempts at ending a grant the backend still maps during teardown (each after a
+/// [`Platform::wait`]), before giving up and keeping the page out of use.
+const END_RETRIES: usize = 200;
+
+/// Something the device noticed in xenstore ([`Device::poll_events`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeviceEvent {
+    /// The backend rewrote `sectors` (online resize, row 11). The new size is in
+    /// effect for later requests.
+    CapacityChanged {
+        /// Logical sectors before.
+        old: u64,
+        /// Logical sectors now.
+        new: u64,
+    },
+    /// The backend wrote an unusable `sectors` value (0, absurd, garbage); the old
+    /// capacity stays in effect.
+    BadCapacity,
+    /// The backend is going away (`Closing`/`Closed`): in-flight requests failed with
+    /// [`Error::NotConnected`], the device is torn down and may [`Device::connect`]
+    /// again (row 15).
+    Disconnected(XenbusState),
+}
+
+/// Where the device is.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Not connected (new, closed, or the backend went away).
+    Disconnected,
+    /// Ready for I/O.
+    Connected,
+    /// The backend misbehaved; all I/O fails until [`Device::close`] and a new
+    /// [`Device::connect`].
+    Broken(BrokenReason),
+}
+
+/// One block device (`device/vbd/<devid>`).
+///
+/// `SLOTS`: ring requests in flight at most (also sizes the ring: 32 per page, up to
+/// order 4). `SEGS`: pages per ring request (11 without indirect descriptors, up to
+/// 512 with them). At the first connect the device allocates `SLOTS * SEGS` bounce
+/// pages and `SLOTS` indirect pages; they are reused for every later connection.
+/// The device itself is several KiB (shadows): box it or put it in a static.
+///
+/// Thread/context: one user at a time (`&mut self`). Call [`Device::poll`] when the
+/// device's event channel ([`Device::port`]) fires, and [`Device::poll_events`] when
+/// the xenstore event channel does.
+pub struct Device<P: Platform, G: Grants, const SLOTS: usize = 32, const SEGS: usize = 32> {
+    platform: P,
+    grants: G,
+    config: Config,
+    devid: u32,
+    hs: FrontendHandshake,
+    info: Option<DiskInfo>,
+    features: Option<Features>,
+    io: Io<SLOTS, SEGS>,
+    ring_pages: Option<SharedMem>,
+    ring_grefs: [u32; 1 << MAX_RING_PAGE_ORDER],
+    port: Option<Port>,
+    sectors_token: heapless::String<40>,
+    sectors_path: Option<Path>,
+}
+
+impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> core::fmt::Debug
+    for Device<P, G, SLOTS, SEGS>
+{
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Device")
+            .field("devid", &self.devid)
+            .field("state", &self.state())
+            .field("info", &self.info)
+            .field("features", &self.features)
+            .finish()
+    }
+}
+
+const NO_GREF: u32 = u32::MAX;
+
+fn key_snippet(p: &str) -> Snippet {
+    Snippet::tail(p.as_bytes())
+}
+
+fn opt_u64<S: Store>(xs: &mut S, path: &str) -> Result<Option<u64>, Error> {
+    match xs.read_u64_opt(path) {
+        Ok(v) => Ok(v),
+        Err(xenbus::Error::Parse { .. }) => Err(Error::BadConfig {
+            key: key_snippet(path),
+            problem: BadConfig::NotANumber,
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Feature flags are lenient, as Linux's `xenbus_read_unsigned`: garbage is "off".
+fn flag<S: Store>(xs: &mut S, path: &str) -> Result<bool, Error> {
+    match xs.read_bool_opt(path) {
+        Ok(v) => Ok(v.unwrap_or(false)),
+        Err(xenbus::Error::Parse { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Optional numbers that only tune behaviour: garbage reads as missing.
+fn lenient_u64<S: Store>(xs: &mut S, path: &str) -> Result<Option<u64>, Error> {
+    match xs.read_u64_opt(path) {
+        Ok(v) => Ok(v),
+        Err(xenbus::Error::Parse { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn str_is<S: Store>(xs: &mut S, path: &str, want: &str) -> Result<bool, Error> {
+    let mut buf = [0u8; 32];
+    match xs.read_str(path, &mut buf) {
+        Ok(s) => Ok(s == want),
+        Err(xenbus::Error::MissingKey(_))
+        | Err(xenbus::Error::Parse { .. })
+        | Err(xenbus::Error::BufferTooSmall { .. }) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G, SLOTS, SEGS> {
+    /// A device for `device/vbd/<devid>` (not connected yet).
+    pub fn new(platform: P, grants: G, devid: u32, config: Config) -> Result<Self, Error> {
+        let mut node = heapless::String::<32>::new();
+        let _ = write!(node, "device/vbd/{devid}");
+        let mut token = heapless::String::<40>::new();
+        let _ = write!(token, "xbd:{devid}:sectors");
+        Ok(Device {
+            platform,
+            grants,
+            config,
+            devid,
+            hs: FrontendHandshake::new(&node)?,
+            info: None,
+            features: None,
+            io: Io::new(),
+            ring_pages: None,
+            ring_grefs: [NO_GREF; 1 << MAX_RING_PAGE_ORDER],
+            port: None,
+            sectors_token: token,
+            sectors_path: None,
+        })
+    }
+
+    /// The device id (virtual device number).
+    pub fn devid(&self) -> u32 {
+        self.devid
+    }
+
+    /// The platform.
+    pub fn platform(&self) -> &P {
+        &self.platform
+    }
+
+    /// The grant table.
+    pub fn grants(&self) -> &G {
+        &self.grants
+    }
+
+    /// The disk, once connected.
+    pub fn info(&self) -> Option<&DiskInfo> {
+        self.info.as_ref()
+    }
+
+    /// What this connection negotiated, once connected.
+    pub fn features(&self) -> Option<Features> {
+        let mut f = self.features?;
+        let geo = self.io.geometry();
+        f.flush = match geo.flush_op {
+            Some(blkif::OP_FLUSH_DISKCACHE) => Some(FlushKind::FlushDiskCache),
+            Some(_) => Some(FlushKind::Barrier),
+            None => None,
+        };
+        if !geo.discard {
+            f.discard = None;
+        }
+        Some(f)
+    }
+
+    /// Our event channel (deliver its events to [`Device::poll`]).
+    pub fn port(&self) -> Option<Port> {
+        self.port
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.io.stats()
+    }
+
+    /// The device state.
+    pub fn state(&self) -> State {
+        if let Some(r) = self.io.broken() {
+            State::Broken(r)
+        } else if self.io.connected() {
+            State::Connected
+        } else {
+            State::Disconnected
+        }
+    }
+
+    /// The largest request (bytes) [`Device::submit_read`]/`write` take at once.
+    pub fn max_request_bytes(&self) -> usize {
+        self.io.max_inflight() * self.io.bytes_per_request()
+    }
+
+    /// Ring requests still awaiting an answer (cancelled ones included).
+    pub fn outstanding(&self) -> usize {
+        self.io.outstanding()
+    }
+
+    /// Connects: handshake with the backend, negotiation, ring and bounce pages. On a
+    /// refused configuration (rows 11, 13) the device closes its side and returns
+    /// [`Error::BadConfig`]. Also reconnects after [`DeviceEvent::Disconnected`] or
+    /// [`Device::close`].
+    pub fn connect<Q: Platform>(&mut self, xs: &mut Xenstore<Q>) -> Result<(), Error> {
+        if self.io.connected() {
+            return Ok(());
+        }
+        let stuck = self.release_ring() + self.io.retry_stuck(&self.grants);
+        if stuck > 0 {
+            return Err(Error::GrantsStillMapped { count: stuck });
+        }
+        if !matches!(self.hs.phase(), Phase::Idle | Phase::Closed) {
+            self.hs.closed(xs)?;
+        }
+        self.hs.start(xs)?;
+        self.hs.wait_for_backend(xs, self.config.timeout)?;
+        match self.connect_inner(xs) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.teardown(xs);
+                Err(e)
+            }
+        }
+    }
+
+    fn connect_inner<Q: Platform>(&mut self, xs: &mut Xenstore<Q>) -> Result<(), Error> {
+        let backend = self.hs.backend_id();
+        // `max-ring-pages` is the older (FreeBSD) spelling of the same offer.
+        let max_order = match lenient_u64(xs, &self.hs.backend_key("max-ring-page-order")?)? {
+            Some(o) => Some(o),
+            None => lenient_u64(xs, &self.hs.backend_key("max-ring-pages")?)?
+                .map(|n| u64::from(63 - n.max(1).leading_zeros())),
+        };
+        let order = features::ring_order(max_order, SLOTS, self.config.max_ring_page_order);
+        let npages = 1usize << order;
+
+        // Ring pages: allocated once (for the largest order we ever use).
+        if self.ring_pages.is_none() {
+            let local =
+                features::ring_order(Some(u64::MAX), SLOTS, self.config.max_ring_page_order);
+            self.ring_pages =
+                Some(SharedMem::alloc_pages(&self.platform, 1 << local).ok_or(Error::NoMemory)?);
+        }
+        let all = self.ring_pages.ok_or(Error::NoMemory)?;
+        let ring_mem = all.sub(0, npages * PAGE_SIZE).ok_or(Error::NoMemory)?;
+        let ring = BlkRing::init(ring_mem).map_err(|_| Error::NoMemory)?;
+        for i in 0..npages {
+            let gfn = ring_mem.page_gfn(&self.platform, i).ok_or(Error::NoGfn)?;
+            let r = self.grants.grant(backend, gfn, false)?;
+            if let Some(slot) = self.ring_grefs.get_mut(i) {
+                *slot = r.0;
+            }
+        }
+        let port = Xen(&self.platform).evtchn_alloc_unbound(backend)?;
+        self.port = Some(port);
+
+        let persistent_wanted = self.config.persistent;
+        let grefs = self.ring_grefs;
+        self.hs.publish(xs, XenbusState::Initialised, |tx, node| {
+            if order == 0 {
+                tx.write_u32(&Path::join(node, "ring-ref")?, grefs[0])?;
+            } else {
+                tx.write_u32(&Path::join(node, "ring-page-order")?, order)?;
+                for (i, r) in grefs.iter().take(npages).enumerate() {
+                    let mut k = heapless::String::<16>::new();
+                    let _ = write!(k, "ring-ref{i}");
+                    tx.write_u32(&Path::join(node, &k)?, *r)?;
+                }
+            }
+            tx.write_u32(&Path::join(node, "event-channel")?, port.0)?;
+            if let Some(p) = PROTOCOL {
+                tx.write_str(&Path::join(node, "protocol")?, p)?;
+            }
+            tx.write_u32(
+                &Path::join(node, "feature-persistent")?,
+                u32::from(persistent_wanted),
+            )
+        })?;
+        self.hs.wait_connected(xs, self.config.timeout)?;
+
+        // The backend writes the rest when it connects (Linux blkback's `connect()`).
+        let offer = self.read_offer(xs, max_order)?;
+        let info = self.read_geometry(xs)?;
+        let (segs, indirect) =
+            features::segments(offer.max_indirect_segments, SEGS, self.config.indirect);
+        let persistent = persistent_wanted && offer.persistent;
+        let flush = if info.read_only {
+            None
+        } else {
+            features::flush_kind(&offer)
+        };
+        let discard = if info.read_only {
+            None
+        } else {
+            features::discard(&offer)
+        };
+        let geo = Geometry {
+            segs: segs as usize,
+            indirect,
+            persistent,
+            flush_op: flush.map(|f| match f {
+                FlushKind::FlushDiskCache => blkif::OP_FLUSH_DISKCACHE,
+                FlushKind::Barrier => blkif::OP_WRITE_BARRIER,
+            }),
+            discard: discard.is_some(),
+            handle: self.devid as u16,
+        };
+        self.io.ensure_pages(&self.platform)?;
+        self.io.start(&self.grants, ring, backend, port, geo)?;
+        let geo = self.io.geometry();
+        self.features = Some(Features {
+            ring_page_order: order,
+            max_inflight: self.io.max_inflight() as u32,
+            segments_per_request: geo.segs as u32,
+            indirect: geo.indirect,
+            persistent,
+            flush,
+            discard,
+        });
+        self.info = Some(info);
+
+        // Online resize: watch `sectors` (row 11).
+        let sp = self.hs.backend_key("sectors")?;
+        xs.watch(&sp, &self.sectors_token)?;
+        self.sectors_path = Some(sp);
+        Ok(())
+    }
+
+    fn read_offer<Q: Platform>(
+        &mut self,
+        xs: &mut Xenstore<Q>,
+        max_order: Option<u64>,
+    ) -> Result<Offer, Error> {
+        let k = |hs: &FrontendHandshake, key: &str| hs.backend_key(key);
+        Ok(Offer {
+            max_ring_page_order: max_order,
+            max_indirect_segments: lenient_u64(xs, &k(&self.hs, "feature-max-indirect-segments")?)?,
+            persistent: flag(xs, &k(&self.hs, "feature-persistent")?)?,
+            flush_cache: flag(xs, &k(&self.hs, "feature-flush-cache")?)?,
+            barrier: flag(xs, &k(&self.hs, "feature-barrier")?)?,
+            discard: flag(xs, &k(&self.hs, "feature-discard")?)?,
+            discard_granularity: lenient_u64(xs, &k(&self.hs, "discard-granularity")?)?,
+            discard_alignment: lenient_u64(xs, &k(&self.hs, "discard-alignment")?)?,
+            discard_secure: flag(xs, &k(&self.hs, "discard-secure")?)?,
+        })
+    }
+
+    fn read_geometry<Q: Platform>(&mut self, xs: &mut Xenstore<Q>) -> Result<DiskInfo, Error> {
+        let sectors_key = self.hs.backend_key("sectors")?;
+        let sectors = match opt_u64(xs, &sectors_key)? {
+            Some(v) => v,
+            None => {
+                return Err(Error::Xenbus(xenbus::Error::MissingKey(key_snippet(
+                    &sectors_key,
+                ))))
+            }
+        };
+        let ss_key = self.hs.backend_key("sector-size")?;
+        let raw = RawGeometry {
+            sectors,
+            sector_size: opt_u64(xs, &ss_key)?,
+            physical_sector_size: lenient_u64(xs, &self.hs.backend_key("physical-sector-size")?)?,
+            info: lenient_u64(xs, &self.hs.backend_key("info")?)?,
+            mode_readonly: str_is(xs, &self.hs.backend_key("mode")?, "r")?,
+            cdrom: str_is(xs, &self.hs.frontend_key("device-type")?, "cdrom")?,
+        };
+        features::geometry(&raw).map_err(|(k, problem)| Error::BadConfig {
+            key: key_snippet(match k {
+                GeometryKey::Sectors => &sectors_key,
+                GeometryKey::SectorSize => &ss_key,
+            }),
+            problem,
+        })
+    }
+
+    /// Ends the ring grants; returns how many the backend still maps.
+    fn release_ring(&mut self) -> usize {
+        let mut left = 0;
+        for r in self.ring_grefs.iter_mut() {
+            if *r == NO_GREF {
+                continue;
+            }
+            match self.grants.end(hypercall::GrantRef(*r)) {
+                Ok(()) | Err(hypercall::gnttab::Error::NotInUse(_)) => *r = NO_GREF,
+                Err(_) => left += 1,
+            }
+        }
+        left
+    }
+
+    /// Local teardown: fail in-flight requests, close our state, end grants (waiting a
+    /// bounded time for the backend to unmap), close the event channel.
+    fn teardown<Q: Platform>(&mut self, xs: &mut Xenstore<Q>) {
+        self.io.stop(&self.grants, Error::NotConnected);
+        if let Some(sp) = self.sectors_path.take() {
+            let _ = xs.unwatch(&sp, &self.sectors_token);
+            while let Ok(Some(_)) = xs.poll_watch_event_for(&self.sectors_token) {}
+        }
+        if self.hs.phase() != Phase::Closed && self.hs.phase() != Phase::Idle {
+            let _ = self.hs.closed(xs);
+        }
+        // The backend unmaps once it sees Closed: give it a bounded time.
+        for _ in 0..END_RETRIES {
+            let left = self.release_ring() + self.io.retry_stuck(&self.grants);
+            if left == 0 {
+                break;
+            }
+            self.platform.wait();
+        }
+        if let Some(port) = self.port.take() {
+            let _ = Xen(&self.platform).evtchn_close(port);
+        }
+        self.info = None;
+        self.features = None;
+    }
+
+    /// Orderly close: our state `Closing`, wait (bounded) for the backend, then
+    /// `Closed`; in-flight requests fail with [`Error::NotConnected`]. Grants the
+    /// backend still maps afterwards stay out of use (and are retried by the next
+    /// [`Device::connect`]); their count is returned.
+    pub fn close<Q: Platform>(&mut self, xs: &mut Xenstore<Q>) -> Result<usize, Error> {
+        self.io.stop(&self.grants, Error::NotConnected);
+        if matches!(
+            self.hs.phase(),
+            Phase::Connected | Phase::Published | Phase::BackendReady
+        ) {
+            match self.hs.close(xs, self.config.timeout) {
+                Ok(()) | Err(xenbus::Error::Timeout) => {}
+                Err(e) => {
+                    self.teardown(xs);
+                    return Err(e.into());
+                }
+            }
+        }
+        self.teardown(xs);
+        Ok(self.release_ring() + self.io.stuck())
+    }
+
+    /// Checks xenstore for backend changes: capacity changes and the backend closing
+    /// (which tears the device down; row 15). Call it when the store event fires.
+    pub fn poll_events<Q: Platform>(
+        &mut self,
+        xs: &mut Xenstore<Q>,
+    ) -> Result<Option<DeviceEvent>, Error> {
+        if let Some(BackendEvent::Closing(st)) = self.hs.poll_backend(xs)? {
+            self.teardown(xs);
+            return Ok(Some(DeviceEvent::Disconnected(st)));
+        }
+        let Some(sp) = self.sectors_path.clone() else {
+            return Ok(None);
+        };
+        let mut seen = false;
+        while xs.poll_watch_event_for(&self.sectors_token)?.is_some() {
+            seen = true;
+        }
+        if !seen {
+            return Ok(None);
+        }
+        let Some(info) = self.info else {
+            return Ok(None);
+        };
+        let new = match xs.read_u64_opt(&sp) {
+            Ok(Some(v)) => v,
+            Ok(None) | Err(xenbus::Error::Parse { .. }) => {
+                return Ok(Some(DeviceEvent::BadCapacity))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if new == info.sectors {
+            return Ok(None);
+        }
+        if new.checked_mul(u64::from(info.sector_size)).is_none() {
+            return Ok(Some(DeviceEvent::BadCapacity));
+        }
+        if let Some(i) = self.info.as_mut() {
+            i.sectors = new;
+        }
+        Ok(Some(DeviceEvent::CapacityChanged {
+            old: info.sectors,
+            new,
+        }))
+    }
+
+    fn check_range(&self, lba: u64, len: usize, write: bool) -> Result<(DiskInfo, u64), Error> {
+        let info = self.info.ok_or(match self.io.broken() {
+            Some(r) => Error::Broken(r),
+            None => Error::NotConnected,
+        })?;
+        if write && info.read_only {
+            return Err(Error::ReadOnly);
+        }
+        let ss = info.sector_size as usize;
+        if len == 0 || !len.is_multiple_of(ss) {
+            return Err(Error::BadLength {
+                len,
+                sector_size: info.sector_size,
+            });
+        }
+        let cap = info.capacity_bytes();
+        let end = lba
+            .checked_mul(u64::from(info.sector_size))
+            .and_then(|b| b.checked_add(len as u64));
+        match end {
+            Some(e) if e <= cap => {}
+            _ => {
+                return Err(Error::OutOfRange {
+                    lba,
+                    len: len as u64,
+                    capacity: cap,
+                })
+            }
+        }
+        Ok((info, lba * info.units_per_sector()))
+    }
+
+    /// Submits a read of `len` bytes at logical sector `lba`. The data is collected
+    /// with [`Device::finish`].
+    pub fn submit_read(&mut self, lba: u64, len: usize) -> Result<Tag, Error> {
+        let (_, sector) = self.check_range(lba, len, false)?;
+        self.io.submit(
+            &self.platform,
+            &self.grants,
+            OpKind::Read,
+            sector,
+            len,
+            &[],
+            false,
+        )
+    }
+
+    /// Submits a write of `data` (a scatter list; total a multiple of the sector size)
+    /// at logical sector `lba`. The data is copied before this returns.
+    pub fn submit_write(&mut self, lba: u64, data: &[&[u8]]) -> Result<Tag, Error> {
+        let len = total_len(data);
+        let (_, sector) = self.check_range(lba, len, true)?;
+        self.io.submit(
+            &self.platform,
+            &self.grants,
+            OpKind::Write,
+            sector,
+            len,
+            data,
+            false,
+        )
+    }
+
+    /// Submits a cache flush.
+    pub fn submit_flush(&mut self) -> Result<Tag, Error> {
+        let info = self.info.ok_or(Error::NotConnected)?;
+        if self.io.geometry().flush_op.is_none() {
+            return Err(if info.read_only {
+                Error::ReadOnly
+            } else {
+                Error::NotSupported
+            });
+        }
+        self.io.submit(
+            &self.platform,
+            &self.grants,
+            OpKind::Flush,
+            0,
+            0,
+            &[],
+            false,
+        )
+    }
+
+    /// Submits a discard of `count` logical sectors at `lba` (`secure`: secure erase,
+    /// only if the backend offers `discard-secure`).
+    pub fn submit_discard(&mut self, lba: u64, count: u64, secure: bool) -> Result<Tag, Error> {
+        let info = self.info.ok_or(Error::NotConnected)?;
+        let len = count
+            .checked_mul(u64::from(info.sector_size))
+            .and_then(|l| usize::try_from(l).ok())
+            .ok_or(Error::OutOfRange {
+                lba,
+                len: u64::MAX,
+                capacity: info.capacity_bytes(),
+            })?;
+        let (_, sector) = self.check_range(lba, len, true)?;
+        let f = self.features().and_then(|f| f.discard);
+        let Some(d) = f else {
+            return Err(Error::NotSupported);
+        };
+        if secure && !d.secure {
+            return Err(Error::NotSupported);
+        }
+        self.io.submit(
+            &self.platform,
+            &self.grants,
+            OpKind::Discard,
+            sector,
+            len,
+            &[],
+            secure,
+        )
+    }
+
+    /// Holds submissions back until [`Device::unplug`] (one publication and at most one
+    /// notification for a batch).
+    pub fn plug(&mut self) {
+        let _ = self.io.set_plugged(&self.platform, true);
+    }
+
+    /// Publishes everything submitted while plugged.
+    pub fn unplug(&mut self) -> Result<(), Error> {
+        self.io.set_plugged(&self.platform, false)
+    }
+
+    /// Consumes responses (call when the event channel fires); returns how many. It
+    /// re-arms the notification before returning (`RING_FINAL_CHECK_FOR_RESPONSES`),
+    /// so no event is lost. A misbehaving backend breaks the device (typed error).
+    pub fn poll(&mut self) -> Result<usize, Error> {
+        let mut n = 0;
+        loop {
+            n += self.io.poll(&self.grants)?;
+            if !self.io.final_check(&self.grants)? {
+                return Ok(n);
+            }
+        }
+    }
+
+    /// Consumes responses without re-arming the notification (for callers that poll
+    /// in a loop and call [`Device::poll`] before they sleep).
+    pub fn poll_nowait(&mut self) -> Result<usize, Error> {
+        self.io.poll(&self.grants)
+    }
+
+    /// The oldest completed request not yet finished.
+    pub fn next_completion(&self) -> Option<Tag> {
+        self.io.next_done()
+    }
+
+    /// Whether `tag` completed.
+    pub fn is_done(&self, tag: Tag) -> Result<bool, Error> {
+        self.io.is_done(tag)
+    }
+
+    /// The kind and byte length of a live request.
+    pub fn describe(&self, tag: Tag) -> Result<(OpKind, usize), Error> {
+        self.io.describe(tag)
+    }
+
+    /// Retires a completed request: for reads, copies the data into `bufs` (their
+    /// total must equal the request's length; `&mut []` drops the data, and is what
+    /// other requests take). Returns the bytes transferred, or the request's error.
+    pub fn finish(&mut self, tag: Tag, bufs: &mut [&mut [u8]]) -> Result<usize, Error> {
+        self.io.finish(tag, bufs)
+    }
+
+    /// Stops waiting for `tag` (row 14). Its grants stay out of reuse until the
+    /// backend answers or the device is torn down and ending them succeeds.
+    pub fn cancel(&mut self, tag: Tag) -> Result<(), Error> {
+        self.io.cancel(tag)
+    }
+
+    fn wait_done(&mut self, tag: Tag, deadline: u64) -> Result<(), Error> {
+        loop {
+            self.io.poll(&self.grants)?;
+            if self.io.is_done(tag)? {
+                return Ok(());
+            }
+            if self.io.final_check(&self.grants)? {
+                continue;
+            }
+            if self.platform.now_ns() >= deadline {
+                self.io.cancel(tag)?;
+                return Err(Error::Timeout);
+            }
+            self.platform.wait();
+        }
+    }
+
+    /// Submits, waiting (until `deadline`) while every slot is busy with other
+    /// requests.
+    fn retry_busy(
+        &mut self,
+        deadline: u64,
+        mut submit: impl FnMut(&mut Self) -> Result<Tag, Error>,
+    ) -> Result<Tag, Error> {
+        loop {
+            match submit(self) {
+                Err(Error::Busy) => {}
+                other => return other,
+            }
+            self.io.poll(&self.grants)?;
+            if self.io.final_check(&self.grants)? {
+                continue;
+            }
+            if self.platform.now_ns() >= deadline {
+                return Err(Error::Timeout);
+            }
+            self.platform.wait();
+        }
+    }
+
+    fn deadline(&self, timeout: Duration) -> u64 {
+        let t = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        self.platform.now_ns().saturating_add(t)
+    }
+
+    /// Blocking read of `bufs` (total a multiple of the sector size) from logical
+    /// sector `lba`, split into as many requests as needed; `timeout` bounds the whole
+    /// call (on expiry the pending request is cancelled: [`Error::Timeout`]).
+    pub fn read(
+        &mut self,
+        lba: u64,
+        bufs: &mut [&mut [u8]],
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let total = total_len_mut(bufs);
+        let info = self.check_range(lba, total, false)?.0;
+        let deadline = self.deadline(timeout);
+        let chunk = self.chunk_bytes(info.sector_size);
+        let mut done = 0usize;
+        let mut bi = 0usize;
+        let mut boff = 0usize;
+        while done < total {
+            let n = chunk.min(total - done);
+            let at = lba + (done / info.sector_size as usize) as u64;
+            let tag = self.retry_busy(deadline, |d| d.submit_read(at, n))?;
+            self.wait_done(tag, deadline)?;
+            // Build the sub-list of `bufs` covering [done, done + n).
+            let mut sub: heapless::Vec<&mut [u8], 64> = heapless::Vec::new();
+            let mut need = n;
+            let (mut i, mut off) = (bi, boff);
+            for b in bufs.iter_mut().skip(bi) {
+                if need == 0 {
+                    break;
+                }
+                let blen = b.len();
+                let part = b.get_mut(off..).unwrap_or_default();
+                let k = part.len().min(need);
+                let (head, _) = part.split_at_mut(k);
+                if sub.push(head).is_err() {
+                    let _ = self.io.finish(tag, &mut []);
+                    return Err(Error::TooLarge {
+                        max: done + n - need,
+                    });
+                }
+                need -= k;
+                if k == blen - off {
+                    i += 1;
+                    off = 0;
+                } else {
+                    off += k;
+                }
+            }
+            self.io.finish(tag, &mut sub)?;
+            bi = i;
+            boff = off;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Blocking write of `bufs` at logical sector `lba` (see [`Device::read`]).
+    pub fn write(&mut self, lba: u64, bufs: &[&[u8]], timeout: Duration) -> Result<(), Error> {
+        let total = total_len(bufs);
+        let info = self.check_range(lba, total, true)?.0;
+        let deadline = self.deadline(timeout);
+        let chunk = self.chunk_bytes(info.sector_size);
+        let mut done = 0usize;
+        let mut bi = 0usize;
+        let mut boff = 0usize;
+        while done < total {
+            let n = chunk.min(total - done);
+            let at = lba + (done / info.sector_size as usize) as u64;
+            let mut sub: heapless::Vec<&[u8], 64> = heapless::Vec::new();
+            let mut need = n;
+            let (mut i, mut off) = (bi, boff);
+            for b in bufs.iter().skip(bi) {
+                if need == 0 {
+                    break;
+                }
+                let part = b.get(off..).unwrap_or_default();
+                let k = part.len().min(need);
+                if sub.push(part.get(..k).unwrap_or_default()).is_err() {
+                    return Err(Error::TooLarge { max: done });
+                }
+                need -= k;
+                if k == b.len() - off {
+                    i += 1;
+                    off = 0;
+                } else {
+                    off += k;
+                }
+            }
+            let tag = self.retry_busy(deadline, |d| d.submit_write(at, &sub))?;
+            self.wait_done(tag, deadline)?;
+            self.io.finish(tag, &mut [])?;
+            bi = i;
+            boff = off;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Blocking flush.
+    pub fn flush(&mut self, timeout: Duration) -> Result<(), Error> {
+        let deadline = self.deadline(timeout);
+        let tag = self.retry_busy(deadline, |d| d.submit_flush())?;
+        self.wait_done(tag, deadline)?;
+        self.io.finish(tag, &mut []).map(drop)
+    }
+
+    /// Blocking discard of `count` logical sectors at `lba`.
+    pub fn discard(&mut self, lba: u64, count: u64, timeout: Duration) -> Result<(), Error> {
+        let deadline = self.deadline(timeout);
+        let tag = self.retry_busy(deadline, |d| d.submit_discard(lba, count, false))?;
+        self.wait_done(tag, deadline)?;
+        self.io.finish(tag, &mut []).map(drop)
+    }
+
+    /// Bytes per blocking sub-request: what fits the ring when it is otherwise idle,
+    /// rounded down to the sector size.
+    fn chunk_bytes(&self, sector_size: u32) -> usize {
+        let m = self.max_request_bytes().max(sector_size as usize);
+        m - m % sector_size as usize
+    }
+}

@@ -1,0 +1,453 @@
+//! Test-only fakes: a platform over host memory (scrambled gfns) and a blkback that
+//! can be told to misbehave. The only `unsafe` of the crate lives here (turning
+//! test-owned host memory into `SharedMem`, implementing `Hypercall`).
+#![allow(unsafe_code)]
+#![allow(missing_docs, clippy::indexing_slicing)]
+
+use core::cell::{Cell, RefCell};
+use core::ptr::NonNull;
+use std::boxed::Box;
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+use std::vec;
+use std::vec::Vec;
+
+use hypercall::abi::blkif::{self, Request, RequestSegment, Response};
+use hypercall::abi::gnttab as gt;
+use hypercall::abi::{errno, evtchn, hypercall_nr as nr};
+use hypercall::gnttab::GrantTable;
+use hypercall::ring::BackRing;
+use hypercall::{Gfn, Hypercall, Platform, SharedMem, PAGE_SIZE};
+
+/// Gfns are handed out from here, with gaps between allocations, so they are
+/// neither host addresses nor contiguous across allocations.
+const FIRST_GFN: u64 = 0x1_0000;
+
+struct Alloc {
+    buf: Vec<u64>,
+    start: usize,
+    count: usize,
+    gfn: u64,
+}
+
+/// Host memory the fake platform hands out; shared with the fake backend.
+#[derive(Clone, Default)]
+pub struct Memory(Rc<RefCell<Vec<Alloc>>>);
+
+impl Memory {
+    pub fn page(&self, gfn: Gfn) -> Option<SharedMem> {
+        let mut allocs = self.0.borrow_mut();
+        let al = allocs
+            .iter_mut()
+            .find(|al| gfn.0 >= al.gfn && gfn.0 < al.gfn + al.count as u64)?;
+        let a = al.start + (gfn.0 - al.gfn) as usize * PAGE_SIZE;
+        let base = al.buf.as_mut_ptr() as usize;
+        let p = al.buf.as_mut_ptr().cast::<u8>().wrapping_add(a - base);
+        // SAFETY: the page lies inside a live test allocation that is never freed
+        // before the test ends and is only accessed through SharedMem.
+        Some(unsafe { SharedMem::new(NonNull::new(p)?, PAGE_SIZE) })
+    }
+}
+
+pub type Hook = Box<dyn FnMut()>;
+
+/// A platform over host memory. `wait()` advances a fake clock by 1 ms and runs the
+/// hook (the fake backend), so blocking calls make progress without threads.
+pub struct FakePlatform {
+    pub mem: Memory,
+    pub sends: Cell<u64>,
+    pub closes: Cell<u64>,
+    next_port: Cell<u32>,
+    now: Cell<u64>,
+    pub waits: Cell<u64>,
+    hook: RefCell<Option<Hook>>,
+}
+
+impl FakePlatform {
+    pub fn new() -> Self {
+        FakePlatform {
+            mem: Memory::default(),
+            sends: Cell::new(0),
+            closes: Cell::new(0),
+            next_port: Cell::new(5),
+            now: Cell::new(0),
+            waits: Cell::new(0),
+            hook: RefCell::new(None),
+        }
+    }
+
+    #[allow(dead_code)]
+    pub fn set_hook(&self, h: Option<Hook>) {
+        *self.hook.borrow_mut() = h;
+    }
+
+    pub fn grant_table<const N: usize>(&self) -> GrantTable<N> {
+        let frames = (N * 8).div_ceil(PAGE_SIZE);
+        GrantTable::new(SharedMem::alloc_pages(self, frames).unwrap()).unwrap()
+    }
+}
+
+impl Hypercall for FakePlatform {
+    unsafe fn hypercall(&self, op: u32, args: [usize; 5]) -> isize {
+        match (op, args[0] as u32) {
+            (nr::EVENT_CHANNEL_OP, evtchn::OP_SEND) => {
+                self.sends.set(self.sends.get() + 1);
+                0
+            }
+            (nr::EVENT_CHANNEL_OP, evtchn::OP_CLOSE) => {
+                self.closes.set(self.closes.get() + 1);
+                0
+            }
+            (nr::EVENT_CHANNEL_OP, evtchn::OP_ALLOC_UNBOUND) => {
+                let p = args[1] as *mut evtchn::AllocUnbound;
+                // SAFETY: the caller passes a pointer to its stack argument.
+                let mut a = unsafe { p.read() };
+                a.port = self.next_port.get();
+                self.next_port.set(a.port + 1);
+                // SAFETY: as above.
+                unsafe { p.write(a) };
+                0
+            }
+            _ => -errno::ENOSYS,
+        }
+    }
+}
+
+impl Platform for FakePlatform {
+    fn alloc_pages(&self, count: usize) -> Option<NonNull<u8>> {
+        if count == 0 {
+            return None;
+        }
+        let mut buf = vec![0u64; (count + 1) * PAGE_SIZE / 8];
+        let base = buf.as_mut_ptr() as usize;
+        let start = base.next_multiple_of(PAGE_SIZE);
+        let p = buf.as_mut_ptr().cast::<u8>().wrapping_add(start - base);
+        let mut allocs = self.mem.0.borrow_mut();
+        let gfn = allocs
+            .last()
+            .map_or(FIRST_GFN, |a| a.gfn + a.count as u64 + 7);
+        allocs.push(Alloc {
+            buf,
+            start,
+            count,
+            gfn,
+        });
+        NonNull::new(p)
+    }
+
+    unsafe fn free_pages(&self, _ptr: NonNull<u8>, _count: usize) {}
+
+    fn virt_to_gfn(&self, addr: NonNull<u8>) -> Option<Gfn> {
+        let a = addr.as_ptr() as usize;
+        self.mem
+            .0
+            .borrow()
+            .iter()
+            .find(|al| a >= al.start && a < al.start + al.count * PAGE_SIZE)
+            .map(|al| Gfn(al.gfn + ((a - al.start) / PAGE_SIZE) as u64))
+    }
+
+    fn gfn_to_virt(&self, gfn: Gfn) -> Option<NonNull<u8>> {
+        self.mem.page(gfn).map(|m| m.as_non_null())
+    }
+
+    fn wait(&self) {
+        self.waits.set(self.waits.get() + 1);
+        self.now.set(self.now.get() + 1_000_000);
+        let hook = self.hook.borrow_mut().take();
+        if let Some(mut h) = hook {
+            h();
+            let mut slot = self.hook.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(h);
+            }
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.now.get()
+    }
+}
+
+/// What the fake backend does with a response before pushing it.
+pub type Mutator = Box<dyn FnMut(&Request, Response) -> Vec<Response>>;
+
+/// A blkback over an in-memory disk, with knobs for hostility.
+pub struct FakeBackend {
+    pub ring: BackRing<Request, Response>,
+    pub ring_mem: SharedMem,
+    frames: SharedMem,
+    mem: Memory,
+    pub disk: Vec<u8>,
+    /// Never answer (row 14).
+    pub mute: bool,
+    /// Keep every grant mapped after answering (rows 14, 26; XSA-396).
+    pub hold_grants: bool,
+    /// Answer OKAY to reads without writing the data (B9).
+    pub skip_read_data: bool,
+    /// Rewrite responses (bad id, duplicates, wrong op, unknown status...).
+    pub mutate: Option<Mutator>,
+    /// Requests kept back (muted), to answer later.
+    pub held: VecDeque<Request>,
+    /// Grants currently "mapped" by us: gref -> pins.
+    pub mapped: BTreeMap<u32, u32>,
+    /// Problems seen: writable data grant for a write, non-zero bytes in pages
+    /// beyond the data (XSA-403), bad segments.
+    pub violations: Vec<&'static str>,
+    /// Every request seen (copies).
+    pub seen: Vec<Request>,
+    /// Data pages scanned for stale bytes beyond the request data.
+    pub scanned_pages: u64,
+    allow_writable_write_grants: bool,
+}
+
+impl FakeBackend {
+    pub fn new<const N: usize>(
+        p: &FakePlatform,
+        ring_mem: SharedMem,
+        table: &GrantTable<N>,
+        disk_bytes: usize,
+    ) -> Self {
+        FakeBackend {
+            ring: BackRing::attach(ring_mem).unwrap(),
+            ring_mem,
+            frames: table.frames(),
+            mem: p.mem.clone(),
+            disk: (0..disk_bytes).map(|i| (i * 7 + i / 4096) as u8).collect(),
+            mute: false,
+            hold_grants: false,
+            skip_read_data: false,
+            mutate: None,
+            held: VecDeque::new(),
+            mapped: BTreeMap::new(),
+            violations: Vec::new(),
+            seen: Vec::new(),
+            scanned_pages: 0,
+            allow_writable_write_grants: false,
+        }
+    }
+
+    fn entry(&self, gref: u32) -> Option<(u16, u16, u32)> {
+        let off = gref as usize * 8;
+        if !self.frames.contains(off, 8) {
+            return None;
+        }
+        let e: gt::GrantEntryV1 = self.frames.read_obj(off);
+        Some((e.flags, e.domid, e.frame))
+    }
+
+    /// Maps a grant like Xen would (checks type, domain, read-only), pinning it.
+    pub fn map(&mut self, gref: u32, readonly: bool) -> Option<SharedMem> {
+        let (flags, domid, frame) = self.entry(gref)?;
+        if flags & gt::GTF_TYPE_MASK != gt::GTF_PERMIT_ACCESS || domid != 0 {
+            self.violations.push("map of an ungranted ref");
+            return None;
+        }
+        if !readonly && flags & gt::GTF_READONLY != 0 {
+            self.violations.push("writable map of a read-only grant");
+            return None;
+        }
+        let bits = gt::GTF_READING | if readonly { 0 } else { gt::GTF_WRITING };
+        let off = gref as usize * 8;
+        let f = self.frames.load_u16(off);
+        self.frames.store_u16(off, f | bits);
+        *self.mapped.entry(gref).or_insert(0) += 1;
+        self.mem.page(Gfn(u64::from(frame)))
+    }
+
+    pub fn unmap(&mut self, gref: u32) {
+        if self.hold_grants {
+            return;
+        }
+        self.force_unmap(gref);
+    }
+
+    pub fn force_unmap(&mut self, gref: u32) {
+        if let Some(n) = self.mapped.get_mut(&gref) {
+            *n -= 1;
+            if *n == 0 {
+                self.mapped.remove(&gref);
+                let off = gref as usize * 8;
+                let f = self.frames.load_u16(off);
+                self.frames
+                    .store_u16(off, f & !(gt::GTF_READING | gt::GTF_WRITING));
+            }
+        }
+    }
+
+    /// Releases everything held (backend disconnects).
+    pub fn unmap_all(&mut self) {
+        let refs: Vec<u32> = self.mapped.keys().copied().collect();
+        for r in refs {
+            while self.mapped.contains_key(&r) {
+                self.force_unmap(r);
+            }
+        }
+    }
+
+    /// Consumes and answers every request; returns how many responses were pushed.
+    pub fn step(&mut self) -> usize {
+        let mut pushed = 0;
+        while let Ok(Some(req)) = self.ring.poll_request() {
+            self.seen.push(req);
+            if self.mute {
+                self.held.push_back(req);
+                continue;
+            }
+            pushed += self.answer(req);
+        }
+        let _ = self.ring.push_responses_and_check_notify();
+        let _ = self.ring.final_check_for_requests();
+        pushed
+    }
+
+    /// Answers the held requests now.
+    pub fn release_held(&mut self) -> usize {
+        let mut n = 0;
+        while let Some(r) = self.held.pop_front() {
+            n += self.answer(r);
+        }
+        let _ = self.ring.push_responses_and_check_notify();
+        n
+    }
+
+    fn answer(&mut self, req: Request) -> usize {
+        let (status, op) = self.execute(&req);
+        let rsp = Response {
+            id: req.id,
+            operation: op,
+            status,
+            ..Default::default()
+        };
+        let rsps = match self.mutate.as_mut() {
+            Some(m) => m(&req, rsp),
+            None => vec![rsp],
+        };
+        let mut n = 0;
+        for r in rsps {
+            if self.ring.push_response(&r).is_ok() {
+                n += 1;
+            } else {
+                // More responses than requests: write the slot and bump rsp_prod by
+                // hand, as a hostile backend would.
+                let size = self.ring.size();
+                let prod = self.ring_mem.load_u32(8);
+                let off = 64 + (prod & (size - 1)) as usize * 112;
+                self.ring_mem.write_obj(off, &r);
+                self.ring_mem.store_u32(8, prod.wrapping_add(1));
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn segments(&mut self, req: &Request) -> Option<(u8, Vec<RequestSegment>, Option<u32>)> {
+        match req.operation {
+            blkif::OP_READ | blkif::OP_WRITE => {
+                let n = req.nr_segments as usize;
+                if n == 0 || n > blkif::MAX_SEGMENTS_PER_REQUEST {
+                    return None;
+                }
+                Some((req.operation, req.seg[..n].to_vec(), None))
+            }
+            blkif::OP_INDIRECT => {
+                let ind = req.as_indirect();
+                let n = ind.nr_segments as usize;
+                if n == 0 || n > blkif::SEGS_PER_INDIRECT_FRAME {
+                    return None;
+                }
+                let g = ind.indirect_grefs[0];
+                let page = self.map(g, true)?;
+                let segs = (0..n)
+                    .map(|i| page.read_obj::<RequestSegment>(i * 8))
+                    .collect();
+                Some((ind.indirect_op, segs, Some(g)))
+            }
+            _ => None,
+        }
+    }
+
+    fn execute(&mut self, req: &Request) -> (i16, u8) {
+        match req.operation {
+            blkif::OP_FLUSH_DISKCACHE | blkif::OP_WRITE_BARRIER => {
+                return (blkif::RSP_OKAY, req.operation)
+            }
+            blkif::OP_DISCARD => {
+                let d = req.as_discard();
+                let start = d.sector_number as usize * 512;
+                let end = start + d.nr_sectors as usize * 512;
+                if end > self.disk.len() {
+                    return (blkif::RSP_ERROR, req.operation);
+                }
+                self.disk[start..end].fill(0);
+                return (blkif::RSP_OKAY, req.operation);
+            }
+            _ => {}
+        }
+        let Some((op, segs, ind)) = self.segments(req) else {
+            return (blkif::RSP_ERROR, req.operation);
+        };
+        let write = op == blkif::OP_WRITE;
+        let mut pos = req.sector_number as usize * 512;
+        let mut status = blkif::RSP_OKAY;
+        for s in &segs {
+            if s.first_sect > s.last_sect || s.last_sect > 7 {
+                self.violations.push("bad segment");
+                status = blkif::RSP_ERROR;
+                break;
+            }
+            let Some((flags, _, _)) = self.entry(s.gref) else {
+                status = blkif::RSP_ERROR;
+                break;
+            };
+            if write && flags & gt::GTF_READONLY == 0 && !self.persistent_ok(s.gref) {
+                self.violations.push("write data granted writable");
+            }
+            let Some(page) = self.map(s.gref, write) else {
+                status = blkif::RSP_ERROR;
+                break;
+            };
+            let a = s.first_sect as usize * 512;
+            let b = (s.last_sect as usize + 1) * 512;
+            // XSA-403: nothing but this request's data (or zeros) in the page.
+            let mut whole = vec![0u8; PAGE_SIZE];
+            page.read(0, &mut whole);
+            self.scanned_pages += 1;
+            if whole[..a].iter().chain(&whole[b..]).any(|&x| x != 0) {
+                self.violations
+                    .push("stale bytes outside the data in a granted page");
+            }
+            if !write && whole[a..b].iter().any(|&x| x != 0) {
+                self.violations.push("read page not zeroed before granting");
+            }
+            if pos + (b - a) > self.disk.len() {
+                status = blkif::RSP_ERROR;
+                self.unmap(s.gref);
+                break;
+            }
+            if write {
+                page.read(a, &mut self.disk[pos..pos + b - a]);
+            } else if !self.skip_read_data {
+                page.write(a, &self.disk[pos..pos + b - a]);
+            }
+            pos += b - a;
+            self.unmap(s.gref);
+        }
+        if let Some(g) = ind {
+            self.unmap(g);
+        }
+        (status, op)
+    }
+
+    /// Persistent grants are writable by design (used for reads and writes).
+    fn persistent_ok(&self, _gref: u32) -> bool {
+        self.allow_writable_write_grants
+    }
+}
+
+impl FakeBackend {
+    /// Allows writable grants for write data (persistent grants).
+    pub fn allow_persistent(&mut self) {
+        self.allow_writable_write_grants = true;
+    }
+}

@@ -1,0 +1,412 @@
+//! What the backend offers, what we negotiated, and the disk's geometry.
+//!
+//! Everything here is pure (values in, values out) so the rules are unit-tested
+//! without a store: clamps for hostile values (BAD-INPUT rows 11-13) live here.
+
+use hypercall::abi::blkif;
+
+use crate::error::BadConfig;
+
+/// Largest ring this frontend uses: order 4 (16 pages), Linux's
+/// `XENBUS_MAX_RING_GRANT_ORDER`.
+pub const MAX_RING_PAGE_ORDER: u32 = 4;
+
+/// Request slots in one ring page (`__CONST_RING_SIZE(blkif, 4096)`).
+pub const SLOTS_PER_RING_PAGE: usize = 32;
+
+/// The backend's offer, as read from its directory. Missing keys are `None`/false.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Offer {
+    /// `max-ring-page-order`.
+    pub max_ring_page_order: Option<u64>,
+    /// `feature-max-indirect-segments`.
+    pub max_indirect_segments: Option<u64>,
+    /// `feature-persistent`.
+    pub persistent: bool,
+    /// `feature-flush-cache`.
+    pub flush_cache: bool,
+    /// `feature-barrier`.
+    pub barrier: bool,
+    /// `feature-discard`.
+    pub discard: bool,
+    /// `discard-granularity` (bytes).
+    pub discard_granularity: Option<u64>,
+    /// `discard-alignment` (bytes).
+    pub discard_alignment: Option<u64>,
+    /// `discard-secure`.
+    pub discard_secure: bool,
+}
+
+/// How a flush is sent.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum FlushKind {
+    /// `BLKIF_OP_FLUSH_DISKCACHE` (`feature-flush-cache`).
+    FlushDiskCache,
+    /// `BLKIF_OP_WRITE_BARRIER` with no data (`feature-barrier` only, as Linux does for
+    /// old backends).
+    Barrier,
+}
+
+/// Discard parameters.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Discard {
+    /// `discard-granularity` in bytes (0: unknown).
+    pub granularity: u32,
+    /// `discard-alignment` in bytes.
+    pub alignment: u32,
+    /// `discard-secure`: secure erase available.
+    pub secure: bool,
+}
+
+/// What this connection uses.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Features {
+    /// `ring-page-order` written (0: a single `ring-ref`).
+    pub ring_page_order: u32,
+    /// Ring requests in flight at most (slots of the ring, capped by the device).
+    pub max_inflight: u32,
+    /// Segments (pages) per ring request.
+    pub segments_per_request: u32,
+    /// Indirect descriptors in use.
+    pub indirect: bool,
+    /// Persistent grants in use (both sides agreed).
+    pub persistent: bool,
+    /// How flushes are sent, if at all (turned off if the backend answers
+    /// `EOPNOTSUPP`).
+    pub flush: Option<FlushKind>,
+    /// Discard, if offered.
+    pub discard: Option<Discard>,
+}
+
+/// Local limits and choices for negotiation.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Ask for persistent grants (`feature-persistent`); used only if the backend
+    /// offers them too.
+    pub persistent: bool,
+    /// Use indirect descriptors when offered.
+    pub indirect: bool,
+    /// Highest `ring-page-order` we ask for (also capped by the device's `SLOTS` and
+    /// by [`MAX_RING_PAGE_ORDER`]).
+    pub max_ring_page_order: u32,
+    /// Connect and teardown timeout.
+    pub timeout: core::time::Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            persistent: true,
+            indirect: true,
+            max_ring_page_order: MAX_RING_PAGE_ORDER,
+            timeout: core::time::Duration::from_secs(10),
+        }
+    }
+}
+
+/// The ring order to write: the backend's maximum clamped to ours (row 12); ours is
+/// the smallest order whose ring holds `slots` requests, at most `config_max`.
+pub fn ring_order(offered: Option<u64>, slots: usize, config_max: u32) -> u32 {
+    let mut want = 0u32;
+    while want < MAX_RING_PAGE_ORDER && (SLOTS_PER_RING_PAGE << want) < slots {
+        want += 1;
+    }
+    let local = want.min(config_max).min(MAX_RING_PAGE_ORDER);
+    let offered = offered.unwrap_or(0).min(u64::from(MAX_RING_PAGE_ORDER)) as u32;
+    local.min(offered)
+}
+
+/// Segments per request and whether indirect descriptors are used: a huge offer is
+/// clamped to `segs_max` (the device's `SEGS`; row 12).
+pub fn segments(offered_indirect: Option<u64>, segs_max: usize, use_indirect: bool) -> (u32, bool) {
+    let direct = segs_max.min(blkif::MAX_SEGMENTS_PER_REQUEST) as u32;
+    match offered_indirect {
+        Some(n) if use_indirect && n > blkif::MAX_SEGMENTS_PER_REQUEST as u64 => {
+            let cap = segs_max.min(blkif::SEGS_PER_INDIRECT_FRAME) as u64;
+            let segs = n.min(cap) as u32;
+            if segs as usize > blkif::MAX_SEGMENTS_PER_REQUEST {
+                (segs, true)
+            } else {
+                (direct, false)
+            }
+        }
+        _ => (direct, false),
+    }
+}
+
+/// Flush method from the offer (flush-cache wins over barrier, as in Linux).
+pub fn flush_kind(offer: &Offer) -> Option<FlushKind> {
+    if offer.flush_cache {
+        Some(FlushKind::FlushDiskCache)
+    } else if offer.barrier {
+        Some(FlushKind::Barrier)
+    } else {
+        None
+    }
+}
+
+/// Discard parameters from the offer (values over 32 bits are clamped to 0 = unknown).
+pub fn discard(offer: &Offer) -> Option<Discard> {
+    offer.discard.then(|| Discard {
+        granularity: offer
+            .discard_granularity
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0),
+        alignment: offer
+            .discard_alignment
+            .and_then(|v| u32::try_from(v).ok())
+            .unwrap_or(0),
+        secure: offer.discard_secure,
+    })
+}
+
+/// The medium behind the device (`device-type` in the frontend directory, and
+/// `VDISK_CDROM` in `info`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum DeviceType {
+    /// A disk.
+    Disk,
+    /// A CD-ROM (read-only).
+    Cdrom,
+}
+
+/// The disk as the backend describes it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct DiskInfo {
+    /// Capacity in logical sectors (`sectors`, in units of `sector_size`).
+    pub sectors: u64,
+    /// Logical sector size in bytes (`sector-size`; 512 if missing).
+    pub sector_size: u32,
+    /// Physical sector size (`physical-sector-size`; the logical size if missing or
+    /// unusable).
+    pub physical_sector_size: u32,
+    /// The raw `info` bits.
+    pub info: u32,
+    /// Disk or CD-ROM.
+    pub device_type: DeviceType,
+    /// Writes refused locally (`VDISK_READONLY`, `mode = "r"`, or a CD-ROM).
+    pub read_only: bool,
+    /// `VDISK_REMOVABLE`.
+    pub removable: bool,
+}
+
+impl DiskInfo {
+    /// Capacity in bytes (checked at connect: it fits 64 bits).
+    pub fn capacity_bytes(&self) -> u64 {
+        self.sectors.saturating_mul(u64::from(self.sector_size))
+    }
+
+    /// 512-byte units per logical sector.
+    pub fn units_per_sector(&self) -> u64 {
+        u64::from(self.sector_size / 512)
+    }
+}
+
+/// The raw values read from the store for [`geometry`].
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct RawGeometry {
+    /// `sectors`.
+    pub sectors: u64,
+    /// `sector-size`.
+    pub sector_size: Option<u64>,
+    /// `physical-sector-size`.
+    pub physical_sector_size: Option<u64>,
+    /// `info`.
+    pub info: Option<u64>,
+    /// Backend `mode` is `"r"`.
+    pub mode_readonly: bool,
+    /// Frontend `device-type` is `"cdrom"`.
+    pub cdrom: bool,
+}
+
+/// Which key a [`BadConfig`] is about.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum GeometryKey {
+    /// `sectors`
+    Sectors,
+    /// `sector-size`
+    SectorSize,
+}
+
+/// Validates the geometry (rows 11, 13): `sector-size` a power of two in
+/// 512..=4096, `sectors` non-zero for a disk (an empty CD-ROM drive may have 0), and
+/// the capacity in bytes fitting 64 bits.
+pub fn geometry(raw: &RawGeometry) -> Result<DiskInfo, (GeometryKey, BadConfig)> {
+    let ss = raw.sector_size.unwrap_or(512);
+    if !(512..=4096).contains(&ss) || !ss.is_power_of_two() {
+        return Err((GeometryKey::SectorSize, BadConfig::SectorSize(ss)));
+    }
+    let info = raw.info.and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
+    let cdrom = raw.cdrom || info & blkif::VDISK_CDROM != 0;
+    if raw.sectors == 0 && !cdrom {
+        return Err((GeometryKey::Sectors, BadConfig::ZeroSectors));
+    }
+    if raw.sectors.checked_mul(ss).is_none() {
+        return Err((
+            GeometryKey::Sectors,
+            BadConfig::CapacityOverflow {
+                sectors: raw.sectors,
+                sector_size: ss,
+            },
+        ));
+    }
+    let pss = raw
+        .physical_sector_size
+        .filter(|&p| p >= ss && p.is_power_of_two() && p <= 1 << 20)
+        .unwrap_or(ss);
+    Ok(DiskInfo {
+        sectors: raw.sectors,
+        sector_size: ss as u32,
+        physical_sector_size: pss as u32,
+        info,
+        device_type: if cdrom {
+            DeviceType::Cdrom
+        } else {
+            DeviceType::Disk
+        },
+        read_only: cdrom || raw.mode_readonly || info & blkif::VDISK_READONLY != 0,
+        removable: info & blkif::VDISK_REMOVABLE != 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_order_is_clamped_both_ways() {
+        // A backend offering absurd orders gets at most what we need / allow (row 12).
+        assert_eq!(ring_order(Some(30), 32, 4), 0);
+        assert_eq!(ring_order(Some(30), 64, 4), 1);
+        assert_eq!(ring_order(Some(u64::MAX), 512, 4), 4);
+        assert_eq!(ring_order(Some(u64::MAX), 4096, 9), 4);
+        assert_eq!(ring_order(Some(2), 512, 4), 2);
+        assert_eq!(ring_order(None, 512, 4), 0);
+        assert_eq!(ring_order(Some(4), 512, 1), 1);
+        assert_eq!(ring_order(Some(4), 8, 4), 0);
+    }
+
+    #[test]
+    fn indirect_segments_are_clamped() {
+        assert_eq!(segments(Some(1 << 31), 32, true), (32, true));
+        assert_eq!(segments(Some(u64::MAX), 512, true), (512, true));
+        assert_eq!(segments(Some(256), 512, true), (256, true));
+        assert_eq!(segments(Some(256), 8, true), (8, false));
+        assert_eq!(segments(Some(11), 64, true), (11, false));
+        assert_eq!(segments(Some(0), 64, true), (11, false));
+        assert_eq!(segments(None, 64, true), (11, false));
+        assert_eq!(segments(Some(256), 64, false), (11, false));
+    }
+
+    #[test]
+    fn flush_prefers_flush_cache_and_discard_params() {
+        let mut o = Offer::default();
+        assert_eq!(flush_kind(&o), None);
+        o.barrier = true;
+        assert_eq!(flush_kind(&o), Some(FlushKind::Barrier));
+        o.flush_cache = true;
+        assert_eq!(flush_kind(&o), Some(FlushKind::FlushDiskCache));
+        assert_eq!(discard(&o), None);
+        o.discard = true;
+        o.discard_granularity = Some(4096);
+        o.discard_alignment = Some(1 << 40);
+        o.discard_secure = true;
+        assert_eq!(
+            discard(&o),
+            Some(Discard {
+                granularity: 4096,
+                alignment: 0,
+                secure: true
+            })
+        );
+    }
+
+    #[test]
+    fn sector_size_must_be_a_power_of_two_in_range() {
+        for bad in [0u64, 1, 256, 511, 513, 1000, 3000, 8192, u64::MAX] {
+            let raw = RawGeometry {
+                sectors: 100,
+                sector_size: Some(bad),
+                ..Default::default()
+            };
+            assert_eq!(
+                geometry(&raw),
+                Err((GeometryKey::SectorSize, BadConfig::SectorSize(bad))),
+                "{bad}"
+            );
+        }
+        for good in [512u64, 1024, 2048, 4096] {
+            let raw = RawGeometry {
+                sectors: 100,
+                sector_size: Some(good),
+                ..Default::default()
+            };
+            let d = geometry(&raw).unwrap();
+            assert_eq!(d.sector_size as u64, good);
+            assert_eq!(d.capacity_bytes(), 100 * good);
+        }
+    }
+
+    #[test]
+    fn zero_and_absurd_sector_counts() {
+        let raw = RawGeometry::default();
+        assert_eq!(
+            geometry(&raw),
+            Err((GeometryKey::Sectors, BadConfig::ZeroSectors))
+        );
+        // An empty CD-ROM drive is fine.
+        let raw = RawGeometry {
+            cdrom: true,
+            ..Default::default()
+        };
+        assert_eq!(geometry(&raw).unwrap().device_type, DeviceType::Cdrom);
+        let raw = RawGeometry {
+            sectors: u64::MAX / 100,
+            sector_size: Some(4096),
+            ..Default::default()
+        };
+        assert!(matches!(
+            geometry(&raw),
+            Err((GeometryKey::Sectors, BadConfig::CapacityOverflow { .. }))
+        ));
+        let raw = RawGeometry {
+            sectors: u64::MAX / 512,
+            ..Default::default()
+        };
+        assert!(geometry(&raw).is_ok());
+    }
+
+    #[test]
+    fn info_bits_mode_and_device_type() {
+        let g = |info: Option<u64>, mode_readonly: bool, cdrom: bool| {
+            geometry(&RawGeometry {
+                sectors: 8,
+                info,
+                mode_readonly,
+                cdrom,
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        let d = g(None, false, false);
+        assert!(!d.read_only && !d.removable && d.device_type == DeviceType::Disk);
+        assert!(g(Some(4), false, false).read_only);
+        assert!(g(None, true, false).read_only);
+        let c = g(Some(1), false, false);
+        assert!(c.read_only && c.device_type == DeviceType::Cdrom);
+        assert!(g(None, false, true).read_only);
+        assert!(g(Some(2), false, false).removable);
+        // Unknown bits are kept but ignored; an info over 32 bits is ignored.
+        assert_eq!(g(Some(0x100), false, false).info, 0x100);
+        assert_eq!(g(Some(1 << 40), false, false).info, 0);
+        // physical-sector-size below the logical size is ignored.
+        let d = geometry(&RawGeometry {
+            sectors: 8,
+            sector_size: Some(4096),
+            physical_sector_size: Some(512),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(d.physical_sector_size, 4096);
+    }
+}

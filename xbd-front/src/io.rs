@@ -1,0 +1,1152 @@
+//! The request/response engine: the shared ring, the request shadows, the bounce
+//! pages and their grants. No xenstore here; [`crate::Device`] drives it.
+//!
+//! ```text
+//!  caller op (Tag) ──split──▶ parts = ring slots (shadow i, generation g)
+//!     shadow i: SEGS bounce pages  bounce[i*SEGS .. (i+1)*SEGS]   (granted per request,
+//!               1 indirect page    indirect[i]                     or once: persistent)
+//!     ring request id = g << 16 | i
+//!  response ─▶ id in range? shadow Waiting with generation g? operation matches?
+//!              status known? ─▶ end grants ─▶ part done ─▶ op Done when all parts are
+//!  finish(tag, bufs): copy read data out, free the op and its shadows
+//! ```
+//!
+//! Slot states: `Free` → `Waiting` (published) → `Done` (answered, grants ended; held
+//! until the caller finishes the op) → `Free`. A cancelled op's waiting slots become
+//! `Orphan` (freed when the backend answers); a slot whose grants the backend still
+//! maps is `Stuck` and never reused until ending them succeeds (rows 14, 26).
+
+use core::cmp::min;
+
+use hypercall::abi::blkif::{
+    self, Request, RequestDiscard, RequestIndirect, RequestSegment, Response,
+};
+use hypercall::gnttab::Error as GrantError;
+use hypercall::ring::FrontRing;
+use hypercall::{DomId, Gfn, GrantRef, Platform, Port, SharedMem, Xen, PAGE_SIZE};
+
+use crate::error::{BrokenReason, Error, IoError};
+use crate::grants::Grants;
+
+/// The blkif ring type.
+pub type BlkRing = FrontRing<Request, Response>;
+
+const NONE: u16 = u16::MAX;
+const NO_GREF: u32 = u32::MAX;
+
+/// What kind of request an op is.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    /// Read sectors.
+    Read,
+    /// Write sectors.
+    Write,
+    /// Flush the backend's write cache (or a barrier on old backends).
+    Flush,
+    /// Discard (trim) sectors.
+    Discard,
+}
+
+/// Names one submitted request until it is finished or cancelled.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Tag {
+    idx: u16,
+    gen: u32,
+}
+
+/// Counters (for tests and benchmarks).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Ops submitted.
+    pub ops: u64,
+    /// Ring requests pushed (an op may need several).
+    pub ring_requests: u64,
+    /// Responses consumed.
+    pub responses: u64,
+    /// Event-channel notifications sent to the backend.
+    pub notifications: u64,
+    /// Grant operations (grant + end) done on the I/O path.
+    pub grant_ops: u64,
+}
+
+/// What the connection negotiated (see [`crate::Features`] for the public view).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    /// Segments per ring request (1..=SEGS; <= 11 unless `indirect`).
+    pub segs: usize,
+    /// Use `BLKIF_OP_INDIRECT` for requests over 11 segments.
+    pub indirect: bool,
+    /// Grants stay in place for the whole connection.
+    pub persistent: bool,
+    /// `BLKIF_OP_FLUSH_DISKCACHE`, `BLKIF_OP_WRITE_BARRIER`, or none.
+    pub flush_op: Option<u8>,
+    /// `feature-discard`.
+    pub discard: bool,
+    /// The `handle` field of requests.
+    pub handle: u16,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum SlotState {
+    Free,
+    Waiting,
+    Done,
+    Orphan,
+    Stuck,
+}
+
+#[derive(Copy, Clone)]
+struct Slot<const SEGS: usize> {
+    state: SlotState,
+    gen: u16,
+    /// The operation the response must carry.
+    rsp_op: u8,
+    nsegs: u16,
+    bytes: u32,
+    owner: u16,
+    next: u16,
+    gfn: [u32; SEGS],
+    gref: [u32; SEGS],
+    ind_gfn: u32,
+    ind_gref: u32,
+}
+
+impl<const SEGS: usize> Slot<SEGS> {
+    const EMPTY: Self = Slot {
+        state: SlotState::Free,
+        gen: 0,
+        rsp_op: 0,
+        nsegs: 0,
+        bytes: 0,
+        owner: NONE,
+        next: NONE,
+        gfn: [0; SEGS],
+        gref: [NO_GREF; SEGS],
+        ind_gfn: 0,
+        ind_gref: NO_GREF,
+    };
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum OpState {
+    Free,
+    InFlight,
+    Done,
+}
+
+#[derive(Copy, Clone, Debug)]
+struct Op {
+    state: OpState,
+    gen: u32,
+    kind: OpKind,
+    len: usize,
+    parts_left: u16,
+    first: u16,
+    result: Option<Error>,
+    done_seq: u64,
+}
+
+impl Op {
+    const EMPTY: Self = Op {
+        state: OpState::Free,
+        gen: 0,
+        kind: OpKind::Flush,
+        len: 0,
+        parts_left: 0,
+        first: NONE,
+        result: None,
+        done_seq: 0,
+    };
+}
+
+/// Pages allocated once, at the first connect.
+#[derive(Copy, Clone, Debug)]
+struct Pages {
+    bounce: SharedMem,
+    indirect: SharedMem,
+}
+
+/// The engine. `SLOTS` ring requests in flight at most, `SEGS` pages each.
+pub(crate) struct Io<const SLOTS: usize, const SEGS: usize> {
+    ring: Option<BlkRing>,
+    backend: DomId,
+    port: Port,
+    geo: Geometry,
+    pages: Option<Pages>,
+    slots: [Slot<SEGS>; SLOTS],
+    free: [u16; SLOTS],
+    nfree: usize,
+    ops: [Op; SLOTS],
+    /// Request images between preparation and publication.
+    stash: [Request; SLOTS],
+    broken: Option<BrokenReason>,
+    plugged: bool,
+    done_seq: u64,
+    stats: Stats,
+}
+
+/// Reads from a caller's scatter list in order.
+struct SrcCursor<'a, 'b> {
+    bufs: &'a [&'b [u8]],
+    i: usize,
+    off: usize,
+}
+
+impl SrcCursor<'_, '_> {
+    /// Copies `n` bytes into `mem` at `at`; returns how many were available.
+    fn copy_to(&mut self, mem: &SharedMem, mut at: usize, mut n: usize) -> usize {
+        let mut done = 0;
+        while n > 0 {
+            let Some(buf) = self.bufs.get(self.i) else {
+                break;
+            };
+            let rest = buf.get(self.off..).unwrap_or_default();
+            if rest.is_empty() {
+                self.i += 1;
+                self.off = 0;
+                continue;
+            }
+            let k = min(n, rest.len());
+            mem.write(at, rest.get(..k).unwrap_or_default());
+            self.off += k;
+            at += k;
+            n -= k;
+            done += k;
+        }
+        done
+    }
+}
+
+/// Writes into a caller's scatter list in order.
+struct DstCursor<'a, 'b> {
+    bufs: &'a mut [&'b mut [u8]],
+    i: usize,
+    off: usize,
+}
+
+impl DstCursor<'_, '_> {
+    fn copy_from(&mut self, mem: &SharedMem, mut at: usize, mut n: usize) -> usize {
+        let mut done = 0;
+        while n > 0 {
+            let Some(buf) = self.bufs.get_mut(self.i) else {
+                break;
+            };
+            let off = self.off;
+            let rest = buf.get_mut(off..).unwrap_or_default();
+            if rest.is_empty() {
+                self.i += 1;
+                self.off = 0;
+                continue;
+            }
+            let k = min(n, rest.len());
+            if let Some(dst) = rest.get_mut(..k) {
+                mem.read(at, dst);
+            }
+            self.off += k;
+            at += k;
+            n -= k;
+            done += k;
+        }
+        done
+    }
+}
+
+/// Total length of a scatter list.
+pub(crate) fn total_len(bufs: &[&[u8]]) -> usize {
+    bufs.iter().fold(0usize, |a, b| a.saturating_add(b.len()))
+}
+
+/// Total length of a mutable scatter list.
+pub(crate) fn total_len_mut(bufs: &[&mut [u8]]) -> usize {
+    bufs.iter().fold(0usize, |a, b| a.saturating_add(b.len()))
+}
+
+fn status_result(status: i16) -> Option<Error> {
+    match status {
+        blkif::RSP_OKAY => None,
+        blkif::RSP_ERROR => Some(Error::Io(IoError::Backend)),
+        blkif::RSP_EOPNOTSUPP => Some(Error::Io(IoError::NotSupported)),
+        s => Some(Error::Io(IoError::BadStatus(s))),
+    }
+}
+
+impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
+    const CHECK: () = {
+        assert!(
+            SLOTS >= 1 && SLOTS < NONE as usize,
+            "SLOTS must be 1..65535"
+        );
+        assert!(
+            SEGS >= 1 && SEGS <= blkif::SEGS_PER_INDIRECT_FRAME,
+            "SEGS must be 1..=512 (one indirect page)"
+        );
+    };
+
+    /// An idle engine (no pages, no ring).
+    pub fn new() -> Self {
+        #[allow(clippy::let_unit_value)]
+        let () = Self::CHECK;
+        let mut free = [0u16; SLOTS];
+        for (i, f) in free.iter_mut().enumerate() {
+            // Highest index first so slot 0 is handed out first.
+            *f = (SLOTS - 1 - i) as u16;
+        }
+        Io {
+            ring: None,
+            backend: DomId(0),
+            port: Port(0),
+            geo: Geometry {
+                segs: 1,
+                indirect: false,
+                persistent: false,
+                flush_op: None,
+                discard: false,
+                handle: 0,
+            },
+            pages: None,
+            slots: [Slot::EMPTY; SLOTS],
+            free,
+            nfree: SLOTS,
+            ops: [Op::EMPTY; SLOTS],
+            stash: [Request {
+                operation: 0,
+                nr_segments: 0,
+                handle: 0,
+                _pad: 0,
+                id: 0,
+                sector_number: 0,
+                seg: [RequestSegment {
+                    gref: 0,
+                    first_sect: 0,
+                    last_sect: 0,
+                    _pad: [0; 2],
+                }; blkif::MAX_SEGMENTS_PER_REQUEST],
+            }; SLOTS],
+            broken: None,
+            plugged: false,
+            done_seq: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    pub fn broken(&self) -> Option<BrokenReason> {
+        self.broken
+    }
+
+    pub fn connected(&self) -> bool {
+        self.ring.is_some()
+    }
+
+    pub fn geometry(&self) -> Geometry {
+        self.geo
+    }
+
+    /// Ring requests that may be in flight at once.
+    pub fn max_inflight(&self) -> usize {
+        let ring = self.ring.as_ref().map_or(SLOTS, |r| r.size() as usize);
+        min(SLOTS, ring)
+    }
+
+    /// Bytes one ring request carries.
+    pub fn bytes_per_request(&self) -> usize {
+        self.geo.segs * PAGE_SIZE
+    }
+
+    /// Slots that are stuck (grants still mapped by a backend).
+    pub fn stuck(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| s.state == SlotState::Stuck)
+            .count()
+    }
+
+    /// Requests submitted and not yet answered (including cancelled ones).
+    pub fn outstanding(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|s| matches!(s.state, SlotState::Waiting | SlotState::Orphan))
+            .count()
+    }
+
+    /// Allocates the bounce and indirect pages (once) and records their frames.
+    pub fn ensure_pages<P: Platform + ?Sized>(&mut self, p: &P) -> Result<(), Error> {
+        if self.pages.is_some() {
+            return Ok(());
+        }
+        let n = SLOTS.checked_mul(SEGS).ok_or(Error::NoMemory)?;
+        let bounce = SharedMem::alloc_pages(p, n).ok_or(Error::NoMemory)?;
+        let indirect = SharedMem::alloc_pages(p, SLOTS).ok_or(Error::NoMemory)?;
+        // (Pages cannot be returned from a forbid(unsafe_code) crate; they are kept
+        // for the device's lifetime and reused on reconnect.)
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            for (j, g) in slot.gfn.iter_mut().enumerate() {
+                *g = gfn32(bounce.page_gfn(p, i * SEGS + j))?;
+            }
+            slot.ind_gfn = gfn32(indirect.page_gfn(p, i))?;
+        }
+        self.pages = Some(Pages { bounce, indirect });
+        Ok(())
+    }
+
+    /// Starts I/O on a freshly initialised ring. Refuses while slots of an earlier
+    /// connection are stuck. Zeroes every bounce and indirect page (a new backend must
+    /// not see an old connection's data) and, with persistent grants, grants them all.
+    pub fn start<G: Grants + ?Sized>(
+        &mut self,
+        g: &G,
+        ring: BlkRing,
+        backend: DomId,
+        port: Port,
+        geo: Geometry,
+    ) -> Result<(), Error> {
+        let pages = self.pages.ok_or(Error::NoMemory)?;
+        let stuck = self.retry_stuck(g);
+        if stuck > 0 {
+            return Err(Error::GrantsStillMapped { count: stuck });
+        }
+        let mut geo = geo;
+        geo.segs = geo.segs.clamp(1, SEGS);
+        if !geo.indirect {
+            geo.segs = min(geo.segs, blkif::MAX_SEGMENTS_PER_REQUEST);
+        }
+        pages.bounce.fill(0, pages.bounce.len(), 0);
+        pages.indirect.fill(0, pages.indirect.len(), 0);
+        self.backend = backend;
+        self.port = port;
+        self.geo = geo;
+        self.broken = None;
+        self.plugged = false;
+        if geo.persistent {
+            if let Err(e) = self.grant_all(g) {
+                self.end_all_persistent(g);
+                return Err(e);
+            }
+        }
+        self.ring = Some(ring);
+        Ok(())
+    }
+
+    fn grant_all<G: Grants + ?Sized>(&mut self, g: &G) -> Result<(), Error> {
+        let backend = self.backend;
+        let segs = self.geo.segs;
+        let indirect = self.geo.indirect && segs > blkif::MAX_SEGMENTS_PER_REQUEST;
+        for slot in self.slots.iter_mut() {
+            for j in 0..segs {
+                if let (Some(gfn), Some(r)) = (slot.gfn.get(j), slot.gref.get_mut(j)) {
+                    *r = g.grant(backend, Gfn(u64::from(*gfn)), false)?.0;
+                }
+            }
+            if indirect {
+                slot.ind_gref = g.grant(backend, Gfn(u64::from(slot.ind_gfn)), true)?.0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends every grant of slot `i`; returns the first one still mapped.
+    fn end_slot_grants<G: Grants + ?Sized>(&mut self, g: &G, i: usize) -> Option<GrantRef> {
+        let mut first = None;
+        let mut ops = 0;
+        if let Some(slot) = self.slots.get_mut(i) {
+            for r in slot
+                .gref
+                .iter_mut()
+                .chain(core::iter::once(&mut slot.ind_gref))
+            {
+                if *r == NO_GREF {
+                    continue;
+                }
+                ops += 1;
+                match g.end(GrantRef(*r)) {
+                    Ok(()) | Err(GrantError::NotInUse(_)) => *r = NO_GREF,
+                    Err(_) => {
+                        first.get_or_insert(GrantRef(*r));
+                    }
+                }
+            }
+        }
+        self.stats.grant_ops += ops;
+        first
+    }
+
+    fn end_all_persistent<G: Grants + ?Sized>(&mut self, g: &G) {
+        for i in 0..SLOTS {
+            if self.end_slot_grants(g, i).is_some() {
+                if let Some(s) = self.slots.get_mut(i) {
+                    s.state = SlotState::Stuck;
+                }
+            }
+        }
+    }
+
+    /// Tries again to end the grants of stuck slots; returns how many stay stuck.
+    pub fn retry_stuck<G: Grants + ?Sized>(&mut self, g: &G) -> usize {
+        let mut left = 0;
+        for i in 0..SLOTS {
+            if self.slots.get(i).map(|s| s.state) != Some(SlotState::Stuck) {
+                continue;
+            }
+            if self.end_slot_grants(g, i).is_some() {
+                left += 1;
+            } else if self.slots.get(i).map(|s| s.owner) == Some(NONE) {
+                self.release_slot(i);
+            } else if let Some(s) = self.slots.get_mut(i) {
+                // Still part of an op the caller has not finished.
+                s.state = SlotState::Done;
+            }
+        }
+        left
+    }
+
+    fn release_slot(&mut self, i: usize) {
+        if let Some(s) = self.slots.get_mut(i) {
+            s.state = SlotState::Free;
+            s.owner = NONE;
+            s.next = NONE;
+            if let Some(f) = self.free.get_mut(self.nfree) {
+                *f = i as u16;
+                self.nfree += 1;
+            }
+        }
+    }
+
+    fn take_slot(&mut self) -> Option<usize> {
+        let n = self.nfree.checked_sub(1)?;
+        let i = *self.free.get(n)? as usize;
+        self.nfree = n;
+        Some(i)
+    }
+
+    fn take_op(&mut self) -> Option<usize> {
+        self.ops.iter().position(|o| o.state == OpState::Free)
+    }
+
+    /// Stops using the ring: every op in flight completes with `err`, grants are ended
+    /// (those the backend still maps stay, their slots stuck), the ring is dropped.
+    /// Returns how many slots are stuck.
+    pub fn stop<G: Grants + ?Sized>(&mut self, g: &G, err: Error) -> usize {
+        self.fail_all(g, err);
+        self.end_all_persistent(g);
+        self.ring = None;
+        self.stuck()
+    }
+
+    /// Marks the device broken and fails everything in flight (rows 1-9).
+    pub fn set_broken<G: Grants + ?Sized>(&mut self, g: &G, reason: BrokenReason) {
+        if self.broken.is_none() {
+            self.broken = Some(reason);
+        }
+        self.fail_all(g, Error::Broken(reason));
+    }
+
+    fn fail_all<G: Grants + ?Sized>(&mut self, g: &G, err: Error) {
+        for i in 0..SLOTS {
+            let Some(state) = self.slots.get(i).map(|s| s.state) else {
+                continue;
+            };
+            if !matches!(state, SlotState::Waiting | SlotState::Orphan) {
+                continue;
+            }
+            // No answer will be trusted any more: take the grants back now.
+            let still = if self.geo.persistent {
+                None
+            } else {
+                self.end_slot_grants(g, i)
+            };
+            let owner = self.slots.get(i).map_or(NONE, |s| s.owner);
+            if still.is_some() {
+                if let Some(s) = self.slots.get_mut(i) {
+                    s.state = SlotState::Stuck;
+                }
+            } else if state == SlotState::Orphan {
+                self.release_slot(i);
+            } else if let Some(s) = self.slots.get_mut(i) {
+                s.state = SlotState::Done;
+            }
+            if state == SlotState::Waiting {
+                self.part_done(owner as usize, Some(err));
+            }
+        }
+    }
+
+    fn part_done(&mut self, op: usize, result: Option<Error>) {
+        let seq = self.done_seq;
+        let Some(o) = self.ops.get_mut(op) else {
+            return;
+        };
+        if o.state != OpState::InFlight {
+            return;
+        }
+        if o.result.is_none() {
+            o.result = result;
+        }
+        o.parts_left = o.parts_left.saturating_sub(1);
+        if o.parts_left == 0 {
+            o.state = OpState::Done;
+            o.done_seq = seq;
+            self.done_seq += 1;
+        }
+    }
+
+    fn check_usable(&self) -> Result<(), Error> {
+        if let Some(r) = self.broken {
+            return Err(Error::Broken(r));
+        }
+        if self.ring.is_none() {
+            return Err(Error::NotConnected);
+        }
+        Ok(())
+    }
+
+    /// Submits one op. `sector` is in 512-byte units; `len` bytes (already checked by
+    /// the device against the sector size and capacity). `data` is the write payload;
+    /// for discards `len` is the byte count and `secure` the flag.
+    #[allow(clippy::too_many_arguments)]
+    pub fn submit<P: Platform + ?Sized, G: Grants + ?Sized>(
+        &mut self,
+        p: &P,
+        g: &G,
+        kind: OpKind,
+        sector: u64,
+        len: usize,
+        data: &[&[u8]],
+        secure: bool,
+    ) -> Result<Tag, Error> {
+        self.check_usable()?;
+        let per = self.bytes_per_request();
+        let parts = match kind {
+            OpKind::Read | OpKind::Write => len.div_ceil(per),
+            OpKind::Flush | OpKind::Discard => 1,
+        };
+        let max = self.max_inflight();
+        if parts > max || parts == 0 {
+            return Err(Error::TooLarge {
+                max: max.saturating_mul(per),
+            });
+        }
+        let ring_free = self.ring.as_ref().map_or(0, |r| r.free_slots() as usize);
+        if parts > self.nfree || parts > ring_free {
+            return Err(Error::Busy);
+        }
+        let op_i = self.take_op().ok_or(Error::Busy)?;
+        let gen = self.ops.get(op_i).map_or(0, |o| o.gen.wrapping_add(1));
+        if let Some(o) = self.ops.get_mut(op_i) {
+            *o = Op {
+                state: OpState::InFlight,
+                gen,
+                kind,
+                len,
+                parts_left: parts as u16,
+                first: NONE,
+                result: None,
+                done_seq: 0,
+            };
+        }
+
+        // Phase 1: prepare every part (copy, grant); nothing is on the ring yet, so a
+        // failure can be rolled back completely.
+        let mut src = SrcCursor {
+            bufs: data,
+            i: 0,
+            off: 0,
+        };
+        let mut prev = NONE;
+        let mut reqs: [Request; 1] = [Request::default()];
+        let mut first = NONE;
+        let mut prepared = 0usize;
+        let mut failure = None;
+        for k in 0..parts {
+            let Some(si) = self.take_slot() else {
+                failure = Some(Error::Busy);
+                break;
+            };
+            let offset = k * per;
+            let bytes = match kind {
+                OpKind::Read | OpKind::Write => min(per, len - offset),
+                _ => 0,
+            };
+            let sec = sector.saturating_add((offset / 512) as u64);
+            if let Some(s) = self.slots.get_mut(si) {
+                s.owner = op_i as u16;
+                s.next = NONE;
+                s.gen = s.gen.wrapping_add(1);
+                s.bytes = bytes as u32;
+                s.nsegs = bytes.div_ceil(PAGE_SIZE) as u16;
+                s.state = SlotState::Done; // prepared, not yet published
+            }
+            if prev == NONE {
+                first = si as u16;
+            } else if let Some(s) = self.slots.get_mut(prev as usize) {
+                s.next = si as u16;
+            }
+            prev = si as u16;
+            prepared += 1;
+            if let Err(e) =
+                self.prepare(g, si, kind, sec, bytes, len, &mut src, secure, &mut reqs[0])
+            {
+                failure = Some(e);
+                break;
+            }
+            // Stash the request image in place of publishing it now.
+            self.stash(si, reqs[0]);
+        }
+        if let Some(o) = self.ops.get_mut(op_i) {
+            o.first = first;
+        }
+        if let Some(e) = failure {
+            // Roll back: end this op's grants, free its slots and the op.
+            let mut s = first;
+            for _ in 0..prepared {
+                let i = s as usize;
+                let next = self.slots.get(i).map_or(NONE, |x| x.next);
+                if !self.geo.persistent && self.end_slot_grants(g, i).is_some() {
+                    if let Some(x) = self.slots.get_mut(i) {
+                        x.state = SlotState::Stuck;
+                    }
+                } else {
+                    self.release_slot(i);
+                }
+                s = next;
+            }
+            if let Some(o) = self.ops.get_mut(op_i) {
+                o.state = OpState::Free;
+            }
+            return Err(e);
+        }
+
+        // Phase 2: push them all.
+        let mut s = first;
+        for _ in 0..parts {
+            let i = s as usize;
+            let req = self.unstash(i);
+            let pushed = self
+                .ring
+                .as_mut()
+                .map(|r| r.push_request(&req))
+                .unwrap_or(Err(hypercall::ring::RingError::Full));
+            if let Err(e) = pushed {
+                // Cannot happen (space and state were checked); treat as broken ring.
+                self.set_broken(g, BrokenReason::Ring(e));
+                return Err(Error::Broken(BrokenReason::Ring(e)));
+            }
+            if let Some(x) = self.slots.get_mut(i) {
+                x.state = SlotState::Waiting;
+                s = x.next;
+            }
+            self.stats.ring_requests += 1;
+        }
+        self.stats.ops += 1;
+        if !self.plugged {
+            self.publish(p)?;
+        }
+        Ok(Tag {
+            idx: op_i as u16,
+            gen,
+        })
+    }
+
+    /// Builds slot `si`'s request: copies write data (the whole page: data then
+    /// zeros), zeroes read pages, grants (unless persistent), writes the indirect page.
+    #[allow(clippy::too_many_arguments)]
+    fn prepare<G: Grants + ?Sized>(
+        &mut self,
+        g: &G,
+        si: usize,
+        kind: OpKind,
+        sector: u64,
+        bytes: usize,
+        len: usize,
+        src: &mut SrcCursor<'_, '_>,
+        secure: bool,
+        out: &mut Request,
+    ) -> Result<(), Error> {
+        let pages = self.pages.ok_or(Error::NoMemory)?;
+        let geo = self.geo;
+        let backend = self.backend;
+        let Some(slot) = self.slots.get_mut(si) else {
+            return Err(Error::Busy);
+        };
+        let id = u64::from(slot.gen) << 16 | si as u64;
+        match kind {
+            OpKind::Flush => {
+                let op = geo.flush_op.ok_or(Error::NotSupported)?;
+                slot.rsp_op = op;
+                *out = Request {
+                    operation: op,
+                    nr_segments: 0,
+                    handle: geo.handle,
+                    id,
+                    sector_number: 0,
+                    ..Default::default()
+                };
+                return Ok(());
+            }
+            OpKind::Discard => {
+                slot.rsp_op = blkif::OP_DISCARD;
+                *out = Request::from(RequestDiscard {
+                    operation: blkif::OP_DISCARD,
+                    flag: if secure { blkif::DISCARD_SECURE } else { 0 },
+                    handle: geo.handle,
+                    id,
+                    sector_number: sector,
+                    nr_sectors: (len / 512) as u64,
+                    ..Default::default()
+                });
+                return Ok(());
+            }
+            OpKind::Read | OpKind::Write => {}
+        }
+        let write = kind == OpKind::Write;
+        let op = if write {
+            blkif::OP_WRITE
+        } else {
+            blkif::OP_READ
+        };
+        slot.rsp_op = op;
+        let nsegs = bytes.div_ceil(PAGE_SIZE);
+        let base = si * SEGS;
+        let mut segs = [RequestSegment::default(); blkif::MAX_SEGMENTS_PER_REQUEST];
+        let use_indirect = nsegs > blkif::MAX_SEGMENTS_PER_REQUEST;
+        let ind = pages
+            .indirect
+            .sub(si * PAGE_SIZE, PAGE_SIZE)
+            .ok_or(Error::NoMemory)?;
+        let mut granted = 0u64;
+        for j in 0..nsegs {
+            let page = pages
+                .bounce
+                .sub((base + j) * PAGE_SIZE, PAGE_SIZE)
+                .ok_or(Error::NoMemory)?;
+            let in_page = min(PAGE_SIZE, bytes - j * PAGE_SIZE);
+            if write {
+                // Row 16 / XSA-403: the page carries this request's data and zeros.
+                let got = src.copy_to(&page, 0, in_page);
+                if got < PAGE_SIZE {
+                    page.fill(got, PAGE_SIZE - got, 0);
+                }
+            } else {
+                // A backend that answers OKAY without writing must not hand us an
+                // earlier request's data.
+                page.fill(0, PAGE_SIZE, 0);
+            }
+            let gfn = *slot.gfn.get(j).ok_or(Error::NoGfn)?;
+            let gref = slot.gref.get_mut(j).ok_or(Error::NoGfn)?;
+            if !geo.persistent {
+                // A write's pages are granted read-only (row 10).
+                *gref = g.grant(backend, Gfn(u64::from(gfn)), write)?.0;
+                granted += 1;
+            }
+            let seg = RequestSegment {
+                gref: *gref,
+                first_sect: 0,
+                last_sect: (in_page / 512).saturating_sub(1) as u8,
+                _pad: [0; 2],
+            };
+            if use_indirect {
+                ind.write_obj(j * core::mem::size_of::<RequestSegment>(), &seg);
+            } else if let Some(s) = segs.get_mut(j) {
+                *s = seg;
+            }
+        }
+        self.stats.grant_ops += granted;
+        if use_indirect {
+            let used = nsegs * core::mem::size_of::<RequestSegment>();
+            ind.fill(used, PAGE_SIZE - used, 0);
+            if !geo.persistent {
+                slot.ind_gref = g.grant(backend, Gfn(u64::from(slot.ind_gfn)), true)?.0;
+                self.stats.grant_ops += 1;
+            }
+            let mut grefs = [0u32; blkif::MAX_INDIRECT_PAGES_PER_REQUEST];
+            grefs[0] = slot.ind_gref;
+            *out = Request::from(RequestIndirect {
+                operation: blkif::OP_INDIRECT,
+                indirect_op: op,
+                nr_segments: nsegs as u16,
+                id,
+                sector_number: sector,
+                handle: geo.handle,
+                indirect_grefs: grefs,
+                ..Default::default()
+            });
+        } else {
+            *out = Request {
+                operation: op,
+                nr_segments: nsegs as u8,
+                handle: geo.handle,
+                id,
+                sector_number: sector,
+                seg: segs,
+                ..Default::default()
+            };
+        }
+        Ok(())
+    }
+
+    fn stash(&mut self, si: usize, req: Request) {
+        if let Some(s) = self.stash.get_mut(si) {
+            *s = req;
+        }
+    }
+
+    fn unstash(&mut self, si: usize) -> Request {
+        self.stash.get(si).copied().unwrap_or_default()
+    }
+
+    /// Publishes pushed requests and notifies if the backend asked for it.
+    pub fn publish<P: Platform + ?Sized>(&mut self, p: &P) -> Result<(), Error> {
+        let notify = match self.ring.as_mut() {
+            Some(r) => r.push_requests_and_check_notify(),
+            None => false,
+        };
+        if notify {
+            self.stats.notifications += 1;
+            Xen(p).evtchn_send(self.port)?;
+        }
+        Ok(())
+    }
+
+    /// While plugged, submissions are written to the ring but not published.
+    pub fn set_plugged<P: Platform + ?Sized>(&mut self, p: &P, plugged: bool) -> Result<(), Error> {
+        self.plugged = plugged;
+        if !plugged && self.ring.is_some() {
+            self.publish(p)?;
+        }
+        Ok(())
+    }
+
+    /// Consumes every available response (no re-arming; see [`Io::final_check`]).
+    /// Returns the number consumed. A protocol violation breaks the device.
+    pub fn poll<G: Grants + ?Sized>(&mut self, g: &G) -> Result<usize, Error> {
+        self.check_usable()?;
+        let mut n = 0;
+        loop {
+            let rsp = match self.ring.as_mut().map(|r| r.poll_response()) {
+                Some(Ok(Some(r))) => r,
+                Some(Ok(None)) | None => break,
+                Some(Err(e)) => {
+                    self.set_broken(g, BrokenReason::Ring(e));
+                    return Err(Error::Broken(BrokenReason::Ring(e)));
+                }
+            };
+            n += 1;
+            self.stats.responses += 1;
+            if let Err(reason) = self.complete(g, rsp) {
+                self.set_broken(g, reason);
+                return Err(Error::Broken(reason));
+            }
+        }
+        Ok(n)
+    }
+
+    /// `RING_FINAL_CHECK_FOR_RESPONSES`: re-arms the notification; `true` if
+    /// responses arrived meanwhile (poll again before sleeping).
+    pub fn final_check<G: Grants + ?Sized>(&mut self, g: &G) -> Result<bool, Error> {
+        self.check_usable()?;
+        match self.ring.as_mut().map(|r| r.final_check_for_responses()) {
+            Some(Ok(more)) => Ok(more),
+            Some(Err(e)) => {
+                self.set_broken(g, BrokenReason::Ring(e));
+                Err(Error::Broken(BrokenReason::Ring(e)))
+            }
+            None => Err(Error::NotConnected),
+        }
+    }
+
+    fn complete<G: Grants + ?Sized>(&mut self, g: &G, rsp: Response) -> Result<(), BrokenReason> {
+        let id = rsp.id;
+        let si = (id & 0xffff) as usize;
+        let gen = ((id >> 16) & 0xffff) as u16;
+        if id >> 32 != 0 || si >= SLOTS {
+            return Err(BrokenReason::UnknownId(id));
+        }
+        let (state, slot_gen, rsp_op, owner) = match self.slots.get(si) {
+            Some(s) => (s.state, s.gen, s.rsp_op, s.owner),
+            None => return Err(BrokenReason::UnknownId(id)),
+        };
+        if slot_gen != gen || !matches!(state, SlotState::Waiting | SlotState::Orphan) {
+            return Err(BrokenReason::NotOutstanding(id));
+        }
+        if rsp.operation != rsp_op {
+            return Err(BrokenReason::WrongOperation {
+                id,
+                expected: rsp_op,
+                got: rsp.operation,
+            });
+        }
+        let result = status_result(rsp.status);
+        let still = if self.geo.persistent {
+            None
+        } else {
+            self.end_slot_grants(g, si)
+        };
+        if let Some(s) = self.slots.get_mut(si) {
+            s.state = if still.is_some() {
+                SlotState::Stuck
+            } else {
+                SlotState::Done
+            };
+        }
+        if state == SlotState::Orphan {
+            if still.is_none() {
+                self.release_slot(si);
+            }
+        } else {
+            if result == Some(Error::Io(IoError::NotSupported)) {
+                // Linux: EOPNOTSUPP on flush/barrier/discard turns the feature off.
+                match rsp_op {
+                    blkif::OP_FLUSH_DISKCACHE | blkif::OP_WRITE_BARRIER => self.geo.flush_op = None,
+                    blkif::OP_DISCARD => self.geo.discard = false,
+                    _ => {}
+                }
+            }
+            let r = match still {
+                Some(r) => Some(Error::Broken(BrokenReason::GrantStillMapped(r))),
+                None => result,
+            };
+            self.part_done(owner as usize, r);
+        }
+        if let Some(r) = still {
+            return Err(BrokenReason::GrantStillMapped(r));
+        }
+        if let blkif::RSP_OKAY | blkif::RSP_ERROR | blkif::RSP_EOPNOTSUPP = rsp.status {
+            Ok(())
+        } else {
+            Err(BrokenReason::UnknownStatus {
+                id,
+                status: rsp.status,
+            })
+        }
+    }
+
+    fn op_of(&self, tag: Tag) -> Result<&Op, Error> {
+        match self.ops.get(tag.idx as usize) {
+            Some(o) if o.gen == tag.gen && o.state != OpState::Free => Ok(o),
+            _ => Err(Error::UnknownTag),
+        }
+    }
+
+    /// Whether `tag` has completed (successfully or not).
+    pub fn is_done(&self, tag: Tag) -> Result<bool, Error> {
+        Ok(self.op_of(tag)?.state == OpState::Done)
+    }
+
+    /// The kind and length of a live op.
+    pub fn describe(&self, tag: Tag) -> Result<(OpKind, usize), Error> {
+        let o = self.op_of(tag)?;
+        Ok((o.kind, o.len))
+    }
+
+    /// The oldest completed op not yet finished.
+    pub fn next_done(&self) -> Option<Tag> {
+        self.ops
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.state == OpState::Done)
+            .min_by_key(|(_, o)| o.done_seq)
+            .map(|(i, o)| Tag {
+                idx: i as u16,
+                gen: o.gen,
+            })
+    }
+
+    /// Retires a completed op: copies read data into `bufs` (their total length must
+    /// equal the op's; an empty list drops the data), frees its slots. Returns the
+    /// bytes transferred.
+    pub fn finish(&mut self, tag: Tag, bufs: &mut [&mut [u8]]) -> Result<usize, Error> {
+        let op = *self.op_of(tag)?;
+        if op.state != OpState::Done {
+            return Err(Error::NotDone);
+        }
+        let pages = self.pages;
+        let ok = op.result.is_none();
+        if ok && op.kind == OpKind::Read && !bufs.is_empty() {
+            if total_len_mut(bufs) != op.len {
+                return Err(Error::BadLength {
+                    len: total_len_mut(bufs),
+                    sector_size: 512,
+                });
+            }
+            if let Some(pages) = pages {
+                let mut dst = DstCursor { bufs, i: 0, off: 0 };
+                let mut s = op.first;
+                while s != NONE {
+                    let Some(slot) = self.slots.get(s as usize) else {
+                        break;
+                    };
+                    let base = s as usize * SEGS * PAGE_SIZE;
+                    dst.copy_from(&pages.bounce, base, slot.bytes as usize);
+                    s = slot.next;
+                }
+            }
+        }
+        // Free the parts (stuck ones stay out of use).
+        let mut s = op.first;
+        while s != NONE {
+            let i = s as usize;
+            let Some(slot) = self.slots.get(i) else {
+                break;
+            };
+            let next = slot.next;
+            match slot.state {
+                SlotState::Done => self.release_slot(i),
+                SlotState::Stuck => {
+                    if let Some(x) = self.slots.get_mut(i) {
+                        x.owner = NONE;
+                    }
+                }
+                _ => {}
+            }
+            s = next;
+        }
+        if let Some(o) = self.ops.get_mut(tag.idx as usize) {
+            o.state = OpState::Free;
+        }
+        match op.result {
+            None => Ok(if op.kind == OpKind::Flush { 0 } else { op.len }),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// Cancels an op: the caller stops waiting for it. Parts still in flight keep
+    /// their slots and grants until the backend answers (or the device is torn down
+    /// and ending the grants succeeds).
+    pub fn cancel(&mut self, tag: Tag) -> Result<(), Error> {
+        let op = *self.op_of(tag)?;
+        let mut s = op.first;
+        while s != NONE {
+            let i = s as usize;
+            let Some(slot) = self.slots.get(i) else {
+                break;
+            };
+            let next = slot.next;
+            match slot.state {
+                SlotState::Waiting => {
+                    if let Some(x) = self.slots.get_mut(i) {
+                        x.state = SlotState::Orphan;
+                        x.owner = NONE;
+                    }
+                }
+                SlotState::Done => self.release_slot(i),
+                SlotState::Stuck => {
+                    if let Some(x) = self.slots.get_mut(i) {
+                        x.owner = NONE;
+                    }
+                }
+                _ => {}
+            }
+            s = next;
+        }
+        if let Some(o) = self.ops.get_mut(tag.idx as usize) {
+            o.state = OpState::Free;
+        }
+        Ok(())
+    }
+}
+
+fn gfn32(g: Option<Gfn>) -> Result<u32, Error> {
+    g.and_then(|g| u32::try_from(g.0).ok()).ok_or(Error::NoGfn)
+}
