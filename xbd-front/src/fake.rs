@@ -113,7 +113,9 @@ impl Hypercall for FakePlatform {
     }
 }
 
-impl Platform for FakePlatform {
+// SAFETY: pages come from live, page-aligned test allocations that are never freed
+// while the platform lives; gfns and addresses are translated through one table.
+unsafe impl Platform for FakePlatform {
     fn alloc_pages(&self, count: usize) -> Option<NonNull<u8>> {
         if count == 0 {
             return None;
