@@ -251,6 +251,9 @@ fn ctrl_bracket_detaches() {
     let client = Client::new(rt);
     wait_for(30, || client.daemon_running().then_some(())).expect("daemon up");
     let id = create(&d, "det", "");
+    // The session detaches as soon as it reads Ctrl-]: make sure the banner is in the
+    // history (which a session replays first) before attaching.
+    d.console(id).unwrap().wait_for(b"(det) up", LONG).unwrap();
     let mut out = Vec::new();
     client
         .console("det", &mut out, Some(Box::new(&b"ab\x1dcd"[..])))

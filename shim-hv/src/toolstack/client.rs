@@ -199,7 +199,9 @@ fn forward(mut input: Box<dyn Read + Send>, mut sock: UnixStream) {
             return;
         }
         if detach {
-            let _ = sock.shutdown(std::net::Shutdown::Both);
+            // Half-close: the daemon sees the end of input, sends what output it
+            // still holds for us (the history replay included) and closes.
+            let _ = sock.shutdown(std::net::Shutdown::Write);
             return;
         }
     }

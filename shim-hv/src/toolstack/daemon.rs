@@ -776,11 +776,25 @@ impl Daemon {
         // What the client types goes to the guest.
         let _ = input.get_ref().set_read_timeout(None);
         let to_guest = console.clone();
+        let detached = Arc::new(AtomicBool::new(false));
+        let input_done = detached.clone();
         let _ = std::thread::Builder::new()
             .name("console-input".into())
-            .spawn(move || forward_input(input, &to_guest));
+            .spawn(move || {
+                forward_input(input, &to_guest);
+                input_done.store(true, Ordering::SeqCst);
+            });
         loop {
-            match client.recv(Duration::from_secs(1)) {
+            if detached.load(Ordering::SeqCst) {
+                // The client detached (Ctrl-]) or hung up: hand over what is queued.
+                while let Some(ClientEvent::Output(b)) = client.recv(Duration::ZERO) {
+                    if out.write_all(&b).is_err() {
+                        return;
+                    }
+                }
+                return;
+            }
+            match client.recv(Duration::from_millis(200)) {
                 Some(ClientEvent::Output(bytes)) => {
                     if out.write_all(&bytes).is_err() {
                         return;
