@@ -615,11 +615,17 @@ fn host_device_name(s: &str) -> bool {
 impl DomainConfig {
     /// Reads and parses a config file; `path` as displayed is the file name in messages.
     pub fn parse_file(path: &Path) -> Result<DomainConfig, ConfigError> {
+        let text = DomainConfig::read_text(path)?;
+        DomainConfig::parse_str(&path.display().to_string(), &text)
+    }
+
+    /// Reads a config file's text: at most [`MAX_CONFIG_BYTES`] (a huge file, or an
+    /// endless one such as `/dev/zero`, is an [`ErrorKind::Io`] error, never read into
+    /// memory whole), UTF-8 (else a syntax error naming the line).
+    pub fn read_text(path: &Path) -> Result<String, ConfigError> {
         use std::io::Read;
         let file = path.display().to_string();
         let io = |e: String| ConfigError::new(&file, 0, ErrorKind::Io(e), "");
-        // Bounded: a huge file, or an endless one such as /dev/zero or a FIFO that
-        // never closes its end, must not be read into memory whole.
         let mut bytes = Vec::new();
         std::fs::File::open(path)
             .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
@@ -629,7 +635,7 @@ impl DomainConfig {
                 "larger than {MAX_CONFIG_BYTES} bytes: not a domain config"
             )));
         }
-        let text = String::from_utf8(bytes).map_err(|e| {
+        String::from_utf8(bytes).map_err(|e| {
             let line = 1 + e
                 .as_bytes()
                 .iter()
@@ -642,8 +648,7 @@ impl DomainConfig {
                 ErrorKind::Syntax("not UTF-8"),
                 "",
             )
-        })?;
-        DomainConfig::parse_str(&file, &text)
+        })
     }
 
     /// Parses config text; `file` names it in messages.
