@@ -594,3 +594,17 @@ fn huge_or_endless_files_are_refused() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// security.md H2: a config file that is not UTF-8 is refused with the line of the
+/// first bad byte.
+#[test]
+fn non_utf8_file_names_the_line() {
+    let dir = std::env::temp_dir().join(format!("xenkit-cfg-utf8-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("latin1.cfg");
+    std::fs::write(&f, b"name = 'a'\nmemory = 64\nextra = 'caf\xe9'\n").unwrap();
+    let e = DomainConfig::parse_file(&f).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Syntax("not UTF-8"));
+    assert_eq!(e.line, 3);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
