@@ -1257,6 +1257,33 @@ mod power_events {
         assert!(fake.shutdowns().is_empty());
     }
 
+    /// security.md S3: a request for something the guest did not declare (here
+    /// `suspend` and `reboot`) is cleared and reported, never delivered; what it does
+    /// implement still works afterwards.
+    #[test]
+    fn s3_requests_for_undeclared_features_are_refused() {
+        let (mut xs, fake, mut pc) = setup_power(PowerFeatures {
+            poweroff: true,
+            reboot: false,
+            suspend: false,
+        });
+        for value in ["suspend", "reboot"] {
+            request(&fake, value);
+            match pc.wait(&mut xs, Duration::from_secs(1)) {
+                Err(Error::BadShutdownValue(v)) => assert_eq!(v.as_str(), Some(value)),
+                other => panic!("{value}: {other:?}"),
+            }
+            assert_eq!(pc.pending(), None);
+            assert_eq!(fake.server().core.read(SHUTDOWN_NODE).as_deref(), Some(""));
+        }
+        request(&fake, "halt");
+        assert_eq!(
+            pc.wait(&mut xs, Duration::from_secs(1)).unwrap(),
+            PowerEvent::Halt
+        );
+        assert!(fake.shutdowns().is_empty(), "the kit itself never acts");
+    }
+
     #[test]
     fn advertises_only_what_the_caller_implements() {
         let (_xs, fake, _pc) = setup_power(PowerFeatures {
