@@ -7,11 +7,7 @@
 //! too (BAD-INPUT row 38) and reported as [`Error::BadShutdownValue`]. Once a request
 //! was delivered, later ones are cleared and ignored until [`PowerControl::resume`]
 //! (row 39). `crash` is not a request: Linux deliberately refuses it (a domain can
-//! report a crash, not be told to crash), and so do we. A request the caller did not
-//! declare in [`PowerFeatures`] (e.g. `suspend` from a toolstack that ignored the
-//! missing `control/feature-suspend`) is treated like an unknown value: cleared and
-//! reported, never delivered (security.md S3; Linux likewise acts only on commands it
-//! has a handler for).
+//! report a crash, not be told to crash), and so do we.
 
 use core::time::Duration;
 
@@ -35,17 +31,6 @@ pub struct PowerFeatures {
     pub reboot: bool,
     /// `control/feature-suspend`.
     pub suspend: bool,
-}
-
-impl PowerFeatures {
-    /// Whether a caller with these features acts on `ev` (`halt` goes with poweroff).
-    pub fn handles(self, ev: PowerEvent) -> bool {
-        match ev {
-            PowerEvent::Poweroff | PowerEvent::Halt => self.poweroff,
-            PowerEvent::Reboot => self.reboot,
-            PowerEvent::Suspend => self.suspend,
-        }
-    }
 }
 
 /// A request read from `control/shutdown`.
@@ -110,7 +95,6 @@ pub fn issue_shutdown<H: Hypercall>(h: H, reason: ShutdownReason) -> Result<()> 
 pub struct PowerControl {
     pending: Option<PowerEvent>,
     lost_seen: u64,
-    features: PowerFeatures,
 }
 
 impl PowerControl {
@@ -131,7 +115,6 @@ impl PowerControl {
         Ok(PowerControl {
             pending: None,
             lost_seen,
-            features,
         })
     }
 
@@ -212,7 +195,7 @@ impl PowerControl {
         let ev = if value.is_truncated() {
             None
         } else {
-            PowerEvent::parse(value.as_bytes()).filter(|&ev| self.features.handles(ev))
+            PowerEvent::parse(value.as_bytes())
         };
         match ev {
             Some(ev) => {

@@ -1,6 +1,5 @@
 //! Device backends (dom0 side).
 
-pub mod blk;
 pub mod bridge;
 pub mod console;
 pub mod net;

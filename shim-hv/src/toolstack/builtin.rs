@@ -6,30 +6,76 @@
 //!   until the ring is up, or if it fails) and echoes what it is sent (`echo: ...`);
 //! - connects to xenstore over its store ring (`xenbus::Xenstore`), reads its name
 //!   and lists its devices (`device/vbd/*`, `device/vif/*`);
+//! - connects every vif with `xennet-front` and runs smoltcp on it: it answers ARP
+//!   and ICMP echo, announces itself with a gratuitous ARP, and pings on request
+//!   (see below). Its IPv4 address is the first one of the vif's `ip=` (the
+//!   backend's `ip` node, which the toolstack writes as libxl does), with a /24
+//!   prefix; without `ip=` it is the link-local `169.254.M4.M5/16` made from the
+//!   last two bytes of its MAC;
 //! - advertises `control/feature-poweroff` and `-reboot` and watches
 //!   `control/shutdown` (`xenbus::power`): `poweroff`/`halt` power it off, `reboot`
 //!   reboots it (the toolstack then applies `on_poweroff`/`on_reboot`); an unknown
 //!   value is cleared and reported on the console (BAD-INPUT row 38); a request
-//!   repeated while one is being carried out is ignored (row 39);
-//! - counts up `data/heartbeat` about four times a second while it waits.
+//!   repeated while one is being carried out is ignored (row 39). Before it goes
+//!   it closes its devices;
+//! - counts up `data/heartbeat` about four times a second while it waits;
+//! - pings on request: writing an IPv4 address to its `data/ping` node (e.g.
+//!   `xenstore-write /local/domain/N/data/ping 10.0.0.2`) makes it send up to
+//!   [`PING_COUNT`] echo requests from the vif whose subnet holds that address
+//!   (else the first vif) and report `ping A: R/S replies` on its console and in
+//!   `data/ping-result` (`R/S`).
+//!
+//! A device that fails (connect refused, backend gone, protocol violation) is
+//! reported on the console with its typed error and dropped; the guest keeps
+//! running.
 //!
 //! Console lines it prints (tests and the demo look for them):
-//! `xenkit built-in guest: domain N (NAME) up`, `power: <event>`,
-//! `ignoring control/shutdown = "<value>"`.
+//! `xenkit built-in guest: domain N (NAME) up`,
+//! `nic N: mac M, mtu U, Q queue(s), ...; ip A/P`, `nic N: sent a gratuitous ARP
+//! for A`, `nic N: <error>`, `ping A: R/S replies`, `waiting for control/shutdown`,
+//! `power: <event>`, `ignoring control/shutdown = "<value>"`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use hypercall::gnttab::GrantTable;
+use hypercall::Platform;
+use smoltcp::iface::{Config as IfConfig, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{ChecksumCapabilities, Device};
+use smoltcp::socket::icmp;
+use smoltcp::time::Instant as SmolInstant;
+use smoltcp::wire::{
+    EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Address,
+};
 use xenbus::power::{issue_shutdown, PowerControl, PowerFeatures, ShutdownReason};
 use xenbus::{Store, Xenstore};
+use xennet_front::{NetFront, SmolDevice};
 
 use crate::runner::inproc::InProcGuest;
 
-/// How long one power-event wait lasts before the loop goes round again.
-const POLL: Duration = Duration::from_millis(250);
+/// How often the heartbeat counts up.
+const BEAT: Duration = Duration::from_millis(250);
 /// The node the guest counts up in, about four times a second while no power event comes
 /// (something guest-written to watch).
 pub const HEARTBEAT: &str = "data/heartbeat";
+/// Write an IPv4 address here to make the guest ping it.
+pub const PING_NODE: &str = "data/ping";
+/// Where the guest reports a ping's result (`replies/sent`).
+pub const PING_RESULT: &str = "data/ping-result";
+/// Echo requests per ping request.
+pub const PING_COUNT: u16 = 3;
+/// How long one echo request waits for its reply.
+const PING_WAIT: Duration = Duration::from_secs(1);
+const PING_TOKEN: &str = "builtin:ping";
+const PING_IDENT: u16 = 0x7865; // "xe"
+/// Grant entries of the guest's table (8 frames).
+const GRANTS: usize = 4096;
+/// Per-step timeout of a device handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long closing one device may take at power-off.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+type Platf<'a> = &'a InProcGuest;
 
 /// The guest's console: the ring once it works, else `CONSOLEIO_write`.
 struct Out<'a> {
@@ -91,14 +137,22 @@ fn stop(out: &mut Out<'_>, reason: ShutdownReason) {
     let _ = issue_shutdown(out.g, reason);
 }
 
-fn list_devices(out: &mut Out<'_>, xs: &mut Xenstore<&InProcGuest>, kind: &str, what: &str) {
+/// The entries of `device/<kind>` as numbers, sorted; each also printed with its
+/// backend path.
+fn list_devices(
+    out: &mut Out<'_>,
+    xs: &mut Xenstore<Platf<'_>>,
+    kind: &str,
+    what: &str,
+) -> Vec<u32> {
     let mut buf = [0u8; 512];
     let dir = format!("device/{kind}");
-    let names: Vec<String> = match xs.directory(&dir, &mut buf) {
-        Ok(list) => list.map(|s| s.to_string()).collect(),
+    let mut ids: Vec<u32> = match xs.directory(&dir, &mut buf) {
+        Ok(list) => list.filter_map(|s| s.parse().ok()).collect(),
         Err(_) => Vec::new(),
     };
-    for n in names {
+    ids.sort_unstable();
+    for n in &ids {
         let mut b = [0u8; 256];
         let backend = xs
             .read_str(&format!("{dir}/{n}/backend"), &mut b)
@@ -106,6 +160,261 @@ fn list_devices(out: &mut Out<'_>, xs: &mut Xenstore<&InProcGuest>, kind: &str, 
             .unwrap_or_default();
         out.say(&format!("{what} {n}: backend {backend}\n"));
     }
+    ids
+}
+
+fn smol_now(g: &InProcGuest) -> SmolInstant {
+    SmolInstant::from_micros((g.now_ns() / 1000) as i64)
+}
+
+/// One connected vif with its smoltcp interface.
+struct Nic<'g> {
+    idx: u32,
+    dev: NetFront<'g, Platf<'g>, GRANTS>,
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    icmp: SocketHandle,
+    rxb: Vec<u8>,
+    txb: Vec<u8>,
+    cidr: IpCidr,
+}
+
+/// The IPv4 address the guest uses on vif `idx` (see the module docs).
+fn nic_address(xs: &mut Xenstore<Platf<'_>>, idx: u32, mac: [u8; 6]) -> (Ipv4Address, u8) {
+    let mut b = [0u8; 256];
+    let backend = xs
+        .read_str(&format!("device/vif/{idx}/backend"), &mut b)
+        .map(str::to_string)
+        .unwrap_or_default();
+    let mut ipb = [0u8; 256];
+    let from_config = xs
+        .read_str(&format!("{backend}/ip"), &mut ipb)
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .find_map(|a| a.parse::<std::net::Ipv4Addr>().ok())
+        });
+    match from_config {
+        Some(a) => (a, 24),
+        None => {
+            let clamp = |b: u8| b.clamp(1, 254);
+            (Ipv4Address::new(169, 254, clamp(mac[4]), clamp(mac[5])), 16)
+        }
+    }
+}
+
+/// A gratuitous ARP request announcing `ip` at `mac`.
+fn gratuitous_arp(mac: [u8; 6], ip: Ipv4Address) -> [u8; 42] {
+    let mut f = [0u8; 42];
+    let ip = ip.octets();
+    let parts: [&[u8]; 11] = [
+        &[0xff; 6],
+        &mac,
+        &[0x08, 0x06],             // ARP
+        &[0, 1, 0x08, 0x00, 6, 4], // Ethernet, IPv4, lengths
+        &[0, 1],                   // request
+        &mac,
+        &ip,
+        &[0; 6],
+        &ip,
+        &[],
+        &[],
+    ];
+    let mut at = 0;
+    for p in parts {
+        if let Some(dst) = f.get_mut(at..at + p.len()) {
+            dst.copy_from_slice(p);
+        }
+        at += p.len();
+    }
+    f
+}
+
+impl<'g> Nic<'g> {
+    fn connect(
+        g: &'g InProcGuest,
+        grants: &'g GrantTable<GRANTS>,
+        xs: &mut Xenstore<Platf<'_>>,
+        idx: u32,
+        out: &mut Out<'_>,
+    ) -> Result<Nic<'g>, xennet_front::Error> {
+        let cfg = xennet_front::Config {
+            rx_buffers: 64,
+            tx_buffers: 64,
+            ..xennet_front::Config::default()
+        };
+        let mut dev = NetFront::connect(g, grants, xs, idx, cfg, CONNECT_TIMEOUT)?;
+        let mac = dev.mac();
+        let n = *dev.negotiated();
+        let mut feats = Vec::new();
+        for (on, name) in [
+            (n.tx_sg, "sg"),
+            (n.tx_csum_v4, "tx-csum"),
+            (n.tx_gso_v4, "gso-tcpv4"),
+            (n.tx_gso_v6, "gso-tcpv6"),
+            (n.split_event_channels, "split-evtchn"),
+            (n.rx_notify, "rx-notify"),
+        ] {
+            if on {
+                feats.push(name);
+            }
+        }
+        let (ip, prefix) = nic_address(xs, idx, mac.0);
+        out.say(&format!(
+            "nic {idx}: mac {mac}, mtu {}, {} queue(s), features: {}; ip {ip}/{prefix}\n",
+            n.mtu,
+            n.queues,
+            if feats.is_empty() {
+                "none".to_string()
+            } else {
+                feats.join(" ")
+            }
+        ));
+        let frame = (dev.mtu() as usize + 14).min(dev.max_frame());
+        let (mut rxb, mut txb) = (vec![0u8; frame], vec![0u8; frame]);
+        let mut icfg = IfConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac.0)));
+        icfg.random_seed = g.now_ns() ^ u64::from(idx);
+        let cidr = IpCidr::new(IpAddress::Ipv4(ip), prefix);
+        let iface = {
+            let mut sd = SmolDevice::new(&mut dev, &mut rxb, &mut txb);
+            let mut i = Interface::new(icfg, &mut sd, smol_now(g));
+            i.update_ip_addrs(|a| {
+                let _ = a.push(cidr);
+            });
+            i
+        };
+        let mut sockets = SocketSet::new(Vec::new());
+        let mut isock = icmp::Socket::new(
+            icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0u8; 2048]),
+            icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0u8; 2048]),
+        );
+        // Only fails for an unspecified endpoint.
+        let _ = isock.bind(icmp::Endpoint::Ident(PING_IDENT));
+        let icmp = sockets.add(isock);
+        match dev.send(&gratuitous_arp(mac.0, ip)) {
+            Ok(()) => out.say(&format!("nic {idx}: sent a gratuitous ARP for {ip}\n")),
+            Err(e) => out.say(&format!("nic {idx}: gratuitous ARP: {e}\n")),
+        }
+        Ok(Nic {
+            idx,
+            dev,
+            iface,
+            sockets,
+            icmp,
+            rxb,
+            txb,
+            cidr,
+        })
+    }
+
+    /// Follows the backend's state and runs smoltcp once; an error means the device
+    /// is unusable.
+    fn poll(
+        &mut self,
+        g: &InProcGuest,
+        xs: &mut Xenstore<Platf<'_>>,
+    ) -> Result<(), xennet_front::Error> {
+        self.dev.poll_backend(xs)?;
+        self.dev.poll()?;
+        let mut sd = SmolDevice::new(&mut self.dev, &mut self.rxb, &mut self.txb);
+        self.iface.poll(smol_now(g), &mut sd, &mut self.sockets);
+        match self.dev.link_state() {
+            xennet_front::LinkState::Broken(b) => Err(xennet_front::Error::Broken(b)),
+            xennet_front::LinkState::Down => Err(xennet_front::Error::NotConnected),
+            xennet_front::LinkState::Up => Ok(()),
+        }
+    }
+}
+
+/// A ping in progress.
+struct Ping {
+    target: Ipv4Address,
+    nic: usize,
+    sent: u16,
+    replies: u16,
+    /// When the outstanding request (if any) gives up.
+    wait_until: u64,
+}
+
+impl Ping {
+    /// Sends the next request or collects replies; `true` once finished.
+    fn step(&mut self, g: &InProcGuest, nic: &mut Nic<'_>) -> bool {
+        let caps = nic.dev_caps();
+        let sock = nic.sockets.get_mut::<icmp::Socket>(nic.icmp);
+        while sock.can_recv() {
+            let Ok((data, from)) = sock.recv() else { break };
+            let Ok(pkt) = Icmpv4Packet::new_checked(data) else {
+                continue;
+            };
+            if let Ok(Icmpv4Repr::EchoReply { ident, seq_no, .. }) =
+                Icmpv4Repr::parse(&pkt, &ChecksumCapabilities::default())
+            {
+                if ident == PING_IDENT
+                    && from == IpAddress::Ipv4(self.target)
+                    && seq_no.wrapping_add(1) == self.sent
+                {
+                    self.replies += 1;
+                    self.wait_until = 0;
+                }
+            }
+        }
+        let now = g.now_ns();
+        if now < self.wait_until {
+            return false;
+        }
+        if self.sent >= PING_COUNT {
+            return true;
+        }
+        let repr = Icmpv4Repr::EchoRequest {
+            ident: PING_IDENT,
+            seq_no: self.sent,
+            data: b"xenkit built-in guest ping",
+        };
+        if let Ok(buf) = sock.send(repr.buffer_len(), IpAddress::Ipv4(self.target)) {
+            repr.emit(&mut Icmpv4Packet::new_unchecked(buf), &caps);
+            self.sent += 1;
+            self.wait_until = now + PING_WAIT.as_nanos() as u64;
+        }
+        false
+    }
+}
+
+impl Nic<'_> {
+    fn dev_caps(&mut self) -> ChecksumCapabilities {
+        SmolDevice::new(&mut self.dev, &mut self.rxb, &mut self.txb)
+            .capabilities()
+            .checksum
+    }
+}
+
+/// Reads `data/ping` and starts a ping if it holds an address.
+fn start_ping(out: &mut Out<'_>, xs: &mut Xenstore<Platf<'_>>, nics: &[Nic<'_>]) -> Option<Ping> {
+    let mut b = [0u8; 64];
+    let text = xs.read_str(PING_NODE, &mut b).ok()?.trim().to_string();
+    if text.is_empty() {
+        return None;
+    }
+    let Ok(a) = text.parse::<std::net::Ipv4Addr>() else {
+        out.say(&format!("ping: {text:?} is not an IPv4 address\n"));
+        return None;
+    };
+    let target = a;
+    if nics.is_empty() {
+        out.say(&format!("ping {target}: no network interface\n"));
+        let _ = xs.write(PING_RESULT, b"0/0");
+        return None;
+    }
+    let nic = nics
+        .iter()
+        .position(|n| n.cidr.contains_addr(&IpAddress::Ipv4(target)))
+        .unwrap_or(0);
+    Some(Ping {
+        target,
+        nic,
+        sent: 0,
+        replies: 0,
+        wait_until: 0,
+    })
 }
 
 /// The built-in guest's main (for [`crate::xen::Hypervisor::spawn_guest`]).
@@ -127,8 +436,30 @@ pub fn run(guest: Arc<InProcGuest>) {
         .map(str::to_string)
         .unwrap_or_else(|_| "?".into());
     out.say(&format!("xenkit built-in guest: domain {id} ({name}) up\n"));
-    list_devices(&mut out, &mut xs, "vbd", "disk");
-    list_devices(&mut out, &mut xs, "vif", "nic");
+    let _disks = list_devices(&mut out, &mut xs, "vbd", "disk");
+    let vifs = list_devices(&mut out, &mut xs, "vif", "nic");
+
+    let grants: Option<Box<GrantTable<GRANTS>>> = match GrantTable::setup(g, (GRANTS / 512) as u32)
+    {
+        Ok(t) => Some(Box::new(t)),
+        Err(e) if vifs.is_empty() => {
+            let _ = e;
+            None
+        }
+        Err(e) => {
+            out.say(&format!("grant table: {e}; no devices\n"));
+            None
+        }
+    };
+    let mut nics: Vec<Nic<'_>> = Vec::new();
+    if let Some(gt) = grants.as_deref() {
+        for idx in vifs {
+            match Nic::connect(g, gt, &mut xs, idx, &mut out) {
+                Ok(n) => nics.push(n),
+                Err(e) => out.say(&format!("nic {idx}: {e}\n")),
+            }
+        }
+    }
 
     let features = PowerFeatures {
         poweroff: true,
@@ -139,26 +470,27 @@ pub fn run(guest: Arc<InProcGuest>) {
         Ok(p) => p,
         Err(e) => {
             out.say(&format!("control/shutdown: {e}\n"));
+            close_all(&mut xs, &mut nics);
             stop(&mut out, ShutdownReason::Crash);
             return;
         }
     };
+    if let Err(e) = xs.watch(PING_NODE, PING_TOKEN) {
+        out.say(&format!("{PING_NODE}: {e}\n"));
+    }
     out.say("waiting for control/shutdown\n");
     let mut beats: u64 = 0;
+    let mut next_beat = g.now_ns() + BEAT.as_nanos() as u64;
+    let mut ping: Option<Ping> = None;
     loop {
-        match power.wait(&mut xs, POLL) {
-            Ok(ev) => {
+        match power.poll(&mut xs) {
+            Ok(Some(ev)) => {
                 out.say(&format!("power: {}\n", ev.as_str()));
+                close_all(&mut xs, &mut nics);
                 stop(&mut out, ev.shutdown_reason());
                 return;
             }
-            Err(xenbus::Error::Timeout) => {
-                out.echo();
-                beats += 1;
-                if let Err(e) = xs.write_u64(HEARTBEAT, beats) {
-                    out.say(&format!("{HEARTBEAT}: {e}\n"));
-                }
-            }
+            Ok(None) => {}
             Err(xenbus::Error::BadShutdownValue(v)) => {
                 let shown = v
                     .as_str()
@@ -168,9 +500,76 @@ pub fn run(guest: Arc<InProcGuest>) {
             }
             Err(e) => {
                 out.say(&format!("control/shutdown: {e}\n"));
+                close_all(&mut xs, &mut nics);
                 stop(&mut out, ShutdownReason::Crash);
                 return;
             }
         }
+        let mut i = 0;
+        while i < nics.len() {
+            match nics.get_mut(i).map(|n| n.poll(g, &mut xs)) {
+                Some(Err(e)) => {
+                    let n = nics.remove(i);
+                    out.say(&format!("nic {}: {e}; dropped\n", n.idx));
+                    close_nic(&mut xs, n);
+                    ping = None;
+                }
+                _ => i += 1,
+            }
+        }
+        if matches!(xs.drain_watch_events_for(PING_TOKEN), Ok(true)) && ping.is_none() {
+            ping = start_ping(&mut out, &mut xs, &nics);
+        }
+        if let Some(p) = ping.as_mut() {
+            let done = nics.get_mut(p.nic).is_none_or(|n| p.step(g, n));
+            if done {
+                // The node first: whoever saw the console line may read it.
+                let _ = xs.write(PING_RESULT, format!("{}/{}", p.replies, p.sent).as_bytes());
+                out.say(&format!(
+                    "ping {}: {}/{} replies\n",
+                    p.target, p.replies, p.sent
+                ));
+                ping = None;
+            }
+        }
+        out.echo();
+        let now = g.now_ns();
+        if now >= next_beat {
+            next_beat = now + BEAT.as_nanos() as u64;
+            beats += 1;
+            if let Err(e) = xs.write_u64(HEARTBEAT, beats) {
+                out.say(&format!("{HEARTBEAT}: {e}\n"));
+            }
+        }
+        g.wait();
+    }
+}
+
+fn close_nic(xs: &mut Xenstore<Platf<'_>>, mut n: Nic<'_>) {
+    let _ = n.dev.close(xs, CLOSE_TIMEOUT);
+}
+
+/// Closes every device (before powering off), so the backends see them go.
+fn close_all(xs: &mut Xenstore<Platf<'_>>, nics: &mut Vec<Nic<'_>>) {
+    for n in nics.drain(..) {
+        close_nic(xs, n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gratuitous_arp_layout() {
+        let f = gratuitous_arp([2, 0, 0, 0, 0, 9], Ipv4Address::new(10, 0, 0, 9));
+        assert_eq!(&f[0..6], &[0xff; 6]);
+        assert_eq!(&f[6..12], &[2, 0, 0, 0, 0, 9]);
+        assert_eq!(&f[12..14], &[8, 6]);
+        assert_eq!(&f[14..22], &[0, 1, 8, 0, 6, 4, 0, 1]);
+        assert_eq!(&f[22..28], &[2, 0, 0, 0, 0, 9]);
+        assert_eq!(&f[28..32], &[10, 0, 0, 9]);
+        assert_eq!(&f[32..38], &[0; 6]);
+        assert_eq!(&f[38..42], &[10, 0, 0, 9]);
     }
 }

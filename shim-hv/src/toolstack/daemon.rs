@@ -34,10 +34,12 @@ use crate::xen::{
 };
 use crate::xenstored::{SocketServer, TxId};
 
+use super::devices::{fill_in_macs, DomainDevices};
 use super::error::{io_err, Error};
 use super::proto::{self, DeviceInfo, DomainInfo, Reply, Request};
 use super::runtime::RuntimeDir;
 use super::{builtin, check_config, check_disk_images, unattached_devices, PowerRequest};
+use crate::backend::bridge::Bridges;
 use crate::backend::console::{ClientEvent, Console, ConsoleBackend, ConsoleConfig, Sink};
 
 /// Clients served at once on the control socket; more are refused.
@@ -54,6 +56,8 @@ struct Managed {
     /// Keeps the guest's handle (the thread ends by itself once the domain is
     /// finished).
     _guest: GuestHandle,
+    /// Its backends (detached before the domain is destroyed).
+    devices: DomainDevices,
     /// The supervisor applied `preserve`: the domain stays as it is.
     settled: bool,
 }
@@ -71,6 +75,7 @@ pub struct Daemon {
     table: Mutex<Table>,
     table_cv: Condvar,
     consoles: Arc<ConsoleBackend>,
+    bridges: Bridges,
     started: Instant,
     stopping: AtomicBool,
     stop_cv: (Mutex<bool>, Condvar),
@@ -139,6 +144,7 @@ impl Daemon {
             table: Mutex::new(Table::default()),
             table_cv: Condvar::new(),
             consoles,
+            bridges: Bridges::new(),
             started: Instant::now(),
             stopping: AtomicBool::new(false),
             stop_cv: (Mutex::new(false), Condvar::new()),
@@ -198,8 +204,9 @@ impl Daemon {
     /// Creates and starts a domain from a parsed config (relative paths already
     /// resolved). Refused: unsupported settings, `kernel` configs (no KVM runner yet),
     /// missing files, a name in use.
-    pub fn create(self: &Arc<Self>, config: DomainConfig) -> Result<DomId, Error> {
+    pub fn create(self: &Arc<Self>, mut config: DomainConfig) -> Result<DomId, Error> {
         check_config(&config)?;
+        fill_in_macs(&mut config);
         if let Some(k) = &config.kernel {
             return Err(Error::KernelUnsupported {
                 file: config.file.clone(),
@@ -235,13 +242,22 @@ impl Daemon {
         let dom = self.hv.create_domain(spec)?;
         let id = dom.id();
         if let Err(e) = self.consoles.start(&dom, Sink::None) {
-            self.teardown(id);
+            self.teardown(id, None);
             return Err(Error::Daemon(format!("domain {}'s console: {e}", id.0)));
         }
+        // Device nodes exist before the guest runs, as libxl writes them before it
+        // unpauses a domain.
+        let mut devices = match DomainDevices::attach(&self.hv, &self.bridges, id, &config) {
+            Ok(d) => d,
+            Err(e) => {
+                self.teardown(id, None);
+                return Err(e);
+            }
+        };
         let guest = match self.hv.spawn_guest(dom.clone(), builtin::run) {
             Ok(g) => g,
             Err(e) => {
-                self.teardown(id);
+                self.teardown(id, Some(&mut devices));
                 return Err(Error::Io {
                     what: format!("starting domain {}'s guest thread", id.0),
                     err: e,
@@ -261,15 +277,20 @@ impl Daemon {
                 config,
                 dom,
                 _guest: guest,
+                devices,
                 settled: false,
             },
         );
         Ok(id)
     }
 
-    /// Destroys the model's domain and closes its console (the table entry is the
-    /// caller's business).
-    fn teardown(&self, id: DomId) {
+    /// Detaches the domain's devices (their xenstore directories go), destroys the
+    /// model's domain and closes its console (the table entry is the caller's
+    /// business).
+    fn teardown(&self, id: DomId, devices: Option<&mut DomainDevices>) {
+        if let Some(d) = devices {
+            d.detach();
+        }
         if let Err(e) = self.hv.destroy_domain(id) {
             self.log(&format!("destroying domain {}: {e}", id.0));
         }
@@ -280,8 +301,8 @@ impl Daemon {
     pub fn destroy(&self, dom: &str) -> Result<DomId, Error> {
         let d = self.resolve(dom)?;
         let mut t = lock(&self.table);
-        let m = t.doms.remove(&d.id().0);
-        self.teardown(d.id());
+        let mut m = t.doms.remove(&d.id().0);
+        self.teardown(d.id(), m.as_mut().map(|m| &mut m.devices));
         drop(t);
         drop(m);
         self.log(&format!("destroyed domain {} ({})", d.id().0, d.name()));
@@ -372,7 +393,10 @@ impl Daemon {
 
     /// A domain's devices of `kind` (`vbd` or `vif`), read from xenstore the way
     /// libxl's `*_getinfo` does: the frontend's `backend`, `backend-id`, `state`,
-    /// `event-channel` and ring references, and the backend's `state`.
+    /// `event-channel` and ring references, and the backend's `state`. Where libxl
+    /// would show -1 for a device with split event channels, several queues or a
+    /// multi-page ring, the first one is shown (`event-channel-tx`, `queue-0/...`,
+    /// `ring-ref0`).
     pub fn devices(&self, dom: &str, kind: &str) -> Result<(DomId, Vec<DeviceInfo>), Error> {
         let d = self.resolve(dom)?;
         let xs = self.hv.xenstored().client(0);
@@ -388,6 +412,12 @@ impl Daemon {
                 .map(|v| String::from_utf8_lossy(&v).into_owned())
         };
         let num = |p: &str| read(p).and_then(|v| v.trim().parse::<u32>().ok());
+        // The first of `keys` present under `dir` (also tried under `queue-0/`).
+        let first = |dir: &str, keys: &[&str]| {
+            ["", "queue-0/"]
+                .iter()
+                .find_map(|q| keys.iter().find_map(|k| num(&format!("{dir}/{q}{k}"))))
+        };
         let mut out = Vec::new();
         for devid in ids {
             let Ok(n) = devid.parse::<u32>() else {
@@ -396,15 +426,12 @@ impl Daemon {
             let fe = format!("{base}/{devid}");
             let backend = read(&format!("{fe}/backend")).unwrap_or_default();
             let ring_refs = if kind == "vif" {
-                [
-                    num(&format!("{fe}/tx-ring-ref")),
-                    num(&format!("{fe}/rx-ring-ref")),
-                ]
-                .into_iter()
-                .flatten()
-                .collect()
+                [first(&fe, &["tx-ring-ref"]), first(&fe, &["rx-ring-ref"])]
+                    .into_iter()
+                    .flatten()
+                    .collect()
             } else {
-                num(&format!("{fe}/ring-ref")).into_iter().collect()
+                first(&fe, &["ring-ref", "ring-ref0"]).into_iter().collect()
             };
             let name = if kind == "vif" {
                 read(&format!("{fe}/mac")).unwrap_or_default()
@@ -420,7 +447,7 @@ impl Daemon {
                 } else {
                     num(&format!("{backend}/state"))
                 },
-                evtchn: num(&format!("{fe}/event-channel")),
+                evtchn: first(&fe, &["event-channel", "event-channel-tx"]),
                 ring_refs,
                 backend_path: backend,
                 name,
@@ -517,8 +544,8 @@ impl Daemon {
         let mut t = lock(&self.table);
         let ids: Vec<u16> = t.doms.keys().copied().collect();
         for id in ids {
-            t.doms.remove(&id);
-            self.teardown(DomId(id));
+            let mut m = t.doms.remove(&id);
+            self.teardown(DomId(id), m.as_mut().map(|m| &mut m.devices));
         }
         drop(t);
         self.table_cv.notify_all();
@@ -557,12 +584,12 @@ impl Daemon {
         ));
         match action {
             Action::Restart => {
-                let Some(old) = t.doms.remove(&id.0) else {
+                let Some(mut old) = t.doms.remove(&id.0) else {
                     return;
                 };
                 let uuid = Some(old.dom.uuid());
                 let config = old.config.clone();
-                self.teardown(id);
+                self.teardown(id, Some(&mut old.devices));
                 drop(old);
                 match self.start_locked(&mut t, config, uuid) {
                     Ok(new) => self.log(&format!("domain {} restarted as domain {}", id.0, new.0)),
@@ -576,8 +603,8 @@ impl Daemon {
             }
             // Everything else (check_config refuses the others) destroys.
             _ => {
-                let old = t.doms.remove(&id.0);
-                self.teardown(id);
+                let mut old = t.doms.remove(&id.0);
+                self.teardown(id, old.as_mut().map(|m| &mut m.devices));
                 drop(old);
             }
         }
@@ -747,8 +774,13 @@ impl Daemon {
             }
             return;
         }
-        let reply = self.handle(req);
+        // A stop is answered first: the process may end right after.
+        let stop = matches!(req, Request::Stop);
+        let reply = if stop { Reply::Done } else { self.handle(req) };
         let _ = proto::write_line(&mut out, &reply);
+        if stop {
+            self.request_stop();
+        }
     }
 
     fn stream_console(&self, dom: &str, mut out: UnixStream, input: BufReader<UnixStream>) {
@@ -864,6 +896,9 @@ pub fn resolve_paths(cfg: &mut DomainConfig, cwd: &Path) {
             fix(t);
         }
     }
+    for v in &mut cfg.vifs {
+        super::devices::resolve_script(v, cwd);
+    }
 }
 
 /// The daemon's resident memory in MiB (what `list` shows for Domain-0).
@@ -917,9 +952,10 @@ fn watch_socket(me: Weak<Daemon>, path: PathBuf, ino: Option<u64>) {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
-        // Guest threads hold the hypervisor; stop them.
-        let ids: Vec<u16> = lock(&self.table).doms.keys().copied().collect();
-        for id in ids {
+        // Guest threads hold the hypervisor; stop them (backends first).
+        let doms = std::mem::take(&mut lock(&self.table).doms);
+        for (id, mut m) in doms {
+            m.devices.detach();
             let _ = self.hv.destroy_domain(DomId(id));
         }
     }

@@ -4,7 +4,8 @@
 //!
 //! 1. writes `examples/demo.cfg` and the disk image it names;
 //! 2. `create`, then waits for the guest to come up;
-//! 3. `list`, `block-list`, `network-list`, and the domain's xenstore tree;
+//! 3. `list`, `block-list`, `network-list`, the domain's xenstore tree and its
+//!    devices' backend directories (`/local/domain/0/backend`);
 //! 4. `shutdown -w`, the guest's console output, `list` again (the domain is gone).
 
 use std::fs;
@@ -134,6 +135,34 @@ pub fn run(out: &mut dyn Write) -> Result<(), Error> {
     r
 }
 
+/// Prints a xenstore subtree with Xen's `xenstore-ls` against the daemon's dom0
+/// socket, or (without xenstore-utils) the same listing read in-process.
+fn show_tree(daemon: &Arc<Daemon>, path: &str, out: &mut dyn Write) -> Result<(), Error> {
+    let xs_sock = daemon.runtime_dir().xenstored_socket();
+    match (which("xenstore-ls"), xs_sock.exists()) {
+        (Some(t), true) => {
+            let o = std::process::Command::new(t)
+                .arg(path)
+                .env("XENSTORED_PATH", &xs_sock)
+                .output()
+                .map_err(io_err("running xenstore-ls"))?;
+            writeln!(out, "$ xenstore-ls {path}").map_err(io_err("output"))?;
+            out.write_all(&o.stdout).map_err(io_err("output"))?;
+            out.write_all(&o.stderr).map_err(io_err("output"))?;
+        }
+        _ => {
+            let mut s = String::new();
+            ls_tree(&daemon.hypervisor().xenstored().client(0), path, &mut s);
+            writeln!(
+                out,
+                "$ xenstore-ls {path}    # (xenstore-utils not installed: the same tree, read in-process)\n{s}"
+            )
+            .map_err(io_err("output"))?;
+        }
+    }
+    writeln!(out).map_err(io_err("output"))
+}
+
 fn session(daemon: &Arc<Daemon>, cwd: &Path, out: &mut dyn Write) -> Result<(), Error> {
     step(
         daemon,
@@ -157,6 +186,11 @@ fn session(daemon: &Arc<Daemon>, cwd: &Path, out: &mut dyn Write) -> Result<(), 
         )));
     }
     step(daemon, cwd, out, "list", Command::List)?;
+    writeln!(
+        out,
+        "$ eval $(shim-hv xenstore-env)    # Xen's xenstore tools talk to the daemon\n"
+    )
+    .map_err(io_err("output"))?;
     step(
         daemon,
         cwd,
@@ -176,32 +210,8 @@ fn session(daemon: &Arc<Daemon>, cwd: &Path, out: &mut dyn Write) -> Result<(), 
         },
     )?;
 
-    let dompath = format!("/local/domain/{id}");
-    let xs_sock = daemon.runtime_dir().xenstored_socket();
-    let tool = which("xenstore-ls");
-    match (&tool, xs_sock.exists()) {
-        (Some(t), true) => {
-            let o = std::process::Command::new(t)
-                .arg(&dompath)
-                .env("XENSTORED_PATH", &xs_sock)
-                .output()
-                .map_err(io_err("running xenstore-ls"))?;
-            writeln!(out, "$ eval $(shim-hv xenstore-env); xenstore-ls {dompath}")
-                .map_err(io_err("output"))?;
-            out.write_all(&o.stdout).map_err(io_err("output"))?;
-            out.write_all(&o.stderr).map_err(io_err("output"))?;
-        }
-        _ => {
-            let mut s = String::new();
-            ls_tree(&daemon.hypervisor().xenstored().client(0), &dompath, &mut s);
-            writeln!(
-                out,
-                "$ xenstore-ls {dompath}    # (xenstore-utils not installed: the same tree, read in-process)\n{s}"
-            )
-            .map_err(io_err("output"))?;
-        }
-    }
-    writeln!(out).map_err(io_err("output"))?;
+    show_tree(daemon, &format!("/local/domain/{id}"), out)?;
+    show_tree(daemon, "/local/domain/0/backend", out)?;
 
     step(
         daemon,

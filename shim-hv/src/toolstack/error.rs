@@ -43,6 +43,17 @@ pub enum Error {
         /// Why.
         why: String,
     },
+    /// A device of the config could not be attached.
+    Device {
+        /// The config file.
+        file: String,
+        /// The device entry's line.
+        line: u32,
+        /// Which device (`vif 0`, `disk xvda`).
+        device: String,
+        /// Why.
+        why: String,
+    },
     /// No domain with that name or id.
     NoSuchDomain(String),
     /// The xen model refused.
@@ -107,6 +118,12 @@ impl fmt::Display for Error {
                 path,
                 why,
             } => write!(f, "{file}:{line}: disk image {}: {why}", path.display()),
+            Error::Device {
+                file,
+                line,
+                device,
+                why,
+            } => write!(f, "{file}:{line}: {device} cannot be attached: {why}"),
             Error::NoSuchDomain(d) => write!(f, "{d} is an invalid domain identifier"),
             Error::Domain(e) => write!(f, "{e}"),
             Error::Xenstore(e) => write!(f, "{e}"),

@@ -35,6 +35,7 @@ pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod demo;
+pub mod devices;
 mod error;
 pub mod proto;
 pub mod runtime;
@@ -137,8 +138,9 @@ pub fn check_disk_images(cfg: &DomainConfig) -> Result<Vec<String>, Error> {
     Ok(warnings)
 }
 
-/// Devices the toolstack does not attach yet (no block or network backend in
-/// shim-hv so far): one warning line each, `file:line`.
+/// Devices the toolstack does not attach yet (no block backend in shim-hv so far)
+/// and device settings without effect ([`devices::ignored_settings`]): one warning
+/// line each, `file:line`.
 pub fn unattached_devices(cfg: &DomainConfig) -> Vec<String> {
     let mut v = Vec::new();
     for d in &cfg.disks {
@@ -147,11 +149,6 @@ pub fn unattached_devices(cfg: &DomainConfig) -> Vec<String> {
             cfg.file, d.line, d.vdev
         ));
     }
-    for n in &cfg.vifs {
-        v.push(format!(
-            "{}:{}: warning: vif {} is not attached: shim-hv has no network backend yet",
-            cfg.file, n.line, n.devid
-        ));
-    }
+    v.extend(devices::ignored_settings(cfg));
     v
 }

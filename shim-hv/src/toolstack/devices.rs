@@ -1,0 +1,262 @@
+//! A domain's devices: what the daemon attaches from a config's `vif` (and, once
+//! shim-hv has a block backend, `disk`) entries, and takes down again.
+//!
+//! ```text
+//!  Daemon::create / restart ── DomainDevices::attach(domid, config) ──▶
+//!     vif N: NetBackend on the bridge named by `bridge=` (default xenbr0), one
+//!            in-process Bridge per name, shared by every domain of the daemon
+//!  Daemon::destroy / domain gone ── DomainDevices::detach ──▶ backends stopped,
+//!     their backend and frontend directories removed from xenstore
+//! ```
+//!
+//! Devices are attached before the guest starts (as libxl writes device nodes
+//! before it unpauses a domain), so a guest finds `device/vif/N` at boot.
+//!
+//! vif settings:
+//! - `mac=`: the guest's MAC; without it [`fill_in_macs`] picks a random
+//!   locally-administered address once, at create time, so a restarted domain keeps
+//!   its MAC (as libxl keeps the generated one in the domain's config). The backend
+//!   side's MAC is the guest's XOR `00:00:00:01:00:00` ([`NetBackend::backend_mac`]).
+//! - `bridge=`: the in-process bridge to join (created on first use).
+//! - `script=`: run by the netback as `<script> up|down domain=.. vif=.. mac=..
+//!   bridge=..` (see [`crate::backend::net`]). An absolute path is used as is, a
+//!   bare name is looked up in `/etc/xen/scripts` as libxl does, a relative path
+//!   with a `/` is relative to the directory `create` ran in.
+//! - `ip=`: written to the backend's `ip` node (space separated, as libxl does); the
+//!   built-in guest configures its interface from it.
+//! - `mtu=`: the backend's `mtu`.
+//! - `rate=`, `vifname=`, `vlan=`, `gatewaydev=` have no effect on the in-process
+//!   bridge: [`ignored_settings`] warns about them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hypercall::DomId;
+use xennet_front::Mac;
+
+use crate::backend::bridge::Bridges;
+use crate::backend::net::{random_mac, NetBackend, NetConfig};
+use crate::backend::xenbus as xb;
+use crate::config::{DomainConfig, MacAddr, VifSpec};
+use crate::xen::Hypervisor;
+use crate::xenstored::TxId;
+
+use super::Error;
+
+/// Bridge a vif without `bridge=` joins (xl's default).
+pub const DEFAULT_BRIDGE: &str = "xenbr0";
+/// Where libxl looks for hotplug scripts given by a bare name.
+pub const SCRIPT_DIR: &str = "/etc/xen/scripts";
+
+/// The backends of one domain.
+#[derive(Debug)]
+pub struct DomainDevices {
+    hv: Arc<Hypervisor>,
+    dom: DomId,
+    vifs: Vec<NetBackend>,
+}
+
+impl DomainDevices {
+    /// Attaches every vif of `cfg` to domain `dom`. On failure, what was attached
+    /// is taken down again and the error names the device.
+    pub fn attach(
+        hv: &Arc<Hypervisor>,
+        bridges: &Bridges,
+        dom: DomId,
+        cfg: &DomainConfig,
+    ) -> Result<DomainDevices, Error> {
+        let mut me = DomainDevices {
+            hv: hv.clone(),
+            dom,
+            vifs: Vec::new(),
+        };
+        for v in &cfg.vifs {
+            match attach_vif(hv, bridges, dom, v) {
+                Ok(be) => me.vifs.push(be),
+                Err(why) => {
+                    me.detach();
+                    return Err(Error::Device {
+                        file: cfg.file.clone(),
+                        line: v.line,
+                        device: format!("vif {}", v.devid),
+                        why,
+                    });
+                }
+            }
+        }
+        Ok(me)
+    }
+
+    /// The vif backends.
+    pub fn vifs(&self) -> &[NetBackend] {
+        &self.vifs
+    }
+
+    /// Stops every backend and removes its xenstore directories, then the
+    /// directories left empty above them (`backend/vif/<domid>`, `backend/vif`,
+    /// `backend`), as libxl's `libxl__xs_path_cleanup` does.
+    pub fn detach(&mut self) {
+        let mut kinds = Vec::new();
+        if !self.vifs.is_empty() {
+            kinds.push("vif");
+        }
+        for be in self.vifs.drain(..) {
+            be.destroy();
+        }
+        for kind in kinds {
+            remove_empty_parents(&self.hv, kind, self.dom);
+        }
+    }
+}
+
+impl Drop for DomainDevices {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+/// Removes `/local/domain/0/backend/<kind>/<domid>`, then
+/// `/local/domain/0/backend/<kind>`, then `/local/domain/0/backend`, each while it is
+/// empty (one transaction, so a
+/// device created meanwhile keeps its parents).
+fn remove_empty_parents(hv: &Arc<Hypervisor>, kind: &str, dom: DomId) {
+    let xs = hv.xenstored().client(0);
+    let dirs = [
+        format!("/local/domain/0/backend/{kind}/{}", dom.0),
+        format!("/local/domain/0/backend/{kind}"),
+        "/local/domain/0/backend".to_string(),
+    ];
+    let _ = xb::with_transaction(&xs, |tx| {
+        for d in &dirs {
+            match xs.directory(tx, d) {
+                Ok(c) if c.is_empty() => xs.rm(tx, d)?,
+                _ => break,
+            }
+        }
+        Ok(())
+    });
+}
+
+fn attach_vif(
+    hv: &Arc<Hypervisor>,
+    bridges: &Bridges,
+    dom: DomId,
+    v: &VifSpec,
+) -> Result<NetBackend, String> {
+    let bridge = bridges.get(v.bridge.as_deref().unwrap_or(DEFAULT_BRIDGE));
+    let cfg = NetConfig {
+        devid: v.devid,
+        mac: Some(Mac(v.mac.map_or_else(|| random_mac().0, |m| m.0))),
+        script: v.script.as_deref().map(script_path),
+        mtu: v.mtu.unwrap_or(NetConfig::default().mtu),
+        ..NetConfig::default()
+    };
+    let be = NetBackend::start(hv, dom, bridge, cfg).map_err(|e| e.to_string())?;
+    if !v.ip.is_empty() {
+        let ips: Vec<String> = v.ip.iter().map(|a| a.to_string()).collect();
+        let path = format!("{}/ip", be.backend_path());
+        hv.xenstored()
+            .client(0)
+            .write(TxId::NONE, &path, ips.join(" ").as_bytes())
+            .map_err(|e| format!("{path}: {e}"))?;
+    }
+    Ok(be)
+}
+
+/// Where a `script=` value points (see the module docs). Relative paths with a
+/// `/` were already made absolute by [`resolve_script`].
+pub fn script_path(s: &str) -> PathBuf {
+    let p = Path::new(s);
+    if p.is_absolute() || s.contains('/') {
+        p.to_path_buf()
+    } else {
+        Path::new(SCRIPT_DIR).join(p)
+    }
+}
+
+/// Makes a relative `script=` path that contains a `/` relative to `cwd`.
+pub fn resolve_script(v: &mut VifSpec, cwd: &Path) {
+    if let Some(s) = v.script.as_mut() {
+        let p = Path::new(s.as_str());
+        if !p.is_absolute() && s.contains('/') {
+            *s = cwd.join(p).display().to_string();
+        }
+    }
+}
+
+/// Gives every vif without `mac=` a random locally-administered MAC (once, at
+/// create time: a restart keeps it).
+pub fn fill_in_macs(cfg: &mut DomainConfig) {
+    for v in &mut cfg.vifs {
+        if v.mac.is_none() {
+            v.mac = Some(MacAddr(random_mac().0));
+        }
+    }
+}
+
+/// One warning line (`file:line`) per setting that has no effect here.
+pub fn ignored_settings(cfg: &DomainConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    for v in &cfg.vifs {
+        for (key, set) in [
+            ("rate", v.rate.is_some()),
+            ("vifname", v.vifname.is_some()),
+            ("vlan", v.vlan.is_some()),
+            ("gatewaydev", v.gatewaydev.is_some()),
+        ] {
+            if set {
+                out.push(format!(
+                    "{}:{}: warning: vif {}: {key}= has no effect on shim-hv's in-process bridge",
+                    cfg.file, v.line, v.devid
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_resolve_like_libxl() {
+        assert_eq!(
+            script_path("vif-bridge"),
+            PathBuf::from("/etc/xen/scripts/vif-bridge")
+        );
+        assert_eq!(script_path("/opt/up.sh"), PathBuf::from("/opt/up.sh"));
+        let mut v = VifSpec::default_nic(1, 0);
+        v.script = Some("tools/up.sh".into());
+        resolve_script(&mut v, Path::new("/home/me"));
+        assert_eq!(v.script.as_deref(), Some("/home/me/tools/up.sh"));
+        v.script = Some("vif-bridge".into());
+        resolve_script(&mut v, Path::new("/home/me"));
+        assert_eq!(v.script.as_deref(), Some("vif-bridge"));
+    }
+
+    #[test]
+    fn generated_macs_are_local_unicast_and_kept() {
+        let mut cfg = DomainConfig::parse_str(
+            "t.cfg",
+            "name='t'\nvif=['mac=00:16:3e:00:00:01', 'bridge=br1']\n",
+        )
+        .unwrap();
+        fill_in_macs(&mut cfg);
+        assert_eq!(cfg.vifs[0].mac, Some(MacAddr([0, 0x16, 0x3e, 0, 0, 1])));
+        let m = cfg.vifs[1].mac.unwrap().0;
+        assert_eq!(m[0] & 3, 2, "locally administered, unicast: {m:?}");
+        let again = cfg.clone();
+        fill_in_macs(&mut cfg);
+        assert_eq!(cfg, again);
+    }
+
+    #[test]
+    fn ignored_vif_settings_warn_with_the_line() {
+        let cfg = DomainConfig::parse_str("t.cfg", "name='t'\nvif=['rate=10Mb/s,vifname=foo']\n")
+            .unwrap();
+        let w = ignored_settings(&cfg);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("t.cfg:2: warning: vif 0: rate="), "{w:?}");
+    }
+}
