@@ -1,0 +1,220 @@
+//! Block device behaviour end to end: read-only disks and CD-ROMs, images that are
+//! not a multiple of the sector size (row 45), empty images (row 11), online resize
+//! (row 11), the backend closing with requests in flight and reconnecting (row 15).
+
+mod blk_util;
+
+use std::sync::mpsc::channel;
+use std::time::{Duration, Instant};
+
+use blk_util::*;
+use hypercall::gnttab::GrantTable;
+use shim_hv::runner::inproc::InProcGuest;
+use shim_hv::xenstored::TxId;
+use xbd_front::{BadConfig, Config, Device, DeviceEvent, DeviceType, Error};
+use xenbus::{XenbusState, Xenstore};
+
+#[test]
+fn read_only_disk_refuses_writes_locally() {
+    let dir = TempDir::new("ro");
+    let img = image(&dir, "ro.img", 1 << 20);
+    let before = std::fs::read(&img).unwrap();
+    let hv = hv();
+    let dom = domain(&hv, "ro", 32);
+    let mut cfg = file_cfg(&img);
+    cfg.writable = false;
+    let be = backend(&hv, &dom, cfg);
+    run_guest(&hv, dom, XVDA, Config::default(), move |d, _, _| {
+        let info = *d.info().unwrap();
+        assert!(info.read_only);
+        assert_eq!(info.info & 4, 4, "VDISK_READONLY");
+        assert_eq!(info.device_type, DeviceType::Disk);
+        let f = d.features().unwrap();
+        assert_eq!(f.flush, None);
+        assert_eq!(f.discard, None);
+        let mut buf = vec![0u8; 4096];
+        d.read(0, &mut [&mut buf[..]], T).unwrap();
+        let sent = d.stats().ring_requests;
+        assert_eq!(d.write(0, &[&buf[..]], T), Err(Error::ReadOnly));
+        assert_eq!(d.submit_write(0, &[&buf[..]]), Err(Error::ReadOnly));
+        assert_eq!(d.flush(T), Err(Error::ReadOnly));
+        assert_eq!(d.discard(0, 8, T), Err(Error::ReadOnly));
+        // Nothing reached the ring.
+        assert_eq!(d.stats().ring_requests, sent);
+    });
+    assert_eq!(be.stats().errors, 0);
+    be.destroy();
+    assert_eq!(std::fs::read(&img).unwrap(), before);
+}
+
+#[test]
+fn cdrom_is_read_only() {
+    let dir = TempDir::new("cd");
+    let img = image(&dir, "cd.iso", 64 * 2048);
+    let hv = hv();
+    let dom = domain(&hv, "cd", 32);
+    let mut cfg = file_cfg(&img);
+    cfg.cdrom = true;
+    cfg.writable = false;
+    let be = backend(&hv, &dom, cfg);
+    run_guest(&hv, dom, XVDA, Config::default(), |d, _, _| {
+        let info = *d.info().unwrap();
+        assert_eq!(info.device_type, DeviceType::Cdrom);
+        assert!(info.read_only && info.removable);
+        let mut buf = vec![0u8; 2048];
+        d.read(3, &mut [&mut buf[..]], T).unwrap();
+        assert_eq!(d.write(0, &[&buf[..]], T), Err(Error::ReadOnly));
+    });
+    be.destroy();
+}
+
+#[test]
+fn image_not_a_multiple_of_the_sector_size_is_rounded_down() {
+    let dir = TempDir::new("odd");
+    let img = image(&dir, "odd.img", (1 << 20) + 300);
+    let data = std::fs::read(&img).unwrap();
+    let hv = hv();
+    let dom = domain(&hv, "odd", 32);
+    let be = backend(&hv, &dom, file_cfg(&img));
+    assert_eq!(be.sectors(), 2048);
+    let last = run_guest(&hv, dom, XVDA, Config::default(), |d, _, _| {
+        assert_eq!(d.info().unwrap().sectors, 2048);
+        let mut buf = vec![0u8; 512];
+        d.read(2047, &mut [&mut buf[..]], T).unwrap();
+        assert!(matches!(
+            d.read(2048, &mut [&mut buf[..]], T),
+            Err(Error::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            d.read(2047, &mut [&mut [0u8; 1024][..]], T),
+            Err(Error::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            d.read(0, &mut [&mut [0u8; 100][..]], T),
+            Err(Error::BadLength { .. })
+        ));
+        buf
+    });
+    assert_eq!(last[..], data[2047 * 512..2048 * 512]);
+    be.destroy();
+}
+
+#[test]
+fn empty_image_is_refused_by_the_frontend() {
+    let dir = TempDir::new("empty");
+    let img = dir.path().join("empty.img");
+    std::fs::write(&img, b"").unwrap();
+    let hv = hv();
+    let dom = domain(&hv, "empty", 32);
+    let be = backend(&hv, &dom, file_cfg(&img));
+    let (tx, rx) = channel();
+    hv.spawn_guest(dom, move |g| {
+        let p: &InProcGuest = &g;
+        let table: Box<Table> = Box::new(GrantTable::setup(p, (NG / 512) as u32).unwrap());
+        let mut xs = Xenstore::from_hvm_params(p).unwrap();
+        let mut d: Box<Disk<'_>> =
+            Box::new(Device::new(p, &*table, XVDA, Config::default()).unwrap());
+        let r = d.connect(&mut xs);
+        let _ = tx.send((r, table.in_use()));
+    })
+    .unwrap();
+    let (r, in_use) = rx.recv_timeout(Duration::from_secs(120)).unwrap();
+    match r {
+        Err(Error::BadConfig { problem, .. }) => assert_eq!(problem, BadConfig::ZeroSectors),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(in_use, 0, "ring grants ended after the refusal");
+    be.destroy();
+}
+
+#[test]
+fn online_resize_is_reported() {
+    let dir = TempDir::new("resize");
+    let img = image(&dir, "grow.img", 1 << 20);
+    let hv = hv();
+    let dom = domain(&hv, "resize", 32);
+    let be = backend(&hv, &dom, file_cfg(&img));
+    let (ready_tx, ready_rx) = channel();
+    let (go_tx, go_rx) = channel::<()>();
+    let rx = spawn_guest(&hv, dom, XVDA, Config::default(), move |d, xs, _| {
+        ready_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        let end = Instant::now() + Duration::from_secs(30);
+        let ev = loop {
+            if let Some(ev) = d.poll_events(xs).unwrap() {
+                break ev;
+            }
+            assert!(Instant::now() < end, "no capacity event");
+            hypercall::Platform::wait(*d.platform());
+        };
+        let mut buf = vec![0u8; 512];
+        d.read(3000, &mut [&mut buf[..]], T).unwrap();
+        ev
+    });
+    ready_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.set_len(2 << 20).unwrap();
+    assert_eq!(be.resize().unwrap(), 4096);
+    go_tx.send(()).unwrap();
+    let ev = rx.recv_timeout(Duration::from_secs(120)).unwrap().unwrap();
+    assert_eq!(
+        ev,
+        DeviceEvent::CapacityChanged {
+            old: 2048,
+            new: 4096
+        }
+    );
+    be.destroy();
+}
+
+#[test]
+fn backend_closing_fails_in_flight_requests_then_reconnects() {
+    let dir = TempDir::new("close");
+    let img = image(&dir, "c.img", 1 << 20);
+    let data = std::fs::read(&img).unwrap();
+    let hv = hv();
+    let dom = domain(&hv, "close", 32);
+    let be = backend(&hv, &dom, file_cfg(&img));
+    let be_state = format!("{}/state", be.backend_path());
+    let (ready_tx, ready_rx) = channel();
+    let (go_tx, go_rx) = channel::<()>();
+    let rx = spawn_guest(&hv, dom, XVDA, Config::default(), move |d, xs, table| {
+        let tags: Vec<_> = (0..4)
+            .map(|i| d.submit_read(i * 8, 4096).unwrap())
+            .collect();
+        ready_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        let end = Instant::now() + Duration::from_secs(30);
+        let ev = loop {
+            if let Some(ev) = d.poll_events(xs).unwrap() {
+                break ev;
+            }
+            assert!(Instant::now() < end, "no disconnect event");
+            hypercall::Platform::wait(*d.platform());
+        };
+        assert_eq!(ev, DeviceEvent::Disconnected(XenbusState::Closing));
+        for t in tags {
+            assert_eq!(d.finish(t, &mut []), Err(Error::NotConnected));
+        }
+        assert_eq!(
+            d.read(0, &mut [&mut [0u8; 512][..]], T),
+            Err(Error::NotConnected)
+        );
+        assert_eq!(table.in_use(), 0, "grants ended after the backend let go");
+        // Reconnect and use the disk again.
+        d.connect(xs).unwrap();
+        let mut buf = vec![0u8; 8192];
+        d.read(8, &mut [&mut buf[..]], T).unwrap();
+        buf
+    });
+    ready_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    hv.xenstored()
+        .client(0)
+        .write(TxId::NONE, &be_state, b"5")
+        .unwrap();
+    go_tx.send(()).unwrap();
+    let buf = rx.recv_timeout(Duration::from_secs(120)).unwrap().unwrap();
+    assert_eq!(buf[..], data[4096..4096 + 8192]);
+    assert!(be.stats().connects >= 2);
+    be.destroy();
+}
