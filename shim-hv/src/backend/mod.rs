@@ -1,5 +1,6 @@
 //! Device backends (dom0 side).
 
+pub mod blk;
 pub mod bridge;
 pub mod console;
 pub mod net;
