@@ -572,3 +572,39 @@ fn unreadable_file_is_an_error() {
     assert!(matches!(e.kind, ErrorKind::Io(_)));
     assert_eq!(e.line, 0);
 }
+
+/// security.md H2: a huge config file, or an endless one, is refused with a message
+/// instead of being read into memory whole.
+#[test]
+fn huge_or_endless_files_are_refused() {
+    let dir = std::env::temp_dir().join(format!("xenkit-cfg-huge-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let big = dir.join("big.cfg");
+    let mut text = String::from("name = \"big\"\n");
+    while (text.len() as u64) <= shim_hv::config::MAX_CONFIG_BYTES {
+        text.push_str("# padding padding padding padding padding padding padding\n");
+    }
+    std::fs::write(&big, &text).unwrap();
+    for path in [big.as_path(), Path::new("/dev/zero")] {
+        let e = DomainConfig::parse_file(path).unwrap_err();
+        assert!(
+            matches!(&e.kind, ErrorKind::Io(m) if m.contains("larger than")),
+            "{path:?}: {e}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// security.md H2: a config file that is not UTF-8 is refused with the line of the
+/// first bad byte.
+#[test]
+fn non_utf8_file_names_the_line() {
+    let dir = std::env::temp_dir().join(format!("xenkit-cfg-utf8-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("latin1.cfg");
+    std::fs::write(&f, b"name = 'a'\nmemory = 64\nextra = 'caf\xe9'\n").unwrap();
+    let e = DomainConfig::parse_file(&f).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Syntax("not UTF-8"));
+    assert_eq!(e.line, 3);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -159,8 +159,14 @@ impl FrontendHandshake {
     /// Reads `backend` and `backend-id`, sets our state to `Initialising`, and watches
     /// the backend's state. Allowed when `Idle` or `Closed` (reconnect). Returns the
     /// backend's current state.
+    ///
+    /// On a reconnect, a backend still `Closing` from the last connection is first
+    /// waited for (up to the client's timeout, [`Error::Timeout`]) until it leaves
+    /// `Closing`: backends (Linux netback/blkback, shim-hv's) restart only from
+    /// `Closed`, so an `Initialising` they see while still closing is lost.
     pub fn start<P: Platform>(&mut self, xs: &mut Xenstore<P>) -> Result<XenbusState> {
         self.expect(&[Phase::Idle, Phase::Closed])?;
+        let reconnecting = self.phase == Phase::Closed;
         self.unwatch(xs)?;
         let mut buf = [0u8; PATH_MAX];
         let key = self.frontend_key("backend")?;
@@ -184,6 +190,9 @@ impl FrontendHandshake {
             parse_error(&key, s.as_bytes(), ParseKind::OutOfRange)
         })?;
         self.backend_id = DomId(id);
+        if reconnecting {
+            self.wait_backend_not_closing(xs)?;
+        }
         xs.write_state(&self.state_path, XenbusState::Initialising)?;
         self.our_state = XenbusState::Initialising;
         self.lost_seen = xs.lost_watch_events();
@@ -197,14 +206,17 @@ impl FrontendHandshake {
     /// Waits (up to `timeout`) for the backend's `InitWait` (the point where its
     /// features are written and it is ready for our keys; writing them earlier races
     /// the backend and fails with `EACCES` on real Xen). Fails with
-    /// [`Error::BackendClosed`] if the backend goes `Closing`/`Closed`.
+    /// [`Error::BackendClosed`] if the backend goes `Closing`/`Closed` after it was
+    /// seen alive; a backend still `Closing`/`Closed` from an earlier connection (a
+    /// reconnect right after [`FrontendHandshake::closed`]: it has not yet reacted to
+    /// our `Initialising`) is waited for, as it comes back to `InitWait`.
     pub fn wait_for_backend<P: Platform>(
         &mut self,
         xs: &mut Xenstore<P>,
         timeout: Duration,
     ) -> Result<()> {
         self.expect(&[Phase::Started, Phase::BackendReady])?;
-        self.wait_backend(xs, timeout, |s| s == XenbusState::InitWait)?;
+        self.wait_backend(xs, timeout, true, |s| s == XenbusState::InitWait)?;
         self.phase = Phase::BackendReady;
         Ok(())
     }
@@ -248,7 +260,7 @@ impl FrontendHandshake {
         timeout: Duration,
     ) -> Result<()> {
         self.expect(&[Phase::Published])?;
-        self.wait_backend(xs, timeout, |s| s == XenbusState::Connected)?;
+        self.wait_backend(xs, timeout, false, |s| s == XenbusState::Connected)?;
         if self.our_state != XenbusState::Connected {
             xs.write_state(&self.state_path, XenbusState::Connected)?;
             self.our_state = XenbusState::Connected;
@@ -312,7 +324,7 @@ impl FrontendHandshake {
         if self.watching {
             xs.write_state(&self.state_path, XenbusState::Closing)?;
             self.our_state = XenbusState::Closing;
-            self.wait_backend(xs, timeout, |s| {
+            self.wait_backend(xs, timeout, false, |s| {
                 matches!(
                     s,
                     XenbusState::Closing | XenbusState::Closed | XenbusState::Unknown
@@ -336,14 +348,37 @@ impl FrontendHandshake {
         Ok(())
     }
 
+    /// Polls (through `Platform::wait`, bounded by the client's timeout) until the
+    /// backend's state is not `Closing`.
+    fn wait_backend_not_closing<P: Platform>(&mut self, xs: &mut Xenstore<P>) -> Result<()> {
+        let timeout_ns = u64::try_from(xs.timeout().as_nanos()).unwrap_or(u64::MAX);
+        let deadline = xs.platform().now_ns().saturating_add(timeout_ns);
+        loop {
+            let st = xs.read_state(&self.backend_state_path)?;
+            self.backend_state = st;
+            if st != XenbusState::Closing {
+                return Ok(());
+            }
+            if xs.platform().now_ns() >= deadline {
+                return Err(Error::Timeout);
+            }
+            xs.platform().wait();
+        }
+    }
+
+    /// Waits until `done(state)`. `Closing`/`Closed` fail the wait, except while
+    /// `stale_close_ok` and the backend has not yet been seen in another state (it is
+    /// still finishing an earlier connection).
     fn wait_backend<P: Platform>(
         &mut self,
         xs: &mut Xenstore<P>,
         timeout: Duration,
+        stale_close_ok: bool,
         done: impl Fn(XenbusState) -> bool,
     ) -> Result<XenbusState> {
         let timeout_ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
         let deadline = xs.platform().now_ns().saturating_add(timeout_ns);
+        let mut seen_alive = false;
         loop {
             xs.drain_watch_events_for(&self.token)?;
             self.lost_seen = xs.lost_watch_events();
@@ -352,7 +387,11 @@ impl FrontendHandshake {
             if done(st) {
                 return Ok(st);
             }
-            if crate::state::is_closing(st) {
+            let closing = crate::state::is_closing(st);
+            if !closing && st != XenbusState::Unknown {
+                seen_alive = true;
+            }
+            if closing && (seen_alive || !stale_close_ok) {
                 self.phase = Phase::BackendClosing;
                 return Err(Error::BackendClosed(st));
             }

@@ -7,7 +7,11 @@
 //! too (BAD-INPUT row 38) and reported as [`Error::BadShutdownValue`]. Once a request
 //! was delivered, later ones are cleared and ignored until [`PowerControl::resume`]
 //! (row 39). `crash` is not a request: Linux deliberately refuses it (a domain can
-//! report a crash, not be told to crash), and so do we.
+//! report a crash, not be told to crash), and so do we. A request the caller did not
+//! declare in [`PowerFeatures`] (e.g. `suspend` from a toolstack that ignored the
+//! missing `control/feature-suspend`) is treated like an unknown value: cleared and
+//! reported, never delivered (security.md S3; Linux likewise acts only on commands it
+//! has a handler for).
 
 use core::time::Duration;
 
@@ -31,6 +35,17 @@ pub struct PowerFeatures {
     pub reboot: bool,
     /// `control/feature-suspend`.
     pub suspend: bool,
+}
+
+impl PowerFeatures {
+    /// Whether a caller with these features acts on `ev` (`halt` goes with poweroff).
+    pub fn handles(self, ev: PowerEvent) -> bool {
+        match ev {
+            PowerEvent::Poweroff | PowerEvent::Halt => self.poweroff,
+            PowerEvent::Reboot => self.reboot,
+            PowerEvent::Suspend => self.suspend,
+        }
+    }
 }
 
 /// A request read from `control/shutdown`.
@@ -95,6 +110,7 @@ pub fn issue_shutdown<H: Hypercall>(h: H, reason: ShutdownReason) -> Result<()> 
 pub struct PowerControl {
     pending: Option<PowerEvent>,
     lost_seen: u64,
+    features: PowerFeatures,
 }
 
 impl PowerControl {
@@ -115,6 +131,7 @@ impl PowerControl {
         Ok(PowerControl {
             pending: None,
             lost_seen,
+            features,
         })
     }
 
@@ -195,7 +212,7 @@ impl PowerControl {
         let ev = if value.is_truncated() {
             None
         } else {
-            PowerEvent::parse(value.as_bytes())
+            PowerEvent::parse(value.as_bytes()).filter(|&ev| self.features.handles(ev))
         };
         match ev {
             Some(ev) => {

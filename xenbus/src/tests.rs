@@ -1092,6 +1092,90 @@ mod handshake {
         assert!(hs.poll_backend(&mut xs).is_ok());
     }
 
+    /// A reconnect right after `closed()`: the backend (a separate thread in shim-hv,
+    /// a driver domain on Xen) is still `Closing`, then `Closed`, before it reacts to
+    /// our `Initialising` with `InitWait`. That lag is not a failure (X12).
+    #[test]
+    fn reconnect_waits_for_a_backend_still_closing() {
+        let (mut xs, fake) = setup();
+        backend(&fake, 0, false);
+        fake.server().core.write(&be("state"), "5");
+        let mut steps = 0u32;
+        fake.server().hook = Some(Box::new(move |c: &mut Core| {
+            if c.read(&fe("state")).as_deref() != Some("1") {
+                return;
+            }
+            steps += 1;
+            match steps {
+                5 => c.write(&be("state"), "6"),
+                10 => c.write(&be("state"), "2"),
+                _ => {}
+            }
+        }));
+        let mut hs = FrontendHandshake::new("device/vbd/51712").unwrap();
+        assert_eq!(hs.start(&mut xs).unwrap(), XenbusState::Closing);
+        hs.wait_for_backend(&mut xs, T).unwrap();
+        assert_eq!(hs.phase(), Phase::BackendReady);
+    }
+
+    /// A reconnect against a backend that, like Linux netback, restarts only from
+    /// `Closed` and follows our `Closed` with a lag: `start()` must not announce
+    /// `Initialising` while it is still `Closing` (that `Initialising` would be lost
+    /// and the reconnect would hang).
+    #[test]
+    fn reconnect_lets_a_lagging_backend_finish_closing_first() {
+        let (mut xs, fake) = setup();
+        backend(&fake, 0, false);
+        let mut hs = FrontendHandshake::new("device/vbd/51712").unwrap();
+        connect(&mut xs, &mut hs);
+        let mut lag = 0u32;
+        fake.server().hook = Some(Box::new(move |c: &mut Core| {
+            let f = c.read(&fe("state")).unwrap_or_default();
+            let b = c.read(&be("state")).unwrap_or_default();
+            match (f.as_str(), b.as_str()) {
+                ("5", "4") => c.write(&be("state"), "5"),
+                // Closed reaches the backend only after a few steps.
+                ("6", "5") => {
+                    lag += 1;
+                    if lag == 30 {
+                        c.write(&be("state"), "6");
+                    }
+                }
+                ("1", "6") => c.write(&be("state"), "2"),
+                ("3", "2") if c.read(&fe("ring-ref")).is_some() => c.write(&be("state"), "4"),
+                _ => {}
+            }
+        }));
+        hs.close(&mut xs, T).unwrap();
+        assert_eq!(fake.server().core.read(&be("state")).as_deref(), Some("5"));
+        fake.server().core.rm_for_test(&fe("ring-ref"));
+        connect(&mut xs, &mut hs);
+        assert_eq!(fake.server().core.read(&be("state")).as_deref(), Some("4"));
+    }
+
+    /// ... but a backend that was alive after our start and then closes does fail
+    /// the wait at once.
+    #[test]
+    fn backend_closing_while_we_wait_for_init_wait_fails_it() {
+        let (mut xs, fake) = setup();
+        backend(&fake, 0, false);
+        fake.server().hook = None;
+        let mut hs = FrontendHandshake::new("device/vbd/51712").unwrap();
+        assert_eq!(hs.start(&mut xs).unwrap(), XenbusState::Initialising);
+        let mut steps = 0u32;
+        fake.server().hook = Some(Box::new(move |c: &mut Core| {
+            steps += 1;
+            if steps == 3 {
+                c.write(&be("state"), "5");
+            }
+        }));
+        assert_eq!(
+            hs.wait_for_backend(&mut xs, T),
+            Err(Error::BackendClosed(XenbusState::Closing))
+        );
+        assert!(fake.now() < T.as_nanos() as u64 / 10, "failed fast");
+    }
+
     #[test]
     fn backend_closing_during_the_handshake_fails_it() {
         let (mut xs, fake) = setup();
@@ -1255,6 +1339,33 @@ mod power_events {
         );
         assert_eq!(pc.pending(), None);
         assert!(fake.shutdowns().is_empty());
+    }
+
+    /// security.md S3: a request for something the guest did not declare (here
+    /// `suspend` and `reboot`) is cleared and reported, never delivered; what it does
+    /// implement still works afterwards.
+    #[test]
+    fn s3_requests_for_undeclared_features_are_refused() {
+        let (mut xs, fake, mut pc) = setup_power(PowerFeatures {
+            poweroff: true,
+            reboot: false,
+            suspend: false,
+        });
+        for value in ["suspend", "reboot"] {
+            request(&fake, value);
+            match pc.wait(&mut xs, Duration::from_secs(1)) {
+                Err(Error::BadShutdownValue(v)) => assert_eq!(v.as_str(), Some(value)),
+                other => panic!("{value}: {other:?}"),
+            }
+            assert_eq!(pc.pending(), None);
+            assert_eq!(fake.server().core.read(SHUTDOWN_NODE).as_deref(), Some(""));
+        }
+        request(&fake, "halt");
+        assert_eq!(
+            pc.wait(&mut xs, Duration::from_secs(1)).unwrap(),
+            PowerEvent::Halt
+        );
+        assert!(fake.shutdowns().is_empty(), "the kit itself never acts");
     }
 
     #[test]

@@ -331,6 +331,22 @@ fn vanished_backend_gives_a_typed_error_after_the_stall_timeout() {
     assert_eq!(f.seen(), &data[..abi::OUT_SIZE]);
 }
 
+/// A writer stuck on a full ring notifies the backend once more (in case it missed
+/// the first event), and only once per stall: a stalled ring costs no event storm.
+#[test]
+fn a_stalled_writer_kicks_the_backend_exactly_once() {
+    let f = Fake::new(Backend::Stuck);
+    let mut c = Console::from_hvm_params_with(
+        &f,
+        Config::default().with_stall_timeout(Duration::from_millis(50)),
+    )
+    .unwrap();
+    assert!(c.write(&pattern(3000)).is_err());
+    let s = c.stats();
+    assert!(s.waits >= 50, "{s:?}");
+    assert_eq!(s.notifies, 2, "one for the bytes written, one kick: {s:?}");
+}
+
 #[test]
 fn a_gone_backend_fails_later_writes_fast_until_it_moves() {
     let f = Fake::new(Backend::Stuck);

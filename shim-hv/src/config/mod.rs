@@ -171,6 +171,8 @@ pub enum GuestType {
 pub const DEFAULT_MEMORY_MIB: u64 = 128;
 /// Largest `memory`/`maxmem` accepted, in MiB (4 TiB).
 pub const MAX_MEMORY_MIB: u64 = 4 << 20;
+/// Largest config file [`DomainConfig::parse_file`] reads (real ones are a few KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Largest `vcpus` accepted (Xen's HVM_MAX_VCPUS).
 pub const MAX_VCPUS: u32 = 128;
 
@@ -613,10 +615,27 @@ fn host_device_name(s: &str) -> bool {
 impl DomainConfig {
     /// Reads and parses a config file; `path` as displayed is the file name in messages.
     pub fn parse_file(path: &Path) -> Result<DomainConfig, ConfigError> {
+        let text = DomainConfig::read_text(path)?;
+        DomainConfig::parse_str(&path.display().to_string(), &text)
+    }
+
+    /// Reads a config file's text: at most [`MAX_CONFIG_BYTES`] (a huge file, or an
+    /// endless one such as `/dev/zero`, is an [`ErrorKind::Io`] error, never read into
+    /// memory whole), UTF-8 (else a syntax error naming the line).
+    pub fn read_text(path: &Path) -> Result<String, ConfigError> {
+        use std::io::Read;
         let file = path.display().to_string();
-        let bytes = std::fs::read(path)
-            .map_err(|e| ConfigError::new(&file, 0, ErrorKind::Io(e.to_string()), ""))?;
-        let text = String::from_utf8(bytes).map_err(|e| {
+        let io = |e: String| ConfigError::new(&file, 0, ErrorKind::Io(e), "");
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(|e| io(e.to_string()))?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(io(format!(
+                "larger than {MAX_CONFIG_BYTES} bytes: not a domain config"
+            )));
+        }
+        String::from_utf8(bytes).map_err(|e| {
             let line = 1 + e
                 .as_bytes()
                 .iter()
@@ -629,8 +648,7 @@ impl DomainConfig {
                 ErrorKind::Syntax("not UTF-8"),
                 "",
             )
-        })?;
-        DomainConfig::parse_str(&file, &text)
+        })
     }
 
     /// Parses config text; `file` names it in messages.
