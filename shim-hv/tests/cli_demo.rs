@@ -13,6 +13,9 @@ fn demo_runs_and_cleans_up() {
         "Created domain 1 (demo)",
         "demo                                         1    32     1     r-----",
         "$ shim-hv block-list demo",
+        // The disk, connected on both ends, with its event channel and ring ref.
+        "51712 0   1      4     ",
+        "4        /local/domain/0/backend/vbd/1/51712",
         "$ shim-hv network-list demo",
         // The vif, connected on both ends (frontend and backend state 4).
         "0   0  00:16:3e:5e:ed:01      0     4 ",
@@ -21,6 +24,11 @@ fn demo_runs_and_cleans_up() {
         "$ xenstore-ls /local/domain/0/backend",
         "bridge = \"xenkit0\"",
         "nic 0: mac 00:16:3e:5e:ed:01, mtu 1500",
+        "   backend = \"/local/domain/0/backend/vbd/1/51712\"",
+        "   frontend = \"/local/domain/1/device/vbd/51712\"",
+        "disk 51712 (xvda): 16384 sectors of 512 bytes (8 MiB), read-write disk",
+        "disk 51712 (xvda): sector 0: \"xenkit demo disk.\"",
+        "disk 51712 (xvda): scratch sector 16383: written, read back, restored, flushed",
         "Domain 1 has been shut down",
         "xenkit built-in guest: domain 1 (demo) up",
         "power: poweroff",

@@ -110,3 +110,126 @@ fn vif_is_attached_listed_and_removed() {
         assert!(!ls.contains("backend"), "{ls}");
     }
 }
+
+/// One `block-list` row, split on whitespace.
+fn block_rows(cli: &Cli, dom: &str) -> Vec<Vec<String>> {
+    let out = cli.ok(&["block-list", dom]);
+    let mut lines = out.lines();
+    assert!(
+        lines.next().unwrap().starts_with("Vdev  BE  handle"),
+        "{out}"
+    );
+    lines
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+/// A read-write disk, a read-only disk, a cdrom with media and an empty cdrom drive:
+/// `block-list` shows each by vdev number (Connected, with event channel and ring
+/// ref; the empty drive's backend waits in InitWait), the guest reports each on
+/// its console, xenstore-ls shows `device/vbd/51712` with its backend, and the
+/// images are left exactly as they were (the guest's scratch write is undone).
+#[test]
+fn disks_are_attached_listed_and_left_intact() {
+    let cli = Cli::new("cli-vbd");
+    let mut rw = vec![0u8; 4 << 20];
+    rw[..14].copy_from_slice(b"xenkit rw disk");
+    for (i, b) in rw[(4 << 20) - 512..].iter_mut().enumerate() {
+        *b = i as u8; // the last sector: the guest's scratch sector
+    }
+    std::fs::write(cli.dir.path().join("rw.img"), &rw).unwrap();
+    let mut ro = vec![0u8; 1 << 20];
+    ro[..14].copy_from_slice(b"xenkit ro disk");
+    std::fs::write(cli.dir.path().join("ro.img"), &ro).unwrap();
+    let mut iso = vec![0u8; 2 << 20];
+    iso[..10].copy_from_slice(b"xenkit iso");
+    std::fs::write(cli.dir.path().join("cd.iso"), &iso).unwrap();
+    cli.dir.write(
+        "d.cfg",
+        "name = 'd1'\nmemory = 16\n\
+         disk = [ 'file:rw.img,xvda,w',\n\
+                  'ro.img,raw,xvdb,r',\n\
+                  'format=raw, vdev=hdc, access=ro, devtype=cdrom, target=cd.iso',\n\
+                  ',,xvdd,cdrom' ]\n",
+    );
+    let o = cli.run(&["create", "d.cfg"]);
+    assert!(o.status.success(), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("not attached"), "{err}");
+
+    // Vdev BE handle state evt-ch ring-ref BE-state BE-path
+    let rows = wait_for(60, || {
+        let rows = block_rows(&cli, "d1");
+        let ready = rows.len() == 4
+            && rows
+                .iter()
+                .filter(|r| r[0] != "51760")
+                .all(|r| r[3] == "4" && r[6] == "4");
+        ready.then_some(rows)
+    })
+    .expect("the disks connected");
+    let nums: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(nums, ["5632", "51712", "51728", "51760"], "{rows:?}");
+    for r in rows.iter().filter(|r| r[0] != "51760") {
+        assert_eq!(&r[1..3], ["0", "1"], "{r:?}");
+        assert!(r[4].parse::<u32>().unwrap() > 0, "event channel {r:?}");
+        assert!(r[5].parse::<u32>().unwrap() > 0, "ring ref {r:?}");
+        assert_eq!(r[7], format!("/local/domain/0/backend/vbd/1/{}", r[0]));
+    }
+    // The empty drive: no frontend connection, backend in InitWait.
+    let empty = &rows[3];
+    assert_eq!(&empty[3..7], ["1", "-1", "-1", "2"], "{empty:?}");
+
+    if let Some(ls) = xs_tool(&cli, "xenstore-ls", &["/local/domain/1/device/vbd"]) {
+        assert!(ls.contains("51712 = \"\""), "{ls}");
+        assert!(
+            ls.contains("backend = \"/local/domain/0/backend/vbd/1/51712\""),
+            "{ls}"
+        );
+        let be = xs_tool(&cli, "xenstore-ls", &["/local/domain/0/backend/vbd/1"]).unwrap();
+        for want in [
+            "dev = \"xvda\"",
+            "mode = \"w\"",
+            "mode = \"r\"",
+            "sectors = \"8192\"",
+            "device-type = \"cdrom\"",
+            "info = \"4\"",
+        ] {
+            assert!(be.contains(want), "missing {want}:\n{be}");
+        }
+    }
+
+    let mut console = cli
+        .command()
+        .args(["console", "d1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    cli.ok(&["shutdown", "-w", "d1"]);
+    if wait_for(30, || console.try_wait().ok().flatten()).is_none() {
+        let _ = console.kill();
+    }
+    let text = String::from_utf8_lossy(&console.wait_with_output().unwrap().stdout).into_owned();
+    for want in [
+        "disk 51712 (xvda): 8192 sectors of 512 bytes (4 MiB), read-write disk",
+        "disk 51712 (xvda): sector 0: \"xenkit rw disk\"",
+        "disk 51712 (xvda): scratch sector 8191: written, read back, restored, flushed",
+        "disk 51728 (xvdb): 2048 sectors of 512 bytes (1 MiB), read-only disk",
+        "disk 51728 (xvdb): sector 0: \"xenkit ro disk\"",
+        "disk 51728 (xvdb): write refused: ",
+        "disk 5632 (hdc): 4096 sectors of 512 bytes (2 MiB), read-only cdrom",
+        "disk 5632 (hdc): sector 0: \"xenkit iso\"",
+        "disk 51760 (xvdd): cdrom drive, no media",
+        "power: poweroff",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    // The images are as they were.
+    assert_eq!(std::fs::read(cli.dir.path().join("rw.img")).unwrap(), rw);
+    assert_eq!(std::fs::read(cli.dir.path().join("ro.img")).unwrap(), ro);
+    assert_eq!(std::fs::read(cli.dir.path().join("cd.iso")).unwrap(), iso);
+    if let Some(ls) = xs_tool(&cli, "xenstore-ls", &["/local/domain/0"]) {
+        assert!(!ls.contains("backend"), "{ls}");
+    }
+}

@@ -1,7 +1,7 @@
-//! The daemon attaches a config's vifs (in-process, no sockets): the built-in
-//! guests connect them and reach each other over the in-process bridge; a restart
-//! re-attaches under the new domid with the same MAC; destroy leaves no backend
-//! nodes; a generated MAC is locally administered and the vif script sees the
+//! The daemon attaches a config's disks and vifs (in-process, no sockets): the
+//! built-in guests connect them and reach each other over the in-process bridge; a
+//! restart re-attaches under the new domid with the same MAC and disk; destroy
+//! leaves no backend nodes; a generated MAC is locally administered and the vif script sees the
 //! backend MAC (guest MAC XOR 00:00:00:01:00:00); a device that fails under the
 //! guest is reported on its console and the guest keeps running.
 
@@ -99,6 +99,16 @@ fn wait_vif_connected(d: &Daemon, dom: &str, n: u32) {
     assert!(ok.is_some(), "vif {n} of {dom} never connected");
 }
 
+/// Waits until `dom`'s disk `n` is Connected on both ends (`block-list` data).
+fn wait_vbd_connected(d: &Daemon, dom: &str, n: u32) {
+    let ok = wait_for(60, || {
+        let (_, devs) = d.devices(dom, "vbd").ok()?;
+        let v = devs.into_iter().find(|v| v.devid == n)?;
+        (v.frontend_state == Some(4) && v.backend_state == Some(4)).then_some(())
+    });
+    assert!(ok.is_some(), "disk {n} of {dom} never connected");
+}
+
 #[test]
 fn two_guests_on_one_bridge_ping_each_other() {
     let tmp = TempDir::new("dev-ping");
@@ -147,10 +157,21 @@ fn guests_on_different_bridges_do_not_reach_each_other() {
 #[test]
 fn restart_reattaches_under_the_new_domid_and_destroy_cleans_up() {
     let tmp = TempDir::new("dev-restart");
+    let img = tmp.path().join("rs.img");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
     let d = daemon(&tmp);
     // No mac=: one is generated at create time and kept across the restart.
-    let id = create(&d, "rs", "on_reboot = 'restart'\nvif = [ '' ]\n");
+    let id = create(
+        &d,
+        "rs",
+        &format!(
+            "on_reboot = 'restart'\nvif = [ '' ]\ndisk = [ 'file:{},xvda,w' ]\n",
+            img.display()
+        ),
+    );
     wait_vif_connected(&d, "rs", 0);
+    wait_vbd_connected(&d, "rs", 51712);
+    wait_console(&d, id, "disk 51712 (xvda): 2048 sectors");
     let fe = format!("/local/domain/{}/device/vif/0", id.0);
     let mac = read(&d, &format!("{fe}/mac")).unwrap();
     let first = u8::from_str_radix(&mac[..2], 16).unwrap();
@@ -175,6 +196,20 @@ fn restart_reattaches_under_the_new_domid_and_destroy_cleans_up() {
     assert_ne!(new, id);
     wait_console(&d, new, READY);
     wait_vif_connected(&d, "rs", 0);
+    wait_vbd_connected(&d, "rs", 51712);
+    wait_console(&d, new, "disk 51712 (xvda): 2048 sectors");
+    assert_eq!(
+        read(
+            &d,
+            &format!("/local/domain/{}/device/vbd/51712/backend", new.0)
+        )
+        .as_deref(),
+        Some(format!("/local/domain/0/backend/vbd/{}/51712", new.0).as_str())
+    );
+    assert_eq!(
+        read(&d, &format!("/local/domain/0/backend/vbd/{}", id.0)),
+        None
+    );
     let be = format!("/local/domain/0/backend/vif/{}/0", new.0);
     assert_eq!(
         read(&d, &format!("/local/domain/{}/device/vif/0/backend", new.0)).as_deref(),
@@ -194,6 +229,10 @@ fn restart_reattaches_under_the_new_domid_and_destroy_cleans_up() {
     d.destroy("rs").unwrap();
     assert_eq!(
         read(&d, &format!("/local/domain/0/backend/vif/{}", new.0)),
+        None
+    );
+    assert_eq!(
+        read(&d, &format!("/local/domain/0/backend/vbd/{}", new.0)),
         None
     );
     assert_eq!(
@@ -249,14 +288,27 @@ fn vif_script_runs_up_and_down_with_the_backend_mac() {
 #[test]
 fn a_failing_vif_is_reported_and_the_guest_keeps_running() {
     let tmp = TempDir::new("dev-fail");
+    let img = tmp.path().join("fl.img");
+    std::fs::write(&img, vec![0u8; 1 << 20]).unwrap();
     let d = daemon(&tmp);
-    let id = create(&d, "fl", "vif = [ 'bridge=brF' ]\n");
+    let id = create(
+        &d,
+        "fl",
+        &format!(
+            "vif = [ 'bridge=brF' ]\ndisk = [ 'file:{},xvdb,w' ]\n",
+            img.display()
+        ),
+    );
     wait_vif_connected(&d, "fl", 0);
-    // The backend goes away under the guest (as a dom0 that closes the device).
+    wait_vbd_connected(&d, "fl", 51728);
+    // The backends go away under the guest (as a dom0 that closes the devices).
     let be = format!("/local/domain/0/backend/vif/{}/0", id.0);
     write(&d, &format!("{be}/state"), "6");
     wait_console(&d, id, "nic 0: ");
     wait_console(&d, id, "; dropped");
+    let be = format!("/local/domain/0/backend/vbd/{}/51728", id.0);
+    write(&d, &format!("{be}/state"), "6");
+    wait_console(&d, id, "disk 51728 (xvdb): xenbus: ");
     // Still alive: the heartbeat goes on and a power request is obeyed.
     let hb = format!("/local/domain/{}/data/heartbeat", id.0);
     let before: u64 = wait_for(30, || read(&d, &hb))

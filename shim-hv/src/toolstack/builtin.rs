@@ -6,6 +6,12 @@
 //!   until the ring is up, or if it fails) and echoes what it is sent (`echo: ...`);
 //! - connects to xenstore over its store ring (`xenbus::Xenstore`), reads its name
 //!   and lists its devices (`device/vbd/*`, `device/vif/*`);
+//! - connects every disk with `xbd-front`, prints its geometry, mode and
+//!   negotiated features, reads sector 0 and, on a writable disk, writes a scratch
+//!   pattern to the last sector, reads it back, puts the old contents back and
+//!   flushes (so the image is left as it was); on a read-only disk or cdrom it shows
+//!   that the frontend refuses the write itself. An empty cdrom drive (backend
+//!   `params` empty) is reported without connecting;
 //! - connects every vif with `xennet-front` and runs smoltcp on it: it answers ARP
 //!   and ICMP echo, announces itself with a gratuitous ARP, and pings on request
 //!   (see below). Its IPv4 address is the first one of the vif's `ip=` (the
@@ -31,6 +37,10 @@
 //!
 //! Console lines it prints (tests and the demo look for them):
 //! `xenkit built-in guest: domain N (NAME) up`,
+//! `disk N (NAME): S sectors of B bytes (C), read-write|read-only disk|cdrom;
+//! features: ...`, `disk N (NAME): sector 0: "..."`, `disk N (NAME): scratch sector
+//! L: written, read back, restored, flushed`, `disk N (NAME): write refused:
+//! <error>`, `disk N (NAME): cdrom drive, no media`, `disk N: <error>`,
 //! `nic N: mac M, mtu U, Q queue(s), ...; ip A/P`, `nic N: sent a gratuitous ARP
 //! for A`, `nic N: <error>`, `ping A: R/S replies`, `waiting for control/shutdown`,
 //! `power: <event>`, `ignoring control/shutdown = "<value>"`.
@@ -70,12 +80,19 @@ const PING_TOKEN: &str = "builtin:ping";
 const PING_IDENT: u16 = 0x7865; // "xe"
 /// Grant entries of the guest's table (8 frames).
 const GRANTS: usize = 4096;
+/// Requests a disk keeps in flight.
+const DISK_SLOTS: usize = 8;
+/// Pages per disk request (no indirect descriptors needed for this much).
+const DISK_SEGS: usize = 11;
+/// Bound of one disk request.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Per-step timeout of a device handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long closing one device may take at power-off.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 type Platf<'a> = &'a InProcGuest;
+type BlockDevice<'g> = xbd_front::Device<Platf<'g>, &'g GrantTable<GRANTS>, DISK_SLOTS, DISK_SEGS>;
 
 /// The guest's console: the ring once it works, else `CONSOLEIO_write`.
 struct Out<'a> {
@@ -326,6 +343,222 @@ impl<'g> Nic<'g> {
     }
 }
 
+/// One connected disk.
+struct Disk<'g> {
+    label: String,
+    dev: Box<BlockDevice<'g>>,
+}
+
+/// `51712 (xvda)`: the number and its canonical name.
+fn disk_label(devid: u32) -> String {
+    match xbd_front::vdev::Vdev::from_number(devid).and_then(|v| v.name()) {
+        Ok(n) => format!("{devid} ({n})"),
+        Err(_) => devid.to_string(),
+    }
+}
+
+fn size_text(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    const KIB: u64 = 1 << 10;
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
+        format!("{} MiB", bytes / MIB)
+    } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
+        format!("{} KiB", bytes / KIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+/// The start of a sector as text (non-printable bytes as `.`, trailing zeros cut).
+fn sector_text(b: &[u8]) -> String {
+    let head = b.get(..48).unwrap_or(b);
+    let end = head.iter().rposition(|&c| c != 0).map_or(0, |i| i + 1);
+    head.get(..end)
+        .unwrap_or_default()
+        .iter()
+        .map(|&c| {
+            if (0x20..0x7f).contains(&c) {
+                char::from(c)
+            } else {
+                '.'
+            }
+        })
+        .collect()
+}
+
+/// Whether `device/vbd/<devid>` is a cdrom drive without media (backend `params`
+/// empty): there is nothing to connect to.
+fn empty_cdrom(xs: &mut Xenstore<Platf<'_>>, devid: u32) -> bool {
+    let mut b = [0u8; 64];
+    let cdrom = xs
+        .read_str(&format!("device/vbd/{devid}/device-type"), &mut b)
+        .is_ok_and(|t| t == "cdrom");
+    if !cdrom {
+        return false;
+    }
+    let mut bb = [0u8; 256];
+    let Ok(backend) = xs
+        .read_str(&format!("device/vbd/{devid}/backend"), &mut bb)
+        .map(str::to_string)
+    else {
+        return false;
+    };
+    let mut pb = [0u8; 256];
+    xs.read_str(&format!("{backend}/params"), &mut pb)
+        .is_ok_and(str::is_empty)
+}
+
+impl<'g> Disk<'g> {
+    /// Connects `device/vbd/<devid>` and exercises it; `None` for an empty drive.
+    fn connect(
+        g: &'g InProcGuest,
+        grants: &'g GrantTable<GRANTS>,
+        xs: &mut Xenstore<Platf<'_>>,
+        devid: u32,
+        out: &mut Out<'_>,
+    ) -> Result<Option<Disk<'g>>, xbd_front::Error> {
+        let label = disk_label(devid);
+        if empty_cdrom(xs, devid) {
+            out.say(&format!("disk {label}: cdrom drive, no media\n"));
+            return Ok(None);
+        }
+        let mut dev: Box<BlockDevice<'g>> = Box::new(xbd_front::Device::new(
+            g,
+            grants,
+            devid,
+            xbd_front::Config::default(),
+        )?);
+        dev.connect(xs)?;
+        let mut disk = Disk { label, dev };
+        if let Err(e) = disk.exercise(out) {
+            out.say(&format!("disk {}: {e}\n", disk.label));
+            let _ = disk.dev.close(xs);
+            return Err(e);
+        }
+        Ok(Some(disk))
+    }
+
+    /// Prints what the disk is, reads sector 0, and tries the write path.
+    fn exercise(&mut self, out: &mut Out<'_>) -> Result<(), xbd_front::Error> {
+        let info = *self.dev.info().ok_or(xbd_front::Error::NotConnected)?;
+        let mut feats = Vec::new();
+        if let Some(f) = self.dev.features() {
+            match f.flush {
+                Some(xbd_front::FlushKind::FlushDiskCache) => feats.push("flush".to_string()),
+                Some(xbd_front::FlushKind::Barrier) => feats.push("barrier".to_string()),
+                None => {}
+            }
+            if f.discard.is_some() {
+                feats.push("discard".into());
+            }
+            if f.persistent {
+                feats.push("persistent-grants".into());
+            }
+            if f.indirect {
+                feats.push(format!("indirect({} segments)", f.segments_per_request));
+            }
+            feats.push(format!("ring-page-order {}", f.ring_page_order));
+        }
+        let kind = match info.device_type {
+            xbd_front::DeviceType::Cdrom => "cdrom",
+            xbd_front::DeviceType::Disk => "disk",
+        };
+        out.say(&format!(
+            "disk {}: {} sectors of {} bytes ({}), {} {kind}; features: {}\n",
+            self.label,
+            info.sectors,
+            info.sector_size,
+            size_text(info.capacity_bytes()),
+            if info.read_only {
+                "read-only"
+            } else {
+                "read-write"
+            },
+            feats.join(" ")
+        ));
+        if info.sectors == 0 {
+            return Ok(());
+        }
+        let ss = info.sector_size as usize;
+        let mut first = vec![0u8; ss];
+        self.dev.read(0, &mut [&mut first[..]], IO_TIMEOUT)?;
+        out.say(&format!(
+            "disk {}: sector 0: {:?}\n",
+            self.label,
+            sector_text(&first)
+        ));
+        let last = info.sectors - 1;
+        if info.read_only {
+            // The frontend refuses it before anything reaches the backend.
+            match self.dev.write(last, &[&first[..]], IO_TIMEOUT) {
+                Err(e) => out.say(&format!("disk {}: write refused: {e}\n", self.label)),
+                Ok(()) => out.say(&format!(
+                    "disk {}: a write to a read-only disk was accepted\n",
+                    self.label
+                )),
+            }
+            return Ok(());
+        }
+        // Scratch test on the last sector, leaving the image as it was.
+        let mut saved = vec![0u8; ss];
+        self.dev.read(last, &mut [&mut saved[..]], IO_TIMEOUT)?;
+        let mut pattern = vec![0u8; ss];
+        for (i, b) in pattern.iter_mut().enumerate() {
+            *b = (i as u8) ^ 0x5a ^ (last as u8);
+        }
+        self.dev.write(last, &[&pattern[..]], IO_TIMEOUT)?;
+        let mut back = vec![0u8; ss];
+        self.dev.read(last, &mut [&mut back[..]], IO_TIMEOUT)?;
+        let same = back == pattern;
+        self.dev.write(last, &[&saved[..]], IO_TIMEOUT)?;
+        let flushed = match self.dev.flush(IO_TIMEOUT) {
+            Ok(()) => "flushed",
+            Err(xbd_front::Error::NotSupported) => "no flush offered",
+            Err(e) => return Err(e),
+        };
+        if same {
+            out.say(&format!(
+                "disk {}: scratch sector {last}: written, read back, restored, {flushed}\n",
+                self.label
+            ));
+        } else {
+            out.say(&format!(
+                "disk {}: scratch sector {last}: read back differs from what was written\n",
+                self.label
+            ));
+        }
+        Ok(())
+    }
+
+    /// Follows the backend (capacity changes, going away); an error or a
+    /// disconnect means the disk is unusable.
+    fn poll(
+        &mut self,
+        xs: &mut Xenstore<Platf<'_>>,
+        out: &mut Out<'_>,
+    ) -> Result<(), xbd_front::Error> {
+        match self.dev.poll_events(xs)? {
+            Some(xbd_front::DeviceEvent::Disconnected(st)) => {
+                return Err(xbd_front::Error::Xenbus(xenbus::Error::BackendClosed(st)));
+            }
+            Some(xbd_front::DeviceEvent::CapacityChanged { old, new }) => {
+                out.say(&format!(
+                    "disk {}: capacity {old} -> {new} sectors\n",
+                    self.label
+                ));
+            }
+            Some(ev) => out.say(&format!("disk {}: {ev:?}\n", self.label)),
+            None => {}
+        }
+        self.dev.poll()?;
+        match self.dev.state() {
+            xbd_front::State::Connected => Ok(()),
+            xbd_front::State::Broken(r) => Err(xbd_front::Error::Broken(r)),
+            xbd_front::State::Disconnected => Err(xbd_front::Error::NotConnected),
+        }
+    }
+}
+
 /// A ping in progress.
 struct Ping {
     target: Ipv4Address,
@@ -436,13 +669,13 @@ pub fn run(guest: Arc<InProcGuest>) {
         .map(str::to_string)
         .unwrap_or_else(|_| "?".into());
     out.say(&format!("xenkit built-in guest: domain {id} ({name}) up\n"));
-    let _disks = list_devices(&mut out, &mut xs, "vbd", "disk");
+    let vbds = list_devices(&mut out, &mut xs, "vbd", "disk");
     let vifs = list_devices(&mut out, &mut xs, "vif", "nic");
 
     let grants: Option<Box<GrantTable<GRANTS>>> = match GrantTable::setup(g, (GRANTS / 512) as u32)
     {
         Ok(t) => Some(Box::new(t)),
-        Err(e) if vifs.is_empty() => {
+        Err(e) if vifs.is_empty() && vbds.is_empty() => {
             let _ = e;
             None
         }
@@ -451,8 +684,16 @@ pub fn run(guest: Arc<InProcGuest>) {
             None
         }
     };
+    let mut disks: Vec<Disk<'_>> = Vec::new();
     let mut nics: Vec<Nic<'_>> = Vec::new();
     if let Some(gt) = grants.as_deref() {
+        for devid in vbds {
+            match Disk::connect(g, gt, &mut xs, devid, &mut out) {
+                Ok(Some(d)) => disks.push(d),
+                Ok(None) => {}
+                Err(e) => out.say(&format!("disk {}: {e}\n", disk_label(devid))),
+            }
+        }
         for idx in vifs {
             match Nic::connect(g, gt, &mut xs, idx, &mut out) {
                 Ok(n) => nics.push(n),
@@ -470,7 +711,7 @@ pub fn run(guest: Arc<InProcGuest>) {
         Ok(p) => p,
         Err(e) => {
             out.say(&format!("control/shutdown: {e}\n"));
-            close_all(&mut xs, &mut nics);
+            close_all(&mut xs, &mut disks, &mut nics);
             stop(&mut out, ShutdownReason::Crash);
             return;
         }
@@ -486,7 +727,7 @@ pub fn run(guest: Arc<InProcGuest>) {
         match power.poll(&mut xs) {
             Ok(Some(ev)) => {
                 out.say(&format!("power: {}\n", ev.as_str()));
-                close_all(&mut xs, &mut nics);
+                close_all(&mut xs, &mut disks, &mut nics);
                 stop(&mut out, ev.shutdown_reason());
                 return;
             }
@@ -500,9 +741,20 @@ pub fn run(guest: Arc<InProcGuest>) {
             }
             Err(e) => {
                 out.say(&format!("control/shutdown: {e}\n"));
-                close_all(&mut xs, &mut nics);
+                close_all(&mut xs, &mut disks, &mut nics);
                 stop(&mut out, ShutdownReason::Crash);
                 return;
+            }
+        }
+        let mut i = 0;
+        while i < disks.len() {
+            match disks.get_mut(i).map(|d| d.poll(&mut xs, &mut out)) {
+                Some(Err(e)) => {
+                    let mut d = disks.remove(i);
+                    out.say(&format!("disk {}: {e}; dropped\n", d.label));
+                    let _ = d.dev.close(&mut xs);
+                }
+                _ => i += 1,
             }
         }
         let mut i = 0;
@@ -550,7 +802,10 @@ fn close_nic(xs: &mut Xenstore<Platf<'_>>, mut n: Nic<'_>) {
 }
 
 /// Closes every device (before powering off), so the backends see them go.
-fn close_all(xs: &mut Xenstore<Platf<'_>>, nics: &mut Vec<Nic<'_>>) {
+fn close_all(xs: &mut Xenstore<Platf<'_>>, disks: &mut Vec<Disk<'_>>, nics: &mut Vec<Nic<'_>>) {
+    for mut d in disks.drain(..) {
+        let _ = d.dev.close(xs);
+    }
     for n in nics.drain(..) {
         close_nic(xs, n);
     }

@@ -1,8 +1,9 @@
-//! A domain's devices: what the daemon attaches from a config's `vif` (and, once
-//! shim-hv has a block backend, `disk`) entries, and takes down again.
+//! A domain's devices: what the daemon attaches from a config's `disk` and `vif`
+//! entries, and takes down again.
 //!
 //! ```text
 //!  Daemon::create / restart ── DomainDevices::attach(domid, config) ──▶
+//!     disk:  BlkBackend on the image or device (device/vbd/<vdev number>)
 //!     vif N: NetBackend on the bridge named by `bridge=` (default xenbr0), one
 //!            in-process Bridge per name, shared by every domain of the daemon
 //!  Daemon::destroy / domain gone ── DomainDevices::detach ──▶ backends stopped,
@@ -10,7 +11,17 @@
 //! ```
 //!
 //! Devices are attached before the guest starts (as libxl writes device nodes
-//! before it unpauses a domain), so a guest finds `device/vif/N` at boot.
+//! before it unpauses a domain), so a guest finds `device/vbd/N` and
+//! `device/vif/N` at boot.
+//!
+//! disk settings: the target is served as a block device when the config says
+//! `phy:` (or `backendtype=phy`) or the path is one, else as an image file (`file:`,
+//! `tap:aio:`, `qdisk` and unprefixed entries alike: shim-hv has one backend, and
+//! only raw images); `r`/`ro` disks and cdroms are read-only (`mode = "r"`); a
+//! cdrom gets `device-type = "cdrom"`; the device id is the vdev number the config
+//! resolved (`51712` for `xvda`) and the backend's `dev` keeps the vdev as written.
+//! An empty cdrom drive (no target) gets its nodes and a backend that stays in
+//! `InitWait`, as Linux's blkback does without media.
 //!
 //! vif settings:
 //! - `mac=`: the guest's MAC; without it [`fill_in_macs`] picks a random
@@ -34,10 +45,13 @@ use std::sync::Arc;
 use hypercall::DomId;
 use xennet_front::Mac;
 
+use hypercall::abi::xenbus::XenbusState;
+
+use crate::backend::blk::{BlkBackend, BlkConfig, Target};
 use crate::backend::bridge::Bridges;
 use crate::backend::net::{random_mac, NetBackend, NetConfig};
-use crate::backend::xenbus as xb;
-use crate::config::{DomainConfig, MacAddr, VifSpec};
+use crate::backend::xenbus::{self as xb, XenbusBackend};
+use crate::config::{Access, DevType, DiskBackend, DiskSpec, DomainConfig, MacAddr, VifSpec};
 use crate::xen::Hypervisor;
 use crate::xenstored::TxId;
 
@@ -53,7 +67,17 @@ pub const SCRIPT_DIR: &str = "/etc/xen/scripts";
 pub struct DomainDevices {
     hv: Arc<Hypervisor>,
     dom: DomId,
+    vbds: Vec<Vbd>,
     vifs: Vec<NetBackend>,
+}
+
+/// One disk's backend.
+#[derive(Debug)]
+pub enum Vbd {
+    /// Served by blkback.
+    Disk(BlkBackend),
+    /// An empty cdrom drive: nodes only, backend in `InitWait`.
+    EmptyCdrom(XenbusBackend),
 }
 
 impl DomainDevices {
@@ -68,8 +92,23 @@ impl DomainDevices {
         let mut me = DomainDevices {
             hv: hv.clone(),
             dom,
+            vbds: Vec::new(),
             vifs: Vec::new(),
         };
+        for d in &cfg.disks {
+            match attach_disk(hv, dom, d) {
+                Ok(v) => me.vbds.push(v),
+                Err(why) => {
+                    me.detach();
+                    return Err(Error::Device {
+                        file: cfg.file.clone(),
+                        line: d.line,
+                        device: format!("disk {}", d.vdev),
+                        why,
+                    });
+                }
+            }
+        }
         for v in &cfg.vifs {
             match attach_vif(hv, bridges, dom, v) {
                 Ok(be) => me.vifs.push(be),
@@ -92,13 +131,29 @@ impl DomainDevices {
         &self.vifs
     }
 
+    /// The disk backends.
+    pub fn vbds(&self) -> &[Vbd] {
+        &self.vbds
+    }
+
     /// Stops every backend and removes its xenstore directories, then the
     /// directories left empty above them (`backend/vif/<domid>`, `backend/vif`,
     /// `backend`), as libxl's `libxl__xs_path_cleanup` does.
     pub fn detach(&mut self) {
         let mut kinds = Vec::new();
+        if !self.vbds.is_empty() {
+            kinds.push("vbd");
+        }
         if !self.vifs.is_empty() {
             kinds.push("vif");
+        }
+        for v in self.vbds.drain(..) {
+            match v {
+                Vbd::Disk(be) => be.destroy(),
+                Vbd::EmptyCdrom(xbe) => {
+                    let _ = xbe.destroy();
+                }
+            }
         }
         for be in self.vifs.drain(..) {
             be.destroy();
@@ -135,6 +190,43 @@ fn remove_empty_parents(hv: &Arc<Hypervisor>, kind: &str, dom: DomId) {
         }
         Ok(())
     });
+}
+
+fn attach_disk(hv: &Arc<Hypervisor>, dom: DomId, d: &DiskSpec) -> Result<Vbd, String> {
+    let devid = d.vdev_number.number();
+    let cdrom = d.devtype == DevType::Cdrom;
+    let Some(path) = &d.target else {
+        // An empty drive: what libxl writes, and a backend waiting for media.
+        let spec = xb::DeviceSpec::new("vbd", dom, devid)
+            .backend("params", "")
+            .backend("type", "phy")
+            .backend("mode", "r")
+            .backend("dev", &d.vdev)
+            .backend("removable", 1)
+            .backend("bootable", 1)
+            .backend("device-type", "cdrom")
+            .frontend("virtual-device", devid)
+            .frontend("device-type", "cdrom");
+        let mut xbe = xb::XenbusBackend::create(hv, &spec).map_err(|e| e.to_string())?;
+        xbe.switch_state(XenbusState::InitWait)
+            .map_err(|e| e.to_string())?;
+        return Ok(Vbd::EmptyCdrom(xbe));
+    };
+    let is_blockdev = std::fs::metadata(path).is_ok_and(|m| {
+        use std::os::unix::fs::FileTypeExt;
+        m.file_type().is_block_device()
+    });
+    let target = if d.backend == DiskBackend::Phy || is_blockdev {
+        Target::Phy(path.clone())
+    } else {
+        Target::File(path.clone())
+    };
+    let mut cfg = BlkConfig::new(target, devid, &d.vdev);
+    cfg.writable = d.access == Access::ReadWrite && !cdrom;
+    cfg.cdrom = cdrom;
+    BlkBackend::start(hv, dom, cfg)
+        .map(Vbd::Disk)
+        .map_err(|e| e.to_string())
 }
 
 fn attach_vif(

@@ -14,6 +14,8 @@
 //!   `on_reboot` / `on_crash` (`destroy`, `restart`, `preserve`), serves the sockets.
 //!   `create` starts it in the background when none runs.
 //! - [`client::Client`]: the CLI side of the control socket.
+//! - [`devices::DomainDevices`]: a domain's disks (blkback) and vifs (netback on
+//!   in-process bridges), attached at start and restart, detached at the end.
 //! - [`builtin`]: the in-process guest a config without `kernel` runs.
 //! - [`cli`]: the commands (`create [-c] [-n]`, `list`, `console`, `shutdown [-w]
 //!   [-R|-H]`, `reboot`, `destroy`, `block-list`, `network-list`, `xenstore-env`,
@@ -138,17 +140,8 @@ pub fn check_disk_images(cfg: &DomainConfig) -> Result<Vec<String>, Error> {
     Ok(warnings)
 }
 
-/// Devices the toolstack does not attach yet (no block backend in shim-hv so far)
-/// and device settings without effect ([`devices::ignored_settings`]): one warning
-/// line each, `file:line`.
+/// Device settings without effect ([`devices::ignored_settings`]): one warning
+/// line each, `file:line`. (Every disk and vif is attached.)
 pub fn unattached_devices(cfg: &DomainConfig) -> Vec<String> {
-    let mut v = Vec::new();
-    for d in &cfg.disks {
-        v.push(format!(
-            "{}:{}: warning: disk {} is not attached: shim-hv has no block backend yet",
-            cfg.file, d.line, d.vdev
-        ));
-    }
-    v.extend(devices::ignored_settings(cfg));
-    v
+    devices::ignored_settings(cfg)
 }
