@@ -232,3 +232,23 @@ fn a_second_daemon_is_refused() {
     // The first one is unharmed.
     assert_eq!(cli.list().len(), 1);
 }
+
+/// The daemon stops by itself when its runtime directory (and so its control
+/// socket) is removed, even while it waits for a client.
+#[test]
+fn daemon_stops_when_its_runtime_dir_is_removed() {
+    let cli = Cli::new("rmdir");
+    cli.dir.write("m.cfg", &builtin_cfg("m", ""));
+    cli.ok(&["create", "m.cfg"]);
+    let pid = cli.daemon_pid().unwrap();
+    std::fs::remove_dir_all(cli.runtime()).unwrap();
+    let stopped = wait_for(30, || (!toolstack_util::alive(pid)).then_some(())).is_some();
+    if !stopped {
+        // Its pid file went with the directory: the Cli's own cleanup cannot find it.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    assert!(stopped, "daemon {pid} still ran");
+}

@@ -80,6 +80,9 @@ pub struct Daemon {
     stopping: AtomicBool,
     stop_cv: (Mutex<bool>, Condvar),
     xenstored_socket: Mutex<Option<PathBuf>>,
+    /// The control socket's listening descriptor while [`Daemon::serve`] accepts
+    /// (cleared, under this lock, before the listener closes).
+    listen_fd: Mutex<Option<std::os::fd::RawFd>>,
     clients: AtomicUsize,
     uid: u32,
     quiet: AtomicBool,
@@ -149,6 +152,7 @@ impl Daemon {
             stopping: AtomicBool::new(false),
             stop_cv: (Mutex::new(false), Condvar::new()),
             xenstored_socket: Mutex::new(None),
+            listen_fd: Mutex::new(None),
             clients: AtomicUsize::new(0),
             uid: nix::unistd::geteuid().as_raw(),
             quiet: AtomicBool::new(false),
@@ -530,7 +534,15 @@ impl Daemon {
         let (m, cv) = &self.stop_cv;
         *lock(m) = true;
         cv.notify_all();
-        // Wake the accept loop.
+        // Wake the accept loop: shutting the listening socket down ends a blocked
+        // accept (and works when the socket's file is gone, which is one reason to
+        // stop); a connection is the fallback.
+        {
+            let fd = lock(&self.listen_fd);
+            if let Some(fd) = *fd {
+                let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Read);
+            }
+        }
         let _ = UnixStream::connect(self.rt.control_socket());
     }
 
@@ -676,7 +688,13 @@ impl Daemon {
             .name("socket-watch".into())
             .spawn(move || watch_socket(me, watch_path, sock_ino));
 
-        for stream in listener.incoming() {
+        *lock(&self.listen_fd) = Some(std::os::fd::AsRawFd::as_raw_fd(&listener));
+        // `stopping` is checked before each accept: a stop requested before the
+        // descriptor was published (request_stop sets `stopping` first) ends the loop
+        // here, a later one by the shutdown of the listening socket.
+        let incoming =
+            std::iter::from_fn(|| (!self.is_stopping()).then(|| listener.accept().map(|(s, _)| s)));
+        for stream in incoming {
             if self.is_stopping() {
                 break;
             }
@@ -710,6 +728,7 @@ impl Daemon {
                 self.clients.fetch_sub(1, Ordering::SeqCst);
             }
         }
+        *lock(&self.listen_fd) = None;
         self.log("stopping: destroying every domain");
         self.destroy_all();
         drop(xs_server);

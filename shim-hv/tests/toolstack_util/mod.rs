@@ -131,7 +131,8 @@ impl Cli {
     }
 }
 
-fn alive(pid: i32) -> bool {
+/// Whether process `pid` runs (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
         && !fs::read_to_string(format!("/proc/{pid}/stat"))
             .map(|s| s.contains(") Z "))
