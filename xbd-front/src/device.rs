@@ -664,6 +664,25 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         }
     }
 
+    /// [`Device::poll`] with notification coalescing, for callers keeping many
+    /// requests in flight: when nothing is left to consume, it asks the backend to
+    /// notify only once `batch` more responses are ready (capped at the requests
+    /// published and unanswered, so the wake-up is always owed by a backend that
+    /// answers; a backend that does not is what timeouts are for, as with
+    /// [`Device::poll`]). Completions then arrive in groups: fewer notifications and
+    /// wake-ups, at the cost of the first completions of a group waiting for the
+    /// last. `batch` 0 or 1 is [`Device::poll`].
+    pub fn poll_batched(&mut self, batch: usize) -> Result<usize, Error> {
+        let batch = u32::try_from(batch).unwrap_or(u32::MAX);
+        let mut n = 0;
+        loop {
+            n += self.io.poll(&self.grants)?;
+            if !self.io.final_check_batched(&self.grants, batch)? {
+                return Ok(n);
+            }
+        }
+    }
+
     /// Consumes responses without re-arming the notification (for callers that poll
     /// in a loop and call [`Device::poll`] before they sleep).
     pub fn poll_nowait(&mut self) -> Result<usize, Error> {

@@ -7,7 +7,7 @@
 //!     │ poll() on the device's event ─▶ next_completion() ─▶ finish(tag, bufs)
 //!     ▼
 //!   Device<P, G, SLOTS, SEGS>                       handshake + negotiation (xenbus)
-//!     io: shadows[SLOTS] ── bounce pages[SLOTS×SEGS] (zeroed/overwritten per request)
+//!     io: shadows[SLOTS] ── bounce pages[SLOTS×SEGS] (zeroed per connection; then only this backend's data)
 //!         FrontRing<blkif> (1..16 pages)  ── grants (per request, or persistent)
 //!     │                          ▲ responses: id/op/status checked against the shadow
 //!     ▼ shared ring + event channel
