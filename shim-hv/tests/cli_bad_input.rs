@@ -235,3 +235,21 @@ fn row46_other_users_are_refused() {
     }
     assert_eq!(cli.list().len(), 1, "nobody changed nothing");
 }
+
+/// A "config" that never ends (`/dev/zero`, whose metadata says 0 bytes) or is huge
+/// is refused with one line naming it, after reading at most the config size bound:
+/// `create` must neither hang nor swallow it into memory.
+#[test]
+fn endless_or_huge_config_is_refused() {
+    let cli = Cli::new("endless");
+    let huge = cli.dir.write("huge.cfg", &"# padding\n".repeat(200_000));
+    for path in [std::path::PathBuf::from("/dev/zero"), huge] {
+        let p = path.display().to_string();
+        let o = cli.run(&["create", "-n", &p]);
+        assert!(!o.status.success(), "{p} was accepted");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(&p) && err.contains("bytes"), "{p}: {err}");
+        assert_eq!(err.trim().lines().count(), 2, "{p}: {err}"); // "Parsing config from" + error
+    }
+    assert!(cli.daemon_pid().is_none());
+}

@@ -21,9 +21,6 @@ use super::proto::{DeviceInfo, DomainInfo, Reply, Request};
 use super::runtime::RuntimeDir;
 use super::{check_config, check_disk_images, unattached_devices, PowerRequest};
 
-/// Largest config file `create` sends to the daemon.
-pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
-
 /// shim-hv: a thin hypervisor that plays Xen and dom0, with an xl-like toolstack.
 #[derive(Debug, Parser)]
 #[command(name = "shim-hv", version, about, long_about = None)]
@@ -282,23 +279,12 @@ fn execute(
 /// A relative `path` is relative to `cwd`; messages name it as given.
 fn load_config(path: &Path, cwd: &Path) -> Result<(String, DomainConfig), Error> {
     let file = path.display().to_string();
-    let full = cwd.join(path);
-    let meta = std::fs::metadata(&full).map_err(io_err(file.clone()))?;
-    if meta.len() > MAX_CONFIG_BYTES {
-        return Err(Error::Daemon(format!(
-            "{file}: larger than {MAX_CONFIG_BYTES} bytes"
-        )));
-    }
-    let text = match std::fs::read_to_string(&full) {
-        Ok(t) => t,
-        // Not UTF-8: the parser's message names the line.
-        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-            return Err(DomainConfig::parse_file(&full)
-                .err()
-                .map_or_else(|| Error::Io { what: file, err: e }, Error::Config))
-        }
-        Err(e) => return Err(Error::Io { what: file, err: e }),
-    };
+    // The config module's bounded read: a huge file, a FIFO or /dev/zero (whose
+    // metadata says 0 bytes) is refused, never read whole; not UTF-8 names the line.
+    let text = DomainConfig::read_text(&cwd.join(path)).map_err(|mut e| {
+        e.file = file.clone();
+        Error::Config(e)
+    })?;
     let cfg = DomainConfig::parse_str(&file, &text)?;
     Ok((text, cfg))
 }
