@@ -1048,3 +1048,208 @@ fn garbage_event_indices_cost_nothing_but_notifications() {
 fn f_end(h: &Hostile, g: GrantRef) {
     h.table.end_access(g).unwrap();
 }
+
+/// Ring and event-channel keys a hostile frontend can write: each is refused at
+/// connect (backend `Closing` with an `error` node), nothing stays mapped (also when
+/// the first pages of a multi-page ring mapped before a later one failed), and
+/// another domain's disk keeps working.
+#[test]
+fn hostile_connect_keys_fail_that_disk_only() {
+    type Keys = fn(&[GrantRef; 4], GrantRef, GrantRef, Port, Port) -> Vec<(&'static str, String)>;
+    let cases: Vec<(&str, Keys)> = vec![
+        ("ring-ref not granted", |_, _, _, e, _| {
+            vec![
+                ("ring-ref", "5000".into()),
+                ("event-channel", e.0.to_string()),
+            ]
+        }),
+        ("ring-ref granted read-only", |_, ro, _, e, _| {
+            vec![
+                ("ring-ref", ro.0.to_string()),
+                ("event-channel", e.0.to_string()),
+            ]
+        }),
+        ("ring-ref granted to another domain", |_, _, other, e, _| {
+            vec![
+                ("ring-ref", other.0.to_string()),
+                ("event-channel", e.0.to_string()),
+            ]
+        }),
+        ("ring-ref hex", |_, _, _, e, _| {
+            vec![
+                ("ring-ref", "0x10".into()),
+                ("event-channel", e.0.to_string()),
+            ]
+        }),
+        ("ring-ref negative", |_, _, _, e, _| {
+            vec![
+                ("ring-ref", "-1".into()),
+                ("event-channel", e.0.to_string()),
+            ]
+        }),
+        ("ring-ref missing", |_, _, _, e, _| {
+            vec![("event-channel", e.0.to_string())]
+        }),
+        ("event-channel not allocated", |r, _, _, _, _| {
+            vec![
+                ("ring-ref", r[0].0.to_string()),
+                ("event-channel", "4000".into()),
+            ]
+        }),
+        ("event-channel for another domain", |r, _, _, _, wrong| {
+            vec![
+                ("ring-ref", r[0].0.to_string()),
+                ("event-channel", wrong.0.to_string()),
+            ]
+        }),
+        ("event-channel garbage", |r, _, _, _, _| {
+            vec![
+                ("ring-ref", r[0].0.to_string()),
+                ("event-channel", "abc".into()),
+            ]
+        }),
+        ("ring-page-order 5", |r, _, _, e, _| {
+            let mut v = vec![
+                ("ring-page-order", "5".to_string()),
+                ("event-channel", e.0.to_string()),
+            ];
+            v.push(("ring-ref0", r[0].0.to_string()));
+            v
+        }),
+        ("ring-page-order 2^64", |r, _, _, e, _| {
+            vec![
+                ("ring-page-order", "18446744073709551616".into()),
+                ("ring-ref0", r[0].0.to_string()),
+                ("event-channel", e.0.to_string()),
+            ]
+        }),
+        ("ring pages not contiguous", |r, _, _, e, _| {
+            vec![
+                ("ring-page-order", "2".into()),
+                ("ring-ref0", r[0].0.to_string()),
+                ("ring-ref1", r[2].0.to_string()),
+                ("ring-ref2", r[1].0.to_string()),
+                ("ring-ref3", r[3].0.to_string()),
+                ("event-channel", e.0.to_string()),
+            ]
+        }),
+        ("ring-ref3 missing", |r, _, _, e, _| {
+            vec![
+                ("ring-page-order", "2".into()),
+                ("ring-ref0", r[0].0.to_string()),
+                ("ring-ref1", r[1].0.to_string()),
+                ("ring-ref2", r[2].0.to_string()),
+                ("event-channel", e.0.to_string()),
+            ]
+        }),
+        ("second ring page not granted", |r, _, _, e, _| {
+            vec![
+                ("ring-page-order", "1".into()),
+                ("ring-ref0", r[0].0.to_string()),
+                ("ring-ref1", "5000".into()),
+                ("event-channel", e.0.to_string()),
+            ]
+        }),
+        ("protocol x86_32-abi", |r, _, _, e, _| {
+            vec![
+                ("ring-ref", r[0].0.to_string()),
+                ("event-channel", e.0.to_string()),
+                ("protocol", "x86_32-abi".into()),
+            ]
+        }),
+        ("two queues", |r, _, _, e, _| {
+            vec![
+                ("ring-ref", r[0].0.to_string()),
+                ("event-channel", e.0.to_string()),
+                ("multi-queue-num-queues", "2".into()),
+            ]
+        }),
+    ];
+    let dir = TempDir::new("keys");
+    let hv = hv();
+    let (go, res, _good_be) = good_domain(&hv, &dir);
+    let img = image(&dir, "hostile.img", DISK);
+    for (i, (what, keys)) in cases.iter().enumerate() {
+        let dom = domain(&hv, &format!("hostile{i}"), 32);
+        let be = backend(&hv, &dom, cfg(&img, XVDA, "xvda"));
+        let h = Hostile::new(&hv, &dom);
+        let p: &InProcGuest = &h.guest;
+        let mut xs = Xenstore::from_hvm_params(p).unwrap();
+        let mut hs = FrontendHandshake::new(&format!("device/vbd/{XVDA}")).unwrap();
+        hs.start(&mut xs).unwrap();
+        hs.wait_for_backend(&mut xs, STEP).unwrap();
+        let ring = SharedMem::alloc_pages(p, 4).unwrap();
+        let _ = FrontRing::<Request, Response>::init(ring).unwrap();
+        let refs: [GrantRef; 4] = std::array::from_fn(|k| {
+            h.table
+                .grant_access(DomId(0), ring.page_gfn(p, k).unwrap(), false)
+                .unwrap()
+        });
+        let ro = h
+            .table
+            .grant_access(DomId(0), ring.page_gfn(p, 0).unwrap(), true)
+            .unwrap();
+        let other = h
+            .table
+            .grant_access(DomId(dom.id().0 + 1), ring.page_gfn(p, 0).unwrap(), false)
+            .unwrap();
+        let port = Xen(p).evtchn_alloc_unbound(DomId(0)).unwrap();
+        let wrong = Xen(p).evtchn_alloc_unbound(DomId(dom.id().0 + 1)).unwrap();
+        let kv = keys(&refs, ro, other, port, wrong);
+        hs.publish(&mut xs, XenbusState::Initialised, |tx, node| {
+            for (k, v) in &kv {
+                tx.write_str(&Path::join(node, k)?, v)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert!(hs.wait_connected(&mut xs, STEP).is_err(), "{what}: refused");
+        wait_until(what, || be_node(&hv, &be, "state").as_deref() == Some("5"));
+        let err = be_node(&hv, &be, "error").unwrap_or_default();
+        assert!(!err.is_empty(), "{what}: error node");
+        assert!(!be.connected(), "{what}");
+        for g in refs.iter().chain([&ro, &other]) {
+            assert_eq!(
+                hv.grant_pins(dom.id(), *g),
+                0,
+                "{what}: gref {} mapped",
+                g.0
+            );
+            h.table.end_access(*g).unwrap();
+        }
+        be.destroy();
+    }
+    check_good(go, res);
+}
+
+/// The guest asks for a read into its own ring page: the backend overwrites the
+/// ring (the guest's own fault). Whatever the backend then sees in the ring, the
+/// host survives, that disk at worst disconnects, other disks are unaffected.
+#[test]
+fn read_into_the_ring_page_fails_that_disk_at_most() {
+    let dir = TempDir::new("ringdata");
+    let hv = hv();
+    let (go, res, _good_be) = good_domain(&hv, &dir);
+    // An image of 0xff bytes: the ring header becomes u32::MAX indices.
+    let img = dir.path().join("ff.img");
+    std::fs::write(&img, vec![0xffu8; DISK]).unwrap();
+    let dom = domain(&hv, "hostile", 32);
+    let be = backend(&hv, &dom, cfg(&img, XVDA, "xvda"));
+    let h = Hostile::new(&hv, &dom);
+    let p: &InProcGuest = &h.guest;
+    let mut xs = Xenstore::from_hvm_params(p).unwrap();
+    let mut f = Front::connect(p, &h.table, &mut xs, XVDA, false);
+    let rr = f.ring_ref;
+    f.push(&[
+        rw(blkif::OP_READ, 1, 0, &[seg(rr, 0, 7)], None),
+        rw(blkif::OP_READ, 2, 0, &[seg(rr, 0, 7)], None),
+    ]);
+    wait_until("that disk disconnected", || {
+        be_node(&hv, &be, "state").as_deref() == Some("5")
+    });
+    assert!(!be_node(&hv, &be, "error").unwrap_or_default().is_empty());
+    wait_until("ring unmapped", || hv.grant_pins(dom.id(), rr) == 0);
+    check_good(go, res);
+    drop(f);
+    be.destroy();
+}
