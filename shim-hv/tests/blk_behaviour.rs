@@ -218,3 +218,58 @@ fn backend_closing_fails_in_flight_requests_then_reconnects() {
     assert!(be.stats().connects >= 2);
     be.destroy();
 }
+
+/// A guest that restarts without closing its disk (a reboot or kexec: the new kernel
+/// resets its watches and connects again from `Initialising` while the backend is
+/// still `Connected`) gets a working disk: the backend drops the old ring and offers
+/// again (it used to restart only from `Closed`, and the new kernel waited forever).
+#[test]
+fn a_frontend_restarting_without_closing_reconnects() {
+    let dir = TempDir::new("restart");
+    let img = image(&dir, "r.img", 1 << 20);
+    let data = std::fs::read(&img).unwrap();
+    let hv = hv();
+    let dom = domain(&hv, "restart", 32);
+    let be = backend(&hv, &dom, file_cfg(&img));
+    let (tx, rx) = channel();
+    hv.spawn_guest(dom, move |g| {
+        let p: &InProcGuest = &g;
+        let table: Box<Table> = Box::new(GrantTable::setup(p, (NG / 512) as u32).unwrap());
+        let mut xs = Xenstore::from_hvm_params(p).unwrap();
+        let r = (|| -> Result<Vec<u8>, String> {
+            let mut old: Disk<'_> =
+                Device::new(p, &*table, XVDA, Config::default()).map_err(|e| e.to_string())?;
+            old.connect(&mut xs)
+                .map_err(|e| format!("first connect: {e}"))?;
+            let mut buf = vec![0u8; 512];
+            old.read(0, &mut [&mut buf[..]], T)
+                .map_err(|e| e.to_string())?;
+            // The "new kernel": the old device is simply abandoned (its grants stay
+            // granted), watches are reset as Linux's xs_reset_watches does at boot.
+            std::mem::forget(old);
+            let mut reply = [0u8; 16];
+            xs.request(
+                xenbus::TxId::NONE,
+                hypercall::abi::xs_wire::msg::RESET_WATCHES,
+                &[b"\0"],
+                &mut reply,
+            )
+            .map_err(|e| format!("reset watches: {e}"))?;
+            let mut new: Disk<'_> =
+                Device::new(p, &*table, XVDA, Config::default()).map_err(|e| e.to_string())?;
+            new.connect(&mut xs)
+                .map_err(|e| format!("connect after restart: {e}"))?;
+            let mut buf = vec![0u8; 8192];
+            new.read(8, &mut [&mut buf[..]], T)
+                .map_err(|e| e.to_string())?;
+            new.close(&mut xs).map_err(|e| format!("close: {e}"))?;
+            Ok(buf)
+        })();
+        let _ = tx.send(r);
+    })
+    .unwrap();
+    let buf = rx.recv_timeout(Duration::from_secs(120)).unwrap().unwrap();
+    assert_eq!(buf[..], data[4096..4096 + 8192]);
+    assert_eq!(be.stats().connects, 2);
+    be.destroy();
+}

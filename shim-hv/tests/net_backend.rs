@@ -115,3 +115,70 @@ fn nodes_macs_and_the_vif_script() {
     assert!(lines[3].starts_with("down "));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A guest that restarts without closing its vif (a reboot or kexec: the new kernel
+/// resets its watches and connects again from `Initialising` while the backend is
+/// still `Connected`) gets a working vif: the backend drops the old rings and offers
+/// again (it used to restart only from `Closed`, and the new kernel waited forever).
+#[test]
+fn a_frontend_restarting_without_closing_reconnects() {
+    let hv = hv();
+    let br = Bridge::new("xenbr-restart");
+    let (dom, be) = guest_with_vif(&hv, &br, "restart", 9, NetConfig::default());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _h = hv
+        .spawn_guest(dom, move |g| {
+            let p: &shim_hv::runner::inproc::InProcGuest = &g;
+            let table: Box<hypercall::gnttab::GrantTable<NG>> =
+                Box::new(hypercall::gnttab::GrantTable::setup(p, 16).unwrap());
+            let mut xs = xenbus::Xenstore::from_hvm_params(p).unwrap();
+            let r = (|| -> Result<(), String> {
+                let mut old = xennet_front::NetFront::connect(
+                    p,
+                    &*table,
+                    &mut xs,
+                    0,
+                    Config::default(),
+                    STEP,
+                )
+                .map_err(|e| format!("first connect: {e}"))?;
+                let f = ip_frame(Mac::BROADCAST, old.mac(), false, false, 50, 1);
+                send_meta(&mut old, &f, TxMeta::default())?;
+                // The "new kernel": the old device is simply abandoned (its grants
+                // stay granted), watches are reset as Linux's xs_reset_watches does.
+                std::mem::forget(old);
+                let mut reply = [0u8; 16];
+                xs.request(
+                    xenbus::TxId::NONE,
+                    hypercall::abi::xs_wire::msg::RESET_WATCHES,
+                    &[b"\0"],
+                    &mut reply,
+                )
+                .map_err(|e| format!("reset watches: {e}"))?;
+                let mut new = xennet_front::NetFront::connect(
+                    p,
+                    &*table,
+                    &mut xs,
+                    0,
+                    Config::default(),
+                    STEP,
+                )
+                .map_err(|e| format!("connect after restart: {e}"))?;
+                let f = ip_frame(Mac::BROADCAST, new.mac(), false, false, 60, 2);
+                send_meta(&mut new, &f, TxMeta::default())?;
+                new.close(&mut xs, STEP).map_err(|e| format!("close: {e}"))
+            })();
+            let _ = tx.send(r);
+        })
+        .unwrap();
+    rx.recv_timeout(Duration::from_secs(120)).unwrap().unwrap();
+    // The backend may count the last frame a little after the guest's close: wait
+    // for it (the bound is a hang guard only).
+    let end = std::time::Instant::now() + Duration::from_secs(120);
+    while be.stats().tx_frames < 2 && std::time::Instant::now() < end {
+        std::thread::yield_now();
+    }
+    let s = be.stats();
+    assert_eq!((s.connects, s.tx_frames), (2, 2));
+    be.destroy();
+}

@@ -69,7 +69,7 @@ use hypercall::abi::xenbus::XenbusState;
 use hypercall::ring::BackRing;
 use hypercall::{DomId, GrantRef, Port, SharedMem, PAGE_SIZE};
 
-use super::xenbus::{self as xb, BoundPort, DeviceSpec, MappedRing, XenbusBackend};
+use super::xenbus::{self as xb, BoundPort, DeviceSpec, MappedRing, Reaction, XenbusBackend};
 use crate::mem::{preadv_into, pwritev_from};
 use crate::xen::{GrantMapping, Hypervisor};
 
@@ -556,37 +556,30 @@ fn control(sh: Arc<Shared>, mut xbe: XenbusBackend, stop: Arc<AtomicBool>) {
 
 fn react(sh: &Arc<Shared>, xbe: &mut XenbusBackend, fe: XenbusState) {
     let connected = lock(&sh.conn).is_some();
-    match fe {
-        XenbusState::Initialised | XenbusState::Connected
-            if !connected && xbe.state() == XenbusState::InitWait =>
-        {
-            match connect(sh, xbe) {
-                Ok(()) => {
-                    add(&sh.counters.connects, 1);
-                    let _ = xbe.switch_state(XenbusState::Connected);
-                }
-                Err(e) => {
-                    disconnect(sh);
-                    let _ = xbe.write_key("error", &e.to_string());
-                    let _ = xbe.switch_state(XenbusState::Closing);
-                }
+    match xb::reaction(xbe.state(), connected, fe) {
+        Reaction::Connect => match connect(sh, xbe) {
+            Ok(()) => {
+                add(&sh.counters.connects, 1);
+                let _ = xbe.switch_state(XenbusState::Connected);
             }
-        }
-        XenbusState::Closing if xbe.state() != XenbusState::Closing => {
+            Err(e) => {
+                disconnect(sh);
+                let _ = xbe.write_key("error", &e.to_string());
+                let _ = xbe.switch_state(XenbusState::Closing);
+            }
+        },
+        Reaction::Disconnect(to) => {
             disconnect(sh);
-            let _ = xbe.switch_state(XenbusState::Closing);
+            let _ = xbe.switch_state(to);
         }
-        XenbusState::Closed | XenbusState::Unknown
-            if !matches!(xbe.state(), XenbusState::Closed | XenbusState::InitWait) =>
-        {
+        Reaction::Restart => {
+            // The frontend (re)starts, maybe without closing first (reboot,
+            // kexec): drop any connection and offer again.
             disconnect(sh);
-            let _ = xbe.switch_state(XenbusState::Closed);
-        }
-        XenbusState::Initialising if xbe.state() == XenbusState::Closed => {
             let _ = xbe.write_key("error", "");
             let _ = xbe.switch_state(XenbusState::InitWait);
         }
-        _ => {}
+        Reaction::Nothing => {}
     }
 }
 

@@ -82,7 +82,7 @@ use hypercall::{DomId, GrantRef, Port, PAGE_SIZE};
 use xennet_front::{csum, Mac};
 
 use super::bridge::{Bridge, BridgePort, Frame, Gso, PortId};
-use super::xenbus::{self as xb, BoundPort, DeviceSpec, MappedRing, XenbusBackend};
+use super::xenbus::{self as xb, BoundPort, DeviceSpec, MappedRing, Reaction, XenbusBackend};
 use crate::xen::{CopyDst, CopySrc, Dom0Handler, GrantPtr, Hypervisor};
 
 /// Longest a vif script may run.
@@ -593,39 +593,31 @@ fn control(sh: Arc<VifShared>, mut xbe: XenbusBackend, stop: Arc<AtomicBool>) {
 
 fn react(sh: &Arc<VifShared>, xbe: &mut XenbusBackend, fe: XenbusState) {
     let connected = lock(&sh.conn).is_some();
-    match fe {
-        XenbusState::Initialised | XenbusState::Connected
-            if !connected && xbe.state() == XenbusState::InitWait =>
-        {
-            match connect(sh, xbe) {
-                Ok(()) => {
-                    let _ = xbe.switch_state(XenbusState::Connected);
-                    add(&sh.counters.connects, 1);
-                    sh.run_script(xbe, "up");
-                }
-                Err(e) => {
-                    add(&sh.counters.fatal, 1);
-                    let _ = xbe.write_key("error", &e.to_string());
-                    let _ = xbe.switch_state(XenbusState::Closing);
-                }
+    match xb::reaction(xbe.state(), connected, fe) {
+        Reaction::Connect => match connect(sh, xbe) {
+            Ok(()) => {
+                let _ = xbe.switch_state(XenbusState::Connected);
+                add(&sh.counters.connects, 1);
+                sh.run_script(xbe, "up");
             }
-        }
-        XenbusState::Closing if xbe.state() != XenbusState::Closing => {
+            Err(e) => {
+                add(&sh.counters.fatal, 1);
+                let _ = xbe.write_key("error", &e.to_string());
+                let _ = xbe.switch_state(XenbusState::Closing);
+            }
+        },
+        Reaction::Disconnect(to) => {
             disconnect(sh, xbe);
-            let _ = xbe.switch_state(XenbusState::Closing);
+            let _ = xbe.switch_state(to);
         }
-        XenbusState::Closed | XenbusState::Unknown
-            if !matches!(xbe.state(), XenbusState::Closed | XenbusState::InitWait) =>
-        {
+        Reaction::Restart => {
+            // The frontend (re)starts, maybe without closing first (reboot,
+            // kexec): drop any connection and offer again.
             disconnect(sh, xbe);
-            let _ = xbe.switch_state(XenbusState::Closed);
-        }
-        XenbusState::Initialising if xbe.state() == XenbusState::Closed => {
-            // The frontend reconnects: offer again.
             let _ = xbe.write_key("error", "");
             let _ = xbe.switch_state(XenbusState::InitWait);
         }
-        _ => {}
+        Reaction::Nothing => {}
     }
 }
 

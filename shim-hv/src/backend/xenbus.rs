@@ -11,7 +11,9 @@
 //!     switch_state(InitWait) ─ wait_frontend() ─ Initialised/Connected ─▶
 //!        read_ring_refs() · map_ring() · bind_evtchn() ─ switch_state(Connected)
 //!     ... frontend Closing/Closed ─▶ drop the ring and port ─ switch_state(Closing/Closed)
-//!     ... frontend Initialising again ─▶ switch_state(InitWait) (reconnect)
+//!     ... frontend Initialising again (from Closed, or a frontend that restarts
+//!         while we are Connected/Closing) ─▶ drop the ring and port ─ InitWait
+//!     (the decision for each frontend state is [`reaction`], shared by all backends)
 //!  destroy(): removes both directories.
 //! ```
 //!
@@ -225,6 +227,46 @@ fn state_of(raw: &[u8]) -> XenbusState {
         .and_then(|s| s.trim_end_matches('\0').parse::<u32>().ok())
         .and_then(|v| XenbusState::try_from(v).ok())
         .unwrap_or(XenbusState::Unknown)
+}
+
+/// What a backend's control thread does when it sees the frontend in some state:
+/// the decision of Linux's backends' `frontend_changed` (xen-netback walks to the
+/// target state through `set_backend_state`, disconnecting on the way), shared by
+/// shim-hv's backends. See [`reaction`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reaction {
+    /// Nothing to do.
+    Nothing,
+    /// Read the frontend's keys, map its rings, bind its ports; then switch to
+    /// `Connected` (or to `Closing` with an `error` node if that fails).
+    Connect,
+    /// Drop the connection (if any), then switch to this state (`Closing`/`Closed`).
+    Disconnect(XenbusState),
+    /// The frontend (re)starts: drop the connection (if any), clear the `error` node
+    /// and switch to `InitWait`, offering again.
+    Restart,
+}
+
+/// The [`Reaction`] of a backend in state `backend` (with a live connection if
+/// `connected`) to the frontend's state `fe`.
+///
+/// A frontend back at `Initialising` restarts the device from `Closed` (a reconnect
+/// after a clean close) and also from `Connected` or `Closing`: a frontend that
+/// restarts without closing (a guest kernel reboot or kexec, Linux's reconnect) would
+/// otherwise wait forever for an `InitWait` that never comes.
+pub fn reaction(backend: XenbusState, connected: bool, fe: XenbusState) -> Reaction {
+    use XenbusState as S;
+    match fe {
+        S::Initialised | S::Connected if !connected && backend == S::InitWait => Reaction::Connect,
+        S::Closing if backend != S::Closing => Reaction::Disconnect(S::Closing),
+        S::Closed | S::Unknown if !matches!(backend, S::Closed | S::InitWait) => {
+            Reaction::Disconnect(S::Closed)
+        }
+        S::Initialising if matches!(backend, S::Closed | S::Closing | S::Connected) => {
+            Reaction::Restart
+        }
+        _ => Reaction::Nothing,
+    }
 }
 
 impl XenbusBackend {
@@ -607,5 +649,64 @@ impl BoundPort {
 impl Drop for BoundPort {
     fn drop(&mut self) {
         let _ = self.hv.dom0_close(self.port);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use XenbusState as S;
+
+    #[test]
+    fn a_frontend_back_at_initialising_restarts_the_backend_from_any_live_state() {
+        for be in [S::Closed, S::Closing, S::Connected] {
+            for connected in [false, true] {
+                assert_eq!(
+                    reaction(be, connected, S::Initialising),
+                    Reaction::Restart,
+                    "{be:?}"
+                );
+            }
+        }
+        // Already offering (or not yet offering): nothing to redo.
+        assert_eq!(
+            reaction(S::InitWait, false, S::Initialising),
+            Reaction::Nothing
+        );
+        assert_eq!(
+            reaction(S::Initialising, false, S::Initialising),
+            Reaction::Nothing
+        );
+    }
+
+    #[test]
+    fn the_other_frontend_states() {
+        assert_eq!(
+            reaction(S::InitWait, false, S::Initialised),
+            Reaction::Connect
+        );
+        assert_eq!(
+            reaction(S::InitWait, false, S::Connected),
+            Reaction::Connect
+        );
+        assert_eq!(
+            reaction(S::Connected, true, S::Connected),
+            Reaction::Nothing
+        );
+        // A backend that failed (Closing, error node) waits for the frontend.
+        assert_eq!(reaction(S::Closing, false, S::Connected), Reaction::Nothing);
+        assert_eq!(
+            reaction(S::Connected, true, S::Closing),
+            Reaction::Disconnect(S::Closing)
+        );
+        assert_eq!(reaction(S::Closing, false, S::Closing), Reaction::Nothing);
+        for fe in [S::Closed, S::Unknown] {
+            assert_eq!(
+                reaction(S::Connected, true, fe),
+                Reaction::Disconnect(S::Closed)
+            );
+            assert_eq!(reaction(S::Closed, false, fe), Reaction::Nothing);
+            assert_eq!(reaction(S::InitWait, false, fe), Reaction::Nothing);
+        }
     }
 }
