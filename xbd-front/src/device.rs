@@ -438,7 +438,8 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         self.io.stop(&self.grants, Error::NotConnected);
         if let Some(sp) = self.sectors_path.take() {
             let _ = xs.unwatch(&sp, &self.sectors_token);
-            while let Ok(Some(_)) = xs.poll_watch_event_for(&self.sectors_token) {}
+            // Bounded: a xenstored flooding events cannot hold the teardown here.
+            let _ = xs.drain_watch_events_for(&self.sectors_token);
         }
         if self.hs.phase() != Phase::Closed && self.hs.phase() != Phase::Idle {
             let _ = self.hs.closed(xs);
@@ -493,11 +494,9 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         let Some(sp) = self.sectors_path.clone() else {
             return Ok(None);
         };
-        let mut seen = false;
-        while xs.poll_watch_event_for(&self.sectors_token)?.is_some() {
-            seen = true;
-        }
-        if !seen {
+        // Bounded (a xenstored flooding events cannot livelock the device); leftover
+        // events only cause another, harmless re-read of `sectors`.
+        if !xs.drain_watch_events_for(&self.sectors_token)? {
             return Ok(None);
         }
         let Some(info) = self.info else {
