@@ -41,6 +41,11 @@ fn exchange(sizes: Vec<usize>, offer: Offer, cfg: Config) {
     let (ma, mb) = (mac(1), mac(2));
     let (go_tx, go_rx) = pipe::<()>();
     let (ready_tx, ready_rx) = pipe::<()>();
+    // Out-of-band flow control: a sender stays at most WINDOW frames ahead of what its
+    // peer has checked, so netback's bounded rx queue (which drops, as a network may)
+    // never overflows however slowly a loaded machine runs the receiver.
+    let (ack_b_tx, ack_b_rx) = pipe::<usize>(); // frames B has checked
+    let (ack_a_tx, ack_a_rx) = pipe::<usize>(); // frames A has checked
     let sizes_a = sizes.clone();
     let sizes_b = sizes;
     // Guest B: receive everything A sends, then send the same sizes back.
@@ -53,7 +58,7 @@ fn exchange(sizes: Vec<usize>, offer: Offer, cfg: Config) {
         for (n, &len) in sizes_b.iter().enumerate() {
             let m = loop {
                 let m = dev
-                    .recv_timeout(&mut buf, Duration::from_secs(30))
+                    .recv_timeout(&mut buf, Duration::from_secs(300))
                     .map_err(|e| e.to_string())?
                     .ok_or(format!("B: nothing for size {len}"))?;
                 if buf[0..6] != [0xff; 6] {
@@ -63,9 +68,12 @@ fn exchange(sizes: Vec<usize>, offer: Offer, cfg: Config) {
             if buf[..m.len] != frame(mb, ma, len, n)[..] {
                 return Err(format!("B: size {len} (got {}) differs", m.len));
             }
+            let _ = ack_b_tx.send(n + 1);
         }
         go_rx.recv().map_err(|_| "A gave up".to_string())?;
+        let mut acked = 0;
         for (n, &len) in sizes_b.iter().enumerate() {
+            wait_window(n, &mut acked, &ack_a_rx)?;
             send_retry(dev, &frame(ma, mb, len, n + 1))?;
         }
         Ok(sizes_b.len())
@@ -77,14 +85,16 @@ fn exchange(sizes: Vec<usize>, offer: Offer, cfg: Config) {
         let _ = dev.recv_timeout(&mut buf, Duration::from_secs(5));
         dev.send(&frame(Mac::BROADCAST, ma, 60, 0))
             .map_err(|e| e.to_string())?;
+        let mut acked = 0;
         for (n, &len) in sizes_a.iter().enumerate() {
+            wait_window(n, &mut acked, &ack_b_rx)?;
             send_retry(dev, &frame(mb, ma, len, n))?;
         }
         let _ = go_tx.send(());
         for (n, &len) in sizes_a.iter().enumerate() {
             loop {
                 let m = dev
-                    .recv_timeout(&mut buf, Duration::from_secs(30))
+                    .recv_timeout(&mut buf, Duration::from_secs(300))
                     .map_err(|e| e.to_string())?
                     .ok_or(format!("A: nothing for size {len}"))?;
                 if buf[0..6] == [0xff; 6] {
@@ -93,6 +103,7 @@ fn exchange(sizes: Vec<usize>, offer: Offer, cfg: Config) {
                 if buf[..m.len] != frame(ma, mb, len, n + 1)[..] {
                     return Err(format!("A: size {len} (got {}) differs", m.len));
                 }
+                let _ = ack_a_tx.send(n + 1);
                 break;
             }
         }
@@ -109,8 +120,29 @@ fn exchange(sizes: Vec<usize>, offer: Offer, cfg: Config) {
     assert_eq!(br.stats().dropped, 0);
 }
 
+/// Frames a sender may be ahead of its peer's checks (64 x 64 KiB stays well inside
+/// netback's default rx queue bound of 1024 frames / 8 MiB).
+const WINDOW: usize = 64;
+
+/// Blocks until frame `n` is within WINDOW of what the peer has checked. The bound is
+/// a hang guard only: progress is event driven.
+fn wait_window(
+    n: usize,
+    acked: &mut usize,
+    acks: &std::sync::mpsc::Receiver<usize>,
+) -> Result<(), String> {
+    while n >= *acked + WINDOW {
+        *acked = acks
+            .recv_timeout(Duration::from_secs(300))
+            .map_err(|_| format!("peer stopped acknowledging at frame {}", *acked))?;
+    }
+    Ok(())
+}
+
 fn send_retry(dev: &mut Dev<'_>, f: &[u8]) -> Result<(), String> {
-    for _ in 0..100_000 {
+    // A hang guard, not a speed requirement: a loaded machine may starve netback.
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while std::time::Instant::now() < deadline {
         match dev.send(f) {
             Ok(()) => return Ok(()),
             Err(Error::Busy) => {
