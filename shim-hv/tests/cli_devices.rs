@@ -85,7 +85,9 @@ fn vif_is_attached_listed_and_removed() {
         assert!(be.contains("state = \"4\""), "{be}");
     }
 
-    // The guest's console: its nic, then the power-off.
+    // The guest's console: its nic, then the power-off. Attach first and see the
+    // nic line arrive (the session replays history), so the shutdown cannot race the
+    // console client's connection.
     let mut console = cli
         .command()
         .args(["console", "n1"])
@@ -93,13 +95,33 @@ fn vif_is_attached_listed_and_removed() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let stdout = console.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut text = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !text.contains("nic 0: mac") && std::time::Instant::now() < deadline {
+        if let Ok(line) = lines_rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
     cli.ok(&["shutdown", "-w", "n1"]);
     let done = wait_for(30, || console.try_wait().ok().flatten());
     if done.is_none() {
         let _ = console.kill();
     }
-    let out = console.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let _ = console.wait();
+    let _ = reader.join();
+    text.extend(lines_rx.try_iter().map(|l| l + "\n"));
     assert!(
         text.contains("nic 0: mac 00:16:3e:aa:bb:01, mtu 1500") && text.contains("ip 10.9.0.1/24"),
         "{text}"
