@@ -273,3 +273,62 @@ fn a_frontend_restarting_without_closing_reconnects() {
     assert_eq!(be.stats().connects, 2);
     be.destroy();
 }
+
+/// Row 11, changing mid-run: the backend rewrites `sectors` with garbage, an empty
+/// value or a count whose size in bytes overflows 64 bits. Each is reported as
+/// `BadCapacity` and the old capacity stays in effect (I/O keeps working); then
+/// `sectors` = 0 is a capacity change after which I/O fails with a typed error.
+#[test]
+fn bad_sectors_rewritten_mid_run_keep_the_old_capacity() {
+    let dir = TempDir::new("badsectors");
+    let img = image(&dir, "b.img", 1 << 20);
+    let hv = hv();
+    let dom = domain(&hv, "badsectors", 32);
+    let be = backend(&hv, &dom, file_cfg(&img));
+    let (ready_tx, ready_rx) = channel();
+    let (go_tx, go_rx) = channel::<()>();
+    let (ev_tx, ev_rx) = channel();
+    let rx = spawn_guest(&hv, dom, XVDA, Config::default(), move |d, xs, _| {
+        ready_tx.send(()).unwrap();
+        while go_rx.recv().is_ok() {
+            let end = Instant::now() + Duration::from_secs(30);
+            let ev = loop {
+                if let Some(ev) = d.poll_events(xs).unwrap() {
+                    break ev;
+                }
+                assert!(Instant::now() < end, "no event");
+                hypercall::Platform::wait(*d.platform());
+            };
+            let sectors = d.info().map(|i| i.sectors);
+            let mut buf = vec![0u8; 512];
+            let read = d.read(2047, &mut [&mut buf[..]], T).map(|_| buf);
+            ev_tx.send((ev, sectors, read)).unwrap();
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    let data = std::fs::read(&img).unwrap();
+    let path = format!("{}/sectors", be.backend_path());
+    for bad in ["12x", "", "-1", "18446744073709551615", "36028797018963968"] {
+        hv.xenstored()
+            .client(0)
+            .write(TxId::NONE, &path, bad.as_bytes())
+            .unwrap();
+        go_tx.send(()).unwrap();
+        let (ev, sectors, read) = ev_rx.recv_timeout(Duration::from_secs(120)).unwrap();
+        assert_eq!(ev, DeviceEvent::BadCapacity, "{bad:?}");
+        assert_eq!(sectors, Some(2048), "{bad:?}: old capacity kept");
+        assert_eq!(read.unwrap()[..], data[2047 * 512..], "{bad:?}: I/O still works");
+    }
+    hv.xenstored()
+        .client(0)
+        .write(TxId::NONE, &path, b"0")
+        .unwrap();
+    go_tx.send(()).unwrap();
+    let (ev, sectors, read) = ev_rx.recv_timeout(Duration::from_secs(120)).unwrap();
+    assert_eq!(ev, DeviceEvent::CapacityChanged { old: 2048, new: 0 });
+    assert_eq!(sectors, Some(0));
+    assert!(read.is_err(), "a read past a zero capacity is refused");
+    drop(go_tx);
+    rx.recv_timeout(Duration::from_secs(120)).unwrap().unwrap();
+    be.destroy();
+}

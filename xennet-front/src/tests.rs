@@ -748,6 +748,8 @@ fn bad_rx_status_and_offset_drop_then_fail() {
         rx_rsp(0, 0, 0, -1),
         rx_rsp(0, 0, 0, -2),
         rx_rsp(0, 0, 0, -100),
+        // Negative status with an offset: `offset + status as usize` would overflow.
+        rx_rsp(0, 100, 0, -1),
         rx_rsp(0, 4096, 0, 1),
         rx_rsp(0, 65535, 0, 100),
         rx_rsp(0, 1, 0, 4096),
@@ -762,7 +764,7 @@ fn bad_rx_status_and_offset_drop_then_fail() {
         same(&buf[..m.len], &pattern(80, 1));
     }
     let s = dev.stats();
-    assert_eq!((s.rx_errors, s.rx_dropped, s.rx_frames), (9, 9, 9));
+    assert_eq!((s.rx_errors, s.rx_dropped, s.rx_frames), (10, 10, 10));
     assert_eq!(s.rx_posted, 256, "dropped buffers were recycled");
     // Now a run of bad ones only: the device fails after rx_error_limit.
     for _ in 0..40 {
