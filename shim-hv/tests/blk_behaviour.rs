@@ -317,7 +317,11 @@ fn bad_sectors_rewritten_mid_run_keep_the_old_capacity() {
         let (ev, sectors, read) = ev_rx.recv_timeout(Duration::from_secs(120)).unwrap();
         assert_eq!(ev, DeviceEvent::BadCapacity, "{bad:?}");
         assert_eq!(sectors, Some(2048), "{bad:?}: old capacity kept");
-        assert_eq!(read.unwrap()[..], data[2047 * 512..], "{bad:?}: I/O still works");
+        assert_eq!(
+            read.unwrap()[..],
+            data[2047 * 512..],
+            "{bad:?}: I/O still works"
+        );
     }
     hv.xenstored()
         .client(0)
