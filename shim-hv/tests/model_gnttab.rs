@@ -362,3 +362,164 @@ fn guest_grant_table_ops() {
     assert_eq!(p.op3(nr::GRANT_TABLE_OP, g::OP_COPY, &mut c, 1), -ENOSYS);
     assert_eq!(p.raw(nr::GRANT_TABLE_OP, [999, 0, 0, 0, 0]), -ENOSYS);
 }
+
+/// `GrantPeer` (the backends' copy handle) makes the checks `grant_copy` makes,
+/// copies between two guests, and leaves no flags behind.
+#[test]
+fn grant_peer_copies_between_guests_with_every_check() {
+    let hv = hv();
+    let (da, db) = (domain(&hv, "a"), domain(&hv, "b"));
+    let (pa, pb) = (Phys::new(&hv, &da), Phys::new(&hv, &db));
+    pa.grant_frame(0, TABLE);
+    pb.grant_frame(0, TABLE);
+    pa.grant(TABLE, 8, 0, DATA, true); // A's read-only "tx" page
+    pb.grant(TABLE, 8, 0, DATA, false); // B's writable "rx" page
+    pb.grant(TABLE, 9, 0, DATA + 1, true); // B's read-only page
+    pb.grant(TABLE, 10, 5, DATA + 2, false); // granted to domain 5, not us
+    da.memory()
+        .write((DATA << 12) + 10, b"frame bytes")
+        .unwrap();
+    let (ga, gb) = (
+        hv.grant_peer(pa.id()).unwrap(),
+        hv.grant_peer(pb.id()).unwrap(),
+    );
+    assert_eq!(ga.domid(), pa.id());
+    // Grant to grant, across domains.
+    ga.copy_to(GrantRef(8), 10, &gb, GrantRef(8), 100, 11)
+        .unwrap();
+    let mut b = [0u8; 11];
+    db.memory().read((DATA << 12) + 100, &mut b).unwrap();
+    assert_eq!(&b, b"frame bytes");
+    // Host to grant and back.
+    gb.copy_in(GrantRef(8), 4090, b"tail!!").unwrap();
+    let mut out = [0u8; 6];
+    gb.copy_out(GrantRef(8), 4090, &mut out).unwrap();
+    assert_eq!(&out, b"tail!!");
+    // The checks.
+    assert_eq!(
+        gb.copy_in(GrantRef(8), 4091, b"tail!!"),
+        Err(GrantError::BadCopyArg)
+    );
+    assert_eq!(
+        ga.copy_to(GrantRef(8), 0, &gb, GrantRef(8), 4000, 200),
+        Err(GrantError::BadCopyArg)
+    );
+    assert_eq!(
+        gb.copy_in(GrantRef(9), 0, b"x"),
+        Err(GrantError::ReadOnly(GrantRef(9)))
+    );
+    assert_eq!(
+        ga.copy_to(GrantRef(8), 0, &gb, GrantRef(9), 0, 1),
+        Err(GrantError::ReadOnly(GrantRef(9)))
+    );
+    assert!(matches!(
+        gb.copy_out(GrantRef(10), 0, &mut out),
+        Err(GrantError::WrongDomain { domid: 5, .. })
+    ));
+    assert_eq!(
+        gb.copy_out(GrantRef(11), 0, &mut out),
+        Err(GrantError::NotGranted(GrantRef(11)))
+    );
+    assert_eq!(
+        gb.copy_out(GrantRef(1 << 20), 0, &mut out),
+        Err(GrantError::BadGref(GrantRef(1 << 20)))
+    );
+    // No flags or pins left behind, on either side, after successes and failures.
+    assert_eq!(pa.flags(TABLE, 8), GTF_PERMIT_ACCESS | GTF_READONLY);
+    assert_eq!(pb.flags(TABLE, 8), GTF_PERMIT_ACCESS);
+    assert_eq!(pb.flags(TABLE, 9), GTF_PERMIT_ACCESS | GTF_READONLY);
+    // A dying domain refuses copies, even through a handle taken earlier.
+    let id = pb.id();
+    drop(pb);
+    hv.destroy_domain(id).unwrap();
+    assert_eq!(
+        gb.copy_out(GrantRef(8), 0, &mut out),
+        Err(GrantError::NoSuchDomain(id))
+    );
+    assert_eq!(
+        ga.copy_to(GrantRef(8), 0, &gb, GrantRef(8), 0, 1),
+        Err(GrantError::NoSuchDomain(id))
+    );
+    assert!(matches!(
+        hv.grant_peer(id),
+        Err(GrantError::NoSuchDomain(_))
+    ));
+}
+
+/// A copy while the same grant is mapped keeps the mapping's flags (the copy must
+/// not clear `GTF_reading`/`GTF_writing` that a live mapping needs), and copies
+/// within one page (two grants of one frame) overlap safely.
+#[test]
+fn grant_peer_respects_live_mappings_and_overlap() {
+    let (hv, p) = setup();
+    p.grant(TABLE, 8, 0, DATA, false);
+    p.grant(TABLE, 9, 0, DATA, false); // the same frame, twice
+    let peer = hv.grant_peer(p.id()).unwrap();
+    let m = hv.grant_map(p.id(), GrantRef(8), true).unwrap();
+    assert_eq!(p.flags(TABLE, 8), GTF_PERMIT_ACCESS | GTF_READING);
+    peer.copy_in(GrantRef(8), 0, b"while mapped").unwrap();
+    assert_eq!(
+        p.flags(TABLE, 8),
+        GTF_PERMIT_ACCESS | GTF_READING,
+        "the read-only mapping's flag stays; the copy's writing flag is gone"
+    );
+    drop(m);
+    assert_eq!(p.flags(TABLE, 8), GTF_PERMIT_ACCESS);
+    let data: Vec<u8> = (0..600u32).map(|i| (i * 7) as u8).collect();
+    p.dom.memory().write(DATA << 12, &data).unwrap();
+    peer.copy_to(GrantRef(8), 0, &peer, GrantRef(9), 8, 600)
+        .unwrap();
+    let mut back = vec![0u8; 608];
+    p.dom.memory().read(DATA << 12, &mut back).unwrap();
+    assert_eq!(&back[8..], &data[..], "memmove semantics");
+    assert_eq!(p.flags(TABLE, 8), GTF_PERMIT_ACCESS);
+    assert_eq!(p.flags(TABLE, 9), GTF_PERMIT_ACCESS);
+}
+
+/// A guest rewriting an entry as fast as it can while dom0 copies through it:
+/// every copy either works on guest RAM or fails with a grant error; no flags stay.
+#[test]
+fn racing_guest_cannot_wedge_grant_peer_copies() {
+    let (hv, p) = setup();
+    p.grant(TABLE, 8, 0, DATA, false);
+    let stop = Arc::new(AtomicBool::new(false));
+    let e = p.entry(TABLE, 8);
+    let s2 = stop.clone();
+    let flipper = std::thread::spawn(move || {
+        let mut i = 0u32;
+        while !s2.load(Ordering::Relaxed) {
+            e.store_u16(2, (i % 3) as u16);
+            e.store_u32(
+                4,
+                if i.is_multiple_of(5) {
+                    0xdead
+                } else {
+                    DATA as u32
+                },
+            );
+            i = i.wrapping_add(1);
+        }
+    });
+    let peer = hv.grant_peer(p.id()).unwrap();
+    let mut buf = [0u8; 64];
+    for i in 0..2000 {
+        let r = if i % 2 == 0 {
+            peer.copy_in(GrantRef(8), 0, &buf)
+        } else {
+            peer.copy_out(GrantRef(8), 0, &mut buf)
+        };
+        match r {
+            Ok(())
+            | Err(
+                GrantError::WrongDomain { .. }
+                | GrantError::Unstable(_)
+                | GrantError::BadFrame { .. }
+                | GrantError::NotGranted(_),
+            ) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    flipper.join().unwrap();
+    assert_eq!(p.flags(TABLE, 8) & (GTF_READING | GTF_WRITING), 0);
+}

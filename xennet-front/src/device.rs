@@ -51,6 +51,10 @@ pub struct Stats {
     pub quarantined_pages: u64,
     /// The last rx fault seen, if any.
     pub last_rx_fault: Option<RxFault>,
+    /// Event-channel notifications sent to the backend (new tx requests, new rx
+    /// buffers); the ring's `req_event` rule keeps this well below one per frame
+    /// while the backend is busy.
+    pub notifications: u64,
 }
 
 /// The device's link, as far as the frontend can tell.
@@ -369,6 +373,7 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
             }
         });
         if let Some(p) = port {
+            self.stats.notifications += 1;
             if let Err(e) = Xen(&self.platform).evtchn_send(p) {
                 return Err(self.fail(Broken::Notify(e)));
             }
@@ -727,17 +732,43 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
         Ok(self.link_state())
     }
 
-    /// Disconnects: tells the backend (`Closing`), waits up to `timeout` for it to
-    /// let go of the rings, ends every grant (quarantining pages the backend still
-    /// maps), closes the event channels and goes `Closed`. The device can be
-    /// connected again with [`NetFront::reconnect`].
+    /// Waits (with the platform's `wait`, until `deadline_ns` at most) for the
+    /// backend to complete every tx frame in flight.
+    fn flush_tx(&mut self, deadline_ns: u64) {
+        while self.poll().is_ok() {
+            let in_flight: usize = self
+                .queues
+                .iter()
+                .flatten()
+                .take(self.neg.queues)
+                .map(|qu| qu.tx.in_flight())
+                .sum();
+            if in_flight == 0 || self.platform.now_ns() >= deadline_ns {
+                return;
+            }
+            self.platform.wait();
+        }
+    }
+
+    /// Disconnects: first gives the backend up to half of `timeout` to complete
+    /// the frames still in flight (a backend works asynchronously: without this,
+    /// frames sent just before closing could be lost), then tells it (`Closing`),
+    /// waits up to the rest of `timeout` for it to let go of the rings, ends every
+    /// grant (quarantining pages the backend still maps), closes the event
+    /// channels and goes `Closed`. The device can be connected again with
+    /// [`NetFront::reconnect`].
     pub fn close<Q: Platform>(
         &mut self,
         xs: &mut Xenstore<Q>,
         timeout: Duration,
     ) -> Result<(), Error> {
+        let start = self.platform.now_ns();
+        let budget = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        self.flush_tx(start.saturating_add(budget / 2));
+        let spent = self.platform.now_ns().saturating_sub(start);
+        let rest = Duration::from_nanos(budget.saturating_sub(spent));
         let r = match self.handshake.as_mut() {
-            Some(hs) => hs.close(xs, timeout).map_err(Error::from),
+            Some(hs) => hs.close(xs, rest).map_err(Error::from),
             None => Ok(()),
         };
         self.teardown();

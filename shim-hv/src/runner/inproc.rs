@@ -218,7 +218,7 @@ impl InProcGuest {
 
     /// Ends the current thread if it is this guest's and the domain is finished.
     fn exit_if_finished(&self) {
-        if self.in_guest_thread() && self.dom.state().is_finished() {
+        if self.dom.is_finished() && self.in_guest_thread() {
             panic::resume_unwind(Box::new(GuestExit));
         }
     }

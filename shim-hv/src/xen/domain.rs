@@ -2,7 +2,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -104,9 +104,18 @@ impl DomainState {
 /// A level-free "something happened" signal with an epoch counter: the wake-up half of
 /// event delivery. Waiters remember the epoch they last saw; no wake-up is lost, and
 /// every wait is bounded.
+///
+/// Raising is cheap when nobody sleeps: an atomic increment and a check of the
+/// sleeper count, no lock and no system call (a busy-polling guest or backend is
+/// raised often and sleeps rarely). Sleepers register before they re-check the
+/// epoch under the lock, and the raiser bumps the epoch before it looks at the
+/// sleeper count (both sequentially consistent), so one of the two always sees
+/// the other.
 #[derive(Debug, Default)]
 pub struct EventSignal {
-    epoch: Mutex<u64>,
+    epoch: AtomicU64,
+    sleepers: AtomicUsize,
+    lock: Mutex<()>,
     cv: Condvar,
     pollers: AtomicUsize,
 }
@@ -122,10 +131,15 @@ impl Drop for PollerGuard<'_> {
 }
 
 impl EventSignal {
-    /// Bumps the epoch and wakes all waiters.
+    /// Bumps the epoch and wakes all waiters (a system call only if one sleeps).
     pub fn raise(&self) {
-        *lock(&self.epoch) += 1;
-        self.cv.notify_all();
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) != 0 {
+            // A sleeper is between registering and sleeping, or asleep: taking the
+            // lock orders us after its epoch check, so the notification reaches it.
+            drop(lock(&self.lock));
+            self.cv.notify_all();
+        }
     }
 
     /// Registers a poller: while it lives, events on masked ports wake the domain
@@ -142,17 +156,35 @@ impl EventSignal {
 
     /// The current epoch.
     pub fn epoch(&self) -> u64 {
-        *lock(&self.epoch)
+        self.epoch.load(Ordering::SeqCst)
     }
 
     /// Waits until the epoch differs from `seen` or `timeout` passes; returns the epoch.
     pub fn wait_change(&self, seen: u64, timeout: Duration) -> u64 {
-        let g = lock(&self.epoch);
-        let (g, _) = self
-            .cv
-            .wait_timeout_while(g, timeout, |e| *e == seen)
-            .unwrap_or_else(|e| e.into_inner());
-        *g
+        if self.epoch() != seen {
+            return self.epoch();
+        }
+        let end = Instant::now() + timeout;
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        let mut g = lock(&self.lock);
+        loop {
+            let now = self.epoch();
+            if now != seen {
+                break;
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            g = self
+                .cv
+                .wait_timeout(g, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        drop(g);
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        self.epoch()
     }
 }
 
@@ -287,6 +319,10 @@ pub const CONSOLE_LOG_MAX: usize = 64 * 1024;
 /// Number of HVM parameters (`HVM_NR_PARAMS` of Xen 4.17's `hvm/params.h`).
 pub const HVM_NR_PARAMS: u32 = 39;
 
+const PHASE_LIVE: u8 = 0;
+const PHASE_FINISHED: u8 = 1;
+const PHASE_DYING: u8 = 2;
+
 struct StateCell {
     state: DomainState,
     seq: u64,
@@ -304,6 +340,9 @@ pub struct Domain {
     pub(crate) started: Instant,
     state: Mutex<StateCell>,
     state_cv: Condvar,
+    /// Lock-free view of `state` for hot paths: [`PHASE_LIVE`], [`PHASE_FINISHED`]
+    /// or [`PHASE_DYING`] (it only ever grows, as the state does).
+    phase: AtomicU8,
     pub(crate) params: Mutex<[u64; HVM_NR_PARAMS as usize]>,
     pub(crate) upcall_vectors: Mutex<Vec<Option<u8>>>,
     pub(crate) grants: Mutex<GrantState>,
@@ -370,6 +409,7 @@ impl Domain {
                 seq: 0,
             }),
             state_cv: Condvar::new(),
+            phase: AtomicU8::new(PHASE_LIVE),
             params: Mutex::new(params),
             upcall_vectors: Mutex::new(vec![None; p.spec.vcpus as usize]),
             grants: Mutex::new(GrantState::new(p.spec.max_grant_frames)),
@@ -490,6 +530,17 @@ impl Domain {
         &self.signal
     }
 
+    /// Whether the domain is finished (shut down, crashed or dying): the same as
+    /// `state().is_finished()`, without a lock.
+    pub fn is_finished(&self) -> bool {
+        self.phase.load(Ordering::SeqCst) >= PHASE_FINISHED
+    }
+
+    /// Whether the domain is being destroyed (state `Dying`), without a lock.
+    pub fn is_dying(&self) -> bool {
+        self.phase.load(Ordering::SeqCst) >= PHASE_DYING
+    }
+
     /// Current run state.
     pub fn state(&self) -> DomainState {
         lock(&self.state).state.clone()
@@ -512,6 +563,12 @@ impl Domain {
                 (s, n) => s != n,
             };
             if allowed {
+                let phase = match &new {
+                    DomainState::Dying => PHASE_DYING,
+                    s if s.is_finished() => PHASE_FINISHED,
+                    _ => PHASE_LIVE,
+                };
+                self.phase.fetch_max(phase, Ordering::SeqCst);
                 c.state = new;
                 c.seq += 1;
             }

@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use hypercall::abi::gnttab as abi;
@@ -119,7 +120,27 @@ pub(crate) struct GrantState {
     max_frames: u32,
     /// Where each frame is mapped in the guest (index = frame number).
     frames: Vec<Option<Gfn>>,
-    active: HashMap<u32, Active>,
+    active: HashMap<u32, Active, BuildHasherDefault<RefHasher>>,
+}
+
+/// Hashes a grant ref for the `active` map with one multiplication (SipHash showed
+/// up in grant-copy profiles). The map only holds refs dom0 maps persistently (a
+/// backend's rings: a handful), so a guest choosing colliding refs gains nothing.
+#[derive(Default)]
+struct RefHasher(u64);
+
+impl std::hash::Hasher for RefHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (u64::from(n) ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 impl GrantState {
@@ -127,7 +148,7 @@ impl GrantState {
         GrantState {
             max_frames,
             frames: Vec::new(),
-            active: HashMap::new(),
+            active: HashMap::default(),
         }
     }
 
@@ -201,33 +222,7 @@ impl GrantState {
 fn pin(dom: &Domain, gref: GrantRef, write: bool) -> Result<Gfn, GrantError> {
     let mut gs = lock(&dom.grants);
     let (page, off) = gs.entry(&dom.memory, gref)?;
-    let mut word = page.load_u32(off);
-    let mut tries = 0;
-    loop {
-        let flags = word as u16;
-        let domid = (word >> 16) as u16;
-        if flags & (abi::GTF_TYPE_MASK | GTF_SUB_PAGE) != abi::GTF_PERMIT_ACCESS {
-            return Err(GrantError::NotGranted(gref));
-        }
-        if domid != DomId::DOM0.0 {
-            return Err(GrantError::WrongDomain { gref, domid });
-        }
-        if write && flags & abi::GTF_READONLY != 0 {
-            return Err(GrantError::ReadOnly(gref));
-        }
-        let new_flags = flags | abi::GTF_READING | if write { abi::GTF_WRITING } else { 0 };
-        let new = (word & 0xffff_0000) | new_flags as u32;
-        match page.cmpxchg_u32(off, word, new) {
-            Ok(_) => break,
-            Err(seen) => {
-                tries += 1;
-                if tries >= CMPXCHG_TRIES {
-                    return Err(GrantError::Unstable(gref));
-                }
-                word = seen;
-            }
-        }
-    }
+    set_flags(&page, off, gref, write)?;
     let gfn = match gs.active.get(&gref.0) {
         Some(a) => a.gfn,
         None => {
@@ -280,6 +275,220 @@ fn unpin(dom: &Domain, gref: GrantRef, write: bool) {
             page.fetch_and_u64(off, !(clear as u64));
         }
     }
+}
+
+/// A grant pinned for the duration of one copy, under its domain's grant lock
+/// (so no map entry is needed: nobody else can look at the entry meanwhile).
+struct CopyPin {
+    /// The granted page.
+    data: SharedMem,
+    /// The grant entry's page and offset, and the flags to clear when done.
+    entry: SharedMem,
+    off: usize,
+    clear: u16,
+}
+
+impl CopyPin {
+    /// Pins `gref` as [`pin`] does (same checks, same flag protocol), for one copy.
+    fn new(gs: &GrantState, dom: &Domain, gref: GrantRef, write: bool) -> Result<Self, GrantError> {
+        let (entry, off) = gs.entry(&dom.memory, gref)?;
+        set_flags(&entry, off, gref, write)?;
+        let set = abi::GTF_READING | if write { abi::GTF_WRITING } else { 0 };
+        let (gfn, clear) = match gs.active.get(&gref.0) {
+            // Mapped elsewhere: those mappings keep `reading` (and maybe `writing`).
+            Some(a) => (
+                a.gfn,
+                if write && a.writers == 0 {
+                    abi::GTF_WRITING
+                } else {
+                    0
+                },
+            ),
+            None => {
+                // Read the frame once, after the flags are set.
+                let frame = entry.load_u32(off + 4);
+                (Gfn(frame as u64), set)
+            }
+        };
+        match dom.memory.page(gfn) {
+            Ok(data) => Ok(CopyPin {
+                data,
+                entry,
+                off,
+                clear,
+            }),
+            Err(_) => {
+                if clear != 0 {
+                    entry.fetch_and_u64(off, !(clear as u64));
+                }
+                Err(GrantError::BadFrame {
+                    gref,
+                    frame: gfn.0 as u32,
+                })
+            }
+        }
+    }
+
+    fn unpin(self) {
+        if self.clear != 0 {
+            // Flags are the low 16 bits of the (8-byte aligned, little-endian) entry.
+            self.entry.fetch_and_u64(self.off, !(self.clear as u64));
+        }
+    }
+}
+
+/// Checks `gref`'s entry and sets `GTF_reading` (and `GTF_writing`) with a bounded
+/// compare-exchange loop (Xen's rules; see the module docs).
+fn set_flags(page: &SharedMem, off: usize, gref: GrantRef, write: bool) -> Result<(), GrantError> {
+    let mut word = page.load_u32(off);
+    let mut tries = 0;
+    loop {
+        let flags = word as u16;
+        let domid = (word >> 16) as u16;
+        if flags & (abi::GTF_TYPE_MASK | GTF_SUB_PAGE) != abi::GTF_PERMIT_ACCESS {
+            return Err(GrantError::NotGranted(gref));
+        }
+        if domid != DomId::DOM0.0 {
+            return Err(GrantError::WrongDomain { gref, domid });
+        }
+        if write && flags & abi::GTF_READONLY != 0 {
+            return Err(GrantError::ReadOnly(gref));
+        }
+        let new_flags = flags | abi::GTF_READING | if write { abi::GTF_WRITING } else { 0 };
+        let new = (word & 0xffff_0000) | new_flags as u32;
+        match page.cmpxchg_u32(off, word, new) {
+            Ok(_) => return Ok(()),
+            Err(seen) => {
+                tries += 1;
+                if tries >= CMPXCHG_TRIES {
+                    return Err(GrantError::Unstable(gref));
+                }
+                word = seen;
+            }
+        }
+    }
+}
+
+/// dom0's handle for copying to and from one guest's grants (`GNTTABOP_copy`), for
+/// a backend that copies a lot: the domain is looked up once, and each copy pins
+/// its grant(s) only for the copy, under the domain's grant lock, without
+/// touching the map bookkeeping. Every copy makes exactly the checks of
+/// [`crate::xen::Hypervisor::grant_copy`] (it is built on this), including that
+/// the domain is not being destroyed.
+#[derive(Clone)]
+pub struct GrantPeer {
+    dom: Arc<Domain>,
+}
+
+impl fmt::Debug for GrantPeer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrantPeer")
+            .field("granter", &self.dom.id.0)
+            .finish()
+    }
+}
+
+impl GrantPeer {
+    pub(crate) fn new(dom: Arc<Domain>) -> Self {
+        GrantPeer { dom }
+    }
+
+    /// The granting domain.
+    pub fn domid(&self) -> DomId {
+        self.dom.id
+    }
+
+    fn live(&self) -> Result<&Domain, GrantError> {
+        if self.dom.is_dying() {
+            return Err(GrantError::NoSuchDomain(self.dom.id));
+        }
+        Ok(&self.dom)
+    }
+
+    /// Copies `buf.len()` bytes from `gref` at `offset` into `buf` (the grant may be
+    /// read-only). `offset + len` must stay inside the page.
+    pub fn copy_out(&self, gref: GrantRef, offset: u16, buf: &mut [u8]) -> Result<(), GrantError> {
+        check_range(offset, buf.len())?;
+        let dom = self.live()?;
+        let gs = lock(&dom.grants);
+        let pin = CopyPin::new(&gs, dom, gref, false)?;
+        pin.data.read(usize::from(offset), buf);
+        pin.unpin();
+        Ok(())
+    }
+
+    /// Copies `data` into `gref` at `offset` (the grant must be writable).
+    /// `offset + len` must stay inside the page.
+    pub fn copy_in(&self, gref: GrantRef, offset: u16, data: &[u8]) -> Result<(), GrantError> {
+        check_range(offset, data.len())?;
+        let dom = self.live()?;
+        let gs = lock(&dom.grants);
+        let pin = CopyPin::new(&gs, dom, gref, true)?;
+        pin.data.write(usize::from(offset), data);
+        pin.unpin();
+        Ok(())
+    }
+
+    /// Copies `len` bytes from this guest's `gref` at `offset` to `dst`'s
+    /// `dst_gref` at `dst_offset` (grant to grant, e.g. one guest's transmit
+    /// buffer straight into another's receive buffer). Both ranges must stay
+    /// inside their pages; the destination grant must be writable.
+    pub fn copy_to(
+        &self,
+        gref: GrantRef,
+        offset: u16,
+        dst: &GrantPeer,
+        dst_gref: GrantRef,
+        dst_offset: u16,
+        len: usize,
+    ) -> Result<(), GrantError> {
+        check_range(offset, len)?;
+        check_range(dst_offset, len)?;
+        let (s, d) = (self.live()?, dst.live()?);
+        let (so, doff) = (usize::from(offset), usize::from(dst_offset));
+        if Arc::ptr_eq(&self.dom, &dst.dom) {
+            let gs = lock(&s.grants);
+            let sp = CopyPin::new(&gs, s, gref, false)?;
+            let dp = match CopyPin::new(&gs, s, dst_gref, true) {
+                Ok(p) => p,
+                Err(e) => {
+                    sp.unpin();
+                    return Err(e);
+                }
+            };
+            dp.data.copy_from(doff, &sp.data, so, len);
+            dp.unpin();
+            sp.unpin();
+            return Ok(());
+        }
+        // Two domains: take their grant locks in domain-id order.
+        let (sg, dg) = if s.id.0 < d.id.0 {
+            let a = lock(&s.grants);
+            (a, lock(&d.grants))
+        } else {
+            let b = lock(&d.grants);
+            (lock(&s.grants), b)
+        };
+        let sp = CopyPin::new(&sg, s, gref, false)?;
+        let dp = match CopyPin::new(&dg, d, dst_gref, true) {
+            Ok(p) => p,
+            Err(e) => {
+                sp.unpin();
+                return Err(e);
+            }
+        };
+        dp.data.copy_from(doff, &sp.data, so, len);
+        dp.unpin();
+        sp.unpin();
+        Ok(())
+    }
+}
+
+fn check_range(offset: u16, len: usize) -> Result<(), GrantError> {
+    if usize::from(offset) + len > PAGE_SIZE {
+        return Err(GrantError::BadCopyArg);
+    }
+    Ok(())
 }
 
 /// A dom0 mapping of one granted page. The page stays accessible (and the guest's

@@ -15,7 +15,7 @@ use ::hypercall::{DomId, Gfn, Port};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::access::{Efault, GuestAccess, GuestAccessExt};
-use super::domain::{lock, Domain, DomainState, ShutdownReason, HVM_NR_PARAMS};
+use super::domain::{lock, Domain, ShutdownReason, HVM_NR_PARAMS};
 use super::evtchn::Effects;
 use super::{Hypervisor, DOMID_FIRST_RESERVED, ESRCH};
 
@@ -140,7 +140,7 @@ impl Hypervisor {
         args: [usize; 5],
         mem: &dyn GuestAccess,
     ) -> isize {
-        if matches!(dom.state(), DomainState::Dying) {
+        if dom.is_dying() {
             return -ESRCH;
         }
         finish(match op {

@@ -48,7 +48,7 @@ pub use domain::{
     ConsoleSink, Domain, DomainSpec, DomainState, EventSignal, ShutdownReason, SpecialPage, Uuid,
 };
 pub use evtchn::{Dom0Handler, EvtchnError, PortState};
-pub use gnttab::{CopyDst, CopySrc, GrantError, GrantMapping, GrantPtr};
+pub use gnttab::{CopyDst, CopySrc, GrantError, GrantMapping, GrantPeer, GrantPtr};
 
 use crate::mem::{GuestMemory, HostPage, MemError};
 use domain::{lock, DomainParts, SPECIAL_CONSOLE, SPECIAL_PAGES, SPECIAL_STORE};
@@ -564,6 +564,15 @@ impl Hypervisor {
         GrantMapping::new(dom, gref, readonly)
     }
 
+    /// A handle for dom0 grant copies to and from `granter` (see [`GrantPeer`]): the
+    /// domain is looked up once. Fails if there is no such live domain.
+    pub fn grant_peer(&self, granter: DomId) -> Result<GrantPeer, GrantError> {
+        self.domain(granter)
+            .filter(|d| !d.is_dying())
+            .map(GrantPeer::new)
+            .ok_or(GrantError::NoSuchDomain(granter))
+    }
+
     /// `GNTTABOP_copy` for dom0: copies `len` bytes from `src` to `dst`, where each
     /// side is a grant (pinned for the copy: read-only for the source, writable for the
     /// destination) or a host buffer. `offset + len` must stay inside the page.
@@ -583,22 +592,29 @@ impl Hypervisor {
             CopyDst::Host(b) if b.len() < len => return Err(GrantError::BadCopyArg),
             CopyDst::Host(_) => {}
         }
-        let src_map = match &src {
-            CopySrc::Grant(p) => Some((self.grant_map(p.domid, p.gref, true)?, p.offset as usize)),
-            CopySrc::Host(_) => None,
-        };
-        let dst_map = match &dst {
-            CopyDst::Grant(p) => Some((self.grant_map(p.domid, p.gref, false)?, p.offset as usize)),
-            CopyDst::Host(_) => None,
-        };
-        match (src, dst, &src_map, &dst_map) {
-            (_, _, Some((s, so)), Some((d, doff))) => d.mem().copy_from(*doff, &s.mem(), *so, len),
-            (CopySrc::Host(b), _, None, Some((d, doff))) => d.mem().write(*doff, &b[..len]),
-            (_, CopyDst::Host(b), Some((s, so)), None) => s.mem().read(*so, &mut b[..len]),
-            (CopySrc::Host(s), CopyDst::Host(d), None, None) => d[..len].copy_from_slice(&s[..len]),
-            _ => return Err(GrantError::BadCopyArg),
+        match (src, dst) {
+            (CopySrc::Grant(s), CopyDst::Grant(d)) => {
+                let sp = self.grant_peer(s.domid)?;
+                let dp = if d.domid == s.domid {
+                    sp.clone()
+                } else {
+                    self.grant_peer(d.domid)?
+                };
+                sp.copy_to(s.gref, s.offset, &dp, d.gref, d.offset, len)
+            }
+            (CopySrc::Host(b), CopyDst::Grant(d)) => {
+                self.grant_peer(d.domid)?
+                    .copy_in(d.gref, d.offset, &b[..len])
+            }
+            (CopySrc::Grant(s), CopyDst::Host(b)) => {
+                self.grant_peer(s.domid)?
+                    .copy_out(s.gref, s.offset, &mut b[..len])
+            }
+            (CopySrc::Host(s), CopyDst::Host(d)) => {
+                d[..len].copy_from_slice(&s[..len]);
+                Ok(())
+            }
         }
-        Ok(())
     }
 
     /// Live dom0 pins of `granter`'s `gref` (diagnostics, tests).
