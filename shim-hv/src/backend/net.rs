@@ -860,7 +860,14 @@ fn connect(sh: &Arc<VifShared>, xbe: &XenbusBackend) -> Result<(), Error> {
         let c = conn.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("netback-{}.{}-q{q}", sh.frontend.0, sh.devid))
-            .spawn(move || worker(c, q));
+            .spawn(move || {
+                let conn = c.clone();
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker(c, q)));
+                if r.is_err() {
+                    // A bug, not the guest's doing; still only this vif goes down.
+                    conn.fail(format!("queue {q} worker panicked"));
+                }
+            });
         match spawned {
             Ok(h) => lock(&conn.workers).push(h),
             Err(e) => {

@@ -461,8 +461,10 @@ impl GrantPeer {
             sp.unpin();
             return Ok(());
         }
-        // Two domains: take their grant locks in domain-id order.
-        let (sg, dg) = if s.id.0 < d.id.0 {
+        // Two domains: take their grant locks in a fixed order (domain id, then
+        // address: a dying domain and its successor may share an id).
+        let key = |x: &Arc<Domain>| (x.id.0, Arc::as_ptr(x) as usize);
+        let (sg, dg) = if key(&self.dom) < key(&dst.dom) {
             let a = lock(&s.grants);
             (a, lock(&d.grants))
         } else {
