@@ -93,6 +93,21 @@ const _: () = {
     assert!(offset_of!(BindVirq, port) == 8);
 };
 
+/// `struct evtchn_bind_ipi`
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct BindIpi {
+    /// IN: the vCPU.
+    pub vcpu: u32,
+    /// OUT: the port.
+    pub port: u32,
+}
+const _: () = {
+    assert!(size_of::<BindIpi>() == 8);
+    assert!(offset_of!(BindIpi, vcpu) == 0);
+    assert!(offset_of!(BindIpi, port) == 4);
+};
+
 /// `struct evtchn_close`, `evtchn_send` and `evtchn_unmask`: just a port.
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]

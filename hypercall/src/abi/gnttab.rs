@@ -174,6 +174,23 @@ pub struct SetVersion {
 }
 const _: () = assert!(size_of::<SetVersion>() == 4);
 
+/// `struct gnttab_get_version` (`GNTTABOP_get_version`)
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct GetVersion {
+    /// IN: domain (`DOMID_SELF`).
+    pub dom: u16,
+    /// Padding.
+    pub _pad: u16,
+    /// OUT: the grant table version in effect.
+    pub version: u32,
+}
+const _: () = {
+    assert!(size_of::<GetVersion>() == 8);
+    assert!(offset_of!(GetVersion, dom) == 0);
+    assert!(offset_of!(GetVersion, version) == 4);
+};
+
 /// `struct gnttab_map_grant_ref`
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]

@@ -3,10 +3,20 @@
 use core::mem::{offset_of, size_of};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+/// `XENMEM_current_reservation`: argument a `domid_t`; returns the domain's pages.
+pub const OP_CURRENT_RESERVATION: u32 = 3;
+/// `XENMEM_maximum_reservation`: argument a `domid_t`; returns the domain's limit.
+pub const OP_MAXIMUM_RESERVATION: u32 = 4;
 /// `XENMEM_add_to_physmap`
 pub const OP_ADD_TO_PHYSMAP: u32 = 7;
 /// `XENMEM_memory_map`
 pub const OP_MEMORY_MAP: u32 = 9;
+
+/// `MEMOP_EXTENT_SHIFT` (Xen's `xen/hypercall.h`, not a public header, but fixed
+/// ABI in practice): `cmd >> MEMOP_EXTENT_SHIFT` is a continuation's start extent.
+pub const MEMOP_EXTENT_SHIFT: u32 = 6;
+/// `MEMOP_CMD_MASK`: the `XENMEM_*` sub-op in the low bits of `cmd`.
+pub const MEMOP_CMD_MASK: u32 = (1 << MEMOP_EXTENT_SHIFT) - 1;
 
 /// `XENMAPSPACE_shared_info`
 pub const SPACE_SHARED_INFO: u32 = 0;
@@ -94,7 +104,10 @@ mod tests {
     /// Values from `memory.h` and `hvm/e820.h`.
     #[test]
     fn constants_match_memory_h() {
+        assert_eq!(OP_CURRENT_RESERVATION, 3);
+        assert_eq!(OP_MAXIMUM_RESERVATION, 4);
         assert_eq!(OP_ADD_TO_PHYSMAP, 7);
+        assert_eq!((MEMOP_EXTENT_SHIFT, MEMOP_CMD_MASK), (6, 0x3f));
         assert_eq!(OP_MEMORY_MAP, 9);
         assert_eq!(SPACE_SHARED_INFO, 0);
         assert_eq!(SPACE_GRANT_TABLE, 1);

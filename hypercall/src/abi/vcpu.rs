@@ -13,6 +13,8 @@ pub const OP_DOWN: u32 = 2;
 pub const OP_IS_UP: u32 = 3;
 /// `VCPUOP_get_runstate_info`
 pub const OP_GET_RUNSTATE_INFO: u32 = 4;
+/// `VCPUOP_register_runstate_memory_area`
+pub const OP_REGISTER_RUNSTATE_MEMORY_AREA: u32 = 5;
 /// `VCPUOP_set_periodic_timer`
 pub const OP_SET_PERIODIC_TIMER: u32 = 6;
 /// `VCPUOP_stop_periodic_timer` (argument NULL)
@@ -87,6 +89,7 @@ mod tests {
             OP_DOWN,
             OP_IS_UP,
             OP_GET_RUNSTATE_INFO,
+            OP_REGISTER_RUNSTATE_MEMORY_AREA,
         ];
         for (i, v) in ops.iter().enumerate() {
             assert_eq!(*v as usize, i);

@@ -13,6 +13,8 @@ pub const XENVER_CAPABILITIES: u32 = 3;
 pub const XENVER_GET_FEATURES: u32 = 6;
 /// `XENVER_pagesize`
 pub const XENVER_PAGESIZE: u32 = 7;
+/// `XENVER_guest_handle`: fills a 16-byte `xen_domain_handle_t` (the guest's UUID).
+pub const XENVER_GUEST_HANDLE: u32 = 8;
 
 /// `XEN_EXTRAVERSION_LEN`
 pub const EXTRAVERSION_LEN: usize = 16;
@@ -34,6 +36,8 @@ const _: () = {
 
 /// `XENFEAT_writable_page_tables`
 pub const XENFEAT_WRITABLE_PAGE_TABLES: u32 = 0;
+/// `XENFEAT_writable_descriptor_tables`
+pub const XENFEAT_WRITABLE_DESCRIPTOR_TABLES: u32 = 1;
 /// `XENFEAT_auto_translated_physmap`
 pub const XENFEAT_AUTO_TRANSLATED_PHYSMAP: u32 = 2;
 /// `XENFEAT_supervisor_mode_kernel`
@@ -62,8 +66,10 @@ mod tests {
         assert_eq!(XENVER_CAPABILITIES, 3);
         assert_eq!(XENVER_GET_FEATURES, 6);
         assert_eq!(XENVER_PAGESIZE, 7);
+        assert_eq!(XENVER_GUEST_HANDLE, 8);
         assert_eq!(EXTRAVERSION_LEN, 16);
         assert_eq!(XENFEAT_WRITABLE_PAGE_TABLES, 0);
+        assert_eq!(XENFEAT_WRITABLE_DESCRIPTOR_TABLES, 1);
         assert_eq!(XENFEAT_AUTO_TRANSLATED_PHYSMAP, 2);
         assert_eq!(XENFEAT_SUPERVISOR_MODE_KERNEL, 3);
         assert_eq!(XENFEAT_GNTTAB_MAP_AVAIL_BITS, 7);

@@ -9,15 +9,16 @@
 
 use std::time::Duration;
 
-use ::hypercall::abi::errno::{EFAULT, EINVAL, ENOENT, ENOSYS, EPERM};
-use ::hypercall::abi::{evtchn, gnttab, hvm, hypercall_nr as nr, memory, sched};
+use ::hypercall::abi::errno::{EFAULT, EINVAL, ENOENT, ENOSYS, EPERM, ESRCH, ETIME};
+use ::hypercall::abi::{
+    console, evtchn, gnttab, hvm, hypercall_nr as nr, memory, sched, vcpu, version,
+};
 use ::hypercall::{DomId, Gfn, Port};
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::access::{Efault, GuestAccess, GuestAccessExt};
 use super::domain::{lock, Domain, ShutdownReason, HVM_NR_PARAMS};
 use super::evtchn::Effects;
-use super::{Hypervisor, DOMID_FIRST_RESERVED, ESRCH};
+use super::{Hypervisor, DOMID_FIRST_RESERVED};
 
 /// Longest a single `SCHEDOP_block` (or one slice of `SCHEDOP_poll`) waits.
 pub const BLOCK_SLICE: Duration = Duration::from_millis(10);
@@ -26,97 +27,22 @@ pub const POLL_MAX: Duration = Duration::from_millis(100);
 /// Most ports one `SCHEDOP_poll` may name (Xen: 128).
 const POLL_MAX_PORTS: u32 = 128;
 
-/// `ETIME`
-const ETIME: isize = 62;
-
-// memory_op
-const MEMOP_CMD_MASK: usize = 0x3f;
-const XENMEM_CURRENT_RESERVATION: usize = 3;
-const XENMEM_MAXIMUM_RESERVATION: usize = 4;
-/// `XENMAPIDX_grant_table_status` (v2 status frames).
-const XENMAPIDX_GRANT_TABLE_STATUS: u64 = 1 << 31;
-const E820_RAM: u32 = 1;
-const E820_RESERVED: u32 = 2;
-const E820_ENTRY_SIZE: u64 = 20;
-
-// xen_version
-const XENVER_VERSION: usize = 0;
-const XENVER_EXTRAVERSION: usize = 1;
-const XENVER_CAPABILITIES: usize = 3;
-const XENVER_GET_FEATURES: usize = 6;
-const XENVER_PAGESIZE: usize = 7;
-const XENVER_GUEST_HANDLE: usize = 8;
-/// XENFEAT bits for an HVM/PVH guest of this model (QEMU's set minus hvm_pirqs):
-/// writable_page_tables 0, writable_descriptor_tables 1, auto_translated_physmap 2,
-/// supervisor_mode_kernel 3, hvm_callback_vector 8, hvm_safe_pvclock 9.
-const FEATURES_SUBMAP0: u32 = 1 | 1 << 1 | 1 << 2 | 1 << 3 | 1 << 8 | 1 << 9;
+/// XENFEAT bits for an HVM/PVH guest of this model (QEMU's set minus hvm_pirqs).
+const FEATURES_SUBMAP0: u32 = 1 << version::XENFEAT_WRITABLE_PAGE_TABLES
+    | 1 << version::XENFEAT_WRITABLE_DESCRIPTOR_TABLES
+    | 1 << version::XENFEAT_AUTO_TRANSLATED_PHYSMAP
+    | 1 << version::XENFEAT_SUPERVISOR_MODE_KERNEL
+    | 1 << version::XENFEAT_HVM_CALLBACK_VECTOR
+    | 1 << version::XENFEAT_HVM_SAFE_PVCLOCK;
+const _: () = assert!(FEATURES_SUBMAP0 == 0x30f);
 
 // console_io
-const CONSOLEIO_WRITE: usize = 0;
-const CONSOLEIO_READ: usize = 1;
 const CONSOLE_CHUNK: usize = 256;
 /// Most bytes one `CONSOLEIO_write` may carry (bounded work per hypercall).
 pub const CONSOLE_WRITE_MAX: u32 = 64 * 1024;
 
 // gnttab
-const GNTTABOP_GET_VERSION: usize = 10;
 const INVALID_GFN: u64 = u64::MAX;
-
-// event_channel_op
-const EVTCHNOP_BIND_IPI: usize = 7;
-
-// vcpu_op
-const VCPUOP_IS_UP: usize = 3;
-const VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA: usize = 5;
-const VCPUOP_SET_PERIODIC_TIMER: usize = 6;
-const VCPUOP_STOP_PERIODIC_TIMER: usize = 7;
-const VCPUOP_SET_SINGLESHOT_TIMER: usize = 8;
-const VCPUOP_STOP_SINGLESHOT_TIMER: usize = 9;
-const VCPU_SSHOTTMR_FUTURE: u32 = 1;
-
-/// `struct xen_memory_map`
-#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
-#[repr(C)]
-struct MemoryMap {
-    nr_entries: u32,
-    _pad: u32,
-    buffer: u64,
-}
-const _: () = assert!(core::mem::size_of::<MemoryMap>() == 16);
-
-/// `struct xen_feature_info`
-#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
-#[repr(C)]
-struct FeatureInfo {
-    submap_idx: u32,
-    submap: u32,
-}
-
-/// `struct gnttab_get_version`
-#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
-#[repr(C)]
-struct GetVersion {
-    dom: u16,
-    _pad: u16,
-    version: u32,
-}
-
-/// `struct evtchn_bind_ipi`
-#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
-#[repr(C)]
-struct BindIpi {
-    vcpu: u32,
-    port: u32,
-}
-
-/// `struct vcpu_set_singleshot_timer`
-#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
-#[repr(C)]
-struct SingleshotTimer {
-    timeout_abs_ns: u64,
-    flags: u32,
-    _pad: u32,
-}
 
 type HcResult = Result<isize, isize>;
 
@@ -181,14 +107,14 @@ impl Hypervisor {
     // ---- memory_op -----------------------------------------------------------------
 
     fn memory_op(&self, dom: &Domain, cmd: usize, arg: u64, mem: &dyn GuestAccess) -> HcResult {
-        if cmd >> 6 != 0 {
+        if cmd >> memory::MEMOP_EXTENT_SHIFT != 0 {
             // Continuation extents: only for the batch ops we do not implement.
             return Err(-EINVAL);
         }
-        match cmd & MEMOP_CMD_MASK {
-            c if c == memory::OP_ADD_TO_PHYSMAP as usize => self.add_to_physmap(dom, arg, mem),
-            c if c == memory::OP_MEMORY_MAP as usize => Self::memory_map(dom, arg, mem),
-            XENMEM_CURRENT_RESERVATION | XENMEM_MAXIMUM_RESERVATION => {
+        match u32::try_from(cmd & memory::MEMOP_CMD_MASK as usize) {
+            Ok(memory::OP_ADD_TO_PHYSMAP) => self.add_to_physmap(dom, arg, mem),
+            Ok(memory::OP_MEMORY_MAP) => Self::memory_map(dom, arg, mem),
+            Ok(memory::OP_CURRENT_RESERVATION | memory::OP_MAXIMUM_RESERVATION) => {
                 let id: u16 = mem.read_obj(arg)?;
                 self.check_self(dom, id)?;
                 Ok(dom.memory.pages() as isize)
@@ -216,7 +142,7 @@ impl Hypervisor {
                 Ok(0)
             }
             memory::SPACE_GRANT_TABLE => {
-                if a.idx & XENMAPIDX_GRANT_TABLE_STATUS != 0 {
+                if a.idx & memory::MAPIDX_GRANT_TABLE_STATUS != 0 {
                     return Err(-EINVAL);
                 }
                 let idx = u32::try_from(a.idx).map_err(|_| -EINVAL)?;
@@ -228,7 +154,9 @@ impl Hypervisor {
     }
 
     fn memory_map(dom: &Domain, arg: u64, mem: &dyn GuestAccess) -> HcResult {
-        let mut m: MemoryMap = mem.read_obj(arg)?;
+        use memory::{E820_RAM, E820_RESERVED};
+        const E820_ENTRY_SIZE: usize = core::mem::size_of::<memory::E820Entry>();
+        let mut m: memory::MemoryMap = mem.read_obj(arg)?;
         let (first, special) = dom.allocatable();
         let end = dom.memory.end_gfn();
         let entries = [
@@ -237,13 +165,13 @@ impl Hypervisor {
         ];
         let n = (m.nr_entries as usize).min(entries.len());
         for (i, (addr, size, ty)) in entries.iter().take(n).enumerate() {
-            let mut e = [0u8; E820_ENTRY_SIZE as usize];
+            let mut e = [0u8; E820_ENTRY_SIZE];
             e[0..8].copy_from_slice(&addr.to_le_bytes());
             e[8..16].copy_from_slice(&size.to_le_bytes());
             e[16..20].copy_from_slice(&ty.to_le_bytes());
             let at = m
                 .buffer
-                .checked_add(i as u64 * E820_ENTRY_SIZE)
+                .checked_add((i * E820_ENTRY_SIZE) as u64)
                 .ok_or(-EFAULT)?;
             mem.write(at, &e)?;
         }
@@ -255,26 +183,26 @@ impl Hypervisor {
     // ---- xen_version / console_io ----------------------------------------------------
 
     fn xen_version(&self, dom: &Domain, cmd: usize, arg: u64, mem: &dyn GuestAccess) -> HcResult {
-        match cmd {
-            XENVER_VERSION => {
+        match u32::try_from(cmd) {
+            Ok(version::XENVER_VERSION) => {
                 let (maj, min) = self.config.xen_version;
                 Ok(((maj as isize) << 16) | min as isize)
             }
-            XENVER_EXTRAVERSION => {
-                let mut v = [0u8; 16];
+            Ok(version::XENVER_EXTRAVERSION) => {
+                let mut v = [0u8; version::EXTRAVERSION_LEN];
                 v[..9].copy_from_slice(b".0-xenkit");
                 mem.write(arg, &v)?;
                 Ok(0)
             }
-            XENVER_CAPABILITIES => {
+            Ok(version::XENVER_CAPABILITIES) => {
                 let mut v = [0u8; 1024];
                 let caps = b"hvm-3.0-x86_64";
                 v[..caps.len()].copy_from_slice(caps);
                 mem.write(arg, &v)?;
                 Ok(0)
             }
-            XENVER_GET_FEATURES => {
-                let mut fi: FeatureInfo = mem.read_obj(arg)?;
+            Ok(version::XENVER_GET_FEATURES) => {
+                let mut fi: version::FeatureInfo = mem.read_obj(arg)?;
                 fi.submap = if fi.submap_idx == 0 {
                     FEATURES_SUBMAP0
                 } else {
@@ -283,8 +211,8 @@ impl Hypervisor {
                 mem.write_obj(arg, &fi)?;
                 Ok(0)
             }
-            XENVER_PAGESIZE => Ok(::hypercall::PAGE_SIZE as isize),
-            XENVER_GUEST_HANDLE => {
+            Ok(version::XENVER_PAGESIZE) => Ok(::hypercall::PAGE_SIZE as isize),
+            Ok(version::XENVER_GUEST_HANDLE) => {
                 mem.write(arg, &dom.uuid().0)?;
                 Ok(0)
             }
@@ -300,8 +228,8 @@ impl Hypervisor {
         buf: u64,
         mem: &dyn GuestAccess,
     ) -> HcResult {
-        match cmd {
-            CONSOLEIO_WRITE => {
+        match u32::try_from(cmd) {
+            Ok(console::CONSOLEIO_WRITE) => {
                 if count > CONSOLE_WRITE_MAX {
                     return Err(-EINVAL);
                 }
@@ -317,7 +245,7 @@ impl Hypervisor {
                 }
                 Ok(0)
             }
-            CONSOLEIO_READ => Ok(0),
+            Ok(console::CONSOLEIO_READ) => Ok(0),
             _ => Err(-ENOSYS),
         }
     }
@@ -361,8 +289,8 @@ impl Hypervisor {
                     Err(-EINVAL)
                 }
             }
-            GNTTABOP_GET_VERSION => {
-                let mut v: GetVersion = mem.read_obj(uop)?;
+            c if c == gnttab::OP_GET_VERSION as usize => {
+                let mut v: gnttab::GetVersion = mem.read_obj(uop)?;
                 self.check_self(dom, v.dom)?;
                 v.version = 1;
                 mem.write_obj(uop, &v)?;
@@ -552,8 +480,8 @@ impl Hypervisor {
                 mem.write_obj(arg, &b)?;
                 Ok(0)
             }
-            EVTCHNOP_BIND_IPI => {
-                let mut b: BindIpi = mem.read_obj(arg)?;
+            c if c == evtchn::OP_BIND_IPI as usize => {
+                let mut b: evtchn::BindIpi = mem.read_obj(arg)?;
                 let port = lock(&self.evtchn)
                     .bind_ipi(me, b.vcpu)
                     .map_err(|e| e.errno())?;
@@ -648,11 +576,11 @@ impl Hypervisor {
         if vcpu >= dom.vcpus() {
             return Err(-ENOENT);
         }
-        match cmd {
-            VCPUOP_IS_UP => Ok((vcpu == 0) as isize),
-            VCPUOP_SET_SINGLESHOT_TIMER => {
-                let t: SingleshotTimer = mem.read_obj(arg)?;
-                if t.flags & VCPU_SSHOTTMR_FUTURE != 0 && t.timeout_abs_ns < self.now_ns() {
+        match u32::try_from(cmd) {
+            Ok(vcpu::OP_IS_UP) => Ok((vcpu == 0) as isize),
+            Ok(vcpu::OP_SET_SINGLESHOT_TIMER) => {
+                let t: vcpu::SetSingleshotTimer = mem.read_obj(arg)?;
+                if t.flags & vcpu::SSHOTTMR_FUTURE != 0 && t.timeout_abs_ns < self.now_ns() {
                     return Err(-ETIME);
                 }
                 if vcpu == 0 {
@@ -660,15 +588,15 @@ impl Hypervisor {
                 }
                 Ok(0)
             }
-            VCPUOP_STOP_SINGLESHOT_TIMER => {
+            Ok(vcpu::OP_STOP_SINGLESHOT_TIMER) => {
                 if vcpu == 0 {
                     *lock(&dom.timer) = None;
                 }
                 Ok(0)
             }
             // Accepted and ignored: the model has no periodic tick or runstate area.
-            VCPUOP_SET_PERIODIC_TIMER | VCPUOP_STOP_PERIODIC_TIMER => Ok(0),
-            VCPUOP_REGISTER_RUNSTATE_MEMORY_AREA => Ok(0),
+            Ok(vcpu::OP_SET_PERIODIC_TIMER | vcpu::OP_STOP_PERIODIC_TIMER) => Ok(0),
+            Ok(vcpu::OP_REGISTER_RUNSTATE_MEMORY_AREA) => Ok(0),
             _ => Err(-ENOSYS),
         }
     }
