@@ -9,6 +9,7 @@
 //!                                      grants cached) · preadv/pwritev into/out of
 //!                                      the guest pages · fdatasync · fallocate
 //!       ◀──event── push_responses_and_check_notify (notify only when asked)
+//!                  ring empty: poll ~50 µs (yielding), then
 //!                  final_check_for_requests, then sleep until kicked
 //!  control thread: xenstore handshake (features, ring, event channel, reconnects)
 //! ```
@@ -80,6 +81,11 @@ pub const MAX_INDIRECT_SEGMENTS: u32 = 256;
 pub const MAX_PERSISTENT_GRANTS: usize = 16384;
 /// Longest an idle I/O thread sleeps before re-checking the ring.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
+/// How long an I/O thread keeps polling its ring after it ran out of requests,
+/// before it re-arms `req_event` and sleeps (NAPI-style, as netback's
+/// `POLL_SPIN`): a frontend that answers quickly (depth 1) then needs no
+/// notification for its next request.
+const POLL_SPIN: Duration = Duration::from_micros(50);
 
 /// What the disk is backed by.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -703,7 +709,13 @@ struct IoThread {
 }
 
 impl IoThread {
+    /// Serves the ring until stopped or it fails. After running out of requests
+    /// it keeps polling for [`POLL_SPIN`], yielding the CPU between polls and
+    /// without re-arming `req_event`; then it re-arms, checks once more (so no
+    /// request published meanwhile is missed) and sleeps until kicked (at most
+    /// [`IDLE_WAIT`]).
     fn run(mut self) {
+        let mut idle_since: Option<Instant> = None;
         loop {
             if self.stop.load(Ordering::SeqCst) {
                 break;
@@ -731,17 +743,31 @@ impl IoThread {
                     }
                 }
             }
+            if progressed {
+                idle_since = None;
+                continue;
+            }
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < POLL_SPIN {
+                // Poll again, but let any runnable thread (the guest we wait for)
+                // have the CPU first.
+                std::thread::yield_now();
+                continue;
+            }
+            // Ask for a notification; a request that came meanwhile is served now.
             match self.ring.final_check_for_requests() {
-                Ok(true) => continue,
+                Ok(true) => {
+                    idle_since = None;
+                    continue;
+                }
                 Ok(false) => {}
                 Err(e) => {
                     *lock(&self.sh.fatal) = Some(format!("ring: {e}"));
                     return;
                 }
             }
-            if !progressed {
-                self.kick.wait(IDLE_WAIT);
-            }
+            self.kick.wait(IDLE_WAIT);
+            idle_since = None;
         }
     }
 
