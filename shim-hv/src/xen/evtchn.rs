@@ -73,7 +73,7 @@ impl EvtchnError {
         -match self {
             EvtchnError::BadPort(_) | EvtchnError::NotBindable { .. } => EINVAL,
             EvtchnError::BadVirq(_) => EINVAL,
-            EvtchnError::NoSuchDomain(_) => super::ESRCH,
+            EvtchnError::NoSuchDomain(_) => ::hypercall::abi::errno::ESRCH,
             EvtchnError::NoFreePort => ENOSPC,
             EvtchnError::VirqBound(_) => EEXIST,
             EvtchnError::BadVcpu(_) => ENOENT,

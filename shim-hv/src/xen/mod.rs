@@ -54,9 +54,6 @@ use crate::mem::{GuestMemory, HostPage, MemError};
 use domain::{lock, DomainParts, SPECIAL_CONSOLE, SPECIAL_PAGES, SPECIAL_STORE};
 use evtchn::{Effects, EvtchnState};
 
-/// `ESRCH` (no such domain), missing from the ABI's errno list.
-pub(crate) const ESRCH: isize = 3;
-
 /// First domain id reserved by Xen (`DOMID_FIRST_RESERVED`).
 pub const DOMID_FIRST_RESERVED: u16 = 0x7FF0;
 
