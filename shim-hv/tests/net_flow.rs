@@ -55,6 +55,7 @@ fn a_slow_receiver_gets_every_frame() {
     };
     let (db, bb) = guest_with_vif(&hv, &br, "slow", 2, slow);
     let (ready_tx, ready_rx) = pipe::<()>();
+    let (got_tx, got_rx) = pipe::<()>(); // B → A: B has all N (or gave up)
     let rb = run_guest(&hv, db, Config::default(), move |dev, _| {
         // Let the bridge learn us, then tell A to start.
         dev.send(&ip_frame(Mac::BROADCAST, mac(2), false, false, 10, 0))
@@ -82,6 +83,7 @@ fn a_slow_receiver_gets_every_frame() {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
+        let _ = got_tx.send(());
         Ok::<u32, String>(next)
     });
     let ra = run_guest(&hv, da, Config::default(), move |dev, _| {
@@ -89,10 +91,12 @@ fn a_slow_receiver_gets_every_frame() {
         for n in 0..N {
             send_patiently(dev, &numbered(mac(2), mac(1), n))?;
         }
-        Ok::<(), String>(())
+        // Stay connected until B has them all: closing earlier could lose the last
+        // frames (still in the ring while netback holds off for the slow receiver).
+        wait_confirmed(&got_rx, "B")
     });
-    ra.recv_timeout(GUARD * 2).unwrap().unwrap();
     assert_eq!(rb.recv_timeout(GUARD * 2).unwrap(), Ok(N));
+    ra.recv_timeout(GUARD * 2).unwrap().unwrap();
     let (sa, sb) = (ba.stats(), bb.stats());
     assert_eq!(sb.rx_dropped, 0, "{sb:?}");
     assert_eq!(sa.fatal + sb.fatal, 0);
@@ -115,7 +119,8 @@ fn a_stuck_receiver_holds_nobody_up() {
     let (s_ready_tx, s_ready_rx) = pipe::<()>();
     let (c_ready_tx, c_ready_rx) = pipe::<()>();
     let (done_tx, done_rx) = pipe::<()>();
-    // The stuck guest: announces itself, then never receives.
+    let (got_tx, got_rx) = pipe::<()>(); // C → A: C has its 10 (or gave up)
+                                         // The stuck guest: announces itself, then never receives.
     let _rs = run_guest(&hv, ds, Config::default(), move |dev, _| {
         dev.send(&ip_frame(Mac::BROADCAST, mac(2), false, false, 10, 0))
             .unwrap();
@@ -126,7 +131,9 @@ fn a_stuck_receiver_holds_nobody_up() {
         dev.send(&ip_frame(Mac::BROADCAST, mac(3), false, false, 10, 0))
             .unwrap();
         c_ready_tx.send(()).unwrap();
-        recv_n(dev, 10, GUARD.as_secs()).map(|v| v.len())
+        let got = recv_n(dev, 10, GUARD.as_secs()).map(|v| v.len());
+        let _ = got_tx.send(());
+        got
     });
     let ra = run_guest(&hv, da, Config::default(), move |dev, _| {
         s_ready_rx.recv().unwrap();
@@ -138,10 +145,12 @@ fn a_stuck_receiver_holds_nobody_up() {
         for n in 0..10 {
             send_patiently(dev, &numbered(mac(3), mac(1), n))?;
         }
-        Ok::<(), String>(())
+        // Stay connected until C has them: closing earlier could lose frames still
+        // in flight.
+        wait_confirmed(&got_rx, "C")
     });
-    ra.recv_timeout(GUARD * 2).unwrap().unwrap();
     assert_eq!(rc.recv_timeout(GUARD * 2).unwrap(), Ok(10));
+    ra.recv_timeout(GUARD * 2).unwrap().unwrap();
     let s = bs.stats();
     assert!(s.rx_dropped > 0, "{s:?}");
     assert!(s.rx_frames <= 256, "{s:?}");

@@ -76,6 +76,9 @@ fn exchange(sizes: Vec<usize>, offer: Offer, cfg: Config) {
             wait_window(n, &mut acked, &ack_a_rx)?;
             send_retry(dev, &frame(ma, mb, len, n + 1))?;
         }
+        // Stay connected until A has checked every frame: closing earlier could lose
+        // the last ones still in flight.
+        wait_window(sizes_b.len() + WINDOW - 1, &mut acked, &ack_a_rx)?;
         Ok(sizes_b.len())
     });
     let ra: Receiver<Result<usize, String>> = run_guest(&hv, da, cfg, move |dev, _| {

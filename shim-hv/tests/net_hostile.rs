@@ -117,9 +117,16 @@ fn absurd_max_queues_is_clamped() {
             ..Config::default()
         };
         let (go_tx, go_rx) = channel::<()>();
+        let (got_tx, got_rx) = channel::<()>();
+        // One flow: A sends its 20 frames, then the end marker; B counts frames until
+        // the marker and confirms, and only then may A close.
+        let marker = vec![end_marker(mac(2), mac(1), false)];
+        let marker_a = marker.clone();
         let rb = run_guest(&hv, db, cfg, move |dev, _| {
             go_tx.send(()).unwrap();
-            (dev.negotiated().queues, recv_n(dev, 20, 10).unwrap().len())
+            let got = recv_until_end(dev, &marker).map(|v| v.len());
+            let _ = got_tx.send(());
+            (dev.negotiated().queues, got)
         });
         let ra = run_guest(&hv, da, cfg, move |dev, _| {
             go_rx.recv().unwrap();
@@ -127,10 +134,13 @@ fn absurd_max_queues_is_clamped() {
                 let f = ip_frame(mac(2), mac(1), false, false, 100, n);
                 send_meta(dev, &f, TxMeta::default()).unwrap();
             }
+            send_meta(dev, &marker_a[0], TxMeta::default()).unwrap();
+            wait_confirmed(&got_rx, "B").unwrap();
             dev.negotiated().queues
         });
-        let qa = ra.recv_timeout(Duration::from_secs(60)).unwrap();
-        let (qb, n) = rb.recv_timeout(Duration::from_secs(60)).unwrap();
+        let (qb, n) = rb.recv_timeout(END_GUARD * 2).expect("guest B ended");
+        let n = n.unwrap_or_else(|e| panic!("B, offer {absurd}: {e}"));
+        let qa = ra.recv_timeout(END_GUARD * 2).expect("guest A ended");
         let want = if absurd == 0 {
             1
         } else {
@@ -339,6 +349,7 @@ fn good_pair(
     let (dd, bd) = guest_with_vif(hv, br, "d", 4, NetConfig::default());
     let (stop_tx, stop_rx) = channel::<()>();
     let (go_tx, go_rx) = channel::<()>();
+    let (got_tx, got_rx) = channel::<()>();
     let rd = run_guest(hv, dd, Config::default(), move |dev, _| {
         go_tx.send(()).unwrap();
         let mut n = 0;
@@ -354,6 +365,7 @@ fn good_pair(
                 break;
             }
         }
+        let _ = got_tx.send(());
         n
     });
     let _rc = run_guest(hv, dc, Config::default(), move |dev, _| {
@@ -366,6 +378,9 @@ fn good_pair(
                 break;
             }
         }
+        // Stay connected until D has counted (or given up): closing earlier could
+        // lose frames still in flight.
+        let _ = wait_confirmed(&got_rx, "D");
     });
     (stop_tx, rd, vec![bc, bd])
 }

@@ -4,8 +4,6 @@
 
 mod net_util;
 
-use std::time::Duration;
-
 use net_util::*;
 use shim_hv::backend::bridge::Bridge;
 use shim_hv::backend::net::{FrontendFeatures, NetConfig, Offer};
@@ -23,7 +21,10 @@ struct Outcome {
 }
 
 /// A sends a plain UDP frame, a checksum-blank TCP/IPv4 frame, a checksum-blank
-/// UDP/IPv6 frame, and (if A negotiated GSO) one 20000-byte GSO TCP frame.
+/// UDP/IPv6 frame, and (if A negotiated GSO) one 20000-byte GSO TCP frame, then an
+/// end marker per flow (IPv4, IPv6). B takes frames until it has both markers, then
+/// confirms; A stays connected until then. No step depends on timing: the bounds are
+/// hang guards that fail with a message.
 fn run_pair(oa: Offer, ca: Config, ob: Offer, cb: Config) -> Outcome {
     let hv = hv();
     let br = Bridge::new("xenbr0");
@@ -47,26 +48,35 @@ fn run_pair(oa: Offer, ca: Config, ob: Offer, cb: Config) -> Outcome {
             ..NetConfig::default()
         },
     );
-    let (ready_tx, ready_rx) = pipe::<()>();
-    let (fe_tx, fe_rx) = pipe::<()>();
+    let (a, b) = (mac(1), mac(2));
+    let markers = vec![end_marker(b, a, false), end_marker(b, a, true)];
+    let markers_b = markers.clone();
+    let (a_up_tx, a_up_rx) = pipe::<()>(); // A connected, waiting for go
+    let (b_up_tx, b_up_rx) = pipe::<()>(); // B connected and said hello
+    let (go_a_tx, go_a_rx) = pipe::<()>(); // test → A: send
+    let (go_b_tx, go_b_rx) = pipe::<()>(); // test → B: receive
+    let (got_tx, got_rx) = pipe::<()>(); // B → A: all end markers arrived
     let rb = run_guest(&hv, db, cb, move |dev, _| {
         let neg = *dev.negotiated();
-        // Say hello so the bridge learns B, then let A go.
-        send_meta(
-            dev,
-            &ip_frame(xennet_front::Mac::BROADCAST, mac(2), false, false, 10, 0),
-            TxMeta::default(),
-        )
-        .unwrap();
-        ready_tx.send(()).unwrap();
-        let expect = fe_rx.recv().map(|_| ()).ok();
-        let _ = expect;
-        (neg, recv_n(dev, 100, 3).unwrap())
+        let got = (|| {
+            // Say hello so the bridge learns B.
+            send_meta(
+                dev,
+                &ip_frame(xennet_front::Mac::BROADCAST, b, false, false, 10, 0),
+                TxMeta::default(),
+            )?;
+            b_up_tx.send(()).map_err(|_| "test gone")?;
+            go_b_rx
+                .recv_timeout(END_GUARD * 2)
+                .map_err(|e| format!("no go from the test: {e}"))?;
+            let got = recv_until_end(dev, &markers_b)?;
+            let _ = got_tx.send(());
+            Ok::<_, String>(got)
+        })();
+        (neg, got)
     });
     let ra = run_guest(&hv, da, ca, move |dev, _| {
         let neg = *dev.negotiated();
-        ready_rx.recv().unwrap();
-        let (a, b) = (mac(1), mac(2));
         let mut sent = vec![
             (ip_frame(b, a, false, false, 500, 1), TxMeta::default()),
             (
@@ -93,17 +103,39 @@ fn run_pair(oa: Offer, ca: Config, ob: Offer, cb: Config) -> Outcome {
                 },
             ));
         }
-        for (f, m) in &sent {
-            send_meta(dev, f, *m).unwrap();
-        }
-        fe_tx.send(()).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        (neg, sent)
+        let done = (|| {
+            a_up_tx.send(()).map_err(|_| "test gone")?;
+            go_a_rx
+                .recv_timeout(END_GUARD * 2)
+                .map_err(|e| format!("no go from the test: {e}"))?;
+            for (f, m) in &sent {
+                send_meta(dev, f, *m)?;
+            }
+            for f in &markers {
+                send_meta(dev, f, TxMeta::default())?;
+            }
+            // Stay connected until B has everything.
+            wait_confirmed(&got_rx, "B")
+        })();
+        (neg, sent, done)
     });
-    let (neg_a, sent_a) = ra.recv_timeout(Duration::from_secs(120)).expect("A");
+    // Both vifs are connected now and stay so until B has A's frames: read what the
+    // frontends asked for (netback forgets it when a frontend closes).
+    let up = |rx: &std::sync::mpsc::Receiver<()>, who: &str| {
+        rx.recv_timeout(END_GUARD * 2)
+            .unwrap_or_else(|e| panic!("guest {who} did not come up: {e}"));
+    };
+    up(&b_up_rx, "B");
+    up(&a_up_rx, "A");
     let fe_a = ba.frontend_features();
     let fe_b = bb.frontend_features();
-    let (neg_b, got_b) = rb.recv_timeout(Duration::from_secs(120)).expect("B");
+    go_b_tx.send(()).expect("B waits for go");
+    go_a_tx.send(()).expect("A waits for go");
+    let guard = END_GUARD * 4;
+    let (neg_b, got_b) = rb.recv_timeout(guard).expect("guest B ended");
+    let got_b = got_b.unwrap_or_else(|e| panic!("B: {e}"));
+    let (neg_a, sent_a, done_a) = ra.recv_timeout(guard).expect("guest A ended");
+    done_a.unwrap_or_else(|e| panic!("A: {e}"));
     Outcome {
         neg_a,
         neg_b,

@@ -168,6 +168,72 @@ pub fn recv_n(
     Ok(out)
 }
 
+/// Hang guard for the end-of-test handshake: a failure timeout only, never a
+/// speed requirement (progress is event driven).
+pub const END_GUARD: Duration = Duration::from_secs(60);
+
+/// The end-of-data marker for the flow `src` → `dst` (IPv4 or IPv6, ports as in
+/// [`ip_frame`]): a small UDP frame with its own length and payload, so it cannot be
+/// mistaken for a data frame. It has the addresses and ports of the data frames, so it
+/// hashes to the same queue in the sending frontend and in netback, both of which keep
+/// one flow in order: once the receiver has it, every earlier frame of that flow
+/// arrived before it. Send it (with [`TxMeta::default`](xennet_front::TxMeta)) after
+/// the flow's data frames.
+pub fn end_marker(dst: Mac, src: Mac, ipv6: bool) -> Vec<u8> {
+    ip_frame(dst, src, ipv6, false, 37, 0xe7)
+}
+
+/// Receives frames until every frame in `markers` arrived (see [`end_marker`]),
+/// returning the other ones (broadcasts skipped, repeated markers ignored). Fails
+/// with what it has if the markers are not all there after [`END_GUARD`].
+pub fn recv_until_end(
+    dev: &mut Dev<'_>,
+    markers: &[Vec<u8>],
+) -> Result<Vec<(Vec<u8>, xennet_front::RxMeta)>, String> {
+    let mut out = Vec::new();
+    let mut seen = vec![false; markers.len()];
+    let mut buf = vec![0u8; xennet_front::MAX_FRAME];
+    let end = std::time::Instant::now() + END_GUARD;
+    while seen.iter().any(|s| !s) {
+        if std::time::Instant::now() >= end {
+            return Err(format!(
+                "end markers not all received after {END_GUARD:?} (seen {seen:?}, {} data frames: {:?})",
+                out.len(),
+                out.iter().map(|(f, _): &(Vec<u8>, _)| f.len()).collect::<Vec<_>>()
+            ));
+        }
+        let Some(m) = dev
+            .recv_timeout(&mut buf, Duration::from_millis(200))
+            .map_err(|e| e.to_string())?
+        else {
+            continue;
+        };
+        let f = &buf[..m.len];
+        if f[..6] == [0xff; 6] {
+            continue;
+        }
+        match markers.iter().position(|k| k[..] == *f) {
+            Some(i) => seen[i] = true,
+            None => out.push((f.to_vec(), m)),
+        }
+    }
+    Ok(out)
+}
+
+/// Waits until the peer guest confirms on `confirm` that it has everything, so the
+/// caller does not tear its device down (and lose frames still in flight) before.
+/// A peer that gave up (dropped its sender) ends the wait too: its own result says
+/// why. Fails only if nothing happens within twice [`END_GUARD`].
+pub fn wait_confirmed(confirm: &Receiver<()>, peer: &str) -> Result<(), String> {
+    match confirm.recv_timeout(END_GUARD * 2) {
+        Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Ok(()),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(format!(
+            "{peer} did not confirm (or give up) within {:?}",
+            END_GUARD * 2
+        )),
+    }
+}
+
 /// Runs only `NetFront::connect` in the guest and returns its result (the device is
 /// closed again if it connected).
 pub fn connect_result(
