@@ -100,6 +100,15 @@ pub unsafe trait Platform: Hypercall {
 
     /// Monotonic time in nanoseconds, for timeouts.
     fn now_ns(&self) -> u64;
+
+    /// One step of a short busy-wait (polling a ring for a response that is about
+    /// to come, before sleeping in [`Platform::wait`]). The default is a CPU pause
+    /// hint, right for a guest that owns its vCPU; a platform whose "CPUs" are
+    /// threads sharing host cores with the backend (the in-process runner) yields
+    /// instead, so polling never keeps the backend from running.
+    fn relax(&self) {
+        core::hint::spin_loop();
+    }
 }
 
 /// A shared reference to a platform is a platform, so kits can borrow one
@@ -129,5 +138,9 @@ unsafe impl<T: Platform + ?Sized> Platform for &T {
 
     fn now_ns(&self) -> u64 {
         (**self).now_ns()
+    }
+
+    fn relax(&self) {
+        (**self).relax()
     }
 }

@@ -462,11 +462,23 @@ fn file_vectored(
         for r in regions.iter().skip(ri).take(IOV_MAX) {
             let off = if first { roff } else { 0 };
             first = false;
-            iov.push(libc::iovec {
-                // SAFETY: `off <= r.len()`, so the pointer stays inside the region.
-                iov_base: unsafe { r.as_ptr().add(off) }.cast(),
-                iov_len: r.len() - off,
-            });
+            // SAFETY: `off <= r.len()`, so the pointer stays inside the region.
+            let base: *mut u8 = unsafe { r.as_ptr().add(off) };
+            let len = r.len() - off;
+            // Regions that continue one another in memory (a frontend's consecutive
+            // pages usually do) go to the kernel as one iovec: the pointer is only
+            // handed to the kernel, never used by Rust across the two regions.
+            match iov.last_mut() {
+                Some(last)
+                    if (last.iov_base as usize).wrapping_add(last.iov_len) == base as usize =>
+                {
+                    last.iov_len += len;
+                }
+                _ => iov.push(libc::iovec {
+                    iov_base: base.cast(),
+                    iov_len: len,
+                }),
+            }
         }
         let at = pos
             .checked_add(done as u64)

@@ -1,6 +1,7 @@
 //! Block device behaviour end to end: read-only disks and CD-ROMs, images that are
 //! not a multiple of the sector size (row 45), empty images (row 11), online resize
-//! (row 11), the backend closing with requests in flight and reconnecting (row 15).
+//! (row 11), the backend closing with requests in flight and reconnecting (row 15),
+//! reads left in place (`read_in_place`/`take_read`).
 
 mod blk_util;
 
@@ -334,5 +335,64 @@ fn bad_sectors_rewritten_mid_run_keep_the_old_capacity() {
     assert!(read.is_err(), "a read past a zero capacity is refused");
     drop(go_tx);
     rx.recv_timeout(Duration::from_secs(120)).unwrap().unwrap();
+    be.destroy();
+}
+
+#[test]
+fn reads_left_in_place() {
+    let dir = TempDir::new("inplace");
+    let img = image(&dir, "d.img", 4 << 20);
+    let disk = std::fs::read(&img).unwrap();
+    let hv = hv();
+    let dom = domain(&hv, "inplace", 64);
+    let be = backend(&hv, &dom, file_cfg(&img));
+    run_guest(&hv, dom, XVDA, Config::default(), move |d, _, _| {
+        let max = d.max_request_bytes();
+        let rd = d.read_in_place(8, 3 * 4096, T).unwrap();
+        assert_eq!(rd.len(), 3 * 4096);
+        let mut b = vec![0u8; 100];
+        rd.read(4000, &mut b).unwrap();
+        assert_eq!(b[..], disk[8 * 512 + 4000..8 * 512 + 4100]);
+        // Out of range: a typed error, nothing copied.
+        let mut big = vec![0u8; 2];
+        assert!(matches!(
+            rd.read(3 * 4096 - 1, &mut big),
+            Err(Error::BadLength { .. })
+        ));
+        assert!(matches!(
+            rd.read(usize::MAX, &mut big),
+            Err(Error::BadLength { .. })
+        ));
+        drop(rd);
+        // Dropping retired it.
+        assert_eq!(d.outstanding(), 0);
+        // The largest single request, and one byte-sector more is too large.
+        let rd = d.read_in_place(0, max, T).unwrap();
+        let mut all = vec![0u8; max];
+        rd.read(0, &mut all).unwrap();
+        assert!(all[..] == disk[..max]);
+        drop(rd);
+        assert!(matches!(
+            d.read_in_place(0, max + 512, T),
+            Err(Error::TooLarge { .. })
+        ));
+        // take_read: only completed reads.
+        let w = d.submit_write(0, &[&disk[..512]]).unwrap();
+        let r = d.submit_read(1, 512).unwrap();
+        while !(d.is_done(w).unwrap() && d.is_done(r).unwrap()) {
+            d.poll().unwrap();
+            hypercall::Platform::wait(*d.platform());
+        }
+        assert_eq!(d.take_read(w).err(), Some(Error::NotARead));
+        d.finish(w, &mut []).unwrap();
+        let rd = d.take_read(r).unwrap();
+        let mut s = [0u8; 512];
+        rd.read(0, &mut s).unwrap();
+        assert_eq!(s[..], disk[512..1024]);
+        drop(rd);
+        assert_eq!(d.finish(r, &mut []), Err(Error::UnknownTag));
+        assert_eq!(d.take_read(r).err(), Some(Error::UnknownTag));
+    });
+    assert_eq!(be.stats().errors, 0);
     be.destroy();
 }

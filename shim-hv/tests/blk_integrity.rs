@@ -51,7 +51,24 @@ fn workload(offer: BlkOffer, cfg: Config, sector_size: u32, direct: bool, seed: 
                     let cut = rng.below(len as u64) as usize;
                     let mut a = vec![0u8; cut];
                     let mut b = vec![0u8; len - cut];
-                    d.read(lba, &mut [&mut a[..], &mut b[..]], T).unwrap();
+                    if len <= d.max_request_bytes() && rng.below(2) == 0 {
+                        // Left in place: read it back in two pieces, and whole
+                        // through the regions.
+                        let rd = d.read_in_place(lba, len, T).unwrap();
+                        assert_eq!(rd.len(), len);
+                        rd.read(0, &mut a).unwrap();
+                        rd.read(cut, &mut b).unwrap();
+                        let mut whole = Vec::new();
+                        for m in rd.regions() {
+                            let mut c = vec![0u8; m.len()];
+                            m.read(0, &mut c);
+                            whole.extend_from_slice(&c);
+                        }
+                        let at = lba as usize * ss;
+                        assert!(whole == model[at..at + len], "round {round}: regions");
+                    } else {
+                        d.read(lba, &mut [&mut a[..], &mut b[..]], T).unwrap();
+                    }
                     a.extend_from_slice(&b);
                     let at = lba as usize * ss;
                     assert!(a == model[at..at + len], "round {round}: read {lba}+{n}");
@@ -119,7 +136,11 @@ fn workload(offer: BlkOffer, cfg: Config, sector_size: u32, direct: bool, seed: 
                             let (t, at, len) = tags.swap_remove(i);
                             if d.describe(t).unwrap().0 == OpKind::Read {
                                 let mut buf = vec![0u8; len];
-                                d.finish(t, &mut [&mut buf[..]]).unwrap();
+                                if rng.below(2) == 0 {
+                                    d.take_read(t).unwrap().read(0, &mut buf).unwrap();
+                                } else {
+                                    d.finish(t, &mut [&mut buf[..]]).unwrap();
+                                }
                                 assert!(buf == model[at..at + len], "round {round}: async read");
                             } else {
                                 d.finish(t, &mut []).unwrap();
@@ -154,9 +175,11 @@ fn every_feature_on() {
 
 #[test]
 fn every_feature_off() {
+    // Also the blocking helpers sleeping at once instead of polling first.
     let cfg = Config {
         persistent: false,
         indirect: false,
+        poll_spin: std::time::Duration::ZERO,
         ..Config::default()
     };
     let f = workload(all_off(), cfg, 512, false, 2);

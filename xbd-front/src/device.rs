@@ -710,6 +710,51 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         self.io.finish(tag, bufs)
     }
 
+    /// Takes a completed read's data where it lies, in the device's bounce pages,
+    /// instead of copying it into caller buffers ([`Device::finish`]): the returned
+    /// [`ReadData`] retires the request when dropped. A failed read returns its
+    /// error (and is retired).
+    ///
+    /// This saves the copy [`Device::finish`] makes, which is half the work of a
+    /// large read. The pages are shared memory: while the connection uses
+    /// persistent grants the backend keeps them mapped, so the data is handed out as
+    /// [`SharedMem`] regions, read once by copying (see [`ReadData::read`]), never as
+    /// `&[u8]`.
+    pub fn take_read(&mut self, tag: Tag) -> Result<ReadData<'_, P, G, SLOTS, SEGS>, Error> {
+        let checked = self.io.read_regions(tag).map(drop);
+        match checked {
+            Ok(()) => {
+                let len = self.io.describe(tag)?.1;
+                Ok(ReadData {
+                    dev: self,
+                    tag,
+                    len,
+                })
+            }
+            Err(e @ (Error::UnknownTag | Error::NotDone | Error::NotARead)) => Err(e),
+            Err(e) => {
+                // The read failed: retire it, pass its error on.
+                let _ = self.io.finish(tag, &mut []);
+                Err(e)
+            }
+        }
+    }
+
+    /// Blocking read of `len` bytes (a multiple of the sector size, at most
+    /// [`Device::max_request_bytes`]) at logical sector `lba`, left in place: see
+    /// [`Device::take_read`]. Waits like [`Device::read`].
+    pub fn read_in_place(
+        &mut self,
+        lba: u64,
+        len: usize,
+        timeout: Duration,
+    ) -> Result<ReadData<'_, P, G, SLOTS, SEGS>, Error> {
+        let deadline = self.deadline(timeout);
+        let tag = self.retry_busy(deadline, |d| d.submit_read(lba, len))?;
+        self.wait_done(tag, deadline)?;
+        self.take_read(tag)
+    }
+
     /// Stops waiting for `tag` (row 14). Its grants stay out of reuse until the
     /// backend answers or the device is torn down and ending them succeeds.
     pub fn cancel(&mut self, tag: Tag) -> Result<(), Error> {
@@ -717,10 +762,14 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
     }
 
     fn wait_done(&mut self, tag: Tag, deadline: u64) -> Result<(), Error> {
+        let mut spin = self.spin_budget(deadline);
         loop {
             self.io.poll(&self.grants)?;
             if self.io.is_done(tag)? {
                 return Ok(());
+            }
+            if self.spinning(&mut spin) {
+                continue;
             }
             if self.io.final_check(&self.grants)? {
                 continue;
@@ -733,6 +782,30 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         }
     }
 
+    /// The polling budget of one blocking wait: [`Config::poll_spin`] from now
+    /// (never past `deadline`), and at most one poll per 32 ns of it, so a platform
+    /// clock that does not advance cannot make it spin forever.
+    fn spin_budget(&self, deadline: u64) -> Spin {
+        let ns = u64::try_from(self.config.poll_spin.as_nanos()).unwrap_or(u64::MAX);
+        if ns == 0 {
+            return Spin { until: 0, left: 0 };
+        }
+        Spin {
+            until: self.platform.now_ns().saturating_add(ns).min(deadline),
+            left: ns / 32,
+        }
+    }
+
+    /// Whether to poll once more (after [`Platform::relax`]) or go to sleep.
+    fn spinning(&self, spin: &mut Spin) -> bool {
+        if spin.left == 0 || self.platform.now_ns() >= spin.until {
+            return false;
+        }
+        spin.left -= 1;
+        self.platform.relax();
+        true
+    }
+
     /// Submits, waiting (until `deadline`) while every slot is busy with other
     /// requests.
     fn retry_busy(
@@ -740,12 +813,16 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         deadline: u64,
         mut submit: impl FnMut(&mut Self) -> Result<Tag, Error>,
     ) -> Result<Tag, Error> {
+        let mut spin = self.spin_budget(deadline);
         loop {
             match submit(self) {
                 Err(Error::Busy) => {}
                 other => return other,
             }
             self.io.poll(&self.grants)?;
+            if self.spinning(&mut spin) {
+                continue;
+            }
             if self.io.final_check(&self.grants)? {
                 continue;
             }
@@ -879,5 +956,92 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
     fn chunk_bytes(&self, sector_size: u32) -> usize {
         let m = self.max_request_bytes().max(sector_size as usize);
         m - m % sector_size as usize
+    }
+}
+
+/// What is left of a blocking wait's polling budget.
+struct Spin {
+    until: u64,
+    left: u64,
+}
+
+/// A completed read whose data stays in the device's bounce pages (see
+/// [`Device::take_read`]). Borrows the device; dropping it retires the request.
+///
+/// The pages held only this backend's data (XSA-403 rules as for every read), but
+/// they are shared memory: copy what you need out once ([`ReadData::read`], or
+/// [`SharedMem::read`] on [`ReadData::regions`]), then validate the copy.
+pub struct ReadData<'d, P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> {
+    dev: &'d mut Device<P, G, SLOTS, SEGS>,
+    tag: Tag,
+    len: usize,
+}
+
+impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize>
+    ReadData<'_, P, G, SLOTS, SEGS>
+{
+    /// Bytes read.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing was read (never, for a request that was submitted).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The data as bounce-page regions, in order: one per ring request the read
+    /// needed, each up to [`Device::max_request_bytes`] / in-flight requests.
+    pub fn regions(&self) -> impl Iterator<Item = SharedMem> + '_ {
+        self.dev.io.read_regions(self.tag).into_iter().flatten()
+    }
+
+    /// Copies `buf.len()` bytes starting at byte `offset` of the data into `buf`.
+    pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), Error> {
+        let end = offset.checked_add(buf.len()).filter(|&e| e <= self.len);
+        if end.is_none() {
+            return Err(Error::BadLength {
+                len: offset.saturating_add(buf.len()),
+                sector_size: 1,
+            });
+        }
+        let mut at = 0usize; // data offset of the current region
+        let mut done = 0usize;
+        for r in self.regions() {
+            let want = offset + done;
+            if done == buf.len() {
+                break;
+            }
+            if want < at + r.len() {
+                let in_r = want - at;
+                let k = (r.len() - in_r).min(buf.len() - done);
+                if let Some(dst) = buf.get_mut(done..done + k) {
+                    r.read(in_r, dst);
+                }
+                done += k;
+            }
+            at += r.len();
+        }
+        Ok(())
+    }
+}
+
+impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Drop
+    for ReadData<'_, P, G, SLOTS, SEGS>
+{
+    fn drop(&mut self) {
+        // A done, successful read: retiring it cannot fail.
+        let _ = self.dev.io.finish(self.tag, &mut []);
+    }
+}
+
+impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> core::fmt::Debug
+    for ReadData<'_, P, G, SLOTS, SEGS>
+{
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ReadData")
+            .field("tag", &self.tag)
+            .field("len", &self.len)
+            .finish()
     }
 }

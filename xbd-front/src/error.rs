@@ -178,6 +178,8 @@ pub enum Error {
     UnknownTag,
     /// The request has not completed yet.
     NotDone,
+    /// The request is not a read (only reads have data to look at in place).
+    NotARead,
     /// The request failed.
     Io(IoError),
     /// A blocking call's deadline passed (the request was cancelled, row 14).
@@ -215,6 +217,7 @@ impl fmt::Display for Error {
             Error::Busy => write!(f, "no free request slot"),
             Error::UnknownTag => write!(f, "no such request"),
             Error::NotDone => write!(f, "request not complete"),
+            Error::NotARead => write!(f, "request is not a read"),
             Error::Io(e) => write!(f, "{e}"),
             Error::Timeout => write!(f, "timed out"),
             Error::GrantsStillMapped { count } => {

@@ -204,6 +204,10 @@ pub struct FakeBackend {
     /// (writes) or left there (reads).
     pub known: BTreeMap<u32, Vec<u8>>,
     allow_writable_write_grants: bool,
+    /// Map every grant writable, indirect pages too, as Linux blkback does for the
+    /// grants it keeps persistently (`xen_blkbk_map`: read-only only without
+    /// persistent grants).
+    pub linux_persistent_maps: bool,
 }
 
 impl FakeBackend {
@@ -230,6 +234,7 @@ impl FakeBackend {
             scanned_pages: 0,
             known: BTreeMap::new(),
             allow_writable_write_grants: false,
+            linux_persistent_maps: false,
         }
     }
 
@@ -363,7 +368,7 @@ impl FakeBackend {
                     return None;
                 }
                 let g = ind.indirect_grefs[0];
-                let page = self.map(g, true)?;
+                let page = self.map(g, !self.linux_persistent_maps)?;
                 let segs = (0..n)
                     .map(|i| page.read_obj::<RequestSegment>(i * 8))
                     .collect();
@@ -409,7 +414,7 @@ impl FakeBackend {
             if write && flags & gt::GTF_READONLY == 0 && !self.persistent_ok(s.gref) {
                 self.violations.push("write data granted writable");
             }
-            let Some(page) = self.map(s.gref, write) else {
+            let Some(page) = self.map(s.gref, write && !self.linux_persistent_maps) else {
                 status = blkif::RSP_ERROR;
                 break;
             };

@@ -18,6 +18,8 @@
 
 use core::cmp::min;
 
+use zerocopy::IntoBytes;
+
 use hypercall::abi::blkif::{
     self, Request, RequestDiscard, RequestIndirect, RequestSegment, Response,
 };
@@ -32,6 +34,8 @@ use crate::grants::Grants;
 pub type BlkRing = FrontRing<Request, Response>;
 
 const NONE: u16 = u16::MAX;
+/// Indirect segment descriptors gathered before one write to the indirect page.
+const IND_BLOCK: usize = 64;
 const NO_GREF: u32 = u32::MAX;
 
 /// What kind of request an op is.
@@ -441,7 +445,10 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
                 }
             }
             if indirect {
-                slot.ind_gref = g.grant(backend, Gfn(u64::from(slot.ind_gfn)), true)?.0;
+                // Writable although the backend only reads it: with persistent
+                // grants Linux blkback maps every grant it keeps read-write (also
+                // the indirect pages), and a read-only grant fails that map.
+                slot.ind_gref = g.grant(backend, Gfn(u64::from(slot.ind_gfn)), false)?.0;
             }
         }
         Ok(())
@@ -816,6 +823,7 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
             .sub(si * PAGE_SIZE, PAGE_SIZE)
             .ok_or(Error::NoMemory)?;
         let mut granted = 0u64;
+        let mut block = [RequestSegment::default(); IND_BLOCK];
         for j in 0..nsegs {
             let page = pages
                 .bounce
@@ -853,7 +861,17 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
                 _pad: [0; 2],
             };
             if use_indirect {
-                ind.write_obj(j * core::mem::size_of::<RequestSegment>(), &seg);
+                // Gathered here, written to the shared page in blocks (one copy per
+                // block instead of one per 8-byte descriptor).
+                let k = j % IND_BLOCK;
+                if let Some(b) = block.get_mut(k) {
+                    *b = seg;
+                }
+                if k == IND_BLOCK - 1 || j == nsegs - 1 {
+                    let first = j - k;
+                    let bytes = block.get(..=k).unwrap_or_default().as_bytes();
+                    ind.write(first * core::mem::size_of::<RequestSegment>(), bytes);
+                }
             } else if let Some(s) = segs.get_mut(j) {
                 *s = seg;
             }
@@ -1074,6 +1092,32 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
             })
     }
 
+    /// The regions of the bounce pages holding a completed read's data, in order
+    /// (one per ring request of the op). A failed read gives its error (the op
+    /// stays until [`Io::finish`]).
+    pub fn read_regions(&self, tag: Tag) -> Result<impl Iterator<Item = SharedMem> + '_, Error> {
+        let op = *self.op_of(tag)?;
+        if op.state != OpState::Done {
+            return Err(Error::NotDone);
+        }
+        if op.kind != OpKind::Read {
+            return Err(Error::NotARead);
+        }
+        if let Some(e) = op.result {
+            return Err(e);
+        }
+        let pages = self.pages;
+        let mut s = op.first;
+        Ok(core::iter::from_fn(move || {
+            let slot = self.slots.get(s as usize)?;
+            let region = pages?
+                .bounce
+                .sub(s as usize * SEGS * PAGE_SIZE, slot.bytes as usize);
+            s = slot.next;
+            region
+        }))
+    }
+
     /// Retires a completed op: copies read data into `bufs` (their total length must
     /// equal the op's; an empty list drops the data), frees its slots. Returns the
     /// bytes transferred.
@@ -1082,50 +1126,19 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         if op.state != OpState::Done {
             return Err(Error::NotDone);
         }
-        let pages = self.pages;
-        let ok = op.result.is_none();
-        if ok && op.kind == OpKind::Read && !bufs.is_empty() {
+        if op.result.is_none() && op.kind == OpKind::Read && !bufs.is_empty() {
             if total_len_mut(bufs) != op.len {
                 return Err(Error::BadLength {
                     len: total_len_mut(bufs),
                     sector_size: 512,
                 });
             }
-            if let Some(pages) = pages {
-                let mut dst = DstCursor { bufs, i: 0, off: 0 };
-                let mut s = op.first;
-                while s != NONE {
-                    let Some(slot) = self.slots.get(s as usize) else {
-                        break;
-                    };
-                    let base = s as usize * SEGS * PAGE_SIZE;
-                    dst.copy_from(&pages.bounce, base, slot.bytes as usize);
-                    s = slot.next;
-                }
+            let mut dst = DstCursor { bufs, i: 0, off: 0 };
+            for r in self.read_regions(tag)? {
+                dst.copy_from(&r, 0, r.len());
             }
         }
-        // Free the parts (stuck ones stay out of use).
-        let mut s = op.first;
-        while s != NONE {
-            let i = s as usize;
-            let Some(slot) = self.slots.get(i) else {
-                break;
-            };
-            let next = slot.next;
-            match slot.state {
-                SlotState::Done => self.release_slot(i),
-                SlotState::Stuck => {
-                    if let Some(x) = self.slots.get_mut(i) {
-                        x.owner = NONE;
-                    }
-                }
-                _ => {}
-            }
-            s = next;
-        }
-        if let Some(o) = self.ops.get_mut(tag.idx as usize) {
-            o.state = OpState::Free;
-        }
+        self.retire(tag, op.first, false);
         match op.result {
             None => Ok(if op.kind == OpKind::Flush { 0 } else { op.len }),
             Some(e) => Err(e),
@@ -1137,7 +1150,15 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
     /// and ending the grants succeeds).
     pub fn cancel(&mut self, tag: Tag) -> Result<(), Error> {
         let op = *self.op_of(tag)?;
-        let mut s = op.first;
+        self.retire(tag, op.first, true);
+        Ok(())
+    }
+
+    /// Frees op `tag` and walks its slot chain from `first`: answered slots are
+    /// freed, stuck ones lose their owner (they stay out of use), and waiting ones
+    /// (only when `cancel`) become orphans freed when the backend answers.
+    fn retire(&mut self, tag: Tag, first: u16, cancel: bool) {
+        let mut s = first;
         while s != NONE {
             let i = s as usize;
             let Some(slot) = self.slots.get(i) else {
@@ -1145,13 +1166,13 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
             };
             let next = slot.next;
             match slot.state {
-                SlotState::Waiting => {
+                SlotState::Done => self.release_slot(i),
+                SlotState::Waiting if cancel => {
                     if let Some(x) = self.slots.get_mut(i) {
                         x.state = SlotState::Orphan;
                         x.owner = NONE;
                     }
                 }
-                SlotState::Done => self.release_slot(i),
                 SlotState::Stuck => {
                     if let Some(x) = self.slots.get_mut(i) {
                         x.owner = NONE;
@@ -1164,7 +1185,6 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         if let Some(o) = self.ops.get_mut(tag.idx as usize) {
             o.state = OpState::Free;
         }
-        Ok(())
     }
 }
 

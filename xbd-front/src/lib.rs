@@ -80,7 +80,7 @@ mod fake;
 #[cfg(test)]
 mod tests;
 
-pub use device::{Device, DeviceEvent, State, PROTOCOL};
+pub use device::{Device, DeviceEvent, ReadData, State, PROTOCOL};
 pub use discover::{discover, parse_devid, VbdEntry};
 pub use error::{BadConfig, BrokenReason, Error, IoError};
 pub use features::{Config, DeviceType, Discard, DiskInfo, Features, FlushKind};

@@ -54,7 +54,6 @@
 //! std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
-use std::collections::HashMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
@@ -668,11 +667,8 @@ fn connect(sh: &Arc<Shared>, xbe: &XenbusBackend) -> Result<(), Error> {
         port,
         kick: kick.clone(),
         stop: stop.clone(),
-        persistent: if persistent {
-            Some(HashMap::new())
-        } else {
-            None
-        },
+        persistent: persistent.then(PersistentGrants::default),
+        scratch: Scratch::default(),
     };
     let thread = std::thread::Builder::new()
         .name(format!("blkio-{}-{}", sh.frontend.0, sh.cfg.devid))
@@ -691,13 +687,6 @@ fn connect(sh: &Arc<Shared>, xbe: &XenbusBackend) -> Result<(), Error> {
     Ok(())
 }
 
-/// A mapped page for one segment: either a persistent mapping or one made for this
-/// request (dropped, hence unmapped, when the request is answered).
-enum Page<'a> {
-    Persistent(&'a GrantMapping),
-    Temporary(GrantMapping),
-}
-
 struct IoThread {
     sh: Arc<Shared>,
     ring: BackRing<Request, Response>,
@@ -705,7 +694,60 @@ struct IoThread {
     port: BoundPort,
     kick: Arc<Kick>,
     stop: Arc<AtomicBool>,
-    persistent: Option<HashMap<u32, GrantMapping>>,
+    persistent: Option<PersistentGrants>,
+    /// Per-request buffers, reused (no allocation on the I/O path).
+    scratch: Scratch,
+}
+
+/// Grants mapped for the whole connection (`feature-persistent`), found by ref
+/// through a direct index (refs are small integers; no hashing a guest could
+/// make collide).
+#[derive(Default)]
+struct PersistentGrants {
+    /// `index[gref]` = position in `maps` + 1, or 0 (refs below [`PERSISTENT_INDEX`]).
+    index: Vec<u32>,
+    maps: Vec<GrantMapping>,
+}
+
+/// Refs at or above this are never kept persistently (mapped per request instead).
+const PERSISTENT_INDEX: u32 = 1 << 16;
+
+impl PersistentGrants {
+    /// The persistent mapping of `gref`, made now (writable, as Linux blkback maps
+    /// every persistent grant) if there is room and the ref is mappable.
+    fn get_or_map(&mut self, sh: &Shared, gref: u32) -> Option<SharedMem> {
+        if gref >= PERSISTENT_INDEX {
+            return None;
+        }
+        let i = gref as usize;
+        if let Some(&k) = self.index.get(i) {
+            if k != 0 {
+                return self.maps.get(k as usize - 1).map(GrantMapping::mem);
+            }
+        }
+        if self.maps.len() >= MAX_PERSISTENT_GRANTS {
+            return None;
+        }
+        let m = sh.hv.grant_map(sh.frontend, GrantRef(gref), false).ok()?;
+        add(&sh.counters.maps, 1);
+        if self.index.len() <= i {
+            self.index.resize(i + 1, 0);
+        }
+        let mem = m.mem();
+        self.maps.push(m);
+        if let Some(slot) = self.index.get_mut(i) {
+            *slot = self.maps.len() as u32;
+        }
+        Some(mem)
+    }
+}
+
+/// Buffers one request needs, kept between requests.
+#[derive(Default)]
+struct Scratch {
+    segs: Vec<RequestSegment>,
+    regions: Vec<SharedMem>,
+    temps: Vec<GrantMapping>,
 }
 
 impl IoThread {
@@ -795,8 +837,12 @@ impl IoThread {
                 if n == 0 || n > blkif::MAX_SEGMENTS_PER_REQUEST {
                     return (blkif::RSP_ERROR, op);
                 }
-                let segs = req.seg.get(..n).unwrap_or_default().to_vec();
-                (self.rw(&disk, op, req.sector_number, &segs), op)
+                let mut segs = std::mem::take(&mut self.scratch.segs);
+                segs.clear();
+                segs.extend_from_slice(req.seg.get(..n).unwrap_or_default());
+                let st = self.rw(&disk, op, req.sector_number, &segs);
+                self.scratch.segs = segs;
+                (st, op)
             }
             blkif::OP_INDIRECT => {
                 let ind = req.as_indirect();
@@ -811,10 +857,14 @@ impl IoThread {
                 if n == 0 || n > o.max_indirect_segments.min(MAX_INDIRECT_SEGMENTS) as usize {
                     return (blkif::RSP_ERROR, iop);
                 }
-                let Some(segs) = self.indirect_segments(&ind.indirect_grefs, n) else {
-                    return (blkif::RSP_ERROR, iop);
+                let mut segs = std::mem::take(&mut self.scratch.segs);
+                let st = if self.indirect_segments(&ind.indirect_grefs, n, &mut segs) {
+                    self.rw(&disk, iop, ind.sector_number, &segs)
+                } else {
+                    blkif::RSP_ERROR
                 };
-                (self.rw(&disk, iop, ind.sector_number, &segs), iop)
+                self.scratch.segs = segs;
+                (st, iop)
             }
             blkif::OP_FLUSH_DISKCACHE | blkif::OP_WRITE_BARRIER => {
                 let offered = if op == blkif::OP_FLUSH_DISKCACHE {
@@ -831,8 +881,11 @@ impl IoThread {
                     if n > blkif::MAX_SEGMENTS_PER_REQUEST {
                         return (blkif::RSP_ERROR, op);
                     }
-                    let segs = req.seg.get(..n).unwrap_or_default().to_vec();
+                    let mut segs = std::mem::take(&mut self.scratch.segs);
+                    segs.clear();
+                    segs.extend_from_slice(req.seg.get(..n).unwrap_or_default());
                     let st = self.rw(&disk, blkif::OP_WRITE, req.sector_number, &segs);
+                    self.scratch.segs = segs;
                     if st != blkif::RSP_OKAY {
                         return (st, op);
                     }
@@ -877,60 +930,52 @@ impl IoThread {
         }
     }
 
-    /// Reads the segment descriptors of an indirect request (each page mapped
-    /// read-only and copied out once).
+    /// Reads the segment descriptors of an indirect request into `segs` (each
+    /// descriptor page copied out once: persistently mapped like data pages when
+    /// persistent grants are in use, else mapped read-only for the copy). `false`
+    /// if a page cannot be mapped.
     fn indirect_segments(
         &mut self,
         grefs: &[u32; blkif::MAX_INDIRECT_PAGES_PER_REQUEST],
         n: usize,
-    ) -> Option<Vec<RequestSegment>> {
+        segs: &mut Vec<RequestSegment>,
+    ) -> bool {
+        const SEG: usize = std::mem::size_of::<RequestSegment>();
         let per = blkif::SEGS_PER_INDIRECT_FRAME;
-        let pages = n.div_ceil(per);
-        let mut segs = Vec::with_capacity(n);
-        for (i, g) in grefs.iter().take(pages).enumerate() {
-            let map = self
-                .sh
-                .hv
-                .grant_map(self.sh.frontend, GrantRef(*g), true)
-                .ok()?;
-            add(&self.sh.counters.maps, 1);
+        segs.clear();
+        let mut raw = [0u8; PAGE_SIZE];
+        for (i, g) in grefs.iter().take(n.div_ceil(per)).enumerate() {
             let count = (n - i * per).min(per);
-            let mut raw = vec![0u8; count * std::mem::size_of::<RequestSegment>()];
-            map.mem().read(0, &mut raw);
-            for c in raw.chunks_exact(std::mem::size_of::<RequestSegment>()) {
-                segs.push(RequestSegment {
-                    gref: u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
-                    first_sect: c[4],
-                    last_sect: c[5],
-                    _pad: [0; 2],
-                });
-            }
-        }
-        Some(segs)
-    }
-
-    /// Maps `gref` for a segment: persistent grants are looked up (or mapped writable
-    /// and cached); otherwise mapped for this request, read-only for writes.
-    fn map_segment(&mut self, gref: u32, write: bool) -> Option<Page<'_>> {
-        let hv = self.sh.hv.clone();
-        let fe = self.sh.frontend;
-        if let Some(cache) = self.persistent.as_mut() {
-            if !cache.contains_key(&gref) && cache.len() < MAX_PERSISTENT_GRANTS {
-                if let Ok(m) = hv.grant_map(fe, GrantRef(gref), false) {
+            let Some(dst) = raw.get_mut(..count * SEG) else {
+                return false;
+            };
+            match self
+                .persistent
+                .as_mut()
+                .and_then(|p| p.get_or_map(&self.sh, *g))
+            {
+                Some(mem) => mem.read(0, dst),
+                None => {
+                    let Ok(map) = self.sh.hv.grant_map(self.sh.frontend, GrantRef(*g), true) else {
+                        return false;
+                    };
                     add(&self.sh.counters.maps, 1);
-                    cache.insert(gref, m);
+                    map.mem().read(0, dst);
                 }
             }
-            if let Some(m) = self.persistent.as_ref().and_then(|c| c.get(&gref)) {
-                return Some(Page::Persistent(m));
-            }
+            segs.extend(dst.chunks_exact(SEG).map(|c| RequestSegment {
+                gref: u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+                first_sect: c[4],
+                last_sect: c[5],
+                _pad: [0; 2],
+            }));
         }
-        let m = hv.grant_map(fe, GrantRef(gref), write).ok()?;
-        add(&self.sh.counters.maps, 1);
-        Some(Page::Temporary(m))
+        true
     }
 
-    /// A read or write of `segs` starting at 512-byte sector `sector`.
+    /// A read or write of `segs` starting at 512-byte sector `sector`. Persistent
+    /// grants are looked up (or mapped and kept); other grants are mapped for this
+    /// request only (read-only for writes) and unmapped once the transfer is done.
     fn rw(&mut self, disk: &Disk, op: u8, sector: u64, segs: &[RequestSegment]) -> i16 {
         let write = op == blkif::OP_WRITE;
         if write && !disk.writable {
@@ -951,24 +996,54 @@ impl IoThread {
             _ => return blkif::RSP_ERROR,
         }
         // Map every page first (so the grants stay pinned for the whole transfer).
-        let mut pages: Vec<(SharedMem, Option<GrantMapping>)> = Vec::with_capacity(segs.len());
+        let mut regions = std::mem::take(&mut self.scratch.regions);
+        let mut temps = std::mem::take(&mut self.scratch.temps);
+        regions.clear();
+        temps.clear();
+        let mut ok = true;
         for s in segs {
-            let (mem, tmp) = match self.map_segment(s.gref, write) {
-                Some(Page::Persistent(m)) => (m.mem(), None),
-                Some(Page::Temporary(m)) => (m.mem(), Some(m)),
-                None => return blkif::RSP_ERROR,
+            let mem = match self
+                .persistent
+                .as_mut()
+                .and_then(|p| p.get_or_map(&self.sh, s.gref))
+            {
+                Some(m) => m,
+                None => match self
+                    .sh
+                    .hv
+                    .grant_map(self.sh.frontend, GrantRef(s.gref), write)
+                {
+                    Ok(m) => {
+                        add(&self.sh.counters.maps, 1);
+                        let mem = m.mem();
+                        temps.push(m);
+                        mem
+                    }
+                    Err(_) => {
+                        ok = false;
+                        break;
+                    }
+                },
             };
             let a = s.first_sect as usize * 512;
             let len = (s.last_sect - s.first_sect + 1) as usize * 512;
-            let Some(region) = mem.sub(a, len) else {
-                return blkif::RSP_ERROR;
-            };
-            debug_assert!(a + len <= PAGE_SIZE);
-            pages.push((region, tmp));
+            match mem.sub(a, len) {
+                Some(r) => regions.push(r),
+                None => {
+                    ok = false;
+                    break;
+                }
+            }
         }
-        let regions: Vec<SharedMem> = pages.iter().map(|(r, _)| *r).collect();
-        let r = transfer(disk, &regions, start, write);
-        drop(pages);
+        let r = if ok {
+            transfer(disk, &regions, start, write)
+        } else {
+            Err(std::io::Error::from_raw_os_error(libc::EFAULT))
+        };
+        // Unmap this request's temporary mappings; keep the buffers.
+        temps.clear();
+        self.scratch.regions = regions;
+        self.scratch.temps = temps;
         match r {
             Ok(n) if n as u64 == total => blkif::RSP_OKAY,
             _ => blkif::RSP_ERROR,
@@ -999,7 +1074,7 @@ impl Drop for IoThread {
     fn drop(&mut self) {
         // Persistent mappings, the ring and the port go with us (unmapped/closed).
         if let Some(c) = self.persistent.as_mut() {
-            c.clear();
+            c.maps.clear();
         }
     }
 }

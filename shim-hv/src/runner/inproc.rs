@@ -348,6 +348,13 @@ unsafe impl Platform for InProcGuest {
     fn now_ns(&self) -> u64 {
         self.hv.now_ns()
     }
+
+    /// Guest "vCPUs" are host threads sharing the cores with the backends: a
+    /// busy-waiting guest yields so the backend it waits for gets to run.
+    fn relax(&self) {
+        self.exit_if_finished();
+        std::thread::yield_now();
+    }
 }
 
 /// A guest started with [`Hypervisor::spawn_guest`].
