@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use shim_hv::config::{
-    Access, Action, ConfigError, CpuAffinity, DevType, DiskBackend, DiskFormat, DomainConfig,
-    ErrorKind, VdevSource, WarningKind,
+    Access, Action, ChannelConnection, ConfigError, CpuAffinity, DevType, DiskBackend, DiskFormat,
+    DomainConfig, ErrorKind, VdevSource, WarningKind,
 };
 use xbd_front::vdev::VdevError;
 
@@ -102,6 +102,37 @@ const VALID: &[(&str, Check)] = &[
         assert_eq!((c.name.as_str(), c.memory_mib), ("tiny", 32));
         assert!(c.disks.is_empty() && c.vifs.is_empty());
         assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }),
+    ("channels.cfg", |c| {
+        let got: Vec<(u32, &str, &ChannelConnection)> = c
+            .channels
+            .iter()
+            .map(|ch| (ch.devid, ch.name.as_str(), &ch.connection))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, "org.example.foo", &ChannelConnection::Pty),
+                (
+                    2,
+                    "org.my.cloud.software.agent.version1",
+                    &ChannelConnection::Socket(PathBuf::from("/run/agent.sock"))
+                ),
+                (
+                    3,
+                    "org.xenproject.guest.clipboard.0.1",
+                    &ChannelConnection::Pty
+                ),
+            ]
+        );
+        // path= on a pty has no effect: a warning on its line.
+        assert!(c.warnings.iter().any(|w| w.kind == WarningKind::IgnoredKey
+            && w.line == 7
+            && w.text.contains("path=/ignored")));
+        let j = c.to_json();
+        assert_eq!(j["channels"][1]["path"], "/run/agent.sock");
+        assert_eq!(j["channels"][1]["connection"], "socket");
+        assert_eq!(j["channels"][0]["path"], serde_json::Value::Null);
     }),
     ("xl-full.cfg", |c| {
         assert_eq!(
@@ -488,6 +519,24 @@ const INVALID: &[(&str, u32, ErrCheck, &str)] = &[
         4,
         |k| matches!(k, ErrorKind::NotAString { key } if key == "disk"),
         "[/i/b.img,raw,xvdb,w]",
+    ),
+    (
+        "channel-duplicate-name.cfg",
+        3,
+        |k| matches!(k, ErrorKind::BadChannel(m) if m.contains("line 2")),
+        "org.example.foo",
+    ),
+    (
+        "channel-unknown-key.cfg",
+        3,
+        |k| matches!(k, ErrorKind::BadChannel(_)),
+        "mode=raw",
+    ),
+    (
+        "channel-socket-without-path.cfg",
+        3,
+        |k| matches!(k, ErrorKind::BadChannel(m) if m.contains("path=")),
+        "name=org.example.foo,connection=socket",
     ),
 ];
 

@@ -1,6 +1,7 @@
 //! The console backend: drains a domain's console ring (and its `CONSOLEIO_write`
 //! output) into a history log, a sink (stdout, a file, a pty, any writer) and attached
-//! clients; feeds terminal input into the ring.
+//! clients; feeds terminal input into the ring. Secondary consoles with a name
+//! (xl's channels, on a pty or a Unix socket) are served by [`channel`].
 //!
 //! ```text
 //!  guest ── out[2048] ──▶ service thread ──▶ history (64 KiB ring buffer) ──▶ clients
@@ -69,6 +70,7 @@
 //! consoles.remove(dom.id());
 //! ```
 
+pub mod channel;
 mod pty;
 
 use std::collections::{HashMap, VecDeque};

@@ -6,6 +6,7 @@
 //!         perms: [n0, r<fe>]     (dom0 owns; the frontend may read)
 //!     /local/domain/<fe>/device/<kind>/<devid>/{backend,backend-id,state,...}
 //!         perms: [n<fe>, r0]     (the guest owns; dom0 may read)
+//!         read-only keys (a console's name, tty, ...): [n0, r<fe>]
 //!
 //!  backend control thread:
 //!     switch_state(InitWait) ─ wait_frontend() ─ Initialised/Connected ─▶
@@ -123,6 +124,9 @@ pub struct DeviceSpec {
     pub backend_keys: Vec<(String, String)>,
     /// Extra frontend keys (`virtual-device`, `device-type`, `mac`, ...).
     pub frontend_keys: Vec<(String, String)>,
+    /// Frontend keys the guest may read but not change (libxl's `ro_front`: a
+    /// console's `name`, `limit`, `type`, `output`, `tty`): perms `[n0, r<fe>]`.
+    pub frontend_ro_keys: Vec<(String, String)>,
 }
 
 impl DeviceSpec {
@@ -134,6 +138,7 @@ impl DeviceSpec {
             devid,
             backend_keys: Vec::new(),
             frontend_keys: Vec::new(),
+            frontend_ro_keys: Vec::new(),
         }
     }
 
@@ -146,6 +151,13 @@ impl DeviceSpec {
     /// Adds a frontend key.
     pub fn frontend(mut self, key: &str, value: impl ToString) -> Self {
         self.frontend_keys
+            .push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Adds a frontend key the guest may only read.
+    pub fn frontend_ro(mut self, key: &str, value: impl ToString) -> Self {
+        self.frontend_ro_keys
             .push((key.to_string(), value.to_string()));
         self
     }
@@ -314,6 +326,11 @@ impl XenbusBackend {
             );
             for (k, v) in &fe_keys {
                 xs.write(tx, &format!("{fe_path}/{k}"), v.as_bytes())?;
+            }
+            for (k, v) in &spec.frontend_ro_keys {
+                let p = format!("{fe_path}/{k}");
+                xs.write(tx, &p, v.as_bytes())?;
+                xs.set_perms(tx, &p, &be_perms)?;
             }
             Ok(())
         })?;

@@ -85,6 +85,8 @@ pub enum ErrorKind {
     BadVif(String),
     /// A bad MAC address.
     BadMac(&'static str),
+    /// A channel entry problem.
+    BadChannel(String),
     /// A file named by the config is missing or unusable ([`super::DomainConfig::validate_paths`]).
     BadPath {
         /// What the file is for (`kernel`, `disk`, ...).
@@ -136,6 +138,7 @@ impl fmt::Display for ErrorKind {
             }
             ErrorKind::BadVif(m) => write!(f, "bad vif: {m}"),
             ErrorKind::BadMac(m) => write!(f, "bad vif mac: {m}"),
+            ErrorKind::BadChannel(m) => write!(f, "bad channel: {m}"),
             ErrorKind::BadPath { what, why } => write!(f, "{what}: {why}"),
         }
     }

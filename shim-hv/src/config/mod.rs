@@ -1,6 +1,7 @@
 //! Domain config files: xl's `KEY = VALUE` format (`xl.cfg(5)`), with the disk
 //! and network entry syntaxes of `xl-disk-configuration(5)` and
-//! `xl-network-configuration(5)`, plus the plain-value spellings of old xm
+//! `xl-network-configuration(5)`, xl's `channel` entries (named secondary
+//! consoles, `xen-pv-channel(7)`), plus the plain-value spellings of old xm
 //! configs (`cpu = -1`, `nics = 1`, `builder = 'linux'`, `autorestart`,
 //! `restart`, `phy:DEV,VDEV,MODE`).
 //!
@@ -51,6 +52,7 @@
 //! assert_eq!(cfg.to_json()["disks"][0]["vdev"], "wd0d");
 //! ```
 
+mod channel;
 mod disk;
 mod error;
 mod syntax;
@@ -62,6 +64,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value as Json};
 use xbd_front::vdev::{Scheme, Vdev};
 
+pub use channel::{ChannelConnection, ChannelSpec, MAX_SOCKET_PATH};
 pub use disk::{Access, DevType, DiskBackend, DiskFormat};
 pub use error::{ConfigError, ErrorKind, Warning, WarningKind};
 pub use syntax::{parse as parse_settings, strtol, Atom, AtomKind, Setting, Value};
@@ -210,6 +213,8 @@ pub struct DomainConfig {
     pub disks: Vec<DiskSpec>,
     /// `vif` entries (plus xm `nics` padding) in order.
     pub vifs: Vec<VifSpec>,
+    /// `channel` entries in order (consoles 1, 2, ...).
+    pub channels: Vec<ChannelSpec>,
     /// `on_poweroff` (default destroy).
     pub on_poweroff: Action,
     /// `on_reboot` (default restart).
@@ -244,6 +249,7 @@ const HANDLED: &[&str] = &[
     "disk",
     "vif",
     "nics",
+    "channel",
     "on_poweroff",
     "on_reboot",
     "on_crash",
@@ -276,7 +282,6 @@ const IGNORED: &[&str] = &[
     "vfb",
     "vkb",
     "vtpm",
-    "channel",
     "p9",
     "pvcalls",
     "vdispl",
@@ -1150,6 +1155,46 @@ impl DomainConfig {
             }
         }
 
+        // Channels: consoles 1, 2, ... in list order (libxl); names and socket
+        // paths must be unique.
+        let mut channels: Vec<ChannelSpec> = Vec::new();
+        for (i, a) in s
+            .string_list("channel")?
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            let devid = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            let mut c =
+                channel::parse(&a.text, a.line, devid).map_err(|(k, t)| s.err(a.line, k, t))?;
+            for note in std::mem::take(&mut c.notes) {
+                s.warn(a.line, WarningKind::IgnoredKey, note);
+            }
+            for old in &channels {
+                let clash = if old.name == c.name {
+                    Some(("name", c.name.clone()))
+                } else {
+                    match (&old.connection, &c.connection) {
+                        (ChannelConnection::Socket(p), ChannelConnection::Socket(q)) if p == q => {
+                            Some(("socket path", q.display().to_string()))
+                        }
+                        _ => None,
+                    }
+                };
+                if let Some((what, text)) = clash {
+                    return Err(s.err(
+                        a.line,
+                        ErrorKind::BadChannel(format!(
+                            "{what} already used by the channel on line {}",
+                            old.line
+                        )),
+                        text,
+                    ));
+                }
+            }
+            channels.push(c);
+        }
+
         // Everything else: warnings.
         let rest: Vec<(String, u32)> = s
             .order
@@ -1184,6 +1229,7 @@ impl DomainConfig {
             cpus,
             disks,
             vifs,
+            channels,
             on_poweroff,
             on_reboot,
             on_crash,
@@ -1281,6 +1327,21 @@ impl DomainConfig {
                 })
             })
             .collect();
+        let channels: Vec<Json> = self
+            .channels
+            .iter()
+            .map(|c| {
+                json!({
+                    "devid": c.devid,
+                    "name": c.name,
+                    "connection": c.connection.as_str(),
+                    "path": match &c.connection {
+                        ChannelConnection::Socket(p) => Some(p.display().to_string()),
+                        ChannelConnection::Pty => None,
+                    },
+                })
+            })
+            .collect();
         json!({
             "name": self.name,
             "uuid": self.uuid,
@@ -1295,6 +1356,7 @@ impl DomainConfig {
             "cpu": self.cpu,
             "disks": disks,
             "vifs": vifs,
+            "channels": channels,
             "actions": {
                 "on_poweroff": self.on_poweroff.as_str(),
                 "on_reboot": self.on_reboot.as_str(),

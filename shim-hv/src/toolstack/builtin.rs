@@ -18,6 +18,10 @@
 //!   backend's `ip` node, which the toolstack writes as libxl does), with a /24
 //!   prefix; without `ip=` it is the link-local `169.254.M4.M5/16` made from the
 //!   last two bytes of its MAC;
+//! - opens every channel (`device/console/N` with a `name`: xl's `channel=`) with
+//!   `xencons`' secondary-console frontend, writes one greeting line to it
+//!   (`xenkit built-in guest: channel NAME (console N) of domain ID (DOMNAME)`) and
+//!   from then on echoes back, unchanged, whatever it receives on it;
 //! - advertises `control/feature-poweroff` and `-reboot` and watches
 //!   `control/shutdown` (`xenbus::power`): `poweroff`/`halt` power it off, `reboot`
 //!   reboots it (the toolstack then applies `on_poweroff`/`on_reboot`); an unknown
@@ -42,7 +46,8 @@
 //! L: written, read back, restored, flushed`, `disk N (NAME): write refused:
 //! <error>`, `disk N (NAME): cdrom drive, no media`, `disk N: <error>`,
 //! `nic N: mac M, mtu U, Q queue(s), ...; ip A/P`, `nic N: sent a gratuitous ARP
-//! for A`, `nic N: <error>`, `ping A: R/S replies`, `waiting for control/shutdown`,
+//! for A`, `nic N: <error>`, `channel N: backend P`, `channel N (NAME): connected,
+//! greeting sent`, `channel N: <error>`, `ping A: R/S replies`, `waiting for control/shutdown`,
 //! `power: <event>`, `ignoring control/shutdown = "<value>"`.
 
 use std::sync::Arc;
@@ -59,6 +64,7 @@ use smoltcp::wire::{
 };
 use xenbus::power::{issue_shutdown, PowerControl, PowerFeatures, ShutdownReason};
 use xenbus::{Store, Xenstore};
+use xencons::secondary::SecondaryConsole;
 use xennet_front::{NetFront, SmolDevice};
 
 use crate::runner::inproc::InProcGuest;
@@ -559,6 +565,84 @@ impl<'g> Disk<'g> {
     }
 }
 
+/// One connected channel (a named secondary console).
+struct Channel<'g> {
+    devid: u32,
+    name: String,
+    sc: SecondaryConsole<Platf<'g>>,
+    grants: &'g GrantTable<GRANTS>,
+}
+
+impl<'g> Channel<'g> {
+    /// Connects `device/console/<devid>` and writes the greeting.
+    fn connect(
+        g: &'g InProcGuest,
+        grants: &'g GrantTable<GRANTS>,
+        xs: &mut Xenstore<Platf<'_>>,
+        devid: u32,
+        domain: &str,
+    ) -> Result<Channel<'g>, String> {
+        let mut b = [0u8; 256];
+        let name = xs
+            .read_str(&format!("device/console/{devid}/name"), &mut b)
+            .map(str::to_string)
+            .map_err(|_| "no name: a console, not a channel; left alone".to_string())?;
+        let page = hypercall::SharedMem::alloc_pages(g, 1).ok_or("no memory for the ring")?;
+        let sc = SecondaryConsole::connect(
+            xs,
+            grants,
+            g,
+            devid,
+            page,
+            xencons::Config::default(),
+            CONNECT_TIMEOUT,
+        )
+        .map_err(|e| e.to_string())?;
+        let hello = format!(
+            "xenkit built-in guest: channel {name} (console {devid}) of domain {} ({domain})\n",
+            g.domain().id().0
+        );
+        let mut ch = Channel {
+            devid,
+            name,
+            sc,
+            grants,
+        };
+        if let Err(e) = ch.sc.console().write(hello.as_bytes()) {
+            let e = e.to_string();
+            ch.close(xs);
+            return Err(e);
+        }
+        Ok(ch)
+    }
+
+    /// Follows the backend and echoes what arrived (a bounded amount per call); an
+    /// error means the channel is unusable.
+    fn poll(&mut self, xs: &mut Xenstore<Platf<'_>>) -> Result<(), String> {
+        if self.sc.backend_closing(xs).map_err(|e| e.to_string())? {
+            return Err("the backend is closing".into());
+        }
+        let mut buf = [0u8; 512];
+        for _ in 0..4 {
+            let n = self
+                .sc
+                .console()
+                .read(&mut buf)
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                break;
+            }
+            let echo = buf.get(..n).unwrap_or_default();
+            self.sc.console().write(echo).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn close(self, xs: &mut Xenstore<Platf<'_>>) {
+        let _ = self.sc.close(xs, self.grants, CLOSE_TIMEOUT);
+    }
+}
+
 /// A ping in progress.
 struct Ping {
     target: Ipv4Address,
@@ -671,11 +755,12 @@ pub fn run(guest: Arc<InProcGuest>) {
     out.say(&format!("xenkit built-in guest: domain {id} ({name}) up\n"));
     let vbds = list_devices(&mut out, &mut xs, "vbd", "disk");
     let vifs = list_devices(&mut out, &mut xs, "vif", "nic");
+    let chans = list_devices(&mut out, &mut xs, "console", "channel");
 
     let grants: Option<Box<GrantTable<GRANTS>>> = match GrantTable::setup(g, (GRANTS / 512) as u32)
     {
         Ok(t) => Some(Box::new(t)),
-        Err(e) if vifs.is_empty() && vbds.is_empty() => {
+        Err(e) if vifs.is_empty() && vbds.is_empty() && chans.is_empty() => {
             let _ = e;
             None
         }
@@ -686,6 +771,7 @@ pub fn run(guest: Arc<InProcGuest>) {
     };
     let mut disks: Vec<Disk<'_>> = Vec::new();
     let mut nics: Vec<Nic<'_>> = Vec::new();
+    let mut channels: Vec<Channel<'_>> = Vec::new();
     if let Some(gt) = grants.as_deref() {
         for devid in vbds {
             match Disk::connect(g, gt, &mut xs, devid, &mut out) {
@@ -700,6 +786,18 @@ pub fn run(guest: Arc<InProcGuest>) {
                 Err(e) => out.say(&format!("nic {idx}: {e}\n")),
             }
         }
+        for devid in chans {
+            match Channel::connect(g, gt, &mut xs, devid, &name) {
+                Ok(c) => {
+                    out.say(&format!(
+                        "channel {devid} ({}): connected, greeting sent\n",
+                        c.name
+                    ));
+                    channels.push(c);
+                }
+                Err(e) => out.say(&format!("channel {devid}: {e}\n")),
+            }
+        }
     }
 
     let features = PowerFeatures {
@@ -711,7 +809,7 @@ pub fn run(guest: Arc<InProcGuest>) {
         Ok(p) => p,
         Err(e) => {
             out.say(&format!("control/shutdown: {e}\n"));
-            close_all(&mut xs, &mut disks, &mut nics);
+            close_all(&mut xs, &mut disks, &mut nics, &mut channels);
             stop(&mut out, ShutdownReason::Crash);
             return;
         }
@@ -727,7 +825,7 @@ pub fn run(guest: Arc<InProcGuest>) {
         match power.poll(&mut xs) {
             Ok(Some(ev)) => {
                 out.say(&format!("power: {}\n", ev.as_str()));
-                close_all(&mut xs, &mut disks, &mut nics);
+                close_all(&mut xs, &mut disks, &mut nics, &mut channels);
                 stop(&mut out, ev.shutdown_reason());
                 return;
             }
@@ -741,7 +839,7 @@ pub fn run(guest: Arc<InProcGuest>) {
             }
             Err(e) => {
                 out.say(&format!("control/shutdown: {e}\n"));
-                close_all(&mut xs, &mut disks, &mut nics);
+                close_all(&mut xs, &mut disks, &mut nics, &mut channels);
                 stop(&mut out, ShutdownReason::Crash);
                 return;
             }
@@ -784,6 +882,17 @@ pub fn run(guest: Arc<InProcGuest>) {
                 ping = None;
             }
         }
+        let mut i = 0;
+        while i < channels.len() {
+            match channels.get_mut(i).map(|c| c.poll(&mut xs)) {
+                Some(Err(e)) => {
+                    let c = channels.remove(i);
+                    out.say(&format!("channel {} ({}): {e}; dropped\n", c.devid, c.name));
+                    c.close(&mut xs);
+                }
+                _ => i += 1,
+            }
+        }
         out.echo();
         let now = g.now_ns();
         if now >= next_beat {
@@ -802,12 +911,20 @@ fn close_nic(xs: &mut Xenstore<Platf<'_>>, mut n: Nic<'_>) {
 }
 
 /// Closes every device (before powering off), so the backends see them go.
-fn close_all(xs: &mut Xenstore<Platf<'_>>, disks: &mut Vec<Disk<'_>>, nics: &mut Vec<Nic<'_>>) {
+fn close_all(
+    xs: &mut Xenstore<Platf<'_>>,
+    disks: &mut Vec<Disk<'_>>,
+    nics: &mut Vec<Nic<'_>>,
+    channels: &mut Vec<Channel<'_>>,
+) {
     for mut d in disks.drain(..) {
         let _ = d.dev.close(xs);
     }
     for n in nics.drain(..) {
         close_nic(xs, n);
+    }
+    for c in channels.drain(..) {
+        c.close(xs);
     }
 }
 

@@ -251,13 +251,14 @@ impl Daemon {
         }
         // Device nodes exist before the guest runs, as libxl writes them before it
         // unpauses a domain.
-        let mut devices = match DomainDevices::attach(&self.hv, &self.bridges, id, &config) {
-            Ok(d) => d,
-            Err(e) => {
-                self.teardown(id, None);
-                return Err(e);
-            }
-        };
+        let mut devices =
+            match DomainDevices::attach(&self.hv, &self.bridges, &self.consoles, id, &config) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.teardown(id, None);
+                    return Err(e);
+                }
+            };
         let guest = match self.hv.spawn_guest(dom.clone(), builtin::run) {
             Ok(g) => g,
             Err(e) => {
@@ -917,6 +918,11 @@ pub fn resolve_paths(cfg: &mut DomainConfig, cwd: &Path) {
     }
     for v in &mut cfg.vifs {
         super::devices::resolve_script(v, cwd);
+    }
+    for c in &mut cfg.channels {
+        if let crate::config::ChannelConnection::Socket(p) = &mut c.connection {
+            fix(p);
+        }
     }
 }
 

@@ -1,11 +1,12 @@
-//! A domain's devices: what the daemon attaches from a config's `disk` and `vif`
-//! entries, and takes down again.
+//! A domain's devices: what the daemon attaches from a config's `disk`, `vif` and
+//! `channel` entries, and takes down again.
 //!
 //! ```text
 //!  Daemon::create / restart ── DomainDevices::attach(domid, config) ──▶
 //!     disk:  BlkBackend on the image or device (device/vbd/<vdev number>)
 //!     vif N: NetBackend on the bridge named by `bridge=` (default xenbr0), one
 //!            in-process Bridge per name, shared by every domain of the daemon
+//!     channel N: ChannelBackend (device/console/N+1) on a pty or a Unix socket
 //!  Daemon::destroy / domain gone ── DomainDevices::detach ──▶ backends stopped,
 //!     their backend and frontend directories removed from xenstore
 //! ```
@@ -38,6 +39,11 @@
 //! - `mtu=`: the backend's `mtu`.
 //! - `rate=`, `vifname=`, `vlan=`, `gatewaydev=` have no effect on the in-process
 //!   bridge: [`ignored_settings`] warns about them.
+//!
+//! channel settings (see [`crate::backend::console::channel`]): `name=` goes to the
+//! `name` nodes; `connection=pty` gets a pty when the guest connects (its path in
+//! the frontend's `tty` node); `connection=socket` listens on `path=` from the start
+//! (a path that cannot be bound fails the create, naming the entry's line).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,9 +55,14 @@ use hypercall::abi::xenbus::XenbusState;
 
 use crate::backend::blk::{BlkBackend, BlkConfig, Target};
 use crate::backend::bridge::Bridges;
+use crate::backend::console::channel::{ChannelBackend, ChannelConfig, Connection};
+use crate::backend::console::ConsoleBackend;
 use crate::backend::net::{random_mac, NetBackend, NetConfig};
 use crate::backend::xenbus::{self as xb, XenbusBackend};
-use crate::config::{Access, DevType, DiskBackend, DiskSpec, DomainConfig, MacAddr, VifSpec};
+use crate::config::{
+    Access, ChannelConnection, ChannelSpec, DevType, DiskBackend, DiskSpec, DomainConfig, MacAddr,
+    VifSpec,
+};
 use crate::xen::Hypervisor;
 use crate::xenstored::TxId;
 
@@ -69,6 +80,7 @@ pub struct DomainDevices {
     dom: DomId,
     vbds: Vec<Vbd>,
     vifs: Vec<NetBackend>,
+    channels: Vec<ChannelBackend>,
 }
 
 /// One disk's backend.
@@ -81,11 +93,13 @@ pub enum Vbd {
 }
 
 impl DomainDevices {
-    /// Attaches every vif of `cfg` to domain `dom`. On failure, what was attached
-    /// is taken down again and the error names the device.
+    /// Attaches every disk, vif and channel of `cfg` to domain `dom` (channels are
+    /// served by `consoles`). On failure, what was attached is taken down again and
+    /// the error names the device.
     pub fn attach(
         hv: &Arc<Hypervisor>,
         bridges: &Bridges,
+        consoles: &Arc<ConsoleBackend>,
         dom: DomId,
         cfg: &DomainConfig,
     ) -> Result<DomainDevices, Error> {
@@ -94,6 +108,7 @@ impl DomainDevices {
             dom,
             vbds: Vec::new(),
             vifs: Vec::new(),
+            channels: Vec::new(),
         };
         for d in &cfg.disks {
             match attach_disk(hv, dom, d) {
@@ -123,7 +138,26 @@ impl DomainDevices {
                 }
             }
         }
+        for c in &cfg.channels {
+            match ChannelBackend::start(hv, consoles, dom, channel_config(c)) {
+                Ok(be) => me.channels.push(be),
+                Err(e) => {
+                    me.detach();
+                    return Err(Error::Device {
+                        file: cfg.file.clone(),
+                        line: c.line,
+                        device: format!("channel {}", c.name),
+                        why: e.to_string(),
+                    });
+                }
+            }
+        }
         Ok(me)
+    }
+
+    /// The channel backends.
+    pub fn channels(&self) -> &[ChannelBackend] {
+        &self.channels
     }
 
     /// The vif backends.
@@ -147,6 +181,9 @@ impl DomainDevices {
         if !self.vifs.is_empty() {
             kinds.push("vif");
         }
+        if !self.channels.is_empty() {
+            kinds.push("console");
+        }
         for v in self.vbds.drain(..) {
             match v {
                 Vbd::Disk(be) => be.destroy(),
@@ -156,6 +193,9 @@ impl DomainDevices {
             }
         }
         for be in self.vifs.drain(..) {
+            be.destroy();
+        }
+        for be in self.channels.drain(..) {
             be.destroy();
         }
         for kind in kinds {
@@ -253,6 +293,17 @@ fn attach_vif(
             .map_err(|e| format!("{path}: {e}"))?;
     }
     Ok(be)
+}
+
+fn channel_config(c: &ChannelSpec) -> ChannelConfig {
+    ChannelConfig {
+        devid: c.devid,
+        name: c.name.clone(),
+        connection: match &c.connection {
+            ChannelConnection::Pty => Connection::Pty,
+            ChannelConnection::Socket(p) => Connection::Socket(p.clone()),
+        },
+    }
 }
 
 /// Where a `script=` value points (see the module docs). Relative paths with a

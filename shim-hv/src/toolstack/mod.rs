@@ -14,8 +14,9 @@
 //!   `on_reboot` / `on_crash` (`destroy`, `restart`, `preserve`), serves the sockets.
 //!   `create` starts it in the background when none runs.
 //! - [`client::Client`]: the CLI side of the control socket.
-//! - [`devices::DomainDevices`]: a domain's disks (blkback) and vifs (netback on
-//!   in-process bridges), attached at start and restart, detached at the end.
+//! - [`devices::DomainDevices`]: a domain's disks (blkback), vifs (netback on
+//!   in-process bridges) and channels (secondary consoles on a pty or a Unix
+//!   socket), attached at start and restart, detached at the end.
 //! - [`builtin`]: the in-process guest a config without `kernel` runs.
 //! - [`cli`]: the commands (`create [-c] [-n]`, `list`, `console`, `shutdown [-w]
 //!   [-R|-H]`, `reboot`, `destroy`, `block-list`, `network-list`, `xenstore-env`,
