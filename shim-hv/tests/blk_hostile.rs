@@ -724,6 +724,9 @@ fn hostile_indirect_requests() {
         write_descriptors(&f.page(0), descs);
         let rsp = f.call(*req);
         assert_eq!(rsp.status, *want, "{what}");
+        // Every answer carries the indirect operation (Linux blkback's rule, also
+        // for an invalid one).
+        assert_eq!(rsp.operation, req.as_indirect().indirect_op, "{what}");
         errors += 1;
         assert_eq!(be.stats().errors, errors, "{what}");
         assert!(be.connected(), "{what}");

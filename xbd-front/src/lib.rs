@@ -26,6 +26,12 @@
 //!   only ever hold that request's data (bounce buffers; XSA-403). Grants the backend
 //!   still maps are never reused (XSA-396).
 //! - All state is fixed-size: `SLOTS` ring requests of up to `SEGS` pages each.
+//! - Large reads can skip the copy into caller buffers: [`Device::read_in_place`] /
+//!   [`Device::take_read`] hand out the data where the backend put it, as
+//!   [`hypercall::SharedMem`] regions ([`ReadData`]; read once, then validate), so a
+//!   1 MiB read costs one pass over the data, like `pread`.
+//! - The blocking helpers poll the ring for [`Config::poll_spin`] before they sleep
+//!   (no notification, no wake-up latency for a quick answer).
 //!
 //! # Example
 //!
@@ -50,6 +56,11 @@
 //!     disk.connect(&mut xs)?;
 //!     let mut sector = [0u8; 512];
 //!     disk.read(0, &mut [&mut sector[..]], Duration::from_secs(5))?;
+//!     // Or look at the data where the backend put it (no copy into a buffer first):
+//!     let data = disk.read_in_place(0, 4096, Duration::from_secs(5))?;
+//!     let mut magic = [0u8; 8];
+//!     data.read(512, &mut magic)?;
+//!     drop(data); // retires the request
 //!     if !disk.info().is_some_and(|i| i.read_only) {
 //!         disk.write(0, &[&sector[..]], Duration::from_secs(5))?;
 //!         let _ = disk.flush(Duration::from_secs(5)); // NotSupported without the feature

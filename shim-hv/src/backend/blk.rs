@@ -85,6 +85,8 @@ const IDLE_WAIT: Duration = Duration::from_millis(100);
 /// `POLL_SPIN`): a frontend that answers quickly (depth 1) then needs no
 /// notification for its next request.
 const POLL_SPIN: Duration = Duration::from_micros(50);
+/// The first part of [`POLL_SPIN`], polled with CPU pauses only (no yield).
+const POLL_PAUSE: Duration = Duration::from_micros(5);
 
 /// What the disk is backed by.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -790,7 +792,14 @@ impl IoThread {
                 continue;
             }
             let since = *idle_since.get_or_insert_with(Instant::now);
-            if since.elapsed() < POLL_SPIN {
+            let idle = since.elapsed();
+            if idle < POLL_PAUSE {
+                // The next request of a frontend at queue depth 1 comes within a few
+                // microseconds: poll with a CPU pause, no system call.
+                std::hint::spin_loop();
+                continue;
+            }
+            if idle < POLL_SPIN {
                 // Poll again, but let any runnable thread (the guest we wait for)
                 // have the CPU first.
                 std::thread::yield_now();
@@ -848,7 +857,8 @@ impl IoThread {
                 let ind = req.as_indirect();
                 let iop = ind.indirect_op;
                 if iop != blkif::OP_READ && iop != blkif::OP_WRITE {
-                    return (blkif::RSP_ERROR, op);
+                    // Answered with the indirect operation, as Linux blkback does.
+                    return (blkif::RSP_ERROR, iop);
                 }
                 let n = ind.nr_segments as usize;
                 if o.max_indirect_segments == 0 {
