@@ -362,7 +362,7 @@ unsafe impl Platform for InProcGuest {
             c.set(n);
             n
         });
-        if n % 8 == 0 {
+        if n.is_multiple_of(8) {
             self.exit_if_finished();
             std::thread::yield_now();
         } else {
