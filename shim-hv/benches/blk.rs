@@ -2,7 +2,7 @@
 //! file-backed disk, against plain `pread`/`pwrite` on the same file in the same run.
 //!
 //! `cargo bench -p shim-hv --bench blk [-- [MiB] [--rounds R] [--only TEXT]]`
-//! (defaults: a 256 MiB file, 3 rounds, every workload; `--only` keeps the
+//! (defaults: a 1024 MiB file, 3 rounds, every workload; `--only` keeps the
 //! workloads whose name contains TEXT, e.g. `--only "in place"`).
 //!
 //! Workloads: sequential 1 MiB reads (copied into a caller buffer with
@@ -207,7 +207,7 @@ struct Args {
 
 fn args() -> Args {
     let mut a = Args {
-        mib: 256,
+        mib: 1024,
         rounds: 3,
         only: None,
     };

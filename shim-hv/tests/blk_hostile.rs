@@ -1256,3 +1256,69 @@ fn read_into_the_ring_page_fails_that_disk_at_most() {
     drop(f);
     be.destroy();
 }
+
+/// With persistent grants blkback remembers what an indirect page's descriptors
+/// mapped to. A frontend rewriting the descriptors in place (same page, same count)
+/// must get exactly what the new ones say: new pages, or an error for a malformed
+/// or ungranted one; never the remembered pages.
+#[test]
+fn indirect_descriptors_rewritten_in_place_with_persistent_grants() {
+    let dir = TempDir::new("ind-cache");
+    let hv = hv();
+    let img = image(&dir, "d.img", DISK);
+    let disk = std::fs::read(&img).unwrap();
+    let dom = domain(&hv, "indcache", 32);
+    let be = backend(&hv, &dom, cfg(&img, XVDA, "xvda"));
+    let h = Hostile::new(&hv, &dom);
+    let p: &InProcGuest = &h.guest;
+    let mut xs = Xenstore::from_hvm_params(p).unwrap();
+    let mut f = Front::connect(p, &h.table, &mut xs, XVDA, true);
+    let ind = f.grant(0, false);
+    let a = f.grant(1, false);
+    let b = f.grant(2, false);
+    let sector = |s: usize| &disk[s * 512..s * 512 + PAGE_SIZE];
+    let page = |f: &Front<'_>, i: usize| {
+        let mut v = vec![0u8; PAGE_SIZE];
+        f.page(i).read(0, &mut v);
+        v
+    };
+    use blkif::OP_READ as R;
+    let mut id = 100;
+    let mut read = |f: &mut Front<'_>, descs: &[RequestSegment], at: u64| {
+        f.page(1).fill(0, PAGE_SIZE, 0xa5);
+        f.page(2).fill(0, PAGE_SIZE, 0xa5);
+        write_descriptors(&f.page(0), descs);
+        id += 1;
+        f.call(indirect(R, id, at, descs.len() as u16, &[ind]))
+            .status
+    };
+    // The same descriptors twice (the second time from the cache).
+    for _ in 0..2 {
+        assert_eq!(read(&mut f, &[seg(a, 0, 7)], 8), OK);
+        assert_eq!(page(&f, 1), sector(8));
+        assert!(page(&f, 2).iter().all(|&x| x == 0xa5));
+    }
+    // Rewritten in place: another page.
+    assert_eq!(read(&mut f, &[seg(b, 0, 7)], 16), OK);
+    assert_eq!(page(&f, 2), sector(16));
+    assert!(
+        page(&f, 1).iter().all(|&x| x == 0xa5),
+        "not the remembered page"
+    );
+    // Rewritten to something malformed or ungranted: errors, nothing written.
+    for bad in [seg(b, 0, 9), seg(b, 5, 1), seg(GrantRef(4000), 0, 7)] {
+        assert_eq!(read(&mut f, &[bad], 16), ERR);
+        assert!(page(&f, 1).iter().all(|&x| x == 0xa5));
+        assert!(page(&f, 2).iter().all(|&x| x == 0xa5));
+    }
+    // Two descriptors, then back to the first set.
+    assert_eq!(read(&mut f, &[seg(b, 0, 7), seg(a, 0, 7)], 24), OK);
+    assert_eq!(page(&f, 2), sector(24));
+    assert_eq!(page(&f, 1), sector(32));
+    assert_eq!(read(&mut f, &[seg(a, 0, 7)], 40), OK);
+    assert_eq!(page(&f, 1), sector(40));
+    assert!(page(&f, 2).iter().all(|&x| x == 0xa5));
+    assert_eq!(be.stats().errors, 3);
+    f.close(&mut xs);
+    be.destroy();
+}

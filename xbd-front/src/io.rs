@@ -113,6 +113,9 @@ struct Slot<const SEGS: usize> {
     gref: [u32; SEGS],
     ind_gfn: u32,
     ind_gref: u32,
+    /// With persistent grants: the byte count whose descriptors the indirect page
+    /// already holds (0: none known). A request of the same size reuses them.
+    ind_bytes: u32,
 }
 
 impl<const SEGS: usize> Slot<SEGS> {
@@ -128,6 +131,7 @@ impl<const SEGS: usize> Slot<SEGS> {
         gref: [NO_GREF; SEGS],
         ind_gfn: 0,
         ind_gref: NO_GREF,
+        ind_bytes: 0,
     };
 }
 
@@ -419,6 +423,9 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         }
         pages.bounce.fill(0, pages.bounce.len(), 0);
         pages.indirect.fill(0, pages.indirect.len(), 0);
+        for s in self.slots.iter_mut() {
+            s.ind_bytes = 0;
+        }
         self.backend = backend;
         self.port = port;
         self.geo = geo;
@@ -824,13 +831,21 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
             .ok_or(Error::NoMemory)?;
         let mut granted = 0u64;
         let mut block = [RequestSegment::default(); IND_BLOCK];
-        for j in 0..nsegs {
-            let page = pages
-                .bounce
-                .sub((base + j) * PAGE_SIZE, PAGE_SIZE)
-                .ok_or(Error::NoMemory)?;
+        // With persistent grants a slot's descriptors depend only on the request's
+        // size: if the indirect page already holds them, it is not rewritten (the
+        // backend then reads lines it has cached instead of lines just written on
+        // another CPU). The page is granted to this backend alone, like every page
+        // whose grefs it lists, so trusting its content gives it nothing it does
+        // not already have.
+        let reuse = use_indirect && geo.persistent && slot.ind_bytes == bytes as u32;
+        let walk = if reuse && !write { 0 } else { nsegs };
+        for j in 0..walk {
             let in_page = min(PAGE_SIZE, bytes - j * PAGE_SIZE);
             if write {
+                let page = pages
+                    .bounce
+                    .sub((base + j) * PAGE_SIZE, PAGE_SIZE)
+                    .ok_or(Error::NoMemory)?;
                 // Row 16 / XSA-403: the page carries this request's data and zeros.
                 let got = src.copy_to(&page, 0, in_page);
                 if got < PAGE_SIZE {
@@ -847,9 +862,9 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
             // the caller only bytes it already had and could have written itself: no
             // data leaks to the backend, and nothing the backend could not forge
             // reaches the caller. (Tests: row16_*.)
-            let gfn = *slot.gfn.get(j).ok_or(Error::NoGfn)?;
             let gref = slot.gref.get_mut(j).ok_or(Error::NoGfn)?;
             if !geo.persistent {
+                let gfn = *slot.gfn.get(j).ok_or(Error::NoGfn)?;
                 // A write's pages are granted read-only (row 10).
                 *gref = g.grant(backend, Gfn(u64::from(gfn)), write)?.0;
                 granted += 1;
@@ -860,6 +875,9 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
                 last_sect: (in_page / 512).saturating_sub(1) as u8,
                 _pad: [0; 2],
             };
+            if reuse {
+                continue;
+            }
             if use_indirect {
                 // Gathered here, written to the shared page in blocks (one copy per
                 // block instead of one per 8-byte descriptor).
@@ -878,8 +896,11 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         }
         self.stats.grant_ops += granted;
         if use_indirect {
-            let used = nsegs * core::mem::size_of::<RequestSegment>();
-            ind.fill(used, PAGE_SIZE - used, 0);
+            if !reuse {
+                let used = nsegs * core::mem::size_of::<RequestSegment>();
+                ind.fill(used, PAGE_SIZE - used, 0);
+                slot.ind_bytes = if geo.persistent { bytes as u32 } else { 0 };
+            }
             if !geo.persistent {
                 slot.ind_gref = g.grant(backend, Gfn(u64::from(slot.ind_gfn)), true)?.0;
                 self.stats.grant_ops += 1;

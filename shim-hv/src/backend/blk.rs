@@ -54,6 +54,7 @@
 //! std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
@@ -67,7 +68,7 @@ use std::time::{Duration, Instant};
 use hypercall::abi::blkif::{self, Request, RequestSegment, Response};
 use hypercall::abi::xenbus::XenbusState;
 use hypercall::ring::BackRing;
-use hypercall::{DomId, GrantRef, Port, SharedMem, PAGE_SIZE};
+use hypercall::{DomId, GrantRef, Port, SharedMem};
 
 use super::xenbus::{self as xb, BoundPort, DeviceSpec, MappedRing, Reaction, XenbusBackend};
 use crate::mem::{preadv_into, pwritev_from};
@@ -671,6 +672,7 @@ fn connect(sh: &Arc<Shared>, xbe: &XenbusBackend) -> Result<(), Error> {
         stop: stop.clone(),
         persistent: persistent.then(PersistentGrants::default),
         scratch: Scratch::default(),
+        indirect_cache: HashMap::new(),
     };
     let thread = std::thread::Builder::new()
         .name(format!("blkio-{}-{}", sh.frontend.0, sh.cfg.devid))
@@ -699,6 +701,8 @@ struct IoThread {
     persistent: Option<PersistentGrants>,
     /// Per-request buffers, reused (no allocation on the I/O path).
     scratch: Scratch,
+    /// Indirect pages seen before, by ref (persistent grants only).
+    indirect_cache: HashMap<u32, CachedIndirect>,
 }
 
 /// Grants mapped for the whole connection (`feature-persistent`), found by ref
@@ -709,6 +713,8 @@ struct PersistentGrants {
     /// `index[gref]` = position in `maps` + 1, or 0 (refs below [`PERSISTENT_INDEX`]).
     index: Vec<u32>,
     maps: Vec<GrantMapping>,
+    /// `maps[i].mem()`, packed for the lookup on every segment.
+    mems: Vec<SharedMem>,
 }
 
 /// Refs at or above this are never kept persistently (mapped per request instead).
@@ -724,7 +730,7 @@ impl PersistentGrants {
         let i = gref as usize;
         if let Some(&k) = self.index.get(i) {
             if k != 0 {
-                return self.maps.get(k as usize - 1).map(GrantMapping::mem);
+                return self.mems.get(k as usize - 1).copied();
             }
         }
         if self.maps.len() >= MAX_PERSISTENT_GRANTS {
@@ -737,6 +743,7 @@ impl PersistentGrants {
         }
         let mem = m.mem();
         self.maps.push(m);
+        self.mems.push(mem);
         if let Some(slot) = self.index.get_mut(i) {
             *slot = self.maps.len() as u32;
         }
@@ -750,6 +757,7 @@ struct Scratch {
     segs: Vec<RequestSegment>,
     regions: Vec<SharedMem>,
     temps: Vec<GrantMapping>,
+    raw: Vec<u8>,
 }
 
 impl IoThread {
@@ -867,14 +875,11 @@ impl IoThread {
                 if n == 0 || n > o.max_indirect_segments.min(MAX_INDIRECT_SEGMENTS) as usize {
                     return (blkif::RSP_ERROR, iop);
                 }
-                let mut segs = std::mem::take(&mut self.scratch.segs);
-                let st = if self.indirect_segments(&ind.indirect_grefs, n, &mut segs) {
-                    self.rw(&disk, iop, ind.sector_number, &segs)
-                } else {
-                    blkif::RSP_ERROR
-                };
-                self.scratch.segs = segs;
-                (st, iop)
+                let gref = ind.indirect_grefs[0];
+                (
+                    self.indirect_rw(&disk, iop, ind.sector_number, gref, n),
+                    iop,
+                )
             }
             blkif::OP_FLUSH_DISKCACHE | blkif::OP_WRITE_BARRIER => {
                 let offered = if op == blkif::OP_FLUSH_DISKCACHE {
@@ -940,77 +945,117 @@ impl IoThread {
         }
     }
 
-    /// Reads the segment descriptors of an indirect request into `segs` (each
-    /// descriptor page copied out once: persistently mapped like data pages when
-    /// persistent grants are in use, else mapped read-only for the copy). `false`
-    /// if a page cannot be mapped.
-    fn indirect_segments(
-        &mut self,
-        grefs: &[u32; blkif::MAX_INDIRECT_PAGES_PER_REQUEST],
-        n: usize,
-        segs: &mut Vec<RequestSegment>,
-    ) -> bool {
+    /// An indirect read or write: the descriptor page is copied out once, then
+    /// either found unchanged in the cache (persistent grants: the same
+    /// descriptors map to the same pages, already checked) or parsed, checked and
+    /// mapped like direct segments.
+    fn indirect_rw(&mut self, disk: &Disk, op: u8, sector: u64, gref: u32, n: usize) -> i16 {
         const SEG: usize = std::mem::size_of::<RequestSegment>();
-        let per = blkif::SEGS_PER_INDIRECT_FRAME;
-        segs.clear();
-        let mut raw = [0u8; PAGE_SIZE];
-        for (i, g) in grefs.iter().take(n.div_ceil(per)).enumerate() {
-            let count = (n - i * per).min(per);
-            let Some(dst) = raw.get_mut(..count * SEG) else {
-                return false;
-            };
-            match self
-                .persistent
-                .as_mut()
-                .and_then(|p| p.get_or_map(&self.sh, *g))
-            {
-                Some(mem) => mem.read(0, dst),
-                None => {
-                    let Ok(map) = self.sh.hv.grant_map(self.sh.frontend, GrantRef(*g), true) else {
-                        return false;
-                    };
-                    add(&self.sh.counters.maps, 1);
-                    map.mem().read(0, dst);
-                }
+        let write = op == blkif::OP_WRITE;
+        let mut raw = std::mem::take(&mut self.scratch.raw);
+        raw.clear();
+        raw.resize(n * SEG, 0);
+        let persistent = match self.persistent.as_mut() {
+            Some(p) => p.get_or_map(&self.sh, gref),
+            None => None,
+        };
+        match persistent {
+            Some(mem) if mem.contains(0, raw.len()) => mem.read(0, &mut raw),
+            Some(_) => {
+                self.scratch.raw = raw;
+                return blkif::RSP_ERROR;
             }
-            segs.extend(dst.chunks_exact(SEG).map(|c| RequestSegment {
-                gref: u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
-                first_sect: c[4],
-                last_sect: c[5],
-                _pad: [0; 2],
-            }));
+            None => {
+                let Ok(map) = self.sh.hv.grant_map(self.sh.frontend, GrantRef(gref), true) else {
+                    self.scratch.raw = raw;
+                    return blkif::RSP_ERROR;
+                };
+                add(&self.sh.counters.maps, 1);
+                map.mem().read(0, &mut raw);
+            }
         }
-        true
+        if persistent.is_some() {
+            if let Some(c) = self.indirect_cache.get(&gref).filter(|c| c.raw == raw) {
+                let st = finish_rw(disk, write, sector, c.total, &c.regions);
+                self.scratch.raw = raw;
+                return st;
+            }
+        }
+        let mut segs = std::mem::take(&mut self.scratch.segs);
+        segs.clear();
+        segs.extend(raw.chunks_exact(SEG).map(|c| RequestSegment {
+            gref: u32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+            first_sect: c[4],
+            last_sect: c[5],
+            _pad: [0; 2],
+        }));
+        let mut regions = std::mem::take(&mut self.scratch.regions);
+        let mut temps = std::mem::take(&mut self.scratch.temps);
+        let st = match self.map_segments(&segs, write, &mut regions, &mut temps) {
+            Some(total) => {
+                let st = finish_rw(disk, write, sector, total, &regions);
+                if persistent.is_some() && temps.is_empty() {
+                    // Every page is mapped for the connection: remember the result.
+                    if self.indirect_cache.len() >= INDIRECT_CACHE {
+                        self.indirect_cache.clear();
+                    }
+                    self.indirect_cache.insert(
+                        gref,
+                        CachedIndirect {
+                            raw: raw.clone(),
+                            regions: regions.clone(),
+                            total,
+                        },
+                    );
+                }
+                st
+            }
+            None => blkif::RSP_ERROR,
+        };
+        temps.clear();
+        self.scratch.segs = segs;
+        self.scratch.regions = regions;
+        self.scratch.temps = temps;
+        self.scratch.raw = raw;
+        st
     }
 
-    /// A read or write of `segs` starting at 512-byte sector `sector`. Persistent
-    /// grants are looked up (or mapped and kept); other grants are mapped for this
-    /// request only (read-only for writes) and unmapped once the transfer is done.
+    /// A direct read or write of `segs` starting at 512-byte sector `sector`.
     fn rw(&mut self, disk: &Disk, op: u8, sector: u64, segs: &[RequestSegment]) -> i16 {
         let write = op == blkif::OP_WRITE;
-        if write && !disk.writable {
-            return blkif::RSP_ERROR;
-        }
+        let mut regions = std::mem::take(&mut self.scratch.regions);
+        let mut temps = std::mem::take(&mut self.scratch.temps);
+        let st = match self.map_segments(segs, write, &mut regions, &mut temps) {
+            Some(total) => finish_rw(disk, write, sector, total, &regions),
+            None => blkif::RSP_ERROR,
+        };
+        // Unmap this request's temporary mappings; keep the buffers.
+        temps.clear();
+        self.scratch.regions = regions;
+        self.scratch.temps = temps;
+        st
+    }
+
+    /// Checks `segs` and maps their pages into `regions` (in order): persistent
+    /// grants are looked up (or mapped and kept), other grants mapped for this
+    /// request only (read-only for writes) into `temps`. Returns the byte count, or
+    /// `None` if a descriptor is malformed or a page cannot be mapped.
+    fn map_segments(
+        &mut self,
+        segs: &[RequestSegment],
+        write: bool,
+        regions: &mut Vec<SharedMem>,
+        temps: &mut Vec<GrantMapping>,
+    ) -> Option<u64> {
+        regions.clear();
+        temps.clear();
         let mut total = 0u64;
         for s in segs {
             if s.first_sect > s.last_sect || s.last_sect > 7 {
-                return blkif::RSP_ERROR;
+                return None;
             }
             total += u64::from(s.last_sect - s.first_sect + 1) * 512;
         }
-        let Some(start) = sector.checked_mul(512) else {
-            return blkif::RSP_ERROR;
-        };
-        match start.checked_add(total) {
-            Some(end) if end <= disk.bytes() => {}
-            _ => return blkif::RSP_ERROR,
-        }
-        // Map every page first (so the grants stay pinned for the whole transfer).
-        let mut regions = std::mem::take(&mut self.scratch.regions);
-        let mut temps = std::mem::take(&mut self.scratch.temps);
-        regions.clear();
-        temps.clear();
-        let mut ok = true;
         for s in segs {
             let mem = match self
                 .persistent
@@ -1018,46 +1063,56 @@ impl IoThread {
                 .and_then(|p| p.get_or_map(&self.sh, s.gref))
             {
                 Some(m) => m,
-                None => match self
-                    .sh
-                    .hv
-                    .grant_map(self.sh.frontend, GrantRef(s.gref), write)
-                {
-                    Ok(m) => {
-                        add(&self.sh.counters.maps, 1);
-                        let mem = m.mem();
-                        temps.push(m);
-                        mem
-                    }
-                    Err(_) => {
-                        ok = false;
-                        break;
-                    }
-                },
+                None => {
+                    let m = self
+                        .sh
+                        .hv
+                        .grant_map(self.sh.frontend, GrantRef(s.gref), write)
+                        .ok()?;
+                    add(&self.sh.counters.maps, 1);
+                    let mem = m.mem();
+                    temps.push(m);
+                    mem
+                }
             };
             let a = s.first_sect as usize * 512;
             let len = (s.last_sect - s.first_sect + 1) as usize * 512;
-            match mem.sub(a, len) {
-                Some(r) => regions.push(r),
-                None => {
-                    ok = false;
-                    break;
-                }
-            }
+            regions.push(mem.sub(a, len)?);
         }
-        let r = if ok {
-            transfer(disk, &regions, start, write)
-        } else {
-            Err(std::io::Error::from_raw_os_error(libc::EFAULT))
-        };
-        // Unmap this request's temporary mappings; keep the buffers.
-        temps.clear();
-        self.scratch.regions = regions;
-        self.scratch.temps = temps;
-        match r {
-            Ok(n) if n as u64 == total => blkif::RSP_OKAY,
-            _ => blkif::RSP_ERROR,
-        }
+        Some(total)
+    }
+}
+
+/// Most indirect pages whose descriptors blkback remembers (per connection).
+const INDIRECT_CACHE: usize = 128;
+
+/// What an indirect page's descriptors came to, the last time (persistent grants
+/// only: the pages stay mapped for the connection).
+struct CachedIndirect {
+    /// The descriptors, as copied out of the page.
+    raw: Vec<u8>,
+    /// The pages they name, mapped and checked.
+    regions: Vec<SharedMem>,
+    /// Their byte count.
+    total: u64,
+}
+
+/// The rest of a read or write once its pages are mapped: the range check against
+/// the disk, then one vectored transfer.
+fn finish_rw(disk: &Disk, write: bool, sector: u64, total: u64, regions: &[SharedMem]) -> i16 {
+    if write && !disk.writable {
+        return blkif::RSP_ERROR;
+    }
+    let Some(start) = sector.checked_mul(512) else {
+        return blkif::RSP_ERROR;
+    };
+    match start.checked_add(total) {
+        Some(end) if end <= disk.bytes() => {}
+        _ => return blkif::RSP_ERROR,
+    }
+    match transfer(disk, regions, start, write) {
+        Ok(n) if n as u64 == total => blkif::RSP_OKAY,
+        _ => blkif::RSP_ERROR,
     }
 }
 
@@ -1084,6 +1139,7 @@ impl Drop for IoThread {
     fn drop(&mut self) {
         // Persistent mappings, the ring and the port go with us (unmapped/closed).
         if let Some(c) = self.persistent.as_mut() {
+            c.mems.clear();
             c.maps.clear();
         }
     }
