@@ -277,6 +277,18 @@ impl GuestMemory {
         Some(self.first_gfn.addr() + off as u64)
     }
 
+    /// One region covering `a` then `b`, if both lie in this RAM and `b` starts
+    /// where `a` ends (so two pinned pages that happen to be neighbours can go to
+    /// the kernel as one buffer).
+    pub fn join(&self, a: &SharedMem, b: &SharedMem) -> Option<SharedMem> {
+        let gpa = self.host_to_gpa(a.as_ptr())?;
+        let next = gpa.checked_add(a.len() as u64)?;
+        if self.host_to_gpa(b.as_ptr())? != next {
+            return None;
+        }
+        self.range(gpa, a.len().checked_add(b.len())?).ok()
+    }
+
     /// The frame holding host address `addr`, if it lies in guest RAM.
     pub fn host_to_gfn(&self, addr: *const u8) -> Option<Gfn> {
         self.host_to_gpa(addr).map(|gpa| Gfn(gpa >> 12))
@@ -368,6 +380,27 @@ impl GuestAccess for InProcessAccess {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn join_takes_only_neighbours_in_the_same_ram() {
+        let mem = GuestMemory::new(GuestMemory::DEFAULT_FIRST_GFN, 4).unwrap();
+        let other = GuestMemory::new(GuestMemory::DEFAULT_FIRST_GFN, 4).unwrap();
+        let g = |m: &GuestMemory, i: u64| m.page(Gfn(0x100 + i)).unwrap();
+        mem.write(0x101 << 12, &[1; PAGE_SIZE]).unwrap();
+        mem.write(0x102 << 12, &[2; PAGE_SIZE]).unwrap();
+        let half = g(&mem, 1).sub(2048, 2048).unwrap();
+        let j = mem.join(&half, &g(&mem, 2)).unwrap();
+        assert_eq!(j.len(), 2048 + PAGE_SIZE);
+        let mut b = vec![0u8; j.len()];
+        j.read(0, &mut b);
+        assert!(b[..2048].iter().all(|&x| x == 1) && b[2048..].iter().all(|&x| x == 2));
+        // Not neighbours: a gap, the wrong order, the same page twice, another RAM.
+        assert!(mem.join(&g(&mem, 0), &g(&mem, 2)).is_none());
+        assert!(mem.join(&g(&mem, 2), &g(&mem, 1)).is_none());
+        assert!(mem.join(&g(&mem, 1), &g(&mem, 1)).is_none());
+        assert!(mem.join(&g(&other, 0), &g(&other, 1)).is_none());
+        assert!(mem.join(&g(&mem, 3), &g(&other, 0)).is_none());
+    }
 
     #[test]
     fn gfn_mapping_is_not_identity() {

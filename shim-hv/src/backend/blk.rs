@@ -71,7 +71,7 @@ use hypercall::ring::BackRing;
 use hypercall::{DomId, GrantRef, Port, SharedMem};
 
 use super::xenbus::{self as xb, BoundPort, DeviceSpec, MappedRing, Reaction, XenbusBackend};
-use crate::mem::{preadv_into, pwritev_from};
+use crate::mem::{preadv_into, pwritev_from, GuestMemory};
 use crate::xen::{GrantMapping, Hypervisor};
 
 /// Most indirect segments we offer and accept (Linux: `MAX_INDIRECT_SEGMENTS` 256).
@@ -673,6 +673,7 @@ fn connect(sh: &Arc<Shared>, xbe: &XenbusBackend) -> Result<(), Error> {
         persistent: persistent.then(PersistentGrants::default),
         scratch: Scratch::default(),
         indirect_cache: HashMap::new(),
+        frontend_mem: sh.hv.domain(sh.frontend).map(|d| d.memory().clone()),
     };
     let thread = std::thread::Builder::new()
         .name(format!("blkio-{}-{}", sh.frontend.0, sh.cfg.devid))
@@ -703,6 +704,9 @@ struct IoThread {
     scratch: Scratch,
     /// Indirect pages seen before, by ref (persistent grants only).
     indirect_cache: HashMap<u32, CachedIndirect>,
+    /// The frontend's RAM (to join neighbouring pages), if it is an in-process
+    /// domain.
+    frontend_mem: Option<Arc<GuestMemory>>,
 }
 
 /// Grants mapped for the whole connection (`feature-persistent`), found by ref
@@ -1003,7 +1007,7 @@ impl IoThread {
                         gref,
                         CachedIndirect {
                             raw: raw.clone(),
-                            regions: regions.clone(),
+                            regions: self.joined(&regions),
                             total,
                         },
                     );
@@ -1018,6 +1022,23 @@ impl IoThread {
         self.scratch.temps = temps;
         self.scratch.raw = raw;
         st
+    }
+
+    /// `regions` with neighbours in the frontend's RAM joined (fewer, longer
+    /// buffers for the kernel; same bytes in the same order).
+    fn joined(&self, regions: &[SharedMem]) -> Vec<SharedMem> {
+        let mut out: Vec<SharedMem> = Vec::with_capacity(regions.len());
+        for r in regions {
+            let j = match (out.last(), &self.frontend_mem) {
+                (Some(last), Some(m)) => m.join(last, r),
+                _ => None,
+            };
+            match (j, out.last_mut()) {
+                (Some(j), Some(last)) => *last = j,
+                _ => out.push(*r),
+            }
+        }
+        out
     }
 
     /// A direct read or write of `segs` starting at 512-byte sector `sector`.
