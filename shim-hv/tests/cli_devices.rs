@@ -62,8 +62,12 @@ fn vif_is_attached_listed_and_removed() {
     let row = wait_for(60, || {
         let rows = net_rows(&cli, "n1");
         let r = rows.into_iter().next()?;
-        (r.get(4).map(String::as_str) == Some("4") && r.get(7).map(String::as_str) == Some("4"))
-            .then_some(r)
+        // (The listing reads the keys one by one: wait for a row taken after the
+        // frontend wrote its ring refs, not just its state.)
+        (r.get(4).map(String::as_str) == Some("4")
+            && r.get(7).map(String::as_str) == Some("4")
+            && r.get(6).is_some_and(|s| s.contains('/')))
+        .then_some(r)
     })
     .expect("vif 0 connected");
     assert_eq!(&row[..4], ["0", "0", "00:16:3e:aa:bb:01", "0"], "{row:?}");
@@ -186,7 +190,8 @@ fn disks_are_attached_listed_and_left_intact() {
             && rows
                 .iter()
                 .filter(|r| r[0] != "51760")
-                .all(|r| r[3] == "4" && r[6] == "4");
+                // (Keys are read one by one: also wait for the ring ref.)
+                .all(|r| r[3] == "4" && r[6] == "4" && r[5].parse::<u32>().is_ok());
         ready.then_some(rows)
     })
     .expect("the disks connected");
