@@ -84,8 +84,10 @@ const IDLE_WAIT: Duration = Duration::from_millis(100);
 /// How long an I/O thread keeps polling its ring after it ran out of requests,
 /// before it re-arms `req_event` and sleeps (NAPI-style, as netback's
 /// `POLL_SPIN`): a frontend that answers quickly (depth 1) then needs no
-/// notification for its next request.
-const POLL_SPIN: Duration = Duration::from_micros(50);
+/// notification for its next request. Longer than netback's: a frontend copying a
+/// 1 MiB read out (or a 1 MiB write in) takes tens of microseconds before its next
+/// request.
+const POLL_SPIN: Duration = Duration::from_micros(200);
 /// The first part of [`POLL_SPIN`], polled with CPU pauses only (no yield).
 const POLL_PAUSE: Duration = Duration::from_micros(5);
 
