@@ -355,14 +355,21 @@ fn reads_left_in_place() {
         assert_eq!(b[..], disk[8 * 512 + 4000..8 * 512 + 4100]);
         // Out of range: a typed error, nothing copied.
         let mut big = vec![0u8; 2];
-        assert!(matches!(
+        assert_eq!(
             rd.read(3 * 4096 - 1, &mut big),
-            Err(Error::BadLength { .. })
-        ));
+            Err(Error::BeyondData {
+                offset: 3 * 4096 - 1,
+                len: 2,
+                size: 3 * 4096
+            })
+        );
         assert!(matches!(
             rd.read(usize::MAX, &mut big),
-            Err(Error::BadLength { .. })
+            Err(Error::BeyondData { .. })
         ));
+        assert_eq!(big, [0, 0], "nothing copied");
+        // An empty range at the end is inside.
+        assert_eq!(rd.read(3 * 4096, &mut []), Ok(()));
         drop(rd);
         // Dropping retired it.
         assert_eq!(d.outstanding(), 0);

@@ -1000,9 +1000,10 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize>
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), Error> {
         let end = offset.checked_add(buf.len()).filter(|&e| e <= self.len);
         if end.is_none() {
-            return Err(Error::BadLength {
-                len: offset.saturating_add(buf.len()),
-                sector_size: 1,
+            return Err(Error::BeyondData {
+                offset,
+                len: buf.len(),
+                size: self.len,
             });
         }
         let mut at = 0usize; // data offset of the current region

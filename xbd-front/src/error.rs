@@ -157,6 +157,16 @@ pub enum Error {
         /// The sector size it must be a multiple of.
         sector_size: u32,
     },
+    /// A range of a completed read ([`crate::ReadData::read`]) that is not inside
+    /// the data read.
+    BeyondData {
+        /// Start of the range asked for.
+        offset: usize,
+        /// Its length.
+        len: usize,
+        /// Bytes read.
+        size: usize,
+    },
     /// The request reaches past the end of the disk.
     OutOfRange {
         /// First logical sector.
@@ -208,6 +218,10 @@ impl fmt::Display for Error {
             Error::BadLength { len, sector_size } => write!(
                 f,
                 "length {len} is zero or not a multiple of the sector size {sector_size}"
+            ),
+            Error::BeyondData { offset, len, size } => write!(
+                f,
+                "{len} bytes at offset {offset} are not inside the {size} bytes read"
             ),
             Error::OutOfRange { lba, len, capacity } => write!(
                 f,
