@@ -1023,6 +1023,14 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize>
             }
             at += r.len();
         }
+        if done < buf.len() {
+            // The regions ended early (cannot happen while the request is live).
+            return Err(Error::BeyondData {
+                offset,
+                len: buf.len(),
+                size: at,
+            });
+        }
         Ok(())
     }
 }
