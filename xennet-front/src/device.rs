@@ -318,7 +318,7 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
             } else {
                 tp
             });
-            let (_, starved) = qu.rx.refill(self.grants, self.backend)?;
+            let (_, starved) = qu.rx.refill(self.grants, self.backend, true)?;
             if starved {
                 self.stats.rx_no_buffer += 1;
             }
@@ -466,7 +466,7 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
 
     fn refill(&mut self, q: usize) -> Result<(), Error> {
         let r = match self.queues.get_mut(q).and_then(|q| q.as_mut()) {
-            Some(qu) => qu.rx.refill(self.grants, self.backend),
+            Some(qu) => qu.rx.refill(self.grants, self.backend, false),
             None => return Err(Error::BadQueue(q)),
         };
         let (notify, starved) = r?;

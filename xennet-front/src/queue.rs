@@ -617,10 +617,14 @@ impl RxQueue {
     }
 
     /// Posts free buffers. Returns (notify wanted, ring had room but no buffer).
+    /// Running out of grant refs is an error only if `all` (at connect, security.md
+    /// G5: a device that cannot post its rx buffers does not connect); later it just
+    /// leaves fewer buffers posted.
     pub(crate) fn refill<const N: usize>(
         &mut self,
         g: &GrantTable<N>,
         be: DomId,
+        all: bool,
     ) -> Result<(bool, bool), Error> {
         let mut pushed = false;
         let mut starved = false;
@@ -662,7 +666,8 @@ impl RxQueue {
         let notify = pushed && self.ring.push_requests_and_check_notify();
         match err {
             // Out of grant refs: keep going with what is posted.
-            Some(gnttab::Error::Exhausted) | None => Ok((notify, starved)),
+            Some(gnttab::Error::Exhausted) if !all => Ok((notify, starved)),
+            None => Ok((notify, starved)),
             Some(e) => Err(e.into()),
         }
     }
