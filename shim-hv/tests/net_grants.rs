@@ -32,7 +32,7 @@ fn g5_grant_exhaustion_during_connect_leaks_nothing() {
     for queues in [1, 2] {
         let hv = hv();
         let br = Bridge::new("xenbr0");
-        let (d, be) = guest_with_vif(&hv, &br, "a", 1, NetConfig::default());
+        let (d, _be) = guest_with_vif(&hv, &br, "a", 1, NetConfig::default());
         let cfg = Config {
             max_queues: queues,
             ..Config::default()

@@ -642,12 +642,12 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
     /// Holds submissions back until [`Device::unplug`] (one publication and at most one
     /// notification for a batch).
     pub fn plug(&mut self) {
-        let _ = self.io.set_plugged(&self.platform, true);
+        let _ = self.io.set_plugged(&self.platform, &self.grants, true);
     }
 
     /// Publishes everything submitted while plugged.
     pub fn unplug(&mut self) -> Result<(), Error> {
-        self.io.set_plugged(&self.platform, false)
+        self.io.set_plugged(&self.platform, &self.grants, false)
     }
 
     /// Consumes responses (call when the event channel fires); returns how many. It

@@ -36,6 +36,9 @@ pub enum BrokenReason {
     },
     /// The backend completed a request but still maps one of its pages (XSA-396).
     GrantStillMapped(GrantRef),
+    /// Notifying the backend (`EVTCHNOP_send`) failed: its end of the event channel
+    /// is closed or was never bound (security.md E4).
+    Notify(XenError),
 }
 
 impl fmt::Display for BrokenReason {
@@ -56,6 +59,7 @@ impl fmt::Display for BrokenReason {
             BrokenReason::GrantStillMapped(r) => {
                 write!(f, "backend still maps grant {} of a completed request", r.0)
             }
+            BrokenReason::Notify(e) => write!(f, "notifying the backend failed: {e}"),
         }
     }
 }

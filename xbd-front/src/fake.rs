@@ -56,6 +56,8 @@ pub type Hook = Box<dyn FnMut()>;
 pub struct FakePlatform {
     pub mem: Memory,
     pub sends: Cell<u64>,
+    /// `EVTCHNOP_send` fails with this errno (E4: the backend's end is gone).
+    pub send_fails: Cell<Option<isize>>,
     pub closes: Cell<u64>,
     next_port: Cell<u32>,
     now: Cell<u64>,
@@ -68,6 +70,7 @@ impl FakePlatform {
         FakePlatform {
             mem: Memory::default(),
             sends: Cell::new(0),
+            send_fails: Cell::new(None),
             closes: Cell::new(0),
             next_port: Cell::new(5),
             now: Cell::new(0),
@@ -92,7 +95,7 @@ impl Hypercall for FakePlatform {
         match (op, args[0] as u32) {
             (nr::EVENT_CHANNEL_OP, evtchn::OP_SEND) => {
                 self.sends.set(self.sends.get() + 1);
-                0
+                self.send_fails.get().map_or(0, |e| -e)
             }
             (nr::EVENT_CHANNEL_OP, evtchn::OP_CLOSE) => {
                 self.closes.set(self.closes.get() + 1);

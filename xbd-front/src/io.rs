@@ -755,7 +755,9 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         }
         self.stats.ops += 1;
         if !self.plugged {
-            self.publish(p)?;
+            // On a failed notification the op is failed with the device (its tag
+            // still finishes, with the error); later submissions see the breakage.
+            let _ = self.publish(p, g);
         }
         Ok(Tag {
             idx: op_i as u16,
@@ -941,24 +943,39 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         self.stash.get(si).copied().unwrap_or_default()
     }
 
-    /// Publishes pushed requests and notifies if the backend asked for it.
-    pub fn publish<P: Platform + ?Sized>(&mut self, p: &P) -> Result<(), Error> {
+    /// Publishes pushed requests and notifies if the backend asked for it. A failed
+    /// notification (`EVTCHNOP_send`: the backend closed or never bound its end,
+    /// security.md E4) breaks the device: every request in flight, the ones just
+    /// published included, fails with [`BrokenReason::Notify`].
+    pub fn publish<P: Platform + ?Sized, G: Grants + ?Sized>(
+        &mut self,
+        p: &P,
+        g: &G,
+    ) -> Result<(), Error> {
         let notify = match self.ring.as_mut() {
             Some(r) => r.push_requests_and_check_notify(),
             None => false,
         };
         if notify {
             self.stats.notifications += 1;
-            Xen(p).evtchn_send(self.port)?;
+            if let Err(e) = Xen(p).evtchn_send(self.port) {
+                self.set_broken(g, BrokenReason::Notify(e));
+                return Err(Error::Broken(BrokenReason::Notify(e)));
+            }
         }
         Ok(())
     }
 
     /// While plugged, submissions are written to the ring but not published.
-    pub fn set_plugged<P: Platform + ?Sized>(&mut self, p: &P, plugged: bool) -> Result<(), Error> {
+    pub fn set_plugged<P: Platform + ?Sized, G: Grants + ?Sized>(
+        &mut self,
+        p: &P,
+        g: &G,
+        plugged: bool,
+    ) -> Result<(), Error> {
         self.plugged = plugged;
         if !plugged && self.ring.is_some() {
-            self.publish(p)?;
+            self.publish(p, g)?;
         }
         Ok(())
     }

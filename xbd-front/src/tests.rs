@@ -710,10 +710,10 @@ fn batched_rearm_is_clamped_to_requests_in_flight() {
 #[test]
 fn plugging_batches_notifications() {
     let mut r: Rig<8, 11> = Rig::new(geo(11, false, false), 0, 0);
-    r.io.set_plugged(&r.p, true).unwrap();
+    r.io.set_plugged(&r.p, &r.t, true).unwrap();
     let tags: Vec<Tag> = (0..6).map(|i| r.read(i * 8, 4096).unwrap()).collect();
     assert_eq!(r.p.sends.get(), 0);
-    r.io.set_plugged(&r.p, false).unwrap();
+    r.io.set_plugged(&r.p, &r.t, false).unwrap();
     assert_eq!(r.p.sends.get(), 1);
     r.be.step();
     r.io.poll(&r.t).unwrap();
@@ -830,4 +830,39 @@ fn read_regions_of_a_failed_read_give_its_error() {
     );
     assert_eq!(r.io.finish(t, &mut []), Err(Error::Io(IoError::Backend)));
     assert_eq!(r.io.read_regions(t).err(), Some(Error::UnknownTag));
+}
+
+/// security.md E4: `EVTCHNOP_send` fails (the backend closed or never bound its
+/// end). The device breaks with a typed reason; the op just published (and every
+/// other one in flight) finishes with that error; its grants are ended; no panic.
+#[test]
+fn e4_failed_notification_breaks_the_device() {
+    use hypercall::abi::errno;
+    for plugged in [false, true] {
+        let mut r: Rig<8, 11> = Rig::new(geo(11, false, false), 0, 0);
+        r.p.send_fails.set(Some(errno::EINVAL));
+        if plugged {
+            r.io.set_plugged(&r.p, &r.t, true).unwrap();
+        }
+        // An op split over two ring requests; plugged, a second one behind it.
+        let mut tags = vec![r.read(0, 2 * 11 * 4096).unwrap()];
+        if plugged {
+            tags.push(r.read(200, 4096).unwrap());
+            let e = r.io.set_plugged(&r.p, &r.t, false).unwrap_err();
+            assert!(matches!(e, Error::Broken(BrokenReason::Notify(_))), "{e:?}");
+        }
+        assert_eq!(r.p.sends.get(), 1, "one notification attempted");
+        let want = r.io.broken().expect("device broken");
+        assert!(matches!(want, BrokenReason::Notify(_)), "{want:?}");
+        for t in tags {
+            assert_eq!(r.io.is_done(t), Ok(true));
+            assert_eq!(r.io.finish(t, &mut []), Err(Error::Broken(want)));
+        }
+        assert_eq!(r.t.in_use(), 0, "grants ended");
+        assert!(!std::format!("{want}").is_empty());
+        r.p.send_fails.set(None);
+        // What was published before the failed notification is on the ring.
+        r.be.step();
+        assert_broken(&mut r, want);
+    }
 }

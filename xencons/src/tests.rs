@@ -640,3 +640,59 @@ fn early_console_falls_back_to_the_debug_port_for_good() {
     e.write(b"c");
     assert!(f.console_io.borrow().is_empty());
 }
+
+// ---- security.md C3, E4 ---------------------------------------------------------
+
+/// C3: input with NULs, invalid UTF-8 and ANSI escapes arrives byte for byte (the
+/// console never treats input as text), and 1 MiB of it streams through in bounded
+/// reads.
+#[test]
+fn c3_binary_input_arrives_as_bytes() {
+    let f = Fake::new(Backend::Stuck);
+    let mut c = console(&f);
+    let nasty: &[u8] = b"\0\0a\xff\xfe\xc3\x28\xed\xa0\x80\x1b[2J\x1b]0;t\x07\r\n\0";
+    f.type_in(nasty);
+    let mut buf = [0u8; 64];
+    let n = c.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], nasty);
+    // 1 MiB of every byte value, fed as the ring has room; each read is bounded by
+    // the caller's buffer.
+    let data: Vec<u8> = (0..1usize << 20).map(|i| (i * 7 + i / 256) as u8).collect();
+    let mut got = Vec::new();
+    let mut fed = 0;
+    while got.len() < data.len() {
+        let room = abi::IN_SIZE - c.pending_input().unwrap();
+        let k = room.min(data.len() - fed);
+        f.type_in(&data[fed..fed + k]);
+        fed += k;
+        let mut small = [0u8; 333];
+        let n = c.read(&mut small).unwrap();
+        assert!(n <= small.len());
+        got.extend_from_slice(&small[..n]);
+    }
+    assert!(got == data, "input altered");
+    assert_eq!(c.stats().read, (nasty.len() + data.len()) as u64);
+    assert!(c.fault().is_none());
+}
+
+/// E4: every `EVTCHNOP_send` fails (the port is not bound on the other end). Output
+/// and input still work (the backend polls), each failure is counted, nothing panics.
+#[test]
+fn e4_failed_notifications_are_counted_not_fatal() {
+    let f = Fake::new(Backend::Drain(4096));
+    // The fake refuses sends on any port but PORT.
+    f.params.borrow_mut()[hvm::PARAM_CONSOLE_EVTCHN as usize] = u64::from(PORT) + 1;
+    let mut c = console(&f);
+    c.write(b"hello").unwrap();
+    f.drain(100);
+    assert_eq!(f.seen(), b"hello");
+    f.type_in(b"in");
+    let mut buf = [0u8; 8];
+    assert_eq!(c.read(&mut buf).unwrap(), 2);
+    assert_eq!(&buf[..2], b"in");
+    let s = c.stats();
+    assert_eq!(f.sends.get(), 0, "no send succeeded");
+    assert!(s.notifies >= 2);
+    assert_eq!(s.notify_errors, s.notifies, "every failure counted");
+    assert!(c.fault().is_none());
+}

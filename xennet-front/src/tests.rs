@@ -36,6 +36,8 @@ pub(crate) struct FakePlatform {
     next_port: Cell<u32>,
     pub sends: RefCell<Vec<u32>>,
     pub closed: RefCell<Vec<u32>>,
+    /// `EVTCHNOP_send` fails with this errno (E4: the backend's end is gone).
+    pub send_fails: Cell<Option<isize>>,
 }
 
 impl Hypercall for FakePlatform {
@@ -57,6 +59,9 @@ impl Hypercall for FakePlatform {
                 let port = unsafe { (*(args[1] as *const evtchn::PortArg)).port };
                 if args[0] as u32 == evtchn::OP_SEND {
                     self.sends.borrow_mut().push(port);
+                    if let Some(e) = self.send_fails.get() {
+                        return -e;
+                    }
                 } else {
                     self.closed.borrow_mut().push(port);
                 }
@@ -1237,4 +1242,29 @@ fn rx_pages_are_zeroed_when_first_posted() {
         m.read(0, &mut b);
         assert!(b.iter().all(|&x| x == 0));
     }
+}
+
+/// security.md E4: `EVTCHNOP_send` fails (the backend closed or never bound its
+/// end): a typed error, the device goes broken and gives every grant back; later
+/// calls fail with the same reason, no panic.
+#[test]
+fn e4_failed_notification_breaks_the_device() {
+    let env = Env::new();
+    let mut dev = device(&env, Config::default(), all_features());
+    let _be = FakeBackend::attach(&env, &dev, 0, 0);
+    env.p.send_fails.set(Some(22));
+    let e = dev
+        .send_on(0, &[&pattern(1000, 1)], TxMeta::default())
+        .unwrap_err();
+    let Error::Broken(b @ Broken::Notify(_)) = e else {
+        panic!("{e:?}");
+    };
+    assert!(!env.p.sends.borrow().is_empty(), "a notification was tried");
+    assert_eq!(dev.link_state(), LinkState::Broken(b));
+    assert_eq!(env.g.in_use(), 0, "grants ended");
+    assert_eq!(dev.grants_in_use(), 0);
+    env.p.send_fails.set(None);
+    assert_eq!(dev.send(&pattern(60, 0)), Err(Error::Broken(b)));
+    let mut buf = vec![0u8; 2048];
+    assert!(matches!(dev.recv(&mut buf), Err(Error::Broken(x)) if x == b));
 }
