@@ -342,6 +342,15 @@ pub enum Error {
     BadShutdownValue(Snippet),
     /// The backend went to `Closing`/`Closed` (or vanished) during the handshake.
     BackendClosed(XenbusState),
+    /// The frontend's `backend` node names a path outside the backend domain's tree
+    /// (not below `/local/domain/<backend-id>/`: relative, `/`, another guest's
+    /// tree; security.md X13). Nothing was read from or watched there.
+    BadBackendPath {
+        /// The path (its tail).
+        path: Snippet,
+        /// `backend-id`.
+        backend_id: u16,
+    },
     /// A handshake step was called in the wrong phase.
     WrongPhase(crate::frontend::Phase),
 }
@@ -371,6 +380,10 @@ impl fmt::Display for Error {
             Error::NotMapped(g) => write!(f, "frame {:#x} not mapped", g.0),
             Error::BadShutdownValue(v) => write!(f, "unknown shutdown request {v}"),
             Error::BackendClosed(s) => write!(f, "backend went {s:?}"),
+            Error::BadBackendPath { path, backend_id } => write!(
+                f,
+                "backend path {path} is not below /local/domain/{backend_id}/"
+            ),
             Error::WrongPhase(p) => write!(f, "handshake step not allowed in phase {p:?}"),
         }
     }

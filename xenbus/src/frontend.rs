@@ -38,6 +38,24 @@ use crate::watch::WATCH_TOKEN_MAX;
 /// Longest time a wait step goes without re-reading the backend's state.
 const RECHECK: Duration = Duration::from_secs(1);
 
+/// Security.md X13: the backend's node must lie in the backend domain's own tree,
+/// `/local/domain/<backend-id>/<something>` (where Xen toolstacks put it:
+/// `.../backend/<type>/<frontend-id>/<devid>`). A relative path would resolve into our
+/// own tree, `/` or another guest's tree would make us read and watch nodes the backend
+/// does not own, and so would `.`/`..` components (xenstored does not resolve them,
+/// other stores might). (`//` and over-long paths are already refused as paths.)
+fn check_backend_path(path: &str, backend_id: u16) -> Result<()> {
+    let mut prefix = heapless::String::<24>::new();
+    let _ = core::fmt::Write::write_fmt(&mut prefix, format_args!("/local/domain/{backend_id}/"));
+    match path.strip_prefix(prefix.as_str()) {
+        Some(rest) if !rest.is_empty() && !rest.split('/').any(|c| c == "." || c == "..") => Ok(()),
+        _ => Err(Error::BadBackendPath {
+            path: crate::error::Snippet::tail(path.as_bytes()),
+            backend_id,
+        }),
+    }
+}
+
 /// Where a [`FrontendHandshake`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
@@ -180,8 +198,7 @@ impl FrontendHandshake {
         if backend.is_empty() {
             return Err(parse_error(&key, b"", ParseKind::Empty));
         }
-        self.backend = Path::new(backend)?;
-        self.backend_state_path = Path::join(backend, "state")?;
+        let backend = Path::new(backend)?;
         let key = self.frontend_key("backend-id")?;
         let id = xs.read_u32(&key)?;
         let id = u16::try_from(id).map_err(|_| {
@@ -189,6 +206,9 @@ impl FrontendHandshake {
             let _ = core::fmt::Write::write_fmt(&mut s, format_args!("{id}"));
             parse_error(&key, s.as_bytes(), ParseKind::OutOfRange)
         })?;
+        check_backend_path(&backend, id)?;
+        self.backend_state_path = Path::join(&backend, "state")?;
+        self.backend = backend;
         self.backend_id = DomId(id);
         if reconnecting {
             self.wait_backend_not_closing(xs)?;
@@ -271,7 +291,10 @@ impl FrontendHandshake {
 
     /// Checks (without waiting) whether the backend's state changed, from queued watch
     /// events for this handshake (or lost events). On `Closing`/`Closed`/vanished the
-    /// phase becomes [`Phase::BackendClosing`].
+    /// phase becomes [`Phase::BackendClosing`]. That is reported once: further moves
+    /// among `Closing`/`Closed`/vanished (a backend toggling them, security.md X12)
+    /// report nothing until [`FrontendHandshake::closed`], so the caller tears down
+    /// exactly once.
     pub fn poll_backend<P: Platform>(
         &mut self,
         xs: &mut Xenstore<P>,
@@ -297,6 +320,9 @@ impl FrontendHandshake {
             st,
             XenbusState::Closing | XenbusState::Closed | XenbusState::Unknown
         ) {
+            if self.phase == Phase::BackendClosing {
+                return Ok(None);
+            }
             if !matches!(self.phase, Phase::Idle | Phase::Closed) {
                 self.phase = Phase::BackendClosing;
             }

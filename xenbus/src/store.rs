@@ -4,8 +4,10 @@
 //! whole request (streamed through the 1024-byte ring in pieces if needed), then reads
 //! messages until the reply with its `req_id` arrives. Watch events read on the way are
 //! queued ([`crate::watch`]); replies with another `req_id` (for example the late reply
-//! to a request that timed out) or an unexpected type are discarded and counted
-//! (BAD-INPUT row 28). Every wait is bounded by the client's timeout.
+//! to a request that timed out) are discarded and counted (BAD-INPUT row 28). A reply
+//! with the request's `req_id` but another type (not the request's, not `XS_ERROR`)
+//! fails that request with [`Error::BadReply`] (security.md X3). Every wait is bounded
+//! by the client's timeout.
 
 use core::fmt;
 use core::time::Duration;
@@ -256,6 +258,9 @@ impl Rx {
 enum Pump {
     /// The awaited reply is complete in `rx`.
     Reply,
+    /// A reply with the awaited `req_id` but another type (neither the request's nor
+    /// `XS_ERROR`; security.md X3): it was consumed, the request fails.
+    WrongType,
     /// Nothing more to read now.
     Idle,
     /// Stopped after a batch; more may be waiting.
@@ -347,8 +352,8 @@ impl<P: Platform> Xenstore<P> {
         self.broken
     }
 
-    /// Messages discarded so far: replies nobody waits for (unknown `req_id`), replies of
-    /// the wrong type.
+    /// Messages discarded so far: replies nobody waits for (unknown `req_id`, or the
+    /// real reply arriving after a wrong-type one already failed its request).
     pub fn discarded_messages(&self) -> u64 {
         self.discarded
     }
@@ -607,6 +612,7 @@ impl<P: Platform> Xenstore<P> {
         loop {
             match self.pump(Some((req_id, ty)))? {
                 Pump::Reply => break,
+                Pump::WrongType => return Err(Error::BadReply { op: ty }),
                 Pump::Busy => {}
                 Pump::Idle => {
                     self.check_stall()?;
@@ -707,8 +713,13 @@ impl<P: Platform> Xenstore<P> {
                 continue;
             }
             if let Some((id, ty)) = awaiting {
-                if h.req_id == id && (h.ty == ty || h.ty == msg::ERROR) {
-                    outcome = Pump::Reply;
+                if h.req_id == id {
+                    if h.ty == ty || h.ty == msg::ERROR {
+                        outcome = Pump::Reply;
+                    } else {
+                        self.rx.reset();
+                        outcome = Pump::WrongType;
+                    }
                     break;
                 }
             }

@@ -687,17 +687,45 @@ fn row28_stray_replies_are_discarded() {
             return reply;
         }
         let mut v = msg_bytes(msg::READ, h.req_id.wrapping_add(1000), 0, b"wrong-id");
-        v.extend(msg_bytes(msg::WRITE, h.req_id, 0, b"OK\0")); // wrong type
-        v.extend(msg_bytes(99, h.req_id, 0, b"unknown type"));
         v.extend(msg_bytes(msg::ERROR, h.req_id.wrapping_sub(1), 0, b"EIO\0"));
         v.extend(reply);
         v
     }));
     assert_eq!(read_string(&mut xs, "a").unwrap(), "right");
-    assert_eq!(xs.discarded_messages(), 4);
+    assert_eq!(xs.discarded_messages(), 2);
     // The stream stays in sync.
     xs.write("b", b"next").unwrap();
     assert_eq!(read_string(&mut xs, "b").unwrap(), "next");
+}
+
+/// security.md X3: a reply with the request's `req_id` but another type (READ answered
+/// as DIRECTORY or WRITE, or an unknown type) fails that request with `BadReply`;
+/// the connection stays usable and the real reply, if it follows, is discarded.
+#[test]
+fn x3_wrong_type_reply_fails_the_request() {
+    for wrong in [msg::DIRECTORY, msg::WRITE, 0x1234, msg::WATCH_EVENT + 100] {
+        let (mut xs, fake) = setup();
+        fake.server().core.write("a", "right");
+        fake.server().mangle = Some(Box::new(move |h, reply| {
+            if h.ty != msg::READ {
+                return reply;
+            }
+            let mut v = msg_bytes(wrong, h.req_id, 0, b"x\0y\0");
+            v.extend(reply);
+            v
+        }));
+        assert_eq!(
+            xs.read("a", &mut [0u8; 32]),
+            Err(Error::BadReply { op: msg::READ }),
+            "type {wrong:#x}"
+        );
+        assert!(xs.broken().is_none());
+        fake.server().mangle = None;
+        // The stream stays in sync: the real reply was discarded as a stray.
+        xs.write("b", b"next").unwrap();
+        assert_eq!(read_string(&mut xs, "b").unwrap(), "next");
+        assert_eq!(xs.discarded_messages(), 1, "type {wrong:#x}");
+    }
 }
 
 #[test]
@@ -1230,6 +1258,41 @@ mod handshake {
         assert_eq!(fake.server().core.read(&be("state")).as_deref(), Some("4"));
     }
 
+    /// security.md X12: a backend toggling Closing/Closed (and repeating values) is
+    /// one `Closing` event, so the device tears down exactly once; after `closed()`
+    /// the toggling is not seen at all, and a reconnect works.
+    #[test]
+    fn x12_rapid_closing_closed_toggling_is_reported_once() {
+        let (mut xs, fake) = setup();
+        backend(&fake, 0, false);
+        let mut hs = FrontendHandshake::new("device/vbd/51712").unwrap();
+        connect(&mut xs, &mut hs);
+        let mut events = Vec::new();
+        for v in ["5", "6", "6", "5", "6", "0", "5", "6"] {
+            fake.server().core.write(&be("state"), v);
+            fake.server().step();
+            // Several polls per change: duplicates and re-reads add nothing.
+            for _ in 0..3 {
+                if let Some(ev) = hs.poll_backend(&mut xs).unwrap() {
+                    events.push(ev);
+                }
+            }
+            assert_eq!(hs.phase(), Phase::BackendClosing, "after {v}");
+        }
+        assert_eq!(events, [BackendEvent::Closing(XenbusState::Closing)]);
+        // The device tears down once, then:
+        hs.closed(&mut xs).unwrap();
+        for v in ["5", "6", "5", "6"] {
+            fake.server().core.write(&be("state"), v);
+            fake.server().step();
+            assert_eq!(hs.poll_backend(&mut xs).unwrap(), None);
+        }
+        assert_eq!(hs.phase(), Phase::Closed);
+        fake.server().core.rm_for_test(&fe("ring-ref"));
+        connect(&mut xs, &mut hs);
+        assert_eq!(fake.server().core.read(&be("state")).as_deref(), Some("4"));
+    }
+
     #[test]
     fn frontend_initiated_close() {
         let (mut xs, fake) = setup();
@@ -1291,6 +1354,60 @@ mod handshake {
                 ..
             })
         ));
+    }
+
+    /// security.md X13: a `backend` outside the backend domain's tree is refused at
+    /// `start` with a typed error, before anything there is read or watched.
+    #[test]
+    fn x13_odd_backend_paths_are_refused() {
+        let long = format!("/local/domain/0/{}", "a/".repeat(1600));
+        let long = long.trim_end_matches('/');
+        let cases: &[(&str, &str)] = &[
+            ("backend/vbd/1/51712", "0"),                 // relative: our own tree
+            ("/", "0"),                                   // the root
+            ("/local/domain/0", "0"),                     // the domain node itself
+            ("/local/domain/0/", "0"),                    // not a valid path
+            ("/local/domain/2/backend/vbd/1/51712", "0"), // another guest's tree
+            ("/local/domain/1/device/vbd/51712", "0"),    // our own device node
+            ("/local/domain/00/backend/vbd/1/51712", "0"),
+            ("/local/domain/0/backend/vbd/1/51712", "7"), // id and tree disagree
+            ("/local/domain/0/../1/device", "0"),         // `..`
+            ("/tool/xenstored", "0"),
+            (long, "0"), // over-long
+        ];
+        for (path, id) in cases {
+            let (mut xs, fake) = setup();
+            fake.server().core.write(&fe("backend"), path);
+            fake.server().core.write(&fe("backend-id"), id);
+            fake.server().core.write(&fe("state"), "1");
+            let mut hs = FrontendHandshake::new("device/vbd/51712").unwrap();
+            let e = hs.start(&mut xs).unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    Error::BadBackendPath { .. }
+                        | Error::InvalidPath(_)
+                        | Error::PathTooLong { .. }
+                ),
+                "{path:?} (id {id}): {e:?}"
+            );
+            assert!(!format!("{e}").is_empty());
+            assert_eq!(hs.phase(), Phase::Idle, "{path:?}");
+            assert_eq!(hs.backend(), "", "{path:?}: not taken");
+            // Nothing written, nothing watched.
+            assert_eq!(fake.server().core.read(&fe("state")).as_deref(), Some("1"));
+            assert!(fake.server().core.watches.is_empty(), "{path:?}");
+        }
+        // The checks do not refuse the usual places, e.g. a driver domain's tree.
+        for (path, id) in [(BE, "0"), ("/local/domain/3/backend/vbd/1/51712", "3")] {
+            let (mut xs, fake) = setup();
+            fake.server().core.write(&fe("backend"), path);
+            fake.server().core.write(&fe("backend-id"), id);
+            fake.server().core.write(&format!("{path}/state"), "2");
+            let mut hs = FrontendHandshake::new("device/vbd/51712").unwrap();
+            assert_eq!(hs.start(&mut xs).unwrap(), XenbusState::InitWait);
+            assert_eq!(hs.backend(), path);
+        }
     }
 }
 
