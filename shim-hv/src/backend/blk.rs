@@ -70,7 +70,7 @@ use hypercall::abi::xenbus::XenbusState;
 use hypercall::ring::BackRing;
 use hypercall::{DomId, GrantRef, Port, SharedMem};
 
-use super::xenbus::{self as xb, BoundPort, DeviceSpec, MappedRing, Reaction, XenbusBackend};
+use super::xenbus::{self as xb, BoundPort, DeviceSpec, MappedRing, XenbusBackend};
 use crate::mem::{preadv_into, pwritev_from, GuestMemory};
 use crate::xen::{GrantMapping, Hypervisor};
 
@@ -437,7 +437,11 @@ impl BlkBackend {
         let (sh, st) = (shared.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name(format!("blkback-{}-{}", frontend.0, shared.cfg.devid))
-            .spawn(move || control(sh, xbe, st))
+            .spawn(move || {
+                let hv = sh.hv.clone();
+                let fe = sh.frontend;
+                xb::run_control(&hv, fe, xbe, &Ctl(sh), &|| st.load(Ordering::SeqCst));
+            })
             .map_err(|err| Error::Io {
                 path: PathBuf::from("thread"),
                 err,
@@ -529,67 +533,23 @@ impl Drop for BlkBackend {
     }
 }
 
-/// The control thread: follows the frontend's state.
-fn control(sh: Arc<Shared>, mut xbe: XenbusBackend, stop: Arc<AtomicBool>) {
-    let mut fe_state = xbe.frontend_state().unwrap_or(XenbusState::Unknown);
-    let mut gone_since: Option<Instant> = None;
-    loop {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        react(&sh, &mut xbe, fe_state);
-        let fatal = lock(&sh.fatal).take();
-        if let Some(why) = fatal {
-            eprintln!("{}: frontend failed: {why}", xbe.backend_path());
-            disconnect(&sh);
-            let _ = xbe.write_key("error", &why);
-            let _ = xbe.switch_state(XenbusState::Closing);
-        }
-        if sh.hv.domain(sh.frontend).is_none() {
-            let t = *gone_since.get_or_insert_with(Instant::now);
-            if t.elapsed() > Duration::from_millis(200) {
-                break;
-            }
-        }
-        match xbe.wait_frontend(Duration::from_millis(50)) {
-            Ok(Some(s)) => fe_state = s,
-            _ => {
-                if let Ok(s) = xbe.frontend_state() {
-                    fe_state = s;
-                }
-            }
-        }
-    }
-    disconnect(&sh);
-    let _ = xbe.destroy();
-}
+/// The control thread's device half (see [`xb::run_control`]).
+struct Ctl(Arc<Shared>);
 
-fn react(sh: &Arc<Shared>, xbe: &mut XenbusBackend, fe: XenbusState) {
-    let connected = lock(&sh.conn).is_some();
-    match xb::reaction(xbe.state(), connected, fe) {
-        Reaction::Connect => match connect(sh, xbe) {
-            Ok(()) => {
-                add(&sh.counters.connects, 1);
-                let _ = xbe.switch_state(XenbusState::Connected);
-            }
-            Err(e) => {
-                disconnect(sh);
-                let _ = xbe.write_key("error", &e.to_string());
-                let _ = xbe.switch_state(XenbusState::Closing);
-            }
-        },
-        Reaction::Disconnect(to) => {
-            disconnect(sh);
-            let _ = xbe.switch_state(to);
-        }
-        Reaction::Restart => {
-            // The frontend (re)starts, maybe without closing first (reboot,
-            // kexec): drop any connection and offer again.
-            disconnect(sh);
-            let _ = xbe.write_key("error", "");
-            let _ = xbe.switch_state(XenbusState::InitWait);
-        }
-        Reaction::Nothing => {}
+impl xb::Device for Ctl {
+    fn connected(&self) -> bool {
+        lock(&self.0.conn).is_some()
+    }
+    fn connect(&self, xbe: &XenbusBackend) -> Result<(), String> {
+        connect(&self.0, xbe).map_err(|e| e.to_string())?;
+        add(&self.0.counters.connects, 1);
+        Ok(())
+    }
+    fn disconnect(&self, _xbe: &XenbusBackend) {
+        disconnect(&self.0);
+    }
+    fn take_failure(&self) -> Option<String> {
+        lock(&self.0.fatal).take()
     }
 }
 

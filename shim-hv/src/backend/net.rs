@@ -101,7 +101,7 @@ use hypercall::{DomId, GrantRef, Port, PAGE_SIZE};
 use xennet_front::{csum, Mac};
 
 use super::bridge::{Bridge, BridgePort, Frame, Gso, PortId};
-use super::xenbus::{self as xb, BoundPort, DeviceSpec, MappedRing, Reaction, XenbusBackend};
+use super::xenbus::{self as xb, BoundPort, DeviceSpec, MappedRing, XenbusBackend};
 use crate::xen::{Dom0Handler, EventSignal, GrantPeer, Hypervisor};
 
 /// Longest a vif script may run.
@@ -477,7 +477,11 @@ impl NetBackend {
         let (sh, st) = (shared.clone(), stop.clone());
         let thread = std::thread::Builder::new()
             .name(format!("netback-{}.{}", frontend.0, shared.devid))
-            .spawn(move || control(sh, xbe, st))
+            .spawn(move || {
+                let hv = sh.hv.clone();
+                let fe = sh.frontend;
+                xb::run_control(&hv, fe, xbe, &Ctl(sh), &|| st.load(Ordering::SeqCst));
+            })
             .map_err(Error::Thread)?;
         Ok(NetBackend {
             shared,
@@ -624,69 +628,34 @@ impl VifShared {
     }
 }
 
-/// The control thread: follows the frontend's state.
-fn control(sh: Arc<VifShared>, mut xbe: XenbusBackend, stop: Arc<AtomicBool>) {
-    let mut fe_state = xbe.frontend_state().unwrap_or(XenbusState::Unknown);
-    let mut gone_since: Option<Instant> = None;
-    loop {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        react(&sh, &mut xbe, fe_state);
-        if sh.kick.swap(false, Ordering::SeqCst) {
-            // A fatal data-path error: tell the frontend.
-            let why = lock(&sh.conn)
+/// The control thread's device half (see [`xb::run_control`]).
+struct Ctl(Arc<VifShared>);
+
+impl xb::Device for Ctl {
+    fn connected(&self) -> bool {
+        lock(&self.0.conn).is_some()
+    }
+    fn connect(&self, xbe: &XenbusBackend) -> Result<(), String> {
+        connect(&self.0, xbe).map_err(|e| {
+            add(&self.0.counters.fatal, 1);
+            e.to_string()
+        })
+    }
+    fn on_connected(&self, xbe: &XenbusBackend) {
+        add(&self.0.counters.connects, 1);
+        self.0.run_script(xbe, "up");
+    }
+    fn disconnect(&self, xbe: &XenbusBackend) {
+        disconnect(&self.0, xbe);
+    }
+    fn take_failure(&self) -> Option<String> {
+        // A fatal data-path error: tell the frontend.
+        self.0.kick.swap(false, Ordering::SeqCst).then(|| {
+            lock(&self.0.conn)
                 .as_ref()
                 .and_then(|c| lock(&c.why).clone())
-                .unwrap_or_default();
-            disconnect(&sh, &xbe);
-            let _ = xbe.write_key("error", &why);
-            let _ = xbe.switch_state(XenbusState::Closing);
-        }
-        if sh.hv.domain(sh.frontend).is_none() {
-            // The guest is gone: stop once its nodes are gone too.
-            let t = *gone_since.get_or_insert_with(Instant::now);
-            if t.elapsed() > Duration::from_millis(200) {
-                break;
-            }
-        }
-        if let Ok(Some(s)) = xbe.wait_frontend(Duration::from_millis(50)) {
-            fe_state = s;
-        } else if let Ok(s) = xbe.frontend_state() {
-            fe_state = s;
-        }
-    }
-    disconnect(&sh, &xbe);
-    let _ = xbe.destroy();
-}
-
-fn react(sh: &Arc<VifShared>, xbe: &mut XenbusBackend, fe: XenbusState) {
-    let connected = lock(&sh.conn).is_some();
-    match xb::reaction(xbe.state(), connected, fe) {
-        Reaction::Connect => match connect(sh, xbe) {
-            Ok(()) => {
-                let _ = xbe.switch_state(XenbusState::Connected);
-                add(&sh.counters.connects, 1);
-                sh.run_script(xbe, "up");
-            }
-            Err(e) => {
-                add(&sh.counters.fatal, 1);
-                let _ = xbe.write_key("error", &e.to_string());
-                let _ = xbe.switch_state(XenbusState::Closing);
-            }
-        },
-        Reaction::Disconnect(to) => {
-            disconnect(sh, xbe);
-            let _ = xbe.switch_state(to);
-        }
-        Reaction::Restart => {
-            // The frontend (re)starts, maybe without closing first (reboot,
-            // kexec): drop any connection and offer again.
-            disconnect(sh, xbe);
-            let _ = xbe.write_key("error", "");
-            let _ = xbe.switch_state(XenbusState::InitWait);
-        }
-        Reaction::Nothing => {}
+                .unwrap_or_default()
+        })
     }
 }
 

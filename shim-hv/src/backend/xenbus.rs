@@ -281,6 +281,98 @@ pub fn reaction(backend: XenbusState, connected: bool, fe: XenbusState) -> React
     }
 }
 
+/// What a backend device does when [`run_control`] says so: the device-specific
+/// half of a backend's control thread.
+pub trait Device {
+    /// Whether the device is connected (rings mapped, I/O running).
+    fn connected(&self) -> bool;
+    /// Reads the frontend's keys, maps its rings, binds its ports and starts I/O.
+    /// An error is written to the backend's `error` node and the backend goes
+    /// Closing (after [`Device::disconnect`], so nothing half-made stays).
+    fn connect(&self, xbe: &XenbusBackend) -> Result<(), String>;
+    /// Called once the backend switched to Connected after a successful connect.
+    fn on_connected(&self, _xbe: &XenbusBackend) {}
+    /// Stops I/O and unmaps everything of the connection; harmless when not
+    /// connected.
+    fn disconnect(&self, xbe: &XenbusBackend);
+    /// A fatal data-path error since the last call (the frontend broke the
+    /// protocol), to report through `error` and Closing.
+    fn take_failure(&self) -> Option<String> {
+        None
+    }
+}
+
+/// How long a backend keeps its nodes after its frontend's domain went away.
+const GONE_GRACE: Duration = Duration::from_millis(200);
+/// How often the control loop looks at the frontend when nothing changes.
+const CONTROL_TICK: Duration = Duration::from_millis(50);
+
+/// A backend's control thread: follows the frontend's `state` ([`reaction`]),
+/// connecting, disconnecting and restarting `dev`, and reports data-path failures,
+/// until `stop()` or until the frontend's domain has been gone for a moment; then
+/// disconnects and removes the device's nodes.
+pub fn run_control(
+    hv: &Hypervisor,
+    frontend: DomId,
+    mut xbe: XenbusBackend,
+    dev: &dyn Device,
+    stop: &dyn Fn() -> bool,
+) {
+    let mut fe_state = xbe.frontend_state().unwrap_or(XenbusState::Unknown);
+    let mut gone_since: Option<Instant> = None;
+    while !stop() {
+        match reaction(xbe.state(), dev.connected(), fe_state) {
+            Reaction::Connect => match dev.connect(&xbe) {
+                Ok(()) => {
+                    let _ = xbe.switch_state(XenbusState::Connected);
+                    dev.on_connected(&xbe);
+                }
+                Err(why) => fail(&mut xbe, dev, &why),
+            },
+            Reaction::Disconnect(to) => {
+                dev.disconnect(&xbe);
+                let _ = xbe.switch_state(to);
+            }
+            Reaction::Restart => {
+                // The frontend (re)starts, maybe without closing first (reboot,
+                // kexec): drop any connection and offer again.
+                dev.disconnect(&xbe);
+                let _ = xbe.write_key("error", "");
+                let _ = xbe.switch_state(XenbusState::InitWait);
+            }
+            Reaction::Nothing => {}
+        }
+        if let Some(why) = dev.take_failure() {
+            eprintln!("{}: frontend failed: {why}", xbe.backend_path());
+            fail(&mut xbe, dev, &why);
+        }
+        if hv.domain(frontend).is_none() {
+            // The guest is gone: stop once its nodes are gone too.
+            let t = *gone_since.get_or_insert_with(Instant::now);
+            if t.elapsed() > GONE_GRACE {
+                break;
+            }
+        }
+        match xbe.wait_frontend(CONTROL_TICK) {
+            Ok(Some(s)) => fe_state = s,
+            _ => {
+                if let Ok(s) = xbe.frontend_state() {
+                    fe_state = s;
+                }
+            }
+        }
+    }
+    dev.disconnect(&xbe);
+    let _ = xbe.destroy();
+}
+
+/// Disconnects `dev`, says `why` in the backend's `error` node and goes Closing.
+fn fail(xbe: &mut XenbusBackend, dev: &dyn Device, why: &str) {
+    dev.disconnect(xbe);
+    let _ = xbe.write_key("error", why);
+    let _ = xbe.switch_state(XenbusState::Closing);
+}
+
 impl XenbusBackend {
     /// Creates the device's backend and frontend directories (one transaction) with
     /// libxl's permissions, both `state` nodes at `Initialising`, and watches the

@@ -36,13 +36,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hypercall::abi::xenbus::XenbusState;
 use hypercall::{DomId, GrantRef, Port};
 
 use super::{ClientEvent, Console, ConsoleBackend, ConsoleClient, ConsoleState, RingAttachment};
-use crate::backend::xenbus::{self as xb, DeviceSpec, Reaction, XenbusBackend};
+use crate::backend::xenbus::{self as xb, DeviceSpec, XenbusBackend};
 use crate::xen::Hypervisor;
 
 /// The `protocol` libxl writes for consoles (`LIBXL_XENCONSOLE_PROTOCOL`).
@@ -283,7 +283,11 @@ impl ChannelBackend {
         let sh = shared.clone();
         let t = std::thread::Builder::new()
             .name(name.clone())
-            .spawn(move || control(sh, xbe))
+            .spawn(move || {
+                let hv = sh.hv.clone();
+                let fe = sh.frontend;
+                xb::run_control(&hv, fe, xbe, &Ctl(sh.clone()), &|| sh.stopping());
+            })
             .map_err(Error::Thread)?;
         me.threads.push(t);
         if let Some(l) = listener {
@@ -374,60 +378,28 @@ impl Drop for ChannelBackend {
 
 // ---- the xenbus side ---------------------------------------------------------------------
 
-/// The control thread: follows the frontend's state until stopped or the guest is
-/// gone; then disconnects and removes the nodes.
-fn control(sh: Arc<Shared>, mut xbe: XenbusBackend) {
-    let mut fe_state = xbe.frontend_state().unwrap_or(XenbusState::Unknown);
-    let mut gone_since: Option<Instant> = None;
-    while !sh.stopping() {
-        react(&sh, &mut xbe, fe_state);
-        // A guest that broke the ring protocol: tell it, as the other backends do.
-        if sh.connected.load(Ordering::SeqCst) {
-            if let Some(ConsoleState::Failed(f)) = sh.console().map(|c| c.state()) {
-                disconnect(&sh);
-                let _ = xbe.write_key("error", &f.to_string());
-                let _ = xbe.switch_state(XenbusState::Closing);
-            }
-        }
-        if sh.hv.domain(sh.frontend).is_none() {
-            let t = *gone_since.get_or_insert_with(Instant::now);
-            if t.elapsed() > Duration::from_millis(200) {
-                break;
-            }
-        }
-        if let Ok(Some(s)) = xbe.wait_frontend(Duration::from_millis(50)) {
-            fe_state = s;
-        } else if let Ok(s) = xbe.frontend_state() {
-            fe_state = s;
-        }
-    }
-    disconnect(&sh);
-    let _ = xbe.destroy();
-}
+/// The control thread's device half (see [`xb::run_control`]).
+struct Ctl(Arc<Shared>);
 
-fn react(sh: &Shared, xbe: &mut XenbusBackend, fe: XenbusState) {
-    let connected = sh.connected.load(Ordering::SeqCst);
-    match xb::reaction(xbe.state(), connected, fe) {
-        Reaction::Connect => match connect(sh, xbe) {
-            Ok(()) => {
-                let _ = xbe.switch_state(XenbusState::Connected);
-            }
-            Err(why) => {
-                disconnect(sh);
-                let _ = xbe.write_key("error", &why);
-                let _ = xbe.switch_state(XenbusState::Closing);
-            }
-        },
-        Reaction::Disconnect(to) => {
-            disconnect(sh);
-            let _ = xbe.switch_state(to);
+impl xb::Device for Ctl {
+    fn connected(&self) -> bool {
+        self.0.connected.load(Ordering::SeqCst)
+    }
+    fn connect(&self, xbe: &XenbusBackend) -> Result<(), String> {
+        connect(&self.0, xbe)
+    }
+    fn disconnect(&self, _xbe: &XenbusBackend) {
+        disconnect(&self.0);
+    }
+    fn take_failure(&self) -> Option<String> {
+        // A guest that broke the ring protocol: tell it, as the other backends do.
+        if !self.connected() {
+            return None;
         }
-        Reaction::Restart => {
-            disconnect(sh);
-            let _ = xbe.write_key("error", "");
-            let _ = xbe.switch_state(XenbusState::InitWait);
+        match self.0.console().map(|c| c.state()) {
+            Some(ConsoleState::Failed(f)) => Some(f.to_string()),
+            _ => None,
         }
-        Reaction::Nothing => {}
     }
 }
 
