@@ -253,3 +253,82 @@ fn endless_or_huge_config_is_refused() {
     }
     assert!(cli.daemon_pid().is_none());
 }
+
+/// security.md H1: absurd numbers where the CLI takes a domain (ids past u16, past
+/// u64, negative, hex, empty, huge) and absurd numeric config values: each gives a
+/// short error on stderr and a non-zero exit, never a panic, and nothing changes.
+#[test]
+fn h1_absurd_numbers_are_clean_errors() {
+    let cli = Cli::new("h1");
+    cli.dir.write("good.cfg", &builtin_cfg("good", ""));
+    cli.ok(&["create", "good.cfg"]);
+    let huge = "9".repeat(5000);
+    let ids = [
+        "18446744073709551616",
+        "65536",
+        "4294967296",
+        "-1",
+        "0x1",
+        "1e3",
+        "",
+        " 1",
+        "a\nb",
+        huge.as_str(),
+    ];
+    let commands: &[&[&str]] = &[
+        &["shutdown"],
+        &["shutdown", "-w"],
+        &["reboot"],
+        &["destroy"],
+        &["console"],
+        &["block-list"],
+        &["network-list"],
+    ];
+    for cmd in commands {
+        for id in ids {
+            let mut args: Vec<&str> = cmd.to_vec();
+            args.extend(["--", id]);
+            let o = cli.run(&args);
+            let err = String::from_utf8_lossy(&o.stderr);
+            let what = format!("{cmd:?} {:?}", id.get(..40).unwrap_or(id));
+            assert!(!o.status.success(), "{what}");
+            assert_ne!(o.status.code(), Some(101), "{what}: {err}");
+            assert!(!err.contains("panicked"), "{what}: {err}");
+            assert_eq!(err.lines().count(), 1, "{what}: one line: {err}");
+            assert!(err.len() < 400, "{what}: {err}");
+        }
+    }
+    // Numeric config values (the toolstack's other numbers).
+    for (what, line) in [
+        ("memory past u64", "memory = 18446744073709551616\n"),
+        ("memory negative", "memory = -16\n"),
+        ("memory huge", "memory = 99999999999999\n"),
+        ("maxmem past u64", "maxmem = 18446744073709551616\n"),
+        ("vcpus huge", "vcpus = 4294967296\n"),
+        ("vcpus text", "vcpus = 'many'\n"),
+    ] {
+        cli.dir
+            .write("n.cfg", &format!("name = \"n\"\nmemory = 16\n{line}"));
+        let o = cli.run(&["create", "n.cfg"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{what}: {err}");
+        assert!(!err.contains("panicked"), "{what}: {err}");
+        let last = err.lines().last().unwrap_or_default();
+        assert!(last.starts_with("n.cfg:3:"), "{what}: {err}");
+    }
+    // `vcpus` 0 or negative is raised to 1 with a warning naming the line (as xl).
+    for v in ["0", "-1"] {
+        cli.dir.write(
+            "z.cfg",
+            &format!("name = \"z\"\nmemory = 16\nvcpus = {v}\n"),
+        );
+        let o = cli.run(&["create", "z.cfg"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        assert!(err.contains("z.cfg:3: warning: vcpus below 1"), "{err}");
+        cli.ok(&["destroy", "z"]);
+    }
+    let rows = cli.list();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].0, "good");
+}

@@ -866,3 +866,52 @@ fn e4_failed_notification_breaks_the_device() {
         assert_broken(&mut r, want);
     }
 }
+
+/// security.md B7: an op split over two ring requests whose halves disagree (one
+/// OKAY, one ERROR, either order) fails with the error and delivers no data; an op
+/// with only one half answered is not done (it waits for both).
+#[test]
+fn b7_split_request_halves_disagree_the_error_wins() {
+    let per = 11 * 4096;
+    for bad_first in [true, false] {
+        let mut r: Rig<4, 11> = hostile(move |req, mut rsp| {
+            if (req.sector_number == 0) == bad_first {
+                rsp.status = blkif::RSP_ERROR;
+            }
+            vec![rsp]
+        });
+        let t = r.read(0, 2 * per).unwrap();
+        r.run().unwrap();
+        assert_eq!(r.be.seen.len(), 2, "split in two");
+        let mut buf = vec![0xAAu8; 2 * per];
+        assert_eq!(
+            r.io.finish(t, &mut [&mut buf[..]]),
+            Err(Error::Io(IoError::Backend)),
+            "bad first: {bad_first}"
+        );
+        assert!(
+            buf.iter().all(|&b| b == 0xAA),
+            "data of a failed read delivered (bad first: {bad_first})"
+        );
+        let data = vec![0x55u8; 2 * per];
+        let w = r.write(0, &[&data]).unwrap();
+        r.run().unwrap();
+        assert_eq!(r.io.finish(w, &mut []), Err(Error::Io(IoError::Backend)));
+        assert_eq!(r.t.in_use(), 0);
+        assert_eq!(r.io.broken(), None, "an I/O error is not a protocol error");
+    }
+    // Only one half answered: not done, nothing delivered.
+    let mut r: Rig<4, 11> = hostile(|req, rsp| {
+        if req.sector_number == 0 {
+            vec![rsp]
+        } else {
+            vec![]
+        }
+    });
+    let t = r.read(0, 2 * per).unwrap();
+    r.run().unwrap();
+    assert_eq!(r.io.is_done(t), Ok(false));
+    let mut buf = vec![0xAAu8; 2 * per];
+    assert_eq!(r.io.finish(t, &mut [&mut buf[..]]), Err(Error::NotDone));
+    assert!(buf.iter().all(|&b| b == 0xAA));
+}
