@@ -839,8 +839,13 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
     }
 
     /// Blocking read of `bufs` (total a multiple of the sector size) from logical
-    /// sector `lba`, split into as many requests as needed; `timeout` bounds the whole
-    /// call (on expiry the pending request is cancelled: [`Error::Timeout`]).
+    /// sector `lba`; `timeout` bounds the whole call (on expiry the requests still
+    /// pending are cancelled: [`Error::Timeout`]). Any number of buffers.
+    ///
+    /// A read of more than 128 KiB is pipelined: it goes out as up to
+    /// [`PIPELINE`] requests at once, and each piece is copied into `bufs` while
+    /// the backend is still reading the next ones, so most of the copy out of the
+    /// bounce pages overlaps the backend's work.
     pub fn read(
         &mut self,
         lba: u64,
@@ -850,89 +855,140 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         let total = total_len_mut(bufs);
         let info = self.check_range(lba, total, false)?.0;
         let deadline = self.deadline(timeout);
-        let chunk = self.chunk_bytes(info.sector_size);
-        let mut done = 0usize;
-        let mut bi = 0usize;
-        let mut boff = 0usize;
-        while done < total {
-            let n = chunk.min(total - done);
-            let at = lba + (done / info.sector_size as usize) as u64;
-            let tag = self.retry_busy(deadline, |d| d.submit_read(at, n))?;
-            self.wait_done(tag, deadline)?;
-            // Build the sub-list of `bufs` covering [done, done + n).
-            let mut sub: heapless::Vec<&mut [u8], 64> = heapless::Vec::new();
-            let mut need = n;
-            let (mut i, mut off) = (bi, boff);
-            for b in bufs.iter_mut().skip(bi) {
-                if need == 0 {
-                    break;
-                }
-                let blen = b.len();
-                let part = b.get_mut(off..).unwrap_or_default();
-                let k = part.len().min(need);
-                let (head, _) = part.split_at_mut(k);
-                if sub.push(head).is_err() {
-                    let _ = self.io.finish(tag, &mut []);
-                    return Err(Error::TooLarge {
-                        max: done + n - need,
-                    });
-                }
-                need -= k;
-                if k == blen - off {
-                    i += 1;
-                    off = 0;
-                } else {
-                    off += k;
-                }
-            }
-            self.io.finish(tag, &mut sub)?;
-            bi = i;
-            boff = off;
-            done += n;
-        }
-        Ok(())
+        let mut cursor = (0usize, 0usize);
+        self.pipeline(
+            lba,
+            info.sector_size as usize,
+            total,
+            deadline,
+            true,
+            |d, at, n| d.submit_read(at, n),
+            |d, tag| d.io.finish_from(tag, bufs, &mut cursor).map(drop),
+        )
     }
 
-    /// Blocking write of `bufs` at logical sector `lba` (see [`Device::read`]).
+    /// Blocking write of `bufs` at logical sector `lba` (see [`Device::read`]):
+    /// pieces are published as soon as they are copied in, so the backend writes
+    /// one while the next is being copied.
     pub fn write(&mut self, lba: u64, bufs: &[&[u8]], timeout: Duration) -> Result<(), Error> {
         let total = total_len(bufs);
         let info = self.check_range(lba, total, true)?.0;
         let deadline = self.deadline(timeout);
-        let chunk = self.chunk_bytes(info.sector_size);
-        let mut done = 0usize;
-        let mut bi = 0usize;
-        let mut boff = 0usize;
-        while done < total {
-            let n = chunk.min(total - done);
-            let at = lba + (done / info.sector_size as usize) as u64;
-            let mut sub: heapless::Vec<&[u8], 64> = heapless::Vec::new();
-            let mut need = n;
-            let (mut i, mut off) = (bi, boff);
-            for b in bufs.iter().skip(bi) {
-                if need == 0 {
-                    break;
+        let mut cursor = (0usize, 0usize);
+        self.pipeline(
+            lba,
+            info.sector_size as usize,
+            total,
+            deadline,
+            false,
+            |d, at, n| {
+                let (_, sector) = d.check_range(at, n, true)?;
+                let t = d.io.submit_from(
+                    &d.platform,
+                    &d.grants,
+                    OpKind::Write,
+                    sector,
+                    n,
+                    bufs,
+                    cursor,
+                    false,
+                )?;
+                advance(bufs, &mut cursor, n);
+                Ok(t)
+            },
+            |d, tag| d.io.finish(tag, &mut []).map(drop),
+        )
+    }
+
+    /// Bytes per request of a blocking transfer of `total` bytes: all of it up to
+    /// 128 KiB (latency dominates), else a quarter of it (at least 64 KiB), never
+    /// more than fits the ring.
+    fn piece_bytes(&self, sector_size: usize, total: usize) -> usize {
+        let chunk = self.chunk_bytes(sector_size as u32);
+        let ss = sector_size.max(1);
+        let p = if total <= PIPELINE_MIN {
+            total
+        } else {
+            (total.div_ceil(PIPELINE).div_ceil(ss) * ss).max(PIPELINE_MIN / 2)
+        };
+        p.clamp(ss, chunk.max(ss))
+    }
+
+    /// Moves `total` bytes from `lba` in pieces, up to [`PIPELINE`] in flight:
+    /// `submit` issues the piece at a logical sector, `complete` retires the oldest
+    /// piece once done (pieces complete in order). `plug`: publish each batch of
+    /// submissions at once (reads) rather than each as it is made (writes, whose
+    /// submission is the copy). On an error the pieces still out are cancelled.
+    #[allow(clippy::too_many_arguments)]
+    fn pipeline(
+        &mut self,
+        lba: u64,
+        sector_size: usize,
+        total: usize,
+        deadline: u64,
+        plug: bool,
+        mut submit: impl FnMut(&mut Self, u64, usize) -> Result<Tag, Error>,
+        mut complete: impl FnMut(&mut Self, Tag) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        let piece = self.piece_bytes(sector_size, total);
+        let ss = sector_size.max(1);
+        let mut pending: heapless::Deque<Tag, PIPELINE> = heapless::Deque::new();
+        let mut sent = 0usize;
+        let r = loop {
+            if sent < total && !pending.is_full() {
+                if plug {
+                    self.plug();
                 }
-                let part = b.get(off..).unwrap_or_default();
-                let k = part.len().min(need);
-                if sub.push(part.get(..k).unwrap_or_default()).is_err() {
-                    return Err(Error::TooLarge { max: done });
+                let mut failed = None;
+                while sent < total && !pending.is_full() {
+                    let n = piece.min(total - sent);
+                    let at = lba + (sent / ss) as u64;
+                    let tag = if pending.is_empty() {
+                        // None of ours in flight: wait while others hold every slot.
+                        self.retry_busy(deadline, |d| submit(d, at, n))
+                    } else {
+                        match submit(self, at, n) {
+                            Err(Error::Busy) => break,
+                            r => r,
+                        }
+                    };
+                    match tag.map(|t| pending.push_back(t)) {
+                        Ok(Ok(())) => sent += n,
+                        Ok(Err(t)) => {
+                            // Cannot happen (checked is_full); do not lose the tag.
+                            let _ = self.io.cancel(t);
+                            break;
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
                 }
-                need -= k;
-                if k == b.len() - off {
-                    i += 1;
-                    off = 0;
-                } else {
-                    off += k;
+                let published = if plug { self.unplug() } else { Ok(()) };
+                if let Some(e) = failed.or(published.err()) {
+                    break Err(e);
                 }
             }
-            let tag = self.retry_busy(deadline, |d| d.submit_write(at, &sub))?;
-            self.wait_done(tag, deadline)?;
-            self.io.finish(tag, &mut [])?;
-            bi = i;
-            boff = off;
-            done += n;
+            let Some(tag) = pending.pop_front() else {
+                break Ok(());
+            };
+            if let Err(e) = self.wait_done(tag, deadline) {
+                let _ = self.io.cancel(tag);
+                break Err(e);
+            }
+            if let Err(e) = complete(self, tag) {
+                break Err(e);
+            }
+        };
+        if r.is_err() {
+            // Whatever is still out is no longer wanted (its slots are freed when
+            // the backend answers).
+            while let Some(t) = pending.pop_front() {
+                let _ = self.io.cancel(t);
+            }
         }
-        Ok(())
+        r
     }
 
     /// Blocking flush.
@@ -1053,4 +1109,26 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> core::fmt::D
             .field("len", &self.len)
             .finish()
     }
+}
+
+/// Requests a blocking [`Device::read`] or [`Device::write`] keeps in flight at
+/// once.
+pub const PIPELINE: usize = 4;
+/// Blocking reads up to this size go out as one request.
+const PIPELINE_MIN: usize = 128 * 1024;
+
+/// Moves `cursor` (buffer index, offset in it) `n` bytes on through `bufs`.
+fn advance(bufs: &[&[u8]], cursor: &mut (usize, usize), mut n: usize) {
+    let (mut i, mut off) = *cursor;
+    while n > 0 {
+        let Some(b) = bufs.get(i) else { break };
+        let k = (b.len() - off.min(b.len())).min(n);
+        n -= k;
+        off += k;
+        if off >= b.len() {
+            i += 1;
+            off = 0;
+        }
+    }
+    *cursor = (i, off);
 }

@@ -630,6 +630,23 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         data: &[&[u8]],
         secure: bool,
     ) -> Result<Tag, Error> {
+        self.submit_from(p, g, kind, sector, len, data, (0, 0), secure)
+    }
+
+    /// [`Io::submit`] taking a write's `len` bytes from `data` starting at `start`
+    /// (buffer index, offset in it).
+    #[allow(clippy::too_many_arguments)]
+    pub fn submit_from<P: Platform + ?Sized, G: Grants + ?Sized>(
+        &mut self,
+        p: &P,
+        g: &G,
+        kind: OpKind,
+        sector: u64,
+        len: usize,
+        data: &[&[u8]],
+        start: (usize, usize),
+        secure: bool,
+    ) -> Result<Tag, Error> {
         self.check_usable()?;
         let per = self.bytes_per_request();
         let parts = match kind {
@@ -665,8 +682,8 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         // failure can be rolled back completely.
         let mut src = SrcCursor {
             bufs: data,
-            i: 0,
-            off: 0,
+            i: start.0,
+            off: start.1,
         };
         let mut prev = NONE;
         let mut reqs: [Request; 1] = [Request::default()];
@@ -1161,20 +1178,49 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
     /// bytes transferred.
     pub fn finish(&mut self, tag: Tag, bufs: &mut [&mut [u8]]) -> Result<usize, Error> {
         let op = *self.op_of(tag)?;
+        if op.state == OpState::Done
+            && op.result.is_none()
+            && op.kind == OpKind::Read
+            && !bufs.is_empty()
+            && total_len_mut(bufs) != op.len
+        {
+            return Err(Error::BadLength {
+                len: total_len_mut(bufs),
+                sector_size: 512,
+            });
+        }
+        self.finish_from(tag, bufs, &mut (0, 0))
+    }
+
+    /// [`Io::finish`] copying a read's data into `bufs` from `cursor` (buffer
+    /// index, offset in it) on, which moves past the data; `bufs` must hold at
+    /// least that much from there (an empty list drops the data).
+    pub fn finish_from(
+        &mut self,
+        tag: Tag,
+        bufs: &mut [&mut [u8]],
+        cursor: &mut (usize, usize),
+    ) -> Result<usize, Error> {
+        let op = *self.op_of(tag)?;
         if op.state != OpState::Done {
             return Err(Error::NotDone);
         }
         if op.result.is_none() && op.kind == OpKind::Read && !bufs.is_empty() {
-            if total_len_mut(bufs) != op.len {
+            let (i, off) = *cursor;
+            let room = bufs.get(i..).map_or(0, |b| {
+                total_len_mut(b).saturating_sub(off.min(b.first().map_or(0, |f| f.len())))
+            });
+            if room < op.len {
                 return Err(Error::BadLength {
-                    len: total_len_mut(bufs),
+                    len: room,
                     sector_size: 512,
                 });
             }
-            let mut dst = DstCursor { bufs, i: 0, off: 0 };
+            let mut dst = DstCursor { bufs, i, off };
             for r in self.read_regions(tag)? {
                 dst.copy_from(&r, 0, r.len());
             }
+            *cursor = (dst.i, dst.off);
         }
         self.retire(tag, op.first, false);
         match op.result {
