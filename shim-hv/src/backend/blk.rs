@@ -32,6 +32,15 @@
 //! A disk image whose size is not a multiple of the sector size is served rounded
 //! down, with a warning (row 45).
 //!
+//! **Targets.** A `file:` target must be a regular file, a `phy:` target a block
+//! device or a regular file; anything else (a directory, FIFO, character device
+//! such as `/dev/zero`, socket) is refused with [`Error::WrongType`] before
+//! anything is created, and opening never blocks (`O_NONBLOCK`: a FIFO would wait
+//! for a writer). An image truncated under a running guest (without
+//! [`BlkBackend::resize`]) answers I/O past its new end with `BLKIF_RSP_ERROR`:
+//! writes are checked against the file's current size (a write there would grow
+//! it again), and a short read is an error (security.md H3, D2).
+//!
 //! # Example
 //!
 //! ```
@@ -196,6 +205,16 @@ pub enum Error {
     },
     /// The configuration is unusable (sector size, empty image).
     BadConfig(String),
+    /// The target is not a file of a usable type (a directory, FIFO, character
+    /// device or socket; `file:` also refuses a block device).
+    WrongType {
+        /// The path.
+        path: PathBuf,
+        /// What it is, e.g. "a FIFO".
+        found: &'static str,
+        /// What it should be.
+        expected: &'static str,
+    },
     /// The xenbus side failed.
     Xenbus(xb::Error),
     /// The frontend asked for something we do not do.
@@ -207,6 +226,11 @@ impl fmt::Display for Error {
         match self {
             Error::Io { path, err } => write!(f, "{}: {err}", path.display()),
             Error::BadConfig(s) => write!(f, "bad disk configuration: {s}"),
+            Error::WrongType {
+                path,
+                found,
+                expected,
+            } => write!(f, "{}: {found}, not {expected}", path.display()),
             Error::Xenbus(e) => write!(f, "{e}"),
             Error::Unsupported(s) => write!(f, "unsupported frontend request: {s}"),
         }
@@ -265,6 +289,8 @@ struct Disk {
     sector_size: u32,
     writable: bool,
     cdrom: bool,
+    /// A regular file (whose size can change under us), not a block device.
+    regular: bool,
 }
 
 impl Disk {
@@ -335,6 +361,62 @@ impl fmt::Debug for BlkBackend {
     }
 }
 
+/// Checks that `ft` is what `target` may be: `file:` a regular file, `phy:` a
+/// block device or a regular file.
+fn check_type(target: &Target, ft: std::fs::FileType) -> Result<(), Error> {
+    use std::os::unix::fs::FileTypeExt;
+    let (ok, expected) = match target {
+        Target::File(_) => (ft.is_file(), "a regular file (file:)"),
+        Target::Phy(_) => (
+            ft.is_file() || ft.is_block_device(),
+            "a block device or regular file (phy:)",
+        ),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::WrongType {
+            path: target.path().clone(),
+            found: crate::config::file_type_name(ft),
+            expected,
+        })
+    }
+}
+
+/// Opens the target without ever blocking (BAD-INPUT H3: opening a FIFO for
+/// reading waits for a writer): the path's type is checked first, then it is opened
+/// with `O_NONBLOCK`, the opened file's type checked again (the path may have been
+/// replaced meanwhile), and the descriptor switched back to blocking I/O.
+fn open_target(target: &Target, opts: &OpenOptions, direct: bool) -> Result<File, Error> {
+    let path = target.path();
+    let io = |err| Error::Io {
+        path: path.clone(),
+        err,
+    };
+    match std::fs::metadata(path) {
+        Ok(m) => check_type(target, m.file_type())?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if std::fs::symlink_metadata(path).is_ok() {
+                return Err(io(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "dangling symbolic link",
+                )));
+            }
+            return Err(io(e));
+        }
+        Err(e) => return Err(io(e)),
+    }
+    let mut o = opts.clone();
+    o.custom_flags(libc::O_NONBLOCK | if direct { libc::O_DIRECT } else { 0 });
+    let file = o.open(path).map_err(io)?;
+    check_type(target, file.metadata().map_err(io)?.file_type())?;
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = fcntl(&file, FcntlArg::F_GETFL).map_err(|e| io(e.into()))?;
+    let flags = OFlag::from_bits_retain(flags) - OFlag::O_NONBLOCK;
+    fcntl(&file, FcntlArg::F_SETFL(flags)).map_err(|e| io(e.into()))?;
+    Ok(file)
+}
+
 fn open_disk(cfg: &BlkConfig) -> Result<Disk, Error> {
     let path = cfg.target.path().clone();
     let io = |err| Error::Io {
@@ -350,22 +432,13 @@ fn open_disk(cfg: &BlkConfig) -> Result<Disk, Error> {
     let writable = cfg.writable && !cfg.cdrom;
     let mut opts = OpenOptions::new();
     opts.read(true).write(writable);
-    let file = if cfg.direct {
-        let mut d = opts.clone();
-        d.custom_flags(libc::O_DIRECT);
-        d.open(&path).map_err(io)?
-    } else {
-        opts.open(&path).map_err(io)?
-    };
+    let file = open_target(&cfg.target, &opts, cfg.direct)?;
     let fallback = if cfg.direct {
-        Some(opts.open(&path).map_err(io)?)
+        Some(open_target(&cfg.target, &opts, false)?)
     } else {
         None
     };
     let meta = file.metadata().map_err(io)?;
-    if meta.is_dir() {
-        return Err(io(std::io::Error::other("is a directory")));
-    }
     // Block devices report 0 in metadata; their end is where a seek lands.
     let size = if meta.is_file() {
         meta.len()
@@ -388,6 +461,7 @@ fn open_disk(cfg: &BlkConfig) -> Result<Disk, Error> {
         sector_size: cfg.sector_size,
         writable,
         cdrom: cfg.cdrom,
+        regular: meta.is_file(),
     })
 }
 
@@ -1089,10 +1163,22 @@ fn finish_rw(disk: &Disk, write: bool, sector: u64, total: u64, regions: &[Share
     let Some(start) = sector.checked_mul(512) else {
         return blkif::RSP_ERROR;
     };
-    match start.checked_add(total) {
-        Some(end) if end <= disk.bytes() => {}
+    let end = match start.checked_add(total) {
+        Some(end) if end <= disk.bytes() => end,
         _ => return blkif::RSP_ERROR,
+    };
+    if write && disk.regular {
+        // The image may have been truncated under the guest without a resize
+        // (security.md D2): a write past its end would grow it again (with a hole
+        // up to the write) instead of failing. A read there is short, so an error
+        // below. (A truncation between this check and the write is not caught.)
+        match disk.file.metadata() {
+            Ok(m) if end <= m.len() => {}
+            _ => return blkif::RSP_ERROR,
+        }
     }
+    // A transfer shorter than asked (the image ends earlier than `sectors` says)
+    // is an error: the bytes it did move are not reported as data.
     match transfer(disk, regions, start, write) {
         Ok(n) if n as u64 == total => blkif::RSP_OKAY,
         _ => blkif::RSP_ERROR,

@@ -1241,27 +1241,41 @@ impl DomainConfig {
     }
 
     /// Checks the files the config names: the kernel and ramdisk are readable
-    /// regular files; every disk target exists and is a regular file or a block
-    /// device (`phy:` targets must be block devices). Separate from parsing so
-    /// a dry run can be done elsewhere. Returns every problem found.
+    /// regular files; every disk target exists, is a regular file or a block
+    /// device (`phy:` targets must be block devices) and can be opened for reading.
+    /// Nothing is read, and nothing waits: a FIFO is refused by its type before
+    /// any open, and the open is non-blocking (security.md H3). Separate from
+    /// parsing so a dry run can be done elsewhere. Returns every problem found.
     pub fn validate_paths(&self) -> Result<(), Vec<ConfigError>> {
-        use std::os::unix::fs::FileTypeExt;
+        use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
         let mut errs = Vec::new();
         let mut check =
             |what: &'static str, line: u32, path: &Path, block_ok: bool, block_only: bool| {
                 let text = path.display().to_string();
                 let why = match std::fs::metadata(path) {
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::NotFound
+                            && std::fs::symlink_metadata(path).is_ok() =>
+                    {
+                        Some("dangling symbolic link".to_owned())
+                    }
                     Err(e) => Some(e.to_string()),
                     Ok(m) => {
                         let ft = m.file_type();
+                        let found = file_type_name(ft);
                         if block_only && !ft.is_block_device() {
-                            Some("not a block device (phy:)".to_owned())
+                            Some(format!("{found}, not a block device (phy:)"))
                         } else if ft.is_file() || (block_ok && ft.is_block_device()) {
-                            None
+                            std::fs::OpenOptions::new()
+                                .read(true)
+                                .custom_flags(libc::O_NONBLOCK)
+                                .open(path)
+                                .err()
+                                .map(|e| e.to_string())
                         } else if block_ok {
-                            Some("not a regular file or block device".to_owned())
+                            Some(format!("{found}, not a regular file or block device"))
                         } else {
-                            Some("not a regular file".to_owned())
+                            Some(format!("{found}, not a regular file"))
                         }
                     }
                 };
@@ -1364,5 +1378,25 @@ impl DomainConfig {
                 "on_watchdog": self.on_watchdog.as_str(),
             },
         })
+    }
+}
+
+/// What a file type is called in an error message ("a FIFO").
+pub(crate) fn file_type_name(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_file() {
+        "a regular file"
+    } else {
+        "an unknown file type"
     }
 }
