@@ -21,16 +21,25 @@
 //!
 //! Thread safety: everything takes `&self` and uses atomics. `scan` is not
 //! re-entrant: a second concurrent `scan` returns at once with nothing done (the
-//! running one reports `more` if events arrived meanwhile). A handler may still be
-//! running on another CPU when `close` returns there; serialise with your handler if
-//! that matters.
+//! running one reports `more` if events arrived meanwhile).
+//!
+//! Closing while events arrive (security.md E2): after [`EventChannels::close`] (or
+//! [`EventChannels::unbind`]) returned, a scan on another CPU may still be handing
+//! the port to its handler (it checked the binding just before), and
+//! [`EventChannels::is_handling`] says so; once that returns `false` for the port,
+//! no handler runs for it any more. (A scan announces the port it is about to
+//! hand over before it checks the binding, and `close` unbinds before it returns:
+//! with sequentially consistent atomics on both sides, either the scan sees the port
+//! unbound or `is_handling` sees the announcement.) The caller waits for that with
+//! its own `Platform::wait` and timeout; `close` does not wait, so a handler may
+//! close its own port.
 
 use crate::abi::{evtchn as abi, memory, shared_info as si};
 use crate::platform::{DomId, Hypercall, Platform, Port, PAGE_SIZE};
 use crate::shmem::{mb, SharedMem};
 use crate::xen::{Xen, XenError};
 use core::fmt;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 /// Event-channel failures.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -96,6 +105,8 @@ pub struct EventChannels<H> {
     bound: [AtomicU64; WORDS],
     cursor: AtomicUsize,
     scanning: AtomicBool,
+    /// The port whose handler is running (or about to), plus one; 0: none.
+    active: AtomicU32,
     ignored_total: AtomicU64,
 }
 
@@ -132,6 +143,7 @@ impl<H: Hypercall> EventChannels<H> {
             bound: [const { AtomicU64::new(0) }; WORDS],
             cursor: AtomicUsize::new(0),
             scanning: AtomicBool::new(false),
+            active: AtomicU32::new(0),
             ignored_total: AtomicU64::new(0),
         })
     }
@@ -209,7 +221,18 @@ impl<H: Hypercall> EventChannels<H> {
         Ok(p)
     }
 
+    /// Whether a handler for `port` is running (or about to be called) in a scan
+    /// on some CPU. After `close(port)` (or `unbind(port)`) returned, wait until
+    /// this is `false` before freeing what the port's handler uses: from then on,
+    /// no handler runs for `port` (security.md E2). Inside that port's own handler
+    /// it is `true`: do not wait for it there.
+    pub fn is_handling(&self, port: Port) -> bool {
+        self.active.load(Ordering::SeqCst) == port.0.wrapping_add(1)
+    }
+
     /// Unbinds `port`, closes it (`EVTCHNOP_close`) and drops a stale pending bit.
+    /// A scan on another CPU that already checked the binding may still run the
+    /// handler; [`EventChannels::is_handling`] tells when it is over.
     pub fn close(&self, port: Port) -> Result<(), Error> {
         let (w, bit) = split(port)?;
         self.unbind(port)?;
@@ -309,6 +332,9 @@ impl<H: Hypercall> EventChannels<H> {
                     continue;
                 }
                 let port = Port(w as u32 * 64 + b);
+                // Announce the port, then check the binding (E2: a concurrent
+                // `close` either made us see it unbound or sees the announcement).
+                self.active.store(port.0 + 1, Ordering::SeqCst);
                 let ours = self
                     .bound
                     .get(w)
@@ -319,6 +345,7 @@ impl<H: Hypercall> EventChannels<H> {
                 } else {
                     out.ignored += 1;
                 }
+                self.active.store(0, Ordering::SeqCst);
             }
         }
         self.ignored_total
@@ -556,6 +583,146 @@ mod tests {
             Err(Error::PortOutOfRange(Port(u32::MAX)))
         );
         assert!(!ev.is_bound(Port(u32::MAX)));
+    }
+
+    /// A `Hypercall` that succeeds and can be shared between threads.
+    struct NullXen;
+
+    impl Hypercall for NullXen {
+        unsafe fn hypercall(&self, _op: u32, _args: [usize; 5]) -> isize {
+            0
+        }
+    }
+
+    /// Event channels usable from several threads; the page lives as long as the
+    /// returned platform.
+    fn threaded() -> (FakePlatform, EventChannels<&'static NullXen>) {
+        let p = idle();
+        let m = SharedMem::alloc_pages(&p, 1).unwrap();
+        (p, EventChannels::new(&NullXen, m, 0).unwrap())
+    }
+
+    /// E2: a handler running on another CPU when `close` returns is reported by
+    /// `is_handling` until it finishes; after that, no handler runs for the port
+    /// however often it fires.
+    #[test]
+    fn e2_close_while_the_handler_runs_elsewhere() {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::mpsc::channel;
+        let (_pages, ev) = threaded();
+        let m = ev.shared_info();
+        let (p, q) = (Port(70), Port(71));
+        ev.bind(p).unwrap();
+        ev.bind(q).unwrap();
+        let closed = AtomicBool::new(false);
+        let stop = AtomicBool::new(false);
+        let (entered_tx, entered_rx) = channel();
+        let (release_tx, release_rx) = channel::<()>();
+        let (seen_q_tx, seen_q_rx) = channel();
+        let mut reported = (false, false);
+        std::thread::scope(|s| {
+            let (ev, closed, stop) = (&ev, &closed, &stop);
+            s.spawn(move || {
+                let mut first = true;
+                while !stop.load(Ordering::SeqCst) {
+                    ev.scan(DEFAULT_BUDGET, |port| {
+                        if port == p {
+                            assert!(!closed.load(Ordering::SeqCst), "handler after close");
+                            if first {
+                                first = false;
+                                entered_tx.send(()).unwrap();
+                                release_rx.recv().unwrap();
+                            }
+                        } else {
+                            let _ = seen_q_tx.send(());
+                        }
+                    });
+                    std::thread::yield_now();
+                }
+            });
+            raise(m, 0, p.0);
+            entered_rx.recv().unwrap();
+            ev.close(p).unwrap();
+            // (Checked after the scope: a failed assertion here would leave the
+            // handler blocked and the scope waiting for it.)
+            reported = (ev.is_handling(p), ev.is_handling(q));
+            release_tx.send(()).unwrap();
+            while ev.is_handling(p) {
+                std::thread::yield_now();
+            }
+            closed.store(true, Ordering::SeqCst);
+            // The port keeps firing (a racing or hostile host): ignored. Another
+            // port still reaches its handler.
+            for _ in 0..100 {
+                raise(m, 0, p.0);
+                raise(m, 0, q.0);
+                seen_q_rx.recv().unwrap();
+            }
+            stop.store(true, Ordering::SeqCst);
+        });
+        assert_eq!(reported, (true, false), "the running handler is reported");
+        assert!(ev.ignored_total() > 0);
+    }
+
+    /// E2: events keep arriving from another thread on a port while it is closed
+    /// (and rebound, and closed again); once `close` returned and `is_handling`
+    /// said no, its handler never runs, and a neighbouring port keeps working.
+    #[test]
+    fn e2_events_from_another_thread_during_close() {
+        use std::sync::atomic::AtomicBool;
+        let rounds = if cfg!(miri) { 3 } else { 200 };
+        let (_pages, ev) = threaded();
+        let m = ev.shared_info();
+        let (p, q) = (Port(130), Port(131));
+        ev.bind(q).unwrap();
+        let closed = AtomicBool::new(true);
+        let stop = AtomicBool::new(false);
+        let late = AtomicU64::new(0);
+        let (p_count, q_count) = (AtomicU64::new(0), AtomicU64::new(0));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    raise(m, 0, p.0);
+                    raise(m, 0, q.0);
+                    std::thread::yield_now();
+                }
+            });
+            s.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    ev.scan(DEFAULT_BUDGET, |port| {
+                        if port == p {
+                            if closed.load(Ordering::SeqCst) {
+                                late.fetch_add(1, Ordering::SeqCst);
+                            }
+                            p_count.fetch_add(1, Ordering::SeqCst);
+                        } else {
+                            q_count.fetch_add(1, Ordering::SeqCst);
+                        }
+                    });
+                    std::thread::yield_now();
+                }
+            });
+            for _ in 0..rounds {
+                closed.store(false, Ordering::SeqCst);
+                let before = p_count.load(Ordering::SeqCst);
+                ev.bind(p).unwrap();
+                while p_count.load(Ordering::SeqCst) == before {
+                    std::thread::yield_now();
+                }
+                ev.close(p).unwrap();
+                while ev.is_handling(p) {
+                    std::thread::yield_now();
+                }
+                closed.store(true, Ordering::SeqCst);
+                let q_before = q_count.load(Ordering::SeqCst);
+                while q_count.load(Ordering::SeqCst) < q_before + 2 {
+                    std::thread::yield_now();
+                }
+            }
+            stop.store(true, Ordering::SeqCst);
+        });
+        assert_eq!(late.load(Ordering::SeqCst), 0, "handlers ran after close");
+        assert!(ev.ignored_total() > 0);
     }
 
     #[test]

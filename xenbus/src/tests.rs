@@ -1628,6 +1628,56 @@ mod power_events {
         assert_eq!(pc.poll(&mut xs).unwrap(), Some(PowerEvent::Reboot));
     }
 
+    /// security.md S4: the transaction that reads and clears `control/shutdown`
+    /// always fails with `EAGAIN`: each check gives up after `MAX_TX_TRIES` commits
+    /// with `TooManyRetries`, nothing is delivered and the request stays in the
+    /// node; once commits succeed again it is delivered exactly once, and further
+    /// events (the clear, repeats) deliver nothing more.
+    #[test]
+    fn s4_ack_transaction_always_eagain_is_bounded_and_acts_at_most_once() {
+        let (mut xs, fake, mut pc) = setup_power(ALL);
+        assert_eq!(pc.poll(&mut xs).unwrap(), None);
+        let base = fake.server().core.commits;
+        fake.server().core.eagain_commits = u32::MAX;
+        request(&fake, "poweroff");
+        for round in 1..=3u32 {
+            assert_eq!(
+                pc.wait(&mut xs, Duration::from_secs(1)),
+                Err(Error::TooManyRetries {
+                    tries: MAX_TX_TRIES
+                }),
+                "round {round}"
+            );
+            assert_eq!(fake.server().core.commits, base + round * MAX_TX_TRIES);
+            assert_eq!(pc.pending(), None, "acted on an unacknowledged request");
+            assert_eq!(
+                fake.server().core.read("control/shutdown").as_deref(),
+                Some("poweroff"),
+                "the request stays until it is acknowledged"
+            );
+            // The watch fires again (as a toolstack would re-request).
+            request(&fake, "poweroff");
+        }
+        // A few more EAGAINs, fewer than the bound: retried, then delivered once.
+        fake.server().core.eagain_commits = MAX_TX_TRIES - 1;
+        assert_eq!(
+            pc.wait(&mut xs, Duration::from_secs(1)).unwrap(),
+            PowerEvent::Poweroff
+        );
+        assert_eq!(pc.pending(), Some(PowerEvent::Poweroff));
+        assert_eq!(
+            fake.server().core.read("control/shutdown").as_deref(),
+            Some("")
+        );
+        request(&fake, "poweroff");
+        assert_eq!(
+            pc.wait(&mut xs, Duration::from_millis(50)),
+            Err(Error::Timeout),
+            "delivered twice"
+        );
+        assert!(fake.shutdowns().is_empty());
+    }
+
     #[test]
     fn crash_reason_and_stop() {
         let (mut xs, fake, pc) = setup_power(ALL);
