@@ -96,6 +96,8 @@
 
 pub mod abi;
 pub mod arch;
+#[cfg(feature = "read-audit")]
+pub mod audit;
 pub mod cpuid;
 pub mod evtchn;
 pub mod gnttab;

@@ -15,6 +15,19 @@ use core::ptr::NonNull;
 use core::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
+/// Records an access for [`crate::audit`] (feature `read-audit`); nothing otherwise.
+macro_rules! audit {
+    ($mem:expr, $off:expr, $len:expr, $op:ident, $value:expr) => {
+        #[cfg(feature = "read-audit")]
+        crate::audit::record(
+            $mem.ptr.as_ptr().addr().wrapping_add($off),
+            $len,
+            crate::audit::Op::$op,
+            $value,
+        );
+    };
+}
+
 /// A region of memory that another domain may read or write concurrently.
 #[derive(Clone, Copy, Debug)]
 pub struct SharedMem {
@@ -141,96 +154,120 @@ impl SharedMem {
         // SAFETY: in bounds and aligned (checked by `at`); the memory is valid per `new`,
         // and the other side only ever accesses it as plain memory, which is what an
         // atomic is at the hardware level.
-        unsafe { AtomicU32::from_ptr(self.at(offset)) }.load(Ordering::Acquire)
+        let v = unsafe { AtomicU32::from_ptr(self.at(offset)) }.load(Ordering::Acquire);
+        audit!(self, offset, 4, Load, u64::from(v));
+        v
     }
 
     /// Atomic (release) store of a `u32`, e.g. publishing a ring index.
     pub fn store_u32(&self, offset: usize, value: u32) {
         // SAFETY: as in `load_u32`.
-        unsafe { AtomicU32::from_ptr(self.at(offset)) }.store(value, Ordering::Release)
+        unsafe { AtomicU32::from_ptr(self.at(offset)) }.store(value, Ordering::Release);
+        audit!(self, offset, 4, Store, u64::from(value));
     }
 
     /// Atomic (acquire) load of a `u16` (e.g. grant entry flags).
     pub fn load_u16(&self, offset: usize) -> u16 {
         // SAFETY: as in `load_u32`.
-        unsafe { AtomicU16::from_ptr(self.at(offset)) }.load(Ordering::Acquire)
+        let v = unsafe { AtomicU16::from_ptr(self.at(offset)) }.load(Ordering::Acquire);
+        audit!(self, offset, 2, Load, u64::from(v));
+        v
     }
 
     /// Atomic (release) store of a `u16`.
     pub fn store_u16(&self, offset: usize, value: u16) {
         // SAFETY: as in `load_u32`.
-        unsafe { AtomicU16::from_ptr(self.at(offset)) }.store(value, Ordering::Release)
+        unsafe { AtomicU16::from_ptr(self.at(offset)) }.store(value, Ordering::Release);
+        audit!(self, offset, 2, Store, u64::from(value));
     }
 
     /// Atomic compare-and-exchange of a `u16` (sequentially consistent); returns the
     /// previous value, `Ok` if it was `current`.
     pub fn cmpxchg_u16(&self, offset: usize, current: u16, new: u16) -> Result<u16, u16> {
         // SAFETY: as in `load_u32`.
-        unsafe { AtomicU16::from_ptr(self.at(offset)) }.compare_exchange(
+        let r = unsafe { AtomicU16::from_ptr(self.at(offset)) }.compare_exchange(
             current,
             new,
             Ordering::SeqCst,
             Ordering::SeqCst,
-        )
+        );
+        audit!(self, offset, 2, Update, u64::from(r.unwrap_or_else(|v| v)));
+        r
     }
 
     /// Atomic compare-and-exchange of a `u32`.
     pub fn cmpxchg_u32(&self, offset: usize, current: u32, new: u32) -> Result<u32, u32> {
         // SAFETY: as in `load_u32`.
-        unsafe { AtomicU32::from_ptr(self.at(offset)) }.compare_exchange(
+        let r = unsafe { AtomicU32::from_ptr(self.at(offset)) }.compare_exchange(
             current,
             new,
             Ordering::SeqCst,
             Ordering::SeqCst,
-        )
+        );
+        audit!(self, offset, 4, Update, u64::from(r.unwrap_or_else(|v| v)));
+        r
     }
 
     /// Atomic load of a `u8`.
     pub fn load_u8(&self, offset: usize) -> u8 {
         // SAFETY: as in `load_u32`.
-        unsafe { AtomicU8::from_ptr(self.at(offset)) }.load(Ordering::Acquire)
+        let v = unsafe { AtomicU8::from_ptr(self.at(offset)) }.load(Ordering::Acquire);
+        audit!(self, offset, 1, Load, u64::from(v));
+        v
     }
 
     /// Atomic store of a `u8`.
     pub fn store_u8(&self, offset: usize, value: u8) {
         // SAFETY: as in `load_u32`.
-        unsafe { AtomicU8::from_ptr(self.at(offset)) }.store(value, Ordering::Release)
+        unsafe { AtomicU8::from_ptr(self.at(offset)) }.store(value, Ordering::Release);
+        audit!(self, offset, 1, Store, u64::from(value));
     }
 
     /// Atomic swap of a `u8`, returning the old value.
     pub fn swap_u8(&self, offset: usize, value: u8) -> u8 {
         // SAFETY: as in `load_u32`.
-        unsafe { AtomicU8::from_ptr(self.at(offset)) }.swap(value, Ordering::SeqCst)
+        let old = unsafe { AtomicU8::from_ptr(self.at(offset)) }.swap(value, Ordering::SeqCst);
+        audit!(self, offset, 1, Update, u64::from(old));
+        old
     }
 
     /// Atomic load of a `u64` (e.g. an event-channel bitmap word).
     pub fn load_u64(&self, offset: usize) -> u64 {
         // SAFETY: as in `load_u32`.
-        unsafe { AtomicU64::from_ptr(self.at(offset)) }.load(Ordering::Acquire)
+        let v = unsafe { AtomicU64::from_ptr(self.at(offset)) }.load(Ordering::Acquire);
+        audit!(self, offset, 8, Load, v);
+        v
     }
 
     /// Atomic store of a `u64`.
     pub fn store_u64(&self, offset: usize, value: u64) {
         // SAFETY: as in `load_u32`.
-        unsafe { AtomicU64::from_ptr(self.at(offset)) }.store(value, Ordering::Release)
+        unsafe { AtomicU64::from_ptr(self.at(offset)) }.store(value, Ordering::Release);
+        audit!(self, offset, 8, Store, value);
     }
 
     /// Atomic OR into a `u64`; returns the previous value.
     pub fn fetch_or_u64(&self, offset: usize, bits: u64) -> u64 {
         // SAFETY: as in `load_u32`.
-        unsafe { AtomicU64::from_ptr(self.at(offset)) }.fetch_or(bits, Ordering::SeqCst)
+        let old = unsafe { AtomicU64::from_ptr(self.at(offset)) }.fetch_or(bits, Ordering::SeqCst);
+        audit!(self, offset, 8, Update, old);
+        old
     }
 
     /// Atomic AND into a `u64`; returns the previous value.
     pub fn fetch_and_u64(&self, offset: usize, bits: u64) -> u64 {
         // SAFETY: as in `load_u32`.
-        unsafe { AtomicU64::from_ptr(self.at(offset)) }.fetch_and(bits, Ordering::SeqCst)
+        let old = unsafe { AtomicU64::from_ptr(self.at(offset)) }.fetch_and(bits, Ordering::SeqCst);
+        audit!(self, offset, 8, Update, old);
+        old
     }
 
     /// Atomic exchange of a `u64`; returns the previous value.
     pub fn swap_u64(&self, offset: usize, value: u64) -> u64 {
         // SAFETY: as in `load_u32`.
-        unsafe { AtomicU64::from_ptr(self.at(offset)) }.swap(value, Ordering::SeqCst)
+        let old = unsafe { AtomicU64::from_ptr(self.at(offset)) }.swap(value, Ordering::SeqCst);
+        audit!(self, offset, 8, Update, old);
+        old
     }
 
     /// Copies `buf.len()` bytes starting at `offset` out of shared memory, once.
@@ -250,6 +287,7 @@ impl SharedMem {
                 Shared::Src,
             )
         }
+        audit!(self, offset, buf.len(), Read, 0);
     }
 
     /// Copies `buf` into shared memory at `offset`.
@@ -268,6 +306,7 @@ impl SharedMem {
                 Shared::Dst,
             )
         }
+        audit!(self, offset, buf.len(), Write, 0);
     }
 
     /// Fills `len` bytes at `offset` with `byte`.
@@ -278,7 +317,8 @@ impl SharedMem {
         );
         // SAFETY: offset..offset+len is inside the region (asserted); no reference
         // is formed into shared memory.
-        unsafe { fill_bytes(self.ptr.as_ptr().add(offset), len, byte) }
+        unsafe { fill_bytes(self.ptr.as_ptr().add(offset), len, byte) };
+        audit!(self, offset, len, Write, 0);
     }
 
     /// Reads a plain-data value (a private copy) from `offset`.
@@ -315,6 +355,8 @@ impl SharedMem {
             // SAFETY: both ranges are valid (per `new`) and in bounds (asserted
             // above), and they do not overlap; no reference is formed.
             unsafe { copy_bytes(d, s, len, Shared::Both) };
+            audit!(src, src_off, len, Read, 0);
+            audit!(self, dst_off, len, Write, 0);
             return;
         }
         // Overlap: chunk through a private buffer, in the direction that reads each

@@ -12,12 +12,15 @@ use std::rc::Rc;
 use std::vec;
 use std::vec::Vec;
 
-use hypercall::abi::blkif::{self, Request, RequestSegment, Response};
+use hypercall::abi::blkif::{
+    self, Request, RequestDiscard, RequestIndirect, RequestSegment, Response,
+};
 use hypercall::abi::gnttab as gt;
 use hypercall::abi::{errno, evtchn, hypercall_nr as nr};
 use hypercall::gnttab::GrantTable;
 use hypercall::ring::BackRing;
 use hypercall::{Gfn, Hypercall, Platform, SharedMem, PAGE_SIZE};
+use zerocopy::IntoBytes;
 
 /// Gfns are handed out from here, with gaps between allocations, so they are
 /// neither host addresses nor contiguous across allocations.
@@ -161,7 +164,8 @@ unsafe impl Platform for FakePlatform {
         self.now.set(self.now.get() + 1_000_000);
         let hook = self.hook.borrow_mut().take();
         if let Some(mut h) = hook {
-            h();
+            // The backend is not the code under audit.
+            hypercall::audit::paused(&mut h);
             let mut slot = self.hook.borrow_mut();
             if slot.is_none() {
                 *slot = Some(h);
@@ -201,6 +205,8 @@ pub struct FakeBackend {
     pub violations: Vec<&'static str>,
     /// Every request seen (copies).
     pub seen: Vec<Request>,
+    /// Requests (and indirect pages) whose padding was audited (R7).
+    pub padding_checked: u64,
     /// Data pages scanned for stale bytes beyond the request data.
     pub scanned_pages: u64,
     /// Every data page (by frame) as this backend last saw it: what it was given
@@ -234,6 +240,7 @@ impl FakeBackend {
             mapped: BTreeMap::new(),
             violations: Vec::new(),
             seen: Vec::new(),
+            padding_checked: 0,
             scanned_pages: 0,
             known: BTreeMap::new(),
             allow_writable_write_grants: false,
@@ -300,10 +307,25 @@ impl FakeBackend {
     }
 
     /// Consumes and answers every request; returns how many responses were pushed.
+    /// Runs unrecorded by the read audit (it is not the code under test).
     pub fn step(&mut self) -> usize {
+        hypercall::audit::paused(|| self.step_inner())
+    }
+
+    fn step_inner(&mut self) -> usize {
         let mut pushed = 0;
+        // R7: the ring header's `pvt`/`__pad` stay zero.
+        let mut pad = [0u8; hypercall::abi::ring::PAD_LEN];
+        self.ring_mem.read(hypercall::abi::ring::PVT, &mut pad);
+        if pad.iter().any(|&b| b != 0) {
+            self.violations.push("non-zero ring header padding");
+        }
         while let Ok(Some(req)) = self.ring.poll_request() {
             self.seen.push(req);
+            self.padding_checked += 1;
+            if let Some(v) = padding_violation(&req) {
+                self.violations.push(v);
+            }
             if self.mute {
                 self.held.push_back(req);
                 continue;
@@ -317,6 +339,10 @@ impl FakeBackend {
 
     /// Answers the held requests now.
     pub fn release_held(&mut self) -> usize {
+        hypercall::audit::paused(|| self.release_held_inner())
+    }
+
+    fn release_held_inner(&mut self) -> usize {
         let mut n = 0;
         while let Some(r) = self.held.pop_front() {
             n += self.answer(r);
@@ -372,9 +398,17 @@ impl FakeBackend {
                 }
                 let g = ind.indirect_grefs[0];
                 let page = self.map(g, !self.linux_persistent_maps)?;
-                let segs = (0..n)
+                let segs: Vec<RequestSegment> = (0..n)
                     .map(|i| page.read_obj::<RequestSegment>(i * 8))
                     .collect();
+                // R7: descriptor padding zero, and nothing after the last one.
+                let mut whole = vec![0u8; PAGE_SIZE];
+                page.read(0, &mut whole);
+                self.padding_checked += 1;
+                if segs.iter().any(|s| s._pad != [0; 2]) || whole[n * 8..].iter().any(|&b| b != 0) {
+                    self.violations
+                        .push("non-zero padding or stale descriptors in an indirect page");
+                }
                 Some((ind.indirect_op, segs, Some(g)))
             }
             _ => None,
@@ -474,4 +508,47 @@ impl FakeBackend {
     pub fn allow_persistent(&mut self) {
         self.allow_writable_write_grants = true;
     }
+}
+
+/// R7 (security.md): every byte of a published request that belongs to no field of
+/// its kind is zero: `_pad`s, segments past `nr_segments`, the tail of the slot past
+/// a discard or indirect request, indirect grefs past the pages used. `None` if clean.
+pub fn padding_violation(req: &Request) -> Option<&'static str> {
+    let bytes = req.as_bytes();
+    let zero_from = |at: usize| bytes[at..].iter().all(|&b| b == 0);
+    match req.operation {
+        blkif::OP_READ | blkif::OP_WRITE | blkif::OP_FLUSH_DISKCACHE | blkif::OP_WRITE_BARRIER => {
+            let n = usize::from(req.nr_segments).min(blkif::MAX_SEGMENTS_PER_REQUEST);
+            if req._pad != 0 {
+                return Some("non-zero _pad in a request");
+            }
+            if req.seg[..n].iter().any(|s| s._pad != [0; 2]) {
+                return Some("non-zero segment _pad in a request");
+            }
+            if req.seg[n..]
+                .iter()
+                .any(|s| s.as_bytes().iter().any(|&b| b != 0))
+            {
+                return Some("non-zero bytes in unused segments of a request");
+            }
+        }
+        blkif::OP_DISCARD
+            if req.as_discard()._pad != 0 || !zero_from(core::mem::size_of::<RequestDiscard>()) =>
+        {
+            return Some("non-zero padding in a discard request");
+        }
+        blkif::OP_INDIRECT => {
+            let ind = req.as_indirect();
+            let pages = usize::from(ind.nr_segments).div_ceil(blkif::SEGS_PER_INDIRECT_FRAME);
+            let unused = ind.indirect_grefs.get(pages..).unwrap_or(&[]);
+            if ind._pad != 0 || ind._pad2 != 0 || ind._pad3 != 0 || unused.iter().any(|&g| g != 0) {
+                return Some("non-zero padding in an indirect request");
+            }
+            if !zero_from(core::mem::size_of::<RequestIndirect>()) {
+                return Some("non-zero tail after an indirect request");
+            }
+        }
+        _ => {}
+    }
+    None
 }

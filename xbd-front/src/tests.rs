@@ -11,8 +11,10 @@ use hypercall::gnttab::GrantTable;
 use hypercall::ring::RingError;
 use hypercall::{DomId, Port, SharedMem};
 
+use hypercall::audit::{self, check_front_ring};
+
 use crate::error::{BrokenReason, Error, IoError};
-use crate::fake::{FakeBackend, FakePlatform};
+use crate::fake::{padding_violation, FakeBackend, FakePlatform};
 use crate::io::{BlkRing, Geometry, Io, OpKind, Tag};
 
 const DISK: usize = 1 << 20;
@@ -109,6 +111,8 @@ impl Rng {
 /// checked against an in-memory model of the disk.
 fn workload<const S: usize, const G: usize>(geo: Geometry, order: u32, start: u32, seed: u64) {
     let mut r: Rig<S, G> = Rig::new(geo, order, start);
+    // Row 3 / R4 / R5: every access of the frontend is recorded and checked below.
+    audit::start();
     let mut model = r.be.disk.clone();
     let mut rng = Rng(seed);
     let max = r.io.max_inflight() * r.io.bytes_per_request();
@@ -180,6 +184,19 @@ fn workload<const S: usize, const G: usize>(geo: Geometry, order: u32, start: u3
     while let Some(tag) = r.io.next_done() {
         r.io.finish(tag, &mut []).ok();
     }
+    let log = audit::take();
+    let sum = check_front_ring::<Request, Response>(&log, &r.be.ring_mem, start, start)
+        .unwrap_or_else(|v| panic!("read audit: {v}"));
+    let st = r.io.stats();
+    assert_eq!(
+        u64::from(sum.consumed),
+        st.responses,
+        "each response read once"
+    );
+    assert_eq!(u64::from(sum.written), st.ring_requests);
+    assert_eq!(sum.written, sum.published);
+    // R7: every request (and indirect page) had zero padding.
+    assert!(r.be.padding_checked >= st.ring_requests);
     assert!(r.be.violations.is_empty(), "{:?}", r.be.violations);
     assert_eq!(r.be.disk, model, "disk content");
     assert_eq!(r.t.in_use(), r.idle_grants(), "grants left active");
@@ -914,4 +931,190 @@ fn b7_split_request_halves_disagree_the_error_wins() {
     let mut buf = vec![0xAAu8; 2 * per];
     assert_eq!(r.io.finish(t, &mut [&mut buf[..]]), Err(Error::NotDone));
     assert!(buf.iter().all(|&b| b == 0xAA));
+}
+
+/// Row 3 / R4 with a flipper thread: while the frontend polls, another thread keeps
+/// rewriting the published response slot between the backend's answer A and a value
+/// B whose every field is invalid (an id never issued, an operation that is not the
+/// request's, an unknown status), byte for byte different from A. The frontend
+/// copies the slot once (the audit shows one read) and acts on that copy only:
+/// either all of A (the read completes with the disk's data) or a typed error
+/// naming a value that is in the copy (a torn copy is a copy too: each byte of a
+/// reported field comes from A or B, and is not A's). Never a panic, never a
+/// completion with a value the copy did not hold.
+#[test]
+fn row3_flipper_rewriting_the_response_slot() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let from_a_or_b = |got: &[u8], a: &[u8], b: &[u8]| {
+        got.iter()
+            .zip(a.iter().zip(b))
+            .all(|(g, (x, y))| g == x || g == y)
+    };
+    let (mut good, mut failed) = (0, 0);
+    for round in 0..150u32 {
+        let mut r: Rig<4, 11> = Rig::new(geo(11, false, round % 2 == 1), 0, round);
+        let tag = r.read(8, 4096).unwrap();
+        r.be.step();
+        let m = r.be.ring_mem;
+        let slot = layout::HEADER_SIZE + (round as usize % 32) * 112;
+        let a: Response = m.read_obj(slot);
+        assert_eq!(a.status, blkif::RSP_OKAY);
+        let b = Response {
+            id: !a.id,
+            operation: 0xEE,
+            _pad: 0,
+            status: 0x5A5A,
+            _pad2: 0,
+        };
+        let stop = AtomicBool::new(false);
+        let flips = AtomicU64::new(0);
+        let (res, log) = std::thread::scope(|sc| {
+            sc.spawn(|| {
+                let mut k = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    m.write_obj(slot, if k.is_multiple_of(2) { &b } else { &a });
+                    k += 1;
+                    flips.store(k, Ordering::Relaxed);
+                }
+                // Leave A in place: whatever the frontend did, it did before this.
+                m.write_obj(slot, &a);
+            });
+            while flips.load(Ordering::Relaxed) < 2 {
+                std::hint::spin_loop();
+            }
+            audit::start();
+            let res = r.io.poll(&r.t);
+            let log = audit::take();
+            stop.store(true, Ordering::Relaxed);
+            (res, log)
+        });
+        let reads = log
+            .iter()
+            .filter(|x| x.reads() && x.offset_in(&m).is_some_and(|o| o >= layout::HEADER_SIZE))
+            .count();
+        assert_eq!(reads, 1, "round {round}: the slot was read {reads} times");
+        check_front_ring::<Request, Response>(&log, &m, round, round.wrapping_add(1))
+            .unwrap_or_else(|v| panic!("round {round}: {v}"));
+        match res {
+            Ok(1) => {
+                good += 1;
+                // The copy was A: the read completes with the disk's bytes.
+                assert_eq!(r.io.next_done(), Some(tag));
+                let got = r.finish(tag, 4096).unwrap();
+                assert_eq!(&got[..], &r.be.disk[8 * 512..8 * 512 + 4096]);
+                // And the device goes on working (the slot is not read again).
+                let t2 = r.read(16, 512).unwrap();
+                r.run().unwrap();
+                assert_eq!(r.finish(t2, 512).unwrap(), &r.be.disk[16 * 512..17 * 512]);
+            }
+            Err(Error::Broken(reason)) => {
+                failed += 1;
+                let ok = match reason {
+                    BrokenReason::UnknownId(id) | BrokenReason::NotOutstanding(id) => {
+                        id != a.id
+                            && from_a_or_b(
+                                &id.to_le_bytes(),
+                                &a.id.to_le_bytes(),
+                                &b.id.to_le_bytes(),
+                            )
+                    }
+                    BrokenReason::WrongOperation { id, expected, got } => {
+                        id == a.id && expected == a.operation && got == b.operation
+                    }
+                    BrokenReason::UnknownStatus { id, status } => {
+                        id == a.id
+                            && status != a.status
+                            && from_a_or_b(
+                                &status.to_le_bytes(),
+                                &a.status.to_le_bytes(),
+                                &b.status.to_le_bytes(),
+                            )
+                    }
+                    _ => false,
+                };
+                assert!(
+                    ok,
+                    "round {round}: {reason:?} does not match one copy of A/B"
+                );
+                // The failed device refuses further work with a typed error.
+                assert!(matches!(r.read(16, 512), Err(Error::Broken(_))));
+            }
+            other => panic!("round {round}: unexpected {other:?}"),
+        }
+    }
+    // Both outcomes must have happened at least once, or the flipper proved little.
+    assert!(good > 0 && failed > 0, "good {good}, failed {failed}");
+}
+
+/// R7 (security.md): the fake blkback audits every published request and indirect
+/// page for non-zero padding; every request kind passes, and the audit itself
+/// flags a dirty request (so the check can fail).
+#[test]
+fn r7_request_padding_is_zero() {
+    for (segs, indirect, persistent) in [
+        (11, false, false),
+        (11, false, true),
+        (64, true, false),
+        (64, true, true),
+    ] {
+        let mut r: Rig<8, 64> = Rig::new(geo(segs, indirect, persistent), 0, 0);
+        let big = vec![0xA5u8; 40 * 4096];
+        for (kind, sector, len) in [
+            (OpKind::Write, 0, 3 * 4096 + 512),
+            (OpKind::Write, 64, 40 * 4096),
+            (OpKind::Read, 0, 40 * 4096),
+            (OpKind::Read, 3, 512),
+            (OpKind::Flush, 0, 0),
+            (OpKind::Discard, 512, 8192),
+        ] {
+            let data: &[&[u8]] = if kind == OpKind::Write {
+                &[&big[..len]]
+            } else {
+                &[]
+            };
+            let t =
+                r.io.submit(&r.p, &r.t, kind, sector, len, data, kind == OpKind::Discard)
+                    .unwrap();
+            r.run().unwrap();
+            r.finish(t, if kind == OpKind::Read { len } else { 0 })
+                .unwrap();
+        }
+        let st = r.io.stats();
+        assert!(st.ring_requests >= 6);
+        assert_eq!(r.be.seen.len() as u64, st.ring_requests);
+        assert!(r.be.padding_checked >= st.ring_requests);
+        assert!(r.be.violations.is_empty(), "{:?}", r.be.violations);
+    }
+    // The audit flags each kind of dirt.
+    let clean = Request {
+        operation: blkif::OP_READ,
+        nr_segments: 1,
+        ..Default::default()
+    };
+    assert_eq!(padding_violation(&clean), None);
+    let mut d = clean;
+    d._pad = 1;
+    assert!(padding_violation(&d).is_some());
+    let mut d = clean;
+    d.seg[0]._pad = [0, 1];
+    assert!(padding_violation(&d).is_some());
+    let mut d = clean;
+    d.seg[5].gref = 9;
+    assert!(padding_violation(&d).is_some());
+    let mut disc = Request::from(hypercall::abi::blkif::RequestDiscard {
+        operation: blkif::OP_DISCARD,
+        ..Default::default()
+    });
+    assert_eq!(padding_violation(&disc), None);
+    disc.seg[10].last_sect = 1;
+    assert!(padding_violation(&disc).is_some());
+    let ind = hypercall::abi::blkif::RequestIndirect {
+        operation: blkif::OP_INDIRECT,
+        nr_segments: 20,
+        ..Default::default()
+    };
+    assert_eq!(padding_violation(&Request::from(ind)), None);
+    let mut bad = ind;
+    bad.indirect_grefs[1] = 7;
+    assert!(padding_violation(&Request::from(bad)).is_some());
 }

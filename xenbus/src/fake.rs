@@ -19,7 +19,7 @@ use std::vec::Vec;
 use core::ptr::NonNull;
 
 use hypercall::abi::hypercall_nr::{EVENT_CHANNEL_OP, HVM_OP, SCHED_OP};
-use hypercall::abi::xs_wire::{iface, msg, MsgHeader, RING_SIZE};
+use hypercall::abi::xs_wire::{iface, msg, MsgHeader, PAYLOAD_MAX, RING_SIZE};
 use hypercall::abi::{evtchn, hvm, sched};
 use hypercall::{Gfn, Hypercall, Platform, Port, SharedMem};
 use zerocopy::{FromBytes, IntoBytes};
@@ -386,7 +386,12 @@ pub struct Server {
     /// Rewrites the bytes sent for a reply (bad-input tests).
     pub mangle: Option<Mangle>,
     pub steps: u64,
+    /// Request headers audited (R7).
+    pub headers_audited: u64,
 }
+
+/// Where the reserved part of the store page starts (after `error`).
+pub const RESERVED: usize = iface::ERROR + 4;
 
 impl Server {
     /// Queues raw bytes for the response ring.
@@ -394,11 +399,24 @@ impl Server {
         self.out.extend(bytes.iter().copied());
     }
 
+    /// One round of the server. Not recorded by the read audit (only the client is
+    /// under test).
     pub fn step(&mut self) {
+        hypercall::audit::paused(|| self.step_inner());
+    }
+
+    fn step_inner(&mut self) {
         self.steps += 1;
         if self.paused {
             return;
         }
+        // R7: the page past the `error` field is reserved; nobody writes there.
+        let mut tail = vec![0u8; 4096 - RESERVED];
+        self.mem.read(RESERVED, &mut tail);
+        assert!(
+            tail.iter().all(|&b| b == 0),
+            "R7: the reserved part of the store page was written"
+        );
         // Read requests.
         let cons = self.mem.load_u32(iface::REQ_CONS);
         let prod = self.mem.load_u32(iface::REQ_PROD);
@@ -413,6 +431,19 @@ impl Server {
         // Handle complete requests.
         while self.inbuf.len() >= 16 {
             let h = MsgHeader::read_from_bytes(&self.inbuf[..16]).unwrap();
+            // R7: every request header is well formed (no stray bits in `type`, a
+            // length within the payload maximum).
+            self.headers_audited += 1;
+            assert!(
+                h.ty < msg::TYPE_COUNT && h.ty != msg::WATCH_EVENT && h.ty != msg::ERROR,
+                "R7: request with type {:#x}",
+                h.ty
+            );
+            assert!(
+                h.len as usize <= PAYLOAD_MAX,
+                "R7: request with length {}",
+                h.len
+            );
             let total = 16 + h.len as usize;
             if self.inbuf.len() < total {
                 break;
@@ -505,6 +536,7 @@ impl FakePlatform {
             hook: None,
             mangle: None,
             steps: 0,
+            headers_audited: 0,
         };
         FakePlatform(Rc::new(Shared {
             page,

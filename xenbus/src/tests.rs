@@ -1696,3 +1696,183 @@ fn a_borrowed_platform_works() {
     let mut buf = [0u8; 16];
     assert_eq!(xs.read_str("a", &mut buf).unwrap(), "borrowed");
 }
+
+// ---- read audit (BAD-INPUT row 3, security.md R4, R5) and padding (R7) -----------
+
+mod read_audit {
+    use super::*;
+    use hypercall::abi::xs_wire::RING_SIZE;
+    use hypercall::audit::{self, check_byte_ring, Access};
+    use hypercall::SharedMem;
+
+    /// The client's side of the store page in a log: every response byte is read
+    /// once, in order, after `rsp_prod` showed it (`check_byte_ring`); request bytes
+    /// are never read back, our own indices never loaded. Returns bytes consumed.
+    fn check_client(log: &[Access], mem: &SharedMem, rsp_cons: u32) -> u32 {
+        let n = check_byte_ring(
+            log,
+            mem,
+            iface::RSP,
+            RING_SIZE,
+            iface::RSP_PROD,
+            iface::RSP_CONS,
+            rsp_cons,
+        )
+        .unwrap_or_else(|v| panic!("response ring: {v}"));
+        for a in log {
+            let Some(off) = a.offset_in(mem) else {
+                continue;
+            };
+            let own = off == iface::REQ_PROD || off == iface::RSP_CONS;
+            let req_bytes = (iface::REQ..iface::REQ + RING_SIZE).contains(&off);
+            assert!(
+                !(a.reads() && (own || req_bytes)),
+                "read back: {a:?} at {off}"
+            );
+        }
+        n
+    }
+
+    /// A session with every kind of traffic (small and ring-sized messages both
+    /// ways, directory, transaction, watch events), indices wrapping past 2^32.
+    #[test]
+    fn row3_each_response_byte_read_once() {
+        let start = u32::MAX - 100;
+        let fake = FakePlatform::with_indices(start);
+        let mut xs = fake.client();
+        let mem = fake.mem();
+        audit::start();
+        let big: Vec<u8> = (0..3000u32).map(|i| b'a' + (i % 26) as u8).collect();
+        for i in 0..20 {
+            xs.write("w", &big[..100 * i + 1]).unwrap();
+            assert_eq!(read_string(&mut xs, "w").unwrap().len(), 100 * i + 1);
+        }
+        xs.write("big", &big).unwrap();
+        assert_eq!(read_string(&mut xs, "big").unwrap().as_bytes(), &big[..]);
+        let mut dir = [0u8; 256];
+        assert!(xs
+            .directory(&crate::fake::home(), &mut dir)
+            .unwrap()
+            .any(|n| n == "big"));
+        xs.transaction(|t| {
+            t.write("t/a", b"1")?;
+            read_string_tx(t, "t/a")
+        })
+        .unwrap();
+        xs.watch("w", "tok").unwrap();
+        xs.write("w", b"again").unwrap();
+        while xs.poll_watch_event().unwrap().is_some() {}
+        // Dribbled out 5 bytes per server step.
+        fake.server().max_chunk = 5;
+        assert_eq!(read_string(&mut xs, "big").unwrap().len(), 3000);
+        let log = audit::take();
+        let n = check_client(&log, &mem, start);
+        let prod = audit::paused(|| mem.load_u32(iface::RSP_PROD));
+        assert_eq!(
+            n,
+            prod.wrapping_sub(start),
+            "every byte produced was consumed"
+        );
+        assert!(n > 10_000, "{n}");
+    }
+
+    /// Row 3 / R4 with a flipper thread: while the client waits for a reply,
+    /// another thread keeps rewriting the reply's bytes in the ring between the
+    /// server's answer A (READ, "value!!") and B (ERROR, "EACCES"), same length and
+    /// request id. Each byte is read once (audit); what the client reports comes
+    /// from those copies: a 7-byte value each byte of which is A's or B's, or a
+    /// typed error (the errno, an unknown error name, a bad reply). The connection
+    /// stays in step: the next request works.
+    #[test]
+    #[cfg_attr(miri, ignore)]
+    fn row3_flipper_rewriting_a_reply() {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let (mut values, mut errors) = (0, 0);
+        for round in 0..100u32 {
+            let fake = FakePlatform::with_indices(round.wrapping_mul(7919));
+            let mut xs = fake.client();
+            let mem = fake.mem();
+            xs.write("k", b"value!!").unwrap();
+            let cons = mem.load_u32(iface::RSP_PROD);
+            let req_id = fake.server().core.requests.last().unwrap().req_id + 1;
+            let a = msg_bytes(msg::READ, req_id, 0, b"value!!");
+            let b = msg_bytes(msg::ERROR, req_id, 0, b"EACCES\0");
+            let at = cons as usize % RING_SIZE;
+            let put = |bytes: &[u8]| {
+                let first = bytes.len().min(RING_SIZE - at);
+                mem.write(iface::RSP + at, &bytes[..first]);
+                mem.write(iface::RSP, &bytes[first..]);
+            };
+            let stop = AtomicBool::new(false);
+            let flips = AtomicU64::new(0);
+            let mut buf = [0u8; 64];
+            let (res, log) = std::thread::scope(|sc| {
+                sc.spawn(|| {
+                    let mut k = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        put(if k.is_multiple_of(2) { &b } else { &a });
+                        k += 1;
+                        flips.store(k, Ordering::Relaxed);
+                    }
+                });
+                while flips.load(Ordering::Relaxed) < 2 {
+                    std::hint::spin_loop();
+                }
+                audit::start();
+                let res = xs.read("k", &mut buf);
+                let log = audit::take();
+                stop.store(true, Ordering::Relaxed);
+                (res, log)
+            });
+            assert_eq!(fake.server().core.requests.last().unwrap().req_id, req_id);
+            let n = check_client(&log, &mem, cons);
+            assert_eq!(n as usize, a.len(), "round {round}: the reply, once");
+            match res {
+                Ok(len) => {
+                    values += 1;
+                    assert_eq!(len, 7);
+                    for i in 0..7 {
+                        assert!(buf[i] == a[16 + i] || buf[i] == b[16 + i], "round {round}");
+                    }
+                }
+                Err(
+                    Error::Xenstore(ErrnoName::Eacces)
+                    | Error::UnknownXenstoreError(_)
+                    | Error::BadReply { .. },
+                ) => errors += 1,
+                Err(e) => panic!("round {round}: {e:?}"),
+            }
+            // In step: the next request gets its own reply.
+            xs.write("k2", b"next").unwrap();
+            assert_eq!(read_string(&mut xs, "k2").unwrap(), "next");
+        }
+        assert!(values > 0 && errors > 0, "values {values}, errors {errors}");
+    }
+
+    /// R7: the fake xenstored audits every request header (known request type,
+    /// length within the payload maximum) and the reserved part of the store page
+    /// (zero) on every step; a session of every request kind passes, and a dirty
+    /// page is caught.
+    #[test]
+    fn r7_request_headers_and_reserved_bytes() {
+        let (mut xs, fake) = setup();
+        xs.write("a/b", b"1").unwrap();
+        read_string(&mut xs, "a/b").unwrap();
+        xs.mkdir("a/c").unwrap();
+        let mut dir = [0u8; 64];
+        xs.directory("a", &mut dir).unwrap().count();
+        xs.watch("a", "t").unwrap();
+        xs.unwatch("a", "t").unwrap();
+        xs.transaction(|t| t.write("a/d", b"2")).unwrap();
+        xs.rm("a/c").unwrap();
+        let mut path = [0u8; 64];
+        xs.get_domain_path(DomId(1), &mut path).unwrap();
+        let n = fake.server().core.requests.len() as u64;
+        assert!(n >= 9);
+        assert_eq!(fake.server().headers_audited, n);
+        // The audit can fail.
+        fake.mem().store_u8(crate::fake::RESERVED + 100, 1);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fake.server().step()));
+        assert!(r.is_err(), "a dirty reserved byte was not caught");
+    }
+}

@@ -12,9 +12,11 @@ use std::vec::Vec;
 use hypercall::abi::gnttab as gabi;
 use hypercall::abi::netif::{self, ExtraInfo, RxRequest, RxResponse, TxRequest, TxResponse};
 use hypercall::abi::{evtchn, hypercall_nr as nr, ring as layout};
+use hypercall::audit::{self, check_front_ring};
 use hypercall::gnttab::GrantTable;
 use hypercall::ring::{BackRing, RingError};
 use hypercall::{DomId, Gfn, GrantRef, Hypercall, Platform, SharedMem, PAGE_SIZE};
+use zerocopy::IntoBytes;
 
 use crate::csum;
 use crate::features::{BackendFeatures, Config, MAX_FRAME};
@@ -163,6 +165,31 @@ pub(crate) struct FakeBackend<'a> {
     pub rx_mem: SharedMem,
     /// Consumed rx requests not yet answered.
     pub rx_reqs: VecDeque<RxRequest>,
+    /// Requests whose padding was audited (R7).
+    pub padding_checked: u64,
+}
+
+/// R7 (security.md): the bytes of a tx slot or rx request that belong to no field
+/// are zero: the tail of a tx slot holding an extra-info descriptor (bytes 8..12),
+/// the `pad` byte of a GSO descriptor, `_pad` of an rx request. `None` if clean.
+pub(crate) fn tx_padding_violation(slot: &TxRequest, is_extra: bool) -> Option<&'static str> {
+    if !is_extra {
+        return None; // `netif_tx_request` has no padding
+    }
+    let b = slot.as_bytes();
+    if b[size_of::<ExtraInfo>()..].iter().any(|&x| x != 0) {
+        return Some("non-zero tail after an extra-info descriptor");
+    }
+    let x = slot.as_extra();
+    if x.ty == netif::EXTRA_TYPE_GSO && x.u[3] != 0 {
+        return Some("non-zero pad in a GSO descriptor");
+    }
+    None
+}
+
+/// R7 for rx requests: see [`tx_padding_violation`].
+pub(crate) fn rx_padding_violation(req: &RxRequest) -> Option<&'static str> {
+    (req._pad != 0).then_some("non-zero _pad in an rx request")
 }
 
 impl<'a> FakeBackend<'a> {
@@ -178,6 +205,7 @@ impl<'a> FakeBackend<'a> {
             tx_mem,
             rx_mem,
             rx_reqs: VecDeque::new(),
+            padding_checked: 0,
         }
     }
 
@@ -203,6 +231,29 @@ impl<'a> FakeBackend<'a> {
         let mut pending: Vec<TxRequest> = Vec::new();
         while let Some(r) = self.tx.poll_request().unwrap() {
             pending.push(r);
+        }
+        // R7: audit every slot, knowing which ones hold extra-info descriptors.
+        let mut k = 0;
+        while k < pending.len() {
+            let first = pending[k];
+            self.audit_tx(&first, false);
+            k += 1;
+            if first.flags & netif::NETTXF_EXTRA_INFO != 0 {
+                while let Some(x) = pending.get(k) {
+                    self.audit_tx(x, true);
+                    k += 1;
+                    if x.as_extra().flags & netif::EXTRA_FLAG_MORE == 0 {
+                        break;
+                    }
+                }
+            }
+            let mut more = first.flags & netif::NETTXF_MORE_DATA != 0;
+            while more {
+                let Some(r) = pending.get(k) else { break };
+                self.audit_tx(r, false);
+                more = r.flags & netif::NETTXF_MORE_DATA != 0;
+                k += 1;
+            }
         }
         let mut i = 0;
         while i < pending.len() {
@@ -291,6 +342,21 @@ impl<'a> FakeBackend<'a> {
         out
     }
 
+    fn audit_tx(&mut self, slot: &TxRequest, is_extra: bool) {
+        self.padding_checked += 1;
+        if let Some(v) = tx_padding_violation(slot, is_extra) {
+            panic!("R7: {v}: {slot:?}");
+        }
+    }
+
+    fn audit_rx(&mut self, req: &RxRequest) -> RxRequest {
+        self.padding_checked += 1;
+        if let Some(v) = rx_padding_violation(req) {
+            panic!("R7: {v}: {req:?}");
+        }
+        *req
+    }
+
     /// Takes tx requests without answering (the test answers by hand).
     pub(crate) fn take_tx_requests(&mut self) -> Vec<TxRequest> {
         let mut v = Vec::new();
@@ -304,11 +370,13 @@ impl<'a> FakeBackend<'a> {
         if let Some(r) = self.rx_reqs.pop_front() {
             return Some(r);
         }
-        self.rx.poll_request().unwrap()
+        let r = self.rx.poll_request().unwrap()?;
+        Some(self.audit_rx(&r))
     }
 
     pub(crate) fn rx_available(&mut self) -> usize {
         while let Some(r) = self.rx.poll_request().unwrap() {
+            let r = self.audit_rx(&r);
             self.rx_reqs.push_back(r);
         }
         self.rx_reqs.len()
@@ -1267,4 +1335,209 @@ fn e4_failed_notification_breaks_the_device() {
     assert_eq!(dev.send(&pattern(60, 0)), Err(Error::Broken(b)));
     let mut buf = vec![0u8; 2048];
     assert!(matches!(dev.recv(&mut buf), Err(Error::Broken(x)) if x == b));
+}
+
+/// Row 3 / R4 / R5 (read audit): through tx traffic (one slot, several slots, a GSO
+/// extra) and rx traffic (one- and multi-page frames), with indices wrapping past
+/// 2^32, the frontend reads every response slot of both rings exactly once, whole,
+/// in order and only after `rsp_prod` showed it, never reads back a request, and
+/// handles the indices as `io/ring.h` does (`hypercall::audit::check_front_ring`).
+#[test]
+fn row3_each_response_read_once_tx_and_rx() {
+    for start in [0u32, u32::MAX - 7] {
+        let env = Env::new();
+        let cfg = Config {
+            gso_tcpv4: true,
+            ..Config::default()
+        };
+        let mut dev =
+            NetFront::attach_for_test(&env.p, &env.g, BE, cfg, all_features(), start).unwrap();
+        let mut be = FakeBackend::attach(&env, &dev, 0, start);
+        let rx_req = be.rx_mem.load_u32(layout::REQ_PROD);
+        assert_eq!(be.tx_mem.load_u32(layout::REQ_PROD), start);
+        let mut buf = vec![0u8; MAX_FRAME];
+        let (mut tx_slots, mut rx_slots) = (0u32, 0u32);
+        audit::start();
+        for n in 0..200usize {
+            let len = [60, 1500, 5000, 9000][n % 4] + n;
+            let f = pattern(len, n);
+            if n % 5 == 4 {
+                let g = csum::tests::frame(false, csum::PROTO_TCP, 6000);
+                let meta = TxMeta {
+                    gso_mss: Some(1448),
+                    ..TxMeta::default()
+                };
+                dev.send_frags(&[&g], meta).unwrap();
+            } else {
+                dev.send(&f).unwrap();
+            }
+            // The backend is not the code under audit.
+            let sent = audit::paused(|| be.take_tx());
+            tx_slots += sent.iter().map(|s| s.slots as u32).sum::<u32>();
+            assert!(audit::paused(|| be.deliver(&f, 0, None)));
+            rx_slots += len.div_ceil(PAGE_SIZE) as u32;
+            let m = recv_one(&mut dev, &mut buf).unwrap();
+            same(&buf[..m.len], &f);
+        }
+        dev.poll().unwrap();
+        let log = audit::take();
+        let tx = check_front_ring::<TxRequest, TxResponse>(&log, &be.tx_mem, start, start)
+            .unwrap_or_else(|v| panic!("tx ring: {v}"));
+        let rx = check_front_ring::<RxRequest, RxResponse>(&log, &be.rx_mem, start, rx_req)
+            .unwrap_or_else(|v| panic!("rx ring: {v}"));
+        assert_eq!(
+            (tx.consumed, tx.written, tx.published),
+            (tx_slots, tx_slots, tx_slots)
+        );
+        assert_eq!(rx.consumed, rx_slots);
+        assert_eq!(rx.written, rx.published);
+        assert!(
+            rx.written >= rx_slots - 256,
+            "consumed buffers are posted again"
+        );
+        assert_eq!(dev.stats().tx_errors, 0);
+    }
+}
+
+/// Row 3 / R4 with a flipper thread: while the frontend reclaims a tx response,
+/// another thread keeps rewriting the slot between the backend's answer A (the
+/// frame's id, OKAY) and B (an id never in flight, an unknown status), byte for
+/// byte different. The frontend reads the slot once (audit) and acts on that copy
+/// only: A's id completes the frame (counted by the status in the copy: OKAY, or an
+/// error for a status byte from B); any other id fails the device naming that id,
+/// whose bytes come from A or B. Never a panic, never two frames completed.
+#[test]
+fn row3_flipper_rewriting_a_tx_response_slot() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let (mut good, mut failed) = (0, 0);
+    for round in 0..150u32 {
+        let env = Env::new();
+        let mut dev =
+            NetFront::attach_for_test(&env.p, &env.g, BE, Config::default(), all_features(), round)
+                .unwrap();
+        let mut be = FakeBackend::attach(&env, &dev, 0, round);
+        dev.send(&pattern(60, round as usize)).unwrap();
+        be.take_tx();
+        let m = be.tx_mem;
+        let slot = layout::HEADER_SIZE + (round as usize % 256) * size_of::<TxRequest>();
+        let a: TxResponse = m.read_obj(slot);
+        assert_eq!(a.status, netif::RSP_OKAY);
+        let b = TxResponse {
+            id: !a.id,
+            status: 0x5A5A,
+        };
+        let stop = AtomicBool::new(false);
+        let flips = AtomicU64::new(0);
+        let (res, log) = std::thread::scope(|sc| {
+            sc.spawn(|| {
+                let mut k = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    m.write_obj(slot, if k.is_multiple_of(2) { &b } else { &a });
+                    k += 1;
+                    flips.store(k, Ordering::Relaxed);
+                }
+            });
+            while flips.load(Ordering::Relaxed) < 2 {
+                std::hint::spin_loop();
+            }
+            audit::start();
+            let res = dev.poll();
+            let log = audit::take();
+            stop.store(true, Ordering::Relaxed);
+            (res, log)
+        });
+        let reads = log
+            .iter()
+            .filter(|x| x.reads() && x.offset_in(&m).is_some_and(|o| o >= layout::HEADER_SIZE))
+            .count();
+        assert_eq!(reads, 1, "round {round}: the slot was read {reads} times");
+        check_front_ring::<TxRequest, TxResponse>(&log, &m, round, round.wrapping_add(1))
+            .unwrap_or_else(|v| panic!("round {round}: {v}"));
+        let s = dev.stats();
+        match res {
+            Ok(()) => {
+                good += 1;
+                assert_eq!(s.tx_in_flight, 0, "round {round}");
+                assert_eq!(s.tx_completed + s.tx_errors, 1, "round {round}: {s:?}");
+                assert_eq!(dev.link_state(), LinkState::Up);
+                // The device goes on (the consumed slot is not read again).
+                dev.send(&pattern(61, 1)).unwrap();
+                assert_eq!(be.take_tx()[0].data, pattern(61, 1));
+                dev.poll().unwrap();
+                assert_eq!(dev.stats().tx_in_flight, 0);
+            }
+            Err(Error::Broken(
+                Broken::TxIdOutOfRange { id, .. } | Broken::TxNotInFlight { id, .. },
+            )) => {
+                failed += 1;
+                let (g, x, y) = (id.to_le_bytes(), a.id.to_le_bytes(), b.id.to_le_bytes());
+                assert!(id != a.id, "round {round}: A's id refused");
+                assert!(
+                    (0..2).all(|i| g[i] == x[i] || g[i] == y[i]),
+                    "round {round}: id {id:#x} is in neither value"
+                );
+                assert_eq!(s.tx_completed + s.tx_errors, 0, "round {round}: {s:?}");
+                assert!(matches!(dev.send(&pattern(60, 0)), Err(Error::Broken(_))));
+            }
+            other => panic!("round {round}: unexpected {other:?}"),
+        }
+    }
+    assert!(good > 0 && failed > 0, "good {good}, failed {failed}");
+}
+
+/// R7 (security.md): the fake backend audits the padding of every tx slot (extra
+/// descriptors: the slot tail and the GSO pad byte) and every rx request (`_pad`)
+/// it consumes, and panics on dirt; every kind of request passes, and the audit
+/// flags dirty ones (so it can fail).
+#[test]
+fn r7_request_padding_is_zero() {
+    let env = Env::new();
+    let cfg = Config {
+        gso_tcpv4: true,
+        ..Config::default()
+    };
+    let mut dev = device(&env, cfg, all_features());
+    let mut be = FakeBackend::attach(&env, &dev, 0, 0);
+    let mut buf = vec![0u8; MAX_FRAME];
+    let posted = be.rx_available() as u64;
+    assert_eq!(
+        be.padding_checked, posted,
+        "every posted rx request audited"
+    );
+    let mut tx = 0u64;
+    for (n, len) in [60usize, 5000, 20000].into_iter().enumerate() {
+        dev.send(&pattern(len, n)).unwrap();
+        let g = csum::tests::frame(false, csum::PROTO_TCP, len);
+        let meta = TxMeta {
+            gso_mss: Some(1448),
+            ..TxMeta::default()
+        };
+        dev.send_frags(&[&g], meta).unwrap();
+        let sent = be.take_tx();
+        assert!(sent[1].gso.is_some());
+        tx += sent.iter().map(|s| s.slots as u64).sum::<u64>();
+        assert!(be.deliver(&pattern(len, n), 0, None));
+        recv_one(&mut dev, &mut buf).unwrap();
+    }
+    be.rx_available(); // the reposted buffers
+    assert!(
+        be.padding_checked >= posted + tx,
+        "{} < {posted} + {tx}",
+        be.padding_checked
+    );
+    // The audit flags dirt.
+    let gso = ExtraInfo::gso(1448, netif::GSO_TYPE_TCPV4, 0, 0);
+    assert_eq!(tx_padding_violation(&TxRequest::from(gso), true), None);
+    let mut tail = TxRequest::from(gso);
+    tail.size = 1;
+    assert!(tx_padding_violation(&tail, true).is_some());
+    let mut pad = gso;
+    pad.u[3] = 1;
+    assert!(tx_padding_violation(&TxRequest::from(pad), true).is_some());
+    assert!(rx_padding_violation(&RxRequest {
+        id: 1,
+        _pad: 1,
+        gref: 2
+    })
+    .is_some());
 }
