@@ -89,6 +89,11 @@
 //! MIRIFLAGS=-Zmiri-permissive-provenance cargo +nightly miri test -p hypercall
 //! ```
 //!
+//! With the test-only feature `read-audit`, `hypercall::audit` logs every shared-memory
+//! access of the calling thread, so tests (here and in the frontends, which enable
+//! it from their dev-dependencies) can check that each slot the other side produced
+//! is copied out exactly once and that indices follow `io/ring.h`.
+//!
 //! (The flag only silences Miri's integer-to-pointer warnings: hypercall arguments
 //! are integers by ABI, and the fakes turn them back into pointers. The hypercall
 //! page's `call` test executes machine code and is skipped under Miri.)
