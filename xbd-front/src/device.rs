@@ -843,7 +843,7 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
     /// pending are cancelled: [`Error::Timeout`]). Any number of buffers.
     ///
     /// A read of more than 128 KiB is pipelined: it goes out as up to
-    /// [`PIPELINE`] requests at once, and each piece is copied into `bufs` while
+    /// four requests at once, and each piece is copied into `bufs` while
     /// the backend is still reading the next ones, so most of the copy out of the
     /// bounce pages overlaps the backend's work.
     pub fn read(
@@ -914,7 +914,7 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         p.clamp(ss, chunk.max(ss))
     }
 
-    /// Moves `total` bytes from `lba` in pieces, up to [`PIPELINE`] in flight:
+    /// Moves `total` bytes from `lba` in pieces, up to `PIPELINE` (4) in flight:
     /// `submit` issues the piece at a logical sector, `complete` retires the oldest
     /// piece once done (pieces complete in order). `plug`: publish each batch of
     /// submissions at once (reads) rather than each as it is made (writes, whose
@@ -1113,7 +1113,7 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> core::fmt::D
 
 /// Requests a blocking [`Device::read`] or [`Device::write`] keeps in flight at
 /// once.
-pub const PIPELINE: usize = 4;
+const PIPELINE: usize = 4;
 /// Blocking reads up to this size go out as one request.
 const PIPELINE_MIN: usize = 128 * 1024;
 
