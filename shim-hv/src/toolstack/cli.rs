@@ -50,6 +50,13 @@ pub enum Command {
     /// Attach to a domain's console (its output until the domain goes away; what you
     /// type goes to the guest, Ctrl-] then Enter detaches).
     Console {
+        /// Console type: pv (the only kind shim-hv domains have) or serial (refused).
+        #[arg(short = 't', value_name = "pv|serial")]
+        ty: Option<String>,
+        /// Console number: 0 the primary console (default), N the config's channel
+        /// N-1 (`device/console/N`, as libxl numbers them).
+        #[arg(short = 'n', value_name = "NUM", allow_hyphen_values = true)]
+        num: Option<String>,
         /// Domain name or id.
         domain: String,
     },
@@ -187,8 +194,12 @@ fn execute(
             };
             w(out, format_args!("{}", format_list(&domains)))
         }
-        Command::Console { domain } => {
-            client.console(&domain, &mut WriteAdapter(out), ctx.console_input())
+        Command::Console { ty, num, domain } => {
+            if let Some(t) = ty.filter(|t| t != "pv") {
+                return Err(Error::ConsoleType(t));
+            }
+            let num = num.as_deref().map_or(Ok(0), console_number)?;
+            client.console_n(&domain, num, &mut WriteAdapter(out), ctx.console_input())
         }
         Command::Shutdown {
             wait,
@@ -273,6 +284,15 @@ fn execute(
             )
         }
     }
+}
+
+/// `console -n`'s NUM: decimal digits only (no sign, no spaces), at most u32.
+fn console_number(s: &str) -> Result<u32, Error> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::BadConsoleNumber(s.to_string()));
+    }
+    s.parse()
+        .map_err(|_| Error::BadConsoleNumber(s.to_string()))
 }
 
 /// Reads a config for `create`: its text and the parse (errors name file:line).
@@ -554,5 +574,28 @@ mod tests {
         assert!(Cli::try_parse_from(["shim-hv", "shutdown", "-R", "-H", "d"]).is_err());
         assert!(Cli::try_parse_from(["shim-hv", "create", "-n", "x.cfg"]).is_ok());
         assert!(Cli::try_parse_from(["shim-hv", "block-list"]).is_err());
+    }
+
+    #[test]
+    fn console_flags_parse_as_xl() {
+        let c = Cli::try_parse_from(["shim-hv", "console", "-t", "pv", "-n", "1", "d"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Command::Console { ty: Some(t), num: Some(n), domain }
+                if t == "pv" && n == "1" && domain == "d"
+        ));
+        // A negative number reaches our check instead of looking like a flag.
+        let c = Cli::try_parse_from(["shim-hv", "console", "-n", "-1", "d"]).unwrap();
+        assert!(matches!(c.command, Command::Console { num: Some(n), .. } if n == "-1"));
+        assert_eq!(console_number("0").unwrap(), 0);
+        assert_eq!(console_number("007").unwrap(), 7);
+        assert_eq!(console_number("4294967295").unwrap(), u32::MAX);
+        for bad in ["", "-1", "+1", " 1", "1 ", "abc", "0x1", "4294967296", "١"] {
+            let e = console_number(bad).unwrap_err().to_string();
+            assert!(e.starts_with("console -n \""), "{bad:?}: {e}");
+            assert_eq!(e.lines().count(), 1, "{bad:?}: {e}");
+        }
+        let huge = "9".repeat(5000);
+        assert!(console_number(&huge).unwrap_err().to_string().len() < 200);
     }
 }

@@ -140,10 +140,25 @@ impl Client {
         out: &mut impl Write,
         input: Option<Box<dyn Read + Send>>,
     ) -> Result<(), Error> {
+        self.console_n(dom, 0, out, input)
+    }
+
+    /// [`Client::console`] for console number `num` (xl's `console -n`): 0 is the
+    /// primary console, N ≥ 1 `device/console/N` (channel N-1 of the config).
+    pub fn console_n(
+        &self,
+        dom: &str,
+        num: u32,
+        out: &mut impl Write,
+        input: Option<Box<dyn Read + Send>>,
+    ) -> Result<(), Error> {
         let s = self.connect()?;
         let mut w = s.try_clone().map_err(io_err("control socket"))?;
-        proto::write_line(&mut w, &Request::Console { dom: dom.into() })
-            .map_err(io_err("sending to the shim-hv daemon"))?;
+        let req = Request::Console {
+            dom: dom.into(),
+            num,
+        };
+        proto::write_line(&mut w, &req).map_err(io_err("sending to the shim-hv daemon"))?;
         let mut r = BufReader::new(s);
         match proto::read_line::<Reply, _>(&mut r) {
             Ok(Some(Reply::Console { .. })) => {}

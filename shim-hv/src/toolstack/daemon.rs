@@ -785,9 +785,9 @@ impl Daemon {
                 return;
             }
         };
-        if let Request::Console { dom } = req {
+        if let Request::Console { dom, num } = req {
             let sock = out.try_clone();
-            self.stream_console(&dom, out, reader);
+            self.stream_console(&dom, num, out, reader);
             // Ends the input thread's read too.
             if let Ok(s) = sock {
                 let _ = s.shutdown(std::net::Shutdown::Both);
@@ -803,13 +803,54 @@ impl Daemon {
         }
     }
 
-    fn stream_console(&self, dom: &str, mut out: UnixStream, input: BufReader<UnixStream>) {
-        let console = self.resolve(dom).and_then(|d| {
-            self.console(d.id())
-                .map(|c| (d.id(), c))
-                .ok_or_else(|| Error::NoSuchDomain(dom.to_string()))
-        });
-        let (id, console) = match console {
+    /// The console `console -n NUM` attaches to: 0 is the primary console, N ≥ 1 the
+    /// channel on `device/console/N` if it is on a pty (its record is created if the
+    /// guest has not connected it yet, so the client waits for its output). A channel
+    /// on a Unix socket is refused: that socket serves one client at a time, and
+    /// what the guest writes there belongs to it.
+    fn console_target(&self, dom: &str, num: u32) -> Result<(DomId, Arc<Console>), Error> {
+        let d = self.resolve(dom)?;
+        let id = d.id();
+        if num == 0 {
+            return self
+                .console(id)
+                .map(|c| (id, c))
+                .ok_or_else(|| Error::NoSuchDomain(dom.to_string()));
+        }
+        // Under the table lock: a teardown (which removes the channel's record)
+        // cannot run between the check and `entry`.
+        let t = lock(&self.table);
+        let channels = t.doms.get(&id.0).map(|m| m.devices.channels());
+        let Some(ch) = channels.and_then(|cs| cs.iter().find(|c| c.devid() == num)) else {
+            let mut have = vec![0];
+            have.extend(channels.unwrap_or_default().iter().map(|c| c.devid()));
+            return Err(Error::NoSuchConsole {
+                domid: id.0,
+                name: d.name().to_string(),
+                num,
+                have,
+            });
+        };
+        if let Some(path) = ch.socket_path() {
+            return Err(Error::ConsoleOnSocket {
+                domid: id.0,
+                name: d.name().to_string(),
+                num,
+                channel: ch.name().to_string(),
+                path: path.to_path_buf(),
+            });
+        }
+        Ok((id, self.consoles.entry(id, num)))
+    }
+
+    fn stream_console(
+        &self,
+        dom: &str,
+        num: u32,
+        mut out: UnixStream,
+        input: BufReader<UnixStream>,
+    ) {
+        let (id, console) = match self.console_target(dom, num) {
             Ok(x) => x,
             Err(e) => {
                 let _ = proto::write_line(

@@ -82,6 +82,35 @@ pub enum Error {
     },
     /// No domain with that name or id.
     NoSuchDomain(String),
+    /// `console -n`: not a console number (the word as given).
+    BadConsoleNumber(String),
+    /// `console -t`: not `pv` (the word as given; shim-hv domains have PV consoles
+    /// only).
+    ConsoleType(String),
+    /// The domain has no console with that number.
+    NoSuchConsole {
+        /// Domain id.
+        domid: u16,
+        /// Domain name.
+        name: String,
+        /// The console number asked for.
+        num: u32,
+        /// The numbers it has (0 and its channels').
+        have: Vec<u32>,
+    },
+    /// The console is a channel on a Unix socket: its data goes there.
+    ConsoleOnSocket {
+        /// Domain id.
+        domid: u16,
+        /// Domain name.
+        name: String,
+        /// The console number.
+        num: u32,
+        /// The channel's name.
+        channel: String,
+        /// The socket.
+        path: PathBuf,
+    },
     /// The xen model refused.
     Domain(crate::xen::Error),
     /// xenstored refused.
@@ -151,6 +180,48 @@ impl fmt::Display for Error {
                 why,
             } => write!(f, "{file}:{line}: {device} cannot be attached: {why}"),
             Error::NoSuchDomain(d) => write!(f, "{} is an invalid domain identifier", Shown(d)),
+            Error::BadConsoleNumber(n) => write!(
+                f,
+                "console -n \"{}\": not a console number (0 is the primary console, \
+                 1 and up the channels)",
+                Shown(n)
+            ),
+            Error::ConsoleType(t) if t == "serial" => f.write_str(
+                "console -t serial: shim-hv domains have no serial console, only PV consoles (-t pv)",
+            ),
+            Error::ConsoleType(t) => write!(
+                f,
+                "console -t \"{}\": the console type is pv or serial",
+                Shown(t)
+            ),
+            Error::NoSuchConsole {
+                domid,
+                name,
+                num,
+                have,
+            } => {
+                let have: Vec<String> = have.iter().map(u32::to_string).collect();
+                write!(
+                    f,
+                    "domain {domid} ({}) has no console {num} (its consoles: {})",
+                    Shown(name),
+                    have.join(", ")
+                )
+            }
+            Error::ConsoleOnSocket {
+                domid,
+                name,
+                num,
+                channel,
+                path,
+            } => write!(
+                f,
+                "domain {domid} ({}): console {num} is channel {} on socket {}: \
+                 connect to that socket instead",
+                Shown(name),
+                Shown(channel),
+                path.display()
+            ),
             Error::Domain(e) => write!(f, "{e}"),
             Error::Xenstore(e) => write!(f, "{e}"),
             Error::Io { what, err } => write!(f, "{what}: {err}"),

@@ -1,7 +1,8 @@
 //! The control protocol: one JSON object per line, client → daemon a [`Request`],
 //! daemon → client a [`Reply`]. After [`Reply::Console`] the connection carries the
-//! domain's console output as raw bytes until the domain goes (or the client hangs
-//! up).
+//! console's output (console `num`: 0 the primary, N a pty channel) as raw bytes
+//! until the domain goes, the guest closes that console or the client hangs up; what
+//! the client sends goes to the guest.
 //!
 //! ```text
 //!  → {"op":"list"}
@@ -68,6 +69,10 @@ pub enum Request {
     Console {
         /// Domain name or id.
         dom: String,
+        /// Console number (xl's `console -n`): 0 the primary console, N ≥ 1
+        /// `device/console/N` (channel N-1). Left out on the wire when 0.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        num: u32,
     },
     /// The daemon's pid, runtime directory and xenstore socket.
     Info,
@@ -175,6 +180,10 @@ pub enum Reply {
     },
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// Writes one message as a JSON line.
 pub fn write_line<T: Serialize>(w: &mut impl Write, msg: &T) -> io::Result<()> {
     let mut line = serde_json::to_vec(msg).map_err(io::Error::other)?;
@@ -228,6 +237,32 @@ mod tests {
             String::from_utf8(v).unwrap(),
             "{\"op\":\"shutdown\",\"dom\":\"d\",\"request\":\"halt\"}\n"
         );
+    }
+
+    #[test]
+    fn console_number_is_optional_on_the_wire() {
+        let mut v = Vec::new();
+        let req = Request::Console {
+            dom: "d".into(),
+            num: 0,
+        };
+        write_line(&mut v, &req).unwrap();
+        assert_eq!(v, b"{\"op\":\"console\",\"dom\":\"d\"}\n");
+        assert_eq!(read_line::<Request, _>(&mut &v[..]).unwrap(), Some(req));
+        let two = b"{\"op\":\"console\",\"dom\":\"d\",\"num\":2}\n";
+        assert_eq!(
+            read_line::<Request, _>(&mut &two[..]).unwrap(),
+            Some(Request::Console {
+                dom: "d".into(),
+                num: 2
+            })
+        );
+        for bad in [&b"-1"[..], b"4294967296", b"\"1\""] {
+            let mut line = b"{\"op\":\"console\",\"dom\":\"d\",\"num\":".to_vec();
+            line.extend_from_slice(bad);
+            line.extend_from_slice(b"}\n");
+            assert!(read_line::<Request, _>(&mut &line[..]).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
