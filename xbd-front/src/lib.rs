@@ -31,7 +31,9 @@
 //!   [`hypercall::SharedMem`] regions ([`ReadData`]; read once, then validate), so a
 //!   1 MiB read costs one pass over the data, like `pread`.
 //! - The blocking helpers poll the ring for [`Config::poll_spin`] before they sleep
-//!   (no notification, no wake-up latency for a quick answer).
+//!   (no notification, no wake-up latency for a quick answer), take any number of
+//!   scatter buffers, and pipeline transfers over 128 KiB (up to four requests in
+//!   flight, each piece copied while the backend works on the next).
 //!
 //! # Example
 //!
