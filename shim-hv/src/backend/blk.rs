@@ -894,12 +894,9 @@ impl IoThread {
                 if n == 0 || n > blkif::MAX_SEGMENTS_PER_REQUEST {
                     return (blkif::RSP_ERROR, op);
                 }
-                let mut segs = std::mem::take(&mut self.scratch.segs);
-                segs.clear();
-                segs.extend_from_slice(req.seg.get(..n).unwrap_or_default());
-                let st = self.rw(&disk, op, req.sector_number, &segs);
-                self.scratch.segs = segs;
-                (st, op)
+                // `req` is already our private copy of the slot.
+                let segs = req.seg.get(..n).unwrap_or_default();
+                (self.rw(&disk, op, req.sector_number, segs).0, op)
             }
             blkif::OP_INDIRECT => {
                 let ind = req.as_indirect();
@@ -936,11 +933,8 @@ impl IoThread {
                     if n > blkif::MAX_SEGMENTS_PER_REQUEST {
                         return (blkif::RSP_ERROR, op);
                     }
-                    let mut segs = std::mem::take(&mut self.scratch.segs);
-                    segs.clear();
-                    segs.extend_from_slice(req.seg.get(..n).unwrap_or_default());
-                    let st = self.rw(&disk, blkif::OP_WRITE, req.sector_number, &segs);
-                    self.scratch.segs = segs;
+                    let segs = req.seg.get(..n).unwrap_or_default();
+                    let st = self.rw(&disk, blkif::OP_WRITE, req.sector_number, segs).0;
                     if st != blkif::RSP_OKAY {
                         return (st, op);
                     }
@@ -1029,33 +1023,23 @@ impl IoThread {
             last_sect: c[5],
             _pad: [0; 2],
         }));
-        let mut regions = std::mem::take(&mut self.scratch.regions);
-        let mut temps = std::mem::take(&mut self.scratch.temps);
-        let st = match self.map_segments(&segs, write, &mut regions, &mut temps) {
-            Some(total) => {
-                let st = finish_rw(disk, write, sector, total, &regions);
-                if persistent.is_some() && temps.is_empty() {
-                    // Every page is mapped for the connection: remember the result.
-                    if self.indirect_cache.len() >= INDIRECT_CACHE {
-                        self.indirect_cache.clear();
-                    }
-                    self.indirect_cache.insert(
-                        gref,
-                        CachedIndirect {
-                            raw: raw.clone(),
-                            regions: self.joined(&regions),
-                            total,
-                        },
-                    );
-                }
-                st
+        let (st, all_persistent) = self.rw(disk, op, sector, &segs);
+        if let (Some(_), Some(total)) = (persistent, all_persistent) {
+            // Every page is mapped for the connection: remember the result.
+            if self.indirect_cache.len() >= INDIRECT_CACHE {
+                self.indirect_cache.clear();
             }
-            None => blkif::RSP_ERROR,
-        };
-        temps.clear();
+            let regions = self.joined(&self.scratch.regions);
+            self.indirect_cache.insert(
+                gref,
+                CachedIndirect {
+                    raw: raw.clone(),
+                    regions,
+                    total,
+                },
+            );
+        }
         self.scratch.segs = segs;
-        self.scratch.regions = regions;
-        self.scratch.temps = temps;
         self.scratch.raw = raw;
         st
     }
@@ -1077,20 +1061,32 @@ impl IoThread {
         out
     }
 
-    /// A direct read or write of `segs` starting at 512-byte sector `sector`.
-    fn rw(&mut self, disk: &Disk, op: u8, sector: u64, segs: &[RequestSegment]) -> i16 {
+    /// A read or write of `segs` starting at 512-byte sector `sector`: maps the
+    /// pages, transfers, unmaps what was mapped for this request only. Returns the
+    /// status and, when every page was a persistent grant (so the mapped regions
+    /// left in `scratch.regions` stay valid for the connection), the byte count.
+    fn rw(
+        &mut self,
+        disk: &Disk,
+        op: u8,
+        sector: u64,
+        segs: &[RequestSegment],
+    ) -> (i16, Option<u64>) {
         let write = op == blkif::OP_WRITE;
         let mut regions = std::mem::take(&mut self.scratch.regions);
         let mut temps = std::mem::take(&mut self.scratch.temps);
-        let st = match self.map_segments(segs, write, &mut regions, &mut temps) {
-            Some(total) => finish_rw(disk, write, sector, total, &regions),
-            None => blkif::RSP_ERROR,
+        let r = match self.map_segments(segs, write, &mut regions, &mut temps) {
+            Some(total) => (
+                finish_rw(disk, write, sector, total, &regions),
+                temps.is_empty().then_some(total),
+            ),
+            None => (blkif::RSP_ERROR, None),
         };
         // Unmap this request's temporary mappings; keep the buffers.
         temps.clear();
         self.scratch.regions = regions;
         self.scratch.temps = temps;
-        st
+        r
     }
 
     /// Checks `segs` and maps their pages into `regions` (in order): persistent
