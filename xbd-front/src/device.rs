@@ -574,15 +574,27 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
     /// Submits a write of `data` (a scatter list; total a multiple of the sector size)
     /// at logical sector `lba`. The data is copied before this returns.
     pub fn submit_write(&mut self, lba: u64, data: &[&[u8]]) -> Result<Tag, Error> {
-        let len = total_len(data);
+        self.submit_write_from(lba, data, (0, 0), total_len(data))
+    }
+
+    /// [`Device::submit_write`] of the `len` bytes of `data` from `start` (buffer
+    /// index, offset in it).
+    fn submit_write_from(
+        &mut self,
+        lba: u64,
+        data: &[&[u8]],
+        start: (usize, usize),
+        len: usize,
+    ) -> Result<Tag, Error> {
         let (_, sector) = self.check_range(lba, len, true)?;
-        self.io.submit(
+        self.io.submit_from(
             &self.platform,
             &self.grants,
             OpKind::Write,
             sector,
             len,
             data,
+            start,
             false,
         )
     }
@@ -882,17 +894,7 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
             deadline,
             false,
             |d, at, n| {
-                let (_, sector) = d.check_range(at, n, true)?;
-                let t = d.io.submit_from(
-                    &d.platform,
-                    &d.grants,
-                    OpKind::Write,
-                    sector,
-                    n,
-                    bufs,
-                    cursor,
-                    false,
-                )?;
+                let t = d.submit_write_from(at, bufs, cursor, n)?;
                 advance(bufs, &mut cursor, n);
                 Ok(t)
             },
