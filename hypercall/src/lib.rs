@@ -109,6 +109,7 @@ pub mod gnttab;
 pub mod platform;
 pub mod ring;
 pub mod shmem;
+pub mod time;
 pub mod xen;
 
 #[cfg(test)]

@@ -411,6 +411,31 @@ impl Vdev {
         Ok(name)
     }
 
+    /// The name modern Linux (`xen_translate_vdev`, `xlvbd_alloc_gendisk`) gives
+    /// the device node: always `xvd` letters. IDE numbers map `hda`..`hdd` to
+    /// `xvda`..`xvdd` and drop the partition (Linux makes a single-minor disk of
+    /// it: `0x301`, `hda1`, is `/dev/xvda`); SCSI numbers map `sda`..`sdp` to
+    /// `xvda`..`xvdp` and keep the partition; legacy SCSI majors follow as
+    /// `xvdq` onwards. Legacy IDE majors and unknown majors have no Linux name
+    /// (Linux's blkfront refuses them).
+    pub fn linux_name(self) -> Result<VdevName, VdevError> {
+        let d = self.decode()?;
+        let (disk, partition) = match d.scheme {
+            Scheme::Xvd | Scheme::XvdExtended | Scheme::Sd | Scheme::LegacyScsi { .. } => {
+                (d.disk, d.partition)
+            }
+            Scheme::Hd => (d.disk, 0),
+            s @ Scheme::LegacyIde { .. } => return Err(VdevError::Legacy(s)),
+        };
+        let mut name = VdevName::new();
+        name.push_bytes(b"xvd");
+        name.push_letters(disk);
+        if partition != 0 {
+            name.push_decimal(partition);
+        }
+        Ok(name)
+    }
+
     /// Whether [`Vdev::parse`] of [`Vdev::name`] gives this number back. False
     /// for legacy and unknown-major numbers and for extended numbers that libxl
     /// would have written in the 202 form (e.g. `1 << 28` is "xvda" but `xvda`
@@ -664,6 +689,26 @@ fn parse_d_form(rest: &[u8]) -> Result<Vdev, VdevError> {
 mod tests {
     extern crate std;
     use super::*;
+
+    #[test]
+    fn linux_names_follow_xen_translate_vdev() {
+        let ln = |n: u32| {
+            Vdev::from_number(n)
+                .unwrap()
+                .linux_name()
+                .map(|v| v.as_str().to_string())
+        };
+        assert_eq!(ln(51712).unwrap(), "xvda");
+        assert_eq!(ln(51713).unwrap(), "xvda1");
+        assert_eq!(ln(0x301).unwrap(), "xvda"); // hda1: partition dropped
+        assert_eq!(ln(0x340).unwrap(), "xvdb"); // hdb
+        assert_eq!(ln(22 << 8 | 64 | 3).unwrap(), "xvdd"); // hdd3
+        assert_eq!(ln(8 << 8 | 1 << 4 | 2).unwrap(), "xvdb2"); // sdb2
+        assert_eq!(ln(1 << 28 | 16 << 8 | 5).unwrap(), "xvdq5");
+        assert_eq!(ln(65 << 8).unwrap(), "xvdq"); // legacy SCSI major 65: sdq
+        assert!(ln(33 << 8).is_err()); // legacy IDE: Linux refuses it
+        assert!(ln(7 << 8).is_err());
+    }
     use std::format;
     use std::string::{String, ToString};
 

@@ -13,6 +13,7 @@ pub mod netif;
 pub mod ring;
 pub mod sched;
 pub mod shared_info;
+pub mod start_info;
 pub mod vcpu;
 pub mod version;
 pub mod xenbus;

@@ -37,6 +37,16 @@ pub fn discover() -> Option<XenCpuid> {
     find_xen(cpuid)
 }
 
+/// Reads the time-stamp counter (the input of [`crate::time::TimeInfo::at`]).
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC reads a counter; it touches no memory and is allowed in every
+    // ring unless CR4.TSD is set, which no guest of the kit does.
+    #[allow(unused_unsafe)]
+    unsafe {
+        core::arch::x86_64::_rdtsc()
+    }
+}
+
 /// Writes `value` to model-specific register `msr`.
 ///
 /// # Safety

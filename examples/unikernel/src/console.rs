@@ -1,0 +1,109 @@
+//! Console output: the PV console ring once it is up, before that (and on a
+//! crash) the early console (`CONSOLEIO_write`, else port `0xE9`, which Xen logs
+//! as `(dN) ...` and shim-hv prints).
+
+use core::fmt::{self, Write};
+use core::time::Duration;
+
+use hypercall::arch::x86_64::{DebugConsolePort, HypercallPage};
+use xencons::EarlyConsole;
+
+use crate::xen::Kernel;
+
+type Ring = xencons::Console<&'static Kernel>;
+type Early = EarlyConsole<&'static HypercallPage, DebugConsolePort>;
+
+struct Out {
+    ring: Option<Ring>,
+    early: Option<Early>,
+}
+
+static OUT: spin::Mutex<Out> = spin::Mutex::new(Out {
+    ring: None,
+    early: None,
+});
+
+/// The debug port (usable from the first instruction: the kernel runs in ring 0
+/// of a PVH/HVM guest, where port `0xE9` is Xen's debug console).
+fn port() -> DebugConsolePort {
+    // SAFETY: ring 0 in a PVH guest; writes to 0xE9 only log bytes.
+    unsafe { DebugConsolePort::new() }
+}
+
+/// Sets up the early console once hypercalls work.
+pub fn init_early(hc: &'static HypercallPage) {
+    OUT.lock().early = Some(EarlyConsole::new(hc, port()));
+}
+
+/// Switches to the PV console ring (`HVM_PARAM_CONSOLE_PFN`/`_EVTCHN`).
+pub fn init_ring(k: &'static Kernel) -> Result<(), xencons::Error> {
+    let ring =
+        xencons::Console::from_hvm_params_with(k, xencons::Config::default().with_crlf(true))?;
+    OUT.lock().ring = Some(ring);
+    Ok(())
+}
+
+impl Out {
+    fn early_write(&self, s: &str) {
+        match &self.early {
+            Some(e) => {
+                let _ = (&*e).write_str(s);
+            }
+            None => port().write(s.as_bytes()),
+        }
+    }
+}
+
+impl Write for Out {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        if let Some(r) = self.ring.as_mut() {
+            if r.write_str(s).is_ok() {
+                return Ok(());
+            }
+            self.ring = None;
+            self.early_write("console ring failed; using the early console\n");
+        }
+        self.early_write(s);
+        Ok(())
+    }
+}
+
+/// Prints formatted text (see [`crate::say`]).
+pub fn print(args: fmt::Arguments<'_>) {
+    let _ = OUT.lock().write_fmt(args);
+}
+
+/// Prints on a crash path: never waits for the lock (the crash may have happened
+/// while it was held) and also writes to the early console.
+pub fn print_crash(args: fmt::Arguments<'_>) {
+    struct Port;
+    impl Write for Port {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            port().write(s.as_bytes());
+            Ok(())
+        }
+    }
+    let _ = Port.write_fmt(args);
+    if let Some(mut o) = OUT.try_lock() {
+        if let Some(r) = o.ring.as_mut() {
+            let _ = r.write_fmt(args);
+            let _ = r.flush(Duration::from_secs(2));
+        }
+    }
+}
+
+/// Waits (bounded) until the backend took every byte written: before powering off.
+pub fn flush() {
+    if let Some(r) = OUT.lock().ring.as_mut() {
+        let _ = r.flush(Duration::from_secs(2));
+    }
+}
+
+/// Reads console input, if any came.
+pub fn read(buf: &mut [u8]) -> usize {
+    OUT.lock()
+        .ring
+        .as_mut()
+        .and_then(|r| r.read(buf).ok())
+        .unwrap_or(0)
+}
