@@ -88,7 +88,7 @@ impl Disk {
             .map(|n| n.as_str().to_string())
             .unwrap_or_else(|e| format!("({e})"));
         say!(
-            "disk {devid}: toolstack name {written:?}, canonical name {canonical}, Linux name {linux}, backend {backend}\n"
+            "disk {devid}: toolstack name \"{written}\", canonical name {canonical}, Linux name {linux}, backend {backend}\n"
         );
         let mut dev: Box<Dev> = Box::new(xbd_front::Device::new(
             k,
@@ -149,7 +149,11 @@ impl Disk {
         let mut first = vec![0u8; ss];
         self.dev.read(0, &mut [&mut first[..]], IO_TIMEOUT)?;
         self.io_bytes += ss as u64;
-        say!("disk {}: sector 0: {:?}\n", self.label, sector_text(&first));
+        say!(
+            "disk {}: sector 0: \"{}\"\n",
+            self.label,
+            sector_text(&first)
+        );
         let lba = MARKER_OFFSET / u64::from(info.sector_size);
         if info.read_only {
             match self.dev.write(lba, &[&first[..]], IO_TIMEOUT) {
@@ -184,7 +188,7 @@ impl Disk {
         self.io_bytes += 3 * ss as u64;
         if back == sector {
             say!(
-                "disk {}: wrote {:?} at byte {MARKER_OFFSET}, {flushed}, read back: same\n",
+                "disk {}: wrote \"{}\" at byte {MARKER_OFFSET}, {flushed}, read back: same\n",
                 self.label,
                 core::str::from_utf8(MARKER).unwrap_or("")
             );
@@ -203,7 +207,7 @@ impl Disk {
             Some(xbd_front::DeviceEvent::CapacityChanged { old, new }) => {
                 say!("disk {}: capacity {old} -> {new} sectors\n", self.label);
             }
-            Some(ev) => say!("disk {}: {ev:?}\n", self.label),
+            Some(_) => say!("disk {}: backend changed its settings\n", self.label),
             None => {}
         }
         self.dev.poll()?;

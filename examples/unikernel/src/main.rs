@@ -191,7 +191,7 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         Err(e) => say!("console ring: {e}; staying on the early console\n"),
     }
     say!(
-        "xenkit-unikernel: PVH start info v{}, {} module(s), command line {:?}\n",
+        "xenkit-unikernel: PVH start info v{}, {} module(s), command line \"{}\"\n",
         boot.version,
         boot.modules,
         boot.cmdline.as_str()
@@ -221,7 +221,25 @@ extern "C" fn kernel_main(start_info: u32) -> ! {
         }
         Err(e) => say!("xen: features: {e}\n"),
     }
+    crash_on_request(start::cmdline_value(&boot.cmdline, "crash"));
     run(k, &boot.cmdline)
+}
+
+/// `crash=panic` or `crash=fault` on the command line: end in a panic or a CPU
+/// exception right after boot (for testing a toolstack's `on_crash`).
+fn crash_on_request(how: Option<&str>) {
+    match how {
+        Some("panic") => panic!("crash requested on the command line (crash=panic)"),
+        Some("fault") => {
+            // Above the identity-mapped 4 GiB: a page fault.
+            let p = 0x40_0000_0000u64 as *const u8;
+            // SAFETY: deliberately faults; the exception handler crashes the domain
+            // and never returns here.
+            let _ = unsafe { core::ptr::read_volatile(p) };
+        }
+        Some(other) => say!("crash={other}: unknown (panic, fault); ignored\n"),
+        None => {}
+    }
 }
 
 /// A reference to a linker symbol.
@@ -353,7 +371,7 @@ fn run(k: &'static Kernel, cmdline: &str) -> ! {
         let n = console::read(&mut inb);
         if n > 0 {
             say!(
-                "console input: {:?}\n",
+                "console input: \"{}\"\n",
                 core::str::from_utf8(inb.get(..n).unwrap_or_default()).unwrap_or("(not UTF-8)")
             );
         }
@@ -383,6 +401,14 @@ fn list(xs: &mut Xs, kind: &str) -> Vec<u32> {
         Ok(l) => l.filter_map(|s| s.parse().ok()).collect(),
         Err(_) => Vec::new(),
     };
-    ids.sort_unstable();
+    // Insertion sort: a handful of entries, and much smaller code than the
+    // library's sort.
+    for i in 1..ids.len() {
+        let mut j = i;
+        while j > 0 && ids.get(j - 1) > ids.get(j) {
+            ids.swap(j - 1, j);
+            j -= 1;
+        }
+    }
     ids
 }
