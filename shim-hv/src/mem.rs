@@ -29,6 +29,9 @@
 
 use core::fmt;
 use core::ptr::NonNull;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use hypercall::{Gfn, SharedMem, PAGE_SIZE};
 
@@ -51,6 +54,8 @@ pub enum MemError {
     Map(i32),
     /// The requested size is zero or too large.
     BadSize(usize),
+    /// The guest may place no more frames outside RAM.
+    TooManyHolePages(usize),
 }
 
 impl fmt::Display for MemError {
@@ -62,6 +67,12 @@ impl fmt::Display for MemError {
             }
             MemError::Map(e) => write!(f, "mmap of guest memory failed (errno {e})"),
             MemError::BadSize(n) => write!(f, "bad guest memory size: {n} pages"),
+            MemError::TooManyHolePages(n) => {
+                write!(
+                    f,
+                    "the guest already placed {n} frames outside RAM (the limit)"
+                )
+            }
         }
     }
 }
@@ -138,6 +149,15 @@ pub struct GuestMemory {
     map: Mapping,
     first_gfn: Gfn,
     pages: usize,
+    /// Frames the guest placed in holes of its physical address space (a KVM guest
+    /// may map `shared_info` or grant frames outside RAM, as Mini-OS does): backed by
+    /// private host pages that live as long as this memory. Never removed, so
+    /// regions of them stay valid like RAM's.
+    holes: Mutex<BTreeMap<u64, HostPage>>,
+    /// Most frames `holes` may hold (0: the guest may place none).
+    hole_limit: usize,
+    /// Bumped each time a hole page is added (runners map new ones into the VM).
+    hole_generation: AtomicU64,
 }
 
 impl fmt::Debug for GuestMemory {
@@ -155,8 +175,17 @@ impl GuestMemory {
     /// Largest RAM size accepted (in pages): 3 GiB, the layout of DESIGN.md's KVM notes.
     pub const MAX_PAGES: usize = (3 << 30) / PAGE_SIZE;
 
+    /// Hole frames must lie below this frame (4 GiB: where PVH guests put them).
+    pub const HOLE_GFN_END: Gfn = Gfn(0x10_0000);
+
     /// Maps `pages` zeroed pages of RAM starting at guest frame `first_gfn`.
     pub fn new(first_gfn: Gfn, pages: usize) -> Result<Self, MemError> {
+        Self::with_holes(first_gfn, pages, 0)
+    }
+
+    /// Like [`GuestMemory::new`], and the guest may place up to `hole_limit` frames
+    /// outside RAM with [`GuestMemory::place`] (below [`GuestMemory::HOLE_GFN_END`]).
+    pub fn with_holes(first_gfn: Gfn, pages: usize, hole_limit: usize) -> Result<Self, MemError> {
         if pages == 0 || pages > Self::MAX_PAGES {
             return Err(MemError::BadSize(pages));
         }
@@ -173,7 +202,57 @@ impl GuestMemory {
             map,
             first_gfn,
             pages,
+            holes: Mutex::new(BTreeMap::new()),
+            hole_limit,
+            hole_generation: AtomicU64::new(0),
         })
+    }
+
+    /// The host address of the first RAM byte (a VMM hands it to KVM as a memory
+    /// slot; nothing here dereferences it).
+    pub fn host_base(&self) -> NonNull<u8> {
+        self.map.base
+    }
+
+    /// The page at `gfn` that the guest makes a hypervisor object (`shared_info`, a
+    /// grant frame): the RAM page, or the hole page already there, or a new zeroed
+    /// hole page if `gfn` is outside RAM, below [`GuestMemory::HOLE_GFN_END`], and
+    /// the hole limit allows one more.
+    pub fn place(&self, gfn: Gfn) -> Result<SharedMem, MemError> {
+        if self.contains_gfn(gfn) {
+            return self.page(gfn);
+        }
+        if gfn.0 >= Self::HOLE_GFN_END.0 {
+            return Err(MemError::BadGfn(gfn));
+        }
+        let mut holes = self.holes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = holes.get(&gfn.0) {
+            return Ok(p.mem());
+        }
+        if holes.len() >= self.hole_limit {
+            return Err(if self.hole_limit == 0 {
+                MemError::BadGfn(gfn)
+            } else {
+                MemError::TooManyHolePages(self.hole_limit)
+            });
+        }
+        let page = HostPage::new()?;
+        let mem = page.mem();
+        holes.insert(gfn.0, page);
+        self.hole_generation.fetch_add(1, Ordering::SeqCst);
+        Ok(mem)
+    }
+
+    /// The frames placed outside RAM so far, with their host pages (valid while this
+    /// memory lives).
+    pub fn hole_pages(&self) -> Vec<(Gfn, SharedMem)> {
+        let holes = self.holes.lock().unwrap_or_else(|e| e.into_inner());
+        holes.iter().map(|(g, p)| (Gfn(*g), p.mem())).collect()
+    }
+
+    /// Changes each time a frame is placed outside RAM.
+    pub fn hole_generation(&self) -> u64 {
+        self.hole_generation.load(Ordering::SeqCst)
     }
 
     /// The first RAM frame.
@@ -222,8 +301,15 @@ impl GuestMemory {
         Ok(start)
     }
 
-    /// The 4 KiB page at `gfn`.
+    /// The 4 KiB page at `gfn`: RAM, or a page the guest placed in a hole.
     pub fn page(&self, gfn: Gfn) -> Result<SharedMem, MemError> {
+        if !self.contains_gfn(gfn) && self.hole_limit != 0 {
+            let holes = self.holes.lock().unwrap_or_else(|e| e.into_inner());
+            return holes
+                .get(&gfn.0)
+                .map(HostPage::mem)
+                .ok_or(MemError::BadGfn(gfn));
+        }
         let idx = self.index(gfn)?;
         self.map
             .shared()
@@ -446,6 +532,40 @@ mod tests {
         assert!(mem.pages_at(Gfn(0x100), usize::MAX).is_err());
         assert!(GuestMemory::new(Gfn(0), 0).is_err());
         assert!(GuestMemory::new(Gfn(u64::MAX), 1).is_err());
+    }
+
+    #[test]
+    fn hole_pages_are_bounded_and_stay() {
+        let none = GuestMemory::new(Gfn(0), 4).unwrap();
+        assert_eq!(
+            none.place(Gfn(0x10)).err(),
+            Some(MemError::BadGfn(Gfn(0x10)))
+        );
+        assert!(none.place(Gfn(2)).is_ok(), "RAM pages are placed in place");
+        let mem = GuestMemory::with_holes(Gfn(0), 4, 2).unwrap();
+        assert!(mem.page(Gfn(0x10)).is_err());
+        let a = mem.place(Gfn(0x10)).unwrap();
+        a.write(0, b"shared");
+        assert_eq!(mem.hole_generation(), 1);
+        // The same gfn again: the same page, no new one.
+        let again = mem.place(Gfn(0x10)).unwrap();
+        assert_eq!(again.as_ptr(), a.as_ptr());
+        assert_eq!(mem.page(Gfn(0x10)).unwrap().as_ptr(), a.as_ptr());
+        assert_eq!(mem.hole_generation(), 1);
+        mem.place(Gfn(0x20)).unwrap();
+        assert_eq!(
+            mem.place(Gfn(0x30)).err(),
+            Some(MemError::TooManyHolePages(2))
+        );
+        assert!(mem.place(GuestMemory::HOLE_GFN_END).is_err());
+        let holes = mem.hole_pages();
+        assert_eq!(holes.len(), 2);
+        assert_eq!(holes[0].0, Gfn(0x10));
+        let mut b = [0u8; 6];
+        holes[0].1.read(0, &mut b);
+        assert_eq!(&b, b"shared");
+        // Plain RAM reads do not reach hole pages.
+        assert!(mem.read(0x10 << 12, &mut b).is_err());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! - [`inproc`]: guest code as host threads of this process; hypercalls are function
 //!   calls. For tests, fuzzing, benchmarks and the in-process demo.
-//! - (later) KVM: a PVH guest in a VM; hypercalls arrive as I/O exits and go to the
-//!   same [`crate::xen::Hypervisor::hypercall`].
+//! - [`kvm`]: a PVH kernel in a KVM virtual machine; hypercalls arrive as I/O exits
+//!   and go to the same [`crate::xen::Hypervisor::hypercall`].
 
 pub mod inproc;
+pub mod kvm;

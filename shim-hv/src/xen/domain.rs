@@ -264,6 +264,12 @@ pub struct DomainSpec {
     /// First RAM frame. The default (gfn 0x100) keeps gfns distinct from page indices
     /// so missing translations fail loudly; a KVM runner booting PVH wants 0.
     pub first_gfn: Gfn,
+    /// Most frames the guest may place outside RAM with `add_to_physmap`
+    /// (`shared_info` and grant frames in a hole of the physical address space;
+    /// [`GuestMemory::place`]). 0, the default, keeps them in RAM: in-process guests
+    /// have no hole to put them in. The KVM runner allows one per grant frame plus
+    /// `shared_info`.
+    pub hole_pages: usize,
 }
 
 impl DomainSpec {
@@ -277,6 +283,7 @@ impl DomainSpec {
             max_grant_frames: 64,
             console_sink: None,
             first_gfn: GuestMemory::DEFAULT_FIRST_GFN,
+            hole_pages: 0,
         }
     }
 }
@@ -290,6 +297,7 @@ impl fmt::Debug for DomainSpec {
             .field("uuid", &self.uuid)
             .field("max_grant_frames", &self.max_grant_frames)
             .field("first_gfn", &self.first_gfn)
+            .field("hole_pages", &self.hole_pages)
             .finish_non_exhaustive()
     }
 }

@@ -186,7 +186,7 @@ impl GrantState {
         if idx >= self.max_frames {
             return Err(-EINVAL);
         }
-        let page = mem.page(gfn).map_err(|_| -EINVAL)?;
+        let page = mem.place(gfn).map_err(|_| -EINVAL)?;
         if !self.grow(idx + 1) {
             return Err(-EINVAL);
         }

@@ -132,7 +132,7 @@ impl Hypervisor {
                 if a.idx != 0 {
                     return Err(-EINVAL);
                 }
-                let page = dom.memory.page(gfn).map_err(|_| -EINVAL)?;
+                let page = dom.memory.place(gfn).map_err(|_| -EINVAL)?;
                 // Hold the shinfo_gfn lock across the move so concurrent maps serialise.
                 let mut at = lock(&dom.shinfo_gfn);
                 lock(&self.evtchn)

@@ -274,6 +274,9 @@ impl Hypervisor {
         {
             return Err(Error::BadSpec(format!("vcpus {}", spec.vcpus)));
         }
+        if spec.hole_pages > 4096 {
+            return Err(Error::BadSpec(format!("hole_pages {}", spec.hole_pages)));
+        }
         if spec.max_grant_frames == 0 || spec.max_grant_frames > 1024 {
             return Err(Error::BadSpec(format!(
                 "max_grant_frames {}",
@@ -294,7 +297,11 @@ impl Hypervisor {
 
     fn build_domain(&self, id: DomId, spec: DomainSpec) -> Result<(Arc<Domain>, Effects), Error> {
         let pages = (spec.memory_mib as usize) << 8;
-        let memory = Arc::new(GuestMemory::new(spec.first_gfn, pages)?);
+        let memory = Arc::new(GuestMemory::with_holes(
+            spec.first_gfn,
+            pages,
+            spec.hole_pages,
+        )?);
         let shinfo_private = HostPage::new()?;
         let signal = Arc::new(EventSignal::default());
         let special = memory.end_gfn().0 - SPECIAL_PAGES;
