@@ -153,7 +153,9 @@ impl<H: Hypercall> EventChannels<H> {
     pub fn map_shared_info<P: Platform + ?Sized>(platform: &P) -> Result<SharedMem, Error> {
         let mem = SharedMem::alloc_pages(platform, 1).ok_or(Error::NoMemory)?;
         let gfn = mem.page_gfn(platform, 0).ok_or(Error::NoGfn)?;
-        Xen(platform).add_to_physmap(memory::SPACE_SHARED_INFO, 0, gfn)?;
+        // SAFETY: `mem` was just allocated and is used for nothing else; from now on
+        // it is only accessed through the returned `SharedMem`.
+        unsafe { Xen(platform).add_to_physmap(memory::SPACE_SHARED_INFO, 0, gfn)? };
         Ok(mem)
     }
 

@@ -67,6 +67,12 @@ pub enum Error {
     NoGfn,
     /// A hypercall failed.
     Xen(XenError),
+    /// The table has no frames yet ([`GrantTable::empty`] before
+    /// [`GrantTable::init`] / [`GrantTable::setup_in_place`]).
+    NotSetUp,
+    /// [`GrantTable::init`] / [`GrantTable::setup_in_place`] on a table that has
+    /// frames already.
+    AlreadySetUp,
 }
 
 impl From<XenError> for Error {
@@ -97,28 +103,38 @@ impl fmt::Display for Error {
             Error::NoMemory => write!(f, "out of memory for grant frames"),
             Error::NoGfn => write!(f, "grant frame has no gfn"),
             Error::Xen(e) => write!(f, "{e}"),
+            Error::NotSetUp => write!(f, "grant table not set up"),
+            Error::AlreadySetUp => write!(f, "grant table already set up"),
         }
     }
 }
 
-/// Link value of a ref that is handed out.
-const IN_USE: u32 = u32::MAX;
-/// End of the free chain.
-const END: u32 = u32::MAX - 1;
+/// Stored link of a ref that is handed out (or reserved, or not set up yet): zero,
+/// so a table before [`GrantTable::init`] is all zeros (`.bss` in a `static`).
+const IN_USE: u32 = 0;
+/// Stored link of the last free ref.
+const END: u32 = u32::MAX;
 const RESERVED: u32 = abi::NR_RESERVED_ENTRIES;
 const ENTRY: usize = size_of::<abi::GrantEntryV1>();
 
 struct FreeList<const N: usize> {
-    /// For a free ref: the next free ref (or END). For a ref in use: IN_USE.
+    /// For a free ref: `next + 1` (or END). For a ref in use: IN_USE.
     /// Reserved refs are permanently IN_USE but not counted.
     next: [u32; N],
+    /// The first free ref, or END.
     head: u32,
     in_use: usize,
 }
 
 /// A v1 grant table over `N` refs (see the module docs).
+///
+/// Build it in place for large `N` (4 bytes per ref): [`GrantTable::empty`] is a
+/// `const fn`, so `static GNT: GrantTable<4096> = GrantTable::empty();` costs no
+/// stack, and [`GrantTable::setup_in_place`] / [`GrantTable::init`] then take
+/// `&self`. [`GrantTable::new`] and [`GrantTable::setup`] return the table by value
+/// (fine for small tables and on hosts).
 pub struct GrantTable<const N: usize> {
-    frames: SharedMem,
+    frames: spin::Once<SharedMem>,
     free: spin::Mutex<FreeList<N>>,
 }
 
@@ -131,38 +147,70 @@ impl<const N: usize> fmt::Debug for GrantTable<N> {
     }
 }
 
+impl<const N: usize> Default for GrantTable<N> {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
 impl<const N: usize> GrantTable<N> {
+    /// A table without frames: every grant fails with [`Error::NotSetUp`] until
+    /// [`GrantTable::init`] or [`GrantTable::setup_in_place`]. Usable in a `static`.
+    pub const fn empty() -> Self {
+        Self {
+            frames: spin::Once::new(),
+            free: spin::Mutex::new(FreeList {
+                next: [IN_USE; N],
+                head: END,
+                in_use: 0,
+            }),
+        }
+    }
+
     /// Uses `frames` (already the domain's grant frames 0.., version 1) for refs
-    /// `0..N`. Entries `8..N` are cleared.
+    /// `0..N`. Entries `8..N` are cleared. Returns the table by value: for a large
+    /// `N` prefer [`GrantTable::empty`] + [`GrantTable::init`].
     pub fn new(frames: SharedMem) -> Result<Self, Error> {
-        let bad = Error::BadTable {
-            bytes: frames.len(),
-            entries: N,
-        };
+        let t = Self::empty();
+        t.init(frames)?;
+        Ok(t)
+    }
+
+    /// Gives an [`GrantTable::empty`] table its frames (in place; see
+    /// [`GrantTable::new`]). Fails with [`Error::AlreadySetUp`] the second time.
+    pub fn init(&self, frames: SharedMem) -> Result<(), Error> {
         if !frames.len().is_multiple_of(PAGE_SIZE)
             || N <= RESERVED as usize
             || N > frames.len() / ENTRY
             || N >= END as usize
         {
-            return Err(bad);
+            return Err(Error::BadTable {
+                bytes: frames.len(),
+                entries: N,
+            });
         }
-        let mut next = [IN_USE; N];
-        // Chain RESERVED -> RESERVED+1 -> ... -> N-1 -> END.
-        let mut i = RESERVED as usize;
-        while i < N {
-            next[i] = if i + 1 < N { (i + 1) as u32 } else { END };
-            i += 1;
+        let mut fl = self.free.lock();
+        if self.frames.is_completed() {
+            return Err(Error::AlreadySetUp);
         }
         let r = RESERVED as usize * ENTRY;
         frames.fill(r, N * ENTRY - r, 0);
-        Ok(Self {
-            frames,
-            free: spin::Mutex::new(FreeList {
-                next,
-                head: RESERVED,
-                in_use: 0,
-            }),
-        })
+        // Chain RESERVED -> RESERVED+1 -> ... -> N-1 -> END, written in place.
+        for (i, slot) in fl.next.iter_mut().enumerate() {
+            *slot = match i {
+                i if i < RESERVED as usize => IN_USE,
+                i if i + 1 < N => (i + 2) as u32,
+                _ => END,
+            };
+        }
+        fl.head = RESERVED;
+        fl.in_use = 0;
+        self.frames.call_once(|| frames);
+        Ok(())
+    }
+
+    fn frames_or_err(&self) -> Result<SharedMem, Error> {
+        self.frames.get().copied().ok_or(Error::NotSetUp)
     }
 
     /// Sets up this domain's grant table the HVM way: `GNTTABOP_set_version(1)`,
@@ -172,8 +220,21 @@ impl<const N: usize> GrantTable<N> {
     ///
     /// The pages then belong to the table for good (they are never freed; if a later
     /// frame fails to map, the pages stay allocated, as earlier frames may already
-    /// be grant frames).
+    /// be grant frames). Returns the table by value: for a large `N` prefer
+    /// [`GrantTable::empty`] + [`GrantTable::setup_in_place`].
     pub fn setup<P: Platform + ?Sized>(platform: &P, nr_frames: u32) -> Result<Self, Error> {
+        let t = Self::empty();
+        t.setup_in_place(platform, nr_frames)?;
+        Ok(t)
+    }
+
+    /// [`GrantTable::setup`] for an [`GrantTable::empty`] table, in place (e.g. a
+    /// `static`). Fails with [`Error::AlreadySetUp`] if the table has frames.
+    pub fn setup_in_place<P: Platform + ?Sized>(
+        &self,
+        platform: &P,
+        nr_frames: u32,
+    ) -> Result<(), Error> {
         let xen = Xen(platform);
         let capacity = (nr_frames as usize).saturating_mul(abi::ENTRIES_PER_FRAME_V1 as usize);
         if nr_frames == 0 || N > capacity || N <= RESERVED as usize {
@@ -181,6 +242,9 @@ impl<const N: usize> GrantTable<N> {
                 bytes: (nr_frames as usize).saturating_mul(PAGE_SIZE),
                 entries: N,
             });
+        }
+        if self.frames.is_completed() {
+            return Err(Error::AlreadySetUp);
         }
         xen.gnttab_set_version(1)?;
         let size = xen.gnttab_query_size()?;
@@ -193,14 +257,19 @@ impl<const N: usize> GrantTable<N> {
         let mem = SharedMem::alloc_pages(platform, nr_frames as usize).ok_or(Error::NoMemory)?;
         for i in 0..nr_frames {
             let gfn = mem.page_gfn(platform, i as usize).ok_or(Error::NoGfn)?;
-            xen.add_to_physmap(memory::SPACE_GRANT_TABLE, i.into(), gfn)?;
+            // SAFETY: `mem` is ours (just allocated, nothing else uses it); Xen
+            // replaces its page `i` with grant frame `i`, which the table then
+            // owns for good.
+            unsafe { xen.add_to_physmap(memory::SPACE_GRANT_TABLE, i.into(), gfn)? };
         }
-        Self::new(mem)
+        self.init(mem)
     }
 
-    /// The grant frames (for diagnostics and tests).
-    pub fn frames(&self) -> SharedMem {
-        self.frames
+    /// The grant frames (for diagnostics and tests); `None` before the table is set
+    /// up. Public on purpose: a kernel's debugger or a test can inspect what the
+    /// peer sees.
+    pub fn frames(&self) -> Option<SharedMem> {
+        self.frames.get().copied()
     }
 
     /// Refs this table can hand out (`N - 8`).
@@ -208,8 +277,8 @@ impl<const N: usize> GrantTable<N> {
         N - RESERVED as usize
     }
 
-    /// Refs currently handed out and not yet successfully ended (tests use this to
-    /// check that nothing leaked).
+    /// Refs currently handed out and not yet successfully ended. Public on purpose:
+    /// a kernel (and the tests) check with it that nothing leaked.
     pub fn in_use(&self) -> usize {
         self.free.lock().in_use
     }
@@ -217,7 +286,11 @@ impl<const N: usize> GrantTable<N> {
     fn alloc(&self) -> Result<u32, Error> {
         let mut fl = self.free.lock();
         let r = fl.head;
-        let next = *fl.next.get(r as usize).ok_or(Error::Exhausted)?;
+        let next = match fl.next.get(r as usize) {
+            Some(&END) => END,
+            Some(&n) if n != IN_USE => n - 1,
+            _ => return Err(Error::Exhausted),
+        };
         fl.head = next;
         if let Some(slot) = fl.next.get_mut(r as usize) {
             *slot = IN_USE;
@@ -228,12 +301,17 @@ impl<const N: usize> GrantTable<N> {
 
     fn release(&self, r: u32) {
         let mut fl = self.free.lock();
-        let head = fl.head;
+        let link = match fl.head {
+            END => END,
+            h => h + 1,
+        };
         // Re-checked under the lock so a racing double end cannot corrupt the chain.
         if let Some(slot @ &mut IN_USE) = fl.next.get_mut(r as usize) {
-            *slot = head;
-            fl.head = r;
-            fl.in_use = fl.in_use.saturating_sub(1);
+            if r >= RESERVED {
+                *slot = link;
+                fl.head = r;
+                fl.in_use = fl.in_use.saturating_sub(1);
+            }
         }
     }
 
@@ -250,13 +328,14 @@ impl<const N: usize> GrantTable<N> {
     /// never sees a valid entry with stale contents.
     pub fn grant_access(&self, domid: DomId, gfn: Gfn, readonly: bool) -> Result<GrantRef, Error> {
         let frame = u32::try_from(gfn.0).map_err(|_| Error::FrameTooLarge(gfn))?;
+        let frames = self.frames_or_err()?;
         let r = self.alloc()?;
         let off = r as usize * ENTRY;
-        self.frames.store_u32(off + abi::ENTRY_V1_FRAME, frame);
-        self.frames.store_u16(off + abi::ENTRY_V1_DOMID, domid.0);
+        frames.store_u32(off + abi::ENTRY_V1_FRAME, frame);
+        frames.store_u16(off + abi::ENTRY_V1_DOMID, domid.0);
         wmb();
         let flags = abi::GTF_PERMIT_ACCESS | if readonly { abi::GTF_READONLY } else { 0 };
-        self.frames.store_u16(off + abi::ENTRY_V1_FLAGS, flags);
+        frames.store_u16(off + abi::ENTRY_V1_FLAGS, flags);
         Ok(GrantRef(r))
     }
 
@@ -267,13 +346,14 @@ impl<const N: usize> GrantTable<N> {
     ///
     /// Each ref must be ended by one caller at a time (it is the caller's ref).
     pub fn end_access(&self, r: GrantRef) -> Result<(), Error> {
+        let frames = self.frames_or_err()?;
         let off = self.check_in_use(r)? + abi::ENTRY_V1_FLAGS;
-        let mut flags = self.frames.load_u16(off);
+        let mut flags = frames.load_u16(off);
         loop {
             if flags & (abi::GTF_READING | abi::GTF_WRITING) != 0 {
                 return Err(Error::StillMapped(r));
             }
-            match self.frames.cmpxchg_u16(off, flags, 0) {
+            match frames.cmpxchg_u16(off, flags, 0) {
                 Ok(_) => break,
                 Err(now) => flags = now,
             }
@@ -304,13 +384,14 @@ impl<const N: usize> GrantTable<N> {
         Err(last)
     }
 
-    /// A private copy of entry `r` (diagnostics and tests); `None` if out of range.
+    /// A private copy of entry `r` (diagnostics and tests; public on purpose, the
+    /// entry is what the peer sees); `None` if out of range or not set up.
     pub fn entry(&self, r: GrantRef) -> Option<abi::GrantEntryV1> {
         let off = (r.0 as usize).checked_mul(ENTRY)?;
         if r.0 as usize >= N {
             return None;
         }
-        Some(self.frames.read_obj(off))
+        Some(self.frames.get()?.read_obj(off))
     }
 }
 
@@ -362,8 +443,9 @@ mod tests {
     /// Simulates Xen setting/clearing the busy bits of entry `r`.
     fn set_busy(t: &GrantTable<16>, r: GrantRef, bits: u16, on: bool) {
         let off = r.0 as usize * 8;
-        let f = t.frames().load_u16(off);
+        let f = t.frames().unwrap().load_u16(off);
         t.frames()
+            .unwrap()
             .store_u16(off, if on { f | bits } else { f & !bits });
     }
 
@@ -483,6 +565,38 @@ mod tests {
         assert_eq!(t.in_use(), 0);
     }
 
+    /// A large table in a `static`: nothing built on the stack, set up in place.
+    #[test]
+    fn empty_static_table_is_set_up_in_place() {
+        static T: GrantTable<4096> = GrantTable::empty();
+        assert_eq!(
+            T.grant_access(DomId(0), Gfn(1), false),
+            Err(Error::NotSetUp)
+        );
+        assert_eq!(T.end_access(GrantRef(8)), Err(Error::NotSetUp));
+        assert!(T.frames().is_none() && T.entry(GrantRef(8)).is_none());
+        let (x, mapped) = gnttab_xen(32);
+        let p = FakePlatform::new(x);
+        T.setup_in_place(&p, 8).unwrap();
+        assert_eq!(mapped.borrow().len(), 8);
+        assert_eq!(T.setup_in_place(&p, 8), Err(Error::AlreadySetUp));
+        let m = SharedMem::alloc_pages(&p, 8).unwrap();
+        assert_eq!(T.init(m), Err(Error::AlreadySetUp));
+        let refs: Vec<_> = (0..T.capacity())
+            .map(|i| T.grant_access(DomId(0), Gfn(i as u64), true).unwrap())
+            .collect();
+        assert_eq!(refs.iter().collect::<HashSet<_>>().len(), 4088);
+        assert!(refs.iter().all(|r| (8..4096).contains(&r.0)));
+        assert_eq!(
+            T.grant_access(DomId(0), Gfn(1), false),
+            Err(Error::Exhausted)
+        );
+        for r in refs {
+            T.end_access(r).unwrap();
+        }
+        assert_eq!(T.in_use(), 0);
+    }
+
     #[test]
     fn new_rejects_bad_sizes() {
         let p = FakePlatform::new(FakeXen::new(|_, _| 0));
@@ -507,8 +621,8 @@ mod tests {
             assert_eq!(c.op, nr::MEMORY_OP);
             assert_eq!(c.args[0], memory::OP_ADD_TO_PHYSMAP as usize);
         }
-        let g0 = t.frames().page_gfn(&p, 0).unwrap();
-        let g1 = t.frames().page_gfn(&p, 1).unwrap();
+        let g0 = t.frames().unwrap().page_gfn(&p, 0).unwrap();
+        let g1 = t.frames().unwrap().page_gfn(&p, 1).unwrap();
         assert_eq!(
             *mapped.borrow(),
             [

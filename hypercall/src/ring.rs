@@ -162,6 +162,22 @@ where
         Self::init_at(mem, 0)
     }
 
+    /// A ring without memory, for a structure built before its pages exist (a
+    /// `static`): no slots, and every poll fails with [`RingError::BadLength`]`(0)`.
+    /// Replace it with [`FrontRing::init`] before use.
+    pub const fn detached() -> Self {
+        Self {
+            mem: SharedMem::empty(),
+            size: 0,
+            req_prod_pvt: 0,
+            req_prod_published: 0,
+            rsp_cons: 0,
+            rsp_prod_seen: 0,
+            broken: Some(RingError::BadLength(0)),
+            _t: PhantomData,
+        }
+    }
+
     /// Like [`FrontRing::init`], but with all indices starting at `start` (the
     /// header gets `req_prod = rsp_prod = start`, `*_event = start + 1`). Used to
     /// exercise index wrap-around; a backend must attach at the same index.

@@ -52,6 +52,15 @@ impl SharedMem {
         Self { ptr, len }
     }
 
+    /// The empty region (no memory): every access panics as out of range. A
+    /// placeholder for a structure built before its pages exist (a `static`).
+    pub const fn empty() -> SharedMem {
+        SharedMem {
+            ptr: NonNull::dangling(),
+            len: 0,
+        }
+    }
+
     /// Allocates `pages` zeroed pages with [`Platform::alloc_pages`] and wraps them
     /// (the safe way for `forbid(unsafe_code)` crates to get ring/buffer pages).
     /// `None` if the platform is out of memory or `pages` is 0.

@@ -207,7 +207,14 @@ impl<H: Hypercall> Xen<H> {
 
     /// `XENMEM_add_to_physmap`: makes frame `idx` of `space` (`abi::memory::SPACE_*`)
     /// appear at guest frame `gfn` of this domain.
-    pub fn add_to_physmap(&self, space: u32, idx: u64, gfn: Gfn) -> Result<(), XenError> {
+    ///
+    /// # Safety
+    /// Whatever was at `gfn` is replaced by the new frame (Xen writes the grant
+    /// table or shared info there and may change it at any time): the caller must
+    /// own guest frame `gfn` (e.g. pages from [`crate::Platform::alloc_pages`] it
+    /// does not use for anything else), and no Rust reference may point into it
+    /// from now on; access it only through [`crate::SharedMem`].
+    pub unsafe fn add_to_physmap(&self, space: u32, idx: u64, gfn: Gfn) -> Result<(), XenError> {
         let mut a = memory::AddToPhysmap {
             domid: DomId::SELF.0,
             size: 0,
@@ -344,13 +351,27 @@ impl<H: Hypercall> Xen<H> {
 
     /// `GNTTABOP_map_grant_ref` on a batch. Returns `Err` only if the hypercall
     /// itself failed; check each entry's `status` (and use its `handle`).
-    pub fn gnttab_map_grant_refs(&self, ops: &mut [gnttab::MapGrantRef]) -> Result<(), XenError> {
+    ///
+    /// # Safety
+    /// Each op maps another domain's page over `host_addr` (a guest-physical address
+    /// for HVM/PVH, a virtual one for PV) and that domain may write it at any time:
+    /// every `host_addr` must be a page the caller owns and uses for nothing else,
+    /// with no Rust reference into it while mapped (access it through
+    /// [`crate::SharedMem`]).
+    pub unsafe fn gnttab_map_grant_refs(
+        &self,
+        ops: &mut [gnttab::MapGrantRef],
+    ) -> Result<(), XenError> {
         self.gnttab(gnttab::OP_MAP_GRANT_REF, ops)
     }
 
     /// `GNTTABOP_map_grant_ref` for one grant; returns the filled-in op (handle,
     /// bus address) or the hypercall / `GNTST_*` failure.
-    pub fn gnttab_map_grant_ref(
+    ///
+    /// # Safety
+    /// As [`Xen::gnttab_map_grant_refs`]: `host_addr` must be a page the caller owns
+    /// and uses for nothing else, with no Rust reference into it while mapped.
+    pub unsafe fn gnttab_map_grant_ref(
         &self,
         host_addr: u64,
         flags: u32,
@@ -371,7 +392,12 @@ impl<H: Hypercall> Xen<H> {
     }
 
     /// `GNTTABOP_unmap_grant_ref` on a batch (check each entry's `status`).
-    pub fn gnttab_unmap_grant_refs(
+    ///
+    /// # Safety
+    /// Unmapping changes what is at each `host_addr`: every op must name a mapping
+    /// the caller made (its `handle` and `host_addr`), and nothing may use the
+    /// memory there as the mapped page afterwards.
+    pub unsafe fn gnttab_unmap_grant_refs(
         &self,
         ops: &mut [gnttab::UnmapGrantRef],
     ) -> Result<(), XenError> {
@@ -379,7 +405,11 @@ impl<H: Hypercall> Xen<H> {
     }
 
     /// `GNTTABOP_unmap_grant_ref` for one mapping.
-    pub fn gnttab_unmap_grant_ref(
+    ///
+    /// # Safety
+    /// As [`Xen::gnttab_unmap_grant_refs`]: a mapping the caller made, not used as
+    /// the mapped page afterwards.
+    pub unsafe fn gnttab_unmap_grant_ref(
         &self,
         host_addr: u64,
         dev_bus_addr: u64,
@@ -398,7 +428,14 @@ impl<H: Hypercall> Xen<H> {
 
     /// `GNTTABOP_copy` on a batch. Returns `Err` only if the hypercall failed;
     /// check each entry's `status`.
-    pub fn gnttab_copy(&self, ops: &mut [gnttab::Copy]) -> Result<(), XenError> {
+    ///
+    /// # Safety
+    /// Xen writes the bytes to each op's destination, which may be a frame of this
+    /// domain (`DOMID_SELF` and a gfn): every local destination must be memory the
+    /// caller owns for that length, with no Rust reference into it during the call
+    /// (a copy into a page a `&`/`&mut` points to, or into code or the stack, is
+    /// memory corruption).
+    pub unsafe fn gnttab_copy(&self, ops: &mut [gnttab::Copy]) -> Result<(), XenError> {
         self.gnttab(gnttab::OP_COPY, ops)
     }
 
@@ -559,7 +596,13 @@ impl<H: Hypercall> Xen<H> {
     }
 
     /// `HVMOP_set_param` for this domain.
-    pub fn hvm_set_param(&self, index: u32, value: u64) -> Result<(), XenError> {
+    ///
+    /// # Safety
+    /// Several parameters tell Xen where to write: the store and console pfns, the
+    /// callback vector, the ioreq and buffered-ioreq pages. The caller must give
+    /// only values whose effect it owns: a pfn must be a page the caller owns and
+    /// accesses only through [`crate::SharedMem`], a vector one it handles.
+    pub unsafe fn hvm_set_param(&self, index: u32, value: u64) -> Result<(), XenError> {
         let mut a = hvm::Param {
             domid: DomId::SELF.0,
             _pad: 0,
@@ -712,9 +755,8 @@ mod tests {
             assert_eq!(s.gpfn, 0x1234);
             0
         });
-        Xen(&f)
-            .add_to_physmap(memory::SPACE_GRANT_TABLE, 3, Gfn(0x1234))
-            .unwrap();
+        // SAFETY: the fake hypervisor only checks the arguments.
+        unsafe { Xen(&f).add_to_physmap(memory::SPACE_GRANT_TABLE, 3, Gfn(0x1234)) }.unwrap();
         assert_eq!(f.calls().len(), 1);
     }
 
@@ -819,9 +861,11 @@ mod tests {
                 max_nr_frames: 32
             }
         );
-        let e = x
-            .gnttab_map_grant_ref(0x1000, gnttab::GNTMAP_HOST_MAP, GrantRef(9), DomId(1))
-            .unwrap_err();
+        // SAFETY: the fake hypervisor maps nothing.
+        let e = unsafe {
+            x.gnttab_map_grant_ref(0x1000, gnttab::GNTMAP_HOST_MAP, GrantRef(9), DomId(1))
+        }
+        .unwrap_err();
         assert_eq!(e.grant_status(), Some(gnttab::GNTST_BAD_GNTREF));
         let mut frames = [0u64; 2];
         x.gnttab_setup_table(&mut frames).unwrap();
@@ -973,7 +1017,8 @@ mod tests {
         });
         let x = Xen(&f);
         assert_eq!(x.hvm_get_param(hvm::PARAM_STORE_PFN).unwrap(), 0xFEFFC);
-        x.hvm_set_param(hvm::PARAM_CALLBACK_IRQ, hvm::callback_via_vector(0xF3))
+        // SAFETY: the fake hypervisor only records the call.
+        unsafe { x.hvm_set_param(hvm::PARAM_CALLBACK_IRQ, hvm::callback_via_vector(0xF3)) }
             .unwrap();
         x.hvm_set_evtchn_upcall_vector(1, 0xF3).unwrap();
         assert_eq!(

@@ -176,7 +176,7 @@ fn xen_path(len: usize, n: u64) -> Run {
             let p: &InProcGuest = &g;
             let t: Box<GrantTable<NG>> = Box::new(GrantTable::setup(p, 16).unwrap());
             let mut xs = Xenstore::from_hvm_params(p).unwrap();
-            let mut dev = NetFront::connect(
+            let mut dev = NetFront::<_, _, 4>::connect(
                 p,
                 &*t,
                 &mut xs,
@@ -234,7 +234,7 @@ fn xen_path(len: usize, n: u64) -> Run {
             let p: &InProcGuest = &g;
             let t: Box<GrantTable<NG>> = Box::new(GrantTable::setup(p, 16).unwrap());
             let mut xs = Xenstore::from_hvm_params(p).unwrap();
-            let mut dev = NetFront::connect(
+            let mut dev = NetFront::<_, _, 4>::connect(
                 p,
                 &*t,
                 &mut xs,

@@ -457,3 +457,48 @@ fn blocking_reads_and_writes_pipeline_any_scatter_list() {
         "the image holds the writes"
     );
 }
+
+/// Built in place (docs/stack.md): an unbound device refuses to connect, binding
+/// is refused while connected, and after a close the device binds and connects
+/// again.
+#[test]
+fn unbound_device_binds_in_place() {
+    let dir = TempDir::new("bind");
+    let img = image(&dir, "bind.img", 1 << 20);
+    let hv = hv();
+    let dom = domain(&hv, "bind", 32);
+    let be = backend(&hv, &dom, file_cfg(&img));
+    let (tx, rx) = channel();
+    hv.spawn_guest(dom, move |g| {
+        let p: &InProcGuest = &g;
+        let table: Box<Table> = Box::new(GrantTable::empty());
+        table.setup_in_place(p, 16).unwrap();
+        let mut xs = Xenstore::from_hvm_params(p).unwrap();
+        let mut d: Box<Disk<'_>> = Box::new(Device::unbound(p, &*table, Config::DEFAULT));
+        let unbound = d.connect(&mut xs);
+        d.bind(XVDA).unwrap();
+        d.connect(&mut xs).unwrap();
+        let in_use = d.bind(XVDA);
+        let mut buf = vec![0u8; 512];
+        d.read(0, &mut [&mut buf[..]], T).unwrap();
+        assert_eq!(d.close(&mut xs).unwrap(), 0);
+        d.bind(XVDA).unwrap();
+        d.connect(&mut xs).unwrap();
+        d.read(0, &mut [&mut buf[..]], T).unwrap();
+        assert_eq!(d.close(&mut xs).unwrap(), 0);
+        let _ = tx.send((unbound, in_use, buf[1], table.in_use()));
+    })
+    .unwrap();
+    let (unbound, in_use, b, grants) = rx.recv_timeout(Duration::from_secs(120)).unwrap();
+    assert!(
+        matches!(
+            unbound,
+            Err(Error::Xenbus(xenbus::Error::InvalidArgument(_)))
+        ),
+        "{unbound:?}"
+    );
+    assert_eq!(in_use, Err(Error::InUse));
+    assert_eq!(b, 1, "pattern byte 1 of sector 0");
+    assert_eq!(grants, 0);
+    be.destroy();
+}

@@ -71,7 +71,7 @@ fn nodes_macs_and_the_vif_script() {
                 let table: Box<hypercall::gnttab::GrantTable<NG>> =
                     Box::new(hypercall::gnttab::GrantTable::setup(p, 16).unwrap());
                 let mut xs = xenbus::Xenstore::from_hvm_params(p).unwrap();
-                let mut dev = xennet_front::NetFront::connect(
+                let mut dev = xennet_front::NetFront::<_, _, 4>::connect(
                     p,
                     &*table,
                     &mut xs,
@@ -86,6 +86,13 @@ fn nodes_macs_and_the_vif_script() {
                 dev.reconnect(&mut xs, STEP).unwrap();
                 let f = ip_frame(Mac::BROADCAST, dev.mac(), false, false, 50, 1);
                 send_meta(&mut dev, &f, TxMeta::default()).unwrap();
+                // Connecting in place is refused while connected, fine after close.
+                assert!(matches!(
+                    dev.connect_in_place(&mut xs, 0, STEP),
+                    Err(xennet_front::Error::InUse)
+                ));
+                dev.close(&mut xs, Duration::from_secs(5)).unwrap();
+                dev.connect_in_place(&mut xs, 0, STEP).unwrap();
                 dev.close(&mut xs, Duration::from_secs(5)).unwrap();
                 let _ = tx.send(table.in_use());
             })
@@ -95,7 +102,7 @@ fn nodes_macs_and_the_vif_script() {
     assert_eq!(rx.recv_timeout(Duration::from_secs(60)).unwrap(), 0);
     std::thread::sleep(Duration::from_millis(300));
     let s = be.stats();
-    assert_eq!(s.connects, 2);
+    assert_eq!(s.connects, 3);
     assert_eq!(s.tx_frames, 1);
     be.destroy();
     assert!(
@@ -108,11 +115,12 @@ fn nodes_macs_and_the_vif_script() {
         "up domain={d} vif=vif{d}.0 mac=aa:00:00:50:02:f0 bridge=xenbr7 | env domain={d} vif=vif{d}.0 mac=aa:00:00:50:02:f0 bridge=xenbr7 devid=0 backend_mac=aa:00:00:51:02:f0 path={bp}"
     );
     let lines: Vec<&str> = log.lines().collect();
-    assert_eq!(lines.len(), 4, "{log}");
-    assert_eq!(lines[0], want_up);
-    assert!(lines[1].starts_with("down domain="));
-    assert_eq!(lines[2], want_up);
-    assert!(lines[3].starts_with("down "));
+    // Three connections: connect, reconnect, connect_in_place.
+    assert_eq!(lines.len(), 6, "{log}");
+    for pair in lines.chunks(2) {
+        assert_eq!(pair[0], want_up);
+        assert!(pair[1].starts_with("down domain="));
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -133,7 +141,7 @@ fn a_frontend_restarting_without_closing_reconnects() {
                 Box::new(hypercall::gnttab::GrantTable::setup(p, 16).unwrap());
             let mut xs = xenbus::Xenstore::from_hvm_params(p).unwrap();
             let r = (|| -> Result<(), String> {
-                let mut old = xennet_front::NetFront::connect(
+                let mut old = xennet_front::NetFront::<_, _, 4>::connect(
                     p,
                     &*table,
                     &mut xs,
@@ -155,7 +163,7 @@ fn a_frontend_restarting_without_closing_reconnects() {
                     &mut reply,
                 )
                 .map_err(|e| format!("reset watches: {e}"))?;
-                let mut new = xennet_front::NetFront::connect(
+                let mut new = xennet_front::NetFront::<_, _, 4>::connect(
                     p,
                     &*table,
                     &mut xs,

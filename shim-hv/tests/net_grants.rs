@@ -46,7 +46,8 @@ fn g5_grant_exhaustion_during_connect_leaks_nothing() {
                 let mut xs = Xenstore::from_hvm_params(p).unwrap();
                 let t = Duration::from_secs(5);
                 // How many refs a connect takes.
-                let mut dev = NetFront::connect(p, &*table, &mut xs, 0, cfg, STEP).unwrap();
+                let mut dev =
+                    NetFront::<_, _, 4>::connect(p, &*table, &mut xs, 0, cfg, STEP).unwrap();
                 let needed = table.in_use();
                 let _ = dev.close(&mut xs, t);
                 drop(dev);
@@ -60,16 +61,19 @@ fn g5_grant_exhaustion_during_connect_leaks_nothing() {
                 let mut failures = Vec::new();
                 for k in ks {
                     let held = hog(p, &table, k);
-                    let r = NetFront::connect(p, &*table, &mut xs, 0, cfg, STEP).map(|mut dev| {
-                        let _ = dev.close(&mut xs, t);
-                    });
+                    let r = NetFront::<_, _, 4>::connect(p, &*table, &mut xs, 0, cfg, STEP).map(
+                        |mut dev| {
+                            let _ = dev.close(&mut xs, t);
+                        },
+                    );
                     failures.push((k, r, table.in_use() - held.len()));
                     for r in held {
                         table.end_access(r).unwrap();
                     }
                 }
                 // Nothing half registered: a connect with refs available works.
-                let mut dev = NetFront::connect(p, &*table, &mut xs, 0, cfg, STEP).unwrap();
+                let mut dev =
+                    NetFront::<_, _, 4>::connect(p, &*table, &mut xs, 0, cfg, STEP).unwrap();
                 let _ = dev.close(&mut xs, t);
                 drop(dev);
                 let _ = tx.send((needed, failures, table.in_use()));

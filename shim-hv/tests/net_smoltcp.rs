@@ -39,7 +39,7 @@ fn now(p: &InProcGuest) -> Instant {
 }
 
 fn iface(
-    dev: &mut SmolDevice<'_, '_, &InProcGuest, NG>,
+    dev: &mut SmolDevice<'_, '_, &InProcGuest, NG, 4>,
     p: &InProcGuest,
     mac: Mac,
     ip: Ipv4Address,
@@ -57,7 +57,7 @@ fn iface(
 fn run(
     p: &InProcGuest,
     iface: &mut Interface,
-    dev: &mut SmolDevice<'_, '_, &InProcGuest, NG>,
+    dev: &mut SmolDevice<'_, '_, &InProcGuest, NG, 4>,
     sockets: &mut SocketSet<'_>,
     secs: u64,
     mut step: impl FnMut(&mut SocketSet<'_>, &mut Interface) -> Result<bool, String>,

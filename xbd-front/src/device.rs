@@ -140,6 +140,27 @@ fn lenient_u64<S: Store>(xs: &mut S, path: &str) -> Result<Option<u64>, Error> {
     }
 }
 
+// The helpers below take the key and build its path themselves, out of line: a
+// connect reads a dozen keys, and paths built inline (264 bytes each) would each
+// take their own stack slot in one frame (docs/stack.md).
+
+/// [`flag`] of the backend's `key`.
+#[inline(never)]
+fn be_flag<S: Store>(xs: &mut S, hs: &FrontendHandshake, key: &str) -> Result<bool, Error> {
+    flag(xs, &hs.backend_key(key)?)
+}
+
+/// [`lenient_u64`] of the backend's `key`.
+#[inline(never)]
+fn be_lenient<S: Store>(
+    xs: &mut S,
+    hs: &FrontendHandshake,
+    key: &str,
+) -> Result<Option<u64>, Error> {
+    lenient_u64(xs, &hs.backend_key(key)?)
+}
+
+#[inline(never)]
 fn str_is<S: Store>(xs: &mut S, path: &str, want: &str) -> Result<bool, Error> {
     let mut buf = [0u8; 32];
     match xs.read_str(path, &mut buf) {
@@ -152,27 +173,52 @@ fn str_is<S: Store>(xs: &mut S, path: &str, want: &str) -> Result<bool, Error> {
 }
 
 impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G, SLOTS, SEGS> {
-    /// A device for `device/vbd/<devid>` (not connected yet).
+    /// A device for `device/vbd/<devid>` (not connected yet). Returns the device
+    /// by value (about 20 KiB with the default `SLOTS`/`SEGS`): on a small stack
+    /// build it in place with [`Device::unbound`] + [`Device::bind`].
     pub fn new(platform: P, grants: G, devid: u32, config: Config) -> Result<Self, Error> {
-        let mut node = heapless::String::<32>::new();
-        let _ = write!(node, "device/vbd/{devid}");
-        let mut token = heapless::String::<40>::new();
-        let _ = write!(token, "xbd:{devid}:sectors");
-        Ok(Device {
+        let mut d = Device::unbound(platform, grants, config);
+        d.bind(devid)?;
+        Ok(d)
+    }
+
+    /// A device not yet bound to a `device/vbd/<devid>` node: a `const fn`, so it
+    /// can be built in a `static` (no stack used). [`Device::bind`] names the
+    /// device; [`Device::connect`] fails until then.
+    pub const fn unbound(platform: P, grants: G, config: Config) -> Self {
+        Device {
             platform,
             grants,
             config,
-            devid,
-            hs: FrontendHandshake::new(&node)?,
+            devid: 0,
+            hs: FrontendHandshake::unset(),
             info: None,
             features: None,
             io: Io::new(),
             ring_pages: None,
             ring_grefs: [NO_GREF; 1 << MAX_RING_PAGE_ORDER],
             port: None,
-            sectors_token: token,
+            sectors_token: heapless::String::new(),
             sectors_path: None,
-        })
+        }
+    }
+
+    /// Binds (in place) to `device/vbd/<devid>`, e.g. a number from
+    /// [`crate::discover`]. Refused with [`Error::InUse`] while connected or
+    /// connecting: [`Device::close`] first.
+    pub fn bind(&mut self, devid: u32) -> Result<(), Error> {
+        if self.io.connected() || !matches!(self.hs.phase(), Phase::Idle | Phase::Closed) {
+            return Err(Error::InUse);
+        }
+        let mut node = heapless::String::<32>::new();
+        let _ = write!(node, "device/vbd/{devid}");
+        let mut token = heapless::String::<40>::new();
+        let _ = write!(token, "xbd:{devid}:sectors");
+        self.hs = FrontendHandshake::new(&node)?;
+        self.devid = devid;
+        self.sectors_token = token;
+        self.sectors_path = None;
+        Ok(())
     }
 
     /// The device id (virtual device number).
@@ -375,17 +421,17 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         xs: &mut Xenstore<Q>,
         max_order: Option<u64>,
     ) -> Result<Offer, Error> {
-        let k = |hs: &FrontendHandshake, key: &str| hs.backend_key(key);
+        let hs = &self.hs;
         Ok(Offer {
             max_ring_page_order: max_order,
-            max_indirect_segments: lenient_u64(xs, &k(&self.hs, "feature-max-indirect-segments")?)?,
-            persistent: flag(xs, &k(&self.hs, "feature-persistent")?)?,
-            flush_cache: flag(xs, &k(&self.hs, "feature-flush-cache")?)?,
-            barrier: flag(xs, &k(&self.hs, "feature-barrier")?)?,
-            discard: flag(xs, &k(&self.hs, "feature-discard")?)?,
-            discard_granularity: lenient_u64(xs, &k(&self.hs, "discard-granularity")?)?,
-            discard_alignment: lenient_u64(xs, &k(&self.hs, "discard-alignment")?)?,
-            discard_secure: flag(xs, &k(&self.hs, "discard-secure")?)?,
+            max_indirect_segments: be_lenient(xs, hs, "feature-max-indirect-segments")?,
+            persistent: be_flag(xs, hs, "feature-persistent")?,
+            flush_cache: be_flag(xs, hs, "feature-flush-cache")?,
+            barrier: be_flag(xs, hs, "feature-barrier")?,
+            discard: be_flag(xs, hs, "feature-discard")?,
+            discard_granularity: be_lenient(xs, hs, "discard-granularity")?,
+            discard_alignment: be_lenient(xs, hs, "discard-alignment")?,
+            discard_secure: be_flag(xs, hs, "discard-secure")?,
         })
     }
 
@@ -403,8 +449,8 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         let raw = RawGeometry {
             sectors,
             sector_size: opt_u64(xs, &ss_key)?,
-            physical_sector_size: lenient_u64(xs, &self.hs.backend_key("physical-sector-size")?)?,
-            info: lenient_u64(xs, &self.hs.backend_key("info")?)?,
+            physical_sector_size: be_lenient(xs, &self.hs, "physical-sector-size")?,
+            info: be_lenient(xs, &self.hs, "info")?,
             mode_readonly: str_is(xs, &self.hs.backend_key("mode")?, "r")?,
             cdrom: str_is(xs, &self.hs.frontend_key("device-type")?, "cdrom")?,
         };

@@ -188,6 +188,8 @@ pub enum Error {
     },
     /// No free slot right now: poll for completions first.
     Busy,
+    /// [`crate::Device::bind`] on a device that is connected or connecting.
+    InUse,
     /// The tag names no live request (finished, cancelled, or never issued).
     UnknownTag,
     /// The request has not completed yet.
@@ -233,6 +235,7 @@ impl fmt::Display for Error {
             ),
             Error::TooLarge { max } => write!(f, "request larger than {max} bytes"),
             Error::Busy => write!(f, "no free request slot"),
+            Error::InUse => write!(f, "device in use: close it first"),
             Error::UnknownTag => write!(f, "no such request"),
             Error::NotDone => write!(f, "request not complete"),
             Error::NotARead => write!(f, "request is not a read"),

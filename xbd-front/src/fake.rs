@@ -229,7 +229,7 @@ impl FakeBackend {
         FakeBackend {
             ring: BackRing::attach(ring_mem).unwrap(),
             ring_mem,
-            frames: table.frames(),
+            frames: table.frames().expect("set up"),
             mem: p.mem.clone(),
             disk: (0..disk_bytes).map(|i| (i * 7 + i / 4096) as u8).collect(),
             mute: false,

@@ -100,15 +100,20 @@ pub struct Config {
     pub poll_spin: core::time::Duration,
 }
 
+impl Config {
+    /// The defaults (as a constant, for devices built in a `static`).
+    pub const DEFAULT: Config = Config {
+        persistent: true,
+        indirect: true,
+        max_ring_page_order: MAX_RING_PAGE_ORDER,
+        timeout: core::time::Duration::from_secs(10),
+        poll_spin: core::time::Duration::from_micros(100),
+    };
+}
+
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            persistent: true,
-            indirect: true,
-            max_ring_page_order: MAX_RING_PAGE_ORDER,
-            timeout: core::time::Duration::from_secs(10),
-            poll_spin: core::time::Duration::from_micros(100),
-        }
+        Config::DEFAULT
     }
 }
 

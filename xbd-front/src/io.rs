@@ -73,6 +73,16 @@ pub struct Stats {
     pub grant_ops: u64,
 }
 
+impl Stats {
+    const ZERO: Stats = Stats {
+        ops: 0,
+        ring_requests: 0,
+        responses: 0,
+        notifications: 0,
+        grant_ops: 0,
+    };
+}
+
 /// What the connection negotiated (see [`crate::Features`] for the public view).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Geometry {
@@ -290,14 +300,17 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         );
     };
 
-    /// An idle engine (no pages, no ring).
-    pub fn new() -> Self {
+    /// An idle engine (no pages, no ring); a `const fn`, so a device can be built
+    /// in a `static`.
+    pub const fn new() -> Self {
         #[allow(clippy::let_unit_value)]
         let () = Self::CHECK;
         let mut free = [0u16; SLOTS];
-        for (i, f) in free.iter_mut().enumerate() {
+        let mut i = 0;
+        while i < SLOTS {
             // Highest index first so slot 0 is handed out first.
-            *f = (SLOTS - 1 - i) as u16;
+            free[i] = (SLOTS - 1 - i) as u16;
+            i += 1;
         }
         Io {
             ring: None,
@@ -333,7 +346,7 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
             broken: None,
             plugged: false,
             done_seq: 0,
-            stats: Stats::default(),
+            stats: Stats::ZERO,
         }
     }
 

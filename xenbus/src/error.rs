@@ -334,7 +334,8 @@ pub enum Error {
     },
     /// A hypercall failed.
     Hypercall(XenError),
-    /// The HVM params give no xenstore page (`HVM_PARAM_STORE_PFN` is 0).
+    /// The HVM params give no xenstore page (`HVM_PARAM_STORE_PFN` is 0), or the
+    /// client is not attached to one yet ([`crate::Xenstore::unattached`]).
     NoXenstore,
     /// The platform has no mapping for a frame.
     NotMapped(Gfn),

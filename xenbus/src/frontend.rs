@@ -104,6 +104,25 @@ pub struct FrontendHandshake {
 }
 
 impl FrontendHandshake {
+    /// A handshake with no device node yet (a `const fn`, for devices built in
+    /// place): [`FrontendHandshake::start`] refuses it until it is replaced by one
+    /// from [`FrontendHandshake::new`].
+    pub const fn unset() -> FrontendHandshake {
+        FrontendHandshake {
+            node: Path::empty(),
+            state_path: Path::empty(),
+            backend: Path::empty(),
+            backend_state_path: Path::empty(),
+            backend_id: DomId(0),
+            token: heapless::String::new(),
+            watching: false,
+            phase: Phase::Idle,
+            our_state: XenbusState::Unknown,
+            backend_state: XenbusState::Unknown,
+            lost_seen: 0,
+        }
+    }
+
     /// A handshake for the device at `node` (relative, e.g. `device/vif/0`, or absolute).
     pub fn new(node: &str) -> Result<FrontendHandshake> {
         let mut token = heapless::String::new();
@@ -183,6 +202,9 @@ impl FrontendHandshake {
     /// `Closing`: backends (Linux netback/blkback, shim-hv's) restart only from
     /// `Closed`, so an `Initialising` they see while still closing is lost.
     pub fn start<P: Platform>(&mut self, xs: &mut Xenstore<P>) -> Result<XenbusState> {
+        if self.node.as_str().is_empty() {
+            return Err(Error::InvalidArgument("handshake has no device node"));
+        }
         self.expect(&[Phase::Idle, Phase::Closed])?;
         let reconnecting = self.phase == Phase::Closed;
         self.unwatch(xs)?;

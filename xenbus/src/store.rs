@@ -62,6 +62,11 @@ pub enum TxEnd {
 pub struct Path(heapless::String<PATH_MAX>);
 
 impl Path {
+    /// The empty path.
+    pub const fn empty() -> Path {
+        Path(heapless::String::new())
+    }
+
     /// Copies `s`.
     pub fn new(s: &str) -> Result<Path> {
         let mut p = heapless::String::new();
@@ -269,13 +274,20 @@ enum Pump {
 
 /// A xenstore client over the store page.
 ///
-/// Holds a 4 KiB receive buffer and the watch queue (about 15 KiB in all): keep it in a
-/// `static` or on the heap on small stacks. Not `Sync`-shared: one request at a time
-/// through `&mut self`. To use it from several contexts, put it behind a lock
-/// (e.g. `spin::Mutex`); never call it from an upcall handler (it waits).
+/// Holds a 4 KiB receive buffer and the watch queue (about 15 KiB in all). On a
+/// small stack, build it in place: [`Xenstore::unattached`] is a `const fn` (for a
+/// `static`, e.g. `spin::Mutex<Xenstore<&'static MyPlatform>>`), and
+/// [`Xenstore::attach_hvm_params`] / [`Xenstore::attach`] then find the page through
+/// `&mut self`. [`Xenstore::new`] and [`Xenstore::from_hvm_params`] return the client
+/// by value.
+///
+/// Not `Sync`-shared: one request at a time through `&mut self`. To use it from
+/// several contexts, put it behind a lock (e.g. `spin::Mutex`); never call it from an
+/// upcall handler (it waits).
 pub struct Xenstore<P: Platform> {
     platform: P,
-    ring: StoreRing,
+    /// `None` until attached to the store page.
+    ring: Option<StoreRing>,
     port: Port,
     next_req_id: u32,
     rx: Rx,
@@ -288,28 +300,61 @@ pub struct Xenstore<P: Platform> {
 impl<P: Platform> Xenstore<P> {
     /// A client over `page` (the 4096-byte store page, shared with xenstored) that
     /// notifies xenstored through event channel `port`.
+    /// By value: see [`Xenstore::unattached`] for building it in place.
     pub fn new(platform: P, page: SharedMem, port: Port) -> Result<Xenstore<P>> {
-        if page.len() < PAGE_SIZE {
-            return Err(Error::InvalidArgument("store page must be 4096 bytes"));
-        }
-        Ok(Xenstore {
+        let mut xs = Xenstore::unattached(platform);
+        xs.attach(page, port)?;
+        Ok(xs)
+    }
+
+    /// A client that is not attached to a store page yet: every request fails with
+    /// [`Error::NoXenstore`] until [`Xenstore::attach`] or
+    /// [`Xenstore::attach_hvm_params`]. A `const fn`, so the client can live in a
+    /// `static` (no stack used to build it).
+    pub const fn unattached(platform: P) -> Xenstore<P> {
+        Xenstore {
             platform,
-            ring: StoreRing::new(page),
-            port,
+            ring: None,
+            port: Port(0),
             next_req_id: 1,
             rx: Rx::new(),
             watches: WatchQueue::new(),
             broken: None,
-            timeout_ns: ns(DEFAULT_TIMEOUT),
+            timeout_ns: DEFAULT_TIMEOUT.as_nanos() as u64,
             discarded: 0,
-        })
+        }
+    }
+
+    /// Attaches (in place) to `page` (the 4096-byte store page, shared with
+    /// xenstored) and event channel `port`. Attaching again starts afresh: the
+    /// message being received, a failure and queued watch events are dropped.
+    pub fn attach(&mut self, page: SharedMem, port: Port) -> Result<()> {
+        if page.len() < PAGE_SIZE {
+            return Err(Error::InvalidArgument("store page must be 4096 bytes"));
+        }
+        self.ring = Some(StoreRing::new(page));
+        self.port = port;
+        self.rx.reset();
+        self.broken = None;
+        self.watches.clear();
+        Ok(())
     }
 
     /// A client for this domain's own store page and port, found through the HVM params
-    /// `HVM_PARAM_STORE_PFN`/`HVM_PARAM_STORE_EVTCHN` (PVH and HVM guests).
+    /// `HVM_PARAM_STORE_PFN`/`HVM_PARAM_STORE_EVTCHN` (PVH and HVM guests). By value:
+    /// see [`Xenstore::attach_hvm_params`] for building it in place.
     pub fn from_hvm_params(platform: P) -> Result<Xenstore<P>> {
+        let mut xs = Xenstore::unattached(platform);
+        xs.attach_hvm_params()?;
+        Ok(xs)
+    }
+
+    /// [`Xenstore::attach`] to this domain's own store page and port from the HVM
+    /// params (see [`Xenstore::from_hvm_params`]).
+    pub fn attach_hvm_params(&mut self) -> Result<()> {
         use hypercall::abi::hvm::{PARAM_STORE_EVTCHN, PARAM_STORE_PFN};
-        let xen = hypercall::Xen(&platform);
+        let platform = &self.platform;
+        let xen = hypercall::Xen(platform);
         let pfn = xen
             .hvm_get_param(PARAM_STORE_PFN)
             .map_err(Error::Hypercall)?;
@@ -322,8 +367,8 @@ impl<P: Platform> Xenstore<P> {
         let port = u32::try_from(port)
             .map_err(|_| Error::InvalidArgument("store event channel out of range"))?;
         let gfn = hypercall::Gfn(pfn);
-        let page = SharedMem::map_gfn(&platform, gfn).ok_or(Error::NotMapped(gfn))?;
-        Xenstore::new(platform, page, Port(port))
+        let page = SharedMem::map_gfn(platform, gfn).ok_or(Error::NotMapped(gfn))?;
+        self.attach(page, Port(port))
     }
 
     /// The platform.
@@ -659,7 +704,8 @@ impl<P: Platform> Xenstore<P> {
         deadline: u64,
     ) -> Result<()> {
         while !data.is_empty() {
-            let n = match self.ring.write_some(data) {
+            let ring = self.ring.as_mut().ok_or(Error::NoXenstore)?;
+            let n = match ring.write_some(data) {
                 Ok(n) => n,
                 Err(e) => return Err(self.fail(e)),
             };
@@ -739,7 +785,10 @@ impl<P: Platform> Xenstore<P> {
             Some(h) => h,
             None => {
                 let got = self.rx.hdr_got;
-                let n = self.ring.read_some(&mut self.rx.hdr[got..])?;
+                let Some(ring) = self.ring.as_mut() else {
+                    return Ok(false);
+                };
+                let n = ring.read_some(&mut self.rx.hdr[got..])?;
                 self.progressed(n, consumed);
                 self.rx.hdr_got += n;
                 if self.rx.hdr_got < HEADER_LEN {
@@ -757,7 +806,10 @@ impl<P: Platform> Xenstore<P> {
         let len = header.len as usize;
         if self.rx.got < len {
             let got = self.rx.got;
-            let n = self.ring.read_some(&mut self.rx.payload[got..len])?;
+            let Some(ring) = self.ring.as_mut() else {
+                return Ok(false);
+            };
+            let n = ring.read_some(&mut self.rx.payload[got..len])?;
             self.progressed(n, consumed);
             self.rx.got += n;
         }
@@ -806,6 +858,7 @@ impl<P: Platform> Xenstore<P> {
     fn check_broken(&self) -> Result<()> {
         match self.broken {
             Some(e) => Err(Error::Broken(e)),
+            None if self.ring.is_none() => Err(Error::NoXenstore),
             None => Ok(()),
         }
     }

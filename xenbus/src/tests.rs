@@ -28,6 +28,22 @@ fn read_string(xs: &mut Xenstore<FakePlatform>, path: &str) -> Result<String> {
 
 // ---- operations -------------------------------------------------------------------
 
+/// Built in place (a `const fn`, no store page yet), then attached through `&mut`.
+#[test]
+fn unattached_client_fails_until_attached() {
+    let fake = FakePlatform::new();
+    let mut xs = Box::new(Xenstore::unattached(fake.clone()));
+    let mut buf = [0u8; 16];
+    assert!(matches!(
+        xs.read("data/a", &mut buf),
+        Err(Error::NoXenstore)
+    ));
+    assert!(matches!(xs.poll_watch_event(), Err(Error::NoXenstore)));
+    xs.attach_hvm_params().unwrap();
+    xs.write("data/a", b"in place").unwrap();
+    assert_eq!(read_string(&mut xs, "data/a").unwrap(), "in place");
+}
+
 #[test]
 fn read_write_mkdir_rm() {
     let (mut xs, fake) = setup();

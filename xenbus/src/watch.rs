@@ -71,6 +71,13 @@ impl WatchQueue {
         }
     }
 
+    /// Drops every queued event and the loss record.
+    pub(crate) fn clear(&mut self) {
+        self.events.clear();
+        self.lost = 0;
+        self.overflowed = false;
+    }
+
     /// Records that an event was lost (dropped or unparseable).
     pub(crate) fn lose(&mut self) {
         self.lost = self.lost.wrapping_add(1);

@@ -57,6 +57,27 @@ pub struct Stats {
     pub notifications: u64,
 }
 
+impl Stats {
+    const ZERO: Stats = Stats {
+        tx_frames: 0,
+        tx_bytes: 0,
+        tx_completed: 0,
+        tx_errors: 0,
+        tx_dropped: 0,
+        tx_busy: 0,
+        rx_frames: 0,
+        rx_bytes: 0,
+        rx_errors: 0,
+        rx_dropped: 0,
+        rx_no_buffer: 0,
+        rx_posted: 0,
+        tx_in_flight: 0,
+        quarantined_pages: 0,
+        notifications: 0,
+        last_rx_fault: None,
+    };
+}
+
 /// The device's link, as far as the frontend can tell.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum LinkState {
@@ -70,18 +91,23 @@ pub enum LinkState {
 
 /// A network frontend for one `device/vif/N`.
 ///
-/// Generic over the platform `P` and the grant table's size `N`. All methods take
-/// `&mut self`: the caller serialises (one context owns the device, or wraps it in
-/// a lock). Events on [`NetFront::ports`] just mean "call [`NetFront::poll`] /
-/// [`NetFront::recv`]".
-pub struct NetFront<'g, P: Platform, const N: usize> {
+/// Generic over the platform `P`, the grant table's size `N` and the most queues
+/// `Q` it can use (default 1; up to [`MAX_QUEUES`]; about 11 KiB of bookkeeping
+/// per queue, held inline). All methods take `&mut self`: the caller serialises
+/// (one context owns the device, or wraps it in a lock). Events on
+/// [`NetFront::ports`] just mean "call [`NetFront::poll`] / [`NetFront::recv`]".
+///
+/// On a small stack, build it in place: [`NetFront::new`] is a `const fn` (for a
+/// `static`) and [`NetFront::connect_in_place`] connects through `&mut self`.
+/// [`NetFront::connect`] returns the device by value.
+pub struct NetFront<'g, P: Platform, const N: usize, const Q: usize = 1> {
     platform: P,
     grants: &'g GrantTable<N>,
     backend: DomId,
     mac: Mac,
     cfg: Config,
     neg: Negotiated,
-    queues: [Option<Queue>; MAX_QUEUES],
+    queues: [Queue; Q],
     handshake: Option<FrontendHandshake>,
     connected: bool,
     broken: Option<Broken>,
@@ -92,7 +118,7 @@ pub struct NetFront<'g, P: Platform, const N: usize> {
     ring_start: u32,
 }
 
-impl<P: Platform, const N: usize> core::fmt::Debug for NetFront<'_, P, N> {
+impl<P: Platform, const N: usize, const Q: usize> core::fmt::Debug for NetFront<'_, P, N, Q> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("NetFront")
             .field("mac", &self.mac)
@@ -112,22 +138,73 @@ fn key(dir: &str, args: core::fmt::Arguments<'_>) -> Result<Path, Error> {
     Ok(Path::join(dir, &k)?)
 }
 
-/// Reads a backend feature flag: missing or unparsable means off.
-fn flag<S: Store>(xs: &mut S, path: &str) -> Result<bool, Error> {
-    match xs.read_bool_opt(path) {
+/// Reads a backend feature flag `dir/key`: missing or unparsable means off.
+#[inline(never)]
+fn flag<S: Store>(xs: &mut S, dir: &str, key: &str) -> Result<bool, Error> {
+    match xs.read_bool_opt(&Path::join(dir, key)?) {
         Ok(v) => Ok(v.unwrap_or(false)),
         Err(xenbus::Error::Parse { .. }) => Ok(false),
         Err(e) => Err(e.into()),
     }
 }
 
-/// Reads a backend number: missing or unparsable means absent.
-fn number<S: Store>(xs: &mut S, path: &str) -> Result<Option<u32>, Error> {
-    match xs.read_u32_opt(path) {
+/// Reads a backend number `dir/key`: missing or unparsable means absent.
+#[inline(never)]
+fn number<S: Store>(xs: &mut S, dir: &str, key: &str) -> Result<Option<u32>, Error> {
+    match xs.read_u32_opt(&Path::join(dir, key)?) {
         Ok(v) => Ok(v),
         Err(xenbus::Error::Parse { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+fn live(queues: &[Queue], q: usize) -> Option<&Queue> {
+    queues.get(q).filter(|qu| qu.live)
+}
+
+fn live_mut(queues: &mut [Queue], q: usize) -> Option<&mut Queue> {
+    queues.get_mut(q).filter(|qu| qu.live)
+}
+
+/// Writes our keys under `node` in the connect transaction (out of line: its paths
+/// stay out of the connect frame).
+#[inline(never)]
+fn publish_keys<X: Platform>(
+    tx: &mut xenbus::Transaction<'_, X>,
+    node: &str,
+    cfg: &Config,
+    neg: &Negotiated,
+    refs: &[(u32, u32, u32, u32)],
+) -> xenbus::Result<()> {
+    for (k, v) in frontend_keys(cfg) {
+        tx.write_u32(&Path::join(node, k)?, v)?;
+    }
+    if neg.write_num_queues {
+        tx.write_u32(
+            &Path::join(node, "multi-queue-num-queues")?,
+            neg.queues as u32,
+        )?;
+    }
+    let w = |tx: &mut xenbus::Transaction<'_, X>, q: usize, k: &str, v: u32| {
+        let p = if neg.queues == 1 {
+            Path::join(node, k)
+        } else {
+            key(node, format_args!("queue-{q}/{k}"))
+                .map_err(|_| xenbus::Error::InvalidArgument("queue key too long"))
+        }?;
+        tx.write_u32(&p, v)
+    };
+    for (q, &(txr, rxr, txp, rxp)) in refs.iter().enumerate().take(neg.queues) {
+        w(tx, q, "tx-ring-ref", txr)?;
+        w(tx, q, "rx-ring-ref", rxr)?;
+        if neg.split_event_channels {
+            w(tx, q, "event-channel-tx", txp)?;
+            w(tx, q, "event-channel-rx", rxp)?;
+        } else {
+            w(tx, q, "event-channel", txp)?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads the backend's offer from its directory `backend`.
@@ -135,21 +212,23 @@ pub fn read_backend_features<S: Store>(
     xs: &mut S,
     backend: &str,
 ) -> Result<BackendFeatures, Error> {
-    let p = |k: &str| Path::join(backend, k);
+    // Each key's path is built inside `flag`/`number` (out of line): nine paths
+    // built here would each take a 264-byte slot of this frame (docs/stack.md).
     Ok(BackendFeatures {
-        rx_copy: flag(xs, &p("feature-rx-copy")?)?,
-        sg: flag(xs, &p("feature-sg")?)?,
-        gso_tcpv4: flag(xs, &p("feature-gso-tcpv4")?)?,
-        gso_tcpv6: flag(xs, &p("feature-gso-tcpv6")?)?,
-        no_csum_offload: flag(xs, &p("feature-no-csum-offload")?)?,
-        ipv6_csum_offload: flag(xs, &p("feature-ipv6-csum-offload")?)?,
-        split_event_channels: flag(xs, &p("feature-split-event-channels")?)?,
-        max_queues: number(xs, &p("multi-queue-max-queues")?)?,
-        mtu: number(xs, &p("mtu")?)?,
+        rx_copy: flag(xs, backend, "feature-rx-copy")?,
+        sg: flag(xs, backend, "feature-sg")?,
+        gso_tcpv4: flag(xs, backend, "feature-gso-tcpv4")?,
+        gso_tcpv6: flag(xs, backend, "feature-gso-tcpv6")?,
+        no_csum_offload: flag(xs, backend, "feature-no-csum-offload")?,
+        ipv6_csum_offload: flag(xs, backend, "feature-ipv6-csum-offload")?,
+        split_event_channels: flag(xs, backend, "feature-split-event-channels")?,
+        max_queues: number(xs, backend, "multi-queue-max-queues")?,
+        mtu: number(xs, backend, "mtu")?,
     })
 }
 
 /// Reads and parses `<node>/mac` (row 22: anything malformed refuses the device).
+#[inline(never)]
 pub fn read_mac<S: Store>(xs: &mut S, node: &str) -> Result<Mac, Error> {
     let mut buf = [0u8; 32];
     let path = Path::join(node, "mac")?;
@@ -164,7 +243,7 @@ pub fn read_mac<S: Store>(xs: &mut S, node: &str) -> Result<Mac, Error> {
     }
 }
 
-impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
+impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
     /// Connects `device/vif/<index>`: reads `mac` (refusing a malformed one), waits
     /// (up to `timeout` per step) for the backend's `InitWait`, negotiates features
     /// (`feature-rx-copy` is required), sets up queues, rings, grants, event
@@ -173,57 +252,86 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
     ///
     /// On failure everything set up is torn down and our state is set to `Closed`
     /// (best effort).
-    pub fn connect<Q: Platform>(
+    ///
+    /// Returns the device by value (about 11 KiB per queue): on a small stack use
+    /// [`NetFront::new`] + [`NetFront::connect_in_place`].
+    pub fn connect<X: Platform>(
         platform: P,
         grants: &'g GrantTable<N>,
-        xs: &mut Xenstore<Q>,
+        xs: &mut Xenstore<X>,
         index: u32,
         cfg: Config,
         timeout: Duration,
     ) -> Result<Self, Error> {
+        let mut dev = NetFront::new(platform, grants, cfg);
+        dev.connect_in_place(xs, index, timeout)?;
+        Ok(dev)
+    }
+
+    /// [`NetFront::connect`] in place, for a device from [`NetFront::new`]. Refused
+    /// with [`Error::InUse`] while connected ([`NetFront::close`] first); after a
+    /// close it may connect another `index`, reusing the queues' pages.
+    pub fn connect_in_place<X: Platform>(
+        &mut self,
+        xs: &mut Xenstore<X>,
+        index: u32,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        if self.connected {
+            return Err(Error::InUse);
+        }
+        self.teardown();
+        if let Some(mut old) = self.handshake.take() {
+            if old.phase() != xenbus::frontend::Phase::Closed {
+                let _ = old.closed(xs);
+            }
+        }
         let mut node: heapless::String<32> = heapless::String::new();
         let _ = write!(node, "device/vif/{index}");
         let mut hs = FrontendHandshake::new(&node)?;
         hs.start(xs)?;
-        let mut dev = NetFront::unconnected(platform, grants, hs.backend_id(), cfg);
-        let r = dev.connect_steps(&mut hs, xs, timeout);
-        dev.handshake = Some(hs);
-        match r {
-            Ok(()) => Ok(dev),
-            Err(e) => {
-                dev.teardown();
-                if let Some(hs) = dev.handshake.as_mut() {
-                    let _ = hs.closed(xs);
-                }
-                Err(e)
+        self.backend = hs.backend_id();
+        let r = self.connect_steps(&mut hs, xs, timeout);
+        self.handshake = Some(hs);
+        if r.is_err() {
+            self.teardown();
+            if let Some(hs) = self.handshake.as_mut() {
+                let _ = hs.closed(xs);
             }
         }
+        r
     }
 
-    fn unconnected(platform: P, grants: &'g GrantTable<N>, backend: DomId, cfg: Config) -> Self {
-        let neg = negotiate(&cfg, &BackendFeatures::default());
+    /// A device that is not connected: a `const fn`, so it can be built in a
+    /// `static` (no stack used). `cfg.max_queues` is capped at `Q`.
+    pub const fn new(platform: P, grants: &'g GrantTable<N>, cfg: Config) -> Self {
+        let mut cfg = cfg;
+        if cfg.max_queues > Q {
+            cfg.max_queues = Q;
+        }
+        let neg = negotiate(&cfg, &BackendFeatures::NONE);
         NetFront {
             platform,
             grants,
-            backend,
-            mac: Mac::default(),
+            backend: DomId(0),
+            mac: Mac([0; 6]),
             cfg,
             neg,
-            queues: [const { None }; MAX_QUEUES],
+            queues: [const { Queue::detached() }; Q],
             handshake: None,
             connected: false,
             broken: None,
-            stats: Stats::default(),
+            stats: Stats::ZERO,
             rx_rr: 0,
             rx_bad_run: 0,
             ring_start: 0,
         }
     }
 
-    fn connect_steps<Q: Platform>(
+    fn connect_steps<X: Platform>(
         &mut self,
         hs: &mut FrontendHandshake,
-        xs: &mut Xenstore<Q>,
+        xs: &mut Xenstore<X>,
         timeout: Duration,
     ) -> Result<(), Error> {
         self.mac = read_mac(xs, hs.node())?;
@@ -237,7 +345,7 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
         // Private copies of what goes into the transaction.
         let mut refs = [(0u32, 0u32, 0u32, 0u32); MAX_QUEUES];
         for (q, r) in refs.iter_mut().enumerate().take(self.neg.queues) {
-            if let Some(qu) = self.queues.get(q).and_then(|q| q.as_ref()) {
+            if let Some(qu) = live(&self.queues, q) {
                 *r = (
                     qu.tx.page.gref.map_or(0, |g| g.0),
                     qu.rx.page.gref.map_or(0, |g| g.0),
@@ -249,35 +357,7 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
         let cfg = self.cfg;
         let neg = self.neg;
         hs.publish(xs, XenbusState::Connected, |tx, node| {
-            for (k, v) in frontend_keys(&cfg) {
-                tx.write_u32(&Path::join(node, k)?, v)?;
-            }
-            if neg.write_num_queues {
-                tx.write_u32(
-                    &Path::join(node, "multi-queue-num-queues")?,
-                    neg.queues as u32,
-                )?;
-            }
-            let w = |tx: &mut xenbus::Transaction<'_, Q>, q: usize, k: &str, v: u32| {
-                let p = if neg.queues == 1 {
-                    Path::join(node, k)
-                } else {
-                    key(node, format_args!("queue-{q}/{k}"))
-                        .map_err(|_| xenbus::Error::InvalidArgument("queue key too long"))
-                }?;
-                tx.write_u32(&p, v)
-            };
-            for (q, &(txr, rxr, txp, rxp)) in refs.iter().enumerate().take(neg.queues) {
-                w(tx, q, "tx-ring-ref", txr)?;
-                w(tx, q, "rx-ring-ref", rxr)?;
-                if neg.split_event_channels {
-                    w(tx, q, "event-channel-tx", txp)?;
-                    w(tx, q, "event-channel-rx", rxp)?;
-                } else {
-                    w(tx, q, "event-channel", txp)?;
-                }
-            }
-            Ok(())
+            publish_keys(tx, node, &cfg, &neg, &refs)
         })?;
         hs.wait_connected(xs, timeout)?;
         self.connected = true;
@@ -293,22 +373,16 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
 
     /// Allocates (first time) or re-attaches queues, grants rings, allocates event
     /// channels and posts rx buffers.
+    #[inline(never)]
     fn setup(&mut self) -> Result<(), Error> {
         self.broken = None;
         self.rx_bad_run = 0;
         let xen = Xen(&self.platform);
         for q in 0..self.neg.queues {
-            let slot = self.queues.get_mut(q).ok_or(Error::BadQueue(q))?;
-            if slot.is_none() {
-                *slot = Some(Queue::new(
-                    &self.platform,
-                    self.neg.tx_buffers,
-                    self.neg.rx_buffers,
-                )?);
+            let qu = self.queues.get_mut(q).ok_or(Error::BadQueue(q))?;
+            if !qu.live {
+                qu.allocate(&self.platform, self.neg.tx_buffers, self.neg.rx_buffers)?;
             }
-            let Some(qu) = slot.as_mut() else {
-                return Err(Error::BadQueue(q));
-            };
             qu.tx.attach(self.grants, self.backend, self.ring_start)?;
             qu.rx.attach(self.grants, self.backend, self.ring_start)?;
             let tp = xen.evtchn_alloc_unbound(self.backend)?;
@@ -331,7 +405,7 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
     fn teardown(&mut self) {
         let xen = Xen(&self.platform);
         let mut lost = 0usize;
-        for qu in self.queues.iter_mut().flatten() {
+        for qu in self.queues.iter_mut().filter(|qu| qu.live) {
             lost += qu.tx.teardown(self.grants);
             lost += qu.rx.teardown(self.grants);
             let (t, r) = (qu.tx_port.take(), qu.rx_port.take());
@@ -365,13 +439,7 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
     }
 
     fn notify(&mut self, q: usize, tx: bool) -> Result<(), Error> {
-        let port = self.queues.get(q).and_then(|q| q.as_ref()).and_then(|qu| {
-            if tx {
-                qu.tx_port
-            } else {
-                qu.rx_port
-            }
-        });
+        let port = live(&self.queues, q).and_then(|qu| if tx { qu.tx_port } else { qu.rx_port });
         if let Some(p) = port {
             self.stats.notifications += 1;
             if let Err(e) = Xen(&self.platform).evtchn_send(p) {
@@ -421,7 +489,7 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
     /// event channels. Bind them in your event dispatcher; an event on either means
     /// "poll".
     pub fn ports(&self, q: usize) -> Option<(Port, Port)> {
-        let qu = self.queues.get(q)?.as_ref()?;
+        let qu = live(&self.queues, q)?;
         Some((qu.tx_port?, qu.rx_port?))
     }
 
@@ -439,7 +507,12 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
         let mut s = self.stats;
         s.rx_posted = 0;
         s.tx_in_flight = 0;
-        for qu in self.queues.iter().flatten().take(self.neg.queues) {
+        for qu in self
+            .queues
+            .iter()
+            .filter(|qu| qu.live)
+            .take(self.neg.queues)
+        {
             if self.connected {
                 s.rx_posted += qu.rx.posted() as u64;
                 s.tx_in_flight += qu.tx.in_flight() as u64;
@@ -449,7 +522,7 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
     }
 
     fn reclaim(&mut self, q: usize) -> Result<(), Error> {
-        let r = match self.queues.get_mut(q).and_then(|q| q.as_mut()) {
+        let r = match live_mut(&mut self.queues, q) {
             Some(qu) => qu.tx.reclaim(self.grants, q),
             None => return Err(Error::BadQueue(q)),
         };
@@ -465,7 +538,7 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
     }
 
     fn refill(&mut self, q: usize) -> Result<(), Error> {
-        let r = match self.queues.get_mut(q).and_then(|q| q.as_mut()) {
+        let r = match live_mut(&mut self.queues, q) {
             Some(qu) => qu.rx.refill(self.grants, self.backend, false),
             None => return Err(Error::BadQueue(q)),
         };
@@ -486,7 +559,7 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
         for q in 0..self.neg.queues {
             self.reclaim(q)?;
             self.refill(q)?;
-            let more = match self.queues.get_mut(q).and_then(|q| q.as_mut()) {
+            let more = match live_mut(&mut self.queues, q) {
                 Some(qu) => qu.tx.ring.final_check_for_responses(),
                 None => Ok(false),
             };
@@ -512,10 +585,7 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
             return false;
         }
         let (d, x) = TxQueue::slots_for(len, false);
-        self.queues
-            .get(q)
-            .and_then(|q| q.as_ref())
-            .is_some_and(|qu| qu.tx.has_room(d, x))
+        live(&self.queues, q).is_some_and(|qu| qu.tx.has_room(d, x))
     }
 
     /// Sends one frame from a single buffer (no offloads).
@@ -599,15 +669,11 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
             }
         }
         let (d, x) = TxQueue::slots_for(total, gso.is_some());
-        let room = self
-            .queues
-            .get(q)
-            .and_then(|q| q.as_ref())
-            .is_some_and(|qu| qu.tx.has_room(d, x));
+        let room = live(&self.queues, q).is_some_and(|qu| qu.tx.has_room(d, x));
         if !room {
             self.reclaim(q)?;
         }
-        let r = match self.queues.get_mut(q).and_then(|q| q.as_mut()) {
+        let r = match live_mut(&mut self.queues, q) {
             Some(qu) => qu
                 .tx
                 .send(self.grants, self.backend, &frame, flags, gso, csum_mode),
@@ -640,7 +706,7 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
         for i in 0..n {
             let q = (self.rx_rr + i) % n;
             for _ in 0..2 * RING_SIZE {
-                let r = match self.queues.get_mut(q).and_then(|q| q.as_mut()) {
+                let r = match live_mut(&mut self.queues, q) {
                     Some(qu) => qu.rx.next_frame(self.grants, q, buf),
                     None => return Err(Error::BadQueue(q)),
                 };
@@ -673,7 +739,7 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
                         self.refill(q)?;
                     }
                     Ok(None) => {
-                        let more = match self.queues.get_mut(q).and_then(|q| q.as_mut()) {
+                        let more = match live_mut(&mut self.queues, q) {
                             Some(qu) => qu.rx.ring.final_check_for_responses(),
                             None => Ok(false),
                         };
@@ -721,7 +787,7 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
     /// arrives, or now and then). The backend going `Closing`/`Closed` tears the
     /// device down (grants ended, link down) and returns [`LinkState::Down`]; call
     /// [`NetFront::close`] to finish.
-    pub fn poll_backend<Q: Platform>(&mut self, xs: &mut Xenstore<Q>) -> Result<LinkState, Error> {
+    pub fn poll_backend<X: Platform>(&mut self, xs: &mut Xenstore<X>) -> Result<LinkState, Error> {
         let ev = match self.handshake.as_mut() {
             Some(hs) => hs.poll_backend(xs)?,
             None => None,
@@ -739,7 +805,7 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
             let in_flight: usize = self
                 .queues
                 .iter()
-                .flatten()
+                .filter(|qu| qu.live)
                 .take(self.neg.queues)
                 .map(|qu| qu.tx.in_flight())
                 .sum();
@@ -757,9 +823,9 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
     /// grant (quarantining pages the backend still maps), closes the event
     /// channels and goes `Closed`. The device can be connected again with
     /// [`NetFront::reconnect`].
-    pub fn close<Q: Platform>(
+    pub fn close<X: Platform>(
         &mut self,
-        xs: &mut Xenstore<Q>,
+        xs: &mut Xenstore<X>,
         timeout: Duration,
     ) -> Result<(), Error> {
         let start = self.platform.now_ns();
@@ -777,9 +843,9 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
 
     /// Connects again after [`NetFront::close`] (or after the backend went away),
     /// reusing the queues' pages. Clears a failure.
-    pub fn reconnect<Q: Platform>(
+    pub fn reconnect<X: Platform>(
         &mut self,
-        xs: &mut Xenstore<Q>,
+        xs: &mut Xenstore<X>,
         timeout: Duration,
     ) -> Result<(), Error> {
         self.teardown();
@@ -804,7 +870,7 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
     /// Grant refs still held by this device (rings and buffers; for leak checks).
     pub fn grants_in_use(&self) -> usize {
         let mut n = 0;
-        for qu in self.queues.iter().flatten() {
+        for qu in self.queues.iter().filter(|qu| qu.live) {
             n += usize::from(qu.tx.page.gref.is_some()) + usize::from(qu.rx.page.gref.is_some());
             n += qu.tx.in_flight() + qu.rx.granted();
         }
@@ -813,7 +879,7 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
 }
 
 #[cfg(test)]
-impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
+impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
     /// A device wired to a fake backend: no xenstore; `be` plays the backend's
     /// offer.
     pub(crate) fn attach_for_test(
@@ -824,7 +890,8 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
         be: BackendFeatures,
         ring_start: u32,
     ) -> Result<Self, Error> {
-        let mut d = NetFront::unconnected(platform, grants, backend, cfg);
+        let mut d = NetFront::new(platform, grants, cfg);
+        d.backend = backend;
         d.ring_start = ring_start;
         d.mac = Mac([2, 0, 0, 0, 0, 1]);
         d.neg = negotiate(&cfg, &be);
@@ -841,7 +908,7 @@ impl<'g, P: Platform, const N: usize> NetFront<'g, P, N> {
         &self,
         q: usize,
     ) -> Option<(hypercall::GrantRef, hypercall::GrantRef)> {
-        let qu = self.queues.get(q)?.as_ref()?;
+        let qu = live(&self.queues, q)?;
         Some((qu.tx.page.gref?, qu.rx.page.gref?))
     }
 }

@@ -124,6 +124,8 @@ pub enum Error {
     GsoNotNegotiated,
     /// No queue with this index.
     BadQueue(usize),
+    /// [`crate::NetFront::connect_in_place`] on a connected device: close it first.
+    InUse,
 }
 
 impl From<xenbus::Error> for Error {
@@ -163,6 +165,7 @@ impl fmt::Display for Error {
             Error::Xen(e) => write!(f, "{e}"),
             Error::Broken(b) => write!(f, "device failed: {b}"),
             Error::NotConnected => f.write_str("not connected"),
+            Error::InUse => f.write_str("device in use: close it first"),
             Error::FrameTooSmall(n) => write!(f, "frame of {n} bytes is too short"),
             Error::FrameTooLarge { len, max } => {
                 write!(f, "frame of {len} bytes exceeds {max}")

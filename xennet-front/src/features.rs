@@ -59,23 +59,28 @@ pub struct Config {
     pub rx_error_limit: u32,
 }
 
+impl Config {
+    /// The defaults (as a constant, for devices built in a `static`).
+    pub const DEFAULT: Config = Config {
+        sg: true,
+        rx_csum_offload: true,
+        ipv6_csum_offload: true,
+        tx_csum_offload: true,
+        gso_tcpv4: false,
+        gso_tcpv6: false,
+        rx_notify: true,
+        split_event_channels: true,
+        max_queues: 1,
+        rx_buffers: RING_SIZE,
+        tx_buffers: RING_SIZE,
+        complete_rx_csum: true,
+        rx_error_limit: 32,
+    };
+}
+
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            sg: true,
-            rx_csum_offload: true,
-            ipv6_csum_offload: true,
-            tx_csum_offload: true,
-            gso_tcpv4: false,
-            gso_tcpv6: false,
-            rx_notify: true,
-            split_event_channels: true,
-            max_queues: 1,
-            rx_buffers: RING_SIZE,
-            tx_buffers: RING_SIZE,
-            complete_rx_csum: true,
-            rx_error_limit: 32,
-        }
+        Config::DEFAULT
     }
 }
 
@@ -101,6 +106,31 @@ pub struct BackendFeatures {
     pub max_queues: Option<u32>,
     /// `mtu` (`None` if absent).
     pub mtu: Option<u32>,
+}
+
+impl BackendFeatures {
+    /// Nothing offered (the same as `Default::default()`, as a constant).
+    pub const NONE: BackendFeatures = BackendFeatures {
+        rx_copy: false,
+        sg: false,
+        gso_tcpv4: false,
+        gso_tcpv6: false,
+        no_csum_offload: false,
+        ipv6_csum_offload: false,
+        split_event_channels: false,
+        max_queues: None,
+        mtu: None,
+    };
+}
+
+const fn clamp(v: usize, lo: usize, hi: usize) -> usize {
+    if v < lo {
+        lo
+    } else if v > hi {
+        hi
+    } else {
+        v
+    }
 }
 
 /// What both ends agreed on.
@@ -138,23 +168,26 @@ pub struct Negotiated {
 
 /// Combines our wishes and the backend's offer (`feature-rx-copy` is checked by the
 /// caller: without it there is nothing to negotiate).
-pub fn negotiate(cfg: &Config, be: &BackendFeatures) -> Negotiated {
-    let wanted = cfg.max_queues.clamp(1, MAX_QUEUES);
+pub const fn negotiate(cfg: &Config, be: &BackendFeatures) -> Negotiated {
+    let wanted = clamp(cfg.max_queues, 1, MAX_QUEUES);
     // Row 23: an absurd maximum (0, 10^6, u32::MAX) is clamped, never trusted.
     let offered = match be.max_queues {
         Some(0) | None => 1,
-        Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+        // u32 fits usize on every target the kit builds for (32 and 64 bits).
+        Some(n) => n as usize,
     };
-    let queues = wanted.min(offered).max(1);
+    let queues = if wanted < offered { wanted } else { offered };
     let mtu = match be.mtu {
-        Some(m) if (68..=(MAX_FRAME - ETH_HLEN) as u32).contains(&m) => m,
+        Some(m) if m >= 68 && m <= (MAX_FRAME - ETH_HLEN) as u32 => m,
         _ => DEFAULT_MTU,
     };
     let tx_sg = cfg.sg && be.sg;
     let max_tx_frame = if tx_sg {
         MAX_FRAME
+    } else if mtu as usize + ETH_HLEN < hypercall::PAGE_SIZE {
+        mtu as usize + ETH_HLEN
     } else {
-        (mtu as usize + ETH_HLEN).min(hypercall::PAGE_SIZE)
+        hypercall::PAGE_SIZE
     };
     Negotiated {
         queues,
@@ -168,8 +201,8 @@ pub fn negotiate(cfg: &Config, be: &BackendFeatures) -> Negotiated {
         tx_gso_v6: tx_sg && cfg.gso_tcpv6 && be.gso_tcpv6,
         mtu,
         max_tx_frame,
-        rx_buffers: cfg.rx_buffers.clamp(1, RING_SIZE),
-        tx_buffers: cfg.tx_buffers.clamp(1, RING_SIZE),
+        rx_buffers: clamp(cfg.rx_buffers, 1, RING_SIZE),
+        tx_buffers: clamp(cfg.tx_buffers, 1, RING_SIZE),
         rx_notify: cfg.rx_notify,
     }
 }

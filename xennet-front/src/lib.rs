@@ -39,8 +39,11 @@
 //!
 //! fn echo<P: Platform>(p: &P, grants: &GrantTable<4096>) -> Result<(), xennet_front::Error> {
 //!     let mut xs = Xenstore::from_hvm_params(p)?;
-//!     let mut dev = NetFront::connect(p, grants, &mut xs, 0, Config::default(),
-//!                                     Duration::from_secs(5))?;
+//!     // One queue (the default `Q`), returned by value (about 11 KiB); on a small
+//!     // kernel stack keep it in a `static` instead: `NetFront::new` is a
+//!     // `const fn`, and `connect_in_place` connects it through `&mut`.
+//!     let mut dev: NetFront<'_, _, 4096> = NetFront::connect(p, grants, &mut xs, 0,
+//!                                     Config::default(), Duration::from_secs(5))?;
 //!     let mut buf = [0u8; xennet_front::MAX_FRAME];
 //!     while let Some(meta) = dev.recv_timeout(&mut buf, Duration::from_secs(1))? {
 //!         let frame = &mut buf[..meta.len];

@@ -49,23 +49,38 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub(crate) fn new<P: Platform + ?Sized>(p: &P, count: usize) -> Result<Pool, Error> {
+    /// No pages yet.
+    const fn detached() -> Pool {
+        Pool {
+            mem: SharedMem::empty(),
+            gfns: [0; RING_SIZE],
+            count: 0,
+            free: [0; RING_SIZE],
+            nfree: 0,
+            quarantined: 0,
+        }
+    }
+
+    /// Allocates `count` pages (in place).
+    fn allocate<P: Platform + ?Sized>(&mut self, p: &P, count: usize) -> Result<(), Error> {
         let count = count.clamp(1, RING_SIZE);
         let mem = SharedMem::alloc_pages(p, count).ok_or(Error::NoMemory)?;
-        let mut gfns = [0u64; RING_SIZE];
-        let mut free = [0u16; RING_SIZE];
-        for (i, (g, f)) in gfns.iter_mut().zip(free.iter_mut()).take(count).enumerate() {
+        self.mem = mem;
+        self.count = count;
+        self.nfree = 0;
+        self.quarantined = 0;
+        for (i, (g, f)) in self
+            .gfns
+            .iter_mut()
+            .zip(self.free.iter_mut())
+            .take(count)
+            .enumerate()
+        {
             *g = mem.page_gfn(p, i).ok_or(Error::NoGfn)?.0;
             *f = i as u16;
         }
-        Ok(Pool {
-            mem,
-            gfns,
-            count,
-            free,
-            nfree: count,
-            quarantined: 0,
-        })
+        self.nfree = count;
+        Ok(())
     }
 
     pub(crate) fn free_pages(&self) -> usize {
@@ -103,6 +118,14 @@ pub(crate) struct RingPage {
 }
 
 impl RingPage {
+    const fn detached() -> RingPage {
+        RingPage {
+            mem: SharedMem::empty(),
+            gfn: Gfn(0),
+            gref: None,
+        }
+    }
+
     pub(crate) fn new<P: Platform + ?Sized>(p: &P) -> Result<RingPage, Error> {
         let mem = SharedMem::alloc_pages(p, 1).ok_or(Error::NoMemory)?;
         let gfn = mem.page_gfn(p, 0).ok_or(Error::NoGfn)?;
@@ -182,25 +205,34 @@ pub(crate) enum TxCsum {
 }
 
 impl TxQueue {
-    pub(crate) fn new<P: Platform + ?Sized>(p: &P, buffers: usize) -> Result<TxQueue, Error> {
-        let page = RingPage::new(p)?;
-        let ring = FrontRing::init(page.mem).map_err(|_| Error::NoMemory)?;
-        let mut free_ids = [0u16; RING_SIZE];
-        for (i, f) in free_ids.iter_mut().enumerate() {
-            *f = i as u16;
-        }
-        Ok(TxQueue {
-            ring,
-            page,
+    const fn detached() -> TxQueue {
+        TxQueue {
+            ring: FrontRing::detached(),
+            page: RingPage::detached(),
             entries: [TxEntry {
                 pending: false,
                 gref: GrantRef(0),
                 page: NO_PAGE,
             }; RING_SIZE],
-            free_ids,
-            nfree_ids: RING_SIZE,
-            pool: Pool::new(p, buffers)?,
-        })
+            free_ids: [0; RING_SIZE],
+            nfree_ids: 0,
+            pool: Pool::detached(),
+        }
+    }
+
+    /// Allocates the ring page and `buffers` buffer pages (in place).
+    fn allocate<P: Platform + ?Sized>(&mut self, p: &P, buffers: usize) -> Result<(), Error> {
+        self.page = RingPage::new(p)?;
+        self.ring = FrontRing::init(self.page.mem).map_err(|_| Error::NoMemory)?;
+        for (i, f) in self.free_ids.iter_mut().enumerate() {
+            *f = i as u16;
+        }
+        self.nfree_ids = RING_SIZE;
+        for e in self.entries.iter_mut() {
+            e.pending = false;
+            e.page = NO_PAGE;
+        }
+        self.pool.allocate(p, buffers)
     }
 
     /// Fresh ring (at index `start`) and grant, for a (re)connect. All ids free.
@@ -580,19 +612,28 @@ pub(crate) struct RxQueue {
 }
 
 impl RxQueue {
-    pub(crate) fn new<P: Platform + ?Sized>(p: &P, buffers: usize) -> Result<RxQueue, Error> {
-        let page = RingPage::new(p)?;
-        let ring = FrontRing::init(page.mem).map_err(|_| Error::NoMemory)?;
-        Ok(RxQueue {
-            ring,
-            page,
+    const fn detached() -> RxQueue {
+        RxQueue {
+            ring: FrontRing::detached(),
+            page: RingPage::detached(),
             slots: [RxEntry {
                 page: NO_PAGE,
                 gref: GrantRef(0),
             }; RING_SIZE],
-            pool: Pool::new(p, buffers)?,
+            pool: Pool::detached(),
             chain: Chain::new(),
-        })
+        }
+    }
+
+    /// Allocates the ring page and `buffers` buffer pages (in place).
+    fn allocate<P: Platform + ?Sized>(&mut self, p: &P, buffers: usize) -> Result<(), Error> {
+        self.page = RingPage::new(p)?;
+        self.ring = FrontRing::init(self.page.mem).map_err(|_| Error::NoMemory)?;
+        for s in self.slots.iter_mut() {
+            s.page = NO_PAGE;
+        }
+        self.chain = Chain::new();
+        self.pool.allocate(p, buffers)
     }
 
     pub(crate) fn attach<const N: usize>(
@@ -917,8 +958,11 @@ impl RxQueue {
     }
 }
 
-/// One queue: rings, pools, ports.
+/// One queue: rings, pools, ports. Built detached (no pages: a `const`, so a
+/// device can live in a `static`) and allocated in place on first connect.
 pub(crate) struct Queue {
+    /// Pages allocated (the rings and pools are usable).
+    pub live: bool,
     pub tx: TxQueue,
     pub rx: RxQueue,
     pub tx_port: Option<Port>,
@@ -926,16 +970,26 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    pub(crate) fn new<P: Platform + ?Sized>(
+    pub(crate) const fn detached() -> Queue {
+        Queue {
+            live: false,
+            tx: TxQueue::detached(),
+            rx: RxQueue::detached(),
+            tx_port: None,
+            rx_port: None,
+        }
+    }
+
+    /// Allocates the rings' and buffers' pages (in place, no large temporaries).
+    pub(crate) fn allocate<P: Platform + ?Sized>(
+        &mut self,
         p: &P,
         tx_buffers: usize,
         rx_buffers: usize,
-    ) -> Result<Queue, Error> {
-        Ok(Queue {
-            tx: TxQueue::new(p, tx_buffers)?,
-            rx: RxQueue::new(p, rx_buffers)?,
-            tx_port: None,
-            rx_port: None,
-        })
+    ) -> Result<(), Error> {
+        self.tx.allocate(p, tx_buffers)?;
+        self.rx.allocate(p, rx_buffers)?;
+        self.live = true;
+        Ok(())
     }
 }

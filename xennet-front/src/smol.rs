@@ -17,8 +17,8 @@ use crate::device::NetFront;
 use crate::features::ETH_HLEN;
 
 /// A [`NetFront`] as a smoltcp device.
-pub struct SmolDevice<'a, 'g, P: Platform, const N: usize> {
-    dev: &'a mut NetFront<'g, P, N>,
+pub struct SmolDevice<'a, 'g, P: Platform, const N: usize, const Q: usize = 1> {
+    dev: &'a mut NetFront<'g, P, N, Q>,
     rx: &'a mut [u8],
     tx: &'a mut [u8],
     mtu: usize,
@@ -26,11 +26,11 @@ pub struct SmolDevice<'a, 'g, P: Platform, const N: usize> {
     pub tx_lost: u64,
 }
 
-impl<'a, 'g, P: Platform, const N: usize> SmolDevice<'a, 'g, P, N> {
+impl<'a, 'g, P: Platform, const N: usize, const Q: usize> SmolDevice<'a, 'g, P, N, Q> {
     /// Wraps `dev`; `rx` and `tx` must each hold a whole frame (`mtu + 14` bytes,
     /// see [`NetFront::mtu`]). The Ethernet MTU reported to smoltcp is the smaller
     /// of that and the buffers.
-    pub fn new(dev: &'a mut NetFront<'g, P, N>, rx: &'a mut [u8], tx: &'a mut [u8]) -> Self {
+    pub fn new(dev: &'a mut NetFront<'g, P, N, Q>, rx: &'a mut [u8], tx: &'a mut [u8]) -> Self {
         let mtu = (dev.mtu() as usize + ETH_HLEN)
             .min(dev.max_frame())
             .min(rx.len())
@@ -45,7 +45,7 @@ impl<'a, 'g, P: Platform, const N: usize> SmolDevice<'a, 'g, P, N> {
     }
 
     /// The wrapped device.
-    pub fn device(&mut self) -> &mut NetFront<'g, P, N> {
+    pub fn device(&mut self) -> &mut NetFront<'g, P, N, Q> {
         self.dev
     }
 }
@@ -65,13 +65,13 @@ impl phy::RxToken for RxToken<'_> {
 }
 
 /// Room to send one frame.
-pub struct TxToken<'a, 'g, P: Platform, const N: usize> {
-    dev: &'a mut NetFront<'g, P, N>,
+pub struct TxToken<'a, 'g, P: Platform, const N: usize, const Q: usize = 1> {
+    dev: &'a mut NetFront<'g, P, N, Q>,
     buf: &'a mut [u8],
     lost: &'a mut u64,
 }
 
-impl<P: Platform, const N: usize> phy::TxToken for TxToken<'_, '_, P, N> {
+impl<P: Platform, const N: usize, const Q: usize> phy::TxToken for TxToken<'_, '_, P, N, Q> {
     fn consume<R, F>(self, len: usize, f: F) -> R
     where
         F: FnOnce(&mut [u8]) -> R,
@@ -88,13 +88,13 @@ impl<P: Platform, const N: usize> phy::TxToken for TxToken<'_, '_, P, N> {
     }
 }
 
-impl<'g, P: Platform, const N: usize> Device for SmolDevice<'_, 'g, P, N> {
+impl<'g, P: Platform, const N: usize, const Q: usize> Device for SmolDevice<'_, 'g, P, N, Q> {
     type RxToken<'a>
         = RxToken<'a>
     where
         Self: 'a;
     type TxToken<'a>
-        = TxToken<'a, 'g, P, N>
+        = TxToken<'a, 'g, P, N, Q>
     where
         Self: 'a;
 
@@ -114,7 +114,7 @@ impl<'g, P: Platform, const N: usize> Device for SmolDevice<'_, 'g, P, N> {
 
     fn transmit(&mut self, _t: Instant) -> Option<Self::TxToken<'_>> {
         let queues = self.dev.negotiated().queues;
-        let room = |d: &mut NetFront<'g, P, N>, mtu| (0..queues).all(|q| d.can_send(q, mtu));
+        let room = |d: &mut NetFront<'g, P, N, Q>, mtu| (0..queues).all(|q| d.can_send(q, mtu));
         if !room(self.dev, self.mtu) {
             let _ = self.dev.poll();
             if !room(self.dev, self.mtu) {

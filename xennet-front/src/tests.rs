@@ -139,7 +139,7 @@ fn all_features() -> BackendFeatures {
     }
 }
 
-type Dev<'a> = NetFront<'a, &'a FakePlatform, NG>;
+type Dev<'a> = NetFront<'a, &'a FakePlatform, NG, 4>;
 
 fn device<'a>(env: &'a Env, cfg: Config, be: BackendFeatures) -> Dev<'a> {
     NetFront::attach_for_test(&env.p, &env.g, BE, cfg, be, 0).unwrap()
@@ -1047,7 +1047,7 @@ fn tx_completed_while_grant_mapped_fails_and_quarantines() {
     dev.send(&pattern(60, 0)).unwrap();
     let r = be.take_tx_requests()[0];
     let off = r.gref as usize * 8 + gabi::ENTRY_V1_FLAGS;
-    let frames = env.g.frames();
+    let frames = env.g.frames().unwrap();
     frames.store_u16(off, frames.load_u16(off) | gabi::GTF_READING);
     be.tx
         .push_response(&TxResponse {

@@ -106,12 +106,17 @@ where
     let (tx, rx) = channel();
     hv.spawn_guest(dom, move |g| {
         let p: &InProcGuest = &g;
-        let table: Box<Table> =
-            Box::new(GrantTable::setup(p, (NG / 512) as u32).expect("grant table"));
-        let mut xs = Xenstore::from_hvm_params(p).expect("xenstore");
+        // Everything built in place (docs/stack.md): empty table, unattached
+        // client, unbound device, then set up through references.
+        let table: Box<Table> = Box::new(GrantTable::empty());
+        table
+            .setup_in_place(p, (NG / 512) as u32)
+            .expect("grant table");
+        let mut xs = Box::new(Xenstore::unattached(p));
+        xs.attach_hvm_params().expect("xenstore");
         let r = (|| -> Result<T, String> {
-            let mut disk: Box<Disk<'_>> =
-                Box::new(Device::new(p, &*table, devid, cfg).map_err(|e| e.to_string())?);
+            let mut disk: Box<Disk<'_>> = Box::new(Device::unbound(p, &*table, cfg));
+            disk.bind(devid).map_err(|e| e.to_string())?;
             disk.connect(&mut xs).map_err(|e| format!("connect: {e}"))?;
             let v = body(&mut disk, &mut xs, &table);
             let stuck = disk.close(&mut xs).map_err(|e| format!("close: {e}"))?;

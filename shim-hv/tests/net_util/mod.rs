@@ -19,7 +19,8 @@ pub const NG: usize = 8192;
 /// Per-step handshake timeout.
 pub const STEP: Duration = Duration::from_secs(20);
 
-pub type Dev<'a> = NetFront<'a, &'a InProcGuest, NG>;
+/// Up to four queues (the multi-queue tests ask for them).
+pub type Dev<'a> = NetFront<'a, &'a InProcGuest, NG, 4>;
 
 pub fn hv() -> Arc<Hypervisor> {
     Hypervisor::new(HypervisorConfig::default())
@@ -66,7 +67,9 @@ where
             let table: Box<GrantTable<NG>> =
                 Box::new(GrantTable::setup(p, (NG / 512) as u32).expect("grant table"));
             let mut xs = Xenstore::from_hvm_params(p).expect("xenstore");
-            let mut dev = NetFront::connect(p, &*table, &mut xs, 0, cfg, STEP).expect("connect");
+            // Built in place (docs/stack.md), then connected through `&mut`.
+            let mut dev: Box<Dev<'_>> = Box::new(NetFront::new(p, &*table, cfg));
+            dev.connect_in_place(&mut xs, 0, STEP).expect("connect");
             let r = body(&mut dev, p);
             let _ = tx.send(r);
             let _ = dev.close(&mut xs, Duration::from_secs(5));
@@ -248,7 +251,7 @@ pub fn connect_result(
             let table: Box<GrantTable<NG>> =
                 Box::new(GrantTable::setup(p, (NG / 512) as u32).expect("grant table"));
             let mut xs = Xenstore::from_hvm_params(p).expect("xenstore");
-            let r = NetFront::connect(p, &*table, &mut xs, 0, cfg, STEP);
+            let r = Dev::connect(p, &*table, &mut xs, 0, cfg, STEP);
             let r = match r {
                 Ok(mut dev) => {
                     let _ = dev.close(&mut xs, Duration::from_secs(5));
