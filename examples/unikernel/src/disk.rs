@@ -90,12 +90,13 @@ impl Disk {
         say!(
             "disk {devid}: toolstack name \"{written}\", canonical name {canonical}, Linux name {linux}, backend {backend}\n"
         );
-        let mut dev: Box<Dev> = Box::new(xbd_front::Device::new(
+        // Built in place on the heap (the kit's docs/stack.md), then bound.
+        let mut dev: Box<Dev> = Box::new(xbd_front::Device::unbound(
             k,
             grants,
-            devid,
-            xbd_front::Config::default(),
-        )?);
+            xbd_front::Config::DEFAULT,
+        ));
+        dev.bind(devid)?;
         dev.connect(xs)?;
         let mut disk = Disk {
             label,

@@ -253,10 +253,12 @@ type Xs = Xenstore<&'static Kernel>;
 
 /// The devices and the power loop.
 fn run(k: &'static Kernel, cmdline: &str) -> ! {
-    let mut xs: Xs = match Xenstore::from_hvm_params(k) {
-        Ok(x) => x,
-        Err(e) => crash(format_args!("xenstore: {e}")),
-    };
+    // The client and the grant table are built in place (the kit's docs/stack.md):
+    // on the heap / in a static, then attached through a reference.
+    let mut xs: Box<Xs> = Box::new(Xenstore::unattached(k));
+    if let Err(e) = xs.attach_hvm_params() {
+        crash(format_args!("xenstore: {e}"));
+    }
     let mut b = [0u8; 128];
     let name = xs
         .read_str("name", &mut b)
@@ -269,10 +271,11 @@ fn run(k: &'static Kernel, cmdline: &str) -> ! {
         .unwrap_or_else(|_| "?".into());
     say!("xenstore: connected; domain {domid} ({name})\n");
 
-    let grants: &'static GrantTable<GRANTS> = match GrantTable::setup(k, (GRANTS / 512) as u32) {
-        Ok(t) => Box::leak(Box::new(t)),
-        Err(e) => crash(format_args!("grant table: {e}")),
-    };
+    static GNT: GrantTable<GRANTS> = GrantTable::empty();
+    if let Err(e) = GNT.setup_in_place(k, (GRANTS / 512) as u32) {
+        crash(format_args!("grant table: {e}"));
+    }
+    let grants: &'static GrantTable<GRANTS> = &GNT;
     let vbds = list(&mut xs, "vbd");
     let vifs = list(&mut xs, "vif");
     say!(

@@ -3,6 +3,7 @@
 //! TCP port 80 (a plain-text status page), and pings the `.1` address of its subnet
 //! once at start.
 
+use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec;
@@ -135,7 +136,8 @@ struct Ping {
 pub struct Nic {
     /// `device/vif/<idx>`.
     pub idx: u32,
-    dev: Front,
+    /// On the heap, built in place (the kit's `docs/stack.md`).
+    dev: Box<Front>,
     iface: Interface,
     sockets: SocketSet<'static>,
     icmp: SocketHandle,
@@ -171,7 +173,8 @@ impl Nic {
             tx_buffers: 64,
             ..xennet_front::Config::default()
         };
-        let mut dev = NetFront::connect(k, grants, xs, idx, cfg, CONNECT_TIMEOUT)?;
+        let mut dev: Box<Front> = Box::new(NetFront::new(k, grants, cfg));
+        dev.connect_in_place(xs, idx, CONNECT_TIMEOUT)?;
         let mac = dev.mac();
         let n = *dev.negotiated();
         let mut feats: Vec<&str> = Vec::new();

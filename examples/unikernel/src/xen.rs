@@ -68,12 +68,15 @@ impl Kernel {
             .bind_virq(evabi::VIRQ_TIMER)
             .map_err(|_| "cannot bind VIRQ_TIMER")?;
         self.timer_port.store(u64::from(port.0), Ordering::Relaxed);
-        self.xen()
-            .hvm_set_param(
+        // SAFETY: the parameter names a vector, not memory: UPCALL_VECTOR, whose
+        // IDT gate (idt.rs) is the event upcall handler this kernel installed.
+        unsafe {
+            self.xen().hvm_set_param(
                 hvm::PARAM_CALLBACK_IRQ,
                 CALLBACK_VIA_VECTOR | u64::from(UPCALL_VECTOR),
             )
-            .map_err(|_| "HVM_PARAM_CALLBACK_IRQ (vector) refused")?;
+        }
+        .map_err(|_| "HVM_PARAM_CALLBACK_IRQ (vector) refused")?;
         self.blocking.store(true, Ordering::Release);
         Ok(port)
     }
