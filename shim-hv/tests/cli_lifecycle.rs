@@ -171,7 +171,7 @@ fn dry_run_prints_json_and_starts_nothing() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("d.cfg:4: warning"), "{err}");
     assert!(err.contains("foo"), "{err}");
-    assert!(err.contains("KVM runner"), "{err}");
+    assert!(err.contains("KVM"), "{err}");
     // Nothing started.
     assert!(!cli.runtime().join("control.sock").exists());
     // --dry-run is the long spelling.
@@ -204,7 +204,7 @@ fn without_a_daemon_commands_say_so() {
 }
 
 #[test]
-fn kernel_configs_are_refused_in_one_line() {
+fn bad_kernels_are_refused_in_one_line() {
     let cli = Cli::new("kernel");
     let k = cli.dir.write("vmlinux", "not really a kernel");
     cli.dir.write(
@@ -215,8 +215,10 @@ fn kernel_configs_are_refused_in_one_line() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     let last = err.lines().last().unwrap();
-    assert!(last.starts_with("k.cfg: kernel = \""), "{err}");
-    assert!(last.contains("no KVM runner"), "{err}");
+    assert!(
+        last.starts_with(&format!("k.cfg: kernel {}: not an ELF file", k.display())),
+        "{err}"
+    );
     assert!(!cli.runtime().join("control.sock").exists());
 }
 

@@ -103,9 +103,22 @@ fn actions_destroy_restart_preserve() {
 fn kernel_configs_and_unsupported_actions_are_refused() {
     let tmp = TempDir::new("refuse");
     let d = daemon(&tmp);
-    let cfg = DomainConfig::parse_str("k.cfg", "name = 'k'\nkernel = '/boot/x'\n").unwrap();
+    // A kernel that is not one: refused in one line naming it, nothing created.
+    let k = tmp.path().join("not-a-kernel");
+    std::fs::write(&k, "text").unwrap();
+    let cfg = DomainConfig::parse_str(
+        "k.cfg",
+        &format!("name = 'k'\nkernel = '{}'\n", k.display()),
+    )
+    .unwrap();
     let e = d.create(cfg).unwrap_err();
-    assert!(matches!(e, Error::KernelUnsupported { .. }), "{e}");
+    assert!(matches!(e, Error::Kernel { .. }), "{e}");
+    let e = e.to_string();
+    assert!(
+        e.starts_with(&format!("k.cfg: kernel {}: not an ELF", k.display())),
+        "{e}"
+    );
+    assert!(ids_named(&d, "k").is_empty());
     let cfg =
         DomainConfig::parse_str("k.cfg", "name = 'k'\non_crash = 'coredump-destroy'\n").unwrap();
     let e = d.create(cfg).unwrap_err().to_string();

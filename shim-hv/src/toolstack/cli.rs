@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 use crate::config::DomainConfig;
 
 use super::client::Client;
-use super::daemon::{resolve_paths, Daemon};
+use super::daemon::{check_kernel_config, resolve_paths, Daemon};
 use super::error::{io_err, Error};
 use super::proto::{DeviceInfo, DomainInfo, Reply, Request};
 use super::runtime::RuntimeDir;
@@ -45,8 +45,16 @@ pub enum Command {
         /// The config file (xl.cfg(5); xm-style plain values accepted).
         config: PathBuf,
     },
-    /// List domains: Name, ID, Mem (MiB), VCPUs, State, Time(s) (seconds since start).
-    List,
+    /// List domains: Name, ID, Mem (MiB), VCPUs, State, Time(s) (vCPU seconds for
+    /// KVM guests, seconds since start for in-process ones).
+    List {
+        /// Long form: JSON per domain (config, runner, VM exits by reason), as
+        /// `xl list -l`.
+        #[arg(short = 'l', long = "long")]
+        long: bool,
+        /// Domain names or ids (default: all).
+        domains: Vec<String>,
+    },
     /// Attach to a domain's console (its output until the domain goes away; what you
     /// type goes to the guest, Ctrl-] then Enter detaches).
     Console {
@@ -188,11 +196,38 @@ fn execute(
             dry_run,
             config,
         } => create(&client, ctx, &config, dry_run, console, out, err),
-        Command::List => {
+        Command::List {
+            long: true,
+            domains,
+        } => {
+            let Reply::Json { json } = client.call(&Request::ListLong { doms: domains })? else {
+                return Err(Error::Protocol("expected a JSON document".into()));
+            };
+            let v: serde_json::Value =
+                serde_json::from_str(&json).map_err(|e| Error::Protocol(e.to_string()))?;
+            let pretty =
+                serde_json::to_string_pretty(&v).map_err(|e| Error::Protocol(e.to_string()))?;
+            w(out, format_args!("{pretty}\n"))
+        }
+        Command::List {
+            long: false,
+            domains: wanted,
+        } => {
             let Reply::Domains { domains } = client.call(&Request::List)? else {
                 return Err(Error::Protocol("expected a domain list".into()));
             };
-            w(out, format_args!("{}", format_list(&domains)))
+            let mut shown = Vec::new();
+            for d in &wanted {
+                match domains
+                    .iter()
+                    .find(|i| &i.name == d || i.id.to_string() == *d)
+                {
+                    Some(i) => shown.push(i.clone()),
+                    None => return Err(Error::NoSuchDomain(d.clone())),
+                }
+            }
+            let list = if wanted.is_empty() { &domains } else { &shown };
+            w(out, format_args!("{}", format_list(list)))
         }
         Command::Console { ty, num, domain } => {
             if let Some(t) = ty.filter(|t| t != "pv") {
@@ -332,7 +367,7 @@ fn create(
             w(
                 err,
                 format_args!(
-                    "{}: note: kernel = \"{}\" needs the KVM runner, which shim-hv does not have yet: `create` refuses this config\n",
+                    "{}: note: kernel = \"{}\" boots in a KVM VM (shim-hv's KVM runner)\n",
                     cfg.file,
                     k.display()
                 ),
@@ -342,15 +377,10 @@ fn create(
             .map_err(|e| Error::Protocol(e.to_string()))?;
         return w(out, format_args!("{json}\n"));
     }
-    if let Some(k) = &cfg.kernel {
-        return Err(Error::KernelUnsupported {
-            file: cfg.file.clone(),
-            kernel: k.clone(),
-        });
-    }
     // Check the files here, so a bad config starts nothing (no daemon either).
     resolve_paths(&mut cfg, &ctx.cwd);
     cfg.validate_paths().map_err(Error::Paths)?;
+    check_kernel_config(&cfg)?;
     for warning in check_disk_images(&cfg)?
         .into_iter()
         .chain(unattached_devices(&cfg))

@@ -28,6 +28,7 @@ use hypercall::DomId;
 
 use crate::config::{Action, DomainConfig};
 use crate::runner::inproc::GuestHandle;
+use crate::runner::kvm::{self, boot::BootSpec, ExitStats, KvmGuest};
 use crate::xen::{
     Domain, DomainEvent, DomainSpec, DomainState, Hypervisor, HypervisorConfig, ShutdownReason,
     Uuid,
@@ -49,13 +50,37 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest single [`Request::Wait`].
 const MAX_WAIT: Duration = Duration::from_secs(10);
 
+/// How a domain's guest runs.
+enum Runner {
+    /// The built-in guest as threads of the daemon (a config without `kernel`); the
+    /// thread ends by itself once the domain is finished.
+    InProc(#[allow(dead_code)] GuestHandle),
+    /// The config's kernel in a KVM VM; dropping it stops the VM.
+    Kvm(KvmGuest),
+}
+
+impl Runner {
+    fn name(&self) -> &'static str {
+        match self {
+            Runner::InProc(_) => "in-process",
+            Runner::Kvm(_) => "kvm",
+        }
+    }
+
+    fn exits(&self) -> Option<ExitStats> {
+        match self {
+            Runner::InProc(_) => None,
+            Runner::Kvm(g) => Some(g.stats()),
+        }
+    }
+}
+
 /// One domain the daemon runs.
 struct Managed {
     config: Arc<DomainConfig>,
     dom: Arc<Domain>,
-    /// Keeps the guest's handle (the thread ends by itself once the domain is
-    /// finished).
-    _guest: GuestHandle,
+    /// The guest.
+    guest: Runner,
     /// Its backends (detached before the domain is destroyed).
     devices: DomainDevices,
     /// The supervisor applied `preserve`: the domain stays as it is.
@@ -85,7 +110,7 @@ pub struct Daemon {
     listen_fd: Mutex<Option<std::os::fd::RawFd>>,
     clients: AtomicUsize,
     uid: u32,
-    quiet: AtomicBool,
+    quiet: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -155,7 +180,7 @@ impl Daemon {
             listen_fd: Mutex::new(None),
             clients: AtomicUsize::new(0),
             uid: nix::unistd::geteuid().as_raw(),
-            quiet: AtomicBool::new(false),
+            quiet: Arc::new(AtomicBool::new(false)),
         });
         let weak = Arc::downgrade(&d);
         let spawned = std::thread::Builder::new()
@@ -183,6 +208,12 @@ impl Daemon {
         &self.hv
     }
 
+    /// The in-process bridge called `name` (made if new), as vifs with `bridge=name`
+    /// use: e.g. to join a host TAP device to it.
+    pub fn bridge(&self, name: &str) -> Arc<crate::backend::bridge::Bridge> {
+        self.bridges.get(name)
+    }
+
     /// The runtime directory.
     pub fn runtime_dir(&self) -> &RuntimeDir {
         &self.rt
@@ -206,18 +237,14 @@ impl Daemon {
     }
 
     /// Creates and starts a domain from a parsed config (relative paths already
-    /// resolved). Refused: unsupported settings, `kernel` configs (no KVM runner yet),
-    /// missing files, a name in use.
+    /// resolved): the config's `kernel` in a KVM VM, or the built-in in-process
+    /// guest if there is none. Refused: unsupported settings, missing files, a bad
+    /// kernel, no usable `/dev/kvm` for a kernel, a name in use.
     pub fn create(self: &Arc<Self>, mut config: DomainConfig) -> Result<DomId, Error> {
         check_config(&config)?;
         fill_in_macs(&mut config);
-        if let Some(k) = &config.kernel {
-            return Err(Error::KernelUnsupported {
-                file: config.file.clone(),
-                kernel: k.clone(),
-            });
-        }
         config.validate_paths().map_err(Error::Paths)?;
+        check_kernel_config(&config)?;
         for w in check_disk_images(&config)?
             .into_iter()
             .chain(unattached_devices(&config))
@@ -239,7 +266,11 @@ impl Daemon {
         config: Arc<DomainConfig>,
         uuid: Option<Uuid>,
     ) -> Result<DomId, Error> {
-        let mut spec = DomainSpec::new(config.name.clone(), config.memory_mib);
+        let mut spec = if config.kernel.is_some() {
+            kvm::domain_spec(config.name.clone(), config.memory_mib)
+        } else {
+            DomainSpec::new(config.name.clone(), config.memory_mib)
+        };
         spec.vcpus = config.vcpus;
         spec.uuid = uuid;
         spec.console_sink = Some(self.consoles.early_sink());
@@ -259,29 +290,55 @@ impl Daemon {
                     return Err(e);
                 }
             };
-        let guest = match self.hv.spawn_guest(dom.clone(), builtin::run) {
-            Ok(g) => g,
-            Err(e) => {
-                self.teardown(id, Some(&mut devices));
-                return Err(Error::Io {
-                    what: format!("starting domain {}'s guest thread", id.0),
-                    err: e,
+        let guest = match &config.kernel {
+            Some(kernel) => {
+                let boot = BootSpec {
+                    kernel: kernel.clone(),
+                    ramdisk: config.ramdisk.clone(),
+                    cmdline: config.cmdline.clone().unwrap_or_default(),
+                };
+                let quiet = self.quiet.clone();
+                let log: kvm::LogFn = Arc::new(move |s: &str| {
+                    if !quiet.load(Ordering::Relaxed) {
+                        log_line(s);
+                    }
                 });
+                match KvmGuest::start(&self.hv, dom.clone(), &boot, log) {
+                    Ok(g) => Runner::Kvm(g),
+                    Err(e) => {
+                        self.teardown(id, Some(&mut devices));
+                        return Err(Error::Kernel {
+                            file: config.file.clone(),
+                            why: e.to_string(),
+                        });
+                    }
+                }
             }
+            None => match self.hv.spawn_guest(dom.clone(), builtin::run) {
+                Ok(g) => Runner::InProc(g),
+                Err(e) => {
+                    self.teardown(id, Some(&mut devices));
+                    return Err(Error::Io {
+                        what: format!("starting domain {}'s guest thread", id.0),
+                        err: e,
+                    });
+                }
+            },
         };
         self.log(&format!(
-            "created domain {} ({}) from {}, uuid {}",
+            "created domain {} ({}) from {}, uuid {}, {} runner",
             id.0,
             config.name,
             config.file,
-            dom.uuid()
+            dom.uuid(),
+            guest.name()
         ));
         t.doms.insert(
             id.0,
             Managed {
                 config,
                 dom,
-                _guest: guest,
+                guest,
                 devices,
                 settled: false,
             },
@@ -389,11 +446,59 @@ impl Daemon {
                 mem_mib: m.config.memory_mib,
                 vcpus: m.dom.vcpus(),
                 state: state_flags(&state).into(),
-                time_s: m.dom.uptime().as_secs_f64(),
+                // A VM's vCPU time; the in-process guest's threads are not counted.
+                time_s: m
+                    .guest
+                    .exits()
+                    .map_or(m.dom.uptime(), |e| e.cpu_time)
+                    .as_secs_f64(),
                 reason,
             });
         }
         v
+    }
+
+    /// What `list -l` shows, as JSON (like `xl list -l`): per domain its id, state,
+    /// runner, config, and for KVM guests the vCPU time and VM exits by reason.
+    /// `doms` empty means every domain.
+    pub fn list_long(&self, doms: &[String]) -> Result<serde_json::Value, Error> {
+        let ids: Option<Vec<u16>> = if doms.is_empty() {
+            None
+        } else {
+            Some(
+                doms.iter()
+                    .map(|d| self.resolve(d).map(|x| x.id().0))
+                    .collect::<Result<_, _>>()?,
+            )
+        };
+        let t = lock(&self.table);
+        let mut out = Vec::new();
+        for (id, m) in &t.doms {
+            if ids.as_ref().is_some_and(|v| !v.contains(id)) {
+                continue;
+            }
+            let state = m.dom.state();
+            let mut j = serde_json::json!({
+                "domid": id,
+                "name": m.config.name,
+                "uuid": m.dom.uuid().to_string(),
+                "state": state_flags(&state),
+                "runner": m.guest.name(),
+                "uptime_s": m.dom.uptime().as_secs_f64(),
+                "config": m.config.to_json(),
+            });
+            if let Some(e) = m.guest.exits() {
+                j["vcpu_time_s"] = serde_json::json!(e.cpu_time.as_secs_f64());
+                j["vm_exits"] = serde_json::json!({
+                    "total": e.total,
+                    "by_reason": e.by_reason,
+                    "upcalls_injected": e.injections,
+                    "before_first_output": e.first_output_exits,
+                });
+            }
+            out.push(j);
+        }
+        Ok(serde_json::Value::Array(out))
     }
 
     /// A domain's devices of `kind` (`vbd` or `vif`), read from xenstore the way
@@ -468,6 +573,9 @@ impl Daemon {
             Request::Create { file, text, cwd } => self.create_from_text(&file, &text, &cwd),
             Request::List => Ok(Reply::Domains {
                 domains: self.list(),
+            }),
+            Request::ListLong { doms } => self.list_long(&doms).map(|v| Reply::Json {
+                json: v.to_string(),
             }),
             Request::Shutdown { dom, request } => match PowerRequest::parse(&request) {
                 Some(p) => self.shutdown(&dom, p).map(|d| Reply::Acted { domid: d.0 }),
@@ -937,6 +1045,32 @@ fn forward_input(mut input: BufReader<UnixStream>, console: &Console) {
             }
         }
     }
+}
+
+/// For a config with `kernel`: one vCPU, a usable `/dev/kvm`, and a kernel that
+/// passes the loader's checks for the config's memory (one line naming the file).
+pub fn check_kernel_config(cfg: &DomainConfig) -> Result<(), Error> {
+    let Some(k) = &cfg.kernel else {
+        return Ok(());
+    };
+    let err = |why: String| Error::Kernel {
+        file: cfg.file.clone(),
+        why,
+    };
+    if cfg.vcpus != 1 {
+        return Err(err(format!(
+            "vcpus = {}: shim-hv's KVM runner runs kernels on one vCPU",
+            cfg.vcpus
+        )));
+    }
+    kvm::boot::check_kernel(k, cfg.memory_mib).map_err(|e| err(e.to_string()))?;
+    kvm::probe().map_err(|why| {
+        err(format!(
+            "kernel {} needs KVM: /dev/kvm is not usable ({why}); leave out `kernel` to run \
+             the built-in in-process guest",
+            k.display()
+        ))
+    })
 }
 
 /// Makes the config's relative paths relative to `cwd` (the client's directory).

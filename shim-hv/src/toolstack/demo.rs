@@ -185,7 +185,16 @@ fn session(daemon: &Arc<Daemon>, cwd: &Path, out: &mut dyn Write) -> Result<(), 
             "demo: the guest did not come up: {e}"
         )));
     }
-    step(daemon, cwd, out, "list", Command::List)?;
+    step(
+        daemon,
+        cwd,
+        out,
+        "list",
+        Command::List {
+            long: false,
+            domains: Vec::new(),
+        },
+    )?;
     writeln!(
         out,
         "$ eval $(shim-hv xenstore-env)    # Xen's xenstore tools talk to the daemon\n"
@@ -231,6 +240,15 @@ fn session(daemon: &Arc<Daemon>, cwd: &Path, out: &mut dyn Write) -> Result<(), 
         String::from_utf8_lossy(&hub.history())
     )
     .map_err(io_err("output"))?;
-    step(daemon, cwd, out, "list", Command::List)?;
+    step(
+        daemon,
+        cwd,
+        out,
+        "list",
+        Command::List {
+            long: false,
+            domains: Vec::new(),
+        },
+    )?;
     Ok(())
 }

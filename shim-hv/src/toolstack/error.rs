@@ -40,12 +40,13 @@ pub enum Error {
     Config(ConfigError),
     /// Files the config names are missing or unusable (one error per file).
     Paths(Vec<ConfigError>),
-    /// The config names a kernel, and shim-hv has no runner for kernels yet.
-    KernelUnsupported {
+    /// The config's kernel cannot boot: a bad kernel or ramdisk, too little memory,
+    /// or no usable `/dev/kvm` (the KVM runner's one-line message).
+    Kernel {
         /// The config file.
         file: String,
-        /// The kernel it names.
-        kernel: PathBuf,
+        /// What went wrong (names the kernel or ramdisk file).
+        why: String,
     },
     /// A config setting shim-hv does not support (key, value).
     Unsupported {
@@ -155,12 +156,7 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            Error::KernelUnsupported { file, kernel } => write!(
-                f,
-                "{file}: kernel = \"{}\": shim-hv cannot boot kernels yet (no KVM runner); \
-                 leave out `kernel` to run the built-in in-process guest",
-                kernel.display()
-            ),
+            Error::Kernel { file, why } => write!(f, "{file}: {why}"),
             Error::Unsupported {
                 file,
                 key,

@@ -17,8 +17,9 @@
 //! - [`devices::DomainDevices`]: a domain's disks (blkback), vifs (netback on
 //!   in-process bridges) and channels (secondary consoles on a pty or a Unix
 //!   socket), attached at start and restart, detached at the end.
-//! - [`builtin`]: the in-process guest a config without `kernel` runs.
-//! - [`cli`]: the commands (`create [-c] [-n]`, `list`, `console`, `shutdown [-w]
+//! - [`builtin`]: the in-process guest a config without `kernel` runs; a config with
+//!   `kernel` boots it in a KVM VM ([`crate::runner::kvm`]).
+//! - [`cli`]: the commands (`create [-c] [-n]`, `list [-l]`, `console`, `shutdown [-w]
 //!   [-R|-H]`, `reboot`, `destroy`, `block-list`, `network-list`, `xenstore-env`,
 //!   `demo`).
 //!

@@ -36,6 +36,12 @@ pub enum Request {
     },
     /// Lists domains.
     List,
+    /// Lists domains in detail (`list -l`): JSON per domain, VM exits included.
+    ListLong {
+        /// Domain names or ids; empty for all.
+        #[serde(default)]
+        doms: Vec<String>,
+    },
     /// Asks a domain to shut down (writes `control/shutdown`).
     Shutdown {
         /// Domain name or id.
@@ -139,6 +145,11 @@ pub enum Reply {
     Domains {
         /// Every domain, Domain-0 first.
         domains: Vec<DomainInfo>,
+    },
+    /// A JSON document (`list -l`), as text.
+    Json {
+        /// The document.
+        json: String,
     },
     /// Done.
     Done,

@@ -197,3 +197,22 @@ pub fn elf64(name: &str, segs: &[Seg], entry: Option<u32>) -> PathBuf {
     std::fs::write(&out, f).unwrap();
     out
 }
+
+/// examples/unikernel, built (or brought up to date) once per test binary with its
+/// own `cargo build --release`; the path of its ELF.
+pub fn unikernel() -> PathBuf {
+    static ELF: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ELF.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/unikernel");
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "--release", "--quiet"])
+            .current_dir(&dir)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS")
+            .status()
+            .expect("running cargo for examples/unikernel");
+        assert!(st.success(), "building examples/unikernel failed");
+        dir.join("target/x86_64-unknown-none/release/unikernel")
+    })
+    .clone()
+}

@@ -54,6 +54,9 @@ const MEMMAP_RESERVED: u32 = 2;
 const MAX_PHDRS: u16 = 128;
 
 const PT_LOAD: u32 = 1;
+const PT_NOTE: u32 = 4;
+/// `XEN_ELFNOTE_PHYS32_ENTRY`
+const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
 const EM_X86_64: u16 = 62;
 
 /// What to boot.
@@ -161,10 +164,75 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
     u64::from_le_bytes(x)
 }
 
+/// What [`check_elf`] found in the PT_NOTE segments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PvhNote {
+    /// No `Xen`/18 note at all.
+    Missing,
+    /// In the last PT_NOTE segment, with this entry.
+    Usable(u32),
+    /// Only in an earlier PT_NOTE segment (the loader reads the last one only).
+    NotLast,
+}
+
+/// Finds a `Xen`/`XEN_ELFNOTE_PHYS32_ENTRY` note in the notes `buf`.
+fn find_pvh_note(buf: &[u8]) -> Option<u32> {
+    let mut at = 0usize;
+    while at + 12 <= buf.len() {
+        let namesz = u32_at(buf, at) as usize;
+        let descsz = u32_at(buf, at + 4) as usize;
+        let ty = u32_at(buf, at + 8);
+        let name_at = at + 12;
+        let desc_at = name_at.checked_add(namesz.next_multiple_of(4))?;
+        let next = desc_at.checked_add(descsz.next_multiple_of(4))?;
+        if desc_at.checked_add(descsz)? > buf.len() {
+            return None;
+        }
+        if ty == XEN_ELFNOTE_PHYS32_ENTRY
+            && namesz == 4
+            && &buf[name_at..name_at + 4] == b"Xen\0"
+            && descsz >= 4
+        {
+            return Some(u32_at(buf, desc_at));
+        }
+        at = next;
+    }
+    None
+}
+
+/// Checks a kernel file the way [`load`] will, without a domain: for `create` to
+/// refuse a bad kernel before anything starts. `memory_mib` is the domain's RAM.
+pub fn check_kernel(path: &Path, memory_mib: u64) -> Result<(), BootError> {
+    let pages = (memory_mib as usize) << 8;
+    let ram_end = (pages as u64)
+        .saturating_sub(crate::xen::domain::SPECIAL_PAGES)
+        .saturating_mul(4096);
+    let mut file = File::open(path).map_err(|e| kernel_err(path, e.to_string()))?;
+    match check_elf(path, &mut file, ram_end, memory_mib)? {
+        PvhNote::Usable(_) => Ok(()),
+        n => Err(kernel_err(path, note_message(n))),
+    }
+}
+
+fn note_message(n: PvhNote) -> &'static str {
+    match n {
+        PvhNote::NotLast => {
+            "its PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY) is not in the last PT_NOTE segment, \
+             the only one the loader reads"
+        }
+        _ => "no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY, type 18): not a PVH kernel",
+    }
+}
+
 /// Reads the ELF header and program headers and checks what the loader does not:
 /// an ELF64 x86_64 file, segments inside the file, `p_filesz <= p_memsz`, segments
-/// not overlapping each other, and inside `KERNEL_MIN..ram_end`.
-fn check_elf(path: &Path, file: &mut File, ram_end: u64, ram_mib: u64) -> Result<(), BootError> {
+/// not overlapping each other, and inside `KERNEL_MIN..ram_end`; finds the PVH note.
+fn check_elf(
+    path: &Path,
+    file: &mut File,
+    ram_end: u64,
+    ram_mib: u64,
+) -> Result<PvhNote, BootError> {
     let len = file
         .metadata()
         .map_err(|e| kernel_err(path, e.to_string()))?
@@ -223,7 +291,16 @@ fn check_elf(path: &Path, file: &mut File, ram_end: u64, ram_mib: u64) -> Result
         return Err(kernel_err(path, "program headers lie outside the file"));
     }
     let mut segs: Vec<Segment> = Vec::new();
+    let mut notes: Vec<Option<u32>> = Vec::new();
     for (i, h) in ph.chunks_exact(56).enumerate() {
+        if u32_at(h, 0) == PT_NOTE {
+            let (off, size) = (u64_at(h, 8), u64_at(h, 32));
+            let mut buf = vec![0u8; size.min(64 << 10) as usize];
+            let got =
+                read_upto(file, off, &mut buf).map_err(|e| kernel_err(path, e.to_string()))?;
+            notes.push(find_pvh_note(&buf[..got]));
+            continue;
+        }
         if u32_at(h, 0) != PT_LOAD {
             continue;
         }
@@ -297,7 +374,11 @@ fn check_elf(path: &Path, file: &mut File, ram_end: u64, ram_mib: u64) -> Result
     if segs.is_empty() {
         return Err(kernel_err(path, "no loadable segment"));
     }
-    Ok(())
+    Ok(match notes.last() {
+        Some(Some(e)) => PvhNote::Usable(*e),
+        _ if notes.iter().any(Option::is_some) => PvhNote::NotLast,
+        _ => PvhNote::Missing,
+    })
 }
 
 fn read_upto(file: &mut File, at: u64, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -356,7 +437,10 @@ pub fn load(dom: &Domain, spec: &BootSpec) -> Result<Loaded, BootError> {
             what: "no room for a kernel".into(),
         });
     }
-    check_elf(path, &mut file, ram_end, ram_mib)?;
+    let note = check_elf(path, &mut file, ram_end, ram_mib)?;
+    if !matches!(note, PvhNote::Usable(_)) {
+        return Err(kernel_err(path, note_message(note)));
+    }
     let view = ram_view(dom).map_err(|e| kernel_err(path, e))?;
     let r = Elf::load(&view, None, &mut file, None)
         .map_err(|e| kernel_err(path, format!("cannot load: {e}")))?;
