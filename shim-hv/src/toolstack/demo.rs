@@ -2,7 +2,12 @@
 //! temporary directory with a private daemon (in this process), so it needs no
 //! setup and leaves nothing behind:
 //!
-//! 1. writes `examples/demo.cfg` and the disk image it names;
+//! 0. picks the guest: `examples/unikernel` under KVM (`examples/kvm/demo.cfg`;
+//!    the kernel is built, or brought up to date, with its own `cargo build
+//!    --release`), or, with one line saying why, the built-in in-process guest
+//!    (`examples/demo.cfg`) where `/dev/kvm` is absent or unusable or the
+//!    unikernel cannot be built;
+//! 1. writes the config and the disk image it names;
 //! 2. `create`, then waits for the guest to come up;
 //! 3. `list`, `block-list`, `network-list`, the domain's xenstore tree and its
 //!    devices' backend directories (`/local/domain/0/backend`);
@@ -22,8 +27,14 @@ use super::daemon::Daemon;
 use super::error::{io_err, Error};
 use super::runtime::RuntimeDir;
 
-/// The config the demo creates its domain from.
+/// The config the demo creates its domain from (the built-in guest).
 pub const DEMO_CFG: &str = include_str!("../../../examples/demo.cfg");
+/// The config for the unikernel under KVM.
+pub const DEMO_KVM_CFG: &str = include_str!("../../../examples/kvm/demo.cfg");
+/// The kernel path as `examples/kvm/demo.cfg` writes it (from the repository root).
+const KVM_KERNEL: &str = "examples/unikernel/target/x86_64-unknown-none/release/unikernel";
+/// What the unikernel prints once its devices are up.
+const KVM_READY: &str = "xenkit-unikernel: ready";
 /// Size of the demo's disk image.
 const DISK_BYTES: usize = 8 << 20;
 /// What the built-in guest prints once it waits for power events.
@@ -87,14 +98,74 @@ fn which(cmd: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The guest the demo runs.
+enum Guest {
+    /// examples/unikernel under KVM: the config text (kernel path made absolute).
+    Kvm(String),
+    /// The built-in in-process guest.
+    Builtin,
+}
+
+/// The unikernel under KVM if it can run here, else the built-in guest (with one
+/// line saying why).
+fn choose_guest(out: &mut dyn Write) -> Result<Guest, Error> {
+    let fallback = |out: &mut dyn Write, why: String| -> Result<Guest, Error> {
+        writeln!(
+            out,
+            "shim-hv demo: {why}: running the built-in in-process guest instead of examples/unikernel under KVM\n"
+        )
+        .map_err(io_err("output"))?;
+        Ok(Guest::Builtin)
+    };
+    if let Err(why) = crate::runner::kvm::probe() {
+        return fallback(out, format!("/dev/kvm is not usable ({why})"));
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = root.join("examples/unikernel");
+    if !dir.join("Cargo.toml").is_file() {
+        return fallback(out, format!("{} is not there", dir.display()));
+    }
+    writeln!(
+        out,
+        "$ (cd examples/unikernel && cargo build --release)    # the kernel the demo boots"
+    )
+    .map_err(io_err("output"))?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let built = std::process::Command::new(cargo)
+        .args(["build", "--release", "--quiet"])
+        .current_dir(&dir)
+        .env_remove("CARGO_TARGET_DIR")
+        .status();
+    let elf = root.join(KVM_KERNEL);
+    match built {
+        Ok(s) if s.success() && elf.is_file() => {}
+        Ok(s) => return fallback(out, format!("building examples/unikernel failed ({s})")),
+        Err(e) => {
+            return fallback(
+                out,
+                format!("cannot run cargo to build examples/unikernel ({e})"),
+            )
+        }
+    }
+    let elf = elf.canonicalize().unwrap_or(elf);
+    Ok(Guest::Kvm(
+        DEMO_KVM_CFG.replace(KVM_KERNEL, &elf.display().to_string()),
+    ))
+}
+
 /// Runs the demo, printing the session to `out`.
 pub fn run(out: &mut dyn Write) -> Result<(), Error> {
+    let guest = choose_guest(out)?;
     let base = std::env::temp_dir().join(format!("shim-hv-demo-{}", std::process::id()));
     let _ = fs::remove_dir_all(&base);
     fs::create_dir_all(&base).map_err(io_err(format!("{}", base.display())))?;
     let tmp = TempDir(base.clone());
     let cfg = base.join("demo.cfg");
-    fs::write(&cfg, DEMO_CFG).map_err(io_err(format!("{}", cfg.display())))?;
+    let (cfg_text, ready) = match &guest {
+        Guest::Kvm(text) => (text.as_str(), KVM_READY),
+        Guest::Builtin => (DEMO_CFG, READY),
+    };
+    fs::write(&cfg, cfg_text).map_err(io_err(format!("{}", cfg.display())))?;
     let mut disk = vec![0u8; DISK_BYTES];
     let label = b"xenkit demo disk\n";
     if let Some(s) = disk.get_mut(..label.len()) {
@@ -126,9 +197,9 @@ pub fn run(out: &mut dyn Write) -> Result<(), Error> {
         base.display()
     )
     .map_err(io_err("output"))?;
-    writeln!(out, "$ cat demo.cfg\n{DEMO_CFG}").map_err(io_err("output"))?;
+    writeln!(out, "$ cat demo.cfg\n{cfg_text}").map_err(io_err("output"))?;
 
-    let r = session(&daemon, &base, out);
+    let r = session(&daemon, &base, out, ready);
     daemon.request_stop();
     let _ = server.join();
     drop(tmp);
@@ -163,7 +234,12 @@ fn show_tree(daemon: &Arc<Daemon>, path: &str, out: &mut dyn Write) -> Result<()
     writeln!(out).map_err(io_err("output"))
 }
 
-fn session(daemon: &Arc<Daemon>, cwd: &Path, out: &mut dyn Write) -> Result<(), Error> {
+fn session(
+    daemon: &Arc<Daemon>,
+    cwd: &Path,
+    out: &mut dyn Write,
+    ready: &str,
+) -> Result<(), Error> {
     step(
         daemon,
         cwd,
@@ -180,7 +256,8 @@ fn session(daemon: &Arc<Daemon>, cwd: &Path, out: &mut dyn Write) -> Result<(), 
     let hub = daemon
         .console(dom.id())
         .ok_or_else(|| Error::NoSuchDomain("demo".into()))?;
-    if let Err(e) = hub.wait_for(READY.as_bytes(), Duration::from_secs(30)) {
+    // Bounded generously: under an emulating KVM the unikernel boots in seconds.
+    if let Err(e) = hub.wait_for(ready.as_bytes(), Duration::from_secs(120)) {
         return Err(Error::Daemon(format!(
             "demo: the guest did not come up: {e}"
         )));
