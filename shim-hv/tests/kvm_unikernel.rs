@@ -232,3 +232,32 @@ fn unikernel_network_from_the_host_through_a_tap() {
     });
     t.join().unwrap().unwrap();
 }
+
+#[test]
+fn create_paused_runs_nothing_until_unpause() {
+    if !kvm_usable("create_paused_runs_nothing_until_unpause") {
+        return;
+    }
+    let tmp = TempDir::new("kvm-paused");
+    let d = daemon(&tmp);
+    let id = d.create_paused(config(&tmp, "held", ""), true).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let info = d.list().into_iter().find(|i| i.id == id.0).unwrap();
+    assert_eq!(info.state, "--p---", "{info:?}");
+    assert_eq!(info.time_s, 0.0, "{info:?}");
+    let j = d.list_long(&["held".into()]).unwrap();
+    assert_eq!(j[0]["vm_exits"]["total"], 0, "{j}");
+    assert_eq!(console(&d, id), "");
+    d.unpause("held").unwrap();
+    wait_console(&d, id, "xenkit-unikernel: ready");
+    // Pausing a running VM stops it: no exits while paused.
+    d.pause("held").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = d.list_long(&["held".into()]).unwrap()[0]["vm_exits"]["total"].clone();
+    std::thread::sleep(Duration::from_millis(500));
+    let after = d.list_long(&["held".into()]).unwrap()[0]["vm_exits"]["total"].clone();
+    assert_eq!(before, after);
+    d.unpause("held").unwrap();
+    d.shutdown("held", PowerRequest::Poweroff).unwrap();
+    assert!(d.wait_gone(id, BOOT));
+}

@@ -277,3 +277,30 @@ fn ctrl_bracket_detaches() {
     d.request_stop();
     server.join().unwrap().unwrap();
 }
+
+#[test]
+fn create_paused_holds_the_builtin_guest_until_unpause() {
+    let tmp = TempDir::new("paused");
+    let d = daemon(&tmp);
+    let cfg = DomainConfig::parse_str("p.cfg", &builtin_cfg("p", "")).unwrap();
+    let id = d.create_paused(cfg, true).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let info = d.list().into_iter().find(|i| i.id == id.0).unwrap();
+    assert_eq!(info.state, "--p---");
+    let c = d.console(id).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&c.history()).contains("waiting for control/shutdown"),
+        "a paused guest ran"
+    );
+    // Unpausing twice is fine; pausing a paused domain too.
+    d.unpause("p").unwrap();
+    d.unpause("p").unwrap();
+    c.wait_for(b"waiting for control/shutdown", Duration::from_secs(30))
+        .unwrap();
+    d.pause("p").unwrap();
+    d.pause("p").unwrap();
+    d.unpause("p").unwrap();
+    d.shutdown("p", PowerRequest::Poweroff).unwrap();
+    assert!(d.wait_gone(id, Duration::from_secs(30)));
+    assert!(matches!(d.pause("p"), Err(Error::NoSuchDomain(_))));
+}

@@ -219,8 +219,12 @@ impl InProcGuest {
         GUEST_THREAD.with(|g| g.borrow().contains(&self.key))
     }
 
-    /// Ends the current thread if it is this guest's and the domain is finished.
+    /// Ends the current thread if it is this guest's and the domain is finished;
+    /// holds it while the domain is paused.
     fn exit_if_finished(&self) {
+        if self.dom.is_paused() && self.in_guest_thread() {
+            self.dom.wait_unpaused();
+        }
         if self.dom.is_finished() && self.in_guest_thread() {
             panic::resume_unwind(Box::new(GuestExit));
         }

@@ -42,6 +42,9 @@ pub enum Command {
         /// Parse the config, print the domain description as JSON, start nothing.
         #[arg(short = 'n', long = "dry-run")]
         dry_run: bool,
+        /// Leave the domain paused (`shim-hv unpause` starts it).
+        #[arg(short = 'p')]
+        paused: bool,
         /// The config file (xl.cfg(5); xm-style plain values accepted).
         config: PathBuf,
     },
@@ -87,6 +90,16 @@ pub enum Command {
         /// Wait until the old domain is gone (and on_reboot ran).
         #[arg(short = 'w', long = "wait")]
         wait: bool,
+        /// Domain name or id.
+        domain: String,
+    },
+    /// Pause a domain (its vCPU stops running guest code).
+    Pause {
+        /// Domain name or id.
+        domain: String,
+    },
+    /// Unpause a paused domain.
+    Unpause {
         /// Domain name or id.
         domain: String,
     },
@@ -194,8 +207,24 @@ fn execute(
         Command::Create {
             console,
             dry_run,
+            paused,
             config,
-        } => create(&client, ctx, &config, dry_run, console, out, err),
+        } => {
+            let how = CreateFlags {
+                dry_run,
+                console,
+                paused,
+            };
+            create(&client, ctx, &config, how, out, err)
+        }
+        Command::Pause { domain } => {
+            client.call(&Request::Pause { dom: domain })?;
+            Ok(())
+        }
+        Command::Unpause { domain } => {
+            client.call(&Request::Unpause { dom: domain })?;
+            Ok(())
+        }
         Command::List {
             long: true,
             domains,
@@ -344,15 +373,30 @@ fn load_config(path: &Path, cwd: &Path) -> Result<(String, DomainConfig), Error>
     Ok((text, cfg))
 }
 
+/// `create`'s switches.
+#[derive(Clone, Copy, Debug)]
+struct CreateFlags {
+    /// `-n`
+    dry_run: bool,
+    /// `-c`
+    console: bool,
+    /// `-p`
+    paused: bool,
+}
+
 fn create(
     client: &Client,
     ctx: &Context,
     path: &Path,
-    dry_run: bool,
-    console: bool,
+    how: CreateFlags,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), Error> {
+    let CreateFlags {
+        dry_run,
+        console,
+        paused,
+    } = how;
     w(
         err,
         format_args!("Parsing config from {}\n", path.display()),
@@ -397,6 +441,7 @@ fn create(
         file: cfg.file.clone(),
         text,
         cwd: ctx.cwd.display().to_string(),
+        paused,
     })?;
     let Reply::Created { domid, name } = reply else {
         return Err(Error::Protocol(format!("{reply:?}")));

@@ -240,7 +240,17 @@ impl Daemon {
     /// resolved): the config's `kernel` in a KVM VM, or the built-in in-process
     /// guest if there is none. Refused: unsupported settings, missing files, a bad
     /// kernel, no usable `/dev/kvm` for a kernel, a name in use.
-    pub fn create(self: &Arc<Self>, mut config: DomainConfig) -> Result<DomId, Error> {
+    pub fn create(self: &Arc<Self>, config: DomainConfig) -> Result<DomId, Error> {
+        self.create_paused(config, false)
+    }
+
+    /// [`Daemon::create`], leaving the domain paused (its guest does not run until
+    /// [`Daemon::unpause`]) if `paused`.
+    pub fn create_paused(
+        self: &Arc<Self>,
+        mut config: DomainConfig,
+        paused: bool,
+    ) -> Result<DomId, Error> {
         check_config(&config)?;
         fill_in_macs(&mut config);
         config.validate_paths().map_err(Error::Paths)?;
@@ -253,7 +263,7 @@ impl Daemon {
         }
         let uuid = config.uuid.as_deref().and_then(parse_uuid);
         let mut t = lock(&self.table);
-        let id = self.start_locked(&mut t, Arc::new(config), uuid)?;
+        let id = self.start_locked(&mut t, Arc::new(config), uuid, paused)?;
         drop(t);
         self.table_cv.notify_all();
         Ok(id)
@@ -265,6 +275,7 @@ impl Daemon {
         t: &mut Table,
         config: Arc<DomainConfig>,
         uuid: Option<Uuid>,
+        paused: bool,
     ) -> Result<DomId, Error> {
         let mut spec = if config.kernel.is_some() {
             kvm::domain_spec(config.name.clone(), config.memory_mib)
@@ -276,6 +287,10 @@ impl Daemon {
         spec.console_sink = Some(self.consoles.early_sink());
         let dom = self.hv.create_domain(spec)?;
         let id = dom.id();
+        if paused {
+            // Before the guest runs: its vCPU (or first thread) holds at once.
+            self.hv.pause_domain(&dom);
+        }
         if let Err(e) = self.consoles.start(&dom, Sink::None) {
             self.teardown(id, None);
             return Err(Error::Daemon(format!("domain {}'s console: {e}", id.0)));
@@ -570,7 +585,14 @@ impl Daemon {
     /// Answers one request (all but [`Request::Console`], which streams).
     pub fn handle(self: &Arc<Self>, req: Request) -> Reply {
         let r = match req {
-            Request::Create { file, text, cwd } => self.create_from_text(&file, &text, &cwd),
+            Request::Create {
+                file,
+                text,
+                cwd,
+                paused,
+            } => self.create_from_text(&file, &text, &cwd, paused),
+            Request::Pause { dom } => self.pause(&dom).map(|d| Reply::Acted { domid: d.0 }),
+            Request::Unpause { dom } => self.unpause(&dom).map(|d| Reply::Acted { domid: d.0 }),
             Request::List => Ok(Reply::Domains {
                 domains: self.list(),
             }),
@@ -629,12 +651,45 @@ impl Daemon {
         file: &str,
         text: &str,
         cwd: &str,
+        paused: bool,
     ) -> Result<Reply, Error> {
         let mut cfg = DomainConfig::parse_str(file, text)?;
         resolve_paths(&mut cfg, Path::new(cwd));
         let name = cfg.name.clone();
-        let id = self.create(cfg)?;
+        let id = self.create_paused(cfg, paused)?;
         Ok(Reply::Created { domid: id.0, name })
+    }
+
+    /// Pauses a running domain (`xl pause`): its vCPUs stop before their next
+    /// instruction (KVM) or hypercall (in-process). Pausing a paused domain does
+    /// nothing; a finished one cannot be paused.
+    pub fn pause(&self, dom: &str) -> Result<DomId, Error> {
+        let d = self.resolve(dom)?;
+        if d.state() != DomainState::Paused && !self.hv.pause_domain(&d) {
+            return Err(Error::Daemon(format!(
+                "domain {} ({}) is not running: {:?}",
+                d.id().0,
+                d.name(),
+                d.state()
+            )));
+        }
+        self.log(&format!("paused domain {} ({})", d.id().0, d.name()));
+        Ok(d.id())
+    }
+
+    /// Unpauses a paused domain (`xl unpause`); a running one is left as it is.
+    pub fn unpause(&self, dom: &str) -> Result<DomId, Error> {
+        let d = self.resolve(dom)?;
+        if d.state() != DomainState::Running && !self.hv.unpause_domain(&d) {
+            return Err(Error::Daemon(format!(
+                "domain {} ({}) is not paused: {:?}",
+                d.id().0,
+                d.name(),
+                d.state()
+            )));
+        }
+        self.log(&format!("unpaused domain {} ({})", d.id().0, d.name()));
+        Ok(d.id())
     }
 
     /// Asks [`Daemon::serve`] to return (after destroying every domain).
@@ -712,7 +767,7 @@ impl Daemon {
                 let config = old.config.clone();
                 self.teardown(id, Some(&mut old.devices));
                 drop(old);
-                match self.start_locked(&mut t, config, uuid) {
+                match self.start_locked(&mut t, config, uuid, false) {
                     Ok(new) => self.log(&format!("domain {} restarted as domain {}", id.0, new.0)),
                     Err(e) => self.log(&format!("restarting domain {}: {e}", id.0)),
                 }

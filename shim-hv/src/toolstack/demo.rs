@@ -248,6 +248,7 @@ fn session(
         Command::Create {
             console: false,
             dry_run: false,
+            paused: false,
             config: PathBuf::from("demo.cfg"),
         },
     )?;

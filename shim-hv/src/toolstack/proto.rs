@@ -33,6 +33,19 @@ pub enum Request {
         text: String,
         /// The client's working directory: relative disk paths are relative to it.
         cwd: String,
+        /// Leave the domain paused (`create -p`). Left out on the wire when false.
+        #[serde(default, skip_serializing_if = "is_false")]
+        paused: bool,
+    },
+    /// Pauses a domain (its vCPUs stop running guest code).
+    Pause {
+        /// Domain name or id.
+        dom: String,
+    },
+    /// Unpauses a paused domain.
+    Unpause {
+        /// Domain name or id.
+        dom: String,
     },
     /// Lists domains.
     List,
@@ -84,6 +97,10 @@ pub enum Request {
     Info,
     /// Destroys every domain and stops the daemon.
     Stop,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Where a domain is in its life, as `list` shows it.

@@ -351,6 +351,8 @@ pub struct Domain {
     /// Lock-free view of `state` for hot paths: [`PHASE_LIVE`], [`PHASE_FINISHED`]
     /// or [`PHASE_DYING`] (it only ever grows, as the state does).
     phase: AtomicU8,
+    /// Lock-free view of "the state is `Paused`" (runners check it on hot paths).
+    paused: std::sync::atomic::AtomicBool,
     pub(crate) params: Mutex<[u64; HVM_NR_PARAMS as usize]>,
     pub(crate) upcall_vectors: Mutex<Vec<Option<u8>>>,
     pub(crate) grants: Mutex<GrantState>,
@@ -418,6 +420,7 @@ impl Domain {
             }),
             state_cv: Condvar::new(),
             phase: AtomicU8::new(PHASE_LIVE),
+            paused: std::sync::atomic::AtomicBool::new(false),
             params: Mutex::new(params),
             upcall_vectors: Mutex::new(vec![None; p.spec.vcpus as usize]),
             grants: Mutex::new(GrantState::new(p.spec.max_grant_frames)),
@@ -549,6 +552,19 @@ impl Domain {
         self.phase.load(Ordering::SeqCst) >= PHASE_DYING
     }
 
+    /// Whether the domain is paused (state `Paused`), without a lock.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
+    }
+
+    /// Blocks while the domain is paused (until unpaused or finished): what a vCPU
+    /// of a paused domain does.
+    pub fn wait_unpaused(&self) {
+        while self.is_paused() {
+            self.wait_state(Duration::from_millis(100), |s| *s != DomainState::Paused);
+        }
+    }
+
     /// Current run state.
     pub fn state(&self) -> DomainState {
         lock(&self.state).state.clone()
@@ -577,6 +593,8 @@ impl Domain {
                     _ => PHASE_LIVE,
                 };
                 self.phase.fetch_max(phase, Ordering::SeqCst);
+                self.paused
+                    .store(new == DomainState::Paused, Ordering::SeqCst);
                 c.state = new;
                 c.seq += 1;
             }

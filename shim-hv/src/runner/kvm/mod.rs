@@ -391,6 +391,10 @@ fn timer_thread(hv: &Hypervisor, dom: &Domain, shared: &Shared) {
             shared.kick();
             return;
         }
+        if dom.is_paused() {
+            // Out of KVM_RUN: the vCPU loop then holds until unpaused.
+            shared.kick();
+        }
         let seen = shared.timer_epoch();
         // Raising VIRQ_TIMER runs the upcall hook, which kicks the vCPU.
         let due = hv.check_timer(dom);

@@ -325,6 +325,11 @@ impl Vcpu {
             if self.finished() {
                 return;
             }
+            if self.dom.is_paused() {
+                // A paused domain's vCPU does not run (its timer still fires).
+                self.dom.wait_unpaused();
+                continue;
+            }
             if let Err(e) = self.map_hole_pages() {
                 self.crash(e);
                 return;
