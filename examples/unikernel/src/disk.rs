@@ -69,12 +69,16 @@ fn sector_text(b: &[u8]) -> String {
 
 impl Disk {
     /// Connects `device/vbd/<devid>`, prints what it is and exercises it.
+    ///
+    /// Not inlined, and the result is boxed: the connect path's temporaries then
+    /// live in this frame only while it runs, not in the caller's for good.
+    #[inline(never)]
     pub fn connect(
         k: &'static Kernel,
         grants: &'static GrantTable<GRANTS>,
         xs: &mut Xs,
         devid: u32,
-    ) -> Result<Disk, xbd_front::Error> {
+    ) -> Result<Box<Disk>, xbd_front::Error> {
         let label = label(devid);
         let backend = read_string(xs, &format!("device/vbd/{devid}/backend")).unwrap_or_default();
         let written = read_string(xs, &format!("{backend}/dev")).unwrap_or_else(|| "?".into());
@@ -107,7 +111,7 @@ impl Disk {
             let _ = disk.dev.close(xs);
             return Err(e);
         }
-        Ok(disk)
+        Ok(Box::new(disk))
     }
 
     fn exercise(&mut self) -> Result<(), xbd_front::Error> {

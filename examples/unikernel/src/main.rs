@@ -251,11 +251,18 @@ fn unsafe_static(p: *const u8) -> &'static u8 {
 
 type Xs = Xenstore<&'static Kernel>;
 
+/// The xenstore client on the heap. Not inlined: the value passes through this
+/// frame on its way to the heap, and only while this runs.
+#[inline(never)]
+fn new_xenstore(k: &'static Kernel) -> Box<Xs> {
+    Box::new(Xenstore::unattached(k))
+}
+
 /// The devices and the power loop.
 fn run(k: &'static Kernel, cmdline: &str) -> ! {
     // The client and the grant table are built in place (the kit's docs/stack.md):
     // on the heap / in a static, then attached through a reference.
-    let mut xs: Box<Xs> = Box::new(Xenstore::unattached(k));
+    let mut xs: Box<Xs> = new_xenstore(k);
     if let Err(e) = xs.attach_hvm_params() {
         crash(format_args!("xenstore: {e}"));
     }
@@ -286,7 +293,7 @@ fn run(k: &'static Kernel, cmdline: &str) -> ! {
         vifs
     );
 
-    let mut disks: Vec<disk::Disk> = Vec::new();
+    let mut disks: Vec<Box<disk::Disk>> = Vec::new();
     for devid in vbds {
         match disk::Disk::connect(k, grants, &mut xs, devid) {
             Ok(d) => disks.push(d),
@@ -294,7 +301,7 @@ fn run(k: &'static Kernel, cmdline: &str) -> ! {
         }
     }
     let ip = start::cmdline_value(cmdline, "ip");
-    let mut nics: Vec<net::Nic> = Vec::new();
+    let mut nics: Vec<Box<net::Nic>> = Vec::new();
     for idx in vifs {
         match net::Nic::connect(k, grants, &mut xs, idx, ip) {
             Ok(n) => nics.push(n),
@@ -368,7 +375,18 @@ fn run(k: &'static Kernel, cmdline: &str) -> ! {
         }
         if !ready && nics.iter().all(|n| n.ping_done()) {
             ready = true;
+            say!(
+                "stack: {} of {} KiB used so far\n",
+                boot::stack_used().div_ceil(1024),
+                boot::STACK_BYTES / 1024
+            );
             say!("{READY}\n");
+        }
+        if boot::stack_overflowed() {
+            crash(format_args!(
+                "the boot stack overflowed ({} KiB)",
+                boot::STACK_BYTES / 1024
+            ));
         }
         let mut inb = [0u8; 64];
         let n = console::read(&mut inb);
@@ -383,17 +401,24 @@ fn run(k: &'static Kernel, cmdline: &str) -> ! {
 }
 
 /// The port-80 page.
-fn status_page(k: &Kernel, started: u64, disks: &[disk::Disk], nics: &[net::Nic]) -> String {
+fn status_page(
+    k: &Kernel,
+    started: u64,
+    disks: &[Box<disk::Disk>],
+    nics: &[Box<net::Nic>],
+) -> String {
     let disks: String = disks.iter().map(|d| d.summary()).collect();
     let nics: String = nics.iter().map(|n| n.summary()).collect();
     let up = k.now_ns().saturating_sub(started) / 1_000_000;
     let (used, free) = mem::heap_usage();
     format!(
-        "xenkit-unikernel status\nuptime: {}.{:03} s\nupcalls: {}, blocking waits: {}\nheap: {used} bytes used, {free} free\n{disks}{nics}",
+        "xenkit-unikernel status\nuptime: {}.{:03} s\nupcalls: {}, blocking waits: {}\nheap: {used} bytes used, {free} free\nstack: {} of {} bytes used\n{disks}{nics}",
         up / 1000,
         up % 1000,
         k.upcalls.load(core::sync::atomic::Ordering::Relaxed),
         k.blocks.load(core::sync::atomic::Ordering::Relaxed),
+        boot::stack_used(),
+        boot::STACK_BYTES,
     )
 }
 

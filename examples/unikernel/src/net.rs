@@ -161,13 +161,17 @@ fn tcp_socket(rx: usize, tx: usize) -> tcp::Socket<'static> {
 
 impl Nic {
     /// Connects `device/vif/<idx>` and sets up its interface and sockets.
+    ///
+    /// Not inlined, and the result is boxed: the connect path's temporaries then
+    /// live in this frame only while it runs, not in the caller's for good.
+    #[inline(never)]
     pub fn connect(
         k: &'static Kernel,
         grants: &'static GrantTable<GRANTS>,
         xs: &mut Xs,
         idx: u32,
         cmdline_ip: Option<&str>,
-    ) -> Result<Nic, xennet_front::Error> {
+    ) -> Result<Box<Nic>, xennet_front::Error> {
         let cfg = xennet_front::Config {
             rx_buffers: 64,
             tx_buffers: 64,
@@ -232,7 +236,7 @@ impl Nic {
             echo.push(sockets.add(tcp_socket(2048, 2048)));
             http.push((sockets.add(tcp_socket(1024, 4096)), Vec::new()));
         }
-        Ok(Nic {
+        Ok(Box::new(Nic {
             idx,
             dev,
             iface,
@@ -251,7 +255,7 @@ impl Nic {
                 done: false,
             },
             served: (0, 0),
-        })
+        }))
     }
 
     /// Whether the start-up ping finished.
@@ -388,6 +392,15 @@ impl Nic {
                 }
             }
         }
+        if IpAddress::Ipv4(p.target) == self.cidr.address() {
+            p.done = true;
+            say!(
+                "nic {}: the subnet's .1 ({}) is this interface's own address: no ping\n",
+                self.idx,
+                p.target
+            );
+            return;
+        }
         let t = k.now_ns();
         if t < p.wait_until {
             return;
@@ -436,7 +449,7 @@ impl Nic {
     }
 
     /// Closes the device (frontend state Closing, then Closed).
-    pub fn close(mut self, xs: &mut Xs) {
+    pub fn close(mut self: Box<Self>, xs: &mut Xs) {
         match self.dev.close(xs, CLOSE_TIMEOUT) {
             Ok(_) => say!("nic {}: closed\n", self.idx),
             Err(e) => say!("nic {}: close: {e}\n", self.idx),
