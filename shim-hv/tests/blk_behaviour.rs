@@ -502,3 +502,43 @@ fn unbound_device_binds_in_place() {
     assert_eq!(grants, 0);
     be.destroy();
 }
+
+/// Review defect (issue 16): the backend's whole directory removed under a connected
+/// disk (the frontend then reads EACCES: the nearest remaining parent is dom0's) fails
+/// the device with a clear event instead of leaving it Connected.
+#[test]
+fn backend_directory_removed_disconnects_the_device() {
+    let dir = TempDir::new("vanish");
+    let img = image(&dir, "v.img", 1 << 20);
+    let hv = hv();
+    let dom = domain(&hv, "vanish", 32);
+    let be = backend(&hv, &dom, file_cfg(&img));
+    let be_path = be.backend_path().to_string();
+    let (ready_tx, ready_rx) = channel();
+    let (go_tx, go_rx) = channel::<()>();
+    let rx = spawn_guest(&hv, dom, XVDA, Config::default(), move |d, xs, table| {
+        ready_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        let end = Instant::now() + Duration::from_secs(30);
+        let ev = loop {
+            match d.poll_events(xs) {
+                Ok(Some(ev)) => break ev,
+                Ok(None) => {}
+                Err(e) => panic!("poll_events: {e:?}"),
+            }
+            assert!(Instant::now() < end, "no disconnect event");
+            hypercall::Platform::wait(*d.platform());
+        };
+        assert_eq!(ev, DeviceEvent::Disconnected(XenbusState::Unknown));
+        assert_eq!(
+            d.read(0, &mut [&mut [0u8; 512][..]], T),
+            Err(Error::NotConnected)
+        );
+        assert_eq!(table.in_use(), 0);
+    });
+    ready_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    hv.xenstored().client(0).rm(TxId::NONE, &be_path).unwrap();
+    go_tx.send(()).unwrap();
+    rx.recv_timeout(Duration::from_secs(120)).unwrap().unwrap();
+    be.destroy();
+}

@@ -47,9 +47,10 @@ pub enum DeviceEvent {
     /// The backend wrote an unusable `sectors` value (0, absurd, garbage); the old
     /// capacity stays in effect.
     BadCapacity,
-    /// The backend is going away (`Closing`/`Closed`): in-flight requests failed with
-    /// [`Error::NotConnected`], the device is torn down and may [`Device::connect`]
-    /// again (row 15).
+    /// The backend is going away (`Closing`/`Closed`, or `Unknown`: its state node
+    /// vanished or became unreadable, e.g. its whole directory was removed): in-flight
+    /// requests failed with [`Error::NotConnected`], the device is torn down and may
+    /// [`Device::connect`] again (row 15).
     Disconnected(XenbusState),
 }
 

@@ -79,8 +79,8 @@ pub enum Phase {
 /// A change of the backend's state seen by [`FrontendHandshake::poll_backend`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendEvent {
-    /// The backend is going away (`Closing`, `Closed`, or its state node vanished:
-    /// `Unknown`). Fail in-flight requests, end grants, then call
+    /// The backend is going away (`Closing`, `Closed`, or its state node vanished or
+    /// became unreadable, e.g. its whole directory was removed: `Unknown`). Fail in-flight requests, end grants, then call
     /// [`FrontendHandshake::closed`].
     Closing(XenbusState),
     /// Any other change (e.g. `Reconfiguring`).

@@ -5,9 +5,9 @@
 //! messages until the reply with its `req_id` arrives. Watch events read on the way are
 //! queued ([`crate::watch`]); replies with another `req_id` (for example the late reply
 //! to a request that timed out) are discarded and counted (BAD-INPUT row 28). A reply
-//! with the request's `req_id` but another type (not the request's, not `XS_ERROR`)
-//! fails that request with [`Error::BadReply`] (security.md X3). Every wait is bounded
-//! by the client's timeout.
+//! with the request's `req_id` but another type (not the request's, not `XS_ERROR`),
+//! or another `tx_id` (xenstored echoes the request's), fails that request with
+//! [`Error::BadReply`] (security.md X3). Every wait is bounded by the client's timeout.
 
 use core::fmt;
 use core::time::Duration;
@@ -264,7 +264,8 @@ enum Pump {
     /// The awaited reply is complete in `rx`.
     Reply,
     /// A reply with the awaited `req_id` but another type (neither the request's nor
-    /// `XS_ERROR`; security.md X3): it was consumed, the request fails.
+    /// `XS_ERROR`; security.md X3) or another `tx_id`: it was consumed, the request
+    /// fails.
     WrongType,
     /// Nothing more to read now.
     Idle,
@@ -655,7 +656,7 @@ impl<P: Platform> Xenstore<P> {
         self.notify()?;
 
         loop {
-            match self.pump(Some((req_id, ty)))? {
+            match self.pump(Some((req_id, ty, tx.0)))? {
                 Pump::Reply => break,
                 Pump::WrongType => return Err(Error::BadReply { op: ty }),
                 Pump::Busy => {}
@@ -736,7 +737,7 @@ impl<P: Platform> Xenstore<P> {
 
     /// Reads what xenstored has sent: queues watch events, discards strays, and stops at
     /// the awaited reply (left complete in `rx`).
-    fn pump(&mut self, awaiting: Option<(u32, u32)>) -> Result<Pump> {
+    fn pump(&mut self, awaiting: Option<(u32, u32, u32)>) -> Result<Pump> {
         self.check_broken()?;
         let mut consumed = false;
         let mut outcome = Pump::Busy;
@@ -758,9 +759,9 @@ impl<P: Platform> Xenstore<P> {
                 self.rx.reset();
                 continue;
             }
-            if let Some((id, ty)) = awaiting {
+            if let Some((id, ty, tx_id)) = awaiting {
                 if h.req_id == id {
-                    if h.ty == ty || h.ty == msg::ERROR {
+                    if (h.ty == ty || h.ty == msg::ERROR) && h.tx_id == tx_id {
                         outcome = Pump::Reply;
                     } else {
                         self.rx.reset();
@@ -945,12 +946,17 @@ pub trait Store {
     }
 
     /// Reads a XenbusState node; a missing node is [`XenbusState::Unknown`] (as Linux's
-    /// `xenbus_read_driver_state`).
+    /// `xenbus_read_driver_state`), and so is one we may no longer read (`EACCES`):
+    /// xenstored answers that for a node under a removed directory whose nearest
+    /// remaining parent is not ours, so a backend whose whole directory was removed
+    /// reads as gone, not as an error that would leave the device connected.
     fn read_state(&mut self, path: &str) -> Result<XenbusState> {
         let mut buf = [0u8; 24];
         match read_small(self, path, &mut buf) {
             Ok(n) => parse::state_value(path, buf.get(..n).unwrap_or_default()),
-            Err(Error::MissingKey(_)) => Ok(XenbusState::Unknown),
+            Err(Error::MissingKey(_)) | Err(Error::Xenstore(ErrnoName::Eacces)) => {
+                Ok(XenbusState::Unknown)
+            }
             Err(e) => Err(e),
         }
     }

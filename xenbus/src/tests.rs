@@ -744,6 +744,40 @@ fn x3_wrong_type_reply_fails_the_request() {
     }
 }
 
+/// Review defect (issue 16): a reply with the request's `req_id` and type but another
+/// `tx_id` (xenstored echoes the request's) fails that request with `BadReply`, inside
+/// and outside a transaction; the connection stays usable and the real reply is a stray.
+#[test]
+fn reply_with_another_tx_id_fails_the_request() {
+    for wrong_tx in [1u32, 0xdead_beef] {
+        let (mut xs, fake) = setup();
+        fake.server().core.write("a", "right");
+        fake.server().mangle = Some(Box::new(move |h, reply| {
+            if h.ty != msg::READ {
+                return reply;
+            }
+            let mut v = msg_bytes(msg::READ, h.req_id, h.tx_id ^ wrong_tx, b"wrong");
+            v.extend(reply);
+            v
+        }));
+        assert_eq!(
+            xs.read("a", &mut [0u8; 32]),
+            Err(Error::BadReply { op: msg::READ }),
+            "tx xor {wrong_tx:#x}"
+        );
+        assert!(xs.broken().is_none());
+        // Inside a transaction too.
+        let r = xs.transaction(|t| {
+            let mut buf = [0u8; 32];
+            t.read("a", &mut buf).map(|_| ())
+        });
+        assert!(matches!(r, Err(Error::BadReply { op: msg::READ })), "{r:?}");
+        fake.server().mangle = None;
+        xs.write("b", b"next").unwrap();
+        assert_eq!(read_string(&mut xs, "b").unwrap(), "next");
+    }
+}
+
 #[test]
 fn row28_late_reply_after_timeout_is_not_taken_for_the_next() {
     let (mut xs, fake) = setup();
