@@ -67,6 +67,16 @@ fn malformed_mac_refuses_to_connect() {
         (&[b'a'; 100], |e| {
             matches!(e, Error::BadMac(MacError::TooLong(100)))
         }),
+        // Review defect (issue 16): well formed but not unicast.
+        (b"ff:ff:ff:ff:ff:ff", |e| {
+            matches!(e, Error::BadMac(MacError::NotUnicast(_)))
+        }),
+        (b"01:00:5e:00:00:01", |e| {
+            matches!(e, Error::BadMac(MacError::NotUnicast(_)))
+        }),
+        (b"00:00:00:00:00:00", |e| {
+            matches!(e, Error::BadMac(MacError::NotUnicast(_)))
+        }),
     ];
     for (value, ok) in cases {
         let hv = hv();
@@ -492,4 +502,34 @@ fn bad_rx_grefs_fail_those_frames_only() {
     wait_until("rx errors", 30, || bh.stats().rx_errors >= 10);
     assert!(bh.connected());
     drop(hold_tx);
+}
+
+/// Review defect (issue 16): a second vif with a MAC already on the bridge is refused,
+/// naming both vifs; another bridge takes it, and the MAC is free again once the first
+/// vif is destroyed.
+#[test]
+fn duplicate_mac_on_one_bridge_is_refused_naming_both() {
+    let hv = hv();
+    let br = Bridge::new("xenbr0");
+    let (_a, be_a) = guest_with_vif(&hv, &br, "a", 1, NetConfig::default());
+    let b = domain(&hv, "b", 48);
+    let cfg = NetConfig {
+        mac: Some(be_a.mac()),
+        ..NetConfig::default()
+    };
+    let e = NetBackend::start(&hv, b.id(), br.clone(), cfg.clone()).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&be_a.vif_name())
+            && msg.contains(&format!("vif{}.0", b.id().0))
+            && msg.contains(&be_a.mac().to_string())
+            && msg.contains("xenbr0"),
+        "{msg}"
+    );
+    let other = Bridge::new("xenbr1");
+    let be_other = NetBackend::start(&hv, b.id(), other, cfg.clone()).unwrap();
+    be_other.destroy();
+    be_a.destroy();
+    let be_b = NetBackend::start(&hv, b.id(), br, cfg).unwrap();
+    be_b.destroy();
 }

@@ -143,6 +143,29 @@ fn two_guests_on_one_bridge_ping_each_other() {
     }
 }
 
+/// Review defect (issue 16): a second guest asking for a MAC already on its bridge is
+/// refused with one line naming the file, both vifs and the MAC; the first keeps it.
+#[test]
+fn a_mac_already_on_the_bridge_refuses_the_second_guest() {
+    let tmp = TempDir::new("dev-dupmac");
+    let d = daemon(&tmp);
+    let vif = "vif = [ 'mac=00:16:3e:00:02:02,bridge=xenbr8' ]\n";
+    let a = create(&d, "da", vif);
+    let cfg = DomainConfig::parse_str("t.cfg", &builtin_cfg("db", vif)).unwrap();
+    let e = d.create(cfg).unwrap_err().to_string();
+    assert!(
+        e.contains("t.cfg")
+            && e.contains(&format!("vif{}.0", a.0))
+            && e.contains("00:16:3e:00:02:02")
+            && e.contains("xenbr8")
+            && !e.contains('\n'),
+        "{e}"
+    );
+    wait_vif_connected(&d, "da", 0);
+    d.shutdown("da", PowerRequest::Poweroff).unwrap();
+    assert!(d.wait_gone(a, LONG));
+}
+
 #[test]
 fn guests_on_different_bridges_do_not_reach_each_other() {
     let tmp = TempDir::new("dev-bridges");

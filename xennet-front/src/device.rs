@@ -227,13 +227,18 @@ pub fn read_backend_features<S: Store>(
     })
 }
 
-/// Reads and parses `<node>/mac` (row 22: anything malformed refuses the device).
+/// Reads and parses `<node>/mac` (row 22: anything malformed refuses the device, and
+/// so does a broadcast, multicast or all-zero address: the device needs a unicast one).
 #[inline(never)]
 pub fn read_mac<S: Store>(xs: &mut S, node: &str) -> Result<Mac, Error> {
     let mut buf = [0u8; 32];
     let path = Path::join(node, "mac")?;
     match xs.read(&path, &mut buf) {
-        Ok(n) => Mac::parse(buf.get(..n).unwrap_or_default()).map_err(Error::BadMac),
+        Ok(n) => match Mac::parse(buf.get(..n).unwrap_or_default()) {
+            Ok(m) if m.is_unicast() => Ok(m),
+            Ok(m) => Err(Error::BadMac(MacError::NotUnicast(m))),
+            Err(e) => Err(Error::BadMac(e)),
+        },
         Err(xenbus::Error::Xenstore(xenbus::ErrnoName::Enoent))
         | Err(xenbus::Error::MissingKey(_)) => Err(Error::MissingMac),
         Err(xenbus::Error::BufferTooSmall { needed }) => {

@@ -156,6 +156,10 @@ pub struct Negotiated {
     pub tx_gso_v6: bool,
     /// The IP MTU (from `<backend>/mtu`, else [`DEFAULT_MTU`]).
     pub mtu: u32,
+    /// The backend's `mtu` when it was out of range (below 68 or above 65521) and
+    /// [`DEFAULT_MTU`] was used instead; `None` when it was used or absent. Log it:
+    /// the backend's setting is not in effect.
+    pub ignored_mtu: Option<u32>,
     /// Largest frame (Ethernet header included) we send.
     pub max_tx_frame: usize,
     /// Rx buffers per queue.
@@ -177,9 +181,10 @@ pub const fn negotiate(cfg: &Config, be: &BackendFeatures) -> Negotiated {
         Some(n) => n as usize,
     };
     let queues = if wanted < offered { wanted } else { offered };
-    let mtu = match be.mtu {
-        Some(m) if m >= 68 && m <= (MAX_FRAME - ETH_HLEN) as u32 => m,
-        _ => DEFAULT_MTU,
+    let (mtu, ignored_mtu) = match be.mtu {
+        Some(m) if m >= 68 && m <= (MAX_FRAME - ETH_HLEN) as u32 => (m, None),
+        Some(m) => (DEFAULT_MTU, Some(m)),
+        None => (DEFAULT_MTU, None),
     };
     let tx_sg = cfg.sg && be.sg;
     let max_tx_frame = if tx_sg {
@@ -200,6 +205,7 @@ pub const fn negotiate(cfg: &Config, be: &BackendFeatures) -> Negotiated {
         tx_gso_v4: tx_sg && cfg.gso_tcpv4 && be.gso_tcpv4,
         tx_gso_v6: tx_sg && cfg.gso_tcpv6 && be.gso_tcpv6,
         mtu,
+        ignored_mtu,
         max_tx_frame,
         rx_buffers: clamp(cfg.rx_buffers, 1, RING_SIZE),
         tx_buffers: clamp(cfg.tx_buffers, 1, RING_SIZE),
@@ -329,7 +335,11 @@ mod tests {
             (None, 1500),
         ] {
             let be = BackendFeatures { mtu: m, ..all_on() };
-            assert_eq!(negotiate(&Config::default(), &be).mtu, want);
+            let n = negotiate(&Config::default(), &be);
+            assert_eq!(n.mtu, want);
+            // Review defect (issue 16): an ignored value is reported, not dropped.
+            let ignored = m.filter(|&m| m != want);
+            assert_eq!(n.ignored_mtu, ignored, "{m:?}");
         }
     }
 

@@ -16,6 +16,9 @@ pub enum MacError {
     BadGroup(usize),
     /// The value is longer than any MAC (`len` bytes).
     TooLong(usize),
+    /// Well formed, but not a unicast station address: the group bit is set
+    /// (broadcast or multicast) or it is all zeros. A device must have one of its own.
+    NotUnicast(Mac),
 }
 
 impl fmt::Display for MacError {
@@ -24,6 +27,7 @@ impl fmt::Display for MacError {
             MacError::WrongGroupCount(n) => write!(f, "MAC has {n} groups, expected 6"),
             MacError::BadGroup(i) => write!(f, "MAC group {i} is not two hex digits"),
             MacError::TooLong(n) => write!(f, "MAC value of {n} bytes is too long"),
+            MacError::NotUnicast(m) => write!(f, "MAC {m} is not a unicast address"),
         }
     }
 }
@@ -63,6 +67,12 @@ impl Mac {
             return Err(MacError::WrongGroupCount(groups));
         }
         Ok(Mac(out))
+    }
+
+    /// Whether this can be a device's own address: not multicast/broadcast (group bit
+    /// clear) and not all zeros (Linux's `is_valid_ether_addr`).
+    pub fn is_unicast(&self) -> bool {
+        !self.is_multicast() && self.0 != [0; 6]
     }
 
     /// Whether the group bit (multicast/broadcast) is set.
@@ -115,6 +125,11 @@ mod tests {
         assert!(m.is_local() && !m.is_multicast());
         assert_eq!(m.backend_peer(), Mac([0xaa, 0, 0, 0x51, 2, 0xf0]));
         assert!(Mac::BROADCAST.is_broadcast() && Mac::BROADCAST.is_multicast());
+        assert!(m.is_unicast());
+        assert!(!Mac::BROADCAST.is_unicast());
+        assert!(!Mac([0x33, 0x33, 0, 0, 0, 1]).is_unicast());
+        assert!(!Mac([0; 6]).is_unicast());
+        assert!(Mac([0x02, 0, 0, 0, 0, 0]).is_unicast());
     }
 
     /// Row 22 / security.md N9: malformed `mac` values.

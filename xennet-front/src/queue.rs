@@ -34,6 +34,10 @@ const NO_PAGE: u16 = u16::MAX;
 pub(crate) const MAX_TX_DATA_SLOTS: usize = MAX_FRAME.div_ceil(PAGE_SIZE);
 /// Most data slots of one rx frame we accept (`XEN_NETIF_NR_SLOTS_MIN` + 1).
 pub(crate) const MAX_RX_FRAGS: usize = netif::NR_SLOTS_MIN + 1;
+/// A frame may use the extra slot of [`MAX_RX_FRAGS`] only when its first slot holds
+/// at most this many bytes (Linux netfront's `RX_COPY_THRESHOLD` rule: the backend
+/// spends one more slot only on a frame whose head was copied small).
+pub(crate) const RX_COPY_THRESHOLD: i16 = 256;
 /// Most extra-info slots of one rx frame (one per known type).
 const MAX_RX_EXTRAS: usize = EXTRA_TYPE_MAX as usize - 1;
 
@@ -576,6 +580,9 @@ struct RxEntry {
 struct Chain {
     frags: [Frag; MAX_RX_FRAGS],
     n: usize,
+    /// Data slots this frame may use: `NR_SLOTS_MIN`, plus one if the first slot
+    /// holds at most [`RX_COPY_THRESHOLD`] bytes.
+    max_frags: usize,
     total: usize,
     flags: u16,
     gso: Option<(u16, u8)>,
@@ -593,6 +600,7 @@ impl Chain {
                 len: 0,
             }; MAX_RX_FRAGS],
             n: 0,
+            max_frags: MAX_RX_FRAGS,
             total: 0,
             flags: 0,
             gso: None,
@@ -730,7 +738,7 @@ impl RxQueue {
                 offset: rsp.offset,
                 len: rsp.status as u16,
             })
-        } else if self.chain.n >= MAX_RX_FRAGS {
+        } else if self.chain.n >= self.chain.max_frags {
             Some(RxFault::TooManySlots)
         } else if self.chain.total + rsp.status as usize > MAX_FRAME {
             Some(RxFault::TooLong)
@@ -823,6 +831,8 @@ impl RxQueue {
             let done = match self.chain.expect {
                 Expect::First => {
                     self.chain.n = 0;
+                    self.chain.max_frags = netif::NR_SLOTS_MIN
+                        + usize::from((0..=RX_COPY_THRESHOLD).contains(&rsp.status));
                     self.chain.total = 0;
                     self.chain.gso = None;
                     self.chain.extras = 0;

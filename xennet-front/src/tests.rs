@@ -901,6 +901,50 @@ fn endless_or_oversize_rx_chains_are_dropped() {
     assert_eq!(recv_one(&mut dev, &mut buf).unwrap().len, 90);
 }
 
+/// Review defect (issue 16): a frame may use `NR_SLOTS_MIN + 1` rx slots only when its
+/// first slot holds at most 256 bytes (Linux netfront's rule); with a bigger first slot
+/// the 19th slot drops the frame.
+#[test]
+fn extra_rx_slot_only_after_a_small_first_slot() {
+    let slots = netif::NR_SLOTS_MIN + 1;
+    for (first, accepted) in [(256i16, true), (200, true), (257, false), (4096, false)] {
+        let env = Env::new();
+        let cfg = Config {
+            rx_error_limit: 1000,
+            ..Config::default()
+        };
+        let mut dev = device(&env, cfg, all_features());
+        let mut be = FakeBackend::attach(&env, &dev, 0, 0);
+        let mut buf = vec![0u8; MAX_FRAME];
+        be.rx_raw(rx_rsp(0, 0, netif::NETRXF_MORE_DATA, first));
+        for k in 1..slots {
+            let flags = if k + 1 < slots {
+                netif::NETRXF_MORE_DATA
+            } else {
+                0
+            };
+            be.rx_raw(rx_rsp(0, 0, flags, 100));
+        }
+        be.publish_rx();
+        let got = recv_one(&mut dev, &mut buf);
+        let want_len = first as usize + 100 * (slots - 1);
+        if accepted {
+            assert_eq!(got.map(|m| m.len), Some(want_len), "first {first}");
+            assert_eq!(dev.stats().rx_errors, 0, "first {first}");
+        } else {
+            assert_eq!(got, None, "first {first}");
+            assert_eq!(
+                dev.stats().last_rx_fault,
+                Some(RxFault::TooManySlots),
+                "first {first}"
+            );
+        }
+        // In sync afterwards.
+        assert!(be.deliver(&pattern(90, 4), 0, None));
+        assert_eq!(recv_one(&mut dev, &mut buf).unwrap().len, 90);
+    }
+}
+
 /// Row 19: a more_data chain cut off by `rsp_prod` is kept until it completes.
 #[test]
 fn rx_chain_split_across_publications_completes() {

@@ -202,6 +202,30 @@ struct State {
     ports: BTreeMap<PortId, Arc<dyn BridgePort>>,
     next: u64,
     fdb: HashMap<[u8; 6], Learned>,
+    /// MACs claimed by devices on this bridge, with the claimant's name.
+    claimed: HashMap<[u8; 6], String>,
+}
+
+/// A MAC address reserved on a bridge by one device ([`Bridge::claim_mac`]); the
+/// reservation ends when this is dropped.
+pub struct MacClaim {
+    bridge: Arc<Bridge>,
+    mac: [u8; 6],
+}
+
+impl fmt::Debug for MacClaim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MacClaim")
+            .field("bridge", &self.bridge.name)
+            .field("mac", &self.mac)
+            .finish()
+    }
+}
+
+impl Drop for MacClaim {
+    fn drop(&mut self) {
+        self.bridge.lock().claimed.remove(&self.mac);
+    }
 }
 
 /// Bridge counters.
@@ -265,6 +289,21 @@ impl Bridge {
         let id = PortId(s.next);
         s.ports.insert(id, port);
         id
+    }
+
+    /// Reserves `mac` for the device named `owner` (`vif1.0`). Two devices with one
+    /// MAC on one bridge would steal each other's frames, so a second claim fails with
+    /// the name of the device that holds it.
+    pub fn claim_mac(self: &Arc<Self>, mac: [u8; 6], owner: &str) -> Result<MacClaim, String> {
+        let mut s = self.lock();
+        if let Some(other) = s.claimed.get(&mac) {
+            return Err(other.clone());
+        }
+        s.claimed.insert(mac, owner.to_string());
+        Ok(MacClaim {
+            bridge: self.clone(),
+            mac,
+        })
     }
 
     /// Detaches a port and forgets the MACs learned behind it.

@@ -100,7 +100,7 @@ use hypercall::ring::{BackRing, RingError};
 use hypercall::{DomId, GrantRef, Port, PAGE_SIZE};
 use xennet_front::{csum, Mac};
 
-use super::bridge::{Bridge, BridgePort, Frame, Gso, PortId};
+use super::bridge::{Bridge, BridgePort, Frame, Gso, MacClaim, PortId};
 use super::xenbus::{self as xb, BoundPort, DeviceSpec, MappedRing, XenbusBackend};
 use crate::xen::{Dom0Handler, EventSignal, GrantPeer, Hypervisor};
 
@@ -216,6 +216,17 @@ pub enum Error {
     Unsupported(String),
     /// The control thread could not start.
     Thread(std::io::Error),
+    /// Another device on the same bridge already has this MAC.
+    DuplicateMac {
+        /// The MAC.
+        mac: Mac,
+        /// The vif that was refused.
+        vif: String,
+        /// The device that has it.
+        other: String,
+        /// The bridge.
+        bridge: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -224,6 +235,15 @@ impl fmt::Display for Error {
             Error::Xenbus(e) => write!(f, "{e}"),
             Error::Unsupported(s) => write!(f, "frontend: {s}"),
             Error::Thread(e) => write!(f, "control thread: {e}"),
+            Error::DuplicateMac {
+                mac,
+                vif,
+                other,
+                bridge,
+            } => write!(
+                f,
+                "{vif}: MAC {mac} is already used by {other} on bridge {bridge}"
+            ),
         }
     }
 }
@@ -408,6 +428,8 @@ pub struct NetBackend {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     backend_path: String,
+    /// Held for the backend's life (released after the control thread stopped).
+    _mac_claim: MacClaim,
 }
 
 impl fmt::Debug for NetBackend {
@@ -430,7 +452,27 @@ impl NetBackend {
         bridge: Arc<Bridge>,
         cfg: NetConfig,
     ) -> Result<NetBackend, Error> {
-        let mac = cfg.mac.unwrap_or_else(random_mac);
+        let vif = format!("vif{}.{}", frontend.0, cfg.devid);
+        let (mac, mac_claim) = match cfg.mac {
+            Some(mac) => match bridge.claim_mac(mac.0, &vif) {
+                Ok(c) => (mac, c),
+                Err(other) => {
+                    return Err(Error::DuplicateMac {
+                        mac,
+                        vif,
+                        other,
+                        bridge: bridge.name().to_string(),
+                    })
+                }
+            },
+            None => loop {
+                // A random address taken already (a 2^-46 chance): draw again.
+                let mac = random_mac();
+                if let Ok(c) = bridge.claim_mac(mac.0, &vif) {
+                    break (mac, c);
+                }
+            },
+        };
         let o = &cfg.offer;
         let b = |v: bool| if v { "1" } else { "0" };
         let mut spec = DeviceSpec::new("vif", frontend, cfg.devid)
@@ -488,6 +530,7 @@ impl NetBackend {
             stop,
             thread: Some(thread),
             backend_path,
+            _mac_claim: mac_claim,
         })
     }
 

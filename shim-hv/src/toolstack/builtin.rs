@@ -293,6 +293,12 @@ impl<'g> Nic<'g> {
                 feats.join(" ")
             }
         ));
+        if let Some(m) = n.ignored_mtu {
+            out.say(&format!(
+                "nic {idx}: backend mtu {m} out of range (68..=65521), using {}\n",
+                n.mtu
+            ));
+        }
         let frame = (dev.mtu() as usize + 14).min(dev.max_frame());
         let (mut rxb, mut txb) = (vec![0u8; frame], vec![0u8; frame]);
         let mut icfg = IfConfig::new(HardwareAddress::Ethernet(EthernetAddress(mac.0)));
