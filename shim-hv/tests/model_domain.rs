@@ -274,3 +274,43 @@ fn console_handler_is_replaceable() {
     hv.dom0_send(d.console().dom0_port).unwrap();
     assert!(g.pending(d.console().port));
 }
+
+/// Review defects (issue 16, xenstored vs Xen 4.17): `@releaseDomain` fires when a
+/// domain shuts down or crashes (once), not only when it is destroyed; dom0 has
+/// `/local/domain/0/name` and `domid`; SET_PERMS asks the model which domains exist.
+#[test]
+fn release_domain_fires_at_shutdown_and_dom0_has_its_nodes() {
+    let hv = hv();
+    let dom0 = hv.xenstored().client(0);
+    assert_eq!(
+        dom0.read(TxId::NONE, "/local/domain/0/name").unwrap(),
+        b"Domain-0"
+    );
+    assert_eq!(
+        dom0.read(TxId::NONE, "/local/domain/0/domid").unwrap(),
+        b"0"
+    );
+    dom0.watch("@releaseDomain", "rel").unwrap();
+    let ev = |c: &shim_hv::xenstored::LocalClient| c.wait_event(Duration::from_millis(200));
+    assert!(ev(&dom0).is_some(), "initial event");
+    let a = domain(&hv, "a");
+    let b = domain(&hv, "b");
+    assert!(hv.shutdown_domain(&a, ShutdownReason::Poweroff));
+    assert_eq!(ev(&dom0).map(|e| e.path), Some("@releaseDomain".into()));
+    assert!(!hv.shutdown_domain(&a, ShutdownReason::Reboot));
+    assert!(ev(&dom0).is_none(), "once per shutdown");
+    assert!(hv.crash_domain(&b, "test"));
+    assert_eq!(ev(&dom0).map(|e| e.path), Some("@releaseDomain".into()));
+    hv.destroy_domain(a.id()).unwrap();
+    assert_eq!(ev(&dom0).map(|e| e.path), Some("@releaseDomain".into()));
+    // Existing domains may own nodes; destroyed or never created ones may not.
+    dom0.write(TxId::NONE, "/perm", b"").unwrap();
+    dom0.set_perms(TxId::NONE, "/perm", &[Perm::new(b.id().0, Access::Read)])
+        .unwrap();
+    for gone in [a.id().0, 77] {
+        let e = dom0
+            .set_perms(TxId::NONE, "/perm", &[Perm::new(gone, Access::Read)])
+            .unwrap_err();
+        assert_eq!(e.errno(), Some(shim_hv::xenstored::Errno::ENOENT), "{gone}");
+    }
+}

@@ -691,9 +691,10 @@ fn malformed_requests_get_errors() {
     is_err(raw(&c, msg::SET_PERMS, 0, &strs(&["/x"])), "EINVAL");
     is_err(raw(&c, msg::SET_PERMS, 0, &strs(&["/x", "q0"])), "EINVAL");
     is_err(raw(&c, msg::SET_PERMS, 0, &strs(&["/x", "r"])), "EINVAL");
+    // An owner out of range names no domain: ENOENT, as 4.17 (was EINVAL).
     is_err(
         raw(&c, msg::SET_PERMS, 0, &strs(&["/x", "r99999"])),
-        "EINVAL",
+        "ENOENT",
     );
     is_err(raw(&c, msg::SET_PERMS, 0, b"/x\0r0"), "EINVAL");
     is_err(raw(&c, msg::WATCH, 0, &strs(&["/x"])), "EINVAL");
@@ -723,7 +724,10 @@ fn malformed_requests_get_errors() {
     ] {
         is_err(raw(&c, ty, 0, b"/x\0"), "ENOSYS");
     }
-    is_err(raw(&c, msg::CONTROL, 0, &strs(&["check"])), "ENOSYS");
+    is_err(
+        raw(&c, msg::CONTROL, 0, &strs(&["live-update", "-s"])),
+        "ENOSYS",
+    );
     // Headers are echoed.
     let m = c.request(msg::READ, T0, &strs(&["/x"]));
     assert_eq!(m.hdr.ty, msg::READ);
@@ -808,10 +812,153 @@ fn local_event_queue_is_bounded() {
         w.write(T0, &format!("/flood/{i}"), b"").unwrap();
     }
     assert_eq!(events(&c).len(), 8);
+    // Review defect (issue 16): the loss is told, not silent.
+    assert_eq!(c.events_lost(), 100 - 8 + 1, "the initial event counts too");
     w.write(T0, "/flood/after", b"").unwrap();
     assert_eq!(
         events(&c),
         [ev("/flood/after", "t")],
         "still delivers afterwards"
     );
+}
+
+fn logged(xs: &Xenstored) -> Arc<Mutex<Vec<String>>> {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l = log.clone();
+    xs.set_log(Arc::new(move |m: &str| {
+        l.lock().unwrap().push(m.to_string())
+    }));
+    log
+}
+
+/// Review defect (issue 16, xenstored vs 4.17): SET_PERMS whose owner names no domain
+/// fails with ENOENT; other entries naming no domain, or out of range, are ignored
+/// (were refused with EINVAL).
+#[test]
+fn set_perms_naming_missing_or_out_of_range_domains() {
+    let xs = Xenstored::new(Quotas::default());
+    xs.set_domain_exists(Arc::new(|d| d == 1 || d == 2));
+    let c = xs.client(0);
+    c.write(T0, "/p", b"").unwrap();
+    is_err(raw(&c, msg::SET_PERMS, 0, &strs(&["/p", "b5"])), "ENOENT");
+    is_err(
+        raw(&c, msg::SET_PERMS, 0, &strs(&["/p", "n70000"])),
+        "ENOENT",
+    );
+    is_err(
+        raw(&c, msg::SET_PERMS, 0, &strs(&["/p", "n32752"])),
+        "ENOENT",
+    );
+    is_err(
+        raw(&c, msg::SET_PERMS, 0, &strs(&["@releaseDomain", "r9"])),
+        "ENOENT",
+    );
+    assert_eq!(
+        raw(
+            &c,
+            msg::SET_PERMS,
+            0,
+            &strs(&["/p", "n1", "r5", "r2", "b70000", "w99999999999999"])
+        )
+        .0,
+        msg::SET_PERMS
+    );
+    assert_eq!(
+        c.get_perms(T0, "/p").unwrap(),
+        [Perm::new(1, Access::None), Perm::new(2, Access::Read)]
+    );
+    // Malformed entries are still refused.
+    is_err(
+        raw(&c, msg::SET_PERMS, 0, &strs(&["/p", "n1", "x2"])),
+        "EINVAL",
+    );
+    is_err(
+        raw(&c, msg::SET_PERMS, 0, &strs(&["/p", "n1", "r-2"])),
+        "EINVAL",
+    );
+    // Without a hypervisor every id in range exists.
+    let xs = Xenstored::new(Quotas::default());
+    let c = xs.client(0);
+    c.write(T0, "/p", b"").unwrap();
+    c.set_perms(T0, "/p", &[Perm::new(5, Access::Read)])
+        .unwrap();
+    is_err(
+        raw(&c, msg::SET_PERMS, 0, &strs(&["/p", "n65535"])),
+        "ENOENT",
+    );
+}
+
+/// Review defect (issue 16): XS_CONTROL implements the subset xenstore-control uses.
+#[test]
+fn control_subset() {
+    let xs = Xenstored::new(Quotas::default());
+    let log = logged(&xs);
+    let c = xs.client(0);
+    let (ty, help) = raw(&c, msg::CONTROL, 0, &strs(&["help"]));
+    assert_eq!(ty, msg::CONTROL);
+    let help = String::from_utf8(help).unwrap();
+    for cmd in ["check", "print", "quota", "memreport", "log"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+    assert_eq!(
+        raw(&c, msg::CONTROL, 0, &strs(&["check"])),
+        (msg::CONTROL, b"OK\0".to_vec())
+    );
+    assert_eq!(
+        raw(&c, msg::CONTROL, 0, &strs(&["print", "hello", "there"])).0,
+        msg::CONTROL
+    );
+    assert!(log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("hello there")));
+    assert_eq!(
+        raw(&c, msg::CONTROL, 0, &strs(&["log", "on"])).0,
+        msg::CONTROL
+    );
+    let (ty, q) = raw(&c, msg::CONTROL, 0, &strs(&["quota"]));
+    assert_eq!(ty, msg::CONTROL);
+    let q = String::from_utf8(q).unwrap();
+    assert!(
+        q.contains("nodes") && q.contains("1000") && q.contains("watches"),
+        "{q}"
+    );
+    let g = Guest::introduce(&xs, 3);
+    let (ty, q) = raw(&c, msg::CONTROL, 0, &strs(&["quota", "3"]));
+    assert_eq!(ty, msg::CONTROL, "{}", String::from_utf8_lossy(&q));
+    assert!(String::from_utf8(q).unwrap().contains("watches"));
+    is_err(raw(&c, msg::CONTROL, 0, &strs(&["quota", "4"])), "ENOENT");
+    is_err(raw(&c, msg::CONTROL, 0, &strs(&["quota", "x"])), "EINVAL");
+    let (ty, m) = raw(&c, msg::CONTROL, 0, &strs(&["memreport"]));
+    assert_eq!(ty, msg::CONTROL);
+    assert!(String::from_utf8(m).unwrap().contains("nodes"));
+    is_err(
+        raw(&c, msg::CONTROL, 0, &strs(&["no-such-command"])),
+        "ENOSYS",
+    );
+    is_err(raw(&c, msg::CONTROL, 0, b""), "EINVAL");
+    // Privileged only.
+    let d3 = xs.client(3);
+    is_err(raw(&d3, msg::CONTROL, 0, &strs(&["check"])), "EACCES");
+    drop(g);
+}
+
+/// Review defect (issue 16): @releaseDomain fires when a domain shuts down (once),
+/// and again when it is released.
+#[test]
+fn release_domain_fires_on_shutdown() {
+    let xs = Xenstored::new(Quotas::default());
+    let dom0 = xs.client(0);
+    dom0.watch("@releaseDomain", "rel").unwrap();
+    assert_eq!(events(&dom0), [ev("@releaseDomain", "rel")]);
+    let g = Guest::introduce(&xs, 7);
+    xs.domain_shutdown(7);
+    assert_eq!(events(&dom0), [ev("@releaseDomain", "rel")]);
+    xs.domain_shutdown(7);
+    assert!(events(&dom0).is_empty(), "once per shutdown");
+    xs.domain_shutdown(9);
+    assert!(events(&dom0).is_empty(), "never introduced");
+    drop(g);
+    assert_eq!(events(&dom0), [ev("@releaseDomain", "rel")]);
 }

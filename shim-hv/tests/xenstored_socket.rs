@@ -4,13 +4,14 @@
 mod xenstored_common;
 
 use hypercall::abi::xs_wire::{msg, MsgHeader};
-use shim_hv::xenstored::{Access, Perm, Quotas, SocketServer, TxId, Xenstored};
+use shim_hv::xenstored::{Access, Perm, Quotas, SocketOptions, SocketServer, TxId, Xenstored};
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Instant;
 use xenstored_common::{header_bytes, message, parse_header, split_event, strs, unique, DEADLINE};
 
@@ -283,7 +284,13 @@ fn disconnect_ends_watches_and_transactions() {
 
 #[test]
 fn client_count_is_bounded() {
-    let (xs, srv) = serve("max");
+    let xs = Xenstored::new(Quotas::default());
+    // All clients come from this one process: lift the per-process bound.
+    let opts = SocketOptions {
+        max_per_process: usize::MAX,
+        ..SocketOptions::default()
+    };
+    let srv = xs.serve_unix_with(&sock_path("max"), opts).unwrap();
     let p = srv.path().to_path_buf();
     let mut clients: Vec<Client> = (0..shim_hv::xenstored::SOCKET_MAX_CLIENTS)
         .map(|_| Client::connect(&p))
@@ -307,6 +314,143 @@ fn client_count_is_bounded() {
     drop(clients);
     drop(srv);
     drop(xs);
+}
+
+fn logged(xs: &Xenstored) -> Arc<Mutex<Vec<String>>> {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let l = log.clone();
+    xs.set_log(Arc::new(move |m: &str| {
+        l.lock().unwrap().push(m.to_string())
+    }));
+    log
+}
+
+fn works(c: &mut Client) -> bool {
+    c.call(msg::GET_DOMAIN_PATH, 0, &strs(&["1"])).0 == msg::GET_DOMAIN_PATH
+}
+
+/// Review defect (issue 16): the xenstore socket checks peer credentials as the
+/// control socket does (it relied on file modes alone); the refusal is logged.
+#[test]
+fn clients_of_other_uids_are_refused_and_logged() {
+    let xs = Xenstored::new(Quotas::default());
+    let log = logged(&xs);
+    let me = nix::unistd::geteuid().as_raw();
+    let opts = SocketOptions {
+        allowed_uids: vec![me.wrapping_add(4242)],
+        ..SocketOptions::default()
+    };
+    let srv = xs.serve_unix_with(&sock_path("cred"), opts).unwrap();
+    let mut c = Client::connect(srv.path());
+    assert!(c.closed());
+    wait_until(|| !log.lock().unwrap().is_empty());
+    let l = log.lock().unwrap().join("\n");
+    assert!(
+        l.contains(&format!("uid {me}")) && l.contains("refused"),
+        "{l}"
+    );
+    // The default serves our own uid.
+    let (_xs2, srv2) = serve("cred-ok");
+    assert!(works(&mut Client::connect(srv2.path())));
+}
+
+/// Review defect (issue 16): one process cannot take every connection: past its share
+/// it is refused (logged), while another process still gets in.
+#[test]
+fn one_process_cannot_take_every_connection() {
+    let xs = Xenstored::new(Quotas::default());
+    let log = logged(&xs);
+    let opts = SocketOptions {
+        max_per_process: 3,
+        max_clients: 8,
+        ..SocketOptions::default()
+    };
+    let srv = xs.serve_unix_with(&sock_path("fair"), opts).unwrap();
+    let mut mine: Vec<Client> = (0..3).map(|_| Client::connect(srv.path())).collect();
+    for c in &mut mine {
+        assert!(works(c));
+    }
+    let mut extra = Client::connect(srv.path());
+    assert!(extra.closed(), "over this process's share");
+    wait_until(|| {
+        log.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("per process"))
+    });
+    let l = log.lock().unwrap().join("\n");
+    assert!(l.contains(&format!("pid {}", std::process::id())), "{l}");
+    if let Some(t) = tool("xenstore-read") {
+        let dom0 = xs.client(0);
+        dom0.write(TxId::NONE, "/fair", b"yes").unwrap();
+        let out = Command::new(t)
+            .arg("/fair")
+            .env("XENSTORED_PATH", srv.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "another process still gets in");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "yes");
+    }
+}
+
+/// Review defect (issue 16): with the table full, a client idle long enough and
+/// holding nothing (no watch, no transaction) is closed to make room; a busy or
+/// watching client is not, and then the newcomer is refused with a log line.
+#[test]
+fn a_full_table_makes_room_by_closing_an_idle_client() {
+    let xs = Xenstored::new(Quotas::default());
+    let log = logged(&xs);
+    let opts = SocketOptions {
+        max_per_process: 8,
+        max_clients: 2,
+        idle: std::time::Duration::from_millis(100),
+        ..SocketOptions::default()
+    };
+    let srv = xs.serve_unix_with(&sock_path("idle"), opts).unwrap();
+    let mut idle = Client::connect(srv.path());
+    assert!(works(&mut idle));
+    let mut watcher = Client::connect(srv.path());
+    assert_eq!(
+        watcher.call(msg::WATCH, 0, &strs(&["/w", "t"])).0,
+        msg::WATCH
+    );
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut newcomer = Client::connect(srv.path());
+    assert!(works(&mut newcomer), "room was made");
+    assert!(idle.closed(), "the idle client was closed");
+    assert!(works(&mut watcher), "the watching client was kept");
+    let mut late = Client::connect(srv.path());
+    assert!(late.closed(), "nobody idle: refused");
+    wait_until(|| log.lock().unwrap().iter().any(|l| l.contains("none idle")));
+    assert!(log
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("closed idle")));
+}
+
+/// Review defect (issue 16): dom0's watch events are never dropped silently: a socket
+/// client that leaves tens of thousands unread is disconnected, and that is logged.
+#[test]
+fn dom0_client_not_reading_events_is_disconnected_not_starved() {
+    let xs = Xenstored::new(Quotas::default());
+    let log = logged(&xs);
+    let srv = xs.serve_unix(&sock_path("evq")).unwrap();
+    let mut c = Client::connect(srv.path());
+    assert_eq!(c.call(msg::WATCH, 0, &strs(&["/flood", "t"])).0, msg::WATCH);
+    let w = xs.client(0);
+    let base = xs.connection_count();
+    let mut i = 0u32;
+    // Below the dom0 bound nothing is lost; past it the connection ends.
+    while xs.connection_count() == base {
+        w.write(TxId::NONE, &format!("/flood/{}/{}", i / 256, i % 256), b"")
+            .unwrap();
+        i += 1;
+        assert!(i < 100_000, "never disconnected");
+    }
+    assert!(i > 4000, "disconnected after only {i} events");
+    assert!(c.closed());
+    assert!(log.lock().unwrap().iter().any(|l| l.contains("unread")));
 }
 
 // ---- Debian's xenstore-utils (libxenstore 4.17) against the socket ----

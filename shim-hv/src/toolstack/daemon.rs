@@ -830,6 +830,12 @@ impl Daemon {
         let sock_ino = fs::metadata(&sock).map(|m| m.ino()).ok();
         let xs_path = rt.xenstored_socket();
         let _ = fs::remove_file(&xs_path);
+        let me = Arc::downgrade(self);
+        self.hv.xenstored().set_log(Arc::new(move |m: &str| {
+            if let Some(d) = me.upgrade() {
+                d.log(&format!("xenstored: {m}"));
+            }
+        }));
         let xs_server: Option<SocketServer> = match self.hv.xenstored().serve_unix(&xs_path) {
             Ok(s) => {
                 *lock(&self.xenstored_socket) = Some(xs_path.clone());

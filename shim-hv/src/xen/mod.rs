@@ -173,7 +173,18 @@ impl Hypervisor {
     /// A hypervisor with no guests and a fresh xenstored.
     pub fn new(config: HypervisorConfig) -> Arc<Self> {
         let xenstored = Xenstored::new(config.quotas.clone());
-        Arc::new_cyclic(|me| Hypervisor {
+        // What xen-init-dom0 writes at boot (tools query dom0 like any domain).
+        let dom0 = xenstored.client(0);
+        for (k, v) in [("name", "Domain-0"), ("domid", "0")] {
+            // A fresh daemon: dom0 may write anywhere, this cannot fail.
+            let _ = dom0.write(
+                crate::xenstored::TxId::NONE,
+                &format!("/local/domain/0/{k}"),
+                v.as_bytes(),
+            );
+        }
+        drop(dom0);
+        let hv = Arc::new_cyclic(|me| Hypervisor {
             config,
             boot: Instant::now(),
             xenstored,
@@ -185,7 +196,17 @@ impl Hypervisor {
             evtchn: Mutex::new(EvtchnState::new()),
             subscribers: Mutex::new(Vec::new()),
             me: me.clone(),
-        })
+        });
+        // SET_PERMS asks which domains exist (4.17: ENOENT for an owner that is none).
+        // A domain being built (reserved) exists already: its nodes are written then.
+        let me = Arc::downgrade(&hv);
+        hv.xenstored.set_domain_exists(Arc::new(move |id| {
+            me.upgrade().is_some_and(|hv| {
+                let t = lock(&hv.domains);
+                t.live.contains_key(&id) || t.reserved.contains(&id)
+            })
+        }));
+        hv
     }
 
     /// The settings.
@@ -424,13 +445,24 @@ impl Hypervisor {
 
     /// The guest shut itself down (`SCHEDOP_shutdown`), or the toolstack forces it.
     /// The first reason wins; returns whether the state changed.
+    /// xenstored fires `@releaseDomain` when the state changes (as with Xen, where
+    /// xenstored sees the shutdown through `VIRQ_DOM_EXC`).
     pub fn shutdown_domain(&self, dom: &Domain, reason: ShutdownReason) -> bool {
-        self.change_state(dom, DomainState::Shutdown(reason))
+        let changed = self.change_state(dom, DomainState::Shutdown(reason));
+        if changed {
+            self.xenstored.domain_shutdown(dom.id().0);
+        }
+        changed
     }
 
-    /// Marks a domain crashed (runner: guest panic, triple fault, emulation failure).
+    /// Marks a domain crashed (runner: guest panic, triple fault, emulation failure);
+    /// xenstored fires `@releaseDomain` as for a shutdown.
     pub fn crash_domain(&self, dom: &Domain, why: impl Into<String>) -> bool {
-        self.change_state(dom, DomainState::Crashed(why.into()))
+        let changed = self.change_state(dom, DomainState::Crashed(why.into()));
+        if changed {
+            self.xenstored.domain_shutdown(dom.id().0);
+        }
+        changed
     }
 
     /// Pauses a running domain (state only: runners decide how to honour it).

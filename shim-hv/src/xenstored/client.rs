@@ -5,7 +5,7 @@
 
 use super::{ConnId, Errno, Error, Message, Perm, TxId, WatchEvent, Xenstored};
 use hypercall::abi::xs_wire::{msg, MsgHeader};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +21,7 @@ pub struct LocalClient {
     domid: u16,
     events: Mutex<Option<Receiver<WatchEvent>>>,
     next_req: AtomicU32,
+    lost: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for LocalClient {
@@ -55,6 +56,7 @@ impl LocalClient {
         conn: ConnId,
         domid: u16,
         events: Option<Receiver<WatchEvent>>,
+        lost: Arc<AtomicU64>,
     ) -> Self {
         Self {
             xs,
@@ -62,7 +64,15 @@ impl LocalClient {
             domid,
             events: Mutex::new(events),
             next_req: AtomicU32::new(1),
+            lost,
         }
+    }
+
+    /// Watch events dropped because this client's event queue was full (it did not
+    /// read them in time); the first loss is also logged. Non-zero means watches may
+    /// have been missed: re-read what they cover.
+    pub fn events_lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
     }
 
     /// The domain this client acts as.

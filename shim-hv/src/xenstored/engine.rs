@@ -11,18 +11,30 @@ use super::ring::RingConn;
 use super::store::{Fired, Store, Transaction, View};
 use super::{Access, ConnId, Errno, Message, Quotas, WatchEvent};
 use hypercall::abi::xs_wire::{msg, MsgHeader, PAYLOAD_MAX};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Condvar};
 
 /// `DOMID_SELF`.
 const DOMID_SELF: u32 = 0x7FF0;
+/// `DOMID_FIRST_RESERVED`: ids from here on name no domain.
+const DOMID_FIRST_RESERVED: u32 = 0x7FF0;
+/// Watch events queued for one privileged (dom0) connection before it counts as no
+/// longer reading: 16 times the guests' bound, far above what a working tool leaves unread. Past it the
+/// connection is ended (and that logged), never left silently missing events.
+pub(crate) const DOM0_EVENT_QUEUE: usize = 4096;
+
+/// Answers whether a domain id names an existing domain (the hypervisor's view).
+pub type DomainExists = Arc<dyn Fn(u16) -> bool + Send + Sync>;
+/// Where the daemon writes its log lines.
+pub type LogSink = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Where a local client's watch events go.
 #[derive(Clone)]
 pub(crate) enum LocalSink {
-    /// A bounded channel (events beyond its capacity are dropped).
-    Channel(SyncSender<WatchEvent>),
+    /// A bounded channel; events beyond its capacity are dropped, counted in the
+    /// counter (the client reads it) and logged.
+    Channel(SyncSender<WatchEvent>, Arc<std::sync::atomic::AtomicU64>),
     /// A callback (called without any daemon lock held; must not block long).
     Callback(Arc<dyn Fn(WatchEvent) + Send + Sync>),
 }
@@ -32,7 +44,11 @@ pub(crate) enum ConnKind {
     /// A guest's store ring.
     Ring(Box<RingConn>),
     /// A Unix-socket client; its writer thread waits on `cv` (with the state mutex).
-    Socket { cv: Arc<Condvar> },
+    /// `stream` is shut down to end the connection from here.
+    Socket {
+        cv: Arc<Condvar>,
+        stream: std::os::unix::net::UnixStream,
+    },
     /// An in-process client.
     Local(LocalSink),
 }
@@ -90,6 +106,12 @@ impl Conn {
         Some(m.bytes)
     }
 
+    /// Whether closing this connection would lose nothing: no watch, no transaction,
+    /// nothing queued.
+    pub fn is_idle(&self) -> bool {
+        self.watches.is_empty() && self.transactions == 0 && self.out.is_empty()
+    }
+
     /// Drops all queued output.
     pub fn clear_out(&mut self) {
         self.out.clear();
@@ -122,6 +144,16 @@ pub(crate) struct State {
     targets: HashMap<u16, u16>,
     watches_by_domain: HashMap<u16, u32>,
     pub actions: Actions,
+    /// Introduced domains whose shutdown already fired `@releaseDomain`.
+    shut_down: HashSet<u16>,
+    /// Which domain ids exist; `None`: every id below `DOMID_FIRST_RESERVED`.
+    pub domain_exists: Option<DomainExists>,
+    /// Log lines (refusals, dropped connections).
+    pub log: LogSink,
+}
+
+fn stderr_log() -> LogSink {
+    Arc::new(|m: &str| eprintln!("xenstored: {m}"))
 }
 
 /// The reply to one request (before it gets its header).
@@ -231,6 +263,33 @@ impl State {
             targets: HashMap::new(),
             watches_by_domain: HashMap::new(),
             actions: Actions::default(),
+            shut_down: HashSet::new(),
+            domain_exists: None,
+            log: stderr_log(),
+        }
+    }
+
+    /// Whether `domid` names an existing domain (dom0 always does).
+    fn exists(&self, domid: u32) -> bool {
+        let Ok(d) = u16::try_from(domid) else {
+            return false;
+        };
+        if domid >= DOMID_FIRST_RESERVED {
+            return false;
+        }
+        d == 0 || self.domain_exists.as_ref().is_none_or(|f| f(d))
+    }
+
+    /// Domain `domid` shut down (or crashed): fires `@releaseDomain` once, as C
+    /// xenstored does when it sees a domain shut down or dying (it fires again when
+    /// the domain is released).
+    pub fn shutdown(&mut self, domid: u16) {
+        if self.domains.contains_key(&domid) && self.shut_down.insert(domid) {
+            self.fan_out(&Fired {
+                path: "@releaseDomain".into(),
+                exact: true,
+                perms: Vec::new(),
+            });
         }
     }
 
@@ -260,8 +319,10 @@ impl State {
     pub fn close_conn(&mut self, cid: ConnId) -> Option<Conn> {
         self.reset_conn(cid);
         let conn = self.conns.remove(&cid)?;
-        if let ConnKind::Socket { cv } = &conn.kind {
+        if let ConnKind::Socket { cv, stream } = &conn.kind {
             cv.notify_all();
+            // Unblocks its threads (a writer may be stuck on a full socket).
+            let _ = stream.shutdown(std::net::Shutdown::Both);
         }
         Some(conn)
     }
@@ -286,6 +347,7 @@ impl State {
     /// `@releaseDomain` fires if it was introduced.
     pub fn release(&mut self, domid: u16) {
         let was = self.domains.remove(&domid);
+        self.shut_down.remove(&domid);
         if let Some(cid) = was {
             self.close_conn(cid);
         }
@@ -387,7 +449,7 @@ impl State {
         if let Some(conn) = self.conns.get(&cid) {
             match &conn.kind {
                 ConnKind::Ring(_) => self.actions.kick.push(conn.domid),
-                ConnKind::Socket { cv } => cv.notify_all(),
+                ConnKind::Socket { cv, .. } => cv.notify_all(),
                 ConnKind::Local(_) => {}
             }
         }
@@ -400,9 +462,16 @@ impl State {
         if len > PAYLOAD_MAX {
             return;
         }
-        let bound = self.quotas.event_queue as usize;
         let Some(conn) = self.conns.get_mut(&cid) else {
             return;
+        };
+        // Dom0 is exempt from quotas: its bound only catches a tool that stopped
+        // reading, and such a connection is ended, not left missing events.
+        let privileged = conn.domid == 0;
+        let bound = if privileged {
+            DOM0_EVENT_QUEUE.max(self.quotas.event_queue as usize)
+        } else {
+            self.quotas.event_queue as usize
         };
         let mut payload = Vec::with_capacity(len);
         payload.extend_from_slice(path.as_bytes());
@@ -431,6 +500,14 @@ impl State {
                 }
                 if conn.events_queued >= bound {
                     conn.events_dropped += 1;
+                    if privileged && conn.events_dropped == 1 {
+                        (self.log)(&format!(
+                            "dom0 connection {} left {bound} watch events unread: \
+                             closing it rather than dropping its events",
+                            cid.0
+                        ));
+                        self.close_conn(cid);
+                    }
                     return;
                 }
                 conn.out.push_back(OutMsg {
@@ -619,7 +696,112 @@ impl State {
                 self.reset_conn(cid);
                 Ok(Outcome::ok(msg::RESET_WATCHES))
             }
-            // CONTROL (privileged): no debug commands here.
+            msg::CONTROL => self.op_control(payload),
+            _ => Err(Errno::ENOSYS),
+        }
+    }
+
+    /// `XS_CONTROL` (dom0 only): the commands of C xenstored 4.17 that Xen's
+    /// `xenstore-control` uses and that mean something here. `help`, `check`
+    /// (the tree is kept consistent by construction: nothing to repair, "OK"),
+    /// `print <text>` (logged), `log on|off|...` (acknowledged: one log, always on),
+    /// `quota` (the limits) and `quota <domid>` (a domain's use), `memreport`
+    /// (node and connection counts). Live update (`live-update`/`lu`), `logfile` and
+    /// `quota-soft` have no meaning in an in-process daemon: `ENOSYS`, as 4.17 answers
+    /// commands it lacks.
+    fn op_control(&mut self, payload: &[u8]) -> Result<Outcome, Errno> {
+        let a = strings(payload).ok_or(Errno::EINVAL)?;
+        let (cmd, args) = a.split_first().ok_or(Errno::EINVAL)?;
+        let text = |t: String| {
+            let mut p = t.into_bytes();
+            p.push(0);
+            Ok(Outcome::with(msg::CONTROL, p))
+        };
+        match *cmd {
+            b"help" => text(
+                "Valid commands:\n\
+                 check\n\
+                 help\n\
+                 log [on|off|+|-<switch>]\n\
+                 memreport\n\
+                 print <string>\n\
+                 quota [<domid>]\n"
+                    .to_string(),
+            ),
+            b"check" if args.is_empty() => Ok(Outcome::ok(msg::CONTROL)),
+            b"print" => {
+                let line = args
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                (self.log)(&format!("control: {line}"));
+                Ok(Outcome::ok(msg::CONTROL))
+            }
+            b"log" => Ok(Outcome::ok(msg::CONTROL)),
+            b"memreport" => text(format!(
+                "nodes: {}\nconnections: {}\ntransactions: {}\n",
+                self.store.len(),
+                self.conns.len(),
+                self.txs.len()
+            )),
+            b"quota" => match args {
+                [] => {
+                    let q = &self.quotas;
+                    text(format!(
+                        "{:<17}: {:>8} {}\n{:<17}: {:>8} {}\n{:<17}: {:>8} {}\n\
+                         {:<17}: {:>8} {}\n{:<17}: {:>8} {}\n{:<17}: {:>8} {}\n\
+                         {:<17}: {:>8} {}\n{:<17}: {:>8} {}\n",
+                        "nodes",
+                        q.nodes,
+                        "Nodes per domain",
+                        "watches",
+                        q.watches,
+                        "Watches per domain",
+                        "transactions",
+                        q.transactions,
+                        "Transactions per domain",
+                        "node-size",
+                        q.node_size,
+                        "Max. size of a node",
+                        "permissions",
+                        q.perms,
+                        "Max. number of permissions per node",
+                        "transaction-nodes",
+                        q.transaction_nodes,
+                        "Max. number of accessed nodes per transaction",
+                        "outstanding",
+                        q.outstanding,
+                        "Max. number of outstanding requests",
+                        "path-max",
+                        q.path_len,
+                        "Max. length of a node path",
+                    ))
+                }
+                [d] => {
+                    let d = domid_arg(d)?;
+                    if !self.domains.contains_key(&d) {
+                        return Err(Errno::ENOENT);
+                    }
+                    let watches = self.watches_by_domain.get(&d).copied().unwrap_or(0);
+                    let txs: u32 = self
+                        .conns
+                        .values()
+                        .filter(|c| c.domid == d)
+                        .map(|c| c.transactions)
+                        .sum();
+                    text(format!(
+                        "{:<17}: {:>8}\n{:<17}: {:>8}\n{:<17}: {:>8}\n",
+                        "nodes",
+                        self.store.owned(d),
+                        "watches",
+                        watches,
+                        "transactions",
+                        txs
+                    ))
+                }
+                _ => Err(Errno::EINVAL),
+            },
             _ => Err(Errno::ENOSYS),
         }
     }
@@ -643,11 +825,23 @@ impl State {
             if !who.privileged && rest.len() > self.quotas.perms as usize {
                 return Err(Errno::ENOSPC);
             }
-            let perms: Vec<Perm> = rest
+            let parsed: Vec<(Access, u32)> = rest
                 .iter()
-                .map(|s| Perm::parse(s))
+                .map(|s| Perm::parse_wire(s))
                 .collect::<Option<_>>()
                 .ok_or(Errno::EINVAL)?;
+            // As C xenstored 4.17: an owner that is no domain fails with ENOENT; other
+            // entries naming no domain (out of range, or not existing) are ignored.
+            let mut perms: Vec<Perm> = Vec::with_capacity(parsed.len());
+            for (i, &(access, domid)) in parsed.iter().enumerate() {
+                if !self.exists(domid) {
+                    if i == 0 {
+                        return Err(Errno::ENOENT);
+                    }
+                    continue;
+                }
+                perms.push(Perm::new(domid as u16, access));
+            }
             if first.first() == Some(&b'@') {
                 let name = match path::resolve(first, who.domid, path_len, true)? {
                     Target::Special(n) => n,

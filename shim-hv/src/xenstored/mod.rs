@@ -24,7 +24,19 @@
 //! - quotas for unprivileged domains: nodes owned (`ENOSPC`), node size (`ENOSPC`),
 //!   permissions per node (`ENOSPC`), watches (`E2BIG`), transactions (`ENOSPC`), nodes
 //!   touched per transaction (`ENOSPC`), outstanding replies (requests wait);
-//! - a hostile guest fails its own connection only.
+//! - a hostile guest fails its own connection only;
+//! - `@releaseDomain` fires when a domain shuts down or crashes
+//!   ([`Xenstored::domain_shutdown`], once) and again when it is released;
+//! - `SET_PERMS`: an owner naming no domain gives `ENOENT`, other entries naming no
+//!   domain (not existing or out of range) are ignored ([`Xenstored::set_domain_exists`]);
+//! - `CONTROL` (dom0): `help`, `check`, `print`, `log`, `quota [domid]`, `memreport`;
+//!   live update and the log-file commands answer `ENOSYS` (nothing to update in
+//!   process, one log);
+//! - dom0 is exempt from the event bound of guests: a dom0 connection that leaves
+//!   thousands of events unread is ended and logged, never left silently missing
+//!   events; in-process clients count lost events ([`LocalClient::events_lost`]);
+//! - the Unix socket checks its clients' credentials and shares its slots fairly
+//!   (see [`SocketServer`]).
 //!
 //! ```
 //! use shim_hv::xenstored::{Quotas, TxId, Xenstored};
@@ -52,10 +64,12 @@ pub use client::LocalClient;
 pub use hypercall::abi::xs_wire::{ERROR_PROTO, ERROR_RINGIDX};
 pub use perms::{Access, Perm};
 pub use socket::{
-    SocketServer, MAX_CLIENTS as SOCKET_MAX_CLIENTS, OUTSTANDING as SOCKET_OUTSTANDING,
+    SocketOptions, SocketServer, IDLE as SOCKET_IDLE, MAX_CLIENTS as SOCKET_MAX_CLIENTS,
+    MAX_PER_PROCESS as SOCKET_MAX_PER_PROCESS, OUTSTANDING as SOCKET_OUTSTANDING,
 };
 
 use engine::{Actions, ConnKind, LocalSink, State};
+pub use engine::{DomainExists, LogSink};
 use hypercall::abi::xs_wire::MsgHeader;
 use hypercall::SharedMem;
 use std::collections::{HashSet, VecDeque};
@@ -178,7 +192,9 @@ pub struct Quotas {
     /// Longest path below `/local/domain/<domid>/` (or anywhere else), for everybody
     /// (`EINVAL`); at most `XENSTORE_REL_PATH_MAX` is useful.
     pub path_len: u32,
-    /// Watch events queued per connection (any domain, dom0 too); more are dropped.
+    /// Watch events queued per guest connection (and per in-process client); more are
+    /// dropped (counted). A dom0 socket connection may queue 4096 (or this, if more)
+    /// before it is ended.
     pub event_queue: u32,
 }
 
@@ -387,9 +403,20 @@ impl Xenstored {
         }
         for (sink, ev) in actions.local {
             match sink {
-                LocalSink::Channel(tx) => {
-                    // Full or gone: the event is dropped (bounded queue).
-                    let _ = tx.try_send(ev);
+                LocalSink::Channel(tx, lost) => {
+                    // Full: the client stopped reading. The event is dropped, counted
+                    // (LocalClient::events_lost) and the first loss logged. Gone: the
+                    // client was dropped, nothing to tell.
+                    if let Err(std::sync::mpsc::TrySendError::Full(ev)) = tx.try_send(ev) {
+                        if lost.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+                            let log = self.lock().log.clone();
+                            log(&format!(
+                                "in-process client stopped reading its watch events; \
+                                 dropping them (first: {} {})",
+                                ev.path, ev.token
+                            ));
+                        }
+                    }
                 }
                 LocalSink::Callback(cb) => cb(ev),
             }
@@ -481,6 +508,35 @@ impl Xenstored {
         self.with_state(|st| st.release(domid));
     }
 
+    /// Domain `domid` shut down or crashed (it still exists): fires `@releaseDomain`
+    /// once, as C xenstored does on seeing a domain shut down, so toolstacks waiting
+    /// for it react before the domain is destroyed ([`Xenstored::release_domain`]
+    /// fires it again). Nothing happens for a domain that was never introduced.
+    pub fn domain_shutdown(&self, domid: u16) {
+        self.with_state(|st| st.shutdown(domid));
+    }
+
+    /// Tells the daemon which domain ids exist (the hypervisor's domain table).
+    /// `XS_SET_PERMS` uses it as 4.17 does: an owner that is no domain fails with
+    /// `ENOENT`, other entries naming no domain are ignored. Without it every id below
+    /// `DOMID_FIRST_RESERVED` counts as existing. `f` is called with the daemon's lock
+    /// held: it must not call back into the daemon.
+    pub fn set_domain_exists(&self, f: DomainExists) {
+        self.lock().domain_exists = Some(f);
+    }
+
+    /// Where log lines go (refused socket clients, connections ended for not reading
+    /// their events, `XS_CONTROL print`); stderr with a `xenstored: ` prefix by
+    /// default. Called with the daemon's lock held: it must not call back into it.
+    pub fn set_log(&self, log: LogSink) {
+        self.lock().log = log;
+    }
+
+    pub(crate) fn log(&self, line: &str) {
+        let log = self.lock().log.clone();
+        log(line);
+    }
+
     /// Whether `domid` has a store ring.
     pub fn is_introduced(&self, domid: u16) -> bool {
         self.lock().domains.contains_key(&domid)
@@ -492,8 +548,10 @@ impl Xenstored {
     pub fn client(self: &Arc<Self>, domid: u16) -> LocalClient {
         let bound = self.lock().quotas.event_queue as usize;
         let (tx, rx) = std::sync::mpsc::sync_channel(bound.max(1));
-        let cid = self.with_state(|st| st.add_conn(domid, ConnKind::Local(LocalSink::Channel(tx))));
-        LocalClient::new(self.clone(), cid, domid, Some(rx))
+        let lost = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let sink = LocalSink::Channel(tx, lost.clone());
+        let cid = self.with_state(|st| st.add_conn(domid, ConnKind::Local(sink)));
+        LocalClient::new(self.clone(), cid, domid, Some(rx), lost)
     }
 
     /// Like [`Xenstored::client`], but watch events are passed to `callback`, called
@@ -506,14 +564,23 @@ impl Xenstored {
     ) -> LocalClient {
         let cid = self
             .with_state(|st| st.add_conn(domid, ConnKind::Local(LocalSink::Callback(callback))));
-        LocalClient::new(self.clone(), cid, domid, None)
+        LocalClient::new(self.clone(), cid, domid, None, Arc::default())
     }
 
     /// Serves dom0's xenstore Unix socket at `path` (mode 0600), speaking xs_wire like
     /// the store ring (libxenstore 4.17 connects through `XENSTORED_PATH`). The
     /// returned server stops and removes the socket when dropped.
     pub fn serve_unix(self: &Arc<Self>, path: &std::path::Path) -> std::io::Result<SocketServer> {
-        SocketServer::start(self.clone(), path)
+        SocketServer::start(self.clone(), path, SocketOptions::default())
+    }
+
+    /// [`Xenstored::serve_unix`] with other limits or allowed uids.
+    pub fn serve_unix_with(
+        self: &Arc<Self>,
+        path: &std::path::Path,
+        opts: SocketOptions,
+    ) -> std::io::Result<SocketServer> {
+        SocketServer::start(self.clone(), path, opts)
     }
 
     /// The protocol engine: handles one request from connection `conn` and returns the

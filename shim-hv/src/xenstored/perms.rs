@@ -55,6 +55,28 @@ impl Perm {
         Self { domid, access }
     }
 
+    /// Parses the wire form of `XS_SET_PERMS` entries as C xenstored 4.17 does: the
+    /// letter, then a decimal domain id of any size (saturating). The caller decides
+    /// what an id naming no domain means (4.17: the owner entry fails with `ENOENT`,
+    /// other entries are ignored). `None` for a bad letter or a non-decimal id.
+    pub(crate) fn parse_wire(s: &[u8]) -> Option<(Access, u32)> {
+        let (&first, digits) = s.split_first()?;
+        let access = match first {
+            b'n' => Access::None,
+            b'r' => Access::Read,
+            b'w' => Access::Write,
+            b'b' => Access::Both,
+            _ => return None,
+        };
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let domid = digits.iter().fold(0u32, |acc, &d| {
+            acc.saturating_mul(10).saturating_add(u32::from(d - b'0'))
+        });
+        Some((access, domid))
+    }
+
     /// Parses the wire form (`r5`, `b0`, `n12`, `w7`). The domain id is decimal and at
     /// most 65535; anything else is refused.
     pub fn parse(s: &[u8]) -> Option<Perm> {

@@ -3,13 +3,23 @@
 //! Every client is a privileged (dom0) connection. Each gets a reader thread (reads a
 //! request, handles it, queues the reply) and a writer thread (writes replies and watch
 //! events in order). A client that stops reading holds up only itself: after
-//! [`OUTSTANDING`] unsent replies its reader waits, and its watch events beyond the
-//! event bound are dropped. A header announcing more than `XENSTORE_PAYLOAD_MAX` bytes
-//! or a truncated message ends the connection (as C xenstored does); malformed
-//! requests get error replies. At most [`MAX_CLIENTS`] clients are served at once.
+//! [`OUTSTANDING`] unsent replies its reader waits, and once it leaves 4096 watch
+//! events unread it is disconnected (and that logged) rather than left silently
+//! missing events. A header announcing more than `XENSTORE_PAYLOAD_MAX` bytes or a
+//! truncated message ends the connection (as C xenstored does); malformed requests get
+//! error replies.
 //!
-//! The socket is created with mode 0600 without a window where it is more open: it is
-//! bound inside a fresh 0700 directory, chmod'ed, then renamed into place.
+//! Who may connect: the socket is created with mode 0600 without a window where it is
+//! more open (bound inside a fresh 0700 directory, chmod'ed, then renamed into place),
+//! and every client's credentials (`SO_PEERCRED`) are checked as the toolstack's
+//! control socket does: only root and the server's own uid are served
+//! ([`SocketOptions::allowed_uids`]).
+//!
+//! Fairness: at most [`MAX_CLIENTS`] clients at once and [`MAX_PER_PROCESS`] per
+//! client process, so one tool holding many connections cannot shut the others out.
+//! When the table is full, the client idle longest (no request for [`IDLE`], and no
+//! watch or transaction open, so it loses nothing) is closed to make room. Every
+//! refusal and eviction is logged (see [`super::Xenstored::set_log`]).
 
 use super::engine::{decode_header, ConnKind};
 use super::{ConnId, Xenstored};
@@ -24,16 +34,55 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Clients served at once; more are closed right after accept.
+/// Clients served at once; more are closed right after accept (logged), unless an idle
+/// client can make room.
 pub const MAX_CLIENTS: usize = 64;
+/// Clients one process (by the peer's pid) may have at once.
+pub const MAX_PER_PROCESS: usize = 16;
+/// How long a client without watches or transactions must have sent nothing before it
+/// may be closed to make room for a new one.
+pub const IDLE: Duration = Duration::from_secs(30);
+
+/// Limits and access rules of a [`SocketServer`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// Uids served (checked with `SO_PEERCRED`); default: root and our effective uid.
+    pub allowed_uids: Vec<u32>,
+    /// Clients at once (default [`MAX_CLIENTS`]).
+    pub max_clients: usize,
+    /// Clients per peer process (default [`MAX_PER_PROCESS`]).
+    pub max_per_process: usize,
+    /// Idle time after which a client may be evicted for a new one (default [`IDLE`]).
+    pub idle: Duration,
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        let me = nix::unistd::geteuid().as_raw();
+        let mut allowed_uids = vec![0];
+        if me != 0 {
+            allowed_uids.push(me);
+        }
+        SocketOptions {
+            allowed_uids,
+            max_clients: MAX_CLIENTS,
+            max_per_process: MAX_PER_PROCESS,
+            idle: IDLE,
+        }
+    }
+}
 /// Unsent replies per client before its requests wait.
 pub const OUTSTANDING: usize = 64;
 
 struct Client {
     stream: UnixStream,
     threads: Vec<JoinHandle<()>>,
+    cid: ConnId,
+    pid: i32,
+    /// Milliseconds since the server started, at the client's last request.
+    active_ms: Arc<AtomicU64>,
 }
 
 impl Client {
@@ -46,6 +95,14 @@ struct Shared {
     xs: Arc<Xenstored>,
     stop: AtomicBool,
     clients: Mutex<Vec<Client>>,
+    opts: SocketOptions,
+    started: Instant,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 /// A running socket server; dropping it disconnects its clients, stops it and removes
@@ -109,12 +166,20 @@ fn bind_private(path: &Path) -> io::Result<UnixListener> {
     r
 }
 
-fn reader(xs: Arc<Xenstored>, cid: ConnId, mut stream: UnixStream, cv: Arc<Condvar>) {
+fn reader(
+    xs: Arc<Xenstored>,
+    cid: ConnId,
+    mut stream: UnixStream,
+    cv: Arc<Condvar>,
+    active: (Arc<AtomicU64>, Instant),
+) {
     loop {
         let mut raw = [0u8; 16];
         if stream.read_exact(&mut raw).is_err() {
             break;
         }
+        let ms = u64::try_from(active.1.elapsed().as_millis()).unwrap_or(u64::MAX);
+        active.0.store(ms, Ordering::Relaxed);
         let hdr = decode_header(&raw);
         if hdr.len as usize > PAYLOAD_MAX {
             break;
@@ -183,19 +248,28 @@ fn writer(xs: Arc<Xenstored>, cid: ConnId, mut stream: UnixStream, cv: Arc<Condv
     let _ = stream.shutdown(Shutdown::Both);
 }
 
-fn spawn_client(shared: &Shared, stream: UnixStream) -> io::Result<Client> {
+fn spawn_client(shared: &Shared, stream: UnixStream, pid: i32) -> io::Result<Client> {
     let cv = Arc::new(Condvar::new());
-    let cid = shared
-        .xs
-        .with_state(|st| st.add_conn(0, ConnKind::Socket { cv: cv.clone() }));
+    let handle = stream.try_clone()?;
+    let cid = shared.xs.with_state(|st| {
+        st.add_conn(
+            0,
+            ConnKind::Socket {
+                cv: cv.clone(),
+                stream: handle,
+            },
+        )
+    });
+    let active_ms = Arc::new(AtomicU64::new(shared.now_ms()));
     let r = (|| {
         let rs = stream.try_clone()?;
         let ws = stream.try_clone()?;
         let (xs1, cv1) = (shared.xs.clone(), cv.clone());
         let (xs2, cv2) = (shared.xs.clone(), cv);
+        let active = (active_ms.clone(), shared.started);
         let r = std::thread::Builder::new()
             .name("xenstored-sock-r".into())
-            .spawn(move || reader(xs1, cid, rs, cv1))?;
+            .spawn(move || reader(xs1, cid, rs, cv1, active))?;
         let w = match std::thread::Builder::new()
             .name("xenstored-sock-w".into())
             .spawn(move || writer(xs2, cid, ws, cv2))
@@ -210,7 +284,13 @@ fn spawn_client(shared: &Shared, stream: UnixStream) -> io::Result<Client> {
         Ok(vec![r, w])
     })();
     match r {
-        Ok(threads) => Ok(Client { stream, threads }),
+        Ok(threads) => Ok(Client {
+            stream,
+            threads,
+            cid,
+            pid,
+            active_ms,
+        }),
         Err(e) => {
             shared.xs.with_state(|st| {
                 st.close_conn(cid);
@@ -227,24 +307,7 @@ fn accept_loop(shared: Arc<Shared>, listener: UnixListener) {
             break;
         }
         match accepted {
-            Ok((stream, _)) => {
-                let mut clients = shared.clients.lock().unwrap_or_else(|e| e.into_inner());
-                let (done, live): (Vec<Client>, Vec<Client>) =
-                    clients.drain(..).partition(Client::finished);
-                *clients = live;
-                for c in done {
-                    for t in c.threads {
-                        let _ = t.join();
-                    }
-                }
-                if clients.len() >= MAX_CLIENTS {
-                    let _ = stream.shutdown(Shutdown::Both);
-                    continue;
-                }
-                if let Ok(c) = spawn_client(&shared, stream) {
-                    clients.push(c);
-                }
-            }
+            Ok((stream, _)) => admit(&shared, stream),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             // Out of descriptors and the like: back off briefly instead of spinning.
             Err(_) => std::thread::sleep(Duration::from_millis(10)),
@@ -252,8 +315,94 @@ fn accept_loop(shared: Arc<Shared>, listener: UnixListener) {
     }
 }
 
+/// Checks a new client's credentials and the limits, then serves it or closes it
+/// (with a log line saying why).
+fn admit(shared: &Shared, stream: UnixStream) {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let refuse = |why: String| {
+        shared.xs.log(&format!("refused a socket client: {why}"));
+        let _ = stream.shutdown(Shutdown::Both);
+    };
+    let cred = match getsockopt(&stream, PeerCredentials) {
+        Ok(c) => c,
+        Err(e) => return refuse(format!("cannot read its credentials: {e}")),
+    };
+    if !shared.opts.allowed_uids.contains(&cred.uid()) {
+        return refuse(format!(
+            "uid {} (pid {}) may not use this xenstore (allowed: uid {:?})",
+            cred.uid(),
+            cred.pid(),
+            shared.opts.allowed_uids
+        ));
+    }
+    let mut clients = shared.clients.lock().unwrap_or_else(|e| e.into_inner());
+    let (done, live): (Vec<Client>, Vec<Client>) = clients.drain(..).partition(Client::finished);
+    *clients = live;
+    for c in done {
+        for t in c.threads {
+            let _ = t.join();
+        }
+    }
+    let same = clients.iter().filter(|c| c.pid == cred.pid()).count();
+    if same >= shared.opts.max_per_process {
+        drop(clients);
+        return refuse(format!(
+            "pid {} already has {same} connections (at most {} per process)",
+            cred.pid(),
+            shared.opts.max_per_process
+        ));
+    }
+    if clients.len() >= shared.opts.max_clients {
+        // Room only by closing a client that is idle and would lose nothing.
+        let now = shared.now_ms();
+        let idle_ms = u64::try_from(shared.opts.idle.as_millis()).unwrap_or(u64::MAX);
+        let victim = shared.xs.with_state(|st| {
+            clients
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| {
+                    now.saturating_sub(c.active_ms.load(Ordering::Relaxed)) >= idle_ms
+                        && st.conns.get(&c.cid).is_some_and(|k| k.is_idle())
+                })
+                .min_by_key(|(_, c)| c.active_ms.load(Ordering::Relaxed))
+                .map(|(i, _)| i)
+        });
+        match victim {
+            Some(i) => {
+                let c = clients.swap_remove(i);
+                shared.xs.log(&format!(
+                    "closed idle socket client of pid {} to make room for pid {}",
+                    c.pid,
+                    cred.pid()
+                ));
+                let _ = c.stream.shutdown(Shutdown::Both);
+                for t in c.threads {
+                    let _ = t.join();
+                }
+            }
+            None => {
+                let n = clients.len();
+                drop(clients);
+                return refuse(format!(
+                    "pid {}: {n} clients connected (at most {}), none idle",
+                    cred.pid(),
+                    shared.opts.max_clients
+                ));
+            }
+        }
+    }
+    match spawn_client(shared, stream, cred.pid()) {
+        Ok(c) => clients.push(c),
+        Err(e) => shared.xs.log(&format!("socket client: {e}")),
+    }
+}
+
 impl SocketServer {
-    pub(crate) fn start(xs: Arc<Xenstored>, path: &Path) -> io::Result<SocketServer> {
+    pub(crate) fn start(
+        xs: Arc<Xenstored>,
+        path: &Path,
+        opts: SocketOptions,
+    ) -> io::Result<SocketServer> {
         let listener = bind_private(path)?;
         // A second handle on the listening socket, to shut it down (which wakes a
         // blocked accept) when the server stops.
@@ -262,6 +411,8 @@ impl SocketServer {
             xs,
             stop: AtomicBool::new(false),
             clients: Mutex::new(Vec::new()),
+            opts,
+            started: Instant::now(),
         });
         let s2 = shared.clone();
         let accept = std::thread::Builder::new()
