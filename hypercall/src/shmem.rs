@@ -263,6 +263,15 @@ impl SharedMem {
         old
     }
 
+    /// Atomic AND into a `u16`; returns the previous value (Xen clears grant-entry
+    /// flags this way: a 16-bit locked AND on the flags field alone).
+    pub fn fetch_and_u16(&self, offset: usize, bits: u16) -> u16 {
+        // SAFETY: as in `load_u16`.
+        let old = unsafe { AtomicU16::from_ptr(self.at(offset)) }.fetch_and(bits, Ordering::SeqCst);
+        audit!(self, offset, 2, Update, u64::from(old));
+        old
+    }
+
     /// Atomic AND into a `u64`; returns the previous value.
     pub fn fetch_and_u64(&self, offset: usize, bits: u64) -> u64 {
         // SAFETY: as in `load_u32`.
@@ -669,6 +678,10 @@ mod tests {
         assert_eq!(m.load_u32(4), 0xdead_beef);
         assert_eq!(m.cmpxchg_u16(8, 0, 5), Ok(0));
         assert_eq!(m.cmpxchg_u16(8, 0, 6), Err(5));
+        m.store_u16(10, 0b1110);
+        assert_eq!(m.fetch_and_u16(10, !0b0100), 0b1110);
+        assert_eq!(m.load_u16(10), 0b1010);
+        assert_eq!(m.load_u16(8), 5, "the neighbour is untouched");
         assert_eq!(m.fetch_or_u64(16, 0b101), 0);
         assert_eq!(m.fetch_and_u64(16, !1), 0b101);
         assert_eq!(m.load_u64(16), 0b100);

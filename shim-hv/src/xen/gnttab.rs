@@ -3,16 +3,24 @@
 //! A guest's grant frames are guest pages it registered with
 //! `add_to_physmap(XENMAPSPACE_grant_table, idx, gfn)`. dom0 (host backends) maps a
 //! grant with [`crate::xen::Hypervisor::grant_map`]:
-//! - the entry is read once as one 32-bit word (`flags | domid << 16`);
+//! - the entry's flags and domid are read (16-bit each);
 //! - it must be `GTF_permit_access` (no sub-page), granted to domain 0, and not
 //!   `GTF_readonly` if a writable mapping is asked for (BAD-INPUT row 10);
-//! - `GTF_reading` (and `GTF_writing` for writable maps) are set with a compare-exchange
-//!   on that word, retried a bounded number of times while the guest races us (Xen
-//!   gives up after 5 tries), so a guest that revokes first wins cleanly;
+//! - `GTF_reading` (and `GTF_writing` for writable maps) are set with a 16-bit
+//!   compare-exchange on the flags, retried a bounded number of times while the guest
+//!   races us (Xen gives up after 5 tries), so a guest that revokes first wins cleanly;
+//!   the domid is read again afterwards and a changed one undoes the flags (Xen does
+//!   the check and the set in one 32-bit compare-exchange over flags and domid);
 //! - the frame is read after the flags are set (the guest cannot end access any more)
 //!   and must be guest RAM;
-//! - the flags are cleared when the last (writable) mapping of that ref goes, so the
-//!   guest's `end_access` fails while we map the page (row 26).
+//! - the flags are cleared (a 16-bit atomic AND, as Xen's `gnttab_clear_flags`) when
+//!   the last (writable) mapping of that ref goes, so the guest's `end_access` fails
+//!   while we map the page (row 26).
+//!
+//! Every access to the flags is 16 bits wide, the size of the guest's own accesses
+//! (its 16-bit compare-exchange in `end_access`): mixed-size atomics on one location
+//! have no defined meaning in Rust's memory model, so the model does not use them
+//! even though x86 would make them work (docs/grant-atomics.md).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -232,7 +240,7 @@ fn pin(dom: &Domain, gref: GrantRef, write: bool) -> Result<Gfn, GrantError> {
             if !dom.memory.contains_gfn(gfn) {
                 // Nobody else pins this ref: take back exactly what we set.
                 let set = abi::GTF_READING | if write { abi::GTF_WRITING } else { 0 };
-                page.fetch_and_u64(off, !(set as u64));
+                page.fetch_and_u16(off, !set);
                 return Err(GrantError::BadFrame { gref, frame });
             }
             gfn
@@ -271,8 +279,7 @@ fn unpin(dom: &Domain, gref: GrantRef, write: bool) {
     }
     if clear != 0 {
         if let Ok((page, off)) = gs.entry(&dom.memory, gref) {
-            // Flags are the low 16 bits of the (8-byte aligned, little-endian) entry.
-            page.fetch_and_u64(off, !(clear as u64));
+            page.fetch_and_u16(off, !clear);
         }
     }
 }
@@ -319,7 +326,7 @@ impl CopyPin {
             }),
             Err(_) => {
                 if clear != 0 {
-                    entry.fetch_and_u64(off, !(clear as u64));
+                    entry.fetch_and_u16(off, !clear);
                 }
                 Err(GrantError::BadFrame {
                     gref,
@@ -331,8 +338,7 @@ impl CopyPin {
 
     fn unpin(self) {
         if self.clear != 0 {
-            // Flags are the low 16 bits of the (8-byte aligned, little-endian) entry.
-            self.entry.fetch_and_u64(self.off, !(self.clear as u64));
+            self.entry.fetch_and_u16(self.off, !self.clear);
         }
     }
 }
@@ -340,11 +346,11 @@ impl CopyPin {
 /// Checks `gref`'s entry and sets `GTF_reading` (and `GTF_writing`) with a bounded
 /// compare-exchange loop (Xen's rules; see the module docs).
 fn set_flags(page: &SharedMem, off: usize, gref: GrantRef, write: bool) -> Result<(), GrantError> {
-    let mut word = page.load_u32(off);
+    let domid_off = off + abi::ENTRY_V1_DOMID;
+    let mut flags = page.load_u16(off);
     let mut tries = 0;
     loop {
-        let flags = word as u16;
-        let domid = (word >> 16) as u16;
+        let domid = page.load_u16(domid_off);
         if flags & (abi::GTF_TYPE_MASK | GTF_SUB_PAGE) != abi::GTF_PERMIT_ACCESS {
             return Err(GrantError::NotGranted(gref));
         }
@@ -355,15 +361,24 @@ fn set_flags(page: &SharedMem, off: usize, gref: GrantRef, write: bool) -> Resul
             return Err(GrantError::ReadOnly(gref));
         }
         let new_flags = flags | abi::GTF_READING | if write { abi::GTF_WRITING } else { 0 };
-        let new = (word & 0xffff_0000) | new_flags as u32;
-        match page.cmpxchg_u32(off, word, new) {
-            Ok(_) => return Ok(()),
+        match page.cmpxchg_u16(off, flags, new_flags) {
+            Ok(_) => {
+                // The guest may not rewrite a live entry; one that did (domid changed
+                // under us) gets what it would have got from Xen's combined check:
+                // no mapping, and the flags we set taken back.
+                let now = page.load_u16(domid_off);
+                if now != DomId::DOM0.0 {
+                    page.fetch_and_u16(off, !(new_flags & !flags));
+                    return Err(GrantError::WrongDomain { gref, domid: now });
+                }
+                return Ok(());
+            }
             Err(seen) => {
                 tries += 1;
                 if tries >= CMPXCHG_TRIES {
                     return Err(GrantError::Unstable(gref));
                 }
-                word = seen;
+                flags = seen;
             }
         }
     }
