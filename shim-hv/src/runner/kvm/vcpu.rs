@@ -47,6 +47,14 @@ const MSR_IA32_TSC: u32 = 0x10;
 const EFER_LMA: u64 = 1 << 10;
 /// Longest one wait of a halted vCPU (it re-checks the domain's state after it).
 const HALT_SLICE: Duration = Duration::from_millis(100);
+/// How long a halted vCPU that an event woke waits before it runs the guest again.
+/// A backend publishes responses one at a time as they complete, and the guest,
+/// which re-arms its event and halts whenever its ring is empty, would otherwise
+/// wake (and exit again) for nearly every response of a burst; this moment lets the
+/// burst land. With it, reads at depth 32 cost about 0.035 exits per request
+/// instead of 0.2 to 0.25 (benches/kvm.rs); the price is 20 µs of latency per wake
+/// from an idle halt.
+const WAKE_COALESCE: Duration = Duration::from_micros(20);
 /// Longest line kept from the debug console before it is flushed.
 const DEBUG_LINE_MAX: usize = 256;
 /// Bytes of debug-console output a guest's record keeps.
@@ -602,9 +610,11 @@ impl Vcpu {
     }
 
     /// `HLT`: waits until an upcall can be delivered, the timer fires, or the domain
-    /// ends. With interrupts off or no callback vector only the end wakes it.
+    /// ends. With interrupts off or no callback vector only the end wakes it. After a
+    /// real wait, [`WAKE_COALESCE`] passes before the guest runs.
     fn halt(&mut self) {
         let if_flag = self.fd.get_kvm_run().if_flag != 0;
+        let mut slept = false;
         loop {
             if self.finished() {
                 return;
@@ -613,8 +623,13 @@ impl Vcpu {
             let seen = self.dom.signal().epoch();
             if if_flag && self.callback_vector().is_some() && self.hv.upcall_pending(self.dom.id())
             {
+                if slept {
+                    // Give the event's producer a moment to finish its burst.
+                    std::thread::sleep(WAKE_COALESCE);
+                }
                 return;
             }
+            slept = true;
             let wait = due.map_or(HALT_SLICE, |d| d.min(HALT_SLICE));
             self.dom.signal().wait_change(seen, wait);
         }
