@@ -2,7 +2,7 @@
 //! channels, grant tables and shared rings. `no_std`, no heap.
 //!
 //! ```text
-//!  xbd-front   xennet-front   xencons   xenbus          (frontends: forbid(unsafe))
+//!  xbd-front   xennet-front   xencons   xenbus          (frontends: unsafe only to free own pages)
 //!      \            |            |        /
 //!  ┌────────────────────────────────────────────────────────────────────────┐
 //!  │ hypercall                                                              │
@@ -116,5 +116,5 @@ pub mod xen;
 mod testutil;
 
 pub use platform::{DomId, Gfn, GrantRef, Hypercall, Platform, Port, PAGE_SIZE};
-pub use shmem::SharedMem;
+pub use shmem::{SharedMem, SharedView};
 pub use xen::{Xen, XenError};

@@ -28,6 +28,33 @@ macro_rules! audit {
     };
 }
 
+/// A borrowed, read-only view of shared memory (from [`SharedMem::view`]): its
+/// lifetime ties it to the owner of the pages, so it cannot be used after they
+/// are freed.
+#[derive(Clone, Copy, Debug)]
+pub struct SharedView<'a> {
+    mem: SharedMem,
+    _owner: core::marker::PhantomData<&'a ()>,
+}
+
+impl SharedView<'_> {
+    /// Length in bytes.
+    pub const fn len(&self) -> usize {
+        self.mem.len
+    }
+
+    /// Whether the view is empty.
+    pub const fn is_empty(&self) -> bool {
+        self.mem.len == 0
+    }
+
+    /// Copies `buf.len()` bytes at `offset` out (see [`SharedMem::read`]; panics if
+    /// out of range).
+    pub fn read(&self, offset: usize, buf: &mut [u8]) {
+        self.mem.read(offset, buf)
+    }
+}
+
 /// A region of memory that another domain may read or write concurrently.
 #[derive(Clone, Copy, Debug)]
 pub struct SharedMem {
@@ -78,6 +105,29 @@ impl SharedMem {
         // caller must ensure nothing uses them any more). No Rust reference to
         // them exists.
         Some(unsafe { SharedMem::new(ptr, len) })
+    }
+
+    /// Returns a region from [`SharedMem::alloc_pages`] to the platform.
+    ///
+    /// # Safety
+    /// `self` must be exactly a region `SharedMem::alloc_pages(platform, n)` returned
+    /// (same platform, the whole region), no grant on any of its pages may still be
+    /// active (every `end_access` succeeded), and neither this value nor any copy or
+    /// sub-region of it may be used afterwards.
+    pub unsafe fn free_pages<P: Platform + ?Sized>(self, platform: &P) {
+        // SAFETY: the caller guarantees the region is a whole earlier allocation
+        // that nothing uses any more and no other domain can access.
+        unsafe { platform.free_pages(self.ptr, self.len / PAGE_SIZE) }
+    }
+
+    /// A read-only view of this region that cannot outlive `owner`'s borrow: how a
+    /// device lends out pages it owns (and frees when dropped) without handing out
+    /// a `SharedMem` that could outlive them.
+    pub fn view<'a, T: ?Sized>(&self, _owner: &'a T) -> SharedView<'a> {
+        SharedView {
+            mem: *self,
+            _owner: core::marker::PhantomData,
+        }
     }
 
     /// Wraps the page the platform maps guest frame `gfn` at (e.g. the xenstore or

@@ -221,3 +221,39 @@ fn secondary_setup_failures_are_typed_and_leave_nothing_behind() {
         "Closed"
     );
 }
+
+/// Item 3 of issue 17: a secondary console dropped without `close` still ends its
+/// grant (once the backend let go of the page) and closes its event channel.
+#[test]
+fn dropped_secondary_console_ends_its_grant() {
+    let t = setup(ConsoleConfig::default());
+    let dom = t.domain("dropsc");
+    let xs = t.hv.xenstored().client(0);
+    let (be, fe_path) = create_nodes(&xs, dom.id(), 1);
+    let (tx, rx) = mpsc::channel::<usize>();
+    let (go_tx, go) = mpsc::channel::<()>();
+    let h =
+        t.hv.spawn_guest(dom.clone(), move |g| {
+            let mut xs = xenbus::Xenstore::from_hvm_params(&*g).expect("xenstore");
+            let gnttab: GrantTable<64> = GrantTable::setup(&*g, 1).expect("grant table");
+            let page = SharedMem::alloc_pages(&*g, 1).expect("page");
+            let mut sc =
+                SecondaryConsole::connect(&mut xs, &gnttab, &*g, 1, page, Config::default(), LONG)
+                    .expect("connect console 1");
+            writeln!(sc.console(), "dropping").unwrap();
+            sc.console().flush(LONG).unwrap();
+            tx.send(gnttab.in_use()).unwrap();
+            go.recv().unwrap();
+            drop(sc);
+            tx.send(gnttab.in_use()).unwrap();
+        })
+        .unwrap();
+    let second = backend(&t.hv, &t.consoles, &dom, &be, &fe_path, 1);
+    second.wait_for(b"dropping\n", LONG).unwrap();
+    assert_eq!(rx.recv_timeout(LONG).unwrap(), 1, "the ring grant");
+    // The backend goes away (unmaps the page); then the guest drops the console.
+    t.consoles.remove_n(dom.id(), 1).unwrap();
+    go_tx.send(()).unwrap();
+    assert_eq!(rx.recv_timeout(LONG).unwrap(), 0, "grant ended by drop");
+    join_poweroff(h);
+}

@@ -15,7 +15,7 @@ use shim_hv::backend::bridge::Bridge;
 use shim_hv::backend::net::NetConfig;
 use shim_hv::runner::inproc::InProcGuest;
 use xenbus::Xenstore;
-use xennet_front::{Config, Error, NetFront};
+use xennet_front::{Config, Error, Mac, NetFront};
 
 /// Grants refs on a page of our own until only `free` are left; returns them.
 fn hog(p: &InProcGuest, table: &GrantTable<NG>, free: usize) -> Vec<GrantRef> {
@@ -91,4 +91,55 @@ fn g5_grant_exhaustion_during_connect_leaks_nothing() {
         }
         assert_eq!(in_use, 0);
     }
+}
+
+/// Item 3 of issue 17: a closed and dropped device leaves nothing behind: every
+/// grant ended, every page (rings, tx and rx buffers, all queues) back with the
+/// platform; and a failed connect that was dropped too.
+#[test]
+fn dropped_device_returns_grants_and_pages() {
+    let hv = hv();
+    let br = Bridge::new("xenbr0");
+    let (d, _be) = guest_with_vif(&hv, &br, "drop", 1, NetConfig::default());
+    let (tx, rx) = channel();
+    let _h = hv
+        .spawn_guest(d, move |g| {
+            let p: &InProcGuest = &g;
+            let table: Box<GrantTable<NG>> =
+                Box::new(GrantTable::setup(p, (NG / 512) as u32).unwrap());
+            let mut xs = Xenstore::from_hvm_params(p).unwrap();
+            let before = p.free_page_count();
+            let cfg = Config {
+                max_queues: 2,
+                ..Config::default()
+            };
+            let mut dev = NetFront::<_, _, 4>::connect(p, &*table, &mut xs, 0, cfg, STEP).unwrap();
+            let f = ip_frame(Mac::BROADCAST, dev.mac(), false, false, 200, 1);
+            send_meta(&mut dev, &f, xennet_front::TxMeta::default()).unwrap();
+            let during = (p.free_page_count(), table.in_use());
+            dev.close(&mut xs, Duration::from_secs(5)).unwrap();
+            drop(dev);
+            let closed = (p.free_page_count(), table.in_use());
+            // A device that never connected (no backend at vif 7).
+            let r = NetFront::<_, _, 4>::connect(p, &*table, &mut xs, 7, cfg, STEP).map(|_| ());
+            let _ = tx.send((
+                before,
+                during,
+                closed,
+                r,
+                p.free_page_count(),
+                table.in_use(),
+            ));
+        })
+        .unwrap();
+    let (before, during, closed, r, after, grants) =
+        rx.recv_timeout(Duration::from_secs(120)).unwrap();
+    assert!(during.0 < before && during.1 > 0, "{during:?} of {before}");
+    assert_eq!(
+        closed,
+        (before, 0),
+        "pages and grants back after close + drop"
+    );
+    assert!(r.is_err());
+    assert_eq!((after, grants), (before, 0), "failed connect left nothing");
 }

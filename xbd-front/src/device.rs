@@ -4,7 +4,7 @@ use core::fmt::Write as _;
 use core::time::Duration;
 
 use hypercall::abi::blkif;
-use hypercall::{Platform, Port, SharedMem, Xen, PAGE_SIZE};
+use hypercall::{Platform, Port, SharedMem, SharedView, Xen, PAGE_SIZE};
 use xenbus::frontend::{BackendEvent, FrontendHandshake, Phase};
 use xenbus::{Path, Snippet, Store, XenbusState, Xenstore};
 
@@ -1097,8 +1097,17 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize>
 
     /// The data as bounce-page regions, in order: one per ring request the read
     /// needed, each up to [`Device::max_request_bytes`] / in-flight requests.
-    pub fn regions(&self) -> impl Iterator<Item = SharedMem> + '_ {
-        self.dev.io.read_regions(self.tag).into_iter().flatten()
+    ///
+    /// The views borrow the device: they cannot outlive it (its bounce pages are
+    /// freed when it is dropped).
+    pub fn regions(&self) -> impl Iterator<Item = SharedView<'_>> + '_ {
+        let owner = &*self.dev;
+        self.dev
+            .io
+            .read_regions(self.tag)
+            .into_iter()
+            .flatten()
+            .map(move |m| m.view(owner))
     }
 
     /// Copies `buf.len()` bytes starting at byte `offset` of the data into `buf`.
@@ -1137,6 +1146,44 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize>
             });
         }
         Ok(())
+    }
+}
+
+/// Dropping a device ends every grant it holds (in-flight requests fail), closes
+/// its event channel and returns its ring, bounce and indirect pages to the
+/// platform. It does not wait: pages whose grant the backend still maps are never
+/// freed nor reused (XSA-396), their grant refs stay in use in the table. It
+/// cannot reach xenstore either: call [`Device::close`] first, which tells the
+/// backend, gives it a bounded time to let go and leaves the device `Closed`.
+impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Drop
+    for Device<P, G, SLOTS, SEGS>
+{
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        self.io.stop(&self.grants, Error::NotConnected);
+        self.io.retry_stuck(&self.grants);
+        if let Some(port) = self.port.take() {
+            let _ = Xen(&self.platform).evtchn_close(port);
+        }
+        if self.release_ring() == 0 {
+            if let Some(ring) = self.ring_pages.take() {
+                // SAFETY: `ring` is the whole allocation `connect_inner` made from
+                // this platform; every ring grant ended (release_ring is 0), the ring
+                // (io.stop) and any `ReadData` (it borrows the device) are gone, and
+                // the device keeps no other copy.
+                unsafe { ring.free_pages(&self.platform) };
+            }
+        }
+        if let Some((bounce, indirect)) = self.io.take_pages() {
+            // SAFETY: the io engine's own allocations from this platform
+            // (`ensure_pages`); take_pages hands them out only with no slot stuck and
+            // the ring stopped, so no grant on them is active and no request or view
+            // uses them.
+            unsafe {
+                bounce.free_pages(&self.platform);
+                indirect.free_pages(&self.platform);
+            }
+        }
     }
 }
 

@@ -377,6 +377,16 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         self.geo.segs * PAGE_SIZE
     }
 
+    /// Gives up the bounce and indirect pages (for the device to free), but only
+    /// while no slot is stuck and no ring is up: then no grant on them is active.
+    pub fn take_pages(&mut self) -> Option<(SharedMem, SharedMem)> {
+        if self.stuck() != 0 || self.ring.is_some() {
+            return None;
+        }
+        let p = self.pages.take()?;
+        Some((p.bounce, p.indirect))
+    }
+
     /// Slots that are stuck (grants still mapped by a backend).
     pub fn stuck(&self) -> usize {
         self.slots

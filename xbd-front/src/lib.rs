@@ -1,5 +1,5 @@
-//! xbd-front: the Xen block frontend (blkif) of xenkit. `no_std`, no heap, no
-//! `unsafe`.
+//! xbd-front: the Xen block frontend (blkif) of xenkit. `no_std`, no heap; one
+//! `unsafe` block (a dropped [`Device`] returns its own pages to the platform).
 //!
 //! ```text
 //!   your OS / unikernel
@@ -72,10 +72,9 @@
 //! }
 //! ```
 #![no_std]
-// No unsafe code in the crate; only the test-only fake (a platform over host memory)
-// needs it.
-#![cfg_attr(not(test), forbid(unsafe_code))]
-#![cfg_attr(test, deny(unsafe_code))]
+// One unsafe block in the crate: `Drop for Device` returning the device's own pages
+// to the platform; the test-only fake (a platform over host memory) needs more.
+#![deny(unsafe_code)]
 
 #[cfg(test)]
 extern crate std;

@@ -92,13 +92,21 @@ impl From<crate::Error> for Error {
 }
 
 /// A connected secondary console.
+///
+/// Dropping it without [`SecondaryConsole::close`] still closes its event channel
+/// and ends the ring page's grant (unless the backend still maps it: the ref then
+/// stays in use and the page must not be reused, XSA-396); it cannot reach
+/// xenstore, so the device is left for the backend to notice.
 #[derive(Debug)]
-pub struct SecondaryConsole<P: Platform> {
+pub struct SecondaryConsole<'g, P: Platform, const N: usize> {
     console: Console<P>,
     handshake: FrontendHandshake,
+    gnttab: &'g GrantTable<N>,
     page: SharedMem,
     gref: GrantRef,
     devid: u32,
+    /// Grant ended and port closed (by `close`).
+    released: bool,
 }
 
 /// Things set up so far, undone if a later step fails.
@@ -107,7 +115,7 @@ struct Partial {
     port: Option<Port>,
 }
 
-impl<P: Platform> SecondaryConsole<P> {
+impl<'g, P: Platform, const N: usize> SecondaryConsole<'g, P, N> {
     /// Connects console `devid` (≥ 1) at `device/console/<devid>`, using `page` (one
     /// zeroed, guest-owned page, e.g. from `SharedMem::alloc_pages(&platform, 1)`) as
     /// its ring. Each handshake step waits at most `timeout`.
@@ -115,9 +123,9 @@ impl<P: Platform> SecondaryConsole<P> {
     /// On failure the grant and port are released again where possible; the page is
     /// the caller's either way, but must not be reused if the error is
     /// [`Error::Grant`]`(StillMapped)`.
-    pub fn connect<Q: Platform, const N: usize>(
+    pub fn connect<Q: Platform>(
         xs: &mut Xenstore<Q>,
-        gnttab: &GrantTable<N>,
+        gnttab: &'g GrantTable<N>,
         platform: P,
         devid: u32,
         page: SharedMem,
@@ -166,9 +174,11 @@ impl<P: Platform> SecondaryConsole<P> {
             Ok((console, gref)) => Ok(SecondaryConsole {
                 console,
                 handshake: hs,
+                gnttab,
                 page,
                 gref,
                 devid,
+                released: false,
             }),
             Err(e) => {
                 // Best effort: tell the backend, then release what we set up. A grant
@@ -215,16 +225,31 @@ impl<P: Platform> SecondaryConsole<P> {
     /// `Closed`, closes the event channel and ends the grant. Returns the ring page for
     /// reuse. If the backend still maps the page, the error is
     /// [`Error::Grant`]`(StillMapped)` and the page must not be reused.
-    pub fn close<Q: Platform, const N: usize>(
+    pub fn close<Q: Platform>(
         mut self,
         xs: &mut Xenstore<Q>,
-        gnttab: &GrantTable<N>,
         timeout: Duration,
     ) -> Result<SharedMem, Error> {
         let closed = self.handshake.close(xs, timeout);
-        let _ = Xen(self.console.platform()).evtchn_close(self.console.port());
-        gnttab.end_access(self.gref)?;
+        self.release()?;
         closed?;
         Ok(self.page)
+    }
+
+    /// Closes the event channel and ends the grant (once).
+    fn release(&mut self) -> Result<(), Error> {
+        if self.released {
+            return Ok(());
+        }
+        self.released = true;
+        let _ = Xen(self.console.platform()).evtchn_close(self.console.port());
+        self.gnttab.end_access(self.gref)?;
+        Ok(())
+    }
+}
+
+impl<P: Platform, const N: usize> Drop for SecondaryConsole<'_, P, N> {
+    fn drop(&mut self) {
+        let _ = self.release();
     }
 }

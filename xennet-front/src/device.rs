@@ -883,6 +883,21 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
     }
 }
 
+/// Dropping a device ends every grant it holds (quarantining pages the backend
+/// still maps: they are never freed nor reused, their refs stay in use; XSA-396),
+/// closes its event channels and returns every other page (rings, buffers) to
+/// the platform. It cannot reach xenstore: call [`NetFront::close`] first to let
+/// in-flight frames out and leave the device `Closed` there.
+impl<P: Platform, const N: usize, const Q: usize> Drop for NetFront<'_, P, N, Q> {
+    fn drop(&mut self) {
+        self.teardown();
+        for qu in self.queues.iter_mut().filter(|qu| qu.live) {
+            qu.live = false;
+            qu.release_pages(&self.platform);
+        }
+    }
+}
+
 #[cfg(test)]
 impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
     /// A device wired to a fake backend: no xenstore; `be` plays the backend's

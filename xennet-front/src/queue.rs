@@ -990,6 +990,42 @@ impl Queue {
         }
     }
 
+    /// Returns the pages of a torn-down queue to the platform, except those that
+    /// may still be granted: a ring page whose grant did not end, and a pool with
+    /// a quarantined page (the whole allocation stays out of use).
+    #[allow(unsafe_code)]
+    pub(crate) fn release_pages<P: Platform + ?Sized>(&mut self, p: &P) {
+        let busy = (self.tx.in_flight(), self.rx.granted());
+        self.tx.ring = FrontRing::detached();
+        self.rx.ring = FrontRing::detached();
+        for (page, pool, busy) in [
+            (&mut self.tx.page, &mut self.tx.pool, busy.0),
+            (&mut self.rx.page, &mut self.rx.pool, busy.1),
+        ] {
+            if page.gref.is_none() {
+                let mem = core::mem::replace(&mut page.mem, SharedMem::empty());
+                if !mem.is_empty() {
+                    // SAFETY: the queue's own one-page allocation from this platform
+                    // (RingPage::new); its grant ended (gref is None) and the ring
+                    // over it was detached above, so nothing uses it.
+                    unsafe { mem.free_pages(p) };
+                }
+            }
+            if pool.quarantined == 0 && busy == 0 {
+                let mem = core::mem::replace(&mut pool.mem, SharedMem::empty());
+                pool.count = 0;
+                pool.nfree = 0;
+                if !mem.is_empty() {
+                    // SAFETY: the pool's own allocation from this platform
+                    // (Pool::allocate); no page of it is granted (none quarantined,
+                    // none in flight or posted after teardown) and the pool forgets
+                    // it here.
+                    unsafe { mem.free_pages(p) };
+                }
+            }
+        }
+    }
+
     /// Allocates the rings' and buffers' pages (in place, no large temporaries).
     pub(crate) fn allocate<P: Platform + ?Sized>(
         &mut self,

@@ -177,7 +177,7 @@ fn probe_console_secondary() -> bool {
     else {
         return false;
     };
-    s.console().write(b"x").is_ok() && s.close(&mut xs, &GNT, T).is_ok()
+    s.console().write(b"x").is_ok() && s.close(&mut xs, T).is_ok()
 }
 
 #[no_mangle]

@@ -220,8 +220,13 @@ impl InProcGuest {
     }
 
     /// Ends the current thread if it is this guest's and the domain is finished;
-    /// holds it while the domain is paused.
+    /// holds it while the domain is paused. Not while the thread is already
+    /// unwinding (from this or a panic): the guest's destructors (a device's `Drop`
+    /// ending grants) run then, and a second unwind would abort the process.
     fn exit_if_finished(&self) {
+        if std::thread::panicking() {
+            return;
+        }
         if self.dom.is_paused() && self.in_guest_thread() {
             self.dom.wait_unpaused();
         }

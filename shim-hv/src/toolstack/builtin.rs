@@ -575,8 +575,7 @@ impl<'g> Disk<'g> {
 struct Channel<'g> {
     devid: u32,
     name: String,
-    sc: SecondaryConsole<Platf<'g>>,
-    grants: &'g GrantTable<GRANTS>,
+    sc: SecondaryConsole<'g, Platf<'g>, GRANTS>,
 }
 
 impl<'g> Channel<'g> {
@@ -608,12 +607,7 @@ impl<'g> Channel<'g> {
             "xenkit built-in guest: channel {name} (console {devid}) of domain {} ({domain})\n",
             g.domain().id().0
         );
-        let mut ch = Channel {
-            devid,
-            name,
-            sc,
-            grants,
-        };
+        let mut ch = Channel { devid, name, sc };
         if let Err(e) = ch.sc.console().write(hello.as_bytes()) {
             let e = e.to_string();
             ch.close(xs);
@@ -645,7 +639,7 @@ impl<'g> Channel<'g> {
     }
 
     fn close(self, xs: &mut Xenstore<Platf<'_>>) {
-        let _ = self.sc.close(xs, self.grants, CLOSE_TIMEOUT);
+        let _ = self.sc.close(xs, CLOSE_TIMEOUT);
     }
 }
 
