@@ -149,7 +149,7 @@ net_checks() {
     local t=$1 domid=$2 cfg=$3 dir=$4 sfx=$5 d a rc tok got
     for d in $(backend_devs vif $domid); do
         a=$(guest_addr $domid $d "$cfg")
-        ping -c 3 -W 2 "$a" >"$dir/ping-vif$d$sfx.txt" 2>&1
+        ping -c 3 -i 0.3 -W 2 "$a" >"$dir/ping-vif$d$sfx.txt" 2>&1
         check $t ping-vif$d$sfx $? "dom0 -> $a: $(grep -oE '[0-9]+ received' "$dir/ping-vif$d$sfx.txt")"
         [ -n "$sfx" ] && continue
         # port 80: a plain-text status page
