@@ -190,7 +190,7 @@ dump_state() {
 # ---------------------------------------------------------------- one test
 run_test() {
     local t=$1 cfg=/xen-test/tests/$1.cfg dir=$R/$1 name domid rc c0 t0 img vdev mode
-    local want_disks want_vifs st conlog reason r newid end onr
+    local want_disks want_vifs st conlog reason r n newid end onr
     mkdir -p "$dir"
     cp "$cfg" "$dir/domu.cfg"
     name=$(cfg_string name "$cfg")
@@ -250,14 +250,17 @@ run_test() {
     # the toolstack's view: every configured device listed, connected (state 4)
     xl block-list "$name" >"$dir/xl-block-list.txt" 2>&1
     rc=$?
-    r=$(awk 'NR > 1 && $4 == 4' "$dir/xl-block-list.txt" | wc -l)
-    [ $rc = 0 ] && [ "$r" = "$want_disks" ] && [ "$(($(wc -l <"$dir/xl-block-list.txt") - 1))" = "$want_disks" ]
-    check $t xl-block-list $? "$r of $want_disks disk(s) listed in state 4: $(awk 'NR > 1 {printf "%s ", $1}' "$dir/xl-block-list.txt")"
+    # rows: a header, then one line per device starting with its number
+    n=$(awk 'NR > 1 && $1 ~ /^[0-9]+$/' "$dir/xl-block-list.txt" | wc -l)
+    r=$(awk 'NR > 1 && $1 ~ /^[0-9]+$/ && $4 == 4' "$dir/xl-block-list.txt" | wc -l)
+    [ $rc = 0 ] && [ "$r" = "$want_disks" ] && [ "$n" = "$want_disks" ]
+    check $t xl-block-list $? "$n listed, $r in state 4, of $want_disks disk(s): $(awk 'NR > 1 {printf "%s ", $1}' "$dir/xl-block-list.txt")"
     xl network-list "$name" >"$dir/xl-network-list.txt" 2>&1
     rc=$?
-    r=$(awk 'NR > 1 && $5 == 4' "$dir/xl-network-list.txt" | wc -l)
-    [ $rc = 0 ] && [ "$r" = "$want_vifs" ] && [ "$(($(wc -l <"$dir/xl-network-list.txt") - 1))" = "$want_vifs" ]
-    check $t xl-network-list $? "$r of $want_vifs vif(s) listed in state 4"
+    n=$(awk 'NR > 1 && $1 ~ /^[0-9]+$/' "$dir/xl-network-list.txt" | wc -l)
+    r=$(awk 'NR > 1 && $1 ~ /^[0-9]+$/ && $5 == 4' "$dir/xl-network-list.txt" | wc -l)
+    [ $rc = 0 ] && [ "$r" = "$want_vifs" ] && [ "$n" = "$want_vifs" ]
+    check $t xl-network-list $? "$n listed, $r in state 4, of $want_vifs vif(s)"
     # the backends' view (blkback, netback)
     if [ "$want_disks" -gt 0 ]; then
         st=$(backend_states vbd $domid)
