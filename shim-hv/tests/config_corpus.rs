@@ -657,3 +657,81 @@ fn non_utf8_file_names_the_line() {
     assert_eq!(e.line, 3);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 17 item 14: bytes are checked where they matter. A Latin-1 comment is
+/// accepted (xl ignores comments); a bad byte in a value is refused with its line;
+/// a binary file names the line of its first bad byte outside a comment.
+#[test]
+fn utf8_is_checked_per_line_outside_comments() {
+    let ok = DomainConfig::text_from_bytes(
+        "l.cfg",
+        b"# Auteur: Andr\xe9\nname = 'a' # caf\xe9 \"quoted # not a comment\"\nmemory = 64\n",
+    )
+    .unwrap();
+    let c = DomainConfig::parse_str("l.cfg", &ok).unwrap();
+    assert_eq!(c.name, "a");
+    // A `#` inside quotes does not start a comment: the byte after it is a value's.
+    let e =
+        DomainConfig::text_from_bytes("l.cfg", b"name = 'a'\nextra = 'x # \xe9'\n").unwrap_err();
+    assert_eq!((e.kind, e.line), (ErrorKind::Syntax("not UTF-8"), 2));
+    let mut bin = b"name = 'a'\nmemory = 64\n".to_vec();
+    bin.extend_from_slice(&[0x7f, b'E', b'L', b'F', 0xff, 0x00, b'\n', 0xfe]);
+    let e = DomainConfig::text_from_bytes("bin.cfg", &bin).unwrap_err();
+    assert_eq!((e.kind, e.line), (ErrorKind::Syntax("not UTF-8"), 3));
+}
+
+/// Issue 17 item 15: `ioemu:` before the vdev (xm days) is read as xl does, a
+/// deprecated prefix that is ignored, with a warning.
+#[test]
+fn ioemu_vdev_prefix_is_accepted_with_a_warning() {
+    let c = DomainConfig::parse_str(
+        "i.cfg",
+        "name = 'i'\nkernel = '/k'\ndisk = [ 'phy:/dev/loop0,ioemu:hda,w' ]\n",
+    )
+    .unwrap();
+    let d = &c.disks[0];
+    assert_eq!(d.vdev, "hda");
+    assert_eq!(d.backend, DiskBackend::Phy);
+    assert_eq!(d.target.as_deref(), Some(Path::new("/dev/loop0")));
+    assert!(c.warnings.iter().any(
+        |w| matches!(&w.kind, WarningKind::Deprecated(m) if m.contains("ioemu")) && w.line == 3
+    ));
+}
+
+/// Issue 17 item 16: `disk = "file:..."` (a string, not a list) is an error naming
+/// the line (xl drops it and boots without a disk); the same for vif and channel.
+#[test]
+fn device_keys_given_a_string_are_refused() {
+    for (key, value) in [
+        ("disk", "'file:/tmp/x.img,xvda,w'"),
+        ("vif", "'bridge=xenbr0'"),
+        ("channel", "'name=org.x,connection=pty'"),
+    ] {
+        let text = format!("name = 'd'\nkernel = '/k'\n{key} = {value}\n");
+        let e = DomainConfig::parse_str("s.cfg", &text).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotAList { key: key.into() }, "{key}");
+        assert_eq!(e.line, 3, "{key}");
+        assert!(e.to_string().starts_with("s.cfg:3:"), "{e}");
+    }
+}
+
+/// Issue 17 item 17: a file over the size limit because of one huge line names
+/// that line.
+#[test]
+fn over_long_line_names_its_line() {
+    let dir = std::env::temp_dir().join(format!("xenkit-cfg-long-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("long.cfg");
+    let mut text = String::from("name = 'a'\nmemory = 64\nextra = '");
+    text.push_str(&"x".repeat(shim_hv::config::MAX_CONFIG_BYTES as usize));
+    text.push_str("'\n");
+    std::fs::write(&f, &text).unwrap();
+    let e = DomainConfig::parse_file(&f).unwrap_err();
+    assert!(
+        matches!(&e.kind, ErrorKind::Io(m) if m.contains("larger than")),
+        "{e}"
+    );
+    assert_eq!(e.line, 3, "{e}");
+    assert!(e.to_string().contains("long.cfg:3:"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -4,8 +4,8 @@
 //! An entry is a comma list. Items are, in the order xl's lexer tries them:
 //! - `target=...`: takes the rest of the entry, commas included;
 //! - a deprecated prefix on an item: `raw:`/`qcow:`/`qcow2:`/`vhd:` (format),
-//!   `phy:`, `file:`, `tap:`, `tap2:`, `aio:`, `tapdisk:`, `ioemu:` (backend
-//!   hints); after a prefix, the format positional is skipped, so
+//!   `phy:`, `file:`, `tap:`, `tap2:`, `aio:`, `tapdisk:` (backend hints),
+//!   `ioemu:` (ignored with a warning, as xl ignores it); after a prefix, the format positional is skipped, so
 //!   `phy:/dev/wd0e,wd0d,w` is target, vdev, access. `iscsi:`/`nbd:`/`enbd:`/
 //!   `drbd:` need block scripts and are refused;
 //! - flags: `cdrom`, `discard`, `no-discard`, `direct-io-safe`, `trusted`,
@@ -89,7 +89,7 @@ pub enum DiskBackend {
     Phy,
     /// `file:`: an image file.
     File,
-    /// `tap:`/`tap2:`/`tapdisk:`/`ioemu:` without `aio:`, or `backendtype=tap`.
+    /// `tap:`/`tap2:`/`tapdisk:` without `aio:`, or `backendtype=tap`.
     Tap,
     /// `tap:aio:` (or a bare `aio:`): blktap's asynchronous raw driver.
     TapAio,
@@ -122,6 +122,8 @@ pub(crate) struct ParsedDisk {
     pub backend: DiskBackend,
     /// An xm-style deprecated prefix was used (`phy:`, `file:`, `tap:`...).
     pub xm_prefix: bool,
+    /// The deprecated `ioemu:` prefix was used (ignored, as xl does; worth a warning).
+    pub ioemu: bool,
 }
 
 type DiskErr = (ErrorKind, String);
@@ -172,6 +174,7 @@ struct State {
     cdrom: bool,
     backend: Option<DiskBackend>,
     xm_prefix: bool,
+    ioemu: bool,
 }
 
 impl State {
@@ -317,7 +320,10 @@ impl State {
             }
             "phy" => self.set_backend(DiskBackend::Phy, prefix)?,
             "file" => self.set_backend(DiskBackend::File, prefix)?,
-            "tap" | "tap2" | "tapdisk" | "ioemu" => self.set_backend(DiskBackend::Tap, prefix)?,
+            "tap" | "tap2" | "tapdisk" => self.set_backend(DiskBackend::Tap, prefix)?,
+            // xl strips `ioemu:` and sets nothing (qemu device model hint of xm
+            // days, usually before the vdev: `phy:/dev/x,ioemu:hda,w`).
+            "ioemu" => self.ioemu = true,
             "aio" => self.set_backend(DiskBackend::TapAio, prefix)?,
             _ => {
                 // xl: unknown only if what follows is not a letter or digit
@@ -418,6 +424,7 @@ pub(crate) fn parse(spec: &str) -> Result<ParsedDisk, DiskErr> {
         },
         backend,
         xm_prefix: st.xm_prefix,
+        ioemu: st.ioemu,
     })
 }
 

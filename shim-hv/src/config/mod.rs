@@ -521,19 +521,16 @@ impl Settings {
         }
     }
 
-    /// A list of strings; a single string is taken as a one-item list (with a warning).
+    /// A list of strings; a single string is an error naming its line ([`ErrorKind::NotAList`]).
     fn string_list(&mut self, key: &str) -> Result<Option<Vec<Atom>>, ConfigError> {
         let Some(set) = self.get(key).cloned() else {
             return Ok(None);
         };
         match set.value {
+            // xl does not read a string here (`disk = "file:..."`): it drops the
+            // setting and boots without the device. Say so instead.
             Value::Atom(a) => {
-                self.warn(
-                    a.line,
-                    WarningKind::Adjusted(format!("`{key}` should be a list; read as [ '...' ]")),
-                    a.text.clone(),
-                );
-                Ok(Some(vec![a]))
+                Err(self.err(a.line, ErrorKind::NotAList { key: key.into() }, a.text))
             }
             Value::List(items, _) => {
                 let mut out = Vec::new();
@@ -597,6 +594,24 @@ fn valid_cpus(s: &str) -> bool {
 }
 
 /// `[a-z]+[0-9]+[a-z]?`, and not an xvd/hd/sd name (those errors are real).
+/// Where the `#` comment of one line starts (outside `'`/`"` strings, whose
+/// backslash escapes are skipped), as the lexer sees it.
+fn comment_start(line: &[u8]) -> Option<usize> {
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while let Some(&b) = line.get(i) {
+        match (quote, b) {
+            (Some(_), b'\\') => i += 1,
+            (Some(q), b) if b == q => quote = None,
+            (None, b'\'' | b'"') => quote = Some(b),
+            (None, b'#') => return Some(i),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
 fn host_device_name(s: &str) -> bool {
     let b = s.as_bytes();
     let letters = b.iter().take_while(|c| c.is_ascii_lowercase()).count();
@@ -625,8 +640,9 @@ impl DomainConfig {
     }
 
     /// Reads a config file's text: at most [`MAX_CONFIG_BYTES`] (a huge file, or an
-    /// endless one such as `/dev/zero`, is an [`ErrorKind::Io`] error, never read into
-    /// memory whole), UTF-8 (else a syntax error naming the line).
+    /// endless one such as `/dev/zero`, is an [`ErrorKind::Io`] error naming the
+    /// line where the limit is reached, never read into memory whole); see
+    /// [`DomainConfig::text_from_bytes`] for the UTF-8 rules.
     pub fn read_text(path: &Path) -> Result<String, ConfigError> {
         use std::io::Read;
         let file = path.display().to_string();
@@ -636,24 +652,43 @@ impl DomainConfig {
             .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
             .map_err(|e| io(e.to_string()))?;
         if bytes.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(io(format!(
-                "larger than {MAX_CONFIG_BYTES} bytes: not a domain config"
-            )));
-        }
-        String::from_utf8(bytes).map_err(|e| {
-            let line = 1 + e
-                .as_bytes()
-                .iter()
-                .take(e.utf8_error().valid_up_to())
-                .filter(|&&c| c == b'\n')
-                .count();
-            ConfigError::new(
+            let limit = MAX_CONFIG_BYTES as usize;
+            let line = 1 + bytes.iter().take(limit).filter(|&&c| c == b'\n').count();
+            return Err(ConfigError::new(
                 &file,
                 u32::try_from(line).unwrap_or(u32::MAX),
-                ErrorKind::Syntax("not UTF-8"),
+                ErrorKind::Io(format!(
+                    "larger than {MAX_CONFIG_BYTES} bytes (reached on this line): not a domain config"
+                )),
                 "",
-            )
-        })
+            ));
+        }
+        DomainConfig::text_from_bytes(&file, &bytes)
+    }
+
+    /// A config file's bytes as text, checked line by line as xl reads them: the
+    /// part of a line before its comment must be UTF-8 (else a syntax error naming
+    /// that line); a comment may hold anything (a Latin-1 `# café` is common in old
+    /// configs and xl ignores it), its bad bytes become U+FFFD.
+    pub fn text_from_bytes(file: &str, bytes: &[u8]) -> Result<String, ConfigError> {
+        let mut out = String::with_capacity(bytes.len());
+        for (i, line) in bytes.split_inclusive(|&b| b == b'\n').enumerate() {
+            match std::str::from_utf8(line) {
+                Ok(s) => out.push_str(s),
+                Err(e) if e.valid_up_to() >= comment_start(line).unwrap_or(line.len()) => {
+                    out.push_str(&String::from_utf8_lossy(line));
+                }
+                Err(_) => {
+                    return Err(ConfigError::new(
+                        file,
+                        u32::try_from(i + 1).unwrap_or(u32::MAX),
+                        ErrorKind::Syntax("not UTF-8"),
+                        "",
+                    ))
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Parses config text; `file` names it in messages.
@@ -1021,6 +1056,13 @@ impl DomainConfig {
         let mut pending_host: Vec<usize> = Vec::new();
         for a in s.string_list("disk")?.unwrap_or_default() {
             let d = disk::parse(&a.text).map_err(|(k, t)| s.err(a.line, k, t))?;
+            if d.ioemu {
+                s.warn(
+                    a.line,
+                    WarningKind::Deprecated("`ioemu:` disk prefix (ignored, as xl does)".into()),
+                    a.text.clone(),
+                );
+            }
             match d.format {
                 DiskFormat::Raw | DiskFormat::Empty => {}
                 f => {

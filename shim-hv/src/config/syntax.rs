@@ -240,6 +240,16 @@ impl<'a> Lexer<'a> {
                 }
                 Some(c) if c == quote => {
                     self.bump();
+                    // xl hands values to C as NUL-terminated strings: a NUL (raw or
+                    // `\0`, `\x00`) would silently cut the value there.
+                    if out.contains('\0') {
+                        return Err(self.err(
+                            line,
+                            ErrorKind::Syntax("NUL byte in a string"),
+                            start,
+                            self.pos,
+                        ));
+                    }
                     return Ok(out);
                 }
                 Some('\\') => {
@@ -543,10 +553,27 @@ mod tests {
         assert_eq!(atoms(&s[7].value), ["1"]);
     }
 
+    /// Issue 17 item 13: a NUL in a string (raw or escaped) would cut the value
+    /// where a C toolstack reads it: refused, naming the line.
+    #[test]
+    fn nul_in_a_string_is_refused_with_its_line() {
+        for src in [
+            "name = 'a'\nkernel = '/boot/vm\0linuz'\n",
+            "name = 'a'\nkernel = \"/boot/vm\\0linuz\"\n",
+            "name = 'a'\nkernel = '/boot/vm\\x00linuz'\n",
+            "name = 'a'\ndisk = [ 'file:/x\0y,xvda,w' ]\n",
+        ] {
+            let e = parse("t.cfg", src).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Syntax("NUL byte in a string"), "{src:?}");
+            assert_eq!(e.line, 2, "{src:?}");
+            assert!(e.to_string().starts_with("t.cfg:2:"), "{e}");
+        }
+    }
+
     #[test]
     fn escapes() {
-        let s = parse("t", r#"a = 'it\'s \"q\" \\ \t\x41\101\0'"#).unwrap();
-        assert_eq!(atoms(&s[0].value), ["it's \"q\" \\ \tAA\0"]);
+        let s = parse("t", r#"a = 'it\'s \"q\" \\ \t\x41\101'"#).unwrap();
+        assert_eq!(atoms(&s[0].value), ["it's \"q\" \\ \tAA"]);
         let e = parse("t", r"a = 'bad \q'").unwrap_err();
         assert_eq!((e.kind, e.text.as_str()), (ErrorKind::BadEscape, r"\q"));
         let e = parse("t", r"a = '\xg1'").unwrap_err();
