@@ -164,3 +164,45 @@ fn a_spinning_guest_is_destroyed_and_a_triple_fault_crashes() {
     assert_eq!(g.join(), DomainState::Dying);
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
 }
+
+#[test]
+fn debug_console_floods_are_rate_limited_in_the_log() {
+    if !kvm_usable("debug_console_floods_are_rate_limited_in_the_log") {
+        return;
+    }
+    // 1: mov $'x',%al; out %al,$0xe9; mov $'\n',%al; out %al,$0xe9; jmp 1b
+    let flood = elf64(
+        "flood.elf",
+        &[Seg {
+            paddr: 0x100000,
+            bytes: &[0xb0, b'x', 0xe6, 0xe9, 0xb0, b'\n', 0xe6, 0xe9, 0xeb, 0xf6],
+            memsz: 10,
+        }],
+        Some(0x100000),
+    );
+    let mut vm = Vm::new("flood", 4);
+    vm.boot(&flood, "").unwrap();
+    // Enough lines for two rate windows (each line is two exits).
+    let t0 = Instant::now();
+    loop {
+        let n = vm.guest().debug_output().len() / 2;
+        let log = vm.log.lines();
+        if log
+            .iter()
+            .any(|l| l.contains("debug console lines not logged"))
+        {
+            let shown = log.iter().filter(|l| l.ends_with(") x")).count();
+            // At most 100 per started second.
+            let secs = t0.elapsed().as_secs() as usize + 2;
+            assert!(shown <= 100 * secs, "{shown} lines in {secs} s");
+            assert!(n > shown, "{n} written, {shown} logged");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{n} lines, no rate limit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    vm.hv.destroy_domain(vm.dom.id()).unwrap();
+}

@@ -261,3 +261,49 @@ fn create_paused_runs_nothing_until_unpause() {
     d.shutdown("held", PowerRequest::Poweroff).unwrap();
     assert!(d.wait_gone(id, BOOT));
 }
+
+#[test]
+fn a_triple_fault_applies_on_crash() {
+    if !kvm_usable("a_triple_fault_applies_on_crash") {
+        return;
+    }
+    let tmp = TempDir::new("kvm-triple");
+    let d = daemon(&tmp);
+    // ud2 with no IDT: a triple fault, which the runner reports as a crash.
+    let ud = kvm_util::elf64(
+        "triple.elf",
+        &[kvm_util::Seg {
+            paddr: 0x100000,
+            bytes: &[0x0f, 0x0b],
+            memsz: 2,
+        }],
+        Some(0x100000),
+    );
+    let text = format!(
+        "name = 'tf'\ntype = 'pvh'\nkernel = '{}'\nmemory = 4\non_crash = 'preserve'\n",
+        ud.display()
+    );
+    let id = d
+        .create(DomainConfig::parse_str("tf.cfg", &text).unwrap())
+        .unwrap();
+    assert!(d.wait_gone(id, BOOT), "preserved once crashed");
+    let info = d.list().into_iter().find(|i| i.id == id.0).unwrap();
+    assert_eq!(info.state, "----c-", "{info:?}");
+    assert!(
+        info.reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("triple fault"),
+        "{info:?}"
+    );
+    // on_crash = destroy removes it.
+    let text = text
+        .replace("'preserve'", "'destroy'")
+        .replace("'tf'", "'tf2'");
+    let id2 = d
+        .create(DomainConfig::parse_str("tf2.cfg", &text).unwrap())
+        .unwrap();
+    assert!(d.wait_gone(id2, BOOT));
+    assert!(ids_named(&d, "tf2").is_empty());
+    d.destroy("tf").unwrap();
+}

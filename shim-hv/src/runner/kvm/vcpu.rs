@@ -59,6 +59,22 @@ const WAKE_COALESCE: Duration = Duration::from_micros(20);
 const DEBUG_LINE_MAX: usize = 256;
 /// Bytes of debug-console output a guest's record keeps.
 const DEBUG_KEEP: usize = 64 * 1024;
+/// Most debug-console lines a guest may put in the log per second (as Xen rate-limits
+/// guest output); the rest are counted and the count logged.
+const DEBUG_LINES_PER_S: u32 = 100;
+
+/// A guest's debug console (port 0xE9).
+#[derive(Default)]
+struct DebugCon {
+    /// The bytes kept (the last [`DEBUG_KEEP`]).
+    kept: Vec<u8>,
+    /// The line being written.
+    line: Vec<u8>,
+    /// Start of the current rate window, lines logged in it, lines dropped.
+    window: Option<Instant>,
+    logged: u32,
+    dropped: u64,
+}
 
 thread_local! {
     /// This thread's `kvm_run`, for the kick signal's handler.
@@ -132,8 +148,8 @@ pub(super) struct Shared {
     pub(super) stop: AtomicBool,
     /// Bumped when the guest re-arms its timer; the timer thread waits on it.
     timer_epoch: (Mutex<u64>, Condvar),
-    /// Debug-console output (port 0xE9): the bytes kept, and the open line.
-    debug: Mutex<(Vec<u8>, Vec<u8>)>,
+    /// Debug-console output (port 0xE9).
+    debug: Mutex<DebugCon>,
     /// Total exits when the guest wrote its first console byte (port 0xE9,
     /// `CONSOLEIO_write`), for the exit-count benchmark.
     pub(super) first_output_exits: Mutex<Option<u64>>,
@@ -149,7 +165,7 @@ impl Shared {
             in_run: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             timer_epoch: (Mutex::new(0), Condvar::new()),
-            debug: Mutex::new((Vec::new(), Vec::new())),
+            debug: Mutex::new(DebugCon::default()),
             first_output_exits: Mutex::new(None),
             log,
             domid,
@@ -192,27 +208,48 @@ impl Shared {
     }
 
     pub(super) fn debug_output(&self) -> Vec<u8> {
-        let d = super::lock(&self.debug);
-        let mut v = d.0.clone();
-        v.extend_from_slice(&d.1);
-        v
+        super::lock(&self.debug).kept.clone()
     }
 
     fn debug_byte(&self, b: u8) {
-        let line = {
+        let (line, dropped) = {
             let mut d = super::lock(&self.debug);
-            d.0.push(b);
-            let excess = d.0.len().saturating_sub(DEBUG_KEEP);
-            d.0.drain(..excess);
-            if b == b'\n' || d.1.len() >= DEBUG_LINE_MAX {
-                Some(std::mem::take(&mut d.1))
-            } else {
+            d.kept.push(b);
+            let excess = d.kept.len().saturating_sub(DEBUG_KEEP);
+            d.kept.drain(..excess);
+            if b != b'\n' && d.line.len() < DEBUG_LINE_MAX {
                 if b != b'\r' {
-                    d.1.push(b);
+                    d.line.push(b);
                 }
-                None
+                return;
+            }
+            let line = std::mem::take(&mut d.line);
+            if b != b'\n' && b != b'\r' {
+                d.line.push(b); // a long line goes on in the next one
+            }
+            let now = Instant::now();
+            let mut dropped = 0;
+            if d.window
+                .is_none_or(|w| now.duration_since(w) >= Duration::from_secs(1))
+            {
+                d.window = Some(now);
+                d.logged = 0;
+                dropped = std::mem::take(&mut d.dropped);
+            }
+            if d.logged >= DEBUG_LINES_PER_S {
+                d.dropped += 1;
+                (None, dropped)
+            } else {
+                d.logged += 1;
+                (Some(line), dropped)
             }
         };
+        if dropped > 0 {
+            (self.log)(&format!(
+                "(d{}) [{dropped} debug console lines not logged: over {DEBUG_LINES_PER_S} per second]",
+                self.domid
+            ));
+        }
         if let Some(l) = line {
             (self.log)(&format!(
                 "(d{}) {}",
