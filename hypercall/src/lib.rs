@@ -103,6 +103,14 @@ pub mod abi;
 pub mod arch;
 #[cfg(feature = "read-audit")]
 pub mod audit;
+
+// `read-audit` is a test-only feature (a per-thread log needs std): say so instead
+// of failing somewhere in `std` on a bare-metal target.
+#[cfg(all(feature = "read-audit", target_os = "none"))]
+compile_error!(
+    "hypercall's `read-audit` feature is test-only (it needs std): enable it from \
+     [dev-dependencies], never in a no_std build"
+);
 pub mod cpuid;
 pub mod evtchn;
 pub mod gnttab;

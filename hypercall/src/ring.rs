@@ -181,6 +181,9 @@ where
     /// Like [`FrontRing::init`], but with all indices starting at `start` (the
     /// header gets `req_prod = rsp_prod = start`, `*_event = start + 1`). Used to
     /// exercise index wrap-around; a backend must attach at the same index.
+    /// Public on purpose: the protocol starts at 0, but the frontends' and
+    /// backends' own tests (in other crates) start near `u32::MAX` with it to
+    /// prove their index arithmetic wraps.
     pub fn init_at(mem: SharedMem, start: u32) -> Result<Self, RingError> {
         let size = check_len(&mem, Self::SLOT_SIZE)?;
         mem.fill(0, mem.len(), 0);

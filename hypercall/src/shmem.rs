@@ -5,6 +5,15 @@
 //! atomic operation on a raw pointer. Callers copy what they need out once (into a
 //! private value) and validate that copy (XSA-155).
 //!
+//! Why not the `volatile` crate: its `VolatilePtr` gives volatile reads and writes of
+//! whole values, which is right for device registers (MMIO), but shared pages need
+//! more: atomics with acquire/release ordering for ring indices and grant flags (a
+//! volatile access orders nothing), compare-exchange for grant entries, and bulk
+//! copies that read each byte once into private memory. `SharedMem` offers exactly
+//! those, bounds-checks every offset, and feeds the read audit (`read-audit`); a
+//! volatile wrapper would add a second way to touch the same memory without these
+//! guarantees.
+//!
 //! Offsets given to the accessors are the caller's layout constants; an offset out of
 //! range or misaligned is a bug in the caller and panics. Offsets derived from data the
 //! other side controls must be checked first with [`SharedMem::sub`] /

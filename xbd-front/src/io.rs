@@ -58,7 +58,9 @@ pub struct Tag {
     gen: u32,
 }
 
-/// Counters (for tests and benchmarks).
+/// Counters of the I/O path ([`crate::Device::stats`]). Public on purpose: an OS
+/// reports them, and the benchmarks and tests check with them how many ring
+/// requests, notifications and grant operations a workload cost.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Ops submitted.

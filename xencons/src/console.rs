@@ -355,8 +355,9 @@ impl<P: Platform> Console<P> {
         self.ring.in_avail().map_err(|f| self.fail(f))
     }
 
-    /// Our `out_prod` (diagnostics and tests).
-    pub fn out_prod(&self) -> u32 {
+    /// Our `out_prod` (a test hook: the tests compare it with the page).
+    #[cfg(test)]
+    pub(crate) fn out_prod(&self) -> u32 {
         self.ring.out_prod()
     }
 

@@ -92,6 +92,7 @@ impl ConsRing {
     }
 
     /// Our `out_prod`.
+    #[cfg(test)]
     pub(crate) fn out_prod(&self) -> u32 {
         self.out_prod
     }
