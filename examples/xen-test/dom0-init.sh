@@ -190,7 +190,7 @@ dump_state() {
 # ---------------------------------------------------------------- one test
 run_test() {
     local t=$1 cfg=/xen-test/tests/$1.cfg dir=$R/$1 name domid rc c0 t0 img vdev mode
-    local want_disks want_vifs st conlog reason r n newid end onr
+    local want_disks want_vifs st conlog reason r n newid end onr crash_re
     mkdir -p "$dir"
     cp "$cfg" "$dir/domu.cfg"
     name=$(cfg_string name "$cfg")
@@ -207,6 +207,9 @@ run_test() {
     want_vifs=$(cfg_list vif "$cfg" | wc -l)
     onr=$(cfg_string on_reboot "$cfg")
     onr=${onr:-restart} # xl's default
+    # "# xen-test: expect-crash REGEX": the guest must crash by itself, printing REGEX
+    crash_re=$(sed -n 's/^#[[:space:]]*xen-test:[[:space:]]*expect-crash[[:space:]]*//p' "$cfg" | tail -n 1)
+    if grep -qE '^#[[:space:]]*xen-test:[[:space:]]*expect-crash' "$cfg"; then crash_re=${crash_re:-crash}; fi
 
     # created paused, so that `xl console` is attached before the guest runs
     t0=$(up)
@@ -234,6 +237,19 @@ run_test() {
     t0=$(up)
     xl unpause "$name"
     check $t xl-unpause $? "domid $domid"
+    if [ -n "$crash_re" ]; then
+        # a guest that must crash by itself: no ready line, reason crash
+        end=$(($(date +%s) + READY_SECS))
+        while [ "$(date +%s)" -lt $end ] && [ "$(xl domid "$name" 2>/dev/null)" = "$domid" ]; do sleep 0.5; done
+        sleep 1
+        reason=$(last_reason "$name")
+        [ "$reason" = crash ]
+        check $t crashed $? "the domain ended by itself $(elapsed $t0)s after unpause: reason $reason"
+        grep -qE "$crash_re" "$conlog"
+        check $t crash-message $? "console: $(grep -E "$crash_re" "$conlog" | tail -n 1 | tr -d '\r')"
+        END_RE=$crash_re end_test $t "$name" "$dir" "$domid"
+        return
+    fi
     wait_ready "$conlog" "${c0:-0}" "$name" $domid
     rc=$?
     case $rc in
@@ -384,8 +400,8 @@ end_test() {
     XLC="" XLC_HOLD=""
     rm -f $dir/.xlc-in
     if [ -f "$dir/xl-console.txt" ]; then
-        grep -qE "$READY_RE" "$dir/xl-console.txt"
-        check $t xl-console $? "$(wc -l <"$dir/xl-console.txt") lines through xl console, /$READY_RE/ among them"
+        grep -qE "${END_RE:-$READY_RE}" "$dir/xl-console.txt"
+        check $t xl-console $? "$(wc -l <"$dir/xl-console.txt") lines through xl console, /${END_RE:-$READY_RE}/ among them"
     fi
     # an image the guest could only read must be byte for byte as before
     if [ -s "$dir/vbds.txt" ]; then

@@ -11,7 +11,9 @@
 #     169.254.100.(2 + N)/24; answers ping,
 #     serves a status page on TCP port 80 and echoes on TCP port 7; pings .1;
 #   - prints `xenkit-unikernel: ready`;
-#   - powers off / reboots when the toolstack asks (Linux and busybox init do that).
+#   - powers off / reboots when the toolstack asks (Linux and busybox init do that);
+#   - with crash=panic on the command line: prints the crash and panics (Linux
+#     then ends the domain with SCHEDOP_shutdown(crash)).
 # Run as /init it starts busybox init, whose sysinit step runs "/init run".
 
 say() { echo "xenkit-unikernel (self-test guest): $*"; }
@@ -35,6 +37,12 @@ esac
 
 exec >/dev/hvc0 2>&1
 say "Linux $(uname -r) up after $(cut -d' ' -f1 /proc/uptime)s"
+if grep -qw 'crash=panic' /proc/cmdline; then
+    echo "xenkit-unikernel: crash: panic: crash requested on the command line (crash=panic)"
+    sleep 1
+    echo 1 >/proc/sys/kernel/sysrq
+    echo c >/proc/sysrq-trigger
+fi
 for m in $(cat /mods/order); do insmod /mods/$m || say "insmod $m failed"; done
 
 # wait (10 s at most) until every xenbus device has its Linux device
