@@ -3,7 +3,7 @@
 //! With the feature on, every [`SharedMem`] access (copies, atomic loads and stores,
 //! read-modify-writes) is appended to a log of the calling thread while that thread
 //! records ([`start`] .. [`take`]). Tests use it to prove the read-once rules of
-//! BAD-INPUT row 3 / security.md R4, R5 (each slot the other side produced is copied
+//! docs/hostile-input.md row 3 / docs/hostile-input.md R4, R5 (each slot the other side produced is copied
 //! out exactly once, in one read covering it; our own requests are never read back)
 //! and the index order of `io/ring.h` ([`check_front_ring`], [`check_back_ring`],
 //! [`check_byte_ring`]).

@@ -10,7 +10,7 @@
 //! The OS's upcall (callback vector / interrupt) calls [`EventChannels::scan`], which
 //! takes the selector, walks `pending & !mask`, clears each pending bit atomically
 //! *before* calling the handler for the port, and stops after `budget` ports
-//! (BAD-INPUT row 24: an event storm costs bounded work per upcall; unfinished words
+//! (docs/hostile-input.md row 24: an event storm costs bounded work per upcall; unfinished words
 //! are put back in the selector and [`Scan::more`] is set, so the OS can continue
 //! later, e.g. from its idle loop). Ports nobody bound ([`EventChannels::bind`] or one
 //! of the binding wrappers) are cleared and counted, never handed to the handler
@@ -23,7 +23,7 @@
 //! re-entrant: a second concurrent `scan` returns at once with nothing done (the
 //! running one reports `more` if events arrived meanwhile).
 //!
-//! Closing while events arrive (security.md E2): after [`EventChannels::close`] (or
+//! Closing while events arrive (docs/hostile-input.md E2): after [`EventChannels::close`] (or
 //! [`EventChannels::unbind`]) returned, a scan on another CPU may still be handing
 //! the port to its handler (it checked the binding just before), and
 //! [`EventChannels::is_handling`] says so; once that returns `false` for the port,
@@ -226,7 +226,7 @@ impl<H: Hypercall> EventChannels<H> {
     /// Whether a handler for `port` is running (or about to be called) in a scan
     /// on some CPU. After `close(port)` (or `unbind(port)`) returned, wait until
     /// this is `false` before freeing what the port's handler uses: from then on,
-    /// no handler runs for `port` (security.md E2). Inside that port's own handler
+    /// no handler runs for `port` (docs/hostile-input.md E2). Inside that port's own handler
     /// it is `true`: do not wait for it there.
     pub fn is_handling(&self, port: Port) -> bool {
         self.active.load(Ordering::SeqCst) == port.0.wrapping_add(1)

@@ -16,7 +16,7 @@
 //! the grant frames themselves: Xen reads them.
 //!
 //! Ending access can fail while the other domain still maps the page
-//! ([`Error::StillMapped`], BAD-INPUT row 26, XSA-396): the ref then stays in use and
+//! ([`Error::StillMapped`], docs/hostile-input.md row 26, XSA-396): the ref then stays in use and
 //! the caller must keep the page out of reuse until a later
 //! [`GrantTable::end_access`] succeeds (see [`GrantTable::try_end_access`]).
 //!

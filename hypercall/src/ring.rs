@@ -13,7 +13,7 @@
 //! Trust: each side treats the other's index and slots as hostile.
 //! - The producer index of the other side is read once per poll (atomic acquire, the
 //!   `rmb()` of `ring.h`) and checked: it may not move backwards and may not run more
-//!   than the possible number of entries ahead of our consumer (BAD-INPUT rows 1, 2).
+//!   than the possible number of entries ahead of our consumer (docs/hostile-input.md rows 1, 2).
 //!   A violation is a sticky [`RingError`]: the ring refuses further work.
 //! - Each slot is copied out exactly once into a private value (XSA-155, row 3);
 //!   requests we produced are never read back.
@@ -987,7 +987,7 @@ mod tests {
     }
 
     /// Requests are never read back: the backend rewriting a request slot after
-    /// publication does not change what the frontend does (security.md R5).
+    /// publication does not change what the frontend does (docs/hostile-input.md R5).
     #[test]
     fn request_slots_are_never_read_back() {
         let mut p = Pages::new(1);

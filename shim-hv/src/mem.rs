@@ -172,7 +172,7 @@ impl fmt::Debug for GuestMemory {
 impl GuestMemory {
     /// Where the model puts the first RAM frame: gfn 0x100 (1 MiB).
     pub const DEFAULT_FIRST_GFN: Gfn = Gfn(0x100);
-    /// Largest RAM size accepted (in pages): 3 GiB, the layout of DESIGN.md's KVM notes.
+    /// Largest RAM size accepted (in pages): 3 GiB, the KVM runner's memory layout (docs/kvm.md).
     pub const MAX_PAGES: usize = (3 << 30) / PAGE_SIZE;
 
     /// Hole frames must lie below this frame (4 GiB: where PVH guests put them).

@@ -1,4 +1,4 @@
-//! Grants of the block frontend against the real blkback (security.md G4, G5).
+//! Grants of the block frontend against the real blkback (docs/hostile-input.md G4, G5).
 //!
 //! - G4: whatever `trusted` says (absent, 0, 1, garbage; in the frontend's node or
 //!   the backend's), the frontend grants only its own bounce pages: a caller buffer

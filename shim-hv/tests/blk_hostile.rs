@@ -1,6 +1,6 @@
-//! A hostile guest against blkback, end to end (DESIGN.md: "a hostile guest can fail
-//! itself, not the host"; BAD-INPUT row 10 and rows 1-5 from the backend's side;
-//! security.md G6, D2, D3).
+//! A hostile guest against blkback, end to end (docs/hostile-input.md: "a hostile guest may
+//! only fail itself"; row 10 and rows 1-5 from the backend's side;
+//! docs/hostile-input.md G6, D2, D3).
 //!
 //! The guest is driven from the test thread ([`InProcGuest::new`]): the xenbus
 //! handshake through `xenbus::frontend::FrontendHandshake`, then raw requests on a

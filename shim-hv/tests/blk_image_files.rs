@@ -1,4 +1,4 @@
-//! Disk images that are not plain files, or change under the guest (security.md
+//! Disk images that are not plain files, or change under the guest (docs/hostile-input.md
 //! H3, D2, D4), served by blkback directly (`BlkBackend::start`):
 //! - H3: a FIFO, `/dev/zero`, a socket, a dangling symlink, a directory or an
 //!   unreadable file is refused with one line naming the file, nothing is created

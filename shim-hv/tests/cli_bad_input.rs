@@ -1,4 +1,4 @@
-//! BAD-INPUT.md rows for the CLI: 44 (config errors: file:line and the text,
+//! docs/hostile-input.md rows for the CLI: 44 (config errors: file:line and the text,
 //! nothing started), 45 (disk images not a multiple of the sector size), 46 (the
 //! control socket: 0600, other users refused, no TCP listener).
 
@@ -254,7 +254,7 @@ fn endless_or_huge_config_is_refused() {
     assert!(cli.daemon_pid().is_none());
 }
 
-/// security.md H1: absurd numbers where the CLI takes a domain (ids past u16, past
+/// docs/hostile-input.md H1: absurd numbers where the CLI takes a domain (ids past u16, past
 /// u64, negative, hex, empty, huge) and absurd numeric config values: each gives a
 /// short error on stderr and a non-zero exit, never a panic, and nothing changes.
 #[test]

@@ -1,4 +1,4 @@
-//! security.md H3 through the toolstack: a config `disk =` line naming a FIFO,
+//! docs/hostile-input.md H3 through the toolstack: a config `disk =` line naming a FIFO,
 //! `/dev/zero`, a socket, a dangling symlink, a directory or an unreadable file
 //! gives one error line with `file:line` and the path, starts nothing (no daemon,
 //! no domain), and never hangs; for the CLI (`shim-hv create`, with and without a

@@ -74,7 +74,7 @@ fn on_poweroff_preserve_keeps_the_domain_until_destroy() {
     cli.ok(&["create", "p.cfg"]);
     cli.ok(&["shutdown", "-w", "p1"]);
     assert_eq!(cli.list(), [("p1".to_string(), 1, "---s--".to_string())]);
-    // Asking again is harmless (BAD-INPUT row 39).
+    // Asking again is harmless (docs/hostile-input.md row 39).
     cli.ok(&["shutdown", "-w", "p1"]);
     cli.ok(&["destroy", "p1"]);
     assert!(cli.list().is_empty());

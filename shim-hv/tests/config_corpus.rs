@@ -622,7 +622,7 @@ fn unreadable_file_is_an_error() {
     assert_eq!(e.line, 0);
 }
 
-/// security.md H2: a huge config file, or an endless one, is refused with a message
+/// docs/hostile-input.md H2: a huge config file, or an endless one, is refused with a message
 /// instead of being read into memory whole.
 #[test]
 fn huge_or_endless_files_are_refused() {
@@ -644,7 +644,7 @@ fn huge_or_endless_files_are_refused() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// security.md H2: a config file that is not UTF-8 is refused with the line of the
+/// docs/hostile-input.md H2: a config file that is not UTF-8 is refused with the line of the
 /// first bad byte.
 #[test]
 fn non_utf8_file_names_the_line() {

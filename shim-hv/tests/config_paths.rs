@@ -1,5 +1,5 @@
 //! `DomainConfig::validate_paths`: the separate step that checks the files a
-//! config names (BAD-INPUT row 44: missing disk file).
+//! config names (docs/hostile-input.md row 44: missing disk file).
 
 use std::path::PathBuf;
 

@@ -1,5 +1,5 @@
 //! Hostile guests fail only their own console; vanished backends give the guest a
-//! typed error (BAD-INPUT rows 36, 37; security.md C1, C2, C4).
+//! typed error (docs/hostile-input.md rows 36, 37; docs/hostile-input.md C1, C2, C4).
 
 mod console_util;
 

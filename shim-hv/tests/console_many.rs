@@ -1,4 +1,4 @@
-//! security.md E5: events are routed per port and devices do not interfere. Six
+//! docs/hostile-input.md E5: events are routed per port and devices do not interfere. Six
 //! consoles (six guests, six dom0 ports) share one console backend; the first one's
 //! sink is stuck (its buffer, then its ring, fill up and its guest waits, kicking its
 //! port) while the five others write 16 KiB each: all of it arrives, in order, and

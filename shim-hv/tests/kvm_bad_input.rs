@@ -1,4 +1,4 @@
-//! Bad kernels and bad guests under the KVM runner (BAD-INPUT): one line naming the
+//! Bad kernels and bad guests under the KVM runner (docs/hostile-input.md): one line naming the
 //! file, nothing started, other domains unaffected; a spinning guest can still be
 //! destroyed; a triple fault crashes only its domain.
 

@@ -386,7 +386,7 @@ fn handlers_may_send_back_without_deadlock() {
 
 #[test]
 fn event_storm_is_bounded_work() {
-    // BAD-INPUT row 24, host side: a flood of notifications costs one wake, and one
+    // docs/hostile-input.md row 24, host side: a flood of notifications costs one wake, and one
     // upcall acknowledgement clears every pending port in one bounded pass.
     let hv = hv();
     let dom = domain(&hv, "a");

@@ -1,5 +1,5 @@
 //! Grant-table semantics (v1, as Xen enforces them): dom0 mapping and copying of
-//! guest grants, guest grant_table_op sub-ops, BAD-INPUT rows 10, 26, 42.
+//! guest grants, guest grant_table_op sub-ops, docs/hostile-input.md rows 10, 26, 42.
 
 mod model_util;
 
@@ -54,7 +54,7 @@ fn writable_map_sets_and_clears_reading_writing() {
 
 #[test]
 fn readonly_grant_refuses_writable_map() {
-    // BAD-INPUT row 10: the backend may not get a writable mapping of a page granted
+    // docs/hostile-input.md row 10: the backend may not get a writable mapping of a page granted
     // read-only.
     let (hv, p) = setup();
     p.grant(TABLE, 9, 0, DATA, true);
@@ -130,7 +130,7 @@ fn frame_outside_guest_ram_is_refused_and_flags_restored() {
 
 #[test]
 fn end_access_fails_while_mapped() {
-    // BAD-INPUT row 26: the guest cannot revoke a grant while dom0 maps it.
+    // docs/hostile-input.md row 26: the guest cannot revoke a grant while dom0 maps it.
     let (hv, p) = setup();
     p.grant(TABLE, 20, 0, DATA, false);
     let m1 = hv.grant_map(p.id(), GrantRef(20), false).unwrap();

@@ -1,4 +1,4 @@
-//! The hypercall dispatcher against bad input: BAD-INPUT rows 40 (unknown hypercall or
+//! The hypercall dispatcher against bad input: docs/hostile-input.md rows 40 (unknown hypercall or
 //! sub-op → -ENOSYS, guest continues), 41 (pointer / gfn outside guest memory →
 //! -EFAULT / -EINVAL, host unaffected), 42 (port / grant ref out of range → error),
 //! plus the answers a PVH guest needs at boot.

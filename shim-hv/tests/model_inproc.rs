@@ -185,7 +185,7 @@ fn shutdown_panic_and_return_end_the_guest() {
         "no guest code runs after shutdown"
     );
 
-    // BAD-INPUT row 43: a crashing guest is marked crashed; others run on.
+    // docs/hostile-input.md row 43: a crashing guest is marked crashed; others run on.
     let d2 = domain(&hv, "boom");
     let d3 = domain(&hv, "fine");
     let h2 = hv

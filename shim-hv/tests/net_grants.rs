@@ -1,4 +1,4 @@
-//! security.md G5 for the network frontend: a grant table with only `k` free refs
+//! docs/hostile-input.md G5 for the network frontend: a grant table with only `k` free refs
 //! during connect. The connect fails with a typed error, every ref it took is given
 //! back, and a connect with refs available afterwards works (nothing half
 //! registered with the backend).

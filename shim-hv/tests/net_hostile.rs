@@ -1,6 +1,6 @@
 //! Hostile input end to end.
 //!
-//! Frontend side (BAD-INPUT rows 22, 23; rows 1-5 and 17-21 need a hostile
+//! Frontend side (docs/hostile-input.md rows 22, 23; rows 1-5 and 17-21 need a hostile
 //! *backend* and are covered by xennet-front's unit tests with its fake backend):
 //! a malformed or missing `mac` refuses the connection; an absurd
 //! `multi-queue-max-queues` is clamped.

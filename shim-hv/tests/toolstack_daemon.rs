@@ -1,5 +1,5 @@
 //! The daemon in-process (no sockets): on_poweroff / on_reboot / on_crash actions,
-//! restart keeps name and UUID, and the control rows of BAD-INPUT.md (38: garbage
+//! restart keeps name and UUID, and the control rows of docs/hostile-input.md (38: garbage
 //! in control/shutdown; 39: repeated requests).
 
 mod toolstack_util;

@@ -89,8 +89,8 @@ fn rm_directory_and_large_values() {
                 errno(xs.read("/local/domain/0/name", &mut buf)),
                 ErrnoName::Eacces
             );
-            // Path tricks are refused by the client before sending (security.md
-            // X10), and by the daemon when sent raw anyway (BAD-INPUT row 32).
+            // Path tricks are refused by the client before sending (docs/hostile-input.md
+            // X10), and by the daemon when sent raw anyway (docs/hostile-input.md row 32).
             assert!(matches!(
                 xs.write_str("data/../../0/x", "y"),
                 Err(Error::InvalidPath(_))
@@ -325,7 +325,7 @@ fn hostile_guest_ring_does_not_disturb_other_domains() {
             let gfn = Gfn(xen.hvm_get_param(hvm::PARAM_STORE_PFN).unwrap());
             let port = Port(xen.hvm_get_param(hvm::PARAM_STORE_EVTCHN).unwrap() as u32);
             let page = SharedMem::map_gfn(&*g, gfn).unwrap();
-            // A header claiming a 4 GiB payload (BAD-INPUT row 27 from the guest side),
+            // A header claiming a 4 GiB payload (docs/hostile-input.md row 27 from the guest side),
             // then indices that claim more than a ring's worth (row 29).
             let hdr = MsgHeader {
                 ty: 2,

@@ -11,7 +11,7 @@ use hypercall::{GrantRef, XenError};
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum BrokenReason {
-    /// The ring's response producer index is impossible (BAD-INPUT rows 1, 2).
+    /// The ring's response producer index is impossible (docs/hostile-input.md rows 1, 2).
     Ring(RingError),
     /// A response id that names no request we issued (row 6).
     UnknownId(u64),
@@ -37,7 +37,7 @@ pub enum BrokenReason {
     /// The backend completed a request but still maps one of its pages (XSA-396).
     GrantStillMapped(GrantRef),
     /// Notifying the backend (`EVTCHNOP_send`) failed: its end of the event channel
-    /// is closed or was never bound (security.md E4).
+    /// is closed or was never bound (docs/hostile-input.md E4).
     Notify(XenError),
 }
 

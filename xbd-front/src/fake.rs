@@ -510,7 +510,7 @@ impl FakeBackend {
     }
 }
 
-/// R7 (security.md): every byte of a published request that belongs to no field of
+/// R7 (docs/hostile-input.md): every byte of a published request that belongs to no field of
 /// its kind is zero: `_pad`s, segments past `nr_segments`, the tail of the slot past
 /// a discard or indirect request, indirect grefs past the pages used. `None` if clean.
 pub fn padding_violation(req: &Request) -> Option<&'static str> {

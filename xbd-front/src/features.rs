@@ -1,7 +1,7 @@
 //! What the backend offers, what we negotiated, and the disk's geometry.
 //!
 //! Everything here is pure (values in, values out) so the rules are unit-tested
-//! without a store: clamps for hostile values (BAD-INPUT rows 11-13) live here.
+//! without a store: clamps for hostile values (docs/hostile-input.md rows 11-13) live here.
 
 use hypercall::abi::blkif;
 

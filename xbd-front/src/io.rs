@@ -987,7 +987,7 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
 
     /// Publishes pushed requests and notifies if the backend asked for it. A failed
     /// notification (`EVTCHNOP_send`: the backend closed or never bound its end,
-    /// security.md E4) breaks the device: every request in flight, the ones just
+    /// docs/hostile-input.md E4) breaks the device: every request in flight, the ones just
     /// published included, fails with [`BrokenReason::Notify`].
     pub fn publish<P: Platform + ?Sized, G: Grants + ?Sized>(
         &mut self,

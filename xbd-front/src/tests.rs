@@ -1,5 +1,5 @@
 //! Engine tests against the in-crate fake backend: data integrity with every feature
-//! combination, and the hostile-backend rows of BAD-INPUT.md (1-10, 14, 16, 26).
+//! combination, and the hostile-backend rows of docs/hostile-input.md (1-10, 14, 16, 26).
 #![allow(clippy::indexing_slicing)]
 
 use std::vec;
@@ -849,7 +849,7 @@ fn read_regions_of_a_failed_read_give_its_error() {
     assert_eq!(r.io.read_regions(t).err(), Some(Error::UnknownTag));
 }
 
-/// security.md E4: `EVTCHNOP_send` fails (the backend closed or never bound its
+/// docs/hostile-input.md E4: `EVTCHNOP_send` fails (the backend closed or never bound its
 /// end). The device breaks with a typed reason; the op just published (and every
 /// other one in flight) finishes with that error; its grants are ended; no panic.
 #[test]
@@ -884,7 +884,7 @@ fn e4_failed_notification_breaks_the_device() {
     }
 }
 
-/// security.md B7: an op split over two ring requests whose halves disagree (one
+/// docs/hostile-input.md B7: an op split over two ring requests whose halves disagree (one
 /// OKAY, one ERROR, either order) fails with the error and delivers no data; an op
 /// with only one half answered is not done (it waits for both).
 #[test]
@@ -1046,7 +1046,7 @@ fn row3_flipper_rewriting_the_response_slot() {
     assert!(good > 0 && failed > 0, "good {good}, failed {failed}");
 }
 
-/// R7 (security.md): the fake blkback audits every published request and indirect
+/// R7 (docs/hostile-input.md): the fake blkback audits every published request and indirect
 /// page for non-zero padding; every request kind passes, and the audit itself
 /// flags a dirty request (so the check can fail).
 #[test]

@@ -724,7 +724,7 @@ mod tests {
 
     #[test]
     fn spec_examples() {
-        // xen-vbd-interface(7) "Configuration file syntax" and DESIGN.md.
+        // xen-vbd-interface(7) "Configuration file syntax".
         assert_eq!(num("d0"), num("xvda"));
         assert_eq!(num("d0p0"), num("xvda"));
         assert_eq!(num("xvda"), 51712);

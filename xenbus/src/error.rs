@@ -222,7 +222,7 @@ pub enum ProtocolError {
         prod: u32,
     },
     /// A message began but its remaining bytes never came (the header promised more
-    /// than xenstored sent, BAD-INPUT row 27): no progress for a whole timeout, or still
+    /// than xenstored sent, docs/hostile-input.md row 27): no progress for a whole timeout, or still
     /// incomplete when a request gave up waiting (reading on would swallow the next
     /// reply's bytes).
     TruncatedMessage {
@@ -309,7 +309,7 @@ pub enum Error {
     InvalidArgument(&'static str),
     /// A path the caller gave is not one xenstored accepts (empty, a character outside
     /// `[A-Za-z0-9-/_@]`, `//`, a trailing `/`, over 3072 bytes absolute or 2048
-    /// relative, or a special `@` path outside a watch); it was not sent (security.md X10).
+    /// relative, or a special `@` path outside a watch); it was not sent (docs/hostile-input.md X10).
     InvalidPath(Snippet),
     /// A path built by this crate (`dir/key`) is longer than [`crate::PATH_MAX`].
     PathTooLong {
@@ -345,7 +345,7 @@ pub enum Error {
     BackendClosed(XenbusState),
     /// The frontend's `backend` node names a path outside the backend domain's tree
     /// (not below `/local/domain/<backend-id>/`: relative, `/`, another guest's
-    /// tree; security.md X13). Nothing was read from or watched there.
+    /// tree; docs/hostile-input.md X13). Nothing was read from or watched there.
     BadBackendPath {
         /// The path (its tail).
         path: Snippet,

@@ -314,7 +314,7 @@ impl FrontendHandshake {
     /// Checks (without waiting) whether the backend's state changed, from queued watch
     /// events for this handshake (or lost events). On `Closing`/`Closed`/vanished the
     /// phase becomes [`Phase::BackendClosing`]. That is reported once: further moves
-    /// among `Closing`/`Closed`/vanished (a backend toggling them, security.md X12)
+    /// among `Closing`/`Closed`/vanished (a backend toggling them, docs/hostile-input.md X12)
     /// report nothing until [`FrontendHandshake::closed`], so the caller tears down
     /// exactly once.
     pub fn poll_backend<P: Platform>(

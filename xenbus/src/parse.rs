@@ -1,4 +1,4 @@
-//! Parsing the values typed readers get (BAD-INPUT row 31: every failure names the key).
+//! Parsing the values typed readers get (docs/hostile-input.md row 31: every failure names the key).
 
 use crate::error::{Error, ParseKind, Snippet};
 use crate::state::XenbusState;

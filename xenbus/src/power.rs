@@ -4,13 +4,13 @@
 //!
 //! As Linux's `drivers/xen/manage.c` does, the node is read and cleared (written `""`)
 //! in one transaction, retried on `EAGAIN`. Unlike Linux, an unknown value is cleared
-//! too (BAD-INPUT row 38) and reported as [`Error::BadShutdownValue`]. Once a request
+//! too (docs/hostile-input.md row 38) and reported as [`Error::BadShutdownValue`]. Once a request
 //! was delivered, later ones are cleared and ignored until [`PowerControl::resume`]
 //! (row 39). `crash` is not a request: Linux deliberately refuses it (a domain can
 //! report a crash, not be told to crash), and so do we. A request the caller did not
 //! declare in [`PowerFeatures`] (e.g. `suspend` from a toolstack that ignored the
 //! missing `control/feature-suspend`) is treated like an unknown value: cleared and
-//! reported, never delivered (security.md S3; Linux likewise acts only on commands it
+//! reported, never delivered (docs/hostile-input.md S3; Linux likewise acts only on commands it
 //! has a handler for).
 
 use core::time::Duration;

@@ -3,7 +3,7 @@
 //! We produce requests and consume responses, so we keep private copies of the two
 //! indices we own (`req_prod`, `rsp_cons`) and only ever *read* the other side's
 //! (`req_cons`, `rsp_prod`), checking each against ours before use: a distance of more
-//! than the ring size is a protocol error (BAD-INPUT row 29). Barriers follow Linux's
+//! than the ring size is a protocol error (docs/hostile-input.md row 29). Barriers follow Linux's
 //! `xenbus_comms.c`: `wmb` between copying request bytes and publishing `req_prod`,
 //! `rmb` between reading `rsp_prod` and the bytes, `mb` before publishing `rsp_cons`.
 
@@ -38,7 +38,7 @@ impl StoreRing {
     }
 
     /// A xenstored that supports the `error` field sets it when it fails the
-    /// connection (security.md X8); unknown feature bits are ignored.
+    /// connection (docs/hostile-input.md X8); unknown feature bits are ignored.
     fn server_error(&self) -> Result<(), ProtocolError> {
         if self.mem.load_u32(iface::SERVER_FEATURES) & SERVER_FEATURE_ERROR == 0 {
             return Ok(());

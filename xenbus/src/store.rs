@@ -4,10 +4,10 @@
 //! whole request (streamed through the 1024-byte ring in pieces if needed), then reads
 //! messages until the reply with its `req_id` arrives. Watch events read on the way are
 //! queued ([`crate::watch`]); replies with another `req_id` (for example the late reply
-//! to a request that timed out) are discarded and counted (BAD-INPUT row 28). A reply
+//! to a request that timed out) are discarded and counted (docs/hostile-input.md row 28). A reply
 //! with the request's `req_id` but another type (not the request's, not `XS_ERROR`),
 //! or another `tx_id` (xenstored echoes the request's), fails that request with
-//! [`Error::BadReply`] (security.md X3). Every wait is bounded by the client's timeout.
+//! [`Error::BadReply`] (docs/hostile-input.md X3). Every wait is bounded by the client's timeout.
 
 use core::fmt;
 use core::time::Duration;
@@ -213,7 +213,7 @@ fn check_no_nul(s: &str, what: &'static str) -> Result<()> {
 }
 
 /// Refuses paths xenstored would refuse (or mishandle, XSA-481) before they are sent
-/// (security.md X10). Special `@` paths only where `special` (watches).
+/// (docs/hostile-input.md X10). Special `@` paths only where `special` (watches).
 fn check_path(path: &str, special: bool) -> Result<()> {
     check_no_nul(path, "path contains NUL")?;
     let b = path.as_bytes();
@@ -264,7 +264,7 @@ enum Pump {
     /// The awaited reply is complete in `rx`.
     Reply,
     /// A reply with the awaited `req_id` but another type (neither the request's nor
-    /// `XS_ERROR`; security.md X3) or another `tx_id`: it was consumed, the request
+    /// `XS_ERROR`; docs/hostile-input.md X3) or another `tx_id`: it was consumed, the request
     /// fails.
     WrongType,
     /// Nothing more to read now.

@@ -120,7 +120,7 @@ fn directory_larger_than_the_ring() {
     assert_eq!(names, expected);
 }
 
-/// security.md X5: malformed DIRECTORY payloads are a typed error, not a panic or a
+/// docs/hostile-input.md X5: malformed DIRECTORY payloads are a typed error, not a panic or a
 /// wrong listing, and the connection carries on.
 #[test]
 fn x5_malformed_directory_replies_are_bad_replies() {
@@ -144,7 +144,7 @@ fn x5_malformed_directory_replies_are_bad_replies() {
     }
 }
 
-/// security.md X15: replies and watch events dribbled out one byte per server step
+/// docs/hostile-input.md X15: replies and watch events dribbled out one byte per server step
 /// (header and body in separate notifications, across the ring's wrap point) are put
 /// back together exactly.
 #[test]
@@ -426,7 +426,7 @@ fn indices_wrap_around_the_ring_many_times() {
 
 #[test]
 fn indices_near_u32_max_wrap() {
-    // BAD-INPUT row 4.
+    // docs/hostile-input.md row 4.
     let fake = FakePlatform::with_indices(u32::MAX - 100);
     let mut xs = fake.client();
     let big = vec![b'q'; 3000];
@@ -498,7 +498,7 @@ fn small_buffers_and_bad_arguments() {
     assert_eq!(Path::join("", "state").unwrap().as_str(), "state");
 }
 
-/// security.md X10 (XSA-481): paths xenstored would refuse or mishandle are refused
+/// docs/hostile-input.md X10 (XSA-481): paths xenstored would refuse or mishandle are refused
 /// here, before anything is sent.
 #[test]
 fn x10_illegal_paths_are_never_sent() {
@@ -714,7 +714,7 @@ fn row28_stray_replies_are_discarded() {
     assert_eq!(read_string(&mut xs, "b").unwrap(), "next");
 }
 
-/// security.md X3: a reply with the request's `req_id` but another type (READ answered
+/// docs/hostile-input.md X3: a reply with the request's `req_id` but another type (READ answered
 /// as DIRECTORY or WRITE, or an unknown type) fails that request with `BadReply`;
 /// the connection stays usable and the real reply, if it follows, is discarded.
 #[test]
@@ -834,7 +834,7 @@ fn row29_request_indices_out_of_range_fail_the_connection() {
     );
 }
 
-/// security.md X8: a xenstored that supports the `error` field and sets it has failed
+/// docs/hostile-input.md X8: a xenstored that supports the `error` field and sets it has failed
 /// the connection; the client stops at once instead of waiting out its timeout.
 /// Without the feature bit the field means nothing and is ignored.
 #[test]
@@ -1142,7 +1142,7 @@ mod handshake {
         );
     }
 
-    /// Row 30 / security.md X7: a xenstored that answers every read with another
+    /// Row 30 / docs/hostile-input.md X7: a xenstored that answers every read with another
     /// watch event for our token (concurrently, on a moving clock) must not hold the
     /// handshake past its deadline: draining the queue is bounded.
     #[test]
@@ -1308,7 +1308,7 @@ mod handshake {
         assert_eq!(fake.server().core.read(&be("state")).as_deref(), Some("4"));
     }
 
-    /// security.md X12: a backend toggling Closing/Closed (and repeating values) is
+    /// docs/hostile-input.md X12: a backend toggling Closing/Closed (and repeating values) is
     /// one `Closing` event, so the device tears down exactly once; after `closed()`
     /// the toggling is not seen at all, and a reconnect works.
     #[test]
@@ -1406,7 +1406,7 @@ mod handshake {
         ));
     }
 
-    /// security.md X13: a `backend` outside the backend domain's tree is refused at
+    /// docs/hostile-input.md X13: a `backend` outside the backend domain's tree is refused at
     /// `start` with a typed error, before anything there is read or watched.
     #[test]
     fn x13_odd_backend_paths_are_refused() {
@@ -1485,7 +1485,7 @@ mod power_events {
         suspend: true,
     };
 
-    /// Row 30 / security.md S2: a flood of `control/shutdown` events with nothing
+    /// Row 30 / docs/hostile-input.md S2: a flood of `control/shutdown` events with nothing
     /// in the node: `wait` still times out, and no action is taken.
     #[test]
     fn row30_endless_shutdown_events_cannot_outlast_the_deadline() {
@@ -1508,7 +1508,7 @@ mod power_events {
         assert!(fake.shutdowns().is_empty());
     }
 
-    /// security.md S3: a request for something the guest did not declare (here
+    /// docs/hostile-input.md S3: a request for something the guest did not declare (here
     /// `suspend` and `reboot`) is cleared and reported, never delivered; what it does
     /// implement still works afterwards.
     #[test]
@@ -1678,7 +1678,7 @@ mod power_events {
         assert_eq!(pc.poll(&mut xs).unwrap(), Some(PowerEvent::Reboot));
     }
 
-    /// security.md S4: the transaction that reads and clears `control/shutdown`
+    /// docs/hostile-input.md S4: the transaction that reads and clears `control/shutdown`
     /// always fails with `EAGAIN`: each check gives up after `MAX_TX_TRIES` commits
     /// with `TooManyRetries`, nothing is delivered and the request stays in the
     /// node; once commits succeed again it is delivered exactly once, and further
@@ -1747,7 +1747,7 @@ fn a_borrowed_platform_works() {
     assert_eq!(xs.read_str("a", &mut buf).unwrap(), "borrowed");
 }
 
-// ---- read audit (BAD-INPUT row 3, security.md R4, R5) and padding (R7) -----------
+// ---- read audit (docs/hostile-input.md row 3, docs/hostile-input.md R4, R5) and padding (R7) -----------
 
 mod read_audit {
     use super::*;

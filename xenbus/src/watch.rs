@@ -2,7 +2,7 @@
 //!
 //! xenstored may send `XS_WATCH_EVENT` messages at any time, in particular while we
 //! wait for the reply to a request. They are queued here; the queue has a fixed
-//! capacity and drops the *oldest* event when full (BAD-INPUT row 30: a flood costs
+//! capacity and drops the *oldest* event when full (docs/hostile-input.md row 30: a flood costs
 //! memory only up to the bound). Every loss is counted, so a consumer that may have
 //! missed its event re-reads the state it watches.
 

@@ -15,7 +15,7 @@
 //!               hypercall: SharedMem (atomics, volatile copies) · Xen<H> · Platform
 //! ```
 //!
-//! Rules the [`Console`] keeps (DESIGN.md, BAD-INPUT rows 36/37, security.md C1/C4):
+//! Rules the [`Console`] keeps (docs/hostile-input.md rows 36/37, C1, C4):
 //! - Output is never dropped while the backend lives: a writer that finds the ring
 //!   full notifies the backend and waits through [`hypercall::Platform::wait`].
 //! - "Gone" is defined: `out_cons` did not move for [`Config::stall_timeout`] while the

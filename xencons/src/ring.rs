@@ -24,7 +24,7 @@ pub const OUT_SIZE: usize = abi::OUT_SIZE;
 pub const IN_SIZE: usize = abi::IN_SIZE;
 
 /// A protocol violation by the backend (or whoever wrote the page): the console is
-/// failed from then on (BAD-INPUT rows 36/37; security.md C1).
+/// failed from then on (docs/hostile-input.md rows 36/37; docs/hostile-input.md C1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     /// `out_prod - out_cons` is more than the ring size: `out_cons` ran ahead of our

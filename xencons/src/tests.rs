@@ -671,7 +671,7 @@ fn early_console_falls_back_to_the_debug_port_for_good() {
     assert!(f.console_io.borrow().is_empty());
 }
 
-// ---- security.md C3, E4 ---------------------------------------------------------
+// ---- docs/hostile-input.md C3, E4 ---------------------------------------------------------
 
 /// C3: input with NULs, invalid UTF-8 and ANSI escapes arrives byte for byte (the
 /// console never treats input as text), and 1 MiB of it streams through in bounded
@@ -729,7 +729,7 @@ fn e4_failed_notifications_are_counted_not_fatal() {
     assert!(c.fault().is_none());
 }
 
-// ---- read audit (BAD-INPUT row 3, security.md R4, R5) and R7 ----------------------
+// ---- read audit (docs/hostile-input.md row 3, docs/hostile-input.md R4, R5) and R7 ----------------------
 
 mod read_audit {
     use super::*;

@@ -9,7 +9,7 @@ use xenbus::XenbusState;
 
 use crate::mac::MacError;
 
-/// Why the device was failed (BAD-INPUT "fail the device"). Sticky until
+/// Why the device was failed (docs/hostile-input.md "fail the device"). Sticky until
 /// [`crate::NetFront::close`] and a new connect.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -31,7 +31,7 @@ pub enum Broken {
         id: u16,
     },
     /// A tx response carried an id that is not in flight: never issued, or already
-    /// completed (row 17, security.md N1/N2).
+    /// completed (row 17, docs/hostile-input.md N1/N2).
     TxNotInFlight {
         /// Queue.
         queue: usize,

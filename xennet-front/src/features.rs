@@ -5,7 +5,7 @@
 //! store), and writes [`frontend_keys`] in the connect transaction.
 
 /// Most queues a device uses (a backend's `multi-queue-max-queues` is clamped to
-/// this, BAD-INPUT row 23).
+/// this, docs/hostile-input.md row 23).
 pub const MAX_QUEUES: usize = 4;
 
 /// Slots in one tx or rx ring (one page: `__CONST_RING_SIZE` of 12/8-byte slots).

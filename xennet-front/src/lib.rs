@@ -22,7 +22,7 @@
 //!   bytes), checksum offload (`feature-no-csum-offload`,
 //!   `feature-ipv6-csum-offload`), GSO (`feature-gso-tcpv4/6`), `feature-rx-notify`,
 //!   split event channels, multi-queue (clamped), `mtu`.
-//! - Hostile backends (BAD-INPUT.md rows 1-5, 17-23): bad ring indices or a tx
+//! - Hostile backends (docs/hostile-input.md rows 1-5, 17-23): bad ring indices or a tx
 //!   response for an id not in flight fail the device ([`Broken`]); bad rx responses
 //!   drop their frame and are counted, and a run of them fails the device; a
 //!   malformed `mac` refuses the connection. Grants are ended before pages are

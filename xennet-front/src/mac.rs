@@ -6,7 +6,7 @@ use core::fmt;
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Mac(pub [u8; 6]);
 
-/// Why a `mac` value was refused (BAD-INPUT row 22).
+/// Why a `mac` value was refused (docs/hostile-input.md row 22).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum MacError {
@@ -132,7 +132,7 @@ mod tests {
         assert!(Mac([0x02, 0, 0, 0, 0, 0]).is_unicast());
     }
 
-    /// Row 22 / security.md N9: malformed `mac` values.
+    /// Row 22 / docs/hostile-input.md N9: malformed `mac` values.
     #[test]
     fn refuses_malformed() {
         for bad in [

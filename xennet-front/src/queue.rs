@@ -666,7 +666,7 @@ impl RxQueue {
     }
 
     /// Posts free buffers. Returns (notify wanted, ring had room but no buffer).
-    /// Running out of grant refs is an error only if `all` (at connect, security.md
+    /// Running out of grant refs is an error only if `all` (at connect, docs/hostile-input.md
     /// G5: a device that cannot post its rx buffers does not connect); later it just
     /// leaves fewer buffers posted.
     pub(crate) fn refill<const N: usize>(

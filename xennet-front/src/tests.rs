@@ -1,5 +1,5 @@
 //! Unit tests of the data path against an in-crate fake backend (no xenstore, no
-//! shim-hv): the hostile-backend rows of BAD-INPUT (1-5, 17-21) and the protocol
+//! shim-hv): the hostile-backend rows of docs/hostile-input.md (1-5, 17-21) and the protocol
 //! rules (slots within pages, grants ended, offloads).
 #![allow(unsafe_code)] // the fake platform implements the raw hypercall ABI
 
@@ -169,7 +169,7 @@ pub(crate) struct FakeBackend<'a> {
     pub padding_checked: u64,
 }
 
-/// R7 (security.md): the bytes of a tx slot or rx request that belong to no field
+/// R7 (docs/hostile-input.md): the bytes of a tx slot or rx request that belong to no field
 /// are zero: the tail of a tx slot holding an extra-info descriptor (bytes 8..12),
 /// the `pad` byte of a GSO descriptor, `_pad` of an rx request. `None` if clean.
 pub(crate) fn tx_padding_violation(slot: &TxRequest, is_extra: bool) -> Option<&'static str> {
@@ -1356,7 +1356,7 @@ fn rx_pages_are_zeroed_when_first_posted() {
     }
 }
 
-/// security.md E4: `EVTCHNOP_send` fails (the backend closed or never bound its
+/// docs/hostile-input.md E4: `EVTCHNOP_send` fails (the backend closed or never bound its
 /// end): a typed error, the device goes broken and gives every grant back; later
 /// calls fail with the same reason, no panic.
 #[test]
@@ -1529,7 +1529,7 @@ fn row3_flipper_rewriting_a_tx_response_slot() {
     assert!(good > 0 && failed > 0, "good {good}, failed {failed}");
 }
 
-/// R7 (security.md): the fake backend audits the padding of every tx slot (extra
+/// R7 (docs/hostile-input.md): the fake backend audits the padding of every tx slot (extra
 /// descriptors: the slot tail and the GSO pad byte) and every rx request (`_pad`)
 /// it consumes, and panics on dirt; every kind of request passes, and the audit
 /// flags dirty ones (so it can fail).

@@ -197,7 +197,7 @@ pub const ERROR_PROTO: u32 = 3;
 mod tests {
     use super::*;
 
-    /// security.md X10: the shapes a client must never send.
+    /// docs/hostile-input.md X10: the shapes a client must never send.
     #[test]
     fn path_shapes() {
         extern crate std;

@@ -27,7 +27,7 @@
 //! unknown operation `BLKIF_RSP_EOPNOTSUPP`. Ring overruns (a producer index the
 //! frontend cannot legally have written) disconnect this disk (`Closing` and an
 //! `error` node). Grants go through the model's checks; a write request's pages are
-//! mapped read-only, so a read-only grant is enough (BAD-INPUT row 10).
+//! mapped read-only, so a read-only grant is enough (docs/hostile-input.md row 10).
 //!
 //! A disk image whose size is not a multiple of the sector size is served rounded
 //! down, with a warning (row 45).
@@ -39,7 +39,7 @@
 //! for a writer). An image truncated under a running guest (without
 //! [`BlkBackend::resize`]) answers I/O past its new end with `BLKIF_RSP_ERROR`:
 //! writes are checked against the file's current size (a write there would grow
-//! it again), and a short read is an error (security.md H3, D2).
+//! it again), and a short read is an error (docs/hostile-input.md H3, D2).
 //!
 //! # Example
 //!
@@ -383,7 +383,7 @@ fn check_type(target: &Target, ft: std::fs::FileType) -> Result<(), Error> {
     }
 }
 
-/// Opens the target without ever blocking (BAD-INPUT H3: opening a FIFO for
+/// Opens the target without ever blocking (docs/hostile-input.md H3: opening a FIFO for
 /// reading waits for a writer): the path's type is checked first, then it is opened
 /// with `O_NONBLOCK`, the opened file's type checked again (the path may have been
 /// replaced meanwhile), and the descriptor switched back to blocking I/O.
@@ -1165,7 +1165,7 @@ fn finish_rw(disk: &Disk, write: bool, sector: u64, total: u64, regions: &[Share
     };
     if write && disk.regular {
         // The image may have been truncated under the guest without a resize
-        // (security.md D2): a write past its end would grow it again (with a hole
+        // (docs/hostile-input.md D2): a write past its end would grow it again (with a hole
         // up to the write) instead of failing. A read there is short, so an error
         // below. (A truncation between this check and the write is not caught.)
         match disk.file.metadata() {

@@ -1286,7 +1286,7 @@ impl DomainConfig {
     /// regular files; every disk target exists, is a regular file or a block
     /// device (`phy:` targets must be block devices) and can be opened for reading.
     /// Nothing is read, and nothing waits: a FIFO is refused by its type before
-    /// any open, and the open is non-blocking (security.md H3). Separate from
+    /// any open, and the open is non-blocking (docs/hostile-input.md H3). Separate from
     /// parsing so a dry run can be done elsewhere. Returns every problem found.
     pub fn validate_paths(&self) -> Result<(), Vec<ConfigError>> {
         use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};

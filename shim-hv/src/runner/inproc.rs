@@ -19,7 +19,7 @@
 //! [`Hypervisor::spawn_guest`] runs a closure as the guest's first thread. Once the
 //! domain is shut down (`SCHEDOP_shutdown`), crashed or destroyed, the next hypercall
 //! or `wait` of a thread started that way ends the thread (as a vCPU of a shut-down
-//! domain never runs again); a panic marks the domain crashed (BAD-INPUT row 43);
+//! domain never runs again); a panic marks the domain crashed (docs/hostile-input.md row 43);
 //! returning normally is a poweroff.
 //!
 //! ```

@@ -25,7 +25,7 @@
 //! - advertises `control/feature-poweroff` and `-reboot` and watches
 //!   `control/shutdown` (`xenbus::power`): `poweroff`/`halt` power it off, `reboot`
 //!   reboots it (the toolstack then applies `on_poweroff`/`on_reboot`); an unknown
-//!   value is cleared and reported on the console (BAD-INPUT row 38); a request
+//!   value is cleared and reported on the console (docs/hostile-input.md row 38); a request
 //!   repeated while one is being carried out is ignored (row 39). Before it goes
 //!   it closes its devices;
 //! - counts up `data/heartbeat` about four times a second while it waits;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::config::ConfigError;
 
 /// A user-supplied word in a message: control characters escaped (the message stays
-/// one line) and cut after [`Shown::MAX`] characters (security.md H1: a 5000-digit
+/// one line) and cut after [`Shown::MAX`] characters (docs/hostile-input.md H1: a 5000-digit
 /// "domain id" is not echoed back whole).
 struct Shown<'a>(&'a str);
 

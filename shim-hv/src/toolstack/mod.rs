@@ -104,7 +104,7 @@ pub fn check_config(cfg: &DomainConfig) -> Result<(), Error> {
     Ok(())
 }
 
-/// Checks the sizes of file-backed disk images (BAD-INPUT row 45): smaller than one
+/// Checks the sizes of file-backed disk images (docs/hostile-input.md row 45): smaller than one
 /// sector is refused; a size that is not a multiple of 512 bytes is rounded down,
 /// with a warning (returned, one line each). Block devices and cdroms without media
 /// are not checked here.

@@ -5,7 +5,7 @@
 //! grant with [`crate::xen::Hypervisor::grant_map`]:
 //! - the entry's flags and domid are read (16-bit each);
 //! - it must be `GTF_permit_access` (no sub-page), granted to domain 0, and not
-//!   `GTF_readonly` if a writable mapping is asked for (BAD-INPUT row 10);
+//!   `GTF_readonly` if a writable mapping is asked for (docs/hostile-input.md row 10);
 //! - `GTF_reading` (and `GTF_writing` for writable maps) are set with a 16-bit
 //!   compare-exchange on the flags, retried a bounded number of times while the guest
 //!   races us (Xen gives up after 5 tries), so a guest that revokes first wins cleanly;

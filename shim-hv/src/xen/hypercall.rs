@@ -2,7 +2,7 @@
 //!
 //! Arguments come in as the five register values of the x86_64 ABI; pointer
 //! arguments are read through a [`GuestAccess`] into private copies (`zerocopy`) and
-//! validated. A guest gets an error code for anything wrong (BAD-INPUT rows 40-42):
+//! validated. A guest gets an error code for anything wrong (docs/hostile-input.md rows 40-42):
 //! unknown hypercall or sub-op → `-ENOSYS` (the guest continues), bad pointer →
 //! `-EFAULT`, bad gfn / port / index → `-EINVAL`, grant ref out of the table → a
 //! `GNTST_*` status. Nothing a guest passes can fail the host.
