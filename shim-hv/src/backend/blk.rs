@@ -174,6 +174,10 @@ pub struct BlkConfig {
     pub direct: bool,
     /// Features offered.
     pub offer: BlkOffer,
+    /// No I/O thread: requests are served only when the owner calls
+    /// [`BlkBackend::step`] (single-threaded, deterministic runs such as the cost
+    /// bench). The control thread (xenbus handshake) still runs.
+    pub stepped: bool,
 }
 
 impl BlkConfig {
@@ -188,6 +192,7 @@ impl BlkConfig {
             sector_size: 512,
             direct: false,
             offer: BlkOffer::default(),
+            stepped: false,
         }
     }
 }
@@ -317,6 +322,9 @@ struct Conn {
     kick: Arc<Kick>,
     thread: Option<JoinHandle<()>>,
     persistent: bool,
+    /// The I/O state of a stepped backend ([`BlkConfig::stepped`]), served by
+    /// [`BlkBackend::step`] instead of a thread.
+    stepped: Option<Box<IoThread>>,
 }
 
 #[derive(Default)]
@@ -568,6 +576,20 @@ impl BlkBackend {
         }
     }
 
+    /// Serves the requests the frontend published, on the calling thread, and
+    /// re-arms the ring's notifications: the data path of a
+    /// [`BlkConfig::stepped`] backend (a no-op for one with an I/O thread, or
+    /// while no frontend is connected). Returns how many requests were answered,
+    /// or `None` if the connection failed (the control thread reports why and
+    /// closes it).
+    pub fn step(&self) -> Option<usize> {
+        let mut g = lock(&self.shared.conn);
+        match g.as_mut().and_then(|c| c.stepped.as_mut()) {
+            Some(io) => io.step().ok(),
+            None => Some(0),
+        }
+    }
+
     /// Online resize: re-reads the target's size and publishes the new `sectors`.
     pub fn resize(&self) -> Result<u64, Error> {
         let d = &self.shared.disk;
@@ -711,18 +733,24 @@ fn connect(sh: &Arc<Shared>, xbe: &XenbusBackend) -> Result<(), Error> {
         indirect_cache: HashMap::new(),
         frontend_mem: sh.hv.domain(sh.frontend).map(|d| d.memory().clone()),
     };
-    let thread = std::thread::Builder::new()
-        .name(format!("blkio-{}-{}", sh.frontend.0, sh.cfg.devid))
-        .spawn(move || io.run())
-        .map_err(|err| Error::Io {
-            path: PathBuf::from("thread"),
-            err,
-        })?;
+    let (thread, stepped) = if sh.cfg.stepped {
+        (None, Some(Box::new(io)))
+    } else {
+        let t = std::thread::Builder::new()
+            .name(format!("blkio-{}-{}", sh.frontend.0, sh.cfg.devid))
+            .spawn(move || io.run())
+            .map_err(|err| Error::Io {
+                path: PathBuf::from("thread"),
+                err,
+            })?;
+        (Some(t), None)
+    };
     *lock(&sh.conn) = Some(Conn {
         stop,
         kick,
-        thread: Some(thread),
+        thread,
         persistent,
+        stepped,
     });
     xbe.write_keys(&keys)?;
     Ok(())
@@ -812,29 +840,10 @@ impl IoThread {
             if self.stop.load(Ordering::SeqCst) {
                 break;
             }
-            let mut progressed = false;
-            loop {
-                match self.ring.poll_request() {
-                    Ok(Some(req)) => {
-                        progressed = true;
-                        let rsp = self.handle(&req);
-                        if self.ring.push_response(&rsp).is_err() {
-                            break;
-                        }
-                        // Publish at once (the frontend may be waiting for exactly
-                        // this one); the ring rules decide whether to notify.
-                        if self.ring.push_responses_and_check_notify() {
-                            add(&self.sh.counters.sent, 1);
-                            self.port.notify();
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        *lock(&self.sh.fatal) = Some(format!("ring: {e}"));
-                        return;
-                    }
-                }
-            }
+            let progressed = match self.serve() {
+                Ok(n) => n > 0,
+                Err(()) => return,
+            };
             if progressed {
                 idle_since = None;
                 continue;
@@ -867,6 +876,51 @@ impl IoThread {
             }
             self.kick.wait(IDLE_WAIT);
             idle_since = None;
+        }
+    }
+
+    /// Serves every request on the ring now (publishing each response at once).
+    /// How many; `Err` if the ring failed (recorded in `fatal`).
+    fn serve(&mut self) -> Result<usize, ()> {
+        let mut n = 0;
+        loop {
+            match self.ring.poll_request() {
+                Ok(Some(req)) => {
+                    n += 1;
+                    let rsp = self.handle(&req);
+                    if self.ring.push_response(&rsp).is_err() {
+                        return Ok(n);
+                    }
+                    // Publish at once (the frontend may be waiting for exactly
+                    // this one); the ring rules decide whether to notify.
+                    if self.ring.push_responses_and_check_notify() {
+                        add(&self.sh.counters.sent, 1);
+                        self.port.notify();
+                    }
+                }
+                Ok(None) => return Ok(n),
+                Err(e) => {
+                    *lock(&self.sh.fatal) = Some(format!("ring: {e}"));
+                    return Err(());
+                }
+            }
+        }
+    }
+
+    /// One step of a stepped backend: serves what is on the ring, then re-arms
+    /// `req_event` (as the thread does before it sleeps) and serves what came
+    /// meanwhile. How many requests.
+    fn step(&mut self) -> Result<usize, ()> {
+        let mut n = self.serve()?;
+        loop {
+            match self.ring.final_check_for_requests() {
+                Ok(true) => n += self.serve()?,
+                Ok(false) => return Ok(n),
+                Err(e) => {
+                    *lock(&self.sh.fatal) = Some(format!("ring: {e}"));
+                    return Err(());
+                }
+            }
         }
     }
 

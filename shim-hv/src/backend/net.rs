@@ -189,6 +189,10 @@ pub struct NetConfig {
     /// its rx queue is more than half full (backpressure); afterwards they no
     /// longer wait and what does not fit is dropped.
     pub rx_stall: Duration,
+    /// No worker threads: the queues are served only when the owner calls
+    /// [`NetBackend::step`] (single-threaded, deterministic runs such as the cost
+    /// bench). The control thread (xenbus handshake) still runs.
+    pub stepped: bool,
 }
 
 impl Default for NetConfig {
@@ -202,6 +206,7 @@ impl Default for NetConfig {
             rx_queue_frames: 1024,
             rx_queue_bytes: 8 << 20,
             rx_stall: RX_STALL,
+            stepped: false,
         }
     }
 }
@@ -428,6 +433,8 @@ pub struct NetBackend {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     backend_path: String,
+    /// A stepped backend's tx buffers ([`NetBackend::step`]).
+    step_scratch: Mutex<TxScratch>,
     /// Held for the backend's life (released after the control thread stopped).
     _mac_claim: MacClaim,
 }
@@ -530,6 +537,7 @@ impl NetBackend {
             stop,
             thread: Some(thread),
             backend_path,
+            step_scratch: Mutex::new(TxScratch::default()),
             _mac_claim: mac_claim,
         })
     }
@@ -559,6 +567,39 @@ impl NetBackend {
         lock(&self.shared.conn)
             .as_ref()
             .is_some_and(|c| !c.failed.load(Ordering::SeqCst))
+    }
+
+    /// Does on the calling thread what the queue workers of a
+    /// [`NetConfig::stepped`] backend would: every queue's tx requests are
+    /// consumed, answered and forwarded to the bridge (frames for another vif
+    /// wait in its rx queue until that vif steps), the frames queued for this
+    /// vif go into the guest's rx buffers, and `req_event` is re-armed as a
+    /// worker does before it sleeps. Whether anything was done. A no-op while no
+    /// frontend is connected (and not to be used on a backend with workers).
+    pub fn step(&self) -> bool {
+        let Some(conn) = lock(&self.shared.conn).clone() else {
+            return false;
+        };
+        let mut scratch = lock(&self.step_scratch);
+        let mut any = false;
+        for (q, qb) in conn.queues.iter().enumerate() {
+            if conn.failed.load(Ordering::SeqCst) {
+                break;
+            }
+            loop {
+                qb.tx_work.store(false, Ordering::SeqCst);
+                let mut busy = conn.tx_round(q, &mut scratch, false);
+                let rx_note = qb.rx_work.swap(false, Ordering::SeqCst);
+                if rx_note || qb.rx_queued.load(Ordering::SeqCst) {
+                    busy |= conn.rx_round(q);
+                }
+                if !busy && !conn.tx_round(q, &mut scratch, true) {
+                    break;
+                }
+                any = true;
+            }
+        }
+        any
     }
 
     /// What the connected frontend asked for.
@@ -868,7 +909,8 @@ fn connect(sh: &Arc<VifShared>, xbe: &XenbusBackend) -> Result<(), Error> {
     });
     let pid = sh.bridge.attach(port);
     *lock(&conn.bridge_port) = Some(pid);
-    for q in 0..conn.queues.len() {
+    let workers = if sh.cfg.stepped { 0 } else { conn.queues.len() };
+    for q in 0..workers {
         let c = conn.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("netback-{}.{}-q{q}", sh.frontend.0, sh.devid))

@@ -64,6 +64,10 @@ pub struct HypervisorConfig {
     pub quotas: Quotas,
     /// The Xen version reported to guests (`XENVER_version`, CPUID): major, minor.
     pub xen_version: (u16, u16),
+    /// Serve guests' store rings on the thread that signals them (the guest's own
+    /// notification, or whoever fired a watch) instead of in xenstored's worker
+    /// thread: single-threaded, deterministic runs (the cost bench). Default: off.
+    pub xenstored_inline: bool,
 }
 
 impl Default for HypervisorConfig {
@@ -71,6 +75,7 @@ impl Default for HypervisorConfig {
         HypervisorConfig {
             quotas: Quotas::default(),
             xen_version: (4, 17),
+            xenstored_inline: false,
         }
     }
 }
@@ -172,7 +177,11 @@ impl fmt::Debug for Hypervisor {
 impl Hypervisor {
     /// A hypervisor with no guests and a fresh xenstored.
     pub fn new(config: HypervisorConfig) -> Arc<Self> {
-        let xenstored = Xenstored::new(config.quotas.clone());
+        let xenstored = if config.xenstored_inline {
+            Xenstored::new_inline(config.quotas.clone())
+        } else {
+            Xenstored::new(config.quotas.clone())
+        };
         // What xen-init-dom0 writes at boot (tools query dom0 like any domain).
         let dom0 = xenstored.client(0);
         for (k, v) in [("name", "Domain-0"), ("domid", "0")] {

@@ -389,6 +389,19 @@ impl Xenstored {
         xs
     }
 
+    /// A daemon without a worker thread: [`Xenstored::kick`] serves the ring on
+    /// the calling thread (see `HypervisorConfig::xenstored_inline`).
+    pub fn new_inline(quotas: Quotas) -> Arc<Self> {
+        Arc::new(Xenstored {
+            state: Mutex::new(State::new(quotas)),
+            kicks: Arc::new(KickQueue {
+                inner: Mutex::new(KickInner::default()),
+                cv: Condvar::new(),
+            }),
+            worker: Mutex::new(None),
+        })
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
