@@ -334,7 +334,9 @@ impl<const N: usize> GrantTable<N> {
         frames.store_u32(off + abi::ENTRY_V1_FRAME, frame);
         frames.store_u16(off + abi::ENTRY_V1_DOMID, domid.0);
         wmb();
-        let flags = abi::GTF_PERMIT_ACCESS | if readonly { abi::GTF_READONLY } else { 0 };
+        let mut flags = abi::GrantFlags::PERMIT_ACCESS;
+        flags.set(abi::GrantFlags::READONLY, readonly);
+        let flags = flags.bits();
         frames.store_u16(off + abi::ENTRY_V1_FLAGS, flags);
         Ok(GrantRef(r))
     }
@@ -350,7 +352,7 @@ impl<const N: usize> GrantTable<N> {
         let off = self.check_in_use(r)? + abi::ENTRY_V1_FLAGS;
         let mut flags = frames.load_u16(off);
         loop {
-            if flags & (abi::GTF_READING | abi::GTF_WRITING) != 0 {
+            if abi::GrantFlags::from_bits_retain(flags).intersects(abi::GrantFlags::BUSY) {
                 return Err(Error::StillMapped(r));
             }
             match frames.cmpxchg_u16(off, flags, 0) {

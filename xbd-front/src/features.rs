@@ -250,7 +250,8 @@ pub fn geometry(raw: &RawGeometry) -> Result<DiskInfo, (GeometryKey, BadConfig)>
         return Err((GeometryKey::SectorSize, BadConfig::SectorSize(ss)));
     }
     let info = raw.info.and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
-    let cdrom = raw.cdrom || info & blkif::VDISK_CDROM != 0;
+    let bits = blkif::VdiskInfo::from_bits_retain(info);
+    let cdrom = raw.cdrom || bits.contains(blkif::VdiskInfo::CDROM);
     if raw.sectors == 0 && !cdrom {
         return Err((GeometryKey::Sectors, BadConfig::ZeroSectors));
     }
@@ -277,8 +278,8 @@ pub fn geometry(raw: &RawGeometry) -> Result<DiskInfo, (GeometryKey, BadConfig)>
         } else {
             DeviceType::Disk
         },
-        read_only: cdrom || raw.mode_readonly || info & blkif::VDISK_READONLY != 0,
-        removable: info & blkif::VDISK_REMOVABLE != 0,
+        read_only: cdrom || raw.mode_readonly || bits.contains(blkif::VdiskInfo::READONLY),
+        removable: bits.contains(blkif::VdiskInfo::REMOVABLE),
     })
 }
 

@@ -3,7 +3,7 @@
 use core::fmt::Write as _;
 use core::time::Duration;
 
-use hypercall::abi::netif::{self, ExtraInfo};
+use hypercall::abi::netif::{self, ExtraInfo, TxFlags};
 use hypercall::gnttab::GrantTable;
 use hypercall::{DomId, Platform, Port, Xen};
 use xenbus::frontend::{BackendEvent, FrontendHandshake};
@@ -641,11 +641,11 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
         if total > max {
             return Err(Error::FrameTooLarge { len: total, max });
         }
-        let mut flags = 0u16;
+        let mut flags = TxFlags::empty();
         let mut csum_mode = TxCsum::AsIs;
         let mut gso = None;
         if meta.data_validated {
-            flags |= netif::NETTXF_DATA_VALIDATED;
+            flags |= TxFlags::DATA_VALIDATED;
         }
         if let Some(mss) = meta.gso_mss {
             let l4 = csum::locate(&frame).filter(|l| l.proto == csum::PROTO_TCP);
@@ -658,7 +658,7 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
                 return Err(Error::GsoNotNegotiated);
             }
             gso = Some(ExtraInfo::gso(mss, ty, 0, 0));
-            flags |= netif::NETTXF_CSUM_BLANK | netif::NETTXF_DATA_VALIDATED;
+            flags |= TxFlags::CSUM_BLANK | TxFlags::DATA_VALIDATED;
         } else if meta.csum_blank {
             if let Some(l4) = csum::locate(&frame) {
                 let ok = if l4.ipv6 {
@@ -667,7 +667,7 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
                     self.neg.tx_csum_v4
                 };
                 if ok {
-                    flags |= netif::NETTXF_CSUM_BLANK | netif::NETTXF_DATA_VALIDATED;
+                    flags |= TxFlags::CSUM_BLANK | TxFlags::DATA_VALIDATED;
                 } else {
                     csum_mode = TxCsum::Software(l4);
                 }

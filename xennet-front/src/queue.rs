@@ -15,9 +15,9 @@
 //! before use; a page is reused only after its grant was ended successfully.
 
 use hypercall::abi::netif::{
-    self, ExtraInfo, RxRequest, RxResponse, TxRequest, TxResponse, EXTRA_FLAG_MORE, EXTRA_TYPE_GSO,
-    EXTRA_TYPE_MAX, EXTRA_TYPE_NONE, GSO_TYPE_TCPV4, GSO_TYPE_TCPV6, NETRXF_EXTRA_INFO,
-    NETRXF_MORE_DATA, NETTXF_EXTRA_INFO, NETTXF_MORE_DATA,
+    self, ExtraInfo, RxFlags, RxRequest, RxResponse, TxFlags, TxRequest, TxResponse,
+    EXTRA_FLAG_MORE, EXTRA_TYPE_GSO, EXTRA_TYPE_MAX, EXTRA_TYPE_NONE, GSO_TYPE_TCPV4,
+    GSO_TYPE_TCPV6,
 };
 use hypercall::gnttab::{self, GrantTable};
 use hypercall::ring::FrontRing;
@@ -285,7 +285,7 @@ impl TxQueue {
         g: &GrantTable<N>,
         be: DomId,
         frame: &F,
-        mut flags: u16,
+        mut flags: TxFlags,
         gso: Option<ExtraInfo>,
         csum: TxCsum,
     ) -> Result<bool, Error> {
@@ -371,16 +371,12 @@ impl TxQueue {
             }
         }
         // First slot: whole-frame size and the frame's flags.
-        if data > 1 {
-            flags |= NETTXF_MORE_DATA;
-        }
-        if gso.is_some() {
-            flags |= NETTXF_EXTRA_INFO;
-        }
-        reqs[0].flags = flags;
+        flags.set(TxFlags::MORE_DATA, data > 1);
+        flags.set(TxFlags::EXTRA_INFO, gso.is_some());
+        reqs[0].flags = flags.bits();
         reqs[0].size = total as u16;
         for r in reqs.iter_mut().take(data).skip(1) {
-            r.flags = NETTXF_MORE_DATA;
+            r.flags = TxFlags::MORE_DATA.bits();
         }
         if let Some(r) = reqs.get_mut(data - 1).filter(|_| data > 1) {
             r.flags = 0;
@@ -839,8 +835,9 @@ impl RxQueue {
                     self.chain.fault = None;
                     self.chain.flags = rsp.flags;
                     self.add_frag(page, &rsp);
-                    let more = rsp.flags & NETRXF_MORE_DATA != 0;
-                    if rsp.flags & NETRXF_EXTRA_INFO != 0 {
+                    let rf = RxFlags::from_bits_retain(rsp.flags);
+                    let more = rf.contains(RxFlags::MORE_DATA);
+                    if rf.contains(RxFlags::EXTRA_INFO) {
                         self.chain.expect = Expect::Extra { more };
                         false
                     } else if more {
@@ -868,7 +865,7 @@ impl RxQueue {
                 }
                 Expect::More => {
                     self.add_frag(page, &rsp);
-                    let more = rsp.flags & NETRXF_MORE_DATA != 0;
+                    let more = RxFlags::from_bits_retain(rsp.flags).contains(RxFlags::MORE_DATA);
                     let overlong = matches!(
                         self.chain.fault,
                         Some(RxFault::TooManySlots | RxFault::TooLong)
@@ -885,7 +882,7 @@ impl RxQueue {
                 }
                 Expect::Discard { slots } => {
                     self.pool.put(page);
-                    if rsp.flags & NETRXF_MORE_DATA == 0 {
+                    if !RxFlags::from_bits_retain(rsp.flags).contains(RxFlags::MORE_DATA) {
                         self.chain.expect = Expect::First;
                         continue;
                     }
@@ -930,11 +927,11 @@ impl RxQueue {
                 pos += len;
             }
             self.recycle_chain();
-            let flags = self.chain.flags;
+            let flags = RxFlags::from_bits_retain(self.chain.flags);
             return Ok(Some(RxOutcome::Frame(RxMeta {
                 len: total,
-                data_validated: flags & netif::NETRXF_DATA_VALIDATED != 0,
-                csum_blank: flags & netif::NETRXF_CSUM_BLANK != 0,
+                data_validated: flags.contains(RxFlags::DATA_VALIDATED),
+                csum_blank: flags.contains(RxFlags::CSUM_BLANK),
                 csum_completed: false,
                 gso: self.chain.gso,
                 queue,

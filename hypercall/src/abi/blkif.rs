@@ -43,12 +43,26 @@ pub const RSP_ERROR: i16 = -1;
 /// `BLKIF_RSP_OKAY`
 pub const RSP_OKAY: i16 = 0;
 
-/// `VDISK_CDROM` (bit in the backend's `info` node)
-pub const VDISK_CDROM: u32 = 0x1;
+bitflags::bitflags! {
+    /// The bits of the backend's `info` node (`VDISK_*`); read with
+    /// `from_bits_retain` (unknown bits are kept and ignored).
+    #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct VdiskInfo: u32 {
+        /// `VDISK_CDROM`
+        const CDROM = 0x1;
+        /// `VDISK_REMOVABLE`
+        const REMOVABLE = 0x2;
+        /// `VDISK_READONLY`
+        const READONLY = 0x4;
+    }
+}
+
+/// `VDISK_CDROM` ([`VdiskInfo::CDROM`] as a raw value; bit in the `info` node)
+pub const VDISK_CDROM: u32 = VdiskInfo::CDROM.bits();
 /// `VDISK_REMOVABLE`
-pub const VDISK_REMOVABLE: u32 = 0x2;
+pub const VDISK_REMOVABLE: u32 = VdiskInfo::REMOVABLE.bits();
 /// `VDISK_READONLY`
-pub const VDISK_READONLY: u32 = 0x4;
+pub const VDISK_READONLY: u32 = VdiskInfo::READONLY.bits();
 
 /// `struct blkif_request_segment` (also the entry type of indirect pages).
 #[derive(

@@ -29,14 +29,36 @@ pub const RESERVED_XENSTORE: u32 = 1;
 /// `GTF_invalid`
 pub const GTF_INVALID: u16 = 0;
 
-/// `GTF_permit_access`
-pub const GTF_PERMIT_ACCESS: u16 = 1;
+bitflags::bitflags! {
+    /// The `flags` of a v1 grant entry (`GTF_*`): what we grant, and what Xen sets
+    /// while the peer maps the page. The entry keeps the raw `u16` (unknown bits
+    /// are preserved with `from_bits_retain`).
+    #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+    pub struct GrantFlags: u16 {
+        /// `GTF_permit_access`: the type "access granted" (in `GTF_type_mask`).
+        const PERMIT_ACCESS = 1;
+        /// `GTF_readonly`: the peer may only read.
+        const READONLY = 1 << 2;
+        /// `GTF_reading`: set by Xen while the peer maps the page.
+        const READING = 1 << 3;
+        /// `GTF_writing`: set by Xen while the peer maps the page writable.
+        const WRITING = 1 << 4;
+    }
+}
+
+impl GrantFlags {
+    /// Mapped by the peer (reading or writing): access cannot be ended.
+    pub const BUSY: GrantFlags = GrantFlags::READING.union(GrantFlags::WRITING);
+}
+
+/// `GTF_permit_access` ([`GrantFlags::PERMIT_ACCESS`] as a raw value)
+pub const GTF_PERMIT_ACCESS: u16 = GrantFlags::PERMIT_ACCESS.bits();
 /// `GTF_readonly`
-pub const GTF_READONLY: u16 = 1 << 2;
+pub const GTF_READONLY: u16 = GrantFlags::READONLY.bits();
 /// `GTF_reading`
-pub const GTF_READING: u16 = 1 << 3;
+pub const GTF_READING: u16 = GrantFlags::READING.bits();
 /// `GTF_writing`
-pub const GTF_WRITING: u16 = 1 << 4;
+pub const GTF_WRITING: u16 = GrantFlags::WRITING.bits();
 /// Mask of the type field (`GTF_type_mask`).
 pub const GTF_TYPE_MASK: u16 = 3;
 

@@ -15,25 +15,56 @@ pub const NR_SLOTS_MIN: usize = 18;
 /// `XEN_NETIF_MAX_TX_SIZE`
 pub const MAX_TX_SIZE: u32 = 0xFFFF;
 
-/// `NETTXF_csum_blank`: protocol checksum field is blank.
-pub const NETTXF_CSUM_BLANK: u16 = 1 << 0;
-/// `NETTXF_data_validated`: protocol checksum is validated.
-pub const NETTXF_DATA_VALIDATED: u16 = 1 << 1;
-/// `NETTXF_more_data`: the packet continues in the next request.
-pub const NETTXF_MORE_DATA: u16 = 1 << 2;
-/// `NETTXF_extra_info`: an [`ExtraInfo`] follows in the next slot.
-pub const NETTXF_EXTRA_INFO: u16 = 1 << 3;
+bitflags::bitflags! {
+    /// The `flags` of a tx request (`NETTXF_*`). Wire structs keep the raw `u16`.
+    #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct TxFlags: u16 {
+        /// `NETTXF_csum_blank`: protocol checksum field is blank.
+        const CSUM_BLANK = 1 << 0;
+        /// `NETTXF_data_validated`: protocol checksum is validated.
+        const DATA_VALIDATED = 1 << 1;
+        /// `NETTXF_more_data`: the packet continues in the next request.
+        const MORE_DATA = 1 << 2;
+        /// `NETTXF_extra_info`: an [`ExtraInfo`] follows in the next slot.
+        const EXTRA_INFO = 1 << 3;
+    }
 
-/// `NETRXF_data_validated`
-pub const NETRXF_DATA_VALIDATED: u16 = 1 << 0;
-/// `NETRXF_csum_blank`
-pub const NETRXF_CSUM_BLANK: u16 = 1 << 1;
-/// `NETRXF_more_data`: the packet continues in the next response.
-pub const NETRXF_MORE_DATA: u16 = 1 << 2;
-/// `NETRXF_extra_info`: an [`ExtraInfo`] follows in the next slot.
-pub const NETRXF_EXTRA_INFO: u16 = 1 << 3;
-/// `NETRXF_gso_prefix`: a GSO prefix descriptor precedes the packet.
-pub const NETRXF_GSO_PREFIX: u16 = 1 << 4;
+    /// The `flags` of an rx response (`NETRXF_*`), as the backend set them (read
+    /// with `from_bits_retain`: unknown bits are kept, and ignored).
+    #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct RxFlags: u16 {
+        /// `NETRXF_data_validated`
+        const DATA_VALIDATED = 1 << 0;
+        /// `NETRXF_csum_blank`
+        const CSUM_BLANK = 1 << 1;
+        /// `NETRXF_more_data`: the packet continues in the next response.
+        const MORE_DATA = 1 << 2;
+        /// `NETRXF_extra_info`: an [`ExtraInfo`] follows in the next slot.
+        const EXTRA_INFO = 1 << 3;
+        /// `NETRXF_gso_prefix`: a GSO prefix descriptor precedes the packet.
+        const GSO_PREFIX = 1 << 4;
+    }
+}
+
+/// `NETTXF_csum_blank` ([`TxFlags::CSUM_BLANK`] as a raw value).
+pub const NETTXF_CSUM_BLANK: u16 = TxFlags::CSUM_BLANK.bits();
+/// `NETTXF_data_validated`.
+pub const NETTXF_DATA_VALIDATED: u16 = TxFlags::DATA_VALIDATED.bits();
+/// `NETTXF_more_data`.
+pub const NETTXF_MORE_DATA: u16 = TxFlags::MORE_DATA.bits();
+/// `NETTXF_extra_info`.
+pub const NETTXF_EXTRA_INFO: u16 = TxFlags::EXTRA_INFO.bits();
+
+/// `NETRXF_data_validated` ([`RxFlags::DATA_VALIDATED`] as a raw value).
+pub const NETRXF_DATA_VALIDATED: u16 = RxFlags::DATA_VALIDATED.bits();
+/// `NETRXF_csum_blank`.
+pub const NETRXF_CSUM_BLANK: u16 = RxFlags::CSUM_BLANK.bits();
+/// `NETRXF_more_data`.
+pub const NETRXF_MORE_DATA: u16 = RxFlags::MORE_DATA.bits();
+/// `NETRXF_extra_info`.
+pub const NETRXF_EXTRA_INFO: u16 = RxFlags::EXTRA_INFO.bits();
+/// `NETRXF_gso_prefix`.
+pub const NETRXF_GSO_PREFIX: u16 = RxFlags::GSO_PREFIX.bits();
 
 /// `XEN_NETIF_EXTRA_TYPE_NONE` (never used; invalid)
 pub const EXTRA_TYPE_NONE: u8 = 0;
