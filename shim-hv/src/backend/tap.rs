@@ -9,14 +9,26 @@
 //!
 //! Frames to the host have their offloads resolved first (GSO segmented, blank
 //! checksums computed): the TAP is opened without `IFF_VNET_HDR`. The device is
-//! created in the network namespace of the thread that opens it. All `unsafe` of
-//! this module is the three libc calls on the descriptor.
+//! created in the network namespace of the thread that opens it. The system calls
+//! go through `nix`; the one `unsafe` of this module is the `TUNSETIFF` ioctl.
 
-use std::ffi::CString;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsFd, AsRawFd};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+
+mod ioctl {
+    nix::ioctl_write_ptr_bad!(
+        /// `TUNSETIFF`: numbered `_IOW('T', 202, int)` by the kernel but takes a
+        /// `struct ifreq *` (hence the "bad" form, with the number libc knows).
+        tun_set_iff,
+        libc::TUNSETIFF,
+        libc::ifreq
+    );
+}
+use ioctl::tun_set_iff;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -45,15 +57,11 @@ impl Tap {
                 "interface name too long or contains NUL",
             ));
         }
-        let path = CString::new("/dev/net/tun").map_err(io::Error::other)?;
-        // SAFETY: `path` is a valid NUL-terminated string; `open` has no other
-        // preconditions.
-        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` was just opened and is owned by nobody else.
-        let file = unsafe { File::from_raw_fd(fd) };
+        // std opens with O_CLOEXEC.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")?;
         // SAFETY: ifreq is plain old data; all-zero is a valid value.
         let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
         for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
@@ -61,11 +69,8 @@ impl Tap {
         }
         req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
         // SAFETY: TUNSETIFF takes a pointer to a `struct ifreq`, which `req` is, and
-        // it lives across the call.
-        let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        // it lives across the call; the fd is ours and open.
+        unsafe { tun_set_iff(file.as_raw_fd(), &req) }?;
         let got: Vec<u8> = req
             .ifr_name
             .iter()
@@ -85,22 +90,16 @@ impl Tap {
 
     /// Waits up to `timeout_ms` for a frame to read.
     fn readable(&self, timeout_ms: i32) -> io::Result<bool> {
-        let mut p = libc::pollfd {
-            fd: self.file.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, count 1.
-        let rc = unsafe { libc::poll(&mut p, 1, timeout_ms) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(false)
-            } else {
-                Err(e)
-            };
+        let mut fds = [PollFd::new(self.file.as_fd(), PollFlags::POLLIN)];
+        let t = PollTimeout::try_from(timeout_ms).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, t) {
+            Ok(n) => Ok(n > 0
+                && fds[0]
+                    .revents()
+                    .is_some_and(|r| r.contains(PollFlags::POLLIN))),
+            Err(nix::errno::Errno::EINTR) => Ok(false),
+            Err(e) => Err(e.into()),
         }
-        Ok(rc > 0 && p.revents & libc::POLLIN != 0)
     }
 }
 

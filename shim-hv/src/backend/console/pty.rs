@@ -6,12 +6,15 @@
 //! the terminal unchanged. The master is non-blocking: a pty nobody reads fills up
 //! and writes return `WouldBlock`, which the console's overflow policy handles.
 
-use std::ffi::CStr;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
+
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
 
 /// An open pty pair.
 #[derive(Debug)]
@@ -24,49 +27,17 @@ pub(crate) struct Pty {
 impl Pty {
     /// Opens a pty pair (raw mode, non-blocking master).
     pub(crate) fn open() -> io::Result<Pty> {
-        let mut master: libc::c_int = -1;
-        let mut slave: libc::c_int = -1;
-        let mut name = [0 as libc::c_char; 128];
-        // SAFETY: openpty writes two fds and a NUL-terminated name; glibc's name buffer
-        // must hold the slave path, which is far shorter than 128 bytes ("/dev/pts/N").
-        // termios and winsize may be null.
-        let rc = unsafe {
-            libc::openpty(
-                &mut master,
-                &mut slave,
-                name.as_mut_ptr(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: openpty succeeded: both are fresh fds we own from here on.
-        let (master, slave) =
-            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-        // SAFETY: openpty NUL-terminated `name` inside the buffer.
-        let path = unsafe { CStr::from_ptr(name.as_ptr()) };
-        let path = PathBuf::from(path.to_string_lossy().into_owned());
+        let pair = nix::pty::openpty(None, None)?;
+        let (master, slave) = (pair.master, pair.slave);
+        let path = nix::unistd::ttyname(&slave)?;
 
-        // Raw mode on the slave side; non-blocking master.
-        // SAFETY: termios is plain data; tcgetattr fills it for a valid fd.
-        let mut t: libc::termios = unsafe { std::mem::zeroed() };
-        // SAFETY: `slave` is an open tty fd; `t` is a valid termios.
-        if unsafe { libc::tcgetattr(slave.as_raw_fd(), &mut t) } == 0 {
-            // SAFETY: as above.
-            unsafe {
-                libc::cfmakeraw(&mut t);
-                libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &t);
-            }
+        // Raw mode on the slave side (best effort, as before); non-blocking master.
+        if let Ok(mut t) = tcgetattr(&slave) {
+            cfmakeraw(&mut t);
+            let _ = tcsetattr(&slave, SetArg::TCSANOW, &t);
         }
-        // SAFETY: fcntl on an fd we own.
-        unsafe {
-            let fl = libc::fcntl(master.as_raw_fd(), libc::F_GETFL);
-            if fl < 0 || libc::fcntl(master.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
+        let fl = OFlag::from_bits_retain(fcntl(&master, FcntlArg::F_GETFL)?);
+        fcntl(&master, FcntlArg::F_SETFL(fl | OFlag::O_NONBLOCK))?;
         Ok(Pty {
             master: File::from(master),
             _slave: slave,
@@ -87,23 +58,17 @@ impl Pty {
     /// Waits up to `timeout` for input from the terminal; reads at most `buf.len()`
     /// bytes. `Ok(0)`: nothing arrived.
     pub(crate) fn read_timeout(&self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
-        let mut pfd = libc::pollfd {
-            fd: self.master.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(0)
-            } else {
-                Err(e)
-            };
+        let mut fds = [PollFd::new(self.master.as_fd(), PollFlags::POLLIN)];
+        let ms = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, ms) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => return Ok(0),
+            Err(e) => return Err(e.into()),
         }
-        if n == 0 || pfd.revents & libc::POLLIN == 0 {
+        let ready = fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLIN));
+        if !ready {
             return Ok(0);
         }
         match io::Read::read(&mut &self.master, buf) {
