@@ -40,6 +40,52 @@ macro_rules! audit {
 /// A borrowed, read-only view of shared memory (from [`SharedMem::view`]): its
 /// lifetime ties it to the owner of the pages, so it cannot be used after they
 /// are freed.
+///
+/// A view lives while its owner is borrowed:
+///
+/// ```
+/// use core::ptr::NonNull;
+/// use hypercall::{SharedMem, SharedView};
+///
+/// struct Owner {
+///     mem: SharedMem,
+/// }
+/// impl Owner {
+///     fn first(&self) -> SharedView<'_> {
+///         self.mem.view(self)
+///     }
+/// }
+/// let mut backing = [0u64; 2];
+/// // SAFETY: `backing` outlives `mem` and is only accessed through it.
+/// let mem = unsafe { SharedMem::new(NonNull::new(backing.as_mut_ptr().cast()).unwrap(), 16) };
+/// let owner = Owner { mem };
+/// let mut b = [0u8; 4];
+/// owner.first().read(0, &mut b);
+/// ```
+///
+/// and not after (the owner frees its pages when dropped):
+///
+/// ```compile_fail,E0505
+/// use core::ptr::NonNull;
+/// use hypercall::{SharedMem, SharedView};
+///
+/// struct Owner {
+///     mem: SharedMem,
+/// }
+/// impl Owner {
+///     fn first(&self) -> SharedView<'_> {
+///         self.mem.view(self)
+///     }
+/// }
+/// let mut backing = [0u64; 2];
+/// // SAFETY: `backing` outlives `mem` and is only accessed through it.
+/// let mem = unsafe { SharedMem::new(NonNull::new(backing.as_mut_ptr().cast()).unwrap(), 16) };
+/// let owner = Owner { mem };
+/// let view = owner.first();
+/// drop(owner); // error[E0505]: cannot move out of `owner` because it is borrowed
+/// let mut b = [0u8; 4];
+/// view.read(0, &mut b);
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct SharedView<'a> {
     mem: SharedMem,

@@ -1075,7 +1075,40 @@ struct Spin {
 ///
 /// The pages held only this backend's data (XSA-403 rules as for every read), but
 /// they are shared memory: copy what you need out once ([`ReadData::read`], or
-/// [`SharedMem::read`] on [`ReadData::regions`]), then validate the copy.
+/// [`SharedView::read`] on [`ReadData::regions`]), then validate the copy.
+///
+/// The regions cannot outlive the read (the pages go back to the device for the
+/// next request, and a dropped device frees them):
+///
+/// ```compile_fail,E0505
+/// use core::time::Duration;
+/// use hypercall::Platform;
+/// use xbd_front::{Device, Grants};
+///
+/// fn escape<P: Platform, G: Grants>(d: &mut Device<P, G, 4, 4>) {
+///     let data = d.read_in_place(0, 512, Duration::from_secs(1)).unwrap();
+///     let view = data.regions().next().unwrap();
+///     drop(data); // error[E0505]: cannot move out of `data` because it is borrowed
+///     let mut b = [0u8; 1];
+///     view.read(0, &mut b);
+/// }
+/// ```
+///
+/// nor the device:
+///
+/// ```compile_fail,E0505
+/// use core::time::Duration;
+/// use hypercall::Platform;
+/// use xbd_front::{Device, Grants};
+///
+/// fn escape<P: Platform, G: Grants>(mut d: Device<P, G, 4, 4>) {
+///     let data = d.read_in_place(0, 512, Duration::from_secs(1)).unwrap();
+///     let view = data.regions().next().unwrap();
+///     drop(d); // error[E0505]: cannot move out of `d` because it is borrowed
+///     let mut b = [0u8; 1];
+///     view.read(0, &mut b);
+/// }
+/// ```
 pub struct ReadData<'d, P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> {
     dev: &'d mut Device<P, G, SLOTS, SEGS>,
     tag: Tag,
