@@ -294,6 +294,8 @@ pub(super) struct Vcpu {
     next_slot: u32,
     enosys_seen: HashSet<(u32, usize)>,
     unhandled_seen: HashSet<String>,
+    /// Time the last hypercall spent blocked (`SCHEDOP_block`/`poll`): not vCPU time.
+    blocked: Duration,
 }
 
 // SAFETY: `clock_page` is only compared, never dereferenced (a marker of where
@@ -328,6 +330,7 @@ impl Vcpu {
             next_slot: 1,
             enosys_seen: HashSet::new(),
             unhandled_seen: HashSet::new(),
+            blocked: Duration::ZERO,
         }
     }
 
@@ -414,7 +417,12 @@ impl Vcpu {
                 }
             }
             // vCPU time: guest execution plus exit handling, not halted waits.
-            let busy = if halted { spent } else { t0.elapsed() };
+            let busy = if halted {
+                spent
+            } else {
+                t0.elapsed()
+                    .saturating_sub(std::mem::take(&mut self.blocked))
+            };
             self.shared
                 .counters
                 .cpu_ns
@@ -585,7 +593,12 @@ impl Vcpu {
                 self.shared.note_output();
             }
             let access = VirtAccess::new(&self.fd, self.dom.memory(), long);
-            self.hv.hypercall(&self.dom, nr, args, &access)
+            let t = Instant::now();
+            let r = self.hv.hypercall(&self.dom, nr, args, &access);
+            if nr == nr::SCHED_OP {
+                self.blocked = t.elapsed(); // block, poll, yield: waiting, not running
+            }
+            r
         };
         if result == -hypercall::abi::errno::ENOSYS {
             let key = (nr, args[0]);
