@@ -254,3 +254,26 @@ fn daemon_stops_when_its_runtime_dir_is_removed() {
     }
     assert!(stopped, "daemon {pid} still ran");
 }
+
+#[test]
+fn create_p_pause_and_unpause() {
+    let cli = Cli::new("pause");
+    cli.dir.write("p.cfg", &builtin_cfg("p1", ""));
+    cli.ok(&["create", "-p", "p.cfg"]);
+    assert_eq!(
+        cli.list(),
+        vec![("p1".to_string(), 1, "--p---".to_string())]
+    );
+    cli.ok(&["unpause", "p1"]);
+    assert_eq!(cli.list()[0].2, "r-----");
+    cli.ok(&["pause", "1"]);
+    assert_eq!(cli.list()[0].2, "--p---");
+    cli.ok(&["unpause", "p1"]);
+    let o = cli.run(&["pause", "nosuch"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("nosuch"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    cli.ok(&["shutdown", "-w", "p1"]);
+    assert!(cli.list().is_empty());
+}

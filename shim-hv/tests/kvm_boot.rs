@@ -63,6 +63,7 @@ fn events_timer_and_bad_arguments_in_long_mode() {
         "badptr -14\n",
         "hugecount -22\n",
         "shinfo 0\n",
+        "gsi 0\n",
         "callback 0\n",
         "bind_virq 0\n",
         "singleshot 0\n",
@@ -80,6 +81,14 @@ fn events_timer_and_bad_arguments_in_long_mode() {
     let log = vm.log.lines();
     assert_eq!(
         log.iter().filter(|l| l.contains("hypercall 60")).count(),
+        1,
+        "{log:?}"
+    );
+    // The GSI callback is named once; the vector that follows is fine.
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.contains("HVM_PARAM_CALLBACK_IRQ = 0x1 (type 0)"))
+            .count(),
         1,
         "{log:?}"
     );

@@ -8,6 +8,7 @@
  *   - a pointer that does not translate gives -EFAULT (-14); a huge console
  *     count gives -EINVAL (-22);
  *   - shared_info mapped at a hole (gfn 0xC0000, 3 GiB, far above RAM);
+ *   - a GSI callback (accepted; the runner logs that it delivers none);
  *   - vcpu_time_info gives a clock; VIRQ_TIMER bound; a singleshot timer 10 ms
  *     ahead wakes `sti; hlt` through the callback vector (HVM_PARAM_CALLBACK_IRQ,
  *     type vector) and the clock has advanced at least 10 ms;
@@ -143,6 +144,13 @@ long_mode:
         lea  xatp, %rsi
         call hypercall_page + HC_MEMORY_OP * 32
         lea  msg_shinfo, %rsi
+        call put_result
+
+        /* a GSI callback first (the runner says once that it delivers none) */
+        xor  %edi, %edi             /* HVMOP_set_param */
+        lea  param_gsi, %rsi
+        call hypercall_page + HC_HVM_OP * 32
+        lea  msg_gsi, %rsi
         call put_result
 
         /* callback vector */
@@ -317,6 +325,10 @@ xatp:   .word 0x7ff0, 1              /* domid SELF, size */
         .long 0                      /* space: shared_info */
         .quad 0                      /* idx */
         .quad SHINFO >> 12           /* gpfn: a hole */
+param_gsi:
+        .word 0x7ff0, 0
+        .long 0                      /* HVM_PARAM_CALLBACK_IRQ */
+        .quad 1                      /* type 0 (GSI), GSI 1 */
 param_cb:
         .word 0x7ff0, 0
         .long 0                      /* HVM_PARAM_CALLBACK_IRQ */
@@ -341,6 +353,7 @@ msg_efault:   .asciz "badptr "
 msg_einval:   .asciz "hugecount "
 msg_shinfo:   .asciz "shinfo "
 msg_callback: .asciz "callback "
+msg_gsi:      .asciz "gsi "
 msg_bind:     .asciz "bind_virq "
 msg_port:     .asciz "port "
 msg_sshot:    .asciz "singleshot "

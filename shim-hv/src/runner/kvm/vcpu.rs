@@ -621,7 +621,35 @@ impl Vcpu {
         match nr {
             nr::SET_TIMER_OP | nr::VCPU_OP => self.shared.poke_timer(),
             nr::MEMORY_OP => self.refresh_clock(true),
+            nr::HVM_OP if result == 0 => self.check_upcall_mode(args[0]),
             _ => {}
+        }
+    }
+
+    /// Says once when the guest asks for an upcall delivery this runner does not
+    /// provide (it would otherwise wait for events that never come).
+    fn check_upcall_mode(&mut self, cmd: usize) {
+        let msg = if cmd == hvm::OP_SET_EVTCHN_UPCALL_VECTOR as usize {
+            Some(
+                "per-vCPU upcall vectors (HVMOP_set_evtchn_upcall_vector) need a local APIC, \
+                 which this runner does not give: use HVM_PARAM_CALLBACK_IRQ with type vector"
+                    .to_string(),
+            )
+        } else {
+            let v = self.dom.hvm_param(hvm::PARAM_CALLBACK_IRQ).unwrap_or(0);
+            let ty = v >> hvm::CALLBACK_IRQ_TYPE_SHIFT;
+            (v != 0 && ty != hvm::CALLBACK_TYPE_VECTOR).then(|| {
+                format!(
+                    "HVM_PARAM_CALLBACK_IRQ = {v:#x} (type {ty}): only type {} (vector) is \
+                     delivered here; this guest will get no upcalls",
+                    hvm::CALLBACK_TYPE_VECTOR
+                )
+            })
+        };
+        if let Some(m) = msg {
+            if self.unhandled_seen.len() < 64 && self.unhandled_seen.insert(m.clone()) {
+                self.log(&m);
+            }
         }
     }
 
