@@ -38,12 +38,14 @@ use hypercall::{Gfn, SharedMem, PAGE_SIZE};
 use crate::xen::access::{Efault, GuestAccess};
 
 /// What went wrong with a guest-memory access.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum MemError {
     /// The frame is not guest RAM.
+    #[error("gfn {:#x} is not guest RAM", .0 .0)]
     BadGfn(Gfn),
     /// `gpa..gpa+len` is not entirely inside guest RAM (or overflows).
+    #[error("guest range {gpa:#x}+{len:#x} is outside guest RAM")]
     OutOfRange {
         /// First guest-physical address of the access.
         gpa: u64,
@@ -51,33 +53,15 @@ pub enum MemError {
         len: usize,
     },
     /// The host could not map the memory (`errno`).
+    #[error("mmap of guest memory failed (errno {0})")]
     Map(i32),
     /// The requested size is zero or too large.
+    #[error("bad guest memory size: {0} pages")]
     BadSize(usize),
     /// The guest may place no more frames outside RAM.
+    #[error("the guest already placed {0} frames outside RAM (the limit)")]
     TooManyHolePages(usize),
 }
-
-impl fmt::Display for MemError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MemError::BadGfn(g) => write!(f, "gfn {:#x} is not guest RAM", g.0),
-            MemError::OutOfRange { gpa, len } => {
-                write!(f, "guest range {gpa:#x}+{len:#x} is outside guest RAM")
-            }
-            MemError::Map(e) => write!(f, "mmap of guest memory failed (errno {e})"),
-            MemError::BadSize(n) => write!(f, "bad guest memory size: {n} pages"),
-            MemError::TooManyHolePages(n) => {
-                write!(
-                    f,
-                    "the guest already placed {n} frames outside RAM (the limit)"
-                )
-            }
-        }
-    }
-}
-
-impl std::error::Error for MemError {}
 
 /// An anonymous host mapping of whole pages, unmapped on drop.
 struct Mapping {

@@ -198,10 +198,11 @@ impl BlkConfig {
 }
 
 /// Why a disk could not be set up or connected.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The target could not be opened or sized.
+    #[error("{}: {err}", .path.display())]
     Io {
         /// The path.
         path: PathBuf,
@@ -209,9 +210,11 @@ pub enum Error {
         err: std::io::Error,
     },
     /// The configuration is unusable (sector size, empty image).
+    #[error("bad disk configuration: {0}")]
     BadConfig(String),
     /// The target is not a file of a usable type (a directory, FIFO, character
     /// device or socket; `file:` also refuses a block device).
+    #[error("{}: {found}, not {expected}", .path.display())]
     WrongType {
         /// The path.
         path: PathBuf,
@@ -221,28 +224,12 @@ pub enum Error {
         expected: &'static str,
     },
     /// The xenbus side failed.
+    #[error("{0}")]
     Xenbus(xb::Error),
     /// The frontend asked for something we do not do.
+    #[error("unsupported frontend request: {0}")]
     Unsupported(String),
 }
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Io { path, err } => write!(f, "{}: {err}", path.display()),
-            Error::BadConfig(s) => write!(f, "bad disk configuration: {s}"),
-            Error::WrongType {
-                path,
-                found,
-                expected,
-            } => write!(f, "{}: {found}, not {expected}", path.display()),
-            Error::Xenbus(e) => write!(f, "{e}"),
-            Error::Unsupported(s) => write!(f, "unsupported frontend request: {s}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
 
 impl From<xb::Error> for Error {
     fn from(e: xb::Error) -> Self {

@@ -236,59 +236,39 @@ pub struct ConsoleStats {
 }
 
 /// Why a console operation failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The console (domain, console number) is already being served.
+    #[error("console {n} of domain {d} already served", d = .0 .0, n = .1)]
     AlreadyStarted(DomId, u32),
     /// The ring page is too small or misaligned.
+    #[error("console ring page too small or misaligned")]
     BadRing,
     /// The sink could not be opened.
+    #[error("console sink: {0}")]
     Sink(io::Error),
     /// The service thread could not be started.
+    #[error("console thread: {0}")]
     Thread(io::Error),
     /// The hypervisor this backend belongs to is gone.
+    #[error("the hypervisor is gone")]
     NoHypervisor,
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::AlreadyStarted(d, n) => {
-                write!(f, "console {n} of domain {} already served", d.0)
-            }
-            Error::BadRing => f.write_str("console ring page too small or misaligned"),
-            Error::Sink(e) => write!(f, "console sink: {e}"),
-            Error::Thread(e) => write!(f, "console thread: {e}"),
-            Error::NoHypervisor => f.write_str("the hypervisor is gone"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
-
 /// Why [`Console::wait_for`] gave up.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WaitError {
     /// The text did not appear in time; the last bytes of output, for the message.
+    #[error("timed out; output ends with {tail:?}")]
     Timeout {
         /// Up to 512 bytes of the end of the history (lossy UTF-8).
         tail: String,
     },
     /// The console stopped or failed before the text appeared.
+    #[error("console closed ({0:?})")]
     Closed(ConsoleState),
 }
-
-impl fmt::Display for WaitError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            WaitError::Timeout { tail } => write!(f, "timed out; output ends with {tail:?}"),
-            WaitError::Closed(s) => write!(f, "console closed ({s:?})"),
-        }
-    }
-}
-
-impl std::error::Error for WaitError {}
 
 // ---- history ---------------------------------------------------------------------------
 

@@ -212,16 +212,20 @@ impl Default for NetConfig {
 }
 
 /// Why a backend operation failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// xenbus (xenstore, rings, event channels).
+    #[error("{0}")]
     Xenbus(xb::Error),
     /// The frontend asked for something we do not do (what).
+    #[error("frontend: {0}")]
     Unsupported(String),
     /// The control thread could not start.
+    #[error("control thread: {0}")]
     Thread(std::io::Error),
     /// Another device on the same bridge already has this MAC.
+    #[error("{vif}: MAC {mac} is already used by {other} on bridge {bridge}")]
     DuplicateMac {
         /// The MAC.
         mac: Mac,
@@ -233,27 +237,6 @@ pub enum Error {
         bridge: String,
     },
 }
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Xenbus(e) => write!(f, "{e}"),
-            Error::Unsupported(s) => write!(f, "frontend: {s}"),
-            Error::Thread(e) => write!(f, "control thread: {e}"),
-            Error::DuplicateMac {
-                mac,
-                vif,
-                other,
-                bridge,
-            } => write!(
-                f,
-                "{vif}: MAC {mac} is already used by {other} on bridge {bridge}"
-            ),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
 
 impl From<xb::Error> for Error {
     fn from(e: xb::Error) -> Self {

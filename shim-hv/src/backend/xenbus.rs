@@ -45,16 +45,20 @@ const TX_TRIES: usize = 16;
 pub const MAX_RING_ORDER: u32 = 4;
 
 /// Why a backend xenbus operation failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// xenstored refused or failed.
+    #[error("{0}")]
     Store(crate::xenstored::Error),
     /// A transaction kept conflicting.
+    #[error("xenstore transaction kept conflicting")]
     TooManyRetries,
     /// A key the frontend must write is missing.
+    #[error("frontend did not write {0}")]
     Missing(String),
     /// A key the frontend wrote does not parse or is out of range.
+    #[error("bad value {value:?} in {key}")]
     BadValue {
         /// The key (full path).
         key: String,
@@ -62,36 +66,21 @@ pub enum Error {
         value: String,
     },
     /// A grant could not be mapped.
+    #[error("grant mapping: {0:?}")]
     Grant(GrantError),
     /// A multi-page ring whose pages are not consecutive guest frames.
+    #[error("ring pages are not consecutive guest frames")]
     RingNotContiguous,
     /// An event channel could not be bound.
+    #[error("event channel: {0}")]
     Evtchn(EvtchnError),
     /// The frontend domain is gone.
+    #[error("domain {} is gone", .0 .0)]
     NoDomain(DomId),
     /// Waiting for the frontend timed out.
+    #[error("timed out waiting for the frontend")]
     Timeout,
 }
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Store(e) => write!(f, "{e}"),
-            Error::TooManyRetries => write!(f, "xenstore transaction kept conflicting"),
-            Error::Missing(k) => write!(f, "frontend did not write {k}"),
-            Error::BadValue { key, value } => write!(f, "bad value {value:?} in {key}"),
-            Error::Grant(e) => write!(f, "grant mapping: {e:?}"),
-            Error::RingNotContiguous => {
-                write!(f, "ring pages are not consecutive guest frames")
-            }
-            Error::Evtchn(e) => write!(f, "event channel: {e}"),
-            Error::NoDomain(d) => write!(f, "domain {} is gone", d.0),
-            Error::Timeout => write!(f, "timed out waiting for the frontend"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
 
 impl From<crate::xenstored::Error> for Error {
     fn from(e: crate::xenstored::Error) -> Self {

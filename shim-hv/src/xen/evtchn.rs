@@ -19,7 +19,6 @@
 //! after unlocking, so a handler may send back without deadlocking.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::Arc;
 
 use hypercall::abi::evtchn as abi;
@@ -40,14 +39,17 @@ pub const DOM0_MAX_PORTS: u32 = 1 << 17;
 pub const NR_VIRQS: u32 = 24;
 
 /// Why an event-channel operation failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EvtchnError {
     /// Port 0, out of range, or not in a state that allows the operation.
+    #[error("bad event channel port {}", .0 .0)]
     BadPort(Port),
     /// No such domain (or it is dying).
+    #[error("no domain {}", .0 .0)]
     NoSuchDomain(DomId),
     /// The remote port is not unbound for us (bind_interdomain).
+    #[error("port {} of domain {} is not unbound for us", .port .0, .remote .0)]
     NotBindable {
         /// The remote domain.
         remote: DomId,
@@ -55,14 +57,19 @@ pub enum EvtchnError {
         port: Port,
     },
     /// All ports are in use.
+    #[error("no free event channel port")]
     NoFreePort,
     /// The virtual IRQ is already bound on that vCPU.
+    #[error("virq {0} already bound")]
     VirqBound(u32),
     /// Unknown virtual IRQ.
+    #[error("bad virq {0}")]
     BadVirq(u32),
     /// No such vCPU.
+    #[error("no vcpu {0}")]
     BadVcpu(u32),
     /// The caller may not act for that domain.
+    #[error("no permission for domain {}", .0 .0)]
     PermissionDenied(DomId),
 }
 
@@ -81,29 +88,6 @@ impl EvtchnError {
         }
     }
 }
-
-impl fmt::Display for EvtchnError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EvtchnError::BadPort(p) => write!(f, "bad event channel port {}", p.0),
-            EvtchnError::NoSuchDomain(d) => write!(f, "no domain {}", d.0),
-            EvtchnError::NotBindable { remote, port } => {
-                write!(
-                    f,
-                    "port {} of domain {} is not unbound for us",
-                    port.0, remote.0
-                )
-            }
-            EvtchnError::NoFreePort => f.write_str("no free event channel port"),
-            EvtchnError::VirqBound(v) => write!(f, "virq {v} already bound"),
-            EvtchnError::BadVirq(v) => write!(f, "bad virq {v}"),
-            EvtchnError::BadVcpu(v) => write!(f, "no vcpu {v}"),
-            EvtchnError::PermissionDenied(d) => write!(f, "no permission for domain {}", d.0),
-        }
-    }
-}
-
-impl std::error::Error for EvtchnError {}
 
 /// State of one port (`EVTCHNSTAT_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

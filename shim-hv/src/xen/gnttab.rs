@@ -41,16 +41,20 @@ const CMPXCHG_TRIES: u32 = 5;
 const ENTRY_SIZE: usize = 8;
 
 /// Why a grant operation failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum GrantError {
     /// No such (live) domain.
+    #[error("no domain {}", .0 .0)]
     NoSuchDomain(DomId),
     /// The reference is outside the guest's grant table.
+    #[error("grant ref {} is outside the table", .0 .0)]
     BadGref(GrantRef),
     /// The entry does not grant access (type not `permit_access`, or sub-page).
+    #[error("grant ref {} does not permit access", .0 .0)]
     NotGranted(GrantRef),
     /// The entry grants access to another domain.
+    #[error("grant ref {} is granted to domain {domid}, not 0", .gref .0)]
     WrongDomain {
         /// The reference.
         gref: GrantRef,
@@ -58,8 +62,10 @@ pub enum GrantError {
         domid: u16,
     },
     /// A writable mapping of a read-only grant.
+    #[error("grant ref {} is read-only", .0 .0)]
     ReadOnly(GrantRef),
     /// The granted frame is not guest RAM.
+    #[error("grant ref {} names frame {frame:#x}, not guest RAM", .gref .0)]
     BadFrame {
         /// The reference.
         gref: GrantRef,
@@ -67,8 +73,10 @@ pub enum GrantError {
         frame: u32,
     },
     /// The guest kept changing the entry while we tried to pin it.
+    #[error("grant ref {} kept changing", .0 .0)]
     Unstable(GrantRef),
     /// Copy arguments out of range (`offset + len > 4096`, short host buffer).
+    #[error("grant copy out of range")]
     BadCopyArg,
 }
 
@@ -87,35 +95,6 @@ impl GrantError {
         }
     }
 }
-
-impl fmt::Display for GrantError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            GrantError::NoSuchDomain(d) => write!(f, "no domain {}", d.0),
-            GrantError::BadGref(r) => write!(f, "grant ref {} is outside the table", r.0),
-            GrantError::NotGranted(r) => write!(f, "grant ref {} does not permit access", r.0),
-            GrantError::WrongDomain { gref, domid } => {
-                write!(
-                    f,
-                    "grant ref {} is granted to domain {domid}, not 0",
-                    gref.0
-                )
-            }
-            GrantError::ReadOnly(r) => write!(f, "grant ref {} is read-only", r.0),
-            GrantError::BadFrame { gref, frame } => {
-                write!(
-                    f,
-                    "grant ref {} names frame {frame:#x}, not guest RAM",
-                    gref.0
-                )
-            }
-            GrantError::Unstable(r) => write!(f, "grant ref {} kept changing", r.0),
-            GrantError::BadCopyArg => f.write_str("grant copy out of range"),
-        }
-    }
-}
-
-impl std::error::Error for GrantError {}
 
 struct Active {
     gfn: Gfn,

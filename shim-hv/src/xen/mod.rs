@@ -81,40 +81,31 @@ impl Default for HypervisorConfig {
 }
 
 /// Why a domain operation failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The spec is unusable (what and why).
+    #[error("bad domain spec: {0}")]
     BadSpec(String),
     /// A live domain already has that name.
+    #[error("a domain named {0:?} already exists")]
     NameInUse(String),
     /// No free domain id.
+    #[error("no free domain id")]
     NoDomid,
     /// No such domain.
+    #[error("no domain {}", .0 .0)]
     NoSuchDomain(DomId),
     /// Guest memory could not be set up.
+    #[error("guest memory: {0}")]
     Memory(MemError),
     /// Event channel setup failed.
+    #[error("event channel: {0}")]
     Evtchn(EvtchnError),
     /// xenstored refused.
+    #[error("xenstore: {0}")]
     Store(crate::xenstored::Error),
 }
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::BadSpec(s) => write!(f, "bad domain spec: {s}"),
-            Error::NameInUse(n) => write!(f, "a domain named {n:?} already exists"),
-            Error::NoDomid => f.write_str("no free domain id"),
-            Error::NoSuchDomain(d) => write!(f, "no domain {}", d.0),
-            Error::Memory(e) => write!(f, "guest memory: {e}"),
-            Error::Evtchn(e) => write!(f, "event channel: {e}"),
-            Error::Store(e) => write!(f, "xenstore: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
 
 impl From<MemError> for Error {
     fn from(e: MemError) -> Self {

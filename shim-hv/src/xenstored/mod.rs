@@ -215,10 +215,11 @@ impl Default for Quotas {
 }
 
 /// Errors of the daemon's API.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// xenstored refused a request with an `XS_ERROR` reply.
+    #[error("xenstore {op} {path}: {errno}")]
     Xs {
         /// The operation.
         op: &'static str,
@@ -228,6 +229,7 @@ pub enum Error {
         errno: Errno,
     },
     /// A reply that does not parse.
+    #[error("xenstore {op}: bad reply: {detail}")]
     BadReply {
         /// The operation.
         op: &'static str,
@@ -235,10 +237,13 @@ pub enum Error {
         detail: String,
     },
     /// The domain already has a store ring.
+    #[error("domain {0} already has a store ring")]
     AlreadyIntroduced(u16),
     /// The domain id cannot have a ring (`DOMID_FIRST_RESERVED` and up).
+    #[error("domain id {0} cannot have a store ring")]
     BadDomid(u16),
     /// The store page cannot be used.
+    #[error("store page of domain {domid}: {reason}")]
     BadRing {
         /// The domain.
         domid: u16,
@@ -256,20 +261,6 @@ impl Error {
         }
     }
 }
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Xs { op, path, errno } => write!(f, "xenstore {op} {path}: {errno}"),
-            Error::BadReply { op, detail } => write!(f, "xenstore {op}: bad reply: {detail}"),
-            Error::AlreadyIntroduced(d) => write!(f, "domain {d} already has a store ring"),
-            Error::BadDomid(d) => write!(f, "domain id {d} cannot have a store ring"),
-            Error::BadRing { domid, reason } => write!(f, "store page of domain {domid}: {reason}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
 
 /// A connection to the daemon (ring, socket client or local client).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

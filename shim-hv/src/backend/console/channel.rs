@@ -75,12 +75,14 @@ pub struct ChannelConfig {
 }
 
 /// Why a channel could not be offered.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// Console 0 is the primary console, not a channel.
+    #[error("console {0} cannot be a channel (0 is the primary)")]
     BadDevice(u32),
     /// The socket could not be bound.
+    #[error("path={}: cannot listen: {err}", .path.display())]
     Listen {
         /// The socket path.
         path: PathBuf,
@@ -88,32 +90,15 @@ pub enum Error {
         err: io::Error,
     },
     /// The socket path exists and is not a socket left by a backend that is gone.
+    #[error("path={}: already exists (only a socket nobody listens on is replaced)", .0.display())]
     PathInUse(PathBuf),
     /// Creating the xenstore nodes failed.
+    #[error("{0}")]
     Xenbus(xb::Error),
     /// A thread could not be started.
+    #[error("cannot start a thread: {0}")]
     Thread(io::Error),
 }
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::BadDevice(n) => write!(f, "console {n} cannot be a channel (0 is the primary)"),
-            Error::Listen { path, err } => {
-                write!(f, "path={}: cannot listen: {err}", path.display())
-            }
-            Error::PathInUse(p) => write!(
-                f,
-                "path={}: already exists (only a socket nobody listens on is replaced)",
-                p.display()
-            ),
-            Error::Xenbus(e) => write!(f, "{e}"),
-            Error::Thread(e) => write!(f, "cannot start a thread: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
 
 impl From<xb::Error> for Error {
     fn from(e: xb::Error) -> Self {
