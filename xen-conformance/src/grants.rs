@@ -1,0 +1,121 @@
+//! [`GrantObserver`]: a guest's grant table seen from the other side.
+
+use hypercall::abi::gnttab as abi;
+use hypercall::{Gfn, GrantRef, SharedMem};
+
+/// Size of one v1 grant entry.
+const ENTRY: usize = 8;
+
+/// Reads (and, as a backend would, marks) the entries of a guest's v1 grant table
+/// held in `frames` (e.g. `GrantTable::frames()` of a table built over host memory).
+///
+/// Every access is 16 bits wide on `flags` and `domid` and 32 bits on `frame`, the
+/// sizes the guest uses (docs/grant-atomics.md).
+#[derive(Clone, Copy, Debug)]
+pub struct GrantObserver {
+    frames: SharedMem,
+}
+
+impl GrantObserver {
+    /// Observes the table in `frames`.
+    pub fn new(frames: SharedMem) -> Self {
+        GrantObserver { frames }
+    }
+
+    /// Number of entries the frames hold.
+    pub fn capacity(&self) -> usize {
+        self.frames.len() / ENTRY
+    }
+
+    fn off(&self, r: GrantRef) -> Option<usize> {
+        let i = usize::try_from(r.0).ok()?;
+        (i < self.capacity()).then_some(i * ENTRY)
+    }
+
+    /// The flags of entry `r` (`None` if `r` is outside the table).
+    pub fn flags(&self, r: GrantRef) -> Option<u16> {
+        self.off(r)
+            .map(|o| self.frames.load_u16(o + abi::ENTRY_V1_FLAGS))
+    }
+
+    /// The domain entry `r` grants to.
+    pub fn domid(&self, r: GrantRef) -> Option<u16> {
+        self.off(r)
+            .map(|o| self.frames.load_u16(o + abi::ENTRY_V1_DOMID))
+    }
+
+    /// Every entry that currently grants access (`GTF_permit_access`), with its frame:
+    /// after a driver has closed its device this should be empty (anything left is a
+    /// leak).
+    pub fn live(&self) -> Vec<(GrantRef, Gfn)> {
+        (0..self.capacity())
+            .filter_map(|i| {
+                let o = i * ENTRY;
+                let flags = self.frames.load_u16(o + abi::ENTRY_V1_FLAGS);
+                (flags & abi::GTF_TYPE_MASK == abi::GTF_PERMIT_ACCESS).then(|| {
+                    let frame = self.frames.load_u32(o + abi::ENTRY_V1_FRAME);
+                    (GrantRef(i as u32), Gfn(u64::from(frame)))
+                })
+            })
+            .collect()
+    }
+
+    /// Marks `r` mapped, as a backend's mapping does (`GTF_reading`, and
+    /// `GTF_writing` if `write`): the guest's `end_access` must now fail.
+    ///
+    /// # Panics
+    /// If `r` is outside the table.
+    pub fn map(&self, r: GrantRef, write: bool) {
+        let o = self.off(r).expect("grant ref inside the table") + abi::ENTRY_V1_FLAGS;
+        let set = abi::GTF_READING | if write { abi::GTF_WRITING } else { 0 };
+        let mut cur = self.frames.load_u16(o);
+        while let Err(now) = self.frames.cmpxchg_u16(o, cur, cur | set) {
+            cur = now;
+        }
+    }
+
+    /// Undoes [`GrantObserver::map`].
+    ///
+    /// # Panics
+    /// If `r` is outside the table.
+    pub fn unmap(&self, r: GrantRef) {
+        let o = self.off(r).expect("grant ref inside the table") + abi::ENTRY_V1_FLAGS;
+        self.frames
+            .fetch_and_u16(o, !(abi::GTF_READING | abi::GTF_WRITING));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::HostPlatform;
+    use hypercall::gnttab::GrantTable;
+    use hypercall::{DomId, Platform};
+
+    #[test]
+    fn sees_live_grants_and_plays_a_backend_that_keeps_one_mapped() {
+        let h = HostPlatform::new();
+        let table: GrantTable<512> = GrantTable::new(h.pages(1)).unwrap();
+        let obs = GrantObserver::new(table.frames().unwrap());
+        assert_eq!(obs.capacity(), 512);
+        let page = h.pages(2);
+        let g0 = h.virt_to_gfn(page.as_non_null()).unwrap();
+        let a = table.grant_access(DomId(0), g0, true).unwrap();
+        let b = table.grant_access(DomId(3), Gfn(g0.0 + 1), false).unwrap();
+        assert_eq!(obs.live(), vec![(a, g0), (b, Gfn(g0.0 + 1))]);
+        assert_eq!(obs.domid(b), Some(3));
+        assert_ne!(obs.flags(a).unwrap() & abi::GTF_READONLY, 0);
+        obs.map(b, false);
+        assert!(table.end_access(b).is_err(), "still mapped");
+        table.end_access(a).unwrap();
+        assert_eq!(
+            obs.live(),
+            vec![(b, Gfn(g0.0 + 1))],
+            "b is kept, not reused"
+        );
+        obs.unmap(b);
+        table.end_access(b).unwrap();
+        assert!(obs.live().is_empty());
+        assert_eq!(obs.flags(GrantRef(512)), None);
+    }
+}

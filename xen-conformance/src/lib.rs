@@ -1,0 +1,46 @@
+//! xen-conformance: pieces for running a Xen driver against scripted, hostile peers on
+//! the host, without Xen and without threads, so the same tests also run under Miri.
+//!
+//! This is the start of issue 16's conformance kit. What exists:
+//! - [`HostPlatform`]: a [`hypercall::Platform`] over host memory. Guest pages are
+//!   page-aligned host allocations with their own frame numbers (not host addresses),
+//!   event-channel sends are counted, `alloc_unbound` hands out ports, and `wait()`
+//!   advances a virtual clock and runs the peer you script
+//!   ([`HostPlatform::set_peer`]): the driver and the peer take turns on one thread,
+//!   so a run is deterministic and Miri can check every access.
+//! - [`GrantObserver`]: reads a guest's grant table the way a backend would, to find
+//!   grants left behind (leaks) and to play a backend that keeps a grant mapped
+//!   (`GTF_reading`/`GTF_writing` set) when the driver tries to end it.
+//!
+//! Not there yet (see docs/bad-input-coverage.md and issue 16): scripted block, net and
+//! console backends and a xenstore server, hostile frontends for testing backends, the
+//! named case catalogue and its runner.
+//!
+//! ```
+//! use xen_conformance::{GrantObserver, HostPlatform};
+//! use hypercall::gnttab::GrantTable;
+//! use hypercall::{DomId, Platform};
+//!
+//! let host = HostPlatform::new();
+//! // A driver's grant table, in host memory (no hypercalls).
+//! let table: GrantTable<512> = GrantTable::new(host.pages(1)).unwrap();
+//! let page = host.pages(1);
+//! let gfn = host.virt_to_gfn(page.as_non_null()).unwrap();
+//! let r = table.grant_access(DomId(0), gfn, false).unwrap();
+//!
+//! // The peer maps it and does not let go: ending the grant must fail, not reuse it.
+//! let obs = GrantObserver::new(table.frames().unwrap());
+//! assert_eq!(obs.live(), vec![(r, gfn)]);
+//! obs.map(r, true);
+//! assert!(table.end_access(r).is_err());
+//! obs.unmap(r);
+//! table.end_access(r).unwrap();
+//! assert!(obs.live().is_empty(), "no grant left behind");
+//! ```
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+mod grants;
+mod platform;
+
+pub use grants::GrantObserver;
+pub use platform::{HostPlatform, Peer};
