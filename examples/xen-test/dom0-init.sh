@@ -374,7 +374,7 @@ run_test() {
 # end_test TEST NAME DIR DOMID: destroy leftovers, wait for the backends to go,
 # check the console seen through `xl console`, keep the logs
 end_test() {
-    local t=$1 name=$2 dir=$3 domid=$4 r vdev devname mode img
+    local t=$1 name=$2 dir=$3 domid=$4 r n vdev devname mode img
     # after a shutdown xl destroys the domain itself; give it a moment
     for _ in $(seq 1 20); do
         xl domid "$name" >/dev/null 2>&1 || break
@@ -400,8 +400,16 @@ end_test() {
     XLC="" XLC_HOLD=""
     rm -f $dir/.xlc-in
     if [ -f "$dir/xl-console.txt" ]; then
-        grep -qE "${END_RE:-$READY_RE}" "$dir/xl-console.txt"
-        check $t xl-console $? "$(wc -l <"$dir/xl-console.txt") lines through xl console, /${END_RE:-$READY_RE}/ among them"
+        # every line the guest printed up to its ready (or crash) line, as
+        # xenconsoled logged it, must have come through `xl console` too
+        r=${END_RE:-$READY_RE}
+        tr -d '\r' <"$dir/xl-console.txt" >"$dir/.xlc"
+        awk -v re="$r" '{ sub(/\r$/, ""); if ($0 != "") print } $0 ~ re { exit }' \
+            "/var/log/xen/console/guest-$name.log" >"$dir/.want" 2>/dev/null
+        n=$(grep -Fvxf "$dir/.xlc" "$dir/.want" | wc -l)
+        grep -qE "$r" "$dir/.xlc" && [ "$n" = 0 ]
+        check $t xl-console $? "$(($(wc -l <"$dir/.want") - n)) of the $(wc -l <"$dir/.want") lines up to /$r/ came through xl console"
+        rm -f "$dir/.xlc" "$dir/.want"
     fi
     # an image the guest could only read must be byte for byte as before
     if [ -s "$dir/vbds.txt" ]; then
