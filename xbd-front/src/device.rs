@@ -554,6 +554,10 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
             Ok(None) | Err(xenbus::Error::Parse { .. }) => {
                 return Ok(Some(DeviceEvent::BadCapacity))
             }
+            // The backend's directory went away under us (the nearest remaining
+            // parent is dom0's): its `state` watch fires too, and the next call
+            // reports the disconnect. The two events may come in either order.
+            Err(xenbus::Error::Xenstore(xenbus::ErrnoName::Eacces)) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
         if new == info.sectors {
