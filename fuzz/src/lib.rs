@@ -17,6 +17,10 @@ impl<'a> Cursor<'a> {
     pub fn new(data: &'a [u8]) -> Self {
         Cursor { data }
     }
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.data.len()
+    }
     /// Whether the input is used up.
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()

@@ -44,6 +44,12 @@ impl GrantObserver {
             .map(|o| self.frames.load_u16(o + abi::ENTRY_V1_DOMID))
     }
 
+    /// The frame entry `r` grants (whatever the guest wrote, live or not).
+    pub fn frame(&self, r: GrantRef) -> Option<Gfn> {
+        self.off(r)
+            .map(|o| Gfn(u64::from(self.frames.load_u32(o + abi::ENTRY_V1_FRAME))))
+    }
+
     /// Every entry that currently grants access (`GTF_permit_access`), with its frame:
     /// after a driver has closed its device this should be empty (anything left is a
     /// leak).
@@ -104,6 +110,7 @@ mod tests {
         let b = table.grant_access(DomId(3), Gfn(g0.0 + 1), false).unwrap();
         assert_eq!(obs.live(), vec![(a, g0), (b, Gfn(g0.0 + 1))]);
         assert_eq!(obs.domid(b), Some(3));
+        assert_eq!(obs.frame(b), Some(Gfn(g0.0 + 1)));
         assert_ne!(obs.flags(a).unwrap() & abi::GTF_READONLY, 0);
         obs.map(b, false);
         assert!(table.end_access(b).is_err(), "still mapped");
