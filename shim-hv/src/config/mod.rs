@@ -1051,191 +1051,9 @@ impl DomainConfig {
             }
         }
 
-        // Disks.
-        let mut disks: Vec<DiskSpec> = Vec::new();
-        let mut pending_host: Vec<usize> = Vec::new();
-        for a in s.string_list("disk")?.unwrap_or_default() {
-            let d = disk::parse(&a.text).map_err(|(k, t)| s.err(a.line, k, t))?;
-            if d.ioemu {
-                s.warn(
-                    a.line,
-                    WarningKind::Deprecated("`ioemu:` disk prefix (ignored, as xl does)".into()),
-                    a.text.clone(),
-                );
-            }
-            match d.format {
-                DiskFormat::Raw | DiskFormat::Empty => {}
-                f => {
-                    return Err(s.err(
-                        a.line,
-                        ErrorKind::Unsupported(format!(
-                            "{} images (raw images and block devices only)",
-                            f.as_str()
-                        )),
-                        a.text,
-                    ))
-                }
-            }
-            let (number, source) = match Vdev::parse(&d.vdev) {
-                Ok(v) => (v, VdevSource::Xen),
-                Err(_) if d.xm_prefix && host_device_name(&d.vdev) => {
-                    pending_host.push(disks.len());
-                    (
-                        Vdev::xvd(0, 0).map_err(|e| s.err(a.line, ErrorKind::BadVdev(e), ""))?,
-                        VdevSource::HostName,
-                    )
-                }
-                Err(e) => return Err(s.err(a.line, ErrorKind::BadVdev(e), d.vdev)),
-            };
-            disks.push(DiskSpec {
-                line: a.line,
-                spec: a.text.clone(),
-                target: d.target,
-                format: d.format,
-                vdev: d.vdev,
-                vdev_number: number,
-                vdev_source: source,
-                access: d.access,
-                devtype: d.devtype,
-                backend: d.backend,
-            });
-        }
-        // Assign numbers to host names: lowest xvd disk index unused by any
-        // Xen-named disk (hd/xvd/extended share Linux's xvd indices).
-        let mut used_index: HashSet<u32> = HashSet::new();
-        for d in disks.iter().filter(|d| d.vdev_source == VdevSource::Xen) {
-            if let Ok(dp) = d.vdev_number.decode() {
-                if matches!(dp.scheme, Scheme::Xvd | Scheme::XvdExtended | Scheme::Hd) {
-                    used_index.insert(dp.disk);
-                }
-            }
-        }
-        for i in pending_host {
-            let mut idx = 0;
-            while used_index.contains(&idx) {
-                idx += 1;
-            }
-            used_index.insert(idx);
-            let number = Vdev::xvd(idx, 0).map_err(|e| s.err(0, ErrorKind::BadVdev(e), ""))?;
-            if let Some(d) = disks.get_mut(i) {
-                d.vdev_number = number;
-                let msg = format!(
-                    "`{}` is not a Xen vdev (xm looked it up in dom0's /dev, a host-specific \
-                     number); using {} ({}); NetBSD guests see it as xbdN in probe order",
-                    d.vdev,
-                    number,
-                    number.number()
-                );
-                let (line, text) = (d.line, d.vdev.clone());
-                s.warn(line, WarningKind::HostVdev(msg), text);
-            }
-        }
-        let mut seen: HashMap<u32, u32> = HashMap::new();
-        for d in &disks {
-            if let Some(first) = seen.insert(d.vdev_number.number(), d.line) {
-                return Err(s.err(
-                    d.line,
-                    ErrorKind::DuplicateVdev { first_line: first },
-                    d.vdev.clone(),
-                ));
-            }
-        }
-
-        // NICs.
-        let mut vifs: Vec<VifSpec> = Vec::new();
-        let vif_list = s.string_list("vif")?;
-        for (i, a) in vif_list.unwrap_or_default().into_iter().enumerate() {
-            let mut v =
-                vif::parse(&a.text, a.line, i as u32).map_err(|(k, t)| s.err(a.line, k, t))?;
-            for note in std::mem::take(&mut v.notes) {
-                s.warn(a.line, WarningKind::IgnoredKey, note);
-            }
-            vifs.push(v);
-        }
-        if let Some((n, a)) = s.long("nics", "a NIC count")? {
-            s.warn(
-                a.line,
-                WarningKind::Deprecated("xm's `nics`: use empty vif entries (vif = [ '' ])".into()),
-                a.text.clone(),
-            );
-            if !(-1..=64).contains(&n) {
-                return Err(s.err(
-                    a.line,
-                    ErrorKind::BadNumber {
-                        key: "nics".into(),
-                        expected: "a NIC count from 0 to 64",
-                    },
-                    a.text,
-                ));
-            }
-            while (vifs.len() as i64) < n {
-                let devid = vifs.len() as u32;
-                vifs.push(VifSpec::default_nic(a.line, devid));
-            }
-        }
-        let mut devids: HashMap<u32, u32> = HashMap::new();
-        let mut macs: HashMap<MacAddr, u32> = HashMap::new();
-        for v in &vifs {
-            if let Some(first) = devids.insert(v.devid, v.line) {
-                return Err(s.err(
-                    v.line,
-                    ErrorKind::BadVif(format!("devid {} already used on line {first}", v.devid)),
-                    v.spec.clone(),
-                ));
-            }
-        }
-        for v in &vifs {
-            if let Some(mac) = v.mac {
-                if let Some(first) = macs.insert(mac, v.line) {
-                    let (line, text) = (v.line, mac.to_string());
-                    s.warn(
-                        line,
-                        WarningKind::Adjusted(format!("same MAC as the vif on line {first}")),
-                        text,
-                    );
-                }
-            }
-        }
-
-        // Channels: consoles 1, 2, ... in list order (libxl); names and socket
-        // paths must be unique.
-        let mut channels: Vec<ChannelSpec> = Vec::new();
-        for (i, a) in s
-            .string_list("channel")?
-            .unwrap_or_default()
-            .into_iter()
-            .enumerate()
-        {
-            let devid = u32::try_from(i + 1).unwrap_or(u32::MAX);
-            let mut c =
-                channel::parse(&a.text, a.line, devid).map_err(|(k, t)| s.err(a.line, k, t))?;
-            for note in std::mem::take(&mut c.notes) {
-                s.warn(a.line, WarningKind::IgnoredKey, note);
-            }
-            for old in &channels {
-                let clash = if old.name == c.name {
-                    Some(("name", c.name.clone()))
-                } else {
-                    match (&old.connection, &c.connection) {
-                        (ChannelConnection::Socket(p), ChannelConnection::Socket(q)) if p == q => {
-                            Some(("socket path", q.display().to_string()))
-                        }
-                        _ => None,
-                    }
-                };
-                if let Some((what, text)) = clash {
-                    return Err(s.err(
-                        a.line,
-                        ErrorKind::BadChannel(format!(
-                            "{what} already used by the channel on line {}",
-                            old.line
-                        )),
-                        text,
-                    ));
-                }
-            }
-            channels.push(c);
-        }
+        let disks = read_disks(&mut s)?;
+        let vifs = read_vifs(&mut s)?;
+        let channels = read_channels(&mut s)?;
 
         // Everything else: warnings.
         let rest: Vec<(String, u32)> = s
@@ -1421,6 +1239,202 @@ impl DomainConfig {
             },
         })
     }
+}
+
+/// `disk = [ ... ]`: entries parsed, host device names numbered, duplicates refused.
+fn read_disks(s: &mut Settings) -> Result<Vec<DiskSpec>, ConfigError> {
+    // Disks.
+    let mut disks: Vec<DiskSpec> = Vec::new();
+    let mut pending_host: Vec<usize> = Vec::new();
+    for a in s.string_list("disk")?.unwrap_or_default() {
+        let d = disk::parse(&a.text).map_err(|(k, t)| s.err(a.line, k, t))?;
+        if d.ioemu {
+            s.warn(
+                a.line,
+                WarningKind::Deprecated("`ioemu:` disk prefix (ignored, as xl does)".into()),
+                a.text.clone(),
+            );
+        }
+        match d.format {
+            DiskFormat::Raw | DiskFormat::Empty => {}
+            f => {
+                return Err(s.err(
+                    a.line,
+                    ErrorKind::Unsupported(format!(
+                        "{} images (raw images and block devices only)",
+                        f.as_str()
+                    )),
+                    a.text,
+                ))
+            }
+        }
+        let (number, source) = match Vdev::parse(&d.vdev) {
+            Ok(v) => (v, VdevSource::Xen),
+            Err(_) if d.xm_prefix && host_device_name(&d.vdev) => {
+                pending_host.push(disks.len());
+                (
+                    Vdev::xvd(0, 0).map_err(|e| s.err(a.line, ErrorKind::BadVdev(e), ""))?,
+                    VdevSource::HostName,
+                )
+            }
+            Err(e) => return Err(s.err(a.line, ErrorKind::BadVdev(e), d.vdev)),
+        };
+        disks.push(DiskSpec {
+            line: a.line,
+            spec: a.text.clone(),
+            target: d.target,
+            format: d.format,
+            vdev: d.vdev,
+            vdev_number: number,
+            vdev_source: source,
+            access: d.access,
+            devtype: d.devtype,
+            backend: d.backend,
+        });
+    }
+    // Assign numbers to host names: lowest xvd disk index unused by any
+    // Xen-named disk (hd/xvd/extended share Linux's xvd indices).
+    let mut used_index: HashSet<u32> = HashSet::new();
+    for d in disks.iter().filter(|d| d.vdev_source == VdevSource::Xen) {
+        if let Ok(dp) = d.vdev_number.decode() {
+            if matches!(dp.scheme, Scheme::Xvd | Scheme::XvdExtended | Scheme::Hd) {
+                used_index.insert(dp.disk);
+            }
+        }
+    }
+    for i in pending_host {
+        let mut idx = 0;
+        while used_index.contains(&idx) {
+            idx += 1;
+        }
+        used_index.insert(idx);
+        let number = Vdev::xvd(idx, 0).map_err(|e| s.err(0, ErrorKind::BadVdev(e), ""))?;
+        if let Some(d) = disks.get_mut(i) {
+            d.vdev_number = number;
+            let msg = format!(
+                "`{}` is not a Xen vdev (xm looked it up in dom0's /dev, a host-specific \
+                 number); using {} ({}); NetBSD guests see it as xbdN in probe order",
+                d.vdev,
+                number,
+                number.number()
+            );
+            let (line, text) = (d.line, d.vdev.clone());
+            s.warn(line, WarningKind::HostVdev(msg), text);
+        }
+    }
+    let mut seen: HashMap<u32, u32> = HashMap::new();
+    for d in &disks {
+        if let Some(first) = seen.insert(d.vdev_number.number(), d.line) {
+            return Err(s.err(
+                d.line,
+                ErrorKind::DuplicateVdev { first_line: first },
+                d.vdev.clone(),
+            ));
+        }
+    }
+    Ok(disks)
+}
+
+/// `vif = [ ... ]`.
+fn read_vifs(s: &mut Settings) -> Result<Vec<VifSpec>, ConfigError> {
+    // NICs.
+    let mut vifs: Vec<VifSpec> = Vec::new();
+    let vif_list = s.string_list("vif")?;
+    for (i, a) in vif_list.unwrap_or_default().into_iter().enumerate() {
+        let mut v = vif::parse(&a.text, a.line, i as u32).map_err(|(k, t)| s.err(a.line, k, t))?;
+        for note in std::mem::take(&mut v.notes) {
+            s.warn(a.line, WarningKind::IgnoredKey, note);
+        }
+        vifs.push(v);
+    }
+    if let Some((n, a)) = s.long("nics", "a NIC count")? {
+        s.warn(
+            a.line,
+            WarningKind::Deprecated("xm's `nics`: use empty vif entries (vif = [ '' ])".into()),
+            a.text.clone(),
+        );
+        if !(-1..=64).contains(&n) {
+            return Err(s.err(
+                a.line,
+                ErrorKind::BadNumber {
+                    key: "nics".into(),
+                    expected: "a NIC count from 0 to 64",
+                },
+                a.text,
+            ));
+        }
+        while (vifs.len() as i64) < n {
+            let devid = vifs.len() as u32;
+            vifs.push(VifSpec::default_nic(a.line, devid));
+        }
+    }
+    let mut devids: HashMap<u32, u32> = HashMap::new();
+    let mut macs: HashMap<MacAddr, u32> = HashMap::new();
+    for v in &vifs {
+        if let Some(first) = devids.insert(v.devid, v.line) {
+            return Err(s.err(
+                v.line,
+                ErrorKind::BadVif(format!("devid {} already used on line {first}", v.devid)),
+                v.spec.clone(),
+            ));
+        }
+    }
+    for v in &vifs {
+        if let Some(mac) = v.mac {
+            if let Some(first) = macs.insert(mac, v.line) {
+                let (line, text) = (v.line, mac.to_string());
+                s.warn(
+                    line,
+                    WarningKind::Adjusted(format!("same MAC as the vif on line {first}")),
+                    text,
+                );
+            }
+        }
+    }
+    Ok(vifs)
+}
+
+/// `channel = [ ... ]`: consoles 1, 2, ... with unique names and socket paths.
+fn read_channels(s: &mut Settings) -> Result<Vec<ChannelSpec>, ConfigError> {
+    // Channels: consoles 1, 2, ... in list order (libxl); names and socket
+    // paths must be unique.
+    let mut channels: Vec<ChannelSpec> = Vec::new();
+    for (i, a) in s
+        .string_list("channel")?
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+    {
+        let devid = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        let mut c = channel::parse(&a.text, a.line, devid).map_err(|(k, t)| s.err(a.line, k, t))?;
+        for note in std::mem::take(&mut c.notes) {
+            s.warn(a.line, WarningKind::IgnoredKey, note);
+        }
+        for old in &channels {
+            let clash = if old.name == c.name {
+                Some(("name", c.name.clone()))
+            } else {
+                match (&old.connection, &c.connection) {
+                    (ChannelConnection::Socket(p), ChannelConnection::Socket(q)) if p == q => {
+                        Some(("socket path", q.display().to_string()))
+                    }
+                    _ => None,
+                }
+            };
+            if let Some((what, text)) = clash {
+                return Err(s.err(
+                    a.line,
+                    ErrorKind::BadChannel(format!(
+                        "{what} already used by the channel on line {}",
+                        old.line
+                    )),
+                    text,
+                ));
+            }
+        }
+        channels.push(c);
+    }
+    Ok(channels)
 }
 
 /// What a file type is called in an error message ("a FIFO").
