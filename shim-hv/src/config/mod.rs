@@ -999,57 +999,7 @@ impl DomainConfig {
             }
         };
 
-        // Actions: xm's autorestart/restart first, explicit on_* override.
-        let mut on_poweroff = Action::Destroy;
-        let mut on_reboot = Action::Restart;
-        let mut on_crash = Action::Destroy;
-        let mut on_watchdog = Action::Destroy;
-        if let Some((v, a)) = s.long("autorestart", "a boolean (0/1, True/False)")? {
-            s.warn(
-                a.line,
-                WarningKind::Deprecated("xm's `autorestart`: use on_poweroff/on_reboot".into()),
-                a.text,
-            );
-            if v != 0 {
-                on_poweroff = Action::Restart;
-            }
-        }
-        if let Some((r, line)) = s.string("restart")? {
-            s.warn(
-                line,
-                WarningKind::Deprecated(
-                    "xm's `restart`: use on_poweroff/on_reboot/on_crash".into(),
-                ),
-                r.clone(),
-            );
-            let (p, rb, c) = match r.as_str() {
-                "onreboot" => (Action::Destroy, Action::Restart, Action::Destroy),
-                "always" => (Action::Restart, Action::Restart, Action::Restart),
-                "never" => (Action::Destroy, Action::Destroy, Action::Destroy),
-                _ => {
-                    return Err(s.err(
-                        line,
-                        ErrorKind::BadValue {
-                            key: "restart".into(),
-                            expected: "onreboot, always or never",
-                        },
-                        r,
-                    ))
-                }
-            };
-            (on_poweroff, on_reboot, on_crash) = (p, rb, c);
-        }
-        for (key, slot) in [
-            ("on_poweroff", &mut on_poweroff),
-            ("on_reboot", &mut on_reboot),
-            ("on_crash", &mut on_crash),
-            ("on_watchdog", &mut on_watchdog),
-        ] {
-            if let Some((v, line)) = s.string(key)? {
-                *slot = Action::parse(&v)
-                    .ok_or_else(|| s.err(line, ErrorKind::UnknownAction { key: key.into() }, v))?;
-            }
-        }
+        let [on_poweroff, on_reboot, on_crash, on_watchdog] = read_actions(&mut s)?;
 
         let disks = read_disks(&mut s)?;
         let vifs = read_vifs(&mut s)?;
@@ -1239,6 +1189,60 @@ impl DomainConfig {
             },
         })
     }
+}
+
+/// `on_poweroff`, `on_reboot`, `on_crash`, `on_watchdog` (in that order): xm's
+/// `autorestart`/`restart` first (deprecated), explicit `on_*` override them.
+fn read_actions(s: &mut Settings) -> Result<[Action; 4], ConfigError> {
+    let mut on_poweroff = Action::Destroy;
+    let mut on_reboot = Action::Restart;
+    let mut on_crash = Action::Destroy;
+    let mut on_watchdog = Action::Destroy;
+    if let Some((v, a)) = s.long("autorestart", "a boolean (0/1, True/False)")? {
+        s.warn(
+            a.line,
+            WarningKind::Deprecated("xm's `autorestart`: use on_poweroff/on_reboot".into()),
+            a.text,
+        );
+        if v != 0 {
+            on_poweroff = Action::Restart;
+        }
+    }
+    if let Some((r, line)) = s.string("restart")? {
+        s.warn(
+            line,
+            WarningKind::Deprecated("xm's `restart`: use on_poweroff/on_reboot/on_crash".into()),
+            r.clone(),
+        );
+        let (p, rb, c) = match r.as_str() {
+            "onreboot" => (Action::Destroy, Action::Restart, Action::Destroy),
+            "always" => (Action::Restart, Action::Restart, Action::Restart),
+            "never" => (Action::Destroy, Action::Destroy, Action::Destroy),
+            _ => {
+                return Err(s.err(
+                    line,
+                    ErrorKind::BadValue {
+                        key: "restart".into(),
+                        expected: "onreboot, always or never",
+                    },
+                    r,
+                ))
+            }
+        };
+        (on_poweroff, on_reboot, on_crash) = (p, rb, c);
+    }
+    for (key, slot) in [
+        ("on_poweroff", &mut on_poweroff),
+        ("on_reboot", &mut on_reboot),
+        ("on_crash", &mut on_crash),
+        ("on_watchdog", &mut on_watchdog),
+    ] {
+        if let Some((v, line)) = s.string(key)? {
+            *slot = Action::parse(&v)
+                .ok_or_else(|| s.err(line, ErrorKind::UnknownAction { key: key.into() }, v))?;
+        }
+    }
+    Ok([on_poweroff, on_reboot, on_crash, on_watchdog])
 }
 
 /// `disk = [ ... ]`: entries parsed, host device names numbered, duplicates refused.
