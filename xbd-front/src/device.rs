@@ -112,26 +112,6 @@ fn key_snippet(p: &str) -> Snippet {
     Snippet::tail(p.as_bytes())
 }
 
-fn opt_u64<S: Store>(xs: &mut S, path: &str) -> Result<Option<u64>, Error> {
-    match xs.read_u64_opt(path) {
-        Ok(v) => Ok(v),
-        Err(xenbus::Error::Parse { .. }) => Err(Error::BadConfig {
-            key: key_snippet(path),
-            problem: BadConfig::NotANumber,
-        }),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Feature flags are lenient, as Linux's `xenbus_read_unsigned`: garbage is "off".
-fn flag<S: Store>(xs: &mut S, path: &str) -> Result<bool, Error> {
-    match xs.read_bool_opt(path) {
-        Ok(v) => Ok(v.unwrap_or(false)),
-        Err(xenbus::Error::Parse { .. }) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Optional numbers that only tune behaviour: garbage reads as missing.
 fn lenient_u64<S: Store>(xs: &mut S, path: &str) -> Result<Option<u64>, Error> {
     match xs.read_u64_opt(path) {
@@ -141,25 +121,60 @@ fn lenient_u64<S: Store>(xs: &mut S, path: &str) -> Result<Option<u64>, Error> {
     }
 }
 
+/// The backend keys [`Device::connect`] reads once the backend is `Connected`
+/// (its `connect()` writes them), in this order.
+const BE_KEYS: [&str; 13] = [
+    "feature-max-indirect-segments",
+    "feature-persistent",
+    "feature-flush-cache",
+    "feature-barrier",
+    "feature-discard",
+    "discard-granularity",
+    "discard-alignment",
+    "discard-secure",
+    "sectors",
+    "sector-size",
+    "physical-sector-size",
+    "info",
+    "mode",
+];
+/// Index of `mode` in [`BE_KEYS`].
+const BE_MODE: usize = 12;
+
+/// A backend value as read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BeVal {
+    Missing,
+    Num(u64),
+    /// There, but not an unsigned decimal that fits 64 bits.
+    Garbage,
+}
+
+impl BeVal {
+    fn parse(v: &[u8]) -> BeVal {
+        if v.is_empty() || v.len() > 20 {
+            return BeVal::Garbage;
+        }
+        let mut n: u64 = 0;
+        for &b in v {
+            if !b.is_ascii_digit() {
+                return BeVal::Garbage;
+            }
+            match n
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(u64::from(b - b'0')))
+            {
+                Some(x) => n = x,
+                None => return BeVal::Garbage,
+            }
+        }
+        BeVal::Num(n)
+    }
+}
+
 // The helpers below take the key and build its path themselves, out of line: a
 // connect reads a dozen keys, and paths built inline (264 bytes each) would each
 // take their own stack slot in one frame (docs/stack.md).
-
-/// [`flag`] of the backend's `key`.
-#[inline(never)]
-fn be_flag<S: Store>(xs: &mut S, hs: &FrontendHandshake, key: &str) -> Result<bool, Error> {
-    flag(xs, &hs.backend_key(key)?)
-}
-
-/// [`lenient_u64`] of the backend's `key`.
-#[inline(never)]
-fn be_lenient<S: Store>(
-    xs: &mut S,
-    hs: &FrontendHandshake,
-    key: &str,
-) -> Result<Option<u64>, Error> {
-    lenient_u64(xs, &hs.backend_key(key)?)
-}
 
 #[inline(never)]
 fn str_is<S: Store>(xs: &mut S, path: &str, want: &str) -> Result<bool, Error> {
@@ -348,9 +363,7 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         let persistent_wanted = self.config.persistent;
         let grefs = self.ring_grefs;
         self.hs.publish(xs, XenbusState::Initialised, |tx, node| {
-            if order == 0 {
-                tx.write_u32(&Path::join(node, "ring-ref")?, grefs[0])?;
-            } else {
+            if order != 0 {
                 tx.write_u32(&Path::join(node, "ring-page-order")?, order)?;
                 for (i, r) in grefs.iter().take(npages).enumerate() {
                     let mut k = heapless::String::<16>::new();
@@ -358,20 +371,33 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
                     tx.write_u32(&Path::join(node, &k)?, *r)?;
                 }
             }
-            tx.write_u32(&Path::join(node, "event-channel")?, port.0)?;
-            if let Some(p) = PROTOCOL {
-                tx.write_str(&Path::join(node, "protocol")?, p)?;
+            // The rest in one round trip (Store::write_keys).
+            let mut evtchn = heapless::String::<10>::new();
+            let _ = write!(evtchn, "{}", port.0);
+            let mut ring0 = heapless::String::<10>::new();
+            let _ = write!(ring0, "{}", grefs[0]);
+            let persistent: &[u8] = if persistent_wanted { b"1" } else { b"0" };
+            let mut keys: [(&str, &[u8]); 4] = [
+                ("event-channel", evtchn.as_bytes()),
+                ("feature-persistent", persistent),
+                ("", b""),
+                ("", b""),
+            ];
+            let mut n = 2;
+            if let (Some(p), Some(slot)) = (PROTOCOL, keys.get_mut(n)) {
+                *slot = ("protocol", p.as_bytes());
+                n += 1;
             }
-            tx.write_u32(
-                &Path::join(node, "feature-persistent")?,
-                u32::from(persistent_wanted),
-            )
+            if let (0, Some(slot)) = (order, keys.get_mut(n)) {
+                *slot = ("ring-ref", ring0.as_bytes());
+                n += 1;
+            }
+            tx.write_keys(node, keys.get(..n).unwrap_or_default())
         })?;
         self.hs.wait_connected(xs, self.config.timeout)?;
 
         // The backend writes the rest when it connects (Linux blkback's `connect()`).
-        let offer = self.read_offer(xs, max_order)?;
-        let info = self.read_geometry(xs)?;
+        let (offer, info) = self.read_connected(xs, max_order)?;
         let (segs, indirect) =
             features::segments(offer.max_indirect_segments, SEGS, self.config.indirect);
         let persistent = persistent_wanted && offer.persistent;
@@ -417,51 +443,90 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         Ok(())
     }
 
-    fn read_offer<Q: Platform>(
+    /// Reads what the backend wrote when it connected (its offer and the disk's
+    /// geometry): thirteen backend keys in one round trip
+    /// ([`Xenstore::read_keys`]), then the frontend's `device-type`. Feature
+    /// flags and tuning numbers are lenient (garbage reads as off/missing, as
+    /// Linux's `xenbus_read_unsigned`); `sectors` must be there and, like
+    /// `sector-size`, a number.
+    fn read_connected<Q: Platform>(
         &mut self,
         xs: &mut Xenstore<Q>,
         max_order: Option<u64>,
-    ) -> Result<Offer, Error> {
-        let hs = &self.hs;
-        Ok(Offer {
+    ) -> Result<(Offer, DiskInfo), Error> {
+        let mut vals = [BeVal::Missing; BE_KEYS.len()];
+        let mut mode_readonly = false;
+        xs.read_keys(self.hs.backend(), &BE_KEYS, &mut |i, r| {
+            let v = match r {
+                Ok(v) => v,
+                Err(xenbus::Error::Xenstore(xenbus::ErrnoName::Enoent)) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            if i == BE_MODE {
+                mode_readonly = v == b"r";
+            }
+            if let Some(slot) = vals.get_mut(i) {
+                *slot = BeVal::parse(v);
+            }
+            Ok(())
+        })?;
+        let val = |i: usize| vals.get(i).copied().unwrap_or(BeVal::Missing);
+        let lenient = |i: usize| match val(i) {
+            BeVal::Num(n) => Some(n),
+            _ => None,
+        };
+        let flag = |i: usize| lenient(i).is_some_and(|n| n != 0);
+        let offer = Offer {
             max_ring_page_order: max_order,
-            max_indirect_segments: be_lenient(xs, hs, "feature-max-indirect-segments")?,
-            persistent: be_flag(xs, hs, "feature-persistent")?,
-            flush_cache: be_flag(xs, hs, "feature-flush-cache")?,
-            barrier: be_flag(xs, hs, "feature-barrier")?,
-            discard: be_flag(xs, hs, "feature-discard")?,
-            discard_granularity: be_lenient(xs, hs, "discard-granularity")?,
-            discard_alignment: be_lenient(xs, hs, "discard-alignment")?,
-            discard_secure: be_flag(xs, hs, "discard-secure")?,
-        })
-    }
-
-    fn read_geometry<Q: Platform>(&mut self, xs: &mut Xenstore<Q>) -> Result<DiskInfo, Error> {
-        let sectors_key = self.hs.backend_key("sectors")?;
-        let sectors = match opt_u64(xs, &sectors_key)? {
+            max_indirect_segments: lenient(0),
+            persistent: flag(1),
+            flush_cache: flag(2),
+            barrier: flag(3),
+            discard: flag(4),
+            discard_granularity: lenient(5),
+            discard_alignment: lenient(6),
+            discard_secure: flag(7),
+        };
+        let strict = |i: usize, key: &str| -> Result<Option<u64>, Error> {
+            match val(i) {
+                BeVal::Num(n) => Ok(Some(n)),
+                BeVal::Missing => Ok(None),
+                BeVal::Garbage => Err(Error::BadConfig {
+                    key: key_snippet(&self.hs.backend_key(key)?),
+                    problem: BadConfig::NotANumber,
+                }),
+            }
+        };
+        let sectors = match strict(8, "sectors")? {
             Some(v) => v,
             None => {
                 return Err(Error::Xenbus(xenbus::Error::MissingKey(key_snippet(
-                    &sectors_key,
+                    &self.hs.backend_key("sectors")?,
                 ))))
             }
         };
-        let ss_key = self.hs.backend_key("sector-size")?;
         let raw = RawGeometry {
             sectors,
-            sector_size: opt_u64(xs, &ss_key)?,
-            physical_sector_size: be_lenient(xs, &self.hs, "physical-sector-size")?,
-            info: be_lenient(xs, &self.hs, "info")?,
-            mode_readonly: str_is(xs, &self.hs.backend_key("mode")?, "r")?,
+            sector_size: strict(9, "sector-size")?,
+            physical_sector_size: lenient(10),
+            info: lenient(11),
+            mode_readonly,
             cdrom: str_is(xs, &self.hs.frontend_key("device-type")?, "cdrom")?,
         };
-        features::geometry(&raw).map_err(|(k, problem)| Error::BadConfig {
-            key: key_snippet(match k {
-                GeometryKey::Sectors => &sectors_key,
-                GeometryKey::SectorSize => &ss_key,
-            }),
-            problem,
-        })
+        let info = features::geometry(&raw).map_err(|(k, problem)| {
+            let key = match k {
+                GeometryKey::Sectors => "sectors",
+                GeometryKey::SectorSize => "sector-size",
+            };
+            match self.hs.backend_key(key) {
+                Ok(p) => Error::BadConfig {
+                    key: key_snippet(&p),
+                    problem,
+                },
+                Err(e) => e.into(),
+            }
+        })?;
+        Ok((offer, info))
     }
 
     /// Ends the ring grants; returns how many the backend still maps.

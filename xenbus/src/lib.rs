@@ -107,7 +107,7 @@ pub use error::{ErrnoName, Error, ParseKind, ProtocolError, Result, Snippet, SNI
 pub use perms::{Access, Perm, PermList};
 pub use state::XenbusState;
 pub use store::{
-    DirEntries, Path, Store, Transaction, TxEnd, TxId, Xenstore, DEFAULT_TIMEOUT, MAX_TX_TRIES,
-    PATH_MAX,
+    DirEntries, Path, ReplySink, Store, Transaction, TxEnd, TxId, Xenstore, DEFAULT_TIMEOUT,
+    MAX_TX_TRIES, PATH_MAX,
 };
 pub use watch::{WatchEvent, WATCH_PATH_MAX, WATCH_QUEUE_LEN, WATCH_TOKEN_MAX};

@@ -12,7 +12,7 @@
 use core::fmt;
 use core::time::Duration;
 
-use hypercall::abi::xs_wire::{is_well_formed_path, msg, MsgHeader, PAYLOAD_MAX};
+use hypercall::abi::xs_wire::{is_well_formed_path, msg, MsgHeader, PAYLOAD_MAX, RING_SIZE};
 use hypercall::{DomId, Platform, Port, SharedMem, PAGE_SIZE};
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -223,6 +223,23 @@ fn check_path(path: &str, special: bool) -> Result<()> {
     Ok(())
 }
 
+/// What [`Store::read_keys`] hands each reply to: its index and the value (or
+/// the error xenstored answered).
+pub type ReplySink<'f> = dyn FnMut(usize, Result<&[u8]>) -> Result<()> + 'f;
+
+/// `dir` and every `dir/key` must be well-formed paths of at most [`PATH_MAX`]
+/// bytes (each key relative: no leading `/`).
+fn check_keys<'k>(dir: &str, keys: impl Iterator<Item = &'k str>) -> Result<()> {
+    check_path(dir, false)?;
+    for k in keys {
+        check_path(k, false)?;
+        if k.starts_with('/') || dir.len() + 1 + k.len() > PATH_MAX {
+            return Err(Error::InvalidPath(Snippet::tail(k.as_bytes())));
+        }
+    }
+    Ok(())
+}
+
 fn strip_nul(b: &[u8]) -> &[u8] {
     b.strip_suffix(&[0]).unwrap_or(b)
 }
@@ -296,6 +313,7 @@ pub struct Xenstore<P: Platform> {
     broken: Option<ProtocolError>,
     timeout_ns: u64,
     discarded: u64,
+    round_trips: u64,
 }
 
 impl<P: Platform> Xenstore<P> {
@@ -323,6 +341,7 @@ impl<P: Platform> Xenstore<P> {
             broken: None,
             timeout_ns: DEFAULT_TIMEOUT.as_nanos() as u64,
             discarded: 0,
+            round_trips: 0,
         }
     }
 
@@ -402,6 +421,12 @@ impl<P: Platform> Xenstore<P> {
     /// real reply arriving after a wrong-type one already failed its request).
     pub fn discarded_messages(&self) -> u64 {
         self.discarded
+    }
+
+    /// Round trips so far: requests sent and answered one by one, plus batches of
+    /// requests sent back to back ([`Store::read_keys`], [`Store::write_keys`]).
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips
     }
 
     // ---- watches ---------------------------------------------------------------------
@@ -636,6 +661,176 @@ impl<P: Platform> Xenstore<P> {
         reply: &mut [u8],
     ) -> Result<usize> {
         self.check_broken()?;
+        let deadline = self.deadline(self.timeout_ns);
+        let req_id = self.send_request(tx, ty, payload, deadline)?;
+        self.round_trips = self.round_trips.wrapping_add(1);
+        self.notify()?;
+        self.await_reply(req_id, ty, tx, deadline)?;
+        let result = match self.reply_body() {
+            Ok(body) => match reply.get_mut(..body.len()) {
+                Some(dst) => {
+                    dst.copy_from_slice(body);
+                    Ok(body.len())
+                }
+                None => Err(Error::BufferTooSmall { needed: body.len() }),
+            },
+            Err(e) => Err(e),
+        };
+        self.rx.reset();
+        result
+    }
+
+    /// Sends `n` independent requests (`req(i)`: message type and payload parts,
+    /// concatenated) in transaction `tx` back to back, then takes their replies in
+    /// order and hands each to `each(i, reply)` (an `XS_ERROR` reply as
+    /// `Err(Error::Xenstore(..))`). xenstored answers a connection's requests in
+    /// order, so this is one round trip instead of one per request (they are cut
+    /// into batches that fit the request ring). The first error `each` returns is
+    /// returned once the batch's replies are in; a protocol error or a timeout
+    /// ends it at once.
+    fn pipeline<'a>(
+        &mut self,
+        tx: TxId,
+        n: usize,
+        req: &dyn Fn(usize) -> (u32, [&'a [u8]; 5]),
+        each: &mut ReplySink<'_>,
+    ) -> Result<()> {
+        /// Requests per batch at most (their ids are kept on the stack).
+        const BATCH: usize = 32;
+        let mut first_err = None;
+        let mut i = 0;
+        while i < n {
+            self.check_broken()?;
+            let deadline = self.deadline(self.timeout_ns);
+            // Every earlier request was answered, so the request ring is empty and
+            // a batch of at most RING_SIZE bytes goes in without waiting.
+            let mut ids = [0u32; BATCH];
+            let (mut k, mut bytes) = (0usize, 0usize);
+            while i + k < n && k < BATCH {
+                let (ty, parts) = req(i + k);
+                let len = HEADER_LEN + Parts(&parts).len();
+                if k > 0 && bytes + len > RING_SIZE {
+                    break;
+                }
+                let id = self.send_request(tx, ty, &Parts(&parts), deadline)?;
+                if let Some(slot) = ids.get_mut(k) {
+                    *slot = id;
+                }
+                bytes += len;
+                k += 1;
+            }
+            self.round_trips = self.round_trips.wrapping_add(1);
+            self.notify()?;
+            for (j, &id) in ids.iter().take(k).enumerate() {
+                let (ty, _) = req(i + j);
+                self.await_reply(id, ty, tx, deadline)?;
+                let r = each(i + j, self.reply_body());
+                self.rx.reset();
+                if let (Err(e), None) = (r, &first_err) {
+                    first_err = Some(e);
+                }
+            }
+            if let Some(e) = first_err {
+                return Err(e);
+            }
+            i += k;
+        }
+        Ok(())
+    }
+
+    /// Reads `dir/key` for each of `keys` in one round trip: `each(index, value)`
+    /// gets each value, or its error (a missing node as
+    /// `Err(Error::Xenstore(ENOENT))`). No path is built in memory: the request
+    /// payloads are `dir`, `/` and the key.
+    pub(crate) fn read_keys_in(
+        &mut self,
+        tx: TxId,
+        dir: &str,
+        keys: &[&str],
+        each: &mut ReplySink<'_>,
+    ) -> Result<()> {
+        check_keys(dir, keys.iter().copied())?;
+        self.pipeline(
+            tx,
+            keys.len(),
+            &|i| {
+                let k = keys.get(i).map_or(&b""[..], |k| k.as_bytes());
+                (msg::READ, [dir.as_bytes(), b"/", k, b"\0", b""])
+            },
+            each,
+        )
+    }
+
+    /// Writes `dir/key = value` for each of `nodes` in one round trip (creating
+    /// nodes as [`Store::write`]); the first refusal is returned once every reply
+    /// is in.
+    pub(crate) fn write_keys_in(
+        &mut self,
+        tx: TxId,
+        dir: &str,
+        nodes: &[(&str, &[u8])],
+    ) -> Result<()> {
+        check_keys(dir, nodes.iter().map(|n| n.0))?;
+        self.pipeline(
+            tx,
+            nodes.len(),
+            &|i| {
+                let (k, v) = nodes.get(i).copied().unwrap_or(("", b""));
+                (msg::WRITE, [dir.as_bytes(), b"/", k.as_bytes(), b"\0", v])
+            },
+            &mut |_, r| r.map(|_| ()),
+        )
+    }
+
+    pub(crate) fn write_u32_keys_in(
+        &mut self,
+        tx: TxId,
+        dir: &str,
+        nodes: &[(&str, u32)],
+    ) -> Result<()> {
+        const MAX: usize = 16;
+        if nodes.len() > MAX {
+            return Err(Error::InvalidArgument("more than 16 keys in one batch"));
+        }
+        check_keys(dir, nodes.iter().map(|n| n.0))?;
+        // Each value's digits end at the end of its slot; `start` is the first.
+        let mut text = [[0u8; 10]; MAX];
+        let mut start = [0u8; MAX];
+        for ((t, st), &(_, v)) in text.iter_mut().zip(start.iter_mut()).zip(nodes) {
+            let (mut x, mut i) = (v, t.len());
+            loop {
+                i -= 1;
+                if let Some(d) = t.get_mut(i) {
+                    *d = b'0' + (x % 10) as u8;
+                }
+                x /= 10;
+                if x == 0 || i == 0 {
+                    break;
+                }
+            }
+            *st = i as u8;
+        }
+        self.pipeline(
+            tx,
+            nodes.len(),
+            &|i| {
+                let k = nodes.get(i).map_or("", |n| n.0);
+                let from = start.get(i).copied().unwrap_or(0) as usize;
+                let v = text.get(i).and_then(|t| t.get(from..)).unwrap_or_default();
+                (msg::WRITE, [dir.as_bytes(), b"/", k.as_bytes(), b"\0", v])
+            },
+            &mut |_, r| r.map(|_| ()),
+        )
+    }
+
+    /// Puts one request on the ring (no notification); its req_id.
+    fn send_request(
+        &mut self,
+        tx: TxId,
+        ty: u32,
+        payload: &dyn Payload,
+        deadline: u64,
+    ) -> Result<u32> {
         let len = payload.len();
         if len > PAYLOAD_MAX {
             return Err(Error::RequestTooLarge { len });
@@ -643,7 +838,6 @@ impl<P: Platform> Xenstore<P> {
         let req_id = self.next_req_id;
         // Skip 0: C xenstored sends watch events with req_id 0.
         self.next_req_id = self.next_req_id.wrapping_add(1).max(1);
-        let deadline = self.deadline(self.timeout_ns);
         let header = MsgHeader {
             ty,
             req_id,
@@ -653,8 +847,25 @@ impl<P: Platform> Xenstore<P> {
         let mut progress = (0usize, HEADER_LEN + len);
         self.send(header.as_bytes(), &mut progress, deadline)?;
         payload.chunks(&mut |chunk| self.send(chunk, &mut progress, deadline))?;
-        self.notify()?;
+        Ok(req_id)
+    }
 
+    /// The complete reply in `rx`: its payload, or the error it names.
+    fn reply_body(&self) -> Result<&[u8]> {
+        let body = self.rx.body();
+        if self.rx.header.is_some_and(|h| h.ty == msg::ERROR) {
+            let name = strip_nul(body);
+            Err(match ErrnoName::from_name(name) {
+                Some(e) => Error::Xenstore(e),
+                None => Error::UnknownXenstoreError(Snippet::head(name)),
+            })
+        } else {
+            Ok(body)
+        }
+    }
+
+    /// Waits (bounded by `deadline`) until the reply to `req_id` is complete in `rx`.
+    fn await_reply(&mut self, req_id: u32, ty: u32, tx: TxId, deadline: u64) -> Result<()> {
         loop {
             match self.pump(Some((req_id, ty, tx.0)))? {
                 Pump::Reply => break,
@@ -678,23 +889,7 @@ impl<P: Platform> Xenstore<P> {
                 return Err(Error::Timeout);
             }
         }
-
-        let is_error = self.rx.header.is_some_and(|h| h.ty == msg::ERROR);
-        let body = self.rx.body();
-        let result = if is_error {
-            let name = strip_nul(body);
-            Err(match ErrnoName::from_name(name) {
-                Some(e) => Error::Xenstore(e),
-                None => Error::UnknownXenstoreError(Snippet::head(name)),
-            })
-        } else if let Some(dst) = reply.get_mut(..body.len()) {
-            dst.copy_from_slice(body);
-            Ok(body.len())
-        } else {
-            Err(Error::BufferTooSmall { needed: body.len() })
-        };
-        self.rx.reset();
-        result
+        Ok(())
     }
 
     /// Streams `data` into the request ring, waiting (bounded) for space.
@@ -959,6 +1154,29 @@ pub trait Store {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Reads `dir/key` for each of `keys` in one round trip (the requests go out
+    /// back to back; xenstored answers them in order): `each(index, value)` gets
+    /// each value, or its error (a missing node as
+    /// `Err(Error::Xenstore(ENOENT))`); the first error `each` returns is returned
+    /// once every reply is in. No path is built in memory.
+    fn read_keys(&mut self, dir: &str, keys: &[&str], each: &mut ReplySink<'_>) -> Result<()> {
+        let (xs, tx) = self.client();
+        xs.read_keys_in(tx, dir, keys, each)
+    }
+
+    /// Writes `dir/key = value` for each of `nodes` in one round trip (as
+    /// [`Store::read_keys`]); the first refusal is returned once every reply is in.
+    fn write_keys(&mut self, dir: &str, nodes: &[(&str, &[u8])]) -> Result<()> {
+        let (xs, tx) = self.client();
+        xs.write_keys_in(tx, dir, nodes)
+    }
+
+    /// [`Store::write_keys`] of decimal values (at most 16 nodes).
+    fn write_u32_keys(&mut self, dir: &str, nodes: &[(&str, u32)]) -> Result<()> {
+        let (xs, tx) = self.client();
+        xs.write_u32_keys_in(tx, dir, nodes)
     }
 
     /// Writes (creating the node and its parents if needed).

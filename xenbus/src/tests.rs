@@ -1932,3 +1932,81 @@ mod read_audit {
         assert!(r.is_err(), "a dirty reserved byte was not caught");
     }
 }
+
+/// `write_keys`/`read_keys` send their requests back to back and take the
+/// replies in order (one round trip); a batch larger than the request ring is cut
+/// into several; bad keys are refused before anything is sent.
+#[test]
+fn pipelined_reads_and_writes() {
+    let (mut xs, fake) = setup();
+    // The fake server runs when the client waits: one wait is one round trip.
+    let t0 = fake.now();
+    xs.write_keys("data/p", &[("a", b"1"), ("b", b"two"), ("c", b"")])
+        .unwrap();
+    assert_eq!(fake.now() - t0, WAIT_NS, "one round trip for the batch");
+    let rt = xs.round_trips();
+    xs.write_u32_keys("data/n", &[("x", 7), ("y", u32::MAX)])
+        .unwrap();
+    assert_eq!(xs.round_trips() - rt, 1);
+    assert_eq!(
+        fake.server().core.read("data/n/y").as_deref(),
+        Some("4294967295")
+    );
+    assert_eq!(fake.server().core.read("data/n/x").as_deref(), Some("7"));
+    assert_eq!(fake.server().core.read("data/p/b").as_deref(), Some("two"));
+    let mut got: Vec<(usize, core::result::Result<String, Error>)> = Vec::new();
+    xs.read_keys("data/p", &["a", "missing", "b", "c"], &mut |i, r| {
+        got.push((i, r.map(|v| String::from_utf8_lossy(v).into_owned())));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        got,
+        vec![
+            (0, Ok(String::from("1"))),
+            (1, Err(Error::Xenstore(ErrnoName::Enoent))),
+            (2, Ok(String::from("two"))),
+            (3, Ok(String::new())),
+        ]
+    );
+    // An error from the callback comes back after the batch; the client stays usable.
+    let r = xs.read_keys("data/p", &["a", "b"], &mut |i, _| {
+        if i == 0 {
+            Err(Error::Timeout)
+        } else {
+            Ok(())
+        }
+    });
+    assert_eq!(r, Err(Error::Timeout));
+    assert_eq!(read_string(&mut xs, "data/p/b").unwrap(), "two");
+    // Bad keys: refused, nothing sent.
+    let t0 = fake.now();
+    assert!(matches!(
+        xs.write_keys("data/p", &[("ok", b"1"), ("/abs", b"1")]),
+        Err(Error::InvalidPath(_))
+    ));
+    assert!(xs
+        .read_keys("data/p", &["a\0b"], &mut |_, _| Ok(()))
+        .is_err());
+    assert_eq!(fake.now(), t0);
+    assert_eq!(fake.server().core.read("data/p/ok"), None);
+    // More than a ring's worth (1024 bytes): several batches, every reply in order.
+    let long: Vec<String> = (0..30)
+        .map(|i| format!("{i:02}{}", "x".repeat(60)))
+        .collect();
+    let nodes: Vec<(&str, &[u8])> = long.iter().map(|p| (p.as_str(), &b"v"[..])).collect();
+    let t0 = fake.now();
+    xs.write_keys("data/q", &nodes).unwrap();
+    let trips = (fake.now() - t0) / WAIT_NS;
+    assert!((2..=4).contains(&trips), "cut into a few batches: {trips}");
+    let keys: Vec<&str> = long.iter().map(|p| p.as_str()).collect();
+    let mut n = 0;
+    xs.read_keys("data/q", &keys, &mut |i, r| {
+        assert_eq!(i, n);
+        assert_eq!(r.unwrap(), b"v");
+        n += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(n, 30);
+}

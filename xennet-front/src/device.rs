@@ -138,26 +138,6 @@ fn key(dir: &str, args: core::fmt::Arguments<'_>) -> Result<Path, Error> {
     Ok(Path::join(dir, &k)?)
 }
 
-/// Reads a backend feature flag `dir/key`: missing or unparsable means off.
-#[inline(never)]
-fn flag<S: Store>(xs: &mut S, dir: &str, key: &str) -> Result<bool, Error> {
-    match xs.read_bool_opt(&Path::join(dir, key)?) {
-        Ok(v) => Ok(v.unwrap_or(false)),
-        Err(xenbus::Error::Parse { .. }) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Reads a backend number `dir/key`: missing or unparsable means absent.
-#[inline(never)]
-fn number<S: Store>(xs: &mut S, dir: &str, key: &str) -> Result<Option<u32>, Error> {
-    match xs.read_u32_opt(&Path::join(dir, key)?) {
-        Ok(v) => Ok(v),
-        Err(xenbus::Error::Parse { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
 fn live(queues: &[Queue], q: usize) -> Option<&Queue> {
     queues.get(q).filter(|qu| qu.live)
 }
@@ -176,32 +156,61 @@ fn publish_keys<X: Platform>(
     neg: &Negotiated,
     refs: &[(u32, u32, u32, u32)],
 ) -> xenbus::Result<()> {
+    // Each batch goes out in one round trip (Store::write_u32_keys).
+    // 8 frontend keys, the number of queues and one queue's 4 ring keys at most.
+    let mut top: [(&str, u32); 13] = [("", 0); 13];
+    let mut n = 0;
+    let mut push = |top: &mut [(&'static str, u32); 13], k: &'static str, v: u32| {
+        if let Some(slot) = top.get_mut(n) {
+            *slot = (k, v);
+            n += 1;
+        }
+    };
     for (k, v) in frontend_keys(cfg) {
-        tx.write_u32(&Path::join(node, k)?, v)?;
+        push(&mut top, k, v);
     }
     if neg.write_num_queues {
-        tx.write_u32(
-            &Path::join(node, "multi-queue-num-queues")?,
-            neg.queues as u32,
-        )?;
+        push(&mut top, "multi-queue-num-queues", neg.queues as u32);
     }
-    let w = |tx: &mut xenbus::Transaction<'_, X>, q: usize, k: &str, v: u32| {
-        let p = if neg.queues == 1 {
-            Path::join(node, k)
-        } else {
-            key(node, format_args!("queue-{q}/{k}"))
-                .map_err(|_| xenbus::Error::InvalidArgument("queue key too long"))
-        }?;
-        tx.write_u32(&p, v)
-    };
-    for (q, &(txr, rxr, txp, rxp)) in refs.iter().enumerate().take(neg.queues) {
-        w(tx, q, "tx-ring-ref", txr)?;
-        w(tx, q, "rx-ring-ref", rxr)?;
-        if neg.split_event_channels {
-            w(tx, q, "event-channel-tx", txp)?;
-            w(tx, q, "event-channel-rx", rxp)?;
-        } else {
-            w(tx, q, "event-channel", txp)?;
+    let ring_keys =
+        |&(txr, rxr, txp, rxp): &(u32, u32, u32, u32)| -> ([(&'static str, u32); 4], usize) {
+            if neg.split_event_channels {
+                (
+                    [
+                        ("tx-ring-ref", txr),
+                        ("rx-ring-ref", rxr),
+                        ("event-channel-tx", txp),
+                        ("event-channel-rx", rxp),
+                    ],
+                    4,
+                )
+            } else {
+                (
+                    [
+                        ("tx-ring-ref", txr),
+                        ("rx-ring-ref", rxr),
+                        ("event-channel", txp),
+                        ("", 0),
+                    ],
+                    3,
+                )
+            }
+        };
+    if neg.queues == 1 {
+        if let Some(r) = refs.first() {
+            let (keys, k) = ring_keys(r);
+            for &(key, v) in keys.iter().take(k) {
+                push(&mut top, key, v);
+            }
+        }
+    }
+    tx.write_u32_keys(node, top.get(..n).unwrap_or_default())?;
+    if neg.queues > 1 {
+        for (q, r) in refs.iter().enumerate().take(neg.queues) {
+            let dir = key(node, format_args!("queue-{q}"))
+                .map_err(|_| xenbus::Error::InvalidArgument("queue key too long"))?;
+            let (keys, k) = ring_keys(r);
+            tx.write_u32_keys(&dir, keys.get(..k).unwrap_or_default())?;
         }
     }
     Ok(())
@@ -212,18 +221,66 @@ pub fn read_backend_features<S: Store>(
     xs: &mut S,
     backend: &str,
 ) -> Result<BackendFeatures, Error> {
-    // Each key's path is built inside `flag`/`number` (out of line): nine paths
-    // built here would each take a 264-byte slot of this frame (docs/stack.md).
+    // One round trip for the nine keys (requests sent back to back), and no
+    // path built in this frame (docs/stack.md). Flags: missing or unparsable
+    // means off; numbers: missing or unparsable means absent.
+    let mut vals: [Option<u64>; BE_KEYS.len()] = [None; BE_KEYS.len()];
+    xs.read_keys(backend, &BE_KEYS, &mut |i, r| {
+        match r {
+            Ok(v) => {
+                if let Some(slot) = vals.get_mut(i) {
+                    *slot = parse_decimal(v);
+                }
+            }
+            Err(xenbus::Error::Xenstore(xenbus::ErrnoName::Enoent)) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    })?;
+    let flag = |i: usize| vals.get(i).copied().flatten().is_some_and(|n| n != 0);
+    let number = |i: usize| {
+        vals.get(i)
+            .copied()
+            .flatten()
+            .and_then(|n| u32::try_from(n).ok())
+    };
     Ok(BackendFeatures {
-        rx_copy: flag(xs, backend, "feature-rx-copy")?,
-        sg: flag(xs, backend, "feature-sg")?,
-        gso_tcpv4: flag(xs, backend, "feature-gso-tcpv4")?,
-        gso_tcpv6: flag(xs, backend, "feature-gso-tcpv6")?,
-        no_csum_offload: flag(xs, backend, "feature-no-csum-offload")?,
-        ipv6_csum_offload: flag(xs, backend, "feature-ipv6-csum-offload")?,
-        split_event_channels: flag(xs, backend, "feature-split-event-channels")?,
-        max_queues: number(xs, backend, "multi-queue-max-queues")?,
-        mtu: number(xs, backend, "mtu")?,
+        rx_copy: flag(0),
+        sg: flag(1),
+        gso_tcpv4: flag(2),
+        gso_tcpv6: flag(3),
+        no_csum_offload: flag(4),
+        ipv6_csum_offload: flag(5),
+        split_event_channels: flag(6),
+        max_queues: number(7),
+        mtu: number(8),
+    })
+}
+
+/// The backend keys [`read_backend_features`] reads, in this order.
+const BE_KEYS: [&str; 9] = [
+    "feature-rx-copy",
+    "feature-sg",
+    "feature-gso-tcpv4",
+    "feature-gso-tcpv6",
+    "feature-no-csum-offload",
+    "feature-ipv6-csum-offload",
+    "feature-split-event-channels",
+    "multi-queue-max-queues",
+    "mtu",
+];
+
+/// An unsigned decimal that fits 64 bits, or `None`.
+fn parse_decimal(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 20 {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &b| {
+        if b.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
     })
 }
 

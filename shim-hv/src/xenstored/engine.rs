@@ -79,6 +79,8 @@ pub(crate) struct Conn {
     pub events_queued: usize,
     /// Watch events dropped because the queue was full.
     pub events_dropped: u64,
+    /// Requests answered.
+    pub requests: u64,
 }
 
 impl Conn {
@@ -92,6 +94,7 @@ impl Conn {
             replies_queued: 0,
             events_queued: 0,
             events_dropped: 0,
+            requests: 0,
         }
     }
 
@@ -150,6 +153,10 @@ pub(crate) struct State {
     pub domain_exists: Option<DomainExists>,
     /// Log lines (refusals, dropped connections).
     pub log: LogSink,
+    /// `TRANSACTION_END` requests with commit answered, and those refused with
+    /// `EAGAIN` (a conflict: the client retries).
+    pub commits: u64,
+    pub conflicts: u64,
 }
 
 fn stderr_log() -> LogSink {
@@ -266,6 +273,8 @@ impl State {
             shut_down: HashSet::new(),
             domain_exists: None,
             log: stderr_log(),
+            commits: 0,
+            conflicts: 0,
         }
     }
 
@@ -413,6 +422,15 @@ impl State {
         let mut out = self.dispatch(cid, hdr, payload);
         if out.payload.len() > PAYLOAD_MAX {
             out = Outcome::err(Errno::E2BIG);
+        }
+        if let Some(c) = self.conns.get_mut(&cid) {
+            c.requests += 1;
+        }
+        if hdr.ty == msg::TRANSACTION_END && payload.first() == Some(&b'T') {
+            self.commits += 1;
+            if out.ty == msg::ERROR && out.payload.starts_with(b"EAGAIN") {
+                self.conflicts += 1;
+            }
         }
         let reply = Message {
             hdr: MsgHeader {

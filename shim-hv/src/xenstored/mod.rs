@@ -305,6 +305,18 @@ pub struct ConnStats {
     pub events_dropped: u64,
     /// For a guest ring: the `XENSTORE_ERROR_*` code it was failed with.
     pub ring_error: Option<u32>,
+    /// Requests answered on this connection (round trips; watch events not
+    /// counted).
+    pub requests: u64,
+}
+
+/// Transaction commits of all connections since the daemon started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TransactionStats {
+    /// `TRANSACTION_END` with `T` (commit) answered.
+    pub commits: u64,
+    /// Of those, refused with `EAGAIN` (a conflict; the client retries).
+    pub conflicts: u64,
 }
 
 struct KickQueue {
@@ -616,7 +628,17 @@ impl Xenstored {
                 ConnKind::Ring(r) => r.broken,
                 _ => None,
             },
+            requests: c.requests,
         })
+    }
+
+    /// Transaction commits and conflicts so far (all connections).
+    pub fn transaction_stats(&self) -> TransactionStats {
+        let st = self.lock();
+        TransactionStats {
+            commits: st.commits,
+            conflicts: st.conflicts,
+        }
     }
 
     /// Number of open connections (rings, socket clients, local clients).
