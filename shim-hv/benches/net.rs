@@ -14,6 +14,10 @@
 //! yields. (netback's queue workers poll the same way before they sleep.) So the ratio is the cost of the Xen path: grant copies, rings, event
 //! channels, the bridge.
 //!
+//! The queue's slots and both receivers' buffers are page-aligned, pre-faulted
+//! memory advised for transparent huge pages, as shim-hv places guest RAM (so the
+//! baseline's rounds do not depend on where an allocation happened to land).
+//!
 //! Each size runs `R` rounds (default 5; queue, then guests, alternating); the
 //! table gives the median and the range over the rounds, and the ratio of the
 //! medians (and of the best rounds: on a shared machine the best round is the
@@ -61,25 +65,83 @@ struct Run {
 #[repr(align(128))]
 struct Padded<T>(T);
 
-/// A plain SPSC ring of byte slots: memcpy in, memcpy out.
+/// Memory placed as guest RAM is: an anonymous mapping advised for transparent
+/// huge pages, page-aligned, and pre-faulted (every page written once before
+/// use), so no round pays for page faults and every round sees the same layout.
+struct Region {
+    base: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; who may touch which
+// bytes when is the business of its users (Spsc's rules below).
+unsafe impl Send for Region {}
+// SAFETY: as above.
+unsafe impl Sync for Region {}
+
+impl Region {
+    fn new(len: usize) -> Region {
+        let len = len.next_multiple_of(2 << 20);
+        // SAFETY: a fresh anonymous private mapping touches no existing memory;
+        // the result is checked.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert!(p != libc::MAP_FAILED, "mmap of {len} bytes failed");
+        // SAFETY: advice on our own fresh mapping (as shim-hv's guest RAM gets);
+        // it does not change its contents.
+        let _ = unsafe { libc::madvise(p, len, libc::MADV_HUGEPAGE) };
+        // SAFETY: p..p+len is our mapping, writable, and nobody else has it yet.
+        unsafe { std::ptr::write_bytes(p.cast::<u8>(), 0, len) };
+        Region {
+            base: p.cast(),
+            len,
+        }
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, no longer used (we are being dropped).
+        unsafe { libc::munmap(self.base.cast(), self.len) };
+    }
+}
+
+/// A plain SPSC ring of byte slots: memcpy in, memcpy out. The slots are
+/// `SLOT`-byte pieces of a [`Region`] (two per page, page-aligned pairs).
 struct Spsc {
-    slots: Vec<UnsafeCell<([u8; SLOT], usize)>>,
+    data: Region,
+    lens: Vec<UnsafeCell<usize>>,
     head: Padded<AtomicUsize>,
     tail: Padded<AtomicUsize>,
     /// The consumer is (about to be) parked.
     parked: Padded<AtomicBool>,
 }
 
-// SAFETY: slot `i` is written only by the producer while `i` is between tail and
-// head + WINDOW (not yet published), and read only by the consumer after the
-// producer published it with a release store of `head`; acquire loads order them.
+// SAFETY: slot `i` (its bytes in `data` and `lens[i]`) is written only by the
+// producer while `i` is between tail and head + WINDOW (not yet published), and
+// read only by the consumer after the producer published it with a release store
+// of `head`; acquire loads order them.
 unsafe impl Sync for Spsc {}
+
+impl Spsc {
+    fn slot(&self, i: usize) -> *mut u8 {
+        // In bounds: `data` holds WINDOW slots of SLOT bytes (and more).
+        self.data.base.wrapping_add(i % WINDOW * SLOT)
+    }
+}
 
 fn baseline(len: usize, n: u64) -> Run {
     let q = Arc::new(Spsc {
-        slots: (0..WINDOW)
-            .map(|_| UnsafeCell::new(([0u8; SLOT], 0)))
-            .collect(),
+        data: Region::new(WINDOW * SLOT),
+        lens: (0..WINDOW).map(|_| UnsafeCell::new(0)).collect(),
         head: Padded(AtomicUsize::new(0)),
         tail: Padded(AtomicUsize::new(0)),
         parked: Padded(AtomicBool::new(false)),
@@ -87,7 +149,10 @@ fn baseline(len: usize, n: u64) -> Run {
     let f = frame(len, Mac([2, 0, 0, 0, 0, 2]), Mac([2, 0, 0, 0, 0, 1]));
     let q2 = q.clone();
     let consumer = std::thread::spawn(move || {
-        let mut out = vec![0u8; SLOT];
+        // The receiver's buffer: page-aligned, pre-faulted, like a guest's.
+        let out_region = Region::new(SLOT);
+        // SAFETY: the region is ours alone, at least SLOT bytes, and outlives `out`.
+        let out = unsafe { std::slice::from_raw_parts_mut(out_region.base, SLOT) };
         let mut sum = 0u64;
         let mut idle: Option<Instant> = None;
         let mut got = 0u64;
@@ -111,10 +176,12 @@ fn baseline(len: usize, n: u64) -> Run {
             }
             idle = None;
             // SAFETY: see `Sync` above: slot `t` is published and not being written.
-            let (buf, l) = unsafe { &*q2.slots[t % WINDOW].get() };
-            out[..*l].copy_from_slice(&buf[..*l]);
-            std::hint::black_box(&mut out);
-            sum = sum.wrapping_add(u64::from(out[*l - 1]));
+            let l = unsafe { *q2.lens[t % WINDOW].get() };
+            // SAFETY: as above; the slot holds SLOT >= l bytes.
+            let buf = unsafe { std::slice::from_raw_parts(q2.slot(t), l) };
+            out[..l].copy_from_slice(buf);
+            std::hint::black_box(&mut *out);
+            sum = sum.wrapping_add(u64::from(out[l - 1]));
             q2.tail.0.store(t + 1, Ordering::Release);
             got += 1;
         }
@@ -128,10 +195,12 @@ fn baseline(len: usize, n: u64) -> Run {
         while h - q.tail.0.load(Ordering::Acquire) >= WINDOW {
             std::thread::yield_now();
         }
-        // SAFETY: see `Sync` above: slot `h` is free and unpublished.
-        let slot = unsafe { &mut *q.slots[h % WINDOW].get() };
-        slot.0[..len].copy_from_slice(&f);
-        slot.1 = len;
+        // SAFETY: see `Sync` above: slot `h` is free and unpublished; it holds
+        // SLOT >= len bytes.
+        unsafe {
+            std::slice::from_raw_parts_mut(q.slot(h), len).copy_from_slice(&f);
+            *q.lens[h % WINDOW].get() = len;
+        }
         q.head.0.store(h + 1, Ordering::SeqCst);
         if q.parked.0.load(Ordering::SeqCst) && q.parked.0.swap(false, Ordering::SeqCst) {
             wakes += 1;
@@ -189,11 +258,14 @@ fn xen_path(len: usize, n: u64) -> Run {
             dev.send(&frame(60, Mac::BROADCAST, mb)).unwrap();
             let b_start = dev.stats().notifications;
             ready_tx.send(()).unwrap();
-            let mut buf = vec![0u8; 65536];
+            // Page-aligned and pre-faulted, as the queue's receive buffer.
+            let buf_region = Region::new(65536);
+            // SAFETY: the region is ours alone, 65536 bytes or more, and outlives `buf`.
+            let buf = unsafe { std::slice::from_raw_parts_mut(buf_region.base, 65536) };
             let mut got = 0u64;
             let mut idle: Option<Instant> = None;
             while got < n {
-                match dev.recv(&mut buf) {
+                match dev.recv(buf) {
                     Ok(Some(m)) => {
                         idle = None;
                         if m.len == len {
