@@ -4,8 +4,8 @@
 //! time: frontend code, the in-process hypervisor serving the hypercalls it makes
 //! (event-channel sends; the guest's [`Platform`] is wrapped to tell), or backend
 //! steps. The backends are stepped (`BlkConfig::stepped`, `NetConfig::stepped`) on
-//! the same thread, so nothing else runs meanwhile. The frontends' count is
-//! asserted zero; the hypervisor's and the backends' are printed.
+//! the same thread, so nothing else runs meanwhile. The frontends' and the
+//! hypervisor's counts are asserted zero; the backends' are printed.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -211,6 +211,7 @@ fn block() {
         b1 - b0
     );
     assert_eq!(f1 - f0, 0, "xbd-front allocated in its I/O path");
+    assert_eq!(h1 - h0, 0, "event-channel sends allocated");
     let _ = d.close(&mut xs);
     be.destroy();
     let _ = std::fs::remove_dir_all(&dir);
@@ -299,6 +300,7 @@ fn network() {
         b1 - b0
     );
     assert_eq!(f1 - f0, 0, "xennet-front allocated in its I/O path");
+    assert_eq!(h1 - h0, 0, "event-channel sends allocated");
     let _ = a.close(&mut xa, Duration::from_secs(2));
     let _ = b.close(&mut xb, Duration::from_secs(2));
     ba.destroy();

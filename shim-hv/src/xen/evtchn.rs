@@ -124,8 +124,42 @@ pub enum PortState {
 #[derive(Default)]
 #[must_use = "effects must be run after the lock is released"]
 pub(crate) struct Effects {
-    handlers: Vec<Dom0Handler>,
-    wakes: Vec<(Arc<EventSignal>, Option<Dom0Handler>)>,
+    handlers: Few<Dom0Handler>,
+    wakes: Few<(Arc<EventSignal>, Option<Dom0Handler>)>,
+}
+
+/// A list whose first item is kept inline: an event-channel send (one effect)
+/// allocates nothing.
+pub(crate) struct Few<T> {
+    first: Option<T>,
+    rest: Vec<T>,
+}
+
+impl<T> Default for Few<T> {
+    fn default() -> Self {
+        Few {
+            first: None,
+            rest: Vec::new(),
+        }
+    }
+}
+
+impl<T> Few<T> {
+    pub(crate) fn push(&mut self, v: T) {
+        if self.first.is_none() {
+            self.first = Some(v);
+        } else {
+            self.rest.push(v);
+        }
+    }
+}
+
+impl<T> IntoIterator for Few<T> {
+    type Item = T;
+    type IntoIter = std::iter::Chain<std::option::IntoIter<T>, std::vec::IntoIter<T>>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.first.into_iter().chain(self.rest)
+    }
 }
 
 impl Effects {
