@@ -12,9 +12,16 @@
 //!   grants left behind (leaks) and to play a backend that keeps a grant mapped
 //!   (`GTF_reading`/`GTF_writing` set) when the driver tries to end it.
 //!
-//! Not there yet (see docs/bad-input-coverage.md and issue 16): scripted block, net and
-//! console backends and a xenstore server, hostile frontends for testing backends, the
-//! named case catalogue and its runner.
+//! - [`console`]: the first part of the case catalogue: named console cases (what the
+//!   hostile backend does, what a correct driver does), a runner that takes any driver
+//!   through a small [`console::ConsoleDriver`] trait, and a [`console::Report`] that
+//!   prints as a table (case, pass/fail, evidence). Its docs run it against a toy
+//!   driver; `tests/catalogue.rs` runs it against xencons.
+//!
+//! Not there yet (see docs/bad-input-coverage.md and issue 16): scripted block and net
+//! backends and a xenstore server as library peers (the fuzz targets in `fuzz/` show
+//! the pattern), hostile frontends for testing backends, and cases for every row of
+//! docs/bad-input-coverage.md.
 //!
 //! ```
 //! use xen_conformance::{GrantObserver, HostPlatform};
@@ -39,6 +46,7 @@
 //! ```
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod console;
 mod grants;
 mod platform;
 

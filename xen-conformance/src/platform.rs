@@ -2,6 +2,7 @@
 
 use core::cell::{Cell, RefCell};
 use core::ptr::NonNull;
+use std::rc::Rc;
 
 use hypercall::abi::{errno, evtchn, hypercall_nr as nr};
 use hypercall::{Gfn, Hypercall, Platform, SharedMem, PAGE_SIZE};
@@ -46,14 +47,18 @@ impl Alloc {
 /// What a peer does when the driver waits: one turn of the other side.
 pub type Peer = Box<dyn FnMut()>;
 
-/// A guest platform over host memory (see the crate docs).
+/// A guest platform over host memory (see the crate docs). Cloning gives another
+/// handle on the same platform (a driver under test can own one).
 ///
 /// Hypercalls: `EVTCHNOP_send` (counted, [`HostPlatform::sends`]; fails with the errno
 /// set by [`HostPlatform::fail_sends`]), `EVTCHNOP_close` (counted),
 /// `EVTCHNOP_alloc_unbound` (ports from 5 up); everything else `-ENOSYS`. Memory is
 /// freed when the platform is dropped, never before (a driver that "frees" pages a
 /// peer still maps cannot make the harness touch freed memory).
-pub struct HostPlatform {
+#[derive(Clone)]
+pub struct HostPlatform(Rc<Inner>);
+
+struct Inner {
     allocs: RefCell<Vec<Alloc>>,
     now: Cell<u64>,
     next_port: Cell<u32>,
@@ -73,7 +78,7 @@ impl Default for HostPlatform {
 impl HostPlatform {
     /// A platform with no pages and no peer, at virtual time 0.
     pub fn new() -> Self {
-        HostPlatform {
+        HostPlatform(Rc::new(Inner {
             allocs: RefCell::new(Vec::new()),
             now: Cell::new(0),
             next_port: Cell::new(5),
@@ -82,12 +87,14 @@ impl HostPlatform {
             waits: Cell::new(0),
             send_errno: Cell::new(None),
             peer: RefCell::new(None),
-        }
+        }))
     }
 
     /// Sets (or clears) the peer run by every `wait()`. A peer may set another peer.
+    /// A peer that holds a handle on this platform makes a cycle: clear it (`None`)
+    /// when done, or the platform's memory lives on.
     pub fn set_peer(&self, peer: Option<Peer>) {
-        *self.peer.borrow_mut() = peer;
+        *self.0.peer.borrow_mut() = peer;
     }
 
     /// `pages` zeroed guest pages as shared memory.
@@ -108,28 +115,28 @@ impl HostPlatform {
 
     /// Event-channel notifications the driver sent.
     pub fn sends(&self) -> u64 {
-        self.sends.get()
+        self.0.sends.get()
     }
 
     /// Event channels the driver closed.
     pub fn closes(&self) -> u64 {
-        self.closes.get()
+        self.0.closes.get()
     }
 
     /// Times the driver waited.
     pub fn waits(&self) -> u64 {
-        self.waits.get()
+        self.0.waits.get()
     }
 
     /// Makes every later `EVTCHNOP_send` fail with `-errno` (the peer's end is gone),
     /// or succeed again with `None`.
     pub fn fail_sends(&self, errno: Option<isize>) {
-        self.send_errno.set(errno);
+        self.0.send_errno.set(errno);
     }
 
     /// Moves the virtual clock forward.
     pub fn advance(&self, ns: u64) {
-        self.now.set(self.now.get().saturating_add(ns));
+        self.0.now.set(self.0.now.get().saturating_add(ns));
     }
 }
 
@@ -137,11 +144,11 @@ impl Hypercall for HostPlatform {
     unsafe fn hypercall(&self, op: u32, args: [usize; 5]) -> isize {
         match (op, args[0] as u32) {
             (nr::EVENT_CHANNEL_OP, evtchn::OP_SEND) => {
-                self.sends.set(self.sends.get() + 1);
-                self.send_errno.get().map_or(0, |e| -e)
+                self.0.sends.set(self.0.sends.get() + 1);
+                self.0.send_errno.get().map_or(0, |e| -e)
             }
             (nr::EVENT_CHANNEL_OP, evtchn::OP_CLOSE) => {
-                self.closes.set(self.closes.get() + 1);
+                self.0.closes.set(self.0.closes.get() + 1);
                 0
             }
             (nr::EVENT_CHANNEL_OP, evtchn::OP_ALLOC_UNBOUND) => {
@@ -152,8 +159,8 @@ impl Hypercall for HostPlatform {
                 // SAFETY: the caller guarantees `args[1]` points to its argument struct
                 // for the duration of the call (the `Hypercall` contract).
                 let mut a = unsafe { p.read_unaligned() };
-                a.port = self.next_port.get();
-                self.next_port.set(a.port + 1);
+                a.port = self.0.next_port.get();
+                self.0.next_port.set(a.port + 1);
                 // SAFETY: as above.
                 unsafe { p.write_unaligned(a) };
                 0
@@ -175,7 +182,7 @@ unsafe impl Platform for HostPlatform {
         let buf = vec![0u64; words];
         let base = buf.as_ptr() as usize;
         let start = base.next_multiple_of(PAGE_SIZE) - base;
-        let mut allocs = self.allocs.borrow_mut();
+        let mut allocs = self.0.allocs.borrow_mut();
         let gfn = allocs
             .last()
             .map_or(FIRST_GFN, |a| a.gfn + a.count as u64 + GFN_GAP);
@@ -194,14 +201,15 @@ unsafe impl Platform for HostPlatform {
 
     fn virt_to_gfn(&self, addr: NonNull<u8>) -> Option<Gfn> {
         let a = addr.as_ptr() as usize;
-        self.allocs
+        self.0
+            .allocs
             .borrow()
             .iter()
             .find_map(|al| al.contains(a).map(|i| Gfn(al.gfn + i as u64)))
     }
 
     fn gfn_to_virt(&self, gfn: Gfn) -> Option<NonNull<u8>> {
-        let mut allocs = self.allocs.borrow_mut();
+        let mut allocs = self.0.allocs.borrow_mut();
         let al = allocs
             .iter_mut()
             .find(|al| gfn.0 >= al.gfn && gfn.0 < al.gfn + al.count as u64)?;
@@ -210,12 +218,12 @@ unsafe impl Platform for HostPlatform {
     }
 
     fn wait(&self) {
-        self.waits.set(self.waits.get() + 1);
+        self.0.waits.set(self.0.waits.get() + 1);
         self.advance(WAIT_NS);
-        let peer = self.peer.borrow_mut().take();
+        let peer = self.0.peer.borrow_mut().take();
         if let Some(mut p) = peer {
             p();
-            let mut slot = self.peer.borrow_mut();
+            let mut slot = self.0.peer.borrow_mut();
             if slot.is_none() {
                 *slot = Some(p);
             }
@@ -223,7 +231,7 @@ unsafe impl Platform for HostPlatform {
     }
 
     fn now_ns(&self) -> u64 {
-        self.now.get()
+        self.0.now.get()
     }
 }
 

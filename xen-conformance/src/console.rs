@@ -1,0 +1,344 @@
+//! Console cases: a scripted, hostile console backend (`io/console.h` ring) against
+//! any console driver, and the table runner.
+//!
+//! Implement [`ConsoleDriver`] for your driver (a few lines over its write and read
+//! calls), then [`run`] the [`catalogue`] with a function that builds your driver over
+//! the page and port the case hands it:
+//!
+//! ```
+//! use xen_conformance::console::{self, ConsoleDriver};
+//! use xen_conformance::HostPlatform;
+//! use hypercall::abi::console as ring;
+//! use hypercall::{Port, SharedMem};
+//!
+//! /// A toy driver: copies input out, output in, checks nothing it should not trust.
+//! struct Toy(SharedMem);
+//!
+//! impl ConsoleDriver for Toy {
+//!     fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
+//!         let (cons, mut prod) = (self.0.load_u32(ring::OUT_CONS), self.0.load_u32(ring::OUT_PROD));
+//!         for &b in bytes {
+//!             if prod.wrapping_sub(cons) as usize >= ring::OUT_SIZE {
+//!                 return Err("output ring full".into());
+//!             }
+//!             self.0.write(ring::OUT + prod as usize % ring::OUT_SIZE, &[b]);
+//!             prod = prod.wrapping_add(1);
+//!         }
+//!         self.0.store_u32(ring::OUT_PROD, prod);
+//!         Ok(())
+//!     }
+//!     fn read(&mut self, buf: &mut [u8]) -> Result<usize, String> {
+//!         let (mut cons, prod) = (self.0.load_u32(ring::IN_CONS), self.0.load_u32(ring::IN_PROD));
+//!         let avail = prod.wrapping_sub(cons) as usize;
+//!         if avail > ring::IN_SIZE {
+//!             return Err(format!("in_prod {prod} is {avail} bytes past in_cons"));
+//!         }
+//!         let n = avail.min(buf.len());
+//!         for b in &mut buf[..n] {
+//!             self.0.read(ring::IN + cons as usize % ring::IN_SIZE, core::slice::from_mut(b));
+//!             cons = cons.wrapping_add(1);
+//!         }
+//!         self.0.store_u32(ring::IN_CONS, cons);
+//!         Ok(n)
+//!     }
+//! }
+//!
+//! let report = console::run(|_host: &HostPlatform, page, _port: Port| Ok(Box::new(Toy(page))));
+//! println!("{report}");
+//! assert!(report.all_passed(), "{report}");
+//! ```
+
+use std::fmt;
+
+use hypercall::abi::console as ring;
+use hypercall::{Platform, Port, SharedMem};
+
+use crate::HostPlatform;
+
+/// What a console driver under test offers the cases.
+pub trait ConsoleDriver {
+    /// Writes all of `bytes` (waiting through the platform if the ring is full), or
+    /// fails with a reason.
+    fn write(&mut self, bytes: &[u8]) -> Result<(), String>;
+    /// Takes waiting input into `buf` without blocking (0: none), or fails with a
+    /// reason.
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, String>;
+}
+
+/// Builds the driver under test over the console page and event channel a case
+/// provides (the backend's indices are already set when this is called).
+pub type Make<'a> =
+    dyn FnMut(&HostPlatform, SharedMem, Port) -> Result<Box<dyn ConsoleDriver>, String> + 'a;
+
+/// A named case: what the peer does and what a correct driver does.
+pub struct Case {
+    /// Stable name (`console.<what>`), with the BAD-INPUT / security.md row it covers.
+    pub name: &'static str,
+    /// What the hostile backend does.
+    pub peer: &'static str,
+    /// What a correct driver does.
+    pub expect: &'static str,
+    run: fn(&HostPlatform, SharedMem, &mut Make<'_>) -> Result<String, String>,
+}
+
+/// One row of a [`Report`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    /// The case.
+    pub name: &'static str,
+    /// Whether the driver did what the case expects.
+    pub pass: bool,
+    /// What was seen.
+    pub evidence: String,
+}
+
+/// The outcome of a catalogue run; prints as a table (case, pass/fail, evidence).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// One row per case, in catalogue order.
+    pub rows: Vec<Row>,
+}
+
+impl Report {
+    /// Cases passed.
+    pub fn passed(&self) -> usize {
+        self.rows.iter().filter(|r| r.pass).count()
+    }
+
+    /// Whether every case passed.
+    pub fn all_passed(&self) -> bool {
+        self.rows.iter().all(|r| r.pass)
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let w = self
+            .rows
+            .iter()
+            .map(|r| r.name.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        writeln!(f, "{:<w$}  result  evidence", "case")?;
+        for r in &self.rows {
+            let res = if r.pass { "pass" } else { "FAIL" };
+            writeln!(f, "{:<w$}  {res:<6}  {}", r.name, r.evidence)?;
+        }
+        write!(f, "{} of {} passed", self.passed(), self.rows.len())
+    }
+}
+
+/// The console cases.
+pub fn catalogue() -> &'static [Case] {
+    &CASES
+}
+
+/// Runs every case against drivers built by `make`, each on a fresh platform and page.
+/// A driver that panics fails its case (the panic message is the evidence); so does
+/// one that waits forever (a watchdog peer panics after 100 000 waits where a case
+/// expects the driver to give up).
+pub fn run(
+    mut make: impl FnMut(&HostPlatform, SharedMem, Port) -> Result<Box<dyn ConsoleDriver>, String>,
+) -> Report {
+    let mut rows = Vec::new();
+    for case in catalogue() {
+        let host = HostPlatform::new();
+        let page = host.pages(1);
+        host.set_peer(Some(watchdog(&host)));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (case.run)(&host, page, &mut make)
+        }))
+        .unwrap_or_else(|p| {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(format!("panicked: {msg}"))
+        });
+        host.set_peer(None);
+        rows.push(match r {
+            Ok(evidence) => Row {
+                name: case.name,
+                pass: true,
+                evidence,
+            },
+            Err(evidence) => Row {
+                name: case.name,
+                pass: false,
+                evidence,
+            },
+        });
+    }
+    Report { rows }
+}
+
+const PORT: Port = Port(2);
+/// Waits after which a driver counts as hung.
+const HUNG_AFTER: u64 = 100_000;
+
+/// The default peer: does nothing, but ends a driver that waits forever.
+fn watchdog(host: &HostPlatform) -> crate::Peer {
+    // The runner clears the peer after the case, which ends the handle cycle.
+    let h = host.clone();
+    Box::new(move || {
+        if h.waits() > HUNG_AFTER {
+            panic!("the driver waited {HUNG_AFTER} times without giving up");
+        }
+    })
+}
+
+fn put_input(page: SharedMem, bytes: &[u8]) {
+    let prod = page.load_u32(ring::IN_PROD);
+    for (i, b) in bytes.iter().enumerate() {
+        let at = ring::IN + (prod.wrapping_add(i as u32) as usize % ring::IN_SIZE);
+        page.write(at, core::slice::from_ref(b));
+    }
+    page.store_u32(ring::IN_PROD, prod.wrapping_add(bytes.len() as u32));
+}
+
+/// Reads until `want` bytes came, an error, or `turns` empty reads (each a wait).
+fn read_all(
+    host: &HostPlatform,
+    d: &mut dyn ConsoleDriver,
+    want: usize,
+    turns: usize,
+) -> Result<Vec<u8>, String> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    let mut idle = 0;
+    while got.len() < want && idle < turns {
+        let n = d.read(&mut buf)?;
+        if n > buf.len() {
+            return Err(format!(
+                "read claimed {n} bytes into a {}-byte buffer",
+                buf.len()
+            ));
+        }
+        if n == 0 {
+            idle += 1;
+            host.wait();
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    Ok(got)
+}
+
+fn set_indices(page: SharedMem, start: u32) {
+    for off in [ring::IN_CONS, ring::IN_PROD, ring::OUT_CONS, ring::OUT_PROD] {
+        page.store_u32(off, start);
+    }
+}
+
+static CASES: [Case; 6] = [
+    Case {
+        name: "console.binary_input (C3)",
+        peer: "sends every byte value 0..=255 (NULs, invalid UTF-8, escapes)",
+        expect: "the same 256 bytes, in order, nothing added or dropped",
+        run: |host, page, make| {
+            let mut d = make(host, page, PORT)?;
+            let all: Vec<u8> = (0..=255).collect();
+            put_input(page, &all);
+            let got = read_all(host, &mut *d, all.len(), 20)?;
+            if got == all {
+                Ok("256 bytes back unchanged".into())
+            } else {
+                Err(format!(
+                    "got {} bytes, first difference at {:?}",
+                    got.len(),
+                    got.iter().zip(&all).position(|(a, b)| a != b)
+                ))
+            }
+        },
+    },
+    Case {
+        name: "console.indices_wrap (row 4)",
+        peer: "starts every index 10 below 2^32 and sends 64 bytes across the wrap",
+        expect: "the 64 bytes arrive intact",
+        run: |host, page, make| {
+            set_indices(page, u32::MAX - 9);
+            let mut d = make(host, page, PORT)?;
+            let data: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(7)).collect();
+            put_input(page, &data);
+            let got = read_all(host, &mut *d, data.len(), 20)?;
+            if got == data {
+                Ok(format!(
+                    "64 bytes across the wrap, in_cons now {:#x}",
+                    page.load_u32(ring::IN_CONS)
+                ))
+            } else {
+                Err(format!("got {:?}", got))
+            }
+        },
+    },
+    Case {
+        name: "console.in_prod_past_ring (row 37, C1)",
+        peer: "moves in_prod 1025 bytes past in_cons (more than the 1024-byte ring)",
+        expect: "a read error naming the bad index; no bytes handed out",
+        run: |host, page, make| {
+            let mut d = make(host, page, PORT)?;
+            page.store_u32(
+                ring::IN_PROD,
+                page.load_u32(ring::IN_CONS).wrapping_add(1025),
+            );
+            match d.read(&mut [0u8; 64]) {
+                Err(e) => Ok(format!("refused: {e}")),
+                Ok(n) => Err(format!("read returned {n} bytes")),
+            }
+        },
+    },
+    Case {
+        name: "console.in_prod_behind (row 2)",
+        peer: "moves in_prod one byte behind in_cons",
+        expect: "a read error (a huge unsigned distance), no bytes",
+        run: |host, page, make| {
+            set_indices(page, 100);
+            let mut d = make(host, page, PORT)?;
+            page.store_u32(ring::IN_PROD, 99);
+            match d.read(&mut [0u8; 64]) {
+                Err(e) => Ok(format!("refused: {e}")),
+                Ok(n) => Err(format!("read returned {n} bytes")),
+            }
+        },
+    },
+    Case {
+        name: "console.out_cons_past_prod (C1)",
+        peer: "moves out_cons past out_prod",
+        expect: "the next write fails with a reason instead of overwriting or hanging",
+        run: |host, page, make| {
+            let mut d = make(host, page, PORT)?;
+            page.store_u32(
+                ring::OUT_CONS,
+                page.load_u32(ring::OUT_PROD).wrapping_add(5),
+            );
+            let before = host.waits();
+            match d.write(b"hello") {
+                Err(e) => Ok(format!(
+                    "refused after {} waits: {e}",
+                    host.waits() - before
+                )),
+                Ok(()) => Err("write succeeded".into()),
+            }
+        },
+    },
+    Case {
+        name: "console.backend_never_consumes (row 36)",
+        peer: "never takes output: out_cons stands still",
+        expect: "writes beyond the 2048-byte ring fail in bounded time, never hang",
+        run: |host, page, make| {
+            let mut d = make(host, page, PORT)?;
+            let r = d.write(&[b'x'; 4096]);
+            let waits = host.waits();
+            match r {
+                Err(e) => Ok(format!(
+                    "failed after {waits} waits ({} ms virtual): {e}",
+                    host.now_ns() / 1_000_000
+                )),
+                Ok(()) => Err(format!(
+                    "4096 bytes written into a 2048-byte ring after {waits} waits"
+                )),
+            }
+        },
+    },
+];

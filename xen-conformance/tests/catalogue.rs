@@ -1,0 +1,92 @@
+//! The console catalogue against the kit's own console frontend (xencons); prints the
+//! table.
+
+use std::time::Duration;
+
+use xen_conformance::console::{self, ConsoleDriver};
+use xen_conformance::HostPlatform;
+use xencons::{Config, Console};
+
+struct Xencons(Console<HostPlatform>);
+
+impl ConsoleDriver for Xencons {
+    fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.0.write(bytes).map_err(|e| e.to_string())
+    }
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, String> {
+        self.0.read(buf).map_err(|e| e.to_string())
+    }
+}
+
+#[test]
+fn xencons_passes_the_console_catalogue() {
+    let report = console::run(|host, page, port| {
+        let cfg = Config::default().with_stall_timeout(Duration::from_millis(100));
+        Console::new(host.clone(), page, port, cfg)
+            .map(|c| Box::new(Xencons(c)) as Box<dyn ConsoleDriver>)
+            .map_err(|e| e.to_string())
+    });
+    println!("{report}");
+    assert_eq!(report.rows.len(), console::catalogue().len());
+    assert!(report.all_passed(), "{report}");
+}
+
+/// The catalogue can fail: a driver that trusts the indices and one that waits forever
+/// for a stuck backend fail exactly the cases about that, with evidence.
+#[test]
+fn a_trusting_driver_fails_the_right_cases() {
+    use hypercall::abi::console as ring;
+    use hypercall::{Platform, SharedMem};
+
+    struct Trusting(HostPlatform, SharedMem);
+    impl ConsoleDriver for Trusting {
+        fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
+            let m = self.1;
+            let mut prod = m.load_u32(ring::OUT_PROD);
+            for &b in bytes {
+                // Waits for room however long it takes (no stall timeout).
+                while prod.wrapping_sub(m.load_u32(ring::OUT_CONS)) as usize >= ring::OUT_SIZE {
+                    self.0.wait();
+                }
+                m.write(ring::OUT + prod as usize % ring::OUT_SIZE, &[b]);
+                prod = prod.wrapping_add(1);
+                m.store_u32(ring::OUT_PROD, prod);
+            }
+            Ok(())
+        }
+        fn read(&mut self, buf: &mut [u8]) -> Result<usize, String> {
+            let m = self.1;
+            let (mut cons, prod) = (m.load_u32(ring::IN_CONS), m.load_u32(ring::IN_PROD));
+            // Trusts in_prod: copies whatever distance it claims (bounded by buf).
+            let n = (prod.wrapping_sub(cons) as usize).min(buf.len());
+            for b in &mut buf[..n] {
+                m.read(
+                    ring::IN + cons as usize % ring::IN_SIZE,
+                    core::slice::from_mut(b),
+                );
+                cons = cons.wrapping_add(1);
+            }
+            m.store_u32(ring::IN_CONS, cons);
+            Ok(n)
+        }
+    }
+    let report = console::run(|host, page, _| Ok(Box::new(Trusting(host.clone(), page))));
+    println!("{report}");
+    let failed: Vec<&str> = report
+        .rows
+        .iter()
+        .filter(|r| !r.pass)
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            "console.in_prod_past_ring (row 37, C1)",
+            "console.in_prod_behind (row 2)",
+            "console.out_cons_past_prod (C1)",
+            "console.backend_never_consumes (row 36)",
+        ],
+        "{report}"
+    );
+    assert!(report.rows.iter().any(|r| r.evidence.contains("panicked")));
+}
