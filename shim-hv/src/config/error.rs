@@ -169,6 +169,24 @@ impl ConfigError {
     }
 }
 
+/// Writes through to a formatter with control characters escaped (`\n` as the two
+/// characters `\` `n`), so that a message quoting user text stays one line
+/// (docs/hostile-input.md H1; a config value may hold any character).
+struct OneLine<'a, 'b>(&'a mut fmt::Formatter<'b>);
+
+impl fmt::Write for OneLine<'_, '_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            if c.is_control() {
+                write!(self.0, "{}", c.escape_default())?;
+            } else {
+                fmt::Write::write_char(self.0, c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn write_located(
     f: &mut fmt::Formatter<'_>,
     file: &str,
@@ -176,15 +194,17 @@ fn write_located(
     msg: &dyn fmt::Display,
     text: &str,
 ) -> fmt::Result {
+    use fmt::Write as _;
+    let mut out = OneLine(f);
     if line == 0 {
-        write!(f, "{file}: {msg}")?;
+        write!(out, "{file}: {msg}")?;
     } else {
-        write!(f, "{file}:{line}: {msg}")?;
+        write!(out, "{file}:{line}: {msg}")?;
     }
     if text.is_empty() {
         Ok(())
     } else {
-        write!(f, " ({text})")
+        write!(out, " ({text})")
     }
 }
 
@@ -250,5 +270,22 @@ impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let msg = format!("warning: {}", self.kind);
         write_located(f, &self.file, self.line, &msg, &self.text)
+    }
+}
+
+#[cfg(test)]
+mod one_line_tests {
+    use super::*;
+
+    /// A value with a newline (found by the xl_config fuzz target: a domain name
+    /// "ag\nts") is quoted escaped: the error stays one line.
+    #[test]
+    fn control_characters_in_quoted_text_are_escaped() {
+        let e = ConfigError::new("a\nb.cfg", 2, ErrorKind::BadName, "ag\nts\t\u{7}");
+        let shown = e.to_string();
+        assert_eq!(shown, "a\\nb.cfg:2: bad domain name (ag\\nts\\t\\u{7})");
+        assert!(!shown.contains('\n'));
+        let e = ConfigError::new("x.cfg", 1, ErrorKind::BadDisk("vdev \"x\ny\"".into()), "");
+        assert_eq!(e.to_string(), "x.cfg:1: bad disk: vdev \"x\\ny\"");
     }
 }
