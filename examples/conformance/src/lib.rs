@@ -19,7 +19,7 @@
 //!   driver; `tests/catalogue.rs` runs it against xencons.
 //!
 //! Not there yet (see docs/bad-input-coverage.md and issue 16): scripted block and net
-//! backends and a xenstore server as library peers (the fuzz targets in `fuzz/` show
+//! backends and a xenstore server as library peers (the fuzz targets in `examples/conformance/fuzz/` show
 //! the pattern), hostile frontends for testing backends, and cases for every row of
 //! docs/bad-input-coverage.md.
 //!
