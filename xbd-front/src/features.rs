@@ -78,6 +78,29 @@ pub struct Features {
     pub discard: Option<Discard>,
 }
 
+impl core::fmt::Display for Features {
+    /// The features in use, space-separated, as guests print them: `flush` or
+    /// `barrier`, `discard`, `persistent-grants`, `indirect(N segments)`, and always
+    /// `ring-page-order N` (e.g. `flush persistent-grants ring-page-order 0`).
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.flush {
+            Some(FlushKind::FlushDiskCache) => f.write_str("flush ")?,
+            Some(FlushKind::Barrier) => f.write_str("barrier ")?,
+            None => {}
+        }
+        if self.discard.is_some() {
+            f.write_str("discard ")?;
+        }
+        if self.persistent {
+            f.write_str("persistent-grants ")?;
+        }
+        if self.indirect {
+            write!(f, "indirect({} segments) ", self.segments_per_request)?;
+        }
+        write!(f, "ring-page-order {}", self.ring_page_order)
+    }
+}
+
 /// Local limits and choices for negotiation.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -286,6 +309,36 @@ pub fn geometry(raw: &RawGeometry) -> Result<DiskInfo, (GeometryKey, BadConfig)>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn features_print_as_guests_show_them() {
+        use std::string::ToString;
+        let mut f = Features {
+            ring_page_order: 2,
+            max_inflight: 32,
+            segments_per_request: 32,
+            indirect: true,
+            persistent: true,
+            flush: Some(FlushKind::FlushDiskCache),
+            discard: Some(Discard {
+                granularity: 512,
+                alignment: 0,
+                secure: false,
+            }),
+        };
+        assert_eq!(
+            f.to_string(),
+            "flush discard persistent-grants indirect(32 segments) ring-page-order 2"
+        );
+        f.flush = Some(FlushKind::Barrier);
+        f.discard = None;
+        f.persistent = false;
+        f.indirect = false;
+        f.ring_page_order = 0;
+        assert_eq!(f.to_string(), "barrier ring-page-order 0");
+        f.flush = None;
+        assert_eq!(f.to_string(), "ring-page-order 0");
+    }
 
     #[test]
     fn ring_order_is_clamped_both_ways() {

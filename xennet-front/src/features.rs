@@ -170,6 +170,33 @@ pub struct Negotiated {
     pub rx_notify: bool,
 }
 
+impl core::fmt::Display for Negotiated {
+    /// What a guest prints about a connected vif: `mtu M, Q queue(s), features: F`,
+    /// where `F` lists, space-separated, those in use of `sg`, `tx-csum`,
+    /// `gso-tcpv4`, `gso-tcpv6`, `split-evtchn` and `rx-notify`, or says `none`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "mtu {}, {} queue(s), features:", self.mtu, self.queues)?;
+        let mut any = false;
+        for (on, name) in [
+            (self.tx_sg, "sg"),
+            (self.tx_csum_v4, "tx-csum"),
+            (self.tx_gso_v4, "gso-tcpv4"),
+            (self.tx_gso_v6, "gso-tcpv6"),
+            (self.split_event_channels, "split-evtchn"),
+            (self.rx_notify, "rx-notify"),
+        ] {
+            if on {
+                write!(f, " {name}")?;
+                any = true;
+            }
+        }
+        if !any {
+            f.write_str(" none")?;
+        }
+        Ok(())
+    }
+}
+
 /// Combines our wishes and the backend's offer (`feature-rx-copy` is checked by the
 /// caller: without it there is nothing to negotiate).
 pub const fn negotiate(cfg: &Config, be: &BackendFeatures) -> Negotiated {
@@ -236,6 +263,32 @@ pub fn frontend_keys(cfg: &Config) -> [(&'static str, u32); 8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn negotiated_prints_as_guests_show_it() {
+        use std::string::ToString;
+        let cfg = Config {
+            gso_tcpv4: true,
+            gso_tcpv6: true,
+            max_queues: 4,
+            ..Config::default()
+        };
+        let mut n = negotiate(&cfg, &all_on());
+        n.rx_notify = true;
+        assert_eq!(
+            n.to_string(),
+            "mtu 9000, 4 queue(s), features: sg tx-csum gso-tcpv4 gso-tcpv6 split-evtchn rx-notify"
+        );
+        n.tx_sg = false;
+        n.tx_csum_v4 = false;
+        n.tx_gso_v4 = false;
+        n.tx_gso_v6 = false;
+        n.split_event_channels = false;
+        n.rx_notify = false;
+        n.mtu = 1500;
+        n.queues = 1;
+        assert_eq!(n.to_string(), "mtu 1500, 1 queue(s), features: none");
+    }
 
     fn all_on() -> BackendFeatures {
         BackendFeatures {

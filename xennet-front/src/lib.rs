@@ -72,7 +72,10 @@ pub mod csum;
 mod device;
 mod error;
 pub mod features;
+mod ip;
 mod mac;
+#[cfg(feature = "smoltcp")]
+pub mod ping;
 mod queue;
 #[cfg(feature = "smoltcp")]
 pub mod smol;
@@ -83,6 +86,7 @@ mod tests;
 pub use device::{read_backend_features, read_mac, LinkState, NetFront, Stats};
 pub use error::{Broken, Error};
 pub use features::{BackendFeatures, Config, Negotiated, MAX_FRAME, MAX_QUEUES};
+pub use ip::{first_ipv4, toolstack_ipv4};
 pub use mac::{Mac, MacError};
 pub use queue::{RxFault, RxMeta, TxMeta};
 #[cfg(feature = "smoltcp")]

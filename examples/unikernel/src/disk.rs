@@ -4,7 +4,6 @@ use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec;
-use alloc::vec::Vec;
 use core::time::Duration;
 
 use hypercall::gnttab::GrantTable;
@@ -116,24 +115,11 @@ impl Disk {
 
     fn exercise(&mut self) -> Result<(), xbd_front::Error> {
         let info = *self.dev.info().ok_or(xbd_front::Error::NotConnected)?;
-        let mut feats: Vec<String> = Vec::new();
-        if let Some(f) = self.dev.features() {
-            match f.flush {
-                Some(xbd_front::FlushKind::FlushDiskCache) => feats.push("flush".into()),
-                Some(xbd_front::FlushKind::Barrier) => feats.push("barrier".into()),
-                None => {}
-            }
-            if f.discard.is_some() {
-                feats.push("discard".into());
-            }
-            if f.persistent {
-                feats.push("persistent-grants".into());
-            }
-            if f.indirect {
-                feats.push(format!("indirect({} segments)", f.segments_per_request));
-            }
-            feats.push(format!("ring-page-order {}", f.ring_page_order));
-        }
+        let feats = self
+            .dev
+            .features()
+            .map(|f| f.to_string())
+            .unwrap_or_default();
         let kind = match info.device_type {
             xbd_front::DeviceType::Cdrom => "cdrom",
             xbd_front::DeviceType::Disk => "disk",
@@ -145,7 +131,7 @@ impl Disk {
             info.sector_size,
             info.capacity_bytes() >> 20,
             if info.read_only { "r" } else { "w" },
-            feats.join(" ")
+            feats
         );
         if info.sectors == 0 {
             return Ok(());

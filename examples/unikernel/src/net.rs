@@ -5,7 +5,7 @@
 
 use alloc::boxed::Box;
 use alloc::format;
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::net::Ipv4Addr;
@@ -14,13 +14,12 @@ use core::time::Duration;
 use hypercall::gnttab::GrantTable;
 use hypercall::Platform;
 use smoltcp::iface::{Config as IfConfig, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{ChecksumCapabilities, Device};
+use smoltcp::phy::Device;
 use smoltcp::socket::{icmp, tcp};
 use smoltcp::time::Instant;
-use smoltcp::wire::{
-    EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr,
-};
-use xenbus::{Store, Xenstore};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr};
+use xenbus::Xenstore;
+use xennet_front::ping::Pinger;
 use xennet_front::{NetFront, SmolDevice};
 
 use crate::xen::Kernel;
@@ -78,20 +77,7 @@ pub enum AddrSource {
 /// command line's `ip=ADDR/PREFIX` (plus `idx` in the last byte for the
 /// `idx`-th vif), else 169.254.100.(2 + idx)/24.
 fn address(xs: &mut Xs, idx: u32, cmdline_ip: Option<&str>) -> (Ipv4Addr, u8, AddrSource) {
-    let mut b = [0u8; 256];
-    let backend = xs
-        .read_str(&format!("device/vif/{idx}/backend"), &mut b)
-        .map(str::to_string)
-        .unwrap_or_default();
-    let mut ipb = [0u8; 256];
-    if let Some(a) = xs
-        .read_str(&format!("{backend}/ip"), &mut ipb)
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .find_map(|a| a.parse::<Ipv4Addr>().ok())
-        })
-    {
+    if let Some(a) = xennet_front::toolstack_ipv4(xs, idx) {
         return (a, 24, AddrSource::Toolstack);
     }
     let bump = |a: Ipv4Addr| {
@@ -125,10 +111,7 @@ fn gateway(ip: Ipv4Addr, prefix: u8) -> Ipv4Addr {
 
 /// The start-up ping of the gateway.
 struct Ping {
-    target: Ipv4Addr,
-    sent: u16,
-    replies: u16,
-    wait_until: u64,
+    pinger: Pinger,
     done: bool,
 }
 
@@ -181,29 +164,9 @@ impl Nic {
         dev.connect_in_place(xs, idx, CONNECT_TIMEOUT)?;
         let mac = dev.mac();
         let n = *dev.negotiated();
-        let mut feats: Vec<&str> = Vec::new();
-        for (on, name) in [
-            (n.tx_sg, "sg"),
-            (n.tx_csum_v4, "tx-csum"),
-            (n.tx_gso_v4, "gso-tcpv4"),
-            (n.tx_gso_v6, "gso-tcpv6"),
-            (n.split_event_channels, "split-evtchn"),
-            (n.rx_notify, "rx-notify"),
-        ] {
-            if on {
-                feats.push(name);
-            }
-        }
         let (ip, prefix, source) = address(xs, idx, cmdline_ip);
         say!(
-            "nic {idx}: mac {mac}, mtu {}, {} queue(s), features: {}; ip {ip}/{prefix} (from {})\n",
-            n.mtu,
-            n.queues,
-            if feats.is_empty() {
-                "none".to_string()
-            } else {
-                feats.join(" ")
-            },
+            "nic {idx}: mac {mac}, {n}; ip {ip}/{prefix} (from {})\n",
             match source {
                 AddrSource::Toolstack => "the toolstack's ip=",
                 AddrSource::Cmdline => "the command line",
@@ -248,10 +211,13 @@ impl Nic {
             txb,
             cidr,
             ping: Ping {
-                target: gateway(ip, prefix),
-                sent: 0,
-                replies: 0,
-                wait_until: 0,
+                pinger: Pinger::new(
+                    gateway(ip, prefix),
+                    PING_IDENT,
+                    PING_COUNT,
+                    Duration::from_nanos(PING_WAIT_NS),
+                    b"xenkit-unikernel ping",
+                ),
                 done: false,
             },
             served: (0, 0),
@@ -374,57 +340,26 @@ impl Nic {
             sd.capabilities().checksum
         };
         let p = &mut self.ping;
-        let sock = self.sockets.get_mut::<icmp::Socket>(self.icmp);
-        while sock.can_recv() {
-            let Ok((data, from)) = sock.recv() else { break };
-            let Ok(pkt) = Icmpv4Packet::new_checked(data) else {
-                continue;
-            };
-            if let Ok(Icmpv4Repr::EchoReply { ident, seq_no, .. }) =
-                Icmpv4Repr::parse(&pkt, &ChecksumCapabilities::default())
-            {
-                if ident == PING_IDENT
-                    && from == IpAddress::Ipv4(p.target)
-                    && seq_no.wrapping_add(1) == p.sent
-                {
-                    p.replies += 1;
-                    p.wait_until = 0;
-                }
-            }
-        }
-        if IpAddress::Ipv4(p.target) == self.cidr.address() {
+        let target = p.pinger.target();
+        if IpAddress::Ipv4(target) == self.cidr.address() {
             p.done = true;
             say!(
                 "nic {}: the subnet's .1 ({}) is this interface's own address: no ping\n",
                 self.idx,
-                p.target
+                target
             );
             return;
         }
-        let t = k.now_ns();
-        if t < p.wait_until {
-            return;
-        }
-        if p.sent >= PING_COUNT {
+        let sock = self.sockets.get_mut::<icmp::Socket>(self.icmp);
+        if p.pinger.step(sock, &caps, k.now_ns()) {
             p.done = true;
             say!(
                 "nic {}: ping {}: {}/{} replies\n",
                 self.idx,
-                p.target,
-                p.replies,
-                p.sent
+                target,
+                p.pinger.replies(),
+                p.pinger.sent()
             );
-            return;
-        }
-        let repr = Icmpv4Repr::EchoRequest {
-            ident: PING_IDENT,
-            seq_no: p.sent,
-            data: b"xenkit-unikernel ping",
-        };
-        if let Ok(buf) = sock.send(repr.buffer_len(), IpAddress::Ipv4(p.target)) {
-            repr.emit(&mut Icmpv4Packet::new_unchecked(buf), &caps);
-            p.sent += 1;
-            p.wait_until = t + PING_WAIT_NS;
         }
     }
 
@@ -442,9 +377,9 @@ impl Nic {
             s.tx_bytes,
             self.served.0,
             self.served.1,
-            self.ping.target,
-            self.ping.replies,
-            self.ping.sent
+            self.ping.pinger.target(),
+            self.ping.pinger.replies(),
+            self.ping.pinger.sent()
         )
     }
 

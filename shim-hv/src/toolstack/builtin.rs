@@ -59,12 +59,11 @@ use smoltcp::iface::{Config as IfConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{ChecksumCapabilities, Device};
 use smoltcp::socket::icmp;
 use smoltcp::time::Instant as SmolInstant;
-use smoltcp::wire::{
-    EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, Ipv4Address,
-};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 use xenbus::power::{issue_shutdown, PowerControl, PowerFeatures, ShutdownReason};
 use xenbus::{Store, Xenstore};
 use xencons::secondary::SecondaryConsole;
+use xennet_front::ping::Pinger;
 use xennet_front::{NetFront, SmolDevice};
 
 use crate::runner::inproc::InProcGuest;
@@ -204,20 +203,7 @@ struct Nic<'g> {
 
 /// The IPv4 address the guest uses on vif `idx` (see the module docs).
 fn nic_address(xs: &mut Xenstore<Platf<'_>>, idx: u32, mac: [u8; 6]) -> (Ipv4Address, u8) {
-    let mut b = [0u8; 256];
-    let backend = xs
-        .read_str(&format!("device/vif/{idx}/backend"), &mut b)
-        .map(str::to_string)
-        .unwrap_or_default();
-    let mut ipb = [0u8; 256];
-    let from_config = xs
-        .read_str(&format!("{backend}/ip"), &mut ipb)
-        .ok()
-        .and_then(|s| {
-            s.split_whitespace()
-                .find_map(|a| a.parse::<std::net::Ipv4Addr>().ok())
-        });
-    match from_config {
+    match xennet_front::toolstack_ipv4(xs, idx) {
         Some(a) => (a, 24),
         None => {
             let clamp = |b: u8| b.clamp(1, 254);
@@ -269,30 +255,8 @@ impl<'g> Nic<'g> {
         let mut dev = NetFront::connect(g, grants, xs, idx, cfg, CONNECT_TIMEOUT)?;
         let mac = dev.mac();
         let n = *dev.negotiated();
-        let mut feats = Vec::new();
-        for (on, name) in [
-            (n.tx_sg, "sg"),
-            (n.tx_csum_v4, "tx-csum"),
-            (n.tx_gso_v4, "gso-tcpv4"),
-            (n.tx_gso_v6, "gso-tcpv6"),
-            (n.split_event_channels, "split-evtchn"),
-            (n.rx_notify, "rx-notify"),
-        ] {
-            if on {
-                feats.push(name);
-            }
-        }
         let (ip, prefix) = nic_address(xs, idx, mac.0);
-        out.say(&format!(
-            "nic {idx}: mac {mac}, mtu {}, {} queue(s), features: {}; ip {ip}/{prefix}\n",
-            n.mtu,
-            n.queues,
-            if feats.is_empty() {
-                "none".to_string()
-            } else {
-                feats.join(" ")
-            }
-        ));
+        out.say(&format!("nic {idx}: mac {mac}, {n}; ip {ip}/{prefix}\n"));
         if let Some(m) = n.ignored_mtu {
             out.say(&format!(
                 "nic {idx}: backend mtu {m} out of range (68..=65521), using {}\n",
@@ -453,24 +417,11 @@ impl<'g> Disk<'g> {
     /// Prints what the disk is, reads sector 0, and tries the write path.
     fn exercise(&mut self, out: &mut Out<'_>) -> Result<(), xbd_front::Error> {
         let info = *self.dev.info().ok_or(xbd_front::Error::NotConnected)?;
-        let mut feats = Vec::new();
-        if let Some(f) = self.dev.features() {
-            match f.flush {
-                Some(xbd_front::FlushKind::FlushDiskCache) => feats.push("flush".to_string()),
-                Some(xbd_front::FlushKind::Barrier) => feats.push("barrier".to_string()),
-                None => {}
-            }
-            if f.discard.is_some() {
-                feats.push("discard".into());
-            }
-            if f.persistent {
-                feats.push("persistent-grants".into());
-            }
-            if f.indirect {
-                feats.push(format!("indirect({} segments)", f.segments_per_request));
-            }
-            feats.push(format!("ring-page-order {}", f.ring_page_order));
-        }
+        let feats = self
+            .dev
+            .features()
+            .map(|f| f.to_string())
+            .unwrap_or_default();
         let kind = match info.device_type {
             xbd_front::DeviceType::Cdrom => "cdrom",
             xbd_front::DeviceType::Disk => "disk",
@@ -486,7 +437,7 @@ impl<'g> Disk<'g> {
             } else {
                 "read-write"
             },
-            feats.join(" ")
+            feats
         ));
         if info.sectors == 0 {
             return Ok(());
@@ -643,14 +594,10 @@ impl<'g> Channel<'g> {
     }
 }
 
-/// A ping in progress.
+/// A ping in progress, from vif `nic`.
 struct Ping {
-    target: Ipv4Address,
     nic: usize,
-    sent: u16,
-    replies: u16,
-    /// When the outstanding request (if any) gives up.
-    wait_until: u64,
+    pinger: Pinger,
 }
 
 impl Ping {
@@ -658,41 +605,7 @@ impl Ping {
     fn step(&mut self, g: &InProcGuest, nic: &mut Nic<'_>) -> bool {
         let caps = nic.dev_caps();
         let sock = nic.sockets.get_mut::<icmp::Socket>(nic.icmp);
-        while sock.can_recv() {
-            let Ok((data, from)) = sock.recv() else { break };
-            let Ok(pkt) = Icmpv4Packet::new_checked(data) else {
-                continue;
-            };
-            if let Ok(Icmpv4Repr::EchoReply { ident, seq_no, .. }) =
-                Icmpv4Repr::parse(&pkt, &ChecksumCapabilities::default())
-            {
-                if ident == PING_IDENT
-                    && from == IpAddress::Ipv4(self.target)
-                    && seq_no.wrapping_add(1) == self.sent
-                {
-                    self.replies += 1;
-                    self.wait_until = 0;
-                }
-            }
-        }
-        let now = g.now_ns();
-        if now < self.wait_until {
-            return false;
-        }
-        if self.sent >= PING_COUNT {
-            return true;
-        }
-        let repr = Icmpv4Repr::EchoRequest {
-            ident: PING_IDENT,
-            seq_no: self.sent,
-            data: b"xenkit built-in guest ping",
-        };
-        if let Ok(buf) = sock.send(repr.buffer_len(), IpAddress::Ipv4(self.target)) {
-            repr.emit(&mut Icmpv4Packet::new_unchecked(buf), &caps);
-            self.sent += 1;
-            self.wait_until = now + PING_WAIT.as_nanos() as u64;
-        }
-        false
+        self.pinger.step(sock, &caps, g.now_ns())
     }
 }
 
@@ -726,11 +639,14 @@ fn start_ping(out: &mut Out<'_>, xs: &mut Xenstore<Platf<'_>>, nics: &[Nic<'_>])
         .position(|n| n.cidr.contains_addr(&IpAddress::Ipv4(target)))
         .unwrap_or(0);
     Some(Ping {
-        target,
         nic,
-        sent: 0,
-        replies: 0,
-        wait_until: 0,
+        pinger: Pinger::new(
+            target,
+            PING_IDENT,
+            PING_COUNT,
+            PING_WAIT,
+            b"xenkit built-in guest ping",
+        ),
     })
 }
 
@@ -874,11 +790,10 @@ pub fn run(guest: Arc<InProcGuest>) {
             let done = nics.get_mut(p.nic).is_none_or(|n| p.step(g, n));
             if done {
                 // The node first: whoever saw the console line may read it.
-                let _ = xs.write(PING_RESULT, format!("{}/{}", p.replies, p.sent).as_bytes());
-                out.say(&format!(
-                    "ping {}: {}/{} replies\n",
-                    p.target, p.replies, p.sent
-                ));
+                let (target, sent, replies) =
+                    (p.pinger.target(), p.pinger.sent(), p.pinger.replies());
+                let _ = xs.write(PING_RESULT, format!("{replies}/{sent}").as_bytes());
+                out.say(&format!("ping {target}: {replies}/{sent} replies\n"));
                 ping = None;
             }
         }
