@@ -29,13 +29,13 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shim_hv::backend::bridge::Bridges;
-use shim_hv::backend::console::{ConsoleBackend, ConsoleConfig, Sink};
-use shim_hv::config::DomainConfig;
-use shim_hv::runner::kvm::{self, boot::BootSpec, KvmGuest};
+use kvm_runner::{self as kvm, boot::BootSpec, KvmGuest};
 use shim_hv::toolstack::devices::DomainDevices;
-use shim_hv::xen::{ConsoleSink, Hypervisor, HypervisorConfig};
-use shim_hv::xenstored::TxId;
+use xen_backends::bridge::Bridges;
+use xen_backends::console::{ConsoleBackend, ConsoleConfig, Sink};
+use xen_model::{ConsoleSink, Hypervisor, HypervisorConfig};
+use xenstored::TxId;
+use xl_config::DomainConfig;
 
 const BOUND: Duration = Duration::from_secs(120);
 

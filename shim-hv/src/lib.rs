@@ -8,6 +8,22 @@
 //!  toolstack CLI ──unix socket──▶ daemon (domains from xl/xm configs)
 //! ```
 //!
+//! The parts are crates by job, all under `shim-hv/`, so that a user depends on just
+//! what it uses (the KVM runner on the model, a fuzz target on xenstored or the
+//! config reader):
+//!
+//! - [`xenstored`] (`shim-hv/xenstored`): the store daemon: ring, socket and
+//!   in-process clients;
+//! - [`xen_model`] (`shim-hv/xen-model`): domains, guest memory, event channels,
+//!   grant tables, the hypercall dispatcher, and the in-process runner
+//!   ([`xen_model::inproc`]: guest code as host threads);
+//! - [`xen_backends`] (`shim-hv/xen-backends`): blkback, netback with bridges and
+//!   TAP devices, the console backend and channels;
+//! - [`xl_config`] (`shim-hv/xl-config`): xl/xm domain configuration files;
+//! - [`kvm_runner`] (`shim-hv/kvm-runner`): PVH kernels in KVM virtual machines;
+//! - this crate: the toolstack ([`toolstack`]: daemon, CLI client, built-in guest)
+//!   and the `shim-hv` command.
+//!
 //! # Example
 //!
 //! An in-process guest runs the kit's xenstore client against the real xenstored
@@ -15,8 +31,8 @@
 //! what it wrote.
 //!
 //! ```
-//! use shim_hv::xen::{DomainSpec, DomainState, Hypervisor, HypervisorConfig};
-//! use shim_hv::xenstored::TxId;
+//! use xen_model::{DomainSpec, DomainState, Hypervisor, HypervisorConfig};
+//! use xenstored::TxId;
 //! use xenbus::{Store, Xenstore};
 //!
 //! let hv = Hypervisor::new(HypervisorConfig::default());
@@ -37,10 +53,4 @@
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 
-pub mod backend;
-pub mod config;
-pub mod mem;
-pub mod runner;
 pub mod toolstack;
-pub mod xen;
-pub mod xenstored;

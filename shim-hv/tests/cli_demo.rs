@@ -34,7 +34,7 @@ fn demo_runs_and_cleans_up() {
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }
-    let kvm = shim_hv::runner::kvm::probe().is_ok();
+    let kvm = kvm_runner::probe().is_ok();
     let specific: &[&str] = if kvm {
         &[
             "$ (cd examples/unikernel && cargo build --release)",

@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use shim_hv::config::DomainConfig;
 use shim_hv::toolstack::daemon::Daemon;
 use shim_hv::toolstack::runtime::RuntimeDir;
 use toolstack_util::{builtin_cfg, Cli, TempDir};
+use xl_config::DomainConfig;
 
 /// Runs `shim-hv ARGS` with a bound: a command still running after 60 s is killed
 /// and the test fails (a hang, not a timing assertion).

@@ -7,7 +7,7 @@ mod kvm_util;
 use std::time::{Duration, Instant};
 
 use kvm_util::{build_guest, elf64, kvm_usable, Seg, Vm};
-use shim_hv::xen::DomainState;
+use xen_model::DomainState;
 
 fn boot_err(vm: &mut Vm, kernel: &std::path::Path) -> String {
     let e = vm.boot(kernel, "").expect_err("boot must fail").to_string();

@@ -7,7 +7,7 @@ mod kvm_util;
 use std::time::Duration;
 
 use kvm_util::{build_guest, kvm_usable, Vm};
-use shim_hv::xen::{DomainState, ShutdownReason};
+use xen_model::{DomainState, ShutdownReason};
 
 const T: Duration = Duration::from_secs(60);
 

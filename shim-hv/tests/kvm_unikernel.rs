@@ -15,12 +15,12 @@ use std::time::Duration;
 
 use hypercall::DomId;
 use kvm_util::{kvm_usable, unikernel};
-use shim_hv::backend::tap::{Tap, TapPort};
-use shim_hv::config::DomainConfig;
 use shim_hv::toolstack::daemon::Daemon;
 use shim_hv::toolstack::runtime::RuntimeDir;
 use shim_hv::toolstack::PowerRequest;
 use toolstack_util::{wait_for, TempDir};
+use xen_backends::tap::{Tap, TapPort};
+use xl_config::DomainConfig;
 
 /// Bound for a boot under an emulating KVM (a hang guard, not a timing check).
 const BOOT: Duration = Duration::from_secs(240);

@@ -16,12 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hypercall::DomId;
-use shim_hv::config::DomainConfig;
 use shim_hv::toolstack::daemon::Daemon;
 use shim_hv::toolstack::runtime::RuntimeDir;
 use shim_hv::toolstack::PowerRequest;
-use shim_hv::xenstored::{Access, Errno, Perm, TxId};
 use toolstack_util::{builtin_cfg, wait_for, Cli, TempDir};
+use xenstored::{Access, Errno, Perm, TxId};
+use xl_config::DomainConfig;
 
 const READY: &str = "waiting for control/shutdown";
 const LONG: Duration = Duration::from_secs(60);
@@ -314,9 +314,9 @@ fn cli_create_with_channels() {
 /// Closing; when the frontend starts again the backend offers again.
 #[test]
 fn hostile_frontend_values_close_the_channel_not_the_host() {
-    use shim_hv::backend::console::channel::{ChannelBackend, ChannelConfig, Connection};
-    use shim_hv::backend::console::{ConsoleBackend, ConsoleConfig};
-    use shim_hv::xen::{DomainSpec, Hypervisor, HypervisorConfig};
+    use xen_backends::console::channel::{ChannelBackend, ChannelConfig, Connection};
+    use xen_backends::console::{ConsoleBackend, ConsoleConfig};
+    use xen_model::{DomainSpec, Hypervisor, HypervisorConfig};
 
     let hv = Hypervisor::new(HypervisorConfig::default());
     let consoles = ConsoleBackend::new(&hv, ConsoleConfig::default());

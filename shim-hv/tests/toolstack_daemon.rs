@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hypercall::DomId;
-use shim_hv::config::DomainConfig;
 use shim_hv::toolstack::client::Client;
 use shim_hv::toolstack::daemon::Daemon;
 use shim_hv::toolstack::runtime::RuntimeDir;
 use shim_hv::toolstack::{Error, PowerRequest};
-use shim_hv::xenstored::TxId;
 use toolstack_util::{builtin_cfg, wait_for, TempDir};
+use xenstored::TxId;
+use xl_config::DomainConfig;
 
 const READY: &str = "waiting for control/shutdown";
 const LONG: Duration = Duration::from_secs(30);

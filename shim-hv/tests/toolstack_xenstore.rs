@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hypercall::DomId;
-use shim_hv::config::DomainConfig;
 use shim_hv::toolstack::builtin::HEARTBEAT;
 use shim_hv::toolstack::client::Client;
 use shim_hv::toolstack::daemon::Daemon;
 use shim_hv::toolstack::runtime::RuntimeDir;
 use toolstack_util::{builtin_cfg, wait_for, TempDir};
+use xl_config::DomainConfig;
 
 const TOOLS: &[&str] = &[
     "xenstore-ls",
@@ -158,7 +158,7 @@ fn read_write_rm_exists_list_chmod_round_trip() {
     assert!(perms.contains(&format!("(n0,r{})", id.0)), "{perms}");
     // The same through the daemon's in-process view.
     let xs = s.daemon.hypervisor().xenstored().client(0);
-    let p = xs.get_perms(shim_hv::xenstored::TxId::NONE, &k).unwrap();
+    let p = xs.get_perms(xenstored::TxId::NONE, &k).unwrap();
     assert_eq!(
         p.iter().map(ToString::to_string).collect::<Vec<_>>(),
         ["n0".to_string(), format!("r{}", id.0)]

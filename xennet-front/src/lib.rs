@@ -12,7 +12,7 @@
 //!   └────┬──────────────────────────────┬───────────────────────────────┘
 //!        │ hypercall: GrantTable · FrontRing · Xen (evtchn)   xenbus: Xenstore, handshake
 //!   ═════╪══════════════ shared pages + event channels ═════════════════
-//!   netback (Linux dom0, or shim-hv's backend::net with its bridge and TAP)
+//!   netback (Linux dom0, or shim-hv's netback, xen_backends::net, with its bridge and TAP)
 //! ```
 //!
 //! - Data path without heap: every frame is copied into the queue's own pages (the

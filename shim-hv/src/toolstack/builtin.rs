@@ -66,7 +66,7 @@ use xencons::secondary::SecondaryConsole;
 use xennet_front::ping::Pinger;
 use xennet_front::{NetFront, SmolDevice};
 
-use crate::runner::inproc::InProcGuest;
+use xen_model::inproc::InProcGuest;
 
 /// How often the heartbeat counts up.
 const BEAT: Duration = Duration::from_millis(250);
@@ -650,7 +650,7 @@ fn start_ping(out: &mut Out<'_>, xs: &mut Xenstore<Platf<'_>>, nics: &[Nic<'_>])
     })
 }
 
-/// The built-in guest's main (for [`crate::xen::Hypervisor::spawn_guest`]).
+/// The built-in guest's main (for [`xen_model::Hypervisor::spawn_guest`]).
 pub fn run(guest: Arc<InProcGuest>) {
     let g: &InProcGuest = &guest;
     let id = g.domain().id().0;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::DomainConfig;
+use xl_config::DomainConfig;
 
 use super::client::Client;
 use super::daemon::{check_kernel_config, resolve_paths, Daemon};

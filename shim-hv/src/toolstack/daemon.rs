@@ -26,22 +26,22 @@ use std::time::{Duration, Instant};
 
 use hypercall::DomId;
 
-use crate::config::{Action, DomainConfig};
-use crate::runner::inproc::GuestHandle;
-use crate::runner::kvm::{self, boot::BootSpec, ExitStats, KvmGuest};
-use crate::xen::{
+use kvm_runner::{self as kvm, boot::BootSpec, ExitStats, KvmGuest};
+use xen_model::inproc::GuestHandle;
+use xen_model::{
     Domain, DomainEvent, DomainSpec, DomainState, Hypervisor, HypervisorConfig, ShutdownReason,
     Uuid,
 };
-use crate::xenstored::{SocketServer, TxId};
+use xenstored::{SocketServer, TxId};
+use xl_config::{Action, DomainConfig};
 
 use super::devices::{fill_in_macs, DomainDevices};
 use super::error::{io_err, Error};
 use super::proto::{self, DeviceInfo, DomainInfo, Reply, Request};
 use super::runtime::RuntimeDir;
 use super::{builtin, check_config, check_disk_images, unattached_devices, PowerRequest};
-use crate::backend::bridge::Bridges;
-use crate::backend::console::{ClientEvent, Console, ConsoleBackend, ConsoleConfig, Sink};
+use xen_backends::bridge::Bridges;
+use xen_backends::console::{ClientEvent, Console, ConsoleBackend, ConsoleConfig, Sink};
 
 /// Clients served at once on the control socket; more are refused.
 pub const MAX_CLIENTS: usize = 32;
@@ -210,7 +210,7 @@ impl Daemon {
 
     /// The in-process bridge called `name` (made if new), as vifs with `bridge=name`
     /// use: e.g. to join a host TAP device to it.
-    pub fn bridge(&self, name: &str) -> Arc<crate::backend::bridge::Bridge> {
+    pub fn bridge(&self, name: &str) -> Arc<xen_backends::bridge::Bridge> {
         self.bridges.get(name)
     }
 
@@ -528,7 +528,7 @@ impl Daemon {
         let base = format!("/local/domain/{}/device/{kind}", d.id().0);
         let ids = match xs.directory(TxId::NONE, &base) {
             Ok(ids) => ids,
-            Err(e) if e.errno() == Some(crate::xenstored::Errno::ENOENT) => Vec::new(),
+            Err(e) if e.errno() == Some(xenstored::Errno::ENOENT) => Vec::new(),
             Err(e) => return Err(e.into()),
         };
         let read = |p: &str| -> Option<String> {
@@ -1156,7 +1156,7 @@ pub fn resolve_paths(cfg: &mut DomainConfig, cwd: &Path) {
         super::devices::resolve_script(v, cwd);
     }
     for c in &mut cfg.channels {
-        if let crate::config::ChannelConnection::Socket(p) = &mut c.connection {
+        if let xl_config::ChannelConnection::Socket(p) = &mut c.connection {
             fix(p);
         }
     }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::xenstored::{LocalClient, TxId};
+use xenstored::{LocalClient, TxId};
 
 use super::cli::{self, Command};
 use super::client::Client;
@@ -117,7 +117,7 @@ fn choose_guest(out: &mut dyn Write) -> Result<Guest, Error> {
         .map_err(io_err("output"))?;
         Ok(Guest::Builtin)
     };
-    if let Err(why) = crate::runner::kvm::probe() {
+    if let Err(why) = kvm_runner::probe() {
         return fallback(out, format!("/dev/kvm is not usable ({why})"));
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");

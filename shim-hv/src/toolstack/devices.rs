@@ -31,7 +31,7 @@
 //!   side's MAC is the guest's XOR `00:00:00:01:00:00` ([`NetBackend::backend_mac`]).
 //! - `bridge=`: the in-process bridge to join (created on first use).
 //! - `script=`: run by the netback as `<script> up|down domain=.. vif=.. mac=..
-//!   bridge=..` (see [`crate::backend::net`]). An absolute path is used as is, a
+//!   bridge=..` (see [`xen_backends::net`]). An absolute path is used as is, a
 //!   bare name is looked up in `/etc/xen/scripts` as libxl does, a relative path
 //!   with a `/` is relative to the directory `create` ran in.
 //! - `ip=`: written to the backend's `ip` node (space separated, as libxl does); the
@@ -40,7 +40,7 @@
 //! - `rate=`, `vifname=`, `vlan=`, `gatewaydev=` have no effect on the in-process
 //!   bridge: [`ignored_settings`] warns about them.
 //!
-//! channel settings (see [`crate::backend::console::channel`]): `name=` goes to the
+//! channel settings (see [`xen_backends::console::channel`]): `name=` goes to the
 //! `name` nodes; `connection=pty` gets a pty when the guest connects (its path in
 //! the frontend's `tty` node); `connection=socket` listens on `path=` from the start
 //! (a path that cannot be bound fails the create, naming the entry's line).
@@ -53,18 +53,18 @@ use xennet_front::Mac;
 
 use hypercall::abi::xenbus::XenbusState;
 
-use crate::backend::blk::{BlkBackend, BlkConfig, Target};
-use crate::backend::bridge::Bridges;
-use crate::backend::console::channel::{ChannelBackend, ChannelConfig, Connection};
-use crate::backend::console::ConsoleBackend;
-use crate::backend::net::{random_mac, NetBackend, NetConfig};
-use crate::backend::xenbus::{self as xb, XenbusBackend};
-use crate::config::{
+use xen_backends::blk::{BlkBackend, BlkConfig, Target};
+use xen_backends::bridge::Bridges;
+use xen_backends::console::channel::{ChannelBackend, ChannelConfig, Connection};
+use xen_backends::console::ConsoleBackend;
+use xen_backends::net::{random_mac, NetBackend, NetConfig};
+use xen_backends::xenbus::{self as xb, XenbusBackend};
+use xen_model::Hypervisor;
+use xenstored::TxId;
+use xl_config::{
     Access, ChannelConnection, ChannelSpec, DevType, DiskBackend, DiskSpec, DomainConfig, MacAddr,
     VifSpec,
 };
-use crate::xen::Hypervisor;
-use crate::xenstored::TxId;
 
 use super::Error;
 

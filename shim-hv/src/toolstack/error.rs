@@ -4,7 +4,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-use crate::config::ConfigError;
+use xl_config::ConfigError;
 
 /// A user-supplied word in a message: control characters escaped (the message stays
 /// one line) and cut after [`Shown::MAX`] characters (docs/hostile-input.md H1: a 5000-digit
@@ -113,9 +113,9 @@ pub enum Error {
         path: PathBuf,
     },
     /// The xen model refused.
-    Domain(crate::xen::Error),
+    Domain(xen_model::Error),
     /// xenstored refused.
-    Xenstore(crate::xenstored::Error),
+    Xenstore(xenstored::Error),
     /// A file or socket operation failed.
     Io {
         /// What was being done, with the path.
@@ -260,14 +260,14 @@ impl From<ConfigError> for Error {
     }
 }
 
-impl From<crate::xen::Error> for Error {
-    fn from(e: crate::xen::Error) -> Self {
+impl From<xen_model::Error> for Error {
+    fn from(e: xen_model::Error) -> Self {
         Error::Domain(e)
     }
 }
 
-impl From<crate::xenstored::Error> for Error {
-    fn from(e: crate::xenstored::Error) -> Self {
+impl From<xenstored::Error> for Error {
+    fn from(e: xenstored::Error) -> Self {
         Error::Xenstore(e)
     }
 }

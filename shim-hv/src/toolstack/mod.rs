@@ -18,13 +18,13 @@
 //!   in-process bridges) and channels (secondary consoles on a pty or a Unix
 //!   socket), attached at start and restart, detached at the end.
 //! - [`builtin`]: the in-process guest a config without `kernel` runs; a config with
-//!   `kernel` boots it in a KVM VM ([`crate::runner::kvm`]).
+//!   `kernel` boots it in a KVM VM ([`kvm_runner`]).
 //! - [`cli`]: the commands (`create [-c] [-n]`, `list [-l]`, `console`, `shutdown [-w]
 //!   [-R|-H]`, `reboot`, `destroy`, `block-list`, `network-list`, `xenstore-env`,
 //!   `demo`).
 //!
 //! ```no_run
-//! use shim_hv::config::DomainConfig;
+//! use xl_config::DomainConfig;
 //! use shim_hv::toolstack::{daemon::Daemon, runtime::RuntimeDir, PowerRequest};
 //!
 //! let d = Daemon::new(RuntimeDir::at("/tmp/example/shim-hv"));
@@ -46,7 +46,7 @@ pub mod runtime;
 
 pub use error::Error;
 
-use crate::config::{Action, DomainConfig};
+use xl_config::{Action, DomainConfig};
 
 /// Sector size disk images are counted in.
 pub const SECTOR: u64 = 512;

@@ -7,9 +7,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use shim_hv::backend::console::{Console, ConsoleBackend, ConsoleConfig, Sink};
-use shim_hv::runner::kvm::{self, boot::BootSpec, KvmGuest, LogFn};
-use shim_hv::xen::{Domain, DomainState, Hypervisor, HypervisorConfig};
+use kvm_runner::{self as kvm, boot::BootSpec, KvmGuest, LogFn};
+use xen_backends::console::{Console, ConsoleBackend, ConsoleConfig, Sink};
+use xen_model::{Domain, DomainState, Hypervisor, HypervisorConfig};
 
 /// Whether KVM tests can run here; prints one line and returns false if not.
 pub fn kvm_usable(test: &str) -> bool {

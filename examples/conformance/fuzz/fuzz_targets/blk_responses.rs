@@ -16,11 +16,11 @@ use hypercall::abi::ring as layout;
 use hypercall::gnttab::GrantTable;
 use hypercall::{GrantRef, Platform, Port, SharedMem};
 use libfuzzer_sys::fuzz_target;
-use shim_hv::xenstored::{Access, Perm, Quotas, TxId, Xenstored};
 use xbd_front::{Config, Device};
 use xen_conformance::GrantObserver;
 use xenbus::Xenstore;
 use xenkit_fuzz::{Cursor, HostPlatform};
+use xenstored::{Access, Perm, Quotas, TxId, Xenstored};
 use zerocopy::{FromBytes, IntoBytes};
 
 const FE: &str = "/local/domain/1/device/vbd/51712";

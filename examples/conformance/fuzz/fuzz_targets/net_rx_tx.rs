@@ -17,11 +17,11 @@ use hypercall::abi::ring as layout;
 use hypercall::gnttab::GrantTable;
 use hypercall::{GrantRef, Platform, Port, SharedMem};
 use libfuzzer_sys::fuzz_target;
-use shim_hv::xenstored::{Access, Perm, Quotas, TxId, Xenstored};
 use xen_conformance::GrantObserver;
 use xenbus::Xenstore;
 use xenkit_fuzz::{Cursor, HostPlatform};
 use xennet_front::{Config, NetFront};
+use xenstored::{Access, Perm, Quotas, TxId, Xenstored};
 use zerocopy::{FromBytes, IntoBytes};
 
 const FE: &str = "/local/domain/1/device/vif/0";

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use hypercall::abi::xs_wire::iface;
 use libfuzzer_sys::fuzz_target;
-use shim_hv::xenstored::{Quotas, TxId, Xenstored};
 use xenkit_fuzz::{Cursor, HostPlatform};
+use xenstored::{Quotas, TxId, Xenstored};
 
 fuzz_target!(|data: &[u8]| {
     let mut c = Cursor::new(data);

@@ -1,0 +1,1249 @@
+//! The console backend: drains a domain's console ring (and its `CONSOLEIO_write`
+//! output) into a history log, a sink (stdout, a file, a pty, any writer) and attached
+//! clients; feeds terminal input into the ring. Secondary consoles with a name
+//! (xl's channels, on a pty or a Unix socket) are served by [`channel`].
+//!
+//! ```text
+//!  guest ── out[2048] ──▶ service thread ──▶ history (64 KiB ring buffer) ──▶ clients
+//!        ◀── in[1024] ──      │   ▲                                          (cursors)
+//!  CONSOLEIO_write ─▶ early   │   └─ kick: the console event channel's dom0 handler
+//!  (ConsoleBackend::early_sink)▼
+//!                       to_sink (bounded: ConsoleConfig::buffer_bytes)
+//!                              ▼
+//!                    sink: stdout · file · pty · writer      input: pty reader thread,
+//!                                                             ConsoleClient::send_input
+//! ```
+//!
+//! # Flow control (decided here)
+//!
+//! The ring is the backpressure. The service thread takes bytes out of the ring only
+//! while the sink buffer has room ([`Overflow::Backpressure`], the default for stdout,
+//! files and writers): with a slow sink the buffer fills, the backend stops draining,
+//! the ring fills and the guest's writer waits (xencons waits through
+//! `Platform::wait`, and declares the backend gone only if `out_cons` stands still for
+//! its stall timeout). Nothing is dropped while the backend lives. The domain is never
+//! blocked *by* the backend: the event-channel handler, which runs in the guest's
+//! hypercall, only sets a flag; all copying and sink I/O happens on the service thread.
+//!
+//! A pty that nobody reads would stall its guest forever under that rule, so pty sinks
+//! default to [`Overflow::DropOldest`]: the ring keeps draining, and when the sink
+//! buffer is full its oldest bytes are dropped (counted in [`ConsoleStats::dropped`]).
+//! The history and clients still see everything.
+//!
+//! Clients ([`Console::attach`]) read the history through their own cursor and never
+//! slow the guest; one that falls more than the history size behind is told how many
+//! bytes it missed ([`ClientEvent::Skipped`]).
+//!
+//! `CONSOLEIO_write` output arrives inside the guest's hypercall and cannot be held
+//! back: it goes to the history and the sink buffer at once (the buffer may then
+//! exceed its bound by up to one more bound; beyond that the oldest early bytes are
+//! dropped and counted, as Xen's own console ring overwrites).
+//!
+//! # Hostile guests
+//!
+//! The page is read only through [`SharedMem`]; each chunk is copied once. Our own
+//! indices (`out_cons`, `in_prod`) are kept privately. `out_prod - out_cons > 2048` or
+//! `in_prod - in_cons > 1024` fails this console only ([`ConsoleState::Failed`]): the
+//! backend stops touching the ring, marks it `XENCONSOLE_DISCONNECTED`, keeps the
+//! history, and tells clients. Event storms cost one flag store each.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use xen_backends::console::{ConsoleBackend, ConsoleConfig, Sink};
+//! use xen_model::{DomainSpec, Hypervisor, HypervisorConfig};
+//!
+//! let hv = Hypervisor::new(HypervisorConfig::default());
+//! let consoles = ConsoleBackend::new(&hv, ConsoleConfig::default());
+//! let mut spec = DomainSpec::new("doc", 4);
+//! spec.console_sink = Some(consoles.early_sink()); // CONSOLEIO_write lands in the same log
+//! let dom = hv.create_domain(spec).unwrap();
+//! let console = consoles.start(&dom, Sink::None).unwrap();
+//!
+//! let mut client = console.attach(true); // from the start of the history
+//! // ... run the guest; it prints "ready" ...
+//! # console.push_early(b"ready\n");
+//! console.wait_for(b"ready", Duration::from_secs(5)).unwrap();
+//! client.send_input(b"help\n");
+//! let _history = console.history();
+//! consoles.remove(dom.id());
+//! ```
+
+pub mod channel;
+mod pty;
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hypercall::abi::console as abi;
+use hypercall::shmem::{mb, wmb};
+use hypercall::{DomId, SharedMem};
+
+use xen_model::{ConsoleSink, Dom0Handler, Domain, Hypervisor};
+
+/// Bytes of output history kept per console.
+pub const HISTORY_BYTES: usize = 64 * 1024;
+/// Default bound of the sink buffer per console.
+pub const BUFFER_BYTES: usize = 16 * 1024;
+/// Bytes of terminal input queued for a guest that is not reading.
+pub const INPUT_QUEUE_BYTES: usize = 4096;
+/// Longest a sink write is handed at once.
+const SINK_CHUNK: usize = 4096;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What happens when the sink cannot keep up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overflow {
+    /// Stop draining the ring once the sink buffer is full: the guest's writer waits.
+    /// Lossless while the backend lives.
+    Backpressure,
+    /// Keep draining; drop the oldest unwritten sink bytes beyond the bound (history
+    /// and clients still get everything).
+    DropOldest,
+}
+
+/// Console backend settings.
+#[derive(Clone, Copy, Debug)]
+pub struct ConsoleConfig {
+    /// Output history kept per console (for `console` and [`Console::wait_for`]).
+    pub history_bytes: usize,
+    /// Bound of the per-console sink buffer.
+    pub buffer_bytes: usize,
+    /// Overflow policy; `None`: [`Overflow::DropOldest`] for pty sinks,
+    /// [`Overflow::Backpressure`] for everything else.
+    pub overflow: Option<Overflow>,
+    /// Longest the service thread sleeps without re-checking the ring (a guest that
+    /// forgets to notify is still served, slowly).
+    pub poll_interval: Duration,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            history_bytes: HISTORY_BYTES,
+            buffer_bytes: BUFFER_BYTES,
+            overflow: None,
+            poll_interval: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Where a console's output goes (besides history and clients).
+pub enum Sink {
+    /// Nowhere else: history and clients only. Never slows the guest.
+    None,
+    /// The process's standard output.
+    Stdout,
+    /// A file, appended to (created if missing).
+    File(PathBuf),
+    /// A new pseudo-terminal ([`Console::pty_path`]); its input feeds the guest.
+    Pty,
+    /// Any writer (tests use slow ones).
+    Writer(Box<dyn Write + Send>),
+}
+
+impl fmt::Debug for Sink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Sink::None => f.write_str("None"),
+            Sink::Stdout => f.write_str("Stdout"),
+            Sink::File(p) => f.debug_tuple("File").field(p).finish(),
+            Sink::Pty => f.write_str("Pty"),
+            Sink::Writer(_) => f.write_str("Writer(..)"),
+        }
+    }
+}
+
+/// A ring protocol violation by the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingFault {
+    /// `out_prod - out_cons` beyond 2048 (`out_prod` behind our `out_cons`, or far
+    /// ahead).
+    OutIndices {
+        /// Our `out_cons`.
+        cons: u32,
+        /// The guest's `out_prod`.
+        prod: u32,
+    },
+    /// `in_prod - in_cons` beyond 1024 (`in_cons` ahead of our `in_prod`, or far
+    /// behind).
+    InIndices {
+        /// The guest's `in_cons`.
+        cons: u32,
+        /// Our `in_prod`.
+        prod: u32,
+    },
+}
+
+impl fmt::Display for RingFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            RingFault::OutIndices { cons, prod } => {
+                write!(f, "illegal out indices: cons {cons:#x}, prod {prod:#x}")
+            }
+            RingFault::InIndices { cons, prod } => {
+                write!(f, "illegal in indices: cons {cons:#x}, prod {prod:#x}")
+            }
+        }
+    }
+}
+
+/// Where a console is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConsoleState {
+    /// Known (e.g. early output arrived) but its ring is not served yet.
+    Waiting,
+    /// Serving the ring.
+    Connected,
+    /// The guest broke the ring protocol; the ring is no longer touched.
+    Failed(RingFault),
+    /// Stopped (removed, or the domain was destroyed).
+    Closed,
+}
+
+/// Counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConsoleStats {
+    /// Bytes taken from the output ring.
+    pub ring_bytes: u64,
+    /// Bytes from `CONSOLEIO_write`.
+    pub early_bytes: u64,
+    /// Bytes written to the sink.
+    pub sink_bytes: u64,
+    /// Sink bytes dropped (overflow policy, or early output beyond the hard bound).
+    pub dropped: u64,
+    /// Input bytes put into the guest's ring.
+    pub input_bytes: u64,
+    /// Notifications sent to the guest.
+    pub notifies: u64,
+    /// Kicks received (guest notifications).
+    pub kicks: u64,
+    /// Times the ring was left full because the sink buffer was full.
+    pub backpressure: u64,
+    /// Why the sink was given up, if it was (output continues to history/clients).
+    pub sink_error: Option<String>,
+}
+
+/// Why a console operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The console (domain, console number) is already being served.
+    #[error("console {n} of domain {d} already served", d = .0 .0, n = .1)]
+    AlreadyStarted(DomId, u32),
+    /// The ring page is too small or misaligned.
+    #[error("console ring page too small or misaligned")]
+    BadRing,
+    /// The sink could not be opened.
+    #[error("console sink: {0}")]
+    Sink(io::Error),
+    /// The service thread could not be started.
+    #[error("console thread: {0}")]
+    Thread(io::Error),
+    /// The hypervisor this backend belongs to is gone.
+    #[error("the hypervisor is gone")]
+    NoHypervisor,
+}
+
+/// Why [`Console::wait_for`] gave up.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WaitError {
+    /// The text did not appear in time; the last bytes of output, for the message.
+    #[error("timed out; output ends with {tail:?}")]
+    Timeout {
+        /// Up to 512 bytes of the end of the history (lossy UTF-8).
+        tail: String,
+    },
+    /// The console stopped or failed before the text appeared.
+    #[error("console closed ({0:?})")]
+    Closed(ConsoleState),
+}
+
+// ---- history ---------------------------------------------------------------------------
+
+/// A byte ring buffer with absolute offsets (`total` = offset of the end).
+#[derive(Debug)]
+struct History {
+    buf: VecDeque<u8>,
+    cap: usize,
+    total: u64,
+}
+
+impl History {
+    fn new(cap: usize) -> Self {
+        History {
+            buf: VecDeque::new(),
+            cap: cap.max(1),
+            total: 0,
+        }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.total += bytes.len() as u64;
+        let bytes = &bytes[bytes.len().saturating_sub(self.cap)..];
+        let excess = (self.buf.len() + bytes.len()).saturating_sub(self.cap);
+        self.buf.drain(..excess);
+        self.buf.extend(bytes);
+    }
+
+    fn start(&self) -> u64 {
+        self.total - self.buf.len() as u64
+    }
+
+    /// Bytes from `cursor` on (at most `max`), and how many before them were lost.
+    fn read_from(&self, cursor: u64, max: usize) -> (u64, Vec<u8>) {
+        let start = self.start();
+        let skipped = start.saturating_sub(cursor);
+        let from = cursor.max(start);
+        let i = (from - start) as usize;
+        let n = (self.buf.len() - i).min(max);
+        (skipped, self.buf.range(i..i + n).copied().collect())
+    }
+
+    /// The end offset of the first match of `needle` that ends after `from`.
+    fn find(&self, needle: &[u8], from: u64) -> Option<u64> {
+        if needle.is_empty() {
+            return Some(from.max(self.start()));
+        }
+        let start = self.start();
+        let lo = from.saturating_sub(needle.len() as u64 - 1).max(start);
+        let i = (lo - start) as usize;
+        let hay: Vec<u8> = self.buf.range(i..).copied().collect();
+        hay.windows(needle.len())
+            .position(|w| w == needle)
+            .map(|p| lo + (p + needle.len()) as u64)
+    }
+
+    fn tail(&self, n: usize) -> String {
+        let i = self.buf.len().saturating_sub(n);
+        let v: Vec<u8> = self.buf.range(i..).copied().collect();
+        String::from_utf8_lossy(&v).into_owned()
+    }
+}
+
+// ---- the ring, backend side -------------------------------------------------------------
+
+/// Sends the guest a console notification (called outside the console lock).
+type Notifier = Arc<dyn Fn() + Send + Sync>;
+
+/// A console ring to serve: the page, how to notify the guest, and whatever keeps
+/// both valid (the domain for the primary console; for a secondary console the grant
+/// mapping and the bound port).
+pub struct RingAttachment {
+    /// The mapped `struct xencons_interface` (at least 3089 bytes, 4-aligned).
+    pub page: SharedMem,
+    /// Notifies the guest (e.g. `Hypervisor::dom0_send(port)`, `BoundPort::notify`).
+    pub notify: Arc<dyn Fn() + Send + Sync>,
+    /// Dropped when the console stops serving the ring (unmaps, unbinds).
+    pub hold: Box<dyn Send>,
+}
+
+impl fmt::Debug for RingAttachment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RingAttachment")
+            .field("page", &self.page)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The guest's console page, with our private indices.
+struct BackRing {
+    page: SharedMem,
+    out_cons: u32,
+    in_prod: u32,
+    /// The guest (to notice its destruction).
+    dom: Arc<Domain>,
+    notifier: Notifier,
+    _hold: Box<dyn Send>,
+}
+
+impl BackRing {
+    fn attach(dom: &Arc<Domain>, ring: RingAttachment) -> BackRing {
+        let page = ring.page;
+        let r = BackRing {
+            out_cons: page.load_u32(abi::OUT_CONS),
+            in_prod: page.load_u32(abi::IN_PROD),
+            page,
+            dom: dom.clone(),
+            notifier: ring.notify,
+            _hold: ring.hold,
+        };
+        r.page.store_u8(abi::CONNECTION, abi::CONNECTED);
+        r
+    }
+
+    /// Takes up to `max` output bytes (copied once) and consumes them.
+    fn drain(&mut self, max: usize, out: &mut Vec<u8>) -> Result<usize, RingFault> {
+        let prod = self.page.load_u32(abi::OUT_PROD); // acquire: slots read after
+        let avail = prod.wrapping_sub(self.out_cons) as usize;
+        if avail > abi::OUT_SIZE {
+            return Err(RingFault::OutIndices {
+                cons: self.out_cons,
+                prod,
+            });
+        }
+        let n = avail.min(max);
+        if n == 0 {
+            return Ok(0);
+        }
+        let start = self.out_cons as usize & (abi::OUT_SIZE - 1);
+        let first = n.min(abi::OUT_SIZE - start);
+        let at = out.len();
+        out.resize(at + n, 0);
+        self.page.read(abi::OUT + start, &mut out[at..at + first]);
+        self.page.read(abi::OUT, &mut out[at + first..at + n]);
+        mb(); // read the slots before handing them back
+        self.out_cons = self.out_cons.wrapping_add(n as u32);
+        self.page.store_u32(abi::OUT_CONS, self.out_cons);
+        Ok(n)
+    }
+
+    /// Whether output is waiting (checked).
+    fn out_pending(&self) -> Result<bool, RingFault> {
+        let prod = self.page.load_u32(abi::OUT_PROD);
+        let avail = prod.wrapping_sub(self.out_cons) as usize;
+        if avail > abi::OUT_SIZE {
+            return Err(RingFault::OutIndices {
+                cons: self.out_cons,
+                prod,
+            });
+        }
+        Ok(avail > 0)
+    }
+
+    /// Puts as much of `bytes` as fits into `in[]`.
+    fn push_input(&mut self, bytes: &[u8]) -> Result<usize, RingFault> {
+        let cons = self.page.load_u32(abi::IN_CONS);
+        let used = self.in_prod.wrapping_sub(cons) as usize;
+        if used > abi::IN_SIZE {
+            return Err(RingFault::InIndices {
+                cons,
+                prod: self.in_prod,
+            });
+        }
+        let n = (abi::IN_SIZE - used).min(bytes.len());
+        if n == 0 {
+            return Ok(0);
+        }
+        let start = self.in_prod as usize & (abi::IN_SIZE - 1);
+        let first = n.min(abi::IN_SIZE - start);
+        self.page.write(abi::IN + start, &bytes[..first]);
+        self.page.write(abi::IN, &bytes[first..n]);
+        wmb(); // slots before the index
+        self.in_prod = self.in_prod.wrapping_add(n as u32);
+        self.page.store_u32(abi::IN_PROD, self.in_prod);
+        Ok(n)
+    }
+
+    /// Marks the console closed for the guest; returns who to notify (after
+    /// unlocking).
+    fn disconnect(&self) -> Notifier {
+        self.page.store_u8(abi::CONNECTION, abi::DISCONNECTED);
+        self.notifier.clone()
+    }
+}
+
+// ---- the console -----------------------------------------------------------------------
+
+struct Shared {
+    history: History,
+    /// Sink bytes not yet written; `sink_start` is the absolute offset of its front.
+    to_sink: VecDeque<u8>,
+    sink_start: u64,
+    has_sink: bool,
+    overflow: Overflow,
+    input: VecDeque<u8>,
+    ring: Option<BackRing>,
+    state: ConsoleState,
+    kicked: bool,
+    stats: ConsoleStats,
+}
+
+/// One served console.
+pub struct Console {
+    domid: DomId,
+    devid: u32,
+    config: ConsoleConfig,
+    shared: Mutex<Shared>,
+    /// Output appended or state changed (clients, wait_for).
+    changed: Condvar,
+    /// Work for the service thread.
+    kick: Condvar,
+    stop: AtomicBool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    pty_path: Mutex<Option<PathBuf>>,
+}
+
+impl fmt::Debug for Console {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Console")
+            .field("domid", &self.domid.0)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Console {
+    fn new(domid: DomId, devid: u32, config: ConsoleConfig) -> Arc<Console> {
+        Arc::new(Console {
+            domid,
+            devid,
+            config,
+            shared: Mutex::new(Shared {
+                history: History::new(config.history_bytes),
+                to_sink: VecDeque::new(),
+                sink_start: 0,
+                has_sink: false,
+                overflow: Overflow::Backpressure,
+                input: VecDeque::new(),
+                ring: None,
+                state: ConsoleState::Waiting,
+                kicked: false,
+                stats: ConsoleStats::default(),
+            }),
+            changed: Condvar::new(),
+            kick: Condvar::new(),
+            stop: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
+            pty_path: Mutex::new(None),
+        })
+    }
+
+    /// The domain.
+    pub fn domid(&self) -> DomId {
+        self.domid
+    }
+
+    /// The console number: 0 for the primary console, N for `device/console/N`.
+    pub fn devid(&self) -> u32 {
+        self.devid
+    }
+
+    /// A handler for the ring's event channel: wakes the service thread (a flag and a
+    /// condition variable; safe to run inside the guest's hypercall).
+    pub fn kick_handler(self: &Arc<Self>) -> Dom0Handler {
+        let weak = Arc::downgrade(self);
+        Arc::new(move || {
+            if let Some(c) = weak.upgrade() {
+                c.kick();
+            }
+        })
+    }
+
+    /// Starts serving `ring` (of guest `dom`) into `sink`: marks the ring connected,
+    /// starts the service thread (and for a pty, the input reader). Output that
+    /// arrived earlier (early console) is written to the sink first. Route the ring's
+    /// event channel to [`Console::kick_handler`].
+    pub fn serve(
+        self: &Arc<Self>,
+        dom: &Arc<Domain>,
+        ring: RingAttachment,
+        sink: Sink,
+    ) -> Result<(), Error> {
+        if !ring.page.contains(0, abi::CONNECTION + 1)
+            || !(ring.page.as_ptr() as usize).is_multiple_of(4)
+        {
+            return Err(Error::BadRing);
+        }
+        if lock(&self.shared).ring.is_some() || !lock(&self.threads).is_empty() {
+            return Err(Error::AlreadyStarted(self.domid, self.devid));
+        }
+        let is_pty = matches!(sink, Sink::Pty);
+        let mut pty = None;
+        let writer: Option<Box<dyn Write + Send>> = match sink {
+            Sink::None => None,
+            Sink::Stdout => Some(Box::new(io::stdout())),
+            Sink::File(p) => Some(Box::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&p)
+                    .map_err(Error::Sink)?,
+            )),
+            Sink::Pty => {
+                let p = Arc::new(pty::Pty::open().map_err(Error::Sink)?);
+                let w = p.writer().map_err(Error::Sink)?;
+                *lock(&self.pty_path) = Some(p.path().clone());
+                pty = Some(p);
+                Some(Box::new(w))
+            }
+            Sink::Writer(w) => Some(w),
+        };
+        {
+            let mut s = lock(&self.shared);
+            s.overflow = self.config.overflow.unwrap_or(if is_pty {
+                Overflow::DropOldest
+            } else {
+                Overflow::Backpressure
+            });
+            s.has_sink = writer.is_some();
+            if s.has_sink {
+                // Early output so far goes to the sink too.
+                let h: Vec<u8> = s.history.buf.iter().copied().collect();
+                s.sink_start = s.history.start();
+                s.to_sink = h.into();
+            }
+            s.ring = Some(BackRing::attach(dom, ring));
+            s.state = ConsoleState::Connected;
+        }
+        let name = format!("console-d{}-{}", self.domid.0, self.devid);
+        let c = self.clone();
+        let t = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || c.run(writer))
+            .map_err(Error::Thread)?;
+        lock(&self.threads).push(t);
+        if let Some(p) = pty {
+            let c = self.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("{name}-pty"))
+                .spawn(move || c.pty_reader(p))
+                .map_err(Error::Thread)?;
+            lock(&self.threads).push(t);
+        }
+        // Serve anything the guest wrote before we were listening.
+        self.kick();
+        Ok(())
+    }
+
+    /// Current state.
+    pub fn state(&self) -> ConsoleState {
+        lock(&self.shared).state.clone()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ConsoleStats {
+        lock(&self.shared).stats.clone()
+    }
+
+    /// The pty's slave path, for a [`Sink::Pty`] console.
+    pub fn pty_path(&self) -> Option<PathBuf> {
+        lock(&self.pty_path).clone()
+    }
+
+    /// The output kept (the last [`ConsoleConfig::history_bytes`]).
+    pub fn history(&self) -> Vec<u8> {
+        lock(&self.shared).history.buf.iter().copied().collect()
+    }
+
+    /// Total output bytes seen so far (ring and early).
+    pub fn output_total(&self) -> u64 {
+        lock(&self.shared).history.total
+    }
+
+    /// Appends `CONSOLEIO_write` output (what [`ConsoleBackend::early_sink`] calls).
+    /// Never blocks beyond a short lock.
+    pub fn push_early(&self, bytes: &[u8]) {
+        let mut s = lock(&self.shared);
+        s.stats.early_bytes += bytes.len() as u64;
+        self.append_output(&mut s, bytes, true);
+        s.kicked = true;
+        drop(s);
+        self.kick.notify_all();
+    }
+
+    fn append_output(&self, s: &mut Shared, bytes: &[u8], early: bool) {
+        s.history.push(bytes);
+        if s.has_sink {
+            s.to_sink.extend(bytes);
+            let bound = if early || s.overflow == Overflow::DropOldest {
+                if early && s.overflow == Overflow::Backpressure {
+                    self.config.buffer_bytes.saturating_mul(2)
+                } else {
+                    self.config.buffer_bytes
+                }
+            } else {
+                usize::MAX
+            };
+            let excess = s.to_sink.len().saturating_sub(bound);
+            if excess > 0 {
+                s.to_sink.drain(..excess);
+                s.sink_start += excess as u64;
+                s.stats.dropped += excess as u64;
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    /// Called by the event channel handler (in the guest's hypercall): a flag and a
+    /// wake-up, nothing more.
+    fn kick(&self) {
+        let mut s = lock(&self.shared);
+        s.kicked = true;
+        s.stats.kicks += 1;
+        drop(s);
+        self.kick.notify_all();
+    }
+
+    /// Queues terminal input for the guest (at most [`INPUT_QUEUE_BYTES`] waiting);
+    /// returns how many bytes were accepted. Puts what fits into the ring at once.
+    pub fn send_input(&self, bytes: &[u8]) -> usize {
+        let mut s = lock(&self.shared);
+        let room = INPUT_QUEUE_BYTES.saturating_sub(s.input.len());
+        let n = room.min(bytes.len());
+        s.input.extend(&bytes[..n]);
+        let notify = self.feed_input(&mut s);
+        drop(s);
+        if let Some(n) = notify {
+            n();
+        }
+        n
+    }
+
+    /// Input queue → ring. Returns who to notify (after unlocking), if anyone.
+    fn feed_input(&self, s: &mut Shared) -> Option<Notifier> {
+        if s.input.is_empty() || s.state != ConsoleState::Connected {
+            return None;
+        }
+        let ring = s.ring.as_mut()?;
+        let (a, b) = s.input.as_slices();
+        let mut pushed = 0;
+        let mut fault = None;
+        for part in [a, b] {
+            match ring.push_input(part) {
+                Ok(n) => {
+                    pushed += n;
+                    if n < part.len() {
+                        break;
+                    }
+                }
+                Err(f) => {
+                    fault = Some(f);
+                    break;
+                }
+            }
+        }
+        let notifier = ring.notifier.clone();
+        s.input.drain(..pushed);
+        if let Some(f) = fault {
+            return Some(self.fail(s, f));
+        }
+        if pushed > 0 {
+            s.stats.input_bytes += pushed as u64;
+            s.stats.notifies += 1;
+            return Some(notifier);
+        }
+        None
+    }
+
+    /// Fails the console (guest broke the protocol): the ring is not touched again.
+    fn fail(&self, s: &mut Shared, f: RingFault) -> Notifier {
+        let n = s.ring.as_ref().map(|r| r.disconnect());
+        s.ring = None;
+        s.state = ConsoleState::Failed(f);
+        self.changed.notify_all();
+        n.unwrap_or_else(|| Arc::new(|| {}))
+    }
+
+    /// A client reading output from the start of the history (`from_history`) or from
+    /// now on, and writing input.
+    pub fn attach(self: &Arc<Self>, from_history: bool) -> ConsoleClient {
+        let s = lock(&self.shared);
+        let cursor = if from_history {
+            s.history.start()
+        } else {
+            s.history.total
+        };
+        ConsoleClient {
+            console: self.clone(),
+            cursor,
+        }
+    }
+
+    /// Waits until `text` appears anywhere in the history (including output from
+    /// before the call), up to `timeout`.
+    pub fn wait_for(&self, text: &[u8], timeout: Duration) -> Result<(), WaitError> {
+        self.wait_for_from(0, text, timeout).map(|_| ())
+    }
+
+    /// Waits until `text` appears in output after absolute offset `from`; returns the
+    /// offset just past the match.
+    fn wait_for_from(&self, from: u64, text: &[u8], timeout: Duration) -> Result<u64, WaitError> {
+        let deadline = Instant::now() + timeout;
+        let mut s = lock(&self.shared);
+        loop {
+            if let Some(end) = s.history.find(text, from) {
+                return Ok(end);
+            }
+            if matches!(s.state, ConsoleState::Failed(_) | ConsoleState::Closed) {
+                return Err(WaitError::Closed(s.state.clone()));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(WaitError::Timeout {
+                    tail: s.history.tail(512),
+                });
+            }
+            s = self
+                .changed
+                .wait_timeout(s, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Stops serving: the ring is marked `XENCONSOLE_DISCONNECTED` (a waiting guest
+    /// writer gets `Disconnected` instead of waiting out its timeout) and the threads
+    /// end. The history stays readable.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let notify = {
+            let mut s = lock(&self.shared);
+            let n = s.ring.take().map(|r| r.disconnect());
+            if !matches!(s.state, ConsoleState::Failed(_)) {
+                s.state = ConsoleState::Closed;
+            }
+            n
+        };
+        if let Some(n) = notify {
+            n();
+        }
+        self.kick.notify_all();
+        self.changed.notify_all();
+        // The threads end by themselves (the service thread after one more sink write
+        // at most); they are not joined, so a sink stuck in `write` cannot hang us.
+        lock(&self.threads).clear();
+    }
+
+    /// One round of ring service: drain what the sink buffer allows, feed input.
+    /// Returns who to notify (after unlocking), if anyone.
+    fn service_ring(&self, s: &mut Shared) -> Option<Notifier> {
+        if s.state != ConsoleState::Connected {
+            return None;
+        }
+        let room = if !s.has_sink || s.overflow == Overflow::DropOldest {
+            usize::MAX
+        } else {
+            self.config.buffer_bytes.saturating_sub(s.to_sink.len())
+        };
+        let ring = s.ring.as_mut()?;
+        let notifier = ring.notifier.clone();
+        let mut out = Vec::new();
+        let mut fault = None;
+        // Two rounds: the guest may refill while we copy.
+        for _ in 0..2 {
+            let want = room.saturating_sub(out.len()).min(abi::OUT_SIZE);
+            match ring.drain(want, &mut out) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(f) => {
+                    fault = Some(f);
+                    break;
+                }
+            }
+        }
+        if fault.is_none() && room <= out.len() {
+            match ring.out_pending() {
+                Ok(true) => s.stats.backpressure += 1,
+                Ok(false) => {}
+                Err(f) => fault = Some(f),
+            }
+        }
+        let mut notify = None;
+        if !out.is_empty() {
+            s.stats.notifies += 1;
+            s.stats.ring_bytes += out.len() as u64;
+            self.append_output(s, &out, false);
+            notify = Some(notifier);
+        }
+        if let Some(f) = fault {
+            return Some(self.fail(s, f));
+        }
+        self.feed_input(s).or(notify)
+    }
+
+    /// The service thread: ring ↔ buffers ↔ sink.
+    fn run(self: Arc<Self>, mut sink: Option<Box<dyn Write + Send>>) {
+        loop {
+            let stopping = self.stop.load(Ordering::SeqCst);
+            let last_ring_check = Instant::now();
+            let (chunk, chunk_at, notify, done) = {
+                let mut s = lock(&self.shared);
+                s.kicked = false;
+                // A destroyed domain: one last drain, then close.
+                let dying = s
+                    .ring
+                    .as_ref()
+                    .is_some_and(|r| r.dom.state() == xen_model::DomainState::Dying);
+                let notify = self.service_ring(&mut s);
+                if dying && s.state == ConsoleState::Connected {
+                    s.ring = None;
+                    s.state = ConsoleState::Closed;
+                    self.changed.notify_all();
+                }
+                let n = s.to_sink.len().min(SINK_CHUNK);
+                let chunk: Vec<u8> = s.to_sink.range(..n).copied().collect();
+                let done = matches!(s.state, ConsoleState::Closed | ConsoleState::Failed(_));
+                (chunk, s.sink_start, notify, done)
+            };
+            if let Some(n) = notify {
+                n();
+            }
+            if (stopping || done) && (chunk.is_empty() || sink.is_none()) {
+                return;
+            }
+            let mut progressed = false;
+            if let (false, Some(w)) = (chunk.is_empty(), sink.as_mut()) {
+                let r = w.write(&chunk).and_then(|n| w.flush().map(|()| n));
+                let mut s = lock(&self.shared);
+                match r {
+                    Ok(n) if n > 0 => {
+                        let end = chunk_at + n as u64;
+                        let k = end.saturating_sub(s.sink_start) as usize;
+                        let k = k.min(s.to_sink.len());
+                        s.to_sink.drain(..k);
+                        s.sink_start += k as u64;
+                        s.stats.sink_bytes += n as u64;
+                        progressed = true;
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progressed = true,
+                    Err(e) => {
+                        // The sink is gone (closed pipe, full disk ...): keep serving
+                        // the ring into history and clients.
+                        s.stats.sink_error = Some(e.to_string());
+                        s.stats.dropped += s.to_sink.len() as u64;
+                        s.to_sink.clear();
+                        s.has_sink = false;
+                        sink = None;
+                        progressed = true;
+                    }
+                }
+            }
+            if stopping || done {
+                if !progressed {
+                    return; // a stuck sink does not keep the thread
+                }
+                continue;
+            }
+            if progressed {
+                continue;
+            }
+            // Nothing moved: sleep until kicked, or a short while if the sink is
+            // backed up (WouldBlock), or the poll interval.
+            let s = lock(&self.shared);
+            if s.kicked || self.stop.load(Ordering::SeqCst) {
+                continue;
+            }
+            let t = if s.to_sink.is_empty() {
+                self.config
+                    .poll_interval
+                    .saturating_sub(last_ring_check.elapsed())
+            } else {
+                Duration::from_millis(5)
+            };
+            drop(
+                self.kick
+                    .wait_timeout_while(s, t, |s| !s.kicked && !self.stop.load(Ordering::SeqCst))
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
+        }
+    }
+
+    fn pty_reader(self: Arc<Self>, pty: Arc<pty::Pty>) {
+        let mut buf = [0u8; 1024];
+        while !self.stop.load(Ordering::SeqCst) {
+            // Take only what the input queue can hold: backpressure to the terminal.
+            let room = {
+                let s = lock(&self.shared);
+                INPUT_QUEUE_BYTES.saturating_sub(s.input.len())
+            };
+            if room == 0 {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            let want = room.min(buf.len());
+            match pty.read_timeout(&mut buf[..want], Duration::from_millis(100)) {
+                Ok(0) => {}
+                Ok(n) => {
+                    self.send_input(&buf[..n]);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+}
+
+/// A reader of a console's output (through its own cursor into the history) and a
+/// writer of its input. Clients never slow the guest.
+#[derive(Debug)]
+pub struct ConsoleClient {
+    console: Arc<Console>,
+    cursor: u64,
+}
+
+/// What [`ConsoleClient::recv`] got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// Output bytes.
+    Output(Vec<u8>),
+    /// The client fell behind the history: this many bytes were missed (output
+    /// follows in the next event).
+    Skipped(u64),
+    /// The console is closed or failed and all its output was delivered.
+    Closed(ConsoleState),
+}
+
+impl ConsoleClient {
+    /// The console.
+    pub fn console(&self) -> &Arc<Console> {
+        &self.console
+    }
+
+    /// The next output (up to 64 KiB), waiting up to `timeout`; `None` on timeout.
+    pub fn recv(&mut self, timeout: Duration) -> Option<ClientEvent> {
+        let deadline = Instant::now() + timeout;
+        let c = &self.console;
+        let mut s = lock(&c.shared);
+        loop {
+            let (skipped, bytes) = s.history.read_from(self.cursor, 64 * 1024);
+            if skipped > 0 {
+                self.cursor += skipped;
+                return Some(ClientEvent::Skipped(skipped));
+            }
+            if !bytes.is_empty() {
+                self.cursor += bytes.len() as u64;
+                return Some(ClientEvent::Output(bytes));
+            }
+            if matches!(s.state, ConsoleState::Failed(_) | ConsoleState::Closed) {
+                return Some(ClientEvent::Closed(s.state.clone()));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            s = c
+                .changed
+                .wait_timeout(s, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Waits until `text` appears after this client's cursor, then moves the cursor
+    /// past it (so a test can send input and wait for the reply in order).
+    pub fn wait_for(&mut self, text: &[u8], timeout: Duration) -> Result<(), WaitError> {
+        let end = self.console.wait_for_from(self.cursor, text, timeout)?;
+        self.cursor = end;
+        Ok(())
+    }
+
+    /// Sends input to the guest; returns how many bytes were accepted
+    /// ([`Console::send_input`]).
+    pub fn send_input(&self, bytes: &[u8]) -> usize {
+        self.console.send_input(bytes)
+    }
+}
+
+impl io::Read for ConsoleClient {
+    /// Blocks until output arrives (skips are ignored); `Ok(0)` once the console is
+    /// closed and drained.
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let s = lock(&self.console.shared);
+            let (skipped, bytes) = s.history.read_from(self.cursor, buf.len());
+            drop(s);
+            self.cursor += skipped;
+            if !bytes.is_empty() {
+                buf[..bytes.len()].copy_from_slice(&bytes);
+                self.cursor += bytes.len() as u64;
+                return Ok(bytes.len());
+            }
+            match self.recv(Duration::from_millis(200)) {
+                Some(ClientEvent::Closed(_)) => return Ok(0),
+                Some(ClientEvent::Output(b)) => {
+                    // recv advanced the cursor; give back what does not fit.
+                    let n = b.len().min(buf.len());
+                    buf[..n].copy_from_slice(&b[..n]);
+                    self.cursor -= (b.len() - n) as u64;
+                    return Ok(n);
+                }
+                Some(ClientEvent::Skipped(_)) | None => {}
+            }
+        }
+    }
+}
+
+impl io::Write for ConsoleClient {
+    /// Queues input; `WouldBlock` when the guest's input queue is full.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        match self.send_input(buf) {
+            0 => Err(io::ErrorKind::WouldBlock.into()),
+            n => Ok(n),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+// ---- the registry ------------------------------------------------------------------------
+
+/// All consoles of one hypervisor: the toolstack's handle.
+pub struct ConsoleBackend {
+    hv: Weak<Hypervisor>,
+    config: ConsoleConfig,
+    consoles: Mutex<HashMap<(u16, u32), Arc<Console>>>,
+    me: Weak<ConsoleBackend>,
+}
+
+impl fmt::Debug for ConsoleBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ids: Vec<(u16, u32)> = lock(&self.consoles).keys().copied().collect();
+        f.debug_struct("ConsoleBackend")
+            .field("consoles", &ids)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConsoleBackend {
+    /// A backend for `hv`'s domains.
+    pub fn new(hv: &Arc<Hypervisor>, config: ConsoleConfig) -> Arc<ConsoleBackend> {
+        Arc::new_cyclic(|me| ConsoleBackend {
+            hv: Arc::downgrade(hv),
+            config,
+            consoles: Mutex::new(HashMap::new()),
+            me: me.clone(),
+        })
+    }
+
+    /// A sink for [`xen_model::DomainSpec::console_sink`]: routes the domain's
+    /// `CONSOLEIO_write` output into its console (history, sink, clients), creating
+    /// the console record if the ring is not served yet.
+    pub fn early_sink(&self) -> ConsoleSink {
+        let me = self.me.clone();
+        Arc::new(move |dom: DomId, bytes: &[u8]| {
+            if let Some(b) = me.upgrade() {
+                b.entry(dom, 0).push_early(bytes);
+            }
+        })
+    }
+
+    /// The console record of (`dom`, console number `devid`), created if needed (not
+    /// yet served: see [`Console::serve`]). For secondary consoles, whose backend
+    /// (xenbus handshake, grant mapping, port binding) lives elsewhere.
+    pub fn entry(&self, dom: DomId, devid: u32) -> Arc<Console> {
+        lock(&self.consoles)
+            .entry((dom.0, devid))
+            .or_insert_with(|| Console::new(dom, devid, self.config))
+            .clone()
+    }
+
+    /// Starts serving `dom`'s primary console (the HVM-param page) into `sink`:
+    /// installs the event-channel handler and [`Console::serve`]s the ring.
+    pub fn start(&self, dom: &Arc<Domain>, sink: Sink) -> Result<Arc<Console>, Error> {
+        let hv = self.hv.clone();
+        if hv.upgrade().is_none() {
+            return Err(Error::NoHypervisor);
+        }
+        let console = self.entry(dom.id(), 0);
+        let port = dom.console().dom0_port;
+        let ring = RingAttachment {
+            page: dom.console_ring(),
+            notify: Arc::new(move || {
+                if let Some(hv) = hv.upgrade() {
+                    // Unbound (the guest closed its end, or it is going): no one to wake.
+                    let _ = hv.dom0_send(port);
+                }
+            }),
+            hold: Box::new(dom.clone()),
+        };
+        dom.set_console_handler(Some(console.kick_handler()));
+        console.serve(dom, ring, sink)?;
+        Ok(console)
+    }
+
+    /// The primary console of domain `dom`, if it has one.
+    pub fn console(&self, dom: DomId) -> Option<Arc<Console>> {
+        self.console_n(dom, 0)
+    }
+
+    /// Console number `devid` of domain `dom`, if it has one.
+    pub fn console_n(&self, dom: DomId, devid: u32) -> Option<Arc<Console>> {
+        lock(&self.consoles).get(&(dom.0, devid)).cloned()
+    }
+
+    /// Stops and forgets domain `dom`'s console; returns it (its history stays
+    /// readable). A destroyed domain's console closes by itself but stays listed (so
+    /// `console` can still show its last output) until removed here.
+    pub fn remove(&self, dom: DomId) -> Option<Arc<Console>> {
+        let c = self.remove_n(dom, 0)?;
+        if let Some(d) = self.hv.upgrade().and_then(|hv| hv.domain(dom)) {
+            d.set_console_handler(None);
+        }
+        Some(c)
+    }
+
+    /// Stops and forgets console number `devid` of domain `dom` (its ring attachment
+    /// is dropped: a secondary console's mapping and port go with it).
+    pub fn remove_n(&self, dom: DomId, devid: u32) -> Option<Arc<Console>> {
+        let c = lock(&self.consoles).remove(&(dom.0, devid))?;
+        c.stop();
+        Some(c)
+    }
+}
+
+impl Drop for ConsoleBackend {
+    fn drop(&mut self) {
+        let all: Vec<Arc<Console>> = lock(&self.consoles).drain().map(|(_, c)| c).collect();
+        for c in all {
+            c.stop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_keeps_the_tail_and_absolute_offsets() {
+        let mut h = History::new(8);
+        h.push(b"hello");
+        h.push(b" world");
+        assert_eq!(h.total, 11);
+        assert_eq!(h.start(), 3);
+        assert_eq!(h.buf.iter().copied().collect::<Vec<_>>(), b"lo world");
+        assert_eq!(h.read_from(0, 100), (3, b"lo world".to_vec()));
+        assert_eq!(h.read_from(9, 100), (0, b"ld".to_vec()));
+        assert_eq!(h.read_from(11, 100), (0, vec![]));
+        h.push(b"0123456789abc");
+        assert_eq!(h.buf.iter().copied().collect::<Vec<_>>(), b"56789abc");
+        assert_eq!(h.start(), 16);
+    }
+
+    #[test]
+    fn history_find_spans_pushes_and_respects_from() {
+        let mut h = History::new(64);
+        h.push(b"abc re");
+        h.push(b"ady xyz ready");
+        assert_eq!(h.find(b"ready", 0), Some(9));
+        assert_eq!(h.find(b"ready", 9), Some(19));
+        assert_eq!(
+            h.find(b"ready", 8),
+            Some(9),
+            "a match ending after `from` counts"
+        );
+        assert_eq!(h.find(b"ready", 19), None);
+        assert_eq!(h.find(b"nope", 0), None);
+    }
+}

@@ -1,0 +1,1659 @@
+//! The network backend (netback): one per vif, grant-copy semantics, joined to an
+//! in-process [`Bridge`].
+//!
+//! ```text
+//!  guest netfront                      NetBackend (dom0, this process)
+//!  tx ring ──event──▶ queue worker: copy each request's data out of the guest's
+//!                     granted page (GrantPeer::copy_out → host buffer), answer
+//!                     every slot, hand the frames to the bridge ──▶ other ports
+//!  rx ring ◀─event── deliver_batch(frames) from the bridge (on the sender's
+//!                     worker): resolve offloads the guest did not ask for (GSO →
+//!                     segments, blank checksums), copy into the guest's posted rx
+//!                     pages, answer, notify; frames wait in a bounded queue
+//!                     (feature-rx-notify) while no buffer is posted, and this
+//!                     vif's worker moves them when the guest posts buffers
+//!  control thread: xenstore handshake (reconnects, failures), vif script up/down
+//! ```
+//!
+//! The guest never maps host memory: the backend copies with the model's grant
+//! copy ([`GrantPeer`]), which checks each grant (permission, domain, read-only,
+//! frame) on every copy.
+//!
+//! **Hostile guests fail themselves only.** Ring overruns, a slot crossing its page,
+//! too many slots, an unknown extra-info type or a bad `multi-queue-num-queues`
+//! disconnect this vif (backend state `Closing`, an `error` node, like Linux's
+//! `xenvif_fatal_tx_err`); bad grant refs, runt frames and bad GSO descriptors fail
+//! that frame with `NETIF_RSP_ERROR`. The rx queue is bounded (XSA-392), and so is
+//! the work a worker does per round ([`TX_BATCH`] requests).
+//!
+//! # Threads and notifications
+//!
+//! Each queue has a worker thread (as Linux has a NAPI context and an rx thread
+//! per queue). The frontend's event handlers only set a flag and wake the worker
+//! (no system call while it is awake), so a guest's `EVTCHNOP_send` stays cheap.
+//! The worker handles up to [`TX_BATCH`] requests per round, answers them and
+//! forwards their frames as one batch; when the ring is empty it keeps polling
+//! for [`POLL_SPIN`] (yielding the CPU between polls) *without* re-arming
+//! `req_event`, so a frontend that keeps sending sees no reason to notify; only
+//! then does it re-arm, look once more, and sleep. Likewise responses notify the
+//! frontend only when its `rsp_event` asks for it. Under load this makes
+//! notifications a small fraction of a frame (the network bench prints it).
+//!
+//! A sender's worker delivers into the receiving guest's rx ring directly. If the
+//! receiver's rx queue is more than half full while the receiver still takes
+//! frames, the sender's worker holds off (backpressure through the sender's own tx
+//! ring, so a slow receiver gets no drops); a receiver that made no progress for
+//! [`NetConfig::rx_stall`] holds nobody up (its queue overflows and drops instead).
+//!
+//! # The vif script
+//!
+//! If [`NetConfig::script`] is set, it runs like the classic `vif-bridge`: as
+//! `<script> up` once the frontend connected and `<script> down` when it
+//! disconnects, with arguments `domain=<domid> vif=vif<domid>.<devid> mac=<guest
+//! MAC> bridge=<bridge>` and the same values in the environment (`domain`, `vif`,
+//! `mac`, `bridge`), plus `devid`, `backend_mac` (guest MAC XOR
+//! `00:00:00:01:00:00`) and `XENBUS_PATH` (the backend directory). The result goes
+//! to `<backend>/hotplug-status` (`connected` or `error`); a failing script is
+//! logged and does not stop the vif. A script that runs longer than
+//! [`SCRIPT_TIMEOUT`] is killed.
+//!
+//! # Example
+//!
+//! Two domains with a vif each on one bridge (their guests then run
+//! `xennet_front::NetFront::connect` on `device/vif/0`):
+//!
+//! ```
+//! use xen_backends::bridge::Bridge;
+//! use xen_backends::net::{NetBackend, NetConfig};
+//! use xen_model::{DomainSpec, Hypervisor, HypervisorConfig};
+//! use xennet_front::Mac;
+//!
+//! let hv = Hypervisor::new(HypervisorConfig::default());
+//! let br = Bridge::new("xenbr0");
+//! let a = hv.create_domain(DomainSpec::new("a", 32)).unwrap();
+//! let b = hv.create_domain(DomainSpec::new("b", 32)).unwrap();
+//! let cfg = NetConfig { mac: Some(Mac::parse(b"aa:00:00:50:02:f0").unwrap()), ..NetConfig::default() };
+//! let vif_a = NetBackend::start(&hv, a.id(), br.clone(), cfg).unwrap();
+//! let vif_b = NetBackend::start(&hv, b.id(), br.clone(), NetConfig::default()).unwrap();
+//! assert_eq!(vif_a.backend_mac().to_string(), "aa:00:00:51:02:f0");
+//! assert!(vif_b.mac().is_local() && !vif_b.mac().is_multicast());
+//! assert_eq!(vif_a.backend_path(), format!("/local/domain/0/backend/vif/{}/0", a.id().0));
+//! vif_a.destroy();
+//! vif_b.destroy();
+//! ```
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hypercall::abi::netif::{
+    self, ExtraInfo, RxRequest, RxResponse, TxRequest, TxResponse, EXTRA_FLAG_MORE, EXTRA_TYPE_GSO,
+    EXTRA_TYPE_MAX, EXTRA_TYPE_NONE, GSO_TYPE_TCPV4, GSO_TYPE_TCPV6,
+};
+use hypercall::abi::xenbus::XenbusState;
+use hypercall::ring::{BackRing, RingError};
+use hypercall::{DomId, GrantRef, Port, PAGE_SIZE};
+use xennet_front::{csum, Mac};
+
+use super::bridge::{Bridge, BridgePort, Frame, Gso, MacClaim, PortId};
+use super::xenbus::{self as xb, BoundPort, DeviceSpec, MappedRing, XenbusBackend};
+use xen_model::{Dom0Handler, EventSignal, GrantPeer, Hypervisor};
+
+/// Longest a vif script may run.
+pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most queues a backend offers.
+pub const MAX_QUEUES: u32 = 8;
+/// Most slots (data and extra) one tx frame may use; more is fatal (Linux' fatal
+/// threshold is 20 data slots).
+pub const MAX_TX_SLOTS: usize = 24;
+const MAX_TX_DATA_SLOTS: usize = 20;
+/// Tx requests a worker handles before it answers them and forwards the frames.
+pub const TX_BATCH: usize = 64;
+/// Most rx slots one frame uses (data for 64 KiB, plus one extra-info slot).
+const MAX_RX_SLOTS: usize = xennet_front::MAX_FRAME.div_ceil(PAGE_SIZE) + 1;
+/// How long a queue worker keeps polling its rings after it ran out of work,
+/// before it asks for notifications and sleeps (NAPI-style busy polling).
+pub const POLL_SPIN: Duration = Duration::from_micros(50);
+/// Longest a queue worker sleeps without a notification.
+pub const WORKER_SLEEP: Duration = Duration::from_millis(100);
+/// Longest a worker holds off after forwarding to a congested vif (a vif is only
+/// congested while its guest keeps taking frames, see [`NetConfig::rx_stall`];
+/// this is a safety net). Afterwards frames the receiver has no room for are dropped.
+pub const BACKPRESSURE_WAIT: Duration = Duration::from_secs(5);
+/// Default [`NetConfig::rx_stall`]: a guest whose rx queue made no progress for
+/// this long counts as stuck; senders no longer wait for it (their frames to it
+/// are dropped when its queue is full).
+pub const RX_STALL: Duration = Duration::from_millis(500);
+const ETH_HLEN: usize = 14;
+
+/// What the backend offers (all on by default; tests turn them off one by one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Offer {
+    /// `feature-rx-copy` (without it no frontend of ours connects).
+    pub rx_copy: bool,
+    /// `feature-sg`.
+    pub sg: bool,
+    /// `feature-gso-tcpv4`.
+    pub gso_tcpv4: bool,
+    /// `feature-gso-tcpv6`.
+    pub gso_tcpv6: bool,
+    /// `feature-ipv6-csum-offload`.
+    pub ipv6_csum_offload: bool,
+    /// `feature-no-csum-offload` (refuse checksum-blank IPv4 frames).
+    pub no_csum_offload: bool,
+    /// `feature-split-event-channels`.
+    pub split_event_channels: bool,
+    /// `multi-queue-max-queues` (`None`: key not written, one queue).
+    pub max_queues: Option<u32>,
+}
+
+impl Default for Offer {
+    fn default() -> Self {
+        Offer {
+            rx_copy: true,
+            sg: true,
+            gso_tcpv4: true,
+            gso_tcpv6: true,
+            ipv6_csum_offload: true,
+            no_csum_offload: false,
+            split_event_channels: true,
+            max_queues: Some(4),
+        }
+    }
+}
+
+/// One vif's configuration.
+#[derive(Clone, Debug)]
+pub struct NetConfig {
+    /// Device id (`vif = [...]` index).
+    pub devid: u32,
+    /// Guest MAC (`mac=`); `None`: a random locally-administered unicast address.
+    pub mac: Option<Mac>,
+    /// The vif script, if any (see the module docs).
+    pub script: Option<PathBuf>,
+    /// The IP MTU written to `<backend>/mtu`.
+    pub mtu: u32,
+    /// Features offered.
+    pub offer: Offer,
+    /// Frames a vif queues per rx queue while the guest has no buffer posted.
+    pub rx_queue_frames: usize,
+    /// Bytes a vif queues per rx queue.
+    pub rx_queue_bytes: usize,
+    /// How long the guest may take no frame at all (while frames wait for it)
+    /// before it counts as stuck: until then, senders on the bridge hold off when
+    /// its rx queue is more than half full (backpressure); afterwards they no
+    /// longer wait and what does not fit is dropped.
+    pub rx_stall: Duration,
+    /// No worker threads: the queues are served only when the owner calls
+    /// [`NetBackend::step`] (single-threaded, deterministic runs such as the cost
+    /// bench). The control thread (xenbus handshake) still runs.
+    pub stepped: bool,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            devid: 0,
+            mac: None,
+            script: None,
+            mtu: 1500,
+            offer: Offer::default(),
+            rx_queue_frames: 1024,
+            rx_queue_bytes: 8 << 20,
+            rx_stall: RX_STALL,
+            stepped: false,
+        }
+    }
+}
+
+/// Why a backend operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// xenbus (xenstore, rings, event channels).
+    #[error("{0}")]
+    Xenbus(xb::Error),
+    /// The frontend asked for something we do not do (what).
+    #[error("frontend: {0}")]
+    Unsupported(String),
+    /// The control thread could not start.
+    #[error("control thread: {0}")]
+    Thread(std::io::Error),
+    /// Another device on the same bridge already has this MAC.
+    #[error("{vif}: MAC {mac} is already used by {other} on bridge {bridge}")]
+    DuplicateMac {
+        /// The MAC.
+        mac: Mac,
+        /// The vif that was refused.
+        vif: String,
+        /// The device that has it.
+        other: String,
+        /// The bridge.
+        bridge: String,
+    },
+}
+
+impl From<xb::Error> for Error {
+    fn from(e: xb::Error) -> Self {
+        Error::Xenbus(e)
+    }
+}
+
+/// Counters of one vif (monotonic).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct VifStats {
+    /// Frames the guest sent (handed to the bridge).
+    pub tx_frames: u64,
+    /// Their bytes.
+    pub tx_bytes: u64,
+    /// Frames from the guest answered with an error (bad grant, runt, bad GSO).
+    pub tx_errors: u64,
+    /// Frames delivered into the guest.
+    pub rx_frames: u64,
+    /// Their bytes.
+    pub rx_bytes: u64,
+    /// Frames for the guest dropped (no buffer and no room to queue, too big for it,
+    /// not connected).
+    pub rx_dropped: u64,
+    /// Rx slots answered with an error (the guest's own bad grant).
+    pub rx_errors: u64,
+    /// Times the frontend broke the protocol and was disconnected.
+    pub fatal: u64,
+    /// Connections made.
+    pub connects: u64,
+    /// Event-channel notifications sent to the frontend (tx responses, rx
+    /// responses); the ring's `rsp_event` rule keeps this well below one per frame
+    /// while the frontend is busy.
+    pub notifications: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    tx_frames: AtomicU64,
+    tx_bytes: AtomicU64,
+    tx_errors: AtomicU64,
+    rx_frames: AtomicU64,
+    rx_bytes: AtomicU64,
+    rx_dropped: AtomicU64,
+    rx_errors: AtomicU64,
+    fatal: AtomicU64,
+    connects: AtomicU64,
+    notifications: AtomicU64,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A random locally-administered unicast MAC (`x2:xx:xx:xx:xx:xx` with the group
+/// bit clear).
+pub fn random_mac() -> Mac {
+    let mut b = [0u8; 6];
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+        ^ (std::process::id() as u64) << 32;
+    static N: AtomicU64 = AtomicU64::new(0);
+    seed ^= N.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+    for x in b.iter_mut() {
+        // splitmix64 step
+        seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        *x = (z ^ (z >> 31)) as u8;
+    }
+    b[0] = (b[0] & 0xfc) | 0x02;
+    Mac(b)
+}
+
+/// What the frontend asked for (read at connect).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct FrontendFeatures {
+    /// Multi-slot rx frames (`feature-sg`).
+    pub sg: bool,
+    /// GSO TCPv4 frames on rx.
+    pub gso_tcpv4: bool,
+    /// GSO TCPv6 frames on rx.
+    pub gso_tcpv6: bool,
+    /// Checksum-blank IPv4 frames on rx (no `feature-no-csum-offload`).
+    pub csum_v4: bool,
+    /// Checksum-blank IPv6 frames on rx.
+    pub csum_v6: bool,
+    /// The frontend notifies when it posts rx buffers: frames may be queued.
+    pub rx_notify: bool,
+    /// Queues.
+    pub queues: u32,
+    /// Split event channels.
+    pub split: bool,
+}
+
+struct TxSide {
+    ring: BackRing<TxRequest, TxResponse>,
+    _map: MappedRing,
+    /// Requests of a frame whose last slot has not been published yet.
+    partial: Vec<TxRequest>,
+}
+
+struct RxSide {
+    /// Which queue this is.
+    queue_index: usize,
+    ring: BackRing<RxRequest, RxResponse>,
+    _map: MappedRing,
+    /// Consumed requests not yet answered (buffers at hand).
+    stash: VecDeque<RxRequest>,
+    /// Frames waiting for buffers.
+    queue: VecDeque<Frame>,
+    queued_bytes: usize,
+}
+
+struct QueueBack {
+    /// Only the queue's worker uses the tx side.
+    tx: Mutex<TxSide>,
+    /// The worker and whoever delivers frames from the bridge use the rx side.
+    rx: Mutex<RxSide>,
+    /// The frontend notified on the tx (or shared) port.
+    tx_work: AtomicBool,
+    /// The frontend notified on the rx (or shared) port: new rx buffers.
+    rx_work: AtomicBool,
+    /// Frames wait in the rx queue (kept in step with `RxSide::queue` under the
+    /// rx lock, read without it by the worker).
+    rx_queued: AtomicBool,
+    /// The rx queue is more than half full (same rules as `rx_queued`).
+    rx_backlog: AtomicBool,
+    /// When a frame last went into the guest's buffers (ns since `Connection::epoch`).
+    rx_progress: AtomicU64,
+    /// Wakes the worker.
+    wake: EventSignal,
+    tx_port: OnceLock<BoundPort>,
+    rx_port: OnceLock<BoundPort>,
+}
+
+/// One connection of a vif (from frontend `Connected` to `Closing`).
+struct Connection {
+    vif: Weak<VifShared>,
+    fe: FrontendFeatures,
+    /// Grant copies to and from the frontend's pages.
+    peer: GrantPeer,
+    queues: Vec<QueueBack>,
+    failed: AtomicBool,
+    /// Tells the workers to stop (disconnect).
+    stop: AtomicBool,
+    why: Mutex<Option<String>>,
+    bridge_port: Mutex<Option<PortId>>,
+    /// The queues' worker threads (joined on disconnect).
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    /// Time base of `QueueBack::rx_progress`.
+    epoch: Instant,
+}
+
+struct VifShared {
+    hv: Arc<Hypervisor>,
+    frontend: DomId,
+    devid: u32,
+    mac: Mac,
+    bridge: Arc<Bridge>,
+    cfg: NetConfig,
+    conn: Mutex<Option<Arc<Connection>>>,
+    counters: Counters,
+    /// Set by the data path on a fatal error; the control thread reacts.
+    kick: AtomicBool,
+}
+
+/// A vif backend: its xenstore presence, its control thread and its data path.
+pub struct NetBackend {
+    shared: Arc<VifShared>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    backend_path: String,
+    /// A stepped backend's tx buffers ([`NetBackend::step`]).
+    step_scratch: Mutex<TxScratch>,
+    /// Held for the backend's life (released after the control thread stopped).
+    _mac_claim: MacClaim,
+}
+
+impl fmt::Debug for NetBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NetBackend")
+            .field("vif", &self.vif_name())
+            .field("mac", &self.shared.mac)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NetBackend {
+    /// Creates `vif<domid>.<devid>`: the backend and frontend xenstore directories
+    /// (as libxl: backend `mac`, `bridge`, `handle`, `type`, `script`, `mtu` and our
+    /// `feature-*` keys; frontend `mac` and `handle`), state `InitWait`, and a control
+    /// thread that connects the frontend whenever it comes up.
+    pub fn start(
+        hv: &Arc<Hypervisor>,
+        frontend: DomId,
+        bridge: Arc<Bridge>,
+        cfg: NetConfig,
+    ) -> Result<NetBackend, Error> {
+        let vif = format!("vif{}.{}", frontend.0, cfg.devid);
+        let (mac, mac_claim) = match cfg.mac {
+            Some(mac) => match bridge.claim_mac(mac.0, &vif) {
+                Ok(c) => (mac, c),
+                Err(other) => {
+                    return Err(Error::DuplicateMac {
+                        mac,
+                        vif,
+                        other,
+                        bridge: bridge.name().to_string(),
+                    })
+                }
+            },
+            None => loop {
+                // A random address taken already (a 2^-46 chance): draw again.
+                let mac = random_mac();
+                if let Ok(c) = bridge.claim_mac(mac.0, &vif) {
+                    break (mac, c);
+                }
+            },
+        };
+        let o = &cfg.offer;
+        let b = |v: bool| if v { "1" } else { "0" };
+        let mut spec = DeviceSpec::new("vif", frontend, cfg.devid)
+            .backend("mac", mac)
+            .backend("bridge", bridge.name())
+            .backend("handle", cfg.devid)
+            .backend("type", "vif")
+            .backend("mtu", cfg.mtu)
+            .backend("feature-rx-copy", b(o.rx_copy))
+            .backend("feature-rx-flip", "0")
+            .backend("feature-sg", b(o.sg))
+            .backend("feature-gso-tcpv4", b(o.gso_tcpv4))
+            .backend("feature-gso-tcpv6", b(o.gso_tcpv6))
+            .backend("feature-ipv6-csum-offload", b(o.ipv6_csum_offload))
+            .backend("feature-split-event-channels", b(o.split_event_channels))
+            .backend("feature-multicast-control", "0")
+            .backend("feature-ctrl-ring", "0")
+            .frontend("mac", mac)
+            .frontend("handle", cfg.devid);
+        if o.no_csum_offload {
+            spec = spec.backend("feature-no-csum-offload", "1");
+        }
+        if let Some(q) = o.max_queues {
+            spec = spec.backend("multi-queue-max-queues", q);
+        }
+        if let Some(s) = &cfg.script {
+            spec = spec.backend("script", s.display());
+        }
+        let mut xbe = XenbusBackend::create(hv, &spec)?;
+        xbe.switch_state(XenbusState::InitWait)?;
+        let backend_path = xbe.backend_path().to_string();
+        let shared = Arc::new(VifShared {
+            hv: hv.clone(),
+            frontend,
+            devid: cfg.devid,
+            mac,
+            bridge,
+            cfg,
+            conn: Mutex::new(None),
+            counters: Counters::default(),
+            kick: AtomicBool::new(false),
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sh, st) = (shared.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name(format!("netback-{}.{}", frontend.0, shared.devid))
+            .spawn(move || {
+                let hv = sh.hv.clone();
+                let fe = sh.frontend;
+                xb::run_control(&hv, fe, xbe, &Ctl(sh), &|| st.load(Ordering::SeqCst));
+            })
+            .map_err(Error::Thread)?;
+        Ok(NetBackend {
+            shared,
+            stop,
+            thread: Some(thread),
+            backend_path,
+            step_scratch: Mutex::new(TxScratch::default()),
+            _mac_claim: mac_claim,
+        })
+    }
+
+    /// `vif<domid>.<devid>`.
+    pub fn vif_name(&self) -> String {
+        self.shared.vif_name()
+    }
+
+    /// The guest's MAC.
+    pub fn mac(&self) -> Mac {
+        self.shared.mac
+    }
+
+    /// The backend interface's MAC (guest MAC XOR `00:00:00:01:00:00`).
+    pub fn backend_mac(&self) -> Mac {
+        self.shared.mac.backend_peer()
+    }
+
+    /// The backend's xenstore directory.
+    pub fn backend_path(&self) -> &str {
+        &self.backend_path
+    }
+
+    /// Whether a frontend is connected right now.
+    pub fn connected(&self) -> bool {
+        lock(&self.shared.conn)
+            .as_ref()
+            .is_some_and(|c| !c.failed.load(Ordering::SeqCst))
+    }
+
+    /// Does on the calling thread what the queue workers of a
+    /// [`NetConfig::stepped`] backend would: every queue's tx requests are
+    /// consumed, answered and forwarded to the bridge (frames for another vif
+    /// wait in its rx queue until that vif steps), the frames queued for this
+    /// vif go into the guest's rx buffers, and `req_event` is re-armed as a
+    /// worker does before it sleeps. Whether anything was done. A no-op while no
+    /// frontend is connected (and not to be used on a backend with workers).
+    pub fn step(&self) -> bool {
+        let Some(conn) = lock(&self.shared.conn).clone() else {
+            return false;
+        };
+        let mut scratch = lock(&self.step_scratch);
+        let mut any = false;
+        for (q, qb) in conn.queues.iter().enumerate() {
+            if conn.failed.load(Ordering::SeqCst) {
+                break;
+            }
+            loop {
+                qb.tx_work.store(false, Ordering::SeqCst);
+                let mut busy = conn.tx_round(q, &mut scratch, false);
+                let rx_note = qb.rx_work.swap(false, Ordering::SeqCst);
+                if rx_note || qb.rx_queued.load(Ordering::SeqCst) {
+                    busy |= conn.rx_round(q);
+                }
+                if !busy && !conn.tx_round(q, &mut scratch, true) {
+                    break;
+                }
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// What the connected frontend asked for.
+    pub fn frontend_features(&self) -> Option<FrontendFeatures> {
+        lock(&self.shared.conn).as_ref().map(|c| c.fe)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> VifStats {
+        let c = &self.shared.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        VifStats {
+            tx_frames: l(&c.tx_frames),
+            tx_bytes: l(&c.tx_bytes),
+            tx_errors: l(&c.tx_errors),
+            rx_frames: l(&c.rx_frames),
+            rx_bytes: l(&c.rx_bytes),
+            rx_dropped: l(&c.rx_dropped),
+            rx_errors: l(&c.rx_errors),
+            fatal: l(&c.fatal),
+            connects: l(&c.connects),
+            notifications: l(&c.notifications),
+        }
+    }
+
+    /// Waits (up to `timeout`) until a frontend is connected.
+    pub fn wait_connected(&self, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if self.connected() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.connected()
+    }
+
+    /// Stops the control thread, disconnects, and removes the device's xenstore
+    /// directories.
+    pub fn destroy(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for NetBackend {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl VifShared {
+    fn vif_name(&self) -> String {
+        format!("vif{}.{}", self.frontend.0, self.devid)
+    }
+
+    fn run_script(&self, xbe: &XenbusBackend, action: &str) {
+        let Some(script) = &self.cfg.script else {
+            return;
+        };
+        let vif = self.vif_name();
+        let domain = self.frontend.0.to_string();
+        let mac = self.mac.to_string();
+        let bridge = self.bridge.name().to_string();
+        let mut cmd = Command::new(script);
+        cmd.arg(action)
+            .arg(format!("domain={domain}"))
+            .arg(format!("vif={vif}"))
+            .arg(format!("mac={mac}"))
+            .arg(format!("bridge={bridge}"))
+            .env("domain", &domain)
+            .env("vif", &vif)
+            .env("mac", &mac)
+            .env("bridge", &bridge)
+            .env("devid", self.devid.to_string())
+            .env("backend_mac", self.mac.backend_peer().to_string())
+            .env("XENBUS_PATH", xbe.backend_path())
+            .stdin(std::process::Stdio::null());
+        let ok = match cmd.spawn() {
+            Ok(mut child) => {
+                let end = Instant::now() + SCRIPT_TIMEOUT;
+                loop {
+                    match child.try_wait() {
+                        Ok(Some(st)) => break st.success(),
+                        Ok(None) if Instant::now() < end => {
+                            std::thread::sleep(Duration::from_millis(5))
+                        }
+                        _ => {
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            break false;
+                        }
+                    }
+                }
+            }
+            Err(_) => false,
+        };
+        if !ok {
+            eprintln!("{vif}: vif script {} {action} failed", script.display());
+        }
+        if action == "up" {
+            let _ = xbe.write_key("hotplug-status", if ok { "connected" } else { "error" });
+        }
+    }
+}
+
+/// The control thread's device half (see [`xb::run_control`]).
+struct Ctl(Arc<VifShared>);
+
+impl xb::Device for Ctl {
+    fn connected(&self) -> bool {
+        lock(&self.0.conn).is_some()
+    }
+    fn connect(&self, xbe: &XenbusBackend) -> Result<(), String> {
+        connect(&self.0, xbe).map_err(|e| {
+            add(&self.0.counters.fatal, 1);
+            e.to_string()
+        })
+    }
+    fn on_connected(&self, xbe: &XenbusBackend) {
+        add(&self.0.counters.connects, 1);
+        self.0.run_script(xbe, "up");
+    }
+    fn disconnect(&self, xbe: &XenbusBackend) {
+        disconnect(&self.0, xbe);
+    }
+    fn take_failure(&self) -> Option<String> {
+        // A fatal data-path error: tell the frontend.
+        self.0.kick.swap(false, Ordering::SeqCst).then(|| {
+            lock(&self.0.conn)
+                .as_ref()
+                .and_then(|c| lock(&c.why).clone())
+                .unwrap_or_default()
+        })
+    }
+}
+
+fn disconnect(sh: &Arc<VifShared>, xbe: &XenbusBackend) {
+    let conn = lock(&sh.conn).take();
+    if let Some(c) = conn {
+        // First let the workers finish their round: frames they already answered
+        // (the frontend may be closing because it saw those answers) still go out.
+        c.stop_workers();
+        c.failed.store(true, Ordering::SeqCst);
+        if let Some(p) = lock(&c.bridge_port).take() {
+            sh.bridge.detach(p);
+        }
+        sh.run_script(xbe, "down");
+        // Take the rx locks once so no delivery from another vif is mid-copy when
+        // the rings unmap (the last Arc drops them; later deliveries see `failed`).
+        for q in &c.queues {
+            drop(lock(&q.rx));
+        }
+    }
+}
+
+fn unsupported(s: impl Into<String>) -> Error {
+    Error::Unsupported(s.into())
+}
+
+/// Reads the frontend's keys, maps its rings, binds its event channels and joins
+/// the bridge.
+fn connect(sh: &Arc<VifShared>, xbe: &XenbusBackend) -> Result<(), Error> {
+    let o = &sh.cfg.offer;
+    if !xbe.read_frontend_flag("request-rx-copy")? {
+        return Err(unsupported("request-rx-copy must be 1 (no page flipping)"));
+    }
+    let max = o.max_queues.unwrap_or(1).clamp(1, MAX_QUEUES);
+    let queues = match xbe.read_frontend_u64("multi-queue-num-queues")? {
+        None => 1,
+        Some(n) if n >= 1 && n <= u64::from(max) => n as u32,
+        Some(n) => {
+            return Err(unsupported(format!(
+                "multi-queue-num-queues {n} (at most {max})"
+            )))
+        }
+    };
+    let no_csum = xbe.read_frontend_flag("feature-no-csum-offload")?;
+    let sg = xbe.read_frontend_flag("feature-sg")?;
+    let fe = FrontendFeatures {
+        sg,
+        gso_tcpv4: sg && xbe.read_frontend_flag("feature-gso-tcpv4")?,
+        gso_tcpv6: sg && xbe.read_frontend_flag("feature-gso-tcpv6")?,
+        csum_v4: !no_csum,
+        csum_v6: xbe.read_frontend_flag("feature-ipv6-csum-offload")?,
+        rx_notify: xbe.read_frontend_flag("feature-rx-notify")?,
+        queues,
+        split: false,
+    };
+    let mut fe = fe;
+    let mut parts = Vec::new();
+    for q in 0..queues {
+        let prefix = if queues == 1 {
+            String::new()
+        } else {
+            format!("queue-{q}/")
+        };
+        let txr = xbe.read_ring_refs(&prefix, "tx-ring-ref", 0)?;
+        let rxr = xbe.read_ring_refs(&prefix, "rx-ring-ref", 0)?;
+        let split = xbe.read_frontend_u64(&format!("{prefix}event-channel-tx"))?;
+        let (tp, rp) = match split {
+            Some(_) if o.split_event_channels => {
+                fe.split = true;
+                (
+                    xbe.require_frontend_u32(&format!("{prefix}event-channel-tx"))?,
+                    Some(xbe.require_frontend_u32(&format!("{prefix}event-channel-rx"))?),
+                )
+            }
+            Some(_) => return Err(unsupported("split event channels not offered")),
+            None => (
+                xbe.require_frontend_u32(&format!("{prefix}event-channel"))?,
+                None,
+            ),
+        };
+        let txm = xbe.map_ring(&txr)?;
+        let rxm = xbe.map_ring(&rxr)?;
+        let tx_ring =
+            BackRing::attach(txm.mem()).map_err(|e| unsupported(format!("tx ring: {e}")))?;
+        let rx_ring =
+            BackRing::attach(rxm.mem()).map_err(|e| unsupported(format!("rx ring: {e}")))?;
+        parts.push((tx_ring, txm, rx_ring, rxm, tp, rp));
+    }
+    let mut qs = Vec::new();
+    let mut ports = Vec::new();
+    for (tx_ring, txm, rx_ring, rxm, tp, rp) in parts {
+        qs.push(QueueBack {
+            tx: Mutex::new(TxSide {
+                ring: tx_ring,
+                _map: txm,
+                partial: Vec::new(),
+            }),
+            rx: Mutex::new(RxSide {
+                queue_index: qs.len(),
+                ring: rx_ring,
+                _map: rxm,
+                stash: VecDeque::new(),
+                queue: VecDeque::new(),
+                queued_bytes: 0,
+            }),
+            // Look at the rings once at start: requests may already be there.
+            tx_work: AtomicBool::new(true),
+            rx_work: AtomicBool::new(true),
+            rx_queued: AtomicBool::new(false),
+            rx_backlog: AtomicBool::new(false),
+            rx_progress: AtomicU64::new(0),
+            wake: EventSignal::default(),
+            tx_port: OnceLock::new(),
+            rx_port: OnceLock::new(),
+        });
+        ports.push((tp, rp));
+    }
+    let peer = sh
+        .hv
+        .grant_peer(sh.frontend)
+        .map_err(|e| unsupported(format!("frontend domain: {e}")))?;
+    let conn = Arc::new(Connection {
+        vif: Arc::downgrade(sh),
+        fe,
+        peer,
+        queues: qs,
+        failed: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        why: Mutex::new(None),
+        bridge_port: Mutex::new(None),
+        workers: Mutex::new(Vec::new()),
+        epoch: Instant::now(),
+    });
+    for (q, (tp, rp)) in ports.into_iter().enumerate() {
+        let (w, w2) = (Arc::downgrade(&conn), Arc::downgrade(&conn));
+        let Some(qb) = conn.queues.get(q) else {
+            continue;
+        };
+        match rp {
+            Some(rp) => {
+                let th: Dom0Handler = Arc::new(move || {
+                    if let Some(c) = w.upgrade() {
+                        c.notified(q, true, false);
+                    }
+                });
+                let rh: Dom0Handler = Arc::new(move || {
+                    if let Some(c) = w2.upgrade() {
+                        c.notified(q, false, true);
+                    }
+                });
+                let _ = qb.tx_port.set(xbe.bind_evtchn(Port(tp), th)?);
+                let _ = qb.rx_port.set(xbe.bind_evtchn(Port(rp), rh)?);
+            }
+            None => {
+                let h: Dom0Handler = Arc::new(move || {
+                    if let Some(c) = w.upgrade() {
+                        c.notified(q, true, true);
+                    }
+                });
+                let _ = qb.tx_port.set(xbe.bind_evtchn(Port(tp), h)?);
+            }
+        }
+    }
+    let port: Arc<dyn BridgePort> = Arc::new(VifPort {
+        conn: Arc::downgrade(&conn),
+        name: sh.vif_name(),
+    });
+    let pid = sh.bridge.attach(port);
+    *lock(&conn.bridge_port) = Some(pid);
+    let workers = if sh.cfg.stepped { 0 } else { conn.queues.len() };
+    for q in 0..workers {
+        let c = conn.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("netback-{}.{}-q{q}", sh.frontend.0, sh.devid))
+            .spawn(move || {
+                let conn = c.clone();
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker(c, q)));
+                if r.is_err() {
+                    // A bug, not the guest's doing; still only this vif goes down.
+                    conn.fail(format!("queue {q} worker panicked"));
+                }
+            });
+        match spawned {
+            Ok(h) => lock(&conn.workers).push(h),
+            Err(e) => {
+                conn.failed.store(true, Ordering::SeqCst);
+                if let Some(p) = lock(&conn.bridge_port).take() {
+                    sh.bridge.detach(p);
+                }
+                conn.stop_workers();
+                return Err(Error::Thread(e));
+            }
+        }
+    }
+    *lock(&sh.conn) = Some(conn);
+    Ok(())
+}
+
+/// The bridge's view of a vif.
+struct VifPort {
+    conn: Weak<Connection>,
+    name: String,
+}
+
+impl BridgePort for VifPort {
+    fn deliver(&self, frame: &Frame) {
+        self.deliver_batch(std::slice::from_ref(frame));
+    }
+    fn deliver_batch(&self, frames: &[Frame]) {
+        if let Some(c) = self.conn.upgrade() {
+            c.deliver_batch(frames);
+        }
+    }
+    fn congested(&self) -> bool {
+        self.conn.upgrade().is_some_and(|c| c.congested())
+    }
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+}
+
+/// Where a tx request chain stands.
+enum TxChain {
+    /// Still incomplete.
+    Partial,
+    /// Complete: the whole (partial) buffer is one frame.
+    Done,
+}
+
+fn chain_state(p: &[TxRequest]) -> Result<TxChain, String> {
+    let Some(first) = p.first() else {
+        return Ok(TxChain::Partial);
+    };
+    let mut i = 1;
+    if first.flags & netif::NETTXF_EXTRA_INFO != 0 {
+        loop {
+            let Some(x) = p.get(i) else {
+                return Ok(TxChain::Partial);
+            };
+            i += 1;
+            let x = x.as_extra();
+            if x.flags & EXTRA_FLAG_MORE == 0 {
+                break;
+            }
+        }
+    }
+    let mut more = first.flags & netif::NETTXF_MORE_DATA != 0;
+    while more {
+        let Some(r) = p.get(i) else {
+            return Ok(TxChain::Partial);
+        };
+        i += 1;
+        more = r.flags & netif::NETTXF_MORE_DATA != 0;
+    }
+    if i > MAX_TX_SLOTS {
+        return Err(format!("tx frame uses {i} slots"));
+    }
+    Ok(TxChain::Done)
+}
+
+/// A queue's worker: the queue's tx processing and the rx work the frontend's
+/// notifications ask for, until the connection stops or fails.
+///
+/// After running out of work it keeps polling for [`POLL_SPIN`] without asking
+/// for notifications (so a frontend that keeps sending never needs to notify),
+/// then re-arms `req_event`, checks once more, and sleeps until notified (at most
+/// [`WORKER_SLEEP`]).
+fn worker(conn: Arc<Connection>, q: usize) {
+    let Some(qb) = conn.queues.get(q) else {
+        return;
+    };
+    let mut scratch = TxScratch::default();
+    let mut idle_since: Option<Instant> = None;
+    while !conn.stop.load(Ordering::SeqCst) && !conn.failed.load(Ordering::SeqCst) {
+        let seen = qb.wake.epoch();
+        qb.tx_work.store(false, Ordering::SeqCst);
+        let mut busy = conn.tx_round(q, &mut scratch, false);
+        let rx_note = qb.rx_work.swap(false, Ordering::SeqCst);
+        if rx_note || qb.rx_queued.load(Ordering::SeqCst) {
+            busy |= conn.rx_round(q);
+        }
+        if busy {
+            idle_since = None;
+            continue;
+        }
+        let since = *idle_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < POLL_SPIN {
+            // Poll again, but let any other runnable thread (a guest) have the CPU
+            // first: with fewer cores than busy threads, spinning would slow
+            // down the very guest we wait for.
+            std::thread::yield_now();
+            continue;
+        }
+        // Ask for notifications; requests that came meanwhile are handled now.
+        if conn.tx_round(q, &mut scratch, true) {
+            idle_since = None;
+            continue;
+        }
+        if qb.tx_work.load(Ordering::SeqCst) || qb.rx_work.load(Ordering::SeqCst) {
+            continue;
+        }
+        qb.wake.wait_change(seen, WORKER_SLEEP);
+        idle_since = None;
+    }
+    // A graceful stop (the frontend closes or restarts): what it published before
+    // still goes out, as it would have had we been quicker. At most a ring's worth.
+    if !conn.failed.load(Ordering::SeqCst) {
+        for _ in 0..=(RING_DRAIN_ROUNDS) {
+            if !conn.tx_round(q, &mut scratch, false) {
+                break;
+            }
+        }
+    }
+}
+
+/// Rounds a stopping worker may use to finish the requests already published (a
+/// ring holds at most 256).
+const RING_DRAIN_ROUNDS: usize = 256 / TX_BATCH;
+
+/// A tx worker's reusable buffers: the frames of one round and spare frame
+/// buffers (no allocation per frame once warm).
+#[derive(Default)]
+struct TxScratch {
+    frames: Vec<Frame>,
+    spare: Vec<Vec<u8>>,
+}
+
+/// Spare frame buffers a tx worker keeps.
+const SPARE_BUFFERS: usize = 2 * TX_BATCH;
+
+impl Connection {
+    fn fail(&self, why: String) {
+        if !self.failed.swap(true, Ordering::SeqCst) {
+            *lock(&self.why) = Some(why);
+            if let Some(v) = self.vif.upgrade() {
+                add(&v.counters.fatal, 1);
+                v.kick.store(true, Ordering::SeqCst);
+                if let Some(p) = lock(&self.bridge_port).take() {
+                    v.bridge.detach(p);
+                }
+            }
+        }
+    }
+
+    /// The frontend notified queue `q` (a dom0 event handler: just wakes the
+    /// worker; no system call unless it sleeps).
+    fn notified(&self, q: usize, tx: bool, rx: bool) {
+        let Some(qb) = self.queues.get(q) else {
+            return;
+        };
+        if tx {
+            qb.tx_work.store(true, Ordering::SeqCst);
+        }
+        if rx {
+            qb.rx_work.store(true, Ordering::SeqCst);
+        }
+        qb.wake.raise();
+    }
+
+    /// Stops and joins the workers (not from a worker).
+    fn stop_workers(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for qb in &self.queues {
+            qb.wake.raise();
+        }
+        let workers = std::mem::take(&mut *lock(&self.workers));
+        for w in workers {
+            let _ = w.join();
+        }
+    }
+
+    /// One round of tx work on queue `q`: up to [`TX_BATCH`] requests consumed
+    /// and answered, their frames forwarded. With `arm`, an empty ring re-arms
+    /// `req_event` (and is checked again). Whether any request was consumed.
+    fn tx_round(&self, q: usize, scratch: &mut TxScratch, arm: bool) -> bool {
+        let Some(qb) = self.queues.get(q) else {
+            return false;
+        };
+        let Some(v) = self.vif.upgrade() else {
+            return false;
+        };
+        let handled = {
+            let mut st = lock(&qb.tx);
+            self.tx_batch(&v, &mut st, q, scratch, arm)
+        };
+        if !scratch.frames.is_empty() {
+            let pid = *lock(&self.bridge_port);
+            let congested = match pid {
+                Some(p) if !self.failed.load(Ordering::SeqCst) => {
+                    v.bridge.forward_batch(p, &scratch.frames)
+                }
+                _ => None,
+            };
+            for f in scratch.frames.drain(..) {
+                if scratch.spare.len() < SPARE_BUFFERS {
+                    scratch.spare.push(f.data);
+                }
+            }
+            if let Some(port) = congested {
+                // Backpressure: let the receiver drain before consuming more of
+                // our guest's ring (which then fills up and makes the guest wait).
+                // Our own rx work goes on meanwhile (the receiver may be waiting
+                // for us in turn).
+                let start = Instant::now();
+                while port.congested()
+                    && start.elapsed() < BACKPRESSURE_WAIT
+                    && !self.stop.load(Ordering::SeqCst)
+                    && !self.failed.load(Ordering::SeqCst)
+                {
+                    if qb.rx_work.swap(false, Ordering::SeqCst)
+                        || qb.rx_queued.load(Ordering::SeqCst)
+                    {
+                        self.rx_round(q);
+                    }
+                    std::thread::sleep(Duration::from_micros(50));
+                }
+            }
+        }
+        handled > 0
+    }
+
+    /// Whether some rx queue is backed up while its guest still takes frames
+    /// (see [`BridgePort::congested`]).
+    fn congested(&self) -> bool {
+        if self.failed.load(Ordering::SeqCst) {
+            return false;
+        }
+        let Some(v) = self.vif.upgrade() else {
+            return false;
+        };
+        let stall = u64::try_from(v.cfg.rx_stall.as_nanos()).unwrap_or(u64::MAX);
+        self.queues.iter().any(|qb| {
+            qb.rx_backlog.load(Ordering::SeqCst) && {
+                let now = self.epoch.elapsed().as_nanos() as u64;
+                now.saturating_sub(qb.rx_progress.load(Ordering::SeqCst)) < stall
+            }
+        })
+    }
+
+    /// Publishes the rx queue's state for the worker and for [`Connection::congested`]
+    /// (rx lock held).
+    fn rx_flags(&self, v: &VifShared, qb: &QueueBack, st: &RxSide) {
+        qb.rx_queued.store(!st.queue.is_empty(), Ordering::SeqCst);
+        // Backed up: half full, or no room left for one more sender round.
+        let (frames, bytes) = (st.queue.len(), st.queued_bytes);
+        let (max_frames, max_bytes) = (v.cfg.rx_queue_frames, v.cfg.rx_queue_bytes);
+        let backlog = frames * 2 >= max_frames
+            || max_frames.saturating_sub(frames) < TX_BATCH
+            || bytes * 2 >= max_bytes
+            || max_bytes.saturating_sub(bytes) < TX_BATCH * PAGE_SIZE;
+        qb.rx_backlog.store(backlog, Ordering::SeqCst);
+    }
+
+    /// Consumes tx requests (at most [`TX_BATCH`]), answers them, and leaves their
+    /// frames in `scratch.frames`. Returns the number of requests consumed.
+    fn tx_batch(
+        &self,
+        v: &VifShared,
+        st: &mut TxSide,
+        q: usize,
+        scratch: &mut TxScratch,
+        arm: bool,
+    ) -> usize {
+        let mut handled = 0usize;
+        let (mut frames, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+        'outer: loop {
+            while handled < TX_BATCH {
+                let req = match st.ring.poll_request() {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break,
+                    Err(e) => {
+                        self.fail(format!("tx ring: {e}"));
+                        break 'outer;
+                    }
+                };
+                handled += 1;
+                st.partial.push(req);
+                match chain_state(&st.partial) {
+                    Ok(TxChain::Partial) if st.partial.len() < MAX_TX_SLOTS => {}
+                    Ok(TxChain::Partial) | Err(_) => {
+                        self.fail(format!("tx frame uses more than {MAX_TX_SLOTS} slots"));
+                        break 'outer;
+                    }
+                    Ok(TxChain::Done) => {
+                        let reqs = std::mem::take(&mut st.partial);
+                        let r = self.tx_frame(v, &reqs, &mut scratch.spare);
+                        let status = match r {
+                            Ok(Some(f)) => {
+                                frames += 1;
+                                bytes += f.data.len() as u64;
+                                scratch.frames.push(f);
+                                netif::RSP_OKAY
+                            }
+                            Ok(None) => {
+                                errors += 1;
+                                netif::RSP_ERROR
+                            }
+                            Err(why) => {
+                                self.fail(why);
+                                break 'outer;
+                            }
+                        };
+                        let answered = respond_tx(&mut st.ring, &reqs, status);
+                        st.partial = reqs;
+                        st.partial.clear();
+                        if let Err(e) = answered {
+                            self.fail(format!("tx ring: {e}"));
+                            break 'outer;
+                        }
+                    }
+                }
+            }
+            if handled >= TX_BATCH || !arm {
+                break;
+            }
+            match st.ring.final_check_for_requests() {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    self.fail(format!("tx ring: {e}"));
+                    break;
+                }
+            }
+        }
+        add(&v.counters.tx_frames, frames);
+        add(&v.counters.tx_bytes, bytes);
+        add(&v.counters.tx_errors, errors);
+        if handled > 0 && st.ring.push_responses_and_check_notify() {
+            if let Some(p) = self.queues.get(q).and_then(|qb| qb.tx_port.get()) {
+                add(&v.counters.notifications, 1);
+                p.notify();
+            }
+        }
+        handled
+    }
+
+    /// Builds one frame from a complete request chain (in a spare buffer if there
+    /// is one). `Ok(None)`: the frame is bad (answer with an error); `Err`: the
+    /// frontend broke the protocol (fatal).
+    fn tx_frame(
+        &self,
+        v: &VifShared,
+        reqs: &[TxRequest],
+        spare: &mut Vec<Vec<u8>>,
+    ) -> Result<Option<Frame>, String> {
+        let Some(first) = reqs.first() else {
+            return Ok(None);
+        };
+        let mut i = 1;
+        let mut gso = None;
+        let mut bad = false;
+        if first.flags & netif::NETTXF_EXTRA_INFO != 0 {
+            loop {
+                let x = reqs.get(i).map(|r| r.as_extra()).unwrap_or_default();
+                i += 1;
+                match x.ty {
+                    EXTRA_TYPE_GSO => {
+                        let t = x.gso_type();
+                        if x.gso_size() == 0 || (t != GSO_TYPE_TCPV4 && t != GSO_TYPE_TCPV6) {
+                            bad = true;
+                        } else {
+                            gso = Some(Gso {
+                                mss: x.gso_size(),
+                                ty: t,
+                            });
+                        }
+                    }
+                    t if t == EXTRA_TYPE_NONE || t >= EXTRA_TYPE_MAX => {
+                        return Err(format!("unknown tx extra-info type {t}"));
+                    }
+                    _ => {} // multicast/hash: not offered, ignored
+                }
+                if x.flags & EXTRA_FLAG_MORE == 0 {
+                    break;
+                }
+            }
+        }
+        // Data slots: the first request, then those after the extras.
+        let more = reqs.get(i..).unwrap_or_default();
+        let data_slots = 1 + more.len();
+        if data_slots > MAX_TX_DATA_SLOTS {
+            return Err(format!("tx frame uses {data_slots} data slots"));
+        }
+        let data = || std::iter::once(first).chain(more.iter());
+        let total = usize::from(first.size);
+        let rest: usize = more.iter().map(|r| usize::from(r.size)).sum();
+        let first_len = total.checked_sub(rest);
+        // Slot bounds: a slot crossing its page is fatal (as in Linux).
+        for (k, r) in data().enumerate() {
+            let len = if k == 0 {
+                first_len.unwrap_or(0)
+            } else {
+                usize::from(r.size)
+            };
+            if usize::from(r.offset) + len > PAGE_SIZE {
+                return Err(format!(
+                    "tx slot crosses a page: offset {} size {len}",
+                    r.offset
+                ));
+            }
+        }
+        let Some(first_len) = first_len else {
+            return Ok(None); // sizes inconsistent
+        };
+        if bad || total < ETH_HLEN {
+            return Ok(None);
+        }
+        if gso.is_some() && !(v.cfg.offer.gso_tcpv4 || v.cfg.offer.gso_tcpv6) {
+            return Ok(None);
+        }
+        // Every byte of `buf` is overwritten below (the slot lengths add up to
+        // `total`), so a recycled buffer carries nothing over; only growth is zeroed.
+        let mut buf = spare.pop().unwrap_or_default();
+        buf.resize(total, 0);
+        let mut pos = 0usize;
+        for (k, r) in data().enumerate() {
+            let len = if k == 0 {
+                first_len
+            } else {
+                usize::from(r.size)
+            };
+            let copied = match buf.get_mut(pos..pos + len) {
+                Some(dst) => self.peer.copy_out(GrantRef(r.gref), r.offset, dst).is_ok(),
+                None => false,
+            };
+            if !copied {
+                spare.push(buf);
+                return Ok(None);
+            }
+            pos += len;
+        }
+        Ok(Some(Frame {
+            data: buf,
+            csum_blank: first.flags & netif::NETTXF_CSUM_BLANK != 0,
+            data_validated: first.flags & netif::NETTXF_DATA_VALIDATED != 0,
+            gso,
+        }))
+    }
+
+    fn pick_queue(&self, f: &Frame) -> usize {
+        let n = self.queues.len().max(1);
+        if n == 1 {
+            return 0;
+        }
+        let mut h: u32 = 0x811c_9dc5;
+        for &b in f.data.get(26..38).unwrap_or_default() {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+        h as usize % n
+    }
+
+    /// Whether this guest can take `frame` as it is (no offload to resolve).
+    fn takes_as_is(&self, frame: &Frame) -> bool {
+        if !frame.csum_blank && frame.gso.is_none() {
+            return true;
+        }
+        let fe = &self.fe;
+        let Some(l4) = csum::locate(&frame.data[..]) else {
+            return false; // resolve_offloads passes it on unchanged, flags cleared
+        };
+        let gso_ok = match frame.gso {
+            Some(g) if g.ty == GSO_TYPE_TCPV6 => fe.gso_tcpv6 && fe.csum_v6,
+            Some(_) => fe.gso_tcpv4 && fe.csum_v4,
+            None => true,
+        };
+        gso_ok && if l4.ipv6 { fe.csum_v6 } else { fe.csum_v4 }
+    }
+
+    /// Frames from the bridge for this guest (in order). Consecutive frames for
+    /// the same queue are written under one lock, and the frontend is notified at
+    /// most once for them.
+    fn deliver_batch(&self, frames: &[Frame]) {
+        let Some(v) = self.vif.upgrade() else {
+            return;
+        };
+        if self.failed.load(Ordering::SeqCst) {
+            add(&v.counters.rx_dropped, frames.len() as u64);
+            return;
+        }
+        let mut rest = frames;
+        while let Some(first) = rest.first() {
+            let q = self.pick_queue(first);
+            let run = if self.queues.len() <= 1 {
+                rest.len()
+            } else {
+                1 + rest
+                    .iter()
+                    .skip(1)
+                    .take_while(|f| self.pick_queue(f) == q)
+                    .count()
+            };
+            let (now, later) = rest.split_at(run.min(rest.len()));
+            rest = later;
+            let Some(qb) = self.queues.get(q) else {
+                continue;
+            };
+            let mut st = lock(&qb.rx);
+            for frame in now {
+                self.deliver_one(&v, &mut st, frame);
+            }
+            self.rx_drain(&v, &mut st, q);
+            self.rx_flags(&v, qb, &st);
+            drop(st);
+            // The guest may have posted buffers for queued frames meanwhile.
+            if qb.rx_work.load(Ordering::SeqCst) {
+                qb.wake.raise();
+            }
+        }
+    }
+
+    /// One frame into the guest's buffers, or into the queue (rx lock held).
+    fn deliver_one(&self, v: &VifShared, st: &mut RxSide, frame: &Frame) {
+        let resolved;
+        let frames: &[Frame] = if self.takes_as_is(frame) {
+            std::slice::from_ref(frame)
+        } else {
+            resolved = frame.resolve_offloads();
+            &resolved
+        };
+        for f in frames {
+            let fits = f.data.len() <= xennet_front::MAX_FRAME
+                && (self.fe.sg || f.data.len() <= PAGE_SIZE);
+            if !fits {
+                add(&v.counters.rx_dropped, 1);
+                continue;
+            }
+            // Straight into the guest's buffers when nothing waits before it.
+            if st.queue.is_empty() && self.rx_write(v, st, f) {
+                continue;
+            }
+            let cap_ok = st.queue.len() < v.cfg.rx_queue_frames
+                && st.queued_bytes + f.data.len() <= v.cfg.rx_queue_bytes;
+            if self.fe.rx_notify && cap_ok {
+                // Without feature-rx-notify the guest would never tell us about new
+                // buffers, so nothing is queued (netif.h).
+                st.queued_bytes += f.data.len();
+                st.queue.push_back(f.clone());
+            } else {
+                add(&v.counters.rx_dropped, 1);
+            }
+        }
+    }
+
+    /// The worker's rx work: queued frames into buffers the guest posted. Whether
+    /// any frame went out.
+    fn rx_round(&self, q: usize) -> bool {
+        let Some(qb) = self.queues.get(q) else {
+            return false;
+        };
+        let Some(v) = self.vif.upgrade() else {
+            return false;
+        };
+        if self.failed.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut st = lock(&qb.rx);
+        let before = st.queue.len();
+        self.rx_drain(&v, &mut st, q);
+        let after = st.queue.len();
+        self.rx_flags(&v, qb, &st);
+        after < before
+    }
+
+    /// Writes queued frames while buffers last; arms `req_event` when it runs out
+    /// (and re-checks, so buffers posted meanwhile are used now). Pushes the
+    /// responses written so far and notifies if the frontend asked for it.
+    fn rx_drain(&self, v: &VifShared, st: &mut RxSide, q: usize) {
+        loop {
+            while let Some(f) = st.queue.pop_front() {
+                if !self.rx_write(v, st, &f) {
+                    st.queue.push_front(f);
+                    break;
+                }
+                st.queued_bytes = st.queued_bytes.saturating_sub(f.data.len());
+            }
+            if st.queue.is_empty() || self.failed.load(Ordering::SeqCst) {
+                break;
+            }
+            match st.ring.final_check_for_requests() {
+                Ok(true) => continue,
+                Ok(false) => break,
+                Err(e) => {
+                    self.fail(format!("rx ring: {e}"));
+                    break;
+                }
+            }
+        }
+        if st.ring.push_responses_and_check_notify() {
+            if let Some(qb) = self.queues.get(q) {
+                if let Some(p) = qb.rx_port.get().or_else(|| qb.tx_port.get()) {
+                    add(&v.counters.notifications, 1);
+                    p.notify();
+                }
+            }
+        }
+    }
+
+    /// Copies one frame into posted buffers. `false`: not enough buffers (nothing
+    /// consumed for this frame; requests taken so far stay stashed).
+    fn rx_write(&self, v: &VifShared, st: &mut RxSide, f: &Frame) -> bool {
+        let len = f.data.len();
+        let chunks = len.div_ceil(PAGE_SIZE).max(1);
+        let extra = usize::from(f.gso.is_some());
+        let need = chunks + extra;
+        while st.stash.len() < need {
+            match st.ring.poll_request() {
+                Ok(Some(r)) => st.stash.push_back(r),
+                Ok(None) => return false,
+                Err(e) => {
+                    self.fail(format!("rx ring: {e}"));
+                    return false;
+                }
+            }
+        }
+        // The frame's requests: data chunk 0, the extra (if any), data chunks 1...
+        let mut reqs = [RxRequest::default(); MAX_RX_SLOTS];
+        let mut n = 0usize;
+        for (slot, r) in reqs.iter_mut().zip(st.stash.drain(..need)) {
+            *slot = r;
+            n += 1;
+        }
+        let reqs = &reqs[..n];
+        let data_req = |k: usize| -> Option<&RxRequest> {
+            if k == 0 {
+                reqs.first()
+            } else {
+                reqs.get(k + extra)
+            }
+        };
+        let mut ok = n == need;
+        for k in 0..chunks {
+            let s = k * PAGE_SIZE;
+            let e = (s + PAGE_SIZE).min(len);
+            let (Some(chunk), Some(r)) = (f.data.get(s..e), data_req(k)) else {
+                continue;
+            };
+            if self.peer.copy_in(GrantRef(r.gref), 0, chunk).is_err() {
+                ok = false;
+            }
+        }
+        let mut push = |rsp: &RxResponse| {
+            if let Err(e) = st.ring.push_response(rsp) {
+                self.fail(format!("rx ring: {e}"));
+            }
+        };
+        if !ok {
+            // The guest posted a bad grant: every slot of this frame says so.
+            for r in reqs {
+                push(&RxResponse {
+                    id: r.id,
+                    offset: 0,
+                    flags: 0,
+                    status: netif::RSP_ERROR,
+                });
+            }
+            add(&v.counters.rx_errors, 1);
+            return true;
+        }
+        let mut flags0 = 0u16;
+        if f.csum_blank {
+            flags0 |= netif::NETRXF_CSUM_BLANK | netif::NETRXF_DATA_VALIDATED;
+        } else if f.data_validated {
+            flags0 |= netif::NETRXF_DATA_VALIDATED;
+        }
+        for k in 0..chunks {
+            let Some(r) = data_req(k) else {
+                continue;
+            };
+            let s = k * PAGE_SIZE;
+            let n = (len - s.min(len)).min(PAGE_SIZE);
+            let mut flags = if k == 0 { flags0 } else { 0 };
+            if k + 1 < chunks {
+                flags |= netif::NETRXF_MORE_DATA;
+            }
+            if k == 0 && extra == 1 {
+                flags |= netif::NETRXF_EXTRA_INFO;
+            }
+            push(&RxResponse {
+                id: r.id,
+                offset: 0,
+                flags,
+                status: n as i16,
+            });
+            if k == 0 {
+                if let Some(g) = f.gso {
+                    push(&RxResponse::from(ExtraInfo::gso(g.mss, g.ty, 0, 0)));
+                }
+            }
+        }
+        add(&v.counters.rx_frames, 1);
+        add(&v.counters.rx_bytes, len as u64);
+        self.rx_progressed(st.queue_index);
+        true
+    }
+
+    fn rx_progressed(&self, q: usize) {
+        if let Some(qb) = self.queues.get(q) {
+            let now = self.epoch.elapsed().as_nanos() as u64;
+            qb.rx_progress.store(now, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Answers every slot of a tx chain: data slots with `status`, extras with NULL.
+fn respond_tx(
+    ring: &mut BackRing<TxRequest, TxResponse>,
+    reqs: &[TxRequest],
+    status: i16,
+) -> Result<(), RingError> {
+    let Some(first) = reqs.first() else {
+        return Ok(());
+    };
+    ring.push_response(&TxResponse {
+        id: first.id,
+        status,
+    })?;
+    let mut i = 1;
+    if first.flags & netif::NETTXF_EXTRA_INFO != 0 {
+        while let Some(x) = reqs.get(i) {
+            i += 1;
+            ring.push_response(&TxResponse {
+                id: 0,
+                status: netif::RSP_NULL,
+            })?;
+            if x.as_extra().flags & EXTRA_FLAG_MORE == 0 {
+                break;
+            }
+        }
+    }
+    for r in reqs.iter().skip(i) {
+        ring.push_response(&TxResponse { id: r.id, status })?;
+    }
+    Ok(())
+}

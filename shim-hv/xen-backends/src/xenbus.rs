@@ -1,0 +1,810 @@
+//! The backend side of xenbus, shared by shim-hv's device backends (vbd, vif, console).
+//!
+//! ```text
+//!  toolstack ── XenbusBackend::create(spec) ──▶ nodes written the way libxl does:
+//!     /local/domain/0/backend/<kind>/<fe>/<devid>/{frontend,frontend-id,online,state,...}
+//!         perms: [n0, r<fe>]     (dom0 owns; the frontend may read)
+//!     /local/domain/<fe>/device/<kind>/<devid>/{backend,backend-id,state,...}
+//!         perms: [n<fe>, r0]     (the guest owns; dom0 may read)
+//!         read-only keys (a console's name, tty, ...): [n0, r<fe>]
+//!
+//!  backend control thread:
+//!     switch_state(InitWait) ─ wait_frontend() ─ Initialised/Connected ─▶
+//!        read_ring_refs() · map_ring() · bind_evtchn() ─ switch_state(Connected)
+//!     ... frontend Closing/Closed ─▶ drop the ring and port ─ switch_state(Closing/Closed)
+//!     ... frontend Initialising again (from Closed, or a frontend that restarts
+//!         while we are Connected/Closing) ─▶ drop the ring and port ─ InitWait
+//!     (the decision for each frontend state is [`reaction`], shared by all backends)
+//!  destroy(): removes both directories.
+//! ```
+//!
+//! Everything the frontend wrote is untrusted: numbers are parsed strictly (decimal,
+//! no sign, no spaces, in range), ring orders are capped by the caller's maximum, grant
+//! mappings go through the model's checks ([`Hypervisor::grant_map`]), and a
+//! multi-page ring is only accepted when its pages are consecutive guest frames (our
+//! and Linux's frontends allocate them that way; other layouts are refused, never
+//! guessed). A bad value fails this device only.
+//!
+//! Thread safety: a [`XenbusBackend`] is used by one control thread; the
+//! [`MappedRing`] and [`BoundPort`] it hands out are `Send` and may move to an I/O
+//! thread.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hypercall::abi::xenbus::XenbusState;
+use hypercall::{DomId, GrantRef, Port, SharedMem};
+
+use xen_model::{Dom0Handler, EvtchnError, GrantError, GrantMapping, Hypervisor};
+use xenstored::{Access, Errno, LocalClient, Perm, TxId};
+
+/// Bound on retries of a transaction that keeps conflicting (`EAGAIN`).
+const TX_TRIES: usize = 16;
+/// Largest ring we ever map: order 4 (16 pages), as Linux's `XENBUS_MAX_RING_GRANT_ORDER`.
+pub const MAX_RING_ORDER: u32 = 4;
+
+/// Why a backend xenbus operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// xenstored refused or failed.
+    #[error("{0}")]
+    Store(xenstored::Error),
+    /// A transaction kept conflicting.
+    #[error("xenstore transaction kept conflicting")]
+    TooManyRetries,
+    /// A key the frontend must write is missing.
+    #[error("frontend did not write {0}")]
+    Missing(String),
+    /// A key the frontend wrote does not parse or is out of range.
+    #[error("bad value {value:?} in {key}")]
+    BadValue {
+        /// The key (full path).
+        key: String,
+        /// The value (at most 64 bytes of it).
+        value: String,
+    },
+    /// A grant could not be mapped.
+    #[error("grant mapping: {0:?}")]
+    Grant(GrantError),
+    /// A multi-page ring whose pages are not consecutive guest frames.
+    #[error("ring pages are not consecutive guest frames")]
+    RingNotContiguous,
+    /// An event channel could not be bound.
+    #[error("event channel: {0}")]
+    Evtchn(EvtchnError),
+    /// The frontend domain is gone.
+    #[error("domain {} is gone", .0 .0)]
+    NoDomain(DomId),
+    /// Waiting for the frontend timed out.
+    #[error("timed out waiting for the frontend")]
+    Timeout,
+}
+
+impl From<xenstored::Error> for Error {
+    fn from(e: xenstored::Error) -> Self {
+        Error::Store(e)
+    }
+}
+
+impl From<GrantError> for Error {
+    fn from(e: GrantError) -> Self {
+        Error::Grant(e)
+    }
+}
+
+impl From<EvtchnError> for Error {
+    fn from(e: EvtchnError) -> Self {
+        Error::Evtchn(e)
+    }
+}
+
+/// What to create for one device.
+#[derive(Clone, Debug)]
+pub struct DeviceSpec {
+    /// Device class directory name: `vbd`, `vif`, `console`.
+    pub kind: String,
+    /// The guest.
+    pub frontend: DomId,
+    /// Device id (`vbd`: the virtual device number; `vif`: 0, 1, ...).
+    pub devid: u32,
+    /// Extra backend keys (`params`, `mode`, `type`, `dev`, `mac`, ...).
+    pub backend_keys: Vec<(String, String)>,
+    /// Extra frontend keys (`virtual-device`, `device-type`, `mac`, ...).
+    pub frontend_keys: Vec<(String, String)>,
+    /// Frontend keys the guest may read but not change (libxl's `ro_front`: a
+    /// console's `name`, `limit`, `type`, `output`, `tty`): perms `[n0, r<fe>]`.
+    pub frontend_ro_keys: Vec<(String, String)>,
+}
+
+impl DeviceSpec {
+    /// A spec with no extra keys.
+    pub fn new(kind: &str, frontend: DomId, devid: u32) -> Self {
+        DeviceSpec {
+            kind: kind.to_string(),
+            frontend,
+            devid,
+            backend_keys: Vec::new(),
+            frontend_keys: Vec::new(),
+            frontend_ro_keys: Vec::new(),
+        }
+    }
+
+    /// Adds a backend key.
+    pub fn backend(mut self, key: &str, value: impl ToString) -> Self {
+        self.backend_keys.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Adds a frontend key.
+    pub fn frontend(mut self, key: &str, value: impl ToString) -> Self {
+        self.frontend_keys
+            .push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Adds a frontend key the guest may only read.
+    pub fn frontend_ro(mut self, key: &str, value: impl ToString) -> Self {
+        self.frontend_ro_keys
+            .push((key.to_string(), value.to_string()));
+        self
+    }
+}
+
+/// One device's backend presence in xenstore, acting as dom0.
+pub struct XenbusBackend {
+    hv: Arc<Hypervisor>,
+    xs: LocalClient,
+    frontend: DomId,
+    devid: u32,
+    kind: String,
+    be_path: String,
+    fe_path: String,
+    token: String,
+    state: XenbusState,
+    watching: bool,
+}
+
+impl fmt::Debug for XenbusBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("XenbusBackend")
+            .field("backend", &self.be_path)
+            .field("frontend", &self.fe_path)
+            .field("state", &self.state)
+            .finish()
+    }
+}
+
+/// `/local/domain/0/backend/<kind>/<fe>/<devid>`.
+pub fn backend_path(kind: &str, frontend: DomId, devid: u32) -> String {
+    format!("/local/domain/0/backend/{kind}/{}/{devid}", frontend.0)
+}
+
+/// `/local/domain/<fe>/device/<kind>/<devid>`.
+pub fn frontend_path(kind: &str, frontend: DomId, devid: u32) -> String {
+    format!("/local/domain/{}/device/{kind}/{devid}", frontend.0)
+}
+
+/// Runs `f` in a transaction, retrying on `EAGAIN` (bounded).
+pub fn with_transaction<T>(
+    xs: &LocalClient,
+    mut f: impl FnMut(TxId) -> Result<T, Error>,
+) -> Result<T, Error> {
+    for _ in 0..TX_TRIES {
+        let tx = xs.transaction_start()?;
+        let v = match f(tx) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = xs.transaction_end(tx, false);
+                return Err(e);
+            }
+        };
+        match xs.transaction_end(tx, true) {
+            Ok(()) => return Ok(v),
+            Err(e) if e.errno() == Some(Errno::EAGAIN) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::TooManyRetries)
+}
+
+/// Parses a frontend-written unsigned decimal strictly.
+pub fn parse_u64(key: &str, raw: &[u8]) -> Result<u64, Error> {
+    let bad = || Error::BadValue {
+        key: key.to_string(),
+        value: String::from_utf8_lossy(&raw[..raw.len().min(64)]).into_owned(),
+    };
+    let s = std::str::from_utf8(raw).map_err(|_| bad())?;
+    if s.is_empty() || s.len() > 20 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    s.parse::<u64>().map_err(|_| bad())
+}
+
+fn state_of(raw: &[u8]) -> XenbusState {
+    std::str::from_utf8(raw)
+        .ok()
+        .and_then(|s| s.trim_end_matches('\0').parse::<u32>().ok())
+        .and_then(|v| XenbusState::try_from(v).ok())
+        .unwrap_or(XenbusState::Unknown)
+}
+
+/// What a backend's control thread does when it sees the frontend in some state:
+/// the decision of Linux's backends' `frontend_changed` (xen-netback walks to the
+/// target state through `set_backend_state`, disconnecting on the way), shared by
+/// shim-hv's backends. See [`reaction`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reaction {
+    /// Nothing to do.
+    Nothing,
+    /// Read the frontend's keys, map its rings, bind its ports; then switch to
+    /// `Connected` (or to `Closing` with an `error` node if that fails).
+    Connect,
+    /// Drop the connection (if any), then switch to this state (`Closing`/`Closed`).
+    Disconnect(XenbusState),
+    /// The frontend (re)starts: drop the connection (if any), clear the `error` node
+    /// and switch to `InitWait`, offering again.
+    Restart,
+}
+
+/// The [`Reaction`] of a backend in state `backend` (with a live connection if
+/// `connected`) to the frontend's state `fe`.
+///
+/// A frontend back at `Initialising` restarts the device from `Closed` (a reconnect
+/// after a clean close) and also from `Connected` or `Closing`: a frontend that
+/// restarts without closing (a guest kernel reboot or kexec, Linux's reconnect) would
+/// otherwise wait forever for an `InitWait` that never comes.
+pub fn reaction(backend: XenbusState, connected: bool, fe: XenbusState) -> Reaction {
+    use XenbusState as S;
+    match fe {
+        S::Initialised | S::Connected if !connected && backend == S::InitWait => Reaction::Connect,
+        S::Closing if backend != S::Closing => Reaction::Disconnect(S::Closing),
+        S::Closed | S::Unknown if !matches!(backend, S::Closed | S::InitWait) => {
+            Reaction::Disconnect(S::Closed)
+        }
+        S::Initialising if matches!(backend, S::Closed | S::Closing | S::Connected) => {
+            Reaction::Restart
+        }
+        _ => Reaction::Nothing,
+    }
+}
+
+/// What a backend device does when [`run_control`] says so: the device-specific
+/// half of a backend's control thread.
+pub trait Device {
+    /// Whether the device is connected (rings mapped, I/O running).
+    fn connected(&self) -> bool;
+    /// Reads the frontend's keys, maps its rings, binds its ports and starts I/O.
+    /// An error is written to the backend's `error` node and the backend goes
+    /// Closing (after [`Device::disconnect`], so nothing half-made stays).
+    fn connect(&self, xbe: &XenbusBackend) -> Result<(), String>;
+    /// Called once the backend switched to Connected after a successful connect.
+    fn on_connected(&self, _xbe: &XenbusBackend) {}
+    /// Stops I/O and unmaps everything of the connection; harmless when not
+    /// connected.
+    fn disconnect(&self, xbe: &XenbusBackend);
+    /// A fatal data-path error since the last call (the frontend broke the
+    /// protocol), to report through `error` and Closing.
+    fn take_failure(&self) -> Option<String> {
+        None
+    }
+}
+
+/// How long a backend keeps its nodes after its frontend's domain went away.
+const GONE_GRACE: Duration = Duration::from_millis(200);
+/// How often the control loop looks at the frontend when nothing changes.
+const CONTROL_TICK: Duration = Duration::from_millis(50);
+
+/// A backend's control thread: follows the frontend's `state` ([`reaction`]),
+/// connecting, disconnecting and restarting `dev`, and reports data-path failures,
+/// until `stop()` or until the frontend's domain has been gone for a moment; then
+/// disconnects and removes the device's nodes.
+pub fn run_control(
+    hv: &Hypervisor,
+    frontend: DomId,
+    mut xbe: XenbusBackend,
+    dev: &dyn Device,
+    stop: &dyn Fn() -> bool,
+) {
+    let mut fe_state = xbe.frontend_state().unwrap_or(XenbusState::Unknown);
+    let mut gone_since: Option<Instant> = None;
+    while !stop() {
+        match reaction(xbe.state(), dev.connected(), fe_state) {
+            Reaction::Connect => match dev.connect(&xbe) {
+                Ok(()) => {
+                    let _ = xbe.switch_state(XenbusState::Connected);
+                    dev.on_connected(&xbe);
+                }
+                Err(why) => fail(&mut xbe, dev, &why),
+            },
+            Reaction::Disconnect(to) => {
+                dev.disconnect(&xbe);
+                let _ = xbe.switch_state(to);
+            }
+            Reaction::Restart => {
+                // The frontend (re)starts, maybe without closing first (reboot,
+                // kexec): drop any connection and offer again.
+                dev.disconnect(&xbe);
+                let _ = xbe.write_key("error", "");
+                let _ = xbe.switch_state(XenbusState::InitWait);
+            }
+            Reaction::Nothing => {}
+        }
+        if let Some(why) = dev.take_failure() {
+            eprintln!("{}: frontend failed: {why}", xbe.backend_path());
+            fail(&mut xbe, dev, &why);
+        }
+        if hv.domain(frontend).is_none() {
+            // The guest is gone: stop once its nodes are gone too.
+            let t = *gone_since.get_or_insert_with(Instant::now);
+            if t.elapsed() > GONE_GRACE {
+                break;
+            }
+        }
+        match xbe.wait_frontend(CONTROL_TICK) {
+            Ok(Some(s)) => fe_state = s,
+            _ => {
+                if let Ok(s) = xbe.frontend_state() {
+                    fe_state = s;
+                }
+            }
+        }
+    }
+    dev.disconnect(&xbe);
+    let _ = xbe.destroy();
+}
+
+/// Disconnects `dev`, says `why` in the backend's `error` node and goes Closing.
+fn fail(xbe: &mut XenbusBackend, dev: &dyn Device, why: &str) {
+    dev.disconnect(xbe);
+    let _ = xbe.write_key("error", why);
+    let _ = xbe.switch_state(XenbusState::Closing);
+}
+
+impl XenbusBackend {
+    /// Creates the device's backend and frontend directories (one transaction) with
+    /// libxl's permissions, both `state` nodes at `Initialising`, and watches the
+    /// frontend's `state`. Existing directories of the same device are replaced.
+    pub fn create(hv: &Arc<Hypervisor>, spec: &DeviceSpec) -> Result<Self, Error> {
+        let xs = hv.xenstored().client(0);
+        let fe = spec.frontend;
+        let be_path = backend_path(&spec.kind, fe, spec.devid);
+        let fe_path = frontend_path(&spec.kind, fe, spec.devid);
+        let be_perms = [Perm::new(0, Access::None), Perm::new(fe.0, Access::Read)];
+        let fe_perms = [Perm::new(fe.0, Access::None), Perm::new(0, Access::Read)];
+        let init = (XenbusState::Initialising as u32).to_string();
+        with_transaction(&xs, |tx| {
+            let _ = xs.rm(tx, &be_path);
+            let _ = xs.rm(tx, &fe_path);
+            xs.mkdir(tx, &be_path)?;
+            xs.set_perms(tx, &be_path, &be_perms)?;
+            let mut be_keys: Vec<(&str, String)> = vec![
+                ("frontend", fe_path.clone()),
+                ("frontend-id", fe.0.to_string()),
+                ("online", "1".into()),
+                ("state", init.clone()),
+            ];
+            be_keys.extend(
+                spec.backend_keys
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.clone())),
+            );
+            for (k, v) in &be_keys {
+                xs.write(tx, &format!("{be_path}/{k}"), v.as_bytes())?;
+            }
+            xs.mkdir(tx, &fe_path)?;
+            xs.set_perms(tx, &fe_path, &fe_perms)?;
+            let mut fe_keys: Vec<(&str, String)> = vec![
+                ("backend", be_path.clone()),
+                ("backend-id", "0".into()),
+                ("state", init.clone()),
+            ];
+            fe_keys.extend(
+                spec.frontend_keys
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.clone())),
+            );
+            for (k, v) in &fe_keys {
+                xs.write(tx, &format!("{fe_path}/{k}"), v.as_bytes())?;
+            }
+            for (k, v) in &spec.frontend_ro_keys {
+                let p = format!("{fe_path}/{k}");
+                xs.write(tx, &p, v.as_bytes())?;
+                xs.set_perms(tx, &p, &be_perms)?;
+            }
+            Ok(())
+        })?;
+        let token = format!("be:{}:{}:{}", spec.kind, fe.0, spec.devid);
+        let mut me = XenbusBackend {
+            hv: hv.clone(),
+            xs,
+            frontend: fe,
+            devid: spec.devid,
+            kind: spec.kind.clone(),
+            be_path,
+            fe_path,
+            token,
+            state: XenbusState::Initialising,
+            watching: false,
+        };
+        me.xs.watch(&format!("{}/state", me.fe_path), &me.token)?;
+        me.watching = true;
+        Ok(me)
+    }
+
+    /// The hypervisor.
+    pub fn hypervisor(&self) -> &Arc<Hypervisor> {
+        &self.hv
+    }
+
+    /// The dom0 xenstore client this backend uses.
+    pub fn store(&self) -> &LocalClient {
+        &self.xs
+    }
+
+    /// The frontend domain.
+    pub fn frontend_id(&self) -> DomId {
+        self.frontend
+    }
+
+    /// The device id.
+    pub fn devid(&self) -> u32 {
+        self.devid
+    }
+
+    /// The device class (`vbd`, ...).
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+
+    /// The backend directory.
+    pub fn backend_path(&self) -> &str {
+        &self.be_path
+    }
+
+    /// The frontend directory.
+    pub fn frontend_path(&self) -> &str {
+        &self.fe_path
+    }
+
+    /// Our (backend) state, as last written.
+    pub fn state(&self) -> XenbusState {
+        self.state
+    }
+
+    /// Writes our `state`.
+    pub fn switch_state(&mut self, state: XenbusState) -> Result<(), Error> {
+        self.xs.write(
+            TxId::NONE,
+            &format!("{}/state", self.be_path),
+            (state as u32).to_string().as_bytes(),
+        )?;
+        self.state = state;
+        Ok(())
+    }
+
+    /// Writes backend keys (`<backend>/<key>`) in one transaction.
+    pub fn write_keys(&self, keys: &[(&str, String)]) -> Result<(), Error> {
+        with_transaction(&self.xs, |tx| {
+            for (k, v) in keys {
+                self.xs
+                    .write(tx, &format!("{}/{k}", self.be_path), v.as_bytes())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Writes one backend key.
+    pub fn write_key(&self, key: &str, value: &str) -> Result<(), Error> {
+        self.xs.write(
+            TxId::NONE,
+            &format!("{}/{key}", self.be_path),
+            value.as_bytes(),
+        )?;
+        Ok(())
+    }
+
+    /// Reads a backend key (`None` if missing).
+    pub fn read_key(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        read_opt(&self.xs, &format!("{}/{key}", self.be_path))
+    }
+
+    /// Reads a frontend key (`None` if missing).
+    pub fn read_frontend(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        read_opt(&self.xs, &format!("{}/{key}", self.fe_path))
+    }
+
+    /// Reads a frontend key as a strict unsigned decimal (`None` if missing).
+    pub fn read_frontend_u64(&self, key: &str) -> Result<Option<u64>, Error> {
+        match self.read_frontend(key)? {
+            None => Ok(None),
+            Some(v) => parse_u64(&format!("{}/{key}", self.fe_path), &v).map(Some),
+        }
+    }
+
+    /// Reads a frontend key that must be present and fit in 32 bits.
+    pub fn require_frontend_u32(&self, key: &str) -> Result<u32, Error> {
+        let full = format!("{}/{key}", self.fe_path);
+        let v = self
+            .read_frontend_u64(key)?
+            .ok_or_else(|| Error::Missing(full.clone()))?;
+        u32::try_from(v).map_err(|_| Error::BadValue {
+            key: full,
+            value: v.to_string(),
+        })
+    }
+
+    /// Reads a frontend flag (`feature-*`): missing or `0` is false, any other
+    /// decimal true, anything else an error.
+    pub fn read_frontend_flag(&self, key: &str) -> Result<bool, Error> {
+        Ok(self.read_frontend_u64(key)?.unwrap_or(0) != 0)
+    }
+
+    /// The frontend's `state` now (`Unknown` if missing or garbage).
+    pub fn frontend_state(&self) -> Result<XenbusState, Error> {
+        Ok(self
+            .read_frontend("state")?
+            .map_or(XenbusState::Unknown, |v| state_of(&v)))
+    }
+
+    /// Waits up to `timeout` for a watch event on the frontend's state, then returns
+    /// the state read (events are coalesced: only the current value counts). `Ok(None)`
+    /// on timeout.
+    pub fn wait_frontend(&self, timeout: Duration) -> Result<Option<XenbusState>, Error> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.xs.wait_event(left) {
+                Some(ev) if ev.token == self.token => {
+                    while self.xs.try_event().is_some() {}
+                    return self.frontend_state().map(Some);
+                }
+                Some(_) => {}
+                None => return Ok(None),
+            }
+            if left.is_zero() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads the ring references of a (possibly multi-page) ring the Linux way:
+    /// `<prefix>ring-page-order` (if present, at most `max_order`) with
+    /// `<prefix>ring-ref0..N`, else a single `<prefix>ring-ref`. `prefix` is `""`
+    /// or e.g. `"queue-0/"`; `ring_ref_name` lets netback use `tx-ring-ref`.
+    pub fn read_ring_refs(
+        &self,
+        prefix: &str,
+        ring_ref_name: &str,
+        max_order: u32,
+    ) -> Result<Vec<GrantRef>, Error> {
+        let order_key = format!("{prefix}ring-page-order");
+        match self.read_frontend_u64(&order_key)? {
+            None => Ok(vec![GrantRef(
+                self.require_frontend_u32(&format!("{prefix}{ring_ref_name}"))?,
+            )]),
+            Some(order) if order <= u64::from(max_order.min(MAX_RING_ORDER)) => {
+                let n = 1usize << order;
+                (0..n)
+                    .map(|i| {
+                        self.require_frontend_u32(&format!("{prefix}{ring_ref_name}{i}"))
+                            .map(GrantRef)
+                    })
+                    .collect()
+            }
+            Some(order) => Err(Error::BadValue {
+                key: format!("{}/{order_key}", self.fe_path),
+                value: order.to_string(),
+            }),
+        }
+    }
+
+    /// Maps the ring pages `refs` (writable) of the frontend and returns them as one
+    /// region. The pages must be consecutive guest frames.
+    pub fn map_ring(&self, refs: &[GrantRef]) -> Result<MappedRing, Error> {
+        map_ring(&self.hv, self.frontend, refs)
+    }
+
+    /// Binds a dom0 port to the frontend's `remote_port`; `handler` runs on each
+    /// notification (and once right after binding). Closed when the result drops.
+    pub fn bind_evtchn(&self, remote_port: Port, handler: Dom0Handler) -> Result<BoundPort, Error> {
+        let port = self
+            .hv
+            .dom0_bind_interdomain(self.frontend, remote_port, handler)?;
+        Ok(BoundPort {
+            hv: self.hv.clone(),
+            port,
+        })
+    }
+
+    /// Removes both directories (the device is gone for the guest).
+    pub fn destroy(mut self) -> Result<(), Error> {
+        self.unwatch();
+        with_transaction(&self.xs, |tx| {
+            for p in [&self.be_path, &self.fe_path] {
+                match self.xs.rm(tx, p) {
+                    Ok(()) => {}
+                    Err(e) if e.errno() == Some(Errno::ENOENT) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn unwatch(&mut self) {
+        if self.watching {
+            let _ = self
+                .xs
+                .unwatch(&format!("{}/state", self.fe_path), &self.token);
+            self.watching = false;
+        }
+    }
+}
+
+impl Drop for XenbusBackend {
+    fn drop(&mut self) {
+        self.unwatch();
+    }
+}
+
+fn read_opt(xs: &LocalClient, path: &str) -> Result<Option<Vec<u8>>, Error> {
+    match xs.read(TxId::NONE, path) {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.errno() == Some(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Maps `refs` of `granter` writable and returns them as one region (see
+/// [`XenbusBackend::map_ring`]).
+pub fn map_ring(
+    hv: &Arc<Hypervisor>,
+    granter: DomId,
+    refs: &[GrantRef],
+) -> Result<MappedRing, Error> {
+    let first = *refs.first().ok_or(Error::RingNotContiguous)?;
+    let n = refs.len();
+    if !n.is_power_of_two() || n > 1 << MAX_RING_ORDER {
+        return Err(Error::RingNotContiguous);
+    }
+    let mut maps = Vec::with_capacity(n);
+    for r in refs {
+        maps.push(hv.grant_map(granter, *r, false)?);
+    }
+    let base = maps[0].gfn();
+    if maps
+        .iter()
+        .enumerate()
+        .any(|(i, m)| m.gfn().0 != base.0.wrapping_add(i as u64))
+    {
+        let _ = first;
+        return Err(Error::RingNotContiguous);
+    }
+    let mem = if n == 1 {
+        maps[0].mem()
+    } else {
+        let dom = hv.domain(granter).ok_or(Error::NoDomain(granter))?;
+        dom.memory()
+            .pages_at(base, n)
+            .map_err(|_| Error::RingNotContiguous)?
+    };
+    Ok(MappedRing { maps, mem })
+}
+
+/// A ring's pages mapped for dom0; unmapped on drop.
+pub struct MappedRing {
+    maps: Vec<GrantMapping>,
+    mem: SharedMem,
+}
+
+impl fmt::Debug for MappedRing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MappedRing")
+            .field("pages", &self.maps.len())
+            .finish()
+    }
+}
+
+impl MappedRing {
+    /// The whole ring (valid while `self` lives).
+    pub fn mem(&self) -> SharedMem {
+        self.mem
+    }
+
+    /// Number of pages.
+    pub fn pages(&self) -> usize {
+        self.maps.len()
+    }
+}
+
+/// A dom0 event-channel port bound to a frontend; closed on drop.
+pub struct BoundPort {
+    hv: Arc<Hypervisor>,
+    port: Port,
+}
+
+impl fmt::Debug for BoundPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("BoundPort").field(&self.port.0).finish()
+    }
+}
+
+impl BoundPort {
+    /// The dom0 port.
+    pub fn port(&self) -> Port {
+        self.port
+    }
+
+    /// Notifies the frontend.
+    pub fn notify(&self) {
+        // Fails only when the guest closed its end; then nobody listens anyway.
+        let _ = self.hv.dom0_send(self.port);
+    }
+}
+
+impl Drop for BoundPort {
+    fn drop(&mut self) {
+        let _ = self.hv.dom0_close(self.port);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use XenbusState as S;
+
+    #[test]
+    fn a_frontend_back_at_initialising_restarts_the_backend_from_any_live_state() {
+        for be in [S::Closed, S::Closing, S::Connected] {
+            for connected in [false, true] {
+                assert_eq!(
+                    reaction(be, connected, S::Initialising),
+                    Reaction::Restart,
+                    "{be:?}"
+                );
+            }
+        }
+        // Already offering (or not yet offering): nothing to redo.
+        assert_eq!(
+            reaction(S::InitWait, false, S::Initialising),
+            Reaction::Nothing
+        );
+        assert_eq!(
+            reaction(S::Initialising, false, S::Initialising),
+            Reaction::Nothing
+        );
+    }
+
+    #[test]
+    fn the_other_frontend_states() {
+        assert_eq!(
+            reaction(S::InitWait, false, S::Initialised),
+            Reaction::Connect
+        );
+        assert_eq!(
+            reaction(S::InitWait, false, S::Connected),
+            Reaction::Connect
+        );
+        assert_eq!(
+            reaction(S::Connected, true, S::Connected),
+            Reaction::Nothing
+        );
+        // A backend that failed (Closing, error node) waits for the frontend.
+        assert_eq!(reaction(S::Closing, false, S::Connected), Reaction::Nothing);
+        assert_eq!(
+            reaction(S::Connected, true, S::Closing),
+            Reaction::Disconnect(S::Closing)
+        );
+        assert_eq!(reaction(S::Closing, false, S::Closing), Reaction::Nothing);
+        for fe in [S::Closed, S::Unknown] {
+            assert_eq!(
+                reaction(S::Connected, true, fe),
+                Reaction::Disconnect(S::Closed)
+            );
+            assert_eq!(reaction(S::Closed, false, fe), Reaction::Nothing);
+            assert_eq!(reaction(S::InitWait, false, fe), Reaction::Nothing);
+        }
+    }
+}

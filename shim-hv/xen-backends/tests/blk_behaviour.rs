@@ -1,0 +1,627 @@
+//! Block device behaviour end to end: read-only disks and CD-ROMs, images that are
+//! not a multiple of the sector size (row 45), empty images (row 11), online resize
+//! (row 11), the backend closing with requests in flight and reconnecting (row 15),
+//! reads left in place (`read_in_place`/`take_read`).
+
+mod blk_util;
+
+use std::sync::mpsc::channel;
+use std::time::{Duration, Instant};
+
+use blk_util::*;
+use hypercall::gnttab::GrantTable;
+use xbd_front::{BadConfig, Config, Device, DeviceEvent, DeviceType, Error};
+use xen_model::inproc::InProcGuest;
+use xenbus::{XenbusState, Xenstore};
+use xenstored::TxId;
+
+#[test]
+fn read_only_disk_refuses_writes_locally() {
+    let dir = TempDir::new("ro");
+    let img = image(&dir, "ro.img", 1 << 20);
+    let before = std::fs::read(&img).unwrap();
+    let hv = hv();
+    let dom = domain(&hv, "ro", 32);
+    let mut cfg = file_cfg(&img);
+    cfg.writable = false;
+    let be = backend(&hv, &dom, cfg);
+    run_guest(&hv, dom, XVDA, Config::default(), move |d, _, _| {
+        let info = *d.info().unwrap();
+        assert!(info.read_only);
+        assert_eq!(info.info & 4, 4, "VDISK_READONLY");
+        assert_eq!(info.device_type, DeviceType::Disk);
+        let f = d.features().unwrap();
+        assert_eq!(f.flush, None);
+        assert_eq!(f.discard, None);
+        let mut buf = vec![0u8; 4096];
+        d.read(0, &mut [&mut buf[..]], T).unwrap();
+        let sent = d.stats().ring_requests;
+        assert_eq!(d.write(0, &[&buf[..]], T), Err(Error::ReadOnly));
+        assert_eq!(d.submit_write(0, &[&buf[..]]), Err(Error::ReadOnly));
+        assert_eq!(d.flush(T), Err(Error::ReadOnly));
+        assert_eq!(d.discard(0, 8, T), Err(Error::ReadOnly));
+        // Nothing reached the ring.
+        assert_eq!(d.stats().ring_requests, sent);
+    });
+    assert_eq!(be.stats().errors, 0);
+    be.destroy();
+    assert_eq!(std::fs::read(&img).unwrap(), before);
+}
+
+#[test]
+fn cdrom_is_read_only() {
+    let dir = TempDir::new("cd");
+    let img = image(&dir, "cd.iso", 64 * 2048);
+    let hv = hv();
+    let dom = domain(&hv, "cd", 32);
+    let mut cfg = file_cfg(&img);
+    cfg.cdrom = true;
+    cfg.writable = false;
+    let be = backend(&hv, &dom, cfg);
+    run_guest(&hv, dom, XVDA, Config::default(), |d, _, _| {
+        let info = *d.info().unwrap();
+        assert_eq!(info.device_type, DeviceType::Cdrom);
+        assert!(info.read_only && info.removable);
+        let mut buf = vec![0u8; 2048];
+        d.read(3, &mut [&mut buf[..]], T).unwrap();
+        assert_eq!(d.write(0, &[&buf[..]], T), Err(Error::ReadOnly));
+    });
+    be.destroy();
+}
+
+#[test]
+fn image_not_a_multiple_of_the_sector_size_is_rounded_down() {
+    let dir = TempDir::new("odd");
+    let img = image(&dir, "odd.img", (1 << 20) + 300);
+    let data = std::fs::read(&img).unwrap();
+    let hv = hv();
+    let dom = domain(&hv, "odd", 32);
+    let be = backend(&hv, &dom, file_cfg(&img));
+    assert_eq!(be.sectors(), 2048);
+    let last = run_guest(&hv, dom, XVDA, Config::default(), |d, _, _| {
+        assert_eq!(d.info().unwrap().sectors, 2048);
+        let mut buf = vec![0u8; 512];
+        d.read(2047, &mut [&mut buf[..]], T).unwrap();
+        assert!(matches!(
+            d.read(2048, &mut [&mut buf[..]], T),
+            Err(Error::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            d.read(2047, &mut [&mut [0u8; 1024][..]], T),
+            Err(Error::OutOfRange { .. })
+        ));
+        assert!(matches!(
+            d.read(0, &mut [&mut [0u8; 100][..]], T),
+            Err(Error::BadLength { .. })
+        ));
+        buf
+    });
+    assert_eq!(last[..], data[2047 * 512..2048 * 512]);
+    be.destroy();
+}
+
+#[test]
+fn empty_image_is_refused_by_the_frontend() {
+    let dir = TempDir::new("empty");
+    let img = dir.path().join("empty.img");
+    std::fs::write(&img, b"").unwrap();
+    let hv = hv();
+    let dom = domain(&hv, "empty", 32);
+    let be = backend(&hv, &dom, file_cfg(&img));
+    let (tx, rx) = channel();
+    hv.spawn_guest(dom, move |g| {
+        let p: &InProcGuest = &g;
+        let table: Box<Table> = Box::new(GrantTable::setup(p, (NG / 512) as u32).unwrap());
+        let mut xs = Xenstore::from_hvm_params(p).unwrap();
+        let mut d: Box<Disk<'_>> =
+            Box::new(Device::new(p, &*table, XVDA, Config::default()).unwrap());
+        let r = d.connect(&mut xs);
+        let _ = tx.send((r, table.in_use()));
+    })
+    .unwrap();
+    let (r, in_use) = rx.recv_timeout(Duration::from_secs(120)).unwrap();
+    match r {
+        Err(Error::BadConfig { problem, .. }) => assert_eq!(problem, BadConfig::ZeroSectors),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(in_use, 0, "ring grants ended after the refusal");
+    be.destroy();
+}
+
+#[test]
+fn online_resize_is_reported() {
+    let dir = TempDir::new("resize");
+    let img = image(&dir, "grow.img", 1 << 20);
+    let hv = hv();
+    let dom = domain(&hv, "resize", 32);
+    let be = backend(&hv, &dom, file_cfg(&img));
+    let (ready_tx, ready_rx) = channel();
+    let (go_tx, go_rx) = channel::<()>();
+    let rx = spawn_guest(&hv, dom, XVDA, Config::default(), move |d, xs, _| {
+        ready_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        let end = Instant::now() + Duration::from_secs(30);
+        let ev = loop {
+            if let Some(ev) = d.poll_events(xs).unwrap() {
+                break ev;
+            }
+            assert!(Instant::now() < end, "no capacity event");
+            hypercall::Platform::wait(*d.platform());
+        };
+        let mut buf = vec![0u8; 512];
+        d.read(3000, &mut [&mut buf[..]], T).unwrap();
+        ev
+    });
+    ready_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&img).unwrap();
+    f.set_len(2 << 20).unwrap();
+    assert_eq!(be.resize().unwrap(), 4096);
+    go_tx.send(()).unwrap();
+    let ev = rx.recv_timeout(Duration::from_secs(120)).unwrap().unwrap();
+    assert_eq!(
+        ev,
+        DeviceEvent::CapacityChanged {
+            old: 2048,
+            new: 4096
+        }
+    );
+    be.destroy();
+}
+
+#[test]
+fn backend_closing_fails_in_flight_requests_then_reconnects() {
+    let dir = TempDir::new("close");
+    let img = image(&dir, "c.img", 1 << 20);
+    let data = std::fs::read(&img).unwrap();
+    let hv = hv();
+    let dom = domain(&hv, "close", 32);
+    let be = backend(&hv, &dom, file_cfg(&img));
+    let be_state = format!("{}/state", be.backend_path());
+    let (ready_tx, ready_rx) = channel();
+    let (go_tx, go_rx) = channel::<()>();
+    let rx = spawn_guest(&hv, dom, XVDA, Config::default(), move |d, xs, table| {
+        let tags: Vec<_> = (0..4)
+            .map(|i| d.submit_read(i * 8, 4096).unwrap())
+            .collect();
+        ready_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        let end = Instant::now() + Duration::from_secs(30);
+        let ev = loop {
+            if let Some(ev) = d.poll_events(xs).unwrap() {
+                break ev;
+            }
+            assert!(Instant::now() < end, "no disconnect event");
+            hypercall::Platform::wait(*d.platform());
+        };
+        assert_eq!(ev, DeviceEvent::Disconnected(XenbusState::Closing));
+        for t in tags {
+            assert_eq!(d.finish(t, &mut []), Err(Error::NotConnected));
+        }
+        assert_eq!(
+            d.read(0, &mut [&mut [0u8; 512][..]], T),
+            Err(Error::NotConnected)
+        );
+        assert_eq!(table.in_use(), 0, "grants ended after the backend let go");
+        // Reconnect and use the disk again.
+        d.connect(xs).unwrap();
+        let mut buf = vec![0u8; 8192];
+        d.read(8, &mut [&mut buf[..]], T).unwrap();
+        buf
+    });
+    ready_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    hv.xenstored()
+        .client(0)
+        .write(TxId::NONE, &be_state, b"5")
+        .unwrap();
+    go_tx.send(()).unwrap();
+    let buf = rx.recv_timeout(Duration::from_secs(120)).unwrap().unwrap();
+    assert_eq!(buf[..], data[4096..4096 + 8192]);
+    assert!(be.stats().connects >= 2);
+    be.destroy();
+}
+
+/// A guest that restarts without closing its disk (a reboot or kexec: the new kernel
+/// resets its watches and connects again from `Initialising` while the backend is
+/// still `Connected`) gets a working disk: the backend drops the old ring and offers
+/// again (it used to restart only from `Closed`, and the new kernel waited forever).
+#[test]
+fn a_frontend_restarting_without_closing_reconnects() {
+    let dir = TempDir::new("restart");
+    let img = image(&dir, "r.img", 1 << 20);
+    let data = std::fs::read(&img).unwrap();
+    let hv = hv();
+    let dom = domain(&hv, "restart", 32);
+    let be = backend(&hv, &dom, file_cfg(&img));
+    let (tx, rx) = channel();
+    hv.spawn_guest(dom, move |g| {
+        let p: &InProcGuest = &g;
+        let table: Box<Table> = Box::new(GrantTable::setup(p, (NG / 512) as u32).unwrap());
+        let mut xs = Xenstore::from_hvm_params(p).unwrap();
+        let r = (|| -> Result<Vec<u8>, String> {
+            let mut old: Disk<'_> =
+                Device::new(p, &*table, XVDA, Config::default()).map_err(|e| e.to_string())?;
+            old.connect(&mut xs)
+                .map_err(|e| format!("first connect: {e}"))?;
+            let mut buf = vec![0u8; 512];
+            old.read(0, &mut [&mut buf[..]], T)
+                .map_err(|e| e.to_string())?;
+            // The "new kernel": the old device is simply abandoned (its grants stay
+            // granted), watches are reset as Linux's xs_reset_watches does at boot.
+            std::mem::forget(old);
+            let mut reply = [0u8; 16];
+            xs.request(
+                xenbus::TxId::NONE,
+                hypercall::abi::xs_wire::msg::RESET_WATCHES,
+                &[b"\0"],
+                &mut reply,
+            )
+            .map_err(|e| format!("reset watches: {e}"))?;
+            let mut new: Disk<'_> =
+                Device::new(p, &*table, XVDA, Config::default()).map_err(|e| e.to_string())?;
+            new.connect(&mut xs)
+                .map_err(|e| format!("connect after restart: {e}"))?;
+            let mut buf = vec![0u8; 8192];
+            new.read(8, &mut [&mut buf[..]], T)
+                .map_err(|e| e.to_string())?;
+            new.close(&mut xs).map_err(|e| format!("close: {e}"))?;
+            Ok(buf)
+        })();
+        let _ = tx.send(r);
+    })
+    .unwrap();
+    let buf = rx.recv_timeout(Duration::from_secs(120)).unwrap().unwrap();
+    assert_eq!(buf[..], data[4096..4096 + 8192]);
+    assert_eq!(be.stats().connects, 2);
+    be.destroy();
+}
+
+/// Row 11, changing mid-run: the backend rewrites `sectors` with garbage, an empty
+/// value or a count whose size in bytes overflows 64 bits. Each is reported as
+/// `BadCapacity` and the old capacity stays in effect (I/O keeps working); then
+/// `sectors` = 0 is a capacity change after which I/O fails with a typed error.
+#[test]
+fn bad_sectors_rewritten_mid_run_keep_the_old_capacity() {
+    let dir = TempDir::new("badsectors");
+    let img = image(&dir, "b.img", 1 << 20);
+    let hv = hv();
+    let dom = domain(&hv, "badsectors", 32);
+    let be = backend(&hv, &dom, file_cfg(&img));
+    let (ready_tx, ready_rx) = channel();
+    let (go_tx, go_rx) = channel::<()>();
+    let (ev_tx, ev_rx) = channel();
+    let rx = spawn_guest(&hv, dom, XVDA, Config::default(), move |d, xs, _| {
+        ready_tx.send(()).unwrap();
+        while go_rx.recv().is_ok() {
+            let end = Instant::now() + Duration::from_secs(30);
+            let ev = loop {
+                if let Some(ev) = d.poll_events(xs).unwrap() {
+                    break ev;
+                }
+                assert!(Instant::now() < end, "no event");
+                hypercall::Platform::wait(*d.platform());
+            };
+            let sectors = d.info().map(|i| i.sectors);
+            let mut buf = vec![0u8; 512];
+            let read = d.read(2047, &mut [&mut buf[..]], T).map(|_| buf);
+            ev_tx.send((ev, sectors, read)).unwrap();
+        }
+    });
+    ready_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    let data = std::fs::read(&img).unwrap();
+    let path = format!("{}/sectors", be.backend_path());
+    for bad in ["12x", "", "-1", "18446744073709551615", "36028797018963968"] {
+        hv.xenstored()
+            .client(0)
+            .write(TxId::NONE, &path, bad.as_bytes())
+            .unwrap();
+        go_tx.send(()).unwrap();
+        let (ev, sectors, read) = ev_rx.recv_timeout(Duration::from_secs(120)).unwrap();
+        assert_eq!(ev, DeviceEvent::BadCapacity, "{bad:?}");
+        assert_eq!(sectors, Some(2048), "{bad:?}: old capacity kept");
+        assert_eq!(
+            read.unwrap()[..],
+            data[2047 * 512..],
+            "{bad:?}: I/O still works"
+        );
+    }
+    hv.xenstored()
+        .client(0)
+        .write(TxId::NONE, &path, b"0")
+        .unwrap();
+    go_tx.send(()).unwrap();
+    let (ev, sectors, read) = ev_rx.recv_timeout(Duration::from_secs(120)).unwrap();
+    assert_eq!(ev, DeviceEvent::CapacityChanged { old: 2048, new: 0 });
+    assert_eq!(sectors, Some(0));
+    assert!(read.is_err(), "a read past a zero capacity is refused");
+    drop(go_tx);
+    rx.recv_timeout(Duration::from_secs(120)).unwrap().unwrap();
+    be.destroy();
+}
+
+#[test]
+fn reads_left_in_place() {
+    let dir = TempDir::new("inplace");
+    let img = image(&dir, "d.img", 4 << 20);
+    let disk = std::fs::read(&img).unwrap();
+    let hv = hv();
+    let dom = domain(&hv, "inplace", 64);
+    let be = backend(&hv, &dom, file_cfg(&img));
+    run_guest(&hv, dom, XVDA, Config::default(), move |d, _, _| {
+        let max = d.max_request_bytes();
+        let rd = d.read_in_place(8, 3 * 4096, T).unwrap();
+        assert_eq!(rd.len(), 3 * 4096);
+        let mut b = vec![0u8; 100];
+        rd.read(4000, &mut b).unwrap();
+        assert_eq!(b[..], disk[8 * 512 + 4000..8 * 512 + 4100]);
+        // Out of range: a typed error, nothing copied.
+        let mut big = vec![0u8; 2];
+        assert_eq!(
+            rd.read(3 * 4096 - 1, &mut big),
+            Err(Error::BeyondData {
+                offset: 3 * 4096 - 1,
+                len: 2,
+                size: 3 * 4096
+            })
+        );
+        assert!(matches!(
+            rd.read(usize::MAX, &mut big),
+            Err(Error::BeyondData { .. })
+        ));
+        assert_eq!(big, [0, 0], "nothing copied");
+        // An empty range at the end is inside.
+        assert_eq!(rd.read(3 * 4096, &mut []), Ok(()));
+        drop(rd);
+        // Dropping retired it.
+        assert_eq!(d.outstanding(), 0);
+        // The largest single request, and one byte-sector more is too large.
+        let rd = d.read_in_place(0, max, T).unwrap();
+        let mut all = vec![0u8; max];
+        rd.read(0, &mut all).unwrap();
+        assert!(all[..] == disk[..max]);
+        drop(rd);
+        assert!(matches!(
+            d.read_in_place(0, max + 512, T),
+            Err(Error::TooLarge { .. })
+        ));
+        // take_read: only completed reads.
+        let w = d.submit_write(0, &[&disk[..512]]).unwrap();
+        let r = d.submit_read(1, 512).unwrap();
+        while !(d.is_done(w).unwrap() && d.is_done(r).unwrap()) {
+            d.poll().unwrap();
+            hypercall::Platform::wait(*d.platform());
+        }
+        assert_eq!(d.take_read(w).err(), Some(Error::NotARead));
+        d.finish(w, &mut []).unwrap();
+        let rd = d.take_read(r).unwrap();
+        let mut s = [0u8; 512];
+        rd.read(0, &mut s).unwrap();
+        assert_eq!(s[..], disk[512..1024]);
+        drop(rd);
+        assert_eq!(d.finish(r, &mut []), Err(Error::UnknownTag));
+        assert_eq!(d.take_read(r).err(), Some(Error::UnknownTag));
+    });
+    assert_eq!(be.stats().errors, 0);
+    be.destroy();
+}
+
+#[test]
+fn blocking_reads_and_writes_pipeline_any_scatter_list() {
+    let dir = TempDir::new("pipe");
+    let img = image(&dir, "d.img", 4 << 20);
+    let disk = std::fs::read(&img).unwrap();
+    let hv = hv();
+    let dom = domain(&hv, "pipe", 64);
+    let be = backend(&hv, &dom, file_cfg(&img));
+    let written = run_guest(&hv, dom, XVDA, Config::default(), move |d, _, _| {
+        // 1 MiB (four pieces in flight), 300 KiB into 600 sector buffers (more
+        // pieces of the list than one request could take before), 100 KiB in one.
+        for (lba, pieces, size) in [(0u64, 1usize, 1 << 20), (8, 600, 512), (2048, 200, 512)] {
+            let mut bufs: Vec<Vec<u8>> = (0..pieces).map(|_| vec![0u8; size]).collect();
+            let mut list: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+            d.read(lba, &mut list, T).unwrap();
+            let got: Vec<u8> = bufs.concat();
+            let at = lba as usize * 512;
+            assert!(got[..] == disk[at..at + got.len()], "read at {lba}");
+            assert_eq!(d.outstanding(), 0);
+        }
+        // Several MiB at once: whole-ring pieces, still in order.
+        let mut big = vec![0u8; 3 << 20];
+        d.read(512, &mut [&mut big[..]], T).unwrap();
+        assert!(big[..] == disk[512 * 512..512 * 512 + (3 << 20)]);
+        // Writes the same ways, read back.
+        let mut model = disk.clone();
+        for (lba, pieces, size) in [(0u64, 1usize, 1 << 20), (8, 600, 512), (2000, 3, 1 << 20)] {
+            let data: Vec<Vec<u8>> = (0..pieces)
+                .map(|p| {
+                    (0..size)
+                        .map(|i| (i * 13 + p * 7 + lba as usize) as u8)
+                        .collect()
+                })
+                .collect();
+            let list: Vec<&[u8]> = data.iter().map(|b| &b[..]).collect();
+            d.write(lba, &list, T).unwrap();
+            let flat = data.concat();
+            let at = lba as usize * 512;
+            model[at..at + flat.len()].copy_from_slice(&flat);
+            assert_eq!(d.outstanding(), 0);
+        }
+        let mut all = vec![0u8; 4 << 20];
+        d.read(0, &mut [&mut all[..]], T).unwrap();
+        assert!(all == model, "read back after the writes");
+        model
+    });
+    assert_eq!(be.stats().errors, 0);
+    be.destroy();
+    assert!(
+        std::fs::read(&img).unwrap() == written,
+        "the image holds the writes"
+    );
+}
+
+/// Built in place (docs/stack.md): an unbound device refuses to connect, binding
+/// is refused while connected, and after a close the device binds and connects
+/// again.
+#[test]
+fn unbound_device_binds_in_place() {
+    let dir = TempDir::new("bind");
+    let img = image(&dir, "bind.img", 1 << 20);
+    let hv = hv();
+    let dom = domain(&hv, "bind", 32);
+    let be = backend(&hv, &dom, file_cfg(&img));
+    let (tx, rx) = channel();
+    hv.spawn_guest(dom, move |g| {
+        let p: &InProcGuest = &g;
+        let table: Box<Table> = Box::new(GrantTable::empty());
+        table.setup_in_place(p, 16).unwrap();
+        let mut xs = Xenstore::from_hvm_params(p).unwrap();
+        let mut d: Box<Disk<'_>> = Box::new(Device::unbound(p, &*table, Config::DEFAULT));
+        let unbound = d.connect(&mut xs);
+        d.bind(XVDA).unwrap();
+        d.connect(&mut xs).unwrap();
+        let in_use = d.bind(XVDA);
+        let mut buf = vec![0u8; 512];
+        d.read(0, &mut [&mut buf[..]], T).unwrap();
+        assert_eq!(d.close(&mut xs).unwrap(), 0);
+        d.bind(XVDA).unwrap();
+        d.connect(&mut xs).unwrap();
+        d.read(0, &mut [&mut buf[..]], T).unwrap();
+        assert_eq!(d.close(&mut xs).unwrap(), 0);
+        let _ = tx.send((unbound, in_use, buf[1], table.in_use()));
+    })
+    .unwrap();
+    let (unbound, in_use, b, grants) = rx.recv_timeout(Duration::from_secs(120)).unwrap();
+    assert!(
+        matches!(
+            unbound,
+            Err(Error::Xenbus(xenbus::Error::InvalidArgument(_)))
+        ),
+        "{unbound:?}"
+    );
+    assert_eq!(in_use, Err(Error::InUse));
+    assert_eq!(b, 1, "pattern byte 1 of sector 0");
+    assert_eq!(grants, 0);
+    be.destroy();
+}
+
+/// Review defect (issue 16): the backend's whole directory removed under a connected
+/// disk (the frontend then reads EACCES: the nearest remaining parent is dom0's) fails
+/// the device with a clear event instead of leaving it Connected.
+#[test]
+fn backend_directory_removed_disconnects_the_device() {
+    let dir = TempDir::new("vanish");
+    let img = image(&dir, "v.img", 1 << 20);
+    let hv = hv();
+    let dom = domain(&hv, "vanish", 32);
+    let be = backend(&hv, &dom, file_cfg(&img));
+    let be_path = be.backend_path().to_string();
+    let (ready_tx, ready_rx) = channel();
+    let (go_tx, go_rx) = channel::<()>();
+    let rx = spawn_guest(&hv, dom, XVDA, Config::default(), move |d, xs, table| {
+        ready_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        let end = Instant::now() + Duration::from_secs(30);
+        let ev = loop {
+            match d.poll_events(xs) {
+                Ok(Some(ev)) => break ev,
+                Ok(None) => {}
+                Err(e) => panic!("poll_events: {e:?}"),
+            }
+            assert!(Instant::now() < end, "no disconnect event");
+            hypercall::Platform::wait(*d.platform());
+        };
+        assert_eq!(ev, DeviceEvent::Disconnected(XenbusState::Unknown));
+        assert_eq!(
+            d.read(0, &mut [&mut [0u8; 512][..]], T),
+            Err(Error::NotConnected)
+        );
+        assert_eq!(table.in_use(), 0);
+    });
+    ready_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    hv.xenstored().client(0).rm(TxId::NONE, &be_path).unwrap();
+    go_tx.send(()).unwrap();
+    rx.recv_timeout(Duration::from_secs(120)).unwrap().unwrap();
+    be.destroy();
+}
+
+/// Item 3 of issue 17: a closed and dropped device leaves nothing behind: every
+/// grant ended, every page (ring, bounce, indirect) back with the platform. Run
+/// with persistent grants and indirect descriptors (the most state) and without.
+#[test]
+fn dropped_device_returns_grants_and_pages() {
+    for persistent in [true, false] {
+        let dir = TempDir::new("drop");
+        let img = image(&dir, "drop.img", 4 << 20);
+        let hv = hv();
+        let dom = domain(&hv, "drop", 64);
+        let be = backend(&hv, &dom, file_cfg(&img));
+        let (tx, rx) = channel();
+        hv.spawn_guest(dom, move |g| {
+            let p: &InProcGuest = &g;
+            let table: Box<Table> = Box::new(GrantTable::empty());
+            table.setup_in_place(p, 16).unwrap();
+            let mut xs = Xenstore::from_hvm_params(p).unwrap();
+            let before = p.free_page_count();
+            let cfg = Config {
+                persistent,
+                ..Config::DEFAULT
+            };
+            let mut d: Box<Disk<'_>> = Box::new(Device::new(p, &*table, XVDA, cfg).unwrap());
+            d.connect(&mut xs).unwrap();
+            let mut buf = vec![0u8; 256 * 1024];
+            d.read(0, &mut [&mut buf[..]], T).unwrap();
+            d.write(64, &[&buf[..4096]], T).unwrap();
+            let during = (p.free_page_count(), table.in_use());
+            assert_eq!(d.close(&mut xs).unwrap(), 0);
+            drop(d);
+            let _ = tx.send((before, during, p.free_page_count(), table.in_use()));
+        })
+        .unwrap();
+        let (before, during, after, grants) = rx.recv_timeout(Duration::from_secs(120)).unwrap();
+        assert!(during.0 < before, "the device allocated pages");
+        if persistent {
+            assert!(during.1 > 0, "persistent grants held while connected");
+        }
+        assert_eq!(after, before, "pages back (persistent {persistent})");
+        assert_eq!(grants, 0, "grants ended (persistent {persistent})");
+        be.destroy();
+    }
+}
+
+/// A stepped backend (`BlkConfig::stepped`, used by the cost bench) answers only
+/// when stepped, on the caller's thread, and with the right data; a store served
+/// inline (`HypervisorConfig::xenstored_inline`) carries the handshake.
+#[test]
+fn stepped_backend_answers_only_when_stepped() {
+    let dir = TempDir::new("stepped");
+    let img = image(&dir, "s.img", 1 << 20);
+    let want = std::fs::read(&img).unwrap();
+    let hv = xen_model::Hypervisor::new(xen_model::HypervisorConfig {
+        xenstored_inline: true,
+        ..Default::default()
+    });
+    let dom = domain(&hv, "stepped", 32);
+    let mut cfg = file_cfg(&img);
+    cfg.stepped = true;
+    let be = backend(&hv, &dom, cfg);
+    let g = InProcGuest::new(hv.clone(), dom);
+    let p: &InProcGuest = &g;
+    let table: Box<Table> = Box::new(GrantTable::setup(p, (NG / 512) as u32).unwrap());
+    let mut xs = Xenstore::from_hvm_params(p).unwrap();
+    let mut d: Box<Disk<'_>> = Box::new(Device::new(p, &*table, XVDA, Config::default()).unwrap());
+    d.connect(&mut xs).unwrap();
+    let t = d.submit_read(8, 4096).unwrap();
+    // No thread serves the ring: nothing completes, however long we wait.
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(d.poll_nowait().unwrap(), 0);
+    assert_eq!(be.stats().requests, 0);
+    assert_eq!(be.step(), Some(1));
+    assert_eq!(be.step(), Some(0));
+    d.poll_nowait().unwrap();
+    assert_eq!(d.next_completion(), Some(t));
+    let mut buf = vec![0u8; 4096];
+    d.finish(t, &mut [&mut buf[..]]).unwrap();
+    assert_eq!(buf, want[4096..8192]);
+    assert_eq!(be.stats().requests, 1);
+    let _ = d.close(&mut xs);
+    be.destroy();
+}

@@ -1,0 +1,249 @@
+//! Hostile guests fail only their own console; vanished backends give the guest a
+//! typed error (docs/hostile-input.md rows 36, 37; docs/hostile-input.md C1, C2, C4).
+
+mod console_util;
+
+use std::fmt::Write as _;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use console_util::{join_poweroff, setup, LONG};
+use hypercall::abi::{console as abi, hvm};
+use hypercall::{Gfn, Port, SharedMem, Xen};
+use xen_backends::console::{ClientEvent, ConsoleConfig, ConsoleState, RingFault, Sink};
+use xen_model::inproc::InProcGuest;
+use xencons::{Config, Console, Error};
+
+/// The guest's console page and port, raw (as a hostile guest would use them).
+fn raw_console(g: &InProcGuest) -> (SharedMem, Port) {
+    let xen = Xen(g);
+    let pfn = xen.hvm_get_param(hvm::PARAM_CONSOLE_PFN).unwrap();
+    let port = xen.hvm_get_param(hvm::PARAM_CONSOLE_EVTCHN).unwrap();
+    (SharedMem::map_gfn(g, Gfn(pfn)).unwrap(), Port(port as u32))
+}
+
+#[test]
+fn out_prod_far_ahead_fails_only_that_console() {
+    let t = setup(ConsoleConfig::default());
+    let bad = t.domain("bad");
+    let good = t.domain("good");
+    let bad_con = t.consoles.start(&bad, Sink::None).unwrap();
+    let good_con = t.consoles.start(&good, Sink::None).unwrap();
+    let mut bad_client = bad_con.attach(true);
+
+    let h =
+        t.hv.spawn_guest(bad.clone(), |g| {
+            let (page, port) = raw_console(&g);
+            page.write(abi::OUT, b"ok so far");
+            page.store_u32(abi::OUT_PROD, 9);
+            Xen(&*g).evtchn_send(port).unwrap();
+            while page.load_u32(abi::OUT_CONS) != 9 {
+                hypercall::Platform::wait(&*g);
+            }
+            // Then claim 5000 bytes are waiting (more than the ring holds).
+            page.store_u32(abi::OUT_PROD, 9 + 5000);
+            Xen(&*g).evtchn_send(port).unwrap();
+        })
+        .unwrap();
+    join_poweroff(h);
+    let end = std::time::Instant::now() + LONG;
+    while !matches!(bad_con.state(), ConsoleState::Failed(_)) {
+        assert!(std::time::Instant::now() < end, "{:?}", bad_con.state());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(
+        bad_con.state(),
+        ConsoleState::Failed(RingFault::OutIndices {
+            cons: 9,
+            prod: 5009
+        })
+    );
+    // What came before the violation is kept; clients hear of the failure.
+    assert_eq!(bad_con.history(), b"ok so far");
+    assert_eq!(
+        bad_client.recv(LONG),
+        Some(ClientEvent::Output(b"ok so far".to_vec()))
+    );
+    assert!(matches!(
+        bad_client.recv(LONG),
+        Some(ClientEvent::Closed(ConsoleState::Failed(_)))
+    ));
+    // The guest is told: the page says disconnected.
+    assert_eq!(
+        bad.console_ring().load_u8(abi::CONNECTION),
+        abi::DISCONNECTED
+    );
+
+    // The other domain's console is unaffected.
+    let h =
+        t.hv.spawn_guest(good.clone(), |g| {
+            let mut c = Console::from_hvm_params(&*g).expect("console");
+            writeln!(c, "still fine").unwrap();
+        })
+        .unwrap();
+    join_poweroff(h);
+    good_con.wait_for(b"still fine\n", LONG).unwrap();
+    assert_eq!(good_con.state(), ConsoleState::Connected);
+}
+
+#[test]
+fn out_prod_behind_out_cons_fails_the_console() {
+    let t = setup(ConsoleConfig::default());
+    let dom = t.domain("backwards");
+    let con = t.consoles.start(&dom, Sink::None).unwrap();
+    let h =
+        t.hv.spawn_guest(dom.clone(), |g| {
+            let (page, port) = raw_console(&g);
+            page.write(abi::OUT, b"abcd");
+            page.store_u32(abi::OUT_PROD, 4);
+            Xen(&*g).evtchn_send(port).unwrap();
+            while page.load_u32(abi::OUT_CONS) != 4 {
+                hypercall::Platform::wait(&*g);
+            }
+            page.store_u32(abi::OUT_PROD, 2); // moves backwards
+            Xen(&*g).evtchn_send(port).unwrap();
+        })
+        .unwrap();
+    join_poweroff(h);
+    let end = std::time::Instant::now() + LONG;
+    while con.state() == ConsoleState::Connected {
+        assert!(std::time::Instant::now() < end);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(
+        con.state(),
+        ConsoleState::Failed(RingFault::OutIndices { cons: 4, prod: 2 })
+    );
+    assert_eq!(con.history(), b"abcd");
+}
+
+#[test]
+fn in_cons_scribbled_fails_the_console_when_input_is_fed() {
+    let t = setup(ConsoleConfig::default());
+    let dom = t.domain("in-cons");
+    let con = t.consoles.start(&dom, Sink::None).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let h =
+        t.hv.spawn_guest(dom.clone(), move |g| {
+            let (page, _) = raw_console(&g);
+            page.store_u32(abi::IN_CONS, 2000); // "consumed" input never produced
+            tx.send(()).unwrap();
+        })
+        .unwrap();
+    rx.recv_timeout(LONG).unwrap();
+    join_poweroff(h);
+    con.send_input(b"x");
+    assert!(matches!(
+        con.state(),
+        ConsoleState::Failed(RingFault::InIndices {
+            cons: 2000,
+            prod: 0
+        })
+    ));
+}
+
+#[test]
+fn event_storm_costs_little_and_output_still_flows() {
+    let t = setup(ConsoleConfig::default());
+    let dom = t.domain("storm");
+    let con = t.consoles.start(&dom, Sink::None).unwrap();
+    let h =
+        t.hv.spawn_guest(dom.clone(), |g| {
+            let (_, port) = raw_console(&g);
+            for _ in 0..20_000 {
+                Xen(&*g).evtchn_send(port).unwrap();
+            }
+            let mut c = Console::from_hvm_params(&*g).expect("console");
+            writeln!(c, "after the storm").unwrap();
+        })
+        .unwrap();
+    join_poweroff(h);
+    con.wait_for(b"after the storm\n", LONG).unwrap();
+    assert!(con.stats().kicks >= 20_000);
+    assert_eq!(con.state(), ConsoleState::Connected);
+}
+
+#[test]
+fn stopped_backend_gives_the_writer_disconnected() {
+    let t = setup(ConsoleConfig::default());
+    let dom = t.domain("stopped");
+    let con = t.consoles.start(&dom, Sink::None).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let h =
+        t.hv.spawn_guest(dom.clone(), move |g| {
+            let cfg = Config::default().with_stall_timeout(LONG);
+            let mut c = Console::from_hvm_params_with(&*g, cfg).expect("console");
+            c.write(b"before\n").unwrap();
+            c.flush(LONG).unwrap();
+            tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            tx.send(()).unwrap();
+            // The backend is gone now: the write does not wait out LONG.
+            let e = c.write(&[b'z'; 5000]).unwrap_err();
+            assert_eq!(e.error, Error::Disconnected, "{e:?}");
+        })
+        .unwrap();
+    rx.recv_timeout(LONG).unwrap();
+    assert!(t.consoles.remove(dom.id()).is_some());
+    go_tx.send(()).unwrap();
+    rx.recv_timeout(LONG).unwrap();
+    join_poweroff(h);
+    assert_eq!(con.state(), ConsoleState::Closed);
+    assert_eq!(con.history(), b"before\n");
+}
+
+#[test]
+fn no_backend_at_all_gives_backend_gone_after_the_stall_timeout() {
+    let t = setup(ConsoleConfig::default());
+    let dom = t.domain("unserved");
+    let h =
+        t.hv.spawn_guest(dom.clone(), |g| {
+            let cfg = Config::default().with_stall_timeout(Duration::from_millis(100));
+            let mut c = Console::from_hvm_params_with(&*g, cfg).expect("console");
+            let e = c.write(&[b'q'; 3000]).unwrap_err();
+            assert_eq!(e.written, 2048);
+            assert!(matches!(e.error, Error::BackendGone { .. }), "{e:?}");
+            // A later write fails at once (nothing moved).
+            let e = c.write(b"x").unwrap_err();
+            assert!(matches!(e.error, Error::BackendGone { .. }));
+        })
+        .unwrap();
+    join_poweroff(h);
+    // A backend that shows up late gets what the guest managed to write.
+    let con = t.consoles.start(&dom, Sink::None).unwrap();
+    let end = std::time::Instant::now() + LONG;
+    while con.output_total() < 2048 {
+        assert!(std::time::Instant::now() < end);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(con.history(), vec![b'q'; 2048]);
+}
+
+#[test]
+fn destroying_the_domain_closes_its_console() {
+    let t = setup(ConsoleConfig::default());
+    let dom = t.domain("doomed");
+    let con = t.consoles.start(&dom, Sink::None).unwrap();
+    let mut client = con.attach(true);
+    let h =
+        t.hv.spawn_guest(dom.clone(), |g| {
+            let mut c = Console::from_hvm_params(&*g).expect("console");
+            writeln!(c, "last words").unwrap();
+        })
+        .unwrap();
+    join_poweroff(h);
+    t.hv.destroy_domain(dom.id()).unwrap();
+    let mut got = Vec::new();
+    loop {
+        match client.recv(LONG) {
+            Some(ClientEvent::Output(b)) => got.extend(b),
+            Some(ClientEvent::Closed(s)) => {
+                assert_eq!(s, ConsoleState::Closed);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(got, b"last words\n");
+}
