@@ -13,7 +13,6 @@
 //! | `0x10000`.. | kernel segments (at their `p_paddr`), then the ramdisk |
 //! | top 8 pages | xenstore and console rings (reserved in the memory map) |
 
-use std::fmt;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -71,10 +70,11 @@ pub struct BootSpec {
 }
 
 /// Why a kernel could not be loaded: one line naming the file.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BootError {
     /// The kernel file is unusable (what is wrong with it).
+    #[error("kernel {}: {why}", .path.display())]
     Kernel {
         /// The file.
         path: PathBuf,
@@ -82,6 +82,7 @@ pub enum BootError {
         why: String,
     },
     /// The ramdisk file is unusable.
+    #[error("ramdisk {}: {why}", .path.display())]
     Ramdisk {
         /// The file.
         path: PathBuf,
@@ -89,6 +90,10 @@ pub enum BootError {
         why: String,
     },
     /// The domain's memory cannot hold what it must.
+    #[error(
+        "kernel {}: memory = {have_mib} MiB is too little ({what}); give it at least {need_mib} MiB",
+        .path.display()
+    )]
     TooLittleMemory {
         /// The kernel.
         path: PathBuf,
@@ -100,34 +105,12 @@ pub enum BootError {
         what: String,
     },
     /// The command line is too long.
+    #[error(
+        "command line of {0} bytes is too long (at most {max} bytes)",
+        max = CMDLINE_MAX - 1
+    )]
     Cmdline(usize),
 }
-
-impl fmt::Display for BootError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BootError::Kernel { path, why } => write!(f, "kernel {}: {why}", path.display()),
-            BootError::Ramdisk { path, why } => write!(f, "ramdisk {}: {why}", path.display()),
-            BootError::TooLittleMemory {
-                path,
-                have_mib,
-                need_mib,
-                what,
-            } => write!(
-                f,
-                "kernel {}: memory = {have_mib} MiB is too little ({what}); give it at least {need_mib} MiB",
-                path.display()
-            ),
-            BootError::Cmdline(n) => write!(
-                f,
-                "command line of {n} bytes is too long (at most {} bytes)",
-                CMDLINE_MAX - 1
-            ),
-        }
-    }
-}
-
-impl std::error::Error for BootError {}
 
 /// A loaded kernel: where to enter it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -83,12 +83,14 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Why a KVM guest could not start.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KvmError {
     /// `/dev/kvm` is absent or lacks what the runner needs.
+    #[error("/dev/kvm is not usable: {0}")]
     Unusable(String),
     /// A KVM call failed while setting the VM up.
+    #[error("KVM: {what}: {err}")]
     Setup {
         /// What was being done.
         what: &'static str,
@@ -96,28 +98,11 @@ pub enum KvmError {
         err: String,
     },
     /// The kernel, ramdisk, command line or memory size is unusable.
-    Boot(BootError),
+    #[error(transparent)]
+    Boot(#[from] BootError),
     /// A thread could not be started.
+    #[error("starting a vCPU thread: {0}")]
     Thread(std::io::Error),
-}
-
-impl fmt::Display for KvmError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            KvmError::Unusable(why) => write!(f, "/dev/kvm is not usable: {why}"),
-            KvmError::Setup { what, err } => write!(f, "KVM: {what}: {err}"),
-            KvmError::Boot(e) => e.fmt(f),
-            KvmError::Thread(e) => write!(f, "starting a vCPU thread: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for KvmError {}
-
-impl From<BootError> for KvmError {
-    fn from(e: BootError) -> Self {
-        KvmError::Boot(e)
-    }
 }
 
 fn setup(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> KvmError {

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use xl_config::ConfigError;
 
@@ -33,15 +33,18 @@ impl fmt::Display for Shown<'_> {
 }
 
 /// Why a toolstack operation failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The config file does not parse (its own message has `file:line`).
-    Config(ConfigError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// Files the config names are missing or unusable (one error per file).
+    #[error(fmt = paths)]
     Paths(Vec<ConfigError>),
     /// The config's kernel cannot boot: a bad kernel or ramdisk, too little memory,
     /// or no usable `/dev/kvm` (the KVM runner's one-line message).
+    #[error("{file}: {why}")]
     Kernel {
         /// The config file.
         file: String,
@@ -49,6 +52,7 @@ pub enum Error {
         why: String,
     },
     /// A config setting shim-hv does not support (key, value).
+    #[error("{file}: {key} = \"{value}\" is not supported ({hint})")]
     Unsupported {
         /// The config file.
         file: String,
@@ -60,6 +64,7 @@ pub enum Error {
         hint: &'static str,
     },
     /// A disk image shim-hv cannot use.
+    #[error("{file}:{line}: disk image {}: {why}", .path.display())]
     DiskImage {
         /// The config file.
         file: String,
@@ -71,6 +76,7 @@ pub enum Error {
         why: String,
     },
     /// A device of the config could not be attached.
+    #[error("{file}:{line}: {device} cannot be attached: {why}")]
     Device {
         /// The config file.
         file: String,
@@ -82,13 +88,25 @@ pub enum Error {
         why: String,
     },
     /// No domain with that name or id.
+    #[error("{} is an invalid domain identifier", Shown(.0))]
     NoSuchDomain(String),
     /// `console -n`: not a console number (the word as given).
+    #[error(
+        "console -n \"{}\": not a console number (0 is the primary console, \
+         1 and up the channels)",
+        Shown(.0)
+    )]
     BadConsoleNumber(String),
     /// `console -t`: not `pv` (the word as given; shim-hv domains have PV consoles
     /// only).
+    #[error(fmt = console_type)]
     ConsoleType(String),
     /// The domain has no console with that number.
+    #[error(
+        "domain {domid} ({}) has no console {num} (its consoles: {})",
+        Shown(.name),
+        Numbers(.have)
+    )]
     NoSuchConsole {
         /// Domain id.
         domid: u16,
@@ -100,6 +118,13 @@ pub enum Error {
         have: Vec<u32>,
     },
     /// The console is a channel on a Unix socket: its data goes there.
+    #[error(
+        "domain {domid} ({}): console {num} is channel {} on socket {}: \
+         connect to that socket instead",
+        Shown(.name),
+        Shown(.channel),
+        .path.display()
+    )]
     ConsoleOnSocket {
         /// Domain id.
         domid: u16,
@@ -113,10 +138,13 @@ pub enum Error {
         path: PathBuf,
     },
     /// The xen model refused.
-    Domain(xen_model::Error),
+    #[error(transparent)]
+    Domain(#[from] xen_model::Error),
     /// xenstored refused.
-    Xenstore(xenstored::Error),
+    #[error(transparent)]
+    Xenstore(#[from] xenstored::Error),
     /// A file or socket operation failed.
+    #[error("{what}: {err}")]
     Io {
         /// What was being done, with the path.
         what: String,
@@ -124,6 +152,7 @@ pub enum Error {
         err: io::Error,
     },
     /// No daemon answers on the control socket.
+    #[error(fmt = no_daemon)]
     NoDaemon {
         /// The socket tried.
         socket: PathBuf,
@@ -131,6 +160,7 @@ pub enum Error {
         err: io::Error,
     },
     /// A daemon already runs in this runtime directory.
+    #[error(fmt = already_running)]
     AlreadyRunning {
         /// Its runtime directory.
         dir: PathBuf,
@@ -138,137 +168,83 @@ pub enum Error {
         pid: Option<u32>,
     },
     /// The daemon answered with an error.
+    #[error("{0}")]
     Daemon(String),
     /// The daemon's answer made no sense.
+    #[error("bad answer from the shim-hv daemon: {0}")]
     Protocol(String),
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Config(e) => write!(f, "{e}"),
-            Error::Paths(errs) => {
-                for (i, e) in errs.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str("\n")?;
-                    }
-                    write!(f, "{e}")?;
-                }
-                Ok(())
-            }
-            Error::Kernel { file, why } => write!(f, "{file}: {why}"),
-            Error::Unsupported {
-                file,
-                key,
-                value,
-                hint,
-            } => write!(f, "{file}: {key} = \"{value}\" is not supported ({hint})"),
-            Error::DiskImage {
-                file,
-                line,
-                path,
-                why,
-            } => write!(f, "{file}:{line}: disk image {}: {why}", path.display()),
-            Error::Device {
-                file,
-                line,
-                device,
-                why,
-            } => write!(f, "{file}:{line}: {device} cannot be attached: {why}"),
-            Error::NoSuchDomain(d) => write!(f, "{} is an invalid domain identifier", Shown(d)),
-            Error::BadConsoleNumber(n) => write!(
-                f,
-                "console -n \"{}\": not a console number (0 is the primary console, \
-                 1 and up the channels)",
-                Shown(n)
-            ),
-            Error::ConsoleType(t) if t == "serial" => f.write_str(
-                "console -t serial: shim-hv domains have no serial console, only PV consoles (-t pv)",
-            ),
-            Error::ConsoleType(t) => write!(
-                f,
-                "console -t \"{}\": the console type is pv or serial",
-                Shown(t)
-            ),
-            Error::NoSuchConsole {
-                domid,
-                name,
-                num,
-                have,
-            } => {
-                let have: Vec<String> = have.iter().map(u32::to_string).collect();
-                write!(
-                    f,
-                    "domain {domid} ({}) has no console {num} (its consoles: {})",
-                    Shown(name),
-                    have.join(", ")
-                )
-            }
-            Error::ConsoleOnSocket {
-                domid,
-                name,
-                num,
-                channel,
-                path,
-            } => write!(
-                f,
-                "domain {domid} ({}): console {num} is channel {} on socket {}: \
-                 connect to that socket instead",
-                Shown(name),
-                Shown(channel),
-                path.display()
-            ),
-            Error::Domain(e) => write!(f, "{e}"),
-            Error::Xenstore(e) => write!(f, "{e}"),
-            Error::Io { what, err } => write!(f, "{what}: {err}"),
-            Error::NoDaemon { socket, err }
-                if matches!(
-                    err.kind(),
-                    io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
-                ) =>
-            {
-                write!(
-                    f,
-                    "no shim-hv daemon is running ({}: {err}); `shim-hv create` starts one",
-                    socket.display()
-                )
-            }
-            Error::NoDaemon { socket, err } => write!(
-                f,
-                "cannot reach the shim-hv daemon at {}: {err}",
-                socket.display()
-            ),
-            Error::AlreadyRunning { dir, pid } => match pid {
-                Some(p) => write!(
-                    f,
-                    "a shim-hv daemon (pid {p}) already runs in {}",
-                    dir.display()
-                ),
-                None => write!(f, "a shim-hv daemon already runs in {}", dir.display()),
-            },
-            Error::Daemon(m) => f.write_str(m),
-            Error::Protocol(m) => write!(f, "bad answer from the shim-hv daemon: {m}"),
+/// [`Error::Paths`]: one line per file.
+fn paths(errs: &[ConfigError], f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    for (i, e) in errs.iter().enumerate() {
+        if i > 0 {
+            f.write_str("\n")?;
         }
+        write!(f, "{e}")?;
+    }
+    Ok(())
+}
+
+/// [`Error::ConsoleType`]: `serial` gets its own explanation.
+fn console_type(t: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    if t == "serial" {
+        f.write_str(
+            "console -t serial: shim-hv domains have no serial console, only PV consoles (-t pv)",
+        )
+    } else {
+        write!(
+            f,
+            "console -t \"{}\": the console type is pv or serial",
+            Shown(t)
+        )
     }
 }
 
-impl std::error::Error for Error {}
-
-impl From<ConfigError> for Error {
-    fn from(e: ConfigError) -> Self {
-        Error::Config(e)
+/// [`Error::NoDaemon`]: nobody listening gets a hint how to start a daemon.
+fn no_daemon(socket: &Path, err: &io::Error, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    if matches!(
+        err.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+    ) {
+        write!(
+            f,
+            "no shim-hv daemon is running ({}: {err}); `shim-hv create` starts one",
+            socket.display()
+        )
+    } else {
+        write!(
+            f,
+            "cannot reach the shim-hv daemon at {}: {err}",
+            socket.display()
+        )
     }
 }
 
-impl From<xen_model::Error> for Error {
-    fn from(e: xen_model::Error) -> Self {
-        Error::Domain(e)
+/// [`Error::AlreadyRunning`]: with the pid when known.
+fn already_running(dir: &Path, pid: &Option<u32>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    match pid {
+        Some(p) => write!(
+            f,
+            "a shim-hv daemon (pid {p}) already runs in {}",
+            dir.display()
+        ),
+        None => write!(f, "a shim-hv daemon already runs in {}", dir.display()),
     }
 }
 
-impl From<xenstored::Error> for Error {
-    fn from(e: xenstored::Error) -> Self {
-        Error::Xenstore(e)
+/// The console numbers of [`Error::NoSuchConsole`]: `0, 1, 2`.
+struct Numbers<'a>(&'a [u32]);
+
+impl fmt::Display for Numbers<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, n) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{n}")?;
+        }
+        Ok(())
     }
 }
 

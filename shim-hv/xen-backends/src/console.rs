@@ -166,10 +166,11 @@ impl fmt::Debug for Sink {
 }
 
 /// A ring protocol violation by the guest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RingFault {
     /// `out_prod - out_cons` beyond 2048 (`out_prod` behind our `out_cons`, or far
     /// ahead).
+    #[error("illegal out indices: cons {cons:#x}, prod {prod:#x}")]
     OutIndices {
         /// Our `out_cons`.
         cons: u32,
@@ -178,25 +179,13 @@ pub enum RingFault {
     },
     /// `in_prod - in_cons` beyond 1024 (`in_cons` ahead of our `in_prod`, or far
     /// behind).
+    #[error("illegal in indices: cons {cons:#x}, prod {prod:#x}")]
     InIndices {
         /// The guest's `in_cons`.
         cons: u32,
         /// Our `in_prod`.
         prod: u32,
     },
-}
-
-impl fmt::Display for RingFault {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {
-            RingFault::OutIndices { cons, prod } => {
-                write!(f, "illegal out indices: cons {cons:#x}, prod {prod:#x}")
-            }
-            RingFault::InIndices { cons, prod } => {
-                write!(f, "illegal in indices: cons {cons:#x}, prod {prod:#x}")
-            }
-        }
-    }
 }
 
 /// Where a console is.

@@ -11,16 +11,9 @@ use zerocopy::{FromBytes, Immutable, IntoBytes};
 use crate::mem::GuestMemory;
 
 /// A pointer argument did not point to memory the guest may access (`-EFAULT`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("bad guest address")]
 pub struct Efault;
-
-impl core::fmt::Display for Efault {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("bad guest address")
-    }
-}
-
-impl std::error::Error for Efault {}
 
 /// Reads and writes guest memory named by hypercall pointer arguments.
 pub trait GuestAccess {

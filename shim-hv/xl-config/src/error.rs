@@ -6,37 +6,50 @@ use std::fmt;
 use xbd_front::vdev::VdevError;
 
 /// What is wrong. The [`fmt::Display`] text is the human message.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ErrorKind {
     /// The file could not be read.
+    #[error("cannot read config: {0}")]
     Io(String),
     /// A character or token that does not belong there.
+    #[error("syntax error: {0}")]
     Syntax(&'static str),
     /// A quoted string runs to the end of the line.
+    #[error("unterminated string")]
     UnterminatedString,
     /// A `[` list is never closed.
+    #[error("unterminated list (missing `]`)")]
     UnterminatedList,
     /// A backslash escape in a string that xl does not know.
+    #[error("invalid backslash escape in quoted string")]
     BadEscape,
     /// Python code (`import`, `def`, calls, expressions): xm's Python configs.
+    #[error(
+        "this looks like Python code: xm's Python configs are not supported, \
+         only KEY = VALUE settings (see xl.cfg(5))"
+    )]
     PythonCode,
     /// A key that needs one value got a list.
+    #[error("`{key}` takes a single value, not a list")]
     NotASingleValue {
         /// The key.
         key: String,
     },
     /// A key that needs a list got something else.
+    #[error("`{key}` takes a list: {key} = [ ... ]")]
     NotAList {
         /// The key.
         key: String,
     },
     /// A list item that should be a string is a nested list.
+    #[error("`{key}` entries must be strings")]
     NotAString {
         /// The key.
         key: String,
     },
     /// Not a number as C's `strtol(.., 0)` reads it, or out of range.
+    #[error("`{key}` is not {expected}")]
     BadNumber {
         /// The key.
         key: String,
@@ -44,6 +57,7 @@ pub enum ErrorKind {
         expected: &'static str,
     },
     /// A value outside the accepted set.
+    #[error("bad `{key}`: expected {expected}")]
     BadValue {
         /// The key.
         key: String,
@@ -51,43 +65,61 @@ pub enum ErrorKind {
         expected: &'static str,
     },
     /// `+=` applied to something it cannot extend.
+    #[error("cannot use += on `{key}` here")]
     BadAppend {
         /// The key.
         key: String,
     },
     /// A mandatory key is missing.
+    #[error("`{0}` must be specified")]
     MissingKey(&'static str),
     /// A bad domain name.
+    #[error("bad domain name")]
     BadName,
     /// Not a UUID (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`).
+    #[error("bad uuid")]
     BadUuid,
     /// `on_*` value that is not an xl action.
+    #[error(
+        "unknown `{key}` action (destroy, restart, rename-restart, preserve, \
+         coredump-destroy, coredump-restart, soft-reset)"
+    )]
     UnknownAction {
         /// The key.
         key: String,
     },
     /// A feature shim-hv does not provide; refused rather than ignored.
+    #[error("not supported by shim-hv: {0}")]
     Unsupported(String),
     /// Two settings that contradict each other.
+    #[error("contradicting settings: {0}")]
     Conflict(String),
     /// A disk entry that xl's disk syntax does not accept.
+    #[error("bad disk: {0}")]
     BadDisk(String),
     /// The disk's vdev is not a Xen virtual device.
+    #[error("bad disk vdev: {0}")]
     BadVdev(VdevError),
     /// Disk access that is not `r`, `ro`, `w`, `rw`.
+    #[error("bad disk access mode (r, ro, w or rw)")]
     BadAccess,
     /// Two disks with the same virtual device number.
+    #[error("vdev already used by the disk on line {first_line}")]
     DuplicateVdev {
         /// Line of the first disk using it.
         first_line: u32,
     },
     /// A vif entry problem.
+    #[error("bad vif: {0}")]
     BadVif(String),
     /// A bad MAC address.
+    #[error("bad vif mac: {0}")]
     BadMac(&'static str),
     /// A channel entry problem.
+    #[error("bad channel: {0}")]
     BadChannel(String),
     /// A file named by the config is missing or unusable ([`super::DomainConfig::validate_paths`]).
+    #[error("{what}: {why}")]
     BadPath {
         /// What the file is for (`kernel`, `disk`, ...).
         what: &'static str,
@@ -96,57 +128,10 @@ pub enum ErrorKind {
     },
 }
 
-impl fmt::Display for ErrorKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ErrorKind::Io(e) => write!(f, "cannot read config: {e}"),
-            ErrorKind::Syntax(m) => write!(f, "syntax error: {m}"),
-            ErrorKind::UnterminatedString => f.write_str("unterminated string"),
-            ErrorKind::UnterminatedList => f.write_str("unterminated list (missing `]`)"),
-            ErrorKind::BadEscape => f.write_str("invalid backslash escape in quoted string"),
-            ErrorKind::PythonCode => f.write_str(
-                "this looks like Python code: xm's Python configs are not supported, \
-                 only KEY = VALUE settings (see xl.cfg(5))",
-            ),
-            ErrorKind::NotASingleValue { key } => {
-                write!(f, "`{key}` takes a single value, not a list")
-            }
-            ErrorKind::NotAList { key } => write!(f, "`{key}` takes a list: {key} = [ ... ]"),
-            ErrorKind::NotAString { key } => write!(f, "`{key}` entries must be strings"),
-            ErrorKind::BadNumber { key, expected } => {
-                write!(f, "`{key}` is not {expected}")
-            }
-            ErrorKind::BadValue { key, expected } => {
-                write!(f, "bad `{key}`: expected {expected}")
-            }
-            ErrorKind::BadAppend { key } => write!(f, "cannot use += on `{key}` here"),
-            ErrorKind::MissingKey(k) => write!(f, "`{k}` must be specified"),
-            ErrorKind::BadName => f.write_str("bad domain name"),
-            ErrorKind::BadUuid => f.write_str("bad uuid"),
-            ErrorKind::UnknownAction { key } => write!(
-                f,
-                "unknown `{key}` action (destroy, restart, rename-restart, preserve, \
-                 coredump-destroy, coredump-restart, soft-reset)"
-            ),
-            ErrorKind::Unsupported(m) => write!(f, "not supported by shim-hv: {m}"),
-            ErrorKind::Conflict(m) => write!(f, "contradicting settings: {m}"),
-            ErrorKind::BadDisk(m) => write!(f, "bad disk: {m}"),
-            ErrorKind::BadVdev(e) => write!(f, "bad disk vdev: {e}"),
-            ErrorKind::BadAccess => f.write_str("bad disk access mode (r, ro, w or rw)"),
-            ErrorKind::DuplicateVdev { first_line } => {
-                write!(f, "vdev already used by the disk on line {first_line}")
-            }
-            ErrorKind::BadVif(m) => write!(f, "bad vif: {m}"),
-            ErrorKind::BadMac(m) => write!(f, "bad vif mac: {m}"),
-            ErrorKind::BadChannel(m) => write!(f, "bad channel: {m}"),
-            ErrorKind::BadPath { what, why } => write!(f, "{what}: {why}"),
-        }
-    }
-}
-
 /// A config error: `file:line: message (text)`. `line` is 0 for whole-file
 /// problems (a missing key, an unreadable file).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", Located::new(.file, *.line, .kind, .text))]
 pub struct ConfigError {
     /// The config file as named by the caller.
     pub file: String,
@@ -187,34 +172,47 @@ impl fmt::Write for OneLine<'_, '_> {
     }
 }
 
-fn write_located(
-    f: &mut fmt::Formatter<'_>,
-    file: &str,
+/// `file:line: msg (text)` (no `:line` when it is 0, no `(text)` when empty), one line.
+struct Located<'a> {
+    file: &'a str,
     line: u32,
-    msg: &dyn fmt::Display,
-    text: &str,
-) -> fmt::Result {
-    use fmt::Write as _;
-    let mut out = OneLine(f);
-    if line == 0 {
-        write!(out, "{file}: {msg}")?;
-    } else {
-        write!(out, "{file}:{line}: {msg}")?;
-    }
-    if text.is_empty() {
-        Ok(())
-    } else {
-        write!(out, " ({text})")
+    msg: &'a dyn fmt::Display,
+    text: &'a str,
+}
+
+impl<'a> Located<'a> {
+    fn new(file: &'a str, line: u32, msg: &'a dyn fmt::Display, text: &'a str) -> Self {
+        Located {
+            file,
+            line,
+            msg,
+            text,
+        }
     }
 }
 
-impl fmt::Display for ConfigError {
+impl fmt::Display for Located<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_located(f, &self.file, self.line, &self.kind, &self.text)
+        use fmt::Write as _;
+        let Located {
+            file,
+            line,
+            msg,
+            text,
+        } = *self;
+        let mut out = OneLine(f);
+        if line == 0 {
+            write!(out, "{file}: {msg}")?;
+        } else {
+            write!(out, "{file}:{line}: {msg}")?;
+        }
+        if text.is_empty() {
+            Ok(())
+        } else {
+            write!(out, " ({text})")
+        }
     }
 }
-
-impl std::error::Error for ConfigError {}
 
 /// Kinds of warnings; the parse succeeded but the user may want to know.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -269,7 +267,7 @@ pub struct Warning {
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let msg = format!("warning: {}", self.kind);
-        write_located(f, &self.file, self.line, &msg, &self.text)
+        Located::new(&self.file, self.line, &msg, &self.text).fmt(f)
     }
 }
 
