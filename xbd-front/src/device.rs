@@ -10,7 +10,8 @@ use xenbus::{Path, Snippet, Store, XenbusState, Xenstore};
 
 use crate::error::{BadConfig, BrokenReason, Error};
 use crate::features::{
-    self, Config, DiskInfo, FlushKind, GeometryKey, Offer, RawGeometry, MAX_RING_PAGE_ORDER,
+    self, Config, DiskInfo, FlushKind, GeometryKey, Offer, RawGeometry, MAX_QUEUES,
+    MAX_RING_PAGE_ORDER,
 };
 use crate::grants::Grants;
 use crate::io::{total_len, total_len_mut, BlkRing, Geometry, Io, OpKind, Stats, Tag};
@@ -86,9 +87,12 @@ pub struct Device<P: Platform, G: Grants, const SLOTS: usize = 32, const SEGS: u
     info: Option<DiskInfo>,
     features: Option<Features>,
     io: Io<SLOTS, SEGS>,
+    /// Every queue's ring pages, allocated once: queue `q`'s ring starts at page
+    /// `q << (its largest order)`.
     ring_pages: Option<SharedMem>,
-    ring_grefs: [u32; 1 << MAX_RING_PAGE_ORDER],
-    port: Option<Port>,
+    ring_grefs: [[u32; 1 << MAX_RING_PAGE_ORDER]; MAX_QUEUES],
+    /// One event channel per queue.
+    ports: [Option<Port>; MAX_QUEUES],
     sectors_token: heapless::String<40>,
     sectors_path: Option<Path>,
 }
@@ -112,15 +116,6 @@ fn key_snippet(p: &str) -> Snippet {
     Snippet::tail(p.as_bytes())
 }
 
-/// Optional numbers that only tune behaviour: garbage reads as missing.
-fn lenient_u64<S: Store>(xs: &mut S, path: &str) -> Result<Option<u64>, Error> {
-    match xs.read_u64_opt(path) {
-        Ok(v) => Ok(v),
-        Err(xenbus::Error::Parse { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// The backend keys [`Device::connect`] reads once the backend is `Connected`
 /// (its `connect()` writes them), in this order.
 const BE_KEYS: [&str; 13] = [
@@ -140,6 +135,57 @@ const BE_KEYS: [&str; 13] = [
 ];
 /// Index of `mode` in [`BE_KEYS`].
 const BE_MODE: usize = 12;
+
+/// The backend's ring offers, read before publishing ours (in one round trip).
+const RING_KEYS: [&str; 3] = [
+    "max-ring-page-order",
+    "max-ring-pages",
+    "multi-queue-max-queues",
+];
+
+/// `ring-refN` for each page of a multi-page ring.
+const RING_REF_KEYS: [&str; 1 << MAX_RING_PAGE_ORDER] = [
+    "ring-ref0",
+    "ring-ref1",
+    "ring-ref2",
+    "ring-ref3",
+    "ring-ref4",
+    "ring-ref5",
+    "ring-ref6",
+    "ring-ref7",
+    "ring-ref8",
+    "ring-ref9",
+    "ring-ref10",
+    "ring-ref11",
+    "ring-ref12",
+    "ring-ref13",
+    "ring-ref14",
+    "ring-ref15",
+];
+
+/// Writes one queue's ring and event channel under `dir` (the device's node for
+/// the classic layout, `queue-N` for multi-queue): `ring-ref` for a one-page
+/// ring, else `ring-ref0..`, and `event-channel`, in at most two round trips.
+#[inline(never)]
+fn write_queue_keys<S: Store>(
+    tx: &mut S,
+    dir: &str,
+    order: u32,
+    grefs: [u32; 1 << MAX_RING_PAGE_ORDER],
+    port: Option<Port>,
+) -> Result<(), xenbus::Error> {
+    let port = port.map_or(0, |p| p.0);
+    if order == 0 {
+        return tx.write_u32_keys(dir, &[("ring-ref", grefs[0]), ("event-channel", port)]);
+    }
+    let npages = (1usize << order).min(grefs.len());
+    let mut refs = [("", 0u32); 1 << MAX_RING_PAGE_ORDER];
+    for (i, (slot, g)) in refs.iter_mut().zip(grefs).take(npages).enumerate() {
+        *slot = (RING_REF_KEYS.get(i).copied().unwrap_or_default(), g);
+    }
+    tx.write_u32_keys(dir, refs.get(..npages).unwrap_or_default())?;
+    tx.write_u32_keys(dir, &[("event-channel", port)])
+}
 
 /// A backend value as read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -212,8 +258,8 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
             features: None,
             io: Io::new(),
             ring_pages: None,
-            ring_grefs: [NO_GREF; 1 << MAX_RING_PAGE_ORDER],
-            port: None,
+            ring_grefs: [[NO_GREF; 1 << MAX_RING_PAGE_ORDER]; MAX_QUEUES],
+            ports: [None; MAX_QUEUES],
             sectors_token: heapless::String::new(),
             sectors_path: None,
         }
@@ -272,9 +318,35 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         Some(f)
     }
 
-    /// Our event channel (deliver its events to [`Device::poll`]).
+    /// Our event channel (queue 0's; deliver its events to [`Device::poll`]).
     pub fn port(&self) -> Option<Port> {
-        self.port
+        self.ports[0]
+    }
+
+    /// Every queue's event channel, in queue order (one while not connected with
+    /// several queues). Deliver the events of each to [`Device::poll`], which
+    /// serves all queues.
+    pub fn ports(&self) -> impl Iterator<Item = Port> + '_ {
+        self.ports.iter().map_while(|p| *p)
+    }
+
+    /// Queues (rings) in use: 1 unless the backend offered
+    /// `multi-queue-max-queues` and [`Config::queues`] asked for more.
+    pub fn queues(&self) -> usize {
+        self.io.queues()
+    }
+
+    /// Sends later submissions (the blocking helpers' too) to queue `queue`, e.g.
+    /// the calling CPU's; `None` (the default after every connect) spreads them
+    /// round-robin over the queues that have room. [`Error::NoSuchQueue`] for a
+    /// queue the connection does not use.
+    pub fn set_queue(&mut self, queue: Option<usize>) -> Result<(), Error> {
+        self.io.set_queue(queue)
+    }
+
+    /// The queue a live request went out on.
+    pub fn queue_of(&self, tag: Tag) -> Result<usize, Error> {
+        self.io.queue_of(tag)
     }
 
     /// Counters.
@@ -331,65 +403,97 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
 
     fn connect_inner<Q: Platform>(&mut self, xs: &mut Xenstore<Q>) -> Result<(), Error> {
         let backend = self.hs.backend_id();
-        // `max-ring-pages` is the older (FreeBSD) spelling of the same offer.
-        let max_order = match lenient_u64(xs, &self.hs.backend_key("max-ring-page-order")?)? {
-            Some(o) => Some(o),
-            None => lenient_u64(xs, &self.hs.backend_key("max-ring-pages")?)?
-                .map(|n| u64::from(63 - n.max(1).leading_zeros())),
-        };
-        let order = features::ring_order(max_order, SLOTS, self.config.max_ring_page_order);
+        // One round trip for the ring offers. `max-ring-pages` is the older
+        // (FreeBSD) spelling of `max-ring-page-order`; `multi-queue-max-queues` is
+        // lenient (garbage reads as absent: one queue, as Linux's
+        // `xenbus_read_unsigned`).
+        let mut offers = [None::<u64>; 3];
+        xs.read_keys(self.hs.backend(), &RING_KEYS, &mut |i, r| {
+            match r {
+                Ok(v) => {
+                    if let (Some(slot), BeVal::Num(n)) = (offers.get_mut(i), BeVal::parse(v)) {
+                        *slot = Some(n);
+                    }
+                }
+                Err(xenbus::Error::Xenstore(xenbus::ErrnoName::Enoent)) => {}
+                Err(e) => return Err(e),
+            }
+            Ok(())
+        })?;
+        let max_order = offers[0].or(offers[1].map(|n| u64::from(63 - n.max(1).leading_zeros())));
+        let nq = features::queues(offers[2], self.config.queues, SLOTS) as usize;
+        let order = features::ring_order(
+            max_order,
+            SLOTS.div_ceil(nq),
+            self.config.max_ring_page_order,
+        );
         let npages = 1usize << order;
 
-        // Ring pages: allocated once (for the largest order we ever use).
+        // Ring pages: allocated once (for the most queues and the largest order we
+        // ever use).
+        let local = features::ring_order(Some(u64::MAX), SLOTS, self.config.max_ring_page_order);
+        let stride = (1usize << local) * PAGE_SIZE;
         if self.ring_pages.is_none() {
-            let local =
-                features::ring_order(Some(u64::MAX), SLOTS, self.config.max_ring_page_order);
+            let most = features::queues(Some(u64::MAX), self.config.queues, SLOTS) as usize;
             self.ring_pages =
-                Some(SharedMem::alloc_pages(&self.platform, 1 << local).ok_or(Error::NoMemory)?);
+                Some(SharedMem::alloc_pages(&self.platform, most << local).ok_or(Error::NoMemory)?);
         }
         let all = self.ring_pages.ok_or(Error::NoMemory)?;
-        let ring_mem = all.sub(0, npages * PAGE_SIZE).ok_or(Error::NoMemory)?;
-        let ring = BlkRing::init(ring_mem).map_err(|_| Error::NoMemory)?;
-        for i in 0..npages {
-            let gfn = ring_mem.page_gfn(&self.platform, i).ok_or(Error::NoGfn)?;
-            let r = self.grants.grant(backend, gfn, false)?;
-            if let Some(slot) = self.ring_grefs.get_mut(i) {
-                *slot = r.0;
+        let mut rings: [Option<(BlkRing, Port)>; MAX_QUEUES] = core::array::from_fn(|_| None);
+        for (q, slot) in rings.iter_mut().enumerate().take(nq) {
+            let ring_mem = all
+                .sub(q * stride, npages * PAGE_SIZE)
+                .ok_or(Error::NoMemory)?;
+            let ring = BlkRing::init(ring_mem).map_err(|_| Error::NoMemory)?;
+            for i in 0..npages {
+                let gfn = ring_mem.page_gfn(&self.platform, i).ok_or(Error::NoGfn)?;
+                let r = self.grants.grant(backend, gfn, false)?;
+                if let Some(g) = self.ring_grefs.get_mut(q).and_then(|g| g.get_mut(i)) {
+                    *g = r.0;
+                }
             }
+            let port = Xen(&self.platform).evtchn_alloc_unbound(backend)?;
+            if let Some(p) = self.ports.get_mut(q) {
+                *p = Some(port);
+            }
+            *slot = Some((ring, port));
         }
-        let port = Xen(&self.platform).evtchn_alloc_unbound(backend)?;
-        self.port = Some(port);
 
         let persistent_wanted = self.config.persistent;
-        let grefs = self.ring_grefs;
+        let grefs = &self.ring_grefs;
+        let ports = &self.ports;
         self.hs.publish(xs, XenbusState::Initialised, |tx, node| {
             if order != 0 {
                 tx.write_u32(&Path::join(node, "ring-page-order")?, order)?;
-                for (i, r) in grefs.iter().take(npages).enumerate() {
-                    let mut k = heapless::String::<16>::new();
-                    let _ = write!(k, "ring-ref{i}");
-                    tx.write_u32(&Path::join(node, &k)?, *r)?;
+            }
+            if nq == 1 {
+                // The classic layout (every backend knows it): the ring and the
+                // event channel at the top level.
+                write_queue_keys(tx, node, order, grefs[0], ports[0])?;
+            } else {
+                // Linux's multi-queue layout: `queue-N/` per ring.
+                for q in 0..nq {
+                    let mut dir = heapless::String::<16>::new();
+                    let _ = write!(dir, "queue-{q}");
+                    let (Some(g), Some(p)) = (grefs.get(q), ports.get(q)) else {
+                        break;
+                    };
+                    write_queue_keys(tx, &Path::join(node, &dir)?, order, *g, *p)?;
                 }
             }
             // The rest in one round trip (Store::write_keys).
-            let mut evtchn = heapless::String::<10>::new();
-            let _ = write!(evtchn, "{}", port.0);
-            let mut ring0 = heapless::String::<10>::new();
-            let _ = write!(ring0, "{}", grefs[0]);
+            let mut nqs = heapless::String::<10>::new();
+            let _ = write!(nqs, "{nq}");
             let persistent: &[u8] = if persistent_wanted { b"1" } else { b"0" };
-            let mut keys: [(&str, &[u8]); 4] = [
-                ("event-channel", evtchn.as_bytes()),
-                ("feature-persistent", persistent),
-                ("", b""),
-                ("", b""),
-            ];
-            let mut n = 2;
+            let mut keys: [(&str, &[u8]); 3] =
+                [("feature-persistent", persistent), ("", b""), ("", b"")];
+            let mut n = 1;
             if let (Some(p), Some(slot)) = (PROTOCOL, keys.get_mut(n)) {
                 *slot = ("protocol", p.as_bytes());
                 n += 1;
             }
-            if let (0, Some(slot)) = (order, keys.get_mut(n)) {
-                *slot = ("ring-ref", ring0.as_bytes());
+            if let (true, Some(slot)) = (nq > 1, keys.get_mut(n)) {
+                *slot = ("multi-queue-num-queues", nqs.as_bytes());
                 n += 1;
             }
             tx.write_keys(node, keys.get(..n).unwrap_or_default())
@@ -397,7 +501,8 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         self.hs.wait_connected(xs, self.config.timeout)?;
 
         // The backend writes the rest when it connects (Linux blkback's `connect()`).
-        let (offer, info) = self.read_connected(xs, max_order)?;
+        let (mut offer, info) = self.read_connected(xs, max_order)?;
+        offer.max_queues = offers[2];
         let (segs, indirect) =
             features::segments(offer.max_indirect_segments, SEGS, self.config.indirect);
         let persistent = persistent_wanted && offer.persistent;
@@ -423,9 +528,11 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
             handle: self.devid as u16,
         };
         self.io.ensure_pages(&self.platform)?;
-        self.io.start(&self.grants, ring, backend, port, geo)?;
+        self.io
+            .start_queues(&self.grants, &mut rings, backend, geo)?;
         let geo = self.io.geometry();
         self.features = Some(Features {
+            queues: nq as u32,
             ring_page_order: order,
             max_inflight: self.io.max_inflight() as u32,
             segments_per_request: geo.segs as u32,
@@ -477,6 +584,7 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         };
         let flag = |i: usize| lenient(i).is_some_and(|n| n != 0);
         let offer = Offer {
+            max_queues: None,
             max_ring_page_order: max_order,
             max_indirect_segments: lenient(0),
             persistent: flag(1),
@@ -532,7 +640,7 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
     /// Ends the ring grants; returns how many the backend still maps.
     fn release_ring(&mut self) -> usize {
         let mut left = 0;
-        for r in self.ring_grefs.iter_mut() {
+        for r in self.ring_grefs.iter_mut().flatten() {
             if *r == NO_GREF {
                 continue;
             }
@@ -564,7 +672,7 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
             }
             self.platform.wait();
         }
-        if let Some(port) = self.port.take() {
+        for port in self.ports.iter_mut().filter_map(Option::take) {
             let _ = Xen(&self.platform).evtchn_close(port);
         }
         self.info = None;
@@ -1264,7 +1372,7 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Drop
     fn drop(&mut self) {
         self.io.stop(&self.grants, Error::NotConnected);
         self.io.retry_stuck(&self.grants);
-        if let Some(port) = self.port.take() {
+        for port in self.ports.iter_mut().filter_map(Option::take) {
             let _ = Xen(&self.platform).evtchn_close(port);
         }
         if self.release_ring() == 0 {

@@ -206,6 +206,13 @@ pub enum Error {
         /// How many.
         count: usize,
     },
+    /// [`crate::Device::set_queue`] named a queue the connection does not use.
+    NoSuchQueue {
+        /// The queue asked for.
+        queue: usize,
+        /// Queues in use.
+        queues: usize,
+    },
 }
 
 impl fmt::Display for Error {
@@ -243,6 +250,9 @@ impl fmt::Display for Error {
             Error::Timeout => write!(f, "timed out"),
             Error::GrantsStillMapped { count } => {
                 write!(f, "{count} grants still mapped by the old backend")
+            }
+            Error::NoSuchQueue { queue, queues } => {
+                write!(f, "no queue {queue}: the device uses {queues}")
             }
         }
     }

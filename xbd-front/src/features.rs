@@ -11,12 +11,19 @@ use crate::error::BadConfig;
 /// `XENBUS_MAX_RING_GRANT_ORDER`.
 pub const MAX_RING_PAGE_ORDER: u32 = 4;
 
+/// Most queues (rings, each with its own event channel) a device uses: a
+/// backend's `multi-queue-max-queues` is clamped to this (Linux blkfront's default
+/// `max_queues` is 4, also capped by its CPUs).
+pub const MAX_QUEUES: usize = 8;
+
 /// Request slots in one ring page (`__CONST_RING_SIZE(blkif, 4096)`).
 pub const SLOTS_PER_RING_PAGE: usize = 32;
 
 /// The backend's offer, as read from its directory. Missing keys are `None`/false.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Offer {
+    /// `multi-queue-max-queues`.
+    pub max_queues: Option<u64>,
     /// `max-ring-page-order`.
     pub max_ring_page_order: Option<u64>,
     /// `feature-max-indirect-segments`.
@@ -61,7 +68,11 @@ pub struct Discard {
 /// What this connection uses.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Features {
-    /// `ring-page-order` written (0: a single `ring-ref`).
+    /// Queues in use: one ring and one event channel each (1: the classic
+    /// layout, top-level `ring-ref`/`event-channel`; more: `multi-queue-num-queues`
+    /// and `queue-N/`).
+    pub queues: u32,
+    /// `ring-page-order` written (0: a single `ring-ref`), the same for every queue.
     pub ring_page_order: u32,
     /// Ring requests in flight at most (slots of the ring, capped by the device).
     pub max_inflight: u32,
@@ -80,8 +91,9 @@ pub struct Features {
 
 impl core::fmt::Display for Features {
     /// The features in use, space-separated, as guests print them: `flush` or
-    /// `barrier`, `discard`, `persistent-grants`, `indirect(N segments)`, and always
-    /// `ring-page-order N` (e.g. `flush persistent-grants ring-page-order 0`).
+    /// `barrier`, `discard`, `persistent-grants`, `indirect(N segments)`, `queues N`
+    /// (more than one), and always `ring-page-order N` (e.g. `flush
+    /// persistent-grants ring-page-order 0`).
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self.flush {
             Some(FlushKind::FlushDiskCache) => f.write_str("flush ")?,
@@ -96,6 +108,9 @@ impl core::fmt::Display for Features {
         }
         if self.indirect {
             write!(f, "indirect({} segments) ", self.segments_per_request)?;
+        }
+        if self.queues > 1 {
+            write!(f, "queues {} ", self.queues)?;
         }
         write!(f, "ring-page-order {}", self.ring_page_order)
     }
@@ -121,6 +136,12 @@ pub struct Config {
     /// window (most do: a 1 MiB read takes tens of microseconds) is seen at once.
     /// `Duration::ZERO` sleeps right away.
     pub poll_spin: core::time::Duration,
+    /// Queues (rings) wanted: the device uses as many as the backend's
+    /// `multi-queue-max-queues` allows (1 without it), at most [`MAX_QUEUES`] and
+    /// `SLOTS` (each queue gets its share of the slots). Default 1: one ring, the
+    /// layout every backend knows. More queues let a backend serve requests in
+    /// parallel (shim-hv's blkback: a thread per queue).
+    pub queues: u32,
 }
 
 impl Config {
@@ -131,6 +152,7 @@ impl Config {
         max_ring_page_order: MAX_RING_PAGE_ORDER,
         timeout: core::time::Duration::from_secs(10),
         poll_spin: core::time::Duration::from_micros(100),
+        queues: 1,
     };
 }
 
@@ -138,6 +160,15 @@ impl Default for Config {
     fn default() -> Self {
         Config::DEFAULT
     }
+}
+
+/// Queues to use: the backend's `multi-queue-max-queues` (absent, garbage or 0:
+/// one, as Linux blkfront reads it) clamped to what we want, to [`MAX_QUEUES`] and
+/// to `slots` (every queue needs at least one slot). Never 0.
+pub fn queues(offered: Option<u64>, wanted: u32, slots: usize) -> u32 {
+    let local = (wanted as usize).min(MAX_QUEUES).min(slots).max(1);
+    let offered = offered.unwrap_or(1).clamp(1, MAX_QUEUES as u64) as usize;
+    local.min(offered) as u32
 }
 
 /// The ring order to write: the backend's maximum clamped to ours (row 12); ours is
@@ -310,10 +341,40 @@ pub fn geometry(raw: &RawGeometry) -> Result<DiskInfo, (GeometryKey, BadConfig)>
 mod tests {
     use super::*;
 
+    /// Multi-queue negotiation (Linux blkfront's rule): absent, garbage (read as
+    /// absent) or 0 means one queue; an absurd offer is clamped to what we want,
+    /// to [`MAX_QUEUES`] and to the slots we have.
+    #[test]
+    fn queue_count_is_clamped() {
+        let cases: [(Option<u64>, u32, usize, u32); 12] = [
+            (None, 4, 32, 1),
+            (Some(0), 4, 32, 1),
+            (Some(1), 4, 32, 1),
+            (Some(4), 2, 32, 2),
+            (Some(4), 1, 32, 1),
+            (Some(2), 4, 32, 2),
+            (Some(u64::MAX), 4, 32, 4),
+            (Some(1 << 40), 64, 32, MAX_QUEUES as u32),
+            (Some(16), 16, 3, 3),
+            (Some(16), 0, 32, 1),
+            (Some(8), u32::MAX, 1, 1),
+            (
+                Some(MAX_QUEUES as u64 + 1),
+                u32::MAX,
+                512,
+                MAX_QUEUES as u32,
+            ),
+        ];
+        for (offer, want, slots, got) in cases {
+            assert_eq!(queues(offer, want, slots), got, "{offer:?} {want} {slots}");
+        }
+    }
+
     #[test]
     fn features_print_as_guests_show_them() {
         use std::string::ToString;
         let mut f = Features {
+            queues: 1,
             ring_page_order: 2,
             max_inflight: 32,
             segments_per_request: 32,
@@ -338,6 +399,8 @@ mod tests {
         assert_eq!(f.to_string(), "barrier ring-page-order 0");
         f.flush = None;
         assert_eq!(f.to_string(), "ring-page-order 0");
+        f.queues = 2;
+        assert_eq!(f.to_string(), "queues 2 ring-page-order 0");
     }
 
     #[test]

@@ -28,6 +28,7 @@ use hypercall::ring::FrontRing;
 use hypercall::{DomId, Gfn, GrantRef, Platform, Port, SharedMem, Xen, PAGE_SIZE};
 
 use crate::error::{BrokenReason, Error, IoError};
+use crate::features::MAX_QUEUES;
 use crate::grants::Grants;
 
 /// The blkif ring type.
@@ -121,6 +122,8 @@ struct Slot<const SEGS: usize> {
     bytes: u32,
     owner: u16,
     next: u16,
+    /// The queue (ring) this slot belongs to for the current connection.
+    queue: u8,
     gfn: [u32; SEGS],
     gref: [u32; SEGS],
     ind_gfn: u32,
@@ -139,6 +142,7 @@ impl<const SEGS: usize> Slot<SEGS> {
         bytes: 0,
         owner: NONE,
         next: NONE,
+        queue: 0,
         gfn: [0; SEGS],
         gref: [NO_GREF; SEGS],
         ind_gfn: 0,
@@ -186,16 +190,43 @@ struct Pages {
     indirect: SharedMem,
 }
 
-/// The engine. `SLOTS` ring requests in flight at most, `SEGS` pages each.
-pub(crate) struct Io<const SLOTS: usize, const SEGS: usize> {
+/// One queue (`queue-N/` in xenstore): its ring, its event channel and its share
+/// of the slots (`base .. base + len`: their bounce pages, grants and request ids
+/// are this queue's alone).
+struct Queue {
     ring: Option<BlkRing>,
-    backend: DomId,
     port: Port,
+    base: u16,
+    len: u16,
+    /// Free slots of this queue: `free[base .. base + nfree]` (a stack).
+    nfree: u16,
+}
+
+impl Queue {
+    const EMPTY: Queue = Queue {
+        ring: None,
+        port: Port(0),
+        base: 0,
+        len: 0,
+        nfree: 0,
+    };
+}
+
+/// The engine. `SLOTS` ring requests in flight at most, `SEGS` pages each, over
+/// 1..=[`MAX_QUEUES`] rings; the slots are split between the rings.
+pub(crate) struct Io<const SLOTS: usize, const SEGS: usize> {
+    queues: [Queue; MAX_QUEUES],
+    /// Queues in use (at least 1).
+    nq: usize,
+    /// Where round-robin queue selection starts next.
+    rr: usize,
+    /// The caller's choice of queue for submissions (`None`: round-robin).
+    pinned: Option<usize>,
+    backend: DomId,
     geo: Geometry,
     pages: Option<Pages>,
     slots: [Slot<SEGS>; SLOTS],
     free: [u16; SLOTS],
-    nfree: usize,
     ops: [Op; SLOTS],
     /// Request images between preparation and publication.
     stash: [Request; SLOTS],
@@ -314,10 +345,15 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
             free[i] = (SLOTS - 1 - i) as u16;
             i += 1;
         }
+        let mut queues = [Queue::EMPTY; MAX_QUEUES];
+        queues[0].len = SLOTS as u16;
+        queues[0].nfree = SLOTS as u16;
         Io {
-            ring: None,
+            queues,
+            nq: 1,
+            rr: 0,
+            pinned: None,
             backend: DomId(0),
-            port: Port(0),
             geo: Geometry {
                 segs: 1,
                 indirect: false,
@@ -329,7 +365,6 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
             pages: None,
             slots: [Slot::EMPTY; SLOTS],
             free,
-            nfree: SLOTS,
             ops: [Op::EMPTY; SLOTS],
             stash: [Request {
                 operation: 0,
@@ -361,17 +396,119 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
     }
 
     pub fn connected(&self) -> bool {
-        self.ring.is_some()
+        self.queues.iter().any(|q| q.ring.is_some())
+    }
+
+    /// Queues (rings) in use.
+    pub fn queues(&self) -> usize {
+        self.nq
+    }
+
+    /// Sends later submissions to queue `q` (`None`: round-robin over the queues
+    /// with room). Refused for a queue not in use.
+    pub fn set_queue(&mut self, q: Option<usize>) -> Result<(), Error> {
+        if let Some(q) = q {
+            if q >= self.nq {
+                return Err(Error::NoSuchQueue {
+                    queue: q,
+                    queues: self.nq,
+                });
+            }
+        }
+        self.pinned = q;
+        Ok(())
+    }
+
+    /// The queue an op went out on.
+    pub fn queue_of(&self, tag: Tag) -> Result<usize, Error> {
+        let op = self.op_of(tag)?;
+        Ok(self
+            .slots
+            .get(op.first as usize)
+            .map_or(0, |s| usize::from(s.queue)))
+    }
+
+    /// Splits the slots between `nq` queues (contiguous shares, sizes differing by
+    /// at most one) and rebuilds every queue's free stack from the slots that are
+    /// free now (slots still held by an unfinished op join their new queue's stack
+    /// when released).
+    fn partition(&mut self, nq: usize) {
+        let nq = nq.clamp(1, min(MAX_QUEUES, SLOTS));
+        self.nq = nq;
+        self.rr = 0;
+        if self.pinned.is_some_and(|q| q >= nq) {
+            self.pinned = None;
+        }
+        let mut base = 0usize;
+        for (q, queue) in self.queues.iter_mut().enumerate() {
+            let len = if q < nq {
+                SLOTS / nq + usize::from(q < SLOTS % nq)
+            } else {
+                0
+            };
+            queue.base = base as u16;
+            queue.len = len as u16;
+            queue.nfree = 0;
+            for s in self.slots.get_mut(base..base + len).into_iter().flatten() {
+                s.queue = q as u8;
+            }
+            // Highest index first, so the lowest is handed out first.
+            for i in (base..base + len).rev() {
+                if self.slots.get(i).map(|s| s.state) == Some(SlotState::Free) {
+                    if let Some(f) = self.free.get_mut(base + queue.nfree as usize) {
+                        *f = i as u16;
+                        queue.nfree += 1;
+                    }
+                }
+            }
+            base += len;
+        }
+    }
+
+    /// Whether queue `q` can take an op of `parts` ring requests now.
+    fn room(&self, q: usize, parts: usize) -> bool {
+        self.queues.get(q).is_some_and(|x| {
+            let ring_free = x.ring.as_ref().map_or(0, |r| r.free_slots() as usize);
+            parts <= x.nfree as usize && parts <= ring_free
+        })
+    }
+
+    /// The queue for an op of `parts` ring requests: the caller's choice, or the
+    /// next one round-robin that has room.
+    fn pick_queue(&mut self, parts: usize) -> Result<usize, Error> {
+        if let Some(q) = self.pinned {
+            return if self.room(q, parts) {
+                Ok(q)
+            } else {
+                Err(Error::Busy)
+            };
+        }
+        for k in 0..self.nq {
+            let q = (self.rr + k) % self.nq;
+            if self.room(q, parts) {
+                self.rr = (q + 1) % self.nq;
+                return Ok(q);
+            }
+        }
+        Err(Error::Busy)
     }
 
     pub fn geometry(&self) -> Geometry {
         self.geo
     }
 
-    /// Ring requests that may be in flight at once.
+    /// Ring requests that one op may use at once: what the smallest queue holds
+    /// (its slots, or its ring if smaller), so that any op fits any queue.
     pub fn max_inflight(&self) -> usize {
-        let ring = self.ring.as_ref().map_or(SLOTS, |r| r.size() as usize);
-        min(SLOTS, ring)
+        self.queues
+            .iter()
+            .take(self.nq)
+            .map(|q| {
+                let ring = q.ring.as_ref().map_or(usize::MAX, |r| r.size() as usize);
+                min(q.len as usize, ring)
+            })
+            .min()
+            .unwrap_or(0)
     }
 
     /// Bytes one ring request carries.
@@ -382,7 +519,7 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
     /// Gives up the bounce and indirect pages (for the device to free), but only
     /// while no slot is stuck and no ring is up: then no grant on them is active.
     pub fn take_pages(&mut self) -> Option<(SharedMem, SharedMem)> {
-        if self.stuck() != 0 || self.ring.is_some() {
+        if self.stuck() != 0 || self.connected() {
             return None;
         }
         let p = self.pages.take()?;
@@ -425,9 +562,8 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         Ok(())
     }
 
-    /// Starts I/O on a freshly initialised ring. Refuses while slots of an earlier
-    /// connection are stuck. Zeroes every bounce and indirect page (a new backend must
-    /// not see an old connection's data) and, with persistent grants, grants them all.
+    /// [`Io::start_queues`] with one ring.
+    #[cfg(test)]
     pub fn start<G: Grants + ?Sized>(
         &mut self,
         g: &G,
@@ -436,6 +572,28 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         port: Port,
         geo: Geometry,
     ) -> Result<(), Error> {
+        self.start_queues(g, &mut [Some((ring, port))], backend, geo)
+    }
+
+    /// Starts I/O on freshly initialised rings, one ring and event channel per
+    /// queue (the `Some`s of `rings`, taken; at most [`MAX_QUEUES`] and `SLOTS`):
+    /// the slots are split between them. Refuses while slots of an earlier
+    /// connection are stuck. Zeroes every bounce and indirect page (a new backend must
+    /// not see an old connection's data) and, with persistent grants, grants them all.
+    pub fn start_queues<G: Grants + ?Sized>(
+        &mut self,
+        g: &G,
+        rings: &mut [Option<(BlkRing, Port)>],
+        backend: DomId,
+        geo: Geometry,
+    ) -> Result<(), Error> {
+        let nq = rings.iter().filter(|r| r.is_some()).count();
+        if nq == 0 || nq > min(MAX_QUEUES, SLOTS) {
+            return Err(Error::NoSuchQueue {
+                queue: nq,
+                queues: min(MAX_QUEUES, SLOTS),
+            });
+        }
         let pages = self.pages.ok_or(Error::NoMemory)?;
         let stuck = self.retry_stuck(g);
         if stuck > 0 {
@@ -452,8 +610,8 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
             s.ind_bytes = 0;
         }
         self.backend = backend;
-        self.port = port;
         self.geo = geo;
+        self.partition(nq);
         self.broken = None;
         self.plugged = false;
         if geo.persistent {
@@ -462,7 +620,14 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
                 return Err(e);
             }
         }
-        self.ring = Some(ring);
+        for (q, r) in self
+            .queues
+            .iter_mut()
+            .zip(rings.iter_mut().filter_map(Option::take))
+        {
+            q.ring = Some(r.0);
+            q.port = r.1;
+        }
         Ok(())
     }
 
@@ -546,17 +711,22 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
             s.state = SlotState::Free;
             s.owner = NONE;
             s.next = NONE;
-            if let Some(f) = self.free.get_mut(self.nfree) {
-                *f = i as u16;
-                self.nfree += 1;
+            if let Some(q) = self.queues.get_mut(usize::from(s.queue)) {
+                if let Some(f) = self.free.get_mut(usize::from(q.base + q.nfree)) {
+                    if q.nfree < q.len {
+                        *f = i as u16;
+                        q.nfree += 1;
+                    }
+                }
             }
         }
     }
 
-    fn take_slot(&mut self) -> Option<usize> {
-        let n = self.nfree.checked_sub(1)?;
-        let i = *self.free.get(n)? as usize;
-        self.nfree = n;
+    fn take_slot(&mut self, q: usize) -> Option<usize> {
+        let queue = self.queues.get_mut(q)?;
+        let n = queue.nfree.checked_sub(1)?;
+        let i = *self.free.get(usize::from(queue.base + n))? as usize;
+        queue.nfree = n;
         Some(i)
     }
 
@@ -570,7 +740,9 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
     pub fn stop<G: Grants + ?Sized>(&mut self, g: &G, err: Error) -> usize {
         self.fail_all(g, err);
         self.end_all_persistent(g);
-        self.ring = None;
+        for q in self.queues.iter_mut() {
+            q.ring = None;
+        }
         self.stuck()
     }
 
@@ -635,7 +807,7 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         if let Some(r) = self.broken {
             return Err(Error::Broken(r));
         }
-        if self.ring.is_none() {
+        if !self.connected() {
             return Err(Error::NotConnected);
         }
         Ok(())
@@ -684,10 +856,7 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
                 max: max.saturating_mul(per),
             });
         }
-        let ring_free = self.ring.as_ref().map_or(0, |r| r.free_slots() as usize);
-        if parts > self.nfree || parts > ring_free {
-            return Err(Error::Busy);
-        }
+        let q = self.pick_queue(parts)?;
         let op_i = self.take_op().ok_or(Error::Busy)?;
         let gen = self.ops.get(op_i).map_or(0, |o| o.gen.wrapping_add(1));
         if let Some(o) = self.ops.get_mut(op_i) {
@@ -716,7 +885,7 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         let mut prepared = 0usize;
         let mut failure = None;
         for k in 0..parts {
-            let Some(si) = self.take_slot() else {
+            let Some(si) = self.take_slot(q) else {
                 failure = Some(Error::Busy);
                 break;
             };
@@ -780,8 +949,9 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
             let i = s as usize;
             let req = self.unstash(i);
             let pushed = self
-                .ring
-                .as_mut()
+                .queues
+                .get_mut(q)
+                .and_then(|x| x.ring.as_mut())
                 .map(|r| r.push_request(&req))
                 .unwrap_or(Err(hypercall::ring::RingError::Full));
             if let Err(e) = pushed {
@@ -799,7 +969,7 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         if !self.plugged {
             // On a failed notification the op is failed with the device (its tag
             // still finishes, with the error); later submissions see the breakage.
-            let _ = self.publish(p, g);
+            let _ = self.publish_queue(p, g, q);
         }
         Ok(Tag {
             idx: op_i as u16,
@@ -994,13 +1164,30 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         p: &P,
         g: &G,
     ) -> Result<(), Error> {
-        let notify = match self.ring.as_mut() {
+        for q in 0..self.nq {
+            self.publish_queue(p, g, q)?;
+        }
+        Ok(())
+    }
+
+    /// [`Io::publish`] for queue `q` alone (its own event channel).
+    fn publish_queue<P: Platform + ?Sized, G: Grants + ?Sized>(
+        &mut self,
+        p: &P,
+        g: &G,
+        q: usize,
+    ) -> Result<(), Error> {
+        let Some(queue) = self.queues.get_mut(q) else {
+            return Ok(());
+        };
+        let notify = match queue.ring.as_mut() {
             Some(r) => r.push_requests_and_check_notify(),
             None => false,
         };
+        let port = queue.port;
         if notify {
             self.stats.notifications += 1;
-            if let Err(e) = Xen(p).evtchn_send(self.port) {
+            if let Err(e) = Xen(p).evtchn_send(port) {
                 self.set_broken(g, BrokenReason::Notify(e));
                 return Err(Error::Broken(BrokenReason::Notify(e)));
             }
@@ -1016,7 +1203,7 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         plugged: bool,
     ) -> Result<(), Error> {
         self.plugged = plugged;
-        if !plugged && self.ring.is_some() {
+        if !plugged && self.connected() {
             self.publish(p, g)?;
         }
         Ok(())
@@ -1027,20 +1214,27 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
     pub fn poll<G: Grants + ?Sized>(&mut self, g: &G) -> Result<usize, Error> {
         self.check_usable()?;
         let mut n = 0;
-        loop {
-            let rsp = match self.ring.as_mut().map(|r| r.poll_response()) {
-                Some(Ok(Some(r))) => r,
-                Some(Ok(None)) | None => break,
-                Some(Err(e)) => {
-                    self.set_broken(g, BrokenReason::Ring(e));
-                    return Err(Error::Broken(BrokenReason::Ring(e)));
+        for q in 0..self.nq {
+            loop {
+                let polled = self
+                    .queues
+                    .get_mut(q)
+                    .and_then(|x| x.ring.as_mut())
+                    .map(|r| r.poll_response());
+                let rsp = match polled {
+                    Some(Ok(Some(r))) => r,
+                    Some(Ok(None)) | None => break,
+                    Some(Err(e)) => {
+                        self.set_broken(g, BrokenReason::Ring(e));
+                        return Err(Error::Broken(BrokenReason::Ring(e)));
+                    }
+                };
+                n += 1;
+                self.stats.responses += 1;
+                if let Err(reason) = self.complete(g, q, rsp) {
+                    self.set_broken(g, reason);
+                    return Err(Error::Broken(reason));
                 }
-            };
-            n += 1;
-            self.stats.responses += 1;
-            if let Err(reason) = self.complete(g, rsp) {
-                self.set_broken(g, reason);
-                return Err(Error::Broken(reason));
             }
         }
         Ok(n)
@@ -1061,21 +1255,32 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         batch: u32,
     ) -> Result<bool, Error> {
         self.check_usable()?;
-        match self
-            .ring
-            .as_mut()
-            .map(|r| r.final_check_for_responses_batched(batch))
-        {
-            Some(Ok(more)) => Ok(more),
-            Some(Err(e)) => {
-                self.set_broken(g, BrokenReason::Ring(e));
-                Err(Error::Broken(BrokenReason::Ring(e)))
+        let mut more = false;
+        for q in self.queues.iter_mut().take(self.nq) {
+            match q
+                .ring
+                .as_mut()
+                .map(|r| r.final_check_for_responses_batched(batch))
+            {
+                Some(Ok(m)) => more |= m,
+                Some(Err(e)) => {
+                    self.set_broken(g, BrokenReason::Ring(e));
+                    return Err(Error::Broken(BrokenReason::Ring(e)));
+                }
+                None => return Err(Error::NotConnected),
             }
-            None => Err(Error::NotConnected),
         }
+        Ok(more)
     }
 
-    fn complete<G: Grants + ?Sized>(&mut self, g: &G, rsp: Response) -> Result<(), BrokenReason> {
+    /// Checks and applies one response read from queue `q`'s ring: its id must
+    /// name a slot of that queue (an id another queue issued is unknown here).
+    fn complete<G: Grants + ?Sized>(
+        &mut self,
+        g: &G,
+        q: usize,
+        rsp: Response,
+    ) -> Result<(), BrokenReason> {
         let id = rsp.id;
         let si = (id & 0xffff) as usize;
         let gen = ((id >> 16) & 0xffff) as u16;
@@ -1083,8 +1288,8 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
             return Err(BrokenReason::UnknownId(id));
         }
         let (state, slot_gen, rsp_op, owner) = match self.slots.get(si) {
-            Some(s) => (s.state, s.gen, s.rsp_op, s.owner),
-            None => return Err(BrokenReason::UnknownId(id)),
+            Some(s) if usize::from(s.queue) == q => (s.state, s.gen, s.rsp_op, s.owner),
+            _ => return Err(BrokenReason::UnknownId(id)),
         };
         if slot_gen != gen || !matches!(state, SlotState::Waiting | SlotState::Orphan) {
             return Err(BrokenReason::NotOutstanding(id));

@@ -17,6 +17,8 @@
 //! - Discovery: [`discover`] lists `device/vbd/`; [`vdev`] names the numbers.
 //! - [`Device::connect`] runs the xenbus handshake and negotiates whatever the backend
 //!   offers (any subset, none included): multi-page rings (`max-ring-page-order`),
+//!   several queues (`multi-queue-max-queues`: one ring and event channel per
+//!   queue under `queue-N/`, Linux's layout; [`Config::queues`], default 1),
 //!   indirect descriptors, persistent grants, flush/barrier, discard; it reads
 //!   `sectors`/`sector-size`/`info`/`mode`/`device-type` and refuses unusable
 //!   geometry ([`Error::BadConfig`]).

@@ -35,24 +35,67 @@ struct Rig<const S: usize, const G: usize> {
     p: FakePlatform,
     t: Table,
     io: Io<S, G>,
+    /// Queue 0's backend (it owns the disk).
     be: FakeBackend,
+    /// The backends of queues 1.. (multi-queue rigs): each serves its own ring on
+    /// queue 0's disk ([`Rig::step_queue`] swaps it in; their own copy, with the
+    /// same initial content, serves only `release_held`).
+    extra: Vec<FakeBackend>,
 }
 
 impl<const S: usize, const G: usize> Rig<S, G> {
     fn new(geo: Geometry, order: u32, start: u32) -> Self {
+        Self::new_mq(geo, order, start, 1)
+    }
+
+    /// A rig with `nq` queues: one ring (event channel 5 + q) and one fake
+    /// backend each.
+    fn new_mq(geo: Geometry, order: u32, start: u32, nq: usize) -> Self {
         let p = FakePlatform::new();
         let t: Table = p.grant_table();
-        let ring_mem = SharedMem::alloc_pages(&p, 1 << order).unwrap();
-        let ring = BlkRing::init_at(ring_mem, start).unwrap();
+        let mut rings = Vec::new();
+        let mut bes = Vec::new();
+        for q in 0..nq {
+            let ring_mem = SharedMem::alloc_pages(&p, 1 << order).unwrap();
+            rings.push(Some((
+                BlkRing::init_at(ring_mem, start).unwrap(),
+                Port(5 + q as u32),
+            )));
+            let mut be = FakeBackend::new(&p, ring_mem, &t, DISK);
+            be.ring = hypercall::ring::BackRing::attach_at(ring_mem, start).unwrap();
+            if geo.persistent {
+                be.allow_persistent();
+            }
+            bes.push(be);
+        }
         let mut io = Io::new();
         io.ensure_pages(&p).unwrap();
-        io.start(&t, ring, DomId(0), Port(5), geo).unwrap();
-        let mut be = FakeBackend::new(&p, ring_mem, &t, DISK);
-        be.ring = hypercall::ring::BackRing::attach_at(ring_mem, start).unwrap();
-        if geo.persistent {
-            be.allow_persistent();
+        io.start_queues(&t, &mut rings, DomId(0), geo).unwrap();
+        let be = bes.remove(0);
+        Rig {
+            p,
+            t,
+            io,
+            be,
+            extra: bes,
         }
-        Rig { p, t, io, be }
+    }
+
+    /// Steps queue `q`'s backend (on the one disk); how many responses it pushed.
+    fn step_queue(&mut self, q: usize) -> usize {
+        if q == 0 {
+            return self.be.step();
+        }
+        let other = &mut self.extra[q - 1];
+        core::mem::swap(&mut self.be.disk, &mut other.disk);
+        let n = other.step();
+        core::mem::swap(&mut self.be.disk, &mut other.disk);
+        n
+    }
+
+    /// Every backend, queue order.
+    fn backends(&self) -> impl Iterator<Item = &FakeBackend> {
+        core::iter::once(&self.be).chain(self.extra.iter())
     }
 
     fn read(&mut self, sector: u64, len: usize) -> Result<Tag, Error> {
@@ -67,7 +110,9 @@ impl<const S: usize, const G: usize> Rig<S, G> {
     }
 
     fn run(&mut self) -> Result<usize, Error> {
-        self.be.step();
+        for q in 0..=self.extra.len() {
+            self.step_queue(q);
+        }
         let n = self.io.poll(&self.t)?;
         Ok(n)
     }
@@ -110,7 +155,20 @@ impl Rng {
 /// A randomized read/write/flush/discard workload with several ops in flight,
 /// checked against an in-memory model of the disk.
 fn workload<const S: usize, const G: usize>(geo: Geometry, order: u32, start: u32, seed: u64) {
-    let mut r: Rig<S, G> = Rig::new(geo, order, start);
+    workload_mq::<S, G>(geo, order, start, seed, 1);
+}
+
+/// [`workload`] over `nq` queues (round-robin), each ring served by its own
+/// backend on one disk.
+fn workload_mq<const S: usize, const G: usize>(
+    geo: Geometry,
+    order: u32,
+    start: u32,
+    seed: u64,
+    nq: usize,
+) {
+    let mut r: Rig<S, G> = Rig::new_mq(geo, order, start, nq);
+    assert_eq!(r.io.queues(), nq);
     // Row 3 / R4 / R5: every access of the frontend is recorded and checked below.
     audit::start();
     let mut model = r.be.disk.clone();
@@ -185,23 +243,34 @@ fn workload<const S: usize, const G: usize>(geo: Geometry, order: u32, start: u3
         r.io.finish(tag, &mut []).ok();
     }
     let log = audit::take();
-    let sum = check_front_ring::<Request, Response>(&log, &r.be.ring_mem, start, start)
-        .unwrap_or_else(|v| panic!("read audit: {v}"));
+    let (mut consumed, mut written, mut padding) = (0u64, 0u64, 0u64);
+    let per_queue = S / nq;
+    for (q, be) in r.backends().enumerate() {
+        let sum = check_front_ring::<Request, Response>(&log, &be.ring_mem, start, start)
+            .unwrap_or_else(|v| panic!("read audit of queue {q}: {v}"));
+        assert_eq!(sum.written, sum.published);
+        consumed += u64::from(sum.consumed);
+        written += u64::from(sum.written);
+        padding += be.padding_checked;
+        assert!(be.violations.is_empty(), "queue {q}: {:?}", be.violations);
+        assert!(be.mapped.is_empty(), "queue {q}");
+        assert!(be.scanned_pages > 0, "queue {q} did I/O");
+        // Each queue's requests name only its own share of the slots.
+        for req in &be.seen {
+            let si = (req.id & 0xffff) as usize;
+            assert!(
+                si >= q * per_queue && si < (q + 1) * per_queue,
+                "queue {q} got slot {si}"
+            );
+        }
+    }
     let st = r.io.stats();
-    assert_eq!(
-        u64::from(sum.consumed),
-        st.responses,
-        "each response read once"
-    );
-    assert_eq!(u64::from(sum.written), st.ring_requests);
-    assert_eq!(sum.written, sum.published);
+    assert_eq!(consumed, st.responses, "each response read once");
+    assert_eq!(written, st.ring_requests);
     // R7: every request (and indirect page) had zero padding.
-    assert!(r.be.padding_checked >= st.ring_requests);
-    assert!(r.be.violations.is_empty(), "{:?}", r.be.violations);
+    assert!(padding >= st.ring_requests);
     assert_eq!(r.be.disk, model, "disk content");
     assert_eq!(r.t.in_use(), r.idle_grants(), "grants left active");
-    assert!(r.be.scanned_pages > 0);
-    assert!(r.be.mapped.is_empty());
     r.io.stop(&r.t, Error::NotConnected);
     assert_eq!(r.t.in_use(), 0);
 }
@@ -1122,4 +1191,193 @@ fn r7_request_padding_is_zero() {
     let mut bad = ind;
     bad.indirect_grefs[1] = 7;
     assert!(padding_violation(&Request::from(bad)).is_some());
+}
+
+// ---- Multi-queue (Linux's `multi-queue-num-queues`, `queue-N/`) ----
+
+#[test]
+fn integrity_over_several_queues() {
+    for (i, &(segs, indirect, persistent)) in
+        [(11, false, false), (64, true, true), (20, true, false)]
+            .iter()
+            .enumerate()
+    {
+        workload_mq::<8, 64>(geo(segs, indirect, persistent), 0, 0, 0x51 + i as u64, 2);
+    }
+    // Four queues, multi-page rings whose indices wrap.
+    workload_mq::<12, 16>(geo(16, true, false), 1, u32::MAX - 40, 3, 4);
+}
+
+#[test]
+fn requests_spread_round_robin_or_where_the_caller_says() {
+    let mut r: Rig<8, 11> = Rig::new_mq(geo(11, false, false), 0, 0, 2);
+    assert_eq!(r.io.max_inflight(), 4, "each queue has half the slots");
+    let tags: Vec<Tag> = (0..4).map(|i| r.read(i * 8, 4096).unwrap()).collect();
+    let queues: Vec<usize> = tags.iter().map(|&t| r.io.queue_of(t).unwrap()).collect();
+    assert_eq!(queues, [0, 1, 0, 1]);
+    // Each queue's notification went to its own event channel, through its ring.
+    r.run().unwrap();
+    assert_eq!((r.be.seen.len(), r.extra[0].seen.len()), (2, 2));
+    for t in tags {
+        r.finish(t, 4096).unwrap();
+    }
+
+    // Pinned to queue 1: everything goes there; when it is full, Busy (queue 0 is
+    // idle but was not asked for).
+    r.io.set_queue(Some(1)).unwrap();
+    let mut held = Vec::new();
+    for i in 0..4 {
+        let t = r.read(i * 8, 4096).unwrap();
+        assert_eq!(r.io.queue_of(t), Ok(1));
+        held.push(t);
+    }
+    assert_eq!(r.read(0, 4096), Err(Error::Busy));
+    assert_eq!(
+        r.io.set_queue(Some(2)),
+        Err(Error::NoSuchQueue {
+            queue: 2,
+            queues: 2
+        })
+    );
+    // Round-robin again: a full queue is skipped.
+    r.io.set_queue(None).unwrap();
+    let t = r.read(64, 4096).unwrap();
+    assert_eq!(r.io.queue_of(t), Ok(0));
+    held.push(t);
+    // An op larger than one queue's share is refused (it must fit one ring).
+    assert!(matches!(
+        r.read(0, 5 * 11 * 4096),
+        Err(Error::TooLarge { .. })
+    ));
+    r.run().unwrap();
+    for t in held {
+        r.finish(t, 4096).unwrap();
+    }
+    assert_eq!(r.t.in_use(), 0);
+}
+
+#[test]
+fn final_check_rearms_every_queue() {
+    let mut r: Rig<8, 11> = Rig::new_mq(geo(11, false, false), 0, 0, 2);
+    let a = r.read(0, 4096).unwrap();
+    let b = r.read(8, 4096).unwrap();
+    r.run().unwrap();
+    assert!(!r.io.final_check(&r.t).unwrap());
+    for be in r.backends() {
+        assert_eq!(be.ring_mem.load_u32(layout::RSP_EVENT), 2, "rsp_cons + 1");
+    }
+    r.finish(a, 4096).unwrap();
+    r.finish(b, 4096).unwrap();
+}
+
+/// A response on one queue naming a request of another queue (its id is live,
+/// generation and all) is an id this ring never issued: the device breaks, every
+/// op on every queue fails, and no grant stays active.
+#[test]
+fn response_on_the_wrong_queue_breaks_the_device() {
+    let mut r: Rig<8, 11> = Rig::new_mq(geo(11, false, false), 0, 0, 2);
+    let a = r.read(0, 4096).unwrap();
+    let b = r.read(8, 4096).unwrap();
+    assert_eq!((r.io.queue_of(a), r.io.queue_of(b)), (Ok(0), Ok(1)));
+    r.be.mute = true;
+    r.step_queue(0);
+    let stolen = r.be.seen[0].id;
+    r.extra[0].mutate = Some(std::boxed::Box::new(move |_, mut rsp| {
+        rsp.id = stolen;
+        vec![rsp]
+    }));
+    r.step_queue(1);
+    let want = BrokenReason::UnknownId(stolen);
+    assert_eq!(r.io.poll(&r.t), Err(Error::Broken(want)));
+    for t in [a, b] {
+        assert_eq!(r.io.finish(t, &mut []), Err(Error::Broken(want)));
+    }
+    assert_eq!(r.t.in_use(), 0);
+    assert_eq!(r.read(0, 512), Err(Error::Broken(want)));
+}
+
+/// Row 1 on the second queue: its `rsp_prod` overruns; the whole device breaks
+/// (queue 0's request fails too).
+#[test]
+fn overrun_on_one_queue_breaks_the_device() {
+    let mut r: Rig<8, 11> = Rig::new_mq(geo(11, false, false), 0, 0, 2);
+    let a = r.read(0, 4096).unwrap();
+    let b = r.read(8, 4096).unwrap();
+    r.be.mute = true;
+    r.extra[0].mute = true;
+    r.step_queue(0);
+    r.step_queue(1);
+    r.extra[0].ring_mem.store_u32(layout::RSP_PROD, 40);
+    let want = BrokenReason::Ring(RingError::ProducerOverrun { prod: 40, cons: 0 });
+    assert_eq!(r.io.poll(&r.t), Err(Error::Broken(want)));
+    for t in [a, b] {
+        assert_eq!(r.io.finish(t, &mut []), Err(Error::Broken(want)));
+    }
+    assert_eq!(r.t.in_use(), 0);
+}
+
+/// Row 7 per queue: queue 1 answers its first request twice (and its second not
+/// at all, so only the id check can catch it): the device breaks after the first
+/// answer was delivered, and queue 0's answers stay good.
+#[test]
+fn duplicate_on_one_queue_breaks_after_the_first() {
+    let mut r: Rig<8, 11> = Rig::new_mq(geo(11, false, false), 0, 0, 2);
+    let a = r.read(0, 4096).unwrap();
+    let b = r.read(8, 4096).unwrap();
+    let c = r.read(16, 4096).unwrap();
+    let _d = r.read(24, 4096).unwrap();
+    assert_eq!(r.io.queue_of(c), Ok(0));
+    let mut first = true;
+    r.extra[0].mutate = Some(std::boxed::Box::new(move |_, rsp| {
+        if core::mem::take(&mut first) {
+            vec![rsp, rsp]
+        } else {
+            vec![]
+        }
+    }));
+    r.step_queue(0);
+    r.extra[0].mute = true;
+    r.step_queue(1);
+    r.extra[0].release_held();
+    let e = r.io.poll(&r.t).unwrap_err();
+    assert!(
+        matches!(e, Error::Broken(BrokenReason::NotOutstanding(_))),
+        "{e:?}"
+    );
+    // Answered before the violation: delivered.
+    assert_eq!(r.finish(a, 4096).unwrap(), r.be.disk[..4096]);
+    assert_eq!(r.finish(c, 4096).unwrap(), r.be.disk[16 * 512..][..4096]);
+    assert_eq!(r.finish(b, 4096).unwrap(), r.be.disk[8 * 512..][..4096]);
+    assert_eq!(r.t.in_use(), 0);
+}
+
+/// After a connection with two queues, a reconnect with one gives the single
+/// queue every slot again (slots still held by an unfinished op join it when
+/// released).
+#[test]
+fn reconnect_with_fewer_queues_repartitions_the_slots() {
+    let mut r: Rig<8, 11> = Rig::new_mq(geo(11, false, false), 0, 0, 2);
+    let a = r.read(0, 4096).unwrap();
+    let b = r.read(8, 4096).unwrap();
+    r.io.stop(&r.t, Error::NotConnected);
+    let ring_mem = SharedMem::alloc_pages(&r.p, 1).unwrap();
+    let ring = BlkRing::init(ring_mem).unwrap();
+    r.io.start(&r.t, ring, DomId(0), Port(9), geo(11, false, false))
+        .unwrap();
+    assert_eq!((r.io.queues(), r.io.max_inflight()), (1, 8));
+    // a and b still hold a slot each until finished: 6 free.
+    let mut be = FakeBackend::new(&r.p, ring_mem, &r.t, DISK);
+    let tags: Vec<Tag> = (0..6).map(|i| r.read(i * 8, 4096).unwrap()).collect();
+    assert_eq!(r.read(0, 4096), Err(Error::Busy));
+    assert_eq!(r.io.finish(a, &mut []), Err(Error::NotConnected));
+    assert_eq!(r.io.finish(b, &mut []), Err(Error::NotConnected));
+    let t = r.read(64, 4096).unwrap();
+    let t2 = r.read(72, 4096).unwrap();
+    assert_eq!(r.read(0, 4096), Err(Error::Busy));
+    be.step();
+    r.io.poll(&r.t).unwrap();
+    for t in tags.into_iter().chain([t, t2]) {
+        r.io.finish(t, &mut []).unwrap();
+    }
+    assert_eq!(r.t.in_use(), 0);
 }
