@@ -11,11 +11,19 @@
 //!       ◀──event── push_responses_and_check_notify (notify only when asked)
 //!                  ring empty: poll ~50 µs (yielding), then
 //!                  final_check_for_requests, then sleep until kicked
-//!  control thread: xenstore handshake (features, ring, event channel, reconnects)
+//!  control thread: xenstore handshake (features, rings, event channels, reconnects)
 //! ```
 //!
-//! Keys follow Linux's blkback: `feature-max-indirect-segments` and
-//! `max-ring-page-order` before `InitWait`; `feature-flush-cache`, `feature-barrier`,
+//! **Multi-queue** (Linux's layout): the backend offers `multi-queue-max-queues`;
+//! a frontend asking for `multi-queue-num-queues` = N > 1 puts each queue's ring
+//! and event channel under `queue-<i>/` (`ring-ref` or `ring-ref<j>`, with the
+//! top-level `ring-page-order`, and `event-channel`); without the key (or with 1)
+//! the classic top-level keys are read. Every queue gets its own I/O thread, ring,
+//! event channel, persistent grants and indirect-page cache (one per ring, as
+//! Linux's `xen_blkif_ring`); 0 queues or more than offered fail the connection.
+//!
+//! Keys follow Linux's blkback: `feature-max-indirect-segments`,
+//! `max-ring-page-order` and `multi-queue-max-queues` before `InitWait`; `feature-flush-cache`, `feature-barrier`,
 //! `feature-discard` (+ `discard-granularity`, `discard-alignment`, `discard-secure`),
 //! `feature-persistent`, `sectors`, `info`, `sector-size`, `physical-sector-size` when
 //! connecting. A read-only disk (`mode = "r"`) reports `info = VDISK_READONLY`
@@ -85,7 +93,7 @@ use xen_model::{GrantMapping, Hypervisor};
 
 /// Most indirect segments we offer and accept (Linux: `MAX_INDIRECT_SEGMENTS` 256).
 pub const MAX_INDIRECT_SEGMENTS: u32 = 256;
-/// Most persistent grants kept mapped per disk (beyond that, grants are mapped per
+/// Most persistent grants kept mapped per queue (beyond that, grants are mapped per
 /// request).
 pub const MAX_PERSISTENT_GRANTS: usize = 16384;
 /// Longest an idle I/O thread sleeps before re-checking the ring.
@@ -124,9 +132,18 @@ impl Target {
     }
 }
 
+/// Most queues offered by default (`multi-queue-max-queues`; Linux offers one per
+/// dom0 CPU).
+pub const DEFAULT_MAX_QUEUES: u32 = 4;
+/// Most queues a frontend may ask for, whatever the offer says.
+pub const MAX_QUEUES: u32 = 16;
+
 /// Which features the backend offers (all on by default; tests switch them off).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlkOffer {
+    /// `multi-queue-max-queues` (at most [`MAX_QUEUES`]; 0: the key is not
+    /// written, and only the classic single-ring layout is accepted).
+    pub max_queues: u32,
     /// `max-ring-page-order` (at most 4).
     pub max_ring_page_order: u32,
     /// `feature-max-indirect-segments` (0: no indirect descriptors).
@@ -144,6 +161,7 @@ pub struct BlkOffer {
 impl Default for BlkOffer {
     fn default() -> Self {
         BlkOffer {
+            max_queues: DEFAULT_MAX_QUEUES,
             max_ring_page_order: xb::MAX_RING_ORDER,
             max_indirect_segments: MAX_INDIRECT_SEGMENTS,
             persistent: true,
@@ -303,15 +321,15 @@ struct Shared {
     fatal: Mutex<Option<String>>,
 }
 
-/// One live connection: the I/O thread and what it needs.
+/// One live connection: an I/O thread per queue and what they need.
 struct Conn {
     stop: Arc<AtomicBool>,
-    kick: Arc<Kick>,
-    thread: Option<JoinHandle<()>>,
-    persistent: bool,
-    /// The I/O state of a stepped backend ([`BlkConfig::stepped`]), served by
-    /// [`BlkBackend::step`] instead of a thread.
-    stepped: Option<Box<IoThread>>,
+    /// Each queue's wake-up.
+    kicks: Vec<Arc<Kick>>,
+    threads: Vec<JoinHandle<()>>,
+    /// The I/O state of each queue of a stepped backend ([`BlkConfig::stepped`]),
+    /// served by [`BlkBackend::step`] instead of threads.
+    stepped: Vec<IoThread>,
 }
 
 #[derive(Default)]
@@ -490,6 +508,12 @@ impl BlkBackend {
                     .to_string(),
             ));
         }
+        if o.max_queues > 0 {
+            probe.push((
+                "multi-queue-max-queues",
+                o.max_queues.min(MAX_QUEUES).to_string(),
+            ));
+        }
         xbe.write_keys(&probe)?;
         xbe.switch_state(XenbusState::InitWait)?;
         let backend_path = xbe.backend_path().to_string();
@@ -571,10 +595,21 @@ impl BlkBackend {
     /// closes it).
     pub fn step(&self) -> Option<usize> {
         let mut g = lock(&self.shared.conn);
-        match g.as_mut().and_then(|c| c.stepped.as_mut()) {
-            Some(io) => io.step().ok(),
-            None => Some(0),
+        let Some(c) = g.as_mut() else {
+            return Some(0);
+        };
+        let mut n = 0;
+        for io in c.stepped.iter_mut() {
+            n += io.step().ok()?;
         }
+        Some(n)
+    }
+
+    /// Queues of the current connection (0 while none).
+    pub fn queues(&self) -> usize {
+        lock(&self.shared.conn)
+            .as_ref()
+            .map_or(0, |c| c.kicks.len())
     }
 
     /// Online resize: re-reads the target's size and publishes the new `sectors`.
@@ -639,13 +674,14 @@ impl xb::Device for Ctl {
 /// Stops the I/O thread (which unmaps the ring, persistent grants and the port).
 fn disconnect(sh: &Arc<Shared>) {
     let conn = lock(&sh.conn).take();
-    if let Some(mut c) = conn {
+    if let Some(c) = conn {
         c.stop.store(true, Ordering::SeqCst);
-        c.kick.kick();
-        if let Some(t) = c.thread.take() {
+        for k in &c.kicks {
+            k.kick();
+        }
+        for t in c.threads {
             let _ = t.join();
         }
-        let _ = c.persistent;
     }
 }
 
@@ -658,28 +694,66 @@ fn connect(sh: &Arc<Shared>, xbe: &XenbusBackend) -> Result<(), Error> {
             return Err(Error::Unsupported(format!("protocol {p:?}")));
         }
     }
-    if let Some(n) = xbe.read_frontend_u64("multi-queue-num-queues")? {
-        if n != 1 {
-            return Err(Error::Unsupported(format!("{n} queues")));
-        }
-    }
     let o = sh.cfg.offer;
-    let refs = xbe.read_ring_refs("", "ring-ref", o.max_ring_page_order)?;
-    let evtchn = xbe.require_frontend_u32("event-channel")?;
+    let max_queues = u64::from(o.max_queues.clamp(1, MAX_QUEUES));
+    let nq = match xbe.read_frontend_u64("multi-queue-num-queues")? {
+        None => 1,
+        Some(n) if (1..=max_queues).contains(&n) => n as usize,
+        // Linux blkback: "buggy or malicious guest".
+        Some(n) => {
+            return Err(Error::Unsupported(format!(
+                "{}/multi-queue-num-queues = {n} (valid: 1 to {max_queues})",
+                xbe.frontend_path()
+            )))
+        }
+    };
     let persistent = o.persistent && xbe.read_frontend_flag("feature-persistent")?;
-    let ring_map = xbe.map_ring(&refs)?;
-    let ring = BackRing::<Request, Response>::attach(ring_map.mem())
-        .map_err(|e| Error::Unsupported(format!("ring: {e}")))?;
-    let kick = Arc::new(Kick::default());
-    let k = kick.clone();
-    let sh2 = sh.clone();
-    let port = xbe.bind_evtchn(
-        Port(evtchn),
-        Arc::new(move || {
-            add(&sh2.counters.received, 1);
-            k.kick();
-        }),
-    )?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut ios = Vec::with_capacity(nq);
+    let mut kicks = Vec::with_capacity(nq);
+    for q in 0..nq {
+        // One queue: the classic top-level keys; more: `queue-<q>/`, with the
+        // top-level `ring-page-order` (Linux's layout).
+        let (refs, evtchn_key) = if nq == 1 {
+            (
+                xbe.read_ring_refs("", "ring-ref", o.max_ring_page_order)?,
+                "event-channel".to_string(),
+            )
+        } else {
+            (
+                read_queue_refs(xbe, &format!("queue-{q}/"), o.max_ring_page_order)?,
+                format!("queue-{q}/event-channel"),
+            )
+        };
+        let evtchn = xbe.require_frontend_u32(&evtchn_key)?;
+        let ring_map = xbe.map_ring(&refs)?;
+        let ring = BackRing::<Request, Response>::attach(ring_map.mem())
+            .map_err(|e| Error::Unsupported(format!("ring of queue {q}: {e}")))?;
+        let kick = Arc::new(Kick::default());
+        let k = kick.clone();
+        let sh2 = sh.clone();
+        let port = xbe.bind_evtchn(
+            Port(evtchn),
+            Arc::new(move || {
+                add(&sh2.counters.received, 1);
+                k.kick();
+            }),
+        )?;
+        kicks.push(kick.clone());
+        ios.push(IoThread {
+            sh: sh.clone(),
+            queue: q,
+            ring,
+            _ring_map: ring_map,
+            port,
+            kick,
+            stop: stop.clone(),
+            persistent: persistent.then(PersistentGrants::default),
+            scratch: Scratch::default(),
+            indirect_cache: HashMap::new(),
+            frontend_mem: sh.hv.domain(sh.frontend).map(|d| d.memory().clone()),
+        });
+    }
 
     let d = &sh.disk;
     let ro = !d.writable;
@@ -707,44 +781,78 @@ fn connect(sh: &Arc<Shared>, xbe: &XenbusBackend) -> Result<(), Error> {
         keys.push(("discard-secure", "0".to_string()));
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let io = IoThread {
-        sh: sh.clone(),
-        ring,
-        _ring_map: ring_map,
-        port,
-        kick: kick.clone(),
-        stop: stop.clone(),
-        persistent: persistent.then(PersistentGrants::default),
-        scratch: Scratch::default(),
-        indirect_cache: HashMap::new(),
-        frontend_mem: sh.hv.domain(sh.frontend).map(|d| d.memory().clone()),
-    };
-    let (thread, stepped) = if sh.cfg.stepped {
-        (None, Some(Box::new(io)))
+    let (mut threads, mut stepped) = (Vec::new(), Vec::new());
+    if sh.cfg.stepped {
+        stepped = ios;
     } else {
-        let t = std::thread::Builder::new()
-            .name(format!("blkio-{}-{}", sh.frontend.0, sh.cfg.devid))
-            .spawn(move || io.run())
-            .map_err(|err| Error::Io {
-                path: PathBuf::from("thread"),
-                err,
-            })?;
-        (Some(t), None)
-    };
+        for io in ios {
+            let name = match io.queue {
+                0 => format!("blkio-{}-{}", sh.frontend.0, sh.cfg.devid),
+                q => format!("blkio-{}-{}-q{q}", sh.frontend.0, sh.cfg.devid),
+            };
+            let spawned = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || io.run());
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(err) => {
+                    // Stop the queues already running before failing.
+                    stop.store(true, Ordering::SeqCst);
+                    for k in &kicks {
+                        k.kick();
+                    }
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    return Err(Error::Io {
+                        path: PathBuf::from("thread"),
+                        err,
+                    });
+                }
+            }
+        }
+    }
     *lock(&sh.conn) = Some(Conn {
         stop,
-        kick,
-        thread,
-        persistent,
+        kicks,
+        threads,
         stepped,
     });
     xbe.write_keys(&keys)?;
     Ok(())
 }
 
+/// Reads queue `prefix`'s ring refs (`<prefix>ring-ref`, or `<prefix>ring-ref<j>`
+/// for each page of the top-level `ring-page-order`).
+fn read_queue_refs(
+    xbe: &XenbusBackend,
+    prefix: &str,
+    max_order: u32,
+) -> Result<Vec<GrantRef>, Error> {
+    match xbe.read_frontend_u64("ring-page-order")? {
+        None => Ok(vec![GrantRef(
+            xbe.require_frontend_u32(&format!("{prefix}ring-ref"))?,
+        )]),
+        Some(order) if order <= u64::from(max_order.min(xb::MAX_RING_ORDER)) => (0..1usize
+            << order)
+            .map(|i| {
+                xbe.require_frontend_u32(&format!("{prefix}ring-ref{i}"))
+                    .map(GrantRef)
+                    .map_err(Error::from)
+            })
+            .collect(),
+        Some(order) => Err(Error::Xenbus(xb::Error::BadValue {
+            key: format!("{}/ring-page-order", xbe.frontend_path()),
+            value: order.to_string(),
+        })),
+    }
+}
+
+/// One queue's I/O: its ring, event channel, persistent grants and caches.
 struct IoThread {
     sh: Arc<Shared>,
+    /// The queue number.
+    queue: usize,
     ring: BackRing<Request, Response>,
     _ring_map: MappedRing,
     port: BoundPort,

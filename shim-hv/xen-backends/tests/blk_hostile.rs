@@ -1160,13 +1160,67 @@ fn hostile_connect_keys_fail_that_disk_only() {
                 ("protocol", "x86_32-abi".into()),
             ]
         }),
-        ("two queues", |r, _, _, e, _| {
+        ("two queues, keys at the top level", |r, _, _, e, _| {
             vec![
                 ("ring-ref", r[0].0.to_string()),
                 ("event-channel", e.0.to_string()),
                 ("multi-queue-num-queues", "2".into()),
             ]
         }),
+        ("zero queues", |r, _, _, e, _| {
+            vec![
+                ("ring-ref", r[0].0.to_string()),
+                ("event-channel", e.0.to_string()),
+                ("multi-queue-num-queues", "0".into()),
+            ]
+        }),
+        ("more queues than offered", |r, _, _, e, _| {
+            vec![
+                ("multi-queue-num-queues", "5".into()),
+                ("queue-0/ring-ref", r[0].0.to_string()),
+                ("queue-0/event-channel", e.0.to_string()),
+            ]
+        }),
+        ("queue count 2^64", |r, _, _, e, _| {
+            vec![
+                ("multi-queue-num-queues", "18446744073709551616".into()),
+                ("queue-0/ring-ref", r[0].0.to_string()),
+                ("queue-0/event-channel", e.0.to_string()),
+            ]
+        }),
+        ("queue-1 missing", |r, _, _, e, _| {
+            vec![
+                ("multi-queue-num-queues", "2".into()),
+                ("queue-0/ring-ref", r[0].0.to_string()),
+                ("queue-0/event-channel", e.0.to_string()),
+            ]
+        }),
+        (
+            "queue-1 event channel for another domain",
+            |r, _, _, e, wrong| {
+                vec![
+                    ("multi-queue-num-queues", "2".into()),
+                    ("queue-0/ring-ref", r[0].0.to_string()),
+                    ("queue-0/event-channel", e.0.to_string()),
+                    ("queue-1/ring-ref", r[1].0.to_string()),
+                    ("queue-1/event-channel", wrong.0.to_string()),
+                ]
+            },
+        ),
+        (
+            "queue-1 ring-ref1 missing with ring-page-order 1",
+            |r, _, _, e, _| {
+                vec![
+                    ("multi-queue-num-queues", "2".into()),
+                    ("ring-page-order", "1".into()),
+                    ("queue-0/ring-ref0", r[0].0.to_string()),
+                    ("queue-0/ring-ref1", r[1].0.to_string()),
+                    ("queue-0/event-channel", e.0.to_string()),
+                    ("queue-1/ring-ref0", r[2].0.to_string()),
+                    ("queue-1/event-channel", e.0.to_string()),
+                ]
+            },
+        ),
     ];
     let dir = TempDir::new("keys");
     let hv = hv();

@@ -13,6 +13,7 @@ const DISK: usize = 4 << 20;
 
 fn all_off() -> BlkOffer {
     BlkOffer {
+        max_queues: 0,
         max_ring_page_order: 0,
         max_indirect_segments: 0,
         persistent: false,
@@ -229,4 +230,33 @@ fn mixed_subsets() {
 fn sector_size_4096_and_o_direct() {
     let f = workload(BlkOffer::default(), Config::default(), 4096, true, 5);
     assert!(f.persistent);
+}
+
+/// The random workload over two queues (each with its own blkback thread, ring,
+/// event channel and persistent grants), and over four with every feature off
+/// but multi-queue.
+#[test]
+fn several_queues() {
+    let cfg = Config {
+        queues: 2,
+        ..Config::default()
+    };
+    let f = workload(BlkOffer::default(), cfg, 512, false, 6);
+    assert_eq!(f.queues, 2);
+    assert!(f.persistent && f.indirect);
+    let f = workload(
+        BlkOffer {
+            max_queues: 4,
+            ..all_off()
+        },
+        Config {
+            queues: 4,
+            ..Config::default()
+        },
+        512,
+        false,
+        7,
+    );
+    assert_eq!(f.queues, 4);
+    assert!(!f.persistent && !f.indirect);
 }
