@@ -593,7 +593,6 @@ fn valid_cpus(s: &str) -> bool {
         })
 }
 
-/// `[a-z]+[0-9]+[a-z]?`, and not an xvd/hd/sd name (those errors are real).
 /// Where the `#` comment of one line starts (outside `'`/`"` strings, whose
 /// backslash escapes are skipped), as the lexer sees it.
 fn comment_start(line: &[u8]) -> Option<usize> {
@@ -612,6 +611,7 @@ fn comment_start(line: &[u8]) -> Option<usize> {
     None
 }
 
+/// `[a-z]+[0-9]+[a-z]?`, and not an xvd/hd/sd name (those errors are real).
 fn host_device_name(s: &str) -> bool {
     let b = s.as_bytes();
     let letters = b.iter().take_while(|c| c.is_ascii_lowercase()).count();
@@ -697,331 +697,29 @@ impl DomainConfig {
         DomainConfig::from_settings(file, settings)
     }
 
-    /// Builds the typed config from parsed settings.
+    /// Builds the typed config from parsed settings. Keys are read in a fixed
+    /// order (so the first error found is always the same one); the keys nothing
+    /// read end up as warnings.
     pub fn from_settings(file: &str, settings: Vec<Setting>) -> Result<DomainConfig, ConfigError> {
         let mut s = Settings::new(file, settings)?;
-
-        // Guest type.
-        let mut requested_pv: Option<u32> = None;
-        let ty = s.string("type")?;
-        let builder = s.string("builder")?;
-        if let Some((t, line)) = &ty {
-            match t.as_str() {
-                "pvh" => {}
-                "pv" => requested_pv = Some(*line),
-                "hvm" => {
-                    return Err(s.err(
-                        *line,
-                        ErrorKind::Unsupported("HVM guests: shim-hv runs PVH guests".into()),
-                        t.clone(),
-                    ))
-                }
-                _ => {
-                    return Err(s.err(
-                        *line,
-                        ErrorKind::BadValue {
-                            key: "type".into(),
-                            expected: "pvh, pv or hvm",
-                        },
-                        t.clone(),
-                    ))
-                }
-            }
-        }
-        if let Some((b, line)) = &builder {
-            match b.as_str() {
-                "linux" | "generic" => {
-                    if ty.as_ref().is_some_and(|(t, _)| t != "pv") {
-                        return Err(s.err(
-                            *line,
-                            ErrorKind::Conflict(format!(
-                                "builder = \"{b}\" (PV) and type = \"{}\"",
-                                ty.as_ref().map_or("", |(t, _)| t.as_str())
-                            )),
-                            b.clone(),
-                        ));
-                    }
-                    s.warn(
-                        *line,
-                        WarningKind::Deprecated("`builder` is deprecated; use `type`".into()),
-                        b.clone(),
-                    );
-                    requested_pv = Some(*line);
-                }
-                "hvm" => {
-                    return Err(s.err(
-                        *line,
-                        ErrorKind::Unsupported("HVM guests: shim-hv runs PVH guests".into()),
-                        b.clone(),
-                    ))
-                }
-                _ => {
-                    return Err(s.err(
-                        *line,
-                        ErrorKind::BadValue {
-                            key: "builder".into(),
-                            expected: "generic or linux (PV)",
-                        },
-                        b.clone(),
-                    ))
-                }
-            }
-        }
-        if ty.is_none() && builder.is_none() {
-            requested_pv = Some(0);
-        }
-        // The built-in guest (no kernel) has no entry point to worry about.
-        let has_kernel = s.get("kernel").is_some();
-        if let (Some(line), true) = (requested_pv, has_kernel) {
-            s.warn(
-                line,
-                WarningKind::Adjusted(
-                    "PV guest (xl's default type on x86): shim-hv starts it as PVH, so the \
-                     kernel needs a PVH entry point (XEN_ELFNOTE_PHYS32_ENTRY)"
-                        .into(),
-                ),
-                "",
-            );
-        }
-
-        // Refused features.
-        if let Some((b, line)) = s.string("bootloader")? {
-            if !b.is_empty() {
-                return Err(s.err(
-                    line,
-                    ErrorKind::Unsupported("bootloader (give the kernel with kernel = ...)".into()),
-                    b,
-                ));
-            }
-        }
-        for key in ["pci", "dtdev", "iomem", "ioports", "irqs", "usbdev"] {
-            if let Some(set) = s.get(key).cloned() {
-                let empty = match &set.value {
-                    Value::List(items, _) => items.is_empty(),
-                    Value::Atom(a) => a.text.is_empty(),
-                };
-                if !empty {
-                    return Err(s.err(
-                        set.value.line(),
-                        ErrorKind::Unsupported(format!("device passthrough (`{key}`)")),
-                        value_text(&set.value),
-                    ));
-                }
-            }
-        }
-        if let Some(set) = s.get("bootloader_args").cloned() {
-            s.warn(set.line, WarningKind::IgnoredKey, "bootloader_args");
-        }
-
-        // Name and identity.
-        let name = match s.string("name")? {
-            None => return Err(s.err(0, ErrorKind::MissingKey("name"), "")),
-            Some((n, line)) => {
-                if n.is_empty() || n.contains('/') || n.chars().any(char::is_control) {
-                    return Err(s.err(line, ErrorKind::BadName, n));
-                }
-                n
-            }
-        };
-        let uuid = match s.string("uuid")? {
-            None => None,
-            Some((u, line)) => {
-                if !valid_uuid(&u) {
-                    return Err(s.err(line, ErrorKind::BadUuid, u));
-                }
-                Some(u.to_ascii_lowercase())
-            }
-        };
-
-        // Kernel and command line.
-        let (kernel, kernel_line) = match s.string("kernel")? {
-            Some((k, line)) if !k.is_empty() => (Some(PathBuf::from(k)), line),
-            Some((k, line)) => return Err(s.err(line, ErrorKind::MissingKey("kernel"), k)),
-            None => (None, 0),
-        };
-        let (ramdisk, ramdisk_line) = match s.string("ramdisk")? {
-            Some((r, line)) if !r.is_empty() => (Some(PathBuf::from(r)), line),
-            _ => (None, 0),
-        };
-        let cmdline_v = s.string("cmdline")?;
-        let root = s.string("root")?;
-        let extra = s.string("extra")?;
-        let cmdline = match cmdline_v {
-            Some((c, line)) => {
-                if root.is_some() || extra.is_some() {
-                    s.warn(
-                        line,
-                        WarningKind::Adjusted(
-                            "ignoring root= and extra= in favour of cmdline=".into(),
-                        ),
-                        c.clone(),
-                    );
-                }
-                Some(c)
-            }
-            None => {
-                // xm stripped a `root=` the user wrote into `root` itself.
-                let root = root.map(|(r, _)| r.strip_prefix("root=").unwrap_or(&r).to_owned());
-                match (root, extra) {
-                    (Some(r), Some((e, _))) => Some(format!("root={r} {e}")),
-                    (Some(r), None) => Some(format!("root={r}")),
-                    (None, Some((e, _))) => Some(e),
-                    (None, None) => None,
-                }
-            }
-        };
-
-        // Memory and CPUs.
-        const MEM: &str = "a memory size in MiB from 1 to 4194304";
-        let mem = |v: Option<(i64, Atom)>,
-                   s: &Settings,
-                   key: &str|
-         -> Result<Option<(u64, Atom)>, ConfigError> {
-            match v {
-                None => Ok(None),
-                Some((m, a)) if m >= 1 && (m as u64) <= MAX_MEMORY_MIB => Ok(Some((m as u64, a))),
-                Some((_, a)) => Err(s.err(
-                    a.line,
-                    ErrorKind::BadNumber {
-                        key: key.into(),
-                        expected: MEM,
-                    },
-                    a.text,
-                )),
-            }
-        };
-        let memory = s.long("memory", MEM)?;
-        let memory = mem(memory, &s, "memory")?;
-        let memory_mib = memory.as_ref().map_or(DEFAULT_MEMORY_MIB, |(m, _)| *m);
-        let maxmem = s.long("maxmem", MEM)?;
-        let maxmem_mib = match mem(maxmem, &s, "maxmem")? {
-            None => memory_mib,
-            Some((m, a)) if m < memory_mib => {
-                return Err(s.err(
-                    a.line,
-                    ErrorKind::Conflict(format!("maxmem {m} is below memory {memory_mib}")),
-                    a.text,
-                ))
-            }
-            Some((m, a)) => {
-                if m > memory_mib {
-                    s.warn(
-                        a.line,
-                        WarningKind::Adjusted(format!(
-                            "maxmem above memory: the guest gets {memory_mib} MiB (no ballooning)"
-                        )),
-                        a.text,
-                    );
-                }
-                m
-            }
-        };
-        const VCPUS: &str = "a vCPU count from 1 to 128";
-        let vcpus = match s.long("vcpus", VCPUS)? {
-            None => 1,
-            Some((v, a)) if v < 1 => {
-                s.warn(
-                    a.line,
-                    WarningKind::Adjusted("vcpus below 1: using 1 (as xl)".into()),
-                    a.text,
-                );
-                1
-            }
-            Some((v, _)) if v <= i64::from(MAX_VCPUS) => v as u32,
-            Some((_, a)) => {
-                return Err(s.err(
-                    a.line,
-                    ErrorKind::BadNumber {
-                        key: "vcpus".into(),
-                        expected: VCPUS,
-                    },
-                    a.text,
-                ))
-            }
-        };
-        let maxvcpus = match s.long("maxvcpus", VCPUS)? {
-            None => vcpus,
-            Some((v, a)) if v < i64::from(vcpus) || v > i64::from(MAX_VCPUS) => {
-                return Err(s.err(
-                    a.line,
-                    ErrorKind::Conflict(format!("maxvcpus must be from vcpus ({vcpus}) to 128")),
-                    a.text,
-                ))
-            }
-            Some((v, _)) => v as u32,
-        };
-        let cpu = match s.long("cpu", "a CPU number or -1")? {
-            None | Some((-1, _)) => None,
-            Some((c, _)) if (0..=4095).contains(&c) => Some(c as u32),
-            Some((_, a)) => {
-                return Err(s.err(
-                    a.line,
-                    ErrorKind::BadNumber {
-                        key: "cpu".into(),
-                        expected: "a CPU number or -1",
-                    },
-                    a.text,
-                ))
-            }
-        };
-        let cpus = match s.get("cpus").cloned() {
-            None => None,
-            Some(set) => {
-                let bad = |s: &Settings, a: &Atom| {
-                    s.err(
-                        a.line,
-                        ErrorKind::BadValue {
-                            key: "cpus".into(),
-                            expected: "a CPU list such as \"all\", \"0-3,^1\" or \"nodes:0\"",
-                        },
-                        a.text.clone(),
-                    )
-                };
-                match set.value {
-                    Value::Atom(a) => {
-                        if !valid_cpus(&a.text) {
-                            return Err(bad(&s, &a));
-                        }
-                        Some(CpuAffinity::Shared(a.text))
-                    }
-                    Value::List(..) => {
-                        let items = s.string_list("cpus")?.unwrap_or_default();
-                        let mut out = Vec::new();
-                        for a in items {
-                            if !valid_cpus(&a.text) {
-                                return Err(bad(&s, &a));
-                            }
-                            out.push(a.text);
-                        }
-                        Some(CpuAffinity::PerVcpu(out))
-                    }
-                }
-            }
-        };
-
+        read_guest_type(&mut s)?;
+        refuse_unsupported(&mut s)?;
+        let (name, uuid) = read_identity(&mut s)?;
+        let Boot {
+            kernel,
+            kernel_line,
+            ramdisk,
+            ramdisk_line,
+            cmdline,
+        } = read_boot(&mut s)?;
+        let (memory_mib, maxmem_mib) = read_memory(&mut s)?;
+        let (vcpus, maxvcpus) = read_vcpus(&mut s)?;
+        let (cpu, cpus) = read_affinity(&mut s)?;
         let [on_poweroff, on_reboot, on_crash, on_watchdog] = read_actions(&mut s)?;
-
         let disks = read_disks(&mut s)?;
         let vifs = read_vifs(&mut s)?;
         let channels = read_channels(&mut s)?;
-
-        // Everything else: warnings.
-        let rest: Vec<(String, u32)> = s
-            .order
-            .iter()
-            .filter(|set| !s.used.contains(&set.key) && !HANDLED.contains(&set.key.as_str()))
-            .map(|set| (set.key.clone(), set.line))
-            .collect();
-        for (key, line) in rest {
-            let kind = if IGNORED.contains(&key.as_str()) {
-                WarningKind::IgnoredKey
-            } else {
-                WarningKind::UnknownKey
-            };
-            s.warn(line, kind, key);
-        }
-        let mut warnings = s.warnings;
-        warnings.sort_by_key(|w| w.line);
+        let warnings = finish_warnings(s);
 
         Ok(DomainConfig {
             file: file.to_owned(),
@@ -1189,6 +887,364 @@ impl DomainConfig {
             },
         })
     }
+}
+
+/// `type` and `builder`: PVH, or PV (xl's default) started as PVH with a warning;
+/// HVM and unknown types are refused.
+fn read_guest_type(s: &mut Settings) -> Result<(), ConfigError> {
+    let mut requested_pv: Option<u32> = None;
+    let ty = s.string("type")?;
+    let builder = s.string("builder")?;
+    if let Some((t, line)) = &ty {
+        match t.as_str() {
+            "pvh" => {}
+            "pv" => requested_pv = Some(*line),
+            "hvm" => {
+                return Err(s.err(
+                    *line,
+                    ErrorKind::Unsupported("HVM guests: shim-hv runs PVH guests".into()),
+                    t.clone(),
+                ))
+            }
+            _ => {
+                return Err(s.err(
+                    *line,
+                    ErrorKind::BadValue {
+                        key: "type".into(),
+                        expected: "pvh, pv or hvm",
+                    },
+                    t.clone(),
+                ))
+            }
+        }
+    }
+    if let Some((b, line)) = &builder {
+        match b.as_str() {
+            "linux" | "generic" => {
+                if ty.as_ref().is_some_and(|(t, _)| t != "pv") {
+                    return Err(s.err(
+                        *line,
+                        ErrorKind::Conflict(format!(
+                            "builder = \"{b}\" (PV) and type = \"{}\"",
+                            ty.as_ref().map_or("", |(t, _)| t.as_str())
+                        )),
+                        b.clone(),
+                    ));
+                }
+                s.warn(
+                    *line,
+                    WarningKind::Deprecated("`builder` is deprecated; use `type`".into()),
+                    b.clone(),
+                );
+                requested_pv = Some(*line);
+            }
+            "hvm" => {
+                return Err(s.err(
+                    *line,
+                    ErrorKind::Unsupported("HVM guests: shim-hv runs PVH guests".into()),
+                    b.clone(),
+                ))
+            }
+            _ => {
+                return Err(s.err(
+                    *line,
+                    ErrorKind::BadValue {
+                        key: "builder".into(),
+                        expected: "generic or linux (PV)",
+                    },
+                    b.clone(),
+                ))
+            }
+        }
+    }
+    if ty.is_none() && builder.is_none() {
+        requested_pv = Some(0);
+    }
+    // The built-in guest (no kernel) has no entry point to worry about.
+    let has_kernel = s.get("kernel").is_some();
+    if let (Some(line), true) = (requested_pv, has_kernel) {
+        s.warn(
+            line,
+            WarningKind::Adjusted(
+                "PV guest (xl's default type on x86): shim-hv starts it as PVH, so the \
+                 kernel needs a PVH entry point (XEN_ELFNOTE_PHYS32_ENTRY)"
+                    .into(),
+            ),
+            "",
+        );
+    }
+    Ok(())
+}
+
+/// Features shim-hv refuses rather than ignores: a bootloader, device passthrough.
+fn refuse_unsupported(s: &mut Settings) -> Result<(), ConfigError> {
+    if let Some((b, line)) = s.string("bootloader")? {
+        if !b.is_empty() {
+            return Err(s.err(
+                line,
+                ErrorKind::Unsupported("bootloader (give the kernel with kernel = ...)".into()),
+                b,
+            ));
+        }
+    }
+    for key in ["pci", "dtdev", "iomem", "ioports", "irqs", "usbdev"] {
+        if let Some(set) = s.get(key).cloned() {
+            let empty = match &set.value {
+                Value::List(items, _) => items.is_empty(),
+                Value::Atom(a) => a.text.is_empty(),
+            };
+            if !empty {
+                return Err(s.err(
+                    set.value.line(),
+                    ErrorKind::Unsupported(format!("device passthrough (`{key}`)")),
+                    value_text(&set.value),
+                ));
+            }
+        }
+    }
+    if let Some(set) = s.get("bootloader_args").cloned() {
+        s.warn(set.line, WarningKind::IgnoredKey, "bootloader_args");
+    }
+    Ok(())
+}
+
+/// `name` (mandatory) and `uuid`.
+fn read_identity(s: &mut Settings) -> Result<(String, Option<String>), ConfigError> {
+    let name = match s.string("name")? {
+        None => return Err(s.err(0, ErrorKind::MissingKey("name"), "")),
+        Some((n, line)) => {
+            if n.is_empty() || n.contains('/') || n.chars().any(char::is_control) {
+                return Err(s.err(line, ErrorKind::BadName, n));
+            }
+            n
+        }
+    };
+    let uuid = match s.string("uuid")? {
+        None => None,
+        Some((u, line)) => {
+            if !valid_uuid(&u) {
+                return Err(s.err(line, ErrorKind::BadUuid, u));
+            }
+            Some(u.to_ascii_lowercase())
+        }
+    };
+    Ok((name, uuid))
+}
+
+/// What [`read_boot`] found.
+struct Boot {
+    kernel: Option<PathBuf>,
+    kernel_line: u32,
+    ramdisk: Option<PathBuf>,
+    ramdisk_line: u32,
+    cmdline: Option<String>,
+}
+
+/// `kernel`, `ramdisk` and the command line (`cmdline`, or xm's `root` + `extra`).
+fn read_boot(s: &mut Settings) -> Result<Boot, ConfigError> {
+    let (kernel, kernel_line) = match s.string("kernel")? {
+        Some((k, line)) if !k.is_empty() => (Some(PathBuf::from(k)), line),
+        Some((k, line)) => return Err(s.err(line, ErrorKind::MissingKey("kernel"), k)),
+        None => (None, 0),
+    };
+    let (ramdisk, ramdisk_line) = match s.string("ramdisk")? {
+        Some((r, line)) if !r.is_empty() => (Some(PathBuf::from(r)), line),
+        _ => (None, 0),
+    };
+    let cmdline_v = s.string("cmdline")?;
+    let root = s.string("root")?;
+    let extra = s.string("extra")?;
+    let cmdline = match cmdline_v {
+        Some((c, line)) => {
+            if root.is_some() || extra.is_some() {
+                s.warn(
+                    line,
+                    WarningKind::Adjusted("ignoring root= and extra= in favour of cmdline=".into()),
+                    c.clone(),
+                );
+            }
+            Some(c)
+        }
+        None => {
+            // xm stripped a `root=` the user wrote into `root` itself.
+            let root = root.map(|(r, _)| r.strip_prefix("root=").unwrap_or(&r).to_owned());
+            match (root, extra) {
+                (Some(r), Some((e, _))) => Some(format!("root={r} {e}")),
+                (Some(r), None) => Some(format!("root={r}")),
+                (None, Some((e, _))) => Some(e),
+                (None, None) => None,
+            }
+        }
+    };
+    Ok(Boot {
+        kernel,
+        kernel_line,
+        ramdisk,
+        ramdisk_line,
+        cmdline,
+    })
+}
+
+/// `memory` and `maxmem` in MiB: `(memory, maxmem)`.
+fn read_memory(s: &mut Settings) -> Result<(u64, u64), ConfigError> {
+    const MEM: &str = "a memory size in MiB from 1 to 4194304";
+    let mem = |v: Option<(i64, Atom)>,
+               s: &Settings,
+               key: &str|
+     -> Result<Option<(u64, Atom)>, ConfigError> {
+        match v {
+            None => Ok(None),
+            Some((m, a)) if m >= 1 && (m as u64) <= MAX_MEMORY_MIB => Ok(Some((m as u64, a))),
+            Some((_, a)) => Err(s.err(
+                a.line,
+                ErrorKind::BadNumber {
+                    key: key.into(),
+                    expected: MEM,
+                },
+                a.text,
+            )),
+        }
+    };
+    let memory = s.long("memory", MEM)?;
+    let memory = mem(memory, s, "memory")?;
+    let memory_mib = memory.as_ref().map_or(DEFAULT_MEMORY_MIB, |(m, _)| *m);
+    let maxmem = s.long("maxmem", MEM)?;
+    let maxmem_mib = match mem(maxmem, s, "maxmem")? {
+        None => memory_mib,
+        Some((m, a)) if m < memory_mib => {
+            return Err(s.err(
+                a.line,
+                ErrorKind::Conflict(format!("maxmem {m} is below memory {memory_mib}")),
+                a.text,
+            ))
+        }
+        Some((m, a)) => {
+            if m > memory_mib {
+                s.warn(
+                    a.line,
+                    WarningKind::Adjusted(format!(
+                        "maxmem above memory: the guest gets {memory_mib} MiB (no ballooning)"
+                    )),
+                    a.text,
+                );
+            }
+            m
+        }
+    };
+    Ok((memory_mib, maxmem_mib))
+}
+
+/// `vcpus` and `maxvcpus`: `(vcpus, maxvcpus)`.
+fn read_vcpus(s: &mut Settings) -> Result<(u32, u32), ConfigError> {
+    const VCPUS: &str = "a vCPU count from 1 to 128";
+    let vcpus = match s.long("vcpus", VCPUS)? {
+        None => 1,
+        Some((v, a)) if v < 1 => {
+            s.warn(
+                a.line,
+                WarningKind::Adjusted("vcpus below 1: using 1 (as xl)".into()),
+                a.text,
+            );
+            1
+        }
+        Some((v, _)) if v <= i64::from(MAX_VCPUS) => v as u32,
+        Some((_, a)) => {
+            return Err(s.err(
+                a.line,
+                ErrorKind::BadNumber {
+                    key: "vcpus".into(),
+                    expected: VCPUS,
+                },
+                a.text,
+            ))
+        }
+    };
+    let maxvcpus = match s.long("maxvcpus", VCPUS)? {
+        None => vcpus,
+        Some((v, a)) if v < i64::from(vcpus) || v > i64::from(MAX_VCPUS) => {
+            return Err(s.err(
+                a.line,
+                ErrorKind::Conflict(format!("maxvcpus must be from vcpus ({vcpus}) to 128")),
+                a.text,
+            ))
+        }
+        Some((v, _)) => v as u32,
+    };
+    Ok((vcpus, maxvcpus))
+}
+
+/// xm's `cpu` and xl's `cpus` (vCPU placement).
+fn read_affinity(s: &mut Settings) -> Result<(Option<u32>, Option<CpuAffinity>), ConfigError> {
+    let cpu = match s.long("cpu", "a CPU number or -1")? {
+        None | Some((-1, _)) => None,
+        Some((c, _)) if (0..=4095).contains(&c) => Some(c as u32),
+        Some((_, a)) => {
+            return Err(s.err(
+                a.line,
+                ErrorKind::BadNumber {
+                    key: "cpu".into(),
+                    expected: "a CPU number or -1",
+                },
+                a.text,
+            ))
+        }
+    };
+    let cpus = match s.get("cpus").cloned() {
+        None => None,
+        Some(set) => {
+            let bad = |s: &Settings, a: &Atom| {
+                s.err(
+                    a.line,
+                    ErrorKind::BadValue {
+                        key: "cpus".into(),
+                        expected: "a CPU list such as \"all\", \"0-3,^1\" or \"nodes:0\"",
+                    },
+                    a.text.clone(),
+                )
+            };
+            match set.value {
+                Value::Atom(a) => {
+                    if !valid_cpus(&a.text) {
+                        return Err(bad(s, &a));
+                    }
+                    Some(CpuAffinity::Shared(a.text))
+                }
+                Value::List(..) => {
+                    let items = s.string_list("cpus")?.unwrap_or_default();
+                    let mut out = Vec::new();
+                    for a in items {
+                        if !valid_cpus(&a.text) {
+                            return Err(bad(s, &a));
+                        }
+                        out.push(a.text);
+                    }
+                    Some(CpuAffinity::PerVcpu(out))
+                }
+            }
+        }
+    };
+    Ok((cpu, cpus))
+}
+
+/// Warns about every key nothing read (ignored or unknown); all warnings, by line.
+fn finish_warnings(mut s: Settings) -> Vec<Warning> {
+    let rest: Vec<(String, u32)> = s
+        .order
+        .iter()
+        .filter(|set| !s.used.contains(&set.key) && !HANDLED.contains(&set.key.as_str()))
+        .map(|set| (set.key.clone(), set.line))
+        .collect();
+    for (key, line) in rest {
+        let kind = if IGNORED.contains(&key.as_str()) {
+            WarningKind::IgnoredKey
+        } else {
+            WarningKind::UnknownKey
+        };
+        s.warn(line, kind, key);
+    }
+    let mut warnings = s.warnings;
+    warnings.sort_by_key(|w| w.line);
+    warnings
 }
 
 /// `on_poweroff`, `on_reboot`, `on_crash`, `on_watchdog` (in that order): xm's
