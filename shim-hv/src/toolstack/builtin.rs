@@ -601,6 +601,21 @@ struct Ping {
 }
 
 impl Ping {
+    /// The result: into `data/ping-result` first (whoever saw the console line may
+    /// read it), then on the console.
+    fn report(&self, xs: &mut Xenstore<Platf<'_>>, out: &mut Out<'_>) {
+        let (target, sent, replies) = (
+            self.pinger.target(),
+            self.pinger.sent(),
+            self.pinger.replies(),
+        );
+        let _ = xs.write(PING_RESULT, format!("{replies}/{sent}").as_bytes());
+        out.say(&format!(
+            "ping {target}: {replies}/{sent} replies
+"
+        ));
+    }
+
     /// Sends the next request or collects replies; `true` once finished.
     fn step(&mut self, g: &InProcGuest, nic: &mut Nic<'_>) -> bool {
         let caps = nic.dev_caps();
@@ -669,178 +684,265 @@ pub fn run(guest: Arc<InProcGuest>) {
         .map(str::to_string)
         .unwrap_or_else(|_| "?".into());
     out.say(&format!("xenkit built-in guest: domain {id} ({name}) up\n"));
-    let vbds = list_devices(&mut out, &mut xs, "vbd", "disk");
-    let vifs = list_devices(&mut out, &mut xs, "vif", "nic");
-    let chans = list_devices(&mut out, &mut xs, "console", "channel");
+    let listed = Listed::read(&mut out, &mut xs);
 
     let grants: Option<Box<GrantTable<GRANTS>>> = match GrantTable::setup(g, (GRANTS / 512) as u32)
     {
         Ok(t) => Some(Box::new(t)),
-        Err(e) if vifs.is_empty() && vbds.is_empty() && chans.is_empty() => {
-            let _ = e;
-            None
-        }
+        Err(_) if listed.is_empty() => None,
         Err(e) => {
             out.say(&format!("grant table: {e}; no devices\n"));
             None
         }
     };
-    let mut disks: Vec<Disk<'_>> = Vec::new();
-    let mut nics: Vec<Nic<'_>> = Vec::new();
-    let mut channels: Vec<Channel<'_>> = Vec::new();
-    if let Some(gt) = grants.as_deref() {
-        for devid in vbds {
-            match Disk::connect(g, gt, &mut xs, devid, &mut out) {
-                Ok(Some(d)) => disks.push(d),
-                Ok(None) => {}
-                Err(e) => out.say(&format!("disk {}: {e}\n", disk_label(devid))),
-            }
-        }
-        for idx in vifs {
-            match Nic::connect(g, gt, &mut xs, idx, &mut out) {
-                Ok(n) => nics.push(n),
-                Err(e) => out.say(&format!("nic {idx}: {e}\n")),
-            }
-        }
-        for devid in chans {
-            match Channel::connect(g, gt, &mut xs, devid, &name) {
-                Ok(c) => {
-                    out.say(&format!(
-                        "channel {devid} ({}): connected, greeting sent\n",
-                        c.name
-                    ));
-                    channels.push(c);
-                }
-                Err(e) => out.say(&format!("channel {devid}: {e}\n")),
-            }
-        }
-    }
+    let mut devs = match grants.as_deref() {
+        Some(gt) => Devices::connect(g, gt, &mut xs, listed, &name, &mut out),
+        None => Devices::default(),
+    };
 
     let features = PowerFeatures {
         poweroff: true,
         reboot: true,
         suspend: false,
     };
-    let mut power = match PowerControl::new(&mut xs, features) {
-        Ok(p) => p,
+    let reason = match PowerControl::new(&mut xs, features) {
+        Ok(mut power) => serve(g, &mut xs, &mut power, &mut devs, &mut out),
         Err(e) => {
             out.say(&format!("control/shutdown: {e}\n"));
-            close_all(&mut xs, &mut disks, &mut nics, &mut channels);
-            stop(&mut out, ShutdownReason::Crash);
-            return;
+            ShutdownReason::Crash
         }
     };
+    devs.close_all(&mut xs);
+    stop(&mut out, reason);
+}
+
+/// The guest's main loop, until a power event or a broken `control/shutdown`:
+/// follows the devices (dropping the ones that fail), runs pings asked for in
+/// `data/ping`, echoes the console and writes the heartbeat. Returns how the
+/// domain is to shut down.
+fn serve<'g>(
+    g: &'g InProcGuest,
+    xs: &mut Xenstore<Platf<'g>>,
+    power: &mut PowerControl,
+    devs: &mut Devices<'_>,
+    out: &mut Out<'_>,
+) -> ShutdownReason {
     if let Err(e) = xs.watch(PING_NODE, PING_TOKEN) {
         out.say(&format!("{PING_NODE}: {e}\n"));
     }
     out.say("waiting for control/shutdown\n");
-    let mut beats: u64 = 0;
-    let mut next_beat = g.now_ns() + BEAT.as_nanos() as u64;
+    let mut beat = Heartbeat::new(g);
     let mut ping: Option<Ping> = None;
     loop {
-        match power.poll(&mut xs) {
-            Ok(Some(ev)) => {
-                out.say(&format!("power: {}\n", ev.as_str()));
-                close_all(&mut xs, &mut disks, &mut nics, &mut channels);
-                stop(&mut out, ev.shutdown_reason());
-                return;
-            }
-            Ok(None) => {}
-            Err(xenbus::Error::BadShutdownValue(v)) => {
-                let shown = v
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("<{} bytes>", v.total_len()));
-                out.say(&format!("ignoring control/shutdown = {shown:?}\n"));
-            }
-            Err(e) => {
-                out.say(&format!("control/shutdown: {e}\n"));
-                close_all(&mut xs, &mut disks, &mut nics, &mut channels);
-                stop(&mut out, ShutdownReason::Crash);
-                return;
-            }
+        if let Some(reason) = poll_power(power, xs, out) {
+            return reason;
         }
-        let mut i = 0;
-        while i < disks.len() {
-            match disks.get_mut(i).map(|d| d.poll(&mut xs, &mut out)) {
-                Some(Err(e)) => {
-                    let mut d = disks.remove(i);
-                    out.say(&format!("disk {}: {e}; dropped\n", d.label));
-                    let _ = d.dev.close(&mut xs);
-                }
-                _ => i += 1,
-            }
-        }
-        let mut i = 0;
-        while i < nics.len() {
-            match nics.get_mut(i).map(|n| n.poll(g, &mut xs)) {
-                Some(Err(e)) => {
-                    let n = nics.remove(i);
-                    out.say(&format!("nic {}: {e}; dropped\n", n.idx));
-                    close_nic(&mut xs, n);
-                    ping = None;
-                }
-                _ => i += 1,
-            }
+        if devs.poll(g, xs, out) {
+            // A vif went away: its ping (if any) with it.
+            ping = None;
         }
         if matches!(xs.drain_watch_events_for(PING_TOKEN), Ok(true)) && ping.is_none() {
-            ping = start_ping(&mut out, &mut xs, &nics);
+            ping = start_ping(out, xs, &devs.nics);
         }
         if let Some(p) = ping.as_mut() {
-            let done = nics.get_mut(p.nic).is_none_or(|n| p.step(g, n));
+            let done = devs.nics.get_mut(p.nic).is_none_or(|n| p.step(g, n));
             if done {
-                // The node first: whoever saw the console line may read it.
-                let (target, sent, replies) =
-                    (p.pinger.target(), p.pinger.sent(), p.pinger.replies());
-                let _ = xs.write(PING_RESULT, format!("{replies}/{sent}").as_bytes());
-                out.say(&format!("ping {target}: {replies}/{sent} replies\n"));
+                p.report(xs, out);
                 ping = None;
             }
         }
+        devs.poll_channels(xs, out);
+        out.echo();
+        beat.tick(g, xs, out);
+        g.wait();
+    }
+}
+
+/// One round of `control/shutdown`: the shutdown reason once the guest must stop
+/// (a power event, or the node cannot be followed); garbage is reported and ignored.
+fn poll_power(
+    power: &mut PowerControl,
+    xs: &mut Xenstore<Platf<'_>>,
+    out: &mut Out<'_>,
+) -> Option<ShutdownReason> {
+    match power.poll(xs) {
+        Ok(Some(ev)) => {
+            out.say(&format!("power: {}\n", ev.as_str()));
+            Some(ev.shutdown_reason())
+        }
+        Ok(None) => None,
+        Err(xenbus::Error::BadShutdownValue(v)) => {
+            let shown = v
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("<{} bytes>", v.total_len()));
+            out.say(&format!("ignoring control/shutdown = {shown:?}\n"));
+            None
+        }
+        Err(e) => {
+            out.say(&format!("control/shutdown: {e}\n"));
+            Some(ShutdownReason::Crash)
+        }
+    }
+}
+
+/// `data/heartbeat`: a counter written every [`BEAT`] (the toolstack's sign of life).
+struct Heartbeat {
+    beats: u64,
+    next_ns: u64,
+}
+
+impl Heartbeat {
+    fn new(g: &InProcGuest) -> Self {
+        Heartbeat {
+            beats: 0,
+            next_ns: g.now_ns() + BEAT.as_nanos() as u64,
+        }
+    }
+
+    /// Writes the next count if a beat is due.
+    fn tick(&mut self, g: &InProcGuest, xs: &mut Xenstore<Platf<'_>>, out: &mut Out<'_>) {
+        let now = g.now_ns();
+        if now >= self.next_ns {
+            self.next_ns = now + BEAT.as_nanos() as u64;
+            self.beats += 1;
+            if let Err(e) = xs.write_u64(HEARTBEAT, self.beats) {
+                out.say(&format!("{HEARTBEAT}: {e}\n"));
+            }
+        }
+    }
+}
+
+/// The devices the toolstack gave the domain (`device/vbd`, `device/vif`,
+/// `device/console` entries), each printed with its backend.
+struct Listed {
+    vbds: Vec<u32>,
+    vifs: Vec<u32>,
+    chans: Vec<u32>,
+}
+
+impl Listed {
+    fn read(out: &mut Out<'_>, xs: &mut Xenstore<Platf<'_>>) -> Self {
+        Listed {
+            vbds: list_devices(out, xs, "vbd", "disk"),
+            vifs: list_devices(out, xs, "vif", "nic"),
+            chans: list_devices(out, xs, "console", "channel"),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.vbds.is_empty() && self.vifs.is_empty() && self.chans.is_empty()
+    }
+}
+
+/// The connected devices; one that fails is dropped (closed, with a console line).
+#[derive(Default)]
+struct Devices<'g> {
+    disks: Vec<Disk<'g>>,
+    nics: Vec<Nic<'g>>,
+    channels: Vec<Channel<'g>>,
+}
+
+impl<'g> Devices<'g> {
+    /// Connects every listed device; the ones that cannot are reported and left out.
+    fn connect(
+        g: &'g InProcGuest,
+        gt: &'g GrantTable<GRANTS>,
+        xs: &mut Xenstore<Platf<'_>>,
+        listed: Listed,
+        domain: &str,
+        out: &mut Out<'_>,
+    ) -> Self {
+        let mut devs = Devices::default();
+        for devid in listed.vbds {
+            match Disk::connect(g, gt, xs, devid, out) {
+                Ok(Some(d)) => devs.disks.push(d),
+                Ok(None) => {}
+                Err(e) => out.say(&format!("disk {}: {e}\n", disk_label(devid))),
+            }
+        }
+        for idx in listed.vifs {
+            match Nic::connect(g, gt, xs, idx, out) {
+                Ok(n) => devs.nics.push(n),
+                Err(e) => out.say(&format!("nic {idx}: {e}\n")),
+            }
+        }
+        for devid in listed.chans {
+            match Channel::connect(g, gt, xs, devid, domain) {
+                Ok(c) => {
+                    out.say(&format!(
+                        "channel {devid} ({}): connected, greeting sent\n",
+                        c.name
+                    ));
+                    devs.channels.push(c);
+                }
+                Err(e) => out.say(&format!("channel {devid}: {e}\n")),
+            }
+        }
+        devs
+    }
+
+    /// Polls the disks and vifs, dropping the failed ones; `true` if a vif was
+    /// dropped (vif indices of a ping in progress are then stale).
+    fn poll(&mut self, g: &InProcGuest, xs: &mut Xenstore<Platf<'_>>, out: &mut Out<'_>) -> bool {
         let mut i = 0;
-        while i < channels.len() {
-            match channels.get_mut(i).map(|c| c.poll(&mut xs)) {
+        while i < self.disks.len() {
+            match self.disks.get_mut(i).map(|d| d.poll(xs, out)) {
                 Some(Err(e)) => {
-                    let c = channels.remove(i);
-                    out.say(&format!("channel {} ({}): {e}; dropped\n", c.devid, c.name));
-                    c.close(&mut xs);
+                    let mut d = self.disks.remove(i);
+                    out.say(&format!("disk {}: {e}; dropped\n", d.label));
+                    let _ = d.dev.close(xs);
                 }
                 _ => i += 1,
             }
         }
-        out.echo();
-        let now = g.now_ns();
-        if now >= next_beat {
-            next_beat = now + BEAT.as_nanos() as u64;
-            beats += 1;
-            if let Err(e) = xs.write_u64(HEARTBEAT, beats) {
-                out.say(&format!("{HEARTBEAT}: {e}\n"));
+        let mut nic_dropped = false;
+        let mut i = 0;
+        while i < self.nics.len() {
+            match self.nics.get_mut(i).map(|n| n.poll(g, xs)) {
+                Some(Err(e)) => {
+                    let n = self.nics.remove(i);
+                    out.say(&format!("nic {}: {e}; dropped\n", n.idx));
+                    close_nic(xs, n);
+                    nic_dropped = true;
+                }
+                _ => i += 1,
             }
         }
-        g.wait();
+        nic_dropped
+    }
+
+    /// Polls the channels (echoing what arrives), dropping the failed ones.
+    fn poll_channels(&mut self, xs: &mut Xenstore<Platf<'_>>, out: &mut Out<'_>) {
+        let mut i = 0;
+        while i < self.channels.len() {
+            match self.channels.get_mut(i).map(|c| c.poll(xs)) {
+                Some(Err(e)) => {
+                    let c = self.channels.remove(i);
+                    out.say(&format!("channel {} ({}): {e}; dropped\n", c.devid, c.name));
+                    c.close(xs);
+                }
+                _ => i += 1,
+            }
+        }
+    }
+
+    /// Closes every device (before powering off), so the backends see them go.
+    fn close_all(&mut self, xs: &mut Xenstore<Platf<'_>>) {
+        for mut d in self.disks.drain(..) {
+            let _ = d.dev.close(xs);
+        }
+        for n in self.nics.drain(..) {
+            close_nic(xs, n);
+        }
+        for c in self.channels.drain(..) {
+            c.close(xs);
+        }
     }
 }
 
 fn close_nic(xs: &mut Xenstore<Platf<'_>>, mut n: Nic<'_>) {
     let _ = n.dev.close(xs, CLOSE_TIMEOUT);
-}
-
-/// Closes every device (before powering off), so the backends see them go.
-fn close_all(
-    xs: &mut Xenstore<Platf<'_>>,
-    disks: &mut Vec<Disk<'_>>,
-    nics: &mut Vec<Nic<'_>>,
-    channels: &mut Vec<Channel<'_>>,
-) {
-    for mut d in disks.drain(..) {
-        let _ = d.dev.close(xs);
-    }
-    for n in nics.drain(..) {
-        close_nic(xs, n);
-    }
-    for c in channels.drain(..) {
-        c.close(xs);
-    }
 }
 
 #[cfg(test)]

@@ -228,36 +228,11 @@ fn execute(
         Command::List {
             long: true,
             domains,
-        } => {
-            let Reply::Json { json } = client.call(&Request::ListLong { doms: domains })? else {
-                return Err(Error::Protocol("expected a JSON document".into()));
-            };
-            let v: serde_json::Value =
-                serde_json::from_str(&json).map_err(|e| Error::Protocol(e.to_string()))?;
-            let pretty =
-                serde_json::to_string_pretty(&v).map_err(|e| Error::Protocol(e.to_string()))?;
-            w(out, format_args!("{pretty}\n"))
-        }
+        } => list_long(&client, domains, out),
         Command::List {
             long: false,
-            domains: wanted,
-        } => {
-            let Reply::Domains { domains } = client.call(&Request::List)? else {
-                return Err(Error::Protocol("expected a domain list".into()));
-            };
-            let mut shown = Vec::new();
-            for d in &wanted {
-                match domains
-                    .iter()
-                    .find(|i| &i.name == d || i.id.to_string() == *d)
-                {
-                    Some(i) => shown.push(i.clone()),
-                    None => return Err(Error::NoSuchDomain(d.clone())),
-                }
-            }
-            let list = if wanted.is_empty() { &domains } else { &shown };
-            w(out, format_args!("{}", format_list(list)))
-        }
+            domains,
+        } => list(&client, &domains, out),
         Command::Console { ty, num, domain } => {
             if let Some(t) = ty.filter(|t| t != "pv") {
                 return Err(Error::ConsoleType(t));
@@ -287,67 +262,110 @@ fn execute(
             client.call(&Request::Destroy { dom: domain })?;
             Ok(())
         }
-        Command::BlockList { domains } => {
-            w(out, format_args!("{}", BLOCK_HEADER))?;
-            for dom in domains {
-                match client.call(&Request::BlockList { dom })? {
-                    Reply::Devices { domid, devices } => {
-                        w(out, format_args!("{}", format_block_rows(domid, &devices)))?
-                    }
-                    other => return Err(Error::Protocol(format!("{other:?}"))),
-                }
-            }
-            Ok(())
-        }
-        Command::NetworkList { domains } => {
-            w(out, format_args!("{}", NET_HEADER))?;
-            for dom in domains {
-                match client.call(&Request::NetworkList { dom })? {
-                    Reply::Devices { devices, .. } => {
-                        w(out, format_args!("{}", format_net_rows(&devices)))?
-                    }
-                    other => return Err(Error::Protocol(format!("{other:?}"))),
-                }
-            }
-            Ok(())
-        }
-        Command::XenstoreEnv => match client.call(&Request::Info)? {
-            Reply::Info {
-                xenstored_socket: Some(p),
-                ..
-            } => w(
-                out,
-                format_args!("export XENSTORED_PATH={}\n", shell_quote(&p)),
-            ),
-            Reply::Info { .. } => Err(Error::Daemon(
-                "the shim-hv daemon serves no xenstore socket (see its daemon.log)".into(),
-            )),
-            other => Err(Error::Protocol(format!("{other:?}"))),
-        },
+        Command::BlockList { domains } => block_list(&client, domains, out),
+        Command::NetworkList { domains } => network_list(&client, domains, out),
+        Command::XenstoreEnv => xenstore_env(&client, out),
         Command::Demo => super::demo::run(out),
         Command::Daemon { runtime_dir } => {
             let rt = runtime_dir.map_or_else(|| ctx.runtime.clone(), RuntimeDir::at);
             Daemon::new(rt).serve()
         }
-        Command::DaemonStop => {
-            let pid = match client.call(&Request::Info)? {
-                Reply::Info { pid, .. } => pid,
-                other => return Err(Error::Protocol(format!("{other:?}"))),
-            };
-            client.call(&Request::Stop)?;
-            // Wait (bounded) until it is gone.
-            for _ in 0..400 {
-                if !client.daemon_running() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(25));
-            }
-            w(
-                err,
-                format_args!("stopped the shim-hv daemon (pid {pid})\n"),
-            )
+        Command::DaemonStop => daemon_stop(&client, err),
+    }
+}
+
+/// `list -l`: the daemon's JSON, pretty-printed.
+fn list_long(client: &Client, domains: Vec<String>, out: &mut dyn Write) -> Result<(), Error> {
+    let Reply::Json { json } = client.call(&Request::ListLong { doms: domains })? else {
+        return Err(Error::Protocol("expected a JSON document".into()));
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&json).map_err(|e| Error::Protocol(e.to_string()))?;
+    let pretty = serde_json::to_string_pretty(&v).map_err(|e| Error::Protocol(e.to_string()))?;
+    w(out, format_args!("{pretty}\n"))
+}
+
+/// `list [DOMAIN...]`: every domain, or the ones named (by name or id), in that order.
+fn list(client: &Client, wanted: &[String], out: &mut dyn Write) -> Result<(), Error> {
+    let Reply::Domains { domains } = client.call(&Request::List)? else {
+        return Err(Error::Protocol("expected a domain list".into()));
+    };
+    let mut shown = Vec::new();
+    for d in wanted {
+        match domains
+            .iter()
+            .find(|i| &i.name == d || i.id.to_string() == *d)
+        {
+            Some(i) => shown.push(i.clone()),
+            None => return Err(Error::NoSuchDomain(d.clone())),
         }
     }
+    let list = if wanted.is_empty() { &domains } else { &shown };
+    w(out, format_args!("{}", format_list(list)))
+}
+
+/// `block-list DOMAIN...`: one header, then each domain's disks.
+fn block_list(client: &Client, domains: Vec<String>, out: &mut dyn Write) -> Result<(), Error> {
+    w(out, format_args!("{}", BLOCK_HEADER))?;
+    for dom in domains {
+        match client.call(&Request::BlockList { dom })? {
+            Reply::Devices { domid, devices } => {
+                w(out, format_args!("{}", format_block_rows(domid, &devices)))?
+            }
+            other => return Err(Error::Protocol(format!("{other:?}"))),
+        }
+    }
+    Ok(())
+}
+
+/// `network-list DOMAIN...`: one header, then each domain's vifs.
+fn network_list(client: &Client, domains: Vec<String>, out: &mut dyn Write) -> Result<(), Error> {
+    w(out, format_args!("{}", NET_HEADER))?;
+    for dom in domains {
+        match client.call(&Request::NetworkList { dom })? {
+            Reply::Devices { devices, .. } => {
+                w(out, format_args!("{}", format_net_rows(&devices)))?
+            }
+            other => return Err(Error::Protocol(format!("{other:?}"))),
+        }
+    }
+    Ok(())
+}
+
+/// `xenstore-env`: the shell line that points Xen's xenstore tools at the daemon.
+fn xenstore_env(client: &Client, out: &mut dyn Write) -> Result<(), Error> {
+    match client.call(&Request::Info)? {
+        Reply::Info {
+            xenstored_socket: Some(p),
+            ..
+        } => w(
+            out,
+            format_args!("export XENSTORED_PATH={}\n", shell_quote(&p)),
+        ),
+        Reply::Info { .. } => Err(Error::Daemon(
+            "the shim-hv daemon serves no xenstore socket (see its daemon.log)".into(),
+        )),
+        other => Err(Error::Protocol(format!("{other:?}"))),
+    }
+}
+
+/// `daemon-stop`: asks the daemon to stop and waits (bounded) until it is gone.
+fn daemon_stop(client: &Client, err: &mut dyn Write) -> Result<(), Error> {
+    let pid = match client.call(&Request::Info)? {
+        Reply::Info { pid, .. } => pid,
+        other => return Err(Error::Protocol(format!("{other:?}"))),
+    };
+    client.call(&Request::Stop)?;
+    for _ in 0..400 {
+        if !client.daemon_running() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    w(
+        err,
+        format_args!("stopped the shim-hv daemon (pid {pid})\n"),
+    )
 }
 
 /// `console -n`'s NUM: decimal digits only (no sign, no spaces), at most u32.

@@ -797,55 +797,12 @@ impl Daemon {
         let rt = &self.rt;
         rt.create()
             .map_err(io_err(format!("runtime directory {}", rt.path().display())))?;
-        let lock_file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(rt.lock_file())
-            .map_err(io_err(format!("{}", rt.lock_file().display())))?;
-        match lock_file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(Error::AlreadyRunning {
-                    dir: rt.path().to_path_buf(),
-                    pid: rt.daemon_pid(),
-                })
-            }
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(Error::Io {
-                    what: format!("locking {}", rt.lock_file().display()),
-                    err: e,
-                })
-            }
-        }
+        let lock_file = self.take_lock()?;
         fs::write(rt.pid_file(), format!("{}\n", std::process::id()))
             .map_err(io_err(format!("{}", rt.pid_file().display())))?;
         let sock = rt.control_socket();
-        // We hold the lock: a socket left here is a dead daemon's.
-        let _ = fs::remove_file(&sock);
-        let listener = UnixListener::bind(&sock).map_err(io_err(format!("{}", sock.display())))?;
-        fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))
-            .map_err(io_err(format!("{}", sock.display())))?;
-        let sock_ino = fs::metadata(&sock).map(|m| m.ino()).ok();
-        let xs_path = rt.xenstored_socket();
-        let _ = fs::remove_file(&xs_path);
-        let me = Arc::downgrade(self);
-        self.hv.xenstored().set_log(Arc::new(move |m: &str| {
-            if let Some(d) = me.upgrade() {
-                d.log(&format!("xenstored: {m}"));
-            }
-        }));
-        let xs_server: Option<SocketServer> = match self.hv.xenstored().serve_unix(&xs_path) {
-            Ok(s) => {
-                *lock(&self.xenstored_socket) = Some(xs_path.clone());
-                Some(s)
-            }
-            Err(e) => {
-                self.log(&format!("xenstore socket {}: {e}", xs_path.display()));
-                None
-            }
-        };
+        let (listener, sock_ino) = bind_control(&sock)?;
+        let xs_server = self.serve_xenstore();
         self.log(&format!(
             "shim-hv daemon {} serving {}",
             std::process::id(),
@@ -858,47 +815,8 @@ impl Daemon {
             .name("socket-watch".into())
             .spawn(move || watch_socket(me, watch_path, sock_ino));
 
-        *lock(&self.listen_fd) = Some(std::os::fd::AsRawFd::as_raw_fd(&listener));
-        // `stopping` is checked before each accept: a stop requested before the
-        // descriptor was published (request_stop sets `stopping` first) ends the loop
-        // here, a later one by the shutdown of the listening socket.
-        let incoming =
-            std::iter::from_fn(|| (!self.is_stopping()).then(|| listener.accept().map(|(s, _)| s)));
-        for stream in incoming {
-            if self.is_stopping() {
-                break;
-            }
-            let stream = match stream {
-                Ok(s) => s,
-                Err(e) => {
-                    self.log(&format!("accept: {e}"));
-                    std::thread::sleep(Duration::from_millis(50));
-                    continue;
-                }
-            };
-            if self.clients.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
-                self.clients.fetch_sub(1, Ordering::SeqCst);
-                let mut s = stream;
-                let _ = proto::write_line(
-                    &mut s,
-                    &Reply::Error {
-                        message: "too many clients".into(),
-                    },
-                );
-                continue;
-            }
-            let d = self.clone();
-            let spawned = std::thread::Builder::new()
-                .name("client".into())
-                .spawn(move || {
-                    d.serve_client(stream);
-                    d.clients.fetch_sub(1, Ordering::SeqCst);
-                });
-            if spawned.is_err() {
-                self.clients.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
-        *lock(&self.listen_fd) = None;
+        self.accept_loop(&listener);
+
         self.log("stopping: destroying every domain");
         self.destroy_all();
         drop(xs_server);
@@ -913,6 +831,102 @@ impl Daemon {
         drop(lock_file);
         self.log("stopped");
         Ok(())
+    }
+
+    /// Takes the runtime directory's lock (one daemon per directory); the lock is
+    /// held as long as the returned file is open.
+    fn take_lock(&self) -> Result<fs::File, Error> {
+        let rt = &self.rt;
+        let lock_file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(rt.lock_file())
+            .map_err(io_err(format!("{}", rt.lock_file().display())))?;
+        match lock_file.try_lock() {
+            Ok(()) => Ok(lock_file),
+            Err(fs::TryLockError::WouldBlock) => Err(Error::AlreadyRunning {
+                dir: rt.path().to_path_buf(),
+                pid: rt.daemon_pid(),
+            }),
+            Err(fs::TryLockError::Error(e)) => Err(Error::Io {
+                what: format!("locking {}", rt.lock_file().display()),
+                err: e,
+            }),
+        }
+    }
+
+    /// Serves dom0's xenstore socket (0600) in the runtime directory, xenstored's
+    /// log going to the daemon's; `None` (logged) if it cannot be served.
+    fn serve_xenstore(self: &Arc<Self>) -> Option<SocketServer> {
+        let xs_path = self.rt.xenstored_socket();
+        let _ = fs::remove_file(&xs_path);
+        let me = Arc::downgrade(self);
+        self.hv.xenstored().set_log(Arc::new(move |m: &str| {
+            if let Some(d) = me.upgrade() {
+                d.log(&format!("xenstored: {m}"));
+            }
+        }));
+        match self.hv.xenstored().serve_unix(&xs_path) {
+            Ok(s) => {
+                *lock(&self.xenstored_socket) = Some(xs_path);
+                Some(s)
+            }
+            Err(e) => {
+                self.log(&format!("xenstore socket {}: {e}", xs_path.display()));
+                None
+            }
+        }
+    }
+
+    /// Accepts control clients, a thread each, until the daemon stops.
+    fn accept_loop(self: &Arc<Self>, listener: &UnixListener) {
+        *lock(&self.listen_fd) = Some(std::os::fd::AsRawFd::as_raw_fd(listener));
+        // `stopping` is checked before each accept: a stop requested before the
+        // descriptor was published (request_stop sets `stopping` first) ends the loop
+        // here, a later one by the shutdown of the listening socket.
+        let incoming =
+            std::iter::from_fn(|| (!self.is_stopping()).then(|| listener.accept().map(|(s, _)| s)));
+        for stream in incoming {
+            if self.is_stopping() {
+                break;
+            }
+            match stream {
+                Ok(s) => self.admit(s),
+                Err(e) => {
+                    self.log(&format!("accept: {e}"));
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+        *lock(&self.listen_fd) = None;
+    }
+
+    /// Serves one control client on its own thread, or refuses it past
+    /// [`MAX_CLIENTS`].
+    fn admit(self: &Arc<Self>, stream: UnixStream) {
+        if self.clients.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+            self.clients.fetch_sub(1, Ordering::SeqCst);
+            let mut s = stream;
+            let _ = proto::write_line(
+                &mut s,
+                &Reply::Error {
+                    message: "too many clients".into(),
+                },
+            );
+            return;
+        }
+        let d = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("client".into())
+            .spawn(move || {
+                d.serve_client(stream);
+                d.clients.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            self.clients.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     /// Checks who is calling: the daemon's own uid and root only.
@@ -1192,6 +1206,18 @@ fn supervise(me: Weak<Daemon>, events: std::sync::mpsc::Receiver<DomainEvent>) {
             Err(RecvTimeoutError::Disconnected) => return,
         }
     }
+}
+
+/// Binds the control socket at `sock` (0600), replacing a dead daemon's (the
+/// caller holds the lock); returns it with its inode, by which the daemon later
+/// knows the socket is still its own.
+fn bind_control(sock: &Path) -> Result<(UnixListener, Option<u64>), Error> {
+    let _ = fs::remove_file(sock);
+    let listener = UnixListener::bind(sock).map_err(io_err(format!("{}", sock.display())))?;
+    fs::set_permissions(sock, fs::Permissions::from_mode(0o600))
+        .map_err(io_err(format!("{}", sock.display())))?;
+    let sock_ino = fs::metadata(sock).map(|m| m.ino()).ok();
+    Ok((listener, sock_ino))
 }
 
 /// Stops the daemon when its control socket is gone or replaced.
