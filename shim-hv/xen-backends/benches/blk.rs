@@ -21,6 +21,12 @@
 //! backend plus backend to frontend). For depth 32 the last column adds what
 //! `pread` reaches when it, too, cycles through 32 different 1 MiB buffers (the
 //! memory a depth-32 read keeps in flight), as a ratio to the one-buffer baseline.
+//!
+//! Multi-queue: "rand read 4 KiB, 2 queues" runs the depth-32 random reads on a
+//! second disk (the same file, its own blkback) connected with two queues
+//! (`Config::queues`; round-robin over two rings, two blkback I/O threads). Each
+//! of its rounds runs the baseline, the one-queue disk and the two-queue disk, and
+//! a line under the row gives the two-queue/one-queue ratio of the same rounds.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -35,7 +41,8 @@ use xen_model::inproc::InProcGuest;
 use xen_model::{DomainSpec, Hypervisor, HypervisorConfig};
 use xenbus::Xenstore;
 
-const NG: usize = 16384;
+/// Grant entries: two disks of 32 requests × 257 persistent grants.
+const NG: usize = 32768;
 const MIB: usize = 1 << 20;
 const T: Duration = Duration::from_secs(60);
 const RANDOM_OPS: usize = 20_000;
@@ -131,6 +138,10 @@ fn baseline(path: &std::path::Path, kind: Kind, size: usize, nbuf: usize) -> Dur
     t0.elapsed()
 }
 
+/// One run the guest is asked for: workload, depth, and which disk (its number
+/// of queues).
+type Job = (Kind, usize, usize);
+
 /// Runs one workload in the guest; returns (elapsed, requests, frontend
 /// notifications).
 fn guest_run(d: &mut Disk<'_>, kind: Kind, size: usize, depth: usize) -> (Duration, u64, u64) {
@@ -199,6 +210,15 @@ fn guest_run(d: &mut Disk<'_>, kind: Kind, size: usize, depth: usize) -> (Durati
     )
 }
 
+/// A row's name: the workload, and the queue count when more than one.
+fn row_name(kind: Kind, queues: usize) -> String {
+    if queues > 1 {
+        format!("{}, {queues} queues", kind.name())
+    } else {
+        kind.name().to_string()
+    }
+}
+
 struct Args {
     mib: usize,
     rounds: usize,
@@ -256,7 +276,7 @@ fn main() {
 
     let hv = Hypervisor::new(HypervisorConfig::default());
     let dom = hv
-        .create_domain(DomainSpec::new("bench", 128))
+        .create_domain(DomainSpec::new("bench", 192))
         .expect("domain");
     let be = BlkBackend::start(
         &hv,
@@ -264,27 +284,34 @@ fn main() {
         BlkConfig::new(Target::File(img.clone()), 51712, "xvda"),
     )
     .expect("blkback");
-    let plan: Vec<(Kind, usize)> = [
-        (Kind::SeqRead, 1),
-        (Kind::SeqRead, 32),
-        (Kind::SeqReadInPlace, 1),
-        (Kind::SeqReadInPlace, 32),
-        (Kind::SeqWrite, 1),
-        (Kind::SeqWrite, 32),
-        (Kind::RandRead, 1),
-        (Kind::RandRead, 32),
+    // The same file as a second disk, for the two-queue row (reads only).
+    let be2 = BlkBackend::start(
+        &hv,
+        dom.id(),
+        BlkConfig::new(Target::File(img.clone()), 51728, "xvdb"),
+    )
+    .expect("blkback");
+    let plan: Vec<Job> = [
+        (Kind::SeqRead, 1, 1),
+        (Kind::SeqRead, 32, 1),
+        (Kind::SeqReadInPlace, 1, 1),
+        (Kind::SeqReadInPlace, 32, 1),
+        (Kind::SeqWrite, 1, 1),
+        (Kind::SeqWrite, 32, 1),
+        (Kind::RandRead, 1, 1),
+        (Kind::RandRead, 32, 1),
+        (Kind::RandRead, 32, 2),
     ]
     .into_iter()
-    .filter(|(k, _)| {
+    .filter(|&(k, _, q)| {
         a.only
             .as_ref()
-            .is_none_or(|o| k.name().contains(o.as_str()))
+            .is_none_or(|o| row_name(k, q).contains(o.as_str()))
     })
     .collect();
     let (tx, rx) = channel();
-    let (go_tx, go_rx) = channel::<usize>();
+    let (go_tx, go_rx) = channel::<Job>();
     let (done_tx, done_rx) = channel();
-    let plan2 = plan.clone();
     let _h = hv
         .spawn_guest(dom, move |g| {
             let p: &InProcGuest = &g;
@@ -294,25 +321,34 @@ fn main() {
             let mut d: Box<Disk<'_>> =
                 Box::new(Device::new(p, &*table, 51712, Config::default()).expect("device"));
             d.connect(&mut xs).expect("connect");
-            tx.send(d.features()).unwrap();
-            while let Ok(i) = go_rx.recv() {
-                let (kind, depth) = plan2[i];
-                let r = guest_run(&mut d, kind, size, depth);
+            let two = Config {
+                queues: 2,
+                ..Config::default()
+            };
+            let mut d2: Box<Disk<'_>> =
+                Box::new(Device::new(p, &*table, 51728, two).expect("device"));
+            d2.connect(&mut xs).expect("connect");
+            tx.send((d.features(), d2.features())).unwrap();
+            while let Ok((kind, depth, queues)) = go_rx.recv() {
+                let disk = if queues == 2 { &mut d2 } else { &mut d };
+                let r = guest_run(disk, kind, size, depth);
                 done_tx.send(r).unwrap();
             }
             let _ = d.close(&mut xs);
+            let _ = d2.close(&mut xs);
         })
         .expect("guest");
-    let features = rx.recv_timeout(Duration::from_secs(60)).expect("connected");
+    let (features, features2) = rx.recv_timeout(Duration::from_secs(60)).expect("connected");
     println!(
-        "xbd-front <-> blkback, {} MiB file, {} rounds, negotiated: {features:?}",
+        "xbd-front <-> blkback, {} MiB file, {} rounds, negotiated: {features:?}; \
+         second disk: {features2:?}",
         a.mib, a.rounds
     );
     println!(
-        "{:<24} {:>5} {:>12} {:>12} {:>6} {:>11} {:>8} {:>10}",
+        "{:<26} {:>5} {:>12} {:>12} {:>6} {:>11} {:>8} {:>10}",
         "workload", "depth", "guest", "pread/pwrite", "ratio", "range", "notif/rq", "32 bufs"
     );
-    for (i, &(kind, depth)) in plan.iter().enumerate() {
+    for &(kind, depth, queues) in &plan {
         let n = offsets(kind, size).len() as f64;
         let per_sec = |d: Duration| match kind {
             Kind::RandRead => n / d.as_secs_f64(),
@@ -324,17 +360,28 @@ fn main() {
             "MiB/s"
         };
         let (mut g, mut b, mut r, mut rot) = (vec![], vec![], vec![], vec![]);
+        // Two-queue rows: the one-queue disk in the same rounds, and the ratios.
+        let (mut one, mut vs_one) = (vec![], vec![]);
         let mut notif = 0u64;
         let mut reqs = 0u64;
+        let backend = if queues == 2 { &be2 } else { &be };
         for _ in 0..a.rounds {
             let base = per_sec(baseline(&img, kind, size, 1));
             if depth > 1 {
                 rot.push(per_sec(baseline(&img, kind, size, depth)) / base);
             }
-            let s0 = be.stats();
-            go_tx.send(i).unwrap();
+            if queues == 2 {
+                go_tx.send((kind, depth, 1)).unwrap();
+                let (el, _, _) = done_rx.recv().expect("guest result");
+                one.push(per_sec(el));
+            }
+            let s0 = backend.stats();
+            go_tx.send((kind, depth, queues)).unwrap();
             let (el, rq, fe_notif) = done_rx.recv().expect("guest result");
-            let s1 = be.stats();
+            let s1 = backend.stats();
+            if let Some(&o) = one.last() {
+                vs_one.push(per_sec(el) / o);
+            }
             notif += fe_notif + s1.notifications_sent - s0.notifications_sent;
             reqs += rq;
             let guest = per_sec(el);
@@ -350,8 +397,8 @@ fn main() {
             format!("{:.2}", median(&mut rot))
         };
         println!(
-            "{:<24} {:>5} {:>6.0} {unit:<5} {:>6.0} {unit:<5} {:>6.2} {:>5.2}-{:<5.2} {:>8.3} {:>10}",
-            kind.name(),
+            "{:<26} {:>5} {:>6.0} {unit:<5} {:>6.0} {unit:<5} {:>6.2} {:>5.2}-{:<5.2} {:>8.3} {:>10}",
+            row_name(kind, queues),
             depth,
             gm,
             bm,
@@ -361,8 +408,19 @@ fn main() {
             notif as f64 / reqs as f64,
             rotated,
         );
+        if !vs_one.is_empty() {
+            vs_one.sort_by(f64::total_cmp);
+            println!(
+                "  2 queues / 1 queue, same rounds: {:.2} (range {:.2}-{:.2}); 1 queue: {:.0} {unit}",
+                median(&mut vs_one.clone()),
+                vs_one[0],
+                vs_one[vs_one.len() - 1],
+                median(&mut one),
+            );
+        }
     }
     drop(go_tx);
     be.destroy();
+    be2.destroy();
     let _ = std::fs::remove_dir_all(&dir);
 }
