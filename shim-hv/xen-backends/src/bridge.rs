@@ -18,11 +18,14 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use hypercall::{GrantRef, PAGE_SIZE};
 use xennet_front::csum;
+
+use xen_model::{GrantError, GrantPeer};
 
 /// Most forwarding-table entries.
 pub const FDB_MAX: usize = 4096;
@@ -38,10 +41,167 @@ pub struct Gso {
     pub ty: u8,
 }
 
-/// An Ethernet frame in host memory, with its offload state.
+/// Most pieces of a [`GrantedTail`] (a tx frame's data slots).
+pub const MAX_TAIL_PIECES: usize = 20;
+
+/// One piece of a frame left in its sender's granted page.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct TailPiece {
+    /// The sender's grant.
+    pub gref: GrantRef,
+    /// Where the bytes start in the page.
+    pub offset: u16,
+    /// How many (`offset + len` is within the page: checked when the frame was
+    /// built, and again by every grant copy).
+    pub len: u16,
+}
+
+/// The part of a frame after its headers, still in the sending guest's granted
+/// pages: receivers copy it grant to grant ([`GrantPeer::copy_to_after`]), so
+/// the bytes cross host memory once. Valid only while the frame is being
+/// delivered (the sender's netback answers the request after
+/// [`Bridge::forward_batch`] returns); a port that keeps a frame for later
+/// keeps [`Frame::to_host`]'s copy instead.
+///
+/// Netback makes no decision on these bytes (the sender may change them at any
+/// time, which only changes what the receiver gets); whoever needs to look at
+/// them copies the frame into host memory first.
+pub struct GrantedTail {
+    /// Grant copies from the sender's pages.
+    pub peer: GrantPeer,
+    pieces: [TailPiece; MAX_TAIL_PIECES],
+    n: usize,
+    len: usize,
+    failed: AtomicBool,
+}
+
+impl Clone for GrantedTail {
+    fn clone(&self) -> Self {
+        GrantedTail {
+            peer: self.peer.clone(),
+            pieces: self.pieces,
+            n: self.n,
+            len: self.len,
+            failed: AtomicBool::new(self.failed()),
+        }
+    }
+}
+
+impl fmt::Debug for GrantedTail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GrantedTail")
+            .field("granter", &self.peer.domid().0)
+            .field("pieces", &self.pieces())
+            .field("failed", &self.failed())
+            .finish()
+    }
+}
+
+impl PartialEq for GrantedTail {
+    fn eq(&self, o: &Self) -> bool {
+        self.peer.domid() == o.peer.domid() && self.pieces() == o.pieces()
+    }
+}
+
+impl Eq for GrantedTail {}
+
+impl GrantedTail {
+    /// No pieces yet, from `peer`'s pages.
+    pub fn new(peer: GrantPeer) -> GrantedTail {
+        GrantedTail {
+            peer,
+            pieces: [TailPiece {
+                gref: GrantRef(0),
+                offset: 0,
+                len: 0,
+            }; MAX_TAIL_PIECES],
+            n: 0,
+            len: 0,
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    /// Empties this tail for reuse, now from `peer`'s pages.
+    pub fn reset(&mut self, peer: GrantPeer) {
+        self.peer = peer;
+        self.n = 0;
+        self.len = 0;
+        self.failed.store(false, Ordering::Relaxed);
+    }
+
+    /// Appends a piece; `false` (nothing appended) if there are
+    /// [`MAX_TAIL_PIECES`] already or the piece crosses its page.
+    pub fn push(&mut self, p: TailPiece) -> bool {
+        if usize::from(p.offset) + usize::from(p.len) > PAGE_SIZE {
+            return false;
+        }
+        let Some(slot) = self.pieces.get_mut(self.n) else {
+            return false;
+        };
+        *slot = p;
+        self.n += 1;
+        self.len += usize::from(p.len);
+        true
+    }
+
+    /// The pieces, in frame order.
+    pub fn pieces(&self) -> &[TailPiece] {
+        self.pieces.get(..self.n).unwrap_or_default()
+    }
+
+    /// Bytes in all pieces.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// No bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A receiver could not copy from the sender's grants (the sender revoked
+    /// or broke them while the frame was in flight): its netback answers the
+    /// frame with an error. (Receivers get the frame by reference, so the
+    /// sender's netback sees what any of them marked.)
+    pub fn mark_failed(&self) {
+        self.failed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether some receiver could not copy from the sender's grants.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Copies bytes `at..at + out.len()` of the tail into `out`.
+    fn read(&self, mut at: usize, out: &mut [u8]) -> Result<(), GrantError> {
+        let mut pos = 0usize;
+        for p in self.pieces() {
+            let plen = usize::from(p.len);
+            if at >= plen {
+                at -= plen;
+                continue;
+            }
+            let n = (plen - at).min(out.len() - pos);
+            let Some(dst) = out.get_mut(pos..pos + n) else {
+                break;
+            };
+            self.peer.copy_out(p.gref, p.offset + at as u16, dst)?;
+            pos += n;
+            at = 0;
+            if pos == out.len() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An Ethernet frame with its offload state: in host memory, or (from a vif)
+/// its headers in host memory and the rest in the sender's granted pages.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Frame {
-    /// The bytes, Ethernet header first.
+    /// The bytes, Ethernet header first (with a [`Frame::tail`], only the first
+    /// ones: the headers netback decides on).
     pub data: Vec<u8>,
     /// The TCP/UDP checksum is still to be computed.
     pub csum_blank: bool,
@@ -49,6 +209,10 @@ pub struct Frame {
     pub data_validated: bool,
     /// A large TCP frame still to be segmented.
     pub gso: Option<Gso>,
+    /// The bytes after `data`, still in the sender's pages (never for frames
+    /// with offloads to resolve: those are copied whole).
+    /// (Boxed so that frames stay small to move; netback recycles the boxes.)
+    pub tail: Option<Box<GrantedTail>>,
 }
 
 impl Frame {
@@ -58,6 +222,39 @@ impl Frame {
             data,
             ..Frame::default()
         }
+    }
+
+    /// The frame's length (headers and tail).
+    pub fn len(&self) -> usize {
+        self.data.len() + self.tail.as_ref().map_or(0, |t| t.len())
+    }
+
+    /// No bytes at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// This frame all in host memory (a copy of the tail out of the sender's
+    /// grants, made while the frame is being delivered). `None` if the sender's
+    /// grants could not be read (then the tail is marked failed).
+    pub fn to_host(&self) -> Option<Frame> {
+        let Some(t) = &self.tail else {
+            return Some(self.clone());
+        };
+        let mut data = Vec::with_capacity(self.len());
+        data.extend_from_slice(&self.data);
+        data.resize(self.len(), 0);
+        if t.read(0, &mut data[self.data.len()..]).is_err() {
+            t.mark_failed();
+            return None;
+        }
+        Some(Frame {
+            data,
+            csum_blank: self.csum_blank,
+            data_validated: self.data_validated,
+            gso: self.gso,
+            tail: None,
+        })
     }
 
     /// Destination MAC.
@@ -74,6 +271,12 @@ impl Frame {
     /// MSS-sized TCP segments, blank checksums computed. Frames whose headers do
     /// not parse are passed on as they are (the receiver drops what it cannot use).
     pub fn resolve_offloads(&self) -> Vec<Frame> {
+        if self.tail.is_some() {
+            return self
+                .to_host()
+                .map(|f| f.resolve_offloads())
+                .unwrap_or_default();
+        }
         let mut out = match self.gso {
             Some(g) => segment_tcp(&self.data, g.mss),
             None => vec![self.data.clone()],
@@ -89,6 +292,7 @@ impl Frame {
                 csum_blank: false,
                 data_validated: self.data_validated || self.csum_blank,
                 gso: None,
+                tail: None,
             })
             .collect()
     }
@@ -364,7 +568,7 @@ impl Bridge {
             let mut last: Option<([u8; 6], [u8; 6])> = None;
             for (i, frame) in frames.iter().enumerate() {
                 let pair = frame.dst().zip(frame.src());
-                let same_pair = pair.is_some() && pair == last && frame.data.len() >= 14;
+                let same_pair = pair.is_some() && pair == last && frame.len() >= 14;
                 // (`last` is only set after a frame long enough to be decided on its
                 // addresses, so a runt never decides for the frames after it.)
                 if let (true, Some((_, end, d))) = (same_pair, runs.last_mut()) {
@@ -375,7 +579,7 @@ impl Bridge {
                     }
                 }
                 let dest = self.decide(&mut s, from, frame, now);
-                last = pair.filter(|_| frame.data.len() >= 14);
+                last = pair.filter(|_| frame.len() >= 14);
                 match runs.last_mut() {
                     Some((_, end, d)) if *end == i && d.same(&dest) => *end = i + 1,
                     _ => runs.push((i, i + 1, dest)),
@@ -413,7 +617,7 @@ impl Bridge {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return Dest::Drop;
         };
-        if frame.data.len() < 14 {
+        if frame.len() < 14 {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return Dest::Drop;
         }
@@ -678,6 +882,7 @@ mod tests {
                     mss: 1448,
                     ty: if ipv6 { 2 } else { 1 },
                 }),
+                tail: None,
             };
             let segs = big.resolve_offloads();
             assert_eq!(segs.len(), 10000usize.div_ceil(1448));

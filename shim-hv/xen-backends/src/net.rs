@@ -3,13 +3,16 @@
 //!
 //! ```text
 //!  guest netfront                      NetBackend (dom0, this process)
-//!  tx ring ──event──▶ queue worker: copy each request's data out of the guest's
-//!                     granted page (GrantPeer::copy_out → host buffer), answer
-//!                     every slot, hand the frames to the bridge ──▶ other ports
+//!  tx ring ──event──▶ queue worker: check each request chain, copy its headers
+//!                     (a small frame: all of it) out of the guest's granted page
+//!                     (GrantPeer::copy_out → host buffer), hand the frames to the
+//!                     bridge ──▶ other ports, then answer every slot
 //!  rx ring ◀─event── deliver_batch(frames) from the bridge (on the sender's
 //!                     worker): resolve offloads the guest did not ask for (GSO →
-//!                     segments, blank checksums), copy into the guest's posted rx
-//!                     pages, answer, notify; frames wait in a bounded queue
+//!                     segments, blank checksums), write the headers and copy the
+//!                     rest grant to grant from the sender's pages into the
+//!                     guest's posted rx pages, answer, notify (the whole path
+//!                     and why it is safe: docs/network-copies.md); frames wait in a bounded queue
 //!                     (feature-rx-notify) while no buffer is posted, and this
 //!                     vif's worker moves them when the guest posts buffers
 //!  control thread: xenstore handshake (reconnects, failures), vif script up/down
@@ -100,9 +103,9 @@ use hypercall::ring::{BackRing, RingError};
 use hypercall::{DomId, GrantRef, Port, PAGE_SIZE};
 use xennet_front::{csum, Mac};
 
-use super::bridge::{Bridge, BridgePort, Frame, Gso, MacClaim, PortId};
+use super::bridge::{Bridge, BridgePort, Frame, GrantedTail, Gso, MacClaim, PortId, TailPiece};
 use super::xenbus::{self as xb, BoundPort, DeviceSpec, MappedRing, XenbusBackend};
-use xen_model::{Dom0Handler, EventSignal, GrantPeer, Hypervisor};
+use xen_model::{CopyFault, Dom0Handler, EventSignal, GrantPeer, Hypervisor};
 
 /// Longest a vif script may run.
 pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -346,8 +349,6 @@ struct TxSide {
 }
 
 struct RxSide {
-    /// Which queue this is.
-    queue_index: usize,
     ring: BackRing<RxRequest, RxResponse>,
     _map: MappedRing,
     /// Consumed requests not yet answered (buffers at hand).
@@ -355,6 +356,8 @@ struct RxSide {
     /// Frames waiting for buffers.
     queue: VecDeque<Frame>,
     queued_bytes: usize,
+    /// A frame went into the guest's buffers since `rx_drain` last looked.
+    wrote: bool,
 }
 
 struct QueueBack {
@@ -821,12 +824,12 @@ fn connect(sh: &Arc<VifShared>, xbe: &XenbusBackend) -> Result<(), Error> {
                 partial: Vec::new(),
             }),
             rx: Mutex::new(RxSide {
-                queue_index: qs.len(),
                 ring: rx_ring,
                 _map: rxm,
                 stash: VecDeque::new(),
                 queue: VecDeque::new(),
                 queued_bytes: 0,
+                wrote: false,
             }),
             // Look at the rings once at start: requests may already be there.
             tx_work: AtomicBool::new(true),
@@ -1042,17 +1045,237 @@ fn worker(conn: Arc<Connection>, q: usize) {
 /// ring holds at most 256).
 const RING_DRAIN_ROUNDS: usize = 256 / TX_BATCH;
 
-/// A tx worker's reusable buffers: the frames of one round and spare frame
-/// buffers (no allocation per frame once warm).
+/// Frames up to this many bytes are copied whole into host memory on tx (for a
+/// small frame one copy is cheaper than pinning the sender's grant again on
+/// delivery); longer ones keep only their first [`HEAD_LEN`] bytes there, and
+/// the rest goes grant to grant into the receiver's buffers.
+pub const COPY_BREAK: usize = 256;
+/// Bytes of a longer frame netback copies and decides on: the Ethernet header
+/// (the bridge), and IPv4 addresses and ports (the receiver's queue).
+pub const HEAD_LEN: usize = 64;
+
+/// A tx worker's reusable buffers: the requests, answers and frames of one
+/// round, and spare frame buffers (no allocation per frame once warm).
 #[derive(Default)]
 struct TxScratch {
+    /// Every request of the round's complete chains, in ring order.
+    reqs: Vec<TxRequest>,
+    /// One per chain: its requests (`reqs[start..end]`) and its frame, if any.
+    answers: Vec<TxAnswer>,
     frames: Vec<Frame>,
     spare: Vec<Vec<u8>>,
+    /// Spare tails, boxed as frames hold them (reused without allocating).
+    #[allow(clippy::vec_box)]
+    spare_tails: Vec<Box<GrantedTail>>,
+}
+
+impl TxScratch {
+    /// Builds a checked chain's frame at the end of `frames` (in a spare
+    /// buffer); its index, or `None` if a grant could not be read.
+    fn fetch(&mut self, peer: &GrantPeer, reqs: &[TxRequest], c: &TxChainInfo) -> Option<usize> {
+        self.frames
+            .push(Frame::new(self.spare.pop().unwrap_or_default()));
+        let f = self.frames.last_mut()?;
+        if fetch_frame(peer, reqs, c, f, &mut self.spare_tails) {
+            return Some(self.frames.len() - 1);
+        }
+        if let Some(f) = self.frames.pop() {
+            self.recycle(f);
+        }
+        None
+    }
+
+    /// Keeps a frame's buffers for reuse (up to [`SPARE_BUFFERS`]).
+    fn recycle(&mut self, f: Frame) {
+        if self.spare.len() < SPARE_BUFFERS {
+            self.spare.push(f.data);
+        }
+        if let Some(t) = f.tail {
+            if self.spare_tails.len() < SPARE_BUFFERS {
+                self.spare_tails.push(t);
+            }
+        }
+    }
+}
+
+/// How one tx chain is answered once its frame was forwarded.
+struct TxAnswer {
+    start: usize,
+    end: usize,
+    /// Index in `TxScratch::frames`; `None`: a bad frame (answered with an error).
+    frame: Option<usize>,
 }
 
 /// Spare frame buffers a tx worker keeps.
 const SPARE_BUFFERS: usize = 2 * TX_BATCH;
 
+/// A tx chain that passed the checks: its size, flags and where its data slots
+/// start (`reqs[more_from..]` follow the first request).
+struct TxChainInfo {
+    total: usize,
+    first_len: usize,
+    more_from: usize,
+    csum_blank: bool,
+    data_validated: bool,
+    gso: Option<Gso>,
+}
+
+impl TxChainInfo {
+    /// (gref, offset, length) of each data slot.
+    fn slots<'r>(
+        &self,
+        reqs: &'r [TxRequest],
+    ) -> impl Iterator<Item = (GrantRef, u16, usize)> + 'r {
+        let first_len = self.first_len;
+        let more = reqs.get(self.more_from..).unwrap_or_default();
+        reqs.first()
+            .map(|f| (GrantRef(f.gref), f.offset, first_len))
+            .into_iter()
+            .chain(
+                more.iter()
+                    .map(|r| (GrantRef(r.gref), r.offset, usize::from(r.size))),
+            )
+    }
+}
+
+/// Checks a complete tx request chain (read once: these are our private copies
+/// of the requests). `Ok(None)`: the frame is bad (answer with an error);
+/// `Err`: the frontend broke the protocol (fatal), as in Linux netback: an
+/// unknown extra-info type, too many data slots, a slot crossing its page.
+fn check_tx_chain(reqs: &[TxRequest], offer: &Offer) -> Result<Option<TxChainInfo>, String> {
+    let Some(first) = reqs.first() else {
+        return Ok(None);
+    };
+    let mut i = 1;
+    let mut gso = None;
+    let mut bad = false;
+    if first.flags & netif::NETTXF_EXTRA_INFO != 0 {
+        loop {
+            let x = reqs.get(i).map(|r| r.as_extra()).unwrap_or_default();
+            i += 1;
+            match x.ty {
+                EXTRA_TYPE_GSO => {
+                    let t = x.gso_type();
+                    if x.gso_size() == 0 || (t != GSO_TYPE_TCPV4 && t != GSO_TYPE_TCPV6) {
+                        bad = true;
+                    } else {
+                        gso = Some(Gso {
+                            mss: x.gso_size(),
+                            ty: t,
+                        });
+                    }
+                }
+                t if t == EXTRA_TYPE_NONE || t >= EXTRA_TYPE_MAX => {
+                    return Err(format!("unknown tx extra-info type {t}"));
+                }
+                _ => {} // multicast/hash: not offered, ignored
+            }
+            if x.flags & EXTRA_FLAG_MORE == 0 {
+                break;
+            }
+        }
+    }
+    // Data slots: the first request, then those after the extras.
+    let more = reqs.get(i..).unwrap_or_default();
+    let data_slots = 1 + more.len();
+    if data_slots > MAX_TX_DATA_SLOTS {
+        return Err(format!("tx frame uses {data_slots} data slots"));
+    }
+    let total = usize::from(first.size);
+    let rest: usize = more.iter().map(|r| usize::from(r.size)).sum();
+    let first_len = total.checked_sub(rest);
+    let info = TxChainInfo {
+        total,
+        first_len: first_len.unwrap_or(0),
+        more_from: i,
+        csum_blank: first.flags & netif::NETTXF_CSUM_BLANK != 0,
+        data_validated: first.flags & netif::NETTXF_DATA_VALIDATED != 0,
+        gso,
+    };
+    // Slot bounds: a slot crossing its page is fatal (as in Linux).
+    for (_, offset, len) in info.slots(reqs) {
+        if usize::from(offset) + len > PAGE_SIZE {
+            return Err(format!(
+                "tx slot crosses a page: offset {offset} size {len}"
+            ));
+        }
+    }
+    if first_len.is_none() || bad || total < ETH_HLEN {
+        return Ok(None); // sizes inconsistent, bad GSO descriptor, runt
+    }
+    if gso.is_some() && !(offer.gso_tcpv4 || offer.gso_tcpv6) {
+        return Ok(None);
+    }
+    Ok(Some(info))
+}
+
+/// Fills `f` (whose `data` is a spare buffer) with the frame of a checked
+/// chain: a small frame, or one with offloads to resolve, is copied whole; a
+/// longer one keeps its first [`HEAD_LEN`] bytes (what the bridge and the
+/// receiver decide on) and leaves the rest in the sender's pages as a
+/// [`GrantedTail`]. `false`: a grant could not be read (answer with an error).
+#[allow(clippy::vec_box)] // the boxes are what frames hold
+fn fetch_frame(
+    peer: &GrantPeer,
+    reqs: &[TxRequest],
+    c: &TxChainInfo,
+    f: &mut Frame,
+    spare_tails: &mut Vec<Box<GrantedTail>>,
+) -> bool {
+    let whole = c.total <= COPY_BREAK || c.csum_blank || c.gso.is_some();
+    let keep = if whole { c.total } else { HEAD_LEN };
+    f.csum_blank = c.csum_blank;
+    f.data_validated = c.data_validated;
+    f.gso = c.gso;
+    f.tail = (!whole).then(|| match spare_tails.pop() {
+        Some(mut t) => {
+            t.reset(peer.clone());
+            t
+        }
+        None => Box::new(GrantedTail::new(peer.clone())),
+    });
+    // Every byte of `data` is overwritten below (the slots cover `total` bytes),
+    // so a recycled buffer carries nothing over; only growth is zeroed.
+    f.data.resize(keep, 0);
+    let mut pos = 0usize;
+    for (gref, offset, len) in c.slots(reqs) {
+        // The part of this slot that goes into `data`, and the part left behind.
+        let here = len.min(keep.saturating_sub(pos));
+        if here > 0 {
+            let Some(dst) = f.data.get_mut(pos..pos + here) else {
+                return false;
+            };
+            if peer.copy_out(gref, offset, dst).is_err() {
+                return false;
+            }
+        }
+        if let Some(t) = f.tail.as_mut().filter(|_| len > here) {
+            let left = TailPiece {
+                gref,
+                offset: offset + here as u16,
+                len: (len - here) as u16,
+            };
+            if !t.push(left) {
+                return false;
+            }
+        }
+        pos += len;
+    }
+    true
+}
+
+/// What happened to a frame offered to a guest's rx buffers.
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum RxWrite {
+    /// Written and answered (or answered with an error: the guest's own bad grant).
+    Done,
+    /// Not enough buffers posted; nothing consumed for it.
+    NoBuffers,
+    /// The sender's grants could not be read; nothing consumed for it.
+    SourceFailed,
+}
+
+// The connection's life: failure, notifications, workers, flow control.
 impl Connection {
     fn fail(&self, why: String) {
         if !self.failed.swap(true, Ordering::SeqCst) {
@@ -1094,56 +1317,6 @@ impl Connection {
         }
     }
 
-    /// One round of tx work on queue `q`: up to [`TX_BATCH`] requests consumed
-    /// and answered, their frames forwarded. With `arm`, an empty ring re-arms
-    /// `req_event` (and is checked again). Whether any request was consumed.
-    fn tx_round(&self, q: usize, scratch: &mut TxScratch, arm: bool) -> bool {
-        let Some(qb) = self.queues.get(q) else {
-            return false;
-        };
-        let Some(v) = self.vif.upgrade() else {
-            return false;
-        };
-        let handled = {
-            let mut st = lock(&qb.tx);
-            self.tx_batch(&v, &mut st, q, scratch, arm)
-        };
-        if !scratch.frames.is_empty() {
-            let pid = *lock(&self.bridge_port);
-            let congested = match pid {
-                Some(p) if !self.failed.load(Ordering::SeqCst) => {
-                    v.bridge.forward_batch(p, &scratch.frames)
-                }
-                _ => None,
-            };
-            for f in scratch.frames.drain(..) {
-                if scratch.spare.len() < SPARE_BUFFERS {
-                    scratch.spare.push(f.data);
-                }
-            }
-            if let Some(port) = congested {
-                // Backpressure: let the receiver drain before consuming more of
-                // our guest's ring (which then fills up and makes the guest wait).
-                // Our own rx work goes on meanwhile (the receiver may be waiting
-                // for us in turn).
-                let start = Instant::now();
-                while port.congested()
-                    && start.elapsed() < BACKPRESSURE_WAIT
-                    && !self.stop.load(Ordering::SeqCst)
-                    && !self.failed.load(Ordering::SeqCst)
-                {
-                    if qb.rx_work.swap(false, Ordering::SeqCst)
-                        || qb.rx_queued.load(Ordering::SeqCst)
-                    {
-                        self.rx_round(q);
-                    }
-                    std::thread::sleep(Duration::from_micros(50));
-                }
-            }
-        }
-        handled > 0
-    }
-
     /// Whether some rx queue is backed up while its guest still takes frames
     /// (see [`BridgePort::congested`]).
     fn congested(&self) -> bool {
@@ -1176,18 +1349,44 @@ impl Connection {
         qb.rx_backlog.store(backlog, Ordering::SeqCst);
     }
 
-    /// Consumes tx requests (at most [`TX_BATCH`]), answers them, and leaves their
-    /// frames in `scratch.frames`. Returns the number of requests consumed.
-    fn tx_batch(
-        &self,
-        v: &VifShared,
-        st: &mut TxSide,
-        q: usize,
-        scratch: &mut TxScratch,
-        arm: bool,
-    ) -> usize {
+    fn rx_progressed(&self, q: usize) {
+        if let Some(qb) = self.queues.get(q) {
+            let now = self.epoch.elapsed().as_nanos() as u64;
+            qb.rx_progress.store(now, Ordering::SeqCst);
+        }
+    }
+}
+
+// The tx path: requests in, frames to the bridge, answers back.
+impl Connection {
+    /// One round of tx work on queue `q`: up to [`TX_BATCH`] requests consumed,
+    /// their frames forwarded, then answered (the answers wait for the
+    /// forwarding: receivers copy straight from the sender's pages, which stay
+    /// granted until answered). With `arm`, an empty ring re-arms `req_event`
+    /// (and is checked again). Whether any request was consumed.
+    fn tx_round(&self, q: usize, scratch: &mut TxScratch, arm: bool) -> bool {
+        let Some(qb) = self.queues.get(q) else {
+            return false;
+        };
+        let Some(v) = self.vif.upgrade() else {
+            return false;
+        };
+        let handled = self.tx_collect(&v, &mut lock(&qb.tx), scratch, arm);
+        if handled == 0 {
+            return false;
+        }
+        let congested = self.forward(&v, &scratch.frames);
+        self.tx_answer(&v, &mut lock(&qb.tx), q, scratch);
+        if let Some(port) = congested {
+            self.hold_off(q, &*port);
+        }
+        true
+    }
+
+    /// Consumes tx requests (at most [`TX_BATCH`]) and builds their frames into
+    /// `scratch` (answers still to be sent). Returns the number consumed.
+    fn tx_collect(&self, v: &VifShared, st: &mut TxSide, sc: &mut TxScratch, arm: bool) -> usize {
         let mut handled = 0usize;
-        let (mut frames, mut bytes, mut errors) = (0u64, 0u64, 0u64);
         'outer: loop {
             while handled < TX_BATCH {
                 let req = match st.ring.poll_request() {
@@ -1207,31 +1406,21 @@ impl Connection {
                         break 'outer;
                     }
                     Ok(TxChain::Done) => {
-                        let reqs = std::mem::take(&mut st.partial);
-                        let r = self.tx_frame(v, &reqs, &mut scratch.spare);
-                        let status = match r {
-                            Ok(Some(f)) => {
-                                frames += 1;
-                                bytes += f.data.len() as u64;
-                                scratch.frames.push(f);
-                                netif::RSP_OKAY
-                            }
-                            Ok(None) => {
-                                errors += 1;
-                                netif::RSP_ERROR
-                            }
+                        let frame = match check_tx_chain(&st.partial, &v.cfg.offer) {
+                            Ok(Some(c)) => sc.fetch(&self.peer, &st.partial, &c),
+                            Ok(None) => None,
                             Err(why) => {
                                 self.fail(why);
                                 break 'outer;
                             }
                         };
-                        let answered = respond_tx(&mut st.ring, &reqs, status);
-                        st.partial = reqs;
-                        st.partial.clear();
-                        if let Err(e) = answered {
-                            self.fail(format!("tx ring: {e}"));
-                            break 'outer;
-                        }
+                        let start = sc.reqs.len();
+                        sc.reqs.append(&mut st.partial);
+                        sc.answers.push(TxAnswer {
+                            start,
+                            end: sc.reqs.len(),
+                            frame,
+                        });
                     }
                 }
             }
@@ -1247,121 +1436,83 @@ impl Connection {
                 }
             }
         }
+        handled
+    }
+
+    /// Hands the round's frames to the bridge (unless the connection failed).
+    /// Returns a receiver that is now congested, if any.
+    fn forward(&self, v: &VifShared, frames: &[Frame]) -> Option<Arc<dyn BridgePort>> {
+        if frames.is_empty() || self.failed.load(Ordering::SeqCst) {
+            return None;
+        }
+        let pid = (*lock(&self.bridge_port))?;
+        v.bridge.forward_batch(pid, frames)
+    }
+
+    /// Answers every chain of the round (a frame whose pages some receiver could
+    /// not read gets an error), counts, notifies if the frontend asked for it,
+    /// and keeps the frame buffers for reuse.
+    fn tx_answer(&self, v: &VifShared, st: &mut TxSide, q: usize, sc: &mut TxScratch) {
+        let (mut frames, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+        for a in sc.answers.drain(..) {
+            let f = a.frame.and_then(|i| sc.frames.get(i));
+            let ok = f.is_some_and(|f| !f.tail.as_ref().is_some_and(|t| t.failed()));
+            if ok {
+                frames += 1;
+                bytes += f.map_or(0, |f| f.len()) as u64;
+            } else {
+                errors += 1;
+            }
+            let status = if ok {
+                netif::RSP_OKAY
+            } else {
+                netif::RSP_ERROR
+            };
+            let reqs = sc.reqs.get(a.start..a.end).unwrap_or_default();
+            if let Err(e) = respond_tx(&mut st.ring, reqs, status) {
+                self.fail(format!("tx ring: {e}"));
+                break;
+            }
+        }
+        sc.answers.clear();
+        sc.reqs.clear();
+        while let Some(f) = sc.frames.pop() {
+            sc.recycle(f);
+        }
         add(&v.counters.tx_frames, frames);
         add(&v.counters.tx_bytes, bytes);
         add(&v.counters.tx_errors, errors);
-        if handled > 0 && st.ring.push_responses_and_check_notify() {
+        if st.ring.push_responses_and_check_notify() {
             if let Some(p) = self.queues.get(q).and_then(|qb| qb.tx_port.get()) {
                 add(&v.counters.notifications, 1);
                 p.notify();
             }
         }
-        handled
     }
 
-    /// Builds one frame from a complete request chain (in a spare buffer if there
-    /// is one). `Ok(None)`: the frame is bad (answer with an error); `Err`: the
-    /// frontend broke the protocol (fatal).
-    fn tx_frame(
-        &self,
-        v: &VifShared,
-        reqs: &[TxRequest],
-        spare: &mut Vec<Vec<u8>>,
-    ) -> Result<Option<Frame>, String> {
-        let Some(first) = reqs.first() else {
-            return Ok(None);
+    /// Backpressure: lets a congested receiver drain before more of our guest's
+    /// ring is consumed (which then fills up and makes the guest wait). Our own
+    /// rx work goes on meanwhile (the receiver may be waiting for us in turn).
+    fn hold_off(&self, q: usize, port: &dyn BridgePort) {
+        let Some(qb) = self.queues.get(q) else {
+            return;
         };
-        let mut i = 1;
-        let mut gso = None;
-        let mut bad = false;
-        if first.flags & netif::NETTXF_EXTRA_INFO != 0 {
-            loop {
-                let x = reqs.get(i).map(|r| r.as_extra()).unwrap_or_default();
-                i += 1;
-                match x.ty {
-                    EXTRA_TYPE_GSO => {
-                        let t = x.gso_type();
-                        if x.gso_size() == 0 || (t != GSO_TYPE_TCPV4 && t != GSO_TYPE_TCPV6) {
-                            bad = true;
-                        } else {
-                            gso = Some(Gso {
-                                mss: x.gso_size(),
-                                ty: t,
-                            });
-                        }
-                    }
-                    t if t == EXTRA_TYPE_NONE || t >= EXTRA_TYPE_MAX => {
-                        return Err(format!("unknown tx extra-info type {t}"));
-                    }
-                    _ => {} // multicast/hash: not offered, ignored
-                }
-                if x.flags & EXTRA_FLAG_MORE == 0 {
-                    break;
-                }
+        let start = Instant::now();
+        while port.congested()
+            && start.elapsed() < BACKPRESSURE_WAIT
+            && !self.stop.load(Ordering::SeqCst)
+            && !self.failed.load(Ordering::SeqCst)
+        {
+            if qb.rx_work.swap(false, Ordering::SeqCst) || qb.rx_queued.load(Ordering::SeqCst) {
+                self.rx_round(q);
             }
+            std::thread::sleep(Duration::from_micros(50));
         }
-        // Data slots: the first request, then those after the extras.
-        let more = reqs.get(i..).unwrap_or_default();
-        let data_slots = 1 + more.len();
-        if data_slots > MAX_TX_DATA_SLOTS {
-            return Err(format!("tx frame uses {data_slots} data slots"));
-        }
-        let data = || std::iter::once(first).chain(more.iter());
-        let total = usize::from(first.size);
-        let rest: usize = more.iter().map(|r| usize::from(r.size)).sum();
-        let first_len = total.checked_sub(rest);
-        // Slot bounds: a slot crossing its page is fatal (as in Linux).
-        for (k, r) in data().enumerate() {
-            let len = if k == 0 {
-                first_len.unwrap_or(0)
-            } else {
-                usize::from(r.size)
-            };
-            if usize::from(r.offset) + len > PAGE_SIZE {
-                return Err(format!(
-                    "tx slot crosses a page: offset {} size {len}",
-                    r.offset
-                ));
-            }
-        }
-        let Some(first_len) = first_len else {
-            return Ok(None); // sizes inconsistent
-        };
-        if bad || total < ETH_HLEN {
-            return Ok(None);
-        }
-        if gso.is_some() && !(v.cfg.offer.gso_tcpv4 || v.cfg.offer.gso_tcpv6) {
-            return Ok(None);
-        }
-        // Every byte of `buf` is overwritten below (the slot lengths add up to
-        // `total`), so a recycled buffer carries nothing over; only growth is zeroed.
-        let mut buf = spare.pop().unwrap_or_default();
-        buf.resize(total, 0);
-        let mut pos = 0usize;
-        for (k, r) in data().enumerate() {
-            let len = if k == 0 {
-                first_len
-            } else {
-                usize::from(r.size)
-            };
-            let copied = match buf.get_mut(pos..pos + len) {
-                Some(dst) => self.peer.copy_out(GrantRef(r.gref), r.offset, dst).is_ok(),
-                None => false,
-            };
-            if !copied {
-                spare.push(buf);
-                return Ok(None);
-            }
-            pos += len;
-        }
-        Ok(Some(Frame {
-            data: buf,
-            csum_blank: first.flags & netif::NETTXF_CSUM_BLANK != 0,
-            data_validated: first.flags & netif::NETTXF_DATA_VALIDATED != 0,
-            gso,
-        }))
     }
+}
 
+// The rx path: frames from the bridge into the guest's posted buffers.
+impl Connection {
     fn pick_queue(&self, f: &Frame) -> usize {
         let n = self.queues.len().max(1);
         if n == 1 {
@@ -1380,6 +1531,7 @@ impl Connection {
             return true;
         }
         let fe = &self.fe;
+        // (Frames with offloads are all in host memory: see `fetch_frame`.)
         let Some(l4) = csum::locate(&frame.data[..]) else {
             return false; // resolve_offloads passes it on unchanged, flags cleared
         };
@@ -1443,25 +1595,30 @@ impl Connection {
             &resolved
         };
         for f in frames {
-            let fits = f.data.len() <= xennet_front::MAX_FRAME
-                && (self.fe.sg || f.data.len() <= PAGE_SIZE);
+            let fits = f.len() <= xennet_front::MAX_FRAME && (self.fe.sg || f.len() <= PAGE_SIZE);
             if !fits {
                 add(&v.counters.rx_dropped, 1);
                 continue;
             }
             // Straight into the guest's buffers when nothing waits before it.
-            if st.queue.is_empty() && self.rx_write(v, st, f) {
-                continue;
+            if st.queue.is_empty() {
+                match self.rx_write(v, st, f) {
+                    RxWrite::Done | RxWrite::SourceFailed => continue,
+                    RxWrite::NoBuffers => {}
+                }
             }
             let cap_ok = st.queue.len() < v.cfg.rx_queue_frames
-                && st.queued_bytes + f.data.len() <= v.cfg.rx_queue_bytes;
-            if self.fe.rx_notify && cap_ok {
+                && st.queued_bytes + f.len() <= v.cfg.rx_queue_bytes;
+            if !(self.fe.rx_notify && cap_ok) {
                 // Without feature-rx-notify the guest would never tell us about new
                 // buffers, so nothing is queued (netif.h).
-                st.queued_bytes += f.data.len();
-                st.queue.push_back(f.clone());
-            } else {
                 add(&v.counters.rx_dropped, 1);
+                continue;
+            }
+            // A queued frame outlives the sender's grants: keep a host copy.
+            if let Some(h) = f.to_host() {
+                st.queued_bytes += h.len();
+                st.queue.push_back(h);
             }
         }
     }
@@ -1492,11 +1649,11 @@ impl Connection {
     fn rx_drain(&self, v: &VifShared, st: &mut RxSide, q: usize) {
         loop {
             while let Some(f) = st.queue.pop_front() {
-                if !self.rx_write(v, st, &f) {
+                if self.rx_write(v, st, &f) == RxWrite::NoBuffers {
                     st.queue.push_front(f);
                     break;
                 }
-                st.queued_bytes = st.queued_bytes.saturating_sub(f.data.len());
+                st.queued_bytes = st.queued_bytes.saturating_sub(f.len());
             }
             if st.queue.is_empty() || self.failed.load(Ordering::SeqCst) {
                 break;
@@ -1510,6 +1667,9 @@ impl Connection {
                 }
             }
         }
+        if std::mem::take(&mut st.wrote) {
+            self.rx_progressed(q);
+        }
         if st.ring.push_responses_and_check_notify() {
             if let Some(qb) = self.queues.get(q) {
                 if let Some(p) = qb.rx_port.get().or_else(|| qb.tx_port.get()) {
@@ -1520,67 +1680,114 @@ impl Connection {
         }
     }
 
-    /// Copies one frame into posted buffers. `false`: not enough buffers (nothing
-    /// consumed for this frame; requests taken so far stay stashed).
-    fn rx_write(&self, v: &VifShared, st: &mut RxSide, f: &Frame) -> bool {
-        let len = f.data.len();
+    /// Takes buffers for one frame from the guest's posted requests, copies the
+    /// frame in and answers them. A frame whose sender's pages cannot be read
+    /// consumes nothing (the requests stay for the next frame: one guest cannot
+    /// make another's buffers fail).
+    fn rx_write(&self, v: &VifShared, st: &mut RxSide, f: &Frame) -> RxWrite {
+        let len = f.len();
         let chunks = len.div_ceil(PAGE_SIZE).max(1);
         let extra = usize::from(f.gso.is_some());
         let need = chunks + extra;
-        while st.stash.len() < need {
-            match st.ring.poll_request() {
-                Ok(Some(r)) => st.stash.push_back(r),
-                Ok(None) => return false,
-                Err(e) => {
-                    self.fail(format!("rx ring: {e}"));
-                    return false;
-                }
+        match st.take_slots(need) {
+            Ok(true) => {}
+            Ok(false) => return RxWrite::NoBuffers,
+            Err(e) => {
+                self.fail(format!("rx ring: {e}"));
+                return RxWrite::NoBuffers;
             }
         }
         // The frame's requests: data chunk 0, the extra (if any), data chunks 1...
         let mut reqs = [RxRequest::default(); MAX_RX_SLOTS];
         let mut n = 0usize;
-        for (slot, r) in reqs.iter_mut().zip(st.stash.drain(..need)) {
-            *slot = r;
+        for (slot, r) in reqs.iter_mut().zip(st.stash.iter().take(need)) {
+            *slot = *r;
             n += 1;
         }
         let reqs = &reqs[..n];
-        let data_req = |k: usize| -> Option<&RxRequest> {
-            if k == 0 {
-                reqs.first()
-            } else {
-                reqs.get(k + extra)
-            }
-        };
+        let data_req = |k: usize| reqs.get(if k == 0 { 0 } else { k + extra });
         let mut ok = n == need;
         for k in 0..chunks {
             let s = k * PAGE_SIZE;
-            let e = (s + PAGE_SIZE).min(len);
-            let (Some(chunk), Some(r)) = (f.data.get(s..e), data_req(k)) else {
+            let Some(r) = data_req(k) else {
                 continue;
             };
-            if self.peer.copy_in(GrantRef(r.gref), 0, chunk).is_err() {
-                ok = false;
+            match self.copy_chunk(f, s, (s + PAGE_SIZE).min(len), GrantRef(r.gref)) {
+                Ok(()) => {}
+                Err(CopyFault::Source(_)) => {
+                    if let Some(t) = &f.tail {
+                        t.mark_failed();
+                    }
+                    return RxWrite::SourceFailed;
+                }
+                Err(CopyFault::Dest(_)) => ok = false,
             }
         }
-        let mut push = |rsp: &RxResponse| {
-            if let Err(e) = st.ring.push_response(rsp) {
-                self.fail(format!("rx ring: {e}"));
-            }
-        };
-        if !ok {
+        st.stash.drain(..n);
+        if ok {
+            self.respond_rx(st, f, reqs, extra);
+            add(&v.counters.rx_frames, 1);
+            add(&v.counters.rx_bytes, len as u64);
+            st.wrote = true;
+        } else {
             // The guest posted a bad grant: every slot of this frame says so.
             for r in reqs {
-                push(&RxResponse {
-                    id: r.id,
-                    offset: 0,
-                    flags: 0,
-                    status: netif::RSP_ERROR,
-                });
+                self.push_rx(
+                    st,
+                    &RxResponse {
+                        id: r.id,
+                        offset: 0,
+                        flags: 0,
+                        status: netif::RSP_ERROR,
+                    },
+                );
             }
             add(&v.counters.rx_errors, 1);
-            return true;
         }
+        RxWrite::Done
+    }
+
+    /// Copies bytes `s..e` of `f` into the guest's page `gref` at offset 0: the
+    /// headers from host memory, the rest (if the frame has a tail) grant to
+    /// grant from the sender's pages.
+    fn copy_chunk(&self, f: &Frame, s: usize, e: usize, gref: GrantRef) -> Result<(), CopyFault> {
+        let hl = f.data.len();
+        let head = f.data.get(s.min(hl)..e.min(hl)).unwrap_or_default();
+        let Some(t) = f.tail.as_ref().filter(|_| e > hl) else {
+            return self.peer.copy_in(gref, 0, head).map_err(CopyFault::Dest);
+        };
+        // The tail's bytes `at..end` land at `dst` onwards (the headers before them).
+        let (mut at, end) = (s.max(hl) - hl, e - hl);
+        let mut dst = 0usize;
+        let mut head = head;
+        let mut pos = 0usize;
+        for p in t.pieces() {
+            let (ps, pe) = (pos, pos + usize::from(p.len));
+            pos = pe;
+            if pe <= at {
+                continue;
+            }
+            if ps >= end {
+                break;
+            }
+            let n = pe.min(end) - at;
+            let from = p.offset + (at - ps) as u16;
+            t.peer
+                .copy_to_after(p.gref, from, &self.peer, gref, dst as u16, head, n)?;
+            dst += head.len() + n;
+            at += n;
+            head = &[];
+        }
+        if !head.is_empty() {
+            self.peer.copy_in(gref, 0, head).map_err(CopyFault::Dest)?;
+        }
+        Ok(())
+    }
+
+    /// Answers a written frame's requests: sizes, flags, the GSO extra.
+    fn respond_rx(&self, st: &mut RxSide, f: &Frame, reqs: &[RxRequest], extra: usize) {
+        let len = f.len();
+        let chunks = len.div_ceil(PAGE_SIZE).max(1);
         let mut flags0 = 0u16;
         if f.csum_blank {
             flags0 |= netif::NETRXF_CSUM_BLANK | netif::NETRXF_DATA_VALIDATED;
@@ -1588,7 +1795,7 @@ impl Connection {
             flags0 |= netif::NETRXF_DATA_VALIDATED;
         }
         for k in 0..chunks {
-            let Some(r) = data_req(k) else {
+            let Some(r) = reqs.get(if k == 0 { 0 } else { k + extra }) else {
                 continue;
             };
             let s = k * PAGE_SIZE;
@@ -1600,29 +1807,39 @@ impl Connection {
             if k == 0 && extra == 1 {
                 flags |= netif::NETRXF_EXTRA_INFO;
             }
-            push(&RxResponse {
+            let rsp = RxResponse {
                 id: r.id,
                 offset: 0,
                 flags,
                 status: n as i16,
-            });
+            };
+            self.push_rx(st, &rsp);
             if k == 0 {
                 if let Some(g) = f.gso {
-                    push(&RxResponse::from(ExtraInfo::gso(g.mss, g.ty, 0, 0)));
+                    self.push_rx(st, &RxResponse::from(ExtraInfo::gso(g.mss, g.ty, 0, 0)));
                 }
             }
         }
-        add(&v.counters.rx_frames, 1);
-        add(&v.counters.rx_bytes, len as u64);
-        self.rx_progressed(st.queue_index);
-        true
     }
 
-    fn rx_progressed(&self, q: usize) {
-        if let Some(qb) = self.queues.get(q) {
-            let now = self.epoch.elapsed().as_nanos() as u64;
-            qb.rx_progress.store(now, Ordering::SeqCst);
+    fn push_rx(&self, st: &mut RxSide, rsp: &RxResponse) {
+        if let Err(e) = st.ring.push_response(rsp) {
+            self.fail(format!("rx ring: {e}"));
         }
+    }
+}
+
+impl RxSide {
+    /// Makes sure `need` posted requests are at hand (in `stash`). `Ok(false)`:
+    /// the guest has not posted that many yet.
+    fn take_slots(&mut self, need: usize) -> Result<bool, RingError> {
+        while self.stash.len() < need {
+            match self.ring.poll_request()? {
+                Some(r) => self.stash.push_back(r),
+                None => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 }
 

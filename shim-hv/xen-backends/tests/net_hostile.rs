@@ -173,6 +173,29 @@ enum Attack {
     BadRxGrefs,
     RuntFrame,
     SizesInconsistent,
+    /// A broadcast frame longer than netback's copy break: good headers in the
+    /// first slot, a bad grant in the second (the part receivers copy straight
+    /// from the sender's pages).
+    BadTailGref,
+    /// A valid frame to `mac(5)` in slots at odd offsets and sizes (see
+    /// `odd_layout`), like a frontend that puts headers and data apart.
+    OddLayout,
+}
+
+/// The slots of `Attack::OddLayout`: (data page, offset, length). The first is
+/// shorter than the headers netback keeps, the last crosses the receiver's page
+/// boundary.
+const ODD_SLOTS: [(usize, u16, u16); 3] = [(0, 100, 40), (1, 3000, 1000), (2, 0, 4000)];
+
+/// The frame `Attack::OddLayout` sends.
+fn odd_layout_frame() -> Vec<u8> {
+    let total: usize = ODD_SLOTS.iter().map(|s| usize::from(s.2)).sum();
+    let mut f: Vec<u8> = (0..total).map(|i| (i * 13 + i / 256) as u8).collect();
+    f[0..6].copy_from_slice(&mac(5).0);
+    f[6..12].copy_from_slice(&mac(9).0);
+    f[12] = 0x88;
+    f[13] = 0xb5;
+    f
 }
 
 /// A hand-written frontend: one queue, rings and keys by hand, then `attack`.
@@ -322,6 +345,53 @@ fn hostile_guest(
                 Some(Attack::RunawayReqProd) => {
                     txm.store_u32(layout::REQ_PROD, 5000);
                 }
+                Some(Attack::BadTailGref) => {
+                    let gr = grant_data(0);
+                    let mut head = vec![0xffu8; 6];
+                    head.extend_from_slice(&mac(9).0);
+                    head.extend_from_slice(&[0x88, 0xb5]);
+                    data.write(0, &head);
+                    push(
+                        &mut txr,
+                        TxRequest {
+                            gref: gr.0,
+                            offset: 0,
+                            flags: NETTXF_MORE_DATA,
+                            id: 0,
+                            size: 1500,
+                        },
+                    );
+                    push(
+                        &mut txr,
+                        TxRequest {
+                            gref: 7777,
+                            offset: 0,
+                            flags: 0,
+                            id: 1,
+                            size: 500,
+                        },
+                    );
+                }
+                Some(Attack::OddLayout) => {
+                    let f = odd_layout_frame();
+                    let mut pos = 0usize;
+                    for (k, &(page, offset, len)) in ODD_SLOTS.iter().enumerate() {
+                        let len = usize::from(len);
+                        data.write(page * 4096 + usize::from(offset), &f[pos..pos + len]);
+                        pos += len;
+                        let last = k + 1 == ODD_SLOTS.len();
+                        push(
+                            &mut txr,
+                            TxRequest {
+                                gref: grant_data(page).0,
+                                offset,
+                                flags: if last { 0 } else { NETTXF_MORE_DATA },
+                                id: k as u16,
+                                size: if k == 0 { f.len() as u16 } else { len as u16 },
+                            },
+                        );
+                    }
+                }
                 Some(Attack::BadRxGrefs) => {
                     for id in 0..64u16 {
                         rxr.push_request(&RxRequest {
@@ -406,7 +476,12 @@ fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 fn attack(a: Option<Attack>, keys: Vec<(&'static str, String)>, fatal: bool) {
     let hv = hv();
     let br = Bridge::new("xenbr0");
-    let (_stop, good, _bes) = good_pair(&hv, &br);
+    let (_stop, good, bes) = good_pair(&hv, &br);
+    // The good pair is on the bridge before the attack (so a flooded frame reaches
+    // them).
+    wait_until("the good pair connected", 30, || {
+        bes.iter().all(|b| b.connected())
+    });
     let (dh, bh) = guest_with_vif(&hv, &br, "hostile", 9, NetConfig::default());
     let (done_tx, done_rx) = channel();
     let (hold_tx, hold_rx) = channel();
@@ -436,6 +511,10 @@ fn attack(a: Option<Attack>, keys: Vec<(&'static str, String)>, fatal: bool) {
         .recv_timeout(Duration::from_secs(90))
         .expect("good pair");
     assert_eq!(n, 200, "{a:?}");
+    // Nothing the hostile guest did shows up as an error in the others' buffers.
+    for b in &bes {
+        assert_eq!(b.stats().rx_errors, 0, "{a:?}: {}", b.vif_name());
+    }
     drop(hold_tx);
 }
 
@@ -448,6 +527,51 @@ fn bad_tx_gref_fails_the_frame_only() {
 fn runt_and_inconsistent_frames_fail_the_frame_only() {
     attack(Some(Attack::RuntFrame), vec![], false);
     attack(Some(Attack::SizesInconsistent), vec![], false);
+}
+
+/// A sender that breaks the grant of the part of a frame receivers copy straight
+/// from its pages gets an error for that frame; the receivers lose nothing (their
+/// buffers stay posted for the next frame).
+#[test]
+fn bad_grant_in_a_frames_tail_fails_that_frame_only() {
+    attack(Some(Attack::BadTailGref), vec![], false);
+}
+
+/// A frame in slots at odd offsets and sizes (the first shorter than the headers
+/// netback keeps) arrives byte for byte: headers from netback's copy, the rest
+/// grant to grant, across the receiver's page boundary.
+#[test]
+fn odd_slot_layouts_arrive_intact() {
+    let hv = hv();
+    let br = Bridge::new("xenbr0");
+    let (dr, br_be) = guest_with_vif(&hv, &br, "receiver", 5, NetConfig::default());
+    let (got_tx, got_rx) = channel();
+    let _r = run_guest(&hv, dr, Config::default(), move |dev, _| {
+        let mut buf = vec![0u8; 65536];
+        let end = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < end {
+            if let Ok(Some(m)) = dev.recv_timeout(&mut buf, Duration::from_millis(100)) {
+                if m.len > 64 {
+                    let _ = got_tx.send(buf[..m.len].to_vec());
+                    break;
+                }
+            }
+        }
+    });
+    wait_until("the receiver connected", 30, || br_be.connected());
+    let (dh, bh) = guest_with_vif(&hv, &br, "sender", 9, NetConfig::default());
+    let (done_tx, done_rx) = channel();
+    let (hold_tx, hold_rx) = channel();
+    hostile_guest(&hv, dh, vec![], Some(Attack::OddLayout), done_tx, hold_rx);
+    done_rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap()
+        .unwrap();
+    let got = got_rx.recv_timeout(Duration::from_secs(60)).expect("frame");
+    assert!(got == odd_layout_frame(), "the frame differs");
+    assert_eq!(bh.stats().tx_errors, 0);
+    assert_eq!(br_be.stats().rx_errors, 0);
+    drop(hold_tx);
 }
 
 #[test]

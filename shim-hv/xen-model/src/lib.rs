@@ -49,7 +49,7 @@ pub use domain::{
     ConsoleSink, Domain, DomainSpec, DomainState, EventSignal, ShutdownReason, SpecialPage, Uuid,
 };
 pub use evtchn::{Dom0Handler, EvtchnError, PortState};
-pub use gnttab::{CopyDst, CopySrc, GrantError, GrantMapping, GrantPeer, GrantPtr};
+pub use gnttab::{CopyDst, CopyFault, CopySrc, GrantError, GrantMapping, GrantPeer, GrantPtr};
 pub use xenstored::{Quotas, Xenstored};
 
 use crate::mem::{GuestMemory, HostPage, MemError};
