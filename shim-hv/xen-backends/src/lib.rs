@@ -1,4 +1,16 @@
-//! Device backends (dom0 side).
+//! shim-hv's device backends: the dom0 side of Xen's split drivers, run against
+//! the xen model ([`xen_model::Hypervisor`]) and its xenstored.
+//!
+//! - [`xenbus`]: the backend half of the xenbus handshake, shared by every device
+//!   (backend directory, state machine, event channel, grant mappings);
+//! - [`blk`]: blkback over a file or block device (`blkif.h`);
+//! - [`net`]: netback (`netif.h`), its frames switched by a [`bridge`], which can
+//!   reach the host through a [`tap`] device;
+//! - [`console`]: the console backend (`console.h`) with history, ptys and
+//!   clients, and [`console::channel`]: named secondary consoles (`xen-pv-channel(7)`).
+//!
+//! Each backend treats everything the guest writes (rings, xenstore nodes,
+//! granted pages) as hostile: see docs/hostile-input.md.
 
 pub mod blk;
 pub mod bridge;

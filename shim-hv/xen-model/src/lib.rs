@@ -12,6 +12,9 @@
 //! KVM vCPUs) call [`Hypervisor::hypercall`] with a [`GuestAccess`] for pointer
 //! arguments and wait on [`Domain::signal`] for events.
 //!
+//! Guest RAM and host pages live in [`mem`]; [`inproc`] is the in-process runner
+//! (guest code as host threads of this process, [`Hypervisor::spawn_guest`]).
+//!
 //! Locking: one lock for all event channels (interdomain operations touch two
 //! tables), one per domain for grants, parameters and state. No model lock is held
 //! while a dom0 handler runs, a domain is woken, or xenstored is called, so handlers
