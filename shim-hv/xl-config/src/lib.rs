@@ -1303,57 +1303,84 @@ fn read_actions(s: &mut Settings) -> Result<[Action; 4], ConfigError> {
 
 /// `disk = [ ... ]`: entries parsed, host device names numbered, duplicates refused.
 fn read_disks(s: &mut Settings) -> Result<Vec<DiskSpec>, ConfigError> {
-    // Disks.
     let mut disks: Vec<DiskSpec> = Vec::new();
     let mut pending_host: Vec<usize> = Vec::new();
     for a in s.string_list("disk")?.unwrap_or_default() {
-        let d = disk::parse(&a.text).map_err(|(k, t)| s.err(a.line, k, t))?;
-        if d.ioemu {
-            s.warn(
-                a.line,
-                WarningKind::Deprecated("`ioemu:` disk prefix (ignored, as xl does)".into()),
-                a.text.clone(),
-            );
+        let d = read_disk(s, a)?;
+        if d.vdev_source == VdevSource::HostName {
+            pending_host.push(disks.len());
         }
-        match d.format {
-            DiskFormat::Raw | DiskFormat::Empty => {}
-            f => {
-                return Err(s.err(
-                    a.line,
-                    ErrorKind::Unsupported(format!(
-                        "{} images (raw images and block devices only)",
-                        f.as_str()
-                    )),
-                    a.text,
-                ))
-            }
-        }
-        let (number, source) = match Vdev::parse(&d.vdev) {
-            Ok(v) => (v, VdevSource::Xen),
-            Err(_) if d.xm_prefix && host_device_name(&d.vdev) => {
-                pending_host.push(disks.len());
-                (
-                    Vdev::xvd(0, 0).map_err(|e| s.err(a.line, ErrorKind::BadVdev(e), ""))?,
-                    VdevSource::HostName,
-                )
-            }
-            Err(e) => return Err(s.err(a.line, ErrorKind::BadVdev(e), d.vdev)),
-        };
-        disks.push(DiskSpec {
-            line: a.line,
-            spec: a.text.clone(),
-            target: d.target,
-            format: d.format,
-            vdev: d.vdev,
-            vdev_number: number,
-            vdev_source: source,
-            access: d.access,
-            devtype: d.devtype,
-            backend: d.backend,
-        });
+        disks.push(d);
     }
-    // Assign numbers to host names: lowest xvd disk index unused by any
-    // Xen-named disk (hd/xvd/extended share Linux's xvd indices).
+    number_host_vdevs(s, &mut disks, pending_host)?;
+    let mut seen: HashMap<u32, u32> = HashMap::new();
+    for d in &disks {
+        if let Some(first) = seen.insert(d.vdev_number.number(), d.line) {
+            return Err(s.err(
+                d.line,
+                ErrorKind::DuplicateVdev { first_line: first },
+                d.vdev.clone(),
+            ));
+        }
+    }
+    Ok(disks)
+}
+
+/// One `disk` entry. A host device name in an xm config (`cciss0`: not a Xen
+/// vdev, see [`host_device_name`]) gets a placeholder number, replaced by
+/// [`number_host_vdevs`] once every disk is read.
+fn read_disk(s: &mut Settings, a: Atom) -> Result<DiskSpec, ConfigError> {
+    let d = disk::parse(&a.text).map_err(|(k, t)| s.err(a.line, k, t))?;
+    if d.ioemu {
+        s.warn(
+            a.line,
+            WarningKind::Deprecated("`ioemu:` disk prefix (ignored, as xl does)".into()),
+            a.text.clone(),
+        );
+    }
+    match d.format {
+        DiskFormat::Raw | DiskFormat::Empty => {}
+        f => {
+            return Err(s.err(
+                a.line,
+                ErrorKind::Unsupported(format!(
+                    "{} images (raw images and block devices only)",
+                    f.as_str()
+                )),
+                a.text,
+            ))
+        }
+    }
+    let (number, source) = match Vdev::parse(&d.vdev) {
+        Ok(v) => (v, VdevSource::Xen),
+        Err(_) if d.xm_prefix && host_device_name(&d.vdev) => (
+            Vdev::xvd(0, 0).map_err(|e| s.err(a.line, ErrorKind::BadVdev(e), ""))?,
+            VdevSource::HostName,
+        ),
+        Err(e) => return Err(s.err(a.line, ErrorKind::BadVdev(e), d.vdev)),
+    };
+    Ok(DiskSpec {
+        line: a.line,
+        spec: a.text,
+        target: d.target,
+        format: d.format,
+        vdev: d.vdev,
+        vdev_number: number,
+        vdev_source: source,
+        access: d.access,
+        devtype: d.devtype,
+        backend: d.backend,
+    })
+}
+
+/// Numbers the disks at `pending` (host device names), each with a warning: the
+/// lowest xvd disk index unused by any Xen-named disk (hd/xvd/extended share
+/// Linux's xvd indices).
+fn number_host_vdevs(
+    s: &mut Settings,
+    disks: &mut [DiskSpec],
+    pending: Vec<usize>,
+) -> Result<(), ConfigError> {
     let mut used_index: HashSet<u32> = HashSet::new();
     for d in disks.iter().filter(|d| d.vdev_source == VdevSource::Xen) {
         if let Ok(dp) = d.vdev_number.decode() {
@@ -1362,7 +1389,7 @@ fn read_disks(s: &mut Settings) -> Result<Vec<DiskSpec>, ConfigError> {
             }
         }
     }
-    for i in pending_host {
+    for i in pending {
         let mut idx = 0;
         while used_index.contains(&idx) {
             idx += 1;
@@ -1382,17 +1409,7 @@ fn read_disks(s: &mut Settings) -> Result<Vec<DiskSpec>, ConfigError> {
             s.warn(line, WarningKind::HostVdev(msg), text);
         }
     }
-    let mut seen: HashMap<u32, u32> = HashMap::new();
-    for d in &disks {
-        if let Some(first) = seen.insert(d.vdev_number.number(), d.line) {
-            return Err(s.err(
-                d.line,
-                ErrorKind::DuplicateVdev { first_line: first },
-                d.vdev.clone(),
-            ));
-        }
-    }
-    Ok(disks)
+    Ok(())
 }
 
 /// `vif = [ ... ]`.
