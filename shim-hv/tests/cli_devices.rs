@@ -62,12 +62,17 @@ fn vif_is_attached_listed_and_removed() {
     let row = wait_for(60, || {
         let rows = net_rows(&cli, "n1");
         let r = rows.into_iter().next()?;
-        // (The listing reads the keys one by one: wait for a row taken after the
-        // frontend wrote its ring refs, not just its state.)
+        // (The listing reads the keys one by one, the ring refs before the state:
+        // wait for a row taken after the frontend wrote both refs, not just its
+        // state; a ref read too early shows as -1.)
+        let refs_read = r
+            .get(6)
+            .and_then(|s| s.split_once('/'))
+            .is_some_and(|(tx, rx)| tx.parse::<u32>().is_ok() && rx.parse::<u32>().is_ok());
         (r.get(4).map(String::as_str) == Some("4")
             && r.get(7).map(String::as_str) == Some("4")
-            && r.get(6).is_some_and(|s| s.contains('/')))
-        .then_some(r)
+            && refs_read)
+            .then_some(r)
     })
     .expect("vif 0 connected");
     assert_eq!(&row[..4], ["0", "0", "00:16:3e:aa:bb:01", "0"], "{row:?}");
