@@ -15,7 +15,7 @@ use crate::features::{
     frontend_keys, negotiate, BackendFeatures, Config, Negotiated, MAX_QUEUES, MIN_FRAME, RING_SIZE,
 };
 use crate::mac::{Mac, MacError};
-use crate::queue::{Queue, RxFault, RxMeta, RxOutcome, TxCsum, TxMeta, TxQueue};
+use crate::queue::{HeldPage, Queue, RxFault, RxMeta, RxOutcome, TxCsum, TxMeta, TxQueue};
 
 /// Counters (monotonic unless noted).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -758,22 +758,152 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
         }
     }
 
+    /// Sends one frame of `len` bytes that `fill` writes straight into a tx
+    /// buffer page (no copy; at most one page, [`hypercall::PAGE_SIZE`] bytes, and
+    /// no offloads: larger frames go through [`NetFront::send_frags`]). The page
+    /// is granted to the backend only after `fill` returned, so `fill` gets
+    /// plain private memory (docs/network-copies.md). Returns what `fill`
+    /// returned.
+    ///
+    /// On failure: the error, and what `fill` returned if it ran (`Ok`: the
+    /// frame is lost, e.g. the grant table ran out) or `fill` itself if it did
+    /// not (`Err`: nothing happened, e.g. [`Error::Busy`]; poll and retry, or
+    /// send another way).
+    #[allow(clippy::type_complexity)]
+    pub fn send_with<R, F: FnOnce(&mut [u8]) -> R>(
+        &mut self,
+        len: usize,
+        fill: F,
+    ) -> Result<R, (Error, Result<R, F>)> {
+        if let Err(e) = self.usable() {
+            return Err((e, Err(fill)));
+        }
+        if len < MIN_FRAME {
+            return Err((Error::FrameTooSmall(len), Err(fill)));
+        }
+        let max = self.neg.max_tx_frame.min(hypercall::PAGE_SIZE);
+        if len > max {
+            return Err((Error::FrameTooLarge { len, max }, Err(fill)));
+        }
+        // Filled in a page of queue 0; a frame whose flow belongs to another
+        // queue is copied there (multi-queue only).
+        let q0 = 0;
+        if !live(&self.queues, q0).is_some_and(|qu| qu.tx.has_room(1, 0)) {
+            if let Err(e) = self.reclaim(q0) {
+                return Err((e, Err(fill)));
+            }
+        }
+        let taken = live_mut(&mut self.queues, q0).and_then(|qu| qu.tx.take_page());
+        let (page, mem) = match taken {
+            Some((page, mem)) if mem.len() >= len => (page, mem),
+            other => {
+                if let (Some((page, _)), Some(qu)) = (other, live_mut(&mut self.queues, q0)) {
+                    qu.tx.put_page(page);
+                }
+                self.stats.tx_busy += 1;
+                return Err((Error::Busy, Err(fill)));
+            }
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: `mem` is a whole page of queue 0's tx pool, which this device
+        // allocated and frees only when it is dropped (`release_pages`), so it is
+        // valid for this call, and it holds `len` bytes (checked above). The page
+        // was on the pool's free list: never granted, or its grant ended (pages go
+        // back to the pool only once their grant is no longer active; a page the
+        // backend still maps is quarantined instead), so no other domain can read
+        // or write it. We hold `&mut self`, so nothing else here touches it before
+        // it is granted below, after the last use of `buf`.
+        let buf = unsafe { core::slice::from_raw_parts_mut(mem.as_ptr(), len) };
+        let r = fill(&mut *buf);
+        let q = self.pick_queue(&Frags(&[&*buf]));
+        let sent = if q != q0 {
+            let sent = self.send_on(q, &[&*buf], TxMeta::default());
+            if let Some(qu) = live_mut(&mut self.queues, q0) {
+                qu.tx.put_page(page);
+            }
+            sent
+        } else {
+            let sent = match live_mut(&mut self.queues, q0) {
+                Some(qu) => qu
+                    .tx
+                    .send_page(self.grants, self.backend, page, len, TxFlags::empty()),
+                None => Err(Error::BadQueue(q0)),
+            };
+            match sent {
+                Ok(notify) => {
+                    self.stats.tx_frames += 1;
+                    self.stats.tx_bytes += len as u64;
+                    if notify {
+                        self.notify(q0, true)
+                    } else {
+                        Ok(())
+                    }
+                }
+                Err(e) => Err(e),
+            }
+        };
+        match sent {
+            Ok(()) => Ok(r),
+            Err(e) => Err((e, Ok(r))),
+        }
+    }
+
     /// Receives one frame into `buf` (which should hold [`crate::MAX_FRAME`] bytes
     /// with SG, or `mtu + 14` without). `Ok(None)`: nothing pending (response
     /// notifications are re-armed). Bad frames are dropped and counted; frames
     /// larger than `buf` are dropped and counted in `rx_dropped`.
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<Option<RxMeta>, Error> {
+        Ok(self.recv_inner(buf, false)?.map(|(m, _)| m))
+    }
+
+    /// [`NetFront::recv`], but a one-page frame (with no checksum to complete)
+    /// may instead be left in its page, out of the pool: `Some((meta,
+    /// Some(held)))`. The caller reads it there and gives it back with
+    /// [`NetFront::release_held`].
+    #[cfg(feature = "smoltcp")]
+    pub(crate) fn recv_held(
+        &mut self,
+        buf: &mut [u8],
+    ) -> Result<Option<(RxMeta, Option<HeldPage>)>, Error> {
+        self.recv_inner(buf, true)
+    }
+
+    /// Gives a page from [`NetFront::recv_held`] back (to be posted again).
+    #[cfg(feature = "smoltcp")]
+    pub(crate) fn release_held(&mut self, h: HeldPage) {
+        if let Some(qu) = live_mut(&mut self.queues, h.queue) {
+            qu.rx.release(h);
+        }
+        if self.usable().is_ok() {
+            let _ = self.refill(h.queue);
+        }
+    }
+
+    fn recv_inner(
+        &mut self,
+        buf: &mut [u8],
+        hold: bool,
+    ) -> Result<Option<(RxMeta, Option<HeldPage>)>, Error> {
         self.usable()?;
         let n = self.neg.queues;
         for i in 0..n {
             let q = (self.rx_rr + i) % n;
             for _ in 0..2 * RING_SIZE {
                 let r = match live_mut(&mut self.queues, q) {
-                    Some(qu) => qu.rx.next_frame(self.grants, q, buf),
+                    Some(qu) => qu.rx.next_frame(self.grants, q, buf, hold),
                     None => return Err(Error::BadQueue(q)),
                 };
                 match r {
                     Err(b) => return Err(self.fail(b)),
+                    Ok(Some(RxOutcome::Held(meta, held))) => {
+                        // Not refilled now: the page is out of the pool until
+                        // released (release_held refills).
+                        self.rx_bad_run = 0;
+                        self.stats.rx_frames += 1;
+                        self.stats.rx_bytes += meta.len as u64;
+                        self.rx_rr = (q + 1) % n;
+                        return Ok(Some((meta, Some(held))));
+                    }
                     Ok(Some(RxOutcome::Frame(mut meta))) => {
                         self.rx_bad_run = 0;
                         self.stats.rx_frames += 1;
@@ -785,7 +915,7 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
                         }
                         self.refill(q)?;
                         self.rx_rr = (q + 1) % n;
-                        return Ok(Some(meta));
+                        return Ok(Some((meta, None)));
                     }
                     Ok(Some(RxOutcome::Dropped(f))) => {
                         self.stats.rx_dropped += 1;

@@ -399,6 +399,71 @@ impl TxQueue {
         Ok(self.ring.push_requests_and_check_notify())
     }
 
+    /// A free buffer page for a one-slot frame to be written in place
+    /// ([`TxQueue::send_page`] or [`TxQueue::put_page`] next): its index and
+    /// memory. `None` without room for one more frame.
+    pub(crate) fn take_page(&mut self) -> Option<(u16, SharedMem)> {
+        if !self.has_room(1, 0) {
+            return None;
+        }
+        let page = self.pool.take()?;
+        match self.pool.page(page) {
+            Some(mem) => Some((page, mem)),
+            None => {
+                self.pool.put(page);
+                None
+            }
+        }
+    }
+
+    /// Gives back a page from [`TxQueue::take_page`] unsent.
+    pub(crate) fn put_page(&mut self, page: u16) {
+        self.pool.put(page);
+    }
+
+    /// Grants a page from [`TxQueue::take_page`], which holds a frame of `len`
+    /// bytes at offset 0, and publishes it as a one-slot frame. Returns whether
+    /// the backend wants a notification. On an error the page is back in the pool.
+    pub(crate) fn send_page<const N: usize>(
+        &mut self,
+        g: &GrantTable<N>,
+        be: DomId,
+        page: u16,
+        len: usize,
+        flags: TxFlags,
+    ) -> Result<bool, Error> {
+        let Some(id) = self.take_id() else {
+            self.pool.put(page);
+            return Err(Error::Busy);
+        };
+        let gref = match g.grant_access(be, self.pool.gfn(page), true) {
+            Ok(r) => r,
+            Err(e) => {
+                self.pool.put(page);
+                self.put_id(id);
+                return Err(e.into());
+            }
+        };
+        if let Some(e) = self.entries.get_mut(usize::from(id)) {
+            // In flight from here (as in `send`, just before publishing).
+            *e = TxEntry {
+                pending: true,
+                gref,
+                page,
+            };
+        }
+        let req = TxRequest {
+            gref: gref.0,
+            offset: 0,
+            flags: flags.bits(),
+            id,
+            size: len as u16,
+        };
+        // Room was checked by take_page; a broken ring is reported by reclaim.
+        let _ = self.ring.push_request(&req);
+        Ok(self.ring.push_requests_and_check_notify())
+    }
+
     /// Consumes tx responses (at most one ring's worth), ending grants and freeing
     /// ids and pages. A protocol violation fails the device.
     pub(crate) fn reclaim<const N: usize>(
@@ -542,7 +607,22 @@ pub struct RxMeta {
 
 pub(crate) enum RxOutcome {
     Frame(RxMeta),
+    /// A one-page frame left in its page for the caller to read in place
+    /// (`next_frame` with `hold`); the page is out of the pool until
+    /// [`RxQueue::release`].
+    Held(RxMeta, HeldPage),
     Dropped(RxFault),
+}
+
+/// An rx page holding a received frame, taken out of the pool: its grant has
+/// ended, so the backend can no longer write it (docs/network-copies.md).
+#[derive(Copy, Clone)]
+#[cfg_attr(not(feature = "smoltcp"), allow(dead_code))]
+pub(crate) struct HeldPage {
+    pub queue: usize,
+    page: u16,
+    /// The frame's bytes in the page.
+    pub mem: SharedMem,
 }
 
 #[derive(Copy, Clone, Default)]
@@ -793,6 +873,7 @@ impl RxQueue {
         g: &GrantTable<N>,
         queue: usize,
         out: &mut [u8],
+        hold: bool,
     ) -> Result<Option<RxOutcome>, Broken> {
         for _ in 0..RING_SIZE {
             let rsp = match self.ring.poll_response() {
@@ -909,6 +990,38 @@ impl RxQueue {
                 self.recycle_chain();
                 return Ok(Some(RxOutcome::Dropped(RxFault::TooShort(total))));
             }
+            let flags = RxFlags::from_bits_retain(self.chain.flags);
+            let meta = RxMeta {
+                len: total,
+                data_validated: flags.contains(RxFlags::DATA_VALIDATED),
+                csum_blank: flags.contains(RxFlags::CSUM_BLANK),
+                csum_completed: false,
+                gso: self.chain.gso,
+                queue,
+            };
+            // A one-page frame whose checksum needs no completing (that would
+            // write to it) can be read where it is: its grant has ended.
+            let one = self
+                .chain
+                .frags
+                .first()
+                .copied()
+                .filter(|_| self.chain.n == 1);
+            if let Some(f) = one.filter(|_| hold && !meta.csum_blank) {
+                let mem = self
+                    .pool
+                    .page(f.page)
+                    .and_then(|m| m.sub(usize::from(f.offset), usize::from(f.len)));
+                if let Some(mem) = mem {
+                    self.chain.n = 0;
+                    let held = HeldPage {
+                        queue,
+                        page: f.page,
+                        mem,
+                    };
+                    return Ok(Some(RxOutcome::Held(meta, held)));
+                }
+            }
             if total > out.len() {
                 self.recycle_chain();
                 return Ok(Some(RxOutcome::Dropped(RxFault::BufferTooSmall(total))));
@@ -927,17 +1040,15 @@ impl RxQueue {
                 pos += len;
             }
             self.recycle_chain();
-            let flags = RxFlags::from_bits_retain(self.chain.flags);
-            return Ok(Some(RxOutcome::Frame(RxMeta {
-                len: total,
-                data_validated: flags.contains(RxFlags::DATA_VALIDATED),
-                csum_blank: flags.contains(RxFlags::CSUM_BLANK),
-                csum_completed: false,
-                gso: self.chain.gso,
-                queue,
-            })));
+            return Ok(Some(RxOutcome::Frame(meta)));
         }
         Ok(None)
+    }
+
+    /// Returns a held page to the pool (to be posted again).
+    #[cfg(feature = "smoltcp")]
+    pub(crate) fn release(&mut self, h: HeldPage) {
+        self.pool.put(h.page);
     }
 
     /// Ends every posted buffer's grant and the ring's; returns pages lost.

@@ -1,20 +1,33 @@
 //! [`smoltcp::phy::Device`] for a [`NetFront`] (cargo feature `smoltcp`).
 //!
-//! smoltcp lends buffers by reference, and shared pages must never be referenced,
-//! so the adapter copies through two caller-provided scratch buffers (no heap): an
-//! rx buffer the received frame is copied into, and a tx buffer smoltcp writes the
-//! outgoing frame into before it is copied to the tx pages.
+//! smoltcp lends buffers by reference, and memory the backend can write must
+//! never be referenced. The adapter hands smoltcp only memory no other domain can
+//! touch at that moment (the reasoning is in docs/network-copies.md):
+//!
+//! - **tx**: smoltcp writes a frame of up to one page straight into a free tx
+//!   buffer page ([`NetFront::send_with`]), which is granted to the backend only
+//!   afterwards: no copy. Larger frames (and frames when no page is free) are
+//!   written into the caller's tx scratch buffer and copied to the tx pages.
+//! - **rx**: a frame in one page is read where it is: its response was consumed
+//!   and its grant ended, so the backend can no longer write the page, which
+//!   stays out of the rx pool while smoltcp reads it and is posted again on the
+//!   next `receive`/`transmit` (or when the adapter is dropped). Frames over
+//!   several pages, and checksum-blank ones the device completes, are copied
+//!   once into the caller's rx scratch buffer.
 //!
 //! Checksums stay smoltcp's job (computed on send, verified on receive); received
 //! checksum-blank frames are completed by the device first
 //! ([`crate::Config::complete_rx_csum`]).
 
-use hypercall::Platform;
+use core::marker::PhantomData;
+
+use hypercall::{Platform, SharedMem, PAGE_SIZE};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
 use crate::device::NetFront;
 use crate::features::ETH_HLEN;
+use crate::queue::HeldPage;
 
 /// A [`NetFront`] as a smoltcp device.
 pub struct SmolDevice<'a, 'g, P: Platform, const N: usize, const Q: usize = 1> {
@@ -22,6 +35,9 @@ pub struct SmolDevice<'a, 'g, P: Platform, const N: usize, const Q: usize = 1> {
     rx: &'a mut [u8],
     tx: &'a mut [u8],
     mtu: usize,
+    /// The rx page smoltcp was last given to read in place (posted again on the
+    /// next `receive`/`transmit`).
+    held: Option<HeldPage>,
     /// Frames smoltcp produced that could not be sent (ring full after a poll).
     pub tx_lost: u64,
 }
@@ -40,19 +56,43 @@ impl<'a, 'g, P: Platform, const N: usize, const Q: usize> SmolDevice<'a, 'g, P, 
             rx,
             tx,
             mtu,
+            held: None,
             tx_lost: 0,
+        }
+    }
+
+    /// Posts the page smoltcp read in place again (no token can be alive: this
+    /// takes `&mut self`).
+    fn release_held(&mut self) {
+        if let Some(h) = self.held.take() {
+            self.dev.release_held(h);
         }
     }
 
     /// The wrapped device.
     pub fn device(&mut self) -> &mut NetFront<'g, P, N, Q> {
+        self.release_held();
         self.dev
     }
 }
 
-/// A received frame, already copied out of shared memory.
+impl<P: Platform, const N: usize, const Q: usize> Drop for SmolDevice<'_, '_, P, N, Q> {
+    fn drop(&mut self) {
+        self.release_held();
+    }
+}
+
+/// A received frame: in the caller's rx buffer, or in place in an rx page that
+/// no other domain can write any more (see the module docs).
 pub struct RxToken<'a> {
-    frame: &'a [u8],
+    frame: RxBytes<'a>,
+}
+
+enum RxBytes<'a> {
+    Copied(&'a [u8]),
+    /// The frame's bytes in a held rx page; valid while the adapter is borrowed
+    /// (`'a`), since it releases the page only through `&mut self`.
+    InPlace(SharedMem, PhantomData<&'a [u8]>),
 }
 
 impl phy::RxToken for RxToken<'_> {
@@ -60,7 +100,23 @@ impl phy::RxToken for RxToken<'_> {
     where
         F: FnOnce(&[u8]) -> R,
     {
-        f(self.frame)
+        match self.frame {
+            RxBytes::Copied(b) => f(b),
+            RxBytes::InPlace(mem, _) => {
+                #[allow(unsafe_code)]
+                // SAFETY: `mem` is the frame's part of an rx page of the device's
+                // pool (allocated by it, freed only when the device is dropped,
+                // which cannot happen while the adapter borrows it for `'a`). Its
+                // response was consumed and its grant ended before the token was
+                // made, so the backend cannot write it; the page is out of the
+                // pool (`SmolDevice::held`) until the adapter releases it through
+                // `&mut self`, which cannot happen while this token (borrowing the
+                // adapter for `'a`) lives. So nothing writes these bytes while
+                // `f` reads them.
+                let frame = unsafe { core::slice::from_raw_parts(mem.as_ptr(), mem.len()) };
+                f(frame)
+            }
+        }
     }
 }
 
@@ -76,6 +132,22 @@ impl<P: Platform, const N: usize, const Q: usize> phy::TxToken for TxToken<'_, '
     where
         F: FnOnce(&mut [u8]) -> R,
     {
+        // Straight into a tx page when it fits one; else through the scratch
+        // buffer.
+        let f = if len <= PAGE_SIZE {
+            match self.dev.send_with(len, f) {
+                Ok(r) => return r,
+                Err((_, Ok(r))) => {
+                    // Filled but not sent: the device failed meanwhile (or ran
+                    // out of grants): the frame is lost, as on a dead link.
+                    *self.lost += 1;
+                    return r;
+                }
+                Err((_, Err(f))) => f,
+            }
+        } else {
+            f
+        };
         let len = len.min(self.buf.len());
         let frame = &mut self.buf[..len];
         let r = f(frame);
@@ -99,9 +171,16 @@ impl<'g, P: Platform, const N: usize, const Q: usize> Device for SmolDevice<'_, 
         Self: 'a;
 
     fn receive(&mut self, _t: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        self.release_held();
         let _ = self.dev.poll();
-        let meta = self.dev.recv(self.rx).ok()??;
-        let frame = self.rx.get(..meta.len)?;
+        let (meta, held) = self.dev.recv_held(self.rx).ok()??;
+        let frame = match held {
+            Some(h) => {
+                self.held = Some(h);
+                RxBytes::InPlace(h.mem, PhantomData)
+            }
+            None => RxBytes::Copied(self.rx.get(..meta.len)?),
+        };
         Some((
             RxToken { frame },
             TxToken {
@@ -113,6 +192,7 @@ impl<'g, P: Platform, const N: usize, const Q: usize> Device for SmolDevice<'_, 
     }
 
     fn transmit(&mut self, _t: Instant) -> Option<Self::TxToken<'_>> {
+        self.release_held();
         let queues = self.dev.negotiated().queues;
         let room = |d: &mut NetFront<'g, P, N, Q>, mtu| (0..queues).all(|q| d.can_send(q, mtu));
         if !room(self.dev, self.mtu) {
