@@ -113,6 +113,9 @@ pub struct NetFront<'g, P: Platform, const N: usize, const Q: usize = 1> {
     broken: Option<Broken>,
     stats: Stats,
     rx_rr: usize,
+    /// An rx page read in place by the smoltcp adapter (`recv_held`): out of
+    /// the pool until released.
+    held: Option<HeldPage>,
     rx_bad_run: u32,
     /// Index both rings start at (tests move it near 2^32, row 4).
     ring_start: u32,
@@ -385,6 +388,7 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
             broken: None,
             stats: Stats::ZERO,
             rx_rr: 0,
+            held: None,
             rx_bad_run: 0,
             ring_start: 0,
         }
@@ -396,6 +400,8 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
         xs: &mut Xenstore<X>,
         timeout: Duration,
     ) -> Result<(), Error> {
+        // A page read in place goes back to the pool before buffers are posted.
+        self.release_held();
         self.mac = read_mac(xs, hs.node())?;
         hs.wait_for_backend(xs, timeout)?;
         let be = read_backend_features(xs, hs.backend())?;
@@ -617,6 +623,7 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
     /// Housekeeping: reclaims completed tx slots and refills rx buffers on every
     /// queue, and re-arms response notifications.
     pub fn poll(&mut self) -> Result<(), Error> {
+        self.release_held();
         self.usable()?;
         for q in 0..self.neg.queues {
             self.reclaim(q)?;
@@ -853,24 +860,35 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
     /// notifications are re-armed). Bad frames are dropped and counted; frames
     /// larger than `buf` are dropped and counted in `rx_dropped`.
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<Option<RxMeta>, Error> {
+        self.release_held();
         Ok(self.recv_inner(buf, false)?.map(|(m, _)| m))
     }
 
     /// [`NetFront::recv`], but a one-page frame (with no checksum to complete)
-    /// may instead be left in its page, out of the pool: `Some((meta,
-    /// Some(held)))`. The caller reads it there and gives it back with
-    /// [`NetFront::release_held`].
+    /// may instead be left in its page: `Some((meta, Some(bytes)))`, the frame's
+    /// bytes in an rx page whose grant has ended. The page is the device's held
+    /// page, out of the rx pool, until the next `recv`, `recv_held`, `poll` or
+    /// `release_held` posts it again (never the send paths: the smoltcp adapter
+    /// relies on that).
     #[cfg(feature = "smoltcp")]
     pub(crate) fn recv_held(
         &mut self,
         buf: &mut [u8],
-    ) -> Result<Option<(RxMeta, Option<HeldPage>)>, Error> {
-        self.recv_inner(buf, true)
+    ) -> Result<Option<(RxMeta, Option<hypercall::SharedMem>)>, Error> {
+        self.release_held();
+        let r = self.recv_inner(buf, true)?;
+        Ok(r.map(|(meta, held)| {
+            let mem = held.map(|h| h.mem);
+            self.held = held;
+            (meta, mem)
+        }))
     }
 
-    /// Gives a page from [`NetFront::recv_held`] back (to be posted again).
-    #[cfg(feature = "smoltcp")]
-    pub(crate) fn release_held(&mut self, h: HeldPage) {
+    /// Posts the held rx page again (see [`NetFront::recv_held`]).
+    pub(crate) fn release_held(&mut self) {
+        let Some(h) = self.held.take() else {
+            return;
+        };
         if let Some(qu) = live_mut(&mut self.queues, h.queue) {
             qu.rx.release(h);
         }

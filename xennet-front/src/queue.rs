@@ -1046,7 +1046,6 @@ impl RxQueue {
     }
 
     /// Returns a held page to the pool (to be posted again).
-    #[cfg(feature = "smoltcp")]
     pub(crate) fn release(&mut self, h: HeldPage) {
         self.pool.put(h.page);
     }

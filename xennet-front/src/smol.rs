@@ -10,8 +10,8 @@
 //!   written into the caller's tx scratch buffer and copied to the tx pages.
 //! - **rx**: a frame in one page is read where it is: its response was consumed
 //!   and its grant ended, so the backend can no longer write the page, which
-//!   stays out of the rx pool while smoltcp reads it and is posted again on the
-//!   next `receive`/`transmit` (or when the adapter is dropped). Frames over
+//!   stays out of the rx pool while smoltcp reads it and is posted again by the
+//!   device's next `recv`/`poll` (the adapter's next `receive` or `transmit`). Frames over
 //!   several pages, and checksum-blank ones the device completes, are copied
 //!   once into the caller's rx scratch buffer.
 //!
@@ -27,7 +27,6 @@ use smoltcp::time::Instant;
 
 use crate::device::NetFront;
 use crate::features::ETH_HLEN;
-use crate::queue::HeldPage;
 
 /// A [`NetFront`] as a smoltcp device.
 pub struct SmolDevice<'a, 'g, P: Platform, const N: usize, const Q: usize = 1> {
@@ -35,9 +34,6 @@ pub struct SmolDevice<'a, 'g, P: Platform, const N: usize, const Q: usize = 1> {
     rx: &'a mut [u8],
     tx: &'a mut [u8],
     mtu: usize,
-    /// The rx page smoltcp was last given to read in place (posted again on the
-    /// next `receive`/`transmit`).
-    held: Option<HeldPage>,
     /// Frames smoltcp produced that could not be sent (ring full after a poll).
     pub tx_lost: u64,
 }
@@ -56,29 +52,13 @@ impl<'a, 'g, P: Platform, const N: usize, const Q: usize> SmolDevice<'a, 'g, P, 
             rx,
             tx,
             mtu,
-            held: None,
             tx_lost: 0,
-        }
-    }
-
-    /// Posts the page smoltcp read in place again (no token can be alive: this
-    /// takes `&mut self`).
-    fn release_held(&mut self) {
-        if let Some(h) = self.held.take() {
-            self.dev.release_held(h);
         }
     }
 
     /// The wrapped device.
     pub fn device(&mut self) -> &mut NetFront<'g, P, N, Q> {
-        self.release_held();
         self.dev
-    }
-}
-
-impl<P: Platform, const N: usize, const Q: usize> Drop for SmolDevice<'_, '_, P, N, Q> {
-    fn drop(&mut self) {
-        self.release_held();
     }
 }
 
@@ -90,8 +70,8 @@ pub struct RxToken<'a> {
 
 enum RxBytes<'a> {
     Copied(&'a [u8]),
-    /// The frame's bytes in a held rx page; valid while the adapter is borrowed
-    /// (`'a`), since it releases the page only through `&mut self`.
+    /// The frame's bytes in the device's held rx page; valid while the adapter
+    /// is borrowed (`'a`): see `consume`.
     InPlace(SharedMem, PhantomData<&'a [u8]>),
 }
 
@@ -108,11 +88,13 @@ impl phy::RxToken for RxToken<'_> {
                 // pool (allocated by it, freed only when the device is dropped,
                 // which cannot happen while the adapter borrows it for `'a`). Its
                 // response was consumed and its grant ended before the token was
-                // made, so the backend cannot write it; the page is out of the
-                // pool (`SmolDevice::held`) until the adapter releases it through
-                // `&mut self`, which cannot happen while this token (borrowing the
-                // adapter for `'a`) lives. So nothing writes these bytes while
-                // `f` reads them.
+                // made, so the backend cannot write it; the page is the device's
+                // held page, out of the rx pool, until the device releases it in
+                // `recv_held`, `recv`, `poll` or `release_held`, none of which can
+                // run while this token lives: the adapter is borrowed for `'a`,
+                // and the only other way to the device, the `TxToken`, only sends
+                // (`send_with`, `send`), which never release it. So nothing writes
+                // these bytes while `f` reads them.
                 let frame = unsafe { core::slice::from_raw_parts(mem.as_ptr(), mem.len()) };
                 f(frame)
             }
@@ -171,14 +153,10 @@ impl<'g, P: Platform, const N: usize, const Q: usize> Device for SmolDevice<'_, 
         Self: 'a;
 
     fn receive(&mut self, _t: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        self.release_held();
         let _ = self.dev.poll();
         let (meta, held) = self.dev.recv_held(self.rx).ok()??;
         let frame = match held {
-            Some(h) => {
-                self.held = Some(h);
-                RxBytes::InPlace(h.mem, PhantomData)
-            }
+            Some(mem) => RxBytes::InPlace(mem, PhantomData),
             None => RxBytes::Copied(self.rx.get(..meta.len)?),
         };
         Some((
@@ -192,7 +170,7 @@ impl<'g, P: Platform, const N: usize, const Q: usize> Device for SmolDevice<'_, 
     }
 
     fn transmit(&mut self, _t: Instant) -> Option<Self::TxToken<'_>> {
-        self.release_held();
+        self.dev.release_held();
         let queues = self.dev.negotiated().queues;
         let room = |d: &mut NetFront<'g, P, N, Q>, mtu| (0..queues).all(|q| d.can_send(q, mtu));
         if !room(self.dev, self.mtu) {
