@@ -178,13 +178,24 @@ fn write_queue_keys<S: Store>(
     if order == 0 {
         return tx.write_u32_keys(dir, &[("ring-ref", grefs[0]), ("event-channel", port)]);
     }
+    write_ring_refs(tx, dir, order, grefs)?;
+    tx.write_u32_keys(dir, &[("event-channel", port)])
+}
+
+/// Writes `ring-ref0..` of a multi-page ring under `dir`, in one round trip.
+#[inline(never)]
+fn write_ring_refs<S: Store>(
+    tx: &mut S,
+    dir: &str,
+    order: u32,
+    grefs: [u32; 1 << MAX_RING_PAGE_ORDER],
+) -> Result<(), xenbus::Error> {
     let npages = (1usize << order).min(grefs.len());
     let mut refs = [("", 0u32); 1 << MAX_RING_PAGE_ORDER];
     for (i, (slot, g)) in refs.iter_mut().zip(grefs).take(npages).enumerate() {
         *slot = (RING_REF_KEYS.get(i).copied().unwrap_or_default(), g);
     }
-    tx.write_u32_keys(dir, refs.get(..npages).unwrap_or_default())?;
-    tx.write_u32_keys(dir, &[("event-channel", port)])
+    tx.write_u32_keys(dir, refs.get(..npages).unwrap_or_default())
 }
 
 /// A backend value as read.
@@ -468,8 +479,11 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
             }
             if nq == 1 {
                 // The classic layout (every backend knows it): the ring and the
-                // event channel at the top level.
-                write_queue_keys(tx, node, order, grefs[0], ports[0])?;
+                // event channel at the top level; a one-page ring's `ring-ref` and
+                // the event channel go with the other keys below.
+                if order != 0 {
+                    write_ring_refs(tx, node, order, grefs[0])?;
+                }
             } else {
                 // Linux's multi-queue layout: `queue-N/` per ring.
                 for q in 0..nq {
@@ -484,17 +498,29 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
             // The rest in one round trip (Store::write_keys).
             let mut nqs = heapless::String::<10>::new();
             let _ = write!(nqs, "{nq}");
+            let mut evtchn = heapless::String::<10>::new();
+            let _ = write!(evtchn, "{}", ports[0].map_or(0, |p| p.0));
+            let mut ring0 = heapless::String::<10>::new();
+            let _ = write!(ring0, "{}", grefs[0][0]);
             let persistent: &[u8] = if persistent_wanted { b"1" } else { b"0" };
-            let mut keys: [(&str, &[u8]); 3] =
-                [("feature-persistent", persistent), ("", b""), ("", b"")];
+            let mut keys: [(&str, &[u8]); 4] = [
+                ("feature-persistent", persistent),
+                ("", b""),
+                ("", b""),
+                ("", b""),
+            ];
             let mut n = 1;
-            if let (Some(p), Some(slot)) = (PROTOCOL, keys.get_mut(n)) {
-                *slot = ("protocol", p.as_bytes());
-                n += 1;
-            }
-            if let (true, Some(slot)) = (nq > 1, keys.get_mut(n)) {
-                *slot = ("multi-queue-num-queues", nqs.as_bytes());
-                n += 1;
+            let more = [
+                PROTOCOL.map(|p| ("protocol", p.as_bytes())),
+                (nq > 1).then_some(("multi-queue-num-queues", nqs.as_bytes())),
+                (nq == 1).then_some(("event-channel", evtchn.as_bytes())),
+                (nq == 1 && order == 0).then_some(("ring-ref", ring0.as_bytes())),
+            ];
+            for (k, v) in more.into_iter().flatten() {
+                if let Some(slot) = keys.get_mut(n) {
+                    *slot = (k, v);
+                    n += 1;
+                }
             }
             tx.write_keys(node, keys.get(..n).unwrap_or_default())
         })?;
