@@ -436,9 +436,7 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         let nq = nq.clamp(1, min(MAX_QUEUES, SLOTS));
         self.nq = nq;
         self.rr = 0;
-        if self.pinned.is_some_and(|q| q >= nq) {
-            self.pinned = None;
-        }
+        self.pinned = None;
         let mut base = 0usize;
         for (q, queue) in self.queues.iter_mut().enumerate() {
             let len = if q < nq {
@@ -1248,13 +1246,15 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
 
     /// [`Io::final_check`] asking for one notification per `batch` responses (clamped
     /// by the ring to the published requests still unanswered, so it always comes
-    /// from a backend that answers).
+    /// from a backend that answers). With several queues each ring is asked for
+    /// its share of `batch` (rounded up), so the first ring to reach it wakes us.
     pub fn final_check_batched<G: Grants + ?Sized>(
         &mut self,
         g: &G,
         batch: u32,
     ) -> Result<bool, Error> {
         self.check_usable()?;
+        let batch = batch.div_ceil(self.nq.max(1) as u32).max(1);
         let mut more = false;
         for q in self.queues.iter_mut().take(self.nq) {
             match q

@@ -1381,3 +1381,33 @@ fn reconnect_with_fewer_queues_repartitions_the_slots() {
     }
     assert_eq!(r.t.in_use(), 0);
 }
+
+/// A batched re-arm over two queues asks each ring for its share of the batch
+/// (so the first ring to reach it wakes the device), and a reconnect forgets a
+/// pinned queue.
+#[test]
+fn batched_rearm_splits_the_batch_between_queues() {
+    let mut r: Rig<8, 11> = Rig::new_mq(geo(11, false, false), 0, 0, 2);
+    let tags: Vec<Tag> = (0..8).map(|i| r.read(i * 8, 4096).unwrap()).collect();
+    assert!(!r.io.final_check_batched(&r.t, 4).unwrap());
+    for be in r.backends() {
+        assert_eq!(be.ring_mem.load_u32(layout::RSP_EVENT), 2, "half of 4 each");
+    }
+    r.run().unwrap();
+    for t in tags {
+        r.finish(t, 4096).unwrap();
+    }
+    r.io.set_queue(Some(1)).unwrap();
+    r.io.stop(&r.t, Error::NotConnected);
+    let mut rings = Vec::new();
+    for q in 0..2 {
+        let mem = SharedMem::alloc_pages(&r.p, 1).unwrap();
+        rings.push(Some((BlkRing::init(mem).unwrap(), Port(20 + q))));
+    }
+    r.io.start_queues(&r.t, &mut rings, DomId(0), geo(11, false, false))
+        .unwrap();
+    let a = r.read(0, 512).unwrap();
+    let b = r.read(8, 512).unwrap();
+    assert_eq!((r.io.queue_of(a), r.io.queue_of(b)), (Ok(0), Ok(1)));
+    let _ = (r.io.cancel(a), r.io.cancel(b));
+}
