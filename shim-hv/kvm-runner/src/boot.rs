@@ -220,6 +220,44 @@ fn check_elf(
         .metadata()
         .map_err(|e| kernel_err(path, e.to_string()))?
         .len();
+    let ph = read_program_headers(path, file, len)?;
+    let bounds = Bounds {
+        file_len: len,
+        ram_end,
+        ram_mib,
+    };
+    let mut segs: Vec<Segment> = Vec::new();
+    let mut notes: Vec<Option<u32>> = Vec::new();
+    for (i, h) in ph.chunks_exact(56).enumerate() {
+        match u32_at(h, 0) {
+            PT_NOTE => {
+                let (off, size) = (u64_at(h, 8), u64_at(h, 32));
+                let mut buf = vec![0u8; size.min(64 << 10) as usize];
+                let got =
+                    read_upto(file, off, &mut buf).map_err(|e| kernel_err(path, e.to_string()))?;
+                notes.push(find_pvh_note(&buf[..got]));
+            }
+            PT_LOAD => {
+                if let Some(s) = check_segment(path, i, h, &bounds, &segs)? {
+                    segs.push(s);
+                }
+            }
+            _ => {}
+        }
+    }
+    if segs.is_empty() {
+        return Err(kernel_err(path, "no loadable segment"));
+    }
+    Ok(match notes.last() {
+        Some(Some(e)) => PvhNote::Usable(*e),
+        _ if notes.iter().any(Option::is_some) => PvhNote::NotLast,
+        _ => PvhNote::Missing,
+    })
+}
+
+/// The ELF header's checks (ELF64, little-endian, x86_64, a program header table
+/// inside the file); returns the program header table (`phnum` * 56 bytes).
+fn read_program_headers(path: &Path, file: &mut File, len: u64) -> Result<Vec<u8>, BootError> {
     let mut eh = [0u8; 64];
     let n = read_upto(file, 0, &mut eh).map_err(|e| kernel_err(path, e.to_string()))?;
     if n < 4 || eh[..4] != *b"\x7fELF" {
@@ -273,95 +311,95 @@ fn check_elf(
     if got != ph.len() {
         return Err(kernel_err(path, "program headers lie outside the file"));
     }
-    let mut segs: Vec<Segment> = Vec::new();
-    let mut notes: Vec<Option<u32>> = Vec::new();
-    for (i, h) in ph.chunks_exact(56).enumerate() {
-        if u32_at(h, 0) == PT_NOTE {
-            let (off, size) = (u64_at(h, 8), u64_at(h, 32));
-            let mut buf = vec![0u8; size.min(64 << 10) as usize];
-            let got =
-                read_upto(file, off, &mut buf).map_err(|e| kernel_err(path, e.to_string()))?;
-            notes.push(find_pvh_note(&buf[..got]));
-            continue;
-        }
-        if u32_at(h, 0) != PT_LOAD {
-            continue;
-        }
-        let offset = u64_at(h, 8);
-        let paddr = u64_at(h, 24);
-        let filesz = u64_at(h, 32);
-        let memsz = u64_at(h, 40);
-        if memsz == 0 {
-            continue;
-        }
-        if filesz > memsz {
-            return Err(kernel_err(
-                path,
-                format!("segment {i}: file size {filesz:#x} exceeds memory size {memsz:#x}"),
-            ));
-        }
-        if offset.checked_add(filesz).is_none_or(|e| e > len) {
-            return Err(kernel_err(
-                path,
-                format!("segment {i}: its bytes lie outside the file"),
-            ));
-        }
-        let Some(end) = paddr.checked_add(memsz) else {
-            return Err(kernel_err(
-                path,
-                format!("segment {i}: address {paddr:#x} + size {memsz:#x} overflows"),
-            ));
-        };
-        if paddr < KERNEL_MIN {
-            return Err(kernel_err(
-                path,
-                format!(
-                    "segment {i} at {paddr:#x} overlaps the boot information below {KERNEL_MIN:#x}"
-                ),
-            ));
-        }
-        if end > ram_end {
-            let need = end.div_ceil(1 << 20) + 1;
-            if end <= xen_model::mem::GuestMemory::MAX_PAGES as u64 * 4096 {
-                return Err(BootError::TooLittleMemory {
-                    path: path.to_path_buf(),
-                    have_mib: ram_mib,
-                    need_mib: need,
-                    what: format!(
-                        "segment {i} ends at {end:#x}, RAM for the kernel ends at {ram_end:#x}"
-                    ),
-                });
-            }
-            return Err(kernel_err(
-                path,
-                format!("segment {i} ({paddr:#x}..{end:#x}) lies outside any RAM shim-hv can give"),
-            ));
-        }
-        if let Some((j, o)) = segs
-            .iter()
-            .enumerate()
-            .find(|(_, s)| paddr < s.paddr + s.memsz && s.paddr < end)
-        {
-            return Err(kernel_err(
-                path,
-                format!(
-                    "segments overlap: {paddr:#x}..{end:#x} and {:#x}..{:#x} (loadable segments {j} and {})",
-                    o.paddr,
-                    o.paddr + o.memsz,
-                    segs.len()
-                ),
-            ));
-        }
-        segs.push(Segment { paddr, memsz });
+    Ok(ph)
+}
+
+/// What a loadable segment must fit in.
+struct Bounds {
+    /// The kernel file's size.
+    file_len: u64,
+    /// End of the RAM the kernel may occupy.
+    ram_end: u64,
+    /// The domain's RAM in MiB (for the message).
+    ram_mib: u64,
+}
+
+/// Checks program header `i` (a `PT_LOAD`, bytes `h`) against the file, the RAM and
+/// the loadable segments `before` it; `None` for an empty one (nothing to load).
+fn check_segment(
+    path: &Path,
+    i: usize,
+    h: &[u8],
+    b: &Bounds,
+    before: &[Segment],
+) -> Result<Option<Segment>, BootError> {
+    let offset = u64_at(h, 8);
+    let paddr = u64_at(h, 24);
+    let filesz = u64_at(h, 32);
+    let memsz = u64_at(h, 40);
+    if memsz == 0 {
+        return Ok(None);
     }
-    if segs.is_empty() {
-        return Err(kernel_err(path, "no loadable segment"));
+    if filesz > memsz {
+        return Err(kernel_err(
+            path,
+            format!("segment {i}: file size {filesz:#x} exceeds memory size {memsz:#x}"),
+        ));
     }
-    Ok(match notes.last() {
-        Some(Some(e)) => PvhNote::Usable(*e),
-        _ if notes.iter().any(Option::is_some) => PvhNote::NotLast,
-        _ => PvhNote::Missing,
-    })
+    if offset.checked_add(filesz).is_none_or(|e| e > b.file_len) {
+        return Err(kernel_err(
+            path,
+            format!("segment {i}: its bytes lie outside the file"),
+        ));
+    }
+    let Some(end) = paddr.checked_add(memsz) else {
+        return Err(kernel_err(
+            path,
+            format!("segment {i}: address {paddr:#x} + size {memsz:#x} overflows"),
+        ));
+    };
+    if paddr < KERNEL_MIN {
+        return Err(kernel_err(
+            path,
+            format!(
+                "segment {i} at {paddr:#x} overlaps the boot information below {KERNEL_MIN:#x}"
+            ),
+        ));
+    }
+    if end > b.ram_end {
+        let need = end.div_ceil(1 << 20) + 1;
+        if end <= xen_model::mem::GuestMemory::MAX_PAGES as u64 * 4096 {
+            return Err(BootError::TooLittleMemory {
+                path: path.to_path_buf(),
+                have_mib: b.ram_mib,
+                need_mib: need,
+                what: format!(
+                    "segment {i} ends at {end:#x}, RAM for the kernel ends at {:#x}",
+                    b.ram_end
+                ),
+            });
+        }
+        return Err(kernel_err(
+            path,
+            format!("segment {i} ({paddr:#x}..{end:#x}) lies outside any RAM shim-hv can give"),
+        ));
+    }
+    if let Some((j, o)) = before
+        .iter()
+        .enumerate()
+        .find(|(_, s)| paddr < s.paddr + s.memsz && s.paddr < end)
+    {
+        return Err(kernel_err(
+            path,
+            format!(
+                "segments overlap: {paddr:#x}..{end:#x} and {:#x}..{:#x} (loadable segments {j} and {})",
+                o.paddr,
+                o.paddr + o.memsz,
+                before.len()
+            ),
+        ));
+    }
+    Ok(Some(Segment { paddr, memsz }))
 }
 
 fn read_upto(file: &mut File, at: u64, buf: &mut [u8]) -> std::io::Result<usize> {
