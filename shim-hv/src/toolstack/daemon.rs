@@ -305,40 +305,12 @@ impl Daemon {
                     return Err(e);
                 }
             };
-        let guest = match &config.kernel {
-            Some(kernel) => {
-                let boot = BootSpec {
-                    kernel: kernel.clone(),
-                    ramdisk: config.ramdisk.clone(),
-                    cmdline: config.cmdline.clone().unwrap_or_default(),
-                };
-                let quiet = self.quiet.clone();
-                let log: kvm::LogFn = Arc::new(move |s: &str| {
-                    if !quiet.load(Ordering::Relaxed) {
-                        log_line(s);
-                    }
-                });
-                match KvmGuest::start(&self.hv, dom.clone(), &boot, log) {
-                    Ok(g) => Runner::Kvm(g),
-                    Err(e) => {
-                        self.teardown(id, Some(&mut devices));
-                        return Err(Error::Kernel {
-                            file: config.file.clone(),
-                            why: e.to_string(),
-                        });
-                    }
-                }
+        let guest = match self.start_guest(&dom, &config) {
+            Ok(g) => g,
+            Err(e) => {
+                self.teardown(id, Some(&mut devices));
+                return Err(e);
             }
-            None => match self.hv.spawn_guest(dom.clone(), builtin::run) {
-                Ok(g) => Runner::InProc(g),
-                Err(e) => {
-                    self.teardown(id, Some(&mut devices));
-                    return Err(Error::Io {
-                        what: format!("starting domain {}'s guest thread", id.0),
-                        err: e,
-                    });
-                }
-            },
         };
         self.log(&format!(
             "created domain {} ({}) from {}, uuid {}, {} runner",
@@ -359,6 +331,38 @@ impl Daemon {
             },
         );
         Ok(id)
+    }
+
+    /// Starts the domain's guest: the config's kernel in a KVM VM, or without one
+    /// the built-in guest on a thread of this process.
+    fn start_guest(&self, dom: &Arc<Domain>, config: &DomainConfig) -> Result<Runner, Error> {
+        let Some(kernel) = &config.kernel else {
+            return match self.hv.spawn_guest(dom.clone(), builtin::run) {
+                Ok(g) => Ok(Runner::InProc(g)),
+                Err(e) => Err(Error::Io {
+                    what: format!("starting domain {}'s guest thread", dom.id().0),
+                    err: e,
+                }),
+            };
+        };
+        let boot = BootSpec {
+            kernel: kernel.clone(),
+            ramdisk: config.ramdisk.clone(),
+            cmdline: config.cmdline.clone().unwrap_or_default(),
+        };
+        let quiet = self.quiet.clone();
+        let log: kvm::LogFn = Arc::new(move |s: &str| {
+            if !quiet.load(Ordering::Relaxed) {
+                log_line(s);
+            }
+        });
+        match KvmGuest::start(&self.hv, dom.clone(), &boot, log) {
+            Ok(g) => Ok(Runner::Kvm(g)),
+            Err(e) => Err(Error::Kernel {
+                file: config.file.clone(),
+                why: e.to_string(),
+            }),
+        }
     }
 
     /// Detaches the domain's devices (their xenstore directories go), destroys the
