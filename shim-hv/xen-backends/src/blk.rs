@@ -390,7 +390,7 @@ fn check_type(target: &Target, ft: std::fs::FileType) -> Result<(), Error> {
     } else {
         Err(Error::WrongType {
             path: target.path().clone(),
-            found: xl_config::file_type_name(ft),
+            found: crate::file_type::name(ft),
             expected,
         })
     }

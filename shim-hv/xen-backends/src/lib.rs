@@ -15,6 +15,7 @@
 pub mod blk;
 pub mod bridge;
 pub mod console;
+mod file_type;
 pub mod net;
 pub mod tap;
 pub mod xenbus;

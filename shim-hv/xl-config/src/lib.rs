@@ -1515,7 +1515,7 @@ fn read_channels(s: &mut Settings) -> Result<Vec<ChannelSpec>, ConfigError> {
 }
 
 /// What a file type is called in an error message ("a FIFO").
-pub fn file_type_name(ft: std::fs::FileType) -> &'static str {
+pub(crate) fn file_type_name(ft: std::fs::FileType) -> &'static str {
     use std::os::unix::fs::FileTypeExt;
     if ft.is_dir() {
         "a directory"
