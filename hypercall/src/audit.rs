@@ -77,7 +77,7 @@ impl Access {
     }
 
     /// The offset of this access inside `mem`, if it lies entirely inside it.
-    pub fn offset_in(&self, mem: &SharedMem) -> Option<usize> {
+    pub fn offset_in(&self, mem: &SharedMem<'_>) -> Option<usize> {
         let off = self.addr.checked_sub(mem.as_ptr().addr())?;
         mem.contains(off, self.len).then_some(off)
     }
@@ -207,7 +207,7 @@ struct Side {
 ///   padding never touched.
 pub fn check_front_ring<Req, Rsp>(
     log: &[Access],
-    mem: &SharedMem,
+    mem: &SharedMem<'_>,
     rsp_cons: u32,
     req_prod: u32,
 ) -> Result<RingSummary, Violation> {
@@ -231,7 +231,7 @@ pub fn check_front_ring<Req, Rsp>(
 /// store, `req_event` stored then `req_prod` re-checked.
 pub fn check_back_ring<Req, Rsp>(
     log: &[Access],
-    mem: &SharedMem,
+    mem: &SharedMem<'_>,
     req_cons: u32,
     rsp_prod: u32,
 ) -> Result<RingSummary, Violation> {
@@ -250,7 +250,7 @@ pub fn check_back_ring<Req, Rsp>(
 
 fn check_ring(
     log: &[Access],
-    mem: &SharedMem,
+    mem: &SharedMem<'_>,
     s: &Side,
     mut cons: u32,
     mut pvt: u32,
@@ -370,7 +370,7 @@ fn check_ring(
 /// bytes consumed. Accesses outside those three places are ignored.
 pub fn check_byte_ring(
     log: &[Access],
-    mem: &SharedMem,
+    mem: &SharedMem<'_>,
     data: usize,
     size: usize,
     prod: usize,

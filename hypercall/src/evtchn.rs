@@ -36,7 +36,7 @@
 
 use crate::abi::{evtchn as abi, memory, shared_info as si};
 use crate::platform::{DomId, Hypercall, Platform, Port, PAGE_SIZE};
-use crate::shmem::{mb, SharedMem};
+use crate::shmem::{mb, SharedMem, SharedPages};
 use crate::xen::{Xen, XenError};
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -99,7 +99,7 @@ const NR_PORTS: u32 = abi::NR_PORTS_2L;
 /// 2-level event channels of one domain, seen from one vCPU.
 pub struct EventChannels<H> {
     xen: Xen<H>,
-    shared: SharedMem,
+    shared: SharedPages,
     vcpu: u32,
     /// Ports we expect events on (private memory, not shared).
     bound: [AtomicU64; WORDS],
@@ -127,9 +127,10 @@ fn split(port: Port) -> Result<(usize, u64), Error> {
 }
 
 impl<H: Hypercall> EventChannels<H> {
-    /// Event channels over `shared_info` (the mapped shared-info page), scanning
+    /// Event channels over `shared_info` (the page the shared-info page is mapped
+    /// at, from [`EventChannels::map_shared_info`]; owned from now on), scanning
     /// for `vcpu`. No port is bound yet.
-    pub fn new(hc: H, shared_info: SharedMem, vcpu: u32) -> Result<Self, Error> {
+    pub fn new(hc: H, shared_info: SharedPages, vcpu: u32) -> Result<Self, Error> {
         if shared_info.len() < PAGE_SIZE {
             return Err(Error::BadSharedInfo(shared_info.len()));
         }
@@ -150,11 +151,13 @@ impl<H: Hypercall> EventChannels<H> {
 
     /// Allocates a page and maps the domain's shared-info page there
     /// (`XENMEM_add_to_physmap(XENMAPSPACE_shared_info, 0, gfn)`, the HVM way).
-    pub fn map_shared_info<P: Platform + ?Sized>(platform: &P) -> Result<SharedMem, Error> {
-        let mem = SharedMem::alloc_pages(platform, 1).ok_or(Error::NoMemory)?;
+    /// The page is never returned to the platform (Xen's shared-info frame now
+    /// sits there).
+    pub fn map_shared_info<P: Platform + ?Sized>(platform: &P) -> Result<SharedPages, Error> {
+        let mem = SharedPages::alloc(platform, 1).ok_or(Error::NoMemory)?;
         let gfn = mem.page_gfn(platform, 0).ok_or(Error::NoGfn)?;
         // SAFETY: `mem` was just allocated and is used for nothing else; from now on
-        // it is only accessed through the returned `SharedMem`.
+        // it is only accessed through the returned `SharedPages`.
         unsafe { Xen(platform).add_to_physmap(memory::SPACE_SHARED_INFO, 0, gfn)? };
         Ok(mem)
     }
@@ -165,8 +168,8 @@ impl<H: Hypercall> EventChannels<H> {
     }
 
     /// The shared-info page.
-    pub fn shared_info(&self) -> SharedMem {
-        self.shared
+    pub fn shared_info(&self) -> SharedMem<'_> {
+        self.shared.mem()
     }
 
     fn vcpu_off(&self) -> usize {
@@ -239,7 +242,9 @@ impl<H: Hypercall> EventChannels<H> {
         let (w, bit) = split(port)?;
         self.unbind(port)?;
         self.xen.evtchn_close(port)?;
-        self.shared.fetch_and_u64(si::EVTCHN_PENDING + w * 8, !bit);
+        self.shared
+            .mem()
+            .fetch_and_u64(si::EVTCHN_PENDING + w * 8, !bit);
         Ok(())
     }
 
@@ -253,7 +258,7 @@ impl<H: Hypercall> EventChannels<H> {
     /// Masks `port` (sets its mask bit; no hypercall needed).
     pub fn mask(&self, port: Port) -> Result<(), Error> {
         let (w, bit) = split(port)?;
-        self.shared.fetch_or_u64(si::EVTCHN_MASK + w * 8, bit);
+        self.shared.mem().fetch_or_u64(si::EVTCHN_MASK + w * 8, bit);
         Ok(())
     }
 
@@ -268,20 +273,25 @@ impl<H: Hypercall> EventChannels<H> {
     /// Whether `port` is masked.
     pub fn is_masked(&self, port: Port) -> Result<bool, Error> {
         let (w, bit) = split(port)?;
-        Ok(self.shared.load_u64(si::EVTCHN_MASK + w * 8) & bit != 0)
+        Ok(self.shared.mem().load_u64(si::EVTCHN_MASK + w * 8) & bit != 0)
     }
 
     /// Whether `port` is pending.
     pub fn is_pending(&self, port: Port) -> Result<bool, Error> {
         let (w, bit) = split(port)?;
-        Ok(self.shared.load_u64(si::EVTCHN_PENDING + w * 8) & bit != 0)
+        Ok(self.shared.mem().load_u64(si::EVTCHN_PENDING + w * 8) & bit != 0)
     }
 
     /// Clears `port`'s pending bit; returns whether it was set (for polling
     /// without upcalls).
     pub fn clear_pending(&self, port: Port) -> Result<bool, Error> {
         let (w, bit) = split(port)?;
-        Ok(self.shared.fetch_and_u64(si::EVTCHN_PENDING + w * 8, !bit) & bit != 0)
+        Ok(self
+            .shared
+            .mem()
+            .fetch_and_u64(si::EVTCHN_PENDING + w * 8, !bit)
+            & bit
+            != 0)
     }
 
     /// Events dropped so far because nobody bound their port.
@@ -297,9 +307,9 @@ impl<H: Hypercall> EventChannels<H> {
             return out;
         }
         let v = self.vcpu_off();
-        self.shared.store_u8(v + si::VCPU_UPCALL_PENDING, 0);
+        self.shared.mem().store_u8(v + si::VCPU_UPCALL_PENDING, 0);
         mb();
-        let mut sel = self.shared.swap_u64(v + si::VCPU_PENDING_SEL, 0);
+        let mut sel = self.shared.mem().swap_u64(v + si::VCPU_PENDING_SEL, 0);
         let start = self.cursor.load(Ordering::Relaxed) % WORDS;
         let mut left = budget;
         'words: for k in 0..WORDS {
@@ -313,14 +323,15 @@ impl<H: Hypercall> EventChannels<H> {
             // One snapshot per word: a port that fires again while we work waits for
             // the next scan (Xen re-sets the selector bit), so one busy port cannot
             // starve the others in its word.
-            let mut snap =
-                self.shared.load_u64(poff) & !self.shared.load_u64(si::EVTCHN_MASK + w * 8);
+            let mut snap = self.shared.mem().load_u64(poff)
+                & !self.shared.mem().load_u64(si::EVTCHN_MASK + w * 8);
             while snap != 0 {
                 if left == 0 {
                     // Put back this word and the ones not visited; resume here.
                     self.shared
+                        .mem()
                         .fetch_or_u64(v + si::VCPU_PENDING_SEL, sel | wbit);
-                    self.shared.store_u8(v + si::VCPU_UPCALL_PENDING, 1);
+                    self.shared.mem().store_u8(v + si::VCPU_UPCALL_PENDING, 1);
                     self.cursor.store(w, Ordering::Relaxed);
                     out.more = true;
                     break 'words;
@@ -329,7 +340,7 @@ impl<H: Hypercall> EventChannels<H> {
                 let bit = 1u64 << b;
                 snap &= !bit;
                 left -= 1;
-                let was = self.shared.fetch_and_u64(poff, !bit);
+                let was = self.shared.mem().fetch_and_u64(poff, !bit);
                 if was & bit == 0 {
                     continue;
                 }
@@ -352,7 +363,7 @@ impl<H: Hypercall> EventChannels<H> {
         }
         self.ignored_total
             .fetch_add(out.ignored as u64, Ordering::Relaxed);
-        if !out.more && self.shared.load_u64(v + si::VCPU_PENDING_SEL) != 0 {
+        if !out.more && self.shared.mem().load_u64(v + si::VCPU_PENDING_SEL) != 0 {
             out.more = true;
         }
         self.scanning.store(false, Ordering::Release);
@@ -372,7 +383,7 @@ mod tests {
     use std::vec::Vec;
 
     /// What Xen does to deliver an event (`evtchn_2l_set_pending`).
-    fn raise(m: SharedMem, vcpu: usize, port: u32) {
+    fn raise(m: SharedMem<'_>, vcpu: usize, port: u32) {
         let (w, b) = ((port / 64) as usize, 1u64 << (port % 64));
         let was = m.fetch_or_u64(si::EVTCHN_PENDING + w * 8, b);
         if was & b != 0 || m.load_u64(si::EVTCHN_MASK + w * 8) & b != 0 {
@@ -385,7 +396,7 @@ mod tests {
     }
 
     fn setup(p: &FakePlatform, vcpu: u32) -> EventChannels<&FakePlatform> {
-        let m = SharedMem::alloc_pages(p, 1).unwrap();
+        let m = SharedPages::alloc(p, 1).unwrap();
         EventChannels::new(p, m, vcpu).unwrap()
     }
 
@@ -600,7 +611,7 @@ mod tests {
     /// returned platform.
     fn threaded() -> (FakePlatform, EventChannels<&'static NullXen>) {
         let p = idle();
-        let m = SharedMem::alloc_pages(&p, 1).unwrap();
+        let m = SharedPages::alloc(&p, 1).unwrap();
         (p, EventChannels::new(&NullXen, m, 0).unwrap())
     }
 
@@ -730,14 +741,14 @@ mod tests {
     #[test]
     fn construction_checks_and_shared_info_mapping() {
         let p = idle();
-        let m = SharedMem::alloc_pages(&p, 1).unwrap();
+        let m = SharedPages::alloc(&p, 1).unwrap();
         assert_eq!(
             EventChannels::new(&p, m, 32).unwrap_err(),
             Error::BadVcpu(32)
         );
         assert_eq!(
-            EventChannels::new(&p, m.sub(0, 100).unwrap(), 0).unwrap_err(),
-            Error::BadSharedInfo(100)
+            EventChannels::new(&p, SharedPages::empty(), 0).unwrap_err(),
+            Error::BadSharedInfo(0)
         );
         let si_page = EventChannels::<&FakePlatform>::map_shared_info(&p).unwrap();
         let c = &p.xen.calls()[0];

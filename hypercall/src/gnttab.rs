@@ -28,7 +28,7 @@
 use crate::abi::gnttab as abi;
 use crate::abi::memory;
 use crate::platform::{DomId, Gfn, GrantRef, Platform, PAGE_SIZE};
-use crate::shmem::{wmb, SharedMem};
+use crate::shmem::{wmb, SharedMem, SharedPages};
 use crate::xen::{Xen, XenError};
 use core::fmt;
 use core::mem::size_of;
@@ -134,7 +134,7 @@ struct FreeList<const N: usize> {
 /// `&self`. [`GrantTable::new`] and [`GrantTable::setup`] return the table by value
 /// (fine for small tables and on hosts).
 pub struct GrantTable<const N: usize> {
-    frames: spin::Once<SharedMem>,
+    frames: spin::Once<SharedPages>,
     free: spin::Mutex<FreeList<N>>,
 }
 
@@ -170,7 +170,7 @@ impl<const N: usize> GrantTable<N> {
     /// Uses `frames` (already the domain's grant frames 0.., version 1) for refs
     /// `0..N`. Entries `8..N` are cleared. Returns the table by value: for a large
     /// `N` prefer [`GrantTable::empty`] + [`GrantTable::init`].
-    pub fn new(frames: SharedMem) -> Result<Self, Error> {
+    pub fn new(frames: SharedPages) -> Result<Self, Error> {
         let t = Self::empty();
         t.init(frames)?;
         Ok(t)
@@ -178,7 +178,7 @@ impl<const N: usize> GrantTable<N> {
 
     /// Gives an [`GrantTable::empty`] table its frames (in place; see
     /// [`GrantTable::new`]). Fails with [`Error::AlreadySetUp`] the second time.
-    pub fn init(&self, frames: SharedMem) -> Result<(), Error> {
+    pub fn init(&self, frames: SharedPages) -> Result<(), Error> {
         if !frames.len().is_multiple_of(PAGE_SIZE)
             || N <= RESERVED as usize
             || N > frames.len() / ENTRY
@@ -194,7 +194,7 @@ impl<const N: usize> GrantTable<N> {
             return Err(Error::AlreadySetUp);
         }
         let r = RESERVED as usize * ENTRY;
-        frames.fill(r, N * ENTRY - r, 0);
+        frames.mem().fill(r, N * ENTRY - r, 0);
         // Chain RESERVED -> RESERVED+1 -> ... -> N-1 -> END, written in place.
         for (i, slot) in fl.next.iter_mut().enumerate() {
             *slot = match i {
@@ -209,8 +209,11 @@ impl<const N: usize> GrantTable<N> {
         Ok(())
     }
 
-    fn frames_or_err(&self) -> Result<SharedMem, Error> {
-        self.frames.get().copied().ok_or(Error::NotSetUp)
+    fn frames_or_err(&self) -> Result<SharedMem<'_>, Error> {
+        self.frames
+            .get()
+            .map(SharedPages::mem)
+            .ok_or(Error::NotSetUp)
     }
 
     /// Sets up this domain's grant table the HVM way: `GNTTABOP_set_version(1)`,
@@ -254,7 +257,7 @@ impl<const N: usize> GrantTable<N> {
                 max: size.max_nr_frames,
             });
         }
-        let mem = SharedMem::alloc_pages(platform, nr_frames as usize).ok_or(Error::NoMemory)?;
+        let mem = SharedPages::alloc(platform, nr_frames as usize).ok_or(Error::NoMemory)?;
         for i in 0..nr_frames {
             let gfn = mem.page_gfn(platform, i as usize).ok_or(Error::NoGfn)?;
             // SAFETY: `mem` is ours (just allocated, nothing else uses it); Xen
@@ -268,8 +271,8 @@ impl<const N: usize> GrantTable<N> {
     /// The grant frames (for diagnostics and tests); `None` before the table is set
     /// up. Public on purpose: a kernel's debugger or a test can inspect what the
     /// peer sees.
-    pub fn frames(&self) -> Option<SharedMem> {
-        self.frames.get().copied()
+    pub fn frames(&self) -> Option<SharedMem<'_>> {
+        self.frames.get().map(SharedPages::mem)
     }
 
     /// Refs this table can hand out (`N - 8`).
@@ -393,7 +396,7 @@ impl<const N: usize> GrantTable<N> {
         if r.0 as usize >= N {
             return None;
         }
-        Some(self.frames.get()?.read_obj(off))
+        Some(self.frames.get()?.mem().read_obj(off))
     }
 }
 
@@ -410,7 +413,7 @@ mod tests {
     use std::vec::Vec;
 
     fn table<const N: usize>(p: &FakePlatform, frames: usize) -> GrantTable<N> {
-        GrantTable::new(SharedMem::alloc_pages(p, frames).unwrap()).unwrap()
+        GrantTable::new(SharedPages::alloc(p, frames).unwrap()).unwrap()
     }
 
     type Mapped = Rc<core::cell::RefCell<Vec<(u32, u64, u64)>>>;
@@ -583,7 +586,7 @@ mod tests {
         T.setup_in_place(&p, 2).unwrap();
         assert_eq!(mapped.borrow().len(), 2);
         assert_eq!(T.setup_in_place(&p, 2), Err(Error::AlreadySetUp));
-        let m = SharedMem::alloc_pages(&p, 2).unwrap();
+        let m = SharedPages::alloc(&p, 2).unwrap();
         assert_eq!(T.init(m), Err(Error::AlreadySetUp));
         let refs: Vec<_> = (0..T.capacity())
             .map(|i| T.grant_access(DomId(0), Gfn(i as u64), true).unwrap())
@@ -603,11 +606,11 @@ mod tests {
     #[test]
     fn new_rejects_bad_sizes() {
         let p = FakePlatform::new(FakeXen::new(|_, _| 0));
-        let m = SharedMem::alloc_pages(&p, 1).unwrap();
-        assert!(GrantTable::<513>::new(m).is_err());
-        assert!(GrantTable::<8>::new(m).is_err());
-        assert!(GrantTable::<16>::new(m.sub(0, 100).unwrap()).is_err());
-        assert!(GrantTable::<1024>::new(SharedMem::alloc_pages(&p, 2).unwrap()).is_ok());
+        let page = || SharedPages::alloc(&p, 1).unwrap();
+        assert!(GrantTable::<513>::new(page()).is_err());
+        assert!(GrantTable::<8>::new(page()).is_err());
+        assert!(GrantTable::<16>::new(SharedPages::empty()).is_err());
+        assert!(GrantTable::<1024>::new(SharedPages::alloc(&p, 2).unwrap()).is_ok());
     }
 
     #[test]

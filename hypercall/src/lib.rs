@@ -54,13 +54,13 @@
 //! assert_eq!(xen.sched_yield().unwrap_err().errno(), Some(errno::ENOSYS));
 //!
 //! // Two pages of "shared" memory (a frontend gets them from
-//! // `SharedMem::alloc_pages(&platform, 2)` and grants them to the backend).
+//! // `SharedPages::alloc(&platform, 2)` and grants them to the backend).
 //! let mut backing = vec![0u64; 2 * 4096 / 8];
 //! // SAFETY: `backing` outlives `mem` and is only accessed through it.
 //! let mem = unsafe { SharedMem::new(NonNull::new(backing.as_mut_ptr().cast()).unwrap(), 8192) };
 //!
-//! let mut front: FrontRing<blkif::Request, blkif::Response> = FrontRing::init(mem).unwrap();
-//! let mut back: BackRing<blkif::Request, blkif::Response> = BackRing::attach(mem).unwrap();
+//! let mut front: FrontRing<blkif::Request, blkif::Response, _> = FrontRing::init(mem).unwrap();
+//! let mut back: BackRing<blkif::Request, blkif::Response, _> = BackRing::attach(mem).unwrap();
 //! assert_eq!(front.size(), 64);
 //!
 //! let req = blkif::Request { operation: blkif::OP_READ, id: 42, ..Default::default() };
@@ -124,5 +124,5 @@ pub mod xen;
 mod testutil;
 
 pub use platform::{DomId, Gfn, GrantRef, Hypercall, Platform, Port, PAGE_SIZE};
-pub use shmem::{SharedMem, SharedView};
+pub use shmem::{MappedPage, SharedMem, SharedPages, SharedRegion};
 pub use xen::{Xen, XenError};

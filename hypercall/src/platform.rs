@@ -69,11 +69,22 @@ impl<T: Hypercall + ?Sized> Hypercall for &T {
 ///
 /// # Safety
 /// Safe code in the kit turns the pointers this trait returns into [`crate::SharedMem`]
-/// regions, so implementors promise: memory from [`Platform::alloc_pages`] is mapped,
-/// readable, writable, page-aligned and exclusively the caller's until
-/// [`Platform::free_pages`]; a pointer from [`Platform::gfn_to_virt`] maps the whole
-/// 4 KiB frame for as long as the platform lives; and [`Platform::virt_to_gfn`] /
-/// [`Platform::gfn_to_virt`] agree with each other.
+/// regions, so implementors promise:
+/// - Memory from [`Platform::alloc_pages`] is mapped, readable, writable,
+///   page-aligned and exclusively the caller's from the call until it is passed to
+///   [`Platform::free_pages`] — also if the platform value is moved or dropped in
+///   between (a platform that owns its memory keeps outstanding allocations alive,
+///   or leaks them). No Rust object lives in it meanwhile. ([`crate::SharedPages`]
+///   owns such an allocation and lends it out by borrow.)
+/// - A pointer from [`Platform::gfn_to_virt`] maps the whole 4 KiB frame, readable
+///   and writable, for as long as the platform value lives, and the frame is
+///   memory that Rust code only ever touches through [`crate::SharedMem`]: the
+///   special pages Xen set up (store, console), grant/shared-info frames, the
+///   pool [`Platform::alloc_pages`] draws from — never the kernel's image, stacks
+///   or heap. Return `None` for any other frame. ([`crate::SharedMem::map_gfn`]
+///   borrows the platform for the mapping's lifetime.)
+/// - [`Platform::virt_to_gfn`] and [`Platform::gfn_to_virt`] agree with each
+///   other.
 pub unsafe trait Platform: Hypercall {
     /// Allocates `count` virtually contiguous, page-aligned, zeroed 4 KiB pages that the
     /// guest owns and may grant to another domain. `None` when out of memory.

@@ -24,7 +24,7 @@
 //! lock if several contexts use it.
 
 use crate::abi::ring as layout;
-use crate::shmem::{mb, wmb, SharedMem};
+use crate::shmem::{mb, wmb, SharedMem, SharedPages, SharedRegion};
 use crate::PAGE_SIZE;
 use core::fmt;
 use core::marker::PhantomData;
@@ -83,7 +83,7 @@ pub const fn ring_size(bytes: usize, slot_size: usize) -> u32 {
     layout::const_ring_size(bytes, slot_size)
 }
 
-fn check_len(mem: &SharedMem, slot: usize) -> Result<u32, RingError> {
+fn check_len(mem: &SharedMem<'_>, slot: usize) -> Result<u32, RingError> {
     let len = mem.len();
     let pages = len / PAGE_SIZE;
     if len == 0 || !len.is_multiple_of(PAGE_SIZE) || !pages.is_power_of_two() {
@@ -119,8 +119,49 @@ fn check_prod(prod: u32, prev: u32, cons: u32, limit: u32, size: u32) -> Result<
 }
 
 /// Frontend end of a shared ring: produces `Req`, consumes `Rsp`.
-pub struct FrontRing<Req, Rsp> {
-    mem: SharedMem,
+///
+/// `M` is the ring's memory: a [`SharedPages`] the ring owns (a device's own
+/// ring pages; [`FrontRing::into_region`] gives them back for freeing), or a
+/// borrowed [`SharedMem`], which ties the ring to the memory's owner. Either
+/// way the ring cannot outlive its pages:
+///
+/// ```compile_fail,E0505
+/// use hypercall::abi::blkif::{Request, Response};
+/// use hypercall::ring::FrontRing;
+/// use hypercall::{SharedMem, SharedPages};
+/// # use core::ptr::NonNull;
+/// # use std::alloc::{alloc_zeroed, dealloc, Layout};
+/// # use hypercall::{Hypercall, Platform};
+/// # /// A platform whose pages come from the heap.
+/// # struct Heap;
+/// # impl Hypercall for Heap {
+/// #     unsafe fn hypercall(&self, _: u32, _: [usize; 5]) -> isize { -38 }
+/// # }
+/// # const PAGE: Layout = match Layout::from_size_align(4096, 4096) { Ok(l) => l, Err(_) => panic!() };
+/// # // SAFETY: pages are heap allocations used only as shared memory until freed.
+/// # unsafe impl Platform for Heap {
+/// #     fn alloc_pages(&self, n: usize) -> Option<NonNull<u8>> {
+/// #         // SAFETY: non-zero size.
+/// #         (n == 1).then(|| NonNull::new(unsafe { alloc_zeroed(PAGE) })).flatten()
+/// #     }
+/// #     unsafe fn free_pages(&self, p: NonNull<u8>, _: usize) {
+/// #         // SAFETY: allocated above with PAGE.
+/// #         unsafe { dealloc(p.as_ptr(), PAGE) }
+/// #     }
+/// #     fn virt_to_gfn(&self, _: NonNull<u8>) -> Option<hypercall::Gfn> { None }
+/// #     fn gfn_to_virt(&self, _: hypercall::Gfn) -> Option<NonNull<u8>> { None }
+/// #     fn wait(&self) {}
+/// #     fn now_ns(&self) -> u64 { 0 }
+/// # }
+/// # let platform = Heap;
+/// let pages = SharedPages::alloc(&platform, 1).unwrap();
+/// let ring: FrontRing<Request, Response, SharedMem<'_>> = FrontRing::init(pages.mem()).unwrap();
+/// // SAFETY: the page was never granted.
+/// unsafe { pages.free(&platform) }; // error[E0505]: cannot move out of `pages`
+/// assert_eq!(ring.size(), 32);
+/// ```
+pub struct FrontRing<Req, Rsp, M: SharedRegion> {
+    mem: M,
     size: u32,
     req_prod_pvt: u32,
     /// The `req_prod` we last published (private: never read back from the page).
@@ -132,7 +173,7 @@ pub struct FrontRing<Req, Rsp> {
     _t: PhantomData<fn(Req) -> Rsp>,
 }
 
-impl<Req, Rsp> fmt::Debug for FrontRing<Req, Rsp> {
+impl<Req, Rsp, M: SharedRegion> fmt::Debug for FrontRing<Req, Rsp, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FrontRing")
             .field("size", &self.size)
@@ -143,7 +184,29 @@ impl<Req, Rsp> fmt::Debug for FrontRing<Req, Rsp> {
     }
 }
 
-impl<Req, Rsp> FrontRing<Req, Rsp>
+impl<Req, Rsp> FrontRing<Req, Rsp, SharedPages>
+where
+    Req: IntoBytes + Immutable,
+    Rsp: FromBytes + IntoBytes,
+{
+    /// A ring without memory, for a structure built before its pages exist (a
+    /// `static`): no slots, and every poll fails with [`RingError::BadLength`]`(0)`.
+    /// Replace it with [`FrontRing::init`] before use.
+    pub const fn detached() -> Self {
+        Self {
+            mem: SharedPages::empty(),
+            size: 0,
+            req_prod_pvt: 0,
+            req_prod_published: 0,
+            rsp_cons: 0,
+            rsp_prod_seen: 0,
+            broken: Some(RingError::BadLength(0)),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<Req, Rsp, M: SharedRegion> FrontRing<Req, Rsp, M>
 where
     Req: IntoBytes + Immutable,
     Rsp: FromBytes + IntoBytes,
@@ -158,24 +221,8 @@ where
     /// `XEN_FRONT_RING_INIT`: zeroes the whole ring (header, padding and slots),
     /// sets `req_event = rsp_event = 1` as `SHARED_RING_INIT` does, and starts at
     /// index 0.
-    pub fn init(mem: SharedMem) -> Result<Self, RingError> {
+    pub fn init(mem: M) -> Result<Self, RingError> {
         Self::init_at(mem, 0)
-    }
-
-    /// A ring without memory, for a structure built before its pages exist (a
-    /// `static`): no slots, and every poll fails with [`RingError::BadLength`]`(0)`.
-    /// Replace it with [`FrontRing::init`] before use.
-    pub const fn detached() -> Self {
-        Self {
-            mem: SharedMem::empty(),
-            size: 0,
-            req_prod_pvt: 0,
-            req_prod_published: 0,
-            rsp_cons: 0,
-            rsp_prod_seen: 0,
-            broken: Some(RingError::BadLength(0)),
-            _t: PhantomData,
-        }
     }
 
     /// Like [`FrontRing::init`], but with all indices starting at `start` (the
@@ -184,13 +231,14 @@ where
     /// Public on purpose: the protocol starts at 0, but the frontends' and
     /// backends' own tests (in other crates) start near `u32::MAX` with it to
     /// prove their index arithmetic wraps.
-    pub fn init_at(mem: SharedMem, start: u32) -> Result<Self, RingError> {
-        let size = check_len(&mem, Self::SLOT_SIZE)?;
-        mem.fill(0, mem.len(), 0);
-        mem.store_u32(layout::REQ_PROD, start);
-        mem.store_u32(layout::RSP_PROD, start);
-        mem.store_u32(layout::REQ_EVENT, start.wrapping_add(1));
-        mem.store_u32(layout::RSP_EVENT, start.wrapping_add(1));
+    pub fn init_at(mem: M, start: u32) -> Result<Self, RingError> {
+        let m = mem.shared();
+        let size = check_len(&m, Self::SLOT_SIZE)?;
+        m.fill(0, m.len(), 0);
+        m.store_u32(layout::REQ_PROD, start);
+        m.store_u32(layout::RSP_PROD, start);
+        m.store_u32(layout::REQ_EVENT, start.wrapping_add(1));
+        m.store_u32(layout::RSP_EVENT, start.wrapping_add(1));
         mb();
         Ok(Self {
             mem,
@@ -202,6 +250,17 @@ where
             broken: None,
             _t: PhantomData,
         })
+    }
+
+    /// The ring's memory (e.g. for its pages' frame numbers), borrowed.
+    pub fn mem(&self) -> SharedMem<'_> {
+        self.mem.shared()
+    }
+
+    /// The ring's memory back (a device frees its ring pages with it once the
+    /// grants on them ended).
+    pub fn into_region(self) -> M {
+        self.mem
     }
 
     /// Number of slots (`RING_SIZE`).
@@ -250,7 +309,7 @@ where
             return Err(RingError::Full);
         }
         let off = self.slot_offset(self.req_prod_pvt);
-        self.mem.write_obj(off, req);
+        self.mem.shared().write_obj(off, req);
         self.req_prod_pvt = self.req_prod_pvt.wrapping_add(1);
         Ok(())
     }
@@ -263,9 +322,9 @@ where
         let old = self.req_prod_published;
         let new = self.req_prod_pvt;
         wmb();
-        self.mem.store_u32(layout::REQ_PROD, new);
+        self.mem.shared().store_u32(layout::REQ_PROD, new);
         mb();
-        let event = self.mem.load_u32(layout::REQ_EVENT);
+        let event = self.mem.shared().load_u32(layout::REQ_EVENT);
         self.req_prod_published = new;
         new.wrapping_sub(event) < new.wrapping_sub(old)
     }
@@ -276,7 +335,7 @@ where
             return Err(e);
         }
         // Acquire load = `rsp_prod` then `rmb()`.
-        let prod = self.mem.load_u32(layout::RSP_PROD);
+        let prod = self.mem.shared().load_u32(layout::RSP_PROD);
         // At most one response per request we published (which also bounds it by
         // the ring size): a backend cannot legitimately answer a request whose slot
         // it was not yet allowed to read.
@@ -313,7 +372,7 @@ where
             return Ok(None);
         }
         let off = self.slot_offset(self.rsp_cons);
-        let rsp: Rsp = self.mem.read_obj(off);
+        let rsp: Rsp = self.mem.shared().read_obj(off);
         self.rsp_cons = self.rsp_cons.wrapping_add(1);
         Ok(Some(rsp))
     }
@@ -326,6 +385,7 @@ where
             return Ok(true);
         }
         self.mem
+            .shared()
             .store_u32(layout::RSP_EVENT, self.rsp_cons.wrapping_add(1));
         mb();
         Ok(self.unconsumed_responses()? != 0)
@@ -346,6 +406,7 @@ where
         let published = self.req_prod_published.wrapping_sub(self.rsp_cons);
         let n = batch.min(published).max(1);
         self.mem
+            .shared()
             .store_u32(layout::RSP_EVENT, self.rsp_cons.wrapping_add(n));
         mb();
         Ok(self.unconsumed_responses()? != 0)
@@ -354,8 +415,11 @@ where
 
 /// Backend end of a shared ring: consumes `Req`, produces `Rsp` (shim-hv's
 /// backends). Treats the frontend as hostile.
-pub struct BackRing<Req, Rsp> {
-    mem: SharedMem,
+///
+/// `M` is the ring's memory, as for [`FrontRing`]: borrowed ([`SharedMem`]) or
+/// owned by something that lends it out ([`SharedRegion`]).
+pub struct BackRing<Req, Rsp, M: SharedRegion> {
+    mem: M,
     size: u32,
     rsp_prod_pvt: u32,
     rsp_prod_published: u32,
@@ -365,7 +429,7 @@ pub struct BackRing<Req, Rsp> {
     _t: PhantomData<fn(Rsp) -> Req>,
 }
 
-impl<Req, Rsp> fmt::Debug for BackRing<Req, Rsp> {
+impl<Req, Rsp, M: SharedRegion> fmt::Debug for BackRing<Req, Rsp, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BackRing")
             .field("size", &self.size)
@@ -376,7 +440,7 @@ impl<Req, Rsp> fmt::Debug for BackRing<Req, Rsp> {
     }
 }
 
-impl<Req, Rsp> BackRing<Req, Rsp>
+impl<Req, Rsp, M: SharedRegion> BackRing<Req, Rsp, M>
 where
     Req: FromBytes + IntoBytes,
     Rsp: IntoBytes + Immutable,
@@ -390,13 +454,13 @@ where
 
     /// `BACK_RING_INIT`: attaches to a ring the frontend initialised, at index 0.
     /// Does not touch the shared header.
-    pub fn attach(mem: SharedMem) -> Result<Self, RingError> {
+    pub fn attach(mem: M) -> Result<Self, RingError> {
         Self::attach_at(mem, 0)
     }
 
     /// `BACK_RING_ATTACH` at index `start` (must match the frontend's start).
-    pub fn attach_at(mem: SharedMem, start: u32) -> Result<Self, RingError> {
-        let size = check_len(&mem, Self::SLOT_SIZE)?;
+    pub fn attach_at(mem: M, start: u32) -> Result<Self, RingError> {
+        let size = check_len(&mem.shared(), Self::SLOT_SIZE)?;
         Ok(Self {
             mem,
             size,
@@ -407,6 +471,11 @@ where
             broken: None,
             _t: PhantomData,
         })
+    }
+
+    /// The ring's memory, borrowed.
+    pub fn mem(&self) -> SharedMem<'_> {
+        self.mem.shared()
     }
 
     /// Number of slots.
@@ -437,7 +506,7 @@ where
         if let Some(e) = self.broken {
             return Err(e);
         }
-        let prod = self.mem.load_u32(layout::REQ_PROD);
+        let prod = self.mem.shared().load_u32(layout::REQ_PROD);
         // `RING_REQUEST_PROD_OVERFLOW`: the frontend cannot have more than `size`
         // requests outstanding beyond the responses we produced.
         let limit = self
@@ -478,7 +547,7 @@ where
             return Ok(None);
         }
         let off = self.slot_offset(self.req_cons);
-        let req: Req = self.mem.read_obj(off);
+        let req: Req = self.mem.shared().read_obj(off);
         self.req_cons = self.req_cons.wrapping_add(1);
         Ok(Some(req))
     }
@@ -493,7 +562,7 @@ where
             return Err(RingError::NoRequestToAnswer);
         }
         let off = self.slot_offset(self.rsp_prod_pvt);
-        self.mem.write_obj(off, rsp);
+        self.mem.shared().write_obj(off, rsp);
         self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
         Ok(())
     }
@@ -504,9 +573,9 @@ where
         let old = self.rsp_prod_published;
         let new = self.rsp_prod_pvt;
         wmb();
-        self.mem.store_u32(layout::RSP_PROD, new);
+        self.mem.shared().store_u32(layout::RSP_PROD, new);
         mb();
-        let event = self.mem.load_u32(layout::RSP_EVENT);
+        let event = self.mem.shared().load_u32(layout::RSP_EVENT);
         self.rsp_prod_published = new;
         new.wrapping_sub(event) < new.wrapping_sub(old)
     }
@@ -518,6 +587,7 @@ where
             return Ok(true);
         }
         self.mem
+            .shared()
             .store_u32(layout::REQ_EVENT, self.req_cons.wrapping_add(1));
         mb();
         Ok(self.unconsumed_requests()? != 0)
@@ -535,28 +605,35 @@ mod tests {
 
     /// Page-aligned backing memory for a ring of `pages` pages.
     struct Pages {
-        buf: Vec<u64>,
-        off: usize,
+        /// Owns the bytes; only touched through `base` after construction.
+        _buf: Vec<u64>,
+        base: NonNull<u8>,
         len: usize,
     }
 
     impl Pages {
         fn new(pages: usize) -> Self {
             let len = pages * PAGE_SIZE;
-            let buf = vec![0u64; (len + PAGE_SIZE) / 8];
+            let mut buf = vec![0u64; (len + PAGE_SIZE) / 8];
             let off = (PAGE_SIZE - (buf.as_ptr() as usize % PAGE_SIZE)) % PAGE_SIZE;
-            Self { buf, off, len }
+            // SAFETY: `off + len` is inside `buf` (one spare page for alignment).
+            let base = unsafe { NonNull::new(buf.as_mut_ptr().cast::<u8>().add(off)).unwrap() };
+            Self {
+                _buf: buf,
+                base,
+                len,
+            }
         }
-        fn mem(&mut self) -> SharedMem {
-            let p = self.buf.as_mut_ptr().cast::<u8>();
-            // SAFETY: `off + len` is inside `buf`, which outlives every use of the
-            // returned region in these tests and is only accessed through it.
-            unsafe { SharedMem::new(NonNull::new(p.add(self.off)).unwrap(), self.len) }
+        fn mem(&self) -> SharedMem<'_> {
+            // SAFETY: `base..base+len` is inside the heap buffer `self` owns, which
+            // lives (and does not move) while `self` is borrowed, and is only
+            // accessed through regions from here.
+            unsafe { SharedMem::new(self.base, self.len) }
         }
     }
 
-    type BlkFront = FrontRing<blkif::Request, blkif::Response>;
-    type BlkBack = BackRing<blkif::Request, blkif::Response>;
+    type BlkFront<'a> = FrontRing<blkif::Request, blkif::Response, SharedMem<'a>>;
+    type BlkBack<'a> = BackRing<blkif::Request, blkif::Response, SharedMem<'a>>;
 
     fn req(id: u64) -> blkif::Request {
         blkif::Request {
@@ -580,22 +657,22 @@ mod tests {
     #[test]
     fn slot_counts_match_const_ring_size() {
         for (pages, slots) in [(1, 32), (2, 64), (4, 128)] {
-            let mut p = Pages::new(pages);
+            let p = Pages::new(pages);
             let f = BlkFront::init(p.mem()).unwrap();
             assert_eq!(BlkFront::SLOT_SIZE, 112);
             assert_eq!(f.size(), slots);
             assert_eq!(f.size(), ring_size(pages * PAGE_SIZE, 112));
             assert_eq!(BlkBack::attach(p.mem()).unwrap().size(), slots);
         }
-        let mut p = Pages::new(1);
+        let p = Pages::new(1);
         assert_eq!(
-            FrontRing::<netif::TxRequest, netif::TxResponse>::init(p.mem())
+            FrontRing::<netif::TxRequest, netif::TxResponse, _>::init(p.mem())
                 .unwrap()
                 .size(),
             256
         );
         assert_eq!(
-            FrontRing::<netif::RxRequest, netif::RxResponse>::init(p.mem())
+            FrontRing::<netif::RxRequest, netif::RxResponse, _>::init(p.mem())
                 .unwrap()
                 .size(),
             256
@@ -604,7 +681,7 @@ mod tests {
 
     #[test]
     fn rejects_non_power_of_two_page_counts_and_partial_pages() {
-        let mut p = Pages::new(3);
+        let p = Pages::new(3);
         assert_eq!(
             BlkFront::init(p.mem()).unwrap_err(),
             RingError::BadLength(3 * PAGE_SIZE)
@@ -619,7 +696,7 @@ mod tests {
 
     #[test]
     fn init_zeroes_header_and_sets_events_to_one() {
-        let mut p = Pages::new(1);
+        let p = Pages::new(1);
         let m = p.mem();
         m.fill(0, PAGE_SIZE, 0xAA);
         let _f = BlkFront::init(m).unwrap();
@@ -637,7 +714,7 @@ mod tests {
     #[test]
     fn round_trip_across_u32_wrap() {
         for start in [0u32, u32::MAX - 40, u32::MAX] {
-            let mut p = Pages::new(1);
+            let p = Pages::new(1);
             let mut f = BlkFront::init_at(p.mem(), start).unwrap();
             let mut b = BlkBack::attach_at(p.mem(), start).unwrap();
             let mut next = 0u64;
@@ -667,7 +744,7 @@ mod tests {
 
     #[test]
     fn front_notify_rule() {
-        let mut p = Pages::new(1);
+        let p = Pages::new(1);
         let m = p.mem();
         let mut f = BlkFront::init(m).unwrap();
         // req_event = 1 after init: the first request notifies.
@@ -695,7 +772,7 @@ mod tests {
     /// that slips in before the re-arm is still seen.
     #[test]
     fn batched_final_check_clamps_to_published_requests() {
-        let mut p = Pages::new(1);
+        let p = Pages::new(1);
         let m = p.mem();
         let mut f = BlkFront::init(m).unwrap();
         let mut b = BlkBack::attach(m).unwrap();
@@ -732,7 +809,7 @@ mod tests {
 
     #[test]
     fn back_notify_rule() {
-        let mut p = Pages::new(1);
+        let p = Pages::new(1);
         let m = p.mem();
         let mut f = BlkFront::init(m).unwrap();
         let mut b = BlkBack::attach(m).unwrap();
@@ -763,7 +840,7 @@ mod tests {
 
     #[test]
     fn final_checks_see_late_work() {
-        let mut p = Pages::new(1);
+        let p = Pages::new(1);
         let m = p.mem();
         let mut f = BlkFront::init(m).unwrap();
         let mut b = BlkBack::attach(m).unwrap();
@@ -785,7 +862,7 @@ mod tests {
     #[test]
     fn garbage_event_indices_do_not_corrupt() {
         for garbage in [0u32, 1, 0x8000_0000, u32::MAX, 12345] {
-            let mut p = Pages::new(1);
+            let p = Pages::new(1);
             let m = p.mem();
             let mut f = BlkFront::init(m).unwrap();
             let mut b = BlkBack::attach(m).unwrap();
@@ -814,7 +891,7 @@ mod tests {
     /// Row 1: `rsp_prod` more than the outstanding count past `rsp_cons`.
     #[test]
     fn response_producer_overrun_breaks_the_ring() {
-        let mut p = Pages::new(1);
+        let p = Pages::new(1);
         let m = p.mem();
         let mut f = BlkFront::init(m).unwrap();
         for i in 0..3 {
@@ -823,7 +900,7 @@ mod tests {
         let _ = f.push_requests_and_check_notify();
         // 33 on a 32-slot ring, and 4 with only 3 outstanding.
         for bad in [33u32, 4] {
-            let mut p2 = Pages::new(1);
+            let p2 = Pages::new(1);
             let m2 = p2.mem();
             let mut f2 = BlkFront::init(m2).unwrap();
             for i in 0..3 {
@@ -850,7 +927,7 @@ mod tests {
     /// overrun too (the backend read a slot it was not given).
     #[test]
     fn responses_to_unpublished_requests_break_the_ring() {
-        let mut p = Pages::new(1);
+        let p = Pages::new(1);
         let m = p.mem();
         let mut f = BlkFront::init(m).unwrap();
         f.push_request(&req(0)).unwrap();
@@ -868,7 +945,7 @@ mod tests {
     #[test]
     fn response_producer_going_backwards_breaks_the_ring() {
         // Below rsp_cons (wraps to a huge distance).
-        let mut p = Pages::new(1);
+        let p = Pages::new(1);
         let m = p.mem();
         let mut f = BlkFront::init_at(m, 10).unwrap();
         for i in 0..4 {
@@ -885,7 +962,7 @@ mod tests {
         );
 
         // Still at/after rsp_cons but below what was published before.
-        let mut p = Pages::new(1);
+        let p = Pages::new(1);
         let m = p.mem();
         let mut f = BlkFront::init(m).unwrap();
         for i in 0..4 {
@@ -911,7 +988,7 @@ mod tests {
     /// The backend side against a hostile frontend.
     #[test]
     fn request_producer_overrun_and_backwards() {
-        let mut p = Pages::new(1);
+        let p = Pages::new(1);
         let m = p.mem();
         let mut b = BlkBack::attach(m).unwrap();
         m.store_u32(layout::REQ_PROD, 33);
@@ -920,7 +997,7 @@ mod tests {
             Err(RingError::ProducerOverrun { prod: 33, cons: 0 })
         );
 
-        let mut p = Pages::new(1);
+        let p = Pages::new(1);
         let m = p.mem();
         let mut b = BlkBack::attach_at(m, 100).unwrap();
         m.store_u32(layout::REQ_PROD, 105);
@@ -938,7 +1015,7 @@ mod tests {
     /// A backend cannot consume more than `size` requests ahead of its responses.
     #[test]
     fn backend_stops_when_every_slot_awaits_a_response() {
-        let mut p = Pages::new(1);
+        let p = Pages::new(1);
         let m = p.mem();
         let mut f = BlkFront::init(m).unwrap();
         let mut b = BlkBack::attach(m).unwrap();
@@ -962,7 +1039,7 @@ mod tests {
     /// the frontend's value is its private copy, and the slot is never read again.
     #[test]
     fn response_slot_is_copied_once() {
-        let mut p = Pages::new(1);
+        let p = Pages::new(1);
         let m = p.mem();
         let mut f = BlkFront::init(m).unwrap();
         let mut b = BlkBack::attach(m).unwrap();
@@ -990,7 +1067,7 @@ mod tests {
     /// publication does not change what the frontend does (docs/hostile-input.md R5).
     #[test]
     fn request_slots_are_never_read_back() {
-        let mut p = Pages::new(1);
+        let p = Pages::new(1);
         let m = p.mem();
         let mut f = BlkFront::init(m).unwrap();
         f.push_request(&req(7)).unwrap();
@@ -1008,7 +1085,7 @@ mod tests {
     fn two_threads_stream_through_the_ring() {
         let total: u64 = if cfg!(miri) { 150 } else { 20_000 };
         let spins_max: u64 = 100_000_000;
-        let mut p = Pages::new(1);
+        let p = Pages::new(1);
         let m = p.mem();
         let mut f = BlkFront::init_at(m, u32::MAX - 50).unwrap();
         let mut b = BlkBack::attach_at(m, u32::MAX - 50).unwrap();
@@ -1066,8 +1143,8 @@ mod tests {
 
         /// Runs `rounds` batches through a ring starting at `start`; only the
         /// `front` (or back) end's accesses are recorded.
-        fn traffic(start: u32, rounds: u64, front_side: bool) -> (SharedMem, Vec<Access>, Pages) {
-            let mut p = Pages::new(1);
+        fn traffic(start: u32, rounds: u64, front_side: bool) -> (Vec<Access>, Pages) {
+            let p = Pages::new(1);
             let m = p.mem();
             let mut f = BlkFront::init_at(m, start).unwrap();
             let mut b = BlkBack::attach_at(m, start).unwrap();
@@ -1118,7 +1195,7 @@ mod tests {
                 let batch = (round % 4) as u32;
                 assert!(!front!(f.final_check_for_responses_batched(batch).unwrap()));
             }
-            (m, audit::take(), p)
+            (audit::take(), p)
         }
 
         fn total(rounds: u64) -> u32 {
@@ -1128,7 +1205,8 @@ mod tests {
         #[test]
         fn front_reads_each_response_once_and_follows_ring_h() {
             for start in [0, u32::MAX - 40] {
-                let (m, log, _p) = traffic(start, 40, true);
+                let (log, p) = traffic(start, 40, true);
+                let m = p.mem();
                 let sum =
                     check_front_ring::<blkif::Request, blkif::Response>(&log, &m, start, start)
                         .unwrap_or_else(|v| panic!("{v}"));
@@ -1147,7 +1225,8 @@ mod tests {
         #[test]
         fn back_reads_each_request_once_and_follows_ring_h() {
             for start in [0, u32::MAX - 40] {
-                let (m, log, _p) = traffic(start, 40, false);
+                let (log, p) = traffic(start, 40, false);
+                let m = p.mem();
                 let sum =
                     check_back_ring::<blkif::Request, blkif::Response>(&log, &m, start, start)
                         .unwrap_or_else(|v| panic!("{v}"));
@@ -1172,7 +1251,7 @@ mod tests {
             }
             use Bad::*;
             for bad in [Again, RequestReadBack, Early, Piecewise, OwnIndex, Again] {
-                let mut p = Pages::new(1);
+                let p = Pages::new(1);
                 let m = p.mem();
                 let mut f = BlkFront::init(m).unwrap();
                 let mut b = BlkBack::attach(m).unwrap();
@@ -1213,7 +1292,7 @@ mod tests {
                 assert!(r.is_err(), "{bad:?} not caught");
             }
             // The same steps without the extra access pass.
-            let mut p = Pages::new(1);
+            let p = Pages::new(1);
             let m = p.mem();
             let mut f = BlkFront::init(m).unwrap();
             let mut b = BlkBack::attach(m).unwrap();
@@ -1257,7 +1336,7 @@ mod tests {
             };
             let (ab, bb) = (a.as_bytes().to_vec(), b_.as_bytes().to_vec());
             for round in 0..200u32 {
-                let mut p = Pages::new(1);
+                let p = Pages::new(1);
                 let m = p.mem();
                 let mut f = BlkFront::init_at(m, round).unwrap();
                 let mut b = BlkBack::attach_at(m, round).unwrap();

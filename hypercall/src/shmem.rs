@@ -18,8 +18,19 @@
 //! range or misaligned is a bug in the caller and panics. Offsets derived from data the
 //! other side controls must be checked first with [`SharedMem::sub`] /
 //! [`SharedMem::contains`].
+//!
+//! # Ownership
+//!
+//! A [`SharedMem<'a>`](SharedMem) is borrowed from the owner of its memory and
+//! cannot outlive it: [`SharedPages`] owns pages allocated from the platform (and
+//! alone can free them), a platform owns its frame mappings
+//! ([`SharedMem::map_gfn`] borrows it), and a [`SharedRegion`] lends out regions
+//! tied to its own borrow (rings hold one). The rule is written out in the
+//! repository's `docs/shared-memory.md`.
 
 use crate::platform::{Gfn, Platform, PAGE_SIZE};
+use core::cell::UnsafeCell;
+use core::marker::PhantomData;
 use core::ptr::NonNull;
 use core::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
@@ -37,163 +48,428 @@ macro_rules! audit {
     };
 }
 
-/// A borrowed, read-only view of shared memory (from [`SharedMem::view`]): its
-/// lifetime ties it to the owner of the pages, so it cannot be used after they
-/// are freed.
+/// A region of memory that another domain may read or write concurrently,
+/// borrowed for `'a` from whatever owns it.
 ///
-/// A view lives while its owner is borrowed:
+/// Like vm-memory's `VolatileSlice<'a>`: a pointer, a length and a lifetime. The
+/// lifetime is that of the owner of the memory — a [`SharedPages`] allocation, a
+/// platform's frame mapping ([`SharedMem::map_gfn`]), or a test's buffer — so safe
+/// code cannot keep a region after its pages are freed or unmapped. Copying a
+/// `SharedMem` is cheap and keeps the same lifetime; [`SharedMem::sub`] narrows it.
+///
+/// A region lives while its owner is borrowed:
 ///
 /// ```
-/// use core::ptr::NonNull;
-/// use hypercall::{SharedMem, SharedView};
-///
-/// struct Owner {
-///     mem: SharedMem,
-/// }
-/// impl Owner {
-///     fn first(&self) -> SharedView<'_> {
-///         self.mem.view(self)
-///     }
-/// }
-/// let mut backing = [0u64; 2];
-/// // SAFETY: `backing` outlives `mem` and is only accessed through it.
-/// let mem = unsafe { SharedMem::new(NonNull::new(backing.as_mut_ptr().cast()).unwrap(), 16) };
-/// let owner = Owner { mem };
-/// let mut b = [0u8; 4];
-/// owner.first().read(0, &mut b);
+/// use hypercall::{SharedMem, SharedPages};
+/// # use core::ptr::NonNull;
+/// # use std::alloc::{alloc_zeroed, dealloc, Layout};
+/// # use hypercall::{Hypercall, Platform};
+/// # /// A platform whose pages come from the heap.
+/// # struct Heap;
+/// # impl Hypercall for Heap {
+/// #     unsafe fn hypercall(&self, _: u32, _: [usize; 5]) -> isize { -38 }
+/// # }
+/// # const PAGE: Layout = match Layout::from_size_align(4096, 4096) { Ok(l) => l, Err(_) => panic!() };
+/// # // SAFETY: pages are heap allocations used only as shared memory until freed.
+/// # unsafe impl Platform for Heap {
+/// #     fn alloc_pages(&self, n: usize) -> Option<NonNull<u8>> {
+/// #         // SAFETY: non-zero size.
+/// #         (n == 1).then(|| NonNull::new(unsafe { alloc_zeroed(PAGE) })).flatten()
+/// #     }
+/// #     unsafe fn free_pages(&self, p: NonNull<u8>, _: usize) {
+/// #         // SAFETY: allocated above with PAGE.
+/// #         unsafe { dealloc(p.as_ptr(), PAGE) }
+/// #     }
+/// #     fn virt_to_gfn(&self, _: NonNull<u8>) -> Option<hypercall::Gfn> { None }
+/// #     fn gfn_to_virt(&self, _: hypercall::Gfn) -> Option<NonNull<u8>> { None }
+/// #     fn wait(&self) {}
+/// #     fn now_ns(&self) -> u64 { 0 }
+/// # }
+/// # let platform = Heap;
+/// let pages = SharedPages::alloc(&platform, 1).unwrap();
+/// let mem: SharedMem<'_> = pages.mem();
+/// mem.store_u32(0, 7);
+/// assert_eq!(mem.load_u32(0), 7);
+/// // SAFETY: no grant was made on the page.
+/// unsafe { pages.free(&platform) };
 /// ```
 ///
-/// and not after (the owner frees its pages when dropped):
+/// and not after it is freed:
 ///
 /// ```compile_fail,E0505
-/// use core::ptr::NonNull;
-/// use hypercall::{SharedMem, SharedView};
+/// use hypercall::{SharedMem, SharedPages};
+/// # use core::ptr::NonNull;
+/// # use std::alloc::{alloc_zeroed, dealloc, Layout};
+/// # use hypercall::{Hypercall, Platform};
+/// # /// A platform whose pages come from the heap.
+/// # struct Heap;
+/// # impl Hypercall for Heap {
+/// #     unsafe fn hypercall(&self, _: u32, _: [usize; 5]) -> isize { -38 }
+/// # }
+/// # const PAGE: Layout = match Layout::from_size_align(4096, 4096) { Ok(l) => l, Err(_) => panic!() };
+/// # // SAFETY: pages are heap allocations used only as shared memory until freed.
+/// # unsafe impl Platform for Heap {
+/// #     fn alloc_pages(&self, n: usize) -> Option<NonNull<u8>> {
+/// #         // SAFETY: non-zero size.
+/// #         (n == 1).then(|| NonNull::new(unsafe { alloc_zeroed(PAGE) })).flatten()
+/// #     }
+/// #     unsafe fn free_pages(&self, p: NonNull<u8>, _: usize) {
+/// #         // SAFETY: allocated above with PAGE.
+/// #         unsafe { dealloc(p.as_ptr(), PAGE) }
+/// #     }
+/// #     fn virt_to_gfn(&self, _: NonNull<u8>) -> Option<hypercall::Gfn> { None }
+/// #     fn gfn_to_virt(&self, _: hypercall::Gfn) -> Option<NonNull<u8>> { None }
+/// #     fn wait(&self) {}
+/// #     fn now_ns(&self) -> u64 { 0 }
+/// # }
+/// # let platform = Heap;
+/// let pages = SharedPages::alloc(&platform, 1).unwrap();
+/// let mem: SharedMem<'_> = pages.mem();
+/// // SAFETY: no grant was made on the page.
+/// unsafe { pages.free(&platform) }; // error[E0505]: cannot move out of `pages`
+/// mem.store_u32(0, 7);
+/// ```
 ///
-/// struct Owner {
-///     mem: SharedMem,
+/// nor after it is dropped (a dropped allocation is leaked, never freed, but the
+/// borrow still ends with it):
+///
+/// ```compile_fail,E0597
+/// use hypercall::{SharedMem, SharedPages};
+/// # use core::ptr::NonNull;
+/// # use std::alloc::{alloc_zeroed, dealloc, Layout};
+/// # use hypercall::{Hypercall, Platform};
+/// # /// A platform whose pages come from the heap.
+/// # struct Heap;
+/// # impl Hypercall for Heap {
+/// #     unsafe fn hypercall(&self, _: u32, _: [usize; 5]) -> isize { -38 }
+/// # }
+/// # const PAGE: Layout = match Layout::from_size_align(4096, 4096) { Ok(l) => l, Err(_) => panic!() };
+/// # // SAFETY: pages are heap allocations used only as shared memory until freed.
+/// # unsafe impl Platform for Heap {
+/// #     fn alloc_pages(&self, n: usize) -> Option<NonNull<u8>> {
+/// #         // SAFETY: non-zero size.
+/// #         (n == 1).then(|| NonNull::new(unsafe { alloc_zeroed(PAGE) })).flatten()
+/// #     }
+/// #     unsafe fn free_pages(&self, p: NonNull<u8>, _: usize) {
+/// #         // SAFETY: allocated above with PAGE.
+/// #         unsafe { dealloc(p.as_ptr(), PAGE) }
+/// #     }
+/// #     fn virt_to_gfn(&self, _: NonNull<u8>) -> Option<hypercall::Gfn> { None }
+/// #     fn gfn_to_virt(&self, _: hypercall::Gfn) -> Option<NonNull<u8>> { None }
+/// #     fn wait(&self) {}
+/// #     fn now_ns(&self) -> u64 { 0 }
+/// # }
+/// # let platform = Heap;
+/// let mem: SharedMem<'_>;
+/// {
+///     let pages = SharedPages::alloc(&platform, 1).unwrap();
+///     mem = pages.mem(); // error[E0597]: `pages` does not live long enough
 /// }
-/// impl Owner {
-///     fn first(&self) -> SharedView<'_> {
-///         self.mem.view(self)
-///     }
-/// }
-/// let mut backing = [0u64; 2];
-/// // SAFETY: `backing` outlives `mem` and is only accessed through it.
-/// let mem = unsafe { SharedMem::new(NonNull::new(backing.as_mut_ptr().cast()).unwrap(), 16) };
-/// let owner = Owner { mem };
-/// let view = owner.first();
-/// drop(owner); // error[E0505]: cannot move out of `owner` because it is borrowed
-/// let mut b = [0u8; 4];
-/// view.read(0, &mut b);
+/// mem.store_u32(0, 7);
+/// ```
+///
+/// A frame mapping lives no longer than the platform that maps it:
+///
+/// ```compile_fail,E0505
+/// use hypercall::{Gfn, SharedMem};
+/// # use core::ptr::NonNull;
+/// # use std::alloc::{alloc_zeroed, dealloc, Layout};
+/// # use hypercall::{Hypercall, Platform};
+/// # /// A platform whose pages come from the heap.
+/// # struct Heap;
+/// # impl Hypercall for Heap {
+/// #     unsafe fn hypercall(&self, _: u32, _: [usize; 5]) -> isize { -38 }
+/// # }
+/// # const PAGE: Layout = match Layout::from_size_align(4096, 4096) { Ok(l) => l, Err(_) => panic!() };
+/// # // SAFETY: pages are heap allocations used only as shared memory until freed.
+/// # unsafe impl Platform for Heap {
+/// #     fn alloc_pages(&self, n: usize) -> Option<NonNull<u8>> {
+/// #         // SAFETY: non-zero size.
+/// #         (n == 1).then(|| NonNull::new(unsafe { alloc_zeroed(PAGE) })).flatten()
+/// #     }
+/// #     unsafe fn free_pages(&self, p: NonNull<u8>, _: usize) {
+/// #         // SAFETY: allocated above with PAGE.
+/// #         unsafe { dealloc(p.as_ptr(), PAGE) }
+/// #     }
+/// #     fn virt_to_gfn(&self, _: NonNull<u8>) -> Option<hypercall::Gfn> { None }
+/// #     fn gfn_to_virt(&self, _: hypercall::Gfn) -> Option<NonNull<u8>> { None }
+/// #     fn wait(&self) {}
+/// #     fn now_ns(&self) -> u64 { 0 }
+/// # }
+/// let platform = Heap;
+/// let page: SharedMem<'_> = SharedMem::map_gfn(&platform, Gfn(1)).unwrap();
+/// drop(platform); // error[E0505]: cannot move out of `platform`
+/// page.load_u32(0);
 /// ```
 #[derive(Clone, Copy, Debug)]
-pub struct SharedView<'a> {
-    mem: SharedMem,
-    _owner: core::marker::PhantomData<&'a ()>,
+pub struct SharedMem<'a> {
+    ptr: NonNull<u8>,
+    len: usize,
+    /// Borrows the owner's bytes, which may change under us (hence the `UnsafeCell`;
+    /// covariant, so a region can be narrowed to a shorter lifetime).
+    _owner: PhantomData<&'a [UnsafeCell<u8>]>,
 }
 
-impl SharedView<'_> {
-    /// Length in bytes.
-    pub const fn len(&self) -> usize {
-        self.mem.len
-    }
+// SAFETY: SharedMem is a pointer + length borrowed for 'a; all accesses through it
+// are volatile or atomic, which is exactly the discipline required for memory
+// written concurrently (by another domain, or another thread).
+unsafe impl Send for SharedMem<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMem<'_> {}
 
-    /// Whether the view is empty.
-    pub const fn is_empty(&self) -> bool {
-        self.mem.len == 0
-    }
+/// Something that owns or borrows shared memory and lends it out as a
+/// [`SharedMem`] that cannot outlive it. Rings are generic over it
+/// ([`crate::ring::FrontRing`]), so a device can own its ring pages (a
+/// [`SharedPages`]) while a test or a backend lends borrowed memory (a
+/// [`SharedMem`]).
+///
+/// Safe to implement: an implementation can only hand out regions it could
+/// obtain safely itself.
+pub trait SharedRegion {
+    /// The memory, borrowed from `self`.
+    fn shared(&self) -> SharedMem<'_>;
+}
 
-    /// Copies `buf.len()` bytes at `offset` out (see [`SharedMem::read`]; panics if
-    /// out of range).
-    pub fn read(&self, offset: usize, buf: &mut [u8]) {
-        self.mem.read(offset, buf)
+impl SharedRegion for SharedMem<'_> {
+    fn shared(&self) -> SharedMem<'_> {
+        *self
     }
 }
 
-/// A region of memory that another domain may read or write concurrently.
-#[derive(Clone, Copy, Debug)]
-pub struct SharedMem {
+impl<R: SharedRegion + ?Sized> SharedRegion for &R {
+    fn shared(&self) -> SharedMem<'_> {
+        (**self).shared()
+    }
+}
+
+/// Pages allocated from a [`Platform`] for sharing with another domain, owned:
+/// the owner of the [`SharedMem`] regions [`SharedPages::mem`] lends out.
+///
+/// Not `Copy` or `Clone`: one owner, which alone can return the pages with the
+/// `unsafe` [`SharedPages::free`] (it consumes the owner, so no region borrowed
+/// from it survives; the caller's part of the contract is that no grant on the
+/// pages is still active). Dropping a `SharedPages` without freeing it leaks the
+/// pages — safe, and the right outcome when a grant could not be ended (the other
+/// domain may still write there).
+#[derive(Debug)]
+pub struct SharedPages {
     ptr: NonNull<u8>,
     len: usize,
 }
 
-// SAFETY: SharedMem is a pointer + length; all accesses through it are volatile or
-// atomic, which is exactly the discipline required for memory written concurrently.
-unsafe impl Send for SharedMem {}
-// SAFETY: as above.
-unsafe impl Sync for SharedMem {}
+// SAFETY: owns the allocation (a pointer + length); all accesses go through
+// `SharedMem`, which is Send + Sync for the same reason.
+unsafe impl Send for SharedPages {}
+// SAFETY: as above; `&SharedPages` only lends out `SharedMem` regions.
+unsafe impl Sync for SharedPages {}
 
-impl SharedMem {
-    /// Wraps `len` bytes at `ptr`.
-    ///
-    /// # Safety
-    /// `ptr..ptr+len` must stay mapped, readable and writable for as long as this value
-    /// (or any copy or sub-range of it) is used. Nothing else may hold a Rust reference
-    /// into that memory.
-    pub const unsafe fn new(ptr: NonNull<u8>, len: usize) -> Self {
-        Self { ptr, len }
-    }
-
-    /// The empty region (no memory): every access panics as out of range. A
-    /// placeholder for a structure built before its pages exist (a `static`).
-    pub const fn empty() -> SharedMem {
-        SharedMem {
+impl SharedPages {
+    /// No pages: [`SharedPages::mem`] is empty, so every access panics as out of
+    /// range. A placeholder for a structure built before its pages exist (a
+    /// `static`, a detached ring). Freeing it does nothing.
+    pub const fn empty() -> SharedPages {
+        SharedPages {
             ptr: NonNull::dangling(),
             len: 0,
         }
     }
 
-    /// Allocates `pages` zeroed pages with [`Platform::alloc_pages`] and wraps them
-    /// (the safe way for `forbid(unsafe_code)` crates to get ring/buffer pages).
-    /// `None` if the platform is out of memory or `pages` is 0.
-    ///
-    /// The region is never freed by `SharedMem` (it is `Copy`); return it with
-    /// [`Platform::free_pages`] once every grant on it has ended.
-    pub fn alloc_pages<P: Platform + ?Sized>(platform: &P, pages: usize) -> Option<SharedMem> {
+    /// Allocates `pages` zeroed pages with [`Platform::alloc_pages`]. `None` if the
+    /// platform is out of memory or `pages` is 0.
+    pub fn alloc<P: Platform + ?Sized>(platform: &P, pages: usize) -> Option<SharedPages> {
         let len = pages.checked_mul(PAGE_SIZE)?;
         if len == 0 {
             return None;
         }
         let ptr = platform.alloc_pages(pages)?;
-        // SAFETY: `Platform::alloc_pages` returns `pages` guest-owned, mapped,
-        // writable pages that stay valid until `free_pages` (an unsafe call whose
-        // caller must ensure nothing uses them any more). No Rust reference to
-        // them exists.
-        Some(unsafe { SharedMem::new(ptr, len) })
+        Some(SharedPages { ptr, len })
     }
 
-    /// Returns a region from [`SharedMem::alloc_pages`] to the platform.
+    /// The pages, borrowed: the region cannot outlive this owner.
+    pub fn mem(&self) -> SharedMem<'_> {
+        // SAFETY: per `Platform`'s contract the allocation stays mapped, readable
+        // and writable, and is never Rust memory, until it is passed to
+        // `free_pages` — which only `free` does, consuming `self` (so after any
+        // borrow of `self` ends). The empty placeholder has length 0.
+        unsafe { SharedMem::new(self.ptr, self.len) }
+    }
+
+    /// Length in bytes.
+    pub const fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no pages ([`SharedPages::empty`]).
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The guest frame number of page `index` (`None` if out of range or not
+    /// guest memory).
+    pub fn page_gfn<P: Platform + ?Sized>(&self, platform: &P, index: usize) -> Option<Gfn> {
+        self.mem().page_gfn(platform, index)
+    }
+
+    /// Gives up ownership for good: the pages are never freed, so the region lives
+    /// for the rest of the program (like `Box::leak`). For pages a kernel keeps
+    /// for its whole life (a console ring, grant frames).
+    pub fn leak(self) -> SharedMem<'static> {
+        // SAFETY: per `Platform`'s contract the allocation stays valid until it is
+        // passed to `free_pages`, which needs this owner — consumed here.
+        unsafe { SharedMem::new(self.ptr, self.len) }
+    }
+
+    /// Returns the pages to the platform. The empty placeholder is not an
+    /// allocation: freeing it does nothing.
     ///
     /// # Safety
-    /// `self` must be exactly a region `SharedMem::alloc_pages(platform, n)` returned
-    /// (same platform, the whole region), no grant on any of its pages may still be
-    /// active (every `end_access` succeeded), and neither this value nor any copy or
-    /// sub-region of it may be used afterwards.
-    pub unsafe fn free_pages<P: Platform + ?Sized>(self, platform: &P) {
-        // SAFETY: the caller guarantees the region is a whole earlier allocation
-        // that nothing uses any more and no other domain can access.
+    /// `platform` must be the platform (the same value, or one sharing its page
+    /// allocator) that [`SharedPages::alloc`] took them from, and no other domain
+    /// may still have access to them: every grant on them ended (a successful
+    /// `end_access`), no mapping or copy in flight. The borrow checker enforces
+    /// the rest: `self` is consumed, so no region borrowed from it is left.
+    pub unsafe fn free<P: Platform + ?Sized>(self, platform: &P) {
+        if self.len == 0 {
+            return;
+        }
+        // SAFETY: the caller guarantees the platform and that no other domain can
+        // access the pages; `self` (their only owner) is consumed, so nothing here
+        // uses them any more.
         unsafe { platform.free_pages(self.ptr, self.len / PAGE_SIZE) }
     }
+}
 
-    /// A read-only view of this region that cannot outlive `owner`'s borrow: how a
-    /// device lends out pages it owns (and frees when dropped) without handing out
-    /// a `SharedMem` that could outlive them.
-    pub fn view<'a, T: ?Sized>(&self, _owner: &'a T) -> SharedView<'a> {
-        SharedView {
-            mem: *self,
-            _owner: core::marker::PhantomData,
+impl SharedRegion for SharedPages {
+    fn shared(&self) -> SharedMem<'_> {
+        self.mem()
+    }
+}
+
+/// A platform together with one guest frame it maps: the owner of that mapping,
+/// for a structure that owns its platform and keeps using one page (a console).
+///
+/// [`Platform::gfn_to_virt`] promises the mapping for as long as the platform
+/// value lives; `MappedPage` holds both, so [`MappedPage::mem`] lends the page
+/// out borrowed from the pair and it cannot outlive the platform:
+///
+/// ```compile_fail,E0505
+/// use hypercall::{Gfn, MappedPage, SharedMem};
+/// # use core::ptr::NonNull;
+/// # use hypercall::{Hypercall, Platform};
+/// # struct P;
+/// # impl Hypercall for P {
+/// #     unsafe fn hypercall(&self, _: u32, _: [usize; 5]) -> isize { -38 }
+/// # }
+/// # // SAFETY: maps nothing.
+/// # unsafe impl Platform for P {
+/// #     fn alloc_pages(&self, _: usize) -> Option<NonNull<u8>> { None }
+/// #     unsafe fn free_pages(&self, _: NonNull<u8>, _: usize) {}
+/// #     fn virt_to_gfn(&self, _: NonNull<u8>) -> Option<Gfn> { None }
+/// #     fn gfn_to_virt(&self, _: Gfn) -> Option<NonNull<u8>> { None }
+/// #     fn wait(&self) {}
+/// #     fn now_ns(&self) -> u64 { 0 }
+/// # }
+/// # let platform = P;
+/// let page = MappedPage::new(platform, Gfn(7)).unwrap();
+/// let mem: SharedMem<'_> = page.mem();
+/// let platform = page.into_platform(); // error[E0505]: cannot move out of `page`
+/// mem.load_u32(0);
+/// ```
+#[derive(Debug)]
+pub struct MappedPage<P> {
+    platform: P,
+    gfn: Gfn,
+    ptr: NonNull<u8>,
+}
+
+// SAFETY: the pointer is only used to lend out `SharedMem` regions, which are
+// Send + Sync; the platform decides for itself.
+unsafe impl<P: Send> Send for MappedPage<P> {}
+// SAFETY: as above.
+unsafe impl<P: Sync> Sync for MappedPage<P> {}
+
+impl<P: Platform> MappedPage<P> {
+    /// Maps guest frame `gfn` through `platform` and keeps both. Gives the
+    /// platform back if it does not map the frame.
+    pub fn new(platform: P, gfn: Gfn) -> Result<MappedPage<P>, P> {
+        match platform.gfn_to_virt(gfn) {
+            Some(ptr) => Ok(MappedPage { platform, gfn, ptr }),
+            None => Err(platform),
         }
     }
 
-    /// Wraps the page the platform maps guest frame `gfn` at (e.g. the xenstore or
-    /// console page from `HVM_PARAM_*_PFN`). `None` if the frame is not mapped.
+    /// The page (4096 bytes), borrowed from `self`.
+    pub fn mem(&self) -> SharedMem<'_> {
+        // SAFETY: per `Platform::gfn_to_virt`'s contract the whole frame is mapped
+        // at `ptr`, readable and writable, and never Rust memory, for as long as
+        // the platform value lives — it lives in `self`, borrowed for the result's
+        // lifetime.
+        unsafe { SharedMem::new(self.ptr, PAGE_SIZE) }
+    }
+
+    /// The frame.
+    pub fn gfn(&self) -> Gfn {
+        self.gfn
+    }
+
+    /// The platform.
+    pub fn platform(&self) -> &P {
+        &self.platform
+    }
+
+    /// Ends the borrow of the mapping and gives the platform back.
+    pub fn into_platform(self) -> P {
+        self.platform
+    }
+}
+
+impl<P: Platform> SharedRegion for MappedPage<P> {
+    fn shared(&self) -> SharedMem<'_> {
+        self.mem()
+    }
+}
+
+impl<'a> SharedMem<'a> {
+    /// Wraps `len` bytes at `ptr` for `'a`.
     ///
-    /// Relies on [`Platform::gfn_to_virt`]'s contract: the mapping stays valid for
-    /// the platform's lifetime.
-    pub fn map_gfn<P: Platform + ?Sized>(platform: &P, gfn: Gfn) -> Option<SharedMem> {
+    /// # Safety
+    /// For all of `'a`:
+    /// - `ptr..ptr+len` stays mapped, readable and writable (it is not freed,
+    ///   unmapped or given back to an allocator), and
+    /// - no Rust reference (`&T`/`&mut T`) points into it and no Rust object lives
+    ///   in it: the bytes are only accessed through `SharedMem` regions (or by
+    ///   another domain).
+    ///
+    /// Choose `'a` as the borrow of whatever keeps the memory alive (the buffer,
+    /// the mapping), so the borrow checker enforces the first point; `'static` is
+    /// right only for memory that is never freed.
+    pub const unsafe fn new(ptr: NonNull<u8>, len: usize) -> Self {
+        Self {
+            ptr,
+            len,
+            _owner: PhantomData,
+        }
+    }
+
+    /// The empty region (no memory): every access panics as out of range. A
+    /// placeholder for a structure built before its pages exist (a `static`).
+    pub const fn empty() -> SharedMem<'a> {
+        SharedMem {
+            ptr: NonNull::dangling(),
+            len: 0,
+            _owner: PhantomData,
+        }
+    }
+
+    /// The page the platform maps guest frame `gfn` at (e.g. the xenstore or
+    /// console page from `HVM_PARAM_*_PFN`), borrowed from the platform: it cannot
+    /// outlive `platform`. `None` if the frame is not mapped.
+    pub fn map_gfn<P: Platform + ?Sized>(platform: &'a P, gfn: Gfn) -> Option<SharedMem<'a>> {
         let ptr = platform.gfn_to_virt(gfn)?;
-        // SAFETY: per `Platform::gfn_to_virt`, `ptr` is where the whole 4 KiB frame
-        // `gfn` is mapped, readable and writable, for as long as the platform lives.
+        // SAFETY: per `Platform::gfn_to_virt`'s contract, `ptr` is where the whole
+        // 4 KiB frame `gfn` is mapped, readable and writable, for as long as the
+        // platform value lives (at least `'a`, which borrows it), and the frame is
+        // never Rust memory.
         Some(unsafe { SharedMem::new(ptr, PAGE_SIZE) })
     }
 
@@ -234,7 +510,7 @@ impl SharedMem {
     }
 
     /// The sub-region `offset..offset+len`, or `None` if it is not inside this region.
-    pub fn sub(&self, offset: usize, len: usize) -> Option<SharedMem> {
+    pub fn sub(&self, offset: usize, len: usize) -> Option<SharedMem<'a>> {
         if !self.contains(offset, len) {
             return None;
         }
@@ -245,6 +521,7 @@ impl SharedMem {
             // SAFETY: non-null base plus in-bounds offset.
             ptr: unsafe { NonNull::new_unchecked(p) },
             len,
+            _owner: PhantomData,
         })
     }
 
@@ -460,7 +737,7 @@ impl SharedMem {
     /// (both shared; used by host-side grant copy). Each source byte is read once.
     /// Overlapping ranges (the same page reached twice, e.g. through two grants)
     /// are copied as `memmove` would, through a small private buffer.
-    pub fn copy_from(&self, dst_off: usize, src: &SharedMem, src_off: usize, len: usize) {
+    pub fn copy_from(&self, dst_off: usize, src: &SharedMem<'_>, src_off: usize, len: usize) {
         assert!(
             self.contains(dst_off, len) && src.contains(src_off, len),
             "shared memory copy out of range"
@@ -691,7 +968,7 @@ mod tests {
     use super::*;
     use std::vec;
 
-    fn region(buf: &mut [u64]) -> SharedMem {
+    fn region(buf: &mut [u64]) -> SharedMem<'_> {
         // SAFETY: the test buffer outlives the region and is only accessed through it.
         unsafe {
             SharedMem::new(

@@ -39,8 +39,11 @@ impl Hypercall for FakePlatform {
     }
 }
 
-// SAFETY: pages come from a leaked, page-aligned test allocation that lives for the
-// whole test; the gfn mapping is the inverse of virt_to_gfn.
+// SAFETY: pages come from page-aligned heap buffers that live as long as the fake
+// (freeing only records the call); the gfn mapping is the inverse of virt_to_gfn and
+// covers exactly those buffers. Test-only relaxation of the contract: the buffers go
+// when the fake is dropped, so each test drops (or stops using) what it built on
+// the fake first.
 unsafe impl Platform for FakePlatform {
     fn alloc_pages(&self, count: usize) -> Option<NonNull<u8>> {
         if self.fail_alloc.get() || count == 0 {

@@ -51,7 +51,11 @@ impl TimeInfo {
 /// Reads vCPU `vcpu`'s `vcpu_time_info` from `shared_info` consistently (version
 /// protocol above). `None` if Xen kept the record busy for `max_tries` attempts or
 /// `vcpu` has no slot in `shared_info`.
-pub fn read_time_info(shared_info: &SharedMem, vcpu: usize, max_tries: usize) -> Option<TimeInfo> {
+pub fn read_time_info(
+    shared_info: &SharedMem<'_>,
+    vcpu: usize,
+    max_tries: usize,
+) -> Option<TimeInfo> {
     if vcpu >= si::LEGACY_MAX_VCPUS {
         return None;
     }

@@ -4,7 +4,7 @@ use core::fmt::Write as _;
 use core::time::Duration;
 
 use hypercall::abi::blkif;
-use hypercall::{Platform, Port, SharedMem, SharedView, Xen, PAGE_SIZE};
+use hypercall::{Platform, Port, SharedMem, SharedPages, Xen, PAGE_SIZE};
 use xenbus::frontend::{BackendEvent, FrontendHandshake, Phase};
 use xenbus::{Path, Snippet, Store, XenbusState, Xenstore};
 
@@ -89,7 +89,7 @@ pub struct Device<P: Platform, G: Grants, const SLOTS: usize = 32, const SEGS: u
     io: Io<SLOTS, SEGS>,
     /// Every queue's ring pages, allocated once: queue `q`'s ring starts at page
     /// `q << (its largest order)`.
-    ring_pages: Option<SharedMem>,
+    ring_pages: Option<SharedPages>,
     ring_grefs: [[u32; 1 << MAX_RING_PAGE_ORDER]; MAX_QUEUES],
     /// One event channel per queue.
     ports: [Option<Port>; MAX_QUEUES],
@@ -447,14 +447,13 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         if self.ring_pages.is_none() {
             let most = features::queues(Some(u64::MAX), self.config.queues, SLOTS) as usize;
             self.ring_pages =
-                Some(SharedMem::alloc_pages(&self.platform, most << local).ok_or(Error::NoMemory)?);
+                Some(SharedPages::alloc(&self.platform, most << local).ok_or(Error::NoMemory)?);
         }
-        let all = self.ring_pages.ok_or(Error::NoMemory)?;
+        let all = self.ring_pages.as_ref().ok_or(Error::NoMemory)?;
         let mut rings: [Option<(BlkRing, Port)>; MAX_QUEUES] = core::array::from_fn(|_| None);
         for (q, slot) in rings.iter_mut().enumerate().take(nq) {
-            let ring_mem = all
-                .sub(q * stride, npages * PAGE_SIZE)
-                .ok_or(Error::NoMemory)?;
+            let ring_mem =
+                ring_region(all, q * stride, npages * PAGE_SIZE).ok_or(Error::NoMemory)?;
             let ring = BlkRing::init(ring_mem).map_err(|_| Error::NoMemory)?;
             for i in 0..npages {
                 let gfn = ring_mem.page_gfn(&self.platform, i).ok_or(Error::NoGfn)?;
@@ -1278,7 +1277,7 @@ struct Spin {
 ///
 /// The pages held only this backend's data (XSA-403 rules as for every read), but
 /// they are shared memory: copy what you need out once ([`ReadData::read`], or
-/// [`SharedView::read`] on [`ReadData::regions`]), then validate the copy.
+/// [`SharedMem::read`] on [`ReadData::regions`]), then validate the copy.
 ///
 /// The regions cannot outlive the read (the pages go back to the device for the
 /// next request, and a dropped device frees them):
@@ -1336,14 +1335,8 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize>
     ///
     /// The views borrow the device: they cannot outlive it (its bounce pages are
     /// freed when it is dropped).
-    pub fn regions(&self) -> impl Iterator<Item = SharedView<'_>> + '_ {
-        let owner = &*self.dev;
-        self.dev
-            .io
-            .read_regions(self.tag)
-            .into_iter()
-            .flatten()
-            .map(move |m| m.view(owner))
+    pub fn regions(&self) -> impl Iterator<Item = SharedMem<'_>> + '_ {
+        self.dev.io.read_regions(self.tag).into_iter().flatten()
     }
 
     /// Copies `buf.len()` bytes starting at byte `offset` of the data into `buf`.
@@ -1407,7 +1400,7 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Drop
                 // this platform; every ring grant ended (release_ring is 0), the ring
                 // (io.stop) and any `ReadData` (it borrows the device) are gone, and
                 // the device keeps no other copy.
-                unsafe { ring.free_pages(&self.platform) };
+                unsafe { ring.free(&self.platform) };
             }
         }
         if let Some((bounce, indirect)) = self.io.take_pages() {
@@ -1416,8 +1409,8 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Drop
             // the ring stopped, so no grant on them is active and no request or view
             // uses them.
             unsafe {
-                bounce.free_pages(&self.platform);
-                indirect.free_pages(&self.platform);
+                bounce.free(&self.platform);
+                indirect.free(&self.platform);
             }
         }
     }
@@ -1463,4 +1456,22 @@ fn advance(bufs: &[&[u8]], cursor: &mut (usize, usize), mut n: usize) {
         }
     }
     *cursor = (i, off);
+}
+
+/// Bytes `offset..offset + len` of the device's ring pages as a ring's region.
+///
+/// Owner-based, inside the device: the ring ([`BlkRing`], kept in the private
+/// `Io` rings, never handed out except by borrow) outlives any borrow of
+/// `pages`, so its region cannot carry that borrow's lifetime; it gets `'static`,
+/// and the device upholds the real bound itself: `ring_pages` are freed only in
+/// `Drop for Device`, after `Io::stop` dropped the ring, and are otherwise kept
+/// (and reused) for the device's lifetime.
+#[allow(unsafe_code)]
+fn ring_region(pages: &SharedPages, offset: usize, len: usize) -> Option<SharedMem<'static>> {
+    let m = pages.mem().sub(offset, len)?;
+    // SAFETY: the range lies in the device's own allocation (`sub` checked it),
+    // which stays allocated and is touched only through `SharedMem` until
+    // `Drop for Device` frees it — after the ring holding this region is gone
+    // (see above). No Rust reference points into it.
+    Some(unsafe { SharedMem::new(m.as_non_null(), m.len()) })
 }

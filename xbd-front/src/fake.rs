@@ -19,7 +19,7 @@ use hypercall::abi::gnttab as gt;
 use hypercall::abi::{errno, evtchn, hypercall_nr as nr};
 use hypercall::gnttab::GrantTable;
 use hypercall::ring::BackRing;
-use hypercall::{Gfn, Hypercall, Platform, SharedMem, PAGE_SIZE};
+use hypercall::{Gfn, Hypercall, Platform, SharedMem, SharedPages, PAGE_SIZE};
 use zerocopy::IntoBytes;
 
 /// Gfns are handed out from here, with gaps between allocations, so they are
@@ -38,7 +38,7 @@ struct Alloc {
 pub struct Memory(Rc<RefCell<Vec<Alloc>>>);
 
 impl Memory {
-    pub fn page(&self, gfn: Gfn) -> Option<SharedMem> {
+    pub fn page(&self, gfn: Gfn) -> Option<SharedMem<'static>> {
         let mut allocs = self.0.borrow_mut();
         let al = allocs
             .iter_mut()
@@ -47,9 +47,24 @@ impl Memory {
         let base = al.buf.as_mut_ptr() as usize;
         let p = al.buf.as_mut_ptr().cast::<u8>().wrapping_add(a - base);
         // SAFETY: the page lies inside a live test allocation that is never freed
-        // before the test ends and is only accessed through SharedMem.
+        // before the test ends and is only accessed through SharedMem. (`'static`
+        // stands for "the rest of the test": the fake owns the memory.)
         Some(unsafe { SharedMem::new(NonNull::new(p)?, PAGE_SIZE) })
     }
+}
+
+/// `mem` for the rest of the test: the fake platform's memory is never freed
+/// before the test ends, so test fixtures may keep regions in their fields.
+pub fn for_the_test(mem: SharedMem<'_>) -> SharedMem<'static> {
+    // SAFETY: every region in these tests lies in the fake platform's allocations
+    // (kept until the test ends) and is only accessed through SharedMem.
+    unsafe { SharedMem::new(mem.as_non_null(), mem.len()) }
+}
+
+/// `pages` zeroed pages from the fake platform, for the rest of the test.
+pub fn alloc(p: &FakePlatform, pages: usize) -> SharedMem<'static> {
+    // Never freed: the fake keeps its memory until the test ends.
+    SharedPages::alloc(p, pages).unwrap().leak()
 }
 
 pub type Hook = Box<dyn FnMut()>;
@@ -89,7 +104,7 @@ impl FakePlatform {
 
     pub fn grant_table<const N: usize>(&self) -> GrantTable<N> {
         let frames = (N * 8).div_ceil(PAGE_SIZE);
-        GrantTable::new(SharedMem::alloc_pages(self, frames).unwrap()).unwrap()
+        GrantTable::new(SharedPages::alloc(self, frames).unwrap()).unwrap()
     }
 }
 
@@ -183,9 +198,9 @@ pub type Mutator = Box<dyn FnMut(&Request, Response) -> Vec<Response>>;
 
 /// A blkback over an in-memory disk, with knobs for hostility.
 pub struct FakeBackend {
-    pub ring: BackRing<Request, Response>,
-    pub ring_mem: SharedMem,
-    frames: SharedMem,
+    pub ring: BackRing<Request, Response, SharedMem<'static>>,
+    pub ring_mem: SharedMem<'static>,
+    frames: SharedMem<'static>,
     mem: Memory,
     pub disk: Vec<u8>,
     /// Never answer (row 14).
@@ -222,14 +237,14 @@ pub struct FakeBackend {
 impl FakeBackend {
     pub fn new<const N: usize>(
         p: &FakePlatform,
-        ring_mem: SharedMem,
+        ring_mem: SharedMem<'static>,
         table: &GrantTable<N>,
         disk_bytes: usize,
     ) -> Self {
         FakeBackend {
             ring: BackRing::attach(ring_mem).unwrap(),
             ring_mem,
-            frames: table.frames().expect("set up"),
+            frames: for_the_test(table.frames().expect("set up")),
             mem: p.mem.clone(),
             disk: (0..disk_bytes).map(|i| (i * 7 + i / 4096) as u8).collect(),
             mute: false,
@@ -258,7 +273,7 @@ impl FakeBackend {
     }
 
     /// Maps a grant like Xen would (checks type, domain, read-only), pinning it.
-    pub fn map(&mut self, gref: u32, readonly: bool) -> Option<SharedMem> {
+    pub fn map(&mut self, gref: u32, readonly: bool) -> Option<SharedMem<'static>> {
         let (flags, domid, frame) = self.entry(gref)?;
         if flags & gt::GTF_TYPE_MASK != gt::GTF_PERMIT_ACCESS || domid != 0 {
             self.violations.push("map of an ungranted ref");

@@ -25,14 +25,14 @@ use hypercall::abi::blkif::{
 };
 use hypercall::gnttab::Error as GrantError;
 use hypercall::ring::FrontRing;
-use hypercall::{DomId, Gfn, GrantRef, Platform, Port, SharedMem, Xen, PAGE_SIZE};
+use hypercall::{DomId, Gfn, GrantRef, Platform, Port, SharedMem, SharedPages, Xen, PAGE_SIZE};
 
 use crate::error::{BrokenReason, Error, IoError};
 use crate::features::MAX_QUEUES;
 use crate::grants::Grants;
 
 /// The blkif ring type.
-pub type BlkRing = FrontRing<Request, Response>;
+pub type BlkRing = FrontRing<Request, Response, SharedMem<'static>>;
 
 const NONE: u16 = u16::MAX;
 /// Indirect segment descriptors gathered before one write to the indirect page.
@@ -183,11 +183,11 @@ impl Op {
     };
 }
 
-/// Pages allocated once, at the first connect.
-#[derive(Copy, Clone, Debug)]
+/// Pages allocated once, at the first connect (owned: the device frees them).
+#[derive(Debug)]
 struct Pages {
-    bounce: SharedMem,
-    indirect: SharedMem,
+    bounce: SharedPages,
+    indirect: SharedPages,
 }
 
 /// One queue (`queue-N/` in xenstore): its ring, its event channel and its share
@@ -245,7 +245,7 @@ struct SrcCursor<'a, 'b> {
 
 impl SrcCursor<'_, '_> {
     /// Copies `n` bytes into `mem` at `at`; returns how many were available.
-    fn copy_to(&mut self, mem: &SharedMem, mut at: usize, mut n: usize) -> usize {
+    fn copy_to(&mut self, mem: &SharedMem<'_>, mut at: usize, mut n: usize) -> usize {
         let mut done = 0;
         while n > 0 {
             let Some(buf) = self.bufs.get(self.i) else {
@@ -276,7 +276,7 @@ struct DstCursor<'a, 'b> {
 }
 
 impl DstCursor<'_, '_> {
-    fn copy_from(&mut self, mem: &SharedMem, mut at: usize, mut n: usize) -> usize {
+    fn copy_from(&mut self, mem: &SharedMem<'_>, mut at: usize, mut n: usize) -> usize {
         let mut done = 0;
         while n > 0 {
             let Some(buf) = self.bufs.get_mut(self.i) else {
@@ -516,7 +516,7 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
 
     /// Gives up the bounce and indirect pages (for the device to free), but only
     /// while no slot is stuck and no ring is up: then no grant on them is active.
-    pub fn take_pages(&mut self) -> Option<(SharedMem, SharedMem)> {
+    pub fn take_pages(&mut self) -> Option<(SharedPages, SharedPages)> {
         if self.stuck() != 0 || self.connected() {
             return None;
         }
@@ -546,10 +546,11 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
             return Ok(());
         }
         let n = SLOTS.checked_mul(SEGS).ok_or(Error::NoMemory)?;
-        let bounce = SharedMem::alloc_pages(p, n).ok_or(Error::NoMemory)?;
-        let indirect = SharedMem::alloc_pages(p, SLOTS).ok_or(Error::NoMemory)?;
-        // (Pages cannot be returned from a forbid(unsafe_code) crate; they are kept
-        // for the device's lifetime and reused on reconnect.)
+        let bounce = SharedPages::alloc(p, n).ok_or(Error::NoMemory)?;
+        let indirect = SharedPages::alloc(p, SLOTS).ok_or(Error::NoMemory)?;
+        // Kept for the device's lifetime and reused on reconnect; the device frees
+        // them when dropped ([`Io::take_pages`]). (On an error below they are
+        // dropped, i.e. leaked: nothing was granted yet, but leaking is safe.)
         for (i, slot) in self.slots.iter_mut().enumerate() {
             for (j, g) in slot.gfn.iter_mut().enumerate() {
                 *g = gfn32(bounce.page_gfn(p, i * SEGS + j))?;
@@ -592,7 +593,9 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
                 queues: min(MAX_QUEUES, SLOTS),
             });
         }
-        let pages = self.pages.ok_or(Error::NoMemory)?;
+        if self.pages.is_none() {
+            return Err(Error::NoMemory);
+        }
         let stuck = self.retry_stuck(g);
         if stuck > 0 {
             return Err(Error::GrantsStillMapped { count: stuck });
@@ -602,8 +605,11 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         if !geo.indirect {
             geo.segs = min(geo.segs, blkif::MAX_SEGMENTS_PER_REQUEST);
         }
-        pages.bounce.fill(0, pages.bounce.len(), 0);
-        pages.indirect.fill(0, pages.indirect.len(), 0);
+        if let Some(pages) = &self.pages {
+            let (bounce, indirect) = (pages.bounce.mem(), pages.indirect.mem());
+            bounce.fill(0, bounce.len(), 0);
+            indirect.fill(0, indirect.len(), 0);
+        }
         for s in self.slots.iter_mut() {
             s.ind_bytes = 0;
         }
@@ -990,7 +996,7 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         secure: bool,
         out: &mut Request,
     ) -> Result<(), Error> {
-        let pages = self.pages.ok_or(Error::NoMemory)?;
+        let pages = self.pages.as_ref().ok_or(Error::NoMemory)?;
         let geo = self.geo;
         let backend = self.backend;
         let Some(slot) = self.slots.get_mut(si) else {
@@ -1039,6 +1045,7 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         let use_indirect = nsegs > blkif::MAX_SEGMENTS_PER_REQUEST;
         let ind = pages
             .indirect
+            .mem()
             .sub(si * PAGE_SIZE, PAGE_SIZE)
             .ok_or(Error::NoMemory)?;
         let mut granted = 0u64;
@@ -1056,6 +1063,7 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
             if write {
                 let page = pages
                     .bounce
+                    .mem()
                     .sub((base + j) * PAGE_SIZE, PAGE_SIZE)
                     .ok_or(Error::NoMemory)?;
                 // Row 16 / XSA-403: the page carries this request's data and zeros.
@@ -1380,7 +1388,10 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
     /// The regions of the bounce pages holding a completed read's data, in order
     /// (one per ring request of the op). A failed read gives its error (the op
     /// stays until [`Io::finish`]).
-    pub fn read_regions(&self, tag: Tag) -> Result<impl Iterator<Item = SharedMem> + '_, Error> {
+    pub fn read_regions(
+        &self,
+        tag: Tag,
+    ) -> Result<impl Iterator<Item = SharedMem<'_>> + '_, Error> {
         let op = *self.op_of(tag)?;
         if op.state != OpState::Done {
             return Err(Error::NotDone);
@@ -1391,12 +1402,13 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         if let Some(e) = op.result {
             return Err(e);
         }
-        let pages = self.pages;
+        let pages = self.pages.as_ref();
         let mut s = op.first;
         Ok(core::iter::from_fn(move || {
             let slot = self.slots.get(s as usize)?;
             let region = pages?
                 .bounce
+                .mem()
                 .sub(s as usize * SEGS * PAGE_SIZE, slot.bytes as usize);
             s = slot.next;
             region

@@ -1,5 +1,6 @@
-//! xbd-front: the Xen block frontend (blkif) of xenkit. `no_std`, no heap; one
-//! `unsafe` block (a dropped [`Device`] returns its own pages to the platform).
+//! xbd-front: the Xen block frontend (blkif) of xenkit. `no_std`, no heap; two
+//! `unsafe` blocks (a dropped [`Device`] returns its own pages to the platform;
+//! the ring's region over the device's own ring pages).
 //!
 //! ```text
 //!   your OS / unikernel
@@ -74,8 +75,10 @@
 //! }
 //! ```
 #![no_std]
-// One unsafe block in the crate: `Drop for Device` returning the device's own pages
-// to the platform; the test-only fake (a platform over host memory) needs more.
+// Two unsafe blocks in the crate: `Drop for Device` returning the device's own pages
+// to the platform, and `device::ring_region` (the ring's region over those pages,
+// owner-based inside the device); the test-only fake (a platform over host memory)
+// needs more.
 #![deny(unsafe_code)]
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use hypercall::{DomId, Port, SharedMem};
 use hypercall::audit::{self, check_front_ring};
 
 use crate::error::{BrokenReason, Error, IoError};
-use crate::fake::{padding_violation, FakeBackend, FakePlatform};
+use crate::fake::{self, padding_violation, FakeBackend, FakePlatform};
 use crate::io::{BlkRing, Geometry, Io, OpKind, Tag};
 
 const DISK: usize = 1 << 20;
@@ -56,7 +56,7 @@ impl<const S: usize, const G: usize> Rig<S, G> {
         let mut rings = Vec::new();
         let mut bes = Vec::new();
         for q in 0..nq {
-            let ring_mem = SharedMem::alloc_pages(&p, 1 << order).unwrap();
+            let ring_mem = fake::alloc(&p, 1 << order);
             rings.push(Some((
                 BlkRing::init_at(ring_mem, start).unwrap(),
                 Port(5 + q as u32),
@@ -618,7 +618,7 @@ fn row26_backend_keeps_mapping_after_answering() {
         }
         // The page is not reused: a new connection is refused while mapped.
         assert!(r.t.in_use() > 0);
-        let ring_mem = SharedMem::alloc_pages(&r.p, 1).unwrap();
+        let ring_mem = fake::alloc(&r.p, 1);
         let ring = BlkRing::init(ring_mem).unwrap();
         assert!(matches!(
             r.io.start(&r.t, ring, DomId(0), Port(5), geo(11, false, false)),
@@ -679,7 +679,7 @@ fn row16_no_data_of_another_device_or_connection() {
         let t: Table = p.grant_table();
         let mut devs: Vec<(Io<4, 11>, FakeBackend, SharedMem)> = Vec::new();
         for _ in 0..2 {
-            let ring_mem = SharedMem::alloc_pages(&p, 1).unwrap();
+            let ring_mem = fake::alloc(&p, 1);
             let mut io: Io<4, 11> = Io::new();
             io.ensure_pages(&p).unwrap();
             io.start(
@@ -1360,7 +1360,7 @@ fn reconnect_with_fewer_queues_repartitions_the_slots() {
     let a = r.read(0, 4096).unwrap();
     let b = r.read(8, 4096).unwrap();
     r.io.stop(&r.t, Error::NotConnected);
-    let ring_mem = SharedMem::alloc_pages(&r.p, 1).unwrap();
+    let ring_mem = fake::alloc(&r.p, 1);
     let ring = BlkRing::init(ring_mem).unwrap();
     r.io.start(&r.t, ring, DomId(0), Port(9), geo(11, false, false))
         .unwrap();
@@ -1401,7 +1401,7 @@ fn batched_rearm_splits_the_batch_between_queues() {
     r.io.stop(&r.t, Error::NotConnected);
     let mut rings = Vec::new();
     for q in 0..2 {
-        let mem = SharedMem::alloc_pages(&r.p, 1).unwrap();
+        let mem = fake::alloc(&r.p, 1);
         rings.push(Some((BlkRing::init(mem).unwrap(), Port(20 + q))));
     }
     r.io.start_queues(&r.t, &mut rings, DomId(0), geo(11, false, false))

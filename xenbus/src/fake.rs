@@ -374,7 +374,7 @@ type Mangle = Box<dyn FnMut(&MsgHeader, Vec<u8>) -> Vec<u8>>;
 /// The fake xenstored's connection to one guest.
 pub struct Server {
     pub core: Core,
-    mem: SharedMem,
+    mem: SharedMem<'static>,
     inbuf: Vec<u8>,
     pub out: VecDeque<u8>,
     /// Most bytes written into the response ring per step.
@@ -487,7 +487,7 @@ struct Shared {
     /// The store page, owned as a raw pointer: moving a `Box` would retag it and
     /// invalidate `mem` under Miri's aliasing model.
     page: *mut [u64; 512],
-    mem: SharedMem,
+    mem: SharedMem<'static>,
     server: RefCell<Server>,
     now: Cell<u64>,
     notifies: Cell<u64>,
@@ -515,8 +515,10 @@ impl FakePlatform {
     pub fn with_indices(start: u32) -> FakePlatform {
         let page = Box::into_raw(Box::new([0u64; 512]));
         let ptr = NonNull::new(page.cast::<u8>()).unwrap();
-        // SAFETY: the box lives in `Shared` as long as every copy of `mem`; nothing
-        // holds references into it.
+        // SAFETY: the box lives in `Shared` as long as every copy of `mem` (the
+        // server's and the platform's, all inside `Shared`, which frees the page
+        // last, in its `Drop`); nothing holds references into it. `'static`
+        // because the owner is the fake itself (a test-only owner-based design).
         let mem = unsafe { SharedMem::new(ptr, 4096) };
         for off in [
             iface::REQ_CONS,
@@ -558,7 +560,7 @@ impl FakePlatform {
         self.0.server.borrow_mut()
     }
 
-    pub fn mem(&self) -> SharedMem {
+    pub fn mem(&self) -> SharedMem<'_> {
         self.0.mem
     }
 

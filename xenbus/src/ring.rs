@@ -9,15 +9,18 @@
 
 use hypercall::abi::xs_wire::{iface, RING_SIZE, SERVER_FEATURE_ERROR};
 use hypercall::shmem::{mb, rmb, wmb};
-use hypercall::SharedMem;
+use hypercall::{Gfn, SharedMem};
 
 use crate::error::ProtocolError;
 
 const MASK: u32 = RING_SIZE as u32 - 1;
 
-/// The store page's rings, from the guest's side.
+/// The store page's rings, from the guest's side: the page's frame and our
+/// private indices. The page itself is mapped through the platform for each use
+/// ([`hypercall::SharedMem::map_gfn`]), so the client never holds a region that
+/// could outlive the platform's mapping; every method takes that region.
 pub(crate) struct StoreRing {
-    mem: SharedMem,
+    pub(crate) gfn: Gfn,
     req_prod: u32,
     rsp_cons: u32,
 }
@@ -26,12 +29,12 @@ impl StoreRing {
     /// Takes over the rings on `mem` (at least [`iface::ERROR`] + 4 bytes). Responses
     /// left in the ring by an earlier user cannot be matched to anything and are
     /// skipped, as Linux does at boot.
-    pub(crate) fn new(mem: SharedMem) -> StoreRing {
+    pub(crate) fn new(gfn: Gfn, mem: SharedMem<'_>) -> StoreRing {
         let req_prod = mem.load_u32(iface::REQ_PROD);
         let rsp_prod = mem.load_u32(iface::RSP_PROD);
         mem.store_u32(iface::RSP_CONS, rsp_prod);
         StoreRing {
-            mem,
+            gfn,
             req_prod,
             rsp_cons: rsp_prod,
         }
@@ -39,20 +42,20 @@ impl StoreRing {
 
     /// A xenstored that supports the `error` field sets it when it fails the
     /// connection (docs/hostile-input.md X8); unknown feature bits are ignored.
-    fn server_error(&self) -> Result<(), ProtocolError> {
-        if self.mem.load_u32(iface::SERVER_FEATURES) & SERVER_FEATURE_ERROR == 0 {
+    fn server_error(&self, mem: SharedMem<'_>) -> Result<(), ProtocolError> {
+        if mem.load_u32(iface::SERVER_FEATURES) & SERVER_FEATURE_ERROR == 0 {
             return Ok(());
         }
-        match self.mem.load_u32(iface::ERROR) {
+        match mem.load_u32(iface::ERROR) {
             0 => Ok(()),
             code => Err(ProtocolError::ServerError { code }),
         }
     }
 
     /// Free bytes in the request ring.
-    pub(crate) fn req_space(&self) -> Result<usize, ProtocolError> {
-        self.server_error()?;
-        let cons = self.mem.load_u32(iface::REQ_CONS);
+    pub(crate) fn req_space(&self, mem: SharedMem<'_>) -> Result<usize, ProtocolError> {
+        self.server_error(mem)?;
+        let cons = mem.load_u32(iface::REQ_CONS);
         let used = self.req_prod.wrapping_sub(cons) as usize;
         if used > RING_SIZE {
             return Err(ProtocolError::ReqIndex {
@@ -65,25 +68,29 @@ impl StoreRing {
 
     /// Copies as much of `data` as fits into the request ring and publishes it.
     /// Returns the number of bytes written.
-    pub(crate) fn write_some(&mut self, data: &[u8]) -> Result<usize, ProtocolError> {
-        let n = self.req_space()?.min(data.len());
+    pub(crate) fn write_some(
+        &mut self,
+        mem: SharedMem<'_>,
+        data: &[u8],
+    ) -> Result<usize, ProtocolError> {
+        let n = self.req_space(mem)?.min(data.len());
         if n == 0 {
             return Ok(0);
         }
         let off = (self.req_prod & MASK) as usize;
         let first = n.min(RING_SIZE - off);
-        self.mem.write(iface::REQ + off, &data[..first]);
-        self.mem.write(iface::REQ, &data[first..n]);
+        mem.write(iface::REQ + off, &data[..first]);
+        mem.write(iface::REQ, &data[first..n]);
         wmb();
         self.req_prod = self.req_prod.wrapping_add(n as u32);
-        self.mem.store_u32(iface::REQ_PROD, self.req_prod);
+        mem.store_u32(iface::REQ_PROD, self.req_prod);
         Ok(n)
     }
 
     /// Bytes xenstored has published and we have not consumed.
-    pub(crate) fn rsp_avail(&self) -> Result<usize, ProtocolError> {
-        self.server_error()?;
-        let prod = self.mem.load_u32(iface::RSP_PROD);
+    pub(crate) fn rsp_avail(&self, mem: SharedMem<'_>) -> Result<usize, ProtocolError> {
+        self.server_error(mem)?;
+        let prod = mem.load_u32(iface::RSP_PROD);
         rmb();
         let avail = prod.wrapping_sub(self.rsp_cons) as usize;
         if avail > RING_SIZE {
@@ -96,18 +103,22 @@ impl StoreRing {
     }
 
     /// Copies up to `buf.len()` available response bytes out (once) and consumes them.
-    pub(crate) fn read_some(&mut self, buf: &mut [u8]) -> Result<usize, ProtocolError> {
-        let n = self.rsp_avail()?.min(buf.len());
+    pub(crate) fn read_some(
+        &mut self,
+        mem: SharedMem<'_>,
+        buf: &mut [u8],
+    ) -> Result<usize, ProtocolError> {
+        let n = self.rsp_avail(mem)?.min(buf.len());
         if n == 0 {
             return Ok(0);
         }
         let off = (self.rsp_cons & MASK) as usize;
         let first = n.min(RING_SIZE - off);
-        self.mem.read(iface::RSP + off, &mut buf[..first]);
-        self.mem.read(iface::RSP, &mut buf[first..n]);
+        mem.read(iface::RSP + off, &mut buf[..first]);
+        mem.read(iface::RSP, &mut buf[first..n]);
         mb();
         self.rsp_cons = self.rsp_cons.wrapping_add(n as u32);
-        self.mem.store_u32(iface::RSP_CONS, self.rsp_cons);
+        mem.store_u32(iface::RSP_CONS, self.rsp_cons);
         Ok(n)
     }
 }

@@ -13,7 +13,7 @@ use core::fmt;
 use core::time::Duration;
 
 use hypercall::abi::xs_wire::{is_well_formed_path, msg, MsgHeader, PAYLOAD_MAX, RING_SIZE};
-use hypercall::{DomId, Platform, Port, SharedMem, PAGE_SIZE};
+use hypercall::{DomId, Gfn, Platform, Port, SharedMem};
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::error::{ErrnoName, Error, ProtocolError, Result, Snippet};
@@ -317,10 +317,13 @@ pub struct Xenstore<P: Platform> {
 }
 
 impl<P: Platform> Xenstore<P> {
-    /// A client over `page` (the 4096-byte store page, shared with xenstored) that
-    /// notifies xenstored through event channel `port`.
-    /// By value: see [`Xenstore::unattached`] for building it in place.
-    pub fn new(platform: P, page: SharedMem, port: Port) -> Result<Xenstore<P>> {
+    /// A client over the store page (shared with xenstored) in guest frame `page`,
+    /// which `platform` maps ([`Platform::gfn_to_virt`]), that notifies xenstored
+    /// through event channel `port`. The page is reached through the platform on
+    /// each use, so it is borrowed from the platform this client owns and never
+    /// outlives it. By value: see [`Xenstore::unattached`] for building it in
+    /// place.
+    pub fn new(platform: P, page: Gfn, port: Port) -> Result<Xenstore<P>> {
         let mut xs = Xenstore::unattached(platform);
         xs.attach(page, port)?;
         Ok(xs)
@@ -345,14 +348,13 @@ impl<P: Platform> Xenstore<P> {
         }
     }
 
-    /// Attaches (in place) to `page` (the 4096-byte store page, shared with
-    /// xenstored) and event channel `port`. Attaching again starts afresh: the
-    /// message being received, a failure and queued watch events are dropped.
-    pub fn attach(&mut self, page: SharedMem, port: Port) -> Result<()> {
-        if page.len() < PAGE_SIZE {
-            return Err(Error::InvalidArgument("store page must be 4096 bytes"));
-        }
-        self.ring = Some(StoreRing::new(page));
+    /// Attaches (in place) to the store page in guest frame `page` (shared with
+    /// xenstored; [`Error::NotMapped`] if the platform does not map it) and event
+    /// channel `port`. Attaching again starts afresh: the message being received,
+    /// a failure and queued watch events are dropped.
+    pub fn attach(&mut self, page: Gfn, port: Port) -> Result<()> {
+        let mem = SharedMem::map_gfn(&self.platform, page).ok_or(Error::NotMapped(page))?;
+        self.ring = Some(StoreRing::new(page, mem));
         self.port = port;
         self.rx.reset();
         self.broken = None;
@@ -386,9 +388,7 @@ impl<P: Platform> Xenstore<P> {
             .map_err(Error::Hypercall)?;
         let port = u32::try_from(port)
             .map_err(|_| Error::InvalidArgument("store event channel out of range"))?;
-        let gfn = hypercall::Gfn(pfn);
-        let page = SharedMem::map_gfn(platform, gfn).ok_or(Error::NotMapped(gfn))?;
-        self.attach(page, Port(port))
+        self.attach(Gfn(pfn), Port(port))
     }
 
     /// The platform.
@@ -901,7 +901,9 @@ impl<P: Platform> Xenstore<P> {
     ) -> Result<()> {
         while !data.is_empty() {
             let ring = self.ring.as_mut().ok_or(Error::NoXenstore)?;
-            let n = match ring.write_some(data) {
+            let mem =
+                SharedMem::map_gfn(&self.platform, ring.gfn).ok_or(Error::NotMapped(ring.gfn))?;
+            let n = match ring.write_some(mem, data) {
                 Ok(n) => n,
                 Err(e) => return Err(self.fail(e)),
             };
@@ -934,6 +936,11 @@ impl<P: Platform> Xenstore<P> {
     /// the awaited reply (left complete in `rx`).
     fn pump(&mut self, awaiting: Option<(u32, u32, u32)>) -> Result<Pump> {
         self.check_broken()?;
+        if let Some(ring) = &self.ring {
+            // The platform maps the store page for as long as it lives; a platform
+            // that stopped doing so is reported, not waited on.
+            SharedMem::map_gfn(&self.platform, ring.gfn).ok_or(Error::NotMapped(ring.gfn))?;
+        }
         let mut consumed = false;
         let mut outcome = Pump::Busy;
         for _ in 0..PUMP_BATCH {
@@ -984,7 +991,11 @@ impl<P: Platform> Xenstore<P> {
                 let Some(ring) = self.ring.as_mut() else {
                     return Ok(false);
                 };
-                let n = ring.read_some(&mut self.rx.hdr[got..])?;
+                // Checked by `pump` before it receives.
+                let Some(mem) = SharedMem::map_gfn(&self.platform, ring.gfn) else {
+                    return Ok(false);
+                };
+                let n = ring.read_some(mem, &mut self.rx.hdr[got..])?;
                 self.progressed(n, consumed);
                 self.rx.hdr_got += n;
                 if self.rx.hdr_got < HEADER_LEN {
@@ -1005,7 +1016,10 @@ impl<P: Platform> Xenstore<P> {
             let Some(ring) = self.ring.as_mut() else {
                 return Ok(false);
             };
-            let n = ring.read_some(&mut self.rx.payload[got..len])?;
+            let Some(mem) = SharedMem::map_gfn(&self.platform, ring.gfn) else {
+                return Ok(false);
+            };
+            let n = ring.read_some(mem, &mut self.rx.payload[got..len])?;
             self.progressed(n, consumed);
             self.rx.got += n;
         }

@@ -4,7 +4,7 @@ use core::fmt;
 use core::time::Duration;
 
 use hypercall::abi::hvm;
-use hypercall::{Gfn, Platform, Port, SharedMem, Xen};
+use hypercall::{Gfn, MappedPage, Platform, Port, Xen};
 
 use crate::error::{Error, WriteError};
 use crate::ring::{ConsRing, Fault, PAGE_BYTES};
@@ -75,8 +75,8 @@ fn ns(d: Duration) -> u64 {
 /// in its own lock. Every wait goes through [`Platform::wait`] and is bounded by the
 /// configured stall timeout or the caller's timeout.
 pub struct Console<P: Platform> {
-    platform: P,
-    ring: ConsRing,
+    /// The page and the platform that maps it (its owner), with our indices.
+    ring: ConsRing<MappedPage<P>>,
     port: Port,
     config: Config,
     failed: Option<Fault>,
@@ -125,20 +125,22 @@ impl<P: Platform> Console<P> {
             param: hvm::PARAM_CONSOLE_EVTCHN,
             value: evtchn,
         })?;
-        let page = SharedMem::map_gfn(&platform, Gfn(pfn)).ok_or(Error::Unmapped(Gfn(pfn)))?;
-        Self::new(platform, page, Port(port), config)
+        Self::new(platform, Gfn(pfn), Port(port), config)
     }
 
-    /// A console over `page` (a `struct xencons_interface`) notified through `port`.
-    /// Adopts the page's current indices (checked: a page with illegal indices is
-    /// refused with [`Error::Failed`]).
-    pub fn new(platform: P, page: SharedMem, port: Port, config: Config) -> Result<Self, Error> {
-        if !page.contains(0, PAGE_BYTES) || !(page.as_ptr() as usize).is_multiple_of(4) {
-            return Err(Error::BadPage { len: page.len() });
+    /// A console over the page in guest frame `page` (a `struct
+    /// xencons_interface`, mapped by `platform`: [`Error::Unmapped`] if it is not)
+    /// notified through `port`. The console keeps the platform and borrows the
+    /// page from it ([`MappedPage`]). Adopts the page's current indices (checked:
+    /// a page with illegal indices is refused with [`Error::Failed`]).
+    pub fn new(platform: P, page: Gfn, port: Port, config: Config) -> Result<Self, Error> {
+        let page = MappedPage::new(platform, page).map_err(|_| Error::Unmapped(page))?;
+        let mem = page.mem();
+        if !mem.contains(0, PAGE_BYTES) || !(mem.as_ptr() as usize).is_multiple_of(4) {
+            return Err(Error::BadPage { len: mem.len() });
         }
         let ring = ConsRing::attach(page)?;
         Ok(Console {
-            platform,
             ring,
             port,
             config,
@@ -151,7 +153,7 @@ impl<P: Platform> Console<P> {
 
     /// The platform.
     pub fn platform(&self) -> &P {
-        &self.platform
+        self.ring.region().platform()
     }
 
     /// The event channel (route its events to the OS's console handler, if any; the
@@ -200,7 +202,7 @@ impl<P: Platform> Console<P> {
 
     fn notify(&mut self) {
         self.stats.notifies += 1;
-        if Xen(&self.platform).evtchn_send(self.port).is_err() {
+        if Xen(self.platform()).evtchn_send(self.port).is_err() {
             self.stats.notify_errors += 1;
         }
     }
@@ -234,7 +236,7 @@ impl<P: Platform> Console<P> {
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
         let mut done = 0;
         let mut seen_cons = self.ring.out_cons();
-        let mut since = self.platform.now_ns();
+        let mut since = self.platform().now_ns();
         let mut kicked = false;
         while done < bytes.len() {
             let n = self.try_write(&bytes[done..]).map_err(|error| WriteError {
@@ -253,11 +255,11 @@ impl<P: Platform> Console<P> {
             let cons = self.ring.out_cons();
             if cons != seen_cons {
                 seen_cons = cons;
-                since = self.platform.now_ns();
+                since = self.platform().now_ns();
                 self.gone_at = None;
                 continue;
             }
-            let stalled = self.platform.now_ns().saturating_sub(since);
+            let stalled = self.platform().now_ns().saturating_sub(since);
             if self.gone_at == Some(cons) || stalled >= ns(self.config.stall_timeout) {
                 self.gone_at = Some(cons);
                 return Err(WriteError {
@@ -273,7 +275,7 @@ impl<P: Platform> Console<P> {
                 self.notify();
             }
             self.stats.waits += 1;
-            self.platform.wait();
+            self.platform().wait();
         }
         Ok(())
     }
@@ -283,7 +285,7 @@ impl<P: Platform> Console<P> {
     /// whole wait ([`Error::Timeout`]).
     pub fn flush(&mut self, timeout: Duration) -> Result<(), Error> {
         self.check()?;
-        let start = self.platform.now_ns();
+        let start = self.platform().now_ns();
         let mut seen_cons = self.ring.out_cons();
         let mut since = start;
         loop {
@@ -294,7 +296,7 @@ impl<P: Platform> Console<P> {
             if self.ring.disconnected() {
                 return Err(Error::Disconnected);
             }
-            let now = self.platform.now_ns();
+            let now = self.platform().now_ns();
             let cons = self.ring.out_cons();
             if cons != seen_cons {
                 seen_cons = cons;
@@ -308,7 +310,7 @@ impl<P: Platform> Console<P> {
             if now.saturating_sub(start) >= ns(timeout) {
                 return Err(Error::Timeout);
             }
-            self.platform.wait();
+            self.platform().wait();
         }
     }
 
@@ -336,16 +338,16 @@ impl<P: Platform> Console<P> {
         if buf.is_empty() {
             return Ok(0);
         }
-        let deadline = self.platform.now_ns().saturating_add(ns(timeout));
+        let deadline = self.platform().now_ns().saturating_add(ns(timeout));
         loop {
             let n = self.read(buf)?;
             if n > 0 {
                 return Ok(n);
             }
-            if self.platform.now_ns() >= deadline {
+            if self.platform().now_ns() >= deadline {
                 return Err(Error::Timeout);
             }
-            self.platform.wait();
+            self.platform().wait();
         }
     }
 

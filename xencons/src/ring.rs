@@ -16,7 +16,7 @@ use core::cmp::min;
 
 use hypercall::abi::console as abi;
 use hypercall::shmem::{mb, wmb};
-use hypercall::SharedMem;
+use hypercall::SharedRegion;
 
 /// Size of the output ring (`out[]`).
 pub const OUT_SIZE: usize = abi::OUT_SIZE;
@@ -59,10 +59,11 @@ impl core::fmt::Display for Fault {
     }
 }
 
-/// The console page plus our private indices.
+/// The console page plus our private indices. `M` owns or borrows the page
+/// (the console's [`hypercall::MappedPage`]), so the ring cannot outlive it.
 #[derive(Debug)]
-pub(crate) struct ConsRing {
-    page: SharedMem,
+pub(crate) struct ConsRing<M: SharedRegion> {
+    page: M,
     out_prod: u32,
     in_cons: u32,
 }
@@ -70,12 +71,12 @@ pub(crate) struct ConsRing {
 /// Bytes a console page must have: everything up to and including `connection`.
 pub(crate) const PAGE_BYTES: usize = abi::CONNECTION + 1;
 
-impl ConsRing {
+impl<M: SharedRegion> ConsRing<M> {
     /// Takes over `page` (at least [`PAGE_BYTES`] long, 4-aligned): adopts the
     /// indices found there (an earlier boot stage may have written), checked.
-    pub(crate) fn attach(page: SharedMem) -> Result<ConsRing, Fault> {
-        let out_prod = page.load_u32(abi::OUT_PROD);
-        let in_cons = page.load_u32(abi::IN_CONS);
+    pub(crate) fn attach(page: M) -> Result<ConsRing<M>, Fault> {
+        let out_prod = page.shared().load_u32(abi::OUT_PROD);
+        let in_cons = page.shared().load_u32(abi::IN_CONS);
         let r = ConsRing {
             page,
             out_prod,
@@ -86,9 +87,14 @@ impl ConsRing {
         Ok(r)
     }
 
+    /// The page's owner.
+    pub(crate) fn region(&self) -> &M {
+        &self.page
+    }
+
     /// The raw `out_cons` (progress detection).
     pub(crate) fn out_cons(&self) -> u32 {
-        self.page.load_u32(abi::OUT_CONS)
+        self.page.shared().load_u32(abi::OUT_CONS)
     }
 
     /// Our `out_prod`.
@@ -112,7 +118,7 @@ impl ConsRing {
 
     /// Bytes of input waiting, checked (loads `in_prod` once).
     fn in_avail_at(&self) -> Result<(usize, u32), Fault> {
-        let prod = self.page.load_u32(abi::IN_PROD);
+        let prod = self.page.shared().load_u32(abi::IN_PROD);
         let avail = prod.wrapping_sub(self.in_cons);
         if avail as usize > IN_SIZE {
             return Err(Fault::InIndices {
@@ -131,7 +137,7 @@ impl ConsRing {
     /// Whether the backend marked the console `XENCONSOLE_DISCONNECTED`. Any other
     /// value counts as connected (a zeroed page is connected; Linux does the same).
     pub(crate) fn disconnected(&self) -> bool {
-        self.page.load_u8(abi::CONNECTION) == abi::DISCONNECTED
+        self.page.shared().load_u8(abi::CONNECTION) == abi::DISCONNECTED
     }
 
     /// Copies as much of `bytes` as fits into `out[]` and publishes it; returns the
@@ -146,11 +152,11 @@ impl ConsRing {
         }
         let start = self.out_prod as usize & (OUT_SIZE - 1);
         let first = min(n, OUT_SIZE - start);
-        self.page.write(abi::OUT + start, &bytes[..first]);
-        self.page.write(abi::OUT, &bytes[first..n]);
+        self.page.shared().write(abi::OUT + start, &bytes[..first]);
+        self.page.shared().write(abi::OUT, &bytes[first..n]);
         wmb(); // ring contents before the index
         self.out_prod = self.out_prod.wrapping_add(n as u32);
-        self.page.store_u32(abi::OUT_PROD, self.out_prod);
+        self.page.shared().store_u32(abi::OUT_PROD, self.out_prod);
         Ok(n)
     }
 
@@ -163,11 +169,11 @@ impl ConsRing {
         }
         let start = self.in_cons as usize & (IN_SIZE - 1);
         let first = min(n, IN_SIZE - start);
-        self.page.read(abi::IN + start, &mut buf[..first]);
-        self.page.read(abi::IN, &mut buf[first..n]);
+        self.page.shared().read(abi::IN + start, &mut buf[..first]);
+        self.page.shared().read(abi::IN, &mut buf[first..n]);
         mb(); // read the ring before giving the slots back
         self.in_cons = self.in_cons.wrapping_add(n as u32);
-        self.page.store_u32(abi::IN_CONS, self.in_cons);
+        self.page.shared().store_u32(abi::IN_CONS, self.in_cons);
         Ok(n)
     }
 }

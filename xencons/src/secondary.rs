@@ -102,7 +102,7 @@ pub struct SecondaryConsole<'g, P: Platform, const N: usize> {
     console: Console<P>,
     handshake: FrontendHandshake,
     gnttab: &'g GrantTable<N>,
-    page: SharedMem,
+    page: SharedMem<'g>,
     gref: GrantRef,
     devid: u32,
     /// Grant ended and port closed (by `close`).
@@ -117,8 +117,9 @@ struct Partial {
 
 impl<'g, P: Platform, const N: usize> SecondaryConsole<'g, P, N> {
     /// Connects console `devid` (≥ 1) at `device/console/<devid>`, using `page` (one
-    /// zeroed, guest-owned page, e.g. from `SharedMem::alloc_pages(&platform, 1)`) as
-    /// its ring. Each handshake step waits at most `timeout`.
+    /// guest-owned page, borrowed for the console's life, e.g. from a
+    /// `SharedPages::alloc(&platform, 1)` the caller keeps and frees after the
+    /// console) as its ring. Each handshake step waits at most `timeout`.
     ///
     /// On failure the grant and port are released again where possible; the page is
     /// the caller's either way, but must not be reused if the error is
@@ -128,7 +129,7 @@ impl<'g, P: Platform, const N: usize> SecondaryConsole<'g, P, N> {
         gnttab: &'g GrantTable<N>,
         platform: P,
         devid: u32,
-        page: SharedMem,
+        page: SharedMem<'g>,
         config: Config,
         timeout: Duration,
     ) -> Result<Self, Error> {
@@ -167,7 +168,7 @@ impl<'g, P: Platform, const N: usize> SecondaryConsole<'g, P, N> {
                 tx.write_u32(&Path::join(node, "port")?, port.0)
             })?;
             hs.wait_connected(xs, timeout)?;
-            let console = Console::new(platform, page, port, config)?;
+            let console = Console::new(platform, gfn, port, config)?;
             Ok((console, gref))
         })();
         match r {
@@ -229,7 +230,7 @@ impl<'g, P: Platform, const N: usize> SecondaryConsole<'g, P, N> {
         mut self,
         xs: &mut Xenstore<Q>,
         timeout: Duration,
-    ) -> Result<SharedMem, Error> {
+    ) -> Result<SharedMem<'g>, Error> {
         let closed = self.handshake.close(xs, timeout);
         self.release()?;
         closed?;

@@ -17,6 +17,10 @@ use crate::features::{
 use crate::mac::{Mac, MacError};
 use crate::queue::{HeldPage, Queue, RxFault, RxMeta, RxOutcome, TxCsum, TxMeta, TxQueue};
 
+/// Where a held rx frame lies: address and length in the device's held page.
+#[cfg(feature = "smoltcp")]
+pub(crate) type HeldBytes = (core::ptr::NonNull<u8>, usize);
+
 /// Counters (monotonic unless noted).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -802,9 +806,9 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
         }
         let taken = live_mut(&mut self.queues, q0).and_then(|qu| qu.tx.take_page());
         let (page, mem) = match taken {
-            Some((page, mem)) if mem.len() >= len => (page, mem),
+            Some((page, mem, page_len)) if page_len >= len => (page, mem),
             other => {
-                if let (Some((page, _)), Some(qu)) = (other, live_mut(&mut self.queues, q0)) {
+                if let (Some((page, _, _)), Some(qu)) = (other, live_mut(&mut self.queues, q0)) {
                     qu.tx.put_page(page);
                 }
                 self.stats.tx_busy += 1;
@@ -874,11 +878,15 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
     pub(crate) fn recv_held(
         &mut self,
         buf: &mut [u8],
-    ) -> Result<Option<(RxMeta, Option<hypercall::SharedMem>)>, Error> {
+    ) -> Result<Option<(RxMeta, Option<HeldBytes>)>, Error> {
         self.release_held();
         let r = self.recv_inner(buf, true)?;
         Ok(r.map(|(meta, held)| {
-            let mem = held.map(|h| h.mem);
+            // A raw address and length, not a region: the adapter reads the frame
+            // through it while it holds the device (smol.rs's `consume`).
+            let mem = held
+                .and_then(|h| live(&self.queues, h.queue)?.rx.held_mem(&h))
+                .map(|m| (m.as_non_null(), m.len()));
             self.held = held;
             (meta, mem)
         }))

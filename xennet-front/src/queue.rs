@@ -14,6 +14,7 @@
 //! Every response is copied out of the ring once (by [`FrontRing`]) and validated
 //! before use; a page is reused only after its grant was ended successfully.
 
+use core::ptr::NonNull;
 use hypercall::abi::netif::{
     self, ExtraInfo, RxFlags, RxRequest, RxResponse, TxFlags, TxRequest, TxResponse,
     EXTRA_FLAG_MORE, EXTRA_TYPE_GSO, EXTRA_TYPE_MAX, EXTRA_TYPE_NONE, GSO_TYPE_TCPV4,
@@ -21,7 +22,7 @@ use hypercall::abi::netif::{
 };
 use hypercall::gnttab::{self, GrantTable};
 use hypercall::ring::FrontRing;
-use hypercall::{DomId, Gfn, GrantRef, Platform, Port, SharedMem, PAGE_SIZE};
+use hypercall::{DomId, Gfn, GrantRef, Platform, Port, SharedMem, SharedPages, PAGE_SIZE};
 
 use crate::csum::{self, FrameBytes, L4};
 use crate::error::{Broken, Error};
@@ -43,7 +44,7 @@ const MAX_RX_EXTRAS: usize = EXTRA_TYPE_MAX as usize - 1;
 
 /// Buffer pages owned by one direction of a queue.
 pub(crate) struct Pool {
-    mem: SharedMem,
+    mem: SharedPages,
     gfns: [u64; RING_SIZE],
     count: usize,
     free: [u16; RING_SIZE],
@@ -56,7 +57,7 @@ impl Pool {
     /// No pages yet.
     const fn detached() -> Pool {
         Pool {
-            mem: SharedMem::empty(),
+            mem: SharedPages::empty(),
             gfns: [0; RING_SIZE],
             count: 0,
             free: [0; RING_SIZE],
@@ -68,7 +69,9 @@ impl Pool {
     /// Allocates `count` pages (in place).
     fn allocate<P: Platform + ?Sized>(&mut self, p: &P, count: usize) -> Result<(), Error> {
         let count = count.clamp(1, RING_SIZE);
-        let mem = SharedMem::alloc_pages(p, count).ok_or(Error::NoMemory)?;
+        let mem = SharedPages::alloc(p, count).ok_or(Error::NoMemory)?;
+        // The previous allocation, if any, was released (or is quarantined and
+        // deliberately leaked: a dropped `SharedPages` is never freed).
         self.mem = mem;
         self.count = count;
         self.nfree = 0;
@@ -80,7 +83,7 @@ impl Pool {
             .take(count)
             .enumerate()
         {
-            *g = mem.page_gfn(p, i).ok_or(Error::NoGfn)?.0;
+            *g = self.mem.page_gfn(p, i).ok_or(Error::NoGfn)?.0;
             *f = i as u16;
         }
         self.nfree = count;
@@ -105,8 +108,8 @@ impl Pool {
         }
     }
 
-    fn page(&self, i: u16) -> Option<SharedMem> {
-        self.mem.sub(usize::from(i) * PAGE_SIZE, PAGE_SIZE)
+    fn page(&self, i: u16) -> Option<SharedMem<'_>> {
+        self.mem.mem().sub(usize::from(i) * PAGE_SIZE, PAGE_SIZE)
     }
 
     fn gfn(&self, i: u16) -> Gfn {
@@ -114,9 +117,9 @@ impl Pool {
     }
 }
 
-/// A one-page shared ring with its grant.
+/// A one-page shared ring's frame and grant (the page itself is owned by the
+/// ring: `FrontRing<_, _, SharedPages>`).
 pub(crate) struct RingPage {
-    pub mem: SharedMem,
     pub gfn: Gfn,
     pub gref: Option<GrantRef>,
 }
@@ -124,20 +127,16 @@ pub(crate) struct RingPage {
 impl RingPage {
     const fn detached() -> RingPage {
         RingPage {
-            mem: SharedMem::empty(),
             gfn: Gfn(0),
             gref: None,
         }
     }
 
-    pub(crate) fn new<P: Platform + ?Sized>(p: &P) -> Result<RingPage, Error> {
-        let mem = SharedMem::alloc_pages(p, 1).ok_or(Error::NoMemory)?;
+    /// Allocates the ring's page; returns it with its frame.
+    pub(crate) fn new<P: Platform + ?Sized>(p: &P) -> Result<(RingPage, SharedPages), Error> {
+        let mem = SharedPages::alloc(p, 1).ok_or(Error::NoMemory)?;
         let gfn = mem.page_gfn(p, 0).ok_or(Error::NoGfn)?;
-        Ok(RingPage {
-            mem,
-            gfn,
-            gref: None,
-        })
+        Ok((RingPage { gfn, gref: None }, mem))
     }
 
     fn grant<const N: usize>(&mut self, g: &GrantTable<N>, be: DomId) -> Result<GrantRef, Error> {
@@ -191,7 +190,7 @@ pub(crate) struct TxDone {
 }
 
 pub(crate) struct TxQueue {
-    pub ring: FrontRing<TxRequest, TxResponse>,
+    pub ring: FrontRing<TxRequest, TxResponse, SharedPages>,
     pub page: RingPage,
     entries: [TxEntry; RING_SIZE],
     free_ids: [u16; RING_SIZE],
@@ -226,8 +225,9 @@ impl TxQueue {
 
     /// Allocates the ring page and `buffers` buffer pages (in place).
     fn allocate<P: Platform + ?Sized>(&mut self, p: &P, buffers: usize) -> Result<(), Error> {
-        self.page = RingPage::new(p)?;
-        self.ring = FrontRing::init(self.page.mem).map_err(|_| Error::NoMemory)?;
+        let (page, mem) = RingPage::new(p)?;
+        self.page = page;
+        self.ring = FrontRing::init(mem).map_err(|_| Error::NoMemory)?;
         for (i, f) in self.free_ids.iter_mut().enumerate() {
             *f = i as u16;
         }
@@ -246,7 +246,8 @@ impl TxQueue {
         be: DomId,
         start: u32,
     ) -> Result<GrantRef, Error> {
-        self.ring = FrontRing::init_at(self.page.mem, start).map_err(|_| Error::NoMemory)?;
+        let mem = core::mem::replace(&mut self.ring, FrontRing::detached()).into_region();
+        self.ring = FrontRing::init_at(mem, start).map_err(|_| Error::NoMemory)?;
         self.page.grant(g, be)
     }
 
@@ -400,15 +401,18 @@ impl TxQueue {
     }
 
     /// A free buffer page for a one-slot frame to be written in place
-    /// ([`TxQueue::send_page`] or [`TxQueue::put_page`] next): its index and
-    /// memory. `None` without room for one more frame.
-    pub(crate) fn take_page(&mut self) -> Option<(u16, SharedMem)> {
+    /// ([`TxQueue::send_page`] or [`TxQueue::put_page`] next): its index, address
+    /// and length. A raw address, not a region: the caller writes the frame
+    /// through it while it holds the device (see `NetFront::send_with`), and the
+    /// page stays allocated until the device is dropped. `None` without room for
+    /// one more frame.
+    pub(crate) fn take_page(&mut self) -> Option<(u16, NonNull<u8>, usize)> {
         if !self.has_room(1, 0) {
             return None;
         }
         let page = self.pool.take()?;
         match self.pool.page(page) {
-            Some(mem) => Some((page, mem)),
+            Some(mem) => Some((page, mem.as_non_null(), mem.len())),
             None => {
                 self.pool.put(page);
                 None
@@ -621,8 +625,9 @@ pub(crate) enum RxOutcome {
 pub(crate) struct HeldPage {
     pub queue: usize,
     page: u16,
-    /// The frame's bytes in the page.
-    pub mem: SharedMem,
+    /// Where the frame's bytes lie in the page.
+    offset: u16,
+    len: u16,
 }
 
 #[derive(Copy, Clone, Default)]
@@ -688,7 +693,7 @@ impl Chain {
 }
 
 pub(crate) struct RxQueue {
-    pub ring: FrontRing<RxRequest, RxResponse>,
+    pub ring: FrontRing<RxRequest, RxResponse, SharedPages>,
     pub page: RingPage,
     slots: [RxEntry; RING_SIZE],
     pub pool: Pool,
@@ -711,8 +716,9 @@ impl RxQueue {
 
     /// Allocates the ring page and `buffers` buffer pages (in place).
     fn allocate<P: Platform + ?Sized>(&mut self, p: &P, buffers: usize) -> Result<(), Error> {
-        self.page = RingPage::new(p)?;
-        self.ring = FrontRing::init(self.page.mem).map_err(|_| Error::NoMemory)?;
+        let (page, mem) = RingPage::new(p)?;
+        self.page = page;
+        self.ring = FrontRing::init(mem).map_err(|_| Error::NoMemory)?;
         for s in self.slots.iter_mut() {
             s.page = NO_PAGE;
         }
@@ -726,7 +732,8 @@ impl RxQueue {
         be: DomId,
         start: u32,
     ) -> Result<GrantRef, Error> {
-        self.ring = FrontRing::init_at(self.page.mem, start).map_err(|_| Error::NoMemory)?;
+        let mem = core::mem::replace(&mut self.ring, FrontRing::detached()).into_region();
+        self.ring = FrontRing::init_at(mem, start).map_err(|_| Error::NoMemory)?;
         self.chain = Chain::new();
         self.page.grant(g, be)
     }
@@ -1008,17 +1015,14 @@ impl RxQueue {
                 .copied()
                 .filter(|_| self.chain.n == 1);
             if let Some(f) = one.filter(|_| hold && !meta.csum_blank) {
-                let mem = self
-                    .pool
-                    .page(f.page)
-                    .and_then(|m| m.sub(usize::from(f.offset), usize::from(f.len)));
-                if let Some(mem) = mem {
+                let held = HeldPage {
+                    queue,
+                    page: f.page,
+                    offset: f.offset,
+                    len: f.len,
+                };
+                if self.held_mem(&held).is_some() {
                     self.chain.n = 0;
-                    let held = HeldPage {
-                        queue,
-                        page: f.page,
-                        mem,
-                    };
                     return Ok(Some(RxOutcome::Held(meta, held)));
                 }
             }
@@ -1043,6 +1047,13 @@ impl RxQueue {
             return Ok(Some(RxOutcome::Frame(meta)));
         }
         Ok(None)
+    }
+
+    /// The frame's bytes in a held page (borrowed from the pool).
+    pub(crate) fn held_mem(&self, h: &HeldPage) -> Option<SharedMem<'_>> {
+        self.pool
+            .page(h.page)?
+            .sub(usize::from(h.offset), usize::from(h.len))
     }
 
     /// Returns a held page to the pool (to be posted again).
@@ -1103,32 +1114,29 @@ impl Queue {
     #[allow(unsafe_code)]
     pub(crate) fn release_pages<P: Platform + ?Sized>(&mut self, p: &P) {
         let busy = (self.tx.in_flight(), self.rx.granted());
-        self.tx.ring = FrontRing::detached();
-        self.rx.ring = FrontRing::detached();
-        for (page, pool, busy) in [
-            (&mut self.tx.page, &mut self.tx.pool, busy.0),
-            (&mut self.rx.page, &mut self.rx.pool, busy.1),
+        let tx_ring = core::mem::replace(&mut self.tx.ring, FrontRing::detached()).into_region();
+        let rx_ring = core::mem::replace(&mut self.rx.ring, FrontRing::detached()).into_region();
+        for (ring, page, pool, busy) in [
+            (tx_ring, &mut self.tx.page, &mut self.tx.pool, busy.0),
+            (rx_ring, &mut self.rx.page, &mut self.rx.pool, busy.1),
         ] {
+            // A ring page whose grant is still mapped is dropped here: leaked,
+            // never freed nor reused (XSA-396).
             if page.gref.is_none() {
-                let mem = core::mem::replace(&mut page.mem, SharedMem::empty());
-                if !mem.is_empty() {
-                    // SAFETY: the queue's own one-page allocation from this platform
-                    // (RingPage::new); its grant ended (gref is None) and the ring
-                    // over it was detached above, so nothing uses it.
-                    unsafe { mem.free_pages(p) };
-                }
+                // SAFETY: the queue's own one-page allocation from this platform
+                // (RingPage::new), taken back from the detached ring; its grant
+                // ended (gref is None). The empty placeholder frees nothing.
+                unsafe { ring.free(p) };
             }
             if pool.quarantined == 0 && busy == 0 {
-                let mem = core::mem::replace(&mut pool.mem, SharedMem::empty());
+                let mem = core::mem::replace(&mut pool.mem, SharedPages::empty());
                 pool.count = 0;
                 pool.nfree = 0;
-                if !mem.is_empty() {
-                    // SAFETY: the pool's own allocation from this platform
-                    // (Pool::allocate); no page of it is granted (none quarantined,
-                    // none in flight or posted after teardown) and the pool forgets
-                    // it here.
-                    unsafe { mem.free_pages(p) };
-                }
+                // SAFETY: the pool's own allocation from this platform
+                // (Pool::allocate); no page of it is granted (none quarantined,
+                // none in flight or posted after teardown) and the pool forgets
+                // it here. The empty placeholder frees nothing.
+                unsafe { mem.free(p) };
             }
         }
     }

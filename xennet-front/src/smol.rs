@@ -20,8 +20,9 @@
 //! ([`crate::Config::complete_rx_csum`]).
 
 use core::marker::PhantomData;
+use core::ptr::NonNull;
 
-use hypercall::{Platform, SharedMem, PAGE_SIZE};
+use hypercall::{Platform, PAGE_SIZE};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
@@ -72,7 +73,7 @@ enum RxBytes<'a> {
     Copied(&'a [u8]),
     /// The frame's bytes in the device's held rx page; valid while the adapter
     /// is borrowed (`'a`): see `consume`.
-    InPlace(SharedMem, PhantomData<&'a [u8]>),
+    InPlace(NonNull<u8>, usize, PhantomData<&'a [u8]>),
 }
 
 impl phy::RxToken for RxToken<'_> {
@@ -82,9 +83,9 @@ impl phy::RxToken for RxToken<'_> {
     {
         match self.frame {
             RxBytes::Copied(b) => f(b),
-            RxBytes::InPlace(mem, _) => {
+            RxBytes::InPlace(ptr, len, _) => {
                 #[allow(unsafe_code)]
-                // SAFETY: `mem` is the frame's part of an rx page of the device's
+                // SAFETY: `ptr..ptr+len` is the frame's part of an rx page of the device's
                 // pool (allocated by it, freed only when the device is dropped,
                 // which cannot happen while the adapter borrows it for `'a`). Its
                 // response was consumed and its grant ended before the token was
@@ -95,7 +96,7 @@ impl phy::RxToken for RxToken<'_> {
                 // and the only other way to the device, the `TxToken`, only sends
                 // (`send_with`, `send`), which never release it. So nothing writes
                 // these bytes while `f` reads them.
-                let frame = unsafe { core::slice::from_raw_parts(mem.as_ptr(), mem.len()) };
+                let frame = unsafe { core::slice::from_raw_parts(ptr.as_ptr(), len) };
                 f(frame)
             }
         }
@@ -156,7 +157,7 @@ impl<'g, P: Platform, const N: usize, const Q: usize> Device for SmolDevice<'_, 
         let _ = self.dev.poll();
         let (meta, held) = self.dev.recv_held(self.rx).ok()??;
         let frame = match held {
-            Some(mem) => RxBytes::InPlace(mem, PhantomData),
+            Some((ptr, len)) => RxBytes::InPlace(ptr, len, PhantomData),
             None => RxBytes::Copied(self.rx.get(..meta.len)?),
         };
         Some((

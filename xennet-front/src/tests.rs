@@ -15,7 +15,7 @@ use hypercall::abi::{evtchn, hypercall_nr as nr, ring as layout};
 use hypercall::audit::{self, check_front_ring};
 use hypercall::gnttab::GrantTable;
 use hypercall::ring::{BackRing, RingError};
-use hypercall::{DomId, Gfn, GrantRef, Hypercall, Platform, SharedMem, PAGE_SIZE};
+use hypercall::{DomId, Gfn, GrantRef, Hypercall, Platform, SharedMem, SharedPages, PAGE_SIZE};
 use zerocopy::IntoBytes;
 
 use crate::csum;
@@ -119,7 +119,7 @@ pub(crate) struct Env {
 impl Env {
     pub(crate) fn new() -> Env {
         let p = FakePlatform::default();
-        let frames = SharedMem::alloc_pages(&p, NG * 8 / PAGE_SIZE).unwrap();
+        let frames = SharedPages::alloc(&p, NG * 8 / PAGE_SIZE).unwrap();
         let g = GrantTable::new(frames).unwrap();
         Env { p, g }
     }
@@ -159,10 +159,10 @@ pub(crate) struct Sent {
 /// the test wants.
 pub(crate) struct FakeBackend<'a> {
     env: &'a Env,
-    pub tx: BackRing<TxRequest, TxResponse>,
-    pub rx: BackRing<RxRequest, RxResponse>,
-    pub tx_mem: SharedMem,
-    pub rx_mem: SharedMem,
+    pub tx: BackRing<TxRequest, TxResponse, SharedMem<'a>>,
+    pub rx: BackRing<RxRequest, RxResponse, SharedMem<'a>>,
+    pub tx_mem: SharedMem<'a>,
+    pub rx_mem: SharedMem<'a>,
     /// Consumed rx requests not yet answered.
     pub rx_reqs: VecDeque<RxRequest>,
     /// Requests whose padding was audited (R7).
@@ -209,7 +209,7 @@ impl<'a> FakeBackend<'a> {
         }
     }
 
-    fn map_gref(env: &Env, gref: GrantRef, write: bool) -> SharedMem {
+    fn map_gref(env: &Env, gref: GrantRef, write: bool) -> SharedMem<'_> {
         let e = env.g.entry(gref).expect("gref in table");
         assert_ne!(
             e.flags & gabi::GTF_PERMIT_ACCESS,

@@ -13,7 +13,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use core::time::Duration;
 use hypercall::arch::x86_64::HypercallPage;
 use hypercall::gnttab::GrantTable;
-use hypercall::{Gfn, Hypercall, Platform, SharedMem};
+use hypercall::{Gfn, Hypercall, Platform, SharedPages};
 
 const POOL_PAGES: usize = 512;
 
@@ -167,9 +167,10 @@ fn probe_console_io() -> bool {
 #[inline(never)]
 #[no_mangle]
 fn probe_console_secondary() -> bool {
-    let Some(page) = SharedMem::alloc_pages(&PLAT, 1) else {
+    let Some(page) = SharedPages::alloc(&PLAT, 1) else {
         return false;
     };
+    let page = page.leak();
     let mut xs = XS.lock();
     let cfg = xencons::Config::default();
     let Ok(mut s) =

@@ -3,47 +3,54 @@
 //!
 //! Implement [`ConsoleDriver`] for your driver (a few lines over its write and read
 //! calls), then [`run`] the [`catalogue`] with a function that builds your driver over
-//! the page and port the case hands it:
+//! the page (its frame, as `HVM_PARAM_CONSOLE_PFN` gives it) and port the case hands
+//! it:
 //!
 //! ```
 //! use xen_conformance::console::{self, ConsoleDriver};
 //! use xen_conformance::HostPlatform;
 //! use hypercall::abi::console as ring;
-//! use hypercall::{Port, SharedMem};
+//! use hypercall::{Gfn, MappedPage, Port};
 //!
 //! /// A toy driver: copies input out, output in, checks nothing it should not trust.
-//! struct Toy(SharedMem);
+//! /// It owns the platform and the page it maps (a `MappedPage`).
+//! struct Toy(MappedPage<HostPlatform>);
 //!
 //! impl ConsoleDriver for Toy {
 //!     fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
-//!         let (cons, mut prod) = (self.0.load_u32(ring::OUT_CONS), self.0.load_u32(ring::OUT_PROD));
+//!         let page = self.0.mem();
+//!         let (cons, mut prod) = (page.load_u32(ring::OUT_CONS), page.load_u32(ring::OUT_PROD));
 //!         for &b in bytes {
 //!             if prod.wrapping_sub(cons) as usize >= ring::OUT_SIZE {
 //!                 return Err("output ring full".into());
 //!             }
-//!             self.0.write(ring::OUT + prod as usize % ring::OUT_SIZE, &[b]);
+//!             page.write(ring::OUT + prod as usize % ring::OUT_SIZE, &[b]);
 //!             prod = prod.wrapping_add(1);
 //!         }
-//!         self.0.store_u32(ring::OUT_PROD, prod);
+//!         page.store_u32(ring::OUT_PROD, prod);
 //!         Ok(())
 //!     }
 //!     fn read(&mut self, buf: &mut [u8]) -> Result<usize, String> {
-//!         let (mut cons, prod) = (self.0.load_u32(ring::IN_CONS), self.0.load_u32(ring::IN_PROD));
+//!         let page = self.0.mem();
+//!         let (mut cons, prod) = (page.load_u32(ring::IN_CONS), page.load_u32(ring::IN_PROD));
 //!         let avail = prod.wrapping_sub(cons) as usize;
 //!         if avail > ring::IN_SIZE {
 //!             return Err(format!("in_prod {prod} is {avail} bytes past in_cons"));
 //!         }
 //!         let n = avail.min(buf.len());
 //!         for b in &mut buf[..n] {
-//!             self.0.read(ring::IN + cons as usize % ring::IN_SIZE, core::slice::from_mut(b));
+//!             page.read(ring::IN + cons as usize % ring::IN_SIZE, core::slice::from_mut(b));
 //!             cons = cons.wrapping_add(1);
 //!         }
-//!         self.0.store_u32(ring::IN_CONS, cons);
+//!         page.store_u32(ring::IN_CONS, cons);
 //!         Ok(n)
 //!     }
 //! }
 //!
-//! let report = console::run(|_host: &HostPlatform, page, _port: Port| Ok(Box::new(Toy(page))));
+//! let report = console::run(|host: &HostPlatform, page: Gfn, _port: Port| {
+//!     let mapped = MappedPage::new(host.clone(), page).map_err(|_| "page not mapped")?;
+//!     Ok(Box::new(Toy(mapped)))
+//! });
 //! println!("{report}");
 //! assert!(report.all_passed(), "{report}");
 //! ```
@@ -51,7 +58,7 @@
 use std::fmt;
 
 use hypercall::abi::console as ring;
-use hypercall::{Platform, Port, SharedMem};
+use hypercall::{Gfn, Platform, Port, SharedMem};
 
 use crate::HostPlatform;
 
@@ -65,10 +72,11 @@ pub trait ConsoleDriver {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, String>;
 }
 
-/// Builds the driver under test over the console page and event channel a case
-/// provides (the backend's indices are already set when this is called).
+/// Builds the driver under test over the console page (its frame, which the
+/// platform maps) and event channel a case provides (the backend's indices are
+/// already set when this is called).
 pub type Make<'a> =
-    dyn FnMut(&HostPlatform, SharedMem, Port) -> Result<Box<dyn ConsoleDriver>, String> + 'a;
+    dyn FnMut(&HostPlatform, Gfn, Port) -> Result<Box<dyn ConsoleDriver>, String> + 'a;
 
 /// A named case: what the peer does and what a correct driver does.
 pub struct Case {
@@ -78,7 +86,7 @@ pub struct Case {
     pub peer: &'static str,
     /// What a correct driver does.
     pub expect: &'static str,
-    run: fn(&HostPlatform, SharedMem, &mut Make<'_>) -> Result<String, String>,
+    run: fn(&HostPlatform, SharedMem<'_>, &mut Make<'_>) -> Result<String, String>,
 }
 
 /// One row of a [`Report`].
@@ -139,7 +147,7 @@ pub fn catalogue() -> &'static [Case] {
 /// one that waits forever (a watchdog peer panics after 100 000 waits, 2 000 under
 /// Miri, where a case expects the driver to give up).
 pub fn run(
-    mut make: impl FnMut(&HostPlatform, SharedMem, Port) -> Result<Box<dyn ConsoleDriver>, String>,
+    mut make: impl FnMut(&HostPlatform, Gfn, Port) -> Result<Box<dyn ConsoleDriver>, String>,
 ) -> Report {
     let mut rows = Vec::new();
     for case in catalogue() {
@@ -147,7 +155,7 @@ pub fn run(
         let page = host.pages(1);
         host.set_peer(Some(watchdog(&host)));
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            (case.run)(&host, page, &mut make)
+            (case.run)(&host, page.mem(), &mut make)
         }))
         .unwrap_or_else(|p| {
             let msg = p
@@ -191,7 +199,13 @@ fn watchdog(host: &HostPlatform) -> crate::Peer {
     })
 }
 
-fn put_input(page: SharedMem, bytes: &[u8]) {
+/// The frame of `page` (host memory, so it has one).
+fn frame_of(host: &HostPlatform, page: SharedMem<'_>) -> Gfn {
+    host.virt_to_gfn(page.as_non_null())
+        .expect("the case's page is guest memory")
+}
+
+fn put_input(page: SharedMem<'_>, bytes: &[u8]) {
     let prod = page.load_u32(ring::IN_PROD);
     for (i, b) in bytes.iter().enumerate() {
         let at = ring::IN + (prod.wrapping_add(i as u32) as usize % ring::IN_SIZE);
@@ -227,7 +241,7 @@ fn read_all(
     Ok(got)
 }
 
-fn set_indices(page: SharedMem, start: u32) {
+fn set_indices(page: SharedMem<'_>, start: u32) {
     for off in [ring::IN_CONS, ring::IN_PROD, ring::OUT_CONS, ring::OUT_PROD] {
         page.store_u32(off, start);
     }
@@ -239,7 +253,7 @@ static CASES: [Case; 6] = [
         peer: "sends every byte value 0..=255 (NULs, invalid UTF-8, escapes)",
         expect: "the same 256 bytes, in order, nothing added or dropped",
         run: |host, page, make| {
-            let mut d = make(host, page, PORT)?;
+            let mut d = make(host, frame_of(host, page), PORT)?;
             let all: Vec<u8> = (0..=255).collect();
             put_input(page, &all);
             let got = read_all(host, &mut *d, all.len(), 20)?;
@@ -260,7 +274,7 @@ static CASES: [Case; 6] = [
         expect: "the 64 bytes arrive intact",
         run: |host, page, make| {
             set_indices(page, u32::MAX - 9);
-            let mut d = make(host, page, PORT)?;
+            let mut d = make(host, frame_of(host, page), PORT)?;
             let data: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(7)).collect();
             put_input(page, &data);
             let got = read_all(host, &mut *d, data.len(), 20)?;
@@ -279,7 +293,7 @@ static CASES: [Case; 6] = [
         peer: "moves in_prod 1025 bytes past in_cons (more than the 1024-byte ring)",
         expect: "a read error naming the bad index; no bytes handed out",
         run: |host, page, make| {
-            let mut d = make(host, page, PORT)?;
+            let mut d = make(host, frame_of(host, page), PORT)?;
             page.store_u32(
                 ring::IN_PROD,
                 page.load_u32(ring::IN_CONS).wrapping_add(1025),
@@ -296,7 +310,7 @@ static CASES: [Case; 6] = [
         expect: "a read error (a huge unsigned distance), no bytes",
         run: |host, page, make| {
             set_indices(page, 100);
-            let mut d = make(host, page, PORT)?;
+            let mut d = make(host, frame_of(host, page), PORT)?;
             page.store_u32(ring::IN_PROD, 99);
             match d.read(&mut [0u8; 64]) {
                 Err(e) => Ok(format!("refused: {e}")),
@@ -309,7 +323,7 @@ static CASES: [Case; 6] = [
         peer: "moves out_cons past out_prod",
         expect: "the next write fails with a reason instead of overwriting or hanging",
         run: |host, page, make| {
-            let mut d = make(host, page, PORT)?;
+            let mut d = make(host, frame_of(host, page), PORT)?;
             page.store_u32(
                 ring::OUT_CONS,
                 page.load_u32(ring::OUT_PROD).wrapping_add(5),
@@ -329,7 +343,7 @@ static CASES: [Case; 6] = [
         peer: "never takes output: out_cons stands still",
         expect: "writes beyond the 2048-byte ring fail in bounded time, never hang",
         run: |host, page, make| {
-            let mut d = make(host, page, PORT)?;
+            let mut d = make(host, frame_of(host, page), PORT)?;
             let r = d.write(&[b'x'; 4096]);
             let waits = host.waits();
             match r {

@@ -3,28 +3,42 @@
 use hypercall::abi::gnttab as abi;
 use hypercall::{Gfn, GrantRef, SharedMem};
 
+use crate::{HostPlatform, HostRegion};
+
 /// Size of one v1 grant entry.
 const ENTRY: usize = 8;
 
 /// Reads (and, as a backend would, marks) the entries of a guest's v1 grant table
-/// held in `frames` (e.g. `GrantTable::frames()` of a table built over host memory).
+/// held in host memory (e.g. `GrantTable::frames()` of a table built over a
+/// [`HostPlatform`]). Keeps the frames as a [`HostRegion`], so it can live in a
+/// peer for as long as the platform does.
 ///
 /// Every access is 16 bits wide on `flags` and `domid` and 32 bits on `frame`, the
 /// sizes the guest uses (docs/grant-atomics.md).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct GrantObserver {
-    frames: SharedMem,
+    region: HostRegion,
 }
 
 impl GrantObserver {
-    /// Observes the table in `frames`.
-    pub fn new(frames: SharedMem) -> Self {
-        GrantObserver { frames }
+    /// Observes the table in `frames`, memory of `host`.
+    ///
+    /// # Panics
+    /// If `frames` is not `host`'s memory.
+    pub fn new(host: &HostPlatform, frames: SharedMem<'_>) -> Self {
+        let region = host
+            .region_of(frames)
+            .expect("grant frames in the host platform's memory");
+        GrantObserver { region }
+    }
+
+    fn frames(&self) -> SharedMem<'_> {
+        self.region.mem()
     }
 
     /// Number of entries the frames hold.
     pub fn capacity(&self) -> usize {
-        self.frames.len() / ENTRY
+        self.frames().len() / ENTRY
     }
 
     fn off(&self, r: GrantRef) -> Option<usize> {
@@ -35,19 +49,19 @@ impl GrantObserver {
     /// The flags of entry `r` (`None` if `r` is outside the table).
     pub fn flags(&self, r: GrantRef) -> Option<u16> {
         self.off(r)
-            .map(|o| self.frames.load_u16(o + abi::ENTRY_V1_FLAGS))
+            .map(|o| self.frames().load_u16(o + abi::ENTRY_V1_FLAGS))
     }
 
     /// The domain entry `r` grants to.
     pub fn domid(&self, r: GrantRef) -> Option<u16> {
         self.off(r)
-            .map(|o| self.frames.load_u16(o + abi::ENTRY_V1_DOMID))
+            .map(|o| self.frames().load_u16(o + abi::ENTRY_V1_DOMID))
     }
 
     /// The frame entry `r` grants (whatever the guest wrote, live or not).
     pub fn frame(&self, r: GrantRef) -> Option<Gfn> {
         self.off(r)
-            .map(|o| Gfn(u64::from(self.frames.load_u32(o + abi::ENTRY_V1_FRAME))))
+            .map(|o| Gfn(u64::from(self.frames().load_u32(o + abi::ENTRY_V1_FRAME))))
     }
 
     /// Every entry that currently grants access (`GTF_permit_access`), with its frame:
@@ -57,9 +71,9 @@ impl GrantObserver {
         (0..self.capacity())
             .filter_map(|i| {
                 let o = i * ENTRY;
-                let flags = self.frames.load_u16(o + abi::ENTRY_V1_FLAGS);
+                let flags = self.frames().load_u16(o + abi::ENTRY_V1_FLAGS);
                 (flags & abi::GTF_TYPE_MASK == abi::GTF_PERMIT_ACCESS).then(|| {
-                    let frame = self.frames.load_u32(o + abi::ENTRY_V1_FRAME);
+                    let frame = self.frames().load_u32(o + abi::ENTRY_V1_FRAME);
                     (GrantRef(i as u32), Gfn(u64::from(frame)))
                 })
             })
@@ -74,8 +88,8 @@ impl GrantObserver {
     pub fn map(&self, r: GrantRef, write: bool) {
         let o = self.off(r).expect("grant ref inside the table") + abi::ENTRY_V1_FLAGS;
         let set = abi::GTF_READING | if write { abi::GTF_WRITING } else { 0 };
-        let mut cur = self.frames.load_u16(o);
-        while let Err(now) = self.frames.cmpxchg_u16(o, cur, cur | set) {
+        let mut cur = self.frames().load_u16(o);
+        while let Err(now) = self.frames().cmpxchg_u16(o, cur, cur | set) {
             cur = now;
         }
     }
@@ -86,7 +100,7 @@ impl GrantObserver {
     /// If `r` is outside the table.
     pub fn unmap(&self, r: GrantRef) {
         let o = self.off(r).expect("grant ref inside the table") + abi::ENTRY_V1_FLAGS;
-        self.frames
+        self.frames()
             .fetch_and_u16(o, !(abi::GTF_READING | abi::GTF_WRITING));
     }
 }
@@ -96,16 +110,16 @@ mod tests {
     use super::*;
     use crate::HostPlatform;
     use hypercall::gnttab::GrantTable;
-    use hypercall::{DomId, Platform};
+    use hypercall::DomId;
 
     #[test]
     fn sees_live_grants_and_plays_a_backend_that_keeps_one_mapped() {
         let h = HostPlatform::new();
-        let table: GrantTable<512> = GrantTable::new(h.pages(1)).unwrap();
-        let obs = GrantObserver::new(table.frames().unwrap());
+        let table: GrantTable<512> = GrantTable::new(h.shared_pages(1)).unwrap();
+        let obs = GrantObserver::new(&h, table.frames().unwrap());
         assert_eq!(obs.capacity(), 512);
         let page = h.pages(2);
-        let g0 = h.virt_to_gfn(page.as_non_null()).unwrap();
+        let g0 = page.gfn();
         let a = table.grant_access(DomId(0), g0, true).unwrap();
         let b = table.grant_access(DomId(3), Gfn(g0.0 + 1), false).unwrap();
         assert_eq!(obs.live(), vec![(a, g0), (b, Gfn(g0.0 + 1))]);

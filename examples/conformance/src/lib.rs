@@ -30,13 +30,13 @@
 //!
 //! let host = HostPlatform::new();
 //! // A driver's grant table, in host memory (no hypercalls).
-//! let table: GrantTable<512> = GrantTable::new(host.pages(1)).unwrap();
+//! let table: GrantTable<512> = GrantTable::new(host.shared_pages(1)).unwrap();
 //! let page = host.pages(1);
-//! let gfn = host.virt_to_gfn(page.as_non_null()).unwrap();
+//! let gfn = page.gfn();
 //! let r = table.grant_access(DomId(0), gfn, false).unwrap();
 //!
 //! // The peer maps it and does not let go: ending the grant must fail, not reuse it.
-//! let obs = GrantObserver::new(table.frames().unwrap());
+//! let obs = GrantObserver::new(&host, table.frames().unwrap());
 //! assert_eq!(obs.live(), vec![(r, gfn)]);
 //! obs.map(r, true);
 //! assert!(table.end_access(r).is_err());
@@ -51,4 +51,4 @@ mod grants;
 mod platform;
 
 pub use grants::GrantObserver;
-pub use platform::{HostPlatform, Peer};
+pub use platform::{HostPlatform, HostRegion, Peer};

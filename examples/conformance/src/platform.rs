@@ -5,7 +5,7 @@ use core::ptr::NonNull;
 use std::rc::Rc;
 
 use hypercall::abi::{errno, evtchn, hypercall_nr as nr};
-use hypercall::{Gfn, Hypercall, Platform, SharedMem, PAGE_SIZE};
+use hypercall::{Gfn, Hypercall, Platform, SharedMem, SharedPages, SharedRegion, PAGE_SIZE};
 
 /// First frame number handed out; frames are not host addresses.
 const FIRST_GFN: u64 = 0x1_0000;
@@ -97,20 +97,51 @@ impl HostPlatform {
         *self.0.peer.borrow_mut() = peer;
     }
 
-    /// `pages` zeroed guest pages as shared memory.
+    /// `pages` zeroed guest pages, as a region that keeps this platform (and so the
+    /// pages) alive: what a peer keeps for as long as it runs.
     ///
     /// # Panics
     /// If `pages` is 0.
-    pub fn pages(&self, pages: usize) -> SharedMem {
-        SharedMem::alloc_pages(self, pages).expect("at least one page")
+    pub fn pages(&self, pages: usize) -> HostRegion {
+        // Never freed through the kit (the platform keeps its memory until its
+        // last handle goes, which the region holds).
+        let mem = self.shared_pages(pages).leak();
+        self.region_of(mem).expect("host memory")
     }
 
-    /// Guest frame `gfn` as shared memory (what a backend maps), if it is guest memory.
-    pub fn frame(&self, gfn: Gfn) -> Option<SharedMem> {
+    /// `pages` zeroed guest pages from [`Platform::alloc_pages`], owned (what a kit
+    /// structure such as `GrantTable::new` takes).
+    ///
+    /// # Panics
+    /// If `pages` is 0.
+    pub fn shared_pages(&self, pages: usize) -> SharedPages {
+        SharedPages::alloc(self, pages).expect("at least one page")
+    }
+
+    /// Guest frame `gfn` (what a backend maps), if it is guest memory.
+    pub fn frame(&self, gfn: Gfn) -> Option<HostRegion> {
         let p = self.gfn_to_virt(gfn)?;
-        // SAFETY: the page lies in an allocation kept until the platform is dropped and
-        // is only ever accessed through `SharedMem`.
-        Some(unsafe { SharedMem::new(p, PAGE_SIZE) })
+        Some(HostRegion {
+            host: self.clone(),
+            ptr: p,
+            len: PAGE_SIZE,
+        })
+    }
+
+    /// The same memory as `mem` (which must lie in one of this platform's
+    /// allocations, e.g. a kit structure's pages), as a region that keeps the
+    /// platform alive. `None` if it is not this platform's memory.
+    pub fn region_of(&self, mem: SharedMem<'_>) -> Option<HostRegion> {
+        let first = mem.as_ptr() as usize;
+        let last = first.checked_add(mem.len().max(1) - 1)?;
+        let allocs = self.0.allocs.borrow();
+        let al = allocs.iter().find(|al| al.contains(first).is_some())?;
+        al.contains(last)?;
+        Some(HostRegion {
+            host: self.clone(),
+            ptr: mem.as_non_null(),
+            len: mem.len(),
+        })
     }
 
     /// Event-channel notifications the driver sent.
@@ -137,6 +168,59 @@ impl HostPlatform {
     /// Moves the virtual clock forward.
     pub fn advance(&self, ns: u64) {
         self.0.now.set(self.0.now.get().saturating_add(ns));
+    }
+}
+
+/// Host memory of a [`HostPlatform`], owned together with a handle on the
+/// platform: the memory lives as long as the platform does (all its handles), so
+/// a `HostRegion` is a `'static` owner that peers can keep. Lends the memory out
+/// borrowed ([`HostRegion::mem`]), like every owner of shared memory.
+#[derive(Clone)]
+pub struct HostRegion {
+    host: HostPlatform,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl HostRegion {
+    /// The memory, borrowed from this region.
+    pub fn mem(&self) -> SharedMem<'_> {
+        // SAFETY: `ptr..ptr+len` lies in one of the platform's allocations (checked
+        // where the region was made), which are freed only when the last handle on
+        // the platform is dropped; `self.host` is such a handle and lives while
+        // `self` is borrowed. The memory is only accessed through `SharedMem`.
+        unsafe { SharedMem::new(self.ptr, self.len) }
+    }
+
+    /// The platform the memory belongs to.
+    pub fn host(&self) -> &HostPlatform {
+        &self.host
+    }
+
+    /// The frame of the region's first page.
+    ///
+    /// # Panics
+    /// If the region is not page-aligned guest memory (it always is when it came
+    /// from [`HostPlatform::pages`] or [`HostPlatform::frame`]).
+    pub fn gfn(&self) -> Gfn {
+        self.host
+            .virt_to_gfn(self.ptr)
+            .expect("a host region is guest memory")
+    }
+}
+
+impl SharedRegion for HostRegion {
+    fn shared(&self) -> SharedMem<'_> {
+        self.mem()
+    }
+}
+
+impl core::fmt::Debug for HostRegion {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("HostRegion")
+            .field("ptr", &self.ptr)
+            .field("len", &self.len)
+            .finish()
     }
 }
 
@@ -172,7 +256,10 @@ impl Hypercall for HostPlatform {
 
 // SAFETY: pages come from page-aligned host allocations that live as long as the
 // platform (free_pages keeps them) and are handed out once each; virt_to_gfn and
-// gfn_to_virt translate through the same table, so they agree.
+// gfn_to_virt translate through the same table, so they agree, and map nothing but
+// those allocations. Test-harness relaxation of the contract: the allocations go
+// when the last handle on the platform is dropped, so a `SharedPages` must not
+// outlive every handle (the harness's own regions, `HostRegion`, hold one).
 unsafe impl Platform for HostPlatform {
     fn alloc_pages(&self, count: usize) -> Option<NonNull<u8>> {
         if count == 0 {
@@ -245,22 +332,22 @@ mod tests {
         let h = HostPlatform::new();
         let a = h.pages(2);
         let b = h.pages(1);
-        let ga = h.virt_to_gfn(a.as_non_null()).unwrap();
-        let gb = h.virt_to_gfn(b.as_non_null()).unwrap();
+        let ga = h.virt_to_gfn(a.mem().as_non_null()).unwrap();
+        let gb = h.virt_to_gfn(b.mem().as_non_null()).unwrap();
         assert_eq!(ga, Gfn(FIRST_GFN));
         assert_eq!(
             gb,
             Gfn(FIRST_GFN + 2 + GFN_GAP),
             "a gap between allocations"
         );
-        assert_eq!(h.gfn_to_virt(ga), Some(a.as_non_null()));
+        assert_eq!(h.gfn_to_virt(ga), Some(a.mem().as_non_null()));
         let second = h.gfn_to_virt(Gfn(ga.0 + 1)).unwrap();
         assert_eq!(h.virt_to_gfn(second), Some(Gfn(ga.0 + 1)));
         assert_eq!(h.gfn_to_virt(Gfn(ga.0 + 2)), None, "the gap is no memory");
-        assert_eq!(a.as_non_null().as_ptr() as usize % PAGE_SIZE, 0);
+        assert_eq!(a.mem().as_ptr() as usize % PAGE_SIZE, 0);
         // Writes through the frame are seen through the allocation.
-        h.frame(gb).unwrap().store_u32(8, 0xfeed);
-        assert_eq!(b.load_u32(8), 0xfeed);
+        h.frame(gb).unwrap().mem().store_u32(8, 0xfeed);
+        assert_eq!(b.mem().load_u32(8), 0xfeed);
     }
 
     #[test]

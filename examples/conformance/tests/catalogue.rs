@@ -36,17 +36,17 @@ fn xencons_passes_the_console_catalogue() {
 #[test]
 fn a_trusting_driver_fails_the_right_cases() {
     use hypercall::abi::console as ring;
-    use hypercall::{Platform, SharedMem};
+    use hypercall::{MappedPage, Platform};
 
-    struct Trusting(HostPlatform, SharedMem);
+    struct Trusting(MappedPage<HostPlatform>);
     impl ConsoleDriver for Trusting {
         fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
-            let m = self.1;
+            let m = self.0.mem();
             let mut prod = m.load_u32(ring::OUT_PROD);
             for &b in bytes {
                 // Waits for room however long it takes (no stall timeout).
                 while prod.wrapping_sub(m.load_u32(ring::OUT_CONS)) as usize >= ring::OUT_SIZE {
-                    self.0.wait();
+                    self.0.platform().wait();
                 }
                 m.write(ring::OUT + prod as usize % ring::OUT_SIZE, &[b]);
                 prod = prod.wrapping_add(1);
@@ -55,7 +55,7 @@ fn a_trusting_driver_fails_the_right_cases() {
             Ok(())
         }
         fn read(&mut self, buf: &mut [u8]) -> Result<usize, String> {
-            let m = self.1;
+            let m = self.0.mem();
             let (mut cons, prod) = (m.load_u32(ring::IN_CONS), m.load_u32(ring::IN_PROD));
             // Trusts in_prod: copies whatever distance it claims (bounded by buf).
             let n = (prod.wrapping_sub(cons) as usize).min(buf.len());
@@ -70,7 +70,10 @@ fn a_trusting_driver_fails_the_right_cases() {
             Ok(n)
         }
     }
-    let report = console::run(|host, page, _| Ok(Box::new(Trusting(host.clone(), page))));
+    let report = console::run(|host, page, _| {
+        let mapped = MappedPage::new(host.clone(), page).map_err(|_| "page not mapped")?;
+        Ok(Box::new(Trusting(mapped)))
+    });
     println!("{report}");
     let failed: Vec<&str> = report
         .rows

@@ -13,11 +13,13 @@ use xencons::{Config, Console, Error};
 #[test]
 fn console_talks_to_a_scripted_backend() {
     let h = Rc::new(HostPlatform::new());
-    let page = h.pages(1);
+    let region = h.pages(1);
+    let gfn = region.gfn();
     let seen = Rc::new(RefCell::new(Vec::new()));
     let s = seen.clone();
     // The backend: takes all output; answers the first complete line with "pong\n".
     h.set_peer(Some(Box::new(move || {
+        let page = region.mem();
         let (cons, prod) = (page.load_u32(ring::OUT_CONS), page.load_u32(ring::OUT_PROD));
         let mut out = s.borrow_mut();
         let had_line = out.contains(&b'\n');
@@ -35,7 +37,7 @@ fn console_talks_to_a_scripted_backend() {
             page.store_u32(ring::IN_PROD, p.wrapping_add(5));
         }
     })));
-    let mut con = Console::new(&*h, page, Port(2), Config::default()).unwrap();
+    let mut con = Console::new(&*h, gfn, Port(2), Config::default()).unwrap();
     con.write(b"ping\n").unwrap();
     let mut buf = [0u8; 16];
     let n = con
@@ -44,13 +46,16 @@ fn console_talks_to_a_scripted_backend() {
     assert_eq!(&buf[..n], b"pong\n");
     assert_eq!(seen.borrow().as_slice(), b"ping\n");
     assert!(h.sends() > 0, "the driver notified its backend");
+    // The peer holds a handle on the platform (its region): end the cycle.
+    h.set_peer(None);
 }
 
 #[test]
 fn console_input_index_past_the_ring_is_a_typed_error() {
     let h = HostPlatform::new();
-    let page = h.pages(1);
-    let mut con = Console::new(&h, page, Port(2), Config::default()).unwrap();
+    let region = h.pages(1);
+    let page = region.mem();
+    let mut con = Console::new(&h, region.gfn(), Port(2), Config::default()).unwrap();
     // A hostile backend: in_prod more than a ring ahead of in_cons (BAD-INPUT row 37).
     page.store_u32(ring::IN_PROD, ring::IN_SIZE as u32 + 1);
     let mut buf = [0u8; 8];

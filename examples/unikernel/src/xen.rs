@@ -81,7 +81,7 @@ impl Kernel {
         Ok(port)
     }
 
-    fn shared_info(&self) -> Option<SharedMem> {
+    fn shared_info(&self) -> Option<SharedMem<'static>> {
         EVENTS.get().map(|e| e.shared_info())
     }
 

@@ -543,7 +543,10 @@ impl<'g> Channel<'g> {
             .read_str(&format!("device/console/{devid}/name"), &mut b)
             .map(str::to_string)
             .map_err(|_| "no name: a console, not a channel; left alone".to_string())?;
-        let page = hypercall::SharedMem::alloc_pages(g, 1).ok_or("no memory for the ring")?;
+        // Kept for the guest's life (never freed, as before the channel closes).
+        let page = hypercall::SharedPages::alloc(g, 1)
+            .ok_or("no memory for the ring")?
+            .leak();
         let sc = SecondaryConsole::connect(
             xs,
             grants,

@@ -727,7 +727,7 @@ fn connect(sh: &Arc<Shared>, xbe: &XenbusBackend) -> Result<(), Error> {
         };
         let evtchn = xbe.require_frontend_u32(&evtchn_key)?;
         let ring_map = xbe.map_ring(&refs)?;
-        let ring = BackRing::<Request, Response>::attach(ring_map.mem())
+        let ring = BackRing::<Request, Response, _>::attach(ring_map.mem())
             .map_err(|e| Error::Unsupported(format!("ring of queue {q}: {e}")))?;
         let kick = Arc::new(Kick::default());
         let k = kick.clone();
@@ -853,7 +853,7 @@ struct IoThread {
     sh: Arc<Shared>,
     /// The queue number.
     queue: usize,
-    ring: BackRing<Request, Response>,
+    ring: BackRing<Request, Response, SharedMem<'static>>,
     _ring_map: MappedRing,
     port: BoundPort,
     kick: Arc<Kick>,
@@ -877,7 +877,7 @@ struct PersistentGrants {
     index: Vec<u32>,
     maps: Vec<GrantMapping>,
     /// `maps[i].mem()`, packed for the lookup on every segment.
-    mems: Vec<SharedMem>,
+    mems: Vec<SharedMem<'static>>,
 }
 
 /// Refs at or above this are never kept persistently (mapped per request instead).
@@ -886,7 +886,7 @@ const PERSISTENT_INDEX: u32 = 1 << 16;
 impl PersistentGrants {
     /// The persistent mapping of `gref`, made now (writable, as Linux blkback maps
     /// every persistent grant) if there is room and the ref is mappable.
-    fn get_or_map(&mut self, sh: &Shared, gref: u32) -> Option<SharedMem> {
+    fn get_or_map(&mut self, sh: &Shared, gref: u32) -> Option<SharedMem<'static>> {
         if gref >= PERSISTENT_INDEX {
             return None;
         }
@@ -918,7 +918,7 @@ impl PersistentGrants {
 #[derive(Default)]
 struct Scratch {
     segs: Vec<RequestSegment>,
-    regions: Vec<SharedMem>,
+    regions: Vec<SharedMem<'static>>,
     temps: Vec<GrantMapping>,
     raw: Vec<u8>,
 }
@@ -1195,8 +1195,8 @@ impl IoThread {
 
     /// `regions` with neighbours in the frontend's RAM joined (fewer, longer
     /// buffers for the kernel; same bytes in the same order).
-    fn joined(&self, regions: &[SharedMem]) -> Vec<SharedMem> {
-        let mut out: Vec<SharedMem> = Vec::with_capacity(regions.len());
+    fn joined(&self, regions: &[SharedMem<'static>]) -> Vec<SharedMem<'static>> {
+        let mut out: Vec<SharedMem<'static>> = Vec::with_capacity(regions.len());
         for r in regions {
             let j = match (out.last(), &self.frontend_mem) {
                 (Some(last), Some(m)) => m.join(last, r),
@@ -1246,7 +1246,7 @@ impl IoThread {
         &mut self,
         segs: &[RequestSegment],
         write: bool,
-        regions: &mut Vec<SharedMem>,
+        regions: &mut Vec<SharedMem<'static>>,
         temps: &mut Vec<GrantMapping>,
     ) -> Option<u64> {
         regions.clear();
@@ -1294,14 +1294,20 @@ struct CachedIndirect {
     /// The descriptors, as copied out of the page.
     raw: Vec<u8>,
     /// The pages they name, mapped and checked.
-    regions: Vec<SharedMem>,
+    regions: Vec<SharedMem<'static>>,
     /// Their byte count.
     total: u64,
 }
 
 /// The rest of a read or write once its pages are mapped: the range check against
 /// the disk, then one vectored transfer.
-fn finish_rw(disk: &Disk, write: bool, sector: u64, total: u64, regions: &[SharedMem]) -> i16 {
+fn finish_rw(
+    disk: &Disk,
+    write: bool,
+    sector: u64,
+    total: u64,
+    regions: &[SharedMem<'static>],
+) -> i16 {
     if write && !disk.writable {
         return blkif::RSP_ERROR;
     }
@@ -1332,7 +1338,12 @@ fn finish_rw(disk: &Disk, write: bool, sector: u64, total: u64, regions: &[Share
 
 /// One vectored transfer; with `O_DIRECT`, an alignment refusal (`EINVAL`) is retried
 /// through the buffered descriptor.
-fn transfer(disk: &Disk, regions: &[SharedMem], pos: u64, write: bool) -> std::io::Result<usize> {
+fn transfer(
+    disk: &Disk,
+    regions: &[SharedMem<'static>],
+    pos: u64,
+    write: bool,
+) -> std::io::Result<usize> {
     let go = |f: &File| {
         if write {
             pwritev_from(f, regions, pos)

@@ -331,7 +331,7 @@ type Notifier = Arc<dyn Fn() + Send + Sync>;
 /// mapping and the bound port).
 pub struct RingAttachment {
     /// The mapped `struct xencons_interface` (at least 3089 bytes, 4-aligned).
-    pub page: SharedMem,
+    pub page: SharedMem<'static>,
     /// Notifies the guest (e.g. `Hypervisor::dom0_send(port)`, `BoundPort::notify`).
     pub notify: Arc<dyn Fn() + Send + Sync>,
     /// Dropped when the console stops serving the ring (unmaps, unbinds).
@@ -348,7 +348,7 @@ impl fmt::Debug for RingAttachment {
 
 /// The guest's console page, with our private indices.
 struct BackRing {
-    page: SharedMem,
+    page: SharedMem<'static>,
     out_cons: u32,
     in_prod: u32,
     /// The guest (to notice its destruction).

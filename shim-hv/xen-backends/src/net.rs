@@ -100,7 +100,7 @@ use hypercall::abi::netif::{
 };
 use hypercall::abi::xenbus::XenbusState;
 use hypercall::ring::{BackRing, RingError};
-use hypercall::{DomId, GrantRef, Port, PAGE_SIZE};
+use hypercall::{DomId, GrantRef, Port, SharedMem, PAGE_SIZE};
 use xennet_front::{csum, Mac};
 
 use super::bridge::{Bridge, BridgePort, Frame, GrantedTail, Gso, MacClaim, PortId, TailPiece};
@@ -342,14 +342,14 @@ pub struct FrontendFeatures {
 }
 
 struct TxSide {
-    ring: BackRing<TxRequest, TxResponse>,
+    ring: BackRing<TxRequest, TxResponse, SharedMem<'static>>,
     _map: MappedRing,
     /// Requests of a frame whose last slot has not been published yet.
     partial: Vec<TxRequest>,
 }
 
 struct RxSide {
-    ring: BackRing<RxRequest, RxResponse>,
+    ring: BackRing<RxRequest, RxResponse, SharedMem<'static>>,
     _map: MappedRing,
     /// Consumed requests not yet answered (buffers at hand).
     stash: VecDeque<RxRequest>,
@@ -1845,7 +1845,7 @@ impl RxSide {
 
 /// Answers every slot of a tx chain: data slots with `status`, extras with NULL.
 fn respond_tx(
-    ring: &mut BackRing<TxRequest, TxResponse>,
+    ring: &mut BackRing<TxRequest, TxResponse, SharedMem<'static>>,
     reqs: &[TxRequest],
     status: i16,
 ) -> Result<(), RingError> {

@@ -696,7 +696,7 @@ pub fn map_ring(
 /// A ring's pages mapped for dom0; unmapped on drop.
 pub struct MappedRing {
     maps: Vec<GrantMapping>,
-    mem: SharedMem,
+    mem: SharedMem<'static>,
 }
 
 impl fmt::Debug for MappedRing {
@@ -709,7 +709,7 @@ impl fmt::Debug for MappedRing {
 
 impl MappedRing {
     /// The whole ring (valid while `self` lives).
-    pub fn mem(&self) -> SharedMem {
+    pub fn mem(&self) -> SharedMem<'static> {
         self.mem
     }
 

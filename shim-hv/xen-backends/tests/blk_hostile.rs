@@ -51,11 +51,11 @@ struct Front<'a> {
     p: &'a InProcGuest,
     table: &'a Table,
     hs: FrontendHandshake,
-    ring_mem: SharedMem,
-    ring: FrontRing<Request, Response>,
+    ring_mem: SharedMem<'static>,
+    ring: FrontRing<Request, Response, SharedMem<'static>>,
     ring_ref: GrantRef,
     port: Port,
-    data: SharedMem,
+    data: SharedMem<'static>,
 }
 
 impl<'a> Front<'a> {
@@ -71,9 +71,9 @@ impl<'a> Front<'a> {
         let mut hs = FrontendHandshake::new(&format!("device/vbd/{devid}")).unwrap();
         hs.start(xs).unwrap();
         hs.wait_for_backend(xs, STEP).unwrap();
-        let ring_mem = SharedMem::alloc_pages(p, 1).unwrap();
-        let ring = FrontRing::<Request, Response>::init(ring_mem).unwrap();
-        let data = SharedMem::alloc_pages(p, DATA_PAGES).unwrap();
+        let ring_mem = hypercall::SharedPages::alloc(p, 1).unwrap().leak();
+        let ring = FrontRing::<Request, Response, _>::init(ring_mem).unwrap();
+        let data = hypercall::SharedPages::alloc(p, DATA_PAGES).unwrap().leak();
         let be = DomId(0);
         let ring_ref = table
             .grant_access(be, ring_mem.page_gfn(p, 0).unwrap(), false)
@@ -105,7 +105,7 @@ impl<'a> Front<'a> {
         }
     }
 
-    fn page(&self, i: usize) -> SharedMem {
+    fn page(&self, i: usize) -> SharedMem<'static> {
         self.data.sub(i * PAGE_SIZE, PAGE_SIZE).unwrap()
     }
 
@@ -222,7 +222,7 @@ fn discard(id: u64, sector: u64, nr_sectors: u64) -> Request {
 }
 
 /// Writes segment descriptors into an indirect page.
-fn write_descriptors(page: &SharedMem, segs: &[RequestSegment]) {
+fn write_descriptors(page: &SharedMem<'static>, segs: &[RequestSegment]) {
     for (i, s) in segs.iter().enumerate() {
         page.write_obj(i * 8, s);
     }
@@ -1235,8 +1235,8 @@ fn hostile_connect_keys_fail_that_disk_only() {
         let mut hs = FrontendHandshake::new(&format!("device/vbd/{XVDA}")).unwrap();
         hs.start(&mut xs).unwrap();
         hs.wait_for_backend(&mut xs, STEP).unwrap();
-        let ring = SharedMem::alloc_pages(p, 4).unwrap();
-        let _ = FrontRing::<Request, Response>::init(ring).unwrap();
+        let ring = hypercall::SharedPages::alloc(p, 4).unwrap().leak();
+        let _ = FrontRing::<Request, Response, _>::init(ring).unwrap();
         let refs: [GrantRef; 4] = std::array::from_fn(|k| {
             h.table
                 .grant_access(DomId(0), ring.page_gfn(p, k).unwrap(), false)

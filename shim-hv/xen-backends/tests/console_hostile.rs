@@ -15,7 +15,7 @@ use xen_model::inproc::InProcGuest;
 use xencons::{Config, Console, Error};
 
 /// The guest's console page and port, raw (as a hostile guest would use them).
-fn raw_console(g: &InProcGuest) -> (SharedMem, Port) {
+fn raw_console(g: &InProcGuest) -> (SharedMem<'_>, Port) {
     let xen = Xen(g);
     let pfn = xen.hvm_get_param(hvm::PARAM_CONSOLE_PFN).unwrap();
     let port = xen.hvm_get_param(hvm::PARAM_CONSOLE_EVTCHN).unwrap();

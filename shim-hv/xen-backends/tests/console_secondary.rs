@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use console_util::{join_poweroff, setup, LONG};
 use hypercall::gnttab::GrantTable;
-use hypercall::{DomId, GrantRef, Port, SharedMem};
+use hypercall::{DomId, GrantRef, Port};
 use xen_backends::console::{ConsoleConfig, ConsoleState, RingAttachment, Sink};
 use xen_model::{Domain, Hypervisor};
 use xencons::secondary::SecondaryConsole;
@@ -124,7 +124,7 @@ fn secondary_console_connects_and_carries_both_ways() {
         t.hv.spawn_guest(dom.clone(), move |g| {
             let mut xs = xenbus::Xenstore::from_hvm_params(&*g).expect("xenstore");
             let gnttab: GrantTable<64> = GrantTable::setup(&*g, 1).expect("grant table");
-            let page = SharedMem::alloc_pages(&*g, 1).expect("page");
+            let page = hypercall::SharedPages::alloc(&*g, 1).expect("page").leak();
             let mut sc =
                 SecondaryConsole::connect(&mut xs, &gnttab, &*g, 1, page, Config::default(), LONG)
                     .expect("connect console 1");
@@ -173,7 +173,7 @@ fn secondary_setup_failures_are_typed_and_leave_nothing_behind() {
         t.hv.spawn_guest(dom.clone(), move |g| {
             let mut xs = xenbus::Xenstore::from_hvm_params(&*g).expect("xenstore");
             let gnttab: GrantTable<64> = GrantTable::setup(&*g, 1).expect("grant table");
-            let page = SharedMem::alloc_pages(&*g, 1).expect("page");
+            let page = hypercall::SharedPages::alloc(&*g, 1).expect("page").leak();
             let e =
                 SecondaryConsole::connect(&mut xs, &gnttab, &*g, 0, page, Config::default(), LONG)
                     .unwrap_err();
@@ -236,7 +236,7 @@ fn dropped_secondary_console_ends_its_grant() {
         t.hv.spawn_guest(dom.clone(), move |g| {
             let mut xs = xenbus::Xenstore::from_hvm_params(&*g).expect("xenstore");
             let gnttab: GrantTable<64> = GrantTable::setup(&*g, 1).expect("grant table");
-            let page = SharedMem::alloc_pages(&*g, 1).expect("page");
+            let page = hypercall::SharedPages::alloc(&*g, 1).expect("page").leak();
             let mut sc =
                 SecondaryConsole::connect(&mut xs, &gnttab, &*g, 1, page, Config::default(), LONG)
                     .expect("connect console 1");

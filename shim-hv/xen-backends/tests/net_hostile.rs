@@ -217,11 +217,11 @@ fn hostile_guest(
             hs.start(&mut xs).map_err(|e| e.to_string())?;
             hs.wait_for_backend(&mut xs, STEP)
                 .map_err(|e| e.to_string())?;
-            let txm = SharedMem::alloc_pages(p, 1).unwrap();
-            let rxm = SharedMem::alloc_pages(p, 1).unwrap();
-            let data = SharedMem::alloc_pages(p, 4).unwrap();
-            let mut txr = FrontRing::<TxRequest, TxResponse>::init(txm).unwrap();
-            let mut rxr = FrontRing::<RxRequest, RxResponse>::init(rxm).unwrap();
+            let txm = hypercall::SharedPages::alloc(p, 1).unwrap().leak();
+            let rxm = hypercall::SharedPages::alloc(p, 1).unwrap().leak();
+            let data = hypercall::SharedPages::alloc(p, 4).unwrap().leak();
+            let mut txr = FrontRing::<TxRequest, TxResponse, _>::init(txm).unwrap();
+            let mut rxr = FrontRing::<RxRequest, RxResponse, _>::init(rxm).unwrap();
             let be = DomId(0);
             let tg = table
                 .grant_access(be, txm.page_gfn(p, 0).unwrap(), false)
@@ -258,7 +258,8 @@ fn hostile_guest(
                     .grant_access(be, data.page_gfn(p, i).unwrap(), false)
                     .unwrap()
             };
-            let push = |txr: &mut FrontRing<TxRequest, TxResponse>, r: TxRequest| {
+            let push = |txr: &mut FrontRing<TxRequest, TxResponse, SharedMem<'static>>,
+                        r: TxRequest| {
                 txr.push_request(&r).unwrap();
             };
             match attack {

@@ -359,8 +359,8 @@ pub struct Domain {
     /// Backs shared_info until the guest maps it (the event-channel table points
     /// into it): kept here so it lives as long as the domain.
     _shinfo_private: HostPage,
-    store_ring: SharedMem,
-    console_ring: SharedMem,
+    store_ring: SharedMem<'static>,
+    console_ring: SharedMem<'static>,
     pub(crate) shinfo_gfn: Mutex<Option<Gfn>>,
     pub(crate) store: SpecialPage,
     pub(crate) console: SpecialPage,
@@ -390,8 +390,8 @@ pub(crate) struct DomainParts {
     pub uuid: Uuid,
     pub memory: Arc<GuestMemory>,
     pub shinfo_private: HostPage,
-    pub store_ring: SharedMem,
-    pub console_ring: SharedMem,
+    pub store_ring: SharedMem<'static>,
+    pub console_ring: SharedMem<'static>,
     pub store: SpecialPage,
     pub console: SpecialPage,
     pub signal: Arc<EventSignal>,
@@ -501,13 +501,13 @@ impl Domain {
 
     /// The console ring page (`struct xencons_interface`), for a console backend.
     /// Valid while the domain (its memory) lives.
-    pub fn console_ring(&self) -> SharedMem {
+    pub fn console_ring(&self) -> SharedMem<'static> {
         self.console_ring
     }
 
     /// The xenstore ring page (`struct xenstore_domain_interface`), as handed to
     /// xenstored. Valid while the domain (its memory) lives.
-    pub fn store_ring(&self) -> SharedMem {
+    pub fn store_ring(&self) -> SharedMem<'static> {
         self.store_ring
     }
 

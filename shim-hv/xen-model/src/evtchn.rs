@@ -180,7 +180,7 @@ impl Effects {
 /// One guest's ports and where its `shared_info` currently is.
 pub(crate) struct GuestPorts {
     ports: Vec<PortState>,
-    shinfo: SharedMem,
+    shinfo: SharedMem<'static>,
     signal: Arc<EventSignal>,
     upcall_hook: Option<Dom0Handler>,
     vcpus: u32,
@@ -224,7 +224,7 @@ impl EvtchnState {
     pub(crate) fn add_guest(
         &mut self,
         dom: DomId,
-        shinfo: SharedMem,
+        shinfo: SharedMem<'static>,
         signal: Arc<EventSignal>,
         vcpus: u32,
     ) {
@@ -269,7 +269,7 @@ impl EvtchnState {
     }
 
     /// Where `dom`'s shared_info is now.
-    pub(crate) fn shared_info(&self, dom: DomId) -> Result<SharedMem, EvtchnError> {
+    pub(crate) fn shared_info(&self, dom: DomId) -> Result<SharedMem<'static>, EvtchnError> {
         Ok(self.guest(dom)?.shinfo)
     }
 
@@ -278,7 +278,7 @@ impl EvtchnState {
     pub(crate) fn move_shared_info(
         &mut self,
         dom: DomId,
-        page: SharedMem,
+        page: SharedMem<'static>,
     ) -> Result<(), EvtchnError> {
         let g = self.guest_mut(dom)?;
         if g.shinfo.as_ptr() != page.as_ptr() {

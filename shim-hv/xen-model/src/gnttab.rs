@@ -190,7 +190,11 @@ impl GrantState {
     }
 
     /// The entry of `gref`: (page, byte offset).
-    fn entry(&self, mem: &GuestMemory, gref: GrantRef) -> Result<(SharedMem, usize), GrantError> {
+    fn entry(
+        &self,
+        mem: &GuestMemory,
+        gref: GrantRef,
+    ) -> Result<(SharedMem<'static>, usize), GrantError> {
         let per = abi::ENTRIES_PER_FRAME_V1;
         let gfn = self
             .frame_gfn(gref.0 / per)
@@ -267,9 +271,9 @@ fn unpin(dom: &Domain, gref: GrantRef, write: bool) {
 /// (so no map entry is needed: nobody else can look at the entry meanwhile).
 struct CopyPin {
     /// The granted page.
-    data: SharedMem,
+    data: SharedMem<'static>,
     /// The grant entry's page and offset, and the flags to clear when done.
-    entry: SharedMem,
+    entry: SharedMem<'static>,
     off: usize,
     clear: u16,
 }
@@ -324,7 +328,12 @@ impl CopyPin {
 
 /// Checks `gref`'s entry and sets `GTF_reading` (and `GTF_writing`) with a bounded
 /// compare-exchange loop (Xen's rules; see the module docs).
-fn set_flags(page: &SharedMem, off: usize, gref: GrantRef, write: bool) -> Result<(), GrantError> {
+fn set_flags(
+    page: &SharedMem<'static>,
+    off: usize,
+    gref: GrantRef,
+    write: bool,
+) -> Result<(), GrantError> {
     let domid_off = off + abi::ENTRY_V1_DOMID;
     let mut flags = page.load_u16(off);
     let mut tries = 0;
@@ -573,7 +582,7 @@ pub struct GrantMapping {
     gref: GrantRef,
     gfn: Gfn,
     writable: bool,
-    mem: SharedMem,
+    mem: SharedMem<'static>,
 }
 
 impl fmt::Debug for GrantMapping {
@@ -616,7 +625,7 @@ impl GrantMapping {
 
     /// The granted 4096-byte page. Valid while this mapping lives; the guest may write
     /// it concurrently (copy out once, then validate).
-    pub fn mem(&self) -> SharedMem {
+    pub fn mem(&self) -> SharedMem<'static> {
         self.mem
     }
 

@@ -533,7 +533,7 @@ impl Hypervisor {
     }
 
     /// Where `dom`'s shared_info is now (the private page until the guest maps it).
-    pub fn shared_info(&self, dom: DomId) -> Result<SharedMem, EvtchnError> {
+    pub fn shared_info(&self, dom: DomId) -> Result<SharedMem<'static>, EvtchnError> {
         lock(&self.evtchn).shared_info(dom)
     }
 

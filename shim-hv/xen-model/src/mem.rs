@@ -105,7 +105,7 @@ impl Mapping {
         Ok(Mapping { base, len })
     }
 
-    fn shared(&self) -> SharedMem {
+    fn shared(&self) -> SharedMem<'static> {
         // SAFETY: base..base+len is our live mapping, readable and writable; it stays
         // mapped until this Mapping is dropped, and owners keep the Mapping alive (via
         // Arc) for as long as they use regions of it. No Rust reference into it is ever
@@ -202,7 +202,7 @@ impl GuestMemory {
     /// grant frame): the RAM page, or the hole page already there, or a new zeroed
     /// hole page if `gfn` is outside RAM, below [`GuestMemory::HOLE_GFN_END`], and
     /// the hole limit allows one more.
-    pub fn place(&self, gfn: Gfn) -> Result<SharedMem, MemError> {
+    pub fn place(&self, gfn: Gfn) -> Result<SharedMem<'static>, MemError> {
         if self.contains_gfn(gfn) {
             return self.page(gfn);
         }
@@ -229,7 +229,7 @@ impl GuestMemory {
 
     /// The frames placed outside RAM so far, with their host pages (valid while this
     /// memory lives).
-    pub fn hole_pages(&self) -> Vec<(Gfn, SharedMem)> {
+    pub fn hole_pages(&self) -> Vec<(Gfn, SharedMem<'static>)> {
         let holes = self.holes.lock().unwrap_or_else(|e| e.into_inner());
         holes.iter().map(|(g, p)| (Gfn(*g), p.mem())).collect()
     }
@@ -286,7 +286,7 @@ impl GuestMemory {
     }
 
     /// The 4 KiB page at `gfn`: RAM, or a page the guest placed in a hole.
-    pub fn page(&self, gfn: Gfn) -> Result<SharedMem, MemError> {
+    pub fn page(&self, gfn: Gfn) -> Result<SharedMem<'static>, MemError> {
         if !self.contains_gfn(gfn) && self.hole_limit != 0 {
             let holes = self.holes.lock().unwrap_or_else(|e| e.into_inner());
             return holes
@@ -302,7 +302,7 @@ impl GuestMemory {
     }
 
     /// `count` contiguous pages starting at `gfn`.
-    pub fn pages_at(&self, gfn: Gfn, count: usize) -> Result<SharedMem, MemError> {
+    pub fn pages_at(&self, gfn: Gfn, count: usize) -> Result<SharedMem<'static>, MemError> {
         let len = count
             .checked_mul(PAGE_SIZE)
             .ok_or(MemError::BadSize(count))?;
@@ -310,7 +310,7 @@ impl GuestMemory {
     }
 
     /// The guest-physical range `gpa..gpa+len`.
-    pub fn range(&self, gpa: u64, len: usize) -> Result<SharedMem, MemError> {
+    pub fn range(&self, gpa: u64, len: usize) -> Result<SharedMem<'static>, MemError> {
         let off = self.offset(gpa, len)?;
         self.map
             .shared()
@@ -356,7 +356,11 @@ impl GuestMemory {
     /// One region covering `a` then `b`, if both lie in this RAM and `b` starts
     /// where `a` ends (so two pinned pages that happen to be neighbours can go to
     /// the kernel as one buffer).
-    pub fn join(&self, a: &SharedMem, b: &SharedMem) -> Option<SharedMem> {
+    pub fn join(
+        &self,
+        a: &SharedMem<'static>,
+        b: &SharedMem<'static>,
+    ) -> Option<SharedMem<'static>> {
         let gpa = self.host_to_gpa(a.as_ptr())?;
         let next = gpa.checked_add(a.len() as u64)?;
         if self.host_to_gpa(b.as_ptr())? != next {
@@ -392,7 +396,7 @@ impl HostPage {
     }
 
     /// The page. Valid while this `HostPage` lives.
-    pub fn mem(&self) -> SharedMem {
+    pub fn mem(&self) -> SharedMem<'static> {
         self.map.shared()
     }
 }
@@ -422,7 +426,7 @@ impl InProcessAccess {
         InProcessAccess { _private: () }
     }
 
-    fn region(addr: u64, len: usize) -> Result<Option<SharedMem>, Efault> {
+    fn region(addr: u64, len: usize) -> Result<Option<SharedMem<'static>>, Efault> {
         if len == 0 {
             return Ok(None);
         }
@@ -590,7 +594,7 @@ enum Dir {
 
 fn file_vectored(
     file: &std::fs::File,
-    regions: &[SharedMem],
+    regions: &[SharedMem<'static>],
     pos: u64,
     dir: Dir,
 ) -> std::io::Result<usize> {
@@ -676,7 +680,7 @@ fn file_vectored(
 /// copy and no Rust reference into guest memory.
 pub fn preadv_into(
     file: &std::fs::File,
-    regions: &[SharedMem],
+    regions: &[SharedMem<'static>],
     pos: u64,
 ) -> std::io::Result<usize> {
     file_vectored(file, regions, pos, Dir::Read)
@@ -686,7 +690,7 @@ pub fn preadv_into(
 /// writes); returns the bytes written.
 pub fn pwritev_from(
     file: &std::fs::File,
-    regions: &[SharedMem],
+    regions: &[SharedMem<'static>],
     pos: u64,
 ) -> std::io::Result<usize> {
     file_vectored(file, regions, pos, Dir::Write)

@@ -14,7 +14,7 @@ use hypercall::abi::evtchn::VIRQ_TIMER;
 use hypercall::evtchn::EventChannels;
 use hypercall::gnttab::{Error as GntError, GrantTable};
 use hypercall::xen::{ShutdownReason as XenShutdown, Xen};
-use hypercall::{DomId, Gfn, Platform, Port, SharedMem, PAGE_SIZE};
+use hypercall::{DomId, Gfn, Platform, Port, PAGE_SIZE};
 use model_util::{domain, hv};
 use xen_model::inproc::{InProcGuest, UpcallMode};
 use xen_model::{DomainState, GrantError, ShutdownReason};
@@ -33,7 +33,7 @@ fn pages_are_zeroed_translated_and_never_special() {
     assert_ne!(gfn.0, p.as_ptr() as u64 >> 12, "gfn is not the host frame");
     assert!(gfn.0 >= 0x100, "gfn is not the page index");
     assert_eq!(g.gfn_to_virt(gfn), Some(p));
-    let mem = SharedMem::alloc_pages(&*g, 2).unwrap();
+    let mem = hypercall::SharedPages::alloc(&*g, 2).unwrap().leak();
     assert_eq!(
         mem.page_gfn(&*g, 1).unwrap().0,
         mem.page_gfn(&*g, 0).unwrap().0 + 1
@@ -51,7 +51,7 @@ fn pages_are_zeroed_translated_and_never_special() {
     // Freed pages come back zeroed.
     // SAFETY: `mem` was allocated above with 2 pages and nothing else uses it.
     unsafe { g.free_pages(mem.as_non_null(), 2) };
-    let again = SharedMem::alloc_pages(&*g, 2).unwrap();
+    let again = hypercall::SharedPages::alloc(&*g, 2).unwrap().leak();
     let mut b = [1u8; 64];
     again.read(PAGE_SIZE, &mut b);
     assert_eq!(b, [0u8; 64]);
@@ -315,7 +315,7 @@ fn guest_grants_to_a_dom0_backend() {
         .spawn_guest(dom.clone(), move |g| {
             g.set_wait_timeout(LONG);
             let table = GrantTable::<512>::setup(&*g, 1).unwrap();
-            let page = SharedMem::alloc_pages(&*g, 2).unwrap();
+            let page = hypercall::SharedPages::alloc(&*g, 2).unwrap().leak();
             page.write(0, b"request");
             page.write(PAGE_SIZE, b"read-only data");
             let gfn0 = page.page_gfn(&*g, 0).unwrap();

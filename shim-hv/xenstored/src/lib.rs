@@ -463,7 +463,7 @@ impl Xenstored {
     pub fn introduce_domain(
         &self,
         domid: u16,
-        ring: SharedMem,
+        ring: SharedMem<'static>,
         notify: Arc<dyn Fn() + Send + Sync>,
     ) -> Result<(), Error> {
         if domid >= 0x7FF0 {

@@ -30,7 +30,7 @@ const REQUESTS_PER_ROUND: usize = 32;
 
 /// Server state of one guest's ring.
 pub(crate) struct RingConn {
-    mem: SharedMem,
+    mem: SharedMem<'static>,
     pub notify: Arc<dyn Fn() + Send + Sync>,
     req_cons: u32,
     rsp_prod: u32,
@@ -44,7 +44,7 @@ pub(crate) struct RingConn {
 
 impl RingConn {
     /// Takes over a store page. Returns `None` if it is too small or misaligned.
-    pub fn new(mem: SharedMem, notify: Arc<dyn Fn() + Send + Sync>) -> Option<Self> {
+    pub fn new(mem: SharedMem<'static>, notify: Arc<dyn Fn() + Send + Sync>) -> Option<Self> {
         if mem.len() < hypercall::PAGE_SIZE || !(mem.as_ptr() as usize).is_multiple_of(4) {
             return None;
         }

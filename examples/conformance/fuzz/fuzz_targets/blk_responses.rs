@@ -14,10 +14,11 @@ use std::time::Duration;
 use hypercall::abi::blkif::{Request, Response};
 use hypercall::abi::ring as layout;
 use hypercall::gnttab::GrantTable;
-use hypercall::{GrantRef, Platform, Port, SharedMem};
+use hypercall::{GrantRef, Platform, Port};
 use libfuzzer_sys::fuzz_target;
 use xbd_front::{Config, Device};
 use xen_conformance::GrantObserver;
+use xen_conformance::HostRegion;
 use xenbus::Xenstore;
 use xenkit_fuzz::{Cursor, HostPlatform};
 use xenstored::{Access, Perm, Quotas, TxId, Xenstored};
@@ -30,7 +31,7 @@ const RING: u32 = layout::const_ring_size(4096, SLOT);
 
 /// The backend's view of the connected ring.
 struct Ring {
-    mem: SharedMem,
+    mem: HostRegion,
     req_cons: u32,
     rsp_prod: u32,
     pending: Vec<Request>,
@@ -38,7 +39,10 @@ struct Ring {
 
 fuzz_target!(|data: &[u8]| {
     let host = Rc::new(HostPlatform::default());
-    let store = host.pages(1);
+    // Kept by xenstored (shim-hv) as a `'static` region: host memory outlives it
+    // (`host` is declared first, so dropped last).
+    let store = host.shared_pages(1).leak();
+    let store_gfn = host.virt_to_gfn(store.as_non_null()).unwrap();
     let xsd = Xenstored::new(Quotas::default());
     let dom0 = xsd.client(0);
     let t = TxId::NONE;
@@ -72,8 +76,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
 
-    let table: GrantTable<512> = GrantTable::new(host.pages(1)).unwrap();
-    let obs = GrantObserver::new(table.frames().unwrap());
+    let table: GrantTable<512> = GrantTable::new(host.shared_pages(1)).unwrap();
+    let obs = GrantObserver::new(&host, table.frames().unwrap());
     let input = Rc::new(RefCell::new(data.to_vec()));
     let ring: Rc<RefCell<Option<Ring>>> = Rc::new(RefCell::new(None));
     let turns = Rc::new(Cell::new(0u32));
@@ -126,14 +130,14 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
         // Take new requests (at most a ring's worth per turn).
-        let prod = ring.mem.load_u32(layout::REQ_PROD);
+        let prod = ring.mem.mem().load_u32(layout::REQ_PROD);
         for _ in 0..RING {
             if ring.req_cons == prod {
                 break;
             }
             let mut slot = [0u8; SLOT];
             let at = layout::HEADER_SIZE + (ring.req_cons % RING) as usize * SLOT;
-            ring.mem.read(at, &mut slot);
+            ring.mem.mem().read(at, &mut slot);
             if let Ok(req) = Request::read_from_bytes(&slot[..]) {
                 ring.pending.push(req);
             }
@@ -156,20 +160,20 @@ fuzz_target!(|data: &[u8]| {
                     _pad2: 0,
                 };
                 let at = layout::HEADER_SIZE + (ring.rsp_prod % RING) as usize * SLOT;
-                ring.mem.write(at, rsp.as_bytes());
+                ring.mem.mem().write(at, rsp.as_bytes());
                 ring.rsp_prod = ring.rsp_prod.wrapping_add(1);
-                ring.mem.store_u32(layout::RSP_PROD, ring.rsp_prod);
+                ring.mem.mem().store_u32(layout::RSP_PROD, ring.rsp_prod);
             }
             // A raw response slot.
             2 => {
                 let raw = c.bytes(16);
                 let at = layout::HEADER_SIZE + (ring.rsp_prod % RING) as usize * SLOT;
-                ring.mem.write(at, raw);
+                ring.mem.mem().write(at, raw);
                 ring.rsp_prod = ring.rsp_prod.wrapping_add(1);
-                ring.mem.store_u32(layout::RSP_PROD, ring.rsp_prod);
+                ring.mem.mem().store_u32(layout::RSP_PROD, ring.rsp_prod);
             }
             // A raw rsp_prod.
-            3 => ring.mem.store_u32(layout::RSP_PROD, c.u32()),
+            3 => ring.mem.mem().store_u32(layout::RSP_PROD, c.u32()),
             // Backend state moves.
             _ => {
                 let st = [b"4", b"5", b"6", b"1"][usize::from(c.u8() % 4)];
@@ -181,7 +185,7 @@ fuzz_target!(|data: &[u8]| {
         inp.drain(..used);
     })));
 
-    let mut xs = Xenstore::new(&*host, store, Port(1)).unwrap();
+    let mut xs = Xenstore::new(&*host, store_gfn, Port(1)).unwrap();
     xs.set_timeout(Duration::from_millis(200));
     let cfg = Config {
         persistent: false,

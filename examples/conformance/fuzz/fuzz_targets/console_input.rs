@@ -13,14 +13,15 @@ use xenkit_fuzz::{Cursor, HostPlatform};
 
 fuzz_target!(|data: &[u8]| {
     let host = HostPlatform::default();
-    let page = host.pages(1);
+    let region = host.pages(1);
+    let page = region.mem();
     let mut c = Cursor::new(data);
     let start = c.u32();
     page.store_u32(ring::IN_CONS, start);
     page.store_u32(ring::IN_PROD, start);
     page.store_u32(ring::OUT_CONS, start);
     page.store_u32(ring::OUT_PROD, start);
-    let mut con = match Console::new(&host, page, Port(2), Config::default()) {
+    let mut con = match Console::new(&host, region.gfn(), Port(2), Config::default()) {
         Ok(c) => c,
         Err(_) => return,
     };

@@ -15,9 +15,10 @@ use std::time::Duration;
 use hypercall::abi::netif::{RxRequest, RxResponse, TxRequest, TxResponse};
 use hypercall::abi::ring as layout;
 use hypercall::gnttab::GrantTable;
-use hypercall::{GrantRef, Platform, Port, SharedMem};
+use hypercall::{GrantRef, Platform, Port};
 use libfuzzer_sys::fuzz_target;
 use xen_conformance::GrantObserver;
+use xen_conformance::HostRegion;
 use xenbus::Xenstore;
 use xenkit_fuzz::{Cursor, HostPlatform};
 use xennet_front::{Config, NetFront};
@@ -33,13 +34,13 @@ const RX_RING: u32 = layout::const_ring_size(4096, RX_SLOT);
 
 /// One shared ring as the backend sees it.
 struct Side {
-    mem: SharedMem,
+    mem: HostRegion,
     req_cons: u32,
     rsp_prod: u32,
 }
 
 impl Side {
-    fn new(mem: SharedMem) -> Side {
+    fn new(mem: HostRegion) -> Side {
         Side {
             mem,
             req_cons: 0,
@@ -48,12 +49,12 @@ impl Side {
     }
     /// The next request slot's bytes, if the frontend published one.
     fn next_request(&mut self, slot: usize, size: u32) -> Option<Vec<u8>> {
-        let prod = self.mem.load_u32(layout::REQ_PROD);
+        let prod = self.mem.mem().load_u32(layout::REQ_PROD);
         if self.req_cons == prod {
             return None;
         }
         let mut b = vec![0u8; slot];
-        self.mem.read(
+        self.mem.mem().read(
             layout::HEADER_SIZE + (self.req_cons % size) as usize * slot,
             &mut b,
         );
@@ -62,9 +63,9 @@ impl Side {
     }
     fn respond(&mut self, slot: usize, size: u32, bytes: &[u8]) {
         let at = layout::HEADER_SIZE + (self.rsp_prod % size) as usize * slot;
-        self.mem.write(at, &bytes[..bytes.len().min(slot)]);
+        self.mem.mem().write(at, &bytes[..bytes.len().min(slot)]);
         self.rsp_prod = self.rsp_prod.wrapping_add(1);
-        self.mem.store_u32(layout::RSP_PROD, self.rsp_prod);
+        self.mem.mem().store_u32(layout::RSP_PROD, self.rsp_prod);
     }
 }
 
@@ -75,7 +76,10 @@ struct Rings {
 
 fuzz_target!(|data: &[u8]| {
     let host = Rc::new(HostPlatform::default());
-    let store = host.pages(1);
+    // Kept by xenstored (shim-hv) as a `'static` region: host memory outlives it
+    // (`host` is declared first, so dropped last).
+    let store = host.shared_pages(1).leak();
+    let store_gfn = host.virt_to_gfn(store.as_non_null()).unwrap();
     let xsd = Xenstored::new(Quotas::default());
     let dom0 = xsd.client(0);
     let t = TxId::NONE;
@@ -114,8 +118,8 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
 
-    let table: GrantTable<256> = GrantTable::new(host.pages(1)).unwrap();
-    let obs = GrantObserver::new(table.frames().unwrap());
+    let table: GrantTable<256> = GrantTable::new(host.shared_pages(1)).unwrap();
+    let obs = GrantObserver::new(&host, table.frames().unwrap());
     let input = Rc::new(RefCell::new(data.to_vec()));
     let rings: Rc<RefCell<Option<Rings>>> = Rc::new(RefCell::new(None));
     let turns = Rc::new(Cell::new(0u32));
@@ -204,8 +208,8 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
             // Raw producer indices.
-            5 => rings.rx.mem.store_u32(layout::RSP_PROD, c.u32()),
-            6 => rings.tx.mem.store_u32(layout::RSP_PROD, c.u32()),
+            5 => rings.rx.mem.mem().store_u32(layout::RSP_PROD, c.u32()),
+            6 => rings.tx.mem.mem().store_u32(layout::RSP_PROD, c.u32()),
             // Backend state moves.
             _ => {
                 let st = [b"4", b"5", b"6", b"1"][usize::from(c.u8() % 4)];
@@ -218,7 +222,7 @@ fuzz_target!(|data: &[u8]| {
         inp.drain(..n);
     })));
 
-    let mut xs = Xenstore::new(&*host, store, Port(1)).unwrap();
+    let mut xs = Xenstore::new(&*host, store_gfn, Port(1)).unwrap();
     xs.set_timeout(Duration::from_millis(200));
     let cfg = Config {
         rx_buffers: 16,

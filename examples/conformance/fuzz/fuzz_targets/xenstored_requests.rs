@@ -34,7 +34,8 @@ fuzz_target!(|data: &[u8]| {
     }
     // The rest goes raw onto a guest's store ring, with fuzzed indices.
     let host = HostPlatform::default();
-    let page = host.pages(1);
+    // Kept by xenstored as a `'static` region: `host` (declared first) outlives it.
+    let page = host.shared_pages(1).leak();
     let req_cons = c.u32();
     let req_prod_delta = c.u32() % 2048;
     page.store_u32(iface::REQ_CONS, req_cons);

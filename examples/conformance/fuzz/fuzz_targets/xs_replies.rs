@@ -16,14 +16,16 @@ use xenkit_fuzz::HostPlatform;
 
 fuzz_target!(|data: &[u8]| {
     let host = Rc::new(HostPlatform::default());
-    let page = host.pages(1);
+    let region = host.pages(1);
+    let gfn = region.gfn();
     let input = Rc::new(RefCell::new(data.to_vec()));
     // The peer: each wait, takes the requests and writes the next chunk of the input
     // as response bytes; the first byte of a chunk picks the chunk length, and every
     // 8th chunk also moves rsp_prod by a raw amount.
-    let (pg, inp) = (page, input.clone());
+    let (region, inp) = (region, input.clone());
     let mut turn = 0u32;
     host.set_peer(Some(Box::new(move || {
+        let pg = region.mem();
         let mut data = inp.borrow_mut();
         if data.is_empty() {
             return;
@@ -45,7 +47,9 @@ fuzz_target!(|data: &[u8]| {
         }
         pg.store_u32(iface::RSP_PROD, prod.wrapping_add(chunk.len() as u32));
     })));
-    let mut xs = match Xenstore::new(&*host, page, Port(3)) {
+    // The peer holds a region (a handle on the platform): clear it on every way out.
+    let _clear = xenkit_fuzz::ClearPeer(&host);
+    let mut xs = match Xenstore::new(&*host, gfn, Port(3)) {
         Ok(x) => x,
         Err(_) => return,
     };

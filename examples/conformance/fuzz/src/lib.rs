@@ -7,6 +7,17 @@
 
 pub use xen_conformance::HostPlatform;
 
+/// Clears the platform's peer when dropped: a peer that holds a handle on the
+/// platform (a `HostRegion`) makes a cycle, which would leak (and libFuzzer
+/// reports leaks) if a target returned early without clearing it.
+pub struct ClearPeer<'a>(pub &'a HostPlatform);
+
+impl Drop for ClearPeer<'_> {
+    fn drop(&mut self) {
+        self.0.set_peer(None);
+    }
+}
+
 /// Reads pieces of the fuzz input in order; past the end everything is zero/empty.
 pub struct Cursor<'a> {
     data: &'a [u8],

@@ -168,7 +168,7 @@ impl Phys {
         self.op(nr::MEMORY_OP, memory::OP_ADD_TO_PHYSMAP, &mut a)
     }
 
-    pub fn shinfo(&self) -> SharedMem {
+    pub fn shinfo(&self) -> SharedMem<'static> {
         self.hv.shared_info(self.id()).unwrap()
     }
 
@@ -204,7 +204,7 @@ impl Phys {
     }
 
     /// The grant entry of `gref` given frame 0 is at `table_gfn` (gref < 512).
-    pub fn entry(&self, table_gfn: u64, gref: u32) -> SharedMem {
+    pub fn entry(&self, table_gfn: u64, gref: u32) -> SharedMem<'static> {
         self.dom
             .memory()
             .page(Gfn(table_gfn))

@@ -17,7 +17,7 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 /// One 4 KiB page of host memory standing in for a guest's store page.
 pub struct HostPage {
     _buf: Vec<u64>,
-    mem: SharedMem,
+    mem: SharedMem<'static>,
 }
 
 impl HostPage {
@@ -31,7 +31,7 @@ impl HostPage {
         Self { _buf: buf, mem }
     }
 
-    pub fn mem(&self) -> SharedMem {
+    pub fn mem(&self) -> SharedMem<'static> {
         self.mem
     }
 }
@@ -150,7 +150,7 @@ impl Guest {
         Self::introduce_at(xs, domid, 0)
     }
 
-    pub fn mem(&self) -> SharedMem {
+    pub fn mem(&self) -> SharedMem<'static> {
         self.page.mem()
     }
 
