@@ -370,7 +370,7 @@ impl SharedRegion for SharedPages {
 /// #     fn now_ns(&self) -> u64 { 0 }
 /// # }
 /// # let platform = P;
-/// let page = MappedPage::new(platform, Gfn(7)).unwrap();
+/// let Ok(page) = MappedPage::new(platform, Gfn(7)) else { return };
 /// let mem: SharedMem<'_> = page.mem();
 /// let platform = page.into_platform(); // error[E0505]: cannot move out of `page`
 /// mem.load_u32(0);
