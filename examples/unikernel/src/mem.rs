@@ -25,6 +25,11 @@ pub struct Range {
 /// `.bss` and costs nothing in the image).
 pub struct PageAlloc {
     avail: [u64; WORDS],
+    /// One bit per page touching a RAM range of the memory map.
+    ram: [u64; WORDS],
+    /// One bit per page handed out as shared memory ([`PageAlloc::alloc_shared`],
+    /// the kit's `Platform::alloc_pages`) and not freed since.
+    shared: [u64; WORDS],
     /// One past the highest page that is RAM.
     limit: usize,
     /// Where the next search starts.
@@ -37,6 +42,8 @@ impl PageAlloc {
     pub const fn empty() -> PageAlloc {
         PageAlloc {
             avail: [0; WORDS],
+            ram: [0; WORDS],
+            shared: [0; WORDS],
             limit: 0,
             hint: 0,
             free: 0,
@@ -64,6 +71,10 @@ impl PageAlloc {
 
     /// Makes the whole pages inside `r` available.
     pub fn add(&mut self, r: Range) {
+        let touched = (r.start / 4096) as usize..(r.end.div_ceil(4096) as usize).min(MAX_PAGES);
+        for p in touched {
+            mark(&mut self.ram, p, true);
+        }
         let first = r.start.div_ceil(4096) as usize;
         let end = ((r.end / 4096) as usize).min(MAX_PAGES);
         for p in first..end {
@@ -118,13 +129,48 @@ impl PageAlloc {
         NonNull::new(addr)
     }
 
-    /// Gives back pages from [`PageAlloc::alloc`].
+    /// [`PageAlloc::alloc`] for memory shared with other domains: the pages are
+    /// marked so that [`PageAlloc::shareable`] admits them until they are freed.
+    pub fn alloc_shared(&mut self, count: usize) -> Option<NonNull<u8>> {
+        let p = self.alloc(count)?;
+        let first = p.as_ptr() as usize / 4096;
+        for q in first..first + count {
+            mark(&mut self.shared, q, true);
+        }
+        Some(p)
+    }
+
+    /// Whether page `page` may be reached as shared memory (`gfn_to_virt`): a
+    /// page handed out by [`PageAlloc::alloc_shared`] and not freed, or a page
+    /// that is not RAM (the special pages Xen sets up live outside RAM). Never the
+    /// kernel image, stacks, heap or boot data: those are RAM, never shared.
+    pub fn shareable(&self, page: usize) -> bool {
+        let bit = |map: &[u64; WORDS]| {
+            map.get(page / 64)
+                .is_some_and(|w| w & (1 << (page % 64)) != 0)
+        };
+        page < MAX_PAGES && (bit(&self.shared) || !bit(&self.ram))
+    }
+
+    /// Gives back pages from [`PageAlloc::alloc`] or [`PageAlloc::alloc_shared`].
     pub fn free(&mut self, ptr: NonNull<u8>, count: usize) {
         let first = ptr.as_ptr() as usize / 4096;
         for p in first..first.saturating_add(count).min(MAX_PAGES) {
             self.set(p, false);
+            mark(&mut self.shared, p, false);
         }
         self.hint = self.hint.min(first);
+    }
+}
+
+fn mark(map: &mut [u64; WORDS], page: usize, on: bool) {
+    if let Some(w) = map.get_mut(page / 64) {
+        let bit = 1u64 << (page % 64);
+        if on {
+            *w |= bit;
+        } else {
+            *w &= !bit;
+        }
     }
 }
 

@@ -101,11 +101,15 @@ impl Hypercall for Kernel {
 }
 
 // SAFETY: pages come from the page allocator (RAM below 4 GiB, identity-mapped,
-// zeroed, owned by the caller until freed); every frame below 4 GiB is mapped at
-// its own address for the kernel's lifetime, so the two translations agree.
+// zeroed, owned by the caller until freed, never used for anything else meanwhile);
+// every frame below 4 GiB is mapped at its own address for the kernel's lifetime,
+// so the two translations agree; and gfn_to_virt admits only frames that hold no
+// Rust object: pages handed out as shared memory (until freed) and frames that are
+// not RAM (Xen's special pages), never the image, stacks, heap or boot data
+// (docs/shared-memory.md).
 unsafe impl Platform for Kernel {
     fn alloc_pages(&self, count: usize) -> Option<NonNull<u8>> {
-        PAGES.lock().alloc(count)
+        PAGES.lock().alloc_shared(count)
     }
 
     unsafe fn free_pages(&self, ptr: NonNull<u8>, count: usize) {
@@ -118,7 +122,8 @@ unsafe impl Platform for Kernel {
     }
 
     fn gfn_to_virt(&self, gfn: Gfn) -> Option<NonNull<u8>> {
-        if gfn.0 == 0 || gfn.0 as usize >= MAX_PAGES {
+        let page = usize::try_from(gfn.0).ok()?;
+        if page == 0 || !PAGES.lock().shareable(page) {
             return None;
         }
         NonNull::new(gfn.addr() as *mut u8)
