@@ -18,6 +18,8 @@ impl Drop for ClearPeer<'_> {
     }
 }
 
+pub mod front;
+
 /// Reads pieces of the fuzz input in order; past the end everything is zero/empty.
 pub struct Cursor<'a> {
     data: &'a [u8],
