@@ -109,6 +109,20 @@ pub unsafe trait Platform: Hypercall {
     /// their rings. This is the only way the kit waits.
     fn wait(&self);
 
+    /// Blocks until an event may have arrived for this domain or [`Platform::now_ns`]
+    /// reaches `deadline_ns` (`u64::MAX`: no deadline), whichever comes first.
+    /// Spurious and early returns are allowed, as for [`Platform::wait`].
+    ///
+    /// This is how an idle guest sleeps without a tick: its main loop passes the
+    /// next deadline it really has (a timer, a retransmission), so a platform that
+    /// can sleep that long (a one-shot timer, a host condition variable) wakes only
+    /// for events. The default waits once with [`Platform::wait`], which is always
+    /// correct, only not tickless.
+    fn wait_until(&self, deadline_ns: u64) {
+        let _ = deadline_ns;
+        self.wait()
+    }
+
     /// Monotonic time in nanoseconds, for timeouts.
     fn now_ns(&self) -> u64;
 
@@ -145,6 +159,10 @@ unsafe impl<T: Platform + ?Sized> Platform for &T {
 
     fn wait(&self) {
         (**self).wait()
+    }
+
+    fn wait_until(&self, deadline_ns: u64) {
+        (**self).wait_until(deadline_ns)
     }
 
     fn now_ns(&self) -> u64 {

@@ -318,7 +318,7 @@ fn a_failing_vif_is_reported_and_the_guest_keeps_running() {
         &d,
         "fl",
         &format!(
-            "vif = [ 'bridge=brF' ]\ndisk = [ 'file:{},xvdb,w' ]\n",
+            "vif = [ 'bridge=brF' ]\ndisk = [ 'file:{},xvdb,w' ]\nextra = 'heartbeat=100'\n",
             img.display()
         ),
     );

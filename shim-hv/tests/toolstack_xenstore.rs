@@ -174,10 +174,10 @@ fn xenstore_watch_sees_the_guest_write() {
         return;
     }
     let s = Served::start("xswatch");
-    let id = s.create("wdom", "");
+    let id = s.create("wdom", "extra = 'heartbeat=250'\n");
     let node = format!("/local/domain/{}/{HEARTBEAT}", id.0);
     // `-n 3`: the event for the watch itself, then two writes by the guest (it
-    // counts the heartbeat up about twice a second).
+    // counts the heartbeat up four times a second, as its command line asks).
     let mut child = xs_cmd(&s.sock(), "xenstore-watch", &["-n", "3", &node])
         .stdout(Stdio::piped())
         .spawn()

@@ -541,6 +541,31 @@ impl<P: Platform> Xenstore<P> {
         self.watches.len()
     }
 
+    /// A count that moves whenever a watch event is queued or lost (monotonic,
+    /// wrapping).
+    ///
+    /// For a main loop that serves several watchers in turn and then sleeps: any
+    /// request it makes can pull events off the ring into the queue, after their
+    /// watcher's turn in this round. Their event-channel notification was consumed
+    /// then, so nothing would wake the loop for them. Compare this count at the start
+    /// and at the end of a round, and run another round at once if it changed:
+    ///
+    /// ```
+    /// # fn round<P: hypercall::Platform>(xs: &mut xenbus::Xenstore<P>, p: &P) {
+    /// loop {
+    ///     let seen = xs.watch_events_received();
+    ///     // ... every watcher polls its events, devices do their I/O ...
+    ///     if xs.watch_events_received() == seen {
+    ///         p.wait_until(u64::MAX); // or the loop's next deadline
+    ///     }
+    /// #   break;
+    /// }
+    /// # }
+    /// ```
+    pub fn watch_events_received(&self) -> u64 {
+        self.watches.received()
+    }
+
     // ---- transactions ----------------------------------------------------------------
 
     /// Starts a transaction (`XS_TRANSACTION_START`).

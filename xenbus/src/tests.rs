@@ -922,6 +922,30 @@ fn row30_flood_keeps_the_newest_and_reports_overflow() {
 }
 
 #[test]
+fn events_pulled_in_by_a_request_move_the_received_count() {
+    // A main loop learns this way that a request of its own took events off the
+    // ring (their notification is spent) and that it must not sleep yet.
+    let (mut xs, fake) = setup();
+    let start = xs.watch_events_received();
+    xs.write("a", b"1").unwrap();
+    assert_eq!(xs.watch_events_received(), start);
+    fake.server()
+        .inject(&msg_bytes(msg::WATCH_EVENT, 0, 0, b"p\0tok\0"));
+    xs.write("a", b"2").unwrap();
+    assert_eq!(xs.pending_watch_events(), 1);
+    let after = xs.watch_events_received();
+    assert_ne!(after, start);
+    // Taking the event does not move it; an unusable one does.
+    assert!(xs.drain_watch_events_for("tok").unwrap());
+    assert_eq!(xs.watch_events_received(), after);
+    fake.server()
+        .inject(&msg_bytes(msg::WATCH_EVENT, 0, 0, b"no-token"));
+    xs.write("a", b"3").unwrap();
+    assert_eq!(xs.pending_watch_events(), 0);
+    assert_ne!(xs.watch_events_received(), after);
+}
+
+#[test]
 fn row30_unusable_events_are_counted_not_queued() {
     let (mut xs, fake) = setup();
     let long = format!("{}\0t\0", "x".repeat(WATCH_PATH_MAX + 1));

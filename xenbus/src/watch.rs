@@ -59,6 +59,8 @@ impl WatchEvent {
 pub(crate) struct WatchQueue {
     events: Deque<WatchEvent, WATCH_QUEUE_LEN>,
     lost: u64,
+    /// Moves whenever an event is queued or lost (monotonic, wraps).
+    received: u64,
     overflowed: bool,
 }
 
@@ -67,6 +69,7 @@ impl WatchQueue {
         WatchQueue {
             events: Deque::new(),
             lost: 0,
+            received: 0,
             overflowed: false,
         }
     }
@@ -81,10 +84,12 @@ impl WatchQueue {
     /// Records that an event was lost (dropped or unparseable).
     pub(crate) fn lose(&mut self) {
         self.lost = self.lost.wrapping_add(1);
+        self.received = self.received.wrapping_add(1);
         self.overflowed = true;
     }
 
     pub(crate) fn push(&mut self, ev: WatchEvent) {
+        self.received = self.received.wrapping_add(1);
         if self.events.is_full() {
             self.events.pop_front();
             self.lose();
@@ -119,6 +124,10 @@ impl WatchQueue {
 
     pub(crate) fn lost(&self) -> u64 {
         self.lost
+    }
+
+    pub(crate) fn received(&self) -> u64 {
+        self.received
     }
 
     pub(crate) fn take_overflowed(&mut self) -> bool {

@@ -28,7 +28,10 @@
 //!   value is cleared and reported on the console (docs/hostile-input.md row 38); a request
 //!   repeated while one is being carried out is ignored (row 39). Before it goes
 //!   it closes its devices;
-//! - counts up `data/heartbeat` about four times a second while it waits;
+//! - sleeps until an event or a deadline it really has (no tick: an idle domain
+//!   costs no wake-ups); with `heartbeat=MS` on its command line (xl's `extra=` or
+//!   `cmdline=`) it also counts up `data/heartbeat` every MS milliseconds
+//!   (at least 10), something guest-written for tests to watch;
 //! - pings on request: writing an IPv4 address to its `data/ping` node (e.g.
 //!   `xenstore-write /local/domain/N/data/ping 10.0.0.2`) makes it send up to
 //!   [`PING_COUNT`] echo requests from the vif whose subnet holds that address
@@ -68,11 +71,14 @@ use xennet_front::{NetFront, SmolDevice};
 
 use xen_model::inproc::InProcGuest;
 
-/// How often the heartbeat counts up.
-const BEAT: Duration = Duration::from_millis(250);
-/// The node the guest counts up in, about four times a second while no power event comes
-/// (something guest-written to watch).
+/// The shortest heartbeat period `heartbeat=MS` may ask for.
+const MIN_BEAT: Duration = Duration::from_millis(10);
+/// The node the guest counts up in with `heartbeat=MS` (something guest-written to
+/// watch).
 pub const HEARTBEAT: &str = "data/heartbeat";
+/// How long the guest sleeps at most while a ping is in flight (smoltcp and the
+/// ping's own timeouts are checked this often).
+const PING_STEP: Duration = Duration::from_millis(10);
 /// Write an IPv4 address here to make the guest ping it.
 pub const PING_NODE: &str = "data/ping";
 /// Where the guest reports a ping's result (`replies/sent`).
@@ -302,6 +308,15 @@ impl<'g> Nic<'g> {
 
     /// Follows the backend's state and runs smoltcp once; an error means the device
     /// is unusable.
+    /// When smoltcp next wants to be polled (a retransmission, an ARP retry), in
+    /// the guest's clock; `None` if only an arriving frame can give it work.
+    fn poll_at(&mut self, g: &InProcGuest) -> Option<u64> {
+        let now = smol_now(g);
+        let at = self.iface.poll_at(now, &self.sockets)?;
+        let ahead = u64::try_from(at.total_micros() - now.total_micros()).unwrap_or(0);
+        Some(g.now_ns().saturating_add(ahead.saturating_mul(1000)))
+    }
+
     fn poll(
         &mut self,
         g: &InProcGuest,
@@ -668,11 +683,51 @@ fn start_ping(out: &mut Out<'_>, xs: &mut Xenstore<Platf<'_>>, nics: &[Nic<'_>])
     })
 }
 
-/// The built-in guest's main (for [`xen_model::Hypervisor::spawn_guest`]).
+/// The built-in guest's main (for [`xen_model::Hypervisor::spawn_guest`]), with an
+/// empty command line.
 pub fn run(guest: Arc<InProcGuest>) {
+    run_with(guest, "");
+}
+
+/// The built-in guest's settings, from its command line (words `key=value`;
+/// unknown words are ignored, as kernels do).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// `heartbeat=MS`: count up [`HEARTBEAT`] every MS milliseconds (at least 10).
+    /// `None` (the default, or `heartbeat=0`): no heartbeat.
+    pub heartbeat: Option<Duration>,
+}
+
+impl Options {
+    /// Reads `cmdline`; values it cannot use are returned as messages for the
+    /// console (and otherwise ignored).
+    pub fn parse(cmdline: &str) -> (Options, Vec<String>) {
+        let mut o = Options::default();
+        let mut bad = Vec::new();
+        for word in cmdline.split_ascii_whitespace() {
+            if let Some(v) = word.strip_prefix("heartbeat=") {
+                match v.parse::<u64>() {
+                    Ok(0) => o.heartbeat = None,
+                    Ok(ms) => o.heartbeat = Some(Duration::from_millis(ms).max(MIN_BEAT)),
+                    Err(_) => bad.push(format!(
+                        "ignoring {word:?}: heartbeat= takes milliseconds (0: off)"
+                    )),
+                }
+            }
+        }
+        (o, bad)
+    }
+}
+
+/// The built-in guest's main, with its command line (see [`Options`]).
+pub fn run_with(guest: Arc<InProcGuest>, cmdline: &str) {
     let g: &InProcGuest = &guest;
     let id = g.domain().id().0;
     let mut out = Out::new(g);
+    let (opts, bad) = Options::parse(cmdline);
+    for b in bad {
+        out.say(&format!("{b}\n"));
+    }
     let mut xs = match Xenstore::from_hvm_params(g) {
         Ok(x) => x,
         Err(e) => {
@@ -709,7 +764,7 @@ pub fn run(guest: Arc<InProcGuest>) {
         suspend: false,
     };
     let reason = match PowerControl::new(&mut xs, features) {
-        Ok(mut power) => serve(g, &mut xs, &mut power, &mut devs, &mut out),
+        Ok(mut power) => serve(g, &opts, &mut xs, &mut power, &mut devs, &mut out),
         Err(e) => {
             out.say(&format!("control/shutdown: {e}\n"));
             ShutdownReason::Crash
@@ -721,10 +776,12 @@ pub fn run(guest: Arc<InProcGuest>) {
 
 /// The guest's main loop, until a power event or a broken `control/shutdown`:
 /// follows the devices (dropping the ones that fail), runs pings asked for in
-/// `data/ping`, echoes the console and writes the heartbeat. Returns how the
-/// domain is to shut down.
+/// `data/ping`, echoes the console and writes the heartbeat, if asked for. Between
+/// rounds it sleeps until an event or its next deadline. Returns how the domain is
+/// to shut down.
 fn serve<'g>(
     g: &'g InProcGuest,
+    opts: &Options,
     xs: &mut Xenstore<Platf<'g>>,
     power: &mut PowerControl,
     devs: &mut Devices<'_>,
@@ -734,9 +791,11 @@ fn serve<'g>(
         out.say(&format!("{PING_NODE}: {e}\n"));
     }
     out.say("waiting for control/shutdown\n");
-    let mut beat = Heartbeat::new(g);
+    let mut beat = opts.heartbeat.map(|period| Heartbeat::new(g, period));
     let mut ping: Option<Ping> = None;
     loop {
+        let events_seen = xs.watch_events_received();
+        let epoch = g.domain().signal().epoch();
         if let Some(reason) = poll_power(power, xs, out) {
             return reason;
         }
@@ -756,8 +815,25 @@ fn serve<'g>(
         }
         devs.poll_channels(xs, out);
         out.echo();
-        beat.tick(g, xs, out);
-        g.wait();
+        let mut deadline = u64::MAX;
+        if let Some(b) = beat.as_mut() {
+            deadline = deadline.min(b.tick(g, xs, out));
+        }
+        if ping.is_some() {
+            deadline = deadline.min(g.now_ns() + PING_STEP.as_nanos() as u64);
+        }
+        for n in &mut devs.nics {
+            if let Some(t) = n.poll_at(g) {
+                deadline = deadline.min(t);
+            }
+        }
+        // Whatever arrived during the round gets another round at once: a wait
+        // inside a request (xenstore) acknowledges every event, so an event for a
+        // device already served in this round, or a watch event the request pulled
+        // in after its watcher's turn, would not wake the sleep below.
+        if xs.watch_events_received() == events_seen && g.domain().signal().epoch() == epoch {
+            g.wait_until(deadline);
+        }
     }
 }
 
@@ -789,30 +865,34 @@ fn poll_power(
     }
 }
 
-/// `data/heartbeat`: a counter written every [`BEAT`] (the toolstack's sign of life).
+/// `data/heartbeat`: a counter written every `period` (`heartbeat=MS`).
 struct Heartbeat {
+    period_ns: u64,
     beats: u64,
     next_ns: u64,
 }
 
 impl Heartbeat {
-    fn new(g: &InProcGuest) -> Self {
+    fn new(g: &InProcGuest, period: Duration) -> Self {
+        let period_ns = u64::try_from(period.as_nanos()).unwrap_or(u64::MAX);
         Heartbeat {
+            period_ns,
             beats: 0,
-            next_ns: g.now_ns() + BEAT.as_nanos() as u64,
+            next_ns: g.now_ns().saturating_add(period_ns),
         }
     }
 
-    /// Writes the next count if a beat is due.
-    fn tick(&mut self, g: &InProcGuest, xs: &mut Xenstore<Platf<'_>>, out: &mut Out<'_>) {
+    /// Writes the next count if a beat is due; returns when the next one is.
+    fn tick(&mut self, g: &InProcGuest, xs: &mut Xenstore<Platf<'_>>, out: &mut Out<'_>) -> u64 {
         let now = g.now_ns();
         if now >= self.next_ns {
-            self.next_ns = now + BEAT.as_nanos() as u64;
+            self.next_ns = now.saturating_add(self.period_ns);
             self.beats += 1;
             if let Err(e) = xs.write_u64(HEARTBEAT, self.beats) {
                 out.say(&format!("{HEARTBEAT}: {e}\n"));
             }
         }
+        self.next_ns
     }
 }
 
@@ -963,5 +1043,20 @@ mod tests {
         assert_eq!(&f[28..32], &[10, 0, 0, 9]);
         assert_eq!(&f[32..38], &[0; 6]);
         assert_eq!(&f[38..42], &[10, 0, 0, 9]);
+    }
+
+    #[test]
+    fn options_come_from_the_command_line() {
+        assert_eq!(Options::parse(""), (Options::default(), vec![]));
+        let (o, bad) = Options::parse("root=/dev/xvda1 heartbeat=250 quiet");
+        assert_eq!(o.heartbeat, Some(Duration::from_millis(250)));
+        assert!(bad.is_empty());
+        // Too short a period is raised to the minimum; 0 turns it off again.
+        assert_eq!(Options::parse("heartbeat=1").0.heartbeat, Some(MIN_BEAT));
+        assert_eq!(Options::parse("heartbeat=5 heartbeat=0").0.heartbeat, None);
+        let (o, bad) = Options::parse("heartbeat=fast");
+        assert_eq!(o.heartbeat, None);
+        assert_eq!(bad.len(), 1);
+        assert!(bad[0].contains("\"heartbeat=fast\""), "{bad:?}");
     }
 }

@@ -337,7 +337,9 @@ impl Daemon {
     /// the built-in guest on a thread of this process.
     fn start_guest(&self, dom: &Arc<Domain>, config: &DomainConfig) -> Result<Runner, Error> {
         let Some(kernel) = &config.kernel else {
-            return match self.hv.spawn_guest(dom.clone(), builtin::run) {
+            let cmdline = config.cmdline.clone().unwrap_or_default();
+            let main = move |g| builtin::run_with(g, &cmdline);
+            return match self.hv.spawn_guest(dom.clone(), main) {
                 Ok(g) => Ok(Runner::InProc(g)),
                 Err(e) => Err(Error::Io {
                     what: format!("starting domain {}'s guest thread", dom.id().0),

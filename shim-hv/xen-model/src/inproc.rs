@@ -219,6 +219,48 @@ impl InProcGuest {
         GUEST_THREAD.with(|g| g.borrow().contains(&self.key))
     }
 
+    /// [`Platform::wait`] with `bound` as its longest sleep.
+    fn wait_for(&self, bound: Duration) {
+        self.exit_if_finished();
+        let hv = &self.hv;
+        let dom = &self.dom;
+        let due = hv.check_timer(dom);
+        let seen = SEEN.with(|s| s.borrow().get(&self.key).copied().unwrap_or(0));
+        if dom.signal().epoch() == seen && !hv.upcall_pending(dom.id()) {
+            let timeout = due.map_or(bound, |d| d.min(bound));
+            dom.signal().wait_change(seen, timeout);
+        }
+        hv.check_timer(dom);
+        self.after_wait();
+    }
+
+    /// What a guest OS's upcall handler does after a wait (see [`UpcallMode`]).
+    fn after_wait(&self) {
+        let hv = &self.hv;
+        let dom = &self.dom;
+        if *lock(&self.mode) == UpcallMode::GuestScans {
+            let now = dom.signal().epoch();
+            SEEN.with(|s| s.borrow_mut().insert(self.key, now));
+            self.exit_if_finished();
+            return;
+        }
+        let delivered = hv.ack_upcall(dom.id());
+        let now = dom.signal().epoch();
+        SEEN.with(|s| s.borrow_mut().insert(self.key, now));
+        let handler = lock(&self.port_handler).clone();
+        if let Some(h) = handler {
+            for (w, bits) in delivered.iter().enumerate() {
+                let mut b = *bits;
+                while b != 0 {
+                    let i = b.trailing_zeros();
+                    b &= b - 1;
+                    h(Port(w as u32 * 64 + i));
+                }
+            }
+        }
+        self.exit_if_finished();
+    }
+
     /// Ends the current thread if it is this guest's and the domain is finished;
     /// holds it while the domain is paused. Not while the thread is already
     /// unwinding (from this or a panic): the guest's destructors (a device's `Drop`
@@ -323,38 +365,16 @@ unsafe impl Platform for InProcGuest {
     }
 
     fn wait(&self) {
-        self.exit_if_finished();
-        let hv = &self.hv;
-        let dom = &self.dom;
-        let due = hv.check_timer(dom);
-        let seen = SEEN.with(|s| s.borrow().get(&self.key).copied().unwrap_or(0));
-        if dom.signal().epoch() == seen && !hv.upcall_pending(dom.id()) {
-            let bound = *lock(&self.wait_timeout);
-            let timeout = due.map_or(bound, |d| d.min(bound));
-            dom.signal().wait_change(seen, timeout);
-        }
-        hv.check_timer(dom);
-        if *lock(&self.mode) == UpcallMode::GuestScans {
-            let now = dom.signal().epoch();
-            SEEN.with(|s| s.borrow_mut().insert(self.key, now));
-            self.exit_if_finished();
-            return;
-        }
-        let delivered = hv.ack_upcall(dom.id());
-        let now = dom.signal().epoch();
-        SEEN.with(|s| s.borrow_mut().insert(self.key, now));
-        let handler = lock(&self.port_handler).clone();
-        if let Some(h) = handler {
-            for (w, bits) in delivered.iter().enumerate() {
-                let mut b = *bits;
-                while b != 0 {
-                    let i = b.trailing_zeros();
-                    b &= b - 1;
-                    h(Port(w as u32 * 64 + i));
-                }
-            }
-        }
-        self.exit_if_finished();
+        let bound = *lock(&self.wait_timeout);
+        self.wait_for(bound);
+    }
+
+    /// Tickless: sleeps until an event, the domain's timer, or the deadline; no
+    /// periodic wake-up (every change the guest must see raises its signal: events,
+    /// timers it set, pause, shutdown and destruction).
+    fn wait_until(&self, deadline_ns: u64) {
+        let left = deadline_ns.saturating_sub(self.hv.now_ns());
+        self.wait_for(Duration::from_nanos(left));
     }
 
     fn now_ns(&self) -> u64 {
