@@ -1347,9 +1347,31 @@ mod tests {
                 let _ = b.push_responses_and_check_notify();
                 let slot = f.slot_offset(round);
                 let stop = AtomicBool::new(false);
+                let flipper_gone = AtomicBool::new(false);
                 let flips = AtomicU64::new(0);
+                // Sets its flag when dropped, also while unwinding: a panic on
+                // either side then ends the other side's loop instead of leaving
+                // the scope waiting forever (the test fails, it never hangs).
+                struct SetOnDrop<'a>(&'a AtomicBool);
+                impl Drop for SetOnDrop<'_> {
+                    fn drop(&mut self) {
+                        self.0.store(true, Ordering::Relaxed);
+                    }
+                }
+                // Waits for `n` flips; panics if the flipper has stopped.
+                let wait_flips = |n: u64| loop {
+                    if flips.load(Ordering::Relaxed) >= n {
+                        break;
+                    }
+                    assert!(
+                        !flipper_gone.load(Ordering::Relaxed),
+                        "round {round}: the flipper thread stopped"
+                    );
+                    std::hint::spin_loop();
+                };
                 let (got, log) = std::thread::scope(|sc| {
                     sc.spawn(|| {
+                        let _gone = SetOnDrop(&flipper_gone);
                         let mut k = 0u64;
                         while !stop.load(Ordering::Relaxed) {
                             m.write_obj(slot, if k.is_multiple_of(2) { &b_ } else { &a });
@@ -1357,18 +1379,20 @@ mod tests {
                             flips.store(k, Ordering::Relaxed);
                         }
                     });
-                    while flips.load(Ordering::Relaxed) < 2 {
-                        std::hint::spin_loop();
-                    }
+                    let _stop = SetOnDrop(&stop);
+                    wait_flips(2);
                     audit::start();
                     let got = f.poll_response().unwrap().unwrap();
                     let start = flips.load(Ordering::Relaxed);
                     // Keep flipping; the copy and the ring state must not move.
                     while flips.load(Ordering::Relaxed) < start + 50 {
                         assert_eq!(f.poll_response().unwrap(), None);
+                        assert!(
+                            !flipper_gone.load(Ordering::Relaxed),
+                            "round {round}: the flipper thread stopped"
+                        );
                     }
                     let log = audit::take();
-                    stop.store(true, Ordering::Relaxed);
                     (got, log)
                 });
                 // A torn copy is possible (a copy is not atomic); what matters is
