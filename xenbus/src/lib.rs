@@ -102,6 +102,8 @@ mod watch;
 mod fake;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_mutants;
 
 pub use error::{ErrnoName, Error, ParseKind, ProtocolError, Result, Snippet, SNIPPET_MAX};
 pub use perms::{Access, Perm, PermList};
