@@ -28,3 +28,92 @@ fn directory_with_children_is_not_empty() {
     assert!(!d.is_empty());
     assert_eq!(d.count(), 1);
 }
+
+/// A reply of exactly `PAYLOAD_MAX` (4096) bytes is legal and read whole (mutant:
+/// the length check `>` turned into `>=`, which fails the connection on it).
+#[test]
+fn reply_of_exactly_payload_max_is_accepted() {
+    use crate::fake::msg_bytes;
+    use hypercall::abi::xs_wire::{msg, PAYLOAD_MAX};
+    let fake = crate::fake::FakePlatform::new();
+    let mut xs = fake.client();
+    xs.write("k", b"v").unwrap();
+    fake.server().mangle = Some(std::boxed::Box::new(|h, reply| {
+        if h.ty == msg::READ {
+            msg_bytes(h.ty, h.req_id, h.tx_id, &[b'q'; PAYLOAD_MAX])
+        } else {
+            reply
+        }
+    }));
+    let mut buf = std::vec![0u8; PAYLOAD_MAX];
+    assert_eq!(xs.read("k", &mut buf), Ok(PAYLOAD_MAX));
+    assert!(buf.iter().all(|&b| b == b'q'));
+}
+
+/// An endless flood of messages while a request waits for its reply (the reply never
+/// comes) ends in `Timeout` at the request's deadline, not when the flood stops
+/// (mutant: the deadline check on the busy path, where a full batch was handled,
+/// removed).
+#[test]
+fn flood_during_a_request_times_out_at_the_deadline() {
+    use hypercall::abi::xs_wire::msg;
+    let fake = crate::fake::FakePlatform::new();
+    let mut xs = fake.client();
+    xs.set_timeout(core::time::Duration::from_millis(50));
+    fake.set_concurrent(Some(crate::fake::WAIT_NS));
+    // 16-byte events (header only): 64 of them fill the 1 KiB ring, so every pass
+    // over the ring handles a full batch and finds more.
+    {
+        let mut s = fake.server();
+        for _ in 0..64 * 2000 {
+            s.inject(&crate::fake::msg_bytes(msg::WATCH_EVENT, 0, 0, b""));
+        }
+        s.mangle = Some(std::boxed::Box::new(|h, reply| {
+            if h.ty == msg::READ {
+                std::vec![]
+            } else {
+                reply
+            }
+        }));
+    }
+    let start = fake.now();
+    let mut buf = [0u8; 16];
+    assert_eq!(xs.read("k", &mut buf), Err(Error::Timeout));
+    let took = fake.now() - start;
+    assert!(took < 100 * crate::fake::WAIT_NS, "gave up after {took} ns");
+    assert!(!fake.server().out.is_empty(), "the flood ran dry first");
+}
+
+/// A reply dribbled in small pieces, on a clock already past one timeout, arrives
+/// whole: each piece resets the stall clock (mutant: `progressed` doing nothing,
+/// which leaves the clock at 0 and declares the reply stalled).
+#[test]
+fn dribbled_reply_late_in_time_is_not_a_stall() {
+    use hypercall::Platform;
+    let fake = crate::fake::FakePlatform::new();
+    let mut xs = fake.client();
+    xs.set_timeout(core::time::Duration::from_millis(50));
+    let value = [b'd'; 100];
+    xs.write("k", &value).unwrap();
+    for _ in 0..200 {
+        fake.wait();
+    }
+    fake.server().max_chunk = 3;
+    let mut buf = [0u8; 128];
+    assert_eq!(xs.read("k", &mut buf), Ok(100));
+    assert_eq!(&buf[..100], &value);
+}
+
+/// After taking bytes off the response ring the client notifies xenstored, which may
+/// be waiting for room (mutant: the notify after consuming removed).
+#[test]
+fn consuming_a_reply_notifies_xenstored() {
+    let fake = crate::fake::FakePlatform::new();
+    let mut xs = fake.client();
+    xs.write("k", b"v").unwrap();
+    let before = fake.notifies();
+    let mut buf = [0u8; 8];
+    xs.read("k", &mut buf).unwrap();
+    // One for the request, one after consuming the reply.
+    assert_eq!(fake.notifies() - before, 2);
+}
