@@ -117,3 +117,33 @@ fn consuming_a_reply_notifies_xenstored() {
     // One for the request, one after consuming the reply.
     assert_eq!(fake.notifies() - before, 2);
 }
+
+/// `dir/key` of exactly `PATH_MAX` bytes is sent, one byte more is refused before
+/// anything is sent (mutants: the bound in `check_keys` off by one, or its sum
+/// `dir.len() + 1 + k.len()` with an operator changed).
+#[test]
+fn batched_keys_up_to_path_max_exactly() {
+    let fake = crate::fake::FakePlatform::new();
+    let mut xs = fake.client();
+    let dir = "data";
+    let fits = "k".repeat(PATH_MAX - dir.len() - 1);
+    xs.write_keys(dir, &[(fits.as_str(), b"v")]).unwrap();
+    let mut got = std::vec::Vec::new();
+    xs.read_keys(dir, &[fits.as_str()], &mut |i, r| {
+        got.push((i, r.map(<[u8]>::to_vec)));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(got, [(0, Ok(b"v".to_vec()))]);
+    let over = "k".repeat(PATH_MAX - dir.len());
+    let t0 = fake.now();
+    assert!(matches!(
+        xs.read_keys(dir, &[over.as_str()], &mut |_, _| Ok(())),
+        Err(Error::InvalidPath(_))
+    ));
+    assert!(matches!(
+        xs.write_keys(dir, &[(over.as_str(), b"v")]),
+        Err(Error::InvalidPath(_))
+    ));
+    assert_eq!(fake.now(), t0, "nothing was sent");
+}
