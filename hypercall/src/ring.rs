@@ -692,6 +692,14 @@ mod tests {
             RingError::BadLength(100)
         );
         assert!(BlkBack::attach(short).is_err());
+        // Over one page but not a whole number of pages (one page's worth of
+        // slots would fit; the length is still wrong).
+        let odd = p.mem().sub(0, PAGE_SIZE + 100).unwrap();
+        assert_eq!(
+            BlkFront::init(odd).unwrap_err(),
+            RingError::BadLength(PAGE_SIZE + 100)
+        );
+        assert!(BlkBack::attach(odd).is_err());
     }
 
     #[test]
