@@ -147,3 +147,19 @@ fn batched_keys_up_to_path_max_exactly() {
     ));
     assert_eq!(fake.now(), t0, "nothing was sent");
 }
+
+/// A watch token of exactly `WATCH_TOKEN_MAX` bytes is registered and its events
+/// carry it (mutant: the length check `>` turned into `>=`).
+#[test]
+fn watch_token_of_exactly_the_maximum() {
+    let fake = crate::fake::FakePlatform::new();
+    let mut xs = fake.client();
+    let token = "t".repeat(WATCH_TOKEN_MAX);
+    xs.watch("w", &token).unwrap();
+    let ev = xs
+        .poll_watch_event_for(&token)
+        .unwrap()
+        .expect("initial event");
+    assert_eq!(ev.token(), token);
+    xs.unwatch("w", &token).unwrap();
+}
