@@ -87,7 +87,7 @@ use hypercall::abi::console as abi;
 use hypercall::shmem::{mb, wmb};
 use hypercall::{DomId, SharedMem};
 
-use xen_model::{ConsoleSink, Dom0Handler, Domain, Hypervisor};
+use xen_model::{ConsoleSink, Dom0Handler, Domain, DomainEvent, DomainState, Hypervisor};
 
 /// Bytes of output history kept per console.
 pub const HISTORY_BYTES: usize = 64 * 1024;
@@ -124,7 +124,10 @@ pub struct ConsoleConfig {
     /// [`Overflow::Backpressure`] for everything else.
     pub overflow: Option<Overflow>,
     /// Longest the service thread sleeps without re-checking the ring (a guest that
-    /// forgets to notify is still served, slowly).
+    /// forgets to notify is still served, slowly). Guest notifications, new early
+    /// output, input, `stop` and the domain going away all wake it at once, so this
+    /// is only that guard: long, so that an idle console costs (almost) no
+    /// wake-ups.
     pub poll_interval: Duration,
 }
 
@@ -134,7 +137,7 @@ impl Default for ConsoleConfig {
             history_bytes: HISTORY_BYTES,
             buffer_bytes: BUFFER_BYTES,
             overflow: None,
-            poll_interval: Duration::from_millis(50),
+            poll_interval: Duration::from_secs(10),
         }
     }
 }
@@ -787,6 +790,8 @@ impl Console {
     /// end. The history stays readable.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        // Wakes the service thread (it sleeps until kicked).
+        self.kick();
         let notify = {
             let mut s = lock(&self.shared);
             let n = s.ring.take().map(|r| r.disconnect());
@@ -1107,12 +1112,42 @@ impl fmt::Debug for ConsoleBackend {
 impl ConsoleBackend {
     /// A backend for `hv`'s domains.
     pub fn new(hv: &Arc<Hypervisor>, config: ConsoleConfig) -> Arc<ConsoleBackend> {
-        Arc::new_cyclic(|me| ConsoleBackend {
+        let b = Arc::new_cyclic(|me| ConsoleBackend {
             hv: Arc::downgrade(hv),
             config,
             consoles: Mutex::new(HashMap::new()),
             me: me.clone(),
-        })
+        });
+        // A domain going away wakes its consoles (one last drain, then closed)
+        // without their service threads polling for it.
+        let events = hv.subscribe();
+        let me = Arc::downgrade(&b);
+        let _ = std::thread::Builder::new()
+            .name("console-reaper".into())
+            .spawn(move || {
+                for ev in events {
+                    let id = match ev {
+                        DomainEvent::StateChanged(id, s)
+                            if s == DomainState::Dying || s.is_finished() =>
+                        {
+                            id
+                        }
+                        DomainEvent::Destroyed(id) => id,
+                        _ => continue,
+                    };
+                    let Some(b) = me.upgrade() else { return };
+                    let hit: Vec<Arc<Console>> = lock(&b.consoles)
+                        .iter()
+                        .filter(|((d, _), _)| *d == id.0)
+                        .map(|(_, c)| c.clone())
+                        .collect();
+                    drop(b);
+                    for c in hit {
+                        c.kick();
+                    }
+                }
+            });
+        b
     }
 
     /// A sink for [`xen_model::DomainSpec::console_sink`]: routes the domain's

@@ -29,8 +29,9 @@
 //! [`MappedRing`] and [`BoundPort`] it hands out are `Send` and may move to an I/O
 //! thread.
 
+use std::collections::VecDeque;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use hypercall::abi::xenbus::XenbusState;
@@ -164,6 +165,81 @@ pub struct XenbusBackend {
     token: String,
     state: XenbusState,
     watching: bool,
+    /// Where the watch events (and [`ControlWaker`] wake-ups) arrive.
+    mailbox: Arc<Mailbox>,
+}
+
+/// Most events a backend keeps queued: only "something changed" matters (the state
+/// is re-read), so older ones are dropped beyond this.
+const MAILBOX_EVENTS: usize = 16;
+
+/// Watch events for one backend's control thread, and its wake-ups.
+#[derive(Default)]
+struct Mailbox {
+    inner: Mutex<MailboxInner>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct MailboxInner {
+    events: VecDeque<xenstored::WatchEvent>,
+    woken: bool,
+}
+
+impl Mailbox {
+    fn push(&self, ev: xenstored::WatchEvent) {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if m.events.len() >= MAILBOX_EVENTS {
+            m.events.pop_front();
+        }
+        m.events.push_back(ev);
+        drop(m);
+        self.cv.notify_all();
+    }
+
+    fn wake(&self) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).woken = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits until an event or a wake-up (taking both) or `deadline`.
+    fn wait(&self, deadline: Instant) -> (Vec<xenstored::WatchEvent>, bool) {
+        let mut m = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if !m.events.is_empty() || m.woken {
+                let woken = std::mem::replace(&mut m.woken, false);
+                return (m.events.drain(..).collect(), woken);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return (Vec::new(), false);
+            }
+            m = self
+                .cv
+                .wait_timeout(m, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+}
+
+/// Wakes a backend's control thread ([`run_control`]) at once: for a [`Device`]
+/// whose stop flag or data-path failure has just changed (see
+/// [`Device::set_control_waker`]).
+#[derive(Clone)]
+pub struct ControlWaker(Arc<Mailbox>);
+
+impl ControlWaker {
+    /// Wakes the control thread (it then re-checks stop, failures and the frontend).
+    pub fn wake(&self) {
+        self.0.wake();
+    }
+}
+
+impl fmt::Debug for ControlWaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ControlWaker")
+    }
 }
 
 impl fmt::Debug for XenbusBackend {
@@ -289,12 +365,27 @@ pub trait Device {
     fn take_failure(&self) -> Option<String> {
         None
     }
+    /// Offers the device a waker for its control thread. A device that keeps it
+    /// and calls [`ControlWaker::wake`] whenever its stop flag becomes true or a
+    /// failure is recorded returns `true`: its control thread then sleeps until an
+    /// event (tickless). The default (`false`) keeps a short polling period.
+    fn set_control_waker(&self, waker: ControlWaker) -> bool {
+        let _ = waker;
+        false
+    }
 }
+
+/// Xen's special watch path that fires when a domain goes away.
+const RELEASE_DOMAIN: &str = "@releaseDomain";
 
 /// How long a backend keeps its nodes after its frontend's domain went away.
 const GONE_GRACE: Duration = Duration::from_millis(200);
-/// How often the control loop looks at the frontend when nothing changes.
+/// How often the control loop looks at the frontend when nothing changes, for a
+/// device without a [`ControlWaker`].
 const CONTROL_TICK: Duration = Duration::from_millis(50);
+/// The same for a device with a waker: a guard only (frontend changes, the
+/// frontend's domain going away, stop and failures all wake the loop).
+const CONTROL_IDLE: Duration = Duration::from_secs(60);
 
 /// A backend's control thread: follows the frontend's `state` ([`reaction`]),
 /// connecting, disconnecting and restarting `dev`, and reports data-path failures,
@@ -309,6 +400,11 @@ pub fn run_control(
 ) {
     let mut fe_state = xbe.frontend_state().unwrap_or(XenbusState::Unknown);
     let mut gone_since: Option<Instant> = None;
+    let tick = if dev.set_control_waker(xbe.waker()) {
+        CONTROL_IDLE
+    } else {
+        CONTROL_TICK
+    };
     while !stop() {
         match reaction(xbe.state(), dev.connected(), fe_state) {
             Reaction::Connect => match dev.connect(&xbe) {
@@ -342,7 +438,11 @@ pub fn run_control(
                 break;
             }
         }
-        match xbe.wait_frontend(CONTROL_TICK) {
+        let wait = match gone_since {
+            Some(t) => GONE_GRACE.saturating_sub(t.elapsed()) + Duration::from_millis(1),
+            None => tick,
+        };
+        match xbe.wait_frontend(wait) {
             Ok(Some(s)) => fe_state = s,
             _ => {
                 if let Ok(s) = xbe.frontend_state() {
@@ -367,7 +467,11 @@ impl XenbusBackend {
     /// libxl's permissions, both `state` nodes at `Initialising`, and watches the
     /// frontend's `state`. Existing directories of the same device are replaced.
     pub fn create(hv: &Arc<Hypervisor>, spec: &DeviceSpec) -> Result<Self, Error> {
-        let xs = hv.xenstored().client(0);
+        let mailbox = Arc::new(Mailbox::default());
+        let mb = mailbox.clone();
+        let xs = hv
+            .xenstored()
+            .client_with_callback(0, Arc::new(move |ev| mb.push(ev)));
         let fe = spec.frontend;
         let be_path = backend_path(&spec.kind, fe, spec.devid);
         let fe_path = frontend_path(&spec.kind, fe, spec.devid);
@@ -427,8 +531,12 @@ impl XenbusBackend {
             token,
             state: XenbusState::Initialising,
             watching: false,
+            mailbox,
         };
         me.xs.watch(&format!("{}/state", me.fe_path), &me.token)?;
+        // The frontend's domain going away (shut down or destroyed) wakes the
+        // control thread too.
+        me.xs.watch(RELEASE_DOMAIN, &me.token)?;
         me.watching = true;
         Ok(me)
     }
@@ -551,22 +659,20 @@ impl XenbusBackend {
     /// Waits up to `timeout` for a watch event on the frontend's state, then returns
     /// the state read (events are coalesced: only the current value counts). `Ok(None)`
     /// on timeout.
+    ///
+    /// A [`ControlWaker::wake`] (or `@releaseDomain`) also ends the wait, with the
+    /// state read then.
     pub fn wait_frontend(&self, timeout: Duration) -> Result<Option<XenbusState>, Error> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.xs.wait_event(left) {
-                Some(ev) if ev.token == self.token => {
-                    while self.xs.try_event().is_some() {}
-                    return self.frontend_state().map(Some);
-                }
-                Some(_) => {}
-                None => return Ok(None),
-            }
-            if left.is_zero() {
-                return Ok(None);
-            }
+        let (events, woken) = self.mailbox.wait(Instant::now() + timeout);
+        if woken || events.iter().any(|ev| ev.token == self.token) {
+            return self.frontend_state().map(Some);
         }
+        Ok(None)
+    }
+
+    /// A waker for this backend's control thread ([`run_control`]).
+    pub fn waker(&self) -> ControlWaker {
+        ControlWaker(self.mailbox.clone())
     }
 
     /// Reads the ring references of a (possibly multi-page) ring the Linux way:
@@ -638,6 +744,7 @@ impl XenbusBackend {
             let _ = self
                 .xs
                 .unwatch(&format!("{}/state", self.fe_path), &self.token);
+            let _ = self.xs.unwatch(RELEASE_DOMAIN, &self.token);
             self.watching = false;
         }
     }
