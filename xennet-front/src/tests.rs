@@ -1671,3 +1671,25 @@ fn smoltcp_adapter_reads_one_page_frames_in_place() {
         "the small frame did not go through the buffer"
     );
 }
+
+/// A frame delivered without `NETRXF_data_validated` or `NETRXF_csum_blank` is
+/// reported with neither (mutants: either flag read as always set; docs/mutants.md).
+#[test]
+fn rx_frame_without_checksum_flags_reports_neither() {
+    let env = Env::new();
+    let mut dev = device(&env, Config::default(), all_features());
+    let mut be = FakeBackend::attach(&env, &dev, 0, 0);
+    let mut buf = vec![0u8; MAX_FRAME];
+    let f = csum::tests::frame(true, csum::PROTO_UDP, 200);
+    assert!(be.deliver(&f, 0, None));
+    let m = recv_one(&mut dev, &mut buf).unwrap();
+    assert!(
+        !m.data_validated && !m.csum_blank && !m.csum_completed,
+        "{m:?}"
+    );
+    same(&buf[..m.len], &f);
+    // And each flag alone is reported alone.
+    assert!(be.deliver(&f, netif::NETRXF_DATA_VALIDATED, None));
+    let m = recv_one(&mut dev, &mut buf).unwrap();
+    assert!(m.data_validated && !m.csum_blank, "{m:?}");
+}
