@@ -1693,3 +1693,38 @@ fn rx_frame_without_checksum_flags_reports_neither() {
     let m = recv_one(&mut dev, &mut buf).unwrap();
     assert!(m.data_validated && !m.csum_blank, "{m:?}");
 }
+
+/// Row 19 at the exact bound: a 65535-byte tx frame goes out whole; one of 65536
+/// bytes (which would wrap the u16 `size` of the first request to 0) is refused,
+/// with and without GSO, and nothing reaches the ring.
+#[test]
+fn tx_frame_of_65536_bytes_is_refused_not_wrapped() {
+    let env = Env::new();
+    let cfg = Config {
+        gso_tcpv4: true,
+        ..Config::default()
+    };
+    let mut dev = device(&env, cfg, all_features());
+    let mut be = FakeBackend::attach(&env, &dev, 0, 0);
+    let fits = pattern(MAX_FRAME, 7);
+    dev.send(&fits).unwrap();
+    let got = be.take_tx();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data, fits);
+    dev.poll().unwrap();
+    let over = pattern(MAX_FRAME + 1, 7);
+    let err = Error::FrameTooLarge {
+        len: MAX_FRAME + 1,
+        max: MAX_FRAME,
+    };
+    assert_eq!(dev.send(&over), Err(err));
+    let f = csum::tests::frame(false, csum::PROTO_TCP, MAX_FRAME + 1 - 54);
+    assert_eq!(f.len(), MAX_FRAME + 1);
+    let meta = TxMeta {
+        gso_mss: Some(1448),
+        ..TxMeta::default()
+    };
+    assert_eq!(dev.send_frags(&[&f], meta), Err(err));
+    assert!(be.take_tx().is_empty());
+    assert_eq!(dev.stats().tx_in_flight, 0);
+}
