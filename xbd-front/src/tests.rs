@@ -1411,3 +1411,24 @@ fn batched_rearm_splits_the_batch_between_queues() {
     assert_eq!((r.io.queue_of(a), r.io.queue_of(b)), (Ok(0), Ok(1)));
     let _ = (r.io.cancel(a), r.io.cancel(b));
 }
+
+/// Row 6: the right slot and generation with garbage in the upper 32 bits of the
+/// id is still an unknown id (mutant: the `id >> 32 != 0` check removed, which
+/// delivers the response).
+#[test]
+fn row6_garbage_in_the_upper_id_bits_breaks_the_device() {
+    for high in [1u64 << 32, 1 << 63, 0xFFFF_FFFF << 32] {
+        let mut r: Rig<4, 11> = hostile(move |_, mut rsp| {
+            rsp.id |= high;
+            vec![rsp]
+        });
+        let t = one_read(&mut r);
+        let e = r.run().unwrap_err();
+        assert!(
+            matches!(e, Error::Broken(BrokenReason::UnknownId(id)) if id >> 32 != 0),
+            "{high:#x}: {e:?}"
+        );
+        assert!(matches!(r.io.finish(t, &mut []), Err(Error::Broken(_))));
+        assert_eq!(r.t.in_use(), 0, "grants ended");
+    }
+}
