@@ -175,7 +175,10 @@ fn workload_mq<const S: usize, const G: usize>(
     let mut rng = Rng(seed);
     let max = r.io.max_inflight() * r.io.bytes_per_request();
     let mut pending: Vec<(Tag, OpKind, u64, usize)> = Vec::new();
-    for round in 0..300 {
+    // Miri runs a shorter workload (each round costs it about a second); the same
+    // checks apply, with every request kind and splitting still exercised.
+    let rounds = if cfg!(miri) { 25 } else { 300 };
+    for round in 0..rounds {
         // Submit a few ops (non-overlapping with pending ones to keep the model
         // deterministic: use distinct regions per in-flight op).
         for _ in 0..1 + rng.below(4) {
@@ -197,7 +200,23 @@ fn workload_mq<const S: usize, const G: usize>(
             let res = match kind {
                 OpKind::Read => r.read(sector, len),
                 OpKind::Write => {
-                    let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+                    // Eight random bytes from each draw (a loop per byte is slow
+                    // under Miri).
+                    let mut data = vec![0u8; len];
+                    if cfg!(miri) {
+                        // Under Miri one draw per sector: a fill byte and the draw
+                        // itself at the sector's start (a misplaced or shifted
+                        // sector still shows).
+                        for c in data.chunks_mut(512) {
+                            let w = rng.next();
+                            c.fill(w as u8);
+                            c[..8].copy_from_slice(&w.to_le_bytes());
+                        }
+                    } else {
+                        for c in data.chunks_mut(8) {
+                            c.copy_from_slice(&rng.next().to_le_bytes()[..c.len()]);
+                        }
+                    }
                     // Split the payload into an uneven scatter list.
                     let cut = rng.below(len as u64 + 1) as usize;
                     let res = r.write(sector, &[&data[..cut], &data[cut..]]);
@@ -764,7 +783,7 @@ fn row16_no_data_of_another_device_or_connection() {
         cycle(io, &mut fresh, false);
         assert!(fresh.violations.is_empty(), "{:?}", fresh.violations);
         assert_eq!(fresh.scanned_pages, 4 * 11);
-        assert!(fresh.known.values().all(|k| k.iter().all(|&b| b == 0)));
+        assert!(fresh.known.values().all(|k| crate::fake::is_zero(k)));
         assert_eq!(rounds, 4);
     }
 }
@@ -976,7 +995,7 @@ fn b7_split_request_halves_disagree_the_error_wins() {
             "bad first: {bad_first}"
         );
         assert!(
-            buf.iter().all(|&b| b == 0xAA),
+            buf == vec![0xAA; buf.len()],
             "data of a failed read delivered (bad first: {bad_first})"
         );
         let data = vec![0x55u8; 2 * per];
@@ -999,7 +1018,7 @@ fn b7_split_request_halves_disagree_the_error_wins() {
     assert_eq!(r.io.is_done(t), Ok(false));
     let mut buf = vec![0xAAu8; 2 * per];
     assert_eq!(r.io.finish(t, &mut [&mut buf[..]]), Err(Error::NotDone));
-    assert!(buf.iter().all(|&b| b == 0xAA));
+    assert!(buf == vec![0xAA; buf.len()]);
 }
 
 /// Row 3 / R4 with a flipper thread: while the frontend polls, another thread keeps
@@ -1011,7 +1030,10 @@ fn b7_split_request_halves_disagree_the_error_wins() {
 /// naming a value that is in the copy (a torn copy is a copy too: each byte of a
 /// reported field comes from A or B, and is not A's). Never a panic, never a
 /// completion with a value the copy did not hold.
+/// (Not under Miri: the flipper races with the copy by design, which Miri reports
+/// as the data race it is.)
 #[test]
+#[cfg_attr(miri, ignore)]
 fn row3_flipper_rewriting_the_response_slot() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let from_a_or_b = |got: &[u8], a: &[u8], b: &[u8]| {

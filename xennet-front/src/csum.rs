@@ -346,7 +346,14 @@ pub(crate) mod tests {
     fn matches_reference_for_all_shapes_and_fragmentations() {
         for ipv6 in [false, true] {
             for proto in [PROTO_TCP, PROTO_UDP] {
-                for payload in [0usize, 1, 2, 3, 7, 100, 1459, 4000] {
+                // Miri skips the two long payloads (pure arithmetic, no unsafe: the
+                // short ones cover every carry and odd-length path for it).
+                let payloads: &[usize] = if cfg!(miri) {
+                    &[0, 1, 2, 3, 7, 100]
+                } else {
+                    &[0, 1, 2, 3, 7, 100, 1459, 4000]
+                };
+                for &payload in payloads {
                     let mut f = frame(ipv6, proto, payload);
                     // Garbage in the field must not matter.
                     let l4 = locate(&f[..]).unwrap();
