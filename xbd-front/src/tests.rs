@@ -1454,3 +1454,41 @@ fn row6_garbage_in_the_upper_id_bits_breaks_the_device() {
         assert_eq!(r.t.in_use(), 0, "grants ended");
     }
 }
+
+/// A discard carries the device handle, its sectors and the secure flag exactly
+/// as asked; EOPNOTSUPP to a discard fails it and turns discard off (mutants: the
+/// secure flag always 0, the `OP_DISCARD` arm of the EOPNOTSUPP match removed).
+#[test]
+fn discard_fields_and_eopnotsupp_turns_discard_off() {
+    let mut r: Rig<4, 11> = hostile(|req, mut rsp| {
+        if req.operation == blkif::OP_DISCARD && req.as_discard().sector_number == 64 {
+            rsp.status = blkif::RSP_EOPNOTSUPP;
+        }
+        vec![rsp]
+    });
+    for (sector, secure) in [(8u64, false), (16, true)] {
+        let t =
+            r.io.submit(&r.p, &r.t, OpKind::Discard, sector, 8192, &[], secure)
+                .unwrap();
+        r.run().unwrap();
+        r.io.finish(t, &mut []).unwrap();
+        let d = r.be.seen.last().unwrap().as_discard();
+        assert_eq!(d.operation, blkif::OP_DISCARD);
+        assert_eq!(d.handle, 0x301, "the device's handle, not 0");
+        assert_eq!((d.sector_number, d.nr_sectors), (sector, 16));
+        let flag = if secure { blkif::DISCARD_SECURE } else { 0 };
+        assert_eq!(d.flag, flag, "secure: {secure}");
+    }
+    assert!(r.io.geometry().discard);
+    let t =
+        r.io.submit(&r.p, &r.t, OpKind::Discard, 64, 4096, &[], false)
+            .unwrap();
+    r.run().unwrap();
+    assert_eq!(
+        r.io.finish(t, &mut []),
+        Err(Error::Io(IoError::NotSupported))
+    );
+    assert!(!r.io.geometry().discard, "EOPNOTSUPP turned discard off");
+    assert_eq!(r.io.geometry().flush_op, Some(blkif::OP_FLUSH_DISKCACHE));
+    assert_eq!(r.io.broken(), None);
+}
