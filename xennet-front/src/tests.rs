@@ -1767,3 +1767,45 @@ fn tx_frame_of_65536_bytes_is_refused_not_wrapped() {
     assert!(be.take_tx().is_empty());
     assert_eq!(dev.stats().tx_in_flight, 0);
 }
+
+/// Row 20 at its exact bound: a frame with `EXTRA_TYPE_MAX - 1` (4) extra-info
+/// slots is received; one more extra drops it with `TooManyExtras`, and the ring
+/// stays in sync (mutants: the extras bound off by one).
+#[test]
+fn rx_extra_info_limit_is_exact() {
+    let max = usize::from(netif::EXTRA_TYPE_MAX) - 1;
+    for (n, accepted) in [(max, true), (max + 1, false)] {
+        let env = Env::new();
+        let cfg = Config {
+            rx_error_limit: 1000,
+            ..Config::default()
+        };
+        let mut dev = device(&env, cfg, all_features());
+        let mut be = FakeBackend::attach(&env, &dev, 0, 0);
+        let mut buf = vec![0u8; MAX_FRAME];
+        be.rx_raw(rx_rsp(0, 0, netif::NETRXF_EXTRA_INFO, 100));
+        for k in 0..n {
+            let x = ExtraInfo {
+                ty: netif::EXTRA_TYPE_MCAST_ADD,
+                flags: if k + 1 < n { netif::EXTRA_FLAG_MORE } else { 0 },
+                u: [0; 6],
+            };
+            be.rx_raw(RxResponse::from(x));
+        }
+        be.publish_rx();
+        let got = recv_one(&mut dev, &mut buf);
+        if accepted {
+            assert_eq!(got.map(|m| m.len), Some(100), "{n} extras");
+            assert_eq!(dev.stats().rx_errors, 0, "{n} extras");
+        } else {
+            assert_eq!(got, None, "{n} extras");
+            assert_eq!(
+                dev.stats().last_rx_fault,
+                Some(RxFault::TooManyExtras),
+                "{n} extras"
+            );
+        }
+        assert!(be.deliver(&pattern(90, 4), 0, None));
+        assert_eq!(recv_one(&mut dev, &mut buf).unwrap().len, 90, "{n} extras");
+    }
+}
