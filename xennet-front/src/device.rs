@@ -495,6 +495,11 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
     fn fail(&mut self, b: Broken) -> Error {
         if self.broken.is_none() {
             self.broken = Some(b);
+            if let Broken::GrantStillMapped { .. } = b {
+                // The page whose grant would not end left its slot when its
+                // response arrived, so teardown does not see it: count it here.
+                self.stats.quarantined_pages += 1;
+            }
             self.teardown();
         }
         Error::Broken(self.broken.unwrap_or(b))
