@@ -163,3 +163,48 @@ fn watch_token_of_exactly_the_maximum() {
     assert_eq!(ev.token(), token);
     xs.unwatch("w", &token).unwrap();
 }
+
+/// Batching of `read_keys`/`write_keys` at its bounds (mutants in `pipeline`):
+/// 40 keys take two round trips (32 ids a batch); requests of exactly the ring's
+/// 1024 bytes go in one; a single request larger than the ring goes alone.
+#[test]
+fn pipeline_batches_at_their_exact_bounds() {
+    let fake = crate::fake::FakePlatform::new();
+    let mut xs = fake.client();
+    let keys: std::vec::Vec<std::string::String> = (0..40).map(|i| format!("k{i}")).collect();
+    let nodes: std::vec::Vec<(&str, &[u8])> =
+        keys.iter().map(|k| (k.as_str(), k.as_bytes())).collect();
+    xs.write_keys("d", &nodes).unwrap();
+    let t0 = xs.round_trips();
+    let names: std::vec::Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
+    let mut n = 0;
+    xs.read_keys("d", &names, &mut |i, r| {
+        assert_eq!(r.unwrap(), keys[i].as_bytes());
+        n += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(n, 40);
+    assert_eq!(xs.round_trips() - t0, 2, "32 + 8");
+    // Four READs of 16 + len("d/" + key + NUL) = 256 bytes each: exactly one ring.
+    let long: std::vec::Vec<std::string::String> =
+        (0..4).map(|i| format!("{i}{}", "x".repeat(236))).collect();
+    let names: std::vec::Vec<&str> = long.iter().map(|k| k.as_str()).collect();
+    let t0 = xs.round_trips();
+    xs.read_keys("d", &names, &mut |_, r| {
+        assert_eq!(r, Err(Error::Xenstore(ErrnoName::Enoent)));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(xs.round_trips() - t0, 1, "1024 bytes fit the ring");
+    // One request larger than the ring, alone in its batch.
+    let big = [b'b'; 2000];
+    let t0 = xs.round_trips();
+    xs.write_keys("d", &[("big", &big[..]), ("small", b"s")])
+        .unwrap();
+    assert_eq!(xs.round_trips() - t0, 2);
+    assert_eq!(
+        fake.server().core.read("d/big").map(|v| v.len()),
+        Some(2000)
+    );
+}
