@@ -208,3 +208,31 @@ fn pipeline_batches_at_their_exact_bounds() {
         Some(2000)
     );
 }
+
+/// `write_u32_keys` takes exactly 16 keys, refuses 17 before sending anything, and
+/// writes the decimal values (mutants: the 16-key bound as `>=` or `==`).
+#[test]
+fn write_u32_keys_takes_exactly_sixteen() {
+    let fake = crate::fake::FakePlatform::new();
+    let mut xs = fake.client();
+    let keys: std::vec::Vec<std::string::String> = (0..17).map(|i| format!("n{i}")).collect();
+    let nodes: std::vec::Vec<(&str, u32)> = keys
+        .iter()
+        .zip([0u32, 7, 10, 4_294_967_295].into_iter().cycle())
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    xs.write_u32_keys("u", &nodes[..16]).unwrap();
+    assert_eq!(fake.server().core.read("u/n0").as_deref(), Some("0"));
+    assert_eq!(fake.server().core.read("u/n2").as_deref(), Some("10"));
+    assert_eq!(
+        fake.server().core.read("u/n15").as_deref(),
+        Some("4294967295")
+    );
+    let t0 = fake.now();
+    assert_eq!(
+        xs.write_u32_keys("v", &nodes),
+        Err(Error::InvalidArgument("more than 16 keys in one batch"))
+    );
+    assert_eq!(fake.now(), t0);
+    assert_eq!(fake.server().core.read("v/n0"), None);
+}
