@@ -48,7 +48,7 @@ pub fn ticks_to_ns(delta: u64, mul: u32, shift: i8) -> u64 {
 /// Writes vCPU `vcpu`'s `vcpu_time_info` in `shinfo`: the TSC reading `tsc` was
 /// taken at system time `system_ns`. Bumps `version` odd, writes, bumps it even.
 pub fn publish(
-    shinfo: &SharedMem<'static>,
+    shinfo: &SharedMem<'_>,
     vcpu: usize,
     tsc: u64,
     system_ns: u64,
@@ -72,7 +72,7 @@ pub fn publish(
 
 /// Writes the wall clock of system time 0 (`wc_sec`, `wc_nsec`, `wc_sec_hi`),
 /// under `wc_version`.
-pub fn publish_wallclock(shinfo: &SharedMem<'static>, boot_unix_ns: u128) {
+pub fn publish_wallclock(shinfo: &SharedMem<'_>, boot_unix_ns: u128) {
     let v = shinfo.load_u32(si::WC_VERSION);
     let odd = v | 1;
     shinfo.store_u32(si::WC_VERSION, odd);

@@ -350,7 +350,18 @@ impl Hypervisor {
         let mut fx = Effects::default();
         let (store, console) = {
             let mut ev = lock(&self.evtchn);
-            ev.add_guest(id, shinfo_private.mem(), signal.clone(), spec.vcpus);
+            // SAFETY: the domain keeps `shinfo_private` (moved into it below; on an
+            // error before that, `remove_guest` runs first) for its whole life, and
+            // the event-channel state drops the region in `remove_guest` when the
+            // domain is torn down. Copies handed out by `Hypervisor::shared_info`
+            // follow the convention of `GuestMemory` regions (their holders keep
+            // the domain alive; docs/shared-memory.md).
+            ev.add_guest(
+                id,
+                unsafe { shinfo_private.mem_unbound() },
+                signal.clone(),
+                spec.vcpus,
+            );
             let ports = (|| -> Result<_, EvtchnError> {
                 let sp = ev.alloc_unbound(id, DomId::DOM0)?;
                 let sd = ev.dom0_bind_interdomain(id, sp, store_handler, &mut fx)?;

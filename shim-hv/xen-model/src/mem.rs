@@ -105,11 +105,21 @@ impl Mapping {
         Ok(Mapping { base, len })
     }
 
-    fn shared(&self) -> SharedMem<'static> {
+    /// The mapping, borrowed: it cannot outlive `self`.
+    fn shared(&self) -> SharedMem<'_> {
         // SAFETY: base..base+len is our live mapping, readable and writable; it stays
-        // mapped until this Mapping is dropped, and owners keep the Mapping alive (via
-        // Arc) for as long as they use regions of it. No Rust reference into it is ever
-        // created.
+        // mapped until this Mapping is dropped, which the borrow rules out while the
+        // region lives. No Rust reference into it is ever created.
+        unsafe { SharedMem::new(self.base, self.len) }
+    }
+
+    /// The mapping with no borrow attached.
+    ///
+    /// # Safety
+    /// The caller keeps this `Mapping` alive (not dropped) for as long as the
+    /// region, or any copy or sub-region of it, is used.
+    unsafe fn shared_unbound(&self) -> SharedMem<'static> {
+        // SAFETY: as in `shared`, with the lifetime upheld by the caller.
         unsafe { SharedMem::new(self.base, self.len) }
     }
 }
@@ -211,7 +221,8 @@ impl GuestMemory {
         }
         let mut holes = self.holes.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = holes.get(&gfn.0) {
-            return Ok(p.mem());
+            // SAFETY: as in `page`: hole pages stay until this memory is dropped.
+            return Ok(unsafe { p.mem_unbound() });
         }
         if holes.len() >= self.hole_limit {
             return Err(if self.hole_limit == 0 {
@@ -221,7 +232,10 @@ impl GuestMemory {
             });
         }
         let page = HostPage::new()?;
-        let mem = page.mem();
+        // SAFETY: as in `page`: the hole page is kept (never removed) until this
+        // memory is dropped; moving the `HostPage` into the map does not move its
+        // mapping.
+        let mem = unsafe { page.mem_unbound() };
         holes.insert(gfn.0, page);
         self.hole_generation.fetch_add(1, Ordering::SeqCst);
         Ok(mem)
@@ -231,7 +245,11 @@ impl GuestMemory {
     /// memory lives).
     pub fn hole_pages(&self) -> Vec<(Gfn, SharedMem<'static>)> {
         let holes = self.holes.lock().unwrap_or_else(|e| e.into_inner());
-        holes.iter().map(|(g, p)| (Gfn(*g), p.mem())).collect()
+        // SAFETY: as in `page`: hole pages stay until this memory is dropped.
+        holes
+            .iter()
+            .map(|(g, p)| (Gfn(*g), unsafe { p.mem_unbound() }))
+            .collect()
     }
 
     /// Changes each time a frame is placed outside RAM.
@@ -285,18 +303,31 @@ impl GuestMemory {
         Ok(start)
     }
 
+    /// All of RAM as one region with no borrow attached: the convention that
+    /// remains in this model (issue 17 item 2, docs/shared-memory.md). Regions
+    /// from [`GuestMemory::page`], [`GuestMemory::range`] and the like are
+    /// `'static`, and their holders keep this memory alive (the model holds it in
+    /// an `Arc`; grant mappings, rings and xenstored keep the domain or the `Arc`)
+    /// for as long as they use them.
+    fn ram(&self) -> SharedMem<'static> {
+        // SAFETY: the convention above; the mapping lives as long as `self`.
+        unsafe { self.map.shared_unbound() }
+    }
+
     /// The 4 KiB page at `gfn`: RAM, or a page the guest placed in a hole.
     pub fn page(&self, gfn: Gfn) -> Result<SharedMem<'static>, MemError> {
         if !self.contains_gfn(gfn) && self.hole_limit != 0 {
             let holes = self.holes.lock().unwrap_or_else(|e| e.into_inner());
             return holes
                 .get(&gfn.0)
-                .map(HostPage::mem)
+                // SAFETY: hole pages are never removed while this GuestMemory
+                // lives, so the page lives as long as RAM regions do (the
+                // convention on `GuestMemory`).
+                .map(|p| unsafe { p.mem_unbound() })
                 .ok_or(MemError::BadGfn(gfn));
         }
         let idx = self.index(gfn)?;
-        self.map
-            .shared()
+        self.ram()
             .sub(idx * PAGE_SIZE, PAGE_SIZE)
             .ok_or(MemError::BadGfn(gfn))
     }
@@ -312,8 +343,7 @@ impl GuestMemory {
     /// The guest-physical range `gpa..gpa+len`.
     pub fn range(&self, gpa: u64, len: usize) -> Result<SharedMem<'static>, MemError> {
         let off = self.offset(gpa, len)?;
-        self.map
-            .shared()
+        self.ram()
             .sub(off, len)
             .ok_or(MemError::OutOfRange { gpa, len })
     }
@@ -395,9 +425,23 @@ impl HostPage {
         })
     }
 
-    /// The page. Valid while this `HostPage` lives.
-    pub fn mem(&self) -> SharedMem<'static> {
+    /// The page, borrowed: it cannot outlive this `HostPage` (whose drop unmaps
+    /// it).
+    pub fn mem(&self) -> SharedMem<'_> {
         self.map.shared()
+    }
+
+    /// The page with no borrow attached, for an owner that keeps this `HostPage`
+    /// next to the regions (a domain: its private shared-info page and the
+    /// event-channel state that uses it).
+    ///
+    /// # Safety
+    /// The caller keeps this `HostPage` alive (not dropped) for as long as the
+    /// region, or any copy or sub-region of it, is used. Moving the `HostPage` is
+    /// fine (its mapping does not move).
+    pub(crate) unsafe fn mem_unbound(&self) -> SharedMem<'static> {
+        // SAFETY: the caller's contract is the mapping's.
+        unsafe { self.map.shared_unbound() }
     }
 }
 
