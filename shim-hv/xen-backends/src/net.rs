@@ -122,8 +122,10 @@ const MAX_RX_SLOTS: usize = xennet_front::MAX_FRAME.div_ceil(PAGE_SIZE) + 1;
 /// How long a queue worker keeps polling its rings after it ran out of work,
 /// before it asks for notifications and sleeps (NAPI-style busy polling).
 pub const POLL_SPIN: Duration = Duration::from_micros(50);
-/// Longest a queue worker sleeps without a notification.
-pub const WORKER_SLEEP: Duration = Duration::from_millis(100);
+/// Longest a queue worker sleeps without a notification: a guard only (the
+/// frontend's notifications, deliveries from the bridge, stop and failures all wake
+/// it), long so that an idle vif costs (almost) no wake-ups.
+pub const WORKER_SLEEP: Duration = Duration::from_secs(10);
 /// Longest a worker holds off after forwarding to a congested vif (a vif is only
 /// congested while its guest keeps taking frames, see [`NetConfig::rx_stall`];
 /// this is a safety net). Afterwards frames the receiver has no room for are dropped.
@@ -411,6 +413,16 @@ struct VifShared {
     counters: Counters,
     /// Set by the data path on a fatal error; the control thread reacts.
     kick: AtomicBool,
+    /// Wakes the control thread (stop, a fatal error).
+    control: Mutex<Option<xb::ControlWaker>>,
+}
+
+impl VifShared {
+    fn wake_control(&self) {
+        if let Some(w) = lock(&self.control).as_ref() {
+            w.wake();
+        }
+    }
 }
 
 /// A vif backend: its xenstore presence, its control thread and its data path.
@@ -507,6 +519,7 @@ impl NetBackend {
             conn: Mutex::new(None),
             counters: Counters::default(),
             kick: AtomicBool::new(false),
+            control: Mutex::new(None),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let (sh, st) = (shared.clone(), stop.clone());
@@ -631,6 +644,7 @@ impl NetBackend {
 
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.shared.wake_control();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -717,6 +731,10 @@ impl xb::Device for Ctl {
     }
     fn disconnect(&self, xbe: &XenbusBackend) {
         disconnect(&self.0, xbe);
+    }
+    fn set_control_waker(&self, waker: xb::ControlWaker) -> bool {
+        *lock(&self.0.control) = Some(waker);
+        true
     }
     fn take_failure(&self) -> Option<String> {
         // A fatal data-path error: tell the frontend.
@@ -1027,8 +1045,12 @@ fn worker(conn: Arc<Connection>, q: usize) {
         if qb.tx_work.load(Ordering::SeqCst) || qb.rx_work.load(Ordering::SeqCst) {
             continue;
         }
-        qb.wake.wait_change(seen, WORKER_SLEEP);
-        idle_since = None;
+        if qb.wake.wait_change(seen, WORKER_SLEEP) == seen {
+            // Woken by the guard, not an event: straight back to sleep, no spin.
+            idle_since = Instant::now().checked_sub(POLL_SPIN);
+        } else {
+            idle_since = None;
+        }
     }
     // A graceful stop (the frontend closes or restarts): what it published before
     // still goes out, as it would have had we been quicker. At most a ring's worth.
@@ -1283,6 +1305,7 @@ impl Connection {
             if let Some(v) = self.vif.upgrade() {
                 add(&v.counters.fatal, 1);
                 v.kick.store(true, Ordering::SeqCst);
+                v.wake_control();
                 if let Some(p) = lock(&self.bridge_port).take() {
                     v.bridge.detach(p);
                 }
