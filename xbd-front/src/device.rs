@@ -394,7 +394,9 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         if self.io.connected() {
             return Ok(());
         }
-        let stuck = self.release_ring() + self.io.retry_stuck(&self.grants);
+        let stuck = self.release_ring()
+            + self.io.retry_stuck(&self.grants)
+            + self.io.end_registered(&self.grants);
         if stuck > 0 {
             return Err(Error::GrantsStillMapped { count: stuck });
         }
@@ -691,7 +693,9 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         }
         // The backend unmaps once it sees Closed: give it a bounded time.
         for _ in 0..END_RETRIES {
-            let left = self.release_ring() + self.io.retry_stuck(&self.grants);
+            let left = self.release_ring()
+                + self.io.retry_stuck(&self.grants)
+                + self.io.end_registered(&self.grants);
             if left == 0 {
                 break;
             }
@@ -723,7 +727,7 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
             }
         }
         self.teardown(xs);
-        Ok(self.release_ring() + self.io.stuck())
+        Ok(self.release_ring() + self.io.stuck() + self.io.end_registered(&self.grants))
     }
 
     /// Checks xenstore for backend changes: capacity changes and the backend closing
@@ -845,6 +849,161 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
             data,
             start,
             false,
+            None,
+        )
+    }
+
+    /// Registers `pages` (whole pages of guest memory from
+    /// [`SharedPages::alloc`], at most 4 MiB; the device keeps them) for direct
+    /// I/O on this connection: [`Device::read_registered`] and
+    /// [`Device::write_registered`] then move the data straight between the disk
+    /// and these pages, one pass over it as `pread`/`pwrite` make, instead of
+    /// through the device's bounce pages and a copy. Read and write them through
+    /// [`Device::registered_pages`]. On failure the pages come back with the
+    /// error.
+    ///
+    /// The contract the caller keeps (docs/blk-registered.md): the pages are
+    /// granted (writable) to the backend while registered, so they must hold
+    /// nothing the backend may not see (XSA-403); the device owns them until
+    /// [`Device::unregister_pages`] gives them back, which it does only once the
+    /// backend maps none of them (XSA-396). Their grants end with the connection
+    /// ([`Device::close`], a backend going away); take them back and register
+    /// them again for the next one. One registration at a time
+    /// ([`Error::InUse`]).
+    // No heap to box into: a refused registration hands the pages back by value.
+    #[allow(clippy::result_large_err)]
+    pub fn register_pages(&mut self, pages: SharedPages) -> Result<(), (Error, SharedPages)> {
+        self.io.register(&self.platform, &self.grants, pages)
+    }
+
+    /// Ends the registration ([`Device::register_pages`]) and gives the pages
+    /// back. Refused with [`Error::InUse`] while a request on them is in flight,
+    /// and with [`Error::GrantsStillMapped`] while the backend still maps some
+    /// (they stay registered; retry later). With persistent grants a backend
+    /// (Linux's, shim-hv's) keeps every page it has used mapped until the
+    /// connection ends, so the pages then come back after [`Device::close`].
+    pub fn unregister_pages(&mut self) -> Result<SharedPages, Error> {
+        self.io.release_registered(&self.grants)
+    }
+
+    /// The registered pages, if any (borrowed from the device).
+    pub fn registered_pages(&self) -> Option<SharedMem<'_>> {
+        self.io.registered()
+    }
+
+    /// Submits a read of `len` bytes at logical sector `lba` straight into the
+    /// registered pages at byte `offset` (a multiple of the page size). Retire it
+    /// with [`Device::finish`] and no buffers ([`Error::InRegisteredPages`]
+    /// otherwise); the data is then in the registered pages.
+    pub fn submit_read_registered(
+        &mut self,
+        lba: u64,
+        offset: usize,
+        len: usize,
+    ) -> Result<Tag, Error> {
+        self.submit_registered(OpKind::Read, lba, offset, len)
+    }
+
+    /// Submits a write of `len` bytes at logical sector `lba` straight from the
+    /// registered pages at byte `offset` (a multiple of the page size), which
+    /// must not change until the request completes.
+    pub fn submit_write_registered(
+        &mut self,
+        lba: u64,
+        offset: usize,
+        len: usize,
+    ) -> Result<Tag, Error> {
+        self.submit_registered(OpKind::Write, lba, offset, len)
+    }
+
+    fn submit_registered(
+        &mut self,
+        kind: OpKind,
+        lba: u64,
+        offset: usize,
+        len: usize,
+    ) -> Result<Tag, Error> {
+        let (_, sector) = self.check_range(lba, len, kind == OpKind::Write)?;
+        if !offset.is_multiple_of(PAGE_SIZE) {
+            return Err(Error::BadLength {
+                len: offset,
+                sector_size: PAGE_SIZE as u32,
+            });
+        }
+        self.io.submit_from(
+            &self.platform,
+            &self.grants,
+            kind,
+            sector,
+            len,
+            &[],
+            (0, 0),
+            false,
+            Some(offset / PAGE_SIZE),
+        )
+    }
+
+    /// Blocking read of `len` bytes at logical sector `lba` into the registered
+    /// pages at byte `offset` (a multiple of the page size), pipelined like
+    /// [`Device::read`]: one pass over the data.
+    pub fn read_registered(
+        &mut self,
+        lba: u64,
+        offset: usize,
+        len: usize,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        self.registered_blocking(OpKind::Read, lba, offset, len, timeout)
+    }
+
+    /// Blocking write of `len` bytes from the registered pages at byte `offset`
+    /// to logical sector `lba` (see [`Device::read_registered`]).
+    pub fn write_registered(
+        &mut self,
+        lba: u64,
+        offset: usize,
+        len: usize,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        self.registered_blocking(OpKind::Write, lba, offset, len, timeout)
+    }
+
+    fn registered_blocking(
+        &mut self,
+        kind: OpKind,
+        lba: u64,
+        offset: usize,
+        len: usize,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let write = kind == OpKind::Write;
+        let info = self.check_range(lba, len, write)?.0;
+        let ss = info.sector_size as usize;
+        if ss > PAGE_SIZE || !offset.is_multiple_of(PAGE_SIZE) {
+            return Err(Error::BadLength {
+                len: offset,
+                sector_size: PAGE_SIZE as u32,
+            });
+        }
+        let deadline = self.deadline(timeout);
+        // Pieces in whole pages (each starts a page of the registered pages):
+        // `at` counts pages from the start.
+        let per_page = (PAGE_SIZE / ss) as u64;
+        self.pipeline(
+            0,
+            PAGE_SIZE,
+            len,
+            deadline,
+            !write,
+            |d, at, n| {
+                d.submit_registered(
+                    kind,
+                    lba + at * per_page,
+                    offset + at as usize * PAGE_SIZE,
+                    n,
+                )
+            },
+            |d, tag| d.io.finish(tag, &mut []).map(drop),
         )
     }
 
@@ -1402,6 +1561,15 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Drop
                 // the device keeps no other copy.
                 unsafe { ring.free(&self.platform) };
             }
+        }
+        // Registered pages still here cannot be handed back: dropped (leaked,
+        // never reused) whether or not their grants could be ended.
+        let _ = self.io.release_registered(&self.grants);
+        if let Some(table) = self.io.take_reg_table() {
+            // SAFETY: the io engine's own allocation from this platform (one page
+            // of grant refs, never shared); handed out only once no registration
+            // is left, so nothing reads it any more.
+            unsafe { table.free(&self.platform) };
         }
         if let Some((bounce, indirect)) = self.io.take_pages() {
             // SAFETY: the io engine's own allocations from this platform

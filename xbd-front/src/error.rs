@@ -206,6 +206,12 @@ pub enum Error {
         /// How many.
         count: usize,
     },
+    /// A request on registered pages, but none are registered
+    /// ([`crate::Device::register_pages`]).
+    NotRegistered,
+    /// The request's data is in the caller's registered pages: there is nothing to
+    /// copy out of (or look at in) the device's own pages.
+    InRegisteredPages,
     /// [`crate::Device::set_queue`] named a queue the connection does not use.
     NoSuchQueue {
         /// The queue asked for.
@@ -251,6 +257,8 @@ impl fmt::Display for Error {
             Error::GrantsStillMapped { count } => {
                 write!(f, "{count} grants still mapped by the old backend")
             }
+            Error::NotRegistered => write!(f, "no pages registered"),
+            Error::InRegisteredPages => write!(f, "the data is in the registered pages"),
             Error::NoSuchQueue { queue, queues } => {
                 write!(f, "no queue {queue}: the device uses {queues}")
             }

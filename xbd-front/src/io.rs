@@ -168,6 +168,8 @@ struct Op {
     first: u16,
     result: Option<Error>,
     done_seq: u64,
+    /// The data is in the caller's registered pages, not the bounce pages.
+    direct: bool,
 }
 
 impl Op {
@@ -180,7 +182,23 @@ impl Op {
         first: NONE,
         result: None,
         done_seq: 0,
+        direct: false,
     };
+}
+
+/// Most pages a caller can register ([`Io::register`]): 4 MiB.
+pub const REGISTER_MAX_PAGES: usize = PAGE_SIZE / 4;
+
+/// Caller pages lent to the device for direct I/O (owned by the device while
+/// registered), granted to the backend for the connection; their grant refs
+/// are in the device's own table page.
+#[derive(Debug)]
+struct Registered {
+    pages: SharedPages,
+    count: usize,
+    /// Granted to this connection's backend (false once the connection ended:
+    /// the pages stay the device's until [`Io::release_registered`]).
+    live: bool,
 }
 
 /// Pages allocated once, at the first connect (owned: the device frees them).
@@ -225,6 +243,10 @@ pub(crate) struct Io<const SLOTS: usize, const SEGS: usize> {
     backend: DomId,
     geo: Geometry,
     pages: Option<Pages>,
+    /// The registered caller pages, if any.
+    reg: Option<Registered>,
+    /// Grant refs of the registered pages (a local page, allocated once).
+    reg_table: Option<SharedPages>,
     slots: [Slot<SEGS>; SLOTS],
     free: [u16; SLOTS],
     ops: [Op; SLOTS],
@@ -363,6 +385,8 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
                 handle: 0,
             },
             pages: None,
+            reg: None,
+            reg_table: None,
             slots: [Slot::EMPTY; SLOTS],
             free,
             ops: [Op::EMPTY; SLOTS],
@@ -514,6 +538,122 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         self.geo.segs * PAGE_SIZE
     }
 
+    /// Registers the caller's `pages` (whole pages of guest memory) for direct
+    /// I/O on this connection: the device keeps them, and each is granted
+    /// (writable) to the backend, until [`Io::release_registered`] ends the
+    /// grants and gives them back. The local page holding their refs is
+    /// allocated from `p` once. On failure the pages come back with the error.
+    // No heap to box into: a refused registration hands the pages back by value.
+    #[allow(clippy::result_large_err)]
+    pub fn register<P: Platform + ?Sized, G: Grants + ?Sized>(
+        &mut self,
+        p: &P,
+        g: &G,
+        pages: SharedPages,
+    ) -> Result<(), (Error, SharedPages)> {
+        if let Err(e) = self.check_usable() {
+            return Err((e, pages));
+        }
+        if self.reg.is_some() {
+            return Err((Error::InUse, pages));
+        }
+        let count = pages.len() / PAGE_SIZE;
+        if count == 0 || !pages.len().is_multiple_of(PAGE_SIZE) || count > REGISTER_MAX_PAGES {
+            let len = pages.len();
+            return Err((
+                Error::BadLength {
+                    len,
+                    sector_size: PAGE_SIZE as u32,
+                },
+                pages,
+            ));
+        }
+        if self.reg_table.is_none() {
+            match SharedPages::alloc(p, 1) {
+                Some(t) => self.reg_table = Some(t),
+                None => return Err((Error::NoMemory, pages)),
+            }
+        }
+        let Some(table) = self.reg_table.as_ref().map(SharedPages::mem) else {
+            return Err((Error::NoMemory, pages));
+        };
+        for i in 0..count {
+            let granted = pages
+                .page_gfn(p, i)
+                .ok_or(Error::NoGfn)
+                .and_then(|gfn| Ok(g.grant(self.backend, gfn, false)?));
+            match granted {
+                Ok(r) => table.store_u32(i * 4, r.0),
+                Err(e) => {
+                    // Take back what was granted (nothing used it yet).
+                    for k in 0..i {
+                        let _ = g.end(GrantRef(table.load_u32(k * 4)));
+                    }
+                    return Err((e, pages));
+                }
+            }
+        }
+        self.reg = Some(Registered {
+            pages,
+            count,
+            live: true,
+        });
+        Ok(())
+    }
+
+    /// The registered pages, if any (borrowed from the device).
+    pub fn registered(&self) -> Option<SharedMem<'_>> {
+        self.reg.as_ref().map(|r| r.pages.mem())
+    }
+
+    /// Pages registered.
+    fn registered_count(&self) -> usize {
+        self.reg.as_ref().map_or(0, |r| r.count)
+    }
+
+    /// Ends the registered pages' grants (refused while a request on them is in
+    /// flight: [`Error::InUse`]; [`Error::NotRegistered`] without any). Gives the
+    /// pages back once the backend maps none of them; while it still maps some
+    /// ([`Error::GrantsStillMapped`]) they stay registered (XSA-396: not to be
+    /// reused) and ending is retried on the next call.
+    pub fn release_registered<G: Grants + ?Sized>(&mut self, g: &G) -> Result<SharedPages, Error> {
+        if self.reg.is_none() {
+            return Err(Error::NotRegistered);
+        }
+        let busy = self
+            .ops
+            .iter()
+            .any(|o| o.direct && o.state == OpState::InFlight);
+        if busy {
+            return Err(Error::InUse);
+        }
+        let left = self.end_registered(g);
+        if left > 0 {
+            return Err(Error::GrantsStillMapped { count: left });
+        }
+        self.reg.take().map(|r| r.pages).ok_or(Error::NotRegistered)
+    }
+
+    /// Ends the registered pages' grants that are still listed; returns how many
+    /// the backend still maps (retried on the next call).
+    pub fn end_registered<G: Grants + ?Sized>(&mut self, g: &G) -> usize {
+        let count = self.registered_count();
+        let mut left = 0;
+        if let Some(table) = self.reg_table.as_ref().map(SharedPages::mem) {
+            for i in 0..count {
+                let gref = table.load_u32(i * 4);
+                if gref == NO_GREF {
+                    continue;
+                }
+                match g.end(GrantRef(gref)) {
+                    Ok(()) | Err(GrantError::NotInUse(_)) => table.store_u32(i * 4, NO_GREF),
+                    Err(_) => left += 1,
+                }
+            }
+        }
+        left
+    }
+
     /// Gives up the bounce and indirect pages (for the device to free), but only
     /// while no slot is stuck and no ring is up: then no grant on them is active.
     pub fn take_pages(&mut self) -> Option<(SharedPages, SharedPages)> {
@@ -522,6 +662,15 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         }
         let p = self.pages.take()?;
         Some((p.bounce, p.indirect))
+    }
+
+    /// Gives up the local page of registered grant refs (for the device to
+    /// free), once no registration is left.
+    pub fn take_reg_table(&mut self) -> Option<SharedPages> {
+        if self.reg.is_some() {
+            return None;
+        }
+        self.reg_table.take()
     }
 
     /// Slots that are stuck (grants still mapped by a backend).
@@ -744,6 +893,12 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
     pub fn stop<G: Grants + ?Sized>(&mut self, g: &G, err: Error) -> usize {
         self.fail_all(g, err);
         self.end_all_persistent(g);
+        // The registration's grants end with the connection (nothing is in
+        // flight now); the pages stay the device's until released.
+        let _ = self.end_registered(g);
+        if let Some(r) = self.reg.as_mut() {
+            r.live = false;
+        }
         for q in self.queues.iter_mut() {
             q.ring = None;
         }
@@ -831,7 +986,7 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         data: &[&[u8]],
         secure: bool,
     ) -> Result<Tag, Error> {
-        self.submit_from(p, g, kind, sector, len, data, (0, 0), secure)
+        self.submit_from(p, g, kind, sector, len, data, (0, 0), secure, None)
     }
 
     /// [`Io::submit`] taking a write's `len` bytes from `data` starting at `start`
@@ -847,9 +1002,25 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         data: &[&[u8]],
         start: (usize, usize),
         secure: bool,
+        direct: Option<usize>,
     ) -> Result<Tag, Error> {
         self.check_usable()?;
         let per = self.bytes_per_request();
+        if let Some(first) = direct {
+            let pages = self.registered_count();
+            let end = len.div_ceil(PAGE_SIZE).checked_add(first);
+            let live = self.reg.as_ref().is_some_and(|r| r.live);
+            if !live || !matches!(kind, OpKind::Read | OpKind::Write) {
+                return Err(Error::NotRegistered);
+            }
+            if end.is_none_or(|e| e > pages) {
+                return Err(Error::BeyondData {
+                    offset: first * PAGE_SIZE,
+                    len,
+                    size: pages * PAGE_SIZE,
+                });
+            }
+        }
         let parts = match kind {
             OpKind::Read | OpKind::Write => len.div_ceil(per),
             OpKind::Flush | OpKind::Discard => 1,
@@ -873,6 +1044,7 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
                 first: NONE,
                 result: None,
                 done_seq: 0,
+                direct: direct.is_some(),
             };
         }
 
@@ -914,9 +1086,19 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
             }
             prev = si as u16;
             prepared += 1;
-            if let Err(e) =
-                self.prepare(g, si, kind, sec, bytes, len, &mut src, secure, &mut reqs[0])
-            {
+            let part_direct = direct.map(|d| d + offset / PAGE_SIZE);
+            if let Err(e) = self.prepare(
+                g,
+                si,
+                kind,
+                sec,
+                bytes,
+                len,
+                &mut src,
+                secure,
+                part_direct,
+                &mut reqs[0],
+            ) {
                 failure = Some(e);
                 break;
             }
@@ -994,9 +1176,11 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         len: usize,
         src: &mut SrcCursor<'_, '_>,
         secure: bool,
+        direct: Option<usize>,
         out: &mut Request,
     ) -> Result<(), Error> {
         let pages = self.pages.as_ref().ok_or(Error::NoMemory)?;
+        let table = self.reg_table.as_ref().map(SharedPages::mem);
         let geo = self.geo;
         let backend = self.backend;
         let Some(slot) = self.slots.get_mut(si) else {
@@ -1056,10 +1240,37 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         // another CPU). The page is granted to this backend alone, like every page
         // whose grefs it lists, so trusting its content gives it nothing it does
         // not already have.
-        let reuse = use_indirect && geo.persistent && slot.ind_bytes == bytes as u32;
+        // (Never for the caller's registered pages: their refs differ.)
+        let reuse =
+            use_indirect && geo.persistent && direct.is_none() && slot.ind_bytes == bytes as u32;
         let walk = if reuse && !write { 0 } else { nsegs };
         for j in 0..walk {
             let in_page = min(PAGE_SIZE, bytes - j * PAGE_SIZE);
+            if let Some(first) = direct {
+                // The caller's registered page, granted for the connection: the
+                // data goes straight to (comes straight from) it.
+                let t = table.ok_or(Error::NotRegistered)?;
+                let seg = RequestSegment {
+                    gref: t.load_u32((first + j) * 4),
+                    first_sect: 0,
+                    last_sect: (in_page / 512).saturating_sub(1) as u8,
+                    _pad: [0; 2],
+                };
+                if use_indirect {
+                    let k = j % IND_BLOCK;
+                    if let Some(b) = block.get_mut(k) {
+                        *b = seg;
+                    }
+                    if k == IND_BLOCK - 1 || j == nsegs - 1 {
+                        let at = j - k;
+                        let bytes = block.get(..=k).unwrap_or_default().as_bytes();
+                        ind.write(at * core::mem::size_of::<RequestSegment>(), bytes);
+                    }
+                } else if let Some(s) = segs.get_mut(j) {
+                    *s = seg;
+                }
+                continue;
+            }
             if write {
                 let page = pages
                     .bounce
@@ -1119,7 +1330,11 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
             if !reuse {
                 let used = nsegs * core::mem::size_of::<RequestSegment>();
                 ind.fill(used, PAGE_SIZE - used, 0);
-                slot.ind_bytes = if geo.persistent { bytes as u32 } else { 0 };
+                slot.ind_bytes = if geo.persistent && direct.is_none() {
+                    bytes as u32
+                } else {
+                    0
+                };
             }
             if !geo.persistent {
                 slot.ind_gref = g.grant(backend, Gfn(u64::from(slot.ind_gfn)), true)?.0;
@@ -1399,6 +1614,9 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         if op.kind != OpKind::Read {
             return Err(Error::NotARead);
         }
+        if op.direct {
+            return Err(Error::InRegisteredPages);
+        }
         if let Some(e) = op.result {
             return Err(e);
         }
@@ -1423,6 +1641,7 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         if op.state == OpState::Done
             && op.result.is_none()
             && op.kind == OpKind::Read
+            && !op.direct
             && !bufs.is_empty()
             && total_len_mut(bufs) != op.len
         {
@@ -1446,6 +1665,10 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         let op = *self.op_of(tag)?;
         if op.state != OpState::Done {
             return Err(Error::NotDone);
+        }
+        if op.direct && !bufs.is_empty() {
+            // The data is in the registered pages; the bounce pages hold none.
+            return Err(Error::InRegisteredPages);
         }
         if op.result.is_none() && op.kind == OpKind::Read && !bufs.is_empty() {
             let (i, off) = *cursor;

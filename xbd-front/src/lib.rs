@@ -33,6 +33,10 @@
 //!   [`Device::take_read`] hand out the data where the backend put it, as
 //!   [`hypercall::SharedMem`] regions ([`ReadData`]; read once, then validate), so a
 //!   1 MiB read costs one pass over the data, like `pread`.
+//! - Pages the caller registers ([`Device::register_pages`]; whole guest pages
+//!   seen through `SharedMem`, granted for the connection) take data straight
+//!   from and to the disk: [`Device::read_registered`]/[`Device::write_registered`]
+//!   make one pass over it, as `pread`/`pwrite` do (docs/blk-registered.md).
 //! - The blocking helpers poll the ring for [`Config::poll_spin`] before they sleep
 //!   (no notification, no wake-up latency for a quick answer), take any number of
 //!   scatter buffers, and pipeline transfers over 128 KiB (up to four requests in

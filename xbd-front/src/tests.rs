@@ -1492,3 +1492,181 @@ fn discard_fields_and_eopnotsupp_turns_discard_off() {
     assert_eq!(r.io.geometry().flush_op, Some(blkif::OP_FLUSH_DISKCACHE));
     assert_eq!(r.io.broken(), None);
 }
+
+// ---- Registered pages (direct I/O, one pass) ----
+
+/// Reads land in, and writes come from, the caller's registered pages (one pass:
+/// no bounce page holds the data); ops spanning several ring requests work; the
+/// disk matches a model; every grant is ended once the registration ends.
+#[test]
+fn registered_pages_read_and_write_in_one_pass() {
+    for (persistent, indirect, segs) in [(true, true, 64), (false, true, 64), (false, false, 11)] {
+        let mut r: Rig<8, 64> = Rig::new(geo(segs, indirect, persistent), 0, 0);
+        r.be.allow_persistent(); // registered pages are granted writable
+        let pages = hypercall::SharedPages::alloc(&r.p, 256).unwrap();
+        r.io.register(&r.p, &r.t, pages)
+            .map_err(|(e, _)| e)
+            .unwrap();
+        let again = hypercall::SharedPages::alloc(&r.p, 1).unwrap();
+        assert_eq!(
+            r.io.register(&r.p, &r.t, again).map_err(|(e, _)| e),
+            Err(Error::InUse),
+            "one registration at a time"
+        );
+        let mut model = r.be.disk.clone();
+        // Write 3 pages + 512 bytes from page 5 of the registered pages.
+        let data: Vec<u8> = (0..3 * 4096 + 512).map(|i| (i * 13 + 1) as u8).collect();
+        r.io.registered().unwrap().write(5 * 4096, &data);
+        let t =
+            r.io.submit_from(
+                &r.p,
+                &r.t,
+                OpKind::Write,
+                16,
+                data.len(),
+                &[],
+                (0, 0),
+                false,
+                Some(5),
+            )
+            .unwrap();
+        r.run().unwrap();
+        r.io.finish(t, &mut []).unwrap();
+        model[16 * 512..][..data.len()].copy_from_slice(&data);
+        assert_eq!(r.be.disk, model);
+        // A read of several ring requests (600 KiB at most) into page 100 on.
+        let len = (r.io.max_inflight() * r.io.bytes_per_request()).min(600 * 1024);
+        assert!(len > r.io.bytes_per_request());
+        let t =
+            r.io.submit_from(
+                &r.p,
+                &r.t,
+                OpKind::Read,
+                24,
+                len,
+                &[],
+                (0, 0),
+                false,
+                Some(100),
+            )
+            .unwrap();
+        r.run().unwrap();
+        // Nothing to copy out of the device: the data is in the caller's pages.
+        assert_eq!(
+            r.io.read_regions(t).map(drop),
+            Err(Error::InRegisteredPages)
+        );
+        assert_eq!(
+            r.io.finish(t, &mut [&mut [0u8; 512][..]]),
+            Err(Error::InRegisteredPages)
+        );
+        r.io.finish(t, &mut []).unwrap();
+        let mut got = vec![0u8; len];
+        r.io.registered().unwrap().read(100 * 4096, &mut got);
+        assert_eq!(got[..], model[24 * 512..][..len], "persistent {persistent}");
+        // Bounce reads still work after direct ones (no stale indirect reuse).
+        let t = r.read(24, 64 * 4096).unwrap();
+        r.run().unwrap();
+        assert_eq!(
+            r.finish(t, 64 * 4096).unwrap(),
+            model[24 * 512..][..64 * 4096]
+        );
+        // Out of the registered pages: refused before anything is sent.
+        let seen = r.be.seen.len();
+        assert!(matches!(
+            r.io.submit_from(
+                &r.p,
+                &r.t,
+                OpKind::Read,
+                0,
+                8192,
+                &[],
+                (0, 0),
+                false,
+                Some(255)
+            ),
+            Err(Error::BeyondData { .. })
+        ));
+        r.be.step();
+        assert_eq!(r.be.seen.len(), seen);
+        assert!(r.be.violations.is_empty(), "{:?}", r.be.violations);
+        let back = r.io.release_registered(&r.t).unwrap();
+        assert_eq!(back.len(), 256 * 4096, "the pages come back");
+        assert!(r.io.registered().is_none());
+        assert_eq!(r.t.in_use(), r.idle_grants());
+        assert_eq!(
+            r.io.submit_from(
+                &r.p,
+                &r.t,
+                OpKind::Read,
+                0,
+                512,
+                &[],
+                (0, 0),
+                false,
+                Some(0)
+            ),
+            Err(Error::NotRegistered)
+        );
+        r.io.stop(&r.t, Error::NotConnected);
+        assert_eq!(r.t.in_use(), 0);
+    }
+}
+
+/// XSA-396 with registered pages: a backend still mapping them when the
+/// registration ends keeps them registered (reported, retried), a request in
+/// flight on them blocks the unregistration, and stopping the connection ends
+/// the registration once the backend lets go.
+#[test]
+fn registered_pages_stay_registered_while_the_backend_maps_them() {
+    let mut r: Rig<8, 64> = Rig::new(geo(64, true, false), 0, 0);
+    r.be.allow_persistent();
+    let pages = hypercall::SharedPages::alloc(&r.p, 8).unwrap();
+    r.io.register(&r.p, &r.t, pages)
+        .map_err(|(e, _)| e)
+        .unwrap();
+    let t =
+        r.io.submit_from(
+            &r.p,
+            &r.t,
+            OpKind::Read,
+            0,
+            8 * 4096,
+            &[],
+            (0, 0),
+            false,
+            Some(0),
+        )
+        .unwrap();
+    assert_eq!(
+        r.io.release_registered(&r.t).map(|p| p.len()),
+        Err(Error::InUse)
+    );
+    r.be.hold_grants = true;
+    r.run().unwrap();
+    r.io.finish(t, &mut []).unwrap();
+    assert_eq!(
+        r.io.release_registered(&r.t).map(|p| p.len()),
+        Err(Error::GrantsStillMapped { count: 8 }),
+        "all eight still mapped: kept"
+    );
+    assert!(r.io.registered().is_some());
+    r.be.hold_grants = false;
+    r.be.unmap_all();
+    assert_eq!(r.io.release_registered(&r.t).map(|p| p.len()), Ok(8 * 4096));
+    assert!(r.io.registered().is_none());
+    // When the connection ends the grants end; the pages stay the device's
+    // until taken back (a new connection needs a new registration).
+    let pages = hypercall::SharedPages::alloc(&r.p, 2).unwrap();
+    r.io.register(&r.p, &r.t, pages)
+        .map_err(|(e, _)| e)
+        .unwrap();
+    r.io.stop(&r.t, Error::NotConnected);
+    assert_eq!(
+        r.t.in_use(),
+        0,
+        "registered grants ended with the connection"
+    );
+    assert!(r.io.registered().is_some());
+    assert_eq!(r.io.release_registered(&r.t).map(|p| p.len()), Ok(2 * 4096));
+}
