@@ -47,14 +47,7 @@ pub fn ticks_to_ns(delta: u64, mul: u32, shift: i8) -> u64 {
 
 /// Writes vCPU `vcpu`'s `vcpu_time_info` in `shinfo`: the TSC reading `tsc` was
 /// taken at system time `system_ns`. Bumps `version` odd, writes, bumps it even.
-pub fn publish(
-    shinfo: &SharedMem<'_>,
-    vcpu: usize,
-    tsc: u64,
-    system_ns: u64,
-    mul: u32,
-    shift: i8,
-) {
+pub fn publish(shinfo: &SharedMem<'_>, vcpu: usize, tsc: u64, system_ns: u64, mul: u32, shift: i8) {
     let t = si::vcpu_info(vcpu) + si::VCPU_TIME;
     let v = shinfo.load_u32(t + si::TIME_VERSION);
     let odd = (v | 1).wrapping_add(if v & 1 == 1 { 2 } else { 0 });
