@@ -236,3 +236,19 @@ fn write_u32_keys_takes_exactly_sixteen() {
     assert_eq!(fake.now(), t0);
     assert_eq!(fake.server().core.read("v/n0"), None);
 }
+
+/// A flood that ends: a request whose reply comes after more than a batch (64) of
+/// events still succeeds (mutant: the busy-path deadline test inverted, which
+/// gives up as soon as a full batch was handled).
+#[test]
+fn request_after_a_finite_flood_succeeds() {
+    use hypercall::abi::xs_wire::msg;
+    let fake = crate::fake::FakePlatform::new();
+    let mut xs = fake.client();
+    for _ in 0..200 {
+        fake.server()
+            .inject(&crate::fake::msg_bytes(msg::WATCH_EVENT, 0, 0, b""));
+    }
+    xs.write("a", b"1").unwrap();
+    assert_eq!(xs.lost_watch_events(), 200);
+}
