@@ -53,29 +53,40 @@ impl Env {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
-    /// Follows `domain`'s console until a line contains `text` (60 s at most).
+    /// Follows `domain`'s console until a line contains `text` (60 s at most). The
+    /// daemon serves at most 32 clients at once and notices a killed console client
+    /// only a little later, so a refused attach is retried.
     fn wait_console(&self, domain: &str, text: &str) {
-        let mut child = Command::new(EXE)
-            .args(["console", domain])
-            .env("XDG_RUNTIME_DIR", self.dir.join("xdg"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("run shim-hv console");
-        let out = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let want = text.to_string();
-        std::thread::spawn(move || {
-            let found = BufReader::new(out)
-                .lines()
-                .map_while(Result::ok)
-                .any(|l| l.contains(&want));
-            let _ = tx.send(found);
-        });
-        let found = rx.recv_timeout(Duration::from_secs(60)).unwrap_or(false);
-        let _ = child.kill();
-        let _ = child.wait();
-        assert!(found, "{domain}: no console line with {text:?} within 60 s");
+        let end = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < end {
+            let mut child = Command::new(EXE)
+                .args(["console", domain])
+                .env("XDG_RUNTIME_DIR", self.dir.join("xdg"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("run shim-hv console");
+            let out = child.stdout.take().expect("piped stdout");
+            let (tx, rx) = std::sync::mpsc::channel();
+            let want = text.to_string();
+            std::thread::spawn(move || {
+                let found = BufReader::new(out)
+                    .lines()
+                    .map_while(Result::ok)
+                    .any(|l| l.contains(&want));
+                let _ = tx.send(found);
+            });
+            let left = end.saturating_duration_since(Instant::now());
+            let found = rx.recv_timeout(left).unwrap_or(false);
+            let _ = child.kill();
+            let _ = child.wait();
+            if found {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!("{domain}: no console line with {text:?} within 60 s");
     }
 
     fn daemon_pid(&self) -> i32 {

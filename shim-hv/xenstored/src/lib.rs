@@ -356,8 +356,9 @@ fn worker(me: Weak<Xenstored>, kicks: Arc<KickQueue>) {
                     k.queued.remove(&d);
                     break d;
                 }
-                // Bounded wait: re-check for shutdown now and then.
-                k = match kicks.cv.wait_timeout(k, Duration::from_secs(1)) {
+                // Shutdown notifies too; the bound is only a guard (long, so an
+                // idle store costs no wake-ups).
+                k = match kicks.cv.wait_timeout(k, Duration::from_secs(30)) {
                     Ok((g, _)) => g,
                     Err(e) => e.into_inner().0,
                 };
