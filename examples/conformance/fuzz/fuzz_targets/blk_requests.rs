@@ -15,11 +15,11 @@ use std::sync::OnceLock;
 
 use hypercall::abi::blkif::{self, Request, RequestSegment};
 use hypercall::abi::ring as layout;
-use hypercall::{DomId, GrantRef, PAGE_SIZE};
+use hypercall::PAGE_SIZE;
 use libfuzzer_sys::fuzz_target;
 use xen_backends::blk::{BlkBackend, BlkConfig, Target};
 use xenbus::{XenbusState, Xenstore};
-use xenkit_fuzz::front::{connect, Guest};
+use xenkit_fuzz::front::{connect, pick_gref, Guest};
 use xenkit_fuzz::Cursor;
 
 /// Slots of a one-page ring of 112-byte requests.
@@ -61,25 +61,7 @@ fuzz_target!(|data: &[u8]| {
     let mut refs = vec![ring_ref];
     // Grant refs a request may name: writable and read-only data pages, the ring
     // itself, one granted to another domain, one ended, and made-up numbers.
-    let mut pick: Vec<GrantRef> = Vec::new();
-    for i in 0..DATA {
-        let r = g.grant(&data_pages, i, i == 1);
-        pick.push(r);
-        refs.push(r);
-    }
-    pick.push(ring_ref);
-    let foreign = g
-        .table
-        .grant_access(
-            DomId(g.dom.id().0 + 3),
-            data_pages.page_gfn(p, 0).unwrap(),
-            false,
-        )
-        .unwrap();
-    pick.push(foreign);
-    let ended = g.grant(&data_pages, 2, false);
-    g.table.end_access(ended).unwrap();
-    pick.push(ended);
+    let pick = g.hostile_grants(&data_pages, DATA, ring_ref, &mut refs);
     let keys = [
         ("ring-ref", ring_ref.0.to_string()),
         ("protocol", "x86_64-abi".to_string()),
@@ -95,13 +77,7 @@ fuzz_target!(|data: &[u8]| {
         // The handshake itself is well formed: a refusal is a bug.
         panic!("blkback did not connect a well-formed frontend");
     };
-    let gref = |c: &mut Cursor<'_>| -> u32 {
-        let k = c.u8();
-        match pick.get(usize::from(k % 10)) {
-            Some(r) => r.0,
-            None => u32::from(k) << 8 | u32::from(c.u8()),
-        }
-    };
+    let gref = |c: &mut Cursor<'_>| pick_gref(&pick, c);
     let mut req_prod: u32 = 0;
     let mut alive = true;
     let mut published: u64 = 0;

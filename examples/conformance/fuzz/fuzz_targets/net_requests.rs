@@ -16,12 +16,12 @@ use std::sync::{Arc, Mutex};
 
 use hypercall::abi::netif::{self, ExtraInfo, RxRequest, TxRequest};
 use hypercall::abi::ring as layout;
-use hypercall::{DomId, GrantRef, PAGE_SIZE};
+use hypercall::PAGE_SIZE;
 use libfuzzer_sys::fuzz_target;
 use xen_backends::bridge::{Bridge, BridgePort, Frame};
 use xen_backends::net::{NetBackend, NetConfig};
 use xenbus::{XenbusState, Xenstore};
-use xenkit_fuzz::front::{connect, Guest};
+use xenkit_fuzz::front::{connect, pick_gref, Guest};
 use xenkit_fuzz::Cursor;
 
 /// One-page rings: 12-byte tx slots, 8-byte rx slots (256 each).
@@ -67,25 +67,7 @@ fuzz_target!(|data: &[u8]| {
         data_mem.fill(i * PAGE_SIZE, PAGE_SIZE, 0x40 + i as u8);
     }
     let mut refs = vec![tx_ref, rx_ref];
-    let mut pick: Vec<GrantRef> = Vec::new();
-    for i in 0..DATA {
-        let r = g.grant(&data_pages, i, i == 1);
-        pick.push(r);
-        refs.push(r);
-    }
-    pick.push(tx_ref);
-    let foreign = g
-        .table
-        .grant_access(
-            DomId(g.dom.id().0 + 3),
-            data_pages.page_gfn(p, 0).unwrap(),
-            false,
-        )
-        .unwrap();
-    pick.push(foreign);
-    let ended = g.grant(&data_pages, 2, false);
-    g.table.end_access(ended).unwrap();
-    pick.push(ended);
+    let pick = g.hostile_grants(&data_pages, DATA, tx_ref, &mut refs);
     let flags = c.u8();
     let keys = [
         ("tx-ring-ref", tx_ref.0.to_string()),
@@ -104,13 +86,7 @@ fuzz_target!(|data: &[u8]| {
         // The handshake itself is well formed: a refusal is a bug.
         panic!("netback did not connect a well-formed frontend");
     };
-    let gref = |c: &mut Cursor<'_>| -> u32 {
-        let k = c.u8();
-        match pick.get(usize::from(k % 10)) {
-            Some(r) => r.0,
-            None => u32::from(k) << 8 | u32::from(c.u8()),
-        }
-    };
+    let gref = |c: &mut Cursor<'_>| pick_gref(&pick, c);
     let (mut tx_prod, mut rx_prod) = (0u32, 0u32);
     let mut tx_published: u64 = 0;
     let mut raw_indices = false;

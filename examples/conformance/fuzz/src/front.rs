@@ -61,6 +61,39 @@ impl Guest {
             .expect("free grant ref")
     }
 
+    /// The grant refs a hostile request may name, in the order the targets index
+    /// them (keep it: the corpora depend on it): one per page of `data` (page 1
+    /// read-only), `ring` (a ring page, not data), one granted to another domain
+    /// and one already ended. The data pages' refs are also added to `refs`, the
+    /// list [`Guest::still_mapped`] checks at the end.
+    pub fn hostile_grants(
+        &self,
+        data: &SharedPages,
+        pages: usize,
+        ring: GrantRef,
+        refs: &mut Vec<GrantRef>,
+    ) -> Vec<GrantRef> {
+        let mut pick = Vec::with_capacity(pages + 3);
+        for i in 0..pages {
+            let r = self.grant(data, i, i == 1);
+            pick.push(r);
+            refs.push(r);
+        }
+        pick.push(ring);
+        let gfn = data.page_gfn(&*self.guest, 0).expect("guest page");
+        let foreign = self
+            .table
+            .grant_access(DomId(self.dom.id().0 + 3), gfn, false)
+            .expect("free grant ref");
+        pick.push(foreign);
+        let ended = self.grant(data, 2, false);
+        self.table
+            .end_access(ended)
+            .expect("ending an unused grant");
+        pick.push(ended);
+        pick
+    }
+
     /// Every grant ref this guest made that dom0 still has mapped (`[]` after a
     /// backend's teardown, or grants leaked).
     pub fn still_mapped(&self, refs: &[GrantRef]) -> Vec<GrantRef> {
@@ -68,6 +101,16 @@ impl Guest {
             .copied()
             .filter(|&r| self.hv.grant_pins(self.dom.id(), r) > 0)
             .collect()
+    }
+}
+
+/// A grant ref for a request: one of `pick` (by the fuzzer's byte), or a made-up
+/// number.
+pub fn pick_gref(pick: &[GrantRef], c: &mut crate::Cursor<'_>) -> u32 {
+    let k = c.u8();
+    match pick.get(usize::from(k % 10)) {
+        Some(r) => r.0,
+        None => u32::from(k) << 8 | u32::from(c.u8()),
     }
 }
 
