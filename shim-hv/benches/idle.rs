@@ -13,96 +13,49 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-const EXE: &str = env!("CARGO_BIN_EXE_shim-hv");
+#[path = "../tests/toolstack_util/mod.rs"]
+mod toolstack_util;
 
-struct Env {
-    dir: PathBuf,
-}
+use toolstack_util::Cli;
 
-impl Env {
-    fn new(n: usize) -> Env {
-        let dir = std::env::temp_dir().join(format!("shim-hv-idle-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(dir.join("xdg")).expect("temporary directory");
-        Env { dir }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(EXE)
-            .args(args)
-            .env("XDG_RUNTIME_DIR", self.dir.join("xdg"))
-            .env_remove("XENSTORED_PATH")
-            .current_dir(&self.dir)
-            .output()
-            .expect("run shim-hv")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        if !o.status.success() {
-            panic!(
-                "shim-hv {args:?} failed: {}{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
+/// Follows `domain`'s console until a line contains `text` (60 s at most). The
+/// daemon serves at most 32 clients at once and notices a killed console client
+/// only a little later, so a refused attach is retried.
+fn wait_console(cli: &Cli, domain: &str, text: &str) {
+    let end = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < end {
+        let mut child = cli
+            .command()
+            .args(["console", domain])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run shim-hv console");
+        let out = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let want = text.to_string();
+        std::thread::spawn(move || {
+            let found = BufReader::new(out)
+                .lines()
+                .map_while(Result::ok)
+                .any(|l| l.contains(&want));
+            let _ = tx.send(found);
+        });
+        let left = end.saturating_duration_since(Instant::now());
+        let found = rx.recv_timeout(left).unwrap_or(false);
+        let _ = child.kill();
+        let _ = child.wait();
+        if found {
+            return;
         }
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        std::thread::sleep(Duration::from_millis(500));
     }
-
-    /// Follows `domain`'s console until a line contains `text` (60 s at most). The
-    /// daemon serves at most 32 clients at once and notices a killed console client
-    /// only a little later, so a refused attach is retried.
-    fn wait_console(&self, domain: &str, text: &str) {
-        let end = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < end {
-            let mut child = Command::new(EXE)
-                .args(["console", domain])
-                .env("XDG_RUNTIME_DIR", self.dir.join("xdg"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("run shim-hv console");
-            let out = child.stdout.take().expect("piped stdout");
-            let (tx, rx) = std::sync::mpsc::channel();
-            let want = text.to_string();
-            std::thread::spawn(move || {
-                let found = BufReader::new(out)
-                    .lines()
-                    .map_while(Result::ok)
-                    .any(|l| l.contains(&want));
-                let _ = tx.send(found);
-            });
-            let left = end.saturating_duration_since(Instant::now());
-            let found = rx.recv_timeout(left).unwrap_or(false);
-            let _ = child.kill();
-            let _ = child.wait();
-            if found {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        panic!("{domain}: no console line with {text:?} within 60 s");
-    }
-
-    fn daemon_pid(&self) -> i32 {
-        fs::read_to_string(self.dir.join("xdg/shim-hv/daemon.pid"))
-            .expect("daemon.pid")
-            .trim()
-            .parse()
-            .expect("daemon.pid holds a pid")
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = self.run(&["daemon-stop"]);
-        let _ = fs::remove_dir_all(&self.dir);
-    }
+    panic!("{domain}: no console line with {text:?} within 60 s");
 }
 
 /// One sample of the daemon: (utime + stime in clock ticks, per-thread context
@@ -167,26 +120,25 @@ fn sample(pid: i32) -> Sample {
 }
 
 fn measure(n: usize, seconds: u64) {
-    let env = Env::new(n);
+    let cli = Cli::new(&format!("idle-{n}"));
     let started = Instant::now();
     for i in 0..n {
-        let img = env.dir.join(format!("d{i}.img"));
+        let img = cli.dir.path().join(format!("d{i}.img"));
         fs::write(&img, vec![0u8; 1 << 20]).expect("disk image");
         let cfg = format!(
             "name = \"idle{i}\"\nmemory = 16\ndisk = ['file:{},xvda,w']\nvif = ['bridge=idlebr']\n",
             img.display()
         );
-        let path = env.dir.join(format!("idle{i}.cfg"));
-        fs::write(&path, cfg).expect("config");
-        env.ok(&["create", path.to_str().expect("utf-8 path")]);
+        let path = cli.dir.write(&format!("idle{i}.cfg"), &cfg);
+        cli.ok(&["create", path.to_str().expect("utf-8 path")]);
     }
     // Let every guest connect its devices and settle.
     for i in 0..n {
-        env.wait_console(&format!("idle{i}"), "waiting for control/shutdown");
+        wait_console(&cli, &format!("idle{i}"), "waiting for control/shutdown");
     }
     let up = started.elapsed();
     std::thread::sleep(Duration::from_secs(2));
-    let pid = env.daemon_pid();
+    let pid = cli.daemon_pid().expect("the daemon runs");
     let a = sample(pid);
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(seconds));
@@ -219,7 +171,7 @@ fn measure(n: usize, seconds: u64) {
         println!("    {rate:9.1} wakeups/s  {count:>4} thread(s) named like {name:?}");
     }
     for i in 0..n {
-        let _ = env.run(&["destroy", &format!("idle{i}")]);
+        let _ = cli.run(&["destroy", &format!("idle{i}")]);
     }
 }
 
