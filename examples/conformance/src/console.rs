@@ -55,11 +55,10 @@
 //! assert!(report.all_passed(), "{report}");
 //! ```
 
-use std::fmt;
-
 use hypercall::abi::console as ring;
 use hypercall::{Gfn, Platform, Port, SharedMem};
 
+pub use crate::report::{Report, Row};
 use crate::HostPlatform;
 
 /// What a console driver under test offers the cases.
@@ -87,54 +86,6 @@ pub struct Case {
     /// What a correct driver does.
     pub expect: &'static str,
     run: fn(&HostPlatform, SharedMem<'_>, &mut Make<'_>) -> Result<String, String>,
-}
-
-/// One row of a [`Report`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Row {
-    /// The case.
-    pub name: &'static str,
-    /// Whether the driver did what the case expects.
-    pub pass: bool,
-    /// What was seen.
-    pub evidence: String,
-}
-
-/// The outcome of a catalogue run; prints as a table (case, pass/fail, evidence).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Report {
-    /// One row per case, in catalogue order.
-    pub rows: Vec<Row>,
-}
-
-impl Report {
-    /// Cases passed.
-    pub fn passed(&self) -> usize {
-        self.rows.iter().filter(|r| r.pass).count()
-    }
-
-    /// Whether every case passed.
-    pub fn all_passed(&self) -> bool {
-        self.rows.iter().all(|r| r.pass)
-    }
-}
-
-impl fmt::Display for Report {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let w = self
-            .rows
-            .iter()
-            .map(|r| r.name.len())
-            .max()
-            .unwrap_or(4)
-            .max(4);
-        writeln!(f, "{:<w$}  result  evidence", "case")?;
-        for r in &self.rows {
-            let res = if r.pass { "pass" } else { "FAIL" };
-            writeln!(f, "{:<w$}  {res:<6}  {}", r.name, r.evidence)?;
-        }
-        write!(f, "{} of {} passed", self.passed(), self.rows.len())
-    }
 }
 
 /// The console cases.

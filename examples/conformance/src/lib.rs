@@ -49,6 +49,8 @@
 pub mod console;
 mod grants;
 mod platform;
+pub mod report;
 
 pub use grants::GrantObserver;
 pub use platform::{HostPlatform, HostRegion, Peer};
+pub use report::{Report, Row};
