@@ -18,10 +18,17 @@
 //!   prints as a table (case, pass/fail, evidence). Its docs run it against a toy
 //!   driver; `tests/catalogue.rs` runs it against xencons.
 //!
+//! - [`backend`]: hostile frontends for testing backends: named `blkback.*`,
+//!   `netback.*` and `consback.*` cases written against a small
+//!   [`backend::FrontendWorld`] trait (the frontend's pages, grants, ring indices,
+//!   xenstore keys and state, notifications, and whether the backend still maps a
+//!   grant), which a harness implements for the backend under test; its docs show
+//!   the seam, and shim-hv's `xen-backends` runs it against its blkback, netback and
+//!   console backend.
+//!
 //! Not there yet (see docs/bad-input-coverage.md and issue 16): scripted block and net
 //! backends and a xenstore server as library peers (the fuzz targets in `examples/conformance/fuzz/` show
-//! the pattern), hostile frontends for testing backends, and cases for every row of
-//! docs/bad-input-coverage.md.
+//! the pattern), and cases for every row of docs/bad-input-coverage.md.
 //!
 //! ```
 //! use xen_conformance::{GrantObserver, HostPlatform};
@@ -46,6 +53,7 @@
 //! ```
 #![forbid(unsafe_op_in_unsafe_fn)]
 
+pub mod backend;
 pub mod console;
 mod grants;
 mod platform;
