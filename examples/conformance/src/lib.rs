@@ -12,6 +12,12 @@
 //!   grants left behind (leaks) and to play a backend that keeps a grant mapped
 //!   (`GTF_reading`/`GTF_writing` set) when the driver tries to end it.
 //!
+//! - [`xenstore`]: a xenstore server peer (`io/xs_wire.h` over the store page, found
+//!   through `HVM_PARAM_STORE_PFN`/`_EVTCHN`, with xenstored 4.17's permissions,
+//!   transactions, watches and error names) with hooks for hostile tests (any bytes in
+//!   any key, raw replies and ring indices, failed commits, silence), and a device
+//!   rig ([`xenstore::Device`]) that creates a device's frontend and backend
+//!   directories as a toolstack does, for block and net backend peers to build on.
 //! - [`console`]: the first part of the case catalogue: named console cases (what the
 //!   hostile backend does, what a correct driver does), a runner that takes any driver
 //!   through a small [`console::ConsoleDriver`] trait, and a [`console::Report`] that
@@ -27,7 +33,7 @@
 //!   console backend.
 //!
 //! Not there yet (see docs/bad-input-coverage.md and issue 16): scripted block and net
-//! backends and a xenstore server as library peers (the fuzz targets in `examples/conformance/fuzz/` show
+//! backends as library peers (the fuzz targets in `examples/conformance/fuzz/` show
 //! the pattern), and cases for every row of docs/bad-input-coverage.md.
 //!
 //! ```
@@ -58,7 +64,8 @@ pub mod console;
 mod grants;
 mod platform;
 pub mod report;
+pub mod xenstore;
 
 pub use grants::GrantObserver;
-pub use platform::{HostPlatform, HostRegion, Peer};
+pub use platform::{HostPlatform, HostRegion, Peer, PeerId, HVM_NR_PARAMS};
 pub use report::{Report, Row};

@@ -4,7 +4,7 @@ use core::cell::{Cell, RefCell};
 use core::ptr::NonNull;
 use std::rc::Rc;
 
-use hypercall::abi::{errno, evtchn, hypercall_nr as nr};
+use hypercall::abi::{errno, evtchn, hvm, hypercall_nr as nr, sched};
 use hypercall::{Gfn, Hypercall, Platform, SharedMem, SharedPages, SharedRegion, PAGE_SIZE};
 
 /// First frame number handed out; frames are not host addresses.
@@ -47,12 +47,29 @@ impl Alloc {
 /// What a peer does when the driver waits: one turn of the other side.
 pub type Peer = Box<dyn FnMut()>;
 
+/// Names a peer added with [`HostPlatform::add_peer`] (to remove it again).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerId(u64);
+
+/// HVM params the platform answers `HVMOP_get_param` for (`0..HVM_NR_PARAMS`;
+/// Xen's `HVM_NR_PARAMS` is 39): unset ones read as 0, as on Xen.
+pub const HVM_NR_PARAMS: u32 = 39;
+
 /// A guest platform over host memory (see the crate docs). Cloning gives another
 /// handle on the same platform (a driver under test can own one).
 ///
-/// Hypercalls: `EVTCHNOP_send` (counted, [`HostPlatform::sends`]; fails with the errno
-/// set by [`HostPlatform::fail_sends`]), `EVTCHNOP_close` (counted),
-/// `EVTCHNOP_alloc_unbound` (ports from 5 up); everything else `-ENOSYS`. Memory is
+/// Hypercalls: `EVTCHNOP_send` (counted, [`HostPlatform::sends`] and per port
+/// [`HostPlatform::sends_on`]; fails with the errno set by
+/// [`HostPlatform::fail_sends`]), `EVTCHNOP_close` (counted),
+/// `EVTCHNOP_alloc_unbound` (ports from 5 up), `HVMOP_get_param` (the values set with
+/// [`HostPlatform::set_hvm_param`], e.g. where the store page is),
+/// `SCHEDOP_shutdown` (recorded, [`HostPlatform::shutdowns`]); everything else
+/// `-ENOSYS`.
+///
+/// Peers: one primary peer ([`HostPlatform::set_peer`], e.g. a case's watchdog) and
+/// any number of added ones ([`HostPlatform::add_peer`], e.g. a xenstore server and a
+/// device backend); each `wait()` runs the primary, then the added ones in the order
+/// they were added. Memory is
 /// freed when the platform is dropped, never before (a driver that "frees" pages a
 /// peer still maps cannot make the harness touch freed memory).
 #[derive(Clone)]
@@ -67,6 +84,12 @@ struct Inner {
     waits: Cell<u64>,
     send_errno: Cell<Option<isize>>,
     peer: RefCell<Option<Peer>>,
+    /// Added peers; a peer is taken out (`None`) while it runs.
+    peers: RefCell<Vec<(u64, Option<Peer>)>>,
+    next_peer: Cell<u64>,
+    port_sends: RefCell<Vec<(u32, u64)>>,
+    hvm_params: RefCell<Vec<(u32, u64)>>,
+    shutdowns: RefCell<Vec<u32>>,
 }
 
 impl Default for HostPlatform {
@@ -87,6 +110,11 @@ impl HostPlatform {
             waits: Cell::new(0),
             send_errno: Cell::new(None),
             peer: RefCell::new(None),
+            peers: RefCell::new(Vec::new()),
+            next_peer: Cell::new(0),
+            port_sends: RefCell::new(Vec::new()),
+            hvm_params: RefCell::new(Vec::new()),
+            shutdowns: RefCell::new(Vec::new()),
         }))
     }
 
@@ -95,6 +123,68 @@ impl HostPlatform {
     /// when done, or the platform's memory lives on.
     pub fn set_peer(&self, peer: Option<Peer>) {
         *self.0.peer.borrow_mut() = peer;
+    }
+
+    /// Adds a peer, run by every `wait()` after the primary one and the peers added
+    /// before it. A peer may add or remove peers (itself included) while it runs.
+    /// The same cycle warning as [`HostPlatform::set_peer`] applies:
+    /// [`HostPlatform::clear_peers`] ends it.
+    pub fn add_peer(&self, peer: Peer) -> PeerId {
+        let id = self.0.next_peer.get();
+        self.0.next_peer.set(id + 1);
+        self.0.peers.borrow_mut().push((id, Some(peer)));
+        PeerId(id)
+    }
+
+    /// Removes a peer added with [`HostPlatform::add_peer`]; whether it was there.
+    pub fn remove_peer(&self, id: PeerId) -> bool {
+        let mut peers = self.0.peers.borrow_mut();
+        let before = peers.len();
+        peers.retain(|(i, _)| *i != id.0);
+        peers.len() != before
+    }
+
+    /// Removes every peer, the primary and the added ones: what a test does at its end,
+    /// so that peers holding handles on the platform let its memory go.
+    pub fn clear_peers(&self) {
+        self.set_peer(None);
+        // Dropped after the borrow ends (a peer's drop may touch the platform).
+        let peers = core::mem::take(&mut *self.0.peers.borrow_mut());
+        drop(peers);
+    }
+
+    /// Sets HVM param `index` (what `HVMOP_get_param` then answers).
+    pub fn set_hvm_param(&self, index: u32, value: u64) {
+        let mut params = self.0.hvm_params.borrow_mut();
+        match params.iter_mut().find(|(i, _)| *i == index) {
+            Some(slot) => slot.1 = value,
+            None => params.push((index, value)),
+        }
+    }
+
+    /// HVM param `index` (0 if never set).
+    pub fn hvm_param(&self, index: u32) -> u64 {
+        self.0
+            .hvm_params
+            .borrow()
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map_or(0, |p| p.1)
+    }
+
+    /// The reasons of every `SCHEDOP_shutdown` the driver issued, in order.
+    pub fn shutdowns(&self) -> Vec<u32> {
+        self.0.shutdowns.borrow().clone()
+    }
+
+    /// Notifications the driver sent on `port`.
+    pub fn sends_on(&self, port: hypercall::Port) -> u64 {
+        self.0
+            .port_sends
+            .borrow()
+            .iter()
+            .find(|(p, _)| *p == port.0)
+            .map_or(0, |p| p.1)
     }
 
     /// `pages` zeroed guest pages, as a region that keeps this platform (and so the
@@ -228,8 +318,45 @@ impl Hypercall for HostPlatform {
     unsafe fn hypercall(&self, op: u32, args: [usize; 5]) -> isize {
         match (op, args[0] as u32) {
             (nr::EVENT_CHANNEL_OP, evtchn::OP_SEND) => {
+                let p = args[1] as *const evtchn::PortArg;
+                if p.is_null() {
+                    return -errno::EFAULT;
+                }
+                // SAFETY: the caller guarantees `args[1]` points to its argument struct
+                // for the duration of the call (the `Hypercall` contract).
+                let port = unsafe { p.read_unaligned() }.port;
                 self.0.sends.set(self.0.sends.get() + 1);
+                let mut per_port = self.0.port_sends.borrow_mut();
+                match per_port.iter_mut().find(|(q, _)| *q == port) {
+                    Some(slot) => slot.1 += 1,
+                    None => per_port.push((port, 1)),
+                }
                 self.0.send_errno.get().map_or(0, |e| -e)
+            }
+            (nr::HVM_OP, hvm::OP_GET_PARAM) => {
+                let p = args[1] as *mut hvm::Param;
+                if p.is_null() {
+                    return -errno::EFAULT;
+                }
+                // SAFETY: as for `EVTCHNOP_send`.
+                let mut a = unsafe { p.read_unaligned() };
+                if a.index >= HVM_NR_PARAMS {
+                    return -errno::EINVAL;
+                }
+                a.value = self.hvm_param(a.index);
+                // SAFETY: as above.
+                unsafe { p.write_unaligned(a) };
+                0
+            }
+            (nr::SCHED_OP, sched::OP_SHUTDOWN) => {
+                let p = args[1] as *const sched::Shutdown;
+                if p.is_null() {
+                    return -errno::EFAULT;
+                }
+                // SAFETY: as for `EVTCHNOP_send`.
+                let reason = unsafe { p.read_unaligned() }.reason;
+                self.0.shutdowns.borrow_mut().push(reason);
+                0
             }
             (nr::EVENT_CHANNEL_OP, evtchn::OP_CLOSE) => {
                 self.0.closes.set(self.0.closes.get() + 1);
@@ -315,6 +442,26 @@ unsafe impl Platform for HostPlatform {
                 *slot = Some(p);
             }
         }
+        let ids: Vec<u64> = self.0.peers.borrow().iter().map(|(i, _)| *i).collect();
+        for id in ids {
+            let taken = self
+                .0
+                .peers
+                .borrow_mut()
+                .iter_mut()
+                .find(|(i, _)| *i == id)
+                .and_then(|(_, p)| p.take());
+            let Some(mut p) = taken else { continue };
+            p();
+            let mut peers = self.0.peers.borrow_mut();
+            // Put back unless it was removed while it ran (then it is dropped here).
+            if let Some(slot) = peers.iter_mut().find(|(i, _)| *i == id) {
+                slot.1 = Some(p);
+            } else {
+                drop(peers);
+                drop(p);
+            }
+        }
     }
 
     fn now_ns(&self) -> u64 {
@@ -365,6 +512,49 @@ mod tests {
     }
 
     #[test]
+    fn added_peers_run_in_order_and_may_change_the_list_while_running() {
+        let h = HostPlatform::new();
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let l = log.clone();
+        h.set_peer(Some(Box::new(move || l.borrow_mut().push("primary"))));
+        let l = log.clone();
+        let a = h.add_peer(Box::new(move || l.borrow_mut().push("a")));
+        let l = log.clone();
+        let h2 = h.clone();
+        // Removes `a` and adds `c` while it runs (only the first time).
+        let once = Cell::new(true);
+        h.add_peer(Box::new(move || {
+            l.borrow_mut().push("b");
+            if once.replace(false) {
+                assert!(h2.remove_peer(a));
+                let l2 = l.clone();
+                h2.add_peer(Box::new(move || l2.borrow_mut().push("c")));
+            }
+        }));
+        h.wait();
+        h.wait();
+        // `c`, added during the first wait, runs from the next one.
+        assert_eq!(*log.borrow(), ["primary", "a", "b", "primary", "b", "c"]);
+        h.clear_peers();
+        h.wait();
+        assert_eq!(log.borrow().len(), 6);
+    }
+
+    #[test]
+    fn hvm_params_and_shutdowns() {
+        let h = HostPlatform::new();
+        let x = hypercall::Xen(&h);
+        assert_eq!(x.hvm_get_param(hvm::PARAM_STORE_PFN).unwrap(), 0, "unset");
+        h.set_hvm_param(hvm::PARAM_STORE_PFN, 0x1234);
+        h.set_hvm_param(hvm::PARAM_STORE_PFN, 0x1235);
+        assert_eq!(x.hvm_get_param(hvm::PARAM_STORE_PFN).unwrap(), 0x1235);
+        assert!(x.hvm_get_param(HVM_NR_PARAMS).is_err());
+        x.sched_shutdown(hypercall::xen::ShutdownReason::Reboot)
+            .unwrap();
+        assert_eq!(h.shutdowns(), [sched::SHUTDOWN_REBOOT]);
+    }
+
+    #[test]
     fn event_channel_calls() {
         let h = HostPlatform::new();
         let x = hypercall::Xen(&h);
@@ -376,5 +566,6 @@ mod tests {
         assert!(x.evtchn_send(p).is_err());
         x.evtchn_close(q).unwrap();
         assert_eq!((h.sends(), h.closes()), (2, 1));
+        assert_eq!((h.sends_on(p), h.sends_on(q)), (2, 0));
     }
 }

@@ -1,0 +1,347 @@
+//! The server at the wire level: a raw client writes request bytes into the ring and
+//! reads what comes back.
+
+use super::*;
+use hypercall::abi::xenbus::XenbusState;
+use hypercall::Platform;
+
+/// A raw guest side of the store page.
+struct Raw {
+    page: HostRegion,
+}
+
+impl Raw {
+    fn new(server: &StoreServer) -> Raw {
+        Raw {
+            page: server.page(),
+        }
+    }
+
+    fn send(&self, bytes: &[u8]) {
+        let mem = self.page.mem();
+        let prod = mem.load_u32(iface::REQ_PROD);
+        for (i, b) in bytes.iter().enumerate() {
+            let at = prod.wrapping_add(i as u32) as usize % RING_SIZE;
+            mem.write(iface::REQ + at, core::slice::from_ref(b));
+        }
+        mem.store_u32(iface::REQ_PROD, prod.wrapping_add(bytes.len() as u32));
+    }
+
+    fn take(&self) -> Vec<u8> {
+        let mem = self.page.mem();
+        let cons = mem.load_u32(iface::RSP_CONS);
+        let prod = mem.load_u32(iface::RSP_PROD);
+        let n = prod.wrapping_sub(cons);
+        let mut out = vec![0u8; n as usize];
+        for (i, b) in out.iter_mut().enumerate() {
+            let at = cons.wrapping_add(i as u32) as usize % RING_SIZE;
+            mem.read(iface::RSP + at, core::slice::from_mut(b));
+        }
+        mem.store_u32(iface::RSP_CONS, prod);
+        out
+    }
+
+    /// Sends one request, runs the server once, returns (type, req_id, tx_id, payload)
+    /// of each message that came back.
+    fn call(&self, server: &StoreServer, ty: u32, tx: u32, payload: &[u8]) -> Vec<Msg> {
+        self.send(&message(ty, 7, tx, payload));
+        server.step();
+        split(&self.take())
+    }
+}
+
+type Msg = (u32, u32, u32, Vec<u8>);
+
+fn split(mut b: &[u8]) -> Vec<Msg> {
+    let mut out = Vec::new();
+    while b.len() >= 16 {
+        let w = |i: usize| u32::from_le_bytes(b[i * 4..i * 4 + 4].try_into().unwrap());
+        let (ty, id, tx, len) = (w(0), w(1), w(2), w(3) as usize);
+        out.push((ty, id, tx, b[16..16 + len].to_vec()));
+        b = &b[16 + len..];
+    }
+    out
+}
+
+fn err(name: &str) -> Vec<u8> {
+    let mut v = name.as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+#[test]
+fn found_through_the_hvm_params_and_serves_the_basic_operations() {
+    let host = HostPlatform::new();
+    let server = StoreServer::new(&host);
+    let x = hypercall::Xen(&host);
+    assert_eq!(x.hvm_get_param(PARAM_STORE_PFN).unwrap(), server.gfn().0);
+    assert_eq!(x.hvm_get_param(PARAM_STORE_EVTCHN).unwrap(), 1);
+    let raw = Raw::new(&server);
+    let r = raw.call(&server, msg::WRITE, 0, b"a/b\0\xff\0v");
+    assert_eq!(r, vec![(msg::WRITE, 7, 0, b"OK\0".to_vec())]);
+    assert_eq!(
+        server.read("a/b").unwrap(),
+        b"\xff\0v",
+        "binary values kept"
+    );
+    let r = raw.call(&server, msg::READ, 0, b"/local/domain/1/a/b\0");
+    assert_eq!(r[0].3, b"\xff\0v");
+    let r = raw.call(&server, msg::DIRECTORY, 0, b"a\0");
+    assert_eq!(r[0].3, b"b\0");
+    let r = raw.call(&server, msg::GET_PERMS, 0, b"a/b\0");
+    assert_eq!(r[0].3, b"n1\0");
+    let r = raw.call(&server, msg::READ, 0, b"nothing\0");
+    assert_eq!(r, vec![(msg::ERROR, 7, 0, err("ENOENT"))]);
+    let r = raw.call(&server, msg::READ, 0, b"/local/domain/0/name\0");
+    assert_eq!(r[0].3, err("EACCES"), "dom0's tree is not the guest's");
+    for bad in [
+        &b"a//b\0"[..],
+        b"a/\0",
+        b"a\0b\0",
+        b"no-nul",
+        b"@x\0",
+        b"a b\0",
+    ] {
+        let r = raw.call(&server, msg::READ, 0, bad);
+        assert_eq!(r[0].3, err("EINVAL"), "{bad:?}");
+    }
+    let r = raw.call(&server, 0x1234, 0, b"");
+    assert_eq!(r[0].3, err("EINVAL"));
+    let r = raw.call(&server, msg::INTRODUCE, 0, b"1\0");
+    assert_eq!(r[0].3, err("EACCES"));
+    let r = raw.call(&server, msg::RM, 0, b"a\0");
+    assert_eq!(r[0].3, b"OK\0");
+    assert!(!server.exists("a/b"));
+    let r = raw.call(&server, msg::RM, 0, b"x/y\0");
+    assert_eq!(r[0].3, err("ENOENT"), "no parent");
+    let r = raw.call(&server, msg::GET_DOMAIN_PATH, 0, b"5\0");
+    assert_eq!(r[0].3, b"/local/domain/5\0");
+    assert_eq!(server.requests().len(), 17);
+    host.clear_peers();
+}
+
+#[test]
+fn watches_fire_when_set_on_changes_and_from_hooks() {
+    let host = HostPlatform::new();
+    let server = StoreServer::new(&host);
+    let raw = Raw::new(&server);
+    let r = raw.call(&server, msg::WATCH, 0, b"dev\0tok\0");
+    assert_eq!(r[0], (msg::WATCH, 7, 0, b"OK\0".to_vec()));
+    assert_eq!(r[1], (msg::WATCH_EVENT, 0, 0, b"dev\0tok\0".to_vec()));
+    let r = raw.call(&server, msg::WATCH, 0, b"dev\0tok\0");
+    assert_eq!(r[0].3, err("EEXIST"));
+    server.write("/local/domain/1/dev/x", b"1");
+    server.fire("dev/never/there");
+    server.send_watch_event(b"\xff", b"other");
+    server.step();
+    let r = split(&raw.take());
+    assert_eq!(
+        r.iter().map(|m| m.3.clone()).collect::<Vec<_>>(),
+        [
+            b"dev/x\0tok\0".to_vec(),
+            b"dev/never/there\0tok\0".to_vec(),
+            b"\xff\0other\0".to_vec()
+        ]
+    );
+    let r = raw.call(&server, msg::UNWATCH, 0, b"dev\0tok\0");
+    assert_eq!(r[0].3, b"OK\0");
+    let r = raw.call(&server, msg::UNWATCH, 0, b"dev\0tok\0");
+    assert_eq!(r[0].3, err("ENOENT"));
+    host.clear_peers();
+}
+
+#[test]
+fn transactions_commit_conflict_and_fail_on_demand() {
+    let host = HostPlatform::new();
+    let server = StoreServer::new(&host);
+    let raw = Raw::new(&server);
+    let r = raw.call(&server, msg::TRANSACTION_START, 0, b"\0");
+    let tx: u32 = std::str::from_utf8(&r[0].3[..r[0].3.len() - 1])
+        .unwrap()
+        .parse()
+        .unwrap();
+    let r = raw.call(&server, msg::TRANSACTION_START, tx, b"\0");
+    assert_eq!(r[0].3, err("EBUSY"));
+    let r = raw.call(&server, msg::WRITE, tx, b"k\0v");
+    assert_eq!(r[0], (msg::WRITE, 7, tx, b"OK\0".to_vec()), "tx_id echoed");
+    assert!(!server.exists("k"), "not before the commit");
+    let r = raw.call(&server, msg::READ, 99, b"k\0");
+    assert_eq!(r[0].3, err("ENOENT"), "unknown transaction");
+    server.fail_commits(1);
+    let r = raw.call(&server, msg::TRANSACTION_END, tx, b"T\0");
+    assert_eq!(r[0].3, err("EAGAIN"));
+    let r = raw.call(&server, msg::TRANSACTION_END, tx, b"T\0");
+    assert_eq!(r[0].3, err("ENOENT"), "ended by the failed commit");
+    let r = raw.call(&server, msg::TRANSACTION_START, 0, b"\0");
+    let tx = tx + 1;
+    assert_eq!(r[0].3, format!("{tx}\0").into_bytes());
+    raw.call(&server, msg::READ, tx, b"name\0");
+    raw.call(&server, msg::WRITE, tx, b"k\0v");
+    server.write("name", b"changed under it");
+    let r = raw.call(&server, msg::TRANSACTION_END, tx, b"T\0");
+    assert_eq!(r[0].3, err("EAGAIN"), "a node it read changed");
+    assert!(!server.exists("k"));
+    assert_eq!(server.commits(), 2);
+    assert_eq!(server.open_transactions(), 0);
+    host.clear_peers();
+}
+
+#[test]
+fn scripted_answers_raw_bytes_and_silence() {
+    let host = HostPlatform::new();
+    let server = StoreServer::new(&host);
+    let raw = Raw::new(&server);
+    server.answer_next(Answer::Error("EWHAT".into()));
+    server.answer_next(Answer::Silent);
+    server.answer_next(Answer::Raw(header(msg::READ, 7, 0, 5000).to_vec()));
+    server.answer_next(Answer::Reply(Box::new(|r: &Request| {
+        message(r.header.ty, r.header.req_id, r.header.tx_id + 1, b"x")
+    })));
+    server.answer_next(Answer::Rewrite(Box::new(|_, mut b: Vec<u8>| {
+        b.truncate(18);
+        b
+    })));
+    assert_eq!(
+        raw.call(&server, msg::READ, 0, b"name\0")[0].3,
+        err("EWHAT")
+    );
+    assert!(raw.call(&server, msg::READ, 0, b"name\0").is_empty());
+    raw.send(&message(msg::READ, 7, 0, b"name\0"));
+    server.step();
+    assert_eq!(raw.take(), header(msg::READ, 7, 0, 5000));
+    assert_eq!(raw.call(&server, msg::READ, 0, b"name\0")[0].2, 1);
+    raw.send(&message(msg::WRITE, 7, 0, b"w\0v"));
+    server.step();
+    assert_eq!(raw.take().len(), 18, "rewritten after taking effect");
+    assert!(server.exists("w"));
+    server.on_request(Some(Box::new(|r: &Request| {
+        (r.path() == "name").then(|| Answer::Error("EACCES".into()))
+    })));
+    assert_eq!(
+        raw.call(&server, msg::READ, 0, b"name\0")[0].3,
+        err("EACCES")
+    );
+    assert_eq!(raw.call(&server, msg::READ, 0, b"w\0")[0].3, b"v");
+    server.on_request(None);
+    server.pause(true);
+    assert!(raw.call(&server, msg::READ, 0, b"w\0").is_empty());
+    server.pause(false);
+    server.step();
+    assert_eq!(split(&raw.take())[0].3, b"v", "answered once resumed");
+    host.clear_peers();
+}
+
+#[test]
+fn chunks_wrap_and_bad_indices_break_the_connection() {
+    let host = HostPlatform::new();
+    let server = StoreServer::new(&host);
+    server.set_indices(u32::MAX - 5);
+    server.set_max_chunk(3);
+    let raw = Raw::new(&server);
+    raw.send(&message(msg::READ, 7, 0, b"name\0"));
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        server.step();
+        let part = raw.take();
+        assert!(part.len() <= 3);
+        got.extend(part);
+    }
+    assert_eq!(split(&got)[0].3, b"guest1");
+    server.set_rsp_prod(
+        server
+            .page()
+            .mem()
+            .load_u32(iface::RSP_CONS)
+            .wrapping_sub(1),
+    );
+    server.push_raw(b"x");
+    server.step();
+    assert!(server.broken().unwrap().contains("response indices"));
+    assert_eq!(server.page().mem().load_u32(iface::ERROR), ERROR_RINGIDX);
+    let s2 = StoreServer::new(&HostPlatform::new());
+    let raw2 = Raw::new(&s2);
+    raw2.send(&header(msg::READ, 1, 0, 4097));
+    s2.step();
+    assert!(
+        s2.broken().unwrap().contains("length 4097"),
+        "{:?}",
+        s2.broken()
+    );
+    s2.host().clear_peers();
+    host.clear_peers();
+}
+
+#[test]
+fn device_rig_makes_both_directories_like_a_toolstack() {
+    let host = HostPlatform::new();
+    let server = StoreServer::with_domid(&host, 3);
+    let dev = server.add_device("vif", 0);
+    assert_eq!(dev.node(), "device/vif/0");
+    assert_eq!(dev.backend_path(), "/local/domain/0/backend/vif/3/0");
+    assert_eq!(
+        server.read_str("device/vif/0/backend").unwrap(),
+        dev.backend_path()
+    );
+    assert_eq!(server.read_str("device/vif/0/backend-id").unwrap(), "0");
+    assert_eq!(
+        server
+            .read_str(&format!("{}/frontend", dev.backend_path()))
+            .unwrap(),
+        "/local/domain/3/device/vif/0"
+    );
+    assert_eq!(dev.frontend_state(), Some(XenbusState::Initialising));
+    assert_eq!(dev.backend_state(), Some(XenbusState::Initialising));
+    assert_eq!(server.perms("device/vif/0").unwrap(), ["n3", "r0"]);
+    assert_eq!(server.perms(dev.backend_path()).unwrap(), ["n0", "r3"]);
+    dev.set_backend_key("mac", b"00:16:3e:00:00:01");
+    assert_eq!(
+        server
+            .perms(&format!("{}/mac", dev.backend_path()))
+            .unwrap(),
+        ["n0", "r3"]
+    );
+    dev.set_backend_state(XenbusState::InitWait);
+    // The guest can read the backend's keys, not its parents.
+    let raw = Raw::new(&server);
+    let state = format!("{}/state\0", dev.backend_path());
+    assert_eq!(raw.call(&server, msg::READ, 0, state.as_bytes())[0].3, b"2");
+    assert!(dev.remove_backend());
+    assert_eq!(
+        raw.call(&server, msg::READ, 0, state.as_bytes())[0].3,
+        err("EACCES"),
+        "under a removed backend directory"
+    );
+    let dd = server.add_device_in("vbd", 51712, 7);
+    assert_eq!(dd.backend_path(), "/local/domain/7/backend/vbd/3/51712");
+    assert_eq!(dd.backend_id(), 7);
+    let fe_state = b"device/vbd/51712/state\0";
+    raw.call(&server, msg::WRITE, 0, b"device/vbd/51712/state\x004");
+    assert_eq!(dd.frontend_state(), Some(XenbusState::Connected));
+    assert_eq!(raw.call(&server, msg::READ, 0, fe_state)[0].3, b"4");
+    host.wait();
+    assert!(server.turns() > 0);
+    host.clear_peers();
+}
+
+#[test]
+fn several_peers_run_in_turn_and_the_server_ends_with_its_handles() {
+    use std::cell::Cell;
+    let host = HostPlatform::new();
+    let server = StoreServer::new(&host);
+    let seen = Rc::new(Cell::new(0u64));
+    let s = seen.clone();
+    let dev = server.add_device("vbd", 1);
+    let backend = host.add_peer(Box::new(move || {
+        s.set(s.get() + 1);
+        dev.set_backend_state(XenbusState::InitWait);
+    }));
+    host.wait();
+    assert_eq!((server.turns(), seen.get()), (1, 1));
+    assert!(host.remove_peer(backend));
+    assert!(!host.remove_peer(backend));
+    server.stop();
+    host.wait();
+    assert_eq!(server.turns(), 1, "stopped");
+    drop(server);
+    host.clear_peers();
+}

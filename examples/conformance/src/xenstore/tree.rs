@@ -1,0 +1,755 @@
+//! The store's data: nodes with permissions and generation counts, transactions and
+//! watches, with the semantics (and error names) of C xenstored 4.17 for one guest
+//! connection:
+//! - a node the caller may not access is `EACCES`; a missing one is `ENOENT` only if
+//!   the nearest existing ancestor grants the access asked for, else `EACCES` (so a
+//!   guest reading under a removed backend directory owned by dom0 gets `EACCES`);
+//! - a new node inherits its parent's permissions, and an unprivileged creator
+//!   becomes its owner; creating or removing a node changes its parent's generation;
+//! - a transaction works on its own copy, records the generation of every node it
+//!   touches, and its commit fails with `EAGAIN` if any of them changed meanwhile;
+//! - watches fire for the changed node and its ancestors' watches; removal fires the
+//!   watches placed exactly on each removed descendant.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Read access.
+pub(crate) const READ: u8 = 1;
+/// Write access.
+pub(crate) const WRITE: u8 = 2;
+/// The owner's rights beyond read and write (set_perms).
+pub(crate) const OWNER: u8 = 4;
+
+/// One permission entry (`n5`, `r0`, `w3`, `b1`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Perm {
+    pub domid: u16,
+    pub access: u8,
+}
+
+impl Perm {
+    pub(crate) fn parse(s: &[u8]) -> Option<Perm> {
+        let (&kind, digits) = s.split_first()?;
+        let access = match kind {
+            b'n' => 0,
+            b'r' => READ,
+            b'w' => WRITE,
+            b'b' => READ | WRITE,
+            _ => return None,
+        };
+        if digits.is_empty() || digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let v: u32 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+        Some(Perm {
+            domid: u16::try_from(v).ok()?,
+            access,
+        })
+    }
+
+    pub(crate) fn format(&self) -> String {
+        let c = match self.access & (READ | WRITE) {
+            0 => 'n',
+            READ => 'r',
+            WRITE => 'w',
+            _ => 'b',
+        };
+        format!("{c}{}", self.domid)
+    }
+}
+
+/// What `domid` may do on a node with `perms` (dom0 and the owner: everything).
+pub(crate) fn access_of(domid: u16, perms: &[Perm]) -> u8 {
+    let Some(owner) = perms.first() else {
+        return 0;
+    };
+    if domid == 0 || owner.domid == domid {
+        return READ | WRITE | OWNER;
+    }
+    perms
+        .iter()
+        .skip(1)
+        .find(|p| p.domid == domid)
+        .map_or(owner.access, |p| p.access)
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Node {
+    pub value: Vec<u8>,
+    pub perms: Vec<Perm>,
+    pub gen: u64,
+}
+
+pub(crate) type Tree = BTreeMap<String, Node>;
+
+/// The parent of an absolute path (`/` for `/a`); `None` for `/`.
+pub(crate) fn parent(p: &str) -> Option<&str> {
+    if p == "/" {
+        return None;
+    }
+    let i = p.rfind('/')?;
+    Some(if i == 0 { "/" } else { &p[..i] })
+}
+
+fn prefix_of(p: &str) -> String {
+    if p == "/" {
+        "/".into()
+    } else {
+        format!("{p}/")
+    }
+}
+
+/// The paths of `p` and everything below it in `tree`.
+pub(crate) fn subtree(tree: &Tree, p: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if tree.contains_key(p) {
+        out.push(p.to_string());
+    }
+    let prefix = prefix_of(p);
+    out.extend(
+        tree.range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone()),
+    );
+    out
+}
+
+/// The names of `p`'s children, in order.
+pub(crate) fn children(tree: &Tree, p: &str) -> Vec<String> {
+    let prefix = prefix_of(p);
+    tree.range(prefix.clone()..)
+        .take_while(|(k, _)| k.starts_with(&prefix))
+        .filter_map(|(k, _)| {
+            let name = &k[prefix.len()..];
+            (!name.is_empty() && !name.contains('/')).then(|| name.to_string())
+        })
+        .collect()
+}
+
+/// An open transaction.
+struct Tx {
+    tree: Tree,
+    /// Generation of each touched node when first touched (`None`: missing).
+    seen: BTreeMap<String, Option<u64>>,
+    /// Nodes created, changed or removed in the copy.
+    modified: BTreeSet<String>,
+    /// Watch firings held back until the commit: (path, exact).
+    fired: Vec<(String, bool)>,
+}
+
+/// A registered watch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Watch {
+    /// The path as the client gave it (relative or absolute, or `@...`).
+    pub path: String,
+    /// The token.
+    pub token: String,
+}
+
+/// The store, seen from one guest connection.
+pub(crate) struct Store {
+    pub tree: Tree,
+    gen: u64,
+    txs: BTreeMap<u32, Tx>,
+    next_tx: u32,
+    pub watches: Vec<Watch>,
+    /// Watch events waiting to go out: (path as shown, token).
+    pub events: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The guest's domain id.
+    pub domid: u16,
+    /// Commits still to fail with `EAGAIN`.
+    pub fail_commits: u32,
+    /// Commit attempts (`TRANSACTION_END` with `T`).
+    pub commits: u64,
+}
+
+/// An error name as xenstored sends it.
+pub(crate) type Errno = &'static str;
+
+impl Store {
+    pub fn new(domid: u16) -> Store {
+        let mut s = Store {
+            tree: Tree::new(),
+            gen: 0,
+            txs: BTreeMap::new(),
+            next_tx: 1,
+            watches: Vec::new(),
+            events: Vec::new(),
+            domid,
+            fail_commits: 0,
+            commits: 0,
+        };
+        let dom0 = vec![Perm {
+            domid: 0,
+            access: 0,
+        }];
+        for p in ["/", "/local", "/local/domain", "/local/domain/0", "/tool"] {
+            s.put(p, b"", Some(dom0.clone()));
+        }
+        s.put("/local/domain/0/name", b"Domain-0", None);
+        s.put("/local/domain/0/domid", b"0", None);
+        let home = s.home();
+        let own = vec![Perm { domid, access: 0 }];
+        s.put(&home, b"", Some(own));
+        s.put(&format!("{home}/domid"), domid.to_string().as_bytes(), None);
+        s.put(
+            &format!("{home}/name"),
+            format!("guest{domid}").as_bytes(),
+            None,
+        );
+        s
+    }
+
+    /// `/local/domain/<domid>`.
+    pub fn home(&self) -> String {
+        format!("/local/domain/{}", self.domid)
+    }
+
+    /// An absolute path for a client path (relative ones are under the home).
+    pub fn abs(&self, p: &str) -> String {
+        if p.starts_with('/') {
+            p.to_string()
+        } else {
+            format!("{}/{p}", self.home())
+        }
+    }
+
+    fn next_gen(&mut self) -> u64 {
+        self.gen += 1;
+        self.gen
+    }
+
+    // ---- toolstack side (privileged, outside transactions) ------------------------
+
+    /// Writes `value` at `p` as dom0 would, creating missing parents (which inherit
+    /// their parent's permissions); `perms` replaces the node's permissions if given.
+    /// Fires watches.
+    pub fn put(&mut self, p: &str, value: &[u8], perms: Option<Vec<Perm>>) {
+        let p = self.abs(p);
+        self.create_missing(&p, 0, None);
+        let gen = self.next_gen();
+        if let Some(n) = self.tree.get_mut(&p) {
+            n.value = value.to_vec();
+            if let Some(perms) = perms {
+                n.perms = perms;
+            }
+            n.gen = gen;
+        }
+        self.fire(&p, false);
+    }
+
+    /// Removes `p` and everything below it as dom0 would (fires watches). Whether
+    /// anything was there.
+    pub fn remove(&mut self, p: &str) -> bool {
+        let p = self.abs(p);
+        if p == "/" || !self.tree.contains_key(&p) {
+            return false;
+        }
+        self.rm_in(None, &p);
+        true
+    }
+
+    /// Creates `p` and its missing ancestors in the main tree (tx `None`) or a
+    /// transaction's copy, owned by `creator` unless privileged. Returns the created
+    /// paths (top first).
+    fn create_missing(&mut self, p: &str, creator: u16, tx: Option<u32>) -> Vec<String> {
+        let mut missing = Vec::new();
+        let mut cur = p.to_string();
+        let (pname, mut perms) = loop {
+            let tree = self.tree_of(tx);
+            if let Some(n) = tree.get(&cur) {
+                if missing.is_empty() {
+                    return missing;
+                }
+                break (cur.clone(), n.perms.clone());
+            }
+            missing.push(cur.clone());
+            match parent(&cur) {
+                Some(q) => cur = q.to_string(),
+                None => {
+                    // Only "/" itself is missing (never: the root always exists).
+                    break (
+                        String::new(),
+                        vec![Perm {
+                            domid: 0,
+                            access: 0,
+                        }],
+                    );
+                }
+            }
+        };
+        if creator != 0 {
+            if let Some(first) = perms.first_mut() {
+                first.domid = creator;
+            }
+        }
+        let gen = self.next_gen();
+        if let Some(tx_id) = tx {
+            self.touch(tx_id, &pname);
+            for m in &missing {
+                self.touch(tx_id, m);
+            }
+        }
+        let tree = self.tree_of_mut(tx);
+        if let Some(n) = tree.get_mut(&pname) {
+            n.gen = gen;
+        }
+        missing.reverse();
+        for m in &missing {
+            tree.insert(
+                m.clone(),
+                Node {
+                    value: Vec::new(),
+                    perms: perms.clone(),
+                    gen,
+                },
+            );
+        }
+        if let Some(t) = tx.and_then(|id| self.txs.get_mut(&id)) {
+            t.modified.insert(pname);
+            t.modified.extend(missing.iter().cloned());
+        }
+        missing
+    }
+
+    fn tree_of(&self, tx: Option<u32>) -> &Tree {
+        match tx.and_then(|id| self.txs.get(&id)) {
+            Some(t) => &t.tree,
+            None => &self.tree,
+        }
+    }
+
+    fn tree_of_mut(&mut self, tx: Option<u32>) -> &mut Tree {
+        match tx {
+            Some(id) if self.txs.contains_key(&id) => match self.txs.get_mut(&id) {
+                Some(t) => &mut t.tree,
+                None => &mut self.tree,
+            },
+            _ => &mut self.tree,
+        }
+    }
+
+    /// Records the generation a transaction first saw for `p`.
+    fn touch(&mut self, tx: u32, p: &str) {
+        if let Some(t) = self.txs.get_mut(&tx) {
+            if !t.seen.contains_key(p) {
+                let g = t.tree.get(p).map(|n| n.gen);
+                t.seen.insert(p.to_string(), g);
+            }
+        }
+    }
+
+    // ---- watches ----------------------------------------------------------------
+
+    /// Queues events for the watches a change of `p` fires (`exact`: only watches on
+    /// `p` itself, for removed descendants).
+    pub fn fire(&mut self, p: &str, exact: bool) {
+        let home_prefix = format!("{}/", self.home());
+        for w in self.watches.clone() {
+            let wabs = if w.path.starts_with('@') {
+                w.path.clone()
+            } else {
+                self.abs(&w.path)
+            };
+            let hit = p == wabs || (!exact && p.starts_with(&prefix_of(&wabs)));
+            if !hit {
+                continue;
+            }
+            let shown = if w.path.starts_with('/') || w.path.starts_with('@') {
+                p.to_string()
+            } else {
+                p.strip_prefix(&home_prefix).unwrap_or(p).to_string()
+            };
+            self.events
+                .push((shown.into_bytes(), w.token.clone().into_bytes()));
+        }
+    }
+
+    /// In a transaction, holds the firing back until the commit.
+    fn changed(&mut self, tx: Option<u32>, p: &str, exact: bool) {
+        match tx.and_then(|id| self.txs.get_mut(&id)) {
+            Some(t) => t.fired.push((p.to_string(), exact)),
+            None => self.fire(p, exact),
+        }
+    }
+
+    // ---- guest operations -------------------------------------------------------
+
+    /// The transaction `tx_id` names (`None` for 0), or `ENOENT`.
+    pub fn tx(&self, tx_id: u32) -> Result<Option<u32>, Errno> {
+        match tx_id {
+            0 => Ok(None),
+            id if self.txs.contains_key(&id) => Ok(Some(id)),
+            _ => Err("ENOENT"),
+        }
+    }
+
+    /// The node at `p` if the guest has all of `perm` on it (C `get_node`).
+    fn get_node(&mut self, tx: Option<u32>, p: &str, perm: u8) -> Result<Node, Errno> {
+        if let Some(id) = tx {
+            self.touch(id, p);
+        }
+        let domid = self.domid;
+        match self.tree_of(tx).get(p) {
+            Some(n) if access_of(domid, &n.perms) & perm == perm => Ok(n.clone()),
+            Some(_) => Err(self.errno_from_parents(tx, p, "EACCES", perm)),
+            None => Err(self.errno_from_parents(tx, p, "ENOENT", perm)),
+        }
+    }
+
+    /// `err` if the nearest existing ancestor of `p` grants any of `perm`, else
+    /// `EACCES` (the guest learns nothing about nodes it cannot see).
+    fn errno_from_parents(&self, tx: Option<u32>, p: &str, err: Errno, perm: u8) -> Errno {
+        let tree = self.tree_of(tx);
+        let mut cur = p;
+        while let Some(q) = parent(cur) {
+            if let Some(n) = tree.get(q) {
+                return if access_of(self.domid, &n.perms) & perm != 0 {
+                    err
+                } else {
+                    "EACCES"
+                };
+            }
+            cur = q;
+        }
+        "EACCES"
+    }
+
+    pub fn op_read(&mut self, tx: Option<u32>, p: &str) -> Result<Vec<u8>, Errno> {
+        Ok(self.get_node(tx, p, READ)?.value)
+    }
+
+    pub fn op_write(&mut self, tx: Option<u32>, p: &str, value: &[u8]) -> Result<(), Errno> {
+        match self.get_node(tx, p, WRITE) {
+            Ok(_) => {}
+            Err("ENOENT") => {
+                self.create_missing(p, self.domid, tx);
+            }
+            Err(e) => return Err(e),
+        }
+        let gen = self.next_gen();
+        if let Some(n) = self.tree_of_mut(tx).get_mut(p) {
+            n.value = value.to_vec();
+            n.gen = gen;
+        }
+        if let Some(t) = tx.and_then(|id| self.txs.get_mut(&id)) {
+            t.modified.insert(p.to_string());
+        }
+        self.changed(tx, p, false);
+        Ok(())
+    }
+
+    pub fn op_mkdir(&mut self, tx: Option<u32>, p: &str) -> Result<(), Errno> {
+        match self.get_node(tx, p, WRITE) {
+            Ok(_) => Ok(()),
+            Err("ENOENT") => {
+                self.create_missing(p, self.domid, tx);
+                self.changed(tx, p, false);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn op_rm(&mut self, tx: Option<u32>, p: &str) -> Result<(), Errno> {
+        match self.get_node(tx, p, WRITE) {
+            Ok(_) if p == "/" => Err("EINVAL"),
+            Ok(_) => {
+                self.rm_in(tx, p);
+                Ok(())
+            }
+            Err("ENOENT") => match parent(p).map(|q| self.tree_of(tx).contains_key(q)) {
+                Some(true) => Ok(()),
+                _ => Err("ENOENT"),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    fn rm_in(&mut self, tx: Option<u32>, p: &str) {
+        let gone = subtree(self.tree_of(tx), p);
+        if let Some(id) = tx {
+            for g in &gone {
+                self.touch(id, g);
+            }
+            if let Some(q) = parent(p) {
+                self.touch(id, q);
+            }
+        }
+        let gen = self.next_gen();
+        let tree = self.tree_of_mut(tx);
+        for g in &gone {
+            tree.remove(g);
+        }
+        if let Some(n) = parent(p).and_then(|q| tree.get_mut(q)) {
+            n.gen = gen;
+        }
+        if let Some(t) = tx.and_then(|id| self.txs.get_mut(&id)) {
+            t.modified.extend(gone.iter().cloned());
+            if let Some(q) = parent(p) {
+                t.modified.insert(q.to_string());
+            }
+        }
+        // Deepest first, as xenstored deletes; the top node fires its ancestors'
+        // watches too.
+        for g in gone.iter().rev() {
+            self.changed(tx, g, g != p);
+        }
+    }
+
+    pub fn op_directory(&mut self, tx: Option<u32>, p: &str) -> Result<Vec<u8>, Errno> {
+        self.get_node(tx, p, READ)?;
+        let mut out = Vec::new();
+        for c in children(self.tree_of(tx), p) {
+            out.extend_from_slice(c.as_bytes());
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    pub fn op_get_perms(&mut self, tx: Option<u32>, p: &str) -> Result<Vec<u8>, Errno> {
+        let n = self.get_node(tx, p, READ)?;
+        let mut out = Vec::new();
+        for perm in &n.perms {
+            out.extend_from_slice(perm.format().as_bytes());
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    pub fn op_set_perms(
+        &mut self,
+        tx: Option<u32>,
+        p: &str,
+        perms: Vec<Perm>,
+    ) -> Result<(), Errno> {
+        if perms.is_empty() {
+            return Err("EINVAL");
+        }
+        let n = self.get_node(tx, p, WRITE | OWNER)?;
+        let owner = n.perms.first().map(|q| q.domid);
+        if self.domid != 0 && perms.first().map(|q| q.domid) != owner {
+            return Err("EPERM");
+        }
+        let gen = self.next_gen();
+        if let Some(n) = self.tree_of_mut(tx).get_mut(p) {
+            n.perms = perms;
+            n.gen = gen;
+        }
+        if let Some(t) = tx.and_then(|id| self.txs.get_mut(&id)) {
+            t.modified.insert(p.to_string());
+        }
+        self.changed(tx, p, false);
+        Ok(())
+    }
+
+    pub fn op_watch(&mut self, path: &str, token: &str) -> Result<(), Errno> {
+        if self
+            .watches
+            .iter()
+            .any(|w| w.path == path && w.token == token)
+        {
+            return Err("EEXIST");
+        }
+        self.watches.push(Watch {
+            path: path.to_string(),
+            token: token.to_string(),
+        });
+        // xenstored fires a new watch once at once, with the path as registered.
+        self.events
+            .push((path.as_bytes().to_vec(), token.as_bytes().to_vec()));
+        Ok(())
+    }
+
+    pub fn op_unwatch(&mut self, path: &str, token: &str) -> Result<(), Errno> {
+        let before = self.watches.len();
+        self.watches
+            .retain(|w| !(w.path == path && w.token == token));
+        if self.watches.len() == before {
+            Err("ENOENT")
+        } else {
+            Ok(())
+        }
+    }
+
+    pub fn op_transaction_start(&mut self) -> u32 {
+        let id = self.next_tx;
+        self.next_tx = self.next_tx.wrapping_add(1).max(1);
+        self.txs.insert(
+            id,
+            Tx {
+                tree: self.tree.clone(),
+                seen: BTreeMap::new(),
+                modified: BTreeSet::new(),
+                fired: Vec::new(),
+            },
+        );
+        id
+    }
+
+    pub fn op_transaction_end(&mut self, id: u32, commit: bool) -> Result<(), Errno> {
+        let t = self.txs.remove(&id).ok_or("ENOENT")?;
+        if !commit {
+            return Ok(());
+        }
+        self.commits += 1;
+        if self.fail_commits > 0 {
+            self.fail_commits -= 1;
+            return Err("EAGAIN");
+        }
+        let conflict = t
+            .seen
+            .iter()
+            .any(|(p, g)| self.tree.get(p).map(|n| n.gen) != *g);
+        if conflict {
+            return Err("EAGAIN");
+        }
+        let gen = self.next_gen();
+        for p in &t.modified {
+            match t.tree.get(p) {
+                Some(n) => {
+                    let mut n = n.clone();
+                    n.gen = gen;
+                    self.tree.insert(p.clone(), n);
+                }
+                None => {
+                    self.tree.remove(p);
+                }
+            }
+        }
+        for (p, exact) in t.fired {
+            self.fire(&p, exact);
+        }
+        Ok(())
+    }
+
+    /// XS_RESET_WATCHES: drops every watch and transaction of the connection.
+    pub fn reset_watches(&mut self) {
+        self.watches.clear();
+        self.txs.clear();
+    }
+
+    /// Open transactions.
+    pub fn open_transactions(&self) -> usize {
+        self.txs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn perms_parse_and_format() {
+        for s in ["n0", "r5", "w65535", "b1"] {
+            assert_eq!(Perm::parse(s.as_bytes()).unwrap().format(), s);
+        }
+        for bad in ["", "x1", "r", "r65536", "r-1", "r 1", "r123456"] {
+            assert_eq!(Perm::parse(bad.as_bytes()), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn missing_nodes_under_unreadable_parents_are_eacces() {
+        let mut s = Store::new(3);
+        let dom0 = vec![Perm {
+            domid: 0,
+            access: 0,
+        }];
+        s.put("/local/domain/0/backend/vbd/3/1", b"", Some(dom0.clone()));
+        s.put(
+            "/local/domain/0/backend/vbd/3/1/state",
+            b"4",
+            Some(vec![
+                Perm {
+                    domid: 0,
+                    access: 0,
+                },
+                Perm {
+                    domid: 3,
+                    access: READ,
+                },
+            ]),
+        );
+        let state = "/local/domain/0/backend/vbd/3/1/state";
+        // Only the node's own permissions count for a node that exists.
+        assert_eq!(s.op_read(None, state), Ok(b"4".to_vec()));
+        let other = "/local/domain/0/backend/vbd/3/1/nothing";
+        assert_eq!(s.op_read(None, other), Err("EACCES"), "parent not readable");
+        s.put(
+            "/local/domain/0/backend/vbd/3/1",
+            b"",
+            Some(vec![
+                Perm {
+                    domid: 0,
+                    access: 0,
+                },
+                Perm {
+                    domid: 3,
+                    access: READ,
+                },
+            ]),
+        );
+        assert_eq!(s.op_read(None, other), Err("ENOENT"), "parent readable");
+        s.remove("/local/domain/0/backend/vbd/3/1");
+        assert_eq!(s.op_read(None, state), Err("EACCES"), "directory removed");
+        assert_eq!(
+            s.op_read(None, "/local/domain/3/nothing"),
+            Err("ENOENT"),
+            "own tree"
+        );
+        assert_eq!(s.op_write(None, "/local/domain/0/x", b""), Err("EACCES"));
+    }
+
+    #[test]
+    fn guest_creates_nodes_it_owns_and_transactions_conflict() {
+        let mut s = Store::new(3);
+        s.op_write(None, "/local/domain/3/a/b", b"v").unwrap();
+        assert_eq!(s.tree["/local/domain/3/a"].perms[0].domid, 3);
+        let t = s.op_transaction_start();
+        assert_eq!(s.op_read(Some(t), "/local/domain/3/a/b"), Ok(b"v".to_vec()));
+        s.op_write(Some(t), "/local/domain/3/a/c", b"w").unwrap();
+        assert_eq!(s.op_read(None, "/local/domain/3/a/c"), Err("ENOENT"));
+        s.put("/local/domain/3/a/b", b"changed", None);
+        assert_eq!(s.op_transaction_end(t, true), Err("EAGAIN"));
+        let t = s.op_transaction_start();
+        s.op_write(Some(t), "/local/domain/3/a/c", b"w").unwrap();
+        s.put("/local/domain/3/unrelated", b"x", None);
+        s.op_transaction_end(t, true).unwrap();
+        assert_eq!(s.op_read(None, "/local/domain/3/a/c"), Ok(b"w".to_vec()));
+        assert_eq!(
+            s.op_read(None, "/local/domain/3/unrelated"),
+            Ok(b"x".to_vec())
+        );
+    }
+
+    #[test]
+    fn removal_fires_exact_watches_below_and_relative_paths_show_relative() {
+        let mut s = Store::new(3);
+        s.put("/local/domain/3/d/x/state", b"1", None);
+        s.op_watch("d/x/state", "t1").unwrap();
+        s.op_watch("/local/domain/3/d", "t2").unwrap();
+        s.events.clear();
+        s.remove("/local/domain/3/d");
+        let ev: Vec<(String, String)> = s
+            .events
+            .iter()
+            .map(|(p, t)| {
+                (
+                    String::from_utf8_lossy(p).into_owned(),
+                    String::from_utf8_lossy(t).into_owned(),
+                )
+            })
+            .collect();
+        assert!(ev.contains(&("d/x/state".into(), "t1".into())), "{ev:?}");
+        assert!(
+            ev.contains(&("/local/domain/3/d".into(), "t2".into())),
+            "{ev:?}"
+        );
+        assert!(
+            !ev.iter()
+                .any(|(p, t)| t == "t2" && p != "/local/domain/3/d"),
+            "{ev:?}"
+        );
+    }
+}
