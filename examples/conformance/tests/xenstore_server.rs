@@ -12,7 +12,7 @@ use xenbus::frontend::{BackendEvent, FrontendHandshake};
 use xenbus::power::{PowerControl, PowerEvent, PowerFeatures};
 use xenbus::{ErrnoName, Error, Store, XenbusState, Xenstore};
 
-const T: Duration = Duration::from_millis(200);
+const T: Duration = Duration::from_millis(50);
 
 #[test]
 fn frontend_handshake_with_a_backend_peer() {
