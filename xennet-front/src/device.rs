@@ -455,8 +455,10 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
             if !qu.live {
                 qu.allocate(&self.platform, self.neg.tx_buffers, self.neg.rx_buffers)?;
             }
-            qu.tx.attach(self.grants, self.backend, self.ring_start)?;
-            qu.rx.attach(self.grants, self.backend, self.ring_start)?;
+            qu.tx
+                .attach(&self.platform, self.grants, self.backend, self.ring_start)?;
+            qu.rx
+                .attach(&self.platform, self.grants, self.backend, self.ring_start)?;
             let tp = xen.evtchn_alloc_unbound(self.backend)?;
             qu.tx_port = Some(tp);
             qu.rx_port = Some(if self.neg.split_event_channels {
@@ -1140,6 +1142,13 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
 
     pub(crate) fn teardown_for_test(&mut self) {
         self.teardown();
+    }
+
+    /// Connects again after `teardown_for_test` (a reconnect without xenstore).
+    pub(crate) fn reattach_for_test(&mut self) -> Result<(), Error> {
+        self.setup()?;
+        self.connected = true;
+        Ok(())
     }
 
     pub(crate) fn queue_rings(

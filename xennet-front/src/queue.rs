@@ -145,6 +145,24 @@ impl RingPage {
         Ok(r)
     }
 
+    /// The ring's page for a new connection: `mem` (the page itself) once its
+    /// old grant could be ended, or else a fresh page. A page the backend still
+    /// maps (its grant kept by a teardown, XSA-396) is never written, reused nor
+    /// freed: it is dropped here, leaked with its grant.
+    fn reclaim<P: Platform + ?Sized, const N: usize>(
+        &mut self,
+        p: &P,
+        g: &GrantTable<N>,
+        mem: SharedPages,
+    ) -> Result<SharedPages, Error> {
+        if self.end(g) {
+            return Ok(mem);
+        }
+        let (page, fresh) = RingPage::new(p)?;
+        *self = page;
+        Ok(fresh)
+    }
+
     /// Ends the ring's grant; `false` if the backend still maps it (the page then
     /// stays out of reuse: we keep the grant and never touch the page again).
     fn end<const N: usize>(&mut self, g: &GrantTable<N>) -> bool {
@@ -240,13 +258,17 @@ impl TxQueue {
     }
 
     /// Fresh ring (at index `start`) and grant, for a (re)connect. All ids free.
-    pub(crate) fn attach<const N: usize>(
+    /// A ring page the backend still maps is left alone for good and replaced
+    /// (see [`RingPage::reclaim`]).
+    pub(crate) fn attach<P: Platform + ?Sized, const N: usize>(
         &mut self,
+        p: &P,
         g: &GrantTable<N>,
         be: DomId,
         start: u32,
     ) -> Result<GrantRef, Error> {
-        let mem = core::mem::replace(&mut self.ring, FrontRing::detached()).into_region();
+        let old = core::mem::replace(&mut self.ring, FrontRing::detached()).into_region();
+        let mem = self.page.reclaim(p, g, old)?;
         self.ring = FrontRing::init_at(mem, start).map_err(|_| Error::NoMemory)?;
         self.page.grant(g, be)
     }
@@ -726,13 +748,17 @@ impl RxQueue {
         self.pool.allocate(p, buffers)
     }
 
-    pub(crate) fn attach<const N: usize>(
+    /// Fresh ring (at index `start`) and grant, for a (re)connect; as
+    /// [`TxQueue::attach`].
+    pub(crate) fn attach<P: Platform + ?Sized, const N: usize>(
         &mut self,
+        p: &P,
         g: &GrantTable<N>,
         be: DomId,
         start: u32,
     ) -> Result<GrantRef, Error> {
-        let mem = core::mem::replace(&mut self.ring, FrontRing::detached()).into_region();
+        let old = core::mem::replace(&mut self.ring, FrontRing::detached()).into_region();
+        let mem = self.page.reclaim(p, g, old)?;
         self.ring = FrontRing::init_at(mem, start).map_err(|_| Error::NoMemory)?;
         self.chain = Chain::new();
         self.page.grant(g, be)

@@ -1840,3 +1840,87 @@ fn rx_response_while_buffer_mapped_fails_and_quarantines() {
     assert_eq!(dev.stats().quarantined_pages, 1);
     frames.store_u16(off, frames.load_u16(off) & !gabi::GTF_WRITING);
 }
+
+/// Row 26 / G1 at teardown (issue 16 item 8): the backend still maps both ring
+/// pages, a posted rx buffer and an in-flight tx buffer when the device is torn
+/// down. Those four grants stay (their pages quarantined and counted), every other
+/// grant ends. Connecting again takes fresh ring pages (the old ones were granted
+/// again and re-initialised before: written while the backend mapped them), never
+/// posts or sends from a kept page, and leaves the kept pages' bytes alone.
+#[test]
+fn teardown_with_rings_and_buffers_mapped_quarantines_them() {
+    let env = Env::new();
+    let mut dev = device(&env, Config::default(), all_features());
+    let mut be = FakeBackend::attach(&env, &dev, 0, 0);
+    dev.send(&pattern(60, 0)).unwrap();
+    let tx_req = be.take_tx_requests()[0];
+    let rx_req = be.next_rx_req().unwrap();
+    let (tr, rr) = dev.queue_rings(0).unwrap();
+    let kept = [tr, rr, GrantRef(tx_req.gref), GrantRef(rx_req.gref)];
+    let frames = env.g.frames().unwrap();
+    let mapped = |r: GrantRef, on: bool| {
+        let off = r.0 as usize * 8 + gabi::ENTRY_V1_FLAGS;
+        let f = frames.load_u16(off);
+        let busy = gabi::GTF_READING | gabi::GTF_WRITING;
+        frames.store_u16(off, if on { f | busy } else { f & !busy });
+    };
+    let gfn_of = |r: GrantRef| Gfn(u64::from(env.g.entry(r).unwrap().frame));
+    let kept_frames: Vec<Gfn> = kept.iter().map(|&r| gfn_of(r)).collect();
+    let page_bytes = |g: Gfn| {
+        let mut v = vec![0u8; PAGE_SIZE];
+        SharedMem::map_gfn(&env.p, g).unwrap().read(0, &mut v);
+        v
+    };
+    for r in kept {
+        mapped(r, true);
+    }
+    let snap: Vec<Vec<u8>> = kept_frames.iter().map(|&g| page_bytes(g)).collect();
+    dev.teardown_for_test();
+    assert_eq!(dev.stats().quarantined_pages, 4);
+    assert_eq!(env.g.in_use(), 4, "only the mapped grants are left");
+    for (r, g) in kept.iter().zip(&kept_frames) {
+        let e = env.g.entry(*r).unwrap();
+        assert_ne!(e.flags & gabi::GTF_PERMIT_ACCESS, 0, "grant {} kept", r.0);
+        assert_eq!(gfn_of(*r), *g);
+    }
+
+    dev.reattach_for_test().unwrap();
+    let mut be = FakeBackend::attach(&env, &dev, 0, 0);
+    let (tr2, rr2) = dev.queue_rings(0).unwrap();
+    assert!(!kept_frames.contains(&gfn_of(tr2)), "a fresh tx ring page");
+    assert!(!kept_frames.contains(&gfn_of(rr2)), "a fresh rx ring page");
+    let mut posted = 0;
+    while let Some(r) = be.next_rx_req() {
+        assert!(
+            !kept_frames.contains(&gfn_of(GrantRef(r.gref))),
+            "rx page reused"
+        );
+        posted += 1;
+    }
+    assert_eq!(posted, 255, "every rx page but the quarantined one posted");
+    // Every tx page goes out once or more; the kept one never.
+    let n = if cfg!(miri) { 40 } else { 300 };
+    for i in 0..n {
+        dev.send(&pattern(60, i)).unwrap();
+        for r in be.take_tx_requests() {
+            assert!(
+                !kept_frames.contains(&gfn_of(GrantRef(r.gref))),
+                "tx page reused"
+            );
+            be.tx
+                .push_response(&TxResponse {
+                    id: r.id,
+                    status: netif::RSP_OKAY,
+                })
+                .unwrap();
+        }
+        be.publish_tx();
+        dev.poll().unwrap();
+    }
+    for (g, s) in kept_frames.iter().zip(&snap) {
+        assert!(page_bytes(*g) == *s, "kept page {:#x} written", g.0);
+    }
+    for r in kept {
+        mapped(r, false);
+    }
+}
