@@ -107,6 +107,19 @@ fn unikernel_console_disk_reboot_and_shutdown() {
     assert!(e["total"].as_u64().unwrap() >= e["by_reason"]["io_hypercall"].as_u64().unwrap());
     assert!(e["before_first_output"].as_u64().is_some(), "{j}");
 
+    // Idle, the kernel sleeps until an event or a real deadline (tickless): with a
+    // disk and nothing to do it must not wake every few milliseconds (10 ms waits
+    // cost about 200 exits a second: a timer hypercall, a halt, an interrupt).
+    let total = |d: &Daemon| {
+        d.list_long(&["uk".into()]).unwrap()[0]["vm_exits"]["total"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = total(&d);
+    std::thread::sleep(Duration::from_secs(3));
+    let idle = total(&d) - before;
+    assert!(idle < 60, "{idle} VM exits in 3 s of idling");
+
     // Reboot: on_reboot = restart makes a new domain with the same name.
     d.shutdown("uk", PowerRequest::Reboot).unwrap();
     let new =
@@ -222,6 +235,21 @@ fn unikernel_network_from_the_host_through_a_tap() {
         let _ = s.read_to_string(&mut page);
         if !page.starts_with("HTTP/1.0 200 OK") {
             return Err(format!("odd page: {page:?}"));
+        }
+        // Idle with a network interface: it sleeps until smoltcp's next timer or an
+        // event, not in 10 ms slices.
+        let total = || -> Result<u64, String> {
+            let j = d.list_long(&["net".into()]).map_err(|e| e.to_string())?;
+            j[0]["vm_exits"]["total"]
+                .as_u64()
+                .ok_or(format!("no exits: {j}"))
+        };
+        std::thread::sleep(Duration::from_secs(1));
+        let before = total()?;
+        std::thread::sleep(Duration::from_secs(3));
+        let idle = total()? - before;
+        if idle >= 60 {
+            return Err(format!("{idle} VM exits in 3 s of idling"));
         }
         d.shutdown("net", PowerRequest::Poweroff)
             .map_err(|e| e.to_string())?;

@@ -97,6 +97,18 @@ impl Pinger {
         self.sent >= self.count && now_ns >= self.wait_until
     }
 
+    /// When [`Pinger::step`] next has something to do, for a caller that sleeps
+    /// between steps: `None` once finished, `Some(0)` when the next request is due
+    /// now (the previous one answered, or none sent yet), else the time the request
+    /// in flight is given up (on the clock `step` is given). Replies wake the
+    /// caller through the device's own events, not through this deadline.
+    pub fn next_deadline(&self) -> Option<u64> {
+        if self.sent >= self.count {
+            return (self.wait_until != 0).then_some(self.wait_until);
+        }
+        Some(self.wait_until)
+    }
+
     /// Takes the replies waiting in `sock`, then sends the next request if the
     /// previous one is answered or timed out. `now_ns` is any monotonic clock in
     /// nanoseconds; `caps` is the device's checksum capabilities (what
@@ -132,6 +144,9 @@ impl Pinger {
             return false;
         }
         if self.sent >= self.count {
+            // Given up on the last request (or it was answered): nothing is in
+            // flight any more, so a late reply is not counted.
+            self.wait_until = 0;
             return true;
         }
         let repr = Icmpv4Repr::EchoRequest {
@@ -192,6 +207,35 @@ mod tests {
             }
         }
         panic!("the ping never finished: {p:?}");
+    }
+
+    /// A caller that sleeps until `next_deadline` (no events: the target is silent)
+    /// wakes once per request and finishes; `None` only once finished.
+    #[test]
+    fn next_deadline_lets_a_sleeping_caller_finish() {
+        let mut sock = icmp::Socket::new(
+            icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0u8; 512]),
+            icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0u8; 512]),
+        );
+        sock.bind(icmp::Endpoint::Ident(IDENT)).unwrap();
+        let caps = ChecksumCapabilities::default();
+        let target = Ipv4Address::new(10, 0, 0, 9);
+        let mut p = Pinger::new(target, IDENT, 2, Duration::from_millis(50), b"test");
+        assert_eq!(p.next_deadline(), Some(0), "the first request is due at once");
+        let mut now = 5_000_000;
+        let mut wakeups = 0;
+        while let Some(deadline) = p.next_deadline() {
+            now = now.max(deadline);
+            wakeups += 1;
+            assert!(wakeups <= 3, "woke {wakeups} times: {p:?}");
+            if p.step(&mut sock, &caps, now) {
+                assert_eq!(p.next_deadline(), None, "finished: nothing left to wake for");
+                break;
+            }
+            assert_eq!(p.next_deadline(), Some(now + 50_000_000), "{p:?}");
+        }
+        assert_eq!((p.sent(), p.replies(), wakeups), (2, 0, 3));
+        assert!(p.finished(now));
     }
 
     #[test]

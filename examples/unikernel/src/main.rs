@@ -322,6 +322,12 @@ fn run(k: &'static Kernel, cmdline: &str) -> ! {
     let started = k.now_ns();
     let mut ready = false;
     loop {
+        // Tickless: each round ends by sleeping until the next real deadline (a
+        // network timer, the ping) or an event. A wait inside the round (a xenstore
+        // request, a full console ring) takes the upcall of any event that comes
+        // meanwhile, so if upcalls moved during the round, another round runs at
+        // once instead of sleeping on work already signalled.
+        let upcalls = k.upcalls.load(core::sync::atomic::Ordering::Relaxed);
         match power.poll(&mut xs) {
             Ok(Some(ev)) => {
                 say!("power: {} requested\n", ev.as_str());
@@ -396,7 +402,15 @@ fn run(k: &'static Kernel, cmdline: &str) -> ! {
                 core::str::from_utf8(inb.get(..n).unwrap_or_default()).unwrap_or("(not UTF-8)")
             );
         }
-        k.wait();
+        if k.upcalls.load(core::sync::atomic::Ordering::Relaxed) != upcalls {
+            continue;
+        }
+        let deadline = nics
+            .iter_mut()
+            .filter_map(|n| n.next_deadline(k))
+            .min()
+            .unwrap_or(u64::MAX);
+        k.wait_until(deadline);
     }
 }
 

@@ -229,6 +229,26 @@ impl Nic {
         self.ping.done
     }
 
+    /// The next time (Xen system time, ns) this interface has work without an
+    /// event: smoltcp's next timer (ARP, TCP retransmissions and timeouts) or the
+    /// ping's; `None` when only an event can give it work.
+    pub fn next_deadline(&mut self, k: &Kernel) -> Option<u64> {
+        let smol = self.iface.poll_at(now(k), &self.sockets).map(|at| {
+            u64::try_from(at.total_micros())
+                .unwrap_or(0)
+                .saturating_mul(1000)
+        });
+        let ping = if self.ping.done {
+            None
+        } else {
+            self.ping.pinger.next_deadline()
+        };
+        match (smol, ping) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Follows the backend, runs smoltcp and the services once; an error means
     /// the device is unusable. Status-page requests that are complete wait for
     /// [`Nic::answer_status`].

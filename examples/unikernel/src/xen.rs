@@ -18,6 +18,10 @@ use crate::mem::{PageAlloc, MAX_PAGES};
 /// How long one `wait` blocks at most when no event comes.
 pub const WAIT_NS: u64 = 10_000_000;
 
+/// The longest a `wait_until` sleeps, whatever the deadline: a guard against a
+/// lost wakeup, not a tick (an idle kernel wakes this rarely).
+pub const MAX_SLEEP_NS: u64 = 10_000_000_000;
+
 /// `HVM_PARAM_CALLBACK_IRQ` value type "vector" (`hvm/params.h`: bits 63:56 = 2).
 const CALLBACK_VIA_VECTOR: u64 = 2 << 56;
 
@@ -87,7 +91,11 @@ impl Kernel {
 
     /// Arms the one-shot timer `ns` from now; `false` if Xen refused both ways.
     fn arm_timer(&self, ns: u64) -> bool {
-        let deadline = self.now_ns().saturating_add(ns);
+        self.arm_timer_at(self.now_ns().saturating_add(ns))
+    }
+
+    /// Arms the one-shot timer for Xen system time `deadline`.
+    fn arm_timer_at(&self, deadline: u64) -> bool {
         let xen = self.xen();
         xen.vcpu_set_singleshot_timer(0, deadline, 0).is_ok() || xen.set_timer_op(deadline).is_ok()
     }
@@ -141,6 +149,22 @@ unsafe impl Platform for Kernel {
         // sleeps until an interrupt (an event or the timer just armed: `sti` takes
         // effect after `hlt` starts, so one that is already pending wakes it), and
         // `cli` restores the kernel's interrupts-off state.
+        unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+    }
+
+    fn wait_until(&self, deadline_ns: u64) {
+        let now = self.now_ns();
+        if deadline_ns <= now {
+            return;
+        }
+        let deadline = deadline_ns.min(now.saturating_add(MAX_SLEEP_NS));
+        if !self.blocking.load(Ordering::Acquire) || !self.arm_timer_at(deadline) {
+            return self.wait();
+        }
+        self.blocks.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as in `wait`: the IDT handles the upcall vector and every
+        // exception, an interrupt already pending wakes `hlt`, and `cli` restores
+        // the interrupts-off state.
         unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) };
     }
 
