@@ -125,13 +125,22 @@ impl<'a> Out<'a> {
 
     fn say(&mut self, msg: &str) {
         if let Some(c) = self.ring.as_mut() {
-            if c.write(msg.as_bytes()).is_ok() {
-                return;
+            match c.write(msg.as_bytes()) {
+                Ok(()) => return,
+                Err(e) => self.give_up_ring("output", &e),
             }
-            self.ring = None;
-            early(self.g, "console ring failed; using CONSOLEIO_write\n");
         }
         early(self.g, msg);
+    }
+
+    /// The ring failed (the backend broke its protocol, or went away): say why,
+    /// and use `CONSOLEIO_write` from now on.
+    fn give_up_ring(&mut self, what: &str, e: &dyn std::fmt::Display) {
+        self.ring = None;
+        early(
+            self.g,
+            &format!("console ring failed ({what}): {e}; using CONSOLEIO_write\n"),
+        );
     }
 
     /// Waits (bounded) until the backend took all output: before powering off.
@@ -141,11 +150,13 @@ impl<'a> Out<'a> {
         }
     }
 
-    /// Echoes console input, if any came.
+    /// Echoes console input, if any came. A read that fails (the backend's
+    /// indices are impossible) gives the ring up, with the reason.
     fn echo(&mut self) {
         let mut buf = [0u8; 256];
         let n = match self.ring.as_mut().map(|c| c.read(&mut buf)) {
             Some(Ok(n)) if n > 0 => n,
+            Some(Err(e)) => return self.give_up_ring("input", &e),
             _ => return,
         };
         let text = String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned();
@@ -422,7 +433,14 @@ impl<'g> Disk<'g> {
         dev.connect(xs)?;
         let mut disk = Disk { label, dev };
         if let Err(e) = disk.exercise(out) {
-            out.say(&format!("disk {}: {e}\n", disk.label));
+            // (The caller reports `e`.) A backend that went away meanwhile is
+            // the likelier cause of a timeout: say so.
+            if let Ok(Some(xbd_front::DeviceEvent::Disconnected(st))) = disk.dev.poll_events(xs) {
+                out.say(&format!(
+                    "disk {}: the backend went to {st:?} during I/O\n",
+                    disk.label
+                ));
+            }
             let _ = disk.dev.close(xs);
             return Err(e);
         }

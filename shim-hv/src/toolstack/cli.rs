@@ -45,6 +45,11 @@ pub enum Command {
         /// Leave the domain paused (`shim-hv unpause` starts it).
         #[arg(short = 'p')]
         paused: bool,
+        /// Run DEVICE's backend in a hostile mode (repeatable; over the config's
+        /// `hostile` key): xvda=blk.never_answers, vif0=net.tx_bad_id,
+        /// console=console.out_cons_past_prod. Modes: docs/hostile-mode.md.
+        #[arg(long = "hostile", value_name = "DEVICE=MODE")]
+        hostile: Vec<String>,
         /// The config file (xl.cfg(5); xm-style plain values accepted).
         config: PathBuf,
     },
@@ -208,6 +213,7 @@ fn execute(
             console,
             dry_run,
             paused,
+            hostile,
             config,
         } => {
             let how = CreateFlags {
@@ -215,7 +221,7 @@ fn execute(
                 console,
                 paused,
             };
-            create(&client, ctx, &config, how, out, err)
+            create(&client, ctx, &config, how, &hostile, out, err)
         }
         Command::Pause { domain } => {
             client.call(&Request::Pause { dom: domain })?;
@@ -407,6 +413,7 @@ fn create(
     ctx: &Context,
     path: &Path,
     how: CreateFlags,
+    hostile: &[String],
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), Error> {
@@ -422,6 +429,9 @@ fn create(
     let (text, mut cfg) = load_config(path, &ctx.cwd)?;
     for warning in &cfg.warnings {
         w(err, format_args!("{warning}\n"))?;
+    }
+    for h in hostile {
+        cfg.add_hostile(h, "--hostile")?;
     }
     check_config(&cfg)?;
     if dry_run {
@@ -460,6 +470,7 @@ fn create(
         text,
         cwd: ctx.cwd.display().to_string(),
         paused,
+        hostile: hostile.to_vec(),
     })?;
     let Reply::Created { domid, name } = reply else {
         return Err(Error::Protocol(format!("{reply:?}")));

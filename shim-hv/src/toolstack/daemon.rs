@@ -291,9 +291,12 @@ impl Daemon {
             // Before the guest runs: its vCPU (or first thread) holds at once.
             self.hv.pause_domain(&dom);
         }
-        if let Err(e) = self.consoles.start(&dom, Sink::None) {
-            self.teardown(id, None);
-            return Err(Error::Daemon(format!("domain {}'s console: {e}", id.0)));
+        match self.consoles.start(&dom, Sink::None) {
+            Ok(c) => c.set_hostile(super::devices::console_hostile(&config)),
+            Err(e) => {
+                self.teardown(id, None);
+                return Err(Error::Daemon(format!("domain {}'s console: {e}", id.0)));
+            }
         }
         // Device nodes exist before the guest runs, as libxl writes them before it
         // unpauses a domain.
@@ -596,7 +599,8 @@ impl Daemon {
                 text,
                 cwd,
                 paused,
-            } => self.create_from_text(&file, &text, &cwd, paused),
+                hostile,
+            } => self.create_from_text(&file, &text, &cwd, paused, &hostile),
             Request::Pause { dom } => self.pause(&dom).map(|d| Reply::Acted { domid: d.0 }),
             Request::Unpause { dom } => self.unpause(&dom).map(|d| Reply::Acted { domid: d.0 }),
             Request::List => Ok(Reply::Domains {
@@ -658,8 +662,12 @@ impl Daemon {
         text: &str,
         cwd: &str,
         paused: bool,
+        hostile: &[String],
     ) -> Result<Reply, Error> {
         let mut cfg = DomainConfig::parse_str(file, text)?;
+        for h in hostile {
+            cfg.add_hostile(h, "--hostile")?;
+        }
         resolve_paths(&mut cfg, Path::new(cwd));
         let name = cfg.name.clone();
         let id = self.create_paused(cfg, paused)?;

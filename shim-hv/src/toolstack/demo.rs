@@ -249,6 +249,7 @@ fn session(
             console: false,
             dry_run: false,
             paused: false,
+            hostile: Vec::new(),
             config: PathBuf::from("demo.cfg"),
         },
     )?;

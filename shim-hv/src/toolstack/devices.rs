@@ -40,6 +40,12 @@
 //! - `rate=`, `vifname=`, `vlan=`, `gatewaydev=` have no effect on the in-process
 //!   bridge: [`ignored_settings`] warns about them.
 //!
+//! hostile modes (shim-hv's `hostile` key and `create --hostile`, see
+//! docs/hostile-mode.md): each disk or vif named there gets its backend's mode
+//! ([`BlkConfig::hostile`], [`NetConfig::hostile`]); the primary console's
+//! mode is set by the daemon when it starts the console ([`console_hostile`]).
+//! [`hostile_modes`] checks the names against the backends' catalogue.
+//!
 //! channel settings (see [`xen_backends::console::channel`]): `name=` goes to the
 //! `name` nodes; `connection=pty` gets a pty when the guest connects (its path in
 //! the frontend's `tty` node); `connection=socket` listens on `path=` from the start
@@ -57,13 +63,14 @@ use xen_backends::blk::{BlkBackend, BlkConfig, Target};
 use xen_backends::bridge::Bridges;
 use xen_backends::console::channel::{ChannelBackend, ChannelConfig, Connection};
 use xen_backends::console::ConsoleBackend;
+use xen_backends::hostile::{BlkHostile, ConsoleHostile, Hostile, NetHostile};
 use xen_backends::net::{random_mac, NetBackend, NetConfig};
 use xen_backends::xenbus::{self as xb, XenbusBackend};
 use xen_model::Hypervisor;
 use xenstored::TxId;
 use xl_config::{
-    Access, ChannelConnection, ChannelSpec, DevType, DiskBackend, DiskSpec, DomainConfig, MacAddr,
-    VifSpec,
+    Access, ChannelConnection, ChannelSpec, ConfigError, DevType, DiskBackend, DiskSpec,
+    DomainConfig, ErrorKind, HostileDevice, MacAddr, VifSpec,
 };
 
 use super::Error;
@@ -110,8 +117,14 @@ impl DomainDevices {
             vifs: Vec::new(),
             channels: Vec::new(),
         };
+        let modes = hostile_modes(cfg)?;
+        let mode_of = |dev: HostileDevice| modes.iter().find_map(|&(d, h)| (d == dev).then_some(h));
         for d in &cfg.disks {
-            match attach_disk(hv, dom, d) {
+            let hostile = match mode_of(HostileDevice::Disk(d.vdev_number.number())) {
+                Some(Hostile::Blk(h)) => Some(h),
+                _ => None,
+            };
+            match attach_disk(hv, dom, d, hostile) {
                 Ok(v) => me.vbds.push(v),
                 Err(why) => {
                     me.detach();
@@ -125,7 +138,11 @@ impl DomainDevices {
             }
         }
         for v in &cfg.vifs {
-            match attach_vif(hv, bridges, dom, v) {
+            let hostile = match mode_of(HostileDevice::Vif(v.devid)) {
+                Some(Hostile::Net(h)) => Some(h),
+                _ => None,
+            };
+            match attach_vif(hv, bridges, dom, v, hostile) {
                 Ok(be) => me.vifs.push(be),
                 Err(why) => {
                     me.detach();
@@ -232,7 +249,56 @@ fn remove_empty_parents(hv: &Arc<Hypervisor>, kind: &str, dom: DomId) {
     });
 }
 
-fn attach_disk(hv: &Arc<Hypervisor>, dom: DomId, d: &DiskSpec) -> Result<Vbd, String> {
+/// Every `hostile` entry of `cfg` (the file's and `--hostile`'s) with its mode.
+/// A name that is no mode of the device's class is an error naming the file and
+/// line (or `--hostile`), the entry and the modes there are.
+pub fn hostile_modes(cfg: &DomainConfig) -> Result<Vec<(HostileDevice, Hostile)>, Error> {
+    let mut out = Vec::new();
+    for h in &cfg.hostile {
+        let bad = |why: String| {
+            let file = if h.line == 0 {
+                "--hostile".to_string()
+            } else {
+                cfg.file.clone()
+            };
+            Error::Config(ConfigError {
+                file,
+                line: h.line,
+                kind: ErrorKind::BadHostile(why),
+                text: h.entry.clone(),
+            })
+        };
+        let mode: Hostile = h.mode.parse().map_err(|e| bad(format!("{e}")))?;
+        if mode.class().prefix() != h.device.class_prefix() {
+            return Err(bad(format!(
+                "{} is not a mode of {}",
+                mode.name(),
+                h.device_text
+            )));
+        }
+        out.push((h.device, mode));
+    }
+    Ok(out)
+}
+
+/// The primary console's hostile mode in `cfg`, if any (checked by
+/// [`hostile_modes`] before).
+pub fn console_hostile(cfg: &DomainConfig) -> Option<ConsoleHostile> {
+    cfg.hostile
+        .iter()
+        .filter(|h| h.device == HostileDevice::Console)
+        .find_map(|h| match h.mode.parse() {
+            Ok(Hostile::Console(c)) => Some(c),
+            _ => None,
+        })
+}
+
+fn attach_disk(
+    hv: &Arc<Hypervisor>,
+    dom: DomId,
+    d: &DiskSpec,
+    hostile: Option<BlkHostile>,
+) -> Result<Vbd, String> {
     let devid = d.vdev_number.number();
     let cdrom = d.devtype == DevType::Cdrom;
     let Some(path) = &d.target else {
@@ -264,6 +330,7 @@ fn attach_disk(hv: &Arc<Hypervisor>, dom: DomId, d: &DiskSpec) -> Result<Vbd, St
     let mut cfg = BlkConfig::new(target, devid, &d.vdev);
     cfg.writable = d.access == Access::ReadWrite && !cdrom;
     cfg.cdrom = cdrom;
+    cfg.hostile = hostile;
     BlkBackend::start(hv, dom, cfg)
         .map(Vbd::Disk)
         .map_err(|e| e.to_string())
@@ -274,6 +341,7 @@ fn attach_vif(
     bridges: &Bridges,
     dom: DomId,
     v: &VifSpec,
+    hostile: Option<NetHostile>,
 ) -> Result<NetBackend, String> {
     let bridge = bridges.get(v.bridge.as_deref().unwrap_or(DEFAULT_BRIDGE));
     let cfg = NetConfig {
@@ -281,6 +349,7 @@ fn attach_vif(
         mac: Some(Mac(v.mac.map_or_else(|| random_mac().0, |m| m.0))),
         script: v.script.as_deref().map(script_path),
         mtu: v.mtu.unwrap_or(NetConfig::default().mtu),
+        hostile,
         ..NetConfig::default()
     };
     let be = NetBackend::start(hv, dom, bridge, cfg).map_err(|e| e.to_string())?;

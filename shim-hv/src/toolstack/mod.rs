@@ -84,8 +84,10 @@ impl PowerRequest {
 }
 
 /// Refuses settings the parser accepts but shim-hv cannot honour: the actions it
-/// does not implement (`rename-restart`, `coredump-*`, `soft-reset`).
+/// does not implement (`rename-restart`, `coredump-*`, `soft-reset`), and
+/// `hostile` modes its backends do not have ([`devices::hostile_modes`]).
 pub fn check_config(cfg: &DomainConfig) -> Result<(), Error> {
+    devices::hostile_modes(cfg)?;
     for (key, a) in [
         ("on_poweroff", cfg.on_poweroff),
         ("on_reboot", cfg.on_reboot),

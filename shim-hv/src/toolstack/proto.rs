@@ -36,6 +36,10 @@ pub enum Request {
         /// Leave the domain paused (`create -p`). Left out on the wire when false.
         #[serde(default, skip_serializing_if = "is_false")]
         paused: bool,
+        /// `create --hostile DEVICE=MODE` entries (docs/hostile-mode.md), applied
+        /// over the file's `hostile` key. Left out on the wire when empty.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        hostile: Vec<String>,
     },
     /// Pauses a domain (its vCPUs stop running guest code).
     Pause {

@@ -83,10 +83,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hypercall::abi::blkif::{self, Request, RequestSegment, Response};
+use hypercall::abi::ring as ring_abi;
 use hypercall::abi::xenbus::XenbusState;
 use hypercall::ring::BackRing;
+use hypercall::shmem::wmb;
 use hypercall::{DomId, GrantRef, Port, SharedMem};
 
+use super::hostile::BlkHostile;
 use super::xenbus::{self as xb, BoundPort, DeviceSpec, MappedRing, XenbusBackend};
 use xen_model::mem::{preadv_into, pwritev_from, GuestMemory};
 use xen_model::{GrantMapping, Hypervisor};
@@ -198,6 +201,8 @@ pub struct BlkConfig {
     /// [`BlkBackend::step`] (single-threaded, deterministic runs such as the cost
     /// bench). The control thread (xenbus handshake) still runs.
     pub stepped: bool,
+    /// Misbehave on purpose (docs/hostile-mode.md); `None`: a correct backend.
+    pub hostile: Option<BlkHostile>,
 }
 
 impl BlkConfig {
@@ -213,6 +218,7 @@ impl BlkConfig {
             direct: false,
             offer: BlkOffer::default(),
             stepped: false,
+            hostile: None,
         }
     }
 }
@@ -778,6 +784,8 @@ fn connect(sh: &Arc<Shared>, xbe: &XenbusBackend) -> Result<(), Error> {
             scratch: Scratch::default(),
             indirect_cache: HashMap::new(),
             frontend_mem: sh.hv.domain(sh.frontend).map(|d| d.memory().clone()),
+            frozen: false,
+            last: None,
         });
     }
 
@@ -801,6 +809,11 @@ fn connect(sh: &Arc<Shared>, xbe: &XenbusBackend) -> Result<(), Error> {
         ("sector-size", d.sector_size.to_string()),
         ("physical-sector-size", d.sector_size.to_string()),
     ];
+    match sh.cfg.hostile {
+        Some(BlkHostile::GarbageSectors) => set_key(&mut keys, "sectors", "12abc"),
+        Some(BlkHostile::BadSectorSize) => set_key(&mut keys, "sector-size", "1000"),
+        _ => {}
+    }
     if o.discard && !ro {
         keys.push(("discard-granularity", d.sector_size.to_string()));
         keys.push(("discard-alignment", "0".to_string()));
@@ -848,6 +861,15 @@ fn connect(sh: &Arc<Shared>, xbe: &XenbusBackend) -> Result<(), Error> {
     Ok(())
 }
 
+/// Replaces the value of `key` in `keys` (a hostile mode's garbage).
+fn set_key(keys: &mut [(&str, String)], key: &str, value: &str) {
+    for (k, v) in keys.iter_mut() {
+        if *k == key {
+            *v = value.to_string();
+        }
+    }
+}
+
 /// Reads queue `prefix`'s ring refs (`<prefix>ring-ref`, or `<prefix>ring-ref<j>`
 /// for each page of the top-level `ring-page-order`).
 fn read_queue_refs(
@@ -892,6 +914,10 @@ struct IoThread {
     /// The frontend's RAM (to join neighbouring pages), if it is an in-process
     /// domain.
     frontend_mem: Option<Arc<GuestMemory>>,
+    /// A hostile mode wrote garbage into the ring: it is not served any more.
+    frozen: bool,
+    /// `blk.duplicate_response`: the last response really due.
+    last: Option<Response>,
 }
 
 /// Grants mapped for the whole connection (`feature-persistent`), found by ref
@@ -961,6 +987,11 @@ impl IoThread {
             if self.stop.load(Ordering::SeqCst) {
                 break;
             }
+            if self.frozen {
+                // Left alone on purpose (a hostile mode): wait for the end.
+                self.kick.wait(IDLE_WAIT);
+                continue;
+            }
             let progressed = match self.serve() {
                 Ok(n) => n > 0,
                 Err(()) => return,
@@ -1009,9 +1040,17 @@ impl IoThread {
     fn serve(&mut self) -> Result<usize, ()> {
         let mut n = 0;
         loop {
+            if self.frozen {
+                return Ok(n);
+            }
             match self.ring.poll_request() {
                 Ok(Some(req)) => {
                     n += 1;
+                    if let Some(h) = self.sh.cfg.hostile {
+                        if self.misbehave(h, &req)? {
+                            continue;
+                        }
+                    }
                     let rsp = self.handle(&req);
                     if self.ring.push_response(&rsp).is_err() {
                         return Ok(n);
@@ -1047,6 +1086,60 @@ impl IoThread {
                 }
             }
         }
+    }
+
+    /// Answers `req` the way hostile mode `h` does (docs/hostile-mode.md).
+    /// `Ok(true)`: done with it (answered, or left unanswered on purpose);
+    /// `Ok(false)`: the mode does not touch requests, answer normally; `Err`:
+    /// the connection is being closed.
+    fn misbehave(&mut self, h: BlkHostile, req: &Request) -> Result<bool, ()> {
+        let mut rsp = match h {
+            BlkHostile::NeverAnswers => return Ok(true),
+            BlkHostile::ClosingMidIo => {
+                self.sh.set_fatal(format!(
+                    "hostile mode blk.closing_mid_io: closing with request {:#x} in flight",
+                    req.id
+                ));
+                return Err(());
+            }
+            BlkHostile::GarbageSectors | BlkHostile::BadSectorSize => return Ok(false),
+            _ => self.handle(req),
+        };
+        match h {
+            BlkHostile::UnknownId => rsp.id = req.id ^ 0xbad0_0000_0000_0000,
+            BlkHostile::WrongOperation => {
+                rsp.operation = if rsp.operation == blkif::OP_READ {
+                    blkif::OP_WRITE
+                } else {
+                    blkif::OP_READ
+                }
+            }
+            BlkHostile::UnknownStatus => rsp.status = 7,
+            BlkHostile::DuplicateResponse => {
+                // Every response after the first repeats the one before.
+                if let Some(prev) = self.last.replace(rsp) {
+                    rsp = prev;
+                }
+            }
+            _ => {}
+        }
+        if self.ring.push_response(&rsp).is_err() {
+            return Ok(true);
+        }
+        let _ = self.ring.push_responses_and_check_notify();
+        if h == BlkHostile::RspProdPastRing {
+            // A producer index the ring cannot hold (a whole ring and one past
+            // what was published), written past the ring type; the ring is not
+            // served again (our indices no longer match the page).
+            let next = self.ring.rsp_prod_pvt();
+            let bogus = next.wrapping_add(self.ring.size()).wrapping_add(1);
+            wmb();
+            self.ring.mem().store_u32(ring_abi::RSP_PROD, bogus);
+            self.frozen = true;
+        }
+        add(&self.sh.counters.sent, 1);
+        self.port.notify();
+        Ok(true)
     }
 
     fn handle(&mut self, req: &Request) -> Response {

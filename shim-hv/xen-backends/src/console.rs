@@ -87,6 +87,7 @@ use hypercall::abi::console as abi;
 use hypercall::shmem::{mb, wmb};
 use hypercall::{DomId, SharedMem};
 
+use super::hostile::ConsoleHostile;
 use xen_model::{ConsoleSink, Dom0Handler, Domain, DomainEvent, DomainState, Hypervisor};
 
 /// Bytes of output history kept per console.
@@ -446,6 +447,23 @@ impl BackRing {
     }
 }
 
+/// Writes hostile mode `h`'s impossible index into the page (our own indices
+/// stay as they were).
+fn strike(ring: &BackRing, h: ConsoleHostile) {
+    match h {
+        ConsoleHostile::OutConsPastProd => {
+            let prod = ring.page.load_u32(abi::OUT_PROD);
+            ring.page.store_u32(abi::OUT_CONS, prod.wrapping_add(16));
+        }
+        ConsoleHostile::InProdPastRing => {
+            let cons = ring.page.load_u32(abi::IN_CONS);
+            wmb();
+            ring.page
+                .store_u32(abi::IN_PROD, cons.wrapping_add(abi::IN_SIZE as u32 + 1));
+        }
+    }
+}
+
 // ---- the console -----------------------------------------------------------------------
 
 struct Shared {
@@ -460,6 +478,9 @@ struct Shared {
     state: ConsoleState,
     kicked: bool,
     stats: ConsoleStats,
+    /// The hostile mode, if any (docs/hostile-mode.md), and whether it struck.
+    hostile: Option<ConsoleHostile>,
+    hostile_done: bool,
 }
 
 /// One served console.
@@ -503,6 +524,8 @@ impl Console {
                 state: ConsoleState::Waiting,
                 kicked: false,
                 stats: ConsoleStats::default(),
+                hostile: None,
+                hostile_done: false,
             }),
             changed: Condvar::new(),
             kick: Condvar::new(),
@@ -607,6 +630,17 @@ impl Console {
         // Serve anything the guest wrote before we were listening.
         self.kick();
         Ok(())
+    }
+
+    /// Makes this console misbehave on purpose (docs/hostile-mode.md): the mode
+    /// strikes once, at the first ring output served after this call; `None`
+    /// before it struck turns it off. The history keeps everything the guest
+    /// wrote before, and its `CONSOLEIO_write` output after.
+    pub fn set_hostile(&self, mode: Option<ConsoleHostile>) {
+        let mut s = lock(&self.shared);
+        if !s.hostile_done {
+            s.hostile = mode;
+        }
     }
 
     /// Current state.
@@ -816,6 +850,10 @@ impl Console {
         if s.state != ConsoleState::Connected {
             return None;
         }
+        if s.hostile_done && s.hostile == Some(ConsoleHostile::OutConsPastProd) {
+            // The ring was abandoned on purpose.
+            return None;
+        }
         let room = if !s.has_sink || s.overflow == Overflow::DropOldest {
             usize::MAX
         } else {
@@ -853,6 +891,16 @@ impl Console {
         }
         if let Some(f) = fault {
             return Some(self.fail(s, f));
+        }
+        if !out.is_empty() && !s.hostile_done {
+            if let (Some(h), Some(ring)) = (s.hostile, s.ring.as_ref()) {
+                strike(ring, h);
+                s.hostile_done = true;
+            }
+        }
+        if s.hostile_done && s.hostile.is_some() {
+            // Input would go through indices the guest no longer trusts.
+            return notify;
         }
         self.feed_input(s).or(notify)
     }

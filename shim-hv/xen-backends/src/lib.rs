@@ -7,7 +7,9 @@
 //! - [`net`]: netback (`netif.h`), its frames switched by a [`bridge`], which can
 //!   reach the host through a [`tap`] device;
 //! - [`console`]: the console backend (`console.h`) with history, ptys and
-//!   clients, and [`console::channel`]: named secondary consoles (`xen-pv-channel(7)`).
+//!   clients, and [`console::channel`]: named secondary consoles (`xen-pv-channel(7)`);
+//! - [`hostile`]: modes in which a backend misbehaves on purpose, to test a real
+//!   guest's frontends (docs/hostile-mode.md).
 //!
 //! Each backend treats everything the guest writes (rings, xenstore nodes,
 //! granted pages) as hostile: see docs/hostile-input.md.
@@ -16,6 +18,7 @@ pub mod blk;
 pub mod bridge;
 pub mod console;
 mod file_type;
+pub mod hostile;
 pub mod net;
 pub mod tap;
 pub mod xenbus;

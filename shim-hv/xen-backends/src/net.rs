@@ -104,6 +104,7 @@ use hypercall::{DomId, GrantRef, Port, SharedMem, PAGE_SIZE};
 use xennet_front::{csum, Mac};
 
 use super::bridge::{Bridge, BridgePort, Frame, GrantedTail, Gso, MacClaim, PortId, TailPiece};
+use super::hostile::NetHostile;
 use super::xenbus::{self as xb, BoundPort, DeviceSpec, MappedRing, XenbusBackend};
 use xen_model::{CopyFault, Dom0Handler, EventSignal, GrantPeer, Hypervisor};
 
@@ -198,6 +199,8 @@ pub struct NetConfig {
     /// [`NetBackend::step`] (single-threaded, deterministic runs such as the cost
     /// bench). The control thread (xenbus handshake) still runs.
     pub stepped: bool,
+    /// Misbehave on purpose (docs/hostile-mode.md); `None`: a correct backend.
+    pub hostile: Option<NetHostile>,
 }
 
 impl Default for NetConfig {
@@ -212,6 +215,7 @@ impl Default for NetConfig {
             rx_queue_bytes: 8 << 20,
             rx_stall: RX_STALL,
             stepped: false,
+            hostile: None,
         }
     }
 }
@@ -495,7 +499,7 @@ impl NetBackend {
             .backend("feature-split-event-channels", b(o.split_event_channels))
             .backend("feature-multicast-control", "0")
             .backend("feature-ctrl-ring", "0")
-            .frontend("mac", mac)
+            .frontend("mac", frontend_mac(mac, cfg.hostile))
             .frontend("handle", cfg.devid);
         if o.no_csum_offload {
             spec = spec.backend("feature-no-csum-offload", "1");
@@ -1017,6 +1021,10 @@ fn worker(conn: Arc<Connection>, q: usize) {
     };
     let mut scratch = TxScratch::default();
     let mut idle_since: Option<Instant> = None;
+    if conn.vif.upgrade().is_some_and(|v| hostile_rx(&v).is_some()) {
+        // Buffers posted before the worker started are answered at once.
+        qb.rx_work.store(true, Ordering::SeqCst);
+    }
     while !conn.stop.load(Ordering::SeqCst) && !conn.failed.load(Ordering::SeqCst) {
         let seen = qb.wake.epoch();
         qb.tx_work.store(false, Ordering::SeqCst);
@@ -1061,6 +1069,17 @@ fn worker(conn: Arc<Connection>, q: usize) {
             }
         }
     }
+}
+
+/// The hostile mode of `v` if it is one of the rx modes (which answer posted
+/// buffers themselves and take no frames from the bridge).
+fn hostile_rx(v: &VifShared) -> Option<NetHostile> {
+    v.cfg.hostile.filter(|h| {
+        matches!(
+            h,
+            NetHostile::RxOffsetPastPage | NetHostile::RxEndlessChain | NetHostile::RxHoard
+        )
+    })
 }
 
 /// Rounds a stopping worker may use to finish the requests already published (a
@@ -1492,7 +1511,8 @@ impl Connection {
                 netif::RSP_ERROR
             };
             let reqs = sc.reqs.get(a.start..a.end).unwrap_or_default();
-            if let Err(e) = respond_tx(&mut st.ring, reqs, status) {
+            let bad_id = v.cfg.hostile == Some(NetHostile::TxBadId);
+            if let Err(e) = respond_tx(&mut st.ring, reqs, status, bad_id) {
                 self.fail(format!("tx ring: {e}"));
                 break;
             }
@@ -1573,7 +1593,7 @@ impl Connection {
         let Some(v) = self.vif.upgrade() else {
             return;
         };
-        if self.failed.load(Ordering::SeqCst) {
+        if self.failed.load(Ordering::SeqCst) || hostile_rx(&v).is_some() {
             add(&v.counters.rx_dropped, frames.len() as u64);
             return;
         }
@@ -1659,11 +1679,72 @@ impl Connection {
             return false;
         }
         let mut st = lock(&qb.rx);
+        if let Some(h) = hostile_rx(&v) {
+            return self.rx_hostile(&v, &mut st, q, h);
+        }
         let before = st.queue.len();
         self.rx_drain(&v, &mut st, q);
         let after = st.queue.len();
         self.rx_flags(&v, qb, &st);
         after < before
+    }
+
+    /// Takes every rx buffer the guest posted and answers it the way hostile
+    /// mode `h` does (docs/hostile-mode.md): garbage responses, or none at all
+    /// (`net.rx_hoard`). Arms `req_event` once the ring is empty, so that the
+    /// guest's next buffers wake the worker. Whether any buffer was taken.
+    fn rx_hostile(&self, v: &VifShared, st: &mut RxSide, q: usize, h: NetHostile) -> bool {
+        let mut took = false;
+        loop {
+            match st.ring.poll_request() {
+                Ok(Some(r)) => {
+                    took = true;
+                    let rsp = match h {
+                        NetHostile::RxOffsetPastPage => RxResponse {
+                            id: r.id,
+                            offset: HOSTILE_RX_OFFSET,
+                            flags: 0,
+                            status: HOSTILE_RX_LEN,
+                        },
+                        NetHostile::RxEndlessChain => RxResponse {
+                            id: r.id,
+                            offset: 0,
+                            flags: netif::NETRXF_MORE_DATA,
+                            status: HOSTILE_CHAIN_LEN,
+                        },
+                        // Hoarded: kept (a ring's worth at most), never answered.
+                        _ => {
+                            st.stash.push_back(r);
+                            continue;
+                        }
+                    };
+                    self.push_rx(st, &rsp);
+                }
+                Ok(None) => match st.ring.final_check_for_requests() {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(e) => {
+                        self.fail(format!("rx ring: {e}"));
+                        break;
+                    }
+                },
+                Err(e) => {
+                    self.fail(format!("rx ring: {e}"));
+                    break;
+                }
+            }
+        }
+        if st.ring.push_responses_and_check_notify() {
+            if let Some(p) = self
+                .queues
+                .get(q)
+                .and_then(|qb| qb.rx_port.get().or_else(|| qb.tx_port.get()))
+            {
+                add(&v.counters.notifications, 1);
+                p.notify();
+            }
+        }
+        took
     }
 
     /// Writes queued frames while buffers last; arms `req_event` when it runs out
@@ -1866,17 +1947,38 @@ impl RxSide {
     }
 }
 
-/// Answers every slot of a tx chain: data slots with `status`, extras with NULL.
+/// What the frontend's `mac` node says: the guest's MAC, or a hostile mode's
+/// garbage.
+fn frontend_mac(mac: Mac, hostile: Option<NetHostile>) -> String {
+    match hostile {
+        Some(NetHostile::BroadcastMac) => "ff:ff:ff:ff:ff:ff".to_string(),
+        Some(NetHostile::MalformedMac) => "00:16:3e:zz:00:01".to_string(),
+        _ => mac.to_string(),
+    }
+}
+
+/// The id hostile mode `net.tx_bad_id` answers with: outside any tx ring.
+const HOSTILE_TX_ID: u16 = 0xffff;
+/// `net.rx_offset_past_page`: an offset and a length that end past the page.
+const HOSTILE_RX_OFFSET: u16 = 4000;
+const HOSTILE_RX_LEN: i16 = 200;
+/// `net.rx_endless_chain`: the length of every slot of the endless chain.
+const HOSTILE_CHAIN_LEN: i16 = 64;
+
+/// Answers every slot of a tx chain: data slots with `status`, extras with NULL
+/// (data slots with [`HOSTILE_TX_ID`] under `net.tx_bad_id`).
 fn respond_tx(
     ring: &mut BackRing<TxRequest, TxResponse, SharedMem<'static>>,
     reqs: &[TxRequest],
     status: i16,
+    bad_id: bool,
 ) -> Result<(), RingError> {
     let Some(first) = reqs.first() else {
         return Ok(());
     };
+    let id = |r: &TxRequest| if bad_id { HOSTILE_TX_ID } else { r.id };
     ring.push_response(&TxResponse {
-        id: first.id,
+        id: id(first),
         status,
     })?;
     let mut i = 1;
@@ -1893,7 +1995,7 @@ fn respond_tx(
         }
     }
     for r in reqs.iter().skip(i) {
-        ring.push_response(&TxResponse { id: r.id, status })?;
+        ring.push_response(&TxResponse { id: id(r), status })?;
     }
     Ok(())
 }

@@ -118,6 +118,10 @@ pub enum ErrorKind {
     /// A channel entry problem.
     #[error("bad channel: {0}")]
     BadChannel(String),
+    /// A `hostile` entry (shim-hv's own key) that names no device of the
+    /// config, or a mode of another device class.
+    #[error("bad hostile entry: {0}")]
+    BadHostile(String),
     /// A file named by the config is missing or unusable ([`super::DomainConfig::validate_paths`]).
     #[error("{what}: {why}")]
     BadPath {

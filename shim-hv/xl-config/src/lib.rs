@@ -55,6 +55,7 @@
 mod channel;
 mod disk;
 mod error;
+mod hostile;
 mod syntax;
 mod vif;
 
@@ -67,6 +68,7 @@ use xbd_front::vdev::{Scheme, Vdev};
 pub use channel::{ChannelConnection, ChannelSpec, MAX_SOCKET_PATH};
 pub use disk::{Access, DevType, DiskBackend, DiskFormat};
 pub use error::{ConfigError, ErrorKind, Warning, WarningKind};
+pub use hostile::{HostileDevice, HostileSpec};
 pub use syntax::{parse as parse_settings, strtol, Atom, AtomKind, Setting, Value};
 pub use vif::{MacAddr, VifRate, VifSpec};
 
@@ -223,6 +225,10 @@ pub struct DomainConfig {
     pub on_crash: Action,
     /// `on_watchdog` (default destroy).
     pub on_watchdog: Action,
+    /// shim-hv's `hostile` entries (devices whose backend misbehaves on
+    /// purpose; see [`HostileSpec`]), plus those added by
+    /// [`DomainConfig::add_hostile`]. At most one per device.
+    pub hostile: Vec<HostileSpec>,
     /// Everything the parse accepted with a remark.
     pub warnings: Vec<Warning>,
     kernel_line: u32,
@@ -264,6 +270,7 @@ const HANDLED: &[&str] = &[
     "usbdev",
     "bootloader",
     "bootloader_args",
+    "hostile",
 ];
 
 /// Keys xl or xm know that shim-hv accepts and ignores (with a warning).
@@ -719,6 +726,7 @@ impl DomainConfig {
         let disks = read_disks(&mut s)?;
         let vifs = read_vifs(&mut s)?;
         let channels = read_channels(&mut s)?;
+        let hostile = read_hostile(&mut s, &disks, &vifs)?;
         let warnings = finish_warnings(s);
 
         Ok(DomainConfig {
@@ -742,10 +750,29 @@ impl DomainConfig {
             on_reboot,
             on_crash,
             on_watchdog,
+            hostile,
             warnings,
             kernel_line,
             ramdisk_line,
         })
+    }
+
+    /// Adds a hostile mode given outside the file (`create --hostile
+    /// DEVICE=MODE`): `DEVICE=MODE` or `DEVICE:MODE`, as in the `hostile` key.
+    /// It replaces an entry of the file for the same device. Errors are
+    /// `ORIGIN: bad hostile entry: WHY (ENTRY)`, one line.
+    pub fn add_hostile(&mut self, entry: &str, origin: &str) -> Result<(), ConfigError> {
+        let h = HostileSpec::parse(entry, 0, &self.disks, &self.vifs).map_err(|why| {
+            ConfigError::new(
+                origin,
+                0,
+                ErrorKind::BadHostile(format!("{why} (config {})", self.file)),
+                entry,
+            )
+        })?;
+        self.hostile.retain(|o| o.device != h.device);
+        self.hostile.push(h);
+        Ok(())
     }
 
     /// Checks the files the config names: the kernel and ramdisk are readable
@@ -879,6 +906,7 @@ impl DomainConfig {
             "disks": disks,
             "vifs": vifs,
             "channels": channels,
+            "hostile": self.hostile.iter().map(HostileSpec::to_json).collect::<Vec<_>>(),
             "actions": {
                 "on_poweroff": self.on_poweroff.as_str(),
                 "on_reboot": self.on_reboot.as_str(),
@@ -1472,6 +1500,28 @@ fn read_vifs(s: &mut Settings) -> Result<Vec<VifSpec>, ConfigError> {
 }
 
 /// `channel = [ ... ]`: consoles 1, 2, ... with unique names and socket paths.
+/// `hostile`: shim-hv's own key (see [`HostileSpec`]); one entry per device.
+fn read_hostile(
+    s: &mut Settings,
+    disks: &[DiskSpec],
+    vifs: &[VifSpec],
+) -> Result<Vec<HostileSpec>, ConfigError> {
+    let mut out: Vec<HostileSpec> = Vec::new();
+    for a in s.string_list("hostile")?.unwrap_or_default() {
+        let h = HostileSpec::parse(&a.text, a.line, disks, vifs)
+            .map_err(|why| s.err(a.line, ErrorKind::BadHostile(why), &a.text))?;
+        if let Some(old) = out.iter().find(|o| o.device == h.device) {
+            let why = format!(
+                "{} already has mode {} (line {})",
+                h.device_text, old.mode, old.line
+            );
+            return Err(s.err(a.line, ErrorKind::BadHostile(why), &a.text));
+        }
+        out.push(h);
+    }
+    Ok(out)
+}
+
 fn read_channels(s: &mut Settings) -> Result<Vec<ChannelSpec>, ConfigError> {
     // Channels: consoles 1, 2, ... in list order (libxl); names and socket
     // paths must be unique.

@@ -1,0 +1,340 @@
+//! Hostile modes against the built-in guest (docs/hostile-mode.md): for every
+//! mode, a domain with a disk, a vif and its console, one device's backend
+//! misbehaving. A correct frontend reports that device failed, with the reason,
+//! on the console; the other devices keep working (the disk's scratch write, the
+//! vif Connected on both ends and not dropped); the guest stays alive (its
+//! heartbeat goes on) and powers off cleanly when asked; nothing in shim-hv
+//! panics.
+
+mod toolstack_util;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Once;
+use std::time::Duration;
+
+use shim_hv::toolstack::daemon::Daemon;
+use shim_hv::toolstack::runtime::RuntimeDir;
+use shim_hv::toolstack::PowerRequest;
+use toolstack_util::{builtin_cfg, wait_for, TempDir};
+use xen_backends::console::Console;
+use xen_backends::hostile::Hostile;
+use xenstored::TxId;
+use xl_config::DomainConfig;
+
+const LONG: Duration = Duration::from_secs(60);
+const DISK_OK: &str = "disk 51712 (xvda): scratch sector 2047: written, read back, restored";
+const NIC_OK: &str = "nic 0: sent a gratuitous ARP";
+
+static PANICS: AtomicUsize = AtomicUsize::new(0);
+static HOOK: Once = Once::new();
+
+/// Counts panics on shim-hv's threads (backends, the guest, the daemon; not
+/// the test threads, named after the tests) and then reports them as usual.
+fn count_panics() {
+    HOOK.call_once(|| {
+        let old = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            let test = ["blk_", "net_", "console_", "every_"]
+                .iter()
+                .any(|p| name.starts_with(p));
+            if !test {
+                PANICS.fetch_add(1, Ordering::SeqCst);
+            }
+            old(info);
+        }));
+    });
+}
+
+fn history(con: &Console) -> String {
+    String::from_utf8_lossy(&con.history()).into_owned()
+}
+
+fn wait_console(con: &Console, text: &str) {
+    if wait_for(LONG.as_secs(), || history(con).contains(text).then_some(())).is_none() {
+        panic!("no {text:?} on the console:\n{}", history(con));
+    }
+}
+
+fn read(d: &Daemon, path: &str) -> Option<String> {
+    d.hypervisor()
+        .xenstored()
+        .client(0)
+        .read(TxId::NONE, path)
+        .ok()
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+/// Both ends of `dom`'s device `n` of `kind` are Connected.
+fn connected(d: &Daemon, dom: &str, kind: &str, n: u32) -> bool {
+    d.devices(dom, kind).is_ok_and(|(_, devs)| {
+        devs.iter()
+            .any(|v| v.devid == n && v.frontend_state == Some(4) && v.backend_state == Some(4))
+    })
+}
+
+/// Runs the built-in guest with `device`'s backend in `mode`, checks the
+/// console shows every line of `expect`, and everything else listed above.
+/// Returns the console's history.
+fn run(mode: &str, device: &str, expect: &[&str]) -> String {
+    run_with(mode, device, expect, |_, _| {})
+}
+
+/// [`run`], with `check(daemon, domain name)` called while the guest runs
+/// (after the expected lines, before the power-off).
+fn run_with(mode: &str, device: &str, expect: &[&str], check: impl Fn(&Daemon, &str)) -> String {
+    count_panics();
+    let h: Hostile = mode.parse().unwrap();
+    let tag = mode.replace(['.', '_'], "-");
+    let tmp = TempDir::new(&format!("hb-{tag}"));
+    let img = tmp.path().join("disk.img");
+    let mut data = vec![0u8; 1 << 20];
+    data[..14].copy_from_slice(b"hostile tests.");
+    std::fs::write(&img, &data).unwrap();
+    let d = Daemon::new(RuntimeDir::at(tmp.path().join("rt")));
+    d.set_quiet(true);
+    let name = format!("h-{tag}");
+    let text = builtin_cfg(
+        &name,
+        &format!(
+            "disk = [ 'file:{},xvda,w' ]\nvif = [ 'bridge=brH' ]\nextra = 'heartbeat=50'\nhostile = [ '{device}:{mode}' ]\n",
+            img.display()
+        ),
+    );
+    let cfg = DomainConfig::parse_str("h.cfg", &text).unwrap();
+    assert_eq!(cfg.hostile.len(), 1);
+    let id = d.create(cfg).unwrap();
+    let con = d.console(id).unwrap();
+    for e in expect {
+        wait_console(&con, e);
+    }
+    // The other devices work.
+    if device != "xvda" {
+        wait_console(&con, DISK_OK);
+        assert!(connected(&d, &name, "vbd", 51712), "{}", history(&con));
+    }
+    if device != "vif0" {
+        wait_console(&con, NIC_OK);
+        assert!(
+            wait_for(30, || connected(&d, &name, "vif", 0).then_some(())).is_some(),
+            "vif 0 not connected:\n{}",
+            history(&con)
+        );
+    }
+    check(&d, &name);
+    // Still alive: the heartbeat goes on.
+    let hb = format!("/local/domain/{}/data/heartbeat", id.0);
+    let before: u64 = wait_for(30, || read(&d, &hb)?.parse().ok())
+        .unwrap_or_else(|| panic!("no heartbeat:\n{}", history(&con)));
+    assert!(
+        wait_for(30, || (read(&d, &hb)?.parse::<u64>().ok()? > before)
+            .then_some(()))
+        .is_some(),
+        "heartbeat stopped:\n{}",
+        history(&con)
+    );
+    // And it obeys a power request, closing what it still has.
+    d.shutdown(&name, PowerRequest::Poweroff).unwrap();
+    assert!(d.wait_gone(id, LONG), "not gone:\n{}", history(&con));
+    let text = history(&con);
+    assert!(text.contains("power: poweroff"), "{text}");
+    if device != "vif0" {
+        assert!(!text.contains("nic 0: device broken"), "{text}");
+        assert!(!text.contains("; dropped\nnic 0"), "{text}");
+    }
+    if device != "xvda" {
+        assert!(!text.contains("disk 51712 (xvda): device broken"), "{text}");
+    }
+    assert_eq!(h.name().replace('_', "-"), mode.replace('_', "-"));
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a thread panicked");
+    // Nothing of the domain is left in xenstore.
+    assert_eq!(read(&d, &format!("/local/domain/{}", id.0)), None);
+    drop(d);
+    // Shown with --nocapture: what the guest said.
+    println!("--- {mode} on {device}:\n{text}");
+    text
+}
+
+/// The lines a failed disk leaves: the reason, and nothing more done with it.
+fn disk_failed(text: &str, why: &str) {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("disk 51712 (xvda): ") && l.contains(why))
+        .unwrap_or_else(|| panic!("no disk line with {why:?}:\n{text}"));
+    assert!(!text.contains(DISK_OK), "{line}\n{text}");
+    // Said once.
+    assert_eq!(text.matches(line).count(), 1, "{text}");
+}
+
+#[test]
+fn blk_duplicate_response() {
+    let t = run(
+        "blk.duplicate_response",
+        "xvda",
+        &["disk 51712 (xvda): device broken: response for id"],
+    );
+    disk_failed(&t, "which is not outstanding");
+}
+
+#[test]
+fn blk_unknown_id() {
+    let t = run(
+        "blk.unknown_id",
+        "xvda",
+        &["disk 51712 (xvda): device broken: response with unknown id"],
+    );
+    disk_failed(&t, "unknown id 0xbad");
+}
+
+#[test]
+fn blk_wrong_operation() {
+    let t = run(
+        "blk.wrong_operation",
+        "xvda",
+        &["disk 51712 (xvda): device broken: response"],
+    );
+    disk_failed(&t, "has operation 1, the request had 0");
+}
+
+#[test]
+fn blk_unknown_status() {
+    let t = run("blk.unknown_status", "xvda", &["unknown status 7"]);
+    disk_failed(&t, "unknown status 7");
+}
+
+#[test]
+fn blk_rsp_prod_past_ring() {
+    let t = run(
+        "blk.rsp_prod_past_ring",
+        "xvda",
+        &["disk 51712 (xvda): device broken: ring: "],
+    );
+    disk_failed(&t, "ring: ");
+}
+
+#[test]
+fn blk_never_answers() {
+    let t = run(
+        "blk.never-answers",
+        "xvda",
+        &["disk 51712 (xvda): timed out"],
+    );
+    disk_failed(&t, "timed out");
+}
+
+#[test]
+fn blk_closing_mid_io() {
+    let t = run(
+        "blk.closing_mid_io",
+        "xvda",
+        &["disk 51712 (xvda): the backend went to Closing during I/O"],
+    );
+    disk_failed(&t, "timed out");
+}
+
+#[test]
+fn blk_garbage_sectors() {
+    let t = run(
+        "blk.garbage_sectors",
+        "xvda",
+        &["disk 51712 (xvda): backend key"],
+    );
+    disk_failed(&t, "sectors: not a number");
+}
+
+#[test]
+fn blk_bad_sector_size() {
+    let t = run(
+        "blk.bad_sector_size",
+        "xvda",
+        &["disk 51712 (xvda): backend key"],
+    );
+    disk_failed(&t, "sector-size 1000 is not a power of two");
+}
+
+/// The lines a failed vif leaves.
+fn nic_failed(text: &str, why: &str) {
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("nic 0: ") && l.contains(why)),
+        "no nic line with {why:?}:\n{text}"
+    );
+}
+
+#[test]
+fn net_tx_bad_id() {
+    let t = run("net.tx_bad_id", "vif0", &["nic 0: ", "; dropped"]);
+    nic_failed(&t, "tx response id 65535 out of range");
+}
+
+#[test]
+fn net_rx_offset_past_page() {
+    let t = run("net.rx_offset_past_page", "vif0", &["; dropped"]);
+    nic_failed(&t, "32 bad rx responses in a row");
+}
+
+#[test]
+fn net_rx_endless_chain() {
+    let t = run("net.rx_endless_chain", "vif0", &["; dropped"]);
+    nic_failed(&t, "32 bad rx responses in a row");
+}
+
+#[test]
+fn net_broadcast_mac() {
+    let t = run("net.broadcast_mac", "vif0", &["nic 0: "]);
+    nic_failed(&t, "MAC ff:ff:ff:ff:ff:ff is not a unicast address");
+    assert!(!t.contains(NIC_OK), "{t}");
+}
+
+#[test]
+fn net_malformed_mac() {
+    let t = run("net.malformed_mac", "vif0", &["nic 0: "]);
+    nic_failed(&t, "bad mac key: MAC group 3 is not two hex digits");
+    assert!(!t.contains(NIC_OK), "{t}");
+}
+
+#[test]
+fn net_rx_hoard() {
+    // The vif stays up: the guest sends, receives nothing, and closes in time.
+    let t = run_with(
+        "net.rx_hoard",
+        "vif0",
+        &[NIC_OK, "waiting for control/shutdown"],
+        |d, name| assert!(connected(d, name, "vif", 0), "vif 0 is not up"),
+    );
+    assert!(!t.lines().any(|l| l.starts_with("nic 0: device")), "{t}");
+    assert!(!t.contains("; dropped"), "{t}");
+}
+
+#[test]
+fn console_out_cons_past_prod() {
+    let t = run(
+        "console.out_cons_past_prod",
+        "console",
+        &["console ring failed (output): ", "using CONSOLEIO_write"],
+    );
+    // What the guest printed after the failure still arrived (CONSOLEIO_write).
+    let at = t.find("console ring failed").unwrap();
+    assert!(t[at..].contains("power: poweroff"), "{t}");
+}
+
+#[test]
+fn console_in_prod_past_ring() {
+    let t = run(
+        "console.in_prod_past_ring",
+        "console",
+        &["console ring failed (input): ", "using CONSOLEIO_write"],
+    );
+    let at = t.find("console ring failed").unwrap();
+    assert!(t[at..].contains("power: poweroff"), "{t}");
+}
+
+/// Every mode of the catalogue has a test above (a new mode needs one).
+#[test]
+fn every_mode_is_tested_here() {
+    let me = include_str!("hostile_builtin.rs");
+    for h in Hostile::all() {
+        let f = format!("fn {}()", h.name().replace('.', "_"));
+        assert!(me.contains(&f), "no test {f} for {h}");
+    }
+}
