@@ -105,17 +105,7 @@ pub fn run(
         let host = HostPlatform::new();
         let page = host.pages(1);
         host.set_peer(Some(watchdog(&host)));
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            (case.run)(&host, page.mem(), &mut make)
-        }))
-        .unwrap_or_else(|p| {
-            let msg = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            Err(format!("panicked: {msg}"))
-        });
+        let r = crate::report::caught(|| (case.run)(&host, page.mem(), &mut make));
         host.set_peer(None);
         rows.push(match r {
             Ok(evidence) => Row {

@@ -51,6 +51,19 @@ impl fmt::Display for Report {
     }
 }
 
+/// Runs one case; a panic in it (the driver's, the peer's or the harness's) is a
+/// failure with the panic message as evidence.
+pub(crate) fn caught(case: impl FnOnce() -> Result<String, String>) -> Result<String, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(case)).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(format!("panicked: {msg}"))
+    })
+}
+
 impl Report {
     /// Appends the rows of `other` (to print one table for several catalogues).
     pub fn extend(&mut self, other: Report) {

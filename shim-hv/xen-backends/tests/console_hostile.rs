@@ -1,5 +1,8 @@
-//! Hostile guests fail only their own console; vanished backends give the guest a
-//! typed error (docs/hostile-input.md rows 36, 37; docs/hostile-input.md C1, C2, C4).
+//! What shim-hv's console backend reports when a guest breaks its console, and
+//! vanished backends giving the guest a typed error (docs/hostile-input.md rows 36,
+//! 37; C1, C4). The hostile guests themselves (indices past or behind, a scribbled
+//! `in_cons`, event storms, binary output and input) are xen-conformance's
+//! `consback.*` catalogue, run against this backend by `hostile_catalogue.rs`.
 
 mod console_util;
 
@@ -22,13 +25,15 @@ fn raw_console(g: &InProcGuest) -> (SharedMem<'_>, Port) {
     (SharedMem::map_gfn(g, Gfn(pfn)).unwrap(), Port(port as u32))
 }
 
+/// What shim-hv tells about a console a guest broke (the breaking itself, and that
+/// only that console fails, is xen-conformance's `consback.*` catalogue): its state
+/// names the fault with the indices, and attached clients get the output before the
+/// violation and then a `Closed` event with that state.
 #[test]
-fn out_prod_far_ahead_fails_only_that_console() {
+fn a_broken_console_names_the_fault_to_its_clients() {
     let t = setup(ConsoleConfig::default());
     let bad = t.domain("bad");
-    let good = t.domain("good");
     let bad_con = t.consoles.start(&bad, Sink::None).unwrap();
-    let good_con = t.consoles.start(&good, Sink::None).unwrap();
     let mut bad_client = bad_con.attach(true);
 
     let h =
@@ -58,109 +63,19 @@ fn out_prod_far_ahead_fails_only_that_console() {
             prod: 5009
         })
     );
-    // What came before the violation is kept; clients hear of the failure.
-    assert_eq!(bad_con.history(), b"ok so far");
     assert_eq!(
         bad_client.recv(LONG),
         Some(ClientEvent::Output(b"ok so far".to_vec()))
     );
-    assert!(matches!(
+    assert_eq!(
         bad_client.recv(LONG),
-        Some(ClientEvent::Closed(ConsoleState::Failed(_)))
-    ));
-    // The guest is told: the page says disconnected.
-    assert_eq!(
-        bad.console_ring().load_u8(abi::CONNECTION),
-        abi::DISCONNECTED
-    );
-
-    // The other domain's console is unaffected.
-    let h =
-        t.hv.spawn_guest(good.clone(), |g| {
-            let mut c = Console::from_hvm_params(&*g).expect("console");
-            writeln!(c, "still fine").unwrap();
-        })
-        .unwrap();
-    join_poweroff(h);
-    good_con.wait_for(b"still fine\n", LONG).unwrap();
-    assert_eq!(good_con.state(), ConsoleState::Connected);
-}
-
-#[test]
-fn out_prod_behind_out_cons_fails_the_console() {
-    let t = setup(ConsoleConfig::default());
-    let dom = t.domain("backwards");
-    let con = t.consoles.start(&dom, Sink::None).unwrap();
-    let h =
-        t.hv.spawn_guest(dom.clone(), |g| {
-            let (page, port) = raw_console(&g);
-            page.write(abi::OUT, b"abcd");
-            page.store_u32(abi::OUT_PROD, 4);
-            Xen(&*g).evtchn_send(port).unwrap();
-            while page.load_u32(abi::OUT_CONS) != 4 {
-                hypercall::Platform::wait(&*g);
+        Some(ClientEvent::Closed(ConsoleState::Failed(
+            RingFault::OutIndices {
+                cons: 9,
+                prod: 5009
             }
-            page.store_u32(abi::OUT_PROD, 2); // moves backwards
-            Xen(&*g).evtchn_send(port).unwrap();
-        })
-        .unwrap();
-    join_poweroff(h);
-    let end = std::time::Instant::now() + LONG;
-    while con.state() == ConsoleState::Connected {
-        assert!(std::time::Instant::now() < end);
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    assert_eq!(
-        con.state(),
-        ConsoleState::Failed(RingFault::OutIndices { cons: 4, prod: 2 })
+        )))
     );
-    assert_eq!(con.history(), b"abcd");
-}
-
-#[test]
-fn in_cons_scribbled_fails_the_console_when_input_is_fed() {
-    let t = setup(ConsoleConfig::default());
-    let dom = t.domain("in-cons");
-    let con = t.consoles.start(&dom, Sink::None).unwrap();
-    let (tx, rx) = mpsc::channel();
-    let h =
-        t.hv.spawn_guest(dom.clone(), move |g| {
-            let (page, _) = raw_console(&g);
-            page.store_u32(abi::IN_CONS, 2000); // "consumed" input never produced
-            tx.send(()).unwrap();
-        })
-        .unwrap();
-    rx.recv_timeout(LONG).unwrap();
-    join_poweroff(h);
-    con.send_input(b"x");
-    assert!(matches!(
-        con.state(),
-        ConsoleState::Failed(RingFault::InIndices {
-            cons: 2000,
-            prod: 0
-        })
-    ));
-}
-
-#[test]
-fn event_storm_costs_little_and_output_still_flows() {
-    let t = setup(ConsoleConfig::default());
-    let dom = t.domain("storm");
-    let con = t.consoles.start(&dom, Sink::None).unwrap();
-    let h =
-        t.hv.spawn_guest(dom.clone(), |g| {
-            let (_, port) = raw_console(&g);
-            for _ in 0..20_000 {
-                Xen(&*g).evtchn_send(port).unwrap();
-            }
-            let mut c = Console::from_hvm_params(&*g).expect("console");
-            writeln!(c, "after the storm").unwrap();
-        })
-        .unwrap();
-    join_poweroff(h);
-    con.wait_for(b"after the storm\n", LONG).unwrap();
-    assert!(con.stats().kicks >= 20_000);
-    assert_eq!(con.state(), ConsoleState::Connected);
 }
 
 #[test]

@@ -5,7 +5,7 @@ mod console_util;
 use std::io::{Read, Write};
 use std::sync::mpsc;
 
-use console_util::{join_poweroff, pattern, setup, LONG};
+use console_util::{join_poweroff, setup, LONG};
 use xen_backends::console::{ConsoleConfig, Sink};
 use xencons::Console;
 
@@ -51,31 +51,6 @@ fn client_input_reaches_the_guest_and_the_reply_comes_back() {
     client.wait_for(b"bye\n", LONG).unwrap();
     join_poweroff(h);
     assert_eq!(con.stats().input_bytes, 6 + 6 + 5);
-}
-
-#[test]
-fn more_input_than_the_ring_holds_arrives_whole() {
-    // 3 KiB of input (the ring is 1 KiB): queued in the backend, fed as the guest reads.
-    let t = setup(ConsoleConfig::default());
-    let dom = t.domain("bulk-in");
-    let con = t.consoles.start(&dom, Sink::None).unwrap();
-    let data = pattern(3 * 1024, 9);
-    let (tx, rx) = mpsc::channel();
-    let h =
-        t.hv.spawn_guest(dom.clone(), move |g| {
-            let mut c = Console::from_hvm_params(&*g).expect("console");
-            let mut got = Vec::new();
-            while got.len() < 3 * 1024 {
-                let mut buf = [0u8; 100];
-                let n = c.read_timeout(&mut buf, LONG).expect("input");
-                got.extend_from_slice(&buf[..n]);
-            }
-            tx.send(got).unwrap();
-        })
-        .unwrap();
-    assert_eq!(con.send_input(&data), data.len());
-    assert_eq!(rx.recv_timeout(LONG).unwrap(), data);
-    join_poweroff(h);
 }
 
 #[test]

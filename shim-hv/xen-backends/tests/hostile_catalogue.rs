@@ -77,8 +77,8 @@ impl FrontendWorld for KeepsAMapping {
     fn grant_capacity(&self) -> u32 {
         self.inner.grant_capacity()
     }
-    fn bind_port(&self) -> Result<Port, String> {
-        self.inner.bind_port()
+    fn bind_port(&self, to: Grantee) -> Result<Port, String> {
+        self.inner.bind_port(to)
     }
     fn notify(&self, port: Port) -> Result<(), String> {
         self.inner.notify(port)
@@ -109,6 +109,9 @@ impl FrontendWorld for KeepsAMapping {
     }
     fn neighbour(&self) -> Result<Box<dyn FrontendWorld + '_>, String> {
         self.inner.neighbour()
+    }
+    fn sibling(&self) -> Result<Box<dyn FrontendWorld + '_>, String> {
+        self.inner.sibling()
     }
 }
 

@@ -42,7 +42,7 @@
 //!     fn end_grant(&self, _: GrantRef) -> Result<(), String> { Ok(()) }
 //!     fn mapped(&self, _: GrantRef) -> bool { false }
 //!     fn grant_capacity(&self) -> u32 { 512 }
-//!     fn bind_port(&self) -> Result<Port, String> { Ok(Port(3)) }
+//!     fn bind_port(&self, _: Grantee) -> Result<Port, String> { Ok(Port(3)) }
 //!     fn notify(&self, _: Port) -> Result<(), String> { Ok(()) }
 //!     fn write_key(&self, _: &str, _: &[u8]) -> Result<(), String> { Ok(()) }
 //!     fn remove_key(&self, _: &str) -> Result<(), String> { Ok(()) }
@@ -58,6 +58,9 @@
 //!     fn console_input(&self, _: &[u8]) -> usize { 0 }
 //!     fn neighbour(&self) -> Result<Box<dyn FrontendWorld + '_>, String> {
 //!         Err("no other domain".into())
+//!     }
+//!     fn sibling(&self) -> Result<Box<dyn FrontendWorld + '_>, String> {
+//!         Err("no other device".into())
 //!     }
 //! }
 //!
@@ -81,6 +84,7 @@ pub use crate::report::{Report, Row};
 mod blk;
 mod console;
 mod net;
+pub mod requests;
 
 /// The device class a world's frontend speaks (and so which cases run in it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,8 +138,9 @@ pub trait FrontendWorld {
     /// How many entries the frontend's grant table has (refs at or past it are
     /// outside the table).
     fn grant_capacity(&self) -> u32;
-    /// A new event channel for the backend to bind (`event-channel`).
-    fn bind_port(&self) -> Result<Port, String>;
+    /// A new unbound event channel for `to` to bind (`event-channel`; with
+    /// [`Grantee::NotTheBackend`], one the backend must not be able to bind).
+    fn bind_port(&self, to: Grantee) -> Result<Port, String>;
     /// Notifies the backend on `port`.
     fn notify(&self, port: Port) -> Result<(), String>;
     /// Writes `key` (relative: `ring-ref`, `state`...) in the frontend's device
@@ -162,6 +167,11 @@ pub trait FrontendWorld {
     /// A fresh world of the same class for another, well-behaved domain on the same
     /// backend host (for `Net`: on the same bridge), to show it is unaffected.
     fn neighbour(&self) -> Result<Box<dyn FrontendWorld + '_>, String>;
+    /// A fresh world for another device of the same class in the *same* domain (same
+    /// memory, grant table and event channels; its own backend), to show that a
+    /// device the backend gave up on does not take the domain's other devices with
+    /// it. `Blk` and `Net` only.
+    fn sibling(&self) -> Result<Box<dyn FrontendWorld + '_>, String>;
 }
 
 type CaseFn = fn(&dyn FrontendWorld) -> Result<String, String>;
@@ -210,16 +220,7 @@ pub fn run(
         let r = match make(case.class) {
             Err(e) => Err(format!("no world for the case: {e}")),
             Ok(world) => {
-                let r =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case.run(&*world)))
-                        .unwrap_or_else(|p| {
-                            let msg = p
-                                .downcast_ref::<&str>()
-                                .map(|s| s.to_string())
-                                .or_else(|| p.downcast_ref::<String>().cloned())
-                                .unwrap_or_default();
-                            Err(format!("panicked: {msg}"))
-                        });
+                let r = crate::report::caught(|| case.run(&*world));
                 drop(world);
                 r
             }
@@ -272,6 +273,26 @@ fn backend_state(w: &dyn FrontendWorld) -> Option<u32> {
 
 fn set_state(w: &dyn FrontendWorld, s: u32) -> R<()> {
     w.write_key("state", s.to_string().as_bytes())
+}
+
+/// Writes the frontend's keys: `ours`, with `overrides` taking the place of keys
+/// of the same name (an empty override removes the key).
+fn write_keys(w: &dyn FrontendWorld, ours: &[(&str, String)], overrides: &[(&str, &str)]) -> R<()> {
+    for (k, v) in ours {
+        if !overrides.iter().any(|(o, _)| o == k) {
+            w.write_key(k, v.as_bytes())?;
+        }
+    }
+    for (k, v) in overrides {
+        if v.is_empty() {
+            if w.front_key(k).is_some() {
+                w.remove_key(k)?;
+            }
+        } else {
+            w.write_key(k, v.as_bytes())?;
+        }
+    }
+    Ok(())
 }
 
 /// Starts the frontend (`Initialising`) and waits for the backend's `InitWait`.

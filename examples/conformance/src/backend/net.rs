@@ -44,14 +44,14 @@ impl<'w> Net<'w> {
         let rx = FrontRing::init(rp.mem).map_err(|e| e.to_string())?;
         let tg = w.grant(tp.frame, Grantee::Backend, false)?;
         let rg = w.grant(rp.frame, Grantee::Backend, false)?;
-        let port = w.bind_port()?;
+        let port = w.bind_port(Grantee::Backend)?;
         let mut data = Vec::new();
         for _ in 0..4 {
             let p = w.alloc_page()?;
             let g = w.grant(p.frame, Grantee::Backend, false)?;
             data.push((p, g));
         }
-        let mut all = vec![
+        let ours = [
             ("tx-ring-ref", tg.0.to_string()),
             ("rx-ring-ref", rg.0.to_string()),
             ("event-channel", port.0.to_string()),
@@ -59,17 +59,7 @@ impl<'w> Net<'w> {
             ("feature-rx-notify", "1".to_string()),
             ("feature-sg", "1".to_string()),
         ];
-        for (k, v) in keys {
-            all.retain(|(kk, _)| kk != k);
-            all.push((k, v.to_string()));
-        }
-        for (k, v) in &all {
-            if v.is_empty() {
-                w.remove_key(k)?;
-            } else {
-                w.write_key(k, v.as_bytes())?;
-            }
-        }
+        write_keys(w, &ours, keys)?;
         set_state(w, st::CONNECTED)?;
         if expect {
             wait_connected(w)?;
@@ -290,8 +280,27 @@ fn net_fatal(w: &dyn FrontendWorld, attack: fn(&mut Net<'_>) -> R<()>) -> R<Stri
     let err = wait_refused(w)?;
     let g = n.grefs();
     release(w, &g)?;
+    // The domain's other vif still carries a frame to a neighbour.
+    let sib = w.sibling().map_err(|e| format!("sibling: {e}"))?;
+    let mut s = Net::connect(&*sib).map_err(|e| format!("sibling: {e}"))?;
+    let nb = w.neighbour()?;
+    let mut r = Net::connect(&*nb)?;
+    r.post_rx(3)?;
+    let f = frame_to(r.mac, s.mac, 700, 5);
+    let st = s.send(1, &f)?;
+    let got = r
+        .recv()
+        .map_err(|e| format!("from the domain's other vif: {e}"))?;
+    if st != netif::RSP_OKAY || got != f {
+        return Err(format!(
+            "the domain's other vif: status {st}, frame arrived intact: {}",
+            got == f
+        ));
+    }
+    s.close()?;
+    r.close()?;
     Ok(format!(
-        "vif closed: {}; nothing mapped; {}",
+        "vif closed: {}; nothing mapped; the domain's other vif still sends; {}",
         err.trim(),
         net_neighbours_ok(w)?
     ))
@@ -506,10 +515,10 @@ pub(super) fn cases() -> Vec<Case> {
             run: net_odd_layout,
         },
         Case {
-            name: "netback.slot_crosses_page (N*)",
+            name: "netback.slot_crosses_page (N*, E5)",
             class: Class::Net,
             front: "a slot at offset 4000 of 1460 bytes (past its page)",
-            expect: "that vif closed with an `error` node, nothing mapped; others unaffected",
+            expect: "that vif closed with an `error` node, nothing mapped; the domain's other vif and other domains unaffected",
             run: |w| {
                 net_fatal(w, |n| {
                     let g = n.data[0].1;
@@ -521,7 +530,7 @@ pub(super) fn cases() -> Vec<Case> {
             name: "netback.too_many_slots (N5)",
             class: Class::Net,
             front: "a frame of 40 slots (more than the 18 a frame may use)",
-            expect: "that vif closed with an `error` node, nothing mapped",
+            expect: "that vif closed with an `error` node, nothing mapped; the domain's other vif and other domains unaffected",
             run: |w| {
                 net_fatal(w, |n| {
                     let g = n.data[0].1;
@@ -539,7 +548,7 @@ pub(super) fn cases() -> Vec<Case> {
             name: "netback.req_prod_overrun (row 1)",
             class: Class::Net,
             front: "publishes tx req_prod 5000",
-            expect: "that vif closed with an `error` node, nothing mapped",
+            expect: "that vif closed with an `error` node, nothing mapped; the domain's other vif and other domains unaffected",
             run: |w| {
                 net_fatal(w, |n| {
                     n.tx_mem.store_u32(layout::REQ_PROD, 5000);

@@ -76,41 +76,77 @@ impl Host {
         }
         let dom = self.hv.create_domain(spec).map_err(|e| e.to_string())?;
         let guest = InProcGuest::new(self.hv.clone(), dom.clone());
-        let table =
-            Box::new(GrantTable::setup(&*guest, (NG / 512) as u32).map_err(|e| e.to_string())?);
-        let id = dom.id().0;
-        let (backend, fe_dir, be_dir) = match self.class {
+        let table = GrantTable::setup(&*guest, (NG / 512) as u32).map_err(|e| e.to_string())?;
+        let ctx = Arc::new(DomCtx {
+            host: self.clone(),
+            n,
+            dom,
+            guest,
+            table: Box::new(table),
+            devices: AtomicU8::new(0),
+        });
+        ctx.device()
+    }
+}
+
+/// One domain: its memory, grant table and event channels, shared by the worlds of
+/// its devices; destroyed with the last of them.
+struct DomCtx {
+    host: Arc<Host>,
+    n: u8,
+    dom: Arc<Domain>,
+    guest: Arc<InProcGuest>,
+    table: Box<GrantTable<NG>>,
+    devices: AtomicU8,
+}
+
+impl Drop for DomCtx {
+    fn drop(&mut self) {
+        let _ = self.host.hv.destroy_domain(self.dom.id());
+    }
+}
+
+impl DomCtx {
+    /// The domain's next device of the host's class, with its backend.
+    fn device(self: &Arc<Self>) -> Result<ShimWorld, String> {
+        let host = &self.host;
+        let k = self.devices.fetch_add(1, Ordering::Relaxed);
+        let (dom, id, n) = (&self.dom, self.dom.id().0, self.n);
+        let (backend, fe_dir, be_dir) = match host.class {
             Class::Blk => {
-                let img = self.dir.join(format!("{name}.img"));
+                let img = host.dir.join(format!("d{n}-{k}.img"));
                 let data: Vec<u8> = (0..DISK).map(|i| (i / 512) as u8 ^ (i as u8)).collect();
                 std::fs::write(&img, data).map_err(|e| format!("{}: {e}", img.display()))?;
-                let cfg = BlkConfig::new(Target::File(img), XVDA, "xvda");
-                let be = BlkBackend::start(&self.hv, dom.id(), cfg).map_err(|e| e.to_string())?;
+                let devid = XVDA + 16 * u32::from(k);
+                let name = format!("xvd{}", char::from(b'a' + k));
+                let cfg = BlkConfig::new(Target::File(img), devid, &name);
+                let be = BlkBackend::start(&host.hv, dom.id(), cfg).map_err(|e| e.to_string())?;
                 let bp = be.backend_path().to_string();
                 (
                     Backend::Blk(be),
-                    format!("/local/domain/{id}/device/vbd/{XVDA}"),
+                    format!("/local/domain/{id}/device/vbd/{devid}"),
                     bp,
                 )
             }
             Class::Net => {
                 let cfg = NetConfig {
-                    mac: Some(xennet_front::Mac([0xaa, 0, 0, 0x50, 2, n])),
+                    devid: u32::from(k),
+                    mac: Some(xennet_front::Mac([0xaa, 0, 0, 0x50, 2 + k, n])),
                     ..NetConfig::default()
                 };
-                let be = NetBackend::start(&self.hv, dom.id(), self.bridge.clone(), cfg)
+                let be = NetBackend::start(&host.hv, dom.id(), host.bridge.clone(), cfg)
                     .map_err(|e| e.to_string())?;
                 let bp = be.backend_path().to_string();
                 (
                     Backend::Net(be),
-                    format!("/local/domain/{id}/device/vif/0"),
+                    format!("/local/domain/{id}/device/vif/{k}"),
                     bp,
                 )
             }
-            Class::Console => {
-                let c = self
+            Class::Console if k == 0 => {
+                let c = host
                     .consoles
-                    .start(&dom, Sink::None)
+                    .start(dom, Sink::None)
                     .map_err(|e| e.to_string())?;
                 (
                     Backend::Console(c),
@@ -118,18 +154,18 @@ impl Host {
                     String::new(),
                 )
             }
+            Class::Console => {
+                return Err("these worlds give a domain its primary console only".into())
+            }
         };
         Ok(ShimWorld {
-            host: self.clone(),
-            xs: self.hv.xenstored().client(id),
-            dom0: self.hv.xenstored().client(0),
-            dom,
-            guest,
-            table,
+            xs: host.hv.xenstored().client(id),
+            dom0: host.hv.xenstored().client(0),
+            ctx: self.clone(),
             backend: Some(backend),
             fe_dir,
             be_dir,
-            deadline: Instant::now() + self.patience,
+            deadline: Instant::now() + host.patience,
         })
     }
 }
@@ -146,12 +182,9 @@ enum Backend {
     Console(Arc<Console>),
 }
 
-/// One domain and its device, for the cases (see the module docs).
+/// One device of a domain, for the cases (see the module docs).
 pub struct ShimWorld {
-    host: Arc<Host>,
-    dom: Arc<Domain>,
-    guest: Arc<InProcGuest>,
-    table: Box<GrantTable<NG>>,
+    ctx: Arc<DomCtx>,
     xs: LocalClient,
     dom0: LocalClient,
     backend: Option<Backend>,
@@ -163,28 +196,28 @@ pub struct ShimWorld {
 impl ShimWorld {
     /// The domain.
     pub fn domid(&self) -> DomId {
-        self.dom.id()
+        self.ctx.dom.id()
     }
 }
 
 impl Drop for ShimWorld {
     fn drop(&mut self) {
-        // The backend goes first (its threads unmap what they hold), then the domain.
+        // The backend goes first (its threads unmap what they hold), then the
+        // domain with its last device.
         match self.backend.take() {
             Some(Backend::Blk(b)) => b.destroy(),
             Some(Backend::Net(n)) => drop(n),
             Some(Backend::Console(_)) => {
-                let _ = self.host.consoles.remove(self.dom.id());
+                let _ = self.ctx.host.consoles.remove(self.ctx.dom.id());
             }
             None => {}
         }
-        let _ = self.host.hv.destroy_domain(self.dom.id());
     }
 }
 
 impl FrontendWorld for ShimWorld {
     fn alloc_page(&self) -> Result<FrontPage<'_>, String> {
-        let p = &*self.guest;
+        let p = &*self.ctx.guest;
         // Freed with the domain.
         let mem = SharedPages::alloc(p, 1)
             .ok_or("the domain is out of memory")?
@@ -197,33 +230,38 @@ impl FrontendWorld for ShimWorld {
     fn grant(&self, frame: Gfn, to: Grantee, readonly: bool) -> Result<GrantRef, String> {
         let dom = match to {
             Grantee::Backend => DomId(0),
-            Grantee::NotTheBackend => DomId(self.dom.id().0 + 7),
+            Grantee::NotTheBackend => DomId(self.ctx.dom.id().0 + 7),
         };
-        self.table
+        self.ctx
+            .table
             .grant_access(dom, frame, readonly)
             .map_err(|e| e.to_string())
     }
 
     fn end_grant(&self, gref: GrantRef) -> Result<(), String> {
-        self.table.end_access(gref).map_err(|e| e.to_string())
+        self.ctx.table.end_access(gref).map_err(|e| e.to_string())
     }
 
     fn mapped(&self, gref: GrantRef) -> bool {
-        self.host.hv.grant_pins(self.dom.id(), gref) != 0
+        self.ctx.host.hv.grant_pins(self.ctx.dom.id(), gref) != 0
     }
 
     fn grant_capacity(&self) -> u32 {
         NG as u32
     }
 
-    fn bind_port(&self) -> Result<Port, String> {
-        Xen(&*self.guest)
-            .evtchn_alloc_unbound(DomId(0))
+    fn bind_port(&self, to: Grantee) -> Result<Port, String> {
+        let remote = match to {
+            Grantee::Backend => DomId(0),
+            Grantee::NotTheBackend => DomId(self.ctx.dom.id().0 + 7),
+        };
+        Xen(&*self.ctx.guest)
+            .evtchn_alloc_unbound(remote)
             .map_err(|e| e.to_string())
     }
 
     fn notify(&self, port: Port) -> Result<(), String> {
-        Xen(&*self.guest)
+        Xen(&*self.ctx.guest)
             .evtchn_send(port)
             .map_err(|e| e.to_string())
     }
@@ -263,10 +301,10 @@ impl FrontendWorld for ShimWorld {
     }
 
     fn console(&self) -> Option<(FrontPage<'_>, Port)> {
-        let xen = Xen(&*self.guest);
+        let xen = Xen(&*self.ctx.guest);
         let pfn = xen.hvm_get_param(hvm::PARAM_CONSOLE_PFN).ok()?;
         let port = xen.hvm_get_param(hvm::PARAM_CONSOLE_EVTCHN).ok()?;
-        let mem = SharedMem::map_gfn(&*self.guest, Gfn(pfn))?;
+        let mem = SharedMem::map_gfn(&*self.ctx.guest, Gfn(pfn))?;
         Some((
             FrontPage {
                 mem,
@@ -291,6 +329,10 @@ impl FrontendWorld for ShimWorld {
     }
 
     fn neighbour(&self) -> Result<Box<dyn FrontendWorld + '_>, String> {
-        Ok(Box::new(self.host.world()?))
+        Ok(Box::new(self.ctx.host.world()?))
+    }
+
+    fn sibling(&self) -> Result<Box<dyn FrontendWorld + '_>, String> {
+        Ok(Box::new(self.ctx.device()?))
     }
 }

@@ -1,0 +1,69 @@
+//! Raw `blkif` requests, built field by field so that any of them can be wrong: what
+//! the `blkback.*` cases send, for a backend's own extra tests.
+//!
+//! ```
+//! use xen_conformance::backend::requests::{rw, segment};
+//! use hypercall::abi::blkif;
+//! use hypercall::GrantRef;
+//!
+//! // A read whose only segment ends before it starts.
+//! let r = rw(blkif::OP_READ, 7, 0, &[segment(GrantRef(9), 5, 2)], None);
+//! assert_eq!((r.nr_segments, r.seg[0].first_sect), (1, 5));
+//! ```
+
+use hypercall::abi::blkif::{self, Request, RequestDiscard, RequestIndirect, RequestSegment};
+use hypercall::GrantRef;
+
+/// A segment: sectors `first..=last` of the page `gref` grants.
+pub fn segment(gref: GrantRef, first: u8, last: u8) -> RequestSegment {
+    RequestSegment {
+        gref: gref.0,
+        first_sect: first,
+        last_sect: last,
+        _pad: [0; 2],
+    }
+}
+
+/// A read, write, flush or barrier request (or any other `op`) of `segs` from
+/// `sector`; `nr` overrides `nr_segments` (else `segs.len()`; at most 11 are stored).
+pub fn rw(op: u8, id: u64, sector: u64, segs: &[RequestSegment], nr: Option<u8>) -> Request {
+    let mut r = Request {
+        operation: op,
+        nr_segments: nr.unwrap_or(segs.len().min(usize::from(u8::MAX)) as u8),
+        id,
+        sector_number: sector,
+        ..Default::default()
+    };
+    for (d, s) in r.seg.iter_mut().zip(segs) {
+        *d = *s;
+    }
+    r
+}
+
+/// An indirect request: operation `iop` of `nr` segments whose descriptors are in
+/// the pages `pages` grant (at most 8 are stored).
+pub fn indirect(iop: u8, id: u64, sector: u64, nr: u16, pages: &[GrantRef]) -> Request {
+    let mut r = RequestIndirect {
+        operation: blkif::OP_INDIRECT,
+        indirect_op: iop,
+        nr_segments: nr,
+        id,
+        sector_number: sector,
+        ..Default::default()
+    };
+    for (d, g) in r.indirect_grefs.iter_mut().zip(pages) {
+        *d = g.0;
+    }
+    Request::from(r)
+}
+
+/// A discard of `nr_sectors` from `sector`.
+pub fn discard(id: u64, sector: u64, nr_sectors: u64) -> Request {
+    Request::from(RequestDiscard {
+        operation: blkif::OP_DISCARD,
+        id,
+        sector_number: sector,
+        nr_sectors,
+        ..Default::default()
+    })
+}
