@@ -221,7 +221,11 @@ mod tests {
         let caps = ChecksumCapabilities::default();
         let target = Ipv4Address::new(10, 0, 0, 9);
         let mut p = Pinger::new(target, IDENT, 2, Duration::from_millis(50), b"test");
-        assert_eq!(p.next_deadline(), Some(0), "the first request is due at once");
+        assert_eq!(
+            p.next_deadline(),
+            Some(0),
+            "the first request is due at once"
+        );
         let mut now = 5_000_000;
         let mut wakeups = 0;
         while let Some(deadline) = p.next_deadline() {
@@ -229,7 +233,11 @@ mod tests {
             wakeups += 1;
             assert!(wakeups <= 3, "woke {wakeups} times: {p:?}");
             if p.step(&mut sock, &caps, now) {
-                assert_eq!(p.next_deadline(), None, "finished: nothing left to wake for");
+                assert_eq!(
+                    p.next_deadline(),
+                    None,
+                    "finished: nothing left to wake for"
+                );
                 break;
             }
             assert_eq!(p.next_deadline(), Some(now + 50_000_000), "{p:?}");

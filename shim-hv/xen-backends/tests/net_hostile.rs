@@ -7,9 +7,10 @@
 //! `multi-queue-max-queues` is clamped. Toolstack side: a MAC already on a bridge
 //! refuses the second vif.
 //!
-//! The hostile *frontends* (bad grant refs, runt and inconsistent frames, a bad grant
-//! in a frame's tail, odd slot layouts, a slot crossing its page, too many slots, a
-//! runaway producer index, bad connect keys, bad rx grants) are xen-conformance's
+//! The hostile *frontends* (bad grant refs, runt and inconsistent frames, bad extra
+//! info, reused tx ids, a bad grant in a frame's tail, odd slot layouts, a slot
+//! crossing its page, too many slots, a runaway producer index, bad connect keys,
+//! bad rx grants) are xen-conformance's
 //! `netback.*` catalogue, run against netback by `hostile_catalogue.rs`.
 
 mod net_util;

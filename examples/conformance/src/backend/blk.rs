@@ -983,6 +983,76 @@ fn blk_ring_page(w: &dyn FrontendWorld) -> R<String> {
     ))
 }
 
+/// Revokes a data grant right after publishing the read that uses it (sometimes
+/// after letting the backend run a little): whichever side wins, the outcome is
+/// consistent.
+fn blk_revoke(w: &dyn FrontendWorld) -> R<String> {
+    let mut b = Blk::connect(w)?;
+    let sp = w.alloc_page()?;
+    let gs = w.grant(sp.frame, Grantee::Backend, false)?;
+    let disk = snapshot(&mut b, 5000, &sp, gs)?;
+    let p = w.alloc_page()?;
+    let (mut refused, mut answered, mut held) = (0, 0, 0);
+    for id in 0..200u64 {
+        p.mem.fill(0, PAGE_SIZE, 0xa5);
+        let g = w.grant(p.frame, Grantee::Backend, false)?;
+        let page = (id % 8) as usize;
+        b.push(&[rw(
+            blkif::OP_READ,
+            id,
+            page as u64 * 8,
+            &[seg(g, 0, 7)],
+            None,
+        )])?;
+        if id % 3 == 0 {
+            let _ = w.wait();
+        }
+        let revoked = w.end_grant(g).is_ok();
+        if revoked {
+            // The page is the frontend's again: nothing may write it any more.
+            p.mem.fill(0, PAGE_SIZE, 0x11);
+        }
+        let rsp = b.wait(1)?.remove(0);
+        if rsp.id != id {
+            return Err(format!("answer for id {} to request {id}", rsp.id));
+        }
+        let mut got = vec![0u8; PAGE_SIZE];
+        p.mem.read(0, &mut got);
+        if revoked {
+            match rsp.status {
+                ERR => refused += 1,
+                OK => answered += 1,
+                s => return Err(format!("request {id}: status {s} after a revoke")),
+            }
+            if got.iter().any(|&x| x != 0x11) {
+                return Err(format!(
+                    "request {id}: the page was written after its grant ended"
+                ));
+            }
+        } else {
+            held += 1;
+            if rsp.status != OK || got[..] != disk[page * PAGE_SIZE..][..PAGE_SIZE] {
+                return Err(format!(
+                    "request {id}: the backend held the grant but answered {} ({})",
+                    rsp.status,
+                    if got[..] == disk[page * PAGE_SIZE..][..PAGE_SIZE] {
+                        "right data"
+                    } else {
+                        "wrong data"
+                    }
+                ));
+            }
+            release(w, &[g]).map_err(|e| format!("request {id}: {e}"))?;
+        }
+    }
+    b.close(&[gs])?;
+    Ok(format!(
+        "200 grants ended under their reads: {refused} refused (ERROR, page untouched), \
+         {answered} answered before the end, {held} held by the backend until answered \
+         (the end failed, then worked); nothing mapped after"
+    ))
+}
+
 fn blk_closing_in_flight(w: &dyn FrontendWorld) -> R<String> {
     let mut b = Blk::connect(w)?;
     let mut grefs = Vec::new();
@@ -1085,6 +1155,16 @@ pub(super) fn cases() -> Vec<Case> {
             expect: "that disk at worst disconnects; its ring unmapped once closed; \
                      others unaffected",
             run: blk_ring_page,
+        },
+        Case {
+            name: "blkback.grant_revoked_mid_request (G1-G2)",
+            class: Class::Blk,
+            front: "ends a data grant right after publishing the read into it, 200 times",
+            expect: "either the end wins (the read answered ERROR, the page never written \
+                     after) or the backend holds the grant (the end fails, the read \
+                     completes with the right data, then the grant is released); never \
+                     both, nothing left mapped",
+            run: blk_revoke,
         },
         Case {
             name: "blkback.closing_in_flight (row 15)",

@@ -1,7 +1,10 @@
 //! `netback.*`: a raw net frontend (one queue, tx/rx rings and slots by hand) and
 //! the net cases.
 
-use hypercall::abi::netif::{self, RxRequest, RxResponse, TxRequest, TxResponse, NETTXF_MORE_DATA};
+use hypercall::abi::netif::{
+    self, ExtraInfo, RxRequest, RxResponse, TxRequest, TxResponse, NETTXF_EXTRA_INFO,
+    NETTXF_MORE_DATA,
+};
 use hypercall::abi::ring as layout;
 use hypercall::ring::FrontRing;
 
@@ -92,7 +95,7 @@ impl<'w> Net<'w> {
         let mut out = Vec::new();
         while out.len() < n {
             match self.tx.poll_response() {
-                Ok(Some(r)) if r.status == netif::RSP_NULL => {}
+                // Extra-info slots are answered RSP_NULL; counted, as sent.
                 Ok(Some(r)) => out.push(r),
                 Ok(None) => {
                     if !self.w.wait() {
@@ -225,10 +228,6 @@ fn net_tx_errors(w: &dyn FrontendWorld, build: fn(&Net<'_>) -> Vec<TxRequest>) -
     let mut rp = Net::connect(&*peer)?;
     rp.post_rx(3)?;
     let reqs = build(&n);
-    let frames = reqs
-        .iter()
-        .filter(|r| r.flags & NETTXF_MORE_DATA == 0)
-        .count();
     n.push_tx(&reqs)?;
     let rsps = n.tx_responses(reqs.len())?;
     if !rsps.iter().any(|r| r.status == netif::RSP_ERROR) {
@@ -266,9 +265,10 @@ fn net_tx_errors(w: &dyn FrontendWorld, build: fn(&Net<'_>) -> Vec<TxRequest>) -
     n.close()?;
     rp.close()?;
     Ok(format!(
-        "{frames} bad frame(s), {} requests answered RSP_ERROR; vif up, receivers saw \
+        "{} slots answered RSP_ERROR, {} (extra info) RSP_NULL; vif up, receivers saw \
          no error, the next frame arrived; {}",
-        rsps.len(),
+        rsps.iter().filter(|r| r.status == netif::RSP_ERROR).count(),
+        rsps.iter().filter(|r| r.status == netif::RSP_NULL).count(),
         net_neighbours_ok(w)?
     ))
 }
@@ -458,6 +458,44 @@ fn net_bad_tail(w: &dyn FrontendWorld) -> R<String> {
     )
 }
 
+/// Two valid frames with one tx id: each is a request of its own.
+fn net_duplicate_ids(w: &dyn FrontendWorld) -> R<String> {
+    let rw_ = w.neighbour()?;
+    let mut r = Net::connect(&*rw_)?;
+    r.post_rx(3)?;
+    let mut n = Net::connect(w)?;
+    let (f1, f2) = (
+        frame_to(r.mac, n.mac, 200, 1),
+        frame_to(r.mac, n.mac, 300, 2),
+    );
+    let (p0, g0) = n.data[0];
+    let (p1, g1) = n.data[1];
+    p0.mem.write(0, &f1);
+    p1.mem.write(0, &f2);
+    n.push_tx(&[tx(g0, 0, 0, 5, 200), tx(g1, 0, 0, 5, 300)])?;
+    let rsps = n.tx_responses(2)?;
+    if rsps
+        .iter()
+        .any(|x| x.id != 5 || x.status != netif::RSP_OKAY)
+    {
+        return Err(format!("two frames with tx id 5 answered {rsps:?}"));
+    }
+    let (a, b) = (r.recv()?, r.recv()?);
+    if a != f1 || b != f2 {
+        return Err(format!(
+            "received {} and {} bytes, not the two frames in order",
+            a.len(),
+            b.len()
+        ));
+    }
+    if backend_state(w) != Some(st::CONNECTED) {
+        return Err("a reused tx id took the vif down".into());
+    }
+    n.close()?;
+    r.close()?;
+    Ok("two frames with one tx id: both answered OKAY and delivered in order".into())
+}
+
 /// The `netback.*` cases.
 pub(super) fn cases() -> Vec<Case> {
     vec![
@@ -496,6 +534,41 @@ pub(super) fn cases() -> Vec<Case> {
                     vec![tx(g, 0, NETTXF_MORE_DATA, 0, 100), tx(g, 0, 0, 1, 3000)]
                 })
             },
+        },
+        Case {
+            name: "netback.bad_gso (N6)",
+            class: Class::Net,
+            front: "a frame whose GSO extra-info slot has size 0",
+            expect: "RSP_ERROR for the frame (RSP_NULL for the extra slot), the vif stays up",
+            run: |w| {
+                net_tx_errors(w, |n| {
+                    let x = ExtraInfo::gso(0, netif::GSO_TYPE_TCPV4, 0, 0);
+                    vec![tx(n.data[0].1, 0, NETTXF_EXTRA_INFO, 0, 1000), TxRequest::from(x)]
+                })
+            },
+        },
+        Case {
+            name: "netback.unknown_extra_info (N6)",
+            class: Class::Net,
+            front: "a frame whose extra-info slot has type 0 (none), which no frontend sends",
+            expect: "that vif closed with an `error` node (Linux's fatal tx error), nothing \
+                     mapped; the domain's other vif and other domains unaffected",
+            run: |w| {
+                net_fatal(w, |n| {
+                    let x = ExtraInfo {
+                        ty: netif::EXTRA_TYPE_NONE,
+                        ..ExtraInfo::gso(1400, netif::GSO_TYPE_TCPV4, 0, 0)
+                    };
+                    n.push_tx(&[tx(n.data[0].1, 0, NETTXF_EXTRA_INFO, 0, 1000), TxRequest::from(x)])
+                })
+            },
+        },
+        Case {
+            name: "netback.duplicate_tx_ids (N2)",
+            class: Class::Net,
+            front: "two valid frames with the same tx id",
+            expect: "each answered OKAY with that id and delivered, in order; the vif stays up",
+            run: net_duplicate_ids,
         },
         Case {
             name: "netback.bad_tail_gref (grant-to-grant copy)",
