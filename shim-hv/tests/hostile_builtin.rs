@@ -329,12 +329,16 @@ fn console_in_prod_past_ring() {
     assert!(t[at..].contains("power: poweroff"), "{t}");
 }
 
-/// Every mode of the catalogue has a test above (a new mode needs one).
+/// Every mode of the catalogue has a test above and a row in
+/// docs/hostile-mode.md (a new mode needs both).
 #[test]
-fn every_mode_is_tested_here() {
+fn every_mode_is_tested_here_and_documented() {
     let me = include_str!("hostile_builtin.rs");
+    let doc = include_str!("../../docs/hostile-mode.md");
     for h in Hostile::all() {
         let f = format!("fn {}()", h.name().replace('.', "_"));
         assert!(me.contains(&f), "no test {f} for {h}");
+        let row = format!("| `{}` |", h.name());
+        assert!(doc.contains(&row), "no row {row} in docs/hostile-mode.md");
     }
 }

@@ -54,14 +54,38 @@ impl Out {
     }
 }
 
+/// Formats into the early console.
+struct EarlyOut<'a>(&'a Out);
+
+impl Write for EarlyOut<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.early_write(s);
+        Ok(())
+    }
+}
+
+impl Out {
+    /// The ring failed (the backend broke its protocol, or went away): says why
+    /// on the early console, which is used from now on.
+    fn give_up_ring(&mut self, what: &str, why: &dyn fmt::Display) {
+        self.ring = None;
+        let _ = writeln!(
+            EarlyOut(self),
+            "console ring failed ({what}): {why}; using the early console"
+        );
+    }
+}
+
 impl Write for Out {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         if let Some(r) = self.ring.as_mut() {
             if r.write_str(s).is_ok() {
                 return Ok(());
             }
-            self.ring = None;
-            self.early_write("console ring failed; using the early console\n");
+            match r.take_error() {
+                Some(e) => self.give_up_ring("output", &e),
+                None => self.give_up_ring("output", &"write failed"),
+            }
         }
         self.early_write(s);
         Ok(())
@@ -99,11 +123,16 @@ pub fn flush() {
     }
 }
 
-/// Reads console input, if any came.
+/// Reads console input, if any came. A read that fails (the backend's indices
+/// are impossible) gives the ring up, saying why.
 pub fn read(buf: &mut [u8]) -> usize {
-    OUT.lock()
-        .ring
-        .as_mut()
-        .and_then(|r| r.read(buf).ok())
-        .unwrap_or(0)
+    let mut out = OUT.lock();
+    match out.ring.as_mut().map(|r| r.read(buf)) {
+        Some(Ok(n)) => n,
+        Some(Err(e)) => {
+            out.give_up_ring("input", &e);
+            0
+        }
+        None => 0,
+    }
 }

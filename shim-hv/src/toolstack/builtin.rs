@@ -40,7 +40,10 @@
 //!
 //! A device that fails (connect refused, backend gone, protocol violation) is
 //! reported on the console with its typed error and dropped; the guest keeps
-//! running.
+//! running. A console ring that fails (impossible indices from the backend, on
+//! output or input) is reported, with the reason, on `CONSOLEIO_write`, which the
+//! guest uses from then on. (shim-hv's hostile modes, docs/hostile-mode.md,
+//! exercise all of these.)
 //!
 //! Console lines it prints (tests and the demo look for them):
 //! `xenkit built-in guest: domain N (NAME) up`,
@@ -48,10 +51,12 @@
 //! features: ...`, `disk N (NAME): sector 0: "..."`, `disk N (NAME): scratch sector
 //! L: written, read back, restored, flushed`, `disk N (NAME): write refused:
 //! <error>`, `disk N (NAME): cdrom drive, no media`, `disk N: <error>`,
+//! `disk N (NAME): the backend went to STATE during I/O`,
 //! `nic N: mac M, mtu U, Q queue(s), ...; ip A/P`, `nic N: sent a gratuitous ARP
 //! for A`, `nic N: <error>`, `channel N: backend P`, `channel N (NAME): connected,
 //! greeting sent`, `channel N: <error>`, `ping A: R/S replies`, `waiting for control/shutdown`,
-//! `power: <event>`, `ignoring control/shutdown = "<value>"`.
+//! `power: <event>`, `ignoring control/shutdown = "<value>"`,
+//! `console ring failed (output|input): <error>; using CONSOLEIO_write`.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -19,7 +19,7 @@
 //!   socket), attached at start and restart, detached at the end.
 //! - [`builtin`]: the in-process guest a config without `kernel` runs; a config with
 //!   `kernel` boots it in a KVM VM ([`kvm_runner`]).
-//! - [`cli`]: the commands (`create [-c] [-n]`, `list [-l]`, `console`, `shutdown [-w]
+//! - [`cli`]: the commands (`create [-c] [-n] [-p] [--hostile DEV=MODE]`, `list [-l]`, `console`, `shutdown [-w]
 //!   [-R|-H]`, `reboot`, `destroy`, `block-list`, `network-list`, `xenstore-env`,
 //!   `demo`).
 //!
