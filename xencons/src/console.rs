@@ -234,6 +234,9 @@ impl<P: Platform> Console<P> {
     /// has not moved since), with [`Error::Disconnected`] when the backend marks the
     /// console closed, and with [`Error::Failed`] on illegal indices.
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
+        // A failed console says so even with nothing to write, as `try_write` does.
+        self.check()
+            .map_err(|error| WriteError { written: 0, error })?;
         let mut done = 0;
         let mut seen_cons = self.ring.out_cons();
         let mut since = self.platform().now_ns();

@@ -863,3 +863,123 @@ mod read_audit {
         f.page.store_u8(RESERVED + 7, 0);
     }
 }
+
+/// Tests written for mutants cargo-mutants found missed (docs/mutants.md): each fails
+/// on the mutant named in its comment.
+mod mutants {
+    use super::*;
+    use std::format;
+
+    /// Both faults name the indices (mutant: `Fault`'s `Display::fmt` -> `Ok(())`).
+    #[test]
+    fn faults_display_their_indices() {
+        let out = Fault::OutIndices {
+            cons: 0x900,
+            prod: 0x10,
+        };
+        assert_eq!(
+            format!("{out}"),
+            "illegal output ring indices: out_cons 0x900, out_prod 0x10"
+        );
+        let inp = Fault::InIndices {
+            cons: 0x10,
+            prod: 0x1000,
+        };
+        assert_eq!(
+            format!("{inp}"),
+            "illegal input ring indices: in_cons 0x10, in_prod 0x1000"
+        );
+    }
+
+    /// The console page runs through `connection` at byte 3088 of `io/console.h`'s
+    /// layout: in[1024], out[2048], four u32 indices, then the u8 (mutants:
+    /// `PAGE_BYTES = CONNECTION + 1` with `-` or `*`).
+    #[test]
+    fn page_bytes_cover_the_connection_byte() {
+        assert_eq!(abi::CONNECTION, 1024 + 2048 + 4 * 4);
+        assert_eq!(crate::ring::PAGE_BYTES, 3089);
+    }
+
+    /// `config()` gives back what the console was built with, and a console on a
+    /// connected page is not disconnected (mutants: `config` -> `Default::default()`,
+    /// `is_disconnected` -> `true`).
+    #[test]
+    fn config_is_kept_and_a_connected_console_is_not_disconnected() {
+        let f = Fake::new(Backend::Drain(4096));
+        let cfg = Config::default()
+            .with_stall_timeout(Duration::from_millis(7))
+            .with_crlf(true);
+        let c = Console::from_hvm_params_with(&f, cfg).unwrap();
+        assert_eq!(c.config(), cfg);
+        assert_eq!(c.config().stall_timeout, Duration::from_millis(7));
+        assert!(c.config().crlf);
+        assert!(!c.is_disconnected());
+    }
+
+    /// An empty write to a failed console reports the failure, as `try_write` does
+    /// (found through the mutant `done < bytes.len()` -> `<=` in `write`, which made an
+    /// empty write call `try_write` and fail while the original returned `Ok`; with
+    /// the check up front both behave alike, see mutants/accepted.txt).
+    #[test]
+    fn empty_write_to_a_failed_console_fails() {
+        let f = Fake::new(Backend::Drain(4096));
+        let mut c = console(&f);
+        assert_eq!(c.write(b""), Ok(()));
+        f.page.store_u32(abi::OUT_CONS, 0x1000);
+        assert!(c.pending_output().is_err());
+        let fault = c.fault().unwrap();
+        assert_eq!(c.try_write(b""), Err(Error::Failed(fault)));
+        assert_eq!(
+            c.write(b""),
+            Err(WriteError {
+                written: 0,
+                error: Error::Failed(fault)
+            })
+        );
+    }
+
+    /// Every stall of a long write gets its own kick: once the backend made room and
+    /// the writer filled it again, the next stall notifies again (mutant: `n > 0` ->
+    /// `n < 0` in `write`, which kept the first stall's `kicked` for the whole write).
+    #[test]
+    fn each_stall_of_a_long_write_kicks_once() {
+        let f = Fake::new(Backend::Drain(1000));
+        let mut c = console(&f);
+        let data = pattern(5000);
+        c.write(&data).unwrap();
+        let s = c.stats();
+        assert_eq!((s.written, s.waits), (5000, 3));
+        // Writes that moved data: 2048, 1000, 1000, 952; one kick for each stall.
+        assert_eq!(s.notifies, 4 + 3);
+        assert_eq!(f.sends.get(), 7);
+        f.drain(5000);
+        assert_eq!(f.seen(), data);
+    }
+
+    /// Output the backend has not consumed yet is counted (mutant: `pending_output`
+    /// -> `Ok(0)`).
+    #[test]
+    fn pending_output_counts_unconsumed_bytes() {
+        let f = Fake::new(Backend::Stuck);
+        let mut c = console(&f);
+        assert_eq!(c.pending_output(), Ok(0));
+        assert_eq!(c.try_write(b"hello"), Ok(5));
+        assert_eq!(c.pending_output(), Ok(5));
+        f.drain(2);
+        assert_eq!(c.pending_output(), Ok(3));
+    }
+
+    /// `Debug` shows the port, the fault, the stall mark and the counters (mutant:
+    /// `Console`'s `Debug::fmt` -> `Ok(())`).
+    #[test]
+    fn console_debug_shows_its_state() {
+        let f = Fake::new(Backend::Drain(4096));
+        let mut c = console(&f);
+        c.write(b"abc").unwrap();
+        assert_eq!(
+            format!("{c:?}"),
+            "Console { port: Port(5), failed: None, gone_at: None, stats: Stats { \
+             written: 3, read: 0, notifies: 1, waits: 0, notify_errors: 0 }, .. }"
+        );
+    }
+}
