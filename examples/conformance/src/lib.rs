@@ -63,6 +63,7 @@ pub mod backend;
 pub mod console;
 mod grants;
 mod platform;
+pub mod blk;
 pub mod report;
 pub mod xenstore;
 

@@ -1,0 +1,82 @@
+//! The block catalogue against the kit's own blkfront (xbd-front); prints the table.
+
+use core::time::Duration;
+
+use hypercall::gnttab::GrantTable;
+use xbd_front::{Config, Device};
+use xen_conformance::blk::{self, BlockDriver, Env, GRANT_ENTRIES};
+use xen_conformance::HostPlatform;
+use xenbus::Xenstore;
+
+/// Timeout of every blocking call: 100 waits of the virtual clock.
+const T: Duration = Duration::from_millis(100);
+
+struct Xbd<'e> {
+    dev: Device<HostPlatform, &'e GrantTable<GRANT_ENTRIES>, 16, 32>,
+    xs: Xenstore<HostPlatform>,
+}
+
+fn s(e: impl ToString) -> String {
+    e.to_string()
+}
+
+impl Xbd<'_> {
+    fn lba(&self, offset: u64) -> Result<u64, String> {
+        let ss = self.dev.info().ok_or("not connected")?.sector_size;
+        Ok(offset / u64::from(ss))
+    }
+}
+
+impl BlockDriver for Xbd<'_> {
+    fn connect(&mut self) -> Result<u64, String> {
+        self.dev.connect(&mut self.xs).map_err(s)?;
+        self.capacity()
+            .ok_or_else(|| "connected without geometry".into())
+    }
+    fn capacity(&self) -> Option<u64> {
+        self.dev.info().map(|i| i.capacity_bytes())
+    }
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), String> {
+        let lba = self.lba(offset)?;
+        self.dev.read(lba, &mut [buf], T).map(|_| ()).map_err(s)
+    }
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), String> {
+        let lba = self.lba(offset)?;
+        self.dev.write(lba, &[data], T).map_err(s)
+    }
+    fn flush(&mut self) -> Result<(), String> {
+        self.dev.flush(T).map_err(s)
+    }
+    fn discard(&mut self, offset: u64, len: u64) -> Result<(), String> {
+        let (lba, ss) = (self.lba(offset)?, self.lba(len)?);
+        self.dev.discard(lba, ss, T).map_err(s)
+    }
+    fn poll_events(&mut self) -> Result<Option<String>, String> {
+        let ev = self.dev.poll_events(&mut self.xs).map_err(s)?;
+        Ok(ev.map(|e| format!("{e:?}")))
+    }
+    fn close(&mut self) -> Result<(), String> {
+        self.dev.close(&mut self.xs).map(|_| ()).map_err(s)
+    }
+}
+
+fn xbd(
+    cfg: Config,
+) -> impl for<'e> FnMut(&'e Env<'e>) -> Result<Box<dyn BlockDriver + 'e>, String> {
+    move |env: &Env<'_>| {
+        let xs = Xenstore::from_hvm_params(env.host.clone()).map_err(s)?;
+        let dev = Device::new(env.host.clone(), env.grants, env.devid, cfg).map_err(s)?;
+        Ok(Box::new(Xbd { dev, xs }) as Box<dyn BlockDriver + '_>)
+    }
+}
+
+#[test]
+fn xbd_front_passes_the_block_catalogue() {
+    let report = blk::run(xbd(Config {
+        timeout: T,
+        ..Config::default()
+    }));
+    println!("{report}");
+    assert_eq!(report.rows.len(), blk::catalogue().len());
+    assert!(report.all_passed(), "{report}");
+}
