@@ -32,9 +32,15 @@
 //!   the seam, and shim-hv's `xen-backends` runs it against its blkback, netback and
 //!   console backend.
 //!
-//! Not there yet (see docs/bad-input-coverage.md and issue 16): scripted block and net
-//! backends as library peers (the fuzz targets in `examples/conformance/fuzz/` show
-//! the pattern), and cases for every row of docs/bad-input-coverage.md.
+//! - [`blk`]: a scripted, hostile block backend ([`blk::BlockBackend`]: blkif over the
+//!   driver's grants, an in-memory disk, hooks for every response, key and state) and
+//!   the block catalogue (`blk.*` cases for every block row a frontend faces), run
+//!   against any driver through [`blk::BlockDriver`]; its docs run it against a toy
+//!   blkfront, `tests/blk_catalogue.rs` against xbd-front.
+//!
+//! Not there yet (see docs/bad-input-coverage.md and issue 16): a scripted net
+//! backend as a library peer (the fuzz targets in `examples/conformance/fuzz/` show
+//! the pattern), and cases for every other row of docs/bad-input-coverage.md.
 //!
 //! ```
 //! use xen_conformance::{GrantObserver, HostPlatform};
