@@ -1670,3 +1670,244 @@ fn registered_pages_stay_registered_while_the_backend_maps_them() {
     assert!(r.io.registered().is_some());
     assert_eq!(r.io.release_registered(&r.t).map(|p| p.len()), Ok(2 * 4096));
 }
+
+/// Issue 16 item 8: gaps mutation testing found in `io.rs`.
+mod item8 {
+    use super::*;
+    use hypercall::Gfn;
+
+    /// Takes grant refs until only `left` are free; returns them (to end later).
+    fn exhaust_grants_but(t: &Table, left: usize) -> Vec<hypercall::GrantRef> {
+        let mut taken = Vec::new();
+        while let Ok(g) = t.grant_access(DomId(0), Gfn(0x1234), true) {
+            taken.push(g);
+        }
+        for g in taken.drain(taken.len() - left..) {
+            t.end_access(g).unwrap();
+        }
+        taken
+    }
+
+    /// A late answer to the part of a cancelled op still in flight retires that
+    /// part's slot and grants; the part answered before the cancel was freed by it;
+    /// nothing is delivered for the cancelled op, and every slot is usable again.
+    #[test]
+    fn late_answer_to_a_cancelled_multi_part_op() {
+        let per = 11 * 4096;
+        let mut r: Rig<4, 11> = Rig::new(geo(11, false, false), 0, 0);
+        r.be.mute = true;
+        let t = r.read(0, 2 * per + 4096).unwrap();
+        r.run().unwrap();
+        assert_eq!(r.be.held.len(), 3);
+        // The backend answers the first part only.
+        let later: Vec<Request> = r.be.held.drain(1..).collect();
+        r.be.release_held();
+        r.run().unwrap();
+        assert_eq!(r.io.is_done(t), Ok(false));
+        assert_eq!(r.io.outstanding(), 2);
+        r.io.cancel(t).unwrap();
+        assert_eq!(r.io.is_done(t), Err(Error::UnknownTag));
+        // The two orphans keep their slots and their 11 + 1 grants.
+        assert_eq!(r.io.outstanding(), 2);
+        assert_eq!(r.t.in_use(), 12);
+        // Two slots are free (the answered part's and the fourth).
+        let t2 = r.read(64, 4096).unwrap();
+        let t3 = r.read(128, 4096).unwrap();
+        assert_eq!(r.read(256, 4096), Err(Error::Busy));
+        // Late answers to the orphans, then the new reads.
+        r.be.held.extend(later);
+        r.be.mute = false;
+        r.be.release_held();
+        r.run().unwrap();
+        assert_eq!(r.io.outstanding(), 0);
+        let first = r.io.next_done();
+        assert!(first == Some(t2) || first == Some(t3), "{first:?}");
+        assert_eq!(
+            r.finish(t2, 4096).unwrap(),
+            r.be.disk[64 * 512..64 * 512 + 4096]
+        );
+        assert_eq!(
+            r.finish(t3, 4096).unwrap(),
+            r.be.disk[128 * 512..128 * 512 + 4096]
+        );
+        assert!(
+            r.io.next_done().is_none(),
+            "nothing delivered for the cancelled op"
+        );
+        assert_eq!(r.t.in_use(), 0);
+        // All four slots are free again.
+        let tags: Vec<Tag> = (0..4).map(|i| r.read(i * 8, 4096).unwrap()).collect();
+        r.run().unwrap();
+        for (i, tag) in tags.into_iter().enumerate() {
+            let at = i * 8 * 512;
+            assert_eq!(r.finish(tag, 4096).unwrap(), r.be.disk[at..at + 4096]);
+        }
+        assert!(r.be.violations.is_empty(), "{:?}", r.be.violations);
+    }
+
+    /// Stuck slots (the backend kept a grant mapped): `retry_stuck` leaves them
+    /// stuck while it maps, then frees a cancelled one and hands an unfinished op's
+    /// back to it (Done), so the caller's finish frees it; then the ring restarts.
+    #[test]
+    fn stuck_slots_recover_once_the_backend_lets_go() {
+        let mut r: Rig<2, 11> = Rig::new(geo(11, false, false), 0, 0);
+        r.be.hold_grants = true;
+        let t = r.read(0, 4096).unwrap();
+        let u = r.read(8, 4096).unwrap();
+        assert!(matches!(
+            r.run(),
+            Err(Error::Broken(BrokenReason::GrantStillMapped(_)))
+        ));
+        assert_eq!(r.io.stuck(), 2);
+        r.io.cancel(u).unwrap();
+        assert_eq!(r.io.retry_stuck(&r.t), 2, "the backend still maps both");
+        assert_eq!(r.io.stuck(), 2);
+        r.be.unmap_all();
+        assert_eq!(r.io.retry_stuck(&r.t), 0);
+        assert_eq!(r.io.stuck(), 0);
+        assert_eq!(r.t.in_use(), 0);
+        // `t` is still the caller's: done, with the error; finishing frees its slot.
+        assert_eq!(r.io.is_done(t), Ok(true));
+        assert!(matches!(r.io.finish(t, &mut []), Err(Error::Broken(_))));
+        assert_eq!(r.io.stop(&r.t, Error::NotConnected), 0);
+        let ring_mem = fake::alloc(&r.p, 1);
+        r.be.ring = hypercall::ring::BackRing::attach(ring_mem).unwrap();
+        r.be.ring_mem = ring_mem;
+        r.be.hold_grants = false;
+        r.io.start(
+            &r.t,
+            BlkRing::init(ring_mem).unwrap(),
+            DomId(0),
+            Port(5),
+            geo(11, false, false),
+        )
+        .unwrap();
+        // Both slots are usable.
+        let a = r.read(0, 4096).unwrap();
+        let b = r.read(16, 4096).unwrap();
+        r.run().unwrap();
+        assert_eq!(r.finish(a, 4096).unwrap(), r.be.disk[..4096]);
+        assert_eq!(
+            r.finish(b, 4096).unwrap(),
+            r.be.disk[16 * 512..16 * 512 + 4096]
+        );
+    }
+
+    /// Grants run out while preparing a request (after its first part, and in the
+    /// middle of the second; or at the indirect page after every data page): the
+    /// whole op is rolled back (grants ended, slots and op freed, nothing on the
+    /// ring), and the same request works once grants are free again.
+    #[test]
+    fn rollback_when_grants_run_out_partway() {
+        let per = 11 * 4096;
+        let mut r: Rig<4, 11> = Rig::new(geo(11, false, false), 0, 0);
+        let taken = exhaust_grants_but(&r.t, 15);
+        let busy = r.t.in_use();
+        let data = vec![0x5au8; 2 * per + 512];
+        let e = r.write(0, &[&data]).unwrap_err();
+        assert!(matches!(e, Error::Grant(_)), "{e:?}");
+        assert_eq!(r.t.in_use(), busy, "every grant of the failed op ended");
+        assert_eq!(r.io.outstanding(), 0);
+        r.run().unwrap();
+        assert!(r.be.seen.is_empty(), "nothing reached the ring");
+        for g in taken {
+            r.t.end_access(g).unwrap();
+        }
+        // Every slot and the op are free: the largest request fits.
+        let t = r.write(0, &[&data]).unwrap();
+        let u = r.read((4 * per / 512) as u64, per).unwrap();
+        r.run().unwrap();
+        r.finish(t, 0).unwrap();
+        assert_eq!(r.finish(u, per).unwrap(), r.be.disk[4 * per..5 * per]);
+        assert_eq!(r.be.disk[..data.len()], data[..]);
+        assert_eq!(r.t.in_use(), 0);
+
+        // Indirect: 32 data grants succeed, the indirect page's fails.
+        let mut r: Rig<2, 32> = Rig::new(geo(32, true, false), 0, 0);
+        let taken = exhaust_grants_but(&r.t, 32);
+        let busy = r.t.in_use();
+        let e = r.read(0, 32 * 4096).unwrap_err();
+        assert!(matches!(e, Error::Grant(_)), "{e:?}");
+        assert_eq!(r.t.in_use(), busy);
+        for g in taken {
+            r.t.end_access(g).unwrap();
+        }
+        let t = r.read(0, 32 * 4096).unwrap();
+        let u = r.read(256, 32 * 4096).unwrap();
+        r.run().unwrap();
+        assert_eq!(r.finish(t, 32 * 4096).unwrap(), r.be.disk[..32 * 4096]);
+        assert_eq!(
+            r.finish(u, 32 * 4096).unwrap(),
+            r.be.disk[256 * 512..256 * 512 + 32 * 4096]
+        );
+        assert!(r.be.violations.is_empty(), "{:?}", r.be.violations);
+    }
+
+    /// Indirect requests of more than 64 segments (the descriptors are written to
+    /// the indirect page in blocks of 64): 65, 100 and 128 pages, the last partial,
+    /// write and read back byte for byte, one ring request each.
+    #[test]
+    fn indirect_requests_over_64_segments() {
+        for persistent in [false, true] {
+            let mut r: Rig<2, 128> = Rig::new(geo(128, true, persistent), 0, 0);
+            // Miri: 65 pages only (each byte costs it; 65 is past the first block).
+            let sizes: &[usize] = if cfg!(miri) { &[65] } else { &[65, 100, 128] };
+            for (k, &pages) in sizes.iter().enumerate() {
+                let len = pages * 4096 - 1024;
+                // Every page different (a descriptor pointing at the wrong page shows).
+                let mut data = fake::disk_pattern(len + 4096);
+                data.drain(..4096 - k);
+                data.truncate(len);
+                let sector = (k * 64 + 8) as u64;
+                let before = r.be.seen.len();
+                let t = r.write(sector, &[&data]).unwrap();
+                r.run().unwrap();
+                r.finish(t, 0).unwrap();
+                let t = r.read(sector, len).unwrap();
+                r.run().unwrap();
+                assert_eq!(r.finish(t, len).unwrap(), data, "{pages} pages");
+                let seen = &r.be.seen[before..];
+                assert_eq!(seen.len(), 2, "one ring request each way");
+                for req in seen {
+                    assert_eq!(req.operation, blkif::OP_INDIRECT);
+                    assert_eq!(usize::from(req.as_indirect().nr_segments), pages);
+                }
+            }
+            assert!(r.be.violations.is_empty(), "{:?}", r.be.violations);
+        }
+    }
+
+    /// One read collected into many buffers of odd sizes, across page and ring
+    /// request boundaries, and with a cursor (`finish_from`) into a buffer list
+    /// whose first buffer is already partly used.
+    #[test]
+    fn scatter_reads_into_many_buffers() {
+        let per = 11 * 4096;
+        let mut r: Rig<4, 11> = Rig::new(geo(11, false, false), 0, 0);
+        let len = 2 * per + 1536;
+        let t = r.read(40, len).unwrap();
+        r.run().unwrap();
+        let sizes = [1000usize, 512, 4097, per - 5000, 1, per];
+        let mut bufs: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![0xeeu8; n]).collect();
+        let total: usize = sizes.iter().sum();
+        bufs.push(vec![0xeeu8; len - total]);
+        let mut refs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+        assert_eq!(r.io.finish(t, &mut refs).unwrap(), len);
+        let got: Vec<u8> = bufs.concat();
+        assert_eq!(got, r.be.disk[40 * 512..40 * 512 + len]);
+
+        // From a cursor: 100 bytes into the first buffer, spilling over three.
+        let t = r.read(0, 8192).unwrap();
+        r.run().unwrap();
+        let (mut a, mut b, mut c) = (vec![0u8; 4000], vec![0u8; 3000], vec![0u8; 2000]);
+        let mut cursor = (0, 100);
+        let n =
+            r.io.finish_from(t, &mut [&mut a[..], &mut b[..], &mut c[..]], &mut cursor)
+                .unwrap();
+        assert_eq!(n, 8192);
+        assert_eq!(cursor, (2, 8192 + 100 - 7000));
+        let got = [&a[100..], &b[..], &c[..cursor.1]].concat();
+        assert_eq!(got, r.be.disk[..8192]);
+        assert!(a[..100].iter().all(|&x| x == 0) && c[cursor.1..].iter().all(|&x| x == 0));
+    }
+}
