@@ -66,10 +66,10 @@
 #![forbid(unsafe_op_in_unsafe_fn)]
 
 pub mod backend;
+pub mod blk;
 pub mod console;
 mod grants;
 mod platform;
-pub mod blk;
 pub mod report;
 pub mod xenstore;
 

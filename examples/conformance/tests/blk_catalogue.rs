@@ -80,3 +80,30 @@ fn xbd_front_passes_the_block_catalogue() {
     assert_eq!(report.rows.len(), blk::catalogue().len());
     assert!(report.all_passed(), "{report}");
 }
+
+/// The same cases with the other half of the backend peer in use: two queues
+/// (`queue-N/` keys, two rings), no persistent grants, no indirect descriptors.
+/// Not under Miri (the default run above covers the cases there).
+#[test]
+fn xbd_front_with_two_queues_and_plain_grants_passes_too() {
+    if cfg!(miri) {
+        return;
+    }
+    let report = blk::run(xbd(Config {
+        timeout: T,
+        queues: 2,
+        persistent: false,
+        indirect: false,
+        ..Config::default()
+    }));
+    println!("{report}");
+    assert!(report.all_passed(), "{report}");
+    // The backend served two rings (the evidence names the queues used).
+    let huge = report
+        .rows
+        .iter()
+        .find(|r| r.name.starts_with("blk.huge_offers_clamped"))
+        .map(|r| r.evidence.clone())
+        .unwrap_or_default();
+    assert!(huge.contains("2 queue(s)"), "{huge}");
+}

@@ -11,7 +11,7 @@
 //! A driver's blocking calls must give up in bounded time: a case whose backend
 //! never answers counts a driver that waits more than 100 000 times (2 000 under
 //! Miri) as hung. A timeout of about 100 ms works well: each wait is 1 ms of
-//! virtual time ([`crate::platform::WAIT_NS`]).
+//! virtual time.
 //!
 //! Here it runs against a small blkfront written from scratch on the public API
 //! (`tests/blk_toy/mod.rs`: one ring page, up to eight one-page requests in flight,

@@ -212,6 +212,11 @@ impl core::fmt::Debug for BlockBackend {
     }
 }
 
+/// Largest ring this backend maps, whatever it offers: 2^8 pages.
+pub const MAX_RING_PAGE_ORDER: u64 = 8;
+/// Most queues this backend serves, whatever it offers.
+pub const MAX_QUEUES: u64 = 64;
+
 /// Backend domain (what the frontend grants to).
 const BACKEND_DOMID: u16 = 0;
 
@@ -499,15 +504,15 @@ impl BlockBackend {
     fn connect_rings(&mut self) -> Result<(), String> {
         let max_order = self.offer_num("max-ring-page-order").unwrap_or(0);
         let order = self.fe_num("ring-page-order");
-        if order.is_some_and(|o| o > max_order) {
+        if order.is_some_and(|o| o > max_order.min(MAX_RING_PAGE_ORDER)) {
             return Err(format!(
-                "ring-page-order {order:?} above the offer {max_order}"
+                "ring-page-order {order:?} above the offer {max_order} (or {MAX_RING_PAGE_ORDER})"
             ));
         }
         let max_q = self.offer_num("multi-queue-max-queues").unwrap_or(1);
         let nq = match self.fe_num("multi-queue-num-queues") {
             None => 1,
-            Some(n) if n >= 1 && n <= max_q => n as usize,
+            Some(n) if n >= 1 && n <= max_q.min(MAX_QUEUES) => n as usize,
             Some(n) => return Err(format!("multi-queue-num-queues {n} (offer {max_q})")),
         };
         if let Some(p) = self.store.frontend("protocol") {
