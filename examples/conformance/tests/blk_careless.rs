@@ -169,13 +169,17 @@ fn the_careful_toy_passes_the_block_catalogue() {
     assert!(report.all_passed(), "{report}");
 }
 
-/// Every shortcut fails exactly its cases (under Miri: each of its cases fails,
-/// run one at a time; the full runs take too long there).
+/// Every shortcut fails exactly its cases. Under Miri (where a full run of the
+/// catalogue takes minutes) only the first shortcut runs, its cases one at a
+/// time: the harness code is the same for every shortcut.
 #[test]
 fn each_careless_shortcut_fails_exactly_its_cases() {
     let mut failed_somewhere = BTreeSet::new();
     for (what, m, want) in expected() {
         if cfg!(miri) {
+            if !failed_somewhere.is_empty() {
+                return;
+            }
             for name in &want {
                 let case = blk::catalogue()
                     .iter()
