@@ -384,3 +384,162 @@ fn page_is(p: &FrontPage<'_>, byte: u8) -> bool {
     p.mem.read(0, &mut b);
     b.iter().all(|&x| x == byte)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::HostPlatform;
+    use std::cell::Cell;
+
+    /// A world whose backend only shows the keys it is given; pages are host memory.
+    struct Scripted {
+        host: HostPlatform,
+        state: Option<&'static str>,
+        error: Option<&'static str>,
+        keeps_mapped: bool,
+        panic_on_alloc: bool,
+        waits: Cell<u32>,
+    }
+
+    impl Scripted {
+        fn new() -> Self {
+            Scripted {
+                host: HostPlatform::new(),
+                state: None,
+                error: None,
+                keeps_mapped: false,
+                panic_on_alloc: false,
+                waits: Cell::new(0),
+            }
+        }
+    }
+
+    impl FrontendWorld for Scripted {
+        fn alloc_page(&self) -> Result<FrontPage<'_>, String> {
+            assert!(!self.panic_on_alloc, "out of pages");
+            let mem = self.host.shared_pages(1).leak();
+            let frame = mem.page_gfn(&self.host, 0).ok_or("no frame")?;
+            Ok(FrontPage { mem, frame })
+        }
+        fn grant(&self, _: Gfn, _: Grantee, _: bool) -> Result<GrantRef, String> {
+            Ok(GrantRef(8))
+        }
+        fn end_grant(&self, _: GrantRef) -> Result<(), String> {
+            Ok(())
+        }
+        fn mapped(&self, _: GrantRef) -> bool {
+            self.keeps_mapped
+        }
+        fn grant_capacity(&self) -> u32 {
+            512
+        }
+        fn bind_port(&self, _: Grantee) -> Result<Port, String> {
+            Ok(Port(3))
+        }
+        fn notify(&self, _: Port) -> Result<(), String> {
+            Ok(())
+        }
+        fn write_key(&self, _: &str, _: &[u8]) -> Result<(), String> {
+            Ok(())
+        }
+        fn remove_key(&self, _: &str) -> Result<(), String> {
+            Ok(())
+        }
+        fn front_key(&self, _: &str) -> Option<Vec<u8>> {
+            None
+        }
+        fn backend_key(&self, key: &str) -> Option<Vec<u8>> {
+            match key {
+                "state" => self.state.map(|s| s.as_bytes().to_vec()),
+                "error" => self.error.map(|s| s.as_bytes().to_vec()),
+                _ => None,
+            }
+        }
+        fn wait(&self) -> bool {
+            self.waits.set(self.waits.get() + 1);
+            self.waits.get() < 10
+        }
+        fn console(&self) -> Option<(FrontPage<'_>, Port)> {
+            None
+        }
+        fn console_output(&self) -> Vec<u8> {
+            Vec::new()
+        }
+        fn console_input(&self, _: &[u8]) -> usize {
+            0
+        }
+        fn neighbour(&self) -> Result<Box<dyn FrontendWorld + '_>, String> {
+            Err("none".into())
+        }
+        fn sibling(&self) -> Result<Box<dyn FrontendWorld + '_>, String> {
+            Err("none".into())
+        }
+    }
+
+    #[test]
+    fn a_world_that_cannot_be_made_fails_every_case() {
+        let r = run(&[Class::Console], |_| Err("no console backend".into()));
+        assert_eq!(
+            r.rows.len(),
+            catalogue()
+                .iter()
+                .filter(|c| c.class == Class::Console)
+                .count()
+        );
+        assert!(r
+            .rows
+            .iter()
+            .all(|row| !row.pass && row.evidence.contains("no console backend")));
+    }
+
+    #[test]
+    fn a_panic_in_a_case_is_a_failed_row_with_the_message() {
+        let r = run(&[Class::Blk], |_| {
+            Ok(Box::new(Scripted {
+                state: Some("2"),
+                panic_on_alloc: true,
+                ..Scripted::new()
+            }))
+        });
+        // Every case fails: those that first ask for a neighbour with "none", the
+        // others with the panic.
+        assert!(r.rows.iter().all(|row| !row.pass), "{r}");
+        let panicked = r
+            .rows
+            .iter()
+            .filter(|row| row.evidence == "panicked: out of pages")
+            .count();
+        assert!(panicked >= 5, "{r}");
+    }
+
+    #[test]
+    fn a_grant_left_mapped_or_a_refusal_without_a_reason_fails() {
+        let w = Scripted {
+            keeps_mapped: true,
+            ..Scripted::new()
+        };
+        let e = release(&w, &[GrantRef(8)]).unwrap_err();
+        assert!(e.contains("grefs [8] still mapped"), "{e}");
+        let e = none_mapped(&w, "a read", &[GrantRef(8)]).unwrap_err();
+        assert_eq!(e, "a read: gref 8 still mapped after the answer");
+
+        let w = Scripted {
+            state: Some("5"),
+            ..Scripted::new()
+        };
+        let e = wait_refused(&w).unwrap_err();
+        assert!(e.contains("without an error node"), "{e}");
+        let w = Scripted {
+            state: Some("5"),
+            error: Some("ring-ref: bad value"),
+            ..Scripted::new()
+        };
+        assert_eq!(wait_refused(&w).unwrap(), "ring-ref: bad value");
+        let w = Scripted {
+            state: Some("4"),
+            ..Scripted::new()
+        };
+        let e = wait_refused(&w).unwrap_err();
+        assert!(e.contains("timed out") && e.contains("Some(4)"), "{e}");
+    }
+}
