@@ -1,7 +1,7 @@
 //! Hostile modes against a real kernel (docs/hostile-mode.md): examples/unikernel,
 //! unchanged, under the KVM runner, with a disk, a vif and its console, one
 //! device's backend misbehaving (a few modes: the ring and the connect keys of
-//! a disk, a vif's ring, the console's input ring; the built-in guest runs all
+//! a disk, a vif's ring, the console's two rings; the built-in guest runs all
 //! of them in hostile_builtin.rs). The kernel reports that device
 //! failed with the reason, the others work, it reaches its ready line and powers
 //! off cleanly when asked. Skipped, with one printed line, where /dev/kvm is
@@ -154,6 +154,30 @@ fn kvm_console_in_prod_past_ring() {
     ) else {
         return;
     };
+    let at = out.find("console ring failed").unwrap();
+    assert!(
+        out[at..].contains("xenkit-unikernel: poweroff now"),
+        "{out}"
+    );
+}
+
+#[test]
+fn kvm_console_out_cons_past_prod() {
+    let Some(out) = run(
+        "kvm_console_out_cons_past_prod",
+        "console.out_cons_past_prod",
+        "console",
+        &["console ring failed (output): "],
+    ) else {
+        return;
+    };
+    // On a line of its own, though the ring failed in the middle of one.
+    assert!(
+        out.lines().any(|l| l.starts_with(
+            "console ring failed (output): console failed: illegal output ring indices"
+        )),
+        "{out}"
+    );
     let at = out.find("console ring failed").unwrap();
     assert!(
         out[at..].contains("xenkit-unikernel: poweroff now"),

@@ -16,11 +16,14 @@ type Early = EarlyConsole<&'static HypercallPage, DebugConsolePort>;
 struct Out {
     ring: Option<Ring>,
     early: Option<Early>,
+    /// What went to the ring last ended a line (or nothing went yet).
+    line_start: bool,
 }
 
 static OUT: spin::Mutex<Out> = spin::Mutex::new(Out {
     ring: None,
     early: None,
+    line_start: true,
 });
 
 /// The debug port (usable from the first instruction: the kernel runs in ring 0
@@ -69,9 +72,11 @@ impl Out {
     /// on the early console, which is used from now on.
     fn give_up_ring(&mut self, what: &str, why: &dyn fmt::Display) {
         self.ring = None;
+        // On a line of its own, even if the ring failed in the middle of one.
+        let nl = if self.line_start { "" } else { "\n" };
         let _ = writeln!(
             EarlyOut(self),
-            "console ring failed ({what}): {why}; using the early console"
+            "{nl}console ring failed ({what}): {why}; using the early console"
         );
     }
 }
@@ -80,6 +85,9 @@ impl Write for Out {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         if let Some(r) = self.ring.as_mut() {
             if r.write_str(s).is_ok() {
+                if let Some(&b) = s.as_bytes().last() {
+                    self.line_start = b == b'\n';
+                }
                 return Ok(());
             }
             match r.take_error() {
