@@ -36,7 +36,7 @@ fn bad_modes_and_devices_are_one_line_errors() {
         .write("h.cfg", &format!("{CFG}hostile = [ 'vif0:net.fancy' ]\n"));
     let e = refused(&cli, &["create", "h.cfg"]);
     assert!(
-        e.starts_with("h.cfg:4: bad hostile entry: unknown hostile mode \"net.fancy\" (known: net.tx_bad_id, ")
+        e.starts_with("h.cfg:4: bad hostile entry: unknown hostile mode \"net.fancy\" (known: net.tx_id_out_of_range, ")
             && e.ends_with("(vif0:net.fancy)"),
         "{e}"
     );
@@ -68,15 +68,21 @@ fn dry_run_shows_the_entries_with_the_command_line_winning() {
     let cli = Cli::new("cli-hostile-n");
     cli.dir.write(
         "h.cfg",
-        &format!("{CFG}hostile = [ 'vif0:net.rx_hoard', 'console:console.in_prod_past_ring' ]\n"),
+        &format!("{CFG}hostile = [ 'vif0:net.rx_buffers_hoarded', 'console:console.in_prod_past_ring' ]\n"),
     );
-    let out = cli.ok(&["create", "-n", "--hostile", "vif0=net.tx-bad-id", "h.cfg"]);
+    let out = cli.ok(&[
+        "create",
+        "-n",
+        "--hostile",
+        "vif0=net.tx-id-out-of-range",
+        "h.cfg",
+    ]);
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
         j["hostile"],
         serde_json::json!([
             { "device": "console", "mode": "console.in_prod_past_ring" },
-            { "device": "vif0", "mode": "net.tx-bad-id" },
+            { "device": "vif0", "mode": "net.tx-id-out-of-range" },
         ])
     );
 }
@@ -86,12 +92,12 @@ fn the_command_line_mode_takes_effect_in_the_guest() {
     let cli = Cli::new("cli-hostile-run");
     cli.dir.write(
         "h.cfg",
-        &format!("{CFG}hostile = [ 'vif0:net.rx_hoard' ]\n"),
+        &format!("{CFG}hostile = [ 'vif0:net.rx_buffers_hoarded' ]\n"),
     );
-    cli.ok(&["create", "--hostile", "vif0=net.broadcast_mac", "h.cfg"]);
+    cli.ok(&["create", "--hostile", "vif0=net.mac_not_unicast", "h.cfg"]);
     let long = cli.ok(&["list", "-l", "hc"]);
     assert!(
-        long.contains("net.broadcast_mac") && !long.contains("rx_hoard"),
+        long.contains("net.mac_not_unicast") && !long.contains("rx_buffers_hoarded"),
         "{long}"
     );
     // The guest's console (streamed until the domain goes): the vif is refused

@@ -177,9 +177,19 @@ fn blk_duplicate_response() {
 }
 
 #[test]
-fn blk_unknown_id() {
+fn blk_response_unknown_id() {
     let t = run(
-        "blk.unknown_id",
+        "blk.response_unknown_id",
+        "xvda",
+        &["disk 51712 (xvda): device broken: response with unknown id 0x11000"],
+    );
+    disk_failed(&t, "unknown id 0x11000");
+}
+
+#[test]
+fn blk_response_id_high_bits() {
+    let t = run(
+        "blk.response_id_high_bits",
         "xvda",
         &["disk 51712 (xvda): device broken: response with unknown id"],
     );
@@ -203,9 +213,9 @@ fn blk_unknown_status() {
 }
 
 #[test]
-fn blk_rsp_prod_past_ring() {
+fn blk_rsp_prod_overrun() {
     let t = run(
-        "blk.rsp_prod_past_ring",
+        "blk.rsp_prod_overrun",
         "xvda",
         &["disk 51712 (xvda): device broken: ring: "],
     );
@@ -223,9 +233,9 @@ fn blk_never_answers() {
 }
 
 #[test]
-fn blk_closing_mid_io() {
+fn blk_closing_with_requests_in_flight() {
     let t = run(
-        "blk.closing_mid_io",
+        "blk.closing_with_requests_in_flight",
         "xvda",
         &["disk 51712 (xvda): the backend went to Closing during I/O"],
     );
@@ -233,9 +243,9 @@ fn blk_closing_mid_io() {
 }
 
 #[test]
-fn blk_garbage_sectors() {
+fn blk_sectors_garbage() {
     let t = run(
-        "blk.garbage_sectors",
+        "blk.sectors_garbage",
         "xvda",
         &["disk 51712 (xvda): backend key"],
     );
@@ -243,9 +253,9 @@ fn blk_garbage_sectors() {
 }
 
 #[test]
-fn blk_bad_sector_size() {
+fn blk_sector_size_not_power_of_two() {
     let t = run(
-        "blk.bad_sector_size",
+        "blk.sector_size_not_power_of_two",
         "xvda",
         &["disk 51712 (xvda): backend key"],
     );
@@ -262,14 +272,14 @@ fn nic_failed(text: &str, why: &str) {
 }
 
 #[test]
-fn net_tx_bad_id() {
-    let t = run("net.tx_bad_id", "vif0", &["nic 0: ", "; dropped"]);
+fn net_tx_id_out_of_range() {
+    let t = run("net.tx_id_out_of_range", "vif0", &["nic 0: ", "; dropped"]);
     nic_failed(&t, "tx response id 65535 out of range");
 }
 
 #[test]
-fn net_rx_offset_past_page() {
-    let t = run("net.rx_offset_past_page", "vif0", &["; dropped"]);
+fn net_rx_past_page() {
+    let t = run("net.rx_past_page", "vif0", &["; dropped"]);
     nic_failed(&t, "32 bad rx responses in a row");
 }
 
@@ -280,24 +290,24 @@ fn net_rx_endless_chain() {
 }
 
 #[test]
-fn net_broadcast_mac() {
-    let t = run("net.broadcast_mac", "vif0", &["nic 0: "]);
+fn net_mac_not_unicast() {
+    let t = run("net.mac_not_unicast", "vif0", &["nic 0: "]);
     nic_failed(&t, "MAC ff:ff:ff:ff:ff:ff is not a unicast address");
     assert!(!t.contains(NIC_OK), "{t}");
 }
 
 #[test]
-fn net_malformed_mac() {
-    let t = run("net.malformed_mac", "vif0", &["nic 0: "]);
+fn net_mac_malformed() {
+    let t = run("net.mac_malformed", "vif0", &["nic 0: "]);
     nic_failed(&t, "bad mac key: MAC group 3 is not two hex digits");
     assert!(!t.contains(NIC_OK), "{t}");
 }
 
 #[test]
-fn net_rx_hoard() {
+fn net_rx_buffers_hoarded() {
     // The vif stays up: the guest sends, receives nothing, and closes in time.
     let t = run_with(
-        "net.rx_hoard",
+        "net.rx_buffers_hoarded",
         "vif0",
         &[NIC_OK, "waiting for control/shutdown"],
         |d, name| assert!(connected(d, name, "vif", 0), "vif 0 is not up"),

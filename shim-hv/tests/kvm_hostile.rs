@@ -111,10 +111,10 @@ fn kvm_blk_unknown_status() {
 }
 
 #[test]
-fn kvm_blk_garbage_sectors() {
+fn kvm_blk_sectors_garbage() {
     let Some(out) = run(
-        "kvm_blk_garbage_sectors",
-        "blk.garbage_sectors",
+        "kvm_blk_sectors_garbage",
+        "blk.sectors_garbage",
         "xvda",
         &["disk 51712 (xvda): "],
     ) else {
@@ -128,10 +128,10 @@ fn kvm_blk_garbage_sectors() {
 }
 
 #[test]
-fn kvm_net_tx_bad_id() {
+fn kvm_net_tx_id_out_of_range() {
     let Some(out) = run(
-        "kvm_net_tx_bad_id",
-        "net.tx_bad_id",
+        "kvm_net_tx_id_out_of_range",
+        "net.tx_id_out_of_range",
         "vif0",
         &["tx response id 65535 out of range"],
     ) else {

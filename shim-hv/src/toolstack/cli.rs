@@ -46,7 +46,7 @@ pub enum Command {
         #[arg(short = 'p')]
         paused: bool,
         /// Run DEVICE's backend in a hostile mode (repeatable; over the config's
-        /// `hostile` key): xvda=blk.never_answers, vif0=net.tx_bad_id,
+        /// `hostile` key): xvda=blk.never_answers, vif0=net.tx_id_out_of_range,
         /// console=console.out_cons_past_prod. Modes: docs/hostile-mode.md.
         #[arg(long = "hostile", value_name = "DEVICE=MODE")]
         hostile: Vec<String>,

@@ -810,8 +810,8 @@ fn connect(sh: &Arc<Shared>, xbe: &XenbusBackend) -> Result<(), Error> {
         ("physical-sector-size", d.sector_size.to_string()),
     ];
     match sh.cfg.hostile {
-        Some(BlkHostile::GarbageSectors) => set_key(&mut keys, "sectors", "12abc"),
-        Some(BlkHostile::BadSectorSize) => set_key(&mut keys, "sector-size", "1000"),
+        Some(BlkHostile::SectorsGarbage) => set_key(&mut keys, "sectors", "12abc"),
+        Some(BlkHostile::SectorSizeNotPowerOfTwo) => set_key(&mut keys, "sector-size", "1000"),
         _ => {}
     }
     if o.discard && !ro {
@@ -1095,18 +1095,19 @@ impl IoThread {
     fn misbehave(&mut self, h: BlkHostile, req: &Request) -> Result<bool, ()> {
         let mut rsp = match h {
             BlkHostile::NeverAnswers => return Ok(true),
-            BlkHostile::ClosingMidIo => {
+            BlkHostile::ClosingWithRequestsInFlight => {
                 self.sh.set_fatal(format!(
-                    "hostile mode blk.closing_mid_io: closing with request {:#x} in flight",
+                    "hostile mode blk.closing_with_requests_in_flight: closing with request {:#x} in flight",
                     req.id
                 ));
                 return Err(());
             }
-            BlkHostile::GarbageSectors | BlkHostile::BadSectorSize => return Ok(false),
+            BlkHostile::SectorsGarbage | BlkHostile::SectorSizeNotPowerOfTwo => return Ok(false),
             _ => self.handle(req),
         };
         match h {
-            BlkHostile::UnknownId => rsp.id = req.id ^ 0xbad0_0000_0000_0000,
+            BlkHostile::ResponseUnknownId => rsp.id = req.id ^ 0x1000,
+            BlkHostile::ResponseIdHighBits => rsp.id = req.id ^ 0xbad0_0000_0000_0000,
             BlkHostile::WrongOperation => {
                 rsp.operation = if rsp.operation == blkif::OP_READ {
                     blkif::OP_WRITE
@@ -1127,7 +1128,7 @@ impl IoThread {
             return Ok(true);
         }
         let _ = self.ring.push_responses_and_check_notify();
-        if h == BlkHostile::RspProdPastRing {
+        if h == BlkHostile::RspProdOverrun {
             // A producer index the ring cannot hold (a whole ring and one past
             // what was published), written past the ring type; the ring is not
             // served again (our indices no longer match the page).

@@ -31,23 +31,26 @@ pub enum BlkHostile {
     /// Each response after the first repeats the one before (whose request
     /// is no longer outstanding).
     DuplicateResponse,
-    /// Responses carry an id no request had (garbage in its upper 32 bits).
-    UnknownId,
+    /// Responses carry an id no request had (the request's id with bit 12
+    /// flipped: a ring index or slot far out of range, in the low 32 bits).
+    ResponseUnknownId,
+    /// Responses carry the request's id with garbage in its upper 32 bits.
+    ResponseIdHighBits,
     /// Responses carry another operation than their request.
     WrongOperation,
     /// Responses carry status 7 (not OKAY, ERROR or EOPNOTSUPP).
     UnknownStatus,
     /// `rsp_prod` is published a whole ring plus one past the requests; the
     /// ring is not served after that.
-    RspProdPastRing,
+    RspProdOverrun,
     /// Requests are taken off the ring and never answered.
     NeverAnswers,
     /// At the first request the backend goes to `Closing` without answering.
-    ClosingMidIo,
+    ClosingWithRequestsInFlight,
     /// `sectors` is not a number.
-    GarbageSectors,
+    SectorsGarbage,
     /// `sector-size` is 1000 (not a power of two).
-    BadSectorSize,
+    SectorSizeNotPowerOfTwo,
 }
 
 /// A misbehaving network backend (`netback`).
@@ -55,18 +58,18 @@ pub enum BlkHostile {
 #[non_exhaustive]
 pub enum NetHostile {
     /// Tx responses carry id 0xffff (outside any ring).
-    TxBadId,
+    TxIdOutOfRange,
     /// Every posted rx buffer is answered with offset 4000 and 200 bytes.
-    RxOffsetPastPage,
+    RxPastPage,
     /// Every posted rx buffer is answered with `more_data`: a chain without end.
     RxEndlessChain,
     /// The frontend's `mac` node is the broadcast address.
-    BroadcastMac,
+    MacNotUnicast,
     /// The frontend's `mac` node is not a MAC address.
-    MalformedMac,
+    MacMalformed,
     /// Posted rx buffers are taken and never given back; frames for the guest
     /// are dropped.
-    RxHoard,
+    RxBuffersHoarded,
 }
 
 /// A misbehaving console backend (the primary console, `console.h`).
@@ -164,7 +167,7 @@ const fn con(
     }
 }
 
-static CATALOGUE: [Entry; 17] = [
+static CATALOGUE: [Entry; 18] = [
     blk(
         BlkHostile::DuplicateResponse,
         "blk.duplicate_response",
@@ -174,8 +177,16 @@ static CATALOGUE: [Entry; 17] = [
          broken (\"response for id N, which is not outstanding\") and dropped",
     ),
     blk(
-        BlkHostile::UnknownId,
-        "blk.unknown_id",
+        BlkHostile::ResponseUnknownId,
+        "blk.response_unknown_id",
+        "does the I/O and answers with an id no request had (the request's id with \
+         bit 12 flipped)",
+        "the device is broken (\"response with unknown id\") and dropped; the request \
+         fails",
+    ),
+    blk(
+        BlkHostile::ResponseIdHighBits,
+        "blk.response_id_high_bits",
         "does the I/O and answers with the request's id plus garbage in its upper 32 bits",
         "no request has that id: the device is broken (\"response with unknown id\") \
          and dropped; the request fails",
@@ -194,8 +205,8 @@ static CATALOGUE: [Entry; 17] = [
         "the request fails and the device is broken (\"unknown status 7\") and dropped",
     ),
     blk(
-        BlkHostile::RspProdPastRing,
-        "blk.rsp_prod_past_ring",
+        BlkHostile::RspProdOverrun,
+        "blk.rsp_prod_overrun",
         "publishes rsp_prod a whole ring plus one past the requests, then stops serving",
         "the ring index is impossible: the device is broken (\"ring: ...\") without \
          reading a slot, and dropped",
@@ -208,35 +219,35 @@ static CATALOGUE: [Entry; 17] = [
          dropped; closing it does not hang",
     ),
     blk(
-        BlkHostile::ClosingMidIo,
-        "blk.closing_mid_io",
+        BlkHostile::ClosingWithRequestsInFlight,
+        "blk.closing_with_requests_in_flight",
         "switches to Closing (with an `error` node) at the first request, unanswered",
         "the request fails or times out and the device is dropped; closing it does \
          not hang",
     ),
     blk(
-        BlkHostile::GarbageSectors,
-        "blk.garbage_sectors",
+        BlkHostile::SectorsGarbage,
+        "blk.sectors_garbage",
         "publishes sectors = \"12abc\" when connecting",
         "the connection is refused naming the key (\"backend key sectors: not a \
          number\"); no I/O is attempted",
     ),
     blk(
-        BlkHostile::BadSectorSize,
-        "blk.bad_sector_size",
+        BlkHostile::SectorSizeNotPowerOfTwo,
+        "blk.sector_size_not_power_of_two",
         "publishes sector-size = 1000 when connecting",
         "the connection is refused naming the key (\"sector-size 1000 is not a power \
          of two\"); no I/O is attempted",
     ),
     net(
-        NetHostile::TxBadId,
-        "net.tx_bad_id",
+        NetHostile::TxIdOutOfRange,
+        "net.tx_id_out_of_range",
         "sends each tx frame and answers it with id 0xffff",
         "the device is broken (\"tx response id 65535 out of range\") and dropped",
     ),
     net(
-        NetHostile::RxOffsetPastPage,
-        "net.rx_offset_past_page",
+        NetHostile::RxPastPage,
+        "net.rx_past_page",
         "answers every posted rx buffer with offset 4000 and 200 bytes (past the page)",
         "each such frame is dropped unread; after the frontend's limit of bad frames \
          in a row (32) the device is broken (\"bad rx responses in a row\") and dropped",
@@ -249,20 +260,20 @@ static CATALOGUE: [Entry; 17] = [
          frames in a row the device is broken and dropped",
     ),
     net(
-        NetHostile::BroadcastMac,
-        "net.broadcast_mac",
+        NetHostile::MacNotUnicast,
+        "net.mac_not_unicast",
         "writes mac = ff:ff:ff:ff:ff:ff into the frontend's directory",
         "the connection is refused: the MAC must be unicast",
     ),
     net(
-        NetHostile::MalformedMac,
-        "net.malformed_mac",
+        NetHostile::MacMalformed,
+        "net.mac_malformed",
         "writes mac = 00:16:3e:zz:00:01 into the frontend's directory",
         "the connection is refused naming the key (\"bad mac key: ...\")",
     ),
     net(
-        NetHostile::RxHoard,
-        "net.rx_hoard",
+        NetHostile::RxBuffersHoarded,
+        "net.rx_buffers_hoarded",
         "takes every posted rx buffer and never gives one back; frames for the guest \
          are dropped",
         "the device stays up: sending works, nothing is received, and closing it \
@@ -388,23 +399,24 @@ mod tests {
     fn catalogue_is_complete_and_names_are_unique() {
         let blk = [
             BlkHostile::DuplicateResponse,
-            BlkHostile::UnknownId,
+            BlkHostile::ResponseUnknownId,
+            BlkHostile::ResponseIdHighBits,
             BlkHostile::WrongOperation,
             BlkHostile::UnknownStatus,
-            BlkHostile::RspProdPastRing,
+            BlkHostile::RspProdOverrun,
             BlkHostile::NeverAnswers,
-            BlkHostile::ClosingMidIo,
-            BlkHostile::GarbageSectors,
-            BlkHostile::BadSectorSize,
+            BlkHostile::ClosingWithRequestsInFlight,
+            BlkHostile::SectorsGarbage,
+            BlkHostile::SectorSizeNotPowerOfTwo,
         ]
         .map(Hostile::Blk);
         let net = [
-            NetHostile::TxBadId,
-            NetHostile::RxOffsetPastPage,
+            NetHostile::TxIdOutOfRange,
+            NetHostile::RxPastPage,
             NetHostile::RxEndlessChain,
-            NetHostile::BroadcastMac,
-            NetHostile::MalformedMac,
-            NetHostile::RxHoard,
+            NetHostile::MacNotUnicast,
+            NetHostile::MacMalformed,
+            NetHostile::RxBuffersHoarded,
         ]
         .map(Hostile::Net);
         let con = [
@@ -425,7 +437,7 @@ mod tests {
     #[test]
     fn unknown_names_list_the_class_or_everything() {
         let e = "net.fancy".parse::<Hostile>().unwrap_err();
-        assert!(e.known.contains("net.tx_bad_id"), "{e}");
+        assert!(e.known.contains("net.tx_id_out_of_range"), "{e}");
         assert!(!e.known.contains("blk."), "{e}");
         let e = "xyz".parse::<Hostile>().unwrap_err();
         assert!(

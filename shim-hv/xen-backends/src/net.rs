@@ -1077,7 +1077,7 @@ fn hostile_rx(v: &VifShared) -> Option<NetHostile> {
     v.cfg.hostile.filter(|h| {
         matches!(
             h,
-            NetHostile::RxOffsetPastPage | NetHostile::RxEndlessChain | NetHostile::RxHoard
+            NetHostile::RxPastPage | NetHostile::RxEndlessChain | NetHostile::RxBuffersHoarded
         )
     })
 }
@@ -1511,7 +1511,7 @@ impl Connection {
                 netif::RSP_ERROR
             };
             let reqs = sc.reqs.get(a.start..a.end).unwrap_or_default();
-            let bad_id = v.cfg.hostile == Some(NetHostile::TxBadId);
+            let bad_id = v.cfg.hostile == Some(NetHostile::TxIdOutOfRange);
             if let Err(e) = respond_tx(&mut st.ring, reqs, status, bad_id) {
                 self.fail(format!("tx ring: {e}"));
                 break;
@@ -1691,7 +1691,7 @@ impl Connection {
 
     /// Takes every rx buffer the guest posted and answers it the way hostile
     /// mode `h` does (docs/hostile-mode.md): garbage responses, or none at all
-    /// (`net.rx_hoard`). Arms `req_event` once the ring is empty, so that the
+    /// (`net.rx_buffers_hoarded`). Arms `req_event` once the ring is empty, so that the
     /// guest's next buffers wake the worker. Whether any buffer was taken.
     fn rx_hostile(&self, v: &VifShared, st: &mut RxSide, q: usize, h: NetHostile) -> bool {
         let mut took = false;
@@ -1700,7 +1700,7 @@ impl Connection {
                 Ok(Some(r)) => {
                     took = true;
                     let rsp = match h {
-                        NetHostile::RxOffsetPastPage => RxResponse {
+                        NetHostile::RxPastPage => RxResponse {
                             id: r.id,
                             offset: HOSTILE_RX_OFFSET,
                             flags: 0,
@@ -1951,22 +1951,22 @@ impl RxSide {
 /// garbage.
 fn frontend_mac(mac: Mac, hostile: Option<NetHostile>) -> String {
     match hostile {
-        Some(NetHostile::BroadcastMac) => "ff:ff:ff:ff:ff:ff".to_string(),
-        Some(NetHostile::MalformedMac) => "00:16:3e:zz:00:01".to_string(),
+        Some(NetHostile::MacNotUnicast) => "ff:ff:ff:ff:ff:ff".to_string(),
+        Some(NetHostile::MacMalformed) => "00:16:3e:zz:00:01".to_string(),
         _ => mac.to_string(),
     }
 }
 
-/// The id hostile mode `net.tx_bad_id` answers with: outside any tx ring.
+/// The id hostile mode `net.tx_id_out_of_range` answers with: outside any tx ring.
 const HOSTILE_TX_ID: u16 = 0xffff;
-/// `net.rx_offset_past_page`: an offset and a length that end past the page.
+/// `net.rx_past_page`: an offset and a length that end past the page.
 const HOSTILE_RX_OFFSET: u16 = 4000;
 const HOSTILE_RX_LEN: i16 = 200;
 /// `net.rx_endless_chain`: the length of every slot of the endless chain.
 const HOSTILE_CHAIN_LEN: i16 = 64;
 
 /// Answers every slot of a tx chain: data slots with `status`, extras with NULL
-/// (data slots with [`HOSTILE_TX_ID`] under `net.tx_bad_id`).
+/// (data slots with [`HOSTILE_TX_ID`] under `net.tx_id_out_of_range`).
 fn respond_tx(
     ring: &mut BackRing<TxRequest, TxResponse, SharedMem<'static>>,
     reqs: &[TxRequest],

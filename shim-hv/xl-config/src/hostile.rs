@@ -2,7 +2,7 @@
 //! test the guest's frontends (docs/hostile-mode.md).
 //!
 //! ```text
-//! hostile = [ 'xvda:blk.duplicate_response', 'vif0:net.tx_bad_id', 'console:console.in_prod_past_ring' ]
+//! hostile = [ 'xvda:blk.duplicate_response', 'vif0:net.tx_id_out_of_range', 'console:console.in_prod_past_ring' ]
 //! ```
 //!
 //! Each entry is `DEVICE:MODE` (or `DEVICE=MODE`, as `create --hostile` takes

@@ -13,7 +13,7 @@ fn parse(extra: &str) -> Result<DomainConfig, String> {
 #[test]
 fn entries_name_disks_vifs_and_the_console() {
     let cfg = parse(
-        "hostile = [ 'xvda:blk.duplicate_response', 'vif1=net.tx_bad_id',\n  'console:console.in_prod_past_ring', '832:blk.never_answers' ]\n",
+        "hostile = [ 'xvda:blk.duplicate_response', 'vif1=net.tx_id_out_of_range',\n  'console:console.in_prod_past_ring', '832:blk.never_answers' ]\n",
     )
     .unwrap();
     let got: Vec<(HostileDevice, &str, u32)> = cfg
@@ -25,7 +25,7 @@ fn entries_name_disks_vifs_and_the_console() {
         got,
         vec![
             (HostileDevice::Disk(51712), "blk.duplicate_response", 4),
-            (HostileDevice::Vif(1), "net.tx_bad_id", 4),
+            (HostileDevice::Vif(1), "net.tx_id_out_of_range", 4),
             (HostileDevice::Console, "console.in_prod_past_ring", 5),
             // hdb is 832: any name of the same virtual device.
             (HostileDevice::Disk(832), "blk.never_answers", 5),
@@ -34,15 +34,18 @@ fn entries_name_disks_vifs_and_the_console() {
     assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
     let j = cfg.to_json();
     assert_eq!(j["hostile"][1]["device"], "vif1");
-    assert_eq!(j["hostile"][1]["mode"], "net.tx_bad_id");
+    assert_eq!(j["hostile"][1]["mode"], "net.tx_id_out_of_range");
 }
 
 #[test]
 fn mistakes_are_one_line_errors_naming_file_line_and_entry() {
     for (entry, why) in [
         ("xvdc:blk.never_answers", "no disk xvdc in this config"),
-        ("vif7:net.tx_bad_id", "no vif 7 in this config"),
-        ("xvda:net.tx_bad_id", "xvda is a disk: its modes are blk.*"),
+        ("vif7:net.tx_id_out_of_range", "no vif 7 in this config"),
+        (
+            "xvda:net.tx_id_out_of_range",
+            "xvda is a disk: its modes are blk.*",
+        ),
         (
             "vif0:blk.never_answers",
             "vif0 is a vif: its modes are net.*",
@@ -54,7 +57,7 @@ fn mistakes_are_one_line_errors_naming_file_line_and_entry() {
         ("xvda", "expected DEVICE:MODE"),
         ("xvda:", "expected DEVICE:MODE"),
         ("xvda:blk.", "its modes are blk.*"),
-        ("eth0:net.tx_bad_id", "\"eth0\" is not a device"),
+        ("eth0:net.tx_id_out_of_range", "\"eth0\" is not a device"),
     ] {
         let e = parse(&format!("\nhostile = [ '{entry}' ]\n")).unwrap_err();
         assert!(
@@ -67,7 +70,8 @@ fn mistakes_are_one_line_errors_naming_file_line_and_entry() {
     }
     let e = parse("hostile = 'xvda:blk.never_answers'\n").unwrap_err();
     assert!(e.contains("`hostile` takes a list"), "{e}");
-    let e = parse("hostile = [ 'xvda:blk.never_answers', '51712:blk.unknown_id' ]\n").unwrap_err();
+    let e = parse("hostile = [ 'xvda:blk.never_answers', '51712:blk.response_id_high_bits' ]\n")
+        .unwrap_err();
     assert!(e.contains("xvda") || e.contains("51712"), "{e}");
     assert!(
         e.contains("already has mode blk.never_answers (line 4)"),
@@ -77,7 +81,8 @@ fn mistakes_are_one_line_errors_naming_file_line_and_entry() {
 
 #[test]
 fn the_command_line_replaces_the_files_entry_for_a_device() {
-    let mut cfg = parse("hostile = [ 'xvda:blk.never_answers', 'vif0:net.rx_hoard' ]\n").unwrap();
+    let mut cfg =
+        parse("hostile = [ 'xvda:blk.never_answers', 'vif0:net.rx_buffers_hoarded' ]\n").unwrap();
     cfg.add_hostile("xvda=blk.unknown_status", "--hostile")
         .unwrap();
     cfg.add_hostile("console=console.out_cons_past_prod", "--hostile")
@@ -90,17 +95,17 @@ fn the_command_line_replaces_the_files_entry_for_a_device() {
     assert_eq!(
         got,
         vec![
-            (HostileDevice::Vif(0), "net.rx_hoard", 4),
+            (HostileDevice::Vif(0), "net.rx_buffers_hoarded", 4),
             (HostileDevice::Disk(51712), "blk.unknown_status", 0),
             (HostileDevice::Console, "console.out_cons_past_prod", 0),
         ]
     );
     let e = cfg
-        .add_hostile("vif9=net.tx_bad_id", "--hostile")
+        .add_hostile("vif9=net.tx_id_out_of_range", "--hostile")
         .unwrap_err()
         .to_string();
     assert_eq!(
         e,
-        "--hostile: bad hostile entry: no vif 9 in this config (config h.cfg) (vif9=net.tx_bad_id)"
+        "--hostile: bad hostile entry: no vif 9 in this config (config h.cfg) (vif9=net.tx_id_out_of_range)"
     );
 }
