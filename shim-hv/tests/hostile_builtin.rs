@@ -35,7 +35,7 @@ fn count_panics() {
         let old = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             let name = std::thread::current().name().unwrap_or("").to_string();
-            let test = ["blk_", "net_", "console_", "every_"]
+            let test = ["blk_", "net_", "console_", "every_", "restart_"]
                 .iter()
                 .any(|p| name.starts_with(p));
             if !test {
@@ -337,6 +337,43 @@ fn console_in_prod_past_ring() {
     );
     let at = t.find("console ring failed").unwrap();
     assert!(t[at..].contains("power: poweroff"), "{t}");
+}
+
+/// A domain restarted by its `on_reboot = 'restart'` keeps its hostile modes
+/// (the config, with the `--hostile` entries folded in, is kept).
+#[test]
+fn restart_keeps_the_mode() {
+    count_panics();
+    let tmp = TempDir::new("hb-restart");
+    let d = Daemon::new(RuntimeDir::at(tmp.path().join("rt")));
+    d.set_quiet(true);
+    let text = builtin_cfg(
+        "hr",
+        "on_reboot = 'restart'\nvif = [ 'bridge=brR' ]\nhostile = [ 'vif0:net.rx_buffers_hoarded' ]\n",
+    );
+    let mut cfg = DomainConfig::parse_str("h.cfg", &text).unwrap();
+    cfg.add_hostile("vif0=net.mac_not_unicast", "--hostile")
+        .unwrap();
+    let id = d.create(cfg).unwrap();
+    let refused = "nic 0: bad mac key: MAC ff:ff:ff:ff:ff:ff is not a unicast address";
+    let con = d.console(id).unwrap();
+    wait_console(&con, refused);
+    wait_console(&con, "waiting for control/shutdown");
+    d.shutdown("hr", PowerRequest::Reboot).unwrap();
+    assert!(d.wait_gone(id, LONG), "not gone:\n{}", history(&con));
+    let new = wait_for(60, || {
+        d.list()
+            .into_iter()
+            .find(|i| i.name == "hr" && i.id != id.0)
+            .map(|i| hypercall::DomId(i.id))
+    })
+    .expect("restarted");
+    let con2 = d.console(new).unwrap();
+    wait_console(&con2, refused);
+    wait_console(&con2, "waiting for control/shutdown");
+    d.shutdown("hr", PowerRequest::Poweroff).unwrap();
+    assert!(d.wait_gone(new, LONG), "not gone:\n{}", history(&con2));
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "a thread panicked");
 }
 
 /// Every mode of the catalogue has a test above and a row in
