@@ -720,96 +720,97 @@ fn blk_events(w: &dyn FrontendWorld) -> R<String> {
 
 /// The keys of one [`blk_connect_keys`] case, from the ring pages' grants, a
 /// read-only and another domain's grant of the first, the right port and one
-/// bound for another domain.
-type Keys = fn(&[GrantRef; 4], GrantRef, GrantRef, Port, Port) -> Vec<(&'static str, String)>;
+/// bound for another domain, and a ref granted once and ended (granted no more).
+type Keys =
+    fn(&[GrantRef; 4], GrantRef, GrantRef, Port, Port, GrantRef) -> Vec<(&'static str, String)>;
 
 fn blk_connect_keys(w: &dyn FrontendWorld) -> R<String> {
     let cases: Vec<(&str, Keys)> = vec![
-        ("ring-ref not granted", |_, _, _, e, _| {
+        ("ring-ref not granted", |_, _, _, e, _, ng| {
             vec![
-                ("ring-ref", "5000".into()),
+                ("ring-ref", ng.0.to_string()),
                 ("event-channel", e.0.to_string()),
             ]
         }),
-        ("ring-ref granted read-only", |_, ro, _, e, _| {
+        ("ring-ref granted read-only", |_, ro, _, e, _, _| {
             vec![
                 ("ring-ref", ro.0.to_string()),
                 ("event-channel", e.0.to_string()),
             ]
         }),
-        ("ring-ref granted to another domain", |_, _, o, e, _| {
+        ("ring-ref granted to another domain", |_, _, o, e, _, _| {
             vec![
                 ("ring-ref", o.0.to_string()),
                 ("event-channel", e.0.to_string()),
             ]
         }),
-        ("ring-ref hex", |_, _, _, e, _| {
+        ("ring-ref hex", |_, _, _, e, _, _| {
             vec![
                 ("ring-ref", "0x10".into()),
                 ("event-channel", e.0.to_string()),
             ]
         }),
-        ("ring-ref negative", |_, _, _, e, _| {
+        ("ring-ref negative", |_, _, _, e, _, _| {
             vec![
                 ("ring-ref", "-1".into()),
                 ("event-channel", e.0.to_string()),
             ]
         }),
-        ("ring-ref 2^32", |_, _, _, e, _| {
+        ("ring-ref 2^32", |_, _, _, e, _, _| {
             vec![
                 ("ring-ref", "4294967296".into()),
                 ("event-channel", e.0.to_string()),
             ]
         }),
-        ("ring-ref missing", |_, _, _, e, _| {
+        ("ring-ref missing", |_, _, _, e, _, _| {
             vec![("event-channel", e.0.to_string())]
         }),
-        ("event-channel not allocated", |r, _, _, _, _| {
+        ("event-channel not allocated", |r, _, _, _, _, _| {
             vec![
                 ("ring-ref", r[0].0.to_string()),
                 ("event-channel", "4000".into()),
             ]
         }),
-        ("event-channel for another domain", |r, _, _, _, x| {
+        ("event-channel for another domain", |r, _, _, _, x, _| {
             vec![
                 ("ring-ref", r[0].0.to_string()),
                 ("event-channel", x.0.to_string()),
             ]
         }),
-        ("event-channel garbage", |r, _, _, _, _| {
+        ("event-channel garbage", |r, _, _, _, _, _| {
             vec![
                 ("ring-ref", r[0].0.to_string()),
                 ("event-channel", "abc".into()),
             ]
         }),
-        ("event-channel 2^32", |r, _, _, _, _| {
+        ("event-channel 2^32", |r, _, _, _, _, _| {
             vec![
                 ("ring-ref", r[0].0.to_string()),
                 ("event-channel", "4294967296".into()),
             ]
         }),
-        ("ring-page-order 5", |r, _, _, e, _| {
+        ("ring-page-order 5", |r, _, _, e, _, _| {
             vec![
                 ("ring-page-order", "5".into()),
                 ("ring-ref0", r[0].0.to_string()),
                 ("event-channel", e.0.to_string()),
             ]
         }),
-        ("ring-page-order 30", |r, _, _, e, _| {
+        ("ring-page-order 30", |r, _, _, e, _, _| {
             vec![
                 ("ring-page-order", "30".into()),
                 ("ring-ref0", r[0].0.to_string()),
                 ("event-channel", e.0.to_string()),
             ]
         }),
-        ("ring-page-order 2^64", |r, _, _, e, _| {
+        ("ring-page-order 2^64", |r, _, _, e, _, _| {
             vec![
                 ("ring-page-order", "18446744073709551616".into()),
                 ("ring-ref0", r[0].0.to_string()),
                 ("event-channel", e.0.to_string()),
             ]
         }),
-        ("ring pages not contiguous", |r, _, _, e, _| {
+        ("ring pages not contiguous", |r, _, _, e, _, _| {
             vec![
                 ("ring-page-order", "2".into()),
                 ("ring-ref0", r[0].0.to_string()),
@@ -819,7 +820,7 @@ fn blk_connect_keys(w: &dyn FrontendWorld) -> R<String> {
                 ("event-channel", e.0.to_string()),
             ]
         }),
-        ("ring-ref3 missing", |r, _, _, e, _| {
+        ("ring-ref3 missing", |r, _, _, e, _, _| {
             vec![
                 ("ring-page-order", "2".into()),
                 ("ring-ref0", r[0].0.to_string()),
@@ -828,50 +829,50 @@ fn blk_connect_keys(w: &dyn FrontendWorld) -> R<String> {
                 ("event-channel", e.0.to_string()),
             ]
         }),
-        ("second ring page not granted", |r, _, _, e, _| {
+        ("second ring page not granted", |r, _, _, e, _, ng| {
             vec![
                 ("ring-page-order", "1".into()),
                 ("ring-ref0", r[0].0.to_string()),
-                ("ring-ref1", "5000".into()),
+                ("ring-ref1", ng.0.to_string()),
                 ("event-channel", e.0.to_string()),
             ]
         }),
-        ("protocol x86_32-abi", |r, _, _, e, _| {
+        ("protocol x86_32-abi", |r, _, _, e, _, _| {
             vec![
                 ("ring-ref", r[0].0.to_string()),
                 ("event-channel", e.0.to_string()),
                 ("protocol", "x86_32-abi".into()),
             ]
         }),
-        ("two queues, keys at the top level", |r, _, _, e, _| {
+        ("two queues, keys at the top level", |r, _, _, e, _, _| {
             vec![
                 ("ring-ref", r[0].0.to_string()),
                 ("event-channel", e.0.to_string()),
                 ("multi-queue-num-queues", "2".into()),
             ]
         }),
-        ("zero queues", |r, _, _, e, _| {
+        ("zero queues", |r, _, _, e, _, _| {
             vec![
                 ("ring-ref", r[0].0.to_string()),
                 ("event-channel", e.0.to_string()),
                 ("multi-queue-num-queues", "0".into()),
             ]
         }),
-        ("more queues than offered", |r, _, _, e, _| {
+        ("more queues than offered", |r, _, _, e, _, _| {
             vec![
                 ("multi-queue-num-queues", "5".into()),
                 ("queue-0/ring-ref", r[0].0.to_string()),
                 ("queue-0/event-channel", e.0.to_string()),
             ]
         }),
-        ("queue count 2^64", |r, _, _, e, _| {
+        ("queue count 2^64", |r, _, _, e, _, _| {
             vec![
                 ("multi-queue-num-queues", "18446744073709551616".into()),
                 ("queue-0/ring-ref", r[0].0.to_string()),
                 ("queue-0/event-channel", e.0.to_string()),
             ]
         }),
-        ("queue-1 missing", |r, _, _, e, _| {
+        ("queue-1 missing", |r, _, _, e, _, _| {
             vec![
                 ("multi-queue-num-queues", "2".into()),
                 ("queue-0/ring-ref", r[0].0.to_string()),
@@ -880,7 +881,7 @@ fn blk_connect_keys(w: &dyn FrontendWorld) -> R<String> {
         }),
         (
             "queue-1 event channel for another domain",
-            |r, _, _, e, x| {
+            |r, _, _, e, x, _| {
                 vec![
                     ("multi-queue-num-queues", "2".into()),
                     ("queue-0/ring-ref", r[0].0.to_string()),
@@ -892,7 +893,7 @@ fn blk_connect_keys(w: &dyn FrontendWorld) -> R<String> {
         ),
         (
             "queue-1 ring-ref1 missing with ring-page-order 1",
-            |r, _, _, e, _| {
+            |r, _, _, e, _, _| {
                 vec![
                     ("multi-queue-num-queues", "2".into()),
                     ("ring-page-order", "1".into()),
@@ -926,7 +927,9 @@ fn blk_connect_keys(w: &dyn FrontendWorld) -> R<String> {
             .map_err(fail)?;
         let port = w.bind_port(Grantee::Backend).map_err(fail)?;
         let wrong = w.bind_port(Grantee::NotTheBackend).map_err(fail)?;
-        for (k, v) in keys(&refs, ro, other, port, wrong) {
+        let ended = w.grant(frame, Grantee::Backend, false).map_err(fail)?;
+        w.end_grant(ended).map_err(fail)?;
+        for (k, v) in keys(&refs, ro, other, port, wrong, ended) {
             w.write_key(k, v.as_bytes()).map_err(fail)?;
         }
         set_state(w, st::INITIALISED).map_err(fail)?;

@@ -339,7 +339,11 @@ fn net_bad_rx(w: &dyn FrontendWorld) -> R<String> {
     let mut n = Net::connect(w)?;
     let cap = w.grant_capacity();
     for id in 0..8u16 {
-        let gref = if id % 2 == 0 { cap + u32::from(id) } else { 0 };
+        let gref = if id % 2 == 0 {
+            cap.saturating_add(u32::from(id))
+        } else {
+            0
+        };
         n.rx.push_request(&RxRequest { id, _pad: 0, gref })
             .map_err(|e| e.to_string())?;
     }
