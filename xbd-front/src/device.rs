@@ -14,7 +14,7 @@ use crate::features::{
     MAX_RING_PAGE_ORDER,
 };
 use crate::grants::Grants;
-use crate::io::{total_len, total_len_mut, BlkRing, Geometry, Io, OpKind, Stats, Tag};
+use crate::io::{total_len, total_len_mut, BlkRing, Geometry, Io, OpKind, OpSpec, Stats, Tag};
 use crate::Features;
 
 /// The `protocol` value for this build's architecture (`XEN_IO_PROTO_ABI_NATIVE`);
@@ -813,15 +813,8 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
     /// with [`Device::finish`].
     pub fn submit_read(&mut self, lba: u64, len: usize) -> Result<Tag, Error> {
         let (_, sector) = self.check_range(lba, len, false)?;
-        self.io.submit(
-            &self.platform,
-            &self.grants,
-            OpKind::Read,
-            sector,
-            len,
-            &[],
-            false,
-        )
+        self.io
+            .submit(&self.platform, &self.grants, &OpSpec::read(sector, len))
     }
 
     /// Submits a write of `data` (a scatter list; total a multiple of the sector size)
@@ -840,17 +833,8 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         len: usize,
     ) -> Result<Tag, Error> {
         let (_, sector) = self.check_range(lba, len, true)?;
-        self.io.submit_from(
-            &self.platform,
-            &self.grants,
-            OpKind::Write,
-            sector,
-            len,
-            data,
-            start,
-            false,
-            None,
-        )
+        let op = OpSpec::write(sector, data, len).starting_at(start.0, start.1);
+        self.io.submit(&self.platform, &self.grants, &op)
     }
 
     /// Registers `pages` (whole pages of guest memory from
@@ -930,17 +914,13 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
                 sector_size: PAGE_SIZE as u32,
             });
         }
-        self.io.submit_from(
-            &self.platform,
-            &self.grants,
+        // The data is in the registered pages: no scatter list.
+        let op = OpSpec {
             kind,
-            sector,
-            len,
-            &[],
-            (0, 0),
-            false,
-            Some(offset / PAGE_SIZE),
-        )
+            ..OpSpec::read(sector, len)
+        }
+        .registered(offset / PAGE_SIZE);
+        self.io.submit(&self.platform, &self.grants, &op)
     }
 
     /// Blocking read of `len` bytes at logical sector `lba` into the registered
@@ -989,12 +969,15 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         // Pieces in whole pages (each starts a page of the registered pages):
         // `at` counts pages from the start.
         let per_page = (PAGE_SIZE / ss) as u64;
-        self.pipeline(
-            0,
-            PAGE_SIZE,
-            len,
+        let t = Transfer {
+            lba: 0,
+            sector_size: PAGE_SIZE,
+            total: len,
             deadline,
-            !write,
+            plug: !write,
+        };
+        self.pipeline(
+            t,
             |d, at, n| {
                 d.submit_registered(
                     kind,
@@ -1017,15 +1000,8 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
                 Error::NotSupported
             });
         }
-        self.io.submit(
-            &self.platform,
-            &self.grants,
-            OpKind::Flush,
-            0,
-            0,
-            &[],
-            false,
-        )
+        self.io
+            .submit(&self.platform, &self.grants, &OpSpec::flush())
     }
 
     /// Submits a discard of `count` logical sectors at `lba` (`secure`: secure erase,
@@ -1048,15 +1024,8 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         if secure && !d.secure {
             return Err(Error::NotSupported);
         }
-        self.io.submit(
-            &self.platform,
-            &self.grants,
-            OpKind::Discard,
-            sector,
-            len,
-            &[],
-            secure,
-        )
+        let op = OpSpec::discard(sector, len, secure);
+        self.io.submit(&self.platform, &self.grants, &op)
     }
 
     /// Holds submissions back until [`Device::unplug`] (one publication and at most one
@@ -1276,12 +1245,15 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         let info = self.check_range(lba, total, false)?.0;
         let deadline = self.deadline(timeout);
         let mut cursor = (0usize, 0usize);
-        self.pipeline(
+        let t = Transfer {
             lba,
-            info.sector_size as usize,
+            sector_size: info.sector_size as usize,
             total,
             deadline,
-            true,
+            plug: true,
+        };
+        self.pipeline(
+            t,
             |d, at, n| d.submit_read(at, n),
             |d, tag| d.io.finish_from(tag, bufs, &mut cursor).map(drop),
         )
@@ -1295,12 +1267,15 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         let info = self.check_range(lba, total, true)?.0;
         let deadline = self.deadline(timeout);
         let mut cursor = (0usize, 0usize);
-        self.pipeline(
+        let t = Transfer {
             lba,
-            info.sector_size as usize,
+            sector_size: info.sector_size as usize,
             total,
             deadline,
-            false,
+            plug: false,
+        };
+        self.pipeline(
+            t,
             |d, at, n| {
                 let t = d.submit_write_from(at, bufs, cursor, n)?;
                 advance(bufs, &mut cursor, n);
@@ -1324,22 +1299,23 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         p.clamp(ss, chunk.max(ss))
     }
 
-    /// Moves `total` bytes from `lba` in pieces, up to `PIPELINE` (4) in flight:
-    /// `submit` issues the piece at a logical sector, `complete` retires the oldest
-    /// piece once done (pieces complete in order). `plug`: publish each batch of
-    /// submissions at once (reads) rather than each as it is made (writes, whose
-    /// submission is the copy). On an error the pieces still out are cancelled.
-    #[allow(clippy::too_many_arguments)]
+    /// Moves `t.total` bytes from `t.lba` in pieces, up to `PIPELINE` (4) in
+    /// flight: `submit` issues the piece at a logical sector, `complete` retires
+    /// the oldest piece once done (pieces complete in order). On an error the
+    /// pieces still out are cancelled.
     fn pipeline(
         &mut self,
-        lba: u64,
-        sector_size: usize,
-        total: usize,
-        deadline: u64,
-        plug: bool,
+        t: Transfer,
         mut submit: impl FnMut(&mut Self, u64, usize) -> Result<Tag, Error>,
         mut complete: impl FnMut(&mut Self, Tag) -> Result<(), Error>,
     ) -> Result<(), Error> {
+        let Transfer {
+            lba,
+            sector_size,
+            total,
+            deadline,
+            plug,
+        } = t;
         let piece = self.piece_bytes(sector_size, total);
         let ss = sector_size.max(1);
         let mut pending: heapless::Deque<Tag, PIPELINE> = heapless::Deque::new();
@@ -1642,4 +1618,20 @@ fn ring_region(pages: &SharedPages, offset: usize, len: usize) -> Option<SharedM
     // `Drop for Device` frees it — after the ring holding this region is gone
     // (see above). No Rust reference points into it.
     Some(unsafe { SharedMem::new(m.as_non_null(), m.len()) })
+}
+
+/// A blocking transfer as [`Device`]'s pipeline moves it.
+#[derive(Clone, Copy)]
+struct Transfer {
+    /// First logical sector (or page, for the registered pages).
+    lba: u64,
+    /// Bytes per `lba` unit.
+    sector_size: usize,
+    /// Bytes to move.
+    total: usize,
+    /// When to give up (platform time, ns).
+    deadline: u64,
+    /// Publish each batch of submissions at once (reads) rather than each as it
+    /// is made (writes, whose submission is the copy).
+    plug: bool,
 }

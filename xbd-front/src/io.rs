@@ -59,6 +59,102 @@ pub struct Tag {
     gen: u32,
 }
 
+/// One op to submit with [`Io::submit`]: what to do, where, and where a write's
+/// data comes from. Built with [`OpSpec::read`], [`OpSpec::write`],
+/// [`OpSpec::flush`] or [`OpSpec::discard`], then narrowed with
+/// [`OpSpec::starting_at`] or [`OpSpec::registered`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OpSpec<'d> {
+    /// What kind of request.
+    pub kind: OpKind,
+    /// First 512-byte sector (0 for a flush).
+    pub sector: u64,
+    /// Bytes to read, write or discard (0 for a flush); already checked by the
+    /// caller against the sector size and the capacity.
+    pub len: usize,
+    /// A write's payload, as a scatter list (empty for other kinds).
+    pub data: &'d [&'d [u8]],
+    /// Where a write's `len` bytes start in `data`: (buffer index, offset in it).
+    pub start: (usize, usize),
+    /// A secure discard (`discard-secure`).
+    pub secure: bool,
+    /// Move the data straight to or from the registered pages, starting at this
+    /// page index, instead of through bounce pages (reads and writes only).
+    pub direct: Option<usize>,
+}
+
+impl<'d> OpSpec<'d> {
+    const fn new(kind: OpKind, sector: u64, len: usize) -> Self {
+        OpSpec {
+            kind,
+            sector,
+            len,
+            data: &[],
+            start: (0, 0),
+            secure: false,
+            direct: None,
+        }
+    }
+
+    /// A read of `len` bytes at `sector`.
+    pub const fn read(sector: u64, len: usize) -> Self {
+        Self::new(OpKind::Read, sector, len)
+    }
+
+    /// A write at `sector` of the first `len` bytes of `data`.
+    pub const fn write(sector: u64, data: &'d [&'d [u8]], len: usize) -> Self {
+        OpSpec {
+            data,
+            ..Self::new(OpKind::Write, sector, len)
+        }
+    }
+
+    /// A cache flush.
+    pub const fn flush() -> Self {
+        Self::new(OpKind::Flush, 0, 0)
+    }
+
+    /// A discard of `len` bytes at `sector` (`secure`: secure erase).
+    pub const fn discard(sector: u64, len: usize, secure: bool) -> Self {
+        OpSpec {
+            secure,
+            ..Self::new(OpKind::Discard, sector, len)
+        }
+    }
+
+    /// The same op with a write's data starting at byte `offset` of buffer
+    /// `buffer` of `data`.
+    pub const fn starting_at(self, buffer: usize, offset: usize) -> Self {
+        OpSpec {
+            start: (buffer, offset),
+            ..self
+        }
+    }
+
+    /// The same op moving its data straight to or from the registered pages,
+    /// from page `first_page` on.
+    pub const fn registered(self, first_page: usize) -> Self {
+        OpSpec {
+            direct: Some(first_page),
+            ..self
+        }
+    }
+}
+
+/// One ring request of an op (an op of more bytes than a request carries is
+/// split into parts), as [`Io::submit`] hands it to `prepare`.
+#[derive(Clone, Copy)]
+struct Part {
+    /// The slot (shadow) it goes in.
+    slot: usize,
+    /// Its first 512-byte sector.
+    sector: u64,
+    /// Its bytes (reads and writes).
+    bytes: usize,
+    /// Its first registered page, for a direct op.
+    direct: Option<usize>,
+}
+
 /// Counters of the I/O path ([`crate::Device::stats`]). Public on purpose: an OS
 /// reports them, and the benchmarks and tests check with them how many ring
 /// requests, notifications and grant operations a workload cost.
@@ -972,38 +1068,25 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         Ok(())
     }
 
-    /// Submits one op. `sector` is in 512-byte units; `len` bytes (already checked by
-    /// the device against the sector size and capacity). `data` is the write payload;
-    /// for discards `len` is the byte count and `secure` the flag.
-    #[allow(clippy::too_many_arguments)]
+    /// Submits one op (see [`OpSpec`]): splits it into ring requests, copies a
+    /// write's data and grants the pages (all before anything is published, so a
+    /// failure leaves nothing behind), then pushes the requests and, unless
+    /// plugged, notifies the backend.
     pub fn submit<P: Platform + ?Sized, G: Grants + ?Sized>(
         &mut self,
         p: &P,
         g: &G,
-        kind: OpKind,
-        sector: u64,
-        len: usize,
-        data: &[&[u8]],
-        secure: bool,
+        op: &OpSpec<'_>,
     ) -> Result<Tag, Error> {
-        self.submit_from(p, g, kind, sector, len, data, (0, 0), secure, None)
-    }
-
-    /// [`Io::submit`] taking a write's `len` bytes from `data` starting at `start`
-    /// (buffer index, offset in it).
-    #[allow(clippy::too_many_arguments)]
-    pub fn submit_from<P: Platform + ?Sized, G: Grants + ?Sized>(
-        &mut self,
-        p: &P,
-        g: &G,
-        kind: OpKind,
-        sector: u64,
-        len: usize,
-        data: &[&[u8]],
-        start: (usize, usize),
-        secure: bool,
-        direct: Option<usize>,
-    ) -> Result<Tag, Error> {
+        let OpSpec {
+            kind,
+            sector,
+            len,
+            data,
+            start,
+            secure: _,
+            direct,
+        } = *op;
         self.check_usable()?;
         let per = self.bytes_per_request();
         if let Some(first) = direct {
@@ -1086,19 +1169,13 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
             }
             prev = si as u16;
             prepared += 1;
-            let part_direct = direct.map(|d| d + offset / PAGE_SIZE);
-            if let Err(e) = self.prepare(
-                g,
-                si,
-                kind,
-                sec,
+            let part = Part {
+                slot: si,
+                sector: sec,
                 bytes,
-                len,
-                &mut src,
-                secure,
-                part_direct,
-                &mut reqs[0],
-            ) {
+                direct: direct.map(|d| d + offset / PAGE_SIZE),
+            };
+            if let Err(e) = self.prepare(g, op, part, &mut src, &mut reqs[0]) {
                 failure = Some(e);
                 break;
             }
@@ -1163,22 +1240,24 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         })
     }
 
-    /// Builds slot `si`'s request: copies write data (the whole page: data then
-    /// zeros), grants (unless persistent), writes the indirect page.
-    #[allow(clippy::too_many_arguments)]
+    /// Builds the request of `part` of `op` in its slot: copies write data (the
+    /// whole page: data then zeros), grants (unless persistent), writes the
+    /// indirect page.
     fn prepare<G: Grants + ?Sized>(
         &mut self,
         g: &G,
-        si: usize,
-        kind: OpKind,
-        sector: u64,
-        bytes: usize,
-        len: usize,
+        op: &OpSpec<'_>,
+        part: Part,
         src: &mut SrcCursor<'_, '_>,
-        secure: bool,
-        direct: Option<usize>,
         out: &mut Request,
     ) -> Result<(), Error> {
+        let Part {
+            slot: si,
+            sector,
+            bytes,
+            direct,
+        } = part;
+        let (kind, len, secure) = (op.kind, op.len, op.secure);
         let pages = self.pages.as_ref().ok_or(Error::NoMemory)?;
         let table = self.reg_table.as_ref().map(SharedPages::mem);
         let geo = self.geo;

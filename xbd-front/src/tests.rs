@@ -15,7 +15,7 @@ use hypercall::audit::{self, check_front_ring};
 
 use crate::error::{BrokenReason, Error, IoError};
 use crate::fake::{self, padding_violation, FakeBackend, FakePlatform};
-use crate::io::{BlkRing, Geometry, Io, OpKind, Tag};
+use crate::io::{BlkRing, Geometry, Io, OpKind, OpSpec, Tag};
 
 const DISK: usize = 1 << 20;
 type Table = GrantTable<4096>;
@@ -99,14 +99,13 @@ impl<const S: usize, const G: usize> Rig<S, G> {
     }
 
     fn read(&mut self, sector: u64, len: usize) -> Result<Tag, Error> {
-        self.io
-            .submit(&self.p, &self.t, OpKind::Read, sector, len, &[], false)
+        self.io.submit(&self.p, &self.t, &OpSpec::read(sector, len))
     }
 
     fn write(&mut self, sector: u64, data: &[&[u8]]) -> Result<Tag, Error> {
         let len = data.iter().map(|d| d.len()).sum();
         self.io
-            .submit(&self.p, &self.t, OpKind::Write, sector, len, data, false)
+            .submit(&self.p, &self.t, &OpSpec::write(sector, data, len))
     }
 
     fn run(&mut self) -> Result<usize, Error> {
@@ -225,10 +224,10 @@ fn workload_mq<const S: usize, const G: usize>(
                     }
                     res
                 }
-                OpKind::Flush => r.io.submit(&r.p, &r.t, OpKind::Flush, 0, 0, &[], false),
+                OpKind::Flush => r.io.submit(&r.p, &r.t, &OpSpec::flush()),
                 OpKind::Discard => {
                     let res =
-                        r.io.submit(&r.p, &r.t, OpKind::Discard, sector, len, &[], false);
+                        r.io.submit(&r.p, &r.t, &OpSpec::discard(sector, len, false));
                     if res.is_ok() {
                         model[sector as usize * 512..][..len].fill(0);
                     }
@@ -330,7 +329,7 @@ fn integrity_with_no_flush_or_discard_feature() {
     g.discard = false;
     let mut r: Rig<4, 11> = Rig::new(g, 0, 0);
     assert_eq!(
-        r.io.submit(&r.p, &r.t, OpKind::Flush, 0, 0, &[], false),
+        r.io.submit(&r.p, &r.t, &OpSpec::flush()),
         Err(Error::NotSupported)
     );
     let t = r.write(8, &[&[0xAB; 4096]]).unwrap();
@@ -545,9 +544,7 @@ fn known_error_statuses_fail_only_the_request() {
         r.io.finish(t, &mut [&mut [0u8; 4096][..]]),
         Err(Error::Io(IoError::Backend))
     );
-    let f =
-        r.io.submit(&r.p, &r.t, OpKind::Flush, 0, 0, &[], false)
-            .unwrap();
+    let f = r.io.submit(&r.p, &r.t, &OpSpec::flush()).unwrap();
     r.run().unwrap();
     assert_eq!(
         r.io.finish(f, &mut []),
@@ -556,7 +553,7 @@ fn known_error_statuses_fail_only_the_request() {
     // EOPNOTSUPP turned the feature off (Linux does the same).
     assert_eq!(r.io.geometry().flush_op, None);
     assert_eq!(
-        r.io.submit(&r.p, &r.t, OpKind::Flush, 0, 0, &[], false),
+        r.io.submit(&r.p, &r.t, &OpSpec::flush()),
         Err(Error::NotSupported)
     );
     assert_eq!(r.io.broken(), None);
@@ -721,17 +718,9 @@ fn row16_no_data_of_another_device_or_connection() {
             let mut tags = Vec::new();
             for i in 0..4u64 {
                 let tag = if write {
-                    io.submit(
-                        &p,
-                        &t,
-                        OpKind::Write,
-                        i * 88,
-                        canary.len(),
-                        &[&canary],
-                        false,
-                    )
+                    io.submit(&p, &t, &OpSpec::write(i * 88, &[&canary], canary.len()))
                 } else {
-                    io.submit(&p, &t, OpKind::Read, i * 88, canary.len(), &[], false)
+                    io.submit(&p, &t, &OpSpec::read(i * 88, canary.len()))
                 };
                 tags.push(tag.unwrap());
             }
@@ -1168,9 +1157,15 @@ fn r7_request_padding_is_zero() {
             } else {
                 &[]
             };
-            let t =
-                r.io.submit(&r.p, &r.t, kind, sector, len, data, kind == OpKind::Discard)
-                    .unwrap();
+            let spec = OpSpec {
+                kind,
+                sector,
+                len,
+                data,
+                secure: kind == OpKind::Discard,
+                ..OpSpec::flush()
+            };
+            let t = r.io.submit(&r.p, &r.t, &spec).unwrap();
             r.run().unwrap();
             r.finish(t, if kind == OpKind::Read { len } else { 0 })
                 .unwrap();
@@ -1468,7 +1463,7 @@ fn discard_fields_and_eopnotsupp_turns_discard_off() {
     });
     for (sector, secure) in [(8u64, false), (16, true)] {
         let t =
-            r.io.submit(&r.p, &r.t, OpKind::Discard, sector, 8192, &[], secure)
+            r.io.submit(&r.p, &r.t, &OpSpec::discard(sector, 8192, secure))
                 .unwrap();
         r.run().unwrap();
         r.io.finish(t, &mut []).unwrap();
@@ -1481,7 +1476,7 @@ fn discard_fields_and_eopnotsupp_turns_discard_off() {
     }
     assert!(r.io.geometry().discard);
     let t =
-        r.io.submit(&r.p, &r.t, OpKind::Discard, 64, 4096, &[], false)
+        r.io.submit(&r.p, &r.t, &OpSpec::discard(64, 4096, false))
             .unwrap();
     r.run().unwrap();
     assert_eq!(
@@ -1518,16 +1513,10 @@ fn registered_pages_read_and_write_in_one_pass() {
         let data: Vec<u8> = (0..3 * 4096 + 512).map(|i| (i * 13 + 1) as u8).collect();
         r.io.registered().unwrap().write(5 * 4096, &data);
         let t =
-            r.io.submit_from(
+            r.io.submit(
                 &r.p,
                 &r.t,
-                OpKind::Write,
-                16,
-                data.len(),
-                &[],
-                (0, 0),
-                false,
-                Some(5),
+                &OpSpec::write(16, &[], data.len()).registered(5),
             )
             .unwrap();
         r.run().unwrap();
@@ -1538,18 +1527,8 @@ fn registered_pages_read_and_write_in_one_pass() {
         let len = (r.io.max_inflight() * r.io.bytes_per_request()).min(600 * 1024);
         assert!(len > r.io.bytes_per_request());
         let t =
-            r.io.submit_from(
-                &r.p,
-                &r.t,
-                OpKind::Read,
-                24,
-                len,
-                &[],
-                (0, 0),
-                false,
-                Some(100),
-            )
-            .unwrap();
+            r.io.submit(&r.p, &r.t, &OpSpec::read(24, len).registered(100))
+                .unwrap();
         r.run().unwrap();
         // Nothing to copy out of the device: the data is in the caller's pages.
         assert_eq!(
@@ -1574,17 +1553,7 @@ fn registered_pages_read_and_write_in_one_pass() {
         // Out of the registered pages: refused before anything is sent.
         let seen = r.be.seen.len();
         assert!(matches!(
-            r.io.submit_from(
-                &r.p,
-                &r.t,
-                OpKind::Read,
-                0,
-                8192,
-                &[],
-                (0, 0),
-                false,
-                Some(255)
-            ),
+            r.io.submit(&r.p, &r.t, &OpSpec::read(0, 8192).registered(255)),
             Err(Error::BeyondData { .. })
         ));
         r.be.step();
@@ -1595,17 +1564,7 @@ fn registered_pages_read_and_write_in_one_pass() {
         assert!(r.io.registered().is_none());
         assert_eq!(r.t.in_use(), r.idle_grants());
         assert_eq!(
-            r.io.submit_from(
-                &r.p,
-                &r.t,
-                OpKind::Read,
-                0,
-                512,
-                &[],
-                (0, 0),
-                false,
-                Some(0)
-            ),
+            r.io.submit(&r.p, &r.t, &OpSpec::read(0, 512).registered(0)),
             Err(Error::NotRegistered)
         );
         r.io.stop(&r.t, Error::NotConnected);
@@ -1626,18 +1585,8 @@ fn registered_pages_stay_registered_while_the_backend_maps_them() {
         .map_err(|(e, _)| e)
         .unwrap();
     let t =
-        r.io.submit_from(
-            &r.p,
-            &r.t,
-            OpKind::Read,
-            0,
-            8 * 4096,
-            &[],
-            (0, 0),
-            false,
-            Some(0),
-        )
-        .unwrap();
+        r.io.submit(&r.p, &r.t, &OpSpec::read(0, 8 * 4096).registered(0))
+            .unwrap();
     assert_eq!(
         r.io.release_registered(&r.t).map(|p| p.len()),
         Err(Error::InUse)

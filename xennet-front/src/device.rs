@@ -15,7 +15,9 @@ use crate::features::{
     frontend_keys, negotiate, BackendFeatures, Config, Negotiated, MAX_QUEUES, MIN_FRAME, RING_SIZE,
 };
 use crate::mac::{Mac, MacError};
-use crate::queue::{HeldPage, Queue, RxFault, RxMeta, RxOutcome, TxCsum, TxMeta, TxQueue};
+use crate::queue::{
+    HeldPage, Queue, RxFault, RxMeta, RxOutcome, TxCsum, TxMeta, TxOffload, TxQueue,
+};
 
 /// Where a held rx frame lies: address and length in the device's held page.
 #[cfg(feature = "smoltcp")]
@@ -748,15 +750,18 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
                 }
             }
         }
+        let offload = TxOffload {
+            flags,
+            gso,
+            csum: csum_mode,
+        };
         let (d, x) = TxQueue::slots_for(total, gso.is_some());
         let room = live(&self.queues, q).is_some_and(|qu| qu.tx.has_room(d, x));
         if !room {
             self.reclaim(q)?;
         }
         let r = match live_mut(&mut self.queues, q) {
-            Some(qu) => qu
-                .tx
-                .send(self.grants, self.backend, &frame, flags, gso, csum_mode),
+            Some(qu) => qu.tx.send(self.grants, self.backend, &frame, offload),
             None => return Err(Error::BadQueue(q)),
         };
         match r {

@@ -225,6 +225,20 @@ pub(crate) enum TxCsum {
     Software(L4),
 }
 
+/// What the backend is told (and what is done here) about a tx frame's
+/// checksum and segmentation: [`TxQueue::send`]'s offload settings, worked out
+/// by the device from the caller's `TxMeta` and what was negotiated.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct TxOffload {
+    /// The first slot's flags (`CSUM_BLANK`, `DATA_VALIDATED`); `MORE_DATA` and
+    /// `EXTRA_INFO` are set by `send`.
+    pub flags: TxFlags,
+    /// The GSO extra-info slot, if the frame is to be segmented by the backend.
+    pub gso: Option<ExtraInfo>,
+    /// Whether the checksum is filled in here first.
+    pub csum: TxCsum,
+}
+
 impl TxQueue {
     const fn detached() -> TxQueue {
         TxQueue {
@@ -302,16 +316,18 @@ impl TxQueue {
 
     /// Copies `frame` into tx pages, grants them and pushes the requests. Returns
     /// whether the backend wants a notification. `Err(Busy)` leaves nothing behind.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn send<F: FrameBytes + ?Sized, const N: usize>(
         &mut self,
         g: &GrantTable<N>,
         be: DomId,
         frame: &F,
-        mut flags: TxFlags,
-        gso: Option<ExtraInfo>,
-        csum: TxCsum,
+        offload: TxOffload,
     ) -> Result<bool, Error> {
+        let TxOffload {
+            mut flags,
+            gso,
+            csum,
+        } = offload;
         let total = frame.len();
         let (data, extra) = Self::slots_for(total, gso.is_some());
         if total > MAX_FRAME || data > MAX_TX_DATA_SLOTS {
