@@ -57,7 +57,7 @@ impl<'a> VirtAccess<'a> {
         addr: u64,
         len: usize,
         write: bool,
-        mut f: impl FnMut(&hypercall::SharedMem<'static>, usize, core::ops::Range<usize>),
+        mut f: impl FnMut(&hypercall::SharedMem<'_>, usize, core::ops::Range<usize>),
     ) -> Result<(), Efault> {
         if len == 0 {
             return Ok(());

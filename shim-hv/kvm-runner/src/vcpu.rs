@@ -744,9 +744,10 @@ impl Vcpu {
     /// Writes `vcpu_time_info` (and, when `shared_info` moved, the wall clock) if
     /// `force`, if it is stale, or if the page moved.
     fn refresh_clock(&mut self, force: bool) {
-        let Ok(shinfo) = self.hv.shared_info(self.dom.id()) else {
+        let Ok(region) = self.hv.shared_info(self.dom.id()) else {
             return;
         };
+        let shinfo = region.mem();
         if self.dom.shared_info_gfn().is_none() {
             return; // still the private page: the guest cannot see it
         }

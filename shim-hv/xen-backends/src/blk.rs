@@ -759,7 +759,7 @@ fn connect(sh: &Arc<Shared>, xbe: &XenbusBackend) -> Result<(), Error> {
         };
         let evtchn = xbe.require_frontend_u32(&evtchn_key)?;
         let ring_map = xbe.map_ring(&refs)?;
-        let ring = BackRing::<Request, Response, _>::attach(ring_map.mem())
+        let ring = BackRing::<Request, Response, _>::attach(ring_map)
             .map_err(|e| Error::Unsupported(format!("ring of queue {q}: {e}")))?;
         let kick = Arc::new(Kick::default());
         let k = kick.clone();
@@ -776,7 +776,6 @@ fn connect(sh: &Arc<Shared>, xbe: &XenbusBackend) -> Result<(), Error> {
             sh: sh.clone(),
             queue: q,
             ring,
-            _ring_map: ring_map,
             port,
             kick,
             stop: stop.clone(),
@@ -901,8 +900,8 @@ struct IoThread {
     sh: Arc<Shared>,
     /// The queue number.
     queue: usize,
-    ring: BackRing<Request, Response, SharedMem<'static>>,
-    _ring_map: MappedRing,
+    /// The ring, owning its mapping (unmapped when the thread ends).
+    ring: BackRing<Request, Response, MappedRing>,
     port: BoundPort,
     kick: Arc<Kick>,
     stop: Arc<AtomicBool>,
@@ -928,7 +927,10 @@ struct PersistentGrants {
     /// `index[gref]` = position in `maps` + 1, or 0 (refs below [`PERSISTENT_INDEX`]).
     index: Vec<u32>,
     maps: Vec<GrantMapping>,
-    /// `maps[i].mem()`, packed for the lookup on every segment.
+    /// `maps[i].mem()`, packed for the lookup on every segment. Unbound
+    /// (`GrantMapping::mem_unbound`): `maps` only grows while the connection
+    /// lives, and [`IoThread`]'s drop clears these (and so every region taken
+    /// from them) before the maps.
     mems: Vec<SharedMem<'static>>,
 }
 
@@ -956,7 +958,10 @@ impl PersistentGrants {
         if self.index.len() <= i {
             self.index.resize(i + 1, 0);
         }
-        let mem = m.mem();
+        // SAFETY: `m` is kept in `self.maps` until the connection ends (see
+        // `mems`); the regions taken from it (requests in flight, the indirect
+        // cache) are used only while the I/O thread serves, before its drop.
+        let mem = unsafe { m.mem_unbound() };
         self.maps.push(m);
         self.mems.push(mem);
         if let Some(slot) = self.index.get_mut(i) {
@@ -1396,7 +1401,10 @@ impl IoThread {
                         .grant_map(self.sh.frontend, GrantRef(s.gref), write)
                         .ok()?;
                     add(&self.sh.counters.maps, 1);
-                    let mem = m.mem();
+                    // SAFETY: `m` stays in `temps` until `rw` has finished this
+                    // request's transfer and clears both; the region is not
+                    // used after that (`scratch.regions` is refilled first).
+                    let mem = unsafe { m.mem_unbound() };
                     temps.push(m);
                     mem
                 }
@@ -1425,13 +1433,7 @@ struct CachedIndirect {
 
 /// The rest of a read or write once its pages are mapped: the range check against
 /// the disk, then one vectored transfer.
-fn finish_rw(
-    disk: &Disk,
-    write: bool,
-    sector: u64,
-    total: u64,
-    regions: &[SharedMem<'static>],
-) -> i16 {
+fn finish_rw(disk: &Disk, write: bool, sector: u64, total: u64, regions: &[SharedMem<'_>]) -> i16 {
     if write && !disk.writable {
         return blkif::RSP_ERROR;
     }
@@ -1464,7 +1466,7 @@ fn finish_rw(
 /// through the buffered descriptor.
 fn transfer(
     disk: &Disk,
-    regions: &[SharedMem<'static>],
+    regions: &[SharedMem<'_>],
     pos: u64,
     write: bool,
 ) -> std::io::Result<usize> {

@@ -85,7 +85,7 @@ use std::time::{Duration, Instant};
 
 use hypercall::abi::console as abi;
 use hypercall::shmem::{mb, wmb};
-use hypercall::{DomId, SharedMem};
+use hypercall::{DomId, SharedMem, SharedRegion};
 
 use super::hostile::ConsoleHostile;
 use xen_model::{ConsoleSink, Dom0Handler, Domain, DomainEvent, DomainState, Hypervisor};
@@ -330,29 +330,34 @@ impl History {
 /// Sends the guest a console notification (called outside the console lock).
 type Notifier = Arc<dyn Fn() + Send + Sync>;
 
-/// A console ring to serve: the page, how to notify the guest, and whatever keeps
-/// both valid (the domain for the primary console; for a secondary console the grant
-/// mapping and the bound port).
+/// A console ring to serve: the page's owner, how to notify the guest, and
+/// whatever else must live while the ring is served (the domain for the primary
+/// console; for a secondary console the bound port).
 pub struct RingAttachment {
-    /// The mapped `struct xencons_interface` (at least 3089 bytes, 4-aligned).
-    pub page: SharedMem<'static>,
+    /// What keeps the `struct xencons_interface` page mapped (at least 3089
+    /// bytes, 4-aligned): the domain's [`GuestRegion`](xen_model::mem::GuestRegion),
+    /// a [`GrantMapping`](xen_model::GrantMapping), a [`MappedRing`](crate::xenbus::MappedRing). The console
+    /// borrows the page from it for each access and drops it when it stops
+    /// serving the ring (unmapping it).
+    pub page: Box<dyn SharedRegion + Send>,
     /// Notifies the guest (e.g. `Hypervisor::dom0_send(port)`, `BoundPort::notify`).
     pub notify: Arc<dyn Fn() + Send + Sync>,
-    /// Dropped when the console stops serving the ring (unmaps, unbinds).
+    /// Dropped when the console stops serving the ring (after `page`: unbinds).
     pub hold: Box<dyn Send>,
 }
 
 impl fmt::Debug for RingAttachment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RingAttachment")
-            .field("page", &self.page)
+            .field("page", &self.page.shared())
             .finish_non_exhaustive()
     }
 }
 
 /// The guest's console page, with our private indices.
 struct BackRing {
-    page: SharedMem<'static>,
+    /// The page's owner (see [`RingAttachment::page`]).
+    owner: Box<dyn SharedRegion + Send>,
     out_cons: u32,
     in_prod: u32,
     /// The guest (to notice its destruction).
@@ -363,22 +368,28 @@ struct BackRing {
 
 impl BackRing {
     fn attach(dom: &Arc<Domain>, ring: RingAttachment) -> BackRing {
-        let page = ring.page;
+        let page = ring.page.shared();
+        let (out_cons, in_prod) = (page.load_u32(abi::OUT_CONS), page.load_u32(abi::IN_PROD));
         let r = BackRing {
-            out_cons: page.load_u32(abi::OUT_CONS),
-            in_prod: page.load_u32(abi::IN_PROD),
-            page,
+            out_cons,
+            in_prod,
+            owner: ring.page,
             dom: dom.clone(),
             notifier: ring.notify,
             _hold: ring.hold,
         };
-        r.page.store_u8(abi::CONNECTION, abi::CONNECTED);
+        r.page().store_u8(abi::CONNECTION, abi::CONNECTED);
         r
+    }
+
+    /// The page, borrowed from its owner.
+    fn page(&self) -> SharedMem<'_> {
+        self.owner.shared()
     }
 
     /// Takes up to `max` output bytes (copied once) and consumes them.
     fn drain(&mut self, max: usize, out: &mut Vec<u8>) -> Result<usize, RingFault> {
-        let prod = self.page.load_u32(abi::OUT_PROD); // acquire: slots read after
+        let prod = self.page().load_u32(abi::OUT_PROD); // acquire: slots read after
         let avail = prod.wrapping_sub(self.out_cons) as usize;
         if avail > abi::OUT_SIZE {
             return Err(RingFault::OutIndices {
@@ -394,17 +405,17 @@ impl BackRing {
         let first = n.min(abi::OUT_SIZE - start);
         let at = out.len();
         out.resize(at + n, 0);
-        self.page.read(abi::OUT + start, &mut out[at..at + first]);
-        self.page.read(abi::OUT, &mut out[at + first..at + n]);
+        self.page().read(abi::OUT + start, &mut out[at..at + first]);
+        self.page().read(abi::OUT, &mut out[at + first..at + n]);
         mb(); // read the slots before handing them back
         self.out_cons = self.out_cons.wrapping_add(n as u32);
-        self.page.store_u32(abi::OUT_CONS, self.out_cons);
+        self.page().store_u32(abi::OUT_CONS, self.out_cons);
         Ok(n)
     }
 
     /// Whether output is waiting (checked).
     fn out_pending(&self) -> Result<bool, RingFault> {
-        let prod = self.page.load_u32(abi::OUT_PROD);
+        let prod = self.page().load_u32(abi::OUT_PROD);
         let avail = prod.wrapping_sub(self.out_cons) as usize;
         if avail > abi::OUT_SIZE {
             return Err(RingFault::OutIndices {
@@ -417,7 +428,7 @@ impl BackRing {
 
     /// Puts as much of `bytes` as fits into `in[]`.
     fn push_input(&mut self, bytes: &[u8]) -> Result<usize, RingFault> {
-        let cons = self.page.load_u32(abi::IN_CONS);
+        let cons = self.page().load_u32(abi::IN_CONS);
         let used = self.in_prod.wrapping_sub(cons) as usize;
         if used > abi::IN_SIZE {
             return Err(RingFault::InIndices {
@@ -431,18 +442,18 @@ impl BackRing {
         }
         let start = self.in_prod as usize & (abi::IN_SIZE - 1);
         let first = n.min(abi::IN_SIZE - start);
-        self.page.write(abi::IN + start, &bytes[..first]);
-        self.page.write(abi::IN, &bytes[first..n]);
+        self.page().write(abi::IN + start, &bytes[..first]);
+        self.page().write(abi::IN, &bytes[first..n]);
         wmb(); // slots before the index
         self.in_prod = self.in_prod.wrapping_add(n as u32);
-        self.page.store_u32(abi::IN_PROD, self.in_prod);
+        self.page().store_u32(abi::IN_PROD, self.in_prod);
         Ok(n)
     }
 
     /// Marks the console closed for the guest; returns who to notify (after
     /// unlocking).
     fn disconnect(&self) -> Notifier {
-        self.page.store_u8(abi::CONNECTION, abi::DISCONNECTED);
+        self.page().store_u8(abi::CONNECTION, abi::DISCONNECTED);
         self.notifier.clone()
     }
 }
@@ -452,13 +463,13 @@ impl BackRing {
 fn strike(ring: &BackRing, h: ConsoleHostile) {
     match h {
         ConsoleHostile::OutConsPastProd => {
-            let prod = ring.page.load_u32(abi::OUT_PROD);
-            ring.page.store_u32(abi::OUT_CONS, prod.wrapping_add(16));
+            let prod = ring.page().load_u32(abi::OUT_PROD);
+            ring.page().store_u32(abi::OUT_CONS, prod.wrapping_add(16));
         }
         ConsoleHostile::InProdPastRing => {
-            let cons = ring.page.load_u32(abi::IN_CONS);
+            let cons = ring.page().load_u32(abi::IN_CONS);
             wmb();
-            ring.page
+            ring.page()
                 .store_u32(abi::IN_PROD, cons.wrapping_add(abi::IN_SIZE as u32 + 1));
         }
     }
@@ -566,9 +577,8 @@ impl Console {
         ring: RingAttachment,
         sink: Sink,
     ) -> Result<(), Error> {
-        if !ring.page.contains(0, abi::CONNECTION + 1)
-            || !(ring.page.as_ptr() as usize).is_multiple_of(4)
-        {
+        let page = ring.page.shared();
+        if !page.contains(0, abi::CONNECTION + 1) || !(page.as_ptr() as usize).is_multiple_of(4) {
             return Err(Error::BadRing);
         }
         if lock(&self.shared).ring.is_some() || !lock(&self.threads).is_empty() {
@@ -1230,7 +1240,7 @@ impl ConsoleBackend {
         let console = self.entry(dom.id(), 0);
         let port = dom.console().dom0_port;
         let ring = RingAttachment {
-            page: dom.console_ring(),
+            page: Box::new(dom.console_ring().clone()),
             notify: Arc::new(move || {
                 if let Some(hv) = hv.upgrade() {
                     // Unbound (the guest closed its end, or it is going): no one to wake.

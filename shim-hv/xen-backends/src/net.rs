@@ -100,13 +100,13 @@ use hypercall::abi::netif::{
 };
 use hypercall::abi::xenbus::XenbusState;
 use hypercall::ring::{BackRing, RingError};
-use hypercall::{DomId, GrantRef, Port, SharedMem, PAGE_SIZE};
+use hypercall::{DomId, GrantRef, Port, PAGE_SIZE};
 use xennet_front::{csum, Mac};
 
 use super::bridge::{Bridge, BridgePort, Frame, GrantedTail, Gso, MacClaim, PortId, TailPiece};
 use super::hostile::NetHostile;
 use super::xenbus::{self as xb, BoundPort, DeviceSpec, MappedRing, XenbusBackend};
-use xen_model::{CopyFault, Dom0Handler, EventSignal, GrantPeer, Hypervisor};
+use xen_model::{CopyFault, Dom0Handler, EventSignal, GrantOffset, GrantPeer, Hypervisor};
 
 /// Longest a vif script may run.
 pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -348,15 +348,15 @@ pub struct FrontendFeatures {
 }
 
 struct TxSide {
-    ring: BackRing<TxRequest, TxResponse, SharedMem<'static>>,
-    _map: MappedRing,
+    /// The ring, owning its mapping (unmapped when the side is dropped).
+    ring: BackRing<TxRequest, TxResponse, MappedRing>,
     /// Requests of a frame whose last slot has not been published yet.
     partial: Vec<TxRequest>,
 }
 
 struct RxSide {
-    ring: BackRing<RxRequest, RxResponse, SharedMem<'static>>,
-    _map: MappedRing,
+    /// The ring, owning its mapping (unmapped when the side is dropped).
+    ring: BackRing<RxRequest, RxResponse, MappedRing>,
     /// Consumed requests not yet answered (buffers at hand).
     stash: VecDeque<RxRequest>,
     /// Frames waiting for buffers.
@@ -830,24 +830,20 @@ fn connect(sh: &Arc<VifShared>, xbe: &XenbusBackend) -> Result<(), Error> {
         };
         let txm = xbe.map_ring(&txr)?;
         let rxm = xbe.map_ring(&rxr)?;
-        let tx_ring =
-            BackRing::attach(txm.mem()).map_err(|e| unsupported(format!("tx ring: {e}")))?;
-        let rx_ring =
-            BackRing::attach(rxm.mem()).map_err(|e| unsupported(format!("rx ring: {e}")))?;
-        parts.push((tx_ring, txm, rx_ring, rxm, tp, rp));
+        let tx_ring = BackRing::attach(txm).map_err(|e| unsupported(format!("tx ring: {e}")))?;
+        let rx_ring = BackRing::attach(rxm).map_err(|e| unsupported(format!("rx ring: {e}")))?;
+        parts.push((tx_ring, rx_ring, tp, rp));
     }
     let mut qs = Vec::new();
     let mut ports = Vec::new();
-    for (tx_ring, txm, rx_ring, rxm, tp, rp) in parts {
+    for (tx_ring, rx_ring, tp, rp) in parts {
         qs.push(QueueBack {
             tx: Mutex::new(TxSide {
                 ring: tx_ring,
-                _map: txm,
                 partial: Vec::new(),
             }),
             rx: Mutex::new(RxSide {
                 ring: rx_ring,
-                _map: rxm,
                 stash: VecDeque::new(),
                 queue: VecDeque::new(),
                 queued_bytes: 0,
@@ -1875,9 +1871,15 @@ impl Connection {
                 break;
             }
             let n = pe.min(end) - at;
-            let from = p.offset + (at - ps) as u16;
-            t.peer
-                .copy_to_after(p.gref, from, &self.peer, gref, dst as u16, head, n)?;
+            let from = GrantOffset {
+                gref: p.gref,
+                offset: p.offset + (at - ps) as u16,
+            };
+            let to = GrantOffset {
+                gref,
+                offset: dst as u16,
+            };
+            t.peer.copy_to_after(from, &self.peer, to, head, n)?;
             dst += head.len() + n;
             at += n;
             head = &[];
@@ -1968,7 +1970,7 @@ const HOSTILE_CHAIN_LEN: i16 = 64;
 /// Answers every slot of a tx chain: data slots with `status`, extras with NULL
 /// (data slots with [`HOSTILE_TX_ID`] under `net.tx_id_out_of_range`).
 fn respond_tx(
-    ring: &mut BackRing<TxRequest, TxResponse, SharedMem<'static>>,
+    ring: &mut BackRing<TxRequest, TxResponse, MappedRing>,
     reqs: &[TxRequest],
     status: i16,
     bad_id: bool,

@@ -35,8 +35,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use hypercall::abi::xenbus::XenbusState;
-use hypercall::{DomId, GrantRef, Port, SharedMem};
+use hypercall::{DomId, GrantRef, Port, SharedMem, SharedRegion};
 
+use xen_model::mem::GuestRegion;
 use xen_model::{Dom0Handler, EvtchnError, GrantError, GrantMapping, Hypervisor};
 use xenstored::{Access, Errno, LocalClient, Perm, TxId};
 
@@ -789,21 +790,21 @@ pub fn map_ring(
         let _ = first;
         return Err(Error::RingNotContiguous);
     }
-    let mem = if n == 1 {
-        maps[0].mem()
-    } else {
-        let dom = hv.domain(granter).ok_or(Error::NoDomain(granter))?;
-        dom.memory()
-            .pages_at(base, n)
-            .map_err(|_| Error::RingNotContiguous)?
+    let mem = match maps[0].region().memory() {
+        Some(memory) if n > 1 => GuestRegion::new(memory, |m| m.pages_at(base, n))
+            .map_err(|_| Error::RingNotContiguous)?,
+        _ => maps[0].region().clone(),
     };
     Ok(MappedRing { maps, mem })
 }
 
-/// A ring's pages mapped for dom0; unmapped on drop.
+/// A ring's pages mapped for dom0; unmapped on drop. The owner of the ring's
+/// region: [`MappedRing::mem`] lends it out borrowed, and a ring can own it
+/// (`BackRing<_, _, MappedRing>`).
 pub struct MappedRing {
     maps: Vec<GrantMapping>,
-    mem: SharedMem<'static>,
+    /// The pages as one region (they are contiguous in the granter's memory).
+    mem: GuestRegion,
 }
 
 impl fmt::Debug for MappedRing {
@@ -815,14 +816,20 @@ impl fmt::Debug for MappedRing {
 }
 
 impl MappedRing {
-    /// The whole ring (valid while `self` lives).
-    pub fn mem(&self) -> SharedMem<'static> {
-        self.mem
+    /// The whole ring, borrowed: it cannot outlive `self`.
+    pub fn mem(&self) -> SharedMem<'_> {
+        self.mem.mem()
     }
 
     /// Number of pages.
     pub fn pages(&self) -> usize {
         self.maps.len()
+    }
+}
+
+impl SharedRegion for MappedRing {
+    fn shared(&self) -> SharedMem<'_> {
+        self.mem()
     }
 }
 

@@ -98,13 +98,13 @@ fn backend(
         .expect("bind");
     let weak = Arc::downgrade(hv);
     let ring = RingAttachment {
-        page: mapping.mem(),
+        page: Box::new(mapping),
         notify: Arc::new(move || {
             if let Some(hv) = weak.upgrade() {
                 let _ = hv.dom0_send(dom0_port);
             }
         }),
-        hold: Box::new(mapping),
+        hold: Box::new(()),
     };
     console.serve(dom, ring, Sink::None).unwrap();
     xs.write(NO_TX, &format!("{be}/state"), b"4").unwrap();

@@ -7,11 +7,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use hypercall::abi::sched;
-use hypercall::{DomId, Gfn, Port, SharedMem};
+use hypercall::{DomId, Gfn, Port};
 
 use super::evtchn::Dom0Handler;
 use super::gnttab::GrantState;
-use crate::mem::{GuestMemory, HostPage};
+use crate::mem::{GuestMemory, GuestRegion};
 
 /// Locks a mutex, recovering the data if a thread panicked while holding it (a guest
 /// thread panicking must not take the hypervisor down with it).
@@ -356,11 +356,8 @@ pub struct Domain {
     pub(crate) params: Mutex<[u64; HVM_NR_PARAMS as usize]>,
     pub(crate) upcall_vectors: Mutex<Vec<Option<u8>>>,
     pub(crate) grants: Mutex<GrantState>,
-    /// Backs shared_info until the guest maps it (the event-channel table points
-    /// into it): kept here so it lives as long as the domain.
-    _shinfo_private: HostPage,
-    store_ring: SharedMem<'static>,
-    console_ring: SharedMem<'static>,
+    store_ring: GuestRegion,
+    console_ring: GuestRegion,
     pub(crate) shinfo_gfn: Mutex<Option<Gfn>>,
     pub(crate) store: SpecialPage,
     pub(crate) console: SpecialPage,
@@ -389,9 +386,8 @@ pub(crate) struct DomainParts {
     pub spec: DomainSpec,
     pub uuid: Uuid,
     pub memory: Arc<GuestMemory>,
-    pub shinfo_private: HostPage,
-    pub store_ring: SharedMem<'static>,
-    pub console_ring: SharedMem<'static>,
+    pub store_ring: GuestRegion,
+    pub console_ring: GuestRegion,
     pub store: SpecialPage,
     pub console: SpecialPage,
     pub signal: Arc<EventSignal>,
@@ -424,7 +420,6 @@ impl Domain {
             params: Mutex::new(params),
             upcall_vectors: Mutex::new(vec![None; p.spec.vcpus as usize]),
             grants: Mutex::new(GrantState::new(p.spec.max_grant_frames)),
-            _shinfo_private: p.shinfo_private,
             store_ring: p.store_ring,
             console_ring: p.console_ring,
             shinfo_gfn: Mutex::new(None),
@@ -499,16 +494,16 @@ impl Domain {
         self.console
     }
 
-    /// The console ring page (`struct xencons_interface`), for a console backend.
-    /// Valid while the domain (its memory) lives.
-    pub fn console_ring(&self) -> SharedMem<'static> {
-        self.console_ring
+    /// The console ring page (`struct xencons_interface`), for a console backend
+    /// (clone it to keep it: it holds the domain's memory).
+    pub fn console_ring(&self) -> &GuestRegion {
+        &self.console_ring
     }
 
     /// The xenstore ring page (`struct xenstore_domain_interface`), as handed to
-    /// xenstored. Valid while the domain (its memory) lives.
-    pub fn store_ring(&self) -> SharedMem<'static> {
-        self.store_ring
+    /// xenstored (clone it to keep it: it holds the domain's memory).
+    pub fn store_ring(&self) -> &GuestRegion {
+        &self.store_ring
     }
 
     /// Installs the console backend's handler for the console event channel (replacing

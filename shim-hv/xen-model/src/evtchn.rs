@@ -23,9 +23,10 @@ use std::sync::Arc;
 
 use hypercall::abi::evtchn as abi;
 use hypercall::abi::shared_info as si;
-use hypercall::{DomId, Port, SharedMem, PAGE_SIZE};
+use hypercall::{DomId, Port, PAGE_SIZE};
 
 use super::domain::EventSignal;
+use super::mem::GuestRegion;
 
 /// A host-side (dom0) event handler: called (on some thread, never under a model lock)
 /// each time the remote end sends on the port.
@@ -180,7 +181,7 @@ impl Effects {
 /// One guest's ports and where its `shared_info` currently is.
 pub(crate) struct GuestPorts {
     ports: Vec<PortState>,
-    shinfo: SharedMem<'static>,
+    shinfo: GuestRegion,
     signal: Arc<EventSignal>,
     upcall_hook: Option<Dom0Handler>,
     vcpus: u32,
@@ -224,7 +225,7 @@ impl EvtchnState {
     pub(crate) fn add_guest(
         &mut self,
         dom: DomId,
-        shinfo: SharedMem<'static>,
+        shinfo: GuestRegion,
         signal: Arc<EventSignal>,
         vcpus: u32,
     ) {
@@ -269,8 +270,8 @@ impl EvtchnState {
     }
 
     /// Where `dom`'s shared_info is now.
-    pub(crate) fn shared_info(&self, dom: DomId) -> Result<SharedMem<'static>, EvtchnError> {
-        Ok(self.guest(dom)?.shinfo)
+    pub(crate) fn shared_info(&self, dom: DomId) -> Result<GuestRegion, EvtchnError> {
+        Ok(self.guest(dom)?.shinfo.clone())
     }
 
     /// Moves `dom`'s shared_info to `page` (the guest mapped it there), carrying over
@@ -278,11 +279,11 @@ impl EvtchnState {
     pub(crate) fn move_shared_info(
         &mut self,
         dom: DomId,
-        page: SharedMem<'static>,
+        page: GuestRegion,
     ) -> Result<(), EvtchnError> {
         let g = self.guest_mut(dom)?;
-        if g.shinfo.as_ptr() != page.as_ptr() {
-            page.copy_from(0, &g.shinfo, 0, PAGE_SIZE);
+        if g.shinfo.mem().as_ptr() != page.mem().as_ptr() {
+            page.mem().copy_from(0, &g.shinfo.mem(), 0, PAGE_SIZE);
             g.shinfo = page;
         }
         Ok(())
@@ -316,7 +317,7 @@ impl EvtchnState {
         // A stale pending bit from an earlier user of this port must not leak into the
         // new binding.
         let (w, b) = word_bit(Port(idx as u32));
-        g.shinfo.fetch_and_u64(si::EVTCHN_PENDING + w * 8, !b);
+        g.shinfo.mem().fetch_and_u64(si::EVTCHN_PENDING + w * 8, !b);
         Ok(Port(idx as u32))
     }
 
@@ -357,7 +358,7 @@ impl EvtchnState {
             return;
         }
         let (w, b) = word_bit(port);
-        let s = &g.shinfo;
+        let s = g.shinfo.mem();
         if s.fetch_or_u64(si::EVTCHN_PENDING + w * 8, b) & b != 0 {
             return;
         }
@@ -372,7 +373,7 @@ impl EvtchnState {
 
     /// The second half of delivery: selector bit, then upcall flag, then wake.
     fn raise_selector(g: &GuestPorts, word: usize, fx: &mut Effects) {
-        let s = &g.shinfo;
+        let s = g.shinfo.mem();
         let vi = si::vcpu_info(0);
         let sel = 1u64 << word;
         if s.fetch_or_u64(vi + si::VCPU_PENDING_SEL, sel) & sel != 0 {
@@ -505,7 +506,7 @@ impl EvtchnState {
         }
         g.ports[port.0 as usize] = PortState::Closed;
         let (w, b) = word_bit(port);
-        g.shinfo.fetch_and_u64(si::EVTCHN_PENDING + w * 8, !b);
+        g.shinfo.mem().fetch_and_u64(si::EVTCHN_PENDING + w * 8, !b);
         if let PortState::Interdomain {
             remote,
             remote_port,
@@ -570,7 +571,7 @@ impl EvtchnState {
         }
         let g = self.guest(dom)?;
         let (w, b) = word_bit(port);
-        let s = &g.shinfo;
+        let s = g.shinfo.mem();
         s.fetch_and_u64(si::EVTCHN_MASK + w * 8, !b);
         if s.load_u64(si::EVTCHN_PENDING + w * 8) & b != 0 {
             Self::raise_selector(g, w, fx);
@@ -598,13 +599,17 @@ impl EvtchnState {
             return false;
         };
         let (w, b) = word_bit(port);
-        g.shinfo.load_u64(si::EVTCHN_PENDING + w * 8) & b != 0
+        g.shinfo.mem().load_u64(si::EVTCHN_PENDING + w * 8) & b != 0
     }
 
     /// Whether `dom`'s vCPU 0 has an upcall pending.
     pub(crate) fn upcall_pending(&self, dom: DomId) -> bool {
-        self.guest(dom)
-            .is_ok_and(|g| g.shinfo.load_u8(si::vcpu_info(0) + si::VCPU_UPCALL_PENDING) != 0)
+        self.guest(dom).is_ok_and(|g| {
+            g.shinfo
+                .mem()
+                .load_u8(si::vcpu_info(0) + si::VCPU_UPCALL_PENDING)
+                != 0
+        })
     }
 
     /// The guest OS's upcall handler, done on the guest's behalf (in-process runner):
@@ -616,7 +621,7 @@ impl EvtchnState {
         let Ok(g) = self.guest(dom) else {
             return false;
         };
-        let s = &g.shinfo;
+        let s = g.shinfo.mem();
         let vi = si::vcpu_info(0);
         let mut any = s.swap_u8(vi + si::VCPU_UPCALL_PENDING, 0) != 0;
         any |= s.swap_u64(vi + si::VCPU_PENDING_SEL, 0) != 0;

@@ -28,10 +28,10 @@ use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
 use hypercall::abi::gnttab as abi;
-use hypercall::{DomId, Gfn, GrantRef, SharedMem, PAGE_SIZE};
+use hypercall::{DomId, Gfn, GrantRef, SharedMem, SharedRegion, PAGE_SIZE};
 
 use super::domain::{lock, Domain};
-use crate::mem::GuestMemory;
+use crate::mem::{GuestMemory, GuestRegion};
 
 /// `GTF_sub_page` (v2 only; a v1 mapping must not have it).
 const GTF_SUB_PAGE: u16 = 1 << 8;
@@ -190,11 +190,11 @@ impl GrantState {
     }
 
     /// The entry of `gref`: (page, byte offset).
-    fn entry(
+    fn entry<'m>(
         &self,
-        mem: &GuestMemory,
+        mem: &'m GuestMemory,
         gref: GrantRef,
-    ) -> Result<(SharedMem<'static>, usize), GrantError> {
+    ) -> Result<(SharedMem<'m>, usize), GrantError> {
         let per = abi::ENTRIES_PER_FRAME_V1;
         let gfn = self
             .frame_gfn(gref.0 / per)
@@ -269,18 +269,23 @@ fn unpin(dom: &Domain, gref: GrantRef, write: bool) {
 
 /// A grant pinned for the duration of one copy, under its domain's grant lock
 /// (so no map entry is needed: nobody else can look at the entry meanwhile).
-struct CopyPin {
+struct CopyPin<'d> {
     /// The granted page.
-    data: SharedMem<'static>,
+    data: SharedMem<'d>,
     /// The grant entry's page and offset, and the flags to clear when done.
-    entry: SharedMem<'static>,
+    entry: SharedMem<'d>,
     off: usize,
     clear: u16,
 }
 
-impl CopyPin {
+impl<'d> CopyPin<'d> {
     /// Pins `gref` as [`pin`] does (same checks, same flag protocol), for one copy.
-    fn new(gs: &GrantState, dom: &Domain, gref: GrantRef, write: bool) -> Result<Self, GrantError> {
+    fn new(
+        gs: &GrantState,
+        dom: &'d Domain,
+        gref: GrantRef,
+        write: bool,
+    ) -> Result<Self, GrantError> {
         let (entry, off) = gs.entry(&dom.memory, gref)?;
         set_flags(&entry, off, gref, write)?;
         let set = abi::GTF_READING | if write { abi::GTF_WRITING } else { 0 };
@@ -329,7 +334,7 @@ impl CopyPin {
 /// Checks `gref`'s entry and sets `GTF_reading` (and `GTF_writing`) with a bounded
 /// compare-exchange loop (Xen's rules; see the module docs).
 fn set_flags(
-    page: &SharedMem<'static>,
+    page: &SharedMem<'_>,
     off: usize,
     gref: GrantRef,
     write: bool,
@@ -487,24 +492,23 @@ impl GrantPeer {
         sp.unpin();
         Ok(())
     }
-    /// Writes `head` at `dst_offset` of `dst`'s `dst_gref`, then `len` bytes of
-    /// this guest's `gref` from `offset` right after it: one grant-to-grant copy
-    /// (each grant pinned once, both grant locks held for the copy) with a few
-    /// host bytes in front, e.g. headers a backend kept and checked, followed by
-    /// the rest of a frame straight from the sender's page. With `len` 0 the
-    /// source is not touched. The error says which side failed, so a backend can
-    /// tell a bad sender from a bad receiver.
-    #[allow(clippy::too_many_arguments)]
+    /// Writes `head` at `to` in `dst`'s grants, then `len` bytes of this guest's
+    /// grant at `from` right after it: one grant-to-grant copy (each grant
+    /// pinned once, both grant locks held for the copy) with a few host bytes in
+    /// front, e.g. headers a backend kept and checked, followed by the rest of a
+    /// frame straight from the sender's page. With `len` 0 the source is not
+    /// touched. The error says which side failed, so a backend can tell a bad
+    /// sender from a bad receiver.
     pub fn copy_to_after(
         &self,
-        gref: GrantRef,
-        offset: u16,
+        from: GrantOffset,
         dst: &GrantPeer,
-        dst_gref: GrantRef,
-        dst_offset: u16,
+        to: GrantOffset,
         head: &[u8],
         len: usize,
     ) -> Result<(), CopyFault> {
+        let (gref, offset) = (from.gref, from.offset);
+        let (dst_gref, dst_offset) = (to.gref, to.offset);
         check_range(offset, len).map_err(CopyFault::Source)?;
         check_range(dst_offset, head.len() + len).map_err(CopyFault::Dest)?;
         let d = dst.live().map_err(CopyFault::Dest)?;
@@ -556,6 +560,17 @@ impl GrantPeer {
     }
 }
 
+/// A byte in a granted page: where a grant-to-grant copy
+/// ([`GrantPeer::copy_to_after`]) reads or lands. The granter is the peer the
+/// copy is made with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GrantOffset {
+    /// The grant reference.
+    pub gref: GrantRef,
+    /// Byte offset in the page.
+    pub offset: u16,
+}
+
 /// Which side of a grant-to-grant copy ([`GrantPeer::copy_to_after`]) failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum CopyFault {
@@ -582,7 +597,7 @@ pub struct GrantMapping {
     gref: GrantRef,
     gfn: Gfn,
     writable: bool,
-    mem: SharedMem<'static>,
+    mem: GuestRegion,
 }
 
 impl fmt::Debug for GrantMapping {
@@ -596,6 +611,12 @@ impl fmt::Debug for GrantMapping {
     }
 }
 
+impl SharedRegion for GrantMapping {
+    fn shared(&self) -> SharedMem<'_> {
+        self.mem()
+    }
+}
+
 impl GrantMapping {
     pub(crate) fn new(
         domain: Arc<Domain>,
@@ -604,7 +625,7 @@ impl GrantMapping {
     ) -> Result<Self, GrantError> {
         let writable = !readonly;
         let gfn = pin(&domain, gref, writable)?;
-        let mem = match domain.memory.page(gfn) {
+        let mem = match GuestRegion::page(&domain.memory, gfn) {
             Ok(m) => m,
             Err(_) => {
                 unpin(&domain, gref, writable);
@@ -623,10 +644,33 @@ impl GrantMapping {
         })
     }
 
-    /// The granted 4096-byte page. Valid while this mapping lives; the guest may write
-    /// it concurrently (copy out once, then validate).
-    pub fn mem(&self) -> SharedMem<'static> {
-        self.mem
+    /// The granted 4096-byte page, borrowed from this mapping (it cannot outlive
+    /// it); the guest may write it concurrently (copy out once, then validate).
+    pub fn mem(&self) -> SharedMem<'_> {
+        self.mem.mem()
+    }
+
+    /// The granted page with what keeps it mapped, for a holder that keeps it
+    /// together with this mapping (a ring over several mappings).
+    pub fn region(&self) -> &GuestRegion {
+        &self.mem
+    }
+
+    /// The granted page with no borrow attached, for a holder that keeps its
+    /// mappings next to the regions in one structure (a block backend's
+    /// persistent grants and per-request mappings, looked up on every segment),
+    /// which a borrow cannot express.
+    ///
+    /// # Safety
+    /// The caller keeps this `GrantMapping` alive (not dropped or unmapped) for
+    /// as long as the region, or any copy, sub-region or join of it, is used.
+    /// (The memory itself stays mapped while the mapping lives: it holds the
+    /// granting domain's memory; using the page after the unmap would also
+    /// break the grant protocol, as the guest may reuse it.)
+    pub unsafe fn mem_unbound(&self) -> SharedMem<'static> {
+        // SAFETY: `self.mem` lives as long as `self`, which the caller keeps
+        // alive for every use of the region.
+        unsafe { self.mem.mem_unbound() }
     }
 
     /// The granting domain.

@@ -18,6 +18,7 @@ use ::hypercall::{DomId, Gfn, Port};
 use super::access::{Efault, GuestAccess, GuestAccessExt};
 use super::domain::{lock, Domain, ShutdownReason, HVM_NR_PARAMS};
 use super::evtchn::Effects;
+use super::mem::GuestRegion;
 use super::{Hypervisor, DOMID_FIRST_RESERVED};
 
 /// Longest a single `SCHEDOP_block` (or one slice of `SCHEDOP_poll`) waits.
@@ -132,7 +133,7 @@ impl Hypervisor {
                 if a.idx != 0 {
                     return Err(-EINVAL);
                 }
-                let page = dom.memory.place(gfn).map_err(|_| -EINVAL)?;
+                let page = GuestRegion::new(&dom.memory, |m| m.place(gfn)).map_err(|_| -EINVAL)?;
                 // Hold the shinfo_gfn lock across the move so concurrent maps serialise.
                 let mut at = lock(&dom.shinfo_gfn);
                 lock(&self.evtchn)

@@ -45,17 +45,19 @@ use std::fmt;
 use std::sync::{mpsc, Arc, Mutex, Weak};
 use std::time::Instant;
 
-use ::hypercall::{DomId, Gfn, GrantRef, Port, SharedMem};
+use ::hypercall::{DomId, Gfn, GrantRef, Port};
 
 pub use access::{Efault, GuestAccess, GuestAccessExt, GuestPhysAccess};
 pub use domain::{
     ConsoleSink, Domain, DomainSpec, DomainState, EventSignal, ShutdownReason, SpecialPage, Uuid,
 };
 pub use evtchn::{Dom0Handler, EvtchnError, PortState};
-pub use gnttab::{CopyDst, CopyFault, CopySrc, GrantError, GrantMapping, GrantPeer, GrantPtr};
+pub use gnttab::{
+    CopyDst, CopyFault, CopySrc, GrantError, GrantMapping, GrantOffset, GrantPeer, GrantPtr,
+};
 pub use xenstored::{Quotas, Xenstored};
 
-use crate::mem::{GuestMemory, HostPage, MemError};
+use crate::mem::{GuestMemory, GuestRegion, HostPage, MemError};
 use domain::{lock, DomainParts, SPECIAL_CONSOLE, SPECIAL_PAGES, SPECIAL_STORE};
 use evtchn::{Effects, EvtchnState};
 
@@ -333,8 +335,8 @@ impl Hypervisor {
         let special = memory.end_gfn().0 - SPECIAL_PAGES;
         let store_gfn = Gfn(special + SPECIAL_STORE);
         let console_gfn = Gfn(special + SPECIAL_CONSOLE);
-        let store_ring = memory.page(store_gfn)?;
-        let console_ring = memory.page(console_gfn)?;
+        let store_ring = GuestRegion::page(&memory, store_gfn)?;
+        let console_ring = GuestRegion::page(&memory, console_gfn)?;
 
         let console_slot: Arc<Mutex<Option<Dom0Handler>>> = Arc::new(Mutex::new(None));
         let xs = self.xenstored.clone();
@@ -350,15 +352,9 @@ impl Hypervisor {
         let mut fx = Effects::default();
         let (store, console) = {
             let mut ev = lock(&self.evtchn);
-            // SAFETY: the domain keeps `shinfo_private` (moved into it below; on an
-            // error before that, `remove_guest` runs first) for its whole life, and
-            // the event-channel state drops the region in `remove_guest` when the
-            // domain is torn down. Copies handed out by `Hypervisor::shared_info`
-            // follow the convention of `GuestMemory` regions (their holders keep
-            // the domain alive; docs/shared-memory.md).
             ev.add_guest(
                 id,
-                unsafe { shinfo_private.mem_unbound() },
+                GuestRegion::host_page(Arc::new(shinfo_private)),
                 signal.clone(),
                 spec.vcpus,
             );
@@ -395,8 +391,7 @@ impl Hypervisor {
             spec,
             uuid,
             memory,
-            shinfo_private,
-            store_ring,
+            store_ring: store_ring.clone(),
             console_ring,
             store,
             console,
@@ -544,7 +539,7 @@ impl Hypervisor {
     }
 
     /// Where `dom`'s shared_info is now (the private page until the guest maps it).
-    pub fn shared_info(&self, dom: DomId) -> Result<SharedMem<'static>, EvtchnError> {
+    pub fn shared_info(&self, dom: DomId) -> Result<GuestRegion, EvtchnError> {
         lock(&self.evtchn).shared_info(dom)
     }
 

@@ -10,9 +10,11 @@
 //! [`hypercall::SharedMem`] (volatile copies, atomics).
 //!
 //! All `unsafe` of the model lives in this module: the mapping itself, the private
-//! host page that backs `shared_info` before the guest maps it, and
+//! host page that backs `shared_info` before the guest maps it, [`GuestRegion`]
+//! (a region together with the `Arc` that keeps it mapped), and
 //! [`InProcessAccess`], which reads hypercall arguments through raw host pointers for
-//! in-process guests.
+//! in-process guests. (`GrantMapping::mem_unbound` only passes its caller's
+//! contract on to [`GuestRegion::mem_unbound`].)
 //!
 //! ```
 //! use hypercall::Gfn;
@@ -31,9 +33,9 @@ use core::fmt;
 use core::ptr::NonNull;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use hypercall::{Gfn, SharedMem, PAGE_SIZE};
+use hypercall::{Gfn, SharedMem, SharedRegion, PAGE_SIZE};
 
 use crate::access::{Efault, GuestAccess};
 
@@ -112,16 +114,6 @@ impl Mapping {
         // region lives. No Rust reference into it is ever created.
         unsafe { SharedMem::new(self.base, self.len) }
     }
-
-    /// The mapping with no borrow attached.
-    ///
-    /// # Safety
-    /// The caller keeps this `Mapping` alive (not dropped) for as long as the
-    /// region, or any copy or sub-region of it, is used.
-    unsafe fn shared_unbound(&self) -> SharedMem<'static> {
-        // SAFETY: as in `shared`, with the lifetime upheld by the caller.
-        unsafe { SharedMem::new(self.base, self.len) }
-    }
 }
 
 impl Drop for Mapping {
@@ -136,9 +128,21 @@ impl Drop for Mapping {
 
 /// A domain's RAM: `pages` contiguous guest frames starting at `first_gfn`.
 ///
-/// [`SharedMem`] values obtained from it stay valid for as long as this `GuestMemory`
-/// lives; the model keeps it in an `Arc` and every holder of a region (grant mappings,
-/// xenstored's ring) keeps the domain (or the Arc) alive or is released first.
+/// The regions it lends out ([`GuestMemory::page`], [`GuestMemory::range`], ...)
+/// are borrowed from it: they cannot outlive it (its drop unmaps the memory).
+/// A holder that keeps a region for longer than a borrow (a grant mapping, a
+/// backend's ring, the event channels' `shared_info`) holds a [`GuestRegion`],
+/// which keeps the memory alive through its `Arc` (docs/shared-memory.md):
+///
+/// ```compile_fail,E0505
+/// use hypercall::{Gfn, SharedMem};
+/// use xen_model::mem::GuestMemory;
+///
+/// let mem = GuestMemory::new(Gfn(0x100), 1).unwrap();
+/// let page: SharedMem<'_> = mem.page(Gfn(0x100)).unwrap();
+/// drop(mem); // error[E0505]: cannot move out of `mem` while borrowed
+/// page.load_u32(0);
+/// ```
 pub struct GuestMemory {
     map: Mapping,
     first_gfn: Gfn,
@@ -212,7 +216,7 @@ impl GuestMemory {
     /// grant frame): the RAM page, or the hole page already there, or a new zeroed
     /// hole page if `gfn` is outside RAM, below [`GuestMemory::HOLE_GFN_END`], and
     /// the hole limit allows one more.
-    pub fn place(&self, gfn: Gfn) -> Result<SharedMem<'static>, MemError> {
+    pub fn place(&self, gfn: Gfn) -> Result<SharedMem<'_>, MemError> {
         if self.contains_gfn(gfn) {
             return self.page(gfn);
         }
@@ -221,8 +225,7 @@ impl GuestMemory {
         }
         let mut holes = self.holes.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = holes.get(&gfn.0) {
-            // SAFETY: as in `page`: hole pages stay until this memory is dropped.
-            return Ok(unsafe { p.mem_unbound() });
+            return Ok(self.hole_mem(p));
         }
         if holes.len() >= self.hole_limit {
             return Err(if self.hole_limit == 0 {
@@ -232,24 +235,32 @@ impl GuestMemory {
             });
         }
         let page = HostPage::new()?;
-        // SAFETY: as in `page`: the hole page is kept (never removed) until this
-        // memory is dropped; moving the `HostPage` into the map does not move its
-        // mapping.
-        let mem = unsafe { page.mem_unbound() };
+        // Moving the `HostPage` into the map does not move its mapping.
+        let mem = self.hole_mem(&page);
         holes.insert(gfn.0, page);
         self.hole_generation.fetch_add(1, Ordering::SeqCst);
         Ok(mem)
     }
 
-    /// The frames placed outside RAM so far, with their host pages (valid while this
-    /// memory lives).
-    pub fn hole_pages(&self) -> Vec<(Gfn, SharedMem<'static>)> {
+    /// The frames placed outside RAM so far, with their host pages (borrowed from
+    /// this memory).
+    pub fn hole_pages(&self) -> Vec<(Gfn, SharedMem<'_>)> {
         let holes = self.holes.lock().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: as in `page`: hole pages stay until this memory is dropped.
         holes
             .iter()
-            .map(|(g, p)| (Gfn(*g), unsafe { p.mem_unbound() }))
+            .map(|(g, p)| (Gfn(*g), self.hole_mem(p)))
             .collect()
+    }
+
+    /// Hole page `page` (one of `self.holes`), borrowed from this memory rather
+    /// than from the lock guard it was found under.
+    fn hole_mem(&self, page: &HostPage) -> SharedMem<'_> {
+        // SAFETY: hole pages are never removed from `self.holes` (nor dropped)
+        // while this GuestMemory lives, and moving a `HostPage` (when the map
+        // rebalances) does not move its mapping; so the page stays mapped for
+        // the borrow of `self` the result is tied to. `place` calls this just
+        // before inserting the page, under the same lock.
+        unsafe { page.mem_unbound() }
     }
 
     /// Changes each time a frame is placed outside RAM.
@@ -303,27 +314,18 @@ impl GuestMemory {
         Ok(start)
     }
 
-    /// All of RAM as one region with no borrow attached: the convention that
-    /// remains in this model (issue 17 item 2, docs/shared-memory.md). Regions
-    /// from [`GuestMemory::page`], [`GuestMemory::range`] and the like are
-    /// `'static`, and their holders keep this memory alive (the model holds it in
-    /// an `Arc`; grant mappings, rings and xenstored keep the domain or the `Arc`)
-    /// for as long as they use them.
-    fn ram(&self) -> SharedMem<'static> {
-        // SAFETY: the convention above; the mapping lives as long as `self`.
-        unsafe { self.map.shared_unbound() }
+    /// All of RAM as one region, borrowed from this memory.
+    fn ram(&self) -> SharedMem<'_> {
+        self.map.shared()
     }
 
     /// The 4 KiB page at `gfn`: RAM, or a page the guest placed in a hole.
-    pub fn page(&self, gfn: Gfn) -> Result<SharedMem<'static>, MemError> {
+    pub fn page(&self, gfn: Gfn) -> Result<SharedMem<'_>, MemError> {
         if !self.contains_gfn(gfn) && self.hole_limit != 0 {
             let holes = self.holes.lock().unwrap_or_else(|e| e.into_inner());
             return holes
                 .get(&gfn.0)
-                // SAFETY: hole pages are never removed while this GuestMemory
-                // lives, so the page lives as long as RAM regions do (the
-                // convention on `GuestMemory`).
-                .map(|p| unsafe { p.mem_unbound() })
+                .map(|p| self.hole_mem(p))
                 .ok_or(MemError::BadGfn(gfn));
         }
         let idx = self.index(gfn)?;
@@ -333,7 +335,7 @@ impl GuestMemory {
     }
 
     /// `count` contiguous pages starting at `gfn`.
-    pub fn pages_at(&self, gfn: Gfn, count: usize) -> Result<SharedMem<'static>, MemError> {
+    pub fn pages_at(&self, gfn: Gfn, count: usize) -> Result<SharedMem<'_>, MemError> {
         let len = count
             .checked_mul(PAGE_SIZE)
             .ok_or(MemError::BadSize(count))?;
@@ -341,7 +343,7 @@ impl GuestMemory {
     }
 
     /// The guest-physical range `gpa..gpa+len`.
-    pub fn range(&self, gpa: u64, len: usize) -> Result<SharedMem<'static>, MemError> {
+    pub fn range(&self, gpa: u64, len: usize) -> Result<SharedMem<'_>, MemError> {
         let off = self.offset(gpa, len)?;
         self.ram()
             .sub(off, len)
@@ -385,18 +387,20 @@ impl GuestMemory {
 
     /// One region covering `a` then `b`, if both lie in this RAM and `b` starts
     /// where `a` ends (so two pinned pages that happen to be neighbours can go to
-    /// the kernel as one buffer).
-    pub fn join(
-        &self,
-        a: &SharedMem<'static>,
-        b: &SharedMem<'static>,
-    ) -> Option<SharedMem<'static>> {
+    /// the kernel as one buffer). It covers exactly the bytes of `a` and `b`, so
+    /// it lives as long as they do (`'r`).
+    pub fn join<'r>(&self, a: &SharedMem<'r>, b: &SharedMem<'r>) -> Option<SharedMem<'r>> {
         let gpa = self.host_to_gpa(a.as_ptr())?;
         let next = gpa.checked_add(a.len() as u64)?;
         if self.host_to_gpa(b.as_ptr())? != next {
             return None;
         }
-        self.range(gpa, a.len().checked_add(b.len())?).ok()
+        let both = self.range(gpa, a.len().checked_add(b.len())?).ok()?;
+        // SAFETY: `both` is a region of this RAM mapping (so its pointer may
+        // reach all of it) covering exactly the bytes of `a` followed by those of
+        // `b`: each is valid, and free of Rust references, for `'r`, so the union
+        // is too.
+        Some(unsafe { SharedMem::new(both.as_non_null(), both.len()) })
     }
 
     /// The frame holding host address `addr`, if it lies in guest RAM.
@@ -431,17 +435,181 @@ impl HostPage {
         self.map.shared()
     }
 
-    /// The page with no borrow attached, for an owner that keeps this `HostPage`
-    /// next to the regions (a domain: its private shared-info page and the
-    /// event-channel state that uses it).
+    /// The page with no borrow attached, for the owner of hole pages
+    /// ([`GuestMemory`]), which binds it to its own borrow.
     ///
     /// # Safety
     /// The caller keeps this `HostPage` alive (not dropped) for as long as the
     /// region, or any copy or sub-region of it, is used. Moving the `HostPage` is
     /// fine (its mapping does not move).
-    pub(crate) unsafe fn mem_unbound(&self) -> SharedMem<'static> {
-        // SAFETY: the caller's contract is the mapping's.
-        unsafe { self.map.shared_unbound() }
+    unsafe fn mem_unbound(&self) -> SharedMem<'static> {
+        // SAFETY: base..base+len is this page's live mapping, readable and
+        // writable, never referenced by Rust; it stays mapped until the
+        // `Mapping` drops, which the caller's contract rules out while the
+        // region is used.
+        unsafe { SharedMem::new(self.map.base, self.map.len) }
+    }
+}
+
+/// What keeps a [`GuestRegion`]'s memory mapped.
+#[derive(Clone)]
+enum Keeper {
+    /// A domain's RAM, or a page it placed in a hole: both stay mapped for as
+    /// long as the `GuestMemory` lives.
+    Guest(Arc<GuestMemory>),
+    /// A private host page (a domain's `shared_info` before the guest maps it),
+    /// held only to keep it mapped.
+    Host { _page: Arc<HostPage> },
+}
+
+/// A region of a domain's memory together with its owner: the owner-held form
+/// of the regions [`GuestMemory`] lends out, for a holder that keeps one for
+/// longer than a borrow (a grant mapping, a backend's ring, xenstored's page,
+/// the event channels' `shared_info`).
+///
+/// It holds the `Arc` of the memory (or of the private [`HostPage`]) the region
+/// lies in, so the memory cannot be unmapped while it lives; [`GuestRegion::mem`]
+/// lends the region out borrowed from `self`, and it implements
+/// [`SharedRegion`], so a ring can own it. Cloning it clones the `Arc`.
+///
+/// ```
+/// use std::sync::Arc;
+/// use hypercall::Gfn;
+/// use xen_model::mem::{GuestMemory, GuestRegion};
+///
+/// let mem = Arc::new(GuestMemory::new(Gfn(0x100), 2).unwrap());
+/// let region = GuestRegion::new(&mem, |m| m.pages_at(Gfn(0x100), 2)).unwrap();
+/// mem.write(0x101_000, b"xen").unwrap();
+/// drop(mem); // the region keeps the memory mapped
+/// let mut b = [0u8; 3];
+/// region.mem().read(4096, &mut b);
+/// assert_eq!(&b, b"xen");
+/// ```
+///
+/// A region lent out cannot outlive its `GuestRegion`:
+///
+/// ```compile_fail,E0505
+/// use std::sync::Arc;
+/// use hypercall::{Gfn, SharedMem};
+/// use xen_model::mem::{GuestMemory, GuestRegion};
+///
+/// let mem = Arc::new(GuestMemory::new(Gfn(0x100), 1).unwrap());
+/// let region = GuestRegion::page(&mem, Gfn(0x100)).unwrap();
+/// drop(mem); // fine: `region` keeps the memory mapped
+/// let page: SharedMem<'_> = region.mem();
+/// drop(region); // error[E0505]: cannot move out of `region` while borrowed
+/// page.load_u32(0);
+/// ```
+#[derive(Clone)]
+pub struct GuestRegion {
+    keeper: Keeper,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the pointer is only used to lend out `SharedMem` regions (Send + Sync:
+// every access is volatile or atomic); the keeper is an `Arc` of a Send + Sync
+// owner.
+unsafe impl Send for GuestRegion {}
+// SAFETY: as above; `&GuestRegion` only lends out `SharedMem` regions.
+unsafe impl Sync for GuestRegion {}
+
+impl fmt::Debug for GuestRegion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let owner = match self.keeper {
+            Keeper::Guest(_) => "guest memory",
+            Keeper::Host { .. } => "host page",
+        };
+        f.debug_struct("GuestRegion")
+            .field("owner", &owner)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl GuestRegion {
+    /// Borrows a region of `memory` with `borrow` (e.g. `|m| m.pages_at(gfn, 2)`)
+    /// and keeps `memory` alive with it.
+    ///
+    /// `borrow` must work for any borrow of the memory, so what it returns is
+    /// borrowed from the memory (or is `'static`): a region that stays mapped
+    /// for as long as the memory lives.
+    pub fn new<E>(
+        memory: &Arc<GuestMemory>,
+        borrow: impl for<'m> FnOnce(&'m GuestMemory) -> Result<SharedMem<'m>, E>,
+    ) -> Result<GuestRegion, E> {
+        let m = borrow(memory)?;
+        Ok(GuestRegion {
+            keeper: Keeper::Guest(memory.clone()),
+            ptr: m.as_non_null(),
+            len: m.len(),
+        })
+    }
+
+    /// The page at `gfn` ([`GuestMemory::page`]: RAM or a hole page), owned.
+    pub fn page(memory: &Arc<GuestMemory>, gfn: Gfn) -> Result<GuestRegion, MemError> {
+        Self::new(memory, |m| m.page(gfn))
+    }
+
+    /// All of a private host page, owned.
+    pub fn host_page(page: Arc<HostPage>) -> GuestRegion {
+        let m = page.mem();
+        let (ptr, len) = (m.as_non_null(), m.len());
+        GuestRegion {
+            keeper: Keeper::Host { _page: page },
+            ptr,
+            len,
+        }
+    }
+
+    /// The region, borrowed: it cannot outlive `self`.
+    pub fn mem(&self) -> SharedMem<'_> {
+        // SAFETY: ptr..ptr+len is a region that was borrowed from the memory
+        // `self.keeper` holds (`new`, `host_page`): RAM or a hole page of a
+        // `GuestMemory`, or a `HostPage`, each mapped until that owner drops and
+        // never moved (it lives in an `Arc`, and a hole page's mapping does not
+        // move with the `HostPage`). The `Arc` is held for as long as `self`,
+        // which the returned borrow cannot outlive; and the owner is never
+        // mutably borrowed while another `Arc` to it exists. No Rust reference
+        // into the memory is made.
+        unsafe { SharedMem::new(self.ptr, self.len) }
+    }
+
+    /// The region with no borrow attached, for a holder that keeps this
+    /// `GuestRegion` (or a value holding it) next to the regions in one
+    /// structure, which a borrow cannot express.
+    ///
+    /// # Safety
+    /// The caller keeps this `GuestRegion` (or a clone of it) alive for as long
+    /// as the region, or any copy, sub-region or join of it, is used.
+    pub unsafe fn mem_unbound(&self) -> SharedMem<'static> {
+        // SAFETY: as in `mem`; the `Arc` that keeps the memory mapped is held
+        // for every use of the region, by the caller's contract.
+        unsafe { SharedMem::new(self.ptr, self.len) }
+    }
+
+    /// The guest memory the region lies in (`None` for a private host page).
+    pub fn memory(&self) -> Option<&Arc<GuestMemory>> {
+        match &self.keeper {
+            Keeper::Guest(m) => Some(m),
+            Keeper::Host { .. } => None,
+        }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the region is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl SharedRegion for GuestRegion {
+    fn shared(&self) -> SharedMem<'_> {
+        self.mem()
     }
 }
 
@@ -509,7 +677,9 @@ mod tests {
     fn join_takes_only_neighbours_in_the_same_ram() {
         let mem = GuestMemory::new(GuestMemory::DEFAULT_FIRST_GFN, 4).unwrap();
         let other = GuestMemory::new(GuestMemory::DEFAULT_FIRST_GFN, 4).unwrap();
-        let g = |m: &GuestMemory, i: u64| m.page(Gfn(0x100 + i)).unwrap();
+        fn g(m: &GuestMemory, i: u64) -> SharedMem<'_> {
+            m.page(Gfn(0x100 + i)).unwrap()
+        }
         mem.write(0x101 << 12, &[1; PAGE_SIZE]).unwrap();
         mem.write(0x102 << 12, &[2; PAGE_SIZE]).unwrap();
         let half = g(&mem, 1).sub(2048, 2048).unwrap();
@@ -638,7 +808,7 @@ enum Dir {
 
 fn file_vectored(
     file: &std::fs::File,
-    regions: &[SharedMem<'static>],
+    regions: &[SharedMem<'_>],
     pos: u64,
     dir: Dir,
 ) -> std::io::Result<usize> {
@@ -724,7 +894,7 @@ fn file_vectored(
 /// copy and no Rust reference into guest memory.
 pub fn preadv_into(
     file: &std::fs::File,
-    regions: &[SharedMem<'static>],
+    regions: &[SharedMem<'_>],
     pos: u64,
 ) -> std::io::Result<usize> {
     file_vectored(file, regions, pos, Dir::Read)
@@ -734,7 +904,7 @@ pub fn preadv_into(
 /// writes); returns the bytes written.
 pub fn pwritev_from(
     file: &std::fs::File,
-    regions: &[SharedMem<'static>],
+    regions: &[SharedMem<'_>],
     pos: u64,
 ) -> std::io::Result<usize> {
     file_vectored(file, regions, pos, Dir::Write)

@@ -132,6 +132,7 @@ fn masked_port_loses_the_edge_and_unmask_reraises() {
     assert_eq!(dom.signal().epoch(), e0 + 1);
     assert_eq!(
         g.shinfo()
+            .mem()
             .load_u64(si::EVTCHN_MASK + (gp.0 / 64) as usize * 8)
             & (1 << (gp.0 % 64)),
         0
@@ -303,8 +304,8 @@ fn shared_info_contents_move_to_the_guest_page() {
     assert_eq!(g.add_to_physmap(memory::SPACE_SHARED_INFO, 0, 0x101), 0);
     assert_eq!(dom.shared_info_gfn(), Some(hypercall::Gfn(0x101)));
     let page = dom.memory().page(hypercall::Gfn(0x101)).unwrap();
-    assert_eq!(g.shinfo().as_ptr(), page.as_ptr());
-    assert_ne!(private.as_ptr(), page.as_ptr());
+    assert_eq!(g.shinfo().mem().as_ptr(), page.as_ptr());
+    assert_ne!(private.mem().as_ptr(), page.as_ptr());
     // The pending state came along; new events land in the guest page.
     assert!(g.pending(gp));
     assert!(g.upcall_pending());
@@ -313,7 +314,7 @@ fn shared_info_contents_move_to_the_guest_page() {
     let (w, b) = ((gp.0 / 64) as usize, 1u64 << (gp.0 % 64));
     assert_ne!(page.load_u64(si::EVTCHN_PENDING + w * 8) & b, 0);
     assert_eq!(
-        private.load_u64(si::EVTCHN_PENDING + w * 8) & b,
+        private.mem().load_u64(si::EVTCHN_PENDING + w * 8) & b,
         b,
         "old copy untouched"
     );

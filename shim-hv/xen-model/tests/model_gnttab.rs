@@ -235,9 +235,10 @@ fn racing_guest_cannot_wedge_or_crash_the_mapper() {
     let (hv, p) = setup();
     p.grant(TABLE, 8, 0, DATA, false);
     let stop = Arc::new(AtomicBool::new(false));
-    let e = p.entry(TABLE, 8);
+    let e = p.entry_region(TABLE, 8);
     let s2 = stop.clone();
     let flipper = std::thread::spawn(move || {
+        let e = e.mem();
         let mut i = 0u32;
         while !s2.load(Ordering::Relaxed) {
             // A hostile guest rewriting domid/flags as fast as it can.
@@ -483,9 +484,10 @@ fn racing_guest_cannot_wedge_grant_peer_copies() {
     let (hv, p) = setup();
     p.grant(TABLE, 8, 0, DATA, false);
     let stop = Arc::new(AtomicBool::new(false));
-    let e = p.entry(TABLE, 8);
+    let e = p.entry_region(TABLE, 8);
     let s2 = stop.clone();
     let flipper = std::thread::spawn(move || {
+        let e = e.mem();
         let mut i = 0u32;
         while !s2.load(Ordering::Relaxed) {
             e.store_u16(2, (i % 3) as u16);

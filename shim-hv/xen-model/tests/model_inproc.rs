@@ -123,7 +123,11 @@ fn wait_returns_at_once_if_the_event_came_first() {
               // The upcall handler cleared everything unmasked.
     assert!(!hv.upcall_pending(dom.id()));
     let si = hv.shared_info(dom.id()).unwrap();
-    assert_eq!(si.load_u64(hypercall::abi::shared_info::EVTCHN_PENDING), 0);
+    assert_eq!(
+        si.mem()
+            .load_u64(hypercall::abi::shared_info::EVTCHN_PENDING),
+        0
+    );
 }
 
 #[test]

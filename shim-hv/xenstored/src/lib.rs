@@ -71,7 +71,7 @@ pub use socket::{
 use engine::{Actions, ConnKind, LocalSink, State};
 pub use engine::{DomainExists, LogSink};
 use hypercall::abi::xs_wire::MsgHeader;
-use hypercall::SharedMem;
+use hypercall::SharedRegion;
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -456,15 +456,17 @@ impl Xenstored {
     /// any thread, never with a daemon lock held) after responses or watch events were
     /// put on the ring, to send the store event channel.
     ///
-    /// The page must stay mapped until [`Xenstored::release_domain`] for `domid` has
-    /// returned (after that the daemon never touches it again).
+    /// `ring` is the page's owner (a `GuestRegion` of the domain's memory, or a
+    /// test's buffer): the daemon keeps it, borrowing the page from it for each
+    /// access, until [`Xenstored::release_domain`] for `domid`, so the page cannot
+    /// be unmapped while the daemon may touch it.
     ///
     /// The daemon advertises `XENSTORE_SERVER_FEATURE_RECONNECTION | ERROR` in the
     /// page; ring indices already in the page are taken over if consistent.
     pub fn introduce_domain(
         &self,
         domid: u16,
-        ring: SharedMem<'static>,
+        ring: impl SharedRegion + Send + 'static,
         notify: Arc<dyn Fn() + Send + Sync>,
     ) -> Result<(), Error> {
         if domid >= 0x7FF0 {
@@ -474,7 +476,7 @@ impl Xenstored {
             if st.domains.contains_key(&domid) {
                 return Err(Error::AlreadyIntroduced(domid));
             }
-            let r = ring::RingConn::new(ring, notify).ok_or(Error::BadRing {
+            let r = ring::RingConn::new(Box::new(ring), notify).ok_or(Error::BadRing {
                 domid,
                 reason: "smaller than a page or misaligned",
             })?;

@@ -22,7 +22,7 @@ use hypercall::abi::xs_wire::{
     SERVER_FEATURE_ERROR, SERVER_FEATURE_RECONNECTION,
 };
 use hypercall::shmem::{mb, rmb, wmb};
-use hypercall::SharedMem;
+use hypercall::SharedRegion;
 use std::sync::Arc;
 
 /// Requests handled per service round before other domains get a turn.
@@ -30,7 +30,8 @@ const REQUESTS_PER_ROUND: usize = 32;
 
 /// Server state of one guest's ring.
 pub(crate) struct RingConn {
-    mem: SharedMem<'static>,
+    /// The page's owner (whatever keeps it mapped), lending it out per access.
+    mem: Box<dyn SharedRegion + Send>,
     pub notify: Arc<dyn Fn() + Send + Sync>,
     req_cons: u32,
     rsp_prod: u32,
@@ -44,7 +45,11 @@ pub(crate) struct RingConn {
 
 impl RingConn {
     /// Takes over a store page. Returns `None` if it is too small or misaligned.
-    pub fn new(mem: SharedMem<'static>, notify: Arc<dyn Fn() + Send + Sync>) -> Option<Self> {
+    pub fn new(
+        page: Box<dyn SharedRegion + Send>,
+        notify: Arc<dyn Fn() + Send + Sync>,
+    ) -> Option<Self> {
+        let mem = page.shared();
         if mem.len() < hypercall::PAGE_SIZE || !(mem.as_ptr() as usize).is_multiple_of(4) {
             return None;
         }
@@ -55,8 +60,11 @@ impl RingConn {
         mem.store_u32(iface::ERROR, 0);
         let req_cons = mem.load_u32(iface::REQ_CONS);
         let rsp_prod = mem.load_u32(iface::RSP_PROD);
+        // The guest need not start at 0, but what it left must be consistent.
+        let req_prod = mem.load_u32(iface::REQ_PROD);
+        let rsp_cons = mem.load_u32(iface::RSP_CONS);
         let mut r = RingConn {
-            mem,
+            mem: page,
             notify,
             req_cons,
             rsp_prod,
@@ -64,9 +72,6 @@ impl RingConn {
             outbuf: None,
             broken: None,
         };
-        // The guest need not start at 0, but what it left must be consistent.
-        let req_prod = mem.load_u32(iface::REQ_PROD);
-        let rsp_cons = mem.load_u32(iface::RSP_CONS);
         if req_prod.wrapping_sub(req_cons) as usize > RING_SIZE
             || rsp_prod.wrapping_sub(rsp_cons) as usize > RING_SIZE
         {
@@ -79,7 +84,7 @@ impl RingConn {
         self.broken = Some(code);
         self.inbuf.clear();
         self.outbuf = None;
-        self.mem.store_u32(iface::ERROR, code);
+        self.mem.shared().store_u32(iface::ERROR, code);
     }
 
     /// Reads request bytes until one message is complete (`Ok(Some)`), the ring is
@@ -102,7 +107,7 @@ impl RingConn {
                 }
                 total - self.inbuf.len()
             };
-            let prod = self.mem.load_u32(iface::REQ_PROD);
+            let prod = self.mem.shared().load_u32(iface::REQ_PROD);
             let avail = prod.wrapping_sub(self.req_cons) as usize;
             if avail > RING_SIZE {
                 return Err(ERROR_RINGIDX);
@@ -114,11 +119,11 @@ impl RingConn {
             let off = self.req_cons as usize & (RING_SIZE - 1);
             let n = want.min(avail).min(RING_SIZE - off);
             let buf = chunk.get_mut(..n).unwrap_or(&mut []);
-            self.mem.read(iface::REQ + off, buf);
+            self.mem.shared().read(iface::REQ + off, buf);
             self.inbuf.extend_from_slice(buf);
             mb();
             self.req_cons = self.req_cons.wrapping_add(n as u32);
-            self.mem.store_u32(iface::REQ_CONS, self.req_cons);
+            self.mem.shared().store_u32(iface::REQ_CONS, self.req_cons);
             *consumed = true;
             if self.inbuf.len() == 16 {
                 let mut raw = [0u8; 16];
@@ -138,7 +143,7 @@ impl RingConn {
             return Ok((false, true));
         };
         while pos < bytes.len() {
-            let cons = self.mem.load_u32(iface::RSP_CONS);
+            let cons = self.mem.shared().load_u32(iface::RSP_CONS);
             let used = self.rsp_prod.wrapping_sub(cons) as usize;
             if used > RING_SIZE {
                 return Err(ERROR_RINGIDX);
@@ -151,10 +156,11 @@ impl RingConn {
             let off = self.rsp_prod as usize & (RING_SIZE - 1);
             let n = free.min(RING_SIZE - off).min(bytes.len() - pos);
             self.mem
+                .shared()
                 .write(iface::RSP + off, bytes.get(pos..pos + n).unwrap_or(&[]));
             wmb();
             self.rsp_prod = self.rsp_prod.wrapping_add(n as u32);
-            self.mem.store_u32(iface::RSP_PROD, self.rsp_prod);
+            self.mem.shared().store_u32(iface::RSP_PROD, self.rsp_prod);
             pos += n;
             wrote = true;
         }
@@ -167,7 +173,7 @@ impl RingConn {
 
     /// Whether the guest asked for a reconnect.
     fn reconnect_requested(&self) -> bool {
-        self.mem.load_u32(iface::CONNECTION) == RECONNECT
+        self.mem.shared().load_u32(iface::CONNECTION) == RECONNECT
     }
 
     /// Resets the ring to its initial state (docs/misc/xenstore-ring.txt).
@@ -184,10 +190,10 @@ impl RingConn {
             iface::RSP_PROD,
             iface::ERROR,
         ] {
-            self.mem.store_u32(off, 0);
+            self.mem.shared().store_u32(off, 0);
         }
         mb();
-        self.mem.store_u32(iface::CONNECTION, CONNECTED);
+        self.mem.shared().store_u32(iface::CONNECTION, CONNECTED);
     }
 }
 

@@ -410,9 +410,9 @@ fn connect(sh: &Shared, xbe: &XenbusBackend) -> Result<(), String> {
     );
     let notify = bound.clone();
     let attachment = RingAttachment {
-        page: ring.mem(),
+        page: Box::new(ring),
         notify: Arc::new(move || notify.notify()),
-        hold: Box::new((ring, bound)),
+        hold: Box::new(bound),
     };
     let sink = match sh.cfg.connection {
         Connection::Pty => super::Sink::Pty,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use hypercall::abi::shared_info as si;
 use hypercall::abi::{evtchn, gnttab, hypercall_nr as nr, memory};
 use hypercall::{DomId, Gfn, Port, SharedMem};
+use xen_model::mem::GuestRegion;
 use xen_model::{Domain, DomainSpec, GuestAccess, GuestPhysAccess, Hypervisor, HypervisorConfig};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
@@ -168,18 +169,19 @@ impl Phys {
         self.op(nr::MEMORY_OP, memory::OP_ADD_TO_PHYSMAP, &mut a)
     }
 
-    pub fn shinfo(&self) -> SharedMem<'static> {
+    pub fn shinfo(&self) -> GuestRegion {
         self.hv.shared_info(self.id()).unwrap()
     }
 
     pub fn pending(&self, port: Port) -> bool {
         let (w, b) = ((port.0 / 64) as usize, 1u64 << (port.0 % 64));
-        self.shinfo().load_u64(si::EVTCHN_PENDING + w * 8) & b != 0
+        self.shinfo().mem().load_u64(si::EVTCHN_PENDING + w * 8) & b != 0
     }
 
     pub fn set_mask(&self, port: Port, masked: bool) {
         let (w, b) = ((port.0 / 64) as usize, 1u64 << (port.0 % 64));
-        let s = self.shinfo();
+        let region = self.shinfo();
+        let s = region.mem();
         if masked {
             s.fetch_or_u64(si::EVTCHN_MASK + w * 8, b);
         } else {
@@ -189,12 +191,14 @@ impl Phys {
 
     pub fn upcall_pending(&self) -> bool {
         self.shinfo()
+            .mem()
             .load_u8(si::vcpu_info(0) + si::VCPU_UPCALL_PENDING)
             != 0
     }
 
     pub fn pending_sel(&self) -> u64 {
         self.shinfo()
+            .mem()
             .load_u64(si::vcpu_info(0) + si::VCPU_PENDING_SEL)
     }
 
@@ -203,8 +207,18 @@ impl Phys {
         assert_eq!(self.add_to_physmap(memory::SPACE_GRANT_TABLE, idx, gfn), 0);
     }
 
+    /// [`Phys::entry`] with what keeps it mapped (for another thread).
+    pub fn entry_region(&self, table_gfn: u64, gref: u32) -> GuestRegion {
+        GuestRegion::new(self.dom.memory(), |m| {
+            m.page(Gfn(table_gfn))?
+                .sub(gref as usize * 8, 8)
+                .ok_or(xen_model::mem::MemError::BadGfn(Gfn(table_gfn)))
+        })
+        .unwrap()
+    }
+
     /// The grant entry of `gref` given frame 0 is at `table_gfn` (gref < 512).
-    pub fn entry(&self, table_gfn: u64, gref: u32) -> SharedMem<'static> {
+    pub fn entry(&self, table_gfn: u64, gref: u32) -> SharedMem<'_> {
         self.dom
             .memory()
             .page(Gfn(table_gfn))
