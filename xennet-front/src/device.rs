@@ -114,7 +114,10 @@ pub struct NetFront<'g, P: Platform, const N: usize, const Q: usize = 1> {
     cfg: Config,
     neg: Negotiated,
     queues: [Queue; Q],
-    handshake: Option<FrontendHandshake>,
+    /// The xenbus handshake, kept in place (it holds four xenstore paths, about
+    /// 1 KiB, so it is never moved through a stack frame); `unset` (no device
+    /// node) until the first connect.
+    handshake: FrontendHandshake,
     connected: bool,
     broken: Option<Broken>,
     stats: Stats,
@@ -352,24 +355,41 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
             return Err(Error::InUse);
         }
         self.teardown();
-        if let Some(mut old) = self.handshake.take() {
-            if old.phase() != xenbus::frontend::Phase::Closed {
-                let _ = old.closed(xs);
-            }
+        if self.has_handshake() && self.handshake.phase() != xenbus::frontend::Phase::Closed {
+            let _ = self.handshake.closed(xs);
         }
         let mut node: heapless::String<32> = heapless::String::new();
         let _ = write!(node, "device/vif/{index}");
-        let mut hs = FrontendHandshake::new(&node)?;
-        hs.start(xs)?;
-        self.backend = hs.backend_id();
-        let r = self.connect_steps(&mut hs, xs, timeout);
-        self.handshake = Some(hs);
+        self.set_handshake(Some(&node))?;
+        if let Err(e) = self.handshake.start(xs) {
+            // As if never connected: a reconnect has nothing to restart.
+            let _ = self.set_handshake(None);
+            return Err(e.into());
+        }
+        self.backend = self.handshake.backend_id();
+        let r = self.connect_steps(xs, timeout);
         if r.is_err() {
             self.teardown();
-            if let Some(hs) = self.handshake.as_mut() {
-                let _ = hs.closed(xs);
-            }
+            let _ = self.handshake.closed(xs);
         }
+        r
+    }
+
+    /// Whether a device node was set (a connect was attempted).
+    fn has_handshake(&self) -> bool {
+        !self.handshake.node().is_empty()
+    }
+
+    /// A new handshake for `node` (none on `None` or an error), built in this
+    /// small frame rather than in the connect path's.
+    #[inline(never)]
+    fn set_handshake(&mut self, node: Option<&str>) -> Result<(), Error> {
+        let (hs, r) = match node.map(FrontendHandshake::new) {
+            Some(Ok(hs)) => (hs, Ok(())),
+            Some(Err(e)) => (FrontendHandshake::unset(), Err(e.into())),
+            None => (FrontendHandshake::unset(), Ok(())),
+        };
+        self.handshake = hs;
         r
     }
 
@@ -389,7 +409,7 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
             cfg,
             neg,
             queues: [const { Queue::detached() }; Q],
-            handshake: None,
+            handshake: FrontendHandshake::unset(),
             connected: false,
             broken: None,
             stats: Stats::ZERO,
@@ -402,15 +422,14 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
 
     fn connect_steps<X: Platform>(
         &mut self,
-        hs: &mut FrontendHandshake,
         xs: &mut Xenstore<X>,
         timeout: Duration,
     ) -> Result<(), Error> {
         // A page read in place goes back to the pool before buffers are posted.
         self.release_held();
-        self.mac = read_mac(xs, hs.node())?;
-        hs.wait_for_backend(xs, timeout)?;
-        let be = read_backend_features(xs, hs.backend())?;
+        self.mac = read_mac(xs, self.handshake.node())?;
+        self.handshake.wait_for_backend(xs, timeout)?;
+        let be = read_backend_features(xs, self.handshake.backend())?;
         if !be.rx_copy {
             return Err(Error::NoRxCopy);
         }
@@ -430,10 +449,11 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
         }
         let cfg = self.cfg;
         let neg = self.neg;
-        hs.publish(xs, XenbusState::Connected, |tx, node| {
-            publish_keys(tx, node, &cfg, &neg, &refs)
-        })?;
-        hs.wait_connected(xs, timeout)?;
+        self.handshake
+            .publish(xs, XenbusState::Connected, |tx, node| {
+                publish_keys(tx, node, &cfg, &neg, &refs)
+            })?;
+        self.handshake.wait_connected(xs, timeout)?;
         self.connected = true;
         // Kick the backend so it looks at the rings (as Linux' xennet_connect).
         for q in 0..self.neg.queues {
@@ -1018,9 +1038,10 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
     /// device down (grants ended, link down) and returns [`LinkState::Down`]; call
     /// [`NetFront::close`] to finish.
     pub fn poll_backend<X: Platform>(&mut self, xs: &mut Xenstore<X>) -> Result<LinkState, Error> {
-        let ev = match self.handshake.as_mut() {
-            Some(hs) => hs.poll_backend(xs)?,
-            None => None,
+        let ev = if self.has_handshake() {
+            self.handshake.poll_backend(xs)?
+        } else {
+            None
         };
         if let Some(BackendEvent::Closing(_)) = ev {
             self.teardown();
@@ -1063,9 +1084,10 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
         self.flush_tx(start.saturating_add(budget / 2));
         let spent = self.platform.now_ns().saturating_sub(start);
         let rest = Duration::from_nanos(budget.saturating_sub(spent));
-        let r = match self.handshake.as_mut() {
-            Some(hs) => hs.close(xs, rest).map_err(Error::from),
-            None => Ok(()),
+        let r = if self.has_handshake() {
+            self.handshake.close(xs, rest).map_err(Error::from)
+        } else {
+            Ok(())
         };
         self.teardown();
         r
@@ -1079,21 +1101,20 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
         timeout: Duration,
     ) -> Result<(), Error> {
         self.teardown();
-        let Some(mut hs) = self.handshake.take() else {
+        if !self.has_handshake() {
             return Err(Error::NotConnected);
-        };
-        if hs.phase() != xenbus::frontend::Phase::Closed {
-            let _ = hs.closed(xs);
         }
-        let r = hs.start(xs).map_err(Error::from).and_then(|_| {
-            self.backend = hs.backend_id();
-            self.connect_steps(&mut hs, xs, timeout)
+        if self.handshake.phase() != xenbus::frontend::Phase::Closed {
+            let _ = self.handshake.closed(xs);
+        }
+        let r = self.handshake.start(xs).map_err(Error::from).and_then(|_| {
+            self.backend = self.handshake.backend_id();
+            self.connect_steps(xs, timeout)
         });
         if r.is_err() {
             self.teardown();
-            let _ = hs.closed(xs);
+            let _ = self.handshake.closed(xs);
         }
-        self.handshake = Some(hs);
         r
     }
 
