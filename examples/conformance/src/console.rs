@@ -79,7 +79,7 @@ pub type Make<'a> =
 
 /// A named case: what the peer does and what a correct driver does.
 pub struct Case {
-    /// Stable name (`console.<what>`), with the BAD-INPUT / security.md row it covers.
+    /// Stable name (`console.<what>`), with the docs/hostile-input.md row it covers.
     pub name: &'static str,
     /// What the hostile backend does.
     pub peer: &'static str,

@@ -56,7 +56,7 @@ fn console_input_index_past_the_ring_is_a_typed_error() {
     let region = h.pages(1);
     let page = region.mem();
     let mut con = Console::new(&h, region.gfn(), Port(2), Config::default()).unwrap();
-    // A hostile backend: in_prod more than a ring ahead of in_cons (BAD-INPUT row 37).
+    // A hostile backend: in_prod more than a ring ahead of in_cons (docs/hostile-input.md row 37).
     page.store_u32(ring::IN_PROD, ring::IN_SIZE as u32 + 1);
     let mut buf = [0u8; 8];
     let r = con.read_timeout(&mut buf, Duration::from_millis(5));
