@@ -1056,6 +1056,36 @@ fn blk_revoke(w: &dyn FrontendWorld) -> R<String> {
     ))
 }
 
+/// Fills one disk's ring with reads and never takes the answers; the domain's other
+/// disk must still be served.
+fn blk_full_ring(w: &dyn FrontendWorld) -> R<String> {
+    let mut a = Blk::connect(w)?;
+    let mut grefs = Vec::new();
+    let mut reqs = Vec::new();
+    let slots = a.ring.size();
+    for id in 0..u64::from(slots) {
+        let p = w.alloc_page()?;
+        let g = w.grant(p.frame, Grantee::Backend, false)?;
+        grefs.push(g);
+        reqs.push(rw(blkif::OP_READ, id, (id % 64) * 8, &[seg(g, 0, 7)], None));
+    }
+    a.push(&reqs)?;
+    // Notified again and again, never drained.
+    for _ in 0..100 {
+        w.notify(a.port)?;
+    }
+    sibling_reads(w).map_err(|e| format!("while the first disk's ring is full: {e}"))?;
+    let rsps = a.wait(reqs.len())?;
+    if let Some(r) = rsps.iter().find(|r| r.status != OK) {
+        return Err(format!("the full ring's request {} got {}", r.id, r.status));
+    }
+    a.close(&grefs)?;
+    Ok(format!(
+        "{slots} reads filling one disk's ring, answers left unread: the domain's other \
+         disk still reads; then all {slots} answered OKAY"
+    ))
+}
+
 fn blk_closing_in_flight(w: &dyn FrontendWorld) -> R<String> {
     let mut b = Blk::connect(w)?;
     let mut grefs = Vec::new();
@@ -1168,6 +1198,15 @@ pub(super) fn cases() -> Vec<Case> {
                      completes with the right data, then the grant is released); never \
                      both, nothing left mapped",
             run: blk_revoke,
+        },
+        Case {
+            name: "blkback.full_ring_other_disk (E5)",
+            class: Class::Blk,
+            front: "fills one disk's ring with reads, notifies 100 times more and does not \
+                    take the answers",
+            expect: "the domain's other disk is still served; the full ring's reads are all \
+                     answered once taken",
+            run: blk_full_ring,
         },
         Case {
             name: "blkback.closing_in_flight (row 15)",

@@ -500,6 +500,61 @@ fn net_duplicate_ids(w: &dyn FrontendWorld) -> R<String> {
     Ok("two frames with one tx id: both answered OKAY and delivered in order".into())
 }
 
+/// One vif posts no rx buffers while a neighbour floods it; the domain's other vif
+/// must still receive.
+fn net_starved_vif(w: &dyn FrontendWorld) -> R<String> {
+    let mut a = Net::connect(w)?;
+    let sib = w.sibling().map_err(|e| format!("sibling: {e}"))?;
+    let mut b = Net::connect(&*sib).map_err(|e| format!("sibling: {e}"))?;
+    b.post_rx(3)?;
+    let nb = w.neighbour()?;
+    let mut s = Net::connect(&*nb)?;
+    // The starved vif sends first (to a MAC nobody has: flooded, so the other vif
+    // sees it), so that a bridge knows where its MAC lives and sends the flood
+    // below to it alone.
+    let hello = frame_to([0x02, 0, 0, 0, 0, 0x77], a.mac, 100, 3);
+    let st = a.send(50, &hello)?;
+    let got = b
+        .recv()
+        .map_err(|e| format!("the domain's other vif: {e}"))?;
+    if st != netif::RSP_OKAY || got != hello {
+        return Err(format!(
+            "a flooded frame: status {st}, reached the other vif intact: {}",
+            got == hello
+        ));
+    }
+    for k in 0..64u16 {
+        let st = s.send(k, &frame_to(a.mac, s.mac, 1000, k as u8))?;
+        if st != netif::RSP_OKAY {
+            return Err(format!(
+                "frame {k} to a vif without buffers: the sender got {st}"
+            ));
+        }
+    }
+    let f = frame_to(b.mac, s.mac, 500, 9);
+    let st = s.send(100, &f)?;
+    let got = b
+        .recv()
+        .map_err(|e| format!("the domain's other vif: {e}"))?;
+    if st != netif::RSP_OKAY || got != f {
+        return Err(format!(
+            "the domain's other vif: status {st}, frame intact: {}",
+            got == f
+        ));
+    }
+    if backend_state(w) != Some(st::CONNECTED) {
+        return Err("a vif without rx buffers was disconnected".into());
+    }
+    s.close()?;
+    b.close()?;
+    a.close()?;
+    Ok(
+        "64 frames to a vif with no rx buffers (sender answered OKAY), the domain's \
+        other vif still receives (a flooded frame before, its own after), both stay up"
+            .into(),
+    )
+}
+
 /// The `netback.*` cases.
 pub(super) fn cases() -> Vec<Case> {
     vec![
@@ -632,6 +687,14 @@ pub(super) fn cases() -> Vec<Case> {
                     n.w.notify(n.port)
                 })
             },
+        },
+        Case {
+            name: "netback.starved_vif_other_vif (E5, row 21)",
+            class: Class::Net,
+            front: "posts no rx buffers on one vif while a neighbour sends it 64 frames",
+            expect: "the sender is answered OKAY (the drops are the receiver's), the \
+                     domain's other vif still receives, both vifs stay up",
+            run: net_starved_vif,
         },
         Case {
             name: "netback.bad_connect_keys (N9)",
