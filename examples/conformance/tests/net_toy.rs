@@ -1,0 +1,546 @@
+//! The catalogue can fail: a toy network frontend, sound in most ways (checks ring
+//! indices and tx ids, reuses a tx page only once answered, ends its grants,
+//! notifies and reports failures) but careless in four:
+//! (a) it trusts rx responses: every slot is a frame, whatever its offset, status,
+//!     `more_data` or extra-info flags;
+//! (b) it checks nothing the store says: `mac`, `feature-rx-copy`, `mtu`;
+//! (c) it never looks at the backend's state once connected;
+//! (d) it ignores a failed end of access: a page the backend still maps is
+//!     reused.
+//! It fails exactly the cases about those, each with evidence, and passes the rest.
+//!
+//! Every case it passes can fail too: `each_case_fails_a_driver_with_its_flaw`
+//! gives the toy one more flaw at a time and runs the cases that flaw must fail.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use hypercall::abi::netif::{RxRequest, RxResponse, TxRequest, TxResponse};
+use hypercall::abi::ring as layout;
+use hypercall::gnttab::GrantTable;
+use hypercall::ring::FrontRing;
+use hypercall::{DomId, GrantRef, Port, SharedMem, SharedPages, Xen, PAGE_SIZE};
+use xen_conformance::net::{self, NetDriver, NetEnv, Probe};
+use xen_conformance::HostPlatform;
+use xenbus::frontend::FrontendHandshake;
+use xenbus::{Store, XenbusState, Xenstore};
+
+const T: Duration = Duration::from_millis(200);
+/// Tx pages, then rx pages.
+const PAGES: usize = 8;
+const BE: DomId = DomId(0);
+
+type Tx = FrontRing<TxRequest, TxResponse, SharedPages>;
+type Rx = FrontRing<RxRequest, RxResponse, SharedPages>;
+
+/// A flaw added to the toy (each makes the cases named in
+/// `each_case_fails_a_driver_with_its_flaw` fail).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Flaw {
+    /// Ring errors are returned but the device is not failed.
+    Silent,
+    /// Tx responses with unknown ids are skipped.
+    NoIdCheck,
+    /// Answered tx slots free their page without ending the grant.
+    KeepAnswered,
+    /// Close ends no grant.
+    LeakOnClose,
+    /// No notification is ever sent.
+    NoNotify,
+    /// Rx requests carry garbage in their padding.
+    DirtyPad,
+    /// The rx buffer is found by the response's id, not the ring index.
+    RxById,
+    /// Asks for as many queues as the backend offers, as written.
+    AllQueues,
+    /// Refuses feature values other than "0" and "1".
+    StrictFeatures,
+    /// Reads the rx ring only when `rsp_event` says a notification was due.
+    TrustEvents,
+    /// Handshake errors are ignored.
+    IgnoreHandshakeErrors,
+    /// Fails the device when 250 frames went out and nothing came back.
+    FailOnStarvation,
+    /// The last byte of every frame sent is flipped.
+    CorruptTx,
+}
+
+struct Toy {
+    flaw: Option<Flaw>,
+    sends_since_rx: usize,
+    host: HostPlatform,
+    xs: Xenstore<HostPlatform>,
+    grants: GrantTable<1024>,
+    node: String,
+    hs: Option<FrontendHandshake>,
+    /// Rings and their grants; the ring pages are kept for a reconnect.
+    tx: Option<(Tx, Option<GrantRef>)>,
+    rx: Option<(Rx, Option<GrantRef>)>,
+    /// `2 * PAGES` pages: tx pages then rx pages.
+    pages: SharedMem<'static>,
+    /// The grant of each tx page in flight (the request id is the page index).
+    tx_busy: [Option<GrantRef>; PAGES],
+    /// Posted rx buffers in ring order: (request id, page, grant).
+    rx_posted: VecDeque<(u16, usize, GrantRef)>,
+    port: Option<Port>,
+    failed: Option<String>,
+}
+
+impl Toy {
+    fn page(&self, i: usize) -> SharedMem<'static> {
+        self.pages
+            .sub(i * PAGE_SIZE, PAGE_SIZE)
+            .expect("a page of the pool")
+    }
+
+    fn gfn(&self, i: usize) -> hypercall::Gfn {
+        self.page(i).page_gfn(&self.host, 0).expect("guest memory")
+    }
+
+    fn fail(&mut self, why: String) -> String {
+        if self.flaw == Some(Flaw::Silent) {
+            return why;
+        }
+        self.failed.get_or_insert(why).clone()
+    }
+
+    fn usable(&self) -> Result<(), String> {
+        match (&self.failed, self.hs.is_some()) {
+            (Some(f), _) => Err(format!("failed: {f}")),
+            (None, false) => Err("not connected".into()),
+            (None, true) => Ok(()),
+        }
+    }
+
+    fn notify(&mut self) -> Result<(), String> {
+        if self.flaw == Some(Flaw::NoNotify) {
+            return Ok(());
+        }
+        if let Some(p) = self.port {
+            if let Err(e) = Xen(&self.host).evtchn_send(p) {
+                return Err(self.fail(format!("notify: {e}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn post_rx(&mut self, page: usize) -> Result<(), String> {
+        let gref = self
+            .grants
+            .grant_access(BE, self.gfn(PAGES + page), false)
+            .map_err(|e| e.to_string())?;
+        let Some((rx, _)) = self.rx.as_mut() else {
+            return Err("not connected".into());
+        };
+        let id = rx.req_prod_pvt() as u16;
+        let pad = u16::from(self.flaw == Some(Flaw::DirtyPad));
+        rx.push_request(&RxRequest {
+            id,
+            _pad: pad,
+            gref: gref.0,
+        })
+        .map_err(|e| e.to_string())?;
+        let notify = rx.push_requests_and_check_notify();
+        self.rx_posted.push_back((id, page, gref));
+        if notify {
+            self.notify()?;
+        }
+        Ok(())
+    }
+
+    /// Takes tx responses: the id must be a page in flight.
+    fn reclaim(&mut self) -> Result<(), String> {
+        loop {
+            let Some((tx, _)) = self.tx.as_mut() else {
+                return Ok(());
+            };
+            let rsp = match tx.poll_response() {
+                Ok(Some(r)) => r,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(self.fail(format!("tx ring: {e}"))),
+            };
+            let id = usize::from(rsp.id);
+            match self.tx_busy.get_mut(id).and_then(Option::take) {
+                Some(_) if self.flaw == Some(Flaw::KeepAnswered) => {}
+                // (d): the result of ending access is ignored; the page is free.
+                Some(gref) => drop(self.grants.end_access(gref)),
+                None if self.flaw == Some(Flaw::NoIdCheck) => {}
+                None => return Err(self.fail(format!("tx response id {id} not in flight"))),
+            }
+        }
+    }
+
+    fn end_all(&mut self) {
+        // (d): whatever the backend still maps is forgotten all the same.
+        for g in self.tx_busy.iter_mut().filter_map(Option::take) {
+            let _ = self.grants.end_access(g);
+        }
+        for (_, _, g) in self.rx_posted.drain(..) {
+            let _ = self.grants.end_access(g);
+        }
+        if let Some((_, g)) = self.tx.as_mut() {
+            if let Some(g) = g.take() {
+                let _ = self.grants.end_access(g);
+            }
+        }
+        if let Some((_, g)) = self.rx.as_mut() {
+            if let Some(g) = g.take() {
+                let _ = self.grants.end_access(g);
+            }
+        }
+    }
+}
+
+impl NetDriver for Toy {
+    fn connect(&mut self) -> Result<(), String> {
+        let lax = self.flaw == Some(Flaw::IgnoreHandshakeErrors);
+        let e = |e: xenbus::Error| e.to_string();
+        self.failed = None;
+        let mut hs = FrontendHandshake::new(&self.node).map_err(e)?;
+        match hs.start(&mut self.xs) {
+            Err(_) if lax => {}
+            r => drop(r.map_err(e)?),
+        }
+        // (b): mac, feature-rx-copy and mtu are never read.
+        match hs.wait_for_backend(&mut self.xs, T) {
+            Err(_) if lax => {}
+            r => r.map_err(e)?,
+        }
+        let mut queues = Vec::new();
+        if self.flaw == Some(Flaw::AllQueues) {
+            let mut buf = [0u8; 32];
+            let p = format!("{}/multi-queue-max-queues", hs.backend());
+            if let Ok(n) = self.xs.read(&p, &mut buf) {
+                queues = buf[..n].to_vec();
+            }
+        }
+        if self.flaw == Some(Flaw::StrictFeatures) {
+            for k in [
+                "feature-sg",
+                "feature-gso-tcpv4",
+                "feature-split-event-channels",
+            ] {
+                let mut buf = [0u8; 32];
+                let p = format!("{}/{k}", hs.backend());
+                if let Ok(n) = self.xs.read(&p, &mut buf) {
+                    if !matches!(&buf[..n], b"0" | b"1") {
+                        return Err(format!("{k} is neither 0 nor 1"));
+                    }
+                }
+            }
+        }
+        // (d): the ring pages of an earlier connection are used again.
+        let tx = match self.tx.take() {
+            Some((r, _)) => r.into_region(),
+            None => SharedPages::alloc(&self.host, 1).ok_or("no memory")?,
+        };
+        let rx = match self.rx.take() {
+            Some((r, _)) => r.into_region(),
+            None => SharedPages::alloc(&self.host, 1).ok_or("no memory")?,
+        };
+        let grant = |m: &SharedPages| -> Result<GrantRef, String> {
+            let gfn = m.page_gfn(&self.host, 0).ok_or("no gfn")?;
+            self.grants
+                .grant_access(BE, gfn, false)
+                .map_err(|e| e.to_string())
+        };
+        let (tg, rg) = (grant(&tx)?, grant(&rx)?);
+        self.tx = Some((Tx::init(tx).map_err(|e| e.to_string())?, Some(tg)));
+        self.rx = Some((Rx::init(rx).map_err(|e| e.to_string())?, Some(rg)));
+        let port = Xen(&self.host)
+            .evtchn_alloc_unbound(BE)
+            .map_err(|e| e.to_string())?;
+        self.port = Some(port);
+        for p in 0..PAGES {
+            self.post_rx(p)?;
+        }
+        let published = hs.publish(&mut self.xs, XenbusState::Connected, |tx, node| {
+            if !queues.is_empty() {
+                tx.write(&format!("{node}/multi-queue-num-queues"), &queues)?;
+            }
+            tx.write_u32_keys(
+                node,
+                &[
+                    ("tx-ring-ref", tg.0),
+                    ("rx-ring-ref", rg.0),
+                    ("event-channel", port.0),
+                    ("request-rx-copy", 1),
+                ],
+            )
+        });
+        match published.and_then(|()| hs.wait_connected(&mut self.xs, T)) {
+            Err(_) if lax => {}
+            r => r.map_err(e)?,
+        }
+        self.hs = Some(hs);
+        Ok(())
+    }
+
+    fn send(&mut self, frame: &[u8]) -> Result<(), String> {
+        self.usable()?;
+        self.reclaim()?;
+        if frame.len() > PAGE_SIZE {
+            return Err(format!("{}-byte frame: no scatter-gather", frame.len()));
+        }
+        let Some(i) = self.tx_busy.iter().position(Option::is_none) else {
+            return Err("no free tx page".into());
+        };
+        if self.flaw == Some(Flaw::FailOnStarvation) {
+            self.sends_since_rx += 1;
+            if self.sends_since_rx > 250 {
+                return Err(self.fail("the backend returns no rx buffer".into()));
+            }
+        }
+        self.page(i).write(0, frame);
+        if let (Some(Flaw::CorruptTx), Some(&last)) = (self.flaw, frame.last()) {
+            self.page(i).write(frame.len() - 1, &[!last]);
+        }
+        let gref = self
+            .grants
+            .grant_access(BE, self.gfn(i), true)
+            .map_err(|e| e.to_string())?;
+        self.tx_busy[i] = Some(gref);
+        let Some((tx, _)) = self.tx.as_mut() else {
+            return Err("not connected".into());
+        };
+        let req = TxRequest {
+            gref: gref.0,
+            offset: 0,
+            flags: 0,
+            id: i as u16,
+            size: frame.len() as u16,
+        };
+        if let Err(e) = tx.push_request(&req) {
+            return Err(self.fail(format!("tx ring: {e}")));
+        }
+        if tx.push_requests_and_check_notify() {
+            self.notify()?;
+        }
+        Ok(())
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, String> {
+        self.usable()?;
+        let Some((rx, _)) = self.rx.as_mut() else {
+            return Err("not connected".into());
+        };
+        if self.flaw == Some(Flaw::TrustEvents) {
+            let m = rx.mem();
+            let (prod, event) = (m.load_u32(layout::RSP_PROD), m.load_u32(layout::RSP_EVENT));
+            if prod.wrapping_sub(event) > 0x8000_0000 {
+                return Ok(None);
+            }
+        }
+        let rsp = match rx.poll_response() {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(self.fail(format!("rx ring: {e}"))),
+        };
+        self.sends_since_rx = 0;
+        let at = match self.flaw {
+            Some(Flaw::RxById) => self.rx_posted.iter().position(|e| e.0 == rsp.id),
+            _ => Some(0),
+        };
+        let Some((_, page, gref)) = at.and_then(|i| self.rx_posted.remove(i)) else {
+            return Ok(None);
+        };
+        // (d): the end is not checked.
+        let _ = self.grants.end_access(gref);
+        // (a): offset and status are taken as they come (clipped to the page so
+        // the toy itself stays in bounds), flags ignored.
+        let off = usize::from(rsp.offset) % PAGE_SIZE;
+        let len = (rsp.status.max(0) as usize)
+            .min(PAGE_SIZE - off)
+            .min(buf.len());
+        self.page(PAGES + page).read(off, &mut buf[..len]);
+        self.post_rx(page)?;
+        Ok(Some(len))
+    }
+
+    fn close(&mut self) -> Result<(), String> {
+        let r = match self.hs.as_mut() {
+            Some(hs) => hs.close(&mut self.xs, T).map_err(|e| e.to_string()),
+            None => Ok(()),
+        };
+        self.hs = None;
+        if self.flaw != Some(Flaw::LeakOnClose) {
+            self.end_all();
+        }
+        if let Some(p) = self.port.take() {
+            let _ = Xen(&self.host).evtchn_close(p);
+        }
+        r
+    }
+
+    fn probe(&mut self) -> Probe {
+        // (c): the backend's state is never looked at.
+        if self.failed.is_none() && self.hs.is_some() {
+            let _ = self.reclaim();
+        }
+        Probe {
+            failed: self.failed.clone(),
+            connected: self.hs.is_some() && self.failed.is_none(),
+            rx_errors: None,
+            reported: Vec::new(),
+        }
+    }
+
+    fn grant_frames(&self) -> SharedMem<'_> {
+        self.grants.frames().unwrap_or(SharedMem::empty())
+    }
+}
+
+/// Builds the toy, with `flaw` added.
+fn toy(flaw: Option<Flaw>) -> impl FnMut(&NetEnv) -> Result<Box<dyn NetDriver>, String> {
+    move |env: &NetEnv| {
+        let xs = Xenstore::from_hvm_params(env.host.clone()).map_err(|e| e.to_string())?;
+        let grants = GrantTable::new(env.host.shared_pages(2)).map_err(|e| e.to_string())?;
+        let pages = SharedPages::alloc(&env.host, 2 * PAGES)
+            .ok_or("no memory")?
+            .leak();
+        Ok(Box::new(Toy {
+            flaw,
+            sends_since_rx: 0,
+            host: env.host.clone(),
+            xs,
+            grants,
+            node: env.node.clone(),
+            hs: None,
+            tx: None,
+            rx: None,
+            pages,
+            tx_busy: [None; PAGES],
+            rx_posted: VecDeque::new(),
+            port: None,
+            failed: None,
+        }))
+    }
+}
+
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "checks the catalogue's logic, not memory safety; slow under Miri"
+)]
+fn a_careless_toy_fails_the_right_cases() {
+    let report = net::run(toy(None));
+    println!("{report}");
+    let failed: Vec<&str> = report
+        .rows
+        .iter()
+        .filter(|r| !r.pass)
+        .map(|r| r.name.split(' ').next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            // (a) rx responses trusted
+            "net.rx_past_page",
+            "net.rx_negative_status",
+            "net.rx_bad_run_fails",
+            "net.rx_endless_chain",
+            "net.rx_oversize_chain",
+            "net.rx_too_many_slots",
+            "net.rx_extra_slot_rule",
+            "net.rx_bad_extra",
+            "net.rx_chain_split",
+            // (d) pages the backend still maps reused
+            "net.rings_kept_mapped_at_close",
+            "net.tx_kept_mapped_at_close",
+            "net.rx_answered_while_mapped",
+            "net.tx_completed_while_mapped",
+            // (b) the store's values unchecked
+            "net.mac_malformed",
+            "net.mac_not_unicast",
+            "net.no_rx_copy",
+            "net.mtu_out_of_range",
+            // (c) the backend's state ignored
+            "net.backend_closing",
+            "net.backend_dir_removed",
+        ],
+        "{report}"
+    );
+    // Evidence names what went wrong.
+    let ev = |name: &str| {
+        report
+            .rows
+            .iter()
+            .find(|r| r.name.starts_with(name))
+            .map_or("", |r| r.evidence.as_str())
+    };
+    assert!(ev("net.rx_past_page").contains("handed out a 96-byte frame"));
+    assert!(ev("net.mac_not_unicast").contains("ff:ff:ff:ff:ff:ff"));
+    assert!(ev("net.mtu_out_of_range").contains("not reported"));
+    assert!(ev("net.rings_kept_mapped_at_close").contains("still mapped by the backend"));
+    assert!(ev("net.backend_dir_removed").contains("still connected"));
+}
+
+/// Each case the toy passes fails once the toy has the flaw it is about.
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "checks the catalogue's logic, not memory safety; slow under Miri"
+)]
+fn each_case_fails_a_driver_with_its_flaw() {
+    use Flaw::*;
+    let matrix: &[(Flaw, &[&str])] = &[
+        (
+            Silent,
+            &[
+                "net.tx_rsp_prod_overrun",
+                "net.rx_rsp_prod_overrun",
+                "net.tx_rsp_prod_backwards",
+                "net.rx_rsp_prod_backwards",
+            ],
+        ),
+        (
+            NoIdCheck,
+            &[
+                "net.tx_id_out_of_range",
+                "net.tx_id_not_in_flight",
+                "net.tx_id_twice",
+            ],
+        ),
+        (KeepAnswered, &["net.tx_status_kinds"]),
+        (
+            LeakOnClose,
+            &["net.close_ends_every_grant", "net.tx_never_answered"],
+        ),
+        (NoNotify, &["net.notify_fails"]),
+        (DirtyPad, &["net.protocol_hygiene"]),
+        (RxById, &["net.rx_id_garbage"]),
+        (AllQueues, &["net.max_queues_absurd"]),
+        (StrictFeatures, &["net.feature_values_odd"]),
+        (TrustEvents, &["net.event_garbage"]),
+        (IgnoreHandshakeErrors, &["net.backend_state_garbage"]),
+        (FailOnStarvation, &["net.rx_buffers_hoarded"]),
+        (
+            CorruptTx,
+            &["net.connect_and_traffic", "net.ring_slots_wrap"],
+        ),
+    ];
+    let short = |name: &'static str| name.split(' ').next().unwrap_or("");
+    let mut covered = Vec::new();
+    for (flaw, names) in matrix {
+        let cases = net::catalogue()
+            .iter()
+            .filter(|c| names.contains(&short(c.name)));
+        let report = net::run_cases(cases, toy(Some(*flaw)));
+        assert_eq!(report.rows.len(), names.len(), "{flaw:?}: {report}");
+        for r in &report.rows {
+            assert!(!r.pass, "{flaw:?} passes {}: {}", r.name, r.evidence);
+            println!("{flaw:?}: {} fails: {}", r.name, r.evidence);
+        }
+        covered.extend(names.iter().copied());
+    }
+    // With the base toy's failures, every case is shown to fail some driver.
+    let base = net::run(toy(None));
+    covered.extend(base.rows.iter().filter(|r| !r.pass).map(|r| short(r.name)));
+    for c in net::catalogue() {
+        assert!(
+            covered.contains(&short(c.name)),
+            "no driver shown to fail {}",
+            c.name
+        );
+    }
+}
