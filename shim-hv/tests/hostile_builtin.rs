@@ -278,6 +278,18 @@ fn net_tx_id_out_of_range() {
 }
 
 #[test]
+fn net_tx_rsp_prod_overrun() {
+    let t = run("net.tx_rsp_prod_overrun", "vif0", &["; dropped"]);
+    nic_failed(&t, "queue 0 tx ring: ");
+}
+
+#[test]
+fn net_rx_rsp_prod_overrun() {
+    let t = run("net.rx_rsp_prod_overrun", "vif0", &["; dropped"]);
+    nic_failed(&t, "queue 0 rx ring: ");
+}
+
+#[test]
 fn net_rx_past_page() {
     let t = run("net.rx_past_page", "vif0", &["; dropped"]);
     nic_failed(&t, "32 bad rx responses in a row");

@@ -59,6 +59,9 @@ pub enum BlkHostile {
 pub enum NetHostile {
     /// Tx responses carry id 0xffff (outside any ring).
     TxIdOutOfRange,
+    /// After the first tx answers, `rsp_prod` is published a whole ring plus
+    /// one past them; the tx ring is not served after that.
+    TxRspProdOverrun,
     /// Every posted rx buffer is answered with offset 4000 and 200 bytes.
     RxPastPage,
     /// Every posted rx buffer is answered with `more_data`: a chain without end.
@@ -70,6 +73,9 @@ pub enum NetHostile {
     /// Posted rx buffers are taken and never given back; frames for the guest
     /// are dropped.
     RxBuffersHoarded,
+    /// The first posted rx buffer is answered, then `rsp_prod` is published a
+    /// whole ring plus one past it; the rx ring is not served after that.
+    RxRspProdOverrun,
 }
 
 /// A misbehaving console backend (the primary console, `console.h`).
@@ -167,7 +173,7 @@ const fn con(
     }
 }
 
-static CATALOGUE: [Entry; 18] = [
+static CATALOGUE: [Entry; 20] = [
     blk(
         BlkHostile::DuplicateResponse,
         "blk.duplicate_response",
@@ -246,6 +252,14 @@ static CATALOGUE: [Entry; 18] = [
         "the device is broken (\"tx response id 65535 out of range\") and dropped",
     ),
     net(
+        NetHostile::TxRspProdOverrun,
+        "net.tx_rsp_prod_overrun",
+        "sends the first tx frames on and answers them, then publishes the tx rsp_prod \
+         a whole ring plus one past them and stops serving tx",
+        "the tx ring index is impossible: the device is broken (\"tx ring: ...\") and \
+         dropped",
+    ),
+    net(
         NetHostile::RxPastPage,
         "net.rx_past_page",
         "answers every posted rx buffer with offset 4000 and 200 bytes (past the page)",
@@ -278,6 +292,14 @@ static CATALOGUE: [Entry; 18] = [
          are dropped",
         "the device stays up: sending works, nothing is received, and closing it \
          does not hang",
+    ),
+    net(
+        NetHostile::RxRspProdOverrun,
+        "net.rx_rsp_prod_overrun",
+        "answers the first posted rx buffer, then publishes the rx rsp_prod a whole ring \
+         plus one past it and stops serving rx",
+        "the rx ring index is impossible: the device is broken (\"rx ring: ...\") and \
+         dropped",
     ),
     con(
         ConsoleHostile::OutConsPastProd,
@@ -412,11 +434,13 @@ mod tests {
         .map(Hostile::Blk);
         let net = [
             NetHostile::TxIdOutOfRange,
+            NetHostile::TxRspProdOverrun,
             NetHostile::RxPastPage,
             NetHostile::RxEndlessChain,
             NetHostile::MacNotUnicast,
             NetHostile::MacMalformed,
             NetHostile::RxBuffersHoarded,
+            NetHostile::RxRspProdOverrun,
         ]
         .map(Hostile::Net);
         let con = [

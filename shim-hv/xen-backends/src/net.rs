@@ -352,6 +352,8 @@ struct TxSide {
     ring: BackRing<TxRequest, TxResponse, MappedRing>,
     /// Requests of a frame whose last slot has not been published yet.
     partial: Vec<TxRequest>,
+    /// A hostile mode wrote an impossible index: the ring is not served again.
+    frozen: bool,
 }
 
 struct RxSide {
@@ -364,6 +366,8 @@ struct RxSide {
     queued_bytes: usize,
     /// A frame went into the guest's buffers since `rx_drain` last looked.
     wrote: bool,
+    /// A hostile mode wrote an impossible index: the ring is not served again.
+    frozen: bool,
 }
 
 struct QueueBack {
@@ -841,6 +845,7 @@ fn connect(sh: &Arc<VifShared>, xbe: &XenbusBackend) -> Result<(), Error> {
             tx: Mutex::new(TxSide {
                 ring: tx_ring,
                 partial: Vec::new(),
+                frozen: false,
             }),
             rx: Mutex::new(RxSide {
                 ring: rx_ring,
@@ -848,6 +853,7 @@ fn connect(sh: &Arc<VifShared>, xbe: &XenbusBackend) -> Result<(), Error> {
                 queue: VecDeque::new(),
                 queued_bytes: 0,
                 wrote: false,
+                frozen: false,
             }),
             // Look at the rings once at start: requests may already be there.
             tx_work: AtomicBool::new(true),
@@ -1067,13 +1073,25 @@ fn worker(conn: Arc<Connection>, q: usize) {
     }
 }
 
+/// Publishes a response producer index the ring cannot hold (a whole ring and
+/// one past `rsp_prod_pvt`), written past the ring type (hostile modes
+/// `net.tx_rsp_prod_overrun`, `net.rx_rsp_prod_overrun`).
+fn overrun_rsp_prod(mem: hypercall::SharedMem<'_>, rsp_prod_pvt: u32, size: u32) {
+    let bogus = rsp_prod_pvt.wrapping_add(size).wrapping_add(1);
+    hypercall::shmem::wmb();
+    mem.store_u32(hypercall::abi::ring::RSP_PROD, bogus);
+}
+
 /// The hostile mode of `v` if it is one of the rx modes (which answer posted
 /// buffers themselves and take no frames from the bridge).
 fn hostile_rx(v: &VifShared) -> Option<NetHostile> {
     v.cfg.hostile.filter(|h| {
         matches!(
             h,
-            NetHostile::RxPastPage | NetHostile::RxEndlessChain | NetHostile::RxBuffersHoarded
+            NetHostile::RxPastPage
+                | NetHostile::RxEndlessChain
+                | NetHostile::RxBuffersHoarded
+                | NetHostile::RxRspProdOverrun
         )
     })
 }
@@ -1425,6 +1443,9 @@ impl Connection {
     /// `scratch` (answers still to be sent). Returns the number consumed.
     fn tx_collect(&self, v: &VifShared, st: &mut TxSide, sc: &mut TxScratch, arm: bool) -> usize {
         let mut handled = 0usize;
+        if st.frozen {
+            return 0;
+        }
         'outer: loop {
             while handled < TX_BATCH {
                 let req = match st.ring.poll_request() {
@@ -1521,7 +1542,12 @@ impl Connection {
         add(&v.counters.tx_frames, frames);
         add(&v.counters.tx_bytes, bytes);
         add(&v.counters.tx_errors, errors);
-        if st.ring.push_responses_and_check_notify() {
+        let overrun = v.cfg.hostile == Some(NetHostile::TxRspProdOverrun);
+        if st.ring.push_responses_and_check_notify() || overrun {
+            if overrun {
+                overrun_rsp_prod(st.ring.mem(), st.ring.rsp_prod_pvt(), st.ring.size());
+                st.frozen = true;
+            }
             if let Some(p) = self.queues.get(q).and_then(|qb| qb.tx_port.get()) {
                 add(&v.counters.notifications, 1);
                 p.notify();
@@ -1691,6 +1717,9 @@ impl Connection {
     /// guest's next buffers wake the worker. Whether any buffer was taken.
     fn rx_hostile(&self, v: &VifShared, st: &mut RxSide, q: usize, h: NetHostile) -> bool {
         let mut took = false;
+        if st.frozen {
+            return false;
+        }
         loop {
             match st.ring.poll_request() {
                 Ok(Some(r)) => {
@@ -1708,6 +1737,20 @@ impl Connection {
                             flags: netif::NETRXF_MORE_DATA,
                             status: HOSTILE_CHAIN_LEN,
                         },
+                        NetHostile::RxRspProdOverrun => {
+                            // One real-looking answer, then an impossible index.
+                            let rsp = RxResponse {
+                                id: r.id,
+                                offset: 0,
+                                flags: 0,
+                                status: HOSTILE_CHAIN_LEN,
+                            };
+                            self.push_rx(st, &rsp);
+                            let _ = st.ring.push_responses_and_check_notify();
+                            overrun_rsp_prod(st.ring.mem(), st.ring.rsp_prod_pvt(), st.ring.size());
+                            st.frozen = true;
+                            break;
+                        }
                         // Hoarded: kept (a ring's worth at most), never answered.
                         _ => {
                             st.stash.push_back(r);
@@ -1730,7 +1773,8 @@ impl Connection {
                 }
             }
         }
-        if st.ring.push_responses_and_check_notify() {
+        // (Once frozen, publishing again would overwrite the impossible index.)
+        if st.frozen || st.ring.push_responses_and_check_notify() {
             if let Some(p) = self
                 .queues
                 .get(q)
