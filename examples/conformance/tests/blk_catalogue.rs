@@ -81,6 +81,9 @@ fn xbd(
 fn xbd_front_passes_the_block_catalogue() {
     let report = blk::run(xbd(Config {
         timeout: T,
+        // No busy polling before sleeping: the host platform's clock only moves
+        // in `wait()`, so a spin would just poll the ring thousands of times.
+        poll_spin: Duration::ZERO,
         ..Config::default()
     }));
     println!("{report}");
@@ -98,6 +101,7 @@ fn xbd_front_with_two_queues_and_plain_grants_passes_too() {
     }
     let report = blk::run(xbd(Config {
         timeout: T,
+        poll_spin: Duration::ZERO,
         queues: 2,
         persistent: false,
         indirect: false,
