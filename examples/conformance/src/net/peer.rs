@@ -507,10 +507,12 @@ impl NetBackend {
                     if self.seen.insert(gfn.0) {
                         let mut bytes = vec![0u8; PAGE_SIZE];
                         page.mem().read(0, &mut bytes);
-                        // One comparison first (a memcmp, cheap under Miri).
+                        // One comparison (a memcmp, cheap under Miri); the byte
+                        // search only for the evidence.
                         let dirty = bytes[..] != ZERO_PAGE[..];
-                        let first = || bytes.iter().position(|&b| b != 0);
-                        if let Some(at) = first().filter(|_| dirty) {
+                        let at = || bytes.iter().position(|&b| b != 0).unwrap_or(0);
+                        if dirty {
+                            let at = at();
                             self.violation(format!(
                                 "rx buffer (grant {}) posted with guest data at byte {at} (G3)",
                                 gref.0
