@@ -12,7 +12,7 @@
 use core::fmt;
 use core::time::Duration;
 
-use hypercall::abi::xs_wire::{is_well_formed_path, msg, MsgHeader, PAYLOAD_MAX, RING_SIZE};
+use hypercall::abi::xs_wire::{self, is_well_formed_path, msg, MsgHeader, PAYLOAD_MAX, RING_SIZE};
 use hypercall::{DomId, Gfn, Platform, Port, SharedMem};
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -124,14 +124,17 @@ pub struct DirEntries<'a> {
 }
 
 impl<'a> DirEntries<'a> {
-    /// Validates a reply payload: UTF-8 names, each NUL-terminated, none empty.
+    /// Validates a reply payload: names, each NUL-terminated, none empty, each a
+    /// node name (path characters, no `/`: docs/hostile-input.md X5).
     fn parse(raw: &'a [u8]) -> Option<DirEntries<'a>> {
         let s = core::str::from_utf8(raw).ok()?;
         if s.is_empty() {
             return Some(DirEntries { rest: s });
         }
         let body = s.strip_suffix('\0')?;
-        if body.split('\0').any(str::is_empty) {
+        let bad_name =
+            |n: &str| n.is_empty() || n.bytes().any(|b| b == b'/' || !xs_wire::is_path_char(b));
+        if body.split('\0').any(bad_name) {
             return None;
         }
         Some(DirEntries { rest: body })

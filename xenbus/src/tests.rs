@@ -127,7 +127,18 @@ fn directory_larger_than_the_ring() {
 /// wrong listing, and the connection carries on.
 #[test]
 fn x5_malformed_directory_replies_are_bad_replies() {
-    for bad in [&b"a\0b"[..], b"a\0\0b\0", b"\0", b"\xff\0", b"a"] {
+    // Also names that are not node names (a `/`, a space, `.`): joined to the
+    // directory's path they would name another node.
+    for bad in [
+        &b"a\0b"[..],
+        b"a\0\0b\0",
+        b"\0",
+        b"\xff\0",
+        b"a",
+        b"a\0b/c\0",
+        b"a b\0",
+        b"..\0",
+    ] {
         let (mut xs, fake) = setup();
         xs.write("dir/a", b"v").unwrap();
         let bad = bad.to_vec();
