@@ -18,6 +18,10 @@
 //!   any key, raw replies and ring indices, failed commits, silence), and a device
 //!   rig ([`xenstore::Device`]) that creates a device's frontend and backend
 //!   directories as a toolstack does, for block and net backend peers to build on.
+//! - [`xenstore_cases`]: the xenstore and power-event cases (`xenstore.*`, `power.*`,
+//!   one or more docs/hostile-input.md rows each) run against any xenstore client
+//!   through a [`xenstore_cases::StoreDriver`] trait, as a [`Report`];
+//!   `tests/xenstore_catalogue.rs` runs them against xenbus and a careless client.
 //! - [`console`]: the first part of the case catalogue: named console cases (what the
 //!   hostile backend does, what a correct driver does), a runner that takes any driver
 //!   through a small [`console::ConsoleDriver`] trait, and a [`console::Report`] that
@@ -78,6 +82,7 @@ pub mod net;
 mod platform;
 pub mod report;
 pub mod xenstore;
+pub mod xenstore_cases;
 
 pub use grants::GrantObserver;
 pub use platform::{HostPlatform, HostRegion, Peer, PeerId, HVM_NR_PARAMS};

@@ -1,0 +1,353 @@
+//! The xenstore and power-event catalogue against the kit's own client (xenbus's
+//! `Xenstore`, `FrontendHandshake` and `PowerControl`), and against a deliberately
+//! careless toy client that fails the cases about each of its carelessnesses. Prints
+//! the tables (`cargo test -p xen-conformance --test xenstore_catalogue -- --nocapture`).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use hypercall::abi::hvm::{PARAM_STORE_EVTCHN, PARAM_STORE_PFN};
+use hypercall::abi::xs_wire::{iface, msg, RING_SIZE};
+use hypercall::{Gfn, Platform, Port};
+use xen_conformance::xenstore::message;
+use xen_conformance::xenstore_cases::{self, PowerOffer, StoreDriver};
+use xen_conformance::{HostPlatform, HostRegion};
+use xenbus::frontend::{BackendEvent, FrontendHandshake};
+use xenbus::power::{PowerControl, PowerFeatures};
+use xenbus::{Store, XenbusState, Xenstore};
+
+const T: Duration = Duration::from_millis(50);
+
+fn s(e: xenbus::Error) -> String {
+    e.to_string()
+}
+
+struct Xenbus {
+    xs: Xenstore<HostPlatform>,
+    hs: Option<FrontendHandshake>,
+    power: Option<PowerControl>,
+}
+
+impl StoreDriver for Xenbus {
+    fn read(&mut self, path: &str) -> Result<Vec<u8>, String> {
+        let mut buf = vec![0u8; 4096];
+        let n = self.xs.read(path, &mut buf).map_err(s)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+    fn read_u64(&mut self, path: &str) -> Result<u64, String> {
+        self.xs.read_u64(path).map_err(s)
+    }
+    fn write(&mut self, path: &str, value: &[u8]) -> Result<(), String> {
+        self.xs.write(path, value).map_err(s)
+    }
+    fn directory(&mut self, path: &str) -> Result<Vec<String>, String> {
+        let mut buf = vec![0u8; 4096];
+        Ok(self
+            .xs
+            .directory(path, &mut buf)
+            .map_err(s)?
+            .map(String::from)
+            .collect())
+    }
+    fn watch(&mut self, path: &str, token: &str) -> Result<(), String> {
+        self.xs.watch(path, token).map_err(s)
+    }
+    fn poll_event(&mut self, token: &str) -> Result<Option<String>, String> {
+        let ev = self.xs.poll_watch_event_for(token).map_err(s)?;
+        Ok(ev.map(|e| e.path().to_string()))
+    }
+    fn events_lost(&mut self) -> bool {
+        self.xs.take_watch_overflow()
+    }
+    fn transaction_write(&mut self, path: &str, value: &[u8]) -> Result<(), String> {
+        self.xs.transaction(|tx| tx.write(path, value)).map_err(s)
+    }
+    fn device_connect(&mut self, node: &str) -> Result<(), String> {
+        let mut hs = FrontendHandshake::new(node).map_err(s)?;
+        hs.start(&mut self.xs).map_err(s)?;
+        hs.wait_for_backend(&mut self.xs, T).map_err(s)?;
+        hs.publish(&mut self.xs, XenbusState::Initialised, |_, _| Ok(()))
+            .map_err(s)?;
+        hs.wait_connected(&mut self.xs, T).map_err(s)?;
+        self.hs = Some(hs);
+        Ok(())
+    }
+    fn device_poll(&mut self) -> Result<bool, String> {
+        let hs = self.hs.as_mut().ok_or("not connected")?;
+        let ev = hs.poll_backend(&mut self.xs).map_err(s)?;
+        Ok(matches!(ev, Some(BackendEvent::Closing(_))))
+    }
+    fn device_closed(&mut self) -> Result<(), String> {
+        let hs = self.hs.as_mut().ok_or("not connected")?;
+        hs.closed(&mut self.xs).map_err(s)
+    }
+    fn power_start(&mut self, offer: PowerOffer) -> Result<(), String> {
+        let f = PowerFeatures {
+            poweroff: offer.poweroff,
+            reboot: offer.reboot,
+            suspend: offer.suspend,
+        };
+        self.power = Some(PowerControl::new(&mut self.xs, f).map_err(s)?);
+        Ok(())
+    }
+    fn power_poll(&mut self) -> Result<Option<String>, String> {
+        let p = self.power.as_mut().ok_or("not started")?;
+        Ok(p.poll(&mut self.xs)
+            .map_err(s)?
+            .map(|ev| ev.as_str().to_string()))
+    }
+}
+
+#[test]
+fn xenbus_passes_the_xenstore_catalogue() {
+    let report = xenstore_cases::run(|host| {
+        let mut xs = Xenstore::from_hvm_params(host.clone()).map_err(s)?;
+        xs.set_timeout(T);
+        Ok(Box::new(Xenbus {
+            xs,
+            hs: None,
+            power: None,
+        }))
+    });
+    println!("{report}");
+    assert_eq!(report.rows.len(), xenstore_cases::catalogue().len());
+    assert!(report.all_passed(), "{report}");
+}
+
+/// A careless xenstore client: takes the first message that is not a watch event as
+/// the reply (no req_id, type or tx_id check, no length cap, no timeout), trusts the
+/// ring indices, parses numbers leniently, keeps every directory entry and every
+/// event, retries commits forever, re-reads `backend` on every poll and reports
+/// every Closing it sees, and acts on whatever `control/shutdown` says without a
+/// transaction, advertising every feature.
+struct Careless {
+    host: HostPlatform,
+    page: HostRegion,
+    port: Port,
+    events: VecDeque<(String, String)>,
+    node: String,
+}
+
+impl Careless {
+    fn new(host: &HostPlatform) -> Result<Careless, String> {
+        let gfn = Gfn(host.hvm_param(PARAM_STORE_PFN));
+        let port = Port(host.hvm_param(PARAM_STORE_EVTCHN) as u32);
+        let page = host.frame(gfn).ok_or("no store page")?;
+        Ok(Careless {
+            host: host.clone(),
+            page,
+            port,
+            events: VecDeque::new(),
+            node: String::new(),
+        })
+    }
+
+    fn send(&self, bytes: &[u8]) {
+        let m = self.page.mem();
+        let prod = m.load_u32(iface::REQ_PROD);
+        for (i, b) in bytes.iter().enumerate() {
+            let at = prod.wrapping_add(i as u32) as usize % RING_SIZE;
+            m.write(iface::REQ + at, core::slice::from_ref(b));
+        }
+        m.store_u32(iface::REQ_PROD, prod.wrapping_add(bytes.len() as u32));
+        let _ = hypercall::Xen(&self.host).evtchn_send(self.port);
+    }
+
+    /// Takes `n` bytes from the response ring, waiting as long as it takes.
+    fn take(&self, n: usize) -> Vec<u8> {
+        let m = self.page.mem();
+        let mut out = Vec::new();
+        while out.len() < n {
+            let (cons, prod) = (m.load_u32(iface::RSP_CONS), m.load_u32(iface::RSP_PROD));
+            if cons == prod {
+                self.host.wait();
+                continue;
+            }
+            let mut b = 0u8;
+            m.read(
+                iface::RSP + cons as usize % RING_SIZE,
+                core::slice::from_mut(&mut b),
+            );
+            out.push(b);
+            m.store_u32(iface::RSP_CONS, cons.wrapping_add(1));
+        }
+        out
+    }
+
+    fn message(&self) -> (u32, Vec<u8>) {
+        let h = self.take(16);
+        let word = |i: usize| u32::from_le_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]]);
+        (word(0), self.take(word(12) as usize))
+    }
+
+    fn queue_event(&mut self, body: &[u8]) {
+        let mut parts = body.split(|&b| b == 0).map(String::from_utf8_lossy);
+        let path = parts.next().unwrap_or_default().into_owned();
+        let token = parts.next().unwrap_or_default().into_owned();
+        self.events.push_back((path, token));
+    }
+
+    fn request(&mut self, ty: u32, tx: u32, payload: &[u8]) -> Result<Vec<u8>, String> {
+        self.send(&message(ty, 1, tx, payload));
+        loop {
+            let (t, body) = self.message();
+            if t == msg::WATCH_EVENT {
+                self.queue_event(&body);
+                continue;
+            }
+            if t == msg::ERROR {
+                return Err(String::from_utf8_lossy(&body).into_owned());
+            }
+            return Ok(body);
+        }
+    }
+
+    fn path_req(&mut self, ty: u32, path: &str) -> Result<Vec<u8>, String> {
+        let mut p = path.as_bytes().to_vec();
+        p.push(0);
+        self.request(ty, 0, &p)
+    }
+
+    fn write_in(&mut self, tx: u32, path: &str, value: &[u8]) -> Result<(), String> {
+        let mut p = path.as_bytes().to_vec();
+        p.push(0);
+        p.extend_from_slice(value);
+        self.request(msg::WRITE, tx, &p).map(|_| ())
+    }
+
+    fn read_text(&mut self, path: &str) -> Result<String, String> {
+        let v = self.path_req(msg::READ, path)?;
+        Ok(String::from_utf8_lossy(&v).into_owned())
+    }
+
+    fn wait_backend(&mut self, backend: &str, state: &str) -> Result<(), String> {
+        while self.read_text(&format!("{backend}/state"))? != state {
+            self.host.wait();
+        }
+        Ok(())
+    }
+}
+
+impl StoreDriver for Careless {
+    fn read(&mut self, path: &str) -> Result<Vec<u8>, String> {
+        self.path_req(msg::READ, path)
+    }
+    fn read_u64(&mut self, path: &str) -> Result<u64, String> {
+        let v = self.read_text(path)?;
+        v.trim()
+            .trim_end_matches('\0')
+            .parse()
+            .map_err(|_| "not a number".into())
+    }
+    fn write(&mut self, path: &str, value: &[u8]) -> Result<(), String> {
+        self.write_in(0, path, value)
+    }
+    fn directory(&mut self, path: &str) -> Result<Vec<String>, String> {
+        let v = self.path_req(msg::DIRECTORY, path)?;
+        let body = v.strip_suffix(&[0]).unwrap_or(&v);
+        Ok(body
+            .split(|&b| b == 0)
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect())
+    }
+    fn watch(&mut self, path: &str, token: &str) -> Result<(), String> {
+        self.request(msg::WATCH, 0, format!("{path}\0{token}\0").as_bytes())
+            .map(|_| ())
+    }
+    fn poll_event(&mut self, _token: &str) -> Result<Option<String>, String> {
+        let page = self.page.clone();
+        let m = page.mem();
+        while m
+            .load_u32(iface::RSP_PROD)
+            .wrapping_sub(m.load_u32(iface::RSP_CONS))
+            >= 16
+        {
+            let (t, body) = self.message();
+            if t == msg::WATCH_EVENT {
+                self.queue_event(&body);
+            }
+        }
+        Ok(self.events.pop_front().map(|e| e.0))
+    }
+    fn events_lost(&mut self) -> bool {
+        false
+    }
+    fn transaction_write(&mut self, path: &str, value: &[u8]) -> Result<(), String> {
+        loop {
+            let id = self.request(msg::TRANSACTION_START, 0, b"\0")?;
+            let tx: u32 = String::from_utf8_lossy(&id)
+                .trim_end_matches('\0')
+                .parse()
+                .map_err(|_| "bad transaction id")?;
+            self.write_in(tx, path, value)?;
+            match self.request(msg::TRANSACTION_END, tx, b"T\0") {
+                Ok(_) => return Ok(()),
+                Err(e) if e.starts_with("EAGAIN") => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    fn device_connect(&mut self, node: &str) -> Result<(), String> {
+        self.node = node.to_string();
+        let backend = self.read_text(&format!("{node}/backend"))?;
+        self.write(&format!("{node}/state"), b"1")?;
+        self.watch(&format!("{backend}/state"), "dev")?;
+        self.wait_backend(&backend, "2")?;
+        self.write(&format!("{node}/state"), b"3")?;
+        self.wait_backend(&backend, "4")?;
+        self.write(&format!("{node}/state"), b"4")
+    }
+    fn device_poll(&mut self) -> Result<bool, String> {
+        let node = self.node.clone();
+        let backend = self.read_text(&format!("{node}/backend"))?;
+        let st = self.read_text(&format!("{backend}/state"))?;
+        Ok(st == "5" || st == "6")
+    }
+    fn device_closed(&mut self) -> Result<(), String> {
+        let node = self.node.clone();
+        self.write(&format!("{node}/state"), b"6")
+    }
+    fn power_start(&mut self, _offer: PowerOffer) -> Result<(), String> {
+        for f in ["poweroff", "reboot", "suspend"] {
+            self.write(&format!("control/feature-{f}"), b"1")?;
+        }
+        self.watch("control/shutdown", "power")
+    }
+    fn power_poll(&mut self) -> Result<Option<String>, String> {
+        match self.read_text("control/shutdown") {
+            Ok(v) if !v.is_empty() => {
+                self.write("control/shutdown", b"")?;
+                Ok(Some(v))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+#[test]
+fn a_careless_client_fails_the_right_cases() {
+    let report = xenstore_cases::run(|host| Ok(Box::new(Careless::new(host)?)));
+    println!("{report}");
+    let passed: Vec<&str> = report
+        .rows
+        .iter()
+        .filter(|r| r.pass)
+        .map(|r| r.name)
+        .collect();
+    // What the careless client gets right; everything else must fail.
+    assert_eq!(
+        passed,
+        [
+            "xenstore.unknown_error_name (X4)",
+            "xenstore.one_byte_dribble (X15, row 4)",
+            "xenstore.watch_event_flood (row 30, X7)",
+            "xenstore.commit_eagain_then_ok (X9)",
+            "power.spurious_firings (S2)",
+        ],
+        "{report}"
+    );
+    for r in report.rows.iter().filter(|r| !r.pass) {
+        assert!(!r.evidence.is_empty(), "{} failed without evidence", r.name);
+    }
+}
