@@ -6,7 +6,10 @@
 //! `EACCES` where xenstored gives it), generation-checked transactions (`EAGAIN`),
 //! watches that fire once when set and then on every change, and the error names
 //! xenstored sends (`ENOENT`, `EACCES`, `EEXIST`, `EINVAL`, `EAGAIN`, `EBUSY`,
-//! `EPERM`). It is found as a guest finds xenstored: the platform answers
+//! `EPERM`). Operations: READ, WRITE, MKDIR, RM, DIRECTORY, DIRECTORY_PART,
+//! GET_PERMS, SET_PERMS, WATCH, UNWATCH, TRANSACTION_START/END, GET_DOMAIN_PATH and
+//! RESET_WATCHES; the privileged ones (INTRODUCE, CONTROL, ...) get `EACCES`, unknown
+//! types `EINVAL`. It is found as a guest finds xenstored: the platform answers
 //! `HVM_PARAM_STORE_PFN` / `HVM_PARAM_STORE_EVTCHN` with its page and port. It runs on
 //! the driver's thread, one turn per `wait()` (it is an added peer,
 //! [`HostPlatform::add_peer`]), so runs are deterministic and Miri checks them.
@@ -805,6 +808,21 @@ impl State {
                 }
                 Ok(format!("/local/domain/{domid}\0").into_bytes())
             }
+            msg::DIRECTORY_PART => {
+                let tx = self.store.tx(h.tx_id)?;
+                let args = strings(payload)?;
+                let [raw, off] = args.as_slice() else {
+                    return Err("EINVAL");
+                };
+                let p = node_path(&self.store, raw.as_bytes())?;
+                let digits = !off.is_empty() && off.bytes().all(|b| b.is_ascii_digit());
+                let offset: usize = if digits {
+                    off.parse().map_err(|_| "EINVAL")?
+                } else {
+                    return Err("EINVAL");
+                };
+                self.store.op_directory_part(tx, &p, offset)
+            }
             msg::RESET_WATCHES => {
                 self.store.reset_watches();
                 Ok(ok())
@@ -820,8 +838,7 @@ impl State {
             | msg::SET_FEATURE
             | msg::GET_QUOTA
             | msg::SET_QUOTA => Err("EACCES"),
-            // DIRECTORY_PART is not offered (a client falls back to DIRECTORY),
-            // WATCH_EVENT and ERROR are not requests, and unknown types are invalid.
+            // WATCH_EVENT and ERROR are not requests; unknown types are invalid.
             _ => Err("EINVAL"),
         }
     }

@@ -46,7 +46,12 @@ impl Raw {
     fn call(&self, server: &StoreServer, ty: u32, tx: u32, payload: &[u8]) -> Vec<Msg> {
         self.send(&message(ty, 7, tx, payload));
         server.step();
-        split(&self.take())
+        let mut got = self.take();
+        while server.pending_output() > 0 {
+            server.step();
+            got.extend(self.take());
+        }
+        split(&got)
     }
 }
 
@@ -57,6 +62,9 @@ fn split(mut b: &[u8]) -> Vec<Msg> {
     while b.len() >= 16 {
         let w = |i: usize| u32::from_le_bytes(b[i * 4..i * 4 + 4].try_into().unwrap());
         let (ty, id, tx, len) = (w(0), w(1), w(2), w(3) as usize);
+        if b.len() < 16 + len {
+            break;
+        }
         out.push((ty, id, tx, b[16..16 + len].to_vec()));
         b = &b[16 + len..];
     }
@@ -114,9 +122,18 @@ fn found_through_the_hvm_params_and_serves_the_basic_operations() {
     assert!(!server.exists("a/b"));
     let r = raw.call(&server, msg::RM, 0, b"x/y\0");
     assert_eq!(r[0].3, err("ENOENT"), "no parent");
+    server.write("dir/x", b"");
+    server.write("dir/yy", b"");
+    let r = raw.call(&server, msg::DIRECTORY_PART, 0, b"dir\x000\0");
+    let gen_end = r[0].3.iter().position(|&b| b == 0).unwrap();
+    assert_eq!(&r[0].3[gen_end..], b"\0x\0yy\0\0", "whole list, end marker");
+    let r = raw.call(&server, msg::DIRECTORY_PART, 0, b"dir\x002\0");
+    assert_eq!(&r[0].3[gen_end..], b"\0yy\0\0", "from an offset");
+    let r = raw.call(&server, msg::DIRECTORY_PART, 0, b"dir\0x\0");
+    assert_eq!(r[0].3, err("EINVAL"));
     let r = raw.call(&server, msg::GET_DOMAIN_PATH, 0, b"5\0");
     assert_eq!(r[0].3, b"/local/domain/5\0");
-    assert_eq!(server.requests().len(), 17);
+    assert_eq!(server.requests().len(), 20);
     host.clear_peers();
 }
 
@@ -343,5 +360,42 @@ fn several_peers_run_in_turn_and_the_server_ends_with_its_handles() {
     host.wait();
     assert_eq!(server.turns(), 1, "stopped");
     drop(server);
+    host.clear_peers();
+}
+
+#[test]
+fn directory_part_splits_a_long_listing_into_whole_names() {
+    let host = HostPlatform::new();
+    let server = StoreServer::new(&host);
+    let names: Vec<String> = (0..400).map(|i| format!("entry-{i:06}")).collect();
+    for n in &names {
+        server.write(&format!("big/{n}"), b"");
+    }
+    let raw = Raw::new(&server);
+    let (mut got, mut offset) = (Vec::new(), 0usize);
+    for _ in 0..4 {
+        let r = raw.call(
+            &server,
+            msg::DIRECTORY_PART,
+            0,
+            format!("big\0{offset}\0").as_bytes(),
+        );
+        let body = &r[0].3;
+        assert!(body.len() <= 4096);
+        let list = &body[body.iter().position(|&b| b == 0).unwrap() + 1..];
+        let done = list.ends_with(b"\0\0") || list == b"\0";
+        let names_part = if done { &list[..list.len() - 1] } else { list };
+        offset += names_part.len();
+        got.extend(
+            names_part
+                .split(|&b| b == 0)
+                .filter(|n| !n.is_empty())
+                .map(|n| String::from_utf8(n.to_vec()).unwrap()),
+        );
+        if done {
+            break;
+        }
+    }
+    assert_eq!(got, names, "every name once, in order, none cut");
     host.clear_peers();
 }

@@ -507,6 +507,43 @@ impl Store {
         Ok(out)
     }
 
+    /// DIRECTORY_PART: `<generation>\0`, then the listing from byte `offset`, as
+    /// many whole names as fit in one payload; an extra NUL marks its end (C
+    /// xenstored's `send_directory_part`).
+    pub fn op_directory_part(
+        &mut self,
+        tx: Option<u32>,
+        p: &str,
+        offset: usize,
+    ) -> Result<Vec<u8>, Errno> {
+        let node = self.get_node(tx, p, READ)?;
+        let mut all = Vec::new();
+        for c in children(self.tree_of(tx), p) {
+            all.extend_from_slice(c.as_bytes());
+            all.push(0);
+        }
+        let mut out = node.gen.to_string().into_bytes();
+        out.push(0);
+        let room = hypercall::abi::xs_wire::PAYLOAD_MAX - out.len() - 1;
+        let rest = all.get(offset..).unwrap_or_default();
+        let mut end = 0;
+        while end < rest.len() {
+            let name = rest[end..]
+                .iter()
+                .position(|&b| b == 0)
+                .map_or(rest.len() - end, |n| n + 1);
+            if end + name > room {
+                break;
+            }
+            end += name;
+        }
+        out.extend_from_slice(&rest[..end]);
+        if end == rest.len() {
+            out.push(0);
+        }
+        Ok(out)
+    }
+
     pub fn op_get_perms(&mut self, tx: Option<u32>, p: &str) -> Result<Vec<u8>, Errno> {
         let n = self.get_node(tx, p, READ)?;
         let mut out = Vec::new();
