@@ -99,19 +99,43 @@ impl StoreDriver for Xenbus {
     }
 }
 
+fn xenbus(host: &HostPlatform) -> Result<Box<dyn StoreDriver>, String> {
+    let mut xs = Xenstore::from_hvm_params(host.clone()).map_err(s)?;
+    xs.set_timeout(T);
+    Ok(Box::new(Xenbus {
+        xs,
+        hs: None,
+        power: None,
+    }))
+}
+
+/// Cases run under Miri: the whole catalogue costs Miri many minutes (every case
+/// builds a platform, a store and a client and steps them hundreds of times), while
+/// the server, the rig, the platform and xenbus's client are checked by the other
+/// tests; these cover the catalogue's own paths (raw replies, ring indices, watch
+/// events, transactions).
+const UNDER_MIRI: [&str; 4] = [
+    "xenstore.stray_reply",
+    "xenstore.reply_with_another_tx_id",
+    "xenstore.rsp_prod_past_ring",
+    "xenstore.bad_watch_events",
+];
+
 #[test]
 fn xenbus_passes_the_xenstore_catalogue() {
-    let report = xenstore_cases::run(|host| {
-        let mut xs = Xenstore::from_hvm_params(host.clone()).map_err(s)?;
-        xs.set_timeout(T);
-        Ok(Box::new(Xenbus {
-            xs,
-            hs: None,
-            power: None,
-        }))
-    });
+    let report = if cfg!(miri) {
+        let mut r = xenstore_cases::Report::default();
+        for name in UNDER_MIRI {
+            r.extend(xenstore_cases::run_matching(name, xenbus));
+        }
+        assert_eq!(r.rows.len(), UNDER_MIRI.len());
+        r
+    } else {
+        let r = xenstore_cases::run(xenbus);
+        assert_eq!(r.rows.len(), xenstore_cases::catalogue().len());
+        r
+    };
     println!("{report}");
-    assert_eq!(report.rows.len(), xenstore_cases::catalogue().len());
     assert!(report.all_passed(), "{report}");
 }
 

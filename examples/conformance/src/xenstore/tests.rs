@@ -367,7 +367,10 @@ fn several_peers_run_in_turn_and_the_server_ends_with_its_handles() {
 fn directory_part_splits_a_long_listing_into_whole_names() {
     let host = HostPlatform::new();
     let server = StoreServer::new(&host);
-    let names: Vec<String> = (0..400).map(|i| format!("entry-{i:06}")).collect();
+    // 100 names of 50 bytes: more than one 4096-byte payload.
+    let names: Vec<String> = (0..100)
+        .map(|i| format!("entry-{i:03}-{}", "x".repeat(40)))
+        .collect();
     for n in &names {
         server.write(&format!("big/{n}"), b"");
     }
