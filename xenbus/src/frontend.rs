@@ -145,6 +145,25 @@ impl FrontendHandshake {
         })
     }
 
+    /// Makes this a fresh handshake for the device at `node` (what
+    /// [`FrontendHandshake::new`] returns), in place: a device that keeps its
+    /// handshake in a field, or starts from [`FrontendHandshake::unset`], never
+    /// moves the four paths (about 1 KiB) through its own stack frame
+    /// (docs/stack.md). On an error the handshake is left unset.
+    #[inline(never)]
+    pub fn reset(&mut self, node: &str) -> Result<()> {
+        match FrontendHandshake::new(node) {
+            Ok(hs) => {
+                *self = hs;
+                Ok(())
+            }
+            Err(e) => {
+                *self = FrontendHandshake::unset();
+                Err(e)
+            }
+        }
+    }
+
     /// The device node.
     pub fn node(&self) -> &str {
         &self.node

@@ -1099,6 +1099,26 @@ mod handshake {
     }
 
     #[test]
+    fn reset_builds_a_fresh_handshake_in_place() {
+        let (mut xs, fake) = setup();
+        backend(&fake, 10, false);
+        let mut hs = FrontendHandshake::unset();
+        assert!(hs.start(&mut xs).is_err(), "no device node yet");
+        hs.reset("device/vbd/51712").unwrap();
+        assert_eq!(hs.node(), "device/vbd/51712");
+        assert_eq!(hs.phase(), Phase::Idle);
+        connect(&mut xs, &mut hs);
+        assert_eq!(hs.backend(), BE);
+        // A node too long for a path: refused, and the handshake is left unset
+        // (not half of the old one).
+        let long = "d".repeat(300);
+        assert!(hs.reset(&long).is_err());
+        assert_eq!(hs.node(), "");
+        assert_eq!(hs.phase(), Phase::Idle);
+        assert!(hs.start(&mut xs).is_err());
+    }
+
+    #[test]
     fn backend_goes_init_wait_then_connected() {
         let (mut xs, fake) = setup();
         backend(&fake, 10, false);

@@ -138,7 +138,10 @@ impl<'g, P: Platform, const N: usize> SecondaryConsole<'g, P, N> {
         }
         let mut node = heapless::String::<32>::new();
         write!(node, "device/console/{devid}").map_err(|_| Error::BadDevice { devid })?;
-        let mut hs = FrontendHandshake::new(&node)?;
+        // Built in place (`reset`): the handshake's paths are not copied
+        // through this frame (docs/stack.md).
+        let mut hs = FrontendHandshake::unset();
+        hs.reset(&node)?;
         hs.start(xs)?;
         // Nothing granted yet: on failure just go Closed (drops the watch too).
         let ready = hs

@@ -360,10 +360,11 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
         }
         let mut node: heapless::String<32> = heapless::String::new();
         let _ = write!(node, "device/vif/{index}");
-        self.set_handshake(Some(&node))?;
+        // In place: the handshake's paths never pass through this frame.
+        self.handshake.reset(&node)?;
         if let Err(e) = self.handshake.start(xs) {
             // As if never connected: a reconnect has nothing to restart.
-            let _ = self.set_handshake(None);
+            self.handshake = FrontendHandshake::unset();
             return Err(e.into());
         }
         self.backend = self.handshake.backend_id();
@@ -378,19 +379,6 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
     /// Whether a device node was set (a connect was attempted).
     fn has_handshake(&self) -> bool {
         !self.handshake.node().is_empty()
-    }
-
-    /// A new handshake for `node` (none on `None` or an error), built in this
-    /// small frame rather than in the connect path's.
-    #[inline(never)]
-    fn set_handshake(&mut self, node: Option<&str>) -> Result<(), Error> {
-        let (hs, r) = match node.map(FrontendHandshake::new) {
-            Some(Ok(hs)) => (hs, Ok(())),
-            Some(Err(e)) => (FrontendHandshake::unset(), Err(e.into())),
-            None => (FrontendHandshake::unset(), Ok(())),
-        };
-        self.handshake = hs;
-        r
     }
 
     /// A device that is not connected: a `const fn`, so it can be built in a
