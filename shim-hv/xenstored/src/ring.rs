@@ -92,6 +92,8 @@ impl RingConn {
     /// `consumed` is set when bytes were taken off the ring.
     fn pull(&mut self, consumed: &mut bool) -> Result<Option<(MsgHeader, Vec<u8>)>, u32> {
         let mut chunk = [0u8; RING_SIZE];
+        // Borrowed from the owner once for the whole call (one dynamic call).
+        let mem = self.mem.shared();
         loop {
             let want = if self.inbuf.len() < 16 {
                 16 - self.inbuf.len()
@@ -107,7 +109,7 @@ impl RingConn {
                 }
                 total - self.inbuf.len()
             };
-            let prod = self.mem.shared().load_u32(iface::REQ_PROD);
+            let prod = mem.load_u32(iface::REQ_PROD);
             let avail = prod.wrapping_sub(self.req_cons) as usize;
             if avail > RING_SIZE {
                 return Err(ERROR_RINGIDX);
@@ -119,11 +121,11 @@ impl RingConn {
             let off = self.req_cons as usize & (RING_SIZE - 1);
             let n = want.min(avail).min(RING_SIZE - off);
             let buf = chunk.get_mut(..n).unwrap_or(&mut []);
-            self.mem.shared().read(iface::REQ + off, buf);
+            mem.read(iface::REQ + off, buf);
             self.inbuf.extend_from_slice(buf);
             mb();
             self.req_cons = self.req_cons.wrapping_add(n as u32);
-            self.mem.shared().store_u32(iface::REQ_CONS, self.req_cons);
+            mem.store_u32(iface::REQ_CONS, self.req_cons);
             *consumed = true;
             if self.inbuf.len() == 16 {
                 let mut raw = [0u8; 16];
@@ -142,8 +144,9 @@ impl RingConn {
         let Some((bytes, mut pos)) = self.outbuf.take() else {
             return Ok((false, true));
         };
+        let mem = self.mem.shared();
         while pos < bytes.len() {
-            let cons = self.mem.shared().load_u32(iface::RSP_CONS);
+            let cons = mem.load_u32(iface::RSP_CONS);
             let used = self.rsp_prod.wrapping_sub(cons) as usize;
             if used > RING_SIZE {
                 return Err(ERROR_RINGIDX);
@@ -155,12 +158,10 @@ impl RingConn {
             mb();
             let off = self.rsp_prod as usize & (RING_SIZE - 1);
             let n = free.min(RING_SIZE - off).min(bytes.len() - pos);
-            self.mem
-                .shared()
-                .write(iface::RSP + off, bytes.get(pos..pos + n).unwrap_or(&[]));
+            mem.write(iface::RSP + off, bytes.get(pos..pos + n).unwrap_or(&[]));
             wmb();
             self.rsp_prod = self.rsp_prod.wrapping_add(n as u32);
-            self.mem.shared().store_u32(iface::RSP_PROD, self.rsp_prod);
+            mem.store_u32(iface::RSP_PROD, self.rsp_prod);
             pos += n;
             wrote = true;
         }
