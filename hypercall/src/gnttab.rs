@@ -112,16 +112,20 @@ impl fmt::Display for Error {
 /// Stored link of a ref that is handed out (or reserved, or not set up yet): zero,
 /// so a table before [`GrantTable::init`] is all zeros (`.bss` in a `static`).
 const IN_USE: u32 = 0;
-/// Stored link of the last free ref.
+/// The head of the free list before [`GrantTable::init`]: no ref at all. (After
+/// it, the free list ends at ref `N`, which does not exist either.)
 const END: u32 = u32::MAX;
 const RESERVED: u32 = abi::NR_RESERVED_ENTRIES;
 const ENTRY: usize = size_of::<abi::GrantEntryV1>();
+// A v1 entry starts with its flags, so an entry's offset is its flags' offset
+// (used without a `+ 0` that no test could tell from `- 0`).
+const _: () = assert!(abi::ENTRY_V1_FLAGS == 0);
 
 struct FreeList<const N: usize> {
-    /// For a free ref: `next + 1` (or END). For a ref in use: IN_USE.
-    /// Reserved refs are permanently IN_USE but not counted.
+    /// For a free ref: `next + 1` (`N + 1` for the last). For a ref in use:
+    /// IN_USE. Reserved refs are permanently IN_USE but not counted.
     next: [u32; N],
-    /// The first free ref, or END.
+    /// The first free ref; `N` when none is left, END before init.
     head: u32,
     in_use: usize,
 }
@@ -195,13 +199,10 @@ impl<const N: usize> GrantTable<N> {
         }
         let r = RESERVED as usize * ENTRY;
         frames.mem().fill(r, N * ENTRY - r, 0);
-        // Chain RESERVED -> RESERVED+1 -> ... -> N-1 -> END, written in place.
-        for (i, slot) in fl.next.iter_mut().enumerate() {
-            *slot = match i {
-                i if i < RESERVED as usize => IN_USE,
-                i if i + 1 < N => (i + 2) as u32,
-                _ => END,
-            };
+        // Chain RESERVED -> RESERVED+1 -> ... -> N-1 -> N (no such ref: the end),
+        // written in place; the reserved refs stay IN_USE from `empty`.
+        for (i, slot) in fl.next.iter_mut().enumerate().skip(RESERVED as usize) {
+            *slot = (i + 2) as u32;
         }
         fl.head = RESERVED;
         fl.in_use = 0;
@@ -289,10 +290,10 @@ impl<const N: usize> GrantTable<N> {
     fn alloc(&self) -> Result<u32, Error> {
         let mut fl = self.free.lock();
         let r = fl.head;
-        let next = match fl.next.get(r as usize) {
-            Some(&END) => END,
-            Some(&n) if n != IN_USE => n - 1,
-            _ => return Err(Error::Exhausted),
+        // No slot (the end of the chain, N, or END before init) or an IN_USE link
+        // (0: never the head, defensively) means no free ref.
+        let Some(next) = fl.next.get(r as usize).and_then(|&n| n.checked_sub(1)) else {
+            return Err(Error::Exhausted);
         };
         fl.head = next;
         if let Some(slot) = fl.next.get_mut(r as usize) {
@@ -304,10 +305,9 @@ impl<const N: usize> GrantTable<N> {
 
     fn release(&self, r: u32) {
         let mut fl = self.free.lock();
-        let link = match fl.head {
-            END => END,
-            h => h + 1,
-        };
+        // The head is a free ref or N (the end) here: END only before init,
+        // when nothing can be released.
+        let link = fl.head.saturating_add(1);
         // Re-checked under the lock so a racing double end cannot corrupt the chain.
         if let Some(slot @ &mut IN_USE) = fl.next.get_mut(r as usize) {
             if r >= RESERVED {
@@ -340,7 +340,8 @@ impl<const N: usize> GrantTable<N> {
         let mut flags = abi::GrantFlags::PERMIT_ACCESS;
         flags.set(abi::GrantFlags::READONLY, readonly);
         let flags = flags.bits();
-        frames.store_u16(off + abi::ENTRY_V1_FLAGS, flags);
+        // The flags are the entry's first field (asserted next to `ENTRY`).
+        frames.store_u16(off, flags);
         Ok(GrantRef(r))
     }
 
@@ -352,7 +353,8 @@ impl<const N: usize> GrantTable<N> {
     /// Each ref must be ended by one caller at a time (it is the caller's ref).
     pub fn end_access(&self, r: GrantRef) -> Result<(), Error> {
         let frames = self.frames_or_err()?;
-        let off = self.check_in_use(r)? + abi::ENTRY_V1_FLAGS;
+        // The flags are the entry's first field (asserted next to `ENTRY`).
+        let off = self.check_in_use(r)?;
         let mut flags = frames.load_u16(off);
         loop {
             if abi::GrantFlags::from_bits_retain(flags).intersects(abi::GrantFlags::BUSY) {
@@ -662,5 +664,126 @@ mod tests {
             GrantTable::<512>::setup(&p, 1).unwrap_err(),
             Error::Xen(XenError::Hypercall { rc: -1, .. })
         ));
+    }
+
+    /// Tests written for mutants cargo-mutants found missed (docs/mutants.md): each
+    /// fails on the mutant named in its comment.
+    mod mutants {
+        use super::*;
+        use std::format;
+
+        /// Every `Error` says what went wrong with which value, and a hypercall
+        /// failure converts into `Error::Xen` (mutants: `Display::fmt` -> `Ok(())`,
+        /// `From<XenError>::from` -> `Default::default()`).
+        #[test]
+        fn errors_display_their_values() {
+            let xe = XenError::GrantStatus {
+                cmd: abi::OP_QUERY_SIZE,
+                status: -3,
+            };
+            assert_eq!(Error::from(xe), Error::Xen(xe));
+            let cases = [
+                (Error::Exhausted, "no free grant reference".into()),
+                (
+                    Error::StillMapped(GrantRef(9)),
+                    "grant 9 still mapped by the peer".into(),
+                ),
+                (Error::NotInUse(GrantRef(3)), "grant 3 is not in use".into()),
+                (
+                    Error::FrameTooLarge(Gfn(1 << 32)),
+                    "gfn 0x100000000 does not fit a v1 grant".into(),
+                ),
+                (
+                    Error::BadTable {
+                        bytes: 4096,
+                        entries: 513,
+                    },
+                    "4096 bytes of grant frames cannot hold 513 refs".into(),
+                ),
+                (
+                    Error::TooManyFrames { wanted: 4, max: 2 },
+                    "4 grant frames requested, hypervisor allows 2".into(),
+                ),
+                (Error::NoMemory, "out of memory for grant frames".into()),
+                (Error::NoGfn, "grant frame has no gfn".into()),
+                (Error::Xen(xe), format!("{xe}")),
+                (Error::NotSetUp, "grant table not set up".into()),
+                (Error::AlreadySetUp, "grant table already set up".into()),
+            ];
+            for (e, text) in cases {
+                let text: std::string::String = text;
+                assert!(!text.is_empty());
+                assert_eq!(format!("{e}"), text);
+            }
+        }
+
+        /// `init` clears exactly the entries of refs `8..N`: the toolstack's reserved
+        /// entries and whatever lies past the table stay as they were (mutants: the
+        /// `RESERVED * ENTRY` start and `N * ENTRY - r` length of the fill, `*`/`-`
+        /// replaced).
+        #[test]
+        fn init_clears_exactly_the_managed_entries() {
+            let p = FakePlatform::new(FakeXen::new(|_, _| 0));
+            let frames = SharedPages::alloc(&p, 1).unwrap();
+            frames.mem().fill(0, PAGE_SIZE, 0xAA);
+            let t = GrantTable::<16>::new(frames).unwrap();
+            let m = t.frames().unwrap();
+            let mut bytes = std::vec![0u8; PAGE_SIZE];
+            m.read(0, &mut bytes);
+            for (i, &b) in bytes.iter().enumerate() {
+                let want = if (8 * ENTRY..16 * ENTRY).contains(&i) {
+                    0
+                } else {
+                    0xAA
+                };
+                assert_eq!(b, want, "byte {i}");
+            }
+        }
+
+        /// `setup_in_place` refuses a table that does not fit its frames before any
+        /// hypercall or allocation, and takes one smaller than its frames (mutants:
+        /// the `||`s and the `>` of its size check, which let it map the frames first
+        /// and fail in `init` with the same error, the pages left as grant frames
+        /// for nothing, or refused a table smaller than its frames).
+        #[test]
+        fn setup_checks_sizes_before_any_hypercall() {
+            let (x, mapped) = gnttab_xen(8);
+            let p = FakePlatform::new(x);
+            let bad = |e: Error, bytes: usize, entries: usize| {
+                assert_eq!(e, Error::BadTable { bytes, entries });
+            };
+            bad(
+                GrantTable::<1024>::setup(&p, 1).unwrap_err(),
+                PAGE_SIZE,
+                1024,
+            );
+            bad(GrantTable::<8>::setup(&p, 1).unwrap_err(), PAGE_SIZE, 8);
+            bad(GrantTable::<16>::setup(&p, 0).unwrap_err(), 0, 16);
+            assert!(p.xen.calls().is_empty(), "no hypercall for a bad size");
+            assert!(mapped.borrow().is_empty());
+            let t = GrantTable::<512>::setup(&p, 2).unwrap();
+            assert_eq!(mapped.borrow().len(), 2);
+            assert_eq!(t.capacity(), 504);
+            t.grant_access(DomId(0), Gfn(1), false).unwrap();
+        }
+
+        /// Exactly as many frames as the hypervisor allows is fine (mutant: `>` ->
+        /// `>=` in `setup_in_place`'s `max_nr_frames` check).
+        #[test]
+        fn setup_may_use_every_frame_xen_allows() {
+            let (x, mapped) = gnttab_xen(2);
+            let p = FakePlatform::new(x);
+            GrantTable::<1024>::setup(&p, 2).unwrap();
+            assert_eq!(mapped.borrow().len(), 2);
+        }
+
+        /// `Debug` shows the size and the refs in use (mutant: `Debug::fmt` -> `Ok(())`).
+        #[test]
+        fn table_debug_shows_size_and_use() {
+            let p = FakePlatform::new(FakeXen::new(|_, _| 0));
+            let t: GrantTable<16> = table(&p, 1);
+            t.grant_access(DomId(0), Gfn(1), false).unwrap();
+            assert_eq!(format!("{t:?}"), "GrantTable { entries: 16, in_use: 1 }");
+        }
     }
 }
