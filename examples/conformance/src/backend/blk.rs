@@ -1086,6 +1086,56 @@ fn blk_full_ring(w: &dyn FrontendWorld) -> R<String> {
     ))
 }
 
+/// Garbage in the frontend's `state`, before connecting and while connected.
+fn blk_garbage_state(w: &dyn FrontendWorld) -> R<String> {
+    start(w)?;
+    let garbage: [&[u8]; 6] = [b"99", b"abc", b"", b"-1", b"4294967296", b"4\0"];
+    for v in garbage {
+        w.write_key("state", v)?;
+        for _ in 0..20 {
+            if !w.wait() {
+                break;
+            }
+        }
+        match backend_state(w) {
+            Some(s @ st::INITIALISING..=st::CLOSED) if s != st::CONNECTED => {}
+            s => {
+                return Err(format!(
+                    "frontend state {:?}: the backend's state is {s:?}",
+                    String::from_utf8_lossy(v)
+                ))
+            }
+        }
+    }
+    set_state(w, st::CLOSED)?;
+    let mut b = Blk::connect(w).map_err(|e| format!("connecting after the garbage: {e}"))?;
+    let p = w.alloc_page()?;
+    let g = w.grant(p.frame, Grantee::Backend, false)?;
+    if b.read(1, 0, &[g])? != OK {
+        return Err("a read after connecting failed".into());
+    }
+    // Garbage while connected: the frontend is gone as far as the backend can tell.
+    w.write_key("state", b"abc")?;
+    let rr = b.ring_ref;
+    until(w, "the backend to leave Connected", || {
+        backend_state(w) != Some(st::CONNECTED)
+    })?;
+    release(w, &[g, rr])?;
+    set_state(w, st::CLOSED)?;
+    let mut again = Blk::connect(w).map_err(|e| format!("reconnecting: {e}"))?;
+    let q = w.alloc_page()?;
+    let gq = w.grant(q.frame, Grantee::Backend, false)?;
+    if again.read(2, 0, &[gq])? != OK {
+        return Err("a read after reconnecting failed".into());
+    }
+    again.close(&[gq])?;
+    Ok(format!(
+        "{} garbage states before connecting: the backend never connected; garbage while \
+         connected: it let go of the ring; a reconnect works",
+        garbage.len()
+    ))
+}
+
 fn blk_closing_in_flight(w: &dyn FrontendWorld) -> R<String> {
     let mut b = Blk::connect(w)?;
     let mut grefs = Vec::new();
@@ -1207,6 +1257,16 @@ pub(super) fn cases() -> Vec<Case> {
             expect: "the domain's other disk is still served; the full ring's reads are all \
                      answered once taken",
             run: blk_full_ring,
+        },
+        Case {
+            name: "blkback.garbage_frontend_state (X12)",
+            class: Class::Blk,
+            front: "writes `state` 99, abc, empty, -1, 2^32 and `4\\0` before connecting, \
+                    then `abc` while connected",
+            expect: "the backend never connects on garbage and keeps a valid state of its \
+                     own; garbage while connected makes it leave Connected and unmap the \
+                     ring; a proper handshake after either works",
+            run: blk_garbage_state,
         },
         Case {
             name: "blkback.closing_in_flight (row 15)",
