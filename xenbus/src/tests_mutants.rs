@@ -252,3 +252,12 @@ fn request_after_a_finite_flood_succeeds() {
     xs.write("a", b"1").unwrap();
     assert_eq!(xs.lost_watch_events(), 200);
 }
+
+/// A parsed permission list has its owner, so it is never empty (mutant:
+/// `PermList::is_empty` -> `true`).
+#[test]
+fn a_permission_list_is_never_empty() {
+    let l = PermList::parse(b"n1\0").unwrap();
+    assert!(!l.is_empty());
+    assert_eq!(l.len(), 1);
+}
