@@ -94,6 +94,8 @@ pub struct Scan {
 pub const DEFAULT_BUDGET: usize = 64;
 
 const WORDS: usize = 64;
+// `evtchn_upcall_pending` starts the vcpu_info: its offset is the vcpu_info's.
+const _: () = assert!(si::VCPU_UPCALL_PENDING == 0);
 const NR_PORTS: u32 = abi::NR_PORTS_2L;
 
 /// 2-level event channels of one domain, seen from one vCPU.
@@ -307,10 +309,13 @@ impl<H: Hypercall> EventChannels<H> {
             return out;
         }
         let v = self.vcpu_off();
-        self.shared.mem().store_u8(v + si::VCPU_UPCALL_PENDING, 0);
+        // `evtchn_upcall_pending` is the first byte of the vcpu_info (asserted next
+        // to `WORDS`): no `+ 0` that no test could tell from `- 0`.
+        self.shared.mem().store_u8(v, 0);
         mb();
         let mut sel = self.shared.mem().swap_u64(v + si::VCPU_PENDING_SEL, 0);
-        let start = self.cursor.load(Ordering::Relaxed) % WORDS;
+        // Only used modulo WORDS below (the cursor is always a word index anyway).
+        let start = self.cursor.load(Ordering::Relaxed);
         let mut left = budget;
         'words: for k in 0..WORDS {
             let w = (start + k) % WORDS;
@@ -331,7 +336,7 @@ impl<H: Hypercall> EventChannels<H> {
                     self.shared
                         .mem()
                         .fetch_or_u64(v + si::VCPU_PENDING_SEL, sel | wbit);
-                    self.shared.mem().store_u8(v + si::VCPU_UPCALL_PENDING, 1);
+                    self.shared.mem().store_u8(v, 1); // evtchn_upcall_pending
                     self.cursor.store(w, Ordering::Relaxed);
                     out.more = true;
                     break 'words;
@@ -757,5 +762,224 @@ mod tests {
             (nr::MEMORY_OP, memory::OP_ADD_TO_PHYSMAP as usize)
         );
         assert_eq!(si_page.len(), PAGE_SIZE);
+    }
+
+    /// Tests written for mutants cargo-mutants found missed (docs/mutants.md): each
+    /// fails on the mutant named in its comment.
+    mod mutants {
+        use super::*;
+        use std::format;
+
+        /// Every `Error` names its value, and a hypercall failure converts into
+        /// `Error::Xen` (mutants: `Display::fmt` -> `Ok(())`, `From<XenError>::from`
+        /// -> `Default::default()`).
+        #[test]
+        fn errors_display_their_values() {
+            let xe = XenError::Hypercall {
+                op: nr::EVENT_CHANNEL_OP,
+                cmd: abi::OP_SEND,
+                rc: -errno::EINVAL,
+            };
+            assert_eq!(Error::from(xe), Error::Xen(xe));
+            let cases = [
+                (
+                    Error::PortOutOfRange(Port(4096)),
+                    "event channel port 4096 out of range".into(),
+                ),
+                (
+                    Error::BadVcpu(32),
+                    "vcpu 32 has no vcpu_info in shared_info".into(),
+                ),
+                (
+                    Error::BadSharedInfo(100),
+                    "shared_info region of 100 bytes too small".into(),
+                ),
+                (Error::NoMemory, "out of memory for shared_info".into()),
+                (Error::NoGfn, "shared_info page has no gfn".into()),
+                (Error::Xen(xe), format!("{xe}")),
+            ];
+            for (e, text) in cases {
+                let text: std::string::String = text;
+                assert!(!text.is_empty());
+                assert_eq!(format!("{e}"), text);
+            }
+        }
+
+        /// `mask`, `is_masked`, `is_pending` and `clear_pending` act on the port's own
+        /// bit of the shared bitmaps, in any word (mutants: the `+`/`*` of the word
+        /// offsets, the `&`/`!=` of the bit tests, the results -> `Ok(true)`/`Ok(false)`,
+        /// `delete !` in `clear_pending`).
+        #[test]
+        fn bitmap_helpers_touch_only_their_ports_bit() {
+            let p = idle();
+            let ev = setup(&p, 0);
+            let m = ev.shared_info();
+            for port in [0u32, 63, 64, 200, 4095] {
+                let (w, b) = ((port / 64) as usize, 1u64 << (port % 64));
+                let (mask, pending) = (si::EVTCHN_MASK + w * 8, si::EVTCHN_PENDING + w * 8);
+                let neighbour = Port(port ^ 1);
+                assert!(!ev.is_masked(Port(port)).unwrap());
+                ev.mask(Port(port)).unwrap();
+                assert!(ev.is_masked(Port(port)).unwrap());
+                assert!(!ev.is_masked(neighbour).unwrap());
+                assert_eq!(m.load_u64(mask), b, "port {port}");
+                // (Unmasking is Xen's job: `EVTCHNOP_unmask`.)
+                m.store_u64(mask, 0);
+                assert!(!ev.is_pending(Port(port)).unwrap());
+                assert_eq!(ev.clear_pending(Port(port)), Ok(false));
+                m.store_u64(pending, u64::MAX);
+                assert!(ev.is_pending(Port(port)).unwrap());
+                assert_eq!(ev.clear_pending(Port(port)), Ok(true));
+                assert_eq!(m.load_u64(pending), !b, "only port {port} cleared");
+                assert!(!ev.is_pending(Port(port)).unwrap());
+                assert!(ev.is_pending(neighbour).unwrap());
+                assert_eq!(ev.clear_pending(Port(port)), Ok(false));
+                m.store_u64(pending, 0);
+            }
+            for e in [
+                ev.mask(Port(4096)).unwrap_err(),
+                ev.is_masked(Port(4096)).unwrap_err(),
+                ev.is_pending(Port(4096)).unwrap_err(),
+                ev.clear_pending(Port(4096)).unwrap_err(),
+            ] {
+                assert_eq!(e, Error::PortOutOfRange(Port(4096)));
+            }
+        }
+
+        /// Unbinding one port leaves the others of its word bound; `is_handling` is
+        /// true for the port whose handler runs, only while it runs (mutants: `delete
+        /// !` in `unbind`, `is_bound`/`is_handling` -> `true`/`false`, `==` -> `!=`).
+        #[test]
+        fn unbind_is_per_port_and_is_handling_follows_the_handler() {
+            let p = idle();
+            let ev = setup(&p, 0);
+            for port in [3, 5, 70] {
+                ev.bind(Port(port)).unwrap();
+            }
+            ev.unbind(Port(3)).unwrap();
+            assert!(!ev.is_bound(Port(3)));
+            assert!(ev.is_bound(Port(5)) && ev.is_bound(Port(70)));
+            assert!(!ev.is_bound(Port(4)));
+            assert!(!ev.is_handling(Port(5)));
+            raise(ev.shared_info(), 0, 5);
+            let mut inside = None;
+            ev.scan(DEFAULT_BUDGET, |port| {
+                inside = Some((ev.is_handling(port), ev.is_handling(Port(70))));
+            });
+            assert_eq!(inside, Some((true, false)));
+            assert!(!ev.is_handling(Port(5)));
+        }
+
+        /// A scan cut short by its budget resumes in the unfinished word, ahead of
+        /// events that arrived meanwhile in lower words (found through the mutant
+        /// `cursor % WORDS` -> `cursor / WORDS`, which restarted at word 0).
+        #[test]
+        fn next_scan_resumes_at_the_unfinished_word_first() {
+            let p = idle();
+            let ev = setup(&p, 0);
+            let m = ev.shared_info();
+            for port in (0..4).chain(320..330) {
+                ev.bind(Port(port)).unwrap();
+            }
+            for port in [0, 1].into_iter().chain(320..330) {
+                raise(m, 0, port);
+            }
+            let mut seen = Vec::new();
+            let s = ev.scan(5, |p| seen.push(p.0));
+            assert_eq!(seen, [0, 1, 320, 321, 322]);
+            assert!(s.more);
+            raise(m, 0, 2);
+            seen.clear();
+            ev.scan(3, |p| seen.push(p.0));
+            assert_eq!(seen, [323, 324, 325], "word 5 first, port 2 after it");
+            seen.clear();
+            ev.scan(DEFAULT_BUDGET, |p| seen.push(p.0));
+            assert_eq!(seen, [326, 327, 328, 329, 2]);
+        }
+
+        /// A scan looks only at the words the selector names: a port left pending
+        /// while masked waits until Xen flags its word again (as `EVTCHNOP_unmask`
+        /// does), not when the mask bit merely clears (mutant: `sel & wbit` -> `sel |
+        /// wbit`, which walked every word; `sel &= !wbit` -> `sel |= !wbit`, which
+        /// flagged every word after the first).
+        #[test]
+        fn scan_reads_only_the_words_the_selector_names() {
+            let p = idle();
+            let ev = setup(&p, 0);
+            let m = ev.shared_info();
+            ev.bind(Port(70)).unwrap();
+            ev.mask(Port(70)).unwrap();
+            raise(m, 0, 70);
+            assert!(ev.is_pending(Port(70)).unwrap());
+            m.store_u64(si::EVTCHN_MASK + 8, 0);
+            // Word 0 is flagged and scanned; word 1 stays unread.
+            ev.bind(Port(5)).unwrap();
+            raise(m, 0, 5);
+            let mut seen = Vec::new();
+            ev.scan(DEFAULT_BUDGET, |p| seen.push(p.0));
+            assert_eq!(seen, [5], "word 1 not flagged");
+            assert!(ev.is_pending(Port(70)).unwrap(), "left for later");
+            m.fetch_or_u64(si::vcpu_info(0) + si::VCPU_PENDING_SEL, 1 << 1);
+            seen.clear();
+            ev.scan(DEFAULT_BUDGET, |p| seen.push(p.0));
+            assert_eq!(seen, [70]);
+        }
+
+        /// A port whose pending bit was cleared after the scan's snapshot of its word
+        /// (here by the handler of an earlier port) is not handed out (mutant: `was
+        /// & bit == 0` -> `was | bit == 0`, which handed it out anyway).
+        #[test]
+        fn a_port_cleared_meanwhile_is_skipped() {
+            let p = idle();
+            let ev = setup(&p, 0);
+            for port in [3, 4] {
+                ev.bind(Port(port)).unwrap();
+                raise(ev.shared_info(), 0, port);
+            }
+            let mut seen = Vec::new();
+            let s = ev.scan(DEFAULT_BUDGET, |p| {
+                seen.push(p.0);
+                if p.0 == 3 {
+                    assert_eq!(ev.clear_pending(Port(4)), Ok(true));
+                }
+            });
+            assert_eq!(seen, [3]);
+            assert_eq!((s.handled, s.ignored), (1, 0));
+        }
+
+        /// An event that arrives during a scan makes it report `more`, on any vCPU
+        /// (mutant: `v + VCPU_PENDING_SEL` -> `v * VCPU_PENDING_SEL` in the final
+        /// check, which read another vCPU's bytes).
+        #[test]
+        fn an_event_arriving_during_a_scan_sets_more_on_any_vcpu() {
+            let p = idle();
+            let ev = setup(&p, 1);
+            ev.bind(Port(3)).unwrap();
+            ev.bind(Port(200)).unwrap();
+            raise(ev.shared_info(), 1, 3);
+            let s = ev.scan(DEFAULT_BUDGET, |port| {
+                if port.0 == 3 {
+                    raise(ev.shared_info(), 1, 200);
+                }
+            });
+            assert_eq!((s.handled, s.more), (1, true));
+            let mut seen = Vec::new();
+            ev.scan(DEFAULT_BUDGET, |p| seen.push(p.0));
+            assert_eq!(seen, [200]);
+        }
+
+        /// `Debug` shows the vCPU and the dropped-event count (mutant: `Debug::fmt`
+        /// -> `Ok(())`).
+        #[test]
+        fn debug_shows_vcpu_and_ignored_count() {
+            let p = idle();
+            let ev = setup(&p, 3);
+            raise(ev.shared_info(), 3, 9);
+            ev.scan(DEFAULT_BUDGET, |_| panic!("port 9 is not bound"));
+            assert_eq!(
+                format!("{ev:?}"),
+                "EventChannels { vcpu: 3, ignored_total: 1 }"
+            );
+        }
     }
 }
