@@ -107,18 +107,7 @@ pub fn run(
         host.set_peer(Some(watchdog(&host)));
         let r = crate::report::caught(|| (case.run)(&host, page.mem(), &mut make));
         host.set_peer(None);
-        rows.push(match r {
-            Ok(evidence) => Row {
-                name: case.name,
-                pass: true,
-                evidence,
-            },
-            Err(evidence) => Row {
-                name: case.name,
-                pass: false,
-                evidence,
-            },
-        });
+        rows.push(Row::from_outcome(case.name, r));
     }
     Report { rows }
 }

@@ -51,6 +51,20 @@ impl fmt::Display for Report {
     }
 }
 
+impl Row {
+    /// The row of case `name` from its outcome: `Ok(evidence)` passed,
+    /// `Err(evidence)` failed.
+    pub fn from_outcome(name: &'static str, outcome: Result<String, String>) -> Row {
+        let pass = outcome.is_ok();
+        let evidence = outcome.unwrap_or_else(|e| e);
+        Row {
+            name,
+            pass,
+            evidence,
+        }
+    }
+}
+
 /// Runs one case; a panic in it (the driver's, the peer's or the harness's) is a
 /// failure with the panic message as evidence.
 pub(crate) fn caught(case: impl FnOnce() -> Result<String, String>) -> Result<String, String> {

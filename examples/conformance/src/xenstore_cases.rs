@@ -213,27 +213,9 @@ pub fn run_matching(
             host: host.clone(),
             server,
         };
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            (case.run)(&world, &mut make)
-        }))
-        .unwrap_or_else(|p| {
-            let msg = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            Err(format!("panicked: {msg}"))
-        });
+        let r = crate::report::caught(|| (case.run)(&world, &mut make));
         host.clear_peers();
-        let (pass, evidence) = match r {
-            Ok(e) => (true, e),
-            Err(e) => (false, e),
-        };
-        rows.push(Row {
-            name: case.name,
-            pass,
-            evidence,
-        });
+        rows.push(Row::from_outcome(case.name, r));
     }
     Report { rows }
 }

@@ -225,15 +225,7 @@ pub fn run(
                 r
             }
         };
-        let (pass, evidence) = match r {
-            Ok(e) => (true, e),
-            Err(e) => (false, e),
-        };
-        rows.push(Row {
-            name: case.name,
-            pass,
-            evidence,
-        });
+        rows.push(Row::from_outcome(case.name, r));
     }
     Report { rows }
 }

@@ -241,7 +241,7 @@ pub(super) fn run_case(case: &Case, make: &mut Make<'_>) -> Row {
         devid: DEVID,
         node: device.node(),
     };
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    let r = crate::report::caught(|| {
         let d = make(&env).map_err(|e| format!("the driver could not be built: {e}"))?;
         let mut ctx = Ctx {
             host: &host,
@@ -250,27 +250,11 @@ pub(super) fn run_case(case: &Case, make: &mut Make<'_>) -> Row {
             grants: obs,
         };
         (case.run)(&mut ctx)
-    }))
-    .unwrap_or_else(|p| {
-        let msg = p
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        Err(format!("panicked: {msg}"))
     });
     host.set_peer(None);
     host.clear_peers();
     server.stop();
-    let (pass, evidence) = match r {
-        Ok(e) => (true, e),
-        Err(e) => (false, e),
-    };
-    Row {
-        name: case.name,
-        pass,
-        evidence,
-    }
+    Row::from_outcome(case.name, r)
 }
 
 fn nothing(_: &mut BlockBackend) {}

@@ -298,11 +298,7 @@ pub fn run_cases<'c, 'd>(
     let mut rows = Vec::new();
     for case in cases {
         let r = run_one(case, &mut make);
-        rows.push(Row {
-            name: case.name,
-            pass: r.is_ok(),
-            evidence: r.unwrap_or_else(|e| e),
-        });
+        rows.push(Row::from_outcome(case.name, r));
     }
     Report { rows }
 }
@@ -312,15 +308,7 @@ pub const HUNG_AFTER: u64 = if cfg!(miri) { 20_000 } else { 200_000 };
 
 fn run_one<'d>(case: &Case, make: &mut Make<'_, 'd>) -> Result<String, String> {
     let mut ctx = Ctx::new(make);
-    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (case.run)(&mut ctx)))
-        .unwrap_or_else(|p| {
-            let msg = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            Err(format!("panicked: {msg}"))
-        });
+    let r = crate::report::caught(|| (case.run)(&mut ctx));
     ctx.host.clear_peers();
     r
 }
