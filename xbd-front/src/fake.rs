@@ -12,15 +12,13 @@ use std::rc::Rc;
 use std::vec;
 use std::vec::Vec;
 
-use hypercall::abi::blkif::{
-    self, Request, RequestDiscard, RequestIndirect, RequestSegment, Response,
-};
+use hypercall::abi::blkif::{self, Request, RequestSegment, Response};
 use hypercall::abi::gnttab as gt;
 use hypercall::abi::{errno, evtchn, hypercall_nr as nr};
 use hypercall::gnttab::GrantTable;
 use hypercall::ring::BackRing;
 use hypercall::{Gfn, Hypercall, Platform, SharedMem, SharedPages, PAGE_SIZE};
-use zerocopy::IntoBytes;
+pub use xen_conformance::blk::{disk_pattern, padding_violation};
 
 /// Gfns are handed out from here, with gaps between allocations, so they are
 /// neither host addresses nor contiguous across allocations.
@@ -525,77 +523,11 @@ impl FakeBackend {
     }
 }
 
-/// The fake disk's initial content: byte `i` is `7 * i + i / 4096` (mod 256), so
-/// every page differs from its neighbours. Built a page at a time by copying from one
-/// longer run (byte `j` of page `p` is `7 * (j + 183 * p)`, as 7 * 183 = 1 mod 256):
-/// a byte-at-a-time loop over a megabyte took Miri most of a test's time.
-pub fn disk_pattern(bytes: usize) -> Vec<u8> {
-    // Computed at compile time.
-    const RUN: [u8; PAGE_SIZE + 256] = {
-        let mut run = [0u8; PAGE_SIZE + 256];
-        let mut j = 0;
-        while j < run.len() {
-            run[j] = (j * 7) as u8;
-            j += 1;
-        }
-        run
-    };
-    let mut disk = vec![0u8; bytes];
-    for (p, page) in disk.chunks_mut(PAGE_SIZE).enumerate() {
-        let k = (p * 183) % 256;
-        page.copy_from_slice(&RUN[k..k + page.len()]);
-    }
-    disk
-}
-
 /// Whether every byte is zero, compared a page at a time (one `memcmp` each, cheap
 /// under Miri, unlike a loop per byte).
 pub fn is_zero(bytes: &[u8]) -> bool {
     const ZERO: [u8; PAGE_SIZE] = [0; PAGE_SIZE];
     bytes.chunks(PAGE_SIZE).all(|c| c == &ZERO[..c.len()])
-}
-
-/// R7 (docs/hostile-input.md): every byte of a published request that belongs to no field of
-/// its kind is zero: `_pad`s, segments past `nr_segments`, the tail of the slot past
-/// a discard or indirect request, indirect grefs past the pages used. `None` if clean.
-pub fn padding_violation(req: &Request) -> Option<&'static str> {
-    let bytes = req.as_bytes();
-    let zero_from = |at: usize| is_zero(&bytes[at..]);
-    match req.operation {
-        blkif::OP_READ | blkif::OP_WRITE | blkif::OP_FLUSH_DISKCACHE | blkif::OP_WRITE_BARRIER => {
-            let n = usize::from(req.nr_segments).min(blkif::MAX_SEGMENTS_PER_REQUEST);
-            if req._pad != 0 {
-                return Some("non-zero _pad in a request");
-            }
-            if req.seg[..n].iter().any(|s| s._pad != [0; 2]) {
-                return Some("non-zero segment _pad in a request");
-            }
-            if req.seg[n..]
-                .iter()
-                .any(|s| s.as_bytes().iter().any(|&b| b != 0))
-            {
-                return Some("non-zero bytes in unused segments of a request");
-            }
-        }
-        blkif::OP_DISCARD
-            if req.as_discard()._pad != 0 || !zero_from(core::mem::size_of::<RequestDiscard>()) =>
-        {
-            return Some("non-zero padding in a discard request");
-        }
-        blkif::OP_INDIRECT => {
-            let ind = req.as_indirect();
-            let pages = usize::from(ind.nr_segments).div_ceil(blkif::SEGS_PER_INDIRECT_FRAME);
-            let unused = ind.indirect_grefs.get(pages..).unwrap_or(&[]);
-            if ind._pad != 0 || ind._pad2 != 0 || ind._pad3 != 0 || unused.iter().any(|&g| g != 0) {
-                return Some("non-zero padding in an indirect request");
-            }
-            if !zero_from(core::mem::size_of::<RequestIndirect>()) {
-                return Some("non-zero tail after an indirect request");
-            }
-        }
-        _ => {}
-    }
-    None
 }
 
 #[test]
