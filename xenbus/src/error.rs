@@ -245,6 +245,10 @@ pub enum ProtocolError {
         /// `XENSTORE_ERROR_*` (COMM 1, RINGIDX 2, PROTO 3, or anything else).
         code: u32,
     },
+    /// A ring reconnect was asked for ([`crate::Xenstore::reconnect`]) and xenstored
+    /// has not set `connection` back to `XENSTORE_CONNECTED`: until it does, every
+    /// other field of the page is meaningless (docs/hostile-input.md X14).
+    ReconnectPending,
 }
 
 impl fmt::Display for ProtocolError {
@@ -273,6 +277,9 @@ impl fmt::Display for ProtocolError {
             }
             ProtocolError::ServerError { code } => {
                 write!(f, "xenstored failed the connection (error {code})")
+            }
+            ProtocolError::ReconnectPending => {
+                f.write_str("ring reconnect asked for and never completed by xenstored")
             }
         }
     }
@@ -354,6 +361,14 @@ pub enum Error {
     },
     /// A handshake step was called in the wrong phase.
     WrongPhase(crate::frontend::Phase),
+    /// [`crate::Xenstore::reconnect`]: xenstored does not offer ring reconnection
+    /// (`XENSTORE_SERVER_FEATURE_RECONNECTION` is clear); nothing was changed.
+    ReconnectNotOffered,
+    /// [`crate::Xenstore::reconnect`]: xenstored did not set `connection` back to
+    /// `XENSTORE_CONNECTED` within the timeout (docs/hostile-input.md X14). The client
+    /// stays failed ([`ProtocolError::ReconnectPending`]) until a later `reconnect`
+    /// sees the reset done.
+    ReconnectTimeout,
 }
 
 impl fmt::Display for Error {
@@ -386,6 +401,10 @@ impl fmt::Display for Error {
                 "backend path {path} is not below /local/domain/{backend_id}/"
             ),
             Error::WrongPhase(p) => write!(f, "handshake step not allowed in phase {p:?}"),
+            Error::ReconnectNotOffered => f.write_str("xenstored does not offer ring reconnection"),
+            Error::ReconnectTimeout => {
+                f.write_str("xenstored never completed the ring reconnect (connection stays 1)")
+            }
         }
     }
 }

@@ -19,7 +19,10 @@ use std::vec::Vec;
 use core::ptr::NonNull;
 
 use hypercall::abi::hypercall_nr::{EVENT_CHANNEL_OP, HVM_OP, SCHED_OP};
-use hypercall::abi::xs_wire::{iface, msg, MsgHeader, PAYLOAD_MAX, RING_SIZE};
+use hypercall::abi::xs_wire::{
+    iface, msg, MsgHeader, CONNECTED, PAYLOAD_MAX, RECONNECT, RING_SIZE,
+    SERVER_FEATURE_RECONNECTION,
+};
 use hypercall::abi::{evtchn, hvm, sched};
 use hypercall::{Gfn, Hypercall, Platform, Port, SharedMem};
 use zerocopy::{FromBytes, IntoBytes};
@@ -390,6 +393,12 @@ pub struct Server {
     pub steps: u64,
     /// Request headers audited (R7).
     pub headers_audited: u64,
+    /// While set, a reconnect asked for (`connection = 1`) is never completed (X14).
+    pub hold_reconnect: bool,
+    /// Reconnects done.
+    pub reconnects: u32,
+    /// The value a reconnect sets the four ring indices to (xenstored: 0).
+    pub reset_index: u32,
 }
 
 /// Where the reserved part of the store page starts (after `error`).
@@ -432,6 +441,36 @@ impl Server {
             tail == [0u8; 4096 - RESERVED],
             "R7: the reserved part of the store page was written"
         );
+        // A reconnect (`io/xs_wire.h`), when offered and asked for: drop every
+        // partial message, watch and transaction, empty the rings, then clear
+        // `connection`.
+        let offered = self.mem.load_u32(iface::SERVER_FEATURES) & SERVER_FEATURE_RECONNECTION;
+        if offered != 0 && self.mem.load_u32(iface::CONNECTION) == RECONNECT {
+            if self.hold_reconnect {
+                return;
+            }
+            self.inbuf.clear();
+            self.out.clear();
+            self.core.watches.clear();
+            self.core.txs.clear();
+            self.core.events.clear();
+            for off in [
+                iface::REQ_CONS,
+                iface::REQ_PROD,
+                iface::RSP_CONS,
+                iface::RSP_PROD,
+                iface::ERROR,
+            ] {
+                let v = if off == iface::ERROR {
+                    0
+                } else {
+                    self.reset_index
+                };
+                self.mem.store_u32(off, v);
+            }
+            self.mem.store_u32(iface::CONNECTION, CONNECTED);
+            self.reconnects += 1;
+        }
         // Read requests.
         let cons = self.mem.load_u32(iface::REQ_CONS);
         let prod = self.mem.load_u32(iface::REQ_PROD);
@@ -560,6 +599,9 @@ impl FakePlatform {
             mangle: None,
             steps: 0,
             headers_audited: 0,
+            hold_reconnect: false,
+            reconnects: 0,
+            reset_index: 0,
         };
         FakePlatform(Rc::new(Shared {
             page,

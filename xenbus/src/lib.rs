@@ -20,6 +20,8 @@
 //!   bounded by a timeout ([`Error::Timeout`]). Replies are matched by `req_id`; strays
 //!   are discarded. A protocol violation (bad indices, a length over 4096, a message
 //!   that never completes) fails the connection with [`Error::Broken`] — never a panic.
+//!   [`Xenstore::reconnect`] asks xenstored for a ring reset (when it offers one) and
+//!   starts over on the same page, or fails with [`Error::ReconnectTimeout`].
 //! - Node operations live on the [`Store`] trait, implemented by the client and by a
 //!   [`Transaction`], so the same code runs inside and outside transactions.
 //! - Watch events are queued (32 at most; the oldest is dropped on overflow and the

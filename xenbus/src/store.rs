@@ -394,6 +394,52 @@ impl<P: Platform> Xenstore<P> {
         self.attach(Gfn(pfn), Port(port))
     }
 
+    /// Asks xenstored to reset the store ring (the ring reconnection of
+    /// `io/xs_wire.h`, docs/hostile-input.md X14): empty queues, and no requests,
+    /// watches or transactions left on this connection. This is how a client whose
+    /// connection failed ([`Xenstore::broken`]: a stalled request, bad indices,
+    /// the `error` field) starts over on the same page, and how a guest that finds
+    /// `connection` already set (someone else asked) waits for the reset to end.
+    ///
+    /// Only when xenstored offers `XENSTORE_SERVER_FEATURE_RECONNECTION`
+    /// ([`Error::ReconnectNotOffered`] otherwise, nothing touched). Sets
+    /// `connection` to `XENSTORE_RECONNECT`, notifies, then looks at nothing but
+    /// `connection` until xenstored sets it back to `XENSTORE_CONNECTED`, for at
+    /// most [`Xenstore::timeout`]: past it, [`Error::ReconnectTimeout`], and the
+    /// client stays failed ([`ProtocolError::ReconnectPending`]) until a later call
+    /// sees the reset done. On success the client takes the ring over afresh (the
+    /// indices xenstored left, a message half received dropped, the failure
+    /// cleared). Watch events already queued stay queued; the watches themselves
+    /// are gone at xenstored: register again the ones still wanted.
+    pub fn reconnect(&mut self) -> Result<()> {
+        use hypercall::abi::xs_wire::{CONNECTED, RECONNECT, SERVER_FEATURE_RECONNECTION};
+        let gfn = self.ring.as_ref().ok_or(Error::NoXenstore)?.gfn;
+        let mem = SharedMem::map_gfn(&self.platform, gfn).ok_or(Error::NotMapped(gfn))?;
+        if mem.load_u32(xs_wire::iface::SERVER_FEATURES) & SERVER_FEATURE_RECONNECTION == 0 {
+            return Err(Error::ReconnectNotOffered);
+        }
+        // From here on the ring is not ours to read until the reset is done.
+        self.broken = Some(ProtocolError::ReconnectPending);
+        hypercall::shmem::mb();
+        mem.store_u32(xs_wire::iface::CONNECTION, RECONNECT);
+        self.notify()?;
+        let deadline = self.deadline(self.timeout_ns);
+        loop {
+            let mem = SharedMem::map_gfn(&self.platform, gfn).ok_or(Error::NotMapped(gfn))?;
+            if mem.load_u32(xs_wire::iface::CONNECTION) == CONNECTED {
+                hypercall::shmem::rmb();
+                self.ring = Some(StoreRing::new(gfn, mem));
+                self.rx.reset();
+                self.broken = None;
+                return Ok(());
+            }
+            if self.platform.now_ns() >= deadline {
+                return Err(Error::ReconnectTimeout);
+            }
+            self.platform.wait();
+        }
+    }
+
     /// The platform.
     pub fn platform(&self) -> &P {
         &self.platform

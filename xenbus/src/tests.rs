@@ -872,6 +872,107 @@ fn x8_server_error_field_fails_the_connection() {
     assert_eq!(xs.poll_watch_event().map(|_| ()), e, "sticky");
 }
 
+/// docs/hostile-input.md X14: a reconnect resets a failed connection on the same
+/// page; the client takes over whatever indices xenstored left, drops the message
+/// it was half way through, and keeps queued events; xenstored drops its watches.
+#[test]
+fn x14_reconnect_resets_a_failed_connection() {
+    use hypercall::abi::xs_wire::{
+        ERROR_RINGIDX, SERVER_FEATURE_ERROR, SERVER_FEATURE_RECONNECTION,
+    };
+    let (mut xs, fake) = setup();
+    let mem = fake.mem();
+    mem.store_u32(
+        iface::SERVER_FEATURES,
+        SERVER_FEATURE_RECONNECTION | SERVER_FEATURE_ERROR,
+    );
+    xs.write("a", b"1").unwrap();
+    xs.watch("a", "tok").unwrap();
+    xs.write("c", b"0").unwrap();
+    assert_eq!(xs.pending_watch_events(), 1);
+    // Half a message on the response ring, then xenstored gives up on us.
+    fake.server()
+        .inject(&msg_bytes(msg::READ, 99, 0, b"0123456789")[..20]);
+    assert!(xs.poll_watch_event_for("nothing").unwrap().is_none());
+    mem.store_u32(iface::ERROR, ERROR_RINGIDX);
+    let broken = Err(Error::Broken(ProtocolError::ServerError {
+        code: ERROR_RINGIDX,
+    }));
+    assert_eq!(xs.write("a", b"2"), broken);
+    // xenstored resets the rings to indices that are neither 0 nor ours.
+    fake.server().reset_index = 0xffff_fff0;
+    let notified = fake.notifies();
+    xs.reconnect().unwrap();
+    assert!(fake.notifies() > notified, "xenstored was told");
+    assert_eq!(fake.server().reconnects, 1);
+    assert_eq!(mem.load_u32(iface::CONNECTION), 0);
+    assert!(
+        fake.server().core.watches.is_empty(),
+        "xenstored dropped the watch"
+    );
+    assert_eq!(xs.broken(), None);
+    // The old data is there, new requests frame correctly across the index wrap.
+    assert_eq!(read_string(&mut xs, "a").unwrap(), "1");
+    let big = vec![b'x'; 3000];
+    xs.write("b", &big).unwrap();
+    let mut buf = vec![0u8; 4096];
+    assert_eq!(xs.read("b", &mut buf).unwrap(), 3000);
+    // The event queued before the reset is still there; the watch can be set again.
+    assert_eq!(xs.pending_watch_events(), 1);
+    xs.watch("a", "tok").unwrap();
+    assert_eq!(fake.server().core.watches.len(), 1);
+}
+
+/// docs/hostile-input.md X14: `connection` never cleared: a typed timeout in
+/// bounded time, the client failed (no request sent, no ring read) until a later
+/// reconnect sees the reset done.
+#[test]
+fn x14_reconnect_never_completed_times_out() {
+    use hypercall::abi::xs_wire::SERVER_FEATURE_RECONNECTION;
+    let (mut xs, fake) = setup();
+    let mem = fake.mem();
+    mem.store_u32(iface::SERVER_FEATURES, SERVER_FEATURE_RECONNECTION);
+    xs.write("a", b"1").unwrap();
+    xs.set_timeout(Duration::from_millis(40));
+    fake.server().hold_reconnect = true;
+    let t = fake.now();
+    assert_eq!(xs.reconnect(), Err(Error::ReconnectTimeout));
+    assert_eq!(fake.now() - t, 40 * WAIT_NS, "bounded by the timeout");
+    assert_eq!(mem.load_u32(iface::CONNECTION), 1);
+    let pending = Err(Error::Broken(ProtocolError::ReconnectPending));
+    let (t, reqs) = (fake.now(), fake.server().core.requests.len());
+    assert_eq!(xs.write("a", b"2"), pending);
+    assert_eq!(xs.poll_watch_event().map(|_| ()), pending);
+    assert_eq!((fake.now(), fake.server().core.requests.len()), (t, reqs));
+    // A reply xenstored wrote meanwhile is not taken as ours.
+    fake.server().hold_reconnect = false;
+    xs.reconnect().unwrap();
+    assert_eq!(read_string(&mut xs, "a").unwrap(), "1");
+}
+
+/// docs/hostile-input.md X14: without the feature nothing is touched; a
+/// `connection` already set by someone else is waited out.
+#[test]
+fn x14_reconnect_only_when_offered_and_waits_for_one_in_progress() {
+    use hypercall::abi::xs_wire::{SERVER_FEATURE_ERROR, SERVER_FEATURE_RECONNECTION};
+    let (mut xs, fake) = setup();
+    let mem = fake.mem();
+    mem.store_u32(iface::SERVER_FEATURES, SERVER_FEATURE_ERROR);
+    let t = fake.now();
+    assert_eq!(xs.reconnect(), Err(Error::ReconnectNotOffered));
+    assert_eq!((mem.load_u32(iface::CONNECTION), fake.now()), (0, t));
+    xs.write("a", b"1").unwrap();
+    // Unknown bits beside the feature are ignored; a reset already under way.
+    mem.store_u32(iface::SERVER_FEATURES, SERVER_FEATURE_RECONNECTION | 0x100);
+    mem.store_u32(iface::CONNECTION, 1);
+    xs.reconnect().unwrap();
+    assert_eq!(fake.server().reconnects, 1);
+    assert_eq!(read_string(&mut xs, "a").unwrap(), "1");
+    // Unattached: no page to reset.
+    let mut loose = Xenstore::unattached(fake.clone());
+    assert_eq!(loose.reconnect(), Err(Error::NoXenstore));
+}
+
 #[test]
 fn timeout_when_xenstored_is_silent() {
     let (mut xs, fake) = setup();

@@ -107,7 +107,7 @@
 //! ```
 
 use hypercall::abi::xenbus::XenbusState;
-use hypercall::abi::xs_wire::{iface, msg, ERROR_RINGIDX};
+use hypercall::abi::xs_wire::{iface, msg, ERROR_RINGIDX, SERVER_FEATURE_ERROR};
 use hypercall::Platform;
 
 pub use crate::report::{Report, Row};
@@ -152,6 +152,14 @@ pub trait StoreDriver {
     /// Without waiting: the request to act on now (`"poweroff"`, `"reboot"`,
     /// `"halt"`, `"suspend"`), if there is one.
     fn power_poll(&mut self) -> Result<Option<String>, String>;
+    /// Asks the server for a ring reconnect (`connection` of `io/xs_wire.h`) and
+    /// waits, bounded, until it is done; an error if the server does not offer it or
+    /// never completes it (the `xenstore.reconnect_*` cases, docs/hostile-input.md
+    /// X14). The default answers that the driver has no reconnect, which fails those
+    /// cases.
+    fn reconnect(&mut self) -> Result<(), String> {
+        Err("this driver has no ring reconnect".into())
+    }
 }
 
 /// The power requests a driver is told to offer (`control/feature-*`).
@@ -335,7 +343,7 @@ fn power_polls(w: &World, d: &mut dyn StoreDriver) -> (Vec<String>, Vec<String>)
     (got, errs)
 }
 
-static CASES: [Case; 33] = [
+static CASES: [Case; 36] = [
     // ---- replies ---------------------------------------------------------------
     Case {
         name: "xenstore.reply_len_over_4096 (row 27, X1)",
@@ -583,6 +591,111 @@ static CASES: [Case; 33] = [
         run: |w, make| ring_case(w, make, |page| {
             page.store_u32(iface::ERROR, ERROR_RINGIDX);
         }),
+    },
+    // ---- ring reconnection -------------------------------------------------------
+    Case {
+        name: "xenstore.reconnect_resets_the_ring (X14)",
+        peer: "starts the ring indices 256 below 2^32 and, once the driver has used them, gives up on the connection (error field RINGIDX); serves the reconnect the driver asks for: every index back to 0, watches and partial messages dropped",
+        expect: "the read on the failed connection fails; reconnect succeeds; a node reads back and a 300-byte value writes through the reset ring",
+        run: |w, make| {
+            w.server.set_indices(u32::MAX - 255);
+            w.server.write("kept", b"yes");
+            let mut d = make(&w.host)?;
+            d.read("kept").map_err(|e| format!("a good read failed: {e}"))?;
+            w.server.set_error_field(ERROR_RINGIDX);
+            let failed = match d.read("kept") {
+                Err(e) => e,
+                Ok(v) => return Err(format!("read {} on a failed connection", text(&v))),
+            };
+            let before = w.host.waits();
+            d.reconnect().map_err(|e| format!("reconnect failed: {e}"))?;
+            if w.server.reconnects() != 1 {
+                return Err(format!(
+                    "reconnect returned Ok but the server did no reset (connection = {})",
+                    w.server.page().mem().load_u32(iface::CONNECTION)
+                ));
+            }
+            let waited = w.host.waits() - before;
+            match d.read("kept") {
+                Ok(v) if v == b"yes" => {}
+                r => return Err(format!("after the reset, read {:?}", r.map(|v| text(&v)))),
+            }
+            let big: Vec<u8> = (0..300).map(|i| b'a' + (i % 26) as u8).collect();
+            d.write("fresh", &big)
+                .map_err(|e| format!("a write after the reset failed: {e}"))?;
+            if w.server.read("fresh").as_deref() != Some(&big[..]) {
+                return Err(format!("the server holds {:?}", w.server.read_str("fresh")));
+            }
+            Ok(format!(
+                "read failed: {failed}; reconnected after {waited} waits; read and wrote through indices from 0"
+            ))
+        },
+    },
+    Case {
+        name: "xenstore.reconnect_never_completes (X14)",
+        peer: "offers reconnection but never clears `connection` once the driver sets it to 1; then completes a second request",
+        expect: "reconnect fails with an error in bounded time; meanwhile the driver writes nothing into the ring (a request fails); a later reconnect the server completes works",
+        run: |w, make| {
+            let mut d = make(&w.host)?;
+            d.write("a", b"1").map_err(|e| format!("a good write failed: {e}"))?;
+            w.server.hold_reconnect(true);
+            let before = w.host.waits();
+            let page = w.server.page();
+            let err = match d.reconnect() {
+                Err(e) => e,
+                Ok(()) => {
+                    return Err(format!(
+                        "reconnect returned Ok with connection still {}",
+                        page.mem().load_u32(iface::CONNECTION)
+                    ))
+                }
+            };
+            let waited = w.host.waits() - before;
+            if page.mem().load_u32(iface::CONNECTION) != 1 {
+                return Err(format!("failed ({err}) without asking: connection is not 1"));
+            }
+            let prod = page.mem().load_u32(iface::REQ_PROD);
+            let next = d.read("a");
+            if page.mem().load_u32(iface::REQ_PROD) != prod {
+                return Err("wrote a request into the ring while the reconnect was pending".into());
+            }
+            if let Ok(v) = next {
+                return Err(format!("a read returned {} while the reconnect was pending", text(&v)));
+            }
+            w.server.hold_reconnect(false);
+            d.reconnect()
+                .map_err(|e| format!("the second reconnect, served, failed: {e}"))?;
+            match d.read("a") {
+                Ok(v) if v == b"1" => Ok(format!(
+                    "failed after {waited} waits: {err}; the next read failed unsent; a served reconnect works"
+                )),
+                r => Err(format!("after the served reconnect, read {:?}", r.map(|v| text(&v)))),
+            }
+        },
+    },
+    Case {
+        name: "xenstore.reconnect_not_offered (X14)",
+        peer: "offers XENSTORE_SERVER_FEATURE_ERROR only (no reconnection)",
+        expect: "reconnect is refused at once with an error, `connection` is not written, the connection keeps working",
+        run: |w, make| {
+            w.server.set_server_features(SERVER_FEATURE_ERROR);
+            let mut d = make(&w.host)?;
+            let before = w.host.waits();
+            let err = match d.reconnect() {
+                Err(e) => e,
+                Ok(()) => return Err("reconnect returned Ok though the server does not offer it".into()),
+            };
+            let waited = w.host.waits() - before;
+            let conn = w.server.page().mem().load_u32(iface::CONNECTION);
+            if conn != 0 || waited > 0 {
+                return Err(format!(
+                    "refused ({err}) after {waited} waits, with connection = {conn}"
+                ));
+            }
+            d.write("a", b"1")
+                .map_err(|e| format!("the connection stopped working: {e}"))?;
+            Ok(format!("refused at once: {err}; the connection still works"))
+        },
     },
     Case {
         name: "xenstore.server_silent (E3)",

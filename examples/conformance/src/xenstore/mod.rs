@@ -23,7 +23,9 @@
 //! ([`StoreServer::on_request`]), put raw bytes on the response ring
 //! ([`StoreServer::push_raw`]), write raw ring indices ([`StoreServer::set_rsp_prod`]),
 //! fail the next commits with `EAGAIN` ([`StoreServer::fail_commits`]), stop answering
-//! ([`StoreServer::pause`]), dribble replies ([`StoreServer::set_max_chunk`]); and
+//! ([`StoreServer::pause`]), dribble replies ([`StoreServer::set_max_chunk`]), serve
+//! a ring reconnect the guest asks for or never complete it
+//! ([`StoreServer::hold_reconnect`], [`StoreServer::set_server_features`]); and
 //! observe what the driver did: keys and values ([`StoreServer::read`]), every request
 //! ([`StoreServer::requests`]), watches, commits.
 //!
@@ -89,8 +91,8 @@ use std::rc::{Rc, Weak};
 
 use hypercall::abi::hvm::{PARAM_STORE_EVTCHN, PARAM_STORE_PFN};
 use hypercall::abi::xs_wire::{
-    iface, is_well_formed_path, msg, MsgHeader, ERROR_PROTO, ERROR_RINGIDX, PAYLOAD_MAX, RING_SIZE,
-    SERVER_FEATURE_ERROR, SERVER_FEATURE_RECONNECTION,
+    iface, is_well_formed_path, msg, MsgHeader, CONNECTED, ERROR_PROTO, ERROR_RINGIDX, PAYLOAD_MAX,
+    RECONNECT, RING_SIZE, SERVER_FEATURE_ERROR, SERVER_FEATURE_RECONNECTION,
 };
 use hypercall::{Gfn, Port};
 
@@ -210,6 +212,8 @@ struct State {
     log: Vec<Request>,
     peer: Option<PeerId>,
     turns: u64,
+    hold_reconnect: bool,
+    reconnects: u64,
 }
 
 /// A xenstore server on a [`HostPlatform`] (see the module docs). Clones are handles
@@ -247,7 +251,7 @@ impl StoreServer {
         assert!(domid != 0, "the guest under test is not dom0");
         let page = host.pages(1);
         // What xenstored 4.17 offers (the `error` field is used when it gives up on
-        // the guest; reconnection is offered but never started here).
+        // the guest; a reconnect the guest asks for is served).
         page.mem().store_u32(
             iface::SERVER_FEATURES,
             SERVER_FEATURE_RECONNECTION | SERVER_FEATURE_ERROR,
@@ -268,6 +272,8 @@ impl StoreServer {
             log: Vec::new(),
             peer: None,
             turns: 0,
+            hold_reconnect: false,
+            reconnects: 0,
         })));
         let weak: Weak<RefCell<State>> = Rc::downgrade(&server.0);
         let id = host.add_peer(Box::new(move || {
@@ -505,6 +511,27 @@ impl StoreServer {
         self.page().mem().store_u32(iface::ERROR, code);
     }
 
+    /// Sets the page's `server_features` (`XENSTORE_SERVER_FEATURE_*`; the server
+    /// starts with `RECONNECTION | ERROR`, as xenstored 4.17). Without
+    /// `RECONNECTION`, `connection` is not looked at (docs/hostile-input.md X14).
+    pub fn set_server_features(&self, features: u32) {
+        self.page()
+            .mem()
+            .store_u32(iface::SERVER_FEATURES, features);
+    }
+
+    /// While `true`, a reconnect the guest asks for (`connection` set to
+    /// `XENSTORE_RECONNECT`) is never completed: the server leaves `connection`
+    /// at 1 and neither reads nor writes the rings (docs/hostile-input.md X14).
+    pub fn hold_reconnect(&self, hold: bool) {
+        self.0.borrow_mut().hold_reconnect = hold;
+    }
+
+    /// Reconnects completed so far.
+    pub fn reconnects(&self) -> u64 {
+        self.0.borrow().reconnects
+    }
+
     /// Why the server gave up on the guest (bad ring indices or request header), if
     /// it did; as xenstored 4.17, it then sets the page's `error` field
     /// (`XENSTORE_ERROR_RINGIDX` or `_PROTO`) and neither reads nor writes.
@@ -536,7 +563,16 @@ impl StoreServer {
     pub fn step(&self) {
         let mut s = self.0.borrow_mut();
         s.turns += 1;
-        if s.paused || s.broken.is_some() {
+        if s.paused {
+            return;
+        }
+        if s.reconnect_requested() {
+            if s.hold_reconnect {
+                return;
+            }
+            s.reset_connection();
+        }
+        if s.broken.is_some() {
             return;
         }
         if let Err(why) = s.read_requests() {
@@ -599,6 +635,39 @@ fn error_reply(req: &Request, name: &str) -> Vec<u8> {
 }
 
 impl State {
+    /// Whether the guest asked for a reconnect (only looked at while the feature is
+    /// offered).
+    fn reconnect_requested(&self) -> bool {
+        let mem = self.page.mem();
+        mem.load_u32(iface::SERVER_FEATURES) & SERVER_FEATURE_RECONNECTION != 0
+            && mem.load_u32(iface::CONNECTION) == RECONNECT
+    }
+
+    /// The reconnect of `io/xs_wire.h` as xenstored 4.17 does it: partial messages,
+    /// queued output, watches and transactions dropped, indices and `error` back to
+    /// 0, a failed connection usable again, then `connection` cleared and the guest
+    /// notified (the platform has no upcalls: the guest sees it on its next look).
+    fn reset_connection(&mut self) {
+        self.inbuf.clear();
+        self.out.clear();
+        self.store.reset_watches();
+        self.store.events.clear();
+        self.broken = None;
+        let mem = self.page.mem();
+        for off in [
+            iface::REQ_CONS,
+            iface::REQ_PROD,
+            iface::RSP_CONS,
+            iface::RSP_PROD,
+            iface::ERROR,
+        ] {
+            mem.store_u32(off, 0);
+        }
+        hypercall::shmem::mb();
+        mem.store_u32(iface::CONNECTION, CONNECTED);
+        self.reconnects += 1;
+    }
+
     fn give_up(&mut self, why: String, code: u32) {
         self.page.mem().store_u32(iface::ERROR, code);
         self.broken = Some(why);
