@@ -44,8 +44,12 @@ pub struct Stats {
     pub rx_bytes: u64,
     /// Bad rx responses from the backend (rows 18-20); each drops its frame.
     pub rx_errors: u64,
-    /// Frames dropped (rx errors, plus frames larger than the caller's buffer).
+    /// Frames dropped (rx errors, frames over the MTU, frames larger than the
+    /// caller's buffer).
     pub rx_dropped: u64,
+    /// Frames dropped for being longer than the MTU allows without GSO
+    /// ([`RxFault::OverMtu`], docs/hostile-input.md N8).
+    pub rx_over_mtu: u64,
     /// Refills that found ring space but no free buffer: the backend (or a
     /// quarantine) holds every rx buffer.
     pub rx_no_buffer: u64,
@@ -75,6 +79,7 @@ impl Stats {
         rx_bytes: 0,
         rx_errors: 0,
         rx_dropped: 0,
+        rx_over_mtu: 0,
         rx_no_buffer: 0,
         rx_posted: 0,
         tx_in_flight: 0,
@@ -270,6 +275,9 @@ pub fn read_backend_features<S: Store>(
 }
 
 /// The backend keys [`read_backend_features`] reads, in this order.
+/// An 802.1Q tag's bytes, allowed on top of `mtu` + the Ethernet header.
+const VLAN_HLEN: usize = 4;
+
 const BE_KEYS: [&str; 9] = [
     "feature-rx-copy",
     "feature-sg",
@@ -925,6 +933,25 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
         }
     }
 
+    /// The longest frame the MTU allows: `mtu` plus an Ethernet header and a VLAN
+    /// tag.
+    fn max_rx_frame(&self) -> usize {
+        (self.neg.mtu as usize).saturating_add(crate::features::ETH_HLEN + VLAN_HLEN)
+    }
+
+    /// Whether a received frame is longer than the MTU allows and has no GSO extra
+    /// (docs/hostile-input.md N8; frames over 65535 bytes never get this far).
+    fn over_mtu(&self, meta: &RxMeta) -> bool {
+        meta.gso.is_none() && meta.len > self.max_rx_frame()
+    }
+
+    fn over_mtu_fault(&self, meta: &RxMeta) -> RxFault {
+        RxFault::OverMtu {
+            len: meta.len,
+            max: self.max_rx_frame(),
+        }
+    }
+
     fn recv_inner(
         &mut self,
         buf: &mut [u8],
@@ -938,6 +965,19 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
                 let r = match live_mut(&mut self.queues, q) {
                     Some(qu) => qu.rx.next_frame(self.grants, q, buf, hold),
                     None => return Err(Error::BadQueue(q)),
+                };
+                // N8: longer than the MTU allows and no GSO extra: dropped.
+                let r = match r {
+                    Ok(Some(RxOutcome::Held(meta, held))) if self.over_mtu(&meta) => {
+                        if let Some(qu) = live_mut(&mut self.queues, q) {
+                            qu.rx.release(held);
+                        }
+                        Ok(Some(RxOutcome::Dropped(self.over_mtu_fault(&meta))))
+                    }
+                    Ok(Some(RxOutcome::Frame(meta))) if self.over_mtu(&meta) => {
+                        Ok(Some(RxOutcome::Dropped(self.over_mtu_fault(&meta))))
+                    }
+                    r => r,
                 };
                 match r {
                     Err(b) => return Err(self.fail(b)),
@@ -966,6 +1006,9 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
                     Ok(Some(RxOutcome::Dropped(f))) => {
                         self.stats.rx_dropped += 1;
                         self.stats.last_rx_fault = Some(f);
+                        if let RxFault::OverMtu { .. } = f {
+                            self.stats.rx_over_mtu += 1;
+                        }
                         if f.is_protocol_error() {
                             self.stats.rx_errors += 1;
                             self.rx_bad_run += 1;

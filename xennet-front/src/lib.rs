@@ -24,8 +24,10 @@
 //!   split event channels, multi-queue (clamped), `mtu`.
 //! - Hostile backends (docs/hostile-input.md rows 1-5, 17-23): bad ring indices or a tx
 //!   response for an id not in flight fail the device ([`Broken`]); bad rx responses
-//!   drop their frame and are counted, and a run of them fails the device; a
-//!   malformed `mac` refuses the connection. Grants are ended before pages are
+//!   drop their frame and are counted, and a run of them fails the device; a frame
+//!   longer than the MTU allows (`mtu` + 14 + a 4-byte VLAN tag) without a GSO extra
+//!   is dropped and counted (`Stats::rx_over_mtu`, N8); a malformed `mac` refuses
+//!   the connection. Grants are ended before pages are
 //!   reused; a page the backend keeps mapped is quarantined.
 //!
 //! # Example

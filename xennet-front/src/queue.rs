@@ -620,12 +620,22 @@ pub enum RxFault {
     TooShort(usize),
     /// The frame does not fit the caller's buffer (not the backend's fault).
     BufferTooSmall(usize),
+    /// Longer than the MTU allows (`mtu` + 14 bytes of Ethernet header + 4 of a VLAN
+    /// tag) and no GSO extra says it is a large segment to split
+    /// (docs/hostile-input.md N8). Dropped and counted, not a protocol error (a
+    /// bridge may carry frames of a larger MTU).
+    OverMtu {
+        /// The frame's length.
+        len: usize,
+        /// The longest frame the MTU allows.
+        max: usize,
+    },
 }
 
 impl RxFault {
     /// Whether the backend broke the protocol (counts towards failing the device).
     pub fn is_protocol_error(&self) -> bool {
-        !matches!(self, RxFault::BufferTooSmall(_))
+        !matches!(self, RxFault::BufferTooSmall(_) | RxFault::OverMtu { .. })
     }
 }
 

@@ -135,7 +135,9 @@ fn all_features() -> BackendFeatures {
         ipv6_csum_offload: true,
         split_event_channels: true,
         max_queues: Some(8),
-        mtu: None,
+        // The largest MTU, so frames of every size up to 65535 bytes are legal
+        // without GSO (the N8 tests set their own).
+        mtu: Some(65521),
     }
 }
 
@@ -549,6 +551,7 @@ fn tx_without_sg_is_limited_to_the_mtu() {
     let env = Env::new();
     let be_feat = BackendFeatures {
         sg: false,
+        mtu: None,
         ..all_features()
     };
     let mut dev = device(&env, Config::default(), be_feat);
@@ -1086,6 +1089,81 @@ fn good_gso_extra_is_reported() {
     assert_eq!(m.gso, Some((1448, netif::GSO_TYPE_TCPV4)));
     assert!(m.csum_blank && m.data_validated && !m.csum_completed);
     same(&buf[..m.len], &f);
+}
+
+/// docs/hostile-input.md N8: a frame longer than the MTU allows (mtu + 14 + a
+/// 4-byte VLAN tag) without a GSO extra is dropped and counted, not a protocol
+/// error (a long run of them does not fail the device); the limit follows the
+/// backend's `mtu`; a GSO frame may be longer; over 65535 bytes is dropped whatever
+/// it carries (row 19).
+#[test]
+fn n8_frames_over_the_mtu_without_gso_are_dropped() {
+    for (mtu, max) in [(None, 1518usize), (Some(9000), 9018)] {
+        let env = Env::new();
+        let be_feat = BackendFeatures {
+            mtu,
+            ..all_features()
+        };
+        let mut dev = device(&env, Config::default(), be_feat);
+        let mut be = FakeBackend::attach(&env, &dev, 0, 0);
+        let mut buf = vec![0u8; MAX_FRAME];
+        let at_max = pattern(max, 1);
+        assert!(be.deliver(&at_max, 0, None));
+        let m = recv_one(&mut dev, &mut buf).expect("a frame of exactly the limit");
+        same(&buf[..m.len], &at_max);
+        // Past the limit, many times over (more than the bad-run limit).
+        let runs = Config::default().rx_error_limit as usize + 4;
+        for n in 0..runs {
+            assert!(be.deliver(&pattern(max + 1 + n, n), 0, None));
+            assert_eq!(recv_one(&mut dev, &mut buf), None, "{mtu:?}: dropped");
+        }
+        let s = dev.stats();
+        assert_eq!((s.rx_over_mtu, s.rx_dropped), (runs as u64, runs as u64));
+        assert_eq!(s.rx_errors, 0, "not a protocol error");
+        assert_eq!(
+            s.last_rx_fault,
+            Some(RxFault::OverMtu {
+                len: max + runs,
+                max
+            })
+        );
+        assert_eq!(dev.link_state(), LinkState::Up);
+        // A GSO frame may be longer; the next plain frame still arrives.
+        let big = csum::tests::frame(false, csum::PROTO_TCP, 30000);
+        let x = ExtraInfo::gso(1448, netif::GSO_TYPE_TCPV4, 0, 0);
+        assert!(be.deliver(&big, 0, Some(x)));
+        let m = recv_one(&mut dev, &mut buf).expect("the GSO frame");
+        same(&buf[..m.len], &big);
+        let f = pattern(1514, 9);
+        assert!(be.deliver(&f, 0, None));
+        let m = recv_one(&mut dev, &mut buf).expect("a good frame after the drops");
+        same(&buf[..m.len], &f);
+        assert_eq!(
+            dev.stats().rx_posted,
+            256,
+            "every dropped buffer posted again"
+        );
+    }
+}
+
+/// N8 on the smoltcp adapter's in-place path: a one-page frame over the MTU is
+/// dropped, and its page goes back to the backend (not held).
+#[cfg(feature = "smoltcp")]
+#[test]
+fn n8_over_mtu_frame_read_in_place_is_dropped_and_its_page_posted() {
+    let env = Env::new();
+    let be_feat = BackendFeatures {
+        mtu: None,
+        ..all_features()
+    };
+    let mut dev = device(&env, Config::default(), be_feat);
+    let mut be = FakeBackend::attach(&env, &dev, 0, 0);
+    let mut buf = vec![0u8; MAX_FRAME];
+    assert!(be.deliver(&pattern(2000, 1), 0, None));
+    dev.poll().unwrap();
+    assert!(dev.recv_held(&mut buf).unwrap().is_none());
+    let s = dev.stats();
+    assert_eq!((s.rx_over_mtu, s.rx_posted), (1, 256));
 }
 
 /// Row 21: the backend never returns rx buffers: nothing hangs, tx works, and the

@@ -444,6 +444,7 @@ fn a_careless_toy_fails_the_right_cases() {
             "net.rx_extra_slot_rule",
             "net.rx_bad_extra",
             "net.rx_chain_split",
+            "net.rx_over_mtu",
             // (d) pages the backend still maps reused
             "net.rings_kept_mapped_at_close",
             "net.tx_kept_mapped_at_close",

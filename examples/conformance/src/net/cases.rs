@@ -850,9 +850,10 @@ pub(super) static CASES: &[Case] = &[
                  at most 256 bytes), the second is dropped",
         run: |ctx| {
             let mut d = ctx.connected()?;
-            let whole = frame(200 + 18 * 100, 10);
+            // Within the default MTU (1500): the slot count is what is tested.
+            let whole = frame(200 + 18 * 70, 10);
             let mut slots = vec![RxSlot::data(&whole[..200], true)];
-            for (i, c) in whole[200..].chunks(100).enumerate() {
+            for (i, c) in whole[200..].chunks(70).enumerate() {
                 slots.push(RxSlot::data(c, i < 17));
             }
             let got = ctx.push_slots(&mut d, slots)?;
@@ -866,9 +867,9 @@ pub(super) static CASES: &[Case] = &[
                     ))
                 }
             }
-            let big = frame(1000 + 18 * 100, 11);
+            let big = frame(1000 + 18 * 25, 11);
             let mut slots = vec![RxSlot::data(&big[..1000], true)];
-            for (i, c) in big[1000..].chunks(100).enumerate() {
+            for (i, c) in big[1000..].chunks(25).enumerate() {
                 slots.push(RxSlot::data(c, i < 17));
             }
             let got = ctx.push_slots(&mut d, slots)?;
@@ -918,8 +919,9 @@ pub(super) static CASES: &[Case] = &[
         expect: "nothing handed out until the frame is complete, then it arrives whole",
         run: |ctx| {
             let mut d = ctx.connected()?;
-            let whole = frame(2 * PAGE_SIZE + 808, 13);
-            let parts: Vec<&[u8]> = whole.chunks(PAGE_SIZE).collect();
+            // Within the default MTU (1500): three slots of 500, 500 and 400 bytes.
+            let whole = frame(1400, 13);
+            let parts: Vec<&[u8]> = whole.chunks(500).collect();
             let got = ctx.push_slots(
                 &mut d,
                 vec![RxSlot::data(parts[0], true), RxSlot::data(parts[1], true)],
@@ -932,10 +934,46 @@ pub(super) static CASES: &[Case] = &[
             }
             let got = ctx.push_slots(&mut d, vec![RxSlot::data(parts[2], false)])?;
             match got.as_slice() {
-                [f] if *f == whole => Ok("8999-byte frame whole once complete".into()),
+                [f] if *f == whole => Ok(format!("{}-byte frame whole once complete", f.len())),
                 [f] => Err(first_diff(f, &whole)),
                 g => Err(format!("{} frames handed out", g.len())),
             }
+        },
+    },
+    Case {
+        name: "net.rx_over_mtu (N8)",
+        peer: "offers mtu 1500; sends a 1518-byte frame (the limit with a VLAN tag), then \
+               without GSO a 1519-byte frame and a 9000-byte one in three slots",
+        expect: "the 1518-byte frame arrives; the two longer ones are dropped; the next good \
+                 frame arrives",
+        run: |ctx| {
+            ctx.reset();
+            ctx.be(|b| b.set_key("mtu", b"1500"));
+            let mut d = ctx.driver()?;
+            d.connect().map_err(|e| format!("connect failed: {e}"))?;
+            ctx.settle(2);
+            let limit = frame(1518, 14);
+            let got = ctx.push_slots(&mut d, vec![RxSlot::data(&limit, false)])?;
+            match got.as_slice() {
+                [f] if *f == limit => {}
+                [f] => return Err(format!("the 1518-byte frame: {}", first_diff(f, &limit))),
+                g => {
+                    return Err(format!(
+                        "the 1518-byte frame: {} frames handed out",
+                        g.len()
+                    ))
+                }
+            }
+            let over = frame(1519, 15);
+            let jumbo = frame(9000, 16);
+            let mut slots = vec![RxSlot::data(&over, false)];
+            let parts: Vec<&[u8]> = jumbo.chunks(PAGE_SIZE).collect();
+            for (i, c) in parts.iter().enumerate() {
+                slots.push(RxSlot::data(c, i + 1 < parts.len()));
+            }
+            let got = ctx.push_slots(&mut d, slots)?;
+            dropped_then_good(ctx, &mut d, got, "1519 and 9000 bytes at mtu 1500")
+                .map(|e| format!("1518 bytes arrived; {e}"))
         },
     },
     Case {
