@@ -10,7 +10,7 @@
 //! use xen_conformance::console::{self, ConsoleDriver};
 //! use xen_conformance::HostPlatform;
 //! use hypercall::abi::console as ring;
-//! use hypercall::{Gfn, MappedPage, Port};
+//! use hypercall::{Gfn, MappedPage, Platform, Port};
 //!
 //! /// A toy driver: copies input out, output in, checks nothing it should not trust.
 //! /// It owns the platform and the page it maps (a `MappedPage`).
@@ -19,10 +19,17 @@
 //! impl ConsoleDriver for Toy {
 //!     fn write(&mut self, bytes: &[u8]) -> Result<(), String> {
 //!         let page = self.0.mem();
-//!         let (cons, mut prod) = (page.load_u32(ring::OUT_CONS), page.load_u32(ring::OUT_PROD));
+//!         let mut prod = page.load_u32(ring::OUT_PROD);
 //!         for &b in bytes {
-//!             if prod.wrapping_sub(cons) as usize >= ring::OUT_SIZE {
-//!                 return Err("output ring full".into());
+//!             // Full: publish what is there, let the backend run (100 turns at most).
+//!             let mut turns = 0;
+//!             while prod.wrapping_sub(page.load_u32(ring::OUT_CONS)) as usize >= ring::OUT_SIZE {
+//!                 page.store_u32(ring::OUT_PROD, prod);
+//!                 if turns == 100 {
+//!                     return Err("output ring full".into());
+//!                 }
+//!                 self.0.platform().wait();
+//!                 turns += 1;
 //!             }
 //!             page.write(ring::OUT + prod as usize % ring::OUT_SIZE, &[b]);
 //!             prod = prod.wrapping_add(1);
@@ -69,6 +76,15 @@ pub trait ConsoleDriver {
     /// Takes waiting input into `buf` without blocking (0: none), or fails with a
     /// reason.
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, String>;
+    /// An event-channel upcall for `port` arrived (pending events raised by the
+    /// peer, [`HostPlatform::raise`]): do what the driver's upcall does (look at the
+    /// ring, wake a reader...). It may be spurious (nothing changed) or for a port
+    /// the driver never bound (docs/hostile-input.md E1, C2, row 25). The default
+    /// does nothing: a driver that only polls.
+    fn event(&mut self, port: Port) -> Result<(), String> {
+        let _ = port;
+        Ok(())
+    }
 }
 
 /// Builds the driver under test over the console page (its frame, which the
@@ -113,6 +129,8 @@ pub fn run(
 }
 
 const PORT: Port = Port(2);
+/// The second console's port ([`Case`] `console.two_consoles`).
+const PORT_B: Port = Port(3);
 /// Waits after which a driver counts as hung (fewer under Miri, where each wait of a
 /// spinning driver costs milliseconds; every case's correct driver needs at most a few
 /// hundred).
@@ -177,7 +195,7 @@ fn set_indices(page: SharedMem<'_>, start: u32) {
     }
 }
 
-static CASES: [Case; 6] = [
+static CASES: [Case; 8] = [
     Case {
         name: "console.binary_input (C3)",
         peer: "sends every byte value 0..=255 (NULs, invalid UTF-8, escapes)",
@@ -266,6 +284,138 @@ static CASES: [Case; 6] = [
                 )),
                 Ok(()) => Err("write succeeded".into()),
             }
+        },
+    },
+    Case {
+        name: "console.two_consoles (E5)",
+        peer: "two consoles, each with its own page and port: the first's backend never \
+               takes output (its 2048-byte ring is full); the second's takes every byte; \
+               input waits on both",
+        expect: "the second writes 3000 bytes and reads its input while the first is \
+                 stuck; each reads only its own input; neither notifies the other's port",
+        run: |host, page, make| {
+            let second = host.pages(1);
+            let (gfn_a, gfn_b) = (frame_of(host, page), second.gfn());
+            let mut a = make(host, gfn_a, PORT)?;
+            let mut b = make(host, gfn_b, PORT_B)?;
+            // The second console's backend: takes all output, every turn.
+            let taken = std::rc::Rc::new(core::cell::RefCell::new(Vec::new()));
+            let (sink, ring_b) = (taken.clone(), second.clone());
+            host.add_peer(Box::new(move || {
+                let m = ring_b.mem();
+                let (mut cons, prod) = (m.load_u32(ring::OUT_CONS), m.load_u32(ring::OUT_PROD));
+                let n = (prod.wrapping_sub(cons) as usize).min(ring::OUT_SIZE);
+                for _ in 0..n {
+                    let mut c = 0u8;
+                    m.read(
+                        ring::OUT + cons as usize % ring::OUT_SIZE,
+                        core::slice::from_mut(&mut c),
+                    );
+                    sink.borrow_mut().push(c);
+                    cons = cons.wrapping_add(1);
+                }
+                m.store_u32(ring::OUT_CONS, cons);
+            }));
+            let r = (|| {
+                let full: Vec<u8> = (0..ring::OUT_SIZE).map(|i| b'a' + (i % 26) as u8).collect();
+                a.write(&full)
+                    .map_err(|e| format!("the first console's 2048 bytes: {e}"))?;
+                put_input(page, b"for the first");
+                put_input(second.mem(), b"for the second");
+                let a_kicks = host.sends_on(PORT);
+                let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+                b.write(&data)
+                    .map_err(|e| format!("the second console, while the first is stuck: {e}"))?;
+                let got_b = read_all(host, &mut *b, 14, 20)?;
+                if host.sends_on(PORT) != a_kicks {
+                    return Err(format!(
+                        "the second console's work notified the first's port {} times",
+                        host.sends_on(PORT) - a_kicks
+                    ));
+                }
+                let b_kicks = host.sends_on(PORT_B);
+                let got_a = read_all(host, &mut *a, 13, 20)?;
+                if host.sends_on(PORT_B) != b_kicks {
+                    return Err("the first console's read notified the second's port".into());
+                }
+                if got_b != b"for the second" || got_a != b"for the first" {
+                    return Err(format!(
+                        "the second read {:?}, the first {:?}",
+                        String::from_utf8_lossy(&got_b),
+                        String::from_utf8_lossy(&got_a)
+                    ));
+                }
+                // The backend's turns take what the last write left in the ring.
+                for _ in 0..3 {
+                    host.wait();
+                }
+                if *taken.borrow() != data {
+                    return Err(format!(
+                        "the second's backend took {} bytes, not the 3000 written",
+                        taken.borrow().len()
+                    ));
+                }
+                let mut stuck = vec![0u8; ring::OUT_SIZE];
+                page.read(ring::OUT, &mut stuck);
+                if stuck != full {
+                    return Err("the first console's full ring changed".into());
+                }
+                Ok(format!(
+                    "3000 bytes out and 14 in on the second while the first's ring stayed \
+                     full; notifications: first port {}, second port {}",
+                    host.sends_on(PORT),
+                    host.sends_on(PORT_B)
+                ))
+            })();
+            host.clear_peers();
+            r
+        },
+    },
+    Case {
+        name: "console.spurious_events (E1, C2, row 25)",
+        peer: "raises 10 000 events on the console's port with nothing in the ring (500 \
+               under Miri), and 100 on a port the driver never bound; then sends input",
+        expect: "each upcall is harmless: no bytes invented, no error, at most one \
+                 notification back per 100 events; the input then arrives",
+        run: |host, page, make| {
+            let mut d = make(host, frame_of(host, page), PORT)?;
+            let storm: u32 = if cfg!(miri) { 500 } else { 10_000 };
+            let sends = host.sends();
+            for i in 0..storm {
+                host.raise(PORT);
+                if i % 100 == 0 {
+                    host.raise(Port(77));
+                }
+                for p in host.take_pending() {
+                    d.event(p)
+                        .map_err(|e| format!("upcall {i} on port {}: {e}", p.0))?;
+                }
+                let mut buf = [0u8; 16];
+                match d.read(&mut buf)? {
+                    0 => {}
+                    n => return Err(format!("{n} bytes invented after event {i}")),
+                }
+            }
+            let back = host.sends() - sends;
+            if back > u64::from(storm / 100) {
+                return Err(format!(
+                    "{back} notifications back for {storm} spurious events"
+                ));
+            }
+            put_input(page, b"still here");
+            host.raise(PORT);
+            for p in host.take_pending() {
+                d.event(p)?;
+            }
+            let got = read_all(host, &mut *d, 10, 20)?;
+            if got != b"still here" {
+                return Err(format!("then read {:?}", String::from_utf8_lossy(&got)));
+            }
+            Ok(format!(
+                "{} events delivered ({storm} on the console's port): nothing invented, \
+                 {back} notifications back; real input then arrived",
+                host.raises()
+            ))
         },
     },
     Case {

@@ -4,7 +4,9 @@
 //! This is the start of issue 16's conformance kit. What exists:
 //! - [`HostPlatform`]: a [`hypercall::Platform`] over host memory. Guest pages are
 //!   page-aligned host allocations with their own frame numbers (not host addresses),
-//!   event-channel sends are counted, `alloc_unbound` hands out ports, and `wait()`
+//!   event-channel sends are counted, `alloc_unbound` hands out ports, events for the
+//!   guest can be raised on any port (real or spurious) and handed to a driver's
+//!   upcall ([`HostPlatform::raise`], [`HostPlatform::take_pending`]), and `wait()`
 //!   advances a virtual clock and runs the peer you script
 //!   ([`HostPlatform::set_peer`]): the driver and the peer take turns on one thread,
 //!   so a run is deterministic and Miri can check every access.

@@ -66,6 +66,10 @@ pub const HVM_NR_PARAMS: u32 = 39;
 /// `SCHEDOP_shutdown` (recorded, [`HostPlatform::shutdowns`]); everything else
 /// `-ENOSYS`.
 ///
+/// Events for the guest: a peer or a case raises one on any port
+/// ([`HostPlatform::raise`], real or spurious); a harness delivers what is pending
+/// to the driver's upcall ([`HostPlatform::take_pending`]).
+///
 /// Peers: one primary peer ([`HostPlatform::set_peer`], e.g. a case's watchdog) and
 /// any number of added ones ([`HostPlatform::add_peer`], e.g. a xenstore server and a
 /// device backend); each `wait()` runs the primary, then the added ones in the order
@@ -90,6 +94,9 @@ struct Inner {
     port_sends: RefCell<Vec<(u32, u64)>>,
     hvm_params: RefCell<Vec<(u32, u64)>>,
     shutdowns: RefCell<Vec<u32>>,
+    /// Ports with an event pending for the guest, in the order first raised.
+    pending: RefCell<Vec<u32>>,
+    raises: Cell<u64>,
 }
 
 impl Default for HostPlatform {
@@ -115,6 +122,8 @@ impl HostPlatform {
             port_sends: RefCell::new(Vec::new()),
             hvm_params: RefCell::new(Vec::new()),
             shutdowns: RefCell::new(Vec::new()),
+            pending: RefCell::new(Vec::new()),
+            raises: Cell::new(0),
         }))
     }
 
@@ -253,6 +262,34 @@ impl HostPlatform {
     /// or succeed again with `None`.
     pub fn fail_sends(&self, errno: Option<isize>) {
         self.0.send_errno.set(errno);
+    }
+
+    /// Raises an event for the guest on `port`, as a peer's `EVTCHNOP_send` makes
+    /// it pending on Xen: real (the peer did something) or spurious (nothing to do),
+    /// on a port the driver bound or one it never did. As Xen's pending bit, a port
+    /// already pending stays pending once. The platform has no interrupts: a
+    /// harness hands the pending ports to the driver's upcall with
+    /// [`HostPlatform::take_pending`] (the catalogues do it between steps of a case).
+    pub fn raise(&self, port: hypercall::Port) {
+        self.0.raises.set(self.0.raises.get() + 1);
+        let mut pending = self.0.pending.borrow_mut();
+        if !pending.contains(&port.0) {
+            pending.push(port.0);
+        }
+    }
+
+    /// The ports with an event pending, in the order first raised, now cleared (what
+    /// an upcall finds in the pending bitmap).
+    pub fn take_pending(&self) -> Vec<hypercall::Port> {
+        core::mem::take(&mut *self.0.pending.borrow_mut())
+            .into_iter()
+            .map(hypercall::Port)
+            .collect()
+    }
+
+    /// Events raised so far ([`HostPlatform::raise`], counting repeats).
+    pub fn raises(&self) -> u64 {
+        self.0.raises.get()
     }
 
     /// Moves the virtual clock forward.
@@ -552,6 +589,20 @@ mod tests {
         x.sched_shutdown(hypercall::xen::ShutdownReason::Reboot)
             .unwrap();
         assert_eq!(h.shutdowns(), [sched::SHUTDOWN_REBOOT]);
+    }
+
+    #[test]
+    fn raised_events_coalesce_per_port_until_taken() {
+        let h = HostPlatform::new();
+        let (a, b) = (hypercall::Port(3), hypercall::Port(9));
+        h.raise(a);
+        h.raise(b);
+        h.raise(a);
+        assert_eq!(h.raises(), 3);
+        assert_eq!(h.take_pending(), [a, b]);
+        assert!(h.take_pending().is_empty());
+        h.raise(b);
+        assert_eq!(h.take_pending(), [b]);
     }
 
     #[test]
