@@ -710,7 +710,10 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
                 h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
             }
         });
-        h as usize % n
+        // The queue from the hash's high bits (multiply-shift): FNV-1a's low bits
+        // depend only on the low bits of each byte, so `h % n` with 2 or 4 queues put
+        // flows whose addresses and ports differed only above bit 1 on one queue.
+        ((u64::from(h) * n as u64) >> 32) as usize
     }
 
     /// Sends one frame on queue `q`. Copies the data into the queue's tx buffers

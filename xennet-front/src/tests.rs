@@ -1256,6 +1256,34 @@ fn teardown_ends_every_grant() {
     );
 }
 
+/// Flows whose addresses and ports differ only above their low two bits still
+/// spread over 4 queues (the queue comes from the hash's high bits: FNV-1a's low
+/// bits see only the low bits of each byte, so `hash % 4` put these on one queue).
+#[test]
+fn flows_differing_in_high_bits_spread_over_queues() {
+    let env = Env::new();
+    let cfg = Config {
+        max_queues: 4,
+        ..Config::default()
+    };
+    let mut dev = device(&env, cfg, all_features());
+    let mut bes: Vec<FakeBackend<'_>> = (0..4)
+        .map(|q| FakeBackend::attach(&env, &dev, q, 0))
+        .collect();
+    let mut per_queue = [0usize; 4];
+    for k in 0..64u16 {
+        let mut f = csum::tests::frame(false, csum::PROTO_UDP, 20);
+        // Source port 4k: the low two bits of every hashed byte stay the same.
+        f[34..36].copy_from_slice(&(4 * k).to_be_bytes());
+        dev.send(&f).unwrap();
+        for (q, be) in bes.iter_mut().enumerate() {
+            per_queue[q] += be.take_tx().len();
+        }
+    }
+    assert_eq!(per_queue.iter().sum::<usize>(), 64);
+    assert!(per_queue.iter().all(|&c| c >= 4), "{per_queue:?}");
+}
+
 #[test]
 fn multi_queue_and_split_event_channels() {
     let env = Env::new();

@@ -63,6 +63,9 @@ enum Flaw {
     FailOnStarvation,
     /// The last byte of every frame sent is flipped.
     CorruptTx,
+    /// Asks for two queues and publishes rings for both, but serves only the
+    /// first (the second's rx ring never gets a buffer).
+    QueueZeroOnly,
 }
 
 struct Toy {
@@ -84,6 +87,8 @@ struct Toy {
     rx_posted: VecDeque<(u16, usize, GrantRef)>,
     port: Option<Port>,
     failed: Option<String>,
+    /// The second queue's rings, never served ([`Flaw::QueueZeroOnly`]).
+    idle_queue: Option<(Tx, Rx)>,
 }
 
 impl Toy {
@@ -245,6 +250,27 @@ impl NetDriver for Toy {
                 .map_err(|e| e.to_string())
         };
         let (tg, rg) = (grant(&tx)?, grant(&rx)?);
+        // Flaw::QueueZeroOnly: a second queue's rings and port, never served.
+        let mut idle = None;
+        if self.flaw == Some(Flaw::QueueZeroOnly) {
+            let (t, r) = (
+                SharedPages::alloc(&self.host, 1).ok_or("no memory")?,
+                SharedPages::alloc(&self.host, 1).ok_or("no memory")?,
+            );
+            let (tg1, rg1) = (grant(&t)?, grant(&r)?);
+            let p1 = Xen(&self.host)
+                .evtchn_alloc_unbound(BE)
+                .map_err(|e| e.to_string())?;
+            idle = Some((
+                (tg1, rg1, p1),
+                Tx::init(t).map_err(|e| e.to_string())?,
+                Rx::init(r).map_err(|e| e.to_string())?,
+            ));
+        }
+        let idle = idle.map(|(keys, t, r)| {
+            self.idle_queue = Some((t, r));
+            keys
+        });
         self.tx = Some((Tx::init(tx).map_err(|e| e.to_string())?, Some(tg)));
         self.rx = Some((Rx::init(rx).map_err(|e| e.to_string())?, Some(rg)));
         let port = Xen(&self.host)
@@ -255,6 +281,20 @@ impl NetDriver for Toy {
             self.post_rx(p)?;
         }
         let published = hs.publish(&mut self.xs, XenbusState::Connected, |tx, node| {
+            if let Some((tg1, rg1, p1)) = idle {
+                tx.write(&format!("{node}/multi-queue-num-queues"), b"2")?;
+                tx.write_u32_keys(node, &[("request-rx-copy", 1)])?;
+                for (q, (t, r, p)) in [(tg.0, rg.0, port.0), (tg1.0, rg1.0, p1.0)]
+                    .into_iter()
+                    .enumerate()
+                {
+                    tx.write_u32_keys(
+                        &format!("{node}/queue-{q}"),
+                        &[("tx-ring-ref", t), ("rx-ring-ref", r), ("event-channel", p)],
+                    )?;
+                }
+                return Ok(());
+            }
             if !queues.is_empty() {
                 tx.write(&format!("{node}/multi-queue-num-queues"), &queues)?;
             }
@@ -413,6 +453,7 @@ fn toy(flaw: Option<Flaw>) -> impl FnMut(&NetEnv) -> Result<Box<dyn NetDriver>, 
             rx_posted: VecDeque::new(),
             port: None,
             failed: None,
+            idle_queue: None,
         }))
     }
 }
@@ -519,6 +560,7 @@ fn each_case_fails_a_driver_with_its_flaw() {
             CorruptTx,
             &["net.connect_and_traffic", "net.ring_slots_wrap"],
         ),
+        (QueueZeroOnly, &["net.multi_queue_traffic"]),
     ];
     let short = |name: &'static str| name.split(' ').next().unwrap_or("");
     let mut covered = Vec::new();
