@@ -112,9 +112,13 @@ impl fmt::Display for Error {
 /// Stored link of a ref that is handed out (or reserved, or not set up yet): zero,
 /// so a table before [`GrantTable::init`] is all zeros (`.bss` in a `static`).
 const IN_USE: u32 = 0;
-/// The head of the free list before [`GrantTable::init`]: no ref at all. (After
-/// it, the free list ends at ref `N`, which does not exist either.)
-const END: u32 = u32::MAX;
+/// The head of the free list before [`GrantTable::init`]: ref 0, which is
+/// reserved and whose link stays [`IN_USE`], so it is never taken (and the whole
+/// table is zero: `.bss` in a `static`, not 4 bytes of `.data` per ref). After
+/// init the free list ends at ref `N`, which does not exist.
+const UNSET: u32 = 0;
+/// Largest link value plus one: a table's `N + 1` must fit a `u32` link.
+const LINK_LIMIT: u32 = u32::MAX;
 const RESERVED: u32 = abi::NR_RESERVED_ENTRIES;
 const ENTRY: usize = size_of::<abi::GrantEntryV1>();
 // A v1 entry starts with its flags, so an entry's offset is its flags' offset
@@ -125,7 +129,7 @@ struct FreeList<const N: usize> {
     /// For a free ref: `next + 1` (`N + 1` for the last). For a ref in use:
     /// IN_USE. Reserved refs are permanently IN_USE but not counted.
     next: [u32; N],
-    /// The first free ref; `N` when none is left, END before init.
+    /// The first free ref; `N` when none is left, [`UNSET`] before init.
     head: u32,
     in_use: usize,
 }
@@ -165,7 +169,7 @@ impl<const N: usize> GrantTable<N> {
             frames: spin::Once::new(),
             free: spin::Mutex::new(FreeList {
                 next: [IN_USE; N],
-                head: END,
+                head: UNSET,
                 in_use: 0,
             }),
         }
@@ -186,7 +190,7 @@ impl<const N: usize> GrantTable<N> {
         if !frames.len().is_multiple_of(PAGE_SIZE)
             || N <= RESERVED as usize
             || N > frames.len() / ENTRY
-            || N >= END as usize
+            || N >= LINK_LIMIT as usize
         {
             return Err(Error::BadTable {
                 bytes: frames.len(),
@@ -290,8 +294,8 @@ impl<const N: usize> GrantTable<N> {
     fn alloc(&self) -> Result<u32, Error> {
         let mut fl = self.free.lock();
         let r = fl.head;
-        // No slot (the end of the chain, N, or END before init) or an IN_USE link
-        // (0: never the head, defensively) means no free ref.
+        // No slot (the end of the chain, N) or an IN_USE link (ref 0 before
+        // init, and defensively any other) means no free ref.
         let Some(next) = fl.next.get(r as usize).and_then(|&n| n.checked_sub(1)) else {
             return Err(Error::Exhausted);
         };
@@ -305,8 +309,8 @@ impl<const N: usize> GrantTable<N> {
 
     fn release(&self, r: u32) {
         let mut fl = self.free.lock();
-        // The head is a free ref or N (the end) here: END only before init,
-        // when nothing can be released.
+        // The head is a free ref or N (the end) here: UNSET only before init,
+        // when nothing can be released (`end_access` needs the frames first).
         let link = fl.head.saturating_add(1);
         // Re-checked under the lock so a racing double end cannot corrupt the chain.
         if let Some(slot @ &mut IN_USE) = fl.next.get_mut(r as usize) {
@@ -569,6 +573,21 @@ mod tests {
             }
         })
         .unwrap();
+        assert_eq!(t.in_use(), 0);
+    }
+
+    /// Before setup the table is all zeros (so a `static` one lies in `.bss`, not
+    /// in the kernel image) and still hands out no ref.
+    #[test]
+    fn empty_table_is_zero_and_hands_out_nothing() {
+        let t: GrantTable<16> = GrantTable::empty();
+        {
+            let fl = t.free.lock();
+            assert_eq!(fl.head, 0);
+            assert_eq!(fl.in_use, 0);
+            assert!(fl.next.iter().all(|&n| n == 0));
+        }
+        assert_eq!(t.alloc(), Err(Error::Exhausted));
         assert_eq!(t.in_use(), 0);
     }
 
