@@ -83,6 +83,18 @@ fn run(mode: &str, device: &str, expect: &[&str]) -> String {
 /// [`run`], with `check(daemon, domain name)` called while the guest runs
 /// (after the expected lines, before the power-off).
 fn run_with(mode: &str, device: &str, expect: &[&str], check: impl Fn(&Daemon, &str)) -> String {
+    run_in(mode, device, "", expect, check)
+}
+
+/// [`run_with`], with `extra` lines added to the domain's config (e.g. a
+/// channel).
+fn run_in(
+    mode: &str,
+    device: &str,
+    extra: &str,
+    expect: &[&str],
+    check: impl Fn(&Daemon, &str),
+) -> String {
     count_panics();
     let h: Hostile = mode.parse().unwrap();
     let tag = mode.replace(['.', '_'], "-");
@@ -97,7 +109,7 @@ fn run_with(mode: &str, device: &str, expect: &[&str], check: impl Fn(&Daemon, &
     let text = builtin_cfg(
         &name,
         &format!(
-            "disk = [ 'file:{},xvda,w' ]\nvif = [ 'bridge=brH' ]\nextra = 'heartbeat=50'\nhostile = [ '{device}:{mode}' ]\n",
+            "disk = [ 'file:{},xvda,w' ]\nvif = [ 'bridge=brH' ]\nextra = 'heartbeat=50'\n{extra}hostile = [ '{device}:{mode}' ]\n",
             img.display()
         ),
     );
@@ -349,6 +361,52 @@ fn console_in_prod_past_ring() {
     );
     let at = t.find("console ring failed").unwrap();
     assert!(t[at..].contains("power: poweroff"), "{t}");
+}
+
+/// The channel of the console-mode tests on a secondary console.
+const CHANNEL: &str = "channel = [ 'name=org.example.h,connection=pty' ]\n";
+
+/// A console mode on a channel (a secondary console, `device/console/1`) fails
+/// that channel only: the guest drops it with the reason, its primary console
+/// keeps working on the ring (no CONSOLEIO_write fallback), and so do the
+/// other devices.
+fn channel_case(mode: &str, device: &str, why: &str) -> String {
+    let t = run_in(
+        mode,
+        device,
+        CHANNEL,
+        &["channel 1 (org.example.h): connected, greeting sent", why],
+        |_, _| {},
+    );
+    let line = t
+        .lines()
+        .find(|l| l.starts_with("channel 1 (org.example.h): ") && l.contains(why))
+        .unwrap_or_else(|| panic!("no channel line with {why:?}:\n{t}"));
+    assert!(line.ends_with("; dropped"), "{line}");
+    assert_eq!(t.matches(line).count(), 1, "said once:\n{t}");
+    assert!(
+        !t.contains("console ring failed"),
+        "the primary console failed:\n{t}"
+    );
+    t
+}
+
+#[test]
+fn console_out_cons_past_prod_on_a_channel() {
+    channel_case(
+        "console.out_cons_past_prod",
+        "console1",
+        "illegal output ring indices",
+    );
+}
+
+#[test]
+fn console_in_prod_past_ring_on_a_channel() {
+    channel_case(
+        "console.in_prod_past_ring",
+        "org.example.h",
+        "illegal input ring indices",
+    );
 }
 
 /// A domain restarted by its `on_reboot = 'restart'` keeps its hostile modes

@@ -329,6 +329,7 @@ fn hostile_frontend_values_close_the_channel_not_the_host() {
             devid: 1,
             name: "org.example.h".into(),
             connection: Connection::Pty,
+            hostile: None,
         },
     )
     .unwrap();

@@ -614,6 +614,12 @@ impl<'g> Channel<'g> {
         if self.sc.backend_closing(xs).map_err(|e| e.to_string())? {
             return Err("the backend is closing".into());
         }
+        // The output ring's indices too (a backend may break them while the guest
+        // has nothing more to write: docs/hostile-mode.md, console modes).
+        self.sc
+            .console()
+            .pending_output()
+            .map_err(|e| e.to_string())?;
         let mut buf = [0u8; 512];
         for _ in 0..4 {
             let n = self

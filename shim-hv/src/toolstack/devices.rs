@@ -42,8 +42,9 @@
 //!
 //! hostile modes (shim-hv's `hostile` key and `create --hostile`, see
 //! docs/hostile-mode.md): each disk or vif named there gets its backend's mode
-//! ([`BlkConfig::hostile`], [`NetConfig::hostile`]); the primary console's
-//! mode is set by the daemon when it starts the console ([`console_hostile`]).
+//! ([`BlkConfig::hostile`], [`NetConfig::hostile`]), each channel named there
+//! its console's (`ChannelConfig::hostile`); the primary console's mode is set
+//! by the daemon when it starts the console ([`console_hostile`]).
 //! [`hostile_modes`] checks the names against the backends' catalogue.
 //!
 //! channel settings (see [`xen_backends::console::channel`]): `name=` goes to the
@@ -156,7 +157,11 @@ impl DomainDevices {
             }
         }
         for c in &cfg.channels {
-            match ChannelBackend::start(hv, consoles, dom, channel_config(c)) {
+            let hostile = match mode_of(HostileDevice::Channel(c.devid)) {
+                Some(Hostile::Console(h)) => Some(h),
+                _ => None,
+            };
+            match ChannelBackend::start(hv, consoles, dom, channel_config(c, hostile)) {
                 Ok(be) => me.channels.push(be),
                 Err(e) => {
                     me.detach();
@@ -364,7 +369,7 @@ fn attach_vif(
     Ok(be)
 }
 
-fn channel_config(c: &ChannelSpec) -> ChannelConfig {
+fn channel_config(c: &ChannelSpec, hostile: Option<ConsoleHostile>) -> ChannelConfig {
     ChannelConfig {
         devid: c.devid,
         name: c.name.clone(),
@@ -372,6 +377,7 @@ fn channel_config(c: &ChannelSpec) -> ChannelConfig {
             ChannelConnection::Pty => Connection::Pty,
             ChannelConnection::Socket(p) => Connection::Socket(p.clone()),
         },
+        hostile,
     }
 }
 

@@ -78,7 +78,7 @@ pub enum NetHostile {
     RxRspProdOverrun,
 }
 
-/// A misbehaving console backend (the primary console, `console.h`).
+/// A misbehaving console backend (the primary console or a channel, `console.h`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ConsoleHostile {
@@ -108,7 +108,7 @@ pub enum Class {
     Blk,
     /// A vif (`net.*`).
     Net,
-    /// The primary console (`console.*`).
+    /// The primary console or a channel (`console.*`).
     Console,
 }
 

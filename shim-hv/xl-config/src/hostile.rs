@@ -8,9 +8,11 @@
 //! Each entry is `DEVICE:MODE` (or `DEVICE=MODE`, as `create --hostile` takes
 //! it). DEVICE is a disk of the config by its vdev (as written, or any name or
 //! number of the same virtual device: `xvda`, `51712`), `vifN` for the vif with
-//! device id N, or `console` for the primary console. MODE names a mode of that
-//! device's class: `blk.*` for a disk, `net.*` for a vif, `console.*` for the
-//! console (the toolstack checks the full name against its backends'
+//! device id N, `console` (or `console0`) for the primary console, or a channel
+//! (a secondary console): `consoleN` for `device/console/N` (the first channel
+//! is `console1`) or the channel's `name`. MODE names a mode of that device's
+//! class: `blk.*` for a disk, `net.*` for a vif, `console.*` for a console or a
+//! channel (the toolstack checks the full name against its backends'
 //! catalogue). One mode per device.
 //!
 //! It is a top-level key of its own rather than an option inside a `disk` or
@@ -21,7 +23,7 @@
 use serde_json::{json, Value as Json};
 use xbd_front::vdev::Vdev;
 
-use super::{DiskSpec, VifSpec};
+use super::{ChannelSpec, DiskSpec, VifSpec};
 
 /// The device a `hostile` entry names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -32,6 +34,9 @@ pub enum HostileDevice {
     Vif(u32),
     /// The primary console.
     Console,
+    /// A channel (a secondary console) by its console number, `device/console/N`
+    /// (N ≥ 1).
+    Channel(u32),
 }
 
 impl HostileDevice {
@@ -40,7 +45,7 @@ impl HostileDevice {
         match self {
             HostileDevice::Disk(_) => "blk",
             HostileDevice::Vif(_) => "net",
-            HostileDevice::Console => "console",
+            HostileDevice::Console | HostileDevice::Channel(_) => "console",
         }
     }
 
@@ -49,6 +54,7 @@ impl HostileDevice {
             HostileDevice::Disk(_) => "a disk",
             HostileDevice::Vif(_) => "a vif",
             HostileDevice::Console => "the console",
+            HostileDevice::Channel(_) => "a channel",
         }
     }
 }
@@ -76,6 +82,7 @@ impl HostileSpec {
         line: u32,
         disks: &[DiskSpec],
         vifs: &[VifSpec],
+        channels: &[ChannelSpec],
     ) -> Result<HostileSpec, String> {
         let Some((dev, mode)) = entry.split_once([':', '=']) else {
             return Err("expected DEVICE:MODE, e.g. xvda:blk.never_answers".into());
@@ -84,7 +91,7 @@ impl HostileSpec {
         if dev.is_empty() || mode.is_empty() {
             return Err("expected DEVICE:MODE, e.g. xvda:blk.never_answers".into());
         }
-        let device = resolve(dev, disks, vifs)?;
+        let device = resolve(dev, disks, vifs, channels)?;
         let prefix = device.class_prefix();
         let class_ok = mode
             .split_once('.')
@@ -111,9 +118,27 @@ impl HostileSpec {
 }
 
 /// The device `dev` names among the config's.
-fn resolve(dev: &str, disks: &[DiskSpec], vifs: &[VifSpec]) -> Result<HostileDevice, String> {
-    if dev == "console" {
+fn resolve(
+    dev: &str,
+    disks: &[DiskSpec],
+    vifs: &[VifSpec],
+    channels: &[ChannelSpec],
+) -> Result<HostileDevice, String> {
+    if dev == "console" || dev == "console0" {
         return Ok(HostileDevice::Console);
+    }
+    if let Some(n) = dev.strip_prefix("console") {
+        if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
+            let id: u32 = n.parse().map_err(|_| format!("no channel {n}"))?;
+            return if channels.iter().any(|c| c.devid == id) {
+                Ok(HostileDevice::Channel(id))
+            } else {
+                Err(format!("no channel console{id} in this config"))
+            };
+        }
+    }
+    if let Some(c) = channels.iter().find(|c| c.name == dev) {
+        return Ok(HostileDevice::Channel(c.devid));
     }
     if let Some(n) = dev.strip_prefix("vif") {
         if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
@@ -135,7 +160,7 @@ fn resolve(dev: &str, disks: &[DiskSpec], vifs: &[VifSpec]) -> Result<HostileDev
             .map(|d| HostileDevice::Disk(d.vdev_number.number()))
             .ok_or_else(|| format!("no disk {dev} in this config")),
         Err(_) => Err(format!(
-            "{dev:?} is not a device: a disk's vdev (xvda), vifN or console"
+            "{dev:?} is not a device: a disk's vdev (xvda), vifN, console, or a channel (consoleN or its name)"
         )),
     }
 }

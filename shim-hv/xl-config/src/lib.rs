@@ -726,7 +726,7 @@ impl DomainConfig {
         let disks = read_disks(&mut s)?;
         let vifs = read_vifs(&mut s)?;
         let channels = read_channels(&mut s)?;
-        let hostile = read_hostile(&mut s, &disks, &vifs)?;
+        let hostile = read_hostile(&mut s, &disks, &vifs, &channels)?;
         let warnings = finish_warnings(s);
 
         Ok(DomainConfig {
@@ -762,14 +762,16 @@ impl DomainConfig {
     /// It replaces an entry of the file for the same device. Errors are
     /// `ORIGIN: bad hostile entry: WHY (ENTRY)`, one line.
     pub fn add_hostile(&mut self, entry: &str, origin: &str) -> Result<(), ConfigError> {
-        let h = HostileSpec::parse(entry, 0, &self.disks, &self.vifs).map_err(|why| {
-            ConfigError::new(
-                origin,
-                0,
-                ErrorKind::BadHostile(format!("{why} (config {})", self.file)),
-                entry,
-            )
-        })?;
+        let h = HostileSpec::parse(entry, 0, &self.disks, &self.vifs, &self.channels).map_err(
+            |why| {
+                ConfigError::new(
+                    origin,
+                    0,
+                    ErrorKind::BadHostile(format!("{why} (config {})", self.file)),
+                    entry,
+                )
+            },
+        )?;
         self.hostile.retain(|o| o.device != h.device);
         self.hostile.push(h);
         Ok(())
@@ -1505,10 +1507,11 @@ fn read_hostile(
     s: &mut Settings,
     disks: &[DiskSpec],
     vifs: &[VifSpec],
+    channels: &[ChannelSpec],
 ) -> Result<Vec<HostileSpec>, ConfigError> {
     let mut out: Vec<HostileSpec> = Vec::new();
     for a in s.string_list("hostile")?.unwrap_or_default() {
-        let h = HostileSpec::parse(&a.text, a.line, disks, vifs)
+        let h = HostileSpec::parse(&a.text, a.line, disks, vifs, channels)
             .map_err(|why| s.err(a.line, ErrorKind::BadHostile(why), &a.text))?;
         if let Some(old) = out.iter().find(|o| o.device == h.device) {
             let why = format!(

@@ -109,3 +109,63 @@ fn the_command_line_replaces_the_files_entry_for_a_device() {
         "--hostile: bad hostile entry: no vif 9 in this config (config h.cfg) (vif9=net.tx_id_out_of_range)"
     );
 }
+
+/// Channels (secondary consoles) take `console.*` modes, named `consoleN` (the
+/// console number: the first channel is `console1`) or by the channel's name;
+/// `console0` is the primary console.
+#[test]
+fn channels_are_named_by_console_number_or_name() {
+    let cfg = parse(
+        "channel = [ 'name=org.example.a,connection=pty', 'name=org.example.b,connection=pty' ]\nhostile = [ 'console2:console.out_cons_past_prod', 'org.example.a=console.in_prod_past_ring',\n  'console0:console.out_cons_past_prod' ]\n",
+    )
+    .unwrap();
+    let got: Vec<(HostileDevice, &str)> = cfg
+        .hostile
+        .iter()
+        .map(|h| (h.device, h.mode.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (HostileDevice::Channel(2), "console.out_cons_past_prod"),
+            (HostileDevice::Channel(1), "console.in_prod_past_ring"),
+            (HostileDevice::Console, "console.out_cons_past_prod"),
+        ]
+    );
+    let chan = "channel = [ 'name=org.example.a,connection=pty' ]\n";
+    for (entry, why) in [
+        (
+            "console2:console.out_cons_past_prod",
+            "no channel console2 in this config",
+        ),
+        (
+            "console1:net.tx_id_out_of_range",
+            "console1 is a channel: its modes are console.*",
+        ),
+        (
+            "org.example.z:console.out_cons_past_prod",
+            "\"org.example.z\" is not a device",
+        ),
+        (
+            "org.example.a=console.in_prod_past_ring', 'console1:console.out_cons_past_prod",
+            "already has mode console.in_prod_past_ring",
+        ),
+    ] {
+        let e = parse(&format!("{chan}hostile = [ '{entry}' ]\n")).unwrap_err();
+        assert!(
+            e.starts_with("h.cfg:5: bad hostile entry: ") && e.contains(why),
+            "{entry}: {e}"
+        );
+        assert!(!e.contains('\n'));
+    }
+    // From the command line too, replacing the file's entry for that channel.
+    let mut cfg = parse(&format!(
+        "{chan}hostile = [ 'console1:console.in_prod_past_ring' ]\n"
+    ))
+    .unwrap();
+    cfg.add_hostile("org.example.a=console.out_cons_past_prod", "--hostile")
+        .unwrap();
+    assert_eq!(cfg.hostile.len(), 1);
+    assert_eq!(cfg.hostile[0].device, HostileDevice::Channel(1));
+    assert_eq!(cfg.hostile[0].mode, "console.out_cons_past_prod");
+}

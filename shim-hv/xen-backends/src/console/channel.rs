@@ -42,6 +42,7 @@ use hypercall::abi::xenbus::XenbusState;
 use hypercall::{DomId, GrantRef, Port};
 
 use super::{ClientEvent, Console, ConsoleBackend, ConsoleClient, ConsoleState, RingAttachment};
+use crate::hostile::ConsoleHostile;
 use crate::xenbus::{self as xb, DeviceSpec, XenbusBackend};
 use xen_model::Hypervisor;
 
@@ -72,6 +73,10 @@ pub struct ChannelConfig {
     pub name: String,
     /// Where its data goes.
     pub connection: Connection,
+    /// Misbehave on purpose (docs/hostile-mode.md): set on the channel's console
+    /// each time the guest connects its ring; it strikes at the first output
+    /// served, as on the primary console.
+    pub hostile: Option<ConsoleHostile>,
 }
 
 /// Why a channel could not be offered.
@@ -418,6 +423,9 @@ fn connect(sh: &Shared, xbe: &XenbusBackend) -> Result<(), String> {
         Connection::Pty => super::Sink::Pty,
         Connection::Socket(_) => super::Sink::None,
     };
+    if sh.cfg.hostile.is_some() {
+        console.set_hostile(sh.cfg.hostile);
+    }
     console
         .serve(&dom, attachment, sink)
         .map_err(|e| e.to_string())?;
