@@ -3,22 +3,32 @@
 //!
 //! ```text
 //!  guest blkfront                         BlkBackend (dom0, this process)
-//!  ring ──event──▶ handler: kick ──▶ I/O thread: poll_request (copied once)
+//!  ring ──event──▶ handler: kick ──▶ blkio pool worker: poll_request (copied once)
 //!                                      validate (op, segments, range, mode)
 //!                                      map grants (read-only for writes; persistent
 //!                                      grants cached) · preadv/pwritev into/out of
 //!                                      the guest pages · fdatasync · fallocate
 //!       ◀──event── push_responses_and_check_notify (notify only when asked)
-//!                  ring empty: poll ~50 µs (yielding), then
-//!                  final_check_for_requests, then sleep until kicked
-//!  control thread: xenstore handshake (features, rings, event channels, reconnects)
+//!                  ring empty: poll up to 200 µs (pausing, then yielding) while
+//!                  no other queue waits, then final_check_for_requests, then
+//!                  idle until kicked
+//!  control loop (`xb-ctl-vbd`): xenstore handshake (features, rings, event
+//!                  channels, reconnects)
 //! ```
+//!
+//! **Threads.** No thread is a disk's own: every disk's handshake runs on the
+//! `vbd` control loop ([`xb::spawn_control`]) and every queue is served by the
+//! `blkio` pool, a few workers for all disks (as many as cores, 2 to 8). A
+//! worker serves a queue for at most 64 requests before the other waiting
+//! queues get their turn, and never waits on the frontend, so a guest that
+//! floods or stalls its ring does not hold the other disks up
+//! (docs/backend-threads.md).
 //!
 //! **Multi-queue** (Linux's layout): the backend offers `multi-queue-max-queues`;
 //! a frontend asking for `multi-queue-num-queues` = N > 1 puts each queue's ring
 //! and event channel under `queue-<i>/` (`ring-ref` or `ring-ref<j>`, with the
 //! top-level `ring-page-order`, and `event-channel`); without the key (or with 1)
-//! the classic top-level keys are read. Every queue gets its own I/O thread, ring,
+//! the classic top-level keys are read. Every queue gets its own ring,
 //! event channel, persistent grants and indirect-page cache (one per ring, as
 //! Linux's `xen_blkif_ring`); 0 queues or more than offered fail the connection.
 //!
@@ -78,8 +88,7 @@ use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hypercall::abi::blkif::{self, Request, RequestSegment, Response};
@@ -90,6 +99,7 @@ use hypercall::shmem::wmb;
 use hypercall::{DomId, GrantRef, Port, SharedMem};
 
 use super::hostile::BlkHostile;
+use super::pool::{Pool, Sched, Served, Turn};
 use super::xenbus::{self as xb, BoundPort, DeviceSpec, MappedRing, XenbusBackend};
 use xen_model::mem::{preadv_into, pwritev_from, GuestMemory};
 use xen_model::{GrantMapping, Hypervisor};
@@ -99,11 +109,7 @@ pub const MAX_INDIRECT_SEGMENTS: u32 = 256;
 /// Most persistent grants kept mapped per queue (beyond that, grants are mapped per
 /// request).
 pub const MAX_PERSISTENT_GRANTS: usize = 16384;
-/// Longest an idle I/O thread sleeps before re-checking the ring: a guard only (the
-/// frontend's notifications and disconnect kick it), long so that an idle disk
-/// costs (almost) no wake-ups.
-const IDLE_WAIT: Duration = Duration::from_secs(10);
-/// How long an I/O thread keeps polling its ring after it ran out of requests,
+/// How long a pool worker keeps polling a queue's ring after it ran out of requests,
 /// before it re-arms `req_event` and sleeps (NAPI-style, as netback's
 /// `POLL_SPIN`): a frontend that answers quickly (depth 1) then needs no
 /// notification for its next request. Longer than netback's: a frontend copying a
@@ -197,9 +203,9 @@ pub struct BlkConfig {
     pub direct: bool,
     /// Features offered.
     pub offer: BlkOffer,
-    /// No I/O thread: requests are served only when the owner calls
+    /// Not in the I/O pool: requests are served only when the owner calls
     /// [`BlkBackend::step`] (single-threaded, deterministic runs such as the cost
-    /// bench). The control thread (xenbus handshake) still runs.
+    /// bench). The handshake still runs on the control loop.
     pub stepped: bool,
     /// Misbehave on purpose (docs/hostile-mode.md); `None`: a correct backend.
     pub hostile: Option<BlkHostile>,
@@ -325,15 +331,15 @@ struct Shared {
     disk: Arc<Disk>,
     counters: Counters,
     conn: Mutex<Option<Conn>>,
-    /// Set by the I/O thread on a fatal ring error ([`Shared::set_fatal`]); the
-    /// control thread disconnects.
+    /// Set by the I/O path on a fatal ring error ([`Shared::set_fatal`]); the
+    /// control loop disconnects.
     fatal: Mutex<Option<String>>,
-    /// Wakes the control thread (stop, a fatal error).
+    /// Wakes the device on the control loop (stop, a fatal error).
     control: Mutex<Option<xb::ControlWaker>>,
 }
 
 impl Shared {
-    /// Records a fatal data-path error and wakes the control thread.
+    /// Records a fatal data-path error and wakes the control loop.
     fn set_fatal(&self, why: String) {
         *lock(&self.fatal) = Some(why);
         self.wake_control();
@@ -346,41 +352,70 @@ impl Shared {
     }
 }
 
-/// One live connection: an I/O thread per queue and what they need.
+/// One live connection: its queues, served by the `blkio` pool (or stepped).
 struct Conn {
-    stop: Arc<AtomicBool>,
-    /// Each queue's wake-up.
-    kicks: Vec<Arc<Kick>>,
-    threads: Vec<JoinHandle<()>>,
+    /// The queues served by the pool.
+    pooled: Vec<Arc<BlkQueue>>,
     /// The I/O state of each queue of a stepped backend ([`BlkConfig::stepped`]),
-    /// served by [`BlkBackend::step`] instead of threads.
-    stepped: Vec<IoThread>,
+    /// served by [`BlkBackend::step`] instead of the pool.
+    stepped: Vec<IoQueue>,
 }
 
+/// Every disk's queues are served by this pool: at most a few `blkio` threads in
+/// all (see the module docs, "Threads").
+static BLK_POOL: Pool = Pool::new("blkio", TURN_BUDGET, POLL_SPIN, POLL_PAUSE);
+
+/// Requests a queue is served in one run of a pool worker before the other
+/// queues get their turn.
+const TURN_BUDGET: usize = 64;
+
+/// One queue in [`BLK_POOL`]: its I/O state while connected.
 #[derive(Default)]
-struct Kick {
-    flag: Mutex<bool>,
-    cv: Condvar,
+struct BlkQueue {
+    sched: Sched,
+    /// `None` before the connection is complete and after it ended.
+    io: Mutex<Option<IoQueue>>,
 }
 
-impl Kick {
-    fn kick(&self) {
-        *lock(&self.flag) = true;
-        self.cv.notify_one();
+impl Served for BlkQueue {
+    fn turn(&self, budget: usize) -> Turn {
+        let mut g = lock(&self.io);
+        let Some(io) = g.as_mut() else {
+            return Turn::Off;
+        };
+        // Frozen: left alone on purpose (a hostile mode) until the end.
+        if io.frozen || io.failed {
+            return Turn::Off;
+        }
+        match io.serve(budget) {
+            Ok(n) => Turn::Did(n),
+            Err(()) => {
+                io.failed = true;
+                Turn::Off
+            }
+        }
     }
 
-    /// Waits until kicked (or `t` passed); consumes the kick. Whether it was
-    /// kicked.
-    fn wait(&self, t: Duration) -> bool {
-        let mut g = lock(&self.flag);
-        if !*g {
-            g = self
-                .cv
-                .wait_timeout(g, t)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
+    fn rearm(&self) -> bool {
+        let mut g = lock(&self.io);
+        let Some(io) = g.as_mut() else {
+            return false;
+        };
+        if io.frozen || io.failed {
+            return false;
         }
-        std::mem::replace(&mut *g, false)
+        match io.ring.final_check_for_requests() {
+            Ok(more) => more,
+            Err(e) => {
+                io.sh.set_fatal(format!("ring: {e}"));
+                io.failed = true;
+                false
+            }
+        }
+    }
+
+    fn sched(&self) -> &Sched {
+        &self.sched
     }
 }
 
@@ -388,7 +423,8 @@ impl Kick {
 pub struct BlkBackend {
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    /// The device on the `vbd` control loop.
+    control: Option<xb::ControlHandle>,
     backend_path: String,
 }
 
@@ -506,7 +542,8 @@ fn open_disk(cfg: &BlkConfig) -> Result<Disk, Error> {
 
 impl BlkBackend {
     /// Opens the target, creates the device's xenstore nodes (as libxl does),
-    /// advertises the features and waits for the frontend in a control thread.
+    /// advertises the features and waits for the frontend on the `vbd` control
+    /// loop.
     pub fn start(hv: &Arc<Hypervisor>, frontend: DomId, cfg: BlkConfig) -> Result<Self, Error> {
         let disk = Arc::new(open_disk(&cfg)?);
         let mode = if disk.writable { "w" } else { "r" };
@@ -554,22 +591,20 @@ impl BlkBackend {
             control: Mutex::new(None),
         });
         let stop = Arc::new(AtomicBool::new(false));
-        let (sh, st) = (shared.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("blkback-{}-{}", frontend.0, shared.cfg.devid))
-            .spawn(move || {
-                let hv = sh.hv.clone();
-                let fe = sh.frontend;
-                xb::run_control(&hv, fe, xbe, &Ctl(sh), &|| st.load(Ordering::SeqCst));
-            })
-            .map_err(|err| Error::Io {
-                path: PathBuf::from("thread"),
-                err,
-            })?;
+        let st = stop.clone();
+        let control = xb::spawn_control(
+            xbe,
+            Box::new(Ctl(shared.clone())),
+            Box::new(move || st.load(Ordering::SeqCst)),
+        )
+        .map_err(|err| Error::Io {
+            path: PathBuf::from("thread"),
+            err,
+        })?;
         Ok(BlkBackend {
             shared,
             stop,
-            thread: Some(thread),
+            control: Some(control),
             backend_path,
         })
     }
@@ -616,9 +651,9 @@ impl BlkBackend {
 
     /// Serves the requests the frontend published, on the calling thread, and
     /// re-arms the ring's notifications: the data path of a
-    /// [`BlkConfig::stepped`] backend (a no-op for one with an I/O thread, or
+    /// [`BlkConfig::stepped`] backend (a no-op for one served by the pool, or
     /// while no frontend is connected). Returns how many requests were answered,
-    /// or `None` if the connection failed (the control thread reports why and
+    /// or `None` if the connection failed (the control loop reports why and
     /// closes it).
     pub fn step(&self) -> Option<usize> {
         let mut g = lock(&self.shared.conn);
@@ -636,7 +671,7 @@ impl BlkBackend {
     pub fn queues(&self) -> usize {
         lock(&self.shared.conn)
             .as_ref()
-            .map_or(0, |c| c.kicks.len())
+            .map_or(0, |c| c.pooled.len().max(c.stepped.len()))
     }
 
     /// Online resize: re-reads the target's size and publishes the new `sectors`.
@@ -667,8 +702,8 @@ impl BlkBackend {
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         self.shared.wake_control();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Some(c) = self.control.take() {
+            c.join();
         }
     }
 }
@@ -679,7 +714,7 @@ impl Drop for BlkBackend {
     }
 }
 
-/// The control thread's device half (see [`xb::run_control`]).
+/// The control loop's device half (see [`xb::spawn_control`]).
 struct Ctl(Arc<Shared>);
 
 impl xb::Device for Ctl {
@@ -703,22 +738,21 @@ impl xb::Device for Ctl {
     }
 }
 
-/// Stops the I/O thread (which unmaps the ring, persistent grants and the port).
+/// Takes the queues out of the pool (waiting for a turn in progress) and drops
+/// them, which unmaps the rings and persistent grants and closes the ports.
 fn disconnect(sh: &Arc<Shared>) {
     let conn = lock(&sh.conn).take();
     if let Some(c) = conn {
-        c.stop.store(true, Ordering::SeqCst);
-        for k in &c.kicks {
-            k.kick();
-        }
-        for t in c.threads {
-            let _ = t.join();
+        for q in &c.pooled {
+            let io = lock(&q.io).take();
+            drop(io);
+            BLK_POOL.unregister();
         }
     }
 }
 
 /// Reads the frontend's keys, maps the ring, binds the event channel, starts the
-/// I/O thread and publishes the disk's details.
+/// queues in the pool and publishes the disk's details.
 fn connect(sh: &Arc<Shared>, xbe: &XenbusBackend) -> Result<(), Error> {
     if let Some(p) = xbe.read_frontend("protocol")? {
         let p = String::from_utf8_lossy(&p).into_owned();
@@ -740,9 +774,8 @@ fn connect(sh: &Arc<Shared>, xbe: &XenbusBackend) -> Result<(), Error> {
         }
     };
     let persistent = o.persistent && xbe.read_frontend_flag("feature-persistent")?;
-    let stop = Arc::new(AtomicBool::new(false));
     let mut ios = Vec::with_capacity(nq);
-    let mut kicks = Vec::with_capacity(nq);
+    let mut pooled = Vec::with_capacity(nq);
     for q in 0..nq {
         // One queue: the classic top-level keys; more: `queue-<q>/`, with the
         // top-level `ring-page-order` (Linux's layout).
@@ -761,29 +794,32 @@ fn connect(sh: &Arc<Shared>, xbe: &XenbusBackend) -> Result<(), Error> {
         let ring_map = xbe.map_ring(&refs)?;
         let ring = BackRing::<Request, Response, _>::attach(ring_map)
             .map_err(|e| Error::Unsupported(format!("ring of queue {q}: {e}")))?;
-        let kick = Arc::new(Kick::default());
-        let k = kick.clone();
+        // Until the connection is complete the queue has no I/O state: a kick
+        // meanwhile finds it off (and the pool kicks it once it is complete).
+        let pq = Arc::new(BlkQueue::default());
+        let served: Arc<dyn Served> = pq.clone();
+        let stepped = sh.cfg.stepped;
         let sh2 = sh.clone();
         let port = xbe.bind_evtchn(
             Port(evtchn),
             Arc::new(move || {
                 add(&sh2.counters.received, 1);
-                k.kick();
+                if !stepped {
+                    BLK_POOL.kick(&served);
+                }
             }),
         )?;
-        kicks.push(kick.clone());
-        ios.push(IoThread {
+        pooled.push(pq);
+        ios.push(IoQueue {
             sh: sh.clone(),
-            queue: q,
             ring,
             port,
-            kick,
-            stop: stop.clone(),
             persistent: persistent.then(PersistentGrants::default),
             scratch: Scratch::default(),
             indirect_cache: HashMap::new(),
             frontend_mem: sh.hv.domain(sh.frontend).map(|d| d.memory().clone()),
             frozen: false,
+            failed: false,
             last: None,
         });
     }
@@ -819,43 +855,25 @@ fn connect(sh: &Arc<Shared>, xbe: &XenbusBackend) -> Result<(), Error> {
         keys.push(("discard-secure", "0".to_string()));
     }
 
-    let (mut threads, mut stepped) = (Vec::new(), Vec::new());
-    if sh.cfg.stepped {
-        stepped = ios;
-    } else {
-        for io in ios {
-            let name = match io.queue {
-                0 => format!("blkio-{}-{}", sh.frontend.0, sh.cfg.devid),
-                q => format!("blkio-{}-{}-q{q}", sh.frontend.0, sh.cfg.devid),
-            };
-            let spawned = std::thread::Builder::new()
-                .name(name)
-                .spawn(move || io.run());
-            match spawned {
-                Ok(t) => threads.push(t),
-                Err(err) => {
-                    // Stop the queues already running before failing.
-                    stop.store(true, Ordering::SeqCst);
-                    for k in &kicks {
-                        k.kick();
-                    }
-                    for t in threads {
-                        let _ = t.join();
-                    }
-                    return Err(Error::Io {
-                        path: PathBuf::from("thread"),
-                        err,
-                    });
-                }
-            }
+    let conn = if sh.cfg.stepped {
+        Conn {
+            pooled: Vec::new(),
+            stepped: ios,
         }
-    }
-    *lock(&sh.conn) = Some(Conn {
-        stop,
-        kicks,
-        threads,
-        stepped,
-    });
+    } else {
+        for (q, io) in pooled.iter().zip(ios) {
+            *lock(&q.io) = Some(io);
+            BLK_POOL.register();
+            // Requests may already be on the ring.
+            let served: Arc<dyn Served> = q.clone();
+            BLK_POOL.kick(&served);
+        }
+        Conn {
+            pooled,
+            stepped: Vec::new(),
+        }
+    };
+    *lock(&sh.conn) = Some(conn);
     xbe.write_keys(&keys)?;
     Ok(())
 }
@@ -896,15 +914,11 @@ fn read_queue_refs(
 }
 
 /// One queue's I/O: its ring, event channel, persistent grants and caches.
-struct IoThread {
+struct IoQueue {
     sh: Arc<Shared>,
-    /// The queue number.
-    queue: usize,
-    /// The ring, owning its mapping (unmapped when the thread ends).
+    /// The ring, owning its mapping (unmapped when the queue is dropped).
     ring: BackRing<Request, Response, MappedRing>,
     port: BoundPort,
-    kick: Arc<Kick>,
-    stop: Arc<AtomicBool>,
     persistent: Option<PersistentGrants>,
     /// Per-request buffers, reused (no allocation on the I/O path).
     scratch: Scratch,
@@ -915,6 +929,8 @@ struct IoThread {
     frontend_mem: Option<Arc<GuestMemory>>,
     /// A hostile mode wrote garbage into the ring: it is not served any more.
     frozen: bool,
+    /// The ring failed (reported through `fatal`): not served any more.
+    failed: bool,
     /// `blk.duplicate_response`: the last response really due.
     last: Option<Response>,
 }
@@ -929,7 +945,7 @@ struct PersistentGrants {
     maps: Vec<GrantMapping>,
     /// `maps[i].mem()`, packed for the lookup on every segment. Unbound
     /// (`GrantMapping::mem_unbound`): `maps` only grows while the connection
-    /// lives, and [`IoThread`]'s drop clears these (and so every region taken
+    /// lives, and [`IoQueue`]'s drop clears these (and so every region taken
     /// from them) before the maps.
     mems: Vec<SharedMem<'static>>,
 }
@@ -960,7 +976,7 @@ impl PersistentGrants {
         }
         // SAFETY: `m` is kept in `self.maps` until the connection ends (see
         // `mems`); the regions taken from it (requests in flight, the indirect
-        // cache) are used only while the I/O thread serves, before its drop.
+        // cache) are used only while the queue is served, before its drop.
         let mem = unsafe { m.mem_unbound() };
         self.maps.push(m);
         self.mems.push(mem);
@@ -980,72 +996,14 @@ struct Scratch {
     raw: Vec<u8>,
 }
 
-impl IoThread {
-    /// Serves the ring until stopped or it fails. After running out of requests
-    /// it keeps polling for [`POLL_SPIN`], yielding the CPU between polls and
-    /// without re-arming `req_event`; then it re-arms, checks once more (so no
-    /// request published meanwhile is missed) and sleeps until kicked (at most
-    /// [`IDLE_WAIT`]).
-    fn run(mut self) {
-        let mut idle_since: Option<Instant> = None;
-        loop {
-            if self.stop.load(Ordering::SeqCst) {
-                break;
-            }
-            if self.frozen {
-                // Left alone on purpose (a hostile mode): wait for the end.
-                self.kick.wait(IDLE_WAIT);
-                continue;
-            }
-            let progressed = match self.serve() {
-                Ok(n) => n > 0,
-                Err(()) => return,
-            };
-            if progressed {
-                idle_since = None;
-                continue;
-            }
-            let since = *idle_since.get_or_insert_with(Instant::now);
-            let idle = since.elapsed();
-            if idle < POLL_PAUSE {
-                // The next request of a frontend at queue depth 1 comes within a few
-                // microseconds: poll with a CPU pause, no system call.
-                std::hint::spin_loop();
-                continue;
-            }
-            if idle < POLL_SPIN {
-                // Poll again, but let any runnable thread (the guest we wait for)
-                // have the CPU first.
-                std::thread::yield_now();
-                continue;
-            }
-            // Ask for a notification; a request that came meanwhile is served now.
-            match self.ring.final_check_for_requests() {
-                Ok(true) => {
-                    idle_since = None;
-                    continue;
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    self.sh.set_fatal(format!("ring: {e}"));
-                    return;
-                }
-            }
-            if self.kick.wait(IDLE_WAIT) {
-                idle_since = None;
-            } else {
-                // Woken by the guard, not a kick: straight back to sleep, no spin.
-                idle_since = Instant::now().checked_sub(POLL_SPIN);
-            }
-        }
-    }
-
-    /// Serves every request on the ring now (publishing each response at once).
-    /// How many; `Err` if the ring failed (recorded in `fatal`).
-    fn serve(&mut self) -> Result<usize, ()> {
+impl IoQueue {
+    /// Serves the requests on the ring now, at most `budget` of them (publishing
+    /// each response at once). How many; `Err` if the ring failed (recorded in
+    /// `fatal`).
+    fn serve(&mut self, budget: usize) -> Result<usize, ()> {
         let mut n = 0;
         loop {
-            if self.frozen {
+            if self.frozen || n >= budget {
                 return Ok(n);
             }
             match self.ring.poll_request() {
@@ -1080,10 +1038,10 @@ impl IoThread {
     /// `req_event` (as the thread does before it sleeps) and serves what came
     /// meanwhile. How many requests.
     fn step(&mut self) -> Result<usize, ()> {
-        let mut n = self.serve()?;
+        let mut n = self.serve(usize::MAX)?;
         loop {
             match self.ring.final_check_for_requests() {
-                Ok(true) => n += self.serve()?,
+                Ok(true) => n += self.serve(usize::MAX)?,
                 Ok(false) => return Ok(n),
                 Err(e) => {
                     self.sh.set_fatal(format!("ring: {e}"));
@@ -1486,7 +1444,7 @@ fn transfer(
     }
 }
 
-impl Drop for IoThread {
+impl Drop for IoQueue {
     fn drop(&mut self) {
         // Persistent mappings, the ring and the port go with us (unmapped/closed).
         if let Some(c) = self.persistent.as_mut() {

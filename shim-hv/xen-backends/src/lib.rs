@@ -20,5 +20,6 @@ pub mod console;
 mod file_type;
 pub mod hostile;
 pub mod net;
+mod pool;
 pub mod tap;
 pub mod xenbus;

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  guest netfront                      NetBackend (dom0, this process)
-//!  tx ring ──event──▶ queue worker: check each request chain, copy its headers
+//!  tx ring ──event──▶ pool worker: check each request chain, copy its headers
 //!                     (a small frame: all of it) out of the guest's granted page
 //!                     (GrantPeer::copy_out → host buffer), hand the frames to the
 //!                     bridge ──▶ other ports, then answer every slot
@@ -15,7 +15,7 @@
 //!                     and why it is safe: docs/network-copies.md); frames wait in a bounded queue
 //!                     (feature-rx-notify) while no buffer is posted, and this
 //!                     vif's worker moves them when the guest posts buffers
-//!  control thread: xenstore handshake (reconnects, failures), vif script up/down
+//!  control loop (`xb-ctl-vif`): xenstore handshake (reconnects, failures), vif script up/down
 //! ```
 //!
 //! The guest never maps host memory: the backend copies with the model's grant
@@ -31,21 +31,26 @@
 //!
 //! # Threads and notifications
 //!
-//! Each queue has a worker thread (as Linux has a NAPI context and an rx thread
-//! per queue). The frontend's event handlers only set a flag and wake the worker
-//! (no system call while it is awake), so a guest's `EVTCHNOP_send` stays cheap.
-//! The worker handles up to [`TX_BATCH`] requests per round, answers them and
-//! forwards their frames as one batch; when the ring is empty it keeps polling
-//! for [`POLL_SPIN`] (yielding the CPU between polls) *without* re-arming
-//! `req_event`, so a frontend that keeps sending sees no reason to notify; only
-//! then does it re-arm, look once more, and sleep. Likewise responses notify the
+//! Every vif's queues are served by one pool of `netback` workers (as many as
+//! cores, 2 to 8; docs/backend-threads.md), and every vif's handshake runs on
+//! the `vif` control loop ([`xb::spawn_control`]): no thread is a vif's own. The
+//! frontend's event handlers only set a flag and queue the queue in the pool
+//! (no system call while it is being served), so a guest's `EVTCHNOP_send`
+//! stays cheap. A worker handles up to [`TX_BATCH`] requests per round, answers
+//! them and forwards their frames as one batch, for at most four rounds before
+//! the other waiting queues get their turn; when the ring is empty and no other
+//! queue waits it keeps polling for [`POLL_SPIN`] (yielding the CPU between
+//! polls) *without* re-arming `req_event`, so a frontend that keeps sending sees
+//! no reason to notify; only then does it re-arm, look once more, and leave the
+//! queue idle until notified. Likewise responses notify the
 //! frontend only when its `rsp_event` asks for it. Under load this makes
 //! notifications a small fraction of a frame (the network bench prints it).
 //!
 //! A sender's worker delivers into the receiving guest's rx ring directly. If the
 //! receiver's rx queue is more than half full while the receiver still takes
-//! frames, the sender's worker holds off (backpressure through the sender's own tx
-//! ring, so a slow receiver gets no drops); a receiver that made no progress for
+//! frames, the sender's queue holds off (backpressure through the sender's own tx
+//! ring, so a slow receiver gets no drops; the worker serves other queues
+//! meanwhile); a receiver that made no progress for
 //! [`NetConfig::rx_stall`] holds nobody up (its queue overflows and drops instead).
 //!
 //! # The vif script
@@ -91,7 +96,6 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hypercall::abi::netif::{
@@ -105,8 +109,9 @@ use xennet_front::{csum, Mac};
 
 use super::bridge::{Bridge, BridgePort, Frame, GrantedTail, Gso, MacClaim, PortId, TailPiece};
 use super::hostile::NetHostile;
+use super::pool::{Pool, Sched, Served, Turn};
 use super::xenbus::{self as xb, BoundPort, DeviceSpec, MappedRing, XenbusBackend};
-use xen_model::{CopyFault, Dom0Handler, EventSignal, GrantOffset, GrantPeer, Hypervisor};
+use xen_model::{CopyFault, Dom0Handler, GrantOffset, GrantPeer, Hypervisor};
 
 /// Longest a vif script may run.
 pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -120,13 +125,9 @@ const MAX_TX_DATA_SLOTS: usize = 20;
 pub const TX_BATCH: usize = 64;
 /// Most rx slots one frame uses (data for 64 KiB, plus one extra-info slot).
 const MAX_RX_SLOTS: usize = xennet_front::MAX_FRAME.div_ceil(PAGE_SIZE) + 1;
-/// How long a queue worker keeps polling its rings after it ran out of work,
+/// How long a pool worker keeps polling a queue's rings after it ran out of work,
 /// before it asks for notifications and sleeps (NAPI-style busy polling).
 pub const POLL_SPIN: Duration = Duration::from_micros(50);
-/// Longest a queue worker sleeps without a notification: a guard only (the
-/// frontend's notifications, deliveries from the bridge, stop and failures all wake
-/// it), long so that an idle vif costs (almost) no wake-ups.
-pub const WORKER_SLEEP: Duration = Duration::from_secs(10);
 /// Longest a worker holds off after forwarding to a congested vif (a vif is only
 /// congested while its guest keeps taking frames, see [`NetConfig::rx_stall`];
 /// this is a safety net). Afterwards frames the receiver has no room for are dropped.
@@ -195,9 +196,9 @@ pub struct NetConfig {
     /// its rx queue is more than half full (backpressure); afterwards they no
     /// longer wait and what does not fit is dropped.
     pub rx_stall: Duration,
-    /// No worker threads: the queues are served only when the owner calls
+    /// Not in the worker pool: the queues are served only when the owner calls
     /// [`NetBackend::step`] (single-threaded, deterministic runs such as the cost
-    /// bench). The control thread (xenbus handshake) still runs.
+    /// bench). The handshake still runs on the control loop.
     pub stepped: bool,
     /// Misbehave on purpose (docs/hostile-mode.md); `None`: a correct backend.
     pub hostile: Option<NetHostile>,
@@ -230,8 +231,8 @@ pub enum Error {
     /// The frontend asked for something we do not do (what).
     #[error("frontend: {0}")]
     Unsupported(String),
-    /// The control thread could not start.
-    #[error("control thread: {0}")]
+    /// The control loop's thread could not start.
+    #[error("control loop thread: {0}")]
     Thread(std::io::Error),
     /// Another device on the same bridge already has this MAC.
     #[error("{vif}: MAC {mac} is already used by {other} on bridge {bridge}")]
@@ -386,10 +387,20 @@ struct QueueBack {
     rx_backlog: AtomicBool,
     /// When a frame last went into the guest's buffers (ns since `Connection::epoch`).
     rx_progress: AtomicU64,
-    /// Wakes the worker.
-    wake: EventSignal,
+    /// The queue in [`NET_POOL`] (none for a stepped backend).
+    served: OnceLock<Arc<NetQueue>>,
     tx_port: OnceLock<BoundPort>,
     rx_port: OnceLock<BoundPort>,
+}
+
+impl QueueBack {
+    /// Has the pool serve this queue (a no-op for a stepped backend).
+    fn wake_worker(&self) {
+        if let Some(nq) = self.served.get() {
+            let s: Arc<dyn Served> = nq.clone();
+            NET_POOL.kick(&s);
+        }
+    }
 }
 
 /// One connection of a vif (from frontend `Connected` to `Closing`).
@@ -404,8 +415,6 @@ struct Connection {
     stop: AtomicBool,
     why: Mutex<Option<String>>,
     bridge_port: Mutex<Option<PortId>>,
-    /// The queues' worker threads (joined on disconnect).
-    workers: Mutex<Vec<JoinHandle<()>>>,
     /// Time base of `QueueBack::rx_progress`.
     epoch: Instant,
 }
@@ -419,9 +428,9 @@ struct VifShared {
     cfg: NetConfig,
     conn: Mutex<Option<Arc<Connection>>>,
     counters: Counters,
-    /// Set by the data path on a fatal error; the control thread reacts.
+    /// Set by the data path on a fatal error; the control loop reacts.
     kick: AtomicBool,
-    /// Wakes the control thread (stop, a fatal error).
+    /// Wakes the device on the control loop (stop, a fatal error).
     control: Mutex<Option<xb::ControlWaker>>,
 }
 
@@ -433,15 +442,18 @@ impl VifShared {
     }
 }
 
-/// A vif backend: its xenstore presence, its control thread and its data path.
+/// A vif backend: its xenstore presence, its handshake (on the control loop) and
+/// its data path.
 pub struct NetBackend {
     shared: Arc<VifShared>,
     stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    /// The device on the `vif` control loop.
+    control: Option<xb::ControlHandle>,
     backend_path: String,
     /// A stepped backend's tx buffers ([`NetBackend::step`]).
     step_scratch: Mutex<TxScratch>,
-    /// Held for the backend's life (released after the control thread stopped).
+    /// Held for the backend's life (released after the device left the control
+    /// loop).
     _mac_claim: MacClaim,
 }
 
@@ -530,19 +542,17 @@ impl NetBackend {
             control: Mutex::new(None),
         });
         let stop = Arc::new(AtomicBool::new(false));
-        let (sh, st) = (shared.clone(), stop.clone());
-        let thread = std::thread::Builder::new()
-            .name(format!("netback-{}.{}", frontend.0, shared.devid))
-            .spawn(move || {
-                let hv = sh.hv.clone();
-                let fe = sh.frontend;
-                xb::run_control(&hv, fe, xbe, &Ctl(sh), &|| st.load(Ordering::SeqCst));
-            })
-            .map_err(Error::Thread)?;
+        let st = stop.clone();
+        let control = xb::spawn_control(
+            xbe,
+            Box::new(Ctl(shared.clone())),
+            Box::new(move || st.load(Ordering::SeqCst)),
+        )
+        .map_err(Error::Thread)?;
         Ok(NetBackend {
             shared,
             stop,
-            thread: Some(thread),
+            control: Some(control),
             backend_path,
             step_scratch: Mutex::new(TxScratch::default()),
             _mac_claim: mac_claim,
@@ -576,7 +586,7 @@ impl NetBackend {
             .is_some_and(|c| !c.failed.load(Ordering::SeqCst))
     }
 
-    /// Does on the calling thread what the queue workers of a
+    /// Does on the calling thread what the pool workers would for a
     /// [`NetConfig::stepped`] backend would: every queue's tx requests are
     /// consumed, answered and forwarded to the bridge (frames for another vif
     /// wait in its rx queue until that vif steps), the frames queued for this
@@ -644,7 +654,7 @@ impl NetBackend {
         self.connected()
     }
 
-    /// Stops the control thread, disconnects, and removes the device's xenstore
+    /// Stops the device's handshake, disconnects, and removes the device's xenstore
     /// directories.
     pub fn destroy(mut self) {
         self.shutdown();
@@ -653,8 +663,8 @@ impl NetBackend {
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         self.shared.wake_control();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Some(c) = self.control.take() {
+            c.join();
         }
     }
 }
@@ -720,7 +730,7 @@ impl VifShared {
     }
 }
 
-/// The control thread's device half (see [`xb::run_control`]).
+/// The control loop's device half (see [`xb::spawn_control`]).
 struct Ctl(Arc<VifShared>);
 
 impl xb::Device for Ctl {
@@ -861,7 +871,7 @@ fn connect(sh: &Arc<VifShared>, xbe: &XenbusBackend) -> Result<(), Error> {
             rx_queued: AtomicBool::new(false),
             rx_backlog: AtomicBool::new(false),
             rx_progress: AtomicU64::new(0),
-            wake: EventSignal::default(),
+            served: OnceLock::new(),
             tx_port: OnceLock::new(),
             rx_port: OnceLock::new(),
         });
@@ -880,7 +890,6 @@ fn connect(sh: &Arc<VifShared>, xbe: &XenbusBackend) -> Result<(), Error> {
         stop: AtomicBool::new(false),
         why: Mutex::new(None),
         bridge_port: Mutex::new(None),
-        workers: Mutex::new(Vec::new()),
         epoch: Instant::now(),
     });
     for (q, (tp, rp)) in ports.into_iter().enumerate() {
@@ -919,29 +928,24 @@ fn connect(sh: &Arc<VifShared>, xbe: &XenbusBackend) -> Result<(), Error> {
     });
     let pid = sh.bridge.attach(port);
     *lock(&conn.bridge_port) = Some(pid);
-    let workers = if sh.cfg.stepped { 0 } else { conn.queues.len() };
-    for q in 0..workers {
-        let c = conn.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("netback-{}.{}-q{q}", sh.frontend.0, sh.devid))
-            .spawn(move || {
-                let conn = c.clone();
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker(c, q)));
-                if r.is_err() {
-                    // A bug, not the guest's doing; still only this vif goes down.
-                    conn.fail(format!("queue {q} worker panicked"));
-                }
-            });
-        match spawned {
-            Ok(h) => lock(&conn.workers).push(h),
-            Err(e) => {
-                conn.failed.store(true, Ordering::SeqCst);
-                if let Some(p) = lock(&conn.bridge_port).take() {
-                    sh.bridge.detach(p);
-                }
-                conn.stop_workers();
-                return Err(Error::Thread(e));
+    if !sh.cfg.stepped {
+        if hostile_rx(sh).is_some() {
+            // Buffers posted before the queues are served are answered at once.
+            for qb in &conn.queues {
+                qb.rx_work.store(true, Ordering::SeqCst);
             }
+        }
+        for (q, qb) in conn.queues.iter().enumerate() {
+            let nq = Arc::new(NetQueue {
+                sched: Sched::default(),
+                conn: Arc::downgrade(&conn),
+                q,
+                st: Mutex::new(NetQueueState::default()),
+            });
+            NET_POOL.register();
+            let _ = qb.served.set(nq);
+            // Requests may already be on the rings.
+            qb.wake_worker();
         }
     }
     *lock(&sh.conn) = Some(conn);
@@ -1010,66 +1014,107 @@ fn chain_state(p: &[TxRequest]) -> Result<TxChain, String> {
     Ok(TxChain::Done)
 }
 
-/// A queue's worker: the queue's tx processing and the rx work the frontend's
-/// notifications ask for, until the connection stops or fails.
+/// Every vif's queues are served by this pool: at most a few `netback` threads in
+/// all (see the module docs, "Threads and notifications").
+static NET_POOL: Pool = Pool::new("netback", TURN_ROUNDS, POLL_SPIN, Duration::ZERO);
+
+/// Rounds (each of up to [`TX_BATCH`] tx requests, plus the rx work asked for) a
+/// queue is served in one run of a pool worker before the other queues get
+/// their turn.
+const TURN_ROUNDS: usize = 4;
+
+/// One queue in [`NET_POOL`]: the tx processing and the rx work the frontend's
+/// notifications ask for, turn by turn, while the connection lives.
 ///
-/// After running out of work it keeps polling for [`POLL_SPIN`] without asking
-/// for notifications (so a frontend that keeps sending never needs to notify),
-/// then re-arms `req_event`, checks once more, and sleeps until notified (at most
-/// [`WORKER_SLEEP`]).
-fn worker(conn: Arc<Connection>, q: usize) {
-    let Some(qb) = conn.queues.get(q) else {
-        return;
-    };
-    let mut scratch = TxScratch::default();
-    let mut idle_since: Option<Instant> = None;
-    if conn.vif.upgrade().is_some_and(|v| hostile_rx(&v).is_some()) {
-        // Buffers posted before the worker started are answered at once.
-        qb.rx_work.store(true, Ordering::SeqCst);
-    }
-    while !conn.stop.load(Ordering::SeqCst) && !conn.failed.load(Ordering::SeqCst) {
-        let seen = qb.wake.epoch();
+/// When the pool has nothing else to do it keeps polling an idle queue for
+/// [`POLL_SPIN`] without asking for notifications (so a frontend that keeps
+/// sending never needs to notify); then it re-arms `req_event` and checks once
+/// more ([`Served::rearm`]).
+struct NetQueue {
+    sched: Sched,
+    conn: Weak<Connection>,
+    q: usize,
+    st: Mutex<NetQueueState>,
+}
+
+#[derive(Default)]
+struct NetQueueState {
+    scratch: TxScratch,
+    /// Holding off since then for this congested receiver (backpressure, see
+    /// [`Connection::hold_off`]): no tx is consumed meanwhile.
+    held: Option<(Instant, Arc<dyn BridgePort>)>,
+    /// The connection stopped: not served any more.
+    off: bool,
+}
+
+impl NetQueue {
+    fn turn_inner(&self, conn: &Connection) -> Turn {
+        let q = self.q;
+        let Some(qb) = conn.queues.get(q) else {
+            return Turn::Off;
+        };
+        let mut st = lock(&self.st);
+        if st.off || conn.stop.load(Ordering::SeqCst) || conn.failed.load(Ordering::SeqCst) {
+            return Turn::Off;
+        }
+        if let Some((since, port)) = &st.held {
+            if port.congested() && since.elapsed() < BACKPRESSURE_WAIT {
+                // Our own rx work goes on meanwhile (the receiver may be waiting
+                // for us in turn).
+                if qb.rx_work.swap(false, Ordering::SeqCst) || qb.rx_queued.load(Ordering::SeqCst) {
+                    conn.rx_round(q);
+                }
+                return Turn::Held;
+            }
+            st.held = None;
+        }
         qb.tx_work.store(false, Ordering::SeqCst);
-        let mut busy = conn.tx_round(q, &mut scratch, false);
+        let (mut busy, congested) = conn.tx_round_once(q, &mut st.scratch, false);
+        if let Some(port) = congested {
+            st.held = Some((Instant::now(), port));
+        }
         let rx_note = qb.rx_work.swap(false, Ordering::SeqCst);
         if rx_note || qb.rx_queued.load(Ordering::SeqCst) {
             busy |= conn.rx_round(q);
         }
-        if busy {
-            idle_since = None;
-            continue;
-        }
-        let since = *idle_since.get_or_insert_with(Instant::now);
-        if since.elapsed() < POLL_SPIN {
-            // Poll again, but let any other runnable thread (a guest) have the CPU
-            // first: with fewer cores than busy threads, spinning would slow
-            // down the very guest we wait for.
-            std::thread::yield_now();
-            continue;
+        Turn::Did(usize::from(busy))
+    }
+}
+
+impl Served for NetQueue {
+    fn turn(&self, _budget: usize) -> Turn {
+        let Some(conn) = self.conn.upgrade() else {
+            return Turn::Off;
+        };
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.turn_inner(&conn)));
+        r.unwrap_or_else(|_| {
+            // A bug, not the guest's doing; still only this vif goes down.
+            conn.fail(format!("queue {} worker panicked", self.q));
+            Turn::Off
+        })
+    }
+
+    fn rearm(&self) -> bool {
+        let Some(conn) = self.conn.upgrade() else {
+            return false;
+        };
+        let Some(qb) = conn.queues.get(self.q) else {
+            return false;
+        };
+        let mut st = lock(&self.st);
+        if st.off || conn.stop.load(Ordering::SeqCst) || conn.failed.load(Ordering::SeqCst) {
+            return false;
         }
         // Ask for notifications; requests that came meanwhile are handled now.
-        if conn.tx_round(q, &mut scratch, true) {
-            idle_since = None;
-            continue;
+        let (busy, congested) = conn.tx_round_once(self.q, &mut st.scratch, true);
+        if let Some(port) = congested {
+            st.held = Some((Instant::now(), port));
         }
-        if qb.tx_work.load(Ordering::SeqCst) || qb.rx_work.load(Ordering::SeqCst) {
-            continue;
-        }
-        if qb.wake.wait_change(seen, WORKER_SLEEP) == seen {
-            // Woken by the guard, not an event: straight back to sleep, no spin.
-            idle_since = Instant::now().checked_sub(POLL_SPIN);
-        } else {
-            idle_since = None;
-        }
+        busy || qb.tx_work.load(Ordering::SeqCst) || qb.rx_work.load(Ordering::SeqCst)
     }
-    // A graceful stop (the frontend closes or restarts): what it published before
-    // still goes out, as it would have had we been quicker. At most a ring's worth.
-    if !conn.failed.load(Ordering::SeqCst) {
-        for _ in 0..=(RING_DRAIN_ROUNDS) {
-            if !conn.tx_round(q, &mut scratch, false) {
-                break;
-            }
-        }
+
+    fn sched(&self) -> &Sched {
+        &self.sched
     }
 }
 
@@ -1358,18 +1403,31 @@ impl Connection {
         if rx {
             qb.rx_work.store(true, Ordering::SeqCst);
         }
-        qb.wake.raise();
+        qb.wake_worker();
     }
 
-    /// Stops and joins the workers (not from a worker).
+    /// Takes the queues out of the pool (waiting for a turn in progress; not from
+    /// a turn). After a graceful stop (the frontend closes or restarts), what the
+    /// frontend published before still goes out, as it would have had we been
+    /// quicker: at most a ring's worth.
     fn stop_workers(&self) {
         self.stop.store(true, Ordering::SeqCst);
-        for qb in &self.queues {
-            qb.wake.raise();
-        }
-        let workers = std::mem::take(&mut *lock(&self.workers));
-        for w in workers {
-            let _ = w.join();
+        for (q, qb) in self.queues.iter().enumerate() {
+            let Some(nq) = qb.served.get() else {
+                continue;
+            };
+            let mut st = lock(&nq.st);
+            if std::mem::replace(&mut st.off, true) {
+                continue;
+            }
+            NET_POOL.unregister();
+            if !self.failed.load(Ordering::SeqCst) {
+                for _ in 0..=(RING_DRAIN_ROUNDS) {
+                    if !self.tx_round(q, &mut st.scratch, false) {
+                        break;
+                    }
+                }
+            }
         }
     }
 
@@ -1421,22 +1479,35 @@ impl Connection {
     /// granted until answered). With `arm`, an empty ring re-arms `req_event`
     /// (and is checked again). Whether any request was consumed.
     fn tx_round(&self, q: usize, scratch: &mut TxScratch, arm: bool) -> bool {
-        let Some(qb) = self.queues.get(q) else {
-            return false;
-        };
-        let Some(v) = self.vif.upgrade() else {
-            return false;
-        };
-        let handled = self.tx_collect(&v, &mut lock(&qb.tx), scratch, arm);
-        if handled == 0 {
-            return false;
-        }
-        let congested = self.forward(&v, &scratch.frames);
-        self.tx_answer(&v, &mut lock(&qb.tx), q, scratch);
+        let (handled, congested) = self.tx_round_once(q, scratch, arm);
         if let Some(port) = congested {
             self.hold_off(q, &*port);
         }
-        true
+        handled
+    }
+
+    /// [`Connection::tx_round`] without the holding off: also returns the
+    /// congested receiver to hold off for, if any (a pool worker holds off by
+    /// turns, see [`NetQueue`]).
+    fn tx_round_once(
+        &self,
+        q: usize,
+        scratch: &mut TxScratch,
+        arm: bool,
+    ) -> (bool, Option<Arc<dyn BridgePort>>) {
+        let Some(qb) = self.queues.get(q) else {
+            return (false, None);
+        };
+        let Some(v) = self.vif.upgrade() else {
+            return (false, None);
+        };
+        let handled = self.tx_collect(&v, &mut lock(&qb.tx), scratch, arm);
+        if handled == 0 {
+            return (false, None);
+        }
+        let congested = self.forward(&v, &scratch.frames);
+        self.tx_answer(&v, &mut lock(&qb.tx), q, scratch);
+        (true, congested)
     }
 
     /// Consumes tx requests (at most [`TX_BATCH`]) and builds their frames into
@@ -1645,7 +1716,7 @@ impl Connection {
             drop(st);
             // The guest may have posted buffers for queued frames meanwhile.
             if qb.rx_work.load(Ordering::SeqCst) {
-                qb.wake.raise();
+                qb.wake_worker();
             }
         }
     }

@@ -8,7 +8,7 @@
 //!         perms: [n<fe>, r0]     (the guest owns; dom0 may read)
 //!         read-only keys (a console's name, tty, ...): [n0, r<fe>]
 //!
-//!  backend control thread:
+//!  backend control state machine (on its kind's control loop, spawn_control):
 //!     switch_state(InitWait) ─ wait_frontend() ─ Initialised/Connected ─▶
 //!        read_ring_refs() · map_ring() · bind_evtchn() ─ switch_state(Connected)
 //!     ... frontend Closing/Closed ─▶ drop the ring and port ─ switch_state(Closing/Closed)
@@ -25,11 +25,16 @@
 //! and Linux's frontends allocate them that way; other layouts are refused, never
 //! guessed). A bad value fails this device only.
 //!
-//! Thread safety: a [`XenbusBackend`] is used by one control thread; the
-//! [`MappedRing`] and [`BoundPort`] it hands out are `Send` and may move to an I/O
-//! thread.
+//! Thread safety: a [`XenbusBackend`] is used by one control loop (or thread) at
+//! a time; the [`MappedRing`] and [`BoundPort`] it hands out are `Send` and may
+//! move to the I/O path.
+//!
+//! Control loops: [`spawn_control`] runs each device's state machine on one
+//! thread per device kind (`xb-ctl-vbd`, `xb-ctl-vif`, `xb-ctl-console`), turned
+//! on the device's watch events, wake-ups and deadlines, so control threads do
+//! not grow with devices (docs/backend-threads.md).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -174,11 +179,13 @@ pub struct XenbusBackend {
 /// is re-read), so older ones are dropped beyond this.
 const MAILBOX_EVENTS: usize = 16;
 
-/// Watch events for one backend's control thread, and its wake-ups.
+/// Watch events for one backend's control state machine, and its wake-ups.
 #[derive(Default)]
 struct Mailbox {
     inner: Mutex<MailboxInner>,
     cv: Condvar,
+    /// Set for a device on a control loop ([`spawn_control`]): tells the loop.
+    hook: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
 }
 
 #[derive(Default)]
@@ -196,11 +203,27 @@ impl Mailbox {
         m.events.push_back(ev);
         drop(m);
         self.cv.notify_all();
+        self.call_hook();
     }
 
     fn wake(&self) {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).woken = true;
         self.cv.notify_all();
+        self.call_hook();
+    }
+
+    fn call_hook(&self) {
+        let hook = self.hook.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(h) = hook {
+            // A device on a control loop re-reads the state on each turn: the
+            // queued events are not needed.
+            self.inner
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .events
+                .clear();
+            h();
+        }
     }
 
     /// Waits until an event or a wake-up (taking both) or `deadline`.
@@ -224,14 +247,15 @@ impl Mailbox {
     }
 }
 
-/// Wakes a backend's control thread ([`run_control`]) at once: for a [`Device`]
+/// Wakes a backend's control state machine ([`spawn_control`], [`run_control`]) at once: for a [`Device`]
 /// whose stop flag or data-path failure has just changed (see
 /// [`Device::set_control_waker`]).
 #[derive(Clone)]
 pub struct ControlWaker(Arc<Mailbox>);
 
 impl ControlWaker {
-    /// Wakes the control thread (it then re-checks stop, failures and the frontend).
+    /// Wakes the control state machine (it then re-checks stop, failures and the
+    /// frontend).
     pub fn wake(&self) {
         self.0.wake();
     }
@@ -307,7 +331,7 @@ fn state_of(raw: &[u8]) -> XenbusState {
         .unwrap_or(XenbusState::Unknown)
 }
 
-/// What a backend's control thread does when it sees the frontend in some state:
+/// What a backend's control state machine does when it sees the frontend in some state:
 /// the decision of Linux's backends' `frontend_changed` (xen-netback walks to the
 /// target state through `set_backend_state`, disconnecting on the way), shared by
 /// shim-hv's backends. See [`reaction`].
@@ -348,7 +372,7 @@ pub fn reaction(backend: XenbusState, connected: bool, fe: XenbusState) -> React
 }
 
 /// What a backend device does when [`run_control`] says so: the device-specific
-/// half of a backend's control thread.
+/// half of a backend's control state machine.
 pub trait Device {
     /// Whether the device is connected (rings mapped, I/O running).
     fn connected(&self) -> bool;
@@ -366,9 +390,9 @@ pub trait Device {
     fn take_failure(&self) -> Option<String> {
         None
     }
-    /// Offers the device a waker for its control thread. A device that keeps it
+    /// Offers the device a waker for its control state machine. A device that keeps it
     /// and calls [`ControlWaker::wake`] whenever its stop flag becomes true or a
-    /// failure is recorded returns `true`: its control thread then sleeps until an
+    /// failure is recorded returns `true`: its state machine then sleeps until an
     /// event (tickless). The default (`false`) keeps a short polling period.
     fn set_control_waker(&self, waker: ControlWaker) -> bool {
         let _ = waker;
@@ -388,41 +412,87 @@ const CONTROL_TICK: Duration = Duration::from_millis(50);
 /// frontend's domain going away, stop and failures all wake the loop).
 const CONTROL_IDLE: Duration = Duration::from_secs(60);
 
-/// A backend's control thread: follows the frontend's `state` ([`reaction`]),
-/// connecting, disconnecting and restarting `dev`, and reports data-path failures,
-/// until `stop()` or until the frontend's domain has been gone for a moment; then
-/// disconnects and removes the device's nodes.
+/// A backend's control state machine on the calling thread: follows the
+/// frontend's `state` ([`reaction`]), connecting, disconnecting and restarting
+/// `dev`, and reports data-path failures, until `stop()` or until the frontend's
+/// domain has been gone for a moment; then disconnects and removes the device's
+/// nodes. [`spawn_control`] runs the same machine on its kind's shared control
+/// loop instead of a thread of its own.
 pub fn run_control(
     hv: &Hypervisor,
     frontend: DomId,
-    mut xbe: XenbusBackend,
+    xbe: XenbusBackend,
     dev: &dyn Device,
     stop: &dyn Fn() -> bool,
 ) {
-    let mut fe_state = xbe.frontend_state().unwrap_or(XenbusState::Unknown);
-    let mut gone_since: Option<Instant> = None;
-    let tick = if dev.set_control_waker(xbe.waker()) {
-        CONTROL_IDLE
-    } else {
-        CONTROL_TICK
-    };
-    while !stop() {
-        match reaction(xbe.state(), dev.connected(), fe_state) {
-            Reaction::Connect => match dev.connect(&xbe) {
+    let _ = (hv, frontend);
+    let mailbox = xbe.mailbox.clone();
+    let mut task = ControlTask::new(xbe, dev);
+    loop {
+        task.refresh();
+        let Some(wait) = task.turn(dev, stop) else {
+            break;
+        };
+        let _ = mailbox.wait(Instant::now() + wait);
+    }
+    task.finish(dev);
+}
+
+/// One device's control state between turns (see [`run_control`]).
+struct ControlTask {
+    xbe: XenbusBackend,
+    fe_state: XenbusState,
+    gone_since: Option<Instant>,
+    tick: Duration,
+}
+
+impl ControlTask {
+    fn new(xbe: XenbusBackend, dev: &dyn Device) -> Self {
+        let tick = if dev.set_control_waker(xbe.waker()) {
+            CONTROL_IDLE
+        } else {
+            CONTROL_TICK
+        };
+        ControlTask {
+            xbe,
+            fe_state: XenbusState::Unknown,
+            gone_since: None,
+            tick,
+        }
+    }
+
+    /// Re-reads the frontend's state (events are coalesced: only the current
+    /// value counts; a failed read keeps the last one).
+    fn refresh(&mut self) {
+        if let Ok(s) = self.xbe.frontend_state() {
+            self.fe_state = s;
+        }
+    }
+
+    /// Reacts once to the frontend's state as last read. `Some(wait)`: turn again
+    /// after an event or `wait`; `None`: done (stopped, or the frontend's domain
+    /// has been gone long enough), [`ControlTask::finish`] next.
+    fn turn(&mut self, dev: &dyn Device, stop: &dyn Fn() -> bool) -> Option<Duration> {
+        if stop() {
+            return None;
+        }
+        let xbe = &mut self.xbe;
+        match reaction(xbe.state(), dev.connected(), self.fe_state) {
+            Reaction::Connect => match dev.connect(xbe) {
                 Ok(()) => {
                     let _ = xbe.switch_state(XenbusState::Connected);
-                    dev.on_connected(&xbe);
+                    dev.on_connected(xbe);
                 }
-                Err(why) => fail(&mut xbe, dev, &why),
+                Err(why) => fail(xbe, dev, &why),
             },
             Reaction::Disconnect(to) => {
-                dev.disconnect(&xbe);
+                dev.disconnect(xbe);
                 let _ = xbe.switch_state(to);
             }
             Reaction::Restart => {
                 // The frontend (re)starts, maybe without closing first (reboot,
                 // kexec): drop any connection and offer again.
-                dev.disconnect(&xbe);
+                dev.disconnect(xbe);
                 let _ = xbe.write_key("error", "");
                 let _ = xbe.switch_state(XenbusState::InitWait);
             }
@@ -430,30 +500,270 @@ pub fn run_control(
         }
         if let Some(why) = dev.take_failure() {
             eprintln!("{}: frontend failed: {why}", xbe.backend_path());
-            fail(&mut xbe, dev, &why);
+            fail(xbe, dev, &why);
         }
-        if hv.domain(frontend).is_none() {
+        if xbe.hv.domain(xbe.frontend).is_none() {
             // The guest is gone: stop once its nodes are gone too.
-            let t = *gone_since.get_or_insert_with(Instant::now);
+            let t = *self.gone_since.get_or_insert_with(Instant::now);
             if t.elapsed() > GONE_GRACE {
-                break;
+                return None;
             }
         }
-        let wait = match gone_since {
+        Some(match self.gone_since {
             Some(t) => GONE_GRACE.saturating_sub(t.elapsed()) + Duration::from_millis(1),
-            None => tick,
-        };
-        match xbe.wait_frontend(wait) {
-            Ok(Some(s)) => fe_state = s,
-            _ => {
-                if let Ok(s) = xbe.frontend_state() {
-                    fe_state = s;
+            None => self.tick,
+        })
+    }
+
+    /// Disconnects the device and removes its nodes.
+    fn finish(self, dev: &dyn Device) {
+        dev.disconnect(&self.xbe);
+        let _ = self.xbe.destroy();
+    }
+}
+
+/// The stop condition of a device on a control loop.
+pub type StopFn = Box<dyn Fn() -> bool + Send>;
+
+/// Runs a device's control state machine (as [`run_control`] does) on the shared
+/// control loop of its kind (`vbd`, `vif`, `console`: one thread each, named
+/// `xb-ctl-<kind>`, started with the kind's first device and ended with its
+/// last), so control threads do not grow with devices.
+///
+/// The loop turns a device's machine when the device's mailbox gets a watch event
+/// (its frontend's `state`, `@releaseDomain`) or a [`ControlWaker::wake`], or when
+/// its deadline passes, one device after another. A turn's work is bounded by the
+/// device (xenstore reads and writes, mapping rings, starting or stopping its
+/// I/O; a vif script can take up to its timeout, and delays the other vifs'
+/// turns meanwhile). A device whose turn panics is finished (disconnected, nodes
+/// removed) without taking the loop down.
+///
+/// [`ControlHandle::join`] waits until the device has finished (after `stop()`
+/// turned true and its waker woke the loop, or after its frontend's domain went
+/// away).
+pub fn spawn_control(
+    xbe: XenbusBackend,
+    dev: Box<dyn Device + Send>,
+    stop: StopFn,
+) -> std::io::Result<ControlHandle> {
+    let lp = control_loop(xbe.kind());
+    let mailbox = xbe.mailbox.clone();
+    let done = Arc::new(Done::default());
+    let task = ControlTask::new(xbe, &*dev);
+    let entry = LoopEntry {
+        task,
+        dev,
+        stop,
+        done: done.clone(),
+        deadline: Instant::now(),
+    };
+    let failed = {
+        let mut g = lock(&lp.inner);
+        let id = g.next_id;
+        g.next_id += 1;
+        let hook_lp = Arc::downgrade(&lp);
+        *lock(&mailbox.hook) = Some(Arc::new(move || {
+            if let Some(lp) = hook_lp.upgrade() {
+                lp.ready(id);
+            }
+        }));
+        g.incoming.push((id, entry));
+        if g.running {
+            None
+        } else {
+            let lp2 = lp.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("xb-ctl-{}", lp.kind))
+                .spawn(move || lp2.run());
+            match spawned {
+                Ok(t) => {
+                    g.running = true;
+                    g.thread = Some(t.thread().id());
+                    None
+                }
+                Err(e) => Some((e, g.incoming.pop())),
+            }
+        }
+    };
+    if let Some((e, entry)) = failed {
+        if let Some((_, entry)) = entry {
+            entry.task.finish(&*entry.dev);
+        }
+        return Err(e);
+    }
+    lp.cv.notify_one();
+    Ok(ControlHandle { lp, done })
+}
+
+/// A device on its kind's control loop ([`spawn_control`]).
+pub struct ControlHandle {
+    lp: Arc<ControlLoop>,
+    done: Arc<Done>,
+}
+
+impl fmt::Debug for ControlHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ControlHandle")
+            .field("kind", &self.lp.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControlHandle {
+    /// Waits until the device has finished: disconnected, its nodes removed. The
+    /// caller makes its `stop()` true and wakes it first. Called on the control
+    /// loop's own thread (a device callback ending another device of its kind),
+    /// it does not wait: the device finishes on its next turn.
+    pub fn join(self) {
+        if lock(&self.lp.inner).thread == Some(std::thread::current().id()) {
+            return;
+        }
+        let mut g = lock(&self.done.m);
+        while !*g {
+            g = self.done.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+#[derive(Default)]
+struct Done {
+    m: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Done {
+    fn set(&self) {
+        *lock(&self.m) = true;
+        self.cv.notify_all();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The control loops, by device kind.
+static LOOPS: Mutex<BTreeMap<String, Arc<ControlLoop>>> = Mutex::new(BTreeMap::new());
+
+fn control_loop(kind: &str) -> Arc<ControlLoop> {
+    lock(&LOOPS)
+        .entry(kind.to_string())
+        .or_insert_with(|| {
+            Arc::new(ControlLoop {
+                kind: kind.to_string(),
+                inner: Mutex::new(LoopInner::default()),
+                cv: Condvar::new(),
+            })
+        })
+        .clone()
+}
+
+/// One kind's control loop: the devices' machines, turned on their events and
+/// deadlines by one thread.
+struct ControlLoop {
+    kind: String,
+    inner: Mutex<LoopInner>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct LoopInner {
+    next_id: u64,
+    /// Devices added since the loop last looked.
+    incoming: Vec<(u64, LoopEntry)>,
+    /// Devices woken since the loop last looked.
+    ready: Vec<u64>,
+    /// Whether the loop's thread runs (it ends when it has no device left).
+    running: bool,
+    thread: Option<std::thread::ThreadId>,
+}
+
+struct LoopEntry {
+    task: ControlTask,
+    dev: Box<dyn Device + Send>,
+    stop: StopFn,
+    done: Arc<Done>,
+    deadline: Instant,
+}
+
+impl ControlLoop {
+    fn ready(&self, id: u64) {
+        lock(&self.inner).ready.push(id);
+        self.cv.notify_one();
+    }
+
+    /// The loop's thread. Never holds `inner` while turning a device (a device's
+    /// mailbox hook takes it, from xenstored's watch delivery).
+    fn run(&self) {
+        let mut devices: BTreeMap<u64, LoopEntry> = BTreeMap::new();
+        loop {
+            let (incoming, ready) = {
+                let mut g = lock(&self.inner);
+                loop {
+                    if !g.incoming.is_empty() || !g.ready.is_empty() {
+                        break;
+                    }
+                    let now = Instant::now();
+                    match devices.values().map(|e| e.deadline).min() {
+                        Some(d) if d <= now => break,
+                        Some(d) => {
+                            g = self
+                                .cv
+                                .wait_timeout(g, d - now)
+                                .map(|(g, _)| g)
+                                .unwrap_or_else(|e| e.into_inner().0);
+                        }
+                        None => {
+                            // No device left: the thread ends (the next device
+                            // starts another).
+                            g.running = false;
+                            g.thread = None;
+                            return;
+                        }
+                    }
+                }
+                (
+                    std::mem::take(&mut g.incoming),
+                    std::mem::take(&mut g.ready),
+                )
+            };
+            devices.extend(incoming);
+            let now = Instant::now();
+            for id in ready {
+                if let Some(e) = devices.get_mut(&id) {
+                    e.deadline = now;
+                }
+            }
+            let due: Vec<u64> = devices
+                .iter()
+                .filter(|(_, e)| e.deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in due {
+                let Some(e) = devices.get_mut(&id) else {
+                    continue;
+                };
+                let turned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    e.task.refresh();
+                    e.task.turn(&*e.dev, &*e.stop)
+                }));
+                match turned {
+                    Ok(Some(wait)) => e.deadline = Instant::now() + wait,
+                    Ok(None) | Err(_) => {
+                        if let Some(e) = devices.remove(&id) {
+                            let LoopEntry {
+                                task, dev, done, ..
+                            } = e;
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                task.finish(&*dev)
+                            }));
+                            done.set();
+                        }
+                    }
                 }
             }
         }
     }
-    dev.disconnect(&xbe);
-    let _ = xbe.destroy();
 }
 
 /// Disconnects `dev`, says `why` in the backend's `error` node and goes Closing.
@@ -536,7 +846,7 @@ impl XenbusBackend {
         };
         me.xs.watch(&format!("{}/state", me.fe_path), &me.token)?;
         // The frontend's domain going away (shut down or destroyed) wakes the
-        // control thread too.
+        // control state machine too.
         me.xs.watch(RELEASE_DOMAIN, &me.token)?;
         me.watching = true;
         Ok(me)
@@ -671,7 +981,8 @@ impl XenbusBackend {
         Ok(None)
     }
 
-    /// A waker for this backend's control thread ([`run_control`]).
+    /// A waker for this backend's control state machine ([`spawn_control`],
+    /// [`run_control`]).
     pub fn waker(&self) -> ControlWaker {
         ControlWaker(self.mailbox.clone())
     }

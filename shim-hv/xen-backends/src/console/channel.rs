@@ -9,7 +9,8 @@
 //!     frontend .../device/console/<N>: backend, backend-id, state, protocol
 //!              (the guest's), and read-only for the guest: name, limit, type = ioemu,
 //!              output (pty | chardev:libxl-channel<N>), tty
-//!  control thread: InitWait ─ frontend Initialised ─▶ map ring-ref, bind port,
+//!  control loop (`xb-ctl-console`):
+//!     InitWait ─ frontend Initialised ─▶ map ring-ref, bind port,
 //!     Console::serve (ConsoleBackend::entry(fe, N)) ─ Connected; a pty's path goes
 //!     to the frontend's tty node (docs/misc/console.txt)
 //!     frontend Closing/Closed, or a ring fault ─▶ the console is removed (ring
@@ -137,10 +138,14 @@ impl Shared {
     }
 }
 
-/// A channel's backend: its xenstore presence, control thread and (for a socket)
-/// listener thread. Dropping it takes the channel down.
+/// A channel's backend: its xenstore presence, its handshake (on the control
+/// loop) and (for a socket) its listener thread. Dropping it takes the channel
+/// down.
 pub struct ChannelBackend {
     shared: Arc<Shared>,
+    /// The device on the `console` control loop.
+    control: Option<xb::ControlHandle>,
+    /// The socket listener's thread.
     threads: Vec<JoinHandle<()>>,
     backend_path: String,
     frontend_path: String,
@@ -264,6 +269,7 @@ impl ChannelBackend {
         });
         let mut me = ChannelBackend {
             shared: shared.clone(),
+            control: None,
             threads: Vec::new(),
             backend_path,
             frontend_path,
@@ -271,15 +277,14 @@ impl ChannelBackend {
         };
         let name = format!("channel-d{}-{}", frontend.0, shared.cfg.devid);
         let sh = shared.clone();
-        let t = std::thread::Builder::new()
-            .name(name.clone())
-            .spawn(move || {
-                let hv = sh.hv.clone();
-                let fe = sh.frontend;
-                xb::run_control(&hv, fe, xbe, &Ctl(sh.clone()), &|| sh.stopping());
-            })
-            .map_err(Error::Thread)?;
-        me.threads.push(t);
+        me.control = Some(
+            xb::spawn_control(
+                xbe,
+                Box::new(Ctl(shared.clone())),
+                Box::new(move || sh.stopping()),
+            )
+            .map_err(Error::Thread)?,
+        );
         if let Some(l) = listener {
             let sh = shared.clone();
             let t = std::thread::Builder::new()
@@ -345,10 +350,13 @@ impl ChannelBackend {
 
     fn shutdown(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(c) = self.control.take() {
+            c.join();
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        // The listener may have created a record the control thread never served.
+        // The listener may have created a record the control loop never served.
         if let Some(c) = self.shared.consoles.upgrade() {
             c.remove_n(self.shared.frontend, self.shared.cfg.devid);
         }
