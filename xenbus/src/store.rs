@@ -778,7 +778,9 @@ impl<P: Platform> Xenstore<P> {
             let deadline = self.deadline(self.timeout_ns);
             // Every earlier request was answered, so the request ring is empty and
             // a batch of at most RING_SIZE bytes goes in without waiting.
-            let mut ids = [0u32; BATCH];
+            // Each request's id and type, kept for matching its reply (the type is
+            // kept rather than asked of `req` again).
+            let mut sent = [(0u32, 0u32); BATCH];
             let (mut k, mut bytes) = (0usize, 0usize);
             while i + k < n && k < BATCH {
                 let (ty, parts) = req(i + k);
@@ -787,16 +789,15 @@ impl<P: Platform> Xenstore<P> {
                     break;
                 }
                 let id = self.send_request(tx, ty, &Parts(&parts), deadline)?;
-                if let Some(slot) = ids.get_mut(k) {
-                    *slot = id;
+                if let Some(slot) = sent.get_mut(k) {
+                    *slot = (id, ty);
                 }
                 bytes += len;
                 k += 1;
             }
             self.round_trips = self.round_trips.wrapping_add(1);
             self.notify()?;
-            for (j, &id) in ids.iter().take(k).enumerate() {
-                let (ty, _) = req(i + j);
+            for (j, &(id, ty)) in sent.iter().take(k).enumerate() {
                 self.await_reply(id, ty, tx, deadline)?;
                 let r = each(i + j, self.reply_body());
                 self.rx.reset();

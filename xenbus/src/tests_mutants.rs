@@ -261,3 +261,32 @@ fn a_permission_list_is_never_empty() {
     assert!(!l.is_empty());
     assert_eq!(l.len(), 1);
 }
+
+/// A transaction whose closure fails is aborted (`XS_TRANSACTION_END` "F"), so
+/// xenstored does not keep it open until the connection ends; an `EAGAIN` from the
+/// closure aborts before the retry too (mutant: `abort_quietly` -> `()`).
+#[test]
+fn a_failed_transaction_is_aborted() {
+    use hypercall::abi::xs_wire::msg;
+    let fake = crate::fake::FakePlatform::new();
+    let mut xs = fake.client();
+    let mut calls = 0;
+    let r: Result<()> = xs.transaction(|tx| {
+        calls += 1;
+        tx.write("t", b"1")?;
+        if calls == 1 {
+            Err(Error::Xenstore(ErrnoName::Eagain))
+        } else {
+            Err(Error::InvalidArgument("closure failed"))
+        }
+    });
+    assert_eq!(r, Err(Error::InvalidArgument("closure failed")));
+    let s = fake.server();
+    let ty = |t| s.core.requests.iter().filter(|h| h.ty == t).count();
+    assert_eq!(ty(msg::TRANSACTION_START), 2);
+    assert_eq!(ty(msg::TRANSACTION_END), 2, "each try ends its transaction");
+    let last = s.core.requests.last().unwrap();
+    assert_eq!(last.ty, msg::TRANSACTION_END);
+    assert_ne!(last.tx_id, 0);
+    assert_eq!(s.core.read("t"), None);
+}
