@@ -290,3 +290,65 @@ fn a_failed_transaction_is_aborted() {
     assert_ne!(last.tx_id, 0);
     assert_eq!(s.core.read("t"), None);
 }
+
+/// A message that stops arriving partway fails the connection when it has made no
+/// progress for exactly the client's timeout, not one tick later (mutant: the stall
+/// check `idle < timeout` turned into `<=`).
+#[test]
+fn a_stalled_message_fails_at_exactly_the_timeout() {
+    use crate::fake::{msg_bytes, WAIT_NS};
+    use hypercall::abi::xs_wire::msg;
+    let fake = crate::fake::FakePlatform::new();
+    let mut xs = fake.client();
+    xs.set_timeout(core::time::Duration::from_millis(20));
+    let mut ev = msg_bytes(msg::WATCH_EVENT, 0, 0, b"path\0tok\0");
+    ev.truncate(20);
+    fake.server().inject(&ev);
+    // Into the ring now, at time 0: the client's first look consumes it at time 0.
+    fake.server().step();
+    assert_eq!(fake.now(), 0);
+    let r = xs.wait_watch_event(core::time::Duration::from_millis(100));
+    assert_eq!(
+        r,
+        Err(Error::Broken(ProtocolError::TruncatedMessage {
+            expected: 25,
+            got: 20
+        }))
+    );
+    assert_eq!(fake.now(), 20 * WAIT_NS);
+}
+
+/// `read_u64_opt` gives the value of a present node and `None` for a missing one
+/// (mutant: `read_u64_opt` -> `Ok(None)`).
+#[test]
+fn read_u64_opt_reads_present_and_missing_nodes() {
+    let fake = crate::fake::FakePlatform::new();
+    let mut xs = fake.client();
+    xs.write("big", b"18446744073709551615").unwrap();
+    assert_eq!(xs.read_u64_opt("big"), Ok(Some(u64::MAX)));
+    assert_eq!(xs.read_u64_opt("absent"), Ok(None));
+    assert!(xs.read_u32_opt("big").is_err());
+}
+
+/// `Transaction::id` is the id xenstored gave the transaction, the one its
+/// requests carry (mutant: `id` -> `Default::default()`, i.e. `TxId::NONE`).
+#[test]
+fn transaction_id_is_the_one_its_requests_carry() {
+    let fake = crate::fake::FakePlatform::new();
+    let mut xs = fake.client();
+    let mut seen = TxId::NONE;
+    xs.transaction(|tx| {
+        seen = tx.id();
+        tx.write("t", b"1")
+    })
+    .unwrap();
+    assert_ne!(seen, TxId::NONE);
+    let s = fake.server();
+    let write = s
+        .core
+        .requests
+        .iter()
+        .find(|h| h.ty == hypercall::abi::xs_wire::msg::WRITE)
+        .unwrap();
+    assert_eq!(TxId(write.tx_id), seen);
+}
