@@ -87,6 +87,7 @@ fn unikernel_console_disk_reboot_and_shutdown() {
     for line in [
         "xen: version 4.17",
         "xenstore: connected; domain",
+        "devices: 1 disk(s) [51712], 0 nic(s) []",
         "disk 51712 (xvda): 8192 sectors of 512 bytes",
         "read back: same",
         "power: watching control/shutdown",
@@ -210,6 +211,9 @@ fn unikernel_network_from_the_host_through_a_tap() {
         let out = console(&d, id);
         if !out.contains("ping 10.9.7.1: 3/3 replies") {
             return Err(format!("no ping replies: {out}"));
+        }
+        if !out.contains("devices: 0 disk(s) [], 1 nic(s) [0]") {
+            return Err(format!("devices line: {out}"));
         }
         // The host pings the guest and fetches its port-80 page.
         let ping = Command::new("ping")
