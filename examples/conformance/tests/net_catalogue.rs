@@ -80,6 +80,14 @@ impl NetDriver for Kit<'_> {
         d.close(&mut self.xs, T).map_err(|e| e.to_string())
     }
 
+    // The upcall of a guest using xennet-front: `poll` (reclaim, refill, re-arm).
+    fn event(&mut self, _port: hypercall::Port) -> Result<(), String> {
+        match self.dev.as_mut() {
+            Some(d) => d.poll().map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+
     fn probe(&mut self) -> Probe {
         let Some(d) = self.dev.as_mut() else {
             return Probe::default();

@@ -66,6 +66,8 @@ enum Flaw {
     /// Asks for two queues and publishes rings for both, but serves only the
     /// first (the second's rx ring never gets a buffer).
     QueueZeroOnly,
+    /// Answers every upcall with a notification to the backend.
+    KickOnEvent,
 }
 
 struct Toy {
@@ -428,6 +430,13 @@ impl NetDriver for Toy {
     fn grant_frames(&self) -> SharedMem<'_> {
         self.grants.frames().unwrap_or(SharedMem::empty())
     }
+
+    fn event(&mut self, _port: Port) -> Result<(), String> {
+        if let (Some(Flaw::KickOnEvent), Some(p)) = (self.flaw, self.port) {
+            Xen(&self.host).evtchn_send(p).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
 }
 
 /// Builds the toy, with `flaw` added.
@@ -561,6 +570,7 @@ fn each_case_fails_a_driver_with_its_flaw() {
             &["net.connect_and_traffic", "net.ring_slots_wrap"],
         ),
         (QueueZeroOnly, &["net.multi_queue_traffic"]),
+        (KickOnEvent, &["net.spurious_events"]),
     ];
     let short = |name: &'static str| name.split(' ').next().unwrap_or("");
     let mut covered = Vec::new();

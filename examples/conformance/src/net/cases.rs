@@ -1325,6 +1325,59 @@ pub(super) static CASES: &[Case] = &[
         },
     },
     Case {
+        name: "net.spurious_events (E1, row 25)",
+        peer: "raises 10 000 events (500 under Miri) on the frontend's event channels with \
+               nothing on the rings, and 100 on a port it never bound, each handed to the \
+               driver's upcall",
+        expect: "each upcall is harmless: no frame handed out, the device not failed, at \
+                 most one notification back per 100 events; then frames flow both ways",
+        run: |ctx| {
+            let mut d = ctx.connected()?;
+            let mut ports: Vec<u32> = ctx.be(|b| {
+                b.queues()
+                    .iter()
+                    .flat_map(|q| [q.ports.0, q.ports.1])
+                    .collect()
+            });
+            ports.sort_unstable();
+            ports.dedup();
+            let ports: Vec<hypercall::Port> = ports.into_iter().map(hypercall::Port).collect();
+            let storm: usize = if cfg!(miri) { 500 } else { 10_000 };
+            let sends = ctx.host.sends();
+            let mut buf = vec![0u8; 65536];
+            for i in 0..storm {
+                ctx.host.raise(ports[i % ports.len()]);
+                if i % 100 == 0 {
+                    ctx.host.raise(hypercall::Port(0x7fff));
+                }
+                for p in ctx.host.take_pending() {
+                    d.event(p)
+                        .map_err(|e| format!("upcall {i} on port {}: {e}", p.0))?;
+                }
+                if let Some(n) = d.recv(&mut buf)? {
+                    return Err(format!("a {n}-byte frame handed out after event {i}"));
+                }
+            }
+            let back = ctx.host.sends() - sends;
+            if let Some(why) = d.probe().failed {
+                return Err(format!("the device failed: {why}"));
+            }
+            if back > (storm / 100) as u64 {
+                return Err(format!(
+                    "{back} notifications back for {storm} spurious events"
+                ));
+            }
+            ctx.traffic(&mut d, 3, 60)
+                .map_err(|e| format!("after the events: {e}"))?;
+            Ok(format!(
+                "{storm} events on {} port(s) and {} on a port never bound: nothing handed \
+                 out, {back} notifications back; then 3 frames each way",
+                ports.len(),
+                storm.div_ceil(100)
+            ))
+        },
+    },
+    Case {
         name: "net.feature_values_odd (N9)",
         peer: "offers feature-sg \"yes\", feature-gso-tcpv4 \"\", \
                feature-split-event-channels \"2\", feature-ipv6-csum-offload \"-1\"",

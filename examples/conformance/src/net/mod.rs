@@ -211,6 +211,15 @@ pub trait NetDriver {
     /// The driver's grant table (v1 entries), which the backend reads and marks as
     /// Xen would.
     fn grant_frames(&self) -> SharedMem<'_>;
+    /// An event-channel upcall for `port` arrived (raised by the case,
+    /// [`HostPlatform::raise`]): do what the driver's upcall does. It may be
+    /// spurious (nothing on the rings) or for a port the driver never bound
+    /// (docs/hostile-input.md E1, row 25). The default does nothing: a driver
+    /// that only polls.
+    fn event(&mut self, port: hypercall::Port) -> Result<(), String> {
+        let _ = port;
+        Ok(())
+    }
 }
 
 /// A driver's view of its device ([`NetDriver::probe`]).
