@@ -59,6 +59,34 @@ fn bad_modes_and_devices_are_one_line_errors() {
     assert!(e.contains("no disk xvda in this config"), "{e}");
     let e = refused(&cli, &["create", "-n", "--hostile", "nonsense", "g.cfg"]);
     assert!(e.contains("expected DEVICE:MODE"), "{e}");
+    // A channel the config lacks; a channel given a mode of another class.
+    let e = refused(
+        &cli,
+        &[
+            "create",
+            "--hostile",
+            "console1=console.in_prod_past_ring",
+            "g.cfg",
+        ],
+    );
+    assert!(e.contains("no channel console1 in this config"), "{e}");
+    cli.dir.write(
+        "c.cfg",
+        &format!("{CFG}channel = [ 'name=org.example.c,connection=pty' ]\n"),
+    );
+    let e = refused(
+        &cli,
+        &[
+            "create",
+            "--hostile",
+            "org.example.c=net.tx_id_out_of_range",
+            "c.cfg",
+        ],
+    );
+    assert!(
+        e.contains("org.example.c is a channel: its modes are console.*"),
+        "{e}"
+    );
     // Nothing was started for any of them.
     assert!(cli.daemon_pid().is_none());
 }
