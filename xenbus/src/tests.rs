@@ -1301,7 +1301,25 @@ mod handshake {
         // Past one re-check slice (1 s) either way; Miri waits out the shorter
         // deadline (each 1 ms wait costs it thousands of steps).
         let timeout = Duration::from_millis(if cfg!(miri) { 1100 } else { 2500 });
+        let t0 = fake.now();
+        let reads = |fake: &FakePlatform| {
+            let s = fake.server();
+            s.core.requests.iter().filter(|h| h.ty == msg::READ).count()
+        };
+        let r0 = reads(&fake);
         assert_eq!(hs.wait_for_backend(&mut xs, timeout), Err(Error::Timeout));
+        // At the deadline, not at the end of a whole re-check slice past it (mutant:
+        // the last slice's `deadline - now` as `deadline + now`).
+        let took = fake.now() - t0;
+        assert!(
+            took >= timeout.as_nanos() as u64 && took <= timeout.as_nanos() as u64 + WAIT_NS,
+            "{took} ns"
+        );
+        // With no watch event the state is re-read once a second (each slice ends)
+        // and once at the deadline, not polled (mutant: `deadline / now`, slices of
+        // a few microseconds).
+        let slices = timeout.as_millis().div_ceil(1000) as usize;
+        assert_eq!(reads(&fake) - r0, slices + 1);
     }
 
     /// Row 30 / docs/hostile-input.md X7: a xenstored that answers every read with another

@@ -352,3 +352,61 @@ fn transaction_id_is_the_one_its_requests_carry() {
         .unwrap();
     assert_eq!(TxId(write.tx_id), seen);
 }
+
+/// The handshake's watch token names its device node, so events for it can be told
+/// from other watches' (mutant: `FrontendHandshake::token` -> `""`).
+#[test]
+fn handshake_token_names_the_device() {
+    let hs = crate::frontend::FrontendHandshake::new("device/vbd/768").unwrap();
+    assert_eq!(hs.token(), "xenbus-fe:device/vbd/768");
+}
+
+/// `PowerControl::wait` with no request returns `Timeout` at its deadline, not a
+/// whole wait past it (mutant: the remaining time `deadline - now` as
+/// `deadline + now`).
+#[test]
+fn power_wait_times_out_at_its_deadline() {
+    use crate::fake::WAIT_NS;
+    use crate::power::{PowerControl, PowerFeatures};
+    let fake = crate::fake::FakePlatform::new();
+    let mut xs = fake.client();
+    let features = PowerFeatures {
+        poweroff: true,
+        ..PowerFeatures::default()
+    };
+    let mut pc = PowerControl::new(&mut xs, features).unwrap();
+    let t0 = fake.now();
+    assert!(t0 > 0, "the fake's clock moved while the watch was set");
+    let timeout = core::time::Duration::from_millis(30);
+    assert_eq!(pc.wait(&mut xs, timeout), Err(Error::Timeout));
+    let took = fake.now() - t0;
+    assert!((30 * WAIT_NS..=31 * WAIT_NS).contains(&took), "{took} ns");
+}
+
+/// `PowerControl::wait` works on a platform whose clock still reads 0 (a
+/// monotonic clock counted from boot; here a concurrent xenstored that answers at
+/// no cost): a request is delivered, none times out (mutant: the remaining time
+/// `deadline - now` as `deadline / now`, a division by zero).
+#[test]
+fn power_wait_on_a_clock_at_zero() {
+    use crate::power::{PowerControl, PowerEvent, PowerFeatures, SHUTDOWN_NODE};
+    let fake = crate::fake::FakePlatform::new();
+    fake.set_concurrent(Some(0));
+    let mut xs = fake.client();
+    let features = PowerFeatures {
+        reboot: true,
+        ..PowerFeatures::default()
+    };
+    let mut pc = PowerControl::new(&mut xs, features).unwrap();
+    assert_eq!(fake.now(), 0);
+    // The toolstack writes its request a few milliseconds later.
+    let mut steps = 0;
+    fake.server().hook = Some(std::boxed::Box::new(move |c: &mut crate::fake::Core| {
+        steps += 1;
+        if steps == 20 {
+            c.write(SHUTDOWN_NODE, "reboot");
+        }
+    }));
+    let r = pc.wait(&mut xs, core::time::Duration::from_millis(100));
+    assert_eq!(r, Ok(PowerEvent::Reboot));
+}
