@@ -410,3 +410,28 @@ fn power_wait_on_a_clock_at_zero() {
     let r = pc.wait(&mut xs, core::time::Duration::from_millis(100));
     assert_eq!(r, Ok(PowerEvent::Reboot));
 }
+
+/// Attaching again starts afresh: queued watch events and the loss record of the
+/// old connection are dropped (mutant: `WatchQueue::clear` -> `()`).
+#[test]
+fn attaching_again_drops_queued_watch_events() {
+    use crate::fake::{msg_bytes, port, STORE_PFN};
+    use hypercall::abi::xs_wire::msg;
+    let fake = crate::fake::FakePlatform::new();
+    let mut xs = fake.client();
+    for i in 0..WATCH_QUEUE_LEN + 1 {
+        let ev = format!("p{i}\0t\0");
+        fake.server()
+            .inject(&msg_bytes(msg::WATCH_EVENT, 0, 0, ev.as_bytes()));
+    }
+    xs.write("a", b"1").unwrap();
+    assert_eq!(xs.pending_watch_events(), WATCH_QUEUE_LEN);
+    assert_eq!(xs.lost_watch_events(), 1);
+    assert!(xs.watch_overflowed());
+    xs.attach(hypercall::Gfn(STORE_PFN), port()).unwrap();
+    assert_eq!(xs.pending_watch_events(), 0);
+    assert_eq!(xs.lost_watch_events(), 0);
+    assert!(!xs.watch_overflowed());
+    assert_eq!(xs.poll_watch_event(), Ok(None));
+    xs.write("a", b"2").unwrap();
+}
