@@ -47,10 +47,9 @@ pub fn discover<Q: Platform>(xs: &mut Xenstore<Q>, out: &mut [VbdEntry]) -> Resu
 /// A directory name that is a plain decimal `u32` (no sign, no leading zeros).
 pub fn parse_devid(name: &str) -> Option<u32> {
     let b = name.as_bytes();
-    if b.is_empty() || b.len() > 10 || !b.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    if b.len() > 1 && b.first() == Some(&b'0') {
+    // Digits only (`parse` alone takes a leading `+`) and no leading zero; `parse`
+    // refuses the empty name and values past `u32::MAX`.
+    if !b.iter().all(u8::is_ascii_digit) || (b.len() > 1 && b.first() == Some(&b'0')) {
         return None;
     }
     name.parse().ok()
@@ -59,6 +58,52 @@ pub fn parse_devid(name: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::vec::Vec;
+    use xen_conformance::xenstore::StoreServer;
+    use xen_conformance::HostPlatform;
+
+    fn entry(devid: u32) -> VbdEntry {
+        VbdEntry {
+            devid,
+            vdev: Vdev::from_number(devid).ok(),
+        }
+    }
+
+    /// Every numeric entry is counted, only the first `out.len()` are stored (in
+    /// directory order), names that are not decimal numbers are skipped, reserved
+    /// numbers have no `vdev`, and a missing directory is no device.
+    #[test]
+    fn discover_lists_the_numeric_entries() {
+        let host = HostPlatform::new();
+        let server = StoreServer::new(&host);
+        let mut xs = Xenstore::from_hvm_params(host.clone()).unwrap();
+        let mut out = [entry(0); 8];
+        assert_eq!(discover(&mut xs, &mut out).unwrap(), 0, "no device/vbd");
+        assert_eq!(out, [entry(0); 8], "nothing stored");
+        let home = server.home();
+        for name in ["768", "51712", "xvda", "07", "536870912", "5632"] {
+            server.write(&std::format!("{home}/device/vbd/{name}"), b"");
+        }
+        let want = [768, 51712, 536_870_912, 5632];
+        assert_eq!(discover(&mut xs, &mut out).unwrap(), 4);
+        let mut got: Vec<u32> = out[..4].iter().map(|e| e.devid).collect();
+        got.sort_unstable();
+        let mut sorted = want;
+        sorted.sort_unstable();
+        assert_eq!(got, sorted);
+        for e in &out[..4] {
+            assert_eq!(*e, entry(e.devid));
+        }
+        assert!(out[..4]
+            .iter()
+            .any(|e| e.devid == 536_870_912 && e.vdev.is_none()));
+        assert!(out[..4].iter().any(|e| e.devid == 768 && e.vdev.is_some()));
+        // A short `out`: the count is still 4, the first two entries are stored.
+        let mut two = [entry(1); 2];
+        assert_eq!(discover(&mut xs, &mut two).unwrap(), 4);
+        assert_eq!(two, [out[0], out[1]]);
+        assert_eq!(discover(&mut xs, &mut []).unwrap(), 4);
+    }
 
     #[test]
     fn devid_names() {

@@ -174,13 +174,13 @@ pub fn queues(offered: Option<u64>, wanted: u32, slots: usize) -> u32 {
 /// The ring order to write: the backend's maximum clamped to ours (row 12); ours is
 /// the smallest order whose ring holds `slots` requests, at most `config_max`.
 pub fn ring_order(offered: Option<u64>, slots: usize, config_max: u32) -> u32 {
-    let mut want = 0u32;
-    while want < MAX_RING_PAGE_ORDER && (SLOTS_PER_RING_PAGE << want) < slots {
-        want += 1;
-    }
-    let local = want.min(config_max).min(MAX_RING_PAGE_ORDER);
+    // The smallest order up to ours whose ring holds `slots` (our largest if none
+    // does). The result is at most MAX_RING_PAGE_ORDER through `offered`'s clamp.
+    let want = (0..MAX_RING_PAGE_ORDER)
+        .find(|&order| SLOTS_PER_RING_PAGE << order >= slots)
+        .unwrap_or(MAX_RING_PAGE_ORDER);
     let offered = offered.unwrap_or(0).min(u64::from(MAX_RING_PAGE_ORDER)) as u32;
-    local.min(offered)
+    want.min(config_max).min(offered)
 }
 
 /// Segments per request and whether indirect descriptors are used: a huge offer is
