@@ -187,15 +187,11 @@ pub fn ring_order(offered: Option<u64>, slots: usize, config_max: u32) -> u32 {
 /// clamped to `segs_max` (the device's `SEGS`; row 12).
 pub fn segments(offered_indirect: Option<u64>, segs_max: usize, use_indirect: bool) -> (u32, bool) {
     let direct = segs_max.min(blkif::MAX_SEGMENTS_PER_REQUEST) as u32;
-    match offered_indirect {
-        Some(n) if use_indirect && n > blkif::MAX_SEGMENTS_PER_REQUEST as u64 => {
-            let cap = segs_max.min(blkif::SEGS_PER_INDIRECT_FRAME) as u64;
-            let segs = n.min(cap) as u32;
-            if segs as usize > blkif::MAX_SEGMENTS_PER_REQUEST {
-                (segs, true)
-            } else {
-                (direct, false)
-            }
+    let cap = segs_max.min(blkif::SEGS_PER_INDIRECT_FRAME) as u64;
+    // Indirect only when the clamped offer is more than a direct request carries.
+    match offered_indirect.map(|n| n.min(cap)) {
+        Some(segs) if use_indirect && segs > blkif::MAX_SEGMENTS_PER_REQUEST as u64 => {
+            (segs as u32, true)
         }
         _ => (direct, false),
     }
@@ -426,6 +422,31 @@ mod tests {
         assert_eq!(segments(Some(0), 64, true), (11, false));
         assert_eq!(segments(None, 64, true), (11, false));
         assert_eq!(segments(Some(256), 64, false), (11, false));
+        // An offer over 11 clamped by the device to exactly 11: direct requests
+        // (mutant: the clamped count's `> 11` as `>= 11`).
+        assert_eq!(segments(Some(12), 11, true), (11, false));
+        assert_eq!(segments(Some(12), 12, true), (12, true));
+    }
+
+    /// `physical-sector-size` is kept when it is a power of two from the logical
+    /// size up to 1 MiB (mutants: the `<= 1 << 20` bound as `>` or `1 >> 20`).
+    #[test]
+    fn physical_sector_size_bounds() {
+        let pss = |p: u64| {
+            geometry(&RawGeometry {
+                sectors: 8,
+                sector_size: Some(512),
+                physical_sector_size: Some(p),
+                ..Default::default()
+            })
+            .unwrap()
+            .physical_sector_size
+        };
+        assert_eq!(pss(512), 512);
+        assert_eq!(pss(4096), 4096);
+        assert_eq!(pss(1 << 20), 1 << 20);
+        assert_eq!(pss(2 << 20), 512, "over 1 MiB: ignored");
+        assert_eq!(pss(3072), 512, "not a power of two: ignored");
     }
 
     #[test]
@@ -538,5 +559,22 @@ mod tests {
         })
         .unwrap();
         assert_eq!(d.physical_sector_size, 4096);
+    }
+
+    /// A logical sector holds `sector-size / 512` units of 512 bytes (the unit
+    /// block requests count in), and the capacity is `sectors * sector-size`
+    /// (mutants: `units_per_sector` -> 0 or 1, `/` -> `%`).
+    #[test]
+    fn units_per_sector_and_capacity() {
+        for (size, units) in [(512u64, 1u64), (1024, 2), (2048, 4), (4096, 8)] {
+            let d = geometry(&RawGeometry {
+                sectors: 10,
+                sector_size: Some(size),
+                ..Default::default()
+            })
+            .unwrap();
+            assert_eq!(d.units_per_sector(), units, "sector-size {size}");
+            assert_eq!(d.capacity_bytes(), 10 * size);
+        }
     }
 }
