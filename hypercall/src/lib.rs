@@ -114,6 +114,7 @@ compile_error!(
 pub mod cpuid;
 pub mod evtchn;
 pub mod gnttab;
+pub mod keyflags;
 pub mod platform;
 pub mod ring;
 pub mod shmem;
@@ -126,3 +127,7 @@ mod testutil;
 pub use platform::{DomId, Gfn, GrantRef, Hypercall, Platform, Port, PAGE_SIZE};
 pub use shmem::{MappedPage, SharedMem, SharedPages, SharedRegion};
 pub use xen::{Xen, XenError};
+
+/// `bitflags`, for [`xenstore_flags!`]'s expansion (not part of the API).
+#[doc(hidden)]
+pub use bitflags as __bitflags;

@@ -10,8 +10,8 @@ use xenbus::{Path, Snippet, Store, XenbusState, Xenstore};
 
 use crate::error::{BadConfig, BrokenReason, Error};
 use crate::features::{
-    self, Config, DiskInfo, FlushKind, GeometryKey, Offer, RawGeometry, MAX_QUEUES,
-    MAX_RING_PAGE_ORDER,
+    self, BackendFlags, Config, DiskInfo, FeatureFlags, FlushKind, GeometryKey, Offer, RawGeometry,
+    MAX_QUEUES, MAX_RING_PAGE_ORDER,
 };
 use crate::grants::Grants;
 use crate::io::{total_len, total_len_mut, BlkRing, Geometry, Io, OpKind, OpSpec, Stats, Tag};
@@ -117,24 +117,43 @@ fn key_snippet(p: &str) -> Snippet {
 }
 
 /// The backend keys [`Device::connect`] reads once the backend is `Connected`
-/// (its `connect()` writes them), in this order.
-const BE_KEYS: [&str; 13] = [
-    "feature-max-indirect-segments",
-    "feature-persistent",
-    "feature-flush-cache",
-    "feature-barrier",
-    "feature-discard",
-    "discard-granularity",
-    "discard-alignment",
-    "discard-secure",
-    "sectors",
-    "sector-size",
-    "physical-sector-size",
-    "info",
-    "mode",
-];
+/// (its `connect()` writes them), in this order: every key of
+/// [`BackendFlags::KEYS`], then the numbers and `mode` (the `BE_*` indices).
+const BE_KEYS: [&str; BE_FLAGS + 8] = {
+    let mut keys = [""; BE_FLAGS + 8];
+    let mut i = 0;
+    while i < BE_FLAGS {
+        keys[i] = BackendFlags::KEYS[i].1;
+        i += 1;
+    }
+    keys[BE_MAX_INDIRECT] = "feature-max-indirect-segments";
+    keys[BE_GRANULARITY] = "discard-granularity";
+    keys[BE_ALIGNMENT] = "discard-alignment";
+    keys[BE_SECTORS] = "sectors";
+    keys[BE_SECTOR_SIZE] = "sector-size";
+    keys[BE_PHYSICAL_SECTOR_SIZE] = "physical-sector-size";
+    keys[BE_INFO] = "info";
+    keys[BE_MODE] = "mode";
+    keys
+};
+/// The flag keys at the start of [`BE_KEYS`].
+const BE_FLAGS: usize = BackendFlags::KEYS.len();
+/// Index of `feature-max-indirect-segments` in [`BE_KEYS`].
+const BE_MAX_INDIRECT: usize = BE_FLAGS;
+/// Index of `discard-granularity` in [`BE_KEYS`].
+const BE_GRANULARITY: usize = BE_FLAGS + 1;
+/// Index of `discard-alignment` in [`BE_KEYS`].
+const BE_ALIGNMENT: usize = BE_FLAGS + 2;
+/// Index of `sectors` in [`BE_KEYS`].
+const BE_SECTORS: usize = BE_FLAGS + 3;
+/// Index of `sector-size` in [`BE_KEYS`].
+const BE_SECTOR_SIZE: usize = BE_FLAGS + 4;
+/// Index of `physical-sector-size` in [`BE_KEYS`].
+const BE_PHYSICAL_SECTOR_SIZE: usize = BE_FLAGS + 5;
+/// Index of `info` in [`BE_KEYS`].
+const BE_INFO: usize = BE_FLAGS + 6;
 /// Index of `mode` in [`BE_KEYS`].
-const BE_MODE: usize = 12;
+const BE_MODE: usize = BE_FLAGS + 7;
 
 /// The backend's ring offers, read before publishing ours (in one round trip).
 const RING_KEYS: [&str; 3] = [
@@ -532,7 +551,7 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         offer.max_queues = offers[2];
         let (segs, indirect) =
             features::segments(offer.max_indirect_segments, SEGS, self.config.indirect);
-        let persistent = persistent_wanted && offer.persistent;
+        let persistent = persistent_wanted && offer.flags.contains(BackendFlags::PERSISTENT);
         let flush = if info.read_only {
             None
         } else {
@@ -558,13 +577,15 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         self.io
             .start_queues(&self.grants, &mut rings, backend, geo)?;
         let geo = self.io.geometry();
+        let mut flags = FeatureFlags::empty();
+        flags.set(FeatureFlags::INDIRECT, geo.indirect);
+        flags.set(FeatureFlags::PERSISTENT, persistent);
         self.features = Some(Features {
             queues: nq as u32,
             ring_page_order: order,
             max_inflight: self.io.max_inflight() as u32,
             segments_per_request: geo.segs as u32,
-            indirect: geo.indirect,
-            persistent,
+            flags,
             flush,
             discard,
         });
@@ -610,17 +631,18 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
             _ => None,
         };
         let flag = |i: usize| lenient(i).is_some_and(|n| n != 0);
+        let flags = BackendFlags::KEYS
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| flag(i))
+            .fold(BackendFlags::empty(), |acc, (_, &(f, _))| acc | f);
         let offer = Offer {
+            flags,
             max_queues: None,
             max_ring_page_order: max_order,
-            max_indirect_segments: lenient(0),
-            persistent: flag(1),
-            flush_cache: flag(2),
-            barrier: flag(3),
-            discard: flag(4),
-            discard_granularity: lenient(5),
-            discard_alignment: lenient(6),
-            discard_secure: flag(7),
+            max_indirect_segments: lenient(BE_MAX_INDIRECT),
+            discard_granularity: lenient(BE_GRANULARITY),
+            discard_alignment: lenient(BE_ALIGNMENT),
         };
         let strict = |i: usize, key: &str| -> Result<Option<u64>, Error> {
             match val(i) {
@@ -632,7 +654,7 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
                 }),
             }
         };
-        let sectors = match strict(8, "sectors")? {
+        let sectors = match strict(BE_SECTORS, "sectors")? {
             Some(v) => v,
             None => {
                 return Err(Error::Xenbus(xenbus::Error::MissingKey(key_snippet(
@@ -642,9 +664,9 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         };
         let raw = RawGeometry {
             sectors,
-            sector_size: strict(9, "sector-size")?,
-            physical_sector_size: lenient(10),
-            info: lenient(11),
+            sector_size: strict(BE_SECTOR_SIZE, "sector-size")?,
+            physical_sector_size: lenient(BE_PHYSICAL_SECTOR_SIZE),
+            info: lenient(BE_INFO),
             mode_readonly,
             cdrom: str_is(xs, &self.hs.frontend_key("device-type")?, "cdrom")?,
         };

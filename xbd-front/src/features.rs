@@ -19,29 +19,38 @@ pub const MAX_QUEUES: usize = 8;
 /// Request slots in one ring page (`__CONST_RING_SIZE(blkif, 4096)`).
 pub const SLOTS_PER_RING_PAGE: usize = 32;
 
-/// The backend's offer, as read from its directory. Missing keys are `None`/false.
+pub use blkif::{BackendFlags, VdiskInfo};
+
+/// The backend's offer, as read from its directory: its boolean keys as
+/// [`BackendFlags`] (missing, `"0"` or unparsable: off) and its numbers (missing
+/// or unparsable: `None`).
+///
+/// ```
+/// use xbd_front::features::{flush_kind, FlushKind, Offer};
+/// use xbd_front::BackendFlags;
+///
+/// let offer = Offer {
+///     flags: BackendFlags::BARRIER | BackendFlags::PERSISTENT,
+///     ..Offer::default()
+/// };
+/// assert!(offer.flags.contains(BackendFlags::PERSISTENT));
+/// assert_eq!(flush_kind(&offer), Some(FlushKind::Barrier));
+/// assert_eq!(BackendFlags::BARRIER.key(), Some("feature-barrier"));
+/// ```
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Offer {
+    /// The boolean keys that are on.
+    pub flags: BackendFlags,
     /// `multi-queue-max-queues`.
     pub max_queues: Option<u64>,
     /// `max-ring-page-order`.
     pub max_ring_page_order: Option<u64>,
     /// `feature-max-indirect-segments`.
     pub max_indirect_segments: Option<u64>,
-    /// `feature-persistent`.
-    pub persistent: bool,
-    /// `feature-flush-cache`.
-    pub flush_cache: bool,
-    /// `feature-barrier`.
-    pub barrier: bool,
-    /// `feature-discard`.
-    pub discard: bool,
     /// `discard-granularity` (bytes).
     pub discard_granularity: Option<u64>,
     /// `discard-alignment` (bytes).
     pub discard_alignment: Option<u64>,
-    /// `discard-secure`.
-    pub discard_secure: bool,
 }
 
 /// How a flush is sent.
@@ -65,6 +74,19 @@ pub struct Discard {
     pub secure: bool,
 }
 
+bitflags::bitflags! {
+    /// The features a connection uses that are on or off (in [`Features::flags`]).
+    #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct FeatureFlags: u32 {
+        /// Indirect descriptors (`BLKIF_OP_INDIRECT`): the backend offers
+        /// `feature-max-indirect-segments` over 11 and [`Config::indirect`] is on.
+        const INDIRECT = 1 << 0;
+        /// Persistent grants: both ends wrote `feature-persistent` = 1 (ours from
+        /// [`Config::persistent`]).
+        const PERSISTENT = 1 << 1;
+    }
+}
+
 /// What this connection uses.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Features {
@@ -78,10 +100,8 @@ pub struct Features {
     pub max_inflight: u32,
     /// Segments (pages) per ring request.
     pub segments_per_request: u32,
-    /// Indirect descriptors in use.
-    pub indirect: bool,
-    /// Persistent grants in use (both sides agreed).
-    pub persistent: bool,
+    /// Indirect descriptors and persistent grants, if in use.
+    pub flags: FeatureFlags,
     /// How flushes are sent, if at all (turned off if the backend answers
     /// `EOPNOTSUPP`).
     pub flush: Option<FlushKind>,
@@ -103,10 +123,10 @@ impl core::fmt::Display for Features {
         if self.discard.is_some() {
             f.write_str("discard ")?;
         }
-        if self.persistent {
+        if self.flags.contains(FeatureFlags::PERSISTENT) {
             f.write_str("persistent-grants ")?;
         }
-        if self.indirect {
+        if self.flags.contains(FeatureFlags::INDIRECT) {
             write!(f, "indirect({} segments) ", self.segments_per_request)?;
         }
         if self.queues > 1 {
@@ -199,9 +219,9 @@ pub fn segments(offered_indirect: Option<u64>, segs_max: usize, use_indirect: bo
 
 /// Flush method from the offer (flush-cache wins over barrier, as in Linux).
 pub fn flush_kind(offer: &Offer) -> Option<FlushKind> {
-    if offer.flush_cache {
+    if offer.flags.contains(BackendFlags::FLUSH_CACHE) {
         Some(FlushKind::FlushDiskCache)
-    } else if offer.barrier {
+    } else if offer.flags.contains(BackendFlags::BARRIER) {
         Some(FlushKind::Barrier)
     } else {
         None
@@ -210,17 +230,20 @@ pub fn flush_kind(offer: &Offer) -> Option<FlushKind> {
 
 /// Discard parameters from the offer (values over 32 bits are clamped to 0 = unknown).
 pub fn discard(offer: &Offer) -> Option<Discard> {
-    offer.discard.then(|| Discard {
-        granularity: offer
-            .discard_granularity
-            .and_then(|v| u32::try_from(v).ok())
-            .unwrap_or(0),
-        alignment: offer
-            .discard_alignment
-            .and_then(|v| u32::try_from(v).ok())
-            .unwrap_or(0),
-        secure: offer.discard_secure,
-    })
+    offer
+        .flags
+        .contains(BackendFlags::DISCARD)
+        .then(|| Discard {
+            granularity: offer
+                .discard_granularity
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(0),
+            alignment: offer
+                .discard_alignment
+                .and_then(|v| u32::try_from(v).ok())
+                .unwrap_or(0),
+            secure: offer.flags.contains(BackendFlags::DISCARD_SECURE),
+        })
 }
 
 /// The medium behind the device (`device-type` in the frontend directory, and
@@ -243,8 +266,9 @@ pub struct DiskInfo {
     /// Physical sector size (`physical-sector-size`; the logical size if missing or
     /// unusable).
     pub physical_sector_size: u32,
-    /// The raw `info` bits.
-    pub info: u32,
+    /// The `info` bits as the backend wrote them (unknown bits kept; an `info`
+    /// over 32 bits or unparsable reads as none).
+    pub info: VdiskInfo,
     /// Disk or CD-ROM.
     pub device_type: DeviceType,
     /// Writes refused locally (`VDISK_READONLY`, `mode = "r"`, or a CD-ROM).
@@ -299,9 +323,9 @@ pub fn geometry(raw: &RawGeometry) -> Result<DiskInfo, (GeometryKey, BadConfig)>
     if !(512..=4096).contains(&ss) || !ss.is_power_of_two() {
         return Err((GeometryKey::SectorSize, BadConfig::SectorSize(ss)));
     }
-    let info = raw.info.and_then(|v| u32::try_from(v).ok()).unwrap_or(0);
-    let bits = blkif::VdiskInfo::from_bits_retain(info);
-    let cdrom = raw.cdrom || bits.contains(blkif::VdiskInfo::CDROM);
+    let bits =
+        VdiskInfo::from_bits_retain(raw.info.and_then(|v| u32::try_from(v).ok()).unwrap_or(0));
+    let cdrom = raw.cdrom || bits.contains(VdiskInfo::CDROM);
     if raw.sectors == 0 && !cdrom {
         return Err((GeometryKey::Sectors, BadConfig::ZeroSectors));
     }
@@ -322,14 +346,14 @@ pub fn geometry(raw: &RawGeometry) -> Result<DiskInfo, (GeometryKey, BadConfig)>
         sectors: raw.sectors,
         sector_size: ss as u32,
         physical_sector_size: pss as u32,
-        info,
+        info: bits,
         device_type: if cdrom {
             DeviceType::Cdrom
         } else {
             DeviceType::Disk
         },
-        read_only: cdrom || raw.mode_readonly || bits.contains(blkif::VdiskInfo::READONLY),
-        removable: bits.contains(blkif::VdiskInfo::REMOVABLE),
+        read_only: cdrom || raw.mode_readonly || bits.contains(VdiskInfo::READONLY),
+        removable: bits.contains(VdiskInfo::REMOVABLE),
     })
 }
 
@@ -374,8 +398,7 @@ mod tests {
             ring_page_order: 2,
             max_inflight: 32,
             segments_per_request: 32,
-            indirect: true,
-            persistent: true,
+            flags: FeatureFlags::INDIRECT | FeatureFlags::PERSISTENT,
             flush: Some(FlushKind::FlushDiskCache),
             discard: Some(Discard {
                 granularity: 512,
@@ -389,8 +412,7 @@ mod tests {
         );
         f.flush = Some(FlushKind::Barrier);
         f.discard = None;
-        f.persistent = false;
-        f.indirect = false;
+        f.flags = FeatureFlags::empty();
         f.ring_page_order = 0;
         assert_eq!(f.to_string(), "barrier ring-page-order 0");
         f.flush = None;
@@ -453,15 +475,15 @@ mod tests {
     fn flush_prefers_flush_cache_and_discard_params() {
         let mut o = Offer::default();
         assert_eq!(flush_kind(&o), None);
-        o.barrier = true;
+        o.flags |= BackendFlags::BARRIER;
         assert_eq!(flush_kind(&o), Some(FlushKind::Barrier));
-        o.flush_cache = true;
+        o.flags |= BackendFlags::FLUSH_CACHE;
         assert_eq!(flush_kind(&o), Some(FlushKind::FlushDiskCache));
         assert_eq!(discard(&o), None);
-        o.discard = true;
+        o.flags |= BackendFlags::DISCARD;
         o.discard_granularity = Some(4096);
         o.discard_alignment = Some(1 << 40);
-        o.discard_secure = true;
+        o.flags |= BackendFlags::DISCARD_SECURE;
         assert_eq!(
             discard(&o),
             Some(Discard {
@@ -470,6 +492,25 @@ mod tests {
                 secure: true
             })
         );
+    }
+
+    /// The table names blkif.h's keys, each flag its own.
+    #[test]
+    fn backend_flags_name_blkif_keys() {
+        assert_eq!(
+            BackendFlags::KEYS,
+            &[
+                (BackendFlags::PERSISTENT, "feature-persistent"),
+                (BackendFlags::FLUSH_CACHE, "feature-flush-cache"),
+                (BackendFlags::BARRIER, "feature-barrier"),
+                (BackendFlags::DISCARD, "feature-discard"),
+                (BackendFlags::DISCARD_SECURE, "discard-secure"),
+            ]
+        );
+        let all = BackendFlags::KEYS
+            .iter()
+            .fold(BackendFlags::empty(), |a, &(f, _)| a | f);
+        assert_eq!(all, BackendFlags::all());
     }
 
     #[test]
@@ -548,8 +589,8 @@ mod tests {
         assert!(g(None, false, true).read_only);
         assert!(g(Some(2), false, false).removable);
         // Unknown bits are kept but ignored; an info over 32 bits is ignored.
-        assert_eq!(g(Some(0x100), false, false).info, 0x100);
-        assert_eq!(g(Some(1 << 40), false, false).info, 0);
+        assert_eq!(g(Some(0x100), false, false).info.bits(), 0x100);
+        assert_eq!(g(Some(1 << 40), false, false).info, VdiskInfo::empty());
         // physical-sector-size below the logical size is ignored.
         let d = geometry(&RawGeometry {
             sectors: 8,

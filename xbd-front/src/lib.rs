@@ -104,6 +104,9 @@ mod tests;
 pub use device::{Device, DeviceEvent, ReadData, State, PROTOCOL};
 pub use discover::{discover, parse_devid, VbdEntry};
 pub use error::{BadConfig, BrokenReason, Error, IoError};
-pub use features::{Config, DeviceType, Discard, DiskInfo, Features, FlushKind};
+pub use features::{
+    BackendFlags, Config, DeviceType, Discard, DiskInfo, FeatureFlags, Features, FlushKind,
+    VdiskInfo,
+};
 pub use grants::Grants;
 pub use io::{OpKind, Stats, Tag};

@@ -63,7 +63,7 @@
 //!     let _ = (sectors, flush);
 //!
 //!     // Power events.
-//!     let features = PowerFeatures { poweroff: true, reboot: true, suspend: false };
+//!     let features = PowerFeatures::POWEROFF | PowerFeatures::REBOOT;
 //!     let mut power = PowerControl::new(&mut xs, features)?;
 //!     loop {
 //!         if let Some(BackendEvent::Closing(_)) = hs.poll_backend(&mut xs)? {

@@ -25,26 +25,33 @@ pub const SHUTDOWN_NODE: &str = "control/shutdown";
 /// The watch token [`PowerControl`] uses.
 pub const POWER_TOKEN: &str = "xenbus-power";
 
-/// Which requests the guest implements; only those are advertised as
-/// `control/feature-*` = `"1"`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PowerFeatures {
-    /// `control/feature-poweroff` (`poweroff` and `halt`).
-    pub poweroff: bool,
-    /// `control/feature-reboot`.
-    pub reboot: bool,
-    /// `control/feature-suspend`.
-    pub suspend: bool,
+hypercall::xenstore_flags! {
+    /// Which requests the guest implements: [`PowerControl::new`] writes the key of
+    /// each one (`control/feature-*` = `"1"`) and delivers only those requests.
+    ///
+    /// ```
+    /// use xenbus::power::{PowerEvent, PowerFeatures};
+    ///
+    /// let f = PowerFeatures::POWEROFF | PowerFeatures::REBOOT;
+    /// assert!(f.handles(PowerEvent::Halt));
+    /// assert!(!f.handles(PowerEvent::Suspend));
+    /// assert_eq!(PowerFeatures::SUSPEND.key(), Some("control/feature-suspend"));
+    /// ```
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct PowerFeatures: u32 {
+        /// `poweroff` and `halt` requests.
+        const POWEROFF = 1 << 0 => "control/feature-poweroff";
+        /// `reboot` requests.
+        const REBOOT = 1 << 1 => "control/feature-reboot";
+        /// `suspend` requests.
+        const SUSPEND = 1 << 2 => "control/feature-suspend";
+    }
 }
 
 impl PowerFeatures {
     /// Whether a caller with these features acts on `ev` (`halt` goes with poweroff).
     pub fn handles(self, ev: PowerEvent) -> bool {
-        match ev {
-            PowerEvent::Poweroff | PowerEvent::Halt => self.poweroff,
-            PowerEvent::Reboot => self.reboot,
-            PowerEvent::Suspend => self.suspend,
-        }
+        self.contains(ev.feature())
     }
 }
 
@@ -83,6 +90,16 @@ impl PowerEvent {
         }
     }
 
+    /// The feature a guest declares to receive this request (`halt` goes with
+    /// [`PowerFeatures::POWEROFF`]).
+    pub fn feature(self) -> PowerFeatures {
+        match self {
+            PowerEvent::Poweroff | PowerEvent::Halt => PowerFeatures::POWEROFF,
+            PowerEvent::Reboot => PowerFeatures::REBOOT,
+            PowerEvent::Suspend => PowerFeatures::SUSPEND,
+        }
+    }
+
     /// The `SCHEDOP_shutdown` reason that carries the request out (`halt` = poweroff).
     pub fn shutdown_reason(self) -> ShutdownReason {
         match self {
@@ -117,12 +134,8 @@ impl PowerControl {
     /// Advertises `features` (`control/feature-*` = `"1"` for each one implemented;
     /// the others are left alone) and watches `control/shutdown`.
     pub fn new<P: Platform>(xs: &mut Xenstore<P>, features: PowerFeatures) -> Result<PowerControl> {
-        for (on, key) in [
-            (features.poweroff, "control/feature-poweroff"),
-            (features.reboot, "control/feature-reboot"),
-            (features.suspend, "control/feature-suspend"),
-        ] {
-            if on {
+        for &(flag, key) in PowerFeatures::KEYS {
+            if features.contains(flag) {
                 xs.write(key, b"1")?;
             }
         }

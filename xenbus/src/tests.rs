@@ -1659,11 +1659,7 @@ mod power_events {
         fake.server().core.write(crate::power::SHUTDOWN_NODE, value);
     }
 
-    const ALL: PowerFeatures = PowerFeatures {
-        poweroff: true,
-        reboot: true,
-        suspend: true,
-    };
+    const ALL: PowerFeatures = PowerFeatures::all();
 
     /// Row 30 / docs/hostile-input.md S2: a flood of `control/shutdown` events with nothing
     /// in the node: `wait` still times out, and no action is taken.
@@ -1696,11 +1692,7 @@ mod power_events {
     /// implement still works afterwards.
     #[test]
     fn s3_requests_for_undeclared_features_are_refused() {
-        let (mut xs, fake, mut pc) = setup_power(PowerFeatures {
-            poweroff: true,
-            reboot: false,
-            suspend: false,
-        });
+        let (mut xs, fake, mut pc) = setup_power(PowerFeatures::POWEROFF);
         for value in ["suspend", "reboot"] {
             request(&fake, value);
             match pc.wait(&mut xs, Duration::from_secs(1)) {
@@ -1720,11 +1712,7 @@ mod power_events {
 
     #[test]
     fn advertises_only_what_the_caller_implements() {
-        let (_xs, fake, _pc) = setup_power(PowerFeatures {
-            poweroff: true,
-            reboot: false,
-            suspend: false,
-        });
+        let (_xs, fake, _pc) = setup_power(PowerFeatures::POWEROFF);
         let s = fake.server();
         assert_eq!(
             s.core.read("control/feature-poweroff").as_deref(),
@@ -1732,6 +1720,47 @@ mod power_events {
         );
         assert_eq!(s.core.read("control/feature-reboot"), None);
         assert_eq!(s.core.read("control/feature-suspend"), None);
+    }
+
+    /// Each feature is advertised at its own key (and no other), and delivers
+    /// just its requests.
+    #[test]
+    fn each_feature_is_written_to_its_key() {
+        assert_eq!(
+            PowerFeatures::KEYS,
+            &[
+                (PowerFeatures::POWEROFF, "control/feature-poweroff"),
+                (PowerFeatures::REBOOT, "control/feature-reboot"),
+                (PowerFeatures::SUSPEND, "control/feature-suspend"),
+            ]
+        );
+        let keys = [
+            "control/feature-poweroff",
+            "control/feature-reboot",
+            "control/feature-suspend",
+        ];
+        for (feature, key) in [
+            (PowerFeatures::POWEROFF, keys[0]),
+            (PowerFeatures::REBOOT, keys[1]),
+            (PowerFeatures::SUSPEND, keys[2]),
+        ] {
+            let (_xs, fake, _pc) = setup_power(feature);
+            let s = fake.server();
+            for k in keys {
+                let want = (k == key).then(|| String::from("1"));
+                assert_eq!(s.core.read(k), want, "{feature:?}: {k}");
+            }
+        }
+        for (ev, feature) in [
+            (PowerEvent::Poweroff, PowerFeatures::POWEROFF),
+            (PowerEvent::Halt, PowerFeatures::POWEROFF),
+            (PowerEvent::Reboot, PowerFeatures::REBOOT),
+            (PowerEvent::Suspend, PowerFeatures::SUSPEND),
+        ] {
+            assert_eq!(ev.feature(), feature);
+            assert!(feature.handles(ev) && ALL.handles(ev));
+            assert!(!(ALL - feature).handles(ev), "{ev:?}");
+        }
     }
 
     #[test]

@@ -370,10 +370,7 @@ fn power_wait_times_out_at_its_deadline() {
     use crate::power::{PowerControl, PowerFeatures};
     let fake = crate::fake::FakePlatform::new();
     let mut xs = fake.client();
-    let features = PowerFeatures {
-        poweroff: true,
-        ..PowerFeatures::default()
-    };
+    let features = PowerFeatures::POWEROFF;
     let mut pc = PowerControl::new(&mut xs, features).unwrap();
     let t0 = fake.now();
     assert!(t0 > 0, "the fake's clock moved while the watch was set");
@@ -393,10 +390,7 @@ fn power_wait_on_a_clock_at_zero() {
     let fake = crate::fake::FakePlatform::new();
     fake.set_concurrent(Some(0));
     let mut xs = fake.client();
-    let features = PowerFeatures {
-        reboot: true,
-        ..PowerFeatures::default()
-    };
+    let features = PowerFeatures::REBOOT;
     let mut pc = PowerControl::new(&mut xs, features).unwrap();
     assert_eq!(fake.now(), 0);
     // The toolstack writes its request a few milliseconds later.

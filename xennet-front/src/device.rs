@@ -12,7 +12,8 @@ use xenbus::{Path, Store, XenbusState, Xenstore};
 use crate::csum::{self, Frags, FrameBytes};
 use crate::error::{Broken, Error};
 use crate::features::{
-    frontend_keys, negotiate, BackendFeatures, Config, Negotiated, MAX_QUEUES, MIN_FRAME, RING_SIZE,
+    frontend_keys, negotiate, BackendFeatures, BackendFlags, Config, Negotiated, NegotiatedFlags,
+    MAX_QUEUES, MIN_FRAME, RING_SIZE,
 };
 use crate::mac::{Mac, MacError};
 use crate::queue::{
@@ -186,12 +187,12 @@ fn publish_keys<X: Platform>(
     for (k, v) in frontend_keys(cfg) {
         push(&mut top, k, v);
     }
-    if neg.write_num_queues {
+    if neg.flags.contains(NegotiatedFlags::MULTI_QUEUE) {
         push(&mut top, "multi-queue-num-queues", neg.queues as u32);
     }
     let ring_keys =
         |&(txr, rxr, txp, rxp): &(u32, u32, u32, u32)| -> ([(&'static str, u32); 4], usize) {
-            if neg.split_event_channels {
+            if neg.flags.contains(NegotiatedFlags::SPLIT_EVENT_CHANNELS) {
                 (
                     [
                         ("tx-ring-ref", txr),
@@ -239,13 +240,17 @@ pub fn read_backend_features<S: Store>(
     backend: &str,
 ) -> Result<BackendFeatures, Error> {
     // One round trip for the nine keys (requests sent back to back), and no
-    // path built in this frame (docs/stack.md). Flags: missing or unparsable
-    // means off; numbers: missing or unparsable means absent.
+    // path built in this frame (docs/stack.md). Flags (the first keys, in the
+    // order of BackendFlags::KEYS): missing, "0" or unparsable means off; numbers:
+    // missing or unparsable means absent.
     let mut vals: [Option<u64>; BE_KEYS.len()] = [None; BE_KEYS.len()];
+    let mut flags = BackendFlags::empty();
     xs.read_keys(backend, &BE_KEYS, &mut |i, r| {
         match r {
             Ok(v) => {
-                if let Some(slot) = vals.get_mut(i) {
+                if let Some(&(flag, _)) = BackendFlags::KEYS.get(i) {
+                    flags.set(flag, hypercall::keyflags::is_on(v));
+                } else if let Some(slot) = vals.get_mut(i) {
                     *slot = parse_decimal(v);
                 }
             }
@@ -254,7 +259,6 @@ pub fn read_backend_features<S: Store>(
         }
         Ok(())
     })?;
-    let flag = |i: usize| vals.get(i).copied().flatten().is_some_and(|n| n != 0);
     let number = |i: usize| {
         vals.get(i)
             .copied()
@@ -262,33 +266,32 @@ pub fn read_backend_features<S: Store>(
             .and_then(|n| u32::try_from(n).ok())
     };
     Ok(BackendFeatures {
-        rx_copy: flag(0),
-        sg: flag(1),
-        gso_tcpv4: flag(2),
-        gso_tcpv6: flag(3),
-        no_csum_offload: flag(4),
-        ipv6_csum_offload: flag(5),
-        split_event_channels: flag(6),
-        max_queues: number(7),
-        mtu: number(8),
+        flags,
+        max_queues: number(BE_MAX_QUEUES),
+        mtu: number(BE_MTU),
     })
 }
 
-/// The backend keys [`read_backend_features`] reads, in this order.
 /// An 802.1Q tag's bytes, allowed on top of `mtu` + the Ethernet header.
 const VLAN_HLEN: usize = 4;
 
-const BE_KEYS: [&str; 9] = [
-    "feature-rx-copy",
-    "feature-sg",
-    "feature-gso-tcpv4",
-    "feature-gso-tcpv6",
-    "feature-no-csum-offload",
-    "feature-ipv6-csum-offload",
-    "feature-split-event-channels",
-    "multi-queue-max-queues",
-    "mtu",
-];
+/// The backend keys [`read_backend_features`] reads, in this order: every key of
+/// [`BackendFlags::KEYS`], then `multi-queue-max-queues` and `mtu`.
+const BE_KEYS: [&str; BackendFlags::KEYS.len() + 2] = {
+    let mut keys = [""; BackendFlags::KEYS.len() + 2];
+    let mut i = 0;
+    while i < BackendFlags::KEYS.len() {
+        keys[i] = BackendFlags::KEYS[i].1;
+        i += 1;
+    }
+    keys[BE_MAX_QUEUES] = "multi-queue-max-queues";
+    keys[BE_MTU] = "mtu";
+    keys
+};
+/// Index of `multi-queue-max-queues` in [`BE_KEYS`].
+const BE_MAX_QUEUES: usize = BackendFlags::KEYS.len();
+/// Index of `mtu` in [`BE_KEYS`].
+const BE_MTU: usize = BackendFlags::KEYS.len() + 1;
 
 /// An unsigned decimal that fits 64 bits, or `None`.
 fn parse_decimal(v: &[u8]) -> Option<u64> {
@@ -426,7 +429,7 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
         self.mac = read_mac(xs, self.handshake.node())?;
         self.handshake.wait_for_backend(xs, timeout)?;
         let be = read_backend_features(xs, self.handshake.backend())?;
-        if !be.rx_copy {
+        if !be.flags.contains(BackendFlags::RX_COPY) {
             return Err(Error::NoRxCopy);
         }
         self.neg = negotiate(&self.cfg, &be);
@@ -454,7 +457,11 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
         // Kick the backend so it looks at the rings (as Linux' xennet_connect).
         for q in 0..self.neg.queues {
             self.notify(q, true)?;
-            if self.neg.split_event_channels {
+            if self
+                .neg
+                .flags
+                .contains(NegotiatedFlags::SPLIT_EVENT_CHANNELS)
+            {
                 self.notify(q, false)?;
             }
         }
@@ -479,11 +486,17 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
                 .attach(&self.platform, self.grants, self.backend, self.ring_start)?;
             let tp = xen.evtchn_alloc_unbound(self.backend)?;
             qu.tx_port = Some(tp);
-            qu.rx_port = Some(if self.neg.split_event_channels {
-                xen.evtchn_alloc_unbound(self.backend)?
-            } else {
-                tp
-            });
+            qu.rx_port = Some(
+                if self
+                    .neg
+                    .flags
+                    .contains(NegotiatedFlags::SPLIT_EVENT_CHANNELS)
+                {
+                    xen.evtchn_alloc_unbound(self.backend)?
+                } else {
+                    tp
+                },
+            );
             let (_, starved) = qu.rx.refill(self.grants, self.backend, true)?;
             if starved {
                 self.stats.rx_no_buffer += 1;
@@ -643,7 +656,7 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
         if starved {
             self.stats.rx_no_buffer += 1;
         }
-        if notify && self.neg.rx_notify {
+        if notify && self.neg.flags.contains(NegotiatedFlags::RX_NOTIFY) {
             self.notify(q, false)?;
         }
         Ok(())
@@ -746,8 +759,12 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
         if let Some(mss) = meta.gso_mss {
             let l4 = csum::locate(&frame).filter(|l| l.proto == csum::PROTO_TCP);
             let ty = match l4 {
-                Some(l) if l.ipv6 && self.neg.tx_gso_v6 => netif::GSO_TYPE_TCPV6,
-                Some(l) if !l.ipv6 && self.neg.tx_gso_v4 => netif::GSO_TYPE_TCPV4,
+                Some(l) if l.ipv6 && self.neg.flags.contains(NegotiatedFlags::TX_GSO_TCPV6) => {
+                    netif::GSO_TYPE_TCPV6
+                }
+                Some(l) if !l.ipv6 && self.neg.flags.contains(NegotiatedFlags::TX_GSO_TCPV4) => {
+                    netif::GSO_TYPE_TCPV4
+                }
                 _ => return Err(Error::GsoNotNegotiated),
             };
             if mss == 0 {
@@ -757,11 +774,11 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
             flags |= TxFlags::CSUM_BLANK | TxFlags::DATA_VALIDATED;
         } else if meta.csum_blank {
             if let Some(l4) = csum::locate(&frame) {
-                let ok = if l4.ipv6 {
-                    self.neg.tx_csum_v6
+                let ok = self.neg.flags.contains(if l4.ipv6 {
+                    NegotiatedFlags::TX_CSUM_IPV6
                 } else {
-                    self.neg.tx_csum_v4
-                };
+                    NegotiatedFlags::TX_CSUM_IPV4
+                });
                 if ok {
                     flags |= TxFlags::CSUM_BLANK | TxFlags::DATA_VALIDATED;
                 } else {

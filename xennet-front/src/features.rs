@@ -84,24 +84,28 @@ impl Default for Config {
     }
 }
 
-/// The backend's offer, as read from its xenstore directory. A key that is missing
-/// or unparsable counts as absent.
+pub use hypercall::abi::netif::{BackendFlags, FrontendFlags};
+
+/// The backend's offer, as read from its xenstore directory: its boolean
+/// `feature-*` keys as [`BackendFlags`] (a key that is missing, `"0"` or
+/// unparsable is off) and its numbers (missing or unparsable: `None`).
+///
+/// ```
+/// use xennet_front::{BackendFeatures, BackendFlags};
+///
+/// let be = BackendFeatures {
+///     flags: BackendFlags::RX_COPY | BackendFlags::SG,
+///     mtu: Some(9000),
+///     ..BackendFeatures::NONE
+/// };
+/// assert!(be.flags.contains(BackendFlags::SG));
+/// assert!(!be.flags.contains(BackendFlags::GSO_TCPV4));
+/// assert_eq!(BackendFlags::SG.key(), Some("feature-sg"));
+/// ```
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct BackendFeatures {
-    /// `feature-rx-copy` (required).
-    pub rx_copy: bool,
-    /// `feature-sg`: accepts multi-slot tx frames.
-    pub sg: bool,
-    /// `feature-gso-tcpv4`: accepts GSO TCPv4 tx frames.
-    pub gso_tcpv4: bool,
-    /// `feature-gso-tcpv6`.
-    pub gso_tcpv6: bool,
-    /// `feature-no-csum-offload`: refuses checksum-blank IPv4 tx frames.
-    pub no_csum_offload: bool,
-    /// `feature-ipv6-csum-offload`: accepts checksum-blank IPv6 tx frames.
-    pub ipv6_csum_offload: bool,
-    /// `feature-split-event-channels`.
-    pub split_event_channels: bool,
+    /// The `feature-*` keys that are on ([`BackendFlags::RX_COPY`] is required).
+    pub flags: BackendFlags,
     /// `multi-queue-max-queues` (`None` if absent).
     pub max_queues: Option<u32>,
     /// `mtu` (`None` if absent).
@@ -111,13 +115,7 @@ pub struct BackendFeatures {
 impl BackendFeatures {
     /// Nothing offered (the same as `Default::default()`, as a constant).
     pub const NONE: BackendFeatures = BackendFeatures {
-        rx_copy: false,
-        sg: false,
-        gso_tcpv4: false,
-        gso_tcpv6: false,
-        no_csum_offload: false,
-        ipv6_csum_offload: false,
-        split_event_channels: false,
+        flags: BackendFlags::empty(),
         max_queues: None,
         mtu: None,
     };
@@ -133,27 +131,61 @@ const fn clamp(v: usize, lo: usize, hi: usize) -> usize {
     }
 }
 
+bitflags::bitflags! {
+    /// The features both ends agreed on (in [`Negotiated::flags`]). Each comes from
+    /// our [`Config`] and the backend's keys ([`BackendFlags`]), as its
+    /// documentation says.
+    #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct NegotiatedFlags: u32 {
+        /// The backend wrote `multi-queue-max-queues`, so we write
+        /// `multi-queue-num-queues` (even for one queue).
+        const MULTI_QUEUE = 1 << 0;
+        /// Separate tx and rx event channels (`event-channel-tx`/`-rx`): wanted
+        /// ([`Config::split_event_channels`]) and offered
+        /// (`feature-split-event-channels`).
+        const SPLIT_EVENT_CHANNELS = 1 << 1;
+        /// Tx frames may span slots: [`Config::sg`] and the backend's `feature-sg`.
+        const TX_SG = 1 << 2;
+        /// We wrote `feature-sg` = 1: the backend may send multi-slot rx frames.
+        const RX_SG = 1 << 3;
+        /// Checksum-blank IPv4 frames may be sent: [`Config::tx_csum_offload`] and
+        /// no `feature-no-csum-offload` from the backend.
+        const TX_CSUM_IPV4 = 1 << 4;
+        /// Checksum-blank IPv6 frames may be sent: [`Config::tx_csum_offload`] and
+        /// the backend's `feature-ipv6-csum-offload`.
+        const TX_CSUM_IPV6 = 1 << 5;
+        /// GSO TCPv4 frames may be sent: [`Self::TX_SG`], [`Config::gso_tcpv4`]
+        /// and the backend's `feature-gso-tcpv4`.
+        const TX_GSO_TCPV4 = 1 << 6;
+        /// GSO TCPv6 frames may be sent: [`Self::TX_SG`], [`Config::gso_tcpv6`]
+        /// and the backend's `feature-gso-tcpv6`.
+        const TX_GSO_TCPV6 = 1 << 7;
+        /// We wrote `feature-rx-notify` = 1 and notify when we post rx buffers.
+        const RX_NOTIFY = 1 << 8;
+    }
+}
+
 /// What both ends agreed on.
+///
+/// ```
+/// use xennet_front::features::negotiate;
+/// use xennet_front::{BackendFeatures, BackendFlags, Config, NegotiatedFlags};
+///
+/// let be = BackendFeatures {
+///     flags: BackendFlags::RX_COPY | BackendFlags::SG | BackendFlags::NO_CSUM_OFFLOAD,
+///     ..BackendFeatures::NONE
+/// };
+/// let n = negotiate(&Config::default(), &be);
+/// assert!(n.flags.contains(NegotiatedFlags::TX_SG | NegotiatedFlags::RX_SG));
+/// assert!(!n.flags.contains(NegotiatedFlags::TX_CSUM_IPV4));
+/// assert_eq!(n.to_string(), "mtu 1500, 1 queue(s), features: sg rx-notify");
+/// ```
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Negotiated {
+    /// The features in use.
+    pub flags: NegotiatedFlags,
     /// Queues in use (`1..=MAX_QUEUES`).
     pub queues: usize,
-    /// Whether `multi-queue-num-queues` is written (the backend offered multi-queue).
-    pub write_num_queues: bool,
-    /// Separate tx/rx event channels.
-    pub split_event_channels: bool,
-    /// Tx frames may span slots.
-    pub tx_sg: bool,
-    /// We told the backend it may send multi-slot rx frames.
-    pub rx_sg: bool,
-    /// Checksum-blank IPv4 frames may be sent.
-    pub tx_csum_v4: bool,
-    /// Checksum-blank IPv6 frames may be sent.
-    pub tx_csum_v6: bool,
-    /// GSO TCPv4 frames may be sent.
-    pub tx_gso_v4: bool,
-    /// GSO TCPv6 frames may be sent.
-    pub tx_gso_v6: bool,
     /// The IP MTU (from `<backend>/mtu`, else [`DEFAULT_MTU`]).
     pub mtu: u32,
     /// The backend's `mtu` when it was out of range (below 68 or above 65521) and
@@ -166,8 +198,6 @@ pub struct Negotiated {
     pub rx_buffers: usize,
     /// Tx buffers per queue.
     pub tx_buffers: usize,
-    /// We notify on rx refill.
-    pub rx_notify: bool,
 }
 
 impl core::fmt::Display for Negotiated {
@@ -177,15 +207,15 @@ impl core::fmt::Display for Negotiated {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(f, "mtu {}, {} queue(s), features:", self.mtu, self.queues)?;
         let mut any = false;
-        for (on, name) in [
-            (self.tx_sg, "sg"),
-            (self.tx_csum_v4, "tx-csum"),
-            (self.tx_gso_v4, "gso-tcpv4"),
-            (self.tx_gso_v6, "gso-tcpv6"),
-            (self.split_event_channels, "split-evtchn"),
-            (self.rx_notify, "rx-notify"),
+        for (flag, name) in [
+            (NegotiatedFlags::TX_SG, "sg"),
+            (NegotiatedFlags::TX_CSUM_IPV4, "tx-csum"),
+            (NegotiatedFlags::TX_GSO_TCPV4, "gso-tcpv4"),
+            (NegotiatedFlags::TX_GSO_TCPV6, "gso-tcpv6"),
+            (NegotiatedFlags::SPLIT_EVENT_CHANNELS, "split-evtchn"),
+            (NegotiatedFlags::RX_NOTIFY, "rx-notify"),
         ] {
-            if on {
+            if self.flags.contains(flag) {
                 write!(f, " {name}")?;
                 any = true;
             }
@@ -194,6 +224,15 @@ impl core::fmt::Display for Negotiated {
             f.write_str(" none")?;
         }
         Ok(())
+    }
+}
+
+/// `flag` if `on`, else nothing (for building flag sets in a `const fn`).
+const fn when(on: bool, flag: NegotiatedFlags) -> NegotiatedFlags {
+    if on {
+        flag
+    } else {
+        NegotiatedFlags::empty()
     }
 }
 
@@ -213,7 +252,8 @@ pub const fn negotiate(cfg: &Config, be: &BackendFeatures) -> Negotiated {
         Some(m) => (DEFAULT_MTU, Some(m)),
         None => (DEFAULT_MTU, None),
     };
-    let tx_sg = cfg.sg && be.sg;
+    let be_flags = be.flags;
+    let tx_sg = cfg.sg && be_flags.contains(BackendFlags::SG);
     let max_tx_frame = if tx_sg {
         MAX_FRAME
     } else if mtu as usize + ETH_HLEN < hypercall::PAGE_SIZE {
@@ -221,43 +261,80 @@ pub const fn negotiate(cfg: &Config, be: &BackendFeatures) -> Negotiated {
     } else {
         hypercall::PAGE_SIZE
     };
+    use NegotiatedFlags as N;
+    let flags = when(be.max_queues.is_some(), N::MULTI_QUEUE)
+        .union(when(
+            cfg.split_event_channels && be_flags.contains(BackendFlags::SPLIT_EVENT_CHANNELS),
+            N::SPLIT_EVENT_CHANNELS,
+        ))
+        .union(when(tx_sg, N::TX_SG))
+        .union(when(cfg.sg, N::RX_SG))
+        .union(when(
+            cfg.tx_csum_offload && !be_flags.contains(BackendFlags::NO_CSUM_OFFLOAD),
+            N::TX_CSUM_IPV4,
+        ))
+        .union(when(
+            cfg.tx_csum_offload && be_flags.contains(BackendFlags::IPV6_CSUM_OFFLOAD),
+            N::TX_CSUM_IPV6,
+        ))
+        .union(when(
+            tx_sg && cfg.gso_tcpv4 && be_flags.contains(BackendFlags::GSO_TCPV4),
+            N::TX_GSO_TCPV4,
+        ))
+        .union(when(
+            tx_sg && cfg.gso_tcpv6 && be_flags.contains(BackendFlags::GSO_TCPV6),
+            N::TX_GSO_TCPV6,
+        ))
+        .union(when(cfg.rx_notify, N::RX_NOTIFY));
     Negotiated {
+        flags,
         queues,
-        write_num_queues: be.max_queues.is_some(),
-        split_event_channels: cfg.split_event_channels && be.split_event_channels,
-        tx_sg,
-        rx_sg: cfg.sg,
-        tx_csum_v4: cfg.tx_csum_offload && !be.no_csum_offload,
-        tx_csum_v6: cfg.tx_csum_offload && be.ipv6_csum_offload,
-        tx_gso_v4: tx_sg && cfg.gso_tcpv4 && be.gso_tcpv4,
-        tx_gso_v6: tx_sg && cfg.gso_tcpv6 && be.gso_tcpv6,
         mtu,
         ignored_mtu,
         max_tx_frame,
         rx_buffers: clamp(cfg.rx_buffers, 1, RING_SIZE),
         tx_buffers: clamp(cfg.tx_buffers, 1, RING_SIZE),
-        rx_notify: cfg.rx_notify,
     }
 }
 
+/// Our receive-side features, as the `feature-*` keys we write: GSO only with
+/// scatter-gather, IPv6 checksum offload only with checksum offload.
+pub const fn frontend_flags(cfg: &Config) -> FrontendFlags {
+    let mut f = FrontendFlags::empty();
+    if cfg.rx_notify {
+        f = f.union(FrontendFlags::RX_NOTIFY);
+    }
+    if cfg.sg {
+        f = f.union(FrontendFlags::SG);
+        if cfg.gso_tcpv4 {
+            f = f.union(FrontendFlags::GSO_TCPV4);
+        }
+        if cfg.gso_tcpv6 {
+            f = f.union(FrontendFlags::GSO_TCPV6);
+        }
+    }
+    if !cfg.rx_csum_offload {
+        f = f.union(FrontendFlags::NO_CSUM_OFFLOAD);
+    } else if cfg.ipv6_csum_offload {
+        f = f.union(FrontendFlags::IPV6_CSUM_OFFLOAD);
+    }
+    f
+}
+
 /// The device-wide keys the frontend writes (besides rings, event channels and
-/// queue keys), as `(key, value)`: our receive-side features.
-pub fn frontend_keys(cfg: &Config) -> [(&'static str, u32); 8] {
-    let b = |v: bool| u32::from(v);
-    [
-        ("request-rx-copy", 1),
-        ("feature-rx-notify", b(cfg.rx_notify)),
-        ("feature-sg", b(cfg.sg)),
-        ("feature-gso-tcpv4", b(cfg.sg && cfg.gso_tcpv4)),
-        ("feature-gso-tcpv6", b(cfg.sg && cfg.gso_tcpv6)),
-        ("feature-no-csum-offload", b(!cfg.rx_csum_offload)),
-        (
-            "feature-ipv6-csum-offload",
-            b(cfg.rx_csum_offload && cfg.ipv6_csum_offload),
-        ),
-        // We never ask for multicast control; say so explicitly.
-        ("request-multicast-control", 0),
-    ]
+/// queue keys), as `(key, value)`: `request-rx-copy` = 1, every key of
+/// [`FrontendFlags::KEYS`] (1 or 0, from [`frontend_flags`]), and
+/// `request-multicast-control` = 0 (we never ask for it; said explicitly).
+pub fn frontend_keys(cfg: &Config) -> [(&'static str, u32); 2 + FrontendFlags::KEYS.len()] {
+    let on = frontend_flags(cfg);
+    let mut keys = [("request-rx-copy", 1); 2 + FrontendFlags::KEYS.len()];
+    for (slot, &(flag, key)) in keys.iter_mut().skip(1).zip(FrontendFlags::KEYS) {
+        *slot = (key, u32::from(on.contains(flag)));
+    }
+    if let Some(last) = keys.last_mut() {
+        *last = ("request-multicast-control", 0);
+    }
+    keys
 }
 
 #[cfg(test)]
@@ -274,17 +351,14 @@ mod tests {
             ..Config::default()
         };
         let mut n = negotiate(&cfg, &all_on());
-        n.rx_notify = true;
+        assert!(n.flags.contains(NegotiatedFlags::RX_NOTIFY));
         assert_eq!(
             n.to_string(),
             "mtu 9000, 4 queue(s), features: sg tx-csum gso-tcpv4 gso-tcpv6 split-evtchn rx-notify"
         );
-        n.tx_sg = false;
-        n.tx_csum_v4 = false;
-        n.tx_gso_v4 = false;
-        n.tx_gso_v6 = false;
-        n.split_event_channels = false;
-        n.rx_notify = false;
+        // Flags not printed do not count.
+        n.flags =
+            NegotiatedFlags::RX_SG | NegotiatedFlags::TX_CSUM_IPV6 | NegotiatedFlags::MULTI_QUEUE;
         n.mtu = 1500;
         n.queues = 1;
         assert_eq!(n.to_string(), "mtu 1500, 1 queue(s), features: none");
@@ -292,13 +366,7 @@ mod tests {
 
     fn all_on() -> BackendFeatures {
         BackendFeatures {
-            rx_copy: true,
-            sg: true,
-            gso_tcpv4: true,
-            gso_tcpv6: true,
-            no_csum_offload: false,
-            ipv6_csum_offload: true,
-            split_event_channels: true,
+            flags: BackendFlags::all() - BackendFlags::NO_CSUM_OFFLOAD,
             max_queues: Some(8),
             mtu: Some(9000),
         }
@@ -314,22 +382,21 @@ mod tests {
         };
         let n = negotiate(&cfg, &all_on());
         assert_eq!(n.queues, 4);
-        assert!(n.write_num_queues && n.split_event_channels && n.tx_sg && n.rx_sg);
-        assert!(n.tx_csum_v4 && n.tx_csum_v6 && n.tx_gso_v4 && n.tx_gso_v6);
+        // Every flag (RX_NOTIFY from the default config).
+        assert_eq!(n.flags, NegotiatedFlags::all());
         assert_eq!((n.mtu, n.max_tx_frame), (9000, MAX_FRAME));
     }
 
     #[test]
     fn everything_off() {
         let be = BackendFeatures {
-            rx_copy: true,
-            no_csum_offload: true,
+            flags: BackendFlags::RX_COPY | BackendFlags::NO_CSUM_OFFLOAD,
             ..BackendFeatures::default()
         };
         let n = negotiate(&Config::default(), &be);
         assert_eq!(n.queues, 1);
-        assert!(!n.write_num_queues && !n.split_event_channels && !n.tx_sg);
-        assert!(!n.tx_csum_v4 && !n.tx_csum_v6 && !n.tx_gso_v4 && !n.tx_gso_v6);
+        // What is left is our own side: rx SG and rx notifications.
+        assert_eq!(n.flags, NegotiatedFlags::RX_SG | NegotiatedFlags::RX_NOTIFY);
         assert_eq!((n.mtu, n.max_tx_frame), (1500, 1514));
         // Our side off: nothing used even when the backend offers all.
         let cfg = Config {
@@ -342,8 +409,8 @@ mod tests {
             ..Config::default()
         };
         let n = negotiate(&cfg, &all_on());
-        assert!(!n.tx_sg && !n.rx_sg && !n.split_event_channels && !n.rx_notify);
-        assert!(!n.tx_csum_v4 && !n.tx_csum_v6 && !n.tx_gso_v4);
+        // Only MULTI_QUEUE is left: it says which keys are written, not a choice.
+        assert_eq!(n.flags, NegotiatedFlags::MULTI_QUEUE);
         assert_eq!(n.max_tx_frame, 4096, "9000 MTU without SG: one page");
         let keys = frontend_keys(&cfg);
         assert!(keys.contains(&("feature-no-csum-offload", 1)));
@@ -403,7 +470,266 @@ mod tests {
             gso_tcpv4: true,
             ..Config::default()
         };
-        assert!(!negotiate(&cfg, &all_on()).tx_gso_v4);
+        assert!(!negotiate(&cfg, &all_on())
+            .flags
+            .contains(NegotiatedFlags::TX_GSO_TCPV4));
         assert!(frontend_keys(&cfg).contains(&("feature-gso-tcpv4", 0)));
+    }
+
+    /// The tables name Xen's keys (`io/netif.h`), each flag its own.
+    #[test]
+    fn flag_tables_name_xens_keys() {
+        assert_eq!(
+            BackendFlags::KEYS,
+            &[
+                (BackendFlags::RX_COPY, "feature-rx-copy"),
+                (BackendFlags::SG, "feature-sg"),
+                (BackendFlags::GSO_TCPV4, "feature-gso-tcpv4"),
+                (BackendFlags::GSO_TCPV6, "feature-gso-tcpv6"),
+                (BackendFlags::NO_CSUM_OFFLOAD, "feature-no-csum-offload"),
+                (BackendFlags::IPV6_CSUM_OFFLOAD, "feature-ipv6-csum-offload"),
+                (
+                    BackendFlags::SPLIT_EVENT_CHANNELS,
+                    "feature-split-event-channels"
+                ),
+            ]
+        );
+        assert_eq!(
+            FrontendFlags::KEYS,
+            &[
+                (FrontendFlags::RX_NOTIFY, "feature-rx-notify"),
+                (FrontendFlags::SG, "feature-sg"),
+                (FrontendFlags::GSO_TCPV4, "feature-gso-tcpv4"),
+                (FrontendFlags::GSO_TCPV6, "feature-gso-tcpv6"),
+                (FrontendFlags::NO_CSUM_OFFLOAD, "feature-no-csum-offload"),
+                (
+                    FrontendFlags::IPV6_CSUM_OFFLOAD,
+                    "feature-ipv6-csum-offload"
+                ),
+            ]
+        );
+        // Every flag of the type is in its table.
+        let all =
+            |t: &[(BackendFlags, &str)]| t.iter().fold(BackendFlags::empty(), |a, &(f, _)| a | f);
+        assert_eq!(all(BackendFlags::KEYS), BackendFlags::all());
+        let all =
+            |t: &[(FrontendFlags, &str)]| t.iter().fold(FrontendFlags::empty(), |a, &(f, _)| a | f);
+        assert_eq!(all(FrontendFlags::KEYS), FrontendFlags::all());
+    }
+
+    /// Each of our receive-side choices is written to its own key, and only there.
+    #[test]
+    fn frontend_keys_write_each_choice_to_its_key() {
+        use std::vec::Vec;
+        let none = Config {
+            sg: false,
+            rx_csum_offload: true,
+            ipv6_csum_offload: false,
+            gso_tcpv4: false,
+            gso_tcpv6: false,
+            rx_notify: false,
+            ..Config::default()
+        };
+        let cases: [(Config, FrontendFlags, &[&str]); 9] = [
+            (none, FrontendFlags::empty(), &[]),
+            (
+                Config {
+                    rx_notify: true,
+                    ..none
+                },
+                FrontendFlags::RX_NOTIFY,
+                &["feature-rx-notify"],
+            ),
+            (
+                Config { sg: true, ..none },
+                FrontendFlags::SG,
+                &["feature-sg"],
+            ),
+            (
+                Config {
+                    sg: true,
+                    gso_tcpv4: true,
+                    ..none
+                },
+                FrontendFlags::SG | FrontendFlags::GSO_TCPV4,
+                &["feature-sg", "feature-gso-tcpv4"],
+            ),
+            (
+                Config {
+                    sg: true,
+                    gso_tcpv6: true,
+                    ..none
+                },
+                FrontendFlags::SG | FrontendFlags::GSO_TCPV6,
+                &["feature-sg", "feature-gso-tcpv6"],
+            ),
+            // GSO needs scatter-gather.
+            (
+                Config {
+                    gso_tcpv4: true,
+                    gso_tcpv6: true,
+                    ..none
+                },
+                FrontendFlags::empty(),
+                &[],
+            ),
+            (
+                Config {
+                    rx_csum_offload: false,
+                    ..none
+                },
+                FrontendFlags::NO_CSUM_OFFLOAD,
+                &["feature-no-csum-offload"],
+            ),
+            (
+                Config {
+                    ipv6_csum_offload: true,
+                    ..none
+                },
+                FrontendFlags::IPV6_CSUM_OFFLOAD,
+                &["feature-ipv6-csum-offload"],
+            ),
+            // IPv6 checksum offload needs checksum offload.
+            (
+                Config {
+                    rx_csum_offload: false,
+                    ipv6_csum_offload: true,
+                    ..none
+                },
+                FrontendFlags::NO_CSUM_OFFLOAD,
+                &["feature-no-csum-offload"],
+            ),
+        ];
+        for (cfg, flags, on) in cases {
+            assert_eq!(frontend_flags(&cfg), flags, "{cfg:?}");
+            let keys = frontend_keys(&cfg);
+            let names: Vec<&str> = keys.iter().map(|&(k, _)| k).collect();
+            assert_eq!(
+                names,
+                [
+                    "request-rx-copy",
+                    "feature-rx-notify",
+                    "feature-sg",
+                    "feature-gso-tcpv4",
+                    "feature-gso-tcpv6",
+                    "feature-no-csum-offload",
+                    "feature-ipv6-csum-offload",
+                    "request-multicast-control",
+                ]
+            );
+            for (k, v) in keys {
+                let want = u32::from(k == "request-rx-copy" || on.contains(&k));
+                assert_eq!(v, want, "{k} for {flags:?}");
+            }
+        }
+    }
+
+    /// Each negotiated feature needs our wish and the backend's key (where it has
+    /// one), and brings in nothing else.
+    #[test]
+    fn each_feature_needs_both_ends() {
+        use BackendFlags as B;
+        use NegotiatedFlags as N;
+        let none = Config {
+            sg: false,
+            tx_csum_offload: false,
+            gso_tcpv4: false,
+            gso_tcpv6: false,
+            rx_notify: false,
+            split_event_channels: false,
+            ..Config::default()
+        };
+        // RX_COPY and NO_CSUM_OFFLOAD: the backend side of "nothing".
+        let base = B::RX_COPY | B::NO_CSUM_OFFLOAD;
+        let on = |f: fn(&mut Config)| {
+            let mut c = none;
+            f(&mut c);
+            c
+        };
+        let sg_gso4 = |c: &mut Config| {
+            c.sg = true;
+            c.gso_tcpv4 = true;
+        };
+        let sg_gso6 = |c: &mut Config| {
+            c.sg = true;
+            c.gso_tcpv6 = true;
+        };
+        let cases: [(Config, BackendFlags, NegotiatedFlags); 19] = [
+            (none, base, N::empty()),
+            (none, B::all() - B::NO_CSUM_OFFLOAD, N::empty()),
+            (on(|c| c.split_event_channels = true), base, N::empty()),
+            (
+                on(|c| c.split_event_channels = true),
+                base | B::SPLIT_EVENT_CHANNELS,
+                N::SPLIT_EVENT_CHANNELS,
+            ),
+            (on(|c| c.sg = true), base, N::RX_SG),
+            (on(|c| c.sg = true), base | B::SG, N::TX_SG | N::RX_SG),
+            (on(|c| c.tx_csum_offload = true), base, N::empty()),
+            (
+                on(|c| c.tx_csum_offload = true),
+                B::RX_COPY,
+                N::TX_CSUM_IPV4,
+            ),
+            (
+                on(|c| c.tx_csum_offload = true),
+                base | B::IPV6_CSUM_OFFLOAD,
+                N::TX_CSUM_IPV6,
+            ),
+            (on(sg_gso4), base | B::SG, N::TX_SG | N::RX_SG),
+            (
+                on(|c| c.sg = true),
+                base | B::SG | B::GSO_TCPV4,
+                N::TX_SG | N::RX_SG,
+            ),
+            (
+                on(sg_gso4),
+                base | B::SG | B::GSO_TCPV4,
+                N::TX_SG | N::RX_SG | N::TX_GSO_TCPV4,
+            ),
+            (
+                on(|c| c.gso_tcpv4 = true),
+                base | B::SG | B::GSO_TCPV4,
+                N::empty(),
+            ),
+            (on(sg_gso6), base | B::SG, N::TX_SG | N::RX_SG),
+            (
+                on(|c| c.sg = true),
+                base | B::SG | B::GSO_TCPV6,
+                N::TX_SG | N::RX_SG,
+            ),
+            (
+                on(sg_gso6),
+                base | B::SG | B::GSO_TCPV6,
+                N::TX_SG | N::RX_SG | N::TX_GSO_TCPV6,
+            ),
+            (
+                on(|c| c.gso_tcpv6 = true),
+                base | B::SG | B::GSO_TCPV6,
+                N::empty(),
+            ),
+            (on(|c| c.rx_notify = true), base, N::RX_NOTIFY),
+            (on(|c| c.rx_notify = true), B::all(), N::RX_NOTIFY),
+        ];
+        for (cfg, flags, want) in cases {
+            let be = BackendFeatures {
+                flags,
+                ..BackendFeatures::NONE
+            };
+            assert_eq!(negotiate(&cfg, &be).flags, want, "{cfg:?} {flags:?}");
+        }
+        // MULTI_QUEUE follows the key's presence, whatever its value.
+        for (max_queues, want) in [
+            (None, N::empty()),
+            (Some(0), N::MULTI_QUEUE),
+            (Some(1), N::MULTI_QUEUE),
+        ] {
+            let be = BackendFeatures {
+                flags: base,
+                max_queues,
+                mtu: None,
+            };
+            assert_eq!(negotiate(&none, &be).flags, want, "{max_queues:?}");
+        }
     }
 }

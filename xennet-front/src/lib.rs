@@ -87,7 +87,10 @@ mod tests;
 
 pub use device::{read_backend_features, read_mac, LinkState, NetFront, Stats};
 pub use error::{Broken, Error};
-pub use features::{BackendFeatures, Config, Negotiated, MAX_FRAME, MAX_QUEUES};
+pub use features::{
+    BackendFeatures, BackendFlags, Config, FrontendFlags, Negotiated, NegotiatedFlags, MAX_FRAME,
+    MAX_QUEUES,
+};
 pub use ip::{first_ipv4, toolstack_ipv4};
 pub use mac::{Mac, MacError};
 pub use queue::{RxFault, RxMeta, TxMeta};

@@ -19,7 +19,7 @@ use hypercall::{DomId, Gfn, GrantRef, Hypercall, Platform, SharedMem, SharedPage
 use zerocopy::IntoBytes;
 
 use crate::csum;
-use crate::features::{BackendFeatures, Config, MAX_FRAME};
+use crate::features::{BackendFeatures, BackendFlags, Config, MAX_FRAME};
 use crate::{Broken, Error, LinkState, NetFront, RxFault, TxMeta};
 
 const GFN_BASE: u64 = 0x7_3000;
@@ -127,13 +127,7 @@ impl Env {
 
 fn all_features() -> BackendFeatures {
     BackendFeatures {
-        rx_copy: true,
-        sg: true,
-        gso_tcpv4: true,
-        gso_tcpv6: true,
-        no_csum_offload: false,
-        ipv6_csum_offload: true,
-        split_event_channels: true,
+        flags: BackendFlags::all() - BackendFlags::NO_CSUM_OFFLOAD,
         max_queues: Some(8),
         // The largest MTU, so frames of every size up to 65535 bytes are legal
         // without GSO (the N8 tests set their own).
@@ -549,11 +543,9 @@ fn count_extra_slots(s: &crate::Stats) -> usize {
 #[test]
 fn tx_without_sg_is_limited_to_the_mtu() {
     let env = Env::new();
-    let be_feat = BackendFeatures {
-        sg: false,
-        mtu: None,
-        ..all_features()
-    };
+    let mut be_feat = all_features();
+    be_feat.flags.remove(BackendFlags::SG);
+    be_feat.mtu = None;
     let mut dev = device(&env, Config::default(), be_feat);
     let mut be = FakeBackend::attach(&env, &dev, 0, 0);
     assert_eq!(dev.max_frame(), 1514);
@@ -1360,11 +1352,13 @@ fn single_event_channel_without_split() {
 fn tx_checksum_offload_and_software_fallback() {
     for (ipv6, offload_ok) in [(false, true), (false, false), (true, true), (true, false)] {
         let env = Env::new();
-        let be_feat = BackendFeatures {
-            no_csum_offload: !offload_ok,
-            ipv6_csum_offload: offload_ok,
-            ..all_features()
-        };
+        let mut be_feat = all_features();
+        be_feat
+            .flags
+            .set(BackendFlags::NO_CSUM_OFFLOAD, !offload_ok);
+        be_feat
+            .flags
+            .set(BackendFlags::IPV6_CSUM_OFFLOAD, offload_ok);
         let mut dev = device(&env, Config::default(), be_feat);
         let mut be = FakeBackend::attach(&env, &dev, 0, 0);
         for payload in [0usize, 1, 1000, 5000, 30000] {

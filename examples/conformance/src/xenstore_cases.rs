@@ -83,11 +83,10 @@
 //!         hs.closed(&mut self.xs).map_err(s)
 //!     }
 //!     fn power_start(&mut self, offer: PowerOffer) -> Result<(), String> {
-//!         let f = PowerFeatures {
-//!             poweroff: offer.poweroff,
-//!             reboot: offer.reboot,
-//!             suspend: offer.suspend,
-//!         };
+//!         // The two sets share their keys (control/feature-*).
+//!         let f = PowerFeatures::from_keys(|k| {
+//!             PowerOffer::from_key(k).is_some_and(|o| offer.contains(o))
+//!         });
 //!         self.power = Some(PowerControl::new(&mut self.xs, f).map_err(s)?);
 //!         Ok(())
 //!     }
@@ -162,23 +161,22 @@ pub trait StoreDriver {
     }
 }
 
-/// The power requests a driver is told to offer (`control/feature-*`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PowerOffer {
-    /// `poweroff` (and `halt`).
-    pub poweroff: bool,
-    /// `reboot`.
-    pub reboot: bool,
-    /// `suspend`.
-    pub suspend: bool,
+hypercall::xenstore_flags! {
+    /// The power requests a driver is told to offer: it writes each one's
+    /// `control/feature-*` key and acts on just those requests.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct PowerOffer: u32 {
+        /// `poweroff` (and `halt`).
+        const POWEROFF = 1 << 0 => "control/feature-poweroff";
+        /// `reboot`.
+        const REBOOT = 1 << 1 => "control/feature-reboot";
+        /// `suspend`.
+        const SUSPEND = 1 << 2 => "control/feature-suspend";
+    }
 }
 
 /// What the power cases ask for: poweroff and reboot, not suspend.
-const OFFER: PowerOffer = PowerOffer {
-    poweroff: true,
-    reboot: true,
-    suspend: false,
-};
+const OFFER: PowerOffer = PowerOffer::POWEROFF.union(PowerOffer::REBOOT);
 
 /// Builds the client under test on the platform a case provides.
 pub type Make<'a> = dyn FnMut(&HostPlatform) -> Result<Box<dyn StoreDriver>, String> + 'a;

@@ -83,11 +83,10 @@ impl StoreDriver for Xenbus {
         hs.closed(&mut self.xs).map_err(s)
     }
     fn power_start(&mut self, offer: PowerOffer) -> Result<(), String> {
-        let f = PowerFeatures {
-            poweroff: offer.poweroff,
-            reboot: offer.reboot,
-            suspend: offer.suspend,
-        };
+        // The two sets share their keys (control/feature-*).
+        let f = PowerFeatures::from_keys(|k| {
+            PowerOffer::from_key(k).is_some_and(|o| offer.contains(o))
+        });
         self.power = Some(PowerControl::new(&mut self.xs, f).map_err(s)?);
         Ok(())
     }

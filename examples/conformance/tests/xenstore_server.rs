@@ -75,11 +75,7 @@ fn transactions_retry_on_eagain_and_power_events_arrive() {
     assert_eq!(server.commits(), 3);
     assert_eq!(server.read("data/x").unwrap(), b"1");
 
-    let features = PowerFeatures {
-        poweroff: true,
-        reboot: true,
-        suspend: false,
-    };
+    let features = PowerFeatures::POWEROFF | PowerFeatures::REBOOT;
     let mut power = PowerControl::new(&mut xs, features).unwrap();
     assert_eq!(server.read_str("control/feature-reboot").unwrap(), "1");
     assert!(!server.exists("control/feature-suspend"));

@@ -309,11 +309,7 @@ fn run(k: &'static Kernel, cmdline: &str) -> ! {
         }
     }
 
-    let features = PowerFeatures {
-        poweroff: true,
-        reboot: true,
-        suspend: false,
-    };
+    let features = PowerFeatures::POWEROFF | PowerFeatures::REBOOT;
     let mut power = match PowerControl::new(&mut xs, features) {
         Ok(p) => p,
         Err(e) => crash(format_args!("control/shutdown: {e}")),

@@ -57,6 +57,27 @@ bitflags::bitflags! {
     }
 }
 
+crate::xenstore_flags! {
+    /// The boolean features a block backend offers in its xenstore directory
+    /// (`io/blkif.h`, "Backend Device Properties"). [`BackendFlags::KEYS`] pairs each
+    /// flag with its key; a missing key is off. (The numeric offers, such as
+    /// `feature-max-indirect-segments`, are not flags.)
+    #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct BackendFlags: u32 {
+        /// Grants may stay mapped for the whole connection.
+        const PERSISTENT = 1 << 0 => "feature-persistent";
+        /// `BLKIF_OP_FLUSH_DISKCACHE` is accepted.
+        const FLUSH_CACHE = 1 << 1 => "feature-flush-cache";
+        /// `BLKIF_OP_WRITE_BARRIER` is accepted.
+        const BARRIER = 1 << 2 => "feature-barrier";
+        /// `BLKIF_OP_DISCARD` is accepted (`discard-granularity` and
+        /// `discard-alignment` describe it).
+        const DISCARD = 1 << 3 => "feature-discard";
+        /// Discards may ask for a secure erase ([`DISCARD_SECURE`]).
+        const DISCARD_SECURE = 1 << 4 => "discard-secure";
+    }
+}
+
 /// `VDISK_CDROM` ([`VdiskInfo::CDROM`] as a raw value; bit in the `info` node)
 pub const VDISK_CDROM: u32 = VdiskInfo::CDROM.bits();
 /// `VDISK_REMOVABLE`

@@ -46,6 +46,51 @@ bitflags::bitflags! {
     }
 }
 
+crate::xenstore_flags! {
+    /// The boolean features a backend offers in its xenstore directory (`io/netif.h`,
+    /// "Backend feature advertisement"). [`BackendFlags::KEYS`] pairs each flag with
+    /// its key; a missing key is off.
+    #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct BackendFlags: u32 {
+        /// Receive by grant copy (the only receive mode a current frontend uses).
+        const RX_COPY = 1 << 0 => "feature-rx-copy";
+        /// Transmitted frames may span several slots.
+        const SG = 1 << 1 => "feature-sg";
+        /// Large TCP/IPv4 frames (GSO) are accepted on transmit.
+        const GSO_TCPV4 = 1 << 2 => "feature-gso-tcpv4";
+        /// Large TCP/IPv6 frames (GSO) are accepted on transmit.
+        const GSO_TCPV6 = 1 << 3 => "feature-gso-tcpv6";
+        /// Checksum-blank IPv4 frames are refused on transmit.
+        const NO_CSUM_OFFLOAD = 1 << 4 => "feature-no-csum-offload";
+        /// Checksum-blank IPv6 frames are accepted on transmit.
+        const IPV6_CSUM_OFFLOAD = 1 << 5 => "feature-ipv6-csum-offload";
+        /// Separate event channels for the tx and rx rings.
+        const SPLIT_EVENT_CHANNELS = 1 << 6 => "feature-split-event-channels";
+    }
+}
+
+crate::xenstore_flags! {
+    /// The boolean receive-side features a frontend writes in its xenstore directory
+    /// (`io/netif.h`, "Frontend feature advertisement"), read by the backend when the
+    /// frontend connects. [`FrontendFlags::KEYS`] pairs each flag with its key; a
+    /// missing key is off.
+    #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+    pub struct FrontendFlags: u32 {
+        /// The frontend notifies the backend when it posts rx buffers.
+        const RX_NOTIFY = 1 << 0 => "feature-rx-notify";
+        /// Received frames may span several slots.
+        const SG = 1 << 1 => "feature-sg";
+        /// Large TCP/IPv4 frames (GSO) may be received.
+        const GSO_TCPV4 = 1 << 2 => "feature-gso-tcpv4";
+        /// Large TCP/IPv6 frames (GSO) may be received.
+        const GSO_TCPV6 = 1 << 3 => "feature-gso-tcpv6";
+        /// Checksum-blank IPv4 frames must not be sent to this frontend.
+        const NO_CSUM_OFFLOAD = 1 << 4 => "feature-no-csum-offload";
+        /// Checksum-blank IPv6 frames may be received.
+        const IPV6_CSUM_OFFLOAD = 1 << 5 => "feature-ipv6-csum-offload";
+    }
+}
+
 /// `NETTXF_csum_blank` ([`TxFlags::CSUM_BLANK`] as a raw value).
 pub const NETTXF_CSUM_BLANK: u16 = TxFlags::CSUM_BLANK.bits();
 /// `NETTXF_data_validated`.

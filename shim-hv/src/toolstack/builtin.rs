@@ -787,11 +787,7 @@ pub fn run_with(guest: Arc<InProcGuest>, cmdline: &str) {
         None => Devices::default(),
     };
 
-    let features = PowerFeatures {
-        poweroff: true,
-        reboot: true,
-        suspend: false,
-    };
+    let features = PowerFeatures::POWEROFF | PowerFeatures::REBOOT;
     let reason = match PowerControl::new(&mut xs, features) {
         Ok(mut power) => serve(g, &opts, &mut xs, &mut power, &mut devs, &mut out),
         Err(e) => {

@@ -94,6 +94,7 @@ use std::time::{Duration, Instant};
 use hypercall::abi::blkif::{self, Request, RequestSegment, Response};
 use hypercall::abi::ring as ring_abi;
 use hypercall::abi::xenbus::XenbusState;
+use hypercall::keyflags;
 use hypercall::ring::BackRing;
 use hypercall::shmem::wmb;
 use hypercall::{DomId, GrantRef, Port, SharedMem};
@@ -149,7 +150,21 @@ pub const DEFAULT_MAX_QUEUES: u32 = 4;
 /// Most queues a frontend may ask for, whatever the offer says.
 pub const MAX_QUEUES: u32 = 16;
 
-/// Which features the backend offers (all on by default; tests switch them off).
+pub use hypercall::abi::blkif::BackendFlags;
+
+/// Which features the backend offers (all it has on by default; tests switch them
+/// off).
+///
+/// ```
+/// use xen_backends::blk::{BackendFlags, BlkOffer};
+///
+/// let offer = BlkOffer {
+///     flags: BlkOffer::default().flags - BackendFlags::PERSISTENT,
+///     ..BlkOffer::default()
+/// };
+/// assert!(offer.flags.contains(BackendFlags::FLUSH_CACHE));
+/// assert!(!offer.flags.contains(BackendFlags::PERSISTENT));
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlkOffer {
     /// `multi-queue-max-queues` (at most [`MAX_QUEUES`]; 0: the key is not
@@ -159,14 +174,11 @@ pub struct BlkOffer {
     pub max_ring_page_order: u32,
     /// `feature-max-indirect-segments` (0: no indirect descriptors).
     pub max_indirect_segments: u32,
-    /// `feature-persistent`.
-    pub persistent: bool,
-    /// `feature-flush-cache`.
-    pub flush: bool,
-    /// `feature-barrier`.
-    pub barrier: bool,
-    /// `feature-discard`.
-    pub discard: bool,
+    /// The boolean keys written as `"1"` (the others as `"0"`; a read-only disk
+    /// offers no flush, barrier or discard). [`BackendFlags::DISCARD_SECURE`] is
+    /// refused when the disk is set up: a discard punches a hole, which is no
+    /// secure erase.
+    pub flags: BackendFlags,
 }
 
 impl Default for BlkOffer {
@@ -175,10 +187,7 @@ impl Default for BlkOffer {
             max_queues: DEFAULT_MAX_QUEUES,
             max_ring_page_order: xb::MAX_RING_ORDER,
             max_indirect_segments: MAX_INDIRECT_SEGMENTS,
-            persistent: true,
-            flush: true,
-            barrier: true,
-            discard: true,
+            flags: BackendFlags::all() - BackendFlags::DISCARD_SECURE,
         }
     }
 }
@@ -504,6 +513,13 @@ fn open_disk(cfg: &BlkConfig) -> Result<Disk, Error> {
             cfg.sector_size
         )));
     }
+    if cfg.offer.flags.contains(BackendFlags::DISCARD_SECURE) {
+        return Err(Error::BadConfig(
+            "discard-secure cannot be offered: a discard punches a hole, which is no \
+             secure erase"
+                .to_string(),
+        ));
+    }
     let writable = cfg.writable && !cfg.cdrom;
     let mut opts = OpenOptions::new();
     opts.read(true).write(writable);
@@ -773,7 +789,8 @@ fn connect(sh: &Arc<Shared>, xbe: &XenbusBackend) -> Result<(), Error> {
             )))
         }
     };
-    let persistent = o.persistent && xbe.read_frontend_flag("feature-persistent")?;
+    let persistent = o.flags.contains(BackendFlags::PERSISTENT)
+        && xbe.read_frontend_flag("feature-persistent")?;
     let mut ios = Vec::with_capacity(nq);
     let mut pooled = Vec::with_capacity(nq);
     for q in 0..nq {
@@ -826,33 +843,40 @@ fn connect(sh: &Arc<Shared>, xbe: &XenbusBackend) -> Result<(), Error> {
 
     let d = &sh.disk;
     let ro = !d.writable;
-    let mut info = 0u32;
-    if d.cdrom {
-        info |= blkif::VDISK_CDROM | blkif::VDISK_REMOVABLE;
-    }
-    if ro {
-        info |= blkif::VDISK_READONLY;
-    }
-    let flag = |b: bool| u8::from(b && !ro).to_string();
-    let mut keys: Vec<(&str, String)> = vec![
-        ("feature-flush-cache", flag(o.flush)),
-        ("feature-barrier", flag(o.barrier)),
-        ("feature-discard", flag(o.discard)),
-        ("feature-persistent", u8::from(o.persistent).to_string()),
+    let mut info = blkif::VdiskInfo::empty();
+    info.set(
+        blkif::VdiskInfo::CDROM | blkif::VdiskInfo::REMOVABLE,
+        d.cdrom,
+    );
+    info.set(blkif::VdiskInfo::READONLY, ro);
+    // A read-only disk offers no flush, barrier or discard.
+    let offered = if ro {
+        o.flags & BackendFlags::PERSISTENT
+    } else {
+        o.flags
+    };
+    let mut keys: Vec<(&str, String)> = BackendFlags::KEYS
+        .iter()
+        // discard-secure goes with discard's other parameters (below).
+        .filter(|&&(flag, _)| flag != BackendFlags::DISCARD_SECURE)
+        .map(|&(flag, key)| (key, keyflags::value(offered.contains(flag)).to_string()))
+        .collect();
+    keys.extend([
         ("sectors", d.sectors.load(Ordering::Relaxed).to_string()),
-        ("info", info.to_string()),
+        ("info", info.bits().to_string()),
         ("sector-size", d.sector_size.to_string()),
         ("physical-sector-size", d.sector_size.to_string()),
-    ];
+    ]);
     match sh.cfg.hostile {
         Some(BlkHostile::SectorsGarbage) => set_key(&mut keys, "sectors", "12abc"),
         Some(BlkHostile::SectorSizeNotPowerOfTwo) => set_key(&mut keys, "sector-size", "1000"),
         _ => {}
     }
-    if o.discard && !ro {
+    if offered.contains(BackendFlags::DISCARD) {
         keys.push(("discard-granularity", d.sector_size.to_string()));
         keys.push(("discard-alignment", "0".to_string()));
-        keys.push(("discard-secure", "0".to_string()));
+        let secure = offered.contains(BackendFlags::DISCARD_SECURE);
+        keys.push(("discard-secure", keyflags::value(secure).to_string()));
     }
 
     let conn = if sh.cfg.stepped {
@@ -1155,12 +1179,12 @@ impl IoQueue {
                 )
             }
             blkif::OP_FLUSH_DISKCACHE | blkif::OP_WRITE_BARRIER => {
-                let offered = if op == blkif::OP_FLUSH_DISKCACHE {
-                    o.flush
+                let feature = if op == blkif::OP_FLUSH_DISKCACHE {
+                    BackendFlags::FLUSH_CACHE
                 } else {
-                    o.barrier
+                    BackendFlags::BARRIER
                 };
-                if !offered || !disk.writable {
+                if !o.flags.contains(feature) || !disk.writable {
                     return (blkif::RSP_EOPNOTSUPP, op);
                 }
                 let n = req.nr_segments as usize;
@@ -1181,7 +1205,7 @@ impl IoQueue {
                 }
             }
             blkif::OP_DISCARD => {
-                if !o.discard || !disk.writable {
+                if !o.flags.contains(BackendFlags::DISCARD) || !disk.writable {
                     return (blkif::RSP_EOPNOTSUPP, op);
                 }
                 let d = req.as_discard();

@@ -103,6 +103,7 @@ use hypercall::abi::netif::{
     EXTRA_TYPE_MAX, EXTRA_TYPE_NONE, GSO_TYPE_TCPV4, GSO_TYPE_TCPV6,
 };
 use hypercall::abi::xenbus::XenbusState;
+use hypercall::keyflags;
 use hypercall::ring::{BackRing, RingError};
 use hypercall::{DomId, GrantRef, Port, PAGE_SIZE};
 use xennet_front::{csum, Mac};
@@ -138,23 +139,26 @@ pub const BACKPRESSURE_WAIT: Duration = Duration::from_secs(5);
 pub const RX_STALL: Duration = Duration::from_millis(500);
 const ETH_HLEN: usize = 14;
 
-/// What the backend offers (all on by default; tests turn them off one by one).
+pub use hypercall::abi::netif::{BackendFlags, FrontendFlags};
+
+/// What the backend offers (everything but [`BackendFlags::NO_CSUM_OFFLOAD`] by
+/// default; tests turn features off one by one).
+///
+/// ```
+/// use xen_backends::net::{BackendFlags, Offer};
+///
+/// let mut offer = Offer::default();
+/// offer.flags.remove(BackendFlags::SG);
+/// assert!(!offer.flags.contains(BackendFlags::SG | BackendFlags::RX_COPY));
+/// assert!(offer.flags.contains(BackendFlags::RX_COPY));
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Offer {
-    /// `feature-rx-copy` (without it no frontend of ours connects).
-    pub rx_copy: bool,
-    /// `feature-sg`.
-    pub sg: bool,
-    /// `feature-gso-tcpv4`.
-    pub gso_tcpv4: bool,
-    /// `feature-gso-tcpv6`.
-    pub gso_tcpv6: bool,
-    /// `feature-ipv6-csum-offload`.
-    pub ipv6_csum_offload: bool,
-    /// `feature-no-csum-offload` (refuse checksum-blank IPv4 frames).
-    pub no_csum_offload: bool,
-    /// `feature-split-event-channels`.
-    pub split_event_channels: bool,
+    /// The `feature-*` keys written as `"1"` (each other key of
+    /// [`BackendFlags::KEYS`] is written as `"0"`). Without
+    /// [`BackendFlags::RX_COPY`] no frontend of ours connects;
+    /// [`BackendFlags::NO_CSUM_OFFLOAD`] refuses checksum-blank IPv4 frames.
+    pub flags: BackendFlags,
     /// `multi-queue-max-queues` (`None`: key not written, one queue).
     pub max_queues: Option<u32>,
 }
@@ -162,13 +166,7 @@ pub struct Offer {
 impl Default for Offer {
     fn default() -> Self {
         Offer {
-            rx_copy: true,
-            sg: true,
-            gso_tcpv4: true,
-            gso_tcpv6: true,
-            ipv6_csum_offload: true,
-            no_csum_offload: false,
-            split_event_channels: true,
+            flags: BackendFlags::all() - BackendFlags::NO_CSUM_OFFLOAD,
             max_queues: Some(4),
         }
     }
@@ -330,22 +328,25 @@ pub fn random_mac() -> Mac {
 /// What the frontend asked for (read at connect).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct FrontendFeatures {
-    /// Multi-slot rx frames (`feature-sg`).
-    pub sg: bool,
-    /// GSO TCPv4 frames on rx.
-    pub gso_tcpv4: bool,
-    /// GSO TCPv6 frames on rx.
-    pub gso_tcpv6: bool,
-    /// Checksum-blank IPv4 frames on rx (no `feature-no-csum-offload`).
-    pub csum_v4: bool,
-    /// Checksum-blank IPv6 frames on rx.
-    pub csum_v6: bool,
-    /// The frontend notifies when it posts rx buffers: frames may be queued.
-    pub rx_notify: bool,
+    /// Its receive-side `feature-*` keys that are on (GSO counts only with
+    /// `feature-sg`: without it a GSO frame cannot reach the frontend).
+    pub flags: FrontendFlags,
     /// Queues.
     pub queues: u32,
     /// Split event channels.
     pub split: bool,
+}
+
+impl FrontendFeatures {
+    /// Whether checksum-blank frames of this IP version may go to the frontend
+    /// (IPv4: no `feature-no-csum-offload`; IPv6: `feature-ipv6-csum-offload`).
+    pub fn csum_blank_ok(&self, ipv6: bool) -> bool {
+        if ipv6 {
+            self.flags.contains(FrontendFlags::IPV6_CSUM_OFFLOAD)
+        } else {
+            !self.flags.contains(FrontendFlags::NO_CSUM_OFFLOAD)
+        }
+    }
 }
 
 struct TxSide {
@@ -499,26 +500,20 @@ impl NetBackend {
             },
         };
         let o = &cfg.offer;
-        let b = |v: bool| if v { "1" } else { "0" };
         let mut spec = DeviceSpec::new("vif", frontend, cfg.devid)
             .backend("mac", mac)
             .backend("bridge", bridge.name())
             .backend("handle", cfg.devid)
             .backend("type", "vif")
             .backend("mtu", cfg.mtu)
-            .backend("feature-rx-copy", b(o.rx_copy))
+            // Said explicitly: what we never do.
             .backend("feature-rx-flip", "0")
-            .backend("feature-sg", b(o.sg))
-            .backend("feature-gso-tcpv4", b(o.gso_tcpv4))
-            .backend("feature-gso-tcpv6", b(o.gso_tcpv6))
-            .backend("feature-ipv6-csum-offload", b(o.ipv6_csum_offload))
-            .backend("feature-split-event-channels", b(o.split_event_channels))
             .backend("feature-multicast-control", "0")
             .backend("feature-ctrl-ring", "0")
             .frontend("mac", frontend_mac(mac, cfg.hostile))
             .frontend("handle", cfg.devid);
-        if o.no_csum_offload {
-            spec = spec.backend("feature-no-csum-offload", "1");
+        for &(flag, key) in BackendFlags::KEYS {
+            spec = spec.backend(key, keyflags::value(o.flags.contains(flag)));
         }
         if let Some(q) = o.max_queues {
             spec = spec.backend("multi-queue-max-queues", q);
@@ -805,15 +800,15 @@ fn connect(sh: &Arc<VifShared>, xbe: &XenbusBackend) -> Result<(), Error> {
             )))
         }
     };
-    let no_csum = xbe.read_frontend_flag("feature-no-csum-offload")?;
-    let sg = xbe.read_frontend_flag("feature-sg")?;
+    let mut flags = FrontendFlags::empty();
+    for &(flag, key) in FrontendFlags::KEYS {
+        flags.set(flag, xbe.read_frontend_flag(key)?);
+    }
+    if !flags.contains(FrontendFlags::SG) {
+        flags.remove(FrontendFlags::GSO_TCPV4 | FrontendFlags::GSO_TCPV6);
+    }
     let fe = FrontendFeatures {
-        sg,
-        gso_tcpv4: sg && xbe.read_frontend_flag("feature-gso-tcpv4")?,
-        gso_tcpv6: sg && xbe.read_frontend_flag("feature-gso-tcpv6")?,
-        csum_v4: !no_csum,
-        csum_v6: xbe.read_frontend_flag("feature-ipv6-csum-offload")?,
-        rx_notify: xbe.read_frontend_flag("feature-rx-notify")?,
+        flags,
         queues,
         split: false,
     };
@@ -829,7 +824,7 @@ fn connect(sh: &Arc<VifShared>, xbe: &XenbusBackend) -> Result<(), Error> {
         let rxr = xbe.read_ring_refs(&prefix, "rx-ring-ref", 0)?;
         let split = xbe.read_frontend_u64(&format!("{prefix}event-channel-tx"))?;
         let (tp, rp) = match split {
-            Some(_) if o.split_event_channels => {
+            Some(_) if o.flags.contains(BackendFlags::SPLIT_EVENT_CHANNELS) => {
                 fe.split = true;
                 (
                     xbe.require_frontend_u32(&format!("{prefix}event-channel-tx"))?,
@@ -1303,7 +1298,11 @@ fn check_tx_chain(reqs: &[TxRequest], offer: &Offer) -> Result<Option<TxChainInf
     if first_len.is_none() || bad || total < ETH_HLEN {
         return Ok(None); // sizes inconsistent, bad GSO descriptor, runt
     }
-    if gso.is_some() && !(offer.gso_tcpv4 || offer.gso_tcpv6) {
+    if gso.is_some()
+        && !offer
+            .flags
+            .intersects(BackendFlags::GSO_TCPV4 | BackendFlags::GSO_TCPV6)
+    {
         return Ok(None);
     }
     Ok(Some(info))
@@ -1672,11 +1671,13 @@ impl Connection {
             return false; // resolve_offloads passes it on unchanged, flags cleared
         };
         let gso_ok = match frame.gso {
-            Some(g) if g.ty == GSO_TYPE_TCPV6 => fe.gso_tcpv6 && fe.csum_v6,
-            Some(_) => fe.gso_tcpv4 && fe.csum_v4,
+            Some(g) if g.ty == GSO_TYPE_TCPV6 => {
+                fe.flags.contains(FrontendFlags::GSO_TCPV6) && fe.csum_blank_ok(true)
+            }
+            Some(_) => fe.flags.contains(FrontendFlags::GSO_TCPV4) && fe.csum_blank_ok(false),
             None => true,
         };
-        gso_ok && if l4.ipv6 { fe.csum_v6 } else { fe.csum_v4 }
+        gso_ok && fe.csum_blank_ok(l4.ipv6)
     }
 
     /// Frames from the bridge for this guest (in order). Consecutive frames for
@@ -1731,7 +1732,8 @@ impl Connection {
             &resolved
         };
         for f in frames {
-            let fits = f.len() <= xennet_front::MAX_FRAME && (self.fe.sg || f.len() <= PAGE_SIZE);
+            let fits = f.len() <= xennet_front::MAX_FRAME
+                && (self.fe.flags.contains(FrontendFlags::SG) || f.len() <= PAGE_SIZE);
             if !fits {
                 add(&v.counters.rx_dropped, 1);
                 continue;
@@ -1745,7 +1747,7 @@ impl Connection {
             }
             let cap_ok = st.queue.len() < v.cfg.rx_queue_frames
                 && st.queued_bytes + f.len() <= v.cfg.rx_queue_bytes;
-            if !(self.fe.rx_notify && cap_ok) {
+            if !(self.fe.flags.contains(FrontendFlags::RX_NOTIFY) && cap_ok) {
                 // Without feature-rx-notify the guest would never tell us about new
                 // buffers, so nothing is queued (netif.h).
                 add(&v.counters.rx_dropped, 1);

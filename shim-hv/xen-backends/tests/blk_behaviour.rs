@@ -28,7 +28,7 @@ fn read_only_disk_refuses_writes_locally() {
     run_guest(&hv, dom, XVDA, Config::default(), move |d, _, _| {
         let info = *d.info().unwrap();
         assert!(info.read_only);
-        assert_eq!(info.info & 4, 4, "VDISK_READONLY");
+        assert!(info.info.contains(xbd_front::VdiskInfo::READONLY));
         assert_eq!(info.device_type, DeviceType::Disk);
         let f = d.features().unwrap();
         assert_eq!(f.flush, None);

@@ -23,7 +23,7 @@ use hypercall::gnttab::GrantTable;
 use hypercall::ring::FrontRing;
 use hypercall::{DomId, Gfn, GrantRef, Port, SharedMem, Xen, PAGE_SIZE};
 use xbd_front::Config;
-use xen_backends::blk::{BlkBackend, BlkConfig, BlkOffer, Target};
+use xen_backends::blk::{BackendFlags, BlkBackend, BlkConfig, BlkOffer, Target};
 use xen_conformance::backend::requests::{discard, indirect, rw, segment as seg};
 use xen_model::inproc::InProcGuest;
 use xen_model::{Domain, Hypervisor};
@@ -248,10 +248,7 @@ fn operations_not_offered_and_read_only_disks() {
     let mut bare = cfg(&a, XVDA, "xvda");
     bare.offer = BlkOffer {
         max_indirect_segments: 0,
-        persistent: false,
-        flush: false,
-        barrier: false,
-        discard: false,
+        flags: BackendFlags::empty(),
         ..BlkOffer::default()
     };
     let be_a = backend(&hv, &dom, bare);

@@ -6,8 +6,8 @@
 mod blk_util;
 
 use blk_util::*;
-use xbd_front::{Config, Error, Features, FlushKind, OpKind};
-use xen_backends::blk::BlkOffer;
+use xbd_front::{Config, Error, FeatureFlags, Features, FlushKind, OpKind};
+use xen_backends::blk::{BackendFlags, BlkOffer};
 
 const DISK: usize = 4 << 20;
 
@@ -16,10 +16,7 @@ fn all_off() -> BlkOffer {
         max_queues: 0,
         max_ring_page_order: 0,
         max_indirect_segments: 0,
-        persistent: false,
-        flush: false,
-        barrier: false,
-        discard: false,
+        flags: BackendFlags::empty(),
     }
 }
 
@@ -168,7 +165,7 @@ fn workload(offer: BlkOffer, cfg: Config, sector_size: u32, direct: bool, seed: 
 #[test]
 fn every_feature_on() {
     let f = workload(BlkOffer::default(), Config::default(), 512, false, 1);
-    assert!(f.indirect && f.persistent);
+    assert_eq!(f.flags, FeatureFlags::INDIRECT | FeatureFlags::PERSISTENT);
     assert_eq!(f.flush, Some(FlushKind::FlushDiskCache));
     assert!(f.discard.is_some());
     assert_eq!(f.segments_per_request, 32);
@@ -184,7 +181,7 @@ fn every_feature_off() {
         ..Config::default()
     };
     let f = workload(all_off(), cfg, 512, false, 2);
-    assert!(!f.indirect && !f.persistent);
+    assert_eq!(f.flags, FeatureFlags::empty());
     assert_eq!(f.flush, None);
     assert_eq!(f.discard, None);
     assert_eq!(f.ring_page_order, 0);
@@ -196,9 +193,7 @@ fn mixed_subsets() {
     // Barrier only, indirect without persistent.
     let f = workload(
         BlkOffer {
-            flush: false,
-            persistent: false,
-            discard: false,
+            flags: BackendFlags::BARRIER,
             ..BlkOffer::default()
         },
         Config::default(),
@@ -207,12 +202,13 @@ fn mixed_subsets() {
         3,
     );
     assert_eq!(f.flush, Some(FlushKind::Barrier));
-    assert!(f.indirect && !f.persistent && f.discard.is_none());
+    assert_eq!(f.flags, FeatureFlags::INDIRECT);
+    assert!(f.discard.is_none());
     // Persistent without indirect, discard, frontend declines persistent grants.
     let f = workload(
         BlkOffer {
             max_indirect_segments: 0,
-            barrier: false,
+            flags: BlkOffer::default().flags - BackendFlags::BARRIER,
             ..BlkOffer::default()
         },
         Config {
@@ -223,13 +219,14 @@ fn mixed_subsets() {
         false,
         4,
     );
-    assert!(!f.indirect && !f.persistent && f.discard.is_some());
+    assert_eq!(f.flags, FeatureFlags::empty());
+    assert!(f.discard.is_some());
 }
 
 #[test]
 fn sector_size_4096_and_o_direct() {
     let f = workload(BlkOffer::default(), Config::default(), 4096, true, 5);
-    assert!(f.persistent);
+    assert!(f.flags.contains(FeatureFlags::PERSISTENT));
 }
 
 /// The random workload over two queues (each with its own blkback thread, ring,
@@ -243,7 +240,7 @@ fn several_queues() {
     };
     let f = workload(BlkOffer::default(), cfg, 512, false, 6);
     assert_eq!(f.queues, 2);
-    assert!(f.persistent && f.indirect);
+    assert_eq!(f.flags, FeatureFlags::INDIRECT | FeatureFlags::PERSISTENT);
     let f = workload(
         BlkOffer {
             max_queues: 4,
@@ -258,5 +255,81 @@ fn several_queues() {
         7,
     );
     assert_eq!(f.queues, 4);
-    assert!(!f.persistent && !f.indirect);
+    assert_eq!(f.flags, FeatureFlags::empty());
+}
+
+/// Each offered flag goes to its own key (blkif.h's name; "1", every other flag key
+/// "0"), and xbd-front reads it from there into what the connection uses. A
+/// secure-discard offer is refused: punching a hole is no secure erase.
+#[test]
+fn each_offered_flag_is_written_to_and_read_from_its_key() {
+    use xbd_front::Discard;
+    use xenbus::Store;
+
+    let keys = [
+        "feature-persistent",
+        "feature-flush-cache",
+        "feature-barrier",
+        "feature-discard",
+    ];
+    let hv = hv();
+    let dir = TempDir::new("offerkeys");
+    let img = image(&dir, "disk.img", 1 << 20);
+    for (n, (key, flag)) in [
+        (keys[0], BackendFlags::PERSISTENT),
+        (keys[1], BackendFlags::FLUSH_CACHE),
+        (keys[2], BackendFlags::BARRIER),
+        (keys[3], BackendFlags::DISCARD),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let dom = domain(&hv, &format!("k{n}"), 32);
+        let mut cfg = file_cfg(&img);
+        cfg.offer.flags = flag;
+        let be = backend(&hv, &dom, cfg);
+        let path = be.backend_path().to_string();
+        // Read as the frontend reads them, while connected.
+        let (f, written) = run_guest(&hv, dom, XVDA, Config::default(), move |d, xs, _| {
+            let written: Vec<(&str, String)> = keys
+                .iter()
+                .map(|&k| {
+                    let mut buf = [0u8; 8];
+                    let n = xs.read(&format!("{path}/{k}"), &mut buf).unwrap();
+                    (k, String::from_utf8_lossy(&buf[..n]).into_owned())
+                })
+                .collect();
+            (d.features().unwrap(), written)
+        });
+        for (other, value) in written {
+            let want = if other == key { "1" } else { "0" };
+            assert_eq!(value, want, "offer {key}: {other}");
+        }
+        let discard = flag.contains(BackendFlags::DISCARD).then_some(Discard {
+            granularity: 512,
+            alignment: 0,
+            secure: false,
+        });
+        let flush = match flag {
+            BackendFlags::FLUSH_CACHE => Some(FlushKind::FlushDiskCache),
+            BackendFlags::BARRIER => Some(FlushKind::Barrier),
+            _ => None,
+        };
+        let persistent = if flag == BackendFlags::PERSISTENT {
+            FeatureFlags::PERSISTENT
+        } else {
+            FeatureFlags::empty()
+        };
+        assert_eq!(
+            (f.flags - FeatureFlags::INDIRECT, f.flush, f.discard),
+            (persistent, flush, discard),
+            "offer {key}"
+        );
+        be.destroy();
+    }
+    let dom = domain(&hv, "secure", 32);
+    let mut cfg = file_cfg(&img);
+    cfg.offer.flags |= BackendFlags::DISCARD_SECURE;
+    let err = xen_backends::blk::BlkBackend::start(&hv, dom.id(), cfg).unwrap_err();
+    assert!(err.to_string().contains("discard-secure"), "{err}");
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use net_util::*;
 use xen_backends::bridge::Bridge;
-use xen_backends::net::{NetConfig, Offer};
+use xen_backends::net::{BackendFlags, NetConfig, Offer};
 use xennet_front::{Config, Error, Mac, MAX_FRAME};
 
 fn pattern(len: usize, seed: usize) -> Vec<u8> {
@@ -37,7 +37,11 @@ fn exchange(sizes: Vec<usize>, offer: Offer, cfg: Config) {
     // so those vifs offer the largest MTU.
     let net = |o: &Offer| NetConfig {
         offer: o.clone(),
-        mtu: if o.sg { 65521 } else { 1500 },
+        mtu: if o.flags.contains(BackendFlags::SG) {
+            65521
+        } else {
+            1500
+        },
         ..NetConfig::default()
     };
     let (da, ba) = guest_with_vif(&hv, &br, "a", 1, net(&offer));
@@ -192,10 +196,8 @@ fn sizes_with_sg_both_directions() {
 
 #[test]
 fn sizes_up_to_the_mtu_without_sg() {
-    let offer = Offer {
-        sg: false,
-        ..Offer::default()
-    };
+    let mut offer = Offer::default();
+    offer.flags.remove(BackendFlags::SG);
     let cfg = Config {
         sg: false,
         ..Config::default()

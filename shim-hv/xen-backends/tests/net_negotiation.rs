@@ -6,8 +6,8 @@ mod net_util;
 
 use net_util::*;
 use xen_backends::bridge::Bridge;
-use xen_backends::net::{FrontendFeatures, NetConfig, Offer};
-use xennet_front::{csum, Config, Negotiated, RxMeta, TxMeta};
+use xen_backends::net::{BackendFlags, FrontendFeatures, FrontendFlags, NetConfig, Offer};
+use xennet_front::{csum, Config, Negotiated, NegotiatedFlags, RxMeta, TxMeta};
 
 struct Outcome {
     neg_a: Negotiated,
@@ -94,7 +94,7 @@ fn run_pair(oa: Offer, ca: Config, ob: Offer, cb: Config) -> Outcome {
                 },
             ),
         ];
-        if neg.tx_gso_v4 {
+        if neg.flags.contains(NegotiatedFlags::TX_GSO_TCPV4) {
             sent.push((
                 ip_frame(b, a, false, true, 20000, 4),
                 TxMeta {
@@ -176,7 +176,7 @@ fn check_delivery(o: &Outcome) {
     for (f, _) in o.sent_a.iter().filter(|(_, m)| m.gso_mss.is_some()) {
         let l4 = csum::locate(&f[..]).unwrap();
         let payload = &f[l4.start + 20..];
-        if o.fe_b.unwrap().gso_tcpv4 {
+        if o.fe_b.unwrap().flags.contains(FrontendFlags::GSO_TCPV4) {
             let (g, meta) = left.remove(0);
             assert_eq!(meta.gso, Some((1448, 1)));
             assert_eq!(&g[l4.start + 20..], payload);
@@ -210,20 +210,14 @@ fn everything_on() {
     let o = run_pair(oa.clone(), c, oa, c);
     for n in [o.neg_a, o.neg_b] {
         assert_eq!(n.queues, 4);
-        assert!(n.split_event_channels && n.tx_sg && n.rx_sg && n.rx_notify);
-        assert!(n.tx_csum_v4 && n.tx_csum_v6 && n.tx_gso_v4 && n.tx_gso_v6);
+        assert_eq!(n.flags, NegotiatedFlags::all());
         assert_eq!(n.max_tx_frame, 65535);
     }
     for fe in [o.fe_a.unwrap(), o.fe_b.unwrap()] {
         assert_eq!(
             fe,
             FrontendFeatures {
-                sg: true,
-                gso_tcpv4: true,
-                gso_tcpv6: true,
-                csum_v4: true,
-                csum_v6: true,
-                rx_notify: true,
+                flags: FrontendFlags::all() - FrontendFlags::NO_CSUM_OFFLOAD,
                 queues: 4,
                 split: true
             }
@@ -244,14 +238,8 @@ fn everything_on() {
 #[test]
 fn backend_offers_nothing() {
     let off = Offer {
-        sg: false,
-        gso_tcpv4: false,
-        gso_tcpv6: false,
-        ipv6_csum_offload: false,
-        no_csum_offload: true,
-        split_event_channels: false,
+        flags: BackendFlags::RX_COPY | BackendFlags::NO_CSUM_OFFLOAD,
         max_queues: None,
-        ..Offer::default()
     };
     let c = Config {
         gso_tcpv4: true,
@@ -261,8 +249,8 @@ fn backend_offers_nothing() {
     let o = run_pair(off.clone(), c, off, c);
     for n in [o.neg_a, o.neg_b] {
         assert_eq!(n.queues, 1);
-        assert!(!n.split_event_channels && !n.tx_sg && !n.write_num_queues);
-        assert!(!n.tx_csum_v4 && !n.tx_csum_v6 && !n.tx_gso_v4 && !n.tx_gso_v6);
+        // Only our own side's choices are left.
+        assert_eq!(n.flags, NegotiatedFlags::RX_SG | NegotiatedFlags::RX_NOTIFY);
         assert_eq!(n.max_tx_frame, 1514);
     }
     let fe = o.fe_b.unwrap();
@@ -291,17 +279,13 @@ fn frontend_asks_for_nothing() {
     assert_eq!(
         fe,
         FrontendFeatures {
-            sg: false,
-            gso_tcpv4: false,
-            gso_tcpv6: false,
-            csum_v4: false,
-            csum_v6: false,
-            rx_notify: false,
+            flags: FrontendFlags::NO_CSUM_OFFLOAD,
             queues: 1,
             split: false
         }
     );
-    assert!(!o.neg_a.tx_csum_v4 && !o.neg_a.tx_sg && !o.neg_a.split_event_channels);
+    // Only MULTI_QUEUE is left (the backend offers multi-queue: the key is written).
+    assert_eq!(o.neg_a.flags, NegotiatedFlags::MULTI_QUEUE);
     check_delivery(&o);
 }
 
@@ -320,9 +304,13 @@ fn mixed_offloads_are_resolved_by_the_backend() {
         ..Config::default()
     };
     let o = run_pair(Offer::default(), ca, Offer::default(), cb);
-    assert!(o.neg_a.tx_gso_v4 && o.neg_a.tx_csum_v4);
+    assert!(o
+        .neg_a
+        .flags
+        .contains(NegotiatedFlags::TX_GSO_TCPV4 | NegotiatedFlags::TX_CSUM_IPV4));
     let fe_b = o.fe_b.unwrap();
-    assert!(!fe_b.gso_tcpv4 && !fe_b.csum_v4 && !fe_b.csum_v6);
+    assert!(!fe_b.flags.contains(FrontendFlags::GSO_TCPV4));
+    assert!(!fe_b.csum_blank_ok(false) && !fe_b.csum_blank_ok(true));
     check_delivery(&o);
     assert!(o
         .got_b
@@ -336,10 +324,8 @@ fn mixed_offloads_are_resolved_by_the_backend() {
 fn no_rx_copy_refuses() {
     let hv = hv();
     let br = Bridge::new("xenbr0");
-    let offer = Offer {
-        rx_copy: false,
-        ..Offer::default()
-    };
+    let mut offer = Offer::default();
+    offer.flags.remove(BackendFlags::RX_COPY);
     let (d, _b) = guest_with_vif(
         &hv,
         &br,
@@ -352,4 +338,104 @@ fn no_rx_copy_refuses() {
     );
     let r = connect_result(&hv, d, Config::default());
     assert_eq!(r, Err(xennet_front::Error::NoRxCopy));
+}
+
+/// Each backend flag is read from its own key (netif.h's name) and from no other,
+/// as Linux reads it: a non-zero decimal is on; "0", garbage and a missing key are
+/// off. Run in a guest against shim-hv's xenstored, in a directory of its own.
+#[test]
+fn each_backend_flag_is_read_from_its_key() {
+    use std::time::Duration;
+    use xenbus::{Store, Xenstore};
+    use xennet_front::read_backend_features;
+
+    let hv = hv();
+    let dom = domain(&hv, "reader", 16);
+    let dir = format!("/local/domain/{}/data/offer", dom.id().0);
+    let keys = [
+        ("feature-rx-copy", BackendFlags::RX_COPY),
+        ("feature-sg", BackendFlags::SG),
+        ("feature-gso-tcpv4", BackendFlags::GSO_TCPV4),
+        ("feature-gso-tcpv6", BackendFlags::GSO_TCPV6),
+        ("feature-no-csum-offload", BackendFlags::NO_CSUM_OFFLOAD),
+        ("feature-ipv6-csum-offload", BackendFlags::IPV6_CSUM_OFFLOAD),
+        (
+            "feature-split-event-channels",
+            BackendFlags::SPLIT_EVENT_CHANNELS,
+        ),
+    ];
+    let (tx, rx) = std::sync::mpsc::channel();
+    let _h = hv
+        .spawn_guest(dom, move |g| {
+            let mut xs = Xenstore::from_hvm_params(&*g).expect("xenstore");
+            let mut got = Vec::new();
+            // Nothing written: nothing offered.
+            xs.mkdir(&dir).unwrap();
+            got.push(("", "", read_backend_features(&mut xs, &dir).unwrap()));
+            for (key, _) in keys {
+                for value in ["1", "2", "0", "yes", ""] {
+                    // Every other flag key says "0".
+                    for (other, _) in keys {
+                        let v = if other == key { value } else { "0" };
+                        xs.write(&format!("{dir}/{other}"), v.as_bytes()).unwrap();
+                    }
+                    got.push((key, value, read_backend_features(&mut xs, &dir).unwrap()));
+                }
+            }
+            let _ = tx.send(got);
+        })
+        .expect("spawn guest");
+    let got = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("guest done");
+    assert_eq!(got.len(), 1 + keys.len() * 5);
+    for (key, value, be) in got {
+        let want = match keys.iter().find(|&&(k, _)| k == key) {
+            Some(&(_, flag)) if value == "1" || value == "2" => flag,
+            _ => BackendFlags::empty(),
+        };
+        assert_eq!(be.flags, want, "{key} = {value:?}");
+        assert_eq!((be.max_queues, be.mtu), (None, None));
+    }
+}
+
+/// netback writes each offered flag to its own key ("1") and every other flag key
+/// as "0".
+#[test]
+fn each_offered_flag_is_written_to_its_key() {
+    use xen_backends::net::NetBackend;
+    use xenstored::TxId;
+
+    let keys = [
+        ("feature-rx-copy", BackendFlags::RX_COPY),
+        ("feature-sg", BackendFlags::SG),
+        ("feature-gso-tcpv4", BackendFlags::GSO_TCPV4),
+        ("feature-gso-tcpv6", BackendFlags::GSO_TCPV6),
+        ("feature-no-csum-offload", BackendFlags::NO_CSUM_OFFLOAD),
+        ("feature-ipv6-csum-offload", BackendFlags::IPV6_CSUM_OFFLOAD),
+        (
+            "feature-split-event-channels",
+            BackendFlags::SPLIT_EVENT_CHANNELS,
+        ),
+    ];
+    let hv = hv();
+    let br = Bridge::new("xenbr0");
+    let xs = hv.xenstored().client(0);
+    for (n, &(key, flag)) in keys.iter().enumerate() {
+        let dom = domain(&hv, &format!("w{n}"), 16);
+        let cfg = NetConfig {
+            mac: Some(mac(n as u8 + 1)),
+            offer: Offer {
+                flags: flag,
+                max_queues: None,
+            },
+            ..NetConfig::default()
+        };
+        let be = NetBackend::start(&hv, dom.id(), br.clone(), cfg).unwrap();
+        for (other, _) in keys {
+            let got = xs.read(TxId::NONE, &format!("{}/{other}", be.backend_path()));
+            let want = if other == key { "1" } else { "0" };
+            assert_eq!(got.unwrap(), want.as_bytes(), "offer {key}: {other}");
+        }
+    }
 }

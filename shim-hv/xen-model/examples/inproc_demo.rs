@@ -67,11 +67,7 @@ fn guest_main(
     let msg = xs.read_str(ev.path(), &mut buf)?.to_string();
     say(&format!("watch fired on {}: {msg:?}\n", ev.path()));
 
-    let features = PowerFeatures {
-        poweroff: true,
-        reboot: true,
-        suspend: false,
-    };
+    let features = PowerFeatures::POWEROFF | PowerFeatures::REBOOT;
     let mut power = PowerControl::new(&mut xs, features)?;
     let _ = ready.send(Ready::Power);
     let ev = power.wait(&mut xs, TIMEOUT)?;

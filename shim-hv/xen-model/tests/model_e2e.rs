@@ -79,11 +79,7 @@ fn guest_xenstore_watch_transaction_and_poweroff() {
             assert_eq!(xs.read_str("data/w", &mut buf).unwrap(), "from dom0");
 
             // Power: advertise, wait for the toolstack's request, act on it.
-            let features = PowerFeatures {
-                poweroff: true,
-                reboot: true,
-                suspend: false,
-            };
+            let features = PowerFeatures::POWEROFF | PowerFeatures::REBOOT;
             let mut power = PowerControl::new(&mut xs, features).unwrap();
             tx.send(Step::PowerReady).unwrap();
             let ev = power.wait(&mut xs, T).unwrap();
