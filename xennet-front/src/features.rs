@@ -121,14 +121,20 @@ impl BackendFeatures {
     };
 }
 
-const fn clamp(v: usize, lo: usize, hi: usize) -> usize {
-    if v < lo {
-        lo
-    } else if v > hi {
-        hi
+/// The smaller of `a` and `b` (`Ord::min` is not a `const fn`; `negotiate` must be
+/// one, for `Device::new`).
+const fn min(a: usize, b: usize) -> usize {
+    if a < b {
+        a
     } else {
-        v
+        b
     }
+}
+
+/// `v` brought into `lo..=hi` (`lo <= hi`).
+const fn clamp(v: usize, lo: usize, hi: usize) -> usize {
+    let at_least_lo = if v > lo { v } else { lo };
+    min(at_least_lo, hi)
 }
 
 bitflags::bitflags! {
@@ -246,7 +252,7 @@ pub const fn negotiate(cfg: &Config, be: &BackendFeatures) -> Negotiated {
         // u32 fits usize on every target the kit builds for (32 and 64 bits).
         Some(n) => n as usize,
     };
-    let queues = if wanted < offered { wanted } else { offered };
+    let queues = min(wanted, offered);
     let (mtu, ignored_mtu) = match be.mtu {
         Some(m) if m >= 68 && m <= (MAX_FRAME - ETH_HLEN) as u32 => (m, None),
         Some(m) => (DEFAULT_MTU, Some(m)),
@@ -256,10 +262,8 @@ pub const fn negotiate(cfg: &Config, be: &BackendFeatures) -> Negotiated {
     let tx_sg = cfg.sg && be_flags.contains(BackendFlags::SG);
     let max_tx_frame = if tx_sg {
         MAX_FRAME
-    } else if mtu as usize + ETH_HLEN < hypercall::PAGE_SIZE {
-        mtu as usize + ETH_HLEN
     } else {
-        hypercall::PAGE_SIZE
+        min(mtu as usize + ETH_HLEN, hypercall::PAGE_SIZE)
     };
     use NegotiatedFlags as N;
     let flags = when(be.max_queues.is_some(), N::MULTI_QUEUE)
@@ -412,10 +416,42 @@ mod tests {
         // Only MULTI_QUEUE is left: it says which keys are written, not a choice.
         assert_eq!(n.flags, NegotiatedFlags::MULTI_QUEUE);
         assert_eq!(n.max_tx_frame, 4096, "9000 MTU without SG: one page");
+        // Just over a page with its Ethernet header (4100 + 14), and exactly a page
+        // (4082 + 14): one page either way (mutant: `mtu + ETH_HLEN` as `mtu -
+        // ETH_HLEN` in the page test, which let 4114-byte frames through).
+        for (mtu, frame) in [(4100, 4096), (4082, 4096), (4081, 4095)] {
+            let be = BackendFeatures {
+                mtu: Some(mtu),
+                ..all_on()
+            };
+            assert_eq!(negotiate(&cfg, &be).max_tx_frame, frame, "mtu {mtu}");
+        }
         let keys = frontend_keys(&cfg);
         assert!(keys.contains(&("feature-no-csum-offload", 1)));
         assert!(keys.contains(&("feature-sg", 0)));
         assert!(keys.contains(&("request-rx-copy", 1)));
+        // GSO needs SG, and IPv6 checksum offload needs checksum offload at all
+        // (mutants: either `&&` in frontend_keys as `||`).
+        let keys = frontend_keys(&Config {
+            sg: false,
+            gso_tcpv4: true,
+            gso_tcpv6: true,
+            rx_csum_offload: false,
+            ipv6_csum_offload: true,
+            ..Config::default()
+        });
+        assert!(keys.contains(&("feature-gso-tcpv4", 0)));
+        assert!(keys.contains(&("feature-gso-tcpv6", 0)));
+        assert!(keys.contains(&("feature-ipv6-csum-offload", 0)));
+        let keys = frontend_keys(&Config {
+            sg: true,
+            gso_tcpv4: true,
+            gso_tcpv6: true,
+            ..Config::default()
+        });
+        assert!(keys.contains(&("feature-gso-tcpv4", 1)));
+        assert!(keys.contains(&("feature-gso-tcpv6", 1)));
+        assert!(keys.contains(&("feature-ipv6-csum-offload", 1)));
     }
 
     /// Row 23 / N9: absurd `multi-queue-max-queues`.

@@ -59,7 +59,7 @@ impl Mac {
                 return Err(MacError::BadGroup(i));
             };
             match (hex(hi), hex(lo), out.get_mut(i)) {
-                (Some(h), Some(l), Some(o)) => *o = h << 4 | l,
+                (Some(h), Some(l), Some(o)) => *o = h * 16 + l,
                 _ => return Err(MacError::BadGroup(i)),
             }
         }
@@ -132,6 +132,21 @@ mod tests {
         assert!(Mac([0x02, 0, 0, 0, 0, 0]).is_unicast());
     }
 
+    /// A universally administered unicast address (Xen's OUI 00:16:3e) is neither
+    /// local nor broadcast, and its backend peer flips bit 0 of the fourth byte
+    /// both ways (mutants: `is_local`/`is_broadcast` -> `true`, `is_local`'s `&` as
+    /// `|` or `^`, `backend_peer`'s `^=` as `|=`).
+    #[test]
+    fn universal_address_and_its_peer() {
+        let m = Mac::parse(b"00:16:3e:51:aa:0f").unwrap();
+        assert_eq!(m, Mac([0x00, 0x16, 0x3e, 0x51, 0xaa, 0x0f]));
+        assert!(!m.is_local() && !m.is_broadcast() && !m.is_multicast());
+        assert!(m.is_unicast());
+        assert_eq!(m.backend_peer(), Mac([0x00, 0x16, 0x3e, 0x50, 0xaa, 0x0f]));
+        assert_eq!(m.backend_peer().backend_peer(), m);
+        assert!(!Mac([0xff, 0xff, 0xff, 0xff, 0xff, 0xfe]).is_broadcast());
+    }
+
     /// Row 22 / docs/hostile-input.md N9: malformed `mac` values.
     #[test]
     fn refuses_malformed() {
@@ -157,5 +172,23 @@ mod tests {
             Err(MacError::WrongGroupCount(5))
         );
         assert_eq!(Mac::parse(b"00:00:g0:00:00:00"), Err(MacError::BadGroup(2)));
+    }
+
+    /// Each refusal says what is wrong (mutant: `MacError`'s `Display` writing
+    /// nothing).
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let cases = [
+            (MacError::WrongGroupCount(5), "MAC has 5 groups, expected 6"),
+            (MacError::BadGroup(2), "MAC group 2 is not two hex digits"),
+            (MacError::TooLong(40), "MAC value of 40 bytes is too long"),
+            (
+                MacError::NotUnicast(Mac::BROADCAST),
+                "MAC ff:ff:ff:ff:ff:ff is not a unicast address",
+            ),
+        ];
+        for (e, text) in cases {
+            assert_eq!(e.to_string(), text);
+        }
     }
 }
