@@ -8,6 +8,12 @@ use crate::{HostPlatform, HostRegion};
 /// Size of one v1 grant entry.
 const ENTRY: usize = 8;
 
+// The flags are the entry's first field: an entry's offset is its flags' offset
+// (an `o + ENTRY_V1_FLAGS` would add 0, a mutant no test could tell apart).
+const _: () = assert!(abi::ENTRY_V1_FLAGS == 0);
+/// The flags a backend's mapping sets (`GTF_reading`, `GTF_writing`).
+const MAPPED: u16 = abi::GTF_READING | abi::GTF_WRITING;
+
 /// Reads (and, as a backend would, marks) the entries of a guest's v1 grant table
 /// held in host memory (e.g. `GrantTable::frames()` of a table built over a
 /// [`HostPlatform`]). Keeps the frames as a [`HostRegion`], so it can live in a
@@ -48,8 +54,7 @@ impl GrantObserver {
 
     /// The flags of entry `r` (`None` if `r` is outside the table).
     pub fn flags(&self, r: GrantRef) -> Option<u16> {
-        self.off(r)
-            .map(|o| self.frames().load_u16(o + abi::ENTRY_V1_FLAGS))
+        self.off(r).map(|o| self.frames().load_u16(o))
     }
 
     /// The domain entry `r` grants to.
@@ -71,7 +76,7 @@ impl GrantObserver {
         (0..self.capacity())
             .filter_map(|i| {
                 let o = i * ENTRY;
-                let flags = self.frames().load_u16(o + abi::ENTRY_V1_FLAGS);
+                let flags = self.frames().load_u16(o);
                 (flags & abi::GTF_TYPE_MASK == abi::GTF_PERMIT_ACCESS).then(|| {
                     let frame = self.frames().load_u32(o + abi::ENTRY_V1_FRAME);
                     (GrantRef(i as u32), Gfn(u64::from(frame)))
@@ -86,8 +91,8 @@ impl GrantObserver {
     /// # Panics
     /// If `r` is outside the table.
     pub fn map(&self, r: GrantRef, write: bool) {
-        let o = self.off(r).expect("grant ref inside the table") + abi::ENTRY_V1_FLAGS;
-        let set = abi::GTF_READING | if write { abi::GTF_WRITING } else { 0 };
+        let o = self.off(r).expect("grant ref inside the table");
+        let set = if write { MAPPED } else { abi::GTF_READING };
         let mut cur = self.frames().load_u16(o);
         while let Err(now) = self.frames().cmpxchg_u16(o, cur, cur | set) {
             cur = now;
@@ -99,9 +104,8 @@ impl GrantObserver {
     /// # Panics
     /// If `r` is outside the table.
     pub fn unmap(&self, r: GrantRef) {
-        let o = self.off(r).expect("grant ref inside the table") + abi::ENTRY_V1_FLAGS;
-        self.frames()
-            .fetch_and_u16(o, !(abi::GTF_READING | abi::GTF_WRITING));
+        let o = self.off(r).expect("grant ref inside the table");
+        self.frames().fetch_and_u16(o, !MAPPED);
     }
 }
 
@@ -127,6 +131,10 @@ mod tests {
         assert_eq!(obs.frame(b), Some(Gfn(g0.0 + 1)));
         assert_ne!(obs.flags(a).unwrap() & abi::GTF_READONLY, 0);
         obs.map(b, false);
+        assert_eq!(obs.flags(b).unwrap() & MAPPED, abi::GTF_READING);
+        // Mapped again (a second mapping): still mapped, the bit is not toggled.
+        obs.map(b, false);
+        assert_eq!(obs.flags(b).unwrap() & MAPPED, abi::GTF_READING);
         assert!(table.end_access(b).is_err(), "still mapped");
         table.end_access(a).unwrap();
         assert_eq!(
@@ -135,8 +143,16 @@ mod tests {
             "b is kept, not reused"
         );
         obs.unmap(b);
+        assert_eq!(obs.flags(b).unwrap() & MAPPED, 0);
         table.end_access(b).unwrap();
         assert!(obs.live().is_empty());
+        // A writable mapping sets both flags; unmapping clears both.
+        let c = table.grant_access(DomId(0), g0, false).unwrap();
+        obs.map(c, true);
+        assert_eq!(obs.flags(c).unwrap() & MAPPED, MAPPED);
+        obs.unmap(c);
+        assert_eq!(obs.flags(c).unwrap() & MAPPED, 0);
+        table.end_access(c).unwrap();
         assert_eq!(obs.flags(GrantRef(512)), None);
     }
 }
