@@ -131,10 +131,9 @@ const fn min(a: usize, b: usize) -> usize {
     }
 }
 
-/// `v` brought into `lo..=hi` (`lo <= hi`).
-const fn clamp(v: usize, lo: usize, hi: usize) -> usize {
-    let at_least_lo = if v > lo { v } else { lo };
-    min(at_least_lo, hi)
+/// `v` brought into `1..=hi` (`hi >= 1`).
+const fn clamp_from_1(v: usize, hi: usize) -> usize {
+    min(if v == 0 { 1 } else { v }, hi)
 }
 
 bitflags::bitflags! {
@@ -245,7 +244,7 @@ const fn when(on: bool, flag: NegotiatedFlags) -> NegotiatedFlags {
 /// Combines our wishes and the backend's offer (`feature-rx-copy` is checked by the
 /// caller: without it there is nothing to negotiate).
 pub const fn negotiate(cfg: &Config, be: &BackendFeatures) -> Negotiated {
-    let wanted = clamp(cfg.max_queues, 1, MAX_QUEUES);
+    let wanted = clamp_from_1(cfg.max_queues, MAX_QUEUES);
     // Row 23: an absurd maximum (0, 10^6, u32::MAX) is clamped, never trusted.
     let offered = match be.max_queues {
         Some(0) | None => 1,
@@ -296,8 +295,8 @@ pub const fn negotiate(cfg: &Config, be: &BackendFeatures) -> Negotiated {
         mtu,
         ignored_mtu,
         max_tx_frame,
-        rx_buffers: clamp(cfg.rx_buffers, 1, RING_SIZE),
-        tx_buffers: clamp(cfg.tx_buffers, 1, RING_SIZE),
+        rx_buffers: clamp_from_1(cfg.rx_buffers, RING_SIZE),
+        tx_buffers: clamp_from_1(cfg.tx_buffers, RING_SIZE),
     }
 }
 
