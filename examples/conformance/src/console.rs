@@ -81,8 +81,7 @@ pub trait ConsoleDriver {
     /// ring, wake a reader...). It may be spurious (nothing changed) or for a port
     /// the driver never bound (docs/hostile-input.md E1, C2, row 25). The default
     /// does nothing: a driver that only polls.
-    fn event(&mut self, port: Port) -> Result<(), String> {
-        let _ = port;
+    fn event(&mut self, _port: Port) -> Result<(), String> {
         Ok(())
     }
 }
@@ -438,3 +437,22 @@ static CASES: [Case; 8] = [
         },
     },
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The watchdog lets a driver wait `HUNG_AFTER` times and ends it on the next
+    /// wait (mutants: its `>` as `>=` or `==`, which end a driver one wait early).
+    #[test]
+    fn watchdog_ends_a_driver_just_past_the_bound() {
+        let host = HostPlatform::new();
+        host.set_peer(Some(watchdog(&host)));
+        for _ in 0..HUNG_AFTER {
+            host.wait();
+        }
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| host.wait()));
+        assert!(r.is_err(), "one wait past the bound ends the driver");
+        host.set_peer(None);
+    }
+}
