@@ -29,7 +29,8 @@
 //!
 //! Multi-queue: "rand read 4 KiB, 2 queues" runs the depth-32 random reads on a
 //! second disk (the same file, its own blkback) connected with two queues
-//! (`Config::queues`; round-robin over two rings, two blkback I/O threads). Each
+//! (`Config::queues`; round-robin over two rings, served by blkback's I/O worker
+//! pool, up to one worker per core). Each
 //! of its rounds runs the baseline, the one-queue disk and the two-queue disk, and
 //! a line under the row gives the two-queue/one-queue ratio of the same rounds.
 
