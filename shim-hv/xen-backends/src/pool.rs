@@ -271,3 +271,200 @@ impl Pool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    /// A queue with `work` items to do (`u64::MAX`: a ring that never runs dry,
+    /// as a flooding frontend's would be if it were always quicker than us).
+    #[derive(Default)]
+    struct Fake {
+        sched: Sched,
+        work: AtomicU64,
+        served: AtomicU64,
+        in_turn: AtomicBool,
+        /// Turns that found another worker in this queue's turn.
+        overlaps: AtomicU64,
+    }
+
+    impl Served for Fake {
+        fn turn(&self, budget: usize) -> Turn {
+            if self.in_turn.swap(true, Ordering::SeqCst) {
+                self.overlaps.fetch_add(1, Ordering::SeqCst);
+            }
+            let w = self.work.load(Ordering::SeqCst);
+            let n = w.min(4).min(budget as u64);
+            if w != u64::MAX {
+                self.work.fetch_sub(n, Ordering::SeqCst);
+            }
+            self.served.fetch_add(n, Ordering::SeqCst);
+            // Long enough for other kicks to come while the turn runs.
+            std::thread::yield_now();
+            self.in_turn.store(false, Ordering::SeqCst);
+            Turn::Did(n as usize)
+        }
+        fn rearm(&self) -> bool {
+            // As if the work came just after the final look: only the kick's
+            // `pending` flag brings the queue back.
+            false
+        }
+        fn sched(&self) -> &Sched {
+            &self.sched
+        }
+    }
+
+    fn wait_for(what: &str, f: impl Fn() -> bool) {
+        let end = Instant::now() + Duration::from_secs(60);
+        while !f() {
+            assert!(Instant::now() < end, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    static FAIR: Pool = Pool::new(
+        "pool-test-fair",
+        16,
+        Duration::from_micros(50),
+        Duration::ZERO,
+    );
+
+    /// More never-ending queues than workers: a queue kicked afterwards is still
+    /// served (each run is bounded by the budget), and every flooding queue gets
+    /// turns too. Without the bound the workers would never leave the first
+    /// queues they took.
+    #[test]
+    fn queues_that_never_run_dry_do_not_starve_the_others() {
+        let floods: Vec<Arc<Fake>> = (0..default_size() + 1)
+            .map(|_| {
+                let f = Arc::new(Fake::default());
+                f.work.store(u64::MAX, Ordering::SeqCst);
+                f
+            })
+            .collect();
+        let quiet = Arc::new(Fake::default());
+        for f in &floods {
+            FAIR.register();
+            let s: Arc<dyn Served> = f.clone();
+            FAIR.kick(&s);
+        }
+        FAIR.register();
+        wait_for("every flooding queue served", || {
+            floods.iter().all(|f| f.served.load(Ordering::SeqCst) > 0)
+        });
+        quiet.work.store(3, Ordering::SeqCst);
+        let s: Arc<dyn Served> = quiet.clone();
+        FAIR.kick(&s);
+        wait_for("the quiet queue served", || {
+            quiet.work.load(Ordering::SeqCst) == 0
+        });
+        let mid: Vec<u64> = floods
+            .iter()
+            .map(|f| f.served.load(Ordering::SeqCst))
+            .collect();
+        wait_for("every flooding queue served again", || {
+            floods
+                .iter()
+                .zip(&mid)
+                .all(|(f, m)| f.served.load(Ordering::SeqCst) > *m)
+        });
+        for f in &floods {
+            f.work.store(0, Ordering::SeqCst);
+        }
+        for _ in 0..floods.len() + 1 {
+            FAIR.unregister();
+        }
+        wait_for("the workers ended", || lock(&FAIR.inner).workers == 0);
+        for f in floods.iter().chain([&quiet]) {
+            assert_eq!(f.overlaps.load(Ordering::SeqCst), 0);
+        }
+    }
+
+    static ONE: Pool = Pool::new(
+        "pool-test-one",
+        16,
+        Duration::from_micros(50),
+        Duration::ZERO,
+    );
+
+    /// Kicks from many threads at once: the queue is served by one worker at a
+    /// time, and no kick is lost (all the work is done).
+    #[test]
+    fn a_queue_is_served_by_one_worker_at_a_time_and_no_kick_is_lost() {
+        let q = Arc::new(Fake::default());
+        ONE.register();
+        let kickers: Vec<_> = (0..4)
+            .map(|_| {
+                let q = q.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..2000 {
+                        q.work.fetch_add(1, Ordering::SeqCst);
+                        let s: Arc<dyn Served> = q.clone();
+                        ONE.kick(&s);
+                    }
+                })
+            })
+            .collect();
+        for k in kickers {
+            k.join().unwrap();
+        }
+        wait_for("all the work done", || q.work.load(Ordering::SeqCst) == 0);
+        assert_eq!(q.served.load(Ordering::SeqCst), 8000);
+        assert_eq!(q.overlaps.load(Ordering::SeqCst), 0);
+        ONE.unregister();
+        wait_for("the workers ended", || lock(&ONE.inner).workers == 0);
+    }
+
+    /// A queue whose notification comes during its last turn, after it looked
+    /// at its ring for the last time (the frontend published just then).
+    #[derive(Default)]
+    struct Late {
+        sched: Sched,
+        work: AtomicU64,
+        injected: AtomicBool,
+        me: std::sync::OnceLock<std::sync::Weak<Late>>,
+    }
+
+    static LATE: Pool = Pool::new("pool-test-late", 16, Duration::ZERO, Duration::ZERO);
+
+    impl Served for Late {
+        fn turn(&self, _budget: usize) -> Turn {
+            if self.work.load(Ordering::SeqCst) > 0 {
+                self.work.fetch_sub(1, Ordering::SeqCst);
+                return Turn::Did(1);
+            }
+            if !self.injected.swap(true, Ordering::SeqCst) {
+                // Found nothing; the work and its kick arrive right after.
+                self.work.fetch_add(1, Ordering::SeqCst);
+                if let Some(me) = self.me.get().and_then(|w| w.upgrade()) {
+                    let s: Arc<dyn Served> = me;
+                    LATE.kick(&s);
+                }
+            }
+            Turn::Did(0)
+        }
+        fn rearm(&self) -> bool {
+            false
+        }
+        fn sched(&self) -> &Sched {
+            &self.sched
+        }
+    }
+
+    /// A kick that comes while the queue is being served, after its last look
+    /// and before it goes idle, is not lost: the queue is served again.
+    #[test]
+    fn a_kick_during_the_last_turn_is_not_lost() {
+        let q = Arc::new(Late::default());
+        let _ = q.me.set(Arc::downgrade(&q));
+        LATE.register();
+        let s: Arc<dyn Served> = q.clone();
+        LATE.kick(&s);
+        wait_for("the late work done", || {
+            q.injected.load(Ordering::SeqCst) && q.work.load(Ordering::SeqCst) == 0
+        });
+        LATE.unregister();
+        wait_for("the workers ended", || lock(&LATE.inner).workers == 0);
+    }
+}
