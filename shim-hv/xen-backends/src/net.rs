@@ -1043,13 +1043,12 @@ struct NetQueueState {
 }
 
 impl NetQueue {
-    fn turn_inner(&self, conn: &Connection) -> Turn {
+    fn turn_inner(&self, conn: &Connection, st: &mut NetQueueState) -> Turn {
         let q = self.q;
         let Some(qb) = conn.queues.get(q) else {
             return Turn::Off;
         };
-        let mut st = lock(&self.st);
-        if st.off || conn.stop.load(Ordering::SeqCst) || conn.failed.load(Ordering::SeqCst) {
+        if conn.stop.load(Ordering::SeqCst) || conn.failed.load(Ordering::SeqCst) {
             return Turn::Off;
         }
         if let Some((since, port)) = &st.held {
@@ -1078,26 +1077,42 @@ impl NetQueue {
 
 impl Served for NetQueue {
     fn turn(&self, _budget: usize) -> Turn {
+        let mut st = lock(&self.st);
+        if st.off {
+            return Turn::Off;
+        }
+        // The connection is taken under the queue's lock and let go before it:
+        // once `stop_workers` has set `off`, no turn holds it, so the
+        // disconnecting thread drops the last reference (which unmaps the
+        // rings) before the backend says Closed.
         let Some(conn) = self.conn.upgrade() else {
             return Turn::Off;
         };
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.turn_inner(&conn)));
-        r.unwrap_or_else(|_| {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.turn_inner(&conn, &mut st)
+        }));
+        let turn = r.unwrap_or_else(|_| {
             // A bug, not the guest's doing; still only this vif goes down.
             conn.fail(format!("queue {} worker panicked", self.q));
             Turn::Off
-        })
+        });
+        drop(conn);
+        turn
     }
 
     fn rearm(&self) -> bool {
+        let mut st = lock(&self.st);
+        if st.off {
+            return false;
+        }
+        // As in `turn`: the connection only under the queue's lock.
         let Some(conn) = self.conn.upgrade() else {
             return false;
         };
         let Some(qb) = conn.queues.get(self.q) else {
             return false;
         };
-        let mut st = lock(&self.st);
-        if st.off || conn.stop.load(Ordering::SeqCst) || conn.failed.load(Ordering::SeqCst) {
+        if conn.stop.load(Ordering::SeqCst) || conn.failed.load(Ordering::SeqCst) {
             return false;
         }
         // Ask for notifications; requests that came meanwhile are handled now.
