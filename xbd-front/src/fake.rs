@@ -160,10 +160,12 @@ unsafe impl Platform for FakePlatform {
 
     fn virt_to_gfn(&self, addr: NonNull<u8>) -> Option<Gfn> {
         let a = addr.as_ptr() as usize;
+        // Newest first: the pages being set up are nearly always the last allocation.
         self.mem
             .0
             .borrow()
             .iter()
+            .rev()
             .find(|al| a >= al.start && a < al.start + al.count * PAGE_SIZE)
             .map(|al| Gfn(al.gfn + ((a - al.start) / PAGE_SIZE) as u64))
     }

@@ -90,9 +90,13 @@ unsafe impl Platform for FakePlatform {
     unsafe fn free_pages(&self, _ptr: NonNull<u8>, _count: usize) {}
     fn virt_to_gfn(&self, addr: NonNull<u8>) -> Option<Gfn> {
         let a = addr.as_ptr() as usize;
+        // Newest first: the pages being set up are nearly always the last allocation
+        // (a linear search from the oldest was a good part of each test's set-up
+        // under Miri).
         self.allocs
             .borrow()
             .iter()
+            .rev()
             .find(|(_, s, n, _)| a >= *s && a < s + n * PAGE_SIZE)
             .map(|(_, s, _, g)| Gfn(g + ((a - s) / PAGE_SIZE) as u64))
     }
