@@ -454,20 +454,10 @@ impl Server {
             self.core.watches.clear();
             self.core.txs.clear();
             self.core.events.clear();
-            for off in [
-                iface::REQ_CONS,
-                iface::REQ_PROD,
-                iface::RSP_CONS,
-                iface::RSP_PROD,
-                iface::ERROR,
-            ] {
-                let v = if off == iface::ERROR {
-                    0
-                } else {
-                    self.reset_index
-                };
-                self.mem.store_u32(off, v);
+            for off in iface::RING_INDICES {
+                self.mem.store_u32(off, self.reset_index);
             }
+            self.mem.store_u32(iface::ERROR, 0);
             self.mem.store_u32(iface::CONNECTION, CONNECTED);
             self.reconnects += 1;
         }

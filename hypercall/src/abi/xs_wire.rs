@@ -168,6 +168,9 @@ pub mod iface {
     pub const ERROR: usize = 2072;
     /// `uint32_t evtchn_port` (newest; dom0less)
     pub const EVTCHN_PORT: usize = 2076;
+    /// The four ring indices, which xenstored sets back to 0 (with `error`) when it
+    /// serves a reconnect (docs/misc/xenstore-ring.txt in Xen).
+    pub const RING_INDICES: [usize; 4] = [REQ_CONS, REQ_PROD, RSP_CONS, RSP_PROD];
 }
 
 /// `XENSTORE_SERVER_FEATURE_RECONNECTION`

@@ -184,15 +184,10 @@ impl RingConn {
         self.broken = None;
         self.req_cons = 0;
         self.rsp_prod = 0;
-        for off in [
-            iface::REQ_CONS,
-            iface::REQ_PROD,
-            iface::RSP_CONS,
-            iface::RSP_PROD,
-            iface::ERROR,
-        ] {
+        for off in iface::RING_INDICES {
             self.mem.shared().store_u32(off, 0);
         }
+        self.mem.shared().store_u32(iface::ERROR, 0);
         mb();
         self.mem.shared().store_u32(iface::CONNECTION, CONNECTED);
     }

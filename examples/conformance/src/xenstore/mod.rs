@@ -654,15 +654,10 @@ impl State {
         self.store.events.clear();
         self.broken = None;
         let mem = self.page.mem();
-        for off in [
-            iface::REQ_CONS,
-            iface::REQ_PROD,
-            iface::RSP_CONS,
-            iface::RSP_PROD,
-            iface::ERROR,
-        ] {
+        for off in iface::RING_INDICES {
             mem.store_u32(off, 0);
         }
+        mem.store_u32(iface::ERROR, 0);
         hypercall::shmem::mb();
         mem.store_u32(iface::CONNECTION, CONNECTED);
         self.reconnects += 1;
