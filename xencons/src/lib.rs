@@ -82,6 +82,11 @@ pub mod secondary;
 
 #[cfg(test)]
 mod tests;
+// Not under Miri: each handshake through the conformance kit's store server costs
+// Miri about half a CPU-minute (docs/miri.md); the ring and grant code they use is
+// run there by `tests` and hypercall's tests.
+#[cfg(all(test, not(miri)))]
+mod tests_secondary;
 
 pub use console::{Config, Console, Stats, DEFAULT_STALL_TIMEOUT};
 pub use early::{DebugPort, EarlyConsole, EarlyPath, NoDebugPort};
