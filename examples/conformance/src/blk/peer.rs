@@ -923,6 +923,260 @@ mod tests {
     use super::*;
     use hypercall::abi::blkif::{self, RequestDiscard, RequestIndirect};
 
+    use hypercall::gnttab::GrantTable;
+    use hypercall::DomId;
+
+    use crate::blk::ring::SLOT;
+    use crate::blk::{DEVID, GRANT_ENTRIES};
+    use crate::xenstore::StoreServer;
+
+    /// A raw frontend for one [`BlockBackend`]: one ring page, one data page, the
+    /// xenstore keys written by hand, every request built field by field. It checks
+    /// the backend itself: the catalogue judges drivers by what this backend does,
+    /// so a backend that answered OKAY without doing the I/O (or to requests it
+    /// cannot serve) would let careless drivers pass.
+    struct RawFront {
+        _server: StoreServer,
+        grants: GrantTable<GRANT_ENTRIES>,
+        be: BlockBackend,
+        ring: RingPages,
+        data: HostRegion,
+        prod: u32,
+        next_id: u64,
+    }
+
+    impl RawFront {
+        /// A connected frontend; `fake` configures the backend first.
+        fn new(fake: fn(&mut BlockBackend)) -> RawFront {
+            let host = HostPlatform::new();
+            let server = StoreServer::new(&host);
+            let dev = server.add_device("vbd", DEVID);
+            let frames = (GRANT_ENTRIES * 8).div_ceil(PAGE_SIZE);
+            let grants =
+                GrantTable::<GRANT_ENTRIES>::new(host.shared_pages(frames)).expect("grant table");
+            let obs = GrantObserver::new(&host, grants.frames().expect("frames"));
+            let mut be = BlockBackend::new(&host, obs, Box::new(dev.clone()));
+            // One page ring, one queue, no persistent grants or indirect requests.
+            be.offers.probe.clear();
+            fake(&mut be);
+            be.probe();
+            let page = host.pages(1);
+            let ring_ref = grants
+                .grant_access(DomId(0), page.gfn(), false)
+                .expect("ring grant");
+            let fe = dev.frontend_path().to_string();
+            for (k, v) in [
+                ("ring-ref", ring_ref.0.to_string()),
+                ("event-channel", "5".into()),
+                ("protocol", "x86_64-abi".into()),
+                ("state", "3".into()),
+            ] {
+                server.write(&format!("{fe}/{k}"), v.as_bytes());
+            }
+            be.turn();
+            assert_eq!(be.state(), state::CONNECTED, "{:?}", be.log.violations);
+            RawFront {
+                _server: server,
+                grants,
+                be,
+                ring: RingPages::new(vec![page]),
+                data: host.pages(1),
+                prod: 0,
+                next_id: 1,
+            }
+        }
+
+        /// Publishes `req` (with a fresh id), lets the backend turn, and returns
+        /// the one response it published.
+        fn submit(&mut self, mut req: Request) -> Result<Response, String> {
+            req.id = self.next_id;
+            self.next_id += 1;
+            let slot = layout::HEADER_SIZE + (self.prod % self.ring.size()) as usize * SLOT;
+            self.ring.write(slot, req.as_bytes());
+            self.prod += 1;
+            self.ring.set_index(layout::REQ_PROD, self.prod);
+            self.be.turn();
+            let rsp_prod = self.ring.index(layout::RSP_PROD);
+            if rsp_prod != self.prod {
+                return Err(format!("rsp_prod {rsp_prod} after request {}", self.prod));
+            }
+            let mut rsp = Response::new_zeroed();
+            self.ring.read(slot, rsp.as_mut_bytes());
+            if rsp.id != req.id {
+                return Err(format!("response id {} to request {}", rsp.id, req.id));
+            }
+            Ok(rsp)
+        }
+
+        /// A one-segment read/write of the data page's sectors `first..=last`
+        /// at disk sector `sector`.
+        fn rw(&mut self, op: u8, sector: u64, first: u8, last: u8) -> Result<Response, String> {
+            let gref = self
+                .grants
+                .grant_access(DomId(0), self.data.gfn(), op == blkif::OP_WRITE)
+                .map_err(|e| format!("{e:?}"))?;
+            let mut req = Request {
+                operation: op,
+                nr_segments: 1,
+                sector_number: sector,
+                ..Default::default()
+            };
+            req.seg[0].gref = gref.0;
+            req.seg[0].first_sect = first;
+            req.seg[0].last_sect = last;
+            let r = self.submit(req);
+            self.grants.end_access(gref).map_err(|e| format!("{e:?}"))?;
+            r
+        }
+
+        fn page(&self) -> Vec<u8> {
+            let mut p = vec![0u8; PAGE_SIZE];
+            self.data.mem().read(0, &mut p);
+            p
+        }
+    }
+
+    /// What a blkback must do with each kind of request: `Err` names the first
+    /// thing this backend got wrong.
+    fn peer_contract(fake: fn(&mut BlockBackend)) -> Result<(), String> {
+        use blkif::{RSP_EOPNOTSUPP as NOTSUPP, RSP_ERROR as ERROR, RSP_OKAY as OKAY};
+        let mut f = RawFront::new(fake);
+        let expect = |what: &str, rsp: Response, op: u8, status: i16| {
+            if (rsp.operation, rsp.status) == (op, status) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{what}: answered operation {} status {}, not {op} {status}",
+                    rsp.operation, rsp.status
+                ))
+            }
+        };
+        // A write lands on the disk, at its sector, and nowhere else.
+        // Sectors 1..=6 of the page hold the data, the rest is zero (G3).
+        let data: Vec<u8> = (0..PAGE_SIZE)
+            .map(|i| {
+                if (512..7 * 512).contains(&i) {
+                    (i * 13 + 5) as u8
+                } else {
+                    0
+                }
+            })
+            .collect();
+        f.data.mem().write(0, &data);
+        let before = f.be.disk.clone();
+        let r = f.rw(blkif::OP_WRITE, 8, 1, 6)?;
+        expect("write", r, blkif::OP_WRITE, OKAY)?;
+        let mut want = before.clone();
+        want[4096..4096 + 6 * 512].copy_from_slice(&data[512..7 * 512]);
+        if f.be.disk != want {
+            return Err("a write answered OKAY did not put its data on the disk".into());
+        }
+        // A read brings the disk's bytes into the page's sectors, nowhere else
+        // (the page still holds what the write gave the backend: a page granted
+        // for a read may hold only that).
+        let r = f.rw(blkif::OP_READ, 24, 2, 3)?;
+        expect("read", r, blkif::OP_READ, OKAY)?;
+        let mut want = data.clone();
+        want[1024..2048].copy_from_slice(&f.be.disk[24 * 512..24 * 512 + 1024]);
+        if f.page() != want {
+            return Err("a read answered OKAY did not bring the disk's data".into());
+        }
+        if !f.be.log.violations.is_empty() {
+            return Err(format!("violations: {:?}", f.be.log.violations));
+        }
+        // What the backend cannot do is answered ERROR or EOPNOTSUPP, and changes
+        // nothing.
+        let disk = f.be.disk.clone();
+        let last = (DISK_BYTES / 512) as u64;
+        let r = f.rw(blkif::OP_READ, last, 0, 0)?;
+        expect("a read past the end", r, blkif::OP_READ, ERROR)?;
+        let r = f.rw(blkif::OP_WRITE, last - 1, 0, 1)?;
+        expect("a write across the end", r, blkif::OP_WRITE, ERROR)?;
+        let r = f.rw(blkif::OP_WRITE, 0, 5, 2)?;
+        expect("a write of sectors 5..=2", r, blkif::OP_WRITE, ERROR)?;
+        let r = f.rw(blkif::OP_READ, 0, 0, 8)?;
+        expect("a read of sectors 0..=8", r, blkif::OP_READ, ERROR)?;
+        let r = f.submit(Request {
+            operation: 99,
+            ..Default::default()
+        })?;
+        expect("operation 99", r, 99, NOTSUPP)?;
+        let r = f.submit(Request::from(RequestDiscard {
+            operation: blkif::OP_DISCARD,
+            sector_number: last - 1,
+            nr_sectors: 2,
+            ..Default::default()
+        }))?;
+        expect("a discard across the end", r, blkif::OP_DISCARD, ERROR)?;
+        if f.be.disk != disk {
+            return Err("a refused request changed the disk".into());
+        }
+        let r = f.submit(Request::from(RequestDiscard {
+            operation: blkif::OP_DISCARD,
+            sector_number: 8,
+            nr_sectors: 2,
+            ..Default::default()
+        }))?;
+        expect("a discard", r, blkif::OP_DISCARD, OKAY)?;
+        if f.be.disk[4096..5120] != [0u8; 1024] || f.be.disk[5120..] != disk[5120..] {
+            return Err("a discard answered OKAY did not zero exactly its sectors".into());
+        }
+        let r = f.submit(Request {
+            operation: blkif::OP_FLUSH_DISKCACHE,
+            ..Default::default()
+        })?;
+        expect("a flush", r, blkif::OP_FLUSH_DISKCACHE, OKAY)?;
+        if !f.be.mapped().iter().all(|g| f.be.pinned.contains(&g.0)) {
+            return Err(format!("grants left mapped: {:?}", f.be.mapped()));
+        }
+        Ok(())
+    }
+
+    /// The backend does what it answers: the catalogue's verdicts rest on it.
+    #[test]
+    fn the_backend_does_the_io_it_answers_okay() {
+        assert_eq!(peer_contract(|_| {}), Ok(()));
+    }
+
+    /// A fake backend that answers OKAY to every request without doing any I/O is
+    /// noticed (as is one that answers OKAY to what it cannot do).
+    #[test]
+    fn a_backend_answering_okay_without_io_is_noticed() {
+        fn fake(b: &mut BlockBackend) {
+            b.on_request = Some(Box::new(|_, _: &Request| Answer::Drop));
+            let mut answered = 0;
+            b.on_turn = Some(Box::new(move |b: &mut BlockBackend| {
+                let new: Vec<Request> = b.log.seen[answered..].iter().map(|s| s.1).collect();
+                answered = b.log.seen.len();
+                for req in new {
+                    b.push_raw(
+                        0,
+                        &Response {
+                            id: req.id,
+                            operation: req.operation,
+                            status: blkif::RSP_OKAY,
+                            ..Response::new_zeroed()
+                        },
+                    );
+                }
+                if let Some(p) = b.rsp_prod_pvt(0) {
+                    b.set_rsp_prod(0, p);
+                }
+            }));
+        }
+        let e = peer_contract(fake).expect_err("the fake passed");
+        assert!(e.contains("did not put its data on the disk"), "{e}");
+        // OKAY to everything, I/O done where it can be.
+        fn always_okay(b: &mut BlockBackend) {
+            b.on_response = Some(Box::new(|_, mut rsp| {
+                rsp.status = blkif::RSP_OKAY;
+                vec![rsp]
+            }));
+        }
+        let e = peer_contract(always_okay).expect_err("the fake passed");
+        assert!(e.starts_with("a read past the end"), "{e}");
+    }
+
     /// The R7 audit flags each kind of dirt, for every request kind, and nothing
     /// else: used segments, a secure discard's flag and the indirect pages in use
     /// are fields, not padding (mutants of `padding_violation` and `is_zero`; the
