@@ -92,18 +92,7 @@ impl Ctx<'_> {
     /// Writes `len` bytes of a pattern (from `seed`) at `off`, checks the disk got
     /// them, reads them back.
     fn roundtrip(&mut self, off: u64, len: usize, seed: u8) -> Result<(), String> {
-        // The disk's pattern shifted by `seed` and inverted: differs from what the
-        // disk held and from every other sector (built a page at a time: a loop
-        // per byte costs Miri dearly).
-        let mut data = super::disk_pattern(len + 256);
-        data.drain(..usize::from(seed));
-        data.truncate(len);
-        for chunk in data.chunks_mut(8) {
-            let mut w = [0u8; 8];
-            w[..chunk.len()].copy_from_slice(chunk);
-            let v = !u64::from_le_bytes(w);
-            chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
-        }
+        let data = write_data(len, seed);
         self.d
             .write(off, &data)
             .map_err(|e| format!("write of {len} at {off} failed: {e}"))?;
@@ -316,6 +305,22 @@ fn violation_fails_read_and_device(c: &mut Ctx<'_>) -> Result<String, String> {
     let e = c.read_must_fail(0, 4096, "with a response that breaks the protocol")?;
     let e2 = c.next_op_fails()?;
     Ok(format!("read failed ({e}); next read failed ({e2})"))
+}
+
+/// What [`Ctx::roundtrip`] writes: the disk's pattern shifted by `seed` and
+/// inverted, so that it differs from what the disk held at every sector offset
+/// (a write that never happened shows), and from other seeds (built a word at a
+/// time: a loop per byte costs Miri dearly).
+fn write_data(len: usize, seed: u8) -> Vec<u8> {
+    let mut data = super::disk_pattern(len + usize::from(seed));
+    data.drain(..usize::from(seed));
+    for chunk in data.chunks_mut(8) {
+        let mut w = [0u8; 8];
+        w[..chunk.len()].copy_from_slice(chunk);
+        let v = !u64::from_le_bytes(w);
+        chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
+    }
+    data
 }
 
 /// A byte-level summary of a buffer for evidence.
@@ -1130,3 +1135,31 @@ static CASES: [Case; 39] = [
         },
     },
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a roundtrip writes never equals what the disk holds at any sector
+    /// (a driver that dropped the write would pass), for every seed.
+    #[test]
+    fn write_data_differs_from_the_disk_everywhere() {
+        let disk = super::super::disk_pattern(DISK_BYTES);
+        for seed in 0..=255u8 {
+            let data = write_data(4096, seed);
+            assert_eq!(data.len(), 4096);
+            for off in (0..DISK_BYTES - 4096).step_by(512) {
+                assert_ne!(
+                    data[..512],
+                    disk[off..off + 512],
+                    "seed {seed}, offset {off}"
+                );
+            }
+            assert_ne!(
+                write_data(512, seed.wrapping_add(1))[..],
+                data[..512],
+                "seed {seed}"
+            );
+        }
+    }
+}
