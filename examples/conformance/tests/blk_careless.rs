@@ -140,6 +140,16 @@ fn expected() -> Vec<(&'static str, Mistakes, Vec<&'static str>)> {
             vec!["late_answer_after_timeout", "responses_out_of_order"],
         ),
         (
+            "keeps going after a protocol error",
+            M::KEEP_GOING,
+            vec![
+                "response_unknown_id",
+                "response_id_high_bits",
+                "wrong_operation",
+                "unknown_status",
+            ],
+        ),
+        (
             "trusts indices and ids",
             Mistakes(M::TRUST_INDICES.0 | M::TRUST_IDS.0),
             vec![
@@ -219,4 +229,29 @@ fn each_careless_shortcut_fails_exactly_its_cases() {
         never.is_empty(),
         "cases no careless driver fails: {never:?}"
     );
+}
+
+/// The evidence of a failed case says what was seen, with the right numbers
+/// (cargo-mutants: arithmetic that only a failing driver reaches).
+#[test]
+fn evidence_names_what_went_wrong() {
+    use Mistakes as M;
+    let cases: &[(Mistakes, &str, &str)] = &[(
+        M::KEEP_GOING,
+        "blk.response_unknown_id",
+        "the next read succeeded (1 more requests reached the backend)",
+    )];
+    for &(m, name, want) in cases {
+        let case = blk::catalogue()
+            .iter()
+            .find(|c| short(c.name) == short(name))
+            .expect("a case of that name");
+        let row = blk::run_one(case.name, make(m)).expect("the case runs");
+        assert!(!row.pass, "{name} passed: {}", row.evidence);
+        assert!(
+            row.evidence.contains(want),
+            "{name}: evidence {:?} does not say {want:?}",
+            row.evidence
+        );
+    }
 }

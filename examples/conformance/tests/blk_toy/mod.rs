@@ -71,6 +71,9 @@ impl Mistakes {
     pub const STATE_IN_SHARED_MEMORY: Mistakes = Mistakes(1 << 18);
     /// Takes responses out of submission order as a protocol error.
     pub const ASSUME_IN_ORDER: Mistakes = Mistakes(1 << 19);
+    /// Fails the operation that met a protocol error but not the device: the
+    /// next request is sent as if nothing happened.
+    pub const KEEP_GOING: Mistakes = Mistakes(1 << 20);
 
     fn has(self, m: Mistakes) -> bool {
         self.0 & m.0 != 0
@@ -223,7 +226,9 @@ impl Toy<'_> {
     }
 
     fn fail(&mut self, why: String) -> String {
-        self.broken = Some(why.clone());
+        if !self.m.has(Mistakes::KEEP_GOING) {
+            self.broken = Some(why.clone());
+        }
         why
     }
 
