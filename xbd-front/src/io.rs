@@ -394,8 +394,8 @@ struct DstCursor<'a, 'b> {
 }
 
 impl DstCursor<'_, '_> {
-    fn copy_from(&mut self, mem: &SharedMem<'_>, mut at: usize, mut n: usize) -> usize {
-        let mut done = 0;
+    /// Copies `n` bytes from `mem` at `at` into the buffers (as many as they hold).
+    fn copy_from(&mut self, mem: &SharedMem<'_>, mut at: usize, mut n: usize) {
         while n > 0 {
             let Some(buf) = self.bufs.get_mut(self.i) else {
                 break;
@@ -414,9 +414,7 @@ impl DstCursor<'_, '_> {
             self.off += k;
             at += k;
             n -= k;
-            done += k;
         }
-        done
     }
 }
 

@@ -294,9 +294,9 @@ impl Vdev {
             });
         }
         if disk <= 15 && partition <= 15 {
-            Ok(Vdev(XVD_MAJOR << 8 | disk << 4 | partition))
+            Ok(Vdev((XVD_MAJOR << 8) + (disk << 4) + partition))
         } else {
-            Ok(Vdev(EXTENDED | disk << 8 | partition))
+            Ok(Vdev(EXTENDED + (disk << 8) + partition))
         }
     }
 
@@ -322,11 +322,11 @@ impl Vdev {
         if let Some(rest) = b.strip_prefix(b"hd") {
             let (disk, part) = parse_letters_part(rest, NameKind::Hd, 3, 63)?;
             let major = if disk < 2 { IDE0_MAJOR } else { IDE1_MAJOR };
-            return Ok(Vdev(major << 8 | (disk & 1) << 6 | part));
+            return Ok(Vdev((major << 8) + ((disk & 1) << 6) + part));
         }
         if let Some(rest) = b.strip_prefix(b"sd") {
             let (disk, part) = parse_letters_part(rest, NameKind::Sd, 15, 15)?;
-            return Ok(Vdev(SCSI_DISK0_MAJOR << 8 | disk << 4 | part));
+            return Ok(Vdev((SCSI_DISK0_MAJOR << 8) + (disk << 4) + part));
         }
         if let Some(rest) = b.strip_prefix(b"d") {
             if rest.first().is_some_and(u8::is_ascii_digit) {
@@ -1165,5 +1165,76 @@ mod tests {
             }
         }
         assert!(checked > 400);
+    }
+
+    /// The partition limit and the legacy flag of every scheme (issue 16 item 8:
+    /// `max_partition` was untested).
+    #[test]
+    fn scheme_limits() {
+        let cases = [
+            (Scheme::Xvd, 15, false),
+            (Scheme::XvdExtended, 255, false),
+            (Scheme::Hd, 63, false),
+            (Scheme::Sd, 15, false),
+            (Scheme::LegacyIde { major: 33 }, 63, true),
+            (Scheme::LegacyScsi { major: 65 }, 15, true),
+        ];
+        for (s, max, legacy) in cases {
+            assert_eq!(s.max_partition(), max, "{s}");
+            assert_eq!(s.is_legacy(), legacy, "{s}");
+        }
+        // The limits are the ones the encodings reach.
+        for n in [202 << 8 | 15, 1 << 28 | 255, 3 << 8 | 63, 8 << 8 | 15] {
+            let d = Vdev::from_number(n).unwrap().decode().unwrap();
+            assert_eq!(d.partition, d.scheme.max_partition(), "{n:#x}");
+        }
+    }
+
+    /// The labels error messages use, and `Vdev::xvd` refusing out-of-range
+    /// numbers itself (`parse` checks before calling it, so only a direct call
+    /// reaches these; issue 16 item 8).
+    #[test]
+    fn labels_and_direct_xvd_limits() {
+        let shown = [
+            (Scheme::Xvd, "xvd"),
+            (Scheme::XvdExtended, "xvd (extended)"),
+            (Scheme::Hd, "hd"),
+            (Scheme::Sd, "sd"),
+            (Scheme::LegacyIde { major: 33 }, "legacy IDE major 33"),
+            (Scheme::LegacyScsi { major: 65 }, "legacy SCSI major 65"),
+        ];
+        for (s, want) in shown {
+            assert_eq!(format!("{s}"), want);
+        }
+        for (k, want) in [
+            (NameKind::Xvd, "xvd"),
+            (NameKind::Hd, "hd"),
+            (NameKind::Sd, "sd"),
+        ] {
+            assert_eq!(format!("{k}"), want);
+        }
+        let e = Vdev::parse("hde").unwrap_err();
+        assert_eq!(
+            format!("{e}"),
+            "hd disk out of range (largest disk index 3)"
+        );
+        assert_eq!(
+            Vdev::xvd(XVD_MAX_DISKS, 0),
+            Err(VdevError::DiskOutOfRange {
+                kind: NameKind::Xvd,
+                max: 1_048_575,
+            })
+        );
+        assert_eq!(
+            Vdev::xvd(0, 256),
+            Err(VdevError::PartitionOutOfRange {
+                kind: NameKind::Xvd,
+                max: 255,
+            })
+        );
+        assert_eq!(
+            Vdev::xvd(XVD_MAX_DISKS - 1, 255).map(Vdev::number),
+            Ok(EXTENDED + 0x0fff_ffff)
+        );
     }
 }
