@@ -330,7 +330,9 @@ impl TxQueue {
         } = offload;
         let total = frame.len();
         let (data, extra) = Self::slots_for(total, gso.is_some());
-        if total > MAX_FRAME || data > MAX_TX_DATA_SLOTS {
+        // `data <= MAX_TX_DATA_SLOTS` follows (MAX_TX_DATA_SLOTS is MAX_FRAME in
+        // pages): the request arrays below hold every slot.
+        if total > MAX_FRAME {
             return Err(Error::FrameTooLarge {
                 len: total,
                 max: MAX_FRAME,
@@ -1204,5 +1206,32 @@ impl Queue {
         self.rx.allocate(p, rx_buffers)?;
         self.live = true;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tests::Env;
+
+    /// A page index outside the pool is never taken in: `put` of `count` (one past
+    /// the last page) or of `NO_PAGE` leaves the free list as it was (mutant: `<`
+    /// as `<=` in `Pool::put`).
+    #[test]
+    fn pool_put_ignores_pages_outside_the_pool() {
+        let env = Env::new();
+        let mut pool = Pool::detached();
+        pool.allocate(&env.p, 2).unwrap();
+        let (a, b) = (pool.take().unwrap(), pool.take().unwrap());
+        assert_eq!(pool.take(), None);
+        pool.put(2);
+        pool.put(NO_PAGE);
+        assert_eq!(pool.free_pages(), 0);
+        pool.put(a);
+        pool.put(b);
+        assert_eq!(
+            (pool.take(), pool.take(), pool.take()),
+            (Some(b), Some(a), None)
+        );
     }
 }

@@ -40,6 +40,8 @@ pub(crate) struct FakePlatform {
     pub closed: RefCell<Vec<u32>>,
     /// `EVTCHNOP_send` fails with this errno (E4: the backend's end is gone).
     pub send_fails: Cell<Option<isize>>,
+    /// What was freed: (first page address, pages). The memory itself stays.
+    pub freed: RefCell<Vec<(usize, usize)>>,
 }
 
 impl Hypercall for FakePlatform {
@@ -87,7 +89,9 @@ unsafe impl Platform for FakePlatform {
         self.allocs.borrow_mut().push((buf, start, count, gfn));
         NonNull::new(p)
     }
-    unsafe fn free_pages(&self, _ptr: NonNull<u8>, _count: usize) {}
+    unsafe fn free_pages(&self, ptr: NonNull<u8>, count: usize) {
+        self.freed.borrow_mut().push((ptr.as_ptr() as usize, count));
+    }
     fn virt_to_gfn(&self, addr: NonNull<u8>) -> Option<Gfn> {
         let a = addr.as_ptr() as usize;
         // Newest first: the pages being set up are nearly always the last allocation
@@ -2028,3 +2032,5 @@ fn teardown_with_rings_and_buffers_mapped_quarantines_them() {
         mapped(r, false);
     }
 }
+
+mod queue_mutants;
