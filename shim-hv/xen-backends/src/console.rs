@@ -507,6 +507,9 @@ pub struct Console {
     stop: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
     pty_path: Mutex<Option<PathBuf>>,
+    /// Called (outside the console's lock) when the guest breaks the ring
+    /// protocol: a secondary console's control state machine reports it at once.
+    on_fail: Mutex<Option<Notifier>>,
 }
 
 impl fmt::Debug for Console {
@@ -543,6 +546,7 @@ impl Console {
             stop: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
             pty_path: Mutex::new(None),
+            on_fail: Mutex::new(None),
         })
     }
 
@@ -774,12 +778,29 @@ impl Console {
     }
 
     /// Fails the console (guest broke the protocol): the ring is not touched again.
+    /// Returns who to notify (after unlocking): the guest, and the
+    /// [`Console::set_fail_hook`] hook.
     fn fail(&self, s: &mut Shared, f: RingFault) -> Notifier {
         let n = s.ring.as_ref().map(|r| r.disconnect());
         s.ring = None;
         s.state = ConsoleState::Failed(f);
         self.changed.notify_all();
-        n.unwrap_or_else(|| Arc::new(|| {}))
+        let hook = lock(&self.on_fail).clone();
+        Arc::new(move || {
+            if let Some(n) = &n {
+                n();
+            }
+            if let Some(h) = &hook {
+                h();
+            }
+        })
+    }
+
+    /// Calls `hook` (outside the console's lock) whenever the guest breaks the ring
+    /// protocol ([`ConsoleState::Failed`]): how a channel's control state machine
+    /// learns of it without polling.
+    pub(crate) fn set_fail_hook(&self, hook: Option<Arc<dyn Fn() + Send + Sync>>) {
+        *lock(&self.on_fail) = hook;
     }
 
     /// A client reading output from the start of the history (`from_history`) or from

@@ -35,7 +35,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -120,6 +120,9 @@ struct Shared {
     /// A ring is being served.
     connected: AtomicBool,
     stop: AtomicBool,
+    /// Wakes the control state machine (stop, a ring fault): it sleeps until an
+    /// event.
+    control: Mutex<Option<xb::ControlWaker>>,
 }
 
 impl Shared {
@@ -135,6 +138,17 @@ impl Shared {
 
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
+    }
+
+    fn wake_control(&self) {
+        let w = self
+            .control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(w) = w {
+            w.wake();
+        }
     }
 }
 
@@ -266,6 +280,7 @@ impl ChannelBackend {
             cfg,
             connected: AtomicBool::new(false),
             stop: AtomicBool::new(false),
+            control: Mutex::new(None),
         });
         let mut me = ChannelBackend {
             shared: shared.clone(),
@@ -350,6 +365,7 @@ impl ChannelBackend {
 
     fn shutdown(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.wake_control();
         if let Some(c) = self.control.take() {
             c.join();
         }
@@ -388,6 +404,10 @@ impl xb::Device for Ctl {
     }
     fn disconnect(&self, _xbe: &XenbusBackend) {
         disconnect(&self.0);
+    }
+    fn set_control_waker(&self, waker: xb::ControlWaker) -> bool {
+        *self.0.control.lock().unwrap_or_else(|e| e.into_inner()) = Some(waker);
+        true
     }
     fn take_failure(&self) -> Option<String> {
         // A guest that broke the ring protocol: tell it, as the other backends do.
@@ -434,6 +454,9 @@ fn connect(sh: &Shared, xbe: &XenbusBackend) -> Result<(), String> {
     if sh.cfg.hostile.is_some() {
         console.set_hostile(sh.cfg.hostile);
     }
+    // A ring fault wakes the control state machine (it reports it at once).
+    let waker = sh.control.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    console.set_fail_hook(waker.map(|w| Arc::new(move || w.wake()) as Arc<dyn Fn() + Send + Sync>));
     console
         .serve(&dom, attachment, sink)
         .map_err(|e| e.to_string())?;
