@@ -4,26 +4,44 @@
 //! (xl's channels, on a pty or a Unix socket) are served by [`channel`].
 //!
 //! ```text
-//!  guest ── out[2048] ──▶ service thread ──▶ history (64 KiB ring buffer) ──▶ clients
-//!        ◀── in[1024] ──      │   ▲                                          (cursors)
-//!  CONSOLEIO_write ─▶ early   │   └─ kick: the console event channel's dom0 handler
-//!  (ConsoleBackend::early_sink)▼
+//!  guest ── out[2048] ──▶ console's turn ──▶ history (64 KiB ring buffer) ──▶ clients
+//!        ◀── in[1024] ──   (console pool)                                    (cursors)
+//!  CONSOLEIO_write ─▶ early   │   ▲
+//!  (ConsoleBackend::early_sink)│   └─ kick: the console event channel's dom0 handler,
+//!                              ▼      early output, input, a drained sink, stop
 //!                       to_sink (bounded: ConsoleConfig::buffer_bytes)
 //!                              ▼
-//!                    sink: stdout · file · pty · writer      input: pty reader thread,
-//!                                                             ConsoleClient::send_input
+//!        pty: written by the turn, never waiting     input: the pty poller,
+//!        stdout · file · writer: a writer thread      ConsoleClient::send_input
+//!        while bytes wait for it
 //! ```
+//!
+//! # Threads (docs/backend-threads.md)
+//!
+//! No thread per console. A console's turn (ring → history and sink buffer, input
+//! → ring, one chunk to a pty) runs on the console pool's workers (`consio`, at
+//! most `available_parallelism()` clamped to 2..8, shared by every console of the
+//! process), when something kicks it: the guest's notification, new early output,
+//! input, a sink that drained, `stop`, or the domain going away. Nothing wakes an
+//! idle console: there is no periodic re-check (a guest that forgets to notify is
+//! served at its next notification, as with Xen's xenconsoled). Every console pty
+//! is watched by one poller thread (`console-poll`): input when the
+//! terminal types, output room when a full pty drains. A sink that may block
+//! (stdout, a file, a [`Sink::Writer`]) is written by a thread of its own, which
+//! runs only while bytes wait for it (and 2 s after), so a stuck sink
+//! holds up only its console.
 //!
 //! # Flow control (decided here)
 //!
-//! The ring is the backpressure. The service thread takes bytes out of the ring only
+//! The ring is the backpressure. A console's turn takes bytes out of the ring only
 //! while the sink buffer has room ([`Overflow::Backpressure`], the default for stdout,
 //! files and writers): with a slow sink the buffer fills, the backend stops draining,
 //! the ring fills and the guest's writer waits (xencons waits through
 //! `Platform::wait`, and declares the backend gone only if `out_cons` stands still for
 //! its stall timeout). Nothing is dropped while the backend lives. The domain is never
 //! blocked *by* the backend: the event-channel handler, which runs in the guest's
-//! hypercall, only sets a flag; all copying and sink I/O happens on the service thread.
+//! hypercall, only queues the console's turn; all copying and sink I/O happens on the
+//! pool's workers and the sink's writer thread.
 //!
 //! A pty that nobody reads would stall its guest forever under that rule, so pty sinks
 //! default to [`Overflow::DropOldest`]: the ring keeps draining, and when the sink
@@ -71,6 +89,7 @@
 //! ```
 
 pub mod channel;
+mod poller;
 mod pty;
 
 use std::collections::{HashMap, VecDeque};
@@ -80,7 +99,6 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hypercall::abi::console as abi;
@@ -88,6 +106,7 @@ use hypercall::shmem::{mb, wmb};
 use hypercall::{DomId, SharedMem, SharedRegion};
 
 use super::hostile::ConsoleHostile;
+use super::pool::{Pool, Sched, Served, Turn};
 use xen_model::{ConsoleSink, Dom0Handler, Domain, DomainEvent, DomainState, Hypervisor};
 
 /// Bytes of output history kept per console.
@@ -98,6 +117,17 @@ pub const BUFFER_BYTES: usize = 16 * 1024;
 pub const INPUT_QUEUE_BYTES: usize = 4096;
 /// Longest a sink write is handed at once.
 const SINK_CHUNK: usize = 4096;
+/// Sink chunks (or ring drains) a console is served in one run of a pool worker
+/// before the other waiting consoles get theirs.
+const TURN_BUDGET: usize = 16;
+/// How long a blocking sink's writer thread waits for more output before it
+/// ends (the next output starts another).
+const WRITER_LINGER: Duration = Duration::from_secs(2);
+
+/// The workers that serve every console's ring (and pty output): at most
+/// `available_parallelism()` clamped to 2..8, while a console is served
+/// (docs/backend-threads.md). No polling: a console waits for a kick.
+static CONSOLE_POOL: Pool = Pool::new("consio", TURN_BUDGET, Duration::ZERO, Duration::ZERO);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -124,12 +154,6 @@ pub struct ConsoleConfig {
     /// Overflow policy; `None`: [`Overflow::DropOldest`] for pty sinks,
     /// [`Overflow::Backpressure`] for everything else.
     pub overflow: Option<Overflow>,
-    /// Longest the service thread sleeps without re-checking the ring (a guest that
-    /// forgets to notify is still served, slowly). Guest notifications, new early
-    /// output, input, `stop` and the domain going away all wake it at once, so this
-    /// is only that guard: long, so that an idle console costs (almost) no
-    /// wake-ups.
-    pub poll_interval: Duration,
 }
 
 impl Default for ConsoleConfig {
@@ -138,7 +162,6 @@ impl Default for ConsoleConfig {
             history_bytes: HISTORY_BYTES,
             buffer_bytes: BUFFER_BYTES,
             overflow: None,
-            poll_interval: Duration::from_secs(10),
         }
     }
 }
@@ -241,7 +264,7 @@ pub enum Error {
     /// The sink could not be opened.
     #[error("console sink: {0}")]
     Sink(io::Error),
-    /// The service thread could not be started.
+    /// A thread (the pty poller) could not be started.
     #[error("console thread: {0}")]
     Thread(io::Error),
     /// The hypervisor this backend belongs to is gone.
@@ -484,10 +507,14 @@ struct Shared {
     sink_start: u64,
     has_sink: bool,
     overflow: Overflow,
+    /// A sink that may block (stdout, a file, a writer), while no writer thread
+    /// holds it ([`Console::writer_thread`]).
+    parked: Option<Box<dyn Write + Send>>,
+    /// A writer thread holds the blocking sink.
+    writer_running: bool,
     input: VecDeque<u8>,
     ring: Option<BackRing>,
     state: ConsoleState,
-    kicked: bool,
     stats: ConsoleStats,
     /// The hostile mode, if any (docs/hostile-mode.md), and whether it struck.
     hostile: Option<ConsoleHostile>,
@@ -499,13 +526,25 @@ pub struct Console {
     domid: DomId,
     devid: u32,
     config: ConsoleConfig,
+    me: Weak<Console>,
     shared: Mutex<Shared>,
-    /// Output appended or state changed (clients, wait_for).
+    /// Output appended or state changed (clients, wait_for, the sink writer).
     changed: Condvar,
-    /// Work for the service thread.
-    kick: Condvar,
     stop: AtomicBool,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// [`Console::serve`] was called: the console is in [`CONSOLE_POOL`] until
+    /// retired.
+    served: AtomicBool,
+    /// Out of the pool (closed or stopped, its sink flushed or given up).
+    retired: AtomicBool,
+    /// Its scheduling state in [`CONSOLE_POOL`].
+    sched: Sched,
+    /// The pty sink, written by the console's turn without waiting.
+    pty: Mutex<Option<Arc<pty::Pty>>>,
+    /// The poller left the pty's input alone (queue full); a turn that frees room
+    /// wakes it.
+    input_blocked: AtomicBool,
+    /// The pty was full: the poller watches it for writing.
+    pty_out_wanted: AtomicBool,
     pty_path: Mutex<Option<PathBuf>>,
     /// Called (outside the console's lock) when the guest breaks the ring
     /// protocol: a secondary console's control state machine reports it at once.
@@ -523,28 +562,34 @@ impl fmt::Debug for Console {
 
 impl Console {
     fn new(domid: DomId, devid: u32, config: ConsoleConfig) -> Arc<Console> {
-        Arc::new(Console {
+        Arc::new_cyclic(|me| Console {
             domid,
             devid,
             config,
+            me: me.clone(),
             shared: Mutex::new(Shared {
                 history: History::new(config.history_bytes),
                 to_sink: VecDeque::new(),
                 sink_start: 0,
                 has_sink: false,
                 overflow: Overflow::Backpressure,
+                parked: None,
+                writer_running: false,
                 input: VecDeque::new(),
                 ring: None,
                 state: ConsoleState::Waiting,
-                kicked: false,
                 stats: ConsoleStats::default(),
                 hostile: None,
                 hostile_done: false,
             }),
             changed: Condvar::new(),
-            kick: Condvar::new(),
             stop: AtomicBool::new(false),
-            threads: Mutex::new(Vec::new()),
+            served: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
+            sched: Sched::default(),
+            pty: Mutex::new(None),
+            input_blocked: AtomicBool::new(false),
+            pty_out_wanted: AtomicBool::new(false),
             pty_path: Mutex::new(None),
             on_fail: Mutex::new(None),
         })
@@ -560,8 +605,9 @@ impl Console {
         self.devid
     }
 
-    /// A handler for the ring's event channel: wakes the service thread (a flag and a
-    /// condition variable; safe to run inside the guest's hypercall).
+    /// A handler for the ring's event channel: schedules the console's turn on the
+    /// console pool (a counter and at most a queue push; safe to run inside the
+    /// guest's hypercall).
     pub fn kick_handler(self: &Arc<Self>) -> Dom0Handler {
         let weak = Arc::downgrade(self);
         Arc::new(move || {
@@ -571,10 +617,12 @@ impl Console {
         })
     }
 
-    /// Starts serving `ring` (of guest `dom`) into `sink`: marks the ring connected,
-    /// starts the service thread (and for a pty, the input reader). Output that
-    /// arrived earlier (early console) is written to the sink first. Route the ring's
-    /// event channel to [`Console::kick_handler`].
+    /// Starts serving `ring` (of guest `dom`) into `sink`: marks the ring connected
+    /// and puts the console in the console pool (a pty's input goes to the
+    /// console poller). Output that arrived earlier (early console) is written to
+    /// the sink first. Route the ring's event channel to [`Console::kick_handler`].
+    /// A console is served once: a second call fails with
+    /// [`Error::AlreadyStarted`].
     pub fn serve(
         self: &Arc<Self>,
         dom: &Arc<Domain>,
@@ -585,7 +633,7 @@ impl Console {
         if !page.contains(0, abi::CONNECTION + 1) || !(page.as_ptr() as usize).is_multiple_of(4) {
             return Err(Error::BadRing);
         }
-        if lock(&self.shared).ring.is_some() || !lock(&self.threads).is_empty() {
+        if self.served.load(Ordering::SeqCst) {
             return Err(Error::AlreadyStarted(self.domid, self.devid));
         }
         let is_pty = matches!(sink, Sink::Pty);
@@ -601,14 +649,21 @@ impl Console {
                     .map_err(Error::Sink)?,
             )),
             Sink::Pty => {
-                let p = Arc::new(pty::Pty::open().map_err(Error::Sink)?);
-                let w = p.writer().map_err(Error::Sink)?;
-                *lock(&self.pty_path) = Some(p.path().clone());
-                pty = Some(p);
-                Some(Box::new(w))
+                pty = Some(Arc::new(pty::Pty::open().map_err(Error::Sink)?));
+                None
             }
             Sink::Writer(w) => Some(w),
         };
+        if self.served.swap(true, Ordering::SeqCst) {
+            return Err(Error::AlreadyStarted(self.domid, self.devid));
+        }
+        if let Some(p) = &pty {
+            if let Err(e) = poller::add(self, p.clone()) {
+                self.served.store(false, Ordering::SeqCst);
+                return Err(Error::Thread(e));
+            }
+            *lock(&self.pty_path) = Some(p.path().clone());
+        }
         {
             let mut s = lock(&self.shared);
             s.overflow = self.config.overflow.unwrap_or(if is_pty {
@@ -616,7 +671,8 @@ impl Console {
             } else {
                 Overflow::Backpressure
             });
-            s.has_sink = writer.is_some();
+            s.has_sink = writer.is_some() || pty.is_some();
+            s.parked = writer;
             if s.has_sink {
                 // Early output so far goes to the sink too.
                 let h: Vec<u8> = s.history.buf.iter().copied().collect();
@@ -626,23 +682,10 @@ impl Console {
             s.ring = Some(BackRing::attach(dom, ring));
             s.state = ConsoleState::Connected;
         }
-        let name = format!("console-d{}-{}", self.domid.0, self.devid);
-        let c = self.clone();
-        let t = std::thread::Builder::new()
-            .name(name.clone())
-            .spawn(move || c.run(writer))
-            .map_err(Error::Thread)?;
-        lock(&self.threads).push(t);
-        if let Some(p) = pty {
-            let c = self.clone();
-            let t = std::thread::Builder::new()
-                .name(format!("{name}-pty"))
-                .spawn(move || c.pty_reader(p))
-                .map_err(Error::Thread)?;
-            lock(&self.threads).push(t);
-        }
+        *lock(&self.pty) = pty;
+        CONSOLE_POOL.register();
         // Serve anything the guest wrote before we were listening.
-        self.kick();
+        self.schedule();
         Ok(())
     }
 
@@ -688,9 +731,8 @@ impl Console {
         let mut s = lock(&self.shared);
         s.stats.early_bytes += bytes.len() as u64;
         self.append_output(&mut s, bytes, true);
-        s.kicked = true;
         drop(s);
-        self.kick.notify_all();
+        self.schedule();
     }
 
     fn append_output(&self, s: &mut Shared, bytes: &[u8], early: bool) {
@@ -716,14 +758,41 @@ impl Console {
         self.changed.notify_all();
     }
 
-    /// Called by the event channel handler (in the guest's hypercall): a flag and a
-    /// wake-up, nothing more.
+    /// Called by the event channel handler (in the guest's hypercall): a counter
+    /// and [`Console::schedule`], nothing more.
     fn kick(&self) {
-        let mut s = lock(&self.shared);
-        s.kicked = true;
-        s.stats.kicks += 1;
-        drop(s);
-        self.kick.notify_all();
+        lock(&self.shared).stats.kicks += 1;
+        self.schedule();
+    }
+
+    /// Queues the console's turn on the console pool (once: a console already
+    /// queued or being served only gets its `pending` flag). Nothing before
+    /// [`Console::serve`].
+    fn schedule(&self) {
+        if !self.served.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Some(me) = self.me.upgrade() {
+            let q: Arc<dyn Served> = me;
+            CONSOLE_POOL.kick(&q);
+        }
+    }
+
+    /// Room in the input queue.
+    fn input_room(&self) -> usize {
+        INPUT_QUEUE_BYTES.saturating_sub(lock(&self.shared).input.len())
+    }
+
+    /// Whether [`Console::stop`] was called.
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Wakes whoever waits on this console's output or state (clients; a
+    /// channel's socket side when it stops).
+    pub(crate) fn nudge(&self) {
+        let _g = lock(&self.shared);
+        self.changed.notify_all();
     }
 
     /// Queues terminal input for the guest (at most [`INPUT_QUEUE_BYTES`] waiting);
@@ -851,12 +920,12 @@ impl Console {
     }
 
     /// Stops serving: the ring is marked `XENCONSOLE_DISCONNECTED` (a waiting guest
-    /// writer gets `Disconnected` instead of waiting out its timeout) and the threads
-    /// end. The history stays readable.
+    /// writer gets `Disconnected` instead of waiting out its timeout), the console
+    /// leaves the pool after one last try at its sink, and its pty goes. The
+    /// history stays readable.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wakes the service thread (it sleeps until kicked).
-        self.kick();
+        poller::remove(self);
         let notify = {
             let mut s = lock(&self.shared);
             let n = s.ring.take().map(|r| r.disconnect());
@@ -868,11 +937,11 @@ impl Console {
         if let Some(n) = notify {
             n();
         }
-        self.kick.notify_all();
-        self.changed.notify_all();
-        // The threads end by themselves (the service thread after one more sink write
-        // at most); they are not joined, so a sink stuck in `write` cannot hang us.
-        lock(&self.threads).clear();
+        self.nudge();
+        // The console's last turn retires it; a blocking sink's writer thread ends
+        // by itself after one more write at most (it is not joined, so a sink stuck
+        // in `write` cannot hang us).
+        self.schedule();
     }
 
     /// One round of ring service: drain what the sink buffer allows, feed input.
@@ -936,116 +1005,218 @@ impl Console {
         self.feed_input(s).or(notify)
     }
 
-    /// The service thread: ring ↔ buffers ↔ sink.
-    fn run(self: Arc<Self>, mut sink: Option<Box<dyn Write + Send>>) {
-        loop {
-            let stopping = self.stop.load(Ordering::SeqCst);
-            let last_ring_check = Instant::now();
-            let (chunk, chunk_at, notify, done) = {
-                let mut s = lock(&self.shared);
-                s.kicked = false;
-                // A destroyed domain: one last drain, then close.
-                let dying = s
-                    .ring
-                    .as_ref()
-                    .is_some_and(|r| r.dom.state() == xen_model::DomainState::Dying);
-                let notify = self.service_ring(&mut s);
-                if dying && s.state == ConsoleState::Connected {
-                    s.ring = None;
-                    s.state = ConsoleState::Closed;
-                    self.changed.notify_all();
-                }
-                let n = s.to_sink.len().min(SINK_CHUNK);
-                let chunk: Vec<u8> = s.to_sink.range(..n).copied().collect();
-                let done = matches!(s.state, ConsoleState::Closed | ConsoleState::Failed(_));
-                (chunk, s.sink_start, notify, done)
-            };
-            if let Some(n) = notify {
-                n();
+    /// One turn on the console pool: ring → history and sink buffer, input →
+    /// ring, and one chunk to a pty sink; starts the writer thread of a blocking
+    /// sink when bytes wait for it. Never waits.
+    fn serve_turn(&self) -> Turn {
+        if self.retired.load(Ordering::SeqCst) {
+            return Turn::Off;
+        }
+        let stopping = self.stopped();
+        let (mut progressed, notify, done, start_writer) = {
+            let mut s = lock(&self.shared);
+            // A destroyed domain: one last drain, then close.
+            let dying = s
+                .ring
+                .as_ref()
+                .is_some_and(|r| r.dom.state() == xen_model::DomainState::Dying);
+            let notify = self.service_ring(&mut s);
+            if dying && s.state == ConsoleState::Connected {
+                s.ring = None;
+                s.state = ConsoleState::Closed;
+                self.changed.notify_all();
             }
-            if (stopping || done) && (chunk.is_empty() || sink.is_none()) {
-                return;
-            }
-            let mut progressed = false;
-            if let (false, Some(w)) = (chunk.is_empty(), sink.as_mut()) {
-                let r = w.write(&chunk).and_then(|n| w.flush().map(|()| n));
-                let mut s = lock(&self.shared);
-                match r {
-                    Ok(n) if n > 0 => {
-                        let end = chunk_at + n as u64;
-                        let k = end.saturating_sub(s.sink_start) as usize;
-                        let k = k.min(s.to_sink.len());
-                        s.to_sink.drain(..k);
-                        s.sink_start += k as u64;
-                        s.stats.sink_bytes += n as u64;
-                        progressed = true;
-                    }
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => progressed = true,
-                    Err(e) => {
-                        // The sink is gone (closed pipe, full disk ...): keep serving
-                        // the ring into history and clients.
-                        s.stats.sink_error = Some(e.to_string());
-                        s.stats.dropped += s.to_sink.len() as u64;
-                        s.to_sink.clear();
-                        s.has_sink = false;
-                        sink = None;
-                        progressed = true;
-                    }
-                }
-            }
-            if stopping || done {
-                if !progressed {
-                    return; // a stuck sink does not keep the thread
-                }
-                continue;
-            }
-            if progressed {
-                continue;
-            }
-            // Nothing moved: sleep until kicked, or a short while if the sink is
-            // backed up (WouldBlock), or the poll interval.
-            let s = lock(&self.shared);
-            if s.kicked || self.stop.load(Ordering::SeqCst) {
-                continue;
-            }
-            let t = if s.to_sink.is_empty() {
-                self.config
-                    .poll_interval
-                    .saturating_sub(last_ring_check.elapsed())
+            let done =
+                stopping || matches!(s.state, ConsoleState::Closed | ConsoleState::Failed(_));
+            let start_writer = if !s.to_sink.is_empty() && !s.writer_running {
+                s.parked.take()
             } else {
-                Duration::from_millis(5)
+                None
             };
-            drop(
-                self.kick
-                    .wait_timeout_while(s, t, |s| !s.kicked && !self.stop.load(Ordering::SeqCst))
-                    .unwrap_or_else(|e| e.into_inner()),
-            );
+            s.writer_running |= start_writer.is_some();
+            (notify.is_some(), notify, done, start_writer)
+        };
+        if let Some(n) = notify {
+            n();
+        }
+        if self.input_room() > 0 && self.input_blocked.swap(false, Ordering::SeqCst) {
+            poller::wake();
+        }
+        if let Some(w) = start_writer {
+            self.start_writer(w);
+        }
+        let pty = lock(&self.pty).clone();
+        if let Some(p) = pty {
+            progressed |= self.write_pty(&p);
+        }
+        if done && !progressed {
+            self.retire();
+            return Turn::Off;
+        }
+        Turn::Did(usize::from(progressed))
+    }
+
+    /// Out of the pool, once: the console is closed or stopped and its pty took
+    /// what it could.
+    fn retire(&self) {
+        if !self.retired.swap(true, Ordering::SeqCst) {
+            CONSOLE_POOL.unregister();
+            if self.stopped() {
+                *lock(&self.pty) = None;
+            }
         }
     }
 
-    fn pty_reader(self: Arc<Self>, pty: Arc<pty::Pty>) {
-        let mut buf = [0u8; 1024];
-        while !self.stop.load(Ordering::SeqCst) {
-            // Take only what the input queue can hold: backpressure to the terminal.
-            let room = {
-                let s = lock(&self.shared);
-                INPUT_QUEUE_BYTES.saturating_sub(s.input.len())
-            };
-            if room == 0 {
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
+    /// The sink buffer's front chunk and its absolute offset.
+    fn sink_chunk(s: &Shared) -> (Vec<u8>, u64) {
+        let n = s.to_sink.len().min(SINK_CHUNK);
+        (s.to_sink.range(..n).copied().collect(), s.sink_start)
+    }
+
+    /// Accounts a sink write of `r` for the chunk at `chunk_at`. Returns whether
+    /// anything moved; `Err(())` when the sink is given up.
+    fn wrote(&self, s: &mut Shared, chunk_at: u64, r: io::Result<usize>) -> Result<bool, ()> {
+        match r {
+            Ok(n) if n > 0 => {
+                let end = chunk_at + n as u64;
+                let k = end.saturating_sub(s.sink_start) as usize;
+                let k = k.min(s.to_sink.len());
+                s.to_sink.drain(..k);
+                s.sink_start += k as u64;
+                s.stats.sink_bytes += n as u64;
+                Ok(true)
             }
-            let want = room.min(buf.len());
-            match pty.read_timeout(&mut buf[..want], Duration::from_millis(100)) {
-                Ok(0) => {}
-                Ok(n) => {
-                    self.send_input(&buf[..n]);
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            Ok(_) => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Err(e) => {
+                // The sink is gone (closed pipe, full disk ...): keep serving the
+                // ring into history and clients.
+                s.stats.sink_error = Some(e.to_string());
+                s.stats.dropped += s.to_sink.len() as u64;
+                s.to_sink.clear();
+                s.has_sink = false;
+                Err(())
             }
         }
+    }
+
+    /// One chunk to the pty, without waiting; a full pty is left to the poller.
+    fn write_pty(&self, p: &pty::Pty) -> bool {
+        let (chunk, at) = Self::sink_chunk(&lock(&self.shared));
+        if chunk.is_empty() {
+            return false;
+        }
+        let r = p.write(&chunk);
+        let would_block = matches!(&r, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+        let res = self.wrote(&mut lock(&self.shared), at, r);
+        if res.is_err() {
+            *lock(&self.pty) = None;
+        }
+        if would_block && !self.stopped() {
+            self.pty_out_wanted.store(true, Ordering::SeqCst);
+            poller::wake();
+        }
+        res.unwrap_or(true)
+    }
+
+    /// Starts the thread that writes a blocking sink while bytes wait for it.
+    fn start_writer(&self, w: Box<dyn Write + Send>) {
+        let Some(me) = self.me.upgrade() else { return };
+        let name = format!("console-sink-d{}-{}", self.domid.0, self.devid);
+        let spawned = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || me.writer_thread(w));
+        if let Err(e) = spawned {
+            let mut s = lock(&self.shared);
+            s.writer_running = false;
+            s.stats.sink_error = Some(format!("cannot start the sink writer: {e}"));
+            s.stats.dropped += s.to_sink.len() as u64;
+            s.to_sink.clear();
+            s.has_sink = false;
+            drop(s);
+            self.schedule(); // the ring may have been held for the sink
+        }
+    }
+
+    /// A blocking sink's writer: writes the sink buffer until it stays empty for
+    /// [`WRITER_LINGER`] (then parks the sink and ends), or the console is done
+    /// and the buffer is written, or the sink fails. After each write it schedules
+    /// the console: a ring held back by a full buffer drains again.
+    fn writer_thread(self: Arc<Self>, mut w: Box<dyn Write + Send>) {
+        loop {
+            let (chunk, at) = {
+                let mut s = lock(&self.shared);
+                let mut lingered = false;
+                loop {
+                    if !s.to_sink.is_empty() {
+                        break;
+                    }
+                    let done = self.stopped()
+                        || matches!(s.state, ConsoleState::Closed | ConsoleState::Failed(_));
+                    if done || lingered {
+                        if !done {
+                            s.parked = Some(w);
+                        }
+                        s.writer_running = false;
+                        return;
+                    }
+                    let (g, t) = self
+                        .changed
+                        .wait_timeout(s, WRITER_LINGER)
+                        .unwrap_or_else(|e| e.into_inner());
+                    s = g;
+                    lingered = t.timed_out();
+                }
+                Self::sink_chunk(&s)
+            };
+            let r = w.write(&chunk).and_then(|n| w.flush().map(|()| n));
+            let res = {
+                let mut s = lock(&self.shared);
+                let res = self.wrote(&mut s, at, r);
+                if !matches!(res, Ok(true)) && self.stopped() {
+                    // A sink that stopped taking bytes does not keep the thread.
+                    s.writer_running = false;
+                    return;
+                }
+                if res.is_err() {
+                    s.writer_running = false;
+                }
+                res
+            };
+            self.schedule();
+            match res {
+                Err(()) => return,
+                Ok(false) => std::thread::sleep(Duration::from_millis(5)),
+                Ok(true) => {}
+            }
+        }
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        // A served console dropped without `stop` (its owner went): it counts in
+        // the pool until retired.
+        if self.served.load(Ordering::SeqCst) && !self.retired.swap(true, Ordering::SeqCst) {
+            CONSOLE_POOL.unregister();
+        }
+    }
+}
+
+impl Served for Console {
+    fn turn(&self, _budget: usize) -> Turn {
+        self.serve_turn()
+    }
+
+    fn rearm(&self) -> bool {
+        // Nothing to re-arm: a console ring has no event index; a kick during
+        // the run is the pool's `pending` flag.
+        false
+    }
+
+    fn sched(&self) -> &Sched {
+        &self.sched
     }
 }
 
@@ -1077,6 +1248,17 @@ impl ConsoleClient {
 
     /// The next output (up to 64 KiB), waiting up to `timeout`; `None` on timeout.
     pub fn recv(&mut self, timeout: Duration) -> Option<ClientEvent> {
+        self.recv_unless(timeout, &|| false)
+    }
+
+    /// [`ConsoleClient::recv`], giving up (`None`) once `abort()` is true. It is
+    /// checked under the console's lock before each wait, so setting its flag and
+    /// then calling [`Console::nudge`] never loses the wake-up.
+    pub(crate) fn recv_unless(
+        &mut self,
+        timeout: Duration,
+        abort: &dyn Fn() -> bool,
+    ) -> Option<ClientEvent> {
         let deadline = Instant::now() + timeout;
         let c = &self.console;
         let mut s = lock(&c.shared);
@@ -1094,7 +1276,7 @@ impl ConsoleClient {
                 return Some(ClientEvent::Closed(s.state.clone()));
             }
             let now = Instant::now();
-            if now >= deadline {
+            if now >= deadline || abort() {
                 return None;
             }
             s = c
@@ -1197,8 +1379,8 @@ impl ConsoleBackend {
             consoles: Mutex::new(HashMap::new()),
             me: me.clone(),
         });
-        // A domain going away wakes its consoles (one last drain, then closed)
-        // without their service threads polling for it.
+        // A domain going away kicks its consoles (one last drain, then closed)
+        // without anyone polling for it.
         let events = hv.subscribe();
         let me = Arc::downgrade(&b);
         let _ = std::thread::Builder::new()

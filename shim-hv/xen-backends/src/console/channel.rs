@@ -31,13 +31,16 @@
 use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
 use hypercall::abi::xenbus::XenbusState;
 use hypercall::{DomId, GrantRef, Port};
@@ -51,10 +54,15 @@ use xen_model::Hypervisor;
 pub const PROTOCOL: &str = "vt100";
 /// The `limit` libxl writes for consoles (`LIBXL_XENCONSOLE_LIMIT`).
 pub const LIMIT: u32 = 1_048_576;
-/// How often an idle socket listener looks for a client (and for a stop).
-const ACCEPT_POLL: Duration = Duration::from_millis(50);
-/// Bound of each blocking socket read or write (then the stop flag is checked).
+/// Pause after a failed `accept` other than "nobody waiting" (out of file
+/// descriptors, say) before trying again.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
+/// Bound of each blocking socket write to a client that does not read (then
+/// the stop flag is checked).
 const IO_SLICE: Duration = Duration::from_millis(100);
+/// Longest the output side waits for guest output in one go: only a guard (new
+/// output, the console closing, a stop and the client hanging up all wake it).
+const FOLLOW_WAIT: Duration = Duration::from_secs(3600);
 
 /// The host side of a channel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,6 +114,10 @@ pub enum Error {
     Thread(io::Error),
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl From<xb::Error> for Error {
     fn from(e: xb::Error) -> Self {
         Error::Xenbus(e)
@@ -123,6 +135,14 @@ struct Shared {
     /// Wakes the control state machine (stop, a ring fault): it sleeps until an
     /// event.
     control: Mutex<Option<xb::ControlWaker>>,
+    /// Counts connects and disconnects of the ring (and is bumped on a stop): the
+    /// socket's output side waits on it for the next console record.
+    generation: Mutex<u64>,
+    generation_cv: Condvar,
+    /// The console record the socket's output side follows (to wake it).
+    following: Mutex<Option<Arc<Console>>>,
+    /// Written once on stop: wakes the socket's threads out of poll(2).
+    stop_tx: Option<UnixStream>,
 }
 
 impl Shared {
@@ -138,6 +158,16 @@ impl Shared {
 
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
+    }
+
+    /// A new generation: wakes the socket's output side.
+    fn bump(&self) {
+        *lock(&self.generation) += 1;
+        self.generation_cv.notify_all();
+        let f = lock(&self.following).clone();
+        if let Some(c) = f {
+            c.nudge();
+        }
     }
 
     fn wake_control(&self) {
@@ -273,6 +303,21 @@ impl ChannelBackend {
         };
         let backend_path = xbe.backend_path().to_string();
         let frontend_path = xbe.frontend_path().to_string();
+        let stop_pair = match listener {
+            Some(_) => match UnixStream::pair() {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    let _ = xbe.destroy();
+                    remove_socket(&socket);
+                    return Err(Error::Thread(e));
+                }
+            },
+            None => None,
+        };
+        let (stop_tx, stop_rx) = match stop_pair {
+            Some((tx, rx)) => (Some(tx), Some(rx)),
+            None => (None, None),
+        };
         let shared = Arc::new(Shared {
             hv: hv.clone(),
             consoles: Arc::downgrade(consoles),
@@ -281,6 +326,10 @@ impl ChannelBackend {
             connected: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             control: Mutex::new(None),
+            generation: Mutex::new(0),
+            generation_cv: Condvar::new(),
+            following: Mutex::new(None),
+            stop_tx,
         });
         let mut me = ChannelBackend {
             shared: shared.clone(),
@@ -300,11 +349,11 @@ impl ChannelBackend {
             )
             .map_err(Error::Thread)?,
         );
-        if let Some(l) = listener {
+        if let (Some(l), Some(stop_rx)) = (listener, stop_rx) {
             let sh = shared.clone();
             let t = std::thread::Builder::new()
                 .name(format!("{name}-sock"))
-                .spawn(move || accept_loop(sh, l))
+                .spawn(move || accept_loop(sh, l, stop_rx))
                 .map_err(Error::Thread)?;
             me.threads.push(t);
         }
@@ -366,6 +415,10 @@ impl ChannelBackend {
     fn shutdown(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         self.shared.wake_control();
+        if let Some(tx) = &self.shared.stop_tx {
+            let _ = (&*tx).write(&[1]);
+        }
+        self.shared.bump();
         if let Some(c) = self.control.take() {
             c.join();
         }
@@ -461,6 +514,7 @@ fn connect(sh: &Shared, xbe: &XenbusBackend) -> Result<(), String> {
         .serve(&dom, attachment, sink)
         .map_err(|e| e.to_string())?;
     sh.connected.store(true, Ordering::SeqCst);
+    sh.bump();
     if let Some(tty) = console.pty_path() {
         let node = format!("{}/tty", xbe.frontend_path());
         xbe.store()
@@ -480,30 +534,67 @@ fn disconnect(sh: &Shared) {
         if let Some(c) = sh.consoles.upgrade() {
             c.remove_n(sh.frontend, sh.cfg.devid);
         }
+        sh.bump();
     }
 }
 
 // ---- the socket side ---------------------------------------------------------------------
+//
+// The listener's thread sleeps in poll(2) on the socket and the stop pipe, with
+// no timeout; while a client is connected it reads the client (poll on the
+// client and the stop pipe) and a second thread follows the console's output
+// (woken by output, by the console closing, by a new ring connection, by the
+// client hanging up and by a stop). Nothing wakes while the channel is idle.
+
+/// Waits until one of `fds` is readable (or hung up); `EINTR` returns early.
+/// Returns which are.
+fn wait_readable(fds: &[BorrowedFd<'_>]) -> Vec<bool> {
+    let mut p: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+        .collect();
+    if poll(&mut p, PollTimeout::NONE).is_err() {
+        return vec![false; fds.len()];
+    }
+    p.iter()
+        .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
+        .collect()
+}
+
+/// The output side's place in the guest's output, kept across clients.
+struct Follow {
+    client: ConsoleClient,
+    /// The channel's generation when it attached.
+    generation: u64,
+}
 
 /// Accepts one client at a time until stopped. The cursor into the guest's output
 /// is kept across clients (see the module docs).
-fn accept_loop(sh: Arc<Shared>, listener: UnixListener) {
-    let mut reader: Option<ConsoleClient> = None;
+fn accept_loop(sh: Arc<Shared>, listener: UnixListener, stop_rx: UnixStream) {
+    let mut follow: Option<Follow> = None;
     while !sh.stopping() {
         match listener.accept() {
-            Ok((stream, _)) => serve_client(&sh, stream, &mut reader),
+            Ok((stream, _)) => serve_client(&sh, stream, &stop_rx, &mut follow),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            // WouldBlock (nobody waiting) or a transient error.
-            Err(_) => std::thread::sleep(ACCEPT_POLL),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                wait_readable(&[listener.as_fd(), stop_rx.as_fd()]);
+            }
+            // A transient error (out of descriptors, ...).
+            Err(_) => std::thread::sleep(ACCEPT_RETRY),
         }
     }
+    *lock(&sh.following) = None;
 }
 
 /// Proxies between one client and the channel until either side ends.
-fn serve_client(sh: &Shared, stream: UnixStream, reader: &mut Option<ConsoleClient>) {
+fn serve_client(
+    sh: &Shared,
+    stream: UnixStream,
+    stop_rx: &UnixStream,
+    follow: &mut Option<Follow>,
+) {
     let setup = stream
         .set_nonblocking(false)
-        .and_then(|()| stream.set_read_timeout(Some(IO_SLICE)))
         .and_then(|()| stream.set_write_timeout(Some(IO_SLICE)))
         .and_then(|()| stream.try_clone());
     let Ok(out) = setup else { return };
@@ -512,42 +603,50 @@ fn serve_client(sh: &Shared, stream: UnixStream, reader: &mut Option<ConsoleClie
         let spawned = std::thread::Builder::new()
             .name("channel-out".into())
             .spawn_scoped(s, || {
-                to_client(sh, &done, out, reader);
+                to_client(sh, &done, &out, follow);
                 done.store(true, Ordering::SeqCst);
+                // Ends the reading side's wait too.
+                let _ = out.shutdown(std::net::Shutdown::Both);
             });
         if spawned.is_ok() {
-            from_client(sh, &done, stream);
+            from_client(sh, &done, &stream, stop_rx);
         }
         done.store(true, Ordering::SeqCst);
+        sh.bump();
     });
 }
 
 /// Guest output → client.
-fn to_client(
-    sh: &Shared,
-    done: &AtomicBool,
-    mut out: UnixStream,
-    reader: &mut Option<ConsoleClient>,
-) {
-    while !sh.stopping() && !done.load(Ordering::SeqCst) {
-        let r = match reader.as_mut() {
-            Some(r) => r,
-            None => match sh.console() {
-                Some(c) => reader.insert(c.attach(true)),
-                None => return,
-            },
+fn to_client(sh: &Shared, done: &AtomicBool, out: &UnixStream, follow: &mut Option<Follow>) {
+    let quit = || sh.stopping() || done.load(Ordering::SeqCst);
+    while !quit() {
+        let f = match follow.as_mut() {
+            Some(f) => f,
+            None => {
+                let generation = *lock(&sh.generation);
+                let Some(c) = sh.console() else { return };
+                *lock(&sh.following) = Some(c.clone());
+                follow.insert(Follow {
+                    client: c.attach(true),
+                    generation,
+                })
+            }
         };
-        match r.recv(IO_SLICE) {
+        match f.client.recv_unless(FOLLOW_WAIT, &quit) {
             Some(ClientEvent::Output(bytes)) => {
-                if write_all(sh, done, &mut out, &bytes).is_err() {
+                if write_all(sh, done, out, &bytes).is_err() {
                     return;
                 }
             }
             Some(ClientEvent::Closed(_)) => {
                 // The guest let go of the ring (or is going): follow the next
-                // connection's record.
-                *reader = None;
-                std::thread::sleep(IO_SLICE);
+                // connection's record once there is one.
+                let seen = f.generation;
+                *follow = None;
+                let mut g = lock(&sh.generation);
+                while *g == seen && !quit() {
+                    g = sh.generation_cv.wait(g).unwrap_or_else(|e| e.into_inner());
+                }
             }
             Some(ClientEvent::Skipped(_)) | None => {}
         }
@@ -558,7 +657,7 @@ fn to_client(
 fn write_all(
     sh: &Shared,
     done: &AtomicBool,
-    out: &mut UnixStream,
+    mut out: &UnixStream,
     mut bytes: &[u8],
 ) -> io::Result<()> {
     while !bytes.is_empty() {
@@ -582,9 +681,16 @@ fn write_all(
 }
 
 /// Client bytes → guest input, until the client hangs up.
-fn from_client(sh: &Shared, done: &AtomicBool, mut stream: UnixStream) {
+fn from_client(sh: &Shared, done: &AtomicBool, mut stream: &UnixStream, stop_rx: &UnixStream) {
     let mut buf = [0u8; 1024];
     while !sh.stopping() && !done.load(Ordering::SeqCst) {
+        let ready = wait_readable(&[stream.as_fd(), stop_rx.as_fd()]);
+        if ready.get(1) == Some(&true) {
+            return;
+        }
+        if ready.first() != Some(&true) {
+            continue;
+        }
         let n = match stream.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => n,

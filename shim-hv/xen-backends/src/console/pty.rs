@@ -4,16 +4,15 @@
 //! The slave stays open in the backend too (as xenconsoled does), so the master never
 //! sees a hang-up between users, and it is put in raw mode: the guest's bytes reach
 //! the terminal unchanged. The master is non-blocking: a pty nobody reads fills up
-//! and writes return `WouldBlock`, which the console's overflow policy handles.
+//! and writes return `WouldBlock`, which the console's overflow policy handles; the
+//! console's poller ([`super::poller`]) waits for it to drain, and for input.
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
 
 /// An open pty pair.
@@ -50,31 +49,24 @@ impl Pty {
         &self.path
     }
 
-    /// A second handle on the master, for the writer side.
-    pub(crate) fn writer(&self) -> io::Result<File> {
-        self.master.try_clone()
-    }
-
-    /// Waits up to `timeout` for input from the terminal; reads at most `buf.len()`
-    /// bytes. `Ok(0)`: nothing arrived.
-    pub(crate) fn read_timeout(&self, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
-        let mut fds = [PollFd::new(self.master.as_fd(), PollFlags::POLLIN)];
-        let ms = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
-        match poll(&mut fds, ms) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => return Ok(0),
-            Err(e) => return Err(e.into()),
-        }
-        let ready = fds[0]
-            .revents()
-            .is_some_and(|r| r.contains(PollFlags::POLLIN));
-        if !ready {
-            return Ok(0);
-        }
+    /// Reads what the terminal typed, at most `buf.len()` bytes, without
+    /// waiting. `Ok(0)`: nothing there.
+    pub(crate) fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
         match io::Read::read(&mut &self.master, buf) {
             Ok(n) => Ok(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
             Err(e) => Err(e),
         }
+    }
+
+    /// Writes guest output to the terminal without waiting (`WouldBlock` when
+    /// nobody reads and the pty is full).
+    pub(crate) fn write(&self, buf: &[u8]) -> io::Result<usize> {
+        io::Write::write(&mut &self.master, buf)
+    }
+
+    /// The master's descriptor, for poll(2).
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.master.as_fd()
     }
 }
