@@ -959,11 +959,12 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
             s.owner = NONE;
             s.next = NONE;
             if let Some(q) = self.queues.get_mut(usize::from(s.queue)) {
-                if let Some(f) = self.free.get_mut(usize::from(q.base + q.nfree)) {
-                    if q.nfree < q.len {
-                        *f = i as u16;
-                        q.nfree += 1;
-                    }
+                // The queue's own part of the free stacks (a full one takes nothing).
+                let (base, len) = (usize::from(q.base), usize::from(q.len));
+                let own = self.free.get_mut(base..base + len);
+                if let Some(f) = own.and_then(|o| o.get_mut(usize::from(q.nfree))) {
+                    *f = i as u16;
+                    q.nfree += 1;
                 }
             }
         }

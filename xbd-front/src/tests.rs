@@ -1947,4 +1947,70 @@ mod item8 {
         r.finish(t, 20 * 4096).unwrap();
         assert_eq!(r.io.stats().grant_ops, 0);
     }
+
+    /// At most `REGISTER_MAX_PAGES` (1024: their refs fill the one table page)
+    /// can be registered: 1025 pages are refused and handed back, 1024 taken.
+    #[test]
+    fn registration_is_limited_to_one_table_page_of_refs() {
+        let mut r: Rig<2, 11> = Rig::new(geo(11, false, false), 0, 0);
+        assert_eq!(crate::io::REGISTER_MAX_PAGES, 1024);
+        let pages = hypercall::SharedPages::alloc(&r.p, 1025).unwrap();
+        let (e, back) = r.io.register(&r.p, &r.t, pages).unwrap_err();
+        assert_eq!(
+            e,
+            Error::BadLength {
+                len: 1025 * 4096,
+                sector_size: 4096
+            }
+        );
+        assert_eq!(back.len(), 1025 * 4096);
+        assert_eq!(r.t.in_use(), 0);
+        let pages = hypercall::SharedPages::alloc(&r.p, 1024).unwrap();
+        r.io.register(&r.p, &r.t, pages)
+            .map_err(|(e, _)| e)
+            .unwrap();
+        assert_eq!(r.t.in_use(), 1024);
+    }
+
+    /// The scatter-list lengths `Device` checks requests with (only the device
+    /// layer calls `total_len`; its tests are in other packages).
+    #[test]
+    fn scatter_list_lengths() {
+        use crate::io::{total_len, total_len_mut};
+        let (a, b) = ([1u8; 3], [2u8; 4096]);
+        assert_eq!(total_len(&[&a, &[], &b]), 4099);
+        assert_eq!(total_len(&[]), 0);
+        let (mut c, mut d) = ([0u8; 7], [0u8; 512]);
+        assert_eq!(total_len_mut(&[&mut c[..], &mut d[..]]), 519);
+        assert_eq!(total_len_mut(&[]), 0);
+    }
+
+    /// The device frees the bounce and indirect pages only once no ring is up and
+    /// no slot is stuck (a backend still mapping one of them), and the table page
+    /// of registered refs only once nothing is registered; each is given once.
+    #[test]
+    fn pages_are_given_up_only_when_no_grant_can_use_them() {
+        let mut r: Rig<2, 11> = Rig::new(geo(11, false, false), 0, 0);
+        assert!(r.io.take_pages().is_none(), "the ring is up");
+        assert!(r.io.take_reg_table().is_none(), "never allocated");
+        let pages = hypercall::SharedPages::alloc(&r.p, 2).unwrap();
+        r.io.register(&r.p, &r.t, pages)
+            .map_err(|(e, _)| e)
+            .unwrap();
+        assert!(r.io.take_reg_table().is_none(), "pages registered");
+        r.be.hold_grants = true;
+        let t = r.read(0, 4096).unwrap();
+        assert!(r.run().is_err());
+        assert_eq!(r.io.stop(&r.t, Error::NotConnected), 1);
+        assert!(r.io.take_pages().is_none(), "a slot is stuck");
+        r.be.unmap_all();
+        assert_eq!(r.io.retry_stuck(&r.t), 0);
+        assert!(r.io.finish(t, &mut []).is_err());
+        let (bounce, indirect) = r.io.take_pages().unwrap();
+        assert_eq!((bounce.len(), indirect.len()), (2 * 11 * 4096, 2 * 4096));
+        assert!(r.io.take_pages().is_none(), "given once");
+        assert_eq!(r.io.release_registered(&r.t).map(|p| p.len()), Ok(2 * 4096));
+        assert_eq!(r.io.take_reg_table().map(|p| p.len()), Some(4096));
+        assert!(r.io.take_reg_table().is_none(), "given once");
+    }
 }
