@@ -15,7 +15,8 @@
 //!                     and why it is safe: docs/network-copies.md); frames wait in a bounded queue
 //!                     (feature-rx-notify) while no buffer is posted, and this
 //!                     vif's worker moves them when the guest posts buffers
-//!  control loop (`xb-ctl-vif`): xenstore handshake (reconnects, failures), vif script up/down
+//!  control loop (`xb-ctl-vif`): xenstore handshake (reconnects, failures); vif script
+//!    up/down queued for the vif's script runner thread
 //! ```
 //!
 //! The guest never maps host memory: the backend copies with the model's grant
@@ -65,6 +66,14 @@
 //! logged and does not stop the vif. A script that runs longer than
 //! [`SCRIPT_TIMEOUT`] is killed.
 //!
+//! Scripts run off the vif control loop: each vif has a runner thread while it
+//! has script runs queued, which runs them one after another (an `up` and the
+//! `down` after it keep their order), so a slow script delays only its own vif's
+//! `hotplug-status`, never another vif's connect. [`NetBackend::destroy`] returns
+//! once the vif's `down` has run. `down` may run after the vif's xenstore
+//! directory was removed (when the vif is destroyed): `XENBUS_PATH` names it, but
+//! a script should take what it needs from its arguments and environment.
+//!
 //! # Example
 //!
 //! Two domains with a vif each on one bridge (their guests then run
@@ -95,7 +104,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use hypercall::abi::netif::{
@@ -433,6 +442,19 @@ struct VifShared {
     kick: AtomicBool,
     /// Wakes the device on the control loop (stop, a fatal error).
     control: Mutex<Option<xb::ControlWaker>>,
+    /// The vif script's runs still to come, in order, and whether a runner
+    /// thread works through them (off the control loop: see the module docs).
+    scripts: Mutex<Scripts>,
+    /// Signalled when the runner has nothing left (`NetBackend::destroy` waits).
+    scripts_idle: Condvar,
+}
+
+/// A vif's pending script runs (`up`, `down`), run in order by one thread at a
+/// time.
+#[derive(Default)]
+struct Scripts {
+    queue: VecDeque<&'static str>,
+    running: bool,
 }
 
 impl VifShared {
@@ -535,6 +557,8 @@ impl NetBackend {
             counters: Counters::default(),
             kick: AtomicBool::new(false),
             control: Mutex::new(None),
+            scripts: Mutex::new(Scripts::default()),
+            scripts_idle: Condvar::new(),
         });
         let stop = Arc::new(AtomicBool::new(false));
         let st = stop.clone();
@@ -661,6 +685,8 @@ impl NetBackend {
         if let Some(c) = self.control.take() {
             c.join();
         }
+        // The `down` the disconnect queued has run when `destroy` returns.
+        self.shared.wait_scripts();
     }
 }
 
@@ -675,9 +701,85 @@ impl VifShared {
         format!("vif{}.{}", self.frontend.0, self.devid)
     }
 
-    fn run_script(&self, xbe: &XenbusBackend, action: &str) {
-        let Some(script) = &self.cfg.script else {
+    /// Queues the vif script's `action` (`up`, `down`) for this vif's script
+    /// runner, a thread that runs while the vif has script runs queued, one after
+    /// another, so the control loop (the other vifs' turns) never waits for a
+    /// script.
+    fn queue_script(self: &Arc<Self>, xbe: &XenbusBackend, action: &'static str) {
+        if self.cfg.script.is_none() {
             return;
+        }
+        let mut g = lock(&self.scripts);
+        g.queue.push_back(action);
+        if g.running {
+            return;
+        }
+        g.running = true;
+        let me = self.clone();
+        let be = xbe.backend_path().to_string();
+        let spawned = std::thread::Builder::new()
+            .name(format!("vif-script-{}", self.frontend.0))
+            .spawn(move || me.script_runner(&be));
+        if let Err(e) = spawned {
+            g.running = false;
+            g.queue.clear();
+            drop(g);
+            eprintln!(
+                "{}: cannot start the vif script's thread: {e}",
+                self.vif_name()
+            );
+            if action == "up" {
+                let _ = xbe.write_key("hotplug-status", "error");
+            }
+            self.scripts_idle.notify_all();
+        }
+    }
+
+    /// The script runner: runs the queued actions in order, then ends.
+    fn script_runner(&self, be: &str) {
+        loop {
+            let action = {
+                let mut g = lock(&self.scripts);
+                match g.queue.pop_front() {
+                    Some(a) => a,
+                    None => {
+                        g.running = false;
+                        self.scripts_idle.notify_all();
+                        return;
+                    }
+                }
+            };
+            let ok = self.run_script(be, action);
+            if action == "up" {
+                self.hotplug_status(be, if ok { "connected" } else { "error" });
+            }
+        }
+    }
+
+    /// Writes `<be>/hotplug-status`, unless the backend's directory is gone
+    /// meanwhile (the vif was destroyed while its script ran).
+    fn hotplug_status(&self, be: &str, status: &str) {
+        let xs = self.hv.xenstored().client(0);
+        let _ = xb::with_transaction(&xs, |tx| {
+            if xs.read(tx, &format!("{be}/state")).is_ok() {
+                xs.write(tx, &format!("{be}/hotplug-status"), status.as_bytes())?;
+            }
+            Ok(())
+        });
+    }
+
+    /// Waits until no script run is queued or running.
+    fn wait_scripts(&self) {
+        let mut g = lock(&self.scripts);
+        while g.running {
+            g = self.scripts_idle.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Runs the script once; whether it succeeded (in time).
+    fn run_script(&self, be: &str, action: &str) -> bool {
+        let Some(script) = &self.cfg.script else {
+            return true;
         };
         let vif = self.vif_name();
         let domain = self.frontend.0.to_string();
@@ -695,7 +797,7 @@ impl VifShared {
             .env("bridge", &bridge)
             .env("devid", self.devid.to_string())
             .env("backend_mac", self.mac.backend_peer().to_string())
-            .env("XENBUS_PATH", xbe.backend_path())
+            .env("XENBUS_PATH", be)
             .stdin(std::process::Stdio::null());
         let ok = match cmd.spawn() {
             Ok(mut child) => {
@@ -719,9 +821,7 @@ impl VifShared {
         if !ok {
             eprintln!("{vif}: vif script {} {action} failed", script.display());
         }
-        if action == "up" {
-            let _ = xbe.write_key("hotplug-status", if ok { "connected" } else { "error" });
-        }
+        ok
     }
 }
 
@@ -740,7 +840,7 @@ impl xb::Device for Ctl {
     }
     fn on_connected(&self, xbe: &XenbusBackend) {
         add(&self.0.counters.connects, 1);
-        self.0.run_script(xbe, "up");
+        self.0.queue_script(xbe, "up");
     }
     fn disconnect(&self, xbe: &XenbusBackend) {
         disconnect(&self.0, xbe);
@@ -770,7 +870,7 @@ fn disconnect(sh: &Arc<VifShared>, xbe: &XenbusBackend) {
         if let Some(p) = lock(&c.bridge_port).take() {
             sh.bridge.detach(p);
         }
-        sh.run_script(xbe, "down");
+        sh.queue_script(xbe, "down");
         // Take the rx locks once so no delivery from another vif is mid-copy when
         // the rings unmap (the last Arc drops them; later deliveries see `failed`).
         for q in &c.queues {

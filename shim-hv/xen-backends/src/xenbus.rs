@@ -534,9 +534,9 @@ pub type StopFn = Box<dyn Fn() -> bool + Send>;
 /// (its frontend's `state`, `@releaseDomain`) or a [`ControlWaker::wake`], or when
 /// its deadline passes, one device after another. A turn's work is bounded by the
 /// device (xenstore reads and writes, mapping rings, starting or stopping its
-/// I/O; a vif script can take up to its timeout, and delays the other vifs'
-/// turns meanwhile). A device whose turn panics is finished (disconnected, nodes
-/// removed) without taking the loop down.
+/// I/O); a device must not wait in it for anything slow (netback runs its vif
+/// scripts on a thread of their own). A device whose turn panics is finished
+/// (disconnected, nodes removed) without taking the loop down.
 ///
 /// [`ControlHandle::join`] waits until the device has finished (after `stop()`
 /// turned true and its waker woke the loop, or after its frontend's domain went

@@ -124,6 +124,86 @@ fn nodes_macs_and_the_vif_script() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A slow vif script delays only its own vif: while one vif's `up` script is
+/// still running (it waits for a file the test creates), another vif connects.
+/// (Scripts used to run on the vif control loop, so the second vif's connect
+/// waited until the first script ended, or was killed at `SCRIPT_TIMEOUT`, and
+/// the first vif's `hotplug-status` was written by then.)
+#[test]
+fn a_slow_vif_script_does_not_delay_another_vifs_connect() {
+    let dir = std::env::temp_dir().join(format!("xenkit-vif-slow-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let started = dir.join("started");
+    let release = dir.join("release");
+    let script = dir.join("vif-slow");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh
+[ \"$1\" = up ] || exit 0
+touch {}
+while [ ! -e {} ]; do sleep 0.02; done
+",
+            started.display(),
+            release.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        let end = std::time::Instant::now() + Duration::from_secs(60);
+        while !f() {
+            assert!(std::time::Instant::now() < end, "{what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+
+    let hv = hv();
+    let br = Bridge::new("xenbr-slow");
+    let xs = hv.xenstored().client(0);
+    let status = |be: &NetBackend| {
+        xs.read(TxId::NONE, &format!("{}/hotplug-status", be.backend_path()))
+            .ok()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+    };
+    // The slow vif connects; its script starts and waits.
+    let cfg = NetConfig {
+        script: Some(script.clone()),
+        ..NetConfig::default()
+    };
+    let (dom_a, slow) = guest_with_vif(&hv, &br, "slow", 21, cfg);
+    let (done_a, hold_a) = pipe::<()>();
+    let ra = run_guest(&hv, dom_a, Config::default(), move |_, _| {
+        let _ = hold_a.recv_timeout(Duration::from_secs(120));
+    });
+    wait("the slow vif's script started", &|| started.exists());
+
+    // Another vif connects meanwhile.
+    let (dom_b, quick) = guest_with_vif(&hv, &br, "quick", 22, NetConfig::default());
+    let rb = run_guest(&hv, dom_b, Config::default(), |_, _| ());
+    rb.recv_timeout(Duration::from_secs(60))
+        .expect("the second vif connected");
+    assert_eq!(
+        status(&slow),
+        None,
+        "the slow script had already ended when the second vif connected"
+    );
+    assert!(!release.exists());
+
+    // The slow script ends: its vif's status follows.
+    std::fs::write(&release, b"").unwrap();
+    wait("the slow vif's hotplug-status", &|| {
+        status(&slow).as_deref() == Some("connected")
+    });
+    drop(done_a);
+    ra.recv_timeout(Duration::from_secs(60))
+        .expect("slow guest");
+    quick.destroy();
+    slow.destroy();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A guest that restarts without closing its vif (a reboot or kexec: the new kernel
 /// resets its watches and connects again from `Initialising` while the backend is
 /// still `Connected`) gets a working vif: the backend drops the old rings and offers
