@@ -1269,12 +1269,11 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
             OpKind::Flush => {
                 let op = geo.flush_op.ok_or(Error::NotSupported)?;
                 slot.rsp_op = op;
+                // No segments, sector 0: the rest of the request is zero.
                 *out = Request {
                     operation: op,
-                    nr_segments: 0,
                     handle: geo.handle,
                     id,
-                    sector_number: 0,
                     ..Default::default()
                 };
                 return Ok(());

@@ -2013,4 +2013,113 @@ mod item8 {
         assert_eq!(r.io.take_reg_table().map(|p| p.len()), Some(4096));
         assert!(r.io.take_reg_table().is_none(), "given once");
     }
+
+    /// `next_done` gives completed ops in the order their answers arrived, not
+    /// in slot order: the backend answers the second read first.
+    #[test]
+    fn completed_ops_come_out_in_answer_order() {
+        let mut r: Rig<4, 11> = Rig::new(geo(11, false, false), 0, 0);
+        r.be.mute = true;
+        let a = r.read(0, 4096).unwrap();
+        let b = r.read(8, 4096).unwrap();
+        let c = r.read(16, 4096).unwrap();
+        r.run().unwrap();
+        assert_eq!(r.be.held.len(), 3);
+        r.be.held.swap(0, 2); // c, b, a
+        r.be.release_held();
+        r.run().unwrap();
+        for want in [c, b, a] {
+            assert_eq!(r.io.next_done(), Some(want));
+            r.io.finish(want, &mut []).unwrap();
+        }
+        assert_eq!(r.io.next_done(), None);
+    }
+
+    /// A device torn down with a cancelled op and a live one in flight: the
+    /// live op's slot stays the caller's until it finishes it (with the error),
+    /// the cancelled op's slot is freed; on the next connection every slot
+    /// works.
+    #[test]
+    fn teardown_frees_orphans_and_keeps_unfinished_slots() {
+        let mut r: Rig<2, 11> = Rig::new(geo(11, false, false), 0, 0);
+        r.be.mute = true;
+        let a = r.read(0, 4096).unwrap();
+        let b = r.read(8, 4096).unwrap();
+        r.run().unwrap();
+        r.io.cancel(b).unwrap();
+        assert_eq!(r.io.stop(&r.t, Error::NotConnected), 0);
+        assert_eq!(r.t.in_use(), 0);
+        assert_eq!(r.io.outstanding(), 0);
+        assert_eq!(r.io.is_done(a), Ok(true));
+        assert_eq!(r.io.finish(a, &mut []), Err(Error::NotConnected));
+        let ring_mem = fake::alloc(&r.p, 1);
+        r.be.ring = hypercall::ring::BackRing::attach(ring_mem).unwrap();
+        r.be.ring_mem = ring_mem;
+        r.be.mute = false;
+        r.be.held.clear();
+        r.io.start(
+            &r.t,
+            BlkRing::init(ring_mem).unwrap(),
+            DomId(0),
+            Port(5),
+            geo(11, false, false),
+        )
+        .unwrap();
+        let c = r.read(0, 4096).unwrap();
+        let d = r.read(16, 4096).unwrap();
+        r.run().unwrap();
+        assert_eq!(r.finish(c, 4096).unwrap(), r.be.disk[..4096]);
+        assert_eq!(
+            r.finish(d, 4096).unwrap(),
+            r.be.disk[16 * 512..16 * 512 + 4096]
+        );
+    }
+
+    /// A flush carries the device's `handle`, its id, no segments and sector 0.
+    #[test]
+    fn flush_request_fields() {
+        let mut r: Rig<2, 11> = Rig::new(geo(11, false, false), 0, 0);
+        let t = r.io.submit(&r.p, &r.t, &OpSpec::flush()).unwrap();
+        r.run().unwrap();
+        assert_eq!(r.io.finish(t, &mut []), Ok(0));
+        let req = r.be.seen.last().unwrap();
+        assert_eq!(req.operation, blkif::OP_FLUSH_DISKCACHE);
+        assert_eq!(req.handle, 0x301);
+        assert_eq!((req.nr_segments, req.sector_number), (0, 0));
+        assert!(r.be.violations.is_empty(), "{:?}", r.be.violations);
+    }
+
+    /// `start_queues` takes 1..=min(MAX_QUEUES, SLOTS) rings: none, or more
+    /// than the slots can be shared between, is refused (and the rings stay
+    /// the caller's).
+    #[test]
+    fn start_refuses_no_rings_and_more_rings_than_slots() {
+        let p = FakePlatform::new();
+        let t: Table = p.grant_table();
+        let mut io: Io<2, 11> = Io::new();
+        io.ensure_pages(&p).unwrap();
+        assert_eq!(
+            io.start_queues(&t, &mut [None], DomId(0), geo(11, false, false)),
+            Err(Error::NoSuchQueue {
+                queue: 0,
+                queues: 2
+            })
+        );
+        let mut rings: Vec<Option<(BlkRing, Port)>> = (0..3)
+            .map(|q| Some((BlkRing::init(fake::alloc(&p, 1)).unwrap(), Port(5 + q))))
+            .collect();
+        assert_eq!(
+            io.start_queues(&t, &mut rings, DomId(0), geo(11, false, false)),
+            Err(Error::NoSuchQueue {
+                queue: 3,
+                queues: 2
+            })
+        );
+        assert!(rings.iter().all(Option::is_some));
+        assert!(!io.connected());
+        rings.pop();
+        io.start_queues(&t, &mut rings, DomId(0), geo(11, false, false))
+            .unwrap();
+        assert_eq!(io.queues(), 2);
+    }
 }

@@ -1237,4 +1237,23 @@ mod tests {
             Ok(EXTENDED + 0x0fff_ffff)
         );
     }
+
+    /// Every legacy SCSI major's first disk: 16 disks per major, 65..=71 after
+    /// sd's 16, then 128..=135 (Linux's SCSI_DISK1..15_MAJOR).
+    #[test]
+    fn legacy_scsi_majors_in_order() {
+        let majors = (65..=71).chain(128..=135);
+        for (k, major) in majors.enumerate() {
+            let d = Vdev::from_number(major << 8 | 0x23)
+                .unwrap()
+                .decode()
+                .unwrap();
+            assert_eq!(d.scheme, Scheme::LegacyScsi { major: major as u8 });
+            assert_eq!(
+                (d.disk, d.partition),
+                (16 * (k as u32 + 1) + 2, 3),
+                "{major}"
+            );
+        }
+    }
 }
