@@ -815,7 +815,9 @@ impl RxQueue {
         let mut pushed = false;
         let mut starved = false;
         let mut err = None;
-        while self.ring.free_slots() > 0 {
+        // One request per free slot (a full ring has no free page either: every
+        // page is posted).
+        for _ in 0..self.ring.free_slots() {
             let Some(page) = self.pool.take() else {
                 starved = true;
                 break;
@@ -1233,5 +1235,44 @@ mod tests {
             (pool.take(), pool.take(), pool.take()),
             (Some(b), Some(a), None)
         );
+    }
+
+    /// Running out of grant refs while posting rx buffers: at connect (`all`) an
+    /// error; later, the buffers that could be granted are posted and the rest wait
+    /// in the pool (mutants: the `!all` guard in `RxQueue::refill` as `true` or
+    /// `false`, its `!` deleted).
+    #[test]
+    fn refill_out_of_refs_fails_only_at_connect() {
+        let env = Env::new();
+        let be = DomId(0);
+        let page = SharedPages::alloc(&env.p, 1).unwrap();
+        let gfn = page.page_gfn(&env.p, 0).unwrap();
+        let mut held = std::vec::Vec::new();
+        while let Ok(r) = env.g.grant_access(be, gfn, true) {
+            held.push(r);
+        }
+        // Refs for the ring and 3 buffers.
+        for r in held.drain(..4) {
+            env.g.end_access(r).unwrap();
+        }
+        let mut rx = RxQueue::detached();
+        rx.allocate(&env.p, 8).unwrap();
+        rx.attach(&env.p, &env.g, be, 0).unwrap();
+        assert_eq!(
+            rx.refill(&env.g, be, true).err(),
+            Some(Error::Grant(gnttab::Error::Exhausted))
+        );
+        assert_eq!(rx.posted(), 3, "what was posted stays posted");
+        assert_eq!(rx.pool.free_pages(), 5);
+        // Later (not `all`): no error, the rest waits for refs.
+        for r in held.drain(..2) {
+            env.g.end_access(r).unwrap();
+        }
+        assert!(rx.refill(&env.g, be, false).is_ok());
+        assert_eq!((rx.posted(), rx.granted()), (5, 5));
+        assert_eq!(rx.pool.free_pages(), 3);
+        for r in held {
+            env.g.end_access(r).unwrap();
+        }
     }
 }

@@ -224,3 +224,96 @@ fn buffers_mapped_at_teardown_are_never_freed() {
     assert!(!freed(&env, rx_g), "the mapped rx buffer was freed");
     assert!(freed(&env, tr_g) && freed(&env, rr_g), "ring pages freed");
 }
+
+/// `grants_in_use` counts every grant the device holds: both rings, the posted rx
+/// buffers and the tx frames in flight, i.e. all the table's grants here (mutant:
+/// `RxQueue::granted` -> 0).
+#[test]
+fn grants_in_use_counts_posted_rx_buffers() {
+    let env = Env::new();
+    let mut dev = device(&env, Config::default(), all_features());
+    let mut be = FakeBackend::attach(&env, &dev, 0, 0);
+    let posted = be.rx_available();
+    assert!(posted > 0);
+    assert_eq!(dev.grants_in_use(), 2 + posted);
+    assert_eq!(dev.grants_in_use(), env.g.in_use());
+    dev.send(&pattern(5000, 0)).unwrap();
+    assert_eq!(dev.grants_in_use(), 2 + posted + 2);
+    assert_eq!(dev.grants_in_use(), env.g.in_use());
+}
+
+/// G5: a device that cannot grant all its rx buffers at connect does not connect
+/// (the refs are all given back); with just enough refs it does (mutant: the
+/// `!all` guard in `RxQueue::refill` as `true`).
+#[test]
+fn running_out_of_grant_refs_fails_the_connect_only() {
+    let env = Env::new();
+    let be_page = SharedPages::alloc(&env.p, 1).unwrap();
+    let gfn = be_page.page_gfn(&env.p, 0).unwrap();
+    // Leave 100 refs: the rings take 2, the 256 rx buffers would take 256.
+    let mut held = Vec::new();
+    while let Ok(r) = env.g.grant_access(BE, gfn, true) {
+        held.push(r);
+    }
+    for r in held.drain(..100) {
+        env.g.end_access(r).unwrap();
+    }
+    let full = env.g.in_use();
+    let r = NetFront::<_, NG, 4>::attach_for_test(
+        &env.p,
+        &env.g,
+        BE,
+        Config::default(),
+        all_features(),
+        0,
+    );
+    assert_eq!(
+        r.err(),
+        Some(Error::Grant(hypercall::gnttab::Error::Exhausted))
+    );
+    assert_eq!(
+        env.g.in_use(),
+        full,
+        "the failed connect gave its refs back"
+    );
+    // With refs for both rings and all 256 rx buffers, it connects.
+    for r in held.drain(..158) {
+        env.g.end_access(r).unwrap();
+    }
+    let dev = device(&env, Config::default(), all_features());
+    let mut be = FakeBackend::attach(&env, &dev, 0, 0);
+    assert_eq!(be.rx_available(), 256);
+    drop((be, dev));
+    for r in held {
+        env.g.end_access(r).unwrap();
+    }
+}
+
+/// An empty slot inside an rx chain (status 0, as a backend may leave one) is no
+/// fault: the frame arrives whole (mutant: `rsp.status < 0` as `<=` in
+/// `RxQueue::add_frag`).
+#[test]
+fn empty_slot_inside_an_rx_chain_is_accepted() {
+    let env = Env::new();
+    let mut dev = device(&env, Config::default(), all_features());
+    let mut be = FakeBackend::attach(&env, &dev, 0, 0);
+    let data = pattern(100, 3);
+    let parts: [(&[u8], u16); 3] = [
+        (&data[..60], netif::NETRXF_MORE_DATA),
+        (&[], netif::NETRXF_MORE_DATA),
+        (&data[60..], 0),
+    ];
+    for (bytes, flags) in parts {
+        let req = be.next_rx_req().unwrap();
+        FakeBackend::map_gref(&env, GrantRef(req.gref), true).write(0, bytes);
+        be.rx
+            .push_response(&rx_rsp(req.id, 0, flags, bytes.len() as i16))
+            .unwrap();
+    }
+    be.publish_rx();
+    let mut buf = vec![0u8; MAX_FRAME];
+    let m = recv_one(&mut dev, &mut buf).expect("the frame");
+    assert_eq!(m.len, 100);
+    same(&buf[..100], &data);
+    assert_eq!(dev.stats().rx_dropped, 0);
+}
