@@ -316,13 +316,17 @@ static CASES: [Case; 8] = [
                 m.store_u32(ring::OUT_CONS, cons);
             }));
             let r = (|| {
-                let full: Vec<u8> = (0..ring::OUT_SIZE).map(|i| b'a' + (i % 26) as u8).collect();
+                // Test data as repeating sequences (no arithmetic: nothing here for a
+                // mutation to change but the data itself).
+                let full: Vec<u8> = (b'a'..=b'z').cycle().take(ring::OUT_SIZE).collect();
                 a.write(&full)
                     .map_err(|e| format!("the first console's 2048 bytes: {e}"))?;
                 put_input(page, b"for the first");
                 put_input(second.mem(), b"for the second");
                 let a_kicks = host.sends_on(PORT);
-                let data: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+                // A period of 251 (prime) divides no ring size: a byte repeated or
+                // skipped at a ring boundary shows.
+                let data: Vec<u8> = (0..=250u8).cycle().take(3000).collect();
                 b.write(&data)
                     .map_err(|e| format!("the second console, while the first is stuck: {e}"))?;
                 let got_b = read_all(host, &mut *b, 14, 20)?;
@@ -454,5 +458,88 @@ mod tests {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| host.wait()));
         assert!(r.is_err(), "one wait past the bound ends the driver");
         host.set_peer(None);
+    }
+
+    /// A driver whose reads return the scripted counts (0: nothing), one byte value
+    /// per read, then nothing; it counts its reads and fails past 1000 (a `read_all`
+    /// that never gives up).
+    struct Scripted {
+        reads: Vec<usize>,
+        calls: usize,
+    }
+
+    impl ConsoleDriver for Scripted {
+        fn write(&mut self, _bytes: &[u8]) -> Result<(), String> {
+            Ok(())
+        }
+        fn read(&mut self, buf: &mut [u8]) -> Result<usize, String> {
+            self.calls += 1;
+            if self.calls > 1000 {
+                return Err("read_all never gave up".into());
+            }
+            let n = self.reads.get(self.calls - 1).copied().unwrap_or(0);
+            buf[..n].fill(self.calls as u8);
+            Ok(n)
+        }
+    }
+
+    fn scripted(reads: &[usize]) -> Scripted {
+        Scripted {
+            reads: reads.to_vec(),
+            calls: 0,
+        }
+    }
+
+    /// `read_all` stops as soon as `want` bytes came (no further read or wait),
+    /// waits only after an empty read, and keeps reading through empty reads while
+    /// short (mutants: the loop's `<` as `<=`, `&&` as `||`, `n == 0` as `!=`).
+    #[test]
+    fn read_all_stops_at_want_and_waits_only_when_empty() {
+        let host = HostPlatform::new();
+        let mut d = scripted(&[3, 0, 2, 0, 0, 4]);
+        let got = read_all(&host, &mut d, 9, 20).unwrap();
+        assert_eq!(got, [1, 1, 1, 3, 3, 6, 6, 6, 6]);
+        assert_eq!(d.calls, 6, "no read after the 9th byte");
+        assert_eq!(host.waits(), 3, "one wait per empty read");
+        // Enough in one read: one read, no wait.
+        let host = HostPlatform::new();
+        let mut d = scripted(&[5]);
+        assert_eq!(read_all(&host, &mut d, 5, 20).unwrap(), [1; 5]);
+        assert_eq!((d.calls, host.waits()), (1, 0));
+    }
+
+    /// `read_all` gives up after exactly `turns` empty reads, however they are
+    /// spread, with what came so far (mutants: `idle < turns` as `<=`, `idle += 1`
+    /// as `-=` or `*=`).
+    #[test]
+    fn read_all_gives_up_after_turns_empty_reads() {
+        let host = HostPlatform::new();
+        let mut d = scripted(&[0, 2, 0, 0]);
+        let got = read_all(&host, &mut d, 10, 5).unwrap();
+        assert_eq!(got, [2, 2]);
+        assert_eq!(d.calls, 6, "5 empty reads and the one with data");
+        assert_eq!(host.waits(), 5);
+        // Input arriving on the read after the last allowed one is not seen.
+        let host = HostPlatform::new();
+        let mut d = scripted(&[0, 0, 0, 1]);
+        assert_eq!(read_all(&host, &mut d, 1, 3).unwrap(), Vec::<u8>::new());
+        assert_eq!(d.calls, 3);
+    }
+
+    /// A read claiming more bytes than the buffer holds is an error, not a panic.
+    #[test]
+    fn read_all_refuses_a_read_longer_than_the_buffer() {
+        struct Liar;
+        impl ConsoleDriver for Liar {
+            fn write(&mut self, _bytes: &[u8]) -> Result<(), String> {
+                Ok(())
+            }
+            fn read(&mut self, buf: &mut [u8]) -> Result<usize, String> {
+                Ok(buf.len() + 1)
+            }
+        }
+        let host = HostPlatform::new();
+        let e = read_all(&host, &mut Liar, 10, 5).unwrap_err();
+        assert_eq!(e, "read claimed 257 bytes into a 256-byte buffer");
     }
 }
