@@ -1540,4 +1540,13 @@ mod tests {
         assert_ne!(frame(1514, 5), frame(1514, 5 + 256));
         assert_eq!(frame(10, 7).len(), 10, "shorter than the header");
     }
+
+    /// The evidence of a corrupted frame: a length mismatch, else the first byte
+    /// that differs.
+    #[test]
+    fn first_diff_names_the_difference() {
+        assert_eq!(first_diff(&[1, 2, 3], &[1, 2]), "3 bytes instead of 2");
+        assert_eq!(first_diff(&[1, 2, 3], &[1, 9, 3]), "byte 1 differs");
+        assert_eq!(first_diff(&[1, 2, 3], &[1, 2, 3]), "identical");
+    }
 }
