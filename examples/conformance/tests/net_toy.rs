@@ -72,6 +72,8 @@ enum Flaw {
     RxTwice,
     /// Says each received frame is one byte longer than the buffer it was given.
     Overclaims,
+    /// Every other receive fails (with no frame lost) but the device is not failed.
+    FlakyRecv,
 }
 
 struct Toy {
@@ -97,6 +99,8 @@ struct Toy {
     idle_queue: Option<(Tx, Rx)>,
     /// A frame to hand out again ([`Flaw::RxTwice`]).
     again: Option<Vec<u8>>,
+    /// Receives so far ([`Flaw::FlakyRecv`]).
+    recvs: u64,
 }
 
 impl Toy {
@@ -369,6 +373,10 @@ impl NetDriver for Toy {
 
     fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, String> {
         self.usable()?;
+        self.recvs += 1;
+        if self.flaw == Some(Flaw::FlakyRecv) && self.recvs % 2 == 0 {
+            return Err("flaky receive".into());
+        }
         if let Some(f) = self.again.take() {
             buf[..f.len()].copy_from_slice(&f);
             return Ok(Some(f.len()));
@@ -479,6 +487,7 @@ fn toy(flaw: Option<Flaw>) -> impl FnMut(&NetEnv) -> Result<Box<dyn NetDriver>, 
             failed: None,
             idle_queue: None,
             again: None,
+            recvs: 0,
         }))
     }
 }
@@ -589,6 +598,7 @@ fn each_case_fails_a_driver_with_its_flaw() {
         (KickOnEvent, &["net.spurious_events"]),
         (RxTwice, &["net.connect_and_traffic"]),
         (Overclaims, &["net.connect_and_traffic"]),
+        (FlakyRecv, &["net.rx_id_garbage"]),
     ];
     let short = |name: &'static str| name.split(' ').next().unwrap_or("");
     let mut covered = Vec::new();
@@ -629,6 +639,7 @@ fn each_case_fails_a_driver_with_its_flaw() {
             "net.multi_queue_traffic",
             "handed out 3 of 6 frames",
         ),
+        (FlakyRecv, "net.rx_id_garbage", "flaky receive"),
     ];
     for (flaw, name, want) in says {
         let (_, _, ev) = evidence

@@ -1151,6 +1151,64 @@ static CASES: [Case; 39] = [
 mod tests {
     use super::*;
 
+    /// A driver whose connect waits `n` times, then refuses.
+    struct Waits<'e> {
+        host: &'e HostPlatform,
+        n: u64,
+    }
+
+    impl BlockDriver for Waits<'_> {
+        fn connect(&mut self) -> Result<u64, String> {
+            for _ in 0..self.n {
+                self.host.wait();
+            }
+            Err("refused after waiting".into())
+        }
+        fn capacity(&self) -> Option<u64> {
+            None
+        }
+        fn read(&mut self, _: u64, _: &mut [u8]) -> Result<(), String> {
+            Err("not connected".into())
+        }
+        fn write(&mut self, _: u64, _: &[u8]) -> Result<(), String> {
+            Err("not connected".into())
+        }
+        fn flush(&mut self) -> Result<(), String> {
+            Err("not connected".into())
+        }
+        fn poll_events(&mut self) -> Result<Option<String>, String> {
+            Ok(None)
+        }
+        fn close(&mut self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    fn waits(
+        n: u64,
+    ) -> impl for<'e> FnMut(&'e Env<'e>) -> Result<Box<dyn BlockDriver + 'e>, String> {
+        move |env: &Env<'_>| Ok(Box::new(Waits { host: env.host, n }) as Box<dyn BlockDriver + '_>)
+    }
+
+    /// The watchdog calls a driver hung only past `HUNG_AFTER` waits: one that
+    /// gives up after exactly that many passes (cargo-mutants: `>` as `>=`/`==`).
+    #[test]
+    fn the_watchdog_fires_only_past_hung_after() {
+        if cfg!(miri) {
+            return;
+        }
+        let case = "blk.sectors_zero (row 11, B8)";
+        let row = crate::blk::run_one(case, waits(HUNG_AFTER)).expect("the case");
+        assert!(row.pass, "{}", row.evidence);
+        let row = crate::blk::run_one(case, waits(HUNG_AFTER + 1)).expect("the case");
+        assert!(!row.pass, "{}", row.evidence);
+        assert!(
+            row.evidence.contains("waited 100000 times"),
+            "{}",
+            row.evidence
+        );
+    }
+
     /// What a roundtrip writes never equals what the disk holds at any sector
     /// (a driver that dropped the write would pass), for every seed.
     #[test]
