@@ -374,7 +374,7 @@ impl NetDriver for Toy {
     fn recv(&mut self, buf: &mut [u8]) -> Result<Option<usize>, String> {
         self.usable()?;
         self.recvs += 1;
-        if self.flaw == Some(Flaw::FlakyRecv) && self.recvs % 2 == 0 {
+        if self.flaw == Some(Flaw::FlakyRecv) && self.recvs.is_multiple_of(2) {
             return Err("flaky receive".into());
         }
         if let Some(f) = self.again.take() {
