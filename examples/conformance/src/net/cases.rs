@@ -215,8 +215,10 @@ impl<'d> Ctx<'_, 'd> {
                     .unwrap_or(0);
                 return Err(format!("tx frame {i}: {}", first_diff(g, &frames[i])));
             };
+            // The queue's next frame comes after this one (`left[i]` is taken, so
+            // searching from `i` is searching from `i + 1`).
             left[i] = None;
-            at[*q] = i + 1;
+            at[*q] = i;
         }
         Ok(())
     }
