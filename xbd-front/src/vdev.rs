@@ -1256,4 +1256,16 @@ mod tests {
             );
         }
     }
+
+    /// Display shows the name of a canonical number and the number otherwise
+    /// (an extended number libxl writes in the 202 form; a legacy major).
+    #[test]
+    fn display_names_only_canonical_numbers() {
+        let shown = |n: u32| format!("{}", Vdev::from_number(n).unwrap());
+        assert_eq!(shown(51712), "xvda");
+        assert_eq!(shown(0x301), "hda1");
+        assert_eq!(shown(EXTENDED | 16 << 8), "xvdq");
+        assert_eq!(shown(EXTENDED), "268435456");
+        assert_eq!(shown(33 << 8), "8448");
+    }
 }
