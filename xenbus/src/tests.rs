@@ -1126,11 +1126,13 @@ mod handshake {
     const BE: &str = "/local/domain/0/backend/vbd/1/51712";
     const T: Duration = Duration::from_secs(5);
 
+    // Joined without `format!` (the backend hook builds these on every server step,
+    // and formatting is slow under Miri).
     fn fe(k: &str) -> String {
-        format!("{FE}/{k}")
+        [FE, "/", k].concat()
     }
     fn be(k: &str) -> String {
-        format!("{BE}/{k}")
+        [BE, "/", k].concat()
     }
 
     /// A blkback-like backend that reacts after `delay` server steps.

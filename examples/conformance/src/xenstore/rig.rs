@@ -1,6 +1,9 @@
 //! [`Device`]: a device's frontend and backend directories, made as a toolstack
 //! (libxl) makes them, and the moves a backend makes in them.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use hypercall::abi::xenbus::XenbusState;
 
 use super::tree::{Perm, READ};
@@ -31,6 +34,17 @@ pub struct Device {
     backend_id: u16,
     frontend: String,
     backend: String,
+    /// What was read of the frontend's and backend's keys since the tree last
+    /// changed (a peer looks at `state` every turn; see [`Device::frontend_key`]).
+    memo: Rc<RefCell<Memo>>,
+}
+
+/// Values read at one tree generation ([`StoreServer::generation`]).
+#[derive(Default)]
+struct Memo {
+    gen: Option<u64>,
+    /// (absolute path, value).
+    values: Vec<(String, Option<Vec<u8>>)>,
 }
 
 impl core::fmt::Debug for Device {
@@ -102,7 +116,31 @@ impl Device {
             backend_id,
             frontend,
             backend,
+            memo: Rc::default(),
         }
+    }
+
+    /// The value at `dir/key`, read once per tree generation: a peer reads its
+    /// frontend's `state` on every turn, and a whole read (path, lookup, copy)
+    /// each time was a good part of a connect's cost under Miri (docs/miri.md).
+    /// The value is the one in the tree: the generation moves on every change.
+    fn memo_read(&self, dir: &str, key: &str) -> Option<Vec<u8>> {
+        let gen = self.server.generation();
+        let mut m = self.memo.borrow_mut();
+        if m.gen != Some(gen) {
+            m.gen = Some(gen);
+            m.values.clear();
+        }
+        let mut path = String::with_capacity(dir.len() + 1 + key.len());
+        path.push_str(dir);
+        path.push('/');
+        path.push_str(key);
+        if let Some((_, v)) = m.values.iter().find(|(p, _)| *p == path) {
+            return v.clone();
+        }
+        let v = self.server.read(&path);
+        m.values.push((path, v.clone()));
+        v
     }
 
     /// The frontend's node relative to the guest's home, `device/<class>/<id>` (what a
@@ -150,7 +188,7 @@ impl Device {
     /// permissions).
     pub fn set_backend_key(&self, key: &str, value: &[u8]) {
         let path = format!("{}/{key}", self.backend);
-        if self.server.read(&path).is_none() {
+        if !self.server.exists(&path) {
             let perms = self.server.perms_raw(&self.backend);
             if let Some(perms) = perms {
                 self.server.put_perms_raw(&path, perms);
@@ -161,12 +199,12 @@ impl Device {
 
     /// `<backend>/<key>`.
     pub fn backend_key(&self, key: &str) -> Option<Vec<u8>> {
-        self.server.read(&format!("{}/{key}", self.backend))
+        self.memo_read(&self.backend, key)
     }
 
     /// `<frontend>/<key>`: what the driver published.
     pub fn frontend_key(&self, key: &str) -> Option<Vec<u8>> {
-        self.server.read(&format!("{}/{key}", self.frontend))
+        self.memo_read(&self.frontend, key)
     }
 
     /// `<frontend>/<key>` as text (lossy), for evidence.

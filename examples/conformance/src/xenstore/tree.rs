@@ -99,6 +99,31 @@ fn prefix_of(p: &str) -> String {
     }
 }
 
+/// Whether a change of `p` fires the watch on `head` (+ `/tail` when given):
+/// `p` is the watched path, or (unless `exact`) lies below it.
+fn covers(head: &str, tail: Option<&str>, p: &str, exact: bool) -> bool {
+    // Split `p` into the part matching the watch's path and the rest.
+    let rest = match tail {
+        None => p.strip_prefix(head),
+        Some(t) => p
+            .strip_prefix(head)
+            .and_then(|r| r.strip_prefix('/'))
+            .and_then(|r| r.strip_prefix(t)),
+    };
+    let Some(rest) = rest else {
+        return false;
+    };
+    if rest.is_empty() {
+        return true;
+    }
+    if exact {
+        return false;
+    }
+    // Below it: the next byte is a separator (or the watch is on `/` itself).
+    let whole = tail.is_none() && head == "/";
+    whole || rest.starts_with('/')
+}
+
 /// The paths of `p` and everything below it in `tree`.
 pub(crate) fn subtree(tree: &Tree, p: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -157,6 +182,8 @@ pub(crate) struct Store {
     pub events: Vec<(Vec<u8>, Vec<u8>)>,
     /// The guest's domain id.
     pub domid: u16,
+    /// `/local/domain/<domid>`, made once (paths are built on every request).
+    home: String,
     /// Commits still to fail with `EAGAIN`.
     pub fail_commits: u32,
     /// Commit attempts (`TRANSACTION_END` with `T`).
@@ -176,6 +203,7 @@ impl Store {
             watches: Vec::new(),
             events: Vec::new(),
             domid,
+            home: format!("/local/domain/{domid}"),
             fail_commits: 0,
             commits: 0,
         };
@@ -202,16 +230,30 @@ impl Store {
 
     /// `/local/domain/<domid>`.
     pub fn home(&self) -> String {
-        format!("/local/domain/{}", self.domid)
+        self.home.clone()
     }
 
     /// An absolute path for a client path (relative ones are under the home).
+    /// Built without `format!`: the server makes one for every request and every
+    /// peer's look at a key, and the formatting machinery is most of that cost
+    /// under Miri (docs/miri.md).
     pub fn abs(&self, p: &str) -> String {
         if p.starts_with('/') {
             p.to_string()
         } else {
-            format!("{}/{p}", self.home())
+            let mut a = String::with_capacity(self.home.len() + 1 + p.len());
+            a.push_str(&self.home);
+            a.push('/');
+            a.push_str(p);
+            a
         }
+    }
+
+    /// A change-counter of the tree: it moves on every change of any node (value,
+    /// permissions, creation, removal, a commit), so an unchanged value means an
+    /// unchanged tree.
+    pub fn generation(&self) -> u64 {
+        self.gen
     }
 
     fn next_gen(&mut self) -> u64 {
@@ -254,6 +296,9 @@ impl Store {
     /// paths (top first).
     fn create_missing(&mut self, p: &str, creator: u16, tx: Option<u32>) -> Vec<String> {
         let mut missing = Vec::new();
+        if self.tree_of(tx).contains_key(p) {
+            return missing;
+        }
         let mut cur = p.to_string();
         let (pname, mut perms) = loop {
             let tree = self.tree_of(tx);
@@ -344,25 +389,30 @@ impl Store {
     /// Queues events for the watches a change of `p` fires (`exact`: only watches on
     /// `p` itself, for removed descendants).
     pub fn fire(&mut self, p: &str, exact: bool) {
-        let home_prefix = format!("{}/", self.home());
-        for w in self.watches.clone() {
-            let wabs = if w.path.starts_with('@') {
-                w.path.clone()
+        // No copies of the watch list and no `format!` per watch: this runs for
+        // every change, and its cost under Miri was mostly those (docs/miri.md).
+        let mut fired = Vec::new();
+        for w in &self.watches {
+            let relative = !(w.path.starts_with('/') || w.path.starts_with('@'));
+            // The watch's absolute path is `home/path` for a relative one.
+            let (head, tail) = if relative {
+                (self.home.as_str(), Some(w.path.as_str()))
             } else {
-                self.abs(&w.path)
+                (w.path.as_str(), None)
             };
-            let hit = p == wabs || (!exact && p.starts_with(&prefix_of(&wabs)));
-            if !hit {
+            if !covers(head, tail, p, exact) {
                 continue;
             }
-            let shown = if w.path.starts_with('/') || w.path.starts_with('@') {
-                p.to_string()
+            let shown = if relative {
+                p.strip_prefix(self.home.as_str())
+                    .and_then(|r| r.strip_prefix('/'))
+                    .unwrap_or(p)
             } else {
-                p.strip_prefix(&home_prefix).unwrap_or(p).to_string()
+                p
             };
-            self.events
-                .push((shown.into_bytes(), w.token.clone().into_bytes()));
+            fired.push((shown.as_bytes().to_vec(), w.token.as_bytes().to_vec()));
         }
+        self.events.extend(fired);
     }
 
     /// In a transaction, holds the firing back until the commit.
