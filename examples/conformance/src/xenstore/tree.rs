@@ -299,29 +299,25 @@ impl Store {
         if self.tree_of(tx).contains_key(p) {
             return missing;
         }
-        let mut cur = p.to_string();
+        // `p` is missing: look for its nearest existing ancestor.
+        missing.push(p.to_string());
+        let mut cur = p;
         let (pname, mut perms) = loop {
-            let tree = self.tree_of(tx);
-            if let Some(n) = tree.get(&cur) {
-                if missing.is_empty() {
-                    return missing;
-                }
-                break (cur.clone(), n.perms.clone());
+            let Some(q) = parent(cur) else {
+                // Only "/" itself is missing (never: the root always exists).
+                break (
+                    String::new(),
+                    vec![Perm {
+                        domid: 0,
+                        access: 0,
+                    }],
+                );
+            };
+            if let Some(n) = self.tree_of(tx).get(q) {
+                break (q.to_string(), n.perms.clone());
             }
-            missing.push(cur.clone());
-            match parent(&cur) {
-                Some(q) => cur = q.to_string(),
-                None => {
-                    // Only "/" itself is missing (never: the root always exists).
-                    break (
-                        String::new(),
-                        vec![Perm {
-                            domid: 0,
-                            access: 0,
-                        }],
-                    );
-                }
-            }
+            missing.push(q.to_string());
+            cur = q;
         };
         if creator != 0 {
             if let Some(first) = perms.first_mut() {
