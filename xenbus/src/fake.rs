@@ -9,8 +9,9 @@
 
 use std::boxed::Box;
 use std::cell::{Cell, RefCell, RefMut};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::format;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 use std::string::{String, ToString};
 use std::vec;
@@ -52,7 +53,35 @@ pub struct Node {
     pub perms: Vec<String>,
 }
 
-pub type Tree = BTreeMap<String, Node>;
+/// Nodes by absolute path: a hash map (an ordered map's lookups compare whole paths
+/// at every step, a good part of each request's cost under Miri, docs/miri.md);
+/// listings sort.
+pub type Tree = HashMap<String, Node, BuildHasherDefault<PathHasher>>;
+
+/// A small multiplicative hash over 8-byte words (test paths, not chosen to collide).
+#[derive(Default)]
+pub struct PathHasher(u64);
+
+impl Hasher for PathHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut h = self.0;
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(K);
+        }
+        for &b in words.remainder() {
+            h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 pub fn msg_bytes(ty: u32, req_id: u32, tx_id: u32, payload: &[u8]) -> Vec<u8> {
     let h = MsgHeader {
@@ -85,7 +114,7 @@ pub struct Core {
 impl Core {
     fn new() -> Core {
         debug_assert_eq!(home(), HOME);
-        let mut tree = Tree::new();
+        let mut tree = Tree::default();
         for p in ["/", "/local", "/local/domain"] {
             tree.insert(
                 p.to_string(),
@@ -306,14 +335,16 @@ impl Core {
                 } else {
                     format!("{p}/")
                 };
+                let mut names: Vec<&str> = t
+                    .keys()
+                    .filter_map(|k| k.strip_prefix(&prefix))
+                    .filter(|name| !name.is_empty() && !name.contains('/'))
+                    .collect();
+                names.sort_unstable();
                 let mut out = vec![];
-                for k in t.keys() {
-                    if let Some(name) = k.strip_prefix(&prefix) {
-                        if !name.is_empty() && !name.contains('/') {
-                            out.extend_from_slice(name.as_bytes());
-                            out.push(0);
-                        }
-                    }
+                for name in names {
+                    out.extend_from_slice(name.as_bytes());
+                    out.push(0);
                 }
                 Ok(out)
             }
@@ -534,6 +565,11 @@ impl Server {
     }
 
     fn flush(&mut self) {
+        // Nothing queued: nothing to write (the index stays; a step that only looks
+        // costs Miri less).
+        if self.out.is_empty() {
+            return;
+        }
         let cons = self.mem.load_u32(iface::RSP_CONS);
         let prod = self.mem.load_u32(iface::RSP_PROD);
         let used = prod.wrapping_sub(cons) as usize;

@@ -11,7 +11,8 @@
 //! - watches fire for the changed node and its ancestors' watches; removal fires the
 //!   watches placed exactly on each removed descendant.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// Read access.
 pub(crate) const READ: u8 = 1;
@@ -80,7 +81,36 @@ pub(crate) struct Node {
     pub gen: u64,
 }
 
-pub(crate) type Tree = BTreeMap<String, Node>;
+/// The nodes by absolute path. A hash map, not a `BTreeMap`: each lookup in an
+/// ordered map compares whole paths at every step, and those lookups were most of a
+/// device connect's cost under Miri (docs/miri.md); the few listings sort.
+pub(crate) type Tree = HashMap<String, Node, BuildHasherDefault<PathHasher>>;
+
+/// A small multiplicative hash over 8-byte words (paths are short and not chosen to
+/// collide; the harness needs speed, not flooding resistance).
+#[derive(Default)]
+pub(crate) struct PathHasher(u64);
+
+impl Hasher for PathHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut h = self.0;
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(b)).wrapping_mul(K);
+        }
+        for &b in words.remainder() {
+            h = (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// The parent of an absolute path (`/` for `/a`); `None` for `/`.
 pub(crate) fn parent(p: &str) -> Option<&str> {
@@ -131,24 +161,28 @@ pub(crate) fn subtree(tree: &Tree, p: &str) -> Vec<String> {
         out.push(p.to_string());
     }
     let prefix = prefix_of(p);
-    out.extend(
-        tree.range(prefix.clone()..)
-            .take_while(|(k, _)| k.starts_with(&prefix))
-            .map(|(k, _)| k.clone()),
-    );
+    let mut below: Vec<String> = tree
+        .keys()
+        .filter(|k| k.starts_with(&prefix))
+        .cloned()
+        .collect();
+    below.sort();
+    out.extend(below);
     out
 }
 
 /// The names of `p`'s children, in order.
 pub(crate) fn children(tree: &Tree, p: &str) -> Vec<String> {
     let prefix = prefix_of(p);
-    tree.range(prefix.clone()..)
-        .take_while(|(k, _)| k.starts_with(&prefix))
-        .filter_map(|(k, _)| {
-            let name = &k[prefix.len()..];
+    let mut names: Vec<String> = tree
+        .keys()
+        .filter_map(|k| {
+            let name = k.strip_prefix(&prefix)?;
             (!name.is_empty() && !name.contains('/')).then(|| name.to_string())
         })
-        .collect()
+        .collect();
+    names.sort();
+    names
 }
 
 /// An open transaction.
@@ -196,7 +230,7 @@ pub(crate) type Errno = &'static str;
 impl Store {
     pub fn new(domid: u16) -> Store {
         let mut s = Store {
-            tree: Tree::new(),
+            tree: Tree::default(),
             gen: 0,
             txs: BTreeMap::new(),
             next_tx: 1,
