@@ -45,6 +45,10 @@ fn xencons_passes_the_console_catalogue() {
 /// The catalogue can fail: a driver that trusts the indices and one that waits forever
 /// for a stuck backend fail exactly the cases about that, with evidence.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "shows the cases can fail (no memory-safety content); slow under Miri"
+)]
 fn a_trusting_driver_fails_the_right_cases() {
     use hypercall::abi::console as ring;
     use hypercall::{MappedPage, Platform};
@@ -110,6 +114,10 @@ fn a_trusting_driver_fails_the_right_cases() {
 /// and it answers every upcall with a notification. It fails exactly the two cases
 /// about events and ports.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "shows the cases can fail (no memory-safety content); slow under Miri"
+)]
 fn a_chatty_driver_fails_the_event_cases() {
     use hypercall::abi::console as ring;
     use hypercall::{MappedPage, Port, Xen};
