@@ -926,6 +926,10 @@ impl Console {
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
         poller::remove(self);
+        if self.retired.load(Ordering::SeqCst) {
+            // Retired earlier (closed with its domain): its pty goes now.
+            *lock(&self.pty) = None;
+        }
         let notify = {
             let mut s = lock(&self.shared);
             let n = s.ring.take().map(|r| r.disconnect());
