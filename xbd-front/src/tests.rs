@@ -2183,4 +2183,46 @@ mod item8 {
         let r: Rig<2, 32> = Rig::new(geo(32, false, true), 0, 0);
         assert_eq!(r.t.in_use(), 2 * 11, "clamped to 11 segments, no indirect");
     }
+
+    /// Reads and writes (direct requests) carry the device's `handle` (0x301
+    /// in these rigs), as flushes, discards and indirect requests do.
+    #[test]
+    fn read_and_write_requests_carry_the_handle() {
+        let mut r: Rig<2, 11> = Rig::new(geo(11, false, false), 0, 0);
+        let data = vec![7u8; 8192];
+        let w = r.write(0, &[&data]).unwrap();
+        let t = r.read(0, 8192).unwrap();
+        r.run().unwrap();
+        r.finish(w, 0).unwrap();
+        assert_eq!(r.finish(t, 8192).unwrap(), data);
+        assert_eq!(r.be.seen.len(), 2);
+        for req in &r.be.seen {
+            assert_eq!(req.handle, 0x301, "operation {}", req.operation);
+        }
+    }
+
+    /// A direct op past the registered pages is refused with the exact range:
+    /// its offset and length, and the registered size, in bytes.
+    #[test]
+    fn registered_op_past_the_pages_names_the_range() {
+        let mut r: Rig<2, 11> = Rig::new(geo(11, false, false), 0, 0);
+        let pages = hypercall::SharedPages::alloc(&r.p, 5).unwrap();
+        r.io.register(&r.p, &r.t, pages)
+            .map_err(|(e, _)| e)
+            .unwrap();
+        assert_eq!(
+            r.io.submit(&r.p, &r.t, &OpSpec::read(0, 3 * 4096).registered(3)),
+            Err(Error::BeyondData {
+                offset: 3 * 4096,
+                len: 3 * 4096,
+                size: 5 * 4096
+            })
+        );
+        // Up to the last page is fine.
+        let t =
+            r.io.submit(&r.p, &r.t, &OpSpec::read(0, 2 * 4096).registered(3))
+                .unwrap();
+        r.run().unwrap();
+        r.io.finish(t, &mut []).unwrap();
+    }
 }
