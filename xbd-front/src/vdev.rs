@@ -1267,5 +1267,8 @@ mod tests {
         assert_eq!(shown(EXTENDED | 16 << 8), "xvdq");
         assert_eq!(shown(EXTENDED), "268435456");
         assert_eq!(shown(33 << 8), "8448");
+        // A name shows as the string it holds, Debug quoted.
+        let name = Vdev::from_number(51713).unwrap().name().unwrap();
+        assert_eq!(format!("{name} {name:?}"), "xvda1 \"xvda1\"");
     }
 }
