@@ -657,15 +657,11 @@ fn parse_d_form(rest: &[u8]) -> Result<Vdev, VdevError> {
         ),
         None => (rest, None),
     };
-    let disk = match parse_decimal(n, XVD_MAX_DISKS - 1) {
+    // No bound here: `Vdev::xvd` refuses a disk past 2^20 - 1 (DiskOutOfRange),
+    // and `parse_decimal` saturates, so a huge N is refused there too.
+    let disk = match parse_decimal(n, u32::MAX) {
         Ok(d) => d,
-        Err(Some(VdevError::LeadingZero)) => return Err(VdevError::LeadingZero),
-        Err(Some(_)) => {
-            return Err(VdevError::DiskOutOfRange {
-                kind: NameKind::Xvd,
-                max: XVD_MAX_DISKS - 1,
-            })
-        }
+        Err(Some(e)) => return Err(e), // a leading zero
         Err(None) => return Err(VdevError::UnknownForm),
     };
     let part = match m {
@@ -784,6 +780,20 @@ mod tests {
             ("xvda01", LeadingZero),
             ("hda0", LeadingZero),
             ("d01", LeadingZero),
+            (
+                "d1048575p256",
+                PartitionOutOfRange {
+                    kind: NameKind::Xvd,
+                    max: 255,
+                },
+            ),
+            (
+                "d99999999999999999999",
+                DiskOutOfRange {
+                    kind: NameKind::Xvd,
+                    max: XVD_MAX_DISKS - 1,
+                },
+            ),
             ("d0p01", LeadingZero),
             ("xvd", NoDiskLetters),
             ("xvd1", NoDiskLetters),
