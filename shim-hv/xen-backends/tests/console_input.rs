@@ -101,3 +101,53 @@ fn pty_carries_output_and_input() {
     con.wait_for(b"bye\n", LONG).unwrap();
     join_poweroff(h);
 }
+
+/// More terminal input than the backend queues (1 KiB ring + 4 KiB queue) while
+/// the guest does not read: the backend stops reading the pty (backpressure to
+/// the terminal) and resumes as the guest reads, so all of it arrives, in order.
+/// (The pty poller reads a pty only while its console's queue has room; the
+/// console's turn that frees room wakes it.)
+#[test]
+fn pty_input_beyond_the_queue_arrives_whole_once_the_guest_reads() {
+    const LEN: usize = 12 * 1024;
+    let t = setup(ConsoleConfig::default());
+    let dom = t.domain("pty-flood");
+    let con = t.consoles.start(&dom, Sink::Pty).unwrap();
+    let path = con.pty_path().expect("pty path");
+    let data: Vec<u8> = (0..LEN).map(|i| b'a' + (i % 26) as u8).collect();
+    let want = data.clone();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let h =
+        t.hv.spawn_guest(dom.clone(), move |g| {
+            let mut c = Console::from_hvm_params(&*g).expect("console");
+            go_rx.recv_timeout(LONG).expect("go");
+            let mut got = Vec::new();
+            let mut buf = [0u8; 512];
+            while got.len() < LEN {
+                let n = c.read_timeout(&mut buf, LONG).expect("input");
+                got.extend_from_slice(&buf[..n]);
+            }
+            assert!(got == want, "input arrived changed or out of order");
+            c.write(b"got it all\n").expect("write");
+            c.flush(LONG).expect("flush");
+        })
+        .unwrap();
+    let mut tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .unwrap();
+    let writer = std::thread::spawn(move || tty.write_all(&data).map(|()| tty));
+    // The guest does not read yet: the ring fills (1 KiB), then the queue.
+    let end = std::time::Instant::now() + LONG;
+    while con.stats().input_bytes < 1024 {
+        assert!(std::time::Instant::now() < end, "{:?}", con.stats());
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(con.stats().input_bytes, 1024, "more than the ring holds");
+    go_tx.send(()).unwrap();
+    con.wait_for(b"got it all\n", LONG).unwrap();
+    join_poweroff(h);
+    assert_eq!(con.stats().input_bytes, LEN as u64);
+    let _tty = writer.join().unwrap().expect("the terminal's writes");
+}
