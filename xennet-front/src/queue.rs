@@ -1215,6 +1215,7 @@ impl Queue {
 mod tests {
     use super::*;
     use crate::tests::Env;
+    use hypercall::ring::BackRing;
 
     /// A page index outside the pool is never taken in: `put` of `count` (one past
     /// the last page) or of `NO_PAGE` leaves the free list as it was (mutant: `<`
@@ -1273,6 +1274,62 @@ mod tests {
         assert_eq!(rx.pool.free_pages(), 3);
         for r in held {
             env.g.end_access(r).unwrap();
+        }
+    }
+
+    /// A backend over an rx queue's ring (its page, mapped by frame, attached at
+    /// index 0).
+    fn back<'a>(env: &'a Env, rx: &RxQueue) -> BackRing<RxRequest, RxResponse, SharedMem<'a>> {
+        BackRing::attach_at(SharedMem::map_gfn(&env.p, rx.page.gfn).unwrap(), 0).unwrap()
+    }
+
+    /// Answers the next request with `len` bytes at offset 0 and `flags`.
+    fn answer(b: &mut BackRing<RxRequest, RxResponse, SharedMem<'_>>, flags: RxFlags, len: i16) {
+        let req = b.poll_request().unwrap().unwrap();
+        let rsp = RxResponse {
+            id: req.id,
+            offset: 0,
+            flags: flags.bits(),
+            status: len,
+        };
+        b.push_response(&rsp).unwrap();
+        let _ = b.push_responses_and_check_notify();
+    }
+
+    /// With `hold`, a one-slot frame whose checksum needs no completing stays in
+    /// its page (`Held`); a two-slot frame, or one with `csum_blank`, is copied out
+    /// (mutants: `chain.n == 1` as `!=`, `!meta.csum_blank` with the `!` deleted,
+    /// `RxQueue::held_mem` -> `None`); `release` gives the held page back to the
+    /// pool (mutant: `RxQueue::release` -> `()`).
+    #[test]
+    fn hold_keeps_only_one_slot_frames_needing_no_checksum() {
+        let env = Env::new();
+        let be = DomId(0);
+        let mut rx = RxQueue::detached();
+        rx.allocate(&env.p, 8).unwrap();
+        rx.attach(&env.p, &env.g, be, 0).unwrap();
+        rx.refill(&env.g, be, true).unwrap();
+        let mut out = [0u8; 9000];
+        let mut ring = back(&env, &rx);
+        answer(&mut ring, RxFlags::empty(), 60);
+        match rx.next_frame(&env.g, 0, &mut out, true).unwrap() {
+            Some(RxOutcome::Held(m, h)) => {
+                assert_eq!((m.len, h.len), (60, 60));
+                assert_eq!(rx.held_mem(&h).map(|m| m.len()), Some(60));
+                let free = rx.pool.free_pages();
+                rx.release(h);
+                assert_eq!(rx.pool.free_pages(), free + 1, "released to the pool");
+            }
+            _ => panic!("a one-slot frame is held"),
+        }
+        answer(&mut ring, RxFlags::MORE_DATA, 4096);
+        answer(&mut ring, RxFlags::empty(), 100);
+        answer(&mut ring, RxFlags::CSUM_BLANK, 60);
+        for len in [4196, 60] {
+            match rx.next_frame(&env.g, 0, &mut out, true).unwrap() {
+                Some(RxOutcome::Frame(m)) => assert_eq!(m.len, len),
+                _ => panic!("the {len}-byte frame is copied out"),
+            }
         }
     }
 }

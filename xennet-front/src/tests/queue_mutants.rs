@@ -317,3 +317,36 @@ fn empty_slot_inside_an_rx_chain_is_accepted() {
     same(&buf[..100], &data);
     assert_eq!(dev.stats().rx_dropped, 0);
 }
+
+/// A chain that never ends counts as one bad frame when it passes the slot limit
+/// (the 19th slot after a first slot of over 256 bytes) and then one more per
+/// further `MAX_RX_FRAGS` (19) slots, exactly (mutant: `slots + 1` as `slots * 1`
+/// in `RxQueue::next_frame`'s discard count).
+#[test]
+fn endless_rx_chain_counts_one_drop_per_frames_worth_of_slots() {
+    let env = Env::new();
+    let cfg = Config {
+        rx_error_limit: 1000,
+        ..Config::default()
+    };
+    let mut dev = device(&env, cfg, all_features());
+    let mut be = FakeBackend::attach(&env, &dev, 0, 0);
+    let mut buf = vec![0u8; MAX_FRAME];
+    // 19 slots: dropped at the 19th; then 5 x 19 more: five more drops; and 18
+    // further slots: not yet a sixth.
+    for _ in 0..(19 + 5 * 19 + 18) {
+        be.rx_raw(rx_rsp(0, 0, netif::NETRXF_MORE_DATA, 1000));
+    }
+    be.publish_rx();
+    assert_eq!(recv_one(&mut dev, &mut buf), None);
+    let s = dev.stats();
+    assert_eq!((s.rx_dropped, s.rx_errors), (6, 6), "{s:?}");
+    assert_eq!(s.last_rx_fault, Some(RxFault::TooManySlots));
+    // The chain ends; the next frame arrives.
+    be.rx_raw(rx_rsp(0, 0, 0, 10));
+    be.publish_rx();
+    assert_eq!(recv_one(&mut dev, &mut buf), None);
+    assert_eq!(dev.stats().rx_dropped, 6);
+    assert!(be.deliver(&pattern(90, 4), 0, None));
+    assert_eq!(recv_one(&mut dev, &mut buf).unwrap().len, 90);
+}
