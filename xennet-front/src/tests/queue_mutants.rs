@@ -332,21 +332,27 @@ fn endless_rx_chain_counts_one_drop_per_frames_worth_of_slots() {
     let mut dev = device(&env, cfg, all_features());
     let mut be = FakeBackend::attach(&env, &dev, 0, 0);
     let mut buf = vec![0u8; MAX_FRAME];
-    // 19 slots: dropped at the 19th; then 5 x 19 more: five more drops; and 18
-    // further slots: not yet a sixth.
-    for _ in 0..(19 + 5 * 19 + 18) {
-        be.rx_raw(rx_rsp(0, 0, netif::NETRXF_MORE_DATA, 1000));
-    }
-    be.publish_rx();
-    assert_eq!(recv_one(&mut dev, &mut buf), None);
-    let s = dev.stats();
-    assert_eq!((s.rx_dropped, s.rx_errors), (6, 6), "{s:?}");
-    assert_eq!(s.last_rx_fault, Some(RxFault::TooManySlots));
+    let mut slots = |n: usize, be: &mut FakeBackend<'_>, dev: &mut Dev<'_>| {
+        for _ in 0..n {
+            be.rx_raw(rx_rsp(0, 0, netif::NETRXF_MORE_DATA, 1000));
+        }
+        be.publish_rx();
+        assert_eq!(recv_one(dev, &mut buf), None);
+        let s = dev.stats();
+        assert_eq!(s.last_rx_fault, Some(RxFault::TooManySlots));
+        assert_eq!(s.rx_dropped, s.rx_errors);
+        s.rx_dropped
+    };
+    // 19 slots: dropped at the 19th; then 5 x 19 more: five more drops.
+    assert_eq!(slots(19 + 5 * 19, &mut be, &mut dev), 6);
+    // 18 more: not yet a seventh; one more: the seventh.
+    assert_eq!(slots(18, &mut be, &mut dev), 6);
+    assert_eq!(slots(1, &mut be, &mut dev), 7);
     // The chain ends; the next frame arrives.
     be.rx_raw(rx_rsp(0, 0, 0, 10));
     be.publish_rx();
     assert_eq!(recv_one(&mut dev, &mut buf), None);
-    assert_eq!(dev.stats().rx_dropped, 6);
+    assert_eq!(dev.stats().rx_dropped, 7);
     assert!(be.deliver(&pattern(90, 4), 0, None));
     assert_eq!(recv_one(&mut dev, &mut buf).unwrap().len, 90);
 }
