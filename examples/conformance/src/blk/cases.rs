@@ -1237,6 +1237,15 @@ mod tests {
         }
     }
 
+    /// blk.read_never_written's stale-data check: the first non-zero byte.
+    #[test]
+    fn first_nonzero_finds_the_first_stale_byte() {
+        assert_eq!(first_nonzero(&[0, 0, 0]), None);
+        assert_eq!(first_nonzero(&[]), None);
+        assert_eq!(first_nonzero(&[0, 0, 7, 9]), Some((2, 7)));
+        assert_eq!(first_nonzero(&[1]), Some((0, 1)));
+    }
+
     /// What a roundtrip writes never equals what the disk holds at any sector
     /// (a driver that dropped the write would pass), for every seed.
     #[test]
