@@ -74,6 +74,8 @@ enum Flaw {
     Overclaims,
     /// Every other receive fails (with no frame lost) but the device is not failed.
     FlakyRecv,
+    /// Never posts an rx buffer again once a frame came in it.
+    NoRepost,
 }
 
 struct Toy {
@@ -413,7 +415,9 @@ impl NetDriver for Toy {
             .min(PAGE_SIZE - off)
             .min(buf.len());
         self.page(PAGES + page).read(off, &mut buf[..len]);
-        self.post_rx(page)?;
+        if self.flaw != Some(Flaw::NoRepost) {
+            self.post_rx(page)?;
+        }
         match self.flaw {
             Some(Flaw::RxTwice) => self.again = Some(buf[..len].to_vec()),
             Some(Flaw::Overclaims) => return Ok(Some(buf.len() + 1)),
@@ -599,6 +603,7 @@ fn each_case_fails_a_driver_with_its_flaw() {
         (RxTwice, &["net.connect_and_traffic"]),
         (Overclaims, &["net.connect_and_traffic"]),
         (FlakyRecv, &["net.rx_id_garbage", "net.rx_bad_run_fails"]),
+        (NoRepost, &["net.rx_bad_run_fails"]),
     ];
     let short = |name: &'static str| name.split(' ').next().unwrap_or("");
     let mut covered = Vec::new();
@@ -642,6 +647,11 @@ fn each_case_fails_a_driver_with_its_flaw() {
         (FlakyRecv, "net.rx_id_garbage", "flaky receive"),
         // While the backend waits for rx buffers (push_slots).
         (FlakyRecv, "net.rx_bad_run_fails", "flaky receive"),
+        (
+            NoRepost,
+            "net.rx_bad_run_fails",
+            "stopped posting rx buffers",
+        ),
     ];
     for (flaw, name, want) in says {
         let (_, _, ev) = evidence

@@ -27,6 +27,8 @@ const BAD_RUN: usize = if cfg!(miri) {
 };
 /// Waits a case gives the driver for something to arrive.
 const IDLE: usize = 50;
+/// Turns a case waits for the driver to post rx buffers before giving up on it.
+const STUCK_TURNS: usize = 1000;
 
 /// An Ethernet frame of `len` bytes (to the guest's MAC, from the backend's side,
 /// ethertype 0x88b5) whose payload depends on `seed`.
@@ -295,7 +297,7 @@ impl<'d> Ctx<'_, 'd> {
                 }
                 self.settle(1);
                 stuck += 1;
-                if stuck > 20 * IDLE {
+                if stuck > STUCK_TURNS {
                     return Err("the driver stopped posting rx buffers".into());
                 }
             }
