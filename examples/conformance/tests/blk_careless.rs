@@ -230,22 +230,36 @@ fn evidence_names_what_went_wrong() {
         return;
     }
     use Mistakes as M;
-    let cases: &[(Mistakes, &str, &str)] = &[
+    // (driver, case, whether it passes, what the evidence says)
+    let cases: &[(Mistakes, &str, bool, &str)] = &[
         // A passing row's evidence too: the toy gives up after WAITS waits.
-        (M::NONE, "blk.never_answers", "failed after 100 waits"),
+        (M::NONE, "blk.never_answers", true, "failed after 100 waits"),
         (
             M::KEEP_GOING,
             "blk.response_unknown_id",
+            false,
             "the next read succeeded (1 more requests reached the backend)",
         ),
+        (
+            M::WITHOUT_DISCARD,
+            "blk.discard_eopnotsupp",
+            true,
+            "the driver has no discard (nothing to turn off)",
+        ),
+        (
+            M::IGNORE_INFO,
+            "blk.info_read_only",
+            false,
+            "write failed (I/O error) but 1 write request(s) were sent",
+        ),
     ];
-    for &(m, name, want) in cases {
+    for &(m, name, pass, want) in cases {
         let case = blk::catalogue()
             .iter()
             .find(|c| short(c.name) == short(name))
             .expect("a case of that name");
         let row = blk::run_one(case.name, make(m)).expect("the case runs");
-        assert_eq!(row.pass, m == M::NONE, "{name}: {}", row.evidence);
+        assert_eq!(row.pass, pass, "{name}: {}", row.evidence);
         assert!(
             row.evidence.contains(want),
             "{name}: evidence {:?} does not say {want:?}",

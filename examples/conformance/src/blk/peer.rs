@@ -755,6 +755,16 @@ impl BlockBackend {
         Ok((ind.indirect_op, segs, used))
     }
 
+    /// Whether the disk is offered read-only (`VDISK_READONLY` in `info`).
+    fn read_only(&self) -> bool {
+        self.offers
+            .connect
+            .get("info")
+            .and_then(|v| v.as_deref())
+            .and_then(|v| v.trim().parse::<u32>().ok())
+            .is_some_and(|i| i & blkif::VDISK_READONLY != 0)
+    }
+
     fn rw(&mut self, req: &Request) -> i16 {
         let (op, segs, indirect) = match self.segments(req) {
             Ok(x) => x,
@@ -764,6 +774,13 @@ impl BlockBackend {
             }
         };
         let write = op == blkif::OP_WRITE;
+        if write && self.read_only() {
+            // Linux blkback: a write to a read-only disk fails, nothing mapped.
+            for g in indirect {
+                self.unmap(g);
+            }
+            return blkif::RSP_ERROR;
+        }
         let mut pos = req.sector_number.checked_mul(512);
         let mut status = blkif::RSP_OKAY;
         for s in &segs {
@@ -1136,6 +1153,23 @@ mod tests {
     #[test]
     fn the_backend_does_the_io_it_answers_okay() {
         assert_eq!(peer_contract(|_| {}), Ok(()));
+        // A read-only disk (VDISK_READONLY in `info`): writes fail (as Linux
+        // blkback's do) and change nothing; reads work.
+        let mut f = RawFront::new(|b| {
+            b.offers.connect.insert("info", Some("4".into()));
+        });
+        let disk = f.be.disk.clone();
+        let r = f.rw(blkif::OP_WRITE, 8, 0, 7).expect("answered");
+        assert_eq!((r.operation, r.status), (blkif::OP_WRITE, blkif::RSP_ERROR));
+        assert!(f.be.disk == disk, "a refused write changed the disk");
+        let r = f.rw(blkif::OP_READ, 8, 0, 7).expect("answered");
+        assert_eq!((r.operation, r.status), (blkif::OP_READ, blkif::RSP_OKAY));
+        let data: Vec<_> =
+            f.be.mapped()
+                .into_iter()
+                .filter(|g| !f.be.pinned.contains(&g.0))
+                .collect();
+        assert!(data.is_empty(), "data grants left mapped: {data:?}");
     }
 
     /// A fake backend that answers OKAY to every request without doing any I/O is

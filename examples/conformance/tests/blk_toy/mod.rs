@@ -74,6 +74,8 @@ impl Mistakes {
     /// Fails the operation that met a protocol error but not the device: the
     /// next request is sent as if nothing happened.
     pub const KEEP_GOING: Mistakes = Mistakes(1 << 20);
+    /// Not a mistake: the driver has no discard (the trait's default answer).
+    pub const WITHOUT_DISCARD: Mistakes = Mistakes(1 << 21);
 
     fn has(self, m: Mistakes) -> bool {
         self.0 & m.0 != 0
@@ -602,6 +604,9 @@ impl BlockDriver for Toy<'_> {
     }
 
     fn discard(&mut self, offset: u64, len: u64) -> Result<(), String> {
+        if self.m.has(Mistakes::WITHOUT_DISCARD) {
+            return Err(xen_conformance::blk::NO_DISCARD.into());
+        }
         let c = self.conn.as_mut().ok_or("not connected")?;
         if !c.discard {
             return Err("discard not supported".into());
