@@ -533,6 +533,10 @@ pub fn is_zero(bytes: &[u8]) -> bool {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a check of test data without unsafe code, run natively"
+)]
 fn disk_pattern_is_the_formula() {
     let len = 3 * PAGE_SIZE + 100;
     let want: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4096) as u8).collect();
