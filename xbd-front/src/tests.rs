@@ -2239,4 +2239,32 @@ mod item8 {
         r.run().unwrap();
         r.io.finish(t, &mut []).unwrap();
     }
+
+    /// `finish` wants a read's buffers to hold exactly its length (too large is
+    /// refused as well as too small, and the op stays to be finished again);
+    /// other ops ignore the buffers.
+    #[test]
+    fn finish_checks_the_length_of_a_reads_buffers_only() {
+        let mut r: Rig<2, 11> = Rig::new(geo(11, false, false), 0, 0);
+        let t = r.read(8, 4096).unwrap();
+        let data = vec![3u8; 4096];
+        let w = r.write(64, &[&data]).unwrap();
+        r.run().unwrap();
+        let mut big = vec![0u8; 8192];
+        assert_eq!(
+            r.io.finish(t, &mut [&mut big[..]]),
+            Err(Error::BadLength {
+                len: 8192,
+                sector_size: 512
+            })
+        );
+        assert_eq!(r.io.is_done(t), Ok(true), "still there");
+        assert_eq!(
+            r.finish(t, 4096).unwrap(),
+            r.be.disk[8 * 512..8 * 512 + 4096]
+        );
+        let mut any = [0u8; 100];
+        assert_eq!(r.io.finish(w, &mut [&mut any[..]]), Ok(4096));
+        assert!(any.iter().all(|&b| b == 0));
+    }
 }
