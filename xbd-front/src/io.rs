@@ -1764,7 +1764,7 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
             }
             *cursor = (dst.i, dst.off);
         }
-        self.retire(tag, op.first, false);
+        self.retire(tag, op.first);
         match op.result {
             None => Ok(if op.kind == OpKind::Flush { 0 } else { op.len }),
             Some(e) => Err(e),
@@ -1776,14 +1776,16 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
     /// and ending the grants succeeds).
     pub fn cancel(&mut self, tag: Tag) -> Result<(), Error> {
         let op = *self.op_of(tag)?;
-        self.retire(tag, op.first, true);
+        self.retire(tag, op.first);
         Ok(())
     }
 
     /// Frees op `tag` and walks its slot chain from `first`: answered slots are
     /// freed, stuck ones lose their owner (they stay out of use), and waiting ones
-    /// (only when `cancel`) become orphans freed when the backend answers.
-    fn retire(&mut self, tag: Tag, first: u16, cancel: bool) {
+    /// become orphans freed when the backend answers. (Only a cancelled op has
+    /// waiting slots: a finished one is done, so every part was answered or
+    /// failed.)
+    fn retire(&mut self, tag: Tag, first: u16) {
         let mut s = first;
         while s != NONE {
             let i = s as usize;
@@ -1793,7 +1795,7 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
             let next = slot.next;
             match slot.state {
                 SlotState::Done => self.release_slot(i),
-                SlotState::Waiting if cancel => {
+                SlotState::Waiting => {
                     if let Some(x) = self.slots.get_mut(i) {
                         x.state = SlotState::Orphan;
                         x.owner = NONE;
