@@ -247,6 +247,18 @@ fn evidence_names_what_went_wrong() {
             "the driver has no discard (nothing to turn off)",
         ),
         (
+            M::KEEP_FEATURES,
+            "blk.discard_eopnotsupp",
+            false,
+            "the second discard reached the backend",
+        ),
+        (
+            M::NONE,
+            "blk.write_grants_read_only",
+            true,
+            "5 write requests, every data grant read-only",
+        ),
+        (
             M::IGNORE_INFO,
             "blk.info_read_only",
             false,

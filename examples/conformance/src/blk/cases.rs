@@ -516,7 +516,9 @@ static CASES: [Case; 39] = [
         expect: "pages for writes are granted read-only (the backend cannot write into them)",
         setup: plain,
         run: |c| {
-            c.connect()?;
+            // A read first: as many reads as writes would hide a count of the
+            // wrong requests.
+            connected(c)?;
             c.roundtrip(0, 4096, 9)?;
             c.roundtrip(65536, 16384, 10)?;
             let writes = c.be().log.seen.iter().filter(|(_, r)| data_op(r) == Some(blkif::OP_WRITE)).count();
@@ -891,8 +893,11 @@ static CASES: [Case; 39] = [
             c.connect()?;
             let before = c.seen();
             let e = match c.d.discard(0, 4096) {
-                Err(e) if e == NO_DISCARD && c.seen() == before => {
-                    return Ok("the driver has no discard (nothing to turn off)".into())
+                Err(e) if e == NO_DISCARD => {
+                    if c.seen() != before {
+                        return Err("the driver says it has no discard, but sent a request".into());
+                    }
+                    return Ok("the driver has no discard (nothing to turn off)".into());
                 }
                 Err(e) => e,
                 Ok(()) => return Err("discard succeeded although the backend answered EOPNOTSUPP".into()),
