@@ -150,6 +150,16 @@ fn expected() -> Vec<(&'static str, Mistakes, Vec<&'static str>)> {
             ],
         ),
         (
+            "one request a turn, assumes in-order responses",
+            Mistakes(M::ONE_PER_TURN.0 | M::ASSUME_IN_ORDER.0),
+            vec!["late_answer_after_timeout", "responses_out_of_order"],
+        ),
+        (
+            "one request a turn (not a mistake)",
+            M::ONE_PER_TURN,
+            vec![],
+        ),
+        (
             "trusts indices and ids",
             Mistakes(M::TRUST_INDICES.0 | M::TRUST_IDS.0),
             vec![

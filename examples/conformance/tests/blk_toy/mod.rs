@@ -74,6 +74,9 @@ impl Mistakes {
     /// Fails the operation that met a protocol error but not the device: the
     /// next request is sent as if nothing happened.
     pub const KEEP_GOING: Mistakes = Mistakes(1 << 20);
+    /// Not a mistake: waits a turn after publishing each request (the backend
+    /// sees one request a turn).
+    pub const ONE_PER_TURN: Mistakes = Mistakes(1 << 22);
     /// Not a mistake: the driver has no discard (the trait's default answer).
     pub const WITHOUT_DISCARD: Mistakes = Mistakes(1 << 21);
 
@@ -401,7 +404,12 @@ impl Toy<'_> {
             req.seg[0].gref = gref.0;
             req.seg[0].last_sect = (chunk.len() / 512 - 1) as u8;
             match self.submit(req, k as u64) {
-                Ok(id) => inflight.push((id, gref, page)),
+                Ok(id) => {
+                    inflight.push((id, gref, page));
+                    if m.has(Mistakes::ONE_PER_TURN) {
+                        self.host.wait();
+                    }
+                }
                 Err(e) => {
                     let _ = self.grants.end_access(gref);
                     err = Some(e);
