@@ -555,13 +555,15 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         self.nq = nq;
         self.rr = 0;
         self.pinned = None;
+        // Queues past `nq` get no slots.
+        for queue in self.queues.iter_mut() {
+            queue.base = SLOTS as u16;
+            queue.len = 0;
+            queue.nfree = 0;
+        }
         let mut base = 0usize;
-        for (q, queue) in self.queues.iter_mut().enumerate() {
-            let len = if q < nq {
-                SLOTS / nq + usize::from(q < SLOTS % nq)
-            } else {
-                0
-            };
+        for (q, queue) in self.queues.iter_mut().enumerate().take(nq) {
+            let len = SLOTS / nq + usize::from(q < SLOTS % nq);
             queue.base = base as u16;
             queue.len = len as u16;
             queue.nfree = 0;
@@ -1356,9 +1358,7 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
                     .ok_or(Error::NoMemory)?;
                 // Row 16 / XSA-403: the page carries this request's data and zeros.
                 let got = src.copy_to(&page, 0, in_page);
-                if got < PAGE_SIZE {
-                    page.fill(got, PAGE_SIZE - got, 0);
-                }
+                page.fill(got, PAGE_SIZE - got, 0);
             }
             // A read page is not zeroed here (that was a third pass over the data, and
             // the reason 1 MiB reads ran at a fifth of pread). It is safe (row 16,

@@ -2267,4 +2267,27 @@ mod item8 {
         assert_eq!(r.io.finish(w, &mut [&mut any[..]]), Ok(4096));
         assert!(any.iter().all(|&b| b == 0));
     }
+
+    /// Slots that do not divide evenly between the queues: 5 slots over 3
+    /// queues give 2, 2 and 1, in contiguous ranges, each queue taking exactly
+    /// its share when pinned.
+    #[test]
+    fn uneven_slot_shares_between_queues() {
+        let mut r: Rig<5, 11> = Rig::new_mq(geo(11, false, false), 0, 0, 3);
+        assert_eq!(r.io.max_inflight(), 1, "what the smallest queue holds");
+        let mut slots = Vec::new();
+        for (q, share) in [(0usize, 2usize), (1, 2), (2, 1)] {
+            r.io.set_queue(Some(q)).unwrap();
+            for i in 0..share {
+                let t = r.read(i as u64 * 8, 4096).unwrap();
+                assert_eq!(r.io.queue_of(t), Ok(q));
+            }
+            assert_eq!(r.read(0, 4096), Err(Error::Busy), "queue {q} is full");
+        }
+        r.run().unwrap();
+        for be in r.backends() {
+            slots.push(be.seen.iter().map(|q| q.id & 0xffff).collect::<Vec<_>>());
+        }
+        assert_eq!(slots, [vec![0, 1], vec![2, 3], vec![4]]);
+    }
 }
