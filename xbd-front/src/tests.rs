@@ -2290,4 +2290,28 @@ mod item8 {
         }
         assert_eq!(slots, [vec![0, 1], vec![2, 3], vec![4]]);
     }
+
+    /// Persistent grants: a slot's indirect page is reused by the next request
+    /// of the same size only when it holds bounce-page descriptors; after a
+    /// direct (registered-page) request the next bounce request of that size
+    /// writes its own descriptors, so its data lands in the bounce pages.
+    #[test]
+    fn no_indirect_reuse_after_a_direct_request() {
+        let mut r: Rig<1, 32> = Rig::new(geo(32, true, true), 0, 0);
+        r.be.allow_persistent();
+        let pages = hypercall::SharedPages::alloc(&r.p, 20).unwrap();
+        r.io.register(&r.p, &r.t, pages)
+            .map_err(|(e, _)| e)
+            .unwrap();
+        let len = 20 * 4096;
+        let t =
+            r.io.submit(&r.p, &r.t, &OpSpec::read(0, len).registered(0))
+                .unwrap();
+        r.run().unwrap();
+        r.io.finish(t, &mut []).unwrap();
+        let t = r.read(64, len).unwrap();
+        r.run().unwrap();
+        assert_eq!(r.finish(t, len).unwrap(), r.be.disk[64 * 512..][..len]);
+        assert!(r.be.violations.is_empty(), "{:?}", r.be.violations);
+    }
 }
