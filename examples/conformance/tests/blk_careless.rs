@@ -160,6 +160,16 @@ fn expected() -> Vec<(&'static str, Mistakes, Vec<&'static str>)> {
             vec![],
         ),
         (
+            "ends mapped grants by force at close",
+            M::FORCE_END,
+            vec!["grants_kept_mapped_at_close"],
+        ),
+        (
+            "reconnects while mapped (not a mistake)",
+            M::RECONNECT_WHILE_MAPPED,
+            vec![],
+        ),
+        (
             "trusts indices and ids",
             Mistakes(M::TRUST_INDICES.0 | M::TRUST_IDS.0),
             vec![

@@ -77,6 +77,12 @@ impl Mistakes {
     /// Not a mistake: waits a turn after publishing each request (the backend
     /// sees one request a turn).
     pub const ONE_PER_TURN: Mistakes = Mistakes(1 << 22);
+    /// At close, clears the entries of the grants the backend still maps (a raw
+    /// write of the table) instead of keeping them until it lets go.
+    pub const FORCE_END: Mistakes = Mistakes(1 << 23);
+    /// Not a mistake: reconnects while the old backend still maps some of its
+    /// pages, which stay set aside (never granted again).
+    pub const RECONNECT_WHILE_MAPPED: Mistakes = Mistakes(1 << 24);
     /// Not a mistake: the driver has no discard (the trait's default answer).
     pub const WITHOUT_DISCARD: Mistakes = Mistakes(1 << 21);
 
@@ -213,6 +219,14 @@ impl Toy<'_> {
     }
 
     fn teardown(&mut self) {
+        if self.m.has(Mistakes::FORCE_END) {
+            if let Some(table) = self.grants.frames() {
+                for (r, _) in self.stuck.drain(..) {
+                    // A v1 entry is 8 bytes: flags, domid, frame.
+                    table.write(r.0 as usize * 8, &[0u8; 8]);
+                }
+            }
+        }
         if let Some(c) = self.conn.take() {
             if !self.m.has(Mistakes::LEAK_GRANTS) {
                 let _ = self.end(c.ring_ref, c.ring);
@@ -507,7 +521,10 @@ impl BlockDriver for Toy<'_> {
         if self.conn.is_some() {
             return Ok(self.capacity().unwrap_or(0));
         }
-        if self.retry_stuck() > 0 && !self.m.has(Mistakes::IGNORE_END_FAILURE) {
+        if self.retry_stuck() > 0
+            && !self.m.has(Mistakes::IGNORE_END_FAILURE)
+            && !self.m.has(Mistakes::RECONNECT_WHILE_MAPPED)
+        {
             return Err(format!(
                 "{} grants still mapped by the old backend",
                 self.stuck.len()
