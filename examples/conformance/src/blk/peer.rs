@@ -1175,6 +1175,10 @@ mod tests {
     /// A fake backend that answers OKAY to every request without doing any I/O is
     /// noticed (as is one that answers OKAY to what it cannot do).
     #[test]
+    #[cfg_attr(
+        miri,
+        ignore = "checks the contract's logic, not memory safety; 1 MiB disks are slow under Miri"
+    )]
     fn a_backend_answering_okay_without_io_is_noticed() {
         fn fake(b: &mut BlockBackend) {
             b.on_request = Some(Box::new(|_, _: &Request| Answer::Drop));
