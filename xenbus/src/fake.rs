@@ -604,6 +604,8 @@ struct Shared {
     /// When set, every notification steps the server at once and costs this much
     /// virtual time: a xenstored running concurrently, on a clock that moves.
     concurrent_ns: Cell<Option<u64>>,
+    /// Virtual time each `wait()` takes ([`WAIT_NS`] unless set).
+    wait_ns: Cell<u64>,
 }
 
 impl Drop for Shared {
@@ -661,6 +663,7 @@ impl FakePlatform {
             shutdowns: RefCell::new(vec![]),
             store_pfn: Cell::new(STORE_PFN),
             concurrent_ns: Cell::new(None),
+            wait_ns: Cell::new(WAIT_NS),
         }))
     }
 
@@ -690,6 +693,12 @@ impl FakePlatform {
 
     pub fn now(&self) -> u64 {
         self.0.now.get()
+    }
+
+    /// Makes each `wait()` take `ns` of virtual time instead of [`WAIT_NS`] (a
+    /// coarser clock: fewer waits for a long timeout, which Miri pays per wait).
+    pub fn set_wait_ns(&self, ns: u64) {
+        self.0.wait_ns.set(ns);
     }
 
     /// Moves the clock on by `ns` without stepping the server (as waits with
@@ -768,7 +777,7 @@ unsafe impl Platform for FakePlatform {
     }
 
     fn wait(&self) {
-        self.0.now.set(self.0.now.get() + WAIT_NS);
+        self.0.now.set(self.0.now.get() + self.0.wait_ns.get());
         self.0.server.borrow_mut().step();
     }
 

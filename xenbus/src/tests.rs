@@ -432,9 +432,9 @@ fn messages_larger_than_the_ring_both_ways() {
 #[test]
 fn indices_wrap_around_the_ring_many_times() {
     let (mut xs, fake) = setup();
-    // 300 round trips (more than 10 turns of each 1 KiB ring); 100 under Miri
-    // (more than 3 turns), where each costs tens of thousands of steps.
-    let (rounds, turns) = if cfg!(miri) { (100, 3) } else { (300, 10) };
+    // 300 round trips (more than 10 turns of each 1 KiB ring); 70 under Miri
+    // (more than 2 turns), where each costs tens of thousands of steps.
+    let (rounds, turns) = if cfg!(miri) { (70, 2) } else { (300, 10) };
     for i in 0..rounds {
         let v = format!("{i:0>width$}", width = 1 + i % 37);
         xs.write("w", v.as_bytes()).unwrap();
@@ -1309,6 +1309,10 @@ mod handshake {
         // Past one re-check slice (1 s) either way; Miri waits out the shorter
         // deadline (each 1 ms wait costs it thousands of steps).
         let timeout = Duration::from_millis(if cfg!(miri) { 1100 } else { 2500 });
+        // Under Miri also a 10 ms wait step (110 waits, not 1100): still within one
+        // step of the deadline, far from the mutant's whole second past it.
+        let step = if cfg!(miri) { 10 * WAIT_NS } else { WAIT_NS };
+        fake.set_wait_ns(step);
         let t0 = fake.now();
         let reads = |fake: &FakePlatform| {
             let s = fake.server();
@@ -1320,7 +1324,7 @@ mod handshake {
         // the last slice's `deadline - now` as `deadline + now`).
         let took = fake.now() - t0;
         assert!(
-            took >= timeout.as_nanos() as u64 && took <= timeout.as_nanos() as u64 + WAIT_NS,
+            took >= timeout.as_nanos() as u64 && took <= timeout.as_nanos() as u64 + step,
             "{took} ns"
         );
         // With no watch event the state is re-read once a second (each slice ends)
@@ -1351,9 +1355,9 @@ mod handshake {
             c.event(&be("state"), &token);
         }));
         fake.set_concurrent(Some(WAIT_NS / 10));
-        // 500 flooded round trips natively, 100 under Miri (each costs it tens of
+        // 500 flooded round trips natively, 50 under Miri (each costs it tens of
         // thousands of steps): the deadline holds either way.
-        let deadline = Duration::from_millis(if cfg!(miri) { 10 } else { 50 });
+        let deadline = Duration::from_millis(if cfg!(miri) { 5 } else { 50 });
         assert_eq!(hs.wait_for_backend(&mut xs, deadline), Err(Error::Timeout));
         assert!(hs.poll_backend(&mut xs).is_ok());
     }
@@ -1687,7 +1691,7 @@ mod power_events {
         assert_eq!(
             pc.wait(
                 &mut xs,
-                Duration::from_millis(if cfg!(miri) { 10 } else { 50 })
+                Duration::from_millis(if cfg!(miri) { 5 } else { 50 })
             ),
             Err(Error::Timeout)
         );
