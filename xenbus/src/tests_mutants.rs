@@ -68,8 +68,10 @@ fn flood_during_a_request_times_out_at_the_deadline() {
     // over the ring handles a full batch and finds more.
     {
         let mut s = fake.server();
-        for _ in 0..64 * rings {
-            s.inject(&crate::fake::msg_bytes(msg::WATCH_EVENT, 0, 0, b""));
+        // A ring's worth of events made once, queued `rings` times.
+        let ring = crate::fake::msg_bytes(msg::WATCH_EVENT, 0, 0, b"").repeat(64);
+        for _ in 0..rings {
+            s.inject(&ring);
         }
         s.mangle = Some(std::boxed::Box::new(|h, reply| {
             if h.ty == msg::READ {
