@@ -367,10 +367,10 @@ fn several_peers_run_in_turn_and_the_server_ends_with_its_handles() {
 fn directory_part_splits_a_long_listing_into_whole_names() {
     let host = HostPlatform::new();
     let server = StoreServer::new(&host);
-    // 100 names of 50 bytes: more than one 4096-byte payload. Under Miri 25 names
-    // of 210 bytes (also more than one payload; each write costs Miri a round of
+    // 100 names of 50 bytes: more than one 4096-byte payload. Under Miri 12 names
+    // of 410 bytes (also more than one payload; each write costs Miri a round of
     // the store, docs/miri.md).
-    let (count, pad) = if cfg!(miri) { (25, 200) } else { (100, 40) };
+    let (count, pad) = if cfg!(miri) { (12, 400) } else { (100, 40) };
     let names: Vec<String> = (0..count)
         .map(|i| format!("entry-{i:03}-{}", "x".repeat(pad)))
         .collect();
