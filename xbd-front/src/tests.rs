@@ -2314,4 +2314,41 @@ mod item8 {
         assert_eq!(r.finish(t, len).unwrap(), r.be.disk[64 * 512..][..len]);
         assert!(r.be.violations.is_empty(), "{:?}", r.be.violations);
     }
+
+    /// A registration that runs out of grant refs partway ends exactly the
+    /// grants it made, hands the pages back, and succeeds once refs are free.
+    #[test]
+    fn registration_rolls_back_when_grants_run_out() {
+        let mut r: Rig<2, 11> = Rig::new(geo(11, false, false), 0, 0);
+        let taken = exhaust_grants_but(&r.t, 3);
+        let busy = r.t.in_use();
+        let pages = hypercall::SharedPages::alloc(&r.p, 5).unwrap();
+        let (e, pages) = r.io.register(&r.p, &r.t, pages).unwrap_err();
+        assert!(matches!(e, Error::Grant(_)), "{e:?}");
+        assert_eq!(r.t.in_use(), busy, "the 3 grants made are ended");
+        for g in taken {
+            r.t.end_access(g).unwrap();
+        }
+        r.io.register(&r.p, &r.t, pages)
+            .map_err(|(e, _)| e)
+            .unwrap();
+        assert_eq!(r.t.in_use(), 5);
+    }
+
+    /// Registering no pages at all (the empty placeholder) is refused.
+    #[test]
+    fn registration_of_no_pages_is_refused() {
+        let mut r: Rig<2, 11> = Rig::new(geo(11, false, false), 0, 0);
+        let (e, _) =
+            r.io.register(&r.p, &r.t, hypercall::SharedPages::empty())
+                .unwrap_err();
+        assert_eq!(
+            e,
+            Error::BadLength {
+                len: 0,
+                sector_size: 4096
+            }
+        );
+        assert!(r.io.registered().is_none());
+    }
 }
