@@ -90,6 +90,24 @@ impl Rig {
     fn xs(&self) -> Xenstore<HostPlatform> {
         Xenstore::from_hvm_params(self.host.clone()).unwrap()
     }
+
+    /// Connects console `devid` on `page` with the default config, within `TIMEOUT`.
+    fn connect<'g>(
+        &'g self,
+        xs: &mut Xenstore<HostPlatform>,
+        devid: u32,
+        page: hypercall::SharedMem<'g>,
+    ) -> Result<SecondaryConsole<'g, HostPlatform, 64>, Error> {
+        SecondaryConsole::connect(
+            xs,
+            &self.gnttab,
+            self.host.clone(),
+            devid,
+            page,
+            Config::default(),
+            TIMEOUT,
+        )
+    }
 }
 
 impl Drop for Rig {
@@ -173,16 +191,9 @@ fn connects_publishes_the_ring_and_carries_output() {
     page.fill(0, 4096, 0xa5);
     let gfn = page.page_gfn(&rig.host, 0).unwrap();
     let closes = rig.host.closes();
-    let mut sc = SecondaryConsole::connect(
-        &mut xs,
-        &rig.gnttab,
-        rig.host.clone(),
-        1,
-        page,
-        Config::default(),
-        TIMEOUT,
-    )
-    .unwrap_or_else(|e| panic!("connect: {e}"));
+    let mut sc = rig
+        .connect(&mut xs, 1, page)
+        .unwrap_or_else(|e| panic!("connect: {e}"));
     assert_eq!(sc.devid(), 1);
     assert_eq!(rig.dev.frontend_state(), Some(XenbusState::Connected));
     let gref = sc.grant_ref();
@@ -232,16 +243,9 @@ fn close_waits_for_the_backend_and_releases_once() {
     let rig = Rig::new(2, Mode::Good);
     let mut xs = rig.xs();
     let pages = rig.host.shared_pages(1);
-    let sc = SecondaryConsole::connect(
-        &mut xs,
-        &rig.gnttab,
-        rig.host.clone(),
-        2,
-        pages.mem(),
-        Config::default(),
-        TIMEOUT,
-    )
-    .unwrap_or_else(|e| panic!("connect: {e}"));
+    let sc = rig
+        .connect(&mut xs, 2, pages.mem())
+        .unwrap_or_else(|e| panic!("connect: {e}"));
     assert_eq!(sc.devid(), 2);
     let closes = rig.host.closes();
     sc.close(&mut xs, TIMEOUT).unwrap();
@@ -257,16 +261,9 @@ fn dropping_a_connected_console_releases_grant_and_port() {
     let rig = Rig::new(1, Mode::Good);
     let mut xs = rig.xs();
     let pages = rig.host.shared_pages(1);
-    let sc = SecondaryConsole::connect(
-        &mut xs,
-        &rig.gnttab,
-        rig.host.clone(),
-        1,
-        pages.mem(),
-        Config::default(),
-        TIMEOUT,
-    )
-    .unwrap_or_else(|e| panic!("connect: {e}"));
+    let sc = rig
+        .connect(&mut xs, 1, pages.mem())
+        .unwrap_or_else(|e| panic!("connect: {e}"));
     let closes = rig.host.closes();
     // The backend lets go of the page first (it would keep the ref in use).
     let obs = GrantObserver::new(&rig.host, rig.gnttab.frames().unwrap());
@@ -281,16 +278,9 @@ fn close_with_the_ring_still_mapped_keeps_the_grant() {
     let rig = Rig::new(1, Mode::KeepMapped);
     let mut xs = rig.xs();
     let pages = rig.host.shared_pages(1);
-    let sc = SecondaryConsole::connect(
-        &mut xs,
-        &rig.gnttab,
-        rig.host.clone(),
-        1,
-        pages.mem(),
-        Config::default(),
-        TIMEOUT,
-    )
-    .unwrap_or_else(|e| panic!("connect: {e}"));
+    let sc = rig
+        .connect(&mut xs, 1, pages.mem())
+        .unwrap_or_else(|e| panic!("connect: {e}"));
     let r = sc.close(&mut xs, TIMEOUT);
     let gref = GrantRef(rig.be.ring_ref.get().unwrap());
     assert_eq!(
@@ -306,15 +296,7 @@ fn device_0_is_refused_before_anything_is_written() {
     let rig = Rig::new(1, Mode::Good);
     let mut xs = rig.xs();
     let pages = rig.host.shared_pages(1);
-    let r = SecondaryConsole::connect(
-        &mut xs,
-        &rig.gnttab,
-        rig.host.clone(),
-        0,
-        pages.mem(),
-        Config::default(),
-        TIMEOUT,
-    );
+    let r = rig.connect(&mut xs, 0, pages.mem());
     assert_eq!(r.err(), Some(Error::BadDevice { devid: 0 }));
     assert!(rig.server.requests().is_empty(), "no xenstore request");
 }
@@ -325,15 +307,7 @@ fn a_silent_backend_times_out_and_the_device_goes_closed() {
     let mut xs = rig.xs();
     let pages = rig.host.shared_pages(1);
     let closes = rig.host.closes();
-    let r = SecondaryConsole::connect(
-        &mut xs,
-        &rig.gnttab,
-        rig.host.clone(),
-        1,
-        pages.mem(),
-        Config::default(),
-        TIMEOUT,
-    );
+    let r = rig.connect(&mut xs, 1, pages.mem());
     assert!(
         matches!(r.as_ref().err(), Some(&Error::Xenbus(_))),
         "{:?}",
@@ -353,15 +327,7 @@ fn a_page_outside_guest_memory_is_no_gfn() {
     // SAFETY: `backing` outlives `page` (dropped at the end of the test) and is only
     // accessed through it.
     let page = unsafe { hypercall::SharedMem::new(ptr, 4096) };
-    let r = SecondaryConsole::connect(
-        &mut xs,
-        &rig.gnttab,
-        rig.host.clone(),
-        1,
-        page,
-        Config::default(),
-        TIMEOUT,
-    );
+    let r = rig.connect(&mut xs, 1, page);
     assert_eq!(r.err(), Some(Error::NoGfn));
     assert_eq!(rig.dev.frontend_state(), Some(XenbusState::Closed));
     assert_eq!(rig.gnttab.in_use(), 0);
@@ -374,15 +340,7 @@ fn a_refused_connection_releases_grant_and_port() {
     let mut xs = rig.xs();
     let pages = rig.host.shared_pages(1);
     let closes = rig.host.closes();
-    let r = SecondaryConsole::connect(
-        &mut xs,
-        &rig.gnttab,
-        rig.host.clone(),
-        1,
-        pages.mem(),
-        Config::default(),
-        TIMEOUT,
-    );
+    let r = rig.connect(&mut xs, 1, pages.mem());
     assert!(
         matches!(r.as_ref().err(), Some(&Error::Xenbus(_))),
         "{:?}",
@@ -399,15 +357,7 @@ fn a_refused_connection_with_the_ring_mapped_says_still_mapped() {
     let rig = Rig::new(1, Mode::Refuse { keep: true });
     let mut xs = rig.xs();
     let pages = rig.host.shared_pages(1);
-    let r = SecondaryConsole::connect(
-        &mut xs,
-        &rig.gnttab,
-        rig.host.clone(),
-        1,
-        pages.mem(),
-        Config::default(),
-        TIMEOUT,
-    );
+    let r = rig.connect(&mut xs, 1, pages.mem());
     let gref = GrantRef(rig.be.ring_ref.get().unwrap());
     assert_eq!(
         r.err(),
@@ -422,15 +372,7 @@ fn a_ring_with_bad_indices_is_a_console_error() {
     let mut xs = rig.xs();
     let pages = rig.host.shared_pages(1);
     let closes = rig.host.closes();
-    let r = SecondaryConsole::connect(
-        &mut xs,
-        &rig.gnttab,
-        rig.host.clone(),
-        1,
-        pages.mem(),
-        Config::default(),
-        TIMEOUT,
-    );
+    let r = rig.connect(&mut xs, 1, pages.mem());
     assert!(
         matches!(r.as_ref().err(), Some(&Error::Console(_))),
         "{:?}",
@@ -451,15 +393,7 @@ fn a_full_grant_table_is_a_grant_error() {
         held.push(r);
     }
     let closes = rig.host.closes();
-    let r = SecondaryConsole::connect(
-        &mut xs,
-        &rig.gnttab,
-        rig.host.clone(),
-        1,
-        pages.mem(),
-        Config::default(),
-        TIMEOUT,
-    );
+    let r = rig.connect(&mut xs, 1, pages.mem());
     assert!(
         matches!(r.as_ref().err(), Some(&Error::Grant(_))),
         "{:?}",
