@@ -150,6 +150,15 @@ impl Env {
         let g = GrantTable::new(frames).unwrap();
         Env { p, g }
     }
+
+    /// Sets (`on`) or clears the backend's `flag` (`GTF_READING`, `GTF_WRITING`) in
+    /// grant `gref`'s entry, as a backend mapping or unmapping the page does.
+    pub(crate) fn set_grant_flag(&self, gref: u32, flag: u16, on: bool) {
+        let off = gref as usize * 8 + gabi::ENTRY_V1_FLAGS;
+        let frames = self.g.frames().unwrap();
+        let v = frames.load_u16(off);
+        frames.store_u16(off, if on { v | flag } else { v & !flag });
+    }
 }
 
 fn all_features() -> BackendFeatures {
@@ -1262,9 +1271,7 @@ fn tx_completed_while_grant_mapped_fails_and_quarantines() {
     let mut be = FakeBackend::attach(&env, &dev, 0, 0);
     dev.send(&pattern(60, 0)).unwrap();
     let r = be.take_tx_requests()[0];
-    let off = r.gref as usize * 8 + gabi::ENTRY_V1_FLAGS;
-    let frames = env.g.frames().unwrap();
-    frames.store_u16(off, frames.load_u16(off) | gabi::GTF_READING);
+    env.set_grant_flag(r.gref, gabi::GTF_READING, true);
     be.tx
         .push_response(&TxResponse {
             id: r.id,
@@ -1282,7 +1289,7 @@ fn tx_completed_while_grant_mapped_fails_and_quarantines() {
     assert_eq!(env.g.in_use(), 1, "only the mapped grant is left");
     assert_eq!(dev.stats().quarantined_pages, 1);
     // The backend unmaps; a teardown would now succeed, but the page stays out.
-    frames.store_u16(off, frames.load_u16(off) & !gabi::GTF_READING);
+    env.set_grant_flag(r.gref, gabi::GTF_READING, false);
 }
 
 /// No grant leaks over a normal life: send, receive, tear down.
@@ -1997,9 +2004,7 @@ fn rx_response_while_buffer_mapped_fails_and_quarantines() {
     let mut buf = vec![0u8; MAX_FRAME];
     assert!(be.rx_available() > 0);
     let req = be.next_rx_req().unwrap();
-    let off = req.gref as usize * 8 + gabi::ENTRY_V1_FLAGS;
-    let frames = env.g.frames().unwrap();
-    frames.store_u16(off, frames.load_u16(off) | gabi::GTF_WRITING);
+    env.set_grant_flag(req.gref, gabi::GTF_WRITING, true);
     be.rx.push_response(&rx_rsp(req.id, 0, 0, 60)).unwrap();
     be.publish_rx();
     let e = dev
@@ -2014,7 +2019,7 @@ fn rx_response_while_buffer_mapped_fails_and_quarantines() {
         })
     );
     assert_eq!(dev.stats().quarantined_pages, 1);
-    frames.store_u16(off, frames.load_u16(off) & !gabi::GTF_WRITING);
+    env.set_grant_flag(req.gref, gabi::GTF_WRITING, false);
 }
 
 /// Row 26 / G1 at teardown (issue 16 item 8): the backend still maps both ring

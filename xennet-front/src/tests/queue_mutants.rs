@@ -141,9 +141,7 @@ fn tx_page_mapped_at_its_response_is_never_freed() {
     dev.send(&pattern(60, 0)).unwrap();
     let r = be.take_tx_requests()[0];
     let g = Gfn(u64::from(env.g.entry(GrantRef(r.gref)).unwrap().frame));
-    let off = r.gref as usize * 8 + gabi::ENTRY_V1_FLAGS;
-    let frames = env.g.frames().unwrap();
-    frames.store_u16(off, frames.load_u16(off) | gabi::GTF_READING);
+    env.set_grant_flag(r.gref, gabi::GTF_READING, true);
     be.tx
         .push_response(&TxResponse {
             id: r.id,
@@ -182,9 +180,7 @@ fn rx_page_mapped_at_its_response_is_never_freed() {
     dev.poll().unwrap();
     let req = be.next_rx_req().unwrap();
     let g = Gfn(u64::from(env.g.entry(GrantRef(req.gref)).unwrap().frame));
-    let off = req.gref as usize * 8 + gabi::ENTRY_V1_FLAGS;
-    let frames = env.g.frames().unwrap();
-    frames.store_u16(off, frames.load_u16(off) | gabi::GTF_WRITING);
+    env.set_grant_flag(req.gref, gabi::GTF_WRITING, true);
     be.rx.push_response(&rx_rsp(req.id, 0, 0, 60)).unwrap();
     be.publish_rx();
     let mut buf = vec![0u8; MAX_FRAME];
@@ -212,10 +208,8 @@ fn buffers_mapped_at_teardown_are_never_freed() {
     let rx = GrantRef(be.next_rx_req().unwrap().gref);
     let (tr, rr) = dev.queue_rings(0).unwrap();
     let gfn = |r: GrantRef| Gfn(u64::from(env.g.entry(r).unwrap().frame));
-    let frames = env.g.frames().unwrap();
     for r in [tx, rx] {
-        let off = r.0 as usize * 8 + gabi::ENTRY_V1_FLAGS;
-        frames.store_u16(off, frames.load_u16(off) | gabi::GTF_READING);
+        env.set_grant_flag(r.0, gabi::GTF_READING, true);
     }
     let (tx_g, rx_g, tr_g, rr_g) = (gfn(tx), gfn(rx), gfn(tr), gfn(rr));
     drop(be);
