@@ -8,7 +8,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use hypercall::abi::blkif::{Request, Response};
@@ -20,8 +19,9 @@ use xbd_front::{Config, Device};
 use xen_conformance::GrantObserver;
 use xen_conformance::HostRegion;
 use xenbus::Xenstore;
+use xenkit_fuzz::store::device_store;
 use xenkit_fuzz::{Cursor, HostPlatform};
-use xenstored::{Access, Perm, Quotas, TxId, Xenstored};
+use xenstored::TxId;
 use zerocopy::{FromBytes, IntoBytes};
 
 const FE: &str = "/local/domain/1/device/vbd/51712";
@@ -41,42 +41,20 @@ fuzz_target!(|data: &[u8]| {
     let host = Rc::new(HostPlatform::default());
     // Kept by xenstored (shim-hv) as a `'static` region: host memory outlives it
     // (`host` is declared first, so dropped last).
-    let store = host.shared_pages(1).leak();
-    let store_gfn = host.virt_to_gfn(store.as_non_null()).unwrap();
-    // Inline (no worker thread): the run is deterministic, and no detached thread
-    // can still be exiting when LeakSanitizer checks an input.
-    let xsd = Xenstored::new_inline(Quotas::default());
-    let dom0 = xsd.client(0);
-    let t = TxId::NONE;
-    let guest_owned = [Perm::new(1, Access::None)];
-    let backend_owned = [Perm::new(0, Access::None), Perm::new(1, Access::Read)];
-    dom0.write(t, FE, b"").unwrap();
-    for p in [
-        "/local/domain/1",
-        "/local/domain/1/device",
-        "/local/domain/1/device/vbd",
+    let Some((xsd, store_gfn)) = device_store(
+        &host,
         FE,
-    ] {
-        dom0.set_perms(t, p, &guest_owned).unwrap();
-    }
-    // Created after their parents' permissions are set: they inherit them.
-    for (k, v) in [("backend", BE), ("backend-id", "0"), ("state", "1")] {
-        dom0.write(t, &format!("{FE}/{k}"), v.as_bytes()).unwrap();
-    }
-    dom0.write(t, BE, b"").unwrap();
-    dom0.set_perms(t, BE, &backend_owned).unwrap();
-    for (k, v) in [
-        ("state", "2"),
-        ("sectors", "2048"),
-        ("info", "0"),
-        ("sector-size", "512"),
-        ("feature-flush-cache", "1"),
-    ] {
-        dom0.write(t, &format!("{BE}/{k}"), v.as_bytes()).unwrap();
-    }
-    if xsd.introduce_domain(1, store, Arc::new(|| {})).is_err() {
+        BE,
+        &[],
+        &[
+            ("sectors", "2048"),
+            ("info", "0"),
+            ("sector-size", "512"),
+            ("feature-flush-cache", "1"),
+        ],
+    ) else {
         return;
-    }
+    };
 
     let table: GrantTable<512> = GrantTable::new(host.shared_pages(1)).unwrap();
     let obs = GrantObserver::new(&host, table.frames().unwrap());

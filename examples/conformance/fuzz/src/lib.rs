@@ -19,6 +19,7 @@ impl Drop for ClearPeer<'_> {
 }
 
 pub mod front;
+pub mod store;
 
 /// Reads pieces of the fuzz input in order; past the end everything is zero/empty.
 pub struct Cursor<'a> {
