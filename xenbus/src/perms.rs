@@ -7,40 +7,7 @@ use core::fmt::Write;
 
 use hypercall::DomId;
 
-/// What a permission entry allows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Access {
-    /// `n`: nothing.
-    None,
-    /// `r`: read.
-    Read,
-    /// `w`: write.
-    Write,
-    /// `b`: read and write.
-    Both,
-}
-
-impl Access {
-    /// The letter on the wire.
-    pub fn letter(self) -> u8 {
-        match self {
-            Access::None => b'n',
-            Access::Read => b'r',
-            Access::Write => b'w',
-            Access::Both => b'b',
-        }
-    }
-
-    fn from_letter(b: u8) -> Option<Access> {
-        Some(match b {
-            b'n' => Access::None,
-            b'r' => Access::Read,
-            b'w' => Access::Write,
-            b'b' => Access::Both,
-            _ => return None,
-        })
-    }
-}
+pub use hypercall::abi::xs_wire::Access;
 
 /// One permission entry: a domain and its access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -196,9 +196,62 @@ pub const ERROR_RINGIDX: u32 = 2;
 /// `XENSTORE_ERROR_PROTO`
 pub const ERROR_PROTO: u32 = 3;
 
+/// What one entry of a node's permission list allows: the letter that starts each
+/// entry of `XS_GET_PERMS`/`XS_SET_PERMS` (`r` in `r1`). The client (xenbus) and
+/// shim-hv's xenstored share it; each parses the domain id after it by its own rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// `n`: nothing.
+    None,
+    /// `r`: read.
+    Read,
+    /// `w`: write.
+    Write,
+    /// `b`: read and write.
+    Both,
+}
+
+impl Access {
+    /// The letter on the wire.
+    pub const fn letter(self) -> u8 {
+        match self {
+            Access::None => b'n',
+            Access::Read => b'r',
+            Access::Write => b'w',
+            Access::Both => b'b',
+        }
+    }
+
+    /// The access a wire letter names; `None` for any other byte.
+    pub const fn from_letter(b: u8) -> Option<Access> {
+        Some(match b {
+            b'n' => Access::None,
+            b'r' => Access::Read,
+            b'w' => Access::Write,
+            b'b' => Access::Both,
+            _ => return None,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn access_letters_round_trip_and_nothing_else_parses() {
+        for a in [Access::None, Access::Read, Access::Write, Access::Both] {
+            assert_eq!(Access::from_letter(a.letter()), Some(a));
+        }
+        let letters: [u8; 4] = [b'n', b'r', b'w', b'b'];
+        for b in 0..=u8::MAX {
+            assert_eq!(
+                Access::from_letter(b).is_some(),
+                letters.contains(&b),
+                "{b}"
+            );
+        }
+    }
 
     /// docs/hostile-input.md X10: the shapes a client must never send.
     #[test]

@@ -6,36 +6,15 @@
 
 use core::fmt;
 
-/// Access granted by one permission entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Access {
-    /// `n`: no access.
-    None,
-    /// `r`: read only.
-    Read,
-    /// `w`: write only.
-    Write,
-    /// `b`: read and write.
-    Both,
-}
+pub use hypercall::abi::xs_wire::Access;
 
-impl Access {
-    fn letter(self) -> char {
-        match self {
-            Access::None => 'n',
-            Access::Read => 'r',
-            Access::Write => 'w',
-            Access::Both => 'b',
-        }
-    }
-
-    pub(crate) fn bits(self) -> u8 {
-        match self {
-            Access::None => 0,
-            Access::Read => READ,
-            Access::Write => WRITE,
-            Access::Both => READ | WRITE,
-        }
+/// The permission bits (`READ`, `WRITE`) an entry's access grants.
+pub(crate) fn bits(access: Access) -> u8 {
+    match access {
+        Access::None => 0,
+        Access::Read => READ,
+        Access::Write => WRITE,
+        Access::Both => READ | WRITE,
     }
 }
 
@@ -61,13 +40,7 @@ impl Perm {
     /// other entries are ignored). `None` for a bad letter or a non-decimal id.
     pub(crate) fn parse_wire(s: &[u8]) -> Option<(Access, u32)> {
         let (&first, digits) = s.split_first()?;
-        let access = match first {
-            b'n' => Access::None,
-            b'r' => Access::Read,
-            b'w' => Access::Write,
-            b'b' => Access::Both,
-            _ => return None,
-        };
+        let access = Access::from_letter(first)?;
         if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
             return None;
         }
@@ -81,13 +54,7 @@ impl Perm {
     /// most 65535; anything else is refused.
     pub fn parse(s: &[u8]) -> Option<Perm> {
         let (&first, digits) = s.split_first()?;
-        let access = match first {
-            b'n' => Access::None,
-            b'r' => Access::Read,
-            b'w' => Access::Write,
-            b'b' => Access::Both,
-            _ => return None,
-        };
+        let access = Access::from_letter(first)?;
         if digits.is_empty() || digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
             return None;
         }
@@ -103,7 +70,7 @@ impl Perm {
 
 impl fmt::Display for Perm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}{}", self.access.letter(), self.domid)
+        write!(f, "{}{}", char::from(self.access.letter()), self.domid)
     }
 }
 
@@ -153,10 +120,10 @@ pub(crate) fn perm_for(who: &Who, perms: &[Perm]) -> u8 {
     }
     for p in rest {
         if who.is(p.domid) {
-            return p.access.bits();
+            return bits(p.access);
         }
     }
-    owner.access.bits()
+    bits(owner.access)
 }
 
 /// The wire form of a permission list: each entry followed by a NUL.
