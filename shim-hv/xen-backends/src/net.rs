@@ -836,10 +836,13 @@ impl xb::Device for Ctl {
         connect(&self.0, xbe).map_err(|e| {
             add(&self.0.counters.fatal, 1);
             e.to_string()
-        })
+        })?;
+        // Counted before the state goes Connected, so a frontend that has seen
+        // Connected (and a test that asks after it) finds the connection counted.
+        add(&self.0.counters.connects, 1);
+        Ok(())
     }
     fn on_connected(&self, xbe: &XenbusBackend) {
-        add(&self.0.counters.connects, 1);
         self.0.queue_script(xbe, "up");
     }
     fn disconnect(&self, xbe: &XenbusBackend) {
