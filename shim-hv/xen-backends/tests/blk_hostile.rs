@@ -400,3 +400,83 @@ fn indirect_descriptors_rewritten_in_place_with_persistent_grants() {
     f.close(&mut xs);
     be.destroy();
 }
+
+/// Two queues under a `ring-page-order` above what the backend offers
+/// (`max-ring-page-order` 0 here, below the protocol's own limit of 4, which the
+/// ring mapping checks again): the connection is refused with an error naming
+/// the key, even though every ring page is granted and would map. The same keys
+/// with order 0 connect. (Catches `read_queue_refs`' order guard as `true`.)
+#[test]
+fn queue_ring_order_above_the_offer_is_refused() {
+    let dir = TempDir::new("mq-order");
+    let hv = hv();
+    let img = image(&dir, "d.img", DISK);
+    let dom = domain(&hv, "mqorder", 32);
+    let h = Hostile::new(&hv, &dom);
+    let p: &InProcGuest = &h.guest;
+    let mut xs = Xenstore::from_hvm_params(p).unwrap();
+    for (devid, name, order) in [(XVDA, "xvda", 1u32), (XVDB, "xvdb", 0)] {
+        let mut c = cfg(&img, devid, name);
+        c.offer = BlkOffer {
+            max_queues: 2,
+            max_ring_page_order: 0,
+            ..BlkOffer::default()
+        };
+        let be = backend(&hv, &dom, c);
+        let mut hs = FrontendHandshake::new(&format!("device/vbd/{devid}")).unwrap();
+        hs.start(&mut xs).unwrap();
+        hs.wait_for_backend(&mut xs, STEP).unwrap();
+        let pages = 1usize << order;
+        let mut keys = vec![
+            ("multi-queue-num-queues".to_string(), "2".to_string()),
+            ("ring-page-order".to_string(), order.to_string()),
+            ("protocol".to_string(), "x86_64-abi".to_string()),
+        ];
+        let mut refs = Vec::new();
+        for q in 0..2 {
+            let mem = hypercall::SharedPages::alloc(p, pages).unwrap().leak();
+            FrontRing::<Request, Response, _>::init(mem).unwrap();
+            for j in 0..pages {
+                let g = h
+                    .table
+                    .grant_access(DomId(0), mem.page_gfn(p, j).unwrap(), false)
+                    .unwrap();
+                keys.push((format!("queue-{q}/ring-ref{j}"), g.0.to_string()));
+                refs.push(g);
+            }
+            let port = Xen(p).evtchn_alloc_unbound(DomId(0)).unwrap();
+            keys.push((format!("queue-{q}/event-channel"), port.0.to_string()));
+        }
+        hs.publish(&mut xs, XenbusState::Initialised, |tx, node| {
+            for (k, v) in &keys {
+                tx.write_str(&Path::join(node, k)?, v)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        let r = hs.wait_connected(&mut xs, STEP);
+        if order == 0 {
+            r.unwrap();
+            assert!(be.connected() && be.queues() == 2);
+            hs.close(&mut xs, STEP).unwrap();
+        } else {
+            assert!(r.is_err(), "order {order} above the offer connected");
+            assert!(!be.connected());
+            let err = hv
+                .xenstored()
+                .client(0)
+                .read(
+                    xenstored::TxId::NONE,
+                    &format!("{}/error", be.backend_path()),
+                )
+                .unwrap();
+            let err = String::from_utf8_lossy(&err);
+            assert!(err.contains("ring-page-order"), "{err}");
+        }
+        be.destroy();
+        for g in refs {
+            wait_until("ring unmapped", || hv.grant_pins(dom.id(), g) == 0);
+            h.table.end_access(g).unwrap();
+        }
+    }
+}
