@@ -962,3 +962,24 @@ fn release_domain_fires_on_shutdown() {
     drop(g);
     assert_eq!(events(&dom0), [ev("@releaseDomain", "rel")]);
 }
+
+/// Tests written for cargo-mutants survivors (docs/mutants.md), each naming the
+/// mutant it catches.
+mod mutants {
+    use super::*;
+
+    /// A domain id argument is 1 to 5 decimal digits: `000005` (six) and
+    /// `4294967301` (2^32 + 5, which wraps to 5 in C's `atoi`) are refused, not
+    /// taken as domain 5. (`domid_arg`: `s.is_empty() || s.len() > 5` as `&&`.)
+    #[test]
+    fn domid_arguments_too_long_are_refused() {
+        let xs = Xenstored::new(Quotas::default());
+        let c = xs.client(0);
+        let _g5 = Guest::introduce(&xs, 5);
+        for bad in ["000005", "4294967301", ""] {
+            is_err(raw(&c, msg::RESUME, 0, &strs(&[bad])), "EINVAL");
+            is_err(raw(&c, msg::SET_TARGET, 0, &strs(&[bad, "5"])), "EINVAL");
+        }
+        assert_eq!(raw(&c, msg::RESUME, 0, &strs(&["00005"])).0, msg::RESUME);
+    }
+}
