@@ -852,4 +852,88 @@ mod tests {
         );
         assert_eq!(r.next_request(), None);
     }
+
+    /// The accessors, and at most 64 violations kept (cargo-mutants).
+    #[test]
+    fn accessors_queue_indices_and_the_violation_cap() {
+        let host = HostPlatform::new();
+        let server = StoreServer::new(&host);
+        let mut be = NetBackend::new(server.add_device("vif", 0));
+        let table: GrantTable<512> = GrantTable::new(host.shared_pages(1)).unwrap();
+        let page = host.pages(1);
+        assert!(
+            be.host().frame(page.gfn()).is_some(),
+            "the platform it was built on"
+        );
+        assert!(be.grants().is_none());
+        be.set_grants(GrantObserver::new(&host, table.frames().unwrap()));
+        let g = table
+            .grant_access(BACKEND_DOMID, page.gfn(), false)
+            .unwrap();
+        assert_eq!(be.grants().and_then(|o| o.frame(g)), Some(page.gfn()));
+        // Each queue attached gets the next index.
+        for want in 0..2 {
+            let (tx, rx) = (host.pages(1), host.pages(1));
+            let tg = table.grant_access(BACKEND_DOMID, tx.gfn(), false).unwrap();
+            let rg = table.grant_access(BACKEND_DOMID, rx.gfn(), false).unwrap();
+            assert_eq!(be.attach_queue((tg, rg), (1, 2)), Ok(want));
+        }
+        for i in 0..70 {
+            be.violation(format!("v{i}"));
+        }
+        assert_eq!(be.violations.len(), 64);
+        assert_eq!(be.violations.last().map(String::as_str), Some("v63"));
+        be.unmap_all();
+        host.clear_peers();
+    }
+
+    /// A tx chain of 22 data slots (`MAX_TX_CHAIN`, `NR_SLOTS_MIN + 4`) is one
+    /// frame; one slot more is a broken chain: a violation, the frame answered
+    /// `NETIF_RSP_ERROR`.
+    #[test]
+    fn tx_chain_length_limit() {
+        let host = HostPlatform::new();
+        let server = StoreServer::new(&host);
+        let mut be = NetBackend::new(server.add_device("vif", 0));
+        let table: GrantTable<512> = GrantTable::new(host.shared_pages(1)).unwrap();
+        be.set_grants(GrantObserver::new(&host, table.frames().unwrap()));
+        let (tx, rx, data) = (host.pages(1), host.pages(1), host.pages(1));
+        let grant = |p: &HostRegion, ro| table.grant_access(BACKEND_DOMID, p.gfn(), ro).unwrap();
+        let refs = (grant(&tx, false), grant(&rx, false));
+        assert_eq!(be.attach_queue(refs, (1, 1)), Ok(0));
+        let d = grant(&data, true);
+        let mut prod = 0u32;
+        for n in [22, 23] {
+            for k in 0..n {
+                let req = TxRequest {
+                    gref: d.0,
+                    offset: 0,
+                    flags: if k + 1 < n {
+                        netif::NETTXF_MORE_DATA
+                    } else {
+                        0
+                    },
+                    id: k as u16,
+                    // The first slot's size is the frame's: 10 bytes a slot.
+                    size: if k == 0 { 10 * n as u16 } else { 10 },
+                };
+                let at = 64 + (prod % RING_SIZE) as usize * TX_SLOT;
+                tx.mem().write_obj(at, &req);
+                prod += 1;
+            }
+            tx.mem().store_u32(0, prod);
+            be.serve_tx(0);
+        }
+        let frames: Vec<(usize, bool)> = be.tx_frames.iter().map(|f| (f.ids.len(), f.ok)).collect();
+        assert_eq!(frames, [(22, true), (23, false)], "{:?}", be.violations);
+        assert_eq!(be.tx_frames[0].data.len(), 10 * MAX_TX_CHAIN);
+        assert_eq!(
+            be.violations,
+            [format!(
+                "queue 0: tx chain longer than {MAX_TX_CHAIN} slots"
+            )]
+        );
+        be.unmap_all();
+        host.clear_peers();
+    }
 }
