@@ -618,11 +618,17 @@ fn a_careless_toy_fails_the_right_cases() {
             .map_or("", |r| r.evidence.as_str())
     };
     assert!(ev("net.rx_past_page").contains("handed out a 96-byte frame"));
-    // Its 8 tx pages, then the error (the count of sends accepted is evidence).
+    // The numbers in the evidence of rows it passes: its 8 tx pages, then the
+    // error and the waits its close took; the backend holding its 8 rx buffers.
     assert!(
-        ev("net.tx_never_answered").starts_with("8 frames queued, then: no free tx page"),
+        ev("net.tx_never_answered")
+            .starts_with("8 frames queued, then: no free tx page; close after 4 waits (None)"),
         "{}",
         ev("net.tx_never_answered")
+    );
+    assert_eq!(
+        ev("net.rx_buffers_hoarded"),
+        "600 frames sent while the backend holds 8 rx buffers"
     );
     assert!(ev("net.mac_not_unicast").contains("ff:ff:ff:ff:ff:ff"));
     assert!(ev("net.mtu_out_of_range").contains("not reported"));

@@ -936,4 +936,49 @@ mod tests {
         be.unmap_all();
         host.clear_peers();
     }
+
+    /// [`TxMode::Hold`] takes tx requests without answering them, counted by
+    /// `held_tx`; `rx_buffers` counts the rx buffers taken and not used.
+    #[test]
+    fn held_tx_and_rx_buffer_counts() {
+        let host = HostPlatform::new();
+        let server = StoreServer::new(&host);
+        let mut be = NetBackend::new(server.add_device("vif", 0));
+        let table: GrantTable<512> = GrantTable::new(host.shared_pages(1)).unwrap();
+        be.set_grants(GrantObserver::new(&host, table.frames().unwrap()));
+        let (tx, rx, data) = (host.pages(1), host.pages(1), host.pages(3));
+        let grant = |g, ro| table.grant_access(BACKEND_DOMID, g, ro).unwrap();
+        let refs = (grant(tx.gfn(), false), grant(rx.gfn(), false));
+        assert_eq!(be.attach_queue(refs, (1, 1)), Ok(0));
+        be.hooks.tx = TxMode::Hold;
+        let d = grant(data.gfn(), true);
+        for k in 0..2u32 {
+            let req = TxRequest {
+                gref: d.0,
+                offset: 0,
+                flags: 0,
+                id: k as u16,
+                size: 60,
+            };
+            tx.mem().write_obj(64 + k as usize * TX_SLOT, &req);
+        }
+        tx.mem().store_u32(0, 2);
+        for k in 0..3u32 {
+            let gfn = Gfn(data.gfn().0 + u64::from(k));
+            let req = RxRequest {
+                id: k as u16,
+                _pad: 0,
+                gref: grant(gfn, false).0,
+            };
+            rx.mem().write_obj(64 + k as usize * RX_SLOT, &req);
+        }
+        rx.mem().store_u32(0, 3);
+        be.turn();
+        assert_eq!((be.held_tx(0), be.held_tx(1)), (2, 0));
+        assert_eq!(tx.mem().load_u32(8), 0, "nothing answered");
+        assert_eq!((be.rx_buffers(0), be.rx_buffers(1)), (3, 0));
+        assert!(be.violations.is_empty(), "{:?}", be.violations);
+        be.unmap_all();
+        host.clear_peers();
+    }
 }
