@@ -982,4 +982,65 @@ mod mutants {
         }
         assert_eq!(raw(&c, msg::RESUME, 0, &strs(&["00005"])).0, msg::RESUME);
     }
+
+    /// A reply of exactly `XENSTORE_PAYLOAD_MAX` (4096) bytes is legal: a
+    /// directory of 64 names of 63 bytes (each with its NUL) is listed whole; one
+    /// byte more is `E2BIG`. (`process`: `payload.len() > PAYLOAD_MAX` as `>=`.)
+    #[test]
+    fn a_reply_of_exactly_payload_max_is_sent() {
+        let xs = Xenstored::new(Quotas::default());
+        let c = xs.client(0);
+        let names: Vec<String> = (0..64)
+            .map(|i| format!("{i:02}{}", "n".repeat(61)))
+            .collect();
+        for n in &names {
+            c.write(T0, &format!("/big/{n}"), b"").unwrap();
+        }
+        let (ty, p) = raw(&c, msg::DIRECTORY, 0, &strs(&["/big"]));
+        assert_eq!(ty, msg::DIRECTORY, "{:?}", String::from_utf8_lossy(&p));
+        assert_eq!(p.len(), 4096);
+        c.rm(T0, &format!("/big/{}", names[63])).unwrap();
+        c.write(T0, &format!("/big/{}x", names[63]), b"").unwrap();
+        is_err(raw(&c, msg::DIRECTORY, 0, &strs(&["/big"])), "E2BIG");
+    }
+
+    /// The per-connection request count and the daemon's commit and conflict
+    /// counts: each request once, a commit (`T`) counted, an abort (`F`), a
+    /// request whose payload starts with `T` not, a commit of an unknown
+    /// transaction as a commit only, a conflict (`EAGAIN`) counted as both. (`process`: the
+    /// `+=` of each counter as `*=`, the `==` and `&&` of the commit and conflict
+    /// checks.)
+    #[test]
+    fn request_commit_and_conflict_counts() {
+        let xs = Xenstored::new(Quotas::default());
+        let mut g = Guest::introduce(&xs, 5);
+        for _ in 0..3 {
+            g.req(msg::GET_DOMAIN_PATH, &strs(&["5"]));
+        }
+        assert_eq!(xs.ring_stats(5).unwrap().requests, 3);
+        let c = xs.client(0);
+        let stats = |commits, conflicts| xenstored::TransactionStats { commits, conflicts };
+        assert_eq!(xs.transaction_stats(), stats(0, 0));
+        let t = c.transaction_start().unwrap();
+        c.write(t, "/x", b"1").unwrap();
+        c.transaction_end(t, true).unwrap();
+        assert_eq!(xs.transaction_stats(), stats(1, 0));
+        let t = c.transaction_start().unwrap();
+        c.transaction_end(t, false).unwrap();
+        // A relative path: /local/domain/0/T.
+        assert_eq!(raw(&c, msg::WRITE, 0, b"T\0v").0, msg::WRITE);
+        assert_eq!(xs.transaction_stats(), stats(1, 0));
+        // A commit answered with an error other than EAGAIN: a commit, no conflict.
+        is_err(raw(&c, msg::TRANSACTION_END, 4242, &strs(&["T"])), "ENOENT");
+        assert_eq!(xs.transaction_stats(), stats(2, 0));
+        let t = c.transaction_start().unwrap();
+        c.read(t, "/x").unwrap();
+        c.write(T0, "/x", b"2").unwrap();
+        c.write(t, "/x", b"3").unwrap();
+        assert_eq!(errno(c.transaction_end(t, true)), Errno::EAGAIN);
+        assert_eq!(xs.transaction_stats(), stats(3, 1));
+        let t = c.transaction_start().unwrap();
+        c.transaction_end(t, true).unwrap();
+        assert_eq!(xs.transaction_stats(), stats(4, 1));
+    }
 }
