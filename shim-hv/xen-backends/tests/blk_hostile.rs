@@ -480,3 +480,41 @@ fn queue_ring_order_above_the_offer_is_refused() {
         }
     }
 }
+
+/// With persistent grants each data page is mapped once for the connection,
+/// whatever the order of its refs: the backend's map count grows by one per new
+/// ref, not per request, and a page stays mapped (pinned once) between requests.
+/// (`PersistentGrants::get_or_map`: the index grown to `i + 1` (`<=` as `>`, `+`
+/// as `*`): without it every request mapped its pages again.)
+#[test]
+fn persistent_grants_are_mapped_once() {
+    let dir = TempDir::new("persist-once");
+    let hv = hv();
+    let img = image(&dir, "d.img", DISK);
+    let dom = domain(&hv, "persist", 32);
+    let be = backend(&hv, &dom, cfg(&img, XVDA, "xvda"));
+    let h = Hostile::new(&hv, &dom);
+    let p: &InProcGuest = &h.guest;
+    let mut xs = Xenstore::from_hvm_params(p).unwrap();
+    let mut f = Front::connect(p, &h.table, &mut xs, XVDA, true);
+    // Refs in rising order, then one below them.
+    let grefs: Vec<GrantRef> = (0..3).map(|i| f.grant(i, false)).collect();
+    let order = [grefs[1], grefs[2], grefs[0]];
+    let mut id = 0;
+    for (n, &g) in order.iter().enumerate() {
+        let before = be.stats().grant_maps;
+        for _ in 0..4 {
+            id += 1;
+            let r = f.call(rw(blkif::OP_READ, id, 8, &[seg(g, 0, 7)], None));
+            assert_eq!(r.status, OK);
+        }
+        assert_eq!(be.stats().grant_maps, before + 1, "ref {} (#{n})", g.0);
+        assert_eq!(hv.grant_pins(dom.id(), g), 1, "kept mapped");
+    }
+    f.close(&mut xs);
+    for g in grefs {
+        assert_eq!(hv.grant_pins(dom.id(), g), 0);
+        h.table.end_access(g).unwrap();
+    }
+    be.destroy();
+}
