@@ -1043,4 +1043,45 @@ mod mutants {
         c.transaction_end(t, true).unwrap();
         assert_eq!(xs.transaction_stats(), stats(4, 1));
     }
+
+    /// INTRODUCE and SET_TARGET take their first 3 and 2 arguments and ignore
+    /// more (as C xenstored's `get_strings`); fewer is EINVAL even for a known
+    /// domain. SET_TARGET naming one unknown domain (either side) is ENOENT.
+    /// (`try_dispatch`: INTRODUCE's `a.len() < 3` as `==`, `>`, `<=`;
+    /// SET_TARGET's `a.len() < 2` as `>` and its `||` as `&&`.)
+    #[test]
+    fn introduce_and_set_target_argument_counts() {
+        let xs = Xenstored::new(Quotas::default());
+        let c = xs.client(0);
+        let _g5 = Guest::introduce(&xs, 5);
+        let _g6 = Guest::introduce(&xs, 6);
+        is_err(raw(&c, msg::INTRODUCE, 0, &strs(&["5", "1234"])), "EINVAL");
+        for args in [&["5", "1234", "7"][..], &["5", "1234", "7", "x"]] {
+            let (ty, p) = raw(&c, msg::INTRODUCE, 0, &strs(args));
+            assert_eq!(
+                ty,
+                msg::INTRODUCE,
+                "{args:?}: {:?}",
+                String::from_utf8_lossy(&p)
+            );
+        }
+        let (ty, _) = raw(&c, msg::SET_TARGET, 0, &strs(&["6", "5", "x"]));
+        assert_eq!(ty, msg::SET_TARGET);
+        for (d, t) in [("5", "77"), ("77", "5")] {
+            is_err(raw(&c, msg::SET_TARGET, 0, &strs(&[d, t])), "ENOENT");
+        }
+    }
+
+    /// RESUME of a known domain acknowledges and leaves it introduced; RELEASE
+    /// releases it. (`try_dispatch`: `hdr.ty == msg::RELEASE` as `!=`.)
+    #[test]
+    fn resume_does_not_release() {
+        let xs = Xenstored::new(Quotas::default());
+        let c = xs.client(0);
+        let _g5 = Guest::introduce(&xs, 5);
+        assert_eq!(raw(&c, msg::RESUME, 0, &strs(&["5"])).0, msg::RESUME);
+        assert!(xs.is_introduced(5));
+        assert_eq!(raw(&c, msg::RELEASE, 0, &strs(&["5"])).0, msg::RELEASE);
+        assert!(!xs.is_introduced(5));
+    }
 }
