@@ -518,3 +518,60 @@ fn persistent_grants_are_mapped_once() {
     }
     be.destroy();
 }
+
+/// A direct request of exactly `BLKIF_MAX_SEGMENTS_PER_REQUEST` (11) segments is
+/// served, a write and the read back of 11 pages, byte for byte; 12 is refused
+/// with nothing written. (`execute`: `n > MAX_SEGMENTS_PER_REQUEST` as `>=`.)
+#[test]
+fn eleven_segments_served_twelve_refused() {
+    let dir = TempDir::new("eleven");
+    let hv = hv();
+    let img = image(&dir, "d.img", DISK);
+    let dom = domain(&hv, "eleven", 32);
+    let be = backend(&hv, &dom, cfg(&img, XVDA, "xvda"));
+    let h = Hostile::new(&hv, &dom);
+    let p: &InProcGuest = &h.guest;
+    let mut xs = Xenstore::from_hvm_params(p).unwrap();
+    let mut f = Front::connect(p, &h.table, &mut xs, XVDA, false);
+    let grefs: Vec<GrantRef> = (0..12).map(|i| f.grant(i, false)).collect();
+    let segs: Vec<RequestSegment> = grefs.iter().map(|&g| seg(g, 0, 7)).collect();
+    let max = blkif::MAX_SEGMENTS_PER_REQUEST;
+    for i in 0..12 {
+        f.page(i).fill(0, PAGE_SIZE, 0x40 + i as u8);
+    }
+    let before = std::fs::read(&img).unwrap();
+    let mut twelve = rw(blkif::OP_WRITE, 1, 64, &segs[..max], None);
+    twelve.nr_segments = 12;
+    assert_eq!(f.call(twelve).status, ERR);
+    assert_eq!(std::fs::read(&img).unwrap(), before, "nothing written");
+    assert_eq!(
+        f.call(rw(blkif::OP_WRITE, 2, 64, &segs[..max], None))
+            .status,
+        OK
+    );
+    for i in 0..max {
+        f.page(i).fill(0, PAGE_SIZE, 0);
+    }
+    assert_eq!(
+        f.call(rw(blkif::OP_READ, 3, 64, &segs[..max], None)).status,
+        OK
+    );
+    let disk = std::fs::read(&img).unwrap();
+    for i in 0..max {
+        let mut got = vec![0u8; PAGE_SIZE];
+        f.page(i).read(0, &mut got);
+        assert!(
+            got.iter().all(|&b| b == 0x40 + i as u8),
+            "page {i} read back"
+        );
+        let at = 64 * 512 + i * PAGE_SIZE;
+        assert!(disk[at..at + PAGE_SIZE]
+            .iter()
+            .all(|&b| b == 0x40 + i as u8));
+    }
+    f.close(&mut xs);
+    for g in grefs {
+        h.table.end_access(g).unwrap();
+    }
+    be.destroy();
+}

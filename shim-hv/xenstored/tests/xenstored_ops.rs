@@ -1084,4 +1084,13 @@ mod mutants {
         assert_eq!(raw(&c, msg::RELEASE, 0, &strs(&["5"])).0, msg::RELEASE);
         assert!(!xs.is_introduced(5));
     }
+
+    /// CONTROL `check` takes no argument: with one it is no command 4.17 knows
+    /// (ENOSYS). (`op_control`: the guard `args.is_empty()` as `true`.)
+    #[test]
+    fn control_check_with_an_argument_is_unknown() {
+        let xs = Xenstored::new(Quotas::default());
+        let c = xs.client(0);
+        is_err(raw(&c, msg::CONTROL, 0, &strs(&["check", "x"])), "ENOSYS");
+    }
 }
