@@ -295,6 +295,7 @@ impl SharedPages {
     }
 
     /// Length in bytes.
+    #[inline]
     pub const fn len(&self) -> usize {
         self.len
     }
@@ -475,6 +476,7 @@ impl<'a> SharedMem<'a> {
 
     /// The start address as a `NonNull` (for [`Platform::virt_to_gfn`]; never
     /// dereference it directly).
+    #[inline]
     pub const fn as_non_null(&self) -> NonNull<u8> {
         self.ptr
     }
@@ -487,6 +489,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Length in bytes.
+    #[inline]
     pub const fn len(&self) -> usize {
         self.len
     }
@@ -497,11 +500,13 @@ impl<'a> SharedMem<'a> {
     }
 
     /// The start address (for address translation only; never dereference it directly).
+    #[inline]
     pub const fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
 
     /// Whether `offset..offset+len` lies inside the region (overflow-safe).
+    #[inline]
     pub const fn contains(&self, offset: usize, len: usize) -> bool {
         match offset.checked_add(len) {
             Some(end) => end <= self.len,
@@ -510,6 +515,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// The sub-region `offset..offset+len`, or `None` if it is not inside this region.
+    #[inline]
     pub fn sub(&self, offset: usize, len: usize) -> Option<SharedMem<'a>> {
         if !self.contains(offset, len) {
             return None;
@@ -525,6 +531,7 @@ impl<'a> SharedMem<'a> {
         })
     }
 
+    #[inline]
     fn at<T>(&self, offset: usize) -> *mut T {
         let size = core::mem::size_of::<T>();
         assert!(
@@ -541,6 +548,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Atomic (acquire) load of a `u32`, e.g. a ring index the other side produces.
+    #[inline]
     pub fn load_u32(&self, offset: usize) -> u32 {
         // SAFETY: in bounds and aligned (checked by `at`); the memory is valid per `new`,
         // and the other side only ever accesses it as plain memory, which is what an
@@ -551,6 +559,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Atomic (release) store of a `u32`, e.g. publishing a ring index.
+    #[inline]
     pub fn store_u32(&self, offset: usize, value: u32) {
         // SAFETY: as in `load_u32`.
         unsafe { AtomicU32::from_ptr(self.at(offset)) }.store(value, Ordering::Release);
@@ -558,6 +567,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Atomic (acquire) load of a `u16` (e.g. grant entry flags).
+    #[inline]
     pub fn load_u16(&self, offset: usize) -> u16 {
         // SAFETY: as in `load_u32`.
         let v = unsafe { AtomicU16::from_ptr(self.at(offset)) }.load(Ordering::Acquire);
@@ -566,6 +576,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Atomic (release) store of a `u16`.
+    #[inline]
     pub fn store_u16(&self, offset: usize, value: u16) {
         // SAFETY: as in `load_u32`.
         unsafe { AtomicU16::from_ptr(self.at(offset)) }.store(value, Ordering::Release);
@@ -574,6 +585,7 @@ impl<'a> SharedMem<'a> {
 
     /// Atomic compare-and-exchange of a `u16` (sequentially consistent); returns the
     /// previous value, `Ok` if it was `current`.
+    #[inline]
     pub fn cmpxchg_u16(&self, offset: usize, current: u16, new: u16) -> Result<u16, u16> {
         // SAFETY: as in `load_u32`.
         let r = unsafe { AtomicU16::from_ptr(self.at(offset)) }.compare_exchange(
@@ -587,6 +599,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Atomic compare-and-exchange of a `u32`.
+    #[inline]
     pub fn cmpxchg_u32(&self, offset: usize, current: u32, new: u32) -> Result<u32, u32> {
         // SAFETY: as in `load_u32`.
         let r = unsafe { AtomicU32::from_ptr(self.at(offset)) }.compare_exchange(
@@ -600,6 +613,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Atomic load of a `u8`.
+    #[inline]
     pub fn load_u8(&self, offset: usize) -> u8 {
         // SAFETY: as in `load_u32`.
         let v = unsafe { AtomicU8::from_ptr(self.at(offset)) }.load(Ordering::Acquire);
@@ -608,6 +622,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Atomic store of a `u8`.
+    #[inline]
     pub fn store_u8(&self, offset: usize, value: u8) {
         // SAFETY: as in `load_u32`.
         unsafe { AtomicU8::from_ptr(self.at(offset)) }.store(value, Ordering::Release);
@@ -615,6 +630,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Atomic swap of a `u8`, returning the old value.
+    #[inline]
     pub fn swap_u8(&self, offset: usize, value: u8) -> u8 {
         // SAFETY: as in `load_u32`.
         let old = unsafe { AtomicU8::from_ptr(self.at(offset)) }.swap(value, Ordering::SeqCst);
@@ -623,6 +639,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Atomic load of a `u64` (e.g. an event-channel bitmap word).
+    #[inline]
     pub fn load_u64(&self, offset: usize) -> u64 {
         // SAFETY: as in `load_u32`.
         let v = unsafe { AtomicU64::from_ptr(self.at(offset)) }.load(Ordering::Acquire);
@@ -631,6 +648,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Atomic store of a `u64`.
+    #[inline]
     pub fn store_u64(&self, offset: usize, value: u64) {
         // SAFETY: as in `load_u32`.
         unsafe { AtomicU64::from_ptr(self.at(offset)) }.store(value, Ordering::Release);
@@ -638,6 +656,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Atomic OR into a `u64`; returns the previous value.
+    #[inline]
     pub fn fetch_or_u64(&self, offset: usize, bits: u64) -> u64 {
         // SAFETY: as in `load_u32`.
         let old = unsafe { AtomicU64::from_ptr(self.at(offset)) }.fetch_or(bits, Ordering::SeqCst);
@@ -647,6 +666,7 @@ impl<'a> SharedMem<'a> {
 
     /// Atomic AND into a `u16`; returns the previous value (Xen clears grant-entry
     /// flags this way: a 16-bit locked AND on the flags field alone).
+    #[inline]
     pub fn fetch_and_u16(&self, offset: usize, bits: u16) -> u16 {
         // SAFETY: as in `load_u16`.
         let old = unsafe { AtomicU16::from_ptr(self.at(offset)) }.fetch_and(bits, Ordering::SeqCst);
@@ -655,6 +675,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Atomic AND into a `u64`; returns the previous value.
+    #[inline]
     pub fn fetch_and_u64(&self, offset: usize, bits: u64) -> u64 {
         // SAFETY: as in `load_u32`.
         let old = unsafe { AtomicU64::from_ptr(self.at(offset)) }.fetch_and(bits, Ordering::SeqCst);
@@ -663,6 +684,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Atomic exchange of a `u64`; returns the previous value.
+    #[inline]
     pub fn swap_u64(&self, offset: usize, value: u64) -> u64 {
         // SAFETY: as in `load_u32`.
         let old = unsafe { AtomicU64::from_ptr(self.at(offset)) }.swap(value, Ordering::SeqCst);
@@ -671,6 +693,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Copies `buf.len()` bytes starting at `offset` out of shared memory, once.
+    #[inline]
     pub fn read(&self, offset: usize, buf: &mut [u8]) {
         assert!(
             self.contains(offset, buf.len()),
@@ -691,6 +714,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Copies `buf` into shared memory at `offset`.
+    #[inline]
     pub fn write(&self, offset: usize, buf: &[u8]) {
         assert!(
             self.contains(offset, buf.len()),
@@ -722,6 +746,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Reads a plain-data value (a private copy) from `offset`.
+    #[inline]
     pub fn read_obj<T: FromBytes + IntoBytes>(&self, offset: usize) -> T {
         let mut v = T::new_zeroed();
         self.read(offset, v.as_mut_bytes());
@@ -729,6 +754,7 @@ impl<'a> SharedMem<'a> {
     }
 
     /// Writes a plain-data value to `offset`.
+    #[inline]
     pub fn write_obj<T: IntoBytes + Immutable>(&self, offset: usize, value: &T) {
         self.write(offset, value.as_bytes());
     }
@@ -737,6 +763,7 @@ impl<'a> SharedMem<'a> {
     /// (both shared; used by host-side grant copy). Each source byte is read once.
     /// Overlapping ranges (the same page reached twice, e.g. through two grants)
     /// are copied as `memmove` would, through a small private buffer.
+    #[inline]
     pub fn copy_from(&self, dst_off: usize, src: &SharedMem<'_>, src_off: usize, len: usize) {
         assert!(
             self.contains(dst_off, len) && src.contains(src_off, len),
@@ -775,21 +802,25 @@ impl<'a> SharedMem<'a> {
 
 /// Whether the `len` bytes at address `a` and the `len` bytes at address `b` share a
 /// byte (an empty range shares none; overflow-safe).
+#[inline]
 fn ranges_overlap(a: usize, b: usize, len: usize) -> bool {
     a.saturating_add(len) > b && b.saturating_add(len) > a
 }
 
 /// Full memory barrier (`mb()` in `io/ring.h`).
+#[inline]
 pub fn mb() {
     fence(Ordering::SeqCst);
 }
 
 /// Read barrier (`rmb()`): later reads are not performed before earlier ones.
+#[inline]
 pub fn rmb() {
     fence(Ordering::Acquire);
 }
 
 /// Write barrier (`wmb()`): earlier writes are visible before later ones.
+#[inline]
 pub fn wmb() {
     fence(Ordering::Release);
 }
@@ -812,6 +843,7 @@ enum Shared {
 /// `src..src+len` must be valid for reads, `dst..dst+len` valid for writes, and the
 /// two ranges must not overlap.
 #[cfg(all(target_arch = "x86_64", not(miri)))]
+#[inline]
 unsafe fn copy_bytes(dst: *mut u8, src: *const u8, len: usize, _shared: Shared) {
     // SAFETY: the caller guarantees both ranges; `rep movsb` with the direction flag
     // clear (guaranteed on entry to an asm block) copies `rcx` bytes forward from
@@ -862,6 +894,7 @@ unsafe fn fill_bytes(dst: *mut u8, len: usize, byte: u8) {
 /// # Safety
 /// As for the x86_64 version.
 #[cfg(all(not(target_arch = "x86_64"), not(miri)))]
+#[inline]
 unsafe fn copy_bytes(dst: *mut u8, src: *const u8, len: usize, shared: Shared) {
     // SAFETY: the caller's guarantees, passed on.
     unsafe { portable_copy_bytes(dst, src, len, shared) }
@@ -887,6 +920,7 @@ unsafe fn fill_bytes(dst: *mut u8, len: usize, byte: u8) {
 /// # Safety
 /// As for the x86_64 version.
 #[cfg(miri)]
+#[inline]
 unsafe fn copy_bytes(dst: *mut u8, src: *const u8, len: usize, _shared: Shared) {
     // SAFETY: the caller guarantees both ranges are valid and do not overlap.
     unsafe { core::ptr::copy_nonoverlapping(src, dst, len) }

@@ -65,9 +65,11 @@ pub trait FrameBytes {
 }
 
 impl FrameBytes for [u8] {
+    #[inline]
     fn len(&self) -> usize {
         <[u8]>::len(self)
     }
+    #[inline]
     fn chunks(&self, off: usize, len: usize, f: &mut dyn FnMut(&[u8])) {
         let end = off.saturating_add(len).min(<[u8]>::len(self));
         if let Some(c) = self.get(off..end) {
@@ -81,9 +83,11 @@ impl FrameBytes for [u8] {
 pub struct Frags<'a>(pub &'a [&'a [u8]]);
 
 impl FrameBytes for Frags<'_> {
+    #[inline]
     fn len(&self) -> usize {
         self.0.iter().map(|f| f.len()).sum()
     }
+    #[inline]
     fn chunks(&self, off: usize, len: usize, f: &mut dyn FnMut(&[u8])) {
         let end = off.saturating_add(len);
         let mut base = 0usize;

@@ -156,10 +156,12 @@ fn key(dir: &str, args: core::fmt::Arguments<'_>) -> Result<Path, Error> {
     Ok(Path::join(dir, &k)?)
 }
 
+#[inline]
 fn live(queues: &[Queue], q: usize) -> Option<&Queue> {
     queues.get(q).filter(|qu| qu.live)
 }
 
+#[inline]
 fn live_mut(queues: &mut [Queue], q: usize) -> Option<&mut Queue> {
     queues.get_mut(q).filter(|qu| qu.live)
 }
@@ -913,7 +915,19 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
     /// larger than `buf` are dropped and counted in `rx_dropped`.
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<Option<RxMeta>, Error> {
         self.release_held();
-        Ok(self.recv_inner(buf, false)?.map(|(m, _)| m))
+        Ok(self.recv_inner(buf, false, true)?.map(|(m, _)| m))
+    }
+
+    /// [`NetFront::recv`] for a caller that busy-polls: when nothing is pending
+    /// it returns `Ok(None)` without asking the backend to notify on the next
+    /// frame (no `rsp_event` update). A receiver that spins on this gets no
+    /// event-channel notification per burst it catches up with; before it sleeps
+    /// (e.g. [`hypercall::Platform::wait`]) it must call [`NetFront::recv`],
+    /// which re-arms and checks once more, so no frame is left unannounced
+    /// (docs/network-copies.md, "Notifications per frame").
+    pub fn recv_polling(&mut self, buf: &mut [u8]) -> Result<Option<RxMeta>, Error> {
+        self.release_held();
+        Ok(self.recv_inner(buf, false, false)?.map(|(m, _)| m))
     }
 
     /// [`NetFront::recv`], but a one-page frame (with no checksum to complete)
@@ -928,7 +942,7 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
         buf: &mut [u8],
     ) -> Result<Option<(RxMeta, Option<HeldBytes>)>, Error> {
         self.release_held();
-        let r = self.recv_inner(buf, true)?;
+        let r = self.recv_inner(buf, true, true)?;
         Ok(r.map(|(meta, held)| {
             // A raw address and length, not a region: the adapter reads the frame
             // through it while it holds the device (smol.rs's `consume`).
@@ -972,10 +986,13 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
         }
     }
 
+    /// One frame from the queues in turn; with `arm`, a queue found empty asks
+    /// for a notification on its next response (and is checked once more).
     fn recv_inner(
         &mut self,
         buf: &mut [u8],
         hold: bool,
+        arm: bool,
     ) -> Result<Option<(RxMeta, Option<HeldPage>)>, Error> {
         self.usable()?;
         let n = self.neg.queues;
@@ -1039,6 +1056,7 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
                         }
                         self.refill(q)?;
                     }
+                    Ok(None) if !arm => break,
                     Ok(None) => {
                         let more = match live_mut(&mut self.queues, q) {
                             Some(qu) => qu.rx.ring.final_check_for_responses(),

@@ -90,15 +90,18 @@ impl Pool {
         Ok(())
     }
 
+    #[inline]
     pub(crate) fn free_pages(&self) -> usize {
         self.nfree
     }
 
+    #[inline]
     fn take(&mut self) -> Option<u16> {
         self.nfree = self.nfree.checked_sub(1)?;
         self.free.get(self.nfree).copied()
     }
 
+    #[inline]
     fn put(&mut self, page: u16) {
         if usize::from(page) < self.count {
             if let Some(slot) = self.free.get_mut(self.nfree) {
@@ -108,10 +111,12 @@ impl Pool {
         }
     }
 
+    #[inline]
     fn page(&self, i: u16) -> Option<SharedMem<'_>> {
         self.mem.mem().sub(usize::from(i) * PAGE_SIZE, PAGE_SIZE)
     }
 
+    #[inline]
     fn gfn(&self, i: u16) -> Gfn {
         Gfn(self.gfns.get(usize::from(i)).copied().unwrap_or(0))
     }
@@ -292,21 +297,25 @@ impl TxQueue {
     }
 
     /// Slots a frame of `len` bytes needs (data, extras).
+    #[inline]
     pub(crate) fn slots_for(len: usize, gso: bool) -> (usize, usize) {
         (len.div_ceil(PAGE_SIZE).max(1), usize::from(gso))
     }
 
+    #[inline]
     pub(crate) fn has_room(&self, data: usize, extra: usize) -> bool {
         self.ring.free_slots() as usize >= data + extra
             && self.nfree_ids >= data
             && self.pool.free_pages() >= data
     }
 
+    #[inline]
     fn take_id(&mut self) -> Option<u16> {
         self.nfree_ids = self.nfree_ids.checked_sub(1)?;
         self.free_ids.get(self.nfree_ids).copied()
     }
 
+    #[inline]
     fn put_id(&mut self, id: u16) {
         if let Some(slot) = self.free_ids.get_mut(self.nfree_ids) {
             *slot = id;
@@ -860,6 +869,7 @@ impl RxQueue {
         }
     }
 
+    #[inline]
     fn recycle_chain(&mut self) {
         for k in 0..self.chain.n {
             if let Some(f) = self.chain.frags.get(k).copied() {
@@ -869,6 +879,7 @@ impl RxQueue {
         self.chain.n = 0;
     }
 
+    #[inline]
     fn add_frag(&mut self, page: u16, rsp: &RxResponse) {
         let fault = if rsp.status < 0 {
             Some(RxFault::BadStatus(rsp.status))

@@ -2111,3 +2111,34 @@ fn teardown_with_rings_and_buffers_mapped_quarantines_them() {
 }
 
 mod queue_mutants;
+
+/// `recv_polling` takes frames as `recv` does, but finding the ring empty it
+/// leaves `rsp_event` alone (a busy-polling receiver asks for no notification);
+/// `recv` finding it empty re-arms it at the next response.
+#[test]
+fn recv_polling_takes_frames_without_rearming_rsp_event() {
+    let env = Env::new();
+    let mut dev = device(&env, cfg(), all_features());
+    let mut be = FakeBackend::attach(&env, &dev, 0, 0);
+    let mut buf = vec![0u8; MAX_FRAME];
+    let event = |be: &FakeBackend<'_>| be.rx_mem.load_u32(layout::RSP_EVENT);
+    let e0 = event(&be);
+    let (f1, f2) = (pattern(100, 1), pattern(1500, 2));
+    assert!(be.deliver(&f1, 0, None) && be.deliver(&f2, 0, None));
+    let m = dev.recv_polling(&mut buf).unwrap().expect("first frame");
+    same(&buf[..m.len], &f1);
+    let m = dev.recv_polling(&mut buf).unwrap().expect("second frame");
+    same(&buf[..m.len], &f2);
+    assert!(dev.recv_polling(&mut buf).unwrap().is_none());
+    assert_eq!(event(&be), e0, "recv_polling did not re-arm");
+    // A frame published meanwhile is still found by polling.
+    let f3 = pattern(64, 3);
+    assert!(be.deliver(&f3, 0, None));
+    let m = dev.recv_polling(&mut buf).unwrap().expect("third frame");
+    same(&buf[..m.len], &f3);
+    assert_eq!(event(&be), e0);
+    // `recv` on the empty ring asks for the next response (rsp_cons + 1).
+    assert!(dev.recv(&mut buf).unwrap().is_none());
+    assert_eq!(event(&be), 4, "recv re-armed after 3 responses");
+    assert_eq!(dev.stats().rx_frames, 3);
+}

@@ -9,8 +9,10 @@
 //! [`WINDOW`] frames in flight (the queue's capacity; for the guests, as a
 //! transport protocol's window would), and wait the same way: the receiver polls
 //! for [`SPIN`] (yielding the CPU between polls: the machine may have fewer cores
-//! than busy threads), then sleeps until the sender wakes it (the queue: a parked
-//! thread and an unpark; the guests: event channels); a sender with a full window
+//! than busy threads) without asking to be woken (the guest:
+//! `NetFront::recv_polling`), then sleeps until the sender wakes it (the queue: a
+//! parked thread and an unpark; the guests: `recv`, which re-arms, then the event
+//! channel); a sender with a full window
 //! yields. (netback's queue workers poll the same way before they sleep.) So the ratio is the cost of the Xen path: grant copies, rings, event
 //! channels, the bridge.
 //!
@@ -60,6 +62,10 @@ fn frame(len: usize, dst: Mac, src: Mac) -> Vec<u8> {
 struct Run {
     elapsed: Duration,
     notifications: u64,
+    /// The guests' notifications by sender: A's frontend (tx kicks), B's
+    /// frontend (rx refill kicks), A's netback (tx completions to A), B's
+    /// netback (rx deliveries to B). Zero for the queue.
+    by_source: [u64; 4],
 }
 
 #[repr(align(128))]
@@ -213,6 +219,7 @@ fn baseline(len: usize, n: u64) -> Run {
     Run {
         elapsed,
         notifications: wakes,
+        by_source: [0; 4],
     }
 }
 
@@ -230,13 +237,13 @@ fn xen_path(len: usize, n: u64) -> Run {
     let bb = Arc::new(NetBackend::start(&hv, db.id(), br.clone(), cfg(mb)).unwrap());
     let backend_notifications = {
         let (ba, bb) = (ba.clone(), bb.clone());
-        move || ba.stats().notifications + bb.stats().notifications
+        move || [ba.stats().notifications, bb.stats().notifications]
     };
     let received = Arc::new(AtomicU64::new(0));
     let (ready_tx, ready_rx) = channel();
     let (done_tx, done_rx) = channel();
-    // (start time, notifications so far) from A when it starts sending.
-    let (start_tx, start_rx) = channel::<(Instant, u64)>();
+    // (start time, backends' notifications so far) from A when it starts sending.
+    let (start_tx, start_rx) = channel::<(Instant, [u64; 2])>();
     let (a_end_tx, a_end_rx) = channel::<u64>();
     let rcv = received.clone();
     let be_notes = backend_notifications.clone();
@@ -265,7 +272,17 @@ fn xen_path(len: usize, n: u64) -> Run {
             let mut got = 0u64;
             let mut idle: Option<Instant> = None;
             while got < n {
-                match dev.recv(buf) {
+                // Busy-poll a little before sleeping (as NAPI busy polling does),
+                // without asking for notifications (as the queue's receiver is
+                // unparked only once parked); then `recv`, which asks for one and
+                // checks once more, and sleep on the event channel.
+                let spinning = idle.is_none_or(|t| t.elapsed() < SPIN);
+                let r = if spinning {
+                    dev.recv_polling(buf)
+                } else {
+                    dev.recv(buf)
+                };
+                match r {
                     Ok(Some(m)) => {
                         idle = None;
                         if m.len == len {
@@ -273,16 +290,13 @@ fn xen_path(len: usize, n: u64) -> Run {
                             rcv.store(got, Ordering::Release);
                         }
                     }
+                    Ok(None) if spinning => {
+                        idle.get_or_insert_with(Instant::now);
+                        std::thread::yield_now();
+                    }
                     Ok(None) => {
-                        // Busy-poll a little before sleeping (as NAPI busy polling
-                        // does); sleep on the event channel after that.
-                        let since = *idle.get_or_insert_with(Instant::now);
-                        if since.elapsed() < SPIN {
-                            std::thread::yield_now();
-                        } else {
-                            idle = None;
-                            hypercall::Platform::wait(p);
-                        }
+                        idle = None;
+                        hypercall::Platform::wait(p);
                     }
                     Err(e) => panic!("{e}"),
                 }
@@ -290,11 +304,14 @@ fn xen_path(len: usize, n: u64) -> Run {
             let (start, before) = start_rx.recv().unwrap();
             let elapsed = start.elapsed();
             let a = a_end_rx.recv().unwrap();
-            let notes = a + (dev.stats().notifications - b_start) + be_notes() - before;
+            let b = dev.stats().notifications - b_start;
+            let be = be_notes();
+            let by_source = [a, b, be[0] - before[0], be[1] - before[1]];
             done_tx
                 .send(Run {
                     elapsed,
-                    notifications: notes,
+                    notifications: by_source.iter().sum(),
+                    by_source,
                 })
                 .unwrap();
             let _ = dev.close(&mut xs, Duration::from_secs(2));
@@ -393,17 +410,11 @@ fn args() -> Args {
     a
 }
 
-/// Median, minimum and maximum of the frame rates, and notifications per frame
-/// of the median run.
-fn summary(runs: &[Run], n: u64) -> (f64, f64, f64, f64) {
-    let mut r: Vec<(f64, f64)> = runs
+/// Median, minimum and maximum of the frame rates, and the median run.
+fn summary(runs: &[Run], n: u64) -> (f64, f64, f64, Run) {
+    let mut r: Vec<(f64, Run)> = runs
         .iter()
-        .map(|x| {
-            (
-                n as f64 / x.elapsed.as_secs_f64(),
-                x.notifications as f64 / n as f64,
-            )
-        })
+        .map(|x| (n as f64 / x.elapsed.as_secs_f64(), *x))
         .collect();
     r.sort_by(|a, b| a.0.total_cmp(&b.0));
     let mid = r[r.len() / 2];
@@ -434,7 +445,8 @@ fn main() {
             if runs.is_empty() {
                 continue;
             }
-            let (med, lo, hi, notes) = summary(runs, n);
+            let (med, lo, hi, mid) = summary(runs, n);
+            let notes = mid.notifications as f64 / n as f64;
             let ratio = match base {
                 None => {
                     base = Some((med, hi));
@@ -446,6 +458,18 @@ fn main() {
                 "{len:>5}  {name:<18} {med:>10.0} ({lo:>9.0}-{hi:<9.0})  {:>7.2}  {notes:>11.3}  {ratio}",
                 gbit(med)
             );
+            if mid.by_source.iter().any(|&x| x > 0) {
+                let per = |x: u64| x as f64 / n as f64;
+                let [a, b, ba, bb] = mid.by_source;
+                println!(
+                    "       (notifications per frame in that run: A tx kicks {:.4}, B rx refill kicks {:.4}, \
+                     A's netback tx completions {:.4}, B's netback rx deliveries {:.4})",
+                    per(a),
+                    per(b),
+                    per(ba),
+                    per(bb)
+                );
+            }
         }
     }
 }

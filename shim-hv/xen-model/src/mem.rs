@@ -274,6 +274,7 @@ impl GuestMemory {
     }
 
     /// One past the last RAM frame.
+    #[inline]
     pub fn end_gfn(&self) -> Gfn {
         Gfn(self.first_gfn.0 + self.pages as u64)
     }
@@ -289,6 +290,7 @@ impl GuestMemory {
     }
 
     /// Whether `gfn` is a RAM frame.
+    #[inline]
     pub fn contains_gfn(&self, gfn: Gfn) -> bool {
         gfn.0 >= self.first_gfn.0 && gfn.0 < self.end_gfn().0
     }
@@ -315,12 +317,28 @@ impl GuestMemory {
     }
 
     /// All of RAM as one region, borrowed from this memory.
+    #[inline]
     fn ram(&self) -> SharedMem<'_> {
         self.map.shared()
     }
 
     /// The 4 KiB page at `gfn`: RAM, or a page the guest placed in a hole.
+    #[inline]
     pub fn page(&self, gfn: Gfn) -> Result<SharedMem<'_>, MemError> {
+        // RAM (the grant-copy path: every copy looks up two pages) without a call.
+        if self.contains_gfn(gfn) {
+            let idx = (gfn.0 - self.first_gfn.0) as usize;
+            if let Some(p) = self.ram().sub(idx * PAGE_SIZE, PAGE_SIZE) {
+                return Ok(p);
+            }
+        }
+        self.page_slow(gfn)
+    }
+
+    /// [`GuestMemory::page`] outside RAM: a hole page, or an error.
+    #[cold]
+    #[inline(never)]
+    fn page_slow(&self, gfn: Gfn) -> Result<SharedMem<'_>, MemError> {
         if !self.contains_gfn(gfn) && self.hole_limit != 0 {
             let holes = self.holes.lock().unwrap_or_else(|e| e.into_inner());
             return holes
