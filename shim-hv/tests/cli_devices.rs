@@ -6,6 +6,7 @@
 
 mod toolstack_util;
 
+use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 
 use toolstack_util::{wait_for, Cli};
@@ -238,11 +239,20 @@ fn disks_are_attached_listed_and_left_intact() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
+    // Attached once the first line (from the console's history) shows; only then
+    // shut down, or the domain could be gone before `console` finds it.
+    let mut console_out = BufReader::new(console.stdout.take().unwrap());
+    let mut text = String::new();
+    assert!(
+        console_out.read_line(&mut text).unwrap() > 0,
+        "`console d1` printed nothing"
+    );
     cli.ok(&["shutdown", "-w", "d1"]);
     if wait_for(30, || console.try_wait().ok().flatten()).is_none() {
         let _ = console.kill();
     }
-    let text = String::from_utf8_lossy(&console.wait_with_output().unwrap().stdout).into_owned();
+    console_out.read_to_string(&mut text).unwrap();
+    assert!(console.wait().unwrap().success(), "{text}");
     for want in [
         "disk 51712 (xvda): 8192 sectors of 512 bytes (4 MiB), read-write disk",
         "disk 51712 (xvda): sector 0: \"xenkit rw disk\"",

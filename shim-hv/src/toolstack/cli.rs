@@ -36,7 +36,7 @@ pub struct Cli {
 pub enum Command {
     /// Create a domain from a config file (starts the daemon if none runs).
     Create {
-        /// Attach to the domain's console after creating it.
+        /// Attach to the domain's console (the domain starts once it is attached).
         #[arg(short = 'c')]
         console: bool,
         /// Parse the config, print the domain description as JSON, start nothing.
@@ -469,7 +469,9 @@ fn create(
         file: cfg.file.clone(),
         text,
         cwd: ctx.cwd.display().to_string(),
-        paused,
+        // With `-c`, as xl does: created paused, the console attached, then
+        // started; so no output is missed, even of a domain that ends at once.
+        paused: paused || console,
         hostile: hostile.to_vec(),
     })?;
     let Reply::Created { domid, name } = reply else {
@@ -477,11 +479,12 @@ fn create(
     };
     w(err, format_args!("Created domain {domid} ({name})\n"))?;
     if console {
-        client.console(
-            &domid.to_string(),
-            &mut WriteAdapter(out),
-            ctx.console_input(),
-        )?;
+        let dom = domid.to_string();
+        let session = client.attach_console(&dom, 0)?;
+        if !paused {
+            client.call(&Request::Unpause { dom })?;
+        }
+        session.run(&mut WriteAdapter(out), ctx.console_input())?;
     }
     Ok(())
 }

@@ -152,6 +152,14 @@ impl Client {
         out: &mut impl Write,
         input: Option<Box<dyn Read + Send>>,
     ) -> Result<(), Error> {
+        self.attach_console(dom, num)?.run(out, input)
+    }
+
+    /// Attaches to console `num` of a domain (see [`Client::console_n`]) without
+    /// copying anything yet: what the console prints waits on the connection until
+    /// [`ConsoleSession::run`] copies it. `create -c` attaches to a paused domain
+    /// this way before starting it, so none of its output can be missed.
+    pub fn attach_console(&self, dom: &str, num: u32) -> Result<ConsoleSession, Error> {
         let s = self.connect()?;
         let mut w = s.try_clone().map_err(io_err("control socket"))?;
         let req = Request::Console {
@@ -167,6 +175,26 @@ impl Client {
             Ok(None) => return Err(Error::Protocol("connection closed".into())),
             Err(e) => return Err(Error::Protocol(e.to_string())),
         }
+        Ok(ConsoleSession { r, w })
+    }
+}
+
+/// A console attached by [`Client::attach_console`].
+pub struct ConsoleSession {
+    r: BufReader<UnixStream>,
+    w: UnixStream,
+}
+
+impl ConsoleSession {
+    /// Copies the console's output to `out` until the domain goes away or the
+    /// daemon stops. Bytes read from `input` go to the guest; `Ctrl-]` (0x1d) in
+    /// the input detaches, as with xl.
+    pub fn run(
+        self,
+        out: &mut impl Write,
+        input: Option<Box<dyn Read + Send>>,
+    ) -> Result<(), Error> {
+        let ConsoleSession { mut r, w } = self;
         if let Some(input) = input {
             let _ = std::thread::Builder::new()
                 .name("console-stdin".into())
