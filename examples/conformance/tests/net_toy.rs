@@ -738,7 +738,7 @@ fn each_case_fails_a_driver_with_its_flaw() {
         (
             QueueZeroOnly,
             "net.multi_queue_traffic",
-            "handed out 3 of 6 frames",
+            "handed out 3 of 6 frames (3 still queued at the backend, on 2 queues)",
         ),
         (FlakyRecv, "net.rx_id_garbage", "flaky receive"),
         // While the backend waits for rx buffers (push_slots).

@@ -818,7 +818,7 @@ pub(super) static CASES: &[Case] = &[
         expect: "each dropped (counted); the next good frame arrives",
         run: |ctx| {
             let mut d = ctx.connected()?;
-            let slots = [-1, -2, -100, i16::MIN]
+            let slots = [netif::RSP_ERROR, netif::RSP_DROPPED, -100, i16::MIN]
                 .into_iter()
                 .map(|s| bad_data(100, s))
                 .collect();
@@ -832,7 +832,12 @@ pub(super) static CASES: &[Case] = &[
         expect: "the device fails before the run ends",
         run: |ctx| {
             let mut d = ctx.connected()?;
-            let got = ctx.push_slots(&mut d, (0..BAD_RUN).map(|_| bad_data(0, -1)).collect())?;
+            let got = ctx.push_slots(
+                &mut d,
+                (0..BAD_RUN)
+                    .map(|_| bad_data(0, netif::RSP_ERROR))
+                    .collect(),
+            )?;
             if !got.is_empty() {
                 return Err(format!("{} frame(s) handed out", got.len()));
             }

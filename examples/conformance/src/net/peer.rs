@@ -938,7 +938,9 @@ mod tests {
     }
 
     /// [`TxMode::Hold`] takes tx requests without answering them, counted by
-    /// `held_tx`; `rx_buffers` counts the rx buffers taken and not used.
+    /// `held_tx`; `rx_buffers` counts the rx buffers taken and not used,
+    /// `undelivered` the frames queued; `publish` publishes what a turn wrote
+    /// without the publish hook.
     #[test]
     fn held_tx_and_rx_buffer_counts() {
         let host = HostPlatform::new();
@@ -978,6 +980,14 @@ mod tests {
         assert_eq!(tx.mem().load_u32(8), 0, "nothing answered");
         assert_eq!((be.rx_buffers(0), be.rx_buffers(1)), (3, 0));
         assert!(be.violations.is_empty(), "{:?}", be.violations);
+        // Without the publish hook a delivered frame waits for `publish`.
+        be.hooks.publish = false;
+        be.deliver(0, &[7u8; 60]);
+        assert_eq!(be.undelivered(), 1);
+        be.turn();
+        assert_eq!((be.undelivered(), rx.mem().load_u32(8)), (0, 0));
+        be.publish(0);
+        assert_eq!(rx.mem().load_u32(8), 1, "published");
         be.unmap_all();
         host.clear_peers();
     }
