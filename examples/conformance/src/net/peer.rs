@@ -940,7 +940,8 @@ mod tests {
     /// [`TxMode::Hold`] takes tx requests without answering them, counted by
     /// `held_tx`; `rx_buffers` counts the rx buffers taken and not used,
     /// `undelivered` the frames queued; `publish` publishes what a turn wrote
-    /// without the publish hook.
+    /// without the publish hook; a frame over a page is delivered as a chain;
+    /// the G3 violation names the first byte of guest data.
     #[test]
     fn held_tx_and_rx_buffer_counts() {
         let host = HostPlatform::new();
@@ -948,7 +949,7 @@ mod tests {
         let mut be = NetBackend::new(server.add_device("vif", 0));
         let table: GrantTable<512> = GrantTable::new(host.shared_pages(1)).unwrap();
         be.set_grants(GrantObserver::new(&host, table.frames().unwrap()));
-        let (tx, rx, data) = (host.pages(1), host.pages(1), host.pages(3));
+        let (tx, rx, data) = (host.pages(1), host.pages(1), host.pages(4));
         let grant = |g, ro| table.grant_access(BACKEND_DOMID, g, ro).unwrap();
         let refs = (grant(tx.gfn(), false), grant(rx.gfn(), false));
         assert_eq!(be.attach_queue(refs, (1, 1)), Ok(0));
@@ -965,7 +966,7 @@ mod tests {
             tx.mem().write_obj(64 + k as usize * TX_SLOT, &req);
         }
         tx.mem().store_u32(0, 2);
-        for k in 0..3u32 {
+        for k in 0..4u32 {
             let gfn = Gfn(data.gfn().0 + u64::from(k));
             let req = RxRequest {
                 id: k as u16,
@@ -974,12 +975,19 @@ mod tests {
             };
             rx.mem().write_obj(64 + k as usize * RX_SLOT, &req);
         }
-        rx.mem().store_u32(0, 3);
+        rx.mem().store_u32(0, 4);
+        // The last rx page holds a byte of the guest's (G3).
+        data.mem().write(3 * PAGE_SIZE + 100, &[1]);
         be.turn();
         assert_eq!((be.held_tx(0), be.held_tx(1)), (2, 0));
         assert_eq!(tx.mem().load_u32(8), 0, "nothing answered");
-        assert_eq!((be.rx_buffers(0), be.rx_buffers(1)), (3, 0));
-        assert!(be.violations.is_empty(), "{:?}", be.violations);
+        assert_eq!((be.rx_buffers(0), be.rx_buffers(1)), (4, 0));
+        assert_eq!(be.violations.len(), 1, "{:?}", be.violations);
+        assert!(
+            be.violations[0].ends_with("posted with guest data at byte 100 (G3)"),
+            "{:?}",
+            be.violations
+        );
         // Without the publish hook a delivered frame waits for `publish`.
         be.hooks.publish = false;
         be.deliver(0, &[7u8; 60]);
@@ -988,6 +996,23 @@ mod tests {
         assert_eq!((be.undelivered(), rx.mem().load_u32(8)), (0, 0));
         be.publish(0);
         assert_eq!(rx.mem().load_u32(8), 1, "published");
+        // A frame over a page goes in a chain of buffers.
+        be.hooks.publish = true;
+        be.deliver(0, &[5u8; 5000]);
+        be.turn();
+        let slot = |i: usize| rx.mem().read_obj::<RxResponse>(64 + i * RX_SLOT);
+        let more = |r: RxResponse| (r.flags & netif::NETRXF_MORE_DATA != 0, r.status);
+        assert_eq!((more(slot(1)), more(slot(2))), ((true, 4096), (false, 904)));
+        // A raw slot past the page: its bytes are not written (nowhere to).
+        let raw = RxSlot::Data {
+            id: None,
+            offset: 5000,
+            flags: 0,
+            status: 3,
+            bytes: vec![9; 3],
+        };
+        assert_eq!(be.push_rx(0, raw), Ok(()));
+        assert_eq!(slot(3).offset, 5000);
         be.unmap_all();
         host.clear_peers();
     }
