@@ -982,7 +982,9 @@ const RX_CASES: [&str; 10] = [
 )]
 fn with_a_fixed_each_rx_flaw_fails_its_cases() {
     use Flaw::*;
-    let table: &[(Option<Flaw>, &[(&str, &str)])] = &[
+    // (flaw, the rx cases it fails with a word of their evidence)
+    type Fails = &'static [(&'static str, &'static str)];
+    let table: &[(Option<Flaw>, Fails)] = &[
         (None, &[]),
         (
             Some(ChainTail),
