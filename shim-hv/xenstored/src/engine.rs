@@ -6,7 +6,7 @@
 //! [`State::actions`] and run by the caller after unlocking.
 
 use super::path::{self, Target};
-use super::perms::{self, perm_for, Perm, Who, OWNER, READ, WRITE};
+use super::perms::{self, perm_for, Perm, Who, READ, WRITE_OWNER};
 use super::ring::RingConn;
 use super::store::{Fired, Store, Transaction, View};
 use super::{Access, ConnId, Errno, Message, Quotas, WatchEvent};
@@ -866,7 +866,7 @@ impl State {
                     Target::Node(_) => return Err(Errno::EINVAL),
                 };
                 let current = self.special_perms(&name).ok_or(Errno::EINVAL)?;
-                if perm_for(&who, current) & (WRITE | OWNER) != WRITE | OWNER {
+                if perm_for(&who, current) & WRITE_OWNER != WRITE_OWNER {
                     return Err(Errno::EACCES);
                 }
                 match name.as_str() {

@@ -80,6 +80,10 @@ pub(crate) const READ: u8 = 1;
 pub(crate) const WRITE: u8 = 2;
 /// Owner bit (may change permissions).
 pub(crate) const OWNER: u8 = 4;
+/// What changing a node's permissions takes: write and owner (C xenstored's
+/// `XS_PERM_WRITE | XS_PERM_OWNER`; a sum of the two disjoint bits, so that no
+/// mutant of it is an equivalent `^`).
+pub(crate) const WRITE_OWNER: u8 = WRITE + OWNER;
 
 /// Who is asking: a connection's domain, whether it is privileged, and its target
 /// (`XS_SET_TARGET`: a device model acting for another domain).
