@@ -575,3 +575,52 @@ fn eleven_segments_served_twelve_refused() {
     }
     be.destroy();
 }
+
+/// An indirect request of exactly the offered `feature-max-indirect-segments` (8
+/// here) is served, the data read where its descriptors say; one more segment is
+/// refused. (`execute`: `n > max_indirect_segments` as `>=`.)
+#[test]
+fn indirect_request_of_exactly_the_offered_segments() {
+    let dir = TempDir::new("ind-max");
+    let hv = hv();
+    let img = image(&dir, "d.img", DISK);
+    let disk = std::fs::read(&img).unwrap();
+    let dom = domain(&hv, "indmax", 32);
+    let mut c = cfg(&img, XVDA, "xvda");
+    c.offer = BlkOffer {
+        max_indirect_segments: 8,
+        ..BlkOffer::default()
+    };
+    let be = backend(&hv, &dom, c);
+    let h = Hostile::new(&hv, &dom);
+    let p: &InProcGuest = &h.guest;
+    let mut xs = Xenstore::from_hvm_params(p).unwrap();
+    let mut f = Front::connect(p, &h.table, &mut xs, XVDA, false);
+    let ind = f.grant(0, true);
+    let grefs: Vec<GrantRef> = (1..=9).map(|i| f.grant(i, false)).collect();
+    let segs: Vec<RequestSegment> = grefs.iter().map(|&g| seg(g, 0, 7)).collect();
+    write_descriptors(&f.page(0), &segs);
+    for i in 1..=9 {
+        f.page(i).fill(0, PAGE_SIZE, 0xa5);
+    }
+    let r = f.call(indirect(blkif::OP_READ, 1, 16, 9, &[ind]));
+    assert_eq!(r.status, ERR, "9 segments against an offer of 8");
+    let r = f.call(indirect(blkif::OP_READ, 2, 16, 8, &[ind]));
+    assert_eq!(r.status, OK, "exactly the 8 offered");
+    for i in 1..=9 {
+        let mut got = vec![0u8; PAGE_SIZE];
+        f.page(i).read(0, &mut got);
+        if i <= 8 {
+            let at = 16 * 512 + (i - 1) * PAGE_SIZE;
+            assert_eq!(got[..], disk[at..at + PAGE_SIZE], "page {i}");
+        } else {
+            assert!(got.iter().all(|&b| b == 0xa5), "the ninth page untouched");
+        }
+    }
+    f.close(&mut xs);
+    h.table.end_access(ind).unwrap();
+    for g in grefs {
+        h.table.end_access(g).unwrap();
+    }
+    be.destroy();
+}
