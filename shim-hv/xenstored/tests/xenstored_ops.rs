@@ -1093,4 +1093,26 @@ mod mutants {
         let c = xs.client(0);
         is_err(raw(&c, msg::CONTROL, 0, &strs(&["check", "x"])), "ENOSYS");
     }
+
+    /// SET_PERMS on `@introduceDomain` changes who sees introductions, and only
+    /// that: domain 5 given read there sees the next introduction but no release.
+    /// (`data_op`: the match arm `"@introduceDomain"` deleted, which set
+    /// `@releaseDomain`'s permissions instead.)
+    #[test]
+    fn set_perms_on_introduce_domain_is_its_own() {
+        let xs = Xenstored::new(Quotas::default());
+        let dom0 = xs.client(0);
+        let d5 = xs.client(5);
+        d5.watch("@introduceDomain", "in").unwrap();
+        d5.watch("@releaseDomain", "rel").unwrap();
+        let _ = events(&d5);
+        dom0.set_perms(
+            T0,
+            "@introduceDomain",
+            &[Perm::new(0, Access::None), Perm::new(5, Access::Read)],
+        )
+        .unwrap();
+        drop(Guest::introduce(&xs, 8));
+        assert_eq!(events(&d5), [ev("@introduceDomain", "in")]);
+    }
 }
