@@ -624,3 +624,40 @@ fn indirect_request_of_exactly_the_offered_segments() {
     }
     be.destroy();
 }
+
+/// Flush and barrier each follow their own offered feature: a backend offering
+/// only `feature-flush-cache` answers a flush OKAY and a barrier EOPNOTSUPP, one
+/// offering only `feature-barrier` the reverse. (`execute`: `op ==
+/// OP_FLUSH_DISKCACHE` as `!=`, which checked each against the other's flag.)
+#[test]
+fn flush_and_barrier_follow_their_own_feature() {
+    let dir = TempDir::new("flush-barrier");
+    let hv = hv();
+    let img = image(&dir, "d.img", DISK);
+    let dom = domain(&hv, "flushbar", 32);
+    let h = Hostile::new(&hv, &dom);
+    let p: &InProcGuest = &h.guest;
+    let mut xs = Xenstore::from_hvm_params(p).unwrap();
+    for (devid, name, flag) in [
+        (XVDA, "xvda", BackendFlags::FLUSH_CACHE),
+        (XVDB, "xvdb", BackendFlags::BARRIER),
+    ] {
+        let mut c = cfg(&img, devid, name);
+        c.offer = BlkOffer {
+            flags: flag,
+            ..BlkOffer::default()
+        };
+        let be = backend(&hv, &dom, c);
+        let mut f = Front::connect(p, &h.table, &mut xs, devid, false);
+        let flush = f.call(rw(blkif::OP_FLUSH_DISKCACHE, 1, 0, &[], None));
+        let barrier = f.call(rw(blkif::OP_WRITE_BARRIER, 2, 0, &[], None));
+        let want = if flag == BackendFlags::FLUSH_CACHE {
+            (OK, NOTSUP)
+        } else {
+            (NOTSUP, OK)
+        };
+        assert_eq!((flush.status, barrier.status), want, "{name}");
+        f.close(&mut xs);
+        be.destroy();
+    }
+}
