@@ -1115,4 +1115,28 @@ mod mutants {
         drop(Guest::introduce(&xs, 8));
         assert_eq!(events(&d5), [ev("@introduceDomain", "in")]);
     }
+
+    /// DIRECTORY_PART's offset is 1 to 10 decimal digits: an empty one and 11
+    /// digits are EINVAL, 10 digits (`0000000000`) is offset 0. (`data_op`: the
+    /// first `||` of the offset check as `&&`, `rest.len() > 10` as `>=` and as
+    /// `==`.)
+    #[test]
+    fn directory_part_offset_digits() {
+        let xs = Xenstored::new(Quotas::default());
+        let c = xs.client(0);
+        c.write(T0, "/d/a", b"").unwrap();
+        for bad in ["", "00000000000"] {
+            is_err(
+                raw(&c, msg::DIRECTORY_PART, 0, &strs(&["/d", bad])),
+                "EINVAL",
+            );
+        }
+        let zero = raw(&c, msg::DIRECTORY_PART, 0, &strs(&["/d", "0"]));
+        assert_eq!(zero.0, msg::DIRECTORY_PART);
+        assert!(zero.1.ends_with(b"\0a\0\0"), "{:?}", zero.1);
+        assert_eq!(
+            raw(&c, msg::DIRECTORY_PART, 0, &strs(&["/d", "0000000000"])),
+            zero
+        );
+    }
 }
