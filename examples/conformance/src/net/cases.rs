@@ -1302,7 +1302,7 @@ pub(super) static CASES: &[Case] = &[
     Case {
         name: "net.multi_queue_traffic (row 23)",
         peer: "offers multi-queue-max-queues 4; delivers 3 frames on every queue the \
-               frontend set up, and takes frames of 16 flows per queue on any queue",
+               frontend set up, and takes 64 frames (16 flows per queue it offers) on any queue",
         expect: "every frame arrives intact both ways, in order within each queue (a \
                  single-queue driver passes with its one queue)",
         run: |ctx| {
@@ -1314,14 +1314,13 @@ pub(super) static CASES: &[Case] = &[
                     "asked for {asked:?} queues, the backend connected {n}"
                 ));
             }
-            // Rx: three frames on every queue.
+            // Rx: three frames on every queue, each of its own length and seed.
             let mut sent: Vec<(usize, Vec<u8>)> = Vec::new();
-            for q in 0..n {
-                for i in 0..3 {
-                    let f = frame(100 + 200 * q + 17 * i, 50 + (10 * q + i) as u32);
-                    ctx.be(|b| b.deliver(q, &f));
-                    sent.push((q, f));
-                }
+            let shapes = (100usize..).step_by(67).zip(50u32..);
+            for (q, (len, seed)) in (0..n).flat_map(|q| [q; 3]).zip(shapes) {
+                let f = frame(len, seed);
+                ctx.be(|b| b.deliver(q, &f));
+                sent.push((q, f));
             }
             let got = ctx.recv(&mut d, sent.len())?;
             if got.len() != sent.len() {
@@ -1347,10 +1346,15 @@ pub(super) static CASES: &[Case] = &[
                     ));
                 }
             }
-            // Tx: 16 flows per queue (the driver picks the queue).
+            // Tx: 64 flows, 16 for each of the most queues the backend offers
+            // (the driver picks the queue).
             let before = ctx.be(|b| b.tx_frames.len());
-            let out: Vec<Vec<u8>> = (0..16 * n)
-                .map(|i| frame(60 + 37 * i % 1400, 300 + i as u32))
+            let out: Vec<Vec<u8>> = (60..1460)
+                .step_by(37)
+                .cycle()
+                .zip(300u32..)
+                .take(64)
+                .map(|(len, seed)| frame(len, seed))
                 .collect();
             ctx.traffic_out(&mut d, &out)?;
             let per_queue: Vec<usize> = ctx.be(|b| {
@@ -1389,11 +1393,13 @@ pub(super) static CASES: &[Case] = &[
             ports.dedup();
             let ports: Vec<hypercall::Port> = ports.into_iter().map(hypercall::Port).collect();
             let storm: usize = if cfg!(miri) { 500 } else { 10_000 };
+            // The turns of the stray events: one every 100.
+            let strays: BTreeSet<usize> = (0..storm).step_by(100).collect();
             let sends = ctx.host.sends();
             let mut buf = vec![0u8; 65536];
             for i in 0..storm {
                 ctx.host.raise(ports[i % ports.len()]);
-                if i % 100 == 0 {
+                if strays.contains(&i) {
                     ctx.host.raise(hypercall::Port(0x7fff));
                 }
                 for p in ctx.host.take_pending() {
@@ -1419,7 +1425,7 @@ pub(super) static CASES: &[Case] = &[
                 "{storm} events on {} port(s) and {} on a port never bound: nothing handed \
                  out, {back} notifications back; then 3 frames each way",
                 ports.len(),
-                storm.div_ceil(100)
+                strays.len()
             ))
         },
     },

@@ -1003,6 +1003,7 @@ mod tests {
         let slot = |i: usize| rx.mem().read_obj::<RxResponse>(64 + i * RX_SLOT);
         let more = |r: RxResponse| (r.flags & netif::NETRXF_MORE_DATA != 0, r.status);
         assert_eq!((more(slot(1)), more(slot(2))), ((true, 4096), (false, 904)));
+        assert_eq!(be.rx_delivered, 2, "frames delivered");
         // A raw slot past the page: its bytes are not written (nowhere to).
         let raw = RxSlot::Data {
             id: None,
