@@ -165,6 +165,17 @@ fn expected() -> Vec<(&'static str, Mistakes, Vec<&'static str>)> {
             vec!["grants_kept_mapped_at_close"],
         ),
         (
+            "keeps going after errors, ends one mapped grant by force at close",
+            Mistakes(M::KEEP_GOING.0 | M::FORCE_END_ONE.0),
+            vec![
+                "response_unknown_id",
+                "response_id_high_bits",
+                "wrong_operation",
+                "unknown_status",
+                "grants_kept_mapped_at_close",
+            ],
+        ),
+        (
             "reconnects while mapped (not a mistake)",
             M::RECONNECT_WHILE_MAPPED,
             vec![],
@@ -283,6 +294,30 @@ fn evidence_names_what_went_wrong() {
             "blk.info_read_only",
             false,
             "write failed (I/O error) but 1 write request(s) were sent",
+        ),
+        // One mapped grant ended at close while two others stay live (the ring's
+        // and a second data page's: KEEP_GOING sends the write after the read's
+        // grant got stuck): each mapped page's own grant is looked for, not just
+        // any live grant of another page.
+        (
+            Mistakes(M::KEEP_GOING.0 | M::FORCE_END_ONE.0),
+            "blk.grants_kept_mapped_at_close",
+            false,
+            "were ended",
+        ),
+        // A duplicated response the driver survives with the right data passes;
+        // with the wrong data it fails, although the device is failed after.
+        (
+            M::TRUST_INDICES,
+            "blk.duplicate_response",
+            true,
+            "first read delivered; then: response id",
+        ),
+        (
+            Mistakes(M::TRUST_INDICES.0 | M::GARBLE_READS.0),
+            "blk.duplicate_response",
+            false,
+            "wrong data: read of 4096 at 0: byte 0",
         ),
     ];
     for &(m, name, pass, want) in cases {

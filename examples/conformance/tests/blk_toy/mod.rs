@@ -83,6 +83,11 @@ impl Mistakes {
     /// Not a mistake: reconnects while the old backend still maps some of its
     /// pages, which stay set aside (never granted again).
     pub const RECONNECT_WHILE_MAPPED: Mistakes = Mistakes(1 << 24);
+    /// At close, clears the entry of the first grant the backend still maps (a
+    /// raw write of the table) and keeps the others until it lets go.
+    pub const FORCE_END_ONE: Mistakes = Mistakes(1 << 25);
+    /// Copies a read's data out with its first byte flipped (a broken copy-out).
+    pub const GARBLE_READS: Mistakes = Mistakes(1 << 26);
     /// Not a mistake: the driver has no discard (the trait's default answer).
     pub const WITHOUT_DISCARD: Mistakes = Mistakes(1 << 21);
 
@@ -225,6 +230,11 @@ impl Toy<'_> {
                     // A v1 entry is 8 bytes: flags, domid, frame.
                     table.write(r.0 as usize * 8, &[0u8; 8]);
                 }
+            }
+        } else if self.m.has(Mistakes::FORCE_END_ONE) && !self.stuck.is_empty() {
+            if let Some(table) = self.grants.frames() {
+                let (r, _) = self.stuck.remove(0);
+                table.write(r.0 as usize * 8, &[0u8; 8]);
             }
         }
         if let Some(c) = self.conn.take() {
@@ -475,6 +485,9 @@ impl Toy<'_> {
                 result = result.and(Err(e));
             } else if !write {
                 page.mem().read(0, chunk);
+                if m.has(Mistakes::GARBLE_READS) {
+                    chunk[0] ^= 0xff;
+                }
             }
             self.bounce = Some(page);
         }
