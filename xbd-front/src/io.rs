@@ -332,7 +332,7 @@ pub(crate) struct Io<const SLOTS: usize, const SEGS: usize> {
     queues: [Queue; MAX_QUEUES],
     /// Queues in use (at least 1).
     nq: usize,
-    /// Where round-robin queue selection starts next.
+    /// Where round-robin queue selection starts next (modulo `nq`).
     rr: usize,
     /// The caller's choice of queue for submissions (`None`: round-robin).
     pinned: Option<usize>,
@@ -604,7 +604,8 @@ impl<const SLOTS: usize, const SEGS: usize> Io<SLOTS, SEGS> {
         for k in 0..self.nq {
             let q = (self.rr + k) % self.nq;
             if self.room(q, parts) {
-                self.rr = (q + 1) % self.nq;
+                // Taken modulo `nq` where it is used.
+                self.rr = q + 1;
                 return Ok(q);
             }
         }

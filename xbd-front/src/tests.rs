@@ -2338,4 +2338,21 @@ mod item8 {
         );
         assert!(r.io.registered().is_none());
     }
+
+    /// Plugging again while plugged publishes nothing; unplugging publishes and
+    /// notifies once (cargo-mutants: `&&` as `||` in `set_plugged`).
+    #[test]
+    fn plugging_while_plugged_publishes_nothing() {
+        let mut r: Rig<8, 11> = Rig::new(geo(11, false, false), 0, 0);
+        r.io.set_plugged(&r.p, &r.t, true).unwrap();
+        let t = r.read(0, 4096).unwrap();
+        r.io.set_plugged(&r.p, &r.t, true).unwrap();
+        assert_eq!(r.p.sends.get(), 0);
+        assert_eq!(r.be.ring_mem.load_u32(layout::REQ_PROD), 0);
+        r.io.set_plugged(&r.p, &r.t, false).unwrap();
+        assert_eq!(r.p.sends.get(), 1);
+        assert_eq!(r.be.ring_mem.load_u32(layout::REQ_PROD), 1);
+        r.run().unwrap();
+        assert_eq!(r.finish(t, 4096).unwrap(), r.be.disk[..4096]);
+    }
 }

@@ -1215,6 +1215,75 @@ mod tests {
         assert!(e.starts_with("a read past the end"), "{e}");
     }
 
+    /// A feature the backend does not offer is answered EOPNOTSUPP, one offered
+    /// ("1", spaces allowed) is served: the cases about unsupported features
+    /// rest on it (cargo-mutants: `flag` and the guards of `execute`).
+    #[test]
+    fn only_offered_features_are_served() {
+        use blkif::{RSP_EOPNOTSUPP as NOTSUPP, RSP_OKAY as OKAY};
+        let discard = |flag: u8| {
+            Request::from(RequestDiscard {
+                operation: blkif::OP_DISCARD,
+                flag,
+                sector_number: 8,
+                nr_sectors: 1,
+                ..Default::default()
+            })
+        };
+        let op = |operation: u8| Request {
+            operation,
+            ..Default::default()
+        };
+        let answers = |f: &mut RawFront| -> Vec<i16> {
+            [
+                op(blkif::OP_FLUSH_DISKCACHE),
+                op(blkif::OP_WRITE_BARRIER),
+                discard(0),
+                discard(blkif::DISCARD_SECURE),
+            ]
+            .into_iter()
+            .map(|r| f.submit(r).expect("answered").status)
+            .collect()
+        };
+        // Nothing offered: "0", garbage or no key at all.
+        let mut f = RawFront::new(|b| {
+            b.offers
+                .connect
+                .insert("feature-flush-cache", Some("0".into()));
+            b.offers
+                .connect
+                .insert("feature-barrier", Some("yes".into()));
+            b.offers.connect.remove("feature-discard");
+        });
+        let disk = f.be.disk.clone();
+        assert_eq!(answers(&mut f), [NOTSUPP; 4]);
+        assert!(f.be.disk == disk, "a refused discard changed the disk");
+        // Everything offered but secure discards.
+        let mut f = RawFront::new(|b| {
+            b.offers
+                .connect
+                .insert("feature-barrier", Some(" 1 ".into()));
+            b.offers.connect.insert("discard-secure", Some("0".into()));
+        });
+        assert_eq!(answers(&mut f), [OKAY, OKAY, OKAY, NOTSUPP]);
+        // The default offer serves them all.
+        let mut f = RawFront::new(|_| {});
+        assert_eq!(answers(&mut f), [OKAY; 4]);
+        assert!(f.be.disk[8 * 512..9 * 512].iter().all(|&b| b == 0));
+    }
+
+    /// At most 64 violations are kept (a flood of bad requests cannot grow the
+    /// log without bound), the first ones.
+    #[test]
+    fn the_violation_log_keeps_the_first_64() {
+        let mut f = RawFront::new(|_| {});
+        for i in 0..100 {
+            f.be.violation(format!("v{i}"));
+        }
+        assert_eq!(f.be.log.violations.len(), 64);
+        assert_eq!(f.be.log.violations[63], "v63");
+    }
+
     /// The R7 audit flags each kind of dirt, for every request kind, and nothing
     /// else: used segments, a secure discard's flag and the indirect pages in use
     /// are fields, not padding (mutants of `padding_violation` and `is_zero`; the
