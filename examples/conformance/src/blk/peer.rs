@@ -1272,6 +1272,114 @@ mod tests {
         assert!(f.be.disk[8 * 512..9 * 512].iter().all(|&b| b == 0));
     }
 
+    /// A direct read or write of no segment, or of more than a request holds, is
+    /// answered ERROR and logged (never served, never a panic).
+    #[test]
+    fn direct_segment_counts_outside_the_limits_are_refused() {
+        let mut f = RawFront::new(|_| {});
+        for (op, n) in [
+            (blkif::OP_READ, 0),
+            (blkif::OP_WRITE, 12),
+            (blkif::OP_READ, 255),
+        ] {
+            let r = f
+                .submit(Request {
+                    operation: op,
+                    nr_segments: n,
+                    ..Default::default()
+                })
+                .expect("answered");
+            assert_eq!(
+                (r.operation, r.status),
+                (op, blkif::RSP_ERROR),
+                "{n} segments"
+            );
+            let v = f.be.log.violations.pop().expect("a violation");
+            assert!(
+                v.ends_with(&format!("{n} segments in a direct request")),
+                "{v}"
+            );
+        }
+    }
+
+    /// An indirect read over two indirect pages: as many segments as offered are
+    /// served, each from its own descriptor on either page; one more is refused,
+    /// and so are no segment and a data operation other than read or write
+    /// (cargo-mutants: the bounds of `segments`).
+    #[test]
+    fn indirect_requests_use_both_pages_up_to_the_offer() {
+        let mut f = RawFront::new(|b| {
+            b.offers
+                .probe
+                .insert("feature-max-indirect-segments", Some("600".into()));
+        });
+        let host = f.data.host().clone();
+        let pages = [host.pages(1), host.pages(1)];
+        let data = f
+            .grants
+            .grant_access(DomId(0), f.data.gfn(), false)
+            .expect("data grant");
+        // Segment k reads disk sector 16 + k into sector k % 8 of the data page.
+        for k in 0..600 {
+            let mut s = RequestSegment::new_zeroed();
+            s.gref = data.0;
+            s.first_sect = (k % 8) as u8;
+            s.last_sect = s.first_sect;
+            pages[k / 512].mem().write(k % 512 * 8, s.as_bytes());
+        }
+        let refs: Vec<u32> = pages
+            .iter()
+            .map(|p| {
+                f.grants
+                    .grant_access(DomId(0), p.gfn(), true)
+                    .expect("grant")
+                    .0
+            })
+            .collect();
+        let ind = |nr_segments: u16, indirect_op: u8| {
+            Request::from(RequestIndirect {
+                operation: blkif::OP_INDIRECT,
+                indirect_op,
+                nr_segments,
+                sector_number: 16,
+                indirect_grefs: [refs[0], refs[1], 0, 0, 0, 0, 0, 0],
+                ..Default::default()
+            })
+        };
+        let r = f.submit(ind(600, blkif::OP_READ)).expect("answered");
+        assert_eq!((r.operation, r.status), (blkif::OP_READ, blkif::RSP_OKAY));
+        assert_eq!(f.be.log.violations, Vec::<String>::new());
+        // Sector k of the page holds what the last segment k % 8 read: 592 + k.
+        let at = (16 + 592) * 512;
+        assert!(f.page() == f.be.disk[at..at + PAGE_SIZE], "wrong data");
+        for (n, op, why) in [
+            (
+                601,
+                blkif::OP_READ,
+                "601 segments in an indirect request (offer 600)",
+            ),
+            (
+                0,
+                blkif::OP_READ,
+                "0 segments in an indirect request (offer 600)",
+            ),
+            (8, blkif::OP_FLUSH_DISKCACHE, "indirect op 3"),
+        ] {
+            let r = f.submit(ind(n, op)).expect("answered");
+            assert_eq!((r.operation, r.status), (op, blkif::RSP_ERROR), "{why}");
+            assert!(
+                f.be.log.violations.iter().any(|v| v.ends_with(why)),
+                "{why}: {:?}",
+                f.be.log.violations
+            );
+        }
+        assert!(
+            f.be.mapped().iter().all(|g| f.be.pinned.contains(&g.0)),
+            "grants left mapped: {:?}",
+            f.be.mapped()
+        );
+    }
+
     /// At most 64 violations are kept (a flood of bad requests cannot grow the
     /// log without bound), the first ones.
     #[test]
