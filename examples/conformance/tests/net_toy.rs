@@ -95,6 +95,9 @@ enum Flaw {
     ChainTail,
     /// With (a) fixed: no MTU limit for frames without GSO (65535 still).
     NoMtuCheck,
+    /// With (a) fixed: its receive buffer holds 1514 bytes (no room for a VLAN
+    /// tag): a longer frame within the limits is cut to 1514 bytes.
+    Clip1514,
     /// Not a mistake: notifies the backend once every 100 upcalls on its port
     /// (at the limit `net.spurious_events` allows).
     PoliteKick,
@@ -279,6 +282,9 @@ impl Toy {
                 continue;
             }
             self.bad_in_row = 0;
+            if self.flaw == Some(Flaw::Clip1514) {
+                c.data.truncate(1514);
+            }
             let n = c.data.len().min(buf.len());
             buf[..n].copy_from_slice(&c.data[..n]);
             return Ok(Some(n));
@@ -670,7 +676,10 @@ impl NetDriver for Toy {
 /// Builds the toy, with `flaw` added (and (a) or (d) fixed for the flaws that
 /// need it).
 fn toy(flaw: Option<Flaw>) -> impl FnMut(&NetEnv) -> Result<Box<dyn NetDriver>, String> {
-    let fixed_a = matches!(flaw, Some(Flaw::ChainTail | Flaw::NoMtuCheck));
+    let fixed_a = matches!(
+        flaw,
+        Some(Flaw::ChainTail | Flaw::NoMtuCheck | Flaw::Clip1514)
+    );
     let fixed_d = matches!(flaw, Some(Flaw::PoisonKept | Flaw::ForceEnd));
     toy_with(flaw, fixed_a, fixed_d)
 }
@@ -1017,6 +1026,13 @@ fn with_a_fixed_each_rx_flaw_fails_its_cases() {
         (
             Some(NoMtuCheck),
             &[("net.rx_over_mtu", "handed out a 1519-byte frame")],
+        ),
+        (
+            Some(Clip1514),
+            &[(
+                "net.rx_over_mtu",
+                "the 1518-byte frame: 1514 bytes instead of 1518",
+            )],
         ),
     ];
     for (flaw, want) in table {

@@ -1017,4 +1017,62 @@ mod tests {
         be.unmap_all();
         host.clear_peers();
     }
+
+    /// Tx extra-info slots: chained by `EXTRA_FLAG_MORE`, a frame whose first
+    /// slot says `more_data` goes on with data slots after them, and an extra
+    /// slot's bytes 8..12 must be zero (R7).
+    #[test]
+    fn tx_extra_info_slots() {
+        let host = HostPlatform::new();
+        let server = StoreServer::new(&host);
+        let mut be = NetBackend::new(server.add_device("vif", 0));
+        let table: GrantTable<512> = GrantTable::new(host.shared_pages(1)).unwrap();
+        be.set_grants(GrantObserver::new(&host, table.frames().unwrap()));
+        let (tx, rx, data) = (host.pages(1), host.pages(1), host.pages(1));
+        let grant = |p: &HostRegion, ro| table.grant_access(BACKEND_DOMID, p.gfn(), ro).unwrap();
+        let refs = (grant(&tx, false), grant(&rx, false));
+        assert_eq!(be.attach_queue(refs, (1, 1)), Ok(0));
+        let d = grant(&data, true).0;
+        let gso = ExtraInfo::gso(1400, netif::GSO_TYPE_TCPV4, 0, netif::EXTRA_FLAG_MORE);
+        let mcast = ExtraInfo::mcast(netif::EXTRA_TYPE_MCAST_ADD, [1, 0, 0x5e, 0, 0, 1], 0);
+        let mut dirty = TxRequest::from(ExtraInfo::gso(1400, netif::GSO_TYPE_TCPV4, 0, 0));
+        dirty.size = 5;
+        let data_slot = |id, flags, size| TxRequest {
+            gref: d,
+            offset: 0,
+            flags,
+            id,
+            size,
+        };
+        let slots = [
+            // Frame 0: data (30 bytes in all), two extras, data.
+            data_slot(0, netif::NETTXF_EXTRA_INFO | netif::NETTXF_MORE_DATA, 30),
+            TxRequest::from(gso),
+            TxRequest::from(mcast),
+            data_slot(1, 0, 10),
+            // Frame 1: data, one extra with a dirty tail.
+            data_slot(2, netif::NETTXF_EXTRA_INFO, 20),
+            dirty,
+        ];
+        for (k, r) in slots.iter().enumerate() {
+            tx.mem().write_obj(64 + k * TX_SLOT, r);
+        }
+        tx.mem().store_u32(0, slots.len() as u32);
+        be.serve_tx(0);
+        let frames: Vec<(Vec<u16>, usize, usize, bool)> = be
+            .tx_frames
+            .iter()
+            .map(|f| (f.ids.clone(), f.extras.len(), f.data.len(), f.ok))
+            .collect();
+        assert_eq!(
+            frames,
+            [(vec![0, 1], 2, 30, true), (vec![2], 1, 20, true)],
+            "{:?}",
+            be.violations
+        );
+        assert_eq!(be.tx_frames[0].extras, [gso, mcast]);
+        assert_eq!(be.violations, ["tx extra-info slot 5: non-zero tail (R7)"]);
+        be.unmap_all();
+        host.clear_peers();
+    }
 }
