@@ -1032,7 +1032,12 @@ pub(super) static CASES: &[Case] = &[
         expect: "the frames arrive intact: the driver goes by its own ring index",
         run: |ctx| {
             let mut d = ctx.connected()?;
-            let frames: Vec<Vec<u8>> = (0..3).map(|i| frame(100 + 10 * i, 20 + i as u32)).collect();
+            let frames: Vec<Vec<u8>> = (100..)
+                .step_by(10)
+                .zip(20u32..)
+                .take(3)
+                .map(|(len, seed)| frame(len, seed))
+                .collect();
             let slots = frames
                 .iter()
                 .map(|f| RxSlot::Data {
@@ -1094,7 +1099,7 @@ pub(super) static CASES: &[Case] = &[
             ctx.be(|b| b.hooks.keep_rx_mapped = false);
             d.connect().map_err(|e| format!("reconnect: {e}"))?;
             ctx.settle(2);
-            let out: Vec<Vec<u8>> = (0..5).map(|i| frame(90, 30 + i)).collect();
+            let out: Vec<Vec<u8>> = (30..35).map(|seed| frame(90, seed)).collect();
             ctx.traffic_out(&mut d, &out)
                 .map_err(|e| format!("after reconnect: {e}"))?;
             let ev = kept_untouched(ctx, &kept, &snap)?;
@@ -1113,8 +1118,8 @@ pub(super) static CASES: &[Case] = &[
             });
             let mut d = ctx.connected()?;
             let rings = ring_frames(ctx);
-            for i in 0..3 {
-                ctx.send(&mut d, &frame(60 + i, i as u32))?;
+            for (len, seed) in (60..63).zip(0u32..) {
+                ctx.send(&mut d, &frame(len, seed))?;
             }
             ctx.settle(2);
             let kept: Vec<(GrantRef, Gfn)> = ctx
@@ -1137,7 +1142,7 @@ pub(super) static CASES: &[Case] = &[
             });
             d.connect().map_err(|e| format!("reconnect: {e}"))?;
             ctx.settle(2);
-            let out: Vec<Vec<u8>> = (0..20).map(|i| frame(100, 50 + i)).collect();
+            let out: Vec<Vec<u8>> = (50..70).map(|seed| frame(100, seed)).collect();
             ctx.traffic_out(&mut d, &out)
                 .map_err(|e| format!("after reconnect: {e}"))?;
             let used: BTreeSet<u64> = ctx.be(|b| b.tx_pages.iter().map(|g| g.0).collect());
@@ -1216,7 +1221,7 @@ pub(super) static CASES: &[Case] = &[
             if let Some(why) = d.probe().failed {
                 return Ok(format!("device failed: {why}"));
             }
-            let out: Vec<Vec<u8>> = (0..20).map(|i| frame(64, 10 + i)).collect();
+            let out: Vec<Vec<u8>> = (10..30).map(|seed| frame(64, seed)).collect();
             ctx.traffic_out(&mut d, &out)?;
             let n = ctx.be(|b| b.tx_pages.iter().filter(|p| **p == page).count());
             if n > 1 {
