@@ -1173,13 +1173,16 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
     }
 
     fn wait_done(&mut self, tag: Tag, deadline: u64) -> Result<(), Error> {
-        let mut spin = self.spin_budget(deadline);
+        // The clock is read only once the answer is not there at the first look
+        // (a backend that answers inline, or quickly, costs no clock read).
+        let mut spin = None;
         loop {
             self.io.poll(&self.grants)?;
             if self.io.is_done(tag)? {
                 return Ok(());
             }
-            if self.spinning(&mut spin) {
+            let spin = spin.get_or_insert_with(|| self.spin_budget(deadline));
+            if self.spinning(spin) {
                 continue;
             }
             if self.io.final_check(&self.grants)? {
@@ -1224,14 +1227,15 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         deadline: u64,
         mut submit: impl FnMut(&mut Self) -> Result<Tag, Error>,
     ) -> Result<Tag, Error> {
-        let mut spin = self.spin_budget(deadline);
+        let mut spin = None;
         loop {
             match submit(self) {
                 Err(Error::Busy) => {}
                 other => return other,
             }
             self.io.poll(&self.grants)?;
-            if self.spinning(&mut spin) {
+            let spin = spin.get_or_insert_with(|| self.spin_budget(deadline));
+            if self.spinning(spin) {
                 continue;
             }
             if self.io.final_check(&self.grants)? {

@@ -1,9 +1,10 @@
 //! Block throughput: an in-process guest (xbd-front) through shim-hv's blkback on a
 //! file-backed disk, against plain `pread`/`pwrite` on the same file in the same run.
 //!
-//! `cargo bench -p xen-backends --bench blk [-- [MiB] [--rounds R] [--only TEXT]]`
+//! `cargo bench -p xen-backends --bench blk [-- [MiB] [--rounds R] [--only TEXT] [--depth D]]`
 //! (defaults: a 1024 MiB file, 3 rounds, every workload; `--only` keeps the
-//! workloads whose name contains TEXT, e.g. `--only "in place"`).
+//! workloads whose name contains TEXT, e.g. `--only "in place"`, `--depth` those
+//! at queue depth D, 1 or 32).
 //!
 //! Workloads: sequential 1 MiB reads (copied into a caller buffer with
 //! `Device::read`/`finish`, and left in place with `Device::read_in_place`/
@@ -240,6 +241,7 @@ struct Args {
     mib: usize,
     rounds: usize,
     only: Option<String>,
+    depth: Option<usize>,
 }
 
 fn args() -> Args {
@@ -247,12 +249,14 @@ fn args() -> Args {
         mib: 1024,
         rounds: 3,
         only: None,
+        depth: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(s) = it.next() {
         match s.as_str() {
             "--rounds" => a.rounds = it.next().and_then(|v| v.parse().ok()).unwrap_or(3),
             "--only" => a.only = it.next(),
+            "--depth" => a.depth = it.next().and_then(|v| v.parse().ok()),
             "--bench" => {}
             v => {
                 if let Ok(n) = v.parse() {
@@ -324,10 +328,11 @@ fn main() {
         (Kind::RandRead, 32, 2),
     ]
     .into_iter()
-    .filter(|&(k, _, q)| {
+    .filter(|&(k, d, q)| {
         a.only
             .as_ref()
             .is_none_or(|o| row_name(k, q).contains(o.as_str()))
+            && a.depth.is_none_or(|want| want == d)
     })
     .collect();
     let (tx, rx) = channel();

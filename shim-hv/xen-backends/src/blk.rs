@@ -3,7 +3,9 @@
 //!
 //! ```text
 //!  guest blkfront                         BlkBackend (dom0, this process)
-//!  ring ──event──▶ handler: kick ──▶ blkio pool worker: poll_request (copied once)
+//!  ring ──event──▶ handler (on the guest's thread): idle queue, one small read
+//!                  whose data is cached: served right here (preadv2 RWF_NOWAIT),
+//!                  else kick ──▶ blkio pool worker: poll_request (copied once)
 //!                                      validate (op, segments, range, mode)
 //!                                      map grants (read-only for writes; persistent
 //!                                      grants cached) · preadv/pwritev into/out of
@@ -22,7 +24,11 @@
 //! worker serves a queue for at most 64 requests before the other waiting
 //! queues get their turn, and never waits on the frontend, so a guest that
 //! floods or stalls its ring does not hold the other disks up
-//! (docs/backend-threads.md).
+//! (docs/backend-threads.md). An idle queue's one small read (at most 16 KiB)
+//! whose data is in the page cache is answered on the notifying thread instead
+//! (the guest's own, inside its `EVTCHNOP_send`): no hand-off and no wake-up at
+//! queue depth 1 ([`BlkStats::inline`]); a read that would wait for the disk is
+//! left to a worker.
 //!
 //! **Multi-queue** (Linux's layout): the backend offers `multi-queue-max-queues`;
 //! a frontend asking for `multi-queue-num-queues` = N > 1 puts each queue's ring
@@ -102,7 +108,7 @@ use hypercall::{DomId, GrantRef, Port, SharedMem};
 use super::hostile::BlkHostile;
 use super::pool::{Pool, Sched, Served, Turn};
 use super::xenbus::{self as xb, BoundPort, DeviceSpec, MappedRing, XenbusBackend};
-use xen_model::mem::{preadv_into, pwritev_from, GuestMemory};
+use xen_model::mem::{preadv_into, preadv_into_nowait, pwritev_from, GuestMemory};
 use xen_model::{GrantMapping, Hypervisor};
 
 /// Most indirect segments we offer and accept (Linux: `MAX_INDIRECT_SEGMENTS` 256).
@@ -293,6 +299,9 @@ pub struct BlkStats {
     pub connects: u64,
     /// Grant mappings made (persistent ones count once).
     pub grant_maps: u64,
+    /// Requests answered on the frontend's own thread when it notified (small
+    /// reads found in the page cache; counted in `requests` too).
+    pub inline: u64,
 }
 
 #[derive(Default)]
@@ -303,6 +312,7 @@ struct Counters {
     received: AtomicU64,
     connects: AtomicU64,
     maps: AtomicU64,
+    inline: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -426,7 +436,19 @@ impl Served for BlkQueue {
     fn sched(&self) -> &Sched {
         &self.sched
     }
+
+    fn turn_inline(&self) -> bool {
+        let mut g = lock(&self.io);
+        match g.as_mut() {
+            Some(io) if !io.frozen && !io.failed => io.serve_inline(),
+            _ => false,
+        }
+    }
 }
+
+/// A read of at most this many segments (16 KiB) may be served on the
+/// frontend's own thread, when it notifies ([`IoQueue::serve_inline`]).
+const INLINE_SEGMENTS: usize = 4;
 
 /// A running block backend for one disk of one guest.
 pub struct BlkBackend {
@@ -661,6 +683,7 @@ impl BlkBackend {
             notifications_sent: c.sent.load(Ordering::Relaxed),
             notifications_received: c.received.load(Ordering::Relaxed),
             connects: c.connects.load(Ordering::Relaxed),
+            inline: c.inline.load(Ordering::Relaxed),
             grant_maps: c.maps.load(Ordering::Relaxed),
         }
     }
@@ -822,7 +845,7 @@ fn connect(sh: &Arc<Shared>, xbe: &XenbusBackend) -> Result<(), Error> {
             Arc::new(move || {
                 add(&sh2.counters.received, 1);
                 if !stepped {
-                    BLK_POOL.kick(&served);
+                    BLK_POOL.kick_inline(&served);
                 }
             }),
         )?;
@@ -838,6 +861,9 @@ fn connect(sh: &Arc<Shared>, xbe: &XenbusBackend) -> Result<(), Error> {
             frozen: false,
             failed: false,
             last: None,
+            deferred: None,
+            // Hostile modes keep their one path; O_DIRECT reads always wait.
+            inline: sh.cfg.hostile.is_none() && sh.disk.fallback.is_none(),
         });
     }
 
@@ -957,6 +983,12 @@ struct IoQueue {
     failed: bool,
     /// `blk.duplicate_response`: the last response really due.
     last: Option<Response>,
+    /// A request taken off the ring by [`IoQueue::serve_inline`] and left to the
+    /// pool (not small, or its data not in the page cache): served first.
+    deferred: Option<Request>,
+    /// Small reads may be served inline (no hostile mode, not `O_DIRECT`, and
+    /// `RWF_NOWAIT` not refused yet).
+    inline: bool,
 }
 
 /// Grants mapped for the whole connection (`feature-persistent`), found by ref
@@ -1030,7 +1062,11 @@ impl IoQueue {
             if self.frozen || n >= budget {
                 return Ok(n);
             }
-            match self.ring.poll_request() {
+            let next = match self.deferred.take() {
+                Some(req) => Ok(Some(req)),
+                None => self.ring.poll_request(),
+            };
+            match next {
                 Ok(Some(req)) => {
                     n += 1;
                     if let Some(h) = self.sh.cfg.hostile {
@@ -1056,6 +1092,60 @@ impl IoQueue {
                 }
             }
         }
+    }
+
+    /// Serves the ring's one request here, on the thread that notified (the
+    /// frontend's), if it is a small read whose data is in the page cache: no
+    /// hand-off to a pool worker and no wake-up, so a frontend at queue depth 1
+    /// finds the answer when its notification returns. `true` if answered;
+    /// `false` if a worker must serve (more than one request, another kind, or
+    /// data to wait for: a request already taken is kept in `deferred`).
+    fn serve_inline(&mut self) -> bool {
+        if !self.inline || self.deferred.is_some() {
+            return false;
+        }
+        if !matches!(self.ring.unconsumed_requests(), Ok(1)) {
+            return false;
+        }
+        let Ok(Some(req)) = self.ring.poll_request() else {
+            return false;
+        };
+        let n = req.nr_segments as usize;
+        if req.operation != blkif::OP_READ || n == 0 || n > INLINE_SEGMENTS {
+            self.deferred = Some(req);
+            return false;
+        }
+        let disk = self.sh.disk.clone();
+        let segs = req.seg.get(..n).unwrap_or_default();
+        let status = match self.rw(&disk, blkif::OP_READ, req.sector_number, segs, true) {
+            Ok((st, _)) => st,
+            Err(WouldBlock { unsupported }) => {
+                if unsupported {
+                    self.inline = false;
+                }
+                self.deferred = Some(req);
+                return false;
+            }
+        };
+        add(&self.sh.counters.requests, 1);
+        add(&self.sh.counters.inline, 1);
+        if status != blkif::RSP_OKAY {
+            add(&self.sh.counters.errors, 1);
+        }
+        let rsp = Response {
+            id: req.id,
+            operation: blkif::OP_READ,
+            status,
+            ..Default::default()
+        };
+        if self.ring.push_response(&rsp).is_err() {
+            return true;
+        }
+        if self.ring.push_responses_and_check_notify() {
+            add(&self.sh.counters.sent, 1);
+            self.port.notify();
+        }
+        true
     }
 
     /// One step of a stepped backend: serves what is on the ring, then re-arms
@@ -1156,7 +1246,10 @@ impl IoQueue {
                 }
                 // `req` is already our private copy of the slot.
                 let segs = req.seg.get(..n).unwrap_or_default();
-                (self.rw(&disk, op, req.sector_number, segs).0, op)
+                (
+                    waited(self.rw(&disk, op, req.sector_number, segs, false)).0,
+                    op,
+                )
             }
             blkif::OP_INDIRECT => {
                 let ind = req.as_indirect();
@@ -1194,7 +1287,8 @@ impl IoQueue {
                         return (blkif::RSP_ERROR, op);
                     }
                     let segs = req.seg.get(..n).unwrap_or_default();
-                    let st = self.rw(&disk, blkif::OP_WRITE, req.sector_number, segs).0;
+                    let st =
+                        waited(self.rw(&disk, blkif::OP_WRITE, req.sector_number, segs, false)).0;
                     if st != blkif::RSP_OKAY {
                         return (st, op);
                     }
@@ -1270,7 +1364,8 @@ impl IoQueue {
         }
         if persistent.is_some() {
             if let Some(c) = self.indirect_cache.get(&gref).filter(|c| c.raw == raw) {
-                let st = finish_rw(disk, write, sector, c.total, &c.regions);
+                let st = finish_rw(disk, write, sector, c.total, &c.regions, false)
+                    .unwrap_or(blkif::RSP_ERROR);
                 self.scratch.raw = raw;
                 return st;
             }
@@ -1283,7 +1378,7 @@ impl IoQueue {
             last_sect: c[5],
             _pad: [0; 2],
         }));
-        let (st, all_persistent) = self.rw(disk, op, sector, &segs);
+        let (st, all_persistent) = waited(self.rw(disk, op, sector, &segs, false));
         if let (Some(_), Some(total)) = (persistent, all_persistent) {
             // Every page is mapped for the connection: remember the result.
             if self.indirect_cache.len() >= INDIRECT_CACHE {
@@ -1325,22 +1420,23 @@ impl IoQueue {
     /// pages, transfers, unmaps what was mapped for this request only. Returns the
     /// status and, when every page was a persistent grant (so the mapped regions
     /// left in `scratch.regions` stay valid for the connection), the byte count.
+    /// `nowait` (reads only): fail with [`WouldBlock`] rather than wait for the
+    /// disk.
     fn rw(
         &mut self,
         disk: &Disk,
         op: u8,
         sector: u64,
         segs: &[RequestSegment],
-    ) -> (i16, Option<u64>) {
+        nowait: bool,
+    ) -> Result<(i16, Option<u64>), WouldBlock> {
         let write = op == blkif::OP_WRITE;
         let mut regions = std::mem::take(&mut self.scratch.regions);
         let mut temps = std::mem::take(&mut self.scratch.temps);
         let r = match self.map_segments(segs, write, &mut regions, &mut temps) {
-            Some(total) => (
-                finish_rw(disk, write, sector, total, &regions),
-                temps.is_empty().then_some(total),
-            ),
-            None => (blkif::RSP_ERROR, None),
+            Some(total) => finish_rw(disk, write, sector, total, &regions, nowait)
+                .map(|st| (st, temps.is_empty().then_some(total))),
+            None => Ok((blkif::RSP_ERROR, None)),
         };
         // Unmap this request's temporary mappings; keep the buffers.
         temps.clear();
@@ -1413,18 +1509,39 @@ struct CachedIndirect {
     total: u64,
 }
 
+/// A read asked not to wait for the disk would have had to (its data is not all
+/// in the page cache), or the kernel does not offer that (`unsupported`).
+#[derive(Clone, Copy, Debug)]
+struct WouldBlock {
+    unsupported: bool,
+}
+
+/// The result of a transfer made with `nowait` false, which cannot be
+/// [`WouldBlock`] (an error status if it were).
+fn waited<T: Default>(r: Result<(i16, T), WouldBlock>) -> (i16, T) {
+    r.unwrap_or((blkif::RSP_ERROR, T::default()))
+}
+
 /// The rest of a read or write once its pages are mapped: the range check against
-/// the disk, then one vectored transfer.
-fn finish_rw(disk: &Disk, write: bool, sector: u64, total: u64, regions: &[SharedMem<'_>]) -> i16 {
+/// the disk, then one vectored transfer (`nowait`: a read that does not wait for
+/// the disk, see [`WouldBlock`]).
+fn finish_rw(
+    disk: &Disk,
+    write: bool,
+    sector: u64,
+    total: u64,
+    regions: &[SharedMem<'_>],
+    nowait: bool,
+) -> Result<i16, WouldBlock> {
     if write && !disk.writable {
-        return blkif::RSP_ERROR;
+        return Ok(blkif::RSP_ERROR);
     }
     let Some(start) = sector.checked_mul(512) else {
-        return blkif::RSP_ERROR;
+        return Ok(blkif::RSP_ERROR);
     };
     let end = match start.checked_add(total) {
         Some(end) if end <= disk.bytes() => end,
-        _ => return blkif::RSP_ERROR,
+        _ => return Ok(blkif::RSP_ERROR),
     };
     if write && disk.regular {
         // The image may have been truncated under the guest without a resize
@@ -1433,15 +1550,26 @@ fn finish_rw(disk: &Disk, write: bool, sector: u64, total: u64, regions: &[Share
         // below. (A truncation between this check and the write is not caught.)
         match disk.file.metadata() {
             Ok(m) if end <= m.len() => {}
-            _ => return blkif::RSP_ERROR,
+            _ => return Ok(blkif::RSP_ERROR),
         }
+    }
+    if nowait && !write {
+        return match preadv_into_nowait(&disk.file, regions, start) {
+            Ok(n) if n as u64 == total => Ok(blkif::RSP_OKAY),
+            // Short (the image ends early, or only part was cached) or not cached:
+            // the pool's ordinary read decides.
+            Ok(_) => Err(WouldBlock { unsupported: false }),
+            Err(e) => Err(WouldBlock {
+                unsupported: e.kind() != std::io::ErrorKind::WouldBlock,
+            }),
+        };
     }
     // A transfer shorter than asked (the image ends earlier than `sectors` says)
     // is an error: the bytes it did move are not reported as data.
-    match transfer(disk, regions, start, write) {
+    Ok(match transfer(disk, regions, start, write) {
         Ok(n) if n as u64 == total => blkif::RSP_OKAY,
         _ => blkif::RSP_ERROR,
-    }
+    })
 }
 
 /// One vectored transfer; with `O_DIRECT`, an alignment refusal (`EINVAL`) is retried

@@ -52,6 +52,13 @@ pub(crate) trait Served: Send + Sync {
     fn rearm(&self) -> bool;
     /// The queue's scheduling state.
     fn sched(&self) -> &Sched;
+    /// Serves the queue's work on the kicking thread if it is one small item that
+    /// needs no waiting ([`Pool::kick_inline`]): `true` if it did (the caller then
+    /// re-arms as a worker does), `false` if a worker must serve (nothing was
+    /// served, or what was taken is kept for the worker's next turn).
+    fn turn_inline(&self) -> bool {
+        false
+    }
 }
 
 /// How long a worker pauses before turning a held queue again ([`Turn::Held`])
@@ -158,6 +165,44 @@ impl Pool {
         {
             self.push(q.clone());
         }
+    }
+
+    /// [`Pool::kick`], but an idle queue whose work is one small item that needs
+    /// no waiting ([`Served::turn_inline`]) is served right here, on the kicking
+    /// thread (for a frontend's notification: the guest's own thread, which waits
+    /// for exactly that answer), with no hand-off to a worker and no wake-up.
+    /// Otherwise, and while a worker serves the queue, it is a [`Pool::kick`].
+    pub(crate) fn kick_inline(&'static self, q: &Arc<dyn Served>) {
+        let s = q.sched();
+        s.pending.store(true, Ordering::SeqCst);
+        if s.state
+            .compare_exchange(IDLE, RUNNING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            // Queued or being served: the worker sees `pending`.
+            return;
+        }
+        s.pending.store(false, Ordering::SeqCst);
+        // A panicking turn is a bug of ours: left to a worker's turn, which
+        // handles it as any other.
+        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| q.turn_inline()))
+            .unwrap_or(false);
+        if served && !q.rearm() {
+            // Done, and asked for the next notification (as a worker does before it
+            // goes idle); a kick that came meanwhile queues it for a worker.
+            s.state.store(IDLE, Ordering::SeqCst);
+            if s.pending.load(Ordering::SeqCst)
+                && s.state
+                    .compare_exchange(IDLE, QUEUED, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                self.push(q.clone());
+            }
+            return;
+        }
+        // More work (or none served here): a worker's.
+        s.state.store(QUEUED, Ordering::SeqCst);
+        self.push(q.clone());
     }
 
     fn push(&'static self, q: Arc<dyn Served>) {
@@ -466,5 +511,116 @@ mod tests {
         });
         LATE.unregister();
         wait_for("the workers ended", || lock(&LATE.inner).workers == 0);
+    }
+
+    /// A queue with `work` small items that may be served inline (`inline_ok`),
+    /// recording who served what.
+    #[derive(Default)]
+    struct Small {
+        sched: Sched,
+        work: AtomicU64,
+        inline_ok: AtomicBool,
+        /// The threads that served an item inline.
+        inline_on: Mutex<Vec<std::thread::ThreadId>>,
+        by_worker: AtomicU64,
+        /// While set, a worker's turn waits (to hold the queue in a turn).
+        hold: AtomicBool,
+        in_turn: AtomicBool,
+        overlaps: AtomicU64,
+    }
+
+    impl Served for Small {
+        fn turn(&self, _budget: usize) -> Turn {
+            if self.in_turn.swap(true, Ordering::SeqCst) {
+                self.overlaps.fetch_add(1, Ordering::SeqCst);
+            }
+            while self.hold.load(Ordering::SeqCst) {
+                std::thread::yield_now();
+            }
+            let n = self.work.swap(0, Ordering::SeqCst);
+            self.by_worker.fetch_add(n, Ordering::SeqCst);
+            self.in_turn.store(false, Ordering::SeqCst);
+            Turn::Did(n as usize)
+        }
+        fn rearm(&self) -> bool {
+            self.work.load(Ordering::SeqCst) > 0
+        }
+        fn sched(&self) -> &Sched {
+            &self.sched
+        }
+        fn turn_inline(&self) -> bool {
+            if self.in_turn.swap(true, Ordering::SeqCst) {
+                self.overlaps.fetch_add(1, Ordering::SeqCst);
+            }
+            let ok = self.inline_ok.load(Ordering::SeqCst)
+                && self
+                    .work
+                    .compare_exchange(1, 0, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok();
+            if ok {
+                lock(&self.inline_on).push(std::thread::current().id());
+            }
+            self.in_turn.store(false, Ordering::SeqCst);
+            ok
+        }
+    }
+
+    static INLINE: Pool = Pool::new("pool-test-inline", 16, Duration::ZERO, Duration::ZERO);
+
+    /// `kick_inline`: an idle queue's one small item is served on the kicking
+    /// thread and the queue is idle again; what cannot be served inline goes to
+    /// a worker; and a queue in a worker's turn is never also served inline.
+    #[test]
+    fn kick_inline_serves_small_work_on_the_kicking_thread_only_when_idle() {
+        let q = Arc::new(Small::default());
+        let s: Arc<dyn Served> = q.clone();
+        INLINE.register();
+        q.inline_ok.store(true, Ordering::SeqCst);
+        for _ in 0..3 {
+            q.work.store(1, Ordering::SeqCst);
+            INLINE.kick_inline(&s);
+            assert_eq!(
+                q.work.load(Ordering::SeqCst),
+                0,
+                "served before the kick returned"
+            );
+            assert_eq!(q.sched.state.load(Ordering::SeqCst), IDLE);
+        }
+        assert_eq!(
+            *lock(&q.inline_on),
+            vec![std::thread::current().id(); 3],
+            "on the kicking thread"
+        );
+        assert_eq!(q.by_worker.load(Ordering::SeqCst), 0);
+        // Two items: not small, a worker's.
+        q.work.store(2, Ordering::SeqCst);
+        INLINE.kick_inline(&s);
+        wait_for("the worker served both", || {
+            q.by_worker.load(Ordering::SeqCst) == 2
+        });
+        // A queue held in a worker's turn: a kick meanwhile is not served inline,
+        // and the worker serves its item afterwards (the kick's `pending`).
+        wait_for("the queue idle", || {
+            q.sched.state.load(Ordering::SeqCst) == IDLE
+        });
+        q.hold.store(true, Ordering::SeqCst);
+        q.inline_ok.store(false, Ordering::SeqCst);
+        q.work.store(1, Ordering::SeqCst);
+        INLINE.kick_inline(&s);
+        wait_for("a worker in the turn", || q.in_turn.load(Ordering::SeqCst));
+        q.inline_ok.store(true, Ordering::SeqCst);
+        INLINE.kick_inline(&s);
+        assert_eq!(
+            lock(&q.inline_on).len(),
+            3,
+            "not served inline while running"
+        );
+        q.hold.store(false, Ordering::SeqCst);
+        wait_for("the worker served it", || {
+            q.by_worker.load(Ordering::SeqCst) == 3
+        });
+        assert_eq!(q.overlaps.load(Ordering::SeqCst), 0);
+        INLINE.unregister();
+        wait_for("the workers ended", || lock(&INLINE.inner).workers == 0);
     }
 }

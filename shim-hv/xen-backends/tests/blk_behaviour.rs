@@ -676,3 +676,126 @@ fn registered_pages_move_data_in_one_pass() {
     });
     be.destroy();
 }
+
+/// Whether every page of `len` bytes at `off` of `path` is in the page cache.
+fn cached(path: &std::path::Path, off: usize, len: usize) -> bool {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    let size = f.metadata().unwrap().len() as usize;
+    // SAFETY: a private read-only mapping of a file we opened, only handed to
+    // mincore(2) and unmapped below; no Rust reference into it is made.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED);
+    let pages = size.div_ceil(4096);
+    let mut vec = vec![0u8; pages];
+    // SAFETY: `map` covers `size` bytes; `vec` has one byte per page.
+    let r = unsafe { libc::mincore(map, size, vec.as_mut_ptr()) };
+    // SAFETY: unmapping what we mapped above.
+    unsafe { libc::munmap(map, size) };
+    assert_eq!(r, 0);
+    vec[off / 4096..(off + len).div_ceil(4096)]
+        .iter()
+        .all(|b| b & 1 == 1)
+}
+
+/// Small reads at queue depth 1 are answered on the guest's own thread when it
+/// notifies (`BlkStats::inline`; no hand-off to a `blkio` worker), with the
+/// image's data. Requests that may not be answered there still are, by a worker:
+/// a read whose pages left the page cache (`RWF_NOWAIT` refuses it), a read of
+/// more than 16 KiB, a write; and a read of what was just written sees it.
+#[test]
+fn small_reads_are_answered_on_the_notifying_thread() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = TempDir::new("inline");
+    let img = image(&dir, "d.img", 4 << 20);
+    let disk = std::fs::read(&img).unwrap();
+    let hv = hv();
+    let dom = domain(&hv, "inline", 64);
+    let be = backend(&hv, &dom, file_cfg(&img));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (go_tx, go_rx) = channel::<()>();
+    let (at_tx, at_rx) = channel::<()>();
+    let stop2 = stop.clone();
+    let rx = spawn_guest(&hv, dom, XVDA, Config::default(), move |d, _, _| {
+        let mut rng = Rng(7);
+        let mut b = vec![0u8; 4096];
+        // Phase 1: 4 KiB reads, a pause between them (so that the worker which
+        // served the connection stops polling and the guest notifies).
+        while !stop2.load(Ordering::SeqCst) {
+            let lba = rng.below((4 << 20) / 4096 - 1) * 8;
+            d.read(lba, &mut [&mut b[..]], T).unwrap();
+            let at = lba as usize * 512;
+            assert!(b[..] == disk[at..at + 4096], "read at {lba}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Phase 2, once the test dropped the image's pages from the page cache.
+        at_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        d.read(64, &mut [&mut b[..]], T).unwrap();
+        assert!(b[..] == disk[64 * 512..64 * 512 + 4096], "cold read");
+        at_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        // 20 KiB (five segments), 16 KiB (four), a write and its read-back.
+        for len in [20 << 10, 16 << 10] {
+            let mut big = vec![0u8; len];
+            d.read(200, &mut [&mut big[..]], T).unwrap();
+            assert!(big[..] == disk[200 * 512..200 * 512 + len], "{len} bytes");
+        }
+        let new: Vec<u8> = (0..4096).map(|i| (i * 31 + 5) as u8).collect();
+        d.write(1000, &[&new[..]], T).unwrap();
+        d.read(1000, &mut [&mut b[..]], T).unwrap();
+        assert_eq!(b, new, "read after write");
+    });
+    let end = Instant::now() + Duration::from_secs(120);
+    while be.stats().inline < 20 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    stop.store(true, Ordering::SeqCst);
+    at_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    let s = be.stats();
+    assert!(s.inline >= 20, "reads answered inline: {s:?}");
+    // Drop the image's pages (clean: written by `image` and never since).
+    {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(&img).unwrap();
+        f.sync_all().unwrap();
+        // SAFETY: advice on a file descriptor we own.
+        let r = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert_eq!(r, 0);
+    }
+    let cold = !cached(&img, 64 * 512, 4096);
+    let before = be.stats();
+    go_tx.send(()).unwrap();
+    at_rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    let after = be.stats();
+    assert_eq!(after.requests, before.requests + 1);
+    if cold {
+        // (Where the kernel kept the pages anyway, there is nothing to check.)
+        assert_eq!(
+            after.inline, before.inline,
+            "a cold read waits for a worker"
+        );
+    }
+    go_tx.send(()).unwrap();
+    match rx.recv_timeout(Duration::from_secs(120)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => panic!("guest: {e}"),
+        Err(_) => panic!("guest did not finish"),
+    }
+    let end = be.stats();
+    assert_eq!(end.errors, 0);
+    // The 20 KiB read and the write went to a worker; the two reads that may be
+    // inline are at most two more.
+    assert!(end.inline <= after.inline + 2, "{end:?}");
+    be.destroy();
+}

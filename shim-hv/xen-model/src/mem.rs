@@ -817,10 +817,60 @@ mod tests {
 /// Most regions one [`preadv_into`]/[`pwritev_from`] system call takes (`IOV_MAX`).
 const IOV_MAX: usize = 1024;
 
+/// Regions of one transfer that fit the stack array of [`file_vectored`].
+const SMALL_IOV: usize = 8;
+
+/// The iovecs of one system call: in `small` while they fit, else in `big`.
+struct IovBuf<'a> {
+    small: &'a mut [libc::iovec; SMALL_IOV],
+    /// How many of `small` are used (`usize::MAX`: `big` is used instead).
+    len: usize,
+    big: &'a mut Vec<libc::iovec>,
+}
+
+impl IovBuf<'_> {
+    fn as_slice(&self) -> &[libc::iovec] {
+        if self.len == usize::MAX {
+            self.big
+        } else {
+            &self.small[..self.len]
+        }
+    }
+    fn last_mut(&mut self) -> Option<&mut libc::iovec> {
+        if self.len == usize::MAX {
+            self.big.last_mut()
+        } else {
+            self.small[..self.len].last_mut()
+        }
+    }
+    fn push(&mut self, v: libc::iovec) {
+        if self.len != usize::MAX {
+            if let Some(slot) = self.small.get_mut(self.len) {
+                *slot = v;
+                self.len += 1;
+                return;
+            }
+            // Full: move to the vector.
+            self.big.clear();
+            self.big.extend_from_slice(&self.small[..]);
+            self.len = usize::MAX;
+        }
+        self.big.push(v);
+    }
+    fn as_ptr(&self) -> *const libc::iovec {
+        self.as_slice().as_ptr()
+    }
+    fn count(&self) -> usize {
+        self.as_slice().len()
+    }
+}
+
 /// Which way a vectored file transfer goes.
 #[derive(Clone, Copy)]
 enum Dir {
     Read,
+    /// A read that must not wait for the disk (`RWF_NOWAIT`).
+    ReadNoWait,
     Write,
 }
 
@@ -835,8 +885,19 @@ fn file_vectored(
     let mut done = 0usize;
     // (region index, offset in it) of the first byte not yet transferred.
     let (mut ri, mut roff) = (0usize, 0usize);
+    // A few regions (a small request's pages) go through an array on the stack;
+    // more through one vector, allocated once.
+    let mut small = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; SMALL_IOV];
+    let mut big: Vec<libc::iovec> = Vec::new();
     while done < total {
-        let mut iov: Vec<libc::iovec> = Vec::with_capacity(regions.len().min(IOV_MAX));
+        let mut iov = IovBuf {
+            small: &mut small,
+            len: 0,
+            big: &mut big,
+        };
         let mut first = true;
         for r in regions.iter().skip(ri).take(IOV_MAX) {
             let off = if first { roff } else { 0 };
@@ -869,11 +930,31 @@ fn file_vectored(
             // kernel reads/writes it like a device doing DMA, and no Rust reference
             // to that memory exists.
             Dir::Read => unsafe {
-                libc::preadv(file.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int, at)
+                libc::preadv(
+                    file.as_raw_fd(),
+                    iov.as_ptr(),
+                    iov.count() as libc::c_int,
+                    at,
+                )
+            },
+            // SAFETY: as above.
+            Dir::ReadNoWait => unsafe {
+                libc::preadv2(
+                    file.as_raw_fd(),
+                    iov.as_ptr(),
+                    iov.count() as libc::c_int,
+                    at,
+                    libc::RWF_NOWAIT,
+                )
             },
             // SAFETY: as above (the kernel only reads the memory).
             Dir::Write => unsafe {
-                libc::pwritev(file.as_raw_fd(), iov.as_ptr(), iov.len() as libc::c_int, at)
+                libc::pwritev(
+                    file.as_raw_fd(),
+                    iov.as_ptr(),
+                    iov.count() as libc::c_int,
+                    at,
+                )
             },
         };
         if n < 0 {
@@ -916,6 +997,21 @@ pub fn preadv_into(
     pos: u64,
 ) -> std::io::Result<usize> {
     file_vectored(file, regions, pos, Dir::Read)
+}
+
+/// [`preadv_into`] that never waits for the disk: `preadv2(2)` with `RWF_NOWAIT`,
+/// so the kernel copies only what is already in the page cache. Fails with
+/// [`std::io::ErrorKind::WouldBlock`] (`EAGAIN`) as soon as some of the data is not
+/// there (the regions may then hold part of it), and with `EOPNOTSUPP` where the
+/// file system or kernel does not offer it. Lets a caller that must not block
+/// (e.g. a backend serving a request on the frontend's own thread) try first and
+/// hand the request to a thread that may wait only when needed.
+pub fn preadv_into_nowait(
+    file: &std::fs::File,
+    regions: &[SharedMem<'_>],
+    pos: u64,
+) -> std::io::Result<usize> {
+    file_vectored(file, regions, pos, Dir::ReadNoWait)
 }
 
 /// Writes `regions` in order to `file` at byte `pos` (`pwritev(2)`, repeated on short
