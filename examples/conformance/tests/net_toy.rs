@@ -98,6 +98,12 @@ enum Flaw {
     /// With (a) fixed: its receive buffer holds 1514 bytes (no room for a VLAN
     /// tag): a longer frame within the limits is cut to 1514 bytes.
     Clip1514,
+    /// Watches the backend's state (reports the link down once it is not
+    /// Connected) but sends all the same.
+    DownButSends,
+    /// Reads the backend's `mtu` and reports an unusable one without naming
+    /// the value ("mtu ignored").
+    VagueMtuReport,
     /// Not a mistake: notifies the backend once every 100 upcalls on its port
     /// (at the limit `net.spurious_events` allows).
     PoliteKick,
@@ -163,6 +169,8 @@ struct Toy {
     recvs: u64,
     /// Upcalls on its own port so far ([`Flaw::PoliteKick`]).
     upcalls: u64,
+    /// Lines for [`Probe::reported`] ([`Flaw::VagueMtuReport`]).
+    reported: Vec<String>,
 }
 
 impl Toy {
@@ -426,6 +434,18 @@ impl NetDriver for Toy {
                 queues = buf[..n].to_vec();
             }
         }
+        if self.flaw == Some(Flaw::VagueMtuReport) {
+            let mut buf = [0u8; 32];
+            let p = format!("{}/mtu", hs.backend());
+            if let Ok(n) = self.xs.read(&p, &mut buf) {
+                let mtu = std::str::from_utf8(&buf[..n])
+                    .ok()
+                    .and_then(|v| v.parse().ok());
+                if !mtu.is_some_and(|m: u32| (68..=65535).contains(&m)) {
+                    self.reported.push("mtu ignored".into());
+                }
+            }
+        }
         if self.flaw == Some(Flaw::StrictFeatures) {
             for k in [
                 "feature-sg",
@@ -645,11 +665,18 @@ impl NetDriver for Toy {
         if self.failed.is_none() && self.hs.is_some() {
             let _ = self.reclaim();
         }
+        let mut link = self.hs.is_some() && self.failed.is_none();
+        if let (Some(Flaw::DownButSends), Some(hs)) = (self.flaw, self.hs.as_ref()) {
+            let mut buf = [0u8; 8];
+            let p = format!("{}/state", hs.backend());
+            let state = self.xs.read(&p, &mut buf).map(|n| buf[..n].to_vec());
+            link &= state.is_ok_and(|s| s == b"4");
+        }
         Probe {
             failed: self.failed.clone(),
-            connected: self.hs.is_some() && self.failed.is_none(),
+            connected: link,
             rx_errors: None,
-            reported: Vec::new(),
+            reported: self.reported.clone(),
         }
     }
 
@@ -722,6 +749,7 @@ fn toy_with(
             again: None,
             recvs: 0,
             upcalls: 0,
+            reported: Vec::new(),
         }))
     }
 }
@@ -798,6 +826,7 @@ fn a_careless_toy_fails_the_right_cases() {
     assert!(ev("net.mac_not_unicast").contains("ff:ff:ff:ff:ff:ff"));
     assert!(ev("net.mtu_out_of_range").contains("not reported"));
     assert!(ev("net.rings_kept_mapped_at_close").contains("still mapped by the backend"));
+    assert!(ev("net.tx_kept_mapped_at_close").contains("used again"));
     assert!(ev("net.backend_dir_removed").contains("still connected"));
 }
 
@@ -845,6 +874,11 @@ fn each_case_fails_a_driver_with_its_flaw() {
             &["net.connect_and_traffic", "net.ring_slots_wrap"],
         ),
         (QueueZeroOnly, &["net.multi_queue_traffic"]),
+        (
+            DownButSends,
+            &["net.backend_closing", "net.backend_dir_removed"],
+        ),
+        (VagueMtuReport, &["net.mtu_out_of_range"]),
         (KickOnEvent, &["net.spurious_events"]),
         (RxTwice, &["net.connect_and_traffic"]),
         (Overclaims, &["net.connect_and_traffic"]),
@@ -906,6 +940,21 @@ fn each_case_fails_a_driver_with_its_flaw() {
             "handed out 3 of 6 frames (3 still queued at the backend, on 2 queues)",
         ),
         (FlakyRecv, "net.rx_id_garbage", "flaky receive"),
+        (
+            DownButSends,
+            "net.backend_closing",
+            "a send succeeded after the backend went Closing",
+        ),
+        (
+            DownButSends,
+            "net.backend_dir_removed",
+            "a send succeeded with the backend gone",
+        ),
+        (
+            VagueMtuReport,
+            "net.mtu_out_of_range",
+            "mtu 0 not reported (reported: [\"mtu ignored\"])",
+        ),
         // While the backend waits for rx buffers (push_slots).
         (FlakyRecv, "net.rx_bad_run_fails", "flaky receive"),
         (
