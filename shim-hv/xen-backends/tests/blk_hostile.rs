@@ -521,7 +521,8 @@ fn persistent_grants_are_mapped_once() {
 
 /// A direct request of exactly `BLKIF_MAX_SEGMENTS_PER_REQUEST` (11) segments is
 /// served, a write and the read back of 11 pages, byte for byte; 12 is refused
-/// with nothing written. (`execute`: `n > MAX_SEGMENTS_PER_REQUEST` as `>=`.)
+/// with nothing written; the same for a barrier with data. (`execute`: `n >
+/// MAX_SEGMENTS_PER_REQUEST` as `>=`, in the read/write and in the barrier arm.)
 #[test]
 fn eleven_segments_served_twelve_refused() {
     let dir = TempDir::new("eleven");
@@ -569,6 +570,12 @@ fn eleven_segments_served_twelve_refused() {
             .iter()
             .all(|&b| b == 0x40 + i as u8));
     }
+    // A barrier with data takes the same bound.
+    let mut twelve = rw(blkif::OP_WRITE_BARRIER, 4, 64, &segs[..max], None);
+    twelve.nr_segments = 12;
+    assert_eq!(f.call(twelve).status, ERR);
+    let r = f.call(rw(blkif::OP_WRITE_BARRIER, 5, 64, &segs[..max], None));
+    assert_eq!(r.status, OK);
     f.close(&mut xs);
     for g in grefs {
         h.table.end_access(g).unwrap();

@@ -280,3 +280,188 @@ fn gso_chains_with_extra_info_are_taken_whole() {
     res.unwrap();
     assert_eq!((s.tx_frames, s.tx_errors, s.fatal), (7, 0, 0), "{s:?}");
 }
+
+/// A raw net frontend driven from the test thread (no xennet-front): the xenbus
+/// handshake, then tx requests built by hand, for the chains xennet-front never
+/// sends (the slot limits, several extra-info slots).
+mod raw {
+    use super::*;
+    use hypercall::abi::netif::{
+        self, ExtraInfo, RxRequest, RxResponse, TxRequest, TxResponse, EXTRA_FLAG_MORE,
+        NETTXF_EXTRA_INFO, NETTXF_MORE_DATA,
+    };
+    use hypercall::gnttab::GrantTable;
+    use hypercall::ring::FrontRing;
+    use hypercall::{DomId, GrantRef, Port, SharedMem, Xen, PAGE_SIZE};
+    use std::sync::Arc;
+    use xen_backends::net::NetBackend;
+    use xen_model::inproc::InProcGuest;
+    use xenbus::frontend::FrontendHandshake;
+    use xenbus::{Path, Xenstore};
+    use xenbus::{Store, XenbusState};
+
+    pub struct RawNet {
+        pub guest: Arc<InProcGuest>,
+        /// Holds the grants of the rings and data pages.
+        _table: Box<GrantTable<NG>>,
+        tx: Option<FrontRing<TxRequest, TxResponse, SharedMem<'static>>>,
+        port: Port,
+        /// Data pages, each granted to dom0 read-only.
+        pub data: Vec<(SharedMem<'static>, GrantRef)>,
+    }
+
+    impl RawNet {
+        /// Connects vif 0 of `dom` (whose netback is already started).
+        pub fn connect(hv: &Arc<xen_model::Hypervisor>, dom: &Arc<xen_model::Domain>) -> Self {
+            let guest = InProcGuest::new(hv.clone(), dom.clone());
+            let p: &InProcGuest = &guest;
+            let table = Box::new(GrantTable::<NG>::setup(p, (NG / 512) as u32).unwrap());
+            let mut xs = Xenstore::from_hvm_params(p).unwrap();
+            let mut hs = FrontendHandshake::new("device/vif/0").unwrap();
+            hs.start(&mut xs).unwrap();
+            hs.wait_for_backend(&mut xs, STEP).unwrap();
+            let be = DomId(0);
+            let tx_mem = hypercall::SharedPages::alloc(p, 1).unwrap().leak();
+            let rx_mem = hypercall::SharedPages::alloc(p, 1).unwrap().leak();
+            let tx = FrontRing::<TxRequest, TxResponse, _>::init(tx_mem).unwrap();
+            FrontRing::<RxRequest, RxResponse, _>::init(rx_mem).unwrap();
+            let g = |m: SharedMem<'static>, ro| {
+                table
+                    .grant_access(be, m.page_gfn(p, 0).unwrap(), ro)
+                    .unwrap()
+            };
+            let (tg, rg) = (g(tx_mem, false), g(rx_mem, false));
+            let port = Xen(p).evtchn_alloc_unbound(be).unwrap();
+            let data: Vec<_> = (0..4)
+                .map(|_| {
+                    let m = hypercall::SharedPages::alloc(p, 1).unwrap().leak();
+                    (m, g(m, true))
+                })
+                .collect();
+            let keys = [
+                ("tx-ring-ref", tg.0.to_string()),
+                ("rx-ring-ref", rg.0.to_string()),
+                ("event-channel", port.0.to_string()),
+                ("request-rx-copy", "1".to_string()),
+                ("feature-sg", "1".to_string()),
+            ];
+            hs.publish(&mut xs, XenbusState::Connected, |tx, node| {
+                for (k, v) in &keys {
+                    tx.write_str(&Path::join(node, k)?, v)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+            hs.wait_connected(&mut xs, STEP).unwrap();
+            RawNet {
+                guest,
+                _table: table,
+                tx: Some(tx),
+                port,
+                data,
+            }
+        }
+
+        /// Publishes `reqs` on the tx ring and notifies.
+        pub fn push(&mut self, reqs: &[TxRequest]) {
+            let tx = self.tx.as_mut().unwrap();
+            for r in reqs {
+                tx.push_request(r).unwrap();
+            }
+            let _ = tx.push_requests_and_check_notify();
+            Xen(&*self.guest).evtchn_send(self.port).unwrap();
+        }
+
+        /// `n` tx responses (bounded wait), or fewer if the backend stopped.
+        pub fn responses(&mut self, n: usize, be: &NetBackend) -> Vec<TxResponse> {
+            let tx = self.tx.as_mut().unwrap();
+            let mut out = Vec::new();
+            let end = std::time::Instant::now() + STEP;
+            while out.len() < n && std::time::Instant::now() < end && be.stats().fatal == 0 {
+                match tx.poll_response().unwrap() {
+                    Some(r) => out.push(r),
+                    None => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+            out
+        }
+    }
+
+    /// A tx request.
+    pub fn tx(gref: GrantRef, offset: u16, flags: u16, id: u16, size: u16) -> TxRequest {
+        TxRequest {
+            gref: gref.0,
+            offset,
+            flags,
+            id,
+            size,
+        }
+    }
+
+    /// A chain of `extras` multicast extra-info slots and `data` data slots of 64
+    /// bytes each (a frame of `64 * data` bytes, from the four data pages).
+    pub fn chain(n: &RawNet, extras: usize, data: usize) -> Vec<TxRequest> {
+        let total = 64 * data as u16;
+        let mut flags = if data > 1 { NETTXF_MORE_DATA } else { 0 };
+        if extras > 0 {
+            flags |= NETTXF_EXTRA_INFO;
+        }
+        let slot = |i: usize| (n.data[i % 4].1, (64 * (i / 4)) as u16);
+        let (g, off) = slot(0);
+        let mut v = vec![tx(g, off, flags, 0, total)];
+        for e in 0..extras {
+            let more = if e + 1 < extras { EXTRA_FLAG_MORE } else { 0 };
+            let x = ExtraInfo::mcast(netif::EXTRA_TYPE_MCAST_ADD, [1, 0, 0x5e, 0, 0, 1], more);
+            v.push(TxRequest::from(x));
+        }
+        for i in 1..data {
+            let (g, off) = slot(i);
+            let f = if i + 1 < data { NETTXF_MORE_DATA } else { 0 };
+            v.push(tx(g, off, f, i as u16, 64));
+        }
+        v
+    }
+
+    pub fn fill_frame(n: &RawNet, dst: Mac, src: Mac) {
+        for (i, (m, _)) in n.data.iter().enumerate() {
+            m.fill(0, PAGE_SIZE, 0x30 + i as u8);
+        }
+        // The frame's first slot starts it: an Ethernet header there.
+        let (m, _) = &n.data[0];
+        m.write(0, &dst.0);
+        m.write(6, &src.0);
+        m.write(12, &[0x88, 0xb5]);
+    }
+}
+
+/// Tx chains at netback's slot limits, from a raw frontend: 24 slots (4
+/// extra-info slots and 20 data slots, the most of each) are one frame, answered
+/// OKAY slot by slot (RSP_NULL for the extras); a 21st data slot is a fatal
+/// protocol error. (`chain_state`: `i > MAX_TX_SLOTS` as `>=` and `==`.)
+#[test]
+fn tx_chains_at_the_slot_limits() {
+    let hv = hv();
+    let br = Bridge::new("xenbr0");
+    let (dom, be) = guest_with_vif(&hv, &br, "raw", 1, NetConfig::default());
+    let mut n = raw::RawNet::connect(&hv, &dom);
+    assert!(be.wait_connected(STEP));
+    raw::fill_frame(&n, mac(2), mac(1));
+    let c = raw::chain(&n, 4, 20);
+    assert_eq!(c.len(), xen_backends::net::MAX_TX_SLOTS);
+    n.push(&c);
+    let r = n.responses(24, &be);
+    let st: Vec<i16> = r.iter().map(|r| r.status).collect();
+    let mut want = vec![hypercall::abi::netif::RSP_OKAY];
+    want.extend([hypercall::abi::netif::RSP_NULL; 4]);
+    want.extend([hypercall::abi::netif::RSP_OKAY; 19]);
+    assert_eq!(st, want, "{:?}", be.stats());
+    let s = be.stats();
+    assert_eq!((s.tx_frames, s.tx_errors, s.fatal), (1, 0, 0), "{s:?}");
+    // One data slot more: fatal.
+    n.push(&raw::chain(&n, 4, 21));
+    let end = std::time::Instant::now() + STEP;
+    while be.stats().fatal == 0 {
+        assert!(std::time::Instant::now() < end, "21 data slots accepted");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
