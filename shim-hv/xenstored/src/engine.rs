@@ -1104,4 +1104,31 @@ mod tests {
         assert_eq!(decode_header(&raw), h);
         assert_eq!(&b[16..], b"abcd");
     }
+
+    /// Transaction ids skip 0 ("no transaction") and ids still in use when the
+    /// counter wraps. (cargo-mutants: `id == 0 || txs.contains_key(&id)` as `&&`,
+    /// which only 2^32 TRANSACTION_STARTs reach through the protocol.)
+    #[test]
+    fn transaction_ids_skip_zero_and_live_ids_on_wrap() {
+        let mut st = State::new(Quotas::default());
+        let cid = st.add_conn(0, ConnKind::Local(LocalSink::Callback(Arc::new(|_| {}))));
+        let start = |st: &mut State| -> u32 {
+            let hdr = MsgHeader {
+                ty: msg::TRANSACTION_START,
+                req_id: 1,
+                tx_id: 0,
+                len: 1,
+            };
+            let m = st.process(cid, &hdr, b"\0", false).unwrap();
+            assert_eq!(m.hdr.ty, msg::TRANSACTION_START);
+            let s = core::str::from_utf8(m.payload.strip_suffix(&[0]).unwrap()).unwrap();
+            s.parse().unwrap()
+        };
+        assert_eq!(start(&mut st), 1);
+        st.next_tx = u32::MAX;
+        assert_eq!(start(&mut st), u32::MAX);
+        // Wrapped: 0 is skipped, and so is 1 (still open).
+        assert_eq!(start(&mut st), 2);
+        assert_eq!(st.next_tx, 3);
+    }
 }
