@@ -210,4 +210,33 @@ mod tests {
         assert_eq!(local_prefix_len("/local/domain/123456/x"), 0);
         assert_eq!(local_prefix_len("/local/domain/x/y"), 0);
     }
+
+    /// Special and relative paths are at most `REL_PATH_MAX` bytes: exactly that
+    /// many is accepted, one more is EINVAL, even under a path quota that would
+    /// take it. (cargo-mutants: both `s.len() > REL_PATH_MAX` as `>=` and `==`.)
+    #[test]
+    fn rel_path_max_bounds_special_and_relative_paths() {
+        let big = ABS_PATH_MAX;
+        let special = |n: usize| format!("@{}", "a".repeat(n - 1));
+        assert_eq!(
+            resolve(special(REL_PATH_MAX).as_bytes(), 1, big, true),
+            Ok(Target::Special(special(REL_PATH_MAX)))
+        );
+        assert_eq!(
+            resolve(special(REL_PATH_MAX + 1).as_bytes(), 1, big, true),
+            Err(Errno::EINVAL)
+        );
+        let rel = |n: usize| "a".repeat(n);
+        assert_eq!(
+            resolve(rel(REL_PATH_MAX).as_bytes(), 1, big, false),
+            Ok(Target::Node(format!(
+                "/local/domain/1/{}",
+                rel(REL_PATH_MAX)
+            )))
+        );
+        assert_eq!(
+            resolve(rel(REL_PATH_MAX + 1).as_bytes(), 1, big, false),
+            Err(Errno::EINVAL)
+        );
+    }
 }
