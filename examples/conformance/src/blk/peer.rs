@@ -1269,6 +1269,7 @@ mod tests {
         // The default offer serves them all.
         let mut f = RawFront::new(|_| {});
         assert_eq!(answers(&mut f), [OKAY; 4]);
+        assert_eq!(f.be.log.responses, 4, "responses counted");
         assert!(f.be.disk[8 * 512..9 * 512].iter().all(|&b| b == 0));
     }
 
@@ -1346,9 +1347,12 @@ mod tests {
                 ..Default::default()
             })
         };
+        let checked = f.be.log.padding_checked;
         let r = f.submit(ind(600, blkif::OP_READ)).expect("answered");
         assert_eq!((r.operation, r.status), (blkif::OP_READ, blkif::RSP_OKAY));
         assert_eq!(f.be.log.violations, Vec::<String>::new());
+        // The request and both of its indirect pages were audited.
+        assert_eq!(f.be.log.padding_checked, checked + 3);
         // Sector k of the page holds what the last segment k % 8 read: 592 + k.
         let at = (16 + 592) * 512;
         assert!(f.page() == f.be.disk[at..at + PAGE_SIZE], "wrong data");
