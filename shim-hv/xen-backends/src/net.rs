@@ -1634,6 +1634,12 @@ impl Connection {
         if st.frozen {
             return 0;
         }
+        // The requests go straight into the round's list; `reqs[start..]` is the
+        // chain being collected, continuing one whose last slot an earlier round
+        // had not seen yet (kept in `partial` between rounds).
+        let mut reqs = std::mem::take(&mut sc.reqs);
+        let mut start = reqs.len();
+        reqs.append(&mut st.partial);
         'outer: loop {
             while handled < TX_BATCH {
                 let req = match st.ring.poll_request() {
@@ -1645,29 +1651,29 @@ impl Connection {
                     }
                 };
                 handled += 1;
-                st.partial.push(req);
-                match chain_state(&st.partial) {
-                    Ok(TxChain::Partial) if st.partial.len() < MAX_TX_SLOTS => {}
+                reqs.push(req);
+                let chain = reqs.get(start..).unwrap_or_default();
+                match chain_state(chain) {
+                    Ok(TxChain::Partial) if chain.len() < MAX_TX_SLOTS => {}
                     Ok(TxChain::Partial) | Err(_) => {
                         self.fail(format!("tx frame uses more than {MAX_TX_SLOTS} slots"));
                         break 'outer;
                     }
                     Ok(TxChain::Done) => {
-                        let frame = match check_tx_chain(&st.partial, &v.cfg.offer) {
-                            Ok(Some(c)) => sc.fetch(&self.peer, &st.partial, &c),
+                        let frame = match check_tx_chain(chain, &v.cfg.offer) {
+                            Ok(Some(c)) => sc.fetch(&self.peer, chain, &c),
                             Ok(None) => None,
                             Err(why) => {
                                 self.fail(why);
                                 break 'outer;
                             }
                         };
-                        let start = sc.reqs.len();
-                        sc.reqs.append(&mut st.partial);
                         sc.answers.push(TxAnswer {
                             start,
-                            end: sc.reqs.len(),
+                            end: reqs.len(),
                             frame,
                         });
+                        start = reqs.len();
                     }
                 }
             }
@@ -1683,6 +1689,9 @@ impl Connection {
                 }
             }
         }
+        // An incomplete chain waits in `partial` for its other slots.
+        st.partial.extend(reqs.drain(start.min(reqs.len())..));
+        sc.reqs = reqs;
         handled
     }
 
@@ -2024,6 +2033,9 @@ impl Connection {
         let chunks = len.div_ceil(PAGE_SIZE).max(1);
         let extra = usize::from(f.gso.is_some());
         let need = chunks + extra;
+        if need == 1 {
+            return self.rx_write_one(v, st, f);
+        }
         match st.take_slots(need) {
             Ok(true) => {}
             Ok(false) => return RxWrite::NoBuffers,
@@ -2077,6 +2089,60 @@ impl Connection {
                     },
                 );
             }
+            add(&v.counters.rx_errors, 1);
+        }
+        RxWrite::Done
+    }
+
+    /// [`Connection::rx_write`] for a frame in one buffer without extras (most
+    /// frames): the same copy, answers and counts, with the request taken
+    /// straight from the ring when none is stashed, and stashed only if the
+    /// sender's pages cannot be read (so, as there, nothing is consumed then).
+    fn rx_write_one(&self, v: &VifShared, st: &mut RxSide, f: &Frame) -> RxWrite {
+        let len = f.len();
+        let (r, stashed) = match st.stash.front() {
+            Some(&r) => (r, true),
+            None => match st.ring.poll_request() {
+                Ok(Some(r)) => (r, false),
+                Ok(None) => return RxWrite::NoBuffers,
+                Err(e) => {
+                    self.fail(format!("rx ring: {e}"));
+                    return RxWrite::NoBuffers;
+                }
+            },
+        };
+        let ok = match self.copy_chunk(f, 0, len, GrantRef(r.gref)) {
+            Ok(()) => true,
+            Err(CopyFault::Source(_)) => {
+                if let Some(t) = &f.tail {
+                    t.mark_failed();
+                }
+                if !stashed {
+                    st.stash.push_back(r);
+                }
+                return RxWrite::SourceFailed;
+            }
+            Err(CopyFault::Dest(_)) => false,
+        };
+        if stashed {
+            st.stash.pop_front();
+        }
+        if ok {
+            self.respond_rx(st, f, std::slice::from_ref(&r), 0);
+            add(&v.counters.rx_frames, 1);
+            add(&v.counters.rx_bytes, len as u64);
+            st.wrote = true;
+        } else {
+            // The guest posted a bad grant: its slot says so.
+            self.push_rx(
+                st,
+                &RxResponse {
+                    id: r.id,
+                    offset: 0,
+                    flags: 0,
+                    status: netif::RSP_ERROR,
+                },
+            );
             add(&v.counters.rx_errors, 1);
         }
         RxWrite::Done

@@ -426,6 +426,62 @@ fn net_odd_layout(w: &dyn FrontendWorld) -> R<String> {
     ))
 }
 
+/// A three-slot frame published in two steps: the first two slots, a pause in
+/// which netback may consume them, then the last.
+fn net_split_chain(w: &dyn FrontendWorld) -> R<String> {
+    let rw_ = w.neighbour()?;
+    let mut r = Net::connect(&*rw_)?;
+    r.post_rx(4)?;
+    let mut n = Net::connect(w)?;
+    const SLOTS: [(usize, u16); 3] = [(0, 1000), (1, 1000), (2, 600)];
+    let total: usize = SLOTS.iter().map(|s| usize::from(s.1)).sum();
+    let f = frame_to(r.mac, n.mac, total, 0x43);
+    let mut pos = 0;
+    let mut reqs = Vec::new();
+    for (k, &(page, len)) in SLOTS.iter().enumerate() {
+        let (p, g) = n.data[page];
+        p.mem.write(0, &f[pos..pos + usize::from(len)]);
+        pos += usize::from(len);
+        let last = k + 1 == SLOTS.len();
+        let size = if k == 0 { total as u16 } else { len };
+        reqs.push(tx(
+            g,
+            0,
+            if last { 0 } else { NETTXF_MORE_DATA },
+            k as u16,
+            size,
+        ));
+    }
+    n.push_tx(&reqs[..2])?;
+    for _ in 0..3 {
+        w.wait();
+    }
+    if let Ok(Some(x)) = n.tx.poll_response() {
+        return Err(format!(
+            "slot {} answered ({}) before its frame's last slot was published",
+            x.id, x.status
+        ));
+    }
+    n.push_tx(&reqs[2..])?;
+    let rsps = n.tx_responses(3)?;
+    if let Some(x) = rsps.iter().find(|x| x.status != netif::RSP_OKAY) {
+        return Err(format!("slot {} got {}", x.id, x.status));
+    }
+    let got = r.recv()?;
+    if got != f {
+        let at = got.iter().zip(&f).position(|(a, b)| a != b);
+        return Err(format!(
+            "{} of {total} bytes arrived, first difference at {at:?}",
+            got.len()
+        ));
+    }
+    n.close()?;
+    r.close()?;
+    Ok(format!(
+        "a {total}-byte frame published as 2 + 1 slots arrived whole, answered once complete"
+    ))
+}
+
 fn net_bad_tail(w: &dyn FrontendWorld) -> R<String> {
     let rw_ = w.neighbour()?;
     let mut r = Net::connect(&*rw_)?;
@@ -645,6 +701,14 @@ pub(super) fn cases() -> Vec<Case> {
                 ending at its page's end)",
             expect: "the frame arrives byte for byte",
             run: net_odd_layout,
+        },
+        Case {
+            name: "netback.tx_chain_split (N5)",
+            class: Class::Net,
+            front: "publishes two slots of a three-slot frame, pauses, then the third",
+            expect: "nothing answered until the frame is complete; then it arrives whole and \
+                 every slot is answered OKAY",
+            run: net_split_chain,
         },
         Case {
             name: "netback.slot_crosses_page (N*, E5)",
