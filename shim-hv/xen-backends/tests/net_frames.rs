@@ -437,7 +437,9 @@ mod raw {
 /// Tx chains at netback's slot limits, from a raw frontend: 24 slots (4
 /// extra-info slots and 20 data slots, the most of each) are one frame, answered
 /// OKAY slot by slot (RSP_NULL for the extras); a 21st data slot is a fatal
-/// protocol error. (`chain_state`: `i > MAX_TX_SLOTS` as `>=` and `==`.)
+/// protocol error. (`chain_state`: `i > MAX_TX_SLOTS` as `>=` and `==`;
+/// `check_tx_chain`: the extra-info loop's `i += 1` as `*=`, which counted an
+/// extra-info slot as a data slot.)
 #[test]
 fn tx_chains_at_the_slot_limits() {
     let hv = hv();
@@ -446,6 +448,13 @@ fn tx_chains_at_the_slot_limits() {
     let mut n = raw::RawNet::connect(&hv, &dom);
     assert!(be.wait_connected(STEP));
     raw::fill_frame(&n, mac(2), mac(1));
+    // One extra-info slot and 20 data slots: the extra is not a data slot.
+    n.push(&raw::chain(&n, 1, 20));
+    let st: Vec<i16> = n.responses(21, &be).iter().map(|r| r.status).collect();
+    assert_eq!(st.len(), 21, "{:?}", be.stats());
+    assert_eq!(st[1], hypercall::abi::netif::RSP_NULL);
+    let s = be.stats();
+    assert_eq!((s.tx_frames, s.tx_errors, s.fatal), (1, 0, 0), "{s:?}");
     let c = raw::chain(&n, 4, 20);
     assert_eq!(c.len(), xen_backends::net::MAX_TX_SLOTS);
     n.push(&c);
@@ -456,7 +465,7 @@ fn tx_chains_at_the_slot_limits() {
     want.extend([hypercall::abi::netif::RSP_OKAY; 19]);
     assert_eq!(st, want, "{:?}", be.stats());
     let s = be.stats();
-    assert_eq!((s.tx_frames, s.tx_errors, s.fatal), (1, 0, 0), "{s:?}");
+    assert_eq!((s.tx_frames, s.tx_errors, s.fatal), (2, 0, 0), "{s:?}");
     // One data slot more: fatal.
     n.push(&raw::chain(&n, 4, 21));
     let end = std::time::Instant::now() + STEP;
