@@ -1321,8 +1321,10 @@ impl IoQueue {
                 else {
                     return (blkif::RSP_ERROR, op);
                 };
+                // `union`, not `|`: the two bits are disjoint, so a mutated `^`
+                // would be the same flags (docs/mutants.md).
                 let flags = nix::fcntl::FallocateFlags::FALLOC_FL_PUNCH_HOLE
-                    | nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE;
+                    .union(nix::fcntl::FallocateFlags::FALLOC_FL_KEEP_SIZE);
                 let f = disk.fallback.as_ref().unwrap_or(&disk.file);
                 match nix::fcntl::fallocate(f, flags, s, l) {
                     Ok(()) => (blkif::RSP_OKAY, op),

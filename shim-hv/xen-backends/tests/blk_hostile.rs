@@ -700,3 +700,69 @@ fn flush_with_segments_writes_nothing() {
     h.table.end_access(g).unwrap();
     be.destroy();
 }
+
+/// A discard punches the range it names: written data there reads back as zeros
+/// afterwards, the sectors around it keep theirs; a discard ending exactly at the
+/// disk's end is served, one sector further is refused; a discard of 0 sectors
+/// is OKAY and changes nothing. (`execute`'s discard arm: `end > disk.bytes()` as
+/// `>=`, `len == 0` as `!=` (every discard answered OKAY without punching) and
+/// the fallocate flags' `|` as `&` (no hole punched).)
+#[test]
+fn discard_punches_exactly_its_range() {
+    let dir = TempDir::new("discard");
+    let hv = hv();
+    let img = image(&dir, "d.img", DISK);
+    let dom = domain(&hv, "discard", 32);
+    let be = backend(&hv, &dom, cfg(&img, XVDA, "xvda"));
+    let h = Hostile::new(&hv, &dom);
+    let p: &InProcGuest = &h.guest;
+    let mut xs = Xenstore::from_hvm_params(p).unwrap();
+    let mut f = Front::connect(p, &h.table, &mut xs, XVDA, false);
+    let g = f.grant(0, false);
+    f.page(0).fill(0, PAGE_SIZE, 0x77);
+    let sectors = (DISK / 512) as u64;
+    for at in [16u64, 24, 32, sectors - 8] {
+        assert_eq!(
+            f.call(rw(blkif::OP_WRITE, at, at, &[seg(g, 0, 7)], None))
+                .status,
+            OK
+        );
+    }
+    let read = |f: &mut Front<'_>, at: u64| {
+        f.page(0).fill(0, PAGE_SIZE, 0xa5);
+        assert_eq!(
+            f.call(rw(blkif::OP_READ, 1000 + at, at, &[seg(g, 0, 7)], None))
+                .status,
+            OK
+        );
+        let mut v = vec![0u8; PAGE_SIZE];
+        f.page(0).read(0, &mut v);
+        v
+    };
+    assert_eq!(f.call(discard(1, 24, 0)).status, OK, "0 sectors");
+    assert!(
+        read(&mut f, 24).iter().all(|&b| b == 0x77),
+        "0 sectors discarded data"
+    );
+    assert_eq!(f.call(discard(2, 24, 8)).status, OK);
+    assert!(
+        read(&mut f, 24).iter().all(|&b| b == 0),
+        "the range reads zeros"
+    );
+    assert!(
+        read(&mut f, 16).iter().all(|&b| b == 0x77),
+        "before it kept"
+    );
+    assert!(read(&mut f, 32).iter().all(|&b| b == 0x77), "after it kept");
+    assert_eq!(
+        f.call(discard(3, sectors - 7, 8)).status,
+        ERR,
+        "past the end"
+    );
+    assert!(read(&mut f, sectors - 8).iter().all(|&b| b == 0x77));
+    assert_eq!(f.call(discard(4, sectors - 8, 8)).status, OK, "to the end");
+    assert!(read(&mut f, sectors - 8).iter().all(|&b| b == 0));
+    f.close(&mut xs);
+    h.table.end_access(g).unwrap();
+    be.destroy();
+}
