@@ -218,12 +218,13 @@ fn full_size_sweep() {
 }
 
 /// Tx chains with an extra-info slot (GSO) and several data slots, sizes around
-/// the page boundaries: netback takes each as one frame, answers every slot OKAY
+/// the page boundaries, over IPv4 and IPv6: netback takes each as one frame, answers every slot OKAY
 /// and keeps the connection (no error, nothing fatal). A chain walked wrongly
 /// (the extra slots counted as data, or the data slots after them missed) would
 /// be cut short or run into the next frame: a bad frame or a fatal protocol
 /// error. Written for cargo-mutants (`chain_state`: the extra-info loop's
-/// `i += 1` as `-=`).
+/// `i += 1` as `-=`; `check_tx_chain`: `t != GSO_TYPE_TCPV6` as `==`, which
+/// refused TCPv6 GSO).
 #[test]
 fn gso_chains_with_extra_info_are_taken_whole() {
     use xennet_front::TxMeta;
@@ -239,6 +240,7 @@ fn gso_chains_with_extra_info_are_taken_whole() {
     let (done_tx, done_rx) = pipe::<()>();
     let fe = Config {
         gso_tcpv4: true,
+        gso_tcpv6: true,
         ..Config::default()
     };
     let r = run_guest(&hv, da, fe, move |dev, _| {
@@ -249,12 +251,21 @@ fn gso_chains_with_extra_info_are_taken_whole() {
         {
             return Err("GSO over TCPv4 not negotiated".to_string());
         }
-        for (i, &n) in sizes.iter().enumerate() {
-            let meta = TxMeta {
-                gso_mss: Some(1448),
-                ..TxMeta::default()
-            };
-            send_meta(dev, &ip_frame(mb, ma, false, true, n, i as u8), meta)?;
+        if !dev
+            .negotiated()
+            .flags
+            .contains(xennet_front::NegotiatedFlags::TX_GSO_TCPV6)
+        {
+            return Err("GSO over TCPv6 not negotiated".to_string());
+        }
+        for ipv6 in [false, true] {
+            for (i, &n) in sizes.iter().enumerate() {
+                let meta = TxMeta {
+                    gso_mss: Some(1448),
+                    ..TxMeta::default()
+                };
+                send_meta(dev, &ip_frame(mb, ma, ipv6, true, n, i as u8), meta)?;
+            }
         }
         // Stay connected (answers reclaimed) until the test has seen them all.
         while done_rx.try_recv().is_err() {
@@ -267,7 +278,7 @@ fn gso_chains_with_extra_info_are_taken_whole() {
     let end = std::time::Instant::now() + Duration::from_secs(120);
     let s = loop {
         let s = ba.stats();
-        if s.tx_frames + s.tx_errors >= sizes.len() as u64 || s.fatal > 0 {
+        if s.tx_frames + s.tx_errors >= 2 * sizes.len() as u64 || s.fatal > 0 {
             break s;
         }
         assert!(std::time::Instant::now() < end, "not all answered: {s:?}");
@@ -278,7 +289,7 @@ fn gso_chains_with_extra_info_are_taken_whole() {
         .recv_timeout(Duration::from_secs(120))
         .expect("guest A ended");
     res.unwrap();
-    assert_eq!((s.tx_frames, s.tx_errors, s.fatal), (7, 0, 0), "{s:?}");
+    assert_eq!((s.tx_frames, s.tx_errors, s.fatal), (14, 0, 0), "{s:?}");
 }
 
 /// A raw net frontend driven from the test thread (no xennet-front): the xenbus
@@ -437,9 +448,11 @@ mod raw {
 /// Tx chains at netback's slot limits, from a raw frontend: 24 slots (4
 /// extra-info slots and 20 data slots, the most of each) are one frame, answered
 /// OKAY slot by slot (RSP_NULL for the extras); a 21st data slot is a fatal
-/// protocol error. (`chain_state`: `i > MAX_TX_SLOTS` as `>=` and `==`;
+/// protocol error. A GSO descriptor of an unknown type is an error for that
+/// frame only. (`chain_state`: `i > MAX_TX_SLOTS` as `>=` and `==`;
 /// `check_tx_chain`: the extra-info loop's `i += 1` as `*=`, which counted an
-/// extra-info slot as a data slot.)
+/// extra-info slot as a data slot; `t != GSO_TYPE_TCPV6` as `==`, which took an
+/// unknown GSO type.)
 #[test]
 fn tx_chains_at_the_slot_limits() {
     let hv = hv();
@@ -466,6 +479,17 @@ fn tx_chains_at_the_slot_limits() {
     assert_eq!(st, want, "{:?}", be.stats());
     let s = be.stats();
     assert_eq!((s.tx_frames, s.tx_errors, s.fatal), (2, 0, 0), "{s:?}");
+    // A GSO descriptor of no known type: the frame is refused (RSP_ERROR), the
+    // vif stays up.
+    let mut c = raw::chain(&n, 0, 2);
+    c[0].flags |= hypercall::abi::netif::NETTXF_EXTRA_INFO;
+    let x = hypercall::abi::netif::ExtraInfo::gso(1448, 7, 0, 0);
+    c.insert(1, hypercall::abi::netif::TxRequest::from(x));
+    n.push(&c);
+    let st: Vec<i16> = n.responses(3, &be).iter().map(|r| r.status).collect();
+    use hypercall::abi::netif::{RSP_ERROR, RSP_NULL};
+    assert_eq!(st, [RSP_ERROR, RSP_NULL, RSP_ERROR], "{:?}", be.stats());
+    assert_eq!(be.stats().fatal, 0);
     // One data slot more: fatal.
     n.push(&raw::chain(&n, 4, 21));
     let end = std::time::Instant::now() + STEP;
