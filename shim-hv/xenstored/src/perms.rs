@@ -8,13 +8,15 @@ use core::fmt;
 
 pub use hypercall::abi::xs_wire::Access;
 
-/// The permission bits (`READ`, `WRITE`) an entry's access grants.
+/// The permission bits (`READ`, `WRITE`) an entry's access grants. (The bits
+/// are disjoint; they are added here and in [`perm_for`], not or-ed, so that no
+/// mutant of the sum is an equivalent `^`: docs/mutants.md.)
 pub(crate) fn bits(access: Access) -> u8 {
     match access {
         Access::None => 0,
         Access::Read => READ,
         Access::Write => WRITE,
-        Access::Both => READ | WRITE,
+        Access::Both => READ + WRITE,
     }
 }
 
@@ -114,13 +116,13 @@ pub(crate) fn perm_for(who: &Who, perms: &[Perm]) -> u8 {
     let Some((owner, rest)) = perms.split_first() else {
         // Never stored; treat a missing list as "dom0 only".
         return if who.privileged {
-            READ | WRITE | OWNER
+            READ + WRITE + OWNER
         } else {
             0
         };
     };
     if who.privileged || who.is(owner.domid) {
-        return READ | WRITE | OWNER;
+        return READ + WRITE + OWNER;
     }
     for p in rest {
         if who.is(p.domid) {
@@ -190,5 +192,14 @@ mod tests {
         let open = [Perm::new(5, Access::Read)];
         assert_eq!(perm_for(&Who::new(8, None), &open), READ);
         assert_eq!(perm_for(&Who::new(8, None), &[]), 0);
+    }
+
+    /// A missing list (never stored) means dom0 only: everything for dom0, nothing
+    /// for others. (Written for cargo-mutants: the sum of the bits in that arm.)
+    #[test]
+    fn an_empty_list_is_dom0_only() {
+        assert_eq!(perm_for(&Who::new(0, None), &[]), READ | WRITE | OWNER);
+        assert_eq!(perm_for(&Who::new(5, None), &[]), 0);
+        assert_eq!(bits(Access::Both), READ | WRITE);
     }
 }
