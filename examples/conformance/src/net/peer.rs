@@ -1020,7 +1020,9 @@ mod tests {
 
     /// Tx extra-info slots: chained by `EXTRA_FLAG_MORE`, a frame whose first
     /// slot says `more_data` goes on with data slots after them, and an extra
-    /// slot's bytes 8..12 must be zero (R7).
+    /// slot's bytes 8..12 must be zero (R7). The first slot of a chain holds
+    /// the size less the later slots'; a slot may end at its page's end, not
+    /// past it.
     #[test]
     fn tx_extra_info_slots() {
         let host = HostPlatform::new();
@@ -1053,6 +1055,15 @@ mod tests {
             // Frame 1: data, one extra with a dirty tail.
             data_slot(2, netif::NETTXF_EXTRA_INFO, 20),
             dirty,
+            // Frames 2 and 3: a slot ending at its page's end, one a byte past.
+            TxRequest {
+                offset: 4000,
+                ..data_slot(3, 0, 96)
+            },
+            TxRequest {
+                offset: 4001,
+                ..data_slot(4, 0, 96)
+            },
         ];
         for (k, r) in slots.iter().enumerate() {
             tx.mem().write_obj(64 + k * TX_SLOT, r);
@@ -1066,12 +1077,75 @@ mod tests {
             .collect();
         assert_eq!(
             frames,
-            [(vec![0, 1], 2, 30, true), (vec![2], 1, 20, true)],
+            [
+                (vec![0, 1], 2, 30, true),
+                (vec![2], 1, 20, true),
+                (vec![3], 0, 96, true),
+                (vec![4], 0, 0, false)
+            ],
             "{:?}",
             be.violations
         );
         assert_eq!(be.tx_frames[0].extras, [gso, mcast]);
-        assert_eq!(be.violations, ["tx extra-info slot 5: non-zero tail (R7)"]);
+        assert_eq!(
+            be.violations,
+            [
+                "tx extra-info slot 5: non-zero tail (R7)",
+                "tx slot id 4: offset 4001 + 96 bytes crosses its page"
+            ]
+        );
+        be.unmap_all();
+        host.clear_peers();
+    }
+
+    /// G3 on tx: a page's bytes outside its slot must be zero the first time
+    /// the backend sees it (before the slot and after it), whatever the slot
+    /// holds; the frame is the slot's bytes.
+    #[test]
+    fn tx_page_bytes_outside_the_slot_on_first_use() {
+        let host = HostPlatform::new();
+        let server = StoreServer::new(&host);
+        let mut be = NetBackend::new(server.add_device("vif", 0));
+        let table: GrantTable<512> = GrantTable::new(host.shared_pages(1)).unwrap();
+        be.set_grants(GrantObserver::new(&host, table.frames().unwrap()));
+        let (tx, rx) = (host.pages(1), host.pages(1));
+        let grant = |p: &HostRegion, ro| table.grant_access(BACKEND_DOMID, p.gfn(), ro).unwrap();
+        let refs = (grant(&tx, false), grant(&rx, false));
+        assert_eq!(be.attach_queue(refs, (1, 1)), Ok(0));
+        // Slots of 20 bytes at offset 10; a stray byte at 5, at 100, none.
+        let mut grefs = Vec::new();
+        for stray in [Some(5), Some(100), None] {
+            let page = host.pages(1);
+            page.mem().write(10, &[0xab; 20]);
+            if let Some(at) = stray {
+                page.mem().write(at, &[1]);
+            }
+            grefs.push(grant(&page, true));
+        }
+        for (k, g) in grefs.iter().enumerate() {
+            let req = TxRequest {
+                gref: g.0,
+                offset: 10,
+                flags: 0,
+                id: k as u16,
+                size: 20,
+            };
+            tx.mem().write_obj(64 + k * TX_SLOT, &req);
+        }
+        tx.mem().store_u32(0, 3);
+        be.serve_tx(0);
+        assert_eq!(be.tx_frames.len(), 3);
+        assert!(be.tx_frames.iter().all(|f| f.ok && f.data == [0xab; 20]));
+        let want: Vec<String> = grefs[..2]
+            .iter()
+            .map(|g| {
+                format!(
+                    "tx page (grant {}) holds bytes outside its slot on first use (G3)",
+                    g.0
+                )
+            })
+            .collect();
+        assert_eq!(be.violations, want);
         be.unmap_all();
         host.clear_peers();
     }
