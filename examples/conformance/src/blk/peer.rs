@@ -1384,6 +1384,17 @@ mod tests {
         );
     }
 
+    /// A segment placed late in its page may end exactly at the disk's end (the
+    /// bound is the segment's length, not its end in the page).
+    #[test]
+    fn a_request_may_end_at_the_last_sector() {
+        let mut f = RawFront::new(|_| {});
+        let last = (DISK_BYTES / 512) as u64 - 1;
+        let r = f.rw(blkif::OP_READ, last, 7, 7).expect("answered");
+        assert_eq!((r.operation, r.status), (blkif::OP_READ, blkif::RSP_OKAY));
+        assert!(f.page()[7 * 512..] == f.be.disk[DISK_BYTES - 512..]);
+    }
+
     /// At most 64 violations are kept (a flood of bad requests cannot grow the
     /// log without bound), the first ones.
     #[test]
