@@ -1393,6 +1393,132 @@ mod tests {
         let r = f.rw(blkif::OP_READ, last, 7, 7).expect("answered");
         assert_eq!((r.operation, r.status), (blkif::OP_READ, blkif::RSP_OKAY));
         assert!(f.page()[7 * 512..] == f.be.disk[DISK_BYTES - 512..]);
+        assert_eq!(f.be.log.pages_scanned, 1, "pages scanned");
+    }
+
+    /// A frontend that writes `keys` (and, under each of `refs`, the ref of a
+    /// freshly granted page) and goes Initialised, against a backend offering
+    /// `probe`: `check` sees the backend after its turn.
+    fn handshake(
+        probe: &[(&'static str, &str)],
+        keys: &[(&str, &str)],
+        refs: &[&str],
+        check: impl FnOnce(&BlockBackend),
+    ) {
+        let host = HostPlatform::new();
+        let server = StoreServer::new(&host);
+        let dev = server.add_device("vbd", DEVID);
+        let frames = (GRANT_ENTRIES * 8).div_ceil(PAGE_SIZE);
+        let grants =
+            GrantTable::<GRANT_ENTRIES>::new(host.shared_pages(frames)).expect("grant table");
+        let obs = GrantObserver::new(&host, grants.frames().expect("frames"));
+        let mut be = BlockBackend::new(&host, obs, Box::new(dev.clone()));
+        be.offers.probe.clear();
+        for &(k, v) in probe {
+            be.offers.probe.insert(k, Some(v.to_string()));
+        }
+        be.probe();
+        let fe = dev.frontend_path().to_string();
+        for r in refs {
+            let g = grants
+                .grant_access(DomId(0), host.pages(1).gfn(), false)
+                .expect("ring grant");
+            server.write(&format!("{fe}/{r}"), g.0.to_string().as_bytes());
+        }
+        for (k, v) in keys.iter().chain(&[("state", "3")]) {
+            server.write(&format!("{fe}/{k}"), v.as_bytes());
+        }
+        be.turn();
+        check(&be);
+    }
+
+    /// The ring order and queue count a frontend picks are checked against the
+    /// offer (and the backend's own limits) before anything is mapped; within
+    /// them it connects, once (cargo-mutants: the bounds of `connect_rings`,
+    /// `log.connects`).
+    #[test]
+    fn ring_order_and_queues_beyond_the_offer_are_refused() {
+        let refused = |be: &BlockBackend, why: &str| {
+            assert_eq!(be.state(), state::CLOSING, "{why}");
+            assert_eq!(be.log.connects, 0);
+            assert!(
+                be.log.violations.iter().any(|v| v.starts_with(why)),
+                "{why}: {:?}",
+                be.log.violations
+            );
+        };
+        let order = [("max-ring-page-order", "1")];
+        let ev = ("event-channel", "5");
+        handshake(
+            &order,
+            &[("ring-page-order", "1"), ev],
+            &["ring-ref0", "ring-ref1"],
+            |be| {
+                assert_eq!(be.state(), state::CONNECTED, "{:?}", be.log.violations);
+                assert_eq!((be.queues(), be.log.connects), (1, 1));
+                assert_eq!(be.ring(0).map(RingPages::size), Some(64));
+            },
+        );
+        handshake(
+            &order,
+            &[("ring-page-order", "2"), ev],
+            &["ring-ref0", "ring-ref1", "ring-ref2", "ring-ref3"],
+            |be| refused(be, "ring-page-order Some(2) above the offer 1"),
+        );
+        handshake(
+            &[("max-ring-page-order", "10")],
+            &[("ring-page-order", "9"), ev],
+            &[],
+            |be| refused(be, "ring-page-order Some(9) above the offer 10 (or 8)"),
+        );
+        let two = [("multi-queue-max-queues", "2")];
+        for n in ["0", "3"] {
+            handshake(
+                &two,
+                &[("multi-queue-num-queues", n), ev],
+                &["ring-ref"],
+                |be| refused(be, &format!("multi-queue-num-queues {n} (offer 2)")),
+            );
+        }
+        handshake(
+            &two,
+            &[
+                ("multi-queue-num-queues", "2"),
+                ("queue-0/event-channel", "5"),
+                ("queue-1/event-channel", "6"),
+            ],
+            &["queue-0/ring-ref", "queue-1/ring-ref"],
+            |be| {
+                assert_eq!(be.state(), state::CONNECTED, "{:?}", be.log.violations);
+                assert_eq!((be.queues(), be.port(1)), (2, Some(6)));
+            },
+        );
+    }
+
+    /// A read's page is mapped writable, so a read into a page granted
+    /// read-only is refused (the backend could not write the data), logged.
+    #[test]
+    fn a_read_into_a_read_only_grant_is_refused() {
+        let mut f = RawFront::new(|_| {});
+        let gref = f
+            .grants
+            .grant_access(DomId(0), f.data.gfn(), true)
+            .expect("grant");
+        let mut req = Request {
+            operation: blkif::OP_READ,
+            nr_segments: 1,
+            ..Default::default()
+        };
+        req.seg[0].gref = gref.0;
+        req.seg[0].last_sect = 7;
+        let r = f.submit(req).expect("answered");
+        assert_eq!((r.operation, r.status), (blkif::OP_READ, blkif::RSP_ERROR));
+        let v = f.be.log.violations.last().expect("a violation");
+        assert!(
+            v.ends_with(&format!("writable map of read-only grant {}", gref.0)),
+            "{v}"
+        );
+        assert!(f.page().iter().all(|&b| b == 0), "the page was written");
     }
 
     /// At most 64 violations are kept (a flood of bad requests cannot grow the
