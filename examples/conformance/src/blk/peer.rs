@@ -1521,6 +1521,43 @@ mod tests {
         assert!(f.page().iter().all(|&b| b == 0), "the page was written");
     }
 
+    /// A frontend may publish a whole ring of requests at once (all served);
+    /// `req_prod` further ahead than the ring holds is an overrun: logged, and
+    /// the queue is no longer served.
+    #[test]
+    fn a_full_ring_is_served_and_an_overrun_kills_the_queue() {
+        let mut f = RawFront::new(|_| {});
+        let size = f.ring.size();
+        let flush = Request {
+            operation: blkif::OP_FLUSH_DISKCACHE,
+            ..Default::default()
+        };
+        let publish = |f: &mut RawFront, n: u32| {
+            for _ in 0..n {
+                let slot = layout::HEADER_SIZE + (f.prod % size) as usize * SLOT;
+                let mut req = flush;
+                req.id = f.next_id;
+                f.next_id += 1;
+                f.ring.write(slot, req.as_bytes());
+                f.prod += 1;
+            }
+            f.ring.set_index(layout::REQ_PROD, f.prod);
+            f.be.turn();
+        };
+        publish(&mut f, size);
+        assert_eq!(f.ring.index(layout::RSP_PROD), size);
+        assert_eq!(f.be.log.violations, Vec::<String>::new());
+        // Claims one request more than the ring holds.
+        f.ring.set_index(layout::REQ_PROD, f.prod + size + 1);
+        f.be.turn();
+        let v = f.be.log.violations.last().expect("a violation");
+        assert!(v.starts_with("queue 0: req_prod"), "{v}");
+        assert_eq!(f.be.log.seen.len(), size as usize, "requests consumed");
+        // The queue stays dead: a sane req_prod afterwards is not served.
+        publish(&mut f, 1);
+        assert_eq!(f.ring.index(layout::RSP_PROD), size);
+    }
+
     /// At most 64 violations are kept (a flood of bad requests cannot grow the
     /// log without bound), the first ones.
     #[test]
