@@ -20,6 +20,10 @@ pub struct VbdEntry {
 /// exist (it may exceed `out.len()`; only the first `out.len()` are stored). Entries
 /// whose names are not decimal numbers are skipped. A missing directory means no
 /// devices.
+///
+/// Never inlined: its 4 KiB listing buffer then lives in its own frame only while
+/// it runs, not in the caller's for the whole device connect (docs/stack.md).
+#[inline(never)]
 pub fn discover<Q: Platform>(xs: &mut Xenstore<Q>, out: &mut [VbdEntry]) -> Result<usize, Error> {
     let mut buf = [0u8; 4096];
     let entries = match xs.directory("device/vbd", &mut buf) {
