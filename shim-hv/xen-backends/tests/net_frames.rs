@@ -452,7 +452,7 @@ mod raw {
 /// frame only. (`chain_state`: `i > MAX_TX_SLOTS` as `>=` and `==`;
 /// `check_tx_chain`: the extra-info loop's `i += 1` as `*=`, which counted an
 /// extra-info slot as a data slot; `t != GSO_TYPE_TCPV6` as `==`, which took an
-/// unknown GSO type.)
+/// unknown GSO type; `1 + more.len()` as `*`, which took 21 data slots.)
 #[test]
 fn tx_chains_at_the_slot_limits() {
     let hv = hv();
@@ -490,8 +490,9 @@ fn tx_chains_at_the_slot_limits() {
     use hypercall::abi::netif::{RSP_ERROR, RSP_NULL};
     assert_eq!(st, [RSP_ERROR, RSP_NULL, RSP_ERROR], "{:?}", be.stats());
     assert_eq!(be.stats().fatal, 0);
-    // One data slot more: fatal.
-    n.push(&raw::chain(&n, 4, 21));
+    // One data slot more (21, no extras: 21 slots in all, within MAX_TX_SLOTS):
+    // fatal.
+    n.push(&raw::chain(&n, 0, 21));
     let end = std::time::Instant::now() + STEP;
     while be.stats().fatal == 0 {
         assert!(std::time::Instant::now() < end, "21 data slots accepted");
