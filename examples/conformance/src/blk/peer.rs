@@ -105,7 +105,8 @@ impl Default for Offers {
 pub const DISK_BYTES: usize = 1 << 20;
 
 /// The initial disk content: byte `i` is `7 * i + i / 4096` (mod 256), so every
-/// sector and page differs from its neighbours (a misplaced sector shows).
+/// page differs from its neighbours (a misplaced page shows). The sectors of one
+/// page are alike (7 * 512 = 0 mod 256).
 pub fn disk_pattern(bytes: usize) -> Vec<u8> {
     const RUN: [u8; PAGE_SIZE + 256] = {
         let mut run = [0u8; PAGE_SIZE + 256];
@@ -1556,6 +1557,24 @@ mod tests {
         // The queue stays dead: a sane req_prod afterwards is not served.
         publish(&mut f, 1);
         assert_eq!(f.ring.index(layout::RSP_PROD), size);
+    }
+
+    /// The disk holds the documented pattern, byte `i` = `7 * i + i / 4096` (mod
+    /// 256): no two neighbouring pages are alike, so a misplaced page shows
+    /// (cargo-mutants: the arithmetic of `disk_pattern`).
+    #[test]
+    fn disk_pattern_is_as_documented() {
+        let disk = disk_pattern(DISK_BYTES + 512);
+        assert_eq!(disk.len(), DISK_BYTES + 512);
+        let step = if cfg!(miri) { 4093 } else { 1 };
+        for i in (0..disk.len()).step_by(step) {
+            assert_eq!(disk[i], (7 * i + i / 4096) as u8, "byte {i}");
+        }
+        // Pages differ from their neighbours (sectors within a page repeat:
+        // 7 * 512 = 0 mod 256).
+        for p in (4096..DISK_BYTES).step_by(4096 * step) {
+            assert_ne!(disk[p - 4096..p], disk[p..p + 4096], "page {}", p / 4096);
+        }
     }
 
     /// At most 64 violations are kept (a flood of bad requests cannot grow the
