@@ -1587,6 +1587,12 @@ mod tests {
         }
         assert_eq!(f.be.log.violations.len(), 64);
         assert_eq!(f.be.log.violations[63], "v63");
+        // Debug shows the state, the queues and the log.
+        let d = format!("{:?}", f.be);
+        assert!(
+            d.starts_with("BlockBackend { state: 4, queues: 1, held: 0, log: Log {"),
+            "{d}"
+        );
     }
 
     /// The R7 audit flags each kind of dirt, for every request kind, and nothing
