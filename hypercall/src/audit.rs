@@ -39,6 +39,7 @@ use crate::SharedMem;
 use core::cell::RefCell;
 use core::fmt;
 use core::mem::size_of;
+use core::sync::atomic::{AtomicUsize, Ordering};
 use std::vec::Vec;
 
 /// What an access did.
@@ -88,15 +89,40 @@ std::thread_local! {
     static LOG: RefCell<Option<Vec<Access>>> = const { RefCell::new(None) };
 }
 
+/// How many threads' logs are `Some` (a thread that ends while recording stays
+/// counted, which only costs the shortcut). While it is 0, [`record`] returns
+/// after one atomic load instead of looking up the thread's log: most accesses
+/// in the tests are made while nothing records (a fake peer runs [`paused`]), and
+/// under Miri, which interprets each one, the lookup was a large share of the
+/// tests' cost (docs/miri.md). A recording thread counted itself before its own
+/// accesses, so it always sees a non-zero count.
+static RECORDING: AtomicUsize = AtomicUsize::new(0);
+
+/// Sets this thread's log to `new`, keeping [`RECORDING`] in step; returns the old.
+fn replace(l: &RefCell<Option<Vec<Access>>>, new: Option<Vec<Access>>) -> Option<Vec<Access>> {
+    let now = new.is_some();
+    let old = l.replace(new);
+    match (old.is_some(), now) {
+        (false, true) => {
+            RECORDING.fetch_add(1, Ordering::Relaxed);
+        }
+        (true, false) => {
+            RECORDING.fetch_sub(1, Ordering::Relaxed);
+        }
+        _ => {}
+    }
+    old
+}
+
 /// Starts (or restarts, discarding what was logged) recording on this thread.
 pub fn start() {
-    LOG.with(|l| *l.borrow_mut() = Some(Vec::new()));
+    LOG.with(|l| replace(l, Some(Vec::new())));
 }
 
 /// Stops recording on this thread and returns the log, oldest first (empty if this
 /// thread was not recording).
 pub fn take() -> Vec<Access> {
-    LOG.with(|l| l.borrow_mut().take()).unwrap_or_default()
+    LOG.with(|l| replace(l, None)).unwrap_or_default()
 }
 
 /// Runs `f` without recording its accesses (e.g. a fake backend stepped on the
@@ -106,16 +132,16 @@ pub fn paused<R>(f: impl FnOnce() -> R) -> R {
     impl Drop for Resume {
         fn drop(&mut self) {
             let log = self.0.take();
-            let _ = LOG.try_with(|l| *l.borrow_mut() = log);
+            let _ = LOG.try_with(|l| replace(l, log));
         }
     }
-    let _resume = Resume(LOG.with(|l| l.borrow_mut().take()));
+    let _resume = Resume(LOG.with(|l| replace(l, None)));
     f()
 }
 
 /// Appends an access to this thread's log if it records (called by `SharedMem`).
 pub(crate) fn record(addr: usize, len: usize, op: Op, value: u64) {
-    if len == 0 {
+    if len == 0 || RECORDING.load(Ordering::Relaxed) == 0 {
         return;
     }
     let _ = LOG.try_with(|l| {
