@@ -7,7 +7,7 @@
 use core::cell::{Cell, RefCell};
 use core::ptr::NonNull;
 use std::boxed::Box;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::vec;
 use std::vec::Vec;
@@ -79,6 +79,9 @@ pub struct FakePlatform {
     now: Cell<u64>,
     pub waits: Cell<u64>,
     hook: RefCell<Option<Hook>>,
+    /// The allocation `virt_to_gfn` found last (tried first: set-up translates
+    /// every page of an allocation in a row).
+    last_hit: Cell<usize>,
 }
 
 impl FakePlatform {
@@ -92,6 +95,7 @@ impl FakePlatform {
             now: Cell::new(0),
             waits: Cell::new(0),
             hook: RefCell::new(None),
+            last_hit: Cell::new(0),
         }
     }
 
@@ -160,14 +164,25 @@ unsafe impl Platform for FakePlatform {
 
     fn virt_to_gfn(&self, addr: NonNull<u8>) -> Option<Gfn> {
         let a = addr.as_ptr() as usize;
-        // Newest first: the pages being set up are nearly always the last allocation.
-        self.mem
-            .0
-            .borrow()
-            .iter()
-            .rev()
-            .find(|al| a >= al.start && a < al.start + al.count * PAGE_SIZE)
-            .map(|al| Gfn(al.gfn + ((a - al.start) / PAGE_SIZE) as u64))
+        let allocs = self.mem.0.borrow();
+        let holds = |al: &Alloc| a >= al.start && a < al.start + al.count * PAGE_SIZE;
+        // The last allocation found, then newest first (the pages being set up are
+        // nearly always the last allocation). Plain indexing rather than iterator
+        // adapters: set-up translates every page, and under Miri each call into
+        // the adapters costs basic blocks.
+        let mut i = self.last_hit.get();
+        if !allocs.get(i).is_some_and(holds) {
+            i = allocs.len();
+            loop {
+                i = i.checked_sub(1)?;
+                if holds(&allocs[i]) {
+                    break;
+                }
+            }
+            self.last_hit.set(i);
+        }
+        let al = &allocs[i];
+        Some(Gfn(al.gfn + ((a - al.start) / PAGE_SIZE) as u64))
     }
 
     fn gfn_to_virt(&self, gfn: Gfn) -> Option<NonNull<u8>> {
@@ -214,7 +229,7 @@ pub struct FakeBackend {
     /// Requests kept back (muted), to answer later.
     pub held: VecDeque<Request>,
     /// Grants currently "mapped" by us: gref -> pins.
-    pub mapped: BTreeMap<u32, u32>,
+    pub mapped: Pins,
     /// Problems seen: writable data grant for a write, non-zero bytes in pages
     /// beyond the data (XSA-403), bad segments.
     pub violations: Vec<&'static str>,
@@ -226,7 +241,9 @@ pub struct FakeBackend {
     pub scanned_pages: u64,
     /// Every data page (by frame) as this backend last saw it: what it was given
     /// (writes) or left there (reads).
-    pub known: BTreeMap<u32, Vec<u8>>,
+    pub known: Known,
+    /// The page being scanned (reused from page to page).
+    scratch: Vec<u8>,
     allow_writable_write_grants: bool,
     /// Map every grant writable, indirect pages too, as Linux blkback does for the
     /// grants it keeps persistently (`xen_blkbk_map`: read-only only without
@@ -246,18 +263,19 @@ impl FakeBackend {
             ring_mem,
             frames: for_the_test(table.frames().expect("set up")),
             mem: p.mem.clone(),
-            disk: disk_pattern(disk_bytes),
+            disk: initial_disk(disk_bytes),
             mute: false,
             hold_grants: false,
             skip_read_data: false,
             mutate: None,
             held: VecDeque::new(),
-            mapped: BTreeMap::new(),
+            mapped: Pins::default(),
             violations: Vec::new(),
             seen: Vec::new(),
             padding_checked: 0,
             scanned_pages: 0,
-            known: BTreeMap::new(),
+            known: Known::default(),
+            scratch: vec![0u8; PAGE_SIZE],
             allow_writable_write_grants: false,
             linux_persistent_maps: false,
         }
@@ -287,7 +305,7 @@ impl FakeBackend {
         let off = gref as usize * 8;
         let f = self.frames.load_u16(off);
         self.frames.store_u16(off, f | bits);
-        *self.mapped.entry(gref).or_insert(0) += 1;
+        self.mapped.pin(gref);
         self.mem.page(Gfn(u64::from(frame)))
     }
 
@@ -299,10 +317,8 @@ impl FakeBackend {
     }
 
     pub fn force_unmap(&mut self, gref: u32) {
-        if let Some(n) = self.mapped.get_mut(&gref) {
-            *n -= 1;
-            if *n == 0 {
-                self.mapped.remove(&gref);
+        if let Some(n) = self.mapped.unpin(gref) {
+            if n == 0 {
                 let off = gref as usize * 8;
                 let f = self.frames.load_u16(off);
                 self.frames
@@ -313,9 +329,8 @@ impl FakeBackend {
 
     /// Releases everything held (backend disconnects).
     pub fn unmap_all(&mut self) {
-        let refs: Vec<u32> = self.mapped.keys().copied().collect();
-        for r in refs {
-            while self.mapped.contains_key(&r) {
+        for r in self.mapped.refs() {
+            while self.mapped.pins(r) > 0 {
                 self.force_unmap(r);
             }
         }
@@ -472,8 +487,9 @@ impl FakeBackend {
             };
             let a = s.first_sect as usize * 512;
             let b = (s.last_sect as usize + 1) * 512;
-            // XSA-403: nothing but this request's data (or zeros) in the page.
-            let mut whole = vec![0u8; PAGE_SIZE];
+            // XSA-403: nothing but this request's data (or zeros) in the page. (Read
+            // into one buffer kept for the purpose: no allocation per page.)
+            let mut whole = core::mem::take(&mut self.scratch);
             page.read(0, &mut whole);
             self.scanned_pages += 1;
             if write && !(is_zero(&whole[..a]) && is_zero(&whole[b..])) {
@@ -485,7 +501,7 @@ impl FakeBackend {
             // or zeros if it never saw the page: never another device's data, an
             // earlier connection's, or anything else it was not given.
             if !write {
-                let expect = self.known.get(&frame).map_or(&[0u8; PAGE_SIZE][..], |k| k);
+                let expect = self.known.get(frame).map_or(&[0u8; PAGE_SIZE][..], |k| k);
                 if whole[..] != *expect {
                     self.violations
                         .push("read page holds data this backend was not given");
@@ -493,6 +509,7 @@ impl FakeBackend {
             }
             if pos + (b - a) > self.disk.len() {
                 status = blkif::RSP_ERROR;
+                self.scratch = whole;
                 self.unmap(s.gref);
                 break;
             }
@@ -502,7 +519,8 @@ impl FakeBackend {
                 page.write(a, &self.disk[pos..pos + b - a]);
                 whole[a..b].copy_from_slice(&self.disk[pos..pos + b - a]);
             }
-            self.known.insert(frame, whole);
+            self.known.set(frame, &whole);
+            self.scratch = whole;
             pos += b - a;
             self.unmap(s.gref);
         }
@@ -525,6 +543,103 @@ impl FakeBackend {
     }
 }
 
+/// The pins a fake backend holds on grant refs (its mappings), by ref: a table
+/// indexed by the ref, so pinning and unpinning are one index (the backend maps
+/// every page it is granted: cheap under Miri).
+#[derive(Clone, Debug, Default)]
+pub struct Pins {
+    by_ref: Vec<u32>,
+    /// Refs with at least one pin.
+    live: usize,
+}
+
+impl Pins {
+    /// Whether no ref is mapped.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    fn pin(&mut self, gref: u32) {
+        let i = gref as usize;
+        if self.by_ref.len() <= i {
+            self.by_ref.resize(i + 1, 0);
+        }
+        if self.by_ref[i] == 0 {
+            self.live += 1;
+        }
+        self.by_ref[i] += 1;
+    }
+
+    /// The pins on `gref`.
+    pub fn pins(&self, gref: u32) -> u32 {
+        self.by_ref.get(gref as usize).copied().unwrap_or(0)
+    }
+
+    /// Takes one pin off `gref`; the pins left, `None` if it had none.
+    fn unpin(&mut self, gref: u32) -> Option<u32> {
+        let n = self.by_ref.get_mut(gref as usize).filter(|n| **n > 0)?;
+        *n -= 1;
+        if *n == 0 {
+            self.live -= 1;
+        }
+        Some(*n)
+    }
+
+    /// The refs mapped now.
+    fn refs(&self) -> Vec<u32> {
+        (0..self.by_ref.len() as u32)
+            .filter(|&r| self.by_ref[r as usize] > 0)
+            .collect()
+    }
+}
+
+/// The data pages a fake backend has seen, by frame: a table indexed by the
+/// frame's offset from the fake platform's first gfn (the frames a backend maps
+/// are the platform's), so a lookup is one index, not a search (the backend
+/// looks up every page it is granted: cheap under Miri).
+#[derive(Clone, Debug, Default)]
+pub struct Known(Vec<Option<Vec<u8>>>);
+
+impl Known {
+    fn index(frame: u32) -> Option<usize> {
+        usize::try_from(u64::from(frame).checked_sub(FIRST_GFN)?).ok()
+    }
+
+    /// The page as last seen, if it was.
+    pub fn get(&self, frame: u32) -> Option<&Vec<u8>> {
+        self.0.get(Self::index(frame)?)?.as_ref()
+    }
+
+    /// Records `page` as frame's content (updated in place when already known).
+    pub fn set(&mut self, frame: u32, page: &[u8]) {
+        let i = Self::index(frame).expect("a frame of the fake platform");
+        if self.0.len() <= i {
+            self.0.resize_with(i + 1, || None);
+        }
+        match &mut self.0[i] {
+            Some(k) => k.copy_from_slice(page),
+            slot @ None => *slot = Some(page.to_vec()),
+        }
+    }
+
+    /// Every page seen, by frame.
+    pub fn values(&self) -> impl Iterator<Item = &Vec<u8>> {
+        self.0.iter().flatten()
+    }
+}
+
+/// A fake disk's first content, [`disk_pattern`] (whose first `bytes` bytes are the
+/// same whatever its length), copied from one computed once: the pattern costs
+/// Miri tens of thousands of basic blocks a MiB, and every rig sets up a disk.
+pub fn initial_disk(bytes: usize) -> Vec<u8> {
+    static DISK: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let disk = DISK.get_or_init(|| disk_pattern(1 << 20));
+    match disk.get(..bytes) {
+        Some(d) => d.to_vec(),
+        None => disk_pattern(bytes),
+    }
+}
+
 /// Whether every byte is zero, compared a page at a time (one `memcmp` each, cheap
 /// under Miri, unlike a loop per byte).
 pub fn is_zero(bytes: &[u8]) -> bool {
@@ -541,5 +656,8 @@ fn disk_pattern_is_the_formula() {
     let len = 3 * PAGE_SIZE + 100;
     let want: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4096) as u8).collect();
     assert!(disk_pattern(len) == want);
+    for n in [0, 512, len, 1 << 20, (1 << 20) + 4096] {
+        assert!(initial_disk(n) == disk_pattern(n), "{n}");
+    }
     assert!(is_zero(&[0; 5000]) && !is_zero(&[0, 0, 1]) && is_zero(&[]));
 }
