@@ -1177,9 +1177,14 @@ pub(super) static CASES: &[Case] = &[
             // mapped are unmapped (a driver with few buffers that sets aside
             // every page answered while mapped would starve otherwise).
             ctx.be(|b| {
-                for (r, g) in &kept {
-                    if *g != page && b.rx_posted.contains(g) {
-                        b.unmap(*r);
+                let buffers: Vec<(GrantRef, Gfn)> = kept
+                    .iter()
+                    .copied()
+                    .filter(|g| b.rx_posted.contains(&g.1))
+                    .collect();
+                for (r, g) in buffers {
+                    if g != page {
+                        b.unmap(r);
                     }
                 }
             });
