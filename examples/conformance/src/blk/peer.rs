@@ -1577,6 +1577,20 @@ mod tests {
         }
     }
 
+    /// What the cases read through the backend's accessors: the negotiated
+    /// persistent grants, the keys it wrote.
+    #[test]
+    fn accessors_show_what_was_negotiated_and_written() {
+        let mut f = RawFront::new(|_| {});
+        assert!(!f.be.persistent());
+        f.be.set_key("x", "y");
+        assert_eq!(f.be.store().backend("x").as_deref(), Some("y"));
+        let keys = [("feature-persistent", "1"), ("event-channel", "5")];
+        handshake(&[("feature-persistent", "1")], &keys, &["ring-ref"], |be| {
+            assert!(be.persistent());
+        });
+    }
+
     /// At most 64 violations are kept (a flood of bad requests cannot grow the
     /// log without bound), the first ones.
     #[test]
