@@ -292,6 +292,62 @@ fn gso_chains_with_extra_info_are_taken_whole() {
     assert_eq!((s.tx_frames, s.tx_errors, s.fatal), (14, 0, 0), "{s:?}");
 }
 
+/// `NETTXF_data_validated` crosses netback as it was sent: a frame A marks as
+/// validated reaches B with `NETRXF_data_validated`, frames without the mark (with
+/// no other flag, or one after the other) reach B without it. Written for
+/// cargo-mutants (`check_tx_chain` reading the flag with `==` for `!=`, or `|`/`^`
+/// for `&`, marked every unmarked frame as validated).
+#[test]
+fn data_validated_reaches_the_receiver_as_sent() {
+    use xennet_front::TxMeta;
+    let hv = hv();
+    let br = Bridge::new("xenbr0");
+    let (da, _ba) = guest_with_vif(&hv, &br, "a", 1, NetConfig::default());
+    let (db, _bb) = guest_with_vif(&hv, &br, "b", 2, NetConfig::default());
+    let (ma, mb) = (mac(1), mac(2));
+    let (go_tx, go_rx) = pipe::<()>();
+    let (got_tx, got_rx) = pipe::<()>();
+    let marker = vec![end_marker(mb, ma, false)];
+    let marker_a = marker.clone();
+    // (frame, validated): payload sizes tell them apart at B.
+    let sent: Vec<(Vec<u8>, bool)> = [(300usize, false), (301, true), (302, false), (303, true)]
+        .iter()
+        .map(|&(n, v)| (ip_frame(mb, ma, false, false, n, n as u8), v))
+        .collect();
+    let sent_a = sent.clone();
+    let rb = run_guest(&hv, db, Config::default(), move |dev, _| {
+        go_tx.send(()).map_err(|_| "test gone".to_string())?;
+        let got = recv_until_end(dev, &marker);
+        let _ = got_tx.send(());
+        got
+    });
+    let ra = run_guest(&hv, da, Config::default(), move |dev, _| {
+        go_rx.recv().map_err(|_| "B gone".to_string())?;
+        for (f, validated) in &sent_a {
+            let meta = TxMeta {
+                data_validated: *validated,
+                ..TxMeta::default()
+            };
+            send_meta(dev, f, meta)?;
+        }
+        send_meta(dev, &marker_a[0], TxMeta::default())?;
+        wait_confirmed(&got_rx, "B")
+    });
+    let got = rb
+        .recv_timeout(END_GUARD * 2)
+        .expect("guest B ended")
+        .unwrap_or_else(|e| panic!("B: {e}"));
+    ra.recv_timeout(END_GUARD * 2)
+        .expect("guest A ended")
+        .unwrap_or_else(|e| panic!("A: {e}"));
+    let seen: Vec<(usize, bool)> = got
+        .iter()
+        .map(|(f, m)| (f.len(), m.data_validated))
+        .collect();
+    let want: Vec<(usize, bool)> = sent.iter().map(|(f, v)| (f.len(), *v)).collect();
+    assert_eq!(seen, want, "(frame length, data_validated) at B");
+}
+
 /// A raw net frontend driven from the test thread (no xennet-front): the xenbus
 /// handshake, then tx requests built by hand, for the chains xennet-front never
 /// sends (the slot limits, several extra-info slots).
