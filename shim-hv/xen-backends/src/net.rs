@@ -2071,13 +2071,28 @@ impl Connection {
             }
         }
         st.stash.drain(..n);
+        self.rx_answer(v, st, f, reqs, extra, ok);
+        RxWrite::Done
+    }
+
+    /// Answers a frame's requests once its copy is done: the frame's responses and
+    /// counts if every chunk arrived (`ok`), else (the guest posted a bad grant)
+    /// an error in every slot of the frame.
+    fn rx_answer(
+        &self,
+        v: &VifShared,
+        st: &mut RxSide,
+        f: &Frame,
+        reqs: &[RxRequest],
+        extra: usize,
+        ok: bool,
+    ) {
         if ok {
             self.respond_rx(st, f, reqs, extra);
             add(&v.counters.rx_frames, 1);
-            add(&v.counters.rx_bytes, len as u64);
+            add(&v.counters.rx_bytes, f.len() as u64);
             st.wrote = true;
         } else {
-            // The guest posted a bad grant: every slot of this frame says so.
             for r in reqs {
                 self.push_rx(
                     st,
@@ -2091,7 +2106,6 @@ impl Connection {
             }
             add(&v.counters.rx_errors, 1);
         }
-        RxWrite::Done
     }
 
     /// [`Connection::rx_write`] for a frame in one buffer without extras (most
@@ -2127,24 +2141,7 @@ impl Connection {
         if stashed {
             st.stash.pop_front();
         }
-        if ok {
-            self.respond_rx(st, f, std::slice::from_ref(&r), 0);
-            add(&v.counters.rx_frames, 1);
-            add(&v.counters.rx_bytes, len as u64);
-            st.wrote = true;
-        } else {
-            // The guest posted a bad grant: its slot says so.
-            self.push_rx(
-                st,
-                &RxResponse {
-                    id: r.id,
-                    offset: 0,
-                    flags: 0,
-                    status: netif::RSP_ERROR,
-                },
-            );
-            add(&v.counters.rx_errors, 1);
-        }
+        self.rx_answer(v, st, f, std::slice::from_ref(&r), 0, ok);
         RxWrite::Done
     }
 
