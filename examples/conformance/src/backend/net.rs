@@ -379,6 +379,50 @@ fn net_bad_rx(w: &dyn FrontendWorld) -> R<String> {
     ))
 }
 
+/// Writes frame `f` into `n`'s data pages as a tx chain of `slots` (data page,
+/// offset, length; the lengths add up to the frame) and returns its requests, ids
+/// 0.., the first carrying the frame's size: not yet published.
+fn write_chain(n: &Net<'_>, f: &[u8], slots: &[(usize, u16, u16)]) -> Vec<TxRequest> {
+    let mut pos = 0;
+    let mut reqs = Vec::new();
+    for (k, &(page, off, len)) in slots.iter().enumerate() {
+        let (p, g) = n.data[page];
+        p.mem
+            .write(usize::from(off), &f[pos..pos + usize::from(len)]);
+        pos += usize::from(len);
+        let last = k + 1 == slots.len();
+        let size = if k == 0 { f.len() as u16 } else { len };
+        reqs.push(tx(
+            g,
+            off,
+            if last { 0 } else { NETTXF_MORE_DATA },
+            k as u16,
+            size,
+        ));
+    }
+    reqs
+}
+
+/// After a 3-slot chain of frame `f` went out on `n`: every slot answered OKAY and
+/// `r` received `f` byte for byte; then both close.
+fn arrived_whole(mut n: Net<'_>, mut r: Net<'_>, f: &[u8]) -> R<()> {
+    let rsps = n.tx_responses(3)?;
+    if let Some(x) = rsps.iter().find(|x| x.status != netif::RSP_OKAY) {
+        return Err(format!("slot {} got {}", x.id, x.status));
+    }
+    let got = r.recv()?;
+    if got != f {
+        let at = got.iter().zip(f).position(|(a, b)| a != b);
+        return Err(format!(
+            "{} of {} bytes arrived, first difference at {at:?}",
+            got.len(),
+            f.len()
+        ));
+    }
+    n.close()?;
+    r.close()
+}
+
 fn net_odd_layout(w: &dyn FrontendWorld) -> R<String> {
     let rw_ = w.neighbour()?;
     let mut r = Net::connect(&*rw_)?;
@@ -389,38 +433,9 @@ fn net_odd_layout(w: &dyn FrontendWorld) -> R<String> {
     const SLOTS: [(usize, u16, u16); 3] = [(0, 100, 40), (1, 3096, 1000), (2, 0, 4000)];
     let total: usize = SLOTS.iter().map(|s| usize::from(s.2)).sum();
     let f = frame_to(r.mac, n.mac, total, 0x42);
-    let mut pos = 0;
-    let mut reqs = Vec::new();
-    for (k, &(page, off, len)) in SLOTS.iter().enumerate() {
-        let (p, g) = n.data[page];
-        p.mem
-            .write(usize::from(off), &f[pos..pos + usize::from(len)]);
-        pos += usize::from(len);
-        let last = k + 1 == SLOTS.len();
-        let size = if k == 0 { total as u16 } else { len };
-        reqs.push(tx(
-            g,
-            off,
-            if last { 0 } else { NETTXF_MORE_DATA },
-            k as u16,
-            size,
-        ));
-    }
+    let reqs = write_chain(&n, &f, &SLOTS);
     n.push_tx(&reqs)?;
-    let rsps = n.tx_responses(3)?;
-    if let Some(x) = rsps.iter().find(|x| x.status != netif::RSP_OKAY) {
-        return Err(format!("slot {} got {}", x.id, x.status));
-    }
-    let got = r.recv()?;
-    if got != f {
-        let at = got.iter().zip(&f).position(|(a, b)| a != b);
-        return Err(format!(
-            "{} of {total} bytes arrived, first difference at {at:?}",
-            got.len()
-        ));
-    }
-    n.close()?;
-    r.close()?;
+    arrived_whole(n, r, &f)?;
     Ok(format!(
         "a {total}-byte frame in 3 odd slots arrived byte for byte"
     ))
@@ -433,25 +448,10 @@ fn net_split_chain(w: &dyn FrontendWorld) -> R<String> {
     let mut r = Net::connect(&*rw_)?;
     r.post_rx(4)?;
     let mut n = Net::connect(w)?;
-    const SLOTS: [(usize, u16); 3] = [(0, 1000), (1, 1000), (2, 600)];
-    let total: usize = SLOTS.iter().map(|s| usize::from(s.1)).sum();
+    const SLOTS: [(usize, u16, u16); 3] = [(0, 0, 1000), (1, 0, 1000), (2, 0, 600)];
+    let total: usize = SLOTS.iter().map(|s| usize::from(s.2)).sum();
     let f = frame_to(r.mac, n.mac, total, 0x43);
-    let mut pos = 0;
-    let mut reqs = Vec::new();
-    for (k, &(page, len)) in SLOTS.iter().enumerate() {
-        let (p, g) = n.data[page];
-        p.mem.write(0, &f[pos..pos + usize::from(len)]);
-        pos += usize::from(len);
-        let last = k + 1 == SLOTS.len();
-        let size = if k == 0 { total as u16 } else { len };
-        reqs.push(tx(
-            g,
-            0,
-            if last { 0 } else { NETTXF_MORE_DATA },
-            k as u16,
-            size,
-        ));
-    }
+    let reqs = write_chain(&n, &f, &SLOTS);
     n.push_tx(&reqs[..2])?;
     for _ in 0..3 {
         w.wait();
@@ -463,20 +463,7 @@ fn net_split_chain(w: &dyn FrontendWorld) -> R<String> {
         ));
     }
     n.push_tx(&reqs[2..])?;
-    let rsps = n.tx_responses(3)?;
-    if let Some(x) = rsps.iter().find(|x| x.status != netif::RSP_OKAY) {
-        return Err(format!("slot {} got {}", x.id, x.status));
-    }
-    let got = r.recv()?;
-    if got != f {
-        let at = got.iter().zip(&f).position(|(a, b)| a != b);
-        return Err(format!(
-            "{} of {total} bytes arrived, first difference at {at:?}",
-            got.len()
-        ));
-    }
-    n.close()?;
-    r.close()?;
+    arrived_whole(n, r, &f)?;
     Ok(format!(
         "a {total}-byte frame published as 2 + 1 slots arrived whole, answered once complete"
     ))
