@@ -496,3 +496,167 @@ fn dom0_ring_output_is_bounded_too() {
     );
     assert!(g.req_space() < req.len(), "requests wait on the ring");
 }
+
+/// Tests written for cargo-mutants survivors in `ring.rs` (docs/mutants.md), each
+/// naming the mutant it catches. They run on a daemon without a worker thread
+/// ([`Xenstored::new_inline`]): a kick serves the ring on the calling thread, so what
+/// one service round did is seen when it returns.
+mod mutants {
+    use super::*;
+    use std::sync::Mutex;
+    use xenstored_common::HostPage;
+
+    fn setup_inline(domids: &[u16]) -> Arc<Xenstored> {
+        let xs = Xenstored::new_inline(Quotas::default());
+        let dom0 = xs.client(0);
+        for &d in domids {
+            let p = format!("/local/domain/{d}");
+            dom0.mkdir(TxId::NONE, &p).unwrap();
+            dom0.set_perms(TxId::NONE, &p, &[Perm::new(d, Access::None)])
+                .unwrap();
+        }
+        xs
+    }
+
+    /// Output written with no request consumed (a watch event caused by another
+    /// client) is signalled to the guest. (`flush`: `wrote |= w` as `&=`, which
+    /// left the guest to find its event only when it next sent something.)
+    #[test]
+    fn an_event_alone_is_signalled() {
+        let xs = setup_inline(&[1]);
+        let mut g = Guest::introduce(&xs, 1);
+        ok(g.req(msg::WATCH, &strs(&["name", "tok"])), msg::WATCH);
+        g.drain();
+        let seen = g.notifier.count();
+        xs.client(0)
+            .write(TxId::NONE, "/local/domain/1/name", b"x")
+            .unwrap();
+        assert!(
+            g.notifier.count() > seen,
+            "event written without a notification"
+        );
+        let (h, p) = g.next_message().expect("the event is on the ring");
+        assert_eq!((h.ty, p), (msg::WATCH_EVENT, strs(&["name", "tok"])));
+    }
+
+    /// Request bytes consumed without a complete message (the first part of a
+    /// request larger than the free space) are signalled, so a guest waiting for
+    /// room can write the rest. (`service`: `signal |= consumed` as `&=`, also
+    /// caught by other tests.)
+    #[test]
+    fn consuming_part_of_a_request_is_signalled() {
+        let xs = setup_inline(&[1]);
+        let mut g = Guest::introduce(&xs, 1);
+        let mut p = b"big\0".to_vec();
+        p.extend_from_slice(&[b'v'; 2000]);
+        let m = message(msg::WRITE, 9, 0, &p);
+        let first = g.push_bytes(&m);
+        assert_eq!(first, RING_SIZE);
+        let seen = g.notifier.count();
+        xs.service(1);
+        assert_eq!(g.req_space(), RING_SIZE, "the daemon took the bytes");
+        assert!(g.next_message().is_none());
+        assert!(
+            g.notifier.count() > seen,
+            "ring space freed without a notification"
+        );
+        let mut sent = first;
+        while sent < m.len() {
+            sent += g.push_bytes(&m[sent..]);
+            xs.service(1);
+        }
+        let (h, p) = g.next_message().expect("reply");
+        assert_eq!((h.ty, h.req_id, p), (msg::WRITE, 9, b"OK\0".to_vec()));
+    }
+
+    /// A request consumed while its reply cannot be written (the response ring
+    /// full) is still signalled: the guest may be waiting for room on the request
+    /// ring. (`service`: `signal |= flush(..)` after a request as `&=`, which
+    /// cleared the signal the consumed request had set.)
+    #[test]
+    fn a_request_consumed_behind_a_full_response_ring_is_signalled() {
+        let xs = setup_inline(&[1]);
+        let mut g = Guest::introduce(&xs, 1);
+        let mut p = b"big\0".to_vec();
+        p.extend_from_slice(&[b'v'; 1000]);
+        ok(g.req(msg::WRITE, &p), msg::WRITE);
+        // Two replies of 1016 bytes, never consumed: the response ring is full.
+        g.send(msg::READ, 0, &strs(&["big"]));
+        g.send(msg::READ, 0, &strs(&["big"]));
+        let m = g.mem();
+        let unread = m
+            .load_u32(iface::RSP_PROD)
+            .wrapping_sub(m.load_u32(iface::RSP_CONS));
+        assert_eq!(unread as usize, RING_SIZE);
+        let req = message(msg::READ, 50, 0, &strs(&["big"]));
+        assert_eq!(g.push_bytes(&req), req.len());
+        let seen = g.notifier.count();
+        xs.service(1);
+        assert_eq!(g.req_space(), RING_SIZE, "the request was consumed");
+        assert!(
+            g.notifier.count() > seen,
+            "request consumed without a notification"
+        );
+        let replies = g.drain();
+        assert_eq!(replies.len(), 3);
+        assert_eq!(replies[2].0.req_id, 50);
+    }
+
+    /// One service round handles at most `REQUESTS_PER_ROUND` (32) requests, then
+    /// releases the daemon and comes back (other guests are served in between):
+    /// 40 requests waiting give two rounds, the guest notified after each, the
+    /// first after exactly 32 replies. (`service`: `handled += 1` as `*=`, one
+    /// round for everything.)
+    #[test]
+    fn a_round_serves_at_most_32_requests() {
+        let xs = setup_inline(&[1]);
+        let page = HostPage::new();
+        let mem = page.mem();
+        let seen: Arc<Mutex<Vec<u32>>> = Arc::default();
+        let s2 = seen.clone();
+        xs.introduce_domain(
+            1,
+            mem,
+            Arc::new(move || s2.lock().unwrap().push(mem.load_u32(iface::RSP_PROD))),
+        )
+        .unwrap();
+        let req = message(msg::WRITE, 1, 0, b"k\0v");
+        let reply = 16 + b"OK\0".len() as u32;
+        let mut prod = mem.load_u32(iface::REQ_PROD);
+        for _ in 0..40 {
+            mem.write(iface::REQ + prod as usize % RING_SIZE, &req);
+            prod += req.len() as u32;
+        }
+        assert!(prod as usize <= RING_SIZE);
+        mem.store_u32(iface::REQ_PROD, prod);
+        seen.lock().unwrap().clear();
+        xs.service(1);
+        let notes = seen.lock().unwrap().clone();
+        assert_eq!(notes.first(), Some(&(32 * reply)), "{notes:?}");
+        assert_eq!(notes.last(), Some(&(40 * reply)), "{notes:?}");
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        xs.release_domain(1);
+    }
+
+    /// A guest's request that fires another guest's watch kicks that guest's ring
+    /// at once: the event is on guest 2's ring without guest 2 being served.
+    /// (`service`: `kick.retain(|&d| d != domid)` as `==`, which kept only the
+    /// kick of the ring just served and dropped the others.)
+    #[test]
+    fn an_event_for_another_guest_reaches_its_ring() {
+        let xs = setup_inline(&[1, 2]);
+        let dom0 = xs.client(0);
+        dom0.mkdir(TxId::NONE, "/shared").unwrap();
+        dom0.set_perms(TxId::NONE, "/shared", &[Perm::new(0, Access::Both)])
+            .unwrap();
+        let mut g1 = Guest::introduce(&xs, 1);
+        let mut g2 = Guest::introduce(&xs, 2);
+        ok(g2.req(msg::WATCH, &strs(&["/shared", "t"])), msg::WATCH);
+        g2.drain();
+        let seen = g2.notifier.count();
+        ok(g1.req(msg::WRITE, b"/shared/x\0by-one"), msg::WRITE);
+        assert!(g2.notifier.count() > seen, "guest 2 not notified");
+        let (h, p) = g2.next_message().expect("guest 2's event is on its ring");
+        assert_eq!((h.ty, p), (msg::WATCH_EVENT, strs(&["/shared/x", "t"])));
+    }
+}
