@@ -140,10 +140,9 @@ fn bind_private(path: &Path) -> io::Result<UnixListener> {
             ));
         }
     }
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    // A bare name has the parent "" (and "/" none): joined to "", the temporary is
+    // relative, in the working directory, where the socket goes too.
+    let parent = path.parent().unwrap_or(Path::new(""));
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

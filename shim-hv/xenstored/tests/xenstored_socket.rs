@@ -545,3 +545,73 @@ fn xenstore_utils() {
     assert!(!run(s, "xenstore-write", &["/bad//path", "x"]).0);
     drop(srv);
 }
+
+/// Tests written for cargo-mutants survivors in `socket.rs` (docs/mutants.md), each
+/// naming the mutant it catches.
+mod mutants {
+    use super::*;
+
+    /// A server's `Debug` names its type and socket path. (`<impl Debug for
+    /// SocketServer>::fmt` as `Ok(Default::default())`, which printed nothing.)
+    #[test]
+    fn debug_names_the_socket_path() {
+        let (_xs, srv) = serve("debug");
+        let d = format!("{srv:?}");
+        assert!(d.starts_with("SocketServer"), "{d}");
+        assert!(d.contains(&format!("{:?}", srv.path())), "{d}");
+    }
+
+    /// A request of exactly `XENSTORE_PAYLOAD_MAX` (4096) payload bytes is served;
+    /// one byte more ends the connection. (`reader`: `hdr.len > PAYLOAD_MAX` as
+    /// `>=`, which dropped a client for a legal request.)
+    #[test]
+    fn a_request_of_exactly_payload_max_is_served() {
+        let (xs, srv) = serve("max-payload");
+        let mut c = Client::connect(srv.path());
+        let mut p = b"/max\0".to_vec();
+        p.resize(4096, b'v');
+        assert_eq!(c.call(msg::WRITE, 0, &p), (msg::WRITE, b"OK\0".to_vec()));
+        assert_eq!(
+            xs.client(0).read(TxId::NONE, "/max").unwrap().len(),
+            4096 - 5
+        );
+        p.push(b'v');
+        c.s.write_all(&message(msg::WRITE, 9, 0, &p)).unwrap();
+        assert!(c.closed(), "4097 bytes: the connection ends");
+    }
+
+    /// The socket is bound inside a temporary directory next to its final path and
+    /// renamed into place, so the rename stays in one filesystem: a socket in a
+    /// directory on another filesystem than the working directory (`/dev/shm`, a
+    /// tmpfs) binds. (`bind_private`: the guard choosing the socket's directory
+    /// over the working directory for the temporary, `!p.as_os_str().is_empty()`,
+    /// as `false` or with its `!` deleted: the rename then crossed filesystems and
+    /// failed with `EXDEV`.)
+    #[test]
+    fn binds_on_another_filesystem_than_the_working_directory() {
+        use std::os::unix::fs::MetadataExt;
+        let shm = Path::new("/dev/shm");
+        let cwd = std::env::current_dir().unwrap();
+        let (Ok(a), Ok(b)) = (std::fs::metadata(shm), std::fs::metadata(&cwd)) else {
+            println!("skipped: no /dev/shm");
+            return;
+        };
+        if a.dev() == b.dev() {
+            println!("skipped: /dev/shm is on the working directory's filesystem");
+            return;
+        }
+        let dir = shm.join(format!("xenkit-xs-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir(&dir).unwrap();
+        let xs = Xenstored::new(Quotas::default());
+        let srv = xs.serve_unix(&dir.join("socket"));
+        let ok = match &srv {
+            Ok(s) => Ok(works(&mut Client::connect(s.path()))),
+            Err(e) => Err(e.to_string()),
+        };
+        drop(srv);
+        let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        std::fs::remove_dir(&dir).unwrap();
+        assert!(ok.unwrap(), "served");
+        assert!(left.is_empty(), "nothing left behind: {left:?}");
+    }
+}
