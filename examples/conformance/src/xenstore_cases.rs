@@ -1256,4 +1256,18 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), super::catalogue().len());
     }
+
+    /// Evidence quotes values of up to 40 characters whole, and longer ones by
+    /// their first 40 and their length (mutants of `text`'s bound).
+    #[test]
+    fn text_quotes_short_values_whole_and_cuts_long_ones() {
+        let forty = "a".repeat(40);
+        assert_eq!(super::text(forty.as_bytes()), format!("{forty:?}"));
+        let long = format!("{forty}b");
+        assert_eq!(
+            super::text(long.as_bytes()),
+            format!("{forty:?}...(41 bytes)")
+        );
+        assert_eq!(super::text(b"\xffx"), "\"\u{fffd}x\"");
+    }
 }

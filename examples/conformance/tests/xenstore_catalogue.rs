@@ -395,3 +395,126 @@ fn a_careless_client_fails_the_right_cases() {
         assert!(!r.evidence.is_empty(), "{} failed without evidence", r.name);
     }
 }
+
+/// xenbus's client with a few methods changed, for the checks of the catalogue that
+/// only such a driver reaches (the mutants of src/xenstore_cases.rs,
+/// docs/mutants.md). It has no ring reconnect: `reconnect` is the trait's default.
+struct Tweaked {
+    inner: Box<dyn StoreDriver>,
+    host: HostPlatform,
+    /// `read` waits until the platform has counted this many waits, then fails.
+    read_waits_until: Option<u64>,
+}
+
+impl Tweaked {
+    fn new(host: &HostPlatform) -> Result<Tweaked, String> {
+        Ok(Tweaked {
+            inner: xenbus(host)?,
+            host: host.clone(),
+            read_waits_until: None,
+        })
+    }
+}
+
+impl StoreDriver for Tweaked {
+    fn read(&mut self, path: &str) -> Result<Vec<u8>, String> {
+        match self.read_waits_until {
+            Some(n) => {
+                while self.host.waits() < n {
+                    self.host.wait();
+                }
+                Err(format!("gave up after {n} waits"))
+            }
+            None => self.inner.read(path),
+        }
+    }
+    fn read_u64(&mut self, path: &str) -> Result<u64, String> {
+        self.inner.read_u64(path)
+    }
+    fn write(&mut self, path: &str, value: &[u8]) -> Result<(), String> {
+        self.inner.write(path, value)
+    }
+    fn directory(&mut self, path: &str) -> Result<Vec<String>, String> {
+        self.inner.directory(path)
+    }
+    fn watch(&mut self, path: &str, token: &str) -> Result<(), String> {
+        self.inner.watch(path, token)
+    }
+    fn poll_event(&mut self, token: &str) -> Result<Option<String>, String> {
+        self.inner.poll_event(token)
+    }
+    fn events_lost(&mut self) -> bool {
+        self.inner.events_lost()
+    }
+    fn transaction_write(&mut self, path: &str, value: &[u8]) -> Result<(), String> {
+        self.inner.transaction_write(path, value)
+    }
+    fn device_connect(&mut self, node: &str) -> Result<(), String> {
+        self.inner.device_connect(node)
+    }
+    fn device_poll(&mut self) -> Result<bool, String> {
+        self.inner.device_poll()
+    }
+    fn device_closed(&mut self) -> Result<(), String> {
+        self.inner.device_closed()
+    }
+    fn power_start(&mut self, offer: PowerOffer) -> Result<(), String> {
+        self.inner.power_start(offer)
+    }
+    fn power_poll(&mut self) -> Result<Option<String>, String> {
+        self.inner.power_poll()
+    }
+}
+
+/// The rows of `run_matching(pattern)` for a [`Tweaked`] driver set up by `f`.
+fn tweaked(pattern: &str, f: impl Fn(&mut Tweaked)) -> Vec<(bool, String)> {
+    let report = xenstore_cases::run_matching(pattern, |host| {
+        let mut d = Tweaked::new(host)?;
+        f(&mut d);
+        Ok(Box::new(d))
+    });
+    println!("{report}");
+    report
+        .rows
+        .into_iter()
+        .map(|r| (r.pass, r.evidence))
+        .collect()
+}
+
+/// A driver without a ring reconnect (the trait's default `reconnect`) passes the
+/// case where the server does not offer one and fails the two where it must
+/// reconnect (mutant: the default `reconnect` answering `Ok(())`).
+#[test]
+fn a_driver_without_reconnect_fails_the_reconnect_cases() {
+    let rows = tweaked("xenstore.reconnect_", |_| {});
+    assert_eq!(rows.len(), 3);
+    let passed: Vec<bool> = rows.iter().map(|r| r.0).collect();
+    // resets_the_ring, never_completes, not_offered.
+    assert_eq!(passed, [false, false, true], "{rows:?}");
+    for (_, evidence) in &rows {
+        assert!(
+            evidence.contains("this driver has no ring reconnect"),
+            "{evidence}"
+        );
+    }
+}
+
+/// The watchdog's bound: a driver that waits exactly as many times as the
+/// catalogue allows and then gives up passes `xenstore.server_silent`; one wait
+/// more and it is hung (mutants: the watchdog's `>` as `>=` or `==`).
+#[test]
+fn the_watchdog_allows_exactly_its_waits() {
+    let hung_after: u64 = if cfg!(miri) { 2_000 } else { 10_000 };
+    let at = tweaked("xenstore.server_silent", |d| {
+        d.read_waits_until = Some(hung_after)
+    });
+    assert!(at[0].0, "{at:?}");
+    let over = tweaked("xenstore.server_silent", |d| {
+        d.read_waits_until = Some(hung_after + 1)
+    });
+    assert!(!over[0].0, "{over:?}");
+    assert!(
+        over[0].1.contains(&format!("waited {hung_after} times")),
+        "{over:?}"
+    );
+}
