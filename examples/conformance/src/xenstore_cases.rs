@@ -275,6 +275,12 @@ impl World {
         Ok((dev, d))
     }
 
+    /// The waits the platform counted since `before` (a [`HostPlatform::waits`]
+    /// taken earlier), for evidence.
+    fn waits_since(&self, before: u64) -> u64 {
+        self.host.waits() - before
+    }
+
     /// Power handling started with [`OFFER`].
     fn power(&self, make: &mut Make<'_>) -> Result<Box<dyn StoreDriver>, String> {
         let mut d = make(&self.host)?;
@@ -297,6 +303,16 @@ fn text(b: &[u8]) -> String {
     } else {
         format!("{s:?}")
     }
+}
+
+/// `len` bytes of test data: the alphabet over and over.
+fn letters(len: usize) -> Vec<u8> {
+    b"abcdefghijklmnopqrstuvwxyz"
+        .iter()
+        .cycle()
+        .take(len)
+        .copied()
+        .collect()
 }
 
 /// A reply to the request with its header fields replaced.
@@ -379,7 +395,7 @@ static CASES: [Case; 36] = [
             })));
             let before = w.host.waits();
             match d.read("name") {
-                Err(e) => Ok(format!("failed after {} waits: {e}", w.host.waits() - before)),
+                Err(e) => Ok(format!("failed after {} waits: {e}", w.waits_since(before))),
                 Ok(v) => Err(format!("returned {}", text(&v))),
             }
         },
@@ -596,7 +612,7 @@ static CASES: [Case; 36] = [
         peer: "starts the ring indices 256 below 2^32 and, once the driver has used them, gives up on the connection (error field RINGIDX); serves the reconnect the driver asks for: every index back to 0, watches and partial messages dropped",
         expect: "the read on the failed connection fails; reconnect succeeds; a node reads back and a 300-byte value writes through the reset ring",
         run: |w, make| {
-            w.server.set_indices(u32::MAX - 255);
+            w.server.set_indices(0xffff_ff00); // 2^32 - 256
             w.server.write("kept", b"yes");
             let mut d = make(&w.host)?;
             d.read("kept").map_err(|e| format!("a good read failed: {e}"))?;
@@ -613,12 +629,12 @@ static CASES: [Case; 36] = [
                     w.server.page().mem().load_u32(iface::CONNECTION)
                 ));
             }
-            let waited = w.host.waits() - before;
+            let waited = w.waits_since(before);
             match d.read("kept") {
                 Ok(v) if v == b"yes" => {}
                 r => return Err(format!("after the reset, read {:?}", r.map(|v| text(&v)))),
             }
-            let big: Vec<u8> = (0..300).map(|i| b'a' + (i % 26) as u8).collect();
+            let big = letters(300);
             d.write("fresh", &big)
                 .map_err(|e| format!("a write after the reset failed: {e}"))?;
             if w.server.read("fresh").as_deref() != Some(&big[..]) {
@@ -648,7 +664,7 @@ static CASES: [Case; 36] = [
                     ))
                 }
             };
-            let waited = w.host.waits() - before;
+            let waited = w.waits_since(before);
             if page.mem().load_u32(iface::CONNECTION) != 1 {
                 return Err(format!("failed ({err}) without asking: connection is not 1"));
             }
@@ -683,7 +699,7 @@ static CASES: [Case; 36] = [
                 Err(e) => e,
                 Ok(()) => return Err("reconnect returned Ok though the server does not offer it".into()),
             };
-            let waited = w.host.waits() - before;
+            let waited = w.waits_since(before);
             let conn = w.server.page().mem().load_u32(iface::CONNECTION);
             if conn != 0 || waited > 0 {
                 return Err(format!(
@@ -704,7 +720,7 @@ static CASES: [Case; 36] = [
             w.server.pause(true);
             let before = w.host.waits();
             match d.read("name") {
-                Err(e) => Ok(format!("failed after {} waits: {e}", w.host.waits() - before)),
+                Err(e) => Ok(format!("failed after {} waits: {e}", w.waits_since(before))),
                 Ok(v) => Err(format!("returned {}", text(&v))),
             }
         },
@@ -714,11 +730,11 @@ static CASES: [Case; 36] = [
         peer: "starts the ring indices 20 below 2^32; writes a reply one byte per turn, then another in 3-byte pieces",
         expect: "a 20-byte and a 100-byte value read back intact across the wrap",
         run: |w, make| {
-            w.server.set_indices(u32::MAX - 20);
+            w.server.set_indices(0xffff_ffeb); // u32::MAX - 20
             let mut d = make(&w.host)?;
             let mut done = Vec::new();
             for (len, chunk) in [(20usize, 1usize), (100, 3)] {
-                let value: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+                let value = letters(len);
                 w.server.write("big", &value);
                 w.server.set_max_chunk(chunk);
                 let back = d.read("big").map_err(|e| format!("{len}-byte read failed: {e}"))?;
@@ -792,7 +808,7 @@ static CASES: [Case; 36] = [
             w.server.answer_next(Answer::Silent);
             let before = w.host.waits();
             match d.read("name") {
-                Err(e) => Ok(format!("failed after {} waits: {e}", w.host.waits() - before)),
+                Err(e) => Ok(format!("failed after {} waits: {e}", w.waits_since(before))),
                 Ok(v) => Err(format!("returned {}", text(&v))),
             }
         },
@@ -1234,7 +1250,7 @@ fn ring_case(
     match (a, b) {
         (Err(a), Err(b)) => Ok(format!(
             "failed after {} waits: {a}; next: {b}",
-            w.host.waits() - before
+            w.waits_since(before)
         )),
         (a, b) => Err(format!(
             "read: {:?}; write after it: {b:?}",
@@ -1255,6 +1271,32 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), super::catalogue().len());
+    }
+
+    /// The waits counted for evidence are those since the count given.
+    #[test]
+    fn waits_since_counts_from_the_count_given() {
+        use hypercall::Platform;
+        let host = crate::HostPlatform::new();
+        let w = super::World {
+            server: crate::xenstore::StoreServer::new(&host),
+            host: host.clone(),
+        };
+        host.wait();
+        host.wait();
+        let before = host.waits();
+        for _ in 0..3 {
+            host.wait();
+        }
+        assert_eq!((before, w.waits_since(before)), (2, 3));
+        host.clear_peers();
+    }
+
+    /// The test data of the dribble and reconnect cases.
+    #[test]
+    fn letters_repeat_the_alphabet() {
+        assert_eq!(super::letters(28), b"abcdefghijklmnopqrstuvwxyzab");
+        assert_eq!(super::letters(0), b"");
     }
 
     /// Evidence quotes values of up to 40 characters whole, and longer ones by

@@ -405,3 +405,31 @@ fn directory_part_splits_a_long_listing_into_whole_names() {
     assert_eq!(got, names, "every name once, in order, none cut");
     host.clear_peers();
 }
+
+// ---- tests written for the mutants of mod.rs (docs/mutants.md) --------------------
+
+fn request(payload: &[u8]) -> Request {
+    Request {
+        header: MsgHeader {
+            ty: msg::WRITE,
+            req_id: 1,
+            tx_id: 0,
+            len: payload.len() as u32,
+        },
+        payload: payload.to_vec(),
+    }
+}
+
+/// `Request::args` splits at every NUL, a final NUL ending the last string (no
+/// case uses it; it is the hooks' public API).
+#[test]
+fn request_args_and_path() {
+    let args =
+        |p: &[u8]| -> Vec<Vec<u8>> { request(p).args().into_iter().map(<[u8]>::to_vec).collect() };
+    assert_eq!(args(b"a/b\0tok\0"), [b"a/b".to_vec(), b"tok".to_vec()]);
+    assert_eq!(args(b"k\0v"), [b"k".to_vec(), b"v".to_vec()]);
+    assert_eq!(args(b"a\0\0"), [b"a".to_vec(), Vec::new()]);
+    assert_eq!(args(b""), [Vec::<u8>::new()]);
+    assert_eq!(request(b"a/b\0v\xff").path(), "a/b");
+    assert_eq!(request(b"\xffz\0").path(), "\u{fffd}z");
+}
