@@ -139,6 +139,15 @@ fn xenbus_passes_the_xenstore_catalogue() {
     };
     println!("{report}");
     assert!(report.all_passed(), "{report}");
+    // Evidence no verdict depends on (mutants of its counts, docs/mutants.md).
+    for (case, evidence) in [(
+        "power.garbage_request",
+        "6 garbage values cleared (6 reported)",
+    )] {
+        if let Some(r) = report.rows.iter().find(|r| r.name.starts_with(case)) {
+            assert!(r.evidence.contains(evidence), "{case}: {}", r.evidence);
+        }
+    }
 }
 
 /// A careless xenstore client: takes the first message that is not a watch event as
@@ -396,37 +405,84 @@ fn a_careless_client_fails_the_right_cases() {
     }
 }
 
-/// xenbus's client with a few methods changed, for the checks of the catalogue that
-/// only such a driver reaches (the mutants of src/xenstore_cases.rs,
-/// docs/mutants.md). It has no ring reconnect: `reconnect` is the trait's default.
+/// A driver (xenbus's client, or the careless one) with a few methods changed, for
+/// the checks of the catalogue that only such a driver reaches (the mutants of
+/// src/xenstore_cases.rs, docs/mutants.md). It has no ring reconnect: `reconnect`
+/// is the trait's default.
 struct Tweaked {
     inner: Box<dyn StoreDriver>,
     host: HostPlatform,
     /// `read` waits until the platform has counted this many waits, then fails.
     read_waits_until: Option<u64>,
+    /// `read` watches for events (token `tok`) and gives up only after 5 polls
+    /// without one: a flood keeps it busy forever.
+    read_until_quiet: bool,
+    /// `poll_event` drops the event for this path, and no loss is reported.
+    hide_event: Option<&'static str>,
+    /// `transaction_write` is tried this many times before it gives up.
+    tx_tries: usize,
+    /// `transaction_write` writes this value instead of the one asked for.
+    tx_value: Option<&'static [u8]>,
+    /// `device_connect` only reads the frontend's `backend` and sends this request
+    /// for it, then fails.
+    probe: Option<Probe>,
+    /// What `device_poll` answers before it asks the inner driver.
+    polls: VecDeque<Result<bool, String>>,
+    /// `power_start` offers this instead of what it is told.
+    offer: Option<PowerOffer>,
+    /// `power_poll` reads `control/shutdown` itself: delivers and clears only
+    /// `poweroff`/`reboot`, leaves anything else in the node, and delivers
+    /// "missing" for a missing node if `on_missing`.
+    power_own: Option<bool>,
+}
+
+/// The request a [`Tweaked`] `device_connect` sends for the backend path it read.
+#[derive(Clone, Copy)]
+enum Probe {
+    /// A read of `<backend>/state`.
+    ReadState,
+    /// A watch on `<backend>`.
+    Watch,
 }
 
 impl Tweaked {
-    fn new(host: &HostPlatform) -> Result<Tweaked, String> {
-        Ok(Tweaked {
-            inner: xenbus(host)?,
+    fn over(inner: Box<dyn StoreDriver>, host: &HostPlatform) -> Tweaked {
+        Tweaked {
+            inner,
             host: host.clone(),
             read_waits_until: None,
-        })
+            read_until_quiet: false,
+            hide_event: None,
+            tx_tries: 1,
+            tx_value: None,
+            probe: None,
+            polls: VecDeque::new(),
+            offer: None,
+            power_own: None,
+        }
     }
 }
 
 impl StoreDriver for Tweaked {
     fn read(&mut self, path: &str) -> Result<Vec<u8>, String> {
-        match self.read_waits_until {
-            Some(n) => {
-                while self.host.waits() < n {
-                    self.host.wait();
-                }
-                Err(format!("gave up after {n} waits"))
+        if let Some(n) = self.read_waits_until {
+            while self.host.waits() < n {
+                self.host.wait();
             }
-            None => self.inner.read(path),
+            return Err(format!("gave up after {n} waits"));
         }
+        if self.read_until_quiet {
+            let mut quiet = 0;
+            while quiet < 5 {
+                match self.inner.poll_event("tok")? {
+                    Some(_) => quiet = 0,
+                    None => quiet += 1,
+                }
+                self.host.wait();
+            }
+            return Err("no reply once the events stopped".into());
+        }
+        self.inner.read(path)
     }
     fn read_u64(&mut self, path: &str) -> Result<u64, String> {
         self.inner.read_u64(path)
@@ -441,35 +497,81 @@ impl StoreDriver for Tweaked {
         self.inner.watch(path, token)
     }
     fn poll_event(&mut self, token: &str) -> Result<Option<String>, String> {
-        self.inner.poll_event(token)
+        loop {
+            match self.inner.poll_event(token)? {
+                Some(p) if Some(p.as_str()) == self.hide_event => continue,
+                ev => return Ok(ev),
+            }
+        }
     }
     fn events_lost(&mut self) -> bool {
-        self.inner.events_lost()
+        self.inner.events_lost() && self.hide_event.is_none()
     }
     fn transaction_write(&mut self, path: &str, value: &[u8]) -> Result<(), String> {
-        self.inner.transaction_write(path, value)
+        let value = self.tx_value.unwrap_or(value);
+        let mut r = Err("never tried".to_string());
+        for _ in 0..self.tx_tries {
+            r = self.inner.transaction_write(path, value);
+            if r.is_ok() {
+                break;
+            }
+        }
+        r
     }
     fn device_connect(&mut self, node: &str) -> Result<(), String> {
-        self.inner.device_connect(node)
+        let Some(probe) = self.probe else {
+            return self.inner.device_connect(node);
+        };
+        let backend =
+            String::from_utf8_lossy(&self.inner.read(&format!("{node}/backend"))?).into_owned();
+        let _ = match probe {
+            Probe::ReadState => self.inner.read(&format!("{backend}/state")).map(|_| ()),
+            Probe::Watch => self.inner.watch(&backend, "probe"),
+        };
+        Err(format!("refused backend {backend}"))
     }
     fn device_poll(&mut self) -> Result<bool, String> {
-        self.inner.device_poll()
+        match self.polls.pop_front() {
+            Some(r) => r,
+            None => self.inner.device_poll(),
+        }
     }
     fn device_closed(&mut self) -> Result<(), String> {
         self.inner.device_closed()
     }
     fn power_start(&mut self, offer: PowerOffer) -> Result<(), String> {
-        self.inner.power_start(offer)
+        self.inner.power_start(self.offer.unwrap_or(offer))
     }
     fn power_poll(&mut self) -> Result<Option<String>, String> {
-        self.inner.power_poll()
+        let Some(on_missing) = self.power_own else {
+            return self.inner.power_poll();
+        };
+        match self.inner.read("control/shutdown") {
+            Ok(v) if v == b"poweroff" || v == b"reboot" => {
+                self.inner.write("control/shutdown", b"")?;
+                Ok(Some(String::from_utf8_lossy(&v).into_owned()))
+            }
+            Ok(_) => Ok(None),
+            Err(_) if on_missing => Ok(Some("missing".into())),
+            Err(_) => Ok(None),
+        }
     }
 }
 
 /// The rows of `run_matching(pattern)` for a [`Tweaked`] driver set up by `f`.
 fn tweaked(pattern: &str, f: impl Fn(&mut Tweaked)) -> Vec<(bool, String)> {
+    tweaked_over(pattern, false, f)
+}
+
+/// [`tweaked`] over xenbus's client, or over the careless one.
+fn tweaked_over(pattern: &str, careless: bool, f: impl Fn(&mut Tweaked)) -> Vec<(bool, String)> {
     let report = xenstore_cases::run_matching(pattern, |host| {
-        let mut d = Tweaked::new(host)?;
+        let inner: Box<dyn StoreDriver> = if careless {
+            Box::new(Careless::new(host)?)
+        } else {
+            xenbus(host)?
+        };
+        let mut d = Tweaked::over(inner, host);
         f(&mut d);
         Ok(Box::new(d))
     });
@@ -516,5 +618,136 @@ fn the_watchdog_allows_exactly_its_waits() {
     assert!(
         over[0].1.contains(&format!("waited {hung_after} times")),
         "{over:?}"
+    );
+}
+
+/// One case against a [`Tweaked`] driver: it must fail, with `evidence` in its row.
+fn fails_with(case: &str, careless: bool, evidence: &str, f: impl Fn(&mut Tweaked)) {
+    let rows = tweaked_over(case, careless, f);
+    assert_eq!(rows.len(), 1, "{case}");
+    assert!(
+        !rows[0].0 && rows[0].1.contains(evidence),
+        "{case}: {rows:?}"
+    );
+}
+
+/// One case against a [`Tweaked`] driver: it must pass.
+fn passes(case: &str, f: impl Fn(&mut Tweaked)) {
+    let rows = tweaked(case, f);
+    assert_eq!(rows.len(), 1, "{case}");
+    assert!(rows[0].0, "{case}: {rows:?}");
+}
+
+/// A flood of which one event is silently lost fails (mutants of `got < n + 2`:
+/// `>`, and `n - 2`); the careless client keeps every event.
+#[test]
+#[cfg_attr(miri, ignore = "slow under Miri (the careless client)")]
+fn a_flood_with_one_event_silently_lost_fails() {
+    fails_with(
+        "xenstore.watch_event_flood",
+        true,
+        "10001 of 10002 events delivered and no loss reported",
+        |d| d.hide_event = Some("flood/7"),
+    );
+}
+
+/// A driver kept busy by watch events for as long as they come fails the flood
+/// during a request: the flood is endless (mutants of the flood peer's refill
+/// bound).
+#[test]
+fn the_flood_during_a_request_is_endless() {
+    fails_with(
+        "xenstore.flood_during_a_request",
+        false,
+        "without giving up",
+        |d| d.read_until_quiet = true,
+    );
+}
+
+/// Over 1000 commits before giving up fails (the guard `commits() <= 1000` as
+/// `true`): xenbus's client tried 70 times, 16 commits each.
+#[test]
+fn more_than_1000_commits_fail() {
+    fails_with(
+        "xenstore.commit_always_eagain",
+        false,
+        "1120 commits before giving up",
+        |d| d.tx_tries = 70,
+    );
+}
+
+/// A transaction that commits another value fails (the guard `v == b"v"`).
+#[test]
+fn a_commit_of_the_wrong_value_fails() {
+    fails_with(
+        "xenstore.commit_eagain_then_ok",
+        false,
+        "the node holds Some([119]) after success",
+        |d| d.tx_value = Some(b"w"),
+    );
+}
+
+/// A refused backend path that was read under is not watched (the `&&` and the
+/// type check of `watched`); one that was watched exactly fails (its `p == *path`
+/// and `||`, and the guard `watched`).
+#[test]
+fn a_refused_backend_path_must_not_be_watched() {
+    passes("xenstore.backend_path_outside_tree", |d| {
+        d.probe = Some(Probe::ReadState)
+    });
+    fails_with(
+        "xenstore.backend_path_outside_tree",
+        false,
+        "watched \"/local/domain/1/device/vbd/1\"",
+        |d| d.probe = Some(Probe::Watch),
+    );
+}
+
+/// An error, or a teardown, for the decoy of `backend_keys_pinned` fails it (the
+/// check's `||` as `&&`, its `n > 0` as `<`).
+#[test]
+fn an_error_or_a_teardown_for_the_decoy_fails() {
+    fails_with(
+        "xenstore.backend_keys_pinned",
+        false,
+        "0 teardowns and error Some(\"flaky\") for the decoy",
+        |d| d.polls = VecDeque::from([Err("flaky".to_string())]),
+    );
+    fails_with(
+        "xenstore.backend_keys_pinned",
+        false,
+        "1 teardowns and error None for the decoy",
+        |d| d.polls = VecDeque::from([Ok(true)]),
+    );
+}
+
+/// Not advertising reboot fails `power.undeclared_request` (the `||` of its
+/// advertisement check).
+#[test]
+fn a_missing_advertisement_fails() {
+    fails_with(
+        "power.undeclared_request",
+        false,
+        "feature-poweroff/reboot not advertised",
+        |d| d.offer = Some(PowerOffer::POWEROFF),
+    );
+}
+
+/// Garbage left in `control/shutdown` fails (the guard `!left.is_empty()`), and
+/// so does acting on a missing node (both `&&` of the spurious firings' check).
+#[test]
+fn garbage_left_or_a_missing_node_acted_on_fails() {
+    fails_with(
+        "power.garbage_request",
+        false,
+        "\"bogus\" left in the node",
+        |d| d.power_own = Some(false),
+    );
+    passes("power.garbage_request", |_| {});
+    fails_with(
+        "power.spurious_firings",
+        false,
+        "missing: [\"missing\"",
+        |d| d.power_own = Some(true),
     );
 }
