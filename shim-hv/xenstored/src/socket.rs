@@ -307,11 +307,19 @@ fn accept_loop(shared: Arc<Shared>, listener: UnixListener) {
         }
         match accepted {
             Ok((stream, _)) => admit(&shared, stream),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            // Out of descriptors and the like: back off briefly instead of spinning.
-            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => {
+                if let Some(pause) = accept_backoff(&e) {
+                    std::thread::sleep(pause);
+                }
+            }
         }
     }
+}
+
+/// How long to wait after a failed `accept` before the next: none when a signal
+/// interrupted it; out of descriptors and the like, briefly, instead of spinning.
+fn accept_backoff(e: &io::Error) -> Option<Duration> {
+    (e.kind() != io::ErrorKind::Interrupted).then_some(Duration::from_millis(10))
 }
 
 /// Checks a new client's credentials and the limits, then serves it or closes it
@@ -476,5 +484,25 @@ impl Drop for SocketServer {
             }
         }
         let _ = fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `accept` interrupted by a signal is retried at once; any other failure
+    /// (`EMFILE`: out of descriptors) waits 10 ms, so the accept thread does not
+    /// spin while it lasts.
+    #[test]
+    fn accept_backs_off_except_when_interrupted() {
+        let e = |k| io::Error::from(k);
+        assert_eq!(accept_backoff(&e(io::ErrorKind::Interrupted)), None);
+        let emfile = io::Error::from_raw_os_error(nix::libc::EMFILE);
+        assert_eq!(accept_backoff(&emfile), Some(Duration::from_millis(10)));
+        assert_eq!(
+            accept_backoff(&e(io::ErrorKind::ConnectionAborted)),
+            Some(Duration::from_millis(10))
+        );
     }
 }

@@ -580,6 +580,66 @@ mod mutants {
         assert!(c.closed(), "4097 bytes: the connection ends");
     }
 
+    /// A client that sends requests but never reads its replies is served only
+    /// until it has `OUTSTANDING` (64) replies unsent: then its requests wait
+    /// (dom0's memory holds no more of its replies), and once it reads, the rest
+    /// are served. Here 3000 pairs of a READ with a 4 KiB reply and a WRITE of a
+    /// new node: the nodes stop appearing long before 3000 (the socket's buffer
+    /// holds some 50 replies of 4 KiB), then all 3000 come once the client reads.
+    /// (`reader`: the guard `c.replies_queued >= OUTSTANDING` as `false`, which
+    /// served every request and queued all 12 MiB of replies.)
+    #[test]
+    fn a_client_not_reading_replies_stops_being_served() {
+        const N: u32 = 3000;
+        let (xs, srv) = serve("outstanding");
+        let dom0 = xs.client(0);
+        dom0.write(TxId::NONE, "/big", &[b'b'; 4096 - 16]).unwrap();
+        let base = xs.node_count();
+        let mut c = Client::connect(srv.path());
+        let flood: Vec<u8> = (0..N)
+            .flat_map(|i| {
+                let mut m = message(msg::READ, 2 * i, 0, &strs(&["/big"]));
+                m.extend(message(
+                    msg::WRITE,
+                    2 * i + 1,
+                    0,
+                    format!("/c/{i}\0").as_bytes(),
+                ));
+                m
+            })
+            .collect();
+        let sender = {
+            let mut s = c.s.try_clone().unwrap();
+            std::thread::spawn(move || s.write_all(&flood).is_ok())
+        };
+        // Wait until no node has appeared for a second (or all did).
+        let mut last = xs.node_count();
+        let mut still = Instant::now();
+        loop {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let n = xs.node_count();
+            if n != last {
+                (last, still) = (n, Instant::now());
+            } else if n - base > N as usize || still.elapsed() >= std::time::Duration::from_secs(1)
+            {
+                break;
+            }
+        }
+        let served = last - base;
+        assert!(
+            served < N as usize / 2,
+            "{served} requests served to a client reading no reply"
+        );
+        for i in 0..2 * N {
+            let (h, p) = c.read_msg().expect("every reply once the client reads");
+            assert_eq!(h.req_id, i);
+            let want = if i % 2 == 0 { 4096 - 16 } else { 3 };
+            assert_eq!(p.len(), want);
+        }
+        assert!(sender.join().unwrap());
+        assert_eq!(xs.node_count() - base, N as usize + 1);
+    }
+
     /// The socket is bound inside a temporary directory next to its final path and
     /// renamed into place, so the rename stays in one filesystem: a socket in a
     /// directory on another filesystem than the working directory (`/dev/shm`, a
