@@ -934,4 +934,135 @@ mod tests {
         assert_eq!(v.op_read("/local/domain/5/x").unwrap(), b"by6");
         assert_eq!(v.op_write("/local/domain/5/x", b""), Err(Errno::EACCES));
     }
+
+    /// Tests written for cargo-mutants survivors (docs/mutants.md), each naming
+    /// the mutants it catches.
+    mod mutants {
+        use super::*;
+
+        fn home_of_5(nodes: u32) -> (Store, Quotas) {
+            let mut s = Store::new();
+            set_home(&mut s, 5);
+            let quotas = Quotas {
+                nodes,
+                ..Quotas::default()
+            };
+            (s, quotas)
+        }
+
+        /// Nodes created in a transaction count against the creator's node quota
+        /// at once and at commit: owning its home (1) with a quota of 3, the third
+        /// new node of one transaction is refused; of two transactions creating
+        /// one node each with room for one, the second commit is refused.
+        /// (`View::write`: the new owner's `+= 1` as `*=` or `-=`, which let a
+        /// transaction create any number of nodes.)
+        #[test]
+        fn nodes_created_in_a_transaction_count_against_the_quota() {
+            let (mut s, quotas) = home_of_5(3);
+            let me = Who::new(5, None);
+            let mut t = Transaction::new(ConnId(1));
+            let mut v = View::new(&mut s, Some(&mut t), me, &quotas);
+            v.op_write("/local/domain/5/a", b"").unwrap();
+            v.op_write("/local/domain/5/b", b"").unwrap();
+            assert_eq!(v.op_write("/local/domain/5/c", b""), Err(Errno::ENOSPC));
+            t.commit(&mut s, &me, &quotas).unwrap();
+            assert_eq!(s.owned(5), 3);
+
+            let (mut s, quotas) = home_of_5(2);
+            let mut t1 = Transaction::new(ConnId(1));
+            let mut t2 = Transaction::new(ConnId(2));
+            View::new(&mut s, Some(&mut t1), me, &quotas)
+                .op_write("/local/domain/5/a", b"")
+                .unwrap();
+            View::new(&mut s, Some(&mut t2), me, &quotas)
+                .op_write("/local/domain/5/b", b"")
+                .unwrap();
+            t1.commit(&mut s, &me, &quotas).unwrap();
+            assert_eq!(t2.commit(&mut s, &me, &quotas), Err(Errno::ENOSPC));
+            assert_eq!(s.owned(5), 2);
+            assert!(s.get("/local/domain/5/b").is_none());
+        }
+
+        /// Nodes removed in a transaction give their room back within it: at its
+        /// quota, a domain removes a node and creates another in one transaction,
+        /// and commits. (`View::delete`: the old owner's `-= 1` as `+=` or `/=`.)
+        #[test]
+        fn nodes_removed_in_a_transaction_free_their_quota() {
+            let (mut s, quotas) = home_of_5(3);
+            let me = Who::new(5, None);
+            let mut v = View::new(&mut s, None, me, &quotas);
+            v.op_write("/local/domain/5/a", b"").unwrap();
+            v.op_write("/local/domain/5/b", b"").unwrap();
+            assert_eq!(v.op_write("/local/domain/5/c", b""), Err(Errno::ENOSPC));
+            let mut t = Transaction::new(ConnId(1));
+            let mut v = View::new(&mut s, Some(&mut t), me, &quotas);
+            v.op_rm("/local/domain/5/b").unwrap();
+            v.op_write("/local/domain/5/c", b"").unwrap();
+            t.commit(&mut s, &me, &quotas).unwrap();
+            assert_eq!(s.owned(5), 3);
+            assert!(s.get("/local/domain/5/c").is_some());
+        }
+
+        /// A node both written and then removed with its parent in one transaction
+        /// fires a recursive event at commit (watches on its ancestors see it), not
+        /// only an exact one, as it would outside a transaction. (`View::fire`:
+        /// `prev && exact` as `||`.)
+        #[test]
+        fn a_transaction_keeps_an_event_recursive_once_it_was() {
+            let mut s = Store::new();
+            let quotas = q();
+            View::new(&mut s, None, dom0(), &quotas)
+                .op_write("/a/b/c", b"0")
+                .unwrap();
+            let mut t = Transaction::new(ConnId(1));
+            let mut v = View::new(&mut s, Some(&mut t), dom0(), &quotas);
+            v.op_write("/a/b/c", b"1").unwrap();
+            v.op_rm("/a/b").unwrap();
+            let fired = t.commit(&mut s, &dom0(), &quotas).unwrap();
+            let c: Vec<bool> = fired
+                .iter()
+                .filter(|f| f.path == "/a/b/c")
+                .map(|f| f.exact)
+                .collect();
+            assert_eq!(c, vec![false], "{fired:?}");
+            let b: Vec<bool> = fired
+                .iter()
+                .filter(|f| f.path == "/a/b")
+                .map(|f| f.exact)
+                .collect();
+            assert_eq!(b, vec![false], "{fired:?}");
+        }
+
+        /// A node's children count in its size for the node-size quota, each name
+        /// with its NUL: with `node_size` 100, a home of one permission (24 + 8)
+        /// takes six children of 9 letters (92) and refuses a seventh (102); with
+        /// 67 bytes of names (99) it takes no name of a letter more. (`children_len`
+        /// as 0, `c.len() + 1` as `*` or `-`; `record_size`'s last `+` as `-`.)
+        #[test]
+        fn child_names_count_in_the_node_size() {
+            let mut s = Store::new();
+            set_home(&mut s, 5);
+            let quotas = Quotas {
+                node_size: 100,
+                ..Quotas::default()
+            };
+            let me = Who::new(5, None);
+            let mut v = View::new(&mut s, None, me, &quotas);
+            for i in 0..6 {
+                v.op_write(&format!("/local/domain/5/child-{i:03}"), b"")
+                    .unwrap();
+            }
+            assert_eq!(
+                v.op_write("/local/domain/5/child-006", b""),
+                Err(Errno::ENOSPC)
+            );
+            assert_eq!(s.get("/local/domain/5").unwrap().record_size(), 92);
+            let mut v = View::new(&mut s, None, me, &quotas);
+            // 92 + 7 = 99: a name of 6 letters fits, then nothing does.
+            v.op_write("/local/domain/5/sixsix", b"").unwrap();
+            assert_eq!(s.get("/local/domain/5").unwrap().record_size(), 99);
+            let mut v = View::new(&mut s, None, me, &quotas);
+            assert_eq!(v.op_write("/local/domain/5/x", b""), Err(Errno::ENOSPC));
+        }
+    }
 }
