@@ -97,6 +97,15 @@ pub(crate) fn parent(path: &str) -> &str {
     }
 }
 
+/// The ancestors of an absolute path, nearest first, ending with `/` (`/` alone for
+/// `/` itself and for a top-level node). Finite whatever the tree holds.
+pub(crate) fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    path.rmatch_indices('/')
+        .map(|(i, _)| &path[..i])
+        .filter(|p| !p.is_empty())
+        .chain(core::iter::once("/"))
+}
+
 /// Last component of an absolute path (empty for `/`).
 pub(crate) fn basename(path: &str) -> &str {
     match path.rfind('/') {
@@ -196,6 +205,10 @@ mod tests {
         assert_eq!(parent("/a/b"), "/a");
         assert_eq!(parent("/a"), "/");
         assert_eq!(parent("/"), "/");
+        let up = |p| ancestors(p).collect::<Vec<_>>();
+        assert_eq!(up("/a/b/c"), ["/a/b", "/a", "/"]);
+        assert_eq!(up("/a"), ["/"]);
+        assert_eq!(up("/"), ["/"]);
         assert_eq!(basename("/a/b"), "b");
         assert_eq!(child("/", "a"), "/a");
         assert_eq!(child("/a", "b"), "/a/b");

@@ -16,7 +16,7 @@
 //! Every operation checks everything first and then changes the tree, so a refused
 //! request leaves no partial change behind.
 
-use super::path::{basename, child, parent};
+use super::path::{ancestors, basename, child, parent};
 use super::perms::{perm_for, Perm, Who, OWNER, READ, WRITE};
 use super::{Errno, Quotas};
 use hypercall::abi::xs_wire::PAYLOAD_MAX;
@@ -467,9 +467,7 @@ impl<'a> View<'a> {
     /// `err` if the nearest existing ancestor grants any of `perm`, else `EACCES`
     /// (C `errno_from_parents`): a domain learns nothing about nodes it cannot see.
     fn errno_from_parents(&mut self, path: &str, err: Errno, perm: u8) -> Errno {
-        let mut cur = path;
-        loop {
-            let p = parent(cur);
+        for p in ancestors(path) {
             match self.read(p) {
                 Ok(Some(n)) => {
                     return if perm_for(&self.who, &n.perms) & perm != 0 {
@@ -478,11 +476,12 @@ impl<'a> View<'a> {
                         Errno::EACCES
                     };
                 }
-                Ok(None) if p != "/" => cur = p,
-                Ok(None) => return Errno::EACCES,
+                Ok(None) => {}
                 Err(e) => return e,
             }
         }
+        // Not reached: `/` always exists.
+        Errno::EACCES
     }
 
     /// READ.
@@ -981,6 +980,26 @@ mod tests {
             assert_eq!(t2.commit(&mut s, &me, &quotas), Err(Errno::ENOSPC));
             assert_eq!(s.owned(5), 2);
             assert!(s.get("/local/domain/5/b").is_none());
+        }
+
+        /// Overwriting nodes keeps their owner's count: a domain owning three
+        /// nodes that rewrites them still owns three, and its quota of three
+        /// still refuses a fourth. (`Store::uncount`: `*n == 0` as `!=`, which
+        /// dropped the count of an owner with nodes left, so each overwrite reset
+        /// it to 1.)
+        #[test]
+        fn overwriting_keeps_the_owners_count() {
+            let (mut s, quotas) = home_of_5(3);
+            let me = Who::new(5, None);
+            let mut v = View::new(&mut s, None, me, &quotas);
+            v.op_write("/local/domain/5/a", b"").unwrap();
+            v.op_write("/local/domain/5/b", b"").unwrap();
+            for _ in 0..3 {
+                v.op_write("/local/domain/5/a", b"again").unwrap();
+            }
+            assert_eq!(v.op_write("/local/domain/5/c", b""), Err(Errno::ENOSPC));
+            assert_eq!(s.owned(5), 3);
+            assert_eq!(s.owned_paths(5).len(), 3);
         }
 
         /// Nodes removed in a transaction give their room back within it: at its
