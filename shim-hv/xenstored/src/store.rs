@@ -521,14 +521,19 @@ impl<'a> View<'a> {
     fn create_node(&mut self, path: &str, value: &[u8]) -> Result<(), Errno> {
         // missing[0] = path, missing[1] = its parent, ... up to below the existing one.
         let mut missing = vec![path.to_string()];
-        let (pname, mut pnode) = loop {
-            let cur = missing.last().map(String::as_str).unwrap_or(path);
-            let p = parent(cur).to_string();
-            match self.read(&p)? {
-                Some(n) => break (p, n),
-                None if p == "/" => return Err(Errno::EIO),
-                None => missing.push(p),
+        let mut existing = None;
+        for p in ancestors(path) {
+            match self.read(p)? {
+                Some(n) => {
+                    existing = Some((p.to_string(), n));
+                    break;
+                }
+                None => missing.push(p.to_string()),
             }
+        }
+        // Not reached: `/` always exists.
+        let Some((pname, mut pnode)) = existing else {
+            return Err(Errno::EIO);
         };
         if !self.who.privileged {
             let after =
