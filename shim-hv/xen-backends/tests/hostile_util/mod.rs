@@ -198,6 +198,21 @@ impl ShimWorld {
     pub fn domid(&self) -> DomId {
         self.ctx.dom.id()
     }
+
+    /// The domain's page `frame` (one of its pages, as the world allocated it).
+    pub fn page(&self, frame: Gfn) -> Option<SharedMem<'_>> {
+        SharedMem::map_gfn(&*self.ctx.guest, frame)
+    }
+
+    /// [`FrontendWorld::neighbour`], as the concrete world.
+    pub fn neighbour_world(&self) -> Result<ShimWorld, String> {
+        self.ctx.host.world()
+    }
+
+    /// [`FrontendWorld::sibling`], as the concrete world.
+    pub fn sibling_world(&self) -> Result<ShimWorld, String> {
+        self.ctx.device()
+    }
 }
 
 impl Drop for ShimWorld {
@@ -329,10 +344,10 @@ impl FrontendWorld for ShimWorld {
     }
 
     fn neighbour(&self) -> Result<Box<dyn FrontendWorld + '_>, String> {
-        Ok(Box::new(self.ctx.host.world()?))
+        Ok(Box::new(self.neighbour_world()?))
     }
 
     fn sibling(&self) -> Result<Box<dyn FrontendWorld + '_>, String> {
-        Ok(Box::new(self.ctx.device()?))
+        Ok(Box::new(self.sibling_world()?))
     }
 }

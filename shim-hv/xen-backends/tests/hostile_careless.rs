@@ -1,0 +1,537 @@
+//! Careless backends against xen-conformance's hostile-frontend catalogue
+//! (`xen_conformance::backend`): shim-hv's backends behind a world that shows the
+//! frontend one flaw a backend could have (a response's status, id or operation
+//! rewritten, a grant left mapped, a missing `error` node, lost console output...).
+//! Each test runs the one case the flaw concerns and checks that it fails, with the
+//! evidence naming the flaw: a case that passed such a backend would not be checking
+//! what it claims. These are the tests that catch the mutants of the cases' checks
+//! (docs/mutants.md).
+
+mod hostile_util;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::time::Duration;
+
+use hostile_util::{Host, ShimWorld};
+use hypercall::abi::{blkif, netif, ring as layout};
+use hypercall::{Gfn, GrantRef, Port, PAGE_SIZE};
+use xen_conformance::backend::{self, Case, FrontPage, FrontendWorld, Grantee};
+
+/// How long a careless world may wait in all: a flaw that makes a case wait for
+/// ever fails it as timed out after this.
+const PATIENCE: Duration = Duration::from_secs(10);
+/// The patience for a flaw that makes the case wait until it gives up.
+const SHORT: Duration = Duration::from_secs(2);
+
+/// One flaw, as the frontend sees it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Flaw {
+    /// Every block response with status `.0` carries `.1` instead.
+    BlkStatus(i16, i16),
+    /// Every block response echoes operation `.0`.
+    BlkOp(u8),
+    /// Every block response carries its request's id plus one.
+    BlkId,
+    /// Every tx response with status `.0` carries `.1` instead.
+    TxStatus(i16, i16),
+    /// The `.0`th grant to the backend (1 = the first) stays mapped for good.
+    KeepsMapped(u32),
+    /// The backend's `error` node reads as `.0` (`None`: absent).
+    Error(Option<&'static str>),
+    /// The backend's `state` reads `.0` whatever it is.
+    State(u32),
+    /// The backend's key `.0` reads `.1`.
+    Key(&'static str, &'static str),
+    /// The console output the clients get loses its last byte.
+    OutputShort,
+    /// The console's clients get a byte more than the guest wrote.
+    OutputExtra,
+    /// The console's clients get every byte but the one at `.0`, changed.
+    OutputChanged(usize),
+    /// The console's input claims `.0` bytes more than accepted.
+    InputOverclaims(usize),
+}
+
+/// Which worlds of a case show the flaw.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Scope {
+    /// The case's own world (and its devices' siblings).
+    Own,
+    /// Only the neighbours (other domains).
+    Neighbours,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum RingKind {
+    Blk,
+    Tx,
+}
+
+/// A ring the frontend published, and how far its responses were seen to.
+struct Ring {
+    kind: RingKind,
+    frame: Gfn,
+    done: u32,
+}
+
+/// shim-hv's backend behind one flaw.
+struct Careless {
+    inner: ShimWorld,
+    flaw: Flaw,
+    scope: Scope,
+    active: bool,
+    grants_to_backend: Cell<u32>,
+    kept: Cell<Option<GrantRef>>,
+    frames: RefCell<HashMap<u32, Gfn>>,
+    rings: RefCell<Vec<Ring>>,
+}
+
+impl Careless {
+    fn new(inner: ShimWorld, flaw: Flaw, scope: Scope) -> Self {
+        Self::with(inner, flaw, scope, scope == Scope::Own)
+    }
+
+    fn with(inner: ShimWorld, flaw: Flaw, scope: Scope, active: bool) -> Self {
+        Careless {
+            inner,
+            flaw,
+            scope,
+            active,
+            grants_to_backend: Cell::new(0),
+            kept: Cell::new(None),
+            frames: RefCell::new(HashMap::new()),
+            rings: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn flaw(&self) -> Option<Flaw> {
+        self.active.then_some(self.flaw)
+    }
+
+    /// Rewrites the responses published since the last look; with `settle`, first
+    /// lets the backend answer every request published (up to a second).
+    fn tamper(&self, settle: bool) {
+        let Some(flaw) = self.flaw() else { return };
+        for ring in self.rings.borrow_mut().iter_mut() {
+            let Some(mem) = self.inner.page(ring.frame) else {
+                continue;
+            };
+            let slot = match (ring.kind, flaw) {
+                (RingKind::Blk, Flaw::BlkStatus(..) | Flaw::BlkOp(_) | Flaw::BlkId) => {
+                    size_of::<blkif::Request>()
+                }
+                (RingKind::Tx, Flaw::TxStatus(..)) => size_of::<netif::TxRequest>(),
+                _ => continue,
+            };
+            let size = layout::const_ring_size(PAGE_SIZE, slot);
+            if settle {
+                let want = mem.load_u32(layout::REQ_PROD);
+                for _ in 0..1000 {
+                    if mem.load_u32(layout::RSP_PROD) == want {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            let prod = mem.load_u32(layout::RSP_PROD);
+            // A backend that broke the ring is the case's to see, not ours to fix.
+            if prod.wrapping_sub(ring.done) > size {
+                ring.done = prod;
+                continue;
+            }
+            while ring.done != prod {
+                let at = layout::HEADER_SIZE + (ring.done % size) as usize * slot;
+                ring.done = ring.done.wrapping_add(1);
+                match flaw {
+                    Flaw::BlkStatus(from, to) => {
+                        let mut r: blkif::Response = mem.read_obj(at);
+                        if r.status == from {
+                            r.status = to;
+                        }
+                        mem.write_obj(at, &r);
+                    }
+                    Flaw::BlkOp(op) => {
+                        let mut r: blkif::Response = mem.read_obj(at);
+                        r.operation = op;
+                        mem.write_obj(at, &r);
+                    }
+                    Flaw::BlkId => {
+                        let mut r: blkif::Response = mem.read_obj(at);
+                        r.id = r.id.wrapping_add(1);
+                        mem.write_obj(at, &r);
+                    }
+                    Flaw::TxStatus(from, to) => {
+                        let mut r: netif::TxResponse = mem.read_obj(at);
+                        if r.status == from {
+                            r.status = to;
+                        }
+                        mem.write_obj(at, &r);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn wrap(&self, inner: ShimWorld, active: bool) -> Box<dyn FrontendWorld + '_> {
+        Box::new(Careless::with(inner, self.flaw, self.scope, active))
+    }
+}
+
+impl FrontendWorld for Careless {
+    fn alloc_page(&self) -> Result<FrontPage<'_>, String> {
+        self.inner.alloc_page()
+    }
+
+    fn grant(&self, frame: Gfn, to: Grantee, readonly: bool) -> Result<GrantRef, String> {
+        let g = self.inner.grant(frame, to, readonly)?;
+        self.frames.borrow_mut().insert(g.0, frame);
+        if to == Grantee::Backend {
+            self.grants_to_backend.set(self.grants_to_backend.get() + 1);
+            if self.flaw() == Some(Flaw::KeepsMapped(self.grants_to_backend.get())) {
+                self.kept.set(Some(g));
+            }
+        }
+        Ok(g)
+    }
+
+    fn end_grant(&self, gref: GrantRef) -> Result<(), String> {
+        if self.kept.get() == Some(gref) {
+            return Err(format!("gref {} is still mapped", gref.0));
+        }
+        self.inner.end_grant(gref)
+    }
+
+    fn mapped(&self, gref: GrantRef) -> bool {
+        self.kept.get() == Some(gref) || self.inner.mapped(gref)
+    }
+
+    fn grant_capacity(&self) -> u32 {
+        self.inner.grant_capacity()
+    }
+
+    fn bind_port(&self, to: Grantee) -> Result<Port, String> {
+        self.inner.bind_port(to)
+    }
+
+    fn notify(&self, port: Port) -> Result<(), String> {
+        self.inner.notify(port)?;
+        self.tamper(true);
+        Ok(())
+    }
+
+    fn write_key(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        let kind = match key {
+            "ring-ref" => Some(RingKind::Blk),
+            "tx-ring-ref" => Some(RingKind::Tx),
+            _ => None,
+        };
+        let gref = std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok());
+        if let (Some(kind), Some(g)) = (kind, gref) {
+            if let Some(&frame) = self.frames.borrow().get(&g) {
+                self.rings.borrow_mut().push(Ring {
+                    kind,
+                    frame,
+                    done: 0,
+                });
+            }
+        }
+        self.inner.write_key(key, value)
+    }
+
+    fn remove_key(&self, key: &str) -> Result<(), String> {
+        self.inner.remove_key(key)
+    }
+
+    fn front_key(&self, key: &str) -> Option<Vec<u8>> {
+        self.inner.front_key(key)
+    }
+
+    fn backend_key(&self, key: &str) -> Option<Vec<u8>> {
+        let real = self.inner.backend_key(key);
+        match (self.flaw(), key) {
+            (Some(Flaw::Error(e)), "error") => e.map(|e| e.as_bytes().to_vec()),
+            (Some(Flaw::State(s)), "state") => Some(s.to_string().into_bytes()),
+            (Some(Flaw::Key(k, v)), _) if k == key => Some(v.as_bytes().to_vec()),
+            _ => real,
+        }
+    }
+
+    fn wait(&self) -> bool {
+        let more = self.inner.wait();
+        self.tamper(false);
+        more
+    }
+
+    fn console(&self) -> Option<(FrontPage<'_>, Port)> {
+        self.inner.console()
+    }
+
+    fn console_output(&self) -> Vec<u8> {
+        let mut out = self.inner.console_output();
+        match self.flaw() {
+            Some(Flaw::OutputShort) => {
+                out.pop();
+            }
+            Some(Flaw::OutputExtra) => out.push(b'!'),
+            Some(Flaw::OutputChanged(at)) => {
+                if let Some(b) = out.get_mut(at) {
+                    *b ^= 0x20;
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
+    fn console_input(&self, bytes: &[u8]) -> usize {
+        let n = self.inner.console_input(bytes);
+        match self.flaw() {
+            Some(Flaw::InputOverclaims(k)) => n + k,
+            _ => n,
+        }
+    }
+
+    fn neighbour(&self) -> Result<Box<dyn FrontendWorld + '_>, String> {
+        let active = self.scope == Scope::Neighbours;
+        Ok(self.wrap(self.inner.neighbour_world()?, active))
+    }
+
+    fn sibling(&self) -> Result<Box<dyn FrontendWorld + '_>, String> {
+        Ok(self.wrap(self.inner.sibling_world()?, self.active))
+    }
+}
+
+fn case(prefix: &str) -> &'static Case {
+    backend::catalogue()
+        .iter()
+        .find(|c| c.name.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no case {prefix}"))
+}
+
+/// Runs case `prefix` against the backend with `flaw` in `scope`; returns the
+/// evidence of its failure (panics if it passed).
+fn fails(prefix: &str, flaw: Flaw, scope: Scope) -> String {
+    fails_within(prefix, flaw, scope, PATIENCE)
+}
+
+/// [`fails`] with the patience given: for a flaw that makes the case wait until it
+/// gives up.
+fn fails_within(prefix: &str, flaw: Flaw, scope: Scope, patience: Duration) -> String {
+    let case = case(prefix);
+    let world = Host::new(case.class, patience)
+        .world()
+        .expect("a world for the case");
+    let world = Careless::new(world, flaw, scope);
+    match case.run(&world) {
+        Ok(e) => panic!(
+            "{} passed a backend with {flaw:?} ({scope:?}): {e}",
+            case.name
+        ),
+        Err(e) => {
+            println!("{} with {flaw:?} ({scope:?}): FAIL {e}", case.name);
+            e
+        }
+    }
+}
+
+/// Checks that `evidence` contains `want`.
+#[track_caller]
+fn says(evidence: &str, want: &str) {
+    assert!(evidence.contains(want), "want {want:?} in: {evidence}");
+}
+
+#[test]
+fn a_clean_careless_world_passes() {
+    // The wrapper itself changes nothing without a flaw in scope.
+    for prefix in ["blkback.malformed_requests", "netback.bad_tx_gref"] {
+        let case = case(prefix);
+        let world = Host::new(case.class, PATIENCE).world().expect("world");
+        let world = Careless::with(world, Flaw::BlkId, Scope::Own, false);
+        case.run(&world).expect("passes");
+    }
+}
+
+const OK: i16 = blkif::RSP_OKAY;
+const ERR: i16 = blkif::RSP_ERROR;
+
+#[test]
+fn blk_an_error_answered_okay() {
+    let e = fails(
+        "blkback.malformed_requests",
+        Flaw::BlkStatus(ERR, OK),
+        Scope::Own,
+    );
+    says(&e, "read past the end: status 0 (want [-1])");
+    let e = fails("blkback.indirect", Flaw::BlkStatus(ERR, OK), Scope::Own);
+    says(&e, "indirect page revoked: status 0 (want [-1])");
+}
+
+#[test]
+fn blk_a_good_read_refused() {
+    let e = fails(
+        "blkback.malformed_requests",
+        Flaw::BlkStatus(OK, ERR),
+        Scope::Own,
+    );
+    says(&e, "a good read of sector 0 got -1");
+    let e = fails(
+        "blkback.garbage_event_indices",
+        Flaw::BlkStatus(OK, ERR),
+        Scope::Own,
+    );
+    says(&e, "got -1");
+    let e = fails(
+        "blkback.full_ring_other_disk",
+        Flaw::BlkStatus(OK, ERR),
+        Scope::Own,
+    );
+    says(&e, "the domain's other disk: a read got -1");
+}
+
+#[test]
+fn blk_the_neighbours_disk_failing() {
+    for prefix in [
+        "blkback.malformed_requests",
+        "blkback.indirect",
+        "blkback.bad_connect_keys",
+        "blkback.read_into_ring_page",
+    ] {
+        let e = fails(prefix, Flaw::BlkStatus(OK, ERR), Scope::Neighbours);
+        says(&e, "the neighbour's disk: write -1, read -1, data same");
+    }
+}
+
+#[test]
+fn blk_the_operation_not_echoed() {
+    let e = fails(
+        "blkback.malformed_requests",
+        Flaw::BlkOp(blkif::OP_WRITE),
+        Scope::Own,
+    );
+    says(&e, "read past the end: operation 0 echoed as 1");
+    let e = fails(
+        "blkback.indirect",
+        Flaw::BlkOp(blkif::OP_INDIRECT),
+        Scope::Own,
+    );
+    says(&e, "indirect page revoked: operation 0 echoed as 6");
+}
+
+#[test]
+fn blk_an_answer_for_another_id() {
+    let e = fails("blkback.malformed_requests", Flaw::BlkId, Scope::Own);
+    says(&e, "answer for id 1001 to request 1000");
+    let e = fails("blkback.grant_revoked_mid_request", Flaw::BlkId, Scope::Own);
+    says(&e, "answer for id 5001 to request 5000");
+}
+
+#[test]
+fn net_an_error_answered_okay() {
+    let e = fails(
+        "netback.bad_tx_gref",
+        Flaw::TxStatus(netif::RSP_ERROR, netif::RSP_OKAY),
+        Scope::Own,
+    );
+    says(&e, "no request got RSP_ERROR");
+    let e = fails(
+        "netback.bad_tail_gref",
+        Flaw::TxStatus(netif::RSP_ERROR, netif::RSP_OKAY),
+        Scope::Own,
+    );
+    says(&e, "the broken frame's slots got");
+}
+
+#[test]
+fn net_an_extra_info_slot_answered_okay() {
+    let e = fails(
+        "netback.bad_gso",
+        Flaw::TxStatus(netif::RSP_NULL, netif::RSP_OKAY),
+        Scope::Own,
+    );
+    says(&e, "answered with status 0");
+}
+
+#[test]
+fn net_a_good_frame_refused() {
+    let e = fails(
+        "netback.odd_slot_layout",
+        Flaw::TxStatus(netif::RSP_OKAY, netif::RSP_ERROR),
+        Scope::Own,
+    );
+    says(&e, "slot 0 got -1");
+    let e = fails(
+        "netback.duplicate_tx_ids",
+        Flaw::TxStatus(netif::RSP_OKAY, netif::RSP_ERROR),
+        Scope::Own,
+    );
+    says(&e, "two frames with tx id 5 answered");
+    let e = fails(
+        "netback.bad_tx_gref",
+        Flaw::TxStatus(netif::RSP_OKAY, netif::RSP_ERROR),
+        Scope::Neighbours,
+    );
+    says(&e, "the neighbour's good frame got tx status -1");
+}
+
+#[test]
+fn a_refusal_without_an_error_node() {
+    for flaw in [Flaw::Error(None), Flaw::Error(Some(" "))] {
+        let e = fails("netback.slot_crosses_page", flaw, Scope::Own);
+        says(&e, "without an error node");
+        // The case's refusals are in worlds of their own.
+        let e = fails("blkback.req_prod_overrun", flaw, Scope::Neighbours);
+        says(&e, "req_prod +5000: the backend closed");
+    }
+}
+
+#[test]
+fn a_grant_kept_mapped() {
+    // The third grant of a vif: its first data page.
+    let e = fails_within(
+        "netback.too_many_slots",
+        Flaw::KeepsMapped(3),
+        Scope::Own,
+        SHORT,
+    );
+    says(&e, "still mapped");
+    let e = fails_within(
+        "blkback.closing_in_flight",
+        Flaw::KeepsMapped(2),
+        Scope::Own,
+        SHORT,
+    );
+    says(&e, "still mapped");
+}
+
+#[test]
+fn console_output_changed_or_lost() {
+    let e = fails(
+        "consback.binary_and_input",
+        Flaw::OutputChanged(100),
+        Scope::Own,
+    );
+    says(&e, "4133 bytes, first difference at Some(100)");
+    let e = fails("consback.out_prod_far_ahead", Flaw::OutputExtra, Scope::Own);
+    says(&e, "output after the violation");
+    let e = fails_within(
+        "consback.event_storm",
+        Flaw::OutputShort,
+        Scope::Neighbours,
+        SHORT,
+    );
+    says(&e, "neighbour: timed out waiting for the output");
+}
+
+#[test]
+fn console_input_queued_without_bound() {
+    let e = fails(
+        "consback.binary_and_input",
+        Flaw::InputOverclaims(1 << 20),
+        Scope::Own,
+    );
+    says(&e, "8 MiB of input queued");
+}
