@@ -485,6 +485,18 @@ mod tests {
     }
 
     #[test]
+    fn page_is_checks_every_byte() {
+        let w = Scripted::new();
+        let p = w.alloc_page().unwrap();
+        p.mem.fill(0, PAGE_SIZE, 0xa5);
+        assert!(page_is(&p, 0xa5));
+        assert!(!page_is(&p, 0));
+        // One byte written, the last: what a refused read may not do.
+        p.mem.write(PAGE_SIZE - 1, &[0]);
+        assert!(!page_is(&p, 0xa5));
+    }
+
+    #[test]
     fn a_panic_in_a_case_is_a_failed_row_with_the_message() {
         let r = run(&[Class::Blk], |_| {
             Ok(Box::new(Scripted {
@@ -527,6 +539,14 @@ mod tests {
             ..Scripted::new()
         };
         assert_eq!(wait_refused(&w).unwrap(), "ring-ref: bad value");
+        // An error node of blanks is no reason either.
+        let w = Scripted {
+            state: Some("6"),
+            error: Some(" \n"),
+            ..Scripted::new()
+        };
+        let e = wait_refused(&w).unwrap_err();
+        assert!(e.contains("without an error node"), "{e}");
         let w = Scripted {
             state: Some("4"),
             ..Scripted::new()
