@@ -1278,3 +1278,21 @@ pub(super) fn cases() -> Vec<Case> {
         },
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_snapshot_covers_the_first_64_and_the_last_16_sectors() {
+        let first: Vec<u64> = (0..8).map(|i| i * 8).collect();
+        let mut want = first.clone();
+        want.extend([2032, 2040]);
+        assert_eq!(snapshot_sectors(2048), want);
+        let mut want = first.clone();
+        want.extend([64, 72]);
+        assert_eq!(snapshot_sectors(80), want);
+        // A disk too small for a tail of its own.
+        assert_eq!(snapshot_sectors(79), first);
+    }
+}
