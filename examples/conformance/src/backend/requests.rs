@@ -67,3 +67,42 @@ pub fn discard(id: u64, sector: u64, nr_sectors: u64) -> Request {
         ..Default::default()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_builder_sets_every_field_it_names() {
+        let s = segment(GrantRef(9), 2, 5);
+        assert_eq!((s.gref, s.first_sect, s.last_sect), (9, 2, 5));
+
+        let r = rw(
+            blkif::OP_WRITE,
+            7,
+            40,
+            &[s, segment(GrantRef(10), 0, 7)],
+            None,
+        );
+        assert_eq!((r.operation, r.nr_segments, r.id), (blkif::OP_WRITE, 2, 7));
+        assert_eq!((r.sector_number, r.handle), (40, 0));
+        assert_eq!((r.seg[0].gref, r.seg[1].gref, r.seg[2].gref), (9, 10, 0));
+        // `nr` overrides the count; more than 11 segments are not stored.
+        let r = rw(blkif::OP_READ, 8, 0, &[s; 20], Some(255));
+        assert_eq!((r.operation, r.nr_segments, r.seg[10].gref), (0, 255, 9));
+        let r = rw(blkif::OP_READ, 8, 0, &[s; 300], None);
+        assert_eq!(r.nr_segments, 255);
+
+        let r = indirect(blkif::OP_WRITE, 11, 64, 300, &[GrantRef(4), GrantRef(5)]).as_indirect();
+        assert_eq!(
+            (r.operation, r.indirect_op),
+            (blkif::OP_INDIRECT, blkif::OP_WRITE)
+        );
+        assert_eq!((r.nr_segments, r.id, r.sector_number), (300, 11, 64));
+        assert_eq!(r.indirect_grefs[..3], [4, 5, 0]);
+
+        let r = discard(12, 100, 8).as_discard();
+        assert_eq!((r.operation, r.id), (blkif::OP_DISCARD, 12));
+        assert_eq!((r.sector_number, r.nr_sectors, r.flag), (100, 8, 0));
+    }
+}
