@@ -147,11 +147,12 @@ fn snapshot_sectors(sectors: u64) -> Vec<u64> {
 }
 
 /// Reads the first 64 sectors and the last 16 through `page`, and returns them (to
-/// show later that refused writes changed nothing).
-fn snapshot(b: &mut Blk<'_>, id: u64, page: &FrontPage<'_>, g: GrantRef) -> R<Vec<u8>> {
+/// show later that refused writes changed nothing); the reads' ids count up from
+/// `first_id`.
+fn snapshot(b: &mut Blk<'_>, first_id: u64, page: &FrontPage<'_>, g: GrantRef) -> R<Vec<u8>> {
     let mut all = Vec::new();
-    for (i, s) in snapshot_sectors(b.sectors).into_iter().enumerate() {
-        let st = b.read(id + i as u64, s, &[g])?;
+    for (s, id) in snapshot_sectors(b.sectors).into_iter().zip(first_id..) {
+        let st = b.read(id, s, &[g])?;
         if st != OK {
             return Err(format!("a good read of sector {s} got {st}"));
         }
