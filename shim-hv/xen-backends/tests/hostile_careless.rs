@@ -39,8 +39,6 @@ enum Flaw {
     KeepsMapped(u32),
     /// The backend's `error` node reads as `.0` (`None`: absent).
     Error(Option<&'static str>),
-    /// The backend's `state` reads `.0` whatever it is.
-    State(u32),
     /// The backend's key `.0` reads `.1`.
     Key(&'static str, &'static str),
     /// The console output the clients get loses its last byte.
@@ -254,7 +252,6 @@ impl FrontendWorld for Careless {
         let real = self.inner.backend_key(key);
         match (self.flaw(), key) {
             (Some(Flaw::Error(e)), "error") => e.map(|e| e.as_bytes().to_vec()),
-            (Some(Flaw::State(s)), "state") => Some(s.to_string().into_bytes()),
             (Some(Flaw::Key(k, v)), _) if k == key => Some(v.as_bytes().to_vec()),
             _ => real,
         }
@@ -534,4 +531,15 @@ fn console_input_queued_without_bound() {
         Scope::Own,
     );
     says(&e, "8 MiB of input queued");
+}
+
+#[test]
+fn blk_a_disk_size_the_disk_does_not_have() {
+    // `sectors` twice the image: the snapshot's tail reads are refused.
+    let e = fails(
+        "blkback.malformed_requests",
+        Flaw::Key("sectors", "4096"),
+        Scope::Own,
+    );
+    says(&e, "a good read of sector 4080 got -1");
 }
