@@ -29,6 +29,8 @@ const SHORT: Duration = Duration::from_secs(2);
 enum Flaw {
     /// Every block response with status `.0` carries `.1` instead.
     BlkStatus(i16, i16),
+    /// Every block response to a write with status `.0` carries `.1` instead.
+    BlkWriteStatus(i16, i16),
     /// Every block response echoes operation `.0`.
     BlkOp(u8),
     /// Every block response carries its request's id plus one.
@@ -116,9 +118,10 @@ impl Careless {
                 continue;
             };
             let slot = match (ring.kind, flaw) {
-                (RingKind::Blk, Flaw::BlkStatus(..) | Flaw::BlkOp(_) | Flaw::BlkId) => {
-                    size_of::<blkif::Request>()
-                }
+                (
+                    RingKind::Blk,
+                    Flaw::BlkStatus(..) | Flaw::BlkWriteStatus(..) | Flaw::BlkOp(_) | Flaw::BlkId,
+                ) => size_of::<blkif::Request>(),
                 (RingKind::Tx, Flaw::TxStatus(..)) => size_of::<netif::TxRequest>(),
                 _ => continue,
             };
@@ -145,6 +148,13 @@ impl Careless {
                     Flaw::BlkStatus(from, to) => {
                         let mut r: blkif::Response = mem.read_obj(at);
                         if r.status == from {
+                            r.status = to;
+                        }
+                        mem.write_obj(at, &r);
+                    }
+                    Flaw::BlkWriteStatus(from, to) => {
+                        let mut r: blkif::Response = mem.read_obj(at);
+                        if r.operation == blkif::OP_WRITE && r.status == from {
                             r.status = to;
                         }
                         mem.write_obj(at, &r);
@@ -400,6 +410,17 @@ fn blk_the_neighbours_disk_failing() {
         let e = fails(prefix, Flaw::BlkStatus(OK, ERR), Scope::Neighbours);
         says(&e, "the neighbour's disk: write -1, read -1, data same");
     }
+}
+
+#[test]
+fn blk_the_neighbours_write_refused() {
+    // The write is done but answered ERROR: the read then finds the data.
+    let e = fails(
+        "blkback.malformed_requests",
+        Flaw::BlkWriteStatus(OK, ERR),
+        Scope::Neighbours,
+    );
+    says(&e, "the neighbour's disk: write -1, read 0, data same");
 }
 
 #[test]

@@ -170,7 +170,8 @@ fn blk_neighbour_ok(w: &dyn FrontendWorld) -> R<String> {
     let mut b = Blk::connect(n).map_err(|e| format!("neighbour: {e}"))?;
     let p = n.alloc_page()?;
     let g = n.grant(p.frame, Grantee::Backend, false)?;
-    let data: Vec<u8> = (0..PAGE_SIZE).map(|i| (i * 7 + 3) as u8).collect();
+    // Bytes 0..=255 over and over: not what the image holds at sector 8.
+    let data: Vec<u8> = (0..PAGE_SIZE).map(|i| i as u8).collect();
     p.mem.write(0, &data);
     let s = b.call(rw(blkif::OP_WRITE, 1, 8, &[seg(g, 0, 7)], None))?;
     p.mem.fill(0, PAGE_SIZE, 0);
