@@ -37,6 +37,10 @@ enum Flaw {
     BlkId,
     /// Every tx response with status `.0` carries `.1` instead.
     TxStatus(i16, i16),
+    /// The first tx response with status `.0` carries `.1` instead.
+    TxStatusOnce(i16, i16),
+    /// Once the frontend has notified, the backend's `state` reads `.0`.
+    StateOnceNotified(u32),
     /// The `.0`th grant to the backend (1 = the first) stays mapped for good.
     KeepsMapped(u32),
     /// The backend's `error` node reads as `.0` (`None`: absent).
@@ -83,6 +87,8 @@ struct Careless {
     active: bool,
     grants_to_backend: Cell<u32>,
     kept: Cell<Option<GrantRef>>,
+    once: Cell<bool>,
+    notified: Cell<bool>,
     frames: RefCell<HashMap<u32, Gfn>>,
     rings: RefCell<Vec<Ring>>,
 }
@@ -100,6 +106,8 @@ impl Careless {
             active,
             grants_to_backend: Cell::new(0),
             kept: Cell::new(None),
+            once: Cell::new(false),
+            notified: Cell::new(false),
             frames: RefCell::new(HashMap::new()),
             rings: RefCell::new(Vec::new()),
         }
@@ -122,7 +130,9 @@ impl Careless {
                     RingKind::Blk,
                     Flaw::BlkStatus(..) | Flaw::BlkWriteStatus(..) | Flaw::BlkOp(_) | Flaw::BlkId,
                 ) => size_of::<blkif::Request>(),
-                (RingKind::Tx, Flaw::TxStatus(..)) => size_of::<netif::TxRequest>(),
+                (RingKind::Tx, Flaw::TxStatus(..) | Flaw::TxStatusOnce(..)) => {
+                    size_of::<netif::TxRequest>()
+                }
                 _ => continue,
             };
             let size = layout::const_ring_size(PAGE_SIZE, slot);
@@ -167,6 +177,14 @@ impl Careless {
                     Flaw::BlkId => {
                         let mut r: blkif::Response = mem.read_obj(at);
                         r.id = r.id.wrapping_add(1);
+                        mem.write_obj(at, &r);
+                    }
+                    Flaw::TxStatusOnce(from, to) => {
+                        let mut r: netif::TxResponse = mem.read_obj(at);
+                        if r.status == from && !self.once.get() {
+                            self.once.set(true);
+                            r.status = to;
+                        }
                         mem.write_obj(at, &r);
                     }
                     Flaw::TxStatus(from, to) => {
@@ -225,6 +243,7 @@ impl FrontendWorld for Careless {
 
     fn notify(&self, port: Port) -> Result<(), String> {
         self.inner.notify(port)?;
+        self.notified.set(true);
         self.tamper(true);
         Ok(())
     }
@@ -263,6 +282,9 @@ impl FrontendWorld for Careless {
         match (self.flaw(), key) {
             (Some(Flaw::Error(e)), "error") => e.map(|e| e.as_bytes().to_vec()),
             (Some(Flaw::Key(k, v)), _) if k == key => Some(v.as_bytes().to_vec()),
+            (Some(Flaw::StateOnceNotified(st)), "state") if self.notified.get() => {
+                Some(st.to_string().into_bytes())
+            }
             _ => real,
         }
     }
@@ -563,4 +585,68 @@ fn blk_a_disk_size_the_disk_does_not_have() {
         Scope::Own,
     );
     says(&e, "a good read of sector 4080 got -1");
+}
+
+#[test]
+fn net_one_bad_slot_answered_okay() {
+    // The others still get RSP_ERROR: the OKAY one must be seen on its own.
+    let e = fails(
+        "netback.bad_tx_gref",
+        Flaw::TxStatusOnce(netif::RSP_ERROR, netif::RSP_OKAY),
+        Scope::Own,
+    );
+    says(&e, "answered with status 0");
+}
+
+#[test]
+fn net_the_good_frame_after_bad_ones_refused() {
+    // Answered ERROR, delivered all the same.
+    let e = fails(
+        "netback.bad_tx_gref",
+        Flaw::TxStatus(netif::RSP_OKAY, netif::RSP_ERROR),
+        Scope::Own,
+    );
+    says(
+        &e,
+        "after the bad frames a good one got status -1 and arrived intact",
+    );
+    let e = fails(
+        "netback.too_many_slots",
+        Flaw::TxStatus(netif::RSP_OKAY, netif::RSP_ERROR),
+        Scope::Own,
+    );
+    says(
+        &e,
+        "the domain's other vif: status -1, frame arrived intact: true",
+    );
+}
+
+#[test]
+fn net_a_bad_frame_taking_the_vif_down() {
+    let e = fails(
+        "netback.bad_tx_gref",
+        Flaw::StateOnceNotified(5),
+        Scope::Own,
+    );
+    says(&e, "a bad frame took the vif down: state Some(5)");
+    let e = fails(
+        "netback.duplicate_tx_ids",
+        Flaw::StateOnceNotified(5),
+        Scope::Own,
+    );
+    says(&e, "a reused tx id took the vif down");
+}
+
+#[test]
+fn net_a_ring_or_data_page_kept_mapped() {
+    // Grants of a vif: tx ring, rx ring, then its four data pages.
+    let e = fails_within(
+        "netback.too_many_slots",
+        Flaw::KeepsMapped(1),
+        Scope::Own,
+        SHORT,
+    );
+    says(&e, "still mapped");
+    let e = fails("netback.bad_tx_gref", Flaw::KeepsMapped(3), Scope::Own);
+    says(&e, "after the errors: gref");
 }
