@@ -1007,6 +1007,101 @@ mod tests {
             assert_eq!(s.owned_paths(5).len(), 3);
         }
 
+        /// The node quota at commit applies to unprivileged domains only, and only
+        /// to a domain whose count the transaction grows: dom0 commits a
+        /// transaction creating nodes past any quota (`commit`:
+        /// `node_created && !who.privileged` as `||`), and a guest's transaction
+        /// that creates a node and rewrites one of another domain, over its quota
+        /// but not growing, commits (`delta > 0` as `>=`).
+        #[test]
+        fn the_commit_quota_spares_dom0_and_counts_that_do_not_grow() {
+            let (mut s, quotas) = home_of_5(2);
+            let mut t = Transaction::new(ConnId(1));
+            let mut v = View::new(&mut s, Some(&mut t), dom0(), &quotas);
+            for i in 0..3 {
+                v.op_write(&format!("/dom0/{i}"), b"").unwrap();
+            }
+            t.commit(&mut s, &dom0(), &quotas).unwrap();
+            assert!(s.owned(0) > 2);
+
+            // Domain 6, over its quota (dom0 made its nodes), lets 5 write one.
+            set_home(&mut s, 6);
+            let mut v = View::new(&mut s, None, dom0(), &quotas);
+            for n in ["w", "x"] {
+                v.op_write(&format!("/local/domain/6/{n}"), b"").unwrap();
+            }
+            v.op_set_perms("/local/domain/6/w", vec![Perm::new(6, Access::Both)])
+                .unwrap();
+            assert_eq!(s.owned(6), 3);
+            let me = Who::new(5, None);
+            let mut t = Transaction::new(ConnId(2));
+            let mut v = View::new(&mut s, Some(&mut t), me, &quotas);
+            v.op_write("/local/domain/6/w", b"by five").unwrap();
+            v.op_write("/local/domain/5/new", b"").unwrap();
+            // 5 grows to its quota of 2; 6 stays at 3, over it, but does not grow.
+            t.commit(&mut s, &me, &quotas).unwrap();
+            assert_eq!((s.owned(5), s.owned(6)), (2, 3));
+        }
+
+        /// A guest whose home root dom0 handed over (`/` owned by it) gives the
+        /// root back to dom0 when it goes. (`Store::chown_to_dom0` as `()`.)
+        #[test]
+        fn the_root_goes_back_to_dom0() {
+            let mut s = Store::new();
+            let quotas = q();
+            let mut v = View::new(&mut s, None, dom0(), &quotas);
+            v.op_set_perms("/", vec![Perm::new(5, Access::Read)])
+                .unwrap();
+            assert_eq!(s.get("/").unwrap().owner(), 5);
+            let gen = s.get("/").unwrap().generation;
+            s.chown_to_dom0("/");
+            let root = s.get("/").unwrap();
+            assert_eq!(root.perms, vec![Perm::new(0, Access::Read)]);
+            assert!(
+                root.generation > gen,
+                "a change: transactions that read it conflict"
+            );
+            assert_eq!((s.owned(5), s.owned(0)), (0, 3));
+        }
+
+        /// DIRECTORY_PART fills a reply up to `XENSTORE_PAYLOAD_MAX`: a child list
+        /// of exactly 4096 - (generation and its NUL) - 1 bytes comes whole in one
+        /// part of 4096 bytes (its end NUL included); one byte more and the last
+        /// name goes to a second part. (`op_directory_part`: in
+        /// `PAYLOAD_MAX - genlen - 1`, either `-` as `+`, or the last as `/`,
+        /// which sent parts past 4096 bytes.)
+        #[test]
+        fn directory_part_fills_exactly_one_payload() {
+            let mut s = Store::new();
+            // Generations of 4 digits from here on: 5 bytes with the NUL.
+            while s.next_generation() < 1000 {}
+            let quotas = q();
+            let mut v = View::new(&mut s, None, dom0(), &quotas);
+            // 40 names of 100 bytes plus one of `last`, each with its NUL.
+            let fill = |v: &mut View<'_>, dir: &str, last: usize| {
+                for i in 0..40 {
+                    v.op_mkdir(&format!("{dir}/{i:0100}")).unwrap();
+                }
+                v.op_mkdir(&format!("{dir}/{}", "z".repeat(last))).unwrap();
+            };
+            fill(&mut v, "/whole", 49);
+            fill(&mut v, "/split", 50);
+            for (dir, bytes) in [("/whole", 4090), ("/split", 4091)] {
+                let part = v.op_directory_part(dir, 0).unwrap();
+                let genlen = part.iter().position(|&b| b == 0).unwrap() + 1;
+                assert_eq!(genlen, 5, "a 4-digit generation");
+                assert_eq!(v.op_directory(dir).unwrap().len(), bytes);
+                if dir == "/whole" {
+                    assert_eq!(part.len(), PAYLOAD_MAX);
+                    assert!(part.ends_with(b"\0\0"), "the whole list");
+                } else {
+                    assert_eq!(part.len(), 5 + 40 * 101, "the 40 names only");
+                    let rest = v.op_directory_part(dir, 40 * 101).unwrap();
+                    assert_eq!(&rest[5..], format!("{}\0\0", "z".repeat(50)).as_bytes());
+                }
+            }
+        }
+
         /// Nodes removed in a transaction give their room back within it: at its
         /// quota, a domain removes a node and creates another in one transaction,
         /// and commits. (`View::delete`: the old owner's `-= 1` as `+=` or `/=`.)
