@@ -1069,7 +1069,7 @@ mod tests {
         /// part of 4096 bytes (its end NUL included); one byte more and the last
         /// name goes to a second part. (`op_directory_part`: in
         /// `PAYLOAD_MAX - genlen - 1`, either `-` as `+`, or the last as `/`,
-        /// which sent parts past 4096 bytes.)
+        /// which sent parts past 4096 bytes; `len + name_len` as `*`.)
         #[test]
         fn directory_part_fills_exactly_one_payload() {
             let mut s = Store::new();
@@ -1100,6 +1100,17 @@ mod tests {
                     assert_eq!(&rest[5..], format!("{}\0\0", "z".repeat(50)).as_bytes());
                 }
             }
+            // From an offset, the names there are measured, not the first ones: a
+            // name of 2000 bytes, then 500 of 10; from 2001, 371 names of 10 fill
+            // the part (371 * 11 = 4081, one more would pass 4090). (The name's
+            // start `offset + len` as `offset * len`.)
+            v.op_mkdir(&format!("/mixed/{}", "a".repeat(2000))).unwrap();
+            for i in 0..500 {
+                v.op_mkdir(&format!("/mixed/{i:010}")).unwrap();
+            }
+            let part = v.op_directory_part("/mixed", 2001).unwrap();
+            let names: Vec<String> = (0..371).map(|i| format!("{i:010}\0")).collect();
+            assert_eq!(&part[5..], names.concat().as_bytes());
         }
 
         /// Nodes removed in a transaction give their room back within it: at its
