@@ -17,7 +17,7 @@
 //! request leaves no partial change behind.
 
 use super::path::{ancestors, basename, child, parent};
-use super::perms::{perm_for, Perm, Who, OWNER, READ, WRITE};
+use super::perms::{perm_for, Perm, Who, READ, WRITE, WRITE_OWNER};
 use super::{Errno, Quotas};
 use hypercall::abi::xs_wire::PAYLOAD_MAX;
 use std::collections::{BTreeMap, HashMap};
@@ -665,7 +665,7 @@ impl<'a> View<'a> {
         if perms.is_empty() {
             return Err(Errno::EINVAL);
         }
-        let mut n = self.get_node(path, WRITE | OWNER)?;
+        let mut n = self.get_node(path, WRITE_OWNER)?;
         if !self.who.privileged && perms.first().map(|p| p.domid) != Some(n.owner()) {
             return Err(Errno::EPERM);
         }
@@ -959,7 +959,8 @@ mod tests {
         /// new node of one transaction is refused; of two transactions creating
         /// one node each with room for one, the second commit is refused.
         /// (`View::write`: the new owner's `+= 1` as `*=` or `-=`, which let a
-        /// transaction create any number of nodes.)
+        /// transaction create any number of nodes, and the old owner's `-= 1` as
+        /// `+=` or `/=`; `View::delta` as 0; `owned_now`'s `+` as `-`.)
         #[test]
         fn nodes_created_in_a_transaction_count_against_the_quota() {
             let (mut s, quotas) = home_of_5(3);
@@ -1069,7 +1070,8 @@ mod tests {
         /// part of 4096 bytes (its end NUL included); one byte more and the last
         /// name goes to a second part. (`op_directory_part`: in
         /// `PAYLOAD_MAX - genlen - 1`, either `-` as `+`, or the last as `/`,
-        /// which sent parts past 4096 bytes; `len + name_len` as `*`.)
+        /// which sent parts past 4096 bytes; `len + name_len` as `*`; the end
+        /// test `offset + len >= children.len()` as `*` or `<`.)
         #[test]
         fn directory_part_fills_exactly_one_payload() {
             let mut s = Store::new();
