@@ -1180,6 +1180,58 @@ mod tests {
     use super::*;
     use XenbusState as S;
 
+    /// What a frontend may write as a number: plain decimal digits, at most 20 of
+    /// them (u64's width). Rust's own parser also takes a `+` sign and any number of
+    /// leading zeros; the strict check refuses both. (`parse_u64`: the length
+    /// bound's `>` as `>=`/`==`/`<`, either `||` as `&&`, the digit test's `!`
+    /// deleted, the body as `Ok(0)`/`Ok(1)`.)
+    #[test]
+    fn parse_u64_takes_plain_decimal_only() {
+        assert_eq!(parse_u64("k", b"0").unwrap(), 0);
+        assert_eq!(parse_u64("k", b"1").unwrap(), 1);
+        assert_eq!(parse_u64("k", b"4096").unwrap(), 4096);
+        assert_eq!(parse_u64("k", b"18446744073709551615").unwrap(), u64::MAX);
+        for bad in [
+            &b""[..],
+            b"+1",
+            b"-1",
+            b" 1",
+            b"1 ",
+            b"0x10",
+            b"000000000000000000001",
+            b"18446744073709551616",
+            b"1\0",
+            b"\xff",
+        ] {
+            match parse_u64("device/vif/0/k", bad) {
+                Err(Error::BadValue { key, value }) => {
+                    assert_eq!(key, "device/vif/0/k");
+                    assert_eq!(value, String::from_utf8_lossy(bad));
+                }
+                other => panic!("{:?} gave {other:?}", String::from_utf8_lossy(bad)),
+            }
+        }
+        // A long value is quoted cut to 64 bytes.
+        let long = [b'9'; 100];
+        match parse_u64("k", &long) {
+            Err(Error::BadValue { value, .. }) => assert_eq!(value, "9".repeat(64)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A frontend's `state` node: a state's number (a trailing NUL tolerated), else
+    /// `Unknown`. (`state_of` as `Default::default()`.)
+    #[test]
+    fn state_of_reads_the_number_or_unknown() {
+        assert_eq!(state_of(b"1"), S::Initialising);
+        assert_eq!(state_of(b"3"), S::Initialised);
+        assert_eq!(state_of(b"4\0"), S::Connected);
+        assert_eq!(state_of(b"6"), S::Closed);
+        for bad in [&b""[..], b"x", b"99", b"-1", b"\xff"] {
+            assert_eq!(state_of(bad), S::Unknown);
+        }
+    }
+
     #[test]
     fn a_frontend_back_at_initialising_restarts_the_backend_from_any_live_state() {
         for be in [S::Closed, S::Closing, S::Connected] {

@@ -162,3 +162,100 @@ fn destroying_the_domain_closes_its_console() {
     }
     assert_eq!(got, b"last words\n");
 }
+
+/// A raw guest's console rings at their exact bounds, each started part way so
+/// that the copies wrap: the output ring holding exactly `OUT_SIZE` bytes when
+/// the backend looks, the input ring filled to exactly `IN_SIZE` bytes with more
+/// input still queued (the backend looks again and must wait, not fail), then an
+/// output producer one byte past a full ring (a fault naming both indices).
+/// (`BackRing::drain`/`push_input`: the `> OUT_SIZE`/`> IN_SIZE` bounds as `>=`
+/// or `==`, the wrap arithmetic.)
+#[test]
+fn console_rings_at_their_exact_bounds() {
+    let t = setup(ConsoleConfig::default());
+    let dom = t.domain("bounds");
+    let con = t.consoles.start(&dom, Sink::None).unwrap();
+    let full_out = console_util::pattern(abi::OUT_SIZE, 3);
+    let first_in = b"hello".to_vec();
+    let more_in = console_util::pattern(abi::IN_SIZE + 10, 7);
+    let (out2, in1, in2) = (full_out.clone(), first_in.clone(), more_in.clone());
+    let h =
+        t.hv.spawn_guest(dom.clone(), move |g| {
+            let (page, port) = raw_console(&g);
+            let kick = || Xen(&*g).evtchn_send(port).unwrap();
+            // Waits for `done`, failing if the backend gave the console up.
+            let wait = |what: &str, done: &dyn Fn() -> bool| {
+                while !done() {
+                    assert_eq!(
+                        page.load_u8(abi::CONNECTION),
+                        abi::CONNECTED,
+                        "backend failed the console waiting for {what}"
+                    );
+                    hypercall::Platform::wait(&*g);
+                }
+            };
+            let put = |prod: u32, bytes: &[u8]| {
+                for (k, b) in bytes.iter().enumerate() {
+                    let at = (prod as usize + k) % abi::OUT_SIZE;
+                    page.write(abi::OUT + at, &[*b]);
+                }
+                let prod = prod + bytes.len() as u32;
+                page.store_u32(abi::OUT_PROD, prod);
+                kick();
+                wait("output consumed", &|| page.load_u32(abi::OUT_CONS) == prod);
+                prod
+            };
+            let take = |cons: u32, n: usize| {
+                wait("input", &|| page.load_u32(abi::IN_PROD) == cons + n as u32);
+                let mut v = vec![0u8; n];
+                for (k, b) in v.iter_mut().enumerate() {
+                    let mut one = [0u8];
+                    page.read(abi::IN + (cons as usize + k) % abi::IN_SIZE, &mut one);
+                    *b = one[0];
+                }
+                page.store_u32(abi::IN_CONS, cons + n as u32);
+                kick();
+                v
+            };
+            let prod = put(0, b"ok so far");
+            // Exactly a full ring, from index 9 (wraps).
+            let prod = put(prod, &out2);
+            assert_eq!(take(0, 5), in1);
+            let prod = put(prod, b"<ready>");
+            // The host sends IN_SIZE + 10 bytes: the ring fills exactly (from
+            // index 5, wrapping) and 10 stay queued. Two more rounds of output
+            // make the backend look at the full input ring again.
+            wait("a full input ring", &|| page.load_u32(abi::IN_PROD) == 5 + 1024);
+            let prod = put(prod, b"S");
+            let prod = put(prod, b"T");
+            let mut got = take(5, abi::IN_SIZE);
+            got.extend(take(5 + abi::IN_SIZE as u32, 10));
+            assert!(got == in2, "input differs");
+            // One byte more than the ring holds.
+            page.store_u32(abi::OUT_PROD, prod + abi::OUT_SIZE as u32 + 1);
+            kick();
+        })
+        .unwrap();
+    con.send_input(&first_in);
+    con.wait_for(b"<ready>", LONG).unwrap();
+    assert_eq!(con.send_input(&more_in), more_in.len());
+    join_poweroff(h);
+    let end = std::time::Instant::now() + LONG;
+    while !matches!(con.state(), ConsoleState::Failed(_)) {
+        assert!(std::time::Instant::now() < end, "{:?}", con.state());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let prod = (9 + abi::OUT_SIZE + 9) as u32;
+    assert_eq!(
+        con.state(),
+        ConsoleState::Failed(RingFault::OutIndices {
+            cons: prod,
+            prod: prod + abi::OUT_SIZE as u32 + 1
+        })
+    );
+    let mut want = b"ok so far".to_vec();
+    want.extend(&full_out);
+    want.extend(b"<ready>ST");
+    assert!(con.history() == want, "history differs");
+    assert_eq!(con.stats().input_bytes, (5 + abi::IN_SIZE + 10) as u64);
+}
