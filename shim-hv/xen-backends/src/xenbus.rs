@@ -1219,6 +1219,113 @@ mod tests {
         }
     }
 
+    /// A backend for device `vbd/51712` of a new guest, with `keys` written in the
+    /// frontend's directory.
+    fn backend_with(hv: &Arc<Hypervisor>, keys: &[(&str, &str)]) -> XenbusBackend {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dom = hv
+            .create_domain(xen_model::DomainSpec::new(format!("keys{n}"), 4))
+            .unwrap();
+        let mut spec = DeviceSpec::new("vbd", dom.id(), 51712);
+        for (k, v) in keys {
+            spec = spec.frontend(k, v);
+        }
+        XenbusBackend::create(hv, &spec).unwrap()
+    }
+
+    /// A multi-page ring's references: `ring-page-order` up to the backend's
+    /// maximum (itself clamped to `MAX_RING_ORDER`) gives `ring-ref0..2^order` in
+    /// order; one order more is refused naming the key even with every reference
+    /// written; without the key, the one `ring-ref`. (`read_ring_refs`: the order
+    /// guard as `true`/`false` and `<=` as `>`, `1 << order` as `>>`.)
+    #[test]
+    fn ring_refs_follow_the_page_order_up_to_the_offer() {
+        let hv = Hypervisor::new(xen_model::HypervisorConfig::default());
+        let one = backend_with(&hv, &[("ring-ref", "8"), ("queue-1/tx-ring-ref", "9")]);
+        assert_eq!(
+            one.read_ring_refs("", "ring-ref", 4).unwrap(),
+            [GrantRef(8)]
+        );
+        assert_eq!(
+            one.read_ring_refs("queue-1/", "tx-ring-ref", 0).unwrap(),
+            [GrantRef(9)]
+        );
+        one.destroy().unwrap();
+        let mut keys = vec![("ring-page-order", "2")];
+        let refs = ["10", "11", "12", "13", "14", "15", "16", "17"];
+        let names = ["ring-ref0", "ring-ref1", "ring-ref2", "ring-ref3"];
+        keys.extend(names.iter().copied().zip(refs));
+        let four = backend_with(&hv, &keys);
+        let want: Vec<GrantRef> = (10..14).map(GrantRef).collect();
+        assert_eq!(four.read_ring_refs("", "ring-ref", 2).unwrap(), want);
+        assert_eq!(four.read_ring_refs("", "ring-ref", 9).unwrap(), want);
+        for max in [0, 1] {
+            match four.read_ring_refs("", "ring-ref", max) {
+                Err(Error::BadValue { key, value }) => {
+                    assert!(key.ends_with("/ring-page-order"), "{key}");
+                    assert_eq!(value, "2");
+                }
+                other => panic!("order 2 over a maximum of {max}: {other:?}"),
+            }
+        }
+        four.destroy().unwrap();
+        // Order 5 is over MAX_RING_ORDER (4) whatever the backend offers.
+        let five = backend_with(&hv, &[("ring-page-order", "5"), ("ring-ref0", "1")]);
+        assert!(matches!(
+            five.read_ring_refs("", "ring-ref", 9),
+            Err(Error::BadValue { .. })
+        ));
+        // A missing reference of the set is named.
+        let gap = backend_with(&hv, &[("ring-page-order", "1"), ("ring-ref0", "1")]);
+        match gap.read_ring_refs("", "ring-ref", 4) {
+            Err(Error::Missing(k)) => assert!(k.ends_with("/ring-ref1"), "{k}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// `map_ring` takes a power of two of at most `2^MAX_RING_ORDER` references
+    /// and refuses any other count before mapping anything; a count it takes goes
+    /// on to map them (here refs never granted: a grant error). (`map_ring`: the
+    /// count check's `||` as `&&`, `>` as `==`/`>=`.)
+    #[test]
+    fn map_ring_takes_power_of_two_counts_up_to_the_maximum() {
+        let hv = Hypervisor::new(xen_model::HypervisorConfig::default());
+        let dom = hv
+            .create_domain(xen_model::DomainSpec::new("rings", 4))
+            .unwrap();
+        let refs: Vec<GrantRef> = (1..=40).map(GrantRef).collect();
+        let max = 1usize << MAX_RING_ORDER;
+        for n in [0, 3, 5, 12, max + 1, 2 * max] {
+            assert!(
+                matches!(
+                    map_ring(&hv, dom.id(), &refs[..n]),
+                    Err(Error::RingNotContiguous)
+                ),
+                "{n} refs"
+            );
+        }
+        for n in [1, 2, 4, max] {
+            assert!(
+                matches!(map_ring(&hv, dom.id(), &refs[..n]), Err(Error::Grant(_))),
+                "{n} refs"
+            );
+        }
+    }
+
+    /// A frontend key that cannot be read for another reason than being absent
+    /// (here a path xenstored refuses) is an error, not a missing key.
+    /// (`read_opt`: the ENOENT guard as `true`.)
+    #[test]
+    fn only_a_missing_key_reads_as_none() {
+        let hv = Hypervisor::new(xen_model::HypervisorConfig::default());
+        let xbe = backend_with(&hv, &[("ring-ref", "8")]);
+        assert_eq!(xbe.read_frontend("ring-ref").unwrap(), Some(b"8".to_vec()));
+        assert_eq!(xbe.read_frontend("no-such-key").unwrap(), None);
+        assert!(matches!(xbe.read_frontend("bad key"), Err(Error::Store(_))));
+        assert!(xbe.read_frontend_u64("bad key").is_err());
+    }
+
     /// A frontend's `state` node: a state's number (a trailing NUL tolerated), else
     /// `Unknown`. (`state_of` as `Default::default()`.)
     #[test]

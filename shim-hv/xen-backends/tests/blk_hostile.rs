@@ -766,3 +766,103 @@ fn discard_punches_exactly_its_range() {
     h.table.end_access(g).unwrap();
     be.destroy();
 }
+
+/// Segments naming part of their page (`first_sect`/`last_sect` other than 0
+/// and 7): a write takes exactly the named sectors of each page, in order, to
+/// consecutive disk sectors, and a read puts them back there, leaving the rest of
+/// each page as it was; a request ending at the disk's last sector is served and
+/// one a sector further refused. xbd-front sends whole pages, so only a raw
+/// frontend reaches this. (`map_segments`: the byte count's `last - first` as
+/// `+`, the region's offset `first_sect * 512` as `/`.)
+#[test]
+fn partial_page_segments_land_where_they_say() {
+    let dir = TempDir::new("partial");
+    let hv = hv();
+    let img = image(&dir, "d.img", DISK);
+    let dom = domain(&hv, "partial", 32);
+    let be = backend(&hv, &dom, cfg(&img, XVDA, "xvda"));
+    let h = Hostile::new(&hv, &dom);
+    let p: &InProcGuest = &h.guest;
+    let mut xs = Xenstore::from_hvm_params(p).unwrap();
+    let mut f = Front::connect(p, &h.table, &mut xs, XVDA, false);
+    let grefs: Vec<GrantRef> = (0..8).map(|i| f.grant(i, false)).collect();
+    // (page, first_sect, last_sect): 4 + 1 + 1 + 4 = 10 sectors.
+    let layout = [(0usize, 2u8, 5u8), (1, 7, 7), (2, 0, 0), (3, 3, 6)];
+    let segs = |base: usize| -> Vec<RequestSegment> {
+        layout
+            .iter()
+            .map(|&(pg, a, b)| seg(grefs[base + pg], a, b))
+            .collect()
+    };
+    for pg in 0..4 {
+        for s in 0..8 {
+            f.page(pg).fill(s * 512, 512, (0x80 + pg * 8 + s) as u8);
+        }
+    }
+    let mut want = Vec::new();
+    for &(pg, a, b) in &layout {
+        for s in a..=b {
+            want.extend([(0x80 + pg * 8 + s as usize) as u8; 512]);
+        }
+    }
+    let before = std::fs::read(&img).unwrap();
+    assert_eq!(
+        f.call(rw(blkif::OP_WRITE, 1, 100, &segs(0), None)).status,
+        OK
+    );
+    let disk = std::fs::read(&img).unwrap();
+    let at = 100 * 512;
+    assert!(
+        disk[at..at + want.len()] == want[..],
+        "the named sectors, in order"
+    );
+    assert!(disk[..at] == before[..at], "nothing before");
+    assert!(
+        disk[at + want.len()..] == before[at + want.len()..],
+        "nothing after"
+    );
+    // Read them back into pages 4-7, the same sectors of each.
+    for pg in 4..8 {
+        f.page(pg).fill(0, PAGE_SIZE, 0xee);
+    }
+    assert_eq!(
+        f.call(rw(blkif::OP_READ, 2, 100, &segs(4), None)).status,
+        OK
+    );
+    let mut k = 0;
+    for &(pg, a, b) in &layout {
+        let mut got = vec![0u8; PAGE_SIZE];
+        f.page(4 + pg).read(0, &mut got);
+        for s in 0..8u8 {
+            let sector = &got[s as usize * 512..(s as usize + 1) * 512];
+            if (a..=b).contains(&s) {
+                assert!(
+                    sector == &want[k * 512..(k + 1) * 512],
+                    "page {pg} sector {s}"
+                );
+                k += 1;
+            } else {
+                assert!(
+                    sector.iter().all(|&x| x == 0xee),
+                    "page {pg} sector {s} untouched"
+                );
+            }
+        }
+    }
+    // The same 10 sectors up to the disk's last one, then one sector further.
+    let last = (DISK / 512) as u64 - 10;
+    assert_eq!(
+        f.call(rw(blkif::OP_READ, 3, last, &segs(4), None)).status,
+        OK
+    );
+    assert_eq!(
+        f.call(rw(blkif::OP_READ, 4, last + 1, &segs(4), None))
+            .status,
+        ERR
+    );
+    f.close(&mut xs);
+    for g in grefs {
+        h.table.end_access(g).unwrap();
+    }
+    be.destroy();
+}

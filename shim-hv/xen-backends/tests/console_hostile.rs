@@ -225,7 +225,9 @@ fn console_rings_at_their_exact_bounds() {
             // The host sends IN_SIZE + 10 bytes: the ring fills exactly (from
             // index 5, wrapping) and 10 stay queued. Two more rounds of output
             // make the backend look at the full input ring again.
-            wait("a full input ring", &|| page.load_u32(abi::IN_PROD) == 5 + 1024);
+            wait("a full input ring", &|| {
+                page.load_u32(abi::IN_PROD) == 5 + 1024
+            });
             let prod = put(prod, b"S");
             let prod = put(prod, b"T");
             let mut got = take(5, abi::IN_SIZE);
@@ -258,4 +260,38 @@ fn console_rings_at_their_exact_bounds() {
     want.extend(b"<ready>ST");
     assert!(con.history() == want, "history differs");
     assert_eq!(con.stats().input_bytes, (5 + abi::IN_SIZE + 10) as u64);
+}
+
+/// Output that fills the sink buffer exactly, with nothing left in the ring, is
+/// no backpressure: the backend counts a stall only when the guest has more
+/// waiting than the buffer takes. (`BackRing::out_pending` as `Ok(true)`.)
+#[test]
+fn output_filling_the_sink_buffer_exactly_is_no_backpressure() {
+    let t = setup(ConsoleConfig {
+        buffer_bytes: 64,
+        ..ConsoleConfig::default()
+    });
+    let dom = t.domain("exact");
+    let cap = console_util::Capture::new();
+    let con = t
+        .consoles
+        .start(&dom, Sink::Writer(Box::new(cap.clone())))
+        .unwrap();
+    let data = console_util::pattern(64, 5);
+    let d = data.clone();
+    let h =
+        t.hv.spawn_guest(dom.clone(), move |g| {
+            let (page, port) = raw_console(&g);
+            page.write(abi::OUT, &d);
+            page.store_u32(abi::OUT_PROD, 64);
+            Xen(&*g).evtchn_send(port).unwrap();
+            while page.load_u32(abi::OUT_CONS) != 64 {
+                hypercall::Platform::wait(&*g);
+            }
+        })
+        .unwrap();
+    join_poweroff(h);
+    assert_eq!(cap.wait_len(64), data);
+    let st = con.stats();
+    assert_eq!((st.backpressure, st.dropped), (0, 0), "{st:?}");
 }

@@ -120,12 +120,20 @@ fn exchange(sizes: Vec<usize>, offer: Offer, cfg: Config) {
         }
         Ok(sizes_a.len())
     });
-    let a = ra.recv_timeout(Duration::from_secs(600));
-    let b = rb.recv_timeout(Duration::from_secs(600));
-    assert!(
-        matches!((&a, &b), (Ok(Ok(_)), Ok(Ok(_)))),
-        "A: {a:?} B: {b:?}"
-    );
+    // Both results, failing as soon as either guest reports an error (the other
+    // would only wait out its hang guard).
+    let end = std::time::Instant::now() + Duration::from_secs(600);
+    let (mut a, mut b) = (None, None);
+    while a.is_none() || b.is_none() {
+        a = a.or_else(|| ra.try_recv().ok());
+        b = b.or_else(|| rb.try_recv().ok());
+        let failed = matches!(a, Some(Err(_))) || matches!(b, Some(Err(_)));
+        assert!(
+            !failed && std::time::Instant::now() < end,
+            "A: {a:?} B: {b:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let (sa, sb) = (ba.stats(), bb.stats());
     assert_eq!(sa.tx_errors + sb.tx_errors + sa.fatal + sb.fatal, 0);
     assert_eq!(br.stats().dropped, 0);
@@ -203,6 +211,22 @@ fn sizes_up_to_the_mtu_without_sg() {
         ..Config::default()
     };
     exchange((14..=1514).collect(), offer, cfg);
+}
+
+/// Sizes around netback's copy limits, both directions: a runt-sized 14 bytes up
+/// to `HEAD_LEN` (64) is copied whole and arrives at its own length (not padded
+/// to the head's size), and frames around `COPY_BREAK` (256) and a page, copied
+/// whole or as a head and granted tail, arrive byte for byte. A short version of
+/// the size sweeps (which the mutation runs leave out for their time); written for
+/// cargo-mutants (`fetch_frame`: the whole-frame test's `||` as `&&`, which sent
+/// short frames as a 64-byte head).
+#[test]
+fn frames_around_the_copy_limits() {
+    exchange(
+        vec![14, 15, 42, 60, 63, 64, 65, 255, 256, 257, 4095, 4096, 4097],
+        Offer::default(),
+        Config::default(),
+    );
 }
 
 /// Every size from 14 to 65535, both directions (about 4 GiB of frames: run with
@@ -346,6 +370,78 @@ fn data_validated_reaches_the_receiver_as_sent() {
         .collect();
     let want: Vec<(usize, bool)> = sent.iter().map(|(f, v)| (f.len(), *v)).collect();
     assert_eq!(seen, want, "(frame length, data_validated) at B");
+}
+
+/// A frame with a blank checksum (`NETTXF_csum_blank`) reaches a receiver that
+/// takes blank checksums as it was sent: `NETRXF_csum_blank` set (the receiving
+/// frontend fills the checksum in),
+/// whether netback copied it whole or could have left part of it in the sender's
+/// pages (frames over `COPY_BREAK`). A frame netback must resolve (checksum
+/// filled in) is only one it could not pass on. Written for cargo-mutants
+/// (`fetch_frame`: `c.csum_blank` dropped from the whole-copy test, which left a
+/// long frame's L4 header out of reach of the as-is check, so every such frame
+/// had its checksum filled in and the flag cleared).
+#[test]
+fn csum_blank_frames_reach_a_receiver_that_takes_them_as_sent() {
+    use xennet_front::TxMeta;
+    let hv = hv();
+    let br = Bridge::new("xenbr0");
+    let (da, _ba) = guest_with_vif(&hv, &br, "a", 1, NetConfig::default());
+    let (db, _bb) = guest_with_vif(&hv, &br, "b", 2, NetConfig::default());
+    let (ma, mb) = (mac(1), mac(2));
+    let (go_tx, go_rx) = pipe::<()>();
+    let (got_tx, got_rx) = pipe::<()>();
+    let marker = vec![end_marker(mb, ma, false)];
+    let marker_a = marker.clone();
+    // TCP over IPv4: one frame under COPY_BREAK, two over it.
+    let sent: Vec<Vec<u8>> = [100usize, 300, 1000]
+        .iter()
+        .map(|&n| ip_frame(mb, ma, false, true, n, n as u8))
+        .collect();
+    let sent_a = sent.clone();
+    let rb = run_guest(&hv, db, Config::default(), move |dev, _| {
+        go_tx.send(()).map_err(|_| "test gone".to_string())?;
+        let got = recv_until_end(dev, &marker);
+        let _ = got_tx.send(());
+        got
+    });
+    let ra = run_guest(&hv, da, Config::default(), move |dev, _| {
+        go_rx.recv().map_err(|_| "B gone".to_string())?;
+        let meta = TxMeta {
+            csum_blank: true,
+            ..TxMeta::default()
+        };
+        for f in &sent_a {
+            send_meta(dev, f, meta)?;
+        }
+        send_meta(dev, &marker_a[0], TxMeta::default())?;
+        wait_confirmed(&got_rx, "B")
+    });
+    let got = rb
+        .recv_timeout(END_GUARD * 2)
+        .expect("guest B ended")
+        .unwrap_or_else(|e| panic!("B: {e}"));
+    ra.recv_timeout(END_GUARD * 2)
+        .expect("guest A ended")
+        .unwrap_or_else(|e| panic!("A: {e}"));
+    assert_eq!(got.len(), sent.len(), "frames at B");
+    // B's frontend completes the blank checksum itself (`csum_completed`); every
+    // other byte is as sent.
+    for ((g, m), f) in got.iter().zip(&sent) {
+        let l4 = xennet_front::csum::locate(&f[..]).unwrap();
+        assert!(
+            g.len() == f.len()
+                && g[..l4.field] == f[..l4.field]
+                && g[l4.field + 2..] == f[l4.field + 2..],
+            "a frame of {} bytes arrived changed",
+            f.len()
+        );
+        assert!(
+            m.csum_blank && m.csum_completed,
+            "a frame of {} bytes: {m:?}",
+            f.len()
+        );
+    }
 }
 
 /// A raw net frontend driven from the test thread (no xennet-front): the xenbus
@@ -554,4 +650,34 @@ fn tx_chains_at_the_slot_limits() {
         assert!(std::time::Instant::now() < end, "21 data slots accepted");
         std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// A tx chain that still says `more_data` on its `MAX_TX_SLOTS`th slot (4
+/// extra-info slots and 20 data slots, the last one flagged) can only grow past
+/// the limit: netback fails the vif at once, without waiting for a slot the
+/// frontend may never send. (`tx_collect`: the partial chain's bound
+/// `chain.len() < MAX_TX_SLOTS` as `true` or `<=`, which kept the chain open.)
+#[test]
+fn a_chain_still_open_at_the_slot_limit_is_fatal_at_once() {
+    let hv = hv();
+    let br = Bridge::new("xenbr0");
+    let (dom, be) = guest_with_vif(&hv, &br, "raw", 1, NetConfig::default());
+    let mut n = raw::RawNet::connect(&hv, &dom);
+    assert!(be.wait_connected(STEP));
+    raw::fill_frame(&n, mac(2), mac(1));
+    let mut c = raw::chain(&n, 4, 20);
+    assert_eq!(c.len(), xen_backends::net::MAX_TX_SLOTS);
+    c.last_mut().unwrap().flags |= hypercall::abi::netif::NETTXF_MORE_DATA;
+    n.push(&c);
+    let end = std::time::Instant::now() + STEP;
+    while be.stats().fatal == 0 {
+        assert!(
+            std::time::Instant::now() < end,
+            "a chain open at {} slots kept waiting: {:?}",
+            c.len(),
+            be.stats()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(be.stats().tx_frames, 0);
 }
