@@ -561,6 +561,23 @@ mod mutants {
         assert!(d.contains(&format!("{:?}", srv.path())), "{d}");
     }
 
+    /// `SocketServer::clients` counts the clients connected now: 0, then 2, then
+    /// 1 once one has hung up (its threads gone). (`clients` as 0 or 1, or with
+    /// the `!` of `!c.finished()` deleted, which counted the finished ones.)
+    #[test]
+    fn clients_counts_the_connected_clients() {
+        let (_xs, srv) = serve("count");
+        assert_eq!(srv.clients(), 0);
+        let mut a = Client::connect(srv.path());
+        let mut b = Client::connect(srv.path());
+        assert!(works(&mut a) && works(&mut b));
+        assert_eq!(srv.clients(), 2);
+        drop(a);
+        wait_until(|| srv.clients() == 1);
+        assert!(works(&mut b));
+        assert_eq!(srv.clients(), 1);
+    }
+
     /// A request of exactly `XENSTORE_PAYLOAD_MAX` (4096) payload bytes is served;
     /// one byte more ends the connection. (`reader`: `hdr.len > PAYLOAD_MAX` as
     /// `>=`, which dropped a client for a legal request.)
