@@ -1165,6 +1165,32 @@ mod tests {
             assert_eq!(b, vec![false], "{fired:?}");
         }
 
+        /// Each permission entry counts 8 bytes in the node size: with `node_size`
+        /// 100, a node of three entries (24 + 3 * 8 = 48) holds a value of 51
+        /// bytes (99), not 52. (`record_size`: `RECORD_PERM * perms.len()` as
+        /// `/`, the same as `*` for one entry.)
+        #[test]
+        fn permission_entries_count_in_the_node_size() {
+            let mut s = Store::new();
+            set_home(&mut s, 5);
+            let quotas = Quotas {
+                node_size: 100,
+                ..Quotas::default()
+            };
+            let mut v = View::new(&mut s, None, Who::new(5, None), &quotas);
+            let p = "/local/domain/5/p";
+            v.op_write(p, b"").unwrap();
+            let three = vec![
+                Perm::new(5, Access::None),
+                Perm::new(6, Access::Read),
+                Perm::new(7, Access::Read),
+            ];
+            v.op_set_perms(p, three).unwrap();
+            v.op_write(p, &[b'v'; 51]).unwrap();
+            assert_eq!(v.op_write(p, &[b'v'; 52]), Err(Errno::ENOSPC));
+            assert_eq!(s.get(p).unwrap().record_size(), 99);
+        }
+
         /// A node's children count in its size for the node-size quota, each name
         /// with its NUL: with `node_size` 100, a home of one permission (24 + 8)
         /// takes six children of 9 letters (92) and refuses a seventh (102); with
