@@ -407,11 +407,14 @@ fn a_careless_client_fails_the_right_cases() {
 
 /// A driver (xenbus's client, or the careless one) with a few methods changed, for
 /// the checks of the catalogue that only such a driver reaches (the mutants of
-/// src/xenstore_cases.rs, docs/mutants.md). It has no ring reconnect: `reconnect`
-/// is the trait's default.
+/// src/xenstore_cases.rs, docs/mutants.md).
 struct Tweaked {
     inner: Box<dyn StoreDriver>,
     host: HostPlatform,
+    /// What `read` answers before it asks the inner driver.
+    reads: VecDeque<Result<Vec<u8>, String>>,
+    /// `directory` leaves out the entries a correct driver refuses.
+    dir_filtered: bool,
     /// `read` waits until the platform has counted this many waits, then fails.
     read_waits_until: Option<u64>,
     /// `read` watches for events (token `tok`) and gives up only after 5 polls
@@ -450,6 +453,8 @@ impl Tweaked {
         Tweaked {
             inner,
             host: host.clone(),
+            reads: VecDeque::new(),
+            dir_filtered: false,
             read_waits_until: None,
             read_until_quiet: false,
             hide_event: None,
@@ -465,6 +470,9 @@ impl Tweaked {
 
 impl StoreDriver for Tweaked {
     fn read(&mut self, path: &str) -> Result<Vec<u8>, String> {
+        if let Some(r) = self.reads.pop_front() {
+            return r;
+        }
         if let Some(n) = self.read_waits_until {
             while self.host.waits() < n {
                 self.host.wait();
@@ -491,7 +499,15 @@ impl StoreDriver for Tweaked {
         self.inner.write(path, value)
     }
     fn directory(&mut self, path: &str) -> Result<Vec<String>, String> {
-        self.inner.directory(path)
+        let mut names = self.inner.directory(path)?;
+        if self.dir_filtered {
+            names.retain(|n| {
+                !n.is_empty()
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
+        }
+        Ok(names)
     }
     fn watch(&mut self, path: &str, token: &str) -> Result<(), String> {
         self.inner.watch(path, token)
@@ -542,6 +558,9 @@ impl StoreDriver for Tweaked {
     fn power_start(&mut self, offer: PowerOffer) -> Result<(), String> {
         self.inner.power_start(self.offer.unwrap_or(offer))
     }
+    fn reconnect(&mut self) -> Result<(), String> {
+        self.inner.reconnect()
+    }
     fn power_poll(&mut self) -> Result<Option<String>, String> {
         let Some(on_missing) = self.power_own else {
             return self.inner.power_poll();
@@ -555,6 +574,51 @@ impl StoreDriver for Tweaked {
             Err(_) if on_missing => Ok(Some("missing".into())),
             Err(_) => Ok(None),
         }
+    }
+}
+
+/// xenbus's client without a ring reconnect: `reconnect` is the trait's default.
+struct NoReconnect(Box<dyn StoreDriver>);
+
+impl StoreDriver for NoReconnect {
+    fn read(&mut self, path: &str) -> Result<Vec<u8>, String> {
+        self.0.read(path)
+    }
+    fn read_u64(&mut self, path: &str) -> Result<u64, String> {
+        self.0.read_u64(path)
+    }
+    fn write(&mut self, path: &str, value: &[u8]) -> Result<(), String> {
+        self.0.write(path, value)
+    }
+    fn directory(&mut self, path: &str) -> Result<Vec<String>, String> {
+        self.0.directory(path)
+    }
+    fn watch(&mut self, path: &str, token: &str) -> Result<(), String> {
+        self.0.watch(path, token)
+    }
+    fn poll_event(&mut self, token: &str) -> Result<Option<String>, String> {
+        self.0.poll_event(token)
+    }
+    fn events_lost(&mut self) -> bool {
+        self.0.events_lost()
+    }
+    fn transaction_write(&mut self, path: &str, value: &[u8]) -> Result<(), String> {
+        self.0.transaction_write(path, value)
+    }
+    fn device_connect(&mut self, node: &str) -> Result<(), String> {
+        self.0.device_connect(node)
+    }
+    fn device_poll(&mut self) -> Result<bool, String> {
+        self.0.device_poll()
+    }
+    fn device_closed(&mut self) -> Result<(), String> {
+        self.0.device_closed()
+    }
+    fn power_start(&mut self, offer: PowerOffer) -> Result<(), String> {
+        self.0.power_start(offer)
+    }
+    fn power_poll(&mut self) -> Result<Option<String>, String> {
+        self.0.power_poll()
     }
 }
 
@@ -588,7 +652,15 @@ fn tweaked_over(pattern: &str, careless: bool, f: impl Fn(&mut Tweaked)) -> Vec<
 /// reconnect (mutant: the default `reconnect` answering `Ok(())`).
 #[test]
 fn a_driver_without_reconnect_fails_the_reconnect_cases() {
-    let rows = tweaked("xenstore.reconnect_", |_| {});
+    let report = xenstore_cases::run_matching("xenstore.reconnect_", |host| {
+        Ok(Box::new(NoReconnect(xenbus(host)?)))
+    });
+    println!("{report}");
+    let rows: Vec<(bool, String)> = report
+        .rows
+        .into_iter()
+        .map(|r| (r.pass, r.evidence))
+        .collect();
     assert_eq!(rows.len(), 3);
     let passed: Vec<bool> = rows.iter().map(|r| r.0).collect();
     // resets_the_ring, never_completes, not_offered.
@@ -750,4 +822,52 @@ fn garbage_left_or_a_missing_node_acted_on_fails() {
         "missing: [\"missing\"",
         |d| d.power_own = Some(true),
     );
+}
+
+fn timed_out() -> Result<Vec<u8>, String> {
+    Err("timed out".to_string())
+}
+
+/// The late reply taken for the next read's fails (the guard `v == b"second"`).
+#[test]
+fn the_late_reply_taken_for_the_next_fails() {
+    fails_with(
+        "xenstore.late_reply_after_timeout",
+        false,
+        "the second read returned \"late\"",
+        |d| d.reads = VecDeque::from([timed_out(), Ok(b"late".to_vec())]),
+    );
+}
+
+/// A wrong value read after a reset fails (the guard `v == b"yes"`).
+#[test]
+fn a_wrong_value_after_the_reset_fails() {
+    fails_with(
+        "xenstore.reconnect_resets_the_ring",
+        false,
+        "after the reset, read Ok",
+        |d| d.reads = VecDeque::from([Ok(b"yes".to_vec()), timed_out(), Ok(b"no".to_vec())]),
+    );
+}
+
+/// A wrong value read after the served reconnect fails (the guard `v == b"1"`).
+#[test]
+fn a_wrong_value_after_the_served_reconnect_fails() {
+    fails_with(
+        "xenstore.reconnect_never_completes",
+        false,
+        "after the served reconnect, read Ok",
+        |d| d.reads = VecDeque::from([timed_out(), Ok(b"2".to_vec())]),
+    );
+}
+
+/// A client that leaves the bad entries out of a listing passes
+/// `malformed_directory` (the `!` of its entry check, and its `||`).
+#[test]
+#[cfg_attr(miri, ignore = "slow under Miri (the careless client)")]
+fn a_listing_without_the_bad_entries_passes() {
+    let rows = tweaked_over("xenstore.malformed_directory", true, |d| {
+        d.dir_filtered = true
+    });
+    assert!(rows[0].0, "{rows:?}");
 }
