@@ -882,16 +882,12 @@ impl State {
                 let [d] = args.as_slice() else {
                     return Err("EINVAL");
                 };
-                let ok_digits =
-                    !d.is_empty() && d.len() <= 5 && d.bytes().all(|b| b.is_ascii_digit());
-                let domid: u32 = if ok_digits {
-                    d.parse().map_err(|_| "EINVAL")?
-                } else {
-                    return Err("EINVAL");
-                };
-                if domid > u32::from(u16::MAX) {
+                // Decimal digits only (Rust's parse also takes a leading '+'); the
+                // parse refuses an empty string and anything over 65535.
+                if !d.bytes().all(|b| b.is_ascii_digit()) {
                     return Err("EINVAL");
                 }
+                let domid: u16 = d.parse().map_err(|_| "EINVAL")?;
                 Ok(format!("/local/domain/{domid}\0").into_bytes())
             }
             msg::DIRECTORY_PART => {
@@ -901,12 +897,11 @@ impl State {
                     return Err("EINVAL");
                 };
                 let p = node_path(&self.store, raw.as_bytes())?;
-                let digits = !off.is_empty() && off.bytes().all(|b| b.is_ascii_digit());
-                let offset: usize = if digits {
-                    off.parse().map_err(|_| "EINVAL")?
-                } else {
+                // As for GET_DOMAIN_PATH: digits only, the parse refuses "".
+                if !off.bytes().all(|b| b.is_ascii_digit()) {
                     return Err("EINVAL");
-                };
+                }
+                let offset: usize = off.parse().map_err(|_| "EINVAL")?;
                 self.store.op_directory_part(tx, &p, offset)
             }
             msg::RESET_WATCHES => {

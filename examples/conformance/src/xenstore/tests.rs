@@ -433,3 +433,253 @@ fn request_args_and_path() {
     assert_eq!(request(b"a/b\0v\xff").path(), "a/b");
     assert_eq!(request(b"\xffz\0").path(), "\u{fffd}z");
 }
+
+/// MKDIR, SET_PERMS and RESET_WATCHES over the wire (no test client sends them),
+/// and TRANSACTION_END's arguments: `F` aborts, anything but `T`/`F` is EINVAL.
+#[test]
+fn mkdir_set_perms_reset_watches_and_transaction_end_arguments() {
+    let host = HostPlatform::new();
+    let server = StoreServer::new(&host);
+    let raw = Raw::new(&server);
+    let r = raw.call(&server, msg::MKDIR, 0, b"made/here\0");
+    assert_eq!(r[0], (msg::MKDIR, 7, 0, b"OK\0".to_vec()));
+    assert_eq!(server.read("made/here").unwrap(), b"");
+    let r = raw.call(&server, msg::SET_PERMS, 0, b"made/here\0n1\0r0\0w5\0");
+    assert_eq!(r[0], (msg::SET_PERMS, 7, 0, b"OK\0".to_vec()));
+    assert_eq!(server.perms("made/here").unwrap(), ["n1", "r0", "w5"]);
+    for bad in [&b"made/here\0n1\0x0\0"[..], b"made/here\0n1", b"made/here"] {
+        let r = raw.call(&server, msg::SET_PERMS, 0, bad);
+        assert_eq!(r[0].3, err("EINVAL"), "{bad:?}");
+    }
+    assert_eq!(server.perms("made/here").unwrap(), ["n1", "r0", "w5"]);
+
+    let r = raw.call(&server, msg::TRANSACTION_START, 0, b"\0");
+    let tx: u32 = std::str::from_utf8(&r[0].3[..r[0].3.len() - 1])
+        .unwrap()
+        .parse()
+        .unwrap();
+    raw.call(&server, msg::WRITE, tx, b"aborted\0v");
+    for bad in [&b"X\0"[..], b"\0", b"T", b"T\0F\0"] {
+        let r = raw.call(&server, msg::TRANSACTION_END, tx, bad);
+        assert_eq!(r[0].3, err("EINVAL"), "{bad:?}");
+    }
+    assert_eq!(server.open_transactions(), 1, "still open after bad ends");
+    let r = raw.call(&server, msg::TRANSACTION_END, tx, b"F\0");
+    assert_eq!(r[0], (msg::TRANSACTION_END, 7, tx, b"OK\0".to_vec()));
+    assert!(!server.exists("aborted"), "F aborts");
+    assert_eq!((server.open_transactions(), server.commits()), (0, 0));
+
+    let r = raw.call(&server, msg::TRANSACTION_START, 0, b"\0");
+    let tx2: u32 = std::str::from_utf8(&r[0].3[..r[0].3.len() - 1])
+        .unwrap()
+        .parse()
+        .unwrap();
+    raw.call(&server, msg::WATCH, 0, b"made\0tok\0");
+    let r = raw.call(&server, msg::RESET_WATCHES, 0, b"");
+    assert_eq!(r[0], (msg::RESET_WATCHES, 7, 0, b"OK\0".to_vec()));
+    assert!(server.watches().is_empty());
+    let r = raw.call(&server, msg::READ, tx2, b"name\0");
+    assert_eq!(r[0].3, err("ENOENT"), "transactions dropped too");
+    host.clear_peers();
+}
+
+/// WATCH takes the two special paths xenstored knows and well-formed paths, and
+/// refuses other `@` names and malformed paths.
+#[test]
+fn watch_paths_special_and_malformed() {
+    let host = HostPlatform::new();
+    let server = StoreServer::new(&host);
+    let raw = Raw::new(&server);
+    for ok in [
+        &b"@releaseDomain\0t\0"[..],
+        b"@introduceDomain\0t\0",
+        b"/local/domain/1\0t\0",
+        b"rel\0t\0",
+    ] {
+        let r = raw.call(&server, msg::WATCH, 0, ok);
+        assert_eq!(r[0].3, b"OK\0", "{ok:?}");
+    }
+    for bad in [
+        &b"@other\0t\0"[..],
+        b"@releaseDomainX\0t\0",
+        b"a//b\0t\0",
+        b"a b\0t\0",
+        b"rel\0",
+        b"rel\0t\0x\0",
+    ] {
+        let r = raw.call(&server, msg::WATCH, 0, bad);
+        assert_eq!(r[0].3, err("EINVAL"), "{bad:?}");
+    }
+    assert_eq!(server.watches().len(), 4);
+    host.clear_peers();
+}
+
+/// GET_DOMAIN_PATH and DIRECTORY_PART's offset: decimal digits only, a domain id
+/// up to 65535.
+#[test]
+fn decimal_arguments() {
+    let host = HostPlatform::new();
+    let server = StoreServer::new(&host);
+    let raw = Raw::new(&server);
+    for (arg, want) in [("65535", "/local/domain/65535"), ("007", "/local/domain/7")] {
+        let r = raw.call(
+            &server,
+            msg::GET_DOMAIN_PATH,
+            0,
+            format!("{arg}\0").as_bytes(),
+        );
+        assert_eq!(r[0].3, format!("{want}\0").into_bytes(), "{arg}");
+    }
+    for bad in ["", "65536", "+5", "-1", "5x", "99999999999"] {
+        let r = raw.call(
+            &server,
+            msg::GET_DOMAIN_PATH,
+            0,
+            format!("{bad}\0").as_bytes(),
+        );
+        assert_eq!(r[0].3, err("EINVAL"), "{bad:?}");
+    }
+    server.write("dir/x", b"");
+    for bad in ["", "+0", "-0", "1 "] {
+        let p = format!("dir\0{bad}\0");
+        let r = raw.call(&server, msg::DIRECTORY_PART, 0, p.as_bytes());
+        assert_eq!(r[0].3, err("EINVAL"), "{bad:?}");
+    }
+    host.clear_peers();
+}
+
+/// The request framing at its limits: a 4096-byte payload is a request, and 1024
+/// bytes of requests at once (a full ring) are taken; 1025 break the connection.
+#[test]
+fn request_framing_at_its_limits() {
+    let host = HostPlatform::new();
+    let server = StoreServer::new(&host);
+    let raw = Raw::new(&server);
+    // A WRITE of exactly PAYLOAD_MAX bytes, sent in pieces the ring can hold.
+    let mut payload = b"big\0".to_vec();
+    payload.resize(PAYLOAD_MAX, b'v');
+    let m = message(msg::WRITE, 7, 0, &payload);
+    for piece in m.chunks(RING_SIZE) {
+        raw.send(piece);
+        server.step();
+    }
+    assert_eq!(split(&raw.take())[0].3, b"OK\0");
+    assert_eq!(server.read("big").unwrap().len(), PAYLOAD_MAX - 4);
+    // 1024 bytes of requests at once: READs of "name" (21 bytes each) and a
+    // filler WRITE.
+    let mut batch = Vec::new();
+    for _ in 0..40 {
+        batch.extend(message(msg::READ, 7, 0, b"name\0"));
+    }
+    let rest = RING_SIZE - batch.len() - 16;
+    let mut w = b"f\0".to_vec();
+    w.resize(rest, b'x');
+    batch.extend(message(msg::WRITE, 7, 0, &w));
+    assert_eq!(batch.len(), RING_SIZE);
+    raw.send(&batch);
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        server.step();
+        got.extend(raw.take());
+    }
+    assert_eq!(server.broken(), None);
+    assert_eq!(split(&got).len(), 41);
+    // One byte over a ring's worth: the server gives up.
+    let page = server.page();
+    let mem = page.mem();
+    let cons = mem.load_u32(iface::REQ_CONS);
+    mem.store_u32(iface::REQ_PROD, cons.wrapping_add(RING_SIZE as u32 + 1));
+    server.step();
+    assert!(server.broken().unwrap().contains("request indices"));
+    assert_eq!(mem.load_u32(iface::ERROR), ERROR_RINGIDX);
+    host.clear_peers();
+}
+
+/// A response ring the guest leaves full is not a broken connection: the server
+/// waits, and goes on once the guest consumes.
+#[test]
+fn a_full_response_ring_waits_for_the_guest() {
+    let host = HostPlatform::new();
+    let server = StoreServer::new(&host);
+    let raw = Raw::new(&server);
+    server.write("v", &[b'x'; 2000]);
+    raw.send(&message(msg::READ, 7, 0, b"v\0"));
+    server.step();
+    server.step();
+    let page = server.page();
+    let mem = page.mem();
+    let used = mem
+        .load_u32(iface::RSP_PROD)
+        .wrapping_sub(mem.load_u32(iface::RSP_CONS));
+    assert_eq!(used as usize, RING_SIZE, "full");
+    assert_eq!(server.broken(), None);
+    let mut got = raw.take();
+    for _ in 0..3 {
+        server.step();
+        got.extend(raw.take());
+    }
+    assert_eq!(split(&got)[0].3, vec![b'x'; 2000]);
+    host.clear_peers();
+}
+
+/// The ring reconnect of `io/xs_wire.h`: served when offered (indices, `error`
+/// and a broken connection reset, watches and partial input dropped, then
+/// `connection` cleared), not while held, not looked at when not offered.
+#[test]
+fn reconnect_served_held_or_not_offered() {
+    let host = HostPlatform::new();
+    let server = StoreServer::new(&host);
+    let raw = Raw::new(&server);
+    let page = server.page();
+    let mem = page.mem();
+    raw.call(&server, msg::WATCH, 0, b"w\0t\0");
+    raw.send(&header(msg::READ, 7, 0, 5)); // a partial request
+    server.step();
+    let cons = mem.load_u32(iface::RSP_CONS);
+    mem.store_u32(iface::RSP_PROD, cons.wrapping_add(2000)); // broken
+    server.step();
+    assert!(server.broken().is_some());
+    server.hold_reconnect(true);
+    mem.store_u32(iface::CONNECTION, RECONNECT);
+    server.step();
+    assert_eq!(
+        (server.reconnects(), mem.load_u32(iface::CONNECTION)),
+        (0, 1)
+    );
+    server.hold_reconnect(false);
+    server.step();
+    assert_eq!(server.reconnects(), 1);
+    assert_eq!(mem.load_u32(iface::CONNECTION), CONNECTED);
+    for off in iface::RING_INDICES {
+        assert_eq!(mem.load_u32(off), 0, "index at {off}");
+    }
+    assert_eq!(mem.load_u32(iface::ERROR), 0);
+    assert_eq!(server.broken(), None);
+    assert!(server.watches().is_empty());
+    let r = raw.call(&server, msg::READ, 0, b"name\0");
+    assert_eq!(
+        r,
+        vec![(msg::READ, 7, 0, b"guest1".to_vec())],
+        "fresh input"
+    );
+    server.step();
+    assert_eq!(server.reconnects(), 1, "once per request");
+    // Not offered: `connection` is not looked at.
+    server.set_server_features(SERVER_FEATURE_ERROR);
+    mem.store_u32(iface::CONNECTION, RECONNECT);
+    server.step();
+    assert_eq!(
+        (server.reconnects(), mem.load_u32(iface::CONNECTION)),
+        (1, 1)
+    );
+    let r = raw.call(&server, msg::READ, 0, b"name\0");
+    assert_eq!(r[0].3, b"guest1", "still served");
+    // Offered again with other feature bits: served.
+    server.set_server_features(SERVER_FEATURE_RECONNECTION | 4);
+    server.step();
+    assert_eq!(
+        (server.reconnects(), mem.load_u32(iface::CONNECTION)),
+        (2, 0)
+    );
+    host.clear_peers();
+}
