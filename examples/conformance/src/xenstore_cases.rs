@@ -502,7 +502,8 @@ static CASES: [Case; 36] = [
             w.server.answer_next(reply_as(None, Some(5), b"x"));
             let a = d.read("name");
             w.server.on_request(Some(Box::new(|r: &Request| {
-                (r.header.ty == msg::WRITE && r.header.tx_id != 0)
+                // A WRITE inside a transaction (only that: the commit is served).
+                matches!((r.header.ty, r.header.tx_id), (msg::WRITE, 1..))
                     .then(|| reply_as(None, Some(0), b"OK\0"))
             })));
             let b = d.transaction_write("k", b"v");
