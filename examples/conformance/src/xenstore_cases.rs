@@ -798,14 +798,7 @@ static CASES: [Case; 36] = [
             let mut d = make(&w.host)?;
             d.watch("f", "tok").map_err(|e| format!("watch failed: {e}"))?;
             let s = w.server.clone();
-            // Endless from the driver's side; kept at about a ring's worth queued.
-            w.host.add_peer(Box::new(move || {
-                if s.pending_output() < 2048 {
-                    for _ in 0..40 {
-                        s.send_watch_event(b"f/x", b"tok");
-                    }
-                }
-            }));
+            w.host.add_peer(Box::new(move || keep_flooding(&s)));
             w.server.answer_next(Answer::Silent);
             let before = w.host.waits();
             match d.read("name") {
@@ -1231,6 +1224,17 @@ static CASES: [Case; 36] = [
         },
     },
 ];
+
+/// One turn of `xenstore.flood_during_a_request`'s flood: endless from the driver's
+/// side, kept at about two rings' worth queued (40 events of 24 bytes when under
+/// 2048 bytes are queued).
+fn keep_flooding(s: &StoreServer) {
+    if s.pending_output() < 2048 {
+        for _ in 0..40 {
+            s.send_watch_event(b"f/x", b"tok");
+        }
+    }
+}
 
 /// Pauses the server, breaks the ring with `f`, and expects the next read and the
 /// one after it to fail in bounded time.
