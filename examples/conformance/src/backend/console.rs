@@ -250,3 +250,72 @@ pub(super) fn cases() -> Vec<Case> {
         },
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::Scripted;
+    use super::*;
+
+    fn page(w: &Scripted) -> SharedMem<'_> {
+        w.alloc_page().expect("a page").mem
+    }
+
+    #[test]
+    fn cons_put_writes_at_out_prod_and_wraps() {
+        let w = Scripted::new();
+        let p = page(&w);
+        p.store_u32(cons::OUT_CONS, 2040);
+        p.store_u32(cons::OUT_PROD, 2040);
+        cons_put(&p, Port(3), &w, b"0123456789abcdef").unwrap();
+        assert_eq!(p.load_u32(cons::OUT_PROD), 2056);
+        let mut ring = vec![0u8; cons::OUT_SIZE];
+        p.read(cons::OUT, &mut ring);
+        assert_eq!(&ring[2040..], b"01234567");
+        assert_eq!(&ring[..8], b"89abcdef");
+        assert!(ring[8..2040].iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn cons_put_stops_at_a_full_ring_and_a_bad_out_cons() {
+        let w = Scripted::new();
+        let p = page(&w);
+        // Room for 3 bytes; the backend never takes more.
+        p.store_u32(cons::OUT_CONS, 10);
+        p.store_u32(cons::OUT_PROD, 10 + cons::OUT_SIZE as u32 - 3);
+        let e = cons_put(&p, Port(3), &w, b"12345").unwrap_err();
+        assert_eq!(e, "the backend stopped taking output");
+        assert_eq!(p.load_u32(cons::OUT_PROD), 10 + cons::OUT_SIZE as u32);
+        assert_eq!(w.waits.get(), 10);
+        // out_cons one past out_prod.
+        let w = Scripted::new();
+        let p = page(&w);
+        p.store_u32(cons::OUT_CONS, 11);
+        p.store_u32(cons::OUT_PROD, 10);
+        let e = cons_put(&p, Port(3), &w, b"x").unwrap_err();
+        assert_eq!(e, "the backend moved out_cons to 11, past out_prod");
+        assert_eq!(p.load_u32(cons::OUT_PROD), 10);
+    }
+
+    #[test]
+    fn the_output_must_hold_the_bytes_and_the_page_say_disconnected() {
+        let w = Scripted {
+            output: b"<ok so far>".to_vec(),
+            ..Scripted::new()
+        };
+        cons_output_has(&w, b"ok so far").unwrap();
+        let w = Scripted {
+            output: b"ok so fa".to_vec(),
+            ..Scripted::new()
+        };
+        let e = cons_output_has(&w, b"ok so far").unwrap_err();
+        assert!(e.ends_with("(8 bytes so far)"), "{e}");
+
+        let w = Scripted::new();
+        let p = page(&w);
+        p.store_u8(cons::CONNECTION, cons::CONNECTED);
+        let e = cons_disconnected(&w, &p).unwrap_err();
+        assert!(e.contains("DISCONNECTED"), "{e}");
+        p.store_u8(cons::CONNECTION, cons::DISCONNECTED);
+        cons_disconnected(&w, &p).unwrap();
+    }
+}

@@ -384,23 +384,27 @@ mod tests {
     use std::cell::Cell;
 
     /// A world whose backend only shows the keys it is given; pages are host memory.
-    struct Scripted {
-        host: HostPlatform,
-        state: Option<&'static str>,
-        error: Option<&'static str>,
-        keeps_mapped: bool,
-        panic_on_alloc: bool,
-        waits: Cell<u32>,
+    /// Its patience is 10 waits. (Also for the cases' own unit tests.)
+    pub(super) struct Scripted {
+        pub(super) host: HostPlatform,
+        pub(super) state: Option<&'static str>,
+        pub(super) error: Option<&'static str>,
+        pub(super) keeps_mapped: bool,
+        pub(super) panic_on_alloc: bool,
+        /// What the console's clients got.
+        pub(super) output: Vec<u8>,
+        pub(super) waits: Cell<u32>,
     }
 
     impl Scripted {
-        fn new() -> Self {
+        pub(super) fn new() -> Self {
             Scripted {
                 host: HostPlatform::new(),
                 state: None,
                 error: None,
                 keeps_mapped: false,
                 panic_on_alloc: false,
+                output: Vec::new(),
                 waits: Cell::new(0),
             }
         }
@@ -455,7 +459,7 @@ mod tests {
             None
         }
         fn console_output(&self) -> Vec<u8> {
-            Vec::new()
+            self.output.clone()
         }
         fn console_input(&self, _: &[u8]) -> usize {
             0
