@@ -29,8 +29,11 @@ const SHORT: Duration = Duration::from_secs(2);
 enum Flaw {
     /// Every block response with status `.0` carries `.1` instead.
     BlkStatus(i16, i16),
-    /// Every block response to a write with status `.0` carries `.1` instead.
-    BlkWriteStatus(i16, i16),
+    /// Every block response to operation `.0` with status `.1` carries `.2` instead.
+    BlkOpStatus(u8, i16, i16),
+    /// No flaw: a backend that does not offer discard (`feature-discard` reads 0)
+    /// and answers every discard EOPNOTSUPP; every case must pass it.
+    NoDiscard,
     /// Every block response echoes operation `.0`.
     BlkOp(u8),
     /// Every block response carries its request's id plus one.
@@ -128,7 +131,11 @@ impl Careless {
             let slot = match (ring.kind, flaw) {
                 (
                     RingKind::Blk,
-                    Flaw::BlkStatus(..) | Flaw::BlkWriteStatus(..) | Flaw::BlkOp(_) | Flaw::BlkId,
+                    Flaw::BlkStatus(..)
+                    | Flaw::BlkOpStatus(..)
+                    | Flaw::NoDiscard
+                    | Flaw::BlkOp(_)
+                    | Flaw::BlkId,
                 ) => size_of::<blkif::Request>(),
                 (RingKind::Tx, Flaw::TxStatus(..) | Flaw::TxStatusOnce(..)) => {
                     size_of::<netif::TxRequest>()
@@ -162,10 +169,17 @@ impl Careless {
                         }
                         mem.write_obj(at, &r);
                     }
-                    Flaw::BlkWriteStatus(from, to) => {
+                    Flaw::BlkOpStatus(op, from, to) => {
                         let mut r: blkif::Response = mem.read_obj(at);
-                        if r.operation == blkif::OP_WRITE && r.status == from {
+                        if r.operation == op && r.status == from {
                             r.status = to;
+                        }
+                        mem.write_obj(at, &r);
+                    }
+                    Flaw::NoDiscard => {
+                        let mut r: blkif::Response = mem.read_obj(at);
+                        if r.operation == blkif::OP_DISCARD {
+                            r.status = blkif::RSP_EOPNOTSUPP;
                         }
                         mem.write_obj(at, &r);
                     }
@@ -282,6 +296,7 @@ impl FrontendWorld for Careless {
         match (self.flaw(), key) {
             (Some(Flaw::Error(e)), "error") => e.map(|e| e.as_bytes().to_vec()),
             (Some(Flaw::Key(k, v)), _) if k == key => Some(v.as_bytes().to_vec()),
+            (Some(Flaw::NoDiscard), "feature-discard") => Some(b"0".to_vec()),
             (Some(Flaw::StateOnceNotified(st)), "state") if self.notified.get() => {
                 Some(st.to_string().into_bytes())
             }
@@ -439,7 +454,7 @@ fn blk_the_neighbours_write_refused() {
     // The write is done but answered ERROR: the read then finds the data.
     let e = fails(
         "blkback.malformed_requests",
-        Flaw::BlkWriteStatus(OK, ERR),
+        Flaw::BlkOpStatus(blkif::OP_WRITE, OK, ERR),
         Scope::Neighbours,
     );
     says(&e, "the neighbour's disk: write -1, read 0, data same");
@@ -649,4 +664,30 @@ fn net_a_ring_or_data_page_kept_mapped() {
     says(&e, "still mapped");
     let e = fails("netback.bad_tx_gref", Flaw::KeepsMapped(3), Scope::Own);
     says(&e, "after the errors: gref");
+}
+
+#[test]
+fn blk_a_bad_discard_answered_as_unsupported_while_offered() {
+    let e = fails(
+        "blkback.malformed_requests",
+        Flaw::BlkOpStatus(blkif::OP_DISCARD, ERR, blkif::RSP_EOPNOTSUPP),
+        Scope::Own,
+    );
+    says(&e, "discard past the end: status -2 (want [-1])");
+    let e = fails(
+        "blkback.malformed_requests",
+        Flaw::BlkOpStatus(blkif::OP_WRITE_BARRIER, ERR, blkif::RSP_EOPNOTSUPP),
+        Scope::Own,
+    );
+    says(&e, "barrier with 12 segments: status -2 (want [-1])");
+}
+
+#[test]
+fn blk_a_backend_without_discard_passes() {
+    // Not offering discard, EOPNOTSUPP is a right answer to every discard.
+    let case = case("blkback.malformed_requests");
+    let world = Host::new(case.class, PATIENCE).world().expect("world");
+    let world = Careless::new(world, Flaw::NoDiscard, Scope::Own);
+    let e = case.run(&world).expect("the case passes");
+    says(&e, "36 malformed requests answered with errors");
 }
