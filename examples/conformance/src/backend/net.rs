@@ -186,8 +186,9 @@ impl<'w> Net<'w> {
 }
 
 fn frame_to(dst: [u8; 6], src: [u8; 6], len: usize, seed: u8) -> Vec<u8> {
+    // Test data: any bytes that differ from frame to frame (by `seed`) do.
     let mut f: Vec<u8> = (0..len)
-        .map(|i| (i as u8).wrapping_mul(13) ^ seed)
+        .map(|i| (i as u8).wrapping_mul(13).wrapping_add(seed))
         .collect();
     f[0..6].copy_from_slice(&dst);
     f[6..12].copy_from_slice(&src);
@@ -763,4 +764,38 @@ pub(super) fn cases() -> Vec<Case> {
             run: net_bad_rx,
         },
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_mac_takes_six_hex_bytes_only() {
+        assert_eq!(
+            parse_mac(b"aa:00:0f:50:02:ff\n"),
+            Some([0xaa, 0, 0x0f, 0x50, 2, 0xff])
+        );
+        for bad in [
+            &b"aa:00:0f:50:02"[..],
+            b"aa:00:0f:50:02:ff:01",
+            b"aa:00:0f:50:02:fg",
+            b"aa:00:0f:50:02:100",
+            b"",
+            b"\xff",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn a_test_frame_goes_from_src_to_dst() {
+        let f = frame_to([1; 6], [2; 6], 60, 9);
+        assert_eq!(f.len(), 60);
+        assert_eq!(
+            (&f[..6], &f[6..12], &f[12..14]),
+            (&[1u8; 6][..], &[2u8; 6][..], &[0x88, 0xb5][..])
+        );
+        assert_ne!(f[14..], frame_to([1; 6], [2; 6], 60, 10)[14..]);
+    }
 }
