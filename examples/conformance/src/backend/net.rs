@@ -768,7 +768,91 @@ pub(super) fn cases() -> Vec<Case> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::Scripted;
     use super::*;
+
+    /// A raw net frontend over `w`'s pages, connected by hand (no handshake), and
+    /// its rx ring page, where the tests play the backend.
+    fn net(w: &Scripted) -> (Net<'_>, SharedMem<'_>) {
+        let tp = w.alloc_page().unwrap();
+        let rp = w.alloc_page().unwrap();
+        let data = (0..4)
+            .map(|k| (w.alloc_page().unwrap(), GrantRef(10 + k)))
+            .collect();
+        let n = Net {
+            w,
+            tx_mem: tp.mem,
+            tx: FrontRing::init(tp.mem).unwrap(),
+            rx: FrontRing::init(rp.mem).unwrap(),
+            port: Port(3),
+            rings: [GrantRef(8), GrantRef(9)],
+            data,
+            mac: [2, 0, 0, 0, 0, 1],
+        };
+        (n, rp.mem)
+    }
+
+    /// Publishes `rsps` on the rx ring page `ring` as the backend.
+    fn answer(ring: &SharedMem<'_>, rsps: &[RxResponse]) {
+        let prod = ring.load_u32(layout::RSP_PROD);
+        for (i, r) in rsps.iter().enumerate() {
+            let at = layout::HEADER_SIZE + (prod as usize + i) % 256 * size_of::<RxResponse>();
+            ring.write_obj(at, r);
+        }
+        ring.store_u32(layout::RSP_PROD, prod + rsps.len() as u32);
+    }
+
+    fn rsp(id: u16, offset: u16, flags: u16, status: i16) -> RxResponse {
+        RxResponse {
+            id,
+            offset,
+            flags,
+            status,
+        }
+    }
+
+    #[test]
+    fn recv_joins_a_chain_and_skips_extra_info() {
+        let w = Scripted::new();
+        let (mut n, ring) = net(&w);
+        n.post_rx(4).unwrap();
+        n.data[0].0.mem.write(100, b"head");
+        n.data[2].0.mem.write(0, b"tail");
+        // A slot ending at its page's end, an extra-info slot, the last slot.
+        n.data[1].0.mem.write(PAGE_SIZE - 3, b"mid");
+        let extra = netif::NETRXF_EXTRA_INFO | netif::NETRXF_MORE_DATA;
+        answer(
+            &ring,
+            &[
+                rsp(0, 100, netif::NETRXF_MORE_DATA, 4),
+                rsp(1, (PAGE_SIZE - 3) as u16, extra, 3),
+                // The extra-info slot: its bytes are no data.
+                rsp(0xffff, 0xffff, 0, -1),
+                rsp(2, 0, 0, 4),
+            ],
+        );
+        assert_eq!(n.recv().unwrap(), b"headmidtail");
+    }
+
+    #[test]
+    fn recv_refuses_what_no_backend_may_answer() {
+        for (bad, want) in [
+            (rsp(1, 0, 0, -1), "rx response 1 with status -1"),
+            (rsp(4, 0, 0, 10), "rx response for id 4 never posted"),
+            (rsp(0, 4000, 0, 97), "rx response past its page: 4000+97"),
+        ] {
+            let w = Scripted::new();
+            let (mut n, ring) = net(&w);
+            n.post_rx(4).unwrap();
+            answer(&ring, &[bad]);
+            assert_eq!(n.recv().unwrap_err(), want);
+        }
+        let w = Scripted::new();
+        let (mut n, _ring) = net(&w);
+        n.post_rx(4).unwrap();
+        assert_eq!(n.recv().unwrap_err(), "no frame arrived");
+        assert_eq!(w.waits.get(), 10);
+    }
 
     #[test]
     fn parse_mac_takes_six_hex_bytes_only() {
