@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use hostile_util::{Host, ShimWorld};
-use hypercall::abi::{blkif, netif, ring as layout};
+use hypercall::abi::{blkif, console as cons, netif, ring as layout};
 use hypercall::{Gfn, GrantRef, Port, PAGE_SIZE};
 use xen_conformance::backend::{self, Case, FrontPage, FrontendWorld, Grantee};
 
@@ -58,6 +58,16 @@ enum Flaw {
     OutputChanged(usize),
     /// The console's input claims `.0` bytes more than accepted.
     InputOverclaims(usize),
+    /// The console's input claims a flood (a MiB at once) accepted whole.
+    InputTakesFloods,
+    /// The console's input reaches the guest with its first byte changed.
+    InputChanged,
+    /// Input sent to the console makes `in_prod` read 1 on the page.
+    InputWritten,
+    /// Input sent to the console puts `in_prod` 2000 past `in_cons`.
+    InProdFar,
+    /// Once the clients have looked at the output, the page says disconnected.
+    Disconnects,
 }
 
 /// Which worlds of a case show the flaw.
@@ -321,6 +331,11 @@ impl FrontendWorld for Careless {
                 out.pop();
             }
             Some(Flaw::OutputExtra) => out.push(b'!'),
+            Some(Flaw::Disconnects) => {
+                if let Some((p, _)) = self.inner.console() {
+                    p.mem.store_u8(cons::CONNECTION, cons::DISCONNECTED);
+                }
+            }
             Some(Flaw::OutputChanged(at)) => {
                 if let Some(b) = out.get_mut(at) {
                     *b ^= 0x20;
@@ -332,9 +347,26 @@ impl FrontendWorld for Careless {
     }
 
     fn console_input(&self, bytes: &[u8]) -> usize {
-        let n = self.inner.console_input(bytes);
-        match self.flaw() {
-            Some(Flaw::InputOverclaims(k)) => n + k,
+        let page = self.inner.console().map(|(p, _)| p.mem);
+        let n = match self.flaw() {
+            Some(Flaw::InputChanged) if !bytes.is_empty() => {
+                let mut b = bytes.to_vec();
+                b[0] ^= 0x20;
+                self.inner.console_input(&b)
+            }
+            _ => self.inner.console_input(bytes),
+        };
+        match (self.flaw(), page) {
+            (Some(Flaw::InputOverclaims(k)), _) => n + k,
+            (Some(Flaw::InputTakesFloods), _) if bytes.len() >= 1 << 20 => bytes.len(),
+            (Some(Flaw::InputWritten), Some(p)) => {
+                p.store_u32(cons::IN_PROD, 1);
+                n
+            }
+            (Some(Flaw::InProdFar), Some(p)) => {
+                p.store_u32(cons::IN_PROD, p.load_u32(cons::IN_CONS).wrapping_add(2000));
+                n
+            }
             _ => n,
         }
     }
@@ -589,6 +621,32 @@ fn console_input_queued_without_bound() {
         Scope::Own,
     );
     says(&e, "8 MiB of input queued");
+    // Exactly 8 MiB, every byte taken.
+    let e = fails(
+        "consback.binary_and_input",
+        Flaw::InputTakesFloods,
+        Scope::Own,
+    );
+    says(&e, "8 MiB of input queued");
+}
+
+#[test]
+fn console_input_changed_or_past_the_ring() {
+    let e = fails("consback.binary_and_input", Flaw::InputChanged, Scope::Own);
+    says(
+        &e,
+        "input differs: 3000 of 3000 bytes, first difference at Some(0)",
+    );
+    let e = fails("consback.binary_and_input", Flaw::InProdFar, Scope::Own);
+    says(&e, "2000 bytes past in_cons");
+    let e = fails("consback.in_cons_scribbled", Flaw::InputWritten, Scope::Own);
+    says(&e, "the backend wrote input past a bad in_cons (in_prod 1)");
+}
+
+#[test]
+fn console_failed_by_a_storm() {
+    let e = fails("consback.event_storm", Flaw::Disconnects, Scope::Own);
+    says(&e, "the storm failed the console");
 }
 
 #[test]
