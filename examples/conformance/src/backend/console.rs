@@ -147,7 +147,9 @@ fn cons_binary(w: &dyn FrontendWorld) -> R<String> {
 fn cons_input(w: &dyn FrontendWorld) -> R<String> {
     let (p, port) = console_page(w)?;
     let p = p.mem;
-    let data: Vec<u8> = (0..3000u32).map(|i| (i * 31 % 251) as u8).collect();
+    // Test data repeating every 251 bytes, a period prime to the ring's size: bytes
+    // put at the wrong place in the ring do not read back the same.
+    let data: Vec<u8> = (0..251u8).cycle().take(3000).collect();
     let mut sent = 0;
     let mut got = Vec::new();
     let mut idle = 0;
