@@ -4,9 +4,11 @@ use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec;
+use alloc::vec::Vec;
 use core::time::Duration;
 
 use hypercall::gnttab::GrantTable;
+use hypercall::Port;
 use xbd_front::vdev::Vdev;
 use xenbus::{Store, Xenstore};
 
@@ -34,6 +36,11 @@ pub struct Disk {
     dev: Box<Dev>,
     /// Bytes read and written by the kernel's own test.
     pub io_bytes: u64,
+    /// Its ports bound for late EOI.
+    late: Vec<Port>,
+    /// Polls that found work, and their number at the last EOI.
+    progress: u64,
+    eoi_mark: u64,
 }
 
 fn read_string(xs: &mut Xs, path: &str) -> Option<String> {
@@ -105,6 +112,9 @@ impl Disk {
             label,
             dev,
             io_bytes: 0,
+            late: Vec::new(),
+            progress: 0,
+            eoi_mark: 0,
         };
         if let Err(e) = disk.exercise() {
             let _ = disk.dev.close(xs);
@@ -189,9 +199,37 @@ impl Disk {
         Ok(())
     }
 
-    /// Follows the backend; an error means the disk is unusable.
-    pub fn poll(&mut self, xs: &mut Xs) -> Result<(), xbd_front::Error> {
-        match self.dev.poll_events(xs)? {
+    /// Binds its event channels for late EOI (`Kernel::bind_lateeoi`): done once
+    /// its own test is over, when only the main loop polls it.
+    pub fn bind_lateeoi(&mut self, k: &Kernel) {
+        for p in self.dev.ports() {
+            if k.bind_lateeoi(p) {
+                self.late.push(p);
+            }
+        }
+    }
+
+    /// Follows the backend and takes its responses; an error means the disk is
+    /// unusable. Ends the handling of its events that came meanwhile.
+    pub fn poll(&mut self, k: &Kernel, xs: &mut Xs) -> Result<(), xbd_front::Error> {
+        let fired = k.take_fired(&self.late);
+        let r = self.poll_device(xs);
+        if matches!(r, Ok(true)) {
+            self.progress += 1;
+        }
+        // Work since the last EOI counts, even if an earlier round took it (the
+        // event raced that round's poll).
+        if fired != 0 {
+            k.eoi(&self.late, fired, self.progress != self.eoi_mark);
+            self.eoi_mark = self.progress;
+        }
+        r.map(|_| ())
+    }
+
+    /// [`Disk::poll`]'s work: whether anything came from the backend.
+    fn poll_device(&mut self, xs: &mut Xs) -> Result<bool, xbd_front::Error> {
+        let changed = self.dev.poll_events(xs)?;
+        match changed {
             Some(xbd_front::DeviceEvent::Disconnected(st)) => {
                 return Err(xbd_front::Error::Xenbus(xenbus::Error::BackendClosed(st)));
             }
@@ -201,9 +239,9 @@ impl Disk {
             Some(_) => say!("disk {}: backend changed its settings\n", self.label),
             None => {}
         }
-        self.dev.poll()?;
+        let done = self.dev.poll()?;
         match self.dev.state() {
-            xbd_front::State::Connected => Ok(()),
+            xbd_front::State::Connected => Ok(changed.is_some() || done > 0),
             xbd_front::State::Broken(r) => Err(xbd_front::Error::Broken(r)),
             xbd_front::State::Disconnected => Err(xbd_front::Error::NotConnected),
         }
@@ -225,7 +263,8 @@ impl Disk {
     }
 
     /// Closes the device (frontend state Closing, then Closed).
-    pub fn close(mut self, xs: &mut Xs) {
+    pub fn close(mut self, k: &Kernel, xs: &mut Xs) {
+        k.unbind_all(&self.late);
         match self.dev.close(xs) {
             Ok(_) => say!("disk {}: closed\n", self.label),
             Err(e) => say!("disk {}: close: {e}\n", self.label),

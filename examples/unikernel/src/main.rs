@@ -315,6 +315,13 @@ fn run(k: &'static Kernel, cmdline: &str) -> ! {
         Err(e) => crash(format_args!("control/shutdown: {e}")),
     };
     say!("power: watching control/shutdown (poweroff, halt, reboot)\n");
+    // From here on only this loop polls the devices: their events get late EOIs.
+    for d in disks.iter_mut() {
+        d.bind_lateeoi(k);
+    }
+    for n in nics.iter_mut() {
+        n.bind_lateeoi(k);
+    }
     let started = k.now_ns();
     let mut ready = false;
     loop {
@@ -324,14 +331,21 @@ fn run(k: &'static Kernel, cmdline: &str) -> ! {
         // meanwhile, so if upcalls moved during the round, another round runs at
         // once instead of sleeping on work already signalled.
         let upcalls = k.upcalls.load(core::sync::atomic::Ordering::Relaxed);
+        // Late EOI: unmask the device ports whose back-off is over.
+        k.eoi_due();
         match power.poll(&mut xs) {
             Ok(Some(ev)) => {
                 say!("power: {} requested\n", ev.as_str());
+                say!(
+                    "events: {} upcalls, {} spurious (late EOI)\n",
+                    k.upcalls.load(core::sync::atomic::Ordering::Relaxed),
+                    k.spurious_events()
+                );
                 for d in disks.drain(..) {
-                    d.close(&mut xs);
+                    d.close(k, &mut xs);
                 }
                 for n in nics.drain(..) {
-                    n.close(&mut xs);
+                    n.close(k, &mut xs);
                 }
                 say!("xenkit-unikernel: {} now\n", ev.as_str());
                 console::flush();
@@ -349,11 +363,11 @@ fn run(k: &'static Kernel, cmdline: &str) -> ! {
         }
         let mut i = 0;
         while i < disks.len() {
-            match disks.get_mut(i).map(|d| d.poll(&mut xs)) {
+            match disks.get_mut(i).map(|d| d.poll(k, &mut xs)) {
                 Some(Err(e)) => {
                     let d = disks.remove(i);
                     say!("disk {}: {e}; dropped\n", d.label);
-                    d.close(&mut xs);
+                    d.close(k, &mut xs);
                 }
                 _ => i += 1,
             }
@@ -364,7 +378,7 @@ fn run(k: &'static Kernel, cmdline: &str) -> ! {
                 Some(Err(e)) => {
                     let n = nics.remove(i);
                     say!("nic {}: {e}; dropped\n", n.idx);
-                    n.close(&mut xs);
+                    n.close(k, &mut xs);
                 }
                 _ => i += 1,
             }
@@ -404,6 +418,7 @@ fn run(k: &'static Kernel, cmdline: &str) -> ! {
         let deadline = nics
             .iter_mut()
             .filter_map(|n| n.next_deadline(k))
+            .chain(k.eoi_due())
             .min()
             .unwrap_or(u64::MAX);
         k.wait_until(deadline);
@@ -422,10 +437,11 @@ fn status_page(
     let up = k.now_ns().saturating_sub(started) / 1_000_000;
     let (used, free) = mem::heap_usage();
     format!(
-        "xenkit-unikernel status\nuptime: {}.{:03} s\nupcalls: {}, blocking waits: {}\nheap: {used} bytes used, {free} free\nstack: {} of {} bytes used\n{disks}{nics}",
+        "xenkit-unikernel status\nuptime: {}.{:03} s\nupcalls: {}, spurious events: {}, blocking waits: {}\nheap: {used} bytes used, {free} free\nstack: {} of {} bytes used\n{disks}{nics}",
         up / 1000,
         up % 1000,
         k.upcalls.load(core::sync::atomic::Ordering::Relaxed),
+        k.spurious_events(),
         k.blocks.load(core::sync::atomic::Ordering::Relaxed),
         boot::stack_used(),
         boot::STACK_BYTES,

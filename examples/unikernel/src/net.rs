@@ -12,7 +12,7 @@ use core::net::Ipv4Addr;
 use core::time::Duration;
 
 use hypercall::gnttab::GrantTable;
-use hypercall::Platform;
+use hypercall::{Platform, Port};
 use smoltcp::iface::{Config as IfConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::Device;
 use smoltcp::socket::{icmp, tcp};
@@ -133,6 +133,10 @@ pub struct Nic {
     ping: Ping,
     /// Echo connections and status pages served.
     pub served: (u64, u64),
+    /// Its ports bound for late EOI.
+    late: Vec<Port>,
+    /// [`Nic::progress`] at the last EOI.
+    eoi_mark: u64,
 }
 
 fn tcp_socket(rx: usize, tx: usize) -> tcp::Socket<'static> {
@@ -221,6 +225,8 @@ impl Nic {
                 done: false,
             },
             served: (0, 0),
+            late: Vec::new(),
+            eoi_mark: 0,
         }))
     }
 
@@ -253,6 +259,39 @@ impl Nic {
     /// the device is unusable. Status-page requests that are complete wait for
     /// [`Nic::answer_status`].
     pub fn poll(&mut self, k: &Kernel, xs: &mut Xs) -> Result<(), xennet_front::Error> {
+        let fired = k.take_fired(&self.late);
+        let r = self.poll_device(k, xs);
+        // Work since the last EOI counts, even if an earlier round took it (the
+        // event raced that round's poll).
+        if fired != 0 {
+            let now = self.progress();
+            k.eoi(&self.late, fired, now != self.eoi_mark);
+            self.eoi_mark = now;
+        }
+        r
+    }
+
+    /// What the backend has done so far: responses taken off both rings.
+    fn progress(&self) -> u64 {
+        let s = self.dev.stats();
+        s.tx_completed + s.tx_errors + s.tx_dropped + s.rx_frames + s.rx_errors + s.rx_dropped
+    }
+
+    /// Binds its event channels for late EOI (`Kernel::bind_lateeoi`).
+    pub fn bind_lateeoi(&mut self, k: &Kernel) {
+        let mut q = 0;
+        while let Some((tx, rx)) = self.dev.ports(q) {
+            for p in [tx, rx] {
+                if !self.late.contains(&p) && k.bind_lateeoi(p) {
+                    self.late.push(p);
+                }
+            }
+            q += 1;
+        }
+    }
+
+    /// [`Nic::poll`]'s work.
+    fn poll_device(&mut self, k: &Kernel, xs: &mut Xs) -> Result<(), xennet_front::Error> {
         self.dev.poll_backend(xs)?;
         self.dev.poll()?;
         {
@@ -404,7 +443,8 @@ impl Nic {
     }
 
     /// Closes the device (frontend state Closing, then Closed).
-    pub fn close(mut self: Box<Self>, xs: &mut Xs) {
+    pub fn close(mut self: Box<Self>, k: &Kernel, xs: &mut Xs) {
+        k.unbind_all(&self.late);
         match self.dev.close(xs, CLOSE_TIMEOUT) {
             Ok(_) => say!("nic {}: closed\n", self.idx),
             Err(e) => say!("nic {}: close: {e}\n", self.idx),

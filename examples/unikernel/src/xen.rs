@@ -31,6 +31,10 @@ pub static PAGES: spin::Mutex<PageAlloc> = spin::Mutex::new(PageAlloc::empty());
 /// Event channels, once `shared_info` is mapped.
 static EVENTS: spin::Once<EventChannels<&'static HypercallPage>> = spin::Once::new();
 
+/// Ports the upcall handed over since the main loop last looked (a 4096-bit map;
+/// the late-EOI ports among them stay masked until [`Kernel::eoi`]).
+static FIRED: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
+
 /// The platform.
 pub struct Kernel {
     hc: &'static HypercallPage,
@@ -87,6 +91,70 @@ impl Kernel {
 
     fn shared_info(&self) -> Option<SharedMem<'static>> {
         EVENTS.get().map(|e| e.shared_info())
+    }
+
+    /// Binds a device's event-channel port for late EOI (the kit's
+    /// `hypercall::evtchn`, docs/hostile-input.md E1): from its next event on, the
+    /// port stays masked until the main loop has polled the device and called
+    /// [`Kernel::eoi`]; a backend that sends events with nothing behind them is
+    /// served less and less often (down to once a second). `false` if it stays an
+    /// ordinary port (no slot left, or events not started).
+    pub fn bind_lateeoi(&self, port: Port) -> bool {
+        EVENTS.get().is_some_and(|e| e.bind_lateeoi(port).is_ok())
+    }
+
+    /// Whether the upcall handed `port` over since the last call (and clears that).
+    fn take_fired_port(&self, port: Port) -> bool {
+        let bit = 1u64 << (port.0 % 64);
+        FIRED
+            .get(port.0 as usize / 64)
+            .is_some_and(|w| w.fetch_and(!bit, Ordering::Relaxed) & bit != 0)
+    }
+
+    /// Which of a device's late-EOI `ports` the upcall handed over since the last
+    /// call (bit `i`: the `i`th), clearing them: call before polling the device.
+    pub fn take_fired(&self, ports: &[Port]) -> u64 {
+        let mut m = 0;
+        for (i, &p) in ports.iter().take(64).enumerate() {
+            m |= u64::from(self.take_fired_port(p)) << i;
+        }
+        m
+    }
+
+    /// Ends the handling of the `fired` ones of a device's late-EOI `ports` (from
+    /// [`Kernel::take_fired`] before the poll): `work` says whether polling the
+    /// device found anything.
+    pub fn eoi(&self, ports: &[Port], fired: u64, work: bool) {
+        let Some(e) = EVENTS.get() else { return };
+        for (i, &p) in ports.iter().take(64).enumerate() {
+            if fired & (1 << i) != 0 {
+                let _ = e.eoi(p, work, self.now_ns());
+            }
+        }
+    }
+
+    /// Forgets a device's late-EOI `ports` (it is going) and unmasks them: its
+    /// close may wait for events on them.
+    pub fn unbind_all(&self, ports: &[Port]) {
+        for &p in ports {
+            if let Some(e) = EVENTS.get() {
+                let _ = e.unbind(p);
+                let _ = e.unmask(p);
+            }
+            self.take_fired_port(p);
+        }
+    }
+
+    /// Unmasks the late-EOI ports whose back-off is over; when the next one is.
+    pub fn eoi_due(&self) -> Option<u64> {
+        EVENTS
+            .get()
+            .and_then(|e| e.eoi_due(self.now_ns()).ok().flatten())
+    }
+
+    /// Spurious events on late-EOI ports so far.
+    pub fn spurious_events(&self) -> u64 {
+        EVENTS.get().map_or(0, |e| e.spurious_total())
     }
 
     /// Arms the one-shot timer `ns` from now; `false` if Xen refused both ways.
@@ -198,6 +266,10 @@ pub fn upcall() {
         k.upcalls.fetch_add(1, Ordering::Relaxed);
     }
     if let Some(ev) = EVENTS.get() {
-        ev.scan(4096, |_port| {});
+        ev.scan(4096, |port| {
+            if let Some(w) = FIRED.get(port.0 as usize / 64) {
+                w.fetch_or(1 << (port.0 % 64), Ordering::Relaxed);
+            }
+        });
     }
 }

@@ -171,6 +171,97 @@ fn guest_scans_mode_with_event_channels() {
     assert!(dom.shared_info_gfn().is_some());
 }
 
+/// docs/hostile-input.md E1 against the model's event channels: dom0 sends a
+/// storm of events with nothing behind them on one port, and ordinary events on
+/// another. The guest binds the stormy port for late EOI (`EventChannels::eoi`
+/// with no work each time): the model keeps it masked while the back-off runs,
+/// so the guest is woken for it a few times a second at most, while every event
+/// on the other port reaches it.
+#[test]
+fn late_eoi_backs_off_a_storm_and_other_ports_progress() {
+    const ROUNDS: u32 = 150;
+    let hv = hv();
+    let dom = domain(&hv, "storm");
+    let (tx, rx) = mpsc::channel::<(Port, Port)>();
+    let (ack_tx, ack_rx) = mpsc::channel::<u32>();
+    let handle = hv
+        .spawn_guest(dom.clone(), move |g| {
+            g.set_wait_timeout(LONG);
+            g.set_upcall_mode(UpcallMode::GuestScans);
+            let shared = EventChannels::<&InProcGuest>::map_shared_info(&*g).unwrap();
+            let ev = EventChannels::new(&*g, shared, 0).unwrap();
+            let storm = ev.alloc_unbound(DomId(0)).unwrap();
+            let other = ev.alloc_unbound(DomId(0)).unwrap();
+            ev.bind_lateeoi(storm).unwrap();
+            tx.send((storm, other)).unwrap();
+            let start = g.now_ns();
+            let (mut storms, mut others) = (0u64, 0u32);
+            while others < ROUNDS {
+                let due = ev.eoi_due(g.now_ns()).unwrap();
+                g.wait_until(due.unwrap_or(u64::MAX));
+                let mut late = Vec::new();
+                ev.scan(64, |p| {
+                    if p == storm {
+                        late.push(p);
+                    } else if p == other {
+                        others += 1;
+                        ack_tx.send(others).unwrap();
+                    }
+                });
+                for p in late {
+                    storms += 1;
+                    ev.eoi(p, false, g.now_ns()).unwrap();
+                }
+            }
+            let secs = (g.now_ns() - start) / 1_000_000_000;
+            // The back-off reaches 1 s after about 1 s (1 + 1 + 2 + ... + 512 ms),
+            // then the port is served once a second.
+            assert!(
+                storms <= 13 + secs,
+                "woken {storms} times for the storm in {secs} s"
+            );
+            assert!(storms >= 2, "the storm was seen ({storms})");
+            assert_eq!(ev.spurious_total(), storms);
+            println!("storm served {storms} times in {secs} s");
+            Xen(&*g).sched_shutdown(XenShutdown::Poweroff).unwrap();
+            unreachable!("shut down");
+        })
+        .unwrap();
+    let (gs, go) = rx.recv().unwrap();
+    let ds = hv
+        .dom0_bind_interdomain(dom.id(), gs, Arc::new(|| {}))
+        .unwrap();
+    let dother = hv
+        .dom0_bind_interdomain(dom.id(), go, Arc::new(|| {}))
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (hv2, stop2) = (hv.clone(), stop.clone());
+    let sent = Arc::new(AtomicU32::new(0));
+    let sent2 = sent.clone();
+    let stormer = std::thread::spawn(move || {
+        while !stop2.load(Ordering::SeqCst) {
+            if hv2.dom0_send(ds).is_err() {
+                break;
+            }
+            sent2.fetch_add(1, Ordering::Relaxed);
+            std::thread::sleep(Duration::from_micros(20));
+        }
+    });
+    // One ordinary event at a time, each acknowledged, spread over about 1.5 s.
+    for i in 1..=ROUNDS {
+        hv.dom0_send(dother).unwrap();
+        assert_eq!(ack_rx.recv_timeout(LONG).unwrap(), i);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        handle.join(),
+        DomainState::Shutdown(ShutdownReason::Poweroff)
+    );
+    stop.store(true, Ordering::SeqCst);
+    stormer.join().unwrap();
+    assert!(sent.load(Ordering::Relaxed) > 100, "a storm was sent");
+}
+
 #[test]
 fn shutdown_panic_and_return_end_the_guest() {
     let hv = hv();
