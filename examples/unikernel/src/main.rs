@@ -324,7 +324,9 @@ fn run(k: &'static Kernel, cmdline: &str) -> ! {
     }
     let started = k.now_ns();
     let mut ready = false;
+    let mut rounds = 0u64;
     loop {
+        rounds += 1;
         // Tickless: each round ends by sleeping until the next real deadline (a
         // network timer, the ping) or an event. A wait inside the round (a xenstore
         // request, a full console ring) takes the upcall of any event that comes
@@ -337,7 +339,7 @@ fn run(k: &'static Kernel, cmdline: &str) -> ! {
             Ok(Some(ev)) => {
                 say!("power: {} requested\n", ev.as_str());
                 say!(
-                    "events: {} upcalls, {} spurious (late EOI)\n",
+                    "events: {} upcalls, {} spurious (late EOI), {rounds} rounds\n",
                     k.upcalls.load(core::sync::atomic::Ordering::Relaxed),
                     k.spurious_events()
                 );

@@ -76,6 +76,10 @@ pub enum NetHostile {
     /// The first posted rx buffer is answered, then `rsp_prod` is published a
     /// whole ring plus one past it; the rx ring is not served after that.
     RxRspProdOverrun,
+    /// The vif is served correctly, and its queue 0 rx port is also notified
+    /// about 20 000 times a second with nothing new on the rings, for as long as
+    /// it is connected (docs/hostile-input.md E1, XSA-391).
+    EventStorm,
 }
 
 /// A misbehaving console backend (the primary console or a channel, `console.h`).
@@ -173,7 +177,7 @@ const fn con(
     }
 }
 
-static CATALOGUE: [Entry; 20] = [
+static CATALOGUE: [Entry; 21] = [
     blk(
         BlkHostile::DuplicateResponse,
         "blk.duplicate_response",
@@ -300,6 +304,15 @@ static CATALOGUE: [Entry; 20] = [
          plus one past it and stops serving rx",
         "the rx ring index is impossible: the device is broken (\"rx ring: ...\") and \
          dropped",
+    ),
+    net(
+        NetHostile::EventStorm,
+        "net.event_storm",
+        "serves the vif correctly and, while it is connected, also notifies the \
+         frontend's rx port about 20 000 times a second with nothing new on the rings",
+        "the vif keeps working; the spurious events are counted and the port served \
+         less and less often (late EOI: examples/unikernel reports them at power-off), \
+         so the storm does not keep the guest busy",
     ),
     con(
         ConsoleHostile::OutConsPastProd,
@@ -441,6 +454,7 @@ mod tests {
             NetHostile::MacMalformed,
             NetHostile::RxBuffersHoarded,
             NetHostile::RxRspProdOverrun,
+            NetHostile::EventStorm,
         ]
         .map(Hostile::Net);
         let con = [

@@ -882,6 +882,31 @@ fn disconnect(sh: &Arc<VifShared>, xbe: &XenbusBackend) {
     }
 }
 
+/// Hostile mode `net.event_storm`: a thread notifies queue 0's rx port (its
+/// only port without split event channels) every 50 us, with nothing new on the
+/// rings, until the connection stops or is gone.
+fn start_event_storm(conn: &Arc<Connection>) {
+    let w = Arc::downgrade(conn);
+    let spawned = std::thread::Builder::new()
+        .name("netback-storm".into())
+        .spawn(move || loop {
+            {
+                let Some(c) = w.upgrade() else { return };
+                if c.stop.load(Ordering::SeqCst) || c.failed.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Some(q) = c.queues.first() else { return };
+                if let Some(p) = q.rx_port.get().or_else(|| q.tx_port.get()) {
+                    p.notify();
+                }
+            }
+            std::thread::sleep(Duration::from_micros(50));
+        });
+    if let Err(e) = spawned {
+        eprintln!("netback: hostile mode net.event_storm: no thread: {e}");
+    }
+}
+
 fn unsupported(s: impl Into<String>) -> Error {
     Error::Unsupported(s.into())
 }
@@ -1045,6 +1070,9 @@ fn connect(sh: &Arc<VifShared>, xbe: &XenbusBackend) -> Result<(), Error> {
             // Requests may already be on the rings.
             qb.wake_worker();
         }
+    }
+    if sh.cfg.hostile == Some(NetHostile::EventStorm) {
+        start_event_storm(&conn);
     }
     *lock(&sh.conn) = Some(conn);
     Ok(())
