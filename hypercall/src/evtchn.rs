@@ -141,7 +141,8 @@ pub enum Eoi {
     },
 }
 
-/// One port bound for late EOI.
+/// One port bound for late EOI (all zero: a free slot).
+#[derive(Default)]
 struct LateEoi {
     /// The port plus one; 0: the slot is free.
     port: AtomicU32,
@@ -149,16 +150,6 @@ struct LateEoi {
     spurious: AtomicU32,
     /// When a deferred unmask is due; 0: none.
     due: AtomicU64,
-}
-
-impl LateEoi {
-    const fn free() -> Self {
-        Self {
-            port: AtomicU32::new(0),
-            spurious: AtomicU32::new(0),
-            due: AtomicU64::new(0),
-        }
-    }
 }
 
 /// The delay after `spurious` spurious events in a row (`spurious >= 2`):
@@ -232,7 +223,7 @@ impl<H: Hypercall> EventChannels<H> {
             scanning: AtomicBool::new(false),
             active: AtomicU32::new(0),
             ignored_total: AtomicU64::new(0),
-            late: [const { LateEoi::free() }; LATE_EOI_PORTS],
+            late: core::array::from_fn(|_| LateEoi::default()),
             late_map: [const { AtomicU64::new(0) }; WORDS],
             spurious_total: AtomicU64::new(0),
         })
