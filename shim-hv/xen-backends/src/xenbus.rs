@@ -1102,7 +1102,7 @@ pub fn map_ring(
         return Err(Error::RingNotContiguous);
     }
     let mem = match maps[0].region().memory() {
-        Some(memory) if n > 1 => GuestRegion::new(memory, |m| m.pages_at(base, n))
+        Some(memory) if n != 1 => GuestRegion::new(memory, |m| m.pages_at(base, n))
             .map_err(|_| Error::RingNotContiguous)?,
         _ => maps[0].region().clone(),
     };
