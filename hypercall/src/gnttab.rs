@@ -312,8 +312,8 @@ impl<const N: usize> GrantTable<N> {
         Ok(r)
     }
 
-    fn release(&self, r: u32) {
-        let mut fl = self.free.lock();
+    /// Puts `r` back on the free list (the list's lock held by the caller).
+    fn release_locked(fl: &mut FreeList<N>, r: u32) {
         // The head is a free ref or N (the end) here: UNSET only before init,
         // when nothing can be released (`end_access` needs the frames first).
         let link = fl.head.saturating_add(1);
@@ -327,8 +327,9 @@ impl<const N: usize> GrantTable<N> {
         }
     }
 
-    fn check_in_use(&self, r: GrantRef) -> Result<usize, Error> {
-        let fl = self.free.lock();
+    /// The entry offset of `r` if it is handed out (the list's lock held by
+    /// the caller).
+    fn in_use_offset(fl: &FreeList<N>, r: GrantRef) -> Result<usize, Error> {
         match fl.next.get(r.0 as usize) {
             Some(&IN_USE) if r.0 >= RESERVED => Ok(r.0 as usize * ENTRY),
             _ => Err(Error::NotInUse(r)),
@@ -362,8 +363,14 @@ impl<const N: usize> GrantTable<N> {
     /// Each ref must be ended by one caller at a time (it is the caller's ref).
     pub fn end_access(&self, r: GrantRef) -> Result<(), Error> {
         let frames = self.frames_or_err()?;
+        // One lock for the check, the flags and the release: a frontend ends a
+        // grant per frame. The lock is held for a few instructions: the
+        // compare-exchange retries only when the flags changed under it, and
+        // only Xen changes them (setting `GTF_reading`/`GTF_writing`, which
+        // ends the loop, or clearing them once).
+        let mut fl = self.free.lock();
+        let off = Self::in_use_offset(&fl, r)?;
         // The flags are the entry's first field (asserted next to `ENTRY`).
-        let off = self.check_in_use(r)?;
         let mut flags = frames.load_u16(off);
         loop {
             if abi::GrantFlags::from_bits_retain(flags).intersects(abi::GrantFlags::BUSY) {
@@ -374,7 +381,7 @@ impl<const N: usize> GrantTable<N> {
                 Err(now) => flags = now,
             }
         }
-        self.release(r.0);
+        Self::release_locked(&mut fl, r.0);
         Ok(())
     }
 
