@@ -276,6 +276,10 @@ pub fn read_backend_features<S: Store>(
 
 /// An 802.1Q tag's bytes, allowed on top of `mtu` + the Ethernet header.
 const VLAN_HLEN: usize = 4;
+/// Free rx ring slots that make `recv` post buffers again after a frame: the
+/// slots of one largest packet plus one (the number Linux netfront calls
+/// `NET_RX_SLOTS_MIN`).
+pub(crate) const RX_REFILL_BATCH: usize = netif::NR_SLOTS_MIN + 1;
 
 /// The backend keys [`read_backend_features`] reads, in this order: every key of
 /// [`BackendFlags::KEYS`], then `multi-queue-max-queues` and `mtu`.
@@ -664,6 +668,20 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
         Ok(())
     }
 
+    /// [`NetFront::refill`] once at least [`RX_REFILL_BATCH`] ring slots are
+    /// free, so a receiver taking a burst of frames grants the buffers one by
+    /// one but publishes them (and maybe notifies) once per batch, not once per
+    /// frame. Until then at least `ring size - RX_REFILL_BATCH` buffers stay
+    /// posted, and `recv` refills fully whenever it finds no frame.
+    fn refill_batched(&mut self, q: usize) -> Result<(), Error> {
+        let due = live(&self.queues, q)
+            .is_none_or(|qu| qu.rx.ring.free_slots() as usize >= RX_REFILL_BATCH);
+        if due {
+            self.refill(q)?;
+        }
+        Ok(())
+    }
+
     /// Housekeeping: reclaims completed tx slots and refills rx buffers on every
     /// queue, and re-arms response notifications.
     pub fn poll(&mut self) -> Result<(), Error> {
@@ -963,7 +981,7 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
             qu.rx.release(h);
         }
         if self.usable().is_ok() {
-            let _ = self.refill(h.queue);
+            let _ = self.refill_batched(h.queue);
         }
     }
 
@@ -1036,7 +1054,7 @@ impl<'g, P: Platform, const N: usize, const Q: usize> NetFront<'g, P, N, Q> {
                                 meta.csum_completed = csum::complete(frame);
                             }
                         }
-                        self.refill(q)?;
+                        self.refill_batched(q)?;
                         self.rx_rr = (q + 1) % n;
                         return Ok(Some((meta, None)));
                     }

@@ -643,6 +643,9 @@ fn rx_every_size_with_sg_is_byte_exact() {
         assert_eq!(m.len, len);
         same(&buf[..len], &f);
     }
+    // `recv` posts buffers again in batches (`RX_REFILL_BATCH`); `poll` posts
+    // the rest.
+    dev.poll().unwrap();
     let s = dev.stats();
     assert_eq!(s.rx_errors + s.rx_dropped, 0);
     assert_eq!(
@@ -933,6 +936,7 @@ fn bad_rx_status_and_offset_drop_then_fail() {
         let m = recv_one(&mut dev, &mut buf).expect("the good frame after the bad one");
         same(&buf[..m.len], &pattern(80, 1));
     }
+    dev.poll().unwrap(); // posts what `recv` left for its next batch
     let s = dev.stats();
     assert_eq!((s.rx_errors, s.rx_dropped, s.rx_frames), (10, 10, 10));
     assert_eq!(s.rx_posted, BUFS as u64, "dropped buffers were recycled");
@@ -1205,6 +1209,7 @@ fn n8_frames_over_the_mtu_without_gso_are_dropped() {
         assert!(be.deliver(&f, 0, None));
         let m = recv_one(&mut dev, &mut buf).expect("a good frame after the drops");
         same(&buf[..m.len], &f);
+        dev.poll().unwrap(); // posts what `recv` left for its next batch
         assert_eq!(
             dev.stats().rx_posted,
             BUFS as u64,
@@ -1231,6 +1236,43 @@ fn n8_over_mtu_frame_read_in_place_is_dropped_and_its_page_posted() {
     assert!(dev.recv_held(&mut buf).unwrap().is_none());
     let s = dev.stats();
     assert_eq!((s.rx_over_mtu, s.rx_posted), (1, BUFS as u64));
+}
+
+/// `recv` posts rx buffers again once `RX_REFILL_BATCH` ring slots are free
+/// (one publish per batch of frames, not one per frame), and all of them as
+/// soon as it finds no frame.
+#[test]
+fn rx_buffers_are_posted_again_in_batches() {
+    let env = Env::new();
+    let mut dev = device(&env, cfg(), all_features());
+    let mut be = FakeBackend::attach(&env, &dev, 0, 0);
+    let mut buf = vec![0u8; MAX_FRAME];
+    dev.poll().unwrap();
+    assert_eq!(be.rx_available(), BUFS);
+    let batch = crate::device::RX_REFILL_BATCH;
+    // With fewer buffers than ring slots (Miri's smaller pool), a batch of
+    // slots is always free: every frame's buffer is posted again at once.
+    let eager = BUFS < RING_SIZE;
+    for n in 0..batch {
+        assert!(be.deliver(&pattern(100, n), 0, None));
+        let m = dev.recv_polling(&mut buf).unwrap().expect("frame");
+        same(&buf[..m.len], &pattern(100, n));
+        let want = if eager || n + 1 == batch {
+            BUFS
+        } else {
+            BUFS - n - 1
+        };
+        assert_eq!(be.rx_available(), want, "after frame {n}");
+    }
+    for n in 0..3 {
+        assert!(be.deliver(&pattern(100, n), 0, None));
+        assert!(dev.recv(&mut buf).unwrap().is_some());
+    }
+    assert_eq!(be.rx_available(), if eager { BUFS } else { BUFS - 3 });
+    // No frame left: everything is posted again.
+    assert!(dev.recv(&mut buf).unwrap().is_none());
+    assert_eq!(be.rx_available(), BUFS);
+    assert_eq!(dev.stats().rx_posted, BUFS as u64);
 }
 
 /// Row 21: the backend never returns rx buffers: nothing hangs, tx works, and the
