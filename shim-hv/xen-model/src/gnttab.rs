@@ -108,6 +108,9 @@ pub(crate) struct GrantState {
     /// Where each frame is mapped in the guest (index = frame number).
     frames: Vec<Option<Gfn>>,
     active: HashMap<u32, Active, BuildHasherDefault<RefHasher>>,
+    /// One bit per ref, set while the ref is in `active`: a grant copy (most
+    /// refs it sees are not mapped) tells that from a bit, not a map lookup.
+    mapped: Vec<u64>,
 }
 
 /// Hashes a grant ref for the `active` map with one multiplication (SipHash showed
@@ -136,6 +139,7 @@ impl GrantState {
             max_frames,
             frames: Vec::new(),
             active: HashMap::default(),
+            mapped: Vec::new(),
         }
     }
 
@@ -203,6 +207,34 @@ impl GrantState {
         Ok((page, (gref.0 % per) as usize * ENTRY_SIZE))
     }
 
+    /// `gref`'s entry in `active`, if it has one (the bitmap first).
+    fn active(&self, gref: GrantRef) -> Option<&Active> {
+        let (word, bit) = ((gref.0 / 64) as usize, gref.0 % 64);
+        if self.mapped.get(word).is_some_and(|w| w & (1 << bit) != 0) {
+            self.active.get(&gref.0)
+        } else {
+            None
+        }
+    }
+
+    /// Keeps `mapped` in step with `active` for `gref`.
+    fn set_mapped(&mut self, gref: GrantRef, on: bool) {
+        let (word, bit) = ((gref.0 / 64) as usize, gref.0 % 64);
+        if self.mapped.len() <= word {
+            if !on {
+                return;
+            }
+            self.mapped.resize(word + 1, 0);
+        }
+        if let Some(w) = self.mapped.get_mut(word) {
+            if on {
+                *w |= 1 << bit;
+            } else {
+                *w &= !(1 << bit);
+            }
+        }
+    }
+
     /// Number of live pins of `gref` (tests, diagnostics).
     pub(crate) fn pins(&self, gref: GrantRef) -> u32 {
         self.active.get(&gref.0).map_or(0, |a| a.pins)
@@ -238,6 +270,7 @@ fn pin(dom: &Domain, gref: GrantRef, write: bool) -> Result<Gfn, GrantError> {
     if write {
         a.writers += 1;
     }
+    gs.set_mapped(gref, true);
     Ok(gfn)
 }
 
@@ -259,6 +292,7 @@ fn unpin(dom: &Domain, gref: GrantRef, write: bool) {
     if a.pins == 0 {
         clear |= abi::GTF_READING | abi::GTF_WRITING;
         gs.active.remove(&gref.0);
+        gs.set_mapped(gref, false);
     }
     if clear != 0 {
         if let Ok((page, off)) = gs.entry(&dom.memory, gref) {
@@ -289,7 +323,7 @@ impl<'d> CopyPin<'d> {
         let (entry, off) = gs.entry(&dom.memory, gref)?;
         set_flags(&entry, off, gref, write)?;
         let set = abi::GTF_READING | if write { abi::GTF_WRITING } else { 0 };
-        let (gfn, clear) = match gs.active.get(&gref.0) {
+        let (gfn, clear) = match gs.active(gref) {
             // Mapped elsewhere: those mappings keep `reading` (and maybe `writing`).
             Some(a) => (
                 a.gfn,

@@ -477,6 +477,50 @@ fn grant_peer_respects_live_mappings_and_overlap() {
     assert_eq!(p.flags(TABLE, 9), GTF_PERMIT_ACCESS);
 }
 
+/// A copy tells mapped refs from others (by a bitmap in front of the map of
+/// mappings): through any ref, in any order of mapping and unmapping, a copy
+/// of a mapped ref leaves the mapping's flag and a copy of an unmapped one
+/// leaves none.
+#[test]
+fn grant_copies_see_mappings_of_every_ref() {
+    let (hv, p) = setup();
+    let refs = [8u32, 63, 64, 65, 127, 128, 511];
+    for &r in &refs {
+        p.grant(TABLE, r, 0, DATA, false);
+    }
+    let peer = hv.grant_peer(p.id()).unwrap();
+    let mut maps = Vec::new();
+    for (k, &r) in refs.iter().enumerate().rev() {
+        maps.push((r, hv.grant_map(p.id(), GrantRef(r), true).unwrap()));
+        // Mapped so far: refs[k..]; the rest are not.
+        for (j, &q) in refs.iter().enumerate() {
+            peer.copy_in(GrantRef(q), 0, b"x").unwrap();
+            let want = if j >= k {
+                GTF_PERMIT_ACCESS | GTF_READING
+            } else {
+                GTF_PERMIT_ACCESS
+            };
+            assert_eq!(p.flags(TABLE, q), want, "ref {q} with refs {k}.. mapped");
+        }
+    }
+    // Unmap in another order (every other one first).
+    maps.sort_by_key(|(r, _)| (r % 2, *r));
+    while let Some((r, m)) = maps.pop() {
+        drop(m);
+        for &q in &refs {
+            let mut b = [0u8; 1];
+            peer.copy_out(GrantRef(q), 0, &mut b).unwrap();
+            let mapped = maps.iter().any(|(x, _)| *x == q);
+            let want = if mapped {
+                GTF_PERMIT_ACCESS | GTF_READING
+            } else {
+                GTF_PERMIT_ACCESS
+            };
+            assert_eq!(p.flags(TABLE, q), want, "ref {q} after unmapping {r}");
+        }
+    }
+}
+
 /// A guest rewriting an entry as fast as it can while dom0 copies through it:
 /// every copy either works on guest RAM or fails with a grant error; no flags stay.
 #[test]
