@@ -128,8 +128,21 @@ impl AlignedBuf {
     }
 }
 
-/// `pread`/`pwrite` of the workload's blocks, cycling through `nbuf` buffers.
-fn baseline(path: &std::path::Path, kind: Kind, size: usize, nbuf: usize) -> Duration {
+/// CPU time the calling thread has used.
+fn thread_cpu() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid timespec to write to.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    assert_eq!(r, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// `pread`/`pwrite` of the workload's blocks, cycling through `nbuf` buffers:
+/// (elapsed, CPU time of this thread).
+fn baseline(path: &std::path::Path, kind: Kind, size: usize, nbuf: usize) -> (Duration, Duration) {
     let f = OpenOptions::new()
         .read(true)
         .write(true)
@@ -139,6 +152,7 @@ fn baseline(path: &std::path::Path, kind: Kind, size: usize, nbuf: usize) -> Dur
         .map(|_| AlignedBuf::new(kind.block(), 0x5A))
         .collect();
     let offs = offsets(kind, size);
+    let c0 = thread_cpu();
     let t0 = Instant::now();
     for (i, &o) in offs.iter().enumerate() {
         let buf = bufs[i % nbuf].as_mut_slice();
@@ -147,21 +161,32 @@ fn baseline(path: &std::path::Path, kind: Kind, size: usize, nbuf: usize) -> Dur
             _ => f.read_exact_at(buf, o).unwrap(),
         }
     }
-    t0.elapsed()
+    (t0.elapsed(), thread_cpu() - c0)
 }
 
 /// One run the guest is asked for: workload, depth, and which disk (its number
 /// of queues).
 type Job = (Kind, usize, usize);
 
-/// Runs one workload in the guest; returns (elapsed, requests, frontend
-/// notifications).
-fn guest_run(d: &mut Disk<'_>, kind: Kind, size: usize, depth: usize) -> (Duration, u64, u64) {
+/// What one guest run measured.
+struct Run {
+    elapsed: Duration,
+    /// CPU time of the guest's thread (which also runs the reads blkback answers
+    /// inline).
+    cpu: Duration,
+    requests: u64,
+    /// Frontend notifications.
+    notifications: u64,
+}
+
+/// Runs one workload in the guest.
+fn guest_run(d: &mut Disk<'_>, kind: Kind, size: usize, depth: usize) -> Run {
     let bs = kind.block();
     let offs = offsets(kind, size);
     let mut owned = AlignedBuf::new(bs, 0xA5);
     let buf = owned.as_mut_slice();
     let before = d.stats();
+    let c0 = thread_cpu();
     let t0 = Instant::now();
     if depth == 1 {
         for &o in &offs {
@@ -219,13 +244,15 @@ fn guest_run(d: &mut Disk<'_>, kind: Kind, size: usize, depth: usize) -> (Durati
             }
         }
     }
-    let el = t0.elapsed();
+    let elapsed = t0.elapsed();
+    let cpu = thread_cpu() - c0;
     let after = d.stats();
-    (
-        el,
-        offs.len() as u64,
-        after.notifications - before.notifications,
-    )
+    Run {
+        elapsed,
+        cpu,
+        requests: offs.len() as u64,
+        notifications: after.notifications - before.notifications,
+    }
 }
 
 /// A row's name: the workload, and the queue count when more than one.
@@ -375,8 +402,16 @@ fn main() {
         a.mib, a.rounds
     );
     println!(
-        "{:<34} {:>5} {:>12} {:>12} {:>6} {:>11} {:>8} {:>10}",
-        "workload", "depth", "guest", "pread/pwrite", "ratio", "range", "notif/rq", "32 bufs"
+        "{:<34} {:>5} {:>12} {:>12} {:>6} {:>11} {:>8} {:>10} {:>7}",
+        "workload",
+        "depth",
+        "guest",
+        "pread/pwrite",
+        "ratio",
+        "range",
+        "notif/rq",
+        "32 bufs",
+        "cpu"
     );
     for &(kind, depth, queues) in &plan {
         let n = offsets(kind, size).len() as f64;
@@ -394,27 +429,30 @@ fn main() {
         let (mut one, mut vs_one) = (vec![], vec![]);
         let mut notif = 0u64;
         let mut reqs = 0u64;
+        let mut cpu = vec![];
         let backend = if queues == 2 { &be2 } else { &be };
         for _ in 0..a.rounds {
-            let base = per_sec(baseline(&img, kind, size, 1));
+            let (base_el, base_cpu) = baseline(&img, kind, size, 1);
+            let base = per_sec(base_el);
             if depth > 1 {
-                rot.push(per_sec(baseline(&img, kind, size, depth)) / base);
+                rot.push(per_sec(baseline(&img, kind, size, depth).0) / base);
             }
             if queues == 2 {
                 go_tx.send((kind, depth, 1)).unwrap();
-                let (el, _, _) = done_rx.recv().expect("guest result");
-                one.push(per_sec(el));
+                let run: Run = done_rx.recv().expect("guest result");
+                one.push(per_sec(run.elapsed));
             }
             let s0 = backend.stats();
             go_tx.send((kind, depth, queues)).unwrap();
-            let (el, rq, fe_notif) = done_rx.recv().expect("guest result");
+            let run: Run = done_rx.recv().expect("guest result");
             let s1 = backend.stats();
             if let Some(&o) = one.last() {
-                vs_one.push(per_sec(el) / o);
+                vs_one.push(per_sec(run.elapsed) / o);
             }
-            notif += fe_notif + s1.notifications_sent - s0.notifications_sent;
-            reqs += rq;
-            let guest = per_sec(el);
+            notif += run.notifications + s1.notifications_sent - s0.notifications_sent;
+            reqs += run.requests;
+            cpu.push(base_cpu.as_secs_f64() / run.cpu.as_secs_f64());
+            let guest = per_sec(run.elapsed);
             g.push(guest);
             b.push(base);
             r.push(guest / base);
@@ -427,7 +465,7 @@ fn main() {
             format!("{:.2}", median(&mut rot))
         };
         println!(
-            "{:<34} {:>5} {:>6.0} {unit:<5} {:>6.0} {unit:<5} {:>6.2} {:>5.2}-{:<5.2} {:>8.3} {:>10}",
+            "{:<34} {:>5} {:>6.0} {unit:<5} {:>6.0} {unit:<5} {:>6.2} {:>5.2}-{:<5.2} {:>8.3} {:>10} {:>7.2}",
             row_name(kind, queues),
             depth,
             gm,
@@ -437,6 +475,7 @@ fn main() {
             r[r.len() - 1],
             notif as f64 / reqs as f64,
             rotated,
+            median(&mut cpu),
         );
         if !vs_one.is_empty() {
             vs_one.sort_by(f64::total_cmp);
