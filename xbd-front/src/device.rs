@@ -1160,9 +1160,9 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         len: usize,
         timeout: Duration,
     ) -> Result<ReadData<'_, P, G, SLOTS, SEGS>, Error> {
-        let deadline = self.deadline(timeout);
-        let tag = self.retry_busy(deadline, |d| d.submit_read(lba, len))?;
-        self.wait_done(tag, deadline)?;
+        let mut deadline = self.deadline(timeout);
+        let tag = self.retry_busy(&mut deadline, |d| d.submit_read(lba, len))?;
+        self.wait_done(tag, &mut deadline)?;
         self.take_read(tag)
     }
 
@@ -1172,7 +1172,7 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         self.io.cancel(tag)
     }
 
-    fn wait_done(&mut self, tag: Tag, deadline: u64) -> Result<(), Error> {
+    fn wait_done(&mut self, tag: Tag, deadline: &mut Deadline) -> Result<(), Error> {
         // The clock is read only once the answer is not there at the first look
         // (a backend that answers inline, or quickly, costs no clock read).
         let mut spin = None;
@@ -1181,6 +1181,7 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
             if self.io.is_done(tag)? {
                 return Ok(());
             }
+            let deadline = deadline.at(&self.platform);
             let spin = spin.get_or_insert_with(|| self.spin_budget(deadline));
             if self.spinning(spin) {
                 continue;
@@ -1224,7 +1225,7 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
     /// requests.
     fn retry_busy(
         &mut self,
-        deadline: u64,
+        deadline: &mut Deadline,
         mut submit: impl FnMut(&mut Self) -> Result<Tag, Error>,
     ) -> Result<Tag, Error> {
         let mut spin = None;
@@ -1234,6 +1235,7 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
                 other => return other,
             }
             self.io.poll(&self.grants)?;
+            let deadline = deadline.at(&self.platform);
             let spin = spin.get_or_insert_with(|| self.spin_budget(deadline));
             if self.spinning(spin) {
                 continue;
@@ -1248,14 +1250,18 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         }
     }
 
-    fn deadline(&self, timeout: Duration) -> u64 {
-        let t = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
-        self.platform.now_ns().saturating_add(t)
+    /// The time limit of a blocking call taking `timeout`: see [`Deadline`].
+    fn deadline(&self, timeout: Duration) -> Deadline {
+        Deadline {
+            timeout: u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX),
+            at: None,
+        }
     }
 
     /// Blocking read of `bufs` (total a multiple of the sector size) from logical
-    /// sector `lba`; `timeout` bounds the whole call (on expiry the requests still
-    /// pending are cancelled: [`Error::Timeout`]). Any number of buffers.
+    /// sector `lba`; `timeout` bounds the waiting, counted from the call's first
+    /// wait (on expiry the requests still pending are cancelled:
+    /// [`Error::Timeout`]). Any number of buffers.
     ///
     /// A read of more than 128 KiB is pipelined: it goes out as up to
     /// four requests at once, and each piece is copied into `bufs` while
@@ -1339,7 +1345,7 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
             lba,
             sector_size,
             total,
-            deadline,
+            mut deadline,
             plug,
         } = t;
         let piece = self.piece_bytes(sector_size, total);
@@ -1357,7 +1363,7 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
                     let at = lba + (sent / ss) as u64;
                     let tag = if pending.is_empty() {
                         // None of ours in flight: wait while others hold every slot.
-                        self.retry_busy(deadline, |d| submit(d, at, n))
+                        self.retry_busy(&mut deadline, |d| submit(d, at, n))
                     } else {
                         match submit(self, at, n) {
                             Err(Error::Busy) => break,
@@ -1385,7 +1391,7 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
             let Some(tag) = pending.pop_front() else {
                 break Ok(());
             };
-            if let Err(e) = self.wait_done(tag, deadline) {
+            if let Err(e) = self.wait_done(tag, &mut deadline) {
                 let _ = self.io.cancel(tag);
                 break Err(e);
             }
@@ -1405,17 +1411,17 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
 
     /// Blocking flush.
     pub fn flush(&mut self, timeout: Duration) -> Result<(), Error> {
-        let deadline = self.deadline(timeout);
-        let tag = self.retry_busy(deadline, |d| d.submit_flush())?;
-        self.wait_done(tag, deadline)?;
+        let mut deadline = self.deadline(timeout);
+        let tag = self.retry_busy(&mut deadline, |d| d.submit_flush())?;
+        self.wait_done(tag, &mut deadline)?;
         self.io.finish(tag, &mut []).map(drop)
     }
 
     /// Blocking discard of `count` logical sectors at `lba`.
     pub fn discard(&mut self, lba: u64, count: u64, timeout: Duration) -> Result<(), Error> {
-        let deadline = self.deadline(timeout);
-        let tag = self.retry_busy(deadline, |d| d.submit_discard(lba, count, false))?;
-        self.wait_done(tag, deadline)?;
+        let mut deadline = self.deadline(timeout);
+        let tag = self.retry_busy(&mut deadline, |d| d.submit_discard(lba, count, false))?;
+        self.wait_done(tag, &mut deadline)?;
         self.io.finish(tag, &mut []).map(drop)
     }
 
@@ -1424,6 +1430,29 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
     fn chunk_bytes(&self, sector_size: u32) -> usize {
         let m = self.max_request_bytes().max(sector_size as usize);
         m - m % sector_size as usize
+    }
+}
+
+/// A blocking call's time limit. The clock starts at the call's first wait (its
+/// first look that finds the answer not there yet, or every slot busy), not at
+/// its start: what comes before is bounded work of our own (checks, copying
+/// write data in, submitting), which is never waited on, so the call still
+/// ends within the timeout of its first wait, and a call answered at once (a
+/// backend answering on the notifying thread) reads no clock at all.
+struct Deadline {
+    /// The timeout (ns).
+    timeout: u64,
+    /// Platform time (ns) of the limit, once the clock has started.
+    at: Option<u64>,
+}
+
+impl Deadline {
+    /// The limit (platform time, ns), starting the clock now if it has not
+    /// started yet.
+    fn at<P: Platform>(&mut self, p: &P) -> u64 {
+        *self
+            .at
+            .get_or_insert_with(|| p.now_ns().saturating_add(self.timeout))
     }
 }
 
@@ -1647,7 +1676,6 @@ fn ring_region(pages: &SharedPages, offset: usize, len: usize) -> Option<SharedM
 }
 
 /// A blocking transfer as [`Device`]'s pipeline moves it.
-#[derive(Clone, Copy)]
 struct Transfer {
     /// First logical sector (or page, for the registered pages).
     lba: u64,
@@ -1655,8 +1683,8 @@ struct Transfer {
     sector_size: usize,
     /// Bytes to move.
     total: usize,
-    /// When to give up (platform time, ns).
-    deadline: u64,
+    /// When to give up.
+    deadline: Deadline,
     /// Publish each batch of submissions at once (reads) rather than each as it
     /// is made (writes, whose submission is the copy).
     plug: bool,
