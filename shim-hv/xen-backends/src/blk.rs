@@ -423,26 +423,18 @@ impl Served for BlkQueue {
         if io.frozen || io.failed {
             return false;
         }
-        match io.ring.final_check_for_requests() {
-            Ok(more) => more,
-            Err(e) => {
-                io.sh.set_fatal(format!("ring: {e}"));
-                io.failed = true;
-                false
-            }
-        }
+        io.rearm()
     }
 
     fn sched(&self) -> &Sched {
         &self.sched
     }
 
-    fn turn_inline(&self) -> bool {
+    fn turn_inline(&self) -> Option<bool> {
         let mut g = lock(&self.io);
-        match g.as_mut() {
-            Some(io) if !io.frozen && !io.failed => io.serve_inline(),
-            _ => false,
-        }
+        let io = g.as_mut().filter(|io| !io.frozen && !io.failed)?;
+        // Served: re-armed under the same lock (one visit per request).
+        io.serve_inline().then(|| io.rearm())
     }
 }
 
@@ -1146,6 +1138,20 @@ impl IoQueue {
             self.port.notify();
         }
         true
+    }
+
+    /// Re-arms `req_event` (`RING_FINAL_CHECK_FOR_REQUESTS`) as a worker does
+    /// before it goes idle: `true` if requests came meanwhile. A ring error is
+    /// fatal (recorded in `fatal`; the queue is not served again).
+    fn rearm(&mut self) -> bool {
+        match self.ring.final_check_for_requests() {
+            Ok(more) => more,
+            Err(e) => {
+                self.sh.set_fatal(format!("ring: {e}"));
+                self.failed = true;
+                false
+            }
+        }
     }
 
     /// One step of a stepped backend: serves what is on the ring, then re-arms

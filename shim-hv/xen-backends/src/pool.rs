@@ -53,11 +53,13 @@ pub(crate) trait Served: Send + Sync {
     /// The queue's scheduling state.
     fn sched(&self) -> &Sched;
     /// Serves the queue's work on the kicking thread if it is one small item that
-    /// needs no waiting ([`Pool::kick_inline`]): `true` if it did (the caller then
-    /// re-arms as a worker does), `false` if a worker must serve (nothing was
+    /// needs no waiting ([`Pool::kick_inline`]), then re-arms as a worker going
+    /// idle does ([`Served::rearm`], in the same visit to the queue's state):
+    /// `Some(more)` if it served, `more` being what that re-arm returned (work
+    /// came meanwhile: a worker's); `None` if a worker must serve (nothing was
     /// served, or what was taken is kept for the worker's next turn).
-    fn turn_inline(&self) -> bool {
-        false
+    fn turn_inline(&self) -> Option<bool> {
+        None
     }
 }
 
@@ -186,8 +188,8 @@ impl Pool {
         // A panicking turn is a bug of ours: left to a worker's turn, which
         // handles it as any other.
         let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| q.turn_inline()))
-            .unwrap_or(false);
-        if served && !q.rearm() {
+            .unwrap_or(None);
+        if served == Some(false) {
             // Done, and asked for the next notification (as a worker does before it
             // goes idle); a kick that came meanwhile queues it for a worker.
             s.state.store(IDLE, Ordering::SeqCst);
@@ -548,7 +550,7 @@ mod tests {
         fn sched(&self) -> &Sched {
             &self.sched
         }
-        fn turn_inline(&self) -> bool {
+        fn turn_inline(&self) -> Option<bool> {
             if self.in_turn.swap(true, Ordering::SeqCst) {
                 self.overlaps.fetch_add(1, Ordering::SeqCst);
             }
@@ -561,7 +563,7 @@ mod tests {
                 lock(&self.inline_on).push(std::thread::current().id());
             }
             self.in_turn.store(false, Ordering::SeqCst);
-            ok
+            ok.then(|| self.rearm())
         }
     }
 
