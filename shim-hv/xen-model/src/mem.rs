@@ -874,6 +874,9 @@ enum Dir {
     Write,
 }
 
+// `file_vectored`'s raw `preadv2` passes the position in one `long`.
+const _: () = assert!(std::mem::size_of::<libc::c_long>() == 8);
+
 fn file_vectored(
     file: &std::fs::File,
     regions: &[SharedMem<'_>],
@@ -937,15 +940,22 @@ fn file_vectored(
                     at,
                 )
             },
-            // SAFETY: as above.
+            // SAFETY: as above. The system call itself rather than libc's
+            // `preadv2`, whose wrapper is a thread-cancellation point (two more
+            // calls around the system call, which no thread of ours needs): this
+            // read is made for each small request on the frontend's own thread.
+            // On x86_64 (and every 64-bit Linux ABI) the position goes in the
+            // low-half argument whole, with 0 as the high half, as libc passes it.
             Dir::ReadNoWait => unsafe {
-                libc::preadv2(
+                libc::syscall(
+                    libc::SYS_preadv2,
                     file.as_raw_fd(),
                     iov.as_ptr(),
                     iov.count() as libc::c_int,
                     at,
+                    0 as libc::c_long,
                     libc::RWF_NOWAIT,
-                )
+                ) as isize
             },
             // SAFETY: as above (the kernel only reads the memory).
             Dir::Write => unsafe {
