@@ -176,15 +176,19 @@ impl Pool {
     /// Otherwise, and while a worker serves the queue, it is a [`Pool::kick`].
     pub(crate) fn kick_inline(&'static self, q: &Arc<dyn Served>) {
         let s = q.sched();
-        s.pending.store(true, Ordering::SeqCst);
+        // Claimed first: a queue this thread now runs needs no `pending` mark
+        // (two atomic stores fewer per request at queue depth 1).
         if s.state
             .compare_exchange(IDLE, RUNNING, Ordering::SeqCst, Ordering::SeqCst)
             .is_err()
         {
-            // Queued or being served: the worker sees `pending`.
+            // Queued or being served: a plain kick (`pending` set before the
+            // state is looked at again, so a worker that is just going idle
+            // either sees the mark or leaves the queue Idle for the kick to
+            // queue).
+            self.kick(q);
             return;
         }
-        s.pending.store(false, Ordering::SeqCst);
         // A panicking turn is a bug of ours: left to a worker's turn, which
         // handles it as any other.
         let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| q.turn_inline()))
