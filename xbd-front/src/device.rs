@@ -1274,8 +1274,21 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         timeout: Duration,
     ) -> Result<(), Error> {
         let total = total_len_mut(bufs);
-        let info = self.check_range(lba, total, false)?.0;
-        let deadline = self.deadline(timeout);
+        let (info, sector) = self.check_range(lba, total, false)?;
+        let mut deadline = self.deadline(timeout);
+        if total <= PIPELINE_MIN && total <= self.chunk_bytes(info.sector_size) {
+            // One request (a small read): submit, wait, copy out; what the
+            // pipeline below would do for it, without its bookkeeping.
+            let spec = OpSpec::read(sector, total);
+            let tag = self.retry_busy(&mut deadline, |d| {
+                d.io.submit(&d.platform, &d.grants, &spec)
+            })?;
+            if let Err(e) = self.wait_done(tag, &mut deadline) {
+                let _ = self.io.cancel(tag);
+                return Err(e);
+            }
+            return self.io.finish_from(tag, bufs, &mut (0, 0)).map(drop);
+        }
         let mut cursor = (0usize, 0usize);
         let t = Transfer {
             lba,
