@@ -48,6 +48,9 @@ enum Flaw {
     KeepsMapped(u32),
     /// The backend's `error` node reads as `.0` (`None`: absent).
     Error(Option<&'static str>),
+    /// After garbage in the frontend's `state` (and until a valid state), the
+    /// backend's `state` reads Connected.
+    ConnectsOnGarbage,
     /// The backend's key `.0` reads `.1`.
     Key(&'static str, &'static str),
     /// The console output the clients get loses its last byte.
@@ -102,6 +105,7 @@ struct Careless {
     kept: Cell<Option<GrantRef>>,
     once: Cell<bool>,
     notified: Cell<bool>,
+    garbage: Cell<bool>,
     frames: RefCell<HashMap<u32, Gfn>>,
     rings: RefCell<Vec<Ring>>,
 }
@@ -121,6 +125,7 @@ impl Careless {
             kept: Cell::new(None),
             once: Cell::new(false),
             notified: Cell::new(false),
+            garbage: Cell::new(false),
             frames: RefCell::new(HashMap::new()),
             rings: RefCell::new(Vec::new()),
         }
@@ -273,6 +278,13 @@ impl FrontendWorld for Careless {
     }
 
     fn write_key(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        if key == "state" {
+            let valid = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse::<u32>().ok())
+                .is_some_and(|v| (1..=6).contains(&v));
+            self.garbage.set(!valid);
+        }
         let kind = match key {
             "ring-ref" => Some(RingKind::Blk),
             "tx-ring-ref" => Some(RingKind::Tx),
@@ -307,6 +319,7 @@ impl FrontendWorld for Careless {
             (Some(Flaw::Error(e)), "error") => e.map(|e| e.as_bytes().to_vec()),
             (Some(Flaw::Key(k, v)), _) if k == key => Some(v.as_bytes().to_vec()),
             (Some(Flaw::NoDiscard), "feature-discard") => Some(b"0".to_vec()),
+            (Some(Flaw::ConnectsOnGarbage), "state") if self.garbage.get() => Some(b"4".to_vec()),
             (Some(Flaw::StateOnceNotified(st)), "state") if self.notified.get() => {
                 Some(st.to_string().into_bytes())
             }
@@ -748,4 +761,74 @@ fn blk_a_backend_without_discard_passes() {
     let world = Careless::new(world, Flaw::NoDiscard, Scope::Own);
     let e = case.run(&world).expect("the case passes");
     says(&e, "36 malformed requests answered with errors");
+}
+
+#[test]
+fn blk_good_requests_refused_in_each_case() {
+    let write = |prefix, want| {
+        let flaw = Flaw::BlkOpStatus(blkif::OP_WRITE, OK, ERR);
+        says(&fails(prefix, flaw, Scope::Own), want);
+    };
+    write(
+        "blkback.malformed_requests",
+        "a write from a read-only grant got -1",
+    );
+    write("blkback.read_into_ring_page", "a good write of 0xff got -1");
+    let read = |prefix, scope, want| {
+        let flaw = Flaw::BlkOpStatus(blkif::OP_READ, OK, ERR);
+        says(&fails(prefix, flaw, scope), want);
+    };
+    read(
+        "blkback.req_prod_overrun",
+        Scope::Neighbours,
+        "a good read before the overrun failed",
+    );
+    read(
+        "blkback.closing_in_flight",
+        Scope::Own,
+        "a read after reconnecting got -1",
+    );
+    read(
+        "blkback.garbage_frontend_state",
+        Scope::Own,
+        "a read after connecting failed",
+    );
+    // An indirect request's answer carries its indirect operation.
+    read(
+        "blkback.indirect",
+        Scope::Own,
+        "a good indirect read after them got -1",
+    );
+}
+
+#[test]
+fn blk_a_data_grant_kept_mapped_after_a_refusal() {
+    // The ring's grant is the first, the writable data page's the second.
+    let e = fails(
+        "blkback.malformed_requests",
+        Flaw::KeepsMapped(2),
+        Scope::Own,
+    );
+    says(&e, "read past the end: gref");
+    says(&e, "still mapped after the answer");
+}
+
+#[test]
+fn blk_connecting_on_a_garbage_state() {
+    let e = fails(
+        "blkback.garbage_frontend_state",
+        Flaw::ConnectsOnGarbage,
+        Scope::Own,
+    );
+    says(&e, "frontend state \"99\": the backend's state is Some(4)");
+}
+
+#[test]
+fn blk_key_sets_refused_without_a_reason() {
+    let e = fails(
+        "blkback.bad_connect_keys",
+        Flaw::Error(None),
+        Scope::Neighbours,
+    );
+    says(&e, "ring-ref not granted: the backend closed");
 }
