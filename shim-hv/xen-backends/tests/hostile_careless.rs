@@ -832,3 +832,19 @@ fn blk_key_sets_refused_without_a_reason() {
     );
     says(&e, "ring-ref not granted: the backend closed");
 }
+
+#[test]
+fn net_refusals_and_a_sender_blamed_for_its_receiver() {
+    let e = fails(
+        "netback.bad_connect_keys",
+        Flaw::Error(None),
+        Scope::Neighbours,
+    );
+    says(&e, "multi-queue-num-queues = \"99\": the backend closed");
+    let e = fails(
+        "netback.bad_rx_grefs",
+        Flaw::TxStatus(netif::RSP_OKAY, netif::RSP_ERROR),
+        Scope::Neighbours,
+    );
+    says(&e, "the sender's frame 0 got -1 (the receiver's fault)");
+}

@@ -339,12 +339,18 @@ fn net_connect_keys(w: &dyn FrontendWorld) -> R<String> {
 fn net_bad_rx(w: &dyn FrontendWorld) -> R<String> {
     let mut n = Net::connect(w)?;
     let cap = w.grant_capacity();
-    for id in 0..8u16 {
-        let gref = if id % 2 == 0 {
-            cap.saturating_add(u32::from(id))
-        } else {
-            0
-        };
+    // Refs outside the table and the reserved ref 0, in turn.
+    let bad = [
+        cap,
+        0,
+        cap.saturating_add(2),
+        0,
+        cap.saturating_add(4),
+        0,
+        u32::MAX,
+        0,
+    ];
+    for (id, gref) in (0..).zip(bad) {
         n.rx.push_request(&RxRequest { id, _pad: 0, gref })
             .map_err(|e| e.to_string())?;
     }
