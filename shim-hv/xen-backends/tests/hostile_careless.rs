@@ -503,6 +503,13 @@ fn blk_the_neighbours_write_refused() {
         Scope::Neighbours,
     );
     says(&e, "the neighbour's disk: write -1, read 0, data same");
+    // The read is done but answered ERROR: the data is there all the same.
+    let e = fails(
+        "blkback.malformed_requests",
+        Flaw::BlkOpStatus(blkif::OP_READ, OK, ERR),
+        Scope::Neighbours,
+    );
+    says(&e, "the neighbour's disk: write 0, read -1, data same");
 }
 
 #[test]
