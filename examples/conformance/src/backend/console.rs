@@ -154,9 +154,10 @@ fn cons_input(w: &dyn FrontendWorld) -> R<String> {
     let mut got = Vec::new();
     let mut idle = 0;
     while got.len() < data.len() {
-        if sent < data.len() {
+        let rest = &data[sent..];
+        if !rest.is_empty() {
             // Never past the end, whatever the world claims it accepted.
-            sent = (sent + w.console_input(&data[sent..])).min(data.len());
+            sent = (sent + w.console_input(rest)).min(data.len());
         }
         let (c, pr) = (p.load_u32(cons::IN_CONS), p.load_u32(cons::IN_PROD));
         let avail = pr.wrapping_sub(c) as usize;
