@@ -61,6 +61,8 @@ enum Flaw {
     OutputChanged(usize),
     /// The console's input claims `.0` bytes more than accepted.
     InputOverclaims(usize),
+    /// The console's input claims every byte accepted and delivers none.
+    InputDropped,
     /// The console's input claims a flood (a MiB at once) accepted whole.
     InputTakesFloods,
     /// The console's input reaches the guest with its first byte changed.
@@ -362,6 +364,7 @@ impl FrontendWorld for Careless {
     fn console_input(&self, bytes: &[u8]) -> usize {
         let page = self.inner.console().map(|(p, _)| p.mem);
         let n = match self.flaw() {
+            Some(Flaw::InputDropped) => bytes.len(),
             Some(Flaw::InputChanged) if !bytes.is_empty() => {
                 let mut b = bytes.to_vec();
                 b[0] ^= 0x20;
@@ -854,4 +857,23 @@ fn net_refusals_and_a_sender_blamed_for_its_receiver() {
         Scope::Neighbours,
     );
     says(&e, "the sender's frame 0 got -1 (the receiver's fault)");
+}
+
+#[test]
+fn console_input_never_delivered() {
+    let e = fails_within(
+        "consback.binary_and_input",
+        Flaw::InputDropped,
+        Scope::Own,
+        SHORT,
+    );
+    says(&e, "0 of 3000 input bytes came (");
+    // The count of turns the case waited for input, each after an empty look.
+    let turns: i64 = e
+        .split('(')
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|t| t.parse().ok())
+        .expect("a count of idle turns");
+    assert!(turns > 0, "{e}");
 }
