@@ -822,6 +822,14 @@ mod tests {
         let w = Scripted::new();
         let (mut n, ring) = net(&w);
         n.post_rx(4).unwrap();
+        // A fifth request, for the extra-info slot's answer.
+        let r = RxRequest {
+            id: 3,
+            _pad: 0,
+            gref: 13,
+        };
+        n.rx.push_request(&r).unwrap();
+        let _ = n.rx.push_requests_and_check_notify();
         n.data[0].0.mem.write(100, b"head");
         n.data[2].0.mem.write(0, b"tail");
         // A slot ending at its page's end, an extra-info slot, the last slot.
@@ -834,6 +842,8 @@ mod tests {
                 rsp(1, (PAGE_SIZE - 3) as u16, extra, 3),
                 // The extra-info slot: its bytes are no data.
                 rsp(0xffff, 0xffff, 0, -1),
+                // An empty slot: status 0 is a length, no error.
+                rsp(3, 0, netif::NETRXF_MORE_DATA, 0),
                 rsp(2, 0, 0, 4),
             ],
         );
