@@ -231,6 +231,14 @@ pub fn run_matching(
 const HUNG_AFTER: u64 = if cfg!(miri) { 2_000 } else { 10_000 };
 /// Polls (each followed by a wait) a case gives a driver to notice something.
 const POLLS: usize = 30;
+/// Commits a driver may try before giving up on a transaction that keeps
+/// failing with `EAGAIN` (xenbus's client tries 16).
+const MAX_COMMITS: u64 = 1000;
+
+/// Whether `commits` tries are more than a bounded retry policy makes.
+fn too_many_commits(commits: u64) -> bool {
+    commits > MAX_COMMITS
+}
 
 fn watchdog(host: &HostPlatform) -> crate::Peer {
     // The runner clears the peers after the case, which ends the handle cycle.
@@ -917,7 +925,7 @@ static CASES: [Case; 36] = [
             let mut d = make(&w.host)?;
             w.server.fail_commits(u32::MAX);
             match d.transaction_write("k", b"v") {
-                Err(e) if w.server.commits() <= 1000 => {
+                Err(e) if !too_many_commits(w.server.commits()) => {
                     Ok(format!("gave up after {} commits: {e}", w.server.commits()))
                 }
                 Err(e) => Err(format!("{} commits before giving up: {e}", w.server.commits())),
@@ -1209,7 +1217,7 @@ static CASES: [Case; 36] = [
             if !early.is_empty() {
                 return Err(format!("delivered {early:?} without a committed acknowledgement"));
             }
-            if tries > 1000 {
+            if too_many_commits(tries) {
                 return Err(format!("{tries} commits"));
             }
             w.server.fail_commits(0);
@@ -1294,6 +1302,13 @@ mod tests {
         }
         assert_eq!((before, w.waits_since(before)), (2, 3));
         host.clear_peers();
+    }
+
+    /// The commit bound: 1000 tries pass, 1001 are too many.
+    #[test]
+    fn too_many_commits_is_over_1000() {
+        assert!(!super::too_many_commits(1000));
+        assert!(super::too_many_commits(1001));
     }
 
     /// The test data of the dribble and reconnect cases.

@@ -140,10 +140,16 @@ fn xenbus_passes_the_xenstore_catalogue() {
     println!("{report}");
     assert!(report.all_passed(), "{report}");
     // Evidence no verdict depends on (mutants of its counts, docs/mutants.md).
-    for (case, evidence) in [(
-        "power.garbage_request",
-        "6 garbage values cleared (6 reported)",
-    )] {
+    for (case, evidence) in [
+        (
+            "power.garbage_request",
+            "6 garbage values cleared (6 reported)",
+        ),
+        (
+            "power.ack_always_eagain",
+            "16 failed commits, nothing acted on",
+        ),
+    ] {
         if let Some(r) = report.rows.iter().find(|r| r.name.starts_with(case)) {
             assert!(r.evidence.contains(evidence), "{case}: {}", r.evidence);
         }
@@ -434,6 +440,10 @@ struct Tweaked {
     probe: Option<Probe>,
     /// What `device_poll` answers before it asks the inner driver.
     polls: VecDeque<Result<bool, String>>,
+    /// `reconnect` waits this many times, then refuses without asking.
+    reconnect_refused_after: Option<u64>,
+    /// `power_poll` clears `control/shutdown` and delivers nothing.
+    power_swallowed: bool,
     /// `power_start` offers this instead of what it is told.
     offer: Option<PowerOffer>,
     /// `power_poll` reads `control/shutdown` itself: delivers and clears only
@@ -467,6 +477,8 @@ impl Tweaked {
             probe: None,
             polls: VecDeque::new(),
             offer: None,
+            reconnect_refused_after: None,
+            power_swallowed: false,
             power_own: None,
         }
     }
@@ -566,9 +578,23 @@ impl StoreDriver for Tweaked {
         self.inner.power_start(self.offer.unwrap_or(offer))
     }
     fn reconnect(&mut self) -> Result<(), String> {
+        if let Some(n) = self.reconnect_refused_after {
+            for _ in 0..n {
+                self.host.wait();
+            }
+            return Err(format!("refused after {n} waits"));
+        }
         self.inner.reconnect()
     }
     fn power_poll(&mut self) -> Result<Option<String>, String> {
+        if self.power_swallowed {
+            if let Ok(v) = self.inner.read("control/shutdown") {
+                if !v.is_empty() {
+                    self.inner.write("control/shutdown", b"")?;
+                }
+            }
+            return Ok(None);
+        }
         let Some(on_missing) = self.power_own else {
             return self.inner.power_poll();
         };
@@ -888,4 +914,28 @@ fn the_wrong_tx_id_is_on_the_write() {
     passes("xenstore.reply_with_another_tx_id", |d| {
         d.tx_end_errors_ignored = true
     });
+}
+
+/// A refusal of the reconnect after waiting fails `reconnect_not_offered`
+/// ("at once": the `||` and `>` of its check).
+#[test]
+fn a_late_refusal_of_the_reconnect_fails() {
+    fails_with(
+        "xenstore.reconnect_not_offered",
+        false,
+        "after 3 waits, with connection = 0",
+        |d| d.reconnect_refused_after = Some(3),
+    );
+}
+
+/// Clearing a request without acting on it fails `power.ack_always_eagain` (the
+/// `&&` of its last check).
+#[test]
+fn a_request_cleared_but_not_acted_on_fails() {
+    fails_with(
+        "power.ack_always_eagain",
+        false,
+        "after the store recovered: []",
+        |d| d.power_swallowed = true,
+    );
 }
