@@ -684,6 +684,10 @@ fn tweaked_over(pattern: &str, careless: bool, f: impl Fn(&mut Tweaked)) -> Vec<
 /// case where the server does not offer one and fails the two where it must
 /// reconnect (mutant: the default `reconnect` answering `Ok(())`).
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a tweaked driver against one case: the verdict logic, no memory-safety content beyond xenbus_passes_the_xenstore_catalogue; slow under Miri"
+)]
 fn a_driver_without_reconnect_fails_the_reconnect_cases() {
     let report = xenstore_cases::run_matching("xenstore.reconnect_", |host| {
         Ok(Box::new(NoReconnect(xenbus(host)?)))
@@ -710,6 +714,10 @@ fn a_driver_without_reconnect_fails_the_reconnect_cases() {
 /// catalogue allows and then gives up passes `xenstore.server_silent`; one wait
 /// more and it is hung (mutants: the watchdog's `>` as `>=` or `==`).
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a tweaked driver against one case: the verdict logic, no memory-safety content beyond xenbus_passes_the_xenstore_catalogue; slow under Miri"
+)]
 fn the_watchdog_allows_exactly_its_waits() {
     let hung_after: u64 = if cfg!(miri) { 2_000 } else { 10_000 };
     let at = tweaked("xenstore.server_silent", |d| {
@@ -760,6 +768,10 @@ fn a_flood_with_one_event_silently_lost_fails() {
 /// during a request: the flood is endless (mutants of the flood peer's refill
 /// bound).
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a tweaked driver against one case: the verdict logic, no memory-safety content beyond xenbus_passes_the_xenstore_catalogue; slow under Miri"
+)]
 fn the_flood_during_a_request_is_endless() {
     fails_with(
         "xenstore.flood_during_a_request",
@@ -772,6 +784,10 @@ fn the_flood_during_a_request_is_endless() {
 /// Over 1000 commits before giving up fails (the guard `commits() <= 1000` as
 /// `true`): xenbus's client tried 70 times, 16 commits each.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a tweaked driver against one case: the verdict logic, no memory-safety content beyond xenbus_passes_the_xenstore_catalogue; slow under Miri"
+)]
 fn more_than_1000_commits_fail() {
     fails_with(
         "xenstore.commit_always_eagain",
@@ -783,6 +799,10 @@ fn more_than_1000_commits_fail() {
 
 /// A transaction that commits another value fails (the guard `v == b"v"`).
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a tweaked driver against one case: the verdict logic, no memory-safety content beyond xenbus_passes_the_xenstore_catalogue; slow under Miri"
+)]
 fn a_commit_of_the_wrong_value_fails() {
     fails_with(
         "xenstore.commit_eagain_then_ok",
@@ -796,6 +816,10 @@ fn a_commit_of_the_wrong_value_fails() {
 /// type check of `watched`); one that was watched exactly fails (its `p == *path`
 /// and `||`, and the guard `watched`).
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a tweaked driver against one case: the verdict logic, no memory-safety content beyond xenbus_passes_the_xenstore_catalogue; slow under Miri"
+)]
 fn a_refused_backend_path_must_not_be_watched() {
     passes("xenstore.backend_path_outside_tree", |d| {
         d.probe = Some(Probe::ReadState)
@@ -811,6 +835,10 @@ fn a_refused_backend_path_must_not_be_watched() {
 /// An error, or a teardown, for the decoy of `backend_keys_pinned` fails it (the
 /// check's `||` as `&&`, its `n > 0` as `<`).
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a tweaked driver against one case: the verdict logic, no memory-safety content beyond xenbus_passes_the_xenstore_catalogue; slow under Miri"
+)]
 fn an_error_or_a_teardown_for_the_decoy_fails() {
     fails_with(
         "xenstore.backend_keys_pinned",
@@ -829,6 +857,10 @@ fn an_error_or_a_teardown_for_the_decoy_fails() {
 /// Not advertising reboot fails `power.undeclared_request` (the `||` of its
 /// advertisement check).
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a tweaked driver against one case: the verdict logic, no memory-safety content beyond xenbus_passes_the_xenstore_catalogue; slow under Miri"
+)]
 fn a_missing_advertisement_fails() {
     fails_with(
         "power.undeclared_request",
@@ -841,6 +873,10 @@ fn a_missing_advertisement_fails() {
 /// Garbage left in `control/shutdown` fails (the guard `!left.is_empty()`), and
 /// so does acting on a missing node (both `&&` of the spurious firings' check).
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a tweaked driver against one case: the verdict logic, no memory-safety content beyond xenbus_passes_the_xenstore_catalogue; slow under Miri"
+)]
 fn garbage_left_or_a_missing_node_acted_on_fails() {
     fails_with(
         "power.garbage_request",
@@ -863,6 +899,10 @@ fn timed_out() -> Result<Vec<u8>, String> {
 
 /// The late reply taken for the next read's fails (the guard `v == b"second"`).
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a tweaked driver against one case: the verdict logic, no memory-safety content beyond xenbus_passes_the_xenstore_catalogue; slow under Miri"
+)]
 fn the_late_reply_taken_for_the_next_fails() {
     fails_with(
         "xenstore.late_reply_after_timeout",
@@ -874,6 +914,10 @@ fn the_late_reply_taken_for_the_next_fails() {
 
 /// A wrong value read after a reset fails (the guard `v == b"yes"`).
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a tweaked driver against one case: the verdict logic, no memory-safety content beyond xenbus_passes_the_xenstore_catalogue; slow under Miri"
+)]
 fn a_wrong_value_after_the_reset_fails() {
     fails_with(
         "xenstore.reconnect_resets_the_ring",
@@ -885,6 +929,10 @@ fn a_wrong_value_after_the_reset_fails() {
 
 /// A wrong value read after the served reconnect fails (the guard `v == b"1"`).
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a tweaked driver against one case: the verdict logic, no memory-safety content beyond xenbus_passes_the_xenstore_catalogue; slow under Miri"
+)]
 fn a_wrong_value_after_the_served_reconnect_fails() {
     fails_with(
         "xenstore.reconnect_never_completes",
@@ -910,6 +958,10 @@ fn a_listing_without_the_bad_entries_passes() {
 /// to its `TRANSACTION_END` still fails on the write and passes (mutants of the
 /// case's rule, `ty == WRITE && tx_id != 0`: `||`, `!=`).
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a tweaked driver against one case: the verdict logic, no memory-safety content beyond xenbus_passes_the_xenstore_catalogue; slow under Miri"
+)]
 fn the_wrong_tx_id_is_on_the_write() {
     passes("xenstore.reply_with_another_tx_id", |d| {
         d.tx_end_errors_ignored = true
@@ -919,6 +971,10 @@ fn the_wrong_tx_id_is_on_the_write() {
 /// A refusal of the reconnect after waiting fails `reconnect_not_offered`
 /// ("at once": the `||` and `>` of its check).
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a tweaked driver against one case: the verdict logic, no memory-safety content beyond xenbus_passes_the_xenstore_catalogue; slow under Miri"
+)]
 fn a_late_refusal_of_the_reconnect_fails() {
     fails_with(
         "xenstore.reconnect_not_offered",
@@ -931,6 +987,10 @@ fn a_late_refusal_of_the_reconnect_fails() {
 /// Clearing a request without acting on it fails `power.ack_always_eagain` (the
 /// `&&` of its last check).
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "a tweaked driver against one case: the verdict logic, no memory-safety content beyond xenbus_passes_the_xenstore_catalogue; slow under Miri"
+)]
 fn a_request_cleared_but_not_acted_on_fails() {
     fails_with(
         "power.ack_always_eagain",
