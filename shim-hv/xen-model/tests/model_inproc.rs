@@ -130,6 +130,15 @@ fn wait_returns_at_once_if_the_event_came_first() {
     );
 }
 
+/// A guest that scans its own events (long waits: an event wakes it), with the
+/// kit's event channels over its `shared_info` on vCPU 0.
+fn scanning_events(g: &InProcGuest) -> EventChannels<&InProcGuest> {
+    g.set_wait_timeout(LONG);
+    g.set_upcall_mode(UpcallMode::GuestScans);
+    let shared = EventChannels::<&InProcGuest>::map_shared_info(g).unwrap();
+    EventChannels::new(g, shared, 0).unwrap()
+}
+
 #[test]
 fn guest_scans_mode_with_event_channels() {
     let hv = hv();
@@ -137,10 +146,7 @@ fn guest_scans_mode_with_event_channels() {
     let (tx, rx) = mpsc::channel::<Port>();
     let handle = hv
         .spawn_guest(dom.clone(), move |g| {
-            g.set_wait_timeout(LONG);
-            g.set_upcall_mode(UpcallMode::GuestScans);
-            let shared = EventChannels::<&InProcGuest>::map_shared_info(&*g).unwrap();
-            let ev = EventChannels::new(&*g, shared, 0).unwrap();
+            let ev = scanning_events(&g);
             let port = ev.alloc_unbound(DomId(0)).unwrap();
             ev.bind(port).unwrap();
             tx.send(port).unwrap();
@@ -186,10 +192,7 @@ fn late_eoi_backs_off_a_storm_and_other_ports_progress() {
     let (ack_tx, ack_rx) = mpsc::channel::<u32>();
     let handle = hv
         .spawn_guest(dom.clone(), move |g| {
-            g.set_wait_timeout(LONG);
-            g.set_upcall_mode(UpcallMode::GuestScans);
-            let shared = EventChannels::<&InProcGuest>::map_shared_info(&*g).unwrap();
-            let ev = EventChannels::new(&*g, shared, 0).unwrap();
+            let ev = scanning_events(&g);
             let storm = ev.alloc_unbound(DomId(0)).unwrap();
             let other = ev.alloc_unbound(DomId(0)).unwrap();
             ev.bind_lateeoi(storm).unwrap();
