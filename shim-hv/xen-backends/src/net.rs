@@ -638,6 +638,21 @@ impl NetBackend {
         any
     }
 
+    /// One tx round of [`NetBackend::step`] on queue `q` alone: requests
+    /// consumed, forwarded and answered; with `arm`, an empty ring re-arms
+    /// `req_event` (the round a worker runs before it sleeps), without it
+    /// `req_event` is left alone. Whether any request was consumed. For tests
+    /// that look at the ring between the rounds `step` runs at once (a
+    /// [`NetConfig::stepped`] backend only).
+    #[doc(hidden)]
+    pub fn step_tx_round(&self, q: usize, arm: bool) -> bool {
+        let Some(conn) = lock(&self.shared.conn).clone() else {
+            return false;
+        };
+        let mut scratch = lock(&self.step_scratch);
+        conn.tx_round(q, &mut scratch, arm)
+    }
+
     /// What the connected frontend asked for.
     pub fn frontend_features(&self) -> Option<FrontendFeatures> {
         lock(&self.shared.conn).as_ref().map(|c| c.fe)

@@ -468,6 +468,8 @@ mod raw {
         /// Holds the grants of the rings and data pages.
         _table: Box<GrantTable<NG>>,
         tx: Option<FrontRing<TxRequest, TxResponse, SharedMem<'static>>>,
+        /// The tx ring's page (its `req_event`).
+        tx_mem: SharedMem<'static>,
         port: Port,
         /// Data pages, each granted to dom0 read-only.
         pub data: Vec<(SharedMem<'static>, GrantRef)>,
@@ -520,6 +522,7 @@ mod raw {
                 guest,
                 _table: table,
                 tx: Some(tx),
+                tx_mem,
                 port,
                 data,
             }
@@ -533,6 +536,11 @@ mod raw {
             }
             let _ = tx.push_requests_and_check_notify();
             Xen(&*self.guest).evtchn_send(self.port).unwrap();
+        }
+
+        /// The tx ring's `req_event` as netback left it.
+        pub fn tx_req_event(&self) -> u32 {
+            self.tx_mem.load_u32(hypercall::abi::ring::REQ_EVENT)
         }
 
         /// `n` tx responses (bounded wait), or fewer if the backend stopped.
@@ -680,4 +688,62 @@ fn a_chain_still_open_at_the_slot_limit_is_fatal_at_once() {
         std::thread::sleep(Duration::from_millis(2));
     }
     assert_eq!(be.stats().tx_frames, 0);
+}
+
+/// Netback's tx rounds and `req_event`, one round at a time on a stepped
+/// backend: a round that does not re-arm leaves `req_event` alone, whatever it
+/// found (so a frontend that keeps sending has no reason to notify); the
+/// re-arming round a worker runs before it sleeps takes the requests that came
+/// since the last round and sets `req_event` one past them; and with more than
+/// [`TX_BATCH`](xen_backends::net::TX_BATCH) waiting it stops after a batch
+/// like any round. (`tx_collect`'s end of a round, `handled >= TX_BATCH ||
+/// !arm`: as `&&`, or with the `!` deleted, a round without `arm` re-armed;
+/// with `&&` a re-arming round with more than a batch waiting spun. Its
+/// `handled < TX_BATCH` as `<=` took a request more per round.) Only a
+/// race between a worker's last idle round and its re-arming round reaches
+/// these with the pool; `step_tx_round` runs them one by one.
+#[test]
+fn tx_rounds_re_arm_only_when_asked() {
+    use xen_backends::net::TX_BATCH;
+    let hv = hv();
+    let br = Bridge::new("xenbr0");
+    let cfg = NetConfig {
+        stepped: true,
+        ..NetConfig::default()
+    };
+    let (dom, be) = guest_with_vif(&hv, &br, "raw", 1, cfg);
+    let mut n = raw::RawNet::connect(&hv, &dom);
+    assert!(be.wait_connected(STEP));
+    raw::fill_frame(&n, mac(2), mac(1));
+    let ev0 = n.tx_req_event();
+    // Three frames, a round without re-arming: taken, answered, req_event kept.
+    let f = raw::chain(&n, 0, 1).repeat(3);
+    n.push(&f);
+    assert!(be.step_tx_round(0, false));
+    assert_eq!(n.responses(3, &be).len(), 3, "{:?}", be.stats());
+    assert_eq!(n.tx_req_event(), ev0, "a round without arm moved req_event");
+    assert!(!be.step_tx_round(0, false));
+    assert_eq!(
+        n.tx_req_event(),
+        ev0,
+        "an idle round without arm moved req_event"
+    );
+    // Three more before the re-arming round: it takes them, then re-arms.
+    let f = raw::chain(&n, 0, 1).repeat(3);
+    n.push(&f);
+    assert!(be.step_tx_round(0, true));
+    assert_eq!(n.responses(3, &be).len(), 3, "{:?}", be.stats());
+    assert_eq!(n.tx_req_event(), 7, "the re-arming round left req_event");
+    // More than a batch before the re-arming round: one batch, then the rest.
+    let f = raw::chain(&n, 0, 1).repeat(TX_BATCH + 2);
+    n.push(&f);
+    assert!(be.step_tx_round(0, true));
+    assert_eq!(be.stats().tx_frames, 6 + TX_BATCH as u64, "not one batch");
+    assert_eq!(n.responses(TX_BATCH, &be).len(), TX_BATCH);
+    assert_eq!(n.tx_req_event(), 7, "a full re-arming round re-armed");
+    assert!(be.step_tx_round(0, true));
+    assert_eq!(n.responses(2, &be).len(), 2, "{:?}", be.stats());
+    assert_eq!(n.tx_req_event(), 7 + TX_BATCH as u32 + 2);
+    let s = be.stats();
+    assert_eq!((s.tx_frames, s.fatal), (8 + TX_BATCH as u64, 0), "{s:?}");
 }
