@@ -38,6 +38,9 @@ enum Flaw {
     BlkOp(u8),
     /// Every block response carries its request's id plus one.
     BlkId,
+    /// The read with id `.0` is answered OKAY with byte 100 of its first page
+    /// changed (the data on the disk is not what was read).
+    ReadChanged(u64),
     /// Every tx response with status `.0` carries `.1` instead.
     TxStatus(i16, i16),
     /// The first tx response with status `.0` carries `.1` instead.
@@ -48,9 +51,10 @@ enum Flaw {
     KeepsMapped(u32),
     /// The backend's `error` node reads as `.0` (`None`: absent).
     Error(Option<&'static str>),
-    /// After garbage in the frontend's `state` (and until a valid state), the
-    /// backend's `state` reads Connected.
-    ConnectsOnGarbage,
+    /// After garbage in the frontend's `state` (and until a valid state), once the
+    /// frontend has waited `.0` times since writing it, the backend's `state` reads
+    /// Connected (a backend slow to get it wrong).
+    ConnectsOnGarbage(u32),
     /// The backend's key `.0` reads `.1`.
     Key(&'static str, &'static str),
     /// The console output the clients get loses its last byte.
@@ -95,6 +99,8 @@ struct Ring {
     kind: RingKind,
     frame: Gfn,
     done: u32,
+    /// How far the requests were seen to (for [`Flaw::ReadChanged`]).
+    seen: u32,
 }
 
 /// shim-hv's backend behind one flaw.
@@ -108,8 +114,12 @@ struct Careless {
     once: Cell<bool>,
     notified: Cell<bool>,
     garbage: Cell<bool>,
+    /// The frontend's waits since it last wrote its `state`.
+    waits: Cell<u32>,
     frames: RefCell<HashMap<u32, Gfn>>,
     rings: RefCell<Vec<Ring>>,
+    /// The first page of the read [`Flaw::ReadChanged`] changes, once published.
+    read_page: Cell<Option<Gfn>>,
 }
 
 impl Careless {
@@ -128,8 +138,10 @@ impl Careless {
             once: Cell::new(false),
             notified: Cell::new(false),
             garbage: Cell::new(false),
+            waits: Cell::new(0),
             frames: RefCell::new(HashMap::new()),
             rings: RefCell::new(Vec::new()),
+            read_page: Cell::new(None),
         }
     }
 
@@ -152,7 +164,8 @@ impl Careless {
                     | Flaw::BlkOpStatus(..)
                     | Flaw::NoDiscard
                     | Flaw::BlkOp(_)
-                    | Flaw::BlkId,
+                    | Flaw::BlkId
+                    | Flaw::ReadChanged(_),
                 ) => size_of::<blkif::Request>(),
                 (RingKind::Tx, Flaw::TxStatus(..) | Flaw::TxStatusOnce(..)) => {
                     size_of::<netif::TxRequest>()
@@ -210,6 +223,18 @@ impl Careless {
                         r.id = r.id.wrapping_add(1);
                         mem.write_obj(at, &r);
                     }
+                    Flaw::ReadChanged(id) => {
+                        let r: blkif::Response = mem.read_obj(at);
+                        let page = self.read_page.get().filter(|_| r.id == id);
+                        if let (blkif::OP_READ, blkif::RSP_OKAY, Some(frame)) =
+                            (r.operation, r.status, page)
+                        {
+                            self.read_page.set(None);
+                            if let Some(data) = self.inner.page(frame) {
+                                data.store_u8(100, !data.load_u8(100));
+                            }
+                        }
+                    }
                     Flaw::TxStatusOnce(from, to) => {
                         let mut r: netif::TxResponse = mem.read_obj(at);
                         if r.status == from && !self.once.get() {
@@ -226,6 +251,35 @@ impl Careless {
                         mem.write_obj(at, &r);
                     }
                     _ => {}
+                }
+            }
+        }
+    }
+
+    /// Notes the first page of the read [`Flaw::ReadChanged`] changes, from the
+    /// requests published since the last look.
+    fn look_at_requests(&self) {
+        let Some(Flaw::ReadChanged(id)) = self.flaw() else {
+            return;
+        };
+        let slot = size_of::<blkif::Request>();
+        let size = layout::const_ring_size(PAGE_SIZE, slot);
+        for ring in self.rings.borrow_mut().iter_mut() {
+            let Some(mem) = self.inner.page(ring.frame) else {
+                continue;
+            };
+            let prod = mem.load_u32(layout::REQ_PROD);
+            if ring.kind != RingKind::Blk || prod.wrapping_sub(ring.seen) > size {
+                ring.seen = prod;
+                continue;
+            }
+            while ring.seen != prod {
+                let at = layout::HEADER_SIZE + (ring.seen % size) as usize * slot;
+                ring.seen = ring.seen.wrapping_add(1);
+                let r: blkif::Request = mem.read_obj(at);
+                if r.id == id && r.operation == blkif::OP_READ && r.nr_segments > 0 {
+                    let frame = self.frames.borrow().get(&r.seg[0].gref).copied();
+                    self.read_page.set(frame);
                 }
             }
         }
@@ -273,6 +327,7 @@ impl FrontendWorld for Careless {
     }
 
     fn notify(&self, port: Port) -> Result<(), String> {
+        self.look_at_requests();
         self.inner.notify(port)?;
         self.notified.set(true);
         self.tamper(true);
@@ -286,6 +341,7 @@ impl FrontendWorld for Careless {
                 .and_then(|v| v.parse::<u32>().ok())
                 .is_some_and(|v| (1..=6).contains(&v));
             self.garbage.set(!valid);
+            self.waits.set(0);
         }
         let kind = match key {
             "ring-ref" => Some(RingKind::Blk),
@@ -301,6 +357,7 @@ impl FrontendWorld for Careless {
                     kind,
                     frame,
                     done: 0,
+                    seen: 0,
                 });
             }
         }
@@ -321,7 +378,11 @@ impl FrontendWorld for Careless {
             (Some(Flaw::Error(e)), "error") => e.map(|e| e.as_bytes().to_vec()),
             (Some(Flaw::Key(k, v)), _) if k == key => Some(v.as_bytes().to_vec()),
             (Some(Flaw::NoDiscard), "feature-discard") => Some(b"0".to_vec()),
-            (Some(Flaw::ConnectsOnGarbage), "state") if self.garbage.get() => Some(b"4".to_vec()),
+            (Some(Flaw::ConnectsOnGarbage(k)), "state")
+                if self.garbage.get() && self.waits.get() >= k =>
+            {
+                Some(b"4".to_vec())
+            }
             (Some(Flaw::StateOnceNotified(st)), "state") if self.notified.get() => {
                 Some(st.to_string().into_bytes())
             }
@@ -331,6 +392,7 @@ impl FrontendWorld for Careless {
 
     fn wait(&self) -> bool {
         let more = self.inner.wait();
+        self.waits.set(self.waits.get().saturating_add(1));
         self.tamper(false);
         more
     }
@@ -827,7 +889,14 @@ fn blk_a_data_grant_kept_mapped_after_a_refusal() {
 fn blk_connecting_on_a_garbage_state() {
     let e = fails(
         "blkback.garbage_frontend_state",
-        Flaw::ConnectsOnGarbage,
+        Flaw::ConnectsOnGarbage(0),
+        Scope::Own,
+    );
+    says(&e, "frontend state \"99\": the backend's state is Some(4)");
+    // Connected only after a few turns: the case gives the backend time to err.
+    let e = fails(
+        "blkback.garbage_frontend_state",
+        Flaw::ConnectsOnGarbage(5),
         Scope::Own,
     );
     says(&e, "frontend state \"99\": the backend's state is Some(4)");
@@ -876,4 +945,51 @@ fn console_input_never_delivered() {
         .and_then(|t| t.parse().ok())
         .expect("a count of idle turns");
     assert!(turns > 0, "{e}");
+}
+
+#[test]
+fn blk_a_disk_changed_under_the_bad_requests() {
+    // The second snapshot's first read (id 2000) sees byte 100 changed.
+    let e = fails(
+        "blkback.malformed_requests",
+        Flaw::ReadChanged(2000),
+        Scope::Own,
+    );
+    says(
+        &e,
+        "a refused write changed the disk (snapshot byte Some(100))",
+    );
+    // The reconnect's read (id 2) finds sector 0 changed, answered OKAY.
+    let e = fails(
+        "blkback.req_prod_overrun",
+        Flaw::ReadChanged(2),
+        Scope::Neighbours,
+    );
+    says(
+        &e,
+        "req_prod +5000: after reconnecting sector 0 reads 0, CHANGED",
+    );
+}
+
+#[test]
+fn blk_a_grant_kept_mapped_after_the_good_requests() {
+    // The fifth grant: the snapshot's page, used only by good reads.
+    let e = fails_within(
+        "blkback.malformed_requests",
+        Flaw::KeepsMapped(5),
+        Scope::Own,
+        SHORT,
+    );
+    says(&e, "after the good requests: gref");
+}
+
+#[test]
+fn blk_a_backend_without_indirect_passes() {
+    // Not offering indirect requests, the backend may refuse them as it likes.
+    let case = case("blkback.indirect");
+    let world = Host::new(case.class, PATIENCE).world().expect("world");
+    let flaw = Flaw::Key("feature-max-indirect-segments", "0");
+    let world = Careless::new(world, flaw, Scope::Own);
+    let e = case.run(&world).expect("the case passes");
+    says(&e, "indirect not offered: refused with -1");
 }

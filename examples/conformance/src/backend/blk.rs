@@ -1065,11 +1065,12 @@ fn blk_full_ring(w: &dyn FrontendWorld) -> R<String> {
     let mut grefs = Vec::new();
     let mut reqs = Vec::new();
     let slots = a.ring.size();
-    for id in 0..u64::from(slots) {
+    // Each read a page of its own (any sectors would do).
+    for (id, sector) in (0..u64::from(slots)).zip((0..).step_by(8)) {
         let p = w.alloc_page()?;
         let g = w.grant(p.frame, Grantee::Backend, false)?;
         grefs.push(g);
-        reqs.push(rw(blkif::OP_READ, id, (id % 64) * 8, &[seg(g, 0, 7)], None));
+        reqs.push(rw(blkif::OP_READ, id, sector, &[seg(g, 0, 7)], None));
     }
     a.push(&reqs)?;
     // Notified again and again, never drained.
@@ -1142,11 +1143,11 @@ fn blk_closing_in_flight(w: &dyn FrontendWorld) -> R<String> {
     let mut b = Blk::connect(w)?;
     let mut grefs = Vec::new();
     let mut reqs = Vec::new();
-    for id in 0..16u64 {
+    for (id, sector) in (0..16u64).zip((0..).step_by(8)) {
         let p = w.alloc_page()?;
         let g = w.grant(p.frame, Grantee::Backend, false)?;
         grefs.push(g);
-        reqs.push(rw(blkif::OP_READ, id, id * 8, &[seg(g, 0, 7)], None));
+        reqs.push(rw(blkif::OP_READ, id, sector, &[seg(g, 0, 7)], None));
     }
     b.push(&reqs)?;
     set_state(w, st::CLOSING)?;
