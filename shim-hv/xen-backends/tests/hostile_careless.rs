@@ -45,6 +45,8 @@ enum Flaw {
     TxStatus(i16, i16),
     /// The first tx response with status `.0` carries `.1` instead.
     TxStatusOnce(i16, i16),
+    /// Every rx response with status `.0` carries `.1` instead.
+    RxStatus(i16, i16),
     /// Once the frontend has notified, the backend's `state` reads `.0`.
     StateOnceNotified(u32),
     /// The `.0`th grant to the backend (1 = the first) stays mapped for good.
@@ -92,6 +94,7 @@ enum Scope {
 enum RingKind {
     Blk,
     Tx,
+    Rx,
 }
 
 /// A ring the frontend published, and how far its responses were seen to.
@@ -104,8 +107,12 @@ struct Ring {
 }
 
 /// shim-hv's backend behind one flaw.
-struct Careless {
+struct Careless<'p> {
     inner: ShimWorld,
+    /// The world this one is a neighbour or sibling of: whenever this one waits or
+    /// notifies, the parent's rings are tampered with too (a frame this world
+    /// sends lands in the parent's rx ring without the parent waiting).
+    parent: Option<&'p Careless<'p>>,
     flaw: Flaw,
     scope: Scope,
     active: bool,
@@ -122,7 +129,7 @@ struct Careless {
     read_page: Cell<Option<Gfn>>,
 }
 
-impl Careless {
+impl<'p> Careless<'p> {
     fn new(inner: ShimWorld, flaw: Flaw, scope: Scope) -> Self {
         Self::with(inner, flaw, scope, scope == Scope::Own)
     }
@@ -130,6 +137,7 @@ impl Careless {
     fn with(inner: ShimWorld, flaw: Flaw, scope: Scope, active: bool) -> Self {
         Careless {
             inner,
+            parent: None,
             flaw,
             scope,
             active,
@@ -170,10 +178,12 @@ impl Careless {
                 (RingKind::Tx, Flaw::TxStatus(..) | Flaw::TxStatusOnce(..)) => {
                     size_of::<netif::TxRequest>()
                 }
+                (RingKind::Rx, Flaw::RxStatus(..)) => size_of::<netif::RxRequest>(),
                 _ => continue,
             };
             let size = layout::const_ring_size(PAGE_SIZE, slot);
-            if settle {
+            // Rx requests are answered as frames come, not on a notify.
+            if settle && ring.kind != RingKind::Rx {
                 let want = mem.load_u32(layout::REQ_PROD);
                 for _ in 0..1000 {
                     if mem.load_u32(layout::RSP_PROD) == want {
@@ -250,6 +260,13 @@ impl Careless {
                         }
                         mem.write_obj(at, &r);
                     }
+                    Flaw::RxStatus(from, to) => {
+                        let mut r: netif::RxResponse = mem.read_obj(at);
+                        if r.status == from {
+                            r.status = to;
+                        }
+                        mem.write_obj(at, &r);
+                    }
                     _ => {}
                 }
             }
@@ -285,12 +302,23 @@ impl Careless {
         }
     }
 
+    /// Tampers with this world's rings and its parent's.
+    fn tamper_all(&self, settle: bool) {
+        self.tamper(settle);
+        if let Some(p) = self.parent {
+            p.tamper(false);
+        }
+    }
+
     fn wrap(&self, inner: ShimWorld, active: bool) -> Box<dyn FrontendWorld + '_> {
-        Box::new(Careless::with(inner, self.flaw, self.scope, active))
+        Box::new(Careless {
+            parent: Some(self),
+            ..Careless::with(inner, self.flaw, self.scope, active)
+        })
     }
 }
 
-impl FrontendWorld for Careless {
+impl FrontendWorld for Careless<'_> {
     fn alloc_page(&self) -> Result<FrontPage<'_>, String> {
         self.inner.alloc_page()
     }
@@ -330,7 +358,7 @@ impl FrontendWorld for Careless {
         self.look_at_requests();
         self.inner.notify(port)?;
         self.notified.set(true);
-        self.tamper(true);
+        self.tamper_all(true);
         Ok(())
     }
 
@@ -346,6 +374,7 @@ impl FrontendWorld for Careless {
         let kind = match key {
             "ring-ref" => Some(RingKind::Blk),
             "tx-ring-ref" => Some(RingKind::Tx),
+            "rx-ring-ref" => Some(RingKind::Rx),
             _ => None,
         };
         let gref = std::str::from_utf8(value)
@@ -393,7 +422,7 @@ impl FrontendWorld for Careless {
     fn wait(&self) -> bool {
         let more = self.inner.wait();
         self.waits.set(self.waits.get().saturating_add(1));
-        self.tamper(false);
+        self.tamper_all(false);
         more
     }
 
@@ -992,4 +1021,21 @@ fn blk_a_backend_without_indirect_passes() {
     let world = Careless::new(world, flaw, Scope::Own);
     let e = case.run(&world).expect("the case passes");
     says(&e, "indirect not offered: refused with -1");
+}
+
+#[test]
+fn net_a_bad_rx_buffer_answered_as_an_empty_frame() {
+    // Status 0 is a zero-length frame, not an error: the case must not count it.
+    // The receiver's answers land while the neighbour sends: its waits tamper with
+    // the receiver's ring too.
+    let e = fails_within(
+        "netback.bad_rx_grefs",
+        Flaw::RxStatus(netif::RSP_ERROR, 0),
+        Scope::Own,
+        SHORT,
+    );
+    says(
+        &e,
+        "timed out waiting for rx error responses for the bad buffers",
+    );
 }
