@@ -31,6 +31,9 @@ enum Flaw {
     BlkStatus(i16, i16),
     /// Every block response to operation `.0` with status `.1` carries `.2` instead.
     BlkOpStatus(u8, i16, i16),
+    /// Every block response to a request id under `.0` with status `.1` carries `.2`
+    /// instead.
+    BlkStatusUnder(u64, i16, i16),
     /// No flaw: a backend that does not offer discard (`feature-discard` reads 0)
     /// and answers every discard EOPNOTSUPP; every case must pass it.
     NoDiscard,
@@ -51,6 +54,9 @@ enum Flaw {
     StateOnceNotified(u32),
     /// The `.0`th grant to the backend (1 = the first) stays mapped for good.
     KeepsMapped(u32),
+    /// The grants to the backend after the `.0`th are held a little: the first end
+    /// of each fails, as if the backend still had it mapped.
+    Holds(u32),
     /// The backend's `error` node reads as `.0` (`None`: absent).
     Error(Option<&'static str>),
     /// After garbage in the frontend's `state` (and until a valid state), once the
@@ -118,6 +124,8 @@ struct Careless<'p> {
     active: bool,
     grants_to_backend: Cell<u32>,
     kept: Cell<Option<GrantRef>>,
+    /// The grants whose first end fails ([`Flaw::Holds`]).
+    holding: RefCell<Vec<GrantRef>>,
     once: Cell<bool>,
     notified: Cell<bool>,
     garbage: Cell<bool>,
@@ -143,6 +151,7 @@ impl<'p> Careless<'p> {
             active,
             grants_to_backend: Cell::new(0),
             kept: Cell::new(None),
+            holding: RefCell::new(Vec::new()),
             once: Cell::new(false),
             notified: Cell::new(false),
             garbage: Cell::new(false),
@@ -170,6 +179,7 @@ impl<'p> Careless<'p> {
                     RingKind::Blk,
                     Flaw::BlkStatus(..)
                     | Flaw::BlkOpStatus(..)
+                    | Flaw::BlkStatusUnder(..)
                     | Flaw::NoDiscard
                     | Flaw::BlkOp(_)
                     | Flaw::BlkId
@@ -212,6 +222,13 @@ impl<'p> Careless<'p> {
                     Flaw::BlkOpStatus(op, from, to) => {
                         let mut r: blkif::Response = mem.read_obj(at);
                         if r.operation == op && r.status == from {
+                            r.status = to;
+                        }
+                        mem.write_obj(at, &r);
+                    }
+                    Flaw::BlkStatusUnder(id, from, to) => {
+                        let mut r: blkif::Response = mem.read_obj(at);
+                        if r.id < id && r.status == from {
                             r.status = to;
                         }
                         mem.write_obj(at, &r);
@@ -331,6 +348,11 @@ impl FrontendWorld for Careless<'_> {
             if self.flaw() == Some(Flaw::KeepsMapped(self.grants_to_backend.get())) {
                 self.kept.set(Some(g));
             }
+            if let Some(Flaw::Holds(k)) = self.flaw() {
+                if self.grants_to_backend.get() > k {
+                    self.holding.borrow_mut().push(g);
+                }
+            }
         }
         Ok(g)
     }
@@ -338,6 +360,11 @@ impl FrontendWorld for Careless<'_> {
     fn end_grant(&self, gref: GrantRef) -> Result<(), String> {
         if self.kept.get() == Some(gref) {
             return Err(format!("gref {} is still mapped", gref.0));
+        }
+        let mut holding = self.holding.borrow_mut();
+        if let Some(i) = holding.iter().position(|&g| g == gref) {
+            holding.swap_remove(i);
+            return Err(format!("gref {} is still mapped (held)", gref.0));
         }
         self.inner.end_grant(gref)
     }
@@ -1037,5 +1064,55 @@ fn net_a_bad_rx_buffer_answered_as_an_empty_frame() {
     says(
         &e,
         "timed out waiting for rx error responses for the bad buffers",
+    );
+}
+
+/// Runs case `prefix` against the backend with `flaw` in the case's own world, which
+/// it must pass; returns the evidence.
+fn passes(prefix: &str, flaw: Flaw) -> String {
+    let case = case(prefix);
+    let world = Host::new(case.class, PATIENCE).world().expect("world");
+    let world = Careless::new(world, flaw, Scope::Own);
+    case.run(&world)
+        .unwrap_or_else(|e| panic!("{} failed with {flaw:?}: {e}", case.name))
+}
+
+#[test]
+fn blk_grants_ended_under_reads_counted_by_outcome() {
+    // A careless world lets the backend answer before the frontend goes on, so
+    // every read is answered before its grant ends (NoDiscard: no flaw here).
+    let e = passes("blkback.grant_revoked_mid_request", Flaw::NoDiscard);
+    says(
+        &e,
+        "0 refused (ERROR, page untouched), 200 answered before the end, 0 held",
+    );
+    // Answered ERROR (the snapshot's reads, ids 5000 on, still OKAY): the end won.
+    let e = passes(
+        "blkback.grant_revoked_mid_request",
+        Flaw::BlkStatusUnder(200, OK, ERR),
+    );
+    says(
+        &e,
+        "200 refused (ERROR, page untouched), 0 answered before the end, 0 held",
+    );
+    // Each end fails once: the backend held the grant (the ring's and the
+    // snapshot's, the first two, are not held).
+    let e = passes("blkback.grant_revoked_mid_request", Flaw::Holds(2));
+    says(
+        &e,
+        "0 refused (ERROR, page untouched), 0 answered before the end, 200 held",
+    );
+}
+
+#[test]
+fn blk_a_read_answered_before_its_grant_ended_without_the_data() {
+    let e = fails(
+        "blkback.grant_revoked_mid_request",
+        Flaw::ReadChanged(7),
+        Scope::Own,
+    );
+    says(
+        &e,
+        "request 7: answered OKAY, but its page did not hold the data when the grant ended",
     );
 }

@@ -65,6 +65,7 @@ const EVIDENCE: &[(&str, &str)] = &[
         "25 bad key sets each refused (Closing + error), nothing left mapped; \
          neighbour's disk fine",
     ),
+    ("blkback.read_into_ring_page", "that disk closed ("),
     (
         "blkback.full_ring_other_disk",
         "32 reads filling one disk's ring, answers left unread: the domain's other disk \
