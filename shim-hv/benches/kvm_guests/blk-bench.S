@@ -8,7 +8,7 @@
  * connect, and set the byte at ADDR. Then ROUNDS times: 32 one-page read
  * requests, one notification if req_event asks for it, and `sti; hlt` until all
  * 32 responses are in (each must be OKAY). Then "done", SCHEDOP_shutdown.
- * Long-mode entry as tests/kvm_guests/pvh-events.S.
+ * Long-mode entry and helpers: tests/kvm_guests/pvh-entry.inc, pvh-lib.inc.
  */
 #define HC_MEMORY_OP       12
 #define HC_SCHED_OP        29
@@ -19,99 +19,8 @@
 #define REF_RING           8
 #define REF_DATA           9
 
-        .section .note.Xen, "a", @note
-        .balign 4
-        .long 4, 4, 18
-        .asciz "Xen"
-        .balign 4
-        .long _start
-        .balign 4
+#include "../../tests/kvm_guests/pvh-entry.inc"
 
-        .text
-        .code32
-        .globl _start
-_start:
-        mov  $stack_top, %esp
-        /* page tables: PML4[0] -> PDPT; PDPT[0..3] -> PD0..PD3; 2 MiB pages */
-        mov  $pdpt, %eax
-        or   $3, %eax
-        mov  %eax, pml4
-        xor  %ecx, %ecx
-1:      mov  %ecx, %eax
-        shl  $12, %eax
-        add  $pds, %eax
-        or   $3, %eax
-        mov  %eax, pdpt(,%ecx,8)
-        inc  %ecx
-        cmp  $4, %ecx
-        jb   1b
-        xor  %ecx, %ecx             /* 2048 entries of 2 MiB */
-2:      mov  %ecx, %eax
-        shl  $21, %eax
-        or   $0x83, %eax
-        mov  %eax, pds(,%ecx,8)
-        mov  %ecx, %eax
-        shr  $11, %eax              /* high dword: address bits 32+ (0 below 4 GiB) */
-        mov  %eax, pds+4(,%ecx,8)
-        inc  %ecx
-        cmp  $2048, %ecx
-        jb   2b
-        mov  %cr4, %eax
-        or   $0x20, %eax            /* PAE */
-        mov  %eax, %cr4
-        mov  $pml4, %eax
-        mov  %eax, %cr3
-        mov  $0xC0000080, %ecx      /* EFER.LME */
-        rdmsr
-        or   $0x100, %eax
-        wrmsr
-        lgdt gdt_desc
-        mov  %cr0, %eax
-        or   $0x80000001, %eax      /* PG | PE */
-        mov  %eax, %cr0
-        ljmp $0x08, $long_mode
-
-        .code64
-long_mode:
-        mov  $0x10, %ax
-        mov  %ax, %ds
-        mov  %ax, %es
-        mov  %ax, %ss
-        mov  $stack_top, %rsp
-        /* IDT entry for VECTOR */
-        mov  $upcall, %rax
-        lea  idt + VECTOR * 16, %rdi
-        mov  %ax, (%rdi)
-        movw $0x08, 2(%rdi)
-        movw $0x8E00, 4(%rdi)
-        shr  $16, %rax
-        mov  %ax, 6(%rdi)
-        shr  $16, %rax
-        mov  %eax, 8(%rdi)
-        lidt idt_desc
-        lea  msg_long, %rsi
-        call puts
-
-        /* hypercall page */
-        mov  $0x40000000, %eax
-        cpuid
-        cmp  $0x566e6558, %ebx
-        jne  fail
-        mov  $0x40000002, %eax
-        cpuid
-        mov  %ebx, %ecx
-        mov  $hypercall_page, %eax
-        xor  %edx, %edx
-        wrmsr
-
-
-        /* hypercall page */
-        mov  $0x40000002, %eax
-        cpuid
-        mov  %ebx, %ecx
-        mov  $hypercall_page, %eax
-        xor  %edx, %edx
-        wrmsr
 
         /* shared_info and grant frame 0 on RAM pages */
         mov  $shinfo, %rax
@@ -267,55 +176,7 @@ upcall:
         pop  %rax
         iretq
 
-/* puts(rsi): NUL-terminated string to port 0xE9 */
-puts:
-        push %rax
-1:      lodsb
-        test %al, %al
-        jz   2f
-        outb %al, $0xe9
-        jmp  1b
-2:      pop  %rax
-        ret
-
-/* put_result(rsi = label, rax = value): "label <decimal, signed>\n" */
-put_result:
-        push %rax
-        call puts
-        pop  %rax
-        mov  %rax, %rdx
-        test %rax, %rax
-        jns  1f
-        mov  $'-', %al
-        outb %al, $0xe9
-        mov  %rdx, %rax
-        neg  %rax
-1:      lea  numbuf_end, %rdi
-        mov  $10, %rcx
-2:      xor  %edx, %edx
-        div  %rcx
-        add  $'0', %dl
-        dec  %rdi
-        mov  %dl, (%rdi)
-        test %rax, %rax
-        jnz  2b
-        mov  %rdi, %rsi
-        call puts
-        mov  $'\n', %al
-        outb %al, $0xe9
-        ret
-
-        .data
-        .balign 8
-gdt:    .quad 0
-        .quad 0x00af9a000000ffff
-        .quad 0x00cf92000000ffff
-gdt_desc:
-        .word 3 * 8 - 1
-        .quad gdt
-idt_desc:
-        .word 256 * 16 - 1
-        .quad idt
+#include "../../tests/kvm_guests/pvh-lib.inc"
 xatp:   .word 0x7ff0, 1
 xatp_space: .long 0
 xatp_idx:   .quad 0
