@@ -63,6 +63,10 @@ enum Flaw {
     /// frontend has waited `.0` times since writing it, the backend's `state` reads
     /// Connected (a backend slow to get it wrong).
     ConnectsOnGarbage(u32),
+    /// After garbage in the frontend's `state` written while the backend was
+    /// Connected (and until a valid state), the backend's `state` still reads
+    /// Connected.
+    StaysConnectedOnGarbage,
     /// The backend's key `.0` reads `.1`.
     Key(&'static str, &'static str),
     /// The console output the clients get loses its last byte.
@@ -131,6 +135,8 @@ struct Careless<'p> {
     garbage: Cell<bool>,
     /// The frontend's waits since it last wrote its `state`.
     waits: Cell<u32>,
+    /// Whether the backend was Connected when the frontend wrote garbage.
+    garbage_connected: Cell<bool>,
     frames: RefCell<HashMap<u32, Gfn>>,
     rings: RefCell<Vec<Ring>>,
     /// The first page of the read [`Flaw::ReadChanged`] changes, once published.
@@ -156,6 +162,7 @@ impl<'p> Careless<'p> {
             notified: Cell::new(false),
             garbage: Cell::new(false),
             waits: Cell::new(0),
+            garbage_connected: Cell::new(false),
             frames: RefCell::new(HashMap::new()),
             rings: RefCell::new(Vec::new()),
             read_page: Cell::new(None),
@@ -396,6 +403,8 @@ impl FrontendWorld for Careless<'_> {
                 .and_then(|v| v.parse::<u32>().ok())
                 .is_some_and(|v| (1..=6).contains(&v));
             self.garbage.set(!valid);
+            let connected = self.inner.backend_key("state").as_deref() == Some(b"4");
+            self.garbage_connected.set(!valid && connected);
             self.waits.set(0);
         }
         let kind = match key {
@@ -434,6 +443,9 @@ impl FrontendWorld for Careless<'_> {
             (Some(Flaw::Error(e)), "error") => e.map(|e| e.as_bytes().to_vec()),
             (Some(Flaw::Key(k, v)), _) if k == key => Some(v.as_bytes().to_vec()),
             (Some(Flaw::NoDiscard), "feature-discard") => Some(b"0".to_vec()),
+            (Some(Flaw::StaysConnectedOnGarbage), "state") if self.garbage_connected.get() => {
+                Some(b"4".to_vec())
+            }
             (Some(Flaw::ConnectsOnGarbage(k)), "state")
                 if self.garbage.get() && self.waits.get() >= k =>
             {
@@ -1115,4 +1127,16 @@ fn blk_a_read_answered_before_its_grant_ended_without_the_data() {
         &e,
         "request 7: answered OKAY, but its page did not hold the data when the grant ended",
     );
+}
+
+#[test]
+fn blk_staying_connected_on_a_garbage_state() {
+    // The ring's grant is let go all the same: only the state tells.
+    let e = fails_within(
+        "blkback.garbage_frontend_state",
+        Flaw::StaysConnectedOnGarbage,
+        Scope::Own,
+        SHORT,
+    );
+    says(&e, "timed out waiting for the backend to leave Connected");
 }
