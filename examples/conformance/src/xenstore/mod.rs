@@ -108,6 +108,9 @@ pub const STORE_PORT: Port = Port(1);
 /// The guest's domain id unless [`StoreServer::with_domid`] says otherwise.
 pub const GUEST_DOMID: u16 = 1;
 const HEADER_LEN: usize = 16;
+/// What xenstored 4.17 offers in `server_features` (a constant: an `|` of the two
+/// disjoint bits in the code is a mutation with an equivalent `^`).
+const OFFERED_FEATURES: u32 = SERVER_FEATURE_RECONNECTION | SERVER_FEATURE_ERROR;
 
 /// One request the driver sent, as received.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -252,10 +255,8 @@ impl StoreServer {
         let page = host.pages(1);
         // What xenstored 4.17 offers (the `error` field is used when it gives up on
         // the guest; a reconnect the guest asks for is served).
-        page.mem().store_u32(
-            iface::SERVER_FEATURES,
-            SERVER_FEATURE_RECONNECTION | SERVER_FEATURE_ERROR,
-        );
+        page.mem()
+            .store_u32(iface::SERVER_FEATURES, OFFERED_FEATURES);
         host.set_hvm_param(PARAM_STORE_PFN, page.gfn().0);
         host.set_hvm_param(PARAM_STORE_EVTCHN, u64::from(STORE_PORT.0));
         let server = StoreServer(Rc::new(RefCell::new(State {

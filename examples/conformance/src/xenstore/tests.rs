@@ -683,3 +683,245 @@ fn reconnect_served_held_or_not_offered() {
     );
     host.clear_peers();
 }
+
+/// The device rig's accessors and its strict decimals (what a backend peer reads of
+/// the frontend's keys).
+#[test]
+fn device_rig_accessors_and_decimals() {
+    let host = HostPlatform::new();
+    let server = StoreServer::with_domid(&host, 3);
+    let dev = server.add_device("vbd", 768);
+    assert_eq!(dev.id(), 768);
+    assert_eq!(dev.backend_id(), 0);
+    assert_eq!(dev.frontend_path(), "/local/domain/3/device/vbd/768");
+    assert_eq!(dev.server().domid(), 3);
+    let dbg = format!("{dev:?}");
+    assert!(
+        dbg.contains(dev.frontend_path()) && dbg.contains(dev.backend_path()),
+        "{dbg}"
+    );
+    let fe = |k: &str, v: &[u8]| server.write(&format!("device/vbd/768/{k}"), v);
+    for (v, want) in [
+        (&b"00000000000000000005"[..], Some(5)),
+        (b"18446744073709551615", Some(u64::MAX)),
+        (b"000000000000000000005", None),
+        (b"18446744073709551616", None),
+        (b"+5", None),
+        (b"", None),
+        (b"5 ", None),
+    ] {
+        fe("n", v);
+        assert_eq!(dev.frontend_u64("n"), want, "{v:?}");
+    }
+    assert_eq!(dev.frontend_u64("missing"), None);
+    for (v, want) in [
+        (&b"0000000004"[..], Some(XenbusState::Connected)),
+        (b"00000000004", None),
+        (b"+4", None),
+        (b"", None),
+        (b"99", None),
+    ] {
+        fe("state", v);
+        assert_eq!(dev.frontend_state(), want, "{v:?}");
+    }
+    // Two keys read at one generation are each their own.
+    fe("a", b"1");
+    fe("b", b"2");
+    assert_eq!(dev.frontend_str("a").as_deref(), Some("1"));
+    assert_eq!(dev.frontend_str("b").as_deref(), Some("2"));
+    assert_eq!(dev.frontend_str("a").as_deref(), Some("1"));
+    assert_eq!(dev.frontend_key("c"), None);
+    fe("c", b"3");
+    assert_eq!(
+        dev.frontend_key("c"),
+        Some(b"3".to_vec()),
+        "read again after a change"
+    );
+    // A backend key that exists keeps the permissions it was given.
+    dev.set_backend_key("k", b"1");
+    let k = format!("{}/k", dev.backend_path());
+    server.set_perms(&k, &["n0", "b3"]).unwrap();
+    dev.set_backend_key("k", b"2");
+    assert_eq!(server.perms(&k).unwrap(), ["n0", "b3"]);
+    assert_eq!(dev.backend_key("k"), Some(b"2".to_vec()));
+    assert!(dev.remove_frontend());
+    assert!(!dev.remove_frontend());
+    assert!(!server.exists("device/vbd/768"));
+    assert!(dev.remove_backend());
+    assert!(!dev.remove_backend());
+    assert_eq!(dev.backend_state(), None);
+    host.clear_peers();
+}
+
+/// The server's hooks a case drives (the tree as the toolstack, the answers, the
+/// ring fields), each against what the guest's side sees.
+#[test]
+fn hooks_act_on_the_tree_the_answers_and_the_page() {
+    let host = HostPlatform::new();
+    let server = StoreServer::with_domid(&host, 3);
+    let dbg = format!("{server:?}");
+    assert!(
+        dbg.contains("domid: 3") && dbg.contains("StoreServer"),
+        "{dbg}"
+    );
+    assert_eq!(server.gfn().0, host.hvm_param(PARAM_STORE_PFN));
+    assert_eq!(server.gfn(), server.page().gfn());
+    assert_eq!(
+        u64::from(server.port().0),
+        host.hvm_param(PARAM_STORE_EVTCHN)
+    );
+    assert_eq!(server.port(), STORE_PORT);
+    assert_eq!(server.home(), "/local/domain/3");
+    assert_eq!(
+        server.page().mem().load_u32(iface::SERVER_FEATURES),
+        SERVER_FEATURE_RECONNECTION | SERVER_FEATURE_ERROR
+    );
+    // The tree.
+    assert_eq!(server.read("missing"), None);
+    assert_eq!(server.read_str("name").as_deref(), Some("guest3"));
+    assert_eq!(server.read("/local/domain/3/domid"), Some(b"3".to_vec()));
+    let g = server.generation();
+    server.write("x/y", b"v");
+    assert!(server.generation() > g);
+    assert!(server.exists("x/y") && server.exists("/local/domain/3/x"));
+    assert!(!server.exists("x/z"));
+    assert_eq!(server.directory("/local/domain/3"), ["domid", "name", "x"]);
+    assert_eq!(server.directory("x"), ["y"]);
+    assert!(server.directory("x/y").is_empty());
+    assert_eq!(server.perms("x/y").unwrap(), ["n3"]);
+    assert_eq!(server.perms("x/none"), None);
+    assert!(server.set_perms("x/y", &[]).is_err());
+    assert!(server.set_perms("x/y", &["n0", "q1"]).is_err());
+    assert_eq!(
+        server.perms("x/y").unwrap(),
+        ["n3"],
+        "nothing set on an error"
+    );
+    server.set_perms("x/y", &["n0", "r3"]).unwrap();
+    assert_eq!(server.perms("x/y").unwrap(), ["n0", "r3"]);
+    assert_eq!(server.read("x/y"), Some(b"v".to_vec()), "the value kept");
+    server.set_perms("x/new", &["b3"]).unwrap();
+    assert_eq!(server.read("x/new"), Some(Vec::new()));
+    assert!(server.remove("x"));
+    assert!(!server.remove("x"));
+    assert!(!server.exists("x/y"));
+    // Watches, firings and raw events, as the guest receives them.
+    let raw = Raw::new(&server);
+    assert!(server.watches().is_empty());
+    let r = raw.call(&server, msg::WATCH, 0, b"w\0tok\0");
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert_eq!(
+        server.watches(),
+        [Watch {
+            path: "w".into(),
+            token: "tok".into()
+        }]
+    );
+    server.fire("w/deep");
+    server.send_watch_event(b"any", b"thing");
+    server.step();
+    let ev = split(&raw.take());
+    assert_eq!(
+        ev,
+        [
+            (msg::WATCH_EVENT, 0, 0, b"w/deep\0tok\0".to_vec()),
+            (msg::WATCH_EVENT, 0, 0, b"any\0thing\0".to_vec())
+        ]
+    );
+    server.fire("/elsewhere");
+    server.step();
+    assert!(raw.take().is_empty());
+    // Answers: an error's name and the request's ids; raw bytes pushed.
+    server.answer_next(Answer::Error("EQUOTA".into()));
+    let r = raw.call(&server, msg::READ, 9, b"name\0");
+    assert_eq!(r, [(msg::ERROR, 7, 9, err("EQUOTA"))]);
+    server.push_raw(b"0123");
+    assert_eq!(server.pending_output(), 4);
+    server.step();
+    assert_eq!(raw.take(), b"0123");
+    assert_eq!(server.pending_output(), 0);
+    let rule: Rule = Box::new(|req| (req.path() == "name").then_some(Answer::Silent));
+    server.on_request(Some(rule));
+    assert!(raw.call(&server, msg::READ, 0, b"name\0").is_empty());
+    assert_eq!(raw.call(&server, msg::READ, 0, b"domid\0")[0].3, b"3");
+    server.on_request(None);
+    assert_eq!(raw.call(&server, msg::READ, 0, b"name\0")[0].3, b"guest3");
+    // Transactions: counted, failed on demand.
+    let start = raw.call(&server, msg::TRANSACTION_START, 0, b"\0");
+    assert_eq!(server.open_transactions(), 1);
+    let id: u32 = std::str::from_utf8(start[0].3.strip_suffix(b"\0").unwrap())
+        .unwrap()
+        .parse()
+        .unwrap();
+    server.fail_commits(1);
+    let r = raw.call(&server, msg::TRANSACTION_END, id, b"T\0");
+    assert_eq!(r[0].3, err("EAGAIN"));
+    assert_eq!((server.commits(), server.open_transactions()), (1, 0));
+    // Pause and chunks.
+    server.pause(true);
+    let logged = server.requests().len();
+    raw.send(&message(msg::READ, 1, 0, b"name\0"));
+    let turns = server.turns();
+    server.step();
+    assert_eq!(server.turns(), turns + 1);
+    assert!(raw.take().is_empty() && server.requests().len() == logged);
+    server.pause(false);
+    server.set_max_chunk(0);
+    server.step();
+    assert_eq!(raw.take().len(), 1, "at least one byte a turn");
+    assert!(server.pending_output() > 0);
+    server.set_max_chunk(5);
+    server.step();
+    assert_eq!(raw.take().len(), 5);
+    server.set_max_chunk(RING_SIZE);
+    server.step();
+    raw.take();
+    // The page's fields.
+    server.set_error_field(2);
+    assert_eq!(server.page().mem().load_u32(iface::ERROR), 2);
+    server.set_server_features(0);
+    assert_eq!(server.page().mem().load_u32(iface::SERVER_FEATURES), 0);
+    assert_eq!(server.broken(), None);
+    server.set_rsp_prod(server.page().mem().load_u32(iface::RSP_CONS) + 4097);
+    assert_eq!(
+        server.page().mem().load_u32(iface::RSP_PROD),
+        server.page().mem().load_u32(iface::RSP_CONS) + 4097
+    );
+    server.push_raw(b"x");
+    server.step();
+    assert!(server.broken().unwrap().contains("response indices"));
+    assert_eq!(server.reconnects(), 0);
+    host.clear_peers();
+}
+
+#[test]
+fn set_indices_sets_all_four_and_stop_leaves_the_platform() {
+    let host = HostPlatform::new();
+    let server = StoreServer::new(&host);
+    assert_eq!(server.domid(), GUEST_DOMID);
+    server.set_indices(u32::MAX - 3);
+    let page = server.page();
+    let mem = page.mem();
+    for off in [
+        iface::REQ_CONS,
+        iface::REQ_PROD,
+        iface::RSP_CONS,
+        iface::RSP_PROD,
+    ] {
+        assert_eq!(mem.load_u32(off), u32::MAX - 3, "{off}");
+    }
+    let raw = Raw::new(&server);
+    assert_eq!(raw.call(&server, msg::READ, 0, b"domid\0")[0].3, b"1");
+    assert_ne!(mem.load_u32(iface::RSP_PROD), u32::MAX - 3, "wrapped");
+    let dev = server.add_device_in("vif", 1, 5);
+    assert_eq!(dev.backend_id(), 5);
+    assert!(server.exists("/local/domain/5/backend/vif/1/1/state"));
+    let turns = server.turns();
+    host.wait();
+    assert_eq!(server.turns(), turns + 1);
+    server.stop();
+    host.wait();
+    assert_eq!(server.turns(), turns + 1, "no turn once stopped");
+    assert_eq!(server.host().hvm_param(PARAM_STORE_PFN), server.gfn().0);
+    host.clear_peers();
+}

@@ -18,8 +18,17 @@ use std::hash::{BuildHasherDefault, Hasher};
 pub(crate) const READ: u8 = 1;
 /// Write access.
 pub(crate) const WRITE: u8 = 2;
-/// The owner's rights beyond read and write (set_perms).
+/// The owner's rights beyond read and write (set_perms); the code uses the
+/// combinations below.
+#[cfg(test)]
 pub(crate) const OWNER: u8 = 4;
+/// `READ | WRITE` (`b`), written out: an `|` of the two is a bitwise mutation with
+/// an equivalent `^` (docs/mutants.md).
+pub(crate) const READ_WRITE: u8 = 3;
+/// `WRITE | OWNER`: what SET_PERMS asks.
+const WRITE_OWNER: u8 = 6;
+/// `READ | WRITE | OWNER`: what dom0 and a node's owner may do.
+pub(crate) const ALL: u8 = 7;
 
 /// One permission entry (`n5`, `r0`, `w3`, `b1`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +44,7 @@ impl Perm {
             b'n' => 0,
             b'r' => READ,
             b'w' => WRITE,
-            b'b' => READ | WRITE,
+            b'b' => READ_WRITE,
             _ => return None,
         };
         if digits.is_empty() || digits.len() > 5 || !digits.iter().all(u8::is_ascii_digit) {
@@ -49,7 +58,7 @@ impl Perm {
     }
 
     pub(crate) fn format(&self) -> String {
-        let c = match self.access & (READ | WRITE) {
+        let c = match self.access & READ_WRITE {
             0 => 'n',
             READ => 'r',
             WRITE => 'w',
@@ -65,7 +74,7 @@ pub(crate) fn access_of(domid: u16, perms: &[Perm]) -> u8 {
         return 0;
     };
     if domid == 0 || owner.domid == domid {
-        return READ | WRITE | OWNER;
+        return ALL;
     }
     perms
         .iter()
@@ -643,7 +652,7 @@ impl Store {
         if perms.is_empty() {
             return Err("EINVAL");
         }
-        let n = self.get_node(tx, p, WRITE | OWNER)?;
+        let n = self.get_node(tx, p, WRITE_OWNER)?;
         let owner = n.perms.first().map(|q| q.domid);
         if self.domid != 0 && perms.first().map(|q| q.domid) != owner {
             return Err("EPERM");
@@ -867,6 +876,484 @@ mod tests {
             !ev.iter()
                 .any(|(p, t)| t == "t2" && p != "/local/domain/3/d"),
             "{ev:?}"
+        );
+    }
+
+    fn events(s: &mut Store) -> Vec<(String, String)> {
+        s.events
+            .drain(..)
+            .map(|(p, t)| {
+                (
+                    String::from_utf8_lossy(&p).into_owned(),
+                    String::from_utf8_lossy(&t).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn perm(domid: u16, access: u8) -> Perm {
+        Perm { domid, access }
+    }
+
+    #[test]
+    fn access_constants() {
+        assert_eq!(READ_WRITE, READ | WRITE);
+        assert_eq!(ALL, READ | WRITE | OWNER);
+        assert_eq!(WRITE_OWNER, WRITE | OWNER);
+    }
+
+    #[test]
+    fn perms_reject_long_or_signed_digits_and_format_by_access() {
+        // Six digits are too many even for a small value; `+1` parses as a u32.
+        for bad in ["r000001", "r+1", "b+65"] {
+            assert_eq!(Perm::parse(bad.as_bytes()), None, "{bad}");
+        }
+        assert_eq!(Perm::parse(b"r00001"), Some(perm(1, READ)));
+        assert_eq!(Perm::parse(b"b7"), Some(perm(7, READ | WRITE)));
+        assert_eq!(Perm::parse(b"w7").map(|p| p.access), Some(WRITE));
+        // The owner bit does not show.
+        assert_eq!(perm(2, OWNER).format(), "n2");
+        assert_eq!(perm(2, READ | OWNER).format(), "r2");
+        assert_eq!(perm(2, WRITE | OWNER).format(), "w2");
+        assert_eq!(perm(2, READ | WRITE | OWNER).format(), "b2");
+    }
+
+    #[test]
+    fn access_is_the_owners_dom0s_or_the_entry_for_the_domain() {
+        assert_eq!(access_of(0, &[]), 0);
+        assert_eq!(access_of(3, &[]), 0);
+        let perms = [perm(5, READ), perm(3, WRITE), perm(5, 0)];
+        assert_eq!(access_of(0, &perms), READ | WRITE | OWNER);
+        assert_eq!(access_of(5, &perms), READ | WRITE | OWNER, "the owner");
+        assert_eq!(access_of(3, &perms), WRITE, "its own entry");
+        assert_eq!(access_of(4, &perms), READ, "the owner's entry for others");
+    }
+
+    #[test]
+    fn path_hasher_spreads_paths() {
+        use std::hash::BuildHasher;
+        let b = BuildHasherDefault::<PathHasher>::default();
+        let hash = |p: &str| {
+            let mut h = b.build_hasher();
+            h.write(p.as_bytes());
+            h.finish()
+        };
+        // Word-wise over 8 bytes then byte-wise over the rest (as documented):
+        // the value of one path pins the function.
+        assert_eq!(hash("/local/domain/1/x"), 0xc1ba_17f4_d75a_f80a);
+        let s = Store::new(3);
+        let paths: Vec<&String> = s.tree.keys().collect();
+        let mut hashes: Vec<u64> = paths.iter().map(|p| hash(p)).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        assert_eq!(hashes.len(), paths.len(), "{paths:?}");
+    }
+
+    #[test]
+    fn parents_children_and_subtrees() {
+        assert_eq!(parent("/"), None);
+        assert_eq!(parent("/a"), Some("/"));
+        assert_eq!(parent("/a/b"), Some("/a"));
+        assert_eq!(parent("a"), None);
+        let mut s = Store::new(3);
+        for p in ["/x/b", "/x/a/deep", "/xy", "/x"] {
+            s.put(p, b"", None);
+        }
+        assert_eq!(children(&s.tree, "/x"), ["a", "b"]);
+        assert_eq!(children(&s.tree, "/"), ["local", "tool", "x", "xy"]);
+        assert!(children(&s.tree, "/x/b").is_empty());
+        assert_eq!(subtree(&s.tree, "/x"), ["/x", "/x/a", "/x/a/deep", "/x/b"]);
+        assert_eq!(subtree(&s.tree, "/x/a/deep"), ["/x/a/deep"]);
+        assert!(subtree(&s.tree, "/nothing").is_empty());
+    }
+
+    #[test]
+    fn watches_fire_on_the_path_and_below_not_beside() {
+        let mut s = Store::new(3);
+        assert_eq!(s.home(), "/local/domain/3");
+        assert_eq!(s.abs("a/b"), "/local/domain/3/a/b");
+        assert_eq!(s.abs("/a/b"), "/a/b");
+        s.op_watch("/local/domain/3/d", "abs").unwrap();
+        s.op_watch("d", "rel").unwrap();
+        s.op_watch("/", "root").unwrap();
+        s.op_watch("@releaseDomain", "special").unwrap();
+        assert_eq!(
+            events(&mut s),
+            [
+                ("/local/domain/3/d".into(), "abs".into()),
+                ("d".into(), "rel".into()),
+                ("/".into(), "root".into()),
+                ("@releaseDomain".into(), "special".into()),
+            ]
+        );
+        s.put("/local/domain/3/dx", b"", None);
+        assert_eq!(
+            events(&mut s),
+            [("/local/domain/3/dx".into(), "root".into())],
+            "beside the watched paths"
+        );
+        s.put("d/e", b"", None);
+        let ev = events(&mut s);
+        assert_eq!(
+            ev,
+            [
+                ("/local/domain/3/d/e".into(), "abs".into()),
+                ("d/e".into(), "rel".into()),
+                ("/local/domain/3/d/e".into(), "root".into()),
+            ],
+            "the node (not its created parent)"
+        );
+        s.fire("/local/domain/3/d/e", true);
+        assert!(events(&mut s).is_empty(), "exact: no watch on d/e itself");
+        s.fire("/local/domain/3/d", true);
+        assert_eq!(events(&mut s).len(), 2, "exact: the two on d");
+        s.fire("@releaseDomain", false);
+        assert_eq!(
+            events(&mut s),
+            [("@releaseDomain".into(), "special".into())]
+        );
+        // A relative watch's path outside the home shows whole.
+        s.op_watch("/other", "o").unwrap();
+        s.events.clear();
+        s.put("/other/x", b"", None);
+        assert_eq!(
+            events(&mut s),
+            [
+                ("/other/x".into(), "root".into()),
+                ("/other/x".into(), "o".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn watch_and_unwatch_pairs() {
+        let mut s = Store::new(3);
+        s.op_watch("a", "t").unwrap();
+        assert_eq!(s.op_watch("a", "t"), Err("EEXIST"));
+        s.op_watch("a", "u").unwrap();
+        s.op_watch("b", "t").unwrap();
+        assert_eq!(s.watches.len(), 3);
+        assert_eq!(s.op_unwatch("a", "v"), Err("ENOENT"));
+        assert_eq!(s.op_unwatch("c", "t"), Err("ENOENT"));
+        assert_eq!(s.op_unwatch("a", "t"), Ok(()));
+        assert_eq!(
+            s.watches,
+            [
+                Watch {
+                    path: "a".into(),
+                    token: "u".into()
+                },
+                Watch {
+                    path: "b".into(),
+                    token: "t".into()
+                }
+            ]
+        );
+        assert_eq!(s.op_unwatch("a", "t"), Err("ENOENT"));
+        let t = s.op_transaction_start();
+        assert_eq!(s.open_transactions(), 1);
+        s.reset_watches();
+        assert!(s.watches.is_empty());
+        assert_eq!(s.open_transactions(), 0);
+        assert_eq!(s.tx(t), Err("ENOENT"));
+    }
+
+    #[test]
+    fn removal_of_root_missing_and_present_nodes() {
+        let mut s = Store::new(3);
+        let before = s.tree.len();
+        let g = s.generation();
+        assert!(!s.remove("/"));
+        assert!(!s.remove("/nothing"));
+        assert_eq!((s.tree.len(), s.generation()), (before, g));
+        s.put("/x/y/z", b"1", None);
+        let g = s.generation();
+        assert!(s.remove("/x/y"));
+        assert!(s.generation() > g);
+        assert!(s.tree.contains_key("/x") && !s.tree.contains_key("/x/y/z"));
+        assert_eq!(s.tree["/x"].gen, s.generation(), "the parent changed");
+        // As the guest.
+        s.op_write(None, "/local/domain/3/a/b/c", b"v").unwrap();
+        assert_eq!(s.op_rm(None, "/"), Err("EACCES"));
+        assert_eq!(s.op_rm(None, "/local/domain/3/a/x"), Ok(()), "parent there");
+        assert_eq!(s.op_rm(None, "/local/domain/3/q/x"), Err("ENOENT"));
+        assert_eq!(s.op_rm(None, "/local/domain/0/name"), Err("EACCES"));
+        s.op_rm(None, "/local/domain/3/a/b").unwrap();
+        assert_eq!(children(&s.tree, "/local/domain/3/a"), Vec::<String>::new());
+        let mut s0 = Store::new(3);
+        s0.domid = 0;
+        assert_eq!(s0.op_rm(None, "/"), Err("EINVAL"));
+        assert!(s0.tree.contains_key("/"));
+    }
+
+    #[test]
+    fn guest_writes_make_owned_parents_and_move_generations() {
+        let mut s = Store::new(3);
+        let home = "/local/domain/3";
+        let g0 = s.generation();
+        s.op_write(None, "/local/domain/3/a/b", b"v").unwrap();
+        let g1 = s.generation();
+        assert!(g1 > g0);
+        assert_eq!(s.tree[home].gen, g1 - 1, "creation changes the parent");
+        assert_eq!(s.tree["/local/domain/3/a"].perms, [perm(3, 0)]);
+        assert_eq!(s.tree["/local/domain/3/a/b"].gen, g1);
+        assert_eq!(s.op_read(None, "/local/domain/3/a/b"), Ok(b"v".to_vec()));
+        assert_eq!(s.op_read(None, "/local/domain/3/a"), Ok(Vec::new()));
+        s.op_write(None, "/local/domain/3/a/b", b"w").unwrap();
+        assert_eq!(s.tree["/local/domain/3/a/b"].gen, s.generation());
+        assert_eq!(
+            s.op_directory(None, "/local/domain/3/a"),
+            Ok(b"b\0".to_vec())
+        );
+        assert_eq!(s.op_directory(None, home), Ok(b"a\0domid\0name\0".to_vec()));
+        assert_eq!(s.op_directory(None, "/local/domain/0"), Err("EACCES"));
+        // MKDIR: nothing for an existing node, a new empty one otherwise.
+        let g = s.generation();
+        s.op_mkdir(None, "/local/domain/3/a/b").unwrap();
+        assert_eq!(s.generation(), g);
+        assert_eq!(s.tree["/local/domain/3/a/b"].value, b"w");
+        s.op_watch("m", "t").unwrap();
+        s.events.clear();
+        s.op_mkdir(None, "/local/domain/3/m/n").unwrap();
+        assert_eq!(s.tree["/local/domain/3/m/n"].value, b"");
+        assert_eq!(s.tree["/local/domain/3/m/n"].perms, [perm(3, 0)]);
+        assert_eq!(events(&mut s).len(), 1, "the new node fires once");
+        assert_eq!(s.op_mkdir(None, "/local/domain/0/m"), Err("EACCES"));
+        // dom0's writes keep the parent's owner.
+        s.put("/local/domain/3/from0/x", b"", None);
+        assert_eq!(s.tree["/local/domain/3/from0/x"].perms, [perm(3, 0)]);
+        let mut s0 = Store::new(3);
+        s0.domid = 0;
+        s0.op_write(None, "/tool/x/y", b"").unwrap();
+        assert_eq!(s0.tree["/tool/x/y"].perms, [perm(0, 0)]);
+    }
+
+    #[test]
+    fn access_checks_need_every_bit_asked() {
+        let mut s = Store::new(3);
+        s.put("/ro", b"r", Some(vec![perm(0, 0), perm(3, READ)]));
+        s.put("/wo", b"w", Some(vec![perm(0, 0), perm(3, WRITE)]));
+        assert_eq!(s.op_read(None, "/ro"), Ok(b"r".to_vec()));
+        assert_eq!(s.op_write(None, "/ro", b"x"), Err("EACCES"));
+        assert_eq!(s.op_read(None, "/wo"), Err("EACCES"));
+        s.op_write(None, "/wo", b"x").unwrap();
+        assert_eq!(s.tree["/wo"].value, b"x");
+        // Missing under a node: its parent's rights for the access asked.
+        assert_eq!(s.op_read(None, "/ro/x"), Err("ENOENT"));
+        assert_eq!(s.op_read(None, "/wo/x"), Err("EACCES"));
+        s.op_write(None, "/wo/x", b"y").unwrap();
+        assert_eq!(s.op_write(None, "/ro/x", b"y"), Err("EACCES"));
+        assert_eq!(s.op_get_perms(None, "/ro"), Ok(b"n0\0r3\0".to_vec()));
+        assert_eq!(s.op_get_perms(None, "/wo"), Err("EACCES"));
+        // SET_PERMS needs ownership, not only write access.
+        assert_eq!(s.op_set_perms(None, "/wo", vec![perm(0, 0)]), Err("EACCES"));
+        assert_eq!(s.op_set_perms(None, "/wo/x", vec![]), Err("EINVAL"));
+    }
+
+    #[test]
+    fn set_perms_keeps_the_owner_for_guests() {
+        let mut s = Store::new(3);
+        s.put("a", b"v", None);
+        s.op_watch("a", "t").unwrap();
+        s.events.clear();
+        let g = s.generation();
+        assert_eq!(
+            s.op_set_perms(None, "/local/domain/3/a", vec![perm(4, 0)]),
+            Err("EPERM")
+        );
+        assert_eq!((s.generation(), s.events.len()), (g, 0));
+        s.op_set_perms(
+            None,
+            "/local/domain/3/a",
+            vec![perm(3, READ), perm(4, WRITE)],
+        )
+        .unwrap();
+        assert_eq!(
+            s.tree["/local/domain/3/a"].perms,
+            [perm(3, READ), perm(4, WRITE)]
+        );
+        assert_eq!(s.tree["/local/domain/3/a"].gen, s.generation());
+        assert!(s.generation() > g);
+        assert_eq!(events(&mut s), [("a".into(), "t".into())]);
+        assert_eq!(
+            s.op_set_perms(None, "/local/domain/3/b", vec![perm(3, 0)]),
+            Err("ENOENT")
+        );
+        let mut s0 = Store::new(3);
+        s0.domid = 0;
+        s0.op_set_perms(None, "/local/domain/3", vec![perm(4, 0)])
+            .unwrap();
+        assert_eq!(s0.tree["/local/domain/3"].perms, [perm(4, 0)]);
+    }
+
+    #[test]
+    fn transaction_ids_ends_and_counters() {
+        let mut s = Store::new(3);
+        assert_eq!(s.tx(0), Ok(None));
+        assert_eq!(s.tx(1), Err("ENOENT"));
+        let a = s.op_transaction_start();
+        let b = s.op_transaction_start();
+        assert_eq!((a, b), (1, 2));
+        assert_eq!(s.tx(a), Ok(Some(a)));
+        assert_eq!(s.open_transactions(), 2);
+        s.op_write(Some(a), "/local/domain/3/x", b"1").unwrap();
+        assert_eq!(s.op_transaction_end(a, false), Ok(()));
+        assert_eq!(s.commits, 0, "an abort is no commit");
+        assert_eq!(s.op_read(None, "/local/domain/3/x"), Err("ENOENT"));
+        assert_eq!(s.op_transaction_end(a, true), Err("ENOENT"));
+        s.fail_commits = 1;
+        assert_eq!(s.op_transaction_end(b, true), Err("EAGAIN"));
+        assert_eq!(
+            (s.commits, s.fail_commits, s.open_transactions()),
+            (1, 0, 0)
+        );
+        let c = s.op_transaction_start();
+        assert_eq!(c, 3);
+        assert_eq!(s.op_transaction_end(c, true), Ok(()));
+        assert_eq!(s.commits, 2);
+        s.next_tx = u32::MAX;
+        assert_eq!(s.op_transaction_start(), u32::MAX);
+        assert_eq!(s.op_transaction_start(), 1, "0 is never an id");
+    }
+
+    #[test]
+    fn a_transaction_sees_its_own_changes_and_commits_them_with_their_events() {
+        let mut s = Store::new(3);
+        s.put("a", b"old", None);
+        s.put("gone/x", b"", None);
+        s.op_watch("a", "ta").unwrap();
+        s.op_watch("gone/x", "tx").unwrap();
+        s.events.clear();
+        let t = s.op_transaction_start();
+        // Write, then read back: the second look must not count as a change.
+        s.op_write(Some(t), "/local/domain/3/a", b"new").unwrap();
+        assert_eq!(s.op_read(Some(t), "/local/domain/3/a"), Ok(b"new".to_vec()));
+        s.op_write(Some(t), "/local/domain/3/a", b"newer").unwrap();
+        s.op_mkdir(Some(t), "/local/domain/3/m").unwrap();
+        s.op_rm(Some(t), "/local/domain/3/gone").unwrap();
+        s.op_set_perms(Some(t), "/local/domain/3/a", vec![perm(3, READ)])
+            .unwrap();
+        assert_eq!(
+            s.op_directory(Some(t), "/local/domain/3"),
+            Ok(b"a\0domid\0m\0name\0".to_vec())
+        );
+        assert!(s.events.is_empty(), "held back until the commit");
+        assert_eq!(s.op_read(None, "/local/domain/3/a"), Ok(b"old".to_vec()));
+        let g = s.generation();
+        s.op_transaction_end(t, true).unwrap();
+        assert!(s.generation() > g);
+        assert_eq!(s.op_read(None, "/local/domain/3/a"), Ok(b"newer".to_vec()));
+        assert_eq!(s.tree["/local/domain/3/a"].perms, [perm(3, READ)]);
+        assert_eq!(s.tree["/local/domain/3/a"].gen, s.generation());
+        assert!(s.tree.contains_key("/local/domain/3/m"));
+        assert!(!s.tree.contains_key("/local/domain/3/gone"));
+        assert!(!s.tree.contains_key("/local/domain/3/gone/x"));
+        let ev = events(&mut s);
+        assert_eq!(ev.iter().filter(|e| e.1 == "ta").count(), 3, "{ev:?}");
+        assert_eq!(ev.iter().filter(|e| e.1 == "tx").count(), 1, "{ev:?}");
+    }
+
+    #[test]
+    fn commits_conflict_on_any_node_touched() {
+        // Each change outside the transaction to a node it read, created (the
+        // parent), or removed fails the commit.
+        type Change = fn(&mut Store);
+        let cases: [(&str, Change, Change); 5] = [
+            (
+                "read",
+                |s| drop(s.op_read(Some(1), "/local/domain/3/a")),
+                |s| s.put("a", b"x", None),
+            ),
+            (
+                "missing",
+                |s| drop(s.op_read(Some(1), "/local/domain/3/no")),
+                |s| s.put("no", b"", None),
+            ),
+            (
+                "parent of a new node",
+                |s| s.op_write(Some(1), "/local/domain/3/a/n", b"").unwrap(),
+                |s| s.put("a", b"x", None),
+            ),
+            (
+                "removed",
+                |s| s.op_rm(Some(1), "/local/domain/3/a").unwrap(),
+                |s| s.put("a/c", b"x", None),
+            ),
+            (
+                "parent of a removed",
+                |s| s.op_rm(Some(1), "/local/domain/3/a/b").unwrap(),
+                |s| s.put("a", b"x", None),
+            ),
+        ];
+        for (what, in_tx, outside) in cases {
+            let mut s = Store::new(3);
+            s.put("a/b", b"", None);
+            assert_eq!(s.op_transaction_start(), 1);
+            in_tx(&mut s);
+            outside(&mut s);
+            assert_eq!(s.op_transaction_end(1, true), Err("EAGAIN"), "{what}");
+            // The same without the change commits.
+            let mut s = Store::new(3);
+            s.put("a/b", b"", None);
+            s.op_transaction_start();
+            in_tx(&mut s);
+            s.put("/tool/elsewhere", b"", None);
+            assert_eq!(s.op_transaction_end(1, true), Ok(()), "{what}");
+        }
+    }
+
+    #[test]
+    fn directory_part_fills_one_payload_exactly() {
+        let p = "/local/domain/3/d";
+        // The node's generation, set by hand: 4 digits and a NUL lead the payload.
+        let gen = "1000";
+        let room = hypercall::abi::xs_wire::PAYLOAD_MAX - gen.len() - 2;
+        // Names of 100 bytes (+ NUL) and one that makes the listing `room` bytes
+        // long (in `s`; a byte longer in `s2`).
+        let n = room / 101 - 1;
+        let last = room - n * 101 - 1;
+        let build = |extra: usize| {
+            let mut st = Store::new(3);
+            st.put("d", b"", None);
+            for i in 0..n {
+                st.put(&format!("d/{i:0>100}"), b"", None);
+            }
+            st.put(&format!("d/{}", "z".repeat(last + extra)), b"", None);
+            st.tree.get_mut(p).unwrap().gen = 1000;
+            st
+        };
+        let (mut s, mut s2) = (build(0), build(1));
+        let all = s.op_directory_part(None, p, 0).unwrap();
+        assert_eq!(
+            all.len(),
+            4096,
+            "the whole listing and its end in one payload"
+        );
+        assert!(all.starts_with(b"1000\0"));
+        assert!(all.ends_with(b"z\0\0"));
+        let part = s2.op_directory_part(None, p, 0).unwrap();
+        assert_eq!(
+            part.len(),
+            5 + n * 101,
+            "one byte too many: the last name waits"
+        );
+        assert!(part.ends_with(b"\0") && !part.contains(&b'z'));
+        let rest = s2.op_directory_part(None, p, n * 101).unwrap();
+        let mut want = b"1000\0".to_vec();
+        want.extend("z".repeat(last + 1).as_bytes());
+        want.extend(b"\0\0");
+        assert_eq!(rest, want);
+        let end = s2.op_directory_part(None, p, n * 101 + last + 2).unwrap();
+        assert_eq!(end, b"1000\0\0", "at the end: empty");
+        let past = s2.op_directory_part(None, p, n * 101 + last + 3).unwrap();
+        assert_eq!(past, b"1000\0\0", "past the end: empty");
+        // An offset inside a name (made up by the client): the rest of it is one
+        // name.
+        let mid = s2.op_directory_part(None, p, n * 101 + 1).unwrap();
+        assert_eq!(mid.len(), 5 + last + 2);
+        assert_eq!(
+            s2.op_directory_part(None, "/local/domain/0", 0),
+            Err("EACCES")
         );
     }
 }
