@@ -16,8 +16,9 @@ pub const WAIT_NS: u64 = 1_000_000;
 
 /// One allocation: the backing store, where its first page starts, and its frames.
 struct Alloc {
-    /// Owns the memory; never touched through a reference after creation.
-    buf: Vec<u64>,
+    /// Owns the memory, a page more than `count` (for the alignment); never
+    /// touched through a reference after creation.
+    buf: Vec<u8>,
     /// Byte offset of the first page-aligned byte in `buf`.
     start: usize,
     count: usize,
@@ -33,7 +34,6 @@ impl Alloc {
         let p = self
             .buf
             .as_mut_ptr()
-            .cast::<u8>()
             .wrapping_add(self.start + index * PAGE_SIZE);
         NonNull::new(p)
     }
@@ -429,8 +429,13 @@ unsafe impl Platform for HostPlatform {
         if count == 0 {
             return None;
         }
-        let words = count.checked_add(1)?.checked_mul(PAGE_SIZE / 8)?;
-        let buf = vec![0u64; words];
+        // A page more than asked for, to align the first; its size in bytes, or
+        // refused if too large for an allocation (rather than `vec!`'s panic).
+        let pages = count.checked_add(1)?;
+        let bytes = core::alloc::Layout::array::<[u8; PAGE_SIZE]>(pages)
+            .ok()?
+            .size();
+        let buf = vec![0u8; bytes];
         let base = buf.as_ptr() as usize;
         let start = base.next_multiple_of(PAGE_SIZE) - base;
         let mut allocs = self.0.allocs.borrow_mut();
@@ -460,10 +465,11 @@ unsafe impl Platform for HostPlatform {
     }
 
     fn gfn_to_virt(&self, gfn: Gfn) -> Option<NonNull<u8>> {
+        // Frames go up allocation by allocation: the last allocation starting at
+        // or below `gfn` is the only one that may hold it, and `page_ptr` checks
+        // that it does (a frame in the gap after it is none).
         let mut allocs = self.0.allocs.borrow_mut();
-        let al = allocs
-            .iter_mut()
-            .find(|al| gfn.0 >= al.gfn && gfn.0 < al.gfn + al.count as u64)?;
+        let al = allocs.iter_mut().rev().find(|al| gfn.0 >= al.gfn)?;
         let index = usize::try_from(gfn.0 - al.gfn).ok()?;
         al.page_ptr(index)
     }
@@ -528,7 +534,27 @@ mod tests {
         let second = h.gfn_to_virt(Gfn(ga.0 + 1)).unwrap();
         assert_eq!(h.virt_to_gfn(second), Some(Gfn(ga.0 + 1)));
         assert_eq!(h.gfn_to_virt(Gfn(ga.0 + 2)), None, "the gap is no memory");
+        assert_eq!(h.gfn_to_virt(Gfn(ga.0 - 1)), None, "below the first frame");
+        assert_eq!(h.gfn_to_virt(Gfn(gb.0 + 1)), None, "past the last frame");
         assert_eq!(a.mem().as_ptr() as usize % PAGE_SIZE, 0);
+        // The byte just past an allocation is not guest memory (it may still be
+        // in the host buffer, which has a page to spare for the alignment).
+        let past = NonNull::new(a.mem().as_ptr().wrapping_add(2 * PAGE_SIZE)).unwrap();
+        assert_eq!(h.virt_to_gfn(past), None, "one past the end");
+        // A region knows its frame and its platform.
+        assert_eq!((a.gfn(), b.gfn()), (ga, gb));
+        assert!(
+            a.host().frame(gb).is_some(),
+            "another handle on the same platform"
+        );
+        assert_eq!(h.alloc_pages(0), None);
+        assert_eq!(h.alloc_pages(usize::MAX), None, "one page more overflows");
+        assert_eq!(h.alloc_pages(usize::MAX / PAGE_SIZE), None, "too large");
+        let dbg = format!("{a:?}");
+        assert!(
+            dbg.starts_with("HostRegion {") && dbg.contains("len: 8192"),
+            "{dbg}"
+        );
         // Writes through the frame are seen through the allocation.
         h.frame(gb).unwrap().mem().store_u32(8, 0xfeed);
         assert_eq!(b.mem().load_u32(8), 0xfeed);
@@ -564,6 +590,7 @@ mod tests {
             l.borrow_mut().push("b");
             if once.replace(false) {
                 assert!(h2.remove_peer(a));
+                assert!(!h2.remove_peer(a), "removed twice");
                 let l2 = l.clone();
                 h2.add_peer(Box::new(move || l2.borrow_mut().push("c")));
             }
@@ -588,7 +615,12 @@ mod tests {
         assert!(x.hvm_get_param(HVM_NR_PARAMS).is_err());
         x.sched_shutdown(hypercall::xen::ShutdownReason::Reboot)
             .unwrap();
-        assert_eq!(h.shutdowns(), [sched::SHUTDOWN_REBOOT]);
+        x.sched_shutdown(hypercall::xen::ShutdownReason::Crash)
+            .unwrap();
+        assert_eq!(
+            h.shutdowns(),
+            [sched::SHUTDOWN_REBOOT, sched::SHUTDOWN_CRASH]
+        );
     }
 
     #[test]
@@ -616,7 +648,8 @@ mod tests {
         h.fail_sends(Some(errno::ENOENT));
         assert!(x.evtchn_send(p).is_err());
         x.evtchn_close(q).unwrap();
-        assert_eq!((h.sends(), h.closes()), (2, 1));
+        x.evtchn_close(p).unwrap();
+        assert_eq!((h.sends(), h.closes()), (2, 2));
         assert_eq!((h.sends_on(p), h.sends_on(q)), (2, 0));
     }
 }
