@@ -695,11 +695,11 @@ fn blk_events(w: &dyn FrontendWorld) -> R<String> {
         b.ring_mem.store_u32(layout::RSP_EVENT, next() as u32);
         let k = 1 + (next() % 3) as usize;
         let page = (next() % 8) as usize;
-        let reqs: Vec<_> = (0..k)
-            .map(|j| {
-                let s = page as u64 * 8;
-                rw(blkif::OP_READ, id * 4 + j as u64, s, &[seg(g, 0, 7)], None)
-            })
+        let s = page as u64 * 8;
+        // Ids counting up over all the reads (any would do).
+        let reqs: Vec<_> = (n as u64..)
+            .take(k)
+            .map(|rid| rw(blkif::OP_READ, rid, s, &[seg(g, 0, 7)], None))
             .collect();
         b.push(&reqs)?;
         b.ring_mem.store_u32(layout::RSP_EVENT, next() as u32);
