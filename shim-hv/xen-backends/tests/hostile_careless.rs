@@ -50,6 +50,10 @@ enum Flaw {
     TxStatusOnce(i16, i16),
     /// Every rx response with status `.0` carries `.1` instead.
     RxStatus(i16, i16),
+    /// The data of the `.0`th tx request the world publishes (0 = the first; not
+    /// a chain's first slot, whose size is the frame's) reaches the backend with
+    /// its last byte changed.
+    TxDataChanged(u32),
     /// Once the frontend has notified, the backend's `state` reads `.0`.
     StateOnceNotified(u32),
     /// The `.0`th grant to the backend (1 = the first) stays mapped for good.
@@ -141,6 +145,8 @@ struct Careless<'p> {
     rings: RefCell<Vec<Ring>>,
     /// The first page of the read [`Flaw::ReadChanged`] changes, once published.
     read_page: Cell<Option<Gfn>>,
+    /// The tx requests seen published (for [`Flaw::TxDataChanged`]).
+    tx_requests: Cell<u32>,
 }
 
 impl<'p> Careless<'p> {
@@ -166,6 +172,7 @@ impl<'p> Careless<'p> {
             frames: RefCell::new(HashMap::new()),
             rings: RefCell::new(Vec::new()),
             read_page: Cell::new(None),
+            tx_requests: Cell::new(0),
         }
     }
 
@@ -326,6 +333,43 @@ impl<'p> Careless<'p> {
         }
     }
 
+    /// Changes the data of the tx request [`Flaw::TxDataChanged`] names, if it is
+    /// among the requests published since the last look.
+    fn change_tx_data(&self) {
+        let Some(Flaw::TxDataChanged(n)) = self.flaw() else {
+            return;
+        };
+        let slot = size_of::<netif::TxRequest>();
+        let size = layout::const_ring_size(PAGE_SIZE, slot);
+        for ring in self.rings.borrow_mut().iter_mut() {
+            let Some(mem) = self.inner.page(ring.frame) else {
+                continue;
+            };
+            let prod = mem.load_u32(layout::REQ_PROD);
+            if ring.kind != RingKind::Tx || prod.wrapping_sub(ring.seen) > size {
+                ring.seen = prod;
+                continue;
+            }
+            while ring.seen != prod {
+                let at = layout::HEADER_SIZE + (ring.seen % size) as usize * slot;
+                ring.seen = ring.seen.wrapping_add(1);
+                let r: netif::TxRequest = mem.read_obj(at);
+                let k = self.tx_requests.get();
+                self.tx_requests.set(k.wrapping_add(1));
+                let end = usize::from(r.offset) + usize::from(r.size);
+                if k != n || r.size == 0 || end > PAGE_SIZE {
+                    continue;
+                }
+                let frame = self.frames.borrow().get(&r.gref).copied();
+                if let Some(page) = frame.and_then(|f| self.inner.page(f)) {
+                    let mut b = [0u8];
+                    page.read(end - 1, &mut b);
+                    page.write(end - 1, &[b[0] ^ 0x20]);
+                }
+            }
+        }
+    }
+
     /// Tampers with this world's rings and its parent's.
     fn tamper_all(&self, settle: bool) {
         self.tamper(settle);
@@ -390,6 +434,7 @@ impl FrontendWorld for Careless<'_> {
 
     fn notify(&self, port: Port) -> Result<(), String> {
         self.look_at_requests();
+        self.change_tx_data();
         self.inner.notify(port)?;
         self.notified.set(true);
         self.tamper_all(true);
@@ -845,6 +890,15 @@ fn net_the_good_frame_after_bad_ones_refused() {
         &e,
         "the domain's other vif: status -1, frame arrived intact: true",
     );
+    let e = fails(
+        "netback.bad_tail_gref",
+        Flaw::TxStatus(netif::RSP_OKAY, netif::RSP_ERROR),
+        Scope::Own,
+    );
+    says(
+        &e,
+        "the good frame after it: status -1, arrived intact: true",
+    );
 }
 
 #[test]
@@ -1139,4 +1193,46 @@ fn blk_staying_connected_on_a_garbage_state() {
         SHORT,
     );
     says(&e, "timed out waiting for the backend to leave Connected");
+}
+
+#[test]
+fn net_a_frame_delivered_changed() {
+    // Answered OKAY each time: only the bytes show the flaw.
+    // The middle slot's last byte: frame byte 40 + 999.
+    let e = fails(
+        "netback.odd_slot_layout",
+        Flaw::TxDataChanged(1),
+        Scope::Own,
+    );
+    says(
+        &e,
+        "5040 of 5040 bytes arrived, first difference at Some(1039)",
+    );
+    // The second of the two frames with one id; the first arrives intact.
+    let e = fails(
+        "netback.duplicate_tx_ids",
+        Flaw::TxDataChanged(1),
+        Scope::Own,
+    );
+    says(
+        &e,
+        "received 200 and 300 bytes, not the two frames in order",
+    );
+    // The starved vif's first frame, flooded to the domain's other vif.
+    let e = fails(
+        "netback.starved_vif_other_vif",
+        Flaw::TxDataChanged(0),
+        Scope::Own,
+    );
+    says(
+        &e,
+        "a flooded frame: status 0, reached the other vif intact: false",
+    );
+    // The sender's frame after its 64 to the starved vif.
+    let e = fails(
+        "netback.starved_vif_other_vif",
+        Flaw::TxDataChanged(64),
+        Scope::Neighbours,
+    );
+    says(&e, "the domain's other vif: status 0, frame intact: false");
 }
