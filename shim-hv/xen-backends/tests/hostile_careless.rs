@@ -1150,7 +1150,7 @@ fn blk_grants_ended_under_reads_counted_by_outcome() {
     let e = passes("blkback.grant_revoked_mid_request", Flaw::NoDiscard);
     says(
         &e,
-        "0 refused (ERROR, page untouched), 200 answered before the end, 0 held",
+        "reads: 0 refused (ERROR, page untouched), 200 answered before the end, 0 held",
     );
     // Answered ERROR (the snapshot's reads, ids 5000 on, still OKAY): the end won.
     let e = passes(
@@ -1159,14 +1159,14 @@ fn blk_grants_ended_under_reads_counted_by_outcome() {
     );
     says(
         &e,
-        "200 refused (ERROR, page untouched), 0 answered before the end, 0 held",
+        "reads: 200 refused (ERROR, page untouched), 0 answered before the end, 0 held",
     );
     // Each end fails once: the backend held the grant (the ring's and the
     // snapshot's, the first two, are not held).
     let e = passes("blkback.grant_revoked_mid_request", Flaw::Holds(2));
     says(
         &e,
-        "0 refused (ERROR, page untouched), 0 answered before the end, 200 held",
+        "reads: 0 refused (ERROR, page untouched), 0 answered before the end, 200 held",
     );
 }
 
