@@ -925,3 +925,29 @@ fn set_indices_sets_all_four_and_stop_leaves_the_platform() {
     assert_eq!(server.host().hvm_param(PARAM_STORE_PFN), server.gfn().0);
     host.clear_peers();
 }
+
+#[test]
+fn answers_show_their_kind() {
+    let shown: Vec<String> = [
+        Answer::Serve,
+        Answer::Silent,
+        Answer::Error("EIO".into()),
+        Answer::Raw(vec![0; 3]),
+        Answer::Reply(Box::new(|_| Vec::new())),
+        Answer::Rewrite(Box::new(|_, b| b)),
+    ]
+    .iter()
+    .map(|a| format!("{a:?}"))
+    .collect();
+    assert_eq!(
+        shown,
+        [
+            "Serve",
+            "Silent",
+            "Error(\"EIO\")",
+            "Raw(3 bytes)",
+            "Reply(..)",
+            "Rewrite(..)"
+        ]
+    );
+}

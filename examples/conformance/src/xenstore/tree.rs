@@ -404,12 +404,11 @@ impl Store {
     }
 
     fn tree_of_mut(&mut self, tx: Option<u32>) -> &mut Tree {
-        match tx {
-            Some(id) if self.txs.contains_key(&id) => match self.txs.get_mut(&id) {
-                Some(t) => &mut t.tree,
-                None => &mut self.tree,
-            },
-            _ => &mut self.tree,
+        // The two fields borrowed apart: one lookup, no guard before it.
+        let Store { tree, txs, .. } = self;
+        match tx.and_then(|id| txs.get_mut(&id)) {
+            Some(t) => &mut t.tree,
+            None => tree,
         }
     }
 
@@ -615,16 +614,14 @@ impl Store {
         out.push(0);
         let room = hypercall::abi::xs_wire::PAYLOAD_MAX - out.len() - 1;
         let rest = all.get(offset..).unwrap_or_default();
+        // Whole names (each with its NUL; an offset inside a name starts a shorter
+        // one) while they fit.
         let mut end = 0;
-        while end < rest.len() {
-            let name = rest[end..]
-                .iter()
-                .position(|&b| b == 0)
-                .map_or(rest.len() - end, |n| n + 1);
-            if end + name > room {
+        for name in rest.split_inclusive(|&b| b == 0) {
+            if end + name.len() > room {
                 break;
             }
-            end += name;
+            end += name.len();
         }
         out.extend_from_slice(&rest[..end]);
         if end == rest.len() {
