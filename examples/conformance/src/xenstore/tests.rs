@@ -3,6 +3,7 @@
 
 use super::*;
 use hypercall::abi::xenbus::XenbusState;
+use hypercall::abi::xs_wire::SERVER_FEATURE_ERROR;
 use hypercall::Platform;
 
 /// A raw guest side of the store page.
