@@ -18,11 +18,9 @@
 
 /// Whether a boolean feature key's value means "on": an unsigned decimal other than
 /// zero (what Linux's `xenbus_read_unsigned(..., 0)` reads as true). `"0"`, an empty
-/// value, garbage (`"yes"`, `"1x"`, `"-1"`) and numbers over 64 bits are off.
+/// value, garbage (`"yes"`, `"1x"`, `"-1"`) and numbers over 64 bits are off;
+/// leading zeros are allowed, however many (`"0…01"` is on).
 pub fn is_on(value: &[u8]) -> bool {
-    if value.is_empty() || value.len() > 20 {
-        return false;
-    }
     value
         .iter()
         .try_fold(0u64, |n, &b| {
@@ -191,7 +189,13 @@ mod tests {
 
     #[test]
     fn values_read_as_linux_reads_them() {
-        for on in ["1", "2", "01", "18446744073709551615"] {
+        for on in [
+            "1",
+            "2",
+            "01",
+            "18446744073709551615",
+            "000000000000000000001",
+        ] {
             assert!(is_on(on.as_bytes()), "{on}");
         }
         for off in [

@@ -93,12 +93,12 @@ impl FrameBytes for Frags<'_> {
         let mut base = 0usize;
         for frag in self.0 {
             let fend = base + frag.len();
-            if fend > off && base < end {
-                let s = off.saturating_sub(base);
-                let e = (end - base).min(frag.len());
-                if let Some(c) = frag.get(s..e) {
-                    f(c);
-                }
+            // The part of this fragment in `off..end`, if any (a fragment wholly
+            // before `off` gives an empty or inverted range).
+            let s = off.saturating_sub(base);
+            let e = end.saturating_sub(base).min(frag.len());
+            if let Some(c) = frag.get(s..e).filter(|c| !c.is_empty()) {
+                f(c);
             }
             if fend >= end {
                 break;
@@ -405,6 +405,99 @@ pub(crate) mod tests {
         short_ihl[14] = 0x44;
         assert!(locate(&short_ihl[..]).is_none());
         assert!(!complete(&mut [0u8; 10]));
+    }
+
+    /// Known answers computed outside this module (a Python script implementing
+    /// RFC 1071/768/793/2460 on the same frames), so that a fault shared by
+    /// `compute` and `reference` (both fold with `Sum`) cannot hide: RFC 1071's
+    /// own example (its sum needs a carry folded back), four frames, a UDP
+    /// checksum that computes to zero and goes on the wire as 0xffff, Ethernet
+    /// padding after the IP packet left out, and TCP/UDP headers shorter than
+    /// their minimum refused.
+    #[test]
+    fn known_answers() {
+        assert_eq!(
+            internet_checksum(&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]),
+            0x220d
+        );
+        assert_eq!(internet_checksum(&[0xff; 64]), 0);
+        for (ipv6, proto, payload, want) in [
+            (false, PROTO_UDP, 20, 0x4fb5),
+            (false, PROTO_TCP, 1459, 0x1266),
+            (true, PROTO_TCP, 100, 0x0539),
+            (true, PROTO_UDP, 7, 0xa061),
+        ] {
+            let f = frame(ipv6, proto, payload);
+            let l4 = locate(&f[..]).unwrap();
+            assert_eq!(compute(&f[..], &l4), want, "{ipv6} {proto} {payload}");
+            // Padding after the packet (a short frame padded to the Ethernet
+            // minimum, or garbage a sender appends) is not part of the segment.
+            let mut padded = f.clone();
+            padded.extend_from_slice(&[0x5a; 17]);
+            let l4p = locate(&padded[..]).unwrap();
+            assert_eq!(compute(&padded[..], &l4p), want, "padded");
+        }
+        let mut zero = frame(false, PROTO_UDP, 20);
+        zero[42..44].copy_from_slice(&0x52bfu16.to_be_bytes());
+        let l4 = locate(&zero[..]).unwrap();
+        assert_eq!(compute(&zero[..], &l4), 0xffff);
+        // A TCP segment under 20 bytes, a UDP one under 8: not understood.
+        let mut tcp = frame(false, PROTO_TCP, 0);
+        tcp[16..18].copy_from_slice(&(20u16 + 19).to_be_bytes());
+        assert!(locate(&tcp[..]).is_none());
+        tcp[16..18].copy_from_slice(&(20u16 + 20).to_be_bytes());
+        assert!(locate(&tcp[..]).is_some());
+        let mut udp = frame(false, PROTO_UDP, 0);
+        udp[16..18].copy_from_slice(&(20u16 + 7).to_be_bytes());
+        assert!(locate(&udp[..]).is_none());
+        udp[16..18].copy_from_slice(&(20u16 + 8).to_be_bytes());
+        assert!(locate(&udp[..]).is_some());
+    }
+
+    /// A zero UDP checksum means "none" over IPv4 only (RFC 768); over IPv6 it
+    /// is invalid (RFC 8200), and a zero TCP checksum is just a checksum.
+    #[test]
+    fn zero_checksums() {
+        let mut v4 = frame(false, PROTO_UDP, 20);
+        let field = locate(&v4[..]).unwrap().field;
+        v4[field..field + 2].copy_from_slice(&[0, 0]);
+        assert_eq!(verify(&v4[..]), Some(true));
+        v4[field + 1] = 1;
+        assert_eq!(verify(&v4[..]), Some(false));
+        let mut v6 = frame(true, PROTO_UDP, 7);
+        let field = locate(&v6[..]).unwrap().field;
+        v6[field..field + 2].copy_from_slice(&[0, 0]);
+        assert_eq!(verify(&v6[..]), Some(false));
+        let mut tcp = frame(false, PROTO_TCP, 5);
+        let field = locate(&tcp[..]).unwrap().field;
+        tcp[field..field + 2].copy_from_slice(&[0, 0]);
+        assert_eq!(verify(&tcp[..]), Some(false));
+    }
+
+    /// `Frags::chunks` hands over exactly the pieces of `off..off + len`, in order,
+    /// never an empty one (an empty fragment, or the range's edge on a fragment
+    /// boundary); `is_empty` says whether there is any byte at all.
+    #[test]
+    fn fragment_chunks_cover_exactly_the_range() {
+        let parts: [&[u8]; 4] = [b"ab", b"", b"cde", b"f"];
+        let fr = Frags(&parts);
+        let pieces = |off, len| {
+            let mut out: Vec<Vec<u8>> = Vec::new();
+            fr.chunks(off, len, &mut |c| out.push(c.to_vec()));
+            out
+        };
+        assert_eq!(pieces(0, 6), [&b"ab"[..], b"cde", b"f"]);
+        assert_eq!(pieces(1, 3), [&b"b"[..], b"cd"]);
+        assert_eq!(pieces(2, 3), [&b"cde"[..]]);
+        assert_eq!(pieces(2, 1), [&b"c"[..]]);
+        assert_eq!(pieces(5, 9), [&b"f"[..]]);
+        assert!(pieces(2, 0).is_empty());
+        assert!(pieces(6, 4).is_empty());
+        assert_eq!(fr.byte(4), Some(b'e'));
+        assert_eq!(fr.byte(6), None);
+        assert!(!FrameBytes::is_empty(&fr));
+        assert!(FrameBytes::is_empty(&Frags(&[&[][..]])));
+        assert!(FrameBytes::is_empty(&[0u8; 0][..]));
     }
 
     #[test]

@@ -34,7 +34,7 @@ pub const SEGS_PER_INDIRECT_FRAME: usize = 4096 / size_of::<RequestSegment>();
 pub const SECTOR_SIZE: u64 = 512;
 
 /// `BLKIF_DISCARD_SECURE`
-pub const DISCARD_SECURE: u8 = 1 << 0;
+pub const DISCARD_SECURE: u8 = 1;
 
 /// `BLKIF_RSP_EOPNOTSUPP`
 pub const RSP_EOPNOTSUPP: i16 = -2;

@@ -63,7 +63,7 @@ pub const GTF_WRITING: u16 = GrantFlags::WRITING.bits();
 pub const GTF_TYPE_MASK: u16 = 3;
 
 /// `GNTMAP_device_map`
-pub const GNTMAP_DEVICE_MAP: u32 = 1 << 0;
+pub const GNTMAP_DEVICE_MAP: u32 = 1;
 /// `GNTMAP_host_map`
 pub const GNTMAP_HOST_MAP: u32 = 1 << 1;
 /// `GNTMAP_readonly`

@@ -125,7 +125,7 @@ pub const EXTRA_TYPE_HASH: u8 = 4;
 pub const EXTRA_TYPE_MAX: u8 = 5;
 
 /// `XEN_NETIF_EXTRA_FLAG_MORE`: another extra-info slot follows.
-pub const EXTRA_FLAG_MORE: u8 = 1 << 0;
+pub const EXTRA_FLAG_MORE: u8 = 1;
 
 /// `XEN_NETIF_GSO_TYPE_NONE`
 pub const GSO_TYPE_NONE: u8 = 0;
@@ -383,6 +383,9 @@ mod tests {
             (g.gso_size(), g.gso_type(), g.gso_features()),
             (1448, 1, 0x1234)
         );
+        // The type is read from its byte (TCPv6 is 2, not the TCPv4 above).
+        let v6 = ExtraInfo::gso(1440, GSO_TYPE_TCPV6, 0, 0);
+        assert_eq!(v6.gso_type(), GSO_TYPE_TCPV6);
 
         let tx = TxRequest::from(g);
         assert_eq!(&tx.as_bytes()[..8], b);

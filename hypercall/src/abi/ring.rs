@@ -100,5 +100,9 @@ mod tests {
         assert_eq!(const_ring_size(4096, 4033), 0);
         assert_eq!(const_ring_size(64, 1), 0);
         assert_eq!(const_ring_size(4096, 0), 0);
+        // More slots than a u32 holds: clamped, not truncated (2^32 + 1 slots
+        // would truncate to 1).
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(const_ring_size((1 << 32) + 65, 1), 1 << 31);
     }
 }
