@@ -172,25 +172,17 @@ impl GrantedTail {
         self.failed.load(Ordering::Relaxed)
     }
 
-    /// Copies bytes `at..at + out.len()` of the tail into `out`.
-    fn read(&self, mut at: usize, out: &mut [u8]) -> Result<(), GrantError> {
+    /// Copies the whole tail into `out`, piece after piece (`out` holds
+    /// [`GrantedTail::len`] bytes; pieces past its end are not read).
+    fn read_all(&self, out: &mut [u8]) -> Result<(), GrantError> {
         let mut pos = 0usize;
         for p in self.pieces() {
-            let plen = usize::from(p.len);
-            if at >= plen {
-                at -= plen;
-                continue;
-            }
-            let n = (plen - at).min(out.len() - pos);
-            let Some(dst) = out.get_mut(pos..pos + n) else {
+            let end = pos + usize::from(p.len);
+            let Some(dst) = out.get_mut(pos..end) else {
                 break;
             };
-            self.peer.copy_out(p.gref, p.offset + at as u16, dst)?;
-            pos += n;
-            at = 0;
-            if pos == out.len() {
-                break;
-            }
+            self.peer.copy_out(p.gref, p.offset, dst)?;
+            pos = end;
         }
         Ok(())
     }
@@ -244,7 +236,7 @@ impl Frame {
         let mut data = Vec::with_capacity(self.len());
         data.extend_from_slice(&self.data);
         data.resize(self.len(), 0);
-        if t.read(0, &mut data[self.data.len()..]).is_err() {
+        if t.read_all(&mut data[self.data.len()..]).is_err() {
             t.mark_failed();
             return None;
         }
@@ -304,6 +296,8 @@ impl Frame {
 /// first. TCP checksums are left for the caller. A frame that is not TCP (or whose
 /// headers do not parse, or `mss` is 0) comes back whole.
 pub fn segment_tcp(frame: &[u8], mss: u16) -> Vec<Vec<u8>> {
+    /// TCP's FIN (0x01) and PSH (0x08) flags.
+    const TCP_FIN_PSH: u8 = 0x09;
     let whole = || vec![frame.to_vec()];
     let Some(l4) = csum::locate(frame) else {
         return whole();
@@ -318,7 +312,8 @@ pub fn segment_tcp(frame: &[u8], mss: u16) -> Vec<Vec<u8>> {
     let thl = usize::from(off >> 4) * 4;
     let hdr_end = l4.start + thl;
     let end = l4.start + l4.len;
-    if thl < 20 || hdr_end > end || end > frame.len() {
+    // (`locate` has checked that the segment, `..end`, is in the frame.)
+    if thl < 20 || hdr_end > end {
         return whole();
     }
     let payload = &frame[hdr_end..end];
@@ -358,7 +353,7 @@ pub fn segment_tcp(frame: &[u8], mss: u16) -> Vec<Vec<u8>> {
         s[l4.start + 4..l4.start + 8].copy_from_slice(&seq.to_be_bytes());
         let mut f = flags;
         if i + 1 < n {
-            f &= !(0x01 | 0x08); // FIN, PSH only on the last segment
+            f &= !TCP_FIN_PSH; // only on the last segment
         }
         if i > 0 {
             f &= !0x80; // CWR only on the first
@@ -571,17 +566,17 @@ impl Bridge {
                 let same_pair = pair.is_some() && pair == last && frame.len() >= 14;
                 // (`last` is only set after a frame long enough to be decided on its
                 // addresses, so a runt never decides for the frames after it.)
+                // (The runs cover frames `..i` without a gap: the last one ends
+                // at `i`, so frame `i` extends it.)
                 if let (true, Some((_, end, d))) = (same_pair, runs.last_mut()) {
-                    if *end == i {
-                        d.count(self);
-                        *end = i + 1;
-                        continue;
-                    }
+                    d.count(self);
+                    *end = i + 1;
+                    continue;
                 }
                 let dest = self.decide(&mut s, from, frame, now);
                 last = pair.filter(|_| frame.len() >= 14);
                 match runs.last_mut() {
-                    Some((_, end, d)) if *end == i && d.same(&dest) => *end = i + 1,
+                    Some((_, end, d)) if d.same(&dest) => *end = i + 1,
                     _ => runs.push((i, i + 1, dest)),
                 }
             }
@@ -841,11 +836,60 @@ mod tests {
         );
     }
 
+    /// Frames of one batch for one port go to it in one `deliver_batch`, in
+    /// order, whatever their sources: a run of one destination is not cut when
+    /// the address pair changes.
+    #[test]
+    fn frames_for_one_port_go_in_one_batch() {
+        struct Batches(Mutex<Vec<Vec<Vec<u8>>>>);
+        impl BridgePort for Batches {
+            fn deliver(&self, f: &Frame) {
+                self.deliver_batch(std::slice::from_ref(f));
+            }
+            fn deliver_batch(&self, frames: &[Frame]) {
+                let b = frames.iter().map(|f| f.data.clone()).collect();
+                self.0.lock().unwrap().push(b);
+            }
+            fn name(&self) -> String {
+                "batches".into()
+            }
+        }
+        let (a, c, e) = (
+            [2, 0, 0, 0, 0, 0xa],
+            [2, 0, 0, 0, 0, 0xc],
+            [2, 0, 0, 0, 0, 0xe],
+        );
+        let b = Bridge::new("br");
+        let from = b.attach(Arc::new(Batches(Mutex::new(Vec::new()))));
+        let port = Arc::new(Batches(Mutex::new(Vec::new())));
+        let to = b.attach(port.clone());
+        b.forward(to, &frame([0xff; 6], c));
+        let mut frames = vec![frame(c, a), frame(c, e), frame(c, a), frame(c, e)];
+        for (i, f) in frames.iter_mut().enumerate() {
+            f.data.push(i as u8);
+        }
+        let mut runt = frame(c, a);
+        runt.data.truncate(13);
+        frames.push(runt.clone());
+        frames.push(runt);
+        frames.push(frame(c, a));
+        b.forward_batch(from, &frames);
+        let got = port.0.lock().unwrap().clone();
+        let want: Vec<Vec<Vec<u8>>> = vec![
+            frames[..4].iter().map(|f| f.data.clone()).collect(),
+            vec![frames[6].data.clone()],
+        ];
+        assert_eq!(got, want);
+        assert_eq!(b.stats().dropped, 2);
+    }
+
     #[test]
     fn tcp_segmentation_fixes_headers() {
-        for ipv6 in [false, true] {
-            // Ethernet + IP + TCP with 10000 payload bytes, checksum blank.
+        for (ipv6, csum_blank) in [(false, true), (true, true), (false, false), (true, false)] {
+            // Ethernet + IP + TCP with 10000 payload bytes, checksum blank (or
+            // not: a GSO frame's segments get checksums either way).
             let mut f = vec![0u8; 14];
+            f[..12].copy_from_slice(&[2, 0, 0, 0, 0, 0xc, 2, 0, 0, 0, 0, 0xa]);
             f[12..14].copy_from_slice(if ipv6 { &[0x86, 0xdd] } else { &[0x08, 0x00] });
             let payload: Vec<u8> = (0..10000u32).map(|i| (i * 7) as u8).collect();
             let tcp_len = 20 + payload.len();
@@ -866,6 +910,10 @@ mod tests {
                 ip[9] = 6;
                 ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
                 ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
+                // A valid header checksum: segmenting must recompute it, not
+                // add to it.
+                let c = csum::internet_checksum(&ip);
+                ip[10..12].copy_from_slice(&c.to_be_bytes());
                 f.extend_from_slice(&ip);
             }
             let mut tcp = vec![0u8; 20];
@@ -874,9 +922,10 @@ mod tests {
             tcp[13] = 0x18 | 0x01 | 0x80; // PSH ACK FIN CWR
             f.extend_from_slice(&tcp);
             f.extend_from_slice(&payload);
+            let eth = f[..14].to_vec();
             let big = Frame {
                 data: f,
-                csum_blank: true,
+                csum_blank,
                 data_validated: false,
                 gso: Some(Gso {
                     mss: 1448,
@@ -889,6 +938,18 @@ mod tests {
             let mut joined = Vec::new();
             for (i, s) in segs.iter().enumerate() {
                 assert_eq!(csum::verify(&s.data[..]), Some(true));
+                // A blank checksum the bridge computed vouches for the data.
+                assert_eq!(s.data_validated, csum_blank);
+                assert_eq!(&s.data[..14], &eth[..], "Ethernet header kept");
+                if ipv6 {
+                    let pl = u16::from_be_bytes([s.data[18], s.data[19]]);
+                    assert_eq!(usize::from(pl), s.data.len() - 54, "IPv6 payload length");
+                } else {
+                    let total = u16::from_be_bytes([s.data[16], s.data[17]]);
+                    assert_eq!(usize::from(total), s.data.len() - 14, "IPv4 total length");
+                    let id = u16::from_be_bytes([s.data[18], s.data[19]]);
+                    assert_eq!(usize::from(id), 7 + i, "IPv4 id");
+                }
                 let l4 = csum::locate(&s.data[..]).unwrap();
                 let seq =
                     u32::from_be_bytes(s.data[l4.start + 4..l4.start + 8].try_into().unwrap());
@@ -905,6 +966,88 @@ mod tests {
             }
             assert_eq!(joined, payload);
         }
+    }
+
+    /// What `segment_tcp` does not cut: not TCP, an MSS of 0, a TCP header
+    /// shorter than 20 bytes or longer than the segment, a payload within one
+    /// MSS.
+    #[test]
+    fn segmentation_leaves_what_it_cannot_cut_whole() {
+        let tcp = |payload: usize| {
+            let mut f = vec![0u8; 14];
+            f[12..14].copy_from_slice(&[0x08, 0x00]);
+            let mut ip = vec![0u8; 20];
+            ip[0] = 0x45;
+            ip[2..4].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
+            ip[9] = 6;
+            f.extend_from_slice(&ip);
+            let mut t = vec![0u8; 20 + payload];
+            t[12] = 5 << 4;
+            f.extend_from_slice(&t);
+            f
+        };
+        let f = tcp(3000);
+        assert_eq!(segment_tcp(&f, 1000).len(), 3);
+        assert_eq!(segment_tcp(&f, 3000), vec![f.clone()]);
+        assert_eq!(segment_tcp(&f, 0), vec![f.clone()]);
+        let mut udp = f.clone();
+        udp[23] = 17;
+        assert_eq!(segment_tcp(&udp, 1000), vec![udp.clone()]);
+        let mut short = f.clone();
+        short[14 + 20 + 12] = 4 << 4;
+        assert_eq!(segment_tcp(&short, 1000), vec![short.clone()]);
+        // A header of 60 bytes in a segment of 40: the header would end past it.
+        let mut long = tcp(0);
+        long[14 + 20 + 12] = 15 << 4;
+        assert_eq!(segment_tcp(&long, 1), vec![long.clone()]);
+        // The same header length with room for it: cut.
+        let mut ok = tcp(60);
+        ok[14 + 20 + 12] = 15 << 4;
+        assert_eq!(segment_tcp(&ok, 10).len(), 2);
+    }
+
+    /// A learned address lasts less than `FDB_AGE` without traffic from it:
+    /// at exactly that age it is no longer used to forward, and a full table
+    /// first forgets what has reached that age (here half of it), and only then
+    /// the oldest entry. (`decide` is given the time, so the ages are exact.)
+    #[test]
+    fn learned_addresses_age_out() {
+        let b = Bridge::new("br");
+        let p = b.attach(Arc::new(Sink("p".into(), Mutex::new(Vec::new()))));
+        let q = b.attach(Arc::new(Sink("q".into(), Mutex::new(Vec::new()))));
+        let (a, c) = ([2, 0, 0, 0, 0, 0xa], [2, 0, 0, 0, 0, 0xc]);
+        let t0 = Instant::now();
+        let mut s = b.lock();
+        b.decide(&mut s, p, &frame(c, a), t0);
+        let young = t0 + FDB_AGE - Duration::from_nanos(1);
+        assert!(matches!(b.decide(&mut s, q, &frame(a, c), young), Dest::One(x, _) if x == p));
+        let t1 = t0 + FDB_AGE;
+        // (`c` was learned at `young`, `a` at t0: `a` has reached the age.)
+        assert!(matches!(
+            b.decide(&mut s, q, &frame(a, c), t1),
+            Dest::Flood(_)
+        ));
+        s.fdb.clear();
+        let half = FDB_MAX / 2;
+        for i in 0..FDB_MAX as u32 {
+            let m = i.to_be_bytes();
+            let at = if (i as usize) < half {
+                t0
+            } else {
+                t0 + FDB_AGE / 2
+            };
+            b.decide(
+                &mut s,
+                p,
+                &frame([0xff; 6], [2, 0, m[0], m[1], m[2], m[3]]),
+                at,
+            );
+        }
+        assert_eq!(s.fdb.len(), FDB_MAX);
+        b.decide(&mut s, q, &frame([0xff; 6], [2, 1, 0, 0, 0, 1]), t1);
+        assert_eq!(s.fdb.len(), FDB_MAX - half + 1);
+        assert!(!s.fdb.contains_key(&[2, 0, 0, 0, 0, 0]));
+        assert!(s.fdb.contains_key(&[2, 0, 0, 0, 0x08, 0]));
     }
 
     #[test]
