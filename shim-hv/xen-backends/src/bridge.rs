@@ -312,11 +312,11 @@ pub fn segment_tcp(frame: &[u8], mss: u16) -> Vec<Vec<u8>> {
     let thl = usize::from(off >> 4) * 4;
     let hdr_end = l4.start + thl;
     let end = l4.start + l4.len;
-    // (`locate` has checked that the segment, `..end`, is in the frame.)
-    if thl < 20 || hdr_end > end {
+    // (`locate` has checked that the segment, `..end`, is in the frame; a
+    // header longer than the segment leaves no range.)
+    let Some(payload) = frame.get(hdr_end..end).filter(|_| thl >= 20) else {
         return whole();
-    }
-    let payload = &frame[hdr_end..end];
+    };
     if payload.len() <= mss {
         return whole();
     }
@@ -906,7 +906,7 @@ mod tests {
                 let mut ip = vec![0u8; 20];
                 ip[0] = 0x45;
                 ip[2..4].copy_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
-                ip[4..6].copy_from_slice(&7u16.to_be_bytes());
+                ip[4..6].copy_from_slice(&0x1207u16.to_be_bytes());
                 ip[9] = 6;
                 ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
                 ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
@@ -948,7 +948,7 @@ mod tests {
                     let total = u16::from_be_bytes([s.data[16], s.data[17]]);
                     assert_eq!(usize::from(total), s.data.len() - 14, "IPv4 total length");
                     let id = u16::from_be_bytes([s.data[18], s.data[19]]);
-                    assert_eq!(usize::from(id), 7 + i, "IPv4 id");
+                    assert_eq!(usize::from(id), 0x1207 + i, "IPv4 id");
                 }
                 let l4 = csum::locate(&s.data[..]).unwrap();
                 let seq =
