@@ -1266,7 +1266,9 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
     /// A read of more than 128 KiB is pipelined: it goes out as up to
     /// four requests at once, and each piece is copied into `bufs` while
     /// the backend is still reading the next ones, so most of the copy out of the
-    /// bounce pages overlaps the backend's work.
+    /// bounce pages overlaps the backend's work. The pieces shrink (8, 4, 2, 1
+    /// fifteenths of the read), so the last copy, which nothing overlaps, is
+    /// short; a write's pieces grow the same way.
     pub fn read(
         &mut self,
         lba: u64,
@@ -1330,18 +1332,20 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         )
     }
 
-    /// Bytes per request of a blocking transfer of `total` bytes: all of it up to
-    /// 128 KiB (latency dominates), else a quarter of it (at least 64 KiB), never
-    /// more than fits the ring.
-    fn piece_bytes(&self, sector_size: usize, total: usize) -> usize {
-        let chunk = self.chunk_bytes(sector_size as u32);
-        let ss = sector_size.max(1);
-        let p = if total <= PIPELINE_MIN {
-            total
-        } else {
-            (total.div_ceil(PIPELINE).div_ceil(ss) * ss).max(PIPELINE_MIN / 2)
-        };
-        p.clamp(ss, chunk.max(ss))
+    /// Bytes of piece `k` (from 0) of a blocking transfer of `total` bytes: all
+    /// of it up to 128 KiB (latency dominates); above, powers of two of a
+    /// fifteenth of it (at least 16 KiB), growing for writes (1, 2, 4, 8
+    /// fifteenths: the copy in of the first piece, the only one nothing
+    /// overlaps, is small) and shrinking for reads (`shrink`: 8, 4, 2, 1, so the
+    /// copy out of the last is small); never more than fits the ring.
+    fn piece_bytes(&self, sector_size: usize, total: usize, k: u32, shrink: bool) -> usize {
+        piece_len(
+            total,
+            sector_size,
+            self.chunk_bytes(sector_size as u32),
+            k,
+            shrink,
+        )
     }
 
     /// Moves `t.total` bytes from `t.lba` in pieces, up to `PIPELINE` (4) in
@@ -1361,8 +1365,8 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
             mut deadline,
             plug,
         } = t;
-        let piece = self.piece_bytes(sector_size, total);
         let ss = sector_size.max(1);
+        let mut k = 0u32;
         let mut pending: heapless::Deque<Tag, PIPELINE> = heapless::Deque::new();
         let mut sent = 0usize;
         let r = loop {
@@ -1372,7 +1376,9 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
                 }
                 let mut failed = None;
                 while sent < total && !pending.is_full() {
-                    let n = piece.min(total - sent);
+                    let n = self
+                        .piece_bytes(sector_size, total, k, plug)
+                        .min(total - sent);
                     let at = lba + (sent / ss) as u64;
                     let tag = if pending.is_empty() {
                         // None of ours in flight: wait while others hold every slot.
@@ -1384,7 +1390,10 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
                         }
                     };
                     match tag.map(|t| pending.push_back(t)) {
-                        Ok(Ok(())) => sent += n,
+                        Ok(Ok(())) => {
+                            sent += n;
+                            k += 1;
+                        }
                         Ok(Err(t)) => {
                             // Cannot happen (checked is_full); do not lose the tag.
                             let _ = self.io.cancel(t);
@@ -1444,6 +1453,24 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         let m = self.max_request_bytes().max(sector_size as usize);
         m - m % sector_size as usize
     }
+}
+
+/// [`Device::piece_bytes`] for a sector size `ss` and at most `chunk` bytes a
+/// request.
+fn piece_len(total: usize, ss: usize, chunk: usize, k: u32, shrink: bool) -> usize {
+    let ss = ss.max(1);
+    let p = if total <= PIPELINE_MIN {
+        total
+    } else {
+        let unit = (total.div_ceil(15).div_ceil(ss) * ss).max(PIPELINE_MIN / 8);
+        let shift = if shrink {
+            3u32.saturating_sub(k)
+        } else {
+            k.min(3)
+        };
+        unit << shift
+    };
+    p.clamp(ss, chunk.max(ss))
 }
 
 /// A blocking call's time limit. The clock starts at the call's first wait (its
@@ -1699,6 +1726,46 @@ struct Transfer {
     /// When to give up.
     deadline: Deadline,
     /// Publish each batch of submissions at once (reads) rather than each as it
-    /// is made (writes, whose submission is the copy).
+    /// is made (writes, whose submission is the copy); also the pieces' order
+    /// of sizes: shrinking for reads, growing for writes
+    /// ([`Device::piece_bytes`]).
     plug: bool,
+}
+
+#[cfg(test)]
+mod piece_tests {
+    use super::{piece_len, PIPELINE, PIPELINE_MIN};
+
+    /// The pieces of a blocking transfer: one up to 128 KiB; above, 1, 2, 4, 8
+    /// fifteenths for writes and 8, 4, 2, 1 for reads (whole sectors), so that
+    /// what nothing overlaps (a write's first copy in, a read's last copy out)
+    /// is a fifteenth; at least 16 KiB; within the ring's request size; and at
+    /// most `PIPELINE` pieces when no request size limits them.
+    #[test]
+    fn pieces_grow_for_writes_and_shrink_for_reads() {
+        let mib = 1 << 20;
+        let unit = 70_144; // 1 MiB / 15, rounded up to 512-byte sectors
+        let w: [usize; 5] = core::array::from_fn(|k| piece_len(mib, 512, mib, k as u32, false));
+        assert_eq!(w, [unit, 2 * unit, 4 * unit, 8 * unit, 8 * unit]);
+        let r: [usize; 5] = core::array::from_fn(|k| piece_len(mib, 512, mib, k as u32, true));
+        assert_eq!(r, [8 * unit, 4 * unit, 2 * unit, unit, unit]);
+        for shrink in [false, true] {
+            let covered: usize = (0..PIPELINE as u32)
+                .map(|k| piece_len(mib, 512, mib, k, shrink))
+                .sum();
+            assert!(covered >= mib, "{covered}");
+            assert_eq!(piece_len(PIPELINE_MIN, 512, mib, 0, shrink), PIPELINE_MIN);
+            assert_eq!(piece_len(PIPELINE_MIN, 512, 4096, 2, shrink), 4096);
+            assert_eq!(piece_len(3 * 512, 512, mib, 0, shrink), 3 * 512);
+            // A ring that takes 128 KiB a request caps every piece.
+            for k in 0..4 {
+                let free = piece_len(mib, 512, mib, k, shrink);
+                let capped = piece_len(mib, 512, PIPELINE_MIN, k, shrink);
+                assert_eq!(capped, free.min(PIPELINE_MIN));
+            }
+        }
+        // 129 KiB: a fifteenth is under 16 KiB, so pieces start at 16 KiB.
+        assert_eq!(piece_len(PIPELINE_MIN + 1024, 512, mib, 0, false), 16384);
+        assert_eq!(piece_len(mib, 4096, mib, 0, false), 73_728);
+    }
 }
