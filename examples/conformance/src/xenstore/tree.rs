@@ -172,7 +172,7 @@ pub(crate) fn subtree(tree: &Tree, p: &str) -> Vec<String> {
     let prefix = prefix_of(p);
     let mut below: Vec<String> = tree
         .keys()
-        .filter(|k| k.starts_with(&prefix))
+        .filter(|k| k.starts_with(&prefix) && *k != p)
         .cloned()
         .collect();
     below.sort();
@@ -962,6 +962,11 @@ mod tests {
         assert_eq!(subtree(&s.tree, "/x"), ["/x", "/x/a", "/x/a/deep", "/x/b"]);
         assert_eq!(subtree(&s.tree, "/x/a/deep"), ["/x/a/deep"]);
         assert!(subtree(&s.tree, "/nothing").is_empty());
+        // The root's subtree is every node, the root once (its prefix, "/",
+        // also matches the root itself).
+        let all = subtree(&s.tree, "/");
+        assert_eq!(all.iter().filter(|n| *n == "/").count(), 1);
+        assert_eq!(all.len(), s.tree.len());
     }
 
     #[test]
