@@ -1332,22 +1332,6 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
         )
     }
 
-    /// Bytes of piece `k` (from 0) of a blocking transfer of `total` bytes: all
-    /// of it up to 128 KiB (latency dominates); above, powers of two of a
-    /// fifteenth of it (at least 16 KiB), growing for writes (1, 2, 4, 8
-    /// fifteenths: the copy in of the first piece, the only one nothing
-    /// overlaps, is small) and shrinking for reads (`shrink`: 8, 4, 2, 1, so the
-    /// copy out of the last is small); never more than fits the ring.
-    fn piece_bytes(&self, sector_size: usize, total: usize, k: u32, shrink: bool) -> usize {
-        piece_len(
-            total,
-            sector_size,
-            self.chunk_bytes(sector_size as u32),
-            k,
-            shrink,
-        )
-    }
-
     /// Moves `t.total` bytes from `t.lba` in pieces, up to `PIPELINE` (4) in
     /// flight: `submit` issues the piece at a logical sector, `complete` retires
     /// the oldest piece once done (pieces complete in order). On an error the
@@ -1366,6 +1350,7 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
             plug,
         } = t;
         let ss = sector_size.max(1);
+        let chunk = self.chunk_bytes(sector_size as u32);
         let mut k = 0u32;
         let mut pending: heapless::Deque<Tag, PIPELINE> = heapless::Deque::new();
         let mut sent = 0usize;
@@ -1376,9 +1361,7 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
                 }
                 let mut failed = None;
                 while sent < total && !pending.is_full() {
-                    let n = self
-                        .piece_bytes(sector_size, total, k, plug)
-                        .min(total - sent);
+                    let n = piece_len(total, ss, chunk, k, plug).min(total - sent);
                     let at = lba + (sent / ss) as u64;
                     let tag = if pending.is_empty() {
                         // None of ours in flight: wait while others hold every slot.
@@ -1455,8 +1438,13 @@ impl<P: Platform, G: Grants, const SLOTS: usize, const SEGS: usize> Device<P, G,
     }
 }
 
-/// [`Device::piece_bytes`] for a sector size `ss` and at most `chunk` bytes a
-/// request.
+/// Bytes of piece `k` (from 0) of a blocking transfer of `total` bytes in
+/// sectors of `ss` bytes, at most `chunk` bytes a request: all of it up to
+/// 128 KiB (latency dominates); above, powers of two of a fifteenth of it (at
+/// least 16 KiB), growing for writes (1, 2, 4, 8 fifteenths: the copy in of the
+/// first piece, the only one nothing overlaps, is small) and shrinking for reads
+/// (`shrink`: 8, 4, 2, 1, so the copy out of the last is small); never more than
+/// `chunk`.
 fn piece_len(total: usize, ss: usize, chunk: usize, k: u32, shrink: bool) -> usize {
     let ss = ss.max(1);
     let p = if total <= PIPELINE_MIN {
@@ -1728,7 +1716,7 @@ struct Transfer {
     /// Publish each batch of submissions at once (reads) rather than each as it
     /// is made (writes, whose submission is the copy); also the pieces' order
     /// of sizes: shrinking for reads, growing for writes
-    /// ([`Device::piece_bytes`]).
+    /// ([`piece_len`]).
     plug: bool,
 }
 
