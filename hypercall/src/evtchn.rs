@@ -153,8 +153,10 @@ struct LateEoi {
 }
 
 /// The delay after `spurious` spurious events in a row (`spurious >= 2`):
-/// 1 ms, 2 ms, 4 ms, ... up to [`LATE_EOI_MAX_DELAY_NS`].
-fn late_eoi_delay(spurious: u32) -> u64 {
+/// 1 ms, 2 ms, 4 ms, ... up to [`LATE_EOI_MAX_DELAY_NS`]. (The first spurious
+/// event in a row has no delay.) shim-hv's backends back off by the same rule
+/// on the host side.
+pub fn late_eoi_delay(spurious: u32) -> u64 {
     let doublings = spurious.saturating_sub(2).min(20);
     (LATE_EOI_FIRST_DELAY_NS << doublings).min(LATE_EOI_MAX_DELAY_NS)
 }

@@ -28,7 +28,11 @@
 //! whose data is in the page cache is answered on the notifying thread instead
 //! (the guest's own, inside its `EVTCHNOP_send`): no hand-off and no wake-up at
 //! queue depth 1 ([`BlkStats::inline`]); a read that would wait for the disk is
-//! left to a worker.
+//! left to a worker. Notifications after which a worker's run finds no request
+//! are spurious: the second and later ones in a row hold the queue back, 1 ms
+//! doubling up to 1 s, so a guest that storms its port costs a few runs a
+//! second (late EOI on the host side, docs/hostile-input.md E1;
+//! [`BlkStats::spurious_events`]).
 //!
 //! **Multi-queue** (Linux's layout): the backend offers `multi-queue-max-queues`;
 //! a frontend asking for `multi-queue-num-queues` = N > 1 puts each queue's ring
@@ -106,7 +110,7 @@ use hypercall::shmem::wmb;
 use hypercall::{DomId, GrantRef, Port, SharedMem};
 
 use super::hostile::BlkHostile;
-use super::pool::{Pool, Sched, Served, Turn};
+use super::pool::{EventCounters, Pool, Sched, Served, Turn};
 use super::xenbus::{self as xb, BoundPort, DeviceSpec, MappedRing, XenbusBackend};
 use xen_model::mem::{preadv_into, preadv_into_nowait, pwritev_from, GuestMemory};
 use xen_model::{GrantMapping, Hypervisor};
@@ -302,6 +306,17 @@ pub struct BlkStats {
     /// Requests answered on the frontend's own thread when it notified (small
     /// reads found in the page cache; counted in `requests` too).
     pub inline: u64,
+    /// Runs of a `blkio` worker on this disk's queues (each serves until the
+    /// ring is dry, or for at most 64 requests).
+    pub runs: u64,
+    /// Notifications after which a worker's run found no request on the ring
+    /// and answered nothing: late EOI on the host side (docs/hostile-input.md
+    /// E1).
+    pub spurious_events: u64,
+    /// Times a queue was held back after spurious notifications in a row (1 ms,
+    /// doubling up to 1 s; its notifications meanwhile are served when the delay
+    /// ends).
+    pub backoffs: u64,
 }
 
 #[derive(Default)]
@@ -313,6 +328,8 @@ struct Counters {
     connects: AtomicU64,
     maps: AtomicU64,
     inline: AtomicU64,
+    /// The queues' runs and spurious notifications (the pool counts them).
+    events: Arc<EventCounters>,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -389,7 +406,6 @@ static BLK_POOL: Pool = Pool::new("blkio", TURN_BUDGET, POLL_SPIN, POLL_PAUSE);
 const TURN_BUDGET: usize = 64;
 
 /// One queue in [`BLK_POOL`]: its I/O state while connected.
-#[derive(Default)]
 struct BlkQueue {
     sched: Sched,
     /// `None` before the connection is complete and after it ended.
@@ -677,6 +693,9 @@ impl BlkBackend {
             connects: c.connects.load(Ordering::Relaxed),
             inline: c.inline.load(Ordering::Relaxed),
             grant_maps: c.maps.load(Ordering::Relaxed),
+            runs: c.events.runs(),
+            spurious_events: c.events.spurious(),
+            backoffs: c.events.backoffs(),
         }
     }
 
@@ -828,7 +847,10 @@ fn connect(sh: &Arc<Shared>, xbe: &XenbusBackend) -> Result<(), Error> {
             .map_err(|e| Error::Unsupported(format!("ring of queue {q}: {e}")))?;
         // Until the connection is complete the queue has no I/O state: a kick
         // meanwhile finds it off (and the pool kicks it once it is complete).
-        let pq = Arc::new(BlkQueue::default());
+        let pq = Arc::new(BlkQueue {
+            sched: Sched::new(sh.counters.events.clone()),
+            io: Mutex::new(None),
+        });
         let served: Arc<dyn Served> = pq.clone();
         let stepped = sh.cfg.stepped;
         let sh2 = sh.clone();

@@ -63,7 +63,10 @@
 //! indices (`out_cons`, `in_prod`) are kept privately. `out_prod - out_cons > 2048` or
 //! `in_prod - in_cons > 1024` fails this console only ([`ConsoleState::Failed`]): the
 //! backend stops touching the ring, marks it `XENCONSOLE_DISCONNECTED`, keeps the
-//! history, and tells clients. Event storms cost one flag store each.
+//! history, and tells clients. Event storms cost a few flag stores each in the
+//! guest's hypercall, and a few runs of a worker in all: notifications that find
+//! nothing to do hold the console back, 1 ms doubling up to 1 s (late EOI on the
+//! host side, docs/hostile-input.md E1; [`ConsoleStats::spurious_events`]).
 //!
 //! # Example
 //!
@@ -245,6 +248,16 @@ pub struct ConsoleStats {
     pub notifies: u64,
     /// Kicks received (guest notifications).
     pub kicks: u64,
+    /// Runs of a `consio` worker on this console.
+    pub runs: u64,
+    /// Guest notifications after which the console's run found nothing to do
+    /// (no output byte taken, no input written, nothing for the pty): late EOI
+    /// on the host side (docs/hostile-input.md E1).
+    pub spurious_events: u64,
+    /// Times the console was held back after spurious notifications in a row
+    /// (1 ms, doubling up to 1 s; its notifications meanwhile are served when
+    /// the delay ends).
+    pub backoffs: u64,
     /// Times the ring was left full because the sink buffer was full.
     pub backpressure: u64,
     /// Why the sink was given up, if it was (output continues to history/clients).
@@ -707,7 +720,12 @@ impl Console {
 
     /// Counters.
     pub fn stats(&self) -> ConsoleStats {
-        lock(&self.shared).stats.clone()
+        let mut st = lock(&self.shared).stats.clone();
+        let c = self.sched.counters();
+        st.runs = c.runs();
+        st.spurious_events = c.spurious();
+        st.backoffs = c.backoffs();
+        st
     }
 
     /// The pty's slave path, for a [`Sink::Pty`] console.
@@ -759,14 +777,22 @@ impl Console {
     }
 
     /// Called by the event channel handler (in the guest's hypercall): a counter
-    /// and [`Console::schedule`], nothing more.
+    /// and a [`Pool::notify`], nothing more. A console whose notifications keep
+    /// finding nothing to do is held back (docs/hostile-input.md E1).
     fn kick(&self) {
         lock(&self.shared).stats.kicks += 1;
-        self.schedule();
+        if !self.served.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Some(me) = self.me.upgrade() {
+            let q: Arc<dyn Served> = me;
+            CONSOLE_POOL.notify(&q);
+        }
     }
 
-    /// Queues the console's turn on the console pool (once: a console already
-    /// queued or being served only gets its `pending` flag). Nothing before
+    /// Queues the console's turn on the console pool for work of the backend's
+    /// own (once: a console already queued or being served only gets its
+    /// `pending` flag; one held back is queued at once). Nothing before
     /// [`Console::serve`].
     fn schedule(&self) {
         if !self.served.load(Ordering::SeqCst) {
@@ -839,6 +865,9 @@ impl Console {
             return Some(self.fail(s, f));
         }
         if pushed > 0 {
+            // Work (often on a client's thread, not in a run): it ends a streak
+            // of spurious notifications (the guest's answers to input).
+            self.sched.worked();
             s.stats.input_bytes += pushed as u64;
             s.stats.notifies += 1;
             return Some(notifier);

@@ -46,6 +46,11 @@
 //! queue idle until notified. Likewise responses notify the
 //! frontend only when its `rsp_event` asks for it. Under load this makes
 //! notifications a small fraction of a frame (the network bench prints it).
+//! Notifications after which a worker's run finds no work (no tx request or rx
+//! buffer taken, no response) are spurious: the second and later ones in a row
+//! hold the queue back, 1 ms doubling up to 1 s, so a guest that storms its
+//! ports costs a few runs a second (late EOI on the host side,
+//! docs/hostile-input.md E1; [`VifStats::spurious_events`]).
 //!
 //! A sender's worker delivers into the receiving guest's rx ring directly. If the
 //! receiver's rx queue is more than half full while the receiver still takes
@@ -119,7 +124,7 @@ use xennet_front::{csum, Mac};
 
 use super::bridge::{Bridge, BridgePort, Frame, GrantedTail, Gso, MacClaim, PortId, TailPiece};
 use super::hostile::NetHostile;
-use super::pool::{Pool, Sched, Served, Turn};
+use super::pool::{EventCounters, Pool, Sched, Served, Turn};
 use super::xenbus::{self as xb, BoundPort, DeviceSpec, MappedRing, XenbusBackend};
 use xen_model::{CopyFault, Dom0Handler, GrantOffset, GrantPeer, Hypervisor};
 
@@ -287,6 +292,17 @@ pub struct VifStats {
     /// responses); the ring's `rsp_event` rule keeps this well below one per frame
     /// while the frontend is busy.
     pub notifications: u64,
+    /// Runs of a `netback` worker on this vif's queues.
+    pub runs: u64,
+    /// Notifications (tx or rx port) after which a worker's run found no work:
+    /// no tx request or rx buffer taken, no response made (rx buffers posted
+    /// while no frame waits for them are no work): late EOI on the host side
+    /// (docs/hostile-input.md E1).
+    pub spurious_events: u64,
+    /// Times a queue was held back after spurious notifications in a row (1 ms,
+    /// doubling up to 1 s; its notifications meanwhile are served when the delay
+    /// ends; frames from the bridge are delivered meanwhile all the same).
+    pub backoffs: u64,
 }
 
 #[derive(Default)]
@@ -301,6 +317,8 @@ struct Counters {
     fatal: AtomicU64,
     connects: AtomicU64,
     notifications: AtomicU64,
+    /// The queues' runs and spurious notifications (the pool counts them).
+    events: Arc<EventCounters>,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -404,11 +422,22 @@ struct QueueBack {
 }
 
 impl QueueBack {
-    /// Has the pool serve this queue (a no-op for a stepped backend).
+    /// Has the pool serve this queue for work of the backend's own (a no-op for
+    /// a stepped backend).
     fn wake_worker(&self) {
         if let Some(nq) = self.served.get() {
             let s: Arc<dyn Served> = nq.clone();
             NET_POOL.kick(&s);
+        }
+    }
+
+    /// The frontend notified: has the pool serve this queue, unless it is held
+    /// back after spurious notifications (docs/hostile-input.md E1; a no-op for
+    /// a stepped backend).
+    fn notify_worker(&self) {
+        if let Some(nq) = self.served.get() {
+            let s: Arc<dyn Served> = nq.clone();
+            NET_POOL.notify(&s);
         }
     }
 }
@@ -673,6 +702,9 @@ impl NetBackend {
             fatal: l(&c.fatal),
             connects: l(&c.connects),
             notifications: l(&c.notifications),
+            runs: c.events.runs(),
+            spurious_events: c.events.spurious(),
+            backoffs: c.events.backoffs(),
         }
     }
 
@@ -1075,7 +1107,7 @@ fn connect(sh: &Arc<VifShared>, xbe: &XenbusBackend) -> Result<(), Error> {
         }
         for (q, qb) in conn.queues.iter().enumerate() {
             let nq = Arc::new(NetQueue {
-                sched: Sched::default(),
+                sched: Sched::new(sh.counters.events.clone()),
                 conn: Arc::downgrade(&conn),
                 q,
                 st: Mutex::new(NetQueueState::default()),
@@ -1266,7 +1298,11 @@ impl Served for NetQueue {
         if let Some(port) = congested {
             st.held = Some((Instant::now(), port));
         }
-        busy || qb.tx_work.load(Ordering::SeqCst) || qb.rx_work.load(Ordering::SeqCst)
+        // New rx buffers are work only for frames that wait for them. A
+        // notification that came after this look is the pool's `pending` (the
+        // queue runs again); counting it here would keep a worker polling for
+        // as long as a frontend notifies without publishing anything.
+        busy || (qb.rx_work.load(Ordering::SeqCst) && qb.rx_queued.load(Ordering::SeqCst))
     }
 
     fn sched(&self) -> &Sched {
@@ -1563,7 +1599,7 @@ impl Connection {
         if rx {
             qb.rx_work.store(true, Ordering::SeqCst);
         }
-        qb.wake_worker();
+        qb.notify_worker();
     }
 
     /// Takes the queues out of the pool (waiting for a turn in progress; not from
@@ -1627,6 +1663,11 @@ impl Connection {
         if let Some(qb) = self.queues.get(q) {
             let now = self.epoch.elapsed().as_nanos() as u64;
             qb.rx_progress.store(now, Ordering::SeqCst);
+            // Buffers taken (often by the sender's thread, not a run of ours):
+            // work, which ends a streak of spurious notifications.
+            if let Some(nq) = qb.served.get() {
+                nq.sched.worked();
+            }
         }
     }
 }

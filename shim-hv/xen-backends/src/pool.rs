@@ -23,10 +23,28 @@
 //! pool has more than one worker even on one core.
 //!
 //! Workers start on demand (up to `size`, from the number of cores) and end when
-//! the kind has no queue left; a waiting worker sleeps with no timeout.
+//! the kind has no queue left; a waiting worker sleeps with no timeout (or until
+//! the next held-back queue is due, below).
+//!
+//! **Spurious events back off (late EOI on the host side, docs/hostile-input.md
+//! E1).** A frontend's notification reaches its queue through [`Pool::notify`]
+//! (or [`Pool::kick_inline`]); work the backend itself has for a queue (frames
+//! from the bridge, console input, stop) through [`Pool::kick`]. A worker's run
+//! that followed a notification and found no work at all (no request, rx buffer
+//! or console byte taken, no response made: every turn `Did(0)`) makes that
+//! notification spurious. The first spurious event in a row costs nothing more;
+//! after each further one in a row the queue is held back (`Delayed`) for 1 ms,
+//! doubling up to 1 s (`hypercall::evtchn::late_eoi_delay`, the guest side's
+//! rule): notifications meanwhile only mark it `pending`, and when the delay
+//! ends it is served if any came (its rings looked at afresh), else left idle.
+//! Any run or inline answer that did work ends the streak, and a
+//! [`Pool::kick`] ends a delay at once. Only that queue waits: the workers serve
+//! the others meanwhile. A storm of notifications with nothing on the rings
+//! thus costs a few runs a second instead of one run per notification
+//! ([`EventCounters`]).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -70,6 +88,39 @@ const HELD_PAUSE: Duration = Duration::from_micros(50);
 const IDLE: u8 = 0;
 const QUEUED: u8 = 1;
 const RUNNING: u8 = 2;
+/// Held back after spurious events in a row, in the pool's `delayed` list until
+/// its delay ends.
+const DELAYED: u8 = 3;
+
+/// A device's event-service counters, shared by its queues' [`Sched`]s (so they
+/// outlive a connection's queues).
+#[derive(Debug, Default)]
+pub(crate) struct EventCounters {
+    runs: AtomicU64,
+    spurious: AtomicU64,
+    backoffs: AtomicU64,
+}
+
+impl EventCounters {
+    /// Runs of a pool worker on the device's queues.
+    pub(crate) fn runs(&self) -> u64 {
+        self.runs.load(Ordering::Relaxed)
+    }
+
+    /// Frontend notifications whose run found no work.
+    pub(crate) fn spurious(&self) -> u64 {
+        self.spurious.load(Ordering::Relaxed)
+    }
+
+    /// Times a queue was held back after spurious events in a row.
+    pub(crate) fn backoffs(&self) -> u64 {
+        self.backoffs.load(Ordering::Relaxed)
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
 
 /// A queue's scheduling state in its pool.
 #[derive(Debug, Default)]
@@ -77,6 +128,47 @@ pub(crate) struct Sched {
     state: AtomicU8,
     /// A kick came since the worker last looked.
     pending: AtomicBool,
+    /// A frontend's notification ([`Pool::notify`]) came since the worker last
+    /// looked.
+    event: AtomicBool,
+    /// Spurious events in a row (written by the queue's worker, or by the inline
+    /// path while it holds the queue).
+    in_a_row: AtomicU32,
+    counters: Arc<EventCounters>,
+}
+
+impl Sched {
+    /// A queue's state counting into its device's `counters`.
+    pub(crate) fn new(counters: Arc<EventCounters>) -> Self {
+        Sched {
+            counters,
+            ..Sched::default()
+        }
+    }
+
+    /// The device's counters.
+    pub(crate) fn counters(&self) -> &EventCounters {
+        &self.counters
+    }
+
+    /// Work was done (by a run, inline, or by whoever else serves the queue's
+    /// rings, from any thread): the streak of spurious events ends (a load
+    /// only, when there is none).
+    pub(crate) fn worked(&self) {
+        if self.in_a_row.load(Ordering::Relaxed) != 0 {
+            self.in_a_row.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What a worker's run of a queue found.
+struct Run {
+    /// Used its budget (or held with others waiting): back of the run queue.
+    requeue: bool,
+    /// Some turn did work (or the queue was held with work waiting).
+    work: bool,
+    /// A frontend's notification was seen before one of the run's looks.
+    event: bool,
 }
 
 /// One kind's pool.
@@ -98,6 +190,8 @@ pub(crate) struct Pool {
 #[derive(Default)]
 struct Inner {
     ready: VecDeque<Arc<dyn Served>>,
+    /// Queues held back (`DELAYED`) and when their delay ends.
+    delayed: Vec<(Instant, Arc<dyn Served>)>,
     workers: usize,
     idle: usize,
     /// Queues registered ([`Pool::register`]) and not yet unregistered.
@@ -131,6 +225,7 @@ impl Pool {
             pause,
             inner: Mutex::new(Inner {
                 ready: VecDeque::new(),
+                delayed: Vec::new(),
                 workers: 0,
                 idle: 0,
                 queues: 0,
@@ -155,11 +250,37 @@ impl Pool {
         }
     }
 
-    /// The frontend notified `q` (or the backend has work for it): queues it
-    /// unless it is queued or being served (then the worker sees `pending`).
-    /// Cheap while `q` is being served: two atomic operations.
+    /// The backend has work for `q` (not a frontend's notification: that is
+    /// [`Pool::notify`]): queues it unless it is queued or being served (then
+    /// the worker sees `pending`); a queue held back after spurious events is
+    /// queued at once too. Cheap while `q` is being served: two atomic
+    /// operations.
     pub(crate) fn kick(&'static self, q: &Arc<dyn Served>) {
         let s = q.sched();
+        s.pending.store(true, Ordering::SeqCst);
+        if s.state
+            .compare_exchange(IDLE, QUEUED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            self.push(q.clone());
+        } else if s
+            .state
+            .compare_exchange(DELAYED, QUEUED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            let mut g = lock(&self.inner);
+            g.delayed.retain(|(_, d)| !same(d, q));
+            drop(g);
+            self.push(q.clone());
+        }
+    }
+
+    /// The frontend notified `q`: queues it unless it is queued, being served
+    /// (then the worker sees `pending`) or held back after spurious events (then
+    /// it is served when its delay ends). Cheap: three atomic operations.
+    pub(crate) fn notify(&'static self, q: &Arc<dyn Served>) {
+        let s = q.sched();
+        s.event.store(true, Ordering::SeqCst);
         s.pending.store(true, Ordering::SeqCst);
         if s.state
             .compare_exchange(IDLE, QUEUED, Ordering::SeqCst, Ordering::SeqCst)
@@ -169,11 +290,12 @@ impl Pool {
         }
     }
 
-    /// [`Pool::kick`], but an idle queue whose work is one small item that needs
-    /// no waiting ([`Served::turn_inline`]) is served right here, on the kicking
-    /// thread (for a frontend's notification: the guest's own thread, which waits
-    /// for exactly that answer), with no hand-off to a worker and no wake-up.
-    /// Otherwise, and while a worker serves the queue, it is a [`Pool::kick`].
+    /// [`Pool::notify`] for a frontend's notification, but an idle queue whose
+    /// work is one small item that needs no waiting ([`Served::turn_inline`]) is
+    /// served right here, on the notifying thread (the guest's own, which waits
+    /// for exactly that answer), with no hand-off to a worker and no wake-up;
+    /// that work ends a streak of spurious events. Otherwise, and while a worker
+    /// serves the queue or it is held back, it is a [`Pool::notify`].
     pub(crate) fn kick_inline(&'static self, q: &Arc<dyn Served>) {
         let s = q.sched();
         // Claimed first: a queue this thread now runs needs no `pending` mark
@@ -182,17 +304,23 @@ impl Pool {
             .compare_exchange(IDLE, RUNNING, Ordering::SeqCst, Ordering::SeqCst)
             .is_err()
         {
-            // Queued or being served: a plain kick (`pending` set before the
-            // state is looked at again, so a worker that is just going idle
-            // either sees the mark or leaves the queue Idle for the kick to
-            // queue).
-            self.kick(q);
+            // Queued, being served or held back: a plain notification
+            // (`pending` set before the state is looked at again, so a worker
+            // that is just going idle either sees the mark or leaves the queue
+            // Idle for the notification to queue).
+            self.notify(q);
             return;
         }
         // A panicking turn is a bug of ours: left to a worker's turn, which
         // handles it as any other.
         let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| q.turn_inline()))
             .unwrap_or(None);
+        if served.is_some() {
+            s.worked();
+        } else {
+            // The worker's run answers for this notification.
+            s.event.store(true, Ordering::SeqCst);
+        }
         if served == Some(false) {
             // Done, and asked for the next notification (as a worker does before it
             // goes idle); a kick that came meanwhile queues it for a worker.
@@ -231,32 +359,116 @@ impl Pool {
         }
     }
 
+    /// Queues the held-back queues whose delay is over at `now` (lock held);
+    /// returns when the next one is due. One that had a notification meanwhile
+    /// is served (its rings looked at afresh), the others go idle.
+    fn release_due(&self, g: &mut Inner, now: Instant) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut i = 0;
+        while i < g.delayed.len() {
+            let due = g.delayed[i].0;
+            if due > now {
+                next = Some(next.map_or(due, |n| n.min(due)));
+                i += 1;
+                continue;
+            }
+            let (_, q) = g.delayed.swap_remove(i);
+            let s = q.sched();
+            // Idle first, then the pending check, as a worker going idle does
+            // (a notification in between queues it itself).
+            if s.state
+                .compare_exchange(DELAYED, IDLE, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+                && s.pending.load(Ordering::SeqCst)
+                && s.state
+                    .compare_exchange(IDLE, QUEUED, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                g.ready.push_back(q);
+            }
+        }
+        self.waiting.store(g.ready.len(), Ordering::SeqCst);
+        next
+    }
+
+    /// Holds `q` (whose run just ended) back until `until`.
+    fn hold_back(&self, q: Arc<dyn Served>, until: Instant) {
+        let mut g = lock(&self.inner);
+        // Under the lock, with the entry: a kick that ends the delay (and takes
+        // the lock to remove the entry) finds it there.
+        q.sched().state.store(DELAYED, Ordering::SeqCst);
+        g.delayed.push((until, q));
+        // An idle worker may sleep with no timeout: it looks at the new due time.
+        if g.idle > 0 {
+            drop(g);
+            self.cv.notify_one();
+        }
+    }
+
     fn worker(&'static self) {
         loop {
             let q = {
                 let mut g = lock(&self.inner);
                 loop {
+                    let next = self.release_due(&mut g, Instant::now());
                     if let Some(q) = g.ready.pop_front() {
                         self.waiting.store(g.ready.len(), Ordering::SeqCst);
                         break q;
                     }
                     if g.queues == 0 {
+                        // Whatever is still held back is gone with its device.
+                        for (_, q) in std::mem::take(&mut g.delayed) {
+                            let _ = q.sched().state.compare_exchange(
+                                DELAYED,
+                                IDLE,
+                                Ordering::SeqCst,
+                                Ordering::SeqCst,
+                            );
+                        }
                         g.workers -= 1;
                         return;
                     }
                     g.idle += 1;
-                    g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+                    g = match next {
+                        Some(due) => {
+                            let wait = due.saturating_duration_since(Instant::now());
+                            self.cv
+                                .wait_timeout(g, wait)
+                                .unwrap_or_else(|e| e.into_inner())
+                                .0
+                        }
+                        None => self.cv.wait(g).unwrap_or_else(|e| e.into_inner()),
+                    };
                     g.idle -= 1;
                 }
             };
             let s = q.sched();
             s.state.store(RUNNING, Ordering::SeqCst);
+            bump(&s.counters.runs);
             // A panicking turn is a bug of ours, not the guest's: the queue is
             // left off (its device fails through its own error path) and the
             // worker goes on with the others.
-            let requeue = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(&*q)))
-                .unwrap_or(false);
-            if requeue {
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(&*q)))
+                .unwrap_or(Run {
+                    requeue: false,
+                    work: false,
+                    event: false,
+                });
+            if run.work {
+                s.worked();
+            } else if run.event {
+                // Spurious: late EOI's back-off (module docs).
+                bump(&s.counters.spurious);
+                let n = s.in_a_row.load(Ordering::Relaxed).saturating_add(1);
+                s.in_a_row.store(n, Ordering::Relaxed);
+                if n >= 2 && !run.requeue {
+                    bump(&s.counters.backoffs);
+                    let delay = Duration::from_nanos(hypercall::evtchn::late_eoi_delay(n));
+                    self.hold_back(q, Instant::now() + delay);
+                    continue;
+                }
+            }
+            if run.requeue {
                 s.state.store(QUEUED, Ordering::SeqCst);
                 self.push(q);
                 continue;
@@ -272,28 +484,43 @@ impl Pool {
         }
     }
 
-    /// Serves `q` until it has no work (false) or used its budget (true: back of
-    /// the run queue).
-    fn run(&self, q: &dyn Served) -> bool {
+    /// Serves `q` until it has no work or used its budget (then `requeue`:
+    /// back of the run queue).
+    fn run(&self, q: &dyn Served) -> Run {
         let s = q.sched();
         let mut done = 0;
         let mut idle_since: Option<Instant> = None;
+        let mut run = Run {
+            requeue: false,
+            work: false,
+            event: false,
+        };
         loop {
             s.pending.store(false, Ordering::SeqCst);
+            // Taken before the look, so a notification after it stays for the
+            // next run (`pending` queues it again).
+            if s.event.load(Ordering::Relaxed) {
+                run.event |= s.event.swap(false, Ordering::SeqCst);
+            }
             match q.turn(self.budget - done) {
-                Turn::Off => return false,
+                Turn::Off => return run,
                 Turn::Did(n) if n > 0 => {
+                    run.work = true;
                     done += n;
                     if done >= self.budget {
-                        return true;
+                        run.requeue = true;
+                        return run;
                     }
                     idle_since = None;
                     continue;
                 }
                 Turn::Did(_) => {}
                 Turn::Held => {
+                    // Work waits on the ring: not spurious.
+                    run.work = true;
                     if self.waiting.load(Ordering::SeqCst) > 0 {
-                        return true;
+                        run.requeue = true;
+                        return run;
                     }
                     std::thread::sleep(HELD_PAUSE);
                     continue;
@@ -318,9 +545,14 @@ impl Pool {
                 idle_since = None;
                 continue;
             }
-            return false;
+            return run;
         }
     }
+}
+
+/// Whether `a` and `b` are the same queue.
+fn same(a: &Arc<dyn Served>, b: &Arc<dyn Served>) -> bool {
+    std::ptr::eq(Arc::as_ptr(a).cast::<()>(), Arc::as_ptr(b).cast::<()>())
 }
 
 #[cfg(test)]
@@ -628,5 +860,171 @@ mod tests {
         assert_eq!(q.overlaps.load(Ordering::SeqCst), 0);
         INLINE.unregister();
         wait_for("the workers ended", || lock(&INLINE.inner).workers == 0);
+    }
+
+    static STORM: Pool = Pool::new(
+        "pool-test-storm",
+        16,
+        Duration::from_micros(50),
+        Duration::ZERO,
+    );
+
+    /// The runs a storm of `events` notifications lasting `took` may cost with
+    /// the back-off: two free ones, one per doubling of the delay up to 1 s, one
+    /// a second after that, and some slack.
+    fn storm_runs_allowed(took: Duration) -> u64 {
+        16 + 2 * took.as_secs()
+    }
+
+    /// Late EOI on the host side: 100 000 notifications that find no work cost a
+    /// few runs (not one each), counted as spurious, while another queue of the
+    /// same pool is served at once throughout; work published during the storm
+    /// is done within the delay in force, and it ends the back-off.
+    #[test]
+    fn a_storm_of_spurious_notifications_backs_off_and_work_ends_it() {
+        let storm = Arc::new(Fake::default());
+        let other = Arc::new(Fake::default());
+        let (st, ot): (Arc<dyn Served>, Arc<dyn Served>) = (storm.clone(), other.clone());
+        STORM.register();
+        STORM.register();
+        let start = Instant::now();
+        for i in 0..100_000u32 {
+            STORM.notify(&st);
+            if i % 1000 == 0 {
+                // The other queue's work is served at once, storm or not: it is
+                // never held back, and each item is done before the next.
+                other.work.fetch_add(1, Ordering::SeqCst);
+                STORM.notify(&ot);
+                wait_for("the other queue served", || {
+                    other.work.load(Ordering::SeqCst) == 0
+                });
+            }
+            if i % 64 == 0 {
+                std::thread::yield_now();
+            }
+        }
+        let took = start.elapsed();
+        let c = &storm.sched.counters;
+        let (runs, spurious, backoffs) = (c.runs(), c.spurious(), c.backoffs());
+        assert!(
+            runs <= storm_runs_allowed(took),
+            "{runs} runs for 100 000 empty notifications in {took:?}"
+        );
+        assert!(
+            spurious >= 2 && backoffs >= 1,
+            "{spurious} spurious, {backoffs} back-offs"
+        );
+        assert_eq!(
+            spurious, runs,
+            "every run of the storming queue found nothing"
+        );
+        assert!(storm.sched.in_a_row.load(Ordering::SeqCst) >= 2);
+        assert_eq!(other.served.load(Ordering::SeqCst), 100);
+        assert_eq!(other.sched.counters.backoffs(), 0);
+        // Work published (and notified) while held back: done when the delay
+        // ends (at most 1 s), and the streak is over.
+        wait_for("the storming queue held back", || {
+            storm.sched.state.load(Ordering::SeqCst) == DELAYED
+        });
+        storm.work.store(3, Ordering::SeqCst);
+        STORM.notify(&st);
+        wait_for("the work published during the back-off done", || {
+            storm.work.load(Ordering::SeqCst) == 0
+        });
+        assert_eq!(storm.sched.in_a_row.load(Ordering::SeqCst), 0);
+        assert_eq!(storm.served.load(Ordering::SeqCst), 3);
+        assert_eq!(storm.overlaps.load(Ordering::SeqCst), 0);
+        STORM.unregister();
+        STORM.unregister();
+        wait_for("the workers ended", || lock(&STORM.inner).workers == 0);
+    }
+
+    static HELD: Pool = Pool::new("pool-test-held", 16, Duration::ZERO, Duration::ZERO);
+
+    /// A queue held back is not served for notifications before its delay ends
+    /// (then once, for all of them), but the backend's own kick serves it at
+    /// once; the first spurious notification in a row costs no delay; and
+    /// another queue is served while one is held back.
+    #[test]
+    fn held_back_queues_wait_for_the_delay_but_not_for_a_kick() {
+        let q = Arc::new(Fake::default());
+        let s: Arc<dyn Served> = q.clone();
+        let other = Arc::new(Fake::default());
+        let o: Arc<dyn Served> = other.clone();
+        HELD.register();
+        HELD.register();
+        let c = &q.sched.counters;
+        // One spurious notification: served, counted, not held back.
+        HELD.notify(&s);
+        wait_for("one run", || {
+            c.runs() == 1 && q.sched.state.load(Ordering::SeqCst) == IDLE
+        });
+        assert_eq!((c.spurious(), c.backoffs()), (1, 0));
+        // The second in a row: held back.
+        HELD.notify(&s);
+        wait_for("held back", || c.backoffs() == 1);
+        // Push the delay up (2, 4, ... ms) until it is long enough to look at
+        // (512 ms).
+        while c.backoffs() < 10 {
+            HELD.notify(&s);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        wait_for("held back", || {
+            q.sched.state.load(Ordering::SeqCst) == DELAYED
+        });
+        let runs = c.runs();
+        for _ in 0..1000 {
+            HELD.notify(&s);
+        }
+        // Meanwhile another queue's work is done: the workers do not wait.
+        other.work.store(1, Ordering::SeqCst);
+        HELD.notify(&o);
+        wait_for("the other queue served", || {
+            other.work.load(Ordering::SeqCst) == 0
+        });
+        assert_eq!(c.runs(), runs, "not served while held back");
+        assert_eq!(q.sched.state.load(Ordering::SeqCst), DELAYED);
+        // The backend's kick: served at once, and its work ends the streak.
+        q.work.store(1, Ordering::SeqCst);
+        HELD.kick(&s);
+        wait_for("the kick's work done", || {
+            q.work.load(Ordering::SeqCst) == 0
+        });
+        assert_eq!(q.sched.in_a_row.load(Ordering::SeqCst), 0);
+        assert!(lock(&HELD.inner).delayed.is_empty());
+        assert_eq!(q.overlaps.load(Ordering::SeqCst), 0);
+        HELD.unregister();
+        HELD.unregister();
+        wait_for("the workers ended", || lock(&HELD.inner).workers == 0);
+    }
+
+    static INLINE_EOI: Pool = Pool::new("pool-test-inline-eoi", 16, Duration::ZERO, Duration::ZERO);
+
+    /// Work served inline (on the notifying thread) ends a streak of spurious
+    /// notifications too; a notification that cannot be served inline is the
+    /// worker's to account for.
+    #[test]
+    fn work_served_inline_ends_the_streak() {
+        let q = Arc::new(Small::default());
+        let s: Arc<dyn Served> = q.clone();
+        INLINE_EOI.register();
+        q.inline_ok.store(true, Ordering::SeqCst);
+        let c = &q.sched.counters;
+        for n in 1..=2 {
+            INLINE_EOI.kick_inline(&s);
+            wait_for("the worker's run", || {
+                c.spurious() == n && q.sched.state.load(Ordering::SeqCst) != RUNNING
+            });
+        }
+        assert_eq!(q.sched.in_a_row.load(Ordering::SeqCst), 2);
+        wait_for("idle again", || {
+            q.sched.state.load(Ordering::SeqCst) == IDLE
+        });
+        q.work.store(1, Ordering::SeqCst);
+        INLINE_EOI.kick_inline(&s);
+        assert_eq!(lock(&q.inline_on).len(), 1, "served inline");
+        assert_eq!(q.sched.in_a_row.load(Ordering::SeqCst), 0);
+        INLINE_EOI.unregister();
+        wait_for("the workers ended", || lock(&INLINE_EOI.inner).workers == 0);
     }
 }
