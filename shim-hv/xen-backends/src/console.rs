@@ -262,6 +262,9 @@ pub struct ConsoleStats {
     pub backpressure: u64,
     /// Why the sink was given up, if it was (output continues to history/clients).
     pub sink_error: Option<String>,
+    /// Notifications with nothing new on the ring sent by hostile mode
+    /// `console.event_storm`.
+    pub storm_events: u64,
 }
 
 /// Why a console operation failed.
@@ -495,9 +498,11 @@ impl BackRing {
 }
 
 /// Writes hostile mode `h`'s impossible index into the page (our own indices
-/// stay as they were).
+/// stay as they were); `console.event_storm` writes nothing (its thread is
+/// [`Console::start_event_storm`]).
 fn strike(ring: &BackRing, h: ConsoleHostile) {
     match h {
+        ConsoleHostile::EventStorm => {}
         ConsoleHostile::OutConsPastProd => {
             let prod = ring.page().load_u32(abi::OUT_PROD);
             ring.page().store_u32(abi::OUT_CONS, prod.wrapping_add(16));
@@ -1029,13 +1034,48 @@ impl Console {
             if let (Some(h), Some(ring)) = (s.hostile, s.ring.as_ref()) {
                 strike(ring, h);
                 s.hostile_done = true;
+                if h == ConsoleHostile::EventStorm {
+                    self.start_event_storm();
+                }
             }
         }
-        if s.hostile_done && s.hostile.is_some() {
+        let storm = s.hostile == Some(ConsoleHostile::EventStorm);
+        if s.hostile_done && s.hostile.is_some() && !storm {
             // Input would go through indices the guest no longer trusts.
             return notify;
         }
         self.feed_input(s).or(notify)
+    }
+
+    /// Hostile mode `console.event_storm`: a thread notifies the guest every 50 µs,
+    /// with nothing new on the ring, while the ring is served (until the console
+    /// stops, fails or closes), counting [`ConsoleStats::storm_events`].
+    fn start_event_storm(&self) {
+        let w = self.me.clone();
+        let spawned = std::thread::Builder::new()
+            .name("consback-storm".into())
+            .spawn(move || loop {
+                {
+                    let Some(c) = w.upgrade() else { return };
+                    if c.stopped() {
+                        return;
+                    }
+                    let notify = {
+                        let mut s = lock(&c.shared);
+                        let n = s.ring.as_ref().map(|r| r.notifier.clone());
+                        let Some(n) = n.filter(|_| s.state == ConsoleState::Connected) else {
+                            return;
+                        };
+                        s.stats.storm_events += 1;
+                        n
+                    };
+                    notify();
+                }
+                std::thread::sleep(Duration::from_micros(50));
+            });
+        if let Err(e) = spawned {
+            eprintln!("console: hostile mode console.event_storm: no thread: {e}");
+        }
     }
 
     /// One turn on the console pool: ring → history and sink buffer, input →

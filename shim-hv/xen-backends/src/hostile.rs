@@ -92,6 +92,11 @@ pub enum ConsoleHostile {
     /// After the guest's first output, `in_prod` is moved 1025 bytes past
     /// `in_cons` (more than the 1024-byte input ring) and the guest is notified.
     InProdPastRing,
+    /// The ring is served correctly, and from the guest's first output on its
+    /// port is also notified about 20 000 times a second with nothing new on
+    /// the ring, for as long as the ring is served (docs/hostile-input.md E1,
+    /// C2).
+    EventStorm,
 }
 
 /// Any hostile mode.
@@ -177,7 +182,7 @@ const fn con(
     }
 }
 
-static CATALOGUE: [Entry; 21] = [
+static CATALOGUE: [Entry; 22] = [
     blk(
         BlkHostile::DuplicateResponse,
         "blk.duplicate_response",
@@ -330,6 +335,16 @@ static CATALOGUE: [Entry; 21] = [
         "the next console read fails with the bad indices (no byte handed out); the \
          guest says so and carries on with CONSOLEIO_write",
     ),
+    con(
+        ConsoleHostile::EventStorm,
+        "console.event_storm",
+        "serves the ring correctly and, from the guest's first output on, also \
+         notifies the guest's console port about 20 000 times a second with nothing \
+         new on the ring",
+        "output and input keep working; the spurious events are counted and the port \
+         served less and less often (late EOI: examples/unikernel reports them at \
+         power-off), so the storm does not keep the guest busy",
+    ),
 ];
 
 impl Hostile {
@@ -460,6 +475,7 @@ mod tests {
         let con = [
             ConsoleHostile::OutConsPastProd,
             ConsoleHostile::InProdPastRing,
+            ConsoleHostile::EventStorm,
         ]
         .map(Hostile::Console);
         let every: Vec<Hostile> = blk.into_iter().chain(net).chain(con).collect();
