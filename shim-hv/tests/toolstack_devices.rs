@@ -137,6 +137,19 @@ fn two_guests_on_one_bridge_ping_each_other() {
     // Nobody answers for an address that is not on the bridge.
     assert_eq!(ping(&d, a, "10.7.0.99"), (0, 3));
 
+    // `list -l` shows the backends' event service (docs/hostile-input.md E1):
+    // the vif's pool ran for the pings, the console's for the guest's output.
+    let long = d.list_long(&["pa".into()]).unwrap();
+    let ev = &long[0]["backend_events"];
+    let vif = &ev["vif"][0];
+    assert!(vif["runs"].as_u64().unwrap() > 0, "{ev}");
+    assert!(
+        vif["spurious_events"].is_u64() && vif["backoffs"].is_u64(),
+        "{ev}"
+    );
+    assert!(ev["console"]["runs"].as_u64().unwrap() > 0, "{ev}");
+    assert_eq!(ev["vbd"], serde_json::json!([]), "{ev}");
+
     for (n, id) in [("pa", a), ("pb", b)] {
         d.shutdown(n, PowerRequest::Poweroff).unwrap();
         assert!(d.wait_gone(id, LONG));

@@ -35,7 +35,7 @@ use xen_model::{
 use xenstored::{SocketServer, TxId};
 use xl_config::{Action, DomainConfig};
 
-use super::devices::{fill_in_macs, DomainDevices};
+use super::devices::{fill_in_macs, DomainDevices, Vbd};
 use super::error::{io_err, Error};
 use super::proto::{self, DeviceInfo, DomainInfo, Reply, Request};
 use super::runtime::RuntimeDir;
@@ -483,8 +483,10 @@ impl Daemon {
     }
 
     /// What `list -l` shows, as JSON (like `xl list -l`): per domain its id, state,
-    /// runner, config, and for KVM guests the vCPU time and VM exits by reason.
-    /// `doms` empty means every domain.
+    /// runner, config, its backends' event service (`backend_events`: per disk,
+    /// vif, console and channel the pool runs, spurious notifications and
+    /// back-offs, docs/hostile-input.md E1), and for KVM guests the vCPU time and
+    /// VM exits by reason. `doms` empty means every domain.
     pub fn list_long(&self, doms: &[String]) -> Result<serde_json::Value, Error> {
         let ids: Option<Vec<u16>> = if doms.is_empty() {
             None
@@ -510,6 +512,7 @@ impl Daemon {
                 "runner": m.guest.name(),
                 "uptime_s": m.dom.uptime().as_secs_f64(),
                 "config": m.config.to_json(),
+                "backend_events": self.backend_events(DomId(*id), &m.devices),
             });
             if let Some(e) = m.guest.exits() {
                 j["vcpu_time_s"] = serde_json::json!(e.cpu_time.as_secs_f64());
@@ -523,6 +526,52 @@ impl Daemon {
             out.push(j);
         }
         Ok(serde_json::Value::Array(out))
+    }
+
+    /// The event-service counters of domain `id`'s backends (`list -l`).
+    fn backend_events(&self, id: DomId, devices: &DomainDevices) -> serde_json::Value {
+        let row = |backend: &str, runs: u64, spurious: u64, backoffs: u64| {
+            serde_json::json!({
+                "backend": backend,
+                "runs": runs,
+                "spurious_events": spurious,
+                "backoffs": backoffs,
+            })
+        };
+        let vbd: Vec<_> = devices
+            .vbds()
+            .iter()
+            .filter_map(|v| match v {
+                Vbd::Disk(b) => {
+                    let s = b.stats();
+                    Some(row(b.backend_path(), s.runs, s.spurious_events, s.backoffs))
+                }
+                Vbd::EmptyCdrom(_) => None,
+            })
+            .collect();
+        let vif: Vec<_> = devices
+            .vifs()
+            .iter()
+            .map(|b| {
+                let s = b.stats();
+                row(b.backend_path(), s.runs, s.spurious_events, s.backoffs)
+            })
+            .collect();
+        let console = |c: &Console, name: &str| {
+            let s = c.stats();
+            row(name, s.runs, s.spurious_events, s.backoffs)
+        };
+        let channel: Vec<_> = devices
+            .channels()
+            .iter()
+            .filter_map(|ch| ch.console().map(|c| console(&c, ch.name())))
+            .collect();
+        serde_json::json!({
+            "vbd": vbd,
+            "vif": vif,
+            "console": self.consoles.console(id).map(|c| console(&c, "console")),
+            "channel": channel,
+        })
     }
 
     /// A domain's devices of `kind` (`vbd` or `vif`), read from xenstore the way
