@@ -49,7 +49,10 @@ pub fn init_early(hc: &'static HypercallPage) {
 /// bound for late EOI (`Kernel::bind_lateeoi`): a backend that storms it with
 /// events (docs/hostile-input.md E1, C2) wakes the kernel less and less often.
 /// Each main-loop round ([`read`]) ends the handling of its event
-/// ([`Out::eoi`]), and so does each print that finds output taken.
+/// ([`Out::eoi`]), and so does each print that finds output taken: a print that
+/// finds the ring full then normally waits with the port unmasked (one that
+/// fills it a second time, or one while the port is backed off after spurious
+/// events, waits for the next 10 ms timer tick instead of the event).
 pub fn init_ring(k: &'static Kernel) -> Result<(), xencons::Error> {
     let ring =
         xencons::Console::from_hvm_params_with(k, xencons::Config::default().with_crlf(true))?;
