@@ -931,6 +931,10 @@ mod tests {
         wait_for("the work published during the back-off done", || {
             storm.work.load(Ordering::SeqCst) == 0
         });
+        // The run that did it has ended (the streak is reset as it ends).
+        wait_for("the run over", || {
+            storm.sched.state.load(Ordering::SeqCst) == IDLE
+        });
         assert_eq!(storm.sched.in_a_row.load(Ordering::SeqCst), 0);
         assert_eq!(storm.served.load(Ordering::SeqCst), 3);
         assert_eq!(storm.overlaps.load(Ordering::SeqCst), 0);
@@ -989,6 +993,9 @@ mod tests {
         HELD.kick(&s);
         wait_for("the kick's work done", || {
             q.work.load(Ordering::SeqCst) == 0
+        });
+        wait_for("the run over", || {
+            q.sched.state.load(Ordering::SeqCst) == IDLE
         });
         assert_eq!(q.sched.in_a_row.load(Ordering::SeqCst), 0);
         assert!(lock(&HELD.inner).delayed.is_empty());
