@@ -325,6 +325,11 @@ fn a_block_device_disk_is_written_and_read() {
     let w2 = w.clone();
     let rx = spawn_guest(&hv, dom, XVDA, Config::default(), move |d, _, _| {
         d.write(40, &[&w2[..]], T).unwrap();
+        // The write reaches the image through the loop device only once the
+        // device's cache is written back: flush, as a guest that wants its data
+        // kept does (closing blkback's descriptor need not happen before the
+        // test reads the image).
+        d.flush(T).unwrap();
         let mut back = vec![0u8; 8192];
         d.read(40, &mut [&mut back[..]], T).unwrap();
         (back, d.info().unwrap().sectors)
