@@ -91,7 +91,6 @@
 //! std::fs::remove_dir_all(&dir).unwrap();
 //! ```
 
-use std::collections::HashMap;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
@@ -870,7 +869,6 @@ fn connect(sh: &Arc<Shared>, xbe: &XenbusBackend) -> Result<(), Error> {
             port,
             persistent: persistent.then(PersistentGrants::default),
             scratch: Scratch::default(),
-            indirect_cache: HashMap::new(),
             frontend_mem: sh.hv.domain(sh.frontend).map(|d| d.memory().clone()),
             frozen: false,
             failed: false,
@@ -986,8 +984,6 @@ struct IoQueue {
     persistent: Option<PersistentGrants>,
     /// Per-request buffers, reused (no allocation on the I/O path).
     scratch: Scratch,
-    /// Indirect pages seen before, by ref (persistent grants only).
-    indirect_cache: HashMap<u32, CachedIndirect>,
     /// The frontend's RAM (to join neighbouring pages), if it is an in-process
     /// domain.
     frontend_mem: Option<Arc<GuestMemory>>,
@@ -1007,7 +1003,7 @@ struct IoQueue {
 
 /// Grants mapped for the whole connection (`feature-persistent`), found by ref
 /// through a direct index (refs are small integers; no hashing a guest could
-/// make collide).
+/// make collide), and the cache of the indirect pages among them.
 #[derive(Default)]
 struct PersistentGrants {
     /// `index[gref]` = position in `maps` + 1, or 0 (refs below [`PERSISTENT_INDEX`]).
@@ -1018,6 +1014,16 @@ struct PersistentGrants {
     /// lives, and [`IoQueue`]'s drop clears these (and so every region taken
     /// from them) before the maps.
     mems: Vec<SharedMem<'static>>,
+    /// `cached[i]` = the position in `cache` + 1 of what the indirect page
+    /// `maps[i]` held the last time it was used, or 0 (grows with `maps`).
+    cached: Vec<u32>,
+    /// Indirect pages remembered, at most [`INDIRECT_CACHE`]: each entry is made
+    /// once with room for the most descriptors a request may have, then refilled
+    /// in place (the same page with other descriptors, or round-robin another
+    /// page once all are taken), so a miss allocates nothing.
+    cache: Vec<CachedIndirect>,
+    /// The entry `cache` gives up next once it is full.
+    hand: usize,
 }
 
 /// Refs at or above this are never kept persistently (mapped per request instead).
@@ -1027,13 +1033,19 @@ impl PersistentGrants {
     /// The persistent mapping of `gref`, made now (writable, as Linux blkback maps
     /// every persistent grant) if there is room and the ref is mappable.
     fn get_or_map(&mut self, sh: &Shared, gref: u32) -> Option<SharedMem<'static>> {
+        self.get_or_map_at(sh, gref).map(|(_, m)| m)
+    }
+
+    /// [`get_or_map`](Self::get_or_map), with the mapping's position in `maps`.
+    fn get_or_map_at(&mut self, sh: &Shared, gref: u32) -> Option<(usize, SharedMem<'static>)> {
         if gref >= PERSISTENT_INDEX {
             return None;
         }
         let i = gref as usize;
         if let Some(&k) = self.index.get(i) {
             if k != 0 {
-                return self.mems.get(k as usize - 1).copied();
+                let at = k as usize - 1;
+                return self.mems.get(at).map(|&m| (at, m));
             }
         }
         if self.maps.len() >= MAX_PERSISTENT_GRANTS {
@@ -1050,11 +1062,78 @@ impl PersistentGrants {
         let mem = unsafe { m.mem_unbound() };
         self.maps.push(m);
         self.mems.push(mem);
+        self.cached.push(0);
+        let at = self.maps.len() - 1;
         if let Some(slot) = self.index.get_mut(i) {
             *slot = self.maps.len() as u32;
         }
-        Some(mem)
+        Some((at, mem))
     }
+
+    /// What the indirect page at position `at` of `maps` held the last time, if
+    /// it is remembered.
+    fn cached(&self, at: usize) -> Option<&CachedIndirect> {
+        match self.cached.get(at) {
+            Some(&k) if k != 0 => self.cache.get(k as usize - 1),
+            _ => None,
+        }
+    }
+
+    /// Remembers that the indirect page at position `at` of `maps` holds the
+    /// descriptors `raw`, naming `regions` (all persistent: valid for the
+    /// connection; joined where neighbours in `mem`), `total` bytes. Reuses the
+    /// page's entry, a new one (with room for `max_segments` descriptors) while
+    /// there are fewer than [`INDIRECT_CACHE`], else the oldest made or given
+    /// up: allocates only while the cache fills.
+    fn remember(
+        &mut self,
+        at: usize,
+        fill: CacheFill<'_>,
+        mem: Option<&GuestMemory>,
+        max_segments: usize,
+    ) {
+        let e = match self.cached.get(at) {
+            Some(&k) if k != 0 => k as usize - 1,
+            Some(_) if self.cache.len() < INDIRECT_CACHE => {
+                self.cache.push(CachedIndirect {
+                    owner: at,
+                    raw: Vec::with_capacity(max_segments * SEGMENT_BYTES),
+                    regions: Vec::with_capacity(max_segments),
+                    total: 0,
+                });
+                self.cache.len() - 1
+            }
+            Some(_) => {
+                let e = self.hand;
+                self.hand = (self.hand + 1) % INDIRECT_CACHE;
+                // The page that had this entry is not remembered any more.
+                if let Some(old) = self.cache.get(e).and_then(|c| self.cached.get_mut(c.owner)) {
+                    *old = 0;
+                }
+                e
+            }
+            None => return,
+        };
+        let (Some(c), Some(k)) = (self.cache.get_mut(e), self.cached.get_mut(at)) else {
+            return;
+        };
+        *k = e as u32 + 1;
+        c.owner = at;
+        c.raw.clear();
+        c.raw.extend_from_slice(fill.raw);
+        join_regions_into(mem, fill.regions, &mut c.regions);
+        c.total = fill.total;
+    }
+}
+
+/// What [`PersistentGrants::remember`] keeps of an indirect page.
+struct CacheFill<'a> {
+    /// The descriptors, as copied out of the page.
+    raw: &'a [u8],
+    /// The pages they name, mapped and checked (persistent grants).
+    regions: &'a [SharedMem<'static>],
+    /// Their byte count.
+    total: u64,
 }
 
 /// Buffers one request needs, kept between requests.
@@ -1368,17 +1447,17 @@ impl IoQueue {
     /// descriptors map to the same pages, already checked) or parsed, checked and
     /// mapped like direct segments.
     fn indirect_rw(&mut self, disk: &Disk, op: u8, sector: u64, gref: u32, n: usize) -> i16 {
-        const SEG: usize = std::mem::size_of::<RequestSegment>();
+        const SEG: usize = SEGMENT_BYTES;
         let write = op == blkif::OP_WRITE;
         let mut raw = std::mem::take(&mut self.scratch.raw);
         raw.clear();
         raw.resize(n * SEG, 0);
         let persistent = match self.persistent.as_mut() {
-            Some(p) => p.get_or_map(&self.sh, gref),
+            Some(p) => p.get_or_map_at(&self.sh, gref),
             None => None,
         };
         match persistent {
-            Some(mem) if mem.contains(0, raw.len()) => mem.read(0, &mut raw),
+            Some((_, mem)) if mem.contains(0, raw.len()) => mem.read(0, &mut raw),
             Some(_) => {
                 self.scratch.raw = raw;
                 return blkif::RSP_ERROR;
@@ -1392,8 +1471,8 @@ impl IoQueue {
                 map.mem().read(0, &mut raw);
             }
         }
-        if persistent.is_some() {
-            if let Some(c) = self.indirect_cache.get(&gref).filter(|c| c.raw == raw) {
+        if let (Some((at, _)), Some(p)) = (persistent, self.persistent.as_ref()) {
+            if let Some(c) = p.cached(at).filter(|c| c.raw == raw) {
                 let st = finish_rw(disk, write, sector, c.total, &c.regions, false)
                     .unwrap_or(blkif::RSP_ERROR);
                 self.scratch.raw = raw;
@@ -1409,30 +1488,22 @@ impl IoQueue {
             _pad: [0; 2],
         }));
         let (st, all_persistent) = waited(self.rw(disk, op, sector, &segs, false));
-        if let (Some(_), Some(total)) = (persistent, all_persistent) {
+        if let (Some((at, _)), Some(total), Some(p)) =
+            (persistent, all_persistent, self.persistent.as_mut())
+        {
             // Every page is mapped for the connection: remember the result.
-            if self.indirect_cache.len() >= INDIRECT_CACHE {
-                self.indirect_cache.clear();
-            }
-            let regions = self.joined(&self.scratch.regions);
-            self.indirect_cache.insert(
-                gref,
-                CachedIndirect {
-                    raw: raw.clone(),
-                    regions,
-                    total,
-                },
-            );
+            let fill = CacheFill {
+                raw: &raw,
+                regions: &self.scratch.regions,
+                total,
+            };
+            let max = self.sh.cfg.offer.max_indirect_segments;
+            let max = max.min(MAX_INDIRECT_SEGMENTS) as usize;
+            p.remember(at, fill, self.frontend_mem.as_deref(), max);
         }
         self.scratch.segs = segs;
         self.scratch.raw = raw;
         st
-    }
-
-    /// `regions` with neighbours in the frontend's RAM joined (fewer, longer
-    /// buffers for the kernel; same bytes in the same order).
-    fn joined(&self, regions: &[SharedMem<'static>]) -> Vec<SharedMem<'static>> {
-        join_regions(self.frontend_mem.as_deref(), regions)
     }
 
     /// A read or write of `segs` starting at 512-byte sector `sector`: maps the
@@ -1517,8 +1588,21 @@ impl IoQueue {
 /// `regions` with each one that starts where the one before ends in `mem` (the
 /// frontend's RAM, if known) joined to it: fewer, longer buffers, the same bytes in
 /// the same order.
+#[cfg(test)]
 fn join_regions<'r>(mem: Option<&GuestMemory>, regions: &[SharedMem<'r>]) -> Vec<SharedMem<'r>> {
     let mut out: Vec<SharedMem<'r>> = Vec::with_capacity(regions.len());
+    join_regions_into(mem, regions, &mut out);
+    out
+}
+
+/// [`join_regions`] into `out` (cleared first; allocates only if `out` has room
+/// for fewer than `regions.len()`).
+fn join_regions_into<'r>(
+    mem: Option<&GuestMemory>,
+    regions: &[SharedMem<'r>],
+    out: &mut Vec<SharedMem<'r>>,
+) {
+    out.clear();
     for r in regions {
         let j = match (out.last(), mem) {
             (Some(last), Some(m)) => m.join(last, r),
@@ -1529,15 +1613,19 @@ fn join_regions<'r>(mem: Option<&GuestMemory>, regions: &[SharedMem<'r>]) -> Vec
             _ => out.push(*r),
         }
     }
-    out
 }
 
 /// Most indirect pages whose descriptors blkback remembers (per connection).
 const INDIRECT_CACHE: usize = 128;
 
+/// Bytes of one descriptor in an indirect page.
+const SEGMENT_BYTES: usize = std::mem::size_of::<RequestSegment>();
+
 /// What an indirect page's descriptors came to, the last time (persistent grants
 /// only: the pages stay mapped for the connection).
 struct CachedIndirect {
+    /// The position in [`PersistentGrants::maps`] of the indirect page.
+    owner: usize,
     /// The descriptors, as copied out of the page.
     raw: Vec<u8>,
     /// The pages they name, mapped and checked.
@@ -1637,6 +1725,7 @@ impl Drop for IoQueue {
     fn drop(&mut self) {
         // Persistent mappings, the ring and the port go with us (unmapped/closed).
         if let Some(c) = self.persistent.as_mut() {
+            c.cache.clear();
             c.mems.clear();
             c.maps.clear();
         }
@@ -1663,5 +1752,71 @@ mod tests {
         assert_eq!(lens(j), [8192, 4096, 4096]);
         assert_eq!(lens(join_regions(None, &regions)), [4096; 4]);
         assert!(join_regions(Some(&mem), &[]).is_empty());
+    }
+
+    /// The indirect-page cache refills entries in place: the same page with
+    /// other descriptors keeps its entry; once [`INDIRECT_CACHE`] pages are
+    /// remembered, the next one takes the oldest entry (its buffers, no new
+    /// ones) and that page is forgotten.
+    #[test]
+    fn indirect_cache_reuses_its_entries() {
+        // Leaked: the cache holds regions of the connection's lifetime.
+        let mem: &'static GuestMemory =
+            Box::leak(Box::new(GuestMemory::new(Gfn(0x100), 4).unwrap()));
+        let page = |i: u64| mem.page(Gfn(0x100 + i)).unwrap();
+        let regions = &[page(0), page(1), page(3)][..];
+        let mut p = PersistentGrants {
+            cached: vec![0; INDIRECT_CACHE + 2],
+            ..PersistentGrants::default()
+        };
+        let fill = |raw: &'static [u8], regions, total| CacheFill {
+            raw,
+            regions,
+            total,
+        };
+        p.remember(0, fill(&[1; 24], regions, 3 * 4096), Some(mem), 256);
+        let c = p.cached(0).unwrap();
+        assert_eq!((c.raw.as_slice(), c.total), (&[1u8; 24][..], 3 * 4096));
+        let lens: Vec<_> = c.regions.iter().map(|r| r.len()).collect();
+        assert_eq!(lens, [8192, 4096]);
+        let buf = c.raw.as_ptr();
+        assert!(c.raw.capacity() >= 256 * SEGMENT_BYTES && c.regions.capacity() >= 256);
+        // The same page, other descriptors: the same entry, refilled.
+        p.remember(0, fill(&[2; 8], &regions[2..], 4096), None, 256);
+        let c = p.cached(0).unwrap();
+        assert_eq!((c.raw.as_slice(), c.total), (&[2u8; 8][..], 4096));
+        assert_eq!((c.raw.as_ptr(), c.regions.len()), (buf, 1));
+        assert_eq!(p.cache.len(), 1);
+        for at in 1..INDIRECT_CACHE {
+            p.remember(at, fill(&[3; 8], &regions[..1], 4096), None, 256);
+        }
+        assert_eq!(p.cache.len(), INDIRECT_CACHE);
+        assert!(p.cached(0).is_some());
+        // Full: the next page takes the oldest entry (page 0's).
+        p.remember(
+            INDIRECT_CACHE,
+            fill(&[4; 16], &regions[1..], 8192),
+            None,
+            256,
+        );
+        assert_eq!(p.cache.len(), INDIRECT_CACHE);
+        assert!(
+            p.cached(0).is_none(),
+            "the page given up is still remembered"
+        );
+        let c = p.cached(INDIRECT_CACHE).unwrap();
+        assert_eq!((c.raw.as_slice(), c.total), (&[4u8; 16][..], 8192));
+        assert_eq!(c.raw.as_ptr(), buf, "not the oldest entry's buffers");
+        assert_eq!(c.regions.len(), 2);
+        // And the next one the entry after it.
+        p.remember(
+            INDIRECT_CACHE + 1,
+            fill(&[5; 8], &regions[..1], 4096),
+            None,
+            256,
+        );
+        assert!(p.cached(1).is_none());
+        assert!(p.cached(INDIRECT_CACHE).is_some() && p.cached(2).is_some());
+        assert_eq!(p.cached(INDIRECT_CACHE + 1).unwrap().raw, [5; 8]);
     }
 }
