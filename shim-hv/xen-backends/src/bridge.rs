@@ -29,6 +29,9 @@ use xen_model::{GrantError, GrantPeer};
 
 /// Most forwarding-table entries.
 pub const FDB_MAX: usize = 4096;
+/// Runs of frames with one destination [`Bridge::forward_batch`] decides under
+/// one lock before it delivers them.
+const MAX_RUNS: usize = 8;
 /// How long a learned MAC stays without traffic from it.
 pub const FDB_AGE: Duration = Duration::from_secs(300);
 
@@ -537,7 +540,9 @@ impl Bridge {
     }
 
     /// Forwards frames that arrived on port `from`, in order: each as
-    /// [`Bridge::forward`] would, with one table lookup pass for the batch and
+    /// [`Bridge::forward`] would, with one table lookup pass (one lock) for
+    /// every eight runs of frames with one destination (the whole batch
+    /// of a stream), no allocation (but a flood's port list), and
     /// consecutive frames for the same port handed over together
     /// ([`BridgePort::deliver_batch`]), so each port sees its frames in order.
     ///
@@ -551,54 +556,80 @@ impl Bridge {
             return None;
         }
         let now = Instant::now();
-        // Runs of consecutive frames with one destination.
-        let mut runs: Vec<(usize, usize, Dest)> = Vec::new();
-        {
-            let mut s = self.lock();
-            if !s.ports.contains_key(&from) {
-                return None; // detached meanwhile
-            }
-            // Consecutive frames between the same two addresses (a stream) are
-            // decided once: learning the same source again changes nothing.
-            let mut last: Option<([u8; 6], [u8; 6])> = None;
-            for (i, frame) in frames.iter().enumerate() {
-                let pair = frame.dst().zip(frame.src());
-                let same_pair = pair.is_some() && pair == last && frame.len() >= 14;
-                // (`last` is only set after a frame long enough to be decided on its
-                // addresses, so a runt never decides for the frames after it.)
-                // (The runs cover frames `..i` without a gap: the last one ends
-                // at `i`, so frame `i` extends it.)
-                if let (true, Some((_, end, d))) = (same_pair, runs.last_mut()) {
-                    d.count(self);
-                    *end = i + 1;
-                    continue;
-                }
-                let dest = self.decide(&mut s, from, frame, now);
-                last = pair.filter(|_| frame.len() >= 14);
-                match runs.last_mut() {
-                    Some((_, end, d)) if d.same(&dest) => *end = i + 1,
-                    _ => runs.push((i, i + 1, dest)),
-                }
-            }
-        }
         let mut congested = None;
-        for (start, end, dest) in runs {
-            let Some(batch) = frames.get(start..end) else {
-                continue;
-            };
-            match dest {
-                Dest::Drop => {}
-                Dest::One(_, p) => {
-                    p.deliver_batch(batch);
-                    if congested.is_none() && p.congested() {
-                        congested = Some(p);
-                    }
+        // Runs of consecutive frames with one destination, decided under the
+        // lock and delivered after it, at most `MAX_RUNS` at a time (no
+        // allocation: one batch of a stream is one run).
+        let mut next = 0;
+        while next < frames.len() {
+            let mut runs: [Option<(usize, usize, Dest)>; MAX_RUNS] = Default::default();
+            let mut n = 0usize;
+            {
+                let mut s = self.lock();
+                if !s.ports.contains_key(&from) {
+                    return congested; // detached meanwhile
                 }
-                // Floods never hold the sender up (one slow port would slow
-                // every broadcast).
-                Dest::Flood(ports) => {
-                    for p in ports {
+                // Consecutive frames between the same two addresses (a stream) are
+                // decided once: learning the same source again changes nothing.
+                let mut last: Option<([u8; 6], [u8; 6])> = None;
+                let mut i = next;
+                while let Some(frame) = frames.get(i) {
+                    let pair = frame.dst().zip(frame.src());
+                    let same_pair = pair.is_some() && pair == last && frame.len() >= 14;
+                    // (`last` is only set after a frame long enough to be decided on
+                    // its addresses, so a runt never decides for the frames after it.)
+                    // (The runs cover frames `next..i` without a gap: the last one
+                    // ends at `i`, so frame `i` extends it.)
+                    let cur = n
+                        .checked_sub(1)
+                        .and_then(|k| runs.get_mut(k))
+                        .and_then(|r| r.as_mut());
+                    if let (true, Some((_, end, d))) = (same_pair, cur) {
+                        d.count(self);
+                        *end = i + 1;
+                        i += 1;
+                        continue;
+                    }
+                    if n == MAX_RUNS {
+                        break; // the rest after these runs are delivered
+                    }
+                    let dest = self.decide(&mut s, from, frame, now);
+                    last = pair.filter(|_| frame.len() >= 14);
+                    let cur = n
+                        .checked_sub(1)
+                        .and_then(|k| runs.get_mut(k))
+                        .and_then(|r| r.as_mut());
+                    match cur {
+                        Some((_, end, d)) if d.same(&dest) => *end = i + 1,
+                        _ => {
+                            if let Some(slot) = runs.get_mut(n) {
+                                *slot = Some((i, i + 1, dest));
+                                n += 1;
+                            }
+                        }
+                    }
+                    i += 1;
+                }
+                next = i;
+            }
+            for (start, end, dest) in runs.into_iter().flatten() {
+                let Some(batch) = frames.get(start..end) else {
+                    continue;
+                };
+                match dest {
+                    Dest::Drop => {}
+                    Dest::One(_, p) => {
                         p.deliver_batch(batch);
+                        if congested.is_none() && p.congested() {
+                            congested = Some(p);
+                        }
+                    }
+                    // Floods never hold the sender up (one slow port would slow
+                    // every broadcast).
+                    Dest::Flood(ports) => {
+                        for p in ports {
+                            p.deliver_batch(batch);
+                        }
                     }
                 }
             }

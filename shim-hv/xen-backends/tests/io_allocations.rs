@@ -4,10 +4,9 @@
 //! time: frontend code, the in-process hypervisor serving the hypercalls it makes
 //! (event-channel sends; the guest's [`Platform`] is wrapped to tell), or backend
 //! steps. The backends are stepped (`BlkConfig::stepped`, `NetConfig::stepped`) on
-//! the same thread, so nothing else runs meanwhile. The frontends', the
-//! hypervisor's and blkback's counts are asserted zero (blkback's after a
-//! warm-up: persistent grants and its indirect-page cache fill on first use);
-//! netback's is printed.
+//! the same thread, so nothing else runs meanwhile. Every count is asserted
+//! zero (the backends' after a warm-up: blkback's persistent grants and its
+//! indirect-page cache fill on first use, netback's spare frame buffers too).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -304,6 +303,11 @@ fn network() {
     );
     assert_eq!(f1 - f0, 0, "xennet-front allocated in its I/O path");
     assert_eq!(h1 - h0, 0, "event-channel sends allocated");
+    assert_eq!(
+        b1 - b0,
+        0,
+        "netback or the bridge allocated in the I/O path"
+    );
     let _ = a.close(&mut xa, Duration::from_secs(2));
     let _ = b.close(&mut xb, Duration::from_secs(2));
     ba.destroy();
