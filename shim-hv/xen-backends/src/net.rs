@@ -1347,46 +1347,42 @@ pub const COPY_BREAK: usize = 256;
 pub const HEAD_LEN: usize = 64;
 
 /// A tx worker's reusable buffers: the requests, answers and frames of one
-/// round, and spare frame buffers (no allocation per frame once warm).
+/// round (no allocation per frame once warm).
 #[derive(Default)]
 struct TxScratch {
     /// Every request of the round's complete chains, in ring order.
     reqs: Vec<TxRequest>,
     /// One per chain: its requests (`reqs[start..end]`) and its frame, if any.
     answers: Vec<TxAnswer>,
+    /// The round's frames are `frames[..used]`; the frames after them are
+    /// earlier rounds' (at most [`TX_BATCH`] in all), kept with their buffers
+    /// and rebuilt in place.
     frames: Vec<Frame>,
-    spare: Vec<Vec<u8>>,
+    used: usize,
     /// Spare tails, boxed as frames hold them (reused without allocating).
     #[allow(clippy::vec_box)]
     spare_tails: Vec<Box<GrantedTail>>,
 }
 
 impl TxScratch {
-    /// Builds a checked chain's frame at the end of `frames` (in a spare
-    /// buffer); its index, or `None` if a grant could not be read.
+    /// Builds a checked chain's frame as the round's next one (in a kept
+    /// frame's buffers); its index, or `None` if a grant could not be read.
     fn fetch(&mut self, peer: &GrantPeer, reqs: &[TxRequest], c: &TxChainInfo) -> Option<usize> {
-        self.frames
-            .push(Frame::new(self.spare.pop().unwrap_or_default()));
-        let f = self.frames.last_mut()?;
-        if fetch_frame(peer, reqs, c, f, &mut self.spare_tails) {
-            return Some(self.frames.len() - 1);
+        let i = self.used;
+        if self.frames.len() <= i {
+            self.frames.push(Frame::default());
         }
-        if let Some(f) = self.frames.pop() {
-            self.recycle(f);
+        let f = self.frames.get_mut(i)?;
+        if fetch_frame(peer, reqs, c, f, &mut self.spare_tails) {
+            self.used = i + 1;
+            return Some(i);
         }
         None
     }
 
-    /// Keeps a frame's buffers for reuse (up to [`SPARE_BUFFERS`]).
-    fn recycle(&mut self, f: Frame) {
-        if self.spare.len() < SPARE_BUFFERS {
-            self.spare.push(f.data);
-        }
-        if let Some(t) = f.tail {
-            if self.spare_tails.len() < SPARE_BUFFERS {
-                self.spare_tails.push(t);
-            }
-        }
+    /// The round's frames.
+    fn round(&self) -> &[Frame] {
+        self.frames.get(..self.used).unwrap_or_default()
     }
 }
 
@@ -1397,9 +1393,6 @@ struct TxAnswer {
     /// Index in `TxScratch::frames`; `None`: a bad frame (answered with an error).
     frame: Option<usize>,
 }
-
-/// Spare frame buffers a tx worker keeps.
-const SPARE_BUFFERS: usize = 2 * TX_BATCH;
 
 /// A tx chain that passed the checks: its size, flags and where its data slots
 /// start (`reqs[more_from..]` follow the first request).
@@ -1523,13 +1516,21 @@ fn fetch_frame(
     f.csum_blank = c.csum_blank;
     f.data_validated = c.data_validated;
     f.gso = c.gso;
-    f.tail = (!whole).then(|| match spare_tails.pop() {
-        Some(mut t) => {
-            t.reset(peer.clone());
-            t
+    // A kept frame's tail box is reused (or kept for a later frame).
+    match f.tail.as_mut() {
+        Some(t) if !whole => t.reset(peer.clone()),
+        Some(_) => spare_tails.extend(f.tail.take()),
+        None if !whole => {
+            f.tail = Some(match spare_tails.pop() {
+                Some(mut t) => {
+                    t.reset(peer.clone());
+                    t
+                }
+                None => Box::new(GrantedTail::new(peer.clone())),
+            })
         }
-        None => Box::new(GrantedTail::new(peer.clone())),
-    });
+        None => {}
+    }
     // Every byte of `data` is overwritten below (the slots cover `total` bytes),
     // so a recycled buffer carries nothing over; only growth is zeroed.
     f.data.resize(keep, 0);
@@ -1706,7 +1707,7 @@ impl Connection {
         if handled == 0 {
             return (false, None);
         }
-        let congested = self.forward(&v, &scratch.frames);
+        let congested = self.forward(&v, scratch.round());
         self.tx_answer(&v, &mut lock(&qb.tx), q, scratch);
         (true, congested)
     }
@@ -1794,8 +1795,9 @@ impl Connection {
     /// and keeps the frame buffers for reuse.
     fn tx_answer(&self, v: &VifShared, st: &mut TxSide, q: usize, sc: &mut TxScratch) {
         let (mut frames, mut bytes, mut errors) = (0u64, 0u64, 0u64);
+        let round = sc.frames.get(..sc.used).unwrap_or_default();
         for a in sc.answers.drain(..) {
-            let f = a.frame.and_then(|i| sc.frames.get(i));
+            let f = a.frame.and_then(|i| round.get(i));
             let ok = f.is_some_and(|f| !f.tail.as_ref().is_some_and(|t| t.failed()));
             if ok {
                 frames += 1;
@@ -1817,9 +1819,7 @@ impl Connection {
         }
         sc.answers.clear();
         sc.reqs.clear();
-        while let Some(f) = sc.frames.pop() {
-            sc.recycle(f);
-        }
+        sc.used = 0;
         add(&v.counters.tx_frames, frames);
         add(&v.counters.tx_bytes, bytes);
         add(&v.counters.tx_errors, errors);
