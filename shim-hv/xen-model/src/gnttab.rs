@@ -367,6 +367,7 @@ impl<'d> CopyPin<'d> {
 
 /// Checks `gref`'s entry and sets `GTF_reading` (and `GTF_writing`) with a bounded
 /// compare-exchange loop (Xen's rules; see the module docs).
+#[inline(always)]
 fn set_flags(
     page: &SharedMem<'_>,
     off: usize,
