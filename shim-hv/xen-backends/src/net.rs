@@ -2209,7 +2209,13 @@ impl Connection {
                 }
             },
         };
-        let ok = match self.copy_chunk(f, 0, len, GrantRef(r.gref)) {
+        // (A frame all in host memory is one copy: `copy_chunk`'s first case.)
+        let copied = if f.tail.is_none() {
+            self.peer.copy_in(GrantRef(r.gref), 0, &f.data).map_err(CopyFault::Dest)
+        } else {
+            self.copy_chunk(f, 0, len, GrantRef(r.gref))
+        };
+        let ok = match copied {
             Ok(()) => true,
             Err(CopyFault::Source(_)) => {
                 if let Some(t) = &f.tail {
