@@ -1533,7 +1533,16 @@ fn fetch_frame(
     }
     // Every byte of `data` is overwritten below (the slots cover `total` bytes),
     // so a recycled buffer carries nothing over; only growth is zeroed.
-    f.data.resize(keep, 0);
+    if f.data.len() != keep {
+        f.data.resize(keep, 0);
+    }
+    // One slot (no extras, no more slots: its size is the frame's) copied
+    // whole, as most small frames are: one copy, no slot walk.
+    if let (true, [only]) = (whole, reqs) {
+        return peer
+            .copy_out(GrantRef(only.gref), only.offset, &mut f.data)
+            .is_ok();
+    }
     let mut pos = 0usize;
     for (gref, offset, len) in c.slots(reqs) {
         // The part of this slot that goes into `data`, and the part left behind.
@@ -2211,7 +2220,9 @@ impl Connection {
         };
         // (A frame all in host memory is one copy: `copy_chunk`'s first case.)
         let copied = if f.tail.is_none() {
-            self.peer.copy_in(GrantRef(r.gref), 0, &f.data).map_err(CopyFault::Dest)
+            self.peer
+                .copy_in(GrantRef(r.gref), 0, &f.data)
+                .map_err(CopyFault::Dest)
         } else {
             self.copy_chunk(f, 0, len, GrantRef(r.gref))
         };
