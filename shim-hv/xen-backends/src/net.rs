@@ -2242,7 +2242,21 @@ impl Connection {
         if stashed {
             st.stash.pop_front();
         }
-        self.rx_answer(v, st, f, std::slice::from_ref(&r), 0, ok);
+        if ok {
+            // `respond_rx` for one slot without extras: one response.
+            let rsp = RxResponse {
+                id: r.id,
+                offset: 0,
+                flags: rx_first_flags(f),
+                status: len as i16,
+            };
+            self.push_rx(st, &rsp);
+            add(&v.counters.rx_frames, 1);
+            add(&v.counters.rx_bytes, len as u64);
+            st.wrote = true;
+        } else {
+            self.rx_answer(v, st, f, std::slice::from_ref(&r), 0, ok);
+        }
         RxWrite::Done
     }
 
@@ -2293,12 +2307,7 @@ impl Connection {
     fn respond_rx(&self, st: &mut RxSide, f: &Frame, reqs: &[RxRequest], extra: usize) {
         let len = f.len();
         let chunks = len.div_ceil(PAGE_SIZE).max(1);
-        let mut flags0 = 0u16;
-        if f.csum_blank {
-            flags0 |= netif::NETRXF_CSUM_BLANK | netif::NETRXF_DATA_VALIDATED;
-        } else if f.data_validated {
-            flags0 |= netif::NETRXF_DATA_VALIDATED;
-        }
+        let flags0 = rx_first_flags(f);
         for k in 0..chunks {
             let Some(r) = reqs.get(if k == 0 { 0 } else { k + extra }) else {
                 continue;
@@ -2331,6 +2340,17 @@ impl Connection {
         if let Err(e) = st.ring.push_response(rsp) {
             self.fail(format!("rx ring: {e}"));
         }
+    }
+}
+
+/// The checksum flags of a frame's first rx response.
+fn rx_first_flags(f: &Frame) -> u16 {
+    if f.csum_blank {
+        netif::NETRXF_CSUM_BLANK | netif::NETRXF_DATA_VALIDATED
+    } else if f.data_validated {
+        netif::NETRXF_DATA_VALIDATED
+    } else {
+        0
     }
 }
 
