@@ -354,6 +354,7 @@ where
 
     /// Number of responses available now (`RING_HAS_UNCONSUMED_RESPONSES`), after
     /// validating `rsp_prod`.
+    #[inline]
     pub fn unconsumed_responses(&mut self) -> Result<u32, RingError> {
         if self.rsp_prod_seen != self.rsp_cons {
             if let Some(e) = self.broken {
@@ -525,6 +526,7 @@ where
     }
 
     /// Number of requests available now (validated).
+    #[inline]
     pub fn unconsumed_requests(&mut self) -> Result<u32, RingError> {
         if self.req_prod_seen != self.req_cons {
             if let Some(e) = self.broken {
