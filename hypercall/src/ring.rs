@@ -368,6 +368,7 @@ where
 
     /// Takes the next response, if any: `rsp_prod` is re-read (and validated) only
     /// when the responses seen last time are used up; the slot is copied out once.
+    #[inline]
     pub fn poll_response(&mut self) -> Result<Option<Rsp>, RingError> {
         if self.unconsumed_responses()? == 0 {
             return Ok(None);
@@ -541,6 +542,7 @@ where
     /// Takes the next request, copied out of the slot once. `Ok(None)` also when
     /// every slot holds a consumed request still waiting for its response
     /// (`RING_REQUEST_CONS_OVERFLOW`): push responses first.
+    #[inline]
     pub fn poll_request(&mut self) -> Result<Option<Req>, RingError> {
         if self.req_cons.wrapping_sub(self.rsp_prod_pvt) >= self.size {
             return Ok(None);
