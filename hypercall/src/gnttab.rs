@@ -339,6 +339,7 @@ impl<const N: usize> GrantTable<N> {
     /// Grants `domid` access to our frame `gfn` (read-only if `readonly`). Writes
     /// `frame` and `domid`, then (after a write barrier) the flags, so the peer
     /// never sees a valid entry with stale contents.
+    #[inline]
     pub fn grant_access(&self, domid: DomId, gfn: Gfn, readonly: bool) -> Result<GrantRef, Error> {
         let frame = u32::try_from(gfn.0).map_err(|_| Error::FrameTooLarge(gfn))?;
         let frames = self.frames_or_err()?;
@@ -361,6 +362,7 @@ impl<const N: usize> GrantTable<N> {
     /// the ref stays in use and the page must stay out of reuse (row 26).
     ///
     /// Each ref must be ended by one caller at a time (it is the caller's ref).
+    #[inline]
     pub fn end_access(&self, r: GrantRef) -> Result<(), Error> {
         let frames = self.frames_or_err()?;
         // One lock for the check, the flags and the release: a frontend ends a
