@@ -1046,6 +1046,12 @@ impl RxQueue {
                 // Cannot happen (every consumed index was posted); be safe.
                 _ => NO_PAGE,
             };
+            let rf = RxFlags::from_bits_retain(rsp.flags);
+            if matches!(self.chain.expect, Expect::First)
+                && !rf.intersects(RxFlags::MORE_DATA | RxFlags::EXTRA_INFO)
+            {
+                return Ok(Some(self.one_slot(page, &rsp, queue, out, hold)));
+            }
             let done = match self.chain.expect {
                 Expect::First => {
                     self.chain.n = 0;
@@ -1181,6 +1187,68 @@ impl RxQueue {
             return Ok(Some(RxOutcome::Frame(meta)));
         }
         Ok(None)
+    }
+
+    /// [`RxQueue::next_frame`] for a frame in one slot (a first response
+    /// without more data or extras; most frames): the chain's checks and
+    /// outcomes in the same order (`add_frag`'s for a first slot, which can be
+    /// neither one slot too many nor over [`MAX_FRAME`], then too short, held,
+    /// too long for `out`), without the chain's bookkeeping.
+    fn one_slot(
+        &mut self,
+        page: u16,
+        rsp: &RxResponse,
+        queue: usize,
+        out: &mut [u8],
+        hold: bool,
+    ) -> RxOutcome {
+        let fault = if rsp.status < 0 {
+            Some(RxFault::BadStatus(rsp.status))
+        } else if usize::from(rsp.offset) + rsp.status as usize > PAGE_SIZE {
+            Some(RxFault::PastPage {
+                offset: rsp.offset,
+                len: rsp.status as u16,
+            })
+        } else if rsp.status < crate::features::MIN_FRAME as i16 {
+            Some(RxFault::TooShort(rsp.status as usize))
+        } else {
+            None
+        };
+        if let Some(f) = fault {
+            self.pool.put(page);
+            return RxOutcome::Dropped(f);
+        }
+        let len = rsp.status as usize;
+        let flags = RxFlags::from_bits_retain(rsp.flags);
+        let meta = RxMeta {
+            len,
+            data_validated: flags.contains(RxFlags::DATA_VALIDATED),
+            csum_blank: flags.contains(RxFlags::CSUM_BLANK),
+            csum_completed: false,
+            gso: None,
+            queue,
+        };
+        // As in `next_frame`: read in place if the checksum needs no completing.
+        if hold && !meta.csum_blank {
+            let held = HeldPage {
+                queue,
+                page,
+                offset: rsp.offset,
+                len: rsp.status as u16,
+            };
+            if self.held_mem(&held).is_some() {
+                return RxOutcome::Held(meta, held);
+            }
+        }
+        if len > out.len() {
+            self.pool.put(page);
+            return RxOutcome::Dropped(RxFault::BufferTooSmall(len));
+        }
+        if let (Some(mem), Some(dst)) = (self.pool.page(page), out.get_mut(..len)) {
+            mem.read(usize::from(rsp.offset), dst);
+        }
+        self.pool.put(page);
+        RxOutcome::Frame(meta)
     }
 
     /// The frame's bytes in a held page (borrowed from the pool).
