@@ -91,7 +91,7 @@ pub use features::{
     BackendFeatures, BackendFlags, Config, FrontendFlags, Negotiated, NegotiatedFlags, MAX_FRAME,
     MAX_QUEUES,
 };
-pub use ip::{first_ipv4, toolstack_ipv4};
+pub use ip::{first_ipv4, parse_ipv4, toolstack_ipv4};
 pub use mac::{Mac, MacError};
 pub use queue::{RxFault, RxMeta, TxMeta};
 #[cfg(feature = "smoltcp")]

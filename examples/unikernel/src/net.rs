@@ -100,7 +100,7 @@ pub fn parse_cidr(s: &str) -> Option<(Ipv4Addr, u8)> {
         Some((a, p)) => (a, p.parse::<u8>().ok().filter(|p| (1..=30).contains(p))?),
         None => (s, 24),
     };
-    Some((a.parse().ok()?, p))
+    Some((xennet_front::parse_ipv4(a)?, p))
 }
 
 /// The `.1` host of `ip`'s subnet.

@@ -131,9 +131,10 @@ pub fn read(paddr: u32, hc: &impl Hypercall) -> Result<BootInfo, &'static str> {
     Ok(b)
 }
 
-/// The value of `key=` on the command line, if present.
+/// The value of `key=` on the command line (words split at ASCII white space), if
+/// present.
 pub fn cmdline_value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
-    cmdline.split_whitespace().find_map(|w| {
+    cmdline.split_ascii_whitespace().find_map(|w| {
         let (k, v) = w.split_once('=')?;
         (k == key).then_some(v)
     })
