@@ -324,8 +324,9 @@ impl TxQueue {
     }
 
     /// [`TxQueue::send`] for a frame in one slot without extras (most frames):
-    /// the same steps (copy, grant, checksum, request, publish) without the
-    /// per-slot arrays and loops. Room was checked by the caller.
+    /// the same steps (copy, checksum, then grant, request and publish through
+    /// [`TxQueue::send_page`]) without the per-slot arrays and loops. Room was
+    /// checked by the caller.
     fn send_one<F: FrameBytes + ?Sized, const N: usize>(
         &mut self,
         g: &GrantTable<N>,
@@ -338,53 +339,25 @@ impl TxQueue {
         let Some(page) = self.pool.take() else {
             return Err(Error::Busy);
         };
-        let Some(id) = self.take_id() else {
-            self.pool.put(page);
-            return Err(Error::Busy);
-        };
-        let mem = self.pool.page(page);
-        if let Some(mem) = &mem {
+        if let Some(mem) = self.pool.page(page) {
             let mut pos = 0usize;
             frame.chunks(0, total, &mut |c| {
                 mem.write(pos, c);
                 pos += c.len();
             });
-        }
-        let gref = match g.grant_access(be, self.pool.gfn(page), true) {
-            Ok(gref) => gref,
-            Err(e) => {
-                self.pool.put(page);
-                self.put_id(id);
-                return Err(e.into());
-            }
-        };
-        if let (TxCsum::Software(l4), Some(mem)) = (csum, &mem) {
-            let c = csum::compute(frame, &l4).to_be_bytes();
-            for (i, b) in c.iter().enumerate() {
-                let at = l4.field + i;
-                if at < PAGE_SIZE {
-                    mem.write(at, core::slice::from_ref(b));
+            if let TxCsum::Software(l4) = csum {
+                let c = csum::compute(frame, &l4).to_be_bytes();
+                for (i, b) in c.iter().enumerate() {
+                    let at = l4.field + i;
+                    if at < PAGE_SIZE {
+                        mem.write(at, core::slice::from_ref(b));
+                    }
                 }
             }
         }
         flags.remove(TxFlags::MORE_DATA | TxFlags::EXTRA_INFO);
-        // In flight from here (as Linux' xennet_mark_tx_pending).
-        if let Some(e) = self.entries.get_mut(usize::from(id)) {
-            *e = TxEntry {
-                pending: true,
-                gref,
-                page,
-            };
-        }
-        // Room was checked by the caller; a broken ring is reported by reclaim.
-        let _ = self.ring.push_request(&TxRequest {
-            gref: gref.0,
-            offset: 0,
-            flags: flags.bits(),
-            id,
-            size: total as u16,
-        });
-        Ok(self.ring.push_requests_and_check_notify())
+        // The page is written; granting and publishing it is `send_page`'s job.
+        self.send_page(g, be, page, total, flags)
     }
 
     /// Copies `frame` into tx pages, grants them and pushes the requests. Returns
