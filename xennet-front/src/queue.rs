@@ -235,8 +235,9 @@ pub(crate) enum TxCsum {
 /// by the device from the caller's `TxMeta` and what was negotiated.
 #[derive(Copy, Clone, Debug)]
 pub(crate) struct TxOffload {
-    /// The first slot's flags (`CSUM_BLANK`, `DATA_VALIDATED`); `MORE_DATA` and
-    /// `EXTRA_INFO` are set by `send`.
+    /// The first slot's flags: only `CSUM_BLANK` and `DATA_VALIDATED` (the
+    /// device sets nothing else); `MORE_DATA` and `EXTRA_INFO` are `send`'s to
+    /// set.
     pub flags: TxFlags,
     /// The GSO extra-info slot, if the frame is to be segmented by the backend.
     pub gso: Option<ExtraInfo>,
@@ -332,7 +333,7 @@ impl TxQueue {
         g: &GrantTable<N>,
         be: DomId,
         frame: &F,
-        mut flags: TxFlags,
+        flags: TxFlags,
         csum: TxCsum,
         total: usize,
     ) -> Result<bool, Error> {
@@ -346,17 +347,14 @@ impl TxQueue {
                 pos += c.len();
             });
             if let TxCsum::Software(l4) = csum {
-                let c = csum::compute(frame, &l4).to_be_bytes();
-                for (i, b) in c.iter().enumerate() {
-                    let at = l4.field + i;
-                    if at < PAGE_SIZE {
-                        mem.write(at, core::slice::from_ref(b));
-                    }
-                }
+                // `csum::locate` put the field inside the frame (`field + 2 <=
+                // start + len <= total`), and the frame fits this one page.
+                mem.write(l4.field, &csum::compute(frame, &l4).to_be_bytes());
             }
         }
-        flags.remove(TxFlags::MORE_DATA | TxFlags::EXTRA_INFO);
-        // The page is written; granting and publishing it is `send_page`'s job.
+        // `flags` holds only `CSUM_BLANK`/`DATA_VALIDATED` ([`TxOffload`]): one
+        // slot and no extras is what it already says. Granting and publishing
+        // the written page is `send_page`'s job.
         self.send_page(g, be, page, total, flags)
     }
 
